@@ -1,0 +1,49 @@
+# Two commands on a fresh clone: `make run` and `make test`. Everything they need installs here.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8080
+
+.PHONY: run test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@ $(VENV)/.run-deps
+
+## run: start refguard on the embedded PostgreSQL under ./.refguard and print an admin token
+run: $(VENV)/.run-deps
+	@$(BIN)/refguard migrate > /dev/null
+	@echo ""
+	@echo "  refguard on http://localhost:$(PORT)   (Ctrl-C stops it)"
+	@echo "  admin token (shown once): $$($(BIN)/refguard token create --role admin --name 'make run')"
+	@echo "  try: curl -H 'Authorization: Bearer <token>' http://localhost:$(PORT)/api/v1/programs"
+	@echo ""
+	@REFGUARD_PORT=$(PORT) $(BIN)/refguard serve
+
+## test: lint, type-check and run the whole suite against a real (embedded) PostgreSQL
+test: lint typecheck pytest
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.test-deps
+	$(BIN)/mypy
+
+pytest: $(VENV)/.test-deps
+	$(BIN)/pytest
+
+## bench: the redirect benchmark (installs wrk with apt when missing)
+bench: $(VENV)/.test-deps
+	@command -v wrk > /dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.redirect
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

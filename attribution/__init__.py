@@ -1,0 +1,1 @@
+"""Touchpoints and attribution models (a library: never imports tracker)."""

@@ -1,0 +1,1 @@
+"""Fraud signals, referrer graph and anomaly scoring (a library: never imports tracker)."""

@@ -1,0 +1,1 @@
+"""MaxMind-format geo lookups (a library: never imports tracker)."""

@@ -1,0 +1,169 @@
+"""Authentication, roles, pagination and small validators shared by the API handlers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from tracker import keys
+from tracker.api.errors import ApiError, invalid
+from tracker.auth import Principal
+
+PRINCIPAL = "principal"  # request-scoped value (aiohttp requests take plain string keys)
+ALL_ROLES = frozenset({"admin", "integration", "finance", "viewer"})
+EXTERNAL_ID_MAX = 128
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def requires(*roles: str) -> Callable[[Handler], Handler]:
+    """Bearer-token authentication and a role check; admin may do everything."""
+    allowed = frozenset(roles) | {"admin"}
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "unauthorized", "missing bearer token")
+            principal = await request.config_dict[keys.TOKENS].resolve(
+                request.config_dict[keys.POOL], token.strip()
+            )
+            if principal is None:
+                raise ApiError(401, "unauthorized", "invalid or revoked token")
+            if principal.role not in allowed:
+                raise ApiError(
+                    403, "forbidden",
+                    f"the {principal.role} role may not do this (needs {' or '.join(sorted(allowed))})",
+                )
+            request[PRINCIPAL] = principal
+            return await handler(request)
+
+        guarded.roles = allowed  # type: ignore[attr-defined]
+        return guarded
+
+    return wrap
+
+
+def principal(request: web.Request) -> Principal:
+    value = request[PRINCIPAL]
+    assert isinstance(value, Principal)  # noqa: S101 (set by `requires`)
+    return value
+
+
+# -- validators --------------------------------------------------------------------------------
+
+
+def string(
+    body: dict[str, Any], key: str, *, required: bool = True, max_len: int = 200,
+    pattern: re.Pattern[str] | None = None,
+) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise invalid(f"{key} is required", key)
+        return None
+    if not isinstance(value, str):
+        raise invalid(f"{key} must be a string", key)
+    if not value or len(value) > max_len:
+        raise invalid(f"{key} must be 1 to {max_len} characters", key)
+    if pattern is not None and not pattern.fullmatch(value):
+        raise invalid(f"{key} has characters that are not allowed", key)
+    return value
+
+
+def required_string(body: dict[str, Any], key: str, **kwargs: Any) -> str:
+    value = string(body, key, required=True, **kwargs)
+    assert value is not None  # noqa: S101 (required=True)
+    return value
+
+
+def opaque_id(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    """A merchant id: opaque, 1 to 128 characters, no control characters."""
+    value = string(body, key, required=required, max_len=EXTERNAL_ID_MAX)
+    if value is not None and not value.isprintable():
+        raise invalid(f"{key} must not contain control characters", key)
+    return value
+
+
+def query_param(request: web.Request, key: str, *, max_len: int = 200) -> str | None:
+    value = request.query.get(key)
+    if value is None or value == "":
+        return None
+    if len(value) > max_len:
+        raise invalid(f"{key} is too long", key)
+    return value
+
+
+def limit_param(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None or raw == "":
+        return 100
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid("limit must be an integer", "limit") from None
+    if not 1 <= value <= 1000:
+        raise invalid("limit must be between 1 and 1000", "limit")
+    return value
+
+
+def time_param(request: web.Request, key: str) -> datetime | None:
+    raw = query_param(request, key, max_len=64)
+    return None if raw is None else parse_time(raw, key)
+
+
+def parse_time(raw: str, key: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise invalid(f"{key} must be an RFC 3339 timestamp", key) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def rfc3339(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def encode_cursor(*parts: object) -> str:
+    raw = "|".join(str(p) for p in parts).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(request: web.Request, n_parts: int) -> list[str] | None:
+    raw = request.query.get("cursor")
+    if not raw:
+        return None
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        parts = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid("cursor is not valid", "cursor") from None
+    if len(parts) != n_parts:
+        raise invalid("cursor is not valid", "cursor")
+    return parts
+
+
+def id_cursor(request: web.Request) -> int:
+    parts = decode_cursor(request, 1)
+    if parts is None:
+        return 0
+    try:
+        return int(parts[0])
+    except ValueError:
+        raise invalid("cursor is not valid", "cursor") from None
+
+
+def page(items: list[dict[str, Any]], limit: int, next_cursor: str | None) -> web.Response:
+    return web.json_response({"items": items, "next": next_cursor if len(items) >= limit else None})

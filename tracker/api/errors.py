@@ -1,0 +1,104 @@
+"""JSON errors for /api: `{"error": {"code": ..., "message": ...}}`, never a 500 for bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from tracker import metrics
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def bad_request(message: str, **details: Any) -> ApiError:
+    return ApiError(400, "bad_request", message, **details)
+
+
+def invalid(message: str, field: str | None = None) -> ApiError:
+    return ApiError(422, "invalid", message, **({"field": field} if field else {}))
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def conflict(message: str) -> ApiError:
+    return ApiError(409, "conflict", message)
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    body.update(details)
+    headers = {"WWW-Authenticate": 'Bearer realm="refguard"'} if status == 401 else None
+    return web.json_response({"error": body}, status=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media",
+    422: "invalid", 429: "rate_limited",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource \
+        else "unmatched"
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except ApiError as exc:
+        status = exc.status
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "error")
+        return error_response(exc.status, code, exc.reason or code)
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        # Input that passed validation but not the schema (e.g. a value out of range).
+        status = 422
+        return error_response(422, "invalid", str(exc).split("\n", 1)[0])
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+        status = 503
+        log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+        return error_response(503, "unavailable", "the database is unavailable; retry later")
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error")
+    finally:
+        metrics.HTTP_REQUESTS.labels(route=route, status=str(status)).inc()
+        metrics.API_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    # The Content-Type is not enforced (curl -d sends a form type); the body must be JSON.
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body

@@ -1,0 +1,252 @@
+"""The OpenAPI 3.1 document served at /api/v1/openapi.json: the full reference for /api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _list_of(ref: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
+            "next": {"type": ["string", "null"], "description": "cursor of the next page"},
+        },
+    }
+
+
+def _op(summary: str, roles: str, *, body: str | None = None, ok: int = 200,
+        answer: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        public: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Roles: {roles}.",
+        "responses": {
+            str(ok): {"description": "OK", "content": {"application/json": {"schema": answer or {}}}},
+            **{str(s): _ERROR for s in (400, 401, 403, 404, 409, 413, 415, 422)},
+        },
+    }
+    if public:
+        op["security"] = []
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    return op
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None,
+       required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_PAGING = [
+    _q("limit", "page size (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    _q("cursor", "the `next` value of the previous page"),
+]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "field": {"type": "string"}}}},
+    },
+    "ProgramSettings": {
+        "type": "object",
+        "properties": {
+            "attribution_model": {"enum": ["last_touch", "first_touch", "linear", "time_decay",
+                                           "position_based", "markov", "shapley"]},
+            "attribution_window_days": {"type": "integer", "minimum": 1, "maximum": 365},
+            "hold_days": {"type": "integer", "minimum": 0, "maximum": 365},
+            "review_at": {"type": "number", "minimum": 0, "maximum": 1},
+            "reject_at": {"type": "number", "minimum": 0, "maximum": 1},
+            "fingerprint": {"enum": ["headers", "browser"]},
+            "fallback_url": {"type": "string", "description": "where unknown-program or disabled "
+                             "links go instead of a 404; must be on the program's domains"},
+            "default_destination": {"type": "string"},
+            "reward": {"type": "object", "properties": {
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "rules": {"type": "array", "items": {"type": "object", "required": [
+                    "beneficiary", "on"], "properties": {
+                    "beneficiary": {"enum": ["referrer", "referee"]},
+                    "on": {"enum": ["signup", "trial", "purchase", "renewal"]},
+                    "flat": {"type": "integer", "minimum": 0},
+                    "percent": {"type": "number", "minimum": 0, "maximum": 100}}}}}},
+        },
+        "additionalProperties": True,
+    },
+    "ProgramCreate": {
+        "type": "object", "required": ["slug", "name", "destination_domains"],
+        "properties": {
+            "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "destination_domains": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "settings": {"$ref": "#/components/schemas/ProgramSettings"},
+        },
+    },
+    "ProgramUpdate": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "destination_domains": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "settings": {"$ref": "#/components/schemas/ProgramSettings"},
+        },
+    },
+    "Program": {
+        "type": "object", "required": ["id", "slug", "name", "destination_domains", "settings"],
+        "properties": {
+            "id": {"type": "integer"}, "slug": {"type": "string"}, "name": {"type": "string"},
+            "destination_domains": {"type": "array", "items": {"type": "string"}},
+            "settings": {"$ref": "#/components/schemas/ProgramSettings"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ReferrerCreate": {
+        "type": "object", "required": ["program", "external_id"],
+        "properties": {
+            "program": {"type": "string"},
+            "external_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "email": {"type": "string", "maxLength": 320,
+                      "description": "stored only as a keyed hash"},
+        },
+    },
+    "Referrer": {
+        "type": "object", "required": ["id", "program", "external_id"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "external_id": {"type": "string"}, "has_email": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "LinkCreate": {
+        "type": "object", "required": ["program", "referrer"],
+        "properties": {
+            "program": {"type": "string"},
+            "referrer": {"type": "string", "description": "the referrer's external_id"},
+            "destination": {"type": "string", "description": "on the program's domains"},
+            "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        },
+    },
+    "LinkUpdate": {
+        "type": "object",
+        "properties": {"enabled": {"type": "boolean"}, "destination": {"type": "string"}},
+    },
+    "Link": {
+        "type": "object", "required": ["code", "url", "destination", "enabled"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "referrer": {"type": "string"}, "code": {"type": "string"},
+            "url": {"type": "string"}, "destination": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Click": {
+        "type": "object",
+        "required": ["click_id", "ts", "code", "referrer", "visitor_id", "ip", "country", "asn",
+                     "ua", "fingerprint", "flags", "bot_rule"],
+        "properties": {
+            "click_id": {"type": "string", "format": "uuid"},
+            "ts": {"type": "string", "format": "date-time"},
+            "code": {"type": "string"}, "referrer": {"type": "string"},
+            "visitor_id": {"type": ["string", "null"]}, "ip": {"type": ["string", "null"]},
+            "country": {"type": ["string", "null"]}, "asn": {"type": ["integer", "null"]},
+            "ua": {"type": "object", "properties": {
+                "browser": {"type": ["string", "null"]}, "os": {"type": ["string", "null"]},
+                "device": {"type": ["string", "null"]}}},
+            "fingerprint": {"type": ["string", "null"], "description": "hex"},
+            "flags": {"type": "object", "required": ["bot", "duplicate", "anonymous", "hosting"],
+                      "properties": {k: {"type": "boolean"} for k in
+                                     ("bot", "duplicate", "anonymous", "hosting")}},
+            "bot_rule": {"type": ["string", "null"]},
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    program_q = _q("program", "program slug", required=True)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "refguard", "version": "1",
+                 "description": "Referral fraud and attribution server. Authenticate with "
+                 "`Authorization: Bearer <token>` (`refguard token create`). Errors are "
+                 '`{"error": {"code", "message"}}`. Lists answer `{"items", "next"}`.'},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/programs": {
+                "post": _op("Create a program", "admin", body="ProgramCreate", ok=201,
+                            answer={"$ref": "#/components/schemas/Program"}),
+                "get": _op("List programs", "all", answer=_list_of("Program"), params=_PAGING),
+            },
+            "/programs/{slug}": {
+                "parameters": [_path("slug")],
+                "get": _op("One program", "all", answer={"$ref": "#/components/schemas/Program"}),
+                "patch": _op("Change a program (settings are merged)", "admin",
+                             body="ProgramUpdate",
+                             answer={"$ref": "#/components/schemas/Program"}),
+            },
+            "/referrers": {
+                "post": _op("Create (or fetch) a referrer: 201 created, 200 existed",
+                            "admin, integration", body="ReferrerCreate", ok=201,
+                            answer={"$ref": "#/components/schemas/Referrer"}),
+                "get": _op("List a program's referrers", "admin, integration, viewer",
+                           answer=_list_of("Referrer"), params=[program_q, *_PAGING]),
+            },
+            "/links": {
+                "post": _op("Create a referral link", "admin, integration", body="LinkCreate",
+                            ok=201, answer={"$ref": "#/components/schemas/Link"}),
+                "get": _op("List a program's links", "admin, integration, viewer",
+                           answer=_list_of("Link"),
+                           params=[program_q, _q("referrer", "referrer external_id"),
+                                   *_PAGING]),
+            },
+            "/links/{code}": {
+                "parameters": [_path("code")],
+                "get": _op("One link", "admin, integration, viewer",
+                           answer={"$ref": "#/components/schemas/Link"}),
+                "patch": _op("Enable, disable or re-point a link", "admin, integration",
+                             body="LinkUpdate", answer={"$ref": "#/components/schemas/Link"}),
+            },
+            "/clicks": {
+                "get": _op("The visit log, ascending by ts (HEAD requests are not stored)",
+                           "admin, viewer, finance", answer=_list_of("Click"),
+                           params=[program_q, _q("referrer", "referrer external_id"),
+                                   _q("code", "link code"),
+                                   _q("since", "RFC 3339 timestamp",
+                                      {"type": "string", "format": "date-time"}), *_PAGING]),
+            },
+            "/openapi.json": {
+                "get": _op("This document", "public", public=True),
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+            "responses": {"Error": {"description": "Error", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+        },
+    }
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", serve)

@@ -1,0 +1,164 @@
+"""The application factory.
+
+`create_app(settings)` registers its lifecycles in order: pool, link cache, journal, then (when
+`background` is true) the flusher and the jobs. aiohttp closes them in reverse, so the journal is
+sealed and the flusher has drained before the pool closes. `refguard serve` runs the HTTP workers
+with `background=False` and one background process (`run_background`) with the flusher and
+jobs, so CPU spent on flushing never sits on a redirect's latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+from aiohttp import web
+
+from tracker import keys, metrics
+from tracker.api import openapi, resources
+from tracker.api.errors import error_middleware
+from tracker.auth import TokenCache
+from tracker.db import create_pool, database_url
+from tracker.enrich import Enricher
+from tracker.flusher import Flusher
+from tracker.jobs import JobRunner
+from tracker.journal import JournalWriter
+from tracker.links import LinkCache
+from tracker.metrics import RedirectStats, fold_forever
+from tracker.redirect import install as install_redirect
+from tracker.redirect import make_redirect_handler
+from tracker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+
+
+def create_app(settings: Settings, *, background: bool = True) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    dsn = database_url(settings)
+    app[keys.SETTINGS] = settings
+    app[keys.DSN] = dsn
+    app[keys.TOKENS] = TokenCache()
+    stats = RedirectStats()
+    app[keys.STATS] = stats
+    links = LinkCache(dsn, snapshot=settings.data_dir / "links.snapshot.json")
+    app[keys.LINKS] = links
+    journal = JournalWriter(
+        settings.journal_dir,
+        fsync_ms=settings.journal_fsync_ms,
+        max_lines=settings.flush_max_clicks,
+        rotate_ms=settings.flush_interval_ms,
+    )
+    app[keys.JOURNAL] = journal
+
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[keys.POOL] = await create_pool(dsn, min_size=0, max_size=10)
+        yield
+        await app[keys.POOL].close()
+
+    async def links_ctx(app: web.Application) -> AsyncIterator[None]:
+        await links.start()
+        metrics.LINKS_CACHED.set(len(links.links))
+        yield
+        await links.close()
+
+    async def journal_ctx(app: web.Application) -> AsyncIterator[None]:
+        journal.open()
+        journal.start()
+        folder = asyncio.create_task(fold_forever(stats), name="metrics-fold")
+        yield
+        folder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await folder
+        await journal.close()
+
+    app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(links_ctx)
+    app.cleanup_ctx.append(journal_ctx)
+    if background:
+        app.cleanup_ctx.append(_background_ctx(settings, dsn))
+
+    install_redirect(
+        app,
+        make_redirect_handler(links, journal, stats,
+                              secure_cookie=settings.base_url.startswith("https://")),
+    )
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.handle_metrics)
+
+    api = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    resources.add_routes(api)
+    openapi.add_routes(api)
+    api.router.add_route("*", "/{tail:.*}", _api_not_found)
+    # Handlers of the sub-application read the shared state through `request.config_dict`.
+    app.add_subapp("/api/v1", api)
+    return app
+
+
+async def _api_not_found(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound(reason="no such API route")
+
+
+def _background_ctx(
+    settings: Settings, dsn: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with background(settings, dsn, pool=app[keys.POOL]):
+            yield
+
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def background(
+    settings: Settings, dsn: str, pool: asyncpg.Pool | None = None
+) -> AsyncIterator[Flusher]:
+    """The flusher and (unless disabled) the jobs, for as long as the context is open."""
+    own_pool = pool is None
+    the_pool = await create_pool(dsn, min_size=0, max_size=4) if pool is None else pool
+    flusher = Flusher(
+        settings.journal_dir,
+        dsn,
+        Enricher(settings.secret_key, settings.trusted_proxies),
+        interval_ms=settings.flush_interval_ms,
+        max_clicks=settings.flush_max_clicks,
+    )
+    flusher.start()
+    jobs = JobRunner(the_pool) if settings.run_jobs else None
+    if jobs is not None:
+        jobs.start()
+    try:
+        yield flusher
+    finally:
+        if jobs is not None:
+            await jobs.close()
+        await flusher.close()
+        if own_pool:
+            await the_pool.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "pid": os.getpid()})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    database = False
+    try:
+        async with asyncio.timeout(2):
+            database = await app[keys.POOL].fetchval("SELECT 1") == 1
+    except Exception:  # noqa: BLE001 (any failure means "not reachable")
+        database = False
+    journal = app[keys.JOURNAL].writable()
+    ready = database and journal
+    return web.json_response(
+        {"status": "ready" if ready else "degraded", "database": database, "journal": journal,
+         "links": len(app[keys.LINKS].links)},
+        status=200 if ready else 503,
+    )

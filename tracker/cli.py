@@ -1,0 +1,144 @@
+"""The `refguard` command line (also `python -m tracker`).
+
+Exit status: 0 success, 2 bad usage or input, 1 other failure; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from tracker.settings import Settings, SettingsError
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refguard", description="Referral fraud and attribution server."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP server (applies migrations first)")
+    serve.add_argument("--host", help="bind address (REFGUARD_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (REFGUARD_PORT, default 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (REFGUARD_WORKERS, default 1)")
+    serve.add_argument("--no-jobs", action="store_true", help="do not run the periodic jobs")
+
+    sub.add_parser("migrate", help="apply pending migrations and exit")
+    sub.add_parser("db-url", help="print the PostgreSQL DSN in use")
+
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_sub.add_parser("create", help="print a new API token (shown once)")
+    create.add_argument("--role", required=True,
+                        choices=["admin", "integration", "finance", "viewer"])
+    create.add_argument("--name", required=True)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    changes: dict[str, object] = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        if not 0 <= args.port <= 65535:
+            raise UsageError("--port must be between 0 and 65535")
+        changes["port"] = args.port
+    if getattr(args, "workers", None) is not None:
+        if not 1 <= args.workers <= 64:
+            raise UsageError("--workers must be between 1 and 64")
+        changes["workers"] = args.workers
+    if getattr(args, "no_jobs", False):
+        changes["run_jobs"] = False
+    return settings.with_overrides(**changes) if changes else settings
+
+
+def _resolve_dsn(settings: Settings) -> Settings:
+    from tracker.db import database_url
+
+    return settings.with_overrides(database_url=database_url(settings))
+
+
+def _cmd_serve(settings: Settings) -> int:
+    from tracker.db import migrate_dsn
+    from tracker.server import serve
+
+    settings = _resolve_dsn(settings)
+    applied = asyncio.run(migrate_dsn(settings.database_url or ""))
+    for name in applied:
+        print(f"applied migration {name}", file=sys.stderr)
+    print(
+        f"refguard serving on {settings.base_url} with {settings.workers} worker(s); "
+        f"links are {settings.base_url}/r/<code>, metrics at {settings.base_url}/metrics",
+        file=sys.stderr,
+        flush=True,
+    )
+    return serve(settings)
+
+
+def _cmd_migrate(settings: Settings) -> int:
+    from tracker.db import migrate_dsn
+
+    settings = _resolve_dsn(settings)
+    applied = asyncio.run(migrate_dsn(settings.database_url or ""))
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+def _cmd_token_create(settings: Settings, role: str, name: str) -> int:
+    from tracker import db
+    from tracker.auth import create_token
+
+    settings = _resolve_dsn(settings)
+
+    async def run() -> str:
+        conn = await db.connect(settings.database_url or "")
+        try:
+            await db.migrate(conn)
+            token, _ = await create_token(conn, role, name)
+            return token
+        finally:
+            await conn.close()
+
+    try:
+        token = asyncio.run(run())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(token)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        if args.command == "serve":
+            return _cmd_serve(settings)
+        if args.command == "migrate":
+            return _cmd_migrate(settings)
+        if args.command == "db-url":
+            print(_resolve_dsn(settings).database_url)
+            return 0
+        if args.command == "token":
+            return _cmd_token_create(settings, args.role, args.name)
+    except (SettingsError, UsageError) as exc:
+        print(f"refguard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 (one line for the user; details with -v later)
+        print(f"refguard: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

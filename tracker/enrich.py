@@ -1,0 +1,157 @@
+"""Turns journal lines into click rows: client IP, device fingerprint, bot verdict, limits.
+
+Runs in the flusher (and the importer), never on the redirect path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from fraud.bots import BotDetector
+from tracker.journal import RawClick
+from tracker.settings import IPNetwork
+
+MAX_UA = 1024
+MAX_LANG = 256
+MAX_REFERER = 2048
+MAX_QUERY = 2048
+MAX_HINT = 256
+MAX_VISITOR = 64
+
+# Order of the COPY into the staging table; tracker.flusher relies on it.
+COLUMNS = (
+    "program_id", "click_id", "ts", "link_id", "referrer_id", "code", "visitor_id",
+    "new_visitor", "ip", "user_agent", "accept_language", "referer", "query", "client_hints",
+    "fingerprint", "is_bot", "bot_rule", "is_duplicate", "source",
+)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _clean(value: str, limit: int) -> str | None:
+    if not value:
+        return None
+    if len(value) > limit:
+        value = value[:limit]
+    # PostgreSQL text takes neither NUL nor lone surrogates (undecodable bytes from the wire).
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value or None
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip().strip('"')
+    if text.startswith("["):  # Forwarded: for="[2001:db8::1]:4711"
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+class ClientIp:
+    """The client address: the peer, unless the peer is a trusted proxy.
+
+    Behind trusted proxies, X-Forwarded-For (or else Forwarded) is read right to left and the
+    first hop that is not itself a trusted proxy is the client. Garbage in those headers falls
+    back to the last address that could be verified.
+    """
+
+    def __init__(self, trusted: tuple[IPNetwork, ...]) -> None:
+        self.trusted = trusted
+        self.resolve = lru_cache(maxsize=65536)(self._resolve)
+
+    def _is_trusted(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(addr in net for net in self.trusted)
+
+    def _resolve(self, peer: str, xff: str, forwarded: str) -> str | None:
+        addr = _parse_ip(peer)
+        if addr is None:
+            return None
+        if not self.trusted or not self._is_trusted(addr):
+            return str(addr)
+        hops: list[str] = []
+        if xff:
+            hops = [h for h in (p.strip() for p in xff.split(",")) if h]
+        elif forwarded:
+            for element in forwarded.split(","):
+                for pair in element.split(";"):
+                    key, _, value = pair.strip().partition("=")
+                    if key.lower() == "for":
+                        hops.append(value)
+        for hop in reversed(hops):
+            hop_addr = _parse_ip(hop)
+            if hop_addr is None:
+                break
+            addr = hop_addr
+            if not self._is_trusted(hop_addr):
+                break
+        return str(addr)
+
+
+def ip_prefix(ip: str | None) -> str:
+    """/24 of an IPv4 address, /48 of an IPv6 one: the part of the address a device keeps."""
+    if not ip:
+        return ""
+    if ":" in ip:
+        return str(ipaddress.ip_network(f"{ip}/48", strict=False).network_address)
+    return ip.rsplit(".", 1)[0]
+
+
+class Enricher:
+    def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
+                 bots: BotDetector | None = None) -> None:
+        self._key = hashlib.blake2b(secret_key, digest_size=32).digest()
+        self.client_ip = ClientIp(trusted)
+        self.bots = bots or BotDetector()
+
+    def fingerprint(self, raw: RawClick, ip: str | None) -> bytes:
+        """Keyed hash of the device headers and the IP's /24 (/48): stable for a device,
+        meaningless without the server's secret."""
+        material = "\x00".join(
+            (raw.user_agent, raw.accept_language, raw.sec_ch_ua, raw.sec_ch_ua_mobile,
+             raw.sec_ch_ua_platform, ip_prefix(ip))
+        ).encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
+
+    def row(self, raw: RawClick, *, source: str = "live") -> tuple[object, ...]:
+        ip = self.client_ip.resolve(raw.peer, raw.x_forwarded_for, raw.forwarded)
+        verdict = self.bots.classify(raw.user_agent, purpose=raw.purpose)
+        hints = None
+        if raw.sec_ch_ua or raw.sec_ch_ua_mobile or raw.sec_ch_ua_platform:
+            hints = json.dumps({
+                "sec_ch_ua": _clean(raw.sec_ch_ua, MAX_HINT),
+                "mobile": _clean(raw.sec_ch_ua_mobile, MAX_HINT),
+                "platform": _clean(raw.sec_ch_ua_platform, MAX_HINT),
+            })
+        return (
+            raw.program_id,
+            raw.click_id,
+            EPOCH + timedelta(microseconds=raw.ts_us),
+            raw.link_id,
+            raw.referrer_id,
+            raw.code,
+            _clean(raw.visitor_id, MAX_VISITOR),
+            raw.new_visitor,
+            ip,
+            _clean(raw.user_agent, MAX_UA),
+            _clean(raw.accept_language, MAX_LANG),
+            _clean(raw.referer, MAX_REFERER),
+            _clean(raw.query, MAX_QUERY),
+            hints,
+            self.fingerprint(raw, ip),
+            verdict.is_bot,
+            verdict.rule,
+            False,
+            source,
+        )

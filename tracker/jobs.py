@@ -1,0 +1,85 @@
+"""Periodic jobs, one leader per job across every node (PostgreSQL advisory locks).
+
+Each run takes `pg_try_advisory_xact_lock(job)`: whichever process gets it runs the job, the
+others skip this round. CPU-heavy jobs (later: attribution, fraud scans) run their number
+crunching in an executor so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from tracker import metrics
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    interval_s: float
+    run: JobFn
+
+    @property
+    def lock_key(self) -> int:
+        return int.from_bytes(hashlib.sha256(b"refguard-job:" + self.name.encode()).digest()[:8],
+                              "big", signed=True)
+
+
+async def run_if_leader(pool: asyncpg.Pool, job: Job) -> bool:
+    """Run the job once if no other process is running it; True when it ran."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", job.lock_key):
+            return False
+        await job.run(conn)
+        return True
+
+
+async def ensure_click_partitions(conn: asyncpg.Connection) -> None:
+    """Monthly click partitions for this month and the next three."""
+    await conn.execute(
+        """SELECT refguard_ensure_click_partition(now() + make_interval(months => m))
+           FROM generate_series(0, 3) AS m"""
+    )
+
+
+DEFAULT_JOBS = (Job("click_partitions", 3600.0, ensure_click_partitions),)
+
+
+class JobRunner:
+    def __init__(self, pool: asyncpg.Pool, jobs: tuple[Job, ...] = DEFAULT_JOBS) -> None:
+        self.pool = pool
+        self.jobs = jobs
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _loop(self, job: Job) -> None:
+        while True:
+            try:
+                ran = await run_if_leader(self.pool, job)
+                metrics.JOB_RUNS.labels(job=job.name, result="ran" if ran else "skipped").inc()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                metrics.JOB_RUNS.labels(job=job.name, result="failed").inc()
+                log.warning("job %s failed: %s", job.name, exc)
+                await asyncio.sleep(min(job.interval_s, 30.0))
+                continue
+            await asyncio.sleep(job.interval_s)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(j), name=f"job-{j.name}") for j in self.jobs]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()

@@ -1,0 +1,289 @@
+"""Every link in memory, so the redirect never awaits the database.
+
+The cache loads all links at start-up, then follows `NOTIFY refguard_links` (sent by triggers on
+links and programs) on a dedicated connection; after a reconnect it reloads everything, since
+notifications sent while it was away are lost. A code that is not in memory is looked up once
+(the link may have been created a moment ago on another worker, before its notification arrived)
+and then remembered as unknown for a while: repeated unknown codes never reach the database.
+A snapshot file lets a worker that restarts while PostgreSQL is down serve the links it knew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from tracker import db
+
+log = logging.getLogger(__name__)
+
+CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NEGATIVE_TTL_S = 30.0
+NEGATIVE_MAX = 100_000
+CHANNEL = "refguard_links"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEntry:
+    code: str
+    program_id: int
+    link_id: int
+    referrer_id: int
+    destination: str
+    enabled: bool
+    fallback_url: str | None
+    # Precomputed for the hot path: destination up to its query separator, its fragment, and the
+    # journal fields that identify the link.
+    prefix: str
+    fragment: str
+    journal_key: str
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        code: str,
+        program_id: int,
+        link_id: int,
+        referrer_id: int,
+        destination: str,
+        enabled: bool,
+        fallback_url: str | None,
+    ) -> LinkEntry:
+        base, _, frag = destination.partition("#")
+        if "?" not in base:
+            prefix = base + "?"
+        elif base.endswith(("?", "&")):
+            prefix = base
+        else:
+            prefix = base + "&"
+        return cls(
+            code=code,
+            program_id=program_id,
+            link_id=link_id,
+            referrer_id=referrer_id,
+            destination=destination,
+            enabled=enabled,
+            fallback_url=fallback_url,
+            prefix=prefix,
+            fragment="#" + frag if frag else "",
+            journal_key=f"{program_id}\x00{link_id}\x00{referrer_id}\x00{code}",
+        )
+
+
+_LINK_SQL = """
+SELECT l.code, l.program_id, l.id AS link_id, l.referrer_id, l.destination, l.enabled,
+       p.settings->>'fallback_url' AS fallback_url
+FROM links l JOIN programs p ON p.id = l.program_id
+"""
+
+
+def _entry(row: asyncpg.Record) -> LinkEntry:
+    return LinkEntry.build(
+        code=row["code"],
+        program_id=row["program_id"],
+        link_id=row["link_id"],
+        referrer_id=row["referrer_id"],
+        destination=row["destination"],
+        enabled=row["enabled"],
+        fallback_url=row["fallback_url"],
+    )
+
+
+class LinkCache:
+    def __init__(self, dsn: str, snapshot: Path | None = None) -> None:
+        self.dsn = dsn
+        self.snapshot = snapshot
+        self.links: dict[str, LinkEntry] = {}
+        self._negative: OrderedDict[str, float] = OrderedDict()
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._lookups = asyncio.Semaphore(4)
+        # One connection serves the listener, refreshes and miss look-ups, one query at a time.
+        self._conn_lock = asyncio.Lock()
+        self.loaded = False
+
+    # -- queries -------------------------------------------------------------------------------
+
+    async def _load_all(self, conn: asyncpg.Connection) -> None:
+        rows = await conn.fetch(_LINK_SQL)
+        self.links = {row["code"]: _entry(row) for row in rows}
+        self._negative.clear()
+        self.loaded = True
+        self._write_snapshot()
+
+    async def _load_code(self, conn: asyncpg.Connection, code: str) -> LinkEntry | None:
+        row = await conn.fetchrow(_LINK_SQL + " WHERE l.code = $1", code)
+        if row is None:
+            self.links.pop(code, None)
+            return None
+        entry = _entry(row)
+        self.links[code] = entry
+        self._negative.pop(code, None)
+        return entry
+
+    async def _load_program(self, conn: asyncpg.Connection, program_id: int) -> None:
+        rows = await conn.fetch(_LINK_SQL + " WHERE l.program_id = $1", program_id)
+        for row in rows:
+            self.links[row["code"]] = _entry(row)
+
+    # -- the miss path -------------------------------------------------------------------------
+
+    def known_missing(self, code: str) -> bool:
+        """True when `code` can be answered 404 without asking the database."""
+        if not CODE_RE.match(code):
+            return True
+        at = self._negative.get(code)
+        if at is not None and time.monotonic() - at < NEGATIVE_TTL_S:
+            return True
+        return self._conn is None or self._conn.is_closed()
+
+    async def lookup_missing(self, code: str) -> LinkEntry | None:
+        """One database look-up for a code not in memory; remembers a miss."""
+        if self.known_missing(code):
+            return None
+        async with self._lookups:
+            entry = self.links.get(code)
+            if entry is not None:
+                return entry
+            conn = self._conn
+            if conn is None:
+                return None
+            try:
+                async with asyncio.timeout(1.0), self._conn_lock:
+                    entry = await self._load_code(conn, code)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("link lookup for a missing code failed: %s", exc)
+                return None
+        if entry is None:
+            self._negative[code] = time.monotonic()
+            while len(self._negative) > NEGATIVE_MAX:
+                self._negative.popitem(last=False)
+        return entry
+
+    def get(self, code: str) -> LinkEntry | None:
+        return self.links.get(code)
+
+    def put(self, entry: LinkEntry) -> None:
+        """Make a link known at once in this worker (the API that created it calls this)."""
+        self.links[entry.code] = entry
+        self._negative.pop(entry.code, None)
+
+    # -- the listener --------------------------------------------------------------------------
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        kind, _, value = payload.partition(":")
+        if kind == "link":
+            self._negative.pop(value, None)
+            asyncio.get_running_loop().create_task(self._refresh_code(value))
+        elif kind == "program":
+            asyncio.get_running_loop().create_task(self._refresh_program(int(value)))
+
+    async def _refresh_code(self, code: str) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            async with self._conn_lock:
+                await self._load_code(conn, code)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("link refresh failed: %s", exc)
+
+    async def _refresh_program(self, program_id: int) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            async with self._conn_lock:
+                await self._load_program(conn, program_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("program refresh failed: %s", exc)
+
+    async def _listen_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await db.connect(self.dsn, timeout=5)
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notify)
+                await self._load_all(conn)  # after LISTEN, so nothing falls in between
+                self._conn = conn
+                self._connected.set()
+                backoff = 0.1
+                while not lost.is_set():
+                    # Notifications arrive on their own; the ping notices a silent dead peer.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=10)
+                    if not lost.is_set():
+                        try:
+                            async with asyncio.timeout(5), self._conn_lock:
+                                await conn.execute("SELECT 1")
+                        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                                TimeoutError):
+                            lost.set()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("link listener: %s; retrying in %.1fs", exc, backoff)
+            finally:
+                self._connected.clear()
+                if self._conn is not None:
+                    conn, self._conn = self._conn, None
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def start(self, wait_s: float = 10.0) -> None:
+        """Start following the database; waits for the first load (or uses the snapshot)."""
+        self._task = asyncio.create_task(self._listen_forever(), name="link-cache")
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout=wait_s)
+        except TimeoutError:
+            self._read_snapshot()
+            log.warning("database unreachable at start; serving %d links from the snapshot",
+                        len(self.links))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # -- snapshot ------------------------------------------------------------------------------
+
+    def _write_snapshot(self) -> None:
+        if self.snapshot is None:
+            return
+        tmp = self.snapshot.with_name(f"{self.snapshot.name}.{os.getpid()}.tmp")
+        try:
+            rows = [
+                {k: v for k, v in asdict(e).items() if k not in ("prefix", "fragment",
+                                                                  "journal_key")}
+                for e in self.links.values()
+            ]
+            tmp.write_text(json.dumps(rows), encoding="utf-8")
+            os.replace(tmp, self.snapshot)
+        except OSError as exc:
+            log.warning("cannot write the link snapshot: %s", exc)
+
+    def _read_snapshot(self) -> None:
+        if self.snapshot is None or self.links:
+            return
+        try:
+            rows = json.loads(self.snapshot.read_text(encoding="utf-8"))
+            self.links = {r["code"]: LinkEntry.build(**r) for r in rows}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("no usable link snapshot: %s", exc)

@@ -1,0 +1,146 @@
+"""Program settings and destination rules (no open redirects)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+ATTRIBUTION_MODELS = (
+    "last_touch", "first_touch", "linear", "time_decay", "position_based", "markov", "shapley",
+)
+CONVERSION_TYPES = ("signup", "trial", "purchase", "renewal", "refund", "chargeback")
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "attribution_model": "last_touch",
+    "attribution_window_days": 30,
+    "hold_days": 30,
+    "review_at": 0.5,
+    "reject_at": 0.9,
+    "fingerprint": "headers",
+    "reward": {"currency": "USD", "rules": []},
+}
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class SettingsInvalid(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def normalise_domain(value: object) -> str:
+    if not isinstance(value, str):
+        raise SettingsInvalid("destination_domains", "each domain must be a string")
+    domain = value.strip().lower().rstrip(".")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise SettingsInvalid("destination_domains", f"{value!r} is not a hostname") from None
+    if not _HOSTNAME.match(domain):
+        raise SettingsInvalid("destination_domains", f"{value!r} is not a hostname")
+    return domain
+
+
+def host_allowed(host: str, domains: list[str]) -> bool:
+    """A destination host is allowed if it is a listed domain or a subdomain of one."""
+    host = host.lower().rstrip(".")
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def check_destination(url: str, domains: list[str], field: str = "destination") -> str:
+    """The destination if it is an absolute http(s) URL on the program's domains."""
+    if len(url) > 2048 or not url.isprintable() or any(c.isspace() for c in url):
+        raise SettingsInvalid(field, "the URL is too long or contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a bad port
+    except ValueError:
+        raise SettingsInvalid(field, "not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise SettingsInvalid(field, "must be an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None or "\\" in url:
+        raise SettingsInvalid(field, "must not carry credentials or backslashes")
+    try:
+        host_ascii = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise SettingsInvalid(field, "the host is not a valid hostname") from None
+    if not host_allowed(host_ascii, domains):
+        raise SettingsInvalid(
+            field, f"the host {host!r} is not one of the program's destination domains"
+        )
+    return url
+
+
+def _number(settings: dict[str, Any], key: str, lo: float, hi: float, *, integer: bool) -> None:
+    value = settings[key]
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or not lo <= value <= hi:
+        kind = "an integer" if integer else "a number"
+        raise SettingsInvalid(key, f"{key} must be {kind} between {lo:g} and {hi:g}")
+
+
+def _reward(reward: object) -> None:
+    if not isinstance(reward, dict):
+        raise SettingsInvalid("reward", "reward must be an object")
+    currency = reward.get("currency", "USD")
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise SettingsInvalid("reward", "reward.currency must be an ISO 4217 code like USD")
+    rules = reward.get("rules", [])
+    if not isinstance(rules, list):
+        raise SettingsInvalid("reward", "reward.rules must be a list")
+    for i, rule in enumerate(rules):
+        where = f"reward.rules[{i}]"
+        if not isinstance(rule, dict):
+            raise SettingsInvalid("reward", f"{where} must be an object")
+        if rule.get("beneficiary") not in ("referrer", "referee"):
+            raise SettingsInvalid("reward", f"{where}.beneficiary must be referrer or referee")
+        if rule.get("on") not in CONVERSION_TYPES[:4]:
+            raise SettingsInvalid("reward", f"{where}.on must be one of signup, trial, purchase, "
+                                            "renewal")
+        has_flat, has_percent = "flat" in rule, "percent" in rule
+        if has_flat == has_percent:
+            raise SettingsInvalid("reward", f"{where} needs exactly one of flat or percent")
+        if has_flat and (isinstance(rule["flat"], bool) or not isinstance(rule["flat"], int)
+                         or not 0 <= rule["flat"] <= 10**12):
+            raise SettingsInvalid("reward", f"{where}.flat must be an amount in minor units")
+        if has_percent and (isinstance(rule["percent"], bool)
+                            or not isinstance(rule["percent"], int | float)
+                            or not 0 <= rule["percent"] <= 100):
+            raise SettingsInvalid("reward", f"{where}.percent must be between 0 and 100")
+
+
+def validate_settings(raw: object, domains: list[str]) -> dict[str, Any]:
+    """Settings with defaults filled in; unknown keys are kept for later features."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SettingsInvalid("settings", "settings must be an object")
+    settings = {**DEFAULT_SETTINGS, **raw}
+    if settings["attribution_model"] not in ATTRIBUTION_MODELS:
+        raise SettingsInvalid(
+            "attribution_model", f"attribution_model must be one of {', '.join(ATTRIBUTION_MODELS)}"
+        )
+    _number(settings, "attribution_window_days", 1, 365, integer=True)
+    _number(settings, "hold_days", 0, 365, integer=True)
+    _number(settings, "review_at", 0, 1, integer=False)
+    _number(settings, "reject_at", 0, 1, integer=False)
+    if settings["review_at"] > settings["reject_at"]:
+        raise SettingsInvalid("review_at", "review_at must not exceed reject_at")
+    if settings["fingerprint"] not in ("headers", "browser"):
+        raise SettingsInvalid("fingerprint", "fingerprint must be headers or browser")
+    _reward(settings["reward"])
+    for key in ("fallback_url", "default_destination"):
+        if settings.get(key) is not None:
+            if not isinstance(settings[key], str):
+                raise SettingsInvalid(key, f"{key} must be a URL")
+            check_destination(settings[key], domains, key)
+    return settings
+
+
+def default_destination(domains: list[str], settings: dict[str, Any]) -> str:
+    configured = settings.get("default_destination")
+    if isinstance(configured, str):
+        return configured
+    return f"https://{domains[0]}/"

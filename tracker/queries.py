@@ -1,0 +1,307 @@
+"""SQL of the application: async functions taking `conn` first, returning frozen dataclasses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    id: int
+    slug: str
+    name: str
+    destination_domains: list[str]
+    settings: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    id: int
+    program_id: int
+    program: str
+    external_id: str
+    has_email: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    id: int
+    program_id: int
+    program: str
+    referrer_id: int
+    referrer: str
+    code: str
+    destination: str
+    enabled: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    click_id: str
+    ts: datetime
+    code: str
+    referrer: str
+    visitor_id: str | None
+    ip: str | None
+    country: str | None
+    asn: int | None
+    ua_browser: str | None
+    ua_os: str | None
+    ua_device: str | None
+    fingerprint: bytes | None
+    is_bot: bool
+    is_duplicate: bool
+    is_anonymous: bool
+    is_hosting: bool
+    bot_rule: str | None
+
+
+def _program(row: asyncpg.Record) -> Program:
+    settings = row["settings"]
+    return Program(
+        id=row["id"],
+        slug=row["slug"],
+        name=row["name"],
+        destination_domains=list(row["destination_domains"]),
+        settings=json.loads(settings) if isinstance(settings, str) else dict(settings),
+        created_at=row["created_at"],
+    )
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    *,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    program_id: int | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO audit_log (program_id, actor, action, object_type, object_id, reason, details)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
+        program_id, actor, action, object_type, object_id, reason, json.dumps(details or {}),
+    )
+
+
+# -- programs ----------------------------------------------------------------------------------
+
+_PROGRAM_COLS = "id, slug, name, destination_domains, settings::text AS settings, created_at"
+
+
+async def create_program(
+    conn: asyncpg.Connection, slug: str, name: str, domains: list[str], settings: dict[str, Any]
+) -> Program:
+    try:
+        row = await conn.fetchrow(
+            f"""INSERT INTO programs (slug, name, destination_domains, settings)
+                VALUES ($1, $2, $3, $4::jsonb) RETURNING {_PROGRAM_COLS}""",
+            slug, name, domains, json.dumps(settings),
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"a program with slug {slug!r} exists") from None
+    assert row is not None  # noqa: S101 (INSERT ... RETURNING returns the row)
+    return _program(row)
+
+
+async def update_program(
+    conn: asyncpg.Connection, program_id: int, name: str, domains: list[str],
+    settings: dict[str, Any],
+) -> Program:
+    row = await conn.fetchrow(
+        f"""UPDATE programs SET name = $2, destination_domains = $3, settings = $4::jsonb,
+                   updated_at = now()
+            WHERE id = $1 RETURNING {_PROGRAM_COLS}""",
+        program_id, name, domains, json.dumps(settings),
+    )
+    if row is None:
+        raise NotFound("program")
+    return _program(row)
+
+
+async def get_program(conn: asyncpg.Connection, slug: str) -> Program:
+    row = await conn.fetchrow(f"SELECT {_PROGRAM_COLS} FROM programs WHERE slug = $1", slug)
+    if row is None:
+        raise NotFound("program")
+    return _program(row)
+
+
+async def list_programs(conn: asyncpg.Connection, after_id: int, limit: int) -> list[Program]:
+    rows = await conn.fetch(
+        f"SELECT {_PROGRAM_COLS} FROM programs WHERE id > $1 ORDER BY id LIMIT $2",
+        after_id, limit,
+    )
+    return [_program(r) for r in rows]
+
+
+# -- referrers ---------------------------------------------------------------------------------
+
+_REFERRER_SELECT = """
+SELECT r.id, r.program_id, p.slug AS program, r.external_id, r.email_hash IS NOT NULL AS has_email,
+       r.created_at
+FROM referrers r JOIN programs p ON p.id = r.program_id
+"""
+
+
+def _referrer(row: asyncpg.Record) -> Referrer:
+    return Referrer(
+        id=row["id"], program_id=row["program_id"], program=row["program"],
+        external_id=row["external_id"], has_email=row["has_email"], created_at=row["created_at"],
+    )
+
+
+async def upsert_referrer(
+    conn: asyncpg.Connection, program: Program, external_id: str, email_hash: bytes | None
+) -> tuple[Referrer, bool]:
+    """The referrer and whether it was created now. An email given later is added."""
+    row = await conn.fetchrow(
+        """INSERT INTO referrers (program_id, external_id, email_hash) VALUES ($1, $2, $3)
+           ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id""",
+        program.id, external_id, email_hash,
+    )
+    created = row is not None
+    if not created and email_hash is not None:
+        await conn.execute(
+            """UPDATE referrers SET email_hash = $3
+               WHERE program_id = $1 AND external_id = $2 AND email_hash IS DISTINCT FROM $3""",
+            program.id, external_id, email_hash,
+        )
+    return await get_referrer(conn, program.id, external_id), created
+
+
+async def get_referrer(conn: asyncpg.Connection, program_id: int, external_id: str) -> Referrer:
+    row = await conn.fetchrow(
+        _REFERRER_SELECT + " WHERE r.program_id = $1 AND r.external_id = $2",
+        program_id, external_id,
+    )
+    if row is None:
+        raise NotFound("referrer")
+    return _referrer(row)
+
+
+async def list_referrers(
+    conn: asyncpg.Connection, program_id: int, after_id: int, limit: int
+) -> list[Referrer]:
+    rows = await conn.fetch(
+        _REFERRER_SELECT + " WHERE r.program_id = $1 AND r.id > $2 ORDER BY r.id LIMIT $3",
+        program_id, after_id, limit,
+    )
+    return [_referrer(r) for r in rows]
+
+
+# -- links -------------------------------------------------------------------------------------
+
+_LINK_SELECT = """
+SELECT l.id, l.program_id, p.slug AS program, l.referrer_id, r.external_id AS referrer, l.code,
+       l.destination, l.enabled, l.created_at
+FROM links l
+JOIN programs p ON p.id = l.program_id
+JOIN referrers r ON r.program_id = l.program_id AND r.id = l.referrer_id
+"""
+
+
+def _link(row: asyncpg.Record) -> Link:
+    return Link(
+        id=row["id"], program_id=row["program_id"], program=row["program"],
+        referrer_id=row["referrer_id"], referrer=row["referrer"], code=row["code"],
+        destination=row["destination"], enabled=row["enabled"], created_at=row["created_at"],
+    )
+
+
+async def create_link(
+    conn: asyncpg.Connection, program_id: int, referrer_id: int, code: str, destination: str
+) -> Link:
+    try:
+        await conn.execute(
+            """INSERT INTO links (program_id, referrer_id, code, destination)
+               VALUES ($1, $2, $3, $4)""",
+            program_id, referrer_id, code, destination,
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"the code {code!r} is taken") from None
+    return await get_link(conn, code)
+
+
+async def get_link(conn: asyncpg.Connection, code: str) -> Link:
+    row = await conn.fetchrow(_LINK_SELECT + " WHERE l.code = $1", code)
+    if row is None:
+        raise NotFound("link")
+    return _link(row)
+
+
+async def update_link(
+    conn: asyncpg.Connection, code: str, *, enabled: bool | None, destination: str | None
+) -> Link:
+    status = await conn.execute(
+        """UPDATE links SET enabled = coalesce($2, enabled),
+                            destination = coalesce($3, destination), updated_at = now()
+           WHERE code = $1""",
+        code, enabled, destination,
+    )
+    if status == "UPDATE 0":
+        raise NotFound("link")
+    return await get_link(conn, code)
+
+
+async def list_links(
+    conn: asyncpg.Connection, program_id: int, referrer_id: int | None, after_id: int, limit: int
+) -> list[Link]:
+    rows = await conn.fetch(
+        _LINK_SELECT
+        + """ WHERE l.program_id = $1 AND ($2::bigint IS NULL OR l.referrer_id = $2)
+              AND l.id > $3 ORDER BY l.id LIMIT $4""",
+        program_id, referrer_id, after_id, limit,
+    )
+    return [_link(r) for r in rows]
+
+
+# -- clicks ------------------------------------------------------------------------------------
+
+
+async def list_clicks(
+    conn: asyncpg.Connection,
+    *,
+    program_id: int,
+    referrer_id: int | None,
+    link_id: int | None,
+    since: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Click]:
+    rows = await conn.fetch(
+        """
+        SELECT c.click_id::text AS click_id, c.ts, c.code, r.external_id AS referrer, c.visitor_id,
+               host(c.ip) AS ip, c.country, c.asn, c.ua_browser, c.ua_os, c.ua_device,
+               c.fingerprint, c.is_bot, c.is_duplicate, c.is_anonymous, c.is_hosting, c.bot_rule
+        FROM clicks c
+        JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
+        WHERE c.program_id = $1
+          AND ($2::bigint IS NULL OR c.referrer_id = $2)
+          AND ($3::bigint IS NULL OR c.link_id = $3)
+          AND ($4::timestamptz IS NULL OR c.ts >= $4)
+          AND ($5::timestamptz IS NULL OR (c.ts, c.click_id) > ($5, $6::uuid))
+        ORDER BY c.ts, c.click_id
+        LIMIT $7
+        """,
+        program_id, referrer_id, link_id, since,
+        after[0] if after else None, after[1] if after else None, limit,
+    )
+    return [Click(**dict(r)) for r in rows]

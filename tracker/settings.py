@@ -1,0 +1,143 @@
+"""Settings, read once from the environment (DESIGN section 4).
+
+A bad value raises `SettingsError` whose message names the variable, so start-up can stop with one
+clear line. The secret key never appears in `repr`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Self
+
+PREFIX = "REFGUARD_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}: expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{PREFIX}{name}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    raw = env.get(PREFIX + name, "")
+    nets: list[IPNetwork] = []
+    for part in raw.replace(";", ",").split(","):
+        item = part.strip()
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name}: {item!r} is not an IP address or CIDR") from None
+    return tuple(nets)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None
+    secret_key: bytes = field(repr=False)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    geoip_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    public_url: str = ""
+    journal_fsync_ms: int = 100
+    flush_interval_ms: int = 100
+    flush_max_clicks: int = 5000
+    run_jobs: bool = True
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
+    def base_url(self) -> str:
+        """Public base URL of the redirect endpoint (links are `{base_url}/r/{code}`)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    def with_overrides(self, **changes: object) -> Self:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(env.get(PREFIX + "DATA_DIR") or "./.refguard").resolve()
+        database_url = env.get(PREFIX + "DATABASE_URL") or None
+        if database_url is not None and not database_url.startswith(
+            ("postgres://", "postgresql://")
+        ):
+            raise SettingsError(
+                f"{PREFIX}DATABASE_URL: expected a postgresql:// DSN, got {database_url[:20]!r}"
+            )
+        geoip_raw = env.get(PREFIX + "GEOIP_DIR") or None
+        geoip_dir = Path(geoip_raw) if geoip_raw else None
+        if geoip_dir is not None and not geoip_dir.is_dir():
+            raise SettingsError(f"{PREFIX}GEOIP_DIR: {geoip_raw!r} is not a directory")
+        public_url = env.get(PREFIX + "PUBLIC_URL", "")
+        if public_url and not public_url.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}PUBLIC_URL: expected an http(s):// URL, got {public_url!r}")
+        host = env.get(PREFIX + "HOST") or "127.0.0.1"
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            secret_key=_secret_key(env, data_dir),
+            trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
+            geoip_dir=geoip_dir,
+            host=host,
+            port=_int(env, "PORT", 8080, 0, 65535),
+            workers=_int(env, "WORKERS", 1, 1, 64),
+            public_url=public_url,
+            journal_fsync_ms=_int(env, "JOURNAL_FSYNC_MS", 100, 0, 60_000),
+            flush_interval_ms=_int(env, "FLUSH_INTERVAL_MS", 100, 10, 60_000),
+            flush_max_clicks=_int(env, "FLUSH_MAX_CLICKS", 5000, 100, 1_000_000),
+        )
+
+
+def _secret_key(env: Mapping[str, str], data_dir: Path) -> bytes:
+    raw = env.get(PREFIX + "SECRET_KEY")
+    if raw:
+        if len(raw) < 16:
+            raise SettingsError(f"{PREFIX}SECRET_KEY: must be at least 16 characters")
+        return raw.encode()
+    path = data_dir / "secret_key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SettingsError(f"{PREFIX}DATA_DIR: cannot read {path}: {exc.strerror}") from None
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32).encode()
+        # O_EXCL: two processes starting at once agree on one key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise SettingsError(f"{PREFIX}DATA_DIR: cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
