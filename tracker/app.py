@@ -39,6 +39,7 @@ MAX_BODY = 1024 * 1024
 
 
 def create_app(settings: Settings, *, background: bool = True) -> web.Application:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = web.Application(client_max_size=MAX_BODY)
     dsn = database_url(settings)
     app[keys.SETTINGS] = settings

@@ -16,7 +16,8 @@ from tracker import keys
 from tracker.api.errors import ApiError, invalid
 from tracker.auth import Principal
 
-PRINCIPAL = "principal"  # request-scoped value (aiohttp requests take plain string keys)
+PRINCIPAL = web.RequestKey("principal", Principal)
+
 ALL_ROLES = frozenset({"admin", "integration", "finance", "viewer"})
 EXTERNAL_ID_MAX = 128
 
@@ -54,9 +55,7 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
 
 
 def principal(request: web.Request) -> Principal:
-    value = request[PRINCIPAL]
-    assert isinstance(value, Principal)  # noqa: S101 (set by `requires`)
-    return value
+    return request[PRINCIPAL]
 
 
 # -- validators --------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each prints its figures; see DESIGN.md section 8."""

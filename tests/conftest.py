@@ -1,0 +1,186 @@
+"""Test fixtures: one embedded PostgreSQL per session, a fresh database per test.
+
+Migrations run once into a template database; each test gets `CREATE DATABASE ... TEMPLATE`,
+which copies files and takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import DummyCookieJar, web
+from aiohttp.test_utils import TestClient
+
+from tracker import db
+from tracker.app import create_app
+from tracker.auth import create_token
+from tracker.settings import Settings
+
+TEMPLATE = "refguard_template"
+SECRET = b"test-secret-key-0123456789abcdef"
+
+
+class PgServer:
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.server = db.embedded_server(pgdata)
+
+    def uri(self, database: str = "postgres") -> str:
+        return str(self.server.get_uri(database))
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    server = PgServer(tmp_path_factory.mktemp("pg") / "data")
+
+    async def make_template() -> None:
+        conn = await asyncpg.connect(server.uri())
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(server.uri(TEMPLATE))
+        try:
+            await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(make_template())
+    yield server
+
+
+async def create_database(pg: PgServer) -> str:
+    name = "t_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(pg.uri())
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_database(pg: PgServer, name: str) -> None:
+    conn = await asyncpg.connect(pg.uri())
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def dsn(pg: PgServer) -> AsyncIterator[str]:
+    name = await create_database(pg)
+    yield pg.uri(name)
+    await drop_database(pg, name)
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(dsn)
+    yield connection
+    await connection.close()
+
+
+def make_settings(data_dir: Path, dsn: str, **overrides: Any) -> Settings:
+    base = Settings(
+        data_dir=data_dir,
+        database_url=dsn,
+        secret_key=SECRET,
+        flush_interval_ms=20,
+        journal_fsync_ms=50,
+    )
+    return base.with_overrides(**overrides) if overrides else base
+
+
+@pytest.fixture
+def settings(tmp_path: Path, dsn: str) -> Settings:
+    return make_settings(tmp_path / "data", dsn)
+
+
+ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, aiohttp_client: ClientFactory
+) -> TestClient[web.Request, web.Application]:
+    # No cookie jar: tests send rg_vid explicitly, like distinct visitors would or would not.
+    return await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+
+
+@pytest.fixture
+async def tokens(conn: asyncpg.Connection) -> dict[str, str]:
+    """One bearer token per role."""
+    out = {}
+    for role in ("admin", "integration", "finance", "viewer"):
+        token, _ = await create_token(conn, role, f"test-{role}")
+        out[role] = token
+    return out
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_link(
+    client: TestClient[web.Request, web.Application],
+    tokens: dict[str, str],
+    *,
+    program: str = "acme",
+    referrer: str = "alice",
+    code: str | None = "alice1",
+    destination: str = "https://shop.acme.test/landing?src=ref#top",
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A program (if new), a referrer and a link, through the API."""
+    token = tokens["integration"]
+    resp = await client.get(f"/api/v1/programs/{program}", headers=auth(token))
+    if resp.status == 404:
+        resp = await client.post(
+            "/api/v1/programs",
+            json={"slug": program, "name": program.title(),
+                  "destination_domains": ["acme.test"], "settings": settings or {}},
+            headers=auth(tokens["admin"]),
+        )
+        assert resp.status == 201, await resp.text()
+    resp = await client.post(
+        "/api/v1/referrers", json={"program": program, "external_id": referrer},
+        headers=auth(token),
+    )
+    assert resp.status in (200, 201), await resp.text()
+    body: dict[str, Any] = {"program": program, "referrer": referrer, "destination": destination}
+    if code is not None:
+        body["code"] = code
+    resp = await client.post("/api/v1/links", json=body, headers=auth(token))
+    assert resp.status == 201, await resp.text()
+    link: dict[str, Any] = await resp.json()
+    return link
+
+
+async def wait_for_clicks(
+    conn: asyncpg.Connection, expected: int, timeout: float = 15.0
+) -> int:
+    """Poll until `clicks` holds `expected` rows (or the timeout passes); returns the count."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = await conn.fetchval("SELECT count(*) FROM clicks")
+        if count >= expected:
+            return int(count)
+        await asyncio.sleep(0.05)
+    return int(count)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
