@@ -1,0 +1,1015 @@
+"""Redirect benchmark: refguard's GET /r/{code} against a bare 302 and a naive INSERT tracker.
+
+    .venv/bin/python -m bench.redirect            # wrk -t2 -c64 -d10s, 1 and 2 workers, both modes
+    .venv/bin/python -m bench.redirect --quick    # ~3 s per case, a smoke run
+
+For each worker count N and each connection mode (keep-alive, `Connection: close`), in one run on
+one machine, wrk measures three servers, each with N processes on one port (SO_REUSEPORT):
+
+  (a) bare     an aiohttp + uvloop app that only answers the same 302 (bench/apps.py)
+  (b) refguard `refguard serve --workers N`: the real redirect, journaled, flushed into PostgreSQL
+  (c) naive    an aiohttp app that INSERTs each click (asyncpg pool) before answering (bench/apps.py)
+
+All three share one embedded PostgreSQL (pgserver) started here in a temporary folder. Figures:
+req/s, p50/p99 latency (wrk --latency), the ratios b/a and b/c against their targets, and the count
+check: once refguard's flusher has drained, the rows in `clicks` for the measured link must equal
+the redirects the workers answered (their refguard_http_requests_total counter), and lie between
+wrk's answered requests and that plus the requests in flight when wrk stopped (at most one per
+connection, plus any wrk socket errors). The exit status is non-zero only when that check fails
+(lost or duplicated clicks) or the bench could not run at all; never because of speed.
+
+Results are printed as a table and written to bench/results/redirect-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+DEST = "https://shop.example.com/landing?ref=bench"
+PROGRAM = "bench"
+REFERRER = "bench-referrer"
+SERVERS = ("bare", "refguard", "naive")
+TARGET_B_OVER_A = 0.75
+TARGET_B_OVER_C = {1: 3.0, 2: 6.0}
+TARGET_P99_MS = 10.0
+METRICS_FOLD_S = 1.3  # refguard folds its redirect counters into Prometheus every second
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+class Proc:
+    """A server subprocess in its own session, so it and its children stop together."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.popen = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        LIVE.append(self)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 45.0) -> int | None:
+        """SIGTERM to the leader (refguard drains its journal on it), then SIGKILL the group."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"  {self.name} (pid {self.pid}) did not stop in {timeout:.0f}s; killing it",
+                      file=sys.stderr)
+        # Whatever is left of the group (a worker orphaned by a killed leader) goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+        self._log.close()
+        if self in LIVE:
+            LIVE.remove(self)
+        return self.popen.returncode
+
+
+LIVE: list[Proc] = []
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_request(port: int, method: str, path: str, body: Any = None,
+                 headers: dict[str, str] | None = None,
+                 timeout: float = 10.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        hdrs = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+class Server:
+    def __init__(self, kind: str, workers: int, proc: Proc, port: int,
+                 data_dir: Path | None = None) -> None:
+        self.kind = kind
+        self.workers = workers
+        self.proc = proc
+        self.port = port
+        self.data_dir = data_dir
+        self.worker_pids: set[int] = set()
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Poll /healthz on fresh connections until every worker has answered once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.proc.alive():
+                raise RuntimeError(f"{self.kind} exited during start-up:\n{self.proc.log_tail()}")
+            try:
+                status, body = http_request(self.port, "GET", "/healthz", timeout=2)
+                if status == 200:
+                    self.worker_pids.add(int(json.loads(body)["pid"]))
+                    if len(self.worker_pids) >= self.workers:
+                        return
+            except (OSError, ValueError, KeyError, http.client.HTTPException):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.kind}: {len(self.worker_pids)} of {self.workers} workers "
+                           f"answered /healthz within {timeout:.0f}s:\n{self.proc.log_tail()}")
+
+    def url(self, code: str) -> str:
+        return f"http://127.0.0.1:{self.port}/r/{code}"
+
+
+# -- wrk ----------------------------------------------------------------------------------------
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _to_ms(text: str) -> float | None:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    return float(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
+
+
+@dataclass
+class WrkResult:
+    requests: int = 0
+    seconds: float = 0.0
+    rps: float = 0.0
+    latency_avg_ms: float | None = None
+    latency_max_ms: float | None = None
+    percentiles_ms: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, int] = field(
+        default_factory=lambda: {"connect": 0, "read": 0, "write": 0, "timeout": 0})
+    non_2xx_3xx: int = 0
+    wrk_cpu_s: float = 0.0
+
+    @property
+    def answered(self) -> int:
+        """Complete 2xx/3xx responses wrk received."""
+        return self.requests - self.non_2xx_3xx
+
+    @property
+    def socket_errors(self) -> int:
+        return sum(self.errors.values())
+
+
+def parse_wrk(text: str) -> WrkResult:
+    r = WrkResult()
+    m = re.search(r"(\d+) requests in ([\d.]+\w+)", text)
+    if m is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{text}")
+    r.requests = int(m.group(1))
+    r.seconds = (_to_ms(m.group(2)) or 0.0) / 1000
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    r.rps = float(m.group(1)) if m else (r.requests / r.seconds if r.seconds else 0.0)
+    m = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        r.latency_avg_ms, r.latency_max_ms = _to_ms(m.group(1)), _to_ms(m.group(3))
+    for pct, value in re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", text, re.M):
+        ms = _to_ms(value)
+        if ms is not None:
+            r.percentiles_ms[f"p{pct}"] = ms
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        r.errors = dict(zip(("connect", "read", "write", "timeout"),
+                            map(int, m.groups()), strict=True))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        r.non_2xx_3xx = int(m.group(1))
+    return r
+
+
+def wrk_argv(cfg: Config, url: str, seconds: int, close: bool) -> list[str]:
+    argv = [cfg.wrk, f"-t{min(cfg.threads, cfg.connections)}", f"-c{cfg.connections}",
+            f"-d{seconds}s", "--latency", f"--timeout={cfg.timeout}s"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    return [*argv, url]
+
+
+def run_wrk(cfg: Config, url: str, seconds: int, close: bool) -> tuple[WrkResult, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(wrk_argv(cfg, url, seconds, close), capture_output=True, text=True,
+                          timeout=seconds + cfg.timeout + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    result = parse_wrk(proc.stdout)
+    result.wrk_cpu_s = round((after.ru_utime - before.ru_utime)
+                             + (after.ru_stime - before.ru_stime), 2)
+    return result, proc.stdout
+
+
+# -- CPU accounting ----------------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds used by roles (server workers, their helpers, PostgreSQL) over a run."""
+
+    def __init__(self, server: Server, pg_pid: int | None) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.server = server
+        self.pg_pid = pg_pid
+        self.start = self._sample()
+
+    def _cpu(self, procs: list[Any]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for p in procs:
+            with contextlib.suppress(self.psutil.Error):
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+        return out
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        ps = self.psutil
+        roles: dict[str, list[Any]] = {"workers": [], "other": [], "postgres": []}
+        with contextlib.suppress(ps.Error):
+            leader = ps.Process(self.server.proc.pid)
+            for p in [leader, *leader.children(recursive=True)]:
+                roles["workers" if p.pid in self.server.worker_pids else "other"].append(p)
+        if self.pg_pid:
+            with contextlib.suppress(ps.Error):
+                pm = ps.Process(self.pg_pid)
+                roles["postgres"] = [pm, *pm.children(recursive=True)]
+        return {role: self._cpu(procs) for role, procs in roles.items()}
+
+    def stop(self) -> dict[str, float]:
+        end = self._sample()
+        used: dict[str, float] = {}
+        for role, now in end.items():
+            was = self.start.get(role, {})
+            used[role] = round(sum(v - was.get(pid, 0.0) for pid, v in now.items()), 2)
+        return used
+
+
+# -- PostgreSQL and refguard helpers -------------------------------------------------------------
+
+
+def pg_fetchval(dsn: str, query: str, *args: Any) -> Any:
+    import asyncpg
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def start_postgres(tmp: Path) -> tuple[Any, str]:
+    from tracker.db import embedded_server
+
+    server = embedded_server(tmp / "pg", stop_on_exit=True)
+    return server, server.get_uri()
+
+
+def dsn_for(server: Any, database: str) -> str:
+    return str(server.get_uri(database=database))
+
+
+def redirects_answered(port: int) -> int | None:
+    """refguard_http_requests_total{route="redirect",status="302"} summed over the workers."""
+    try:
+        status, body = http_request(port, "GET", "/metrics", timeout=10)
+    except (OSError, http.client.HTTPException):
+        return None
+    if status != 200:
+        return None
+    total = 0.0
+    found = False
+    for line in body.decode(errors="replace").splitlines():
+        if (line.startswith("refguard_http_requests_total{") and 'route="redirect"' in line
+                and 'status="302"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return int(total) if found else 0
+
+
+def journal_backlog(data_dir: Path) -> int:
+    """Clicks in journal segments not yet flushed (open segments of live workers included)."""
+    lines = 0
+    directory = data_dir / "journal"
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(directory):
+            if name.endswith((".open", ".sealed")):
+                with contextlib.suppress(FileNotFoundError):
+                    lines += (directory / name).read_bytes().count(b"\n")
+    return lines
+
+
+class Refguard:
+    """The HTTP API calls the bench needs: program, referrer, links."""
+
+    def __init__(self, token: str, dsn: str) -> None:
+        self.token = token
+        self.dsn = dsn
+        self.program_ready = False
+
+    def _call(self, port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        status, data = http_request(port, method, "/api/v1" + path, body,
+                                    {"Authorization": f"Bearer {self.token}"})
+        try:
+            return status, json.loads(data) if data else None
+        except ValueError:
+            return status, data.decode(errors="replace")
+
+    def ensure_program(self, port: int) -> None:
+        if self.program_ready:
+            return
+        status, out = self._call(port, "POST", "/programs", {
+            "slug": PROGRAM, "name": "Redirect bench", "destination_domains": ["shop.example.com"],
+        })
+        if status not in (201, 409):
+            raise RuntimeError(f"creating the program: {status} {out}")
+        status, out = self._call(port, "POST", "/referrers",
+                                 {"program": PROGRAM, "external_id": REFERRER})
+        if status not in (200, 201):
+            raise RuntimeError(f"creating the referrer: {status} {out}")
+        self.program_ready = True
+
+    def link(self, port: int, code: str) -> int:
+        status, out = self._call(port, "POST", "/links", {
+            "program": PROGRAM, "referrer": REFERRER, "destination": DEST, "code": code,
+        })
+        if status == 409:
+            status, out = self._call(port, "GET", f"/links/{code}")
+        if status not in (200, 201):
+            raise RuntimeError(f"creating link {code}: {status} {out}")
+        return int(out["id"])
+
+    def rows(self, link_id: int) -> int:
+        return int(pg_fetchval(self.dsn, "SELECT count(*) FROM clicks WHERE link_id = $1",
+                               link_id))
+
+
+def refguard_cli() -> list[str]:
+    exe = Path(sys.executable).parent / "refguard"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tracker"]
+
+
+def refguard_env(data_dir: Path, dsn: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFGUARD_")}
+    env.update(REFGUARD_DATA_DIR=str(data_dir), REFGUARD_DATABASE_URL=dsn,
+               PYTHONUNBUFFERED="1")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    duration: int
+    warmup: int
+    connections: int
+    threads: int
+    timeout: int
+    workers: list[int]
+    modes: list[str]
+    profile: str
+    profile_seconds: int
+    drain_timeout: float
+    keep_tmp: bool
+    wrk: str
+
+
+@dataclass
+class Case:
+    workers: int
+    mode: str
+    server: str
+    wrk: WrkResult
+    cpu_s: dict[str, float]
+
+
+@dataclass
+class CountCheck:
+    workers: int
+    mode: str
+    link_code: str
+    wrk_requests: int
+    wrk_answered: int
+    wrk_non_2xx_3xx: int
+    wrk_socket_errors: int
+    server_answered: int | None
+    rows: int
+    rows_after_stop: int | None = None
+    in_flight_allowance: int = 0
+    drain_s: float | None = None
+    lost: int = 0
+    duplicated: int = 0
+    ok: bool = False
+    note: str = ""
+
+    def judge(self) -> None:
+        self.lost = max(0, self.wrk_answered - self.rows)
+        over_wrk = self.rows - self.wrk_answered
+        excess = max(0, over_wrk - self.in_flight_allowance)
+        notes = []
+        if self.server_answered is not None:
+            if self.rows < self.server_answered:
+                self.lost = max(self.lost, self.server_answered - self.rows)
+            elif self.rows > self.server_answered:
+                excess = max(excess, self.rows - self.server_answered)
+        else:
+            notes.append("server counter unavailable; checked against wrk only")
+        if self.rows_after_stop is not None and self.rows_after_stop != self.rows:
+            notes.append(f"rows changed after the server stopped: {self.rows_after_stop}")
+            if self.rows_after_stop > self.rows:
+                excess += self.rows_after_stop - self.rows
+            else:
+                self.lost += self.rows - self.rows_after_stop
+        self.duplicated = excess
+        if over_wrk > 0:
+            notes.append(f"{over_wrk} answered while wrk was stopping (in flight, not counted "
+                         "by wrk)")
+        self.ok = self.lost == 0 and self.duplicated == 0
+        self.note = "; ".join(notes)
+
+
+class Bench:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.tmp = Path(tempfile.mkdtemp(prefix="refguard-bench-"))
+        self.pg: Any = None
+        self.pg_pid: int | None = None
+        self.refguard: Refguard | None = None
+        self.cases: list[Case] = []
+        self.checks: list[CountCheck] = []
+        self.profile: dict[str, Any] | None = None
+        self.started = datetime.now(UTC)
+        self.machine: dict[str, Any] = {}
+
+    # setup ---------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        say(f"temporary folder {self.tmp}")
+        say("starting the embedded PostgreSQL (pgserver)")
+        self.pg, admin_dsn = start_postgres(self.tmp)
+        with contextlib.suppress(Exception):
+            self.pg_pid = self.pg.get_pid()
+        for db in ("refguard_bench", "naive_bench"):
+            pg_fetchval(admin_dsn, f"CREATE DATABASE {db}")
+        self.refguard_dsn = dsn_for(self.pg, "refguard_bench")
+        self.naive_dsn = dsn_for(self.pg, "naive_bench")
+        env = refguard_env(self.tmp / "refguard-setup", self.refguard_dsn)
+        out = subprocess.run([*refguard_cli(), "migrate"], env=env, capture_output=True,
+                             text=True, timeout=120, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"refguard migrate failed: {out.stderr.strip()}")
+        out = subprocess.run([*refguard_cli(), "token", "create", "--role", "admin",
+                              "--name", "bench"], env=env, capture_output=True, text=True,
+                             timeout=120, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"refguard token create failed: {out.stderr.strip()}")
+        self.refguard = Refguard(out.stdout.strip(), self.refguard_dsn)
+        self.machine = machine_info(self.cfg, self.refguard_dsn)
+
+    def start_servers(self, n: int) -> dict[str, Server]:
+        servers: dict[str, Server] = {}
+        py = sys.executable
+        for kind in ("bare", "naive"):
+            port = free_port()
+            argv = [py, "-m", "bench.apps", kind, "--port", str(port), "--workers", str(n)]
+            if kind == "naive":
+                argv += ["--dsn", self.naive_dsn]
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            proc = Proc(f"{kind}-w{n}", argv, env, self.tmp / f"{kind}-w{n}.log")
+            servers[kind] = Server(kind, n, proc, port)
+        port = free_port()
+        data_dir = self.tmp / f"refguard-w{n}"
+        proc = Proc(f"refguard-w{n}",
+                    [*refguard_cli(), "serve", "--workers", str(n), "--port", str(port)],
+                    refguard_env(data_dir, self.refguard_dsn), self.tmp / f"refguard-w{n}.log")
+        servers["refguard"] = Server("refguard", n, proc, port, data_dir)
+        for s in servers.values():
+            s.wait_ready()
+        say(f"servers up with {n} worker(s): " + ", ".join(
+            f"{k} :{s.port} pids {sorted(s.worker_pids)}" for k, s in servers.items()))
+        return servers
+
+    # one case ------------------------------------------------------------------------------------
+
+    def measure(self, server: Server, n: int, mode: str, code: str, warm_code: str,
+                *, warm: bool = True) -> Case:
+        close = mode == "close"
+        if warm:
+            self.warm_up(server, warm_code, close)
+        meter = CpuMeter(server, self.pg_pid)
+        result, _ = run_wrk(self.cfg, server.url(code), self.cfg.duration, close)
+        cpu = meter.stop()
+        cpu["wrk"] = result.wrk_cpu_s
+        case = Case(n, mode, server.kind, result, cpu)
+        self.cases.append(case)
+        p = result.percentiles_ms
+        say(f"  {server.kind:8s} {result.rps:>10,.0f} req/s  p50 {fmt_ms(p.get('p50'))}  "
+            f"p99 {fmt_ms(p.get('p99'))}  errors {result.socket_errors}  "
+            f"non-3xx {result.non_2xx_3xx}  cpu {fmt_cpu(cpu)}")
+        return case
+
+    def warm_up(self, server: Server, code: str, close: bool) -> None:
+        if self.cfg.warmup > 0:
+            run_wrk(self.cfg, server.url(code), self.cfg.warmup, close)
+        if server.data_dir is not None:
+            # Let the warm-up clicks reach PostgreSQL and the counters fold before measuring.
+            self.wait_drained(server, time.monotonic(), None, None)
+            time.sleep(METRICS_FOLD_S)
+        else:
+            time.sleep(0.5)
+
+    def wait_drained(self, server: Server, since: float, link_id: int | None,
+                     expected: int | None) -> float | None:
+        """Wait until the journal is empty (and the link's rows stop changing); seconds taken."""
+        assert server.data_dir is not None
+        assert self.refguard is not None
+        deadline = since + self.cfg.drain_timeout
+        last_rows, stable_since, empty_seen = -1, time.monotonic(), 0
+        while time.monotonic() < deadline:
+            backlog = journal_backlog(server.data_dir)
+            rows = self.refguard.rows(link_id) if link_id is not None else 0
+            now = time.monotonic()
+            if rows != last_rows:
+                last_rows, stable_since = rows, now
+            empty_seen = empty_seen + 1 if backlog == 0 else 0
+            if empty_seen >= 2 and (link_id is None or rows == expected
+                                    or now - stable_since >= 3.0):
+                return round(stable_since - since if link_id is not None else now - since, 2)
+            time.sleep(0.1)
+        say(f"  journal not drained within {self.cfg.drain_timeout:.0f}s")
+        return None
+
+    def count_check(self, server: Server, n: int, mode: str, code: str, link_id: int,
+                    case: Case, answered_before: int | None, t_end: float) -> CountCheck:
+        assert self.refguard is not None
+        time.sleep(max(0.0, METRICS_FOLD_S - (time.monotonic() - t_end)))
+        after = redirects_answered(server.port)
+        server_answered = (after - answered_before if after is not None
+                           and answered_before is not None else None)
+        drain_s = self.wait_drained(server, t_end, link_id, server_answered)
+        rows = self.refguard.rows(link_id)
+        w = case.wrk
+        check = CountCheck(
+            workers=n, mode=mode, link_code=code, wrk_requests=w.requests,
+            wrk_answered=w.answered, wrk_non_2xx_3xx=w.non_2xx_3xx,
+            wrk_socket_errors=w.socket_errors, server_answered=server_answered, rows=rows,
+            in_flight_allowance=self.cfg.connections + w.socket_errors, drain_s=drain_s,
+        )
+        check.judge()
+        self.checks.append(check)
+        say(f"  count check: rows {rows}, refguard answered {server_answered}, wrk answered "
+            f"{w.answered} -> {'OK' if check.ok else 'FAILED'} (drained in {drain_s}s)")
+        return check
+
+    # the whole run -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.setup()
+        assert self.refguard is not None
+        for n in self.cfg.workers:
+            servers = self.start_servers(n)
+            refguard = servers["refguard"]
+            self.refguard.ensure_program(refguard.port)
+            warm_code = f"warm-w{n}"
+            self.refguard.link(refguard.port, warm_code)
+            checks_this_n: list[tuple[CountCheck, int]] = []
+            try:
+                for mode in self.cfg.modes:
+                    code = f"bench-w{n}-{mode}"
+                    link_id = self.refguard.link(refguard.port, code)
+                    say(f"workers {n}, {mode}: wrk -t{self.cfg.threads} -c{self.cfg.connections} "
+                        f"-d{self.cfg.duration}s")
+                    by_kind: dict[str, Case] = {}
+                    for kind in SERVERS:
+                        server = servers[kind]
+                        if kind == "refguard":
+                            self.warm_up(server, warm_code, mode == "close")
+                            before = redirects_answered(server.port)
+                            case = self.measure(server, n, mode, code, warm_code, warm=False)
+                            t_end = time.monotonic()
+                            check = self.count_check(server, n, mode, code, link_id, case,
+                                                     before, t_end)
+                            checks_this_n.append((check, link_id))
+                        else:
+                            case = self.measure(server, n, mode, code, warm_code)
+                        by_kind[kind] = case
+                    if self.wants_profile(n, mode, by_kind):
+                        self.run_profile(refguard, n)
+            finally:
+                for kind in ("refguard", "bare", "naive"):
+                    servers[kind].proc.stop()
+            for check, link_id in checks_this_n:
+                check.rows_after_stop = self.refguard.rows(link_id)
+                check.judge()
+                if not check.ok:
+                    say(f"  count check after stop FAILED for {check.link_code}: {check.note}")
+
+    def wants_profile(self, n: int, mode: str, by_kind: dict[str, Case]) -> bool:
+        if self.profile is not None or n != 1 or mode != "keepalive":
+            return False
+        if self.cfg.profile == "never":
+            return False
+        if self.cfg.profile == "always":
+            return True
+        a, b = by_kind["bare"].wrk.rps, by_kind["refguard"].wrk.rps
+        return bool(a) and b / a < TARGET_B_OVER_A
+
+    def run_profile(self, server: Server, n: int) -> None:
+        assert self.refguard is not None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            say("  b/a below target but py-spy is missing (.venv/bin/pip install py-spy); "
+                "no profile")
+            self.profile = {"skipped": "py-spy not installed"}
+            return
+        pid = min(server.worker_pids)
+        code = f"profile-w{n}"
+        self.refguard.link(server.port, code)
+        seconds = self.cfg.profile_seconds
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+        out = RESULTS_DIR / f"redirect-{stamp}-profile.folded"
+        say(f"  profiling refguard worker {pid} with py-spy for {seconds}s under keep-alive load")
+        wrk = subprocess.Popen(wrk_argv(self.cfg, server.url(code), seconds + 2, close=False),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(1.0)
+            spy_out = subprocess.run(
+                [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--format",
+                 "raw", "--function", "--nonblocking", "--rate", "200", "-o", str(out)],
+                capture_output=True, text=True, timeout=seconds + 60, check=False)
+            wrk_text, _ = wrk.communicate(timeout=seconds + 60)
+        finally:
+            if wrk.poll() is None:
+                wrk.kill()
+                wrk.wait()
+        self.wait_drained(server, time.monotonic(), None, None)
+        if spy_out.returncode != 0 or not out.exists():
+            say(f"  py-spy failed: {(spy_out.stderr or spy_out.stdout).strip()[:300]}")
+            self.profile = {"skipped": f"py-spy failed: {spy_out.stderr.strip()[:300]}"}
+            return
+        summary = summarize_folded(out.read_text(), rate=200, seconds=seconds)
+        with contextlib.suppress(RuntimeError):
+            summary["wrk_rps_while_profiling"] = parse_wrk(wrk_text).rps
+        summary["folded_file"] = str(out.relative_to(ROOT))
+        summary["worker_pid"] = pid
+        self.profile = summary
+
+    def close(self) -> None:
+        for proc in list(LIVE):
+            proc.stop()
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                self.pg.cleanup()
+            self.pg = None
+        if self.cfg.keep_tmp:
+            say(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- profile summary -----------------------------------------------------------------------------
+
+_SITE = re.compile(r"^.*?/(?:site|dist)-packages/")
+
+
+def _short(frame: str) -> str:
+    frame = frame.replace(str(ROOT) + "/", "")
+    m = re.match(r"^(.*) \((.*)\)$", frame)
+    if not m:
+        return frame
+    name, where = m.groups()
+    where = _SITE.sub("", where)
+    where = re.sub(r"^.*/lib/python3\.\d+/", "", where)
+    return f"{name} ({where})"
+
+
+def summarize_folded(text: str, *, rate: int, seconds: int, top: int = 12) -> dict[str, Any]:
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    in_redirect: Counter[str] = Counter()
+    total = redirect_total = 0
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_short(f) for f in stack.split(";")
+                  if f and not f.startswith(("process ", "thread ("))]
+        if not frames:
+            continue
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            inclusive[f] += n
+        for i, f in enumerate(frames):
+            if f.startswith("redirect (tracker/redirect.py"):
+                redirect_total += n
+                in_redirect[frames[i + 1] if i + 1 < len(frames) else "<own code>"] += n
+                break
+
+    def pct(c: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)] if total else []
+
+    return {
+        "samples": total,
+        "busy_fraction": round(total / (rate * seconds), 2) if rate and seconds else None,
+        "redirect_handler_pct": round(100 * redirect_total / total, 1) if total else 0.0,
+        "top_self_pct": pct(own),
+        "top_inclusive_pct": pct(inclusive),
+        "redirect_breakdown_pct": pct(in_redirect),
+    }
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "   -   "
+    return f"{v * 1000:5.0f}us" if v < 1 else f"{v:6.2f}ms"
+
+
+def fmt_cpu(cpu: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.1f}s" for k, v in cpu.items() if v)
+
+
+def machine_info(cfg: Config, dsn: str) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    for pkg in ("aiohttp", "uvloop", "asyncpg", "pgserver", "refguard"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info[pkg] = metadata.version(pkg)
+    with contextlib.suppress(Exception):
+        info["postgres"] = pg_fetchval(dsn, "SHOW server_version")
+    out = subprocess.run([cfg.wrk, "-v"], capture_output=True, text=True, check=False)
+    info["wrk"] = (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
+        else "?"
+    return info
+
+
+def ratio_rows(bench: Bench) -> list[dict[str, Any]]:
+    rows = []
+    for n in bench.cfg.workers:
+        for mode in bench.cfg.modes:
+            got = {c.server: c for c in bench.cases if c.workers == n and c.mode == mode}
+            if len(got) < len(SERVERS):
+                continue
+            a, b, c = (got[k].wrk for k in SERVERS)
+            b_a = b.rps / a.rps if a.rps else 0.0
+            b_c = b.rps / c.rps if c.rps else 0.0
+            target_bc = TARGET_B_OVER_C.get(n, TARGET_B_OVER_C[2])
+            p99 = b.percentiles_ms.get("p99")
+            rows.append({
+                "workers": n, "mode": mode, "b_over_a": round(b_a, 3),
+                "b_over_a_target": TARGET_B_OVER_A, "b_over_a_met": b_a >= TARGET_B_OVER_A,
+                "b_over_c": round(b_c, 2), "b_over_c_target": target_bc,
+                "b_over_c_met": b_c >= target_bc, "refguard_p99_ms": p99,
+                "p99_target_ms": TARGET_P99_MS,
+                "p99_met": p99 is not None and p99 < TARGET_P99_MS,
+            })
+    return rows
+
+
+def print_report(bench: Bench, json_path: Path | None) -> None:
+    cfg = bench.cfg
+    say("")
+    say(f"Redirect benchmark  wrk -t{cfg.threads} -c{cfg.connections} -d{cfg.duration}s "
+        f"(warm-up {cfg.warmup}s)  on {bench.machine.get('cpus')} CPU(s), "
+        f"{bench.machine.get('cpu_model', '?')}")
+    say("")
+    say(f"{'workers':>7} {'mode':<9} {'server':<8} {'req/s':>10} {'p50':>8} {'p99':>8} "
+        f"{'max':>8} {'errors':>6} {'non3xx':>6}  cpu seconds")
+    for c in bench.cases:
+        p = c.wrk.percentiles_ms
+        say(f"{c.workers:>7} {c.mode:<9} {c.server:<8} {c.wrk.rps:>10,.0f} "
+            f"{fmt_ms(p.get('p50')):>8} {fmt_ms(p.get('p99')):>8} "
+            f"{fmt_ms(c.wrk.latency_max_ms):>8} {c.wrk.socket_errors:>6} "
+            f"{c.wrk.non_2xx_3xx:>6}  {fmt_cpu(c.cpu_s)}")
+    say("")
+    say(f"{'workers':>7} {'mode':<9} {'b/a':>6} {'target':>7} {'b/c':>6} {'target':>7} "
+        f"{'refguard p99':>12} {'target':>7}")
+    for r in ratio_rows(bench):
+        say(f"{r['workers']:>7} {r['mode']:<9} {r['b_over_a']:>6.2f} "
+            f"{'>=' + str(r['b_over_a_target']):>5} {mark(r['b_over_a_met'])} "
+            f"{r['b_over_c']:>6.1f} {'>=' + format(r['b_over_c_target'], 'g'):>5} "
+            f"{mark(r['b_over_c_met'])} {fmt_ms(r['refguard_p99_ms']):>12} "
+            f"{'<' + format(r['p99_target_ms'], 'g') + 'ms':>6} {mark(r['p99_met'])}")
+    say("")
+    say("count check (refguard, rows in clicks for the measured link after the flusher drained)")
+    say(f"{'workers':>7} {'mode':<9} {'wrk answ.':>10} {'srv answ.':>10} {'rows':>10} "
+        f"{'after stop':>10} {'lost':>5} {'dup':>5} {'drain':>6}  verdict")
+    for k in bench.checks:
+        say(f"{k.workers:>7} {k.mode:<9} {k.wrk_answered:>10} {fmt_opt(k.server_answered):>10} "
+            f"{k.rows:>10} {fmt_opt(k.rows_after_stop):>10} {k.lost:>5} {k.duplicated:>5} "
+            f"{fmt_opt(k.drain_s):>5}s  {'OK' if k.ok else 'FAILED'}"
+            + (f"  ({k.note})" if k.note else ""))
+    if bench.profile:
+        say("")
+        prof = bench.profile
+        if "skipped" in prof:
+            say(f"profile: skipped ({prof['skipped']})")
+        else:
+            say(f"profile of refguard worker {prof['worker_pid']} (keep-alive, 1 worker, py-spy "
+                f"{prof['samples']} samples, busy {prof['busy_fraction']}, "
+                f"{prof.get('wrk_rps_while_profiling', 0):,.0f} req/s while sampled); "
+                f"redirect handler {prof['redirect_handler_pct']}% of samples")
+            say("  top self:      " + "; ".join(f"{p}% {f}" for f, p in prof["top_self_pct"][:8]))
+            say("  in redirect(): " + "; ".join(
+                f"{p}% {f}" for f, p in prof["redirect_breakdown_pct"][:8]))
+            say(f"  folded stacks: {prof['folded_file']}")
+    if json_path is not None:
+        say("")
+        say(f"results: {json_path.relative_to(ROOT)}")
+
+
+def mark(ok: bool) -> str:
+    return "ok" if ok else "--"
+
+
+def fmt_opt(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def write_json(bench: Bench) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"redirect-{bench.started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    doc = {
+        "benchmark": "redirect",
+        "started_at": bench.started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "config": asdict(bench.cfg),
+        "machine": bench.machine,
+        "cases": [
+            {**{k: v for k, v in asdict(c).items() if k != "wrk"},
+             "wrk": {**asdict(c.wrk), "answered": c.wrk.answered}}
+            for c in bench.cases
+        ],
+        "ratios": ratio_rows(bench),
+        "count_checks": [asdict(k) for k in bench.checks],
+        "count_check_ok": all(k.ok for k in bench.checks),
+        "profile": bench.profile,
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2; got {text!r}") from None
+    if not values or any(not 1 <= v <= 64 for v in values):
+        raise argparse.ArgumentTypeError("worker counts must be between 1 and 64")
+    return values
+
+
+def _modes(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values or any(v not in ("keepalive", "close") for v in values):
+        raise argparse.ArgumentTypeError("modes are keepalive and/or close")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    p = argparse.ArgumentParser(prog="python -m bench.redirect",
+                                description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--duration", type=int, help="seconds per measured case (default 10; 3 with "
+                   "--quick)")
+    p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    p.add_argument("--threads", type=int, default=2, help="wrk -t (default 2)")
+    p.add_argument("--timeout", type=int, default=2, help="wrk --timeout in seconds (default 2)")
+    p.add_argument("--workers", type=_int_list, default=[1, 2],
+                   help="worker counts, comma-separated (default 1,2)")
+    p.add_argument("--modes", type=_modes, default=["keepalive", "close"],
+                   help="keepalive,close (default both)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up seconds per server (default 1)")
+    p.add_argument("--quick", action="store_true", help="smoke run: ~3 s per case")
+    p.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
+                   help="py-spy the refguard worker under keep-alive load with 1 worker: when b/a "
+                        "misses its target (auto, default), always, or never")
+    p.add_argument("--profile-seconds", type=int,
+                   help="py-spy sampling seconds (default 5; 3 with --quick)")
+    p.add_argument("--drain-timeout", type=float, default=120.0,
+                   help="seconds to wait for the flusher to drain after a case")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs)")
+    args = p.parse_args(argv)
+    duration = args.duration or (3 if args.quick else 10)
+    if duration < 1 or args.connections < 1 or args.threads < 1:
+        p.error("--duration, --connections and --threads must be positive")
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        say("wrk is missing; installing it with apt-get")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            subprocess.run(["apt-get", "update", "-qq"], check=False)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)
+            wrk = shutil.which("wrk")
+        if wrk is None:
+            p.error("wrk is not installed and apt-get could not install it")
+    return Config(
+        duration=duration, warmup=args.warmup, connections=args.connections,
+        threads=args.threads, timeout=args.timeout, workers=args.workers, modes=args.modes,
+        profile=args.profile,
+        profile_seconds=max(1, args.profile_seconds or (3 if args.quick else 5)),
+        drain_timeout=args.drain_timeout, keep_tmp=args.keep_tmp, wrk=wrk,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    bench = Bench(cfg)
+    status = 0
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        say("interrupted; stopping the servers and PostgreSQL")
+        status = 130
+    except Exception as exc:
+        say(f"bench failed: {type(exc).__name__}: {exc}")
+        status = 2
+    finally:
+        bench.close()
+    json_path = write_json(bench) if bench.cases else None
+    print_report(bench, json_path)
+    if status:
+        return status
+    if any(not k.ok for k in bench.checks):
+        say("COUNT CHECK FAILED: lost or duplicated clicks")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
