@@ -23,6 +23,10 @@ from collections.abc import AsyncIterator
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+import asyncpg
+import uvloop
+from aiohttp import web
+
 COOKIE_TAIL = f"; Max-Age={365 * 24 * 3600}; Path=/; HttpOnly; SameSite=Lax"
 
 NAIVE_TABLE_SQL = """
@@ -60,10 +64,7 @@ def _id_factory() -> object:
     return new
 
 
-def make_app(kind: str, dest: str, dsn: str, pool_size: int) -> object:
-    import asyncpg
-    from aiohttp import web
-
+def make_app(kind: str, dest: str, dsn: str, pool_size: int) -> web.Application:
     app = web.Application()
     sep = "&" if "?" in dest else "?"
     pid = os.getpid()
@@ -118,13 +119,11 @@ def make_app(kind: str, dest: str, dsn: str, pool_size: int) -> object:
     return app
 
 
-def worker_main(kind: str, host: str, port: int, dest: str, dsn: str, pool_size: int) -> None:
-    import uvloop
-    from aiohttp import web
-
+def worker_main(kind: str, port: int, dest: str, dsn: str, pool_size: int, *,
+                host: str = "127.0.0.1") -> None:
     app = make_app(kind, dest, dsn, pool_size)
     web.run_app(
-        app,  # type: ignore[arg-type]
+        app,
         host=host,
         port=port,
         reuse_port=True,
@@ -150,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("naive needs --dsn")
 
         async def create_table() -> None:
-            import asyncpg
-
             conn = await asyncpg.connect(args.dsn)
             try:
                 await conn.execute(NAIVE_TABLE_SQL)
@@ -173,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.workers):
         proc = ctx.Process(
             target=worker_main,
-            args=(args.kind, args.host, args.port, args.dest, args.dsn, args.pool_size),
+            args=(args.kind, args.port, args.dest, args.dsn, args.pool_size),
+            kwargs={"host": args.host},
             name=f"bench-{args.kind}-{i}",
         )
         proc.start()

@@ -8,7 +8,8 @@ one machine, wrk measures three servers, each with N processes on one port (SO_R
 
   (a) bare     an aiohttp + uvloop app that only answers the same 302 (bench/apps.py)
   (b) refguard `refguard serve --workers N`: the real redirect, journaled, flushed into PostgreSQL
-  (c) naive    an aiohttp app that INSERTs each click (asyncpg pool) before answering (bench/apps.py)
+  (c) naive    an aiohttp app that INSERTs each click (asyncpg pool) before answering
+               (bench/apps.py)
 
 All three share one embedded PostgreSQL (pgserver) started here in a temporary folder. Figures:
 req/s, p50/p99 latency (wrk --latency), the ratios b/a and b/c against their targets, and the count
@@ -46,6 +47,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import psutil  # type: ignore[import-untyped]
+
+from tracker.db import embedded_server
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DEST = "https://shop.example.com/landing?ref=bench"
@@ -55,6 +61,7 @@ SERVERS = ("bare", "refguard", "naive")
 TARGET_B_OVER_A = 0.75
 TARGET_B_OVER_C = {1: 3.0, 2: 6.0}
 TARGET_P99_MS = 10.0
+PROFILE_RATE = 200  # py-spy samples per second
 METRICS_FOLD_S = 1.3  # refguard folds its redirect counters into Prometheus every second
 
 
@@ -116,7 +123,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_request(port: int, method: str, path: str, body: Any = None,
+def http_request(port: int, method: str, path: str, body: Any = None, *,
                  headers: dict[str, str] | None = None,
                  timeout: float = 10.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -252,8 +259,6 @@ class CpuMeter:
     """CPU seconds used by roles (server workers, their helpers, PostgreSQL) over a run."""
 
     def __init__(self, server: Server, pg_pid: int | None) -> None:
-        import psutil
-
         self.psutil = psutil
         self.server = server
         self.pg_pid = pg_pid
@@ -289,12 +294,46 @@ class CpuMeter:
         return used
 
 
+def _proc_stat() -> tuple[int, int, int]:
+    """(busy, steal, all) jiffies of the whole machine."""
+    with open("/proc/stat") as fh:
+        parts = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (parts + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + idle + iowait + steal
+
+
+class MachineMeter:
+    """How busy the whole machine was, to tell our load from a noisy neighbour's."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        try:
+            self.start: tuple[int, int, int] | None = _proc_stat()
+        except (OSError, ValueError):
+            self.start = None
+
+    def stop(self, ours_s: float) -> dict[str, float]:
+        seconds = time.monotonic() - self.t0
+        if self.start is None or seconds <= 0:
+            return {}
+        try:
+            busy, steal, total = (b - a for a, b in zip(self.start, _proc_stat(), strict=True))
+        except (OSError, ValueError):
+            return {}
+        hz = os.sysconf("SC_CLK_TCK")
+        busy_cores = busy / hz / seconds
+        return {
+            "busy_cores": round(busy_cores, 2),
+            "steal_pct": round(100 * steal / total, 1) if total else 0.0,
+            "foreign_cores": round(max(0.0, busy_cores - ours_s / seconds), 2),
+        }
+
+
 # -- PostgreSQL and refguard helpers -------------------------------------------------------------
 
 
 def pg_fetchval(dsn: str, query: str, *args: Any) -> Any:
-    import asyncpg
-
     async def run() -> Any:
         conn = await asyncpg.connect(dsn, timeout=10)
         try:
@@ -306,8 +345,6 @@ def pg_fetchval(dsn: str, query: str, *args: Any) -> Any:
 
 
 def start_postgres(tmp: Path) -> tuple[Any, str]:
-    from tracker.db import embedded_server
-
     server = embedded_server(tmp / "pg", stop_on_exit=True)
     return server, server.get_uri()
 
@@ -356,7 +393,7 @@ class Refguard:
 
     def _call(self, port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         status, data = http_request(port, method, "/api/v1" + path, body,
-                                    {"Authorization": f"Bearer {self.token}"})
+                                    headers={"Authorization": f"Bearer {self.token}"})
         try:
             return status, json.loads(data) if data else None
         except ValueError:
@@ -416,6 +453,7 @@ class Config:
     timeout: int
     workers: list[int]
     modes: list[str]
+    rounds: int
     profile: str
     profile_seconds: int
     drain_timeout: float
@@ -427,15 +465,18 @@ class Config:
 class Case:
     workers: int
     mode: str
+    round: int
     server: str
     wrk: WrkResult
-    cpu_s: dict[str, float]
+    cpu_s: dict[str, float]  # CPU seconds of the server's roles, PostgreSQL and wrk
+    machine: dict[str, float]  # busy cores, steal, and CPU used by processes not ours
 
 
 @dataclass
 class CountCheck:
     workers: int
     mode: str
+    round: int
     link_code: str
     wrk_requests: int
     wrk_answered: int
@@ -540,21 +581,22 @@ class Bench:
 
     # one case ------------------------------------------------------------------------------------
 
-    def measure(self, server: Server, n: int, mode: str, code: str, warm_code: str,
-                *, warm: bool = True) -> Case:
+    def measure(self, server: Server, n: int, mode: str, rnd: int, *, code: str,
+                warm_code: str, warm: bool = True) -> Case:
         close = mode == "close"
         if warm:
             self.warm_up(server, warm_code, close)
         meter = CpuMeter(server, self.pg_pid)
+        machine = MachineMeter()
         result, _ = run_wrk(self.cfg, server.url(code), self.cfg.duration, close)
         cpu = meter.stop()
         cpu["wrk"] = result.wrk_cpu_s
-        case = Case(n, mode, server.kind, result, cpu)
+        case = Case(n, mode, rnd, server.kind, result, cpu, machine.stop(sum(cpu.values())))
         self.cases.append(case)
         p = result.percentiles_ms
         say(f"  {server.kind:8s} {result.rps:>10,.0f} req/s  p50 {fmt_ms(p.get('p50'))}  "
             f"p99 {fmt_ms(p.get('p99'))}  errors {result.socket_errors}  "
-            f"non-3xx {result.non_2xx_3xx}  cpu {fmt_cpu(cpu)}")
+            f"non-3xx {result.non_2xx_3xx}  cpu {fmt_cpu(cpu)}  {fmt_machine(case.machine)}")
         return case
 
     def warm_up(self, server: Server, code: str, close: bool) -> None:
@@ -588,8 +630,9 @@ class Bench:
         say(f"  journal not drained within {self.cfg.drain_timeout:.0f}s")
         return None
 
-    def count_check(self, server: Server, n: int, mode: str, code: str, link_id: int,
-                    case: Case, answered_before: int | None, t_end: float) -> CountCheck:
+    def count_check(self, server: Server, case: Case, *, code: str, link_id: int,
+                    answered_before: int | None, t_end: float) -> CountCheck:
+        n, mode, rnd = case.workers, case.mode, case.round
         assert self.refguard is not None
         time.sleep(max(0.0, METRICS_FOLD_S - (time.monotonic() - t_end)))
         after = redirects_answered(server.port)
@@ -599,7 +642,7 @@ class Bench:
         rows = self.refguard.rows(link_id)
         w = case.wrk
         check = CountCheck(
-            workers=n, mode=mode, link_code=code, wrk_requests=w.requests,
+            workers=n, mode=mode, round=rnd, link_code=code, wrk_requests=w.requests,
             wrk_answered=w.answered, wrk_non_2xx_3xx=w.non_2xx_3xx,
             wrk_socket_errors=w.socket_errors, server_answered=server_answered, rows=rows,
             in_flight_allowance=self.cfg.connections + w.socket_errors, drain_s=drain_s,
@@ -624,26 +667,10 @@ class Bench:
             checks_this_n: list[tuple[CountCheck, int]] = []
             try:
                 for mode in self.cfg.modes:
-                    code = f"bench-w{n}-{mode}"
-                    link_id = self.refguard.link(refguard.port, code)
-                    say(f"workers {n}, {mode}: wrk -t{self.cfg.threads} -c{self.cfg.connections} "
-                        f"-d{self.cfg.duration}s")
-                    by_kind: dict[str, Case] = {}
-                    for kind in SERVERS:
-                        server = servers[kind]
-                        if kind == "refguard":
-                            self.warm_up(server, warm_code, mode == "close")
-                            before = redirects_answered(server.port)
-                            case = self.measure(server, n, mode, code, warm_code, warm=False)
-                            t_end = time.monotonic()
-                            check = self.count_check(server, n, mode, code, link_id, case,
-                                                     before, t_end)
-                            checks_this_n.append((check, link_id))
-                        else:
-                            case = self.measure(server, n, mode, code, warm_code)
-                        by_kind[kind] = case
-                    if self.wants_profile(n, mode, by_kind):
-                        self.run_profile(refguard, n)
+                    for rnd in range(self.cfg.rounds):
+                        checks_this_n.append(self.run_round(servers, n, mode, rnd, warm_code))
+                    if self.wants_profile(n, mode):
+                        self.run_profile(servers, n)
             finally:
                 for kind in ("refguard", "bare", "naive"):
                     servers[kind].proc.stop()
@@ -653,56 +680,92 @@ class Bench:
                 if not check.ok:
                     say(f"  count check after stop FAILED for {check.link_code}: {check.note}")
 
-    def wants_profile(self, n: int, mode: str, by_kind: dict[str, Case]) -> bool:
+    def run_round(self, servers: dict[str, Server], n: int, mode: str, rnd: int,
+                  warm_code: str) -> tuple[CountCheck, int]:
+        """a, b, c once (in reverse order every other round, so drift favours no one)."""
+        assert self.refguard is not None
+        refguard = servers["refguard"]
+        code = f"bench-w{n}-{mode}-r{rnd}"
+        link_id = self.refguard.link(refguard.port, code)
+        rounds = f" round {rnd + 1}/{self.cfg.rounds}" if self.cfg.rounds > 1 else ""
+        say(f"workers {n}, {mode}{rounds}: wrk -t{self.cfg.threads} -c{self.cfg.connections} "
+            f"-d{self.cfg.duration}s")
+        check: CountCheck | None = None
+        for kind in SERVERS if rnd % 2 == 0 else SERVERS[::-1]:
+            server = servers[kind]
+            if kind != "refguard":
+                self.measure(server, n, mode, rnd, code=code, warm_code=warm_code)
+                continue
+            self.warm_up(server, warm_code, mode == "close")
+            before = redirects_answered(server.port)
+            case = self.measure(server, n, mode, rnd, code=code, warm_code=warm_code, warm=False)
+            t_end = time.monotonic()
+            check = self.count_check(server, case, code=code, link_id=link_id,
+                                     answered_before=before, t_end=t_end)
+        assert check is not None
+        return check, link_id
+
+    def wants_profile(self, n: int, mode: str) -> bool:
         if self.profile is not None or n != 1 or mode != "keepalive":
             return False
         if self.cfg.profile == "never":
             return False
         if self.cfg.profile == "always":
             return True
-        a, b = by_kind["bare"].wrk.rps, by_kind["refguard"].wrk.rps
-        return bool(a) and b / a < TARGET_B_OVER_A
+        ratio = next((r["b_over_a"] for r in ratio_rows(self)
+                      if r["workers"] == n and r["mode"] == mode), None)
+        return ratio is not None and ratio < TARGET_B_OVER_A
 
-    def run_profile(self, server: Server, n: int) -> None:
-        assert self.refguard is not None
+    def run_profile(self, servers: dict[str, Server], n: int) -> None:
+        """py-spy one worker of refguard, then of the bare app, each under keep-alive load."""
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
-            say("  b/a below target but py-spy is missing (.venv/bin/pip install py-spy); "
-                "no profile")
+            say("  py-spy is missing (.venv/bin/pip install py-spy); no profile")
             self.profile = {"skipped": "py-spy not installed"}
             return
+        self.profile = {}
+        for kind in ("refguard", "bare"):
+            try:
+                self.profile[kind] = self.profile_one(spy, servers[kind], n)
+            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+                say(f"  profiling {kind} failed: {exc}")
+                self.profile[kind] = {"skipped": str(exc)[:300]}
+
+    def profile_one(self, spy: str, server: Server, n: int) -> dict[str, Any]:
+        assert self.refguard is not None
         pid = min(server.worker_pids)
         code = f"profile-w{n}"
-        self.refguard.link(server.port, code)
+        if server.kind == "refguard":
+            self.refguard.link(server.port, code)
         seconds = self.cfg.profile_seconds
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
-        out = RESULTS_DIR / f"redirect-{stamp}-profile.folded"
-        say(f"  profiling refguard worker {pid} with py-spy for {seconds}s under keep-alive load")
+        out = RESULTS_DIR / f"redirect-{stamp}-profile-{server.kind}.folded"
+        say(f"  profiling {server.kind} worker {pid} with py-spy for {seconds}s under keep-alive "
+            "load")
         wrk = subprocess.Popen(wrk_argv(self.cfg, server.url(code), seconds + 2, close=False),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             time.sleep(1.0)
             spy_out = subprocess.run(
                 [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--format",
-                 "raw", "--function", "--nonblocking", "--rate", "200", "-o", str(out)],
+                 "raw", "--threads", "--rate", str(PROFILE_RATE), "-o", str(out)],
                 capture_output=True, text=True, timeout=seconds + 60, check=False)
             wrk_text, _ = wrk.communicate(timeout=seconds + 60)
         finally:
             if wrk.poll() is None:
                 wrk.kill()
                 wrk.wait()
-        self.wait_drained(server, time.monotonic(), None, None)
+        if server.data_dir is not None:
+            self.wait_drained(server, time.monotonic(), None, None)
         if spy_out.returncode != 0 or not out.exists():
-            say(f"  py-spy failed: {(spy_out.stderr or spy_out.stdout).strip()[:300]}")
-            self.profile = {"skipped": f"py-spy failed: {spy_out.stderr.strip()[:300]}"}
-            return
-        summary = summarize_folded(out.read_text(), rate=200, seconds=seconds)
+            raise RuntimeError(f"py-spy failed: {(spy_out.stderr or spy_out.stdout).strip()}")
+        summary = summarize_folded(out.read_text(), rate=PROFILE_RATE, seconds=seconds)
         with contextlib.suppress(RuntimeError):
             summary["wrk_rps_while_profiling"] = parse_wrk(wrk_text).rps
         summary["folded_file"] = str(out.relative_to(ROOT))
         summary["worker_pid"] = pid
-        self.profile = summary
+        return summary
 
     def close(self) -> None:
         for proc in list(LIVE):
@@ -720,9 +783,11 @@ class Bench:
 # -- profile summary -----------------------------------------------------------------------------
 
 _SITE = re.compile(r"^.*?/(?:site|dist)-packages/")
+_REDIRECT_FRAME = re.compile(r"(?:^|\.)redirect \(tracker/redirect\.py:\d+\)$")
 
 
 def _short(frame: str) -> str:
+    """`func (path:line)` with the path shortened to the project or the package."""
     frame = frame.replace(str(ROOT) + "/", "")
     m = re.match(r"^(.*) \((.*)\)$", frame)
     if not m:
@@ -733,40 +798,64 @@ def _short(frame: str) -> str:
     return f"{name} ({where})"
 
 
+def _function(frame: str) -> str:
+    return re.sub(r":\d+\)$", ")", frame)
+
+
 def summarize_folded(text: str, *, rate: int, seconds: int, top: int = 12) -> dict[str, Any]:
+    """Self and inclusive time per function of the event-loop thread, and where the redirect
+    handler spends its time; other threads (executors: fdatasync, segment close) apart.
+
+    `text` is py-spy's raw output with --threads: `thread (tid): name;f (file:line);... N`.
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     in_redirect: Counter[str] = Counter()
+    other_threads: Counter[str] = Counter()
     total = redirect_total = 0
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [_short(f) for f in stack.split(";")
-                  if f and not f.startswith(("process ", "thread ("))]
+        parts = stack.split(";")
+        thread = parts[0] if parts[0].startswith("thread (") else ""
+        frames = [_short(f) for f in parts[1 if thread else 0:]
+                  if f and not f.startswith("process ")]
         if not frames:
             continue
+        funcs = [_function(f) for f in frames]
+        if thread and not thread.endswith("MainThread"):
+            other_threads[funcs[-1]] += n
+            continue
         total += n
-        own[frames[-1]] += n
-        for f in set(frames):
+        own[funcs[-1]] += n
+        for f in set(funcs):
             inclusive[f] += n
         for i, f in enumerate(frames):
-            if f.startswith("redirect (tracker/redirect.py"):
+            if _REDIRECT_FRAME.search(f):
                 redirect_total += n
-                in_redirect[frames[i + 1] if i + 1 < len(frames) else "<own code>"] += n
+                if i + 1 < len(frames):
+                    in_redirect[f"calls {funcs[i + 1]}"] += n
+                else:
+                    lineno = f.rsplit(":", 1)[1].rstrip(")")
+                    in_redirect[f"own code, line {lineno}"] += n
                 break
 
-    def pct(c: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)] if total else []
+    def pct(c: Counter[str], of: int) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / of, 1)) for k, v in c.most_common(top)] if of else []
 
+    expected = rate * seconds
     return {
-        "samples": total,
-        "busy_fraction": round(total / (rate * seconds), 2) if rate and seconds else None,
+        "main_thread_samples": total,
+        "main_thread_busy": round(total / expected, 2) if expected else None,
         "redirect_handler_pct": round(100 * redirect_total / total, 1) if total else 0.0,
-        "top_self_pct": pct(own),
-        "top_inclusive_pct": pct(inclusive),
-        "redirect_breakdown_pct": pct(in_redirect),
+        "top_self_pct": pct(own, total),
+        "top_inclusive_pct": pct(inclusive, total),
+        "redirect_breakdown_pct_of_handler": pct(in_redirect, redirect_total),
+        "other_threads_busy": round(sum(other_threads.values()) / expected, 2) if expected
+        else None,
+        "other_threads_top_pct": pct(other_threads, sum(other_threads.values())),
     }
 
 
@@ -810,18 +899,51 @@ def machine_info(cfg: Config, dsn: str) -> dict[str, Any]:
     return info
 
 
-def ratio_rows(bench: Bench) -> list[dict[str, Any]]:
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summary_rows(bench: Bench) -> list[dict[str, Any]]:
+    """One row per (workers, mode, server): medians over the rounds."""
     rows = []
     for n in bench.cfg.workers:
         for mode in bench.cfg.modes:
-            got = {c.server: c for c in bench.cases if c.workers == n and c.mode == mode}
+            for kind in SERVERS:
+                got = [c for c in bench.cases
+                       if c.workers == n and c.mode == mode and c.server == kind]
+                if not got:
+                    continue
+
+                def med(key: str, cases: list[Case] = got) -> float | None:
+                    vals = [c.wrk.percentiles_ms[key] for c in cases
+                            if key in c.wrk.percentiles_ms]
+                    return round(_median(vals), 3) if vals else None
+
+                rows.append({
+                    "workers": n, "mode": mode, "server": kind, "rounds": len(got),
+                    "rps": round(_median([c.wrk.rps for c in got]), 1),
+                    "p50_ms": med("p50"), "p99_ms": med("p99"),
+                    "socket_errors": sum(c.wrk.socket_errors for c in got),
+                    "non_2xx_3xx": sum(c.wrk.non_2xx_3xx for c in got),
+                })
+    return rows
+
+
+def ratio_rows(bench: Bench) -> list[dict[str, Any]]:
+    summary = summary_rows(bench)
+    rows = []
+    for n in bench.cfg.workers:
+        for mode in bench.cfg.modes:
+            got = {r["server"]: r for r in summary if r["workers"] == n and r["mode"] == mode}
             if len(got) < len(SERVERS):
                 continue
-            a, b, c = (got[k].wrk for k in SERVERS)
-            b_a = b.rps / a.rps if a.rps else 0.0
-            b_c = b.rps / c.rps if c.rps else 0.0
+            a, b, c = (got[k] for k in SERVERS)
+            b_a = b["rps"] / a["rps"] if a["rps"] else 0.0
+            b_c = b["rps"] / c["rps"] if c["rps"] else 0.0
             target_bc = TARGET_B_OVER_C.get(n, TARGET_B_OVER_C[2])
-            p99 = b.percentiles_ms.get("p99")
+            p99 = b["p99_ms"]
             rows.append({
                 "workers": n, "mode": mode, "b_over_a": round(b_a, 3),
                 "b_over_a_target": TARGET_B_OVER_A, "b_over_a_met": b_a >= TARGET_B_OVER_A,
@@ -829,6 +951,7 @@ def ratio_rows(bench: Bench) -> list[dict[str, Any]]:
                 "b_over_c_met": b_c >= target_bc, "refguard_p99_ms": p99,
                 "p99_target_ms": TARGET_P99_MS,
                 "p99_met": p99 is not None and p99 < TARGET_P99_MS,
+                "bare_p99_ms": a["p99_ms"],
             })
     return rows
 
@@ -837,52 +960,71 @@ def print_report(bench: Bench, json_path: Path | None) -> None:
     cfg = bench.cfg
     say("")
     say(f"Redirect benchmark  wrk -t{cfg.threads} -c{cfg.connections} -d{cfg.duration}s "
-        f"(warm-up {cfg.warmup}s)  on {bench.machine.get('cpus')} CPU(s), "
+        f"(warm-up {cfg.warmup}s, {cfg.rounds} round(s))  on {bench.machine.get('cpus')} CPU(s), "
         f"{bench.machine.get('cpu_model', '?')}")
     say("")
-    say(f"{'workers':>7} {'mode':<9} {'server':<8} {'req/s':>10} {'p50':>8} {'p99':>8} "
-        f"{'max':>8} {'errors':>6} {'non3xx':>6}  cpu seconds")
+    say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'server':<8} {'req/s':>9} {'p50':>8} "
+        f"{'p99':>8} {'max':>8} {'err':>4} {'!3xx':>4}  cpu seconds / machine")
     for c in bench.cases:
         p = c.wrk.percentiles_ms
-        say(f"{c.workers:>7} {c.mode:<9} {c.server:<8} {c.wrk.rps:>10,.0f} "
+        say(f"{c.workers:>7} {c.mode:<9} {c.round + 1:>3} {c.server:<8} {c.wrk.rps:>9,.0f} "
             f"{fmt_ms(p.get('p50')):>8} {fmt_ms(p.get('p99')):>8} "
-            f"{fmt_ms(c.wrk.latency_max_ms):>8} {c.wrk.socket_errors:>6} "
-            f"{c.wrk.non_2xx_3xx:>6}  {fmt_cpu(c.cpu_s)}")
+            f"{fmt_ms(c.wrk.latency_max_ms):>8} {c.wrk.socket_errors:>4} "
+            f"{c.wrk.non_2xx_3xx:>4}  {fmt_cpu(c.cpu_s)} | {fmt_machine(c.machine)}")
+    if cfg.rounds > 1:
+        say("")
+        say("medians over the rounds")
+        for r in summary_rows(bench):
+            say(f"{r['workers']:>7} {r['mode']:<9} {'':>3} {r['server']:<8} {r['rps']:>9,.0f} "
+                f"{fmt_ms(r['p50_ms']):>8} {fmt_ms(r['p99_ms']):>8}")
     say("")
-    say(f"{'workers':>7} {'mode':<9} {'b/a':>6} {'target':>7} {'b/c':>6} {'target':>7} "
-        f"{'refguard p99':>12} {'target':>7}")
+    say(f"{'workers':>7} {'mode':<9} {'b/a':>6} {'target':>9} {'b/c':>6} {'target':>8} "
+        f"{'refguard p99':>12} {'target':>10}   (bare p99)")
     for r in ratio_rows(bench):
         say(f"{r['workers']:>7} {r['mode']:<9} {r['b_over_a']:>6.2f} "
-            f"{'>=' + str(r['b_over_a_target']):>5} {mark(r['b_over_a_met'])} "
+            f"{'>=' + str(r['b_over_a_target']):>6} {mark(r['b_over_a_met'])} "
             f"{r['b_over_c']:>6.1f} {'>=' + format(r['b_over_c_target'], 'g'):>5} "
             f"{mark(r['b_over_c_met'])} {fmt_ms(r['refguard_p99_ms']):>12} "
-            f"{'<' + format(r['p99_target_ms'], 'g') + 'ms':>6} {mark(r['p99_met'])}")
+            f"{'<' + format(r['p99_target_ms'], 'g') + 'ms':>7} {mark(r['p99_met'])}"
+            f"   ({fmt_ms(r['bare_p99_ms']).strip()})")
     say("")
-    say("count check (refguard, rows in clicks for the measured link after the flusher drained)")
-    say(f"{'workers':>7} {'mode':<9} {'wrk answ.':>10} {'srv answ.':>10} {'rows':>10} "
+    say("count check (refguard: rows in clicks for the measured link once the flusher drained)")
+    say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'wrk answ.':>10} {'srv answ.':>10} {'rows':>10} "
         f"{'after stop':>10} {'lost':>5} {'dup':>5} {'drain':>6}  verdict")
     for k in bench.checks:
-        say(f"{k.workers:>7} {k.mode:<9} {k.wrk_answered:>10} {fmt_opt(k.server_answered):>10} "
-            f"{k.rows:>10} {fmt_opt(k.rows_after_stop):>10} {k.lost:>5} {k.duplicated:>5} "
-            f"{fmt_opt(k.drain_s):>5}s  {'OK' if k.ok else 'FAILED'}"
-            + (f"  ({k.note})" if k.note else ""))
-    if bench.profile:
-        say("")
-        prof = bench.profile
-        if "skipped" in prof:
-            say(f"profile: skipped ({prof['skipped']})")
-        else:
-            say(f"profile of refguard worker {prof['worker_pid']} (keep-alive, 1 worker, py-spy "
-                f"{prof['samples']} samples, busy {prof['busy_fraction']}, "
-                f"{prof.get('wrk_rps_while_profiling', 0):,.0f} req/s while sampled); "
-                f"redirect handler {prof['redirect_handler_pct']}% of samples")
-            say("  top self:      " + "; ".join(f"{p}% {f}" for f, p in prof["top_self_pct"][:8]))
-            say("  in redirect(): " + "; ".join(
-                f"{p}% {f}" for f, p in prof["redirect_breakdown_pct"][:8]))
-            say(f"  folded stacks: {prof['folded_file']}")
+        say(f"{k.workers:>7} {k.mode:<9} {k.round + 1:>3} {k.wrk_answered:>10} "
+            f"{fmt_opt(k.server_answered):>10} {k.rows:>10} {fmt_opt(k.rows_after_stop):>10} "
+            f"{k.lost:>5} {k.duplicated:>5} {fmt_opt(k.drain_s):>5}s  "
+            f"{'OK' if k.ok else 'FAILED'}" + (f"  ({k.note})" if k.note else ""))
+    print_profile(bench.profile)
     if json_path is not None:
         say("")
         say(f"results: {json_path.relative_to(ROOT)}")
+
+
+def print_profile(profile: dict[str, Any] | None) -> None:
+    if not profile:
+        return
+    say("")
+    if "skipped" in profile:
+        say(f"profile: skipped ({profile['skipped']})")
+        return
+    for kind, prof in profile.items():
+        if "skipped" in prof:
+            say(f"profile of {kind}: skipped ({prof['skipped']})")
+            continue
+        say(f"profile of the {kind} worker (pid {prof['worker_pid']}, keep-alive, 1 worker, "
+            f"{prof.get('wrk_rps_while_profiling', 0):,.0f} req/s while sampled): event loop "
+            f"busy {prof['main_thread_busy']}, other threads {prof['other_threads_busy']}"
+            + (f", redirect handler {prof['redirect_handler_pct']}% of the loop's samples"
+               if kind == "refguard" else ""))
+        say("  top self:      " + "; ".join(f"{p}% {f}" for f, p in prof["top_self_pct"][:8]))
+        if kind == "refguard":
+            say("  inside the handler (% of its samples): " + "; ".join(
+                f"{p}% {f}" for f, p in prof["redirect_breakdown_pct_of_handler"][:10]))
+            say("  other threads: " + "; ".join(
+                f"{p}% {f}" for f, p in prof["other_threads_top_pct"][:4]))
+        say(f"  folded stacks: {prof['folded_file']}")
 
 
 def mark(ok: bool) -> str:
@@ -891,6 +1033,13 @@ def mark(ok: bool) -> str:
 
 def fmt_opt(v: Any) -> str:
     return "-" if v is None else str(v)
+
+
+def fmt_machine(m: dict[str, float]) -> str:
+    if not m:
+        return ""
+    return (f"busy {m['busy_cores']:.1f} cores, others {m['foreign_cores']:.1f}, "
+            f"steal {m['steal_pct']:.0f}%")
 
 
 def write_json(bench: Bench) -> Path:
@@ -907,6 +1056,7 @@ def write_json(bench: Bench) -> Path:
              "wrk": {**asdict(c.wrk), "answered": c.wrk.answered}}
             for c in bench.cases
         ],
+        "summary": summary_rows(bench),
         "ratios": ratio_rows(bench),
         "count_checks": [asdict(k) for k in bench.checks],
         "count_check_ok": all(k.ok for k in bench.checks),
@@ -948,6 +1098,9 @@ def parse_args(argv: list[str] | None) -> Config:
                    help="worker counts, comma-separated (default 1,2)")
     p.add_argument("--modes", type=_modes, default=["keepalive", "close"],
                    help="keepalive,close (default both)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure a, b, c this many times (alternating order) and report medians; "
+                        "helps on a noisy shared machine (default 1)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up seconds per server (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke run: ~3 s per case")
     p.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
@@ -960,8 +1113,8 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs)")
     args = p.parse_args(argv)
     duration = args.duration or (3 if args.quick else 10)
-    if duration < 1 or args.connections < 1 or args.threads < 1:
-        p.error("--duration, --connections and --threads must be positive")
+    if min(duration, args.connections, args.threads, args.rounds) < 1:
+        p.error("--duration, --connections, --threads and --rounds must be positive")
     wrk = shutil.which("wrk")
     if wrk is None:
         say("wrk is missing; installing it with apt-get")
@@ -976,7 +1129,7 @@ def parse_args(argv: list[str] | None) -> Config:
     return Config(
         duration=duration, warmup=args.warmup, connections=args.connections,
         threads=args.threads, timeout=args.timeout, workers=args.workers, modes=args.modes,
-        profile=args.profile,
+        rounds=args.rounds, profile=args.profile,
         profile_seconds=max(1, args.profile_seconds or (3 if args.quick else 5)),
         drain_timeout=args.drain_timeout, keep_tmp=args.keep_tmp, wrk=wrk,
     )

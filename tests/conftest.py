@@ -10,7 +10,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg(tmp_path_factory: pytest.TempPathFactory) -> PgServer:
     server = PgServer(tmp_path_factory.mktemp("pg") / "data")
 
     async def make_template() -> None:
@@ -55,7 +55,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
             await conn.close()
 
     asyncio.run(make_template())
-    yield server
+    return server
 
 
 async def create_database(pg: PgServer) -> str:

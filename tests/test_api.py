@@ -20,7 +20,7 @@ Client = TestClient[web.Request, web.Application]
 def api_routes(client: Client) -> list[tuple[str, str, frozenset[str]]]:
     """(method, path, roles) of every authenticated /api route, read from the router."""
     out = []
-    for app in [client.app] + [r._app for r in client.app.router.resources()  # noqa: SLF001
+    for app in [client.app] + [r._app for r in client.app.router.resources()
                                if hasattr(r, "_app")]:
         for route in app.router.routes():
             roles = getattr(route.handler, "roles", None)

@@ -47,7 +47,8 @@ async def test_changed_applied_migration_is_an_error(conn: asyncpg.Connection) -
 
 async def test_database_newer_than_code_is_refused(conn: asyncpg.Connection) -> None:
     await conn.execute(
-        "INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, '9999_future.sql', 'x')"
+        "INSERT INTO schema_migrations (version, name, checksum) "
+        "VALUES (9999, '9999_future.sql', 'x')"
     )
     with pytest.raises(DatabaseError, match="newer refguard"):
         await migrate(conn)
@@ -56,7 +57,7 @@ async def test_database_newer_than_code_is_refused(conn: asyncpg.Connection) -> 
 def test_badly_named_migration_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "0001_ok.sql").write_text("SELECT 1;")
     (tmp_path / "two.sql").write_text("SELECT 1;")
-    with pytest.raises(DatabaseError, match="NNNN_name.sql"):
+    with pytest.raises(DatabaseError, match=r"NNNN_name\.sql"):
         load_migrations(tmp_path)
 
 

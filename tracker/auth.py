@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 
 ROLES = ("admin", "integration", "finance", "viewer")
-TOKEN_PREFIX = "rg_"
+TOKEN_PREFIX = "rg_"  # noqa: S105 (a prefix, not a secret)
 CACHE_TTL_S = 30.0
 
 

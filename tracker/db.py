@@ -50,7 +50,9 @@ def embedded_server(pgdata: Path, *, stop_on_exit: bool = True) -> Any:
             import pgserver
 
             pgdata.parent.mkdir(parents=True, exist_ok=True)
-            server = pgserver.get_server(pgdata, cleanup_mode="stop" if stop_on_exit else None)
+            server = pgserver.get_server(  # type: ignore[attr-defined]
+                pgdata, cleanup_mode="stop" if stop_on_exit else None
+            )
         _embedded[pgdata] = server
     return server
 
@@ -133,7 +135,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
         done: list[str] = []
         for mig in migrations:
             if mig.version in applied:
-                name, checksum = applied[mig.version]
+                _name, checksum = applied[mig.version]
                 if checksum != mig.checksum:
                     raise DatabaseError(
                         f"migration {mig.name} was changed after it was applied "

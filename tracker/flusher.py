@@ -244,7 +244,7 @@ class Flusher:
                 self.update_backlog()
                 await asyncio.sleep(self._backoff)
                 continue
-            except Exception:  # noqa: BLE001 (a bug must not stop the flusher for good)
+            except Exception:
                 metrics.FLUSH_FAILURES.inc()
                 log.exception("flush failed unexpectedly")
                 await self._drop_connection()
@@ -254,9 +254,9 @@ class Flusher:
             if result is None or result.clicks < self.max_clicks:
                 await asyncio.sleep(self.interval_s)
 
-    async def drain(self, timeout: float = 30.0) -> bool:
-        """Flush until the journal is empty; False if PostgreSQL kept failing until timeout."""
-        deadline = time.monotonic() + timeout
+    async def drain(self, within_s: float = 30.0) -> bool:
+        """Flush until the journal is empty; False if PostgreSQL kept failing meanwhile."""
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             try:
                 if await self.flush_once() is None:

@@ -151,7 +151,7 @@ def parse_segment(data: bytes, name: str) -> tuple[list[RawClick], int]:
             clicks.append(decode_line(line))
         except JournalFormatError as exc:
             bad += 1
-            log.error("journal %s line %d skipped: %s", name, n, exc)
+            log.error("journal %s line %d skipped: %s", name, n, exc)  # noqa: TRY400
     return clicks, bad
 
 
@@ -248,11 +248,15 @@ class JournalWriter:
         """Append one encoded line; raises OSError if the journal cannot take it."""
         try:
             written = os.write(self._fd, data)
-            if written != len(data):
-                raise OSError(f"short journal write ({written} of {len(data)} bytes)")
         except OSError:
             self.failures += 1
             raise
+        if written != len(data):
+            # Only a full disk does this to a regular file; the partial line is skipped on read.
+            self.failures += 1
+            with contextlib.suppress(OSError):
+                os.write(self._fd, b"\n")
+            raise OSError(f"short journal write ({written} of {len(data)} bytes)")
         self.lines += 1
         if self.lines >= self.max_lines:
             self.rotate()

@@ -217,7 +217,7 @@ class LinkCache:
             lost = asyncio.Event()
             try:
                 conn = await db.connect(self.dsn, timeout=5)
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 await self._load_all(conn)  # after LISTEN, so nothing falls in between
                 self._conn = conn

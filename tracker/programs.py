@@ -19,7 +19,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "fingerprint": "headers",
     "reward": {"currency": "USD", "rules": []},
 }
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 

@@ -96,7 +96,8 @@ async def audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
-        """INSERT INTO audit_log (program_id, actor, action, object_type, object_id, reason, details)
+        """INSERT INTO audit_log
+               (program_id, actor, action, object_type, object_id, reason, details)
            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
         program_id, actor, action, object_type, object_id, reason, json.dumps(details or {}),
     )

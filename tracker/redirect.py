@@ -91,8 +91,11 @@ def make_redirect_handler(
         t0 = perf()
         code = request.match_info["code"]
         entry = get_link(code)
+        if entry is None:
+            # Possibly created a moment ago on another worker: one look-up, then remembered.
+            entry = await links.lookup_missing(code)
         if entry is None or not entry.enabled:
-            return await _missing(request, links, stats, code, entry)
+            return _not_served(stats, entry)
         headers = request.headers
         cookie = headers.get(h_cookie)
         vid = _visitor_from_cookie(cookie) if cookie else ""
@@ -167,19 +170,8 @@ def make_redirect_handler(
     return redirect
 
 
-async def _missing(
-    request: web.Request,
-    links: LinkCache,
-    stats: RedirectStats,
-    code: str,
-    entry: LinkEntry | None,
-) -> web.StreamResponse:
-    if entry is None:
-        entry = await links.lookup_missing(code)
-        if entry is not None and entry.enabled:
-            # Created a moment ago elsewhere; the cache has it now, so serve it normally.
-            handler = request.app[_HANDLER]
-            return await handler(request)
+def _not_served(stats: RedirectStats, entry: LinkEntry | None) -> web.Response:
+    """Unknown or disabled link: the program's fallback URL if it has one, else a 404 page."""
     if entry is not None and entry.fallback_url:
         stats.count_302 += 1
         return web.Response(
@@ -195,9 +187,5 @@ async def _missing(
     )
 
 
-_HANDLER = web.AppKey("redirect_handler", Handler)
-
-
 def install(app: web.Application, handler: Handler) -> None:
-    app[_HANDLER] = handler
     app.router.add_get(r"/r/{code}", handler, name="redirect")

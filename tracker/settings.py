@@ -98,7 +98,9 @@ class Settings:
             raise SettingsError(f"{PREFIX}GEOIP_DIR: {geoip_raw!r} is not a directory")
         public_url = env.get(PREFIX + "PUBLIC_URL", "")
         if public_url and not public_url.startswith(("http://", "https://")):
-            raise SettingsError(f"{PREFIX}PUBLIC_URL: expected an http(s):// URL, got {public_url!r}")
+            raise SettingsError(
+                f"{PREFIX}PUBLIC_URL: expected an http(s):// URL, got {public_url!r}"
+            )
         host = env.get(PREFIX + "HOST") or "127.0.0.1"
         return cls(
             data_dir=data_dir,

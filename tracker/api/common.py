@@ -43,7 +43,8 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
             if principal.role not in allowed:
                 raise ApiError(
                     403, "forbidden",
-                    f"the {principal.role} role may not do this (needs {' or '.join(sorted(allowed))})",
+                    f"the {principal.role} role may not do this "
+                    f"(needs {' or '.join(sorted(allowed))})",
                 )
             request[PRINCIPAL] = principal
             return await handler(request)

@@ -27,7 +27,8 @@ def _op(summary: str, roles: str, *, body: str | None = None, ok: int = 200,
         "summary": summary,
         "description": f"Roles: {roles}.",
         "responses": {
-            str(ok): {"description": "OK", "content": {"application/json": {"schema": answer or {}}}},
+            str(ok): {"description": "OK",
+                      "content": {"application/json": {"schema": answer or {}}}},
             **{str(s): _ERROR for s in (400, 401, 403, 404, 409, 413, 415, 422)},
         },
     }

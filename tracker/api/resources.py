@@ -24,8 +24,8 @@ from tracker.api.common import (
     parse_time,
     principal,
     query_param,
-    requires,
     required_string,
+    requires,
     rfc3339,
     string,
     time_param,
@@ -240,7 +240,8 @@ async def create_link(request: web.Request) -> web.Response:
                 if code is not None or attempt == 4:
                     raise conflict(str(exc)) from None
     _cache_link(request, link, program)
-    return web.json_response(_link_json(link, request.config_dict[keys.SETTINGS].base_url), status=201)
+    base_url = request.config_dict[keys.SETTINGS].base_url
+    return web.json_response(_link_json(link, base_url), status=201)
 
 
 def _cache_link(request: web.Request, link: queries.Link, program: queries.Program) -> None:
