@@ -1,8 +1,16 @@
-"""Bot and link-preview detection from maintained data.
+"""Bot, link-preview and automation detection from maintained data.
 
-Patterns come from the `crawler-user-agents` package (monperrus/crawler-user-agents: search
-engines, SEO tools, HTTP libraries, headless browsers and the link-preview fetchers of Slack, X,
-Facebook, WhatsApp, Telegram, Discord and LinkedIn). Every verdict names the rule that fired.
+Rules, in the order they are tried (the first that fires is recorded):
+
+- `empty_user_agent`
+- `crawler_list:<pattern>`: the `crawler-user-agents` package (monperrus/crawler-user-agents:
+  search engines, SEO tools, HTTP libraries, headless browsers and the link-preview fetchers of
+  Slack, X, Facebook, WhatsApp, Telegram, Discord, LinkedIn)
+- `ua_parser_spider`: uap-core (the `ua-parser` package) classifies the device as a spider
+- `prefetch`: a `Sec-Purpose` / `Purpose` prefetch or prerender request
+- `hosting_without_browser_headers`: from a hosting/datacenter IP without the headers every
+  browser sends on a navigation (Accept-Language and a specific Accept)
+- `automation_webdriver`, `no_javascript`: from the optional browser-fingerprint page
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import crawleruseragents
+
+from fraud.useragents import parse_user_agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,34 +33,57 @@ class BotVerdict:
 HUMAN = BotVerdict(False, None)
 
 
+def crawler_patterns() -> list[str]:
+    return [entry["pattern"] for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA]
+
+
+def crawler_examples() -> list[str]:
+    """Every example user agent shipped with the crawler list."""
+    return [ua for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
+            for ua in entry.get("instances", [])]
+
+
 class BotDetector:
-    """Classifies a request by its user agent and prefetch headers; results cached per UA."""
+    """Classifies a request; the user-agent part is cached per UA string."""
 
     def __init__(self, patterns: list[str] | None = None, cache_size: int = 65536) -> None:
-        if patterns is None:
-            patterns = [entry["pattern"] for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA]
-        self.patterns = patterns
-        self._compiled = [re.compile(p) for p in patterns]
+        self.patterns = crawler_patterns() if patterns is None else patterns
+        self._compiled = [re.compile(p) for p in self.patterns]
         # One alternation answers "is it any crawler" in a single pass; the per-pattern list is
         # consulted only on a hit, to name the rule.
-        self._any = re.compile("|".join(f"(?:{p})" for p in patterns))
+        self._any = re.compile("|".join(f"(?:{p})" for p in self.patterns))
         self._by_ua = lru_cache(maxsize=cache_size)(self._classify_ua)
 
     def _classify_ua(self, user_agent: str) -> BotVerdict:
         if not user_agent.strip():
             return BotVerdict(True, "empty_user_agent")
-        if self._any.search(user_agent) is None:
-            return HUMAN
-        for pattern, rx in zip(self.patterns, self._compiled, strict=True):
-            if rx.search(user_agent):
-                return BotVerdict(True, f"crawler_list:{pattern}")
-        return BotVerdict(True, "crawler_list")
+        if self._any.search(user_agent) is not None:
+            for pattern, rx in zip(self.patterns, self._compiled, strict=True):
+                if rx.search(user_agent):
+                    return BotVerdict(True, f"crawler_list:{pattern}")
+        if parse_user_agent(user_agent).spider:
+            return BotVerdict(True, "ua_parser_spider")
+        return HUMAN
 
-    def classify(self, user_agent: str, *, purpose: str = "") -> BotVerdict:
-        """Verdict for one request. `purpose` is the Sec-Purpose / Purpose header."""
+    def classify(
+        self,
+        user_agent: str,
+        *,
+        purpose: str = "",
+        hosting: bool = False,
+        accept_language: str = "",
+        accept: str = "",
+    ) -> BotVerdict:
+        """Verdict for one request.
+
+        `purpose` is the Sec-Purpose / Purpose header; `hosting` whether the client IP belongs
+        to a hosting provider or datacenter.
+        """
         verdict = self._by_ua(user_agent)
         if verdict.is_bot:
             return verdict
-        if purpose and "prefetch" in purpose.lower():
+        if purpose and ("prefetch" in purpose.lower() or "prerender" in purpose.lower()):
             return BotVerdict(True, "prefetch")
+        if hosting and (not accept_language or accept in ("", "*/*")):
+            return BotVerdict(True, "hosting_without_browser_headers")
         return HUMAN

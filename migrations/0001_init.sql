@@ -60,8 +60,8 @@ CREATE TRIGGER programs_notify AFTER UPDATE ON programs
 
 -- The visit log. Range-partitioned by ts; partitions are created ahead by a job and on demand by
 -- the flusher (imports may carry old timestamps). The key includes ts because a partitioned
--- table's unique keys must contain the partition key; click_id is time-ordered, so (click_id, ts)
--- is as unique as click_id alone.
+-- table's unique keys must contain the partition key; a click's ts never changes (replays carry
+-- it from the journal), so (ts, click_id) is as unique as click_id alone.
 CREATE TABLE clicks (
     program_id      bigint NOT NULL,
     click_id        uuid NOT NULL,
@@ -94,9 +94,9 @@ CREATE TABLE clicks (
     is_mobile       boolean,
     source          text NOT NULL DEFAULT 'live',
     received_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (program_id, click_id, ts)
+    -- Also the visit log's order (program, ts, click_id), so it needs no index of its own.
+    PRIMARY KEY (program_id, ts, click_id)
 ) PARTITION BY RANGE (ts);
-CREATE INDEX clicks_program_ts ON clicks (program_id, ts, click_id);
 CREATE INDEX clicks_referrer_ts ON clicks (program_id, referrer_id, ts);
 CREATE INDEX clicks_link_visitor ON clicks (link_id, visitor_id, ts);
 CREATE INDEX clicks_link_fingerprint ON clicks (link_id, fingerprint, ts);

@@ -260,3 +260,38 @@ async def test_postgres_outage_keeps_redirecting_and_loses_nothing(tmp_path: Pat
     finally:
         serve.stop()
         server.cleanup()
+
+
+async def test_sigterm_drains_the_journal_and_metrics_sum_the_workers(
+    database: str, tmp_path: Path
+) -> None:
+    code = await setup_link(database)
+    serve = Serve(database, tmp_path / "data", workers=2)
+    await serve.start()
+    try:
+        load = Load(serve.base, code)
+        runner = asyncio.create_task(load.run(concurrency=4))
+        await asyncio.sleep(2.0)
+        load.stop.set()
+        await runner
+        assert load.failures == 0
+        assert len(await serve.worker_pids()) == 2
+        await asyncio.sleep(1.5)  # each worker folds its counters into the shared files
+        async with aiohttp.ClientSession() as session, session.get(serve.base + "/metrics") as r:
+            text = await r.text()
+        line = next(x for x in text.splitlines()
+                    if x.startswith('refguard_http_requests_total{route="redirect",status="302"}'))
+        assert float(line.rsplit(" ", 1)[1]) == len(load.answered)
+        assert serve.proc is not None
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(60) == 0
+        # Everything answered is in PostgreSQL before the processes exit: nothing left behind.
+        assert [n for n in os.listdir(serve.data_dir / "journal")
+                if n.endswith((".sealed", ".open"))] == []
+        conn = await asyncpg.connect(database)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM clicks") == len(load.answered)
+        finally:
+            await conn.close()
+    finally:
+        serve.stop()

@@ -1,10 +1,11 @@
 """The application factory.
 
-`create_app(settings)` registers its lifecycles in order: pool, link cache, journal, then (when
-`background` is true) the flusher and the jobs. aiohttp closes them in reverse, so the journal is
-sealed and the flusher has drained before the pool closes. `refguard serve` runs the HTTP workers
-with `background=False` and one background process (`run_background`) with the flusher and
-jobs, so CPU spent on flushing never sits on a redirect's latency.
+`create_app(settings)` registers its lifecycles in order: pool, link cache, then (when
+`background` is true) the flusher and the jobs, then the journal. aiohttp closes them in reverse:
+the journal seals its segment, the flusher drains it, and only then does the pool close.
+`refguard serve` runs the HTTP workers with `background=False` and one background process
+(`tracker.server.background_main`) with the flusher and jobs, so CPU spent on flushing never
+sits on a redirect's latency.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 from aiohttp import web
 
+from geo.reader import GeoReader
 from tracker import keys, metrics
 from tracker.api import openapi, resources
 from tracker.api.errors import error_middleware
@@ -80,9 +82,10 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(links_ctx)
-    app.cleanup_ctx.append(journal_ctx)
     if background:
+        # Before the journal, so that at shutdown the journal seals first and the flusher drains.
         app.cleanup_ctx.append(_background_ctx(settings, dsn))
+    app.cleanup_ctx.append(journal_ctx)
 
     install_redirect(
         app,
@@ -118,15 +121,16 @@ def _background_ctx(
 
 @contextlib.asynccontextmanager
 async def background(
-    settings: Settings, dsn: str, pool: asyncpg.Pool | None = None
+    settings: Settings, dsn: str, pool: asyncpg.Pool | None = None, drain_s: float = 10.0
 ) -> AsyncIterator[Flusher]:
     """The flusher and (unless disabled) the jobs, for as long as the context is open."""
     own_pool = pool is None
     the_pool = await create_pool(dsn, min_size=0, max_size=4) if pool is None else pool
+    geo = GeoReader(settings.geoip_dir)
     flusher = Flusher(
         settings.journal_dir,
         dsn,
-        Enricher(settings.secret_key, settings.trusted_proxies),
+        Enricher(settings.secret_key, settings.trusted_proxies, geo=geo),
         interval_ms=settings.flush_interval_ms,
         max_clicks=settings.flush_max_clicks,
     )
@@ -139,7 +143,8 @@ async def background(
     finally:
         if jobs is not None:
             await jobs.close()
-        await flusher.close()
+        await flusher.close(drain_s)
+        geo.close()
         if own_pool:
             await the_pool.close()
 

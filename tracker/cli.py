@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending migrations and exit")
     sub.add_parser("db-url", help="print the PostgreSQL DSN in use")
 
+    geo = sub.add_parser("geo", help="GeoIP databases")
+    geo_sub = geo.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
+    lookup = geo_sub.add_parser("lookup", help="what the geo databases say of an IP")
+    lookup.add_argument("ip")
+    lookup.add_argument("--json", action="store_true", help="print JSON")
+
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_sub.add_parser("create", help="print a new API token (shown once)")
@@ -66,10 +72,40 @@ def _resolve_dsn(settings: Settings) -> Settings:
     return settings.with_overrides(database_url=database_url(settings))
 
 
+def _cmd_geo_lookup(settings: Settings, ip: str, as_json: bool) -> int:
+    import ipaddress
+    import json
+
+    from geo.reader import GeoReader
+
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise UsageError(f"{ip!r} is not an IP address") from None
+    if settings.geoip_dir is None:
+        raise UsageError("no GeoIP databases: set REFGUARD_GEOIP_DIR to a folder of .mmdb files")
+    reader = GeoReader(settings.geoip_dir)
+    try:
+        info = reader.lookup(ip).as_dict()
+        databases = [d.path.name for d in reader.databases]
+    finally:
+        reader.close()
+    if as_json:
+        print(json.dumps({"ip": ip, **info, "databases": databases}))
+        return 0
+    print(f"ip: {ip}")
+    for key, value in info.items():
+        print(f"{key}: {'' if value is None else value}")
+    print(f"databases: {', '.join(databases) or '(none)'}")
+    return 0
+
+
 def _cmd_serve(settings: Settings) -> int:
+    from geo.reader import GeoReader
     from tracker.db import migrate_dsn
     from tracker.server import serve
 
+    GeoReader(settings.geoip_dir).close()  # a corrupt database stops start-up, naming the file
     settings = _resolve_dsn(settings)
     applied = asyncio.run(migrate_dsn(settings.database_url or ""))
     for name in applied:
@@ -129,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "token":
             return _cmd_token_create(settings, args.role, args.name)
+        if args.command == "geo":
+            return _cmd_geo_lookup(settings, args.ip, args.json)
     except (SettingsError, UsageError) as exc:
         print(f"refguard: {exc}", file=sys.stderr)
         return 2

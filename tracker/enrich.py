@@ -1,6 +1,6 @@
-"""Turns journal lines into click rows: client IP, device fingerprint, bot verdict, limits.
+"""Turns journal lines into click rows: client IP, geo, device, fingerprint, bot verdict.
 
-Runs in the flusher (and the importer), never on the redirect path.
+Runs in the flusher (and the importer), never on the redirect path; every lookup is cached.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from fraud.bots import BotDetector
+from fraud.useragents import parse_user_agent
+from geo.reader import GeoReader
 from tracker.journal import RawClick
 from tracker.settings import IPNetwork
 
@@ -26,7 +28,8 @@ MAX_VISITOR = 64
 COLUMNS = (
     "program_id", "click_id", "ts", "link_id", "referrer_id", "code", "visitor_id",
     "new_visitor", "ip", "user_agent", "accept_language", "referer", "query", "client_hints",
-    "fingerprint", "is_bot", "bot_rule", "is_duplicate", "source",
+    "fingerprint", "is_bot", "bot_rule", "is_duplicate", "source", "country", "region", "city",
+    "asn", "as_org", "is_anonymous", "is_hosting", "ua_browser", "ua_os", "ua_device", "is_mobile",
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -110,10 +113,11 @@ def ip_prefix(ip: str | None) -> str:
 
 class Enricher:
     def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
-                 bots: BotDetector | None = None) -> None:
+                 bots: BotDetector | None = None, geo: GeoReader | None = None) -> None:
         self._key = hashlib.blake2b(secret_key, digest_size=32).digest()
         self.client_ip = ClientIp(trusted)
         self.bots = bots or BotDetector()
+        self.geo = geo or GeoReader(None)
 
     def fingerprint(self, raw: RawClick, ip: str | None) -> bytes:
         """Keyed hash of the device headers and the IP's /24 (/48): stable for a device,
@@ -126,7 +130,12 @@ class Enricher:
 
     def row(self, raw: RawClick, *, source: str = "live") -> tuple[object, ...]:
         ip = self.client_ip.resolve(raw.peer, raw.x_forwarded_for, raw.forwarded)
-        verdict = self.bots.classify(raw.user_agent, purpose=raw.purpose)
+        place = self.geo.lookup(ip)
+        device = parse_user_agent(raw.user_agent)
+        verdict = self.bots.classify(
+            raw.user_agent, purpose=raw.purpose, hosting=place.hosting,
+            accept_language=raw.accept_language, accept=raw.accept,
+        )
         hints = None
         if raw.sec_ch_ua or raw.sec_ch_ua_mobile or raw.sec_ch_ua_platform:
             hints = json.dumps({
@@ -154,4 +163,15 @@ class Enricher:
             verdict.rule,
             False,
             source,
+            place.country,
+            place.region,
+            place.city,
+            place.asn,
+            place.as_org,
+            place.anonymous,
+            place.hosting,
+            device.browser,
+            device.os,
+            device.device,
+            device.mobile or raw.sec_ch_ua_mobile == "?1",
         )

@@ -153,6 +153,7 @@ class Flusher:
         self._backoff = 0.0
         self._backlog_checked = 0.0
         self.total_stored = 0
+        self._geo_names: set[str] = set()
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -187,6 +188,13 @@ class Flusher:
 
     async def flush_once(self) -> FlushResult | None:
         """Flush one batch; None when the journal is empty. Raises when PostgreSQL fails."""
+        geo = self.enricher.geo
+        if geo.maybe_reload():
+            for name in list(self._geo_names - set(geo.ages_s())):
+                metrics.GEOIP_AGE.remove(name)
+        for name, age in geo.ages_s().items():
+            metrics.GEOIP_AGE.labels(database=name).set(age)
+        self._geo_names = set(geo.ages_s())
         taken, clicks, bad = self._take_batch()
         if not taken:
             return None
@@ -255,13 +263,19 @@ class Flusher:
                 await asyncio.sleep(self.interval_s)
 
     async def drain(self, within_s: float = 30.0) -> bool:
-        """Flush until the journal is empty; False if PostgreSQL kept failing meanwhile."""
+        """Flush until the journal is empty; False if it could not be emptied in time.
+
+        Segments still held by live workers are waited for: at shutdown the workers seal theirs
+        as they stop (a terminal's Ctrl-C reaches every process at once).
+        """
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             try:
                 if await self.flush_once() is None:
-                    self.update_backlog(force=True)
-                    return True
+                    if next(pending_segments(self.directory), None) is None:
+                        self.update_backlog(force=True)
+                        return True
+                    await asyncio.sleep(0.05)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("flush during drain failed: %s", exc)
                 await self._drop_connection()

@@ -151,7 +151,7 @@ def parse_segment(data: bytes, name: str) -> tuple[list[RawClick], int]:
             clicks.append(decode_line(line))
         except JournalFormatError as exc:
             bad += 1
-            log.error("journal %s line %d skipped: %s", name, n, exc)  # noqa: TRY400
+            log.error("journal %s line %d skipped: %s", name, n, exc)
     return clicks, bad
 
 

@@ -75,6 +75,12 @@ DATABASE_UP = Gauge(
 LINKS_CACHED = Gauge(
     "refguard_links_cached", "Links held in memory by a worker", multiprocess_mode="livemax"
 )
+GEOIP_AGE = Gauge(
+    "refguard_geoip_database_age_seconds",
+    "Age of each loaded GeoIP database (now minus its build time)",
+    ["database"],
+    multiprocess_mode="livemax",
+)
 JOB_RUNS = Counter("refguard_job_runs_total", "Job runs by job and result", ["job", "result"])
 
 

@@ -67,7 +67,7 @@ def background_main(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with background(settings, settings.database_url or ""):
+        async with background(settings, settings.database_url or "", drain_s=STOP_TIMEOUT_S - 5):
             await stop.wait()
 
     uvloop.run(run())

@@ -1,0 +1,85 @@
+"""Bot detection against the crawler list's own examples and a large sample of real browsers."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import pytest
+
+from fraud.bots import BotDetector, crawler_examples
+from fraud.useragents import parse_user_agent
+
+
+@pytest.fixture(scope="module")
+def detector() -> BotDetector:
+    return BotDetector()
+
+
+def browser_user_agents() -> list[str]:
+    """Real browser user agents with their market share (fake-useragent's data set)."""
+    data = resources.files("fake_useragent") / "data" / "browsers.jsonl"
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
+    return sorted({row["useragent"] for row in rows})
+
+
+def test_every_example_of_the_crawler_list_is_flagged(detector: BotDetector) -> None:
+    examples = crawler_examples()
+    assert len(examples) > 1000
+    missed = [ua for ua in examples if not detector.classify(ua).is_bot]
+    print(f"\ncrawler list examples flagged: {len(examples) - len(missed)}/{len(examples)}")
+    assert missed == []
+
+
+def test_false_positive_rate_on_real_browsers_is_at_most_one_percent(
+    detector: BotDetector,
+) -> None:
+    browsers = browser_user_agents()
+    assert len(browsers) > 500
+    flagged = [(ua, detector.classify(ua).rule) for ua in browsers]
+    false_positives = [(ua, rule) for ua, rule in flagged if rule is not None]
+    rate = len(false_positives) / len(browsers)
+    print(f"\nbrowser user agents: {len(browsers)}, flagged as bots: {len(false_positives)} "
+          f"({rate:.2%})")
+    for ua, rule in false_positives[:10]:
+        print(f"  {rule}: {ua}")
+    assert rate <= 0.01
+
+
+@pytest.mark.parametrize(
+    ("headers", "rule"),
+    [
+        ({"purpose": "prefetch"}, "prefetch"),
+        ({"purpose": "prefetch;prerender"}, "prefetch"),
+        ({"hosting": True, "accept_language": "", "accept": "text/html"},
+         "hosting_without_browser_headers"),
+        ({"hosting": True, "accept_language": "en", "accept": "*/*"},
+         "hosting_without_browser_headers"),
+        ({"hosting": True, "accept_language": "en", "accept": "text/html,*/*"}, None),
+        ({}, None),
+    ],
+)
+def test_header_rules(detector: BotDetector, headers: dict[str, object], rule: str | None) -> None:
+    ua = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
+          "Gecko) Version/17.4 Safari/605.1.15")
+    assert detector.classify(ua, **headers).rule == rule  # type: ignore[arg-type]
+
+
+def test_ua_parser_spider_class_is_a_rule_of_its_own() -> None:
+    detector = BotDetector(patterns=["^NeverMatches$"])
+    verdict = detector.classify("Mozilla/5.0 (compatible; Googlebot/2.1; "
+                                "+http://www.google.com/bot.html)")
+    assert verdict.rule == "ua_parser_spider"
+
+
+def test_user_agent_parsing() -> None:
+    android = parse_user_agent(
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Mobile Safari/537.36")
+    assert (android.browser, android.os, android.device, android.mobile) == (
+        "Chrome Mobile", "Android", "Pixel 8", True)
+    desktop = parse_user_agent(
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0")
+    assert (desktop.browser, desktop.os, desktop.mobile, desktop.spider) == (
+        "Firefox", "Windows", False, False)
+    assert parse_user_agent("").browser is None
