@@ -19,6 +19,16 @@ wrk's answered requests and that plus the requests in flight when wrk stopped (a
 connection, plus any wrk socket errors). The exit status is non-zero only when that check fails
 (lost or duplicated clicks) or the bench could not run at all; never because of speed.
 
+Because the machines are shared and noisy, each case also reports CPU microseconds per request
+(the server's workers, and everything it needs: workers, refguard's flusher process, PostgreSQL)
+and how busy the whole machine was (cores used by processes that are not ours, steal); `b/a by
+cpu` is the ratio of those per-request CPU costs, which a neighbour's load hardly moves.
+`--rounds R` measures a, b, c R times in alternating order and reports medians.
+
+When b/a misses its target with 1 worker and keep-alive (or with --profile always), py-spy samples
+one refguard worker and one bare worker under the same load; the summary shows where the event
+loop and the redirect handler spend their time (folded stacks are kept next to the JSON).
+
 Results are printed as a table and written to bench/results/redirect-<timestamp>.json.
 """
 
@@ -471,6 +481,18 @@ class Case:
     cpu_s: dict[str, float]  # CPU seconds of the server's roles, PostgreSQL and wrk
     machine: dict[str, float]  # busy cores, steal, and CPU used by processes not ours
 
+    @property
+    def cpu_us_per_request(self) -> dict[str, float | None]:
+        """CPU microseconds per answered request: the workers alone, and everything the server
+        needs (workers, helpers such as refguard's flusher, PostgreSQL), wrk excluded. Unlike
+        req/s, this hardly moves when a neighbour takes CPU from the machine."""
+        n = self.wrk.requests
+        if not n:
+            return {"workers": None, "total": None}
+        total = sum(v for k, v in self.cpu_s.items() if k != "wrk")
+        return {"workers": round(self.cpu_s.get("workers", 0.0) / n * 1e6, 1),
+                "total": round(total / n * 1e6, 1)}
+
 
 @dataclass
 class CountCheck:
@@ -604,42 +626,51 @@ class Bench:
             run_wrk(self.cfg, server.url(code), self.cfg.warmup, close)
         if server.data_dir is not None:
             # Let the warm-up clicks reach PostgreSQL and the counters fold before measuring.
-            self.wait_drained(server, time.monotonic(), None, None)
+            self.wait_journal_empty(server, time.monotonic())
             time.sleep(METRICS_FOLD_S)
         else:
             time.sleep(0.5)
 
-    def wait_drained(self, server: Server, since: float, link_id: int | None,
-                     expected: int | None) -> float | None:
-        """Wait until the journal is empty (and the link's rows stop changing); seconds taken."""
+    def wait_journal_empty(self, server: Server, since: float) -> float | None:
+        """Seconds from `since` until every journaled click is committed (None: timed out).
+
+        Segments are deleted only after their COPY commits, so an empty journal folder (seen
+        twice, to step over a segment being renamed) means everything reached PostgreSQL.
+        """
         assert server.data_dir is not None
-        assert self.refguard is not None
         deadline = since + self.cfg.drain_timeout
-        last_rows, stable_since, empty_seen = -1, time.monotonic(), 0
+        empty_seen = 0
         while time.monotonic() < deadline:
-            backlog = journal_backlog(server.data_dir)
-            rows = self.refguard.rows(link_id) if link_id is not None else 0
-            now = time.monotonic()
-            if rows != last_rows:
-                last_rows, stable_since = rows, now
-            empty_seen = empty_seen + 1 if backlog == 0 else 0
-            if empty_seen >= 2 and (link_id is None or rows == expected
-                                    or now - stable_since >= 3.0):
-                return round(stable_since - since if link_id is not None else now - since, 2)
-            time.sleep(0.1)
+            empty_seen = empty_seen + 1 if journal_backlog(server.data_dir) == 0 else 0
+            if empty_seen >= 2:
+                return round(time.monotonic() - since, 2)
+            time.sleep(0.05)
         say(f"  journal not drained within {self.cfg.drain_timeout:.0f}s")
         return None
+
+    def settled_rows(self, link_id: int, expected: int | None) -> int:
+        """The link's rows once they equal `expected` or stop changing for 3 s."""
+        assert self.refguard is not None
+        deadline = time.monotonic() + self.cfg.drain_timeout
+        last, stable_since = -1, time.monotonic()
+        while True:
+            rows = self.refguard.rows(link_id)
+            now = time.monotonic()
+            if rows != last:
+                last, stable_since = rows, now
+            if rows == expected or now - stable_since >= 3.0 or now > deadline:
+                return rows
+            time.sleep(0.1)
 
     def count_check(self, server: Server, case: Case, *, code: str, link_id: int,
                     answered_before: int | None, t_end: float) -> CountCheck:
         n, mode, rnd = case.workers, case.mode, case.round
-        assert self.refguard is not None
+        drain_s = self.wait_journal_empty(server, t_end)
         time.sleep(max(0.0, METRICS_FOLD_S - (time.monotonic() - t_end)))
         after = redirects_answered(server.port)
         server_answered = (after - answered_before if after is not None
                            and answered_before is not None else None)
-        drain_s = self.wait_drained(server, t_end, link_id, server_answered)
-        rows = self.refguard.rows(link_id)
+        rows = self.settled_rows(link_id, server_answered)
         w = case.wrk
         check = CountCheck(
             workers=n, mode=mode, round=rnd, link_code=code, wrk_requests=w.requests,
@@ -757,7 +788,7 @@ class Bench:
                 wrk.kill()
                 wrk.wait()
         if server.data_dir is not None:
-            self.wait_drained(server, time.monotonic(), None, None)
+            self.wait_journal_empty(server, time.monotonic())
         if spy_out.returncode != 0 or not out.exists():
             raise RuntimeError(f"py-spy failed: {(spy_out.stderr or spy_out.stdout).strip()}")
         summary = summarize_folded(out.read_text(), rate=PROFILE_RATE, seconds=seconds)
@@ -921,9 +952,15 @@ def summary_rows(bench: Bench) -> list[dict[str, Any]]:
                             if key in c.wrk.percentiles_ms]
                     return round(_median(vals), 3) if vals else None
 
+                cpu_w = [c.cpu_us_per_request["workers"] for c in got]
+                cpu_t = [c.cpu_us_per_request["total"] for c in got]
                 rows.append({
                     "workers": n, "mode": mode, "server": kind, "rounds": len(got),
                     "rps": round(_median([c.wrk.rps for c in got]), 1),
+                    "cpu_us_per_req_workers": _median([v for v in cpu_w if v is not None])
+                    if any(v is not None for v in cpu_w) else None,
+                    "cpu_us_per_req_total": _median([v for v in cpu_t if v is not None])
+                    if any(v is not None for v in cpu_t) else None,
                     "p50_ms": med("p50"), "p99_ms": med("p99"),
                     "socket_errors": sum(c.wrk.socket_errors for c in got),
                     "non_2xx_3xx": sum(c.wrk.non_2xx_3xx for c in got),
@@ -944,6 +981,7 @@ def ratio_rows(bench: Bench) -> list[dict[str, Any]]:
             b_c = b["rps"] / c["rps"] if c["rps"] else 0.0
             target_bc = TARGET_B_OVER_C.get(n, TARGET_B_OVER_C[2])
             p99 = b["p99_ms"]
+            cpu_a, cpu_b = a["cpu_us_per_req_total"], b["cpu_us_per_req_total"]
             rows.append({
                 "workers": n, "mode": mode, "b_over_a": round(b_a, 3),
                 "b_over_a_target": TARGET_B_OVER_A, "b_over_a_met": b_a >= TARGET_B_OVER_A,
@@ -952,25 +990,34 @@ def ratio_rows(bench: Bench) -> list[dict[str, Any]]:
                 "p99_target_ms": TARGET_P99_MS,
                 "p99_met": p99 is not None and p99 < TARGET_P99_MS,
                 "bare_p99_ms": a["p99_ms"],
+                # What b/a would be if both were CPU-bound on an otherwise idle machine.
+                "b_over_a_by_cpu": round(cpu_a / cpu_b, 3) if cpu_a and cpu_b else None,
             })
     return rows
 
 
 def print_report(bench: Bench, json_path: Path | None) -> None:
     cfg = bench.cfg
+    if not bench.cases:
+        say("no case was measured")
+        return
     say("")
     say(f"Redirect benchmark  wrk -t{cfg.threads} -c{cfg.connections} -d{cfg.duration}s "
         f"(warm-up {cfg.warmup}s, {cfg.rounds} round(s))  on {bench.machine.get('cpus')} CPU(s), "
         f"{bench.machine.get('cpu_model', '?')}")
     say("")
     say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'server':<8} {'req/s':>9} {'p50':>8} "
-        f"{'p99':>8} {'max':>8} {'err':>4} {'!3xx':>4}  cpu seconds / machine")
+        f"{'p99':>8} {'max':>8} {'err':>4} {'!3xx':>4} {'cpu us/req':>11}  "
+        "cpu seconds | machine")
     for c in bench.cases:
         p = c.wrk.percentiles_ms
+        us = c.cpu_us_per_request
         say(f"{c.workers:>7} {c.mode:<9} {c.round + 1:>3} {c.server:<8} {c.wrk.rps:>9,.0f} "
             f"{fmt_ms(p.get('p50')):>8} {fmt_ms(p.get('p99')):>8} "
             f"{fmt_ms(c.wrk.latency_max_ms):>8} {c.wrk.socket_errors:>4} "
-            f"{c.wrk.non_2xx_3xx:>4}  {fmt_cpu(c.cpu_s)} | {fmt_machine(c.machine)}")
+            f"{c.wrk.non_2xx_3xx:>4} {fmt_opt(us['workers']):>5}/{fmt_opt(us['total']):<5}  "
+            f"{fmt_cpu(c.cpu_s)} | {fmt_machine(c.machine)}")
+    say("  (cpu us/req: the server's workers / everything it needs incl. PostgreSQL, per request)")
     if cfg.rounds > 1:
         say("")
         say("medians over the rounds")
@@ -979,14 +1026,14 @@ def print_report(bench: Bench, json_path: Path | None) -> None:
                 f"{fmt_ms(r['p50_ms']):>8} {fmt_ms(r['p99_ms']):>8}")
     say("")
     say(f"{'workers':>7} {'mode':<9} {'b/a':>6} {'target':>9} {'b/c':>6} {'target':>8} "
-        f"{'refguard p99':>12} {'target':>10}   (bare p99)")
+        f"{'refguard p99':>12} {'target':>10}   (bare p99)  b/a by cpu")
     for r in ratio_rows(bench):
         say(f"{r['workers']:>7} {r['mode']:<9} {r['b_over_a']:>6.2f} "
             f"{'>=' + str(r['b_over_a_target']):>6} {mark(r['b_over_a_met'])} "
             f"{r['b_over_c']:>6.1f} {'>=' + format(r['b_over_c_target'], 'g'):>5} "
             f"{mark(r['b_over_c_met'])} {fmt_ms(r['refguard_p99_ms']):>12} "
             f"{'<' + format(r['p99_target_ms'], 'g') + 'ms':>7} {mark(r['p99_met'])}"
-            f"   ({fmt_ms(r['bare_p99_ms']).strip()})")
+            f"   ({fmt_ms(r['bare_p99_ms']).strip()})  {fmt_opt(r['b_over_a_by_cpu'])}")
     say("")
     say("count check (refguard: rows in clicks for the measured link once the flusher drained)")
     say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'wrk answ.':>10} {'srv answ.':>10} {'rows':>10} "
@@ -1053,6 +1100,7 @@ def write_json(bench: Bench) -> Path:
         "machine": bench.machine,
         "cases": [
             {**{k: v for k, v in asdict(c).items() if k != "wrk"},
+             "cpu_us_per_request": c.cpu_us_per_request,
              "wrk": {**asdict(c.wrk), "answered": c.wrk.answered}}
             for c in bench.cases
         ],
@@ -1142,6 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     bench = Bench(cfg)
     status = 0
     try:
