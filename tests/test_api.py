@@ -307,3 +307,14 @@ async def test_health_ready_and_metrics(client: Client, tokens: dict[str, str]) 
         assert name in text
     assert 'route="redirect",status="302"' in text
     assert "alice1" not in text  # never a link code as a label
+
+
+async def test_wrong_method_is_a_json_405(client: Client, tokens: dict[str, str]) -> None:
+    resp = await client.delete("/api/v1/programs", headers=auth(tokens["admin"]))
+    assert resp.status == 405
+    assert (await resp.json())["error"]["code"] == "method_not_allowed"
+
+
+def test_no_middleware_slows_the_redirect(client: Client) -> None:
+    apps = [client.app, *(r._app for r in client.app.router.resources() if hasattr(r, "_app"))]
+    assert all(not app.middlewares for app in apps)

@@ -22,7 +22,7 @@ from aiohttp import web
 from geo.reader import GeoReader
 from tracker import keys, metrics
 from tracker.api import openapi, resources
-from tracker.api.errors import error_middleware
+from tracker.api.errors import json_errors
 from tracker.auth import TokenCache
 from tracker.db import create_pool, database_url
 from tracker.enrich import Enricher
@@ -96,17 +96,27 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handle_metrics)
 
-    api = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    api = web.Application(client_max_size=MAX_BODY)
     resources.add_routes(api)
     openapi.add_routes(api)
+    for resource in api.router.resources():
+        if isinstance(resource, web.Resource):
+            # Last, so it only catches methods the resource does not serve: a JSON 405.
+            resource.add_route("*", _api_method_not_allowed)
     api.router.add_route("*", "/{tail:.*}", _api_not_found)
     # Handlers of the sub-application read the shared state through `request.config_dict`.
     app.add_subapp("/api/v1", api)
     return app
 
 
+@json_errors
 async def _api_not_found(request: web.Request) -> web.Response:
     raise web.HTTPNotFound(reason="no such API route")
+
+
+@json_errors
+async def _api_method_not_allowed(request: web.Request) -> web.Response:
+    raise web.HTTPMethodNotAllowed(request.method, [], reason="method not allowed on this route")
 
 
 def _background_ctx(

@@ -77,12 +77,14 @@ class ClientIp:
     def _is_trusted(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(addr in net for net in self.trusted)
 
-    def _resolve(self, peer: str, xff: str, forwarded: str) -> str | None:
+    def _resolve(self, peer: str, xff: str, forwarded: str) -> tuple[str, bytes] | None:
+        """The client address as text and packed bytes (asyncpg encodes inet from bytes
+        without parsing text again)."""
         addr = _parse_ip(peer)
         if addr is None:
             return None
         if not self.trusted or not self._is_trusted(addr):
-            return str(addr)
+            return str(addr), addr.packed
         hops: list[str] = []
         if xff:
             hops = [h for h in (p.strip() for p in xff.split(",")) if h]
@@ -99,7 +101,7 @@ class ClientIp:
             addr = hop_addr
             if not self._is_trusted(hop_addr):
                 break
-        return str(addr)
+        return str(addr), addr.packed
 
 
 def ip_prefix(ip: str | None) -> str:
@@ -115,6 +117,8 @@ class Enricher:
     def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
                  bots: BotDetector | None = None, geo: GeoReader | None = None) -> None:
         self._key = hashlib.blake2b(secret_key, digest_size=32).digest()
+        # The same device comes back often: hash each distinct set of device headers once.
+        self._hash = lru_cache(maxsize=65536)(self._keyed_hash)
         self.client_ip = ClientIp(trusted)
         self.bots = bots or BotDetector()
         self.geo = geo or GeoReader(None)
@@ -122,14 +126,16 @@ class Enricher:
     def fingerprint(self, raw: RawClick, ip: str | None) -> bytes:
         """Keyed hash of the device headers and the IP's /24 (/48): stable for a device,
         meaningless without the server's secret."""
-        material = "\x00".join(
-            (raw.user_agent, raw.accept_language, raw.sec_ch_ua, raw.sec_ch_ua_mobile,
-             raw.sec_ch_ua_platform, ip_prefix(ip))
-        ).encode("utf-8", "surrogateescape")
+        return self._hash(raw.user_agent, raw.accept_language, raw.sec_ch_ua,
+                          raw.sec_ch_ua_mobile, raw.sec_ch_ua_platform, ip_prefix(ip))
+
+    def _keyed_hash(self, *parts: str) -> bytes:
+        material = "\x00".join(parts).encode("utf-8", "surrogateescape")
         return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
 
     def row(self, raw: RawClick, *, source: str = "live") -> tuple[object, ...]:
-        ip = self.client_ip.resolve(raw.peer, raw.x_forwarded_for, raw.forwarded)
+        resolved = self.client_ip.resolve(raw.peer, raw.x_forwarded_for, raw.forwarded)
+        ip, packed_ip = resolved if resolved is not None else (None, None)
         place = self.geo.lookup(ip)
         device = parse_user_agent(raw.user_agent)
         verdict = self.bots.classify(
@@ -152,7 +158,7 @@ class Enricher:
             raw.code,
             _clean(raw.visitor_id, MAX_VISITOR),
             raw.new_visitor,
-            ip,
+            packed_ip,
             _clean(raw.user_agent, MAX_UA),
             _clean(raw.accept_language, MAX_LANG),
             _clean(raw.referer, MAX_REFERER),

@@ -1,12 +1,15 @@
 """The local click journal: append-only segment files, one writer per worker process.
 
 The redirect handler appends one line per click with `os.write` before it answers, so an answered
-click is in the kernel's page cache and survives a kill -9 of the worker; an fdatasync on an
-interval bounds what an OS crash could take. Every `flush_interval` the writer seals its segment
-(rename `.open` -> `.sealed`) and starts a new one. The flusher (tracker.flusher) copies sealed
-segments into PostgreSQL and deletes them only after the commit. A worker holds an exclusive
-flock on its open segment; an `.open` segment nobody holds belongs to a dead worker and is
-flushed like a sealed one, so a restart replays everything that was not yet committed.
+click is in the kernel's page cache and survives a kill -9 of the worker. Every `rotate_ms` (the
+flush interval, or the fsync interval if shorter) the writer seals its segment (rename `.open` ->
+`.sealed`), starts a new one and fdatasyncs the sealed one in a thread: that bounds what an OS
+crash could take, and the sync never holds the inode lock of the file the redirect writes to (an
+fdatasync of the active segment would, and writes stall behind it). The flusher
+(tracker.flusher) copies sealed segments into PostgreSQL and deletes them only after the commit.
+A worker holds an exclusive flock on its open segment; an `.open` segment nobody holds belongs
+to a dead worker and is flushed like a sealed one, so a restart replays everything that was not
+yet committed.
 
 Line format: fields joined by NUL, one click per line (see `FIELDS`). A field that itself
 contains NUL or a newline (never from a well-formed HTTP request, but possible) makes the line
@@ -24,8 +27,8 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,11 @@ OPEN_SUFFIX = ".open"
 SEALED_SUFFIX = ".sealed"
 
 
-@dataclass(frozen=True, slots=True)
-class RawClick:
-    """One journal line, as the redirect saw it (no enrichment yet)."""
+class RawClick(NamedTuple):
+    """One journal line, as the redirect saw it (no enrichment yet).
+
+    A NamedTuple rather than a frozen dataclass: the flusher builds one per click.
+    """
 
     ts_us: int
     click_id: str
@@ -217,7 +222,7 @@ class JournalWriter:
     ) -> None:
         self.directory = directory
         self.fsync_s = fsync_ms / 1000
-        self.rotate_s = rotate_ms / 1000
+        self.rotate_s = min(rotate_ms, fsync_ms) / 1000 if fsync_ms > 0 else rotate_ms / 1000
         self.max_lines = max_lines
         self._tag = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns():x}"
         self._seq = 0
@@ -291,19 +296,8 @@ class JournalWriter:
             await asyncio.sleep(self.rotate_s)
             self.rotate()
 
-    async def _fsync_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.fsync_s)
-            if self.lines:
-                fd = self._fd
-                with contextlib.suppress(OSError):  # the segment may have been sealed meanwhile
-                    await loop.run_in_executor(None, os.fdatasync, fd)
-
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._rotate_loop(), name="journal-rotate"))
-        if self.fsync_s > 0:
-            self._tasks.append(asyncio.create_task(self._fsync_loop(), name="journal-fsync"))
 
     def writable(self) -> bool:
         return self._fd >= 0 and os.access(self.directory, os.W_OK)

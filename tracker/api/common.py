@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from tracker import keys
-from tracker.api.errors import ApiError, invalid
+from tracker.api.errors import ApiError, invalid, json_errors
 from tracker.auth import Principal
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -49,8 +49,9 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
             request[PRINCIPAL] = principal
             return await handler(request)
 
-        guarded.roles = allowed  # type: ignore[attr-defined]
-        return guarded
+        checked = json_errors(guarded)
+        checked.roles = allowed  # type: ignore[attr-defined]
+        return checked
 
     return wrap
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -57,11 +58,24 @@ _HTTP_CODES = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def json_errors(handler: Handler) -> Handler:
+    """Turn every failure of an API handler into a JSON error, and count the request.
+
+    A decorator rather than a middleware on purpose: any middleware anywhere in the application
+    makes aiohttp run the middleware chain for every request, the redirect included.
+    """
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        return await _handle(request, handler)
+
+    return wrapped
+
+
+async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource \
-        else "unmatched"
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
     status = 500
     try:
         resp = await handler(request)

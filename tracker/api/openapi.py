@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tracker.api.errors import json_errors
+
 _ERROR = {"$ref": "#/components/responses/Error"}
 
 
@@ -245,6 +247,7 @@ def document() -> dict[str, Any]:
     }
 
 
+@json_errors
 async def serve(request: web.Request) -> web.Response:
     return web.json_response(document())
 
