@@ -28,7 +28,7 @@ from tracker.journal import (
 def line(cid: str, ua: str = "Mozilla/5.0", link: tuple[int, int, int] = (1, 1, 1),
          ts_us: int = 1_700_000_000_000_000) -> str:
     fields = ["1", str(ts_us), cid, str(link[0]), str(link[1]), str(link[2]), "abc", "v1", "1",
-              "127.0.0.1", "", "", ua, "en", "", "", "", "", "", "*/*", "a=1"]
+              "127.0.0.1", "", "", ua, "en", "", "", "", "", "", "*/*", "a=1", ""]
     assert len(fields) == len(FIELDS)
     text = SEP.join(fields)
     if text.count(SEP) != len(FIELDS) - 1 or "\n" in text:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -27,12 +28,12 @@ from tracker.auth import TokenCache
 from tracker.db import create_pool, database_url
 from tracker.enrich import Enricher
 from tracker.flusher import Flusher
-from tracker.jobs import JobRunner
+from tracker.jobs import JobRunner, default_jobs
 from tracker.journal import JournalWriter
 from tracker.links import LinkCache
 from tracker.metrics import RedirectStats, fold_forever
 from tracker.redirect import install as install_redirect
-from tracker.redirect import make_redirect_handler
+from tracker.redirect import make_redirect_handler, make_signals_handler
 from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,12 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
         app.cleanup_ctx.append(_background_ctx(settings, dsn))
     app.cleanup_ctx.append(journal_ctx)
 
+    signing_key = hashlib.blake2b(settings.secret_key, person=b"rg-signals").digest()
     install_redirect(
         app,
-        make_redirect_handler(links, journal, stats,
+        make_redirect_handler(links, journal, stats, signing_key=signing_key,
                               secure_cookie=settings.base_url.startswith("https://")),
+        make_signals_handler(links, journal, signing_key),
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -137,15 +140,16 @@ async def background(
     own_pool = pool is None
     the_pool = await create_pool(dsn, min_size=0, max_size=4) if pool is None else pool
     geo = GeoReader(settings.geoip_dir)
+    enricher = Enricher(settings.secret_key, settings.trusted_proxies, geo=geo)
     flusher = Flusher(
         settings.journal_dir,
         dsn,
-        Enricher(settings.secret_key, settings.trusted_proxies, geo=geo),
+        enricher,
         interval_ms=settings.flush_interval_ms,
         max_clicks=settings.flush_max_clicks,
     )
     flusher.start()
-    jobs = JobRunner(the_pool) if settings.run_jobs else None
+    jobs = JobRunner(the_pool, default_jobs(enricher)) if settings.run_jobs else None
     if jobs is not None:
         jobs.start()
     try:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
 from geo.reader import GeoReader
-from tracker.journal import RawClick
+from tracker.journal import RawClick, RawSignals
 from tracker.settings import IPNetwork
 
 MAX_UA = 1024
@@ -30,7 +30,9 @@ COLUMNS = (
     "new_visitor", "ip", "user_agent", "accept_language", "referer", "query", "client_hints",
     "fingerprint", "is_bot", "bot_rule", "is_duplicate", "source", "country", "region", "city",
     "asn", "as_org", "is_anonymous", "is_hosting", "ua_browser", "ua_os", "ua_device", "is_mobile",
+    "awaiting_signals",
 )
+SIGNAL_COLUMNS = ("program_id", "click_id", "click_ms", "signals", "webdriver", "received_at")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -180,4 +182,27 @@ class Enricher:
             device.os,
             device.device,
             device.mobile or raw.sec_ch_ua_mobile == "?1",
+            raw.mode == "page",
         )
+
+    def signal_row(self, raw: RawSignals) -> tuple[object, ...] | None:
+        """A `click_signals` row, or None when the line does not hold sane signals."""
+        try:
+            signals = json.loads(raw.signals)
+            click_ms = int(raw.click_id.replace("-", "")[:12], 16)
+        except ValueError:
+            return None
+        if not isinstance(signals, dict):
+            return None
+        return (
+            raw.program_id, raw.click_id, EPOCH + timedelta(milliseconds=click_ms),
+            raw.signals, signals.get("wd") is True, EPOCH + timedelta(microseconds=raw.ts_us),
+        )
+
+    def fingerprint_with_signals(self, header_fingerprint: bytes, signals: dict[str, object]
+                                 ) -> bytes:
+        """The device fingerprint refined by what the browser itself reported."""
+        stable = {k: signals.get(k) for k in ("tz", "tzo", "sw", "sh", "dpr", "cd", "langs",
+                                              "canvas", "hc", "plat")}
+        material = header_fingerprint + json.dumps(stable, sort_keys=True).encode()
+        return hashlib.blake2b(material, key=self._key, digest_size=16).digest()

@@ -26,8 +26,8 @@ from pathlib import Path
 import asyncpg
 
 from tracker import db, metrics
-from tracker.enrich import COLUMNS, Enricher
-from tracker.journal import RawClick, parse_segment, pending_segments, try_lock
+from tracker.enrich import COLUMNS, SIGNAL_COLUMNS, Enricher
+from tracker.journal import RawClick, RawSignals, parse_segment, pending_segments, try_lock
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,15 @@ async def store_clicks(
     return result["stored"], result["bots"], result["duplicates"]
 
 
+async def store_signals(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
+    """Keep browser signals until the `browser_signals` job folds them into their clicks."""
+    await conn.executemany(
+        f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
+            VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING""",
+        rows,
+    )
+
+
 class Flusher:
     def __init__(
         self,
@@ -166,10 +175,10 @@ class Flusher:
             with contextlib.suppress(Exception):
                 conn.terminate()
 
-    def _take_batch(self) -> tuple[list[tuple[Path, int]], list[RawClick], int]:
+    def _take_batch(self) -> tuple[list[tuple[Path, int]], list[RawClick | RawSignals], int]:
         """Lock and read whole segments until the batch is full."""
         taken: list[tuple[Path, int]] = []
-        clicks: list[RawClick] = []
+        clicks: list[RawClick | RawSignals] = []
         bad = 0
         for path in pending_segments(self.directory):
             if clicks and len(clicks) >= self.max_clicks:
@@ -200,11 +209,16 @@ class Flusher:
             return None
         try:
             started = time.perf_counter()
-            rows = [self.enricher.row(c) for c in clicks]
+            rows = [self.enricher.row(c) for c in clicks if isinstance(c, RawClick)]
+            signal_rows = [r for r in (self.enricher.signal_row(s) for s in clicks
+                                       if isinstance(s, RawSignals)) if r is not None]
             stored = bots = dups = 0
-            if rows:
+            if rows or signal_rows:
                 conn = await self._connection()
+            if rows:
                 stored, bots, dups = await store_clicks(conn, rows, self._known_months)
+            if signal_rows:
+                await store_signals(conn, signal_rows)
             metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
             for path, _fd in taken:
                 with contextlib.suppress(FileNotFoundError):

@@ -56,7 +56,10 @@ FIELDS = (
     "purpose",
     "accept",
     "query",
+    "mode",
 )
+SIGNALS_VERSION = "S"
+SIGNAL_FIELDS = ("version", "ts_us", "click_id", "program_id", "signals")
 N_SEPARATORS = len(FIELDS) - 1
 OPEN_SUFFIX = ".open"
 SEALED_SUFFIX = ".sealed"
@@ -88,6 +91,16 @@ class RawClick(NamedTuple):
     purpose: str
     accept: str
     query: str
+    mode: str  # "page" when the browser-fingerprint page answered instead of a 302
+
+
+class RawSignals(NamedTuple):
+    """Client signals sent by the browser-fingerprint page for an earlier click."""
+
+    ts_us: int
+    click_id: str
+    program_id: int
+    signals: str  # JSON
 
 
 class JournalFormatError(ValueError):
@@ -99,7 +112,15 @@ def encode_fallback(fields: list[str]) -> str:
     return json.dumps(fields, ensure_ascii=True) + "\n"
 
 
-def decode_line(line: str) -> RawClick:
+def decode_line(line: str) -> RawClick | RawSignals:
+    if line.startswith(SIGNALS_VERSION + SEP):
+        parts = line.split(SEP)
+        if len(parts) != len(SIGNAL_FIELDS):
+            raise JournalFormatError("bad signals line")
+        try:
+            return RawSignals(int(parts[1]), parts[2], int(parts[3]), parts[4])
+        except ValueError as exc:
+            raise JournalFormatError(f"bad signals line: {exc}") from None
     if line.startswith("["):
         try:
             parts = json.loads(line)
@@ -131,12 +152,13 @@ def decode_line(line: str) -> RawClick:
             purpose=parts[18],
             accept=parts[19],
             query=parts[20],
+            mode=parts[21],
         )
     except ValueError as exc:
         raise JournalFormatError(f"bad journal line: {exc}") from None
 
 
-def parse_segment(data: bytes, name: str) -> tuple[list[RawClick], int]:
+def parse_segment(data: bytes, name: str) -> tuple[list[RawClick | RawSignals], int]:
     """The clicks in a segment's bytes and the number of unreadable lines (logged, skipped).
 
     A last line without its newline can only come from a torn write during an OS crash; that
@@ -148,7 +170,7 @@ def parse_segment(data: bytes, name: str) -> tuple[list[RawClick], int]:
     if tail:
         log.error("journal %s: incomplete last line skipped", name)
         bad += 1
-    clicks: list[RawClick] = []
+    clicks: list[RawClick | RawSignals] = []
     for n, line in enumerate(lines, 1):
         if not line:
             continue

@@ -43,6 +43,7 @@ class LinkEntry:
     destination: str
     enabled: bool
     fallback_url: str | None
+    browser_page: bool  # program setting fingerprint = "browser"
     # Precomputed for the hot path: destination up to its query separator, its fragment, and the
     # journal fields that identify the link.
     prefix: str
@@ -60,6 +61,7 @@ class LinkEntry:
         destination: str,
         enabled: bool,
         fallback_url: str | None,
+        browser_page: bool = False,
     ) -> LinkEntry:
         base, _, frag = destination.partition("#")
         if "?" not in base:
@@ -76,6 +78,7 @@ class LinkEntry:
             destination=destination,
             enabled=enabled,
             fallback_url=fallback_url,
+            browser_page=browser_page,
             prefix=prefix,
             fragment="#" + frag if frag else "",
             journal_key=f"{program_id}\x00{link_id}\x00{referrer_id}\x00{code}",
@@ -84,7 +87,8 @@ class LinkEntry:
 
 _LINK_SQL = """
 SELECT l.code, l.program_id, l.id AS link_id, l.referrer_id, l.destination, l.enabled,
-       p.settings->>'fallback_url' AS fallback_url
+       p.settings->>'fallback_url' AS fallback_url,
+       coalesce(p.settings->>'fingerprint', '') = 'browser' AS browser_page
 FROM links l JOIN programs p ON p.id = l.program_id
 """
 
@@ -98,6 +102,7 @@ def _entry(row: asyncpg.Record) -> LinkEntry:
         destination=row["destination"],
         enabled=row["enabled"],
         fallback_url=row["fallback_url"],
+        browser_page=row["browser_page"],
     )
 
 

@@ -87,12 +87,14 @@ JOB_RUNS = Counter("refguard_job_runs_total", "Job runs by job and result", ["jo
 class RedirectStats:
     """Per-request counts kept as plain integers, folded into Prometheus once a second."""
 
-    __slots__ = ("_bounds", "buckets", "count_302", "count_404", "count_503", "total_seconds")
+    __slots__ = ("_bounds", "buckets", "count_200", "count_302", "count_404", "count_503",
+                 "total_seconds")
 
     def __init__(self) -> None:
         self._bounds = REDIRECT_BUCKETS
         self.buckets = [0] * (len(REDIRECT_BUCKETS) + 1)
         self.total_seconds = 0.0
+        self.count_200 = 0  # the browser-fingerprint page
         self.count_302 = 0
         self.count_404 = 0
         self.count_503 = 0
@@ -103,11 +105,11 @@ class RedirectStats:
 
     def fold(self) -> None:
         """Move the counts into the Prometheus metrics and reset them."""
-        for status, n in (("302", self.count_302), ("404", self.count_404),
-                          ("503", self.count_503)):
+        for status, n in (("200", self.count_200), ("302", self.count_302),
+                          ("404", self.count_404), ("503", self.count_503)):
             if n:
                 HTTP_REQUESTS.labels(route="redirect", status=status).inc(n)
-        self.count_302 = self.count_404 = self.count_503 = 0
+        self.count_200 = self.count_302 = self.count_404 = self.count_503 = 0
         counts, total = self.buckets, self.total_seconds
         self.buckets = [0] * len(counts)
         self.total_seconds = 0.0

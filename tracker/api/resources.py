@@ -252,6 +252,7 @@ def _cache_link(request: web.Request, link: queries.Link, program: queries.Progr
             code=link.code, program_id=link.program_id, link_id=link.id,
             referrer_id=link.referrer_id, destination=link.destination, enabled=link.enabled,
             fallback_url=fallback if isinstance(fallback, str) else None,
+            browser_page=program.settings.get("fingerprint") == "browser",
         )
     )
 
