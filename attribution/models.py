@@ -15,17 +15,18 @@ Conventions (so results can be compared with ChannelAttribution):
 - time-decay: weight 2^(-age / half_life) of each touch, age measured at the conversion.
 - Markov (order 1): states start, each referrer, conversion, null; every journey contributes
   start -> r1 -> ... -> rk -> conversion|null. Removal effect of r =
-  1 - P(conv without r) / P(conv), where removing r sends its incoming transitions to null. Absorption probabilities are solved
-  exactly (a linear system), not simulated. Repeated consecutive referrers are kept; they do not
-  change absorption probabilities. Program-level allocation: conversions x RE_r / sum(RE).
+  1 - P(conv without r) / P(conv), where removing r sends its incoming transitions to null.
+  Absorption probabilities are solved exactly (a linear system), not simulated. Repeated
+  consecutive referrers are kept; they do not change absorption probabilities. Program-level
+  allocation: conversions x RE_r / sum(RE).
 - Shapley: the conversion-probability game of Dalessandro et al. (2012): v(S) = conversions /
   journeys among journeys whose set of referrers is exactly S, v({}) = 0. Each conversion's
   referrers share it by their exact Shapley values in the game restricted to them (exact for any
   number of referrers: the game is a sum of indicator games over the observed sets, see
   `ShapleyModel.shapley_values`). Negative values are clipped to 0 before normalising. Beside
-  it the set-based game of Zhao et al. (2018), v(S) = conversions of journeys whose referrer set is a subset of S, whose
-  Shapley value has the closed form phi_i = sum over sets T containing i of c(T) / |T|, exact for
-  any number of referrers.
+  it the set-based game of Zhao et al. (2018), v(S) = conversions of journeys whose referrer set
+  is a subset of S, whose Shapley value has the closed form
+  phi_i = sum over sets T containing i of c(T) / |T|, exact for any number of referrers.
 """
 
 from __future__ import annotations
