@@ -48,7 +48,8 @@ _SELECT = ", ".join(
     """(s.is_duplicate
         OR (s.visitor_id IS NOT NULL AND EXISTS (
             SELECT 1 FROM clicks c
-            WHERE c.link_id = s.link_id AND c.visitor_id = s.visitor_id
+            WHERE c.program_id = s.program_id AND c.visitor_id = s.visitor_id
+              AND c.link_id = s.link_id
               AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
               AND c.click_id <> s.click_id))
         OR EXISTS (

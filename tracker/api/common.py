@@ -31,22 +31,7 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise ApiError(401, "unauthorized", "missing bearer token")
-            principal = await request.config_dict[keys.TOKENS].resolve(
-                request.config_dict[keys.POOL], token.strip()
-            )
-            if principal is None:
-                raise ApiError(401, "unauthorized", "invalid or revoked token")
-            if principal.role not in allowed:
-                raise ApiError(
-                    403, "forbidden",
-                    f"the {principal.role} role may not do this "
-                    f"(needs {' or '.join(sorted(allowed))})",
-                )
-            request[PRINCIPAL] = principal
+            request[PRINCIPAL] = await authenticate(request, allowed)
             return await handler(request)
 
         checked = json_errors(guarded)
@@ -54,6 +39,25 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
         return checked
 
     return wrap
+
+
+async def authenticate(request: web.Request, allowed: frozenset[str]) -> Principal:
+    """The bearer token's principal, if its role is allowed; else a 401 or 403."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "missing bearer token")
+    found = await request.config_dict[keys.TOKENS].resolve(
+        request.config_dict[keys.POOL], token.strip()
+    )
+    if found is None:
+        raise ApiError(401, "unauthorized", "invalid or revoked token")
+    if found.role not in allowed:
+        raise ApiError(
+            403, "forbidden",
+            f"the {found.role} role may not do this (needs {' or '.join(sorted(allowed))})",
+        )
+    return found
 
 
 def principal(request: web.Request) -> Principal:

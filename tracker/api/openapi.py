@@ -158,6 +158,38 @@ SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
+    "ConversionCreate": {
+        "type": "object", "required": ["program", "event_id", "type", "customer_id"],
+        "additionalProperties": False,
+        "properties": {
+            "program": {"type": "string"},
+            "event_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "type": {"enum": ["signup", "trial", "purchase", "renewal", "refund", "chargeback"]},
+            "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "email": {"type": "string", "description": "stored only as a keyed hash"},
+            "amount": {"type": "integer", "minimum": 0, "description": "minor units"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "occurred_at": {"type": "string", "format": "date-time",
+                            "description": "default now; at most 5 minutes ahead"},
+            "click_id": {"type": "string", "format": "uuid", "description": "the rg_cid"},
+            "visitor_id": {"type": "string", "maxLength": 64},
+            "referral_code": {"type": "string", "description": "a link code typed by hand"},
+            "ip": {"type": "string"}, "user_agent": {"type": "string"},
+            "original_event_id": {"type": "string",
+                                  "description": "for refund/chargeback: the event reversed"},
+        },
+    },
+    "Conversion": {
+        "type": "object", "required": ["id", "program", "event_id", "type", "customer_id"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "event_id": {"type": "string"}, "type": {"type": "string"},
+            "customer_id": {"type": "string"}, "amount": {"type": ["integer", "null"]},
+            "currency": {"type": ["string", "null"]},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "received_at": {"type": "string", "format": "date-time"},
+        },
+    },
     "Click": {
         "type": "object",
         "required": ["click_id", "ts", "code", "referrer", "visitor_id", "ip", "country", "asn",
@@ -226,6 +258,22 @@ def document() -> dict[str, Any]:
                 "patch": _op("Enable, disable or re-point a link", "admin, integration",
                              body="LinkUpdate", answer={"$ref": "#/components/schemas/Link"}),
             },
+            "/conversions": {
+                "post": {
+                    **_op("Report a conversion (idempotent on program + event_id: 201 first, "
+                          "200 for the same body again, 409 for another body)",
+                          "admin, integration; or no token and a signature header",
+                          body="ConversionCreate", ok=201,
+                          answer={"$ref": "#/components/schemas/Conversion"}),
+                    "security": [{"bearer": []}, {"signature": []}],
+                    "parameters": [{
+                        "name": "X-Refguard-Signature", "in": "header", "required": False,
+                        "schema": {"type": "string"},
+                        "description": "t=<unix seconds>,v1=<hex HMAC-SHA256(program signing "
+                                       "secret, '<t>.<raw body>')>; 5 minute tolerance",
+                    }],
+                },
+            },
             "/clicks": {
                 "get": _op("The visit log, ascending by ts (HEAD requests are not stored)",
                            "admin, viewer, finance", answer=_list_of("Click"),
@@ -239,7 +287,10 @@ def document() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "signature": {"type": "apiKey", "in": "header", "name": "X-Refguard-Signature"},
+            },
             "schemas": SCHEMAS,
             "responses": {"Error": {"description": "Error", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},

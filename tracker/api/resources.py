@@ -31,6 +31,7 @@ from tracker.api.common import (
     time_param,
 )
 from tracker.api.errors import ApiError, conflict, invalid, not_found, read_json
+from tracker.conversions import program_signing_secret
 from tracker.links import CODE_RE, LinkEntry
 from tracker.programs import (
     SettingsInvalid,
@@ -46,8 +47,13 @@ _CODE_ALPHABET = _string.ascii_letters + _string.digits
 READ_ROLES = tuple(ALL_ROLES)
 
 
-def _program_json(p: queries.Program) -> dict[str, Any]:
-    return {
+def _program_json(p: queries.Program, request: web.Request | None = None) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if request is not None and principal(request).role == "admin":
+        # Admins see the secret the merchant signs this program's conversions with.
+        extra["signing_secret"] = program_signing_secret(
+            request.config_dict[keys.SETTINGS].secret_key, p.slug)
+    return extra | {
         "id": p.id,
         "slug": p.slug,
         "name": p.name,
@@ -128,7 +134,7 @@ async def create_program(request: web.Request) -> web.Response:
             conn, actor=principal(request).actor, action="program.create", object_type="program",
             object_id=slug, program_id=program.id,
         )
-    return web.json_response(_program_json(program), status=201)
+    return web.json_response(_program_json(program, request), status=201)
 
 
 @requires("admin")
@@ -150,13 +156,13 @@ async def update_program(request: web.Request) -> web.Response:
             conn, actor=principal(request).actor, action="program.update", object_type="program",
             object_id=program.slug, program_id=program.id, details={"fields": sorted(body)},
         )
-    return web.json_response(_program_json(updated))
+    return web.json_response(_program_json(updated, request))
 
 
 @requires(*READ_ROLES)
 async def get_program(request: web.Request) -> web.Response:
     program = await _program_by_slug(request, request.match_info["slug"])
-    return web.json_response(_program_json(program))
+    return web.json_response(_program_json(program, request))
 
 
 @requires(*READ_ROLES)
