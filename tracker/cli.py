@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending migrations and exit")
     sub.add_parser("db-url", help="print the PostgreSQL DSN in use")
 
+    attribution = sub.add_parser("attribution", help="multi-touch attribution")
+    attribution_sub = attribution.add_subparsers(dest="attribution_command", required=True,
+                                                 metavar="ACTION")
+    run = attribution_sub.add_parser("run", help="attribute every unattributed conversion now")
+    run.add_argument("--program", help="only this program (slug)")
+
     geo = sub.add_parser("geo", help="GeoIP databases")
     geo_sub = geo.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
     lookup = geo_sub.add_parser("lookup", help="what the geo databases say of an IP")
@@ -97,6 +103,30 @@ def _cmd_geo_lookup(settings: Settings, ip: str, as_json: bool) -> int:
     for key, value in info.items():
         print(f"{key}: {'' if value is None else value}")
     print(f"databases: {', '.join(databases) or '(none)'}")
+    return 0
+
+
+def _cmd_attribution_run(settings: Settings, slug: str | None) -> int:
+    from tracker import db
+    from tracker.attributing import attribute_pending
+
+    settings = _resolve_dsn(settings)
+
+    async def run() -> int:
+        conn = await db.connect(settings.database_url or "")
+        try:
+            await db.migrate(conn)
+            program_id = None
+            if slug is not None:
+                program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = $1", slug)
+                if program_id is None:
+                    raise UsageError(f"no program {slug!r}")
+            return await attribute_pending(conn, program_id)
+        finally:
+            await conn.close()
+
+    count = asyncio.run(run())
+    print(f"attributed {count} conversion(s)")
     return 0
 
 
@@ -165,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "token":
             return _cmd_token_create(settings, args.role, args.name)
+        if args.command == "attribution":
+            return _cmd_attribution_run(settings, args.program)
         if args.command == "geo":
             return _cmd_geo_lookup(settings, args.ip, args.json)
     except (SettingsError, UsageError) as exc:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from tracker import metrics
+from tracker.attributing import attribute_pending
 from tracker.enrich import Enricher
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,15 @@ def fold_browser_signals(enricher: Enricher) -> JobFn:
     return run
 
 
+async def attribute(conn: asyncpg.Connection) -> None:
+    await attribute_pending(conn)
+
+
 def default_jobs(enricher: Enricher) -> tuple[Job, ...]:
     return (
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
+        Job("attribution", 10.0, attribute),
     )
 
 

@@ -190,6 +190,26 @@ SCHEMAS: dict[str, Any] = {
             "received_at": {"type": "string", "format": "date-time"},
         },
     },
+    "AttributionRow": {
+        "type": "object", "required": ["referrer", "conversions", "value"],
+        "properties": {"referrer": {"type": "string"}, "conversions": {"type": "number"},
+                       "value": {"type": "number"}},
+    },
+    "AttributionReport": {
+        "type": "object", "required": ["program", "model", "rows"],
+        "properties": {
+            "program": {"type": "string"}, "model": {"type": ["string", "null"]},
+            "rows": {"type": "array", "items": {"$ref": "#/components/schemas/AttributionRow"}},
+            "models": {"type": "object", "additionalProperties": {
+                "type": "array", "items": {"$ref": "#/components/schemas/AttributionRow"}}},
+        },
+    },
+    "FunnelReport": {
+        "type": "object", "required": ["program", "rows", "total"],
+        "properties": {"program": {"type": "string"},
+                       "rows": {"type": "array", "items": {"type": "object"}},
+                       "total": {"type": "object"}},
+    },
     "Click": {
         "type": "object",
         "required": ["click_id", "ts", "code", "referrer", "visitor_id", "ip", "country", "asn",
@@ -281,6 +301,22 @@ def document() -> dict[str, Any]:
                                    _q("code", "link code"),
                                    _q("since", "RFC 3339 timestamp",
                                       {"type": "string", "format": "date-time"}), *_PAGING]),
+            },
+            "/reports/attribution": {
+                "get": _op("Credited conversions and value per referrer, per model (all models "
+                           "side by side when model is omitted; Markov and Shapley give the "
+                           "program-level allocation)", "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/AttributionReport"},
+                           params=[program_q, _q("model", "one model", {"enum": [
+                               "first_touch", "last_touch", "linear", "time_decay",
+                               "position_based", "markov", "shapley"]})]),
+            },
+            "/reports/funnel": {
+                "get": _op("Clicks, unique visitors, signups, trials, purchases, renewals, "
+                           "retained at 90 days and refunds, per referrer and total",
+                           "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/FunnelReport"},
+                           params=[program_q]),
             },
             "/openapi.json": {
                 "get": _op("This document", "public", public=True),

@@ -1,0 +1,52 @@
+"""Reports: attribution side by side, and the funnel."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tracker import keys, queries
+from tracker.api.common import query_param, requires
+from tracker.api.errors import invalid, not_found
+from tracker.attributing import ALL_MODELS, attribution_report, funnel_report
+
+READERS = ("viewer", "finance")
+
+
+async def _program(request: web.Request) -> queries.Program:
+    slug = query_param(request, "program", max_len=63)
+    if slug is None:
+        raise invalid("program is required", "program")
+    try:
+        return await queries.get_program(request.config_dict[keys.POOL], slug)
+    except queries.NotFound:
+        raise not_found("program") from None
+
+
+@requires(*READERS)
+async def attribution(request: web.Request) -> web.Response:
+    program = await _program(request)
+    model = query_param(request, "model", max_len=32)
+    if model is not None and model not in ALL_MODELS:
+        raise invalid(f"model must be one of {', '.join(ALL_MODELS)}", "model")
+    models = [model] if model else ALL_MODELS
+    half_life = float(program.settings.get("time_decay_half_life_days", 7.0))
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        by_model = await attribution_report(conn, program.id, models, half_life)
+    if model:
+        return web.json_response({"program": program.slug, "model": model,
+                                  "rows": by_model[model]})
+    return web.json_response({"program": program.slug, "model": None, "rows": [],
+                              "models": by_model})
+
+
+@requires(*READERS)
+async def funnel(request: web.Request) -> web.Response:
+    program = await _program(request)
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await funnel_report(conn, program.id)
+    return web.json_response({"program": program.slug, **report})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/reports/attribution", attribution)
+    app.router.add_get("/reports/funnel", funnel)
