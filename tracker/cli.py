@@ -10,6 +10,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tracker.settings import Settings, SettingsError
 
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                                                  metavar="ACTION")
     run = attribution_sub.add_parser("run", help="attribute every unattributed conversion now")
     run.add_argument("--program", help="only this program (slug)")
+
+    imp = sub.add_parser("import", help="bulk-load historical clicks / conversions (NDJSON)")
+    imp.add_argument("--clicks", type=Path, help="clicks, one JSON object a line")
+    imp.add_argument("--conversions", type=Path, help="conversions, one JSON object a line")
 
     geo = sub.add_parser("geo", help="GeoIP databases")
     geo_sub = geo.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
@@ -130,6 +135,54 @@ def _cmd_attribution_run(settings: Settings, slug: str | None) -> int:
     return 0
 
 
+def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | None) -> int:
+    from geo.reader import GeoReader
+    from tracker import db
+    from tracker.enrich import Enricher
+    from tracker.importer import Progress, import_clicks, import_conversions
+
+    if clicks is None and conversions is None:
+        raise UsageError("give --clicks FILE and/or --conversions FILE")
+    for path in (clicks, conversions):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    settings = _resolve_dsn(settings)
+    geo = GeoReader(settings.geoip_dir)
+    enricher = Enricher(settings.secret_key, settings.trusted_proxies, geo=geo)
+    click_bar = Progress("clicks", clicks.stat().st_size) if clicks else None
+    conversion_bar = Progress("conversions", conversions.stat().st_size) if conversions else None
+
+    async def run() -> list[str]:
+        conn = await db.connect(settings.database_url or "")
+        bad: list[str] = []
+        try:
+            await db.migrate(conn)
+            if clicks is not None and click_bar is not None:
+                result = await import_clicks(
+                    conn, clicks, enricher, lambda d, n, f: click_bar.update(d, n, final=f))
+                print(f"clicks: {result.read} read, {result.stored} stored, "
+                      f"{result.skipped_existing} already there, {len(result.bad)} bad")
+                bad += result.bad
+            if conversions is not None and conversion_bar is not None:
+                result = await import_conversions(
+                    conn, conversions, settings.secret_key,
+                    lambda d, n, f: conversion_bar.update(d, n, final=f))
+                print(f"conversions: {result.read} read, {result.stored} stored, "
+                      f"{result.skipped_existing} already there, {len(result.bad)} bad")
+                bad += result.bad
+        finally:
+            await conn.close()
+            geo.close()
+        return bad
+
+    bad = asyncio.run(run())
+    for line in bad[:100]:
+        print(line, file=sys.stderr)
+    if len(bad) > 100:
+        print(f"... and {len(bad) - 100} more bad lines", file=sys.stderr)
+    return 2 if bad else 0
+
+
 def _cmd_serve(settings: Settings) -> int:
     from geo.reader import GeoReader
     from tracker.db import migrate_dsn
@@ -197,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_token_create(settings, args.role, args.name)
         if args.command == "attribution":
             return _cmd_attribution_run(settings, args.program)
+        if args.command == "import":
+            return _cmd_import(settings, args.clicks, args.conversions)
         if args.command == "geo":
             return _cmd_geo_lookup(settings, args.ip, args.json)
     except (SettingsError, UsageError) as exc:

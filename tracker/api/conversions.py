@@ -10,7 +10,6 @@ from aiohttp import web
 from tracker import keys, queries
 from tracker.api.common import authenticate, rfc3339
 from tracker.api.errors import ApiError, bad_request, conflict, invalid, json_errors, not_found
-from tracker.api.resources import email_hash
 from tracker.conversions import (
     ConversionInvalid,
     SignatureInvalid,
@@ -19,6 +18,7 @@ from tracker.conversions import (
     store_conversion,
     verify_signature,
 )
+from tracker.identity import email_hash
 
 SIGNATURE_HEADER = "X-Refguard-Signature"
 ROLES = frozenset({"admin", "integration"})

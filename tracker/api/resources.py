@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import secrets
 import string as _string
@@ -32,6 +30,7 @@ from tracker.api.common import (
 )
 from tracker.api.errors import ApiError, conflict, invalid, not_found, read_json
 from tracker.conversions import program_signing_secret
+from tracker.identity import email_hash
 from tracker.links import CODE_RE, LinkEntry
 from tracker.programs import (
     SettingsInvalid,
@@ -84,11 +83,6 @@ def _link_json(link: queries.Link, base_url: str) -> dict[str, Any]:
         "enabled": link.enabled,
         "created_at": rfc3339(link.created_at),
     }
-
-
-def email_hash(secret: bytes, email: str) -> bytes:
-    """Keyed hash of a normalised email: comparable across records, useless without the key."""
-    return hmac.new(secret, email.strip().lower().encode(), hashlib.sha256).digest()
 
 
 async def _program_by_slug(request: web.Request, slug: str | None) -> queries.Program:

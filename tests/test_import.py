@@ -1,0 +1,103 @@
+"""`refguard import`: enriched like live clicks, bad lines reported, re-import adds nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from tests.conftest import PgServer, create_database, drop_database
+from tracker import db
+
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
+
+
+async def seed(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        pid = await conn.fetchval(
+            "INSERT INTO programs (slug, name, destination_domains) VALUES ('acme', 'A', "
+            "'{acme.test}') RETURNING id")
+        rid = await conn.fetchval(
+            "INSERT INTO referrers (program_id, external_id) VALUES ($1, 'alice') RETURNING id",
+            pid)
+        await conn.execute(
+            "INSERT INTO links (program_id, referrer_id, code, destination) "
+            "VALUES ($1, $2, 'al', 'https://acme.test/')", pid, rid)
+    finally:
+        await conn.close()
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tracker", "import", *args], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+async def test_import_clicks_and_conversions(pg: PgServer, tmp_path: Path) -> None:
+    name = await create_database(pg)
+    dsn = pg.uri(name)
+    try:
+        await seed(dsn)
+        clicks = tmp_path / "clicks.ndjson"
+        lines = [
+            {"ts": "2025-03-01T10:00:00Z", "code": "al", "ip": "81.2.69.160", "user_agent": UA,
+             "visitor_id": "v1", "click_id": "0195511a-4c00-7000-8000-000000000001"},
+            {"ts": "2025-03-01T10:05:00Z", "code": "al", "ip": "81.2.69.161",
+             "user_agent": "curl/8.0", "accept_language": "en"},
+            {"ts": "2025-03-02T10:00:00+01:00", "code": "al", "ip": "2001:db8::1",
+             "user_agent": UA, "visitor_id": "v2"},
+        ]
+        text = "\n".join(json.dumps(x) for x in lines)
+        text += "\n{broken json\n" + json.dumps({"ts": "2025-03-01T10:00:00Z", "code": "zz",
+                                                 "ip": "1.2.3.4", "user_agent": UA})
+        text += "\n" + json.dumps({"ts": "yesterday", "code": "al", "ip": "1.2.3.4",
+                                   "user_agent": UA}) + "\n\n"
+        clicks.write_text(text)
+        conversions = tmp_path / "conversions.ndjson"
+        conversions.write_text("\n".join([
+            json.dumps({"program": "acme", "event_id": "o1", "type": "purchase",
+                        "customer_id": "c1", "amount": 500, "currency": "USD",
+                        "occurred_at": "2025-03-01T11:00:00Z",
+                        "click_id": "0195511a-4c00-7000-8000-000000000001"}),
+            json.dumps({"program": "acme", "event_id": "o2", "type": "signup",
+                        "customer_id": "c2"}),  # no occurred_at: required here
+        ]) + "\n")
+        env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "d"),
+               "REFGUARD_SECRET_KEY": "s" * 32}
+        first = run(env, "--clicks", str(clicks), "--conversions", str(conversions))
+        assert first.returncode == 2, first.stderr
+        assert "clicks.ndjson:4:" in first.stderr and "clicks.ndjson:5: unknown link code" \
+            in first.stderr and "clicks.ndjson:6:" in first.stderr
+        assert "conversions.ndjson:2: occurred_at is required" in first.stderr
+        assert "clicks: 6 read, 3 stored" in first.stdout
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT click_id::text, ts, host(ip) AS ip, is_bot, "
+                                    "bot_rule, source, fingerprint, ua_browser FROM clicks "
+                                    "ORDER BY ts")
+            assert [r["ip"] for r in rows] == ["81.2.69.160", "81.2.69.161", "2001:db8::1"]
+            assert rows[0]["click_id"] == "0195511a-4c00-7000-8000-000000000001"
+            assert [r["is_bot"] for r in rows] == [False, True, False]
+            assert rows[1]["bot_rule"].startswith("crawler_list:")
+            assert {r["source"] for r in rows} == {"import"}
+            assert all(r["fingerprint"] for r in rows) and rows[0]["ua_browser"] == "Chrome"
+            assert await conn.fetchval("SELECT count(*) FROM conversions") == 1
+        finally:
+            await conn.close()
+        # The same files again: nothing new.
+        again = run(env, "--clicks", str(clicks), "--conversions", str(conversions))
+        assert "clicks: 6 read, 0 stored, 3 already there" in again.stdout
+        assert "conversions: 2 read, 0 stored, 1 already there" in again.stdout
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM clicks") == 3
+            await db.migrate(conn)
+        finally:
+            await conn.close()
+        missing = run(env, "--clicks", str(tmp_path / "nope.ndjson"))
+        assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    finally:
+        await drop_database(pg, name)
