@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.sparse import linalg as splinalg
 
 R = TypeVar("R", bound=Hashable)
 
@@ -157,42 +160,63 @@ class MarkovModel:
                 counts[(path[-1], "(null)")] += journey.lost
         self.states_ = list(states)
         self.total_conversions_ = total
+        self._solve(counts)
+        return self
+
+    def _solve(self, counts: Counter[tuple[object, object]]) -> None:
+        """Removal effects of every state from one factorisation.
+
+        With h the absorption probabilities into conversion and N = (I - Q)^-1 the fundamental
+        matrix, a walk from start that never visits r converts with probability
+        h[start] - P(start hits r) h[r], and P(start hits r) = N[start, r] / N[r, r] (strong
+        Markov property at the first visit of r). Removing r (its incoming transitions go to
+        null) leaves exactly those walks, so P(conv without r) = h[start] - N[s,r] / N[r,r] h[r].
+        N[r, r] only depends on r's strongly connected component (a walk that leaves it never
+        returns), so the diagonal comes from one dense inverse per component, and states in no
+        cycle have N[r, r] = 1 exactly (or 1 / (1 - self-loop)).
+        """
         n = len(self.states_)
-        # Transient states: 0 = start, 1..n = referrers. Absorbing: conversion, null.
         index = {s: i + 1 for i, s in enumerate(self.states_)}
         index["(start)"] = 0
-        q = np.zeros((n + 1, n + 1))
-        conv = np.zeros(n + 1)
         out_totals: Counter[object] = Counter()
         for (a, _b), c in counts.items():
             out_totals[a] += c
+        rows, cols, vals = [], [], []
+        conv = np.zeros(n + 1)
         for (a, b), c in counts.items():
             p = c / out_totals[a]
             if b == "(conversion)":
                 conv[index[a]] += p
             elif b != "(null)":
-                q[index[a], index[b]] += p
-        self._q, self._conv = q, conv
-        self.conversion_probability_ = self._absorb(None)
-        base = self.conversion_probability_
+                rows.append(index[a])
+                cols.append(index[b])
+                vals.append(p)
+        size = n + 1
+        q = sparse.csr_matrix((vals, (rows, cols)), shape=(size, size))
+        lu = splinalg.splu((sparse.identity(size, format="csc") - q).tocsc())
+        h = lu.solve(conv)
+        e_start = np.zeros(size)
+        e_start[0] = 1.0
+        n_start = lu.solve(e_start, trans="T")  # row `start` of N
+        diag = np.ones(size)
+        _count, labels = csgraph.connected_components(q, directed=True, connection="strong")
+        members: dict[int, list[int]] = defaultdict(list)
+        for state, label in enumerate(labels):
+            members[int(label)].append(state)
+        for group in members.values():
+            if len(group) == 1:
+                loop = float(q[group[0], group[0]])
+                diag[group[0]] = 1.0 / (1.0 - loop)
+                continue
+            block = q[group][:, group].toarray()
+            diag[group] = np.diagonal(np.linalg.inv(np.eye(len(group)) - block))
+        base = float(h[0])
+        self.conversion_probability_ = base
         self.removal_effects_ = {}
         for s in self.states_:
-            without = self._absorb(index[s])
-            self.removal_effects_[s] = (1.0 - without / base) if base > 0 else 0.0
-        return self
-
-    def _absorb(self, removed: int | None) -> float:
-        """P(reach conversion from start), with state `removed` turned into null."""
-        q = self._q.copy()
-        conv = self._conv.copy()
-        if removed is not None:
-            q[:, removed] = 0.0
-            q[removed, :] = 0.0
-            conv[removed] = 0.0
-        size = q.shape[0]
-        # x = Q x + conv  =>  (I - Q) x = conv; x[start] is the conversion probability.
-        solution = np.linalg.solve(np.eye(size) - q, conv)
-        return float(solution[0])
+            i = index[s]
+            without = base - n_start[i] / diag[i] * h[i]
+            self.removal_effects_[s] = max(0.0, 1.0 - without / base) if base > 0 else 0.0
 
     def allocation(self) -> dict[Hashable, float]:
         """Program-level: total conversions shared out by removal effect."""

@@ -4,26 +4,36 @@
     .venv/bin/python -m bench.redirect --quick    # ~3 s per case, a smoke run
 
 For each worker count N and each connection mode (keep-alive, `Connection: close`), in one run on
-one machine, wrk measures three servers, each with N processes on one port (SO_REUSEPORT):
+one machine, wrk measures these servers, each with N processes on one port (SO_REUSEPORT):
 
-  (a) bare     an aiohttp + uvloop app that only answers the same 302 (bench/apps.py)
-  (b) refguard `refguard serve --workers N`: the real redirect, journaled, flushed into PostgreSQL
-  (c) naive    an aiohttp app that INSERTs each click (asyncpg pool) before answering
-               (bench/apps.py)
+  (a) bare          an aiohttp + uvloop app that only answers the same 302 (bench/apps.py)
+  (b) refguard      `refguard serve --workers N`: the real redirect, journaled, flushed into
+                    PostgreSQL; the flusher parses the user agent, no GeoIP databases
+  (b) refguard+geo  the same with REFGUARD_GEOIP_DIR set: the flusher also looks every click up
+                    in GeoLite2-City, GeoLite2-ASN and GeoIP2-Anonymous-IP databases that
+                    bench/geodb.py writes into the temporary folder (a few thousand IPv4 and IPv6
+                    networks each, 127.0.0.0/8 included so the loopback clicks get a country and
+                    an ASN; wrk's clicks all come from 127.0.0.1, so after the first one the
+                    lookup is served from refguard's geo cache)
+  (c) naive         an aiohttp app that INSERTs each click (asyncpg pool) before answering
+                    (bench/apps.py)
 
-All three share one embedded PostgreSQL (pgserver) started here in a temporary folder. Figures:
-req/s, p50/p99 latency (wrk --latency), the ratios b/a and b/c against their targets, and the count
-check: once refguard's flusher has drained, the rows in `clicks` for the measured link must equal
-the redirects the workers answered (their refguard_http_requests_total counter), and lie between
-wrk's answered requests and that plus the requests in flight when wrk stopped (at most one per
-connection, plus any wrk socket errors). The exit status is non-zero only when that check fails
-(lost or duplicated clicks) or the bench could not run at all; never because of speed.
+`--geoip off` measures only refguard, `on` only refguard+geo, `both` (the default) the two. All
+servers share one embedded PostgreSQL (pgserver) started here in a temporary folder. Figures:
+req/s, p50/p99 latency (wrk --latency), the ratios b/a and b/c against their targets (for each
+refguard variant), and the count check: once refguard's flusher has drained, the rows in `clicks`
+for the measured link must equal the redirects the workers answered (their
+refguard_http_requests_total counter), and lie between wrk's answered requests and that plus the
+requests in flight when wrk stopped (at most one per connection, plus any wrk socket errors). With
+geo on, every one of those rows must also carry a country. The exit status is non-zero only when
+that check fails (lost or duplicated clicks, clicks without geo) or the bench could not run at
+all; never because of speed.
 
 Because the machines are shared and noisy, each case also reports CPU microseconds per request
 (the server's workers, and everything it needs: workers, refguard's flusher process, PostgreSQL)
 and how busy the whole machine was (cores used by processes that are not ours, steal); `b/a by
 cpu` is the ratio of those per-request CPU costs, which a neighbour's load hardly moves.
-`--rounds R` measures a, b, c R times in alternating order and reports medians.
+`--rounds R` measures every server R times in alternating order and reports medians.
 
 When b/a misses its target with 1 worker and keep-alive (or with --profile always), py-spy samples
 one refguard worker and one bare worker under the same load; the summary shows where the event
@@ -67,7 +77,8 @@ RESULTS_DIR = ROOT / "bench" / "results"
 DEST = "https://shop.example.com/landing?ref=bench"
 PROGRAM = "bench"
 REFERRER = "bench-referrer"
-SERVERS = ("bare", "refguard", "naive")
+SERVERS = ("bare", "refguard", "naive")  # with --geoip off; see servers_for()
+REFGUARD_KINDS = ("refguard", "refguard+geo")
 TARGET_B_OVER_A = 0.75
 TARGET_B_OVER_C = {1: 3.0, 2: 6.0}
 TARGET_P99_MS = 10.0
@@ -437,16 +448,24 @@ class Refguard:
         return int(pg_fetchval(self.dsn, "SELECT count(*) FROM clicks WHERE link_id = $1",
                                link_id))
 
+    def geo_rows(self, link_id: int) -> int:
+        """The link's clicks that the flusher gave a country (GeoIP enrichment)."""
+        return int(pg_fetchval(
+            self.dsn, "SELECT count(*) FROM clicks WHERE link_id = $1 AND country IS NOT NULL",
+            link_id))
+
 
 def refguard_cli() -> list[str]:
     exe = Path(sys.executable).parent / "refguard"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tracker"]
 
 
-def refguard_env(data_dir: Path, dsn: str) -> dict[str, str]:
+def refguard_env(data_dir: Path, dsn: str, geoip_dir: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFGUARD_")}
     env.update(REFGUARD_DATA_DIR=str(data_dir), REFGUARD_DATABASE_URL=dsn,
                PYTHONUNBUFFERED="1")
+    if geoip_dir is not None:
+        env["REFGUARD_GEOIP_DIR"] = str(geoip_dir)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 
@@ -469,6 +488,17 @@ class Config:
     drain_timeout: float
     keep_tmp: bool
     wrk: str
+    geoip: str = "both"  # off: refguard; on: refguard+geo; both: the two
+
+
+def servers_for(cfg: Config) -> tuple[str, ...]:
+    """The servers measured, in the order of an even round: bare, refguard variants, naive."""
+    kinds = {"off": ("refguard",), "on": ("refguard+geo",), "both": REFGUARD_KINDS}[cfg.geoip]
+    return ("bare", *kinds, "naive")
+
+
+def refguard_kinds(cfg: Config) -> tuple[str, ...]:
+    return tuple(k for k in servers_for(cfg) if k in REFGUARD_KINDS)
 
 
 @dataclass
@@ -513,6 +543,9 @@ class CountCheck:
     duplicated: int = 0
     ok: bool = False
     note: str = ""
+    server: str = "refguard"
+    geo_rows: int | None = None  # rows with a country (refguard+geo only; None: not checked)
+    geo_missing: int = 0
 
     def judge(self) -> None:
         self.lost = max(0, self.wrk_answered - self.rows)
@@ -536,7 +569,11 @@ class CountCheck:
         if over_wrk > 0:
             notes.append(f"{over_wrk} answered while wrk was stopping (in flight, not counted "
                          "by wrk)")
-        self.ok = self.lost == 0 and self.duplicated == 0
+        self.geo_missing = 0
+        if self.geo_rows is not None and self.geo_rows != self.rows:
+            self.geo_missing = self.rows - self.geo_rows
+            notes.append(f"{self.geo_missing} row(s) without a country")
+        self.ok = self.lost == 0 and self.duplicated == 0 and self.geo_missing == 0
         self.note = "; ".join(notes)
 
 
@@ -552,6 +589,8 @@ class Bench:
         self.profile: dict[str, Any] | None = None
         self.started = datetime.now(UTC)
         self.machine: dict[str, Any] = {}
+        self.geo_dir: Path | None = None
+        self.geoip: dict[str, Any] | None = None  # the databases written, for the JSON
 
     # setup ---------------------------------------------------------------------------------------
 
@@ -577,6 +616,22 @@ class Bench:
             raise RuntimeError(f"refguard token create failed: {out.stderr.strip()}")
         self.refguard = Refguard(out.stdout.strip(), self.refguard_dsn)
         self.machine = machine_info(self.cfg, self.refguard_dsn)
+        if "refguard+geo" in servers_for(self.cfg):
+            self.write_geoip()
+
+    def write_geoip(self) -> None:
+        from bench.geodb import check_databases, write_databases
+
+        self.geo_dir = self.tmp / "geoip"
+        self.geoip = write_databases(self.geo_dir)
+        self.geoip["loopback"] = check_databases(self.geo_dir, self.geoip["samples"])
+        files = self.geoip["files"]
+        say(f"GeoIP databases for refguard+geo written in {self.geoip['write_s']}s: " + ", ".join(
+            f"{name} {meta['networks']} networks ({meta['ipv4']} v4, {meta['ipv6']} v6, "
+            f"{meta['bytes'] // 1024} KiB)" for name, meta in files.items()))
+        loop = self.geoip["loopback"]
+        say(f"  127.0.0.1 -> {loop['country']}/{loop['region']}/{loop['city']}, "
+            f"AS{loop['asn']} {loop['as_org']}")
 
     def start_servers(self, n: int) -> dict[str, Server]:
         servers: dict[str, Server] = {}
@@ -589,12 +644,15 @@ class Bench:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             proc = Proc(f"{kind}-w{n}", argv, env, self.tmp / f"{kind}-w{n}.log")
             servers[kind] = Server(kind, n, proc, port)
-        port = free_port()
-        data_dir = self.tmp / f"refguard-w{n}"
-        proc = Proc(f"refguard-w{n}",
-                    [*refguard_cli(), "serve", "--workers", str(n), "--port", str(port)],
-                    refguard_env(data_dir, self.refguard_dsn), self.tmp / f"refguard-w{n}.log")
-        servers["refguard"] = Server("refguard", n, proc, port, data_dir)
+        for kind in refguard_kinds(self.cfg):
+            port = free_port()
+            name = f"{kind.replace('+', '-')}-w{n}"
+            data_dir = self.tmp / name
+            geo_dir = self.geo_dir if kind == "refguard+geo" else None
+            proc = Proc(name, [*refguard_cli(), "serve", "--workers", str(n), "--port", str(port)],
+                        refguard_env(data_dir, self.refguard_dsn, geo_dir),
+                        self.tmp / f"{name}.log")
+            servers[kind] = Server(kind, n, proc, port, data_dir)
         for s in servers.values():
             s.wait_ready()
         say(f"servers up with {n} worker(s): " + ", ".join(
@@ -616,7 +674,7 @@ class Bench:
         case = Case(n, mode, rnd, server.kind, result, cpu, machine.stop(sum(cpu.values())))
         self.cases.append(case)
         p = result.percentiles_ms
-        say(f"  {server.kind:8s} {result.rps:>10,.0f} req/s  p50 {fmt_ms(p.get('p50'))}  "
+        say(f"  {server.kind:12s} {result.rps:>10,.0f} req/s  p50 {fmt_ms(p.get('p50'))}  "
             f"p99 {fmt_ms(p.get('p99'))}  errors {result.socket_errors}  "
             f"non-3xx {result.non_2xx_3xx}  cpu {fmt_cpu(cpu)}  {fmt_machine(case.machine)}")
         return case
@@ -671,17 +729,23 @@ class Bench:
         server_answered = (after - answered_before if after is not None
                            and answered_before is not None else None)
         rows = self.settled_rows(link_id, server_answered)
+        # With geo on, the settled rows must all carry a country: one query, once they settled.
+        geo_rows = (self.refguard.geo_rows(link_id) if server.kind == "refguard+geo"
+                    and self.refguard is not None else None)
         w = case.wrk
         check = CountCheck(
             workers=n, mode=mode, round=rnd, link_code=code, wrk_requests=w.requests,
             wrk_answered=w.answered, wrk_non_2xx_3xx=w.non_2xx_3xx,
             wrk_socket_errors=w.socket_errors, server_answered=server_answered, rows=rows,
             in_flight_allowance=self.cfg.connections + w.socket_errors, drain_s=drain_s,
+            server=server.kind, geo_rows=geo_rows,
         )
         check.judge()
         self.checks.append(check)
-        say(f"  count check: rows {rows}, refguard answered {server_answered}, wrk answered "
-            f"{w.answered} -> {'OK' if check.ok else 'FAILED'} (drained in {drain_s}s)")
+        geo = f", with a country {geo_rows}" if geo_rows is not None else ""
+        say(f"  count check ({server.kind}): rows {rows}{geo}, refguard answered "
+            f"{server_answered}, wrk answered {w.answered} -> {'OK' if check.ok else 'FAILED'} "
+            f"(drained in {drain_s}s)")
         return check
 
     # the whole run -------------------------------------------------------------------------------
@@ -691,7 +755,7 @@ class Bench:
         assert self.refguard is not None
         for n in self.cfg.workers:
             servers = self.start_servers(n)
-            refguard = servers["refguard"]
+            refguard = servers[refguard_kinds(self.cfg)[0]]
             self.refguard.ensure_program(refguard.port)
             warm_code = f"warm-w{n}"
             self.refguard.link(refguard.port, warm_code)
@@ -699,11 +763,11 @@ class Bench:
             try:
                 for mode in self.cfg.modes:
                     for rnd in range(self.cfg.rounds):
-                        checks_this_n.append(self.run_round(servers, n, mode, rnd, warm_code))
+                        checks_this_n += self.run_round(servers, n, mode, rnd, warm_code)
                     if self.wants_profile(n, mode):
                         self.run_profile(servers, n)
             finally:
-                for kind in ("refguard", "bare", "naive"):
+                for kind in (*refguard_kinds(self.cfg), "bare", "naive"):
                     servers[kind].proc.stop()
             for check, link_id in checks_this_n:
                 check.rows_after_stop = self.refguard.rows(link_id)
@@ -712,29 +776,34 @@ class Bench:
                     say(f"  count check after stop FAILED for {check.link_code}: {check.note}")
 
     def run_round(self, servers: dict[str, Server], n: int, mode: str, rnd: int,
-                  warm_code: str) -> tuple[CountCheck, int]:
-        """a, b, c once (in reverse order every other round, so drift favours no one)."""
+                  warm_code: str) -> list[tuple[CountCheck, int]]:
+        """Every server once (in reverse order every other round, so drift favours no one);
+        each refguard variant clicks its own link, so its count check counts only its clicks."""
         assert self.refguard is not None
-        refguard = servers["refguard"]
-        code = f"bench-w{n}-{mode}-r{rnd}"
-        link_id = self.refguard.link(refguard.port, code)
+        kinds = servers_for(self.cfg)
+        links: dict[str, tuple[str, int]] = {}
+        for kind in refguard_kinds(self.cfg):
+            code = f"{'geo' if kind == 'refguard+geo' else 'bench'}-w{n}-{mode}-r{rnd}"
+            links[kind] = code, self.refguard.link(servers[kind].port, code)
+        plain_code = next(iter(links.values()))[0]  # bare and naive ignore the code
         rounds = f" round {rnd + 1}/{self.cfg.rounds}" if self.cfg.rounds > 1 else ""
         say(f"workers {n}, {mode}{rounds}: wrk -t{self.cfg.threads} -c{self.cfg.connections} "
             f"-d{self.cfg.duration}s")
-        check: CountCheck | None = None
-        for kind in SERVERS if rnd % 2 == 0 else SERVERS[::-1]:
+        checks: list[tuple[CountCheck, int]] = []
+        for kind in kinds if rnd % 2 == 0 else kinds[::-1]:
             server = servers[kind]
-            if kind != "refguard":
-                self.measure(server, n, mode, rnd, code=code, warm_code=warm_code)
+            if kind not in links:
+                self.measure(server, n, mode, rnd, code=plain_code, warm_code=warm_code)
                 continue
+            code, link_id = links[kind]
             self.warm_up(server, warm_code, mode == "close")
             before = redirects_answered(server.port)
             case = self.measure(server, n, mode, rnd, code=code, warm_code=warm_code, warm=False)
             t_end = time.monotonic()
             check = self.count_check(server, case, code=code, link_id=link_id,
                                      answered_before=before, t_end=t_end)
-        assert check is not None
-        return check, link_id
+            checks.append((check, link_id))
+        return checks
 
     def wants_profile(self, n: int, mode: str) -> bool:
         if self.profile is not None or n != 1 or mode != "keepalive":
@@ -755,7 +824,7 @@ class Bench:
             self.profile = {"skipped": "py-spy not installed"}
             return
         self.profile = {}
-        for kind in ("refguard", "bare"):
+        for kind in (refguard_kinds(self.cfg)[0], "bare"):
             try:
                 self.profile[kind] = self.profile_one(spy, servers[kind], n)
             except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
@@ -766,7 +835,7 @@ class Bench:
         assert self.refguard is not None
         pid = min(server.worker_pids)
         code = f"profile-w{n}"
-        if server.kind == "refguard":
+        if server.kind in REFGUARD_KINDS:
             self.refguard.link(server.port, code)
         seconds = self.cfg.profile_seconds
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -919,7 +988,7 @@ def machine_info(cfg: Config, dsn: str) -> dict[str, Any]:
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
-    for pkg in ("aiohttp", "uvloop", "asyncpg", "pgserver", "refguard"):
+    for pkg in ("aiohttp", "uvloop", "asyncpg", "pgserver", "maxminddb", "refguard"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             info[pkg] = metadata.version(pkg)
     with contextlib.suppress(Exception):
@@ -941,7 +1010,7 @@ def summary_rows(bench: Bench) -> list[dict[str, Any]]:
     rows = []
     for n in bench.cfg.workers:
         for mode in bench.cfg.modes:
-            for kind in SERVERS:
+            for kind in servers_for(bench.cfg):
                 got = [c for c in bench.cases
                        if c.workers == n and c.mode == mode and c.server == kind]
                 if not got:
@@ -968,31 +1037,53 @@ def summary_rows(bench: Bench) -> list[dict[str, Any]]:
     return rows
 
 
+def _ratios(n: int, a: dict[str, Any], b: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
+    """b/a and b/c of one refguard variant b against bare a and naive c (summary rows)."""
+    b_a = b["rps"] / a["rps"] if a["rps"] else 0.0
+    b_c = b["rps"] / c["rps"] if c["rps"] else 0.0
+    target_bc = TARGET_B_OVER_C.get(n, TARGET_B_OVER_C[2])
+    p99 = b["p99_ms"]
+    cpu_a, cpu_b, cpu_c = (r["cpu_us_per_req_total"] for r in (a, b, c))
+    return {
+        "b_over_a": round(b_a, 3),
+        "b_over_a_target": TARGET_B_OVER_A, "b_over_a_met": b_a >= TARGET_B_OVER_A,
+        "b_over_c": round(b_c, 2), "b_over_c_target": target_bc,
+        "b_over_c_met": b_c >= target_bc, "refguard_p99_ms": p99,
+        "p99_target_ms": TARGET_P99_MS,
+        "p99_met": p99 is not None and p99 < TARGET_P99_MS,
+        "bare_p99_ms": a["p99_ms"],
+        # What b/a would be if both were CPU-bound on an otherwise idle machine.
+        "b_over_a_by_cpu": round(cpu_a / cpu_b, 3) if cpu_a and cpu_b else None,
+        "b_over_c_by_cpu": round(cpu_c / cpu_b, 2) if cpu_c and cpu_b else None,
+    }
+
+
 def ratio_rows(bench: Bench) -> list[dict[str, Any]]:
+    """One row per (workers, mode). Its top-level b/a, b/c fields are those of `b_server` (refguard,
+    or refguard+geo with --geoip on), as before --geoip existed; `by_server` has them for each
+    refguard variant measured, and `geo_vs_refguard` what geo enrichment costs when both were."""
     summary = summary_rows(bench)
     rows = []
     for n in bench.cfg.workers:
         for mode in bench.cfg.modes:
             got = {r["server"]: r for r in summary if r["workers"] == n and r["mode"] == mode}
-            if len(got) < len(SERVERS):
+            kinds = [k for k in refguard_kinds(bench.cfg) if k in got]
+            if "bare" not in got or "naive" not in got or not kinds:
                 continue
-            a, b, c = (got[k] for k in SERVERS)
-            b_a = b["rps"] / a["rps"] if a["rps"] else 0.0
-            b_c = b["rps"] / c["rps"] if c["rps"] else 0.0
-            target_bc = TARGET_B_OVER_C.get(n, TARGET_B_OVER_C[2])
-            p99 = b["p99_ms"]
-            cpu_a, cpu_b = a["cpu_us_per_req_total"], b["cpu_us_per_req_total"]
-            rows.append({
-                "workers": n, "mode": mode, "b_over_a": round(b_a, 3),
-                "b_over_a_target": TARGET_B_OVER_A, "b_over_a_met": b_a >= TARGET_B_OVER_A,
-                "b_over_c": round(b_c, 2), "b_over_c_target": target_bc,
-                "b_over_c_met": b_c >= target_bc, "refguard_p99_ms": p99,
-                "p99_target_ms": TARGET_P99_MS,
-                "p99_met": p99 is not None and p99 < TARGET_P99_MS,
-                "bare_p99_ms": a["p99_ms"],
-                # What b/a would be if both were CPU-bound on an otherwise idle machine.
-                "b_over_a_by_cpu": round(cpu_a / cpu_b, 3) if cpu_a and cpu_b else None,
-            })
+            by_server = {k: _ratios(n, got["bare"], got[k], got["naive"]) for k in kinds}
+            row: dict[str, Any] = {"workers": n, "mode": mode, **by_server[kinds[0]],
+                                   "b_server": kinds[0], "by_server": by_server}
+            if len(kinds) == 2:
+                ref, geo = got["refguard"], got["refguard+geo"]
+                cpu_ref, cpu_geo = ref["cpu_us_per_req_total"], geo["cpu_us_per_req_total"]
+                row["geo_vs_refguard"] = {
+                    "rps": round(geo["rps"] / ref["rps"], 3) if ref["rps"] else None,
+                    "cpu_us_per_req_total": round(cpu_geo / cpu_ref, 3)
+                    if cpu_ref and cpu_geo else None,
+                    "cpu_us_per_req_total_extra": round(cpu_geo - cpu_ref, 1)
+                    if cpu_ref is not None and cpu_geo is not None else None,
+                }
+            rows.append(row)
     return rows
 
 
@@ -1006,13 +1097,13 @@ def print_report(bench: Bench, json_path: Path | None) -> None:
         f"(warm-up {cfg.warmup}s, {cfg.rounds} round(s))  on {bench.machine.get('cpus')} CPU(s), "
         f"{bench.machine.get('cpu_model', '?')}")
     say("")
-    say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'server':<8} {'req/s':>9} {'p50':>8} "
+    say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'server':<12} {'req/s':>9} {'p50':>8} "
         f"{'p99':>8} {'max':>8} {'err':>4} {'!3xx':>4} {'cpu us/req':>11}  "
         "cpu seconds | machine")
     for c in bench.cases:
         p = c.wrk.percentiles_ms
         us = c.cpu_us_per_request
-        say(f"{c.workers:>7} {c.mode:<9} {c.round + 1:>3} {c.server:<8} {c.wrk.rps:>9,.0f} "
+        say(f"{c.workers:>7} {c.mode:<9} {c.round + 1:>3} {c.server:<12} {c.wrk.rps:>9,.0f} "
             f"{fmt_ms(p.get('p50')):>8} {fmt_ms(p.get('p99')):>8} "
             f"{fmt_ms(c.wrk.latency_max_ms):>8} {c.wrk.socket_errors:>4} "
             f"{c.wrk.non_2xx_3xx:>4} {fmt_opt(us['workers']):>5}/{fmt_opt(us['total']):<5}  "
@@ -1021,27 +1112,41 @@ def print_report(bench: Bench, json_path: Path | None) -> None:
     if cfg.rounds > 1:
         say("")
         say("medians over the rounds")
+        say(f"{'workers':>7} {'mode':<9} {'':>3} {'server':<12} {'req/s':>9} {'p50':>8} "
+            f"{'p99':>8} {'cpu us/req':>11}")
         for r in summary_rows(bench):
-            say(f"{r['workers']:>7} {r['mode']:<9} {'':>3} {r['server']:<8} {r['rps']:>9,.0f} "
-                f"{fmt_ms(r['p50_ms']):>8} {fmt_ms(r['p99_ms']):>8}")
+            say(f"{r['workers']:>7} {r['mode']:<9} {'':>3} {r['server']:<12} {r['rps']:>9,.0f} "
+                f"{fmt_ms(r['p50_ms']):>8} {fmt_ms(r['p99_ms']):>8} "
+                f"{fmt_opt(r['cpu_us_per_req_workers']):>5}/"
+                f"{fmt_opt(r['cpu_us_per_req_total']):<5}")
     say("")
-    say(f"{'workers':>7} {'mode':<9} {'b/a':>6} {'target':>9} {'b/c':>6} {'target':>8} "
-        f"{'refguard p99':>12} {'target':>10}   (bare p99)  b/a by cpu")
+    say(f"{'workers':>7} {'mode':<9} {'b':<12} {'b/a':>6} {'target':>9} {'b/c':>6} {'target':>8} "
+        f"{'b p99':>8} {'target':>10}   (bare p99)  by cpu: b/a  b/c")
     for r in ratio_rows(bench):
-        say(f"{r['workers']:>7} {r['mode']:<9} {r['b_over_a']:>6.2f} "
-            f"{'>=' + str(r['b_over_a_target']):>6} {mark(r['b_over_a_met'])} "
-            f"{r['b_over_c']:>6.1f} {'>=' + format(r['b_over_c_target'], 'g'):>5} "
-            f"{mark(r['b_over_c_met'])} {fmt_ms(r['refguard_p99_ms']):>12} "
-            f"{'<' + format(r['p99_target_ms'], 'g') + 'ms':>7} {mark(r['p99_met'])}"
-            f"   ({fmt_ms(r['bare_p99_ms']).strip()})  {fmt_opt(r['b_over_a_by_cpu'])}")
+        for kind, q in r["by_server"].items():
+            say(f"{r['workers']:>7} {r['mode']:<9} {kind:<12} {q['b_over_a']:>6.2f} "
+                f"{'>=' + str(q['b_over_a_target']):>6} {mark(q['b_over_a_met'])} "
+                f"{q['b_over_c']:>6.1f} {'>=' + format(q['b_over_c_target'], 'g'):>5} "
+                f"{mark(q['b_over_c_met'])} {fmt_ms(q['refguard_p99_ms']):>8} "
+                f"{'<' + format(q['p99_target_ms'], 'g') + 'ms':>7} {mark(q['p99_met'])}"
+                f"   ({fmt_ms(q['bare_p99_ms']).strip()})  {fmt_opt(q['b_over_a_by_cpu']):>10} "
+                f"{fmt_opt(q['b_over_c_by_cpu']):>4}")
+        g = r.get("geo_vs_refguard")
+        if g:
+            say(f"{'':>7} {'':<9} geo on/off: req/s x{fmt_opt(g['rps'])}, cpu us/req (total) "
+                f"x{fmt_opt(g['cpu_us_per_req_total'])} "
+                f"({'+' if (g['cpu_us_per_req_total_extra'] or 0) >= 0 else ''}"
+                f"{fmt_opt(g['cpu_us_per_req_total_extra'])} us)")
     say("")
-    say("count check (refguard: rows in clicks for the measured link once the flusher drained)")
-    say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'wrk answ.':>10} {'srv answ.':>10} {'rows':>10} "
-        f"{'after stop':>10} {'lost':>5} {'dup':>5} {'drain':>6}  verdict")
+    say("count check (rows in clicks for the measured link once the flusher drained; "
+        "refguard+geo: and how many of them have a country)")
+    say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'server':<12} {'wrk answ.':>10} {'srv answ.':>10} "
+        f"{'rows':>10} {'after stop':>10} {'geo rows':>10} {'lost':>5} {'dup':>5} {'drain':>6}"
+        "  verdict")
     for k in bench.checks:
-        say(f"{k.workers:>7} {k.mode:<9} {k.round + 1:>3} {k.wrk_answered:>10} "
+        say(f"{k.workers:>7} {k.mode:<9} {k.round + 1:>3} {k.server:<12} {k.wrk_answered:>10} "
             f"{fmt_opt(k.server_answered):>10} {k.rows:>10} {fmt_opt(k.rows_after_stop):>10} "
-            f"{k.lost:>5} {k.duplicated:>5} {fmt_opt(k.drain_s):>5}s  "
+            f"{fmt_opt(k.geo_rows):>10} {k.lost:>5} {k.duplicated:>5} {fmt_opt(k.drain_s):>5}s  "
             f"{'OK' if k.ok else 'FAILED'}" + (f"  ({k.note})" if k.note else ""))
     print_profile(bench.profile)
     if json_path is not None:
@@ -1064,9 +1169,9 @@ def print_profile(profile: dict[str, Any] | None) -> None:
             f"{prof.get('wrk_rps_while_profiling', 0):,.0f} req/s while sampled): event loop "
             f"busy {prof['main_thread_busy']}, other threads {prof['other_threads_busy']}"
             + (f", redirect handler {prof['redirect_handler_pct']}% of the loop's samples"
-               if kind == "refguard" else ""))
+               if kind in REFGUARD_KINDS else ""))
         say("  top self:      " + "; ".join(f"{p}% {f}" for f, p in prof["top_self_pct"][:8]))
-        if kind == "refguard":
+        if kind in REFGUARD_KINDS:
             say("  inside the handler (% of its samples): " + "; ".join(
                 f"{p}% {f}" for f, p in prof["redirect_breakdown_pct_of_handler"][:10]))
             say("  other threads: " + "; ".join(
@@ -1109,6 +1214,8 @@ def write_json(bench: Bench) -> Path:
         "count_checks": [asdict(k) for k in bench.checks],
         "count_check_ok": all(k.ok for k in bench.checks),
         "profile": bench.profile,
+        "servers": list(servers_for(bench.cfg)),
+        "geoip": bench.geoip,
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
@@ -1159,6 +1266,9 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--drain-timeout", type=float, default=120.0,
                    help="seconds to wait for the flusher to drain after a case")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs)")
+    p.add_argument("--geoip", choices=["on", "off", "both"], default="both",
+                   help="refguard with GeoIP databases (on: refguard+geo), without (off: "
+                        "refguard), or both, side by side (default both)")
     args = p.parse_args(argv)
     duration = args.duration or (3 if args.quick else 10)
     if min(duration, args.connections, args.threads, args.rounds) < 1:
@@ -1179,7 +1289,7 @@ def parse_args(argv: list[str] | None) -> Config:
         threads=args.threads, timeout=args.timeout, workers=args.workers, modes=args.modes,
         rounds=args.rounds, profile=args.profile,
         profile_seconds=max(1, args.profile_seconds or (3 if args.quick else 5)),
-        drain_timeout=args.drain_timeout, keep_tmp=args.keep_tmp, wrk=wrk,
+        drain_timeout=args.drain_timeout, keep_tmp=args.keep_tmp, wrk=wrk, geoip=args.geoip,
     )
 
 
@@ -1208,7 +1318,7 @@ def main(argv: list[str] | None = None) -> int:
     if status:
         return status
     if any(not k.ok for k in bench.checks):
-        say("COUNT CHECK FAILED: lost or duplicated clicks")
+        say("COUNT CHECK FAILED: lost or duplicated clicks, or clicks without geo")
         return 1
     return 0
 

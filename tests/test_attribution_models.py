@@ -188,3 +188,49 @@ def test_shapley_efficiency_and_symmetry(data: list[tuple[list[str], int, int]],
                   for s in itertools.combinations(sorted(players), k)}
     values = list(sym.shapley_values(players).values())
     assert max(values) - min(values) < 1e-12
+
+
+def removal_effects_by_resolving(journeys: list[Journey]) -> dict[str, float]:
+    """Independent oracle: rebuild the chain densely and re-solve it once per removed state."""
+    import numpy as np
+
+    states = sorted({r for j in journeys for r in j.referrers})
+    idx = {s: i + 1 for i, s in enumerate(states)}
+    size = len(states) + 3  # start, states..., conversion, null
+    conv_i, null_i = size - 2, size - 1
+    counts = np.zeros((size, size))
+    for j in journeys:
+        occ = j.conversions + j.lost
+        path = [0] + [idx[r] for r in j.referrers]
+        for a, b in itertools.pairwise(path):
+            counts[a, b] += occ
+        counts[path[-1], conv_i] += j.conversions
+        counts[path[-1], null_i] += j.lost
+    totals = counts.sum(axis=1, keepdims=True)
+    p = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+    def absorb(removed: int | None) -> float:
+        m = p.copy()
+        if removed is not None:
+            m[:, null_i] += m[:, removed]
+            m[:, removed] = 0.0
+        transient = list(range(size - 2))
+        q = m[np.ix_(transient, transient)]
+        return float(np.linalg.solve(np.eye(len(transient)) - q, m[transient, conv_i])[0])
+
+    base = absorb(None)
+    return {s: 1 - absorb(idx[s]) / base for s in states}
+
+
+@given(data=st.lists(st.tuples(paths, st.integers(0, 3), st.integers(0, 3)), min_size=1,
+                     max_size=40))
+@settings(max_examples=100, deadline=None)
+def test_markov_matches_resolving_the_chain_per_removed_state(
+    data: list[tuple[list[str], int, int]],
+) -> None:
+    journeys = [Journey(tuple(p), c, n) for p, c, n in data if c + n > 0]
+    if not any(j.conversions for j in journeys):
+        return
+    model = MarkovModel().fit(journeys)
+    assert model.removal_effects_ == pytest.approx(removal_effects_by_resolving(journeys),
+                                                   abs=1e-9)

@@ -1,0 +1,243 @@
+"""Attribution benchmark: import speed, and fitting/applying every model over many journeys.
+
+    .venv/bin/python -m bench.attribution            # 1,000,000 clicks, 200,000 conversions
+    .venv/bin/python -m bench.attribution --scale 0.05   # a quick run
+
+One embedded PostgreSQL in a temporary folder; a program with 5,000 referrers (power-law
+popularity, `--referrers`); generated NDJSON files; then, timed in this process:
+
+- import of the clicks (`tracker.importer.import_clicks`: parse, enrich like live clicks, store
+  idempotently) against a baseline measured in the same run: a bare COPY of the same number of
+  ready-made rows into `clicks` (no parsing, no enrichment, no idempotency);
+- import of the conversions, and `attribute_pending` (identity, touchpoints, credits);
+- for each model, fitting (Markov, Shapley) and applying it to every converting journey, on the
+  journeys as stored (converting ones from touchpoints, lost ones from visitors who never
+  converted). Targets: import >= 20,000 clicks/s; every model under 60 s.
+
+Prints a table and writes JSON to bench/results/attribution-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from attribution.models import HEURISTIC_MODELS, MODELS, Touch, heuristic_credits
+from geo.reader import GeoReader
+from tracker import db
+from tracker.attributing import attribute_pending, fit, load_journeys
+from tracker.enrich import COLUMNS, Enricher
+from tracker.importer import import_clicks, import_conversions
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+UAS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    f"Chrome/{v}.0.0.0 Safari/537.36" for v in range(110, 132)
+] + [
+    f"Mozilla/5.0 (iPhone; CPU iPhone OS 17_{v} like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+    f"like Gecko) Version/17.{v} Mobile/15E148 Safari/604.1" for v in range(6)
+]
+
+
+def generate(folder: Path, n_clicks: int, n_conversions: int, n_referrers: int,
+             seed: int = 7) -> tuple[Path, Path]:
+    """NDJSON files: visitors with 1-5 clicks on power-law referrers; some visitors convert."""
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) ** 1.1 for i in range(n_referrers)]
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    clicks_path, conv_path = folder / "clicks.ndjson", folder / "conversions.ndjson"
+    converting_visitors = n_conversions
+    made = 0
+    visitor = 0
+    with clicks_path.open("w") as clicks, conv_path.open("w") as convs:
+        while made < n_clicks:
+            visitor += 1
+            k = min(rng.choice((1, 1, 1, 2, 2, 3, 4, 5)), n_clicks - made)
+            refs = rng.choices(range(n_referrers), weights=weights, k=k)
+            t = start + timedelta(seconds=rng.uniform(0, 60 * 86400))
+            ip = ".".join(str(x) for x in (rng.randint(1, 223), rng.randint(0, 255),
+                                           rng.randint(0, 255), visitor % 250))
+            ua = rng.choice(UAS)
+            last_cid = None
+            for ref in refs:
+                t += timedelta(hours=rng.uniform(0.1, 72))
+                last_cid = (f"{int(t.timestamp() * 1000):012x}"[:8] + "-"
+                            + f"{int(t.timestamp() * 1000):012x}"[8:] + "-7000-8000-"
+                            + f"{visitor:06x}{made % 1_000_000:06x}")
+                clicks.write(json.dumps({
+                    "ts": t.isoformat(), "code": f"c{ref}", "ip": ip, "user_agent": ua,
+                    "accept_language": "en-US,en;q=0.9", "visitor_id": f"v{visitor}",
+                    "click_id": last_cid}) + "\n")
+                made += 1
+            if converting_visitors > 0 and rng.random() < 0.45:
+                converting_visitors -= 1
+                convs.write(json.dumps({
+                    "program": "bench", "event_id": f"e{visitor}", "type": "purchase",
+                    "customer_id": f"cust{visitor}", "amount": rng.randint(500, 20000),
+                    "currency": "USD", "occurred_at": (t + timedelta(hours=1)).isoformat(),
+                    "click_id": last_cid}) + "\n")
+    return clicks_path, conv_path
+
+
+async def seed(conn: asyncpg.Connection, n_referrers: int) -> None:
+    pid = await conn.fetchval(
+        """INSERT INTO programs (slug, name, destination_domains, settings)
+           VALUES ('bench', 'Bench', '{shop.test}', '{"attribution_model": "last_touch",
+           "attribution_window_days": 30}') RETURNING id""")
+    await conn.copy_records_to_table(
+        "referrers", records=[(pid, f"r{i}") for i in range(n_referrers)],
+        columns=("program_id", "external_id"))
+    await conn.execute(
+        """INSERT INTO links (program_id, referrer_id, code, destination)
+           SELECT program_id, id, 'c' || substr(external_id, 2), 'https://shop.test/'
+           FROM referrers WHERE program_id = $1""", pid)
+
+
+async def baseline_copy(conn: asyncpg.Connection, n: int) -> float:
+    """Seconds to COPY n ready-made click rows (no parse, no enrichment), then removed."""
+    pid, link, ref = await conn.fetchrow("SELECT program_id, id, referrer_id FROM links LIMIT 1")
+    base = datetime(2026, 6, 15, tzinfo=UTC)
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row.update(program_id=pid, click_id=f"01900000-0000-7000-9000-{i:012x}",
+                   ts=base + timedelta(microseconds=i), link_id=link, referrer_id=ref,
+                   code="c0", new_visitor=False, is_bot=False, is_duplicate=False,
+                   source="baseline", is_anonymous=False, is_hosting=False,
+                   awaiting_signals=False)
+        rows.append(tuple(row[c] for c in COLUMNS))
+    await conn.execute("SELECT refguard_ensure_click_partition($1)", base)
+    started = time.perf_counter()
+    for i in range(0, n, 5000):
+        await conn.copy_records_to_table("clicks", records=rows[i:i + 5000], columns=COLUMNS)
+    elapsed = time.perf_counter() - started
+    await conn.execute("DELETE FROM clicks WHERE source = 'baseline'")
+    return elapsed
+
+
+def time_models(journeys: list[Any], converting: list[tuple[list[Touch], float]]
+                ) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for model in MODELS:
+        started = time.perf_counter()
+        if model in HEURISTIC_MODELS:
+            for touches, at in converting:
+                heuristic_credits(model, touches, at)
+        else:
+            fitted = fit(model, journeys)
+            for touches, _at in converting:
+                fitted.credits([t.referrer for t in touches])
+        out[model] = time.perf_counter() - started
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="refguard-bench-attr-"))
+    server = db.embedded_server(tmp / "pg")
+    try:
+        n_clicks = int(1_000_000 * args.scale)
+        n_conv = int(200_000 * args.scale)
+        n_refs = max(100, int(args.referrers * min(1.0, args.scale * 5)))
+        t = time.perf_counter()
+        clicks_file, conv_file = generate(tmp, n_clicks, n_conv, n_refs)
+        print(f"generated {n_clicks:,} clicks, conversions file, {n_refs:,} referrers in "
+              f"{time.perf_counter() - t:.1f}s")
+        conn = await asyncpg.connect(server.get_uri())
+        await db.migrate(conn)
+        await seed(conn, n_refs)
+        enricher = Enricher(b"b" * 32, (), geo=GeoReader(None))
+        base_s = await baseline_copy(conn, min(n_clicks, 200_000))
+        base_rate = min(n_clicks, 200_000) / base_s
+        t = time.perf_counter()
+        clicks = await import_clicks(conn, clicks_file, enricher)
+        import_s = time.perf_counter() - t
+        t = time.perf_counter()
+        convs = await import_conversions(conn, conv_file, b"b" * 32)
+        conv_s = time.perf_counter() - t
+        t = time.perf_counter()
+        attributed = await attribute_pending(conn)
+        attr_s = time.perf_counter() - t
+        pid = await conn.fetchval("SELECT id FROM programs WHERE slug = 'bench'")
+        t = time.perf_counter()
+        journeys = await load_journeys(conn, pid)
+        load_s = time.perf_counter() - t
+        rows = await conn.fetch(
+            """SELECT c.occurred_at, array_agg(t.referrer_id ORDER BY t.position) AS refs,
+                      array_agg(t.ts ORDER BY t.position) AS times
+               FROM conversions c JOIN touchpoints t
+                 ON t.program_id = c.program_id AND t.conversion_id = c.id
+               GROUP BY c.program_id, c.id""")
+        converting = [([Touch(r, ts.timestamp()) for r, ts in zip(row["refs"], row["times"],
+                                                                   strict=True)],
+                       row["occurred_at"].timestamp()) for row in rows]
+        models = time_models(journeys, converting)
+        await conn.close()
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "benchmark": "attribution", "at": datetime.now(UTC).isoformat(), "scale": args.scale,
+        "clicks": {"lines": clicks.read, "stored": clicks.stored, "seconds": round(import_s, 2),
+                   "per_second": round(clicks.read / import_s),
+                   "baseline_copy_per_second": round(base_rate),
+                   "ratio_to_baseline": round(clicks.read / import_s / base_rate, 3),
+                   "target_per_second": 20_000},
+        "conversions": {"lines": convs.read, "stored": convs.stored,
+                        "seconds": round(conv_s, 2), "per_second": round(convs.read / conv_s)},
+        "attribute_pending": {"conversions": attributed, "seconds": round(attr_s, 2)},
+        "journeys": {"total": len(journeys), "converting": len(converting),
+                     "load_seconds": round(load_s, 2)},
+        "models_seconds": {m: round(s, 2) for m, s in models.items()},
+        "model_target_seconds": 60,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    c = result["clicks"]
+    print(f"\nimport clicks   {c['lines']:>10,} lines  {c['seconds']:>7.1f}s  "
+          f"{c['per_second']:>8,}/s  (target >= 20,000/s: "
+          f"{'ok' if c['per_second'] >= 20_000 else 'missed'})")
+    print(f"  baseline: bare COPY of ready rows {c['baseline_copy_per_second']:,}/s; "
+          f"import / baseline = {c['ratio_to_baseline']}")
+    v = result["conversions"]
+    print(f"import convs    {v['lines']:>10,} lines  {v['seconds']:>7.1f}s  "
+          f"{v['per_second']:>8,}/s")
+    a = result["attribute_pending"]
+    print(f"attribute       {a['conversions']:>10,} conv.  {a['seconds']:>7.1f}s")
+    j = result["journeys"]
+    print(f"journeys        {j['total']:>10,} ({j['converting']:,} converting), "
+          f"loaded in {j['load_seconds']}s")
+    for model, seconds in result["models_seconds"].items():
+        print(f"  {model:<15} fit + apply {seconds:>7.2f}s  "
+              f"({'ok' if seconds < 60 else 'over'} the 60 s target)")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.attribution", description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="fraction of 1,000,000 clicks / 200,000 conversions (default 1)")
+    parser.add_argument("--referrers", type=int, default=5000,
+                        help="referrers with power-law popularity (default 5,000; Markov's "
+                             "cost grows with the cube of the largest cycle of referrers)")
+    args = parser.parse_args()
+    result = asyncio.run(main(args))
+    report(result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"attribution-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"results: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    cli()
