@@ -129,6 +129,8 @@ def validate_settings(raw: object, domains: list[str]) -> dict[str, Any]:
     _number(settings, "reject_at", 0, 1, integer=False)
     if settings["review_at"] > settings["reject_at"]:
         raise SettingsInvalid("review_at", "review_at must not exceed reject_at")
+    if "time_decay_half_life_days" in settings:
+        _number(settings, "time_decay_half_life_days", 0.01, 365, integer=False)
     if settings["fingerprint"] not in ("headers", "browser"):
         raise SettingsInvalid("fingerprint", "fingerprint must be headers or browser")
     _reward(settings["reward"])
