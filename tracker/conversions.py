@@ -203,3 +203,56 @@ async def store_conversion(conn: asyncpg.Connection, program_id: int, conv: Conv
     assert existing is not None  # noqa: S101 (the conflicting row exists; rows are never deleted)
     return Stored(dict(existing), created=False,
                   conflict=bytes(existing["body_hash"]) != conv.body_hash)
+
+
+_STAGE_COLUMNS = ("n", "program_id", "event_id", "type", "customer_id", "email_hash", "amount",
+                  "currency", "occurred_at", "click_id", "visitor_id", "referral_code",
+                  "original_event_id", "ip", "user_agent", "body_hash")
+_STORED = ", ".join(_STAGE_COLUMNS[1:])
+
+
+async def store_conversions(
+    conn: asyncpg.Connection, items: list[tuple[int, ConversionInput, bytes | None]],
+    *, source: str = "import",
+) -> list[str]:
+    """Many conversions in one round trip; per item "created", "existing" or "conflict".
+
+    The same rules as `store_conversion`: the first body stored under an event id wins; the
+    same body again is "existing", another body is a "conflict" (also within one batch).
+    """
+    records = [
+        (i, pid, c.event_id, c.type, c.customer_id, digest, c.amount, c.currency, c.occurred_at,
+         c.click_id, c.visitor_id, c.referral_code, c.original_event_id, c.ip, c.user_agent,
+         c.body_hash)
+        for i, (pid, c, digest) in enumerate(items)
+    ]
+    async with conn.transaction():
+        await conn.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS conversions_stage (
+                   n int, program_id bigint, event_id text, type text, customer_id text,
+                   email_hash bytea, amount bigint, currency text, occurred_at timestamptz,
+                   click_id uuid, visitor_id text, referral_code text, original_event_id text,
+                   ip inet, user_agent text, body_hash bytea) ON COMMIT DELETE ROWS""")
+        await conn.copy_records_to_table("conversions_stage", records=records,
+                                         columns=_STAGE_COLUMNS)
+        created = await conn.fetch(
+            f"""INSERT INTO conversions ({_STORED}, source)
+                SELECT DISTINCT ON (program_id, event_id) {_STORED}, $1
+                FROM conversions_stage ORDER BY program_id, event_id, n
+                ON CONFLICT (program_id, event_id) DO NOTHING
+                RETURNING program_id, event_id""", source)
+        stored = await conn.fetch(
+            """SELECT s.n, c.body_hash = s.body_hash AS same FROM conversions_stage s
+               JOIN conversions c ON c.program_id = s.program_id AND c.event_id = s.event_id""")
+    new_keys = {(r["program_id"], r["event_id"]) for r in created}
+    same = {r["n"]: r["same"] for r in stored}
+    statuses: list[str] = []
+    claimed: set[tuple[int, str]] = set()
+    for i, (pid, conv, _digest) in enumerate(items):
+        key = (pid, conv.event_id)
+        if key in new_keys and key not in claimed:
+            claimed.add(key)
+            statuses.append("created")
+        else:
+            statuses.append("existing" if same.get(i) else "conflict")
+    return statuses
