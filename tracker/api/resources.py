@@ -94,6 +94,18 @@ async def _program_by_slug(request: web.Request, slug: str | None) -> queries.Pr
         raise not_found("program") from None
 
 
+async def _referrer_filter(request: web.Request, program: queries.Program) -> int | None:
+    """The id of the `referrer` query parameter (an external id), if given; 404 if unknown."""
+    external_id = query_param(request, "referrer", max_len=128)
+    if external_id is None:
+        return None
+    try:
+        return (await queries.get_referrer(request.config_dict[keys.POOL], program.id,
+                                           external_id)).id
+    except queries.NotFound:
+        raise not_found("referrer") from None
+
+
 def _domains(body: dict[str, Any]) -> list[str]:
     raw = body.get("destination_domains")
     if not isinstance(raw, list) or not raw or len(raw) > 100:
@@ -299,13 +311,7 @@ async def get_link(request: web.Request) -> web.Response:
 async def list_links(request: web.Request) -> web.Response:
     program = await _program_by_slug(request, query_param(request, "program"))
     pool = request.config_dict[keys.POOL]
-    referrer_id = None
-    ext = query_param(request, "referrer", max_len=128)
-    if ext is not None:
-        try:
-            referrer_id = (await queries.get_referrer(pool, program.id, ext)).id
-        except queries.NotFound:
-            raise not_found("referrer") from None
+    referrer_id = await _referrer_filter(request, program)
     limit = limit_param(request)
     items = await queries.list_links(pool, program.id, referrer_id, id_cursor(request), limit)
     nxt = encode_cursor(items[-1].id) if items else None
@@ -342,13 +348,8 @@ def _click_json(c: queries.Click) -> dict[str, Any]:
 async def list_clicks(request: web.Request) -> web.Response:
     program = await _program_by_slug(request, query_param(request, "program"))
     pool = request.config_dict[keys.POOL]
-    referrer_id = link_id = None
-    ext = query_param(request, "referrer", max_len=128)
-    if ext is not None:
-        try:
-            referrer_id = (await queries.get_referrer(pool, program.id, ext)).id
-        except queries.NotFound:
-            raise not_found("referrer") from None
+    referrer_id = await _referrer_filter(request, program)
+    link_id = None
     code = query_param(request, "code", max_len=64)
     if code is not None:
         try:
