@@ -1,0 +1,142 @@
+"""Rings: accounts bound together by the infrastructure they share, and referral cycles.
+
+Accounts are referrers (by their own activity) and referred customers; what they share are IPs
+and devices (fingerprints). Three views of the same bipartite graph, built with networkx:
+
+- components: accounts linked when they share a *rare* IP or device (one used by at most
+  `max_share` accounts: a carrier NAT or a café shared by hundreds says nothing);
+- dense blocks: FRAUDAR (fraud.dense) on accounts x (IP, device), which resists camouflage;
+- referral cycles: A referred B, who referred A (a directed cycle over referrals).
+
+Each ring carries its members and the evidence that binds them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from fraud.dense import Fraudar
+
+Account = tuple[str, str]  # ("referrer" | "customer", external id)
+Column = tuple[str, str]  # ("ip" | "device", value)
+
+
+@dataclass(frozen=True, slots=True)
+class Ring:
+    kind: str  # "ring" (shared infrastructure), "dense_block", "referral_cycle"
+    accounts: frozenset[Account]
+    shared: frozenset[Column]
+    score: float
+    evidence: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def members(self) -> list[dict[str, str]]:
+        out = [{"type": t, "id": i} for t, i in sorted(self.accounts)]
+        out += [{"type": t, "id": v} for t, v in sorted(self.shared)]
+        return out
+
+
+def bipartite(uses: dict[Account, set[Column]]) -> nx.Graph:
+    graph = nx.Graph()
+    for account, columns in uses.items():
+        graph.add_node(account, bipartite=0)
+        for column in columns:
+            graph.add_node(column, bipartite=1)
+            graph.add_edge(account, column)
+    return graph
+
+
+def shared_infrastructure(uses: dict[Account, set[Column]], *, max_share: int = 25,
+                          min_accounts: int = 3, min_referrers: int = 1) -> list[Ring]:
+    """Components of accounts that share rare IPs/devices."""
+    graph = bipartite(uses)
+    rare = [n for n, d in graph.nodes(data=True)
+            if d.get("bipartite") == 1 and 2 <= graph.degree(n) <= max_share]
+    projection = nx.Graph()
+    for column in rare:
+        holders = list(graph.neighbors(column))
+        for i, a in enumerate(holders):
+            for b in holders[i + 1:]:
+                if projection.has_edge(a, b):
+                    projection[a][b]["shared"].add(column)
+                else:
+                    projection.add_edge(a, b, shared={column})
+    rings = []
+    for component in nx.connected_components(projection):
+        accounts = frozenset(component)
+        referrers = [a for a in accounts if a[0] == "referrer"]
+        if len(accounts) < min_accounts or len(referrers) < min_referrers:
+            continue
+        shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
+                           for c in d["shared"])
+        density = 2 * projection.subgraph(component).number_of_edges() / (
+            len(accounts) * (len(accounts) - 1))
+        score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
+        rings.append(Ring("ring", accounts, shared, round(score, 4), {
+            "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
+            "shared_devices": sum(1 for c in shared if c[0] == "device"),
+            "density": round(density, 4)}))
+    return rings
+
+
+def dense_blocks(uses: dict[Account, set[Column]], *, blocks: int = 5,
+                 min_accounts: int = 3, min_score: float = 1.0) -> list[Ring]:
+    """FRAUDAR blocks of accounts x columns (camouflage-resistant)."""
+    accounts = sorted(uses)
+    columns = sorted({c for cols in uses.values() for c in cols})
+    a_index = {a: i for i, a in enumerate(accounts)}
+    c_index = {c: i for i, c in enumerate(columns)}
+    edges = [(a_index[a], c_index[c]) for a, cols in uses.items() for c in cols]
+    found = Fraudar(blocks=blocks, min_rows=min_accounts).fit(edges, len(accounts), len(columns))
+    rings = []
+    for block in found.blocks_:
+        if block.score < min_score:
+            continue
+        members = frozenset(accounts[i] for i in block.rows)
+        shared = frozenset(columns[j] for j in block.cols)
+        rings.append(Ring("dense_block", members, shared, round(min(1.0, block.score / 4), 4),
+                          {"fraudar_score": round(block.score, 4), "edges": block.edges,
+                           "accounts": len(members), "columns": len(shared)}))
+    return rings
+
+
+def referral_cycles(referrals: Iterable[tuple[str, str]], max_length: int = 6) -> list[Ring]:
+    """Cycles in who-referred-whom (referrer external id -> referred customer id)."""
+    graph = nx.DiGraph()
+    graph.add_edges_from((a, b) for a, b in referrals if a != b)
+    rings = []
+    seen: set[frozenset[str]] = set()
+    for cycle in nx.simple_cycles(graph, length_bound=max_length):
+        members = frozenset(cycle)
+        if members in seen:
+            continue
+        seen.add(members)
+        rings.append(Ring("referral_cycle", frozenset(("referrer", m) for m in members),
+                          frozenset(), 0.9, {"cycle": cycle, "length": len(cycle)}))
+    return rings
+
+
+def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, str]] = ()
+               ) -> list[Ring]:
+    """Every ring kind; dense blocks that repeat a component ring are dropped."""
+    rings = shared_infrastructure(uses)
+    known = {r.accounts for r in rings}
+    rings += [r for r in dense_blocks(uses) if r.accounts not in known]
+    rings += referral_cycles(referrals)
+    return rings
+
+
+def columns_by_account(rows: Iterable[tuple[Account, str | None, str | None]]
+                       ) -> dict[Account, set[Column]]:
+    """(account, ip, device) facts into the bipartite map."""
+    out: dict[Account, set[Column]] = defaultdict(set)
+    for account, ip, device in rows:
+        if ip:
+            out[account].add(("ip", ip))
+        if device:
+            out[account].add(("device", device))
+    return dict(out)

@@ -1,0 +1,99 @@
+"""fraud/: per-conversion signals and rings, on plain data."""
+
+from __future__ import annotations
+
+import random
+
+from fraud.rings import (
+    columns_by_account,
+    dense_blocks,
+    find_rings,
+    referral_cycles,
+    shared_infrastructure,
+)
+from fraud.signals import ClickFacts, ConversionFacts, ReferrerFacts, assess
+
+
+def click(at: float, **kw: object) -> ClickFacts:
+    base: dict[str, object] = {"click_id": "c", "at": at, "referrer": "alice", "visitor": "v1",
+                               "ip": "81.2.69.1", "device": "d1"}
+    base.update(kw)
+    return ClickFacts(**base)  # type: ignore[arg-type]
+
+
+def test_clean_conversion_has_no_reasons() -> None:
+    conv = ConversionFacts(1, "bob", 10_000.0, ("alice",), touches=(click(1000.0),),
+                           ips=frozenset({"81.2.69.1"}))
+    result = assess(conv, {"alice": ReferrerFacts("alice", ips=frozenset({"5.6.7.8"}))})
+    assert result.reasons == () and result.score == 0.0
+
+
+def test_self_referral_and_injection_and_bots_with_values_and_thresholds() -> None:
+    alice = ReferrerFacts("alice", email_hash=b"h", devices=frozenset({"d1"}))
+    conv = ConversionFacts(
+        2, "alice-alt", 1003.0, ("alice",), email_hash=b"h", devices=frozenset({"d1"}),
+        country="FR",
+        touches=(click(1000.0, is_bot=True, bot_rule="crawler_list:curl", hosting=True,
+                       country="US", query="gclid=abc&x=1"),))
+    result = assess(conv, {"alice": alice})
+    codes = {r.code: r for r in result.reasons}
+    assert set(codes) == {"self_referral", "fast_conversion", "bot_click", "anonymous_ip",
+                          "paid_click_id", "country_mismatch"}
+    assert codes["self_referral"].value == ["email", "device"]
+    assert codes["fast_conversion"].value == 3.0 and codes["fast_conversion"].threshold == 10.0
+    assert codes["bot_click"].value == "crawler_list:curl"
+    assert codes["paid_click_id"].value == ["gclid"]
+    assert 0.99 < result.score <= 1.0
+    for reason in result.reasons:
+        as_dict = reason.as_dict()
+        assert as_dict["value"] is not None and as_dict["threshold"] is not None
+        assert as_dict["message"]
+    same_id = assess(ConversionFacts(3, "alice", 5000.0, ("alice",)), {})
+    assert [r.code for r in same_id.reasons] == ["self_referral"]
+
+
+def test_ring_on_two_ips_is_found_and_honest_users_are_not() -> None:
+    rng = random.Random(4)
+    rows = []
+    # 12 honest customers and 4 honest referrers, each on their own IP and device; a popular
+    # carrier NAT that 40 honest accounts share says nothing.
+    for i in range(40):
+        kind = "referrer" if i < 4 else "customer"
+        rows.append(((kind, f"h{i}"), f"10.{i}.0.1", f"dev-h{i}"))
+        rows.append(((kind, f"h{i}"), "100.64.0.1", None))
+    # The ring: 2 referrers and 6 fake customers on 2 IPs and 3 devices.
+    ring = [("referrer", "f0"), ("referrer", "f1")] + [("customer", f"x{i}") for i in range(6)]
+    for account in ring:
+        rows.append((account, rng.choice(["203.0.113.5", "203.0.113.6"]), None))
+        rows.append((account, None, rng.choice(["dev-a", "dev-b", "dev-c"])))
+    uses = columns_by_account(rows)
+    found = shared_infrastructure(uses)
+    assert len(found) == 1
+    assert found[0].accounts == frozenset(ring)
+    assert {c[1] for c in found[0].shared} <= {"203.0.113.5", "203.0.113.6", "dev-a", "dev-b",
+                                                "dev-c"}
+    members = {m["type"] for m in found[0].members}
+    assert members >= {"referrer", "customer", "ip", "device"}
+
+
+def test_dense_block_resists_camouflage() -> None:
+    rng = random.Random(5)
+    uses: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for i in range(300):  # honest accounts on popular columns and a private one
+        uses[("customer", f"h{i}")] = {("ip", f"pop{rng.randrange(10)}"), ("device", f"d{i}")}
+    fraud = [("customer", f"f{i}") for i in range(15)]
+    for account in fraud:
+        # Every fake account uses the same 6 farm devices, and camouflages with popular IPs.
+        uses[account] = {("device", f"farm{j}") for j in range(6)} | {
+            ("ip", f"pop{rng.randrange(10)}")}
+    blocks = dense_blocks(uses, blocks=1)
+    assert len(blocks) == 1
+    assert blocks[0].accounts == frozenset(fraud)
+
+
+def test_referral_cycles() -> None:
+    rings = referral_cycles([("a", "b"), ("b", "c"), ("c", "a"), ("d", "e"), ("x", "x")])
+    assert len(rings) == 1
+    assert rings[0].accounts == {("referrer", "a"), ("referrer", "b"), ("referrer", "c")}
+    assert rings[0].evidence["length"] == 3
+    assert find_rings({}, [("a", "b"), ("b", "a")])[0].kind == "referral_cycle"
