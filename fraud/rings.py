@@ -50,9 +50,17 @@ def bipartite(uses: dict[Account, set[Column]]) -> nx.Graph:
     return graph
 
 
-def shared_infrastructure(uses: dict[Account, set[Column]], *, max_share: int = 25,
+def shared_infrastructure(uses: dict[Account, set[Column]],
+                          referrals: Iterable[tuple[str, str]] = (), *, max_share: int = 25,
                           min_accounts: int = 3, min_referrers: int = 1) -> list[Ring]:
-    """Components of accounts that share rare IPs/devices."""
+    """Components of accounts that share rare IPs/devices.
+
+    A referrer credited for two or more of a component's customers joins it: fake referees
+    need not share anything with the referrer who collects for them.
+    """
+    referred_by: dict[str, set[str]] = defaultdict(set)
+    for referrer, customer in referrals:
+        referred_by[customer].add(referrer)
     graph = bipartite(uses)
     rare = [n for n, d in graph.nodes(data=True)
             if d.get("bipartite") == 1 and 2 <= graph.degree(n) <= max_share]
@@ -67,14 +75,19 @@ def shared_infrastructure(uses: dict[Account, set[Column]], *, max_share: int = 
                     projection.add_edge(a, b, shared={column})
     rings = []
     for component in nx.connected_components(projection):
-        accounts = frozenset(component)
+        collectors: dict[str, int] = defaultdict(int)
+        for _kind, person in component:
+            for referrer in referred_by.get(person, ()):
+                collectors[referrer] += 1
+        accounts = frozenset(component) | {("referrer", r) for r, n in collectors.items()
+                                           if n >= 2 and ("customer", r) not in component}
         referrers = [a for a in accounts if a[0] == "referrer"]
         if len(accounts) < min_accounts or len(referrers) < min_referrers:
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
                            for c in d["shared"])
         density = 2 * projection.subgraph(component).number_of_edges() / (
-            len(accounts) * (len(accounts) - 1))
+            len(component) * (len(component) - 1))
         score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
         rings.append(Ring("ring", accounts, shared, round(score, 4), {
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
@@ -123,7 +136,8 @@ def referral_cycles(referrals: Iterable[tuple[str, str]], max_length: int = 6) -
 def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, str]] = ()
                ) -> list[Ring]:
     """Every ring kind; dense blocks that repeat a component ring are dropped."""
-    rings = shared_infrastructure(uses)
+    referrals = list(referrals)
+    rings = shared_infrastructure(uses, referrals)
     known = {r.accounts for r in rings}
     rings += [r for r in dense_blocks(uses) if r.accounts not in known]
     rings += referral_cycles(referrals)

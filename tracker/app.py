@@ -22,7 +22,7 @@ from aiohttp import web
 
 from geo.reader import GeoReader
 from tracker import keys, metrics
-from tracker.api import conversions, openapi, reports, resources
+from tracker.api import conversions, fraud, openapi, reports, resources
 from tracker.api.errors import json_errors
 from tracker.auth import TokenCache
 from tracker.db import create_pool, database_url
@@ -103,6 +103,7 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     resources.add_routes(api)
     conversions.add_routes(api)
     reports.add_routes(api)
+    fraud.add_routes(api)
     openapi.add_routes(api)
     for resource in api.router.resources():
         if isinstance(resource, web.Resource):

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tracker.settings import Settings, SettingsError
 
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="bulk-load historical clicks / conversions (NDJSON)")
     imp.add_argument("--clicks", type=Path, help="clicks, one JSON object a line")
     imp.add_argument("--conversions", type=Path, help="conversions, one JSON object a line")
+
+    fraud = sub.add_parser("fraud", help="fraud scans")
+    fraud_sub = fraud.add_subparsers(dest="fraud_command", required=True, metavar="ACTION")
+    fraud_scan = fraud_sub.add_parser("scan", help="run a full fraud scan now")
+    fraud_scan.add_argument("--program", help="only this program (slug)")
+    fraud_scan.add_argument("--json", action="store_true", help="print JSON")
 
     geo = sub.add_parser("geo", help="GeoIP databases")
     geo_sub = geo.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
@@ -183,6 +190,36 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
     return 2 if bad else 0
 
 
+def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
+    import json
+
+    from tracker import db
+    from tracker.scanning import scan
+
+    settings = _resolve_dsn(settings)
+
+    async def run() -> list[dict[str, Any]]:
+        conn = await db.connect(settings.database_url or "")
+        try:
+            await db.migrate(conn)
+            if slug is not None and not await conn.fetchval(
+                    "SELECT 1 FROM programs WHERE slug = $1", slug):
+                raise UsageError(f"no program {slug!r}")
+            return [s.as_dict() for s in await scan(conn, slug)]
+        finally:
+            await conn.close()
+
+    summaries = asyncio.run(run())
+    if as_json:
+        print(json.dumps(summaries))
+        return 0
+    for s in summaries:
+        rings = ", ".join(f"{n} {k}" for k, n in sorted(s["rings"].items())) or "no rings"
+        print(f"{s['program']}: {s['conversions']} conversions scanned, "
+              f"{s['flagged_conversions']} flagged, {rings} ({s['seconds']} s)")
+    return 0
+
+
 def _cmd_serve(settings: Settings) -> int:
     from geo.reader import GeoReader
     from tracker.db import migrate_dsn
@@ -252,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_attribution_run(settings, args.program)
         if args.command == "import":
             return _cmd_import(settings, args.clicks, args.conversions)
+        if args.command == "fraud":
+            return _cmd_fraud_scan(settings, args.program, args.json)
         if args.command == "geo":
             return _cmd_geo_lookup(settings, args.ip, args.json)
     except (SettingsError, UsageError) as exc:

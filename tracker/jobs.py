@@ -20,6 +20,7 @@ import asyncpg
 from tracker import metrics
 from tracker.attributing import attribute_pending
 from tracker.enrich import Enricher
+from tracker.scanning import scan
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,16 @@ async def attribute(conn: asyncpg.Connection) -> None:
     await attribute_pending(conn)
 
 
+async def fraud_scan(conn: asyncpg.Connection) -> None:
+    await scan(conn)
+
+
 def default_jobs(enricher: Enricher) -> tuple[Job, ...]:
     return (
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
         Job("attribution", 10.0, attribute),
+        Job("fraud_scan", 60.0, fraud_scan),
     )
 
 

@@ -81,6 +81,17 @@ GEOIP_AGE = Gauge(
     ["database"],
     multiprocess_mode="livemax",
 )
+FRAUD_FLAGS = Gauge(
+    "refguard_fraud_flags", "Flags of the latest fraud scan by kind", ["kind"],
+    multiprocess_mode="livemax",
+)
+SCAN_SECONDS = Histogram(
+    "refguard_fraud_scan_seconds", "Duration of fraud scans",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+RING_SIZE = Histogram(
+    "refguard_fraud_ring_size", "Accounts per ring found", buckets=(3, 4, 5, 8, 13, 21, 50, 100),
+)
 JOB_RUNS = Counter("refguard_job_runs_total", "Job runs by job and result", ["job", "result"])
 
 

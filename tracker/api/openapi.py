@@ -210,6 +210,21 @@ SCHEMAS: dict[str, Any] = {
                        "rows": {"type": "array", "items": {"type": "object"}},
                        "total": {"type": "object"}},
     },
+    "Flag": {
+        "type": "object", "required": ["id", "kind", "score", "reasons", "members", "evidence"],
+        "properties": {
+            "id": {"type": "integer"}, "kind": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "conversion": {"type": ["integer", "null"]},
+            "reasons": {"type": "array", "items": {
+                "type": "object", "required": ["code", "message", "value", "threshold"]}},
+            "members": {"type": "array", "items": {
+                "type": "object", "required": ["type", "id"],
+                "properties": {"type": {"enum": ["referrer", "customer", "ip", "device",
+                                                 "visitor"]}, "id": {"type": "string"}}}},
+            "evidence": {"type": "object"},
+        },
+    },
     "Click": {
         "type": "object",
         "required": ["click_id", "ts", "code", "referrer", "visitor_id", "ip", "country", "asn",
@@ -317,6 +332,15 @@ def document() -> dict[str, Any]:
                            "admin, viewer, finance",
                            answer={"$ref": "#/components/schemas/FunnelReport"},
                            params=[program_q]),
+            },
+            "/fraud/flags": {
+                "get": _op("Flags of the latest fraud scan: rings, self-referrals, risky "
+                           "conversions; each with reasons (value and threshold), members "
+                           "and evidence", "admin, finance, viewer",
+                           answer=_list_of("Flag"),
+                           params=[program_q, _q("kind", "ring, dense_block, referral_cycle, "
+                                                 "self_referral, fast_conversion, ..."),
+                                   *_PAGING]),
             },
             "/openapi.json": {
                 "get": _op("This document", "public", public=True),

@@ -1,0 +1,215 @@
+"""Fraud scans: load a program's facts, run fraud/ on them, store flags and conversion risk.
+
+fraud/ takes and returns plain data; this module is the only one that knows the tables. A full
+scan replaces the program's flags and risks (they are derived data; the scans table keeps the
+history of when and how much).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from fraud.rings import Account, Column, Ring, find_rings
+from fraud.signals import (
+    Assessment,
+    ClickFacts,
+    ConversionFacts,
+    Reason,
+    ReferrerFacts,
+    assess,
+    combine,
+)
+from tracker import metrics
+from tracker.attributing import CREDITED_TYPES
+
+FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
+
+
+@dataclass
+class ScanSummary:
+    program: str
+    scan_id: int
+    conversions: int = 0
+    flagged_conversions: int = 0
+    rings: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"program": self.program, "scan_id": self.scan_id,
+                "conversions": self.conversions, "flagged_conversions": self.flagged_conversions,
+                "rings": self.rings, "seconds": round(self.seconds, 3)}
+
+
+async def _facts(conn: asyncpg.Connection, program_id: int) -> tuple[
+        list[ConversionFacts], dict[str, ReferrerFacts], dict[Account, set[Column]],
+        list[tuple[str, str]]]:
+    referrer_rows = await conn.fetch(
+        "SELECT id, external_id, email_hash FROM referrers WHERE program_id = $1", program_id)
+    referrer_name = {r["id"]: r["external_id"] for r in referrer_rows}
+    # Every person's infrastructure: the clicks of the visitors linked to a customer id, and
+    # the IPs their conversions were reported from.
+    person_rows = await conn.fetch(
+        """SELECT cv.customer_id, cv.visitor_id, host(c.ip) AS ip,
+                  encode(c.fingerprint, 'hex') AS device
+           FROM customer_visitors cv
+           JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
+           WHERE cv.program_id = $1""", program_id)
+    visitors: dict[str, set[str]] = defaultdict(set)
+    devices: dict[str, set[str]] = defaultdict(set)
+    ips: dict[str, set[str]] = defaultdict(set)
+    for r in person_rows:
+        visitors[r["customer_id"]].add(r["visitor_id"])
+        if r["device"]:
+            devices[r["customer_id"]].add(r["device"])
+        if r["ip"]:
+            ips[r["customer_id"]].add(r["ip"])
+    conv_rows = await conn.fetch(
+        """SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, host(c.ip) AS ip, c.type,
+                  coalesce(array_agg(cr.referrer_id) FILTER (WHERE cr.referrer_id IS NOT NULL),
+                           '{}') AS referrers
+           FROM conversions c
+           LEFT JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
+           WHERE c.program_id = $1 AND c.attributed_at IS NOT NULL
+           GROUP BY c.program_id, c.id""", program_id)
+    email_of: dict[str, bytes] = {}
+    for r in conv_rows:
+        if r["ip"]:
+            ips[r["customer_id"]].add(r["ip"])
+        if r["email_hash"]:
+            email_of[r["customer_id"]] = bytes(r["email_hash"])
+    touch_rows = await conn.fetch(
+        """SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
+                  c.visitor_id, host(c.ip) AS ip, encode(c.fingerprint, 'hex') AS device,
+                  c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting, c.country, c.query
+           FROM touchpoints t
+           JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
+                        AND c.click_id = t.click_id
+           WHERE t.program_id = $1 ORDER BY t.conversion_id, t.position""", program_id)
+    touches: dict[int, list[ClickFacts]] = defaultdict(list)
+    for r in touch_rows:
+        touches[r["conversion_id"]].append(ClickFacts(
+            r["click_id"], r["ts"].timestamp(), referrer_name.get(r["referrer_id"], ""),
+            r["visitor_id"], r["ip"], r["device"], r["is_bot"], r["bot_rule"],
+            r["is_anonymous"], r["is_hosting"], r["country"], r["query"]))
+    referrers = {
+        r["external_id"]: ReferrerFacts(
+            r["external_id"],
+            bytes(r["email_hash"]) if r["email_hash"] else email_of.get(r["external_id"]),
+            frozenset(visitors.get(r["external_id"], ())),
+            frozenset(devices.get(r["external_id"], ())),
+            frozenset(ips.get(r["external_id"], ())))
+        for r in referrer_rows}
+    conversions = [
+        ConversionFacts(
+            r["id"], r["customer_id"], r["occurred_at"].timestamp(),
+            tuple(sorted(referrer_name[i] for i in r["referrers"] if i in referrer_name)),
+            bytes(r["email_hash"]) if r["email_hash"] else None, r["ip"], None,
+            tuple(touches.get(r["id"], ())), frozenset(visitors.get(r["customer_id"], ())),
+            frozenset(devices.get(r["customer_id"], ())),
+            frozenset(ips.get(r["customer_id"], ())))
+        for r in conv_rows if r["type"] in CREDITED_TYPES]
+    uses: dict[Account, set[Column]] = defaultdict(set)
+    for person in set(visitors) | set(ips):
+        kind = "referrer" if person in referrers else "customer"
+        uses[(kind, person)] |= {("ip", i) for i in ips.get(person, ())}
+        uses[(kind, person)] |= {("device", d) for d in devices.get(person, ())}
+    referrals = [(ref, conv.customer) for conv in conversions for ref in conv.referrers]
+    return conversions, referrers, dict(uses), referrals
+
+
+def _with_rings(assessment: Assessment, conv: ConversionFacts, rings: list[Ring]
+                ) -> Assessment:
+    accounts = {("customer", conv.customer), ("referrer", conv.customer)} | {
+        ("referrer", r) for r in conv.referrers}
+    extra = [Reason(f"{ring.kind}_member",
+                    f"the customer or a credited referrer belongs to a "
+                    f"{ring.kind.replace('_', ' ')} of {len(ring.accounts)} accounts",
+                    len(ring.accounts), 3, 0.85)
+             for ring in rings if ring.accounts & accounts]
+    if not extra:
+        return assessment
+    reasons = assessment.reasons + tuple(extra[:1])
+    return Assessment(assessment.conversion_id, combine(reasons), reasons)
+
+
+def _ring_reasons(ring: Ring) -> list[dict[str, object]]:
+    if ring.kind == "referral_cycle":
+        return [{"code": "referral_cycle", "message": "these referrers referred each other in "
+                 "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]
+    shared = len(ring.shared)
+    return [{"code": "shared_infrastructure" if ring.kind == "ring" else "dense_block",
+             "message": f"{len(ring.accounts)} accounts share {shared} IP addresses or devices "
+                        "that almost nobody else uses",
+             "value": len(ring.accounts), "threshold": 3}]
+
+
+async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str) -> ScanSummary:
+    started = time.perf_counter()
+    scan_id = await conn.fetchval(
+        "INSERT INTO fraud_scans (program_id, mode) VALUES ($1, 'full') RETURNING id", program_id)
+    conversions, referrers, uses, referrals = await _facts(conn, program_id)
+
+    def compute() -> tuple[list[Ring], list[Assessment]]:
+        rings = find_rings(uses, referrals)
+        assessments = [_with_rings(assess(c, referrers), c, rings) for c in conversions]
+        return rings, assessments
+
+    rings, assessments = await asyncio.get_running_loop().run_in_executor(None, compute)
+    by_id = {c.conversion_id: c for c in conversions}
+    summary = ScanSummary(slug, scan_id, conversions=len(conversions))
+    flag_rows: list[tuple[object, ...]] = []
+    for ring in rings:
+        summary.rings[ring.kind] = summary.rings.get(ring.kind, 0) + 1
+        metrics.RING_SIZE.observe(len(ring.accounts))
+        flag_rows.append((program_id, scan_id, ring.kind, ring.score, None,
+                          json.dumps(_ring_reasons(ring)), json.dumps(ring.members),
+                          json.dumps(ring.evidence, default=str)))
+    risk_rows = []
+    for a in assessments:
+        reasons = [r.as_dict() for r in a.reasons]
+        risk_rows.append((program_id, a.conversion_id, a.score, json.dumps(reasons), scan_id))
+        if a.score >= FLAG_AT and a.reasons:
+            summary.flagged_conversions += 1
+            conv = by_id[a.conversion_id]
+            top = max(a.reasons, key=lambda r: r.weight)
+            members = [{"type": "customer", "id": conv.customer}] + [
+                {"type": "referrer", "id": r} for r in conv.referrers]
+            flag_rows.append((program_id, scan_id, top.code, a.score, a.conversion_id,
+                              json.dumps(reasons), json.dumps(members),
+                              json.dumps({"conversion_id": a.conversion_id})))
+    async with conn.transaction():
+        await conn.execute("DELETE FROM fraud_flags WHERE program_id = $1", program_id)
+        await conn.execute("DELETE FROM conversion_risk WHERE program_id = $1", program_id)
+        if flag_rows:
+            await conn.executemany(
+                """INSERT INTO fraud_flags (program_id, scan_id, kind, score, conversion_id,
+                       reasons, members, evidence)
+                   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)""", flag_rows)
+        if risk_rows:
+            await conn.executemany(
+                """INSERT INTO conversion_risk (program_id, conversion_id, score, reasons,
+                       scan_id) VALUES ($1, $2, $3, $4::jsonb, $5)""", risk_rows)
+        summary.seconds = time.perf_counter() - started
+        await conn.execute(
+            "UPDATE fraud_scans SET finished_at = now(), stats = $2::jsonb WHERE id = $1",
+            scan_id, json.dumps(summary.as_dict()))
+    metrics.SCAN_SECONDS.observe(summary.seconds)
+    kinds: dict[str, int] = defaultdict(int)
+    for row in flag_rows:
+        kinds[str(row[2])] += 1
+    for kind, n in kinds.items():
+        metrics.FRAUD_FLAGS.labels(kind=kind).set(n)
+    return summary
+
+
+async def scan(conn: asyncpg.Connection, slug: str | None = None) -> list[ScanSummary]:
+    rows = await conn.fetch(
+        "SELECT id, slug FROM programs WHERE $1::text IS NULL OR slug = $1 ORDER BY id", slug)
+    return [await scan_program(conn, r["id"], r["slug"]) for r in rows]
