@@ -6,9 +6,13 @@ Input is plain data (`ConversionFacts`); output is a list of `Reason`s and a ris
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
+
+from scipy import stats
 
 PAID_CLICK_IDS = ("gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "twclid",
                   "li_fat_id", "dclid")
@@ -57,6 +61,12 @@ class ConversionFacts:
     visitors: frozenset[str] = frozenset()
     devices: frozenset[str] = frozenset()
     ips: frozenset[str] = frozenset()
+    amount: int = 0
+
+    @property
+    def delay(self) -> float | None:
+        """Seconds from the last attributed click to the conversion."""
+        return self.at - self.touches[-1].at if self.touches else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +153,94 @@ def assess(conv: ConversionFacts, referrers: dict[str, ReferrerFacts]) -> Assess
                                   f"clicked from {'/'.join(sorted(countries))}, converted from "
                                   f"{conv.country}", conv.country, sorted(countries), 0.2))
     return Assessment(conv.conversion_id, combine(reasons), tuple(reasons))
+
+
+KS_MIN_CONVERSIONS = 10
+KS_P_VALUE = 1e-3
+REFUND_RATE = 0.3
+REFUND_MIN_CONVERSIONS = 5
+REFEREES_PER_DEVICE = 3
+
+
+def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[int]
+                     ) -> dict[str, list[Reason]]:
+    """Reasons that concern a referrer as a whole, to be added to each of their conversions.
+
+    - delay_distribution: their click-to-conversion delays are shorter than the rest of the
+      program's (one-sided two-sample Kolmogorov-Smirnov test);
+    - refund_rate: a large share of their conversions was refunded or charged back.
+    """
+    delays: dict[str, list[float]] = defaultdict(list)
+    counts: Counter[str] = Counter()
+    refunds: Counter[str] = Counter()
+    for conv in conversions:
+        delay = conv.delay
+        for ref in conv.referrers:
+            counts[ref] += 1
+            if conv.conversion_id in reversed_ids:
+                refunds[ref] += 1
+            if delay is not None:
+                delays[ref].append(max(delay, 0.0))
+    everyone = [d for ds in delays.values() for d in ds]
+    out: dict[str, list[Reason]] = defaultdict(list)
+    for ref, own in delays.items():
+        if len(own) < KS_MIN_CONVERSIONS or len(everyone) - len(own) < KS_MIN_CONVERSIONS:
+            continue
+        others = list(everyone)
+        for d in own:
+            others.remove(d)
+        test = stats.ks_2samp(own, others, alternative="greater")
+        if test.pvalue < KS_P_VALUE:
+            out[ref].append(Reason(
+                "delay_distribution",
+                f"{ref}'s visitors convert faster than the program's (median "
+                f"{_median(own):.0f} s against {_median(others):.0f} s)",
+                round(float(test.statistic), 4), f"p < {KS_P_VALUE:g}", 0.5))
+    for ref, n in counts.items():
+        rate = refunds[ref] / n
+        if n >= REFUND_MIN_CONVERSIONS and rate >= REFUND_RATE:
+            out[ref].append(Reason("refund_rate", f"{rate:.0%} of {ref}'s conversions were "
+                                   "refunded or charged back", round(rate, 4), REFUND_RATE, 0.4))
+    return dict(out)
+
+
+def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
+    """Conversions whose customer uses a device that several referred customers use."""
+    customers_of: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        for device in conv.devices:
+            customers_of[device].add(conv.customer)
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        crowded = max((len(customers_of[d]) for d in conv.devices), default=0)
+        if crowded >= REFEREES_PER_DEVICE:
+            out[conv.conversion_id] = Reason(
+                "many_referees_one_device",
+                f"{crowded} referred customers use this customer's device", crowded,
+                REFEREES_PER_DEVICE, 0.6)
+    return out
+
+
+def features(conv: ConversionFacts, referrer_conversions: dict[str, int],
+             referrer_clicks: dict[str, int]) -> list[float]:
+    """The anomaly detectors' view of a conversion (see fraud.anomaly.FEATURES)."""
+    delay = conv.delay
+    ref_conv = max((referrer_conversions.get(r, 0) for r in conv.referrers), default=0)
+    ref_rate = max((referrer_conversions.get(r, 0) / max(referrer_clicks.get(r, 0), 1)
+                    for r in conv.referrers), default=0.0)
+    return [
+        math.log1p(max(delay, 0.0)) if delay is not None else 0.0,
+        float(len(conv.touches)),
+        float(len({t.ip for t in conv.touches if t.ip})),
+        float(sum(t.is_bot for t in conv.touches)),
+        float(sum(t.anonymous or t.hosting for t in conv.touches)),
+        math.log1p(conv.amount),
+        math.log1p(ref_conv),
+        min(ref_rate, 1.0),
+    ]
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import numpy as np
 
+from fraud.anomaly import score_rows
 from fraud.rings import Account, Column, Ring, find_rings
 from fraud.signals import (
     Assessment,
@@ -25,11 +27,15 @@ from fraud.signals import (
     ReferrerFacts,
     assess,
     combine,
+    features,
+    referrer_reasons,
+    shared_device_reasons,
 )
 from tracker import metrics
 from tracker.attributing import CREDITED_TYPES
 
 FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
+ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason
 
 
 @dataclass
@@ -45,6 +51,54 @@ class ScanSummary:
         return {"program": self.program, "scan_id": self.scan_id,
                 "conversions": self.conversions, "flagged_conversions": self.flagged_conversions,
                 "rings": self.rings, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class ProgramFacts:
+    reversed_ids: set[int]
+    referrer_clicks: dict[str, int]
+
+
+async def _program_facts(conn: asyncpg.Connection, program_id: int) -> ProgramFacts:
+    reversed_rows = await conn.fetch(
+        """SELECT o.id FROM conversions x
+           JOIN conversions o ON o.program_id = x.program_id AND o.event_id = x.original_event_id
+           WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')""", program_id)
+    click_rows = await conn.fetch(
+        """SELECT r.external_id, count(*) AS n FROM clicks c
+           JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
+           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+           GROUP BY r.external_id""", program_id)
+    return ProgramFacts({r["id"] for r in reversed_rows},
+                        {r["external_id"]: r["n"] for r in click_rows})
+
+
+def assess_all(conversions: list[ConversionFacts], referrers: dict[str, ReferrerFacts],
+               rings: list[Ring], facts: ProgramFacts) -> list[Assessment]:
+    """Every conversion's reasons: its own, its referrers', its device's, rings, anomaly."""
+    per_referrer = referrer_reasons(conversions, facts.reversed_ids)
+    per_device = shared_device_reasons(conversions)
+    referrer_conversions: dict[str, int] = defaultdict(int)
+    for conv in conversions:
+        for ref in conv.referrers:
+            referrer_conversions[ref] += 1
+    rows = [features(c, referrer_conversions, facts.referrer_clicks) for c in conversions]
+    scored = score_rows(rows)
+    out = []
+    for i, conv in enumerate(conversions):
+        base = _with_rings(assess(conv, referrers), conv, rings)
+        extra: list[Reason] = [r for ref in conv.referrers for r in per_referrer.get(ref, ())]
+        if conv.conversion_id in per_device:
+            extra.append(per_device[conv.conversion_id])
+        if scored is not None and scored[0][i] >= ANOMALY_AT:
+            top = scored[1].explain(np.asarray(rows[i]))
+            extra.append(Reason(
+                "anomaly", "unusual among this program's conversions: " + ", ".join(
+                    f"{name} {z:+.1f} sd" for name, z in top),
+                round(float(scored[0][i]), 4), ANOMALY_AT, 0.3))
+        reasons = base.reasons + tuple(extra)
+        out.append(Assessment(conv.conversion_id, combine(reasons), reasons))
+    return out
 
 
 async def _facts(conn: asyncpg.Connection, program_id: int) -> tuple[
@@ -72,6 +126,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int) -> tuple[
             ips[r["customer_id"]].add(r["ip"])
     conv_rows = await conn.fetch(
         """SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, host(c.ip) AS ip, c.type,
+                  coalesce(c.amount, 0) AS amount,
                   coalesce(array_agg(cr.referrer_id) FILTER (WHERE cr.referrer_id IS NOT NULL),
                            '{}') AS referrers
            FROM conversions c
@@ -113,7 +168,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int) -> tuple[
             bytes(r["email_hash"]) if r["email_hash"] else None, r["ip"], None,
             tuple(touches.get(r["id"], ())), frozenset(visitors.get(r["customer_id"], ())),
             frozenset(devices.get(r["customer_id"], ())),
-            frozenset(ips.get(r["customer_id"], ())))
+            frozenset(ips.get(r["customer_id"], ())), r["amount"])
         for r in conv_rows if r["type"] in CREDITED_TYPES]
     uses: dict[Account, set[Column]] = defaultdict(set)
     for person in set(visitors) | set(ips):
@@ -155,11 +210,11 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str) -> 
     scan_id = await conn.fetchval(
         "INSERT INTO fraud_scans (program_id, mode) VALUES ($1, 'full') RETURNING id", program_id)
     conversions, referrers, uses, referrals = await _facts(conn, program_id)
+    facts = await _program_facts(conn, program_id)
 
     def compute() -> tuple[list[Ring], list[Assessment]]:
         rings = find_rings(uses, referrals)
-        assessments = [_with_rings(assess(c, referrers), c, rings) for c in conversions]
-        return rings, assessments
+        return rings, assess_all(conversions, referrers, rings, facts)
 
     rings, assessments = await asyncio.get_running_loop().run_in_executor(None, compute)
     by_id = {c.conversion_id: c for c in conversions}
