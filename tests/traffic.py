@@ -1,0 +1,156 @@
+"""A labelled traffic generator: organic referral traffic with planted fraud.
+
+Clicks go through the same enrichment and store as live ones (tracker.enrich, store_clicks);
+conversions through the API's store. Every conversion is labelled with the pattern that made it
+("organic" or a fraud pattern), so tests can measure precision and recall per pattern.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from tests.conftest import SECRET
+from tracker.conversions import parse_conversion, store_conversion
+from tracker.enrich import Enricher
+from tracker.flusher import store_clicks
+from tracker.journal import RawClick
+
+BROWSERS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/{v}.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.{v} Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{v} like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+    "like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel {v}) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Mobile Safari/537.36",
+]
+HEADLESS = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "HeadlessChrome/120.0.0.0 Safari/537.36")
+PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection")
+
+
+@dataclass
+class Traffic:
+    program_id: int
+    labels: dict[str, str] = field(default_factory=dict)  # event_id -> pattern or "organic"
+    rng: random.Random = field(default_factory=lambda: random.Random(11))
+    clicks: list[RawClick] = field(default_factory=list)
+    conversions: list[dict[str, object]] = field(default_factory=list)
+    links: dict[str, tuple[int, int]] = field(default_factory=dict)  # referrer -> (link, ref)
+    start: datetime = field(default_factory=lambda: datetime.now(UTC) - timedelta(days=20))
+
+    def click(self, referrer: str, at: datetime, ip: str, ua: str, visitor: str,
+              lang: str = "en-US,en;q=0.9") -> str:
+        link_id, referrer_id = self.links[referrer]
+        cid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        self.clicks.append(RawClick(
+            int(at.timestamp() * 1_000_000), cid, self.program_id, link_id, referrer_id,
+            f"l-{referrer}", visitor, False, ip, "", "", ua, lang, "", "", "", "", "",
+            "text/html", "", ""))
+        return cid
+
+    def convert(self, pattern: str, customer: str, at: datetime, cid: str | None,
+                ip: str | None = None) -> None:
+        event = f"e{len(self.conversions)}"
+        self.labels[event] = pattern
+        body: dict[str, object] = {
+            "program": "gen", "event_id": event, "type": "purchase", "customer_id": customer,
+            "amount": self.rng.randint(1000, 9000), "currency": "USD",
+            "occurred_at": at.isoformat()}
+        if cid:
+            body["click_id"] = cid
+        if ip:
+            body["ip"] = ip
+        self.conversions.append(body)
+
+    def when(self) -> datetime:
+        return self.start + timedelta(seconds=self.rng.uniform(0, 15 * 86400))
+
+    def browser(self) -> str:
+        return self.rng.choice(BROWSERS).format(v=self.rng.randint(1, 130))
+
+    def home_ip(self) -> str:
+        r = self.rng
+        return f"{r.randint(11, 99)}.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(2, 250)}"
+
+
+async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
+                   organic_customers: int = 400) -> Traffic:
+    program_id = await conn.fetchval(
+        "INSERT INTO programs (slug, name, destination_domains) VALUES ('gen', 'Gen', "
+        "'{shop.test}') RETURNING id")
+    traffic = Traffic(program_id)
+    rng = traffic.rng
+    names = [f"org{i}" for i in range(organic_referrers)]
+    names += [f"self{i}" for i in range(8)] + [f"ring{i}" for i in range(6)]
+    names += [f"camo{i}" for i in range(6)] + ["farmer", "injector"]
+    for name in names:
+        ref = await conn.fetchval("INSERT INTO referrers (program_id, external_id) VALUES ($1, $2)"
+                                  " RETURNING id", program_id, name)
+        link = await conn.fetchval(
+            "INSERT INTO links (program_id, referrer_id, code, destination) VALUES ($1, $2, $3,"
+            " 'https://shop.test/') RETURNING id", program_id, ref, f"l-{name}")
+        traffic.links[name] = (link, ref)
+    weights = [1 / (i + 1) for i in range(organic_referrers)]
+    # Organic: people click one or two referrers' links, many convert hours or days later.
+    for i in range(organic_customers):
+        ip, ua, vid = traffic.home_ip(), traffic.browser(), f"vo{i}"
+        at = traffic.when()
+        cid = None
+        for ref in rng.choices(names[:organic_referrers], weights=weights,
+                               k=rng.choice((1, 1, 2))):
+            at += timedelta(minutes=rng.uniform(1, 600))
+            cid = traffic.click(ref, at, ip, ua, vid)
+        if rng.random() < 0.5:
+            traffic.convert("organic", f"cust{i}", at + timedelta(minutes=rng.uniform(5, 3000)),
+                            cid, ip)
+    # Self-referral: referrers buying through their own link (some under their own id, some
+    # under a second account on the same device).
+    for i in range(8):
+        name, ip, ua = f"self{i}", traffic.home_ip(), traffic.browser()
+        own_at = traffic.when()
+        own = traffic.click(f"org{i}", own_at, ip, ua, f"vs{i}")
+        traffic.convert("organic", name, own_at + timedelta(hours=2), own, ip)
+        at = traffic.when()
+        cid = traffic.click(name, at, ip, ua, f"vs{i}")
+        customer = name if i % 2 == 0 else f"{name}-alt"
+        traffic.convert("self_referral", customer, at + timedelta(hours=1), cid, ip)
+    # A ring: six accounts on two IPs and one browser, referring each other.
+    ring_ips = ["185.220.10.5", "185.220.10.6"]
+    ring_ua = traffic.browser()
+    for i in range(6):
+        at = traffic.when()
+        cid = traffic.click(f"ring{(i + 1) % 6}", at, ring_ips[i % 2], ring_ua, f"vr{i}")
+        traffic.convert("ring", f"ring{i}", at + timedelta(hours=3), cid, ring_ips[i % 2])
+    # A camouflaged ring: three phones reused by six accounts, each also clicking honest links.
+    phones = [(traffic.home_ip(), traffic.browser()) for _ in range(3)]
+    for i in range(6):
+        ip, ua = phones[i % 3]
+        traffic.click(rng.choice(names[:5]), traffic.when(), ip, ua, f"vc{i}x")
+        at = traffic.when()
+        cid = traffic.click(f"camo{(i + 1) % 6}", at, ip, ua, f"vc{i}")
+        traffic.convert("camouflaged_ring", f"camo{i}", at + timedelta(hours=5), cid, ip)
+    # A click farm: scripted browsers on datacenter IPs click and "convert".
+    for i in range(10):
+        ip = f"34.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(2, 250)}"
+        at = traffic.when()
+        cid = traffic.click("farmer", at, ip, HEADLESS, f"vf{i}", lang="")
+        traffic.convert("click_farm", f"farm{i}", at + timedelta(minutes=30), cid, ip)
+    # Click injection: the click fires seconds before a purchase that was happening anyway.
+    for i in range(12):
+        ip, ua = traffic.home_ip(), traffic.browser()
+        at = traffic.when()
+        cid = traffic.click("injector", at, ip, ua, f"vi{i}")
+        traffic.convert("click_injection", f"inj{i}", at + timedelta(seconds=rng.uniform(1, 6)),
+                        cid, ip)
+    enricher = Enricher(SECRET, ())
+    await store_clicks(conn, [enricher.row(c, source="import") for c in traffic.clicks], set())
+    for body in traffic.conversions:
+        await store_conversion(conn, program_id, parse_conversion(body), None, source="import")
+    return traffic
