@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+import numpy as np
 from scipy import stats
 
 PAID_CLICK_IDS = ("gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "twclid",
@@ -181,20 +182,20 @@ def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[i
                 refunds[ref] += 1
             if delay is not None:
                 delays[ref].append(max(delay, 0.0))
-    everyone = [d for ds in delays.values() for d in ds]
+    labels = [ref for ref, ds in delays.items() for _ in ds]
+    everyone = np.array([d for ds in delays.values() for d in ds])
+    owner = np.array(labels, dtype=object)
     out: dict[str, list[Reason]] = defaultdict(list)
     for ref, own in delays.items():
         if len(own) < KS_MIN_CONVERSIONS or len(everyone) - len(own) < KS_MIN_CONVERSIONS:
             continue
-        others = list(everyone)
-        for d in own:
-            others.remove(d)
+        others = everyone[owner != ref]
         test = stats.ks_2samp(own, others, alternative="greater")
         if test.pvalue < KS_P_VALUE:
             out[ref].append(Reason(
                 "delay_distribution",
                 f"{ref}'s visitors convert faster than the program's (median "
-                f"{_median(own):.0f} s against {_median(others):.0f} s)",
+                f"{_median(own):.0f} s against {float(np.median(others)):.0f} s)",
                 round(float(test.statistic), 4), f"p < {KS_P_VALUE:g}", 0.5))
     for ref, n in counts.items():
         rate = refunds[ref] / n

@@ -97,3 +97,24 @@ def test_referral_cycles() -> None:
     assert rings[0].accounts == {("referrer", "a"), ("referrer", "b"), ("referrer", "c")}
     assert rings[0].evidence["length"] == 3
     assert find_rings({}, [("a", "b"), ("b", "a")])[0].kind == "referral_cycle"
+
+
+def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
+    from fraud.signals import referrer_reasons, shared_device_reasons
+
+    rng = random.Random(6)
+    conversions = []
+    for i in range(200):
+        ref = "quick" if i < 20 else f"r{i % 10}"
+        delay = rng.uniform(1, 30) if ref == "quick" else rng.uniform(600, 86400)
+        conversions.append(ConversionFacts(
+            i, f"c{i}", 100_000.0, (ref,), touches=(click(100_000.0 - delay, referrer=ref),),
+            devices=frozenset({"shared" if i in (1, 2, 3) else f"d{i}"})))
+    reasons = referrer_reasons(conversions, reversed_ids=set(range(20, 200, 10)))
+    assert [r.code for r in reasons["quick"]] == ["delay_distribution"]
+    assert reasons["quick"][0].value > 0.9
+    # r0 had every one of its conversions refunded (ids 20, 30, ... are all r0's).
+    assert [r.code for r in reasons["r0"]] == ["refund_rate"]
+    assert not any(r in reasons for r in ("r1", "r2"))
+    crowded = shared_device_reasons(conversions)
+    assert set(crowded) == {1, 2, 3} and crowded[1].value == 3
