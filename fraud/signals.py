@@ -30,7 +30,7 @@ class Reason:
 
     def as_dict(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message, "value": self.value,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "weight": self.weight}
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import asyncpg
 
 from tests.traffic import PATTERNS, generate
 from tracker.attributing import attribute_pending
-from tracker.scanning import FLAG_AT, scan
+from tracker.scanning import FLAG_AT, backtest, scan
 
 
 async def test_precision_and_recall_per_pattern(conn: asyncpg.Connection) -> None:
@@ -41,3 +46,37 @@ async def test_precision_and_recall_per_pattern(conn: asyncpg.Connection) -> Non
     assert false_hold_rate <= 0.02
     for pattern, caught in per_pattern.items():
         assert caught >= 0.75, pattern
+
+
+async def test_backtest_shows_what_other_settings_would_change(
+    conn: asyncpg.Connection, dsn: str, tmp_path: Path
+) -> None:
+    traffic = await generate(conn)
+    await attribute_pending(conn)
+    await scan(conn, "gen")
+    changes, replayed = await backtest(conn, {}, "gen")
+    assert replayed > 200 and changes == []  # the program's own settings change nothing
+    changes, _ = await backtest(conn, {"disabled_reasons": ["self_referral"]}, "gen")
+    moved = {c.event_id for c in changes}
+    self_referrals = {e for e, p in traffic.labels.items() if p == "self_referral"}
+    assert moved and moved <= {e for e, p in traffic.labels.items() if p != "organic"}
+    assert all(c.after == "approved" and "self_referral" in c.reasons for c in changes)
+    assert moved & self_referrals
+    stricter, _ = await backtest(conn, {"review_at": 0.2, "reject_at": 0.5}, "gen")
+    assert stricter and all(c.after in ("flagged", "rejected") for c in stricter)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"review_at": 2}))
+    out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "backtest", "--settings",
+                          str(bad)], env={"REFGUARD_DATABASE_URL": dsn,
+                                          "REFGUARD_DATA_DIR": str(tmp_path / "d")},
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 2 and "review_at" in out.stderr
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"weights": {"fast_conversion": 0.0, "delay_distribution": 0}}))
+    out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "backtest", "--settings",
+                          str(good), "--program", "gen"],
+                         env={"REFGUARD_DATABASE_URL": dsn,
+                              "REFGUARD_DATA_DIR": str(tmp_path / "d")},
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "would change" in out.stdout and "flagged -> approved" in out.stdout

@@ -114,10 +114,12 @@ async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
     # under a second account on the same device).
     for i in range(8):
         name, ip, ua = f"self{i}", traffic.home_ip(), traffic.browser()
-        own_at = traffic.when()
+        # First an honest purchase through someone else's link, then, later, the referrer
+        # buys again through their own.
+        own_at = traffic.start + timedelta(hours=rng.uniform(0, 12))
         own = traffic.click(f"org{i}", own_at, ip, ua, f"vs{i}")
         traffic.convert("organic", name, own_at + timedelta(hours=2), own, ip)
-        at = traffic.when()
+        at = traffic.when() + timedelta(days=1)
         cid = traffic.click(name, at, ip, ua, f"vs{i}")
         customer = name if i % 2 == 0 else f"{name}-alt"
         traffic.convert("self_referral", customer, at + timedelta(hours=1), cid, ip)

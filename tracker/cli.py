@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     fraud_scan = fraud_sub.add_parser("scan", help="run a full fraud scan now")
     fraud_scan.add_argument("--program", help="only this program (slug)")
     fraud_scan.add_argument("--json", action="store_true", help="print JSON")
+    backtest = fraud_sub.add_parser(
+        "backtest", help="replay stored risk under other thresholds/weights; show what changes")
+    backtest.add_argument("--settings", required=True, type=Path,
+                          help='JSON: {"review_at", "reject_at", "weights": {code: w}, '
+                               '"disabled_reasons": [code]}')
+    backtest.add_argument("--program", help="only this program (slug)")
 
     geo = sub.add_parser("geo", help="GeoIP databases")
     geo_sub = geo.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
@@ -220,6 +226,40 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
     return 0
 
 
+def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int:
+    import json
+
+    from tracker import db
+    from tracker.scanning import BacktestSettingsInvalid, backtest
+
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{file}: no such file") from None
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"{file}: not valid JSON") from None
+    settings = _resolve_dsn(settings)
+
+    async def run() -> tuple[list[Any], int]:
+        conn = await db.connect(settings.database_url or "")
+        try:
+            await db.migrate(conn)
+            return await backtest(conn, raw, slug)
+        except BacktestSettingsInvalid as exc:
+            raise UsageError(f"{file}: {exc}") from None
+        finally:
+            await conn.close()
+
+    changes, replayed = asyncio.run(run())
+    print(f"replayed {replayed} conversion risk assessment(s); {len(changes)} would change")
+    for c in changes[:200]:
+        print(f"{c.program} {c.event_id}: {c.before} -> {c.after} "
+              f"(risk {c.score_before:.3f} -> {c.score_after:.3f}; {', '.join(c.reasons)})")
+    if len(changes) > 200:
+        print(f"... and {len(changes) - 200} more")
+    return 0
+
+
 def _cmd_serve(settings: Settings) -> int:
     from geo.reader import GeoReader
     from tracker.db import migrate_dsn
@@ -289,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_attribution_run(settings, args.program)
         if args.command == "import":
             return _cmd_import(settings, args.clicks, args.conversions)
+        if args.command == "fraud" and args.fraud_command == "backtest":
+            return _cmd_fraud_backtest(settings, args.settings, args.program)
         if args.command == "fraud":
             return _cmd_fraud_scan(settings, args.program, args.json)
         if args.command == "geo":
