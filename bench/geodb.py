@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdb_writer import MmdbF64, MmdbU16, MmdbU32, MMDBWriter
-from netaddr import IPSet  # type: ignore[import-untyped]
+from netaddr import IPSet
 
 from geo.reader import GeoReader
 

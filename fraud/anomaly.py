@@ -9,6 +9,7 @@ the features furthest from the program's median (robust z-scores).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -44,7 +45,10 @@ class AnomalyScorer:
         self.detectors_ = [ECOD(), IForest(random_state=self.seed, n_estimators=100)]
         self.train_scores_ = []
         for detector in self.detectors_:
-            detector.fit(x)  # type: ignore[attr-defined]
+            # ECOD's skewness warns on a constant feature (precision loss); harmless here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                detector.fit(x)  # type: ignore[attr-defined]
             self.train_scores_.append(np.sort(detector.decision_scores_))  # type: ignore[attr-defined]
         self.median_ = np.median(x, axis=0)
         mad = np.median(np.abs(x - self.median_), axis=0) * 1.4826
@@ -55,7 +59,9 @@ class AnomalyScorer:
         """Each row's anomaly percentile among the training rows, averaged over detectors."""
         parts = []
         for detector, train in zip(self.detectors_, self.train_scores_, strict=True):
-            raw = detector.decision_function(x)  # type: ignore[attr-defined]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                raw = detector.decision_function(x)  # type: ignore[attr-defined]
             parts.append(np.searchsorted(train, raw, side="right") / len(train))
         result: np.ndarray = np.clip(np.mean(parts, axis=0), 0.0, 1.0)
         return result

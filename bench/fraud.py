@@ -1,0 +1,86 @@
+"""Fraud-scan benchmark: a full scan of a large program, time and peak memory.
+
+    .venv/bin/python -m bench.fraud                # 1,000,000 clicks, 100,000 conversions,
+                                                   # 20,000 referrers
+    .venv/bin/python -m bench.fraud --scale 0.05   # a quick run
+
+Data come from bench.attribution's generator and the real import and attribution; then one full
+`tracker.scanning.scan` is timed. Peak memory is this process's maximum resident set size
+during the scan, and the growth over the size before it (PostgreSQL's memory is its own).
+Targets: under 60 s and under 4 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.attribution import RESULTS, ROOT, generate, seed
+from geo.reader import GeoReader
+from tracker import db
+from tracker.attributing import attribute_pending
+from tracker.enrich import Enricher
+from tracker.importer import import_clicks, import_conversions
+from tracker.scanning import scan
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def main(scale: float) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="refguard-bench-fraud-"))
+    server = db.embedded_server(tmp / "pg")
+    try:
+        n_clicks, n_conv = int(1_000_000 * scale), int(100_000 * scale)
+        n_refs = max(100, int(20_000 * scale))
+        clicks_file, conv_file = generate(tmp, n_clicks, n_conv, n_refs)
+        conn = await asyncpg.connect(server.get_uri())
+        await db.migrate(conn)
+        await seed(conn, n_refs)
+        await import_clicks(conn, clicks_file, Enricher(b"b" * 32, (), geo=GeoReader(None)))
+        await import_conversions(conn, conv_file, b"b" * 32)
+        attributed = await attribute_pending(conn)
+        before = _rss_mib()
+        started = time.perf_counter()
+        summaries = await scan(conn, "bench")
+        seconds = time.perf_counter() - started
+        peak = _rss_mib()
+        await conn.close()
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"benchmark": "fraud", "at": datetime.now(UTC).isoformat(), "scale": scale,
+            "clicks": n_clicks, "conversions": attributed, "referrers": n_refs,
+            "scan_seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),
+            "rss_growth_mib": round(peak - before, 1), "summary": summaries[0].as_dict(),
+            "targets": {"scan_seconds": 60, "peak_rss_mib": 4096}}
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fraud", description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0)
+    result = asyncio.run(main(parser.parse_args().scale))
+    print(f"full scan: {result['conversions']:,} conversions, {result['clicks']:,} clicks, "
+          f"{result['referrers']:,} referrers in {result['scan_seconds']} s "
+          f"(target < 60 s); peak RSS {result['peak_rss_mib']} MiB "
+          f"(+{result['rss_growth_mib']} MiB during the scan; target < 4096 MiB)")
+    print(f"summary: {result['summary']}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"fraud-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"results: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    cli()
