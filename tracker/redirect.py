@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from html import escape
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
@@ -239,8 +240,6 @@ def _js(value: str) -> str:
 
 def fingerprint_page(code: str, click_id: str, location: str, token: str) -> str:
     """The page that collects client signals, sends them and navigates to `location`."""
-    from html import escape
-
     return _PAGE % {
         "url": _js(location), "html_url": escape(location, quote=True), "cid": _js(click_id),
         "tok": _js(token), "beacon": _js(f"/r/{code}/s"),
