@@ -88,7 +88,10 @@ async def test_identity_stitching_and_models(client: Client, tokens: dict[str, s
     viewer = auth(tokens["viewer"])
     resp = await client.get("/api/v1/reports/attribution?program=acme", headers=viewer)
     assert resp.status == 200
-    report = (await resp.json())["models"]
+    body = await resp.json()
+    report = body["models"]
+    assert {r["model"] for r in body["rows"]} == set(report)
+    assert len(body["rows"]) == sum(len(rows) for rows in report.values())
     assert set(report) == {"first_touch", "last_touch", "linear", "time_decay",
                            "position_based", "markov", "shapley"}
     first = {r["referrer"]: r["conversions"] for r in report["first_touch"]}
@@ -99,7 +102,7 @@ async def test_identity_stitching_and_models(client: Client, tokens: dict[str, s
         assert math.isclose(sum(r["conversions"] for r in rows), 3, abs_tol=1e-6), model
     resp = await client.get("/api/v1/reports/attribution?program=acme&model=markov",
                             headers=viewer)
-    body = await resp.json()
+    body = await resp.json()  # one model
     assert body["model"] == "markov" and body["rows"]
     resp = await client.get("/api/v1/reports/attribution?program=acme&model=magic",
                             headers=viewer)

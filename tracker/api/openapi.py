@@ -193,7 +193,8 @@ SCHEMAS: dict[str, Any] = {
     "AttributionRow": {
         "type": "object", "required": ["referrer", "conversions", "value"],
         "properties": {"referrer": {"type": "string"}, "conversions": {"type": "number"},
-                       "value": {"type": "number"}},
+                       "value": {"type": "number"},
+                       "model": {"type": "string", "description": "when all models are listed"}},
     },
     "AttributionReport": {
         "type": "object", "required": ["program", "model", "rows"],

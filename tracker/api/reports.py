@@ -35,7 +35,9 @@ async def attribution(request: web.Request) -> web.Response:
     if model:
         return web.json_response({"program": program.slug, "model": model,
                                   "rows": by_model[model]})
-    return web.json_response({"program": program.slug, "model": None, "rows": [],
+    # All models: `rows` lists every model's rows (each naming its model), `models` groups them.
+    rows = [{"model": m, **row} for m in models for row in by_model[m]]
+    return web.json_response({"program": program.slug, "model": None, "rows": rows,
                               "models": by_model})
 
 
