@@ -28,17 +28,16 @@ from attribution.models import (
     DATA_DRIVEN_MODELS,
     DEFAULT_HALF_LIFE_DAYS,
     HEURISTIC_MODELS,
-    MODELS,
     Journey,
     MarkovModel,
     ShapleyModel,
     Touch,
     heuristic_credits,
 )
+from tracker.conversions import CREDITED_TYPES
 
 log = logging.getLogger(__name__)
 
-CREDITED_TYPES = ("signup", "trial", "purchase", "renewal")
 BATCH = 5000
 
 
@@ -358,5 +357,3 @@ async def funnel_report(conn: asyncpg.Connection, program_id: int) -> dict[str, 
            WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate""", program_id)
     return {"rows": [{"referrer": k, **v} for k, v in sorted(per.items())], "total": total}
 
-
-ALL_MODELS = list(MODELS)

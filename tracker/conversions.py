@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 
 TYPES = ("signup", "trial", "purchase", "renewal", "refund", "chargeback")
+# The types that earn credit; refunds and chargebacks reverse earlier ones.
+CREDITED_TYPES = TYPES[:4]
 SIGNATURE_TOLERANCE_S = 300
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")

@@ -198,13 +198,6 @@ class Flusher:
 
     async def flush_once(self) -> FlushResult | None:
         """Flush one batch; None when the journal is empty. Raises when PostgreSQL fails."""
-        geo = self.enricher.geo
-        if geo.maybe_reload():
-            for name in list(self._geo_names - set(geo.ages_s())):
-                metrics.GEOIP_AGE.remove(name)
-        for name, age in geo.ages_s().items():
-            metrics.GEOIP_AGE.labels(database=name).set(age)
-        self._geo_names = set(geo.ages_s())
         taken, clicks, bad = self._take_batch()
         if not taken:
             return None
@@ -233,12 +226,24 @@ class Flusher:
         self.total_stored += stored
         return FlushResult(len(clicks), stored, bots, dups, bad)
 
+    def _refresh_geo(self) -> None:
+        """Pick up changed GeoIP files and publish each database's age."""
+        self.enricher.geo.maybe_reload()
+        ages = self.enricher.geo.ages_s()
+        for name in self._geo_names - set(ages):
+            metrics.GEOIP_AGE.remove(name)
+        for name, age in ages.items():
+            metrics.GEOIP_AGE.labels(database=name).set(age)
+        self._geo_names = set(ages)
+
     def update_backlog(self, force: bool = False) -> int:
-        """Count journaled clicks not yet flushed (at most every second unless forced)."""
+        """Count journaled clicks not yet flushed, and refresh the geo databases (at most
+        every second unless forced)."""
         now = time.monotonic()
         if not force and now - self._backlog_checked < 1.0:
             return -1
         self._backlog_checked = now
+        self._refresh_geo()
         segments = clicks = 0
         for path in pending_segments(self.directory):
             try:

@@ -182,12 +182,14 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
             result.stored += stored
             storing = None
 
+    queued = 0
+
     async def flush() -> None:
-        nonlocal storing, batch
+        nonlocal storing, batch, queued
         await settle()
         if batch:
             full, batch = batch, []
-            result.skipped_existing += len(full)  # corrected by `stored` when it finishes
+            queued += len(full)
             storing = asyncio.create_task(store_clicks(conn, full, months))
 
     latest = datetime.now(UTC) + timedelta(minutes=5)
@@ -207,7 +209,7 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
                 progress(done, result.read, False)
     await flush()
     await settle()
-    result.skipped_existing -= result.stored
+    result.skipped_existing = queued - result.stored
     if progress:
         progress(done, result.read, True)
     return result

@@ -6,10 +6,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-ATTRIBUTION_MODELS = (
-    "last_touch", "first_touch", "linear", "time_decay", "position_based", "markov", "shapley",
-)
-CONVERSION_TYPES = ("signup", "trial", "purchase", "renewal", "refund", "chargeback")
+from attribution.models import MODELS
+from tracker.conversions import CREDITED_TYPES
+
 DEFAULT_SETTINGS: dict[str, Any] = {
     "attribution_model": "last_touch",
     "attribution_window_days": 30,
@@ -97,7 +96,7 @@ def _reward(reward: object) -> None:
             raise SettingsInvalid("reward", f"{where} must be an object")
         if rule.get("beneficiary") not in ("referrer", "referee"):
             raise SettingsInvalid("reward", f"{where}.beneficiary must be referrer or referee")
-        if rule.get("on") not in CONVERSION_TYPES[:4]:
+        if rule.get("on") not in CREDITED_TYPES:
             raise SettingsInvalid("reward", f"{where}.on must be one of signup, trial, purchase, "
                                             "renewal")
         has_flat, has_percent = "flat" in rule, "percent" in rule
@@ -119,9 +118,9 @@ def validate_settings(raw: object, domains: list[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SettingsInvalid("settings", "settings must be an object")
     settings = {**DEFAULT_SETTINGS, **raw}
-    if settings["attribution_model"] not in ATTRIBUTION_MODELS:
+    if settings["attribution_model"] not in MODELS:
         raise SettingsInvalid(
-            "attribution_model", f"attribution_model must be one of {', '.join(ATTRIBUTION_MODELS)}"
+            "attribution_model", f"attribution_model must be one of {', '.join(MODELS)}"
         )
     _number(settings, "attribution_window_days", 1, 365, integer=True)
     _number(settings, "hold_days", 0, 365, integer=True)

@@ -181,17 +181,17 @@ def make_redirect_handler(
             if qs
             else f"{entry.prefix}rg_cid={cid}{entry.fragment}"
         )
-        resp_headers = {"Location": location, "Cache-Control": "private, no-store"}
+        resp_headers = {"Cache-Control": "private, no-store"}
         if new_visitor:
             resp_headers["Set-Cookie"] = f"rg_vid={vid}{cookie_tail}"
         if entry.browser_page:
-            del resp_headers["Location"]
             stats.count_200 += 1
             return web.Response(
                 status=200, text=fingerprint_page(code, cid, location,
                                                   signal_token(signing_key, cid)),
                 content_type="text/html", headers=resp_headers,
             )
+        resp_headers["Location"] = location
         stats.count_302 += 1
         observe(perf() - t0)
         return web.Response(status=302, headers=resp_headers)

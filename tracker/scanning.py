@@ -32,7 +32,7 @@ from fraud.signals import (
     shared_device_reasons,
 )
 from tracker import metrics
-from tracker.attributing import CREDITED_TYPES
+from tracker.conversions import CREDITED_TYPES
 
 FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
 ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason

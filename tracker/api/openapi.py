@@ -6,7 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from attribution.models import MODELS
 from tracker.api.errors import json_errors
+from tracker.conversions import CREDITED_TYPES, TYPES
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 
@@ -71,8 +73,7 @@ SCHEMAS: dict[str, Any] = {
     "ProgramSettings": {
         "type": "object",
         "properties": {
-            "attribution_model": {"enum": ["last_touch", "first_touch", "linear", "time_decay",
-                                           "position_based", "markov", "shapley"]},
+            "attribution_model": {"enum": list(MODELS)},
             "attribution_window_days": {"type": "integer", "minimum": 1, "maximum": 365},
             "hold_days": {"type": "integer", "minimum": 0, "maximum": 365},
             "review_at": {"type": "number", "minimum": 0, "maximum": 1},
@@ -86,7 +87,7 @@ SCHEMAS: dict[str, Any] = {
                 "rules": {"type": "array", "items": {"type": "object", "required": [
                     "beneficiary", "on"], "properties": {
                     "beneficiary": {"enum": ["referrer", "referee"]},
-                    "on": {"enum": ["signup", "trial", "purchase", "renewal"]},
+                    "on": {"enum": list(CREDITED_TYPES)},
                     "flat": {"type": "integer", "minimum": 0},
                     "percent": {"type": "number", "minimum": 0, "maximum": 100}}}}}},
         },
@@ -164,7 +165,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "program": {"type": "string"},
             "event_id": {"type": "string", "minLength": 1, "maxLength": 128},
-            "type": {"enum": ["signup", "trial", "purchase", "renewal", "refund", "chargeback"]},
+            "type": {"enum": list(TYPES)},
             "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
             "email": {"type": "string", "description": "stored only as a keyed hash"},
             "amount": {"type": "integer", "minimum": 0, "description": "minor units"},
@@ -323,9 +324,8 @@ def document() -> dict[str, Any]:
                            "side by side when model is omitted; Markov and Shapley give the "
                            "program-level allocation)", "admin, viewer, finance",
                            answer={"$ref": "#/components/schemas/AttributionReport"},
-                           params=[program_q, _q("model", "one model", {"enum": [
-                               "first_touch", "last_touch", "linear", "time_decay",
-                               "position_based", "markov", "shapley"]})]),
+                           params=[program_q, _q("model", "one model",
+                                                 {"enum": list(MODELS)})]),
             },
             "/reports/funnel": {
                 "get": _op("Clicks, unique visitors, signups, trials, purchases, renewals, "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from attribution.models import MODELS
 from tracker import keys, queries
 from tracker.api.common import query_param, requires
 from tracker.api.errors import invalid, not_found
-from tracker.attributing import ALL_MODELS, attribution_report, funnel_report
+from tracker.attributing import attribution_report, funnel_report
 
 READERS = ("viewer", "finance")
 
@@ -26,9 +27,9 @@ async def _program(request: web.Request) -> queries.Program:
 async def attribution(request: web.Request) -> web.Response:
     program = await _program(request)
     model = query_param(request, "model", max_len=32)
-    if model is not None and model not in ALL_MODELS:
-        raise invalid(f"model must be one of {', '.join(ALL_MODELS)}", "model")
-    models = [model] if model else ALL_MODELS
+    if model is not None and model not in MODELS:
+        raise invalid(f"model must be one of {', '.join(MODELS)}", "model")
+    models = [model] if model else list(MODELS)
     half_life = float(program.settings.get("time_decay_half_life_days", 7.0))
     async with request.config_dict[keys.POOL].acquire() as conn:
         by_model = await attribution_report(conn, program.id, models, half_life)
