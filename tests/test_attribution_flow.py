@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import auth, make_link, wait_for_clicks
-from tracker.attributing import attribute_pending
+from tracker.attributing import attribute_pending, load_journeys
 
 Client = TestClient[web.Request, web.Application]
 UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605"
@@ -156,4 +156,10 @@ async def test_data_driven_program_model_credits_sum_to_one(
         assert set(shares) == {"alice", "bob"}
         assert math.isclose(sum(shares.values()), 1.0, abs_tol=1e-12)
     assert await conn.fetchval("SELECT DISTINCT model FROM credits") == "shapley"
-    assert lone
+    # The lone visitor never converted: a lost journey the data-driven models are fitted on.
+    program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = 'acme'")
+    bob = await conn.fetchval("SELECT id FROM referrers WHERE external_id = 'bob'")
+    lost = [j for j in await load_journeys(conn, program_id) if j.lost]
+    assert [j.referrers for j in lost].count((bob,)) >= 1
+    assert await conn.fetchval(
+        "SELECT count(*) FROM customer_visitors WHERE visitor_id = $1", lone) == 0

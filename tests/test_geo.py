@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import subprocess
@@ -166,16 +167,24 @@ def test_geo_lookup_command(geo_dir: Path, tmp_path: Path) -> None:
     assert out.returncode == 1 and "broken.mmdb" in out.stderr
 
 
-async def test_clicks_carry_geo_and_device(
-    dsn: str, tmp_path: Path, geo_dir: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory,
-) -> None:
-    import ipaddress
-
+async def geo_client(
+    aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, geo_dir: Path,
+    tokens: dict[str, str],
+) -> Client:
+    """An app with the test databases, behind a trusted proxy (so X-Forwarded-For picks the
+    client address), and a link to visit."""
     settings = make_settings(tmp_path / "d", dsn, geoip_dir=geo_dir,
                              trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
     client = await aiohttp_client(create_app(settings))
     await make_link(client, tokens)
+    return client
+
+
+async def test_clicks_carry_geo_and_device(
+    dsn: str, tmp_path: Path, geo_dir: Path, tokens: dict[str, str], conn: asyncpg.Connection,
+    aiohttp_client: ClientFactory,
+) -> None:
+    client = await geo_client(aiohttp_client, tmp_path, dsn, geo_dir, tokens)
     iphone = ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_3_2 like Mac OS X) AppleWebKit/605.1.15 "
               "(KHTML, like Gecko) Version/18.3.1 Mobile/15E148 Safari/604.1")
     await client.get("/r/alice1", allow_redirects=False,
@@ -203,12 +212,7 @@ async def test_hot_swap_under_load_never_fails_a_redirect(
     dsn: str, tmp_path: Path, geo_dir: Path, tokens: dict[str, str], conn: asyncpg.Connection,
     aiohttp_client: ClientFactory,
 ) -> None:
-    import ipaddress
-
-    settings = make_settings(tmp_path / "d", dsn, geoip_dir=geo_dir,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings))
-    await make_link(client, tokens)
+    client = await geo_client(aiohttp_client, tmp_path, dsn, geo_dir, tokens)
     statuses: list[int] = []
     stop = asyncio.Event()
 
