@@ -51,15 +51,18 @@ UAS = [
 
 
 def generate(folder: Path, n_clicks: int, n_conversions: int, n_referrers: int,
-             seed: int = 7) -> tuple[Path, Path]:
-    """NDJSON files: visitors with 1-5 clicks on power-law referrers; some visitors convert."""
+             *, seed: int = 7, first_visitor: int = 0, name: str = "") -> tuple[Path, Path]:
+    """NDJSON files: visitors with 1-5 clicks on power-law referrers; some visitors convert.
+
+    Visitors are numbered from `first_visitor`, so a second batch has ids of its own."""
     rng = random.Random(seed)
     weights = [1 / (i + 1) ** 1.1 for i in range(n_referrers)]
     start = datetime(2026, 6, 1, tzinfo=UTC)
-    clicks_path, conv_path = folder / "clicks.ndjson", folder / "conversions.ndjson"
+    clicks_path = folder / f"clicks{name}.ndjson"
+    conv_path = folder / f"conversions{name}.ndjson"
     converting_visitors = n_conversions
     made = 0
-    visitor = 0
+    visitor = first_visitor
     with clicks_path.open("w") as clicks, conv_path.open("w") as convs:
         while made < n_clicks:
             visitor += 1

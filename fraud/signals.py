@@ -7,9 +7,11 @@ Input is plain data (`ConversionFacts`); output is a list of `Reason`s and a ris
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -161,48 +163,114 @@ KS_P_VALUE = 1e-3
 REFUND_RATE = 0.3
 REFUND_MIN_CONVERSIONS = 5
 REFEREES_PER_DEVICE = 3
+VELOCITY_MIN = 5  # conversions in one day before a burst can count as one
+VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
+PEAK_FACTOR = 3.0  # times the best day of the program's busier referrers (90th percentile)
+DAY = 86400.0
+SPAM_MIN_CLICKS = 100
+SPAM_RATE_FACTOR = 0.2  # a conversion rate under a fifth of the program's
 
 
-def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[int]
-                     ) -> dict[str, list[Reason]]:
+def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[int],
+                     referrer_clicks: dict[str, int] | None = None,
+                     background_delays: np.ndarray | None = None,
+                     program_rate: float | None = None) -> dict[str, list[Reason]]:
     """Reasons that concern a referrer as a whole, to be added to each of their conversions.
 
     - delay_distribution: their click-to-conversion delays are shorter than the rest of the
       program's (one-sided two-sample Kolmogorov-Smirnov test);
+    - click_spam: many clicks, a conversion rate far under the program's, and delays longer
+      than the program's (clicks fired at people who were going to convert anyway);
+    - velocity: a day with far more conversions than the referrer's usual daily rate, and far
+      more than the best day of the program's busier referrers;
     - refund_rate: a large share of their conversions was refunded or charged back.
+
+    The program's delays are the other referrers' among `conversions`, or `background_delays`
+    when the caller has only part of the program at hand (incremental scans). Conversion
+    rates need `referrer_clicks`; `program_rate` (conversions per click) defaults to the rate
+    over `conversions` and `referrer_clicks`.
     """
     delays: dict[str, list[float]] = defaultdict(list)
+    times: dict[str, list[float]] = defaultdict(list)
     counts: Counter[str] = Counter()
     refunds: Counter[str] = Counter()
     for conv in conversions:
         delay = conv.delay
         for ref in conv.referrers:
             counts[ref] += 1
+            times[ref].append(conv.at)
             if conv.conversion_id in reversed_ids:
                 refunds[ref] += 1
             if delay is not None:
                 delays[ref].append(max(delay, 0.0))
-    labels = [ref for ref, ds in delays.items() for _ in ds]
     everyone = np.array([d for ds in delays.values() for d in ds])
-    owner = np.array(labels, dtype=object)
+    owner = np.array([ref for ref, ds in delays.items() for _ in ds], dtype=object)
+    clicks = referrer_clicks or {}
+    if program_rate is None and clicks:
+        program_rate = sum(counts.values()) / max(sum(clicks.values()), 1)
     out: dict[str, list[Reason]] = defaultdict(list)
     for ref, own in delays.items():
-        if len(own) < KS_MIN_CONVERSIONS or len(everyone) - len(own) < KS_MIN_CONVERSIONS:
+        others = background_delays if background_delays is not None else everyone[owner != ref]
+        if len(own) < KS_MIN_CONVERSIONS or len(others) < KS_MIN_CONVERSIONS:
             continue
-        others = everyone[owner != ref]
-        test = stats.ks_2samp(own, others, alternative="greater")
-        if test.pvalue < KS_P_VALUE:
+        faster = _ks(own, others, "greater")
+        if faster.pvalue < KS_P_VALUE:
             out[ref].append(Reason(
                 "delay_distribution",
                 f"{ref}'s visitors convert faster than the program's (median "
                 f"{_median(own):.0f} s against {float(np.median(others)):.0f} s)",
-                round(float(test.statistic), 4), f"p < {KS_P_VALUE:g}", 0.5))
+                round(float(faster.statistic), 4), f"p < {KS_P_VALUE:g}", 0.5))
+            continue
+        n_clicks = clicks.get(ref, 0)
+        if not program_rate or n_clicks < SPAM_MIN_CLICKS:
+            continue
+        rate = counts[ref] / n_clicks
+        slower = _ks(own, others, "less")
+        if rate < SPAM_RATE_FACTOR * program_rate and slower.pvalue < KS_P_VALUE:
+            out[ref].append(Reason(
+                "click_spam",
+                f"{ref}'s {n_clicks} clicks converted at {rate:.1%} against the program's "
+                f"{program_rate:.1%}, and later than usual (median {_median(own) / 3600:.0f} h "
+                f"against {float(np.median(others)) / 3600:.0f} h): clicks fired at people who "
+                "were converting anyway", round(rate, 4),
+                round(SPAM_RATE_FACTOR * program_rate, 4), 0.6))
+    bursts = {ref: _burst(sorted(ts)) for ref, ts in times.items()}
+    typical = float(np.percentile([peak for peak, _ in bursts.values()], 90)) if bursts else 0.0
+    for ref, (peak, usual) in bursts.items():
+        limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
+        if peak >= limit:
+            out[ref].append(Reason(
+                "velocity", f"{ref} had {peak} conversions within one day, against a usual "
+                f"{usual:.1f} a day (the program's busiest referrers' best day: {typical:.0f})",
+                peak, round(limit, 2), 0.4))
     for ref, n in counts.items():
         rate = refunds[ref] / n
         if n >= REFUND_MIN_CONVERSIONS and rate >= REFUND_RATE:
             out[ref].append(Reason("refund_rate", f"{rate:.0%} of {ref}'s conversions were "
                                    "refunded or charged back", round(rate, 4), REFUND_RATE, 0.4))
     return dict(out)
+
+
+def _ks(own: Sequence[float], others: Sequence[float] | np.ndarray, alternative: str
+        ) -> Any:
+    """Two-sample Kolmogorov-Smirnov; the asymptotic p-value once the samples are large (the
+    exact one is slow there, and scipy warns when it gives up on it)."""
+    method = "exact" if len(own) * len(others) <= 10_000 else "asymp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return stats.ks_2samp(own, others, alternative=alternative, method=method)
+
+
+def _burst(ts: list[float]) -> tuple[int, float]:
+    """The most conversions within any 24 hours, and the daily rate outside that day (over
+    at least a week, so a new referrer's first day is not its own baseline)."""
+    peak, lo = 0, 0
+    for hi, t in enumerate(ts):
+        while t - ts[lo] > DAY:
+            lo += 1
+        peak = max(peak, hi - lo + 1)
+    span = (ts[-1] - ts[0]) / DAY - 1 if len(ts) > 1 else 0.0
+    return peak, (len(ts) - peak) / max(span, 7.0)
 
 
 def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:

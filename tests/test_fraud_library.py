@@ -118,3 +118,43 @@ def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
     assert not any(r in reasons for r in ("r1", "r2"))
     crowded = shared_device_reasons(conversions)
     assert set(crowded) == {1, 2, 3} and crowded[1].value == 3
+
+
+def test_velocity_and_click_spam() -> None:
+    from fraud.signals import DAY, referrer_reasons
+
+    rng = random.Random(8)
+    conversions: list[ConversionFacts] = []
+
+    def convert(ref: str, at: float, delay: float) -> None:
+        conversions.append(ConversionFacts(
+            len(conversions), f"c{len(conversions)}", at, (ref,),
+            touches=(click(at - delay, referrer=ref),)))
+
+    # Thirty ordinary referrers, about one conversion every three days for 60 days, hours
+    # after the click; one big steady referrer with eight a day, every day.
+    for r in range(30):
+        for _ in range(20):
+            convert(f"r{r}", rng.uniform(0, 60 * DAY), rng.uniform(600, 2 * DAY))
+    for day in range(60):
+        for _ in range(8):
+            convert("steady", (day + rng.random()) * DAY, rng.uniform(600, 2 * DAY))
+    # A referrer with a conversion a week, then twenty in one afternoon.
+    for week in range(8):
+        convert("burst", week * 7 * DAY, rng.uniform(600, 2 * DAY))
+    for _ in range(20):
+        convert("burst", 50 * DAY + rng.uniform(0, 6 * 3600), rng.uniform(600, 2 * DAY))
+    # Click spam: 400 clicks, 12 conversions, each days after its click.
+    for _ in range(12):
+        convert("spam", rng.uniform(10 * DAY, 60 * DAY), rng.uniform(4 * DAY, 9 * DAY))
+    clicks = {f"r{r}": 40 for r in range(30)} | {"steady": 1000, "burst": 60, "spam": 400}
+    reasons = referrer_reasons(conversions, set(), clicks)
+    codes = {ref: [r.code for r in rs] for ref, rs in reasons.items()}
+    assert codes == {"burst": ["velocity"], "spam": ["click_spam"]}
+    velocity = reasons["burst"][0]
+    assert velocity.value >= 20 and isinstance(velocity.threshold, float)
+    assert velocity.value >= velocity.threshold
+    spam = reasons["spam"][0]
+    assert spam.value == 0.03 and "400 clicks" in spam.message
+    # Without click counts, a low conversion rate cannot be told: no click-spam reason.
+    assert "spam" not in referrer_reasons(conversions, set())

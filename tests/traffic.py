@@ -32,7 +32,8 @@ BROWSERS = [
 ]
 HEADLESS = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
             "HeadlessChrome/120.0.0.0 Safari/537.36")
-PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection")
+PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection",
+            "click_spam")
 
 
 @dataclass
@@ -89,7 +90,7 @@ async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
     rng = traffic.rng
     names = [f"org{i}" for i in range(organic_referrers)]
     names += [f"self{i}" for i in range(8)] + [f"ring{i}" for i in range(6)]
-    names += [f"camo{i}" for i in range(6)] + ["farmer", "injector"]
+    names += [f"camo{i}" for i in range(6)] + ["farmer", "injector", "spammer"]
     for name in names:
         ref = await conn.fetchval("INSERT INTO referrers (program_id, external_id) VALUES ($1, $2)"
                                   " RETURNING id", program_id, name)
@@ -151,6 +152,15 @@ async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
         cid = traffic.click("injector", at, ip, ua, f"vi{i}")
         traffic.convert("click_injection", f"inj{i}", at + timedelta(seconds=rng.uniform(1, 6)),
                         cid, ip)
+    # Click spam: clicks fired on hundreds of phones (ad stacking, background redirects); the
+    # few people who later buy anyway, days afterwards, are claimed by the last click.
+    for i in range(300):
+        ip, ua = traffic.home_ip(), BROWSERS[2].format(v=rng.randint(1, 6))
+        at = traffic.start + timedelta(days=rng.uniform(0, 5))
+        cid = traffic.click("spammer", at, ip, ua, f"vp{i}")
+        if i % 20 == 0:
+            traffic.convert("click_spam", f"spam{i}",
+                            at + timedelta(days=rng.uniform(2, 14)), cid, ip)
     enricher = Enricher(SECRET, ())
     await store_clicks(conn, [enricher.row(c, source="import") for c in traffic.clicks], set())
     for body in traffic.conversions:

@@ -104,8 +104,19 @@ async def attribute(conn: asyncpg.Connection) -> None:
     await attribute_pending(conn)
 
 
+FULL_SCAN_EVERY = "1 hour"
+
+
 async def fraud_scan(conn: asyncpg.Connection) -> None:
-    await scan(conn)
+    """New conversions every run; the whole program again once an hour (rings that grew
+    slowly, FRAUDAR's dense blocks, referrer statistics that moved)."""
+    stale = await conn.fetch(
+        f"""SELECT p.slug FROM programs p WHERE NOT EXISTS (
+                SELECT 1 FROM fraud_scans s WHERE s.program_id = p.id AND s.mode = 'full'
+                  AND s.finished_at > now() - interval '{FULL_SCAN_EVERY}')""")
+    for row in stale:
+        await scan(conn, row["slug"])
+    await scan(conn, incremental=True)
 
 
 def default_jobs(enricher: Enricher) -> tuple[Job, ...]:
@@ -113,7 +124,7 @@ def default_jobs(enricher: Enricher) -> tuple[Job, ...]:
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
         Job("attribution", 10.0, attribute),
-        Job("fraud_scan", 60.0, fraud_scan),
+        Job("fraud_scan", 30.0, fraud_scan),
     )
 
 

@@ -82,11 +82,11 @@ GEOIP_AGE = Gauge(
     multiprocess_mode="livemax",
 )
 FRAUD_FLAGS = Gauge(
-    "refguard_fraud_flags", "Flags of the latest fraud scan by kind", ["kind"],
+    "refguard_fraud_flags", "Current fraud flags by kind, all programs", ["kind"],
     multiprocess_mode="livemax",
 )
 SCAN_SECONDS = Histogram(
-    "refguard_fraud_scan_seconds", "Duration of fraud scans",
+    "refguard_fraud_scan_seconds", "Duration of fraud scans (full or incremental)", ["mode"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 RING_SIZE = Histogram(

@@ -1,8 +1,16 @@
 """Fraud scans: load a program's facts, run fraud/ on them, store flags and conversion risk.
 
-fraud/ takes and returns plain data; this module is the only one that knows the tables. A full
-scan replaces the program's flags and risks (they are derived data; the scans table keeps the
-history of when and how much).
+fraud/ takes and returns plain data; this module is the only one that knows the tables.
+
+- A full scan looks at the whole program and replaces its flags and risks (derived data; the
+  scans table keeps the history of when and how much).
+- An incremental scan assesses only conversions no scan has seen yet, at most `WINDOW` at a
+  time, on their neighbourhood: their customers and referrers, the accounts that share an IP
+  or a device with them, and all conversions credited to those referrers. Rings found earlier
+  still count; new rings are looked for by shared infrastructure and referral cycles (FRAUDAR
+  needs the whole graph and is left to full scans). Anomaly scores and the program's delay
+  distribution come from the feature rows stored by earlier scans (a bounded sample), so the
+  program baseline does not have to be recomputed.
 """
 
 from __future__ import annotations
@@ -17,8 +25,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from fraud.anomaly import score_rows
-from fraud.rings import Account, Column, Ring, find_rings
+from fraud.anomaly import MIN_ROWS, AnomalyScorer
+from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import (
     Assessment,
     ClickFacts,
@@ -36,85 +44,196 @@ from tracker.conversions import CREDITED_TYPES
 
 FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
 ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason
+WINDOW = 20_000  # conversions per incremental scan, to bound its memory
+BASELINE_ROWS = 20_000  # stored feature rows an incremental scan compares against
+MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a cafe)
+RING_KINDS = ("ring", "dense_block", "referral_cycle")
 
 
 @dataclass
 class ScanSummary:
     program: str
-    scan_id: int
+    scan_id: int | None
+    mode: str = "full"
     conversions: int = 0
     flagged_conversions: int = 0
     rings: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     def as_dict(self) -> dict[str, Any]:
-        return {"program": self.program, "scan_id": self.scan_id,
+        return {"program": self.program, "scan_id": self.scan_id, "mode": self.mode,
                 "conversions": self.conversions, "flagged_conversions": self.flagged_conversions,
-                "rings": self.rings, "seconds": round(self.seconds, 3)}
+                "rings": self.rings, "seconds": round(self.seconds, 3),
+                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
 @dataclass
 class ProgramFacts:
     reversed_ids: set[int]
     referrer_clicks: dict[str, int]
+    program_rate: float | None = None  # credited conversions per counted click
+    baseline: np.ndarray | None = None  # stored feature rows (incremental scans)
 
 
-async def _program_facts(conn: asyncpg.Connection, program_id: int) -> ProgramFacts:
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What an incremental scan looks at."""
+
+    new_ids: set[int]
+    persons: list[str]  # customers and referrers (external ids) whose facts are loaded
+    referrers: list[str]  # referrers whose every conversion is loaded
+
+
+async def _program_facts(conn: asyncpg.Connection, program_id: int,
+                         scope: Scope | None) -> ProgramFacts:
     reversed_rows = await conn.fetch(
         """SELECT o.id FROM conversions x
            JOIN conversions o ON o.program_id = x.program_id AND o.event_id = x.original_event_id
            WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')""", program_id)
+    only = "" if scope is None else "AND r.external_id = ANY($2::text[])"
     click_rows = await conn.fetch(
-        """SELECT r.external_id, count(*) AS n FROM clicks c
+        f"""SELECT r.external_id, count(*) AS n FROM clicks c
            JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
-           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
-           GROUP BY r.external_id""", program_id)
-    return ProgramFacts({r["id"] for r in reversed_rows},
-                        {r["external_id"]: r["n"] for r in click_rows})
+           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate {only}
+           GROUP BY r.external_id""", program_id, *(() if scope is None else (scope.referrers,)))
+    facts = ProgramFacts({r["id"] for r in reversed_rows},
+                         {r["external_id"]: r["n"] for r in click_rows})
+    if scope is not None:
+        credited = await conn.fetchval(
+            "SELECT count(*) FROM credits WHERE program_id = $1", program_id)
+        counted = await conn.fetchval(
+            "SELECT count(*) FROM clicks WHERE program_id = $1 AND NOT is_bot "
+            "AND NOT is_duplicate", program_id)
+        facts.program_rate = credited / counted if counted else None
+        rows = await conn.fetch(
+            """SELECT features FROM conversion_risk WHERE program_id = $1 AND features IS NOT NULL
+               ORDER BY conversion_id DESC LIMIT $2""", program_id, BASELINE_ROWS)
+        if rows:
+            facts.baseline = np.asarray([r["features"] for r in rows], dtype=float)
+    return facts
 
 
 def assess_all(conversions: list[ConversionFacts], referrers: dict[str, ReferrerFacts],
-               rings: list[Ring], facts: ProgramFacts) -> list[Assessment]:
-    """Every conversion's reasons: its own, its referrers', its device's, rings, anomaly."""
-    per_referrer = referrer_reasons(conversions, facts.reversed_ids)
+               rings: list[Ring], facts: ProgramFacts, only: set[int] | None = None
+               ) -> list[tuple[Assessment, list[float]]]:
+    """Every conversion's reasons (its own, its referrers', its device's, rings, anomaly),
+    with its anomaly feature row; `only` limits the answer to those conversion ids."""
+    background = None
+    if facts.baseline is not None:
+        touched = facts.baseline[facts.baseline[:, 1] > 0]
+        background = np.expm1(touched[:, 0])
+    per_referrer = referrer_reasons(conversions, facts.reversed_ids, facts.referrer_clicks,
+                                    background, facts.program_rate)
     per_device = shared_device_reasons(conversions)
     referrer_conversions: dict[str, int] = defaultdict(int)
     for conv in conversions:
         for ref in conv.referrers:
             referrer_conversions[ref] += 1
-    rows = [features(c, referrer_conversions, facts.referrer_clicks) for c in conversions]
-    scored = score_rows(rows)
+    wanted = [c for c in conversions if only is None or c.conversion_id in only]
+    rows = [features(c, referrer_conversions, facts.referrer_clicks) for c in wanted]
+    percentiles, scorer = _anomaly(rows, facts.baseline)
     out = []
-    for i, conv in enumerate(conversions):
+    for i, conv in enumerate(wanted):
         base = _with_rings(assess(conv, referrers), conv, rings)
         extra: list[Reason] = [r for ref in conv.referrers for r in per_referrer.get(ref, ())]
         if conv.conversion_id in per_device:
             extra.append(per_device[conv.conversion_id])
-        if scored is not None and scored[0][i] >= ANOMALY_AT:
-            top = scored[1].explain(np.asarray(rows[i]))
+        if scorer is not None and percentiles[i] >= ANOMALY_AT:
+            top = scorer.explain(np.asarray(rows[i]))
             extra.append(Reason(
                 "anomaly", "unusual among this program's conversions: " + ", ".join(
                     f"{name} {z:+.1f} sd" for name, z in top),
-                round(float(scored[0][i]), 4), ANOMALY_AT, 0.3))
+                round(float(percentiles[i]), 4), ANOMALY_AT, 0.3))
         reasons = base.reasons + tuple(extra)
-        out.append(Assessment(conv.conversion_id, combine(reasons), reasons))
+        out.append((Assessment(conv.conversion_id, combine(reasons), reasons), rows[i]))
     return out
 
 
-async def _facts(conn: asyncpg.Connection, program_id: int) -> tuple[
+def _anomaly(rows: list[list[float]], baseline: np.ndarray | None
+             ) -> tuple[np.ndarray, AnomalyScorer | None]:
+    """Percentiles of `rows` among the program's conversions: fitted on the rows themselves,
+    or with stored rows of earlier scans when given."""
+    if not rows:
+        return np.zeros(0), None
+    x = np.asarray(rows, dtype=float)
+    train = x if baseline is None else np.vstack([baseline, x])
+    if len(train) < MIN_ROWS:
+        return np.zeros(len(rows)), None
+    scorer = AnomalyScorer().fit(train)
+    return scorer.score(x), scorer
+
+
+async def _new_scope(conn: asyncpg.Connection, program_id: int) -> Scope | None:
+    """The conversions no scan has seen yet, and the people around them."""
+    rows = await conn.fetch(
+        """SELECT c.id, c.customer_id,
+                  coalesce(array_agg(r.external_id) FILTER (WHERE r.id IS NOT NULL), '{}')
+                      AS referrers
+           FROM conversions c
+           LEFT JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
+           LEFT JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
+           WHERE c.program_id = $1 AND c.attributed_at IS NOT NULL AND c.type = ANY($2::text[])
+             AND NOT EXISTS (SELECT 1 FROM conversion_risk k
+                             WHERE k.program_id = c.program_id AND k.conversion_id = c.id)
+           GROUP BY c.program_id, c.id ORDER BY c.id LIMIT $3""",
+        program_id, list(CREDITED_TYPES), WINDOW)
+    if not rows:
+        return None
+    referrers = sorted({ref for r in rows for ref in r["referrers"]})
+    core = sorted({r["customer_id"] for r in rows} | set(referrers))
+    infra = await conn.fetch(
+        """SELECT DISTINCT c.ip, c.fingerprint FROM customer_visitors cv
+           JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
+           WHERE cv.program_id = $1 AND cv.customer_id = ANY($2::text[])
+           UNION SELECT ip, NULL FROM conversions
+           WHERE program_id = $1 AND customer_id = ANY($2::text[]) AND ip IS NOT NULL""",
+        program_id, core)
+    ips = sorted({r["ip"] for r in infra if r["ip"] is not None}, key=str)
+    devices = sorted({bytes(r["fingerprint"]) for r in infra if r["fingerprint"]})
+    holders = await conn.fetch(
+        """SELECT DISTINCT cv.customer_id, c.ip, c.fingerprint FROM clicks c
+           JOIN customer_visitors cv ON cv.program_id = c.program_id
+                                    AND cv.visitor_id = c.visitor_id
+           WHERE c.program_id = $1 AND (c.ip IN (SELECT unnest($2::inet[]))
+                                        OR c.fingerprint IN (SELECT unnest($3::bytea[])))
+           UNION SELECT customer_id, ip, NULL FROM conversions
+           WHERE program_id = $1 AND ip IN (SELECT unnest($2::inet[]))""",
+        program_id, ips, devices)
+    by_column: dict[object, set[str]] = defaultdict(set)
+    for r in holders:
+        for column in (("ip", r["ip"]), ("device", r["fingerprint"])):
+            if column[1] is not None:
+                by_column[column].add(r["customer_id"])
+    neighbours = {p for people in by_column.values() if len(people) <= MAX_SHARE
+                  for p in people}
+    return Scope({r["id"] for r in rows}, sorted(set(core) | neighbours), referrers)
+
+
+async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None) -> tuple[
         list[ConversionFacts], dict[str, ReferrerFacts], dict[Account, set[Column]],
         list[tuple[str, str]]]:
     referrer_rows = await conn.fetch(
         "SELECT id, external_id, email_hash FROM referrers WHERE program_id = $1", program_id)
     referrer_name = {r["id"]: r["external_id"] for r in referrer_rows}
+    args: tuple[object, ...] = (program_id,)
+    persons_only = conversions_only = ""
+    if scope is not None:
+        wanted = set(scope.referrers)
+        args = (program_id, scope.persons,
+                [r["id"] for r in referrer_rows if r["external_id"] in wanted])
+        persons_only = "AND cv.customer_id = ANY($2::text[])"
+        conversions_only = """AND (c.customer_id = ANY($2::text[]) OR c.id IN (
+            SELECT conversion_id FROM credits
+            WHERE program_id = $1 AND referrer_id = ANY($3::bigint[])))"""
     # Every person's infrastructure: the clicks of the visitors linked to a customer id, and
     # the IPs their conversions were reported from.
     person_rows = await conn.fetch(
-        """SELECT cv.customer_id, cv.visitor_id, host(c.ip) AS ip,
+        f"""SELECT cv.customer_id, cv.visitor_id, host(c.ip) AS ip,
                   encode(c.fingerprint, 'hex') AS device
            FROM customer_visitors cv
            JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
-           WHERE cv.program_id = $1""", program_id)
+           WHERE cv.program_id = $1 {persons_only}""", *args[:2])
     visitors: dict[str, set[str]] = defaultdict(set)
     devices: dict[str, set[str]] = defaultdict(set)
     ips: dict[str, set[str]] = defaultdict(set)
@@ -125,28 +244,30 @@ async def _facts(conn: asyncpg.Connection, program_id: int) -> tuple[
         if r["ip"]:
             ips[r["customer_id"]].add(r["ip"])
     conv_rows = await conn.fetch(
-        """SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, host(c.ip) AS ip, c.type,
+        f"""SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, host(c.ip) AS ip, c.type,
                   coalesce(c.amount, 0) AS amount,
                   coalesce(array_agg(cr.referrer_id) FILTER (WHERE cr.referrer_id IS NOT NULL),
-                           '{}') AS referrers
+                           '{{}}') AS referrers
            FROM conversions c
            LEFT JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
-           WHERE c.program_id = $1 AND c.attributed_at IS NOT NULL
-           GROUP BY c.program_id, c.id""", program_id)
+           WHERE c.program_id = $1 AND c.attributed_at IS NOT NULL {conversions_only}
+           GROUP BY c.program_id, c.id""", *args)
     email_of: dict[str, bytes] = {}
     for r in conv_rows:
-        if r["ip"]:
+        if r["ip"] and (scope is None or r["customer_id"] in visitors or r["id"] in scope.new_ids):
             ips[r["customer_id"]].add(r["ip"])
         if r["email_hash"]:
             email_of[r["customer_id"]] = bytes(r["email_hash"])
+    touches_only = "" if scope is None else "AND t.conversion_id = ANY($2::bigint[])"
     touch_rows = await conn.fetch(
-        """SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
+        f"""SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
                   c.visitor_id, host(c.ip) AS ip, encode(c.fingerprint, 'hex') AS device,
                   c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting, c.country, c.query
            FROM touchpoints t
            JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
                         AND c.click_id = t.click_id
-           WHERE t.program_id = $1 ORDER BY t.conversion_id, t.position""", program_id)
+           WHERE t.program_id = $1 {touches_only} ORDER BY t.conversion_id, t.position""",
+        program_id, *(() if scope is None else ([r["id"] for r in conv_rows],)))
     touches: dict[int, list[ClickFacts]] = defaultdict(list)
     for r in touch_rows:
         touches[r["conversion_id"]].append(ClickFacts(
@@ -205,20 +326,60 @@ def _ring_reasons(ring: Ring) -> list[dict[str, object]]:
              "value": len(ring.accounts), "threshold": 3}]
 
 
-async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str) -> ScanSummary:
+async def _stored_rings(conn: asyncpg.Connection, program_id: int) -> list[Ring]:
+    rows = await conn.fetch(
+        """SELECT kind, score, members::text AS members FROM fraud_flags
+           WHERE program_id = $1 AND kind = ANY($2::text[])""", program_id, list(RING_KINDS))
+    rings = []
+    for r in rows:
+        members = json.loads(r["members"])
+        rings.append(Ring(
+            r["kind"],
+            frozenset((m["type"], m["id"]) for m in members
+                      if m["type"] in ("referrer", "customer")),
+            frozenset((m["type"], m["id"]) for m in members if m["type"] in ("ip", "device")),
+            r["score"]))
+    return rings
+
+
+def _local_rings(uses: dict[Account, set[Column]], referrals: list[tuple[str, str]],
+                 known: list[Ring]) -> list[Ring]:
+    """Rings in an incremental scan's neighbourhood that no earlier ring already holds."""
+    found = shared_infrastructure(uses, referrals, max_share=MAX_SHARE)
+    found += referral_cycles(referrals)
+    seen = set().union(*(r.accounts for r in known)) if known else set()
+    return [r for r in found if not r.accounts <= seen]
+
+
+async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
+                       incremental: bool = False) -> ScanSummary:
+    """Scan one program: everything, or (incremental) the conversions no scan has seen."""
     started = time.perf_counter()
+    mode = "incremental" if incremental else "full"
+    scope = await _new_scope(conn, program_id) if incremental else None
+    if incremental and scope is None:
+        return ScanSummary(slug, None, mode)
+    phases = {"scope": time.perf_counter() - started}
     scan_id = await conn.fetchval(
-        "INSERT INTO fraud_scans (program_id, mode) VALUES ($1, 'full') RETURNING id", program_id)
-    conversions, referrers, uses, referrals = await _facts(conn, program_id)
-    facts = await _program_facts(conn, program_id)
+        "INSERT INTO fraud_scans (program_id, mode) VALUES ($1, $2) RETURNING id",
+        program_id, mode)
+    conversions, referrers, uses, referrals = await _facts(conn, program_id, scope)
+    facts = await _program_facts(conn, program_id, scope)
+    known = await _stored_rings(conn, program_id) if scope is not None else []
+    phases["load"] = time.perf_counter() - started - phases["scope"]
 
-    def compute() -> tuple[list[Ring], list[Assessment]]:
-        rings = find_rings(uses, referrals)
-        return rings, assess_all(conversions, referrers, rings, facts)
+    def compute() -> tuple[list[Ring], list[tuple[Assessment, list[float]]]]:
+        if scope is None:
+            rings = find_rings(uses, referrals)
+            return rings, assess_all(conversions, referrers, rings, facts)
+        rings = _local_rings(uses, referrals, known)
+        return rings, assess_all(conversions, referrers, known + rings, facts, scope.new_ids)
 
+    mark = time.perf_counter()
     rings, assessments = await asyncio.get_running_loop().run_in_executor(None, compute)
+    phases["compute"] = time.perf_counter() - mark
     by_id = {c.conversion_id: c for c in conversions}
-    summary = ScanSummary(slug, scan_id, conversions=len(conversions))
+    summary = ScanSummary(slug, scan_id, mode, conversions=len(assessments), phases=phases)
     flag_rows: list[tuple[object, ...]] = []
     for ring in rings:
         summary.rings[ring.kind] = summary.rings.get(ring.kind, 0) + 1
@@ -227,9 +388,10 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str) -> 
                           json.dumps(_ring_reasons(ring)), json.dumps(ring.members),
                           json.dumps(ring.evidence, default=str)))
     risk_rows = []
-    for a in assessments:
+    for a, row in assessments:
         reasons = [r.as_dict() for r in a.reasons]
-        risk_rows.append((program_id, a.conversion_id, a.score, json.dumps(reasons), scan_id))
+        risk_rows.append((program_id, a.conversion_id, a.score, json.dumps(reasons), scan_id,
+                          row))
         if a.score >= FLAG_AT and a.reasons:
             summary.flagged_conversions += 1
             conv = by_id[a.conversion_id]
@@ -240,8 +402,13 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str) -> 
                               json.dumps(reasons), json.dumps(members),
                               json.dumps({"conversion_id": a.conversion_id})))
     async with conn.transaction():
-        await conn.execute("DELETE FROM fraud_flags WHERE program_id = $1", program_id)
-        await conn.execute("DELETE FROM conversion_risk WHERE program_id = $1", program_id)
+        if scope is None:
+            await conn.execute("DELETE FROM fraud_flags WHERE program_id = $1", program_id)
+            await conn.execute("DELETE FROM conversion_risk WHERE program_id = $1", program_id)
+        else:
+            await conn.execute(
+                "DELETE FROM fraud_flags WHERE program_id = $1 AND conversion_id = ANY($2)",
+                program_id, list(scope.new_ids))
         if flag_rows:
             await conn.executemany(
                 """INSERT INTO fraud_flags (program_id, scan_id, kind, score, conversion_id,
@@ -250,24 +417,32 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str) -> 
         if risk_rows:
             await conn.executemany(
                 """INSERT INTO conversion_risk (program_id, conversion_id, score, reasons,
-                       scan_id) VALUES ($1, $2, $3, $4::jsonb, $5)""", risk_rows)
+                       scan_id, features) VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+                   ON CONFLICT (program_id, conversion_id) DO UPDATE SET
+                       score = excluded.score, reasons = excluded.reasons,
+                       scan_id = excluded.scan_id, features = excluded.features,
+                       scanned_at = now()""", risk_rows)
         summary.seconds = time.perf_counter() - started
+        phases["store"] = summary.seconds - sum(phases.values())
         await conn.execute(
             "UPDATE fraud_scans SET finished_at = now(), stats = $2::jsonb WHERE id = $1",
             scan_id, json.dumps(summary.as_dict()))
-    metrics.SCAN_SECONDS.observe(summary.seconds)
-    kinds: dict[str, int] = defaultdict(int)
-    for row in flag_rows:
-        kinds[str(row[2])] += 1
-    for kind, n in kinds.items():
-        metrics.FRAUD_FLAGS.labels(kind=kind).set(n)
+    metrics.SCAN_SECONDS.labels(mode=mode).observe(summary.seconds)
+    await _publish_flag_counts(conn)
     return summary
 
 
-async def scan(conn: asyncpg.Connection, slug: str | None = None) -> list[ScanSummary]:
+async def _publish_flag_counts(conn: asyncpg.Connection) -> None:
+    for row in await conn.fetch("SELECT kind, count(*) AS n FROM fraud_flags GROUP BY kind"):
+        metrics.FRAUD_FLAGS.labels(kind=row["kind"]).set(row["n"])
+
+
+async def scan(conn: asyncpg.Connection, slug: str | None = None, *,
+               incremental: bool = False) -> list[ScanSummary]:
     rows = await conn.fetch(
         "SELECT id, slug FROM programs WHERE $1::text IS NULL OR slug = $1 ORDER BY id", slug)
-    return [await scan_program(conn, r["id"], r["slug"]) for r in rows]
+    return [await scan_program(conn, r["id"], r["slug"], incremental=incremental)
+            for r in rows]
 
 
 # -- backtest ----------------------------------------------------------------------------------
