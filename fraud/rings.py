@@ -154,3 +154,38 @@ def columns_by_account(rows: Iterable[tuple[Account, str | None, str | None]]
         if device:
             out[account].add(("device", device))
     return dict(out)
+
+
+def neighbourhood(center: str, uses: dict[Account, set[Column]],
+                  referrals: Iterable[tuple[str, str]], *, max_nodes: int = 60
+                  ) -> dict[str, list[dict[str, str]]]:
+    """The graph around one referrer, for people to look at: accounts, the IPs and devices
+    that bind them (used by two accounts or more, or by the referrer), and who referred whom.
+
+    At most `max_nodes` nodes: the referrer first, then the accounts and columns nearest to it.
+    """
+    graph = bipartite(uses)
+    for referrer, customer in referrals:
+        a, b = ("referrer", referrer), _account(graph, customer)
+        if a != b:
+            graph.add_edge(a, b, kind="referred", by=a)
+    me = ("referrer", center)
+    if me not in graph:
+        graph.add_node(me)
+    keep = [n for n in graph if graph.nodes[n].get("bipartite") != 1
+            or graph.degree(n) >= 2 or graph.has_edge(me, n)]
+    view = graph.subgraph(keep)
+    order = [me] + [n for n in nx.bfs_tree(view, me) if n != me]
+    order += sorted((n for n in view if n not in set(order)), key=str)
+    chosen = set(order[:max_nodes])
+    nodes = [{"id": f"{t}:{v}", "type": t, "label": v} for t, v in order[:max_nodes]]
+    edges = []
+    for u, v, d in view.subgraph(chosen).edges(data=True):
+        src, dst = (v, u) if d.get("by") == v else (u, v)
+        edges.append({"source": f"{src[0]}:{src[1]}", "target": f"{dst[0]}:{dst[1]}",
+                      "kind": d.get("kind", "uses")})
+    return {"nodes": nodes, "edges": edges}
+
+
+def _account(graph: nx.Graph, person: str) -> Account:
+    return ("referrer", person) if ("referrer", person) in graph else ("customer", person)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -168,13 +168,28 @@ VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
 PEAK_FACTOR = 3.0  # times the best day of the program's busier referrers (90th percentile)
 DAY = 86400.0
 SPAM_MIN_CLICKS = 100
+OTHERS_SAMPLE = 5_000  # delays the program's distribution is estimated from
 SPAM_RATE_FACTOR = 0.2  # a conversion rate under a fifth of the program's
 
 
-def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[int],
-                     referrer_clicks: dict[str, int] | None = None,
-                     background_delays: np.ndarray | None = None,
-                     program_rate: float | None = None) -> dict[str, list[Reason]]:
+@dataclass(frozen=True, slots=True)
+class ProgramContext:
+    """What a scan knows of the whole program beyond the conversions at hand.
+
+    A full scan has every conversion and needs only the first two. An incremental scan has a
+    window (each referrer's latest conversions) and brings the rest as aggregates: the
+    program's delays (a sample), its conversions per click, and each referrer's totals.
+    """
+
+    reversed_ids: frozenset[int] = frozenset()  # conversions refunded or charged back
+    referrer_clicks: Mapping[str, int] = field(default_factory=dict)
+    background_delays: np.ndarray | None = None
+    program_rate: float | None = None  # credited conversions per counted click
+    history: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # (n, first at)
+
+
+def referrer_reasons(conversions: Sequence[ConversionFacts],
+                     context: ProgramContext = ProgramContext()) -> dict[str, list[Reason]]:
     """Reasons that concern a referrer as a whole, to be added to each of their conversions.
 
     - delay_distribution: their click-to-conversion delays are shorter than the rest of the
@@ -185,10 +200,8 @@ def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[i
       more than the best day of the program's busier referrers;
     - refund_rate: a large share of their conversions was refunded or charged back.
 
-    The program's delays are the other referrers' among `conversions`, or `background_delays`
-    when the caller has only part of the program at hand (incremental scans). Conversion
-    rates need `referrer_clicks`; `program_rate` (conversions per click) defaults to the rate
-    over `conversions` and `referrer_clicks`.
+    The program's delays are the other referrers' among `conversions` unless the context
+    brings them; conversion rates need the context's click counts.
     """
     delays: dict[str, list[float]] = defaultdict(list)
     times: dict[str, list[float]] = defaultdict(list)
@@ -199,15 +212,23 @@ def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[i
         for ref in conv.referrers:
             counts[ref] += 1
             times[ref].append(conv.at)
-            if conv.conversion_id in reversed_ids:
+            if conv.conversion_id in context.reversed_ids:
                 refunds[ref] += 1
             if delay is not None:
                 delays[ref].append(max(delay, 0.0))
     everyone = np.array([d for ds in delays.values() for d in ds])
     owner = np.array([ref for ref, ds in delays.items() for _ in ds], dtype=object)
-    clicks = referrer_clicks or {}
+    if len(everyone) > OTHERS_SAMPLE:
+        # The program's distribution from a fixed random sample: as good for the test, and
+        # each referrer's comparison costs the sample's size, not the program's.
+        keep = np.random.default_rng(0).choice(len(everyone), OTHERS_SAMPLE, replace=False)
+        everyone, owner = everyone[keep], owner[keep]
+    clicks = context.referrer_clicks
+    totals = {ref: context.history.get(ref, (n, min(times[ref]))) for ref, n in counts.items()}
+    program_rate = context.program_rate
     if program_rate is None and clicks:
         program_rate = sum(counts.values()) / max(sum(clicks.values()), 1)
+    background_delays = context.background_delays
     out: dict[str, list[Reason]] = defaultdict(list)
     for ref, own in delays.items():
         others = background_delays if background_delays is not None else everyone[owner != ref]
@@ -224,7 +245,7 @@ def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[i
         n_clicks = clicks.get(ref, 0)
         if not program_rate or n_clicks < SPAM_MIN_CLICKS:
             continue
-        rate = counts[ref] / n_clicks
+        rate = totals[ref][0] / n_clicks
         slower = _ks(own, others, "less")
         if rate < SPAM_RATE_FACTOR * program_rate and slower.pvalue < KS_P_VALUE:
             out[ref].append(Reason(
@@ -234,7 +255,7 @@ def referrer_reasons(conversions: Sequence[ConversionFacts], reversed_ids: set[i
                 f"against {float(np.median(others)) / 3600:.0f} h): clicks fired at people who "
                 "were converting anyway", round(rate, 4),
                 round(SPAM_RATE_FACTOR * program_rate, 4), 0.6))
-    bursts = {ref: _burst(sorted(ts)) for ref, ts in times.items()}
+    bursts = {ref: _burst(sorted(ts), *totals[ref]) for ref, ts in times.items()}
     typical = float(np.percentile([peak for peak, _ in bursts.values()], 90)) if bursts else 0.0
     for ref, (peak, usual) in bursts.items():
         limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
@@ -261,16 +282,17 @@ def _ks(own: Sequence[float], others: Sequence[float] | np.ndarray, alternative:
         return stats.ks_2samp(own, others, alternative=alternative, method=method)
 
 
-def _burst(ts: list[float]) -> tuple[int, float]:
-    """The most conversions within any 24 hours, and the daily rate outside that day (over
-    at least a week, so a new referrer's first day is not its own baseline)."""
+def _burst(ts: list[float], total: int, first: float) -> tuple[int, float]:
+    """The most conversions within any 24 hours, and the daily rate outside that day over the
+    referrer's whole history (`total` conversions since `first`; at least a week, so a new
+    referrer's first day is not its own baseline)."""
     peak, lo = 0, 0
     for hi, t in enumerate(ts):
         while t - ts[lo] > DAY:
             lo += 1
         peak = max(peak, hi - lo + 1)
-    span = (ts[-1] - ts[0]) / DAY - 1 if len(ts) > 1 else 0.0
-    return peak, (len(ts) - peak) / max(span, 7.0)
+    span = (ts[-1] - min(first, ts[0])) / DAY - 1
+    return peak, (total - peak) / max(span, 7.0)
 
 
 def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
@@ -290,8 +312,8 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     return out
 
 
-def features(conv: ConversionFacts, referrer_conversions: dict[str, int],
-             referrer_clicks: dict[str, int]) -> list[float]:
+def features(conv: ConversionFacts, referrer_conversions: Mapping[str, int],
+             referrer_clicks: Mapping[str, int]) -> list[float]:
     """The anomaly detectors' view of a conversion (see fraud.anomaly.FEATURES)."""
     delay = conv.delay
     ref_conv = max((referrer_conversions.get(r, 0) for r in conv.referrers), default=0)

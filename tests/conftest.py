@@ -7,12 +7,14 @@ which copies files and takes a fraction of a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -23,6 +25,9 @@ from tracker import db
 from tracker.app import create_app
 from tracker.auth import create_token
 from tracker.settings import Settings
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 TEMPLATE = "refguard_template"
 SECRET = b"test-secret-key-0123456789abcdef"
@@ -184,3 +189,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason="Debian chromium is installed by make")
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's chromium driven by Playwright (no browser download)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from pathlib import Path
 
 import asyncpg
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import SECRET, make_link, wait_for_clicks
+from tests.conftest import SECRET, chromium, make_link, needs_chromium, wait_for_clicks
 from tracker.enrich import Enricher
 from tracker.jobs import fold_browser_signals
 
 Client = TestClient[web.Request, web.Application]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 async def browser_link(client: Client, tokens: dict[str, str]) -> None:
@@ -122,35 +119,25 @@ async def test_forged_or_oversized_signals_are_refused(
     assert resp.status == 404
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is installed by make")
+@needs_chromium
 async def test_a_real_browser_sends_signals_and_is_seen_as_automated(
     client: Client, tokens: dict[str, str], conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    from playwright.async_api import async_playwright
-
     await browser_link(client, tokens)
     url = str(client.make_url("/r/alice1?utm_source=pw"))
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        try:
-            # An ordinary user agent: only the browser's own webdriver flag can give it away.
-            page = await browser.new_page(user_agent=(
-                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-                "Chrome/131.0.0.0 Safari/537.36"))
-            # The destination is not reachable from here; the browser is shown a stand-in.
-            await page.route("https://shop.acme.test/**",
-                             lambda route: route.fulfill(body="<h1>landed</h1>",
-                                                         content_type="text/html"))
-            await page.goto(url)
-            await page.wait_for_url("https://shop.acme.test/**")
-            landed = page.url
-            await page.screenshot(path=str(tmp_path / "landed.png"))
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        # An ordinary user agent: only the browser's own webdriver flag can give it away.
+        page = await browser.new_page(user_agent=(
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Safari/537.36"))
+        # The destination is not reachable from here; the browser is shown a stand-in.
+        await page.route("https://shop.acme.test/**",
+                         lambda route: route.fulfill(body="<h1>landed</h1>",
+                                                     content_type="text/html"))
+        await page.goto(url)
+        await page.wait_for_url("https://shop.acme.test/**")
+        landed = page.url
+        await page.screenshot(path=str(tmp_path / "landed.png"))
     assert "utm_source=pw" in landed and "rg_cid=" in landed
     await wait_for_clicks(conn, 1)
     for _ in range(100):

@@ -100,7 +100,7 @@ def test_referral_cycles() -> None:
 
 
 def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
-    from fraud.signals import referrer_reasons, shared_device_reasons
+    from fraud.signals import ProgramContext, referrer_reasons, shared_device_reasons
 
     rng = random.Random(6)
     conversions = []
@@ -110,7 +110,8 @@ def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
         conversions.append(ConversionFacts(
             i, f"c{i}", 100_000.0, (ref,), touches=(click(100_000.0 - delay, referrer=ref),),
             devices=frozenset({"shared" if i in (1, 2, 3) else f"d{i}"})))
-    reasons = referrer_reasons(conversions, reversed_ids=set(range(20, 200, 10)))
+    reasons = referrer_reasons(
+        conversions, ProgramContext(reversed_ids=frozenset(range(20, 200, 10))))
     assert [r.code for r in reasons["quick"]] == ["delay_distribution"]
     assert reasons["quick"][0].value > 0.9
     # r0 had every one of its conversions refunded (ids 20, 30, ... are all r0's).
@@ -121,7 +122,7 @@ def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
 
 
 def test_velocity_and_click_spam() -> None:
-    from fraud.signals import DAY, referrer_reasons
+    from fraud.signals import DAY, ProgramContext, referrer_reasons
 
     rng = random.Random(8)
     conversions: list[ConversionFacts] = []
@@ -148,7 +149,7 @@ def test_velocity_and_click_spam() -> None:
     for _ in range(12):
         convert("spam", rng.uniform(10 * DAY, 60 * DAY), rng.uniform(4 * DAY, 9 * DAY))
     clicks = {f"r{r}": 40 for r in range(30)} | {"steady": 1000, "burst": 60, "spam": 400}
-    reasons = referrer_reasons(conversions, set(), clicks)
+    reasons = referrer_reasons(conversions, ProgramContext(referrer_clicks=clicks))
     codes = {ref: [r.code for r in rs] for ref, rs in reasons.items()}
     assert codes == {"burst": ["velocity"], "spam": ["click_spam"]}
     velocity = reasons["burst"][0]
@@ -157,4 +158,4 @@ def test_velocity_and_click_spam() -> None:
     spam = reasons["spam"][0]
     assert spam.value == 0.03 and "400 clicks" in spam.message
     # Without click counts, a low conversion rate cannot be told: no click-spam reason.
-    assert "spam" not in referrer_reasons(conversions, set())
+    assert "spam" not in referrer_reasons(conversions)

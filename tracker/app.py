@@ -21,8 +21,8 @@ import asyncpg
 from aiohttp import web
 
 from geo.reader import GeoReader
-from tracker import keys, metrics
-from tracker.api import conversions, fraud, openapi, reports, resources
+from tracker import keys, metrics, review
+from tracker.api import conversions, fraud, openapi, reports, resources, rewards
 from tracker.api.errors import json_errors
 from tracker.auth import TokenCache
 from tracker.db import create_pool, database_url
@@ -98,12 +98,14 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handle_metrics)
+    review.add_routes(app)
 
     api = web.Application(client_max_size=MAX_BODY)
     resources.add_routes(api)
     conversions.add_routes(api)
     reports.add_routes(api)
     fraud.add_routes(api)
+    rewards.add_routes(api)
     openapi.add_routes(api)
     for resource in api.router.resources():
         if isinstance(resource, web.Resource):

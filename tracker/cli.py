@@ -9,11 +9,16 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracker.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -57,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
                                '"disabled_reasons": [code]}')
     backtest.add_argument("--program", help="only this program (slug)")
 
+    rewards = sub.add_parser("rewards", help="reward clearance")
+    rewards_sub = rewards.add_subparsers(dest="rewards_command", required=True, metavar="ACTION")
+    release = rewards_sub.add_parser(
+        "release", help="run clearance now: create rewards, end holds, approve or flag")
+    release.add_argument("--program", help="only this program (slug)")
+
+    payouts = sub.add_parser("payouts", help="payout batches")
+    payouts_sub = payouts.add_subparsers(dest="payouts_command", required=True, metavar="ACTION")
+    export = payouts_sub.add_parser(
+        "export", help="export approved unpaid rewards as one batch and mark them paid")
+    export.add_argument("--out", required=True, type=Path, help="the CSV file to write")
+
     geo = sub.add_parser("geo", help="GeoIP databases")
     geo_sub = geo.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
     lookup = geo_sub.add_parser("lookup", help="what the geo databases say of an IP")
@@ -96,6 +113,27 @@ def _resolve_dsn(settings: Settings) -> Settings:
     return settings.with_overrides(database_url=database_url(settings))
 
 
+def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]],
+                   slug: str | None = None) -> T:
+    """Run `work` on a migrated database; a `slug` that names no program is a usage error."""
+    from tracker import db
+
+    settings = _resolve_dsn(settings)
+
+    async def run() -> T:
+        conn = await db.connect(settings.database_url or "")
+        try:
+            await db.migrate(conn)
+            if slug is not None and not await conn.fetchval(
+                    "SELECT 1 FROM programs WHERE slug = $1", slug):
+                raise UsageError(f"no program {slug!r}")
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def _cmd_geo_lookup(settings: Settings, ip: str, as_json: bool) -> int:
     import ipaddress
     import json
@@ -125,25 +163,15 @@ def _cmd_geo_lookup(settings: Settings, ip: str, as_json: bool) -> int:
 
 
 def _cmd_attribution_run(settings: Settings, slug: str | None) -> int:
-    from tracker import db
     from tracker.attributing import attribute_pending
 
-    settings = _resolve_dsn(settings)
+    async def work(conn: asyncpg.Connection) -> int:
+        program_id = None
+        if slug is not None:
+            program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = $1", slug)
+        return await attribute_pending(conn, program_id)
 
-    async def run() -> int:
-        conn = await db.connect(settings.database_url or "")
-        try:
-            await db.migrate(conn)
-            program_id = None
-            if slug is not None:
-                program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = $1", slug)
-                if program_id is None:
-                    raise UsageError(f"no program {slug!r}")
-            return await attribute_pending(conn, program_id)
-        finally:
-            await conn.close()
-
-    count = asyncio.run(run())
+    count = _with_database(settings, work, slug)
     print(f"attributed {count} conversion(s)")
     return 0
 
@@ -199,23 +227,12 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
 def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
     import json
 
-    from tracker import db
     from tracker.scanning import scan
 
-    settings = _resolve_dsn(settings)
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        return [s.as_dict() for s in await scan(conn, slug)]
 
-    async def run() -> list[dict[str, Any]]:
-        conn = await db.connect(settings.database_url or "")
-        try:
-            await db.migrate(conn)
-            if slug is not None and not await conn.fetchval(
-                    "SELECT 1 FROM programs WHERE slug = $1", slug):
-                raise UsageError(f"no program {slug!r}")
-            return [s.as_dict() for s in await scan(conn, slug)]
-        finally:
-            await conn.close()
-
-    summaries = asyncio.run(run())
+    summaries = _with_database(settings, work, slug)
     if as_json:
         print(json.dumps(summaries))
         return 0
@@ -229,7 +246,6 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
 def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int:
     import json
 
-    from tracker import db
     from tracker.scanning import BacktestSettingsInvalid, backtest
 
     try:
@@ -238,25 +254,73 @@ def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int
         raise UsageError(f"{file}: no such file") from None
     except (ValueError, UnicodeDecodeError):
         raise UsageError(f"{file}: not valid JSON") from None
-    settings = _resolve_dsn(settings)
 
-    async def run() -> tuple[list[Any], int]:
-        conn = await db.connect(settings.database_url or "")
+    async def work(conn: asyncpg.Connection) -> tuple[list[Any], int]:
         try:
-            await db.migrate(conn)
             return await backtest(conn, raw, slug)
         except BacktestSettingsInvalid as exc:
             raise UsageError(f"{file}: {exc}") from None
-        finally:
-            await conn.close()
 
-    changes, replayed = asyncio.run(run())
+    changes, replayed = _with_database(settings, work)
     print(f"replayed {replayed} conversion risk assessment(s); {len(changes)} would change")
     for c in changes[:200]:
         print(f"{c.program} {c.event_id}: {c.before} -> {c.after} "
               f"(risk {c.score_before:.3f} -> {c.score_after:.3f}; {', '.join(c.reasons)})")
     if len(changes) > 200:
         print(f"... and {len(changes) - 200} more")
+    return 0
+
+
+def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
+    from tracker.clearance import release
+
+    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        return (await release(conn, slug)).as_dict()
+
+    done = _with_database(settings, work, slug)
+    decided = ", ".join(f"{n} {status}" for status, n in sorted(done["decided"].items()))
+    print(f"rewards: {done['created']} conversion(s) rewarded, {done['reversed']} reversed; "
+          f"holds ended: {decided or 'none'}")
+    return 0
+
+
+def _cmd_payouts_export(settings: Settings, out: Path) -> int:
+    import os
+
+    from tracker.ledger import export_payouts
+
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent}: no such folder")
+    if out.is_dir():
+        raise UsageError(f"{out}: is a folder")
+    partial = out.with_name(f".{out.name}.partial")
+
+    def write(text: str) -> None:
+        # Written and synced before the batch commits; renamed into place after.
+        with partial.open("w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def work(conn: asyncpg.Connection) -> tuple[Any, list[Any]]:
+        return await export_payouts(conn, f"cli:{os.environ.get('USER', 'unknown')}", write)
+
+    try:
+        batch_id, lines = _with_database(settings, work)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
+    if batch_id is None:
+        print(f"nothing to pay; wrote the header only to {out}")
+        return 0
+    totals: dict[str, int] = {}
+    for line in lines:
+        totals[line.currency] = totals.get(line.currency, 0) + line.amount
+    print(f"batch {batch_id}: {len(lines)} payee(s), "
+          f"{sum(len(ln.reward_ids) for ln in lines)} reward(s), "
+          + ", ".join(f"{amount} {cur}" for cur, amount in sorted(totals.items()))
+          + f" (minor units) -> {out}")
     return 0
 
 
@@ -289,22 +353,14 @@ def _cmd_migrate(settings: Settings) -> int:
 
 
 def _cmd_token_create(settings: Settings, role: str, name: str) -> int:
-    from tracker import db
     from tracker.auth import create_token
 
-    settings = _resolve_dsn(settings)
-
-    async def run() -> str:
-        conn = await db.connect(settings.database_url or "")
-        try:
-            await db.migrate(conn)
-            token, _ = await create_token(conn, role, name)
-            return token
-        finally:
-            await conn.close()
+    async def work(conn: asyncpg.Connection) -> str:
+        token, _ = await create_token(conn, role, name)
+        return token
 
     try:
-        token = asyncio.run(run())
+        token = _with_database(settings, work)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(token)
@@ -335,6 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_fraud_scan(settings, args.program, args.json)
         if args.command == "geo":
             return _cmd_geo_lookup(settings, args.ip, args.json)
+        if args.command == "rewards":
+            return _cmd_rewards_release(settings, args.program)
+        if args.command == "payouts":
+            return _cmd_payouts_export(settings, args.out)
     except (SettingsError, UsageError) as exc:
         print(f"refguard: {exc}", file=sys.stderr)
         return 2

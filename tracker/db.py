@@ -57,6 +57,17 @@ def embedded_server(pgdata: Path, *, stop_on_exit: bool = True) -> Any:
     return server
 
 
+def lock_key(name: str) -> int:
+    """The advisory-lock key of a job (or anything else that must run one at a time)."""
+    return int.from_bytes(hashlib.sha256(b"refguard-job:" + name.encode()).digest()[:8],
+                          "big", signed=True)
+
+
+async def job_lock(conn: asyncpg.Connection, name: str) -> None:
+    """Wait for job `name`'s lock until the current transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(name))
+
+
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, server_settings={"application_name": "refguard"}, **kwargs)
 

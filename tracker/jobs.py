@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,8 @@ import asyncpg
 
 from tracker import metrics
 from tracker.attributing import attribute_pending
+from tracker.clearance import release
+from tracker.db import lock_key
 from tracker.enrich import Enricher
 from tracker.scanning import scan
 
@@ -35,8 +36,7 @@ class Job:
 
     @property
     def lock_key(self) -> int:
-        return int.from_bytes(hashlib.sha256(b"refguard-job:" + self.name.encode()).digest()[:8],
-                              "big", signed=True)
+        return lock_key(self.name)
 
 
 async def run_if_leader(pool: asyncpg.Pool, job: Job) -> bool:
@@ -119,12 +119,17 @@ async def fraud_scan(conn: asyncpg.Connection) -> None:
     await scan(conn, incremental=True)
 
 
+async def clearance(conn: asyncpg.Connection) -> None:
+    await release(conn)
+
+
 def default_jobs(enricher: Enricher) -> tuple[Job, ...]:
     return (
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
         Job("attribution", 10.0, attribute),
         Job("fraud_scan", 30.0, fraud_scan),
+        Job("clearance", 30.0, clearance),
     )
 
 

@@ -92,6 +92,25 @@ SCAN_SECONDS = Histogram(
 RING_SIZE = Histogram(
     "refguard_fraud_ring_size", "Accounts per ring found", buckets=(3, 4, 5, 8, 13, 21, 50, 100),
 )
+REWARDS = Gauge(
+    "refguard_rewards", "Rewards by status", ["status"], multiprocess_mode="mostrecent",
+)
+REVIEW_QUEUE = Gauge(
+    "refguard_review_queue_size", "Flagged rewards waiting for finance",
+    multiprocess_mode="mostrecent",
+)
+REVIEW_QUEUE_OLDEST = Gauge(
+    "refguard_review_queue_oldest_seconds", "Age of the oldest flagged reward",
+    multiprocess_mode="mostrecent",
+)
+DECISIONS = Counter(
+    "refguard_reward_decisions_total", "Reward decisions by action and by whom (finance or "
+    "clearance)", ["action", "by"],
+)
+PAID_OUT = Gauge(
+    "refguard_paid_out", "Money paid out so far by currency, in minor units (from the ledger)",
+    ["currency"], multiprocess_mode="mostrecent",
+)
 JOB_RUNS = Counter("refguard_job_runs_total", "Job runs by job and result", ["job", "result"])
 
 

@@ -17,7 +17,16 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "reject_at": 0.9,
     "fingerprint": "headers",
     "reward": {"currency": "USD", "rules": []},
+    # Risk at or above reject_at: "reject", or "flag" to leave even those to finance.
+    "reject_action": "reject",
+    # Above this amount (minor units) two different finance users must approve; null: off.
+    "four_eyes_above": None,
+    # Risk-adaptive holds (null: off): a risk at or above review_at adds risk_extra_days to
+    # the hold; a referrer with clean_after approved rewards and none rejected or reversed
+    # waits only clean_hold_days.
+    "adaptive_hold": None,
 }
+ADAPTIVE_HOLD = {"risk_extra_days": 30, "clean_after": 20, "clean_hold_days": 7}
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -99,16 +108,54 @@ def _reward(reward: object) -> None:
         if rule.get("on") not in CREDITED_TYPES:
             raise SettingsInvalid("reward", f"{where}.on must be one of signup, trial, purchase, "
                                             "renewal")
-        has_flat, has_percent = "flat" in rule, "percent" in rule
-        if has_flat == has_percent:
-            raise SettingsInvalid("reward", f"{where} needs exactly one of flat or percent")
-        if has_flat and (isinstance(rule["flat"], bool) or not isinstance(rule["flat"], int)
-                         or not 0 <= rule["flat"] <= 10**12):
-            raise SettingsInvalid("reward", f"{where}.flat must be an amount in minor units")
-        if has_percent and (isinstance(rule["percent"], bool)
-                            or not isinstance(rule["percent"], int | float)
-                            or not 0 <= rule["percent"] <= 100):
-            raise SettingsInvalid("reward", f"{where}.percent must be between 0 and 100")
+        _rate(rule, where)
+        tiers = rule.get("tiers", [])
+        if not isinstance(tiers, list):
+            raise SettingsInvalid("reward", f"{where}.tiers must be a list")
+        for j, tier in enumerate(tiers):
+            if not isinstance(tier, dict):
+                raise SettingsInvalid("reward", f"{where}.tiers[{j}] must be an object")
+            _rate(tier, f"{where}.tiers[{j}]")
+            if ("flat" in tier) != ("flat" in rule):
+                raise SettingsInvalid("reward", f"{where}.tiers[{j}] must be "
+                                      f"{'flat' if 'flat' in rule else 'percent'} like its rule")
+            _int(tier.get("after"), f"{where}.tiers[{j}].after", 1, 10**9)
+        for key in ("cap_per_day", "cap_per_month"):
+            if rule.get(key) is not None:
+                _int(rule[key], f"{where}.{key}", 0, 10**12)
+        if rule.get("months") is not None:
+            _int(rule["months"], f"{where}.months", 1, 1200)
+        if not isinstance(rule.get("first_only", False), bool):
+            raise SettingsInvalid("reward", f"{where}.first_only must be true or false")
+
+
+def _rate(rule: dict[str, Any], where: str) -> None:
+    has_flat, has_percent = "flat" in rule, "percent" in rule
+    if has_flat == has_percent:
+        raise SettingsInvalid("reward", f"{where} needs exactly one of flat or percent")
+    if has_flat:
+        _int(rule["flat"], f"{where}.flat", 0, 10**12)
+    if has_percent and (isinstance(rule["percent"], bool)
+                        or not isinstance(rule["percent"], int | float)
+                        or not 0 <= rule["percent"] <= 100):
+        raise SettingsInvalid("reward", f"{where}.percent must be between 0 and 100")
+
+
+def _int(value: object, where: str, lo: int, hi: int, field: str = "reward") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise SettingsInvalid(field, f"{where} must be an integer between {lo} and {hi}")
+
+
+def _adaptive_hold(raw: object) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        raise SettingsInvalid("adaptive_hold", "adaptive_hold must be an object or null")
+    unknown = sorted(set(raw) - set(ADAPTIVE_HOLD))
+    if unknown:
+        raise SettingsInvalid("adaptive_hold", f"adaptive_hold has no setting {unknown[0]!r}")
+    for key, value in {**ADAPTIVE_HOLD, **raw}.items():
+        _int(value, f"adaptive_hold.{key}", 0, 10**6, "adaptive_hold")
 
 
 def validate_settings(raw: object, domains: list[str]) -> dict[str, Any]:
@@ -133,6 +180,11 @@ def validate_settings(raw: object, domains: list[str]) -> dict[str, Any]:
     if settings["fingerprint"] not in ("headers", "browser"):
         raise SettingsInvalid("fingerprint", "fingerprint must be headers or browser")
     _reward(settings["reward"])
+    if settings.get("four_eyes_above") is not None:
+        _int(settings["four_eyes_above"], "four_eyes_above", 0, 10**12, "four_eyes_above")
+    if settings["reject_action"] not in ("reject", "flag"):
+        raise SettingsInvalid("reject_action", "reject_action must be reject or flag")
+    _adaptive_hold(settings.get("adaptive_hold"))
     for key in ("fallback_url", "default_destination"):
         if settings.get(key) is not None:
             if not isinstance(settings[key], str):

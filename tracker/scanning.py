@@ -6,11 +6,12 @@ fraud/ takes and returns plain data; this module is the only one that knows the 
   scans table keeps the history of when and how much).
 - An incremental scan assesses only conversions no scan has seen yet, at most `WINDOW` at a
   time, on their neighbourhood: their customers and referrers, the accounts that share an IP
-  or a device with them, and all conversions credited to those referrers. Rings found earlier
-  still count; new rings are looked for by shared infrastructure and referral cycles (FRAUDAR
-  needs the whole graph and is left to full scans). Anomaly scores and the program's delay
-  distribution come from the feature rows stored by earlier scans (a bounded sample), so the
-  program baseline does not have to be recomputed.
+  or a device with them, and the latest REFERRER_WINDOW conversions credited to each of
+  those referrers (their totals come as aggregates, fraud.signals.ProgramContext). Rings
+  found earlier still count; new rings are looked for by shared infrastructure and referral
+  cycles (FRAUDAR needs the whole graph and is left to full scans). Anomaly scores and the
+  program's delay distribution come from the feature rows stored by earlier scans (a bounded
+  sample), so the program baseline does not have to be recomputed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fraud.signals import (
     Assessment,
     ClickFacts,
     ConversionFacts,
+    ProgramContext,
     Reason,
     ReferrerFacts,
     assess,
@@ -46,6 +48,7 @@ FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
 ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason
 WINDOW = 20_000  # conversions per incremental scan, to bound its memory
 BASELINE_ROWS = 20_000  # stored feature rows an incremental scan compares against
+REFERRER_WINDOW = 300  # an incremental scan's latest conversions of each referrer involved
 MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a cafe)
 RING_KINDS = ("ring", "dense_block", "referral_cycle")
 
@@ -68,11 +71,9 @@ class ScanSummary:
                 "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ProgramFacts:
-    reversed_ids: set[int]
-    referrer_clicks: dict[str, int]
-    program_rate: float | None = None  # credited conversions per counted click
+    context: ProgramContext
     baseline: np.ndarray | None = None  # stored feature rows (incremental scans)
 
 
@@ -82,7 +83,7 @@ class Scope:
 
     new_ids: set[int]
     persons: list[str]  # customers and referrers (external ids) whose facts are loaded
-    referrers: list[str]  # referrers whose every conversion is loaded
+    referrers: list[str]  # referrers whose latest REFERRER_WINDOW conversions are loaded
 
 
 async def _program_facts(conn: asyncpg.Connection, program_id: int,
@@ -91,27 +92,38 @@ async def _program_facts(conn: asyncpg.Connection, program_id: int,
         """SELECT o.id FROM conversions x
            JOIN conversions o ON o.program_id = x.program_id AND o.event_id = x.original_event_id
            WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')""", program_id)
+    reversed_ids = frozenset(r["id"] for r in reversed_rows)
     only = "" if scope is None else "AND r.external_id = ANY($2::text[])"
     click_rows = await conn.fetch(
         f"""SELECT r.external_id, count(*) AS n FROM clicks c
            JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
            WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate {only}
            GROUP BY r.external_id""", program_id, *(() if scope is None else (scope.referrers,)))
-    facts = ProgramFacts({r["id"] for r in reversed_rows},
-                         {r["external_id"]: r["n"] for r in click_rows})
-    if scope is not None:
-        credited = await conn.fetchval(
-            "SELECT count(*) FROM credits WHERE program_id = $1", program_id)
-        counted = await conn.fetchval(
-            "SELECT count(*) FROM clicks WHERE program_id = $1 AND NOT is_bot "
-            "AND NOT is_duplicate", program_id)
-        facts.program_rate = credited / counted if counted else None
-        rows = await conn.fetch(
-            """SELECT features FROM conversion_risk WHERE program_id = $1 AND features IS NOT NULL
-               ORDER BY conversion_id DESC LIMIT $2""", program_id, BASELINE_ROWS)
-        if rows:
-            facts.baseline = np.asarray([r["features"] for r in rows], dtype=float)
-    return facts
+    clicks = {r["external_id"]: r["n"] for r in click_rows}
+    if scope is None:
+        return ProgramFacts(ProgramContext(reversed_ids, clicks))
+    credited = await conn.fetchval("SELECT count(*) FROM credits WHERE program_id = $1",
+                                   program_id)
+    counted = await conn.fetchval(
+        "SELECT count(*) FROM clicks WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate",
+        program_id)
+    history = {r["external_id"]: (r["n"], r["first"].timestamp()) for r in await conn.fetch(
+        """SELECT f.external_id, count(*) AS n, min(c.occurred_at) AS first
+           FROM credits cr
+           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
+           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+           WHERE cr.program_id = $1 AND f.external_id = ANY($2::text[])
+           GROUP BY f.external_id""", program_id, scope.referrers)}
+    rows = await conn.fetch(
+        """SELECT features FROM conversion_risk WHERE program_id = $1 AND features IS NOT NULL
+           ORDER BY conversion_id DESC LIMIT $2""", program_id, BASELINE_ROWS)
+    baseline = np.asarray([r["features"] for r in rows], dtype=float) if rows else None
+    background = None
+    if baseline is not None:
+        background = np.expm1(baseline[baseline[:, 1] > 0][:, 0])  # delays of touched rows
+    return ProgramFacts(ProgramContext(reversed_ids, clicks, background,
+                                       credited / counted if counted else None, history),
+                        baseline)
 
 
 def assess_all(conversions: list[ConversionFacts], referrers: dict[str, ReferrerFacts],
@@ -119,19 +131,16 @@ def assess_all(conversions: list[ConversionFacts], referrers: dict[str, Referrer
                ) -> list[tuple[Assessment, list[float]]]:
     """Every conversion's reasons (its own, its referrers', its device's, rings, anomaly),
     with its anomaly feature row; `only` limits the answer to those conversion ids."""
-    background = None
-    if facts.baseline is not None:
-        touched = facts.baseline[facts.baseline[:, 1] > 0]
-        background = np.expm1(touched[:, 0])
-    per_referrer = referrer_reasons(conversions, facts.reversed_ids, facts.referrer_clicks,
-                                    background, facts.program_rate)
+    context = facts.context
+    per_referrer = referrer_reasons(conversions, context)
     per_device = shared_device_reasons(conversions)
     referrer_conversions: dict[str, int] = defaultdict(int)
     for conv in conversions:
         for ref in conv.referrers:
             referrer_conversions[ref] += 1
+    referrer_conversions |= {ref: n for ref, (n, _first) in context.history.items()}
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
-    rows = [features(c, referrer_conversions, facts.referrer_clicks) for c in wanted]
+    rows = [features(c, referrer_conversions, context.referrer_clicks) for c in wanted]
     percentiles, scorer = _anomaly(rows, facts.baseline)
     out = []
     for i, conv in enumerate(wanted):
@@ -182,32 +191,53 @@ async def _new_scope(conn: asyncpg.Connection, program_id: int) -> Scope | None:
         return None
     referrers = sorted({ref for r in rows for ref in r["referrers"]})
     core = sorted({r["customer_id"] for r in rows} | set(referrers))
-    infra = await conn.fetch(
-        """SELECT DISTINCT c.ip, c.fingerprint FROM customer_visitors cv
+    around = await neighbours(conn, program_id, core)
+    return Scope({r["id"] for r in rows}, sorted(set(core) | around), referrers)
+
+
+async def person_columns(conn: asyncpg.Connection, program_id: int, persons: list[str]
+                         ) -> dict[str, set[Column]]:
+    """The IPs and devices each person (customer id) was seen on: their visitors' clicks and
+    the IPs their conversions were reported from."""
+    rows = await conn.fetch(
+        """SELECT cv.customer_id, host(c.ip) AS ip, encode(c.fingerprint, 'hex') AS device
+           FROM customer_visitors cv
            JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
            WHERE cv.program_id = $1 AND cv.customer_id = ANY($2::text[])
-           UNION SELECT ip, NULL FROM conversions
+           UNION SELECT customer_id, host(ip), NULL FROM conversions
            WHERE program_id = $1 AND customer_id = ANY($2::text[]) AND ip IS NOT NULL""",
-        program_id, core)
-    ips = sorted({r["ip"] for r in infra if r["ip"] is not None}, key=str)
-    devices = sorted({bytes(r["fingerprint"]) for r in infra if r["fingerprint"]})
+        program_id, persons)
+    out: dict[str, set[Column]] = defaultdict(set)
+    for r in rows:
+        if r["ip"]:
+            out[r["customer_id"]].add(("ip", r["ip"]))
+        if r["device"]:
+            out[r["customer_id"]].add(("device", r["device"]))
+    return dict(out)
+
+
+async def neighbours(conn: asyncpg.Connection, program_id: int, core: list[str]) -> set[str]:
+    """People who share an IP or a device with one of `core` (IPs and devices used by more
+    than MAX_SHARE people, a carrier NAT or a cafe, bind nobody)."""
+    columns = {c for cs in (await person_columns(conn, program_id, core)).values() for c in cs}
+    ips = sorted(v for k, v in columns if k == "ip")
+    devices = sorted(bytes.fromhex(v) for k, v in columns if k == "device")
     holders = await conn.fetch(
-        """SELECT DISTINCT cv.customer_id, c.ip, c.fingerprint FROM clicks c
+        """SELECT DISTINCT cv.customer_id, host(c.ip) AS ip, c.fingerprint FROM clicks c
            JOIN customer_visitors cv ON cv.program_id = c.program_id
                                     AND cv.visitor_id = c.visitor_id
            WHERE c.program_id = $1 AND (c.ip IN (SELECT unnest($2::inet[]))
                                         OR c.fingerprint IN (SELECT unnest($3::bytea[])))
-           UNION SELECT customer_id, ip, NULL FROM conversions
+           UNION SELECT customer_id, host(ip), NULL FROM conversions
            WHERE program_id = $1 AND ip IN (SELECT unnest($2::inet[]))""",
         program_id, ips, devices)
-    by_column: dict[object, set[str]] = defaultdict(set)
+    by_column: dict[Column, set[str]] = defaultdict(set)
     for r in holders:
-        for column in (("ip", r["ip"]), ("device", r["fingerprint"])):
-            if column[1] is not None:
-                by_column[column].add(r["customer_id"])
-    neighbours = {p for people in by_column.values() if len(people) <= MAX_SHARE
-                  for p in people}
-    return Scope({r["id"] for r in rows}, sorted(set(core) | neighbours), referrers)
+        if r["ip"]:
+            by_column[("ip", r["ip"])].add(r["customer_id"])
+        if r["fingerprint"]:
+            by_column[("device", bytes(r["fingerprint"]).hex())].add(r["customer_id"])
+    return {p for people in by_column.values() if len(people) <= MAX_SHARE for p in people}
 
 
 async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None) -> tuple[
@@ -223,9 +253,12 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
         args = (program_id, scope.persons,
                 [r["id"] for r in referrer_rows if r["external_id"] in wanted])
         persons_only = "AND cv.customer_id = ANY($2::text[])"
-        conversions_only = """AND (c.customer_id = ANY($2::text[]) OR c.id IN (
-            SELECT conversion_id FROM credits
-            WHERE program_id = $1 AND referrer_id = ANY($3::bigint[])))"""
+        conversions_only = f"""AND (c.customer_id = ANY($2::text[]) OR c.id IN (
+            SELECT conversion_id FROM (
+                SELECT conversion_id, row_number() OVER (
+                    PARTITION BY referrer_id ORDER BY conversion_id DESC) AS latest
+                FROM credits WHERE program_id = $1 AND referrer_id = ANY($3::bigint[])) w
+            WHERE w.latest <= {REFERRER_WINDOW}))"""
     # Every person's infrastructure: the clicks of the visitors linked to a customer id, and
     # the IPs their conversions were reported from.
     person_rows = await conn.fetch(

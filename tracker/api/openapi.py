@@ -89,9 +89,79 @@ SCHEMAS: dict[str, Any] = {
                     "beneficiary": {"enum": ["referrer", "referee"]},
                     "on": {"enum": list(CREDITED_TYPES)},
                     "flat": {"type": "integer", "minimum": 0},
-                    "percent": {"type": "number", "minimum": 0, "maximum": 100}}}}}},
+                    "percent": {"type": "number", "minimum": 0, "maximum": 100},
+                    "tiers": {"type": "array", "items": {"type": "object", "required": [
+                        "after"], "properties": {
+                        "after": {"type": "integer", "minimum": 1,
+                                  "description": "approved referrals after which this rate"},
+                        "flat": {"type": "integer", "minimum": 0},
+                        "percent": {"type": "number", "minimum": 0, "maximum": 100}}}},
+                    "cap_per_day": {"type": "integer", "minimum": 0,
+                                    "description": "per referrer, minor units"},
+                    "cap_per_month": {"type": "integer", "minimum": 0},
+                    "first_only": {"type": "boolean",
+                                   "description": "the customer's first conversion only"},
+                    "months": {"type": "integer", "minimum": 1,
+                               "description": "recurring: within N months of the first"},
+                }}}}},
+            "reject_action": {"enum": ["reject", "flag"]},
+            "four_eyes_above": {"type": ["integer", "null"], "minimum": 0,
+                                "description": "two finance approvals above this amount"},
+            "adaptive_hold": {"type": ["object", "null"], "properties": {
+                k: {"type": "integer", "minimum": 0}
+                for k in ("risk_extra_days", "clean_after", "clean_hold_days")}},
         },
         "additionalProperties": True,
+    },
+    "Reward": {
+        "type": "object",
+        "required": ["id", "program", "referrer", "beneficiary", "conversion", "event_id",
+                     "amount", "currency", "status", "risk_score", "reasons", "hold_until",
+                     "created_at", "decided_by", "decided_at"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "referrer": {"type": "string", "description": "the referrer's external_id"},
+            "beneficiary": {"enum": ["referrer", "referee"]},
+            "payee": {"type": "string", "description": "who is paid (external id)"},
+            "conversion": {"type": "integer"}, "event_id": {"type": "string"},
+            "amount": {"type": "integer", "description": "minor units"},
+            "currency": {"type": "string"},
+            "status": {"enum": ["pending", "flagged", "approved", "rejected", "paid",
+                                "reversed"]},
+            "risk_score": {"type": ["number", "null"]},
+            "reasons": {"type": "array", "items": {"type": "object"}},
+            "hold_until": {"type": "string", "format": "date-time"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "flagged_at": {"type": ["string", "null"], "format": "date-time"},
+            "decided_by": {"type": ["string", "null"]},
+            "decided_at": {"type": ["string", "null"], "format": "date-time"},
+            "decision_reason": {"type": ["string", "null"]},
+            "batch_id": {"type": ["string", "null"]},
+            "paid_at": {"type": ["string", "null"], "format": "date-time"},
+            "calculation": {"type": "object", "description": "rule, rate, tier, credit, caps"},
+            "approvals": {"type": "integer"}, "approvals_needed": {"type": "integer"},
+        },
+    },
+    "RewardDetail": {
+        "allOf": [{"$ref": "#/components/schemas/Reward"}, {
+            "type": "object",
+            "required": ["conversion_detail", "touchpoints", "credits", "graph", "rings",
+                         "approvals", "history"],
+            "properties": {
+                "conversion_detail": {"type": "object"},
+                "touchpoints": {"type": "array", "items": {"type": "object"}},
+                "credits": {"type": "array", "items": {"type": "object"}},
+                "graph": {"type": "object", "required": ["nodes", "edges"], "properties": {
+                    "nodes": {"type": "array", "items": {"type": "object"}},
+                    "edges": {"type": "array", "items": {"type": "object"}}}},
+                "rings": {"type": "array", "items": {"type": "object"}},
+                "approvals": {"type": "array", "items": {"type": "object"}},
+                "history": {"type": "array", "items": {"type": "object"}},
+            }}],
+    },
+    "Decision": {
+        "type": "object", "required": ["reason"],
+        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1000}},
     },
     "ProgramCreate": {
         "type": "object", "required": ["slug", "name", "destination_domains"],
@@ -342,6 +412,33 @@ def document() -> dict[str, Any]:
                            params=[program_q, _q("kind", "ring, dense_block, referral_cycle, "
                                                  "self_referral, fast_conversion, ..."),
                                    *_PAGING]),
+            },
+            "/rewards": {
+                "get": _op("Rewards, by status, program and referrer", "admin, finance, viewer",
+                           answer=_list_of("Reward"),
+                           params=[_q("status", "reward status", {"enum": [
+                               "pending", "flagged", "approved", "rejected", "paid",
+                               "reversed"]}), _q("program", "program slug"),
+                                   _q("referrer", "referrer external_id"), *_PAGING]),
+            },
+            "/rewards/{reward_id}": {
+                "parameters": [_path("reward_id")],
+                "get": _op("One reward with its evidence: reasons, touchpoints, credits, the "
+                           "graph around the referrer, rings, approvals and history",
+                           "admin, finance, viewer",
+                           answer={"$ref": "#/components/schemas/RewardDetail"}),
+            },
+            "/rewards/{reward_id}/approve": {
+                "parameters": [_path("reward_id")],
+                "post": _op("Approve a flagged reward (409 if it is no longer flagged; 202 "
+                            "when a second finance user must still approve)", "admin, finance",
+                            body="Decision", answer={"$ref": "#/components/schemas/Reward"}),
+            },
+            "/rewards/{reward_id}/reject": {
+                "parameters": [_path("reward_id")],
+                "post": _op("Reject a flagged or pending reward (409 otherwise)",
+                            "admin, finance", body="Decision",
+                            answer={"$ref": "#/components/schemas/Reward"}),
             },
             "/openapi.json": {
                 "get": _op("This document", "public", public=True),

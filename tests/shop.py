@@ -1,0 +1,102 @@
+"""A merchant's shop for tests: people click referral links and buy, through the real endpoints.
+
+Clicks go through `/r/{code}` from their own IP and browser (the app trusts 127.0.0.0/8 as a
+proxy, so X-Forwarded-For names the visitor); conversions through POST /api/v1/conversions.
+Clicks are moved three hours into the past before anyone buys, so purchases do not look like
+click injection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+from aiohttp import DummyCookieJar, web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tracker.app import create_app
+
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0 Safari/537.36"
+Client = TestClient[web.Request, web.Application]
+
+
+class Shop:
+    def __init__(self, client: Client, tokens: dict[str, str], conn: asyncpg.Connection,
+                 program: str = "acme") -> None:
+        self.client = client
+        self.tokens = tokens
+        self.conn = conn
+        self.program = program
+        self.clicks = 0
+        self.people = 0
+
+    @classmethod
+    async def open(cls, aiohttp_client: ClientFactory, tmp_path: Path, dsn: str,
+                   tokens: dict[str, str], conn: asyncpg.Connection,
+                   settings: dict[str, Any]) -> Shop:
+        """A shop whose program has these settings. Jobs are off: tests run clearance."""
+        app_settings = make_settings(tmp_path / "data", dsn, run_jobs=False,
+                                     trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+        client = await aiohttp_client(create_app(app_settings), cookie_jar=DummyCookieJar())
+        shop = cls(client, tokens, conn)
+        resp = await client.post("/api/v1/programs", json={
+            "slug": shop.program, "name": "Acme", "destination_domains": ["acme.test"],
+            "settings": settings}, headers=auth(tokens["admin"]))
+        assert resp.status == 201, await resp.text()
+        return shop
+
+    async def referrer(self, name: str) -> None:
+        await make_link(self.client, self.tokens, program=self.program, referrer=name, code=name)
+
+    async def click(self, code: str, person: int | None = None) -> str:
+        """A click on a link by person n (their own IP and browser); the click id."""
+        if person is None:
+            self.people += 1
+            person = self.people
+        resp = await self.client.get(f"/r/{code}", allow_redirects=False, headers={
+            "X-Forwarded-For": f"81.{person // 250}.{person % 250}.10",
+            "User-Agent": UA.format(v=60 + person % 70), "Accept-Language": "en",
+            "Cookie": f"rg_vid=v{person}"})
+        assert resp.status == 302
+        self.clicks += 1
+        cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        return cid
+
+    async def settle_clicks(self) -> None:
+        await wait_for_clicks(self.conn, self.clicks)
+        await self.conn.execute(
+            "UPDATE clicks SET ts = ts - interval '3 hours' WHERE ts > now() - interval '1 hour'")
+
+    async def convert(self, event: str, customer: str, *, type_: str = "purchase",
+                      amount: int | None = 5000, click_id: str | None = None,
+                      original: str | None = None, expect: int = 201) -> dict[str, Any]:
+        body: dict[str, Any] = {"program": self.program, "event_id": event, "type": type_,
+                                "customer_id": customer}
+        if amount is not None:
+            body |= {"amount": amount, "currency": "USD"}
+        if click_id is not None:
+            body["click_id"] = click_id
+        if original is not None:
+            body["original_event_id"] = original
+        resp = await self.client.post("/api/v1/conversions", json=body,
+                                      headers=auth(self.tokens["integration"]))
+        assert resp.status == expect, await resp.text()
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+    async def buy(self, code: str, event: str, customer: str, **kwargs: Any) -> None:
+        """Click, then (three hours later) buy."""
+        cid = await self.click(code)
+        await self.settle_clicks()
+        await self.convert(event, customer, click_id=cid, **kwargs)
+
+    async def rewards(self) -> dict[str, dict[str, Any]]:
+        """Rewards by "<event_id>/<payee>"."""
+        rows = await self.conn.fetch(
+            """SELECT r.*, c.event_id FROM rewards r
+               JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
+        return {f"{r['event_id']}/{r['payee']}": dict(r) for r in rows}
