@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest browser bench clean
+.PHONY: run test lint typecheck pytest browser promtool bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
-pytest: $(VENV)/.test-deps browser
+pytest: $(VENV)/.test-deps browser promtool
 	$(BIN)/pytest
 
 ## browser: Debian's chromium for the browser tests (Playwright drives it; no browser download)
@@ -47,6 +47,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; } \
 	  || echo "warning: could not install chromium; the browser tests will be skipped" >&2
+
+## promtool: Debian's prometheus package, for promtool (tests/test_deploy.py checks docker/prometheus)
+# A failed install does not stop the suite: the promtool tests then report themselves skipped.
+promtool:
+	@command -v promtool > /dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends prometheus; fi; } \
+	  || echo "warning: could not install promtool (package prometheus); the alert rule tests will be skipped" >&2
 
 ## bench: the redirect benchmark (installs wrk with apt when missing)
 bench: $(VENV)/.test-deps

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +34,14 @@ pytestmark = pytest.mark.reliability
 class Serve:
     """`refguard serve` in its own process group."""
 
-    def __init__(self, dsn: str, data_dir: Path, workers: int) -> None:
+    def __init__(self, dsn: str, data_dir: Path, workers: int, host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
         self.dsn = dsn
         self.data_dir = data_dir
         self.workers = workers
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.port = port or free_port()
+        self.base = f"http://{host}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "serve.log"
 
@@ -47,8 +51,8 @@ class Serve:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tracker", "serve", "--port", str(self.port),
-                 "--workers", str(self.workers)],
+                [sys.executable, "-m", "tracker", "serve", "--host", self.host,
+                 "--port", str(self.port), "--workers", str(self.workers)],
                 env=env, stdout=log, stderr=log, start_new_session=True,
             )
         await self.wait_healthy()
@@ -99,9 +103,10 @@ class Serve:
 
 @dataclass
 class Load:
-    base: str
+    base: str | list[str]  # one server, or several hosts taken in turn
     code: str
     answered: list[str] = field(default_factory=list)
+    by_base: Counter[str] = field(default_factory=Counter)
     failures: int = 0
     non_302: int = 0
     outage_answered: int = 0
@@ -116,11 +121,13 @@ class Load:
             await asyncio.gather(*(self._user(session, i) for i in range(concurrency)))
 
     async def _user(self, session: aiohttp.ClientSession, n: int) -> None:
+        bases = [self.base] if isinstance(self.base, str) else self.base
         i = 0
         while not self.stop.is_set():
             i += 1
+            base = bases[(n + i) % len(bases)]
             try:
-                async with session.get(f"{self.base}/r/{self.code}", allow_redirects=False,
+                async with session.get(f"{base}/r/{self.code}", allow_redirects=False,
                                        headers={"User-Agent": f"Mozilla/5.0 load {n}-{i}"}
                                        ) as resp:
                     if resp.status != 302:
@@ -128,6 +135,7 @@ class Load:
                         continue
                     cid = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
                     self.answered.append(cid)
+                    self.by_base[base] += 1
                     if self.in_outage:
                         self.outage_answered += 1
             except (aiohttp.ClientError, OSError, TimeoutError):
@@ -293,5 +301,45 @@ async def test_sigterm_drains_the_journal_and_metrics_sum_the_workers(
             assert await conn.fetchval("SELECT count(*) FROM clicks") == len(load.answered)
         finally:
             await conn.close()
+        # The server logs one JSON object a line (the banner before it is plain text).
+        logged = [json.loads(x) for x in serve.log.read_text().splitlines() if x.startswith("{")]
+        assert any("stopping" in line["message"] for line in logged)
+        assert all({"ts", "level", "logger", "pid", "message"} <= set(line) for line in logged)
     finally:
         serve.stop()
+
+
+async def test_three_hosts_one_killed_and_restarted_lose_nothing(
+    database: str, tmp_path: Path
+) -> None:
+    """Three tracker hosts (own address, own journal) share one PostgreSQL; one is killed
+    with everything in it mid-load and comes back: every answered click is stored once."""
+    code = await setup_link(database)
+    port = free_port()
+    hosts = [Serve(database, tmp_path / f"host{i}", workers=1, host=f"127.0.0.{i + 2}",
+                   port=port) for i in range(3)]
+    for host in hosts:
+        await host.start()
+    try:
+        load = Load([h.base for h in hosts], code)
+        runner = asyncio.create_task(load.run(concurrency=6))
+        await asyncio.sleep(2.0)
+        victim = hosts[1]
+        victim.kill_all()
+        killed_at = len(load.answered)
+        victim_before = load.by_base[victim.base]
+        await asyncio.sleep(2.0)  # the other hosts keep answering
+        assert len(load.answered) > killed_at + 100
+        await victim.start()  # the same journal folder: what was not flushed replays
+        await asyncio.sleep(2.0)
+        load.stop.set()
+        await runner
+        assert all(load.by_base[h.base] > 50 for h in hosts)
+        assert load.by_base[victim.base] > victim_before  # it answers again
+        await assert_exactly_once(database, load.answered, cut=load.failures)
+        print(f"\nthree hosts: {len(load.answered)} answered "
+              f"({', '.join(f'{h.host}: {load.by_base[h.base]}' for h in hosts)}), "
+              f"{load.failures} refused while {victim.host} was down, all stored exactly once")
+    finally:
+        for host in hosts:
+            host.stop()

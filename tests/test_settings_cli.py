@@ -24,6 +24,8 @@ from tracker.settings import Settings, SettingsError
         ("REFGUARD_GEOIP_DIR", "/does/not/exist"),
         ("REFGUARD_SECRET_KEY", "short"),
         ("REFGUARD_PUBLIC_URL", "ftp://x"),
+        ("REFGUARD_RETENTION_DAYS", "-1"),
+        ("REFGUARD_LOG_FORMAT", "xml"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str) -> None:

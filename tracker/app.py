@@ -22,7 +22,7 @@ from aiohttp import web
 
 from geo.reader import GeoReader
 from tracker import keys, metrics, review
-from tracker.api import conversions, fraud, openapi, reports, resources, rewards
+from tracker.api import conversions, customers, fraud, openapi, reports, resources, rewards
 from tracker.api.errors import json_errors
 from tracker.auth import TokenCache
 from tracker.db import create_pool, database_url
@@ -106,6 +106,7 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     reports.add_routes(api)
     fraud.add_routes(api)
     rewards.add_routes(api)
+    customers.add_routes(api)
     openapi.add_routes(api)
     for resource in api.router.resources():
         if isinstance(resource, web.Resource):
@@ -154,7 +155,8 @@ async def background(
         max_clicks=settings.flush_max_clicks,
     )
     flusher.start()
-    jobs = JobRunner(the_pool, default_jobs(enricher)) if settings.run_jobs else None
+    jobs = JobRunner(the_pool, default_jobs(enricher, settings.retention_days)) \
+        if settings.run_jobs else None
     if jobs is not None:
         jobs.start()
     try:

@@ -21,6 +21,7 @@ from tracker.attributing import attribute_pending
 from tracker.clearance import release
 from tracker.db import lock_key
 from tracker.enrich import Enricher
+from tracker.privacy import BATCH, reduce_old
 from tracker.scanning import scan
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,28 @@ async def clearance(conn: asyncpg.Connection) -> None:
     await release(conn)
 
 
-def default_jobs(enricher: Enricher) -> tuple[Job, ...]:
-    return (
+def reduce_old_data(days: int) -> JobFn:
+    """Reduce raw IPs and user agents older than `days` (tracker.privacy), a few batches a run."""
+
+    async def run(conn: asyncpg.Connection) -> None:
+        for _ in range(10):
+            if await reduce_old(conn, days) < BATCH:
+                break
+
+    return run
+
+
+def default_jobs(enricher: Enricher, retention_days: int = 0) -> tuple[Job, ...]:
+    jobs = [
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
         Job("attribution", 10.0, attribute),
         Job("fraud_scan", 30.0, fraud_scan),
         Job("clearance", 30.0, clearance),
-    )
+    ]
+    if retention_days:
+        jobs.append(Job("retention", 600.0, reduce_old_data(retention_days)))
+    return tuple(jobs)
 
 
 class JobRunner:
@@ -144,9 +159,13 @@ class JobRunner:
             try:
                 ran = await run_if_leader(self.pool, job)
                 metrics.JOB_RUNS.labels(job=job.name, result="ran" if ran else "skipped").inc()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # a failed run must not end the job for good
                 metrics.JOB_RUNS.labels(job=job.name, result="failed").inc()
-                log.warning("job %s failed: %s", job.name, exc)
+                if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError
+                              | TimeoutError):
+                    log.warning("job %s failed: %s", job.name, exc)
+                else:
+                    log.exception("job %s failed", job.name)
                 await asyncio.sleep(min(job.interval_s, 30.0))
                 continue
             await asyncio.sleep(job.interval_s)

@@ -15,11 +15,11 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import sys
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from tracker import logs
 from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,13 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 30.0
 
 
-def _setup_child_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
+def _setup_child_logging(settings: Settings) -> None:
+    logs.setup(settings.log_format)
 
 
 def worker_main(settings: Settings, index: int) -> None:
     """One HTTP worker: the redirect and the API, no flusher, no jobs."""
-    _setup_child_logging()
+    _setup_child_logging(settings)
     import uvloop
     from aiohttp import web
 
@@ -57,7 +54,7 @@ def worker_main(settings: Settings, index: int) -> None:
 
 def background_main(settings: Settings) -> None:
     """The flusher and the jobs, until SIGTERM; then the journal is drained."""
-    _setup_child_logging()
+    _setup_child_logging(settings)
     import uvloop
 
     from tracker.app import background
@@ -163,5 +160,6 @@ def prepare_metrics_dir(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> int:
+    logs.setup(settings.log_format)
     prepare_metrics_dir(settings)
     return Supervisor(settings).run()

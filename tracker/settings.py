@@ -65,6 +65,8 @@ class Settings:
     flush_interval_ms: int = 100
     flush_max_clicks: int = 5000
     run_jobs: bool = True
+    retention_days: int = 180  # raw IPs and user agents older than this are reduced; 0: never
+    log_format: str = "json"  # the server's log lines: "json" (one object a line) or "text"
 
     @property
     def journal_dir(self) -> Path:
@@ -115,7 +117,17 @@ class Settings:
             journal_fsync_ms=_int(env, "JOURNAL_FSYNC_MS", 100, 0, 60_000),
             flush_interval_ms=_int(env, "FLUSH_INTERVAL_MS", 100, 10, 60_000),
             flush_max_clicks=_int(env, "FLUSH_MAX_CLICKS", 5000, 100, 1_000_000),
+            retention_days=_int(env, "RETENTION_DAYS", 180, 0, 36_500),
+            log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),
         )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(PREFIX + name) or default
+    if value not in choices:
+        raise SettingsError(f"{PREFIX}{name}: expected one of {', '.join(choices)}, "
+                            f"got {value!r}")
+    return value
 
 
 def _secret_key(env: Mapping[str, str], data_dir: Path) -> bytes:

@@ -13,6 +13,7 @@ import asyncpg
 from aiohttp import web
 
 from tracker import metrics
+from tracker.logs import REQUEST_ID, request_id
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,17 @@ def json_errors(handler: Handler) -> Handler:
 
 
 async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id(request.headers.get("X-Request-Id"))
+    token = REQUEST_ID.set(rid)
+    try:
+        resp = await _answer(request, handler)
+    finally:
+        REQUEST_ID.reset(token)
+    resp.headers["X-Request-Id"] = rid
+    return resp
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"

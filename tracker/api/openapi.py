@@ -440,6 +440,15 @@ def document() -> dict[str, Any]:
                             "admin, finance", body="Decision",
                             answer={"$ref": "#/components/schemas/Reward"}),
             },
+            "/customers/{customer_id}": {
+                "parameters": [_path("customer_id")],
+                "delete": _op("Erase a customer's personal data (email hash, IPs, user agents, "
+                              "referers, browser signals, visitor links); amounts, rewards and "
+                              "the ledger stay. 404 when nothing is known of the customer",
+                              "admin, integration", params=[program_q],
+                              answer={"type": "object", "required": ["program", "customer",
+                                                                     "erased"]}),
+            },
             "/openapi.json": {
                 "get": _op("This document", "public", public=True),
             },

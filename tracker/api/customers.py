@@ -1,0 +1,36 @@
+"""DELETE /api/v1/customers/{customer_id}: erase a customer's personal data (tracker.privacy)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tracker import keys, queries
+from tracker.api.common import principal, query_param, requires
+from tracker.api.errors import invalid, not_found
+from tracker.privacy import erase_customer
+
+
+@requires("integration")
+async def erase(request: web.Request) -> web.Response:
+    slug = query_param(request, "program", max_len=63)
+    if slug is None:
+        raise invalid("program is required", "program")
+    customer_id = request.match_info["customer_id"]
+    if not 1 <= len(customer_id) <= 128 or not customer_id.isprintable():
+        raise not_found("customer")
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        try:
+            program = await queries.get_program(conn, slug)
+        except queries.NotFound:
+            raise not_found("program") from None
+        erased = await erase_customer(conn, program.id, customer_id, principal(request).actor)
+    if not erased.found:
+        raise not_found("customer")
+    return web.json_response({
+        "program": program.slug, "customer": customer_id,
+        "erased": {"conversions": erased.conversions, "visitors": erased.visitors,
+                   "clicks": erased.clicks, "referrer": erased.referrer}})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_delete("/customers/{customer_id}", erase)
