@@ -33,7 +33,8 @@ def api_routes(client: Client) -> list[tuple[str, str, frozenset[str]]]:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{slug}", "acme").replace("{code}", "alice1").replace("{reward_id}", "1")
+    return (path.replace("{slug}", "acme").replace("{code}", "alice1").replace("{reward_id}", "1")
+            .replace("{customer_id}", "c1"))
 
 
 async def test_every_api_route_demands_a_token_of_the_right_role(
