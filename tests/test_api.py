@@ -316,6 +316,7 @@ async def test_wrong_method_is_a_json_405(client: Client, tokens: dict[str, str]
     resp = await client.delete("/api/v1/programs", headers=auth(tokens["admin"]))
     assert resp.status == 405
     assert (await resp.json())["error"]["code"] == "method_not_allowed"
+    assert resp.headers["Allow"] == "GET, HEAD, POST"
 
 
 def test_no_middleware_slows_the_redirect(client: Client) -> None:

@@ -23,7 +23,7 @@ from aiohttp import web
 from geo.reader import GeoReader
 from tracker import keys, metrics, review
 from tracker.api import conversions, customers, fraud, openapi, reports, resources, rewards
-from tracker.api.errors import json_errors
+from tracker.api.errors import error_response, json_errors
 from tracker.auth import TokenCache
 from tracker.db import create_pool, database_url
 from tracker.enrich import Enricher
@@ -125,7 +125,12 @@ async def _api_not_found(request: web.Request) -> web.Response:
 
 @json_errors
 async def _api_method_not_allowed(request: web.Request) -> web.Response:
-    raise web.HTTPMethodNotAllowed(request.method, [], reason="method not allowed on this route")
+    resource = request.match_info.route.resource
+    allowed = sorted({r.method for r in resource} - {"*"}) if resource is not None else []
+    resp = error_response(405, "method_not_allowed",
+                          f"{request.method} is not allowed here; use {', '.join(allowed)}")
+    resp.headers["Allow"] = ", ".join(allowed)
+    return resp
 
 
 def _background_ctx(

@@ -11,6 +11,8 @@ from tracker.api.errors import json_errors
 from tracker.conversions import CREDITED_TYPES, TYPES
 
 _ERROR = {"$ref": "#/components/responses/Error"}
+_SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$", "description": "program slug"}
+_ID = {"type": "string", "minLength": 1, "maxLength": 128}
 
 
 def _list_of(ref: str) -> dict[str, Any]:
@@ -192,7 +194,7 @@ SCHEMAS: dict[str, Any] = {
     "ReferrerCreate": {
         "type": "object", "required": ["program", "external_id"],
         "properties": {
-            "program": {"type": "string"},
+            "program": _SLUG,
             "external_id": {"type": "string", "minLength": 1, "maxLength": 128},
             "email": {"type": "string", "maxLength": 320,
                       "description": "stored only as a keyed hash"},
@@ -209,15 +211,17 @@ SCHEMAS: dict[str, Any] = {
     "LinkCreate": {
         "type": "object", "required": ["program", "referrer"],
         "properties": {
-            "program": {"type": "string"},
-            "referrer": {"type": "string", "description": "the referrer's external_id"},
-            "destination": {"type": "string", "description": "on the program's domains"},
+            "program": _SLUG,
+            "referrer": {**_ID, "description": "the referrer's external_id"},
+            "destination": {"type": "string", "minLength": 1, "maxLength": 2048,
+                            "description": "on the program's domains"},
             "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
         },
     },
     "LinkUpdate": {
         "type": "object",
-        "properties": {"enabled": {"type": "boolean"}, "destination": {"type": "string"}},
+        "properties": {"enabled": {"type": "boolean"}, "destination": {
+            "type": "string", "minLength": 1, "maxLength": 2048}},
     },
     "Link": {
         "type": "object", "required": ["code", "url", "destination", "enabled"],
@@ -233,7 +237,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["program", "event_id", "type", "customer_id"],
         "additionalProperties": False,
         "properties": {
-            "program": {"type": "string"},
+            "program": _SLUG,
             "event_id": {"type": "string", "minLength": 1, "maxLength": 128},
             "type": {"enum": list(TYPES)},
             "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
@@ -321,7 +325,7 @@ SCHEMAS: dict[str, Any] = {
 
 
 def document() -> dict[str, Any]:
-    program_q = _q("program", "program slug", required=True)
+    program_q = _q("program", "program slug", _SLUG, required=True)
     return {
         "openapi": "3.1.0",
         "info": {"title": "refguard", "version": "1",
@@ -418,7 +422,8 @@ def document() -> dict[str, Any]:
                            answer=_list_of("Reward"),
                            params=[_q("status", "reward status", {"enum": [
                                "pending", "flagged", "approved", "rejected", "paid",
-                               "reversed"]}), _q("program", "program slug"),
+                               "reversed"]}), _q("program", "program slug (empty: all)",
+                                      {**_SLUG, "pattern": "^([a-z0-9][a-z0-9_-]{0,62})?$"}),
                                    _q("referrer", "referrer external_id"), *_PAGING]),
             },
             "/rewards/{reward_id}": {
