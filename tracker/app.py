@@ -160,8 +160,7 @@ async def background(
         max_clicks=settings.flush_max_clicks,
     )
     flusher.start()
-    jobs = JobRunner(the_pool, default_jobs(enricher, settings.retention_days)) \
-        if settings.run_jobs else None
+    jobs = JobRunner(the_pool, default_jobs(enricher, settings)) if settings.run_jobs else None
     if jobs is not None:
         jobs.start()
     try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from tracker import metrics
+from tracker import metrics, webhooks
 from tracker.attributing import attribute_pending
 from tracker.conversions import CREDITED_TYPES
 from tracker.db import job_lock
@@ -391,6 +391,7 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
                 program.id, ids, status, automatic, ACTOR,
                 f"risk {'below review_at' if status == 'approved' else 'at or above reject_at'}")
             if status == "approved":
+                await webhooks.enqueue(conn, "reward.approved", ids)
                 await conn.executemany(
                     """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind,
                            reward_id, actor) VALUES ($1, $2, $3, $4, 'earned', $5, $6)""",

@@ -152,6 +152,16 @@ def program_signing_secret(secret_key: bytes, program: str) -> str:
     return hmac.new(secret_key, b"conversions:" + program.encode(), hashlib.sha256).hexdigest()
 
 
+def _hmac(secret: str, body: bytes, at: int) -> str:
+    return hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, body: bytes, at: int) -> str:
+    """`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`: how conversions are signed by
+    merchants, and how refguard signs its webhooks."""
+    return f"t={at},v1={_hmac(secret, body, at)}"
+
+
 def verify_signature(header: str, body: bytes, secret: str, *, now: float | None = None) -> None:
     """Check `X-Refguard-Signature: t=<unix>,v1=<hex>`; raises SignatureInvalid."""
     parts: dict[str, list[str]] = {}
@@ -165,7 +175,7 @@ def verify_signature(header: str, body: bytes, secret: str, *, now: float | None
     now = time.time() if now is None else now
     if abs(now - stamp) > SIGNATURE_TOLERANCE_S:
         raise SignatureInvalid("the signature timestamp is outside the 5 minute tolerance")
-    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    expected = _hmac(secret, body, stamp)
     if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
         raise SignatureInvalid("the signature does not match")
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
 
 from tracker import metrics
@@ -23,6 +24,8 @@ from tracker.db import lock_key
 from tracker.enrich import Enricher
 from tracker.privacy import BATCH, reduce_old
 from tracker.scanning import scan
+from tracker.settings import Settings
+from tracker.webhooks import deliver_due
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,17 @@ def reduce_old_data(days: int) -> JobFn:
     return run
 
 
-def default_jobs(enricher: Enricher, retention_days: int = 0) -> tuple[Job, ...]:
+def deliver_webhooks(secret_key: bytes) -> JobFn:
+    """POST due webhook events (tracker.webhooks), one HTTP session per run."""
+
+    async def run(conn: asyncpg.Connection) -> None:
+        async with aiohttp.ClientSession() as session:
+            await deliver_due(conn, secret_key, session)
+
+    return run
+
+
+def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     jobs = [
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
@@ -143,8 +156,9 @@ def default_jobs(enricher: Enricher, retention_days: int = 0) -> tuple[Job, ...]
         Job("fraud_scan", 30.0, fraud_scan),
         Job("clearance", 30.0, clearance),
     ]
-    if retention_days:
-        jobs.append(Job("retention", 600.0, reduce_old_data(retention_days)))
+    jobs.append(Job("webhooks", 5.0, deliver_webhooks(settings.secret_key)))
+    if settings.retention_days:
+        jobs.append(Job("retention", 600.0, reduce_old_data(settings.retention_days)))
     return tuple(jobs)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from tracker import metrics
+from tracker import metrics, webhooks
 from tracker.queries import audit
 
 PAYOUT_HEADER = ("batch_id", "beneficiary", "amount", "currency", "reward_ids")
@@ -100,6 +100,8 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
                 """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind,
                        reward_id, actor) VALUES ($1, $2, $3, $4, 'earned', $5, $6)""",
                 pid, row["payee"], row["currency"], row["amount"], reward_id, actor)
+        if status == "approved":
+            await webhooks.enqueue(conn, "reward.approved", [reward_id])
         await audit(conn, actor=actor, action=f"reward.{action}", object_type="reward",
                     object_id=str(reward_id), program_id=pid, reason=reason,
                     details={"from": row["status"], "amount": row["amount"],
@@ -183,6 +185,7 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
                SELECT count(*) FROM paid""", paid, batch_id)
         if updated != len(paid):  # cannot happen under the lock; refuse rather than guess
             raise RuntimeError("rewards changed during the payout; nothing was paid")
+        await webhooks.enqueue(conn, "reward.paid", paid)
         await audit(conn, actor=actor, action="payout.export", object_type="payout_batch",
                     object_id=str(batch_id), details={"lines": len(lines), "totals": totals,
                                                       "rewards": len(paid)})

@@ -111,6 +111,10 @@ PAID_OUT = Gauge(
     "refguard_paid_out", "Money paid out so far by currency, in minor units (from the ledger)",
     ["currency"], multiprocess_mode="mostrecent",
 )
+WEBHOOKS = Counter(
+    "refguard_webhook_deliveries_total", "Webhook delivery attempts by result "
+    "(delivered, retry, failed: gave up)", ["result"],
+)
 JOB_RUNS = Counter("refguard_job_runs_total", "Job runs by job and result", ["job", "result"])
 
 

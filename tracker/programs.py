@@ -25,6 +25,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # the hold; a referrer with clean_after approved rewards and none rejected or reversed
     # waits only clean_hold_days.
     "adaptive_hold": None,
+    # Where reward.approved and reward.paid events are POSTed (signed); null: nowhere.
+    "webhook_url": None,
 }
 ADAPTIVE_HOLD = {"risk_extra_days": 30, "clean_after": 20, "clean_hold_days": 7}
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -146,6 +148,20 @@ def _int(value: object, where: str, lo: int, hi: int, field: str = "reward") -> 
         raise SettingsInvalid(field, f"{where} must be an integer between {lo} and {hi}")
 
 
+def _webhook_url(raw: object) -> None:
+    if raw is None or raw == "":
+        return
+    if not isinstance(raw, str) or len(raw) > 2048 or not raw.isprintable():
+        raise SettingsInvalid("webhook_url", "webhook_url must be an http(s) URL")
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port
+    except ValueError:
+        raise SettingsInvalid("webhook_url", "webhook_url is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsInvalid("webhook_url", "webhook_url must be an absolute http(s) URL")
+
+
 def _adaptive_hold(raw: object) -> None:
     if raw is None:
         return
@@ -185,6 +201,7 @@ def validate_settings(raw: object, domains: list[str]) -> dict[str, Any]:
     if settings["reject_action"] not in ("reject", "flag"):
         raise SettingsInvalid("reject_action", "reject_action must be reject or flag")
     _adaptive_hold(settings.get("adaptive_hold"))
+    _webhook_url(settings.get("webhook_url"))
     for key in ("fallback_url", "default_destination"):
         if settings.get(key) is not None:
             if not isinstance(settings[key], str):

@@ -107,6 +107,8 @@ SCHEMAS: dict[str, Any] = {
                                "description": "recurring: within N months of the first"},
                 }}}}},
             "reject_action": {"enum": ["reject", "flag"]},
+            "webhook_url": {"type": ["string", "null"], "description": "receives signed "
+                            "reward.approved and reward.paid events (POST, JSON, retried)"},
             "four_eyes_above": {"type": ["integer", "null"], "minimum": 0,
                                 "description": "two finance approvals above this amount"},
             "adaptive_hold": {"type": ["object", "null"], "properties": {

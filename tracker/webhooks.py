@@ -1,0 +1,105 @@
+"""Signed webhooks with retries: `reward.approved` and `reward.paid`.
+
+A program with `settings.webhook_url` is told when its rewards are approved (by clearance or
+by finance) and paid. `enqueue` writes the events into `webhook_outbox` inside the caller's
+transaction, so an event exists exactly when its change committed. The `webhooks` job POSTs
+due events as JSON, signed like conversions are (`X-Refguard-Signature: t=<unix>,v1=<hex
+HMAC-SHA256(program signing secret, "<t>.<body>")>`), with `X-Refguard-Event` and
+`X-Refguard-Delivery` (a stable id: receivers deduplicate on it). A 2xx answer delivers it;
+anything else is retried with exponential backoff, and given up after MAX_ATTEMPTS.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import aiohttp
+import asyncpg
+
+from tracker import metrics
+from tracker.conversions import program_signing_secret, signature_header
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 12
+BACKOFF_S = 10  # then 20, 40, ... up to an hour
+TIMEOUT_S = 10
+BATCH = 100
+
+
+async def enqueue(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -> None:
+    """Queue `event` for these rewards, for the programs that have a webhook URL."""
+    if not reward_ids:
+        return
+    await conn.execute(
+        """INSERT INTO webhook_outbox (program_id, event, payload)
+           SELECT r.program_id, $1, jsonb_build_object(
+                      'event', $1::text,
+                      'reward', jsonb_build_object(
+                          'id', r.id, 'program', p.slug, 'referrer', f.external_id,
+                          'beneficiary', r.beneficiary, 'payee', r.payee,
+                          'conversion', r.conversion_id, 'event_id', c.event_id,
+                          'amount', r.amount, 'currency', r.currency, 'status', r.status,
+                          'batch_id', r.batch_id))
+           FROM rewards r
+           JOIN programs p ON p.id = r.program_id
+           JOIN referrers f ON f.program_id = r.program_id AND f.id = r.referrer_id
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
+           WHERE r.id = ANY($2::bigint[]) AND coalesce(p.settings->>'webhook_url', '') <> ''
+           ORDER BY r.id""", event, reward_ids)
+
+
+async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
+                      session: aiohttp.ClientSession) -> int:
+    """POST the events that are due; how many were delivered."""
+    rows = await conn.fetch(
+        """SELECT o.program_id, o.id, o.event, o.payload::text AS payload, o.attempts,
+                  p.slug, p.settings->>'webhook_url' AS url
+           FROM webhook_outbox o JOIN programs p ON p.id = o.program_id
+           WHERE o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= now()
+           ORDER BY o.next_attempt_at, o.id LIMIT $1
+           FOR UPDATE OF o SKIP LOCKED""", BATCH)
+    delivered = 0
+    for row in rows:
+        error = await _post(session, row, program_signing_secret(secret_key, row["slug"]))
+        if error is None:
+            delivered += 1
+            metrics.WEBHOOKS.labels(result="delivered").inc()
+            await conn.execute(
+                """UPDATE webhook_outbox SET delivered_at = now(), attempts = attempts + 1,
+                          last_error = NULL WHERE program_id = $1 AND id = $2""",
+                row["program_id"], row["id"])
+            continue
+        attempts = row["attempts"] + 1
+        gave_up = attempts >= MAX_ATTEMPTS
+        metrics.WEBHOOKS.labels(result="failed" if gave_up else "retry").inc()
+        log.warning("webhook %s %s to %s failed (attempt %d): %s", row["event"], row["id"],
+                    row["url"], attempts, error)
+        await conn.execute(
+            """UPDATE webhook_outbox SET attempts = $3, last_error = $4,
+                      next_attempt_at = now() + make_interval(secs => $5),
+                      failed_at = CASE WHEN $6 THEN now() END
+               WHERE program_id = $1 AND id = $2""",
+            row["program_id"], row["id"], attempts, error[:500],
+            float(min(BACKOFF_S * 2 ** (attempts - 1), 3600)), gave_up)
+    return delivered
+
+
+async def _post(session: aiohttp.ClientSession, row: asyncpg.Record, secret: str) -> str | None:
+    """None when the receiver took it, else what went wrong."""
+    body = row["payload"].encode()
+    headers = {"Content-Type": "application/json",
+               "X-Refguard-Event": row["event"],
+               "X-Refguard-Delivery": f"{row['program_id']}-{row['id']}",
+               "X-Refguard-Signature": signature_header(secret, body, int(time.time()))}
+    try:
+        async with session.post(row["url"], data=body, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+                                allow_redirects=False) as resp:
+            if 200 <= resp.status < 300:
+                return None
+            return f"HTTP {resp.status}"
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+
