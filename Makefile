@@ -25,8 +25,14 @@ run: $(VENV)/.run-deps
 	@echo "  refguard on http://localhost:$(PORT)   (Ctrl-C stops it)"
 	@echo "  admin token (shown once): $$($(BIN)/refguard token create --role admin --name 'make run')"
 	@echo "  try: curl -H 'Authorization: Bearer <token>' http://localhost:$(PORT)/api/v1/programs"
+	@echo "  demo data: run 'make demo' in another terminal, then open http://localhost:$(PORT)/review"
 	@echo ""
 	@REFGUARD_PORT=$(PORT) $(BIN)/refguard serve
+
+## demo: with `make run` going in another terminal, a demo program with realistic traffic and
+## planted fraud, sent through that server; prints the review page's URL and a finance token
+demo: $(VENV)/.run-deps
+	@$(BIN)/refguard demo --url http://127.0.0.1:$(PORT)
 
 ## test: lint, type-check and run the whole suite against a real (embedded) PostgreSQL
 test: lint typecheck pytest

@@ -80,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("ip")
     lookup.add_argument("--json", action="store_true", help="print JSON")
 
+    demo = sub.add_parser(
+        "demo", help="a demo program with realistic traffic and planted fraud, through a "
+                     "running server; prints the URLs to look at and a finance token")
+    demo.add_argument("--url", help="the running server's base URL "
+                                    "(default http://127.0.0.1:<REFGUARD_PORT>)")
+    demo.add_argument("--program", default="demo",
+                      help="the demo program's slug (demo-2, demo-3, ... once it is taken)")
+    demo.add_argument("--seed", type=int, default=7, help="another seed, other traffic")
+
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_sub.add_parser("create", help="print a new API token (shown once)")
@@ -352,6 +361,36 @@ def _cmd_migrate(settings: Settings) -> int:
     return 0
 
 
+def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> int:
+    from urllib.parse import urlsplit
+
+    from tracker.api.resources import SLUG_RE
+    from tracker.demo import DemoError, demo, one_line, print_report
+
+    if url is None:
+        host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host  # noqa: S104
+        url = f"http://{host}:{settings.port}"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.path.strip("/") or parts.query or parts.fragment):
+        raise UsageError(f"--url {url!r}: give the server's base URL, like "
+                         "http://127.0.0.1:8080")
+    if not SLUG_RE.fullmatch(program):
+        raise UsageError(f"--program {program!r}: a slug is 1 to 63 lowercase letters, digits, "
+                         "'-' and '_'")
+    try:
+        result = asyncio.run(demo(settings, url, program=program, seed=seed))
+    except DemoError as exc:
+        print(f"refguard: {one_line(str(exc), 1000)}", file=sys.stderr)
+        return 1
+    print_report(result, sys.stdout)
+    return 0
+
+
 def _cmd_token_create(settings: Settings, role: str, name: str) -> int:
     from tracker.auth import create_token
 
@@ -395,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_rewards_release(settings, args.program)
         if args.command == "payouts":
             return _cmd_payouts_export(settings, args.out)
+        if args.command == "demo":
+            return _cmd_demo(settings, args.url, args.program, args.seed)
     except (SettingsError, UsageError) as exc:
         print(f"refguard: {exc}", file=sys.stderr)
         return 2
