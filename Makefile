@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest browser promtool bench clean
+.PHONY: run demo test lint typecheck pytest browser promtool bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
