@@ -116,6 +116,9 @@ async def _program_models(conn: asyncpg.Connection, program_id: int | None
     return [ProgramModel.from_settings(r["id"], json.loads(r["settings"])) for r in rows]
 
 
+ANALYZE_AFTER = 5_000
+
+
 async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = None) -> int:
     """Attribute every conversion not yet attributed; returns how many were processed."""
     done = 0
@@ -125,6 +128,10 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
             done += n
             if n < BATCH:
                 break
+    if done >= ANALYZE_AFTER:
+        # Many new rows at once (an import, a backlog): fresh planner statistics for the
+        # fraud scan's and clearance's joins.
+        await conn.execute("ANALYZE touchpoints, credits, customer_visitors, conversions")
     return done
 
 

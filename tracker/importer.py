@@ -212,6 +212,9 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     result.skipped_existing = queued - result.stored
     if progress:
         progress(done, result.read, True)
+    if result.stored:
+        # Bulk-loaded rows: fresh planner statistics, or the jobs' joins plan for one row.
+        await conn.execute("ANALYZE clicks")
     return result
 
 
@@ -261,4 +264,7 @@ async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: b
     await flush()
     if progress:
         progress(done, result.read, True)
+    if result.stored:
+        # Bulk-loaded rows: fresh planner statistics, or the jobs' joins plan for one row.
+        await conn.execute("ANALYZE conversions, customer_visitors")
     return result
