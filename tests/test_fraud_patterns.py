@@ -11,6 +11,7 @@ import asyncpg
 
 from tests.traffic import PATTERNS, generate
 from tracker.attributing import attribute_pending
+from tracker.clearance import release
 from tracker.scanning import FLAG_AT, backtest, scan
 
 
@@ -122,3 +123,39 @@ async def test_backtest_shows_what_other_settings_would_change(
                          capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "would change" in out.stdout and "flagged -> approved" in out.stdout
+
+
+async def test_a_model_of_finance_decisions_joins_once_there_are_enough(
+    conn: asyncpg.Connection,
+) -> None:
+    traffic = await generate(conn)
+    await conn.execute("""UPDATE programs SET settings = '{"hold_days": 0, "reward": {"rules":
+        [{"beneficiary": "referrer", "on": "purchase", "flat": 1000}]}}'""")
+    await release(conn)  # attributes, scans, creates the rewards and decides them
+    assert (await scan(conn, "gen"))[0].supervised == {"enabled": False}
+    # Finance has decided every reward: the planted fraud rejected, the rest approved.
+    fraud = sorted(e for e, p in traffic.labels.items() if p != "organic")
+    decided = await conn.fetchval(
+        """WITH d AS (
+               UPDATE rewards r SET decided_by = 'token:9:finance', decided_at = now(),
+                      status = CASE WHEN c.event_id = ANY($1::text[]) THEN 'rejected'
+                                    ELSE 'approved' END
+               FROM conversions c WHERE c.program_id = r.program_id AND c.id = r.conversion_id
+               RETURNING 1)
+           SELECT count(*) FROM d""", fraud)
+    assert decided >= 200
+    summary = (await scan(conn, "gen"))[0]
+    model = summary.supervised
+    print(f"\nfinance model: {model}")
+    assert model["enabled"] and model["decisions"] == decided
+    assert model["validation_auc"] >= 0.8
+    noted = {r["event_id"] for r in await conn.fetch(
+        """SELECT c.event_id FROM conversion_risk k
+           JOIN conversions c ON c.program_id = k.program_id AND c.id = k.conversion_id
+           WHERE k.reasons @> '[{"code": "finance_model"}]'""")}
+    rewarded = {r["event_id"] for r in await conn.fetch(
+        "SELECT c.event_id FROM rewards r JOIN conversions c ON c.id = r.conversion_id")}
+    organic = {e for e, p in traffic.labels.items() if p == "organic"} & rewarded
+    rejected = set(fraud) & rewarded
+    assert len(noted & rejected) >= 0.5 * len(rejected)
+    assert len(noted & organic) <= 0.02 * len(organic)

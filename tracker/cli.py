@@ -247,8 +247,12 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
         return 0
     for s in summaries:
         rings = ", ".join(f"{n} {k}" for k, n in sorted(s["rings"].items())) or "no rings"
+        model = s["supervised"]
+        learned = (f"finance model on (ROC AUC {model['validation_auc']} on "
+                   f"{model['decisions']} decisions)" if model["enabled"]
+                   else "finance model off (too few finance decisions)")
         print(f"{s['program']}: {s['conversions']} conversions scanned, "
-              f"{s['flagged_conversions']} flagged, {rings} ({s['seconds']} s)")
+              f"{s['flagged_conversions']} flagged, {rings}; {learned} ({s['seconds']} s)")
     return 0
 
 

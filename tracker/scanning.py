@@ -41,6 +41,7 @@ from fraud.signals import (
     referrer_reasons,
     shared_device_reasons,
 )
+from fraud.supervised import MIN_DECISIONS, SupervisedRisk
 from tracker import metrics
 from tracker.conversions import CREDITED_TYPES
 
@@ -63,12 +64,15 @@ class ScanSummary:
     rings: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # The model trained on finance's decisions: off, or on with its validation ROC AUC.
+    supervised: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
 
     def as_dict(self) -> dict[str, Any]:
         return {"program": self.program, "scan_id": self.scan_id, "mode": self.mode,
                 "conversions": self.conversions, "flagged_conversions": self.flagged_conversions,
                 "rings": self.rings, "seconds": round(self.seconds, 3),
-                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
+                "phases": {k: round(v, 3) for k, v in self.phases.items()},
+                "supervised": self.supervised}
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +363,61 @@ def _ring_reasons(ring: Ring) -> list[dict[str, object]]:
              "value": len(ring.accounts), "threshold": 3}]
 
 
+# -- the model of finance's decisions ------------------------------------------------------------
+
+FINANCE_MODEL_AT = 0.8  # its probability that finance would reject, to become a reason
+FINANCE_ROWS = 5_000  # the latest decisions it learns from
+_models: dict[int, tuple[tuple[int, object], SupervisedRisk]] = {}  # per program, by state
+
+
+async def _finance_model(conn: asyncpg.Connection, program_id: int) -> SupervisedRisk | None:
+    """fraud.supervised trained on finance's own decisions (not clearance's automatic ones):
+    None below MIN_DECISIONS. Retrained only when a decision was added since."""
+    state = await conn.fetchrow(
+        """SELECT count(*) AS n, max(decided_at) AS last FROM rewards
+           WHERE program_id = $1 AND decided_by NOT LIKE 'system:%'
+             AND status IN ('approved', 'paid', 'rejected')""", program_id)
+    if state["n"] < MIN_DECISIONS:
+        return None
+    key = (int(state["n"]), state["last"])
+    cached = _models.get(program_id)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (r.conversion_id) k.features, r.status = 'rejected' AS rejected
+           FROM rewards r JOIN conversion_risk k ON k.program_id = r.program_id
+                                              AND k.conversion_id = r.conversion_id
+           WHERE r.program_id = $1 AND r.decided_by NOT LIKE 'system:%'
+             AND r.status IN ('approved', 'paid', 'rejected') AND k.features IS NOT NULL
+           ORDER BY r.conversion_id DESC, r.decided_at DESC LIMIT $2""",
+        program_id, FINANCE_ROWS)
+    x = [list(r["features"]) for r in rows]
+    y = [bool(r["rejected"]) for r in rows]
+    model = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: SupervisedRisk().fit(x, y))
+    _models[program_id] = (key, model)
+    return model
+
+
+def _with_finance_model(assessments: list[tuple[Assessment, list[float]]],
+                        model: SupervisedRisk) -> list[tuple[Assessment, list[float]]]:
+    if not assessments:
+        return assessments
+    risks = model.risk([row for _a, row in assessments])
+    out = []
+    for (a, row), p in zip(assessments, risks, strict=True):
+        if p < FINANCE_MODEL_AT:
+            out.append((a, row))
+            continue
+        reason = Reason(
+            "finance_model", f"resembles conversions finance rejected (probability "
+            f"{p:.2f}; model validated at ROC AUC {model.validation_auc_ or 0:.2f} on "
+            f"{model.trained_on_} decisions)", round(float(p), 4), FINANCE_MODEL_AT, 0.5)
+        reasons = (*a.reasons, reason)
+        out.append((Assessment(a.conversion_id, combine(reasons), reasons), row))
+    return out
+
+
 async def _stored_rings(conn: asyncpg.Connection, program_id: int) -> list[Ring]:
     rows = await conn.fetch(
         """SELECT kind, score, members::text AS members FROM fraud_flags
@@ -410,9 +469,16 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
 
     mark = time.perf_counter()
     rings, assessments = await asyncio.get_running_loop().run_in_executor(None, compute)
+    model = await _finance_model(conn, program_id)
+    if model is not None and model.enabled:
+        assessments = _with_finance_model(assessments, model)
     phases["compute"] = time.perf_counter() - mark
     by_id = {c.conversion_id: c for c in conversions}
     summary = ScanSummary(slug, scan_id, mode, conversions=len(assessments), phases=phases)
+    if model is not None:
+        summary.supervised = {"enabled": model.enabled, "decisions": model.trained_on_,
+                              "validation_auc": None if model.validation_auc_ is None
+                              else round(model.validation_auc_, 4)}
     flag_rows: list[tuple[object, ...]] = []
     for ring in rings:
         summary.rings[ring.kind] = summary.rings.get(ring.kind, 0) + 1
