@@ -48,8 +48,8 @@ from tracker.conversions import CREDITED_TYPES
 FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
 ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason
 WINDOW = 20_000  # conversions per incremental scan, to bound its memory
-BASELINE_ROWS = 20_000  # stored feature rows an incremental scan compares against
-REFERRER_WINDOW = 300  # an incremental scan's latest conversions of each referrer involved
+BASELINE_ROWS = 10_000  # stored feature rows an incremental scan compares against
+REFERRER_WINDOW = 100  # an incremental scan's latest conversions of each referrer involved
 MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a cafe)
 RING_KINDS = ("ring", "dense_block", "referral_cycle")
 
@@ -66,13 +66,14 @@ class ScanSummary:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
     # The model trained on finance's decisions: off, or on with its validation ROC AUC.
     supervised: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    program_rate: float | None = None  # credited conversions per counted click (full scans)
 
     def as_dict(self) -> dict[str, Any]:
         return {"program": self.program, "scan_id": self.scan_id, "mode": self.mode,
                 "conversions": self.conversions, "flagged_conversions": self.flagged_conversions,
                 "rings": self.rings, "seconds": round(self.seconds, 3),
                 "phases": {k: round(v, 3) for k, v in self.phases.items()},
-                "supervised": self.supervised}
+                "supervised": self.supervised, "program_rate": self.program_rate}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +107,19 @@ async def _program_facts(conn: asyncpg.Connection, program_id: int,
     clicks = {r["external_id"]: r["n"] for r in click_rows}
     if scope is None:
         return ProgramFacts(ProgramContext(reversed_ids, clicks))
-    credited = await conn.fetchval("SELECT count(*) FROM credits WHERE program_id = $1",
-                                   program_id)
-    counted = await conn.fetchval(
-        "SELECT count(*) FROM clicks WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate",
-        program_id)
+    # The program's conversions per click, as the latest full scan measured it (counting a
+    # million clicks again every 30 seconds would cost more than the whole incremental scan).
+    rate = await conn.fetchval(
+        """SELECT (stats->>'program_rate')::float FROM fraud_scans
+           WHERE program_id = $1 AND mode = 'full' AND finished_at IS NOT NULL
+           ORDER BY id DESC LIMIT 1""", program_id)
+    if rate is None:
+        credited = await conn.fetchval("SELECT count(*) FROM credits WHERE program_id = $1",
+                                       program_id)
+        counted = await conn.fetchval(
+            "SELECT count(*) FROM clicks WHERE program_id = $1 AND NOT is_bot "
+            "AND NOT is_duplicate", program_id)
+        rate = credited / counted if counted else None
     history = {r["external_id"]: (r["n"], r["first"].timestamp()) for r in await conn.fetch(
         """SELECT f.external_id, count(*) AS n, min(c.occurred_at) AS first
            FROM credits cr
@@ -125,8 +134,7 @@ async def _program_facts(conn: asyncpg.Connection, program_id: int,
     background = None
     if baseline is not None:
         background = np.expm1(baseline[baseline[:, 1] > 0][:, 0])  # delays of touched rows
-    return ProgramFacts(ProgramContext(reversed_ids, clicks, background,
-                                       credited / counted if counted else None, history),
+    return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history),
                         baseline)
 
 
@@ -475,6 +483,10 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
     phases["compute"] = time.perf_counter() - mark
     by_id = {c.conversion_id: c for c in conversions}
     summary = ScanSummary(slug, scan_id, mode, conversions=len(assessments), phases=phases)
+    if scope is None:
+        counted = sum(facts.context.referrer_clicks.values())
+        summary.program_rate = (sum(len(c.referrers) for c in conversions) / counted
+                                if counted else None)
     if model is not None:
         summary.supervised = {"enabled": model.enabled, "decisions": model.trained_on_,
                               "validation_auc": None if model.validation_auc_ is None
