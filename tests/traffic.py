@@ -16,22 +16,11 @@ import asyncpg
 
 from tests.conftest import SECRET
 from tracker.conversions import parse_conversion, store_conversion
+from tracker.demo import BROWSERS, HEADLESS, IPHONE
 from tracker.enrich import Enricher
 from tracker.flusher import store_clicks
 from tracker.journal import RawClick
 
-BROWSERS = [
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/{v}.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.{v} Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{v} like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
-    "like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Linux; Android 14; Pixel {v}) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Mobile Safari/537.36",
-]
-HEADLESS = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-            "HeadlessChrome/120.0.0.0 Safari/537.36")
 PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection",
             "click_spam")
 
@@ -155,7 +144,7 @@ async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
     # Click spam: clicks fired on hundreds of phones (ad stacking, background redirects); the
     # few people who later buy anyway, days afterwards, are claimed by the last click.
     for i in range(300):
-        ip, ua = traffic.home_ip(), BROWSERS[2].format(v=rng.randint(1, 6))
+        ip, ua = traffic.home_ip(), IPHONE.format(v=rng.randint(1, 6))
         at = traffic.start + timedelta(days=rng.uniform(0, 5))
         cid = traffic.click("spammer", at, ip, ua, f"vp{i}")
         if i % 20 == 0:
