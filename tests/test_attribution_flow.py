@@ -163,3 +163,29 @@ async def test_data_driven_program_model_credits_sum_to_one(
     assert [j.referrers for j in lost].count((bob,)) >= 1
     assert await conn.fetchval(
         "SELECT count(*) FROM customer_visitors WHERE visitor_id = $1", lone) == 0
+
+
+async def test_a_typed_referral_code_credits_the_customers_later_conversions(
+    client: Client, tokens: dict[str, str], conn: asyncpg.Connection,
+) -> None:
+    await make_link(client, tokens, referrer="carol", code="ca")
+    await make_link(client, tokens, referrer="dave", code="da")
+    now = datetime.now(UTC)
+    # Signed up with carol's code at checkout (no click, no visitor), then bought twice
+    # without it; another customer's code credits only that customer.
+    await convert(client, tokens, event_id="s1", customer_id="cust-9", type="signup",
+                  referral_code="ca", occurred_at=(now - timedelta(days=3)).isoformat())
+    assert await attribute_pending(conn) == 1  # the later ones come in another run
+    await convert(client, tokens, event_id="p1", customer_id="cust-9",
+                  occurred_at=(now - timedelta(days=1)).isoformat())
+    await convert(client, tokens, event_id="x1", customer_id="cust-8", referral_code="da",
+                  occurred_at=(now - timedelta(days=2)).isoformat())
+    await convert(client, tokens, event_id="p2", customer_id="cust-9")
+    # Long before the code, and outside the window: no credit.
+    await convert(client, tokens, event_id="old", customer_id="cust-9",
+                  occurred_at=(now - timedelta(days=40)).isoformat())
+    assert await attribute_pending(conn) == 4
+    for event in ("s1", "p1", "p2"):
+        assert await credits(conn, event) == {"carol": 1.0}, event
+    assert await credits(conn, "x1") == {"dave": 1.0}
+    assert await credits(conn, "old") == {}

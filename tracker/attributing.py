@@ -182,7 +182,16 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
                  AND ts BETWEEN $3 AND $4 AND NOT is_bot AND NOT is_duplicate
                ORDER BY ts, click_id""", pid, all_visitors, earliest, latest):
             clicks_of[c["visitor_id"]].append(c)
-    codes = sorted({r["referral_code"] for r in pending if r["referral_code"]})
+    # Referral codes typed at checkout, by these customers, in this batch or before it: a code
+    # is a touch for the conversion that carries it and for the customer's later ones.
+    typed: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for c in await conn.fetch(
+            """SELECT customer_id, occurred_at, referral_code FROM conversions
+               WHERE program_id = $1 AND customer_id = ANY($2::text[])
+                 AND referral_code IS NOT NULL AND occurred_at BETWEEN $3 AND $4""",
+            pid, customers, earliest, latest):
+        typed[c["customer_id"]].append((c["occurred_at"], c["referral_code"]))
+    codes = sorted({code for entries in typed.values() for _at, code in entries})
     code_referrer = {
         r["code"]: r["referrer_id"] for r in await conn.fetch(
             "SELECT code, referrer_id FROM links WHERE program_id = $1 AND code = ANY($2)",
@@ -200,9 +209,10 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
         touches = [TouchRow(c["referrer_id"], c["ts"], c["click_id"],
                             "click" if c["click_id"] == r["click_id"] else "visitor")
                    for c in found]
-        referrer = code_referrer.get(r["referral_code"]) if r["referral_code"] else None
-        if referrer is not None:
-            touches.append(TouchRow(referrer, r["occurred_at"], None, "code"))
+        touches += [TouchRow(code_referrer[code], at, None, "code")
+                    for at, code in typed.get(r["customer_id"], ())
+                    if start <= at <= r["occurred_at"] and code in code_referrer]
+        touches.sort(key=lambda t: t.ts)
         touches_of[r["id"]] = touches
 
     fitted = None
