@@ -27,7 +27,7 @@ run: $(VENV)/.run-deps
 	@echo "  try: curl -H 'Authorization: Bearer <token>' http://localhost:$(PORT)/api/v1/programs"
 	@echo "  demo data: run 'make demo' in another terminal, then open http://localhost:$(PORT)/review"
 	@echo ""
-	@REFGUARD_PORT=$(PORT) $(BIN)/refguard serve
+	@REFGUARD_PORT=$(PORT) REFGUARD_LOG_FORMAT=$${REFGUARD_LOG_FORMAT:-text} $(BIN)/refguard serve
 
 ## demo: with `make run` going in another terminal, a demo program with realistic traffic and
 ## planted fraud, sent through that server; prints the review page's URL and a finance token
