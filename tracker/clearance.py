@@ -32,7 +32,7 @@ from tracker.conversions import CREDITED_TYPES
 from tracker.db import job_lock
 from tracker.programs import ADAPTIVE_HOLD
 from tracker.rewards import Rule, cap, parse_rules, split_by_credit
-from tracker.scanning import scan
+from tracker.scanning import publish_flag_counts, scan
 
 ACTOR = "system:clearance"
 STATUSES = ("pending", "flagged", "approved", "rejected", "paid", "reversed")
@@ -415,7 +415,9 @@ async def _audit_many(conn: asyncpg.Connection, program_id: int, action: str,
 
 
 async def publish_metrics(conn: asyncpg.Connection) -> None:
-    """Rewards by status, the review queue's size and oldest age, money paid out."""
+    """Rewards by status, the review queue's size and oldest age, money paid out, and the
+    fraud flags by kind: program-wide figures, read from the database."""
+    await publish_flag_counts(conn)
     counts = {r["status"]: r["n"] for r in await conn.fetch(
         "SELECT status, count(*) AS n FROM rewards GROUP BY status")}
     for status in STATUSES:

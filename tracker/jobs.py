@@ -1,8 +1,9 @@
 """Periodic jobs, one leader per job across every node (PostgreSQL advisory locks).
 
 Each run takes `pg_try_advisory_xact_lock(job)`: whichever process gets it runs the job, the
-others skip this round. CPU-heavy jobs (later: attribution, fraud scans) run their number
-crunching in an executor so the event loop keeps serving.
+others skip this round. CPU-heavy jobs (attribution, fraud scans) run their number crunching
+in an executor so the event loop keeps serving. A job with `leader=False` runs on every node
+(publishing program-wide gauges, so that no node shows stale ones).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncpg
 
 from tracker import metrics
 from tracker.attributing import attribute_pending
-from tracker.clearance import release
+from tracker.clearance import publish_metrics, release
 from tracker.db import lock_key
 from tracker.enrich import Enricher
 from tracker.privacy import BATCH, reduce_old
@@ -37,6 +38,7 @@ class Job:
     name: str
     interval_s: float
     run: JobFn
+    leader: bool = True  # False: every node runs it (e.g. to publish its own metrics)
 
     @property
     def lock_key(self) -> int:
@@ -46,7 +48,8 @@ class Job:
 async def run_if_leader(pool: asyncpg.Pool, job: Job) -> bool:
     """Run the job once if no other process is running it; True when it ran."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", job.lock_key):
+        if job.leader and not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1)", job.lock_key):
             return False
         await job.run(conn)
         return True
@@ -157,6 +160,8 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
         Job("clearance", 30.0, clearance),
     ]
     jobs.append(Job("webhooks", 5.0, deliver_webhooks(settings.secret_key)))
+    # Every node publishes the program-wide gauges from the database, so none shows stale ones.
+    jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
     if settings.retention_days:
         jobs.append(Job("retention", 600.0, reduce_old_data(settings.retention_days)))
     return tuple(jobs)

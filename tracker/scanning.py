@@ -539,11 +539,11 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
             "UPDATE fraud_scans SET finished_at = now(), stats = $2::jsonb WHERE id = $1",
             scan_id, json.dumps(summary.as_dict()))
     metrics.SCAN_SECONDS.labels(mode=mode).observe(summary.seconds)
-    await _publish_flag_counts(conn)
+    await publish_flag_counts(conn)
     return summary
 
 
-async def _publish_flag_counts(conn: asyncpg.Connection) -> None:
+async def publish_flag_counts(conn: asyncpg.Connection) -> None:
     for row in await conn.fetch("SELECT kind, count(*) AS n FROM fraud_flags GROUP BY kind"):
         metrics.FRAUD_FLAGS.labels(kind=row["kind"]).set(row["n"])
 
