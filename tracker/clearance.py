@@ -94,8 +94,12 @@ async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseS
             while (n := await create_rewards(conn, program)) > 0:
                 summary.created += n
             summary.reversed += await reverse_refunded(conn, program.id)
-            for status, n in (await end_holds(conn, program)).items():
-                summary.decided[status] += n
+            while True:
+                decided = await end_holds(conn, program)
+                for status, n in decided.items():
+                    summary.decided[status] += n
+                if sum(decided.values()) < BATCH:
+                    break
     await publish_metrics(conn)
     return summary
 
