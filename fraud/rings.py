@@ -52,11 +52,15 @@ def bipartite(uses: dict[Account, set[Column]]) -> nx.Graph:
 
 def shared_infrastructure(uses: dict[Account, set[Column]],
                           referrals: Iterable[tuple[str, str]] = (), *, max_share: int = 25,
-                          min_accounts: int = 3, min_referrers: int = 1) -> list[Ring]:
-    """Components of accounts that share rare IPs/devices.
+                          min_accounts: int = 3, min_referrers: int = 1,
+                          split_above: int = 20) -> list[Ring]:
+    """Groups of accounts that share rare IPs/devices: connected components, and a component
+    larger than `split_above` accounts split into its communities (Louvain, weighted by the
+    number of IPs/devices two accounts share), so one bridging account does not merge two
+    rings into a blob.
 
-    A referrer credited for two or more of a component's customers joins it: fake referees
-    need not share anything with the referrer who collects for them.
+    A referrer credited for two or more of a group's customers joins it: fake referees need
+    not share anything with the referrer who collects for them.
     """
     referred_by: dict[str, set[str]] = defaultdict(set)
     for referrer, customer in referrals:
@@ -73,8 +77,18 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
                     projection[a][b]["shared"].add(column)
                 else:
                     projection.add_edge(a, b, shared={column})
-    rings = []
+    for _a, _b, d in projection.edges(data=True):
+        d["weight"] = len(d["shared"])
+    groups: list[set[Account]] = []
     for component in nx.connected_components(projection):
+        if len(component) <= split_above:
+            groups.append(component)
+            continue
+        for community in nx.community.louvain_communities(projection.subgraph(component),
+                                                          weight="weight", seed=0):
+            groups.append(set(community))
+    rings = []
+    for component in groups:
         collectors: dict[str, int] = defaultdict(int)
         for _kind, person in component:
             for referrer in referred_by.get(person, ()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from fraud.rings import (
+    Account,
     columns_by_account,
     dense_blocks,
     find_rings,
@@ -74,6 +75,29 @@ def test_ring_on_two_ips_is_found_and_honest_users_are_not() -> None:
                                                 "dev-c"}
     members = {m["type"] for m in found[0].members}
     assert members >= {"referrer", "customer", "ip", "device"}
+
+
+def test_a_bridge_does_not_merge_two_rings() -> None:
+    """Two rings of twelve accounts, each tight on its own IPs and devices, and one account
+    that used an IP of each: one component, split into its two communities."""
+    rows: list[tuple[Account, str | None, str | None]] = []
+    rings = []
+    for r in range(2):
+        members = [("referrer", f"r{r}")] + [("customer", f"c{r}-{i}") for i in range(11)]
+        rings.append(frozenset(members))
+        for i, account in enumerate(members):
+            rows.append((account, f"198.51.{r}.{i % 3}", f"dev-{r}-{i % 2}"))
+    rows.append((("customer", "bridge"), "198.51.0.0", None))
+    rows.append((("customer", "bridge"), "198.51.1.0", None))
+    uses = columns_by_account(rows)
+    merged = shared_infrastructure(uses, split_above=100)
+    assert len(merged) == 1 and len(merged[0].accounts) == 25
+    found = shared_infrastructure(uses)  # 25 accounts > 20: split
+    assert len(found) == 2
+    for ring in rings:
+        match = [f for f in found if f.accounts & ring]
+        assert len(match) == 1 and ring <= match[0].accounts
+        assert len(match[0].accounts - ring) <= 1  # at most the bridge
 
 
 def test_dense_block_resists_camouflage() -> None:
