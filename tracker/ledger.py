@@ -22,7 +22,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -192,14 +191,3 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
         write(payout_csv(batch_id, lines))
     return batch_id, lines
 
-
-async def balances(conn: asyncpg.Connection, program_id: int) -> list[dict[str, Any]]:
-    """Each payee's balance by currency, derived from the ledger."""
-    rows = await conn.fetch(
-        """SELECT payee, currency, sum(amount) AS balance,
-                  sum(amount) FILTER (WHERE kind = 'earned') AS earned,
-                  -coalesce(sum(amount) FILTER (WHERE kind = 'clawback'), 0) AS clawed_back,
-                  -coalesce(sum(amount) FILTER (WHERE kind = 'payout'), 0) AS paid
-           FROM ledger_entries WHERE program_id = $1 GROUP BY payee, currency
-           ORDER BY payee, currency""", program_id)
-    return [dict(r) for r in rows]
