@@ -75,11 +75,19 @@ class AnomalyScorer:
         return [(FEATURES[i], round(float(z[i]), 2)) for i in order]
 
 
-def score_rows(rows: Sequence[Sequence[float]], seed: int = 0
-               ) -> tuple[np.ndarray, AnomalyScorer] | None:
-    """Fit on a program's feature rows and score them; None when there are too few rows."""
-    if len(rows) < MIN_ROWS:
-        return None
+def score_rows(rows: Sequence[Sequence[float]], baseline: np.ndarray | None = None,
+               seed: int = 0) -> tuple[np.ndarray, AnomalyScorer | None]:
+    """Each row's anomaly percentile among the program's conversions, and the fitted scorer.
+
+    The detectors are fitted on the rows themselves, or on them together with `baseline`
+    (feature rows of the program's earlier conversions, when only new ones are at hand).
+    Below MIN_ROWS training rows there is no telling: zeros and no scorer.
+    """
+    if not rows:
+        return np.zeros(0), None
     x = np.asarray(rows, dtype=float)
-    scorer = AnomalyScorer(seed=seed).fit(x)
+    train = x if baseline is None else np.vstack([baseline, x])
+    if len(train) < MIN_ROWS:
+        return np.zeros(len(rows)), None
+    scorer = AnomalyScorer(seed=seed).fit(train)
     return scorer.score(x), scorer

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from fraud.anomaly import MIN_ROWS, AnomalyScorer
+from fraud.anomaly import score_rows
 from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import (
     Assessment,
@@ -153,7 +153,7 @@ def assess_all(conversions: list[ConversionFacts], referrers: dict[str, Referrer
     referrer_conversions |= {ref: n for ref, (n, _first) in context.history.items()}
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     rows = [features(c, referrer_conversions, context.referrer_clicks) for c in wanted]
-    percentiles, scorer = _anomaly(rows, facts.baseline)
+    percentiles, scorer = score_rows(rows, facts.baseline)
     out = []
     for i, conv in enumerate(wanted):
         base = _with_rings(assess(conv, referrers), conv, rings)
@@ -169,20 +169,6 @@ def assess_all(conversions: list[ConversionFacts], referrers: dict[str, Referrer
         reasons = base.reasons + tuple(extra)
         out.append((Assessment(conv.conversion_id, combine(reasons), reasons), rows[i]))
     return out
-
-
-def _anomaly(rows: list[list[float]], baseline: np.ndarray | None
-             ) -> tuple[np.ndarray, AnomalyScorer | None]:
-    """Percentiles of `rows` among the program's conversions: fitted on the rows themselves,
-    or with stored rows of earlier scans when given."""
-    if not rows:
-        return np.zeros(0), None
-    x = np.asarray(rows, dtype=float)
-    train = x if baseline is None else np.vstack([baseline, x])
-    if len(train) < MIN_ROWS:
-        return np.zeros(len(rows)), None
-    scorer = AnomalyScorer().fit(train)
-    return scorer.score(x), scorer
 
 
 async def _new_scope(conn: asyncpg.Connection, program_id: int) -> Scope | None:
