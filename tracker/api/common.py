@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker import keys
-from tracker.api.errors import ApiError, invalid, json_errors
+from tracker import keys, queries
+from tracker.api.errors import ApiError, invalid, json_errors, not_found
 from tracker.auth import Principal
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -62,6 +62,16 @@ async def authenticate(request: web.Request, allowed: frozenset[str]) -> Princip
 
 def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
+
+
+async def program_by_slug(request: web.Request, slug: str | None) -> queries.Program:
+    """The program named by a request: 422 when no slug was given, 404 when none has it."""
+    if slug is None:
+        raise invalid("program is required", "program")
+    try:
+        return await queries.get_program(request.config_dict[keys.POOL], slug)
+    except queries.NotFound:
+        raise not_found("program") from None
 
 
 # -- validators --------------------------------------------------------------------------------

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tracker import keys, queries
-from tracker.api.common import principal, query_param, requires
-from tracker.api.errors import invalid, not_found
+from tracker import keys
+from tracker.api.common import principal, program_by_slug, query_param, requires
+from tracker.api.errors import not_found
 from tracker.privacy import erase_customer
 
 
 @requires("integration")
 async def erase(request: web.Request) -> web.Response:
-    slug = query_param(request, "program", max_len=63)
-    if slug is None:
-        raise invalid("program is required", "program")
+    program = await program_by_slug(request, query_param(request, "program", max_len=63))
     customer_id = request.match_info["customer_id"]
     if not 1 <= len(customer_id) <= 128 or not customer_id.isprintable():
         raise not_found("customer")
     async with request.config_dict[keys.POOL].acquire() as conn:
-        try:
-            program = await queries.get_program(conn, slug)
-        except queries.NotFound:
-            raise not_found("program") from None
         erased = await erase_customer(conn, program.id, customer_id, principal(request).actor)
     if not erased.found:
         raise not_found("customer")

@@ -6,21 +6,22 @@ import json
 
 from aiohttp import web
 
-from tracker import keys, queries
-from tracker.api.common import encode_cursor, id_cursor, limit_param, page, query_param, requires
-from tracker.api.errors import invalid, not_found
+from tracker import keys
+from tracker.api.common import (
+    encode_cursor,
+    id_cursor,
+    limit_param,
+    page,
+    program_by_slug,
+    query_param,
+    requires,
+)
 
 
 @requires("finance", "viewer")
 async def list_flags(request: web.Request) -> web.Response:
-    slug = query_param(request, "program", max_len=63)
-    if slug is None:
-        raise invalid("program is required", "program")
+    program = await program_by_slug(request, query_param(request, "program", max_len=63))
     pool = request.config_dict[keys.POOL]
-    try:
-        program = await queries.get_program(pool, slug)
-    except queries.NotFound:
-        raise not_found("program") from None
     kind = query_param(request, "kind", max_len=64)
     limit = limit_param(request)
     rows = await pool.fetch(

@@ -6,21 +6,15 @@ from aiohttp import web
 
 from attribution.models import MODELS
 from tracker import keys, queries
-from tracker.api.common import query_param, requires
-from tracker.api.errors import invalid, not_found
+from tracker.api.common import program_by_slug, query_param, requires
+from tracker.api.errors import invalid
 from tracker.attributing import attribution_report, funnel_report
 
 READERS = ("viewer", "finance")
 
 
 async def _program(request: web.Request) -> queries.Program:
-    slug = query_param(request, "program", max_len=63)
-    if slug is None:
-        raise invalid("program is required", "program")
-    try:
-        return await queries.get_program(request.config_dict[keys.POOL], slug)
-    except queries.NotFound:
-        raise not_found("program") from None
+    return await program_by_slug(request, query_param(request, "program", max_len=63))
 
 
 @requires(*READERS)

@@ -21,6 +21,7 @@ from tracker.api.common import (
     page,
     parse_time,
     principal,
+    program_by_slug,
     query_param,
     required_string,
     requires,
@@ -85,15 +86,6 @@ def _link_json(link: queries.Link, base_url: str) -> dict[str, Any]:
     }
 
 
-async def _program_by_slug(request: web.Request, slug: str | None) -> queries.Program:
-    if slug is None:
-        raise invalid("program is required", "program")
-    try:
-        return await queries.get_program(request.config_dict[keys.POOL], slug)
-    except queries.NotFound:
-        raise not_found("program") from None
-
-
 async def _referrer_filter(request: web.Request, program: queries.Program) -> int | None:
     """The id of the `referrer` query parameter (an external id), if given; 404 if unknown."""
     external_id = query_param(request, "referrer", max_len=128)
@@ -146,7 +138,7 @@ async def create_program(request: web.Request) -> web.Response:
 @requires("admin")
 async def update_program(request: web.Request) -> web.Response:
     body = await read_json(request)
-    program = await _program_by_slug(request, request.match_info["slug"])
+    program = await program_by_slug(request, request.match_info["slug"])
     name = string(body, "name", required=False) or program.name
     domains = _domains(body) if "destination_domains" in body else program.destination_domains
     raw_settings = body.get("settings")
@@ -167,7 +159,7 @@ async def update_program(request: web.Request) -> web.Response:
 
 @requires(*READ_ROLES)
 async def get_program(request: web.Request) -> web.Response:
-    program = await _program_by_slug(request, request.match_info["slug"])
+    program = await program_by_slug(request, request.match_info["slug"])
     return web.json_response(_program_json(program, request))
 
 
@@ -185,7 +177,7 @@ async def list_programs(request: web.Request) -> web.Response:
 @requires("integration")
 async def create_referrer(request: web.Request) -> web.Response:
     body = await read_json(request)
-    program = await _program_by_slug(request, string(body, "program", max_len=63))
+    program = await program_by_slug(request, string(body, "program", max_len=63))
     external_id = opaque_id(body, "external_id")
     assert external_id is not None  # noqa: S101 (required)
     email = string(body, "email", required=False, max_len=EMAIL_MAX)
@@ -199,7 +191,7 @@ async def create_referrer(request: web.Request) -> web.Response:
 
 @requires("integration", "viewer")
 async def list_referrers(request: web.Request) -> web.Response:
-    program = await _program_by_slug(request, query_param(request, "program"))
+    program = await program_by_slug(request, query_param(request, "program"))
     limit = limit_param(request)
     items = await queries.list_referrers(
         request.config_dict[keys.POOL], program.id, id_cursor(request), limit
@@ -218,7 +210,7 @@ def _new_code() -> str:
 @requires("integration")
 async def create_link(request: web.Request) -> web.Response:
     body = await read_json(request)
-    program = await _program_by_slug(request, string(body, "program", max_len=63))
+    program = await program_by_slug(request, string(body, "program", max_len=63))
     referrer_id = opaque_id(body, "referrer")
     assert referrer_id is not None  # noqa: S101 (required)
     code = string(body, "code", required=False, max_len=64)
@@ -309,7 +301,7 @@ async def get_link(request: web.Request) -> web.Response:
 
 @requires("integration", "viewer")
 async def list_links(request: web.Request) -> web.Response:
-    program = await _program_by_slug(request, query_param(request, "program"))
+    program = await program_by_slug(request, query_param(request, "program"))
     pool = request.config_dict[keys.POOL]
     referrer_id = await _referrer_filter(request, program)
     limit = limit_param(request)
@@ -346,7 +338,7 @@ def _click_json(c: queries.Click) -> dict[str, Any]:
 
 @requires("viewer", "finance")
 async def list_clicks(request: web.Request) -> web.Response:
-    program = await _program_by_slug(request, query_param(request, "program"))
+    program = await program_by_slug(request, query_param(request, "program"))
     pool = request.config_dict[keys.POOL]
     referrer_id = await _referrer_filter(request, program)
     link_id = None

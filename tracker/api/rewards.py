@@ -8,13 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker import keys, queries
+from tracker import keys
 from tracker.api.common import (
     encode_cursor,
     id_cursor,
     limit_param,
     page,
     principal,
+    program_by_slug,
     query_param,
     requires,
     rfc3339,
@@ -55,15 +56,11 @@ async def list_(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         raise invalid(f"status must be one of {', '.join(STATUSES)}", "status")
     limit = limit_param(request)
-    pool = request.config_dict[keys.POOL]
     program = query_param(request, "program", max_len=63)
     if program is not None:
-        try:
-            await queries.get_program(pool, program)
-        except queries.NotFound:
-            raise not_found("program") from None
+        await program_by_slug(request, program)  # an unknown program is a 404, not no rewards
     rows = await list_rewards(
-        pool, status=status, program=program,
+        request.config_dict[keys.POOL], status=status, program=program,
         referrer=query_param(request, "referrer", max_len=128),
         after=id_cursor(request), limit=limit)
     items = [jsonable(reward_item(r)) for r in rows]
