@@ -33,14 +33,13 @@ from typing import Any
 import asyncpg
 
 from attribution.models import HEURISTIC_MODELS, MODELS, Touch, heuristic_credits
+from bench.results import save
 from geo.reader import GeoReader
 from tracker import db
 from tracker.attributing import attribute_pending, fit, load_journeys
 from tracker.enrich import COLUMNS, Enricher
 from tracker.importer import import_clicks, import_conversions
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 UAS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     f"Chrome/{v}.0.0.0 Safari/537.36" for v in range(110, 132)
@@ -236,10 +235,7 @@ def cli() -> None:
     args = parser.parse_args()
     result = asyncio.run(main(args))
     report(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"attribution-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"results: {out.relative_to(ROOT)}")
+    save("attribution", result)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import resource
 import shutil
 import tempfile
@@ -31,7 +30,8 @@ from typing import Any
 
 import asyncpg
 
-from bench.attribution import RESULTS, ROOT, generate, seed
+from bench.attribution import generate, seed
+from bench.results import save
 from geo.reader import GeoReader
 from tracker import db
 from tracker.attributing import attribute_pending
@@ -101,10 +101,7 @@ def cli() -> None:
           f"new conversions in {result['incremental_seconds']} s (target < 5 s); the full scan "
           f"took {result['full_scan_over_incremental']}x as long")
     print(f"summary: {result['incremental_summary']}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"fraud-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"results: {out.relative_to(ROOT)}")
+    save("fraud", result)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,9 @@ from typing import Any
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 
+from bench.results import RESULTS, ROOT
 from tracker.db import embedded_server
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
 DEST = "https://shop.example.com/landing?ref=bench"
 PROGRAM = "bench"
 REFERRER = "bench-referrer"
@@ -838,9 +837,9 @@ class Bench:
         if server.kind in REFGUARD_KINDS:
             self.refguard.link(server.port, code)
         seconds = self.cfg.profile_seconds
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
-        out = RESULTS_DIR / f"redirect-{stamp}-profile-{server.kind}.folded"
+        out = RESULTS / f"redirect-{stamp}-profile-{server.kind}.folded"
         say(f"  profiling {server.kind} worker {pid} with py-spy for {seconds}s under keep-alive "
             "load")
         wrk = subprocess.Popen(wrk_argv(self.cfg, server.url(code), seconds + 2, close=False),
@@ -1195,8 +1194,8 @@ def fmt_machine(m: dict[str, float]) -> str:
 
 
 def write_json(bench: Bench) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"redirect-{bench.started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"redirect-{bench.started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc = {
         "benchmark": "redirect",
         "started_at": bench.started.isoformat(),
