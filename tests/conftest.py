@@ -171,6 +171,23 @@ async def make_link(
     return link
 
 
+async def insert_link(conn: asyncpg.Connection, *, program: str = "p", referrer: str = "r",
+                      code: str = "abc", domain: str = "a.test") -> tuple[int, int, int]:
+    """A program (if new), a referrer and a link straight into the database, for tests below
+    the API: (program_id, link_id, referrer_id); the link points at https://<domain>/."""
+    pid: int = await conn.fetchval(
+        """INSERT INTO programs (slug, name, destination_domains) VALUES ($1, $1, ARRAY[$2])
+           ON CONFLICT (slug) DO UPDATE SET slug = excluded.slug RETURNING id""",
+        program, domain)
+    rid: int = await conn.fetchval(
+        "INSERT INTO referrers (program_id, external_id) VALUES ($1, $2) RETURNING id",
+        pid, referrer)
+    lid: int = await conn.fetchval(
+        "INSERT INTO links (program_id, referrer_id, code, destination) VALUES ($1, $2, $3, $4)"
+        " RETURNING id", pid, rid, code, f"https://{domain}/")
+    return pid, lid, rid
+
+
 async def wait_for_clicks(
     conn: asyncpg.Connection, expected: int, timeout: float = 15.0
 ) -> int:

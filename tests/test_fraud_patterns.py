@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.traffic import PATTERNS, generate
 from tracker.attributing import attribute_pending
@@ -15,8 +16,9 @@ from tracker.clearance import release
 from tracker.scanning import FLAG_AT, backtest, scan
 
 
-async def test_precision_and_recall_per_pattern(conn: asyncpg.Connection) -> None:
-    traffic = await generate(conn)
+@pytest.mark.parametrize("seed", [11, 29])
+async def test_precision_and_recall_per_pattern(conn: asyncpg.Connection, seed: int) -> None:
+    traffic = await generate(conn, seed=seed)
     await attribute_pending(conn)
     await scan(conn, "gen")
     risk = {r["event_id"]: r["score"] for r in await conn.fetch(
@@ -42,11 +44,19 @@ async def test_precision_and_recall_per_pattern(conn: asyncpg.Connection) -> Non
         caught = len(events & held) / len(events)
         per_pattern[pattern] = caught
         print(f"  {pattern:<18} recall {caught:.2f} ({len(events & held)}/{len(events)})")
-    assert precision >= 0.9
-    assert recall >= 0.85
+    # The targets, on two traffics (the second unseen while the engine was tuned).
+    assert precision >= 0.95
+    assert recall >= 0.90
     assert false_hold_rate <= 0.02
     for pattern, caught in per_pattern.items():
         assert caught >= 0.75, pattern
+    # Explainability: every flag has a reason with a measured value and a threshold.
+    flags = await conn.fetch("SELECT kind, reasons::text AS reasons FROM fraud_flags")
+    assert flags
+    for flag in flags:
+        reasons = json.loads(flag["reasons"])
+        assert reasons, flag["kind"]
+        assert all(r["value"] is not None and r["threshold"] is not None for r in reasons)
 
 
 async def test_incremental_scan_agrees_with_full_scan(conn: asyncpg.Connection) -> None:
@@ -157,5 +167,6 @@ async def test_a_model_of_finance_decisions_joins_once_there_are_enough(
         "SELECT c.event_id FROM rewards r JOIN conversions c ON c.id = r.conversion_id")}
     organic = {e for e, p in traffic.labels.items() if p == "organic"} & rewarded
     rejected = set(fraud) & rewarded
+    assert rejected and organic
     assert len(noted & rejected) >= 0.5 * len(rejected)
     assert len(noted & organic) <= 0.02 * len(organic)

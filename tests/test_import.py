@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.conftest import PgServer, create_database, drop_database
+from tests.conftest import PgServer, create_database, drop_database, insert_link
 from tracker import db
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
@@ -18,15 +18,7 @@ UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 
 async def seed(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        pid = await conn.fetchval(
-            "INSERT INTO programs (slug, name, destination_domains) VALUES ('acme', 'A', "
-            "'{acme.test}') RETURNING id")
-        rid = await conn.fetchval(
-            "INSERT INTO referrers (program_id, external_id) VALUES ($1, 'alice') RETURNING id",
-            pid)
-        await conn.execute(
-            "INSERT INTO links (program_id, referrer_id, code, destination) "
-            "VALUES ($1, $2, 'al', 'https://acme.test/')", pid, rid)
+        await insert_link(conn, program="acme", referrer="alice", code="al", domain="acme.test")
     finally:
         await conn.close()
 

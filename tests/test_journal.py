@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import SECRET
+from tests.conftest import SECRET, insert_link
 from tracker.enrich import Enricher
 from tracker.flusher import Flusher
 from tracker.journal import (
@@ -78,22 +78,10 @@ async def test_writer_seals_segments_and_keeps_open_one_locked(tmp_path: Path) -
     assert all(n.endswith(SEALED_SUFFIX) for n in names) and len(names) == 3
 
 
-async def _program(conn: asyncpg.Connection) -> tuple[int, int, int]:
-    pid = await conn.fetchval(
-        "INSERT INTO programs (slug, name, destination_domains) VALUES ('p', 'P', '{a.test}') "
-        "RETURNING id")
-    rid = await conn.fetchval(
-        "INSERT INTO referrers (program_id, external_id) VALUES ($1, 'r') RETURNING id", pid)
-    lid = await conn.fetchval(
-        "INSERT INTO links (program_id, referrer_id, code, destination) "
-        "VALUES ($1, $2, 'abc', 'https://a.test/') RETURNING id", pid, rid)
-    return pid, lid, rid
-
-
 async def test_orphaned_open_segment_is_replayed_once(
     tmp_path: Path, dsn: str, conn: asyncpg.Connection
 ) -> None:
-    link = await _program(conn)
+    link = await insert_link(conn)
     writer = JournalWriter(tmp_path, fsync_ms=0)
     writer.open()
     cids = [f"01890000-0000-7000-8000-{i:012d}" for i in range(10)]

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -25,7 +24,7 @@ import asyncpg
 import psutil
 import pytest
 
-from tests.conftest import PgServer, create_database, drop_database, free_port
+from tests.conftest import free_port, insert_link
 from tracker import db
 
 pytestmark = pytest.mark.reliability
@@ -147,14 +146,7 @@ class Load:
 async def setup_link(dsn: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:
-        pid = await conn.fetchval(
-            "INSERT INTO programs (slug, name, destination_domains) "
-            "VALUES ('rel', 'Rel', '{shop.test}') RETURNING id")
-        rid = await conn.fetchval(
-            "INSERT INTO referrers (program_id, external_id) VALUES ($1, 'r1') RETURNING id", pid)
-        await conn.execute(
-            "INSERT INTO links (program_id, referrer_id, code, destination) "
-            "VALUES ($1, $2, 'load1', 'https://shop.test/')", pid, rid)
+        await insert_link(conn, program="rel", referrer="r1", code="load1", domain="shop.test")
     finally:
         await conn.close()
     return "load1"
@@ -185,18 +177,11 @@ async def assert_exactly_once(
     assert 0 <= extra <= cut, f"{extra} rows never answered (only {cut} requests were cut)"
 
 
-@pytest.fixture
-async def database(pg: PgServer) -> AsyncIterator[str]:
-    name = await create_database(pg)
-    yield pg.uri(name)
-    await drop_database(pg, name)
-
-
 async def test_kill_9_workers_flusher_and_everything_loses_nothing(
-    database: str, tmp_path: Path
+    dsn: str, tmp_path: Path
 ) -> None:
-    code = await setup_link(database)
-    serve = Serve(database, tmp_path / "data", workers=2)
+    code = await setup_link(dsn)
+    serve = Serve(dsn, tmp_path / "data", workers=2)
     await serve.start()
     try:
         load = Load(serve.base, code)
@@ -209,11 +194,13 @@ async def test_kill_9_workers_flusher_and_everything_loses_nothing(
         await asyncio.sleep(1.5)
         background = [p for p in serve.children() if p.pid not in await serve.worker_pids()
                       and p.pid != victim]
+        assert len(background) == 1  # the flusher and jobs' process
         for proc in background:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGKILL)  # the flusher, mid-flush
         await asyncio.sleep(1.5)
-        assert victim not in await serve.worker_pids()  # replaced by the supervisor
+        replaced = await serve.worker_pids()
+        assert len(replaced) == 2 and victim not in replaced  # replaced by the supervisor
         serve.kill_all()  # and finally everything at once
         load.stop.set()
         await runner
@@ -221,7 +208,7 @@ async def test_kill_9_workers_flusher_and_everything_loses_nothing(
         assert answered_before_restart > 300
         backlog = len(os.listdir(serve.data_dir / "journal"))
         await serve.start()  # the restart replays what was not yet flushed
-        await assert_exactly_once(database, load.answered, cut=load.failures)
+        await assert_exactly_once(dsn, load.answered, cut=load.failures)
         print(f"\nkill -9: {len(load.answered)} answered, {load.failures} refused connections, "
               f"{backlog} journal segments left at the final kill, all stored exactly once")
     finally:
@@ -271,10 +258,10 @@ async def test_postgres_outage_keeps_redirecting_and_loses_nothing(tmp_path: Pat
 
 
 async def test_sigterm_drains_the_journal_and_metrics_sum_the_workers(
-    database: str, tmp_path: Path
+    dsn: str, tmp_path: Path
 ) -> None:
-    code = await setup_link(database)
-    serve = Serve(database, tmp_path / "data", workers=2)
+    code = await setup_link(dsn)
+    serve = Serve(dsn, tmp_path / "data", workers=2)
     await serve.start()
     try:
         load = Load(serve.base, code)
@@ -296,7 +283,7 @@ async def test_sigterm_drains_the_journal_and_metrics_sum_the_workers(
         # Everything answered is in PostgreSQL before the processes exit: nothing left behind.
         assert [n for n in os.listdir(serve.data_dir / "journal")
                 if n.endswith((".sealed", ".open"))] == []
-        conn = await asyncpg.connect(database)
+        conn = await asyncpg.connect(dsn)
         try:
             assert await conn.fetchval("SELECT count(*) FROM clicks") == len(load.answered)
         finally:
@@ -310,13 +297,13 @@ async def test_sigterm_drains_the_journal_and_metrics_sum_the_workers(
 
 
 async def test_three_hosts_one_killed_and_restarted_lose_nothing(
-    database: str, tmp_path: Path
+    dsn: str, tmp_path: Path
 ) -> None:
     """Three tracker hosts (own address, own journal) share one PostgreSQL; one is killed
     with everything in it mid-load and comes back: every answered click is stored once."""
-    code = await setup_link(database)
+    code = await setup_link(dsn)
     port = free_port()
-    hosts = [Serve(database, tmp_path / f"host{i}", workers=1, host=f"127.0.0.{i + 2}",
+    hosts = [Serve(dsn, tmp_path / f"host{i}", workers=1, host=f"127.0.0.{i + 2}",
                    port=port) for i in range(3)]
     for host in hosts:
         await host.start()
@@ -336,7 +323,7 @@ async def test_three_hosts_one_killed_and_restarted_lose_nothing(
         await runner
         assert all(load.by_base[h.base] > 50 for h in hosts)
         assert load.by_base[victim.base] > victim_before  # it answers again
-        await assert_exactly_once(database, load.answered, cut=load.failures)
+        await assert_exactly_once(dsn, load.answered, cut=load.failures)
         print(f"\nthree hosts: {len(load.answered)} answered "
               f"({', '.join(f'{h.host}: {load.by_base[h.base]}' for h in hosts)}), "
               f"{load.failures} refused while {victim.host} was down, all stored exactly once")

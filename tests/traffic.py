@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tests.conftest import SECRET
+from tests.conftest import SECRET, insert_link
 from tracker.conversions import parse_conversion, store_conversion
 from tracker.demo import BROWSERS, HEADLESS, IPHONE
 from tracker.enrich import Enricher
@@ -71,21 +71,18 @@ class Traffic:
 
 
 async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
-                   organic_customers: int = 400) -> Traffic:
+                   organic_customers: int = 400, seed: int = 11) -> Traffic:
     program_id = await conn.fetchval(
         "INSERT INTO programs (slug, name, destination_domains) VALUES ('gen', 'Gen', "
         "'{shop.test}') RETURNING id")
-    traffic = Traffic(program_id)
+    traffic = Traffic(program_id, rng=random.Random(seed))
     rng = traffic.rng
     names = [f"org{i}" for i in range(organic_referrers)]
     names += [f"self{i}" for i in range(8)] + [f"ring{i}" for i in range(6)]
     names += [f"camo{i}" for i in range(6)] + ["farmer", "injector", "spammer"]
     for name in names:
-        ref = await conn.fetchval("INSERT INTO referrers (program_id, external_id) VALUES ($1, $2)"
-                                  " RETURNING id", program_id, name)
-        link = await conn.fetchval(
-            "INSERT INTO links (program_id, referrer_id, code, destination) VALUES ($1, $2, $3,"
-            " 'https://shop.test/') RETURNING id", program_id, ref, f"l-{name}")
+        _pid, link, ref = await insert_link(conn, program="gen", referrer=name, code=f"l-{name}",
+                                            domain="shop.test")
         traffic.links[name] = (link, ref)
     weights = [1 / (i + 1) for i in range(organic_referrers)]
     # Organic: people click one or two referrers' links, many convert hours or days later.
