@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl
 import numpy as np
 from scipy import stats
 
+from geo.reader import ip_prefix
+
 PAID_CLICK_IDS = ("gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "twclid",
                   "li_fat_id", "dclid")
 INJECTION_SECONDS = 10.0
@@ -97,10 +99,6 @@ def combine(reasons: Iterable[Reason]) -> float:
     return round(1.0 - keep, 6)
 
 
-def _prefix24(ip: str) -> str:
-    return ip.rsplit(".", 1)[0] if "." in ip else ip.rsplit(":", 5)[0]
-
-
 def assess(conv: ConversionFacts, referrers: dict[str, ReferrerFacts]) -> Assessment:
     """The reasons to doubt one conversion, and its risk."""
     reasons: list[Reason] = []
@@ -122,9 +120,10 @@ def assess(conv: ConversionFacts, referrers: dict[str, ReferrerFacts]) -> Assess
                 "self_referral",
                 f"the referee shares {', '.join(shared)} with referrer {ref_id}'s own activity",
                 shared, "any shared identifier", 0.95))
-        elif ({_prefix24(i) for i in conv.ips} & {_prefix24(i) for i in ref.ips}):
+        elif ({ip_prefix(i) for i in conv.ips} & {ip_prefix(i) for i in ref.ips}):
             reasons.append(Reason(
-                "shared_network", f"referee and referrer {ref_id} use the same /24 network",
+                "shared_network", f"referee and referrer {ref_id} use the same network "
+                "(IPv4 /24, IPv6 /48)",
                 "same /24", "different networks", 0.4))
     if conv.touches:
         last = conv.touches[-1]

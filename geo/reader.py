@@ -46,6 +46,16 @@ class GeoError(RuntimeError):
     """A database file cannot be used; the message names it."""
 
 
+
+def ip_prefix(ip: str | None) -> str:
+    """/24 of an IPv4 address, /48 of an IPv6 one: the part of the address a device (or a
+    household's network) keeps."""
+    if not ip:
+        return ""
+    if ":" in ip:
+        return str(ipaddress.ip_network(f"{ip}/48", strict=False).network_address)
+    return ip.rsplit(".", 1)[0]
+
 @dataclass(frozen=True, slots=True)
 class GeoInfo:
     country: str | None = None

@@ -208,3 +208,16 @@ def test_anomaly_percentiles_with_and_without_a_baseline() -> None:
     # Too few rows to tell: no scores, no scorer.
     few, none = score_rows(normal[:MIN_ROWS - 1].tolist())
     assert none is None and not few.any()
+
+
+def test_shared_network_is_a_slash_24_or_a_slash_48() -> None:
+    def reasons(referee_ip: str, referrer_ip: str) -> list[str]:
+        conv = ConversionFacts(1, "c1", 0.0, ("ref",), ips=frozenset({referee_ip}))
+        ref = ReferrerFacts("ref", ips=frozenset({referrer_ip}))
+        return [r.code for r in assess(conv, {"ref": ref}).reasons]
+
+    assert reasons("81.2.3.4", "81.2.3.99") == ["shared_network"]
+    assert reasons("81.2.3.4", "81.2.4.4") == []
+    assert reasons("2a02:1234:5::1", "2a02:1234:5:9::7") == ["shared_network"]
+    # One big ISP's IPv6 space is not one household's network.
+    assert reasons("2a02:1234::5", "2a02:9999:1::7") == []

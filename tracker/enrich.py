@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
-from geo.reader import GeoReader
+from geo.reader import GeoReader, ip_prefix
 from tracker.journal import RawClick, RawSignals
 from tracker.settings import IPNetwork
 
@@ -104,15 +104,6 @@ class ClientIp:
             if not self._is_trusted(hop_addr):
                 break
         return str(addr), addr.packed
-
-
-def ip_prefix(ip: str | None) -> str:
-    """/24 of an IPv4 address, /48 of an IPv6 one: the part of the address a device keeps."""
-    if not ip:
-        return ""
-    if ":" in ip:
-        return str(ipaddress.ip_network(f"{ip}/48", strict=False).network_address)
-    return ip.rsplit(".", 1)[0]
 
 
 class Enricher:
