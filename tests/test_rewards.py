@@ -507,3 +507,21 @@ async def test_finance_api_lists_explains_and_decides(
     assert [h["action"] for h in history] == ["reward.approve.first", "reward.approve"]
     with pytest.raises(Conflict):
         await decide(conn, flagged[0], "reject", "finance:x", "too late")
+
+
+async def test_a_refund_and_a_chargeback_of_one_purchase_reverse_it_once(
+    open_shop: ShopFactory, conn: asyncpg.Connection,
+) -> None:
+    shop = await open_shop({"hold_days": 0, "reward": {"rules": [REFERRER_2000]}})
+    await shop.referrer("alice")
+    await shop.buy("alice", "p1", "c1")
+    await release(conn)
+    await shop.convert("x1", "c1", type_="refund", original="p1", amount=2000)
+    await shop.convert("x2", "c1", type_="chargeback", original="p1", amount=5000)
+    assert (await release(conn)).reversed == 1
+    assert [(e["kind"], e["amount"]) for e in await conn.fetch(
+        "SELECT kind, amount FROM ledger_entries ORDER BY id")] == [
+        ("earned", 2000), ("clawback", -2000)]
+    assert await conn.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'reward.reverse'") == 1
+    assert (await release(conn)).reversed == 0

@@ -30,6 +30,7 @@ from tracker import metrics, webhooks
 from tracker.attributing import attribute_pending
 from tracker.conversions import CREDITED_TYPES
 from tracker.db import job_lock
+from tracker.ledger import earn
 from tracker.programs import ADAPTIVE_HOLD
 from tracker.rewards import Rule, cap, parse_rules, split_by_credit
 from tracker.scanning import publish_flag_counts, scan
@@ -308,6 +309,9 @@ async def reverse_refunded(conn: asyncpg.Connection, program_id: int) -> int:
                WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')
                  AND r.status IN ('pending', 'flagged', 'approved', 'paid')
                FOR UPDATE OF r""", program_id)
+        # A refund and a chargeback (or two partial refunds) may name the same purchase: each
+        # reward is reversed once.
+        rows = list({r["id"]: r for r in reversed(rows)}.values())
         if not rows:
             return 0
         await conn.execute(
@@ -315,16 +319,16 @@ async def reverse_refunded(conn: asyncpg.Connection, program_id: int) -> int:
                       decision_reason = 'conversion refunded or charged back'
                WHERE program_id = $1 AND id = ANY($2::bigint[])""",
             program_id, [r["id"] for r in rows], ACTOR)
-        granted = [r for r in rows if r["status"] in ("approved", "paid") and r["amount"] > 0]
+        granted = {r["id"] for r in rows if r["status"] in ("approved", "paid") and r["amount"] > 0}
         if granted:
             await conn.executemany(
                 """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind,
                        reward_id, actor) VALUES ($1, $2, $3, $4, 'clawback', $5, $6)""",
                 [(program_id, r["payee"], r["currency"], -r["amount"], r["id"], ACTOR)
-                 for r in granted])
+                 for r in rows if r["id"] in granted])
         await _audit_many(conn, program_id, "reward.reverse", [
             (r["id"], f"{r['type']} {r['event_id']}",
-             {"was": r["status"], "clawback": -r["amount"] if r in granted else 0})
+             {"was": r["status"], "clawback": -r["amount"] if r["id"] in granted else 0})
             for r in rows])
     return len(rows)
 
@@ -396,11 +400,8 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
                 f"risk {'below review_at' if status == 'approved' else 'at or above reject_at'}")
             if status == "approved":
                 await webhooks.enqueue(conn, "reward.approved", ids)
-                await conn.executemany(
-                    """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind,
-                           reward_id, actor) VALUES ($1, $2, $3, $4, 'earned', $5, $6)""",
-                    [(program.id, r["payee"], r["currency"], r["amount"], r["id"], ACTOR)
-                     for r, s in settle if s == status and r["amount"] > 0])
+                await earn(conn, [(program.id, r["payee"], r["currency"], r["amount"], r["id"])
+                                  for r, s in settle if s == status], ACTOR)
             if automatic:
                 action = "reward.approve" if status == "approved" else "reward.reject"
                 await _audit_many(conn, program.id, action,

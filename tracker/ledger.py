@@ -94,12 +94,9 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
             """UPDATE rewards SET status = $3, decided_by = $4, decided_at = now(),
                       decision_reason = $5 WHERE program_id = $1 AND id = $2""",
             pid, reward_id, status, actor, reason)
-        if status == "approved" and row["amount"] > 0:
-            await conn.execute(
-                """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind,
-                       reward_id, actor) VALUES ($1, $2, $3, $4, 'earned', $5, $6)""",
-                pid, row["payee"], row["currency"], row["amount"], reward_id, actor)
         if status == "approved":
+            await earn(conn, [(pid, row["payee"], row["currency"], row["amount"], reward_id)],
+                       actor)
             await webhooks.enqueue(conn, "reward.approved", [reward_id])
         await audit(conn, actor=actor, action=f"reward.{action}", object_type="reward",
                     object_id=str(reward_id), program_id=pid, reason=reason,
@@ -107,6 +104,22 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
                              "currency": row["currency"]})
     metrics.DECISIONS.labels(action=status, by="finance").inc()
     return Decision(reward_id, status, approvals, needed if needed == 2 else 0)
+
+
+async def earn(conn: asyncpg.Connection, rows: list[tuple[int, str, str, int, int]],
+               actor: str) -> None:
+    """The `earned` entries of rewards being approved in the caller's transaction:
+    (program_id, payee, currency, amount, reward_id). Taken under the payouts lock, shared:
+    an export (which holds it exclusively) never sees an approval without its money, nor
+    money without its approved reward."""
+    rows = [r for r in rows if r[3] > 0]
+    if not rows:
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", PAYOUT_LOCK)
+    await conn.executemany(
+        """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind, reward_id,
+               actor) VALUES ($1, $2, $3, $4, 'earned', $5, $6)""",
+        [(*r, actor) for r in rows])
 
 
 # -- payouts -----------------------------------------------------------------------------------
