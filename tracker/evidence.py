@@ -55,6 +55,12 @@ async def list_rewards(conn: asyncpg.Connection | asyncpg.Pool, *, status: str |
     return rows
 
 
+async def get_reward(conn: asyncpg.Connection, reward_id: int) -> dict[str, Any] | None:
+    """One reward as listed, without its evidence."""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} {_FROM} WHERE r.id = $1", reward_id)
+    return None if row is None else reward_item(row)
+
+
 async def reward_detail(conn: asyncpg.Connection, reward_id: int) -> dict[str, Any] | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} {_FROM} WHERE r.id = $1", reward_id)
     if row is None:

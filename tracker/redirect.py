@@ -139,7 +139,6 @@ def make_redirect_handler(
         new_visitor = not vid
         if new_visitor:
             vid = cid
-        peer = request.transport.get_extra_info("peername") if request.transport else None
         fields = [
             VERSION,
             str(ns // 1000),
@@ -147,7 +146,7 @@ def make_redirect_handler(
             entry.journal_key,
             vid,
             "1" if new_visitor else "",
-            peer[0] if peer else "",
+            request.remote or "",  # the connection's peer, kept by aiohttp (no syscall)
             headers.get(h_xff, ""),
             headers.get(h_fwd, ""),
             headers.get(h_ua, ""),

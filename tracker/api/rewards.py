@@ -22,7 +22,7 @@ from tracker.api.common import (
 )
 from tracker.api.errors import ApiError, conflict, invalid, not_found, read_json
 from tracker.clearance import STATUSES
-from tracker.evidence import list_rewards, reward_detail, reward_item
+from tracker.evidence import get_reward, list_rewards, reward_detail, reward_item
 from tracker.ledger import Conflict, RewardNotFound, decide
 
 REASON_MAX = 1000
@@ -89,27 +89,19 @@ async def _decide(request: web.Request, action: str) -> web.Response:
     try:
         async with request.config_dict[keys.POOL].acquire() as conn:
             decision = await decide(conn, reward_id, action, who.actor, reason.strip())
-            detail = await reward_detail(conn, reward_id)
+            reward = await get_reward(conn, reward_id)
     except RewardNotFound:
         raise not_found("reward") from None
     except Conflict as exc:
         raise ApiError(409, "conflict", str(exc), reward_status=exc.status) from None
-    if detail is None:  # pragma: no cover (it was just decided)
+    if reward is None:  # pragma: no cover (it was just decided)
         raise conflict("the reward disappeared")
-    answer = jsonable(reward_item_subset(detail))
+    answer = jsonable(reward)
     if decision.needed == 2 and decision.status == "flagged":
         answer["approvals"] = decision.approvals
         answer["approvals_needed"] = decision.needed
         return web.json_response(answer, status=202)
     return web.json_response(answer)
-
-
-def reward_item_subset(detail: dict[str, Any]) -> dict[str, Any]:
-    keep = ("id", "program", "referrer", "beneficiary", "payee", "conversion", "event_id",
-            "amount", "currency", "status", "risk_score", "reasons", "hold_until", "created_at",
-            "flagged_at", "decided_by", "decided_at", "decision_reason", "batch_id", "paid_at",
-            "calculation")
-    return {k: detail[k] for k in keep}
 
 
 @requires("finance")
