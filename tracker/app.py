@@ -46,10 +46,8 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     app = web.Application(client_max_size=MAX_BODY)
     dsn = database_url(settings)
     app[keys.SETTINGS] = settings
-    app[keys.DSN] = dsn
     app[keys.TOKENS] = TokenCache()
     stats = RedirectStats()
-    app[keys.STATS] = stats
     links = LinkCache(dsn, snapshot=settings.data_dir / "links.snapshot.json")
     app[keys.LINKS] = links
     journal = JournalWriter(

@@ -126,7 +126,7 @@ async def store_clicks(
     async with conn.transaction():
         await conn.execute(_STAGE_SQL)
         await conn.copy_records_to_table(
-            "clicks_stage", records=[tuple(r) for r in ordered], columns=COLUMNS
+            "clicks_stage", records=ordered, columns=COLUMNS
         )
         result = await conn.fetchrow(INSERT_SQL)
     assert result is not None  # noqa: S101 (an aggregate always returns a row)
@@ -162,7 +162,6 @@ class Flusher:
         self._task: asyncio.Task[None] | None = None
         self._backoff = 0.0
         self._backlog_checked = 0.0
-        self.total_stored = 0
         self._geo_names: set[str] = set()
 
     async def _connection(self) -> asyncpg.Connection:
@@ -223,7 +222,6 @@ class Flusher:
         metrics.CLICKS.labels(outcome="recorded").inc(stored - bots - dups)
         metrics.CLICKS.labels(outcome="bot").inc(bots)
         metrics.CLICKS.labels(outcome="duplicate").inc(dups)
-        self.total_stored += stored
         return FlushResult(len(clicks), stored, bots, dups, bad)
 
     def _refresh_geo(self) -> None:

@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from tracker.metrics import JOURNAL_WRITE_FAILURES
+
 log = logging.getLogger(__name__)
 
 VERSION = "1"
@@ -251,8 +253,6 @@ class JournalWriter:
         self._fd = -1
         self._path: Path | None = None
         self.lines = 0  # in the open segment
-        self.total_lines = 0
-        self.failures = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Future[None]] = set()
 
@@ -276,11 +276,11 @@ class JournalWriter:
         try:
             written = os.write(self._fd, data)
         except OSError:
-            self.failures += 1
+            JOURNAL_WRITE_FAILURES.inc()
             raise
         if written != len(data):
             # Only a full disk does this to a regular file; the partial line is skipped on read.
-            self.failures += 1
+            JOURNAL_WRITE_FAILURES.inc()
             with contextlib.suppress(OSError):
                 os.write(self._fd, b"\n")
             raise OSError(f"short journal write ({written} of {len(data)} bytes)")
@@ -298,7 +298,6 @@ class JournalWriter:
         except OSError:
             log.exception("cannot start a new journal segment; keeping the current one")
             return
-        self.total_lines += self.lines
         self.lines = 0
         # Renamed while still locked: the flusher takes `.sealed` files once the lock is gone.
         # Should the rename fail, the segment stays `.open` and is flushed as an orphan later.

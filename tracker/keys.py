@@ -8,13 +8,10 @@ from aiohttp import web
 from tracker.auth import TokenCache
 from tracker.journal import JournalWriter
 from tracker.links import LinkCache
-from tracker.metrics import RedirectStats
 from tracker.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
-DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 LINKS = web.AppKey("links", LinkCache)
 JOURNAL = web.AppKey("journal", JournalWriter)
-STATS = web.AppKey("stats", RedirectStats)
 TOKENS = web.AppKey("tokens", TokenCache)

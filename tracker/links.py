@@ -118,7 +118,6 @@ class LinkCache:
         self._lookups = asyncio.Semaphore(4)
         # One connection serves the listener, refreshes and miss look-ups, one query at a time.
         self._conn_lock = asyncio.Lock()
-        self.loaded = False
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -126,7 +125,6 @@ class LinkCache:
         rows = await conn.fetch(_LINK_SQL)
         self.links = {row["code"]: _entry(row) for row in rows}
         self._negative.clear()
-        self.loaded = True
         self._write_snapshot()
 
     async def _load_code(self, conn: asyncpg.Connection, code: str) -> LinkEntry | None:

@@ -29,11 +29,12 @@ from tracker.journal import (
     encode_fallback,
 )
 from tracker.links import LinkCache, LinkEntry
-from tracker.metrics import JOURNAL_WRITE_FAILURES, RedirectStats
+from tracker.metrics import RedirectStats
 
 log = logging.getLogger(__name__)
 
 VISITOR_COOKIE = "rg_vid"
+_VID = VISITOR_COOKIE + "="
 COOKIE_MAX_AGE = 365 * 24 * 3600
 SIGNALS_MAX_BYTES = 4096
 _CID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -49,13 +50,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _visitor_from_cookie(cookie: str) -> str:
     """The rg_vid value from a Cookie header, or "" (hand-parsed: http.cookies is slow)."""
-    i = cookie.find("rg_vid=")
+    i = cookie.find(_VID)
     while i > 0 and cookie[i - 1] not in " ;":
-        i = cookie.find("rg_vid=", i + 7)
+        i = cookie.find(_VID, i + len(_VID))
     if i < 0:
         return ""
-    end = cookie.find(";", i + 7)
-    value = cookie[i + 7 :] if end < 0 else cookie[i + 7 : end]
+    start = i + len(_VID)
+    end = cookie.find(";", start)
+    value = cookie[start:] if end < 0 else cookie[start:end]
     value = value.strip().strip('"')
     if 0 < len(value) <= 64 and value.isascii() and value.replace("-", "").isalnum():
         return value
@@ -155,7 +157,7 @@ def make_redirect_handler(
             headers.get(h_ch_ua, ""),
             headers.get(h_ch_mobile, ""),
             headers.get(h_ch_platform, ""),
-            headers.get(h_sec_purpose) or headers.get(h_purpose, ""),
+            headers.get(h_sec_purpose) or headers.get(h_purpose) or "",
             headers.get(h_accept, ""),
             qs,
             "page" if entry.browser_page else "",
@@ -170,7 +172,6 @@ def make_redirect_handler(
         except OSError:
             # An answered redirect must be a recorded click; without a journal we cannot promise
             # that, so the visitor is asked to retry rather than silently lost.
-            JOURNAL_WRITE_FAILURES.inc()
             stats.count_503 += 1
             log.exception("journal write failed")
             return web.Response(status=503, text="temporarily unavailable",
@@ -182,7 +183,7 @@ def make_redirect_handler(
         )
         resp_headers = {"Cache-Control": "private, no-store"}
         if new_visitor:
-            resp_headers["Set-Cookie"] = f"rg_vid={vid}{cookie_tail}"
+            resp_headers["Set-Cookie"] = f"{_VID}{vid}{cookie_tail}"
         if entry.browser_page:
             stats.count_200 += 1
             return web.Response(
