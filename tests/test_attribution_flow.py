@@ -8,10 +8,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from attribution.models import Journey
 from tests.conftest import auth, make_link, wait_for_clicks
+from tracker import attributing
 from tracker.attributing import attribute_pending, load_journeys
 
 Client = TestClient[web.Request, web.Application]
@@ -189,3 +192,27 @@ async def test_a_typed_referral_code_credits_the_customers_later_conversions(
         assert await credits(conn, event) == {"carol": 1.0}, event
     assert await credits(conn, "x1") == {"dave": 1.0}
     assert await credits(conn, "old") == {}
+
+
+async def test_data_driven_fits_do_not_count_this_batchs_converters_as_lost(
+    client: Client, tokens: dict[str, str], conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await make_link(client, tokens, referrer="alice", code="al",
+                    settings={"attribution_model": "markov"})
+    _, vid = await visit(client, "al")  # will convert
+    await visit(client, "al", ua=UA + " other")  # never converts: the one lost journey
+    await wait_for_clicks(conn, 2)
+    await convert(client, tokens, event_id="m1", customer_id="cust-m", visitor_id=vid)
+    fitted: list[list[Journey]] = []
+    real_fit = attributing.fit
+
+    def spy(model: str, journeys: list[Journey]) -> Any:
+        fitted.append(journeys)
+        return real_fit(model, journeys)
+
+    monkeypatch.setattr(attributing, "fit", spy)
+    assert await attribute_pending(conn) == 1
+    [journeys] = fitted
+    assert sum(j.conversions for j in journeys) == 1
+    assert sum(j.lost for j in journeys) == 1

@@ -215,6 +215,12 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
         touches.sort(key=lambda t: t.ts)
         touches_of[r["id"]] = touches
 
+    if new_links:
+        # Before the fit: a visitor who converts in this batch is not a lost journey.
+        await conn.executemany(
+            """INSERT INTO customer_visitors (program_id, customer_id, visitor_id)
+               VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
+            [(pid, c, v) for c, v in sorted(new_links)])
     fitted = None
     if pm.model in DATA_DRIVEN_MODELS:
         journeys = await load_journeys(conn, pid)
@@ -232,11 +238,6 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
                                             pm.half_life_days, fitted).items():
             credit_rows.append((pid, r["id"], referrer, pm.model, credit))
     async with conn.transaction():
-        if new_links:
-            await conn.executemany(
-                """INSERT INTO customer_visitors (program_id, customer_id, visitor_id)
-                   VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
-                [(pid, c, v) for c, v in sorted(new_links)])
         ids = [r["id"] for r in pending]
         # A re-run after a crash between batches must not add twice.
         await conn.execute("DELETE FROM touchpoints WHERE program_id = $1 AND conversion_id = "
