@@ -147,11 +147,11 @@ def referral_cycles(referrals: Iterable[tuple[str, str]], max_length: int = 6) -
     return rings
 
 
-def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, str]] = ()
-               ) -> list[Ring]:
+def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, str]] = (),
+               *, max_share: int = 25) -> list[Ring]:
     """Every ring kind; dense blocks that repeat a component ring are dropped."""
     referrals = list(referrals)
-    rings = shared_infrastructure(uses, referrals)
+    rings = shared_infrastructure(uses, referrals, max_share=max_share)
     known = {r.accounts for r in rings}
     rings += [r for r in dense_blocks(uses) if r.accounts not in known]
     rings += referral_cycles(referrals)

@@ -35,6 +35,7 @@ from attribution.models import (
     heuristic_credits,
 )
 from tracker.conversions import CREDITED_TYPES
+from tracker.db import job_lock
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,16 @@ ANALYZE_AFTER = 5_000
 
 
 async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = None) -> int:
-    """Attribute every conversion not yet attributed; returns how many were processed."""
+    """Attribute every conversion not yet attributed; returns how many were processed.
+
+    Each batch holds the attribution job's lock, so the job, `refguard attribution run` and
+    clearance never attribute the same conversions at once."""
     done = 0
     for pm in await _program_models(conn, program_id):
         while True:
-            n = await _attribute_batch(conn, pm)
+            async with conn.transaction():
+                await job_lock(conn, "attribution")
+                n = await _attribute_batch(conn, pm)
             done += n
             if n < BATCH:
                 break

@@ -81,14 +81,10 @@ async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseS
         "WHERE $1::text IS NULL OR slug = $1 ORDER BY id", slug)
     summary = ReleaseSummary()
     for row in programs:
-        # One at a time with the attribution and fraud-scan jobs, and with other clearances
-        # (the clearance job, another `refguard rewards release`).
-        async with conn.transaction():
-            await job_lock(conn, "attribution")
-            await attribute_pending(conn, row["id"])
-        async with conn.transaction():
-            await job_lock(conn, "fraud_scan")
-            await scan(conn, row["slug"], incremental=True)
+        # Attribution and scans take their jobs' locks themselves; clearance takes its own,
+        # so the clearance job and `refguard rewards release` never clear at once.
+        await attribute_pending(conn, row["id"])
+        await scan(conn, row["slug"], incremental=True)
         async with conn.transaction():
             await job_lock(conn, "clearance")
             program = ProgramRules.load(row)

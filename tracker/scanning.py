@@ -44,6 +44,7 @@ from fraud.signals import (
 from fraud.supervised import MIN_DECISIONS, SupervisedRisk
 from tracker import metrics
 from tracker.conversions import CREDITED_TYPES
+from tracker.db import job_lock
 
 FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
 ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason
@@ -246,6 +247,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
     referrer_name = {r["id"]: r["external_id"] for r in referrer_rows}
     args: tuple[object, ...] = (program_id,)
     persons_only = conversions_only = ""
+    persons = set(scope.persons) if scope is not None else set()
     if scope is not None:
         wanted = set(scope.referrers)
         args = (program_id, scope.persons,
@@ -285,7 +287,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
            GROUP BY c.program_id, c.id""", *args)
     email_of: dict[str, bytes] = {}
     for r in conv_rows:
-        if r["ip"] and (scope is None or r["customer_id"] in visitors or r["id"] in scope.new_ids):
+        if r["ip"] and (scope is None or r["customer_id"] in persons):
             ips[r["customer_id"]].add(r["ip"])
         if r["email_hash"]:
             email_of[r["customer_id"]] = bytes(r["email_hash"])
@@ -456,7 +458,7 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
 
     def compute() -> tuple[list[Ring], list[tuple[Assessment, list[float]]]]:
         if scope is None:
-            rings = find_rings(uses, referrals)
+            rings = find_rings(uses, referrals, max_share=MAX_SHARE)
             return rings, assess_all(conversions, referrers, rings, facts)
         rings = _local_rings(uses, referrals, known)
         return rings, assess_all(conversions, referrers, known + rings, facts, scope.new_ids)
@@ -536,10 +538,17 @@ async def publish_flag_counts(conn: asyncpg.Connection) -> None:
 
 async def scan(conn: asyncpg.Connection, slug: str | None = None, *,
                incremental: bool = False) -> list[ScanSummary]:
+    """Scan each program (or one) under the fraud-scan job's lock, so the job, clearance and
+    `refguard fraud scan` never scan a program at the same time."""
     rows = await conn.fetch(
         "SELECT id, slug FROM programs WHERE $1::text IS NULL OR slug = $1 ORDER BY id", slug)
-    return [await scan_program(conn, r["id"], r["slug"], incremental=incremental)
-            for r in rows]
+    summaries = []
+    for r in rows:
+        async with conn.transaction():
+            await job_lock(conn, "fraud_scan")
+            summaries.append(await scan_program(conn, r["id"], r["slug"],
+                                                incremental=incremental))
+    return summaries
 
 
 # -- backtest ----------------------------------------------------------------------------------
