@@ -18,6 +18,7 @@ Every automatic approval, rejection and reversal writes an audit row, like finan
 
 from __future__ import annotations
 
+import calendar
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -284,9 +285,8 @@ def _hold(program: ProgramRules, at: datetime, referrer: int, usage: _Usage) -> 
 def _add_months(at: datetime, months: int) -> datetime:
     month = at.month - 1 + months
     year, month = at.year + month // 12, month % 12 + 1
-    day = min(at.day, [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28,
-                       31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1])
-    return at.replace(year=year, month=month, day=day)
+    return at.replace(year=year, month=month,
+                      day=min(at.day, calendar.monthrange(year, month)[1]))
 
 
 # -- reversal ----------------------------------------------------------------------------------

@@ -62,8 +62,6 @@ Exit status (as every `refguard` command): 0 success, 2 bad usage, 1 anything el
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import random
 import sys
@@ -83,8 +81,9 @@ import asyncpg
 
 from geo.reader import GeoReader
 from tracker import db
+from tracker.api.common import rfc3339
 from tracker.auth import create_token
-from tracker.conversions import program_signing_secret
+from tracker.conversions import program_signing_secret, signature_header
 from tracker.enrich import Enricher
 from tracker.importer import import_clicks
 from tracker.settings import Settings
@@ -234,7 +233,7 @@ class Conversion:
     def body(self, program: str) -> dict[str, Any]:
         body: dict[str, Any] = {"program": program, "event_id": self.event_id,
                                 "type": self.type, "customer_id": self.customer,
-                                "occurred_at": _rfc3339(self.occurred_at())}
+                                "occurred_at": rfc3339(self.occurred_at())}
         if self.amount is not None:
             body |= {"amount": self.amount, "currency": "USD"}
         if self.email:
@@ -248,10 +247,6 @@ class Conversion:
         if self.original is not None:
             body["original_event_id"] = self.original.event_id
         return body
-
-
-def _rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def uuid7(at: datetime, rng: random.Random) -> str:
@@ -705,12 +700,6 @@ async def _wait_for_clicks(conn: asyncpg.Connection, program_id: int, click_ids:
         await asyncio.sleep(0.1)
 
 
-def _signed(secret: str, raw: bytes) -> dict[str, str]:
-    stamp = int(time.time())
-    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + raw, hashlib.sha256).hexdigest()
-    return {"X-Refguard-Signature": f"t={stamp},v1={digest}"}
-
-
 async def _gather(items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
     """`work(item)` for every item, CONCURRENCY at a time; the first failure stops them all."""
     queue = list(reversed(items))
@@ -868,7 +857,8 @@ async def _build(conn: asyncpg.Connection, settings: Settings, url: str, admin: 
             async def post(conv: Conversion) -> None:
                 raw = json.dumps(conv.body(slug), separators=(",", ":")).encode()
                 await api.call("POST", "/api/v1/conversions", raw=raw, token="",
-                               headers=_signed(secret, raw), expect=(201,))
+                               headers={"X-Refguard-Signature": signature_header(
+                                   secret, raw, int(time.time()))}, expect=(201,))
 
             # The history first; then the live purchases, once the seconds between their
             # click and their purchase have passed (a conversion may not come from the future).
@@ -923,7 +913,7 @@ async def _import(conn: asyncpg.Connection, settings: Settings, clicks: list[Cli
             with path.open("w", encoding="utf-8") as fh:
                 for c in sorted(clicks, key=lambda c: c.at):
                     line: dict[str, str] = {
-                        "ts": _rfc3339(c.at), "code": c.account.code, "ip": c.person.ip,
+                        "ts": rfc3339(c.at), "code": c.account.code, "ip": c.person.ip,
                         "user_agent": c.person.user_agent, "visitor_id": c.person.visitor,
                         "click_id": c.click_id}
                     if c.person.language:

@@ -20,7 +20,8 @@ from tracker.queries import audit
 
 BATCH = 10_000
 # An address reduced to its network; the family of a user agent.
-_NETWORK = "network(set_masklen(ip, CASE WHEN family(ip) = 4 THEN 24 ELSE 48 END))::inet"
+_NETWORK = ("network(set_masklen({ip}, CASE WHEN family({ip}) = 4 THEN 24 ELSE 48 END))"
+            "::inet")
 _FAMILY = ("nullif(concat_ws(' / ', {browser}, {os}), '')")
 
 
@@ -32,7 +33,7 @@ async def reduce_old(conn: asyncpg.Connection, days: int) -> int:
                 WHERE NOT reduced AND ts < now() - make_interval(days => $1)
                 LIMIT $2),
             done AS (
-                UPDATE clicks c SET reduced = true, ip = {_NETWORK.replace('ip', 'c.ip')},
+                UPDATE clicks c SET reduced = true, ip = {_NETWORK.format(ip='c.ip')},
                        user_agent = {_FAMILY.format(browser='c.ua_browser', os='c.ua_os')},
                        referer = NULL
                 FROM batch b
@@ -41,7 +42,8 @@ async def reduce_old(conn: asyncpg.Connection, days: int) -> int:
             SELECT count(*) FROM done""", days, BATCH)
     conversions = await conn.fetchval(
         f"""WITH done AS (
-                UPDATE conversions SET reduced = true, ip = {_NETWORK}, user_agent = NULL
+                UPDATE conversions SET reduced = true, ip = {_NETWORK.format(ip='ip')},
+                       user_agent = NULL
                 WHERE (program_id, id) IN (
                     SELECT program_id, id FROM conversions
                     WHERE NOT reduced AND occurred_at < now() - make_interval(days => $1)

@@ -101,5 +101,5 @@ async def _post(session: aiohttp.ClientSession, row: asyncpg.Record, secret: str
                 return None
             return f"HTTP {resp.status}"
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+        return f"{type(exc).__name__}: {exc}"
 
