@@ -71,6 +71,7 @@ def test_ring_on_two_ips_is_found_and_honest_users_are_not() -> None:
     found = shared_infrastructure(uses)
     assert len(found) == 1
     assert found[0].accounts == frozenset(ring)
+    assert found[0].shared
     assert {c[1] for c in found[0].shared} <= {"203.0.113.5", "203.0.113.6", "dev-a", "dev-b",
                                                 "dev-c"}
     members = {m["type"] for m in found[0].members}
@@ -200,6 +201,7 @@ def test_anomaly_percentiles_with_and_without_a_baseline() -> None:
     assert scorer is not None and percentiles.shape == (403,)
     assert (percentiles[-3:] >= 0.99).all()
     assert (percentiles[:400] < 0.99).mean() >= 0.97
+    assert FEATURES[0] in {name for name, _z in scorer.explain(np.asarray(odd[0]), top=4)}
     assert {name for name, _z in scorer.explain(np.asarray(odd[0]))} <= {
         FEATURES[i] for i in (0, 2, 3, 4)}
     # New rows judged against the program's earlier ones (an incremental scan).

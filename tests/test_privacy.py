@@ -50,6 +50,7 @@ async def test_old_ips_and_user_agents_are_reduced(
     after = {r["click_id"]: dict(r) for r in await conn.fetch(
         "SELECT click_id, ip::text AS ip, user_agent, fingerprint, referer, reduced FROM clicks")}
     reduced = {r["click_id"] for r in old}
+    assert len(reduced) == 2
     for cid, row in after.items():
         if cid in reduced:
             assert row["reduced"] and row["ip"].endswith(".0/24"), row
