@@ -84,6 +84,16 @@ class Serve:
                     break
         return pids
 
+    async def wait_workers(self, timeout: float = 30.0) -> set[int]:
+        """The workers' pids once all of them answer again (a restarted one needs a moment to
+        import and bind, longer on a busy machine)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = await self.worker_pids()
+            if len(pids) >= self.workers or time.monotonic() > deadline:
+                return pids
+            await asyncio.sleep(0.2)
+
     def kill_all(self) -> None:
         """kill -9 of the supervisor and every child at once."""
         assert self.proc is not None
@@ -187,7 +197,7 @@ async def test_kill_9_workers_flusher_and_everything_loses_nothing(
         load = Load(serve.base, code)
         runner = asyncio.create_task(load.run())
         await asyncio.sleep(1.5)
-        workers = await serve.worker_pids()
+        workers = await serve.wait_workers()
         assert len(workers) == 2
         victim = sorted(workers)[0]
         os.kill(victim, signal.SIGKILL)  # one worker, mid-load
@@ -199,8 +209,7 @@ async def test_kill_9_workers_flusher_and_everything_loses_nothing(
         for proc in background:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGKILL)  # the flusher, mid-flush
-        await asyncio.sleep(1.5)
-        replaced = await serve.worker_pids()
+        replaced = await serve.wait_workers()
         assert len(replaced) == 2 and victim not in replaced  # replaced by the supervisor
         serve.kill_all()  # and finally everything at once
         load.stop.set()
@@ -271,7 +280,7 @@ async def test_sigterm_drains_the_journal_and_metrics_sum_the_workers(
         load.stop.set()
         await runner
         assert load.failures == 0
-        assert len(await serve.worker_pids()) == 2
+        assert len(await serve.wait_workers()) == 2
         await asyncio.sleep(1.5)  # each worker folds its counters into the shared files
         async with aiohttp.ClientSession() as session, session.get(serve.base + "/metrics") as r:
             text = await r.text()
