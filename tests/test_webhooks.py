@@ -123,3 +123,37 @@ async def test_an_unreachable_receiver_is_given_up_after_the_last_retry(
     await conn.execute("UPDATE webhook_outbox SET next_attempt_at = now()")
     assert await _deliver(conn) == 0
     assert await conn.fetchval("SELECT attempts FROM webhook_outbox") == MAX_ATTEMPTS
+
+
+async def test_no_transaction_is_held_while_a_receiver_answers_and_no_event_goes_twice(
+    aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
+    conn: asyncpg.Connection,
+) -> None:
+    """A slow receiver must not keep a transaction (and row locks) open, and another node's run
+    meanwhile must not send the event being delivered."""
+    seen: dict[str, object] = {}
+    other = await asyncpg.connect(dsn)
+
+    async def slow(request: web.Request) -> web.Response:
+        seen["state"] = await other.fetchval(
+            "SELECT state FROM pg_stat_activity WHERE pid = $1", conn.get_server_pid())
+        seen["second_run"] = await _deliver(other)  # another node, while this one waits
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks", slow)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn,
+                               {**RULES, "webhook_url": str(server.make_url("/hooks"))})
+        await shop.referrer("alice")
+        await shop.buy("alice", "p1", "c1")
+        await release(conn)
+        assert await _deliver(conn) == 1
+    finally:
+        await server.close()
+        await other.close()
+    assert seen == {"state": "idle", "second_run": 0}
+    row = await conn.fetchrow("SELECT attempts, delivered_at FROM webhook_outbox")
+    assert row["attempts"] == 1 and row["delivered_at"] is not None

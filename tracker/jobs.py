@@ -39,6 +39,9 @@ class Job:
     interval_s: float
     run: JobFn
     leader: bool = True  # False: every node runs it (e.g. to publish its own metrics)
+    # False: the job commits as it goes (short transactions of its own), e.g. because it waits
+    # on the network or works in many batches; the leader lock is then held by the session.
+    transaction: bool = True
 
     @property
     def lock_key(self) -> int:
@@ -47,11 +50,25 @@ class Job:
 
 async def run_if_leader(pool: asyncpg.Pool, job: Job) -> bool:
     """Run the job once if no other process is running it; True when it ran."""
-    async with pool.acquire() as conn, conn.transaction():
-        if job.leader and not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock($1)", job.lock_key):
+    async with pool.acquire() as conn:
+        if job.transaction:
+            async with conn.transaction():
+                if job.leader and not await conn.fetchval(
+                        "SELECT pg_try_advisory_xact_lock($1)", job.lock_key):
+                    return False
+                await job.run(conn)
+                return True
+        if not job.leader:
+            await job.run(conn)
+            return True
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", job.lock_key):
             return False
-        await job.run(conn)
+        try:
+            await job.run(conn)
+        finally:
+            # A broken connection has lost the lock anyway (and the pool discards it).
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await conn.execute("SELECT pg_advisory_unlock($1)", job.lock_key)
         return True
 
 
@@ -131,18 +148,22 @@ async def clearance(conn: asyncpg.Connection) -> None:
 
 
 def reduce_old_data(days: int) -> JobFn:
-    """Reduce raw IPs and user agents older than `days` (tracker.privacy), a few batches a run."""
+    """Reduce raw IPs and user agents older than `days` (tracker.privacy), a few batches a run,
+    each committed on its own so no long lock is held."""
 
     async def run(conn: asyncpg.Connection) -> None:
         for _ in range(10):
-            if await reduce_old(conn, days) < BATCH:
+            async with conn.transaction():
+                reduced = await reduce_old(conn, days)
+            if reduced < BATCH:
                 break
 
     return run
 
 
 def deliver_webhooks(secret_key: bytes) -> JobFn:
-    """POST due webhook events (tracker.webhooks), one HTTP session per run."""
+    """POST due webhook events (tracker.webhooks), one HTTP session per run; no transaction
+    stays open while a receiver answers."""
 
     async def run(conn: asyncpg.Connection) -> None:
         async with aiohttp.ClientSession() as session:
@@ -159,11 +180,13 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
         Job("fraud_scan", 30.0, fraud_scan),
         Job("clearance", 30.0, clearance),
     ]
-    jobs.append(Job("webhooks", 5.0, deliver_webhooks(settings.secret_key)))
+    jobs.append(Job("webhooks", 5.0, deliver_webhooks(settings.secret_key),
+                    transaction=False))
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
     if settings.retention_days:
-        jobs.append(Job("retention", 600.0, reduce_old_data(settings.retention_days)))
+        jobs.append(Job("retention", 600.0, reduce_old_data(settings.retention_days),
+                        transaction=False))
     return tuple(jobs)
 
 

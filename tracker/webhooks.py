@@ -11,6 +11,7 @@ anything else is retried with exponential backoff, and given up after MAX_ATTEMP
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -26,6 +27,8 @@ MAX_ATTEMPTS = 12
 BACKOFF_S = 10  # then 20, 40, ... up to an hour
 TIMEOUT_S = 10
 BATCH = 100
+CONCURRENCY = 8  # receivers POSTed at once
+LEASE_S = 300  # a claimed event is due again after this if its claimer never reported back
 
 
 async def enqueue(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -> None:
@@ -52,17 +55,34 @@ async def enqueue(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -
 
 async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
                       session: aiohttp.ClientSession) -> int:
-    """POST the events that are due; how many were delivered."""
+    """POST the events that are due; how many were delivered.
+
+    Due events are claimed in one statement that moves them LEASE_S into the future, so no
+    transaction (nor row lock) stays open while receivers answer, and another node's run skips
+    them; a claimer that dies mid-delivery leaves them to be retried when the lease ends. Call it
+    outside a transaction."""
     rows = await conn.fetch(
-        """SELECT o.program_id, o.id, o.event, o.payload::text AS payload, o.attempts,
-                  p.slug, p.settings->>'webhook_url' AS url
-           FROM webhook_outbox o JOIN programs p ON p.id = o.program_id
-           WHERE o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= now()
-           ORDER BY o.next_attempt_at, o.id LIMIT $1
-           FOR UPDATE OF o SKIP LOCKED""", BATCH)
+        """WITH due AS (
+               SELECT program_id, id FROM webhook_outbox
+               WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+               ORDER BY next_attempt_at, id LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           UPDATE webhook_outbox o SET next_attempt_at = now() + make_interval(secs => $2)
+           FROM due, programs p
+           WHERE o.program_id = due.program_id AND o.id = due.id AND p.id = o.program_id
+           RETURNING o.program_id, o.id, o.event, o.payload::text AS payload, o.attempts,
+                     p.slug, p.settings->>'webhook_url' AS url""", BATCH, float(LEASE_S))
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def attempt(row: asyncpg.Record) -> str | None:
+        if not row["url"]:
+            return "the program no longer has a webhook_url"
+        async with limit:
+            return await _post(session, row, program_signing_secret(secret_key, row["slug"]))
+
+    errors = await asyncio.gather(*(attempt(row) for row in rows))
     delivered = 0
-    for row in rows:
-        error = await _post(session, row, program_signing_secret(secret_key, row["slug"]))
+    for row, error in zip(rows, errors, strict=True):
         if error is None:
             delivered += 1
             metrics.WEBHOOKS.labels(result="delivered").inc()
