@@ -11,10 +11,12 @@ import asyncpg
 
 from tests.conftest import ClientFactory, auth
 from tests.shop import Shop
+from tracker.attributing import attribute_pending
 from tracker.clearance import release
 from tracker.jobs import reduce_old_data
 from tracker.logs import JsonFormatter
 from tracker.privacy import reduce_old
+from tracker.scanning import scan
 
 RULES = {"hold_days": 0, "reward": {"rules": [
     {"beneficiary": "referrer", "on": "purchase", "flat": 2000}]}}
@@ -69,6 +71,52 @@ async def test_old_ips_and_user_agents_are_reduced(
     # Reduced rows still read fine through the API.
     resp = await shop.client.get("/api/v1/clicks?program=acme", headers=auth(tokens["viewer"]))
     assert resp.status == 200 and len((await resp.json())["items"]) == len(before)
+
+
+
+async def test_reduced_ips_bind_nobody_and_old_flags_name_networks(
+    aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
+    conn: asyncpg.Connection,
+) -> None:
+    """Two people on different addresses of one /24 are not the same person once their IPs are
+    reduced to that network; and a ring flag older than the retention age keeps no address."""
+    shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, RULES)
+    await shop.referrer("zed")
+    await shop.referrer("alice")
+    await shop.buy("zed", "own", "alice")  # alice's own purchase: her visitor and address
+    await shop.buy("alice", "friend", "bob")  # bob, through alice's link
+    await conn.execute("UPDATE clicks SET ip = '81.0.1.20' WHERE ip <> '81.0.1.10'")
+    await conn.execute("UPDATE conversions SET ip = NULL")
+    await conn.execute("UPDATE conversions SET ip = '81.0.1.10' WHERE event_id = 'own'")
+
+    await attribute_pending(conn)
+
+    async def reasons_of_bob() -> set[str]:
+        await scan(conn, "acme")
+        rows = await conn.fetchval(
+            """SELECT r.reasons::text FROM conversion_risk r JOIN conversions c
+               ON c.program_id = r.program_id AND c.id = r.conversion_id
+               WHERE c.event_id = 'friend'""")
+        return {x["code"] for x in json.loads(rows)}
+
+    assert await reasons_of_bob() == {"shared_network"}  # different addresses, one /24
+    await conn.execute("UPDATE clicks SET ts = ts - interval '40 days'")
+    await conn.execute("UPDATE conversions SET occurred_at = occurred_at - interval '40 days'")
+    assert await reduce_old(conn, 30) == 4  # two clicks, two conversions
+    assert await conn.fetchval("SELECT count(DISTINCT ip) FROM clicks") == 1  # one /24 now
+    assert await reasons_of_bob() == set()  # not the same address, hence no self-referral
+    flag = await conn.fetchval(
+        """INSERT INTO fraud_flags (program_id, scan_id, kind, score, reasons, members, created_at)
+           SELECT program_id, id, 'ring', 0.9, '[]', $1::jsonb, now() - interval '40 days'
+           FROM fraud_scans LIMIT 1 RETURNING id""",
+        json.dumps([{"type": "referrer", "id": "alice"}, {"type": "ip", "id": "81.0.1.10"},
+                    {"type": "ip", "id": "2001:db8:7:1::5"}, {"type": "device", "id": "ab"}]))
+    assert await reduce_old(conn, 30) == 1
+    members = json.loads(await conn.fetchval(
+        "SELECT members::text FROM fraud_flags WHERE id = $1", flag))
+    assert members == [{"type": "referrer", "id": "alice"}, {"type": "ip", "id": "81.0.1.0/24"},
+                       {"type": "ip", "id": "2001:db8:7::/48"}, {"type": "device", "id": "ab"}]
+    assert await reduce_old(conn, 30) == 0
 
 
 async def test_erasing_a_customer_keeps_the_money(

@@ -69,12 +69,12 @@ async def reward_detail(conn: asyncpg.Connection, reward_id: int) -> dict[str, A
     item = reward_item(row)
     conv = await conn.fetchrow(
         """SELECT event_id, type, customer_id, amount, currency, occurred_at, received_at,
-                  host(ip) AS ip FROM conversions WHERE program_id = $1 AND id = $2""",
+                  abbrev(ip) AS ip FROM conversions WHERE program_id = $1 AND id = $2""",
         pid, conversion_id)
     item["conversion_detail"] = dict(conv)
     touches = await conn.fetch(
         """SELECT t.position, t.click_id::text AS click_id, t.ts, f.external_id AS referrer,
-                  host(c.ip) AS ip, c.country, encode(c.fingerprint, 'hex') AS device,
+                  abbrev(c.ip) AS ip, c.country, encode(c.fingerprint, 'hex') AS device,
                   c.ua_browser, c.ua_os, c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting
            FROM touchpoints t
            JOIN referrers f ON f.program_id = t.program_id AND f.id = t.referrer_id

@@ -3,7 +3,9 @@
 - `reduce_old`: clicks and conversions older than the retention age keep their IP only as its
   network (IPv4 /24, IPv6 /48) and their user agent only as the parsed family ("Chrome /
   Windows"); fingerprints (keyed hashes), geo, flags and everything fraud and attribution use
-  stay. Runs as a job, in batches, so no long lock is held on the click partitions.
+  stay. Fraud flags older than that name their IP members by network too. Runs as a job, in
+  batches, so no long lock is held on the click partitions. Once reduced, an IP no longer
+  binds people in fraud scans (a whole /24 would seem to be one address); devices still do.
 - `erase_customer`: a customer's personal data goes (email hash, IPs, user agents, referers,
   languages, browser signals, the link between their visitors and their id); amounts,
   rewards and the ledger stay, because the books must still add up. The audit log records the
@@ -50,7 +52,23 @@ async def reduce_old(conn: asyncpg.Connection, days: int) -> int:
                     LIMIT $2)
                 RETURNING 1)
             SELECT count(*) FROM done""", days, BATCH)
-    return int(clicks) + int(conversions)
+    flags = await conn.fetchval(
+        f"""WITH done AS (
+                UPDATE fraud_flags f SET reduced = true, members = (
+                    SELECT coalesce(jsonb_agg(
+                               CASE WHEN m->>'type' = 'ip' AND m->>'id' IS NOT NULL
+                                         AND m->>'id' !~ '/'
+                                    THEN jsonb_set(m, '{{id}}', to_jsonb(text(
+                                        {_NETWORK.format(ip="(m->>'id')::inet")})))
+                                    ELSE m END ORDER BY n), '[]'::jsonb)
+                    FROM jsonb_array_elements(f.members) WITH ORDINALITY AS e(m, n))
+                WHERE (f.program_id, f.id) IN (
+                    SELECT program_id, id FROM fraud_flags
+                    WHERE NOT reduced AND created_at < now() - make_interval(days => $1)
+                    LIMIT $2)
+                RETURNING 1)
+            SELECT count(*) FROM done""", days, BATCH)
+    return int(clicks) + int(conversions) + int(flags)
 
 
 @dataclass(frozen=True, slots=True)

@@ -290,7 +290,7 @@ async def list_clicks(
     rows = await conn.fetch(
         """
         SELECT c.click_id::text AS click_id, c.ts, c.code, r.external_id AS referrer, c.visitor_id,
-               host(c.ip) AS ip, c.country, c.asn, c.ua_browser, c.ua_os, c.ua_device,
+               abbrev(c.ip) AS ip, c.country, c.asn, c.ua_browser, c.ua_os, c.ua_device,
                c.fingerprint, c.is_bot, c.is_duplicate, c.is_anonymous, c.is_hosting, c.bot_rule
         FROM clicks c
         JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id

@@ -52,6 +52,13 @@ WINDOW = 20_000  # conversions per incremental scan, to bound its memory
 BASELINE_ROWS = 10_000  # stored feature rows an incremental scan compares against
 REFERRER_WINDOW = 100  # an incremental scan's latest conversions of each referrer involved
 MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a cafe)
+
+
+def _ip(table: str = "") -> str:
+    """A row's IP as evidence of identity: none once retention has reduced it to its network
+    (tracker.privacy), or everyone on that /24 would seem to share one address."""
+    prefix = f"{table}." if table else ""
+    return f"CASE WHEN {prefix}reduced THEN NULL ELSE host({prefix}ip) END"
 RING_KINDS = ("ring", "dense_block", "referral_cycle")
 
 
@@ -199,11 +206,11 @@ async def person_columns(conn: asyncpg.Connection, program_id: int, persons: lis
     """The IPs and devices each person (customer id) was seen on: their visitors' clicks and
     the IPs their conversions were reported from."""
     rows = await conn.fetch(
-        """SELECT cv.customer_id, host(c.ip) AS ip, encode(c.fingerprint, 'hex') AS device
+        f"""SELECT cv.customer_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device
            FROM customer_visitors cv
            JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
            WHERE cv.program_id = $1 AND cv.customer_id = ANY($2::text[])
-           UNION SELECT customer_id, host(ip), NULL FROM conversions
+           UNION SELECT customer_id, {_ip()}, NULL FROM conversions
            WHERE program_id = $1 AND customer_id = ANY($2::text[]) AND ip IS NOT NULL""",
         program_id, persons)
     out: dict[str, set[Column]] = defaultdict(set)
@@ -222,12 +229,12 @@ async def neighbours(conn: asyncpg.Connection, program_id: int, core: list[str])
     ips = sorted(v for k, v in columns if k == "ip")
     devices = sorted(bytes.fromhex(v) for k, v in columns if k == "device")
     holders = await conn.fetch(
-        """SELECT DISTINCT cv.customer_id, host(c.ip) AS ip, c.fingerprint FROM clicks c
+        f"""SELECT DISTINCT cv.customer_id, {_ip('c')} AS ip, c.fingerprint FROM clicks c
            JOIN customer_visitors cv ON cv.program_id = c.program_id
                                     AND cv.visitor_id = c.visitor_id
            WHERE c.program_id = $1 AND (c.ip IN (SELECT unnest($2::inet[]))
                                         OR c.fingerprint IN (SELECT unnest($3::bytea[])))
-           UNION SELECT customer_id, host(ip), NULL FROM conversions
+           UNION SELECT customer_id, {_ip()}, NULL FROM conversions
            WHERE program_id = $1 AND ip IN (SELECT unnest($2::inet[]))""",
         program_id, ips, devices)
     by_column: dict[Column, set[str]] = defaultdict(set)
@@ -262,7 +269,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
     # Every person's infrastructure: the clicks of the visitors linked to a customer id, and
     # the IPs their conversions were reported from.
     person_rows = await conn.fetch(
-        f"""SELECT cv.customer_id, cv.visitor_id, host(c.ip) AS ip,
+        f"""SELECT cv.customer_id, cv.visitor_id, {_ip('c')} AS ip,
                   encode(c.fingerprint, 'hex') AS device
            FROM customer_visitors cv
            JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
@@ -277,7 +284,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
         if r["ip"]:
             ips[r["customer_id"]].add(r["ip"])
     conv_rows = await conn.fetch(
-        f"""SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, host(c.ip) AS ip, c.type,
+        f"""SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, {_ip('c')} AS ip, c.type,
                   coalesce(c.amount, 0) AS amount,
                   coalesce(array_agg(cr.referrer_id) FILTER (WHERE cr.referrer_id IS NOT NULL),
                            '{{}}') AS referrers
@@ -294,7 +301,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
     touches_only = "" if scope is None else "AND t.conversion_id = ANY($2::bigint[])"
     touch_rows = await conn.fetch(
         f"""SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
-                  c.visitor_id, host(c.ip) AS ip, encode(c.fingerprint, 'hex') AS device,
+                  c.visitor_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device,
                   c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting, c.country, c.query
            FROM touchpoints t
            JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts

@@ -311,7 +311,10 @@ SCHEMAS: dict[str, Any] = {
             "click_id": {"type": "string", "format": "uuid"},
             "ts": {"type": "string", "format": "date-time"},
             "code": {"type": "string"}, "referrer": {"type": "string"},
-            "visitor_id": {"type": ["string", "null"]}, "ip": {"type": ["string", "null"]},
+            "visitor_id": {"type": ["string", "null"]},
+            "ip": {"type": ["string", "null"], "description": (
+                "the client address; past the retention age its network (e.g. 81.0.1.0/24); "
+                "null once the customer was erased")},
             "country": {"type": ["string", "null"]}, "asn": {"type": ["integer", "null"]},
             "ua": {"type": "object", "properties": {
                 "browser": {"type": ["string", "null"]}, "os": {"type": ["string", "null"]},
