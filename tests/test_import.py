@@ -11,6 +11,8 @@ import asyncpg
 
 from tests.conftest import PgServer, create_database, drop_database, insert_link
 from tracker import db
+from tracker.enrich import COLUMNS, Enricher
+from tracker.importer import import_clicks
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 
@@ -93,3 +95,49 @@ async def test_import_clicks_and_conversions(pg: PgServer, tmp_path: Path) -> No
         assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     finally:
         await drop_database(pg, name)
+
+
+async def test_worker_processes_import_exactly_what_one_process_does(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """A big file is enriched by worker processes: the same rows, the same bad lines (by line
+    number, in order), the same counts as in one process."""
+    clicks = tmp_path / "clicks.ndjson"
+    with clicks.open("w") as out:
+        for i in range(12_000):
+            if i % 1000 == 7:
+                out.write("{not json\n")
+                continue
+            out.write(json.dumps({
+                "ts": f"2025-03-{1 + i % 28:02d}T10:{i % 60:02d}:00Z",
+                "code": "al" if i % 3000 else "zz", "ip": f"81.2.{i % 200}.{i % 250}",
+                "user_agent": UA.replace("131.0", f"{100 + i % 30}.0"),
+                "visitor_id": f"v{i // 3}"}) + "\n")
+    outcomes = []
+    for workers in (1, 2):
+        name = await create_database(pg)
+        try:
+            await seed(pg.uri(name))
+            conn = await asyncpg.connect(pg.uri(name))
+            try:
+                result = await import_clicks(conn, clicks, Enricher(b"k" * 32, ()),
+                                             workers=workers)
+                rows = await conn.fetch(
+                    f"SELECT {', '.join(COLUMNS)} FROM clicks ORDER BY click_id")
+                outcomes.append(((result.read, result.stored, result.bad),
+                                 [tuple(r) for r in rows]))
+            finally:
+                await conn.close()
+        finally:
+            await drop_database(pg, name)
+    (counts, rows), (counts2, rows2) = outcomes
+    # Which click of a repeated pair is the duplicate depends on how lines fall into batches
+    # (the later one within a batch, the one stored second across batches); all else is equal.
+    dup = COLUMNS.index("is_duplicate")
+    diff = [(COLUMNS[i], a[i], b[i]) for a, b in zip(rows, rows2, strict=True)
+            for i in range(len(COLUMNS)) if a[i] != b[i] and i != dup]
+    assert counts == counts2 and not diff, diff[:5]
+    assert all(any(r[dup] for r in x) for x in (rows, rows2))
+    assert counts[0] == 12_000 and counts[1] == len(rows) == 12_000 - 12 - 4
+    assert counts[2][:2] == ["clicks.ndjson:1: unknown link code 'zz'",
+                             "clicks.ndjson:8: not valid JSON"]

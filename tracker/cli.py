@@ -189,7 +189,7 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
     from geo.reader import GeoReader
     from tracker import db
     from tracker.enrich import Enricher
-    from tracker.importer import Progress, import_clicks, import_conversions
+    from tracker.importer import Progress, import_clicks, import_conversions, import_workers
 
     if clicks is None and conversions is None:
         raise UsageError("give --clicks FILE and/or --conversions FILE")
@@ -209,7 +209,8 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
             await db.migrate(conn)
             if clicks is not None and click_bar is not None:
                 result = await import_clicks(
-                    conn, clicks, enricher, lambda d, n, f: click_bar.update(d, n, final=f))
+                    conn, clicks, enricher, lambda d, n, f: click_bar.update(d, n, final=f),
+                    workers=import_workers(clicks))
                 print(f"clicks: {result.read} read, {result.stored} stored, "
                       f"{result.skipped_existing} already there, {len(result.bad)} bad")
                 bad += result.bad

@@ -10,6 +10,7 @@ import ipaddress
 import json
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
@@ -109,12 +110,18 @@ class ClientIp:
 class Enricher:
     def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
                  bots: BotDetector | None = None, geo: GeoReader | None = None) -> None:
+        self._secret_key = secret_key
         self._key = hashlib.blake2b(secret_key, digest_size=32).digest()
         # The same device comes back often: hash each distinct set of device headers once.
         self._hash = lru_cache(maxsize=65536)(self._keyed_hash)
         self.client_ip = ClientIp(trusted)
         self.bots = bots or BotDetector()
         self.geo = geo or GeoReader(None)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Sent to another process (the importer's workers) as its recipe: the same key,
+        proxies and geo folder, with fresh caches and its own open databases there."""
+        return (_rebuild, (self._secret_key, self.client_ip.trusted, self.geo.folder))
 
     def fingerprint(self, raw: RawClick, ip: str | None) -> bytes:
         """Keyed hash of the device headers and the IP's /24 (/48): stable for a device,
@@ -197,3 +204,8 @@ class Enricher:
                                               "canvas", "hc", "plat")}
         material = header_fingerprint + json.dumps(stable, sort_keys=True).encode()
         return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
+
+
+def _rebuild(secret_key: bytes, trusted: tuple[IPNetwork, ...], geo_folder: Path | None
+             ) -> Enricher:
+    return Enricher(secret_key, trusted, geo=GeoReader(geo_folder))

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import multiprocessing as mp
+import os
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +37,9 @@ from tracker.flusher import store_clicks
 from tracker.identity import email_hash
 from tracker.journal import RawClick
 
-BATCH = 5000
+BATCH = 5000  # lines a batch (and a worker's chunk)
+SLICE = 250  # lines enriched between two yields to the event loop, in one process
+PARALLEL_BYTES = 8 << 20  # a clicks file this big is enriched by worker processes
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _UUID_CHARS = set("0123456789abcdefABCDEF-")
 
@@ -88,6 +94,19 @@ def _lines(path: Path) -> Iterator[tuple[int, int, str]]:
             text = raw.decode("utf-8", "replace").strip()
             if text:
                 yield number, done, text
+
+
+def _chunks(path: Path, size: int) -> Iterator[tuple[list[tuple[int, str]], int]]:
+    """Lists of up to `size` (line number, text), with the bytes read so far."""
+    chunk: list[tuple[int, str]] = []
+    done = 0
+    for number, done, text in _lines(path):
+        chunk.append((number, text))
+        if len(chunk) >= size:
+            yield chunk, done
+            chunk = []
+    if chunk:
+        yield chunk, done
 
 
 def derived_click_id(obj: dict[str, Any], ts: datetime) -> str:
@@ -161,54 +180,105 @@ def parse_click_line(text: str, links: dict[str, tuple[int, int, int]],
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Enrich:
+    """Parse and enrich lines of a clicks file: (rows ready for `store_clicks`, bad lines).
+    Pickles to worker processes (the enricher travels as its recipe, see Enricher)."""
+
+    links: dict[str, tuple[int, int, int]]
+    enricher: Enricher
+    latest: datetime
+
+    def __call__(self, lines: list[tuple[int, str]]
+                 ) -> tuple[list[tuple[object, ...]], list[tuple[int, str]]]:
+        rows: list[tuple[object, ...]] = []
+        bad: list[tuple[int, str]] = []
+        for number, text in lines:
+            try:
+                raw = parse_click_line(text, self.links, self.latest)
+            except LineError as exc:
+                bad.append((number, str(exc)))
+                continue
+            rows.append(self.enricher.row(raw, source="import"))
+        return rows, bad
+
+
+_WORKER: dict[str, _Enrich] = {}  # in an import worker process: its `_Enrich`
+
+
+def _start_worker(enrich: _Enrich) -> None:
+    _WORKER["enrich"] = enrich
+
+
+def _enrich_in_worker(lines: list[tuple[int, str]]
+                      ) -> tuple[list[tuple[object, ...]], list[tuple[int, str]]]:
+    return _WORKER["enrich"](lines)
+
+
+def import_workers(path: Path) -> int:
+    """Processes worth starting for a clicks file: one per CPU (at most 4) for a big file; none
+    for a small one, where starting them would cost more than they save."""
+    if path.stat().st_size < PARALLEL_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher,
-                        progress: Callable[[int, int, bool], None] | None = None
-                        ) -> ImportResult:
+                        progress: Callable[[int, int, bool], None] | None = None,
+                        *, workers: int = 1) -> ImportResult:
+    """Load a clicks file. With `workers` > 1, that many processes parse and enrich chunks of
+    lines while this one stores the previous chunks; either way, PostgreSQL stores one batch
+    while the next is being prepared."""
     links = {r["code"]: (r["program_id"], r["id"], r["referrer_id"]) for r in await conn.fetch(
         "SELECT code, program_id, id, referrer_id FROM links")}
+    enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
     result = ImportResult()
-    batch: list[tuple[object, ...]] = []
     months: set[tuple[int, int]] = set()
-    done = 0
-    # PostgreSQL stores one batch while this process parses and enriches the next: the store
-    # runs as a task, and parsing yields to the event loop now and then so the task's COPY
-    # data keeps flowing. Two CPUs, two stages.
     storing: asyncio.Task[tuple[int, int, int]] | None = None
-
-    async def settle() -> None:
-        nonlocal storing
-        if storing is not None:
-            stored, _bots, _dups = await storing
-            result.stored += stored
-            storing = None
-
     queued = 0
+    done = 0  # bytes of the file read
 
-    async def flush() -> None:
-        nonlocal storing, batch, queued
-        await settle()
-        if batch:
-            full, batch = batch, []
-            queued += len(full)
-            storing = asyncio.create_task(store_clicks(conn, full, months))
+    async def store(rows: list[tuple[object, ...]], bad: list[tuple[int, str]]) -> None:
+        """Store a prepared chunk, once the previous one is stored (in order)."""
+        nonlocal storing, queued
+        result.bad.extend(f"{path.name}:{number}: {reason}" for number, reason in bad)
+        if storing is not None:
+            result.stored += (await storing)[0]
+            storing = None
+        if rows:
+            queued += len(rows)
+            storing = asyncio.create_task(store_clicks(conn, rows, months))
+        if progress:
+            progress(done, result.read, False)
 
-    latest = datetime.now(UTC) + timedelta(minutes=5)
-    for number, done, text in _lines(path):
-        result.read += 1
-        if result.read % 250 == 0:
-            await asyncio.sleep(0)
-        try:
-            raw = parse_click_line(text, links, latest)
-        except LineError as exc:
-            result.bad.append(f"{path.name}:{number}: {exc}")
-            continue
-        batch.append(enricher.row(raw, source="import"))
-        if len(batch) >= BATCH:
-            await flush()
-            if progress:
-                progress(done, result.read, False)
-    await flush()
-    await settle()
+    if workers > 1:
+        loop = asyncio.get_running_loop()
+        in_flight: deque[asyncio.Future[tuple[list[tuple[object, ...]],
+                                              list[tuple[int, str]]]]] = deque()
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_start_worker, initargs=(enrich,)) as pool:
+            for lines, done in _chunks(path, BATCH):  # noqa: B007 (store reports it)
+                result.read += len(lines)
+                in_flight.append(loop.run_in_executor(pool, _enrich_in_worker, lines))
+                while len(in_flight) > 2 * workers:
+                    await store(*await in_flight.popleft())
+            while in_flight:
+                await store(*await in_flight.popleft())
+    else:
+        rows: list[tuple[object, ...]] = []
+        bad: list[tuple[int, str]] = []
+        for lines, done in _chunks(path, SLICE):  # noqa: B007 (store reports it)
+            result.read += len(lines)
+            more, wrong = enrich(lines)
+            rows += more
+            bad += wrong
+            if len(rows) >= BATCH:
+                await store(rows, bad)
+                rows, bad = [], []
+            else:
+                await asyncio.sleep(0)  # the store task's COPY data keeps flowing
+        await store(rows, bad)
+    await store([], [])
     result.skipped_existing = queued - result.stored
     if progress:
         progress(done, result.read, True)
