@@ -12,7 +12,7 @@ import asyncpg
 from tests.conftest import PgServer, create_database, drop_database, insert_link
 from tracker import db
 from tracker.enrich import COLUMNS, Enricher
-from tracker.importer import import_clicks
+from tracker.importer import import_clicks, import_conversions
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 
@@ -141,3 +141,33 @@ async def test_worker_processes_import_exactly_what_one_process_does(
     assert counts[0] == 12_000 and counts[1] == len(rows) == 12_000 - 12 - 4
     assert counts[2][:2] == ["clicks.ndjson:1: unknown link code 'zz'",
                              "clicks.ndjson:8: not valid JSON"]
+
+
+async def test_a_line_the_database_refuses_is_reported_and_the_rest_load(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """A NUL in a user agent is cleaned, as for clicks; a line PostgreSQL still refuses (here a
+    constraint this test adds) is reported by number, and the rest of its batch is stored."""
+    name = await create_database(pg)
+    try:
+        await seed(pg.uri(name))
+        conn = await asyncpg.connect(pg.uri(name))
+        try:
+            await conn.execute("ALTER TABLE conversions ADD CONSTRAINT test_refuses "
+                               "CHECK (customer_id <> 'refused')")
+            path = tmp_path / "conversions.ndjson"
+            path.write_text("".join(json.dumps({
+                "program": "acme", "event_id": f"e{i}", "type": "signup",
+                "customer_id": "refused" if i == 3 else f"c{i}",
+                "occurred_at": "2025-03-01T10:00:00Z",
+                "user_agent": "Mozilla/5.0 \u0000x"}) + "\n" for i in range(1, 6)))
+            result = await import_conversions(conn, path, b"k" * 32)
+            assert (result.read, result.stored) == (5, 4)
+            assert len(result.bad) == 1 and result.bad[0].startswith(
+                "conversions.ndjson:3: refused by the database:")
+            assert await conn.fetchval(
+                "SELECT array_agg(DISTINCT user_agent) FROM conversions") == ["Mozilla/5.0 x"]
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(pg, name)

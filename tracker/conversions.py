@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from tracker.enrich import MAX_UA, clean_text
+
 TYPES = ("signup", "trial", "purchase", "renewal", "refund", "chargeback")
 # The types that earn credit; refunds and chargebacks reverse earlier ones.
 CREDITED_TYPES = TYPES[:4]
@@ -142,7 +144,7 @@ def parse_conversion(body: object, *, now: datetime | None = None,
         program=program or "", event_id=event_id or "", type=ctype, customer_id=customer_id or "",
         email=email, amount=amount, currency=currency, occurred_at=occurred_at,
         click_id=click_id.lower() if click_id else None, visitor_id=visitor_id,
-        referral_code=code, ip=ip, user_agent=user_agent[:1024] if user_agent else None,
+        referral_code=code, ip=ip, user_agent=clean_text(user_agent or "", MAX_UA),
         original_event_id=original, body_hash=hashlib.sha256(canonical.encode()).digest(),
     )
 

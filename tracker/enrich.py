@@ -37,7 +37,9 @@ SIGNAL_COLUMNS = ("program_id", "click_id", "click_ms", "signals", "webdriver", 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _clean(value: str, limit: int) -> str | None:
+def clean_text(value: str, limit: int) -> str | None:
+    """Free text from a client (a user agent, a header) as PostgreSQL can store it, cut to
+    `limit` characters; None when nothing is left."""
     if not value:
         return None
     if len(value) > limit:
@@ -145,9 +147,9 @@ class Enricher:
         hints = None
         if raw.sec_ch_ua or raw.sec_ch_ua_mobile or raw.sec_ch_ua_platform:
             hints = json.dumps({
-                "sec_ch_ua": _clean(raw.sec_ch_ua, MAX_HINT),
-                "mobile": _clean(raw.sec_ch_ua_mobile, MAX_HINT),
-                "platform": _clean(raw.sec_ch_ua_platform, MAX_HINT),
+                "sec_ch_ua": clean_text(raw.sec_ch_ua, MAX_HINT),
+                "mobile": clean_text(raw.sec_ch_ua_mobile, MAX_HINT),
+                "platform": clean_text(raw.sec_ch_ua_platform, MAX_HINT),
             })
         return (
             raw.program_id,
@@ -156,13 +158,13 @@ class Enricher:
             raw.link_id,
             raw.referrer_id,
             raw.code,
-            _clean(raw.visitor_id, MAX_VISITOR),
+            clean_text(raw.visitor_id, MAX_VISITOR),
             raw.new_visitor,
             packed_ip,
-            _clean(raw.user_agent, MAX_UA),
-            _clean(raw.accept_language, MAX_LANG),
-            _clean(raw.referer, MAX_REFERER),
-            _clean(raw.query, MAX_QUERY),
+            clean_text(raw.user_agent, MAX_UA),
+            clean_text(raw.accept_language, MAX_LANG),
+            clean_text(raw.referer, MAX_REFERER),
+            clean_text(raw.query, MAX_QUERY),
             hints,
             self.fingerprint(raw, ip),
             verdict.is_bot,

@@ -41,6 +41,8 @@ BATCH = 5000  # lines a batch (and a worker's chunk)
 SLICE = 250  # lines enriched between two yields to the event loop, in one process
 PARALLEL_BYTES = 8 << 20  # a clicks file this big is enriched by worker processes
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+# A line PostgreSQL refuses (a value out of a type's range, a constraint) is a bad line.
+REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _UUID_CHARS = set("0123456789abcdefABCDEF-")
 
 
@@ -297,18 +299,31 @@ async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: b
     batch: list[tuple[int, ConversionInput, bytes | None]] = []
 
     async def flush() -> None:
-        if batch:
+        if not batch:
+            return
+        try:
             outcome = await store_conversions(conn, batch, source="import")
-            for (number, conv), status in zip(numbers, outcome, strict=True):
-                if status == "created":
-                    result.stored += 1
-                elif status == "existing":
-                    result.skipped_existing += 1
-                else:
-                    result.bad.append(f"{path.name}:{number}: event {conv.event_id!r} exists "
-                                      "with another body")
-            batch.clear()
-            numbers.clear()
+        except REFUSED:
+            # A value PostgreSQL refuses that validation let through: find the line, keep the
+            # rest (each batch is one transaction, so nothing of it was stored).
+            outcome = []
+            for item in batch:
+                try:
+                    outcome += await store_conversions(conn, [item], source="import")
+                except REFUSED as exc:
+                    outcome.append(f"refused by the database: {exc}")
+        for (number, conv), status in zip(numbers, outcome, strict=True):
+            if status == "created":
+                result.stored += 1
+            elif status == "existing":
+                result.skipped_existing += 1
+            elif status == "conflict":
+                result.bad.append(f"{path.name}:{number}: event {conv.event_id!r} exists "
+                                  "with another body")
+            else:
+                result.bad.append(f"{path.name}:{number}: {status}")
+        batch.clear()
+        numbers.clear()
 
     numbers: list[tuple[int, ConversionInput]] = []
     for number, done, text in _lines(path):
