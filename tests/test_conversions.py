@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import SECRET, auth, make_link
 from tracker.conversions import program_signing_secret
+from tracker.identity import canonical_email, email_hash
 
 Client = TestClient[web.Request, web.Application]
 
@@ -137,3 +138,16 @@ async def test_conversion_auth_and_unknown_program(client: Client, tokens: dict[
     resp = await client.post("/api/v1/conversions", data=b"{oops",
                              headers=auth(tokens["integration"]))
     assert resp.status == 400
+
+
+@pytest.mark.parametrize(("address", "mailbox"), [
+    ("Jo.Doe+promo@GoogleMail.com ", "jodoe@gmail.com"),
+    ("j.o.doe@gmail.com", "jodoe@gmail.com"),
+    ("jo.doe+a+b@example.org", "jo.doe@example.org"),  # dots matter outside Gmail
+    ("+tag@example.org", "+tag@example.org"),  # nothing before the tag: kept whole
+    ("no-at-sign", "no-at-sign"),
+])
+def test_an_email_alias_reaches_the_same_mailbox(address: str, mailbox: str) -> None:
+    assert canonical_email(address) == mailbox
+    assert email_hash(b"k" * 32, address) == email_hash(b"k" * 32, mailbox)
+    assert email_hash(b"k" * 32, address) != email_hash(b"k" * 32, "someone.else@gmail.com")

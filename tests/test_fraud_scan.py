@@ -14,6 +14,7 @@ import asyncpg
 from aiohttp import DummyCookieJar
 
 from tests.conftest import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tests.shop import Shop
 from tracker.app import create_app
 from tracker.attributing import attribute_pending
 from tracker.scanning import scan
@@ -120,3 +121,41 @@ async def test_fraud_scan_command(dsn: str, tmp_path: Path, conn: asyncpg.Connec
     out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "scan", "--program", "nope"],
                          env=env, capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
+
+
+async def test_an_email_alias_is_a_self_referral_and_so_are_the_aliass_later_purchases(
+    aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
+    conn: asyncpg.Connection,
+) -> None:
+    """Alice refers "herself" under a Gmail alias. The merchant sends the email with the
+    sign-up only; the purchase that follows is the same person's, so it is held too."""
+    shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, {})
+    resp = await shop.client.post(
+        "/api/v1/referrers", json={"program": "acme", "external_id": "alice",
+                                   "email": "a.lice@gmail.com"},
+        headers=auth(tokens["integration"]))
+    assert resp.status == 201
+    await shop.referrer("alice")
+
+    async def journey(customer: str, email: str) -> None:
+        for event, kind, body in ((f"{customer}-signup", "signup", {"email": email}),
+                                  (f"{customer}-order", "purchase", {})):
+            cid = await shop.click("alice")
+            await shop.settle_clicks()
+            resp = await shop.client.post("/api/v1/conversions", json={
+                "program": "acme", "event_id": event, "type": kind, "customer_id": customer,
+                "amount": 5000, "currency": "USD", "click_id": cid, **body},
+                headers=auth(tokens["integration"]))
+            assert resp.status == 201, await resp.text()
+
+    await journey("alt", "Alice+shop@googlemail.com")
+    await journey("bob", "bob@gmail.com")
+    await attribute_pending(conn)
+    await scan(conn, "acme")
+    reasons = {r["event_id"]: {x["code"] for x in json.loads(r["reasons"])}
+               for r in await conn.fetch(
+                   """SELECT c.event_id, k.reasons::text AS reasons FROM conversion_risk k
+                      JOIN conversions c ON c.program_id = k.program_id
+                                        AND c.id = k.conversion_id""")}
+    assert "self_referral" in reasons["alt-signup"] and "self_referral" in reasons["alt-order"]
+    assert reasons["bob-signup"] == reasons["bob-order"] == set()

@@ -326,7 +326,9 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
         ConversionFacts(
             r["id"], r["customer_id"], r["occurred_at"].timestamp(),
             tuple(sorted(referrer_name[i] for i in r["referrers"] if i in referrer_name)),
-            bytes(r["email_hash"]) if r["email_hash"] else None, r["ip"], None,
+            # A merchant may send the email with the sign-up only: the customer's is theirs.
+            bytes(r["email_hash"]) if r["email_hash"] else email_of.get(r["customer_id"]),
+            r["ip"], None,
             tuple(touches.get(r["id"], ())), frozenset(visitors.get(r["customer_id"], ())),
             frozenset(devices.get(r["customer_id"], ())),
             frozenset(ips.get(r["customer_id"], ())), r["amount"])
