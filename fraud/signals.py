@@ -167,6 +167,9 @@ VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
 PEAK_FACTOR = 3.0  # times the best day of the program's busier referrers (90th percentile)
 DAY = 86400.0
 SPAM_MIN_CLICKS = 100
+# Click spam converts little by design: a few late conversions are enough for the test when
+# the conversion rate is already far under the program's.
+SPAM_MIN_CONVERSIONS = 5
 OTHERS_SAMPLE = 5_000  # delays the program's distribution is estimated from
 SPAM_RATE_FACTOR = 0.2  # a conversion rate under a fifth of the program's
 
@@ -231,10 +234,10 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
     out: dict[str, list[Reason]] = defaultdict(list)
     for ref, own in delays.items():
         others = background_delays if background_delays is not None else everyone[owner != ref]
-        if len(own) < KS_MIN_CONVERSIONS or len(others) < KS_MIN_CONVERSIONS:
+        if len(own) < SPAM_MIN_CONVERSIONS or len(others) < KS_MIN_CONVERSIONS:
             continue
-        faster = _ks(own, others, "greater")
-        if faster.pvalue < KS_P_VALUE:
+        faster = _ks(own, others, "greater") if len(own) >= KS_MIN_CONVERSIONS else None
+        if faster is not None and faster.pvalue < KS_P_VALUE:
             out[ref].append(Reason(
                 "delay_distribution",
                 f"{ref}'s visitors convert faster than the program's (median "

@@ -52,6 +52,7 @@ WINDOW = 20_000  # conversions per incremental scan, to bound its memory
 BASELINE_ROWS = 10_000  # stored feature rows an incremental scan compares against
 REFERRER_WINDOW = 100  # an incremental scan's latest conversions of each referrer involved
 MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a cafe)
+RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
 
 
 def _ip(table: str = "") -> str:
@@ -344,16 +345,28 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
 
 def _with_rings(assessment: Assessment, conv: ConversionFacts, rings: list[Ring]
                 ) -> Assessment:
-    accounts = {("customer", conv.customer), ("referrer", conv.customer)} | {
-        ("referrer", r) for r in conv.referrers}
-    extra = [Reason(f"{ring.kind}_member",
-                    f"the customer or a credited referrer belongs to a "
-                    f"{ring.kind.replace('_', ' ')} of {len(ring.accounts)} accounts",
-                    len(ring.accounts), 3, 0.85)
-             for ring in rings if ring.accounts & accounts]
-    if not extra:
-        return assessment
-    reasons = assessment.reasons + tuple(extra[:1])
+    """A customer inside a ring is strong evidence against their conversion. A ring referrer's
+    customer outside it is weak evidence only: fraudsters have real friends too, and those
+    rewards should not all wait for finance because of the ring."""
+    customer = {("customer", conv.customer), ("referrer", conv.customer)}
+    credited = {("referrer", r) for r in conv.referrers}
+    inside = [ring for ring in rings if ring.accounts & customer]
+    if inside:
+        ring = inside[0]
+        extra = Reason(f"{ring.kind}_member",
+                       f"the customer belongs to a {ring.kind.replace('_', ' ')} of "
+                       f"{len(ring.accounts)} accounts", len(ring.accounts), 3, 0.85)
+    else:
+        beside = [ring for ring in rings if ring.accounts & credited]
+        if not beside:
+            return assessment
+        ring = beside[0]
+        who = ", ".join(sorted(r for _kind, r in ring.accounts & credited))
+        extra = Reason("ring_referrer",
+                       f"the credited referrer {who} belongs to a "
+                       f"{ring.kind.replace('_', ' ')} of {len(ring.accounts)} accounts "
+                       "(this customer is not in it)", len(ring.accounts), 3, RING_REFERRER)
+    reasons = (*assessment.reasons, extra)
     return Assessment(assessment.conversion_id, combine(reasons), reasons)
 
 
