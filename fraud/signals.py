@@ -167,6 +167,8 @@ VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
 PEAK_FACTOR = 3.0  # times the best day of the program's busier referrers (90th percentile)
 DAY = 86400.0
 SPAM_MIN_CLICKS = 100
+HOSTING_SHARE = 0.5  # of a referrer's conversions through hosting/anonymous IPs
+HOSTING_MIN_CONVERSIONS = 3
 # Click spam converts little by design: a few late conversions are enough for the test when
 # the conversion rate is already far under the program's.
 SPAM_MIN_CONVERSIONS = 5
@@ -200,7 +202,9 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
       than the program's (clicks fired at people who were going to convert anyway);
     - velocity: a day with far more conversions than the referrer's usual daily rate, and far
       more than the best day of the program's busier referrers;
-    - refund_rate: a large share of their conversions was refunded or charged back.
+    - refund_rate: a large share of their conversions was refunded or charged back;
+    - hosting_share: most of their conversions came through clicks from hosting or anonymous
+      IPs (a click farm with real browsers: one such conversion alone is a VPN user).
 
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
@@ -209,13 +213,17 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
     times: dict[str, list[float]] = defaultdict(list)
     counts: Counter[str] = Counter()
     refunds: Counter[str] = Counter()
+    hosted: Counter[str] = Counter()
     for conv in conversions:
         delay = conv.delay
+        from_hosting = any(t.anonymous or t.hosting for t in conv.touches)
         for ref in conv.referrers:
             counts[ref] += 1
             times[ref].append(conv.at)
             if conv.conversion_id in context.reversed_ids:
                 refunds[ref] += 1
+            if from_hosting:
+                hosted[ref] += 1
             if delay is not None:
                 delays[ref].append(max(delay, 0.0))
     everyone = np.array([d for ds in delays.values() for d in ds])
@@ -271,6 +279,12 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
         if n >= REFUND_MIN_CONVERSIONS and rate >= REFUND_RATE:
             out[ref].append(Reason("refund_rate", f"{rate:.0%} of {ref}'s conversions were "
                                    "refunded or charged back", round(rate, 4), REFUND_RATE, 0.4))
+        share = hosted[ref] / n
+        if hosted[ref] >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
+            out[ref].append(Reason(
+                "hosting_share", f"{hosted[ref]} of {ref}'s {n} conversions came through clicks "
+                "from hosting or anonymous IPs (a click farm)", round(share, 4), HOSTING_SHARE,
+                0.5))
     return dict(out)
 
 

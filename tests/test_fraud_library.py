@@ -223,3 +223,22 @@ def test_shared_network_is_a_slash_24_or_a_slash_48() -> None:
     assert reasons("2a02:1234:5::1", "2a02:1234:5:9::7") == ["shared_network"]
     # One big ISP's IPv6 space is not one household's network.
     assert reasons("2a02:1234::5", "2a02:9999:1::7") == []
+
+
+def test_a_referrer_converting_through_hosting_ips_is_a_farm_not_one_vpn_user() -> None:
+    from fraud.signals import HOSTING_SHARE, referrer_reasons
+
+    conversions = []
+    for i in range(40):  # a big honest referrer: two of forty customers use a VPN
+        conversions.append(ConversionFacts(i, f"c{i}", 50_000.0, ("big",), touches=(
+            click(40_000.0, referrer="big", anonymous=i in (3, 17)),)))
+    for i in range(40, 46):  # the farm: four of six through a hosting provider
+        conversions.append(ConversionFacts(i, f"c{i}", 50_000.0, ("farm",), touches=(
+            click(40_000.0, referrer="farm", hosting=i < 44),)))
+    conversions.append(ConversionFacts(99, "c99", 50_000.0, ("tiny",), touches=(
+        click(40_000.0, referrer="tiny", hosting=True),)))  # one conversion: a VPN user
+    reasons = referrer_reasons(conversions)
+    assert set(reasons) == {"farm"}
+    (farm,) = reasons["farm"]
+    assert (farm.code, farm.value, farm.threshold) == ("hosting_share", 0.6667, HOSTING_SHARE)
+    assert "4 of farm's 6 conversions" in farm.message

@@ -15,23 +15,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from mmdb_writer import MMDBWriter
-from netaddr import IPSet
 
 from geo.reader import GeoError, GeoReader
 from tests.conftest import ClientFactory, make_link, make_settings, wait_for_clicks
+from tests.mmdb import write_db
 from tracker.app import create_app
 
 Client = TestClient[web.Request, web.Application]
-
-
-def write_db(path: Path, database_type: str, records: dict[str, dict[str, Any]]) -> Path:
-    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type=database_type,
-                        description={"en": f"refguard test {database_type}"})
-    for network, record in records.items():
-        writer.insert_network(IPSet([network]), record)
-    writer.to_db_file(str(path))
-    return path
 
 
 def city(iso: str, region: str, name: str) -> dict[str, Any]:

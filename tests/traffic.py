@@ -8,19 +8,24 @@ conversions through the API's store. Every conversion is labelled with the patte
 from __future__ import annotations
 
 import random
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 
+from geo.reader import GeoReader
 from tests.conftest import SECRET, insert_link
+from tests.mmdb import write_db
 from tracker.conversions import parse_conversion, store_conversion
 from tracker.demo import BROWSERS, HEADLESS, IPHONE
 from tracker.enrich import Enricher
 from tracker.flusher import store_clicks
 from tracker.journal import RawClick
 
+HOSTING = "172.104.0.0/15"  # a hosting provider's addresses, in the generator's geo database
 PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection",
             "click_spam")
 
@@ -79,7 +84,7 @@ async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
     rng = traffic.rng
     names = [f"org{i}" for i in range(organic_referrers)]
     names += [f"self{i}" for i in range(8)] + [f"ring{i}" for i in range(6)]
-    names += [f"camo{i}" for i in range(6)] + ["farmer", "injector", "spammer"]
+    names += [f"camo{i}" for i in range(6)] + ["farmer", "injector", "spammer", "farmhand"]
     for name in names:
         _pid, link, ref = await insert_link(conn, program="gen", referrer=name, code=f"l-{name}",
                                             domain="shop.test")
@@ -147,8 +152,24 @@ async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
         if i % 20 == 0:
             traffic.convert("click_spam", f"spam{i}",
                             at + timedelta(days=rng.uniform(2, 14)), cid, ip)
-    enricher = Enricher(SECRET, ())
-    await store_clicks(conn, [enricher.row(c, source="import") for c in traffic.clicks], set())
+    # A click farm with real browsers: ordinary user agents and headers, organic-looking delays,
+    # but every click from a hosting provider's addresses (as the geo database below says).
+    for i in range(10):
+        ip = f"172.104.{rng.randint(0, 255)}.{rng.randint(2, 250)}"
+        at = traffic.when()
+        cid = traffic.click("farmhand", at, ip, traffic.browser(), f"vh{i}")
+        traffic.convert("click_farm", f"hand{i}", at + timedelta(minutes=rng.uniform(5, 3000)),
+                        cid, ip)
+    with tempfile.TemporaryDirectory() as folder:
+        write_db(Path(folder) / "GeoIP2-Anonymous-IP.mmdb", "GeoIP2-Anonymous-IP",
+                 {HOSTING: {"is_anonymous": True, "is_hosting_provider": True}})
+        geo = GeoReader(Path(folder))
+        try:
+            enricher = Enricher(SECRET, (), geo=geo)
+            rows = [enricher.row(c, source="import") for c in traffic.clicks]
+        finally:
+            geo.close()
+    await store_clicks(conn, rows, set())
     for body in traffic.conversions:
         await store_conversion(conn, program_id, parse_conversion(body), None, source="import")
     return traffic
