@@ -277,6 +277,36 @@ async def _export(conn: asyncpg.Connection) -> list[dict[str, str]]:
     return _csv(written[0])
 
 
+
+async def test_a_reward_capped_to_nothing_is_settled_not_left_approved(
+    open_shop: ShopFactory, conn: asyncpg.Connection,
+) -> None:
+    """Alice's daily cap is used up by her first reward, so her second is worth 0: it must
+    not wait forever for a payment, though she gets no line of her own in the next batch."""
+    shop = await open_shop({"hold_days": 0, "reward": {"rules": [
+        {**REFERRER_2000, "cap_per_day": 2000}]}})
+    await shop.referrer("alice")
+    await shop.referrer("bob")
+    await shop.buy("alice", "p1", "c1")
+    await release(conn)
+    assert [b["beneficiary"] for b in await _export(conn)] == ["alice"]
+    await shop.buy("alice", "p2", "c2")
+    await shop.buy("bob", "p3", "c3")
+    await release(conn)
+    rewards = await shop.rewards()
+    assert (rewards["p2/alice"]["amount"], rewards["p2/alice"]["status"]) == (0, "approved")
+    batch = await _export(conn)
+    assert [(b["beneficiary"], b["amount"]) for b in batch] == [("bob", "2000")]
+    settled = (await shop.rewards())["p2/alice"]
+    assert settled["status"] == "paid" and str(settled["batch_id"]) == batch[0]["batch_id"]
+    assert await conn.fetchval(
+        "SELECT sum(amount) FROM ledger_entries WHERE payee = 'alice'") == 0
+    details = json.loads(await conn.fetchval(
+        "SELECT details::text FROM audit_log WHERE action = 'payout.export' ORDER BY id DESC "
+        "LIMIT 1"))
+    assert details["settled_at_zero"] == 1 and details["rewards"] == 2
+    assert await _export(conn) == []
+
 async def test_refunds_reverse_rewards_and_claw_back_paid_money(
     open_shop: ShopFactory, conn: asyncpg.Connection,
 ) -> None:

@@ -155,7 +155,8 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", PAYOUT_LOCK)
         rows = await conn.fetch(
-            """SELECT program_id, id, payee, currency FROM rewards WHERE status = 'approved'
+            """SELECT program_id, id, payee, currency, amount FROM rewards
+               WHERE status = 'approved'
                ORDER BY program_id, payee, currency, id FOR UPDATE""")
         groups: dict[tuple[int, str, str], list[int]] = defaultdict(list)
         for r in rows:
@@ -177,6 +178,11 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
         if not lines:
             write(payout_csv(None, []))
             return None, []
+        # Approved rewards of nothing (a cap used up) whose payee gets no line: settled with
+        # this batch, so they do not wait for a payment that will never come.
+        paying = {(ln.program_id, ln.payee, ln.currency) for ln in lines}
+        settled = [r["id"] for r in rows if r["amount"] == 0
+                   and (r["program_id"], r["payee"], r["currency"]) not in paying]
         batch_id = uuid.uuid4()
         totals: dict[str, int] = defaultdict(int)
         for line in lines:
@@ -189,7 +195,7 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
                    actor) VALUES ($1, $2, $3, $4, 'payout', $5, $6)""",
             [(ln.program_id, ln.payee, ln.currency, -ln.amount, batch_id, actor)
              for ln in lines])
-        paid = [i for ln in lines for i in ln.reward_ids]
+        paid = [i for ln in lines for i in ln.reward_ids] + settled
         updated = await conn.fetchval(
             """WITH paid AS (
                    UPDATE rewards SET status = 'paid', batch_id = $2, paid_at = now()
@@ -200,7 +206,8 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
         await webhooks.enqueue(conn, "reward.paid", paid)
         await audit(conn, actor=actor, action="payout.export", object_type="payout_batch",
                     object_id=str(batch_id), details={"lines": len(lines), "totals": totals,
-                                                      "rewards": len(paid)})
+                                                      "rewards": len(paid),
+                                                      "settled_at_zero": len(settled)})
         write(payout_csv(batch_id, lines))
     return batch_id, lines
 
