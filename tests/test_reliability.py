@@ -281,12 +281,18 @@ async def test_sigterm_drains_the_journal_and_metrics_sum_the_workers(
         await runner
         assert load.failures == 0
         assert len(await serve.wait_workers()) == 2
-        await asyncio.sleep(1.5)  # each worker folds its counters into the shared files
-        async with aiohttp.ClientSession() as session, session.get(serve.base + "/metrics") as r:
-            text = await r.text()
-        line = next(x for x in text.splitlines()
-                    if x.startswith('refguard_http_requests_total{route="redirect",status="302"}'))
-        assert float(line.rsplit(" ", 1)[1]) == len(load.answered)
+        # Each worker folds its counters into the shared files now and then: wait for the sum.
+        counted = -1.0
+        deadline = time.monotonic() + 20
+        while counted != len(load.answered) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            async with aiohttp.ClientSession() as session, \
+                    session.get(serve.base + "/metrics") as r:
+                text = await r.text()
+            line = next(x for x in text.splitlines() if x.startswith(
+                'refguard_http_requests_total{route="redirect",status="302"}'))
+            counted = float(line.rsplit(" ", 1)[1])
+        assert counted == len(load.answered)
         assert serve.proc is not None
         serve.proc.send_signal(signal.SIGTERM)
         assert serve.proc.wait(60) == 0
