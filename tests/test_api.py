@@ -305,8 +305,12 @@ async def test_health_ready_and_metrics(client: Client, tokens: dict[str, str]) 
     assert resp.status == 200
     assert (await resp.json())["database"] is True
     await client.get("/r/alice1", allow_redirects=False)
-    await asyncio.sleep(1.2)  # the redirect counters are folded in once a second
-    text = await (await client.get("/metrics")).text()
+    text = ""
+    for _ in range(40):  # the redirect counters are folded in once a second
+        await asyncio.sleep(0.25)
+        text = await (await client.get("/metrics")).text()
+        if 'route="redirect",status="302"' in text:
+            break
     for name in ("refguard_http_requests_total", "refguard_redirect_seconds_bucket",
                  "refguard_clicks_total", "refguard_journal_backlog_clicks",
                  "refguard_flush_seconds", "refguard_database_up"):
