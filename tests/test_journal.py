@@ -114,3 +114,15 @@ async def test_flusher_keeps_segments_while_database_is_unreachable(
         await flusher.flush_once()
     assert os.listdir(tmp_path) == ["s" + SEALED_SUFFIX]
     assert flusher.update_backlog(force=True) == 1
+
+
+def test_the_backlog_counts_sealed_segments_as_they_come_and_go(tmp_path: Path) -> None:
+    flusher = Flusher(tmp_path, "postgresql://nobody@127.0.0.1:1/none", Enricher(SECRET, ()))
+    ids = iter(f"01890000-0000-7000-8000-{i:012d}" for i in range(100))
+    for name, n in (("a", 2), ("b", 1)):
+        (tmp_path / (name + SEALED_SUFFIX)).write_text("".join(line(next(ids)) for _ in range(n)))
+    assert flusher.update_backlog(force=True) == 3
+    (tmp_path / ("a" + SEALED_SUFFIX)).unlink()  # flushed
+    (tmp_path / ("c" + SEALED_SUFFIX)).write_text("".join(line(next(ids)) for _ in range(4)))
+    assert flusher.update_backlog(force=True) == 5
+    assert flusher.update_backlog() == -1  # at most once a second unless forced

@@ -27,7 +27,14 @@ import asyncpg
 
 from tracker import db, metrics
 from tracker.enrich import COLUMNS, SIGNAL_COLUMNS, Enricher
-from tracker.journal import RawClick, RawSignals, parse_segment, pending_segments, try_lock
+from tracker.journal import (
+    SEALED_SUFFIX,
+    RawClick,
+    RawSignals,
+    parse_segment,
+    pending_segments,
+    try_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +169,7 @@ class Flusher:
         self._task: asyncio.Task[None] | None = None
         self._backoff = 0.0
         self._backlog_checked = 0.0
+        self._sealed_lines: dict[str, int] = {}  # sealed segment name -> its clicks
         self._geo_names: set[str] = set()
 
     async def _connection(self) -> asyncpg.Connection:
@@ -243,14 +251,21 @@ class Flusher:
         self._backlog_checked = now
         self._refresh_geo()
         segments = clicks = 0
+        counted: dict[str, int] = {}
         for path in pending_segments(self.directory):
-            try:
-                lines = path.read_bytes().count(b"\n")
-            except FileNotFoundError:
-                continue
+            # A sealed segment never changes: read once, however long an outage keeps it.
+            lines = self._sealed_lines.get(path.name)
+            if lines is None:
+                try:
+                    lines = path.read_bytes().count(b"\n")
+                except FileNotFoundError:
+                    continue
+            if path.name.endswith(SEALED_SUFFIX):
+                counted[path.name] = lines
             if lines:
                 clicks += lines
                 segments += 1
+        self._sealed_lines = counted
         metrics.JOURNAL_BACKLOG_SEGMENTS.set(segments)
         metrics.JOURNAL_BACKLOG_CLICKS.set(clicks)
         return clicks
