@@ -329,3 +329,15 @@ async def test_wrong_method_is_a_json_405(client: Client, tokens: dict[str, str]
 def test_no_middleware_slows_the_redirect(client: Client) -> None:
     apps = [client.app, *(r._app for r in client.app.router.resources() if hasattr(r, "_app"))]
     assert all(not app.middlewares for app in apps)
+
+
+async def test_the_links_gauge_follows_new_links(client: Client, tokens: dict[str, str]) -> None:
+    async def cached() -> float:
+        text = await (await client.get("/metrics")).text()
+        line = next(x for x in text.splitlines() if x.startswith("refguard_links_cached"))
+        return float(line.rsplit(" ", 1)[1])
+
+    await make_link(client, tokens, code="first")
+    assert await cached() == 1
+    await make_link(client, tokens, code="second")
+    assert await cached() == 2

@@ -65,7 +65,6 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
 
     async def links_ctx(app: web.Application) -> AsyncIterator[None]:
         await links.start()
-        metrics.LINKS_CACHED.set(len(links.links))
         yield
         await links.close()
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from tracker import db
+from tracker import db, metrics
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +125,18 @@ class LinkCache:
         rows = await conn.fetch(_LINK_SQL)
         self.links = {row["code"]: _entry(row) for row in rows}
         self._negative.clear()
+        self._counted()
         self._write_snapshot()
 
     async def _load_code(self, conn: asyncpg.Connection, code: str) -> LinkEntry | None:
         row = await conn.fetchrow(_LINK_SQL + " WHERE l.code = $1", code)
         if row is None:
             self.links.pop(code, None)
+            self._counted()
             return None
         entry = _entry(row)
         self.links[code] = entry
+        self._counted()
         self._negative.pop(code, None)
         return entry
 
@@ -141,6 +144,7 @@ class LinkCache:
         rows = await conn.fetch(_LINK_SQL + " WHERE l.program_id = $1", program_id)
         for row in rows:
             self.links[row["code"]] = _entry(row)
+        self._counted()
 
     # -- the miss path -------------------------------------------------------------------------
 
@@ -183,6 +187,10 @@ class LinkCache:
         """Make a link known at once in this worker (the API that created it calls this)."""
         self.links[entry.code] = entry
         self._negative.pop(entry.code, None)
+        self._counted()
+
+    def _counted(self) -> None:
+        metrics.LINKS_CACHED.set(len(self.links))
 
     # -- the listener --------------------------------------------------------------------------
 
@@ -288,5 +296,6 @@ class LinkCache:
         try:
             rows = json.loads(self.snapshot.read_text(encoding="utf-8"))
             self.links = {r["code"]: LinkEntry.build(**r) for r in rows}
+            self._counted()
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("no usable link snapshot: %s", exc)
