@@ -13,7 +13,9 @@ from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tracker import keys
 from tracker.app import create_app
+from tracker.links import LinkEntry
 from tracker.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -319,3 +321,29 @@ async def test_redirect_never_leaves_the_stored_destination(
         parts = urlsplit(resp.headers["Location"])
         assert parts.netloc == "shop.acme.test"
         assert "\r" not in resp.headers["Location"]
+
+
+async def test_unknown_codes_share_look_ups_and_a_flood_does_not_queue(
+    client: Client, tokens: dict[str, str]
+) -> None:
+    """Many requests for one unknown code make one database look-up; a flood of distinct
+    unknown codes (a scanner) is answered 404 without queueing a look-up for each."""
+    await make_link(client, tokens)
+    links = client.app[keys.LINKS]
+    calls: list[str] = []
+    load_code = links._load_code
+
+    async def counted(conn: asyncpg.Connection, code: str) -> LinkEntry | None:
+        calls.append(code)
+        return await load_code(conn, code)
+
+    links._load_code = counted  # type: ignore[method-assign]
+    answers = await asyncio.gather(*(client.get("/r/same404", allow_redirects=False)
+                                     for _ in range(30)))
+    assert {r.status for r in answers} == {404} and calls == ["same404"]
+    calls.clear()
+    answers = await asyncio.gather(*(client.get(f"/r/scan{i:03d}", allow_redirects=False)
+                                     for i in range(100)))
+    assert {r.status for r in answers} == {404}
+    assert 1 <= len(calls) < 100, len(calls)
+    assert (await client.get("/r/alice1", allow_redirects=False)).status == 302

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NEGATIVE_TTL_S = 30.0
 NEGATIVE_MAX = 100_000
+LOOKUPS = 4  # database look-ups of unknown codes at once, per worker
 CHANNEL = "refguard_links"
 
 
@@ -115,7 +116,8 @@ class LinkCache:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-        self._lookups = asyncio.Semaphore(4)
+        self._lookups = asyncio.Semaphore(LOOKUPS)
+        self._in_flight: dict[str, asyncio.Future[LinkEntry | None]] = {}
         # One connection serves the listener, refreshes and miss look-ups, one query at a time.
         self._conn_lock = asyncio.Lock()
 
@@ -158,9 +160,23 @@ class LinkCache:
         return self._conn is None or self._conn.is_closed()
 
     async def lookup_missing(self, code: str) -> LinkEntry | None:
-        """One database look-up for a code not in memory; remembers a miss."""
+        """One database look-up for a code not in memory; remembers a miss.
+
+        Requests for the same code share one look-up. When LOOKUPS look-ups are already under
+        way (a scanner trying codes), a miss is answered from memory at once instead of
+        queueing: a link created a moment ago reaches memory through the listener anyway."""
         if self.known_missing(code):
             return None
+        shared = self._in_flight.get(code)
+        if shared is None:
+            if self._lookups.locked():
+                return None
+            shared = asyncio.ensure_future(self._lookup(code))
+            self._in_flight[code] = shared
+            shared.add_done_callback(lambda _done: self._in_flight.pop(code, None))
+        return await asyncio.shield(shared)
+
+    async def _lookup(self, code: str) -> LinkEntry | None:
         async with self._lookups:
             entry = self.links.get(code)
             if entry is not None:
@@ -272,6 +288,10 @@ class LinkCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for lookup in list(self._in_flight.values()):
+            lookup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lookup
 
     # -- snapshot ------------------------------------------------------------------------------
 
