@@ -258,8 +258,9 @@ async def test_visit_log_pages_in_time_order_with_filters(
     assert len((await resp.json())["items"]) == 4
     resp = await client.get(f"/api/v1/clicks?program=acme&since={seen[5]['ts']}", headers=viewer)
     assert len((await resp.json())["items"]) >= 2
-    for bad in ("limit=0", "limit=1001", "limit=x", "cursor=%%%", "cursor=YWJj",
-                "since=yesterday"):
+    for bad in ("limit=0", "limit=1001", "limit=x", "limit=", "limit=&limit=5",
+                "limit=5&limit=6", "cursor=%%%", "cursor=YWJj", "since=yesterday",
+                "program=acme", "code=a&code=b"):
         resp = await client.get(f"/api/v1/clicks?program=acme&{bad}", headers=viewer)
         assert resp.status == 422, bad
     resp = await client.get("/api/v1/clicks", headers=viewer)

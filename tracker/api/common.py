@@ -109,8 +109,16 @@ def opaque_id(body: dict[str, Any], key: str, *, required: bool = True) -> str |
     return value
 
 
+def _single(request: web.Request, key: str) -> str | None:
+    """A query parameter's one value (None when absent); given twice, it is an error."""
+    values = request.query.getall(key, [])
+    if len(values) > 1:
+        raise invalid(f"{key} is given {len(values)} times; give it once", key)
+    return values[0] if values else None
+
+
 def query_param(request: web.Request, key: str, *, max_len: int = 200) -> str | None:
-    value = request.query.get(key)
+    value = _single(request, key)
     if value is None or value == "":
         return None
     if len(value) > max_len:
@@ -119,8 +127,8 @@ def query_param(request: web.Request, key: str, *, max_len: int = 200) -> str | 
 
 
 def limit_param(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None or raw == "":
+    raw = _single(request, "limit")
+    if raw is None:
         return 100
     try:
         value = int(raw)
@@ -157,7 +165,7 @@ def encode_cursor(*parts: object) -> str:
 
 
 def decode_cursor(request: web.Request, n_parts: int) -> list[str] | None:
-    raw = request.query.get("cursor")
+    raw = _single(request, "cursor")
     if not raw:
         return None
     try:
