@@ -342,3 +342,21 @@ async def test_the_links_gauge_follows_new_links(client: Client, tokens: dict[st
     assert await cached() == 1
     await make_link(client, tokens, code="second")
     assert await cached() == 2
+
+
+async def test_a_choice_must_be_one_of_its_values_even_empty(
+    client: Client, tokens: dict[str, str]
+) -> None:
+    await make_link(client, tokens)
+    viewer = auth(tokens["viewer"])
+    for url in ("/api/v1/rewards?status=", "/api/v1/rewards?status=paidd",
+                "/api/v1/rewards?status=paid&status=paid", "/api/v1/rewards?limit=%205",
+                "/api/v1/rewards?limit=1_0", "/api/v1/reports/attribution?program=acme&model=",
+                "/api/v1/reports/attribution?program=acme&model=lastTouch"):
+        resp = await client.get(url, headers=viewer)
+        assert resp.status == 422, url
+        assert (await resp.json())["error"]["code"]
+    assert (await client.get("/api/v1/rewards?status=paid&limit=5", headers=viewer)).status == 200
+    resp = await client.get("/api/v1/reports/attribution?program=acme&model=linear",
+                            headers=viewer)
+    assert resp.status == 200

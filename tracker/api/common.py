@@ -6,7 +6,7 @@ import base64
 import binascii
 import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,14 +126,21 @@ def query_param(request: web.Request, key: str, *, max_len: int = 200) -> str | 
     return value
 
 
+def choice_param(request: web.Request, key: str, allowed: Sequence[str]) -> str | None:
+    """An optional parameter that must be one of `allowed` when given (even empty)."""
+    value = _single(request, key)
+    if value is not None and value not in allowed:
+        raise invalid(f"{key} must be one of {', '.join(allowed)}", key)
+    return value
+
+
 def limit_param(request: web.Request) -> int:
     raw = _single(request, "limit")
     if raw is None:
         return 100
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid("limit must be an integer", "limit") from None
+    if not (raw.isascii() and raw.isdigit()):  # int() also takes " 5", "1_0" and non-ASCII digits
+        raise invalid("limit must be an integer", "limit")
+    value = int(raw)
     if not 1 <= value <= 1000:
         raise invalid("limit must be between 1 and 1000", "limit")
     return value

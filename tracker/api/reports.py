@@ -6,8 +6,7 @@ from aiohttp import web
 
 from attribution.models import MODELS
 from tracker import keys, queries
-from tracker.api.common import program_by_slug, query_param, requires
-from tracker.api.errors import invalid
+from tracker.api.common import choice_param, program_by_slug, query_param, requires
 from tracker.attributing import attribution_report, funnel_report
 
 READERS = ("viewer", "finance")
@@ -20,9 +19,7 @@ async def _program(request: web.Request) -> queries.Program:
 @requires(*READERS)
 async def attribution(request: web.Request) -> web.Response:
     program = await _program(request)
-    model = query_param(request, "model", max_len=32)
-    if model is not None and model not in MODELS:
-        raise invalid(f"model must be one of {', '.join(MODELS)}", "model")
+    model = choice_param(request, "model", list(MODELS))
     models = [model] if model else list(MODELS)
     half_life = float(program.settings.get("time_decay_half_life_days", 7.0))
     async with request.config_dict[keys.POOL].acquire() as conn:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from tracker import keys
 from tracker.api.common import (
+    choice_param,
     encode_cursor,
     id_cursor,
     limit_param,
@@ -52,9 +53,7 @@ def _reward_id(request: web.Request) -> int:
 
 @requires("finance", "viewer")
 async def list_(request: web.Request) -> web.Response:
-    status = query_param(request, "status", max_len=16)
-    if status is not None and status not in STATUSES:
-        raise invalid(f"status must be one of {', '.join(STATUSES)}", "status")
+    status = choice_param(request, "status", STATUSES)
     limit = limit_param(request)
     program = query_param(request, "program", max_len=63)
     if program is not None:
