@@ -1006,13 +1006,8 @@ class World:
             for _ in range(rng.randint(0, 2)):
                 ua, k, fam = make_ua(rng, rng.choice(["mobile", "desktop"]))
                 devs.append(Dev(ua, accept_language(rng, boss.locale, fam), k, fam, self.new_vid()))
-        boss.customer_since = self.start - dt.timedelta(days=rng.uniform(5, 60))
-        self.conv("signup", boss, boss.customer_since, boss.devices[0], boss.home_ip, "clean",
-                  {"referrer_own", label + "_boss"})
-        self.make_referrer(boss)
-        boss.role = label
+        self.fraud_referrer(boss, days=(5, 60), role=label, label=label, trait=label + "_boss")
         members = [boss]
-        self.fraud_refs[label].add(boss.cust)
         span = rng.uniform(14, 35) if camo else rng.uniform(2, 8)
         t = self.start + dt.timedelta(days=rng.uniform(3, 55 - span))
         for j in range(1, n_members):
@@ -1110,12 +1105,7 @@ class World:
         label = "ring_proxy"
         n_members = rng.randint(5, 9)
         boss = self.new_person(kind="desktop", customer=True)
-        boss.customer_since = self.start - dt.timedelta(days=rng.uniform(5, 60))
-        self.conv("signup", boss, boss.customer_since, boss.devices[0], boss.home_ip, "clean",
-                  {"referrer_own", label + "_boss"})
-        self.make_referrer(boss)
-        boss.role = label
-        self.fraud_refs[label].add(boss.cust)
+        self.fraud_referrer(boss, days=(5, 60), role=label, label=label, trait=label + "_boss")
         members = [boss]
         span = rng.uniform(12, 30)
         t = self.start + dt.timedelta(days=rng.uniform(3, 50 - span))
@@ -1147,17 +1137,23 @@ class World:
         self.ring_cross_purchases(members, label, lambda m: self.res_ip(boss.cc, v6_p=0), ())
         self.ring_members[label] = [m.cust for m in members]
 
+    def fraud_referrer(self, person, *, days, role, label, trait):
+        """A fraudster's cover: a customer since `days` (a range) before the window, who then
+        became a referrer; their referrals carry `label`."""
+        person.customer_since = self.start - dt.timedelta(days=self.rng.uniform(*days))
+        self.conv("signup", person, person.customer_since, person.devices[0], person.home_ip,
+                  "clean", {"referrer_own", trait})
+        self.make_referrer(person)
+        person.role = role
+        self.fraud_refs[label].add(person.cust)
+
     def click_injection(self):
         rng = self.rng
         inj_max = rng.uniform(8, 40)  # how long before the conversion the injected click lands
         for _ in range(rng.randint(1, 2)):
             injector = self.new_person(kind="desktop", customer=True)
-            injector.customer_since = self.start - dt.timedelta(days=rng.uniform(10, 80))
-            self.conv("signup", injector, injector.customer_since, injector.devices[0],
-                      injector.home_ip, "clean", {"referrer_own", "injector"})
-            self.make_referrer(injector)
-            injector.role = "injector"
-            self.fraud_refs["injection"].add(injector.cust)
+            self.fraud_referrer(injector, days=(10, 80), role="injector", label="injection",
+                                trait="injector")
             # a little ordinary-looking traffic on the link
             for _ in range(rng.randint(10, 40)):
                 v = self.new_person()
@@ -1205,12 +1201,8 @@ class World:
         rng = self.rng
         for _ in range(rng.randint(1, 2)):
             spammer = self.new_person(kind="desktop", customer=True)
-            spammer.customer_since = self.start - dt.timedelta(days=rng.uniform(10, 80))
-            self.conv("signup", spammer, spammer.customer_since, spammer.devices[0],
-                      spammer.home_ip, "clean", {"referrer_own", "spammer"})
-            self.make_referrer(spammer)
-            spammer.role = "spammer"
-            self.fraud_refs["click_spam"].add(spammer.cust)
+            self.fraud_referrer(spammer, days=(10, 80), role="spammer", label="click_spam",
+                                trait="spammer")
             n = rng.randint(300, 900)
             spammed = []
             for _ in range(n):
@@ -1239,12 +1231,7 @@ class World:
         rng = self.rng
         # (a) a referrer whose link is hammered by automation, with scripted sign-ups
         owner = self.new_person(kind="desktop", customer=True)
-        owner.customer_since = self.start - dt.timedelta(days=rng.uniform(5, 40))
-        self.conv("signup", owner, owner.customer_since, owner.devices[0], owner.home_ip, "clean",
-                  {"referrer_own", "bot_owner"})
-        self.make_referrer(owner)
-        owner.role = "bot_owner"
-        self.fraud_refs["bot"].add(owner.cust)
+        self.fraud_referrer(owner, days=(5, 40), role="bot_owner", label="bot", trait="bot_owner")
         dcs = [self.dc_ip() for _ in range(rng.randint(6, 12))]
         t = self.start + dt.timedelta(days=rng.uniform(5, 40))
         hits = []
@@ -1268,12 +1255,8 @@ class World:
                           "bot", click_id=cid, amount=rng.choice([499, 999]))
         # (b) stealthy automation: a normal Chrome UA, no Accept-Language, few IPs, a steady rhythm
         stealth = self.new_person(kind="desktop", customer=True)
-        stealth.customer_since = self.start - dt.timedelta(days=rng.uniform(5, 40))
-        self.conv("signup", stealth, stealth.customer_since, stealth.devices[0], stealth.home_ip,
-                  "clean", {"referrer_own", "bot_owner"})
-        self.make_referrer(stealth)
-        stealth.role = "bot_owner"
-        self.fraud_refs["bot_stealth"].add(stealth.cust)
+        self.fraud_referrer(stealth, days=(5, 40), role="bot_owner", label="bot_stealth",
+                            trait="bot_owner")
         ips = [self.dc_ip() for _ in range(rng.randint(3, 5))]
         uas = [make_ua(rng, "desktop")[0] for _ in range(rng.randint(2, 3))]
         t = self.start + dt.timedelta(days=rng.uniform(5, 45))
