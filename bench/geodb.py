@@ -155,14 +155,18 @@ def random_networks(rng: random.Random, v4: int, v6: int) -> list[str]:
     return out
 
 
-def _write(path: Path, database_type: str, records: dict[str, Any]) -> None:
+def write_db(path: Path, database_type: str, records: dict[str, Any]) -> Path:
+    """One MaxMind DB file in the published record layout (also the tests' geo data), written
+    beside `path` and renamed into place, as a real update lands."""
     writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type=database_type,
-                        languages=["en"], description={"en": f"refguard bench {database_type}"})
+                        languages=["en"],
+                        description={"en": f"refguard generated {database_type}"})
     for network, record in records.items():
         writer.insert_network(IPSet([network]), record)
     tmp = path.with_suffix(".tmp")
     writer.to_db_file(str(tmp))
     tmp.replace(path)
+    return path
 
 
 def write_databases(folder: Path, *, v4: int = 2500, v6: int = 1500,
@@ -194,7 +198,7 @@ def write_databases(folder: Path, *, v4: int = 2500, v6: int = 1500,
     for key, records in (("city", city_db), ("asn", asn_db), ("anonymous", anon_db)):
         name, database_type = FILES[key]
         path = folder / name
-        _write(path, database_type, records)
+        write_db(path, database_type, records)
         written[name] = {
             "database_type": database_type, "networks": len(records),
             "ipv4": sum(1 for n in records if ":" not in n),

@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bench.geodb import write_db
 from geo.reader import GeoError, GeoReader
 from tests.conftest import ClientFactory, make_link, make_settings, wait_for_clicks
-from tests.mmdb import write_db
 from tracker.app import create_app
 
 Client = TestClient[web.Request, web.Application]

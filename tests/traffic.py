@@ -16,9 +16,9 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.geodb import write_db
 from geo.reader import GeoReader
 from tests.conftest import SECRET, insert_link
-from tests.mmdb import write_db
 from tracker.conversions import parse_conversion, store_conversion
 from tracker.demo import BROWSERS, HEADLESS, IPHONE
 from tracker.enrich import Enricher
