@@ -334,7 +334,8 @@ async def test_unknown_codes_share_look_ups_and_a_flood_does_not_queue(
     load_code = links._load_code
 
     async def counted(conn: asyncpg.Connection, code: str) -> LinkEntry | None:
-        calls.append(code)
+        if code != "alice1":  # the listener may still be refreshing the link just made
+            calls.append(code)
         return await load_code(conn, code)
 
     links._load_code = counted  # type: ignore[method-assign]
