@@ -116,7 +116,6 @@ class LinkCache:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-        self._lookups = asyncio.Semaphore(LOOKUPS)
         self._in_flight: dict[str, asyncio.Future[LinkEntry | None]] = {}
         # One connection serves the listener, refreshes and miss look-ups, one query at a time.
         self._conn_lock = asyncio.Lock()
@@ -169,7 +168,7 @@ class LinkCache:
             return None
         shared = self._in_flight.get(code)
         if shared is None:
-            if self._lookups.locked():
+            if len(self._in_flight) >= LOOKUPS:
                 return None
             shared = asyncio.ensure_future(self._lookup(code))
             self._in_flight[code] = shared
@@ -177,19 +176,18 @@ class LinkCache:
         return await asyncio.shield(shared)
 
     async def _lookup(self, code: str) -> LinkEntry | None:
-        async with self._lookups:
-            entry = self.links.get(code)
-            if entry is not None:
-                return entry
-            conn = self._conn
-            if conn is None:
-                return None
-            try:
-                async with asyncio.timeout(1.0), self._conn_lock:
-                    entry = await self._load_code(conn, code)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("link lookup for a missing code failed: %s", exc)
-                return None
+        entry = self.links.get(code)
+        if entry is not None:
+            return entry
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            async with asyncio.timeout(1.0), self._conn_lock:
+                entry = await self._load_code(conn, code)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("link lookup for a missing code failed: %s", exc)
+            return None
         if entry is None:
             self._negative[code] = time.monotonic()
             while len(self._negative) > NEGATIVE_MAX:
