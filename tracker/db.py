@@ -124,8 +124,11 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     code does not know (newer code ran against it), is an error.
     """
     migrations = load_migrations() if migrations is None else migrations
-    await conn.execute("SET lock_timeout = '10s'")
+    # Another process may be migrating: wait for it (a long migration is fine), but a
+    # migration's own DDL must not queue behind live traffic's table locks for long.
+    await conn.execute("SET lock_timeout = '5min'")
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    await conn.execute("SET lock_timeout = '10s'")
     try:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
