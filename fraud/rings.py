@@ -41,10 +41,11 @@ class Ring:
 
 
 def bipartite(uses: dict[Account, set[Column]]) -> nx.Graph:
+    # Sorted: node order steers Louvain, and set order changes with each process's hash seed.
     graph = nx.Graph()
-    for account, columns in uses.items():
+    for account in sorted(uses):
         graph.add_node(account, bipartite=0)
-        for column in columns:
+        for column in sorted(uses[account]):
             graph.add_node(column, bipartite=1)
             graph.add_edge(account, column)
     return graph
