@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import hypothesis
 import pytest
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient
@@ -28,6 +30,13 @@ from tracker.settings import Settings
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
+
+# Property tests: no per-example deadline (the machines are shared and noisy) and the same
+# examples on every run, so main stays green or red for a reason; HYPOTHESIS_PROFILE=explore
+# draws new examples each run.
+hypothesis.settings.register_profile("ci", deadline=None, derandomize=True)
+hypothesis.settings.register_profile("explore", deadline=None)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TEMPLATE = "refguard_template"
 SECRET = b"test-secret-key-0123456789abcdef"
@@ -96,12 +105,15 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def make_settings(data_dir: Path, dsn: str, **overrides: Any) -> Settings:
+    """Settings for an app under test. Its background jobs are off unless a test asks for
+    them (run_jobs=True): tests call the jobs themselves and count what they did."""
     base = Settings(
         data_dir=data_dir,
         database_url=dsn,
         secret_key=SECRET,
         flush_interval_ms=20,
         journal_fsync_ms=50,
+        run_jobs=False,
     )
     return base.with_overrides(**overrides) if overrides else base
 

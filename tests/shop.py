@@ -39,7 +39,7 @@ class Shop:
                    tokens: dict[str, str], conn: asyncpg.Connection,
                    settings: dict[str, Any]) -> Shop:
         """A shop whose program has these settings. Jobs are off: tests run clearance."""
-        app_settings = make_settings(tmp_path / "data", dsn, run_jobs=False,
+        app_settings = make_settings(tmp_path / "data", dsn,
                                      trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
         client = await aiohttp_client(create_app(app_settings), cookie_jar=DummyCookieJar())
         shop = cls(client, tokens, conn)

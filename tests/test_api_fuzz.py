@@ -31,7 +31,7 @@ async def test_the_api_keeps_its_openapi_promises(dsn: str, tmp_path: Path,
     admin, _ = await create_token(conn, "admin", "schemathesis")
     await conn.execute("INSERT INTO programs (slug, name, destination_domains) "
                        "VALUES ('acme', 'Acme', '{acme.test}')")
-    server = TestServer(create_app(make_settings(tmp_path / "data", dsn, run_jobs=False)),
+    server = TestServer(create_app(make_settings(tmp_path / "data", dsn)),
                         host="127.0.0.1", port=free_port())
     await server.start_server()
     try:

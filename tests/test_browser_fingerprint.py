@@ -79,7 +79,7 @@ async def test_signals_refine_the_fingerprint_and_webdriver_is_automation(
         resp = await client.post("/r/alice1/s", data=json.dumps(signals))
         assert resp.status == 204
     await wait_for_clicks(conn, 2)
-    for _ in range(50):
+    for _ in range(300):
         if await conn.fetchval("SELECT count(*) FROM click_signals") == 2:
             break
         await asyncio.sleep(0.05)

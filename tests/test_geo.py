@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,10 @@ async def test_hot_swap_under_load_never_fails_a_redirect(
         tmp = geo_dir / "swap.tmp"
         write_db(tmp, "GeoLite2-ASN", {"81.2.69.0/24": asn(64500 + generation, f"gen{generation}")})
         os.replace(tmp, geo_dir / "GeoLite2-ASN.mmdb")
-    await asyncio.sleep(6)  # past the reload interval
+    deadline = time.monotonic() + 30  # the reader looks for a new file every few seconds
+    while time.monotonic() < deadline and await conn.fetchval(
+            "SELECT asn FROM clicks ORDER BY ts DESC LIMIT 1") != 64504:
+        await asyncio.sleep(0.5)
     stop.set()
     await asyncio.gather(*users)
     assert len(statuses) > 100

@@ -248,7 +248,7 @@ async def test_disabled_link_is_404_or_program_fallback(
         headers=auth(tokens["admin"]),
     )
     assert resp.status == 200
-    for _ in range(50):  # the program notification refreshes the cache
+    for _ in range(300):  # the program notification refreshes the cache
         resp = await client.get("/r/alice1", allow_redirects=False)
         if resp.status == 302:
             break
@@ -271,7 +271,7 @@ async def test_link_created_elsewhere_works_at_once(
         program_id, referrer_id,
     )
     # ... until the notification arrives and forgets that.
-    for _ in range(50):
+    for _ in range(300):
         resp = await client.get("/r/fresh1", allow_redirects=False)
         if resp.status == 302:
             break

@@ -240,7 +240,9 @@ async def test_postgres_outage_keeps_redirecting_and_loses_nothing(tmp_path: Pat
         load = Load(serve.base, code)
         runner = asyncio.create_task(load.run(concurrency=4))
         await asyncio.sleep(1.0)
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        # In a thread: the load generator shares this event loop and must keep going.
+        await asyncio.to_thread(pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
+                                user=server.system_user)
         load.in_outage = True
         started = time.monotonic()
         async with aiohttp.ClientSession() as session:
@@ -251,7 +253,7 @@ async def test_postgres_outage_keeps_redirecting_and_loses_nothing(tmp_path: Pat
             await asyncio.sleep(max(0.0, 10.0 - (time.monotonic() - started)))
         load.in_outage = False
         served_in_outage = load.outage_answered
-        server.ensure_postgres_running()
+        await asyncio.to_thread(server.ensure_postgres_running)
         await asyncio.sleep(1.0)
         load.stop.set()
         await runner
