@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import free_port, make_settings
+from tests.conftest import make_settings
 from tracker.app import create_app
 from tracker.auth import create_token
 
@@ -31,8 +31,7 @@ async def test_the_api_keeps_its_openapi_promises(dsn: str, tmp_path: Path,
     admin, _ = await create_token(conn, "admin", "schemathesis")
     await conn.execute("INSERT INTO programs (slug, name, destination_domains) "
                        "VALUES ('acme', 'Acme', '{acme.test}')")
-    server = TestServer(create_app(make_settings(tmp_path / "data", dsn)),
-                        host="127.0.0.1", port=free_port())
+    server = TestServer(create_app(make_settings(tmp_path / "data", dsn)), host="127.0.0.1")
     await server.start_server()
     try:
         proc = await asyncio.create_subprocess_exec(

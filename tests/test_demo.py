@@ -94,7 +94,7 @@ async def _finance_token_works(url: str, token: str, slug: str) -> None:
 
 
 async def _serve(settings: Settings) -> TestServer:
-    server = TestServer(create_app(settings), host="127.0.0.1", port=free_port())
+    server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     return server
 
@@ -103,7 +103,7 @@ async def test_demo_plants_fraud_that_ends_on_the_review_page(
     dsn: str, tmp_path: Path, conn: asyncpg.Connection
 ) -> None:
     # The server as `make run` starts it: jobs on, no trusted proxies.
-    settings = make_settings(tmp_path / "data", dsn)
+    settings = make_settings(tmp_path / "data", dsn, run_jobs=True)
     server = await _serve(settings)
     url = str(server.make_url("")).rstrip("/")
     try:
@@ -146,7 +146,7 @@ async def test_demo_plants_fraud_that_ends_on_the_review_page(
 async def test_demo_sends_live_traffic_with_visitor_ips_behind_a_trusted_proxy(
     dsn: str, tmp_path: Path, conn: asyncpg.Connection
 ) -> None:
-    settings = make_settings(tmp_path / "data", dsn,
+    settings = make_settings(tmp_path / "data", dsn, run_jobs=True,
                              trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
     server = await _serve(settings)
     url = str(server.make_url("")).rstrip("/")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import SECRET, ClientFactory, auth, free_port
+from tests.conftest import SECRET, ClientFactory, auth
 from tests.shop import Shop
 from tracker.clearance import release
 from tracker.conversions import program_signing_secret, verify_signature
@@ -30,7 +33,7 @@ class Receiver:
         self.received: list[tuple[dict[str, str], bytes]] = []
         app = web.Application()
         app.router.add_post("/hooks", self.handle)
-        self.server = TestServer(app, host="127.0.0.1", port=free_port())
+        self.server = TestServer(app, host="127.0.0.1")
 
     async def handle(self, request: web.Request) -> web.Response:
         self.received.append((dict(request.headers), await request.read()))
@@ -105,12 +108,21 @@ async def test_no_url_no_events_and_bad_urls_are_refused(
         assert resp.status == 422, bad
 
 
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port bound and never listened on: connections to it are refused, and nobody else
+    can take it while the test runs."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        yield hole.getsockname()[1]
+
+
 async def test_an_unreachable_receiver_is_given_up_after_the_last_retry(
     aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, refused_port: int,
 ) -> None:
     shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn,
-                           {**RULES, "webhook_url": f"http://127.0.0.1:{free_port()}/gone"})
+                           {**RULES, "webhook_url": f"http://127.0.0.1:{refused_port}/gone"})
     await shop.referrer("alice")
     await shop.buy("alice", "p1", "c1")
     await release(conn)
@@ -142,7 +154,7 @@ async def test_no_transaction_is_held_while_a_receiver_answers_and_no_event_goes
 
     app = web.Application()
     app.router.add_post("/hooks", slow)
-    server = TestServer(app, host="127.0.0.1", port=free_port())
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn,
