@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -122,6 +123,12 @@ class Load:
     in_outage: bool = False
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
+    async def until(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Let the load run until `done()` (a count of answers, not a time: machines differ)."""
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
     async def run(self, concurrency: int = 8) -> None:
         # One connection per request, as most visitors arrive, so SO_REUSEPORT spreads them.
         connector = aiohttp.TCPConnector(force_close=True, limit=concurrency)
@@ -196,7 +203,7 @@ async def test_kill_9_workers_flusher_and_everything_loses_nothing(
     try:
         load = Load(serve.base, code)
         runner = asyncio.create_task(load.run())
-        await asyncio.sleep(1.5)
+        await load.until(lambda: len(load.answered) > 300)
         workers = await serve.wait_workers()
         assert len(workers) == 2
         victim = sorted(workers)[0]
@@ -328,15 +335,16 @@ async def test_three_hosts_one_killed_and_restarted_lose_nothing(
     try:
         load = Load([h.base for h in hosts], code)
         runner = asyncio.create_task(load.run(concurrency=6))
-        await asyncio.sleep(2.0)
+        await load.until(lambda: all(load.by_base[h.base] > 50 for h in hosts))
         victim = hosts[1]
         victim.kill_all()
         killed_at = len(load.answered)
         victim_before = load.by_base[victim.base]
-        await asyncio.sleep(2.0)  # the other hosts keep answering
-        assert len(load.answered) > killed_at + 100
+        await load.until(lambda: len(load.answered) > killed_at + 100)
+        assert len(load.answered) > killed_at + 100  # the other hosts keep answering
         await victim.start()  # the same journal folder: what was not flushed replays
-        await asyncio.sleep(2.0)
+        await load.until(lambda: load.by_base[victim.base] > victim_before + 50
+                         and all(load.by_base[h.base] > 50 for h in hosts))
         load.stop.set()
         await runner
         assert all(load.by_base[h.base] > 50 for h in hosts)
