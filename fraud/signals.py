@@ -51,6 +51,7 @@ class ClickFacts:
     hosting: bool = False
     country: str | None = None
     query: str | None = None
+    headerless: bool = False  # no Accept-Language: every browser sends one on a navigation
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,11 @@ DAY = 86400.0
 SPAM_MIN_CLICKS = 100
 HOSTING_SHARE = 0.5  # of a referrer's conversions through hosting/anonymous IPs
 HOSTING_MIN_CONVERSIONS = 3
+HEADERLESS_SHARE = 0.5  # of a referrer's conversions through visits without Accept-Language
+HEADERLESS_MIN_CONVERSIONS = 5
+# Above this share of the program's conversions, the data just lacks the header (an import
+# that never had it): the signal then says nothing.
+HEADERLESS_PROGRAM_MAX = 0.1
 # Click spam converts little by design: a few late conversions are enough for the test when
 # the conversion rate is already far under the program's.
 SPAM_MIN_CONVERSIONS = 5
@@ -204,7 +210,10 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
       more than the best day of the program's busier referrers;
     - refund_rate: a large share of their conversions was refunded or charged back;
     - hosting_share: most of their conversions came through clicks from hosting or anonymous
-      IPs (a click farm with real browsers: one such conversion alone is a VPN user).
+      IPs (a click farm with real browsers: one such conversion alone is a VPN user);
+    - headerless_share: most of their conversions came through visits without the
+      Accept-Language header every browser sends, where the program's visits have it
+      (automation with a browser's user agent).
 
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
@@ -214,9 +223,15 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
     counts: Counter[str] = Counter()
     refunds: Counter[str] = Counter()
     hosted: Counter[str] = Counter()
+    headerless: Counter[str] = Counter()
+    touched_by: Counter[str] = Counter()
+    touched = headerless_in_program = 0
     for conv in conversions:
         delay = conv.delay
         from_hosting = any(t.anonymous or t.hosting for t in conv.touches)
+        no_header = bool(conv.touches) and all(t.headerless for t in conv.touches)
+        touched += bool(conv.touches)
+        headerless_in_program += no_header
         for ref in conv.referrers:
             counts[ref] += 1
             times[ref].append(conv.at)
@@ -224,6 +239,10 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
                 refunds[ref] += 1
             if from_hosting:
                 hosted[ref] += 1
+            if no_header:
+                headerless[ref] += 1
+            if conv.touches:
+                touched_by[ref] += 1
             if delay is not None:
                 delays[ref].append(max(delay, 0.0))
     everyone = np.array([d for ds in delays.values() for d in ds])
@@ -285,6 +304,19 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
                 "hosting_share", f"{hosted[ref]} of {ref}'s {n} conversions came through clicks "
                 "from hosting or anonymous IPs (a click farm)", round(share, 4), HOSTING_SHARE,
                 0.5))
+    for ref, n in counts.items():
+        if headerless[ref] < HEADERLESS_MIN_CONVERSIONS:
+            continue
+        # The program's share without this referrer's own conversions.
+        others = touched - touched_by[ref]
+        rest = max(headerless_in_program - headerless[ref], 0) / others if others > 0 else 1.0
+        share = headerless[ref] / n
+        if share >= HEADERLESS_SHARE and rest <= HEADERLESS_PROGRAM_MAX:
+            out[ref].append(Reason(
+                "headerless_share", f"{headerless[ref]} of {ref}'s {n} conversions came through "
+                "visits without the Accept-Language header every browser sends (the rest of the "
+                f"program: {rest:.0%}): automation posing as a browser", round(share, 4),
+                HEADERLESS_SHARE, 0.5))
     return dict(out)
 
 

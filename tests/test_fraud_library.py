@@ -242,3 +242,28 @@ def test_a_referrer_converting_through_hosting_ips_is_a_farm_not_one_vpn_user() 
     (farm,) = reasons["farm"]
     assert (farm.code, farm.value, farm.threshold) == ("hosting_share", 0.6667, HOSTING_SHARE)
     assert "4 of farm's 6 conversions" in farm.message
+
+
+def test_a_referrer_converting_through_headerless_visits_is_automation() -> None:
+    from fraud.signals import HEADERLESS_SHARE, referrer_reasons
+
+    def program(*, header_in_data: bool) -> list[ConversionFacts]:
+        conversions = []
+        for i in range(40):  # honest visitors' browsers send Accept-Language (one privacy nut)
+            conversions.append(ConversionFacts(i, f"c{i}", 50_000.0, ("big",), touches=(
+                click(40_000.0, referrer="big", headerless=not header_in_data or i == 7),)))
+        for i in range(40, 48):  # a script with a browser's user agent: 6 of 8 without it
+            conversions.append(ConversionFacts(i, f"c{i}", 50_000.0, ("bot",), touches=(
+                click(40_000.0, referrer="bot", headerless=not header_in_data or i < 46),)))
+        for i in range(50, 52):  # too few to tell
+            conversions.append(ConversionFacts(i, f"c{i}", 50_000.0, ("tiny",), touches=(
+                click(40_000.0, referrer="tiny", headerless=True),)))
+        return conversions
+
+    reasons = referrer_reasons(program(header_in_data=True))
+    assert set(reasons) == {"bot"}
+    (bot,) = reasons["bot"]
+    assert (bot.code, bot.value, bot.threshold) == ("headerless_share", 0.75, HEADERLESS_SHARE)
+    assert "6 of bot's 8 conversions" in bot.message and "program: 7%" in bot.message
+    # Data without the header at all (an import that never had it) says nothing.
+    assert referrer_reasons(program(header_in_data=False)) == {}

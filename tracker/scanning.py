@@ -303,7 +303,8 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
     touch_rows = await conn.fetch(
         f"""SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
                   c.visitor_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device,
-                  c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting, c.country, c.query
+                  c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting, c.country, c.query,
+                  coalesce(c.accept_language, '') = '' AS headerless
            FROM touchpoints t
            JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
                         AND c.click_id = t.click_id
@@ -314,7 +315,7 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
         touches[r["conversion_id"]].append(ClickFacts(
             r["click_id"], r["ts"].timestamp(), referrer_name.get(r["referrer_id"], ""),
             r["visitor_id"], r["ip"], r["device"], r["is_bot"], r["bot_rule"],
-            r["is_anonymous"], r["is_hosting"], r["country"], r["query"]))
+            r["is_anonymous"], r["is_hosting"], r["country"], r["query"], r["headerless"]))
     referrers = {
         r["external_id"]: ReferrerFacts(
             r["external_id"],
