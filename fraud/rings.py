@@ -51,6 +51,10 @@ def bipartite(uses: dict[Account, set[Column]]) -> nx.Graph:
     return graph
 
 
+# A group bound by addresses alone must live on them (see _address_concentration).
+ADDRESS_CONCENTRATION = 0.8
+
+
 def shared_infrastructure(uses: dict[Account, set[Column]],
                           referrals: Iterable[tuple[str, str]] = (), *, max_share: int = 25,
                           min_accounts: int = 3, min_referrers: int = 1,
@@ -61,7 +65,9 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     rings into a blob.
 
     A referrer credited for two or more of a group's customers joins it: fake referees need
-    not share anything with the referrer who collects for them.
+    not share anything with the referrer who collects for them. A group bound by addresses
+    alone whose accounts mostly use other addresses as well is people behind one gateway, not
+    a ring (ADDRESS_CONCENTRATION).
     """
     referred_by: dict[str, set[str]] = defaultdict(set)
     for referrer, customer in referrals:
@@ -101,14 +107,33 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
                            for c in d["shared"])
+        concentration = _address_concentration(component, shared, uses)
+        if concentration < ADDRESS_CONCENTRATION:
+            continue
         density = 2 * projection.subgraph(component).number_of_edges() / (
             len(component) * (len(component) - 1))
         score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
         rings.append(Ring("ring", accounts, shared, round(score, 4), {
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
-            "density": round(density, 4)}))
+            "density": round(density, 4), "address_concentration": round(concentration, 4)}))
     return rings
+
+
+def _address_concentration(component: Iterable[Account], shared: frozenset[Column],
+                           uses: dict[Account, set[Column]]) -> float:
+    """For a group bound by addresses alone (no shared device): the mean share of each
+    account's addresses that are the group's. Fake accounts live on the ring's few IPs;
+    people who merely pass through one gateway (a mobile carrier's NAT, a café) have other
+    addresses too. 1.0 when a device binds the group: that is evidence enough."""
+    if any(kind == "device" for kind, _ in shared):
+        return 1.0
+    shares = []
+    for account in component:
+        ips = {c for c in uses.get(account, ()) if c[0] == "ip"}
+        if ips:
+            shares.append(len(ips & shared) / len(ips))
+    return sum(shares) / len(shares) if shares else 1.0
 
 
 def dense_blocks(uses: dict[Account, set[Column]], *, blocks: int = 5,

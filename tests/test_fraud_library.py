@@ -78,6 +78,27 @@ def test_ring_on_two_ips_is_found_and_honest_users_are_not() -> None:
     assert members >= {"referrer", "customer", "ip", "device"}
 
 
+def test_people_behind_one_gateway_are_not_a_ring_but_accounts_living_on_it_are() -> None:
+    """Bound by addresses alone: six fake accounts that only ever use two IPs are a ring; six
+    people who passed through the same two carrier NAT addresses, each also at home, are not."""
+    def group(prefix: str, *, homes: bool) -> list[tuple[Account, str | None, str | None]]:
+        rows: list[tuple[Account, str | None, str | None]] = []
+        for i in range(6):
+            account = ("referrer" if i == 0 else "customer", f"{prefix}{i}")
+            rows.append((account, f"{prefix}.gw.0", f"dev-{prefix}{i}"))
+            rows.append((account, f"{prefix}.gw.1", None))
+            if homes:
+                rows.append((account, f"{prefix}.home.{i}", None))
+                rows.append((account, f"{prefix}.home2.{i}", None))
+        return rows
+
+    found = shared_infrastructure(columns_by_account(
+        group("fake", homes=False) + group("nat", homes=True)))
+    assert [sorted(a for _kind, a in ring.accounts) for ring in found] == [
+        [f"fake{i}" for i in range(6)]]
+    assert found[0].evidence["address_concentration"] == 1.0
+
+
 def test_a_bridge_does_not_merge_two_rings() -> None:
     """Two rings of twelve accounts, each tight on its own IPs and devices, and one account
     that used an IP of each: one component, split into its two communities."""
