@@ -605,13 +605,18 @@ def graph_svg(graph: dict[str, list[dict[str, str]]], referrer: str) -> str:
             f'{escape(referrer)}">{"".join(lines)}{"".join(dots)}</svg>')
 
 
+def _accounts(members: list[dict[str, str]]) -> str:
+    n = sum(1 for m in members if m["type"] in ("referrer", "customer"))
+    return f"{n} account{'' if n == 1 else 's'}"
+
+
 def network_section(d: dict[str, Any]) -> str:
     legend = "".join(f'<li><span class="dot t-{k}"></span>{v}</li>' for k, v in NODE_TYPES.items())
     legend += ('<li><span class="edge"></span>referred</li>'
                '<li><span class="edge uses"></span>used (IP or device)</li>')
     rings = "".join(
         f'<li><strong>{escape(r["kind"])}</strong> (score {risk(r["score"])}, '
-        f'{len(r["members"])} members): '
+        f'{_accounts(r["members"])}): '
         + escape("; ".join(str(x.get("message", "")) for x in r["reasons"]))
         + '<br><span class="muted">'
         + escape(", ".join(f'{m["type"]} {m["id"]}' for m in r["members"][:30]))

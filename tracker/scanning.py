@@ -375,10 +375,13 @@ def _ring_reasons(ring: Ring) -> list[dict[str, object]]:
     if ring.kind == "referral_cycle":
         return [{"code": "referral_cycle", "message": "these referrers referred each other in "
                  "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]
-    shared = len(ring.shared)
+    ips = sum(1 for kind, _ in ring.shared if kind == "ip")
+    devices = len(ring.shared) - ips
+    what = " and ".join(f"{n} {noun}{'' if n == 1 else plural}" for n, noun, plural in
+                        ((ips, "IP address", "es"), (devices, "device", "s")) if n)
     return [{"code": "shared_infrastructure" if ring.kind == "ring" else "dense_block",
-             "message": f"{len(ring.accounts)} accounts share {shared} IP addresses or devices "
-                        "that almost nobody else uses",
+             "message": f"{len(ring.accounts)} accounts share {what or 'nothing'} that almost "
+                        "nobody else uses",
              "value": len(ring.accounts), "threshold": 3}]
 
 
