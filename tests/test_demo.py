@@ -85,7 +85,7 @@ async def _finance_token_works(url: str, token: str, slug: str) -> None:
             cookie = resp.cookies["rg_review"].value
         async with session.get(f"{url}/review", headers={"Cookie": f"rg_review={cookie}"}) as resp:
             assert resp.status == 200
-            assert "flagged reward(s) wait for a decision" in await resp.text()
+            assert "flagged rewards wait for a decision" in await resp.text()
         async with session.get(f"{url}/api/v1/rewards?status=flagged&program={slug}",
                                headers=auth(token)) as resp:
             assert resp.status == 200

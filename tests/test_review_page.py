@@ -190,7 +190,7 @@ async def test_login_roles_session_cookie_and_logout(
     page = await client.get("/review", headers=login.headers, allow_redirects=False)
     assert page.status == 200
     html = await page.text()
-    assert "0 flagged reward(s)" in html and "Nothing to review" in html
+    assert "0 flagged rewards wait" in html and "Nothing to review" in html
     assert "test-finance (finance)" in html
     assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 2
     # The database keeps only the session id's hash.
@@ -251,7 +251,7 @@ async def test_decisions_need_the_session_csrf_token(
     assert await conn.fetchval("SELECT amount FROM ledger_entries WHERE reward_id = $1",
                                ids["o1"]) == 5000
     html = await (await client.get("/review?approved=1", headers=login.headers)).text()
-    assert "Approved 1 reward(s)." in html and "3 flagged reward(s)" in html
+    assert "Approved 1 reward." in html and "3 flagged rewards wait" in html
     assert ids["o1"] not in await queue_ids(client, login)
 
 
@@ -268,7 +268,7 @@ async def test_queue_sorts_pages_and_bulk_approves_the_selection(
     assert await queue_ids(client, login) == [ids[e] for e in expected["risk"]]
     resp = await client.get("/review?sort=amount", headers=login.headers)
     html = await resp.text()
-    assert "4 flagged reward(s)" in html
+    assert "4 flagged rewards wait" in html
     assert "1,234.50 USD" in html and "12.00 USD" in html and "0.85" in html
     assert "converted 4.2 s after the click" in html  # the top reason
     assert re.search(r"<td[^>]*>5 h</td>", html)  # o1's age
@@ -399,7 +399,7 @@ async def test_a_real_browser_reviews_and_approves(
         await page.fill("#token", tokens["finance"])
         await page.click("main form button")
         await page.wait_for_url("**/review")
-        assert "4 flagged reward(s)" in await page.inner_text("main")
+        assert "4 flagged rewards wait" in await page.inner_text("main")
         # The script ran: nothing selected yet, so the bulk button waits.
         assert await page.inner_text("#bulk") == "Approve selected (0)"
         assert await page.is_disabled("#bulk")
@@ -427,7 +427,7 @@ async def test_a_real_browser_reviews_and_approves(
         await page.click("#decide button:has-text('Approve')")
         await page.wait_for_url("**/review?approved=1")
         main = await page.inner_text("main")
-        assert "Approved 1 reward(s)." in main and "3 flagged reward(s)" in main
+        assert "Approved 1 reward." in main and "3 flagged rewards wait" in main
         assert await page.locator(f'a[href="/review/rewards/{target}"]').count() == 0
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390 + 2
         await page.screenshot(path=str(tmp_path / "review-phone.png"), full_page=True)

@@ -44,10 +44,10 @@ GRAPH_LABELS = 20  # above this many nodes only the referrer is named (the rest 
 DECIMALS = {**dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG",
                              "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
             **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3)}
-FLASH = {"approved": "Approved {n} reward(s).", "rejected": "Rejected {n} reward(s).",
-         "first": "Recorded your approval of {n} reward(s); a second finance user must "
+FLASH = {"approved": "Approved {rewards}.", "rejected": "Rejected {rewards}.",
+         "first": "Recorded your approval of {rewards}; a second finance user must "
                   "approve too.",
-         "skipped": "{n} reward(s) could not be approved: decided meanwhile, or unknown."}
+         "skipped": "{rewards} could not be approved: decided meanwhile, or unknown."}
 NODE_TYPES = {"referrer": "referrer", "customer": "customer", "ip": "IP address",
               "device": "device"}
 
@@ -375,13 +375,17 @@ async def logout(request: web.Request, session: Session, form: Form) -> web.Resp
 # -- the queue ---------------------------------------------------------------------------------
 
 
+def rewards(n: int) -> str:
+    return f"{n} reward{'' if n == 1 else 's'}"
+
+
 def flash_text(query: Mapping[str, str]) -> str:
     """Fixed messages with counts only, so a crafted link cannot put words on the page."""
     parts = []
     for key, template in FLASH.items():
         n = number(query.get(key, ""), 6)
         if n:
-            parts.append(template.format(n=n))
+            parts.append(template.format(rewards=rewards(n)))
     return " ".join(parts)
 
 
@@ -392,7 +396,7 @@ def queue_row(item: dict[str, Any], now: datetime) -> str:
     # data-label: on a phone the rows stack and each cell names itself.
     return (f'<tr><td><input type="checkbox" name="id" value="{rid}" '
             f'aria-label="select reward {rid}"></td>'
-            f'<td><a href="/review/rewards/{rid}">Reward {rid}</a></td>'
+            f'<td class="nowrap"><a href="/review/rewards/{rid}">Reward {rid}</a></td>'
             f'<td class="num" data-label="Amount">{money(item["amount"], item["currency"])}</td>'
             f'<td class="num" data-label="Risk">{risk(item["risk_score"])}</td>'
             f'<td class="nowrap" data-label="Age">'
@@ -416,7 +420,8 @@ async def queue_page(request: web.Request, session: Session, *, flash: str = "",
         f'<a href="/review?sort={s}"{" aria-current=page" if s == sort else ""}>{s}</a>'
         for s in SORTS)
     shown = f" Showing {offset + 1} to {offset + len(rows)}." if rows and total > PAGE else ""
-    parts = [f"<p>{total} flagged reward(s) wait for a decision.{shown}</p>"
+    waiting = "1 flagged reward waits" if total == 1 else f"{total} flagged rewards wait"
+    parts = [f"<p>{waiting} for a decision.{shown}</p>"
              f'<nav class="sort">Sort by: {sorts}</nav>']
     if not rows:
         parts.append('<p class="card">Nothing to review: no flagged rewards.</p>' if not total
