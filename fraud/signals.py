@@ -344,19 +344,24 @@ def _burst(ts: list[float], total: int, first: float) -> tuple[int, float]:
 
 
 def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
-    """Conversions whose customer uses a device that several referred customers use."""
-    customers_of: dict[str, set[str]] = defaultdict(set)
+    """Conversions whose customer uses a device that several customers referred by the same
+    referrer use: one person making accounts for their own link. A device whose customers
+    came through different people's links is a common phone model behind one campus or
+    carrier network (the fingerprint includes the network), not one person's device."""
+    customers_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     for conv in conversions:
         for device in conv.devices:
-            customers_of[device].add(conv.customer)
+            for ref in conv.referrers:
+                customers_of[(device, ref)].add(conv.customer)
     out: dict[int, Reason] = {}
     for conv in conversions:
-        crowded = max((len(customers_of[d]) for d in conv.devices), default=0)
+        crowded = max((len(customers_of[(d, r)]) for d in conv.devices for r in conv.referrers),
+                      default=0)
         if crowded >= REFEREES_PER_DEVICE:
             out[conv.conversion_id] = Reason(
                 "many_referees_one_device",
-                f"{crowded} referred customers use this customer's device", crowded,
-                REFEREES_PER_DEVICE, 0.6)
+                f"{crowded} customers referred by the same referrer use this customer's device",
+                crowded, REFEREES_PER_DEVICE, 0.6)
     return out
 
 

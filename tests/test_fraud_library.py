@@ -165,6 +165,11 @@ def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
     assert not any(r in reasons for r in ("r1", "r2"))
     crowded = shared_device_reasons(conversions)
     assert set(crowded) == {1, 2, 3} and crowded[1].value == 3
+    # Three customers of three different referrers on one fingerprint: one phone model behind
+    # one campus network, not one person making accounts for their own link.
+    campus = [ConversionFacts(300 + i, f"s{i}", 100_000.0, (f"student{i}",),
+                              devices=frozenset({"iphone-campus"})) for i in range(3)]
+    assert shared_device_reasons(campus) == {}
 
 
 def test_velocity_and_click_spam() -> None:

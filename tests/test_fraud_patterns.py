@@ -113,8 +113,12 @@ async def test_backtest_shows_what_other_settings_would_change(
     moved = {c.event_id for c in changes}
     self_referrals = {e for e, p in traffic.labels.items() if p == "self_referral"}
     assert moved and moved <= {e for e, p in traffic.labels.items() if p != "organic"}
-    assert all(c.after == "approved" and "self_referral" in c.reasons for c in changes)
-    assert moved & self_referrals
+    # Without that reason every change is a milder outcome; a self-referral with nothing else
+    # against it is approved, one that is also in a ring stays flagged.
+    severity = {"approved": 0, "flagged": 1, "rejected": 2}
+    assert all("self_referral" in c.reasons and severity[c.after] < severity[c.before]
+               for c in changes)
+    assert {c.event_id for c in changes if c.after == "approved"} & self_referrals
     stricter, _ = await backtest(conn, {"review_at": 0.2, "reject_at": 0.5}, "gen")
     assert stricter and all(c.after in ("flagged", "rejected") for c in stricter)
     bad = tmp_path / "bad.json"
