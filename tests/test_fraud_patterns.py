@@ -137,6 +137,12 @@ async def test_backtest_shows_what_other_settings_would_change(
                          capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "would change" in out.stdout and "flagged -> approved" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "backtest", "--settings",
+                          str(good), "--program", "nosuch"],
+                         env={"REFGUARD_DATABASE_URL": dsn,
+                              "REFGUARD_DATA_DIR": str(tmp_path / "d")},
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 2 and "no program 'nosuch'" in out.stderr
 
 
 async def test_a_model_of_finance_decisions_joins_once_there_are_enough(

@@ -102,9 +102,17 @@ async def test_scan_flags_rings_and_self_referrals_but_not_honest_users(
     assert all(risk[e] >= 0.5 for e, _c, _x in ring)
     assert risk["order-sam"] >= 0.9
     assert all(risk[e] < 0.5 for e, _c, _x in honest), {e: risk[e] for e, _c, _x in honest}
-    only_rings = await client.get("/api/v1/fraud/flags?program=acme&kind=self_referral",
-                                  headers=auth(tokens["viewer"]))
-    assert {f["kind"] for f in (await only_rings.json())["items"]} == {"self_referral"}
+    only_self = await client.get("/api/v1/fraud/flags?program=acme&kind=self_referral",
+                                 headers=auth(tokens["viewer"]))
+    assert {f["kind"] for f in (await only_self.json())["items"]} == {"self_referral"}
+    # `kind` also finds a reason that is not a flag's strongest: the fakes' conversions are
+    # flagged as self-referrals, and their ring membership is a reason beside it.
+    in_ring = await client.get("/api/v1/fraud/flags?program=acme&kind=ring_member",
+                               headers=auth(tokens["viewer"]))
+    found = (await in_ring.json())["items"]
+    assert all(any(r["code"] == "ring_member" for r in f["reasons"]) for f in found)
+    assert {m["id"] for f in found for m in f["members"] if m["type"] == "customer"} == set(fakes)
+    assert {f["kind"] for f in found} == {"self_referral"}
     refused = await client.get("/api/v1/fraud/flags?program=acme",
                                headers=auth(tokens["integration"]))
     assert refused.status == 403

@@ -275,7 +275,7 @@ def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int
         except BacktestSettingsInvalid as exc:
             raise UsageError(f"{file}: {exc}") from None
 
-    changes, replayed = _with_database(settings, work)
+    changes, replayed = _with_database(settings, work, slug)
     print(f"replayed {replayed} conversion risk assessment(s); {len(changes)} would change")
     for c in changes[:200]:
         print(f"{c.program} {c.event_id}: {c.before} -> {c.after} "

@@ -418,8 +418,10 @@ def document() -> dict[str, Any]:
                            "conversions; each with reasons (value and threshold), members "
                            "and evidence", "admin, finance, viewer",
                            answer=_list_of("Flag"),
-                           params=[program_q, _q("kind", "ring, dense_block, referral_cycle, "
-                                                 "self_referral, fast_conversion, ..."),
+                           params=[program_q, _q("kind", "flags of this kind or carrying a "
+                                                 "reason with this code: ring, dense_block, "
+                                                 "referral_cycle, self_referral, anomaly, "
+                                                 "fast_conversion, ..."),
                                    *_PAGING]),
             },
             "/rewards": {
