@@ -22,7 +22,16 @@ from aiohttp import web
 
 from geo.reader import GeoReader
 from tracker import keys, metrics, review
-from tracker.api import conversions, customers, fraud, openapi, reports, resources, rewards
+from tracker.api import (
+    API_PREFIX,
+    conversions,
+    customers,
+    fraud,
+    openapi,
+    reports,
+    resources,
+    rewards,
+)
 from tracker.api.errors import error_response, json_errors
 from tracker.auth import TokenCache
 from tracker.db import create_pool, database_url
@@ -111,7 +120,7 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
             resource.add_route("*", _api_method_not_allowed)
     api.router.add_route("*", "/{tail:.*}", _api_not_found)
     # Handlers of the sub-application read the shared state through `request.config_dict`.
-    app.add_subapp("/api/v1", api)
+    app.add_subapp(API_PREFIX, api)
     return app
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from attribution.models import MODELS
+from tracker.api import API_PREFIX
 from tracker.api.errors import json_errors
 from tracker.conversions import CREDITED_TYPES, TYPES
 
@@ -28,13 +29,15 @@ def _list_of(ref: str) -> dict[str, Any]:
 
 def _op(summary: str, roles: str, *, body: str | None = None, ok: int = 200,
         answer: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
-        public: bool = False) -> dict[str, Any]:
+        public: bool = False, also: dict[int, str] | None = None) -> dict[str, Any]:
+    """One operation; `also` names other success statuses that answer the same schema."""
+    content = {"application/json": {"schema": answer or {}}}
     op: dict[str, Any] = {
         "summary": summary,
         "description": f"Roles: {roles}.",
         "responses": {
-            str(ok): {"description": "OK",
-                      "content": {"application/json": {"schema": answer or {}}}},
+            str(ok): {"description": "OK", "content": content},
+            **{str(s): {"description": d, "content": content} for s, d in (also or {}).items()},
             **{str(s): _ERROR for s in (400, 401, 403, 404, 409, 413, 415, 422)},
         },
     }
@@ -337,9 +340,10 @@ def document() -> dict[str, Any]:
                  "description": "Referral fraud and attribution server. Authenticate with "
                  "`Authorization: Bearer <token>` (`refguard token create`). Errors are "
                  '`{"error": {"code", "message"}}`. Lists answer `{"items", "next"}`.'},
-        "servers": [{"url": "/api/v1"}],
+        "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": {
+        # Full paths, as integrators and DESIGN.md write them (/api/v1/rewards/{reward_id}).
+        "paths": {API_PREFIX + path: item for path, item in {
             "/programs": {
                 "post": _op("Create a program", "admin", body="ProgramCreate", ok=201,
                             answer={"$ref": "#/components/schemas/Program"}),
@@ -355,7 +359,8 @@ def document() -> dict[str, Any]:
             "/referrers": {
                 "post": _op("Create (or fetch) a referrer: 201 created, 200 existed",
                             "admin, integration", body="ReferrerCreate", ok=201,
-                            answer={"$ref": "#/components/schemas/Referrer"}),
+                            answer={"$ref": "#/components/schemas/Referrer"},
+                            also={200: "the referrer existed already"}),
                 "get": _op("List a program's referrers", "admin, integration, viewer",
                            answer=_list_of("Referrer"), params=[program_q, *_PAGING]),
             },
@@ -380,7 +385,8 @@ def document() -> dict[str, Any]:
                           "200 for the same body again, 409 for another body)",
                           "admin, integration; or no token and a signature header",
                           body="ConversionCreate", ok=201,
-                          answer={"$ref": "#/components/schemas/Conversion"}),
+                          answer={"$ref": "#/components/schemas/Conversion"},
+                          also={200: "the same event again: the first answer"}),
                     "security": [{"bearer": []}, {"signature": []}],
                     "parameters": [{
                         "name": "X-Refguard-Signature", "in": "header", "required": False,
@@ -444,7 +450,9 @@ def document() -> dict[str, Any]:
                 "parameters": [_path("reward_id")],
                 "post": _op("Approve a flagged reward (409 if it is no longer flagged; 202 "
                             "when a second finance user must still approve)", "admin, finance",
-                            body="Decision", answer={"$ref": "#/components/schemas/Reward"}),
+                            body="Decision", answer={"$ref": "#/components/schemas/Reward"},
+                            also={202: "approval recorded; a second finance user must "
+                                       "approve too (four-eyes)"}),
             },
             "/rewards/{reward_id}/reject": {
                 "parameters": [_path("reward_id")],
@@ -464,7 +472,7 @@ def document() -> dict[str, Any]:
             "/openapi.json": {
                 "get": _op("This document", "public", public=True),
             },
-        },
+        }.items()},
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
