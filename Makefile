@@ -29,10 +29,11 @@ run: $(VENV)/.run-deps
 	@echo ""
 	@REFGUARD_PORT=$(PORT) REFGUARD_LOG_FORMAT=$${REFGUARD_LOG_FORMAT:-text} $(BIN)/refguard serve
 
-## demo: with `make run` going in another terminal, a demo program with realistic traffic and
-## planted fraud, sent through that server; prints the review page's URL and a finance token
+## demo: a demo program with realistic traffic and planted fraud, sent through the server of
+## `make run` when one is going, else through one it starts and keeps serving (Ctrl-C stops it);
+## prints the review page's URL and a finance token
 demo: $(VENV)/.run-deps
-	@$(BIN)/refguard demo --url http://127.0.0.1:$(PORT)
+	@REFGUARD_PORT=$(PORT) REFGUARD_LOG_FORMAT=$${REFGUARD_LOG_FORMAT:-text} $(BIN)/refguard demo
 
 ## test: lint, type-check and run the whole suite against a real (embedded) PostgreSQL
 test: lint typecheck pytest

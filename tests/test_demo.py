@@ -185,3 +185,45 @@ def test_demo_without_a_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-m", "tracker", "demo", *bad], env=env,
                              capture_output=True, text=True, check=False, timeout=60)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, (bad, out.stderr)
+
+
+async def test_demo_with_no_server_starts_one_and_keeps_serving_until_stopped(
+    dsn: str, tmp_path: Path
+) -> None:
+    """`refguard demo` alone: nothing answers on its port, so it starts `refguard serve`,
+    builds the demo through it, prints where to look, and serves until it is stopped."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "data"),
+           "REFGUARD_SECRET_KEY": SECRET.decode(), "REFGUARD_PORT": str(port),
+           "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tracker", "demo", "--seed", "3", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    errors = asyncio.create_task(proc.stderr.read())  # progress lines: never let the pipe fill
+    report = ""
+    try:
+        async with asyncio.timeout(300):
+            while "until you stop it" not in report:
+                line = await proc.stdout.readline()
+                assert line, (report, await errors)
+                report += line.decode()
+        assert f"{url}/review" in report and "finance token:" in report
+        token = report.split("finance token:")[1].split()[0]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/api/v1/rewards?program=demo&status=flagged",
+                                   headers=auth(token)) as resp:
+                assert resp.status == 200 and (await resp.json())["items"]
+            proc.terminate()  # a plain kill of the command stops its server too
+            assert await asyncio.wait_for(proc.wait(), 120) == 0
+            try:
+                async with session.get(f"{url}/healthz") as resp:
+                    raise AssertionError(f"the demo's server still answers: {resp.status}")
+            except aiohttp.ClientConnectionError:
+                pass
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "starting one" in (await errors).decode()

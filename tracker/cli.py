@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -81,10 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("--json", action="store_true", help="print JSON")
 
     demo = sub.add_parser(
-        "demo", help="a demo program with realistic traffic and planted fraud, through a "
-                     "running server; prints the URLs to look at and a finance token")
-    demo.add_argument("--url", help="the running server's base URL "
-                                    "(default http://127.0.0.1:<REFGUARD_PORT>)")
+        "demo", help="a demo program with realistic traffic and planted fraud, through the "
+                     "server (started here and kept serving when none answers); prints the "
+                     "URLs to look at and a finance token")
+    demo.add_argument("--url", help="a running server's base URL (default "
+                                    "http://127.0.0.1:<REFGUARD_PORT>, where a server is started "
+                                    "for the demo when none answers)")
     demo.add_argument("--program", default="demo",
                       help="the demo program's slug (demo-2, demo-3, ... once it is taken)")
     demo.add_argument("--seed", type=int, default=7, help="another seed, other traffic")
@@ -370,8 +376,9 @@ def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> i
     from urllib.parse import urlsplit
 
     from tracker.api.resources import SLUG_RE
-    from tracker.demo import DemoError, demo, one_line, print_report
+    from tracker.demo import DemoError, answers, demo, one_line, print_report
 
+    own_server = url is None
     if url is None:
         host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host  # noqa: S104
         url = f"http://{host}:{settings.port}"
@@ -387,13 +394,68 @@ def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> i
     if not SLUG_RE.fullmatch(program):
         raise UsageError(f"--program {program!r}: a slug is 1 to 63 lowercase letters, digits, "
                          "'-' and '_'")
+    server = None
     try:
+        if own_server and not asyncio.run(answers(url)):
+            server = _serve_for_demo(settings, url)
         result = asyncio.run(demo(settings, url, program=program, seed=seed))
+        print_report(result, sys.stdout)
+        if server is not None:
+            print(f"\nrefguard serves the demo at {url} until you stop it (Ctrl-C); its log is "
+                  f"{settings.data_dir / DEMO_LOG}", flush=True)
+            server.wait()
     except DemoError as exc:
         print(f"refguard: {one_line(str(exc), 1000)}", file=sys.stderr)
         return 1
-    print_report(result, sys.stdout)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            _stop(server)
     return 0
+
+
+DEMO_LOG = "demo-server.log"
+
+
+def _serve_for_demo(settings: Settings, url: str) -> subprocess.Popen[bytes]:
+    """`refguard serve` in a child process, for a demo with no server to talk to; waits until
+    it answers. Behind no proxy, it believes X-Forwarded-For from this machine only, so the
+    demo's live clicks carry their visitors' addresses."""
+    from tracker.demo import DemoError, answers
+
+    env = dict(os.environ)
+    env.setdefault("REFGUARD_TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / DEMO_LOG
+    print(f"no server answers at {url}: starting one (refguard serve; log {log_path})",
+          file=sys.stderr, flush=True)
+    with log_path.open("ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "tracker", "serve"], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    # A plain `kill` of this command stops the server too (Ctrl-C reaches both already).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    deadline = time.monotonic() + 120  # a first start creates the embedded database
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+            raise DemoError(f"the server stopped at start ({tail[0] if tail else 'no output'})")
+        if asyncio.run(answers(url)):
+            return server
+        time.sleep(0.5)
+    _stop(server)
+    raise DemoError(f"the server started for the demo did not answer at {url} within 2 minutes")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the server drains its journal), then SIGKILL if it hangs."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(90)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def _cmd_token_create(settings: Settings, role: str, name: str) -> int:

@@ -645,6 +645,16 @@ class Api:
         return status, answer
 
 
+async def answers(url: str) -> bool:
+    """Whether anything answers HTTP at `url` (a refguard server or not)."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s, \
+                s.get(url + "/healthz"):
+            return True
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
 async def check_server(url: str) -> None:
     """A refguard server answers at `url`, or DemoError with one line for the user."""
     try:
@@ -653,7 +663,7 @@ async def check_server(url: str) -> None:
             body = await resp.json(content_type=None) if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, ValueError):
         raise DemoError(f"no refguard server answers at {url} (start one with `make run` or "
-                        "`refguard serve`, or pass --url)") from None
+                        "`refguard serve`, or run `refguard demo` without --url)") from None
     if not isinstance(body, dict) or body.get("status") != "ok":
         raise DemoError(f"{url} does not answer like a refguard server (GET /healthz)")
 
