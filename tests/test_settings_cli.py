@@ -74,9 +74,12 @@ def test_cli_unreachable_database_is_one_line_exit_1(tmp_path: Path) -> None:
 
 def test_cli_bad_usage_exit_2(tmp_path: Path) -> None:
     env = {"REFGUARD_DATA_DIR": str(tmp_path)}
-    assert run_cli("frobnicate", env=env).returncode == 2
-    assert run_cli("token", "create", "--role", "king", "--name", "x", env=env).returncode == 2
-    assert run_cli("serve", "--workers", "0", env=env).returncode == 2
+    for args in (("frobnicate",), ("token", "create", "--role", "king", "--name", "x"),
+                 ("serve", "--workers", "0"), ("fraud", "scan", "--no-such-flag")):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 2 and result.stdout == "", args
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("refguard"), (
+            result.stderr)
 
 
 async def test_token_create_prints_a_working_token_once(pg: PgServer, tmp_path: Path) -> None:
@@ -103,3 +106,21 @@ async def test_token_create_prints_a_working_token_once(pg: PgServer, tmp_path: 
             await conn.close()
     finally:
         await drop_database(pg, name)
+
+
+def test_long_commands_show_that_they_are_at_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import time
+
+    from tracker import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.05)
+    out = io.StringIO()
+    with cli._progress("fraud scan", out):
+        time.sleep(0.3)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2 and all(x.startswith("fraud scan: working, ") for x in lines)
+    quiet = io.StringIO()
+    with cli._progress(None, quiet):
+        time.sleep(0.1)
+    assert quiet.getvalue() == ""

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 from tracker.settings import Settings, SettingsError
 
@@ -29,10 +31,15 @@ class UsageError(Exception):
     """Bad input from the user: exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage in one line, saying where the help is (subcommands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="refguard", description="Referral fraud and attribution server."
-    )
+    parser = _Parser(prog="refguard", description="Referral fraud and attribution server.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the HTTP server (applies migrations first)")
@@ -128,9 +135,44 @@ def _resolve_dsn(settings: Settings) -> Settings:
     return settings.with_overrides(database_url=database_url(settings))
 
 
+PROGRESS_EVERY_S = 10.0  # a plain progress line this often when stderr is not a terminal
+
+
+@contextlib.contextmanager
+def _progress(label: str | None, out: TextIO | None = None) -> Iterator[None]:
+    """Show that a long command is at work: on a terminal a line counting the seconds,
+    otherwise a plain line every PROGRESS_EVERY_S (a shorter run prints nothing)."""
+    if label is None:
+        yield
+        return
+    out = out or sys.stderr
+    tty = out.isatty()
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5 if tty else PROGRESS_EVERY_S):
+            elapsed = time.monotonic() - started
+            out.write(f"\r{label}: {elapsed:.0f} s" if tty
+                      else f"{label}: working, {elapsed:.0f} s so far\n")
+            out.flush()
+
+    ticker = threading.Thread(target=tick, name="progress", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        if tty and time.monotonic() - started >= 0.5:
+            out.write(f"\r{label}: done in {time.monotonic() - started:.0f} s\n")
+            out.flush()
+
+
 def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]],
-                   slug: str | None = None) -> T:
-    """Run `work` on a migrated database; a `slug` that names no program is a usage error."""
+                   slug: str | None = None, *, progress: str | None = None) -> T:
+    """Run `work` on a migrated database; a `slug` that names no program is a usage error.
+    With a `progress` label, a long run shows that it is at work."""
     from tracker import db
 
     settings = _resolve_dsn(settings)
@@ -146,7 +188,8 @@ def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awai
         finally:
             await conn.close()
 
-    return asyncio.run(run())
+    with _progress(progress):
+        return asyncio.run(run())
 
 
 def _cmd_geo_lookup(settings: Settings, ip: str, as_json: bool) -> int:
@@ -186,7 +229,7 @@ def _cmd_attribution_run(settings: Settings, slug: str | None) -> int:
             program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = $1", slug)
         return await attribute_pending(conn, program_id)
 
-    count = _with_database(settings, work, slug)
+    count = _with_database(settings, work, slug, progress="attribution run")
     print(f"attributed {count} conversion(s)")
     return 0
 
@@ -248,7 +291,7 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         return [s.as_dict() for s in await scan(conn, slug)]
 
-    summaries = _with_database(settings, work, slug)
+    summaries = _with_database(settings, work, slug, progress="fraud scan")
     if as_json:
         print(json.dumps(summaries))
         return 0
@@ -281,7 +324,7 @@ def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int
         except BacktestSettingsInvalid as exc:
             raise UsageError(f"{file}: {exc}") from None
 
-    changes, replayed = _with_database(settings, work, slug)
+    changes, replayed = _with_database(settings, work, slug, progress="fraud backtest")
     print(f"replayed {replayed} conversion risk assessment(s); {len(changes)} would change")
     for c in changes[:200]:
         print(f"{c.program} {c.event_id}: {c.before} -> {c.after} "
@@ -297,7 +340,7 @@ def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         return (await release(conn, slug)).as_dict()
 
-    done = _with_database(settings, work, slug)
+    done = _with_database(settings, work, slug, progress="rewards release")
     decided = ", ".join(f"{n} {status}" for status, n in sorted(done["decided"].items()))
     print(f"rewards: {done['created']} conversion(s) rewarded, {done['reversed']} reversed; "
           f"holds ended: {decided or 'none'}")
