@@ -113,6 +113,13 @@ async def test_scan_flags_rings_and_self_referrals_but_not_honest_users(
     assert all(any(r["code"] == "ring_member" for r in f["reasons"]) for f in found)
     assert {m["id"] for f in found for m in f["members"] if m["type"] == "customer"} == set(fakes)
     assert {f["kind"] for f in found} == {"self_referral"}
+    # Without a program, every program's flags, each naming its program; an unknown one is 404.
+    everyone = await client.get("/api/v1/fraud/flags", headers=auth(tokens["viewer"]))
+    assert [f["id"] for f in (await everyone.json())["items"]] == [f["id"] for f in items]
+    assert {f["program"] for f in items} == {"acme"}
+    unknown = await client.get("/api/v1/fraud/flags?program=nosuch",
+                               headers=auth(tokens["viewer"]))
+    assert unknown.status == 404
     refused = await client.get("/api/v1/fraud/flags?program=acme",
                                headers=auth(tokens["integration"]))
     assert refused.status == 403

@@ -292,9 +292,10 @@ SCHEMAS: dict[str, Any] = {
                        "total": {"type": "object"}},
     },
     "Flag": {
-        "type": "object", "required": ["id", "kind", "score", "reasons", "members", "evidence"],
+        "type": "object",
+        "required": ["id", "program", "kind", "score", "reasons", "members", "evidence"],
         "properties": {
-            "id": {"type": "integer"}, "kind": {"type": "string"},
+            "id": {"type": "integer"}, "program": {"type": "string"}, "kind": {"type": "string"},
             "score": {"type": "number", "minimum": 0, "maximum": 1},
             "conversion": {"type": ["integer", "null"]},
             "reasons": {"type": "array", "items": {
@@ -334,6 +335,8 @@ SCHEMAS: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     program_q = _q("program", "program slug", _SLUG, required=True)
+    any_program_q = _q("program", "program slug (absent or empty: every program)",
+                       {**_SLUG, "pattern": "^([a-z0-9][a-z0-9_-]{0,62})?$"})
     return {
         "openapi": "3.1.0",
         "info": {"title": "refguard", "version": "1",
@@ -424,7 +427,8 @@ def document() -> dict[str, Any]:
                            "conversions; each with reasons (value and threshold), members "
                            "and evidence", "admin, finance, viewer",
                            answer=_list_of("Flag"),
-                           params=[program_q, _q("kind", "flags of this kind or carrying a "
+                           params=[any_program_q,
+                                   _q("kind", "flags of this kind or carrying a "
                                                  "reason with this code: ring, dense_block, "
                                                  "referral_cycle, self_referral, anomaly, "
                                                  "fast_conversion, ..."),
@@ -435,8 +439,7 @@ def document() -> dict[str, Any]:
                            answer=_list_of("Reward"),
                            params=[_q("status", "reward status", {"enum": [
                                "pending", "flagged", "approved", "rejected", "paid",
-                               "reversed"]}), _q("program", "program slug (empty: all)",
-                                      {**_SLUG, "pattern": "^([a-z0-9][a-z0-9_-]{0,62})?$"}),
+                               "reversed"]}), any_program_q,
                                    _q("referrer", "referrer external_id"), *_PAGING]),
             },
             "/rewards/{reward_id}": {
