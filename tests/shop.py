@@ -72,12 +72,15 @@ class Shop:
             "UPDATE clicks SET ts = ts - interval '3 hours' WHERE ts > now() - interval '1 hour'")
 
     async def convert(self, event: str, customer: str, *, type_: str = "purchase",
-                      amount: int | None = 5000, click_id: str | None = None,
-                      original: str | None = None, expect: int = 201) -> dict[str, Any]:
+                      amount: int | None = 5000, currency: str | None = "USD",
+                      click_id: str | None = None, original: str | None = None,
+                      expect: int = 201) -> dict[str, Any]:
         body: dict[str, Any] = {"program": self.program, "event_id": event, "type": type_,
                                 "customer_id": customer}
         if amount is not None:
-            body |= {"amount": amount, "currency": "USD"}
+            body["amount"] = amount
+            if currency is not None:
+                body["currency"] = currency
         if click_id is not None:
             body["click_id"] = click_id
         if original is not None:

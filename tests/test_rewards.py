@@ -97,6 +97,20 @@ async def test_bad_rules_are_refused(client: Any, tokens: dict[str, str],
 # -- creation under the rules ------------------------------------------------------------------
 
 
+async def test_an_amount_without_a_currency_is_in_the_programs_currency(
+    open_shop: ShopFactory, conn: asyncpg.Connection
+) -> None:
+    shop = await open_shop({"hold_days": 0, "reward": {"currency": "EUR", "rules": [
+        {"beneficiary": "referrer", "on": "purchase", "percent": 10}]}})
+    await shop.referrer("alice")
+    await shop.buy("alice", "p1", "c1", amount=12345, currency=None)
+    await shop.buy("alice", "p2", "c2", amount=20000, currency="EUR")
+    await release(conn)
+    rewards = await shop.rewards()
+    assert (rewards["p1/alice"]["amount"], rewards["p1/alice"]["currency"]) == (1235, "EUR")
+    assert (rewards["p2/alice"]["amount"], rewards["p2/alice"]["currency"]) == (2000, "EUR")
+
+
 async def test_rewards_follow_the_rules(open_shop: ShopFactory, conn: asyncpg.Connection) -> None:
     shop = await open_shop({
         "hold_days": 0, "reward": {"currency": "USD", "rules": [

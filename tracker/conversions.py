@@ -99,8 +99,6 @@ def parse_conversion(body: object, *, now: datetime | None = None,
     currency = body.get("currency")
     if currency is not None and (not isinstance(currency, str) or not _CURRENCY.match(currency)):
         raise ConversionInvalid("currency", "currency must be an ISO 4217 code like USD")
-    if amount is not None and currency is None:
-        raise ConversionInvalid("currency", "currency is required with an amount")
     raw_time = body.get("occurred_at")
     if raw_time is None:
         if require_time:
