@@ -159,13 +159,16 @@ def _progress(label: str | None, out: TextIO | None = None) -> Iterator[None]:
 
     ticker = threading.Thread(target=tick, name="progress", daemon=True)
     ticker.start()
+    finished = False
     try:
         yield
+        finished = True
     finally:
         stop.set()
         ticker.join()
         if tty and time.monotonic() - started >= 0.5:
-            out.write(f"\r{label}: done in {time.monotonic() - started:.0f} s\n")
+            out.write(f"\r{label}: done in {time.monotonic() - started:.0f} s\n" if finished
+                      else "\n")
             out.flush()
 
 
@@ -438,6 +441,7 @@ def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> i
         raise UsageError(f"--program {program!r}: a slug is 1 to 63 lowercase letters, digits, "
                          "'-' and '_'")
     server = None
+    serving = False
     try:
         if own_server and not asyncio.run(answers(url)):
             server = _serve_for_demo(settings, url)
@@ -446,12 +450,16 @@ def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> i
         if server is not None:
             print(f"\nrefguard serves the demo at {url} until you stop it (Ctrl-C); its log is "
                   f"{settings.data_dir / DEMO_LOG}", flush=True)
-            server.wait()
+            serving = True
+            code = server.wait()
+            print(f"refguard: the demo's server stopped (exit {code}); see "
+                  f"{settings.data_dir / DEMO_LOG}", file=sys.stderr)
+            return 1
     except DemoError as exc:
         print(f"refguard: {one_line(str(exc), 1000)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        pass
+        return 0 if serving else 130  # stopping the served demo is its normal end
     finally:
         if server is not None:
             _stop(server)
@@ -465,8 +473,6 @@ def _serve_for_demo(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     """`refguard serve` in a child process, for a demo with no server to talk to; waits until
     it answers. Behind no proxy, it believes X-Forwarded-For from this machine only, so the
     demo's live clicks carry their visitors' addresses."""
-    from tracker.demo import DemoError, answers
-
     env = dict(os.environ)
     env.setdefault("REFGUARD_TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -474,19 +480,33 @@ def _serve_for_demo(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     print(f"no server answers at {url}: starting one (refguard serve; log {log_path})",
           file=sys.stderr, flush=True)
     with log_path.open("ab") as log:
+        start = log.tell()  # the log may hold earlier runs: quote only this one
         server = subprocess.Popen([sys.executable, "-m", "tracker", "serve"], env=env,
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     # A plain `kill` of this command stops the server too (Ctrl-C reaches both already).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _until_it_answers(server, url, log_path, start)
+    except BaseException:  # a kill or Ctrl-C while it starts must not leave it behind
+        _stop(server)
+        raise
+    return server
+
+
+def _until_it_answers(server: subprocess.Popen[bytes], url: str, log_path: Path,
+                      start: int) -> None:
+    from tracker.demo import DemoError, answers
+
     deadline = time.monotonic() + 120  # a first start creates the embedded database
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+            with log_path.open("rb") as log:
+                log.seek(start)
+                tail = log.read().decode(errors="replace").strip().splitlines()[-1:]
             raise DemoError(f"the server stopped at start ({tail[0] if tail else 'no output'})")
         if asyncio.run(answers(url)):
-            return server
+            return
         time.sleep(0.5)
-    _stop(server)
     raise DemoError(f"the server started for the demo did not answer at {url} within 2 minutes")
 
 
