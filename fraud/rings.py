@@ -122,11 +122,17 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
 
 def _address_concentration(component: Iterable[Account], shared: frozenset[Column],
                            uses: dict[Account, set[Column]]) -> float:
-    """For a group bound by addresses alone (no shared device): the mean share of each
-    account's addresses that are the group's. Fake accounts live on the ring's few IPs;
-    people who merely pass through one gateway (a mobile carrier's NAT, a café) have other
-    addresses too. 1.0 when a device binds the group: that is evidence enough."""
-    if any(kind == "device" for kind, _ in shared):
+    """For a group bound mostly by addresses: the mean share of each account's addresses
+    that are the group's. Fake accounts live on the ring's few IPs; people who merely pass
+    through one gateway (a mobile carrier's NAT, a café) have other addresses too.
+
+    1.0 when shared devices bind at least half the group: that is evidence enough. A device
+    shared by a few of them only may be a header fingerprint collision (the same phone model
+    behind the same network), which says nothing more than the address."""
+    component = list(component)
+    devices = {c for c in shared if c[0] == "device"}
+    on_devices = sum(1 for account in component if uses.get(account, set()) & devices)
+    if devices and 2 * on_devices >= len(component):
         return 1.0
     shares = []
     for account in component:

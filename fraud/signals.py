@@ -196,6 +196,9 @@ class ProgramContext:
     background_delays: np.ndarray | None = None
     program_rate: float | None = None  # credited conversions per counted click
     history: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # (n, first at)
+    # The program's share of headerless conversions, as the latest full scan measured it
+    # (incremental scans see a window, too little to tell what the program's data holds).
+    headerless_share: float | None = None
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -229,7 +232,7 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
     for conv in conversions:
         delay = conv.delay
         from_hosting = any(t.anonymous or t.hosting for t in conv.touches)
-        no_header = bool(conv.touches) and all(t.headerless for t in conv.touches)
+        no_header = is_headerless(conv)
         touched += bool(conv.touches)
         headerless_in_program += no_header
         for ref in conv.referrers:
@@ -307,9 +310,12 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
     for ref, n in counts.items():
         if headerless[ref] < HEADERLESS_MIN_CONVERSIONS:
             continue
-        # The program's share without this referrer's own conversions.
-        others = touched - touched_by[ref]
-        rest = max(headerless_in_program - headerless[ref], 0) / others if others > 0 else 1.0
+        if context.headerless_share is not None:
+            rest = context.headerless_share
+        else:  # the program's share without this referrer's own conversions
+            others = touched - touched_by[ref]
+            rest = (max(headerless_in_program - headerless[ref], 0) / others if others > 0
+                    else 1.0)
         share = headerless[ref] / n
         if share >= HEADERLESS_SHARE and rest <= HEADERLESS_PROGRAM_MAX:
             out[ref].append(Reason(
@@ -318,6 +324,17 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
                 f"program: {rest:.0%}): automation posing as a browser", round(share, 4),
                 HEADERLESS_SHARE, 0.5))
     return dict(out)
+
+
+def is_headerless(conv: ConversionFacts) -> bool:
+    """Every click that led to the conversion came without Accept-Language."""
+    return bool(conv.touches) and all(t.headerless for t in conv.touches)
+
+
+def headerless_share(conversions: Sequence[ConversionFacts]) -> float | None:
+    """The share of touched conversions that are headerless (None: no touched conversion)."""
+    touched = [c for c in conversions if c.touches]
+    return sum(map(is_headerless, touched)) / len(touched) if touched else None
 
 
 def _ks(own: Sequence[float], others: Sequence[float] | np.ndarray, alternative: str

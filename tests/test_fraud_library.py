@@ -92,8 +92,11 @@ def test_people_behind_one_gateway_are_not_a_ring_but_accounts_living_on_it_are(
                 rows.append((account, f"{prefix}.home2.{i}", None))
         return rows
 
+    # Two of the people behind the NAT carry the same phone: their header fingerprints collide.
+    collision: list[tuple[Account, str | None, str | None]] = [
+        (("customer", "nat1"), None, "same-phone"), (("customer", "nat2"), None, "same-phone")]
     found = shared_infrastructure(columns_by_account(
-        group("fake", homes=False) + group("nat", homes=True)))
+        group("fake", homes=False) + group("nat", homes=True) + collision))
     assert [sorted(a for _kind, a in ring.accounts) for ring in found] == [
         [f"fake{i}" for i in range(6)]]
     assert found[0].evidence["address_concentration"] == 1.0
@@ -271,7 +274,7 @@ def test_a_referrer_converting_through_hosting_ips_is_a_farm_not_one_vpn_user() 
 
 
 def test_a_referrer_converting_through_headerless_visits_is_automation() -> None:
-    from fraud.signals import HEADERLESS_SHARE, referrer_reasons
+    from fraud.signals import HEADERLESS_SHARE, ProgramContext, referrer_reasons
 
     def program(*, header_in_data: bool) -> list[ConversionFacts]:
         conversions = []
@@ -293,3 +296,8 @@ def test_a_referrer_converting_through_headerless_visits_is_automation() -> None
     assert "6 of bot's 8 conversions" in bot.message and "program: 7%" in bot.message
     # Data without the header at all (an import that never had it) says nothing.
     assert referrer_reasons(program(header_in_data=False)) == {}
+    # An incremental scan sees a window: the program's share is the latest full scan's.
+    only_bot = [c for c in program(header_in_data=True) if c.referrers == ("bot",)]
+    assert referrer_reasons(only_bot) == {}  # nothing else in the window to compare with
+    assert set(referrer_reasons(only_bot, ProgramContext(headerless_share=0.02))) == {"bot"}
+    assert referrer_reasons(only_bot, ProgramContext(headerless_share=0.6)) == {}

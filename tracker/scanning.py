@@ -38,6 +38,7 @@ from fraud.signals import (
     assess,
     combine,
     features,
+    headerless_share,
     referrer_reasons,
     shared_device_reasons,
 )
@@ -76,13 +77,15 @@ class ScanSummary:
     # The model trained on finance's decisions: off, or on with its validation ROC AUC.
     supervised: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     program_rate: float | None = None  # credited conversions per counted click (full scans)
+    headerless_share: float | None = None  # of touched conversions (full scans)
 
     def as_dict(self) -> dict[str, Any]:
         return {"program": self.program, "scan_id": self.scan_id, "mode": self.mode,
                 "conversions": self.conversions, "flagged_conversions": self.flagged_conversions,
                 "rings": self.rings, "seconds": round(self.seconds, 3),
                 "phases": {k: round(v, 3) for k, v in self.phases.items()},
-                "supervised": self.supervised, "program_rate": self.program_rate}
+                "supervised": self.supervised, "program_rate": self.program_rate,
+                "headerless_share": self.headerless_share}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +121,15 @@ async def _program_facts(conn: asyncpg.Connection, program_id: int,
         return ProgramFacts(ProgramContext(reversed_ids, clicks))
     # The program's conversions per click, as the latest full scan measured it (counting a
     # million clicks again every 30 seconds would cost more than the whole incremental scan).
-    rate = await conn.fetchval(
-        """SELECT (stats->>'program_rate')::float FROM fraud_scans
+    latest = await conn.fetchrow(
+        """SELECT (stats->>'program_rate')::float AS rate,
+                  (stats->>'headerless_share')::float AS headerless FROM fraud_scans
            WHERE program_id = $1 AND mode = 'full' AND finished_at IS NOT NULL
            ORDER BY id DESC LIMIT 1""", program_id)
+    rate = latest["rate"] if latest else None
+    # The program's headerless share as a full scan measured it; before any full scan, the
+    # signal compares with the other conversions at hand (None).
+    headerless = latest["headerless"] if latest else None
     if rate is None:
         credited = await conn.fetchval("SELECT count(*) FROM credits WHERE program_id = $1",
                                        program_id)
@@ -143,8 +151,8 @@ async def _program_facts(conn: asyncpg.Connection, program_id: int,
     background = None
     if baseline is not None:
         background = np.expm1(baseline[baseline[:, 1] > 0][:, 0])  # delays of touched rows
-    return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history),
-                        baseline)
+    return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history=history,
+                                       headerless_share=headerless), baseline)
 
 
 def assess_all(conversions: list[ConversionFacts], referrers: dict[str, ReferrerFacts],
@@ -300,11 +308,14 @@ async def _facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None)
         if r["email_hash"]:
             email_of[r["customer_id"]] = bytes(r["email_hash"])
     touches_only = "" if scope is None else "AND t.conversion_id = ANY($2::bigint[])"
+    # Headerless: no Accept-Language on a click whose data is there (an erased customer's
+    # clicks have lost their headers, and that says nothing of how they were made).
     touch_rows = await conn.fetch(
         f"""SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
                   c.visitor_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device,
                   c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting, c.country, c.query,
-                  coalesce(c.accept_language, '') = '' AS headerless
+                  (coalesce(c.accept_language, '') = ''
+                   AND c.user_agent IS NOT NULL) AS headerless
            FROM touchpoints t
            JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
                         AND c.click_id = t.click_id
@@ -501,6 +512,7 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
         counted = sum(facts.context.referrer_clicks.values())
         summary.program_rate = (sum(len(c.referrers) for c in conversions) / counted
                                 if counted else None)
+        summary.headerless_share = headerless_share(conversions)
     if model is not None:
         summary.supervised = {"enabled": model.enabled, "decisions": model.trained_on_,
                               "validation_auc": None if model.validation_auc_ is None
