@@ -344,9 +344,9 @@ def document() -> dict[str, Any]:
                  "description": "Referral fraud and attribution server. Authenticate with "
                  "`Authorization: Bearer <token>` (`refguard token create`). Errors are "
                  '`{"error": {"code", "message"}}`. Lists answer `{"items", "next"}`.'},
-        "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        # Full paths, as integrators and DESIGN.md write them (/api/v1/rewards/{reward_id}).
+        # Full paths, as integrators and DESIGN.md write them (/api/v1/rewards/{reward_id});
+        # no `servers`: the default, this server's root, is right.
         "paths": {API_PREFIX + path: item for path, item in {
             "/programs": {
                 "post": _op("Create a program", "admin", body="ProgramCreate", ok=201,
