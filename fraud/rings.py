@@ -120,7 +120,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     return rings
 
 
-def _address_concentration(component: Iterable[Account], shared: frozenset[Column],
+def _address_concentration(component: set[Account], shared: frozenset[Column],
                            uses: dict[Account, set[Column]]) -> float:
     """For a group bound mostly by addresses: the mean share of each account's addresses
     that are the group's. Fake accounts live on the ring's few IPs; people who merely pass
@@ -129,14 +129,13 @@ def _address_concentration(component: Iterable[Account], shared: frozenset[Colum
     1.0 when shared devices bind at least half the group: that is evidence enough. A device
     shared by a few of them only may be a header fingerprint collision (the same phone model
     behind the same network), which says nothing more than the address."""
-    component = list(component)
     devices = {c for c in shared if c[0] == "device"}
     on_devices = sum(1 for account in component if uses.get(account, set()) & devices)
     if devices and 2 * on_devices >= len(component):
         return 1.0
     shares = []
     for account in component:
-        ips = {c for c in uses.get(account, ()) if c[0] == "ip"}
+        ips = {c for c in uses.get(account, set()) if c[0] == "ip"}
         if ips:
             shares.append(len(ips & shared) / len(ips))
     return sum(shares) / len(shares) if shares else 1.0

@@ -375,8 +375,9 @@ async def logout(request: web.Request, session: Session, form: Form) -> web.Resp
 # -- the queue ---------------------------------------------------------------------------------
 
 
-def rewards(n: int) -> str:
-    return f"{n} reward{'' if n == 1 else 's'}"
+def counted(n: int, noun: str) -> str:
+    """'1 reward', '3 rewards'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def flash_text(query: Mapping[str, str]) -> str:
@@ -385,7 +386,7 @@ def flash_text(query: Mapping[str, str]) -> str:
     for key, template in FLASH.items():
         n = number(query.get(key, ""), 6)
         if n:
-            parts.append(template.format(rewards=rewards(n)))
+            parts.append(template.format(rewards=counted(n, "reward")))
     return " ".join(parts)
 
 
@@ -610,9 +611,8 @@ def graph_svg(graph: dict[str, list[dict[str, str]]], referrer: str) -> str:
             f'{escape(referrer)}">{"".join(lines)}{"".join(dots)}</svg>')
 
 
-def _accounts(members: list[dict[str, str]]) -> str:
-    n = sum(1 for m in members if m["type"] in ("referrer", "customer"))
-    return f"{n} account{'' if n == 1 else 's'}"
+def _accounts(members: list[dict[str, str]]) -> int:
+    return sum(m["type"] in ("referrer", "customer") for m in members)
 
 
 def network_section(d: dict[str, Any]) -> str:
@@ -621,7 +621,7 @@ def network_section(d: dict[str, Any]) -> str:
                '<li><span class="edge uses"></span>used (IP or device)</li>')
     rings = "".join(
         f'<li><strong>{escape(r["kind"])}</strong> (score {risk(r["score"])}, '
-        f'{_accounts(r["members"])}): '
+        f'{counted(_accounts(r["members"]), "account")}): '
         + escape("; ".join(str(x.get("message", "")) for x in r["reasons"]))
         + '<br><span class="muted">'
         + escape(", ".join(f'{m["type"]} {m["id"]}' for m in r["members"][:30]))
