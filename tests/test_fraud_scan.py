@@ -174,3 +174,37 @@ async def test_an_email_alias_is_a_self_referral_and_so_are_the_aliass_later_pur
                                         AND c.id = k.conversion_id""")}
     assert "self_referral" in reasons["alt-signup"] and "self_referral" in reasons["alt-order"]
     assert reasons["bob-signup"] == reasons["bob-order"] == set()
+
+
+async def test_scans_read_missing_accept_language_and_incremental_scans_reuse_the_share(
+    aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
+    conn: asyncpg.Connection,
+) -> None:
+    """A click without Accept-Language is headerless; an erased customer's click, which lost
+    all its headers to the erasure, is not. The full scan stores the program's headerless
+    share, and an incremental scan compares with it instead of its small window."""
+    from tracker.scanning import Scope, _facts, _program_facts
+
+    shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, {"hold_days": 0})
+    await shop.referrer("alice")
+    for i in range(4):
+        await shop.buy("alice", f"p{i}", f"c{i}")
+    await attribute_pending(conn)
+    await conn.execute("""UPDATE clicks SET accept_language = NULL WHERE click_id =
+                          (SELECT click_id FROM conversions WHERE event_id = 'p1')""")
+    resp = await shop.client.delete("/api/v1/customers/c2?program=acme",
+                                    headers=auth(tokens["admin"]))
+    assert resp.status == 200
+    erased = await conn.fetchrow("""SELECT accept_language, user_agent FROM clicks WHERE
+                                    click_id = (SELECT click_id FROM conversions
+                                                WHERE event_id = 'p2')""")
+    assert tuple(erased) == (None, None)
+    program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = 'acme'")
+    conversions, *_ = await _facts(conn, program_id, None)
+    assert {c.customer: c.touches[0].headerless for c in conversions} == {
+        "c0": False, "c1": True, "c2": False, "c3": False}
+    await scan(conn, "acme")
+    assert await conn.fetchval("""SELECT (stats->>'headerless_share')::float FROM fraud_scans
+                                  WHERE mode = 'full'""") == 0.25
+    facts = await _program_facts(conn, program_id, Scope(set(), [], ["alice"]))
+    assert facts.context.headerless_share == 0.25

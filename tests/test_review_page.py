@@ -343,6 +343,8 @@ async def test_detail_evidence_missing_rewards_and_conflicts(
         "purchase o2 by cust2")
     assert "base 120.00 USD, rate 10%" in html and "credit 100%" in html
     assert "<svg" in html and html.count("<circle") >= 2 and 'class="t-referrer me"' in html
+    # alice and her two customers share one address: the ring counts people, not the IP.
+    assert "3 accounts): 3 accounts share 1 IP address that almost nobody else uses" in html
     assert 'action="/review/rewards/{}/approve"'.format(ids["o2"]) in html
 
     approve = f"/review/rewards/{ids['o1']}/approve"
