@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import SECRET, auth, make_link
-from tracker.conversions import program_signing_secret
 from tracker.identity import canonical_email, email_hash
+from tracker.signing import program_signing_secret
 
 Client = TestClient[web.Request, web.Application]
 

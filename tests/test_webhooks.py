@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestServer
 from tests.conftest import SECRET, ClientFactory, auth
 from tests.shop import Shop
 from tracker.clearance import release
-from tracker.conversions import program_signing_secret, verify_signature
 from tracker.ledger import export_payouts
+from tracker.signing import program_signing_secret, verify_signature
 from tracker.webhooks import MAX_ATTEMPTS, deliver_due
 
 RULES = {"hold_days": 0, "reward": {"rules": [

@@ -34,8 +34,8 @@ from attribution.models import (
     Touch,
     heuristic_credits,
 )
-from tracker.conversions import CREDITED_TYPES
 from tracker.db import job_lock
+from tracker.formats import CREDITED_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import asyncpg
 
 from tracker import metrics, webhooks
 from tracker.attributing import attribute_pending
-from tracker.conversions import CREDITED_TYPES
 from tracker.db import job_lock
+from tracker.formats import CREDITED_TYPES
 from tracker.ledger import earn
 from tracker.programs import ADAPTIVE_HOLD
 from tracker.rewards import Rule, cap, parse_rules, split_by_credit

@@ -421,8 +421,8 @@ def _cmd_migrate(settings: Settings) -> int:
 def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> int:
     from urllib.parse import urlsplit
 
-    from tracker.api.resources import SLUG_RE
     from tracker.demo import DemoError, answers, demo, one_line, print_report
+    from tracker.formats import SLUG_RE
 
     own_server = url is None
     if url is None:

@@ -8,23 +8,17 @@ conversion, another body under the same event id is a conflict.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import ipaddress
 import json
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from tracker.enrich import MAX_UA, clean_text
+from tracker.formats import CONVERSION_TYPES, MAX_UA, clean_text
 
-TYPES = ("signup", "trial", "purchase", "renewal", "refund", "chargeback")
-# The types that earn credit; refunds and chargebacks reverse earlier ones.
-CREDITED_TYPES = TYPES[:4]
-SIGNATURE_TOLERANCE_S = 300
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -38,10 +32,6 @@ class ConversionInvalid(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-class SignatureInvalid(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +76,8 @@ def parse_conversion(body: object, *, now: datetime | None = None,
     program = _opaque(body, "program", required=True, limit=63)
     event_id = _opaque(body, "event_id", required=True)
     ctype = body.get("type")
-    if ctype not in TYPES:
-        raise ConversionInvalid("type", f"type must be one of {', '.join(TYPES)}")
+    if ctype not in CONVERSION_TYPES:
+        raise ConversionInvalid("type", f"type must be one of {', '.join(CONVERSION_TYPES)}")
     customer_id = _opaque(body, "customer_id", required=True)
     email = _opaque(body, "email", required=False, limit=320)
     if email is not None and "@" not in email:
@@ -145,39 +135,6 @@ def parse_conversion(body: object, *, now: datetime | None = None,
         referral_code=code, ip=ip, user_agent=clean_text(user_agent or "", MAX_UA),
         original_event_id=original, body_hash=hashlib.sha256(canonical.encode()).digest(),
     )
-
-
-def program_signing_secret(secret_key: bytes, program: str) -> str:
-    """The secret a merchant signs a program's conversions with (shown to admins)."""
-    return hmac.new(secret_key, b"conversions:" + program.encode(), hashlib.sha256).hexdigest()
-
-
-def _hmac(secret: str, body: bytes, at: int) -> str:
-    return hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def signature_header(secret: str, body: bytes, at: int) -> str:
-    """`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`: how conversions are signed by
-    merchants, and how refguard signs its webhooks."""
-    return f"t={at},v1={_hmac(secret, body, at)}"
-
-
-def verify_signature(header: str, body: bytes, secret: str, *, now: float | None = None) -> None:
-    """Check `X-Refguard-Signature: t=<unix>,v1=<hex>`; raises SignatureInvalid."""
-    parts: dict[str, list[str]] = {}
-    for item in header.split(","):
-        key, _, value = item.strip().partition("=")
-        parts.setdefault(key, []).append(value)
-    try:
-        stamp = int(parts["t"][0])
-    except (KeyError, ValueError):
-        raise SignatureInvalid("the signature has no valid timestamp") from None
-    now = time.time() if now is None else now
-    if abs(now - stamp) > SIGNATURE_TOLERANCE_S:
-        raise SignatureInvalid("the signature timestamp is outside the 5 minute tolerance")
-    expected = _hmac(secret, body, stamp)
-    if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
-        raise SignatureInvalid("the signature does not match")
 
 
 @dataclass(frozen=True, slots=True)

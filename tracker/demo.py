@@ -81,12 +81,12 @@ import asyncpg
 
 from geo.reader import GeoReader
 from tracker import db
-from tracker.api.common import rfc3339
 from tracker.auth import create_token
-from tracker.conversions import program_signing_secret, signature_header
 from tracker.enrich import Enricher
+from tracker.formats import rfc3339
 from tracker.importer import import_clicks
 from tracker.settings import Settings
+from tracker.signing import program_signing_secret, signature_header
 
 DEFAULT_PROGRAM = "demo"
 DOMAIN = "shop.example"

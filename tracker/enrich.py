@@ -15,10 +15,10 @@ from pathlib import Path
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
 from geo.reader import GeoReader, ip_prefix
+from tracker.formats import MAX_UA, clean_text
 from tracker.journal import RawClick, RawSignals
 from tracker.settings import IPNetwork
 
-MAX_UA = 1024
 MAX_LANG = 256
 MAX_REFERER = 2048
 MAX_QUERY = 2048
@@ -35,21 +35,6 @@ COLUMNS = (
 )
 SIGNAL_COLUMNS = ("program_id", "click_id", "click_ms", "signals", "webdriver", "received_at")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def clean_text(value: str, limit: int) -> str | None:
-    """Free text from a client (a user agent, a header) as PostgreSQL can store it, cut to
-    `limit` characters; None when nothing is left."""
-    if not value:
-        return None
-    if len(value) > limit:
-        value = value[:limit]
-    # PostgreSQL text takes neither NUL nor lone surrogates (undecodable bytes from the wire).
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    if not value.isascii():
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return value or None
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -25,23 +25,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tracker import metrics, webhooks
-from tracker.queries import audit
+from tracker import audit, metrics, webhooks
+from tracker.errors import Conflict, NotFound
 
 PAYOUT_HEADER = ("batch_id", "beneficiary", "amount", "currency", "reward_ids")
 PAYOUT_LOCK = int.from_bytes(hashlib.sha256(b"refguard-payouts").digest()[:8], "big",
                              signed=True)
 FROM_STATUS = {"approve": ("flagged",), "reject": ("flagged", "pending")}
-
-
-class RewardNotFound(LookupError):
-    pass
-
-
-class Conflict(Exception):
-    def __init__(self, message: str, status: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +53,12 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
                FROM rewards r JOIN programs p ON p.id = r.program_id
                WHERE r.id = $1 FOR UPDATE OF r""", reward_id)
         if row is None:
-            raise RewardNotFound(reward_id)
+            raise NotFound("reward")
         if row["status"] not in FROM_STATUS[action]:
             raise Conflict(f"the reward is {row['status']}; only a "
                            f"{' or '.join(FROM_STATUS[action])} reward can be "
-                           f"{'approved' if action == 'approve' else 'rejected'}", row["status"])
+                           f"{'approved' if action == 'approve' else 'rejected'}",
+                           reward_status=row["status"])
         pid = row["program_id"]
         limit = json.loads(row["limit_"]) if row["limit_"] is not None else None
         needed = 2 if action == "approve" and limit is not None and row["amount"] > limit else 1
@@ -79,14 +70,15 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
                 pid, reward_id, actor, reason)
             if added is None:
                 raise Conflict("you have approved this reward already; a second finance user "
-                               "must approve it", row["status"])
+                               "must approve it", reward_status=row["status"])
             approvals = await conn.fetchval(
                 "SELECT count(*) FROM reward_approvals WHERE program_id = $1 AND reward_id = $2",
                 pid, reward_id)
             if approvals < needed:
-                await audit(conn, actor=actor, action="reward.approve.first",
-                            object_type="reward", object_id=str(reward_id), program_id=pid,
-                            reason=reason, details={"approvals": approvals, "needed": needed})
+                await audit.record(conn, actor=actor, action="reward.approve.first",
+                                   object_type="reward", object_id=str(reward_id), program_id=pid,
+                                   reason=reason,
+                                   details={"approvals": approvals, "needed": needed})
                 metrics.DECISIONS.labels(action="first_approval", by="finance").inc()
                 return Decision(reward_id, row["status"], approvals, needed)
         status = "approved" if action == "approve" else "rejected"
@@ -98,7 +90,7 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
             await earn(conn, [(pid, row["payee"], row["currency"], row["amount"], reward_id)],
                        actor)
             await webhooks.enqueue(conn, "reward.approved", [reward_id])
-        await audit(conn, actor=actor, action=f"reward.{action}", object_type="reward",
+        await audit.record(conn, actor=actor, action=f"reward.{action}", object_type="reward",
                     object_id=str(reward_id), program_id=pid, reason=reason,
                     details={"from": row["status"], "amount": row["amount"],
                              "currency": row["currency"]})
@@ -204,7 +196,7 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
         if updated != len(paid):  # cannot happen under the lock; refuse rather than guess
             raise RuntimeError("rewards changed during the payout; nothing was paid")
         await webhooks.enqueue(conn, "reward.paid", paid)
-        await audit(conn, actor=actor, action="payout.export", object_type="payout_batch",
+        await audit.record(conn, actor=actor, action="payout.export", object_type="payout_batch",
                     object_id=str(batch_id), details={"lines": len(lines), "totals": totals,
                                                       "rewards": len(paid),
                                                       "settled_at_zero": len(settled)})

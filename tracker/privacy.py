@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tracker.queries import audit
+from tracker import audit
 
 BATCH = 10_000
 # An address reduced to its network; the family of a user agent.
@@ -113,7 +113,7 @@ async def erase_customer(conn: asyncpg.Connection, program_id: int, customer_id:
             program_id, customer_id) or False
         erased = Erased(int(conversions), len(everyone), int(clicks), bool(referrer))
         if erased.found:
-            await audit(conn, actor=actor, action="customer.erase", object_type="customer",
+            await audit.record(conn, actor=actor, action="customer.erase", object_type="customer",
                         object_id=customer_id, program_id=program_id,
                         details={"conversions": erased.conversions, "visitors": erased.visitors,
                                  "clicks": erased.clicks, "referrer": erased.referrer})

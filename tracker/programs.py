@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from attribution.models import MODELS
-from tracker.conversions import CREDITED_TYPES
+from tracker.formats import CREDITED_TYPES
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "attribution_model": "last_touch",

@@ -9,13 +9,7 @@ from typing import Any
 
 import asyncpg
 
-
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(ValueError):
-    pass
+from tracker.errors import Conflict, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +75,6 @@ def _program(row: asyncpg.Record) -> Program:
         destination_domains=list(row["destination_domains"]),
         settings=json.loads(settings) if isinstance(settings, str) else dict(settings),
         created_at=row["created_at"],
-    )
-
-
-async def audit(
-    conn: asyncpg.Connection,
-    *,
-    actor: str,
-    action: str,
-    object_type: str,
-    object_id: str,
-    program_id: int | None = None,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    await conn.execute(
-        """INSERT INTO audit_log
-               (program_id, actor, action, object_type, object_id, reason, details)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
-        program_id, actor, action, object_type, object_id, reason, json.dumps(details or {}),
     )
 
 

@@ -24,12 +24,12 @@ import networkx as nx
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from tracker import keys
-from tracker.api.common import rfc3339
+from tracker import audit, keys
 from tracker.auth import Principal, hash_token
+from tracker.errors import Conflict, NotFound
 from tracker.evidence import list_rewards, reward_detail, reward_item
-from tracker.ledger import FROM_STATUS, Conflict, RewardNotFound, decide
-from tracker.queries import audit
+from tracker.formats import rfc3339
+from tracker.ledger import FROM_STATUS, decide
 
 COOKIE = "rg_review"
 SESSION_TTL = timedelta(hours=12)
@@ -196,7 +196,7 @@ async def create_session(pool: asyncpg.Pool, principal: Principal) -> str:
             """INSERT INTO review_sessions (id_hash, token_id, csrf, expires_at)
                VALUES ($1, $2, $3, now() + $4::interval)""",
             hash_token(session_id), principal.token_id, secrets.token_urlsafe(32), SESSION_TTL)
-        await audit(conn, actor=principal.actor, action="review.login",
+        await audit.record(conn, actor=principal.actor, action="review.login",
                     object_type="api_token", object_id=str(principal.token_id))
     return session_id
 
@@ -469,7 +469,7 @@ async def bulk_approve(request: web.Request, session: Session, form: Form) -> we
         for one in ids:
             try:
                 decision = await decide(conn, one, "approve", session.principal.actor, reason)
-            except (Conflict, RewardNotFound):
+            except (Conflict, NotFound):
                 counts["skipped"] += 1
                 continue
             counts["approved" if decision.status == "approved" else "first"] += 1
@@ -691,7 +691,7 @@ async def decide_one(request: web.Request, session: Session, form: Form) -> web.
     try:
         async with request.app[keys.POOL].acquire() as conn:
             decision = await decide(conn, rid, action, session.principal.actor, reason)
-    except RewardNotFound:
+    except NotFound:
         return await detail_page(request, session)
     except Conflict as exc:
         return await detail_page(request, session, status=409, flash=f"Not done: {exc}.")

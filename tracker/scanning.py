@@ -44,8 +44,8 @@ from fraud.signals import (
 )
 from fraud.supervised import MIN_DECISIONS, SupervisedRisk
 from tracker import metrics
-from tracker.conversions import CREDITED_TYPES
 from tracker.db import job_lock
+from tracker.formats import CREDITED_TYPES
 
 FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
 ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason

@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 
 from tracker import metrics
-from tracker.conversions import program_signing_secret, signature_header
+from tracker.signing import program_signing_secret, signature_header
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from tracker import keys, queries
-from tracker.api.errors import ApiError, invalid, json_errors, not_found
+from tracker.api.errors import ApiError, invalid, json_errors
 from tracker.auth import Principal
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -68,10 +68,7 @@ async def program_by_slug(request: web.Request, slug: str | None) -> queries.Pro
     """The program named by a request: 422 when no slug was given, 404 when none has it."""
     if slug is None:
         raise invalid("program is required", "program")
-    try:
-        return await queries.get_program(request.config_dict[keys.POOL], slug)
-    except queries.NotFound:
-        raise not_found("program") from None
+    return await queries.get_program(request.config_dict[keys.POOL], slug)
 
 
 # -- validators --------------------------------------------------------------------------------
@@ -159,11 +156,6 @@ def parse_time(raw: str, key: str) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
-
-
-def rfc3339(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def encode_cursor(*parts: object) -> str:

@@ -8,19 +8,19 @@ from typing import Any
 from aiohttp import web
 
 from tracker import keys, queries
-from tracker.api.common import authenticate, rfc3339
+from tracker.api.common import authenticate
 from tracker.api.errors import ApiError, bad_request, conflict, invalid, json_errors, not_found
-from tracker.conversions import (
-    ConversionInvalid,
+from tracker.conversions import ConversionInvalid, parse_conversion, store_conversion
+from tracker.errors import NotFound
+from tracker.formats import rfc3339
+from tracker.identity import email_hash
+from tracker.signing import (
+    SIGNATURE_HEADER,
     SignatureInvalid,
-    parse_conversion,
     program_signing_secret,
-    store_conversion,
     verify_signature,
 )
-from tracker.identity import email_hash
 
-SIGNATURE_HEADER = "X-Refguard-Signature"
 ROLES = frozenset({"admin", "integration"})
 
 
@@ -57,7 +57,7 @@ async def create_conversion(request: web.Request) -> web.Response:
     if isinstance(slug, str) and len(slug) <= 63:
         try:
             program = await queries.get_program(pool, slug)
-        except queries.NotFound:
+        except NotFound:
             program = None
     if "Authorization" not in request.headers and signature is not None:
         # Verified before anything else is said about the body: no oracle for strangers.

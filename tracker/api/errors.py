@@ -13,6 +13,7 @@ import asyncpg
 from aiohttp import web
 
 from tracker import metrics
+from tracker.errors import Conflict, NotFound
 from tracker.logs import REQUEST_ID, request_id
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as exc:
         status = exc.status
         return error_response(exc.status, exc.code, exc.message, **exc.details)
+    except NotFound as exc:
+        status = 404
+        return error_response(404, "not_found", str(exc))
+    except Conflict as exc:
+        status = 409
+        return error_response(409, "conflict", str(exc), **exc.details)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:

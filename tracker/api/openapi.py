@@ -9,7 +9,7 @@ from aiohttp import web
 from attribution.models import MODELS
 from tracker.api import API_PREFIX
 from tracker.api.errors import json_errors
-from tracker.conversions import CREDITED_TYPES, TYPES
+from tracker.formats import CONVERSION_TYPES, CREDITED_TYPES
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$", "description": "program slug"}
@@ -244,7 +244,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "program": _SLUG,
             "event_id": {"type": "string", "minLength": 1, "maxLength": 128},
-            "type": {"enum": list(TYPES)},
+            "type": {"enum": list(CONVERSION_TYPES)},
             "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
             "email": {"type": "string", "description": "stored only as a keyed hash"},
             "amount": {"type": "integer", "minimum": 0, "description": "minor units"},

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker import keys, queries
+from tracker import audit, keys, queries
 from tracker.api.common import (
     ALL_ROLES,
     decode_cursor,
@@ -25,12 +25,12 @@ from tracker.api.common import (
     query_param,
     required_string,
     requires,
-    rfc3339,
     string,
     time_param,
 )
-from tracker.api.errors import ApiError, conflict, invalid, not_found, read_json
-from tracker.conversions import program_signing_secret
+from tracker.api.errors import ApiError, invalid, not_found, read_json
+from tracker.errors import Conflict
+from tracker.formats import SLUG_RE, rfc3339
 from tracker.identity import email_hash
 from tracker.links import CODE_RE, LinkEntry
 from tracker.programs import (
@@ -40,8 +40,8 @@ from tracker.programs import (
     normalise_domain,
     validate_settings,
 )
+from tracker.signing import program_signing_secret
 
-SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 EMAIL_MAX = 320
 _CODE_ALPHABET = _string.ascii_letters + _string.digits
 READ_ROLES = tuple(ALL_ROLES)
@@ -91,11 +91,8 @@ async def _referrer_filter(request: web.Request, program: queries.Program) -> in
     external_id = query_param(request, "referrer", max_len=128)
     if external_id is None:
         return None
-    try:
-        return (await queries.get_referrer(request.config_dict[keys.POOL], program.id,
-                                           external_id)).id
-    except queries.NotFound:
-        raise not_found("referrer") from None
+    return (await queries.get_referrer(request.config_dict[keys.POOL], program.id,
+                                       external_id)).id
 
 
 def _domains(body: dict[str, Any]) -> list[str]:
@@ -124,11 +121,8 @@ async def create_program(request: web.Request) -> web.Response:
         raise invalid(str(exc), exc.field) from None
     pool = request.config_dict[keys.POOL]
     async with pool.acquire() as conn, conn.transaction():
-        try:
-            program = await queries.create_program(conn, slug, name, domains, settings)
-        except queries.Conflict as exc:
-            raise conflict(str(exc)) from None
-        await queries.audit(
+        program = await queries.create_program(conn, slug, name, domains, settings)
+        await audit.record(
             conn, actor=principal(request).actor, action="program.create", object_type="program",
             object_id=slug, program_id=program.id,
         )
@@ -150,7 +144,7 @@ async def update_program(request: web.Request) -> web.Response:
         raise invalid(str(exc), exc.field) from None
     async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():
         updated = await queries.update_program(conn, program.id, name, domains, settings)
-        await queries.audit(
+        await audit.record(
             conn, actor=principal(request).actor, action="program.update", object_type="program",
             object_id=program.slug, program_id=program.id, details={"fields": sorted(body)},
         )
@@ -225,24 +219,21 @@ async def create_link(request: web.Request) -> web.Response:
         raise invalid(str(exc), exc.field) from None
     pool = request.config_dict[keys.POOL]
     async with pool.acquire() as conn:
-        try:
-            referrer = await queries.get_referrer(conn, program.id, referrer_id)
-        except queries.NotFound:
-            raise not_found("referrer") from None
+        referrer = await queries.get_referrer(conn, program.id, referrer_id)
         for attempt in range(5):
             try:
                 async with conn.transaction():
                     link = await queries.create_link(
                         conn, program.id, referrer.id, code or _new_code(), destination
                     )
-                    await queries.audit(
+                    await audit.record(
                         conn, actor=principal(request).actor, action="link.create",
                         object_type="link", object_id=link.code, program_id=program.id,
                     )
                 break
-            except queries.Conflict as exc:
+            except Conflict:
                 if code is not None or attempt == 4:
-                    raise conflict(str(exc)) from None
+                    raise
     _cache_link(request, link, program)
     base_url = request.config_dict[keys.SETTINGS].base_url
     return web.json_response(_link_json(link, base_url), status=201)
@@ -271,10 +262,7 @@ async def update_link(request: web.Request) -> web.Response:
     destination = string(body, "destination", required=False, max_len=2048)
     pool = request.config_dict[keys.POOL]
     async with pool.acquire() as conn, conn.transaction():
-        try:
-            link = await queries.get_link(conn, code)
-        except queries.NotFound:
-            raise not_found("link") from None
+        link = await queries.get_link(conn, code)
         program = await queries.get_program(conn, link.program)
         if destination is not None:
             try:
@@ -282,7 +270,7 @@ async def update_link(request: web.Request) -> web.Response:
             except SettingsInvalid as exc:
                 raise invalid(str(exc), exc.field) from None
         link = await queries.update_link(conn, code, enabled=enabled, destination=destination)
-        await queries.audit(
+        await audit.record(
             conn, actor=principal(request).actor, action="link.update", object_type="link",
             object_id=code, program_id=link.program_id, details={"fields": sorted(body)},
         )
@@ -292,10 +280,7 @@ async def update_link(request: web.Request) -> web.Response:
 
 @requires("integration", "viewer")
 async def get_link(request: web.Request) -> web.Response:
-    try:
-        link = await queries.get_link(request.config_dict[keys.POOL], request.match_info["code"])
-    except queries.NotFound:
-        raise not_found("link") from None
+    link = await queries.get_link(request.config_dict[keys.POOL], request.match_info["code"])
     return web.json_response(_link_json(link, request.config_dict[keys.SETTINGS].base_url))
 
 
@@ -344,10 +329,7 @@ async def list_clicks(request: web.Request) -> web.Response:
     link_id = None
     code = query_param(request, "code", max_len=64)
     if code is not None:
-        try:
-            link = await queries.get_link(pool, code)
-        except queries.NotFound:
-            raise not_found("link") from None
+        link = await queries.get_link(pool, code)
         if link.program_id != program.id:
             raise not_found("link")
         link_id = link.id

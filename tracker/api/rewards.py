@@ -19,12 +19,12 @@ from tracker.api.common import (
     program_by_slug,
     query_param,
     requires,
-    rfc3339,
 )
-from tracker.api.errors import ApiError, conflict, invalid, not_found, read_json
+from tracker.api.errors import conflict, invalid, not_found, read_json
 from tracker.clearance import STATUSES
 from tracker.evidence import get_reward, list_rewards, reward_detail, reward_item
-from tracker.ledger import Conflict, RewardNotFound, decide
+from tracker.formats import rfc3339
+from tracker.ledger import decide
 
 REASON_MAX = 1000
 
@@ -85,14 +85,9 @@ async def _decide(request: web.Request, action: str) -> web.Response:
         raise invalid(f"reason must be printable text of at most {REASON_MAX} characters",
                       "reason")
     who = principal(request)
-    try:
-        async with request.config_dict[keys.POOL].acquire() as conn:
-            decision = await decide(conn, reward_id, action, who.actor, reason.strip())
-            reward = await get_reward(conn, reward_id)
-    except RewardNotFound:
-        raise not_found("reward") from None
-    except Conflict as exc:
-        raise ApiError(409, "conflict", str(exc), reward_status=exc.status) from None
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        decision = await decide(conn, reward_id, action, who.actor, reason.strip())
+        reward = await get_reward(conn, reward_id)
     if reward is None:  # pragma: no cover (it was just decided)
         raise conflict("the reward disappeared")
     answer = jsonable(reward)
