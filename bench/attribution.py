@@ -6,9 +6,9 @@
 One embedded PostgreSQL in a temporary folder; a program with 5,000 referrers (power-law
 popularity, `--referrers`); generated NDJSON files; then, timed in this process:
 
-- import of the clicks (`tracker.importer.import_clicks`: parse, enrich like live clicks, store
-  idempotently) against a baseline measured in the same run: a bare COPY of the same number of
-  ready-made rows into `clicks` (no parsing, no enrichment, no idempotency);
+- import of the clicks (`tracker.intake.importer.import_clicks`: parse, enrich like live
+  clicks, store idempotently) against a baseline measured in the same run: a bare COPY of the
+  same number of ready-made rows into `clicks` (no parsing, no enrichment, no idempotency);
 - import of the conversions, and `attribute_pending` (identity, touchpoints, credits);
 - for each model, fitting (Markov, Shapley) and applying it to every converting journey, on the
   journeys as stored (converting ones from touchpoints, lost ones from visitors who never
@@ -36,9 +36,9 @@ from attribution.models import HEURISTIC_MODELS, MODELS, Touch, heuristic_credit
 from bench.results import save
 from geo.reader import GeoReader
 from tracker import db
-from tracker.attributing import attribute_pending, fit, load_journeys
-from tracker.enrich import COLUMNS, Enricher
-from tracker.importer import import_clicks, import_conversions, import_workers
+from tracker.clicks.enrich import COLUMNS, Enricher
+from tracker.intake.importer import import_clicks, import_conversions, import_workers
+from tracker.scoring.credits import attribute_pending, fit, load_journeys
 
 UAS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.fraud --scale 0.05   # a quick run
 
 Data come from bench.attribution's generator and the real import and attribution; then one full
-`tracker.scanning.scan` is timed. Peak memory is this process's maximum resident set size
+`tracker.scoring.risk.scan` is timed. Peak memory is this process's maximum resident set size
 during the scan, and the growth over the size before it (PostgreSQL's memory is its own).
 Targets: under 60 s and under 4 GiB.
 
@@ -34,10 +34,10 @@ from bench.attribution import generate, seed
 from bench.results import save
 from geo.reader import GeoReader
 from tracker import db
-from tracker.attributing import attribute_pending
-from tracker.enrich import Enricher
-from tracker.importer import import_clicks, import_conversions
-from tracker.scanning import scan
+from tracker.clicks.enrich import Enricher
+from tracker.intake.importer import import_clicks, import_conversions
+from tracker.scoring.credits import attribute_pending
+from tracker.scoring.risk import scan
 
 N_NEW_CLICKS = 10_000
 N_NEW_CONVERSIONS = 1_000

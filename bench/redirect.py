@@ -882,7 +882,7 @@ class Bench:
 # -- profile summary -----------------------------------------------------------------------------
 
 _SITE = re.compile(r"^.*?/(?:site|dist)-packages/")
-_REDIRECT_FRAME = re.compile(r"(?:^|\.)redirect \(tracker/redirect\.py:\d+\)$")
+_REDIRECT_FRAME = re.compile(r"(?:^|\.)redirect \(tracker/clicks/redirect\.py:\d+\)$")
 
 
 def _short(frame: str) -> str:

@@ -7,7 +7,7 @@
 
 The traffic model was written independently of the engine, from the issue's description of the
 fraud patterns and the public contract (DESIGN.md, README), without reading fraud/ or
-tracker/scanning.py, and it is not tuned toward the engine. Planted fraud: self-referrals (own
+tracker/scoring/risk.py, and it is not tuned toward the engine. Planted fraud: self-referrals (own
 customer id; a second account with the same email or an alias of it; own device; own home
 network), referral rings (plain, camouflaged, behind residential proxies), click injection, click
 spam, and bots (obvious and stealthy). Around it, organic referrers with their noise: link

@@ -17,8 +17,8 @@ import asyncpg
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ClientFactory, auth, make_link, make_settings, wait_for_clicks
-from tracker.app import create_app
+from tests.helpers import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tracker.web.app import create_app
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0 Safari/537.36"
 Client = TestClient[web.Request, web.Application]

@@ -1,6 +1,6 @@
 """A labelled traffic generator: organic referral traffic with planted fraud.
 
-Clicks go through the same enrichment and store as live ones (tracker.enrich, store_clicks);
+Clicks go through the same enrichment and store as live ones (tracker.clicks.enrich, store_clicks);
 conversions through the API's store. Every conversion is labelled with the pattern that made it
 ("organic" or a fraud pattern), so tests can measure precision and recall per pattern.
 """
@@ -18,12 +18,12 @@ import asyncpg
 
 from bench.geodb import write_db
 from geo.reader import GeoReader
-from tests.conftest import SECRET, insert_link
-from tracker.conversions import parse_conversion, store_conversion
-from tracker.demo import BROWSERS, HEADLESS, IPHONE
-from tracker.enrich import Enricher
-from tracker.flusher import store_clicks
-from tracker.journal import RawClick
+from tests.helpers import SECRET, insert_link
+from tracker.clicks.enrich import Enricher
+from tracker.clicks.flusher import store_clicks
+from tracker.clicks.journal import RawClick
+from tracker.demo.build import BROWSERS, HEADLESS, IPHONE
+from tracker.intake.conversions import parse_conversion, store_conversion
 
 HOSTING = "172.104.0.0/15"  # a hosting provider's addresses, in the generator's geo database
 PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection",

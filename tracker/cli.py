@@ -224,7 +224,7 @@ def _cmd_geo_lookup(settings: Settings, ip: str, as_json: bool) -> int:
 
 
 def _cmd_attribution_run(settings: Settings, slug: str | None) -> int:
-    from tracker.attributing import attribute_pending
+    from tracker.scoring.credits import attribute_pending
 
     async def work(conn: asyncpg.Connection) -> int:
         program_id = None
@@ -240,8 +240,8 @@ def _cmd_attribution_run(settings: Settings, slug: str | None) -> int:
 def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | None) -> int:
     from geo.reader import GeoReader
     from tracker import db
-    from tracker.enrich import Enricher
-    from tracker.importer import Progress, import_clicks, import_conversions, import_workers
+    from tracker.clicks.enrich import Enricher
+    from tracker.intake.importer import Progress, import_clicks, import_conversions, import_workers
 
     if clicks is None and conversions is None:
         raise UsageError("give --clicks FILE and/or --conversions FILE")
@@ -289,7 +289,7 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
 def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
     import json
 
-    from tracker.scanning import scan
+    from tracker.scoring.risk import scan
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         return [s.as_dict() for s in await scan(conn, slug)]
@@ -312,7 +312,7 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
 def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int:
     import json
 
-    from tracker.scanning import BacktestSettingsInvalid, backtest
+    from tracker.scoring.risk import BacktestSettingsInvalid, backtest
 
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
@@ -338,7 +338,7 @@ def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int
 
 
 def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
-    from tracker.clearance import release
+    from tracker.finance.clearance import release
 
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         return (await release(conn, slug)).as_dict()
@@ -353,7 +353,7 @@ def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
 def _cmd_payouts_export(settings: Settings, out: Path) -> int:
     import os
 
-    from tracker.ledger import export_payouts
+    from tracker.finance.ledger import export_payouts
 
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent}: no such folder")
@@ -393,7 +393,7 @@ def _cmd_payouts_export(settings: Settings, out: Path) -> int:
 def _cmd_serve(settings: Settings) -> int:
     from geo.reader import GeoReader
     from tracker.db import migrate_dsn
-    from tracker.server import serve
+    from tracker.web.server import serve
 
     GeoReader(settings.geoip_dir).close()  # a corrupt database stops start-up, naming the file
     settings = _resolve_dsn(settings)
@@ -421,7 +421,7 @@ def _cmd_migrate(settings: Settings) -> int:
 def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> int:
     from urllib.parse import urlsplit
 
-    from tracker.demo import DemoError, answers, demo, one_line, print_report
+    from tracker.demo.build import DemoError, answers, demo, one_line, print_report
     from tracker.formats import SLUG_RE
 
     own_server = url is None
@@ -495,7 +495,7 @@ def _serve_for_demo(settings: Settings, url: str) -> subprocess.Popen[bytes]:
 
 def _until_it_answers(server: subprocess.Popen[bytes], url: str, log_path: Path,
                       start: int) -> None:
-    from tracker.demo import DemoError, answers
+    from tracker.demo.build import DemoError, answers
 
     deadline = time.monotonic() + 120  # a first start creates the embedded database
     while time.monotonic() < deadline:

@@ -19,14 +19,14 @@ import aiohttp
 import asyncpg
 
 from tracker import metrics
-from tracker.attributing import attribute_pending
-from tracker.clearance import publish_metrics, release
+from tracker.clicks.enrich import Enricher
 from tracker.db import lock_key
-from tracker.enrich import Enricher
+from tracker.finance.clearance import publish_metrics, release
+from tracker.finance.webhooks import deliver_due
 from tracker.privacy import BATCH, reduce_old
-from tracker.scanning import scan
+from tracker.scoring.credits import attribute_pending
+from tracker.scoring.risk import scan
 from tracker.settings import Settings
-from tracker.webhooks import deliver_due
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def reduce_old_data(days: int) -> JobFn:
 
 
 def deliver_webhooks(secret_key: bytes) -> JobFn:
-    """POST due webhook events (tracker.webhooks), one HTTP session per run; no transaction
+    """POST due webhook events (tracker.finance.webhooks), one HTTP session per run; no transaction
     stays open while a receiver answers."""
 
     async def run(conn: asyncpg.Connection) -> None:

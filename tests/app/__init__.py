@@ -1,0 +1,1 @@
+"""The application against a real (embedded) PostgreSQL, in process."""

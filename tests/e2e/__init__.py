@@ -1,0 +1,1 @@
+"""End to end: real processes, the built wheel, a real browser."""

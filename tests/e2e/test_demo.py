@@ -1,0 +1,229 @@
+"""`refguard demo` against a real server: the planted fraud ends on the review page, the
+organic traffic is approved, and the finance token it prints opens the review page."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ipaddress
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import DummyCookieJar
+from aiohttp.test_utils import TestServer
+
+from tests.helpers import SECRET, auth, free_port, make_settings
+from tracker.demo.build import ORGANIC, PATTERNS, SMALL, DemoResult, demo
+from tracker.settings import Settings
+from tracker.web.app import create_app
+
+HELD = ("flagged", "rejected")
+
+
+async def _rewards(conn: asyncpg.Connection, slug: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT r.status, r.reasons::text AS reasons, c.event_id, c.customer_id,
+                  f.external_id AS referrer
+           FROM rewards r
+           JOIN programs p ON p.id = r.program_id
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
+           JOIN referrers f ON f.program_id = r.program_id AND f.id = r.referrer_id
+           WHERE p.slug = $1""", slug)
+    return [dict(r) for r in rows]
+
+
+def _planted(result: DemoResult, reward: dict[str, Any]) -> str | None:
+    """The fraud pattern a reward's conversion, referrer or customer belongs to, if any."""
+    for pattern in (result.labels.get(reward["event_id"]),
+                    result.accounts.get(reward["referrer"]),
+                    result.customers.get(reward["customer_id"])):
+        if pattern is not None and pattern != ORGANIC:
+            return pattern
+    return None
+
+
+async def _check_outcome(conn: asyncpg.Connection, result: DemoResult) -> list[dict[str, Any]]:
+    rewards = await _rewards(conn, result.program)
+    assert rewards and result.statuses.get("flagged", 0) > 0
+    # Every flagged reward is planted fraud.
+    flagged = [r for r in rewards if r["status"] == "flagged"]
+    assert flagged and all(_planted(result, r) for r in flagged), [
+        r for r in flagged if not _planted(result, r)]
+    # Organic rewards are approved (reversed: refunded), planted ones are not.
+    organic = [r for r in rewards if _planted(result, r) is None and r["status"] != "reversed"]
+    approved = sum(r["status"] == "approved" for r in organic)
+    assert len(organic) > 50 and approved / len(organic) >= 0.97, Counter(
+        r["status"] for r in organic)
+    planted = [r for r in rewards if _planted(result, r)]
+    assert sum(r["status"] == "approved" for r in planted) <= 0.05 * len(planted)
+    # Every kind of planted fraud produced a held reward or a fraud flag.
+    flagged_people: set[str] = set()
+    for row in await conn.fetch(
+            """SELECT f.members::text AS members FROM fraud_flags f
+               JOIN programs p ON p.id = f.program_id WHERE p.slug = $1""", result.program):
+        flagged_people |= {m["id"] for m in json.loads(row["members"])
+                           if m["type"] in ("referrer", "customer")}
+    for pattern in PATTERNS:
+        held = [r for r in rewards if r["status"] in HELD and _planted(result, r) == pattern]
+        people = {i for i, p in (result.accounts | result.customers).items() if p == pattern}
+        assert held or people & flagged_people, pattern
+    return rewards
+
+
+async def _finance_token_works(url: str, token: str, slug: str) -> None:
+    async with aiohttp.ClientSession(cookie_jar=DummyCookieJar()) as session:
+        async with session.post(f"{url}/review/login", data={"token": token},
+                                allow_redirects=False) as resp:
+            assert resp.status == 303, await resp.text()
+            assert resp.headers["Location"].endswith("/review")
+            cookie = resp.cookies["rg_review"].value
+        async with session.get(f"{url}/review", headers={"Cookie": f"rg_review={cookie}"}) as resp:
+            assert resp.status == 200
+            assert "flagged rewards wait for a decision" in await resp.text()
+        async with session.get(f"{url}/api/v1/rewards?status=flagged&program={slug}",
+                               headers=auth(token)) as resp:
+            assert resp.status == 200
+            items = (await resp.json())["items"]
+            assert items and all(i["status"] == "flagged" and i["reasons"] for i in items)
+
+
+async def _serve(settings: Settings) -> TestServer:
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_demo_plants_fraud_that_ends_on_the_review_page(
+    dsn: str, tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    # The server as `make run` starts it: jobs on, no trusted proxies.
+    settings = make_settings(tmp_path / "data", dsn, run_jobs=True)
+    server = await _serve(settings)
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        log = io.StringIO()
+        result = await demo(settings, url, size=SMALL, log=log)
+        assert result.program == "demo"
+        assert not result.live_ips  # the server does not believe X-Forwarded-For from here
+        assert result.live_clicks > 10 and result.clicks > 1000 and result.conversions > 200
+        await _check_outcome(conn, result)
+        # Live clicks went through the redirect and the server's flusher.
+        live = await conn.fetchval("SELECT count(*) FROM clicks WHERE source = 'live'")
+        assert live == result.live_clicks
+        await _finance_token_works(url, result.finance_token, result.program)
+        assert "conversions posted" in log.getvalue()
+        # The admin token it drove the API with is revoked; the finance token is not.
+        assert await conn.fetchval("""SELECT count(*) FROM api_tokens WHERE name = 'refguard demo'
+                                      AND revoked_at IS NOT NULL""") == 1
+
+        # Again, through the command line: a new program, nothing broken.
+        env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "cli"),
+               "REFGUARD_SECRET_KEY": SECRET.decode()}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tracker", "demo", "--url", url, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 180)
+        assert proc.returncode == 0, err.decode()
+        text = out.decode()
+        assert "program 'demo-2'" in text and f"{url}/review" in text
+        assert f"{url}/api/v1/openapi.json" in text and f"{url}/metrics" in text
+        token = next(line.split()[2] for line in text.splitlines()
+                     if line.strip().startswith("finance token:"))
+        await _finance_token_works(url, token, "demo-2")
+        assert await conn.fetchval(
+            """SELECT count(*) FROM rewards r JOIN programs p ON p.id = r.program_id
+               WHERE p.slug = 'demo-2' AND r.status = 'flagged'""") > 0
+    finally:
+        await server.close()
+
+
+async def test_demo_sends_live_traffic_with_visitor_ips_behind_a_trusted_proxy(
+    dsn: str, tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    settings = make_settings(tmp_path / "data", dsn, run_jobs=True,
+                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    server = await _serve(settings)
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        result = await demo(settings, url, program="shop", seed=3, size=SMALL,
+                            log=io.StringIO())
+    finally:
+        await server.close()
+    assert result.program == "shop" and result.live_ips
+    rewards = await _check_outcome(conn, result)
+    # The click injection happened live: clicks through /r/{code} from the shoppers' own IPs,
+    # purchases seconds later, held for finance.
+    injector = next(a for a, p in result.accounts.items() if p == "click_injection")
+    ips = [r["ip"] for r in await conn.fetch(
+        """SELECT host(c.ip) AS ip FROM clicks c JOIN referrers f
+             ON f.program_id = c.program_id AND f.id = c.referrer_id
+           WHERE f.external_id = $1 AND c.source = 'live'""", injector)]
+    assert len(ips) == SMALL.injections and len(set(ips)) == len(ips)
+    assert not any(ip.startswith("127.") for ip in ips)
+    injected = [r for r in rewards if result.labels[r["event_id"]] == "click_injection"]
+    assert injected and all(r["status"] in HELD for r in injected)
+    assert all("fast_conversion" in r["reasons"] for r in injected)
+
+
+def test_demo_without_a_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"REFGUARD_DATA_DIR": str(tmp_path), "REFGUARD_DATABASE_URL": "postgresql://x@/none"}
+    out = subprocess.run([sys.executable, "-m", "tracker", "demo", "--url",
+                          f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True,
+                         check=False, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("\n") == 1 and f"127.0.0.1:{port}" in out.stderr
+    assert out.stdout == ""
+    for bad in (["--url", "ftp://example.com"], ["--url", "http://127.0.0.1:8080/api"],
+                ["--program", "Not A Slug"]):
+        out = subprocess.run([sys.executable, "-m", "tracker", "demo", *bad], env=env,
+                             capture_output=True, text=True, check=False, timeout=60)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, (bad, out.stderr)
+
+
+async def test_demo_with_no_server_starts_one_and_keeps_serving_until_stopped(
+    dsn: str, tmp_path: Path
+) -> None:
+    """`refguard demo` alone: nothing answers on its port, so it starts `refguard serve`,
+    builds the demo through it, prints where to look, and serves until it is stopped."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "data"),
+           "REFGUARD_SECRET_KEY": SECRET.decode(), "REFGUARD_PORT": str(port),
+           "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tracker", "demo", "--seed", "3", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    errors = asyncio.create_task(proc.stderr.read())  # progress lines: never let the pipe fill
+    report = ""
+    try:
+        async with asyncio.timeout(300):
+            while "until you stop it" not in report:
+                line = await proc.stdout.readline()
+                assert line, (report, await errors)
+                report += line.decode()
+        assert f"{url}/review" in report and "finance token:" in report
+        token = report.split("finance token:")[1].split()[0]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/api/v1/rewards?program=demo&status=flagged",
+                                   headers=auth(token)) as resp:
+                assert resp.status == 200 and (await resp.json())["items"]
+            proc.terminate()  # a plain kill of the command stops its server too
+            assert await asyncio.wait_for(proc.wait(), 120) == 0
+            try:
+                async with session.get(f"{url}/healthz") as resp:
+                    raise AssertionError(f"the demo's server still answers: {resp.status}")
+            except aiohttp.ClientConnectionError:
+                pass
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "starting one" in (await errors).decode()

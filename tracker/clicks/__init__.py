@@ -1,0 +1,1 @@
+"""What runs on each click: redirect, journal, flusher, enrichment."""

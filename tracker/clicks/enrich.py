@@ -1,0 +1,198 @@
+"""Turns journal lines into click rows: client IP, geo, device, fingerprint, bot verdict.
+
+Runs in the flusher (and the importer), never on the redirect path; every lookup is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from fraud.bots import BotDetector
+from fraud.useragents import parse_user_agent
+from geo.reader import GeoReader, ip_prefix
+from tracker.clicks.journal import RawClick, RawSignals
+from tracker.formats import MAX_UA, clean_text
+from tracker.settings import IPNetwork
+
+MAX_LANG = 256
+MAX_REFERER = 2048
+MAX_QUERY = 2048
+MAX_HINT = 256
+MAX_VISITOR = 64
+
+# Order of the COPY into the staging table; tracker.clicks.flusher relies on it.
+COLUMNS = (
+    "program_id", "click_id", "ts", "link_id", "referrer_id", "code", "visitor_id",
+    "new_visitor", "ip", "user_agent", "accept_language", "referer", "query", "client_hints",
+    "fingerprint", "is_bot", "bot_rule", "is_duplicate", "source", "country", "region", "city",
+    "asn", "as_org", "is_anonymous", "is_hosting", "ua_browser", "ua_os", "ua_device", "is_mobile",
+    "awaiting_signals",
+)
+SIGNAL_COLUMNS = ("program_id", "click_id", "click_ms", "signals", "webdriver", "received_at")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip().strip('"')
+    if text.startswith("["):  # Forwarded: for="[2001:db8::1]:4711"
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+class ClientIp:
+    """The client address: the peer, unless the peer is a trusted proxy.
+
+    Behind trusted proxies, X-Forwarded-For (or else Forwarded) is read right to left and the
+    first hop that is not itself a trusted proxy is the client. Garbage in those headers falls
+    back to the last address that could be verified.
+    """
+
+    def __init__(self, trusted: tuple[IPNetwork, ...]) -> None:
+        self.trusted = trusted
+        self.resolve = lru_cache(maxsize=65536)(self._resolve)
+
+    def _is_trusted(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(addr in net for net in self.trusted)
+
+    def _resolve(self, peer: str, xff: str, forwarded: str) -> tuple[str, bytes] | None:
+        """The client address as text and packed bytes (asyncpg encodes inet from bytes
+        without parsing text again)."""
+        addr = _parse_ip(peer)
+        if addr is None:
+            return None
+        if not self.trusted or not self._is_trusted(addr):
+            return str(addr), addr.packed
+        hops: list[str] = []
+        if xff:
+            hops = [h for h in (p.strip() for p in xff.split(",")) if h]
+        elif forwarded:
+            for element in forwarded.split(","):
+                for pair in element.split(";"):
+                    key, _, value = pair.strip().partition("=")
+                    if key.lower() == "for":
+                        hops.append(value)
+        for hop in reversed(hops):
+            hop_addr = _parse_ip(hop)
+            if hop_addr is None:
+                break
+            addr = hop_addr
+            if not self._is_trusted(hop_addr):
+                break
+        return str(addr), addr.packed
+
+
+class Enricher:
+    def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
+                 bots: BotDetector | None = None, geo: GeoReader | None = None) -> None:
+        self._secret_key = secret_key
+        self._key = hashlib.blake2b(secret_key, digest_size=32).digest()
+        # The same device comes back often: hash each distinct set of device headers once.
+        self._hash = lru_cache(maxsize=65536)(self._keyed_hash)
+        self.client_ip = ClientIp(trusted)
+        self.bots = bots or BotDetector()
+        self.geo = geo or GeoReader(None)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Sent to another process (the importer's workers) as its recipe: the same key,
+        proxies and geo folder, with fresh caches and its own open databases there."""
+        return (_rebuild, (self._secret_key, self.client_ip.trusted, self.geo.folder))
+
+    def fingerprint(self, raw: RawClick, ip: str | None) -> bytes:
+        """Keyed hash of the device headers and the IP's /24 (/48): stable for a device,
+        meaningless without the server's secret."""
+        return self._hash(raw.user_agent, raw.accept_language, raw.sec_ch_ua,
+                          raw.sec_ch_ua_mobile, raw.sec_ch_ua_platform, ip_prefix(ip))
+
+    def _keyed_hash(self, *parts: str) -> bytes:
+        material = "\x00".join(parts).encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
+
+    def row(self, raw: RawClick, *, source: str = "live") -> tuple[object, ...]:
+        resolved = self.client_ip.resolve(raw.peer, raw.x_forwarded_for, raw.forwarded)
+        ip, packed_ip = resolved if resolved is not None else (None, None)
+        place = self.geo.lookup(ip)
+        device = parse_user_agent(raw.user_agent)
+        verdict = self.bots.classify(
+            raw.user_agent, purpose=raw.purpose, hosting=place.hosting,
+            accept_language=raw.accept_language, accept=raw.accept,
+        )
+        hints = None
+        if raw.sec_ch_ua or raw.sec_ch_ua_mobile or raw.sec_ch_ua_platform:
+            hints = json.dumps({
+                "sec_ch_ua": clean_text(raw.sec_ch_ua, MAX_HINT),
+                "mobile": clean_text(raw.sec_ch_ua_mobile, MAX_HINT),
+                "platform": clean_text(raw.sec_ch_ua_platform, MAX_HINT),
+            })
+        return (
+            raw.program_id,
+            raw.click_id,
+            EPOCH + timedelta(microseconds=raw.ts_us),
+            raw.link_id,
+            raw.referrer_id,
+            raw.code,
+            clean_text(raw.visitor_id, MAX_VISITOR),
+            raw.new_visitor,
+            packed_ip,
+            clean_text(raw.user_agent, MAX_UA),
+            clean_text(raw.accept_language, MAX_LANG),
+            clean_text(raw.referer, MAX_REFERER),
+            clean_text(raw.query, MAX_QUERY),
+            hints,
+            self.fingerprint(raw, ip),
+            verdict.is_bot,
+            verdict.rule,
+            False,
+            source,
+            place.country,
+            place.region,
+            place.city,
+            place.asn,
+            place.as_org,
+            place.anonymous,
+            place.hosting,
+            device.browser,
+            device.os,
+            device.device,
+            device.mobile or raw.sec_ch_ua_mobile == "?1",
+            raw.mode == "page",
+        )
+
+    def signal_row(self, raw: RawSignals) -> tuple[object, ...] | None:
+        """A `click_signals` row, or None when the line does not hold sane signals."""
+        try:
+            signals = json.loads(raw.signals)
+            click_ms = int(raw.click_id.replace("-", "")[:12], 16)
+        except ValueError:
+            return None
+        if not isinstance(signals, dict):
+            return None
+        return (
+            raw.program_id, raw.click_id, EPOCH + timedelta(milliseconds=click_ms),
+            raw.signals, signals.get("wd") is True, EPOCH + timedelta(microseconds=raw.ts_us),
+        )
+
+    def fingerprint_with_signals(self, header_fingerprint: bytes, signals: dict[str, object]
+                                 ) -> bytes:
+        """The device fingerprint refined by what the browser itself reported."""
+        stable = {k: signals.get(k) for k in ("tz", "tzo", "sw", "sh", "dpr", "cd", "langs",
+                                              "canvas", "hc", "plat")}
+        material = header_fingerprint + json.dumps(stable, sort_keys=True).encode()
+        return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
+
+
+def _rebuild(secret_key: bytes, trusted: tuple[IPNetwork, ...], geo_folder: Path | None
+             ) -> Enricher:
+    return Enricher(secret_key, trusted, geo=GeoReader(geo_folder))

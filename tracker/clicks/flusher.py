@@ -1,0 +1,347 @@
+"""Copies sealed journal segments into PostgreSQL.
+
+One batch = whole segments (up to `flush_max_clicks` clicks) in one transaction: COPY into a
+temporary staging table, then INSERT ... ON CONFLICT DO NOTHING into `clicks`, so a segment
+replayed after a crash adds nothing twice. Segment files are deleted only after the commit.
+While PostgreSQL is unreachable the flusher retries with exponential backoff; the journal keeps
+growing and the backlog gauge shows it.
+
+Duplicates (same visitor or fingerprint on the same link within an hour) are flagged, not
+dropped: in Python within a batch, and against stored clicks in the INSERT. The window is checked
+on both sides of a click because workers flush independently, so a click can reach the table
+after a later one; either way exactly one click of such a pair counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+
+from tracker import db, metrics
+from tracker.clicks.enrich import COLUMNS, SIGNAL_COLUMNS, Enricher
+from tracker.clicks.journal import (
+    SEALED_SUFFIX,
+    RawClick,
+    RawSignals,
+    parse_segment,
+    pending_segments,
+    try_lock,
+)
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_US = 3600 * 1_000_000
+_I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_DUP = (
+    COLUMNS.index("ts"), COLUMNS.index("link_id"), COLUMNS.index("visitor_id"),
+    COLUMNS.index("fingerprint"), COLUMNS.index("is_duplicate"),
+)
+
+_STAGE_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS clicks_stage (LIKE clicks INCLUDING DEFAULTS)
+ON COMMIT DELETE ROWS
+"""
+
+_COLS = ", ".join(COLUMNS)
+_SELECT = ", ".join(
+    f"s.{c}" if c != "is_duplicate" else
+    """(s.is_duplicate
+        OR (s.visitor_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM clicks c
+            WHERE c.program_id = s.program_id AND c.visitor_id = s.visitor_id
+              AND c.link_id = s.link_id
+              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
+              AND c.click_id <> s.click_id))
+        OR EXISTS (
+            SELECT 1 FROM clicks c
+            WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
+              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
+              AND c.click_id <> s.click_id))"""
+    for c in COLUMNS
+)
+INSERT_SQL = f"""
+WITH ins AS (
+    INSERT INTO clicks ({_COLS})
+    SELECT {_SELECT} FROM clicks_stage s
+    ON CONFLICT DO NOTHING
+    RETURNING is_bot, is_duplicate
+)
+SELECT count(*) AS stored,
+       count(*) FILTER (WHERE is_bot) AS bots,
+       count(*) FILTER (WHERE is_duplicate AND NOT is_bot) AS duplicates
+FROM ins
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    clicks: int  # read from the journal
+    stored: int  # new rows (the rest were already there: a replay)
+    bots: int
+    duplicates: int
+    bad_lines: int
+
+
+def mark_duplicates(rows: list[list[object]]) -> None:
+    """Flag, in place, rows that repeat a visitor or fingerprint on a link within the window.
+
+    `rows` must be sorted by time.
+    """
+    last_visitor: dict[tuple[object, object], datetime] = {}
+    last_fp: dict[tuple[object, object], datetime] = {}
+    for row in rows:
+        ts = row[_I_TS]
+        assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
+        link = row[_I_LINK]
+        dup = False
+        for key, seen in (((link, row[_I_VISITOR]), last_visitor), ((link, row[_I_FP]), last_fp)):
+            if key[1] is None:
+                continue
+            prev = seen.get(key)
+            if prev is not None and (ts - prev).total_seconds() * 1_000_000 <= DUPLICATE_WINDOW_US:
+                dup = True
+            seen[key] = ts
+        if dup:
+            row[_I_DUP] = True
+
+
+async def store_clicks(
+    conn: asyncpg.Connection, rows: list[tuple[object, ...]], known_months: set[tuple[int, int]]
+) -> tuple[int, int, int]:
+    """Insert enriched click rows idempotently; returns (stored, bots, duplicates).
+
+    Used by the flusher and the importer. Creates missing monthly partitions first.
+    """
+    ordered = sorted((list(r) for r in rows), key=lambda r: (r[_I_TS], r[1]))
+    mark_duplicates(ordered)
+    months: dict[tuple[int, int], datetime] = {}
+    for r in ordered:
+        ts = r[_I_TS]
+        assert isinstance(ts, datetime)  # noqa: S101
+        months.setdefault((ts.year, ts.month), ts)
+    for month, ts in months.items():
+        if month not in known_months:
+            await conn.execute("SELECT refguard_ensure_click_partition($1)", ts)
+            known_months.add(month)
+    async with conn.transaction():
+        await conn.execute(_STAGE_SQL)
+        await conn.copy_records_to_table(
+            "clicks_stage", records=ordered, columns=COLUMNS
+        )
+        result = await conn.fetchrow(INSERT_SQL)
+    assert result is not None  # noqa: S101 (an aggregate always returns a row)
+    return result["stored"], result["bots"], result["duplicates"]
+
+
+async def store_signals(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
+    """Keep browser signals until the `browser_signals` job folds them into their clicks."""
+    await conn.executemany(
+        f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
+            VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING""",
+        rows,
+    )
+
+
+class Flusher:
+    def __init__(
+        self,
+        directory: Path,
+        dsn: str,
+        enricher: Enricher,
+        *,
+        interval_ms: int = 100,
+        max_clicks: int = 5000,
+    ) -> None:
+        self.directory = directory
+        self.dsn = dsn
+        self.enricher = enricher
+        self.interval_s = interval_ms / 1000
+        self.max_clicks = max_clicks
+        self._conn: asyncpg.Connection | None = None
+        self._known_months: set[tuple[int, int]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._backoff = 0.0
+        self._backlog_checked = 0.0
+        self._sealed_lines: dict[str, int] = {}  # sealed segment name -> its clicks
+        self._geo_names: set[str] = set()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await db.connect(self.dsn, timeout=5)
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.terminate()
+
+    def _take_batch(self) -> tuple[list[tuple[Path, int]], list[RawClick | RawSignals], int]:
+        """Lock and read whole segments until the batch is full."""
+        taken: list[tuple[Path, int]] = []
+        clicks: list[RawClick | RawSignals] = []
+        bad = 0
+        for path in pending_segments(self.directory):
+            if clicks and len(clicks) >= self.max_clicks:
+                break
+            fd = try_lock(path)
+            if fd is None:
+                continue
+            data = _read_fd(fd)
+            taken.append((path, fd))
+            seg_clicks, seg_bad = parse_segment(data, path.name)
+            clicks.extend(seg_clicks)
+            bad += seg_bad
+            if path.suffix == ".open":
+                metrics.JOURNAL_REPLAYED.inc()
+        return taken, clicks, bad
+
+    async def flush_once(self) -> FlushResult | None:
+        """Flush one batch; None when the journal is empty. Raises when PostgreSQL fails."""
+        taken, clicks, bad = self._take_batch()
+        if not taken:
+            return None
+        try:
+            started = time.perf_counter()
+            rows = [self.enricher.row(c) for c in clicks if isinstance(c, RawClick)]
+            signal_rows = [r for r in (self.enricher.signal_row(s) for s in clicks
+                                       if isinstance(s, RawSignals)) if r is not None]
+            stored = bots = dups = 0
+            if rows or signal_rows:
+                conn = await self._connection()
+            if rows:
+                stored, bots, dups = await store_clicks(conn, rows, self._known_months)
+            if signal_rows:
+                await store_signals(conn, signal_rows)
+            metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+            for path, _fd in taken:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        finally:
+            for _path, fd in taken:
+                os.close(fd)
+        metrics.CLICKS.labels(outcome="recorded").inc(stored - bots - dups)
+        metrics.CLICKS.labels(outcome="bot").inc(bots)
+        metrics.CLICKS.labels(outcome="duplicate").inc(dups)
+        return FlushResult(len(clicks), stored, bots, dups, bad)
+
+    def _refresh_geo(self) -> None:
+        """Pick up changed GeoIP files and publish each database's age."""
+        self.enricher.geo.maybe_reload()
+        ages = self.enricher.geo.ages_s()
+        for name in self._geo_names - set(ages):
+            metrics.GEOIP_AGE.remove(name)
+        for name, age in ages.items():
+            metrics.GEOIP_AGE.labels(database=name).set(age)
+        self._geo_names = set(ages)
+
+    def update_backlog(self, force: bool = False) -> int:
+        """Count journaled clicks not yet flushed, and refresh the geo databases (at most
+        every second unless forced)."""
+        now = time.monotonic()
+        if not force and now - self._backlog_checked < 1.0:
+            return -1
+        self._backlog_checked = now
+        self._refresh_geo()
+        segments = clicks = 0
+        counted: dict[str, int] = {}
+        for path in pending_segments(self.directory):
+            # A sealed segment never changes: read once, however long an outage keeps it.
+            lines = self._sealed_lines.get(path.name)
+            if lines is None:
+                try:
+                    lines = path.read_bytes().count(b"\n")
+                except FileNotFoundError:
+                    continue
+            if path.name.endswith(SEALED_SUFFIX):
+                counted[path.name] = lines
+            if lines:
+                clicks += lines
+                segments += 1
+        self._sealed_lines = counted
+        metrics.JOURNAL_BACKLOG_SEGMENTS.set(segments)
+        metrics.JOURNAL_BACKLOG_CLICKS.set(clicks)
+        return clicks
+
+    async def run(self) -> None:
+        while True:
+            try:
+                result = await self.flush_once()
+                self._backoff = 0.0
+                metrics.DATABASE_UP.set(1)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                metrics.FLUSH_FAILURES.inc()
+                metrics.DATABASE_UP.set(0)
+                await self._drop_connection()
+                self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
+                log.warning("flush failed (%s); retrying in %.1fs", exc, self._backoff)
+                self.update_backlog()
+                await asyncio.sleep(self._backoff)
+                continue
+            except Exception:
+                metrics.FLUSH_FAILURES.inc()
+                log.exception("flush failed unexpectedly")
+                await self._drop_connection()
+                await asyncio.sleep(5.0)
+                continue
+            self.update_backlog()
+            if result is None or result.clicks < self.max_clicks:
+                await asyncio.sleep(self.interval_s)
+
+    async def drain(self, within_s: float = 30.0) -> bool:
+        """Flush until the journal is empty; False if it could not be emptied in time.
+
+        Segments still held by live workers are waited for: at shutdown the workers seal theirs
+        as they stop (a terminal's Ctrl-C reaches every process at once).
+        """
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            try:
+                if await self.flush_once() is None:
+                    if next(pending_segments(self.directory), None) is None:
+                        self.update_backlog(force=True)
+                        return True
+                    await asyncio.sleep(0.05)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("flush during drain failed: %s", exc)
+                await self._drop_connection()
+                await asyncio.sleep(0.5)
+        self.update_backlog(force=True)
+        return False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="flusher")
+
+    async def close(self, drain_timeout: float = 30.0) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        ok = await self.drain(drain_timeout)
+        if not ok:
+            log.warning("journal not fully flushed at shutdown; it will be replayed at start")
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), timeout=2)
+            self._conn = None
+
+
+def _read_fd(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

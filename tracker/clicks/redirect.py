@@ -1,0 +1,306 @@
+"""GET /r/{code}: the hot path.
+
+Resolve the link from memory, journal the click, answer 302. No database, no cookie parser, no
+URL objects, no datetime or UUID objects: every microsecond here costs two to three in
+throughput. Enrichment (client IP behind proxies, fingerprint, bots, geo) happens in the flusher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from html import escape
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+
+from tracker.clicks.journal import (
+    N_SEPARATORS,
+    SEP,
+    SIGNALS_VERSION,
+    VERSION,
+    ClickIds,
+    JournalWriter,
+    encode_fallback,
+)
+from tracker.clicks.links import LinkCache, LinkEntry
+from tracker.metrics import RedirectStats
+
+log = logging.getLogger(__name__)
+
+VISITOR_COOKIE = "rg_vid"
+_VID = VISITOR_COOKIE + "="
+COOKIE_MAX_AGE = 365 * 24 * 3600
+SIGNALS_MAX_BYTES = 4096
+_CID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+NOT_FOUND_HTML = (
+    "<!doctype html><html><head><meta charset=utf-8><title>Link not found</title></head>"
+    "<body style=\"font-family:system-ui;margin:3em\"><h1>Link not found</h1>"
+    "<p>This referral link does not exist or is no longer active.</p></body></html>"
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _visitor_from_cookie(cookie: str) -> str:
+    """The rg_vid value from a Cookie header, or "" (hand-parsed: http.cookies is slow)."""
+    i = cookie.find(_VID)
+    while i > 0 and cookie[i - 1] not in " ;":
+        i = cookie.find(_VID, i + len(_VID))
+    if i < 0:
+        return ""
+    start = i + len(_VID)
+    end = cookie.find(";", start)
+    value = cookie[start:] if end < 0 else cookie[start:end]
+    value = value.strip().strip('"')
+    if 0 < len(value) <= 64 and value.isascii() and value.replace("-", "").isalnum():
+        return value
+    return ""
+
+
+def _clean_query(qs: str) -> str:
+    if "#" in qs:
+        qs = qs.partition("#")[0]
+    if "rg_cid=" in qs:
+        qs = "&".join(p for p in qs.split("&") if p and not p.startswith("rg_cid="))
+    if not qs.isascii():
+        qs = quote(qs, safe="=&;%+:/?@!$'()*,~-._")
+    return qs
+
+
+def signal_token(key: bytes, click_id: str) -> str:
+    """What the fingerprint page must send back with its signals for this click."""
+    return hmac.new(key, click_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def make_redirect_handler(
+    links: LinkCache,
+    journal: JournalWriter,
+    stats: RedirectStats,
+    *,
+    secure_cookie: bool = False,
+    signing_key: bytes = b"",
+) -> Handler:
+    get_link = links.get
+    ids = ClickIds()
+    perf = time.perf_counter
+    now_ns = time.time_ns
+    write = journal.write
+    observe = stats.observe
+    cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
+    if secure_cookie:
+        cookie_tail += "; Secure"
+    h_cookie = hdrs.COOKIE
+    h_ua = hdrs.USER_AGENT
+    h_lang = hdrs.ACCEPT_LANGUAGE
+    h_referer = hdrs.REFERER
+    h_xff = hdrs.X_FORWARDED_FOR
+    h_fwd = hdrs.FORWARDED
+    h_accept = hdrs.ACCEPT
+    h_ch_ua = "Sec-CH-UA"
+    h_ch_mobile = "Sec-CH-UA-Mobile"
+    h_ch_platform = "Sec-CH-UA-Platform"
+    h_sec_purpose = "Sec-Purpose"
+    h_purpose = "Purpose"
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        t0 = perf()
+        code = request.match_info["code"]
+        entry = get_link(code)
+        if entry is None:
+            # Possibly created a moment ago on another worker: one look-up, then remembered.
+            entry = await links.lookup_missing(code)
+        if entry is None or not entry.enabled:
+            return _not_served(stats, entry)
+        headers = request.headers
+        cookie = headers.get(h_cookie)
+        vid = _visitor_from_cookie(cookie) if cookie else ""
+        raw_path = request.raw_path
+        q = raw_path.find("?")
+        qs = raw_path[q + 1 :] if q >= 0 else ""
+        if qs and ("rg_cid=" in qs or "#" in qs or not qs.isascii()):
+            qs = _clean_query(qs)
+        if request.method == "HEAD":
+            # Answered like a GET (link checkers follow it) but not a click: no id, no record.
+            stats.count_302 += 1
+            return web.Response(
+                status=302,
+                headers={
+                    "Location": entry.prefix + qs + entry.fragment if qs else entry.destination,
+                    "Cache-Control": "private, no-store",
+                },
+            )
+        ns = now_ns()
+        cid = ids.new(ns)
+        new_visitor = not vid
+        if new_visitor:
+            vid = cid
+        fields = [
+            VERSION,
+            str(ns // 1000),
+            cid,
+            entry.journal_key,
+            vid,
+            "1" if new_visitor else "",
+            request.remote or "",  # the connection's peer, kept by aiohttp (no syscall)
+            headers.get(h_xff, ""),
+            headers.get(h_fwd, ""),
+            headers.get(h_ua, ""),
+            headers.get(h_lang, ""),
+            headers.get(h_referer, ""),
+            headers.get(h_ch_ua, ""),
+            headers.get(h_ch_mobile, ""),
+            headers.get(h_ch_platform, ""),
+            headers.get(h_sec_purpose) or headers.get(h_purpose) or "",
+            headers.get(h_accept, ""),
+            qs,
+            "page" if entry.browser_page else "",
+        ]
+        line = SEP.join(fields)
+        if line.count(SEP) != N_SEPARATORS or "\n" in line:
+            line = encode_fallback(
+                fields[:3] + entry.journal_key.split(SEP) + fields[4:]
+            ).rstrip("\n")
+        try:
+            write((line + "\n").encode("utf-8", "surrogateescape"))
+        except OSError:
+            # An answered redirect must be a recorded click; without a journal we cannot promise
+            # that, so the visitor is asked to retry rather than silently lost.
+            stats.count_503 += 1
+            log.exception("journal write failed")
+            return web.Response(status=503, text="temporarily unavailable",
+                                headers={"Retry-After": "1"})
+        location = (
+            f"{entry.prefix}{qs}&rg_cid={cid}{entry.fragment}"
+            if qs
+            else f"{entry.prefix}rg_cid={cid}{entry.fragment}"
+        )
+        resp_headers = {"Cache-Control": "private, no-store"}
+        if new_visitor:
+            resp_headers["Set-Cookie"] = f"{_VID}{vid}{cookie_tail}"
+        if entry.browser_page:
+            stats.count_200 += 1
+            return web.Response(
+                status=200, text=fingerprint_page(code, cid, location,
+                                                  signal_token(signing_key, cid)),
+                content_type="text/html", headers=resp_headers,
+            )
+        resp_headers["Location"] = location
+        stats.count_302 += 1
+        observe(perf() - t0)
+        return web.Response(status=302, headers=resp_headers)
+
+    return redirect
+
+
+def _not_served(stats: RedirectStats, entry: LinkEntry | None) -> web.Response:
+    """Unknown or disabled link: the program's fallback URL if it has one, else a 404 page."""
+    if entry is not None and entry.fallback_url:
+        stats.count_302 += 1
+        return web.Response(
+            status=302,
+            headers={"Location": entry.fallback_url, "Cache-Control": "private, no-store"},
+        )
+    stats.count_404 += 1
+    return web.Response(
+        status=404,
+        text=NOT_FOUND_HTML,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<meta name="robots" content="noindex"><title>Redirecting…</title>
+<noscript><meta http-equiv="refresh" content="0;url=%(html_url)s"></noscript></head>
+<body><a href="%(html_url)s">Continue</a><script>
+(function(){var u=%(url)s,n=navigator,h=null;
+try{var c=document.createElement("canvas");c.width=220;c.height=30;var x=c.getContext("2d");
+x.textBaseline="top";x.font="14px Arial";x.fillStyle="#f60";x.fillRect(120,1,62,20);
+x.fillStyle="#069";x.fillText("refguard,\u263a\u00e9",2,2);var d=c.toDataURL();h=0;
+for(var i=0;i<d.length;i++){h=(h*31+d.charCodeAt(i))|0}}catch(e){}
+var s={cid:%(cid)s,tok:%(tok)s,tz:(function(){try{return Intl.DateTimeFormat().resolvedOptions()
+.timeZone}catch(e){return null}})(),tzo:new Date().getTimezoneOffset(),sw:screen.width,
+sh:screen.height,dpr:window.devicePixelRatio,cd:screen.colorDepth,langs:n.languages||[],
+wd:n.webdriver===true,canvas:h,hc:n.hardwareConcurrency||null,plat:n.platform||null};
+try{n.sendBeacon(%(beacon)s,JSON.stringify(s))}catch(e){}
+location.replace(u)})();
+</script></body></html>"""
+
+
+def _js(value: str) -> str:
+    return json.dumps(value).replace("</", "<\\/")
+
+
+def fingerprint_page(code: str, click_id: str, location: str, token: str) -> str:
+    """The page that collects client signals, sends them and navigates to `location`."""
+    return _PAGE % {
+        "url": _js(location), "html_url": escape(location, quote=True), "cid": _js(click_id),
+        "tok": _js(token), "beacon": _js(f"/r/{code}/s"),
+    }
+
+
+_SIGNAL_KEYS = {"tz": str, "tzo": int, "sw": int, "sh": int, "dpr": (int, float), "cd": int,
+                "langs": list, "wd": bool, "canvas": int, "hc": int, "plat": str}
+
+
+def clean_signals(raw: object) -> dict[str, object] | None:
+    """The known signals with sane types and sizes, or None if this is not a signals body."""
+    if not isinstance(raw, dict):
+        return None
+    out: dict[str, object] = {}
+    for key, kind in _SIGNAL_KEYS.items():
+        value = raw.get(key)
+        if isinstance(value, bool) and kind is not bool:
+            continue
+        if isinstance(value, kind):  # type: ignore[arg-type]
+            if isinstance(value, str):
+                value = value[:64]
+            elif isinstance(value, list):
+                value = [v[:32] for v in value[:10] if isinstance(v, str)]
+            out[key] = value
+    return out
+
+
+def make_signals_handler(links: LinkCache, journal: JournalWriter, signing_key: bytes) -> Handler:
+    async def signals(request: web.Request) -> web.StreamResponse:
+        entry = links.get(request.match_info["code"])
+        if entry is None or not entry.browser_page:
+            return web.Response(status=404)
+        if (request.content_length or 0) > SIGNALS_MAX_BYTES:
+            return web.Response(status=413)
+        body = await request.content.read(SIGNALS_MAX_BYTES + 1)
+        if len(body) > SIGNALS_MAX_BYTES:
+            return web.Response(status=413)
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return web.Response(status=400)
+        cid = raw.get("cid") if isinstance(raw, dict) else None
+        tok = raw.get("tok") if isinstance(raw, dict) else None
+        if not (isinstance(cid, str) and _CID.match(cid) and isinstance(tok, str)
+                and hmac.compare_digest(tok, signal_token(signing_key, cid))):
+            return web.Response(status=403)
+        clean = clean_signals(raw)
+        if clean is None:
+            return web.Response(status=400)
+        line = SEP.join((SIGNALS_VERSION, str(time.time_ns() // 1000), cid,
+                         str(entry.program_id), json.dumps(clean, ensure_ascii=True)))
+        try:
+            journal.write((line + "\n").encode())
+        except OSError:
+            return web.Response(status=503)
+        return web.Response(status=204)
+
+    return signals
+
+
+def install(app: web.Application, handler: Handler, signals: Handler) -> None:
+    app.router.add_get(r"/r/{code}", handler, name="redirect")
+    app.router.add_post(r"/r/{code}/s", signals, name="signals")

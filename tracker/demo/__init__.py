@@ -1,0 +1,1 @@
+"""A demo program with realistic traffic and planted fraud."""

@@ -1,0 +1,1 @@
+"""Rewards from credits: rules, clearance, the ledger, payouts, evidence, webhooks."""

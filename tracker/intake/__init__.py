@@ -1,0 +1,1 @@
+"""What comes in from the merchant: conversions (live and imported) and bulk imports."""

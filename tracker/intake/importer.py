@@ -1,0 +1,355 @@
+"""`refguard import`: historical clicks and conversions from NDJSON (DESIGN section 6).
+
+Clicks are enriched exactly as live ones (the same `Enricher`: geo, device, fingerprint, bots)
+and stored with the flusher's idempotent insert; a click without a `click_id` gets one derived
+from its content, so importing the same file twice adds nothing. Conversions go through the
+API's validation and idempotent store. A bad line is reported with its number and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import asyncpg
+
+from tracker.clicks.enrich import Enricher
+from tracker.clicks.flusher import store_clicks
+from tracker.clicks.journal import RawClick
+from tracker.identity import email_hash
+from tracker.intake.conversions import (
+    ConversionInput,
+    ConversionInvalid,
+    parse_conversion,
+    store_conversions,
+)
+
+BATCH = 5000  # lines a batch (and a worker's chunk)
+SLICE = 250  # lines enriched between two yields to the event loop, in one process
+PARALLEL_BYTES = 8 << 20  # a clicks file this big is enriched by worker processes
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+# A line PostgreSQL refuses (a value out of a type's range, a constraint) is a bad line.
+REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+_UUID_CHARS = set("0123456789abcdefABCDEF-")
+
+
+class LineError(ValueError):
+    pass
+
+
+@dataclass
+class ImportResult:
+    read: int = 0
+    stored: int = 0
+    skipped_existing: int = 0
+    bad: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """A progress bar on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, label: str, total_bytes: int, out: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.total = max(total_bytes, 1)
+        self.out = out
+        self.tty = out.isatty()
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, done_bytes: int, items: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < (0.2 if self.tty else 5.0):
+            return
+        self._last = now
+        fraction = min(1.0, done_bytes / self.total)
+        rate = items / max(now - self.started, 1e-9)
+        if self.tty:
+            bar = "#" * int(fraction * 30)
+            self.out.write(f"\r{self.label} [{bar:<30}] {fraction:6.1%} {items:,} "
+                           f"({rate:,.0f}/s)")
+            if final:
+                self.out.write("\n")
+        else:
+            self.out.write(f"{self.label}: {fraction:.1%} {items:,} lines ({rate:,.0f}/s)\n")
+        self.out.flush()
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, str]]:
+    """(line number, bytes read so far, text) of each non-blank line."""
+    done = 0
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            done += len(raw)
+            text = raw.decode("utf-8", "replace").strip()
+            if text:
+                yield number, done, text
+
+
+def _chunks(path: Path, size: int) -> Iterator[tuple[list[tuple[int, str]], int]]:
+    """Lists of up to `size` (line number, text), with the bytes read so far."""
+    chunk: list[tuple[int, str]] = []
+    done = 0
+    for number, done, text in _lines(path):
+        chunk.append((number, text))
+        if len(chunk) >= size:
+            yield chunk, done
+            chunk = []
+    if chunk:
+        yield chunk, done
+
+
+def derived_click_id(obj: dict[str, Any], ts: datetime) -> str:
+    """A UUIDv7-shaped id from the click's content and time: the same line, the same id."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+    ms = int(ts.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    variant = "89ab"[int(digest[3], 16) & 3]
+    return (f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{digest[:3]}-{variant}{digest[4:7]}-"
+            f"{digest[7:19]}")
+
+
+def _is_ip(text: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def parse_click_line(text: str, links: dict[str, tuple[int, int, int]],
+                     latest: datetime | None = None) -> RawClick:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise LineError("not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise LineError("not a JSON object")
+    for key in ("ts", "code", "ip", "user_agent"):
+        if not isinstance(obj.get(key), str):
+            raise LineError(f"{key} is required (a string)")
+    try:
+        ts = datetime.fromisoformat(obj["ts"])
+    except ValueError:
+        raise LineError("ts is not an RFC 3339 timestamp") from None
+    if ts.tzinfo is None:
+        raise LineError("ts needs a time zone (Z or +hh:mm)")
+    if latest is None:
+        latest = datetime.now(UTC) + timedelta(minutes=5)
+    if not EARLIEST <= ts <= latest:
+        raise LineError("ts is out of range")
+    link = links.get(obj["code"])
+    if link is None:
+        raise LineError(f"unknown link code {obj['code'][:64]!r}")
+    ip = obj["ip"]
+    if not _is_ip(ip):  # (inet_pton: the C check; the enricher normalises the text, cached)
+        raise LineError("ip is not an IP address")
+    optional: dict[str, str] = {}
+    for key, limit in (("accept_language", 256), ("referer", 2048), ("visitor_id", 64),
+                       ("click_id", 36)):
+        value = obj.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit:
+            raise LineError(f"{key} must be a string of at most {limit} characters")
+        optional[key] = value
+    click_id = optional.get("click_id")
+    if click_id is not None and (len(click_id) != 36 or not set(click_id) <= _UUID_CHARS):
+        raise LineError("click_id must be a UUID")
+    program_id, link_id, referrer_id = link
+    us = int(ts.timestamp()) * 1_000_000 + ts.microsecond
+    return RawClick(
+        ts_us=us, click_id=(click_id or derived_click_id(obj, ts)).lower(),
+        program_id=program_id, link_id=link_id, referrer_id=referrer_id, code=obj["code"],
+        visitor_id=optional.get("visitor_id", ""), new_visitor=False, peer=ip,
+        x_forwarded_for="", forwarded="", user_agent=obj["user_agent"],
+        accept_language=optional.get("accept_language", ""),
+        referer=optional.get("referer", ""), sec_ch_ua="", sec_ch_ua_mobile="",
+        sec_ch_ua_platform="", purpose="", accept="", query="", mode="",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Enrich:
+    """Parse and enrich lines of a clicks file: (rows ready for `store_clicks`, bad lines).
+    Pickles to worker processes (the enricher travels as its recipe, see Enricher)."""
+
+    links: dict[str, tuple[int, int, int]]
+    enricher: Enricher
+    latest: datetime
+
+    def __call__(self, lines: list[tuple[int, str]]
+                 ) -> tuple[list[tuple[object, ...]], list[tuple[int, str]]]:
+        rows: list[tuple[object, ...]] = []
+        bad: list[tuple[int, str]] = []
+        for number, text in lines:
+            try:
+                raw = parse_click_line(text, self.links, self.latest)
+            except LineError as exc:
+                bad.append((number, str(exc)))
+                continue
+            rows.append(self.enricher.row(raw, source="import"))
+        return rows, bad
+
+
+_WORKER: dict[str, _Enrich] = {}  # in an import worker process: its `_Enrich`
+
+
+def _start_worker(enrich: _Enrich) -> None:
+    _WORKER["enrich"] = enrich
+
+
+def _enrich_in_worker(lines: list[tuple[int, str]]
+                      ) -> tuple[list[tuple[object, ...]], list[tuple[int, str]]]:
+    return _WORKER["enrich"](lines)
+
+
+def import_workers(path: Path) -> int:
+    """Processes worth starting for a clicks file: one per CPU (at most 4) for a big file; none
+    for a small one, where starting them would cost more than they save."""
+    if path.stat().st_size < PARALLEL_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher,
+                        progress: Callable[[int, int, bool], None] | None = None,
+                        *, workers: int = 1) -> ImportResult:
+    """Load a clicks file. With `workers` > 1, that many processes parse and enrich chunks of
+    lines while this one stores the previous chunks; either way, PostgreSQL stores one batch
+    while the next is being prepared."""
+    links = {r["code"]: (r["program_id"], r["id"], r["referrer_id"]) for r in await conn.fetch(
+        "SELECT code, program_id, id, referrer_id FROM links")}
+    enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
+    result = ImportResult()
+    months: set[tuple[int, int]] = set()
+    storing: asyncio.Task[tuple[int, int, int]] | None = None
+    queued = 0
+    done = 0  # bytes of the file read
+
+    async def store(rows: list[tuple[object, ...]], bad: list[tuple[int, str]]) -> None:
+        """Store a prepared chunk, once the previous one is stored (in order)."""
+        nonlocal storing, queued
+        result.bad.extend(f"{path.name}:{number}: {reason}" for number, reason in bad)
+        if storing is not None:
+            result.stored += (await storing)[0]
+            storing = None
+        if rows:
+            queued += len(rows)
+            storing = asyncio.create_task(store_clicks(conn, rows, months))
+        if progress:
+            progress(done, result.read, False)
+
+    if workers > 1:
+        loop = asyncio.get_running_loop()
+        in_flight: deque[asyncio.Future[tuple[list[tuple[object, ...]],
+                                              list[tuple[int, str]]]]] = deque()
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_start_worker, initargs=(enrich,)) as pool:
+            for lines, done in _chunks(path, BATCH):  # noqa: B007 (store reports it)
+                result.read += len(lines)
+                in_flight.append(loop.run_in_executor(pool, _enrich_in_worker, lines))
+                while len(in_flight) > 2 * workers:
+                    await store(*await in_flight.popleft())
+            while in_flight:
+                await store(*await in_flight.popleft())
+    else:
+        rows: list[tuple[object, ...]] = []
+        bad: list[tuple[int, str]] = []
+        for lines, done in _chunks(path, SLICE):  # noqa: B007 (store reports it)
+            result.read += len(lines)
+            more, wrong = enrich(lines)
+            rows += more
+            bad += wrong
+            if len(rows) >= BATCH:
+                await store(rows, bad)
+                rows, bad = [], []
+            else:
+                await asyncio.sleep(0)  # the store task's COPY data keeps flowing
+        await store(rows, bad)
+    await store([], [])
+    result.skipped_existing = queued - result.stored
+    if progress:
+        progress(done, result.read, True)
+    if result.stored:
+        # Bulk-loaded rows: fresh planner statistics, or the jobs' joins plan for one row.
+        await conn.execute("ANALYZE clicks")
+    return result
+
+
+async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: bytes,
+                             progress: Callable[[int, int, bool], None] | None = None
+                             ) -> ImportResult:
+    programs = {r["slug"]: r["id"] for r in await conn.fetch("SELECT slug, id FROM programs")}
+    result = ImportResult()
+    done = 0
+    batch: list[tuple[int, ConversionInput, bytes | None]] = []
+
+    async def flush() -> None:
+        if not batch:
+            return
+        try:
+            outcome = await store_conversions(conn, batch, source="import")
+        except REFUSED:
+            # A value PostgreSQL refuses that validation let through: find the line, keep the
+            # rest (each batch is one transaction, so nothing of it was stored).
+            outcome = []
+            for item in batch:
+                try:
+                    outcome += await store_conversions(conn, [item], source="import")
+                except REFUSED as exc:
+                    outcome.append(f"refused by the database: {exc}")
+        for (number, conv), status in zip(numbers, outcome, strict=True):
+            if status == "created":
+                result.stored += 1
+            elif status == "existing":
+                result.skipped_existing += 1
+            elif status == "conflict":
+                result.bad.append(f"{path.name}:{number}: event {conv.event_id!r} exists "
+                                  "with another body")
+            else:
+                result.bad.append(f"{path.name}:{number}: {status}")
+        batch.clear()
+        numbers.clear()
+
+    numbers: list[tuple[int, ConversionInput]] = []
+    for number, done, text in _lines(path):
+        result.read += 1
+        try:
+            body = json.loads(text)
+            conv = parse_conversion(body, require_time=True)
+        except ValueError as exc:
+            reason = str(exc) if isinstance(exc, ConversionInvalid) else "not valid JSON"
+            result.bad.append(f"{path.name}:{number}: {reason}")
+            continue
+        program_id = programs.get(conv.program)
+        if program_id is None:
+            result.bad.append(f"{path.name}:{number}: unknown program {conv.program!r}")
+            continue
+        digest = email_hash(secret_key, conv.email) if conv.email else None
+        batch.append((program_id, conv, digest))
+        numbers.append((number, conv))
+        if len(batch) >= BATCH:
+            await flush()
+            if progress:
+                progress(done, result.read, False)
+    await flush()
+    if progress:
+        progress(done, result.read, True)
+    if result.stored:
+        # Bulk-loaded rows: fresh planner statistics, or the jobs' joins plan for one row.
+        await conn.execute("ANALYZE conversions, customer_visitors")
+    return result

@@ -1,0 +1,1 @@
+"""Programs, referrers and links: their settings, validation and SQL."""

@@ -1,0 +1,1 @@
+"""Attribution credits and fraud risk, computed from the stored facts."""

@@ -1,0 +1,1 @@
+"""The HTTP face: the app factory, the server, the API and the review page."""

@@ -1,0 +1,498 @@
+"""The OpenAPI 3.1 document served at /api/v1/openapi.json: the full reference for /api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from attribution.models import MODELS
+from tracker.formats import CONVERSION_TYPES, CREDITED_TYPES
+from tracker.web.api import API_PREFIX
+from tracker.web.api.errors import json_errors
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$", "description": "program slug"}
+_ID = {"type": "string", "minLength": 1, "maxLength": 128}
+
+
+def _list_of(ref: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
+            "next": {"type": ["string", "null"], "description": "cursor of the next page"},
+        },
+    }
+
+
+def _op(summary: str, roles: str, *, body: str | None = None, ok: int = 200,
+        answer: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        public: bool = False, also: dict[int, str] | None = None) -> dict[str, Any]:
+    """One operation; `also` names other success statuses that answer the same schema."""
+    content = {"application/json": {"schema": answer or {}}}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Roles: {roles}.",
+        "responses": {
+            str(ok): {"description": "OK", "content": content},
+            **{str(s): {"description": d, "content": content} for s, d in (also or {}).items()},
+            **{str(s): _ERROR for s in (400, 401, 403, 404, 409, 413, 415, 422)},
+        },
+    }
+    if public:
+        op["security"] = []
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    return op
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None,
+       required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_PAGING = [
+    _q("limit", "page size (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    _q("cursor", "the `next` value of the previous page"),
+]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "field": {"type": "string"}}}},
+    },
+    "ProgramSettings": {
+        "type": "object",
+        "properties": {
+            "attribution_model": {"enum": list(MODELS)},
+            "attribution_window_days": {"type": "integer", "minimum": 1, "maximum": 365},
+            "hold_days": {"type": "integer", "minimum": 0, "maximum": 365},
+            "review_at": {"type": "number", "minimum": 0, "maximum": 1},
+            "reject_at": {"type": "number", "minimum": 0, "maximum": 1},
+            "fingerprint": {"enum": ["headers", "browser"]},
+            "fallback_url": {"type": "string", "description": "where unknown-program or disabled "
+                             "links go instead of a 404; must be on the program's domains"},
+            "default_destination": {"type": "string"},
+            "reward": {"type": "object", "properties": {
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "rules": {"type": "array", "items": {"type": "object", "required": [
+                    "beneficiary", "on"], "properties": {
+                    "beneficiary": {"enum": ["referrer", "referee"]},
+                    "on": {"enum": list(CREDITED_TYPES)},
+                    "flat": {"type": "integer", "minimum": 0},
+                    "percent": {"type": "number", "minimum": 0, "maximum": 100},
+                    "tiers": {"type": "array", "items": {"type": "object", "required": [
+                        "after"], "properties": {
+                        "after": {"type": "integer", "minimum": 1,
+                                  "description": "approved referrals after which this rate"},
+                        "flat": {"type": "integer", "minimum": 0},
+                        "percent": {"type": "number", "minimum": 0, "maximum": 100}}}},
+                    "cap_per_day": {"type": "integer", "minimum": 0,
+                                    "description": "per referrer, minor units"},
+                    "cap_per_month": {"type": "integer", "minimum": 0},
+                    "first_only": {"type": "boolean",
+                                   "description": "the customer's first conversion only"},
+                    "months": {"type": "integer", "minimum": 1,
+                               "description": "recurring: within N months of the first"},
+                }}}}},
+            "reject_action": {"enum": ["reject", "flag"]},
+            "webhook_url": {"type": ["string", "null"], "description": "receives signed "
+                            "reward.approved and reward.paid events (POST, JSON, retried)"},
+            "four_eyes_above": {"type": ["integer", "null"], "minimum": 0,
+                                "description": "two finance approvals above this amount"},
+            "adaptive_hold": {"type": ["object", "null"], "properties": {
+                k: {"type": "integer", "minimum": 0}
+                for k in ("risk_extra_days", "clean_after", "clean_hold_days")}},
+        },
+        "additionalProperties": True,
+    },
+    "Reward": {
+        "type": "object",
+        "required": ["id", "program", "referrer", "beneficiary", "conversion", "event_id",
+                     "amount", "currency", "status", "risk_score", "reasons", "hold_until",
+                     "created_at", "decided_by", "decided_at"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "referrer": {"type": "string", "description": "the referrer's external_id"},
+            "beneficiary": {"enum": ["referrer", "referee"]},
+            "payee": {"type": "string", "description": "who is paid (external id)"},
+            "conversion": {"type": "integer"}, "event_id": {"type": "string"},
+            "amount": {"type": "integer", "description": "minor units"},
+            "currency": {"type": "string"},
+            "status": {"enum": ["pending", "flagged", "approved", "rejected", "paid",
+                                "reversed"]},
+            "risk_score": {"type": ["number", "null"]},
+            "reasons": {"type": "array", "items": {"type": "object"}},
+            "hold_until": {"type": "string", "format": "date-time"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "flagged_at": {"type": ["string", "null"], "format": "date-time"},
+            "decided_by": {"type": ["string", "null"]},
+            "decided_at": {"type": ["string", "null"], "format": "date-time"},
+            "decision_reason": {"type": ["string", "null"]},
+            "batch_id": {"type": ["string", "null"]},
+            "paid_at": {"type": ["string", "null"], "format": "date-time"},
+            "calculation": {"type": "object", "description": "rule, rate, tier, credit, caps"},
+            "approvals": {"type": "integer"}, "approvals_needed": {"type": "integer"},
+        },
+    },
+    "RewardDetail": {
+        "allOf": [{"$ref": "#/components/schemas/Reward"}, {
+            "type": "object",
+            "required": ["conversion_detail", "touchpoints", "credits", "graph", "rings",
+                         "approvals", "history"],
+            "properties": {
+                "conversion_detail": {"type": "object"},
+                "touchpoints": {"type": "array", "items": {"type": "object"}},
+                "credits": {"type": "array", "items": {"type": "object"}},
+                "graph": {"type": "object", "required": ["nodes", "edges"], "properties": {
+                    "nodes": {"type": "array", "items": {"type": "object"}},
+                    "edges": {"type": "array", "items": {"type": "object"}}}},
+                "rings": {"type": "array", "items": {"type": "object"}},
+                "approvals": {"type": "array", "items": {"type": "object"}},
+                "history": {"type": "array", "items": {"type": "object"}},
+            }}],
+    },
+    "Decision": {
+        "type": "object", "required": ["reason"],
+        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1000}},
+    },
+    "ProgramCreate": {
+        "type": "object", "required": ["slug", "name", "destination_domains"],
+        "properties": {
+            "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "destination_domains": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "settings": {"$ref": "#/components/schemas/ProgramSettings"},
+        },
+    },
+    "ProgramUpdate": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "destination_domains": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "settings": {"$ref": "#/components/schemas/ProgramSettings"},
+        },
+    },
+    "Program": {
+        "type": "object", "required": ["id", "slug", "name", "destination_domains", "settings"],
+        "properties": {
+            "id": {"type": "integer"}, "slug": {"type": "string"}, "name": {"type": "string"},
+            "destination_domains": {"type": "array", "items": {"type": "string"}},
+            "settings": {"$ref": "#/components/schemas/ProgramSettings"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ReferrerCreate": {
+        "type": "object", "required": ["program", "external_id"],
+        "properties": {
+            "program": _SLUG,
+            "external_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "email": {"type": "string", "maxLength": 320,
+                      "description": "stored only as a keyed hash"},
+        },
+    },
+    "Referrer": {
+        "type": "object", "required": ["id", "program", "external_id"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "external_id": {"type": "string"}, "has_email": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "LinkCreate": {
+        "type": "object", "required": ["program", "referrer"],
+        "properties": {
+            "program": _SLUG,
+            "referrer": {**_ID, "description": "the referrer's external_id"},
+            "destination": {"type": "string", "minLength": 1, "maxLength": 2048,
+                            "description": "on the program's domains"},
+            "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        },
+    },
+    "LinkUpdate": {
+        "type": "object",
+        "properties": {"enabled": {"type": "boolean"}, "destination": {
+            "type": "string", "minLength": 1, "maxLength": 2048}},
+    },
+    "Link": {
+        "type": "object", "required": ["code", "url", "destination", "enabled"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "referrer": {"type": "string"}, "code": {"type": "string"},
+            "url": {"type": "string"}, "destination": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ConversionCreate": {
+        "type": "object", "required": ["program", "event_id", "type", "customer_id"],
+        "additionalProperties": False,
+        "properties": {
+            "program": _SLUG,
+            "event_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "type": {"enum": list(CONVERSION_TYPES)},
+            "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "email": {"type": "string", "description": "stored only as a keyed hash"},
+            "amount": {"type": "integer", "minimum": 0, "description": "minor units"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$",
+                         "description": "of the amount; default the program's reward currency"},
+            "occurred_at": {"type": "string", "format": "date-time",
+                            "description": "default now; at most 5 minutes ahead"},
+            "click_id": {"type": "string", "format": "uuid", "description": "the rg_cid"},
+            "visitor_id": {"type": "string", "maxLength": 64},
+            "referral_code": {"type": "string", "description": "a link code typed by hand"},
+            "ip": {"type": "string"}, "user_agent": {"type": "string"},
+            "original_event_id": {"type": "string",
+                                  "description": "for refund/chargeback: the event reversed"},
+        },
+    },
+    "Conversion": {
+        "type": "object", "required": ["id", "program", "event_id", "type", "customer_id"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "event_id": {"type": "string"}, "type": {"type": "string"},
+            "customer_id": {"type": "string"}, "amount": {"type": ["integer", "null"]},
+            "currency": {"type": ["string", "null"]},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "received_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "AttributionRow": {
+        "type": "object", "required": ["referrer", "conversions", "value"],
+        "properties": {"referrer": {"type": "string"}, "conversions": {"type": "number"},
+                       "value": {"type": "number"},
+                       "model": {"type": "string", "description": "when all models are listed"}},
+    },
+    "AttributionReport": {
+        "type": "object", "required": ["program", "model", "rows"],
+        "properties": {
+            "program": {"type": "string"}, "model": {"type": ["string", "null"]},
+            "rows": {"type": "array", "items": {"$ref": "#/components/schemas/AttributionRow"}},
+            "models": {"type": "object", "additionalProperties": {
+                "type": "array", "items": {"$ref": "#/components/schemas/AttributionRow"}}},
+        },
+    },
+    "FunnelReport": {
+        "type": "object", "required": ["program", "rows", "total"],
+        "properties": {"program": {"type": "string"},
+                       "rows": {"type": "array", "items": {"type": "object"}},
+                       "total": {"type": "object"}},
+    },
+    "Flag": {
+        "type": "object",
+        "required": ["id", "program", "kind", "score", "reasons", "members", "evidence"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"}, "kind": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "conversion": {"type": ["integer", "null"]},
+            "reasons": {"type": "array", "items": {
+                "type": "object", "required": ["code", "message", "value", "threshold"]}},
+            "members": {"type": "array", "items": {
+                "type": "object", "required": ["type", "id"],
+                "properties": {"type": {"enum": ["referrer", "customer", "ip", "device",
+                                                 "visitor"]}, "id": {"type": "string"}}}},
+            "evidence": {"type": "object"},
+        },
+    },
+    "Click": {
+        "type": "object",
+        "required": ["click_id", "ts", "code", "referrer", "visitor_id", "ip", "country", "asn",
+                     "ua", "fingerprint", "flags", "bot_rule"],
+        "properties": {
+            "click_id": {"type": "string", "format": "uuid"},
+            "ts": {"type": "string", "format": "date-time"},
+            "code": {"type": "string"}, "referrer": {"type": "string"},
+            "visitor_id": {"type": ["string", "null"]},
+            "ip": {"type": ["string", "null"], "description": (
+                "the client address; past the retention age its network (e.g. 81.0.1.0/24); "
+                "null once the customer was erased")},
+            "country": {"type": ["string", "null"]}, "asn": {"type": ["integer", "null"]},
+            "ua": {"type": "object", "properties": {
+                "browser": {"type": ["string", "null"]}, "os": {"type": ["string", "null"]},
+                "device": {"type": ["string", "null"]}}},
+            "fingerprint": {"type": ["string", "null"], "description": "hex"},
+            "flags": {"type": "object", "required": ["bot", "duplicate", "anonymous", "hosting"],
+                      "properties": {k: {"type": "boolean"} for k in
+                                     ("bot", "duplicate", "anonymous", "hosting")}},
+            "bot_rule": {"type": ["string", "null"]},
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    program_q = _q("program", "program slug", _SLUG, required=True)
+    any_program_q = _q("program", "program slug (absent or empty: every program)",
+                       {**_SLUG, "pattern": "^([a-z0-9][a-z0-9_-]{0,62})?$"})
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "refguard", "version": "1",
+                 "description": "Referral fraud and attribution server. Authenticate with "
+                 "`Authorization: Bearer <token>` (`refguard token create`). Errors are "
+                 '`{"error": {"code", "message"}}`. Lists answer `{"items", "next"}`.'},
+        "security": [{"bearer": []}],
+        # Full paths, as integrators and DESIGN.md write them (/api/v1/rewards/{reward_id});
+        # no `servers`: the default, this server's root, is right.
+        "paths": {API_PREFIX + path: item for path, item in {
+            "/programs": {
+                "post": _op("Create a program", "admin", body="ProgramCreate", ok=201,
+                            answer={"$ref": "#/components/schemas/Program"}),
+                "get": _op("List programs", "all", answer=_list_of("Program"), params=_PAGING),
+            },
+            "/programs/{slug}": {
+                "parameters": [_path("slug")],
+                "get": _op("One program", "all", answer={"$ref": "#/components/schemas/Program"}),
+                "patch": _op("Change a program (settings are merged)", "admin",
+                             body="ProgramUpdate",
+                             answer={"$ref": "#/components/schemas/Program"}),
+            },
+            "/referrers": {
+                "post": _op("Create (or fetch) a referrer: 201 created, 200 existed",
+                            "admin, integration", body="ReferrerCreate", ok=201,
+                            answer={"$ref": "#/components/schemas/Referrer"},
+                            also={200: "the referrer existed already"}),
+                "get": _op("List a program's referrers", "admin, integration, viewer",
+                           answer=_list_of("Referrer"), params=[program_q, *_PAGING]),
+            },
+            "/links": {
+                "post": _op("Create a referral link", "admin, integration", body="LinkCreate",
+                            ok=201, answer={"$ref": "#/components/schemas/Link"}),
+                "get": _op("List a program's links", "admin, integration, viewer",
+                           answer=_list_of("Link"),
+                           params=[program_q, _q("referrer", "referrer external_id"),
+                                   *_PAGING]),
+            },
+            "/links/{code}": {
+                "parameters": [_path("code")],
+                "get": _op("One link", "admin, integration, viewer",
+                           answer={"$ref": "#/components/schemas/Link"}),
+                "patch": _op("Enable, disable or re-point a link", "admin, integration",
+                             body="LinkUpdate", answer={"$ref": "#/components/schemas/Link"}),
+            },
+            "/conversions": {
+                "post": {
+                    **_op("Report a conversion (idempotent on program + event_id: 201 first, "
+                          "200 for the same body again, 409 for another body)",
+                          "admin, integration; or no token and a signature header",
+                          body="ConversionCreate", ok=201,
+                          answer={"$ref": "#/components/schemas/Conversion"},
+                          also={200: "the same event again: the first answer"}),
+                    "security": [{"bearer": []}, {"signature": []}],
+                    "parameters": [{
+                        "name": "X-Refguard-Signature", "in": "header", "required": False,
+                        "schema": {"type": "string"},
+                        "description": "t=<unix seconds>,v1=<hex HMAC-SHA256(program signing "
+                                       "secret, '<t>.<raw body>')>; 5 minute tolerance",
+                    }],
+                },
+            },
+            "/clicks": {
+                "get": _op("The visit log, ascending by ts (HEAD requests are not stored)",
+                           "admin, viewer, finance", answer=_list_of("Click"),
+                           params=[program_q, _q("referrer", "referrer external_id"),
+                                   _q("code", "link code"),
+                                   _q("since", "RFC 3339 timestamp",
+                                      {"type": "string", "format": "date-time"}), *_PAGING]),
+            },
+            "/reports/attribution": {
+                "get": _op("Credited conversions and value per referrer, per model (all models "
+                           "side by side when model is omitted; Markov and Shapley give the "
+                           "program-level allocation)", "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/AttributionReport"},
+                           params=[program_q, _q("model", "one model",
+                                                 {"enum": list(MODELS)})]),
+            },
+            "/reports/funnel": {
+                "get": _op("Clicks, unique visitors, signups, trials, purchases, renewals, "
+                           "retained at 90 days and refunds, per referrer and total",
+                           "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/FunnelReport"},
+                           params=[program_q]),
+            },
+            "/fraud/flags": {
+                "get": _op("Flags of the latest fraud scan: rings, self-referrals, risky "
+                           "conversions; each with reasons (value and threshold), members "
+                           "and evidence", "admin, finance, viewer",
+                           answer=_list_of("Flag"),
+                           params=[any_program_q,
+                                   _q("kind", "flags of this kind or carrying a "
+                                                 "reason with this code: ring, dense_block, "
+                                                 "referral_cycle, self_referral, anomaly, "
+                                                 "fast_conversion, ..."),
+                                   *_PAGING]),
+            },
+            "/rewards": {
+                "get": _op("Rewards, by status, program and referrer", "admin, finance, viewer",
+                           answer=_list_of("Reward"),
+                           params=[_q("status", "reward status", {"enum": [
+                               "pending", "flagged", "approved", "rejected", "paid",
+                               "reversed"]}), any_program_q,
+                                   _q("referrer", "referrer external_id"), *_PAGING]),
+            },
+            "/rewards/{reward_id}": {
+                "parameters": [_path("reward_id")],
+                "get": _op("One reward with its evidence: reasons, touchpoints, credits, the "
+                           "graph around the referrer, rings, approvals and history",
+                           "admin, finance, viewer",
+                           answer={"$ref": "#/components/schemas/RewardDetail"}),
+            },
+            "/rewards/{reward_id}/approve": {
+                "parameters": [_path("reward_id")],
+                "post": _op("Approve a flagged reward (409 if it is no longer flagged; 202 "
+                            "when a second finance user must still approve)", "admin, finance",
+                            body="Decision", answer={"$ref": "#/components/schemas/Reward"},
+                            also={202: "approval recorded; a second finance user must "
+                                       "approve too (four-eyes)"}),
+            },
+            "/rewards/{reward_id}/reject": {
+                "parameters": [_path("reward_id")],
+                "post": _op("Reject a flagged or pending reward (409 otherwise)",
+                            "admin, finance", body="Decision",
+                            answer={"$ref": "#/components/schemas/Reward"}),
+            },
+            "/customers/{customer_id}": {
+                "parameters": [_path("customer_id")],
+                "delete": _op("Erase a customer's personal data (email hash, IPs, user agents, "
+                              "referers, browser signals, visitor links); amounts, rewards and "
+                              "the ledger stay. 404 when nothing is known of the customer",
+                              "admin, integration", params=[program_q],
+                              answer={"type": "object", "required": ["program", "customer",
+                                                                     "erased"]}),
+            },
+            "/openapi.json": {
+                "get": _op("This document", "public", public=True),
+            },
+        }.items()},
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "signature": {"type": "apiKey", "in": "header", "name": "X-Refguard-Signature"},
+            },
+            "schemas": SCHEMAS,
+            "responses": {"Error": {"description": "Error", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+        },
+    }
+
+
+@json_errors
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", serve)

@@ -1,0 +1,17 @@
+"""Typed application state: every `web.AppKey` in one place."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from tracker.auth import TokenCache
+from tracker.clicks.journal import JournalWriter
+from tracker.clicks.links import LinkCache
+from tracker.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+LINKS = web.AppKey("links", LinkCache)
+JOURNAL = web.AppKey("journal", JournalWriter)
+TOKENS = web.AppKey("tokens", TokenCache)
