@@ -1,7 +1,9 @@
-"""Per-conversion fraud signals, each a reason with its measured value and its threshold.
+"""Fraud signals, each a reason with its measured value, its threshold and its weight.
 
-Input is plain data (`ConversionFacts`); output is a list of `Reason`s and a risk score in
-[0, 1] that combines them as independent pieces of evidence: risk = 1 - prod(1 - weight).
+Input is plain data (`ConversionFacts`, `ReferrerFacts`, `ProgramContext`); output is lists of
+`Reason`s: a conversion's own (`conversion_reasons`), a referrer's as a whole
+(`referrer_reasons`), a shared device's (`shared_device_reasons`). fraud.assess puts them
+together with rings, anomaly scores and the finance model into a conversion's risk.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -86,22 +88,17 @@ class ReferrerFacts:
     ips: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Assessment:
-    conversion_id: int
-    score: float
-    reasons: tuple[Reason, ...] = field(default_factory=tuple)
+def conversion_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts]
+                       ) -> list[Reason]:
+    """The reasons to doubt one conversion on its own facts: who it shares an identity with,
+    and how its attributed clicks came."""
+    return identity_reasons(conv, referrers) + touch_reasons(conv)
 
 
-def combine(reasons: Iterable[Reason]) -> float:
-    keep = 1.0
-    for reason in reasons:
-        keep *= 1.0 - min(max(reason.weight, 0.0), 1.0)
-    return round(1.0 - keep, 6)
-
-
-def assess(conv: ConversionFacts, referrers: dict[str, ReferrerFacts]) -> Assessment:
-    """The reasons to doubt one conversion, and its risk."""
+def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts]
+                     ) -> list[Reason]:
+    """The referee is (or lives with) a credited referrer: a shared identifier, or a shared
+    network."""
     reasons: list[Reason] = []
     for ref_id in conv.referrers:
         ref = referrers.get(ref_id, ReferrerFacts(ref_id))
@@ -126,36 +123,44 @@ def assess(conv: ConversionFacts, referrers: dict[str, ReferrerFacts]) -> Assess
                 "shared_network", f"referee and referrer {ref_id} use the same network "
                 "(IPv4 /24, IPv6 /48)",
                 "same /24", "different networks", 0.4))
-    if conv.touches:
-        last = conv.touches[-1]
-        delay = conv.at - last.at
-        if 0 <= delay < INJECTION_SECONDS:
-            reasons.append(Reason(
-                "fast_conversion",
-                f"converted {delay:.1f} s after the click (click injection is seconds)",
-                round(delay, 3), INJECTION_SECONDS, 0.7))
-        bots = [t for t in conv.touches if t.is_bot]
-        if bots:
-            reasons.append(Reason("bot_click", "an attributed click came from a bot or script",
-                                  bots[-1].bot_rule, "no bot rule", 0.8))
-        if any(t.anonymous or t.hosting for t in conv.touches):
-            kinds = sorted({"hosting" if t.hosting else "anonymous" for t in conv.touches
-                            if t.anonymous or t.hosting})
-            reasons.append(Reason("anonymous_ip",
-                                  f"an attributed click came from a {'/'.join(kinds)} IP",
-                                  kinds, "a residential IP", 0.35))
-        paid = sorted({k for t in conv.touches if t.query
-                       for k, _v in parse_qsl(t.query) if k.lower() in PAID_CLICK_IDS})
-        if paid:
-            reasons.append(Reason("paid_click_id",
-                                  "the landing carried an ad click id (paid traffic bidding on "
-                                  "the brand, not a referral)", paid, "none", 0.5))
-        countries = {t.country for t in conv.touches if t.country}
-        if conv.country and countries and conv.country not in countries:
-            reasons.append(Reason("country_mismatch",
-                                  f"clicked from {'/'.join(sorted(countries))}, converted from "
-                                  f"{conv.country}", conv.country, sorted(countries), 0.2))
-    return Assessment(conv.conversion_id, combine(reasons), tuple(reasons))
+    return reasons
+
+
+def touch_reasons(conv: ConversionFacts) -> list[Reason]:
+    """What the attributed clicks say: injected, from a bot, from a hosting or anonymous IP,
+    paid traffic, or from another country than the conversion."""
+    if not conv.touches:
+        return []
+    reasons: list[Reason] = []
+    last = conv.touches[-1]
+    delay = conv.at - last.at
+    if 0 <= delay < INJECTION_SECONDS:
+        reasons.append(Reason(
+            "fast_conversion",
+            f"converted {delay:.1f} s after the click (click injection is seconds)",
+            round(delay, 3), INJECTION_SECONDS, 0.7))
+    bots = [t for t in conv.touches if t.is_bot]
+    if bots:
+        reasons.append(Reason("bot_click", "an attributed click came from a bot or script",
+                              bots[-1].bot_rule, "no bot rule", 0.8))
+    if any(t.anonymous or t.hosting for t in conv.touches):
+        kinds = sorted({"hosting" if t.hosting else "anonymous" for t in conv.touches
+                        if t.anonymous or t.hosting})
+        reasons.append(Reason("anonymous_ip",
+                              f"an attributed click came from a {'/'.join(kinds)} IP",
+                              kinds, "a residential IP", 0.35))
+    paid = sorted({k for t in conv.touches if t.query
+                   for k, _v in parse_qsl(t.query) if k.lower() in PAID_CLICK_IDS})
+    if paid:
+        reasons.append(Reason("paid_click_id",
+                              "the landing carried an ad click id (paid traffic bidding on "
+                              "the brand, not a referral)", paid, "none", 0.5))
+    countries = {t.country for t in conv.touches if t.country}
+    if conv.country and countries and conv.country not in countries:
+        reasons.append(Reason("country_mismatch",
+                              f"clicked from {'/'.join(sorted(countries))}, converted from "
+                              f"{conv.country}", conv.country, sorted(countries), 0.2))
+    return reasons
 
 
 KS_MIN_CONVERSIONS = 10
@@ -221,109 +226,180 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
     """
-    delays: dict[str, list[float]] = defaultdict(list)
-    times: dict[str, list[float]] = defaultdict(list)
-    counts: Counter[str] = Counter()
-    refunds: Counter[str] = Counter()
-    hosted: Counter[str] = Counter()
-    headerless: Counter[str] = Counter()
-    touched_by: Counter[str] = Counter()
-    touched = headerless_in_program = 0
+    tally = _tally(conversions, context.reversed_ids)
+    # Each referrer's conversions and first conversion, over their whole history if known.
+    totals = {ref: context.history.get(ref, (n, min(tally.times[ref])))
+              for ref, n in tally.counts.items()}
+    program_rate = context.program_rate
+    if program_rate is None and context.referrer_clicks:
+        program_rate = sum(tally.counts.values()) / max(sum(context.referrer_clicks.values()), 1)
+    out: dict[str, list[Reason]] = defaultdict(list)
+    for found in (_delay_reasons(tally, context, totals, program_rate),
+                  _velocity_reasons(tally, totals), _refund_reasons(tally),
+                  _hosting_reasons(tally), _headerless_reasons(tally, context)):
+        for ref, reason in found.items():
+            out[ref].append(reason)
+    return dict(out)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The conversions at hand, counted per credited referrer."""
+
+    delays: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    counts: Counter[str] = field(default_factory=Counter)
+    refunds: Counter[str] = field(default_factory=Counter)
+    hosted: Counter[str] = field(default_factory=Counter)  # through hosting/anonymous IPs
+    headerless: Counter[str] = field(default_factory=Counter)
+    touched_by: Counter[str] = field(default_factory=Counter)  # conversions with clicks
+    touched: int = 0  # the program's conversions with clicks
+    headerless_in_program: int = 0
+
+
+def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int]) -> _Tally:
+    tally = _Tally()
     for conv in conversions:
         delay = conv.delay
         from_hosting = any(t.anonymous or t.hosting for t in conv.touches)
         no_header = is_headerless(conv)
-        touched += bool(conv.touches)
-        headerless_in_program += no_header
+        tally.touched += bool(conv.touches)
+        tally.headerless_in_program += no_header
         for ref in conv.referrers:
-            counts[ref] += 1
-            times[ref].append(conv.at)
-            if conv.conversion_id in context.reversed_ids:
-                refunds[ref] += 1
+            tally.counts[ref] += 1
+            tally.times[ref].append(conv.at)
+            if conv.conversion_id in reversed_ids:
+                tally.refunds[ref] += 1
             if from_hosting:
-                hosted[ref] += 1
+                tally.hosted[ref] += 1
             if no_header:
-                headerless[ref] += 1
+                tally.headerless[ref] += 1
             if conv.touches:
-                touched_by[ref] += 1
+                tally.touched_by[ref] += 1
             if delay is not None:
-                delays[ref].append(max(delay, 0.0))
+                tally.delays[ref].append(max(delay, 0.0))
+    return tally
+
+
+def _delay_sample(delays: Mapping[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Every delay at hand and whose it is; above OTHERS_SAMPLE, a fixed random sample of
+    them: as good for the test, and each referrer's comparison costs the sample's size, not
+    the program's."""
     everyone = np.array([d for ds in delays.values() for d in ds])
     owner = np.array([ref for ref, ds in delays.items() for _ in ds], dtype=object)
     if len(everyone) > OTHERS_SAMPLE:
-        # The program's distribution from a fixed random sample: as good for the test, and
-        # each referrer's comparison costs the sample's size, not the program's.
         keep = np.random.default_rng(0).choice(len(everyone), OTHERS_SAMPLE, replace=False)
         everyone, owner = everyone[keep], owner[keep]
-    clicks = context.referrer_clicks
-    totals = {ref: context.history.get(ref, (n, min(times[ref]))) for ref, n in counts.items()}
-    program_rate = context.program_rate
-    if program_rate is None and clicks:
-        program_rate = sum(counts.values()) / max(sum(clicks.values()), 1)
-    background_delays = context.background_delays
-    out: dict[str, list[Reason]] = defaultdict(list)
-    for ref, own in delays.items():
-        others = background_delays if background_delays is not None else everyone[owner != ref]
+    return everyone, owner
+
+
+def _delay_reasons(tally: _Tally, context: ProgramContext,
+                   totals: Mapping[str, tuple[int, float]], program_rate: float | None
+                   ) -> dict[str, Reason]:
+    """delay_distribution, or else click_spam: a referrer's delays against the program's."""
+    everyone, owner = _delay_sample(tally.delays)
+    out: dict[str, Reason] = {}
+    for ref, own in tally.delays.items():
+        others = (context.background_delays if context.background_delays is not None
+                  else everyone[owner != ref])
         if len(own) < SPAM_MIN_CONVERSIONS or len(others) < KS_MIN_CONVERSIONS:
             continue
-        faster = _ks(own, others, "greater") if len(own) >= KS_MIN_CONVERSIONS else None
-        if faster is not None and faster.pvalue < KS_P_VALUE:
-            out[ref].append(Reason(
-                "delay_distribution",
-                f"{ref}'s visitors convert faster than the program's (median "
-                f"{_median(own):.0f} s against {float(np.median(others)):.0f} s)",
-                round(float(faster.statistic), 4), f"p < {KS_P_VALUE:g}", 0.5))
-            continue
-        n_clicks = clicks.get(ref, 0)
-        if not program_rate or n_clicks < SPAM_MIN_CLICKS:
-            continue
-        rate = totals[ref][0] / n_clicks
-        slower = _ks(own, others, "less")
-        if rate < SPAM_RATE_FACTOR * program_rate and slower.pvalue < KS_P_VALUE:
-            out[ref].append(Reason(
-                "click_spam",
-                f"{ref}'s {n_clicks} clicks converted at {rate:.1%} against the program's "
-                f"{program_rate:.1%}, and later than usual (median {_median(own) / 3600:.0f} h "
-                f"against {float(np.median(others)) / 3600:.0f} h): clicks fired at people who "
-                "were converting anyway", round(rate, 4),
-                round(SPAM_RATE_FACTOR * program_rate, 4), 0.6))
-    bursts = {ref: _burst(sorted(ts), *totals[ref]) for ref, ts in times.items()}
+        reason = _faster_reason(ref, own, others)
+        if reason is None:
+            reason = _click_spam_reason(
+                ref, own, others, conversions=totals[ref][0],
+                n_clicks=context.referrer_clicks.get(ref, 0), program_rate=program_rate)
+        if reason is not None:
+            out[ref] = reason
+    return out
+
+
+def _faster_reason(ref: str, own: list[float], others: np.ndarray) -> Reason | None:
+    faster = _ks(own, others, "greater") if len(own) >= KS_MIN_CONVERSIONS else None
+    if faster is None or not faster.pvalue < KS_P_VALUE:  # a NaN p-value says nothing
+        return None
+    return Reason(
+        "delay_distribution",
+        f"{ref}'s visitors convert faster than the program's (median "
+        f"{_median(own):.0f} s against {float(np.median(others)):.0f} s)",
+        round(float(faster.statistic), 4), f"p < {KS_P_VALUE:g}", 0.5)
+
+
+def _click_spam_reason(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
+                       n_clicks: int, program_rate: float | None) -> Reason | None:
+    if not program_rate or n_clicks < SPAM_MIN_CLICKS:
+        return None
+    rate = conversions / n_clicks
+    slower = _ks(own, others, "less")
+    if not (rate < SPAM_RATE_FACTOR * program_rate and slower.pvalue < KS_P_VALUE):
+        return None
+    return Reason(
+        "click_spam",
+        f"{ref}'s {n_clicks} clicks converted at {rate:.1%} against the program's "
+        f"{program_rate:.1%}, and later than usual (median {_median(own) / 3600:.0f} h "
+        f"against {float(np.median(others)) / 3600:.0f} h): clicks fired at people who "
+        "were converting anyway", round(rate, 4),
+        round(SPAM_RATE_FACTOR * program_rate, 4), 0.6)
+
+
+def _velocity_reasons(tally: _Tally, totals: Mapping[str, tuple[int, float]]
+                      ) -> dict[str, Reason]:
+    bursts = {ref: _burst(sorted(ts), *totals[ref]) for ref, ts in tally.times.items()}
     typical = float(np.percentile([peak for peak, _ in bursts.values()], 90)) if bursts else 0.0
+    out: dict[str, Reason] = {}
     for ref, (peak, usual) in bursts.items():
         limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
         if peak >= limit:
-            out[ref].append(Reason(
+            out[ref] = Reason(
                 "velocity", f"{ref} had {peak} conversions within one day, against a usual "
                 f"{usual:.1f} a day (the program's busiest referrers' best day: {typical:.0f})",
-                peak, round(limit, 2), 0.4))
-    for ref, n in counts.items():
-        rate = refunds[ref] / n
+                peak, round(limit, 2), 0.4)
+    return out
+
+
+def _refund_reasons(tally: _Tally) -> dict[str, Reason]:
+    out: dict[str, Reason] = {}
+    for ref, n in tally.counts.items():
+        rate = tally.refunds[ref] / n
         if n >= REFUND_MIN_CONVERSIONS and rate >= REFUND_RATE:
-            out[ref].append(Reason("refund_rate", f"{rate:.0%} of {ref}'s conversions were "
-                                   "refunded or charged back", round(rate, 4), REFUND_RATE, 0.4))
-        share = hosted[ref] / n
-        if hosted[ref] >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
-            out[ref].append(Reason(
-                "hosting_share", f"{hosted[ref]} of {ref}'s {n} conversions came through clicks "
+            out[ref] = Reason("refund_rate", f"{rate:.0%} of {ref}'s conversions were "
+                              "refunded or charged back", round(rate, 4), REFUND_RATE, 0.4)
+    return out
+
+
+def _hosting_reasons(tally: _Tally) -> dict[str, Reason]:
+    out: dict[str, Reason] = {}
+    for ref, n in tally.counts.items():
+        hosted = tally.hosted[ref]
+        share = hosted / n
+        if hosted >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
+            out[ref] = Reason(
+                "hosting_share", f"{hosted} of {ref}'s {n} conversions came through clicks "
                 "from hosting or anonymous IPs (a click farm)", round(share, 4), HOSTING_SHARE,
-                0.5))
-    for ref, n in counts.items():
-        if headerless[ref] < HEADERLESS_MIN_CONVERSIONS:
+                0.5)
+    return out
+
+
+def _headerless_reasons(tally: _Tally, context: ProgramContext) -> dict[str, Reason]:
+    out: dict[str, Reason] = {}
+    for ref, n in tally.counts.items():
+        headerless = tally.headerless[ref]
+        if headerless < HEADERLESS_MIN_CONVERSIONS:
             continue
         if context.headerless_share is not None:
             rest = context.headerless_share
         else:  # the program's share without this referrer's own conversions
-            others = touched - touched_by[ref]
-            rest = (max(headerless_in_program - headerless[ref], 0) / others if others > 0
+            others = tally.touched - tally.touched_by[ref]
+            rest = (max(tally.headerless_in_program - headerless, 0) / others if others > 0
                     else 1.0)
-        share = headerless[ref] / n
+        share = headerless / n
         if share >= HEADERLESS_SHARE and rest <= HEADERLESS_PROGRAM_MAX:
-            out[ref].append(Reason(
-                "headerless_share", f"{headerless[ref]} of {ref}'s {n} conversions came through "
+            out[ref] = Reason(
+                "headerless_share", f"{headerless} of {ref}'s {n} conversions came through "
                 "visits without the Accept-Language header every browser sends (the rest of the "
                 f"program: {rest:.0%}): automation posing as a browser", round(share, 4),
-                HEADERLESS_SHARE, 0.5))
-    return dict(out)
+                HEADERLESS_SHARE, 0.5)
+    return out
 
 
 def is_headerless(conv: ConversionFacts) -> bool:

@@ -12,8 +12,9 @@ import pytest
 
 from tests.traffic import PATTERNS, generate
 from tracker.finance.clearance import release
+from tracker.scoring.backtest import backtest
 from tracker.scoring.credits import attribute_pending
-from tracker.scoring.risk import FLAG_AT, backtest, scan
+from tracker.scoring.risk import FLAG_AT, scan
 
 
 @pytest.mark.parametrize("seed", [11, 29])

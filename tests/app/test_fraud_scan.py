@@ -183,7 +183,7 @@ async def test_scans_read_missing_accept_language_and_incremental_scans_reuse_th
     """A click without Accept-Language is headerless; an erased customer's click, which lost
     all its headers to the erasure, is not. The full scan stores the program's headerless
     share, and an incremental scan compares with it instead of its small window."""
-    from tracker.scoring.risk import Scope, _facts, _program_facts
+    from tracker.scoring.facts import Scope, load_facts, load_program_facts
 
     shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, {"hold_days": 0})
     await shop.referrer("alice")
@@ -200,11 +200,11 @@ async def test_scans_read_missing_accept_language_and_incremental_scans_reuse_th
                                                 WHERE event_id = 'p2')""")
     assert tuple(erased) == (None, None)
     program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = 'acme'")
-    conversions, *_ = await _facts(conn, program_id, None)
+    conversions = (await load_facts(conn, program_id, None)).conversions
     assert {c.customer: c.touches[0].headerless for c in conversions} == {
         "c0": False, "c1": True, "c2": False, "c3": False}
     await scan(conn, "acme")
     assert await conn.fetchval("""SELECT (stats->>'headerless_share')::float FROM fraud_scans
                                   WHERE mode = 'full'""") == 0.25
-    facts = await _program_facts(conn, program_id, Scope(set(), [], ["alice"]))
+    facts = await load_program_facts(conn, program_id, Scope(set(), [], ["alice"]))
     assert facts.context.headerless_share == 0.25

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from fraud.assess import assess
 from fraud.rings import (
     Account,
     columns_by_account,
@@ -12,7 +13,7 @@ from fraud.rings import (
     referral_cycles,
     shared_infrastructure,
 )
-from fraud.signals import ClickFacts, ConversionFacts, ReferrerFacts, assess
+from fraud.signals import ClickFacts, ConversionFacts, ReferrerFacts
 
 
 def click(at: float, **kw: object) -> ClickFacts:
@@ -301,3 +302,43 @@ def test_a_referrer_converting_through_headerless_visits_is_automation() -> None
     assert referrer_reasons(only_bot) == {}  # nothing else in the window to compare with
     assert set(referrer_reasons(only_bot, ProgramContext(headerless_share=0.02))) == {"bot"}
     assert referrer_reasons(only_bot, ProgramContext(headerless_share=0.6)) == {}
+
+
+def test_assess_all_puts_each_conversions_reasons_together_in_one_order() -> None:
+    """Own signals, then rings, the referrer's signals, and the finance model; one risk."""
+    from collections.abc import Sequence
+
+    import numpy as np
+
+    from fraud.assess import FINANCE_MODEL_AT, RING_REFERRER, assess_all, combine
+    from fraud.rings import Ring
+    from fraud.signals import ProgramContext
+    from fraud.supervised import SupervisedRisk
+
+    class Rejects(SupervisedRisk):
+        def risk(self, rows: Sequence[Sequence[float]]) -> np.ndarray:
+            return np.full(len(rows), 0.9)
+
+    # alice's five customers all asked for their money back; c1 is in a ring with alice; c2
+    # converted three seconds after the click.
+    conversions = [ConversionFacts(i, f"c{i}", 10_000.0, ("alice",)) for i in range(1, 6)]
+    conversions[1] = ConversionFacts(2, "c2", 10_000.0, ("alice",),
+                                     touches=(click(9_997.0),))
+    ring = Ring("ring", frozenset({("customer", "c1"), ("referrer", "alice"),
+                                   ("customer", "x")}), frozenset({("ip", "1.2.3.4")}), 0.9)
+    context = ProgramContext(reversed_ids=frozenset(range(1, 6)))
+    model = Rejects(model_=object(), validation_auc_=0.8, trained_on_=300)
+    scored = assess_all(conversions, {}, context, [ring], only={1, 2}, model=model)
+    codes = {s.assessment.conversion_id: [r.code for r in s.assessment.reasons]
+             for s in scored}
+    assert codes == {1: ["ring_member", "refund_rate", "finance_model"],
+                     2: ["fast_conversion", "ring_referrer", "refund_rate", "finance_model"]}
+    for s in scored:
+        assert s.assessment.score == combine(s.assessment.reasons)
+        assert len(s.features) == 8
+    second = scored[1].assessment.reasons
+    assert second[1].weight == RING_REFERRER
+    assert second[-1].threshold == FINANCE_MODEL_AT and "0.90" in second[-1].message
+    # The finance model off (too few decisions of both kinds): no such reason.
+    off = assess_all(conversions, {}, context, [ring], only={1}, model=SupervisedRisk())
+    assert [r.code for r in off[0].assessment.reasons] == ["ring_member", "refund_rate"]

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from attribution.models import MODELS
 from tracker.programs import queries
-from tracker.scoring.credits import attribution_report, funnel_report
+from tracker.scoring.reports import attribution_report, funnel_report
 from tracker.web import keys
 from tracker.web.api.common import choice_param, program_by_slug, query_param, requires
 

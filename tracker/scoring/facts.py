@@ -1,0 +1,197 @@
+"""A program's rows as fraud/ reads them: conversion and referrer facts, the identity graph
+(who uses which IP and device, who referred whom) and what is known of the whole program.
+
+A full scan loads everything. An incremental scan loads a `Scope`: the conversions no scan has
+seen yet, at most WINDOW at a time, with their neighbourhood (their customers and referrers, the
+accounts that share an IP or a device with them, and the latest REFERRER_WINDOW conversions
+credited to each of those referrers); the referrers' totals and the program's baseline come as
+aggregates (fraud.signals.ProgramContext).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+import numpy as np
+
+from fraud.rings import Account, Column
+from fraud.signals import ClickFacts, ConversionFacts, ProgramContext, ReferrerFacts
+from tracker.formats import CREDITED_TYPES
+from tracker.scoring import queries
+from tracker.scoring.queries import ConversionRow, ReferrerRow, Sighting, TouchRow
+
+WINDOW = 20_000  # conversions per incremental scan, to bound its memory
+BASELINE_ROWS = 10_000  # stored feature rows an incremental scan compares against
+REFERRER_WINDOW = 100  # an incremental scan's latest conversions of each referrer involved
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What an incremental scan looks at."""
+
+    new_ids: set[int]
+    persons: list[str]  # customers and referrers (external ids) whose facts are loaded
+    referrers: list[str]  # referrers whose latest REFERRER_WINDOW conversions are loaded
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """The conversions at hand, their referrers, and the graph between their accounts."""
+
+    conversions: list[ConversionFacts]
+    referrers: dict[str, ReferrerFacts]
+    uses: dict[Account, set[Column]]  # the IPs and devices each account was seen on
+    referrals: list[tuple[str, str]]  # (referrer, customer) of each credit
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramFacts:
+    context: ProgramContext
+    baseline: np.ndarray | None = None  # stored feature rows (incremental scans)
+
+
+@dataclass(slots=True)
+class _People:
+    """Every person's identifiers: the clicks of the visitors linked to a customer id, the IPs
+    their conversions were reported from, the email their conversions carried."""
+
+    visitors: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    devices: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    ips: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    email_of: dict[str, bytes] = field(default_factory=dict)
+
+
+async def new_scope(conn: asyncpg.Connection, program_id: int) -> Scope | None:
+    """The conversions no scan has seen yet, and the people around them."""
+    rows = await queries.unscanned_conversions(conn, program_id, WINDOW)
+    if not rows:
+        return None
+    referrers = sorted({ref for r in rows for ref in r.referrers})
+    core = sorted({r.customer_id for r in rows} | set(referrers))
+    around = await queries.neighbours(conn, program_id, core)
+    return Scope({r.id for r in rows}, sorted(set(core) | around), referrers)
+
+
+async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None) -> Facts:
+    """The program's facts (a full scan), or those of an incremental scan's scope."""
+    referrer_rows = await queries.program_referrers(conn, program_id)
+    referrer_name = {r.id: r.external_id for r in referrer_rows}
+    if scope is None:
+        sightings = await queries.sightings(conn, program_id, None)
+        conv_rows = await queries.attributed_conversions(conn, program_id)
+    else:
+        wanted = set(scope.referrers)
+        sightings = await queries.sightings(conn, program_id, scope.persons)
+        conv_rows = await queries.attributed_conversions(
+            conn, program_id, scope.persons,
+            [r.id for r in referrer_rows if r.external_id in wanted], REFERRER_WINDOW)
+    touch_rows = await queries.touches(
+        conn, program_id, None if scope is None else [r.id for r in conv_rows])
+    people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
+    referrers = _referrer_facts(referrer_rows, people)
+    conversions = _conversion_facts(conv_rows, _click_facts(touch_rows, referrer_name),
+                                    people, referrer_name)
+    uses, referrals = _graph(people, referrers, conversions)
+    return Facts(conversions, referrers, uses, referrals)
+
+
+def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
+            persons: set[str] | None) -> _People:
+    """Identifiers per person; a conversion's IP counts for its customer only if they are one
+    of `persons` (an incremental scan's), or in a full scan."""
+    people = _People()
+    for s in sightings:
+        people.visitors[s.customer_id].add(s.visitor_id)
+        if s.device:
+            people.devices[s.customer_id].add(s.device)
+        if s.ip:
+            people.ips[s.customer_id].add(s.ip)
+    for r in conv_rows:
+        if r.ip and (persons is None or r.customer_id in persons):
+            people.ips[r.customer_id].add(r.ip)
+        if r.email_hash:
+            people.email_of[r.customer_id] = r.email_hash
+    return people
+
+
+def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str]
+                 ) -> dict[int, list[ClickFacts]]:
+    """Each conversion's attributed clicks, in order."""
+    out: dict[int, list[ClickFacts]] = defaultdict(list)
+    for t in touch_rows:
+        out[t.conversion_id].append(ClickFacts(
+            t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
+            t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
+            t.query, t.headerless))
+    return out
+
+
+def _referrer_facts(referrer_rows: list[ReferrerRow], people: _People
+                    ) -> dict[str, ReferrerFacts]:
+    return {
+        r.external_id: ReferrerFacts(
+            r.external_id,
+            r.email_hash if r.email_hash else people.email_of.get(r.external_id),
+            frozenset(people.visitors.get(r.external_id, ())),
+            frozenset(people.devices.get(r.external_id, ())),
+            frozenset(people.ips.get(r.external_id, ())))
+        for r in referrer_rows}
+
+
+def _conversion_facts(conv_rows: list[ConversionRow], clicks: dict[int, list[ClickFacts]],
+                      people: _People, referrer_name: dict[int, str]
+                      ) -> list[ConversionFacts]:
+    """The conversions of the types that earn credit, with their clicks and customer."""
+    return [
+        ConversionFacts(
+            r.id, r.customer_id, r.occurred_at.timestamp(),
+            tuple(sorted(referrer_name[i] for i in r.referrer_ids if i in referrer_name)),
+            # A merchant may send the email with the sign-up only: the customer's is theirs.
+            r.email_hash if r.email_hash else people.email_of.get(r.customer_id),
+            r.ip, None,
+            tuple(clicks.get(r.id, ())), frozenset(people.visitors.get(r.customer_id, ())),
+            frozenset(people.devices.get(r.customer_id, ())),
+            frozenset(people.ips.get(r.customer_id, ())), r.amount)
+        for r in conv_rows if r.type in CREDITED_TYPES]
+
+
+def _graph(people: _People, referrers: dict[str, ReferrerFacts],
+           conversions: list[ConversionFacts]
+           ) -> tuple[dict[Account, set[Column]], list[tuple[str, str]]]:
+    """The accounts' IPs and devices, and who referred whom."""
+    uses: dict[Account, set[Column]] = defaultdict(set)
+    for person in set(people.visitors) | set(people.ips):
+        kind = "referrer" if person in referrers else "customer"
+        uses[(kind, person)] |= {("ip", i) for i in people.ips.get(person, ())}
+        uses[(kind, person)] |= {("device", d) for d in people.devices.get(person, ())}
+    referrals = [(ref, conv.customer) for conv in conversions for ref in conv.referrers]
+    return dict(uses), referrals
+
+
+async def load_program_facts(conn: asyncpg.Connection, program_id: int,
+                             scope: Scope | None) -> ProgramFacts:
+    """What a scan knows of the whole program beyond the conversions at hand."""
+    reversed_ids = await queries.reversed_conversions(conn, program_id)
+    clicks = await queries.referrer_clicks(conn, program_id,
+                                           None if scope is None else scope.referrers)
+    if scope is None:
+        return ProgramFacts(ProgramContext(reversed_ids, clicks))
+    # The program's conversions per click, as the latest full scan measured it (counting a
+    # million clicks again every 30 seconds would cost more than the whole incremental scan).
+    latest = await queries.latest_full_scan(conn, program_id)
+    rate = latest.program_rate if latest else None
+    # The program's headerless share as a full scan measured it; before any full scan, the
+    # signal compares with the other conversions at hand (None).
+    headerless = latest.headerless_share if latest else None
+    if rate is None:
+        rate = await queries.credited_per_click(conn, program_id)
+    history = await queries.referrer_history(conn, program_id, scope.referrers)
+    rows = await queries.stored_features(conn, program_id, BASELINE_ROWS)
+    baseline = np.asarray(rows, dtype=float) if rows else None
+    background = None
+    if baseline is not None:
+        background = np.expm1(baseline[baseline[:, 1] > 0][:, 0])  # delays of touched rows
+    return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history=history,
+                                       headerless_share=headerless), baseline)
