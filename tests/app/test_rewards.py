@@ -20,8 +20,11 @@ from hypothesis import strategies as st
 from tests.helpers import ClientFactory, auth
 from tests.shop import Shop
 from tracker.auth import create_token
+from tracker.errors import Conflict
+from tracker.finance import queries
 from tracker.finance.clearance import ProgramRules, create_rewards, end_holds, release
-from tracker.finance.ledger import Conflict, decide, export_payouts
+from tracker.finance.ledger import decide
+from tracker.finance.payouts import export_payouts
 from tracker.finance.rules import Rate, apportion, cap, split_by_credit
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
@@ -181,8 +184,7 @@ async def _scanned(conn: asyncpg.Connection) -> None:
 
 
 async def _program(conn: asyncpg.Connection) -> ProgramRules:
-    row = await conn.fetchrow("SELECT id, settings::text AS settings FROM programs")
-    return ProgramRules.load(row)
+    return ProgramRules.load((await queries.programs(conn, None))[0])
 
 
 async def test_holds_wait_for_the_refund_window_and_a_scan(

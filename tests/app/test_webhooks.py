@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from tests.helpers import SECRET, ClientFactory, auth
 from tests.shop import Shop
 from tracker.finance.clearance import release
-from tracker.finance.ledger import export_payouts
+from tracker.finance.payouts import export_payouts
 from tracker.finance.webhooks import MAX_ATTEMPTS, deliver_due
 from tracker.signing import program_signing_secret, verify_signature
 

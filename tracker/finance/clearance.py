@@ -19,7 +19,6 @@ Every automatic approval, rejection and reversal writes an audit row, like finan
 from __future__ import annotations
 
 import calendar
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,8 +28,9 @@ import asyncpg
 
 from tracker import metrics
 from tracker.db import job_lock
-from tracker.finance import webhooks
+from tracker.finance import queries, webhooks
 from tracker.finance.ledger import earn
+from tracker.finance.queries import CreditedConversion, HeldReward, NewReward
 from tracker.finance.rules import Rule, cap, parse_rules, split_by_credit
 from tracker.formats import CREDITED_TYPES
 from tracker.programs.validation import ADAPTIVE_HOLD
@@ -65,11 +65,11 @@ class ProgramRules:
     rules: list[Rule]
 
     @classmethod
-    def load(cls, row: asyncpg.Record) -> ProgramRules:
-        s = json.loads(row["settings"])
+    def load(cls, program: queries.ProgramSettings) -> ProgramRules:
+        s = program.settings
         reward = s.get("reward", {})
         adaptive = s.get("adaptive_hold")
-        return cls(row["id"], reward.get("currency", "USD"), int(s.get("hold_days", 30)),
+        return cls(program.id, reward.get("currency", "USD"), int(s.get("hold_days", 30)),
                    float(s.get("review_at", 0.5)), float(s.get("reject_at", 0.9)),
                    s.get("reject_action", "reject"),
                    None if adaptive is None else {**ADAPTIVE_HOLD, **adaptive},
@@ -78,18 +78,15 @@ class ProgramRules:
 
 async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseSummary:
     """Everything clearance can do now, for one program or all."""
-    programs = await conn.fetch(
-        "SELECT id, slug, settings::text AS settings FROM programs "
-        "WHERE $1::text IS NULL OR slug = $1 ORDER BY id", slug)
     summary = ReleaseSummary()
-    for row in programs:
+    for settings in await queries.programs(conn, slug):
         # Attribution and scans take their jobs' locks themselves; clearance takes its own,
         # so the clearance job and `refguard rewards release` never clear at once.
-        await attribute_pending(conn, row["id"])
-        await scan(conn, row["slug"], incremental=True)
+        await attribute_pending(conn, settings.id)
+        await scan(conn, settings.slug, incremental=True)
         async with conn.transaction():
             await job_lock(conn, "clearance")
-            program = ProgramRules.load(row)
+            program = ProgramRules.load(settings)
             while (n := await create_rewards(conn, program)) > 0:
                 summary.created += n
             summary.reversed += await reverse_refunded(conn, program.id)
@@ -106,20 +103,6 @@ async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseS
 # -- creation ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class NewReward:
-    conversion_id: int
-    rule_index: int
-    referrer_id: int
-    beneficiary: str
-    payee: str
-    amount: int
-    currency: str
-    credit: float
-    hold_until: datetime
-    calculation: dict[str, Any]
-
-
 class _Usage:
     """Per-referrer amounts already granted per day and month (for caps), and approved counts
     (for tiers), loaded for a batch's referrers and kept current while the batch is built."""
@@ -132,23 +115,11 @@ class _Usage:
 
     async def load(self, conn: asyncpg.Connection, program_id: int, referrers: list[int],
                    since: datetime) -> None:
-        rows = await conn.fetch(
-            """SELECT r.referrer_id, r.rule_index, c.occurred_at, r.amount
-               FROM rewards r JOIN conversions c ON c.program_id = r.program_id
-                                                AND c.id = r.conversion_id
-               WHERE r.program_id = $1 AND r.referrer_id = ANY($2::bigint[])
-                 AND r.beneficiary = 'referrer' AND r.status NOT IN ('rejected', 'reversed')
-                 AND c.occurred_at >= $3""", program_id, referrers, since)
-        for r in rows:
-            self.add(r["referrer_id"], r["rule_index"], r["occurred_at"], r["amount"])
-        for r in await conn.fetch(
-                """SELECT referrer_id, count(DISTINCT conversion_id)
-                          FILTER (WHERE status IN ('approved', 'paid')) AS approved,
-                          count(*) FILTER (WHERE status IN ('rejected', 'reversed')) AS bad
-                   FROM rewards WHERE program_id = $1 AND referrer_id = ANY($2::bigint[])
-                     AND beneficiary = 'referrer' GROUP BY referrer_id""", program_id, referrers):
-            self.approved[r["referrer_id"]] = r["approved"]
-            self.clean[r["referrer_id"]] = r["bad"] == 0
+        for g in await queries.granted_rewards(conn, program_id, referrers, since):
+            self.add(g.referrer_id, g.rule_index, g.occurred_at, g.amount)
+        for r in await queries.referrer_records(conn, program_id, referrers):
+            self.approved[r.referrer_id] = r.approved
+            self.clean[r.referrer_id] = r.bad == 0
 
     def add(self, referrer: int, rule: int, at: datetime, amount: int) -> None:
         at = at.astimezone(UTC)
@@ -170,94 +141,83 @@ class _Usage:
         return amount, notes
 
 
+@dataclass(frozen=True, slots=True)
+class _Firsts:
+    """Each customer's first conversion of each type (its id), and the time of their first
+    one of any credited type: what `first_only` and `months` rules look at."""
+
+    of_type: dict[tuple[str, str], int]
+    of_any: dict[str, datetime]
+
+    @classmethod
+    async def load(cls, conn: asyncpg.Connection, program_id: int, customers: list[str]
+                   ) -> _Firsts:
+        of_type: dict[tuple[str, str], int] = {}
+        of_any: dict[str, datetime] = {}
+        for f in await queries.first_conversions(conn, program_id, customers,
+                                                 list(CREDITED_TYPES)):
+            of_type[(f.customer_id, f.type)] = f.id
+            known = of_any.get(f.customer_id)
+            of_any[f.customer_id] = f.occurred_at if known is None else min(
+                known, f.occurred_at)
+        return cls(of_type, of_any)
+
+
 async def create_rewards(conn: asyncpg.Connection, program: ProgramRules) -> int:
     """Rewards for the next batch of attributed conversions; the number of conversions done."""
-    rows = await conn.fetch(
-        """SELECT c.id, c.type, c.customer_id, c.amount, c.currency, c.occurred_at,
-                  coalesce(array_agg(cr.referrer_id ORDER BY cr.credit DESC, cr.referrer_id)
-                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS referrers,
-                  coalesce(array_agg(cr.credit ORDER BY cr.credit DESC, cr.referrer_id)
-                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS credits,
-                  coalesce(array_agg(f.external_id ORDER BY cr.credit DESC, cr.referrer_id)
-                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS names
-           FROM conversions c
-           LEFT JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
-           LEFT JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
-           WHERE c.program_id = $1 AND c.rewarded_at IS NULL AND c.attributed_at IS NOT NULL
-           GROUP BY c.program_id, c.id ORDER BY c.occurred_at, c.id LIMIT $2""",
-        program.id, BATCH)
+    rows = await queries.conversions_to_reward(conn, program.id, BATCH)
     if not rows:
         return 0
-    customers = sorted({r["customer_id"] for r in rows})
-    # Each customer's first conversion of each type, and their first one of any credited type.
-    first_ids: dict[tuple[str, str], int] = {}
-    first_any: dict[str, datetime] = {}
-    for r in await conn.fetch(
-            """SELECT DISTINCT ON (customer_id, type) customer_id, type, id, occurred_at
-               FROM conversions
-               WHERE program_id = $1 AND customer_id = ANY($2::text[])
-                 AND type = ANY($3::text[])
-               ORDER BY customer_id, type, occurred_at, id""",
-            program.id, customers, list(CREDITED_TYPES)):
-        first_ids[(r["customer_id"], r["type"])] = r["id"]
-        known = first_any.get(r["customer_id"])
-        first_any[r["customer_id"]] = r["occurred_at"] if known is None else min(
-            known, r["occurred_at"])
+    firsts = await _Firsts.load(conn, program.id, sorted({r.customer_id for r in rows}))
     usage = _Usage()
-    earliest = min(r["occurred_at"] for r in rows)
-    await usage.load(conn, program.id, sorted({i for r in rows for i in r["referrers"]}),
+    earliest = min(r.occurred_at for r in rows)
+    await usage.load(conn, program.id, sorted({i for r in rows for i in r.referrers}),
                      earliest.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0,
                                                       microsecond=0))
-    new: list[NewReward] = []
-    for row in rows:
-        if not row["referrers"]:
-            continue
-        began = first_any.get(row["customer_id"], row["occurred_at"])
-        for rule in program.rules:
-            if rule.on != row["type"]:
-                continue
-            if rule.first_only and first_ids.get((row["customer_id"], row["type"])) != row["id"]:
-                continue
-            if rule.months is not None and row["occurred_at"] > _add_months(began, rule.months):
-                continue
-            new += _rewards_for(program, rule, row, usage)
+    # In conversion order: caps and tiers count the rewards made before in the same batch.
+    new = [n for row in rows for n in _earned(program, row, firsts, usage)]
     async with conn.transaction():
         if new:
-            await conn.executemany(
-                """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id,
-                       beneficiary, payee, amount, currency, credit, hold_until, calculation,
-                       risk_score, reasons)
-                   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, k.score,
-                          coalesce(k.reasons, '[]'::jsonb)
-                   FROM (SELECT 1) one
-                   LEFT JOIN conversion_risk k ON k.program_id = $1 AND k.conversion_id = $2
-                   ON CONFLICT (program_id, conversion_id, rule_index, payee) DO NOTHING""",
-                [(program.id, n.conversion_id, n.rule_index, n.referrer_id, n.beneficiary,
-                  n.payee, n.amount, n.currency, n.credit, n.hold_until,
-                  json.dumps(n.calculation)) for n in new])
-        await conn.execute(
-            "UPDATE conversions SET rewarded_at = now() WHERE program_id = $1 AND id = ANY($2)",
-            program.id, [r["id"] for r in rows])
+            await queries.insert_rewards(conn, program.id, new)
+        await queries.mark_rewarded(conn, program.id, [r.id for r in rows])
     return len(rows)
 
 
-def _rewards_for(program: ProgramRules, rule: Rule, row: asyncpg.Record, usage: _Usage
+def _earned(program: ProgramRules, row: CreditedConversion, firsts: _Firsts, usage: _Usage
+            ) -> list[NewReward]:
+    """The rewards of one conversion under the rules that apply to it."""
+    if not row.referrers:
+        return []
+    began = firsts.of_any.get(row.customer_id, row.occurred_at)
+    new: list[NewReward] = []
+    for rule in program.rules:
+        if rule.on != row.type:
+            continue
+        if rule.first_only and firsts.of_type.get((row.customer_id, row.type)) != row.id:
+            continue
+        if rule.months is not None and row.occurred_at > _add_months(began, rule.months):
+            continue
+        new += _rewards_for(program, rule, row, usage)
+    return new
+
+
+def _rewards_for(program: ProgramRules, rule: Rule, row: CreditedConversion, usage: _Usage
                  ) -> list[NewReward]:
-    at: datetime = row["occurred_at"]
-    referrers: list[int] = list(row["referrers"])
-    credits: list[float] = list(row["credits"])
-    names: list[str] = list(row["names"])
+    at = row.occurred_at
+    referrers = list(row.referrers)
+    credits = list(row.credits)
+    names = list(row.names)
     currency = program.currency if rule.rate.flat is not None else (
-        row["currency"] or program.currency)
+        row.currency or program.currency)
     if rule.beneficiary == "referee":
-        amount = rule.rate.amount(row["amount"])
-        detail = {"rule": rule.index, "rate": rule.rate.describe(), "base": row["amount"],
+        amount = rule.rate.amount(row.amount)
+        detail = {"rule": rule.index, "rate": rule.rate.describe(), "base": row.amount,
                   "whole": amount}
-        return [NewReward(row["id"], rule.index, referrers[0], "referee", row["customer_id"],
+        return [NewReward(row.id, rule.index, referrers[0], "referee", row.customer_id,
                           amount, currency, 1.0, _hold(program, at, referrers[0], usage),
                           detail)]
     rates = [rule.rate_after(usage.approved[ref]) for ref in referrers]
-    wholes = [rate.amount(row["amount"]) for rate, _tier in rates]
+    wholes = [rate.amount(row.amount) for rate, _tier in rates]
     _total, parts = split_by_credit(wholes, credits)
     out = []
     for ref, name, credit, (rate, tier), whole, part in zip(
@@ -265,11 +225,11 @@ def _rewards_for(program: ProgramRules, rule: Rule, row: asyncpg.Record, usage: 
         amount, notes = usage.capped(rule, ref, at, part)
         usage.add(ref, rule.index, at, amount)
         calc: dict[str, Any] = {"rule": rule.index, "rate": rate.describe(), "tier_after": tier,
-                                "base": row["amount"], "whole": whole, "credit": credit,
+                                "base": row.amount, "whole": whole, "credit": credit,
                                 "share": part}
         if notes:
             calc["caps"] = notes
-        out.append(NewReward(row["id"], rule.index, ref, "referrer", name, amount, currency,
+        out.append(NewReward(row.id, rule.index, ref, "referrer", name, amount, currency,
                              credit, _hold(program, at, ref, usage), calc))
     return out
 
@@ -297,35 +257,21 @@ async def reverse_refunded(conn: asyncpg.Connection, program_id: int) -> int:
     """Rewards of refunded or charged-back conversions become `reversed`; money already
     granted (approved or paid) is clawed back by a negative ledger entry."""
     async with conn.transaction():
-        rows = await conn.fetch(
-            """SELECT r.id, r.status, r.amount, r.payee, r.currency, x.event_id, x.type
-               FROM conversions x
-               JOIN conversions o ON o.program_id = x.program_id
-                                 AND o.event_id = x.original_event_id
-               JOIN rewards r ON r.program_id = o.program_id AND r.conversion_id = o.id
-               WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')
-                 AND r.status IN ('pending', 'flagged', 'approved', 'paid')
-               FOR UPDATE OF r""", program_id)
+        found = await queries.refunded_rewards(conn, program_id)
         # A refund and a chargeback (or two partial refunds) may name the same purchase: each
         # reward is reversed once.
-        rows = list({r["id"]: r for r in reversed(rows)}.values())
+        rows = list({r.id: r for r in reversed(found)}.values())
         if not rows:
             return 0
-        await conn.execute(
-            """UPDATE rewards SET status = 'reversed', decided_by = $3, decided_at = now(),
-                      decision_reason = 'conversion refunded or charged back'
-               WHERE program_id = $1 AND id = ANY($2::bigint[])""",
-            program_id, [r["id"] for r in rows], ACTOR)
-        granted = {r["id"] for r in rows if r["status"] in ("approved", "paid") and r["amount"] > 0}
+        await queries.reverse_rewards(conn, program_id, [r.id for r in rows], ACTOR)
+        granted = {r.id for r in rows if r.status in ("approved", "paid") and r.amount > 0}
         if granted:
-            await conn.executemany(
-                """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind,
-                       reward_id, actor) VALUES ($1, $2, $3, $4, 'clawback', $5, $6)""",
-                [(program_id, r["payee"], r["currency"], -r["amount"], r["id"], ACTOR)
-                 for r in rows if r["id"] in granted])
-        await _audit_many(conn, program_id, "reward.reverse", [
-            (r["id"], f"{r['type']} {r['event_id']}",
-             {"was": r["status"], "clawback": -r["amount"] if r["id"] in granted else 0})
+            await queries.insert_clawbacks(
+                conn, program_id,
+                [(r.payee, r.currency, -r.amount, r.id) for r in rows if r.id in granted], ACTOR)
+        await queries.audit_rewards(conn, program_id, ACTOR, "reward.reverse", [
+            (r.id, f"{r.type} {r.event_id}",
+             {"was": r.status, "clawback": -r.amount if r.id in granted else 0})
             for r in rows])
     return len(rows)
 
@@ -346,90 +292,58 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
     rejected by their conversion's current risk."""
     decided: dict[str, int] = defaultdict(int)
     async with conn.transaction():
-        rows = await conn.fetch(
-            """SELECT r.id, r.amount, r.payee, r.currency, r.hold_until, r.calculation::text
-                      AS calculation, k.score, k.reasons::text AS reasons
-               FROM rewards r
-               JOIN conversion_risk k ON k.program_id = r.program_id
-                                     AND k.conversion_id = r.conversion_id
-               WHERE r.program_id = $1 AND r.status = 'pending' AND r.hold_until <= now()
-               ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", program.id, BATCH)
-        extend, settle = [], []
+        rows = await queries.rewards_past_hold(conn, program.id, BATCH)
+        extend: list[HeldReward] = []
+        settle: list[tuple[HeldReward, str]] = []
         for r in rows:
-            calc = json.loads(r["calculation"])
-            if (program.adaptive is not None and r["score"] >= program.review_at
-                    and "hold_extended_days" not in calc):
+            if (program.adaptive is not None and r.score >= program.review_at
+                    and "hold_extended_days" not in r.calculation):
                 extend.append(r)
             else:
-                settle.append((r, verdict(program, r["score"])))
+                settle.append((r, verdict(program, r.score)))
         if extend and program.adaptive is not None:
-            days = program.adaptive["risk_extra_days"]
-            await conn.execute(
-                """UPDATE rewards SET hold_until = hold_until + make_interval(days => $3),
-                          calculation = calculation || jsonb_build_object(
-                              'hold_extended_days', $3::int),
-                          risk_score = k.score, reasons = k.reasons
-                   FROM conversion_risk k
-                   WHERE rewards.program_id = $1 AND rewards.id = ANY($2::bigint[])
-                     AND k.program_id = rewards.program_id
-                     AND k.conversion_id = rewards.conversion_id""",
-                program.id, [r["id"] for r in extend], days)
+            await queries.extend_holds(conn, program.id, [r.id for r in extend],
+                                       program.adaptive["risk_extra_days"])
             decided["hold_extended"] += len(extend)
         for status in ("approved", "flagged", "rejected"):
-            ids = [r["id"] for r, s in settle if s == status]
-            if not ids:
-                continue
-            decided[status] += len(ids)
-            automatic = status != "flagged"
-            if automatic:
-                metrics.DECISIONS.labels(action=status, by="clearance").inc(len(ids))
-            await conn.execute(
-                """UPDATE rewards SET status = $3, risk_score = k.score, reasons = k.reasons,
-                          flagged_at = CASE WHEN $3 = 'flagged' THEN now() END,
-                          decided_by = CASE WHEN $4 THEN $5 END,
-                          decided_at = CASE WHEN $4 THEN now() END,
-                          decision_reason = CASE WHEN $4 THEN $6 END
-                   FROM conversion_risk k
-                   WHERE rewards.program_id = $1 AND rewards.id = ANY($2::bigint[])
-                     AND k.program_id = rewards.program_id
-                     AND k.conversion_id = rewards.conversion_id""",
-                program.id, ids, status, automatic, ACTOR,
-                f"risk {'below review_at' if status == 'approved' else 'at or above reject_at'}")
-            if status == "approved":
-                await webhooks.enqueue(conn, "reward.approved", ids)
-                await earn(conn, [(program.id, r["payee"], r["currency"], r["amount"], r["id"])
-                                  for r, s in settle if s == status], ACTOR)
-            if automatic:
-                action = "reward.approve" if status == "approved" else "reward.reject"
-                await _audit_many(conn, program.id, action,
-                                  [(r["id"], f"risk {r['score']:.3f}", {"risk": r["score"]})
-                                   for r, s in settle if s == status])
+            chosen = [r for r, s in settle if s == status]
+            if chosen:
+                decided[status] += len(chosen)
+                await _settle(conn, program, status, chosen)
     return dict(decided)
 
 
-async def _audit_many(conn: asyncpg.Connection, program_id: int, action: str,
-                      rows: list[tuple[int, str, dict[str, Any]]]) -> None:
-    await conn.executemany(
-        """INSERT INTO audit_log (program_id, actor, action, object_type, object_id, reason,
-               details) VALUES ($1, $2, $3, 'reward', $4, $5, $6::jsonb)""",
-        [(program_id, ACTOR, action, str(i), reason, json.dumps(details))
-         for i, reason, details in rows])
+async def _settle(conn: asyncpg.Connection, program: ProgramRules, status: str,
+                  rewards: list[HeldReward]) -> None:
+    """Rewards take the status their risk gives them; an approval earns its money and tells
+    the program's webhook, and every automatic decision (not a flag) writes its audit row."""
+    ids = [r.id for r in rewards]
+    automatic = status != "flagged"
+    if automatic:
+        metrics.DECISIONS.labels(action=status, by="clearance").inc(len(ids))
+    await queries.settle_rewards(
+        conn, program.id, ids, status=status, automatic=automatic, actor=ACTOR,
+        reason=f"risk {'below review_at' if status == 'approved' else 'at or above reject_at'}")
+    if status == "approved":
+        await webhooks.enqueue(conn, "reward.approved", ids)
+        await earn(conn, [(program.id, r.payee, r.currency, r.amount, r.id) for r in rewards],
+                   ACTOR)
+    if automatic:
+        action = "reward.approve" if status == "approved" else "reward.reject"
+        await queries.audit_rewards(conn, program.id, ACTOR, action,
+                                    [(r.id, f"risk {r.score:.3f}", {"risk": r.score})
+                                     for r in rewards])
 
 
 async def publish_metrics(conn: asyncpg.Connection) -> None:
     """Rewards by status, the review queue's size and oldest age, money paid out, and the
     fraud flags by kind: program-wide figures, read from the database."""
     await publish_flag_counts(conn)
-    counts = {r["status"]: r["n"] for r in await conn.fetch(
-        "SELECT status, count(*) AS n FROM rewards GROUP BY status")}
+    counts = {c.status: c.n for c in await queries.reward_counts(conn)}
     for status in STATUSES:
         metrics.REWARDS.labels(status=status).set(counts.get(status, 0))
-    queue = await conn.fetchrow(
-        """SELECT count(*) AS n,
-                  coalesce(extract(epoch FROM now() - min(flagged_at)), 0) AS oldest
-           FROM rewards WHERE status = 'flagged'""")
-    metrics.REVIEW_QUEUE.set(queue["n"])
-    metrics.REVIEW_QUEUE_OLDEST.set(float(queue["oldest"]))
-    for r in await conn.fetch("""SELECT currency, -sum(amount) AS paid FROM ledger_entries
-                                 WHERE kind = 'payout' GROUP BY currency"""):
-        metrics.PAID_OUT.labels(currency=r["currency"]).set(r["paid"])
+    queue = await queries.review_queue(conn)
+    metrics.REVIEW_QUEUE.set(queue.size)
+    metrics.REVIEW_QUEUE_OLDEST.set(queue.oldest_s)
+    for p in await queries.paid_out(conn):
+        metrics.PAID_OUT.labels(currency=p.currency).set(p.amount)

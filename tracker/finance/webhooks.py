@@ -19,6 +19,8 @@ import aiohttp
 import asyncpg
 
 from tracker import metrics
+from tracker.finance import queries
+from tracker.finance.queries import DueWebhook
 from tracker.signing import program_signing_secret, signature_header
 
 log = logging.getLogger(__name__)
@@ -35,22 +37,7 @@ async def enqueue(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -
     """Queue `event` for these rewards, for the programs that have a webhook URL."""
     if not reward_ids:
         return
-    await conn.execute(
-        """INSERT INTO webhook_outbox (program_id, event, payload)
-           SELECT r.program_id, $1, jsonb_build_object(
-                      'event', $1::text,
-                      'reward', jsonb_build_object(
-                          'id', r.id, 'program', p.slug, 'referrer', f.external_id,
-                          'beneficiary', r.beneficiary, 'payee', r.payee,
-                          'conversion', r.conversion_id, 'event_id', c.event_id,
-                          'amount', r.amount, 'currency', r.currency, 'status', r.status,
-                          'batch_id', r.batch_id))
-           FROM rewards r
-           JOIN programs p ON p.id = r.program_id
-           JOIN referrers f ON f.program_id = r.program_id AND f.id = r.referrer_id
-           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
-           WHERE r.id = ANY($2::bigint[]) AND coalesce(p.settings->>'webhook_url', '') <> ''
-           ORDER BY r.id""", event, reward_ids)
+    await queries.enqueue_webhooks(conn, event, reward_ids)
 
 
 async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
@@ -61,24 +48,15 @@ async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
     transaction (nor row lock) stays open while receivers answer, and another node's run skips
     them; a claimer that dies mid-delivery leaves them to be retried when the lease ends. Call it
     outside a transaction."""
-    rows = await conn.fetch(
-        """WITH due AS (
-               SELECT program_id, id FROM webhook_outbox
-               WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
-               ORDER BY next_attempt_at, id LIMIT $1
-               FOR UPDATE SKIP LOCKED)
-           UPDATE webhook_outbox o SET next_attempt_at = now() + make_interval(secs => $2)
-           FROM due, programs p
-           WHERE o.program_id = due.program_id AND o.id = due.id AND p.id = o.program_id
-           RETURNING o.program_id, o.id, o.event, o.payload::text AS payload, o.attempts,
-                     p.slug, p.settings->>'webhook_url' AS url""", BATCH, float(LEASE_S))
+    rows = await queries.claim_due_webhooks(conn, BATCH, float(LEASE_S))
     limit = asyncio.Semaphore(CONCURRENCY)
 
-    async def attempt(row: asyncpg.Record) -> str | None:
-        if not row["url"]:
+    async def attempt(row: DueWebhook) -> str | None:
+        if not row.url:
             return "the program no longer has a webhook_url"
         async with limit:
-            return await _post(session, row, program_signing_secret(secret_key, row["slug"]))
+            return await _post(session, row, row.url,
+                               program_signing_secret(secret_key, row.slug))
 
     errors = await asyncio.gather(*(attempt(row) for row in rows))
     delivered = 0
@@ -86,35 +64,29 @@ async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
         if error is None:
             delivered += 1
             metrics.WEBHOOKS.labels(result="delivered").inc()
-            await conn.execute(
-                """UPDATE webhook_outbox SET delivered_at = now(), attempts = attempts + 1,
-                          last_error = NULL WHERE program_id = $1 AND id = $2""",
-                row["program_id"], row["id"])
+            await queries.mark_delivered(conn, row.program_id, row.id)
             continue
-        attempts = row["attempts"] + 1
+        attempts = row.attempts + 1
         gave_up = attempts >= MAX_ATTEMPTS
         metrics.WEBHOOKS.labels(result="failed" if gave_up else "retry").inc()
-        log.warning("webhook %s %s to %s failed (attempt %d): %s", row["event"], row["id"],
-                    row["url"], attempts, error)
-        await conn.execute(
-            """UPDATE webhook_outbox SET attempts = $3, last_error = $4,
-                      next_attempt_at = now() + make_interval(secs => $5),
-                      failed_at = CASE WHEN $6 THEN now() END
-               WHERE program_id = $1 AND id = $2""",
-            row["program_id"], row["id"], attempts, error[:500],
-            float(min(BACKOFF_S * 2 ** (attempts - 1), 3600)), gave_up)
+        log.warning("webhook %s %s to %s failed (attempt %d): %s", row.event, row.id,
+                    row.url, attempts, error)
+        await queries.mark_failed(
+            conn, row.program_id, row.id, attempts=attempts, error=error[:500],
+            retry_in_s=float(min(BACKOFF_S * 2 ** (attempts - 1), 3600)), gave_up=gave_up)
     return delivered
 
 
-async def _post(session: aiohttp.ClientSession, row: asyncpg.Record, secret: str) -> str | None:
+async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str,
+                secret: str) -> str | None:
     """None when the receiver took it, else what went wrong."""
-    body = row["payload"].encode()
+    body = row.payload.encode()
     headers = {"Content-Type": "application/json",
-               "X-Refguard-Event": row["event"],
-               "X-Refguard-Delivery": f"{row['program_id']}-{row['id']}",
+               "X-Refguard-Event": row.event,
+               "X-Refguard-Delivery": f"{row.program_id}-{row.id}",
                "X-Refguard-Signature": signature_header(secret, body, int(time.time()))}
     try:
-        async with session.post(row["url"], data=body, headers=headers,
+        async with session.post(url, data=body, headers=headers,
                                 timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
                                 allow_redirects=False) as resp:
             if 200 <= resp.status < 300:
@@ -122,4 +94,3 @@ async def _post(session: aiohttp.ClientSession, row: asyncpg.Record, secret: str
             return f"HTTP {resp.status}"
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
-

@@ -1,0 +1,98 @@
+"""Payouts: where approved rewards are paid, as batches, exactly once.
+
+`export_payouts` (run by `refguard payouts export`) pays every payee's balance (approved
+rewards, net of clawbacks) as one batch, under a transaction-wide advisory lock (PAYOUT_LOCK),
+so two exports running at once never pay a reward twice: the second waits, then finds nothing
+new. Approvals take the same lock shared while they write their `earned` entries
+(tracker.finance.ledger.earn). The CSV (PAYOUT_HEADER, fixed by DESIGN section 3) is written and
+synced before the transaction commits; the rewards become `paid`, a `payout_batches` row
+records the batch and a `payout` ledger entry zeroes each balance.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from tracker import audit
+from tracker.finance import queries, webhooks
+
+PAYOUT_HEADER = ("batch_id", "beneficiary", "amount", "currency", "reward_ids")
+PAYOUT_LOCK = int.from_bytes(hashlib.sha256(b"refguard-payouts").digest()[:8], "big",
+                             signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutLine:
+    program_id: int
+    payee: str
+    amount: int
+    currency: str
+    reward_ids: tuple[int, ...]
+
+
+def payout_csv(batch_id: uuid.UUID | None, lines: list[PayoutLine]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(PAYOUT_HEADER)
+    for line in lines:
+        writer.writerow((batch_id, line.payee, line.amount, line.currency,
+                         ";".join(str(i) for i in line.reward_ids)))
+    return out.getvalue()
+
+
+async def export_payouts(conn: asyncpg.Connection, actor: str,
+                         write: Callable[[str], None]) -> tuple[uuid.UUID | None,
+                                                                 list[PayoutLine]]:
+    """Pay every payee with approved rewards and a positive balance, as one batch.
+
+    `write` receives the CSV text inside the transaction; if it raises, nothing is paid.
+    With nothing to pay it receives the header alone and no batch is recorded.
+    """
+    async with conn.transaction():
+        await queries.xact_lock(conn, PAYOUT_LOCK)
+        rows = await queries.approved_rewards(conn)
+        groups: dict[tuple[int, str, str], list[int]] = defaultdict(list)
+        for r in rows:
+            groups[(r.program_id, r.payee, r.currency)].append(r.id)
+        balances = {(b.program_id, b.payee, b.currency): b.amount
+                    for b in await queries.balances(conn, list(groups))}
+        # A payee whose clawbacks exceed their earnings is not paid; their approved rewards
+        # wait for a later batch, when new earnings cover the debt.
+        lines = [PayoutLine(pid, payee, balances.get((pid, payee, cur), 0), cur, tuple(ids))
+                 for (pid, payee, cur), ids in groups.items()
+                 if balances.get((pid, payee, cur), 0) > 0]
+        if not lines:
+            write(payout_csv(None, []))
+            return None, []
+        # Approved rewards of nothing (a cap used up) whose payee gets no line: settled with
+        # this batch, so they do not wait for a payment that will never come.
+        paying = {(ln.program_id, ln.payee, ln.currency) for ln in lines}
+        settled = [r.id for r in rows if r.amount == 0
+                   and (r.program_id, r.payee, r.currency) not in paying]
+        batch_id = uuid.uuid4()
+        totals: dict[str, int] = defaultdict(int)
+        for line in lines:
+            totals[line.currency] += line.amount
+        await queries.insert_batch(conn, batch_id, actor, len(lines), totals)
+        await queries.insert_payouts(conn, batch_id, actor,
+                                     [(ln.program_id, ln.payee, ln.currency, -ln.amount)
+                                      for ln in lines])
+        paid = [i for ln in lines for i in ln.reward_ids] + settled
+        updated = await queries.mark_paid(conn, paid, batch_id)
+        if updated != len(paid):  # cannot happen under the lock; refuse rather than guess
+            raise RuntimeError("rewards changed during the payout; nothing was paid")
+        await webhooks.enqueue(conn, "reward.paid", paid)
+        await audit.record(conn, actor=actor, action="payout.export", object_type="payout_batch",
+                    object_id=str(batch_id), details={"lines": len(lines), "totals": totals,
+                                                      "rewards": len(paid),
+                                                      "settled_at_zero": len(settled)})
+        write(payout_csv(batch_id, lines))
+    return batch_id, lines

@@ -1,0 +1,563 @@
+"""The SQL of finance (clearance, the ledger, payouts, webhooks).
+
+Async functions that take `conn` first, use `$n` parameters and return frozen dataclasses. The
+service modules keep the transactions and the logic: a row lock taken here (`FOR UPDATE`,
+`SKIP LOCKED`) or an advisory lock lasts until the caller's transaction ends.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from tracker.errors import NotFound
+
+# -- clearance: programs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSettings:
+    id: int
+    slug: str
+    settings: dict[str, Any]
+
+
+async def programs(conn: asyncpg.Connection, slug: str | None) -> list[ProgramSettings]:
+    """One program by slug, or all of them (slug None), in id order."""
+    rows = await conn.fetch(
+        "SELECT id, slug, settings::text AS settings FROM programs "
+        "WHERE $1::text IS NULL OR slug = $1 ORDER BY id", slug)
+    return [ProgramSettings(r["id"], r["slug"], json.loads(r["settings"])) for r in rows]
+
+
+# -- clearance: creation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreditedConversion:
+    """An attributed conversion without rewards yet, with its credited referrers (by credit,
+    highest first): their ids, credits and external ids, index for index."""
+
+    id: int
+    type: str
+    customer_id: str
+    amount: int | None
+    currency: str | None
+    occurred_at: datetime
+    referrers: tuple[int, ...]
+    credits: tuple[float, ...]
+    names: tuple[str, ...]
+
+
+async def conversions_to_reward(conn: asyncpg.Connection, program_id: int,
+                                limit: int) -> list[CreditedConversion]:
+    """The next `limit` attributed conversions that have not been rewarded, oldest first."""
+    rows = await conn.fetch(
+        """SELECT c.id, c.type, c.customer_id, c.amount, c.currency, c.occurred_at,
+                  coalesce(array_agg(cr.referrer_id ORDER BY cr.credit DESC, cr.referrer_id)
+                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS referrers,
+                  coalesce(array_agg(cr.credit ORDER BY cr.credit DESC, cr.referrer_id)
+                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS credits,
+                  coalesce(array_agg(f.external_id ORDER BY cr.credit DESC, cr.referrer_id)
+                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS names
+           FROM conversions c
+           LEFT JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
+           LEFT JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
+           WHERE c.program_id = $1 AND c.rewarded_at IS NULL AND c.attributed_at IS NOT NULL
+           GROUP BY c.program_id, c.id ORDER BY c.occurred_at, c.id LIMIT $2""",
+        program_id, limit)
+    return [CreditedConversion(r["id"], r["type"], r["customer_id"], r["amount"], r["currency"],
+                               r["occurred_at"], tuple(r["referrers"]), tuple(r["credits"]),
+                               tuple(r["names"]))
+            for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FirstConversion:
+    customer_id: str
+    type: str
+    id: int
+    occurred_at: datetime
+
+
+async def first_conversions(conn: asyncpg.Connection, program_id: int, customers: list[str],
+                            types: list[str]) -> list[FirstConversion]:
+    """Each of these customers' first conversion of each of these types."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (customer_id, type) customer_id, type, id, occurred_at
+           FROM conversions
+           WHERE program_id = $1 AND customer_id = ANY($2::text[])
+             AND type = ANY($3::text[])
+           ORDER BY customer_id, type, occurred_at, id""",
+        program_id, customers, types)
+    return [FirstConversion(r["customer_id"], r["type"], r["id"], r["occurred_at"])
+            for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantedReward:
+    referrer_id: int
+    rule_index: int
+    occurred_at: datetime  # the conversion's
+    amount: int
+
+
+async def granted_rewards(conn: asyncpg.Connection, program_id: int, referrers: list[int],
+                          since: datetime) -> list[GrantedReward]:
+    """These referrers' own rewards (neither rejected nor reversed) for conversions since
+    `since`: what caps have already spent."""
+    rows = await conn.fetch(
+        """SELECT r.referrer_id, r.rule_index, c.occurred_at, r.amount
+           FROM rewards r JOIN conversions c ON c.program_id = r.program_id
+                                            AND c.id = r.conversion_id
+           WHERE r.program_id = $1 AND r.referrer_id = ANY($2::bigint[])
+             AND r.beneficiary = 'referrer' AND r.status NOT IN ('rejected', 'reversed')
+             AND c.occurred_at >= $3""", program_id, referrers, since)
+    return [GrantedReward(r["referrer_id"], r["rule_index"], r["occurred_at"], r["amount"])
+            for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerRecord:
+    referrer_id: int
+    approved: int  # conversions with an approved or paid reward
+    bad: int  # rejected or reversed rewards
+
+
+async def referrer_records(conn: asyncpg.Connection, program_id: int,
+                           referrers: list[int]) -> list[ReferrerRecord]:
+    """Approved and bad reward counts of these referrers (for tiers and adaptive holds); a
+    referrer without rewards has no row."""
+    rows = await conn.fetch(
+        """SELECT referrer_id, count(DISTINCT conversion_id)
+                  FILTER (WHERE status IN ('approved', 'paid')) AS approved,
+                  count(*) FILTER (WHERE status IN ('rejected', 'reversed')) AS bad
+           FROM rewards WHERE program_id = $1 AND referrer_id = ANY($2::bigint[])
+             AND beneficiary = 'referrer' GROUP BY referrer_id""", program_id, referrers)
+    return [ReferrerRecord(r["referrer_id"], r["approved"], r["bad"]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class NewReward:
+    conversion_id: int
+    rule_index: int
+    referrer_id: int
+    beneficiary: str
+    payee: str
+    amount: int
+    currency: str
+    credit: float
+    hold_until: datetime
+    calculation: dict[str, Any]
+
+
+async def insert_rewards(conn: asyncpg.Connection, program_id: int,
+                         rewards: Sequence[NewReward]) -> None:
+    """The rewards, with their conversion's current risk (if a scan has seen it); one that
+    exists already (same conversion, rule and payee) is left as it is."""
+    await conn.executemany(
+        """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id,
+               beneficiary, payee, amount, currency, credit, hold_until, calculation,
+               risk_score, reasons)
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, k.score,
+                  coalesce(k.reasons, '[]'::jsonb)
+           FROM (SELECT 1) one
+           LEFT JOIN conversion_risk k ON k.program_id = $1 AND k.conversion_id = $2
+           ON CONFLICT (program_id, conversion_id, rule_index, payee) DO NOTHING""",
+        [(program_id, n.conversion_id, n.rule_index, n.referrer_id, n.beneficiary,
+          n.payee, n.amount, n.currency, n.credit, n.hold_until,
+          json.dumps(n.calculation)) for n in rewards])
+
+
+async def mark_rewarded(conn: asyncpg.Connection, program_id: int,
+                        conversion_ids: list[int]) -> None:
+    await conn.execute(
+        "UPDATE conversions SET rewarded_at = now() WHERE program_id = $1 AND id = ANY($2)",
+        program_id, conversion_ids)
+
+
+# -- clearance: reversal -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RefundedReward:
+    """A reward still standing whose conversion a refund or chargeback names."""
+
+    id: int
+    status: str
+    amount: int
+    payee: str
+    currency: str
+    event_id: str  # the refund's or chargeback's
+    type: str  # refund | chargeback
+
+
+async def refunded_rewards(conn: asyncpg.Connection, program_id: int) -> list[RefundedReward]:
+    """Locks them; a reward appears once per refund or chargeback that names its conversion."""
+    rows = await conn.fetch(
+        """SELECT r.id, r.status, r.amount, r.payee, r.currency, x.event_id, x.type
+           FROM conversions x
+           JOIN conversions o ON o.program_id = x.program_id
+                             AND o.event_id = x.original_event_id
+           JOIN rewards r ON r.program_id = o.program_id AND r.conversion_id = o.id
+           WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')
+             AND r.status IN ('pending', 'flagged', 'approved', 'paid')
+           FOR UPDATE OF r""", program_id)
+    return [RefundedReward(r["id"], r["status"], r["amount"], r["payee"], r["currency"],
+                           r["event_id"], r["type"]) for r in rows]
+
+
+async def reverse_rewards(conn: asyncpg.Connection, program_id: int, reward_ids: list[int],
+                          actor: str) -> None:
+    await conn.execute(
+        """UPDATE rewards SET status = 'reversed', decided_by = $3, decided_at = now(),
+                  decision_reason = 'conversion refunded or charged back'
+           WHERE program_id = $1 AND id = ANY($2::bigint[])""",
+        program_id, reward_ids, actor)
+
+
+async def insert_clawbacks(conn: asyncpg.Connection, program_id: int,
+                           entries: Sequence[tuple[str, str, int, int]], actor: str) -> None:
+    """`clawback` ledger entries: (payee, currency, amount (negative), reward_id)."""
+    await conn.executemany(
+        """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind,
+               reward_id, actor) VALUES ($1, $2, $3, $4, 'clawback', $5, $6)""",
+        [(program_id, payee, currency, amount, reward_id, actor)
+         for payee, currency, amount, reward_id in entries])
+
+
+# -- clearance: holds and risk -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeldReward:
+    """A pending reward past its hold, with its conversion's current risk."""
+
+    id: int
+    amount: int
+    payee: str
+    currency: str
+    hold_until: datetime
+    calculation: dict[str, Any]
+    score: float
+    reasons: str  # JSON text
+
+
+async def rewards_past_hold(conn: asyncpg.Connection, program_id: int,
+                            limit: int) -> list[HeldReward]:
+    """Up to `limit` pending rewards whose hold is over and whose conversion a scan has seen,
+    locked; rewards another transaction holds are skipped."""
+    rows = await conn.fetch(
+        """SELECT r.id, r.amount, r.payee, r.currency, r.hold_until, r.calculation::text
+                  AS calculation, k.score, k.reasons::text AS reasons
+           FROM rewards r
+           JOIN conversion_risk k ON k.program_id = r.program_id
+                                 AND k.conversion_id = r.conversion_id
+           WHERE r.program_id = $1 AND r.status = 'pending' AND r.hold_until <= now()
+           ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", program_id, limit)
+    return [HeldReward(r["id"], r["amount"], r["payee"], r["currency"], r["hold_until"],
+                       json.loads(r["calculation"]), r["score"], r["reasons"]) for r in rows]
+
+
+async def extend_holds(conn: asyncpg.Connection, program_id: int, reward_ids: list[int],
+                       days: int) -> None:
+    """Holds extended by `days` (noted in the calculation), with the current risk."""
+    await conn.execute(
+        """UPDATE rewards SET hold_until = hold_until + make_interval(days => $3),
+                  calculation = calculation || jsonb_build_object(
+                      'hold_extended_days', $3::int),
+                  risk_score = k.score, reasons = k.reasons
+           FROM conversion_risk k
+           WHERE rewards.program_id = $1 AND rewards.id = ANY($2::bigint[])
+             AND k.program_id = rewards.program_id
+             AND k.conversion_id = rewards.conversion_id""",
+        program_id, reward_ids, days)
+
+
+async def settle_rewards(conn: asyncpg.Connection, program_id: int, reward_ids: list[int], *,
+                         status: str, automatic: bool, actor: str, reason: str) -> None:
+    """The rewards take `status` and their conversion's current risk; an `automatic`
+    decision records its actor, time and reason, a `flagged` one its time of flagging."""
+    await conn.execute(
+        """UPDATE rewards SET status = $3, risk_score = k.score, reasons = k.reasons,
+                  flagged_at = CASE WHEN $3 = 'flagged' THEN now() END,
+                  decided_by = CASE WHEN $4 THEN $5 END,
+                  decided_at = CASE WHEN $4 THEN now() END,
+                  decision_reason = CASE WHEN $4 THEN $6 END
+           FROM conversion_risk k
+           WHERE rewards.program_id = $1 AND rewards.id = ANY($2::bigint[])
+             AND k.program_id = rewards.program_id
+             AND k.conversion_id = rewards.conversion_id""",
+        program_id, reward_ids, status, automatic, actor, reason)
+
+
+async def audit_rewards(conn: asyncpg.Connection, program_id: int, actor: str, action: str,
+                        rows: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+    """One audit row per reward: (reward_id, reason, details)."""
+    await conn.executemany(
+        """INSERT INTO audit_log (program_id, actor, action, object_type, object_id, reason,
+               details) VALUES ($1, $2, $3, 'reward', $4, $5, $6::jsonb)""",
+        [(program_id, actor, action, str(i), reason, json.dumps(details))
+         for i, reason, details in rows])
+
+
+# -- clearance: metrics ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    status: str
+    n: int
+
+
+async def reward_counts(conn: asyncpg.Connection) -> list[StatusCount]:
+    """Rewards per status, all programs; a status without rewards has no row."""
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM rewards GROUP BY status")
+    return [StatusCount(r["status"], r["n"]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewQueue:
+    size: int
+    oldest_s: float  # age of the longest-waiting flagged reward; 0 when none waits
+
+
+async def review_queue(conn: asyncpg.Connection) -> ReviewQueue:
+    row = await conn.fetchrow(
+        """SELECT count(*) AS n,
+                  coalesce(extract(epoch FROM now() - min(flagged_at)), 0) AS oldest
+           FROM rewards WHERE status = 'flagged'""")
+    return ReviewQueue(row["n"], float(row["oldest"]))
+
+
+@dataclass(frozen=True, slots=True)
+class PaidOut:
+    currency: str
+    amount: int
+
+
+async def paid_out(conn: asyncpg.Connection) -> list[PaidOut]:
+    """Money paid out so far, per currency."""
+    rows = await conn.fetch("""SELECT currency, -sum(amount) AS paid FROM ledger_entries
+                               WHERE kind = 'payout' GROUP BY currency""")
+    return [PaidOut(r["currency"], int(r["paid"])) for r in rows]
+
+
+# -- decisions and the ledger ------------------------------------------------------------------
+
+
+async def xact_lock(conn: asyncpg.Connection, key: int) -> None:
+    """Wait for the advisory lock `key`, exclusive, until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+
+
+async def xact_lock_shared(conn: asyncpg.Connection, key: int) -> None:
+    """Wait for the advisory lock `key`, shared, until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", key)
+
+
+@dataclass(frozen=True, slots=True)
+class RewardToDecide:
+    program_id: int
+    id: int
+    status: str
+    amount: int
+    payee: str
+    currency: str
+    four_eyes_above: float | None  # the program's setting
+
+
+async def lock_reward(conn: asyncpg.Connection, reward_id: int) -> RewardToDecide:
+    """The reward, locked until the transaction ends; NotFound if there is none."""
+    row = await conn.fetchrow(
+        """SELECT r.program_id, r.id, r.status, r.amount, r.payee, r.currency,
+                  p.settings->'four_eyes_above' AS limit_
+           FROM rewards r JOIN programs p ON p.id = r.program_id
+           WHERE r.id = $1 FOR UPDATE OF r""", reward_id)
+    if row is None:
+        raise NotFound("reward")
+    return RewardToDecide(row["program_id"], row["id"], row["status"], row["amount"],
+                          row["payee"], row["currency"],
+                          json.loads(row["limit_"]) if row["limit_"] is not None else None)
+
+
+async def add_approval(conn: asyncpg.Connection, program_id: int, reward_id: int, actor: str,
+                       reason: str) -> bool:
+    """Records `actor`'s approval; False if they had approved this reward already."""
+    added = await conn.fetchval(
+        """INSERT INTO reward_approvals (program_id, reward_id, actor, reason)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1""",
+        program_id, reward_id, actor, reason)
+    return added is not None
+
+
+async def count_approvals(conn: asyncpg.Connection, program_id: int, reward_id: int) -> int:
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM reward_approvals WHERE program_id = $1 AND reward_id = $2",
+        program_id, reward_id)
+    return n
+
+
+async def set_decision(conn: asyncpg.Connection, program_id: int, reward_id: int, *,
+                       status: str, actor: str, reason: str) -> None:
+    await conn.execute(
+        """UPDATE rewards SET status = $3, decided_by = $4, decided_at = now(),
+                  decision_reason = $5 WHERE program_id = $1 AND id = $2""",
+        program_id, reward_id, status, actor, reason)
+
+
+async def insert_earned(conn: asyncpg.Connection,
+                        entries: Sequence[tuple[int, str, str, int, int]], actor: str) -> None:
+    """`earned` ledger entries: (program_id, payee, currency, amount, reward_id)."""
+    await conn.executemany(
+        """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind, reward_id,
+               actor) VALUES ($1, $2, $3, $4, 'earned', $5, $6)""",
+        [(*e, actor) for e in entries])
+
+
+# -- payouts -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedReward:
+    program_id: int
+    id: int
+    payee: str
+    currency: str
+    amount: int
+
+
+async def approved_rewards(conn: asyncpg.Connection) -> list[ApprovedReward]:
+    """Every approved reward, locked, grouped by program, payee and currency."""
+    rows = await conn.fetch(
+        """SELECT program_id, id, payee, currency, amount FROM rewards
+           WHERE status = 'approved'
+           ORDER BY program_id, payee, currency, id FOR UPDATE""")
+    return [ApprovedReward(r["program_id"], r["id"], r["payee"], r["currency"], r["amount"])
+            for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    program_id: int
+    payee: str
+    currency: str
+    amount: int
+
+
+async def balances(conn: asyncpg.Connection,
+                   accounts: Sequence[tuple[int, str, str]]) -> list[Balance]:
+    """The ledger balance of each (program_id, payee, currency) that has entries."""
+    rows = await conn.fetch(
+        """SELECT program_id, payee, currency, sum(amount) AS balance
+           FROM ledger_entries
+           WHERE (program_id, payee, currency) IN (
+               SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]))
+           GROUP BY program_id, payee, currency""",
+        [a[0] for a in accounts], [a[1] for a in accounts], [a[2] for a in accounts])
+    return [Balance(r["program_id"], r["payee"], r["currency"], int(r["balance"]))
+            for r in rows]
+
+
+async def insert_batch(conn: asyncpg.Connection, batch_id: uuid.UUID, actor: str, lines: int,
+                       totals: dict[str, int]) -> None:
+    await conn.execute(
+        "INSERT INTO payout_batches (id, actor, lines, totals) VALUES ($1, $2, $3, $4::jsonb)",
+        batch_id, actor, lines, json.dumps(totals))
+
+
+async def insert_payouts(conn: asyncpg.Connection, batch_id: uuid.UUID, actor: str,
+                         entries: Sequence[tuple[int, str, str, int]]) -> None:
+    """`payout` ledger entries: (program_id, payee, currency, amount (negative))."""
+    await conn.executemany(
+        """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind, batch_id,
+               actor) VALUES ($1, $2, $3, $4, 'payout', $5, $6)""",
+        [(*e, batch_id, actor) for e in entries])
+
+
+async def mark_paid(conn: asyncpg.Connection, reward_ids: list[int],
+                    batch_id: uuid.UUID) -> int:
+    """The approved ones among these rewards become `paid` in the batch; how many did."""
+    n: int = await conn.fetchval(
+        """WITH paid AS (
+               UPDATE rewards SET status = 'paid', batch_id = $2, paid_at = now()
+               WHERE id = ANY($1::bigint[]) AND status = 'approved' RETURNING 1)
+           SELECT count(*) FROM paid""", reward_ids, batch_id)
+    return n
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+async def enqueue_webhooks(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -> None:
+    """An outbox event per reward, for the programs that have a webhook URL."""
+    await conn.execute(
+        """INSERT INTO webhook_outbox (program_id, event, payload)
+           SELECT r.program_id, $1, jsonb_build_object(
+                      'event', $1::text,
+                      'reward', jsonb_build_object(
+                          'id', r.id, 'program', p.slug, 'referrer', f.external_id,
+                          'beneficiary', r.beneficiary, 'payee', r.payee,
+                          'conversion', r.conversion_id, 'event_id', c.event_id,
+                          'amount', r.amount, 'currency', r.currency, 'status', r.status,
+                          'batch_id', r.batch_id))
+           FROM rewards r
+           JOIN programs p ON p.id = r.program_id
+           JOIN referrers f ON f.program_id = r.program_id AND f.id = r.referrer_id
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
+           WHERE r.id = ANY($2::bigint[]) AND coalesce(p.settings->>'webhook_url', '') <> ''
+           ORDER BY r.id""", event, reward_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class DueWebhook:
+    program_id: int
+    id: int
+    event: str
+    payload: str  # JSON text, sent as it is
+    attempts: int  # before this one
+    slug: str
+    url: str | None  # the program's webhook_url now
+
+
+async def claim_due_webhooks(conn: asyncpg.Connection, limit: int,
+                             lease_s: float) -> list[DueWebhook]:
+    """Up to `limit` due events, claimed by moving them `lease_s` into the future (events
+    another transaction holds are skipped)."""
+    rows = await conn.fetch(
+        """WITH due AS (
+               SELECT program_id, id FROM webhook_outbox
+               WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+               ORDER BY next_attempt_at, id LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           UPDATE webhook_outbox o SET next_attempt_at = now() + make_interval(secs => $2)
+           FROM due, programs p
+           WHERE o.program_id = due.program_id AND o.id = due.id AND p.id = o.program_id
+           RETURNING o.program_id, o.id, o.event, o.payload::text AS payload, o.attempts,
+                     p.slug, p.settings->>'webhook_url' AS url""", limit, lease_s)
+    return [DueWebhook(r["program_id"], r["id"], r["event"], r["payload"], r["attempts"],
+                       r["slug"], r["url"]) for r in rows]
+
+
+async def mark_delivered(conn: asyncpg.Connection, program_id: int, event_id: int) -> None:
+    await conn.execute(
+        """UPDATE webhook_outbox SET delivered_at = now(), attempts = attempts + 1,
+                  last_error = NULL WHERE program_id = $1 AND id = $2""",
+        program_id, event_id)
+
+
+async def mark_failed(conn: asyncpg.Connection, program_id: int, event_id: int, *,
+                      attempts: int, error: str, retry_in_s: float, gave_up: bool) -> None:
+    """A failed attempt: due again in `retry_in_s`, or never again when `gave_up`."""
+    await conn.execute(
+        """UPDATE webhook_outbox SET attempts = $3, last_error = $4,
+                  next_attempt_at = now() + make_interval(secs => $5),
+                  failed_at = CASE WHEN $6 THEN now() END
+           WHERE program_id = $1 AND id = $2""",
+        program_id, event_id, attempts, error, retry_in_s, gave_up)
