@@ -22,8 +22,9 @@ from tests.helpers import SECRET, insert_link
 from tracker.clicks.enrich import Enricher
 from tracker.clicks.flusher import store_clicks
 from tracker.clicks.journal import RawClick
-from tracker.demo.build import BROWSERS, HEADLESS, IPHONE
-from tracker.intake.conversions import parse_conversion, store_conversion
+from tracker.demo.scenario import BROWSERS, HEADLESS, IPHONE
+from tracker.intake.conversions import parse_conversion
+from tracker.intake.queries import store_conversion
 
 HOSTING = "172.104.0.0/15"  # a hosting provider's addresses, in the generator's geo database
 PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import aiohttp
 import asyncpg
 
 from tracker import metrics
+from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
 from tracker.db import lock_key
 from tracker.finance.clearance import publish_metrics, release
@@ -78,50 +78,6 @@ async def ensure_click_partitions(conn: asyncpg.Connection) -> None:
         """SELECT refguard_ensure_click_partition(now() + make_interval(months => m))
            FROM generate_series(0, 3) AS m"""
     )
-
-
-NO_SIGNALS_AFTER = "30 seconds"
-
-
-def fold_browser_signals(enricher: Enricher) -> JobFn:
-    """Fold the fingerprint page's signals into their clicks; no signals in time = no JS."""
-
-    async def run(conn: asyncpg.Connection) -> None:
-        rows = await conn.fetch(
-            """SELECT c.program_id, c.click_id, c.ts, c.fingerprint, s.signals::text AS signals,
-                      s.webdriver
-               FROM click_signals s
-               JOIN clicks c ON c.program_id = s.program_id AND c.click_id = s.click_id
-                AND c.ts >= s.click_ms AND c.ts < s.click_ms + interval '1 millisecond'
-               WHERE c.awaiting_signals
-               LIMIT 10000"""
-        )
-        await conn.executemany(
-            """UPDATE clicks SET fingerprint = $4, browser_signals = $5::jsonb,
-                      awaiting_signals = false, is_bot = is_bot OR $6,
-                      bot_rule = CASE WHEN NOT is_bot AND $6 THEN 'automation_webdriver'
-                                      ELSE bot_rule END
-               WHERE program_id = $1 AND click_id = $2 AND ts = $3""",
-            [(r["program_id"], r["click_id"], r["ts"],
-              enricher.fingerprint_with_signals(r["fingerprint"] or b"", json.loads(r["signals"])),
-              r["signals"], r["webdriver"]) for r in rows],
-        )
-        await conn.execute(
-            """DELETE FROM click_signals
-               WHERE (program_id, click_id) IN (SELECT * FROM unnest($1::bigint[], $2::uuid[]))""",
-            [r["program_id"] for r in rows], [r["click_id"] for r in rows],
-        )
-        # The page never reported back: no JavaScript ran (a crawler, a script, a bot farm).
-        await conn.execute(
-            f"""UPDATE clicks SET awaiting_signals = false, is_bot = true,
-                      bot_rule = coalesce(bot_rule, 'no_javascript')
-               WHERE awaiting_signals AND received_at < now() - interval '{NO_SIGNALS_AFTER}'"""
-        )
-        await conn.execute(
-            "DELETE FROM click_signals WHERE received_at < now() - interval '1 day'"
-        )
-
-    return run
 
 
 async def attribute(conn: asyncpg.Connection) -> None:

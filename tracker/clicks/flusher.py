@@ -2,7 +2,8 @@
 
 One batch = whole segments (up to `flush_max_clicks` clicks) in one transaction: COPY into a
 temporary staging table, then INSERT ... ON CONFLICT DO NOTHING into `clicks`, so a segment
-replayed after a crash adds nothing twice. Segment files are deleted only after the commit.
+replayed after a crash adds nothing twice (the statements are in tracker.clicks.queries).
+Segment files are deleted only after the commit.
 While PostgreSQL is unreachable the flusher retries with exponential backoff; the journal keeps
 growing and the backlog gauge shows it.
 
@@ -26,7 +27,8 @@ from pathlib import Path
 import asyncpg
 
 from tracker import db, metrics
-from tracker.clicks.enrich import COLUMNS, SIGNAL_COLUMNS, Enricher
+from tracker.clicks import queries
+from tracker.clicks.enrich import COLUMNS, Enricher
 from tracker.clicks.journal import (
     SEALED_SUFFIX,
     RawClick,
@@ -43,42 +45,6 @@ _I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_DUP = (
     COLUMNS.index("ts"), COLUMNS.index("link_id"), COLUMNS.index("visitor_id"),
     COLUMNS.index("fingerprint"), COLUMNS.index("is_duplicate"),
 )
-
-_STAGE_SQL = """
-CREATE TEMP TABLE IF NOT EXISTS clicks_stage (LIKE clicks INCLUDING DEFAULTS)
-ON COMMIT DELETE ROWS
-"""
-
-_COLS = ", ".join(COLUMNS)
-_SELECT = ", ".join(
-    f"s.{c}" if c != "is_duplicate" else
-    """(s.is_duplicate
-        OR (s.visitor_id IS NOT NULL AND EXISTS (
-            SELECT 1 FROM clicks c
-            WHERE c.program_id = s.program_id AND c.visitor_id = s.visitor_id
-              AND c.link_id = s.link_id
-              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-              AND c.click_id <> s.click_id))
-        OR EXISTS (
-            SELECT 1 FROM clicks c
-            WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
-              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-              AND c.click_id <> s.click_id))"""
-    for c in COLUMNS
-)
-INSERT_SQL = f"""
-WITH ins AS (
-    INSERT INTO clicks ({_COLS})
-    SELECT {_SELECT} FROM clicks_stage s
-    ON CONFLICT DO NOTHING
-    RETURNING is_bot, is_duplicate
-)
-SELECT count(*) AS stored,
-       count(*) FILTER (WHERE is_bot) AS bots,
-       count(*) FILTER (WHERE is_duplicate AND NOT is_bot) AS duplicates
-FROM ins
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
@@ -128,25 +94,16 @@ async def store_clicks(
         months.setdefault((ts.year, ts.month), ts)
     for month, ts in months.items():
         if month not in known_months:
-            await conn.execute("SELECT refguard_ensure_click_partition($1)", ts)
+            await queries.ensure_partition(conn, ts)
             known_months.add(month)
     async with conn.transaction():
-        await conn.execute(_STAGE_SQL)
+        await conn.execute(queries.STAGE_SQL)
         await conn.copy_records_to_table(
-            "clicks_stage", records=ordered, columns=COLUMNS
+            queries.STAGE_TABLE, records=ordered, columns=COLUMNS
         )
-        result = await conn.fetchrow(INSERT_SQL)
+        result = await conn.fetchrow(queries.INSERT_SQL)
     assert result is not None  # noqa: S101 (an aggregate always returns a row)
     return result["stored"], result["bots"], result["duplicates"]
-
-
-async def store_signals(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
-    """Keep browser signals until the `browser_signals` job folds them into their clicks."""
-    await conn.executemany(
-        f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
-            VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING""",
-        rows,
-    )
 
 
 class Flusher:
@@ -219,7 +176,7 @@ class Flusher:
             if rows:
                 stored, bots, dups = await store_clicks(conn, rows, self._known_months)
             if signal_rows:
-                await store_signals(conn, signal_rows)
+                await queries.store_signals(conn, signal_rows)
             metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
             for path, _fd in taken:
                 with contextlib.suppress(FileNotFoundError):

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from tracker import db, metrics
+from tracker.clicks import queries
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +87,6 @@ class LinkEntry:
         )
 
 
-_LINK_SQL = """
-SELECT l.code, l.program_id, l.id AS link_id, l.referrer_id, l.destination, l.enabled,
-       p.settings->>'fallback_url' AS fallback_url,
-       coalesce(p.settings->>'fingerprint', '') = 'browser' AS browser_page
-FROM links l JOIN programs p ON p.id = l.program_id
-"""
-
-
 def _entry(row: asyncpg.Record) -> LinkEntry:
     return LinkEntry.build(
         code=row["code"],
@@ -123,14 +116,14 @@ class LinkCache:
     # -- queries -------------------------------------------------------------------------------
 
     async def _load_all(self, conn: asyncpg.Connection) -> None:
-        rows = await conn.fetch(_LINK_SQL)
+        rows = await queries.all_links(conn)
         self.links = {row["code"]: _entry(row) for row in rows}
         self._negative.clear()
         self._counted()
         self._write_snapshot()
 
     async def _load_code(self, conn: asyncpg.Connection, code: str) -> LinkEntry | None:
-        row = await conn.fetchrow(_LINK_SQL + " WHERE l.code = $1", code)
+        row = await queries.link_by_code(conn, code)
         if row is None:
             self.links.pop(code, None)
             self._counted()
@@ -142,7 +135,7 @@ class LinkCache:
         return entry
 
     async def _load_program(self, conn: asyncpg.Connection, program_id: int) -> None:
-        rows = await conn.fetch(_LINK_SQL + " WHERE l.program_id = $1", program_id)
+        rows = await queries.links_of_program(conn, program_id)
         for row in rows:
             self.links[row["code"]] = _entry(row)
         self._counted()

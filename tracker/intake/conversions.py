@@ -1,8 +1,9 @@
-"""Conversions: validation, request signatures and idempotent storage.
+"""Conversions: validation of a conversion body.
 
 Shared by `POST /api/v1/conversions` and `refguard import`. A conversion is idempotent on
 (program, event_id): the first store answers created, the same body again answers the stored
-conversion, another body under the same event id is a conflict.
+conversion, another body under the same event id is a conflict (the storage is in
+tracker.intake.queries; `body_hash` here is what tells the bodies apart).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import asyncpg
 
 from tracker.formats import CONVERSION_TYPES, MAX_UA, clean_text
 
@@ -135,93 +134,3 @@ def parse_conversion(body: object, *, now: datetime | None = None,
         referral_code=code, ip=ip, user_agent=clean_text(user_agent or "", MAX_UA),
         original_event_id=original, body_hash=hashlib.sha256(canonical.encode()).digest(),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    row: dict[str, Any]
-    created: bool
-    conflict: bool
-
-
-_RETURNING = """id, event_id, type, customer_id, amount, currency, occurred_at, body_hash,
-                received_at"""
-
-
-async def store_conversion(conn: asyncpg.Connection, program_id: int, conv: ConversionInput,
-                           email_hash: bytes | None, *, source: str = "api") -> Stored:
-    """Insert idempotently; concurrent identical posts store exactly one row."""
-    row = await conn.fetchrow(
-        f"""INSERT INTO conversions (program_id, event_id, type, customer_id, email_hash, amount,
-                currency, occurred_at, click_id, visitor_id, referral_code, original_event_id, ip,
-                user_agent, body_hash, source)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::uuid, $10, $11, $12, $13::inet, $14, $15,
-                    $16)
-            ON CONFLICT (program_id, event_id) DO NOTHING
-            RETURNING {_RETURNING}""",
-        program_id, conv.event_id, conv.type, conv.customer_id, email_hash, conv.amount,
-        conv.currency, conv.occurred_at, conv.click_id, conv.visitor_id, conv.referral_code,
-        conv.original_event_id, conv.ip, conv.user_agent, conv.body_hash, source,
-    )
-    if row is not None:
-        return Stored(dict(row), created=True, conflict=False)
-    existing = await conn.fetchrow(
-        f"SELECT {_RETURNING} FROM conversions WHERE program_id = $1 AND event_id = $2",
-        program_id, conv.event_id,
-    )
-    assert existing is not None  # noqa: S101 (the conflicting row exists; rows are never deleted)
-    return Stored(dict(existing), created=False,
-                  conflict=bytes(existing["body_hash"]) != conv.body_hash)
-
-
-_STAGE_COLUMNS = ("n", "program_id", "event_id", "type", "customer_id", "email_hash", "amount",
-                  "currency", "occurred_at", "click_id", "visitor_id", "referral_code",
-                  "original_event_id", "ip", "user_agent", "body_hash")
-_STORED = ", ".join(_STAGE_COLUMNS[1:])
-
-
-async def store_conversions(
-    conn: asyncpg.Connection, items: list[tuple[int, ConversionInput, bytes | None]],
-    *, source: str = "import",
-) -> list[str]:
-    """Many conversions in one round trip; per item "created", "existing" or "conflict".
-
-    The same rules as `store_conversion`: the first body stored under an event id wins; the
-    same body again is "existing", another body is a "conflict" (also within one batch).
-    """
-    records = [
-        (i, pid, c.event_id, c.type, c.customer_id, digest, c.amount, c.currency, c.occurred_at,
-         c.click_id, c.visitor_id, c.referral_code, c.original_event_id, c.ip, c.user_agent,
-         c.body_hash)
-        for i, (pid, c, digest) in enumerate(items)
-    ]
-    async with conn.transaction():
-        await conn.execute(
-            """CREATE TEMP TABLE IF NOT EXISTS conversions_stage (
-                   n int, program_id bigint, event_id text, type text, customer_id text,
-                   email_hash bytea, amount bigint, currency text, occurred_at timestamptz,
-                   click_id uuid, visitor_id text, referral_code text, original_event_id text,
-                   ip inet, user_agent text, body_hash bytea) ON COMMIT DELETE ROWS""")
-        await conn.copy_records_to_table("conversions_stage", records=records,
-                                         columns=_STAGE_COLUMNS)
-        created = await conn.fetch(
-            f"""INSERT INTO conversions ({_STORED}, source)
-                SELECT DISTINCT ON (program_id, event_id) {_STORED}, $1
-                FROM conversions_stage ORDER BY program_id, event_id, n
-                ON CONFLICT (program_id, event_id) DO NOTHING
-                RETURNING program_id, event_id""", source)
-        stored = await conn.fetch(
-            """SELECT s.n, c.body_hash = s.body_hash AS same FROM conversions_stage s
-               JOIN conversions c ON c.program_id = s.program_id AND c.event_id = s.event_id""")
-    new_keys = {(r["program_id"], r["event_id"]) for r in created}
-    same = {r["n"]: r["same"] for r in stored}
-    statuses: list[str] = []
-    claimed: set[tuple[int, str]] = set()
-    for i, (pid, conv, _digest) in enumerate(items):
-        key = (pid, conv.event_id)
-        if key in new_keys and key not in claimed:
-            claimed.add(key)
-            statuses.append("created")
-        else:
-            statuses.append("existing" if same.get(i) else "conflict")
-    return statuses

@@ -30,12 +30,8 @@ from tracker.clicks.enrich import Enricher
 from tracker.clicks.flusher import store_clicks
 from tracker.clicks.journal import RawClick
 from tracker.identity import email_hash
-from tracker.intake.conversions import (
-    ConversionInput,
-    ConversionInvalid,
-    parse_conversion,
-    store_conversions,
-)
+from tracker.intake import queries
+from tracker.intake.conversions import ConversionInput, ConversionInvalid, parse_conversion
 
 BATCH = 5000  # lines a batch (and a worker's chunk)
 SLICE = 250  # lines enriched between two yields to the event loop, in one process
@@ -231,8 +227,7 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     """Load a clicks file. With `workers` > 1, that many processes parse and enrich chunks of
     lines while this one stores the previous chunks; either way, PostgreSQL stores one batch
     while the next is being prepared."""
-    links = {r["code"]: (r["program_id"], r["id"], r["referrer_id"]) for r in await conn.fetch(
-        "SELECT code, program_id, id, referrer_id FROM links")}
+    links = await queries.link_ids(conn)
     enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
     result = ImportResult()
     months: set[tuple[int, int]] = set()
@@ -286,14 +281,14 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
         progress(done, result.read, True)
     if result.stored:
         # Bulk-loaded rows: fresh planner statistics, or the jobs' joins plan for one row.
-        await conn.execute("ANALYZE clicks")
+        await queries.analyze_clicks(conn)
     return result
 
 
 async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: bytes,
                              progress: Callable[[int, int, bool], None] | None = None
                              ) -> ImportResult:
-    programs = {r["slug"]: r["id"] for r in await conn.fetch("SELECT slug, id FROM programs")}
+    programs = await queries.program_ids(conn)
     result = ImportResult()
     done = 0
     batch: list[tuple[int, ConversionInput, bytes | None]] = []
@@ -302,14 +297,14 @@ async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: b
         if not batch:
             return
         try:
-            outcome = await store_conversions(conn, batch, source="import")
+            outcome = await queries.store_conversions(conn, batch, source="import")
         except REFUSED:
             # A value PostgreSQL refuses that validation let through: find the line, keep the
             # rest (each batch is one transaction, so nothing of it was stored).
             outcome = []
             for item in batch:
                 try:
-                    outcome += await store_conversions(conn, [item], source="import")
+                    outcome += await queries.store_conversions(conn, [item], source="import")
                 except REFUSED as exc:
                     outcome.append(f"refused by the database: {exc}")
         for (number, conv), status in zip(numbers, outcome, strict=True):
@@ -351,5 +346,5 @@ async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: b
         progress(done, result.read, True)
     if result.stored:
         # Bulk-loaded rows: fresh planner statistics, or the jobs' joins plan for one row.
-        await conn.execute("ANALYZE conversions, customer_visitors")
+        await queries.analyze_conversions(conn)
     return result

@@ -1,4 +1,6 @@
-"""SQL of the application: async functions taking `conn` first, returning frozen dataclasses."""
+"""SQL of programs, referrers and links: async functions taking `conn` first, returning frozen
+dataclasses. (Clicks have theirs in tracker.clicks.queries, conversions in tracker.intake.queries.)
+"""
 
 from __future__ import annotations
 
@@ -43,27 +45,6 @@ class Link:
     destination: str
     enabled: bool
     created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Click:
-    click_id: str
-    ts: datetime
-    code: str
-    referrer: str
-    visitor_id: str | None
-    ip: str | None
-    country: str | None
-    asn: int | None
-    ua_browser: str | None
-    ua_os: str | None
-    ua_device: str | None
-    fingerprint: bytes | None
-    is_bot: bool
-    is_duplicate: bool
-    is_anonymous: bool
-    is_hosting: bool
-    bot_rule: str | None
 
 
 def _program(row: asyncpg.Record) -> Program:
@@ -247,37 +228,3 @@ async def list_links(
         program_id, referrer_id, after_id, limit,
     )
     return [_link(r) for r in rows]
-
-
-# -- clicks ------------------------------------------------------------------------------------
-
-
-async def list_clicks(
-    conn: asyncpg.Connection,
-    *,
-    program_id: int,
-    referrer_id: int | None,
-    link_id: int | None,
-    since: datetime | None,
-    after: tuple[datetime, str] | None,
-    limit: int,
-) -> list[Click]:
-    rows = await conn.fetch(
-        """
-        SELECT c.click_id::text AS click_id, c.ts, c.code, r.external_id AS referrer, c.visitor_id,
-               abbrev(c.ip) AS ip, c.country, c.asn, c.ua_browser, c.ua_os, c.ua_device,
-               c.fingerprint, c.is_bot, c.is_duplicate, c.is_anonymous, c.is_hosting, c.bot_rule
-        FROM clicks c
-        JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
-        WHERE c.program_id = $1
-          AND ($2::bigint IS NULL OR c.referrer_id = $2)
-          AND ($3::bigint IS NULL OR c.link_id = $3)
-          AND ($4::timestamptz IS NULL OR c.ts >= $4)
-          AND ($5::timestamptz IS NULL OR (c.ts, c.click_id) > ($5, $6::uuid))
-        ORDER BY c.ts, c.click_id
-        LIMIT $7
-        """,
-        program_id, referrer_id, link_id, since,
-        after[0] if after else None, after[1] if after else None, limit,
-    )
-    return [Click(**dict(r)) for r in rows]

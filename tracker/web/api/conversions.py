@@ -10,7 +10,8 @@ from aiohttp import web
 from tracker.errors import NotFound
 from tracker.formats import rfc3339
 from tracker.identity import email_hash
-from tracker.intake.conversions import ConversionInvalid, parse_conversion, store_conversion
+from tracker.intake.conversions import ConversionInvalid, parse_conversion
+from tracker.intake.queries import Conversion, store_conversion
 from tracker.programs import queries
 from tracker.signing import (
     SIGNATURE_HEADER,
@@ -25,17 +26,17 @@ from tracker.web.api.errors import ApiError, bad_request, conflict, invalid, jso
 ROLES = frozenset({"admin", "integration"})
 
 
-def conversion_json(row: dict[str, Any], program: str) -> dict[str, Any]:
+def conversion_json(c: Conversion, program: str) -> dict[str, Any]:
     return {
-        "id": row["id"],
+        "id": c.id,
         "program": program,
-        "event_id": row["event_id"],
-        "type": row["type"],
-        "customer_id": row["customer_id"],
-        "amount": row["amount"],
-        "currency": row["currency"],
-        "occurred_at": rfc3339(row["occurred_at"]),
-        "received_at": rfc3339(row["received_at"]),
+        "event_id": c.event_id,
+        "type": c.type,
+        "customer_id": c.customer_id,
+        "amount": c.amount,
+        "currency": c.currency,
+        "occurred_at": rfc3339(c.occurred_at),
+        "received_at": rfc3339(c.received_at),
     }
 
 
@@ -78,7 +79,7 @@ async def create_conversion(request: web.Request) -> web.Response:
         stored = await store_conversion(conn, program.id, conv, digest)
     if stored.conflict:
         raise conflict(f"event {conv.event_id!r} was reported before with another body")
-    return web.json_response(conversion_json(stored.row, program.slug),
+    return web.json_response(conversion_json(stored.conversion, program.slug),
                              status=201 if stored.created else 200)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from tracker import audit
+from tracker.clicks import queries as click_queries
 from tracker.clicks.links import CODE_RE, LinkEntry
 from tracker.errors import Conflict
 from tracker.formats import SLUG_RE, rfc3339
@@ -301,7 +302,7 @@ async def list_links(request: web.Request) -> web.Response:
 # -- the visit log -----------------------------------------------------------------------------
 
 
-def _click_json(c: queries.Click) -> dict[str, Any]:
+def _click_json(c: click_queries.Click) -> dict[str, Any]:
     return {
         "click_id": c.click_id,
         "ts": rfc3339(c.ts),
@@ -346,7 +347,7 @@ async def list_clicks(request: web.Request) -> web.Response:
         if not re.fullmatch(r"[0-9a-f-]{36}", parts[1]):
             raise invalid("cursor is not valid", "cursor")
     limit = limit_param(request)
-    items = await queries.list_clicks(
+    items = await click_queries.list_clicks(
         pool,
         program_id=program.id, referrer_id=referrer_id, link_id=link_id, since=since,
         after=after, limit=limit,

@@ -1,0 +1,233 @@
+"""SQL of clicks: async functions taking `conn` first, and the statement texts of the hot paths.
+
+One section per caller: the visit log (the API), the link cache (links.py), the flusher
+(flusher.py), the browser-signal fold (browser_signals.py). Rows that come back to code off the
+hot path are frozen dataclasses; the link cache and the flusher keep the shapes that are
+fastest for them (see their sections).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from tracker.clicks.enrich import COLUMNS, SIGNAL_COLUMNS
+
+# -- the visit log -----------------------------------------------------------------------------
+# GET /api/v1/clicks (tracker/web/api/resources.py).
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    click_id: str
+    ts: datetime
+    code: str
+    referrer: str
+    visitor_id: str | None
+    ip: str | None
+    country: str | None
+    asn: int | None
+    ua_browser: str | None
+    ua_os: str | None
+    ua_device: str | None
+    fingerprint: bytes | None
+    is_bot: bool
+    is_duplicate: bool
+    is_anonymous: bool
+    is_hosting: bool
+    bot_rule: str | None
+
+
+async def list_clicks(
+    conn: asyncpg.Connection,
+    *,
+    program_id: int,
+    referrer_id: int | None,
+    link_id: int | None,
+    since: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Click]:
+    rows = await conn.fetch(
+        """
+        SELECT c.click_id::text AS click_id, c.ts, c.code, r.external_id AS referrer, c.visitor_id,
+               abbrev(c.ip) AS ip, c.country, c.asn, c.ua_browser, c.ua_os, c.ua_device,
+               c.fingerprint, c.is_bot, c.is_duplicate, c.is_anonymous, c.is_hosting, c.bot_rule
+        FROM clicks c
+        JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
+        WHERE c.program_id = $1
+          AND ($2::bigint IS NULL OR c.referrer_id = $2)
+          AND ($3::bigint IS NULL OR c.link_id = $3)
+          AND ($4::timestamptz IS NULL OR c.ts >= $4)
+          AND ($5::timestamptz IS NULL OR (c.ts, c.click_id) > ($5, $6::uuid))
+        ORDER BY c.ts, c.click_id
+        LIMIT $7
+        """,
+        program_id, referrer_id, link_id, since,
+        after[0] if after else None, after[1] if after else None, limit,
+    )
+    return [Click(**dict(r)) for r in rows]
+
+
+# -- the link cache ----------------------------------------------------------------------------
+# tracker/clicks/links.py. These return asyncpg records, as the cache always read them: it
+# builds its own LinkEntry from each row at once, so a dataclass in between would only be a
+# second object per link (on every full load: all links, at start-up and after a reconnect).
+
+LINK_SQL = """
+SELECT l.code, l.program_id, l.id AS link_id, l.referrer_id, l.destination, l.enabled,
+       p.settings->>'fallback_url' AS fallback_url,
+       coalesce(p.settings->>'fingerprint', '') = 'browser' AS browser_page
+FROM links l JOIN programs p ON p.id = l.program_id
+"""
+_LINK_BY_CODE_SQL = LINK_SQL + " WHERE l.code = $1"
+_LINKS_OF_PROGRAM_SQL = LINK_SQL + " WHERE l.program_id = $1"
+
+
+async def all_links(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(LINK_SQL)
+    return rows
+
+
+async def link_by_code(conn: asyncpg.Connection, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(_LINK_BY_CODE_SQL, code)
+
+
+async def links_of_program(conn: asyncpg.Connection, program_id: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(_LINKS_OF_PROGRAM_SQL, program_id)
+    return rows
+
+
+# -- the flusher -------------------------------------------------------------------------------
+# tracker/clicks/flusher.py (and the importer, through flusher.store_clicks). A batch is COPYed
+# into the staging table as plain tuples in COLUMNS order and inserted with INSERT_SQL; the COPY
+# and its transaction stay in flusher.store_clicks, next to the rows they carry, and the texts
+# are built once here at import.
+
+STAGE_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS clicks_stage (LIKE clicks INCLUDING DEFAULTS)
+ON COMMIT DELETE ROWS
+"""
+STAGE_TABLE = "clicks_stage"
+
+_COLS = ", ".join(COLUMNS)
+_SELECT = ", ".join(
+    f"s.{c}" if c != "is_duplicate" else
+    """(s.is_duplicate
+        OR (s.visitor_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM clicks c
+            WHERE c.program_id = s.program_id AND c.visitor_id = s.visitor_id
+              AND c.link_id = s.link_id
+              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
+              AND c.click_id <> s.click_id))
+        OR EXISTS (
+            SELECT 1 FROM clicks c
+            WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
+              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
+              AND c.click_id <> s.click_id))"""
+    for c in COLUMNS
+)
+# Answers one row: stored, bots, duplicates.
+INSERT_SQL = f"""
+WITH ins AS (
+    INSERT INTO clicks ({_COLS})
+    SELECT {_SELECT} FROM clicks_stage s
+    ON CONFLICT DO NOTHING
+    RETURNING is_bot, is_duplicate
+)
+SELECT count(*) AS stored,
+       count(*) FILTER (WHERE is_bot) AS bots,
+       count(*) FILTER (WHERE is_duplicate AND NOT is_bot) AS duplicates
+FROM ins
+"""
+
+_SIGNALS_SQL = f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
+            VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING"""
+
+
+async def ensure_partition(conn: asyncpg.Connection, ts: datetime) -> None:
+    """The monthly partition of `clicks` that holds `ts` (the flusher asks once per month)."""
+    await conn.execute("SELECT refguard_ensure_click_partition($1)", ts)
+
+
+async def store_signals(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
+    """Keep browser signals (rows in SIGNAL_COLUMNS order, as Enricher.signal_row builds them)
+    until the `browser_signals` job folds them into their clicks."""
+    await conn.executemany(_SIGNALS_SQL, rows)
+
+
+# -- the browser-signal fold -------------------------------------------------------------------
+# tracker/clicks/browser_signals.py (the `browser_signals` job).
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignals:
+    """A click waiting for its browser signals, with the signals that arrived for it."""
+
+    program_id: int
+    click_id: uuid.UUID
+    ts: datetime
+    fingerprint: bytes | None
+    signals: str  # the JSON text as the page sent it
+    webdriver: bool
+
+
+async def pending_signals(conn: asyncpg.Connection) -> list[PendingSignals]:
+    """Up to 10,000 clicks still awaiting signals whose signals have arrived."""
+    rows = await conn.fetch(
+        """SELECT c.program_id, c.click_id, c.ts, c.fingerprint, s.signals::text AS signals,
+                  s.webdriver
+           FROM click_signals s
+           JOIN clicks c ON c.program_id = s.program_id AND c.click_id = s.click_id
+            AND c.ts >= s.click_ms AND c.ts < s.click_ms + interval '1 millisecond'
+           WHERE c.awaiting_signals
+           LIMIT 10000"""
+    )
+    return [PendingSignals(**dict(r)) for r in rows]
+
+
+async def fold_signals(
+    conn: asyncpg.Connection,
+    folded: list[tuple[int, uuid.UUID, datetime, bytes, str, bool]],
+) -> None:
+    """Store each click's refined fingerprint and signals: (program_id, click_id, ts,
+    fingerprint, signals JSON, webdriver); webdriver marks the click a bot."""
+    await conn.executemany(
+        """UPDATE clicks SET fingerprint = $4, browser_signals = $5::jsonb,
+                  awaiting_signals = false, is_bot = is_bot OR $6,
+                  bot_rule = CASE WHEN NOT is_bot AND $6 THEN 'automation_webdriver'
+                                  ELSE bot_rule END
+           WHERE program_id = $1 AND click_id = $2 AND ts = $3""",
+        folded,
+    )
+
+
+async def delete_signals(
+    conn: asyncpg.Connection, program_ids: list[int], click_ids: list[uuid.UUID]
+) -> None:
+    """Drop the signals of these clicks (pairs by position), once folded."""
+    await conn.execute(
+        """DELETE FROM click_signals
+           WHERE (program_id, click_id) IN (SELECT * FROM unnest($1::bigint[], $2::uuid[]))""",
+        program_ids, click_ids,
+    )
+
+
+async def mark_no_javascript(conn: asyncpg.Connection, after: str) -> None:
+    """Clicks whose page never reported back within `after` (an interval literal of the code,
+    such as "30 seconds", never user input): no JavaScript ran, so a bot."""
+    await conn.execute(
+        f"""UPDATE clicks SET awaiting_signals = false, is_bot = true,
+                  bot_rule = coalesce(bot_rule, 'no_javascript')
+           WHERE awaiting_signals AND received_at < now() - interval '{after}'"""
+    )
+
+
+async def delete_stale_signals(conn: asyncpg.Connection) -> None:
+    """Signals whose click never arrived within a day."""
+    await conn.execute(
+        "DELETE FROM click_signals WHERE received_at < now() - interval '1 day'"
+    )

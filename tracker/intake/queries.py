@@ -1,0 +1,154 @@
+"""SQL of intake: async functions taking `conn` first, returning frozen dataclasses.
+
+One section per caller: storing conversions (POST /api/v1/conversions and `refguard import`),
+the importer's look-ups (importer.py). Imported clicks are stored with the flusher's statements
+(tracker.clicks.flusher.store_clicks, tracker.clicks.queries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from tracker.intake.conversions import ConversionInput
+
+# -- conversions -------------------------------------------------------------------------------
+# tracker/web/api/conversions.py (one at a time) and importer.py (batches).
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A stored conversion, as the API answers it."""
+
+    id: int
+    event_id: str
+    type: str
+    customer_id: str
+    amount: int | None
+    currency: str | None
+    occurred_at: datetime
+    body_hash: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    conversion: Conversion
+    created: bool
+    conflict: bool
+
+
+_RETURNING = """id, event_id, type, customer_id, amount, currency, occurred_at, body_hash,
+                received_at"""
+
+
+async def store_conversion(conn: asyncpg.Connection, program_id: int, conv: ConversionInput,
+                           email_hash: bytes | None, *, source: str = "api") -> Stored:
+    """Insert idempotently; concurrent identical posts store exactly one row.
+
+    The first body stored under an event id wins: the same body again answers the stored
+    conversion (`created` false), another body is a `conflict`."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO conversions (program_id, event_id, type, customer_id, email_hash, amount,
+                currency, occurred_at, click_id, visitor_id, referral_code, original_event_id, ip,
+                user_agent, body_hash, source)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::uuid, $10, $11, $12, $13::inet, $14, $15,
+                    $16)
+            ON CONFLICT (program_id, event_id) DO NOTHING
+            RETURNING {_RETURNING}""",
+        program_id, conv.event_id, conv.type, conv.customer_id, email_hash, conv.amount,
+        conv.currency, conv.occurred_at, conv.click_id, conv.visitor_id, conv.referral_code,
+        conv.original_event_id, conv.ip, conv.user_agent, conv.body_hash, source,
+    )
+    if row is not None:
+        return Stored(Conversion(**dict(row)), created=True, conflict=False)
+    existing = await conn.fetchrow(
+        f"SELECT {_RETURNING} FROM conversions WHERE program_id = $1 AND event_id = $2",
+        program_id, conv.event_id,
+    )
+    assert existing is not None  # noqa: S101 (the conflicting row exists; rows are never deleted)
+    return Stored(Conversion(**dict(existing)), created=False,
+                  conflict=bytes(existing["body_hash"]) != conv.body_hash)
+
+
+_STAGE_COLUMNS = ("n", "program_id", "event_id", "type", "customer_id", "email_hash", "amount",
+                  "currency", "occurred_at", "click_id", "visitor_id", "referral_code",
+                  "original_event_id", "ip", "user_agent", "body_hash")
+_STORED = ", ".join(_STAGE_COLUMNS[1:])
+
+
+async def store_conversions(
+    conn: asyncpg.Connection, items: list[tuple[int, ConversionInput, bytes | None]],
+    *, source: str = "import",
+) -> list[str]:
+    """Many conversions in one round trip; per item "created", "existing" or "conflict".
+
+    The same rules as `store_conversion`: the first body stored under an event id wins; the
+    same body again is "existing", another body is a "conflict" (also within one batch).
+    Plain strings, not objects: an import stores millions and only counts them.
+    """
+    records = [
+        (i, pid, c.event_id, c.type, c.customer_id, digest, c.amount, c.currency, c.occurred_at,
+         c.click_id, c.visitor_id, c.referral_code, c.original_event_id, c.ip, c.user_agent,
+         c.body_hash)
+        for i, (pid, c, digest) in enumerate(items)
+    ]
+    async with conn.transaction():
+        await conn.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS conversions_stage (
+                   n int, program_id bigint, event_id text, type text, customer_id text,
+                   email_hash bytea, amount bigint, currency text, occurred_at timestamptz,
+                   click_id uuid, visitor_id text, referral_code text, original_event_id text,
+                   ip inet, user_agent text, body_hash bytea) ON COMMIT DELETE ROWS""")
+        await conn.copy_records_to_table("conversions_stage", records=records,
+                                         columns=_STAGE_COLUMNS)
+        created = await conn.fetch(
+            f"""INSERT INTO conversions ({_STORED}, source)
+                SELECT DISTINCT ON (program_id, event_id) {_STORED}, $1
+                FROM conversions_stage ORDER BY program_id, event_id, n
+                ON CONFLICT (program_id, event_id) DO NOTHING
+                RETURNING program_id, event_id""", source)
+        stored = await conn.fetch(
+            """SELECT s.n, c.body_hash = s.body_hash AS same FROM conversions_stage s
+               JOIN conversions c ON c.program_id = s.program_id AND c.event_id = s.event_id""")
+    new_keys = {(r["program_id"], r["event_id"]) for r in created}
+    same = {r["n"]: r["same"] for r in stored}
+    statuses: list[str] = []
+    claimed: set[tuple[int, str]] = set()
+    for i, (pid, conv, _digest) in enumerate(items):
+        key = (pid, conv.event_id)
+        if key in new_keys and key not in claimed:
+            claimed.add(key)
+            statuses.append("created")
+        else:
+            statuses.append("existing" if same.get(i) else "conflict")
+    return statuses
+
+
+# -- the importer ------------------------------------------------------------------------------
+# tracker/intake/importer.py.
+
+
+async def link_ids(conn: asyncpg.Connection) -> dict[str, tuple[int, int, int]]:
+    """Every link's code -> (program_id, link_id, referrer_id). A dict of tuples, as the
+    importer has always used it: it is pickled to each worker process and read per line."""
+    return {r["code"]: (r["program_id"], r["id"], r["referrer_id"]) for r in await conn.fetch(
+        "SELECT code, program_id, id, referrer_id FROM links")}
+
+
+async def program_ids(conn: asyncpg.Connection) -> dict[str, int]:
+    """Every program's slug -> id."""
+    return {r["slug"]: r["id"] for r in await conn.fetch("SELECT slug, id FROM programs")}
+
+
+async def analyze_clicks(conn: asyncpg.Connection) -> None:
+    """Fresh planner statistics after a bulk load, or the jobs' joins plan for one row."""
+    await conn.execute("ANALYZE clicks")
+
+
+async def analyze_conversions(conn: asyncpg.Connection) -> None:
+    """Fresh planner statistics after a bulk load of conversions (and the visitors they
+    linked to customers)."""
+    await conn.execute("ANALYZE conversions, customer_visitors")
