@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import SECRET, chromium, make_link, needs_chromium, wait_for_clicks
+from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
-from tracker.jobs import fold_browser_signals
+from tracker.clicks.redirect import fingerprint_page
 
 Client = TestClient[web.Request, web.Application]
 
@@ -32,6 +33,19 @@ def page_values(html: str) -> tuple[str, str, str]:
     url = re.search(r'var u="([^"]+)"', html)
     assert cid and tok and url
     return cid.group(1), tok.group(1), url.group(1)
+
+
+def test_the_page_keeps_hostile_values_inside_their_strings() -> None:
+    """The destination (it carries the visitor's query) can hold anything: in the script it
+    stays one JSON string that cannot close the element, in the attributes it is escaped."""
+    location = 'https://shop.test/?q="></script><script>alert(1)</script>&x=\'\u2028'
+    html = fingerprint_page("c0de", "0192-cid", location, "t</script>")
+    assert html.count("</script>") == 1  # the page's own
+    assert "var u=" + json.dumps(location).replace("</", "<\\/") + "," in html
+    assert 'tok:"t<\\/script>"' in html and 'sendBeacon("/r/c0de/s",' in html
+    escaped = ("https://shop.test/?q=&#34;&gt;&lt;/script&gt;&lt;script&gt;alert(1)"
+               "&lt;/script&gt;&amp;x=&#39;\u2028")
+    assert f'content="0;url={escaped}"' in html and f'<a href="{escaped}">Continue</a>' in html
 
 
 async def test_default_stays_a_plain_redirect(client: Client, tokens: dict[str, str]) -> None:

@@ -705,12 +705,13 @@ def test_the_image_wheel_contains_every_package_and_the_migrations(tmp_path: Pat
         zf.extractall(tmp_path / "site")
 
     # Every module of the copied packages is installed (a subpackage that package discovery
-    # missed would be missing from the image).
+    # missed would be missing from the image), and so are the templates and static files of
+    # the pages (package data).
     expected = {
         path.relative_to(src).as_posix()
         for top in ("tracker", "geo", "fraud", "attribution", "migrations")
         for path in (src / top).rglob("*")
-        if path.is_file() and path.suffix in {".py", ".sql", ".typed"}
+        if path.is_file() and path.suffix in {".py", ".sql", ".typed", ".html", ".css", ".js"}
     }
     assert expected - names == set()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import json
 import re
@@ -169,7 +171,19 @@ async def test_login_roles_session_cookie_and_logout(
     assert 'name="token"' in await form.text()
     assert form.headers["X-Frame-Options"] == "DENY"
     assert form.headers["Cache-Control"] == "no-store"
-    assert "default-src 'none'" in form.headers["Content-Security-Policy"]
+    csp = form.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "unsafe-inline" not in csp
+    # The stylesheet and the script are files of the app, each pinned by its integrity hash.
+    html = await form.text()
+    for tag in ('<link rel="stylesheet"', "<script"):
+        found = re.search(tag + r' [^>]*(?:href|src)="([^"]+)" integrity="sha256-([^"]+)"', html)
+        assert found, tag
+        asset = await client.get(found.group(1))
+        assert asset.status == 200 and asset.headers["X-Content-Type-Options"] == "nosniff"
+        assert asset.content_type in ("text/css", "text/javascript")
+        digest = base64.b64encode(hashlib.sha256(await asset.read()).digest()).decode()
+        assert digest == found.group(2)
+    assert (await client.get("/review/static/nope.js")).status == 404
 
     wrong = await client.post("/review/login", data={"token": "rg_nope"}, allow_redirects=False)
     assert wrong.status == 401 and "unknown or revoked" in await wrong.text()
@@ -414,7 +428,8 @@ async def test_a_real_browser_reviews_and_approves(
         assert "measured 4.2, threshold 10" in main
         assert await page.locator("svg circle").count() >= 2
         assert await page.locator("svg circle.me").count() == 1
-        # The stylesheet applied (its hash is in the CSP): the referrer dot is orange.
+        # The stylesheet applied (served by the app, its integrity checked): the referrer dot
+        # is orange.
         fill = await page.eval_on_selector("svg circle.me", "c => getComputedStyle(c).fill")
         assert fill == "rgb(217, 72, 15)"
 

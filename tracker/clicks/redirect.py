@@ -14,10 +14,11 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from html import escape
 from urllib.parse import quote
 
+import jinja2
 from aiohttp import hdrs, web
+from markupsafe import Markup
 
 from tracker.clicks.journal import (
     N_SEPARATORS,
@@ -38,12 +39,6 @@ _VID = VISITOR_COOKIE + "="
 COOKIE_MAX_AGE = 365 * 24 * 3600
 SIGNALS_MAX_BYTES = 4096
 _CID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-NOT_FOUND_HTML = (
-    "<!doctype html><html><head><meta charset=utf-8><title>Link not found</title></head>"
-    "<body style=\"font-family:system-ui;margin:3em\"><h1>Link not found</h1>"
-    "<p>This referral link does not exist or is no longer active.</p></body></html>"
-)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -216,34 +211,25 @@ def _not_served(stats: RedirectStats, entry: LinkEntry | None) -> web.Response:
     )
 
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8">
-<meta name="robots" content="noindex"><title>Redirecting…</title>
-<noscript><meta http-equiv="refresh" content="0;url=%(html_url)s"></noscript></head>
-<body><a href="%(html_url)s">Continue</a><script>
-(function(){var u=%(url)s,n=navigator,h=null;
-try{var c=document.createElement("canvas");c.width=220;c.height=30;var x=c.getContext("2d");
-x.textBaseline="top";x.font="14px Arial";x.fillStyle="#f60";x.fillRect(120,1,62,20);
-x.fillStyle="#069";x.fillText("refguard,\u263a\u00e9",2,2);var d=c.toDataURL();h=0;
-for(var i=0;i<d.length;i++){h=(h*31+d.charCodeAt(i))|0}}catch(e){}
-var s={cid:%(cid)s,tok:%(tok)s,tz:(function(){try{return Intl.DateTimeFormat().resolvedOptions()
-.timeZone}catch(e){return null}})(),tzo:new Date().getTimezoneOffset(),sw:screen.width,
-sh:screen.height,dpr:window.devicePixelRatio,cd:screen.colorDepth,langs:n.languages||[],
-wd:n.webdriver===true,canvas:h,hc:n.hardwareConcurrency||null,plat:n.platform||null};
-try{n.sendBeacon(%(beacon)s,JSON.stringify(s))}catch(e){}
-location.replace(u)})();
-</script></body></html>"""
+def _js(value: str) -> Markup:
+    """A string as a JavaScript literal that cannot end the <script> element it is in (JSON
+    escapes quotes, backslashes, controls and all non-ASCII; "</" is broken up), so safe to
+    place in the script unescaped."""
+    return Markup(json.dumps(value).replace("</", "<\\/"))  # noqa: S704 (escaped just now)
 
 
-def _js(value: str) -> str:
-    return json.dumps(value).replace("</", "<\\/")
+# Compiled once: the page is rendered on the hot path, a template look-up per click is waste.
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("tracker.clicks", "templates"),
+                                autoescape=True, undefined=jinja2.StrictUndefined)
+_TEMPLATES.filters["js"] = _js
+_PAGE = _TEMPLATES.get_template("fingerprint.html")
+NOT_FOUND_HTML = _TEMPLATES.get_template("not_found.html").render()
 
 
 def fingerprint_page(code: str, click_id: str, location: str, token: str) -> str:
     """The page that collects client signals, sends them and navigates to `location`."""
-    return _PAGE % {
-        "url": _js(location), "html_url": escape(location, quote=True), "cid": _js(click_id),
-        "tok": _js(token), "beacon": _js(f"/r/{code}/s"),
-    }
+    return _PAGE.render(location=location, click_id=click_id, token=token,
+                        beacon=f"/r/{code}/s")
 
 
 _SIGNAL_KEYS = {"tz": str, "tzo": int, "sw": int, "sh": int, "dpr": (int, float), "cd": int,

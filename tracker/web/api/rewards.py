@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from tracker.finance.clearance import STATUSES
-from tracker.finance.evidence import get_reward, list_rewards, reward_detail, reward_item
+from tracker.finance.evidence import Reason, RewardDetail, get_reward, list_rewards, reward_detail
 from tracker.finance.ledger import decide
 from tracker.formats import rfc3339
 from tracker.web import keys
@@ -29,18 +31,27 @@ from tracker.web.api.errors import conflict, invalid, not_found, read_json
 REASON_MAX = 1000
 
 
-def jsonable(value: Any) -> Any:
-    """Evidence rows into JSON: RFC 3339 times, ids as text, bytes as hex."""
+def as_json(value: object) -> Any:
+    """Evidence (tracker.finance.evidence) as the API answers it: a dataclass as an object of
+    its fields (their names are the keys), a reward's detail flat beside the reward, a reason as
+    the scan stored it; RFC 3339 times, ids as text, bytes as hex."""
+    if isinstance(value, RewardDetail):
+        return {**as_json(value.reward), **{f.name: as_json(getattr(value, f.name))
+                                            for f in fields(value) if f.name != "reward"}}
+    if isinstance(value, Reason):
+        return as_json(value.stored)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_json(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, datetime):
         return rfc3339(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {k: as_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [as_json(v) for v in value]
     return value
 
 
@@ -58,12 +69,12 @@ async def list_(request: web.Request) -> web.Response:
     program = query_param(request, "program", max_len=63)
     if program is not None:
         await program_by_slug(request, program)  # an unknown program is a 404, not no rewards
-    rows = await list_rewards(
+    rewards = await list_rewards(
         request.config_dict[keys.POOL], status=status, program=program,
         referrer=query_param(request, "referrer", max_len=128),
         after=id_cursor(request), limit=limit)
-    items = [jsonable(reward_item(r)) for r in rows]
-    return page(items, limit, encode_cursor(rows[-1]["id"]) if rows else None)
+    items = [as_json(r) for r in rewards]
+    return page(items, limit, encode_cursor(rewards[-1].id) if rewards else None)
 
 
 @requires("finance", "viewer")
@@ -72,7 +83,7 @@ async def get(request: web.Request) -> web.Response:
         detail = await reward_detail(conn, _reward_id(request))
     if detail is None:
         raise not_found("reward")
-    return web.json_response(jsonable(detail))
+    return web.json_response(as_json(detail))
 
 
 async def _decide(request: web.Request, action: str) -> web.Response:
@@ -90,7 +101,7 @@ async def _decide(request: web.Request, action: str) -> web.Response:
         reward = await get_reward(conn, reward_id)
     if reward is None:  # pragma: no cover (it was just decided)
         raise conflict("the reward disappeared")
-    answer = jsonable(reward)
+    answer = as_json(reward)
     if decision.needed == 2 and decision.status == "flagged":
         answer["approvals"] = decision.approvals
         answer["approvals_needed"] = decision.needed

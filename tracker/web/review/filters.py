@@ -1,0 +1,103 @@
+"""Presentation helpers of the review page, registered as Jinja filters (see render.py).
+
+They return plain text, which the templates escape, except `when`, which returns a <time>
+element built from escaped parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from markupsafe import Markup
+
+from tracker.formats import rfc3339
+
+# ISO 4217 minor units where they are not 2.
+DECIMALS = {**dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG",
+                             "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+            **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3)}
+NONE = "—"
+
+
+def money(amount: int | None, currency: str | None) -> str:
+    """Minor units as an amount in its currency: money(123450, "USD") is "1,234.50 USD"."""
+    if amount is None:
+        return NONE
+    code = (currency or "").upper()
+    places = DECIMALS.get(code, 2)
+    major, minor = divmod(abs(amount), 10**places)
+    sign = "-" if amount < 0 else ""
+    text = f"{sign}{major:,}" + (f".{minor:0{places}d}" if places else "")
+    return f"{text} {code}".strip()
+
+
+def when(value: datetime | None) -> Markup | str:
+    """A moment in UTC to the second, machine-readable in a <time> element."""
+    if value is None:
+        return NONE
+    utc = value.astimezone(UTC)
+    return Markup('<time datetime="{}">{} UTC</time>').format(
+        rfc3339(utc), f"{utc:%Y-%m-%d %H:%M:%S}")
+
+
+def age(since: datetime, now: datetime) -> str:
+    """How long from `since` to `now`, in its largest whole unit: "5 h", "3 d", "12 s"."""
+    seconds = max(0, int((now - since).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def measure(value: object) -> str:
+    """A reason's measured value or threshold, as text."""
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, list | tuple):
+        return ", ".join(measure(v) for v in value)
+    return str(value)
+
+
+def risk(score: float | None) -> str:
+    return NONE if score is None else f"{score:.2f}"
+
+
+def percent(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 reward', '3 rewards'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def short(label: str, kind: str) -> str:
+    """A graph label cut to fit beside its dot (device hashes shorter)."""
+    limit = 8 if kind == "device" else 14
+    return label if len(label) <= limit else label[:limit - 1] + "…"
+
+
+def calculation(calc: Mapping[str, Any], currency: str, base_currency: str | None) -> str:
+    """How the amount came about (tracker.finance.clearance writes these keys), money as money."""
+    parts = []
+    for key, value in calc.items():
+        if value is None:
+            continue
+        if key == "base" and isinstance(value, int):
+            text = money(value, base_currency or currency)
+        elif key in ("whole", "share") and isinstance(value, int):
+            text = money(value, currency)
+        elif key == "credit" and isinstance(value, int | float):
+            text = percent(value)
+        else:
+            text = measure(value)
+        parts.append(f"{key.replace('_', ' ')} {text}")
+    return ", ".join(parts) or NONE
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "money": money, "when": when, "age": age, "measure": measure, "risk": risk,
+    "percent": percent, "counted": counted, "short": short, "calculation": calculation,
+}
