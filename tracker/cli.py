@@ -9,9 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -312,7 +309,7 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
 def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int:
     import json
 
-    from tracker.scoring.risk import BacktestSettingsInvalid, backtest
+    from tracker.scoring.backtest import BacktestSettingsInvalid, backtest
 
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
@@ -353,7 +350,7 @@ def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
 def _cmd_payouts_export(settings: Settings, out: Path) -> int:
     import os
 
-    from tracker.finance.ledger import export_payouts
+    from tracker.finance.payouts import export_payouts
 
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent}: no such folder")
@@ -419,106 +416,13 @@ def _cmd_migrate(settings: Settings) -> int:
 
 
 def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> int:
-    from urllib.parse import urlsplit
+    from tracker.demo import serve
 
-    from tracker.demo.build import DemoError, answers, demo, one_line, print_report
-    from tracker.formats import SLUG_RE
-
-    own_server = url is None
-    if url is None:
-        host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host  # noqa: S104
-        url = f"http://{host}:{settings.port}"
     try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        parts = None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or parts.path.strip("/") or parts.query or parts.fragment):
-        raise UsageError(f"--url {url!r}: give the server's base URL, like "
-                         "http://127.0.0.1:8080")
-    if not SLUG_RE.fullmatch(program):
-        raise UsageError(f"--program {program!r}: a slug is 1 to 63 lowercase letters, digits, "
-                         "'-' and '_'")
-    server = None
-    serving = False
-    try:
-        if own_server and not asyncio.run(answers(url)):
-            server = _serve_for_demo(settings, url)
-        result = asyncio.run(demo(settings, url, program=program, seed=seed))
-        print_report(result, sys.stdout)
-        if server is not None:
-            print(f"\nrefguard serves the demo at {url} until you stop it (Ctrl-C); its log is "
-                  f"{settings.data_dir / DEMO_LOG}", flush=True)
-            serving = True
-            code = server.wait()
-            print(f"refguard: the demo's server stopped (exit {code}); see "
-                  f"{settings.data_dir / DEMO_LOG}", file=sys.stderr)
-            return 1
-    except DemoError as exc:
-        print(f"refguard: {one_line(str(exc), 1000)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0 if serving else 130  # stopping the served demo is its normal end
-    finally:
-        if server is not None:
-            _stop(server)
-    return 0
-
-
-DEMO_LOG = "demo-server.log"
-
-
-def _serve_for_demo(settings: Settings, url: str) -> subprocess.Popen[bytes]:
-    """`refguard serve` in a child process, for a demo with no server to talk to; waits until
-    it answers. Behind no proxy, it believes X-Forwarded-For from this machine only, so the
-    demo's live clicks carry their visitors' addresses."""
-    env = dict(os.environ)
-    env.setdefault("REFGUARD_TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.data_dir / DEMO_LOG
-    print(f"no server answers at {url}: starting one (refguard serve; log {log_path})",
-          file=sys.stderr, flush=True)
-    with log_path.open("ab") as log:
-        start = log.tell()  # the log may hold earlier runs: quote only this one
-        server = subprocess.Popen([sys.executable, "-m", "tracker", "serve"], env=env,
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    # A plain `kill` of this command stops the server too (Ctrl-C reaches both already).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        _until_it_answers(server, url, log_path, start)
-    except BaseException:  # a kill or Ctrl-C while it starts must not leave it behind
-        _stop(server)
-        raise
-    return server
-
-
-def _until_it_answers(server: subprocess.Popen[bytes], url: str, log_path: Path,
-                      start: int) -> None:
-    from tracker.demo.build import DemoError, answers
-
-    deadline = time.monotonic() + 120  # a first start creates the embedded database
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            with log_path.open("rb") as log:
-                log.seek(start)
-                tail = log.read().decode(errors="replace").strip().splitlines()[-1:]
-            raise DemoError(f"the server stopped at start ({tail[0] if tail else 'no output'})")
-        if asyncio.run(answers(url)):
-            return
-        time.sleep(0.5)
-    raise DemoError(f"the server started for the demo did not answer at {url} within 2 minutes")
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the server drains its journal), then SIGKILL if it hangs."""
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(90)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+        base = serve.server_url(settings, url, program)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return serve.run(settings, base, program=program, seed=seed, own_server=url is None)
 
 
 def _cmd_token_create(settings: Settings, role: str, name: str) -> int:

@@ -19,7 +19,9 @@ from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestServer
 
 from tests.helpers import SECRET, auth, free_port, make_settings
-from tracker.demo.build import ORGANIC, PATTERNS, SMALL, DemoResult, demo
+from tracker.demo.build import demo
+from tracker.demo.report import DemoResult
+from tracker.demo.scenario import ORGANIC, PATTERNS, SMALL
 from tracker.settings import Settings
 from tracker.web.app import create_app
 

@@ -1,1 +1,11 @@
-"""A demo program with realistic traffic and planted fraud."""
+"""A demo program with realistic traffic and planted fraud (`refguard demo`).
+
+- `scenario`: the traffic, as pure data: people, clicks, conversions, planted fraud patterns;
+- `client`: the server's HTTP API, its redirect (live clicks) and the wait for their flush;
+- `build`: the steps that build the program through the API and the click import;
+- `report`: the outcome per pattern and the printed report;
+- `serve`: the command: a server started for the demo when none answers, and stopped.
+
+Nothing is imported here: the command line imports these lazily, so `refguard --help` stays
+fast.
+"""

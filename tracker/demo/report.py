@@ -1,0 +1,119 @@
+"""What the demo built: its outcome per planted pattern, read back from the database, and the
+report `refguard demo` prints."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import asyncpg
+
+from tracker.demo.scenario import DOMAIN, ORGANIC, PATTERNS, Scenario
+
+
+@dataclass
+class DemoResult:
+    program: str
+    url: str
+    seconds: float
+    live_ips: bool  # the server believed X-Forwarded-For: live clicks carry visitors' IPs
+    referrers: int
+    clicks: int
+    live_clicks: int
+    conversions: int
+    statuses: dict[str, int]  # rewards of the program by status
+    flagged: int  # all programs' flagged rewards: what the review page shows
+    finance_token: str
+    per_pattern: dict[str, Counter[str]]  # pattern -> reward statuses, "conversions", ...
+    flags: dict[str, int]  # fraud flags of the program by kind
+    labels: dict[str, str]  # event id -> pattern
+    accounts: dict[str, str]  # referrer external id -> pattern
+    customers: dict[str, str]  # customer id -> pattern
+    examples: dict[str, list[str]] = field(default_factory=dict)  # pattern -> referrer ids
+
+
+def print_report(result: DemoResult, out: TextIO) -> None:
+    base = result.url
+    statuses = ", ".join(f"{n:,} {s}" for s, n in sorted(
+        result.statuses.items(), key=lambda kv: -kv[1])) or "none"
+    how = ("live clicks carry each visitor's own IP: the server trusts this machine as a proxy"
+           if result.live_ips else
+           "live clicks are recorded from this machine's address; to forward each visitor's "
+           "IP, serve with REFGUARD_TRUSTED_PROXIES=127.0.0.0/8")
+    lines = [
+        "",
+        f"refguard demo: program {result.program!r} on {DOMAIN} with {result.referrers} "
+        f"referrers, {result.clicks:,} clicks ({result.live_clicks} live through /r/{{code}}) "
+        f"and {result.conversions:,} conversions, in {result.seconds:.1f} s",
+        f"  ({how})",
+        "",
+        f"  rewards: {statuses}",
+        "",
+        "  planted fraud         conversions  no credit  approved  flagged  rejected  flags",
+    ]
+    for pattern in (*PATTERNS, ORGANIC):
+        c = result.per_pattern.get(pattern, Counter())
+        name = "organic (no fraud)" if pattern == ORGANIC else pattern
+        lines.append(f"  {name:<20} {c['conversions']:>12,} {c['uncredited']:>10,} "
+                     f"{c['approved']:>9,} {c['flagged']:>8,} {c['rejected']:>9,} "
+                     f"{c['flags']:>6,}")
+    lines.append("")
+    for pattern in PATTERNS:
+        ids = result.examples.get(pattern, [])
+        if ids:
+            lines.append(f"  {pattern} referrers: {', '.join(ids)}")
+    lines += [
+        "",
+        f"  review page:   {base}/review   ({result.flagged:,} flagged reward(s) wait there, "
+        f"{result.statuses.get('flagged', 0):,} of them from this program)",
+        f"  finance token: {result.finance_token}   (shown once; log in with it)",
+        f"  API reference: {base}/api/v1/openapi.json",
+        f"  metrics:       {base}/metrics",
+        f"  try:           curl -H 'Authorization: Bearer <finance token>' "
+        f"'{base}/api/v1/rewards?program={result.program}&status=flagged'",
+        "",
+    ]
+    out.write("\n".join(lines))
+    out.flush()
+
+
+async def summarise(conn: asyncpg.Connection, scenario: Scenario, program_id: int
+                    ) -> dict[str, Any]:
+    """DemoResult's outcome fields: the program's rewards, credits and fraud flags, counted
+    per planted pattern."""
+    labels = {c.event_id: c.pattern for c in scenario.conversions}
+    accounts = {a.external_id: a.pattern for a in scenario.accounts}
+    statuses: Counter[str] = Counter()
+    per_pattern: dict[str, Counter[str]] = defaultdict(Counter)
+    for conv in scenario.conversions:
+        per_pattern[conv.pattern]["conversions"] += 1
+    for r in await conn.fetch(
+            """SELECT c.event_id, r.status FROM rewards r
+               JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
+               WHERE r.program_id = $1""", program_id):
+        statuses[r["status"]] += 1
+        per_pattern[labels.get(r["event_id"], ORGANIC)][r["status"]] += 1
+    for r in await conn.fetch(
+            """SELECT c.event_id FROM conversions c
+               WHERE c.program_id = $1 AND c.type IN ('signup', 'trial', 'purchase', 'renewal')
+                 AND NOT EXISTS (SELECT 1 FROM credits cr WHERE cr.program_id = c.program_id
+                                 AND cr.conversion_id = c.id)""", program_id):
+        per_pattern[labels.get(r["event_id"], ORGANIC)]["uncredited"] += 1
+    flags: Counter[str] = Counter()
+    for r in await conn.fetch("SELECT kind, members::text AS members FROM fraud_flags "
+                              "WHERE program_id = $1", program_id):
+        flags[r["kind"]] += 1
+        people = [m["id"] for m in json.loads(r["members"])
+                  if m["type"] in ("referrer", "customer")]
+        for pattern in {p for i in people
+                        if (p := accounts.get(i) or scenario.customers.get(i)) is not None}:
+            per_pattern[pattern]["flags"] += 1
+    flagged = await conn.fetchval("SELECT count(*) FROM rewards WHERE status = 'flagged'")
+    examples = {p: [a.external_id for a in scenario.accounts if a.pattern == p][:6]
+                for p in PATTERNS}
+    return {"statuses": dict(statuses), "flagged": flagged, "per_pattern": dict(per_pattern),
+            "flags": dict(flags), "labels": labels, "accounts": accounts,
+            "customers": dict(scenario.customers), "examples": examples}
+
