@@ -8,6 +8,7 @@ tracker.intake.queries; `body_hash` here is what tells the bodies apart).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -63,6 +64,36 @@ def _opaque(body: dict[str, Any], key: str, *, required: bool, limit: int = 128)
     return value
 
 
+def _occurred_at(raw: object, now: datetime, *, require_time: bool) -> datetime:
+    if raw is None:
+        if require_time:
+            raise ConversionInvalid("occurred_at", "occurred_at is required")
+        return now
+    if not isinstance(raw, str):
+        raise ConversionInvalid("occurred_at", "occurred_at must be an RFC 3339 timestamp")
+    try:
+        occurred_at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConversionInvalid("occurred_at",
+                                "occurred_at must be an RFC 3339 timestamp") from None
+    if occurred_at.tzinfo is None:
+        raise ConversionInvalid("occurred_at", "occurred_at needs a time zone (Z or +hh:mm)")
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise ConversionInvalid("occurred_at", "occurred_at is more than 5 minutes ahead")
+    if occurred_at.year < 2000:
+        raise ConversionInvalid("occurred_at", "occurred_at is too far in the past")
+    return occurred_at
+
+
+def _ip(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(raw))
+    raise ConversionInvalid("ip", "ip must be an IPv4 or IPv6 address")
+
+
 def parse_conversion(body: object, *, now: datetime | None = None,
                      require_time: bool = False) -> ConversionInput:
     """Validate a conversion body (the API's, or an import line)."""
@@ -88,25 +119,7 @@ def parse_conversion(body: object, *, now: datetime | None = None,
     currency = body.get("currency")
     if currency is not None and (not isinstance(currency, str) or not _CURRENCY.match(currency)):
         raise ConversionInvalid("currency", "currency must be an ISO 4217 code like USD")
-    raw_time = body.get("occurred_at")
-    if raw_time is None:
-        if require_time:
-            raise ConversionInvalid("occurred_at", "occurred_at is required")
-        occurred_at = now
-    else:
-        if not isinstance(raw_time, str):
-            raise ConversionInvalid("occurred_at", "occurred_at must be an RFC 3339 timestamp")
-        try:
-            occurred_at = datetime.fromisoformat(raw_time)
-        except ValueError:
-            raise ConversionInvalid("occurred_at",
-                                    "occurred_at must be an RFC 3339 timestamp") from None
-        if occurred_at.tzinfo is None:
-            raise ConversionInvalid("occurred_at", "occurred_at needs a time zone (Z or +hh:mm)")
-        if occurred_at > now + FUTURE_TOLERANCE:
-            raise ConversionInvalid("occurred_at", "occurred_at is more than 5 minutes ahead")
-        if occurred_at.year < 2000:
-            raise ConversionInvalid("occurred_at", "occurred_at is too far in the past")
+    occurred_at = _occurred_at(body.get("occurred_at"), now, require_time=require_time)
     click_id = body.get("click_id")
     if click_id is not None and (not isinstance(click_id, str) or not _UUID.match(click_id)):
         raise ConversionInvalid("click_id", "click_id must be a UUID (the rg_cid value)")
@@ -114,14 +127,7 @@ def parse_conversion(body: object, *, now: datetime | None = None,
     code = body.get("referral_code")
     if code is not None and (not isinstance(code, str) or not _CODE.match(code)):
         raise ConversionInvalid("referral_code", "referral_code is not a link code")
-    ip = body.get("ip")
-    if ip is not None:
-        try:
-            ip = str(ipaddress.ip_address(ip)) if isinstance(ip, str) else None
-        except ValueError:
-            ip = None
-        if ip is None:
-            raise ConversionInvalid("ip", "ip must be an IPv4 or IPv6 address")
+    ip = _ip(body.get("ip"))
     user_agent = body.get("user_agent")
     if user_agent is not None and not isinstance(user_agent, str):
         raise ConversionInvalid("user_agent", "user_agent must be a string")
