@@ -11,6 +11,11 @@ Rules, in the order they are tried (the first that fires is recorded):
 - `hosting_without_browser_headers`: from a hosting/datacenter IP without the headers every
   browser sends on a navigation (Accept-Language and a specific Accept)
 - `automation_webdriver`, `no_javascript`: from the optional browser-fingerprint page
+
+The user agent is matched on its first MAX_UA characters, what is stored of it: the crawler
+list is about 1,500 patterns, and over an untruncated UA of a few kilobytes they cost tens of
+milliseconds a click (a cheap way to slow the flusher down); a verdict should also follow from
+the stored UA alone.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class BotVerdict:
 
 
 HUMAN = BotVerdict(False, None)
+# Characters of a user agent that are matched: tracker.formats.MAX_UA, what a click keeps
+# (a library does not import tracker; tests/security/test_input_and_output.py checks they
+# agree).
+MAX_UA = 1024
 
 
 def crawler_patterns() -> list[str]:
@@ -72,18 +81,19 @@ class BotDetector:
         purpose: str = "",
         hosting: bool = False,
         accept_language: str = "",
-        accept: str = "",
+        accept: str | None = "",
     ) -> BotVerdict:
         """Verdict for one request.
 
         `purpose` is the Sec-Purpose / Purpose header; `hosting` whether the client IP belongs
-        to a hosting provider or datacenter.
+        to a hosting provider or datacenter; `accept` is None where the Accept header is not
+        known (an imported click: the import format does not carry it), which is no evidence.
         """
-        verdict = self._by_ua(user_agent)
+        verdict = self._by_ua(user_agent[:MAX_UA])
         if verdict.is_bot:
             return verdict
         if purpose and ("prefetch" in purpose.lower() or "prerender" in purpose.lower()):
             return BotVerdict(True, "prefetch")
-        if hosting and (not accept_language or accept in ("", "*/*")):
+        if hosting and (not accept_language or (accept is not None and accept in ("", "*/*"))):
             return BotVerdict(True, "hosting_without_browser_headers")
         return HUMAN

@@ -20,6 +20,8 @@ from aiohttp.test_utils import TestClient
 from bench.geodb import write_db
 from geo.reader import GeoError, GeoReader
 from tests.helpers import ClientFactory, make_link, make_settings, wait_for_clicks
+from tracker.clicks.enrich import COLUMNS, Enricher
+from tracker.clicks.journal import RawClick
 from tracker.web.app import create_app
 
 Client = TestClient[web.Request, web.Application]
@@ -197,6 +199,35 @@ async def test_clicks_carry_geo_and_device(
                       "bot_rule": None}
     assert cloud["is_hosting"] and cloud["is_bot"]
     assert cloud["bot_rule"] == "hosting_without_browser_headers"
+
+
+def test_an_imported_click_from_a_hosting_range_is_judged_on_what_it_carries(
+    geo_dir: Path,
+) -> None:
+    """The import format has no Accept header: its absence there is no evidence of a bot (a
+    VPN user's imported visit kept its reward), but a missing Accept-Language still is."""
+    enricher = Enricher(b"k" * 32, (), geo=GeoReader(geo_dir))
+    safari = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, "
+              "like Gecko) Version/17.4 Safari/605.1.15")
+    verdicts = {}
+    for label, language in (("with language", "en-US,en;q=0.9"), ("without", "")):
+        raw = RawClick(
+            ts_us=1_760_000_000_000_000, click_id="0199c2a0-0000-7000-8000-000000000001",
+            program_id=1, link_id=1, referrer_id=1, code="alice1", visitor_id="v1",
+            new_visitor=False, peer="203.0.113.50", x_forwarded_for="", forwarded="",
+            user_agent=safari, accept_language=language, referer="", sec_ch_ua="",
+            sec_ch_ua_mobile="", sec_ch_ua_platform="", purpose="", accept="", query="",
+            mode="")
+        for source in ("import", "live"):
+            row = dict(zip(COLUMNS, enricher.row(raw, source=source), strict=True))
+            assert row["is_hosting"]
+            verdicts[label, source] = row["bot_rule"]
+    assert verdicts == {
+        ("with language", "import"): None,
+        ("with language", "live"): "hosting_without_browser_headers",  # no Accept sent
+        ("without", "import"): "hosting_without_browser_headers",
+        ("without", "live"): "hosting_without_browser_headers",
+    }
 
 
 async def test_hot_swap_under_load_never_fails_a_redirect(

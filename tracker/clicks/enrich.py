@@ -55,9 +55,12 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
 class ClientIp:
     """The client address: the peer, unless the peer is a trusted proxy.
 
-    Behind trusted proxies, X-Forwarded-For (or else Forwarded) is read right to left and the
-    first hop that is not itself a trusted proxy is the client. Garbage in those headers falls
-    back to the last address that could be verified.
+    Behind trusted proxies the hops a header lists are read right to left, skipping trusted
+    proxies: the first hop that is not one is the client. `Forwarded` (RFC 7239) is read when it
+    names any hop, else `X-Forwarded-For`: a proxy that sets the standard header means it, and
+    an X-Forwarded-For next to it may be the client's own invention. Each header holds all its
+    lines, joined in order (the redirect journals them so), since a proxy may add its own line
+    after the client's. Garbage in a hop falls back to the last address that could be verified.
     """
 
     def __init__(self, trusted: tuple[IPNetwork, ...]) -> None:
@@ -75,15 +78,9 @@ class ClientIp:
             return None
         if not self.trusted or not self._is_trusted(addr):
             return str(addr), addr.packed
-        hops: list[str] = []
-        if xff:
+        hops = forwarded_hops(forwarded) if forwarded else []
+        if not hops and xff:
             hops = [h for h in (p.strip() for p in xff.split(",")) if h]
-        elif forwarded:
-            for element in forwarded.split(","):
-                for pair in element.split(";"):
-                    key, _, value = pair.strip().partition("=")
-                    if key.lower() == "for":
-                        hops.append(value)
         for hop in reversed(hops):
             hop_addr = _parse_ip(hop)
             if hop_addr is None:
@@ -92,6 +89,17 @@ class ClientIp:
             if not self._is_trusted(hop_addr):
                 break
         return str(addr), addr.packed
+
+
+def forwarded_hops(forwarded: str) -> list[str]:
+    """The `for=` values of a Forwarded header (all its lines joined by commas), in order."""
+    hops: list[str] = []
+    for element in forwarded.split(","):
+        for pair in element.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key.lower() == "for":
+                hops.append(value)
+    return hops
 
 
 class Enricher:
@@ -127,7 +135,9 @@ class Enricher:
         device = parse_user_agent(raw.user_agent)
         verdict = self.bots.classify(
             raw.user_agent, purpose=raw.purpose, hosting=place.hosting,
-            accept_language=raw.accept_language, accept=raw.accept,
+            accept_language=raw.accept_language,
+            # Imported clicks carry no Accept header (DESIGN section 6): unknown, not absent.
+            accept=raw.accept if source == "live" else None,
         )
         hints = None
         if raw.sec_ch_ua or raw.sec_ch_ua_mobile or raw.sec_ch_ua_platform:
