@@ -1,7 +1,10 @@
 """Test fixtures: one embedded PostgreSQL per session, a fresh database per test.
 
 Migrations run once into a template database; each test gets `CREATE DATABASE ... TEMPLATE`,
-which copies files and takes a fraction of a second. Helpers that tests import live in
+which copies files and takes a fraction of a second. Tests and their apps connect as the
+application's role (`dsn`, `conn`: refguard_app, which owns nothing), so the whole suite runs on
+the grants production has; a test that must act as the owner (migrations, the triggers behind
+the grants) asks for `owner_dsn` or `owner_conn`. Helpers that tests import live in
 tests/helpers.py; this file holds only fixtures.
 """
 
@@ -53,6 +56,8 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> PgServer:
         conn = await asyncpg.connect(server.uri(TEMPLATE))
         try:
             await db.migrate(conn)
+            # The role belongs to the cluster: one LOGIN serves every database copied below.
+            await db.ensure_app_login(conn, server.app_uri(TEMPLATE))
         finally:
             await conn.close()
 
@@ -61,15 +66,35 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> PgServer:
 
 
 @pytest.fixture
-async def dsn(pg: PgServer) -> AsyncIterator[str]:
+async def database(pg: PgServer) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own (its name)."""
     name = await create_database(pg)
-    yield pg.uri(name)
+    yield name
     await drop_database(pg, name)
+
+
+@pytest.fixture
+def dsn(pg: PgServer, database: str) -> str:
+    """The application's DSN of the test's database (role refguard_app)."""
+    return pg.app_uri(database)
+
+
+@pytest.fixture
+def owner_dsn(pg: PgServer, database: str) -> str:
+    """The owner's DSN of the same database (migrations, the tables' triggers)."""
+    return pg.uri(database)
 
 
 @pytest.fixture
 async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(dsn)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def owner_conn(owner_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(owner_dsn)
     yield connection
     await connection.close()
 

@@ -36,7 +36,13 @@ class PgServer:
         self.server = db.embedded_server(pgdata)
 
     def uri(self, database: str = "postgres") -> str:
+        """The owner's DSN (the server's superuser, who runs migrations)."""
         return str(self.server.get_uri(database))
+
+    def app_uri(self, database: str = "postgres") -> str:
+        """The application's DSN: the refguard_app role, which owns nothing and may only read
+        and write rows (migrations/0013_app_role.sql), as in production."""
+        return db.with_user(self.uri(database), db.APP_ROLE)
 
 
 async def create_database(pg: PgServer) -> str:

@@ -33,14 +33,17 @@ class Shop:
         self.program = program
         self.clicks = 0
         self.people = 0
+        self.cookies: dict[int, str] = {}  # person -> their signed rg_vid, as a browser keeps it
 
     @classmethod
     async def open(cls, aiohttp_client: ClientFactory, tmp_path: Path, dsn: str,
                    tokens: dict[str, str], conn: asyncpg.Connection,
-                   settings: dict[str, Any]) -> Shop:
-        """A shop whose program has these settings. Jobs are off: tests run clearance."""
+                   settings: dict[str, Any], *, webhook_allow_private: bool = False) -> Shop:
+        """A shop whose program has these settings. Jobs are off: tests run clearance.
+        `webhook_allow_private`: its webhook_url may be a local receiver."""
         app_settings = make_settings(tmp_path / "data", dsn,
-                                     trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+                                     trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+                                     webhook_allow_private=webhook_allow_private)
         client = await aiohttp_client(create_app(app_settings), cookie_jar=DummyCookieJar())
         shop = cls(client, tokens, conn)
         resp = await client.post("/api/v1/programs", json={
@@ -57,11 +60,14 @@ class Shop:
         if person is None:
             self.people += 1
             person = self.people
-        resp = await self.client.get(f"/r/{code}", allow_redirects=False, headers={
-            "X-Forwarded-For": f"81.{person // 250}.{person % 250}.10",
-            "User-Agent": UA.format(v=60 + person % 70), "Accept-Language": "en",
-            "Cookie": f"rg_vid=v{person}"})
+        headers = {"X-Forwarded-For": f"81.{person // 250}.{person % 250}.10",
+                   "User-Agent": UA.format(v=60 + person % 70), "Accept-Language": "en"}
+        if person in self.cookies:
+            headers["Cookie"] = f"rg_vid={self.cookies[person]}"
+        resp = await self.client.get(f"/r/{code}", allow_redirects=False, headers=headers)
         assert resp.status == 302
+        if "Set-Cookie" in resp.headers:
+            self.cookies[person] = resp.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
         self.clicks += 1
         cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
         return cid

@@ -45,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (REFGUARD_WORKERS, default 1)")
     serve.add_argument("--no-jobs", action="store_true", help="do not run the periodic jobs")
 
-    sub.add_parser("migrate", help="apply pending migrations and exit")
-    sub.add_parser("db-url", help="print the PostgreSQL DSN in use")
+    sub.add_parser("migrate", help="apply pending migrations (as the owner role) and exit")
+    db_url = sub.add_parser("db-url", help="print the PostgreSQL DSN the application uses")
+    db_url.add_argument("--owner", action="store_true",
+                        help="the owner's DSN, which migrations use, instead")
 
     attribution = sub.add_parser("attribution", help="multi-touch attribution")
     attribution_sub = attribution.add_subparsers(dest="attribution_command", required=True,
@@ -99,13 +101,22 @@ def _parser() -> argparse.ArgumentParser:
                       help="the demo program's slug (demo-2, demo-3, ... once it is taken)")
     demo.add_argument("--seed", type=int, default=7, help="another seed, other traffic")
 
-    token = sub.add_parser("token", help="API tokens")
+    _token_parser(sub.add_parser("token", help="API tokens"))
+    return parser
+
+
+def _token_parser(token: argparse.ArgumentParser) -> None:
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = token_sub.add_parser("create", help="print a new API token (shown once)")
     create.add_argument("--role", required=True,
                         choices=["admin", "integration", "finance", "viewer"])
     create.add_argument("--name", required=True)
-    return parser
+    create.add_argument("--person", help="the person holding it (four-eyes counts people)")
+    listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = token_sub.add_parser(
+        "revoke", help="revoke a token: it stops working at once on every worker")
+    revoke.add_argument("token", metavar="ID|NAME", help="the token's id, or its name")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -127,9 +138,24 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _resolve_dsn(settings: Settings) -> Settings:
-    from tracker.db import database_url
+    """Both DSNs resolved (the embedded server started if needed): the application's in
+    `database_url`, the owner's in `migrate_database_url`."""
+    from tracker.db import database_url, migrate_database_url
 
-    return settings.with_overrides(database_url=database_url(settings))
+    return settings.with_overrides(database_url=database_url(settings),
+                                   migrate_database_url=migrate_database_url(settings))
+
+
+def _migrate(settings: Settings) -> list[str]:
+    """Pending migrations, applied as the owner; then the application's role may log in.
+    Warnings about that role go to stderr. `settings` must be resolved (`_resolve_dsn`)."""
+    from tracker.db import migrate_dsn
+
+    applied, warnings = asyncio.run(migrate_dsn(settings.migrate_database_url or "",
+                                                settings.database_url))
+    for warning in warnings:
+        print(f"refguard: warning: {warning}", file=sys.stderr)
+    return applied
 
 
 PROGRESS_EVERY_S = 10.0  # a plain progress line this often when stderr is not a terminal
@@ -176,11 +202,14 @@ def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awai
     from tracker import db
 
     settings = _resolve_dsn(settings)
+    if settings.migrate_database_url != settings.database_url:
+        _migrate(settings)
 
     async def run() -> T:
         conn = await db.connect(settings.database_url or "")
         try:
-            await db.migrate(conn)
+            if settings.migrate_database_url == settings.database_url:
+                await db.migrate(conn)
             if slug is not None and not await conn.fetchval(
                     "SELECT 1 FROM programs WHERE slug = $1", slug):
                 raise UsageError(f"no program {slug!r}")
@@ -246,6 +275,8 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
     settings = _resolve_dsn(settings)
+    if settings.migrate_database_url != settings.database_url:
+        _migrate(settings)
     geo = GeoReader(settings.geoip_dir)
     enricher = Enricher(settings.secret_key, settings.trusted_proxies, geo=geo)
     click_bar = Progress("clicks", clicks.stat().st_size) if clicks else None
@@ -255,7 +286,8 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
         conn = await db.connect(settings.database_url or "")
         bad: list[str] = []
         try:
-            await db.migrate(conn)
+            if settings.migrate_database_url == settings.database_url:
+                await db.migrate(conn)
             if clicks is not None and click_bar is not None:
                 result = await import_clicks(
                     conn, clicks, enricher, lambda d, n, f: click_bar.update(d, n, final=f),
@@ -359,8 +391,12 @@ def _cmd_payouts_export(settings: Settings, out: Path) -> int:
     partial = out.with_name(f".{out.name}.partial")
 
     def write(text: str) -> None:
-        # Written and synced before the batch commits; renamed into place after.
-        with partial.open("w", encoding="utf-8", newline="") as f:
+        # Written and synced before the batch commits; renamed into place after. Who is paid
+        # what is for finance only: the file is created 0600 (not chmod-ed after, which would
+        # leave a moment readable by all), and a partial file left by a crash is replaced.
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -389,12 +425,12 @@ def _cmd_payouts_export(settings: Settings, out: Path) -> int:
 
 def _cmd_serve(settings: Settings) -> int:
     from geo.reader import GeoReader
-    from tracker.db import migrate_dsn
     from tracker.web.server import serve
 
     GeoReader(settings.geoip_dir).close()  # a corrupt database stops start-up, naming the file
     settings = _resolve_dsn(settings)
-    applied = asyncio.run(migrate_dsn(settings.database_url or ""))
+    applied = _migrate(settings)
+    settings = settings.with_overrides(migrate_database_url=None)  # the workers never need it
     for name in applied:
         print(f"applied migration {name}", file=sys.stderr)
     print(
@@ -407,10 +443,7 @@ def _cmd_serve(settings: Settings) -> int:
 
 
 def _cmd_migrate(settings: Settings) -> int:
-    from tracker.db import migrate_dsn
-
-    settings = _resolve_dsn(settings)
-    applied = asyncio.run(migrate_dsn(settings.database_url or ""))
+    applied = _migrate(_resolve_dsn(settings))
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return 0
 
@@ -425,11 +458,20 @@ def _cmd_demo(settings: Settings, url: str | None, program: str, seed: int) -> i
     return serve.run(settings, base, program=program, seed=seed, own_server=url is None)
 
 
-def _cmd_token_create(settings: Settings, role: str, name: str) -> int:
+def _cmd_db_url(settings: Settings, owner: bool) -> int:
+    embedded = settings.database_url is None
+    settings = _resolve_dsn(settings)
+    if embedded:
+        _migrate(settings)  # the embedded server's application role logs in once migrated
+    print(settings.migrate_database_url if owner else settings.database_url)
+    return 0
+
+
+def _cmd_token_create(settings: Settings, role: str, name: str, person: str | None) -> int:
     from tracker.auth import create_token
 
     async def work(conn: asyncpg.Connection) -> str:
-        token, _ = await create_token(conn, role, name)
+        token, _ = await create_token(conn, role, name, person)
         return token
 
     try:
@@ -438,6 +480,59 @@ def _cmd_token_create(settings: Settings, role: str, name: str) -> int:
         raise UsageError(str(exc)) from None
     print(token)
     return 0
+
+
+def _cmd_token_list(settings: Settings, as_json: bool) -> int:
+    import json
+
+    from tracker.auth import TokenInfo, list_tokens
+    from tracker.formats import rfc3339
+
+    async def work(conn: asyncpg.Connection) -> list[TokenInfo]:
+        return await list_tokens(conn)
+
+    tokens = _with_database(settings, work)
+    if as_json:
+        print(json.dumps([{**t.as_dict(), "created_at": rfc3339(t.created_at),
+                           "revoked_at": t.revoked_at and rfc3339(t.revoked_at)}
+                          for t in tokens]))
+        return 0
+    rows = [("ID", "ROLE", "NAME", "PERSON", "CREATED", "REVOKED")] + [
+        (str(t.id), t.role, t.name, t.person or "-", f"{t.created_at:%Y-%m-%d %H:%M}",
+         f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "-") for t in tokens]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_token_revoke(settings: Settings, ref: str) -> int:
+    from tracker.auth import TokenInfo, find_token, revoke_token
+    from tracker.errors import Conflict, NotFound
+
+    async def work(conn: asyncpg.Connection) -> tuple[TokenInfo, bool]:
+        try:
+            found = await find_token(conn, ref)
+        except NotFound:
+            raise UsageError(f"no token {ref!r} (see refguard token list)") from None
+        except Conflict as exc:
+            raise UsageError(str(exc)) from None
+        return await revoke_token(conn, found.id, "cli")
+
+    token, revoked = _with_database(settings, work)
+    label = f"token {token.id} ({token.role}, {token.name})"
+    print(f"revoked {label}; it stops working at once" if revoked
+          else f"{label} was revoked already, at {token.revoked_at:%Y-%m-%d %H:%M:%S %Z}")
+    return 0
+
+
+def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    action = args.token_command
+    if action == "list":
+        return _cmd_token_list(settings, args.json)
+    if action == "revoke":
+        return _cmd_token_revoke(settings, args.token)
+    return _cmd_token_create(settings, args.role, args.name, args.person)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -450,10 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return _cmd_migrate(settings)
         if args.command == "db-url":
-            print(_resolve_dsn(settings).database_url)
-            return 0
+            return _cmd_db_url(settings, args.owner)
         if args.command == "token":
-            return _cmd_token_create(settings, args.role, args.name)
+            return _cmd_token(settings, args)
         if args.command == "attribution":
             return _cmd_attribution_run(settings, args.program)
         if args.command == "import":

@@ -1,15 +1,31 @@
-"""PostgreSQL: the DSN in use (embedded or configured), pools, and the migration runner."""
+"""PostgreSQL: the DSNs in use (embedded or configured), pools, the migration runner and the
+application's database role.
+
+Two roles touch the database. The owner (REFGUARD_MIGRATE_DATABASE_URL, else
+REFGUARD_DATABASE_URL) applies migrations and owns every table. The application
+(REFGUARD_DATABASE_URL) connects as `refguard_app` or a login role that is a member of it: it
+owns nothing and may only read and write rows, and the ledger and the audit log only take
+INSERTs from it (migrations/0013_app_role.sql), so no bug or injected statement of the
+application can disable or bypass their append-only triggers. The embedded server is set up
+that way by itself: the owner is its superuser, the application logs in as `refguard_app`.
+"""
 
 from __future__ import annotations
 
+import base64
+import getpass
 import hashlib
+import hmac
 import logging
+import os
 import re
+import secrets
 import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -17,8 +33,11 @@ from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MIGRATION_LOCK = 0x7265_6667_6D69_6772  # "refgmigr": one migrator at a time, cluster-wide
+MIGRATION_LOCK = 0x7265_6667_6D69_6772  # "refgmigr": one migrator at a time per database
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+APP_ROLE = "refguard_app"  # created by migrations/0013_app_role.sql; holds the app's grants
+OWNER_HELP = ("migrations run as the owner of the schema: set REFGUARD_MIGRATE_DATABASE_URL "
+              "to the owner's DSN (README, \"Database roles\")")
 
 
 class DatabaseError(RuntimeError):
@@ -29,10 +48,44 @@ _embedded: dict[Path, Any] = {}
 
 
 def database_url(settings: Settings) -> str:
-    """The DSN in use: REFGUARD_DATABASE_URL, or the embedded server (started if needed)."""
+    """The application's DSN: REFGUARD_DATABASE_URL, or the embedded server (started if
+    needed) as the `refguard_app` role, which `migrate_dsn` lets log in."""
     if settings.database_url:
         return settings.database_url
+    return with_user(_embedded_uri(settings), APP_ROLE)
+
+
+def migrate_database_url(settings: Settings) -> str:
+    """The owner's DSN, for migrations: REFGUARD_MIGRATE_DATABASE_URL, else
+    REFGUARD_DATABASE_URL (one role for both: the application then owns its tables), else the
+    embedded server's superuser."""
+    if settings.migrate_database_url:
+        return settings.migrate_database_url
+    if settings.database_url:
+        return settings.database_url
+    return _embedded_uri(settings)
+
+
+def _embedded_uri(settings: Settings) -> str:
     return embedded_server(settings.data_dir / "pg").get_uri()  # type: ignore[no-any-return]
+
+
+def with_user(dsn: str, user: str) -> str:
+    """`dsn` logging in as `user` (without a password: the embedded server trusts its socket)."""
+    parts = urlsplit(dsn)
+    hostport = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}@{hostport}"))
+
+
+def dsn_user(dsn: str) -> tuple[str, str | None]:
+    """The role and password a DSN logs in with (libpq's defaults when it names no user)."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    user = (unquote(parts.username) if parts.username else None) or next(
+        iter(query.get("user", [])), None) or os.environ.get("PGUSER") or getpass.getuser()
+    password = (unquote(parts.password) if parts.password else None) or next(
+        iter(query.get("password", [])), None)
+    return user, password
 
 
 def embedded_server(pgdata: Path, *, stop_on_exit: bool = True) -> Any:
@@ -130,13 +183,14 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     await conn.execute("SET lock_timeout = '10s'")
     try:
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                   version    integer PRIMARY KEY,
-                   name       text NOT NULL,
-                   checksum   text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            # Only then: the application's role may check the schema but not create in it.
+            await _owner_ddl(conn, "the schema_migrations table", """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    integer PRIMARY KEY,
+                    name       text NOT NULL,
+                    checksum   text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now())""")
         rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
         applied = {r["version"]: (r["name"], r["checksum"]) for r in rows}
         known = {m.version for m in migrations}
@@ -158,7 +212,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                 continue
             async with conn.transaction():
                 await conn.execute("SET LOCAL statement_timeout = '10min'")
-                await conn.execute(mig.sql)
+                await _owner_ddl(conn, f"migration {mig.name}", mig.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     mig.version,
@@ -167,14 +221,107 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                 )
             log.info("applied migration %s", mig.name)
             done.append(mig.name)
+        if done and await conn.fetchval("SELECT to_regprocedure('refguard_grant_app()')"):
+            # The application's grants, again: tables that this run added are covered too.
+            await conn.execute("SELECT refguard_grant_app()")
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
 
-async def migrate_dsn(dsn: str) -> list[str]:
+async def _owner_ddl(conn: asyncpg.Connection, what: str, sql: str) -> None:
+    try:
+        await conn.execute(sql)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise DatabaseError(f"{what}: {exc}; {OWNER_HELP}") from None
+
+
+async def migrate_dsn(dsn: str, app_dsn: str | None = None) -> tuple[list[str], list[str]]:
+    """Migrate as the owner (`dsn`), then let the application's role (`app_dsn`) log in.
+    Returns the migrations applied and warnings about the application's role."""
     conn = await connect(dsn)
     try:
-        return await migrate(conn)
+        applied = await migrate(conn)
+        if app_dsn is None or app_dsn == dsn:
+            return applied, await role_warnings(conn)
+        return applied, await ensure_app_login(conn, app_dsn)
     finally:
         await conn.close()
+
+
+async def role_warnings(conn: asyncpg.Connection, role: str | None = None) -> list[str]:
+    """What is wrong with `role` (default: this connection's) as the application's role: the
+    append-only ledger and audit log hold only against a role that neither owns them nor is a
+    superuser."""
+    row = await conn.fetchrow(
+        """SELECT r.rolname, r.rolsuper,
+                  pg_has_role(r.oid, c.relowner, 'USAGE') AS owns_ledger
+           FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('ledger_entries')
+           WHERE r.rolname = coalesce($1, current_user)""", role)
+    if row is None:
+        return []
+    if row["rolsuper"]:
+        problem = "is a superuser"
+    elif row["owns_ledger"]:
+        problem = "owns the ledger's table"
+    else:
+        return []
+    return [f"the application connects as {row['rolname']}, which {problem}: it could disable "
+            "the triggers that keep the ledger and the audit log append-only; give it a role of "
+            f"its own (a member of {APP_ROLE}) in REFGUARD_DATABASE_URL and the owner in "
+            "REFGUARD_MIGRATE_DATABASE_URL (README, \"Database roles\")"]
+
+
+async def ensure_app_login(conn: asyncpg.Connection, app_dsn: str) -> list[str]:
+    """As the owner, after migrating: let the role of `app_dsn` log in with the application's
+    privileges. `refguard_app` itself is given LOGIN; another role is created (or found) as a
+    member of it. A password in the DSN becomes the role's password (sent as a SCRAM verifier,
+    never in plain text). Returns warnings (a role that is a superuser, or one the owner may not
+    manage) rather than failing: the DBA may manage the login role by hand."""
+    user, password = dsn_user(app_dsn)
+    if user == await conn.fetchval("SELECT current_user"):
+        return await role_warnings(conn)
+    found = await conn.fetchrow(
+        """SELECT rolcanlogin, pg_has_role(rolname, $2, 'MEMBER') AS member
+           FROM pg_roles WHERE rolname = $1""", user, APP_ROLE)
+    statements: list[tuple[str, list[str]]] = []
+    secret = [] if password is None else [_password_verifier(password)]
+    if found is None:
+        member_of = [] if user == APP_ROLE else [APP_ROLE]
+        statements.append((
+            "CREATE ROLE %I LOGIN" + (" IN ROLE %I" if member_of else "")
+            + (" PASSWORD %L" if secret else ""), [user, *member_of, *secret]))
+    else:
+        if not found["member"]:
+            statements.append(("GRANT %I TO %I", [APP_ROLE, user]))
+        if not found["rolcanlogin"] or secret:
+            statements.append(("ALTER ROLE %I LOGIN" + (" PASSWORD %L" if secret else ""),
+                               [user, *secret]))
+    try:
+        for template, args in statements:
+            sql = await conn.fetchval(
+                "SELECT format($1, " + ", ".join(f"${i + 2}::text" for i in range(len(args)))
+                + ")", template, *args)
+            await conn.execute(sql)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        return [f"cannot set up the application's login role {user}: {exc}; create it as a "
+                f"member of {APP_ROLE} yourself (README, \"Database roles\")"]
+    return await role_warnings(conn, user)
+
+
+def _password_verifier(password: str, salt: bytes | None = None) -> str:
+    """What `ALTER ROLE ... PASSWORD` should store: a SCRAM-SHA-256 verifier (RFC 5803), so the
+    password itself never reaches the server or its logs. A password that is not ASCII is sent
+    as is: the server would normalize it (SASLprep) before hashing."""
+    if not password.isascii():
+        return password
+    salt, iterations = salt or secrets.token_bytes(16), 4096
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"

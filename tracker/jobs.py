@@ -117,13 +117,13 @@ def reduce_old_data(days: int) -> JobFn:
     return run
 
 
-def deliver_webhooks(secret_key: bytes) -> JobFn:
+def deliver_webhooks(secret_key: bytes, allow_private: bool = False) -> JobFn:
     """POST due webhook events (tracker.finance.webhooks), one HTTP session per run; no transaction
     stays open while a receiver answers."""
 
     async def run(conn: asyncpg.Connection) -> None:
         async with aiohttp.ClientSession() as session:
-            await deliver_due(conn, secret_key, session)
+            await deliver_due(conn, secret_key, session, allow_private=allow_private)
 
     return run
 
@@ -136,7 +136,8 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
         Job("fraud_scan", 30.0, fraud_scan),
         Job("clearance", 30.0, clearance),
     ]
-    jobs.append(Job("webhooks", 5.0, deliver_webhooks(settings.secret_key),
+    jobs.append(Job("webhooks", 5.0,
+                    deliver_webhooks(settings.secret_key, settings.webhook_allow_private),
                     transaction=False))
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))

@@ -67,6 +67,11 @@ class Settings:
     run_jobs: bool = True
     retention_days: int = 180  # raw IPs and user agents older than this are reduced; 0: never
     log_format: str = "json"  # the server's log lines: "json" (one object a line) or "text"
+    # Webhook URLs may point at private, loopback or link-local addresses (tests, an internal
+    # receiver); off, they are refused when set and again at every delivery.
+    webhook_allow_private: bool = False
+    # The owner's DSN for migrations (None: database_url); see tracker/db.py.
+    migrate_database_url: str | None = field(default=None, repr=False)
 
     @property
     def journal_dir(self) -> Path:
@@ -94,6 +99,11 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}DATABASE_URL: expected a postgresql:// DSN, got {database_url[:20]!r}"
             )
+        migrate_database_url = env.get(PREFIX + "MIGRATE_DATABASE_URL") or None
+        if migrate_database_url is not None and not migrate_database_url.startswith(
+            ("postgres://", "postgresql://")
+        ):
+            raise SettingsError(f"{PREFIX}MIGRATE_DATABASE_URL: expected a postgresql:// DSN")
         geoip_raw = env.get(PREFIX + "GEOIP_DIR") or None
         geoip_dir = Path(geoip_raw) if geoip_raw else None
         if geoip_dir is not None and not geoip_dir.is_dir():
@@ -119,7 +129,17 @@ class Settings:
             flush_max_clicks=_int(env, "FLUSH_MAX_CLICKS", 5000, 100, 1_000_000),
             retention_days=_int(env, "RETENTION_DAYS", 180, 0, 36_500),
             log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),
+            migrate_database_url=migrate_database_url,
+            webhook_allow_private=_flag(env, "WEBHOOK_ALLOW_PRIVATE"),
         )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """An on/off variable: unset, empty or 0 is off, 1 is on; anything else stops start-up."""
+    raw = env.get(PREFIX + name) or "0"
+    if raw not in ("0", "1"):
+        raise SettingsError(f"{PREFIX}{name}: expected 1 (on) or 0 (off), got {raw!r}")
+    return raw == "1"
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

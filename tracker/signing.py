@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
+from collections.abc import Sequence
 
 SIGNATURE_HEADER = "X-Refguard-Signature"
 SIGNATURE_TOLERANCE_S = 300
@@ -17,9 +19,12 @@ class SignatureInvalid(ValueError):
     pass
 
 
-def program_signing_secret(secret_key: bytes, program: str) -> str:
-    """The secret a merchant signs a program's conversions with (shown to admins)."""
-    return hmac.new(secret_key, b"conversions:" + program.encode(), hashlib.sha256).hexdigest()
+def program_signing_secret(secret_key: bytes, seed: str) -> str:
+    """A program's signing secret (shown to admins), from the server key and the program's
+    signing seed (`programs.signing_seed`: random, replaced by a rotation; the slug for programs
+    made before secrets could rotate, so their secret did not change). The database alone holds
+    no secret."""
+    return hmac.new(secret_key, b"conversions:" + seed.encode(), hashlib.sha256).hexdigest()
 
 
 def _hmac(secret: str, body: bytes, at: int) -> str:
@@ -32,19 +37,45 @@ def signature_header(secret: str, body: bytes, at: int) -> str:
     return f"t={at},v1={_hmac(secret, body, at)}"
 
 
-def verify_signature(header: str, body: bytes, secret: str, *, now: float | None = None) -> None:
-    """Check `X-Refguard-Signature: t=<unix>,v1=<hex>`; raises SignatureInvalid."""
+def verify_signature(header: str, body: bytes, secret: str | Sequence[str], *,
+                     now: float | None = None) -> None:
+    """Check `X-Refguard-Signature: t=<unix>,v1=<hex>` against a secret, or against any of
+    several (a program's current secret and, during a rotation's overlap, its previous one);
+    raises SignatureInvalid."""
+    stamp, candidates = signature_parts(header, now=now)
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    # Every comparison is made: the time taken tells nothing of which secret matched.
+    expected = [_hmac(s, body, stamp) for s in secrets]
+    matches = [hmac.compare_digest(e, v) for e in expected for v in candidates]
+    if not any(matches):
+        raise SignatureInvalid("the signature does not match")
+
+
+_HEX_MAC = re.compile(r"[0-9a-f]{64}")
+SIGNATURE_HEADER_MAX = 1024  # a timestamp and a few v1 values (one per secret in rotation)
+
+
+def signature_parts(header: str, *, now: float | None = None) -> tuple[int, list[str]]:
+    """The timestamp and the v1 values of a signature header, checked without the body (so a
+    request whose header cannot verify is refused before its body is read): the timestamp is
+    ASCII digits within the tolerance, the v1 values are what `_hmac` can produce (64 lowercase
+    hex digits; anything else, non-ASCII text included, can never match). SignatureInvalid
+    otherwise."""
+    if len(header) > SIGNATURE_HEADER_MAX:
+        raise SignatureInvalid("the signature header is too long")
     parts: dict[str, list[str]] = {}
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
         parts.setdefault(key, []).append(value)
-    try:
-        stamp = int(parts["t"][0])
-    except (KeyError, ValueError):
-        raise SignatureInvalid("the signature has no valid timestamp") from None
+    raw = parts.get("t", [""])[0]
+    # int() would also take " 5", "1_0", non-ASCII digits and 4,000-digit numbers.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        raise SignatureInvalid("the signature has no valid timestamp")
+    stamp = int(raw)
     now = time.time() if now is None else now
     if abs(now - stamp) > SIGNATURE_TOLERANCE_S:
         raise SignatureInvalid("the signature timestamp is outside the 5 minute tolerance")
-    expected = _hmac(secret, body, stamp)
-    if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
+    candidates = [v for v in parts.get("v1", []) if _HEX_MAC.fullmatch(v)]
+    if not candidates:
         raise SignatureInvalid("the signature does not match")
+    return stamp, candidates

@@ -37,7 +37,7 @@ def api_routes(client: Client) -> list[tuple[str, str, frozenset[str]]]:
 
 def concrete(path: str) -> str:
     return (path.replace("{slug}", "acme").replace("{code}", "alice1").replace("{reward_id}", "1")
-            .replace("{customer_id}", "c1"))
+            .replace("{customer_id}", "c1").replace("{token_id}", "999"))
 
 
 async def test_every_api_route_demands_a_token_of_the_right_role(
@@ -45,7 +45,8 @@ async def test_every_api_route_demands_a_token_of_the_right_role(
 ) -> None:
     await make_link(client, tokens)
     routes = api_routes(client)
-    assert len(routes) == 20
+    # 20, the tokens' list and revoke (issue 12 item 5), the secret's rotation (item 18)
+    assert len(routes) == 23
     for method, path, roles in routes:
         url = concrete(path)
         resp = await client.request(method, url, json={})

@@ -91,10 +91,11 @@ async def test_scan_flags_rings_and_self_referrals_but_not_honest_users(
     assert set(fakes) <= ring_members
     assert not ring_members & {"alice", "sam"} and not any(
         m["id"].startswith("friend") for f in rings for m in f["members"])
-    # Sam, and the fakes too: each shares its device and IPs with its sponsor's own purchase.
+    # Sam is himself (strong identity); the fakes share only a device and an IP with their
+    # sponsors (the network family: weak alone), but their ring holds them.
     self_referrals = [f for f in items if f["kind"] == "self_referral"]
     flagged = {m["id"] for f in self_referrals for m in f["members"] if m["type"] == "customer"}
-    assert flagged == {"sam", *fakes}
+    assert flagged == {"sam"}
     # Risk per conversion: every fake and sam's purchase are risky, no friend's is.
     risk = {r["event_id"]: r["score"] for r in await conn.fetch(
         """SELECT c.event_id, r.score FROM conversion_risk r
@@ -105,14 +106,18 @@ async def test_scan_flags_rings_and_self_referrals_but_not_honest_users(
     only_self = await client.get("/api/v1/fraud/flags?program=acme&kind=self_referral",
                                  headers=auth(tokens["viewer"]))
     assert {f["kind"] for f in (await only_self.json())["items"]} == {"self_referral"}
-    # `kind` also finds a reason that is not a flag's strongest: the fakes' conversions are
-    # flagged as self-referrals, and their ring membership is a reason beside it.
+    # `kind` also finds a reason that is not a flag's kind: every held conversion's flag
+    # says which families decided it, in plain words (the `decided_by` reason).
     in_ring = await client.get("/api/v1/fraud/flags?program=acme&kind=ring_member",
                                headers=auth(tokens["viewer"]))
     found = (await in_ring.json())["items"]
-    assert all(any(r["code"] == "ring_member" for r in f["reasons"]) for f in found)
     assert {m["id"] for f in found for m in f["members"] if m["type"] == "customer"} == set(fakes)
-    assert {f["kind"] for f in found} == {"self_referral"}
+    decided = await client.get("/api/v1/fraud/flags?program=acme&kind=decided_by",
+                               headers=auth(tokens["viewer"]))
+    held = (await decided.json())["items"]
+    assert {f["kind"] for f in held} == {"ring_member", "self_referral"}
+    assert all(any(r["code"] == "decided_by" and r["message"].startswith("held on ")
+                   for r in f["reasons"]) for f in held)
     # Without a program, every program's flags, each naming its program; an unknown one is 404.
     everyone = await client.get("/api/v1/fraud/flags", headers=auth(tokens["viewer"]))
     assert [f["id"] for f in (await everyone.json())["items"]] == [f["id"] for f in items]

@@ -64,10 +64,11 @@ async def test_a_failing_run_gives_the_leadership_back(
 
 @pytest.mark.parametrize("transaction", [True, False])
 async def test_a_job_outside_a_transaction_keeps_the_batches_it_committed(
-    pool: asyncpg.Pool, conn: asyncpg.Connection, transaction: bool
+    pool: asyncpg.Pool, conn: asyncpg.Connection, owner_conn: asyncpg.Connection,
+    transaction: bool
 ) -> None:
     """A run is all or nothing by default; a job that commits as it goes keeps its batches."""
-    await conn.execute("CREATE TABLE batches (n int)")
+    await owner_conn.execute("CREATE TABLE batches (n int)")  # the app's role creates none
     in_transaction: list[bool] = []
 
     async def batches(c: asyncpg.Connection) -> None:

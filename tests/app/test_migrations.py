@@ -45,8 +45,9 @@ async def test_changed_applied_migration_is_an_error(conn: asyncpg.Connection) -
         await migrate(conn, changed)
 
 
-async def test_database_newer_than_code_is_refused(conn: asyncpg.Connection) -> None:
-    await conn.execute(
+async def test_database_newer_than_code_is_refused(conn: asyncpg.Connection,
+                                                  owner_conn: asyncpg.Connection) -> None:
+    await owner_conn.execute(
         "INSERT INTO schema_migrations (version, name, checksum) "
         "VALUES (9999, '9999_future.sql', 'x')"
     )
@@ -61,7 +62,10 @@ def test_badly_named_migration_file_is_an_error(tmp_path: Path) -> None:
         load_migrations(tmp_path)
 
 
-async def test_failed_migration_rolls_back_and_is_not_recorded(conn: asyncpg.Connection) -> None:
+async def test_failed_migration_rolls_back_and_is_not_recorded(
+    owner_conn: asyncpg.Connection,
+) -> None:
+    conn = owner_conn  # migrations run as the owner
     migrations = [*load_migrations(), Migration(9000, "9000_bad.sql",
                                                 "CREATE TABLE half (x int); SELECT 1/0;")]
     with pytest.raises(asyncpg.DivisionByZeroError):
@@ -70,7 +74,19 @@ async def test_failed_migration_rolls_back_and_is_not_recorded(conn: asyncpg.Con
     assert await conn.fetchval("SELECT count(*) FROM schema_migrations WHERE version = 9000") == 0
 
 
-async def test_audit_log_is_append_only(conn: asyncpg.Connection) -> None:
+async def test_the_application_role_cannot_apply_a_migration(conn: asyncpg.Connection) -> None:
+    """A pending migration under the application's role is a clear error naming the owner's
+    DSN, and nothing of it stays."""
+    migrations = [*load_migrations(), Migration(9000, "9000_new.sql", "CREATE TABLE t (x int);")]
+    with pytest.raises(DatabaseError, match="REFGUARD_MIGRATE_DATABASE_URL"):
+        await migrate(conn, migrations)
+    assert await conn.fetchval("SELECT to_regclass('t')") is None
+
+
+async def test_audit_log_is_append_only(owner_conn: asyncpg.Connection) -> None:
+    """Even for its owner, whose privileges allow it (the application's role has no UPDATE,
+    DELETE or TRUNCATE there at all: tests/security/test_tokens_and_roles.py)."""
+    conn = owner_conn
     await conn.execute(
         "INSERT INTO audit_log (actor, action, object_type, object_id) VALUES ('t', 'a', 'o', '1')"
     )

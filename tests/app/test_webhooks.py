@@ -1,4 +1,8 @@
-"""Signed webhooks: reward.approved and reward.paid reach the program's URL, with retries."""
+"""Signed webhooks: reward.approved and reward.paid reach the program's URL, with retries.
+
+The receivers here listen on 127.0.0.1, so these tests run with REFGUARD_WEBHOOK_ALLOW_PRIVATE
+(`webhook_allow_private` / `allow_private=True`); the refusal of private receivers is tested in
+tests/security/test_programs_and_secrets.py."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from tests.shop import Shop
 from tracker.finance.clearance import release
 from tracker.finance.payouts import export_payouts
 from tracker.finance.webhooks import MAX_ATTEMPTS, deliver_due
-from tracker.signing import program_signing_secret, verify_signature
+from tracker.signing import verify_signature
 
 RULES = {"hold_days": 0, "reward": {"rules": [
     {"beneficiary": "referrer", "on": "purchase", "flat": 2000}]}}
@@ -45,7 +49,7 @@ class Receiver:
 
 async def _deliver(conn: asyncpg.Connection) -> int:
     async with aiohttp.ClientSession() as session:
-        return await deliver_due(conn, SECRET, session)
+        return await deliver_due(conn, SECRET, session, allow_private=True)
 
 
 async def test_events_are_signed_retried_and_delivered_once(
@@ -57,7 +61,7 @@ async def test_events_are_signed_retried_and_delivered_once(
     try:
         url = str(receiver.server.make_url("/hooks"))
         shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn,
-                               {**RULES, "webhook_url": url})
+                               {**RULES, "webhook_url": url}, webhook_allow_private=True)
         await shop.referrer("alice")
         await shop.buy("alice", "p1", "c1")
         await release(conn)
@@ -73,9 +77,10 @@ async def test_events_are_signed_retried_and_delivered_once(
         written: list[str] = []
         await export_payouts(conn, "test", written.append)
         assert await _deliver(conn) == 1
+        resp = await shop.client.get("/api/v1/programs/acme", headers=auth(tokens["admin"]))
+        secret = (await resp.json())["signing_secret"]  # the program's current one
     finally:
         await receiver.server.close()
-    secret = program_signing_secret(SECRET, "acme")
     events = []
     for headers, body in receiver.received:
         verify_signature(headers["X-Refguard-Signature"], body, secret)  # raises if forged
@@ -122,7 +127,8 @@ async def test_an_unreachable_receiver_is_given_up_after_the_last_retry(
     conn: asyncpg.Connection, refused_port: int,
 ) -> None:
     shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn,
-                           {**RULES, "webhook_url": f"http://127.0.0.1:{refused_port}/gone"})
+                           {**RULES, "webhook_url": f"http://127.0.0.1:{refused_port}/gone"},
+                           webhook_allow_private=True)
     await shop.referrer("alice")
     await shop.buy("alice", "p1", "c1")
     await release(conn)
@@ -158,7 +164,8 @@ async def test_no_transaction_is_held_while_a_receiver_answers_and_no_event_goes
     await server.start_server()
     try:
         shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn,
-                               {**RULES, "webhook_url": str(server.make_url("/hooks"))})
+                               {**RULES, "webhook_url": str(server.make_url("/hooks"))},
+                               webhook_allow_private=True)
         await shop.referrer("alice")
         await shop.buy("alice", "p1", "c1")
         await release(conn)

@@ -27,6 +27,7 @@ from aiohttp import web
 from prometheus_client.metrics import MetricWrapperBase
 
 from tracker import metrics
+from tracker.db import APP_ROLE
 from tracker.settings import Settings
 from tracker.web.app import create_app
 from tracker.web.server import STOP_TIMEOUT_S
@@ -563,10 +564,30 @@ def test_compose_refguard_serves_two_workers_with_jobs_against_postgres(tmp_path
     dsn = urlsplit(settings.database_url)
     postgres_env = {k: interpolate(v) for k, v in service_env(services["postgres"]).items()}
     assert dsn.hostname == "postgres"
-    assert dsn.username == postgres_env["POSTGRES_USER"]
-    assert dsn.password == postgres_env["POSTGRES_PASSWORD"]
     assert dsn.path.lstrip("/") == postgres_env["POSTGRES_DB"]
     assert refguard["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The server runs as the application's role, never as the owner (who could switch the
+    # ledger's append-only triggers off), and its container does not hold the owner's password.
+    assert dsn.username == APP_ROLE != postgres_env["POSTGRES_USER"]
+    raw_env = service_env(refguard)
+    assert "REFGUARD_MIGRATE_DATABASE_URL" not in raw_env
+    assert not any("POSTGRES_PASSWORD" in v for v in raw_env.values()), (
+        "the owner's password is in the server's environment")
+
+    # The owner migrates first, in a one-shot service that also sets up the application's
+    # login role with the password of the server's DSN.
+    migrate = services["migrate"]
+    assert [str(a) for a in migrate["command"]] == ["migrate"]
+    assert migrate.get("restart") == "no"
+    assert migrate["image"] == refguard["image"] and migrate["build"] == refguard["build"]
+    migrate_env = {k: interpolate(v) for k, v in service_env(migrate).items()}
+    owner = urlsplit(migrate_env["REFGUARD_MIGRATE_DATABASE_URL"])
+    assert (owner.hostname, owner.username, owner.password, owner.path.lstrip("/")) == (
+        "postgres", postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_PASSWORD"],
+        postgres_env["POSTGRES_DB"])
+    assert migrate_env["REFGUARD_DATABASE_URL"] == settings.database_url
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert refguard["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
     build = refguard["build"]
     assert (DOCKER / build["context"]).resolve() == ROOT
@@ -612,6 +633,11 @@ def test_every_service_has_a_healthcheck() -> None:
     services = compose()["services"]
     for name, service in services.items():
         check = service.get("healthcheck", {})
+        if service.get("restart") == "no" and any(
+                (d or {}).get("condition") == "service_completed_successfully"
+                for other in services.values()
+                for d in [(other.get("depends_on") or {}).get(name)]):
+            continue  # a one-shot (migrate): others wait for it to exit, not to be healthy
         assert not check.get("disable"), name
         if name == "refguard" and not check:
             continue  # the image's HEALTHCHECK, checked below

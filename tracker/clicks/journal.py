@@ -80,9 +80,11 @@ class RawClick(NamedTuple):
     link_id: int
     referrer_id: int
     code: str
-    visitor_id: str
+    visitor_id: str  # the id from a validly signed rg_vid cookie (or a new one), unsigned
     new_visitor: bool
     peer: str
+    # All lines of the header, in their order, joined by ", " (one list, as RFC 9110 reads
+    # repeated fields): a trusted proxy's own line may follow the client's.
     x_forwarded_for: str
     forwarded: str
     user_agent: str

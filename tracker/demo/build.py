@@ -219,7 +219,8 @@ async def _create_program(conn: asyncpg.Connection, settings: Settings, api: Api
     if program_id is None:
         raise DemoError(f"the server at {api.url} uses another database than this command")
     secret = str(created["signing_secret"])
-    if secret != program_signing_secret(settings.secret_key, slug):
+    seed = await conn.fetchval("SELECT signing_seed FROM programs WHERE id = $1", program_id)
+    if secret != program_signing_secret(settings.secret_key, str(seed)):
         log.write("  note: this command's secret key differs from the server's "
                   "(REFGUARD_SECRET_KEY): imported clicks get other device fingerprints\n")
     return _Program(conn, api, slug, program_id, secret)
@@ -308,12 +309,12 @@ async def _decide(target: _Program, steps: _Steps) -> None:
     conn, slug = target.conn, target.slug
     # Fresh statistics after a bulk load (as after any restore or import): planned with
     # the empty program's, the scan's and clearance's joins take seconds, not tenths.
-    await conn.execute("ANALYZE clicks, conversions")
+    await conn.execute("SELECT refguard_analyze('clicks', 'conversions')")
     attributed = await attribute_pending(conn, target.program_id)
     steps.done(f"{attributed:,} conversions attributed (refguard attribution run)")
-    await conn.execute("ANALYZE customer_visitors, touchpoints, credits")
+    await conn.execute("SELECT refguard_analyze('customer_visitors', 'touchpoints', 'credits')")
     scanned = (await scan(conn, slug))[0]
-    await conn.execute("ANALYZE conversion_risk, fraud_flags")
+    await conn.execute("SELECT refguard_analyze('conversion_risk', 'fraud_flags')")
     rings = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in
                       sorted(scanned.rings.items())) or "no rings"
     steps.done(f"full fraud scan: {scanned.flagged_conversions:,} conversions at risk, "

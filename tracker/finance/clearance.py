@@ -11,7 +11,10 @@ One pass (`release`, run by the clearance job and by `refguard rewards release`)
    payout nets;
 4. end holds: a pending reward whose hold is over and whose conversion a scan has seen becomes
    `approved` (risk below review_at), `flagged` (up to reject_at) or `rejected` (above, or
-   `flagged` when the program's reject_action says so).
+   `flagged` when the program's reject_action says so). A reward whose referee or referrer
+   was erased before it cleared is never approved here: it is `flagged` for finance with an
+   `erased_before_clearance` reason (tracker.privacy), or rejected as its risk says;
+5. complete the erasures whose rewards are all decided now (tracker.privacy.finish_erasures).
 
 Every automatic approval, rejection and reversal writes an audit row, like finance's own.
 """
@@ -33,6 +36,7 @@ from tracker.finance.ledger import earn
 from tracker.finance.queries import CreditedConversion, HeldReward, NewReward
 from tracker.finance.rules import Rule, cap, parse_rules, split_by_credit
 from tracker.formats import CREDITED_TYPES
+from tracker.privacy import finish_erasures, name_erasures
 from tracker.programs.validation import ADAPTIVE_HOLD
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import publish_flag_counts, scan
@@ -96,6 +100,7 @@ async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseS
                     summary.decided[status] += n
                 if sum(decided.values()) < BATCH:
                     break
+            await finish_erasures(conn, program.id)
     await publish_metrics(conn)
     return summary
 
@@ -279,10 +284,12 @@ async def reverse_refunded(conn: asyncpg.Connection, program_id: int) -> int:
 # -- holds and risk ----------------------------------------------------------------------------
 
 
-def verdict(program: ProgramRules, risk: float) -> str:
+def verdict(program: ProgramRules, risk: float, *, erased: bool = False) -> str:
+    """What the risk gives a reward; one touching an erased person (`erased`) is at least
+    flagged: its evidence is incomplete, so only finance approves it."""
     if risk >= program.reject_at:
         return "rejected" if program.reject_action == "reject" else "flagged"
-    if risk >= program.review_at:
+    if risk >= program.review_at or erased:
         return "flagged"
     return "approved"
 
@@ -300,7 +307,7 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
                     and "hold_extended_days" not in r.calculation):
                 extend.append(r)
             else:
-                settle.append((r, verdict(program, r.score)))
+                settle.append((r, verdict(program, r.score, erased=bool(r.erased))))
         if extend and program.adaptive is not None:
             await queries.extend_holds(conn, program.id, [r.id for r in extend],
                                        program.adaptive["risk_extra_days"])
@@ -310,6 +317,10 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
             if chosen:
                 decided[status] += len(chosen)
                 await _settle(conn, program, status, chosen)
+        # Settling and extending take the conversion's reasons: the erasure is named again.
+        erased = [r.id for r in rows if r.erased]
+        if erased:
+            await name_erasures(conn, program.id, erased)
     return dict(decided)
 
 

@@ -5,7 +5,8 @@
   sees the new status and gets `Conflict` (HTTP 409). Each decision writes its audit row and,
   for an approval, the `earned` ledger entry, in the same transaction. Above the program's
   `four_eyes_above`, the first approval is recorded and the reward stays flagged until a
-  second, different finance user approves.
+  second, different person approves: approvals count people (`person`, from
+  `Principal.identity`: a person's several tokens are one pair of eyes), not tokens.
 - `earn`: the `earned` entries of approvals (finance's here, clearance's automatic ones).
   Clawbacks are written by clearance's reversals, `payout` entries by tracker.finance.payouts.
 """
@@ -33,7 +34,10 @@ class Decision:
 
 
 async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: str,
-                 reason: str) -> Decision:
+                 reason: str, *, person: str | None = None) -> Decision:
+    """`actor` decides (audit rows and `decided_by` name it); `person` is who that is for the
+    four-eyes rule (None: the actor is its own person)."""
+    person = actor if person is None else person
     if action not in FROM_STATUS:
         raise ValueError(f"unknown action {action!r}")
     async with conn.transaction():
@@ -48,15 +52,18 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
         needed = 2 if action == "approve" and limit is not None and row.amount > limit else 1
         approvals = 0
         if needed == 2:
-            if not await queries.add_approval(conn, pid, reward_id, actor, reason):
-                raise Conflict("you have approved this reward already; a second finance user "
-                               "must approve it", reward_status=row.status)
+            if not await queries.add_approval(conn, pid, reward_id, actor, reason,
+                                              person=person):
+                raise Conflict("you have approved this reward already (with this or another of "
+                               "your tokens); another person must approve it",
+                               reward_status=row.status)
             approvals = await queries.count_approvals(conn, pid, reward_id)
             if approvals < needed:
                 await audit.record(conn, actor=actor, action="reward.approve.first",
                                    object_type="reward", object_id=str(reward_id), program_id=pid,
                                    reason=reason,
-                                   details={"approvals": approvals, "needed": needed})
+                                   details={"approvals": approvals, "needed": needed,
+                                            "person": person})
                 metrics.DECISIONS.labels(action="first_approval", by="finance").inc()
                 return Decision(reward_id, row.status, approvals, needed)
         status = "approved" if action == "approve" else "rejected"
@@ -67,7 +74,7 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
         await audit.record(conn, actor=actor, action=f"reward.{action}", object_type="reward",
                     object_id=str(reward_id), program_id=pid, reason=reason,
                     details={"from": row.status, "amount": row.amount,
-                             "currency": row.currency})
+                             "currency": row.currency, "person": person})
     metrics.DECISIONS.labels(action=status, by="finance").inc()
     return Decision(reward_id, status, approvals, needed if needed == 2 else 0)
 

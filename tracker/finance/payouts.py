@@ -7,6 +7,12 @@ new. Approvals take the same lock shared while they write their `earned` entries
 (tracker.finance.ledger.earn). The CSV (PAYOUT_HEADER, fixed by DESIGN section 3) is written and
 synced before the transaction commits; the rewards become `paid`, a `payout_batches` row
 records the batch and a `payout` ledger entry zeroes each balance.
+
+The file is opened in spreadsheets, and a beneficiary is a merchant's id that anybody who signs
+up may choose: a text cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return would
+be read as a formula (`=HYPERLINK(...)`, DDE). Such a cell gets a leading `'` (OWASP, CSV
+injection), which spreadsheets show as text and do not display. Numbers are left as they are: an
+amount is an integer, negative for a clawback, and `-1500` must stay a number.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,13 +45,25 @@ class PayoutLine:
     reward_ids: tuple[int, ...]
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
+def csv_cell(value: object) -> str:
+    """A value as a CSV cell that no spreadsheet runs as a formula (module docstring)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def payout_csv(batch_id: uuid.UUID | None, lines: list[PayoutLine]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(PAYOUT_HEADER)
     for line in lines:
-        writer.writerow((batch_id, line.payee, line.amount, line.currency,
-                         ";".join(str(i) for i in line.reward_ids)))
+        writer.writerow([csv_cell(v) for v in (batch_id, line.payee, line.amount, line.currency,
+                                               ";".join(str(i) for i in line.reward_ids))])
     return out.getvalue()
 
 

@@ -247,6 +247,8 @@ class HeldReward:
     calculation: dict[str, Any]
     score: float
     reasons: str  # JSON text
+    # The roles ('referee', 'referrer') in which erased people touch it (tracker.privacy).
+    erased: tuple[str, ...] = ()
 
 
 async def rewards_past_hold(conn: asyncpg.Connection, program_id: int,
@@ -255,14 +257,16 @@ async def rewards_past_hold(conn: asyncpg.Connection, program_id: int,
     locked; rewards another transaction holds are skipped."""
     rows = await conn.fetch(
         """SELECT r.id, r.amount, r.payee, r.currency, r.hold_until, r.calculation::text
-                  AS calculation, k.score, k.reasons::text AS reasons
+                  AS calculation, k.score, k.reasons::text AS reasons,
+                  refguard_erased_roles(r.program_id, r.conversion_id) AS erased
            FROM rewards r
            JOIN conversion_risk k ON k.program_id = r.program_id
                                  AND k.conversion_id = r.conversion_id
            WHERE r.program_id = $1 AND r.status = 'pending' AND r.hold_until <= now()
            ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", program_id, limit)
     return [HeldReward(r["id"], r["amount"], r["payee"], r["currency"], r["hold_until"],
-                       json.loads(r["calculation"]), r["score"], r["reasons"]) for r in rows]
+                       json.loads(r["calculation"]), r["score"], r["reasons"],
+                       tuple(r["erased"])) for r in rows]
 
 
 async def extend_holds(conn: asyncpg.Connection, program_id: int, reward_ids: list[int],
@@ -388,18 +392,21 @@ async def lock_reward(conn: asyncpg.Connection, reward_id: int) -> RewardToDecid
 
 
 async def add_approval(conn: asyncpg.Connection, program_id: int, reward_id: int, actor: str,
-                       reason: str) -> bool:
-    """Records `actor`'s approval; False if they had approved this reward already."""
+                       reason: str, *, person: str | None = None) -> bool:
+    """Records `actor`'s approval on behalf of `person` (None: the actor); False if that actor
+    or person had approved this reward already (a unique index on the person)."""
     added = await conn.fetchval(
-        """INSERT INTO reward_approvals (program_id, reward_id, actor, reason)
-           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1""",
-        program_id, reward_id, actor, reason)
+        """INSERT INTO reward_approvals (program_id, reward_id, actor, reason, person)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1""",
+        program_id, reward_id, actor, reason, person)
     return added is not None
 
 
 async def count_approvals(conn: asyncpg.Connection, program_id: int, reward_id: int) -> int:
+    """How many people approved (rows from before people were recorded count by actor)."""
     n: int = await conn.fetchval(
-        "SELECT count(*) FROM reward_approvals WHERE program_id = $1 AND reward_id = $2",
+        """SELECT count(DISTINCT coalesce(person, actor)) FROM reward_approvals
+           WHERE program_id = $1 AND reward_id = $2""",
         program_id, reward_id)
     return n
 

@@ -4,23 +4,43 @@ A program with `settings.webhook_url` is told when its rewards are approved (by 
 by finance) and paid. `enqueue` writes the events into `webhook_outbox` inside the caller's
 transaction, so an event exists exactly when its change committed. The `webhooks` job POSTs
 due events as JSON, signed like conversions are (`X-Refguard-Signature: t=<unix>,v1=<hex
-HMAC-SHA256(program signing secret, "<t>.<body>")>`), with `X-Refguard-Event` and
+HMAC-SHA256(the program's current signing secret, "<t>.<body>")>`), with `X-Refguard-Event` and
 `X-Refguard-Delivery` (a stable id: receivers deduplicate on it). A 2xx answer delivers it;
 anything else is retried with exponential backoff, and given up after MAX_ATTEMPTS.
+
+Receivers must be on the public internet unless the server runs with
+REFGUARD_WEBHOOK_ALLOW_PRIVATE=1: the settings refuse private targets when they are written, and
+every delivery resolves the host again, refuses it if any address is private, loopback,
+link-local (cloud metadata), multicast or reserved, and connects to an address it checked (so a
+name that changes its answer between the check and the connection, DNS rebinding, gains
+nothing). Credentials in a webhook URL never reach the logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+import socket
 import time
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import asyncpg
+import yarl
 
 from tracker import metrics
 from tracker.finance import queries
 from tracker.finance.queries import DueWebhook
+from tracker.programs import queries as program_queries
+from tracker.programs.validation import (
+    address_is_public,
+    literal_address,
+    private_target,
+    redact_url,
+)
 from tracker.signing import program_signing_secret, signature_header
 
 log = logging.getLogger(__name__)
@@ -31,6 +51,11 @@ TIMEOUT_S = 10
 BATCH = 100
 CONCURRENCY = 8  # receivers POSTed at once
 LEASE_S = 300  # a claimed event is due again after this if its claimer never reported back
+ADDRESSES_TRIED = 3  # of a name's (checked) addresses, when the first ones refuse connections
+
+
+class TargetRefused(Exception):
+    """The receiver is not on the public internet."""
 
 
 async def enqueue(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -> None:
@@ -41,22 +66,27 @@ async def enqueue(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -
 
 
 async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
-                      session: aiohttp.ClientSession) -> int:
+                      session: aiohttp.ClientSession, *, allow_private: bool = False) -> int:
     """POST the events that are due; how many were delivered.
 
     Due events are claimed in one statement that moves them LEASE_S into the future, so no
     transaction (nor row lock) stays open while receivers answer, and another node's run skips
     them; a claimer that dies mid-delivery leaves them to be retried when the lease ends. Call it
-    outside a transaction."""
+    outside a transaction. Without `allow_private` (REFGUARD_WEBHOOK_ALLOW_PRIVATE) only public
+    addresses are POSTed to."""
     rows = await queries.claim_due_webhooks(conn, BATCH, float(LEASE_S))
+    if not rows:
+        return 0
+    seeds = await program_queries.current_signing_seeds(
+        conn, sorted({row.program_id for row in rows}))
     limit = asyncio.Semaphore(CONCURRENCY)
 
     async def attempt(row: DueWebhook) -> str | None:
         if not row.url:
             return "the program no longer has a webhook_url"
+        secret = program_signing_secret(secret_key, seeds[row.program_id])
         async with limit:
-            return await _post(session, row, row.url,
-                               program_signing_secret(secret_key, row.slug))
+            return _scrub(await _post(session, row, row.url, secret, allow_private), row.url)
 
     errors = await asyncio.gather(*(attempt(row) for row in rows))
     delivered = 0
@@ -70,15 +100,43 @@ async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
         gave_up = attempts >= MAX_ATTEMPTS
         metrics.WEBHOOKS.labels(result="failed" if gave_up else "retry").inc()
         log.warning("webhook %s %s to %s failed (attempt %d): %s", row.event, row.id,
-                    row.url, attempts, error)
+                    redact_url(row.url or ""), attempts, error)
         await queries.mark_failed(
             conn, row.program_id, row.id, attempts=attempts, error=error[:500],
             retry_in_s=float(min(BACKOFF_S * 2 ** (attempts - 1), 3600)), gave_up=gave_up)
     return delivered
 
 
-async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str,
-                secret: str) -> str | None:
+async def public_addresses(url: yarl.URL) -> list[str]:
+    """The addresses of the URL's host, every one of them public, in the resolver's order;
+    raises TargetRefused naming the first that is not (and OSError when the name does not
+    resolve)."""
+    host = url.raw_host
+    if not host:
+        raise TargetRefused("the URL has no host")
+    problem = private_target(host)
+    if problem is not None:
+        raise TargetRefused(f"the receiver is {problem}")
+    literal = literal_address(host)
+    if literal is not None:
+        return [str(literal)]
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(TIMEOUT_S):
+        infos = await loop.getaddrinfo(host, url.port, type=socket.SOCK_STREAM)
+    out: list[str] = []
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]))
+        if not address_is_public(ip):
+            raise TargetRefused(f"{host} resolves to the non-public address {ip}")
+        if str(ip) not in out:
+            out.append(str(ip))
+    if not out:
+        raise TargetRefused(f"{host} resolves to no address")
+    return out
+
+
+async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str, secret: str,
+                allow_private: bool) -> str | None:
     """None when the receiver took it, else what went wrong."""
     body = row.payload.encode()
     headers = {"Content-Type": "application/json",
@@ -86,11 +144,51 @@ async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str,
                "X-Refguard-Delivery": f"{row.program_id}-{row.id}",
                "X-Refguard-Signature": signature_header(secret, body, int(time.time()))}
     try:
-        async with session.post(url, data=body, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
-                                allow_redirects=False) as resp:
-            if 200 <= resp.status < 300:
-                return None
-            return f"HTTP {resp.status}"
+        target = yarl.URL(url)
+        if allow_private:
+            return await _send(session, target, body, headers, {})
+        addresses = await public_addresses(target)
+        # Connect to an address just checked, never to what a second lookup might say; the
+        # Host header and the TLS name (SNI and certificate check) stay the URL's own.
+        host = target.raw_host or ""
+        headers["Host"] = host if target.explicit_port is None else f"{host}:{target.port}"
+        extra: dict[str, Any] = {"server_hostname": host} if target.scheme == "https" else {}
+        tries = addresses[:ADDRESSES_TRIED]
+        for address in tries[:-1]:
+            with contextlib.suppress(aiohttp.ClientConnectorError):
+                return await _send(session, target.with_host(address), body, headers, extra)
+        return await _send(session, target.with_host(tries[-1]), body, headers, extra)
+    except TargetRefused as exc:
+        return (f"refused: {exc} (webhooks go only to public addresses unless "
+                "REFGUARD_WEBHOOK_ALLOW_PRIVATE=1)")
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+async def _send(session: aiohttp.ClientSession, url: yarl.URL, body: bytes,
+                headers: dict[str, str], extra: dict[str, Any]) -> str | None:
+    async with session.post(url, data=body, headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+                            allow_redirects=False, **extra) as resp:
+        if 200 <= resp.status < 300:
+            return None
+        return f"HTTP {resp.status}"
+
+
+def _scrub(error: str | None, url: str) -> str | None:
+    """An error text without the URL's credentials (some exceptions quote the whole URL)."""
+    if error is None:
+        return None
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return error
+    userinfo = netloc.rpartition("@")[0]
+    if not userinfo:
+        return error
+    error = error.replace(userinfo + "@", "***@")
+    for part in (userinfo, *userinfo.split(":", 1)):
+        for secret in {part, unquote(part)}:
+            if len(secret) >= 3:
+                error = error.replace(secret, "***")
+    return error

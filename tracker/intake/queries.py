@@ -144,11 +144,12 @@ async def program_ids(conn: asyncpg.Connection) -> dict[str, int]:
 
 
 async def analyze_clicks(conn: asyncpg.Connection) -> None:
-    """Fresh planner statistics after a bulk load, or the jobs' joins plan for one row."""
-    await conn.execute("ANALYZE clicks")
+    """Fresh planner statistics after a bulk load, or the jobs' joins plan for one row.
+    (ANALYZE needs the tables' owner: the application asks it through refguard_analyze.)"""
+    await conn.execute("SELECT refguard_analyze('clicks')")
 
 
 async def analyze_conversions(conn: asyncpg.Connection) -> None:
     """Fresh planner statistics after a bulk load of conversions (and the visitors they
     linked to customers)."""
-    await conn.execute("ANALYZE conversions, customer_visitors")
+    await conn.execute("SELECT refguard_analyze('conversions', 'customer_visitors')")

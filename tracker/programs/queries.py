@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -22,6 +22,10 @@ class Program:
     destination_domains: list[str]
     settings: dict[str, Any]
     created_at: datetime
+    # The signing secret is HMAC(server key, seed): tracker.programs.signing_secrets.
+    signing_seed: str
+    previous_signing_seed: str | None  # still accepted until previous_signing_until
+    previous_signing_until: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +60,27 @@ def _program(row: asyncpg.Record) -> Program:
         destination_domains=list(row["destination_domains"]),
         settings=json.loads(settings) if isinstance(settings, str) else dict(settings),
         created_at=row["created_at"],
+        signing_seed=row["signing_seed"],
+        previous_signing_seed=row["previous_signing_seed"],
+        previous_signing_until=row["previous_signing_until"],
     )
 
 
 # -- programs ----------------------------------------------------------------------------------
 
-_PROGRAM_COLS = "id, slug, name, destination_domains, settings::text AS settings, created_at"
+_PROGRAM_COLS = """id, slug, name, destination_domains, settings::text AS settings, created_at,
+                   signing_seed, previous_signing_seed, previous_signing_until"""
 
 
 async def create_program(
-    conn: asyncpg.Connection, slug: str, name: str, domains: list[str], settings: dict[str, Any]
+    conn: asyncpg.Connection, slug: str, name: str, domains: list[str], settings: dict[str, Any],
+    *, signing_seed: str,
 ) -> Program:
     try:
         row = await conn.fetchrow(
-            f"""INSERT INTO programs (slug, name, destination_domains, settings)
-                VALUES ($1, $2, $3, $4::jsonb) RETURNING {_PROGRAM_COLS}""",
-            slug, name, domains, json.dumps(settings),
+            f"""INSERT INTO programs (slug, name, destination_domains, settings, signing_seed)
+                VALUES ($1, $2, $3, $4::jsonb, $5) RETURNING {_PROGRAM_COLS}""",
+            slug, name, domains, json.dumps(settings), signing_seed,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a program with slug {slug!r} exists") from None
@@ -94,11 +103,43 @@ async def update_program(
     return _program(row)
 
 
-async def get_program(conn: asyncpg.Connection, slug: str) -> Program:
-    row = await conn.fetchrow(f"SELECT {_PROGRAM_COLS} FROM programs WHERE slug = $1", slug)
+async def get_program(conn: asyncpg.Connection, slug: str, *,
+                      lock: Literal["update", "key share"] | None = None) -> Program:
+    """The program; `lock` takes that row lock until the transaction ends: a change of its
+    domains ("update") and the links checked against them ("key share", as their foreign key
+    takes anyway) serialise on it."""
+    clause = {None: "", "update": " FOR UPDATE", "key share": " FOR KEY SHARE"}[lock]
+    row = await conn.fetchrow(
+        f"SELECT {_PROGRAM_COLS} FROM programs WHERE slug = $1{clause}", slug)
     if row is None:
         raise NotFound("program")
     return _program(row)
+
+
+async def rotate_signing_seed(conn: asyncpg.Connection, program_id: int, seed: str,
+                              overlap_s: float) -> Program:
+    """Make `seed` the program's signing seed; the one it replaces stays accepted for
+    `overlap_s` seconds (one that an earlier rotation kept is dropped at once)."""
+    row = await conn.fetchrow(
+        f"""UPDATE programs
+               SET previous_signing_seed = CASE WHEN $3::float8 > 0 THEN signing_seed END,
+                   previous_signing_until = CASE WHEN $3::float8 > 0
+                                                 THEN now() + make_interval(secs => $3) END,
+                   signing_seed = $2, updated_at = now()
+             WHERE id = $1 RETURNING {_PROGRAM_COLS}""",
+        program_id, seed, overlap_s,
+    )
+    if row is None:
+        raise NotFound("program")
+    return _program(row)
+
+
+async def current_signing_seeds(conn: asyncpg.Connection,
+                                program_ids: list[int]) -> dict[int, str]:
+    """Each program's current signing seed (what outgoing webhooks are signed with)."""
+    rows = await conn.fetch("SELECT id, signing_seed FROM programs WHERE id = ANY($1::bigint[])",
+                            program_ids)
+    return {r["id"]: r["signing_seed"] for r in rows}
 
 
 async def list_programs(conn: asyncpg.Connection, after_id: int, limit: int) -> list[Program]:
@@ -216,6 +257,15 @@ async def update_link(
     if status == "UPDATE 0":
         raise NotFound("link")
     return await get_link(conn, code)
+
+
+async def enabled_link_destinations(conn: asyncpg.Connection,
+                                    program_id: int) -> list[tuple[str, int]]:
+    """(destination, how many enabled links go there) for a program."""
+    rows = await conn.fetch(
+        """SELECT destination, count(*) AS n FROM links WHERE program_id = $1 AND enabled
+           GROUP BY destination""", program_id)
+    return [(r["destination"], int(r["n"])) for r in rows]
 
 
 async def list_links(

@@ -7,6 +7,18 @@ program's window at or before `occurred_at`, plus a referral code typed by hand 
 conversion's own time). The credits of the program's model are stored (they sum to 1 per
 conversion); refunds and chargebacks are marked seen and earn nothing.
 
+A click id alone and the credit of later clicks (issue 12). A conversion's `click_id` names the
+click the merchant saw land; it reaches that click's visitor, and the visitor's other clicks in
+the window are touches too, later ones by other referrers included (a person who came through
+alice and then bob's link before buying is bob's last touch). That is safe only because nobody
+can add clicks to another person's visitor: the redirect's visitor cookie is signed, its id
+random and never in a URL, and a forged cookie is a new visitor (tracker/clicks/redirect.py),
+so a later click under a signed-era visitor id was made by the browser holding that cookie.
+Visitor ids of the unsigned era (the first click's id, a UUID, believed from any cookie) were
+shown in the landing URL, so anyone who saw it could have joined that visitor: there a later
+click by another referrer than the named click's is not a touch of a conversion that names a
+click (`_not_joinable_later`). An imported visitor id is judged by its shape alike.
+
 The models come from attribution/ (pure functions and fitted models), the SQL from
 tracker/scoring/queries.py; this module only moves data between them. The reports over the
 stored credits are in tracker/scoring/reports.py.
@@ -16,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -42,6 +55,13 @@ from tracker.scoring.queries import CustomerVisitor, PendingConversion, TypedCod
 log = logging.getLogger(__name__)
 
 BATCH = 5000
+
+# The redirect's cookie value, "<visitor id>.<signature>" (tracker/clicks/redirect.py): a merchant
+# that read the cookie may report it whole as a conversion's visitor_id; its id is the visitor.
+_COOKIE_VALUE = re.compile(r"^([0-9a-f]{24})\.[0-9a-f]{24}$")
+# A visitor id of the unsigned era: the id of the visitor's first click (a UUID), which that
+# click's landing URL showed and any cookie could claim.
+_JOINABLE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +192,8 @@ def _stitch(pending: list[PendingConversion], named_clicks: dict[str, str | None
         if named:
             own.add(named)
         if r.visitor_id:
-            own.add(r.visitor_id)
+            cookie = _COOKIE_VALUE.match(r.visitor_id)
+            own.add(cookie.group(1) if cookie else r.visitor_id)
         for v in own - known[r.customer_id]:
             new_links.add(CustomerVisitor(r.customer_id, v))
         known[r.customer_id] |= own
@@ -214,6 +235,8 @@ def _touches(pm: ProgramModel, r: PendingConversion, *, visitors: set[str],
     found = [c for v in visitors for c in clicks_of.get(v, ())
              if start <= c.ts <= r.occurred_at]
     found.sort(key=lambda c: (c.ts, c.click_id))
+    if r.click_id:
+        found = _not_joinable_later(found, r.click_id)
     touches = [TouchRow(c.referrer_id, c.ts, c.click_id,
                         "click" if c.click_id == r.click_id else "visitor")
                for c in found]
@@ -222,6 +245,30 @@ def _touches(pm: ProgramModel, r: PendingConversion, *, visitors: set[str],
                 if start <= t.occurred_at <= r.occurred_at and t.referral_code in code_referrer]
     touches.sort(key=lambda t: t.ts)
     return touches
+
+
+def _not_joinable_later(found: list[VisitorClick], click_id: str) -> list[VisitorClick]:
+    """The clicks without those a forged cookie could have added after the named click: under
+    an unsigned-era visitor id, later than the named click and by another referrer (see the
+    module's docstring). Where the named click is not among the touches (a bot's, or out of
+    the window) its time is the one in its UUIDv7 id, and every referrer is another."""
+    named = next((c for c in found if c.click_id == click_id), None)
+    after = named.ts if named is not None else _uuid7_time(click_id)
+    referrer = named.referrer_id if named is not None else None
+    return [c for c in found
+            if not (_JOINABLE.match(c.visitor_id) and c.referrer_id != referrer
+                    and (after is None or c.ts > after))]
+
+
+def _uuid7_time(click_id: str) -> datetime | None:
+    """The millisecond a UUIDv7 click id was made at, or None for another kind of UUID."""
+    if len(click_id) != 36 or click_id[14] != "7":
+        return None
+    try:
+        ms = int(click_id[:8] + click_id[9:13], 16)
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 # -- credits: fit the data-driven model, share each conversion out ------------------------------

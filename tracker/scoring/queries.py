@@ -213,7 +213,9 @@ async def mark_attributed(conn: asyncpg.Connection, program_id: int,
 
 
 async def analyze_attribution_tables(conn: asyncpg.Connection) -> None:
-    await conn.execute("ANALYZE touchpoints, credits, customer_visitors, conversions")
+    # ANALYZE needs the tables' owner: the application asks it through refguard_analyze.
+    await conn.execute("SELECT refguard_analyze('touchpoints', 'credits', 'customer_visitors', "
+                       "'conversions')")
 
 
 async def converted_paths(conn: asyncpg.Connection, program_id: int) -> list[tuple[int, ...]]:
@@ -372,6 +374,8 @@ class Sighting:
     visitor_id: str
     ip: str | None
     device: str | None  # fingerprint hex
+    ts: datetime | None = None
+    referrer_id: int | None = None  # whose link the click was on
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +408,10 @@ class TouchRow:
     country: str | None
     query: str | None
     headerless: bool
+    language: str | None
+    browser: str | None
+    source: str | None  # the Referer's host
+    agent: str | None  # the User-Agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,7 +527,7 @@ async def sightings(conn: asyncpg.Connection, program_id: int, persons: list[str
     only = "" if persons is None else "AND cv.customer_id = ANY($2::text[])"
     rows = await conn.fetch(
         f"""SELECT cv.customer_id, cv.visitor_id, {_ip('c')} AS ip,
-                  encode(c.fingerprint, 'hex') AS device
+                  encode(c.fingerprint, 'hex') AS device, c.ts, c.referrer_id
            FROM customer_visitors cv
            JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
            WHERE cv.program_id = $1 {only}""", program_id, *(() if persons is None else (persons,)))
@@ -570,7 +578,10 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
                   c.visitor_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device,
                   c.is_bot, c.bot_rule, c.is_anonymous, c.is_hosting, c.country, c.query,
                   (coalesce(c.accept_language, '') = ''
-                   AND c.user_agent IS NOT NULL) AS headerless
+                   AND c.user_agent IS NOT NULL) AS headerless,
+                  nullif(c.accept_language, '') AS language, c.ua_browser AS browser,
+                  lower(substring(c.referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
+                      AS source, c.user_agent AS agent
            FROM touchpoints t
            JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
                         AND c.click_id = t.click_id
@@ -599,6 +610,17 @@ async def referrer_clicks(conn: asyncpg.Connection, program_id: int,
            WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate {only}
            GROUP BY r.external_id""", program_id, *(() if referrers is None else (referrers,)))
     return {r["external_id"]: r["n"] for r in rows}
+
+
+async def source_clicks(conn: asyncpg.Connection, program_id: int) -> dict[str, int]:
+    """Counted (not bot, not duplicate) clicks per Referer host."""
+    rows = await conn.fetch(
+        """SELECT lower(substring(referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
+                      AS host, count(*) AS n
+           FROM clicks WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate
+             AND referer IS NOT NULL AND referer <> ''
+           GROUP BY 1""", program_id)
+    return {r["host"]: r["n"] for r in rows if r["host"]}
 
 
 async def latest_full_scan(conn: asyncpg.Connection, program_id: int) -> FullScanStats | None:

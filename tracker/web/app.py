@@ -28,7 +28,7 @@ from tracker.clicks.flusher import Flusher
 from tracker.clicks.journal import JournalWriter
 from tracker.clicks.links import LinkCache
 from tracker.clicks.redirect import install as install_redirect
-from tracker.clicks.redirect import make_redirect_handler, make_signals_handler
+from tracker.clicks.redirect import make_redirect_handler, make_signals_handler, visitor_key
 from tracker.db import create_pool, database_url
 from tracker.jobs import JobRunner, default_jobs
 from tracker.metrics import RedirectStats, fold_forever
@@ -44,20 +44,29 @@ from tracker.web.api import (
     resources,
     rewards,
 )
-from tracker.web.api.errors import error_response, json_errors
+from tracker.web.api import tokens as tokens_api
+from tracker.web.api.errors import MAX_BODY, error_response, json_errors
+from tracker.web.bodies import BodyReads
 from tracker.web.review import views as review
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1024 * 1024
+LINGER_S = 2.0
 
 
 def create_app(settings: Settings, *, background: bool = True) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(client_max_size=MAX_BODY)
+    # After an answer given without reading the whole body (a 401 before it, a 408 for one too
+    # slow), aiohttp reads and drops what still comes for `lingering_time` (default 10 s) before
+    # closing, so that the client sees the answer: 2 s is enough for that, and it is as long
+    # as a stranger's connection is held after its 408.
+    app = web.Application(client_max_size=MAX_BODY, handler_args={"lingering_time": LINGER_S})
     dsn = database_url(settings)
     app[keys.SETTINGS] = settings
-    app[keys.TOKENS] = TokenCache()
+    tokens = app[keys.TOKENS] = TokenCache()
+    # Bodies are read within a timeout, strangers' few at once (tracker.web.bodies); a test
+    # may set its own limits here before the app starts.
+    app[keys.BODY_READS] = BodyReads()
     stats = RedirectStats()
     links = LinkCache(dsn, snapshot=settings.data_dir / "links.snapshot.json")
     app[keys.LINKS] = links
@@ -91,6 +100,7 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(links_ctx)
+    app.cleanup_ctx.append(_tokens_ctx(tokens, dsn))
     if background:
         # Before the journal, so that at shutdown the journal seals first and the flusher drains.
         app.cleanup_ctx.append(_background_ctx(settings, dsn))
@@ -100,6 +110,7 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     install_redirect(
         app,
         make_redirect_handler(links, journal, stats, signing_key=signing_key,
+                              visitor_signing_key=visitor_key(settings.secret_key),
                               secure_cookie=settings.base_url.startswith("https://")),
         make_signals_handler(links, journal, signing_key),
     )
@@ -107,13 +118,20 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handle_metrics)
     review.add_routes(app)
+    # Handlers of the sub-application read the shared state through `request.config_dict`.
+    app.add_subapp(API_PREFIX, _api())
+    return app
 
+
+def _api() -> web.Application:
+    """The /api/v1 sub-application: every resource's routes, JSON 404s and 405s."""
     api = web.Application(client_max_size=MAX_BODY)
     resources.add_routes(api)
     conversions.add_routes(api)
     reports.add_routes(api)
     fraud.add_routes(api)
     rewards.add_routes(api)
+    tokens_api.add_routes(api)
     customers.add_routes(api)
     openapi.add_routes(api)
     for resource in api.router.resources():
@@ -121,9 +139,7 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
             # Last, so it only catches methods the resource does not serve: a JSON 405.
             resource.add_route("*", _api_method_not_allowed)
     api.router.add_route("*", "/{tail:.*}", _api_not_found)
-    # Handlers of the sub-application read the shared state through `request.config_dict`.
-    app.add_subapp(API_PREFIX, api)
-    return app
+    return api
 
 
 @json_errors
@@ -139,6 +155,18 @@ async def _api_method_not_allowed(request: web.Request) -> web.Response:
                           f"{request.method} is not allowed here; use {', '.join(allowed)}")
     resp.headers["Allow"] = ", ".join(allowed)
     return resp
+
+
+def _tokens_ctx(
+    tokens: TokenCache, dsn: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        # A revoked token is announced by the database: this worker drops it at once.
+        await tokens.start(dsn)
+        yield
+        await tokens.close()
+
+    return ctx
 
 
 def _background_ctx(

@@ -9,9 +9,11 @@ from tracker.auth import TokenCache
 from tracker.clicks.journal import JournalWriter
 from tracker.clicks.links import LinkCache
 from tracker.settings import Settings
+from tracker.web.bodies import BodyReads
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 LINKS = web.AppKey("links", LinkCache)
 JOURNAL = web.AppKey("journal", JournalWriter)
 TOKENS = web.AppKey("tokens", TokenCache)
+BODY_READS = web.AppKey("body_reads", BodyReads)

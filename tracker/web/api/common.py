@@ -150,13 +150,19 @@ def time_param(request: web.Request, key: str) -> datetime | None:
 
 
 def parse_time(raw: str, key: str) -> datetime:
+    """An RFC 3339 timestamp (UTC when it names no offset) as an aware UTC datetime. Its UTC
+    time must fall in years 1 to 9999 (`9999-12-31T23:59:59-23:59` is in year 10000): refused
+    here in the API's words, not by the database driver in its own."""
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
         raise invalid(f"{key} must be an RFC 3339 timestamp", key) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise invalid(f"{key} is out of range (years 1 to 9999, in UTC)", key) from None
 
 
 def encode_cursor(*parts: object) -> str:
@@ -182,10 +188,11 @@ def id_cursor(request: web.Request) -> int:
     parts = decode_cursor(request, 1)
     if parts is None:
         return 0
-    try:
-        return int(parts[0])
-    except ValueError:
-        raise invalid("cursor is not valid", "cursor") from None
+    raw = parts[0]
+    # Digits only (int() also takes " 5", "1_0" and non-ASCII digits), within bigint.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) < 2**63):
+        raise invalid("cursor is not valid", "cursor")
+    return int(raw)
 
 
 def page(items: list[dict[str, Any]], limit: int, next_cursor: str | None) -> web.Response:

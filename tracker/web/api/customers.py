@@ -1,4 +1,7 @@
-"""DELETE /api/v1/customers/{customer_id}: erase a customer's personal data (tracker.privacy)."""
+"""DELETE /api/v1/customers/{customer_id}: erase a customer's personal data (tracker.privacy).
+
+The answer says what was erased and, while fraud decisions resting on the customer are still
+open, what is kept for them until finance has decided (`kept`: null once nothing is)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ async def erase(request: web.Request) -> web.Response:
     return web.json_response({
         "program": program.slug, "customer": customer_id,
         "erased": {"conversions": erased.conversions, "visitors": erased.visitors,
-                   "clicks": erased.clicks, "referrer": erased.referrer}})
+                   "clicks": erased.clicks, "referrer": erased.referrer},
+        "kept": {"fields": list(erased.kept), "open_decisions": erased.open_decisions,
+                 "until": "every reward resting on the customer is decided"}
+        if erased.kept else None})
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,8 @@ from aiohttp import web
 from tracker import metrics
 from tracker.errors import Conflict, NotFound
 from tracker.logs import REQUEST_ID, request_id
+from tracker.web import keys
+from tracker.web.bodies import BodyError, json_problem, loads, read_body
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,10 @@ def error_response(status: int, code: str, message: str, **details: Any) -> web.
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media",
-    422: "invalid", 429: "rate_limited",
+    405: "method_not_allowed", 408: "timeout", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media", 422: "invalid", 429: "rate_limited",
 }
+MAX_BODY = 1024 * 1024  # the largest body any API call takes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,6 +99,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as exc:
         status = exc.status
         return error_response(exc.status, exc.code, exc.message, **exc.details)
+    except BodyError as exc:
+        status = exc.status
+        return body_error_response(exc)
     except NotFound as exc:
         status = 404
         return error_response(404, "not_found", str(exc))
@@ -110,9 +115,16 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = _HTTP_CODES.get(exc.status, "error")
         return error_response(exc.status, code, exc.reason or code)
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-        # Input that passed validation but not the schema (e.g. a value out of range).
+        # Input that passed validation but not the schema (e.g. a value out of range). Answered
+        # in the API's own words: the driver's text names internals and echoes the input.
         status = 422
-        return error_response(422, "invalid", str(exc).split("\n", 1)[0])
+        log.info("%s %s refused by the database: %s", request.method, request.path,
+                 str(exc).split("\n", 1)[0])
+        if isinstance(exc, asyncpg.DataError):
+            return error_response(422, "invalid", "a value is out of range or not in a form "
+                                  "the server can store")
+        return error_response(422, "invalid", "the request breaks a rule of the stored data "
+                              "(a duplicate, or a reference to something that does not exist)")
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
         status = 503
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
@@ -125,13 +137,39 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         metrics.API_SECONDS.labels(route=route).observe(time.perf_counter() - started)
 
 
+def body_error_response(exc: BodyError) -> web.Response:
+    """A refused body as a JSON error. The connection is closed after it (the rest of a body
+    that was not read is not waited for); a 503 says when to come back."""
+    resp = error_response(exc.status, exc.code, exc.message)
+    if exc.status in (408, 413):
+        resp.force_close()
+    if exc.status == 503:
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
+async def request_body(request: web.Request, *, limit: int = MAX_BODY,
+                       unauthenticated: bool = False) -> bytes:
+    """The raw body, bounded in size and time (tracker.web.bodies); BodyError otherwise."""
+    return await read_body(request, request.config_dict[keys.BODY_READS], limit=limit,
+                           unauthenticated=unauthenticated)
+
+
+def parse_json(raw: bytes) -> Any:
+    """JSON that is not too deep and holds only valid Unicode; else a 400."""
+    try:
+        value = loads(raw)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    problem = json_problem(value)
+    if problem is not None:
+        raise bad_request(problem)
+    return value
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     # The Content-Type is not enforced (curl -d sends a form type); the body must be JSON.
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("the body is not valid JSON") from None
+    body = parse_json(await request_body(request))
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     return body

@@ -77,48 +77,88 @@ SCHEMAS: dict[str, Any] = {
     },
     "ProgramSettings": {
         "type": "object",
+        "description": "Every key is checked at every level: an unknown one is refused (422 "
+                       "naming it and the closest known key). Defaults are filled in.",
         "properties": {
             "attribution_model": {"enum": list(MODELS)},
             "attribution_window_days": {"type": "integer", "minimum": 1, "maximum": 365},
+            "time_decay_half_life_days": {"type": "number", "minimum": 0.01, "maximum": 365},
             "hold_days": {"type": "integer", "minimum": 0, "maximum": 365},
             "review_at": {"type": "number", "minimum": 0, "maximum": 1},
             "reject_at": {"type": "number", "minimum": 0, "maximum": 1},
             "fingerprint": {"enum": ["headers", "browser"]},
-            "fallback_url": {"type": "string", "description": "where unknown-program or disabled "
-                             "links go instead of a 404; must be on the program's domains"},
-            "default_destination": {"type": "string"},
-            "reward": {"type": "object", "properties": {
+            "fallback_url": {"type": ["string", "null"], "description": "where disabled links go "
+                             "instead of a 404; must be on the program's domains (stored with "
+                             "its host in A-label form, as browsers read it)"},
+            "default_destination": {"type": ["string", "null"]},
+            "reward": {"type": "object", "additionalProperties": False, "properties": {
                 "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                "rules": {"type": "array", "items": {"type": "object", "required": [
-                    "beneficiary", "on"], "properties": {
-                    "beneficiary": {"enum": ["referrer", "referee"]},
-                    "on": {"enum": list(CREDITED_TYPES)},
-                    "flat": {"type": "integer", "minimum": 0},
-                    "percent": {"type": "number", "minimum": 0, "maximum": 100},
-                    "tiers": {"type": "array", "items": {"type": "object", "required": [
-                        "after"], "properties": {
-                        "after": {"type": "integer", "minimum": 1,
-                                  "description": "approved referrals after which this rate"},
-                        "flat": {"type": "integer", "minimum": 0},
-                        "percent": {"type": "number", "minimum": 0, "maximum": 100}}}},
-                    "cap_per_day": {"type": "integer", "minimum": 0,
-                                    "description": "per referrer, minor units"},
-                    "cap_per_month": {"type": "integer", "minimum": 0},
-                    "first_only": {"type": "boolean",
-                                   "description": "the customer's first conversion only"},
-                    "months": {"type": "integer", "minimum": 1,
-                               "description": "recurring: within N months of the first"},
-                }}}}},
+                "rules": {"type": "array", "items": {"$ref": "#/components/schemas/RewardRule"}},
+                "variants": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["name"],
+                    "description": "an experiment arm; a referrer keeps its variant",
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                        "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
+                        "rules": {"type": "array",
+                                  "items": {"$ref": "#/components/schemas/RewardRule"}}}}},
+            }},
             "reject_action": {"enum": ["reject", "flag"]},
             "webhook_url": {"type": ["string", "null"], "description": "receives signed "
-                            "reward.approved and reward.paid events (POST, JSON, retried)"},
+                            "reward.approved and reward.paid events (POST, JSON, retried). "
+                            "Must be a public address: loopback, private, link-local (cloud "
+                            "metadata) and local names are refused here and at every delivery "
+                            "(the name is resolved each time) unless the server runs with "
+                            "REFGUARD_WEBHOOK_ALLOW_PRIVATE=1. Credentials in it (user:pass@) "
+                            "are shown as ***@; sending that back keeps the stored ones"},
             "four_eyes_above": {"type": ["integer", "null"], "minimum": 0,
                                 "description": "two finance approvals above this amount"},
-            "adaptive_hold": {"type": ["object", "null"], "properties": {
-                k: {"type": "integer", "minimum": 0}
-                for k in ("risk_extra_days", "clean_after", "clean_hold_days")}},
+            "adaptive_hold": {"type": ["object", "null"], "additionalProperties": False,
+                              "properties": {
+                                  k: {"type": "integer", "minimum": 0}
+                                  for k in ("risk_extra_days", "clean_after", "clean_hold_days")}},
+            "asks": {"type": "object", "additionalProperties": False, "properties": {
+                "rules": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False, "required": ["on"],
+                    "properties": {"on": {"type": "string", "pattern": "^[a-z0-9_.-]{1,64}$"},
+                                   "min_score": {"type": ["number", "null"]},
+                                   "nth": {"type": ["integer", "null"], "minimum": 1}}}},
+                "within_hours": {"type": ["integer", "null"], "minimum": 0, "maximum": 8760},
+                "top_share": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "cooldown_days": {"type": ["integer", "null"], "minimum": 0, "maximum": 3650},
+                "max_per_customer": {"type": ["integer", "null"], "minimum": 0}}},
+            "share": {"type": "object", "additionalProperties": False, "properties": {
+                "message": {"type": ["string", "null"], "maxLength": 2000,
+                            "description": "with {name}, {reward} and {link}"},
+                "channels": {"type": ["array", "null"], "maxItems": 50, "items": {
+                    "type": "string", "pattern": "^[a-z0-9_.-]{1,64}$"}}}},
+            "timezone": {"type": "string", "description": "IANA name, for reports"},
         },
-        "additionalProperties": True,
+        "additionalProperties": False,
+    },
+    "RewardRule": {
+        "type": "object", "required": ["beneficiary", "on"], "additionalProperties": False,
+        "description": "exactly one of flat or percent",
+        "properties": {
+            "beneficiary": {"enum": ["referrer", "referee"]},
+            "on": {"enum": list(CREDITED_TYPES)},
+            "flat": {"type": "integer", "minimum": 0},
+            "percent": {"type": "number", "minimum": 0, "maximum": 100},
+            "tiers": {"type": "array", "items": {
+                "type": "object", "required": ["after"], "additionalProperties": False,
+                "properties": {
+                    "after": {"type": "integer", "minimum": 1,
+                              "description": "approved referrals after which this rate"},
+                    "flat": {"type": "integer", "minimum": 0},
+                    "percent": {"type": "number", "minimum": 0, "maximum": 100}}}},
+            "cap_per_day": {"type": ["integer", "null"], "minimum": 0,
+                            "description": "per referrer, minor units"},
+            "cap_per_month": {"type": ["integer", "null"], "minimum": 0},
+            "first_only": {"type": "boolean",
+                           "description": "the customer's first conversion only"},
+            "months": {"type": ["integer", "null"], "minimum": 1,
+                       "description": "recurring: within N months of the first"},
+        },
     },
     "Reward": {
         "type": "object",
@@ -191,9 +231,35 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["id", "slug", "name", "destination_domains", "settings"],
         "properties": {
             "id": {"type": "integer"}, "slug": {"type": "string"}, "name": {"type": "string"},
-            "destination_domains": {"type": "array", "items": {"type": "string"}},
+            "destination_domains": {"type": "array", "items": {"type": "string"},
+                                    "description": "A-label form (xn--...), as browsers "
+                                                   "resolve them (UTS #46 non-transitional)"},
             "settings": {"$ref": "#/components/schemas/ProgramSettings"},
             "created_at": {"type": "string", "format": "date-time"},
+            "signing_secret": {"type": "string", "description": "admins only: the current "
+                               "secret conversions and events are signed with, and webhooks "
+                               "are signed with"},
+            "previous_signing_secret_until": {
+                "type": ["string", "null"], "format": "date-time",
+                "description": "admins only: after a rotation, until when the previous secret "
+                               "is still accepted on incoming signatures"},
+        },
+    },
+    "SecretRotate": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"overlap_hours": {
+            "type": "number", "minimum": 0, "maximum": 168,
+            "description": "how long the previous secret stays accepted (default 24; 0: at "
+                           "once, for a leaked secret)"}},
+    },
+    "SecretRotation": {
+        "type": "object",
+        "required": ["program", "signing_secret", "previous_signing_secret_until"],
+        "properties": {
+            "program": {"type": "string"},
+            "signing_secret": {"type": "string", "description": "the new secret"},
+            "previous_signing_secret_until": {"type": ["string", "null"],
+                                              "format": "date-time"},
         },
     },
     "ReferrerCreate": {
@@ -308,6 +374,19 @@ SCHEMAS: dict[str, Any] = {
             "evidence": {"type": "object"},
         },
     },
+    "Token": {
+        "type": "object",
+        "required": ["id", "name", "role", "person", "created_at", "revoked_at"],
+        "description": "an API token, never its secret",
+        "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"},
+            "role": {"enum": ["admin", "integration", "finance", "viewer"]},
+            "person": {"type": ["string", "null"],
+                       "description": "the person holding it (four-eyes counts people)"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
     "Click": {
         "type": "object",
         "required": ["click_id", "ts", "code", "referrer", "visitor_id", "ip", "country", "asn",
@@ -356,9 +435,25 @@ def document() -> dict[str, Any]:
             "/programs/{slug}": {
                 "parameters": [_path("slug")],
                 "get": _op("One program", "all", answer={"$ref": "#/components/schemas/Program"}),
-                "patch": _op("Change a program (settings are merged)", "admin",
-                             body="ProgramUpdate",
+                "patch": _op("Change a program. Settings are merged key by key at the top "
+                             "level (a stored key refguard no longer knows is dropped by sending "
+                             "it as null). Removing a destination domain that enabled links "
+                             "still lead to is refused with 409 (`field`: destination_domains, "
+                             "`links_by_domain`: {domain: enabled links}): nothing is disabled "
+                             "behind your back; disable or re-point those links first",
+                             "admin", body="ProgramUpdate",
                              answer={"$ref": "#/components/schemas/Program"}),
+            },
+            "/programs/{slug}/secret/rotate": {
+                "parameters": [_path("slug")],
+                "post": {**_op("Rotate the program's signing secret: the new one is answered "
+                               "once (admins see it in GET /programs/{slug} too); the previous "
+                               "one is still accepted on signed conversions and events for "
+                               "overlap_hours (default 24). Webhooks are signed with the new "
+                               "one at once", "admin",
+                               answer={"$ref": "#/components/schemas/SecretRotation"}),
+                         "requestBody": {"required": False, "content": {"application/json": {
+                             "schema": {"$ref": "#/components/schemas/SecretRotate"}}}}},
             },
             "/referrers": {
                 "post": _op("Create (or fetch) a referrer: 201 created, 200 existed",
@@ -468,10 +563,23 @@ def document() -> dict[str, Any]:
                 "parameters": [_path("customer_id")],
                 "delete": _op("Erase a customer's personal data (email hash, IPs, user agents, "
                               "referers, browser signals, visitor links); amounts, rewards and "
-                              "the ledger stay. 404 when nothing is known of the customer",
+                              "the ledger stay. While a reward resting on the customer is "
+                              "undecided, the keyed email hash and visitor links are kept "
+                              "until it is (`kept`). 404 when nothing is known of the customer",
                               "admin, integration", params=[program_q],
                               answer={"type": "object", "required": ["program", "customer",
                                                                      "erased"]}),
+            },
+            "/tokens": {
+                "get": _op("API tokens, revoked ones included (never their secrets)", "admin",
+                           answer=_list_of("Token"), params=_PAGING),
+            },
+            "/tokens/{token_id}/revoke": {
+                "parameters": [_path("token_id")],
+                "post": _op("Revoke a token: it stops working at once on every worker and its "
+                            "review-page sessions end (a token revoked already is answered as "
+                            "it is; 409 for the token making the request)", "admin",
+                            answer={"$ref": "#/components/schemas/Token"}),
             },
             "/openapi.json": {
                 "get": _op("This document", "public", public=True),

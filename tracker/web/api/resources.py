@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import secrets
 import string as _string
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from tracker import audit
@@ -17,14 +18,23 @@ from tracker.errors import Conflict
 from tracker.formats import SLUG_RE, rfc3339
 from tracker.identity import email_hash
 from tracker.programs import queries
+from tracker.programs.signing_secrets import (
+    MAX_OVERLAP,
+    ROTATION_OVERLAP,
+    current_secret,
+    new_seed,
+)
 from tracker.programs.validation import (
+    KNOWN_KEYS,
     SettingsInvalid,
     check_destination,
     default_destination,
+    host_allowed,
     normalise_domain,
+    redact_url,
+    url_host,
     validate_settings,
 )
-from tracker.signing import program_signing_secret
 from tracker.web import keys
 from tracker.web.api.common import (
     ALL_ROLES,
@@ -53,17 +63,29 @@ READ_ROLES = tuple(ALL_ROLES)
 def _program_json(p: queries.Program, request: web.Request | None = None) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if request is not None and principal(request).role == "admin":
-        # Admins see the secret the merchant signs this program's conversions with.
-        extra["signing_secret"] = program_signing_secret(
-            request.config_dict[keys.SETTINGS].secret_key, p.slug)
+        # Admins see the secret the merchant signs this program's conversions with (the
+        # current one; a rotation's previous one is only said to be accepted until when).
+        extra["signing_secret"] = current_secret(
+            request.config_dict[keys.SETTINGS].secret_key, p)
+        until = p.previous_signing_until
+        extra["previous_signing_secret_until"] = (
+            rfc3339(until) if until is not None and until > datetime.now(UTC) else None)
     return extra | {
         "id": p.id,
         "slug": p.slug,
         "name": p.name,
         "destination_domains": p.destination_domains,
-        "settings": p.settings,
+        "settings": _shown_settings(p.settings),
         "created_at": rfc3339(p.created_at),
     }
+
+
+def _shown_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as answered: a webhook URL's credentials (user:pass@) are never shown."""
+    url = settings.get("webhook_url")
+    if isinstance(url, str) and url:
+        return settings | {"webhook_url": redact_url(url)}
+    return settings
 
 
 def _referrer_json(r: queries.Referrer) -> dict[str, Any]:
@@ -118,13 +140,16 @@ async def create_program(request: web.Request) -> web.Response:
     slug = required_string(body, "slug", max_len=63, pattern=SLUG_RE)
     name = required_string(body, "name", max_len=200)
     domains = _domains(body)
+    allow_private = request.config_dict[keys.SETTINGS].webhook_allow_private
     try:
-        settings = validate_settings(body.get("settings"), domains)
+        settings = validate_settings(body.get("settings"), domains,
+                                     allow_private_webhooks=allow_private)
     except SettingsInvalid as exc:
         raise invalid(str(exc), exc.field) from None
     pool = request.config_dict[keys.POOL]
     async with pool.acquire() as conn, conn.transaction():
-        program = await queries.create_program(conn, slug, name, domains, settings)
+        program = await queries.create_program(conn, slug, name, domains, settings,
+                                               signing_seed=new_seed())
         await audit.record(
             conn, actor=principal(request).actor, action="program.create", object_type="program",
             object_id=slug, program_id=program.id,
@@ -132,26 +157,107 @@ async def create_program(request: web.Request) -> web.Response:
     return web.json_response(_program_json(program, request), status=201)
 
 
+def _merged_settings(stored: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH's settings over the stored ones (top-level keys replace). A webhook URL sent back
+    as it was shown (credentials redacted) keeps the stored one. A key stored before settings
+    were checked, and now unknown, is dropped by sending it as null; until then it is named."""
+    merged = {**stored, **patch}
+    for key, value in patch.items():
+        if value is None and key not in KNOWN_KEYS[""]:
+            del merged[key]
+    stored_url, sent_url = stored.get("webhook_url"), patch.get("webhook_url")
+    if isinstance(stored_url, str) and sent_url == redact_url(stored_url):
+        merged["webhook_url"] = stored_url
+    for key in merged:
+        if key not in KNOWN_KEYS[""] and key not in patch:
+            raise invalid(f"the stored setting {key!r} is not a setting refguard knows (it was "
+                          f'kept before settings were checked); send {{"settings": {{"{key}": '
+                          "null}} to remove it", key)
+    return merged
+
+
+async def _domains_in_use(conn: asyncpg.Connection, program: queries.Program,
+                          domains: list[str]) -> None:
+    """409 if enabled links lead to a domain this change removes: the redirect would keep
+    sending visitors there (only destinations stored for a link are ever used)."""
+    if set(domains) >= set(program.destination_domains):
+        return
+    stranded: dict[str, int] = {}
+    for destination, count in await queries.enabled_link_destinations(conn, program.id):
+        host = url_host(destination)
+        if host is not None and host_allowed(host, domains):
+            continue
+        where = next((d for d in program.destination_domains
+                      if host is not None and host_allowed(host, [d])), host or destination)
+        stranded[where] = stranded.get(where, 0) + count
+    if stranded:
+        listed = ", ".join(f"{d!r} ({n} enabled link{'s' if n != 1 else ''})"
+                           for d, n in sorted(stranded.items()))
+        raise ApiError(409, "conflict",
+                       f"destination_domains: enabled links still lead to {listed}; disable "
+                       "them or point them at a remaining domain (PATCH /api/v1/links/{code}) "
+                       "before removing it", field="destination_domains",
+                       links_by_domain=stranded)
+
+
 @requires("admin")
 async def update_program(request: web.Request) -> web.Response:
     body = await read_json(request)
-    program = await program_by_slug(request, request.match_info["slug"])
-    name = string(body, "name", required=False) or program.name
-    domains = _domains(body) if "destination_domains" in body else program.destination_domains
+    await program_by_slug(request, request.match_info["slug"])  # 404 before 422
+    domains = _domains(body) if "destination_domains" in body else None
     raw_settings = body.get("settings")
     if raw_settings is not None and not isinstance(raw_settings, dict):
         raise invalid("settings must be an object", "settings")
-    try:
-        settings = validate_settings({**program.settings, **(raw_settings or {})}, domains)
-    except SettingsInvalid as exc:
-        raise invalid(str(exc), exc.field) from None
+    name = string(body, "name", required=False)
+    allow_private = request.config_dict[keys.SETTINGS].webhook_allow_private
     async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():
-        updated = await queries.update_program(conn, program.id, name, domains, settings)
+        # Locked: links created meanwhile are checked against the domains this change leaves.
+        program = await queries.get_program(conn, request.match_info["slug"], lock="update")
+        domains = program.destination_domains if domains is None else domains
+        try:
+            settings = validate_settings(_merged_settings(program.settings, raw_settings or {}),
+                                         domains, allow_private_webhooks=allow_private)
+        except SettingsInvalid as exc:
+            raise invalid(str(exc), exc.field) from None
+        await _domains_in_use(conn, program, domains)
+        updated = await queries.update_program(conn, program.id, name or program.name, domains,
+                                               settings)
         await audit.record(
             conn, actor=principal(request).actor, action="program.update", object_type="program",
             object_id=program.slug, program_id=program.id, details={"fields": sorted(body)},
         )
     return web.json_response(_program_json(updated, request))
+
+
+@requires("admin")
+async def rotate_secret(request: web.Request) -> web.Response:
+    """A new signing secret, answered once; the previous one is still accepted on incoming
+    signatures for `overlap_hours` (default 24; 0 ends it at once, for a leaked secret)."""
+    body = await read_json(request) if request.body_exists else {}
+    for key in body:
+        if key != "overlap_hours":
+            raise invalid(f"unknown field {key!r}; the only one is 'overlap_hours'", key)
+    hours = body.get("overlap_hours", ROTATION_OVERLAP.total_seconds() / 3600)
+    max_hours = MAX_OVERLAP.total_seconds() / 3600
+    if isinstance(hours, bool) or not isinstance(hours, int | float) \
+            or not 0 <= hours <= max_hours:
+        raise invalid(f"overlap_hours must be a number of hours between 0 and {max_hours:g}",
+                      "overlap_hours")
+    program = await program_by_slug(request, request.match_info["slug"])
+    async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():
+        rotated = await queries.rotate_signing_seed(conn, program.id, new_seed(),
+                                                    float(hours) * 3600)
+        await audit.record(
+            conn, actor=principal(request).actor, action="program.secret_rotate",
+            object_type="program", object_id=program.slug, program_id=program.id,
+            details={"overlap_hours": hours},
+        )
+    until = rotated.previous_signing_until
+    return web.json_response({
+        "program": rotated.slug,
+        "signing_secret": current_secret(request.config_dict[keys.SETTINGS].secret_key, rotated),
+        "previous_signing_secret_until": rfc3339(until) if until is not None else None,
+    })
 
 
 @requires(*READ_ROLES)
@@ -216,16 +322,18 @@ async def create_link(request: web.Request) -> web.Response:
     destination = string(body, "destination", required=False, max_len=2048)
     if destination is None:
         destination = default_destination(program.destination_domains, program.settings)
-    try:
-        check_destination(destination, program.destination_domains)
-    except SettingsInvalid as exc:
-        raise invalid(str(exc), exc.field) from None
+    destination = _destination(destination, program)
     pool = request.config_dict[keys.POOL]
     async with pool.acquire() as conn:
         referrer = await queries.get_referrer(conn, program.id, referrer_id)
         for attempt in range(5):
             try:
                 async with conn.transaction():
+                    # Against the domains as they are when the link is stored (a change of
+                    # them waits for this lock, then counts this link).
+                    locked = await queries.get_program(conn, program.slug, lock="key share")
+                    if locked.destination_domains != program.destination_domains:
+                        destination = _destination(destination, locked)
                     link = await queries.create_link(
                         conn, program.id, referrer.id, code or _new_code(), destination
                     )
@@ -240,6 +348,14 @@ async def create_link(request: web.Request) -> web.Response:
     _cache_link(request, link, program)
     base_url = request.config_dict[keys.SETTINGS].base_url
     return web.json_response(_link_json(link, base_url), status=201)
+
+
+def _destination(url: str, program: queries.Program) -> str:
+    """The destination as it is stored (host in A-label form), or 422."""
+    try:
+        return check_destination(url, program.destination_domains)
+    except SettingsInvalid as exc:
+        raise invalid(str(exc), exc.field) from None
 
 
 def _cache_link(request: web.Request, link: queries.Link, program: queries.Program) -> None:
@@ -266,12 +382,16 @@ async def update_link(request: web.Request) -> web.Response:
     pool = request.config_dict[keys.POOL]
     async with pool.acquire() as conn, conn.transaction():
         link = await queries.get_link(conn, code)
-        program = await queries.get_program(conn, link.program)
+        program = await queries.get_program(conn, link.program, lock="key share")
         if destination is not None:
+            destination = _destination(destination, program)
+        elif enabled and not link.enabled:
+            # Re-enabling a link whose domain left the program would reopen the redirect.
             try:
-                check_destination(destination, program.destination_domains)
+                check_destination(link.destination, program.destination_domains)
             except SettingsInvalid as exc:
-                raise invalid(str(exc), exc.field) from None
+                raise invalid(f"{exc}; give the link a destination on them to enable it",
+                              "enabled") from None
         link = await queries.update_link(conn, code, enabled=enabled, destination=destination)
         await audit.record(
             conn, actor=principal(request).actor, action="link.update", object_type="link",
@@ -362,6 +482,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/programs", list_programs)
     r.add_get("/programs/{slug}", get_program)
     r.add_patch("/programs/{slug}", update_program)
+    r.add_post("/programs/{slug}/secret/rotate", rotate_secret)
     r.add_post("/referrers", create_referrer)
     r.add_get("/referrers", list_referrers)
     r.add_post("/links", create_link)

@@ -97,7 +97,8 @@ async def _decide(request: web.Request, action: str) -> web.Response:
                       "reason")
     who = principal(request)
     async with request.config_dict[keys.POOL].acquire() as conn:
-        decision = await decide(conn, reward_id, action, who.actor, reason.strip())
+        decision = await decide(conn, reward_id, action, who.actor, reason.strip(),
+                                person=who.identity)
         reward = await get_reward(conn, reward_id)
     if reward is None:  # pragma: no cover (it was just decided)
         raise conflict("the reward disappeared")

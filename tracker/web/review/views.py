@@ -19,6 +19,7 @@ from tracker.errors import Conflict, NotFound
 from tracker.finance.evidence import RewardDetail, list_rewards, reward_detail
 from tracker.finance.ledger import FROM_STATUS, decide
 from tracker.web import keys
+from tracker.web.bodies import BodyError
 from tracker.web.review import render
 from tracker.web.review.filters import age, counted
 from tracker.web.review.graph import NODE_TYPES, layout
@@ -29,9 +30,12 @@ from tracker.web.review.sessions import (
     SESSION_TTL,
     Form,
     Session,
+    body_refused,
     create_session,
+    cross_site,
     deciding,
     end_session,
+    login_form_fields,
     viewing,
 )
 
@@ -94,7 +98,14 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    token = field(await request.post(), "token").strip()
+    # Decided on the headers before the body is read (sessions.py: login CSRF, stranger's body).
+    if cross_site(request):
+        return login_page(request, "Log in from this site's own login page.", 403)
+    try:
+        form = await login_form_fields(request)
+    except BodyError as exc:
+        return body_refused(exc)
+    token = field(form, "token").strip()
     pool = request.app[keys.POOL]
     principal = await request.app[keys.TOKENS].resolve(pool, token)
     if principal is None:
@@ -153,7 +164,8 @@ async def bulk_approve(request: web.Request, session: Session, form: Form) -> we
     async with request.app[keys.POOL].acquire() as conn:
         for one in ids:
             try:
-                decision = await decide(conn, one, "approve", session.principal.actor, reason)
+                decision = await decide(conn, one, "approve", session.principal.actor, reason,
+                                        person=session.principal.identity)
             except (Conflict, NotFound):
                 counts["skipped"] += 1
                 continue
@@ -226,7 +238,8 @@ async def decide_one(request: web.Request, session: Session, form: Form) -> web.
                                  f"at most {REASON_MAX} characters).")
     try:
         async with request.app[keys.POOL].acquire() as conn:
-            decision = await decide(conn, rid, action, session.principal.actor, reason)
+            decision = await decide(conn, rid, action, session.principal.actor, reason,
+                                    person=session.principal.identity)
     except NotFound:
         return await detail_page(request, session)
     except Conflict as exc:
