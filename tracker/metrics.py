@@ -107,6 +107,11 @@ DECISIONS = Counter(
     "refguard_reward_decisions_total", "Reward decisions by action and by whom (finance or "
     "clearance)", ["action", "by"],
 )
+OVERTURNS = Counter(
+    "refguard_reward_overturns_total", "Finance approvals of rewards the fraud engine held "
+    "(flagged or rejected automatically), once per reason code the reward carries (`none`: "
+    "it carried none; `other`: a code that is not a plain lowercase word)", ["reason"],
+)
 PAID_OUT = Gauge(
     "refguard_paid_out", "Money paid out so far by currency, in minor units (from the ledger)",
     ["currency"], multiprocess_mode="mostrecent",

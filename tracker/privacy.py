@@ -145,6 +145,12 @@ async def erase_customer(conn: asyncpg.Connection, program_id: int, customer_id:
                    UPDATE conversions SET ip = NULL, user_agent = NULL
                    WHERE program_id = $1 AND customer_id = $2 RETURNING 1)
                SELECT count(*) FROM done""", program_id, customer_id)
+        # Display names are no fraud evidence: they go at once (as a customer, as a referrer).
+        await conn.execute(
+            """WITH gone AS (DELETE FROM customer_names WHERE program_id = $1
+                             AND customer_id = $2)
+               UPDATE referrers SET name = NULL WHERE program_id = $1 AND external_id = $2""",
+            program_id, customer_id)
         referrer = await conn.fetchval(
             "SELECT true FROM referrers WHERE program_id = $1 AND external_id = $2",
             program_id, customer_id) or False

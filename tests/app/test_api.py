@@ -37,7 +37,8 @@ def api_routes(client: Client) -> list[tuple[str, str, frozenset[str]]]:
 
 def concrete(path: str) -> str:
     return (path.replace("{slug}", "acme").replace("{code}", "alice1").replace("{reward_id}", "1")
-            .replace("{customer_id}", "c1").replace("{token_id}", "999"))
+            .replace("{customer_id}", "c1").replace("{token_id}", "999")
+            .replace("{batch_id}", "00000000-0000-0000-0000-000000000000"))
 
 
 async def test_every_api_route_demands_a_token_of_the_right_role(
@@ -45,8 +46,9 @@ async def test_every_api_route_demands_a_token_of_the_right_role(
 ) -> None:
     await make_link(client, tokens)
     routes = api_routes(client)
-    # 20, the tokens' list and revoke (issue 12 item 5), the secret's rotation (item 18)
-    assert len(routes) == 23
+    # 20, the tokens' list and revoke (issue 12 item 5), the secret's rotation (item 18),
+    # payout batches (2) and the decisions report (issue 14)
+    assert len(routes) == 26
     for method, path, roles in routes:
         url = concrete(path)
         resp = await client.request(method, url, json={})
@@ -224,6 +226,35 @@ async def test_referrers_are_idempotent_and_emails_are_hashed(
     resp = await client.post("/api/v1/referrers", json={"program": "nope", "external_id": "z"},
                              headers=auth(tokens["integration"]))
     assert resp.status == 404
+
+
+async def test_referrers_carry_an_optional_display_name(
+    client: Client, tokens: dict[str, str], conn: asyncpg.Connection
+) -> None:
+    await make_link(client, tokens)
+    headers = auth(tokens["integration"])
+    body = {"program": "acme", "external_id": "carol", "name": "  Carol Åberg  "}
+    resp = await client.post("/api/v1/referrers", json=body, headers=headers)
+    assert resp.status == 201 and (await resp.json())["name"] == "Carol Åberg"
+    # Left out, the name stays; given again, it replaces the stored one.
+    resp = await client.post("/api/v1/referrers", json={"program": "acme", "external_id": "carol"},
+                             headers=headers)
+    assert resp.status == 200 and (await resp.json())["name"] == "Carol Åberg"
+    resp = await client.post("/api/v1/referrers", json=body | {"name": "C. Åberg"},
+                             headers=headers)
+    assert resp.status == 200 and (await resp.json())["name"] == "C. Åberg"
+    listed = await (await client.get("/api/v1/referrers?program=acme",
+                                     headers=auth(tokens["viewer"]))).json()
+    names = {r["external_id"]: r["name"] for r in listed["items"]}
+    assert names["carol"] == "C. Åberg" and names["alice"] is None
+    for bad in ("", "   ", "x" * 201, "a\nb", "tab\there", 5, ["Carol"]):
+        resp = await client.post("/api/v1/referrers", json=body | {"name": bad}, headers=headers)
+        assert resp.status == 422, bad
+        assert (await resp.json())["error"]["field"] == "name"
+    resp = await client.post("/api/v1/referrers", json=body | {"name": "y" * 200}, headers=headers)
+    assert resp.status == 200
+    stored = await conn.fetchval("SELECT name FROM referrers WHERE external_id = 'carol'")
+    assert stored == "y" * 200
 
 
 async def test_visit_log_pages_in_time_order_with_filters(

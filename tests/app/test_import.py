@@ -171,3 +171,38 @@ async def test_a_line_the_database_refuses_is_reported_and_the_rest_load(
             await conn.close()
     finally:
         await drop_database(pg, name)
+
+
+async def test_an_imported_refund_of_another_customer_or_too_much_is_a_bad_line(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    name = await create_database(pg)
+    try:
+        await seed(pg.uri(name))
+        conn = await asyncpg.connect(pg.uri(name))
+        try:
+            def line(event: str, type_: str, amount: int, **extra: str) -> str:
+                return json.dumps({"program": "acme", "event_id": event, "type": type_,
+                                   "customer_id": "c1", "amount": amount, "currency": "USD",
+                                   "occurred_at": "2025-03-01T10:00:00Z", **extra}) + "\n"
+
+            path = tmp_path / "conversions.ndjson"
+            path.write_text(
+                line("x0", "refund", 100, original_event_id="p1")  # before its purchase
+                + line("p1", "purchase", 5000)
+                + line("s1", "signup", 0)
+                + line("x1", "refund", 2000, original_event_id="p1")
+                + line("x2", "refund", 100, original_event_id="p1", customer_id="c2")
+                + line("x3", "chargeback", 3001, original_event_id="p1")
+                + line("x4", "chargeback", 3000, original_event_id="p1"))
+            result = await import_conversions(conn, path, b"k" * 32)
+            assert (result.read, result.stored) == (7, 4)
+            assert [b.split(":")[1] for b in result.bad] == ["1", "5", "6"]
+            assert "names no purchase" in result.bad[0]
+            assert "customer" in result.bad[1] and "more than what is left" in result.bad[2]
+            again = await import_conversions(conn, path, b"k" * 32)
+            assert (again.stored, again.skipped_existing, len(again.bad)) == (0, 4, 3)
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(pg, name)

@@ -280,6 +280,27 @@ async def test_a_clean_record_shortens_the_hold(
     assert p3["held"].days == 3
 
 
+async def test_a_hold_never_ends_before_its_reward_was_made(
+    open_shop: ShopFactory, conn: asyncpg.Connection,
+) -> None:
+    """Imported history: a purchase of 90 days ago is rewarded today. Its 30-day refund window
+    is over, so its hold ends when the reward is made, never before ("Hold until" earlier
+    than "Created" was the bug)."""
+    shop = await open_shop({"hold_days": 30, "reward": {"rules": [REFERRER_2000]}})
+    await shop.referrer("alice")
+    await shop.buy("alice", "old", "c-old")
+    await shop.buy("alice", "new", "c-new")
+    await attribute_pending(conn)
+    await conn.execute("UPDATE conversions SET occurred_at = now() - interval '90 days' "
+                       "WHERE event_id = 'old'")
+    assert await create_rewards(conn, await _program(conn)) == 2
+    rewards = await shop.rewards()
+    old, new = rewards["old/alice"], rewards["new/alice"]
+    assert old["hold_until"] == old["created_at"]
+    assert (new["hold_until"] - new["created_at"]).days in (29, 30)
+    assert all(r["hold_until"] >= r["created_at"] for r in rewards.values())
+
+
 # -- reversal, clawback and payouts ------------------------------------------------------------
 
 
@@ -424,7 +445,8 @@ async def test_payouts_command(open_shop: ShopFactory, tmp_path: Path, dsn: str)
 
     empty = tmp_path / "empty.csv"
     code, _, _ = await refguard("payouts", "export", "--out", str(empty))
-    assert code == 0 and empty.read_text() == "batch_id,beneficiary,amount,currency,reward_ids\n"
+    assert code == 0 and empty.read_text() == (
+        "batch_id,beneficiary,amount,currency,reward_ids,program\n")
     code, _, err = await refguard("payouts", "export", "--out", str(tmp_path / "no/such.csv"))
     assert code == 2 and err.count("\n") == 1
     await _approved_rewards(shop, 6)
@@ -479,9 +501,11 @@ async def test_two_concurrent_approvals_one_wins(
     [second] = await _flagged(shop, 1, "g")
     a, b = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
-        outcomes = await asyncio.gather(decide(a, second, "approve", "finance:a", "ok"),
-                                        decide(b, second, "reject", "finance:b", "no"),
-                                        return_exceptions=True)
+        # Each says what it saw: the slower one is refused, never an unseen overturn.
+        outcomes = await asyncio.gather(
+            decide(a, second, "approve", "finance:a", "ok", expected_status="flagged"),
+            decide(b, second, "reject", "finance:b", "no", expected_status="flagged"),
+            return_exceptions=True)
     finally:
         await a.close()
         await b.close()
@@ -553,7 +577,7 @@ async def test_finance_api_lists_explains_and_decides(
     history = (await (await shop.client.get(url, headers=finance)).json())["history"]
     assert [h["action"] for h in history] == ["reward.approve.first", "reward.approve"]
     with pytest.raises(Conflict):
-        await decide(conn, flagged[0], "reject", "finance:x", "too late")
+        await decide(conn, flagged[0], "approve", "finance:x", "twice")
 
 
 async def test_a_refund_and_a_chargeback_of_one_purchase_reverse_it_once(
@@ -564,7 +588,7 @@ async def test_a_refund_and_a_chargeback_of_one_purchase_reverse_it_once(
     await shop.buy("alice", "p1", "c1")
     await release(conn)
     await shop.convert("x1", "c1", type_="refund", original="p1", amount=2000)
-    await shop.convert("x2", "c1", type_="chargeback", original="p1", amount=5000)
+    await shop.convert("x2", "c1", type_="chargeback", original="p1", amount=3000)
     assert (await release(conn)).reversed == 1
     assert [(e["kind"], e["amount"]) for e in await conn.fetch(
         "SELECT kind, amount FROM ledger_entries ORDER BY id")] == [

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,25 @@ async def _check_outcome(conn: asyncpg.Connection, result: DemoResult) -> list[d
     return rewards
 
 
+async def _check_geo(conn: asyncpg.Connection, result: DemoResult) -> None:
+    """The demo's own geo databases enriched its history: clicks carry countries, and the
+    click farm's datacenter clicks are hosting (its room of phones is not)."""
+    rows = await conn.fetch(
+        """SELECT host(c.ip) AS ip, c.country, c.is_hosting, f.external_id AS referrer
+           FROM clicks c JOIN programs p ON p.id = c.program_id
+           JOIN referrers f ON f.program_id = c.program_id AND f.id = c.referrer_id
+           WHERE p.slug = $1 AND c.source <> 'live'""", result.program)
+    countries = Counter(r["country"] for r in rows if r["country"])
+    assert sum(countries.values()) > 0.9 * len(rows) and len(countries) > 5, countries
+    farm = [r for r in rows if result.accounts.get(r["referrer"]) == "click_farm"]
+    datacenter = [r for r in farm if ipaddress.ip_address(r["ip"])
+                  in ipaddress.ip_network("34.64.0.0/10")]
+    assert datacenter and all(r["is_hosting"] and r["country"] == "US" for r in datacenter)
+    assert not any(r["is_hosting"] for r in farm if r not in datacenter)
+    assert not any(r["is_hosting"] for r in rows if r["referrer"] not in result.accounts
+                   or result.accounts[r["referrer"]] == ORGANIC)
+
+
 async def _finance_token_works(url: str, token: str, slug: str) -> None:
     async with aiohttp.ClientSession(cookie_jar=DummyCookieJar()) as session:
         async with session.post(f"{url}/review/login", data={"token": token},
@@ -118,6 +138,13 @@ async def test_demo_plants_fraud_that_ends_on_the_review_page(
         # Live clicks went through the redirect and the server's flusher.
         live = await conn.fetchval("SELECT count(*) FROM clicks WHERE source = 'live'")
         assert live == result.live_clicks
+        await _check_geo(conn, result)
+        # People carry display names: every referrer, and the customers who bought.
+        assert await conn.fetchval("""SELECT count(*) FROM referrers f JOIN programs p
+                                      ON p.id = f.program_id WHERE p.slug = 'demo'
+                                      AND f.name IS NULL""") == 0
+        assert await conn.fetchval("SELECT count(*) FROM customer_names") > 200
+        assert result.geo_dir == settings.data_dir / "demo-geoip" and not result.geo_served
         await _finance_token_works(url, result.finance_token, result.program)
         assert "conversions posted" in log.getvalue()
         # The admin token it drove the API with is revoked; the finance token is not.
@@ -134,6 +161,8 @@ async def test_demo_plants_fraud_that_ends_on_the_review_page(
         assert proc.returncode == 0, err.decode()
         text = out.decode()
         assert "program 'demo-2'" in text and f"{url}/review" in text
+        # A server it did not start may run without geo: the report says how to restart it.
+        assert f"REFGUARD_GEOIP_DIR={tmp_path / 'cli' / 'demo-geoip'} refguard serve" in text
         assert f"{url}/api/v1/openapi.json" in text and f"{url}/metrics" in text
         token = next(line.split()[2] for line in text.splitlines()
                      if line.strip().startswith("finance token:"))
@@ -199,6 +228,7 @@ async def test_demo_with_no_server_starts_one_and_keeps_serving_until_stopped(
     env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "data"),
            "REFGUARD_SECRET_KEY": SECRET.decode(), "REFGUARD_PORT": str(port),
            "PATH": "/usr/bin:/bin"}
+    started = datetime.now(UTC) - timedelta(seconds=1)  # the history ends an hour before
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tracker", "demo", "--seed", "3", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -212,8 +242,18 @@ async def test_demo_with_no_server_starts_one_and_keeps_serving_until_stopped(
                 assert line, (report, await errors)
                 report += line.decode()
         assert f"{url}/review" in report and "finance token:" in report
+        assert f"geo: demo databases written to {tmp_path / 'data' / 'demo-geoip'}" in report
+        assert "restart it with REFGUARD_GEOIP_DIR" not in report  # its own server reads them
         token = report.split("finance token:")[1].split()[0]
         async with aiohttp.ClientSession() as session:
+            # The server it started reads the demo's geo: live clicks carry countries too.
+            since = started.isoformat().replace("+00:00", "Z")  # live clicks only
+            async with session.get(f"{url}/api/v1/clicks", params={
+                    "program": "demo", "since": since, "limit": "1000"},
+                    headers=auth(token)) as resp:
+                assert resp.status == 200, await resp.text()
+                recent = (await resp.json())["items"]
+            assert any(c["country"] for c in recent), recent[:3]
             async with session.get(f"{url}/api/v1/rewards?program=demo&status=flagged",
                                    headers=auth(token)) as resp:
                 assert resp.status == 200 and (await resp.json())["items"]

@@ -74,6 +74,7 @@ from tracker.demo.client import (
     open_session,
     wait_for_clicks,
 )
+from tracker.demo.geodb import demo_geo
 from tracker.demo.report import DemoResult, summarise
 from tracker.demo.scenario import (
     DOMAIN,
@@ -82,6 +83,7 @@ from tracker.demo.scenario import (
     Conversion,
     DemoSize,
     Scenario,
+    display_name,
     probe_click,
 )
 from tracker.formats import rfc3339
@@ -229,7 +231,8 @@ async def _create_program(conn: asyncpg.Connection, settings: Settings, api: Api
 async def _make_referrer(target: _Program, account: Account) -> None:
     """The referrer and their link, through the API; the link's code goes on the account."""
     await target.api.call("POST", "/api/v1/referrers", {
-        "program": target.slug, "external_id": account.external_id, "email": account.email})
+        "program": target.slug, "external_id": account.external_id, "email": account.email,
+        "name": display_name(account.external_id)})
     _, link = await target.api.call("POST", "/api/v1/links", {
         "program": target.slug, "referrer": account.external_id,
         "destination": f"https://{DOMAIN}/welcome?plan=starter"})
@@ -290,13 +293,16 @@ async def _post_conversions(target: _Program, conversions: list[Conversion]) -> 
 
     # The history first; then the live purchases, once the seconds between their
     # click and their purchase have passed (a conversion may not come from the future).
+    # A refund or chargeback only once its purchase is stored (it must name a known one).
     history = [c for c in conversions if c.at is not None]
     now_ones = [c for c in conversions if c.at is None]
-    await gather(history, post)
+    await gather([c for c in history if c.original is None], post)
+    await gather([c for c in history if c.original is not None], post)
     if now_ones:
         latest = max(c.occurred_at() for c in now_ones)
         await asyncio.sleep(max(0.0, (latest - datetime.now(UTC)).total_seconds()) + 0.05)
-        await gather(now_ones, post)
+        await gather([c for c in now_ones if c.original is None], post)
+        await gather([c for c in now_ones if c.original is not None], post)
 
 
 async def _decide(target: _Program, steps: _Steps) -> None:
@@ -370,7 +376,12 @@ async def demo(settings: Settings, url: str, *, program: str = DEFAULT_PROGRAM, 
         raise DemoError(f"cannot open the database: {exc}") from None
     try:
         await db.migrate(conn)
-        return await run_demo(conn, settings, url, program=program, seed=seed, size=size,
-                              log=log)
+        # Without REFGUARD_GEOIP_DIR the history is enriched with the demo's own databases.
+        settings, geo_dir = demo_geo(settings)
+        result = await run_demo(conn, settings, url, program=program, seed=seed, size=size,
+                                log=log)
     finally:
         await conn.close()
+    if geo_dir is not None:
+        result.geo_dir = geo_dir
+    return result

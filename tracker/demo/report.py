@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
@@ -32,6 +33,10 @@ class DemoResult:
     accounts: dict[str, str]  # referrer external id -> pattern
     customers: dict[str, str]  # customer id -> pattern
     examples: dict[str, list[str]] = field(default_factory=dict)  # pattern -> referrer ids
+    # The geo databases the demo wrote (tracker.demo.geodb; None: REFGUARD_GEOIP_DIR was set),
+    # and whether the server the demo started reads them (a running one may not).
+    geo_dir: Path | None = None
+    geo_served: bool = False
 
 
 def print_report(result: DemoResult, out: TextIO) -> None:
@@ -48,6 +53,7 @@ def print_report(result: DemoResult, out: TextIO) -> None:
         f"referrers, {result.clicks:,} clicks ({result.live_clicks} live through /r/{{code}}) "
         f"and {result.conversions:,} conversions, in {result.seconds:.1f} s",
         f"  ({how})",
+        *_geo_lines(result),
         "",
         f"  rewards: {statuses}",
         "",
@@ -77,6 +83,20 @@ def print_report(result: DemoResult, out: TextIO) -> None:
     ]
     out.write("\n".join(lines))
     out.flush()
+
+
+def _geo_lines(result: DemoResult) -> list[str]:
+    if result.geo_dir is None:
+        return []
+    lines = [f"  (geo: demo databases written to {result.geo_dir}: the history's clicks carry "
+             "countries and ASNs, the click farm's datacenter range reads as hosting; they are "
+             "illustrative, real deployments point REFGUARD_GEOIP_DIR at GeoLite2 or DB-IP "
+             "files)"]
+    if not result.geo_served:
+        lines.append("  (a server started without REFGUARD_GEOIP_DIR records live clicks "
+                     "without geo: restart it with "
+                     f"REFGUARD_GEOIP_DIR={result.geo_dir} refguard serve)")
+    return lines
 
 
 async def summarise(conn: asyncpg.Connection, scenario: Scenario, program_id: int

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from tracker.demo.build import demo
 from tracker.demo.client import DemoError, answers, one_line
+from tracker.demo.geodb import demo_geo
 from tracker.demo.report import print_report
 from tracker.formats import SLUG_RE
 from tracker.settings import Settings
@@ -50,9 +51,14 @@ def run(settings: Settings, url: str, *, program: str, seed: int, own_server: bo
     server = None
     serving = False
     try:
+        geo_dir = None
         if own_server and not asyncio.run(answers(url)):
+            # The server started here reads the demo's geo databases (unless the user has some).
+            settings, geo_dir = demo_geo(settings)
             server = _serve_for_demo(settings, url)
         result = asyncio.run(demo(settings, url, program=program, seed=seed))
+        if server is not None:
+            result.geo_dir, result.geo_served = geo_dir, True
         print_report(result, sys.stdout)
         if server is not None:
             print(f"\nrefguard serves the demo at {url} until you stop it (Ctrl-C); its log is "
@@ -79,6 +85,8 @@ def _serve_for_demo(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     demo's live clicks carry their visitors' addresses."""
     env = dict(os.environ)
     env.setdefault("REFGUARD_TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
+    if settings.geoip_dir is not None:
+        env["REFGUARD_GEOIP_DIR"] = str(settings.geoip_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / DEMO_LOG
     print(f"no server answers at {url}: starting one (refguard serve; log {log_path})",

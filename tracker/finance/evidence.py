@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -61,6 +62,19 @@ class Reason:
                    weight=float(weight) if isinstance(weight, int | float) else None,
                    stored=raw)
 
+    @property
+    def about_referrer(self) -> bool:
+        family = self.stored.get("family")
+        return family in REFERRER_FAMILIES or (self.code or "") in REFERRER_CODES \
+            or (self.code or "").startswith("referrer_")
+
+
+# Reasons that speak of the credited referrer rather than of the conversion's customer: the
+# referrer's traffic against the program's (fraud.assess family "population"), the referrer's
+# ring.
+REFERRER_FAMILIES = frozenset({"population"})
+REFERRER_CODES = frozenset({"ring_referrer"})
+
 
 def _reasons(text: str) -> tuple[Reason, ...]:
     return tuple(Reason.from_json(r) for r in json.loads(text))
@@ -102,6 +116,17 @@ class RewardItem:
     @property
     def waiting_since(self) -> datetime:
         return self.flagged_at or self.created_at
+
+    @property
+    def own_reasons(self) -> tuple[Reason, ...]:
+        """The reasons about this conversion and its customer (for a referee's reward: the
+        referee's own)."""
+        return tuple(r for r in self.reasons if not r.about_referrer)
+
+    @property
+    def referrer_reasons(self) -> tuple[Reason, ...]:
+        """The reasons about the credited referrer (their traffic, their ring)."""
+        return tuple(r for r in self.reasons if r.about_referrer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,3 +356,164 @@ async def referrer_graph(conn: asyncpg.Connection, program_id: int, referrer_id:
                              for n in drawn["nodes"]),
                  edges=tuple(Edge(source=e["source"], target=e["target"], kind=e["kind"])
                              for e in drawn["edges"]))
+
+
+# -- the queue by case (the review page) ------------------------------------------------------
+
+AUTOMATIC = "system:clearance"  # tracker.finance.clearance.ACTOR: its decisions are automatic
+# The review page's status filter: name -> (reward status, decided by clearance or not (None:
+# either)).
+CASE_STATUSES: dict[str, tuple[str, bool | None]] = {
+    "flagged": ("flagged", None),
+    "rejected-auto": ("rejected", True),
+    "approved-auto": ("approved", True),
+    "pending": ("pending", None),
+    "rejected": ("rejected", None),
+    "approved": ("approved", None),
+    "paid": ("paid", None),
+}
+# ISO 4217 minor units where they are not 2 (as tracker.web.review.filters shows money).
+ZERO_PLACES = ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX",
+               "VND", "VUV", "XAF", "XOF", "XPF")
+THREE_PLACES = ("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND")
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFilter:
+    """What the review page's queue shows. Amounts are in major units (20 is 20.00 USD, 20 JPY)
+    of each reward's currency; `until` is inclusive; `search` is part of a referrer's or a
+    customer's id (or the payee's)."""
+
+    program: str | None = None
+    status: str = "flagged"
+    reason: str | None = None
+    min_amount: Decimal | None = None
+    max_amount: Decimal | None = None
+    since: date | None = None
+    until: date | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """A reward of the queue, with whom it concerns and the rings (fraud flag ids) its
+    referrer or customer belongs to."""
+
+    item: RewardItem
+    customer: str
+    rings: tuple[int, ...]
+
+
+async def list_cases(conn: asyncpg.Connection | asyncpg.Pool, f: CaseFilter, *,
+                     limit: int = 1000) -> tuple[list[CaseRow], dict[int, Ring]]:
+    """The rewards the filter selects, riskiest first, at most `limit`; and the rings (by
+    fraud flag id) their referrers and customers belong to."""
+    status, automatic = CASE_STATUSES.get(f.status, CASE_STATUSES["flagged"])
+    until = None if f.until is None else f.until + timedelta(days=1)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""WITH picked AS (
+              SELECT {_COLUMNS}, c.customer_id,
+                     r.amount::numeric / (CASE WHEN r.currency = ANY($10::text[]) THEN 1
+                                               WHEN r.currency = ANY($11::text[]) THEN 1000
+                                               ELSE 100 END) AS major
+              {_FROM}
+              WHERE r.status = $1
+                AND ($2::boolean IS NULL OR (r.decided_by = $12) = $2)
+                AND ($3::text IS NULL OR p.slug = $3)
+                AND ($4::text IS NULL OR r.reasons @> jsonb_build_array(
+                                                        jsonb_build_object('code', $4::text)))
+                AND ($7::timestamptz IS NULL OR r.created_at >= $7)
+                AND ($8::timestamptz IS NULL OR r.created_at < $8)
+                AND ($9::text IS NULL OR strpos(lower(f.external_id), lower($9)) > 0
+                     OR strpos(lower(c.customer_id), lower($9)) > 0
+                     OR strpos(lower(r.payee), lower($9)) > 0))
+            SELECT * FROM picked
+            WHERE ($5::numeric IS NULL OR major >= $5) AND ($6::numeric IS NULL OR major <= $6)
+            ORDER BY risk_score DESC NULLS LAST, id LIMIT $13""",
+        status, automatic, f.program, f.reason, f.min_amount, f.max_amount,
+        None if f.since is None else datetime.combine(f.since, datetime.min.time(), UTC),
+        None if until is None else datetime.combine(until, datetime.min.time(), UTC),
+        f.search, list(ZERO_PLACES), list(THREE_PLACES), AUTOMATIC, limit)
+    people: dict[int, set[str]] = {}
+    for r in rows:
+        people.setdefault(r["program_id"], set()).update((r["referrer"], r["customer_id"]))
+    rings = await rings_with(conn, people)
+    out = []
+    for r in rows:
+        mine = tuple(ring.id for ring in rings.get(r["program_id"], ())
+                     if any(m.id in (r["referrer"], r["customer_id"])
+                            and m.type in ("referrer", "customer") for m in ring.members))
+        out.append(CaseRow(item=reward_item(r), customer=r["customer_id"], rings=mine))
+    return out, {ring.id: ring for found in rings.values() for ring in found}
+
+
+async def rings_with(conn: asyncpg.Connection | asyncpg.Pool, people: Mapping[int, set[str]]
+                     ) -> dict[int, list[Ring]]:
+    """Per program, the ring flags (fraud flags over a group, not one conversion) with any
+    of these referrers or customers among their members."""
+    out: dict[int, list[Ring]] = {}
+    for pid, ids in people.items():
+        flags = await conn.fetch(
+            """SELECT id, kind, score, reasons::text AS reasons, members::text AS members
+               FROM fraud_flags f WHERE program_id = $1 AND conversion_id IS NULL
+                 AND EXISTS (SELECT 1 FROM jsonb_array_elements(f.members) m
+                             WHERE m->>'type' IN ('referrer', 'customer')
+                               AND m->>'id' = ANY($2::text[]))
+               ORDER BY score DESC, id""", pid, sorted(ids))
+        out[pid] = [_ring(f) for f in flags]
+    return out
+
+
+def _ring(f: asyncpg.Record) -> Ring:
+    return Ring(id=f["id"], kind=f["kind"], score=f["score"], reasons=_reasons(f["reasons"]),
+                members=tuple(Member(id=m["id"], type=m["type"])
+                              for m in json.loads(f["members"])))
+
+
+async def reason_codes(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
+    """The reason codes of the rewards still open or decided (for the reason filter)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT x->>'code' AS code FROM rewards r, jsonb_array_elements(r.reasons) x
+           WHERE r.status IN ('flagged', 'pending', 'approved', 'rejected')
+             AND x->>'code' IS NOT NULL ORDER BY 1 LIMIT 100""")
+    return [r["code"] for r in rows]
+
+
+async def display_names(conn: asyncpg.Connection | asyncpg.Pool,
+                        people: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(program slug, external id) -> the person's display name, for those who have one.
+    Read from a `name` column of referrers (and of a `customers` table keyed by customer_id
+    or external_id) where the schema has one; nobody has a name otherwise."""
+    wanted = sorted({p for _, p in people})
+    if not wanted:
+        return {}
+    columns = {(r["table_name"], r["column_name"]) for r in await conn.fetch(
+        """SELECT table_name, column_name FROM information_schema.columns
+           WHERE table_schema = current_schema() AND table_name IN ('referrers', 'customers')
+             AND column_name IN ('name', 'external_id', 'customer_id', 'program_id')""")}
+    names: dict[tuple[str, str], str] = {}
+    sources = []
+    if ("referrers", "name") in columns:
+        sources.append(("referrers", "external_id"))
+    if ("customers", "name") in columns and ("customers", "program_id") in columns:
+        key = next((k for k in ("customer_id", "external_id") if ("customers", k) in columns),
+                   None)
+        if key is not None:
+            sources.append(("customers", key))
+    for table, key in sources:  # fixed identifiers, never input
+        for r in await conn.fetch(
+                f"""SELECT p.slug, t.{key} AS id, t.name FROM {table} t
+                    JOIN programs p ON p.id = t.program_id
+                    WHERE t.{key} = ANY($1::text[]) AND t.name IS NOT NULL AND t.name <> ''""",
+                wanted):
+            names.setdefault((r["slug"], r["id"]), r["name"])
+    return names
+
+
+async def reward_rules(conn: asyncpg.Connection, reward_id: int) -> tuple[Mapping[str, Json], ...]:
+    """The reward rules of the reward's program (settings.reward.rules), as stored."""
+    text = await conn.fetchval(
+        """SELECT coalesce(p.settings->'reward'->'rules', '[]'::jsonb)::text
+           FROM rewards r JOIN programs p ON p.id = r.program_id WHERE r.id = $1""", reward_id)
+    rules = json.loads(text) if text else []
+    return tuple(r for r in rules if isinstance(r, dict)) if isinstance(rules, list) else ()

@@ -6,7 +6,9 @@ so two exports running at once never pay a reward twice: the second waits, then 
 new. Approvals take the same lock shared while they write their `earned` entries
 (tracker.finance.ledger.earn). The CSV (PAYOUT_HEADER, fixed by DESIGN section 3) is written and
 synced before the transaction commits; the rewards become `paid`, a `payout_batches` row
-records the batch and a `payout` ledger entry zeroes each balance.
+records the batch and a `payout` ledger entry zeroes each balance. `list_batches` and
+`get_batch` read the batches back (GET /api/v1/payouts, and the review page); `batch_csv` is
+the file of a stored batch, line for line the one its export wrote.
 
 The file is opened in spreadsheets, and a beneficiary is a merchant's id that anybody who signs
 up may choose: a text cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return would
@@ -25,13 +27,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
 from tracker import audit
+from tracker.errors import NotFound
 from tracker.finance import queries, webhooks
 
-PAYOUT_HEADER = ("batch_id", "beneficiary", "amount", "currency", "reward_ids")
+# The fixed columns first (DESIGN section 3), then the program's slug.
+PAYOUT_HEADER = ("batch_id", "beneficiary", "amount", "currency", "reward_ids", "program")
 PAYOUT_LOCK = int.from_bytes(hashlib.sha256(b"refguard-payouts").digest()[:8], "big",
                              signed=True)
 
@@ -43,6 +48,29 @@ class PayoutLine:
     amount: int
     currency: str
     reward_ids: tuple[int, ...]
+    program: str = ""  # the program's slug
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutBatch:
+    """A batch as listed: `lines` is how many payees it paid, `totals` per currency."""
+
+    batch_id: uuid.UUID
+    created_at: datetime
+    created_by: str  # the actor who exported it
+    lines: int
+    totals: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutBatchDetail:
+    """One batch with its lines (one per program, payee and currency, as in its CSV)."""
+
+    batch_id: uuid.UUID
+    created_at: datetime
+    created_by: str
+    lines: tuple[PayoutLine, ...]
+    totals: dict[str, int]
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -63,7 +91,8 @@ def payout_csv(batch_id: uuid.UUID | None, lines: list[PayoutLine]) -> str:
     writer.writerow(PAYOUT_HEADER)
     for line in lines:
         writer.writerow([csv_cell(v) for v in (batch_id, line.payee, line.amount, line.currency,
-                                               ";".join(str(i) for i in line.reward_ids))])
+                                               ";".join(str(i) for i in line.reward_ids),
+                                               line.program)])
     return out.getvalue()
 
 
@@ -85,7 +114,9 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
                     for b in await queries.balances(conn, list(groups))}
         # A payee whose clawbacks exceed their earnings is not paid; their approved rewards
         # wait for a later batch, when new earnings cover the debt.
-        lines = [PayoutLine(pid, payee, balances.get((pid, payee, cur), 0), cur, tuple(ids))
+        slugs = await queries.program_slugs(conn, sorted({pid for pid, _, _ in groups}))
+        lines = [PayoutLine(pid, payee, balances.get((pid, payee, cur), 0), cur, tuple(ids),
+                            slugs.get(pid, ""))
                  for (pid, payee, cur), ids in groups.items()
                  if balances.get((pid, payee, cur), 0) > 0]
         if not lines:
@@ -115,3 +146,38 @@ async def export_payouts(conn: asyncpg.Connection, actor: str,
                                                       "settled_at_zero": len(settled)})
         write(payout_csv(batch_id, lines))
     return batch_id, lines
+
+
+async def list_batches(conn: asyncpg.Connection, *, program_id: int | None = None,
+                       limit: int = 100, before: str | None = None) -> list[PayoutBatch]:
+    """Batches, newest first; with `program_id` only those that paid someone of that
+    program (their totals stay the whole batch's). `before`: a batch id (the last one of the
+    previous page): only batches older than it; an unknown or malformed one gives none."""
+    after: uuid.UUID | None = None
+    if before is not None:
+        try:
+            after = uuid.UUID(before)
+        except ValueError:
+            return []
+    rows = await queries.payout_batches(conn, program_id=program_id, limit=limit, before=after)
+    return [PayoutBatch(r.id, r.created_at, r.actor, r.lines, r.totals) for r in rows]
+
+
+async def get_batch(conn: asyncpg.Connection, batch_id: str | uuid.UUID) -> PayoutBatchDetail:
+    """One batch with its lines; NotFound when there is none (or `batch_id` is no UUID)."""
+    try:
+        key = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(batch_id)
+    except ValueError:
+        raise NotFound("payout batch") from None
+    batch = await queries.payout_batch(conn, key)
+    if batch is None:
+        raise NotFound("payout batch")
+    lines = tuple(PayoutLine(ln.program_id, ln.payee, ln.amount, ln.currency, ln.reward_ids,
+                             ln.program)
+                  for ln in await queries.payout_batch_lines(conn, key))
+    return PayoutBatchDetail(batch.id, batch.created_at, batch.actor, lines, batch.totals)
+
+
+def batch_csv(batch: PayoutBatchDetail) -> str:
+    """The CSV of a stored batch (the same columns and escaping as its export)."""
+    return payout_csv(batch.batch_id, list(batch.lines))

@@ -160,12 +160,17 @@ class NewReward:
 async def insert_rewards(conn: asyncpg.Connection, program_id: int,
                          rewards: Sequence[NewReward]) -> None:
     """The rewards, with their conversion's current risk (if a scan has seen it); one that
-    exists already (same conversion, rule and payee) is left as it is."""
+    exists already (same conversion, rule and payee) is left as it is.
+
+    A hold is never earlier than the reward's creation (`created_at`, the same `now()`): a
+    conversion reported long after it happened (imported history) has its refund window
+    behind it, so its hold ends when its reward is made, not before it existed."""
     await conn.executemany(
         """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id,
                beneficiary, payee, amount, currency, credit, hold_until, calculation,
                risk_score, reasons)
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, k.score,
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, greatest($10::timestamptz, now()),
+                  $11::jsonb, k.score,
                   coalesce(k.reasons, '[]'::jsonb)
            FROM (SELECT 1) one
            LEFT JOIN conversion_risk k ON k.program_id = $1 AND k.conversion_id = $2
@@ -366,6 +371,13 @@ async def xact_lock_shared(conn: asyncpg.Connection, key: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", key)
 
 
+async def try_xact_lock_shared(conn: asyncpg.Connection, key: int) -> bool:
+    """The advisory lock `key`, shared, until the transaction ends, if it is free now (no
+    exclusive holder or waiter); False without waiting otherwise."""
+    got: bool = await conn.fetchval("SELECT pg_try_advisory_xact_lock_shared($1)", key)
+    return got
+
+
 @dataclass(frozen=True, slots=True)
 class RewardToDecide:
     program_id: int
@@ -375,57 +387,102 @@ class RewardToDecide:
     payee: str
     currency: str
     four_eyes_above: float | None  # the program's setting
+    round: int = 0  # the round of this decision (migration 0020)
+    decided_by: str | None = None  # the actor of the last decision
+    decided_person: str | None = None  # ...and the person behind it (None before 0020)
+    engine_held: bool = False  # the fraud engine flagged it or rejected it automatically
+    reason_codes: tuple[str, ...] = ()  # the codes of its fraud reasons
 
 
 async def lock_reward(conn: asyncpg.Connection, reward_id: int) -> RewardToDecide:
     """The reward, locked until the transaction ends; NotFound if there is none."""
     row = await conn.fetchrow(
         """SELECT r.program_id, r.id, r.status, r.amount, r.payee, r.currency,
-                  p.settings->'four_eyes_above' AS limit_
+                  p.settings->'four_eyes_above' AS limit_, r.round, r.decided_by,
+                  r.decided_person,
+                  (r.flagged_at IS NOT NULL OR EXISTS (
+                       SELECT 1 FROM audit_log a
+                       WHERE a.object_type = 'reward' AND a.object_id = r.id::text
+                         AND a.actor = 'system:clearance' AND a.action = 'reward.reject'))
+                      AS engine_held,
+                  coalesce(ARRAY(SELECT DISTINCT x->>'code'
+                                 FROM jsonb_array_elements(
+                                     CASE WHEN jsonb_typeof(r.reasons) = 'array'
+                                          THEN r.reasons ELSE '[]'::jsonb END) x
+                                 WHERE x->>'code' IS NOT NULL ORDER BY 1), '{}') AS codes
            FROM rewards r JOIN programs p ON p.id = r.program_id
            WHERE r.id = $1 FOR UPDATE OF r""", reward_id)
     if row is None:
         raise NotFound("reward")
     return RewardToDecide(row["program_id"], row["id"], row["status"], row["amount"],
                           row["payee"], row["currency"],
-                          json.loads(row["limit_"]) if row["limit_"] is not None else None)
+                          json.loads(row["limit_"]) if row["limit_"] is not None else None,
+                          row["round"], row["decided_by"], row["decided_person"],
+                          row["engine_held"], tuple(row["codes"]))
 
 
 async def add_approval(conn: asyncpg.Connection, program_id: int, reward_id: int, actor: str,
-                       reason: str, *, person: str | None = None) -> bool:
-    """Records `actor`'s approval on behalf of `person` (None: the actor); False if that actor
-    or person had approved this reward already (a unique index on the person)."""
+                       reason: str, *, person: str | None = None, round_: int = 0) -> bool:
+    """Records `actor`'s approval on behalf of `person` (None: the actor) in the reward's
+    decision round `round_`; False if that actor or person had approved it already in that
+    round (a unique index on the person)."""
     added = await conn.fetchval(
-        """INSERT INTO reward_approvals (program_id, reward_id, actor, reason, person)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1""",
-        program_id, reward_id, actor, reason, person)
+        """INSERT INTO reward_approvals (program_id, reward_id, actor, reason, person, round)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
+        program_id, reward_id, actor, reason, person, round_)
     return added is not None
 
 
-async def count_approvals(conn: asyncpg.Connection, program_id: int, reward_id: int) -> int:
-    """How many people approved (rows from before people were recorded count by actor)."""
+async def count_approvals(conn: asyncpg.Connection, program_id: int, reward_id: int,
+                          round_: int = 0) -> int:
+    """How many people approved in the round (rows from before people were recorded count by
+    actor)."""
     n: int = await conn.fetchval(
         """SELECT count(DISTINCT coalesce(person, actor)) FROM reward_approvals
-           WHERE program_id = $1 AND reward_id = $2""",
-        program_id, reward_id)
+           WHERE program_id = $1 AND reward_id = $2 AND round = $3""",
+        program_id, reward_id, round_)
     return n
 
 
 async def set_decision(conn: asyncpg.Connection, program_id: int, reward_id: int, *,
-                       status: str, actor: str, reason: str) -> None:
+                       status: str, actor: str, reason: str,
+                       person: str | None = None) -> None:
+    """The decision, by `actor` (on behalf of `person`); it closes the reward's round."""
     await conn.execute(
         """UPDATE rewards SET status = $3, decided_by = $4, decided_at = now(),
-                  decision_reason = $5 WHERE program_id = $1 AND id = $2""",
-        program_id, reward_id, status, actor, reason)
+                  decision_reason = $5, decided_person = $6, round = round + 1
+           WHERE program_id = $1 AND id = $2""",
+        program_id, reward_id, status, actor, reason, person)
 
 
 async def insert_earned(conn: asyncpg.Connection,
-                        entries: Sequence[tuple[int, str, str, int, int]], actor: str) -> None:
-    """`earned` ledger entries: (program_id, payee, currency, amount, reward_id)."""
+                        entries: Sequence[tuple[int, str, str, int, int]], actor: str,
+                        round_: int = 0) -> None:
+    """`earned` ledger entries: (program_id, payee, currency, amount, reward_id), of the
+    rewards' decision round `round_` (clearance's automatic approvals: 0)."""
     await conn.executemany(
         """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind, reward_id,
-               actor) VALUES ($1, $2, $3, $4, 'earned', $5, $6)""",
-        [(*e, actor) for e in entries])
+               actor, round) VALUES ($1, $2, $3, $4, 'earned', $5, $6, $7)""",
+        [(*e, actor, round_) for e in entries])
+
+
+async def earned_net(conn: asyncpg.Connection, program_id: int, reward_id: int) -> int:
+    """What the reward's approvals earned, net of their reversals (0: nothing standing)."""
+    n = await conn.fetchval(
+        """SELECT coalesce(sum(amount), 0) FROM ledger_entries
+           WHERE program_id = $1 AND reward_id = $2 AND kind IN ('earned', 'reversal')""",
+        program_id, reward_id)
+    return int(n)
+
+
+async def insert_reversal(conn: asyncpg.Connection, program_id: int, *, payee: str,
+                          currency: str, amount: int, reward_id: int, actor: str,
+                          round_: int) -> None:
+    """The `reversal` entry (amount negative) that undoes an approval's earning."""
+    await conn.execute(
+        """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind, reward_id,
+               actor, round) VALUES ($1, $2, $3, $4, 'reversal', $5, $6, $7)""",
+        program_id, payee, currency, amount, reward_id, actor, round_)
 
 
 # -- payouts -----------------------------------------------------------------------------------
@@ -497,6 +554,132 @@ async def mark_paid(conn: asyncpg.Connection, reward_ids: list[int],
                WHERE id = ANY($1::bigint[]) AND status = 'approved' RETURNING 1)
            SELECT count(*) FROM paid""", reward_ids, batch_id)
     return n
+
+
+async def program_slugs(conn: asyncpg.Connection, program_ids: list[int]) -> dict[int, str]:
+    """These programs' slugs by id."""
+    rows = await conn.fetch("SELECT id, slug FROM programs WHERE id = ANY($1::bigint[])",
+                            program_ids)
+    return {r["id"]: r["slug"] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutBatchRow:
+    id: uuid.UUID
+    created_at: datetime
+    actor: str
+    lines: int
+    totals: dict[str, int]
+
+
+def _batch(r: asyncpg.Record) -> PayoutBatchRow:
+    return PayoutBatchRow(r["id"], r["created_at"], r["actor"], r["lines"],
+                          {k: int(v) for k, v in json.loads(r["totals"]).items()})
+
+
+async def payout_batches(conn: asyncpg.Connection, *, program_id: int | None, limit: int,
+                         before: uuid.UUID | None) -> list[PayoutBatchRow]:
+    """Batches newest first (created_at, then id), older than batch `before` if given, with
+    a payout entry of `program_id` if given."""
+    rows = await conn.fetch(
+        """SELECT b.id, b.created_at, b.actor, b.lines, b.totals::text AS totals
+           FROM payout_batches b
+           WHERE ($1::bigint IS NULL OR EXISTS (
+                      SELECT 1 FROM ledger_entries e
+                      WHERE e.program_id = $1 AND e.kind = 'payout' AND e.batch_id = b.id))
+             AND ($2::uuid IS NULL OR (b.created_at, b.id) < (
+                      SELECT o.created_at, o.id FROM payout_batches o WHERE o.id = $2))
+           ORDER BY b.created_at DESC, b.id DESC LIMIT $3""", program_id, before, limit)
+    return [_batch(r) for r in rows]
+
+
+async def payout_batch(conn: asyncpg.Connection, batch_id: uuid.UUID) -> PayoutBatchRow | None:
+    row = await conn.fetchrow(
+        """SELECT id, created_at, actor, lines, totals::text AS totals FROM payout_batches
+           WHERE id = $1""", batch_id)
+    return None if row is None else _batch(row)
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutBatchLine:
+    program_id: int
+    program: str
+    payee: str
+    currency: str
+    amount: int
+    reward_ids: tuple[int, ...]
+
+
+async def payout_batch_lines(conn: asyncpg.Connection,
+                             batch_id: uuid.UUID) -> list[PayoutBatchLine]:
+    """A batch's lines: its payout entries (paid amounts, positive) with the rewards it paid
+    for each, in the order its export wrote them (program, payee, currency)."""
+    rows = await conn.fetch(
+        """SELECT e.program_id, p.slug, e.payee, e.currency, -e.amount AS amount,
+                  coalesce(ARRAY(SELECT r.id FROM rewards r
+                                 WHERE r.program_id = e.program_id AND r.batch_id = e.batch_id
+                                   AND r.payee = e.payee AND r.currency = e.currency
+                                 ORDER BY r.id), '{}') AS reward_ids
+           FROM ledger_entries e JOIN programs p ON p.id = e.program_id
+           WHERE e.kind = 'payout' AND e.batch_id = $1
+           ORDER BY e.program_id, e.payee, e.currency""", batch_id)
+    return [PayoutBatchLine(r["program_id"], r["slug"], r["payee"], r["currency"],
+                            int(r["amount"]), tuple(r["reward_ids"])) for r in rows]
+
+
+# -- the decisions report (tracker.finance.decisions) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRewardsByReason:
+    """Rewards the engine held (flagged, or rejected automatically) carrying one reason code,
+    in one currency: counts and amounts (tracker.finance.decisions defines each)."""
+
+    code: str  # `none`: a held reward without reasons
+    currency: str
+    flagged: int
+    rejected: int
+    awaiting: int
+    overturned: int
+    held_amount: int
+    overturned_amount: int
+
+
+async def held_rewards_by_reason(conn: asyncpg.Connection, program_id: int, *,
+                                 by_reason: bool = True) -> list[HeldRewardsByReason]:
+    """Per reason code and currency; with `by_reason` false, per currency alone (code `*`),
+    each reward once."""
+    codes = ("""SELECT DISTINCT x->>'code' AS code
+               FROM jsonb_array_elements(CASE WHEN jsonb_typeof(h.reasons) = 'array'
+                                              THEN h.reasons ELSE '[]'::jsonb END) x
+               WHERE x->>'code' IS NOT NULL""" if by_reason else "SELECT '*' AS code")
+    rows = await conn.fetch(
+        """WITH r AS (
+               SELECT r.id, r.amount, r.currency, r.status, r.reasons,
+                      r.flagged_at IS NOT NULL AS flagged,
+                      EXISTS (SELECT 1 FROM audit_log a
+                              WHERE a.object_type = 'reward' AND a.object_id = r.id::text
+                                AND a.actor = 'system:clearance'
+                                AND a.action = 'reward.reject') AS auto_rejected,
+                      EXISTS (SELECT 1 FROM audit_log a
+                              WHERE a.object_type = 'reward' AND a.object_id = r.id::text
+                                AND a.actor NOT LIKE 'system:%'
+                                AND a.action = 'reward.approve') AS overturned
+               FROM rewards r WHERE r.program_id = $1),
+           held AS (SELECT * FROM r WHERE flagged OR auto_rejected)
+           SELECT coalesce(c.code, 'none') AS code, h.currency,
+                  count(*) FILTER (WHERE h.flagged) AS flagged,
+                  count(*) FILTER (WHERE h.auto_rejected AND NOT h.flagged) AS rejected,
+                  count(*) FILTER (WHERE h.status = 'flagged') AS awaiting,
+                  count(*) FILTER (WHERE h.overturned) AS overturned,
+                  coalesce(sum(h.amount), 0) AS held_amount,
+                  coalesce(sum(h.amount) FILTER (WHERE h.overturned), 0) AS overturned_amount
+           FROM held h
+           LEFT JOIN LATERAL (""" + codes + """) c ON true
+           GROUP BY 1, 2 ORDER BY 1, 2""", program_id)
+    return [HeldRewardsByReason(r["code"], r["currency"], r["flagged"], r["rejected"],
+                                r["awaiting"], r["overturned"], int(r["held_amount"]),
+                                int(r["overturned_amount"])) for r in rows]
 
 
 # -- webhooks ----------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FIELDS = {"program", "event_id", "type", "customer_id", "email", "amount", "currency",
            "occurred_at", "click_id", "visitor_id", "referral_code", "ip", "user_agent",
-           "original_event_id"}
+           "original_event_id", "customer_name"}
+NAME_MAX = 200  # a customer's display name (tracker.programs.queries.NAME_MAX for referrers)
 
 
 class ConversionInvalid(ValueError):
@@ -51,6 +52,8 @@ class ConversionInput:
     user_agent: str | None
     original_event_id: str | None
     body_hash: bytes
+    # The customer's display name as of this conversion (the latest one is kept per customer).
+    customer_name: str | None = None
 
 
 def _opaque(body: dict[str, Any], key: str, *, required: bool, limit: int = 128) -> str | None:
@@ -94,6 +97,16 @@ def _ip(raw: object) -> str | None:
     raise ConversionInvalid("ip", "ip must be an IPv4 or IPv6 address")
 
 
+def _display_name(raw: object) -> str | None:
+    if raw is None:
+        return None
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text or len(text) > NAME_MAX or not text.isprintable():
+        raise ConversionInvalid("customer_name",
+                                f"customer_name must be 1 to {NAME_MAX} printable characters")
+    return text
+
+
 def parse_conversion(body: object, *, now: datetime | None = None,
                      require_time: bool = False) -> ConversionInput:
     """Validate a conversion body (the API's, or an import line)."""
@@ -132,6 +145,7 @@ def parse_conversion(body: object, *, now: datetime | None = None,
     if user_agent is not None and not isinstance(user_agent, str):
         raise ConversionInvalid("user_agent", "user_agent must be a string")
     original = _opaque(body, "original_event_id", required=False)
+    customer_name = _display_name(body.get("customer_name"))
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return ConversionInput(
         program=program or "", event_id=event_id or "", type=ctype, customer_id=customer_id or "",
@@ -139,4 +153,5 @@ def parse_conversion(body: object, *, now: datetime | None = None,
         click_id=click_id.lower() if click_id else None, visitor_id=visitor_id,
         referral_code=code, ip=ip, user_agent=clean_text(user_agent or "", MAX_UA),
         original_event_id=original, body_hash=hashlib.sha256(canonical.encode()).digest(),
+        customer_name=customer_name,
     )

@@ -285,6 +285,38 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     return result
 
 
+def _conversion_line(text: str, programs: dict[str, int]) -> tuple[int, ConversionInput] | str:
+    """A conversion line's program id and conversion, or why it is bad."""
+    try:
+        conv = parse_conversion(json.loads(text), require_time=True)
+    except ValueError as exc:
+        return str(exc) if isinstance(exc, ConversionInvalid) else "not valid JSON"
+    program_id = programs.get(conv.program)
+    if program_id is None:
+        return f"unknown program {conv.program!r}"
+    return program_id, conv
+
+
+async def _store_reversal(conn: asyncpg.Connection,
+                          item: tuple[int, ConversionInput, bytes | None], where: str,
+                          result: ImportResult) -> None:
+    """A refund or chargeback line: stored once its purchase allows it, else a bad line."""
+    program_id, conv, digest = item
+    try:
+        stored = await queries.store_checked(conn, program_id, conv, digest, source="import")
+    except REFUSED as exc:
+        result.bad.append(f"{where}: refused by the database: {exc}")
+        return
+    if isinstance(stored, queries.ReversalProblem):
+        result.bad.append(f"{where}: {stored.message}")
+    elif stored.conflict:
+        result.bad.append(f"{where}: event {conv.event_id!r} exists with another body")
+    elif stored.created:
+        result.stored += 1
+    else:
+        result.skipped_existing += 1
+
+
 async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: bytes,
                              progress: Callable[[int, int, bool], None] | None = None
                              ) -> ImportResult:
@@ -323,18 +355,18 @@ async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: b
     numbers: list[tuple[int, ConversionInput]] = []
     for number, done, text in _lines(path):
         result.read += 1
-        try:
-            body = json.loads(text)
-            conv = parse_conversion(body, require_time=True)
-        except ValueError as exc:
-            reason = str(exc) if isinstance(exc, ConversionInvalid) else "not valid JSON"
-            result.bad.append(f"{path.name}:{number}: {reason}")
+        parsed = _conversion_line(text, programs)
+        if isinstance(parsed, str):
+            result.bad.append(f"{path.name}:{number}: {parsed}")
             continue
-        program_id = programs.get(conv.program)
-        if program_id is None:
-            result.bad.append(f"{path.name}:{number}: unknown program {conv.program!r}")
-            continue
+        program_id, conv = parsed
         digest = email_hash(secret_key, conv.email) if conv.email else None
+        if conv.type in queries.REVERSAL_TYPES and conv.original_event_id is not None:
+            # Checked against its purchase (stored by now if an earlier line had it), alone.
+            await flush()
+            await _store_reversal(conn, (program_id, conv, digest), f"{path.name}:{number}",
+                                  result)
+            continue
         batch.append((program_id, conv, digest))
         numbers.append((number, conv))
         if len(batch) >= BATCH:

@@ -42,6 +42,10 @@ class Stored:
 
 _RETURNING = """id, event_id, type, customer_id, amount, currency, occurred_at, body_hash,
                 received_at"""
+# A customer's name: the one of their latest conversion (an import of older ones keeps it).
+_NAME_UPSERT = """ON CONFLICT (program_id, customer_id) DO UPDATE
+                      SET name = excluded.name, name_at = excluded.name_at, updated_at = now()
+                      WHERE excluded.name_at >= customer_names.name_at"""
 
 
 async def store_conversion(conn: asyncpg.Connection, program_id: int, conv: ConversionInput,
@@ -49,18 +53,28 @@ async def store_conversion(conn: asyncpg.Connection, program_id: int, conv: Conv
     """Insert idempotently; concurrent identical posts store exactly one row.
 
     The first body stored under an event id wins: the same body again answers the stored
-    conversion (`created` false), another body is a `conflict`."""
+    conversion (`created` false), another body is a `conflict`. A `customer_name` is kept as
+    the customer's name (in the same statement) when the conversion is stored and is the
+    customer's latest by occurred_at."""
     row = await conn.fetchrow(
-        f"""INSERT INTO conversions (program_id, event_id, type, customer_id, email_hash, amount,
-                currency, occurred_at, click_id, visitor_id, referral_code, original_event_id, ip,
-                user_agent, body_hash, source)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::uuid, $10, $11, $12, $13::inet, $14, $15,
-                    $16)
-            ON CONFLICT (program_id, event_id) DO NOTHING
-            RETURNING {_RETURNING}""",
+        f"""WITH stored AS (
+                INSERT INTO conversions (program_id, event_id, type, customer_id, email_hash,
+                    amount, currency, occurred_at, click_id, visitor_id, referral_code,
+                    original_event_id, ip, user_agent, body_hash, source)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::uuid, $10, $11, $12, $13::inet, $14,
+                        $15, $16)
+                ON CONFLICT (program_id, event_id) DO NOTHING
+                RETURNING {_RETURNING}),
+            named AS (
+                INSERT INTO customer_names (program_id, customer_id, name, name_at)
+                SELECT $1, customer_id, $17::text, occurred_at FROM stored
+                WHERE $17::text IS NOT NULL
+                {_NAME_UPSERT})
+            SELECT * FROM stored""",
         program_id, conv.event_id, conv.type, conv.customer_id, email_hash, conv.amount,
         conv.currency, conv.occurred_at, conv.click_id, conv.visitor_id, conv.referral_code,
         conv.original_event_id, conv.ip, conv.user_agent, conv.body_hash, source,
+        conv.customer_name,
     )
     if row is not None:
         return Stored(Conversion(**dict(row)), created=True, conflict=False)
@@ -75,8 +89,8 @@ async def store_conversion(conn: asyncpg.Connection, program_id: int, conv: Conv
 
 _STAGE_COLUMNS = ("n", "program_id", "event_id", "type", "customer_id", "email_hash", "amount",
                   "currency", "occurred_at", "click_id", "visitor_id", "referral_code",
-                  "original_event_id", "ip", "user_agent", "body_hash")
-_STORED = ", ".join(_STAGE_COLUMNS[1:])
+                  "original_event_id", "ip", "user_agent", "body_hash", "customer_name")
+_STORED = ", ".join(_STAGE_COLUMNS[1:-1])
 
 
 async def store_conversions(
@@ -92,7 +106,7 @@ async def store_conversions(
     records = [
         (i, pid, c.event_id, c.type, c.customer_id, digest, c.amount, c.currency, c.occurred_at,
          c.click_id, c.visitor_id, c.referral_code, c.original_event_id, c.ip, c.user_agent,
-         c.body_hash)
+         c.body_hash, c.customer_name)
         for i, (pid, c, digest) in enumerate(items)
     ]
     async with conn.transaction():
@@ -101,15 +115,29 @@ async def store_conversions(
                    n int, program_id bigint, event_id text, type text, customer_id text,
                    email_hash bytea, amount bigint, currency text, occurred_at timestamptz,
                    click_id uuid, visitor_id text, referral_code text, original_event_id text,
-                   ip inet, user_agent text, body_hash bytea) ON COMMIT DELETE ROWS""")
+                   ip inet, user_agent text, body_hash bytea, customer_name text)
+               ON COMMIT DELETE ROWS""")
         await conn.copy_records_to_table("conversions_stage", records=records,
                                          columns=_STAGE_COLUMNS)
         created = await conn.fetch(
-            f"""INSERT INTO conversions ({_STORED}, source)
-                SELECT DISTINCT ON (program_id, event_id) {_STORED}, $1
-                FROM conversions_stage ORDER BY program_id, event_id, n
-                ON CONFLICT (program_id, event_id) DO NOTHING
-                RETURNING program_id, event_id""", source)
+            f"""WITH created AS (
+                    INSERT INTO conversions ({_STORED}, source)
+                    SELECT DISTINCT ON (program_id, event_id) {_STORED}, $1
+                    FROM conversions_stage ORDER BY program_id, event_id, n
+                    ON CONFLICT (program_id, event_id) DO NOTHING
+                    RETURNING program_id, event_id),
+                firsts AS (  -- the stage line each created conversion was stored from
+                    SELECT DISTINCT ON (s.program_id, s.event_id) s.*
+                    FROM conversions_stage s JOIN created c USING (program_id, event_id)
+                    ORDER BY s.program_id, s.event_id, s.n),
+                named AS (
+                    INSERT INTO customer_names (program_id, customer_id, name, name_at)
+                    SELECT DISTINCT ON (program_id, customer_id)
+                           program_id, customer_id, customer_name, occurred_at
+                    FROM firsts WHERE customer_name IS NOT NULL
+                    ORDER BY program_id, customer_id, occurred_at DESC, n DESC
+                    {_NAME_UPSERT})
+                SELECT program_id, event_id FROM created""", source)
         stored = await conn.fetch(
             """SELECT s.n, c.body_hash = s.body_hash AS same FROM conversions_stage s
                JOIN conversions c ON c.program_id = s.program_id AND c.event_id = s.event_id""")
@@ -125,6 +153,73 @@ async def store_conversions(
         else:
             statuses.append("existing" if same.get(i) else "conflict")
     return statuses
+
+
+REVERSAL_TYPES = ("refund", "chargeback")
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalProblem:
+    """Why a refund or chargeback may not be stored: the field at fault and a message."""
+
+    field: str
+    message: str
+
+
+async def reversal_problem(conn: asyncpg.Connection, program_id: int,
+                           conv: ConversionInput) -> ReversalProblem | None:
+    """A refund or chargeback naming `original_event_id` must reverse a stored purchase (or
+    other non-reversal conversion) of the same customer, in its currency, for no more than
+    what earlier reversals of it left; None when it may be stored (or is no such reversal, or
+    its event id is stored already: the idempotent path answers it).
+
+    Call it in the transaction that then stores the conversion: the original is locked until
+    that transaction ends, so concurrent refunds of one purchase are checked one at a time."""
+    if conv.type not in REVERSAL_TYPES or conv.original_event_id is None:
+        return None
+    original = await conn.fetchrow(
+        """SELECT id, type, customer_id, amount, currency FROM conversions
+           WHERE program_id = $1 AND event_id = $2 FOR UPDATE""",
+        program_id, conv.original_event_id)
+    if await conn.fetchval("SELECT 1 FROM conversions WHERE program_id = $1 AND event_id = $2",
+                           program_id, conv.event_id):
+        return None
+    if original is None or original["type"] in REVERSAL_TYPES:
+        return ReversalProblem("original_event_id",
+                               f"original_event_id {conv.original_event_id!r} names no "
+                               "purchase of this program (report the purchase first)")
+    if original["customer_id"] != conv.customer_id:
+        return ReversalProblem("customer_id",
+                               f"a {conv.type} names the customer of the purchase it reverses: "
+                               f"{conv.original_event_id!r} is another customer's")
+    if conv.amount is None or original["amount"] is None:
+        return None
+    if conv.currency is not None and original["currency"] is not None \
+            and conv.currency != original["currency"]:
+        return ReversalProblem("currency", f"the purchase was in {original['currency']}, "
+                               f"not {conv.currency}")
+    earlier = int(await conn.fetchval(
+        """SELECT coalesce(sum(amount), 0) FROM conversions
+           WHERE program_id = $1 AND original_event_id = $2
+             AND type IN ('refund', 'chargeback')""",
+        program_id, conv.original_event_id))
+    left = max(int(original["amount"]) - earlier, 0)
+    if conv.amount > left:
+        return ReversalProblem("amount",
+                               f"amount {conv.amount} is more than what is left of the purchase "
+                               f"after earlier refunds ({left} of {original['amount']})")
+    return None
+
+
+async def store_checked(conn: asyncpg.Connection, program_id: int, conv: ConversionInput,
+                        email_hash: bytes | None, *,
+                        source: str = "api") -> Stored | ReversalProblem:
+    """`store_conversion` after `reversal_problem`, in one transaction."""
+    async with conn.transaction():
+        problem = await reversal_problem(conn, program_id, conv)
+        if problem is not None:
+            return problem
+        return await store_conversion(conn, program_id, conv, email_hash, source=source)
 
 
 # -- the importer ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ dataclasses. (Clicks have theirs in tracker.clicks.queries, conversions in track
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -36,6 +37,21 @@ class Referrer:
     external_id: str
     has_email: bool
     created_at: datetime
+    name: str | None = None  # display name, at most NAME_MAX printable characters
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Display names by external id (one id space: a referrer's external_id is its customer
+    id). Each side prefers its own source and falls back to the other: a referrer's own name,
+    else the latest name its conversions carried; a customer's latest conversion name, else
+    its name as a referrer. Ids without a name are absent."""
+
+    referrers: dict[str, str]
+    customers: dict[str, str]
+
+
+NAME_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +170,7 @@ async def list_programs(conn: asyncpg.Connection, after_id: int, limit: int) -> 
 
 _REFERRER_SELECT = """
 SELECT r.id, r.program_id, p.slug AS program, r.external_id, r.email_hash IS NOT NULL AS has_email,
-       r.created_at
+       r.created_at, r.name
 FROM referrers r JOIN programs p ON p.id = r.program_id
 """
 
@@ -163,24 +179,31 @@ def _referrer(row: asyncpg.Record) -> Referrer:
     return Referrer(
         id=row["id"], program_id=row["program_id"], program=row["program"],
         external_id=row["external_id"], has_email=row["has_email"], created_at=row["created_at"],
+        name=row["name"],
     )
 
 
 async def upsert_referrer(
-    conn: asyncpg.Connection, program: Program, external_id: str, email_hash: bytes | None
+    conn: asyncpg.Connection, program: Program, external_id: str, email_hash: bytes | None,
+    name: str | None = None,
 ) -> tuple[Referrer, bool]:
-    """The referrer and whether it was created now. An email given later is added."""
+    """The referrer and whether it was created now. An email or a name given later is added
+    (a name given later replaces the earlier one; one left out keeps it)."""
     row = await conn.fetchrow(
-        """INSERT INTO referrers (program_id, external_id, email_hash) VALUES ($1, $2, $3)
+        """INSERT INTO referrers (program_id, external_id, email_hash, name)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id""",
-        program.id, external_id, email_hash,
+        program.id, external_id, email_hash, name,
     )
     created = row is not None
-    if not created and email_hash is not None:
+    if not created and (email_hash is not None or name is not None):
         await conn.execute(
-            """UPDATE referrers SET email_hash = $3
-               WHERE program_id = $1 AND external_id = $2 AND email_hash IS DISTINCT FROM $3""",
-            program.id, external_id, email_hash,
+            """UPDATE referrers SET email_hash = coalesce($3, email_hash),
+                                    name = coalesce($4, name)
+               WHERE program_id = $1 AND external_id = $2
+                 AND (email_hash IS DISTINCT FROM coalesce($3, email_hash)
+                      OR name IS DISTINCT FROM coalesce($4, name))""",
+            program.id, external_id, email_hash, name,
         )
     return await get_referrer(conn, program.id, external_id), created
 
@@ -203,6 +226,55 @@ async def list_referrers(
         program_id, after_id, limit,
     )
     return [_referrer(r) for r in rows]
+
+
+async def names(conn: asyncpg.Connection | asyncpg.Pool, program_id: int,
+                referrer_ids: Iterable[str], customer_ids: Iterable[str]) -> Names:
+    """The display names of these referrers and customers of a program, by external id (see
+    `Names`): for answers that list people, such as rewards."""
+    referrers = sorted(set(referrer_ids))
+    customers = sorted(set(customer_ids))
+    rows = await conn.fetch(
+        """WITH ids AS (SELECT unnest($2::text[] || $3::text[]) AS id)
+           SELECT DISTINCT i.id, f.name AS referrer_name, n.name AS customer_name
+           FROM ids i
+           LEFT JOIN referrers f ON f.program_id = $1 AND f.external_id = i.id
+           LEFT JOIN customer_names n ON n.program_id = $1 AND n.customer_id = i.id
+           WHERE f.name IS NOT NULL OR n.name IS NOT NULL""",
+        program_id, referrers, customers,
+    )
+    own = {r["id"]: (r["referrer_name"], r["customer_name"]) for r in rows}
+    wanted_r, wanted_c = set(referrers), set(customers)
+    return Names(
+        referrers={i: as_ref or as_cust for i, (as_ref, as_cust) in own.items()
+                   if i in wanted_r},
+        customers={i: as_cust or as_ref for i, (as_ref, as_cust) in own.items()
+                   if i in wanted_c},
+    )
+
+
+async def reward_names(conn: asyncpg.Connection | asyncpg.Pool, reward_ids: list[int]
+                       ) -> dict[int, tuple[str | None, str | None]]:
+    """Each reward's (referrer_name, customer_name): its referrer's display name and its
+    conversion's customer's, by the rules of `names` (None where there is none). For the
+    rewards list (GET /api/v1/rewards), which may span programs."""
+    rows = await conn.fetch(
+        """SELECT w.id,
+                  coalesce(f.name, fn.name) AS referrer_name,
+                  coalesce(cn.name, cf.name) AS customer_name
+           FROM rewards w
+           JOIN referrers f ON f.program_id = w.program_id AND f.id = w.referrer_id
+           JOIN conversions c ON c.program_id = w.program_id AND c.id = w.conversion_id
+           LEFT JOIN customer_names fn
+             ON fn.program_id = w.program_id AND fn.customer_id = f.external_id
+           LEFT JOIN customer_names cn
+             ON cn.program_id = w.program_id AND cn.customer_id = c.customer_id
+           LEFT JOIN referrers cf
+             ON cf.program_id = w.program_id AND cf.external_id = c.customer_id
+           WHERE w.id = ANY($1::bigint[])""",
+        reward_ids,
+    )
+    return {r["id"]: (r["referrer_name"], r["customer_name"]) for r in rows}
 
 
 # -- links -------------------------------------------------------------------------------------

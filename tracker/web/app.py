@@ -44,6 +44,7 @@ from tracker.web.api import (
     resources,
     rewards,
 )
+from tracker.web.api import payouts as payouts_api
 from tracker.web.api import tokens as tokens_api
 from tracker.web.api.errors import MAX_BODY, error_response, json_errors
 from tracker.web.bodies import BodyReads
@@ -131,6 +132,7 @@ def _api() -> web.Application:
     reports.add_routes(api)
     fraud.add_routes(api)
     rewards.add_routes(api)
+    payouts_api.add_routes(api)
     tokens_api.add_routes(api)
     customers.add_routes(api)
     openapi.add_routes(api)

@@ -17,7 +17,7 @@ from tracker.errors import NotFound
 from tracker.formats import SLUG_RE, rfc3339
 from tracker.identity import email_hash
 from tracker.intake.conversions import ConversionInvalid, parse_conversion
-from tracker.intake.queries import Conversion, store_conversion
+from tracker.intake.queries import Conversion, ReversalProblem, store_checked
 from tracker.programs import queries
 from tracker.programs.signing_secrets import accepted_secrets
 from tracker.signing import (
@@ -107,7 +107,9 @@ async def create_conversion(request: web.Request) -> web.Response:
         raise not_found("program")
     digest = email_hash(settings.secret_key, conv.email) if conv.email else None
     async with pool.acquire() as conn:
-        stored = await store_conversion(conn, program.id, conv, digest)
+        stored = await store_checked(conn, program.id, conv, digest)
+    if isinstance(stored, ReversalProblem):
+        raise invalid(stored.message, stored.field)
     if stored.conflict:
         raise conflict(f"event {conv.event_id!r} was reported before with another body")
     return web.json_response(conversion_json(stored.conversion, program.slug),

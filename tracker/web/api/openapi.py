@@ -63,6 +63,13 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _with_csv(op: dict[str, Any]) -> dict[str, Any]:
+    """`op` whose success may also be answered as CSV (`Accept: text/csv`)."""
+    op["responses"]["200"]["content"] = {**op["responses"]["200"]["content"],
+                                         "text/csv": {"schema": {"type": "string"}}}
+    return op
+
+
 _PAGING = [
     _q("limit", "page size (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}),
     _q("cursor", "the `next` value of the previous page"),
@@ -170,6 +177,11 @@ SCHEMAS: dict[str, Any] = {
             "referrer": {"type": "string", "description": "the referrer's external_id"},
             "beneficiary": {"enum": ["referrer", "referee"]},
             "payee": {"type": "string", "description": "who is paid (external id)"},
+            "referrer_name": {"type": ["string", "null"],
+                              "description": "the referrer's display name (list only)"},
+            "customer_name": {"type": ["string", "null"],
+                              "description": "the converting customer's display name (list "
+                                             "only)"},
             "conversion": {"type": "integer"}, "event_id": {"type": "string"},
             "amount": {"type": "integer", "description": "minor units"},
             "currency": {"type": "string"},
@@ -208,7 +220,75 @@ SCHEMAS: dict[str, Any] = {
     },
     "Decision": {
         "type": "object", "required": ["reason"],
-        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1000}},
+        "properties": {
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "expected_status": {"enum": ["pending", "flagged", "approved", "rejected", "paid",
+                                         "reversed"],
+                                "description": "the status the decider saw: if the reward has "
+                                               "another one now (someone decided it meanwhile) "
+                                               "the answer is 409, never an overturn of a "
+                                               "decision the decider did not see"},
+        },
+    },
+    "PayoutLine": {
+        "type": "object",
+        "required": ["program", "beneficiary", "amount", "currency", "reward_ids"],
+        "properties": {
+            "program": {"type": "string"}, "beneficiary": {"type": "string"},
+            "amount": {"type": "integer", "description": "paid, minor units"},
+            "currency": {"type": "string"},
+            "reward_ids": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "PayoutBatch": {
+        "type": "object", "required": ["batch_id", "created_at", "created_by", "lines", "totals"],
+        "properties": {
+            "batch_id": {"type": "string", "format": "uuid"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "created_by": {"type": "string", "description": "the actor who exported it"},
+            "lines": {"description": "in a list: how many lines (payees); for one batch: its "
+                                     "lines",
+                      "oneOf": [{"type": "integer"}, {"type": "array", "items": {
+                          "$ref": "#/components/schemas/PayoutLine"}}]},
+            "totals": {"type": "object", "additionalProperties": {"type": "integer"},
+                       "description": "{currency: amount paid}"},
+        },
+    },
+    "DecisionsRow": {
+        "type": "object",
+        "required": ["flagged", "rejected", "held", "awaiting", "decided", "overturned",
+                     "overturn_rate", "money"],
+        "properties": {
+            "code": {"type": "string", "description": "a fraud reason code (`none`: held "
+                                                      "rewards without reasons)"},
+            "flagged": {"type": "integer", "description": "rewards carrying the code that "
+                                                          "clearance flagged for finance"},
+            "rejected": {"type": "integer", "description": "rewards carrying it that "
+                                                           "clearance rejected automatically"},
+            "held": {"type": "integer", "description": "flagged + rejected"},
+            "awaiting": {"type": "integer", "description": "flagged ones still waiting for "
+                                                           "finance"},
+            "decided": {"type": "integer", "description": "held - awaiting"},
+            "overturned": {"type": "integer", "description": (
+                "held rewards finance approved at least once (a completed approval by a "
+                "person in the audit log), whatever happened after")},
+            "overturn_rate": {"type": ["number", "null"],
+                              "description": "overturned / decided; null when none is decided"},
+            "money": {"type": "object", "required": ["held", "overturned"], "properties": {
+                k: {"type": "object", "additionalProperties": {"type": "integer"}}
+                for k in ("held", "overturned")},
+                "description": "per currency of the held rewards, minor units: the held "
+                               "rewards' amounts and the overturned ones'"},
+        },
+    },
+    "DecisionsReport": {
+        "type": "object", "required": ["program", "reasons", "total"],
+        "properties": {
+            "program": {"type": "string"},
+            "reasons": {"type": "array",
+                        "items": {"$ref": "#/components/schemas/DecisionsRow"}},
+            "total": {"$ref": "#/components/schemas/DecisionsRow"},
+        },
     },
     "ProgramCreate": {
         "type": "object", "required": ["slug", "name", "destination_domains"],
@@ -269,6 +349,9 @@ SCHEMAS: dict[str, Any] = {
             "external_id": {"type": "string", "minLength": 1, "maxLength": 128},
             "email": {"type": "string", "maxLength": 320,
                       "description": "stored only as a keyed hash"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200,
+                     "description": "display name, printable; given again it replaces the "
+                                    "stored one; erasure removes it"},
         },
     },
     "Referrer": {
@@ -276,6 +359,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"}, "program": {"type": "string"},
             "external_id": {"type": "string"}, "has_email": {"type": "boolean"},
+            "name": {"type": ["string", "null"], "description": "display name"},
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
@@ -322,8 +406,15 @@ SCHEMAS: dict[str, Any] = {
             "visitor_id": {"type": "string", "maxLength": 64},
             "referral_code": {"type": "string", "description": "a link code typed by hand"},
             "ip": {"type": "string"}, "user_agent": {"type": "string"},
-            "original_event_id": {"type": "string",
-                                  "description": "for refund/chargeback: the event reversed"},
+            "original_event_id": {"type": "string", "description": (
+                "for refund/chargeback: the event reversed. It must be a stored purchase (or "
+                "other non-reversal conversion) of the same customer_id, in the same currency, "
+                "and the amount no more than what earlier refunds and chargebacks left of it: "
+                "422 otherwise")},
+            "customer_name": {"type": "string", "minLength": 1, "maxLength": 200,
+                              "description": "the customer's display name, printable; the "
+                                             "latest conversion's is kept; part of the body "
+                                             "(another name under the same event_id is 409)"},
         },
     },
     "Conversion": {
@@ -518,6 +609,37 @@ def document() -> dict[str, Any]:
                            answer={"$ref": "#/components/schemas/FunnelReport"},
                            params=[program_q]),
             },
+            "/reports/decisions": {
+                "get": _op("Finance's decisions on the fraud engine's verdicts, per reason "
+                           "code: a reward carries a code when its stored reasons name it "
+                           "(several codes: it counts under each; `total` counts it once). "
+                           "flagged = rewards clearance flagged; rejected = rewards clearance "
+                           "rejected automatically; held = flagged + rejected; awaiting = "
+                           "flagged ones still undecided; decided = held - awaiting; "
+                           "overturned = held rewards finance approved at least once (an "
+                           "overturn of the engine); overturn_rate = overturned / decided "
+                           "(null when 0); money per currency: held and overturned amounts",
+                           "admin, finance, viewer",
+                           answer={"$ref": "#/components/schemas/DecisionsReport"},
+                           params=[program_q]),
+            },
+            "/payouts": {
+                "get": _op("Payout batches, newest first (`lines`: how many payees each paid)",
+                           "admin, finance", answer=_list_of("PayoutBatch"),
+                           params=[{**any_program_q, "description": (
+                               "only batches that paid someone of this program (totals stay "
+                               "the whole batch's); absent or empty: every batch")},
+                                   *_PAGING]),
+            },
+            "/payouts/{batch_id}": {
+                "parameters": [_path("batch_id")],
+                "get": _with_csv(_op(
+                    "One payout batch with its lines; with `Accept: text/csv` its CSV "
+                    "(batch_id,beneficiary,amount,currency,reward_ids,program; reward ids "
+                    "separated by `;`; a text cell that a spreadsheet would run as a formula "
+                    "starts with `'`)", "admin, finance",
+                    answer={"$ref": "#/components/schemas/PayoutBatch"})),
+            },
             "/fraud/flags": {
                 "get": _op("Flags of the latest fraud scan: rings, self-referrals, risky "
                            "conversions; each with reasons (value and threshold), members "
@@ -547,15 +669,22 @@ def document() -> dict[str, Any]:
             },
             "/rewards/{reward_id}/approve": {
                 "parameters": [_path("reward_id")],
-                "post": _op("Approve a flagged reward (409 if it is no longer flagged; 202 "
-                            "when a second finance user must still approve)", "admin, finance",
+                "post": _op("Approve a flagged reward, or overturn a rejection: approve a "
+                            "rejected one (a rejection made by a person only by another "
+                            "person; an automatic one by anyone in finance). 409 from any "
+                            "other status, or when expected_status differs; 202 when a second "
+                            "finance user must still approve (four-eyes above the program's "
+                            "four_eyes_above, overturns too)", "admin, finance",
                             body="Decision", answer={"$ref": "#/components/schemas/Reward"},
                             also={202: "approval recorded; a second finance user must "
                                        "approve too (four-eyes)"}),
             },
             "/rewards/{reward_id}/reject": {
                 "parameters": [_path("reward_id")],
-                "post": _op("Reject a flagged or pending reward (409 otherwise)",
+                "post": _op("Reject a flagged or pending reward, or overturn an approval: "
+                            "reject an approved one not yet paid (a negative `reversal` ledger "
+                            "entry undoes what it earned). 409 otherwise (a paid reward is "
+                            "reversed only by a refund or chargeback)",
                             "admin, finance", body="Decision",
                             answer={"$ref": "#/components/schemas/Reward"}),
             },

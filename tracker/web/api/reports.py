@@ -1,10 +1,12 @@
-"""Reports: attribution side by side, and the funnel."""
+"""Reports: attribution side by side, the funnel, and finance's decisions on the fraud
+engine's verdicts (tracker.finance.decisions)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from attribution.models import MODELS
+from tracker.finance.decisions import decisions_report
 from tracker.programs import queries
 from tracker.scoring.reports import attribution_report, funnel_report
 from tracker.web import keys
@@ -42,6 +44,15 @@ async def funnel(request: web.Request) -> web.Response:
     return web.json_response({"program": program.slug, **report})
 
 
+@requires(*READERS)
+async def decisions(request: web.Request) -> web.Response:
+    program = await _program(request)
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await decisions_report(conn, program.id)
+    return web.json_response({"program": program.slug, **report})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/reports/attribution", attribution)
     app.router.add_get("/reports/funnel", funnel)
+    app.router.add_get("/reports/decisions", decisions)

@@ -94,6 +94,7 @@ def _referrer_json(r: queries.Referrer) -> dict[str, Any]:
         "program": r.program,
         "external_id": r.external_id,
         "has_email": r.has_email,
+        "name": r.name,
         "created_at": rfc3339(r.created_at),
     }
 
@@ -109,6 +110,18 @@ def _link_json(link: queries.Link, base_url: str) -> dict[str, Any]:
         "enabled": link.enabled,
         "created_at": rfc3339(link.created_at),
     }
+
+
+def display_name(body: dict[str, Any], key: str) -> str | None:
+    """A person's optional display name: 1 to NAME_MAX printable characters (surrounding
+    spaces dropped), or 422 naming `key`."""
+    value = body.get(key)
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or len(text) > queries.NAME_MAX or not text.isprintable():
+        raise invalid(f"{key} must be 1 to {queries.NAME_MAX} printable characters", key)
+    return text
 
 
 async def _referrer_filter(request: web.Request, program: queries.Program) -> int | None:
@@ -286,9 +299,11 @@ async def create_referrer(request: web.Request) -> web.Response:
     email = string(body, "email", required=False, max_len=EMAIL_MAX)
     if email is not None and "@" not in email:
         raise invalid("email is not an email address", "email")
+    name = display_name(body, "name")
     digest = email_hash(request.config_dict[keys.SETTINGS].secret_key, email) if email else None
     async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():
-        referrer, created = await queries.upsert_referrer(conn, program, external_id, digest)
+        referrer, created = await queries.upsert_referrer(conn, program, external_id, digest,
+                                                          name)
     return web.json_response(_referrer_json(referrer), status=201 if created else 200)
 
 

@@ -14,6 +14,7 @@ from tracker.finance.clearance import STATUSES
 from tracker.finance.evidence import Reason, RewardDetail, get_reward, list_rewards, reward_detail
 from tracker.finance.ledger import decide
 from tracker.formats import rfc3339
+from tracker.programs.queries import reward_names
 from tracker.web import keys
 from tracker.web.api.common import (
     choice_param,
@@ -73,7 +74,10 @@ async def list_(request: web.Request) -> web.Response:
         request.config_dict[keys.POOL], status=status, program=program,
         referrer=query_param(request, "referrer", max_len=128),
         after=id_cursor(request), limit=limit)
-    items = [as_json(r) for r in rewards]
+    names = await reward_names(request.config_dict[keys.POOL], [r.id for r in rewards])
+    items = [as_json(r) | dict(zip(("referrer_name", "customer_name"),
+                                   names.get(r.id, (None, None)), strict=True))
+             for r in rewards]
     return page(items, limit, encode_cursor(rewards[-1].id) if rewards else None)
 
 
@@ -95,15 +99,19 @@ async def _decide(request: web.Request, action: str) -> web.Response:
     if len(reason) > REASON_MAX or not reason.isprintable():
         raise invalid(f"reason must be printable text of at most {REASON_MAX} characters",
                       "reason")
+    expected = body.get("expected_status")
+    if expected is not None and expected not in STATUSES:
+        raise invalid(f"expected_status must be one of {', '.join(STATUSES)}",
+                      "expected_status")
     who = principal(request)
     async with request.config_dict[keys.POOL].acquire() as conn:
         decision = await decide(conn, reward_id, action, who.actor, reason.strip(),
-                                person=who.identity)
+                                person=who.identity, expected_status=expected)
         reward = await get_reward(conn, reward_id)
     if reward is None:  # pragma: no cover (it was just decided)
         raise conflict("the reward disappeared")
     answer = as_json(reward)
-    if decision.needed == 2 and decision.status == "flagged":
+    if decision.needed == 2 and decision.approvals < decision.needed:  # awaits a second person
         answer["approvals"] = decision.approvals
         answer["approvals_needed"] = decision.needed
         return web.json_response(answer, status=202)

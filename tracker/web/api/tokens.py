@@ -46,6 +46,8 @@ async def revoke(request: web.Request) -> web.Response:
                        "token or `refguard token revoke`")
     async with request.config_dict[keys.POOL].acquire() as conn:
         token, _now = await revoke_token(conn, token_id, who.actor)
+    # This worker forgets it now; the others when the database's notice reaches them.
+    request.config_dict[keys.TOKENS].drop(token_id)
     return web.json_response(as_json(token))
 
 

@@ -6,7 +6,7 @@ element built from escaped parts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,7 +97,35 @@ def calculation(calc: Mapping[str, Any], currency: str, base_currency: str | Non
     return ", ".join(parts) or NONE
 
 
+def calculation_words(calc: Mapping[str, Any], currency: str, base_currency: str | None,
+                      rules: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The calculation in words: "flat 20.00 USD, rule 1 of 2: referrer on purchase", then
+    the rest (credit, share, tiers, caps) as `calculation` writes it."""
+    rate, rule = calc.get("rate"), calc.get("rule")
+    head = []
+    if isinstance(rate, str):
+        flat = rate.removesuffix(" flat")
+        if flat != rate and flat.lstrip("-").isdigit():
+            head.append(f"flat {money(int(flat), currency)}")
+        elif isinstance(calc.get("base"), int):
+            head.append(f"{rate} of {money(calc['base'], base_currency or currency)}")
+        else:
+            head.append(rate)
+    if isinstance(rule, int) and not isinstance(rule, bool):
+        text = f"rule {rule + 1}"
+        if 0 <= rule < len(rules):
+            text += f" of {len(rules)}"
+            what = " on ".join(str(rules[rule][k]) for k in ("beneficiary", "on")
+                               if rules[rule].get(k) is not None)
+            text += f": {what}" if what else ""
+        head.append(text)
+    rest = calculation({k: v for k, v in calc.items() if k not in ("rate", "rule", "base")},
+                       currency, base_currency)
+    return "; ".join(x for x in (", ".join(head), "" if rest == NONE else rest) if x) or NONE
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
+    "calculation_words": calculation_words,
     "money": money, "when": when, "age": age, "measure": measure, "risk": risk,
     "percent": percent, "counted": counted, "short": short, "calculation": calculation,
 }

@@ -16,11 +16,17 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from tracker.errors import Conflict, NotFound
-from tracker.finance.evidence import RewardDetail, list_rewards, reward_detail
+from tracker.finance.evidence import (
+    RewardDetail,
+    display_names,
+    list_rewards,
+    reward_detail,
+    reward_rules,
+)
 from tracker.finance.ledger import FROM_STATUS, decide
 from tracker.web import keys
 from tracker.web.bodies import BodyError
-from tracker.web.review import render
+from tracker.web.review import cases, render
 from tracker.web.review.filters import age, counted
 from tracker.web.review.graph import NODE_TYPES, layout
 from tracker.web.review.render import page, see_other
@@ -165,7 +171,8 @@ async def bulk_approve(request: web.Request, session: Session, form: Form) -> we
         for one in ids:
             try:
                 decision = await decide(conn, one, "approve", session.principal.actor, reason,
-                                        person=session.principal.identity)
+                                        person=session.principal.identity,
+                                        expected_status="flagged")
             except (Conflict, NotFound):
                 counts["skipped"] += 1
                 continue
@@ -211,14 +218,21 @@ async def detail_page(request: web.Request, session: Session, *, flash: str = ""
     rid = reward_id(request)
     async with request.app[keys.POOL].acquire() as conn:
         d = None if rid is None else await reward_detail(conn, rid)
+        if d is not None:
+            rules = await reward_rules(conn, d.reward.id)
+            r = d.reward
+            names = await display_names(conn, [(r.program, p) for p in (
+                r.referrer, r.payee, d.conversion_detail.customer_id)])
     if d is None:
         return page(request, "missing.html", {"title": "Reward not found", "session": session},
                     status=404)
     return page(request, "reward.html", {
         "title": f"Reward {d.reward.id}", "session": session, "flash": flash, "d": d,
         "timeline": timeline(d), "drawing": layout(d.graph, d.reward.referrer),
-        "node_types": NODE_TYPES, "reason_max": REASON_MAX,
-        "actions": [a for a in ACTIONS if d.reward.status in FROM_STATUS[a[0]]]},
+        "node_types": NODE_TYPES, "reason_max": REASON_MAX, "rules": rules,
+        "names": {who: name for (_p, who), name in names.items()},
+        "actions": [a for a in ACTIONS if d.reward.status in FROM_STATUS[a[0]]
+                    and not (a[0] == "reject" and d.reward.paid_at is not None)]},
         status=status)
 
 
@@ -238,8 +252,11 @@ async def decide_one(request: web.Request, session: Session, form: Form) -> web.
                                  f"at most {REASON_MAX} characters).")
     try:
         async with request.app[keys.POOL].acquire() as conn:
+            # The status the page showed: a decision taken since by someone else is not
+            # silently overturned (decide answers Conflict).
             decision = await decide(conn, rid, action, session.principal.actor, reason,
-                                    person=session.principal.identity)
+                                    person=session.principal.identity,
+                                    expected_status=field(form, "seen") or None)
     except NotFound:
         return await detail_page(request, session)
     except Conflict as exc:
@@ -251,6 +268,7 @@ async def decide_one(request: web.Request, session: Session, form: Form) -> web.
 
 def add_routes(app: web.Application) -> None:
     render.setup(app)
+    cases.add_routes(app)
     app.router.add_get("/review", queue)
     app.router.add_get("/review/login", login_form)
     app.router.add_post("/review/login", login)
