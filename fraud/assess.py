@@ -1,25 +1,34 @@
-"""A conversion's reasons and risk, put together in one place.
+"""A conversion's reasons and risk, put together in one place: an evidence model.
 
 `assess_all` takes the plain facts of a scan (the conversions, their referrers, what is known of
 the program, the rings found, the finance model if it is on) and answers each conversion's
 `Assessment` with its anomaly feature row. Every conversion's reasons come in one order:
 
-1. its own signals (fraud.signals.conversion_reasons: identity shared with a referrer, how its
-   clicks came);
+1. its own signals (fraud.signals.conversion_reasons: identity shared with a referrer, ranked
+   by strength, and how its clicks came);
 2. a ring it belongs to, or else a ring its credited referrer belongs to;
-3. its credited referrers' signals as a whole (fraud.signals.referrer_reasons);
+3. its credited referrers' tests against the program's baseline (fraud.signals.
+   referrer_findings), at full weight where the conversion carries the referrer's anomaly;
 4. a device several of the same referrer's referees use (fraud.signals.shared_device_reasons);
-5. an anomaly score among the program's conversions (fraud.anomaly);
-6. the finance model's probability that finance would reject it (fraud.supervised).
+5. the finance model's probability that finance would reject it (fraud.supervised).
 
-Their risk combines them as independent pieces of evidence: risk = 1 - prod(1 - weight).
+Each reason belongs to one family of evidence (FAMILIES). Reasons of one family are
+correlated (an IP, its /24 and a fingerprint that includes the network say one thing), so a
+family counts once, by its strongest reason; families are independent pieces of evidence and
+combine as such: risk = 1 - prod over families (1 - family weight).
+
+Decision rule: a conversion is held (review_at 0.5) only when at least one family is
+decisive on its own (DECISIVE); weak hints of several families stay under WEAK_CAP. A risk
+reaches rejection only on strong identity evidence (the same customer, mailbox or cookie) or
+at least two decisive families; otherwise it is capped at FLAG_CAP, so the most a single
+family (the network one, say) can do is flag the reward for finance.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,19 +36,32 @@ from fraud.anomaly import score_rows
 from fraud.rings import Ring
 from fraud.signals import (
     ConversionFacts,
+    Finding,
     ProgramContext,
     Reason,
     ReferrerFacts,
     conversion_reasons,
     features,
-    referrer_reasons,
+    referrer_findings,
     shared_device_reasons,
 )
 from fraud.supervised import SupervisedRisk
 
-ANOMALY_AT = 0.99  # anomaly percentile that becomes a reason
+FAMILIES = {
+    "identity": "the referee is the referrer (same person)",
+    "network": "shared network or devices",
+    "click": "how the click came (timing, bots, paid traffic)",
+    "population": "the referrer's traffic unlike the program's",
+    "model": "a model of finance's decisions",
+}
+ANOMALY_AT = 0.99  # anomaly percentile (fraud.anomaly): kept for the features' consumers
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
 FINANCE_MODEL_AT = 0.8  # the finance model's probability of a rejection, to become a reason
+DECISIVE = 0.5  # a family this strong says "hold" on its own
+WEAK_CAP = 0.45  # the most a risk reaches when no family is decisive on its own
+FLAG_CAP = 0.85  # the most a risk without strong identity or two families reaches
+UNCARRIED = 0.1  # a referrer's anomaly on a conversion that does not show it
+CORROBORATED = 0.7  # a carried anomaly of a referrer with two or more anomalies
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,43 +81,137 @@ class Scored:
 
 
 def combine(reasons: Iterable[Reason]) -> float:
+    """The risk of a conversion's reasons (see the module's decision rule)."""
+    return combine_evidence((r.family or r.code, r.weight, r.strong) for r in reasons)
+
+
+def combine_evidence(items: Iterable[tuple[str, float, bool]]) -> float:
+    """(family, weight, strong) items into a risk: a family counts once, families combine
+    as independent evidence, and without strong identity or two decisive families the risk
+    stays at or under FLAG_CAP."""
+    best: dict[str, float] = defaultdict(float)
+    strong = False
+    for family, weight, is_strong in items:
+        w = min(max(weight, 0.0), 1.0)
+        best[family] = max(best[family], w)
+        strong = strong or (is_strong and w >= DECISIVE)
     keep = 1.0
-    for reason in reasons:
-        keep *= 1.0 - min(max(reason.weight, 0.0), 1.0)
-    return round(1.0 - keep, 6)
+    for w in best.values():
+        keep *= 1.0 - w
+    risk = 1.0 - keep
+    decisive = sum(1 for w in best.values() if w >= DECISIVE)
+    if not strong and decisive < 2:
+        risk = min(risk, FLAG_CAP)
+    if decisive == 0:  # weak hints of several families do not add up to a hold
+        risk = min(risk, WEAK_CAP)
+    return round(risk, 6)
+
+
+def families_of(reasons: Iterable[Reason]) -> list[str]:
+    """The families that decided, strongest first, in plain words."""
+    best: dict[str, float] = defaultdict(float)
+    for r in reasons:
+        best[r.family or r.code] = max(best[r.family or r.code], r.weight)
+    return [FAMILIES.get(f, f) for f, w in sorted(best.items(), key=lambda kv: -kv[1])
+            if w >= DECISIVE]
+
+
+def decision_reason(reasons: Sequence[Reason], score: float) -> Reason:
+    """What decided a held conversion, in plain words: the families that said "hold", and
+    whether rejection was open to it (strong identity evidence or two families)."""
+    decided = families_of(reasons) or [FAMILIES.get(r.family, r.family) for r in
+                                       sorted(reasons, key=lambda r: -r.weight)[:1]]
+    strong = any(r.strong and r.weight >= DECISIVE for r in reasons)
+    rejectable = strong or len(families_of(reasons)) >= 2
+    how = ("strong identity evidence" if strong else "two or more independent families"
+           if rejectable else "one family only: at most flagged for review")
+    return Reason("decided_by", f"held on {'; '.join(decided)} ({how})", decided,
+                  "strong identity or two families to reject", 0.0, "decision",
+                  False) if score > 0 else Reason("decided_by", "nothing against it", [],
+                                                  "", 0.0, "decision")
 
 
 def assess(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
-           rings: Sequence[Ring] = (), extra: Iterable[Reason] = ()) -> Assessment:
+           rings: Sequence[Ring] = (), extra: Iterable[Reason] = (),
+           holders: Mapping[tuple[str, str], int] | None = None) -> Assessment:
     """One conversion's reasons and risk: its own signals, the rings around it, then `extra`
     (what the program's conversions together say of it)."""
     ring = ring_reason(conv, rings)
-    reasons = (*conversion_reasons(conv, referrers), *(() if ring is None else (ring,)),
-               *extra)
+    reasons = (*conversion_reasons(conv, referrers, holders),
+               *(() if ring is None else (ring,)), *extra)
     return Assessment(conv.conversion_id, combine(reasons), reasons)
 
 
 def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, ReferrerFacts],
                context: ProgramContext, rings: Sequence[Ring] = (), *,
                baseline: np.ndarray | None = None, only: Collection[int] | None = None,
-               model: SupervisedRisk | None = None) -> list[Scored]:
+               model: SupervisedRisk | None = None,
+               holders: Mapping[tuple[str, str], int] | None = None) -> list[Scored]:
     """Every conversion's assessment (of those in `only`, if given: the others are context).
 
-    `baseline` holds feature rows of the program's earlier conversions for the anomaly
-    detectors (an incremental scan's); `model` is the finance model, used when it is on.
+    `baseline` holds feature rows of the program's earlier conversions (an incremental
+    scan's); `model` is the finance model, used when it is on; `holders` counts the accounts
+    on each IP and device (`("ip" | "device", value)`).
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
-    per_referrer = referrer_reasons(conversions, context)
+    per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
     rows = feature_rows(conversions, wanted, context)
-    anomalies = anomaly_reasons(rows, baseline)
     opinions = finance_model_reasons(rows, model)
+    carried = carried_by_customer(conversions, per_referrer)
     out = []
-    for conv, row, anomaly, opinion in zip(wanted, rows, anomalies, opinions, strict=True):
-        extra = [r for ref in conv.referrers for r in per_referrer.get(ref, ())]
-        extra += [r for r in (per_device.get(conv.conversion_id), anomaly, opinion)
-                  if r is not None]
-        out.append(Scored(assess(conv, referrers, rings, extra), row))
+    for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
+        extra = population_reasons(conv, per_referrer, carried)
+        extra += [r for r in (per_device.get(conv.conversion_id), opinion) if r is not None]
+        out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
+    return out
+
+
+Carried = set[tuple[str, str, str]]  # (customer, referrer, finding code)
+
+
+def carried_by_customer(conversions: Sequence[ConversionFacts],
+                        per_referrer: Mapping[str, list[Finding]]) -> Carried:
+    """Which customers carry which of their referrer's anomalies in any of their conversions
+    credited to that referrer: a customer whose sign-up was injected was brought by the
+    injection, and so was their later purchase."""
+    out: Carried = set()
+    for conv in conversions:
+        for ref in conv.referrers:
+            for finding in per_referrer.get(ref, ()):
+                if finding.carries(conv):
+                    out.add((conv.customer, ref, finding.reason.code))
+    return out
+
+
+def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Finding]],
+                       carried: Carried | None = None) -> list[Reason]:
+    """Its credited referrers' findings: at their weight where the conversion (or another of
+    the customer's through the same referrer) carries the anomaly (CORROBORATED when the
+    referrer has two anomalies or more), at UNCARRIED where it does not: a referrer's
+    genuine referrals are not held on its reputation alone."""
+    out: list[Reason] = []
+    for ref in conv.referrers:
+        found = per_referrer.get(ref, [])
+        several = len(found) >= 2
+        mine = [f for f in found if f.carries(conv)
+                or (conv.customer, ref, f.reason.code) in (carried or ())]
+        # Two different anomalies of the referrer that this conversion shows corroborate
+        # each other (different tests on different data), up to CORROBORATED.
+        keep = 1.0
+        for f in mine:
+            keep *= 1.0 - f.reason.weight
+        together = min(1.0 - keep, CORROBORATED) if len(mine) >= 2 else 0.0
+        for finding in found:
+            reason = finding.reason
+            if finding in mine:
+                weight = (max(reason.weight, CORROBORATED)
+                          if several and reason.weight >= DECISIVE else reason.weight)
+                out.append(replace(reason, weight=round(max(weight, together), 4)))
+            else:
+                out.append(replace(
+                    reason, weight=UNCARRIED,
+                    message=reason.message + " (this conversion does not show it)"))
     return out
 
 
@@ -145,7 +261,8 @@ def finance_model_reasons(rows: Sequence[Sequence[float]], model: SupervisedRisk
         out.append(Reason(
             "finance_model", f"resembles conversions finance rejected (probability "
             f"{p:.2f}; model validated at ROC AUC {model.validation_auc_ or 0:.2f} on "
-            f"{model.trained_on_} decisions)", round(float(p), 4), FINANCE_MODEL_AT, 0.5))
+            f"{model.trained_on_} decisions)", round(float(p), 4), FINANCE_MODEL_AT, 0.5,
+            "model"))
     return out
 
 
@@ -156,10 +273,16 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
     customer = {("customer", conv.customer), ("referrer", conv.customer)}
     inside = [ring for ring in rings if ring.accounts & customer]
     if inside:
-        ring = inside[0]
+        ring = max(inside, key=lambda r: len(r.accounts))
+        # A few accounts on one address and device are a household as often as a ring.
+        small = ring.kind == "ring" and ring.score < DECISIVE  # fraud.rings.WEAK_RING
         return Reason(f"{ring.kind}_member",
-                      f"the customer belongs to a {ring.kind.replace('_', ' ')} of "
-                      f"{len(ring.accounts)} accounts", len(ring.accounts), 3, 0.85)
+                      f"network: the customer belongs to a {ring.kind.replace('_', ' ')} of "
+                      f"{len(ring.accounts)} accounts bound by devices or addresses few others "
+                      "use" + (" (too few, or on too many devices, to tell from a household "
+                               "or an office)" if small else ""),
+                      len(ring.accounts), 3, 0.3 if small else 0.85,
+                      "network")
     credited = {("referrer", r) for r in conv.referrers}
     beside = [ring for ring in rings if ring.accounts & credited]
     if not beside:
@@ -169,7 +292,7 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
     return Reason("ring_referrer",
                   f"the credited referrer {who} belongs to a "
                   f"{ring.kind.replace('_', ' ')} of {len(ring.accounts)} accounts "
-                  "(this customer is not in it)", len(ring.accounts), 3, RING_REFERRER)
+                  "(this customer is not in it)", len(ring.accounts), 3, RING_REFERRER, "network")
 
 
 def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:

@@ -53,6 +53,78 @@ def bipartite(uses: dict[Account, set[Column]]) -> nx.Graph:
 
 # A group bound by addresses alone must live on them (see _address_concentration).
 ADDRESS_CONCENTRATION = 0.8
+SPLIT_MODULARITY = 0.4  # a component splits into communities only when they are this apart
+ONE_COLLECTOR = 0.8  # a busy device or IP whose accounts one referrer collects for binds them
+
+
+HOLD_ACCOUNTS = 6  # a ring smaller than this is weak evidence
+HOLD_PER_DEVICE = 4.0  # nor is a group with fewer accounts per device (people, not a farm)
+WEAK_RING = 0.3
+
+
+def _merge_by_collector(groups: list[set[Account]], referred_by: dict[str, set[str]]
+                        ) -> list[set[Account]]:
+    """Groups whose customers one referrer collects for (two or more in each) are one ring:
+    a device farm's devices each bind a group, its referrer binds them together."""
+    owner: dict[str, int] = {}
+    parent = list(range(len(groups)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, group in enumerate(groups):
+        counts: dict[str, int] = defaultdict(int)
+        for _kind, person in group:
+            for referrer in referred_by.get(person, ()):
+                counts[referrer] += 1
+        for referrer, n in counts.items():
+            if n < 2:
+                continue
+            if referrer in owner:
+                parent[find(i)] = find(owner[referrer])
+            else:
+                owner[referrer] = i
+    merged: dict[int, set[Account]] = defaultdict(set)
+    for i, group in enumerate(groups):
+        merged[find(i)] |= group
+    return list(merged.values())
+
+
+FARM_MAX = 400  # accounts on one device or IP a farm is looked for in (pairs grow as n^2)
+GATEWAY_ACCOUNTS = 4  # an address this many accounts use may be a gateway (see _gateway)
+
+
+def _gateway(holders: list[Account], referred_by: dict[str, set[str]]) -> bool:
+    """An address or device that behaves like a NAT (a carrier, a public network): many
+    accounts that different people outside the group referred. It binds nobody; a ring's
+    accounts are collected by one operator or refer each other. (A group on as many
+    devices as accounts, an office or a campus club, is still named as a ring, but weak:
+    see HOLD_PER_DEVICE.)"""
+    if len(holders) < GATEWAY_ACCOUNTS:
+        return False
+    inside = {person for _kind, person in holders}
+    counts: dict[str, int] = defaultdict(int)
+    for person in inside:
+        for referrer in referred_by.get(person, ()):
+            if referrer not in inside:
+                counts[referrer] += 1
+    outside = sum(counts.values())
+    return len(counts) >= 3 and outside >= len(holders) / 2 and max(counts.values()) < (
+        0.5 * len(holders))
+
+
+def _one_collector(holders: list[Account], referred_by: dict[str, set[str]]) -> bool:
+    """Most of a column's accounts were referred by one referrer: a device farm, not a
+    gateway many unrelated people share."""
+    counts: dict[str, int] = defaultdict(int)
+    for _kind, person in holders:
+        for referrer in referred_by.get(person, ()):
+            counts[referrer] += 1
+    return (GATEWAY_ACCOUNTS <= len(holders) <= FARM_MAX and bool(counts)
+            and max(counts.values()) >= ONE_COLLECTOR * len(holders))
 
 
 def shared_infrastructure(uses: dict[Account, set[Column]],
@@ -74,7 +146,10 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         referred_by[customer].add(referrer)
     graph = bipartite(uses)
     rare = [n for n, d in graph.nodes(data=True)
-            if d.get("bipartite") == 1 and 2 <= graph.degree(n) <= max_share]
+            if d.get("bipartite") == 1 and graph.degree(n) >= 2
+            and (_one_collector(list(graph.neighbors(n)), referred_by)
+                 or (graph.degree(n) <= max_share
+                     and not _gateway(list(graph.neighbors(n)), referred_by)))]
     projection = nx.Graph()
     for column in rare:
         holders = list(graph.neighbors(column))
@@ -91,9 +166,17 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         if len(component) <= split_above:
             groups.append(component)
             continue
-        for community in nx.community.louvain_communities(projection.subgraph(component),
-                                                          weight="weight", seed=0):
+        sub = projection.subgraph(component)
+        communities = nx.community.louvain_communities(sub, weight="weight", seed=0)
+        # A dense group stays one ring: split only where the parts are loosely bound (two
+        # rings bridged by an account), not a clique that community detection cuts anyway.
+        if len(communities) < 2 or nx.community.modularity(
+                sub, communities, weight="weight") < SPLIT_MODULARITY:
+            groups.append(component)
+            continue
+        for community in communities:
             groups.append(set(community))
+    groups = _merge_by_collector(groups, referred_by)
     rings = []
     for component in groups:
         collectors: dict[str, int] = defaultdict(int)
@@ -113,7 +196,24 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         density = 2 * projection.subgraph(component).number_of_edges() / (
             len(component) * (len(component) - 1))
         score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
+        devices = {c for a in component for c in uses.get(a, set()) if c[0] == "device"}
+        per_device = len(component) / max(len(devices), 1)
+        people = {person for _kind, person in accounts}
+        recruiters = {r for person in people for r in referred_by.get(person, ()) if r in people}
+        # A device farm: few devices, most of the group's customers one referrer's (many
+        # people of different referrers on one fingerprint are a phone model behind a NAT).
+        customers = [p for kind, p in component if kind == "customer"]
+        top = max(collectors.values(), default=0)
+        device_bound = (bool(devices) and per_device >= HOLD_PER_DEVICE
+                        and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers))
+        # Accounts recruiting each other and living on the group's addresses.
+        recruiting = len(recruiters) >= 2 and concentration >= 0.95
+        if len(accounts) < HOLD_ACCOUNTS or not (device_bound or recruiting):
+            # A few accounts, or one referrer's people each on a device of their own: a
+            # household, an office; named, but weak evidence (fraud.assess reads the score).
+            score = WEAK_RING
         rings.append(Ring("ring", accounts, shared, round(score, 4), {
+            "accounts_per_device": round(per_device, 2),
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))

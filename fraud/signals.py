@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,10 +33,14 @@ class Reason:
     value: object
     threshold: object
     weight: float
+    # The family of evidence it belongs to (fraud.assess.FAMILIES): a family counts once.
+    family: str = ""
+    strong: bool = False  # strong identity evidence: enough on its own to reject
 
     def as_dict(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message, "value": self.value,
-                "threshold": self.threshold, "weight": self.weight}
+                "threshold": self.threshold, "weight": self.weight, "family": self.family,
+                "strong": self.strong}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class ClickFacts:
     country: str | None = None
     query: str | None = None
     headerless: bool = False  # no Accept-Language: every browser sends one on a navigation
+    language: str | None = None  # the Accept-Language header as sent
+    browser: str | None = None  # the user agent's browser family
+    source: str | None = None  # the Referer's host: the site the visit came from
+    agent: str | None = None  # the User-Agent as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +94,35 @@ class ReferrerFacts:
     visitors: frozenset[str] = frozenset()
     devices: frozenset[str] = frozenset()
     ips: frozenset[str] = frozenset()
+    # The referrer's own visits to their own link: (unix seconds, IP).
+    own_clicks: tuple[tuple[float, str], ...] = ()
 
 
-def conversion_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts]
-                       ) -> list[Reason]:
+def conversion_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
+                       holders: Mapping[tuple[str, str], int] | None = None) -> list[Reason]:
     """The reasons to doubt one conversion on its own facts: who it shares an identity with,
-    and how its attributed clicks came."""
-    return identity_reasons(conv, referrers) + touch_reasons(conv)
+    and how its attributed clicks came. `holders` counts the accounts that use each IP and
+    device in the program (an address many accounts use says little)."""
+    return identity_reasons(conv, referrers, holders) + touch_reasons(conv)
 
 
-def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts]
-                     ) -> list[Reason]:
-    """The referee is (or lives with) a credited referrer: a shared identifier, or a shared
-    network."""
+LEASE_SECONDS = 3600.0  # the referee's first visit this soon after the referrer's own there
+NAT_ACCOUNTS = 6  # an address or device this many accounts use is a gateway: no evidence
+SHARED_DEVICE_WEIGHT = 0.35  # a header fingerprint: a phone model + browser + network
+SHARED_IP_WEIGHT = 0.3
+SHARED_PREFIX_WEIGHT = 0.15
+
+
+def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
+                     holders: Mapping[tuple[str, str], int] | None = None) -> list[Reason]:
+    """The referee is, or may be, a credited referrer, ranked by strength.
+
+    Strong (identity family, enough to reject): the same customer id, mailbox (identity's
+    e-mail normalisation: tags, dots, look-alike provider domains) or visitor cookie; a
+    household lease (the referee's first visit from the referrer's network within the hour
+    after the referrer opened their own link there, on a device the referrer never used).
+    Weak (network family, never more than a flag): a shared header fingerprint, IP or /24,
+    weighted by how few accounts use it, and nothing where many do (a NAT)."""
     reasons: list[Reason] = []
     for ref_id in conv.referrers:
         ref = referrers.get(ref_id, ReferrerFacts(ref_id))
@@ -109,21 +133,71 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
             shared.append("email")
         if conv.visitors & ref.visitors:
             shared.append("visitor")
-        if conv.devices & ref.devices:
-            shared.append("device")
-        if conv.ips & ref.ips:
-            shared.append("IP address")
         if shared:
             reasons.append(Reason(
                 "self_referral",
-                f"the referee shares {', '.join(shared)} with referrer {ref_id}'s own activity",
-                shared, "any shared identifier", 0.95))
-        elif ({ip_prefix(i) for i in conv.ips} & {ip_prefix(i) for i in ref.ips}):
+                f"identity: the referee is referrer {ref_id} (same {', '.join(shared)})",
+                shared, "any shared identifier", 0.97, "identity", True))
+            continue
+        lease = _lease(conv, ref)
+        if lease is not None:
             reasons.append(Reason(
-                "shared_network", f"referee and referrer {ref_id} use the same network "
-                "(IPv4 /24, IPv6 /48)",
-                "same /24", "different networks", 0.4))
+                "household_lease",
+                f"identity: the referee first came from referrer {ref_id}'s own network "
+                f"{lease / 60:.0f} min after {ref_id} opened their own link there, on a new "
+                "device", round(lease, 1), LEASE_SECONDS, 0.8, "identity"))
+            continue
+        network = _network_reason(conv, ref, holders or {})
+        if network is not None:
+            reasons.append(network)
     return reasons
+
+
+def _lease(conv: ConversionFacts, ref: ReferrerFacts) -> float | None:
+    """Seconds from the referrer's own visit to their link to the referee's first visit from
+    the same address, on a device and cookie the referrer never used; None if no such lease."""
+    first = next((t for t in conv.touches if t.referrer == ref.external_id), None)
+    if first is None or first.ip is None or not ref.own_clicks:
+        return None
+    if (first.visitor is not None and first.visitor in ref.visitors) or (
+            first.device is not None and first.device in ref.devices):
+        return None
+    gaps = [first.at - at for at, ip in ref.own_clicks
+            if ip == first.ip and 0 <= first.at - at <= LEASE_SECONDS]
+    return min(gaps) if gaps else None
+
+
+def _rarity(column: tuple[str, str], holders: Mapping[tuple[str, str], int]) -> float:
+    """1 for a column only the two accounts use, less for more, 0 for a gateway."""
+    n = max(holders.get(column, 2), 2)
+    return 0.0 if n >= NAT_ACCOUNTS else 2.0 / n
+
+
+def _network_reason(conv: ConversionFacts, ref: ReferrerFacts,
+                    holders: Mapping[tuple[str, str], int]) -> Reason | None:
+    """The strongest network tie between referee and referrer, weighted by rarity."""
+    found: list[tuple[float, str, object]] = []
+    for device in conv.devices & ref.devices:
+        w = SHARED_DEVICE_WEIGHT * _rarity(("device", device), holders)
+        found.append((w, "the same browser fingerprint (phone model, browser and network)",
+                      holders.get(("device", device), 2)))
+    for ip in conv.ips & ref.ips:
+        w = SHARED_IP_WEIGHT * _rarity(("ip", ip), holders)
+        found.append((w, "the same IP address", holders.get(("ip", ip), 2)))
+    if not found and ({ip_prefix(i) for i in conv.ips} & {ip_prefix(i) for i in ref.ips}):
+        return Reason(
+            "shared_network", f"network: referee and referrer {ref.external_id} use the same "
+            "network (IPv4 /24, IPv6 /48); weak evidence alone", "same /24",
+            "different networks", SHARED_PREFIX_WEIGHT, "network")
+    found = [f for f in found if f[0] > 0]
+    if not found:
+        return None
+    weight, what, accounts = max(found, key=lambda f: f[0])
+    return Reason(
+        "shared_address", f"network: referee and referrer {ref.external_id} use {what}, "
+        f"used by {accounts} accounts in the program; weak evidence alone (households, "
+        "offices)", accounts, f"fewer than {NAT_ACCOUNTS} accounts", round(weight, 4),
+        "network")
 
 
 def touch_reasons(conv: ConversionFacts) -> list[Reason]:
@@ -138,28 +212,28 @@ def touch_reasons(conv: ConversionFacts) -> list[Reason]:
         reasons.append(Reason(
             "fast_conversion",
             f"converted {delay:.1f} s after the click (click injection is seconds)",
-            round(delay, 3), INJECTION_SECONDS, 0.7))
+            round(delay, 3), INJECTION_SECONDS, 0.7, "click"))
     bots = [t for t in conv.touches if t.is_bot]
     if bots:
         reasons.append(Reason("bot_click", "an attributed click came from a bot or script",
-                              bots[-1].bot_rule, "no bot rule", 0.8))
+                              bots[-1].bot_rule, "no bot rule", 0.8, "click"))
     if any(t.anonymous or t.hosting for t in conv.touches):
         kinds = sorted({"hosting" if t.hosting else "anonymous" for t in conv.touches
                         if t.anonymous or t.hosting})
         reasons.append(Reason("anonymous_ip",
                               f"an attributed click came from a {'/'.join(kinds)} IP",
-                              kinds, "a residential IP", 0.35))
+                              kinds, "a residential IP", 0.35, "click"))
     paid = sorted({k for t in conv.touches if t.query
                    for k, _v in parse_qsl(t.query) if k.lower() in PAID_CLICK_IDS})
     if paid:
         reasons.append(Reason("paid_click_id",
                               "the landing carried an ad click id (paid traffic bidding on "
-                              "the brand, not a referral)", paid, "none", 0.5))
+                              "the brand, not a referral)", paid, "none", 0.5, "click"))
     countries = {t.country for t in conv.touches if t.country}
     if conv.country and countries and conv.country not in countries:
         reasons.append(Reason("country_mismatch",
                               f"clicked from {'/'.join(sorted(countries))}, converted from "
-                              f"{conv.country}", conv.country, sorted(countries), 0.2))
+                              f"{conv.country}", conv.country, sorted(countries), 0.2, "click"))
     return reasons
 
 
@@ -167,12 +241,12 @@ KS_MIN_CONVERSIONS = 10
 KS_P_VALUE = 1e-3
 REFUND_RATE = 0.3
 REFUND_MIN_CONVERSIONS = 5
-REFEREES_PER_DEVICE = 3
+REFEREES_PER_DEVICE = 5  # one referrer's customers on one device: more than a household
 VELOCITY_MIN = 5  # conversions in one day before a burst can count as one
 VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
 PEAK_FACTOR = 3.0  # times the best day of the program's busier referrers (90th percentile)
 DAY = 86400.0
-SPAM_MIN_CLICKS = 100
+SPAM_MIN_CLICKS = 30
 HOSTING_SHARE = 0.5  # of a referrer's conversions through hosting/anonymous IPs
 HOSTING_MIN_CONVERSIONS = 3
 HEADERLESS_SHARE = 0.5  # of a referrer's conversions through visits without Accept-Language
@@ -201,45 +275,165 @@ class ProgramContext:
     background_delays: np.ndarray | None = None
     program_rate: float | None = None  # credited conversions per counted click
     history: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # (n, first at)
+    # Counted clicks per Referer host (the site visits came from), where known.
+    source_clicks: Mapping[str, int] = field(default_factory=dict)
     # The program's share of headerless conversions, as the latest full scan measured it
     # (incremental scans see a window, too little to tell what the program's data holds).
     headerless_share: float | None = None
 
 
+Carry = Callable[[ConversionFacts], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A referrer-level test that came out significant: its reason, and which of the
+    referrer's conversions carry the anomaly it found (`carries`)."""
+
+    reason: Reason
+    carries: Carry
+    p_value: float = 0.0
+
+
 def referrer_reasons(conversions: Sequence[ConversionFacts],
                      context: ProgramContext = ProgramContext()) -> dict[str, list[Reason]]:
-    """Reasons that concern a referrer as a whole, to be added to each of their conversions.
+    """Reasons that concern a referrer as a whole (see `referrer_findings`)."""
+    return {ref: [f.reason for f in found]
+            for ref, found in referrer_findings(conversions, context).items()}
 
-    - delay_distribution: their click-to-conversion delays are shorter than the rest of the
-      program's (one-sided two-sample Kolmogorov-Smirnov test);
-    - click_spam: many clicks, a conversion rate far under the program's, and delays longer
-      than the program's (clicks fired at people who were going to convert anyway);
-    - velocity: a day with far more conversions than the referrer's usual daily rate, and far
-      more than the best day of the program's busier referrers;
-    - refund_rate: a large share of their conversions was refunded or charged back;
-    - hosting_share: most of their conversions came through clicks from hosting or anonymous
-      IPs (a click farm with real browsers: one such conversion alone is a VPN user);
-    - headerless_share: most of their conversions came through visits without the
-      Accept-Language header every browser sends, where the program's visits have it
-      (automation with a browser's user agent).
+
+def referrer_findings(conversions: Sequence[ConversionFacts],
+                      context: ProgramContext = ProgramContext()) -> dict[str, list[Finding]]:
+    """Each referrer's traffic tested against the program's own baseline, with the
+    Benjamini-Hochberg procedure across referrers (each test at false discovery rate
+    FDR_Q, so among hundreds of referrers a few unlucky honest ones do not come out):
+
+    - delay_distribution: delays shorter than the program's (one-sided two-sample KS):
+      injection; carried by the conversions faster than the program's first quartile;
+    - click_spam: a conversion rate under the program's (binomial) and delays longer than
+      the program's (KS): clicks fired at people who were converting anyway; carried by the
+      conversions an hour or more after their click;
+    - velocity: a day with far more conversions than usual; carried by that day's;
+    - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
+      the reversed conversions;
+    - min_amount_share: more purchases at the program's minimum amount (binomial); carried
+      by those;
+    - language_uniformity: one Accept-Language across different browsers, more often than
+      the program's browsers send it (binomial); carried by the visits that sent it;
+    - hosting_share, headerless_share: most conversions through hosting/anonymous IPs, or
+      visits without Accept-Language where the program's have it; carried by those.
 
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
     """
     tally = _tally(conversions, context.reversed_ids)
-    # Each referrer's conversions and first conversion, over their whole history if known.
     totals = {ref: context.history.get(ref, (n, min(tally.times[ref])))
               for ref, n in tally.counts.items()}
     program_rate = context.program_rate
     if program_rate is None and context.referrer_clicks:
         program_rate = sum(tally.counts.values()) / max(sum(context.referrer_clicks.values()), 1)
-    out: dict[str, list[Reason]] = defaultdict(list)
-    for found in (_delay_reasons(tally, context, totals, program_rate),
-                  _velocity_reasons(tally, totals), _refund_reasons(tally),
-                  _hosting_reasons(tally), _headerless_reasons(tally, context)):
-        for ref, reason in found.items():
-            out[ref].append(reason)
+    out: dict[str, list[Finding]] = defaultdict(list)
+    for found in (_delay_findings(tally, context, totals, program_rate),
+                  _converts_too_well(tally, context, totals, program_rate),
+                  _quick_findings(tally, context), _agent_findings(conversions, tally),
+                  _velocity_findings(tally, totals), _refund_findings(tally),
+                  _min_amount_findings(tally), _language_findings(tally),
+                  _hosting_findings(tally), _headerless_findings(tally, context)):
+        for ref, finding in found.items():
+            out[ref].append(finding)
+    suspects = {ref for ref, found in out.items()
+                if any(f.reason.code != "velocity" for f in found)}
+    for ref, finding in _spam_findings(tally, context, totals, program_rate,
+                                       suspects).items():
+        out[ref].append(finding)
+    for ref, finding in _source_findings(conversions, context, program_rate, tally):
+        out[ref].append(finding)
     return dict(out)
+
+
+SOURCE_MIN_CONVERSIONS = 5
+LATE_EFFECT = 0.5  # the KS distance of a site's or referrer's delays that click spam shows
+
+
+def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
+                     program_rate: float | None, tally: _Tally
+                     ) -> list[tuple[str, Finding]]:
+    """click_spam_source: the visits from one site (Referer host), pooled over every referrer
+    they credit, convert far less than the program's (binomial) and later (one-sided KS):
+    an app or page firing clicks at people who buy days later anyway, spread over several
+    accounts so that none of them stands out. Controlled across sites (Benjamini-Hochberg);
+    carried by the conversions whose last click came from that site."""
+    if not program_rate or not context.source_clicks:
+        return []
+    delays: dict[str, list[float]] = defaultdict(list)
+    credited: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        if not conv.touches or conv.touches[-1].source is None or conv.delay is None:
+            continue
+        host = conv.touches[-1].source
+        delays[host].append(max(conv.delay, 0.0))
+        credited[host].update(conv.referrers)
+    everyone, _owner = _delay_sample(tally.delays)
+    p_values: dict[str, float] = {}
+    for host, own in delays.items():
+        n_clicks = context.source_clicks.get(host, 0)
+        if len(own) < SOURCE_MIN_CONVERSIONS or n_clicks < SPAM_MIN_CLICKS:
+            continue
+        if len(own) / n_clicks >= program_rate:
+            continue
+        others = (context.background_delays if context.background_delays is not None
+                  else everyone)
+        if len(others) < KS_MIN_CONVERSIONS:
+            continue
+        slower = _ks(own, others, "less")
+        if slower.statistic < LATE_EFFECT:
+            continue
+        p_values[host] = float(slower.pvalue)
+    out: list[tuple[str, Finding]] = []
+    for host in sorted(benjamini_hochberg(p_values)):
+        own, n_clicks = delays[host], context.source_clicks[host]
+        others = (context.background_delays if context.background_delays is not None
+                  else everyone)
+        late = _split(own, np.asarray(others), faster=False)
+        finding = Finding(Reason(
+            "click_spam_source", f"referrer population: the {n_clicks} visits from {host} "
+            f"(credited to {len(credited[host])} referrers) converted at "
+            f"{len(own) / n_clicks:.1%} against the program's {program_rate:.1%}, and later "
+            f"(median {_median(own) / 3600:.0f} h): clicks fired at people who were buying "
+            "anyway", round(len(own) / n_clicks, 4), f"FDR {FDR_Q:g}", 0.65, "population"),
+            _from_source(host, min(late, LATE_SECONDS)), p_values[host])
+        out += [(ref, finding) for ref in sorted(credited[host])]
+    return out
+
+
+def _from_source(host: str, after: float) -> Carry:
+    return lambda c: (bool(c.touches) and c.touches[-1].source == host
+                      and (c.delay is None or c.delay >= after))
+
+
+BASELINE_MIN = 20  # the program's other conversions a referrer is compared with, at least
+FDR_Q = 0.01  # Benjamini-Hochberg false discovery rate of each referrer-level test
+MIN_AMOUNT_SHARE = 0.3
+MIN_AMOUNT_MIN_CONVERSIONS = 4
+LANGUAGE_SHARE = 0.8
+LANGUAGE_MIN_CONVERSIONS = 6
+LATE_SECONDS = 3600.0  # a click-spam credited conversion comes this long after its click
+
+
+def benjamini_hochberg(p_values: Mapping[str, float], q: float = FDR_Q) -> set[str]:
+    """The keys whose p-values are discoveries at false discovery rate q."""
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
+    m = len(ordered)
+    cut = 0
+    for i, (_key, p) in enumerate(ordered, 1):
+        if p <= q * i / m:
+            cut = i
+    return {key for key, _p in ordered[:cut]}
+
+
+def _binom_above(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    return float(stats.binom.sf(k - 1, n, min(max(p, 1e-6), 1.0)))
 
 
 @dataclass(slots=True)
@@ -255,20 +449,47 @@ class _Tally:
     touched_by: Counter[str] = field(default_factory=Counter)  # conversions with clicks
     touched: int = 0  # the program's conversions with clicks
     headerless_in_program: int = 0
+    conversions: int = 0
+    reversed: int = 0
+    min_amount: int = 0  # the program's smallest positive amount
+    at_min: Counter[str] = field(default_factory=Counter)
+    with_amount: Counter[str] = field(default_factory=Counter)
+    at_min_in_program: int = 0
+    with_amount_in_program: int = 0
+    reversed_ids: frozenset[int] = frozenset()
+    # (browser, language) of each touched conversion's last click
+    languages: dict[str, list[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(list))
+    language_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    browsers: Counter[str] = field(default_factory=Counter)
+    browser_tongues: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int]) -> _Tally:
-    tally = _Tally()
+    tally = _Tally(reversed_ids=reversed_ids)
+    amounts = [c.amount for c in conversions if c.amount > 0]
+    tally.min_amount = min(amounts) if amounts else 0
     for conv in conversions:
         delay = conv.delay
         from_hosting = any(t.anonymous or t.hosting for t in conv.touches)
         no_header = is_headerless(conv)
         tally.touched += bool(conv.touches)
         tally.headerless_in_program += no_header
+        tally.conversions += 1
+        was_reversed = conv.conversion_id in reversed_ids
+        tally.reversed += was_reversed
+        cheap = conv.amount > 0 and conv.amount == tally.min_amount
+        tally.at_min_in_program += cheap
+        tally.with_amount_in_program += conv.amount > 0
+        pair = _language_pair(conv)
+        if pair is not None:
+            tally.language_pairs[pair] += 1
+            tally.browsers[pair[0]] += 1
+            tally.browser_tongues[(pair[0], _tongue(pair[1]))] += 1
         for ref in conv.referrers:
             tally.counts[ref] += 1
             tally.times[ref].append(conv.at)
-            if conv.conversion_id in reversed_ids:
+            if was_reversed:
                 tally.refunds[ref] += 1
             if from_hosting:
                 tally.hosted[ref] += 1
@@ -278,7 +499,21 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
                 tally.touched_by[ref] += 1
             if delay is not None:
                 tally.delays[ref].append(max(delay, 0.0))
+            if conv.amount > 0:
+                tally.with_amount[ref] += 1
+                tally.at_min[ref] += cheap
+            if pair is not None:
+                tally.languages[ref].append(pair)
     return tally
+
+
+def _language_pair(conv: ConversionFacts) -> tuple[str, str] | None:
+    if not conv.touches:
+        return None
+    last = conv.touches[-1]
+    if not last.language or not last.browser:
+        return None
+    return (last.browser, last.language)
 
 
 def _delay_sample(delays: Mapping[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -293,95 +528,369 @@ def _delay_sample(delays: Mapping[str, list[float]]) -> tuple[np.ndarray, np.nda
     return everyone, owner
 
 
-def _delay_reasons(tally: _Tally, context: ProgramContext,
-                   totals: Mapping[str, tuple[int, float]], program_rate: float | None
-                   ) -> dict[str, Reason]:
-    """delay_distribution, or else click_spam: a referrer's delays against the program's."""
+def _delay_findings(tally: _Tally, context: ProgramContext,
+                    totals: Mapping[str, tuple[int, float]], program_rate: float | None
+                    ) -> dict[str, Finding]:
+    """delay_distribution: a referrer's delays faster than the program's (one-sided KS)."""
     everyone, owner = _delay_sample(tally.delays)
-    out: dict[str, Reason] = {}
+    faster_p: dict[str, float] = {}
+    made: dict[str, Finding] = {}
     for ref, own in tally.delays.items():
         others = (context.background_delays if context.background_delays is not None
                   else everyone[owner != ref])
         if len(own) < SPAM_MIN_CONVERSIONS or len(others) < KS_MIN_CONVERSIONS:
             continue
-        reason = _faster_reason(ref, own, others)
-        if reason is None:
-            reason = _click_spam_reason(
-                ref, own, others, conversions=totals[ref][0],
-                n_clicks=context.referrer_clicks.get(ref, 0), program_rate=program_rate)
-        if reason is not None:
-            out[ref] = reason
+        if len(own) >= KS_MIN_CONVERSIONS:
+            faster = _ks(own, others, "greater")
+            if faster.pvalue == faster.pvalue:  # a NaN p-value says nothing
+                faster_p[ref] = float(faster.pvalue)
+                quick = _split(own, others, faster=True)
+                made[ref] = Finding(Reason(
+                    "delay_distribution",
+                    f"referrer population: {ref}'s visitors convert faster than the program's "
+                    f"(median {_median(own):.0f} s against {float(np.median(others)):.0f} s)",
+                    round(float(faster.statistic), 4), f"FDR {FDR_Q:g}", 0.6, "population"),
+                    _faster_than(quick),
+                    float(faster.pvalue))
+    return {ref: made[ref] for ref in benjamini_hochberg(faster_p, KS_P_VALUE)}
+
+
+def _spam_findings(tally: _Tally, context: ProgramContext,
+                   totals: Mapping[str, tuple[int, float]], program_rate: float | None,
+                   suspects: set[str]) -> dict[str, Finding]:
+    """click_spam per referrer, against a baseline without the referrers other tests found
+    anomalous: where fraud is much of a program's traffic (fast injected conversions, farms
+    converting at will), the raw program's rate and delays would make honest referrers look
+    slow and unconverting."""
+    clean_delays = {ref: ds for ref, ds in tally.delays.items() if ref not in suspects}
+    everyone, owner = _delay_sample(clean_delays)
+    if context.program_rate is None and context.referrer_clicks:
+        clicks = sum(n for ref, n in context.referrer_clicks.items() if ref not in suspects)
+        converted = sum(n for ref, n in tally.counts.items() if ref not in suspects)
+        program_rate = converted / clicks if clicks else program_rate
+    spam_p: dict[str, float] = {}
+    spam_made: dict[str, Finding] = {}
+    for ref, own in tally.delays.items():
+        if ref in suspects:
+            continue
+        others = (context.background_delays if context.background_delays is not None
+                  else everyone[owner != ref])
+        if len(own) < SPAM_MIN_CONVERSIONS or len(others) < KS_MIN_CONVERSIONS:
+            continue
+        spam = _click_spam(ref, own, others, conversions=totals[ref][0],
+                           n_clicks=context.referrer_clicks.get(ref, 0),
+                           program_rate=program_rate)
+        if spam is not None:
+            spam_p[ref] = spam.p_value
+            spam_made[ref] = spam
+    return {ref: spam_made[ref] for ref in benjamini_hochberg(spam_p)}
+
+
+QUICK_QUANTILE = 0.1  # the program's fastest conversions: an injection's are among them
+QUICK_MIN = 3
+
+
+def _quick_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:
+    """injection_timing: more of a referrer's conversions among the program's fastest
+    (its QUICK_QUANTILE of click-to-conversion delays) than chance gives (binomial): a click
+    fired just before a purchase that was happening anyway, however few the referrer's
+    conversions. Carried by those fast conversions."""
+    everyone, _owner = _delay_sample(tally.delays)
+    base = (context.background_delays if context.background_delays is not None else everyone)
+    if len(base) < 50:
+        return {}
+    cut = float(np.quantile(base, QUICK_QUANTILE))
+    p_values: dict[str, float] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    for ref, own in tally.delays.items():
+        k = sum(1 for d in own if d < cut)
+        if k < QUICK_MIN:
+            continue
+        p_values[ref] = _binom_above(k, len(own), QUICK_QUANTILE)
+        counts[ref] = (k, len(own))
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        k, n = counts[ref]
+        out[ref] = Finding(Reason(
+            "injection_timing", f"click: {k} of {ref}'s {n} conversions came within "
+            f"{cut:.0f} s of the click, the program's fastest {QUICK_QUANTILE:.0%}: clicks "
+            "fired just before purchases (click injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
+            _faster_than(cut), p_values[ref])
     return out
 
 
-def _faster_reason(ref: str, own: list[float], others: np.ndarray) -> Reason | None:
-    faster = _ks(own, others, "greater") if len(own) >= KS_MIN_CONVERSIONS else None
-    if faster is None or not faster.pvalue < KS_P_VALUE:  # a NaN p-value says nothing
-        return None
-    return Reason(
-        "delay_distribution",
-        f"{ref}'s visitors convert faster than the program's (median "
-        f"{_median(own):.0f} s against {float(np.median(others)):.0f} s)",
-        round(float(faster.statistic), 4), f"p < {KS_P_VALUE:g}", 0.5)
+AGENT_MIN_CONVERSIONS = 6
+AGENT_EFFECT = 0.75  # distinct browsers at most this share of what the program's mix gives
 
 
-def _click_spam_reason(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
-                       n_clicks: int, program_rate: float | None) -> Reason | None:
+def _agent_findings(conversions: Sequence[ConversionFacts], tally: _Tally
+                    ) -> dict[str, Finding]:
+    """few_browsers: a referrer's converting visits, each from its own address, come from far
+    fewer distinct browsers (User-Agent strings) than the same number of the program's
+    visits would (the expected count of distinct values drawn from the program's mix, a
+    normal approximation of its spread): a few phones and computers behind many residential
+    addresses, a click farm's workers. Carried by the conversions on a browser the referrer's
+    visits use more than once."""
+    # One browser per customer (their first converting visit): a customer's repeat
+    # purchases from their own phone are one person's browser, not a farm's.
+    first: dict[str, ConversionFacts] = {}
+    for conv in sorted(conversions, key=lambda c: c.at):
+        if conv.touches and conv.touches[-1].agent and conv.customer not in first:
+            first[conv.customer] = conv
+    agents: dict[str, list[str]] = defaultdict(list)
+    mix: Counter[str] = Counter()
+    for conv in first.values():
+        agent = conv.touches[-1].agent or ""
+        mix[agent] += 1
+        for ref in conv.referrers:
+            agents[ref].append(agent)
+    total = sum(mix.values())
+    if total < 50:
+        return {}
+    shares = np.array([n / total for n in mix.values()])
+    p_values: dict[str, float] = {}
+    seen: dict[str, tuple[int, float]] = {}
+    for ref, own in agents.items():
+        n = len(own)
+        if n < AGENT_MIN_CONVERSIONS:
+            continue
+        miss = (1.0 - shares) ** n
+        expected = float(np.sum(1.0 - miss))
+        spread = float(np.sqrt(max(np.sum(miss * (1.0 - miss)), 1e-9)))
+        distinct = len(set(own))
+        if distinct > AGENT_EFFECT * expected:
+            continue
+        p_values[ref] = float(stats.norm.sf((expected - distinct) / spread))
+        seen[ref] = (distinct, expected)
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        distinct, expected = seen[ref]
+        repeated = {a for a, k in Counter(agents[ref]).items() if k >= 2}
+        out[ref] = Finding(Reason(
+            "few_browsers", f"referrer population: {ref}'s {len(agents[ref])} converting "
+            f"visits came from {distinct} distinct browsers where the program's mix gives "
+            f"{expected:.0f}: a few devices behind many addresses (a click farm)", distinct,
+            round(AGENT_EFFECT * expected, 1), 0.6, "population"),
+            _on_agents(frozenset(repeated)), p_values[ref])
+    return out
+
+
+def _on_agents(agents: frozenset[str]) -> Carry:
+    return lambda c: bool(c.touches) and c.touches[-1].agent in agents
+
+
+HIGH_RATE_FACTOR = 2.5  # a conversion rate this many times the program's, to be tested
+HIGH_RATE_MIN = 8  # conversions
+
+
+def _converts_too_well(tally: _Tally, context: ProgramContext,
+                       totals: Mapping[str, tuple[int, float]], program_rate: float | None
+                       ) -> dict[str, Finding]:
+    """conversion_rate: far more of the referrer's clicks convert than the program's
+    (binomial, controlled across referrers). Alone it is a hint (close friends convert
+    well); with another anomaly of the referrer (a burst, say) it corroborates: workers paid
+    to click and buy in shifts."""
+    if not program_rate:
+        return {}
+    p_values: dict[str, float] = {}
+    rates: dict[str, tuple[int, int]] = {}
+    for ref in tally.counts:
+        n_clicks = context.referrer_clicks.get(ref, 0)
+        k = totals[ref][0]
+        if k < HIGH_RATE_MIN or not n_clicks or k / n_clicks < HIGH_RATE_FACTOR * program_rate:
+            continue
+        p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, program_rate)
+        rates[ref] = (k, n_clicks)
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        k, n = rates[ref]
+        out[ref] = Finding(Reason(
+            "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
+            f"({k / n:.0%}, the program's {program_rate:.0%})", round(k / n, 4),
+            round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
+            lambda c: True, p_values[ref])
+    return out
+
+
+def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
+                n_clicks: int, program_rate: float | None) -> Finding | None:
+    """Candidates: fewer conversions per click than the program's (its binomial p-value,
+    to be controlled across referrers) and delays later than the program's."""
     if not program_rate or n_clicks < SPAM_MIN_CLICKS:
         return None
     rate = conversions / n_clicks
-    slower = _ks(own, others, "less")
-    if not (rate < SPAM_RATE_FACTOR * program_rate and slower.pvalue < KS_P_VALUE):
+    if rate >= SPAM_RATE_FACTOR * program_rate:
         return None
-    return Reason(
+    slower = _ks(own, others, "less")
+    if not slower.pvalue < KS_P_VALUE:
+        return None
+    low = float(stats.binom.cdf(conversions, n_clicks, min(program_rate, 1.0)))
+    return Finding(Reason(
         "click_spam",
-        f"{ref}'s {n_clicks} clicks converted at {rate:.1%} against the program's "
-        f"{program_rate:.1%}, and later than usual (median {_median(own) / 3600:.0f} h "
-        f"against {float(np.median(others)) / 3600:.0f} h): clicks fired at people who "
-        "were converting anyway", round(rate, 4),
-        round(SPAM_RATE_FACTOR * program_rate, 4), 0.6)
+        f"referrer population: {ref}'s {n_clicks} clicks converted at {rate:.1%} against the "
+        f"program's {program_rate:.1%}, and later than usual (median "
+        f"{_median(own) / 3600:.0f} h against {float(np.median(others)) / 3600:.0f} h): "
+        "clicks fired at people who were converting anyway", round(rate, 4),
+        round(SPAM_RATE_FACTOR * program_rate, 4), 0.65, "population"),
+        _slower_than(_split(own, others, faster=False)), low)
 
 
-def _velocity_reasons(tally: _Tally, totals: Mapping[str, tuple[int, float]]
-                      ) -> dict[str, Reason]:
+def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]]
+                       ) -> dict[str, Finding]:
     bursts = {ref: _burst(sorted(ts), *totals[ref]) for ref, ts in tally.times.items()}
-    typical = float(np.percentile([peak for peak, _ in bursts.values()], 90)) if bursts else 0.0
-    out: dict[str, Reason] = {}
-    for ref, (peak, usual) in bursts.items():
+    typical = (float(np.percentile([b[0] for b in bursts.values()], 90)) if bursts else 0.0)
+    out: dict[str, Finding] = {}
+    for ref, (peak, usual, begin) in bursts.items():
         limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
         if peak >= limit:
-            out[ref] = Reason(
-                "velocity", f"{ref} had {peak} conversions within one day, against a usual "
-                f"{usual:.1f} a day (the program's busiest referrers' best day: {typical:.0f})",
-                peak, round(limit, 2), 0.4)
+            out[ref] = Finding(Reason(
+                "velocity", f"referrer population: {ref} had {peak} conversions within one "
+                f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
+                f"best day: {typical:.0f})", peak, round(limit, 2), 0.4, "population"),
+                _within_day(begin))
     return out
 
 
-def _refund_reasons(tally: _Tally) -> dict[str, Reason]:
-    out: dict[str, Reason] = {}
+def _refund_findings(tally: _Tally) -> dict[str, Finding]:
+    base = tally.reversed / max(tally.conversions, 1)
+    p_values: dict[str, float] = {}
     for ref, n in tally.counts.items():
-        rate = tally.refunds[ref] / n
-        if n >= REFUND_MIN_CONVERSIONS and rate >= REFUND_RATE:
-            out[ref] = Reason("refund_rate", f"{rate:.0%} of {ref}'s conversions were "
-                              "refunded or charged back", round(rate, 4), REFUND_RATE, 0.4)
+        k = tally.refunds[ref]
+        if (n < REFUND_MIN_CONVERSIONS or k / n < REFUND_RATE
+                or tally.conversions - n < BASELINE_MIN):
+            continue
+        rest = (tally.reversed - k) / max(tally.conversions - n, 1)
+        p_values[ref] = _binom_above(k, n, max(rest, 0.02))
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        rate = tally.refunds[ref] / tally.counts[ref]
+        out[ref] = Finding(Reason(
+            "refund_rate", f"money: {rate:.0%} of {ref}'s conversions were refunded or "
+            f"charged back (the program's: {base:.0%})", round(rate, 4), REFUND_RATE, 0.5,
+            "population"), lambda c: c.conversion_id in tally.reversed_ids, p_values[ref])
     return out
 
 
-def _hosting_reasons(tally: _Tally) -> dict[str, Reason]:
-    out: dict[str, Reason] = {}
+def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:
+    if not tally.min_amount or not tally.with_amount_in_program:
+        return {}
+    p_values: dict[str, float] = {}
+    for ref, n in tally.with_amount.items():
+        k = tally.at_min[ref]
+        if (n < MIN_AMOUNT_MIN_CONVERSIONS or k / n < MIN_AMOUNT_SHARE
+                or tally.with_amount_in_program - n < BASELINE_MIN):
+            continue
+        rest = (tally.at_min_in_program - k) / max(tally.with_amount_in_program - n, 1)
+        p_values[ref] = _binom_above(k, n, max(rest, 0.02))
+    out: dict[str, Finding] = {}
+    lowest = tally.min_amount
+    for ref in benjamini_hochberg(p_values):
+        k, n = tally.at_min[ref], tally.with_amount[ref]
+        out[ref] = Finding(Reason(
+            "min_amount_share", f"money: {k} of {ref}'s {n} purchases were for the program's "
+            f"minimum amount ({lowest}), far more than the program's other referrers'",
+            round(k / n, 4), MIN_AMOUNT_SHARE, 0.5, "population"),
+            lambda c: c.amount > 0 and c.amount == lowest, p_values[ref])
+    return out
+
+
+LANGUAGE_BASE = 5  # the program's visitors of a browser and language to estimate from
+
+
+def _tongue(language: str) -> str:
+    """The primary language of an Accept-Language header (`pt-BR,pt;q=0.9` -> `pt`)."""
+    return language.split(",", 1)[0].split(";", 1)[0].split("-", 1)[0].strip().lower()
+
+
+def _language_findings(tally: _Tally) -> dict[str, Finding]:
+    """One Accept-Language across different browsers: each browser family sends its own
+    default (Chrome `en-US,en;q=0.9`, Firefox `en-US,en;q=0.5`, Safari `en-US`), so visitors of
+    one referrer who all send the same one from different browsers are one operator's setup.
+    The expected share is what the program's visitors of the same browsers send."""
+    p_values: dict[str, float] = {}
+    modal: dict[str, str] = {}
+    for ref, pairs in tally.languages.items():
+        n = len(pairs)
+        if n < LANGUAGE_MIN_CONVERSIONS or sum(tally.browsers.values()) - n < BASELINE_MIN:
+            continue
+        language, k = Counter(lang for _b, lang in pairs).most_common(1)[0]
+        browsers = {b for b, lang in pairs if lang == language}
+        if k / n < LANGUAGE_SHARE or len(browsers) < 2:
+            continue
+        own_pairs = Counter(pairs)
+        tongue = _tongue(language)
+        own_tongues = Counter(b for b, lang in pairs if _tongue(lang) == tongue)
+        # What the program's other visitors of each browser who read the same language send
+        # (this referrer's left out): a community of one language is not one operator. Where
+        # the program has too few such visitors to tell, no evidence (1).
+        shares = []
+        for b, _lang in pairs:
+            base = tally.browser_tongues[(b, tongue)] - own_tongues[b]
+            same = tally.language_pairs[(b, language)] - own_pairs[(b, language)]
+            shares.append(same / base if base >= LANGUAGE_BASE else 1.0)
+        expected = float(np.mean(shares))
+        p_values[ref] = _binom_above(k, n, max(expected, 0.02))
+        modal[ref] = language
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        language = modal[ref]
+        pairs = tally.languages[ref]
+        k = sum(1 for _b, lang in pairs if lang == language)
+        out[ref] = Finding(Reason(
+            "language_uniformity", f"referrer population: {k} of {ref}'s {len(pairs)} "
+            f"visitors sent the same Accept-Language ({language!r}) from "
+            f"{len({b for b, lang in pairs if lang == language})} different browsers: one "
+            "operator's setup, not many people's", round(k / len(pairs), 4), LANGUAGE_SHARE,
+            0.6, "population"),
+            _sent_language(language),
+            p_values[ref])
+    return out
+
+
+def _split(own: Sequence[float], others: np.ndarray, *, faster: bool) -> float:
+    """The delay where the referrer's distribution is furthest from the program's (where the
+    one-sided KS statistic is attained): faster conversions than this carry a `faster`
+    anomaly, slower ones a slower one."""
+    grid = np.sort(np.asarray(own, dtype=float))
+    mine = np.searchsorted(grid, grid, side="right") / len(grid)
+    theirs = np.searchsorted(np.sort(others), grid, side="right") / max(len(others), 1)
+    gap = mine - theirs if faster else theirs - mine
+    at = int(np.argmax(gap))
+    return float(grid[at]) + (1e-6 if faster else 0.0)
+
+
+def _faster_than(seconds: float) -> Carry:
+    return lambda c: c.delay is not None and c.delay < seconds
+
+
+def _slower_than(seconds: float) -> Carry:
+    return lambda c: c.delay is None or c.delay >= seconds
+
+
+def _within_day(begin: float) -> Carry:
+    return lambda c: begin <= c.at <= begin + DAY
+
+
+def _sent_language(language: str) -> Carry:
+    return lambda c: bool(c.touches) and c.touches[-1].language == language
+
+
+def _hosting_findings(tally: _Tally) -> dict[str, Finding]:
+    out: dict[str, Finding] = {}
     for ref, n in tally.counts.items():
         hosted = tally.hosted[ref]
         share = hosted / n
         if hosted >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
-            out[ref] = Reason(
-                "hosting_share", f"{hosted} of {ref}'s {n} conversions came through clicks "
-                "from hosting or anonymous IPs (a click farm)", round(share, 4), HOSTING_SHARE,
-                0.5)
+            out[ref] = Finding(Reason(
+                "hosting_share", f"referrer population: {hosted} of {ref}'s {n} conversions "
+                "came through clicks from hosting or anonymous IPs (a click farm)",
+                round(share, 4), HOSTING_SHARE, 0.5, "population"),
+                lambda c: any(t.anonymous or t.hosting for t in c.touches))
     return out
 
 
-def _headerless_reasons(tally: _Tally, context: ProgramContext) -> dict[str, Reason]:
-    out: dict[str, Reason] = {}
+def _headerless_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:
+    out: dict[str, Finding] = {}
     for ref, n in tally.counts.items():
         headerless = tally.headerless[ref]
         if headerless < HEADERLESS_MIN_CONVERSIONS:
@@ -394,11 +903,12 @@ def _headerless_reasons(tally: _Tally, context: ProgramContext) -> dict[str, Rea
                     else 1.0)
         share = headerless / n
         if share >= HEADERLESS_SHARE and rest <= HEADERLESS_PROGRAM_MAX:
-            out[ref] = Reason(
-                "headerless_share", f"{headerless} of {ref}'s {n} conversions came through "
-                "visits without the Accept-Language header every browser sends (the rest of the "
-                f"program: {rest:.0%}): automation posing as a browser", round(share, 4),
-                HEADERLESS_SHARE, 0.5)
+            out[ref] = Finding(Reason(
+                "headerless_share", f"referrer population: {headerless} of {ref}'s {n} "
+                "conversions came through visits without the Accept-Language header every "
+                f"browser sends (the rest of the program: {rest:.0%}): automation posing as a "
+                "browser", round(share, 4), HEADERLESS_SHARE, 0.5, "population"),
+                is_headerless)
     return out
 
 
@@ -423,17 +933,18 @@ def _ks(own: Sequence[float], others: Sequence[float] | np.ndarray, alternative:
         return stats.ks_2samp(own, others, alternative=alternative, method=method)
 
 
-def _burst(ts: list[float], total: int, first: float) -> tuple[int, float]:
+def _burst(ts: list[float], total: int, first: float) -> tuple[int, float, float]:
     """The most conversions within any 24 hours, and the daily rate outside that day over the
     referrer's whole history (`total` conversions since `first`; at least a week, so a new
     referrer's first day is not its own baseline)."""
-    peak, lo = 0, 0
+    peak, lo, begin = 0, 0, ts[0]
     for hi, t in enumerate(ts):
         while t - ts[lo] > DAY:
             lo += 1
-        peak = max(peak, hi - lo + 1)
+        if hi - lo + 1 > peak:
+            peak, begin = hi - lo + 1, ts[lo]
     span = (ts[-1] - min(first, ts[0])) / DAY - 1
-    return peak, (total - peak) / max(span, 7.0)
+    return peak, (total - peak) / max(span, 7.0), begin
 
 
 def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
@@ -442,19 +953,23 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     came through different people's links is a common phone model behind one campus or
     carrier network (the fingerprint includes the network), not one person's device."""
     customers_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    on_device: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
         for device in conv.devices:
+            on_device[device].add(conv.customer)
             for ref in conv.referrers:
                 customers_of[(device, ref)].add(conv.customer)
     out: dict[int, Reason] = {}
     for conv in conversions:
-        crowded = max((len(customers_of[(d, r)]) for d in conv.devices for r in conv.referrers),
-                      default=0)
+        # Most of the device's customers must be the referrer's: a popular phone model behind
+        # a carrier NAT has a few customers of every busy referrer among many others'.
+        crowded = max((len(customers_of[(d, r)]) for d in conv.devices for r in conv.referrers
+                       if 2 * len(customers_of[(d, r)]) >= len(on_device[d])), default=0)
         if crowded >= REFEREES_PER_DEVICE:
             out[conv.conversion_id] = Reason(
                 "many_referees_one_device",
                 f"{crowded} customers referred by the same referrer use this customer's device",
-                crowded, REFEREES_PER_DEVICE, 0.6)
+                crowded, REFEREES_PER_DEVICE, 0.6, "network")
     return out
 
 

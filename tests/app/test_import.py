@@ -108,11 +108,13 @@ async def test_worker_processes_import_exactly_what_one_process_does(
             if i % 1000 == 7:
                 out.write("{not json\n")
                 continue
+            twin = i % 1000 in (500, 501)  # one visitor twice within the hour: a duplicate
             out.write(json.dumps({
-                "ts": f"2025-03-{1 + i % 28:02d}T10:{i % 60:02d}:00Z",
+                "ts": (f"2025-03-15T11:{i % 2:02d}:00Z" if twin
+                       else f"2025-03-{1 + i % 28:02d}T10:{i % 60:02d}:00Z"),
                 "code": "al" if i % 3000 else "zz", "ip": f"81.2.{i % 200}.{i % 250}",
                 "user_agent": UA.replace("131.0", f"{100 + i % 30}.0"),
-                "visitor_id": f"v{i // 3}"}) + "\n")
+                "visitor_id": f"twin{i // 1000}" if twin else f"v{i // 3}"}) + "\n")
     outcomes = []
     for workers in (1, 2):
         name = await create_database(pg)
@@ -202,6 +204,32 @@ async def test_an_imported_refund_of_another_customer_or_too_much_is_a_bad_line(
             assert "customer" in result.bad[1] and "more than what is left" in result.bad[2]
             again = await import_conversions(conn, path, b"k" * 32)
             assert (again.stored, again.skipped_existing, len(again.bad)) == (0, 4, 3)
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(pg, name)
+
+
+async def test_one_phone_model_behind_one_address_is_two_people_across_imports(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """Two visitors with one header fingerprint (same phone, same NAT address) on one link
+    within the hour are two people, also when their clicks arrive in separate batches (the
+    database's check, not only the in-batch one); the same visitor again is a duplicate."""
+    name = await create_database(pg)
+    try:
+        await seed(pg.uri(name))
+        conn = await asyncpg.connect(pg.uri(name))
+        try:
+            for n, visitor in enumerate(("va", "vb", "va")):
+                part = tmp_path / f"part{n}.ndjson"
+                part.write_text(json.dumps({
+                    "ts": f"2025-03-01T10:{10 * n:02d}:00Z", "code": "al", "ip": "81.2.69.160",
+                    "user_agent": UA, "accept_language": "en-US", "visitor_id": visitor}) + "\n")
+                assert (await import_clicks(conn, part, Enricher(b"k" * 32, ()))).stored == 1
+            rows = await conn.fetch("SELECT visitor_id, is_duplicate FROM clicks ORDER BY ts")
+            assert [(r["visitor_id"], r["is_duplicate"]) for r in rows] == [
+                ("va", False), ("vb", False), ("va", True)]
         finally:
             await conn.close()
     finally:

@@ -161,7 +161,9 @@ async def test_duplicates_are_flagged_not_dropped(
     cookie = {"Cookie": f"rg_vid={vid}", "User-Agent": BROWSER_UA}
     await client.get("/r/alice1", allow_redirects=False, headers=cookie)  # same visitor
     await client.get("/r/alice2", allow_redirects=False, headers=cookie)  # other link: counts
-    # Same device (fingerprint) without the cookie, in a later flush batch:
+    # Same device headers without the cookie, in a later flush batch: a new visitor, so another
+    # person as far as duplicates go (behind one carrier NAT, most newcomers with the same
+    # phone are; issue 13), not a duplicate that would cost a real referral its touchpoint.
     await wait_for_clicks(conn, 3)
     await client.get("/r/alice1", allow_redirects=False, headers={"User-Agent": BROWSER_UA})
     # A different device on the same link is not a duplicate.
@@ -170,7 +172,7 @@ async def test_duplicates_are_flagged_not_dropped(
     await wait_for_clicks(conn, 5)
     rows = await conn.fetch("SELECT code, is_duplicate FROM clicks ORDER BY ts")
     assert [(r["code"], r["is_duplicate"]) for r in rows] == [
-        ("alice1", False), ("alice1", True), ("alice2", False), ("alice1", True),
+        ("alice1", False), ("alice1", True), ("alice2", False), ("alice1", False),
         ("alice1", False),
     ]
 

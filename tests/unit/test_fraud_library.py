@@ -41,7 +41,7 @@ def test_self_referral_and_injection_and_bots_with_values_and_thresholds() -> No
     codes = {r.code: r for r in result.reasons}
     assert set(codes) == {"self_referral", "fast_conversion", "bot_click", "anonymous_ip",
                           "paid_click_id", "country_mismatch"}
-    assert codes["self_referral"].value == ["email", "device"]
+    assert codes["self_referral"].value == ["email"] and codes["self_referral"].strong
     assert codes["fast_conversion"].value == 3.0 and codes["fast_conversion"].threshold == 10.0
     assert codes["bot_click"].value == "crawler_list:curl"
     assert codes["paid_click_id"].value == ["gclid"]
@@ -159,16 +159,17 @@ def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
         delay = rng.uniform(1, 30) if ref == "quick" else rng.uniform(600, 86400)
         conversions.append(ConversionFacts(
             i, f"c{i}", 100_000.0, (ref,), touches=(click(100_000.0 - delay, referrer=ref),),
-            devices=frozenset({"shared" if i in (1, 2, 3) else f"d{i}"})))
+            devices=frozenset({"shared" if i in (1, 2, 3, 4, 5) else f"d{i}"})))
     reasons = referrer_reasons(
         conversions, ProgramContext(reversed_ids=frozenset(range(20, 200, 10))))
-    assert [r.code for r in reasons["quick"]] == ["delay_distribution"]
+    # Faster than the program's (KS) and among its fastest far more than chance (binomial).
+    assert [r.code for r in reasons["quick"]] == ["delay_distribution", "injection_timing"]
     assert reasons["quick"][0].value > 0.9
     # r0 had every one of its conversions refunded (ids 20, 30, ... are all r0's).
     assert [r.code for r in reasons["r0"]] == ["refund_rate"]
     assert not any(r in reasons for r in ("r1", "r2"))
     crowded = shared_device_reasons(conversions)
-    assert set(crowded) == {1, 2, 3} and crowded[1].value == 3
+    assert set(crowded) == {1, 2, 3, 4, 5} and crowded[1].value == 5
     # Three customers of three different referrers on one fingerprint: one phone model behind
     # one campus network, not one person making accounts for their own link.
     campus = [ConversionFacts(300 + i, f"s{i}", 100_000.0, (f"student{i}",),
@@ -324,6 +325,8 @@ def test_assess_all_puts_each_conversions_reasons_together_in_one_order() -> Non
     conversions = [ConversionFacts(i, f"c{i}", 10_000.0, ("alice",)) for i in range(1, 6)]
     conversions[1] = ConversionFacts(2, "c2", 10_000.0, ("alice",),
                                      touches=(click(9_997.0),))
+    # The rest of the program, none refunded: the baseline alice is compared with.
+    conversions += [ConversionFacts(100 + i, f"o{i}", 10_000.0, ("olga",)) for i in range(30)]
     ring = Ring("ring", frozenset({("customer", "c1"), ("referrer", "alice"),
                                    ("customer", "x")}), frozenset({("ip", "1.2.3.4")}), 0.9)
     context = ProgramContext(reversed_ids=frozenset(range(1, 6)))

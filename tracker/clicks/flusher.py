@@ -58,24 +58,37 @@ class FlushResult:
 def mark_duplicates(rows: list[list[object]]) -> None:
     """Flag, in place, rows that repeat a visitor or fingerprint on a link within the window.
 
+    A fingerprint repeat is a duplicate only when it may be the same browser: the same
+    visitor, or a click without any visitor id. Two visitors with cookies of their own are
+    two people, whatever their fingerprint (the same phone model behind one carrier NAT),
+    a freshly issued cookie included: on a shared address the newcomer is far more often
+    another person than one who cleared cookies, and a duplicate is not a touchpoint.
+
     `rows` must be sorted by time.
     """
     last_visitor: dict[tuple[object, object], datetime] = {}
-    last_fp: dict[tuple[object, object], datetime] = {}
+    last_fp: dict[tuple[object, object], tuple[datetime, object]] = {}
     for row in rows:
         ts = row[_I_TS]
         assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
-        link = row[_I_LINK]
+        link, visitor, fp = row[_I_LINK], row[_I_VISITOR] or None, row[_I_FP]
         dup = False
-        for key, seen in (((link, row[_I_VISITOR]), last_visitor), ((link, row[_I_FP]), last_fp)):
-            if key[1] is None:
-                continue
-            prev = seen.get(key)
-            if prev is not None and (ts - prev).total_seconds() * 1_000_000 <= DUPLICATE_WINDOW_US:
-                dup = True
-            seen[key] = ts
+        if visitor is not None:
+            prev = last_visitor.get((link, visitor))
+            dup = prev is not None and _within_window(ts, prev)
+            last_visitor[(link, visitor)] = ts
+        if fp is not None:
+            seen = last_fp.get((link, fp))
+            if seen is not None and _within_window(ts, seen[0]):
+                other = seen[1]
+                dup = dup or visitor is None or other is None or other == visitor
+            last_fp[(link, fp)] = (ts, visitor)
         if dup:
             row[_I_DUP] = True
+
+
+def _within_window(ts: datetime, prev: datetime) -> bool:
+    return (ts - prev).total_seconds() * 1_000_000 <= DUPLICATE_WINDOW_US
 
 
 async def store_clicks(

@@ -127,7 +127,10 @@ _SELECT = ", ".join(
             SELECT 1 FROM clicks c
             WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
               AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-              AND c.click_id <> s.click_id))"""
+              AND c.click_id <> s.click_id
+              -- as mark_duplicates: visitors with ids of their own are two people
+              AND (coalesce(s.visitor_id, '') = '' OR coalesce(c.visitor_id, '') = ''
+                   OR c.visitor_id = s.visitor_id)))"""
     for c in COLUMNS
 )
 # Answers one row: stored, bots, duplicates.

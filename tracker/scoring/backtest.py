@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from fraud.assess import combine_evidence
 from tracker.scoring import queries
 
 
@@ -56,14 +57,18 @@ class Replay:
         return "approved"
 
     def rescore(self, reasons: list[dict[str, Any]]) -> float:
-        keep = 1.0
+        """The risk the scan's evidence model (fraud.assess.combine_evidence) gives these
+        reasons under the replay's weights; reasons stored before families existed count as
+        a family of their own each."""
+        items = []
         for reason in reasons:
             code = str(reason.get("code"))
             if code in self.disabled:
                 continue
             weight = self.weights.get(code, float(reason.get("weight", 0.0)))
-            keep *= 1.0 - min(max(weight, 0.0), 1.0)
-        return round(1.0 - keep, 6)
+            items.append((str(reason.get("family") or code), weight,
+                          bool(reason.get("strong", False))))
+        return combine_evidence(items)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,9 @@ class _People:
     devices: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     ips: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     email_of: dict[str, bytes] = field(default_factory=dict)
+    # (unix seconds, IP, referrer id of the link) of each person's clicks
+    clicks: dict[str, list[tuple[float, str, int]]] = field(
+        default_factory=lambda: defaultdict(list))
 
 
 async def new_scope(conn: asyncpg.Connection, program_id: int) -> Scope | None:
@@ -108,6 +111,8 @@ def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
             people.devices[s.customer_id].add(s.device)
         if s.ip:
             people.ips[s.customer_id].add(s.ip)
+            if s.ts is not None and s.referrer_id is not None:
+                people.clicks[s.customer_id].append((s.ts.timestamp(), s.ip, s.referrer_id))
     for r in conv_rows:
         if r.ip and (persons is None or r.customer_id in persons):
             people.ips[r.customer_id].add(r.ip)
@@ -124,7 +129,7 @@ def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str]
         out[t.conversion_id].append(ClickFacts(
             t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
             t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
-            t.query, t.headerless))
+            t.query, t.headerless, t.language, t.browser, t.source, t.agent))
     return out
 
 
@@ -136,7 +141,10 @@ def _referrer_facts(referrer_rows: list[ReferrerRow], people: _People
             r.email_hash if r.email_hash else people.email_of.get(r.external_id),
             frozenset(people.visitors.get(r.external_id, ())),
             frozenset(people.devices.get(r.external_id, ())),
-            frozenset(people.ips.get(r.external_id, ())))
+            frozenset(people.ips.get(r.external_id, ())),
+            # The referrer's own visits to their own link (a household lease starts there).
+            tuple(sorted((at, ip) for at, ip, ref in people.clicks.get(r.external_id, ())
+                         if ref == r.id)))
         for r in referrer_rows}
 
 
@@ -177,7 +185,9 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
     clicks = await queries.referrer_clicks(conn, program_id,
                                            None if scope is None else scope.referrers)
     if scope is None:
-        return ProgramFacts(ProgramContext(reversed_ids, clicks))
+        # Visits per site they came from (full scans only: a count over every click).
+        sources = await queries.source_clicks(conn, program_id)
+        return ProgramFacts(ProgramContext(reversed_ids, clicks, source_clicks=sources))
     # The program's conversions per click, as the latest full scan measured it (counting a
     # million clicks again every 30 seconds would cost more than the whole incremental scan).
     latest = await queries.latest_full_scan(conn, program_id)

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from fraud.assess import Scored, assess_all, ring_flag_reasons
+from fraud.assess import Scored, assess_all, decision_reason, ring_flag_reasons
 from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import headerless_share
 from fraud.supervised import SupervisedRisk
@@ -136,14 +136,25 @@ async def _load(conn: asyncpg.Connection, program_id: int, scope: Scope | None) 
 def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
     """The rings a scan finds, and its conversions' assessments (CPU work: run off the loop)."""
     facts, program = loaded.facts, loaded.program
+    holders = column_holders(facts.uses)
     if loaded.scope is None:
         rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
-                                        rings, baseline=program.baseline, model=model))
+                                        rings, baseline=program.baseline, model=model,
+                                        holders=holders))
     rings = _local_rings(facts.uses, facts.referrals, loaded.known)
     return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                     loaded.known + rings, baseline=program.baseline,
-                                    only=loaded.scope.new_ids, model=model))
+                                    only=loaded.scope.new_ids, model=model, holders=holders))
+
+
+def column_holders(uses: dict[Account, set[Column]]) -> dict[Column, int]:
+    """How many accounts use each IP and device (an address many use says little)."""
+    counts: dict[Column, int] = {}
+    for columns in uses.values():
+        for column in columns:
+            counts[column] = counts.get(column, 0) + 1
+    return counts
 
 
 def _local_rings(uses: dict[Account, set[Column]], referrals: list[tuple[str, str]],
@@ -191,7 +202,10 @@ async def _store(conn: asyncpg.Connection, scan_id: int, loaded: _Loaded, found:
     risks: list[tuple[object, ...]] = []
     for s in found.scored:
         a = s.assessment
-        reasons = json.dumps([r.as_dict() for r in a.reasons])
+        told = [r.as_dict() for r in a.reasons]
+        if _flagged(s):  # which families decided it, in plain words
+            told.append(decision_reason(a.reasons, a.score).as_dict())
+        reasons = json.dumps(told)
         risks.append((program_id, a.conversion_id, a.score, reasons, scan_id, s.features))
         if _flagged(s):
             conv = by_id[a.conversion_id]
