@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     export = payouts_sub.add_parser(
         "export", help="export approved unpaid rewards as one batch and mark them paid")
     export.add_argument("--out", required=True, type=Path, help="the CSV file to write")
+    export.add_argument("--format", dest="payout_format", default="csv",
+                        choices=("csv", "paypal", "wise"),
+                        help="csv (default: refguard's columns), paypal (PayPal Payouts Web "
+                             "upload) or wise (Wise batch payments, send by email); the "
+                             "recipient is the payee id (README, Payouts)")
 
     geo = sub.add_parser("geo", help="GeoIP databases")
     geo_sub = geo.add_subparsers(dest="geo_command", required=True, metavar="ACTION")
@@ -379,10 +384,10 @@ def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
     return 0
 
 
-def _cmd_payouts_export(settings: Settings, out: Path) -> int:
+def _cmd_payouts_export(settings: Settings, out: Path, fmt: str = "csv") -> int:
     import os
 
-    from tracker.finance.payouts import export_payouts
+    from tracker.finance.payouts import PayoutFormatError, export_payouts
 
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent}: no such folder")
@@ -402,16 +407,21 @@ def _cmd_payouts_export(settings: Settings, out: Path) -> int:
             os.fsync(f.fileno())
 
     async def work(conn: asyncpg.Connection) -> tuple[Any, list[Any]]:
-        return await export_payouts(conn, f"cli:{os.environ.get('USER', 'unknown')}", write)
+        return await export_payouts(conn, f"cli:{os.environ.get('USER', 'unknown')}", write,
+                                    fmt=fmt)
 
     try:
         batch_id, lines = _with_database(settings, work)
+    except PayoutFormatError as exc:
+        partial.unlink(missing_ok=True)
+        raise UsageError(f"{exc}; nothing was paid") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(out)
     if batch_id is None:
-        print(f"nothing to pay; wrote the header only to {out}")
+        empty = "an empty file" if fmt == "paypal" else "the header only"
+        print(f"nothing to pay; wrote {empty} to {out}")
         return 0
     totals: dict[str, int] = {}
     for line in lines:
@@ -420,6 +430,10 @@ def _cmd_payouts_export(settings: Settings, out: Path) -> int:
           f"{sum(len(ln.reward_ids) for ln in lines)} reward(s), "
           + ", ".join(f"{amount} {cur}" for cur, amount in sorted(totals.items()))
           + f" (minor units) -> {out}")
+    if fmt != "csv":
+        print("the recipient column is each payee's external id: it must be the e-mail "
+              f"(or PayPal PayerID) {'PayPal' if fmt == 'paypal' else 'Wise'} pays, or be "
+              "mapped to it before uploading")
     return 0
 
 
@@ -561,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rewards":
             return _cmd_rewards_release(settings, args.program)
         if args.command == "payouts":
-            return _cmd_payouts_export(settings, args.out)
+            return _cmd_payouts_export(settings, args.out, args.payout_format)
         if args.command == "demo":
             return _cmd_demo(settings, args.url, args.program, args.seed)
     except (SettingsError, UsageError) as exc:

@@ -1,4 +1,5 @@
-"""Signed webhooks: reward.approved and reward.paid reach the program's URL, with retries.
+"""Signed webhooks: the events reach the program's URL, with retries (which event is written
+when: tests/app/test_webhook_lifecycle.py).
 
 The receivers here listen on 127.0.0.1, so these tests run with REFGUARD_WEBHOOK_ALLOW_PRIVATE
 (`webhook_allow_private` / `allow_private=True`); the refusal of private receivers is tested in
@@ -30,10 +31,11 @@ RULES = {"hold_days": 0, "reward": {"rules": [
 
 
 class Receiver:
-    """A merchant endpoint that fails the first `failures` deliveries."""
+    """A merchant endpoint that fails the first `failures` deliveries of `failing` events."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, failing: str = "reward.approved") -> None:
         self.failures = failures
+        self.failing = failing
         self.received: list[tuple[dict[str, str], bytes]] = []
         app = web.Application()
         app.router.add_post("/hooks", self.handle)
@@ -41,7 +43,7 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.received.append((dict(request.headers), await request.read()))
-        if self.failures > 0:
+        if self.failures > 0 and request.headers["X-Refguard-Event"] == self.failing:
             self.failures -= 1
             return web.Response(status=500)
         return web.Response(status=204)
@@ -65,18 +67,21 @@ async def test_events_are_signed_retried_and_delivered_once(
         await shop.referrer("alice")
         await shop.buy("alice", "p1", "c1")
         await release(conn)
-        assert await _deliver(conn) == 0  # the receiver answers 500: retried later
+        # referral.converted and reward.created go; the receiver answers reward.approved 500:
+        # retried later.
+        assert await _deliver(conn) == 2
         row = await conn.fetchrow("SELECT attempts, last_error, next_attempt_at > now() AS later,"
-                                  " delivered_at FROM webhook_outbox")
+                                  " delivered_at FROM webhook_outbox "
+                                  "WHERE event = 'reward.approved'")
         assert (row["attempts"], row["last_error"], row["later"]) == (1, "HTTP 500", True)
         assert await _deliver(conn) == 0  # not due yet: nothing sent
-        assert len(receiver.received) == 1
+        assert len(receiver.received) == 3
         await conn.execute("UPDATE webhook_outbox SET next_attempt_at = now()")
         assert await _deliver(conn) == 1
         assert await _deliver(conn) == 0  # delivered once
         written: list[str] = []
         await export_payouts(conn, "test", written.append)
-        assert await _deliver(conn) == 1
+        assert await _deliver(conn) == 2  # reward.paid, payout.created
         resp = await shop.client.get("/api/v1/programs/acme", headers=auth(tokens["admin"]))
         secret = (await resp.json())["signing_secret"]  # the program's current one
     finally:
@@ -84,8 +89,9 @@ async def test_events_are_signed_retried_and_delivered_once(
     events = []
     for headers, body in receiver.received:
         verify_signature(headers["X-Refguard-Signature"], body, secret)  # raises if forged
-        events.append((headers["X-Refguard-Event"], headers["X-Refguard-Delivery"],
-                       json.loads(body)))
+        if headers["X-Refguard-Event"] in ("reward.approved", "reward.paid"):
+            events.append((headers["X-Refguard-Event"], headers["X-Refguard-Delivery"],
+                           json.loads(body)))
     (first, d1, _), (again, d2, approved), (paid_event, d3, paid) = events
     assert (first, again, paid_event) == ("reward.approved", "reward.approved", "reward.paid")
     assert d1 == d2 != d3  # a retry keeps its delivery id: receivers deduplicate on it
@@ -135,12 +141,15 @@ async def test_an_unreachable_receiver_is_given_up_after_the_last_retry(
     for _ in range(MAX_ATTEMPTS):
         await conn.execute("UPDATE webhook_outbox SET next_attempt_at = now()")
         assert await _deliver(conn) == 0
-    row = await conn.fetchrow("SELECT attempts, failed_at, last_error FROM webhook_outbox")
-    assert row["attempts"] == MAX_ATTEMPTS and row["failed_at"] is not None
-    assert "Connect" in row["last_error"]
+    rows = await conn.fetch("SELECT attempts, failed_at, last_error FROM webhook_outbox")
+    assert len(rows) == 3  # referral.converted, reward.created, reward.approved
+    for row in rows:
+        assert row["attempts"] == MAX_ATTEMPTS and row["failed_at"] is not None
+        assert "Connect" in row["last_error"]
     await conn.execute("UPDATE webhook_outbox SET next_attempt_at = now()")
     assert await _deliver(conn) == 0
-    assert await conn.fetchval("SELECT attempts FROM webhook_outbox") == MAX_ATTEMPTS
+    assert {r["attempts"] for r in await conn.fetch("SELECT attempts FROM webhook_outbox")} == {
+        MAX_ATTEMPTS}
 
 
 async def test_no_transaction_is_held_while_a_receiver_answers_and_no_event_goes_twice(
@@ -153,6 +162,9 @@ async def test_no_transaction_is_held_while_a_receiver_answers_and_no_event_goes
     other = await asyncpg.connect(dsn)
 
     async def slow(request: web.Request) -> web.Response:
+        if seen:  # the events are POSTed at once: the first one looks (on one connection)
+            return web.Response(status=204)
+        seen["state"] = None
         seen["state"] = await other.fetchval(
             "SELECT state FROM pg_stat_activity WHERE pid = $1", conn.get_server_pid())
         seen["second_run"] = await _deliver(other)  # another node, while this one waits
@@ -169,10 +181,11 @@ async def test_no_transaction_is_held_while_a_receiver_answers_and_no_event_goes
         await shop.referrer("alice")
         await shop.buy("alice", "p1", "c1")
         await release(conn)
-        assert await _deliver(conn) == 1
+        assert await _deliver(conn) == 3  # referral.converted, reward.created, .approved
     finally:
         await server.close()
         await other.close()
     assert seen == {"state": "idle", "second_run": 0}
-    row = await conn.fetchrow("SELECT attempts, delivered_at FROM webhook_outbox")
-    assert row["attempts"] == 1 and row["delivered_at"] is not None
+    rows = await conn.fetch("SELECT attempts, delivered_at FROM webhook_outbox")
+    assert len(rows) == 3
+    assert all(r["attempts"] == 1 and r["delivered_at"] is not None for r in rows)

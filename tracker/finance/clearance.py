@@ -16,7 +16,10 @@ One pass (`release`, run by the clearance job and by `refguard rewards release`)
    `erased_before_clearance` reason (tracker.privacy), or rejected as its risk says;
 5. complete the erasures whose rewards are all decided now (tracker.privacy.finish_erasures).
 
-Every automatic approval, rejection and reversal writes an audit row, like finance's own.
+Every automatic approval, rejection and reversal writes an audit row, like finance's own, and
+every change writes its webhook event in its transaction (tracker.finance.webhooks):
+`referral.converted` once per credited conversion taken up in step 2, `reward.created`,
+`reward.reversed`, and the status each reward takes in step 4.
 """
 
 from __future__ import annotations
@@ -182,8 +185,11 @@ async def create_rewards(conn: asyncpg.Connection, program: ProgramRules) -> int
     # In conversion order: caps and tiers count the rewards made before in the same batch.
     new = [n for row in rows for n in _earned(program, row, firsts, usage)]
     async with conn.transaction():
+        # Marked once (`rewarded_at`): its referral.converted is told once, in this transaction.
+        await webhooks.enqueue_converted(conn, program.id, [r.id for r in rows if r.referrers])
         if new:
-            await queries.insert_rewards(conn, program.id, new)
+            created = await queries.insert_rewards(conn, program.id, new)
+            await webhooks.enqueue(conn, "reward.created", created)
         await queries.mark_rewarded(conn, program.id, [r.id for r in rows])
     return len(rows)
 
@@ -269,6 +275,7 @@ async def reverse_refunded(conn: asyncpg.Connection, program_id: int) -> int:
         if not rows:
             return 0
         await queries.reverse_rewards(conn, program_id, [r.id for r in rows], ACTOR)
+        await webhooks.enqueue(conn, "reward.reversed", [r.id for r in rows])
         granted = {r.id for r in rows if r.status in ("approved", "paid") and r.amount > 0}
         if granted:
             await queries.insert_clawbacks(
@@ -326,8 +333,9 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
 
 async def _settle(conn: asyncpg.Connection, program: ProgramRules, status: str,
                   rewards: list[HeldReward]) -> None:
-    """Rewards take the status their risk gives them; an approval earns its money and tells
-    the program's webhook, and every automatic decision (not a flag) writes its audit row."""
+    """Rewards take the status their risk gives them and tell the program's webhook; an
+    approval earns its money, and every automatic decision (not a flag) writes its audit
+    row."""
     ids = [r.id for r in rewards]
     automatic = status != "flagged"
     if automatic:
@@ -335,8 +343,8 @@ async def _settle(conn: asyncpg.Connection, program: ProgramRules, status: str,
     await queries.settle_rewards(
         conn, program.id, ids, status=status, automatic=automatic, actor=ACTOR,
         reason=f"risk {'below review_at' if status == 'approved' else 'at or above reject_at'}")
+    await webhooks.enqueue(conn, f"reward.{status}", ids)
     if status == "approved":
-        await webhooks.enqueue(conn, "reward.approved", ids)
         await earn(conn, [(program.id, r.payee, r.currency, r.amount, r.id) for r in rewards],
                    ACTOR)
     if automatic:

@@ -5,9 +5,10 @@
   reward row is locked, so of two concurrent decisions exactly one wins; the other sees the
   new status and gets `Conflict` (HTTP 409). Each decision writes its audit row and, for an
   approval, the `earned` ledger entry; rejecting an approved reward writes a `reversal` entry
-  that undoes what its approval earned (the ledger is append-only: nothing is edited). All
-  in the same transaction. Above the program's `four_eyes_above`, the first approval is
-  recorded and the reward keeps its status until a second, different person approves:
+  that undoes what its approval earned (the ledger is append-only: nothing is edited), and
+  its webhook event (`reward.approved` or `reward.rejected`). All in the same transaction.
+  Above the program's `four_eyes_above`, the first approval is recorded and the reward keeps
+  its status (and sends nothing) until a second, different person approves:
   approvals count people (`person`, from `Principal.identity`: a person's several tokens are
   one pair of eyes), not tokens.
 - A rejection made by a person is overturned only by another person (each approval of it,
@@ -118,7 +119,9 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
             await earn(conn, [(pid, row.payee, row.currency, row.amount, reward_id)], actor,
                        round_=row.round)
             await webhooks.enqueue(conn, "reward.approved", [reward_id])
-        elif row.status == "approved":
+        else:
+            await webhooks.enqueue(conn, "reward.rejected", [reward_id])
+        if status == "rejected" and row.status == "approved":
             # What its approval earned is owed no more: a negative entry nets it.
             reversed_ = await queries.earned_net(conn, pid, reward_id)
             if reversed_ > 0:

@@ -158,26 +158,38 @@ class NewReward:
 
 
 async def insert_rewards(conn: asyncpg.Connection, program_id: int,
-                         rewards: Sequence[NewReward]) -> None:
+                         rewards: Sequence[NewReward]) -> list[int]:
     """The rewards, with their conversion's current risk (if a scan has seen it); one that
-    exists already (same conversion, rule and payee) is left as it is.
+    exists already (same conversion, rule and payee) is left as it is. The ids of those
+    created, in the order given (for their `reward.created` webhooks).
 
     A hold is never earlier than the reward's creation (`created_at`, the same `now()`): a
     conversion reported long after it happened (imported history) has its refund window
     behind it, so its hold ends when its reward is made, not before it existed."""
-    await conn.executemany(
+    rows = await conn.fetch(
         """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id,
                beneficiary, payee, amount, currency, credit, hold_until, calculation,
                risk_score, reasons)
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, greatest($10::timestamptz, now()),
-                  $11::jsonb, k.score,
-                  coalesce(k.reasons, '[]'::jsonb)
-           FROM (SELECT 1) one
-           LEFT JOIN conversion_risk k ON k.program_id = $1 AND k.conversion_id = $2
-           ON CONFLICT (program_id, conversion_id, rule_index, payee) DO NOTHING""",
-        [(program_id, n.conversion_id, n.rule_index, n.referrer_id, n.beneficiary,
-          n.payee, n.amount, n.currency, n.credit, n.hold_until,
-          json.dumps(n.calculation)) for n in rewards])
+           SELECT $1, n.conversion_id, n.rule_index, n.referrer_id, n.beneficiary, n.payee,
+                  n.amount, n.currency, n.credit, greatest(n.hold_until, now()),
+                  n.calculation::jsonb, k.score, coalesce(k.reasons, '[]'::jsonb)
+           FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[], $6::text[],
+                       $7::bigint[], $8::text[], $9::float8[], $10::timestamptz[],
+                       $11::text[])
+                WITH ORDINALITY AS n(conversion_id, rule_index, referrer_id, beneficiary,
+                                     payee, amount, currency, credit, hold_until,
+                                     calculation, ord)
+           LEFT JOIN conversion_risk k ON k.program_id = $1
+                                      AND k.conversion_id = n.conversion_id
+           ORDER BY n.ord
+           ON CONFLICT (program_id, conversion_id, rule_index, payee) DO NOTHING
+           RETURNING id""",
+        program_id, [n.conversion_id for n in rewards], [n.rule_index for n in rewards],
+        [n.referrer_id for n in rewards], [n.beneficiary for n in rewards],
+        [n.payee for n in rewards], [n.amount for n in rewards],
+        [n.currency for n in rewards], [n.credit for n in rewards],
+        [n.hold_until for n in rewards], [json.dumps(n.calculation) for n in rewards])
+    return sorted(r["id"] for r in rows)
 
 
 async def mark_rewarded(conn: asyncpg.Connection, program_id: int,
@@ -703,6 +715,74 @@ async def enqueue_webhooks(conn: asyncpg.Connection, event: str, reward_ids: lis
            JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
            WHERE r.id = ANY($2::bigint[]) AND coalesce(p.settings->>'webhook_url', '') <> ''
            ORDER BY r.id""", event, reward_ids)
+
+
+_UTC_TEXT = """'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'"""
+
+
+async def enqueue_conversion_webhooks(conn: asyncpg.Connection, program_id: int,
+                                      conversion_ids: list[int]) -> None:
+    """A `referral.converted` event per conversion credited to a referrer, if the program
+    has a webhook URL: the conversion and its referrers with their credits."""
+    await conn.execute(
+        """INSERT INTO webhook_outbox (program_id, event, payload)
+           SELECT c.program_id, 'referral.converted', jsonb_build_object(
+                      'event', 'referral.converted',
+                      'referral', jsonb_build_object(
+                          'program', p.slug, 'conversion', c.id, 'event_id', c.event_id,
+                          'type', c.type, 'customer_id', c.customer_id, 'amount', c.amount,
+                          'currency', c.currency,
+                          'occurred_at', to_char(c.occurred_at AT TIME ZONE 'UTC', """
+        + _UTC_TEXT + """),
+                          'referrers', cr.referrers))
+           FROM conversions c
+           JOIN programs p ON p.id = c.program_id
+           JOIN LATERAL (
+               SELECT jsonb_agg(jsonb_build_object('referrer', f.external_id,
+                                                   'credit', x.credit)
+                                ORDER BY x.credit DESC, x.referrer_id) AS referrers
+               FROM credits x
+               JOIN referrers f ON f.program_id = x.program_id AND f.id = x.referrer_id
+               WHERE x.program_id = c.program_id AND x.conversion_id = c.id) cr
+             ON cr.referrers IS NOT NULL
+           WHERE c.program_id = $1 AND c.id = ANY($2::bigint[])
+             AND coalesce(p.settings->>'webhook_url', '') <> ''
+           ORDER BY c.occurred_at, c.id""", program_id, conversion_ids)
+
+
+async def enqueue_payout_webhooks(conn: asyncpg.Connection, batch_id: uuid.UUID) -> None:
+    """A `payout.created` event per program the batch paid (with a webhook URL): the batch
+    with that program's lines and totals only."""
+    await conn.execute(
+        """INSERT INTO webhook_outbox (program_id, event, payload)
+           SELECT p.id, 'payout.created', jsonb_build_object(
+                      'event', 'payout.created',
+                      'payout', jsonb_build_object(
+                          'batch_id', b.id, 'program', p.slug,
+                          'created_at', to_char(b.created_at AT TIME ZONE 'UTC', """
+        + _UTC_TEXT + """),
+                          'created_by', b.actor, 'lines', l.lines, 'totals', l.totals))
+           FROM payout_batches b
+           JOIN LATERAL (
+               SELECT e.program_id,
+                      jsonb_agg(jsonb_build_object(
+                          'beneficiary', e.payee, 'amount', -e.amount, 'currency', e.currency,
+                          'reward_ids', coalesce((
+                              SELECT jsonb_agg(r.id ORDER BY r.id) FROM rewards r
+                              WHERE r.program_id = e.program_id AND r.batch_id = e.batch_id
+                                AND r.payee = e.payee AND r.currency = e.currency),
+                              '[]'::jsonb))
+                          ORDER BY e.payee, e.currency) AS lines,
+                      (SELECT jsonb_object_agg(t.currency, t.total) FROM (
+                           SELECT t.currency, sum(-t.amount) AS total FROM ledger_entries t
+                           WHERE t.program_id = e.program_id AND t.kind = 'payout'
+                             AND t.batch_id = b.id GROUP BY t.currency) t) AS totals
+               FROM ledger_entries e
+               WHERE e.kind = 'payout' AND e.batch_id = b.id
+               GROUP BY e.program_id) l ON true
+           JOIN programs p ON p.id = l.program_id
+           WHERE b.id = $1 AND coalesce(p.settings->>'webhook_url', '') <> ''
+           ORDER BY p.id""", batch_id)
 
 
 @dataclass(frozen=True, slots=True)

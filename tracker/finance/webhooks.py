@@ -1,8 +1,21 @@
-"""Signed webhooks with retries: `reward.approved` and `reward.paid`.
+"""Signed webhooks with retries: the whole life of a referral (DESIGN section 5).
 
-A program with `settings.webhook_url` is told when its rewards are approved (by clearance or
-by finance) and paid. `enqueue` writes the events into `webhook_outbox` inside the caller's
-transaction, so an event exists exactly when its change committed. The `webhooks` job POSTs
+A program with `settings.webhook_url` is told, as JSON `{"event": NAME, <object>: {...}}`:
+
+- `referral.converted` (`referral`: the conversion, its referrers and their credits): a
+  conversion credited to a referrer, once, when clearance first takes it up (attribution's
+  credits belong to scoring; clearance marks each attributed conversion `rewarded_at` once,
+  whether or not a rule rewards it, and the event is written in that transaction);
+- `reward.created`, `reward.flagged`, `reward.approved`, `reward.rejected`, `reward.reversed`,
+  `reward.paid` (`reward`: the reward as it is after the change): each time a reward takes
+  that status, by clearance or by finance, so an approval overturned and approved again sends
+  approved, rejected, approved (a four-eyes first approval changes nothing and sends nothing);
+- `payout.created` (`payout`: the batch with that program's lines and totals): per batch and
+  program it paid.
+
+`enqueue` and its siblings write the events into `webhook_outbox` inside the caller's
+transaction, in the same transaction as the change they announce, so an event exists exactly
+when its change committed. The `webhooks` job POSTs
 due events as JSON, signed like conversions are (`X-Refguard-Signature: t=<unix>,v1=<hex
 HMAC-SHA256(the program's current signing secret, "<t>.<body>")>`), with `X-Refguard-Event` and
 `X-Refguard-Delivery` (a stable id: receivers deduplicate on it). A 2xx answer delivers it;
@@ -24,6 +37,7 @@ import ipaddress
 import logging
 import socket
 import time
+import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -52,6 +66,9 @@ BATCH = 100
 CONCURRENCY = 8  # receivers POSTed at once
 LEASE_S = 300  # a claimed event is due again after this if its claimer never reported back
 ADDRESSES_TRIED = 3  # of a name's (checked) addresses, when the first ones refuse connections
+REWARD_EVENTS = ("reward.created", "reward.flagged", "reward.approved", "reward.rejected",
+                 "reward.reversed", "reward.paid")
+EVENTS = ("referral.converted", *REWARD_EVENTS, "payout.created")  # migration 0021
 
 
 class TargetRefused(Exception):
@@ -62,7 +79,21 @@ async def enqueue(conn: asyncpg.Connection, event: str, reward_ids: list[int]) -
     """Queue `event` for these rewards, for the programs that have a webhook URL."""
     if not reward_ids:
         return
+    if event not in REWARD_EVENTS:
+        raise ValueError(f"not a reward event: {event!r}")
     await queries.enqueue_webhooks(conn, event, reward_ids)
+
+
+async def enqueue_converted(conn: asyncpg.Connection, program_id: int,
+                            conversion_ids: list[int]) -> None:
+    """Queue `referral.converted` for these conversions (those credited to a referrer)."""
+    if conversion_ids:
+        await queries.enqueue_conversion_webhooks(conn, program_id, conversion_ids)
+
+
+async def enqueue_payout(conn: asyncpg.Connection, batch_id: uuid.UUID) -> None:
+    """Queue `payout.created` for the batch, once per program it paid."""
+    await queries.enqueue_payout_webhooks(conn, batch_id)
 
 
 async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,

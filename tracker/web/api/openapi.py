@@ -637,8 +637,17 @@ def document() -> dict[str, Any]:
                     "One payout batch with its lines; with `Accept: text/csv` its CSV "
                     "(batch_id,beneficiary,amount,currency,reward_ids,program; reward ids "
                     "separated by `;`; a text cell that a spreadsheet would run as a formula "
-                    "starts with `'`)", "admin, finance",
-                    answer={"$ref": "#/components/schemas/PayoutBatch"})),
+                    "starts with `'`); with `format=paypal` or `format=wise` (CSV whatever "
+                    "the Accept header) the file to upload to PayPal Payouts Web or Wise "
+                    "batch payments (amounts in major units; the recipient is the payee id: "
+                    "README, Payouts); 422 when the batch does not fit the format (PayPal: one "
+                    "currency per file, use `currency`)", "admin, finance",
+                    answer={"$ref": "#/components/schemas/PayoutBatch"},
+                    params=[_q("format", "the file's format (default: JSON, or `csv` with "
+                                         "`Accept: text/csv`)",
+                               {"type": "string", "enum": ["csv", "paypal", "wise"]}),
+                            _q("currency", "only the lines in this currency (files only)",
+                               {"type": "string", "pattern": "^[A-Z]{3}$"})])),
             },
             "/fraud/flags": {
                 "get": _op("Flags of the latest fraud scan: rings, self-referrals, risky "

@@ -1,5 +1,8 @@
 """Payout batches over HTTP (DESIGN section 5): the list, and one batch with its lines, as
-JSON or (`Accept: text/csv`) as the CSV its export wrote."""
+JSON or (`Accept: text/csv`) as the CSV its export wrote; `?format=paypal|wise` (CSV whatever
+the Accept header) gives it in a provider's bulk-upload format (tracker.finance.payouts), and
+`&currency=` narrows the file to its lines in that currency (PayPal takes one currency per
+file)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from tracker.finance.payouts import (
+    FORMATS,
     PayoutBatch,
     PayoutBatchDetail,
+    PayoutFormatError,
     PayoutLine,
     batch_csv,
     get_batch,
@@ -18,6 +23,7 @@ from tracker.finance.payouts import (
 from tracker.formats import rfc3339
 from tracker.web import keys
 from tracker.web.api.common import (
+    choice_param,
     decode_cursor,
     encode_cursor,
     limit_param,
@@ -66,13 +72,24 @@ async def get(request: web.Request) -> web.Response:
     raw = request.match_info["batch_id"]
     if len(raw) > 64:
         raise not_found("payout batch")
+    fmt = choice_param(request, "format", FORMATS)
+    currency = query_param(request, "currency", max_len=3)
+    if currency is not None and not (currency.isascii() and currency.isalpha()
+                                     and currency.isupper() and len(currency) == 3):
+        raise invalid("currency must be an ISO 4217 code such as USD", "currency")
     async with request.config_dict[keys.POOL].acquire() as conn:
         batch = await get_batch(conn, raw)
-    if _wants_csv(request):
+    if fmt is not None or _wants_csv(request):
+        fmt = fmt or "csv"
+        try:
+            text = batch_csv(batch, fmt, currency)
+        except PayoutFormatError as exc:
+            raise invalid(str(exc), "format") from None
+        name = "-".join(x for x in ("payout", str(batch.batch_id),
+                                    None if fmt == "csv" else fmt, currency) if x)
         return web.Response(
-            text=batch_csv(batch), content_type="text/csv", charset="utf-8",
-            headers={"Content-Disposition":
-                     f'attachment; filename="payout-{batch.batch_id}.csv"'})
+            text=text, content_type="text/csv", charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
     return web.json_response(_batch(batch))
 
 
