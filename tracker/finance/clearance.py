@@ -13,7 +13,9 @@ One pass (`release`, run by the clearance job and by `refguard rewards release`)
    `approved` (risk below review_at), `flagged` (up to reject_at) or `rejected` (above, or
    `flagged` when the program's reject_action says so). A reward whose referee or referrer
    was erased before it cleared is never approved here: it is `flagged` for finance with an
-   `erased_before_clearance` reason (tracker.privacy), or rejected as its risk says;
+   `erased_before_clearance` reason (tracker.privacy), or rejected as its risk says. A coupon
+   reward about to be approved takes a code of its pool (queries.assign_coupon); while the
+   pool has none it stays `pending` and a later pass approves it, once codes are uploaded;
 5. complete the erasures whose rewards are all decided now (tracker.privacy.finish_erasures).
 
 Every automatic approval, rejection and reversal writes an audit row, like finance's own, and
@@ -101,7 +103,8 @@ async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseS
                 decided = await end_holds(conn, program)
                 for status, n in decided.items():
                     summary.decided[status] += n
-                if sum(decided.values()) < BATCH:
+                # Coupon rewards left waiting for codes are no progress.
+                if sum(n for s, n in decided.items() if s != "coupon_pool_empty") < BATCH:
                     break
             await finish_erasures(conn, program.id)
     await publish_metrics(conn)
@@ -226,7 +229,7 @@ def _rewards_for(program: ProgramRules, rule: Rule, row: CreditedConversion, usa
                   "whole": amount}
         return [NewReward(row.id, rule.index, referrers[0], "referee", row.customer_id,
                           amount, currency, 1.0, _hold(program, at, referrers[0], usage),
-                          detail)]
+                          detail, rule.kind, rule.pool)]
     rates = [rule.rate_after(usage.approved[ref]) for ref in referrers]
     wholes = [rate.amount(row.amount) for rate, _tier in rates]
     _total, parts = split_by_credit(wholes, credits)
@@ -241,7 +244,8 @@ def _rewards_for(program: ProgramRules, rule: Rule, row: CreditedConversion, usa
         if notes:
             calc["caps"] = notes
         out.append(NewReward(row.id, rule.index, ref, "referrer", name, amount, currency,
-                             credit, _hold(program, at, ref, usage), calc))
+                             credit, _hold(program, at, ref, usage), calc, rule.kind,
+                             rule.pool))
     return out
 
 
@@ -276,7 +280,10 @@ async def reverse_refunded(conn: asyncpg.Connection, program_id: int) -> int:
             return 0
         await queries.reverse_rewards(conn, program_id, [r.id for r in rows], ACTOR)
         await webhooks.enqueue(conn, "reward.reversed", [r.id for r in rows])
-        granted = {r.id for r in rows if r.status in ("approved", "paid") and r.amount > 0}
+        # Only cash rewards earned ledger money (credit and coupon rewards are the merchant's
+        # to give): only theirs is clawed back.
+        granted = {r.id for r in rows if r.status in ("approved", "paid") and r.amount > 0
+                   and r.kind == "cash"}
         if granted:
             await queries.insert_clawbacks(
                 conn, program_id,
@@ -306,7 +313,7 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
     rejected by their conversion's current risk."""
     decided: dict[str, int] = defaultdict(int)
     async with conn.transaction():
-        rows = await queries.rewards_past_hold(conn, program.id, BATCH)
+        rows = await queries.rewards_past_hold(conn, program.id, BATCH, program.review_at)
         extend: list[HeldReward] = []
         settle: list[tuple[HeldReward, str]] = []
         for r in rows:
@@ -321,6 +328,10 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
             decided["hold_extended"] += len(extend)
         for status in ("approved", "flagged", "rejected"):
             chosen = [r for r, s in settle if s == status]
+            if status == "approved":
+                chosen, waiting = await _hand_out_coupons(conn, program.id, chosen)
+                if waiting:
+                    decided["coupon_pool_empty"] += waiting
             if chosen:
                 decided[status] += len(chosen)
                 await _settle(conn, program, status, chosen)
@@ -329,6 +340,22 @@ async def end_holds(conn: asyncpg.Connection, program: ProgramRules) -> dict[str
         if erased:
             await name_erasures(conn, program.id, erased)
     return dict(decided)
+
+
+async def _hand_out_coupons(conn: asyncpg.Connection, program_id: int,
+                            rewards: list[HeldReward]) -> tuple[list[HeldReward], int]:
+    """The rewards that may be approved now, and how many wait: a coupon reward takes one free
+    code of its pool (in this transaction); when its pool has none it stays `pending` and is
+    tried again by the next pass, once the merchant has uploaded codes."""
+    ready: list[HeldReward] = []
+    waiting = 0
+    for r in rewards:
+        if r.kind == "coupon" and r.pool is not None and \
+                await queries.assign_coupon(conn, program_id, r.id, r.pool) is None:
+            waiting += 1
+            continue
+        ready.append(r)
+    return ready, waiting
 
 
 async def _settle(conn: asyncpg.Connection, program: ProgramRules, status: str,
@@ -345,8 +372,10 @@ async def _settle(conn: asyncpg.Connection, program: ProgramRules, status: str,
         reason=f"risk {'below review_at' if status == 'approved' else 'at or above reject_at'}")
     await webhooks.enqueue(conn, f"reward.{status}", ids)
     if status == "approved":
-        await earn(conn, [(program.id, r.payee, r.currency, r.amount, r.id) for r in rewards],
-                   ACTOR)
+        # Only cash is owed through the ledger (and so paid out); credit and coupon rewards
+        # are the merchant's to give, told by the reward.approved webhook.
+        await earn(conn, [(program.id, r.payee, r.currency, r.amount, r.id) for r in rewards
+                          if r.kind == "cash"], ACTOR)
     if automatic:
         action = "reward.approve" if status == "approved" else "reward.reject"
         await queries.audit_rewards(conn, program.id, ACTOR, action,

@@ -116,9 +116,7 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
                                    reason=reason, person=person)
         reversed_ = 0
         if status == "approved":
-            await earn(conn, [(pid, row.payee, row.currency, row.amount, reward_id)], actor,
-                       round_=row.round)
-            await webhooks.enqueue(conn, "reward.approved", [reward_id])
+            await _grant(conn, row, actor)
         else:
             await webhooks.enqueue(conn, "reward.rejected", [reward_id])
         if status == "rejected" and row.status == "approved":
@@ -142,6 +140,29 @@ async def decide(conn: asyncpg.Connection, reward_id: int, action: str, actor: s
         for label in overturn_labels(row.reason_codes):
             metrics.OVERTURNS.labels(reason=label).inc()
     return Decision(reward_id, status, approvals, needed if needed == 2 else 0)
+
+
+async def _grant(conn: asyncpg.Connection, row: queries.RewardToDecide, actor: str) -> None:
+    """What an approval gives, in the decision's transaction: a cash reward's `earned` entry
+    (only cash is paid out), a coupon reward's code, and the `reward.approved` event (which
+    carries the kind and the code)."""
+    if row.kind == "cash":
+        await earn(conn, [(row.program_id, row.payee, row.currency, row.amount, row.id)],
+                   actor, round_=row.round)
+    await hand_out_coupon(conn, row)
+    await webhooks.enqueue(conn, "reward.approved", [row.id])
+
+
+async def hand_out_coupon(conn: asyncpg.Connection, row: queries.RewardToDecide) -> None:
+    """A coupon reward being approved takes one code of its pool in the caller's transaction
+    (the one it has already if it was approved before: a reward never gets a second); an
+    empty pool refuses the approval (Conflict) until the merchant uploads codes."""
+    if row.kind != "coupon" or row.pool is None:
+        return
+    if await queries.assign_coupon(conn, row.program_id, row.id, row.pool) is None:
+        raise Conflict(f"coupon pool {row.pool!r} is empty; upload codes "
+                       "(POST /api/v1/programs/{slug}/coupons) and approve again",
+                       reward_status=row.status, field="pool")
 
 
 async def earn(conn: asyncpg.Connection, rows: list[tuple[int, str, str, int, int]],

@@ -155,6 +155,8 @@ class NewReward:
     credit: float
     hold_until: datetime
     calculation: dict[str, Any]
+    kind: str = "cash"  # cash | credit | coupon (tracker.finance.rules)
+    pool: str | None = None  # a coupon reward's pool
 
 
 async def insert_rewards(conn: asyncpg.Connection, program_id: int,
@@ -169,16 +171,17 @@ async def insert_rewards(conn: asyncpg.Connection, program_id: int,
     rows = await conn.fetch(
         """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id,
                beneficiary, payee, amount, currency, credit, hold_until, calculation,
-               risk_score, reasons)
+               risk_score, reasons, kind, pool)
            SELECT $1, n.conversion_id, n.rule_index, n.referrer_id, n.beneficiary, n.payee,
                   n.amount, n.currency, n.credit, greatest(n.hold_until, now()),
-                  n.calculation::jsonb, k.score, coalesce(k.reasons, '[]'::jsonb)
+                  n.calculation::jsonb, k.score, coalesce(k.reasons, '[]'::jsonb), n.kind,
+                  n.pool
            FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[], $6::text[],
                        $7::bigint[], $8::text[], $9::float8[], $10::timestamptz[],
-                       $11::text[])
+                       $11::text[], $12::text[], $13::text[])
                 WITH ORDINALITY AS n(conversion_id, rule_index, referrer_id, beneficiary,
                                      payee, amount, currency, credit, hold_until,
-                                     calculation, ord)
+                                     calculation, kind, pool, ord)
            LEFT JOIN conversion_risk k ON k.program_id = $1
                                       AND k.conversion_id = n.conversion_id
            ORDER BY n.ord
@@ -188,7 +191,8 @@ async def insert_rewards(conn: asyncpg.Connection, program_id: int,
         [n.referrer_id for n in rewards], [n.beneficiary for n in rewards],
         [n.payee for n in rewards], [n.amount for n in rewards],
         [n.currency for n in rewards], [n.credit for n in rewards],
-        [n.hold_until for n in rewards], [json.dumps(n.calculation) for n in rewards])
+        [n.hold_until for n in rewards], [json.dumps(n.calculation) for n in rewards],
+        [n.kind for n in rewards], [n.pool for n in rewards])
     return sorted(r["id"] for r in rows)
 
 
@@ -213,12 +217,13 @@ class RefundedReward:
     currency: str
     event_id: str  # the refund's or chargeback's
     type: str  # refund | chargeback
+    kind: str = "cash"  # only a cash reward's money is in the ledger
 
 
 async def refunded_rewards(conn: asyncpg.Connection, program_id: int) -> list[RefundedReward]:
     """Locks them; a reward appears once per refund or chargeback that names its conversion."""
     rows = await conn.fetch(
-        """SELECT r.id, r.status, r.amount, r.payee, r.currency, x.event_id, x.type
+        """SELECT r.id, r.status, r.amount, r.payee, r.currency, x.event_id, x.type, r.kind
            FROM conversions x
            JOIN conversions o ON o.program_id = x.program_id
                              AND o.event_id = x.original_event_id
@@ -227,7 +232,7 @@ async def refunded_rewards(conn: asyncpg.Connection, program_id: int) -> list[Re
              AND r.status IN ('pending', 'flagged', 'approved', 'paid')
            FOR UPDATE OF r""", program_id)
     return [RefundedReward(r["id"], r["status"], r["amount"], r["payee"], r["currency"],
-                           r["event_id"], r["type"]) for r in rows]
+                           r["event_id"], r["type"], r["kind"]) for r in rows]
 
 
 async def reverse_rewards(conn: asyncpg.Connection, program_id: int, reward_ids: list[int],
@@ -266,24 +271,37 @@ class HeldReward:
     reasons: str  # JSON text
     # The roles ('referee', 'referrer') in which erased people touch it (tracker.privacy).
     erased: tuple[str, ...] = ()
+    kind: str = "cash"
+    pool: str | None = None
 
 
 async def rewards_past_hold(conn: asyncpg.Connection, program_id: int,
-                            limit: int) -> list[HeldReward]:
+                            limit: int, review_at: float = 0.5) -> list[HeldReward]:
     """Up to `limit` pending rewards whose hold is over and whose conversion a scan has seen,
-    locked; rewards another transaction holds are skipped."""
+    locked; rewards another transaction holds are skipped, and so are coupon rewards that
+    would be approved (risk below `review_at`, nobody erased) while their pool has no free
+    code: they wait for an upload, and never fill a batch that others could use."""
     rows = await conn.fetch(
         """SELECT r.id, r.amount, r.payee, r.currency, r.hold_until, r.calculation::text
                   AS calculation, k.score, k.reasons::text AS reasons,
-                  refguard_erased_roles(r.program_id, r.conversion_id) AS erased
+                  refguard_erased_roles(r.program_id, r.conversion_id) AS erased,
+                  r.kind, r.pool
            FROM rewards r
            JOIN conversion_risk k ON k.program_id = r.program_id
                                  AND k.conversion_id = r.conversion_id
            WHERE r.program_id = $1 AND r.status = 'pending' AND r.hold_until <= now()
-           ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", program_id, limit)
+             -- A coupon reward about to be approved waits while its pool has no free code.
+             AND (r.kind <> 'coupon' OR k.score >= $3
+                  OR cardinality(refguard_erased_roles(r.program_id, r.conversion_id)) > 0
+                  OR EXISTS (SELECT 1 FROM coupon_codes k
+                             WHERE k.program_id = r.program_id AND k.pool = r.pool
+                               AND k.reward_id IS NULL)
+                  OR EXISTS (SELECT 1 FROM coupon_codes k WHERE k.reward_id = r.id))
+           ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", program_id, limit,
+        review_at)
     return [HeldReward(r["id"], r["amount"], r["payee"], r["currency"], r["hold_until"],
                        json.loads(r["calculation"]), r["score"], r["reasons"],
-                       tuple(r["erased"])) for r in rows]
+                       tuple(r["erased"]), r["kind"], r["pool"]) for r in rows]
 
 
 async def extend_holds(conn: asyncpg.Connection, program_id: int, reward_ids: list[int],
@@ -404,6 +422,8 @@ class RewardToDecide:
     decided_person: str | None = None  # ...and the person behind it (None before 0020)
     engine_held: bool = False  # the fraud engine flagged it or rejected it automatically
     reason_codes: tuple[str, ...] = ()  # the codes of its fraud reasons
+    kind: str = "cash"  # cash | credit | coupon
+    pool: str | None = None  # a coupon reward's pool
 
 
 async def lock_reward(conn: asyncpg.Connection, reward_id: int) -> RewardToDecide:
@@ -421,7 +441,8 @@ async def lock_reward(conn: asyncpg.Connection, reward_id: int) -> RewardToDecid
                                  FROM jsonb_array_elements(
                                      CASE WHEN jsonb_typeof(r.reasons) = 'array'
                                           THEN r.reasons ELSE '[]'::jsonb END) x
-                                 WHERE x->>'code' IS NOT NULL ORDER BY 1), '{}') AS codes
+                                 WHERE x->>'code' IS NOT NULL ORDER BY 1), '{}') AS codes,
+                  r.kind, r.pool
            FROM rewards r JOIN programs p ON p.id = r.program_id
            WHERE r.id = $1 FOR UPDATE OF r""", reward_id)
     if row is None:
@@ -430,7 +451,7 @@ async def lock_reward(conn: asyncpg.Connection, reward_id: int) -> RewardToDecid
                           row["payee"], row["currency"],
                           json.loads(row["limit_"]) if row["limit_"] is not None else None,
                           row["round"], row["decided_by"], row["decided_person"],
-                          row["engine_held"], tuple(row["codes"]))
+                          row["engine_held"], tuple(row["codes"]), row["kind"], row["pool"])
 
 
 async def add_approval(conn: asyncpg.Connection, program_id: int, reward_id: int, actor: str,
@@ -510,10 +531,11 @@ class ApprovedReward:
 
 
 async def approved_rewards(conn: asyncpg.Connection) -> list[ApprovedReward]:
-    """Every approved reward, locked, grouped by program, payee and currency."""
+    """Every approved cash reward, locked, grouped by program, payee and currency (credit
+    and coupon rewards are the merchant's to give: never paid out)."""
     rows = await conn.fetch(
         """SELECT program_id, id, payee, currency, amount FROM rewards
-           WHERE status = 'approved'
+           WHERE status = 'approved' AND kind = 'cash'
            ORDER BY program_id, payee, currency, id FOR UPDATE""")
     return [ApprovedReward(r["program_id"], r["id"], r["payee"], r["currency"], r["amount"])
             for r in rows]
@@ -708,7 +730,9 @@ async def enqueue_webhooks(conn: asyncpg.Connection, event: str, reward_ids: lis
                           'beneficiary', r.beneficiary, 'payee', r.payee,
                           'conversion', r.conversion_id, 'event_id', c.event_id,
                           'amount', r.amount, 'currency', r.currency, 'status', r.status,
-                          'batch_id', r.batch_id))
+                          'batch_id', r.batch_id, 'kind', r.kind,
+                          'coupon_code', (SELECT k.code FROM coupon_codes k
+                                          WHERE k.reward_id = r.id)))
            FROM rewards r
            JOIN programs p ON p.id = r.program_id
            JOIN referrers f ON f.program_id = r.program_id AND f.id = r.referrer_id
@@ -831,3 +855,55 @@ async def mark_failed(conn: asyncpg.Connection, program_id: int, event_id: int, 
                   failed_at = CASE WHEN $6 THEN now() END
            WHERE program_id = $1 AND id = $2""",
         program_id, event_id, attempts, error, retry_in_s, gave_up)
+
+
+# -- coupons (migration 0023) ------------------------------------------------------------------
+
+
+async def assign_coupon(conn: asyncpg.Connection, program_id: int, reward_id: int,
+                        pool: str) -> str | None:
+    """The reward's code: the one it has already (a reward never gets a second), or one free
+    code of its pool, taken in the caller's transaction; None when the pool has none free.
+    Codes other transactions are taking are skipped (SKIP LOCKED), so of two approvals that
+    race for the last code one gets it and the other finds none."""
+    have: str | None = await conn.fetchval(
+        "SELECT code FROM coupon_codes WHERE reward_id = $1", reward_id)
+    if have is not None:
+        return have
+    code: str | None = await conn.fetchval(
+        """UPDATE coupon_codes SET reward_id = $3, assigned_at = now()
+           WHERE id = (SELECT id FROM coupon_codes
+                       WHERE program_id = $1 AND pool = $2 AND reward_id IS NULL
+                       ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING code""", program_id, pool, reward_id)
+    return code
+
+
+async def add_coupons(conn: asyncpg.Connection, program_id: int, pool: str,
+                      codes: Sequence[str]) -> int:
+    """The codes added to the pool (those it has already are left as they are)."""
+    n: int = await conn.fetchval(
+        """WITH added AS (
+               INSERT INTO coupon_codes (program_id, pool, code)
+               SELECT $1, $2, c FROM unnest($3::text[]) WITH ORDINALITY AS u(c, o) ORDER BY o
+               ON CONFLICT (program_id, pool, code) DO NOTHING RETURNING 1)
+           SELECT count(*) FROM added""", program_id, pool, list(codes))
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class CouponCounts:
+    pool: str
+    available: int
+    assigned: int
+
+
+async def coupon_counts(conn: asyncpg.Connection | asyncpg.Pool, program_id: int,
+                        pool: str | None) -> list[CouponCounts]:
+    """Free and assigned codes per pool of the program (one pool, or all)."""
+    rows = await conn.fetch(
+        """SELECT pool, count(*) FILTER (WHERE reward_id IS NULL) AS available,
+                  count(*) FILTER (WHERE reward_id IS NOT NULL) AS assigned
+           FROM coupon_codes WHERE program_id = $1 AND ($2::text IS NULL OR pool = $2)
+           GROUP BY pool ORDER BY pool""", program_id, pool)
+    return [CouponCounts(r["pool"], r["available"], r["assigned"]) for r in rows]

@@ -7,7 +7,12 @@ A program's `settings.reward` holds `currency` and `rules`. A rule:
      "tiers": [{"after": 10, "flat": 3000}, {"after": 50, "percent": 15}],
      "cap_per_day": 10000, "cap_per_month": 100000,                 # per referrer, minor units
      "first_only": true,                  # only the customer's first conversion of this type
-     "months": 12}                        # recurring: only within N months of the first one
+     "months": 12,                        # recurring: only within N months of the first one
+     "kind": "cash" | "credit" | "coupon", # what is given (default cash); a coupon rule names
+     "pool": "spring"}                    # the pool of uploaded codes it draws from
+
+A `cash` reward is paid out in payout batches; a `credit` one is store credit the merchant
+applies (never in a payout batch); a `coupon` one gets one code of its pool on approval.
 
 Money is integer minor units. A referrer reward is shared among the credited referrers by
 their attribution credit; `apportion` rounds with the largest-remainder method so the parts add
@@ -51,6 +56,8 @@ class Rule:
     cap_per_month: int | None = None
     first_only: bool = False
     months: int | None = None
+    kind: str = "cash"
+    pool: str | None = None  # a coupon rule's pool of codes
 
     def rate_after(self, approved: int) -> tuple[Rate, int | None]:
         """The rate for a referrer with `approved` approved referrals, and the tier's `after`."""
@@ -75,7 +82,8 @@ def parse_rules(reward: dict[str, Any]) -> list[Rule]:
                              key=lambda t: t[0]))
         rules.append(Rule(i, raw["beneficiary"], raw["on"], _rate(raw), tiers,
                           raw.get("cap_per_day"), raw.get("cap_per_month"),
-                          bool(raw.get("first_only", False)), raw.get("months")))
+                          bool(raw.get("first_only", False)), raw.get("months"),
+                          raw.get("kind", "cash"), raw.get("pool")))
     return rules
 
 

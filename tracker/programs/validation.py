@@ -50,7 +50,9 @@ ADAPTIVE_HOLD = {"risk_extra_days": 30, "clean_after": 20, "clean_hold_days": 7}
 # Every settings key known at each level (DESIGN.md section 5, README "Program settings").
 # "[]" marks the objects inside a list. A key outside these is refused.
 _RULE_KEYS = frozenset({"beneficiary", "on", "flat", "percent", "tiers", "cap_per_day",
-                        "cap_per_month", "months", "first_only"})
+                        "cap_per_month", "months", "first_only", "kind", "pool"})
+REWARD_KINDS = ("cash", "credit", "coupon")
+_POOL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({
         "attribution_model", "attribution_window_days", "time_decay_half_life_days",
@@ -364,6 +366,21 @@ def _rules(rules: object, where_list: str, level: str) -> None:
             _int(rule["months"], f"{where}.months", 1, 1200)
         if not isinstance(rule.get("first_only", False), bool):
             raise SettingsInvalid("reward", f"{where}.first_only must be true or false")
+        _kind(rule, where)
+
+
+def _kind(rule: dict[str, Any], where: str) -> None:
+    """`kind` (cash, credit or coupon) and a coupon rule's `pool`."""
+    kind = rule.get("kind", "cash")
+    if kind not in REWARD_KINDS:
+        raise SettingsInvalid("reward", f"{where}.kind must be one of {', '.join(REWARD_KINDS)}")
+    pool = rule.get("pool")
+    if kind == "coupon":
+        if not isinstance(pool, str) or not _POOL.match(pool):
+            raise SettingsInvalid("reward", f"{where}.pool must name the coupon pool: a slug of "
+                                  "a-z, 0-9, '_' or '-' (1 to 64 characters)")
+    elif pool is not None:
+        raise SettingsInvalid("reward", f"{where}.pool is only for a coupon rule (kind coupon)")
 
 
 def _rate(rule: dict[str, Any], where: str) -> None:

@@ -165,6 +165,40 @@ SCHEMAS: dict[str, Any] = {
                            "description": "the customer's first conversion only"},
             "months": {"type": ["integer", "null"], "minimum": 1,
                        "description": "recurring: within N months of the first"},
+            "kind": {"enum": ["cash", "credit", "coupon"],
+                     "description": "what is given (default cash, paid out in payout "
+                                    "batches); credit: store credit the merchant applies, never "
+                                    "paid out; coupon: one code of `pool` on approval"},
+            "pool": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$",
+                     "description": "a coupon rule's pool of codes (required with kind "
+                                    "coupon, refused with the others)"},
+        },
+    },
+    "CouponUpload": {
+        "type": "object", "required": ["pool", "codes"],
+        "properties": {
+            "pool": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+            "codes": {"type": "array", "minItems": 1, "maxItems": 10000,
+                      "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+        },
+    },
+    "CouponUploaded": {
+        "type": "object", "required": ["program", "pool", "added", "already"],
+        "properties": {
+            "program": {"type": "string"}, "pool": {"type": "string"},
+            "added": {"type": "integer"},
+            "already": {"type": "integer", "description": "codes the pool had already"},
+            "available": {"type": "integer"}, "assigned": {"type": "integer"},
+        },
+    },
+    "CouponCounts": {
+        "type": "object", "required": ["program", "items"],
+        "properties": {
+            "program": {"type": "string"},
+            "items": {"type": "array", "items": {
+                "type": "object", "required": ["pool", "available", "assigned"],
+                "properties": {"pool": {"type": "string"}, "available": {"type": "integer"},
+                               "assigned": {"type": "integer"}}}},
         },
     },
     "Reward": {
@@ -198,6 +232,13 @@ SCHEMAS: dict[str, Any] = {
             "batch_id": {"type": ["string", "null"]},
             "paid_at": {"type": ["string", "null"], "format": "date-time"},
             "calculation": {"type": "object", "description": "rule, rate, tier, credit, caps"},
+            "kind": {"enum": ["cash", "credit", "coupon"],
+                     "description": "cash is paid out in payout batches; credit (store credit) "
+                                    "and coupon rewards are the merchant's to give, never "
+                                    "paid out"},
+            "coupon_code": {"type": ["string", "null"],
+                            "description": "a coupon reward's code once approved (finance and "
+                                           "admin only)"},
             "approvals": {"type": "integer"}, "approvals_needed": {"type": "integer"},
         },
     },
@@ -545,6 +586,21 @@ def document() -> dict[str, Any]:
                                answer={"$ref": "#/components/schemas/SecretRotation"}),
                          "requestBody": {"required": False, "content": {"application/json": {
                              "schema": {"$ref": "#/components/schemas/SecretRotate"}}}}},
+            },
+            "/programs/{slug}/coupons": {
+                "parameters": [_path("slug")],
+                "post": _op("Upload coupon codes to a pool (at most 10,000 a call, each 1 to 64 "
+                            "printable characters); codes the pool has already are ignored. A "
+                            "`coupon` reward rule draws one code of its pool when a reward is "
+                            "approved", "admin, integration", body="CouponUpload",
+                            answer={"$ref": "#/components/schemas/CouponUploaded"}),
+                "get": _op("Coupon codes per pool: how many are available and assigned "
+                           "(never the codes)", "admin, integration, finance, viewer",
+                           answer={"$ref": "#/components/schemas/CouponCounts"},
+                           params=[_q("pool", "only this pool (absent or empty: every "
+                                              "pool)",
+                                      {"type": "string",
+                                       "pattern": "^([a-z0-9][a-z0-9_-]{0,63})?$"})]),
             },
             "/referrers": {
                 "post": _op("Create (or fetch) a referrer: 201 created, 200 existed",

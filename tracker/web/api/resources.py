@@ -221,6 +221,8 @@ async def update_program(request: web.Request) -> web.Response:
     raw_settings = body.get("settings")
     if raw_settings is not None and not isinstance(raw_settings, dict):
         raise invalid("settings must be an object", "settings")
+    if "name" in body and body["name"] is None:  # a program always has a name
+        raise invalid("name must be a string; leave it out to keep the name", "name")
     name = string(body, "name", required=False)
     allow_private = request.config_dict[keys.SETTINGS].webhook_allow_private
     async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():

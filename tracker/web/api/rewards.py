@@ -56,6 +56,14 @@ def as_json(value: object) -> Any:
     return value
 
 
+def _for_role(request: web.Request, answer: dict[str, Any]) -> dict[str, Any]:
+    """A reward's JSON as the caller may see it: a coupon's code only for finance and admins
+    (it is a voucher worth money)."""
+    if principal(request).role not in ("finance", "admin"):
+        answer.pop("coupon_code", None)
+    return answer
+
+
 def _reward_id(request: web.Request) -> int:
     raw = request.match_info["reward_id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
@@ -75,7 +83,7 @@ async def list_(request: web.Request) -> web.Response:
         referrer=query_param(request, "referrer", max_len=128),
         after=id_cursor(request), limit=limit)
     names = await reward_names(request.config_dict[keys.POOL], [r.id for r in rewards])
-    items = [as_json(r) | dict(zip(("referrer_name", "customer_name"),
+    items = [_for_role(request, as_json(r)) | dict(zip(("referrer_name", "customer_name"),
                                    names.get(r.id, (None, None)), strict=True))
              for r in rewards]
     return page(items, limit, encode_cursor(rewards[-1].id) if rewards else None)
@@ -87,7 +95,7 @@ async def get(request: web.Request) -> web.Response:
         detail = await reward_detail(conn, _reward_id(request))
     if detail is None:
         raise not_found("reward")
-    return web.json_response(as_json(detail))
+    return web.json_response(_for_role(request, as_json(detail)))
 
 
 async def _decide(request: web.Request, action: str) -> web.Response:
@@ -110,7 +118,7 @@ async def _decide(request: web.Request, action: str) -> web.Response:
         reward = await get_reward(conn, reward_id)
     if reward is None:  # pragma: no cover (it was just decided)
         raise conflict("the reward disappeared")
-    answer = as_json(reward)
+    answer = _for_role(request, as_json(reward))
     if decision.needed == 2 and decision.approvals < decision.needed:  # awaits a second person
         answer["approvals"] = decision.approvals
         answer["approvals_needed"] = decision.needed
