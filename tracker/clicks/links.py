@@ -21,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
 
 import asyncpg
 
@@ -51,6 +52,9 @@ class LinkEntry:
     prefix: str
     fragment: str
     journal_key: str
+    # The parameter names the destination sets itself, and rg_cid: a visitor's query may not
+    # set them (tracker.clicks.redirect drops them).
+    taken: frozenset[str]
 
     @classmethod
     def build(
@@ -84,7 +88,26 @@ class LinkEntry:
             prefix=prefix,
             fragment="#" + frag if frag else "",
             journal_key=f"{program_id}\x00{link_id}\x00{referrer_id}\x00{code}",
+            taken=_taken(prefix),
         )
+
+
+def parameter_names(key: str) -> tuple[str, ...]:
+    """The parameter names a backend may read a raw query key as: decoded, with PHP's folding
+    of " " and "." into "_", and before a "[" (PHP's arrays override the plain name)."""
+    if "%" in key or "+" in key:
+        key = unquote_plus(key)
+    return key, key.replace(".", "_").replace(" ", "_").replace("[", "_"), key.partition("[")[0]
+
+
+def _taken(prefix: str) -> frozenset[str]:
+    """The names the destination's own query sets (its prefix is "<url>?<query>&"), and
+    rg_cid."""
+    names = {"rg_cid"}
+    for key, _ in parse_qsl(prefix.partition("?")[2], keep_blank_values=True):
+        names.update(parameter_names(key))
+    names.discard("")
+    return frozenset(names)
 
 
 def _entry(row: asyncpg.Record) -> LinkEntry:
@@ -293,7 +316,7 @@ class LinkCache:
         try:
             rows = [
                 {k: v for k, v in asdict(e).items() if k not in ("prefix", "fragment",
-                                                                  "journal_key")}
+                                                                  "journal_key", "taken")}
                 for e in self.links.values()
             ]
             tmp.write_text(json.dumps(rows), encoding="utf-8")

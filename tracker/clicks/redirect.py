@@ -30,8 +30,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
-from urllib.parse import parse_qsl, quote, unquote_plus
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import StreamReader, hdrs, web
@@ -46,7 +45,7 @@ from tracker.clicks.journal import (
     JournalWriter,
     encode_fallback,
 )
-from tracker.clicks.links import LinkCache, LinkEntry
+from tracker.clicks.links import LinkCache, LinkEntry, parameter_names
 from tracker.metrics import RedirectStats
 
 log = logging.getLogger(__name__)
@@ -95,26 +94,6 @@ def _visitor_from_cookie(cookie: str, key: bytes) -> str:
     return ""
 
 
-def _names(key: str) -> tuple[str, ...]:
-    """The parameter names a backend may read a raw query key as: decoded, with PHP's folding
-    of " " and "." into "_", and before a "[" (PHP's arrays override the plain name)."""
-    if "%" in key or "+" in key:
-        key = unquote_plus(key)
-    return key, key.replace(".", "_").replace(" ", "_").replace("[", "_"), key.partition("[")[0]
-
-
-@lru_cache(maxsize=16384)
-def _taken(prefix: str) -> frozenset[str]:
-    """The parameter names a destination sets itself (from its prefix, "<url>?<query>&"), and
-    rg_cid: the visitor's query may not set them. Per link, so cached; never per visitor."""
-    query = prefix.partition("?")[2]
-    names = {"rg_cid"}
-    for key, _ in parse_qsl(query, keep_blank_values=True):
-        names.update(_names(key))
-    names.discard("")
-    return frozenset(names)
-
-
 def _clean_query(qs: str, taken: frozenset[str]) -> str:
     """The visitor's query without a fragment, empty pairs and pairs whose key names a taken
     parameter (also where ";" separates pairs, as some backends take it), ASCII-safe."""
@@ -123,7 +102,7 @@ def _clean_query(qs: str, taken: frozenset[str]) -> str:
     kept = []
     for pair in qs.split("&"):
         if pair and not any(name in taken for sub in pair.split(";")
-                            for name in _names(sub.partition("=")[0])):
+                            for name in parameter_names(sub.partition("=")[0])):
             kept.append(pair)
     qs = "&".join(kept)
     if not qs.isascii():
@@ -152,7 +131,6 @@ def make_redirect_handler(  # noqa: PLR0915
     vkey = visitor_signing_key
     blake2b = hashlib.blake2b
     urandom = os.urandom
-    taken_by = _taken
     get_link = links.get
     ids = ClickIds()
     perf = time.perf_counter
@@ -194,7 +172,7 @@ def make_redirect_handler(  # noqa: PLR0915
         if qs:
             # Parsed only when something in it could clash: the destination has a query of
             # its own, or the visitor's could spell rg_cid or need escaping.
-            taken = taken_by(entry.prefix)
+            taken = entry.taken
             if (len(taken) > 1 or "cid" in qs or "%" in qs or "+" in qs or "[" in qs
                     or "#" in qs or not qs.isascii()):
                 qs = _clean_query(qs, taken)
@@ -225,9 +203,10 @@ def make_redirect_handler(  # noqa: PLR0915
             "1" if new_visitor else "",
             request.remote or "",  # the connection's peer, kept by aiohttp (no syscall)
             # Every line of these, in order: a proxy may append its own line after the
-            # client's, and the client's own is never the one to believe.
-            ", ".join(getall(h_xff, ())),
-            ", ".join(getall(h_fwd, ())),
+            # client's, and the client's own is never the one to believe. (Most requests
+            # carry neither: one look-up each then.)
+            ", ".join(getall(h_xff)) if h_xff in headers else "",
+            ", ".join(getall(h_fwd)) if h_fwd in headers else "",
             headers.get(h_ua, ""),
             headers.get(h_lang, ""),
             headers.get(h_referer, ""),
