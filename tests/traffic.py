@@ -162,19 +162,25 @@ async def generate(conn: asyncpg.Connection, *, organic_referrers: int = 40,
         cid = traffic.click("farmhand", at, ip, traffic.browser(), f"vh{i}")
         traffic.convert("click_farm", f"hand{i}", at + timedelta(minutes=rng.uniform(5, 3000)),
                         cid, ip)
+    await _store_clicks(conn, traffic.clicks)
+    for body in traffic.conversions:
+        await store_conversion(conn, program_id, parse_conversion(body), None, source="import")
+    return traffic
+
+
+async def _store_clicks(conn: asyncpg.Connection, clicks: list[RawClick]) -> None:
+    """Enrich clicks as the importer does, with HOSTING a hosting provider's range, and store
+    them."""
     with tempfile.TemporaryDirectory() as folder:
         write_db(Path(folder) / "GeoIP2-Anonymous-IP.mmdb", "GeoIP2-Anonymous-IP",
                  {HOSTING: {"is_anonymous": True, "is_hosting_provider": True}})
         geo = GeoReader(Path(folder))
         try:
             enricher = Enricher(SECRET, (), geo=geo)
-            rows = [enricher.row(c, source="import") for c in traffic.clicks]
+            rows = [enricher.row(c, source="import") for c in clicks]
         finally:
             geo.close()
     await store_clicks(conn, rows, set())
-    for body in traffic.conversions:
-        await store_conversion(conn, program_id, parse_conversion(body), None, source="import")
-    return traffic
 
 
 # -- look-alikes and the harder mechanisms (issue 13) -------------------------------------------
@@ -359,16 +365,7 @@ async def generate_hard(conn: asyncpg.Connection, *, draw: int = 0) -> Hard:
         at = t.when()
         cid = t.click("devfarm", at, ip, ua, f"vdev{k}", lang)
         buy("device_farm", "device_farm", f"dev{k}", at + hours(0.2, 6), cid, ip)
-    with tempfile.TemporaryDirectory() as folder:
-        write_db(Path(folder) / "GeoIP2-Anonymous-IP.mmdb", "GeoIP2-Anonymous-IP",
-                 {HOSTING: {"is_anonymous": True, "is_hosting_provider": True}})
-        geo = GeoReader(Path(folder))
-        try:
-            enricher = Enricher(SECRET, (), geo=geo)
-            rows = [enricher.row(c, source="import") for c in t.clicks]
-        finally:
-            geo.close()
-    await store_clicks(conn, rows, set())
+    await _store_clicks(conn, t.clicks)
     for body in t.conversions:
         mail = hard.emails.get(str(body["event_id"]))
         await store_conversion(conn, program_id, parse_conversion(body),
