@@ -261,6 +261,9 @@ async def test_names_are_answered_for_rewards_and_erased_with_the_person(
     reward_id = await conn.fetchval("SELECT id FROM rewards")
     assert await reward_names(conn, [reward_id]) == {
         reward_id: ("Alice Referrer", "Carl Customer")}
+    listed = await shop.client.get("/api/v1/rewards", headers=auth(tokens["finance"]))
+    [item] = (await listed.json())["items"]
+    assert (item["referrer_name"], item["customer_name"]) == ("Alice Referrer", "Carl Customer")
     # Erasure removes the name in both roles.
     await erase_customer(conn, program_id, "carl", "admin:test")
     await erase_customer(conn, program_id, "alice", "admin:test")
