@@ -79,3 +79,32 @@ def signature_parts(header: str, *, now: float | None = None) -> tuple[int, list
     if not candidates:
         raise SignatureInvalid("the signature does not match")
     return stamp, candidates
+
+
+# Share pages (GET /s/{token}): the token names a program's referrer and is signed with a key of
+# its own derived from the server's secret, so nobody can open another referrer's page by
+# guessing ids. `<program id hex>.<referrer id hex>.<24 hex MAC>`.
+_SHARE_MAC_BYTES = 12
+_SHARE_TOKEN = re.compile(r"([0-9a-f]{1,16})\.([0-9a-f]{1,16})\.([0-9a-f]{24})")
+
+
+def _share_mac(secret_key: bytes, program_id: int, referrer_id: int) -> str:
+    key = hashlib.blake2b(secret_key, person=b"rg-share").digest()
+    return hashlib.blake2b(f"{program_id}.{referrer_id}".encode(), key=key,
+                           digest_size=_SHARE_MAC_BYTES).hexdigest()
+
+
+def share_token(secret_key: bytes, program_id: int, referrer_id: int) -> str:
+    """The token of a referrer's share page."""
+    return f"{program_id:x}.{referrer_id:x}.{_share_mac(secret_key, program_id, referrer_id)}"
+
+
+def share_token_ids(secret_key: bytes, token: str) -> tuple[int, int] | None:
+    """(program id, referrer id) of a share token, or None when it is not one refguard made."""
+    match = _SHARE_TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    program_id, referrer_id = int(match[1], 16), int(match[2], 16)
+    if not hmac.compare_digest(match[3], _share_mac(secret_key, program_id, referrer_id)):
+        return None
+    return program_id, referrer_id
