@@ -34,3 +34,21 @@ def clean_text(value: str, limit: int) -> str | None:
     if not value.isascii():
         value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return value or None
+
+
+# ISO 4217 minor units where they are not 2.
+DECIMALS = {**dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG",
+                             "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+            **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3)}
+
+
+def money(amount: int | None, currency: str | None) -> str:
+    """Minor units as an amount in its currency: money(123450, "USD") is "1,234.50 USD"."""
+    if amount is None:
+        return "—"
+    code = (currency or "").upper()
+    places = DECIMALS.get(code, 2)
+    major, minor = divmod(abs(amount), 10**places)
+    sign = "-" if amount < 0 else ""
+    text = f"{sign}{major:,}" + (f".{minor:0{places}d}" if places else "")
+    return f"{text} {code}".strip()

@@ -12,25 +12,9 @@ from typing import Any
 
 from markupsafe import Markup
 
-from tracker.formats import rfc3339
+from tracker.formats import money, rfc3339
 
-# ISO 4217 minor units where they are not 2.
-DECIMALS = {**dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG",
-                             "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
-            **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3)}
 NONE = "—"
-
-
-def money(amount: int | None, currency: str | None) -> str:
-    """Minor units as an amount in its currency: money(123450, "USD") is "1,234.50 USD"."""
-    if amount is None:
-        return NONE
-    code = (currency or "").upper()
-    places = DECIMALS.get(code, 2)
-    major, minor = divmod(abs(amount), 10**places)
-    sign = "-" if amount < 0 else ""
-    text = f"{sign}{major:,}" + (f".{minor:0{places}d}" if places else "")
-    return f"{text} {code}".strip()
 
 
 def when(value: datetime | None) -> Markup | str:
