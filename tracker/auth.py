@@ -264,10 +264,9 @@ class TokenCache:
                         try:
                             async with asyncio.timeout(5):
                                 await conn.execute("SELECT 1")
-                        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                                TimeoutError):
+                        except db.RETRYABLE:
                             lost.set()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except db.RETRYABLE as exc:
                 log.warning("token cache listener: %s; retrying in %.1fs", exc, backoff)
             finally:
                 self._following = False

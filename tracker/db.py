@@ -33,6 +33,19 @@ from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Errors that mean "the database cannot answer now; retry later": it is unreachable,
+# restarting or failing over (a standby not yet promoted refuses writes as read-only), or the
+# connection was lost under a query (a pooled connection that sat idle while the primary died
+# fails its next query with asyncpg's InternalClientError). The API answers these 503 with
+# Retry-After; background loops drop the connection and retry.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.InternalClientError, asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.OperatorInterventionError)
+# What a background loop (flusher, listeners, jobs) survives and retries: the above and any
+# other error the server reports.
+RETRYABLE: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
+
 MIGRATION_LOCK = 0x7265_6667_6D69_6772  # "refgmigr": one migrator at a time per database
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 APP_ROLE = "refguard_app"  # created by migrations/0013_app_role.sql; holds the app's grants

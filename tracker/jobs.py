@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 
-from tracker import metrics
+from tracker import db, metrics
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
 from tracker.db import lock_key
@@ -67,7 +67,7 @@ async def run_if_leader(pool: asyncpg.Pool, job: Job) -> bool:
             await job.run(conn)
         finally:
             # A broken connection has lost the lock anyway (and the pool discards it).
-            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            with contextlib.suppress(*db.RETRYABLE):
                 await conn.execute("SELECT pg_advisory_unlock($1)", job.lock_key)
         return True
 
@@ -160,8 +160,7 @@ class JobRunner:
                 metrics.JOB_RUNS.labels(job=job.name, result="ran" if ran else "skipped").inc()
             except Exception as exc:  # a failed run must not end the job for good
                 metrics.JOB_RUNS.labels(job=job.name, result="failed").inc()
-                if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError
-                              | TimeoutError):
+                if isinstance(exc, db.RETRYABLE):
                     log.warning("job %s failed: %s", job.name, exc)
                 else:
                     log.exception("job %s failed", job.name)

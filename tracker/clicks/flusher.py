@@ -246,7 +246,7 @@ class Flusher:
                 result = await self.flush_once()
                 self._backoff = 0.0
                 metrics.DATABASE_UP.set(1)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except db.RETRYABLE as exc:
                 metrics.FLUSH_FAILURES.inc()
                 metrics.DATABASE_UP.set(0)
                 await self._drop_connection()
@@ -279,7 +279,7 @@ class Flusher:
                         self.update_backlog(force=True)
                         return True
                     await asyncio.sleep(0.05)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except db.RETRYABLE as exc:
                 log.warning("flush during drain failed: %s", exc)
                 await self._drop_connection()
                 await asyncio.sleep(0.5)

@@ -201,7 +201,7 @@ class LinkCache:
         try:
             async with asyncio.timeout(1.0), self._conn_lock:
                 entry = await self._load_code(conn, code)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except db.RETRYABLE as exc:
             log.warning("link lookup for a missing code failed: %s", exc)
             return None
         if entry is None:
@@ -239,7 +239,7 @@ class LinkCache:
         try:
             async with self._conn_lock:
                 await self._load_code(conn, code)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.RETRYABLE as exc:
             log.warning("link refresh failed: %s", exc)
 
     async def _refresh_program(self, program_id: int) -> None:
@@ -249,7 +249,7 @@ class LinkCache:
         try:
             async with self._conn_lock:
                 await self._load_program(conn, program_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.RETRYABLE as exc:
             log.warning("program refresh failed: %s", exc)
 
     async def _listen_forever(self) -> None:
@@ -272,10 +272,9 @@ class LinkCache:
                         try:
                             async with asyncio.timeout(5), self._conn_lock:
                                 await conn.execute("SELECT 1")
-                        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                                TimeoutError):
+                        except db.RETRYABLE:
                             lost.set()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except db.RETRYABLE as exc:
                 log.warning("link listener: %s; retrying in %.1fs", exc, backoff)
             finally:
                 self._connected.clear()

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from tracker import metrics
+from tracker import db, metrics
 from tracker.errors import Conflict, NotFound
 from tracker.logs import REQUEST_ID, request_id
 from tracker.web import keys
@@ -125,10 +125,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
                                   "the server can store")
         return error_response(422, "invalid", "the request breaks a rule of the stored data "
                               "(a duplicate, or a reference to something that does not exist)")
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except db.UNAVAILABLE as exc:
         status = 503
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
-        return error_response(503, "unavailable", "the database is unavailable; retry later")
+        resp = error_response(503, "unavailable", "the database is unavailable; retry later")
+        resp.headers["Retry-After"] = "1"
+        return resp
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error")
