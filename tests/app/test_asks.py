@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 
 from tests.helpers import SECRET, ClientFactory, auth, make_settings
 from tracker.asks.asks import run_asks
@@ -220,7 +221,8 @@ async def test_suppressed_and_late_triggers_are_recorded_and_send_no_webhook(
     app_settings: Settings,
 ) -> None:
     pid = await _program(api, tokens, conn, webhook=str(receiver.server.make_url("/hooks")))
-    for customer in ("happy", "flagged", "rejected", "cooled", "capped", "late", "meh"):
+    for customer in ("happy", "flagged", "rejected", "refunder", "cooled", "capped", "late",
+                     "meh"):
         await _score(conn, pid, customer, 0.9)
     await _score(conn, pid, "lowly", 0.79)  # below the top 20%
     # A fraud flag naming "flagged" (as a referrer).
@@ -241,6 +243,14 @@ async def test_suppressed_and_late_triggers_are_recorded_and_send_no_webhook(
                                 payee, amount, currency, credit, status, hold_until)
            VALUES ($1, $2, 0, $3, 'referrer', 'rejected', 2000, 'USD', 1, 'rejected', now())""",
         pid, cid, rid)
+    # "refunder" bought as a referee and charged it back: the referrer's reward was reversed.
+    cid = await _purchase(conn, pid, "r-1", "refunder", datetime.now(UTC) - timedelta(days=9))
+    await conn.execute("UPDATE conversions SET asked_at = now() WHERE id = $1", cid)
+    await conn.execute(
+        """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id, beneficiary,
+                                payee, amount, currency, credit, status, hold_until)
+           VALUES ($1, $2, 0, $3, 'referrer', 'rejected', 2000, 'USD', 1, 'reversed', now())""",
+        pid, cid, rid)
     # "cooled" was asked 3 days ago; "capped" three times, long ago.
     old = await _event(conn, pid, "cooled", ago=timedelta(days=3))
     await conn.execute(
@@ -257,20 +267,31 @@ async def test_suppressed_and_late_triggers_are_recorded_and_send_no_webhook(
                VALUES ($1, 'capped', 'event', $2, 'nps', now(), now(), 'sent',
                        now() - make_interval(days => $3))""", pid, e, days)
     await conn.execute("UPDATE customer_events SET asked_at = now()")  # the history is taken
-    for customer in ("happy", "flagged", "rejected", "cooled", "capped", "lowly", "unscored"):
+    for customer in ("happy", "flagged", "rejected", "refunder", "cooled", "capped", "lowly",
+                     "unscored"):
         await _event(conn, pid, customer, "review", 5)
     await _event(conn, pid, "late", "milestone", None, ago=timedelta(hours=25))
     await _event(conn, pid, "meh", "nps", 8)  # below min_score: no rule, no ask
     await _event(conn, pid, "happy", "login", None)  # no rule for this type
 
+    def counted(outcome: str, reason: str) -> float:
+        return REGISTRY.get_sample_value(
+            "refguard_asks_total", {"outcome": outcome, "reason": reason}) or 0.0
+
+    before = {k: counted(*k) for k in (("suppressed", "not_top_share"), ("expired", "late"),
+                                       ("queued", ""), ("sent", ""))}
     await run_asks(conn, app_settings)
     assert await _deliver(conn) == 1
     assert [a["customer_id"] for a in receiver.asks()] == ["happy"]
+    assert {k: counted(*k) - v for k, v in before.items()} == {
+        ("suppressed", "not_top_share"): 2, ("expired", "late"): 1, ("queued", ""): 1,
+        ("sent", ""): 1}
     got = {c: s for c, s in (await _asks(conn)).items() if c not in ("cooled", "capped")}
     assert got == {
         "happy": ("sent", None),
         "flagged": ("suppressed", "fraud_flag"),
         "rejected": ("suppressed", "rejected_reward"),
+        "refunder": ("suppressed", "reversed_reward"),
         "lowly": ("suppressed", "not_top_share"),
         "unscored": ("suppressed", "not_top_share"),
         "late": ("expired", "late"),
@@ -293,7 +314,8 @@ async def test_suppressed_and_late_triggers_are_recorded_and_send_no_webhook(
                          headers=auth(tokens["finance"]))
     items = (await resp.json())["items"]
     assert {(i["customer"], i["reason"]) for i in items} == {
-        ("flagged", "fraud_flag"), ("rejected", "rejected_reward"), ("lowly", "not_top_share"),
+        ("flagged", "fraud_flag"), ("rejected", "rejected_reward"),
+        ("refunder", "reversed_reward"), ("lowly", "not_top_share"),
         ("unscored", "not_top_share"), ("cooled", "cooldown"), ("capped", "cap")}
     assert all(i["share_url"] is None and i["sent_at"] is None for i in items)
 
