@@ -563,3 +563,20 @@ async def test_the_list_derives_shared_clicked_and_converted_from_what_followed(
     assert (await api.get("/api/v1/asks?cursor=%%%", headers=viewer)).status == 422
     assert (await api.get("/api/v1/asks", headers=auth(tokens["integration"]))).status == 403
     assert (await api.get("/api/v1/asks")).status == 401
+
+
+async def test_a_backlog_is_taken_up_in_batches_a_bounded_number_per_run(
+    api: Client, tokens: dict[str, str], conn: asyncpg.Connection, app_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tracker.asks.asks.BATCH", 2)
+    monkeypatch.setattr("tracker.asks.asks.BATCHES_PER_RUN", 2)
+    pid = await _program(api, tokens, conn, webhook="http://127.0.0.1:9/hooks")
+    for n in range(5):
+        await _event(conn, pid, f"c{n}", "login", None)  # no rule: taken, never asked
+    summary = await run_asks(conn, app_settings)
+    assert summary.taken == 4  # two batches of two
+    assert await conn.fetchval(
+        "SELECT count(*) FROM customer_events WHERE asked_at IS NULL") == 1
+    assert (await run_asks(conn, app_settings)).taken == 1
+    assert await conn.fetchval("SELECT count(*) FROM asks") == 0

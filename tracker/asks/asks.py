@@ -58,7 +58,8 @@ WITHIN_HOURS = 24
 TOP_SHARE = 0.2
 COOLDOWN_DAYS = 30
 MAX_PER_CUSTOMER = 3
-BATCH = 500  # triggers of each kind per program and run
+BATCH = 500  # triggers of each kind per program and transaction
+BATCHES_PER_RUN = 20
 # Why an ask was not sent (asks.reason; the `reason` label of refguard_asks_total).
 REASONS = ("late", "no_candidate_scores", "no_webhook_url", "fraud_flag", "rejected_reward",
            "reversed_reward", "not_top_share", "cooldown", "cap", webhooks.PAST_DEADLINE,
@@ -118,6 +119,7 @@ class AskSummary:
 
     asks: Counter[tuple[str, str]] = field(default_factory=Counter)
     taken: int = 0  # triggers taken up (matched or not)
+    full: bool = False  # a kind filled its batch: more may be waiting
 
     def add(self, other: AskSummary) -> None:
         self.asks.update(other.asks)
@@ -129,15 +131,20 @@ async def run_asks(conn: asyncpg.Connection, settings: Settings) -> AskSummary:
     on its own (call it outside a transaction, or inside one that is all or nothing)."""
     summary = AskSummary()
     for slug in await queries.programs_with_asks(conn):
-        async with conn.transaction():
-            try:
-                program = await program_queries.get_program(conn, slug)
-            except NotFound:  # deleted meanwhile
-                continue
-            done = await _program_asks(conn, settings, program)
-        for (status, reason), n in done.asks.items():  # counted once committed
-            metrics.ASKS.labels(outcome=status, reason=reason).inc(n)
-        summary.add(done)
+        # A long backlog (a program that just turned asks on) is worked off in batches, each
+        # committed on its own, a bounded number per run.
+        for _ in range(BATCHES_PER_RUN):
+            async with conn.transaction():
+                try:
+                    program = await program_queries.get_program(conn, slug)
+                except NotFound:  # deleted meanwhile
+                    break
+                done = await _program_asks(conn, settings, program)
+            for (status, reason), n in done.asks.items():  # counted once committed
+                metrics.ASKS.labels(outcome=status, reason=reason).inc(n)
+            summary.add(done)
+            if not done.full:
+                break
     return summary
 
 
@@ -170,7 +177,9 @@ async def _program_asks(conn: asyncpg.Connection, settings: Settings,
     fraud = await queries.fraud_marks(conn, program.id, customers)
     now: datetime = await conn.fetchval("SELECT now()")
     has_webhook = bool(program.settings.get("webhook_url"))
-    summary = AskSummary(taken=len(triggers))
+    summary = AskSummary(taken=len(triggers), full=max(
+        sum(t.source == "event" for t in triggers),
+        sum(t.source == "conversion" for t in triggers)) >= BATCH)
     for trigger in matched:
         deadline = trigger.occurred_at + timedelta(hours=cfg.within_hours)
         reason: str | None = None

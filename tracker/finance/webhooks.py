@@ -131,9 +131,10 @@ async def _give_up_ask(conn: asyncpg.Connection, row: DueWebhook, *, attempts: i
     async with conn.transaction():
         await queries.mark_failed(conn, row.program_id, row.id, attempts=attempts,
                                   error=error[:500], retry_in_s=0.0, gave_up=True)
-        if row.ask_id is not None and await queries.expire_ask(
-                conn, row.program_id, row.ask_id, reason):
-            metrics.ASKS.labels(outcome="expired", reason=reason).inc()
+        expired = row.ask_id is not None and await queries.expire_ask(
+            conn, row.program_id, row.ask_id, reason)
+    if expired:
+        metrics.ASKS.labels(outcome="expired", reason=reason).inc()
 
 
 async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,

@@ -124,7 +124,12 @@ SCHEMAS: dict[str, Any] = {
                               "properties": {
                                   k: {"type": "integer", "minimum": 0}
                                   for k in ("risk_extra_days", "clean_after", "clean_hold_days")}},
-            "asks": {"type": "object", "additionalProperties": False, "properties": {
+            "asks": {"type": "object", "additionalProperties": False,
+                     "description": "when to ask a happy customer to refer (the asks job; "
+                                    "GET /api/v1/asks). Asks reach the merchant's messaging "
+                                    "only as the webhook referral.ask: without webhook_url "
+                                    "every ask is suppressed (no_webhook_url)",
+                     "properties": {
                 "rules": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False, "required": ["on"],
                     "properties": {"on": {"type": "string", "pattern": "^[a-z0-9_.-]{1,64}$"},
