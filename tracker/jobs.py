@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 
 from tracker import db, metrics
+from tracker.asks.asks import asks_job
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
 from tracker.db import lock_key
@@ -139,6 +140,8 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     jobs.append(Job("webhooks", 5.0,
                     deliver_webhooks(settings.secret_key, settings.webhook_allow_private),
                     transaction=False))
+    # Asks at the moment of delight: each program's batch commits on its own.
+    jobs.append(Job("asks", 10.0, asks_job(settings), transaction=False))
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
     if settings.retention_days:

@@ -120,6 +120,10 @@ WEBHOOKS = Counter(
     "refguard_webhook_deliveries_total", "Webhook delivery attempts by result "
     "(delivered, retry, failed: gave up)", ["result"],
 )
+ASKS = Counter(
+    "refguard_asks_total", "Asks by outcome (queued, sent, expired, suppressed) and reason "
+    "(tracker.asks.asks.REASONS; empty for queued and sent)", ["outcome", "reason"],
+)
 JOB_RUNS = Counter("refguard_job_runs_total", "Job runs by job and result", ["job", "result"])
 
 

@@ -809,6 +809,14 @@ async def enqueue_payout_webhooks(conn: asyncpg.Connection, batch_id: uuid.UUID)
            ORDER BY p.id""", batch_id)
 
 
+async def enqueue_ask_webhook(conn: asyncpg.Connection, program_id: int,
+                              payload: dict[str, Any]) -> None:
+    """A `referral.ask` event (the payload as built by tracker.asks.asks)."""
+    await conn.execute(
+        """INSERT INTO webhook_outbox (program_id, event, payload)
+           VALUES ($1, 'referral.ask', $2::jsonb)""", program_id, json.dumps(payload))
+
+
 @dataclass(frozen=True, slots=True)
 class DueWebhook:
     program_id: int
@@ -818,25 +826,36 @@ class DueWebhook:
     attempts: int  # before this one
     slug: str
     url: str | None  # the program's webhook_url now
+    # referral.ask only: its ask (None when it no longer exists), the ask's status and deadline.
+    ask_id: int | None = None
+    ask_status: str | None = None
+    deadline: datetime | None = None
 
 
 async def claim_due_webhooks(conn: asyncpg.Connection, limit: int,
                              lease_s: float) -> list[DueWebhook]:
     """Up to `limit` due events, claimed by moving them `lease_s` into the future (events
-    another transaction holds are skipped)."""
+    another transaction holds are skipped); a `referral.ask` with its ask as it is now."""
     rows = await conn.fetch(
         """WITH due AS (
-               SELECT program_id, id FROM webhook_outbox
-               WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
-               ORDER BY next_attempt_at, id LIMIT $1
-               FOR UPDATE SKIP LOCKED)
+               SELECT w.program_id, w.id, a.id AS ask_id, a.status AS ask_status, a.deadline
+               FROM webhook_outbox w
+               LEFT JOIN asks a
+                 ON w.event = 'referral.ask' AND a.program_id = w.program_id
+                AND a.id = (w.payload->'ask'->>'ask_id')::bigint
+               WHERE w.delivered_at IS NULL AND w.failed_at IS NULL
+                 AND w.next_attempt_at <= now()
+               ORDER BY w.next_attempt_at, w.id LIMIT $1
+               FOR UPDATE OF w SKIP LOCKED)
            UPDATE webhook_outbox o SET next_attempt_at = now() + make_interval(secs => $2)
            FROM due, programs p
            WHERE o.program_id = due.program_id AND o.id = due.id AND p.id = o.program_id
            RETURNING o.program_id, o.id, o.event, o.payload::text AS payload, o.attempts,
-                     p.slug, p.settings->>'webhook_url' AS url""", limit, lease_s)
+                     p.slug, p.settings->>'webhook_url' AS url,
+                     due.ask_id, due.ask_status, due.deadline""", limit, lease_s)
     return [DueWebhook(r["program_id"], r["id"], r["event"], r["payload"], r["attempts"],
-                       r["slug"], r["url"]) for r in rows]
+                       r["slug"], r["url"], r["ask_id"], r["ask_status"], r["deadline"])
+            for r in rows]
 
 
 async def mark_delivered(conn: asyncpg.Connection, program_id: int, event_id: int) -> None:
@@ -855,6 +874,23 @@ async def mark_failed(conn: asyncpg.Connection, program_id: int, event_id: int, 
                   failed_at = CASE WHEN $6 THEN now() END
            WHERE program_id = $1 AND id = $2""",
         program_id, event_id, attempts, error, retry_in_s, gave_up)
+
+
+async def mark_ask_sent(conn: asyncpg.Connection, program_id: int, ask_id: int) -> None:
+    """A queued ask whose referral.ask was delivered: sent now."""
+    await conn.execute(
+        """UPDATE asks SET status = 'sent', sent_at = now()
+           WHERE program_id = $1 AND id = $2 AND status = 'queued'""", program_id, ask_id)
+
+
+async def expire_ask(conn: asyncpg.Connection, program_id: int, ask_id: int,
+                     reason: str) -> bool:
+    """A queued ask whose referral.ask will never be delivered: expired with `reason`."""
+    status: str = await conn.execute(
+        """UPDATE asks SET status = 'expired', reason = $3
+           WHERE program_id = $1 AND id = $2 AND status = 'queued'""",
+        program_id, ask_id, reason)
+    return status == "UPDATE 1"
 
 
 # -- coupons (migration 0023) ------------------------------------------------------------------

@@ -11,7 +11,12 @@ A program with `settings.webhook_url` is told, as JSON `{"event": NAME, <object>
   that status, by clearance or by finance, so an approval overturned and approved again sends
   approved, rejected, approved (a four-eyes first approval changes nothing and sends nothing);
 - `payout.created` (`payout`: the batch with that program's lines and totals): per batch and
-  program it paid.
+  program it paid;
+- `referral.ask` (`ask`: whom to ask to refer, with their share page, link and message),
+  written by the asks job (tracker.asks.asks) with its ask. It is never delivered after the
+  ask's deadline: a due one past it is given up and its ask expires (`past_deadline`), and so
+  does one whose next retry would fall after it or that ran out of attempts (`undelivered`); a
+  POST is given at most the time left before the deadline. Delivered, its ask is `sent`.
 
 `enqueue` and its siblings write the events into `webhook_outbox` inside the caller's
 transaction, in the same transaction as the change they announce, so an event exists exactly
@@ -38,6 +43,7 @@ import logging
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -69,6 +75,10 @@ ADDRESSES_TRIED = 3  # of a name's (checked) addresses, when the first ones refu
 REWARD_EVENTS = ("reward.created", "reward.flagged", "reward.approved", "reward.rejected",
                  "reward.reversed", "reward.paid")
 EVENTS = ("referral.converted", *REWARD_EVENTS, "payout.created")  # migration 0021
+ASK_EVENT = "referral.ask"  # migration 0024: written by the asks job, not by finance
+# Why an ask's referral.ask was never sent (its `reason` when it expires here).
+PAST_DEADLINE = "past_deadline"  # due (or claimed) only after the ask's deadline
+UNDELIVERED = "undelivered"  # the receiver did not take it in time, or ever
 
 
 class TargetRefused(Exception):
@@ -96,6 +106,37 @@ async def enqueue_payout(conn: asyncpg.Connection, batch_id: uuid.UUID) -> None:
     await queries.enqueue_payout_webhooks(conn, batch_id)
 
 
+async def enqueue_ask(conn: asyncpg.Connection, program_id: int,
+                      payload: dict[str, Any]) -> None:
+    """Queue `referral.ask` (payload `{"event": "referral.ask", "ask": {...}}`), in the
+    transaction that stores its ask."""
+    if payload.get("event") != ASK_EVENT or not isinstance(payload.get("ask"), dict):
+        raise ValueError("not a referral.ask payload")
+    await queries.enqueue_ask_webhook(conn, program_id, payload)
+
+
+def _ask_left_s(row: DueWebhook, now: datetime) -> float | None:
+    """Seconds left before a referral.ask's deadline (<= 0: too late, also when its ask is gone
+    or no longer queued); None for every other event."""
+    if row.event != ASK_EVENT:
+        return None
+    if row.ask_id is None or row.deadline is None or row.ask_status != "queued":
+        return 0.0
+    return (row.deadline - now).total_seconds()
+
+
+async def _give_up_ask(conn: asyncpg.Connection, row: DueWebhook, *, attempts: int, error: str,
+                       reason: str) -> None:
+    """Never again: the event failed for good and its ask (if still queued) expires."""
+    async with conn.transaction():
+        await queries.mark_failed(conn, row.program_id, row.id, attempts=attempts,
+                                  error=error[:500], retry_in_s=0.0, gave_up=True)
+        expired = row.ask_id is not None and await queries.expire_ask(
+            conn, row.program_id, row.ask_id, reason)
+    if expired:
+        metrics.ASKS.labels(outcome="expired", reason=reason).inc()
+
+
 async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
                       session: aiohttp.ClientSession, *, allow_private: bool = False) -> int:
     """POST the events that are due; how many were delivered.
@@ -108,6 +149,24 @@ async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
     rows = await queries.claim_due_webhooks(conn, BATCH, float(LEASE_S))
     if not rows:
         return 0
+    now = datetime.now(UTC)
+    left = {row.id: _ask_left_s(row, now) for row in rows}
+
+    def too_late(row: DueWebhook) -> bool:
+        ask_left = left[row.id]
+        return ask_left is not None and ask_left <= 0
+
+    for row in rows:
+        if too_late(row):  # a referral.ask past its deadline (or its ask gone): never sent
+            metrics.WEBHOOKS.labels(result="expired").inc()
+            gone = row.ask_id is None
+            await _give_up_ask(conn, row, attempts=row.attempts,
+                               error="not sent: " + ("its ask no longer exists" if gone else
+                                                     "the ask's deadline has passed"),
+                               reason=PAST_DEADLINE)
+    rows = [row for row in rows if not too_late(row)]
+    if not rows:
+        return 0
     seeds = await program_queries.current_signing_seeds(
         conn, sorted({row.program_id for row in rows}))
     limit = asyncio.Semaphore(CONCURRENCY)
@@ -116,8 +175,16 @@ async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
         if not row.url:
             return "the program no longer has a webhook_url"
         secret = program_signing_secret(secret_key, seeds[row.program_id])
-        async with limit:
-            return _scrub(await _post(session, row, row.url, secret, allow_private), row.url)
+        # A referral.ask gets at most the time left before its deadline (counted from the
+        # claim), waiting for its turn and resolving the receiver included.
+        ask_left = left[row.id]
+        try:
+            async with asyncio.timeout(ask_left), limit:
+                timeout = TIMEOUT_S if ask_left is None else min(float(TIMEOUT_S), ask_left)
+                return _scrub(await _post(session, row, row.url, secret, allow_private,
+                                          timeout_s=timeout), row.url)
+        except TimeoutError:
+            return "TimeoutError: the ask's deadline came before the receiver answered"
 
     errors = await asyncio.gather(*(attempt(row) for row in rows))
     delivered = 0
@@ -125,16 +192,29 @@ async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
         if error is None:
             delivered += 1
             metrics.WEBHOOKS.labels(result="delivered").inc()
-            await queries.mark_delivered(conn, row.program_id, row.id)
+            async with conn.transaction():
+                await queries.mark_delivered(conn, row.program_id, row.id)
+                if row.ask_id is not None:
+                    await queries.mark_ask_sent(conn, row.program_id, row.ask_id)
+            if row.ask_id is not None:
+                metrics.ASKS.labels(outcome="sent", reason="").inc()
             continue
         attempts = row.attempts + 1
+        retry_in_s = float(min(BACKOFF_S * 2 ** (attempts - 1), 3600))
         gave_up = attempts >= MAX_ATTEMPTS
-        metrics.WEBHOOKS.labels(result="failed" if gave_up else "retry").inc()
+        ask_left = left[row.id]
+        # A retry after the deadline could not be sent either: give up now.
+        retry_late = ask_left is not None and (
+            datetime.now(UTC) - now).total_seconds() + retry_in_s >= ask_left
+        metrics.WEBHOOKS.labels(result="failed" if gave_up or retry_late else "retry").inc()
         log.warning("webhook %s %s to %s failed (attempt %d): %s", row.event, row.id,
                     redact_url(row.url or ""), attempts, error)
+        if ask_left is not None and (gave_up or retry_late):
+            await _give_up_ask(conn, row, attempts=attempts, error=error, reason=UNDELIVERED)
+            continue
         await queries.mark_failed(
             conn, row.program_id, row.id, attempts=attempts, error=error[:500],
-            retry_in_s=float(min(BACKOFF_S * 2 ** (attempts - 1), 3600)), gave_up=gave_up)
+            retry_in_s=retry_in_s, gave_up=gave_up)
     return delivered
 
 
@@ -167,7 +247,7 @@ async def public_addresses(url: yarl.URL) -> list[str]:
 
 
 async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str, secret: str,
-                allow_private: bool) -> str | None:
+                allow_private: bool, *, timeout_s: float = TIMEOUT_S) -> str | None:
     """None when the receiver took it, else what went wrong."""
     body = row.payload.encode()
     headers = {"Content-Type": "application/json",
@@ -177,7 +257,7 @@ async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str, secre
     try:
         target = yarl.URL(url)
         if allow_private:
-            return await _send(session, target, body, headers, {})
+            return await _send(session, target, body, headers, {}, timeout_s=timeout_s)
         addresses = await public_addresses(target)
         # Connect to an address just checked, never to what a second lookup might say; the
         # Host header and the TLS name (SNI and certificate check) stay the URL's own.
@@ -187,8 +267,10 @@ async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str, secre
         tries = addresses[:ADDRESSES_TRIED]
         for address in tries[:-1]:
             with contextlib.suppress(aiohttp.ClientConnectorError):
-                return await _send(session, target.with_host(address), body, headers, extra)
-        return await _send(session, target.with_host(tries[-1]), body, headers, extra)
+                return await _send(session, target.with_host(address), body, headers, extra,
+                                   timeout_s=timeout_s)
+        return await _send(session, target.with_host(tries[-1]), body, headers, extra,
+                           timeout_s=timeout_s)
     except TargetRefused as exc:
         return (f"refused: {exc} (webhooks go only to public addresses unless "
                 "REFGUARD_WEBHOOK_ALLOW_PRIVATE=1)")
@@ -197,9 +279,10 @@ async def _post(session: aiohttp.ClientSession, row: DueWebhook, url: str, secre
 
 
 async def _send(session: aiohttp.ClientSession, url: yarl.URL, body: bytes,
-                headers: dict[str, str], extra: dict[str, Any]) -> str | None:
+                headers: dict[str, str], extra: dict[str, Any], *,
+                timeout_s: float = TIMEOUT_S) -> str | None:
     async with session.post(url, data=body, headers=headers,
-                            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+                            timeout=aiohttp.ClientTimeout(total=timeout_s),
                             allow_redirects=False, **extra) as resp:
         if 200 <= resp.status < 300:
             return None

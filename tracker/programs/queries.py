@@ -5,6 +5,8 @@ dataclasses. (Clicks have theirs in tracker.clicks.queries, conversions in track
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +15,7 @@ from typing import Any, Literal
 import asyncpg
 
 from tracker.errors import Conflict, NotFound
+from tracker.programs.validation import default_destination
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +299,14 @@ def _link(row: asyncpg.Record) -> Link:
     )
 
 
+_CODE_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_code() -> str:
+    """A random link code (8 letters and digits: 47 bits) for a link made without one."""
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
+
+
 async def create_link(
     conn: asyncpg.Connection, program_id: int, referrer_id: int, code: str, destination: str
 ) -> Link:
@@ -350,3 +361,35 @@ async def list_links(
         program_id, referrer_id, after_id, limit,
     )
     return [_link(r) for r in rows]
+
+
+async def plain_link(conn: asyncpg.Connection, program_id: int, referrer_id: int) -> Link | None:
+    """The referrer's first enabled link not tagged with a channel (None when it has none)."""
+    row = await conn.fetchrow(
+        _LINK_SELECT
+        + """ WHERE l.program_id = $1 AND l.referrer_id = $2 AND l.enabled
+                AND l.channel IS NULL ORDER BY l.id LIMIT 1""",
+        program_id, referrer_id,
+    )
+    return None if row is None else _link(row)
+
+
+async def ensure_plain_link(conn: asyncpg.Connection, program: Program,
+                            referrer_id: int) -> Link:
+    """The referrer's plain link (`plain_link`), made now to the program's default destination
+    when it has none (a new code; a taken one is drawn again). Inside the caller's transaction:
+    each attempt in a savepoint, so a taken code does not abort it."""
+    link = await plain_link(conn, program.id, referrer_id)
+    if link is not None:
+        return link
+    destination = default_destination(program.destination_domains, program.settings)
+    attempts = 5
+    while True:
+        attempts -= 1
+        try:
+            async with conn.transaction():
+                return await create_link(conn, program.id, referrer_id, new_code(), destination)
+        except Conflict:
+            if attempts == 0:
+                raise
+

@@ -44,6 +44,7 @@ from tracker.web.api import (
     resources,
     rewards,
 )
+from tracker.web.api import asks as asks_api
 from tracker.web.api import coupons as coupons_api
 from tracker.web.api import payouts as payouts_api
 from tracker.web.api import tokens as tokens_api
@@ -137,6 +138,7 @@ def _api() -> web.Application:
     tokens_api.add_routes(api)
     customers.add_routes(api)
     coupons_api.add_routes(api)
+    asks_api.add_routes(api)
     openapi.add_routes(api)
     for resource in api.router.resources():
         if isinstance(resource, web.Resource):

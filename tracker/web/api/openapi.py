@@ -124,7 +124,12 @@ SCHEMAS: dict[str, Any] = {
                               "properties": {
                                   k: {"type": "integer", "minimum": 0}
                                   for k in ("risk_extra_days", "clean_after", "clean_hold_days")}},
-            "asks": {"type": "object", "additionalProperties": False, "properties": {
+            "asks": {"type": "object", "additionalProperties": False,
+                     "description": "when to ask a happy customer to refer (the asks job; "
+                                    "GET /api/v1/asks). Asks reach the merchant's messaging "
+                                    "only as the webhook referral.ask: without webhook_url "
+                                    "every ask is suppressed (no_webhook_url)",
+                     "properties": {
                 "rules": {"type": "array", "items": {
                     "type": "object", "additionalProperties": False, "required": ["on"],
                     "properties": {"on": {"type": "string", "pattern": "^[a-z0-9_.-]{1,64}$"},
@@ -240,6 +245,50 @@ SCHEMAS: dict[str, Any] = {
                             "description": "a coupon reward's code once approved (finance and "
                                            "admin only)"},
             "approvals": {"type": "integer"}, "approvals_needed": {"type": "integer"},
+        },
+    },
+    "Ask": {
+        "type": "object",
+        "required": ["id", "program", "customer", "trigger", "status", "reason", "deadline",
+                     "sent_at", "share_url"],
+        "properties": {
+            "id": {"type": "integer", "description": "the ask_id of its referral.ask"},
+            "program": {"type": "string"},
+            "customer": {"type": "string", "description": "the customer id (as a referrer, "
+                                                          "its external_id)"},
+            "trigger": {"type": "object", "required": ["type", "score", "occurred_at"],
+                        "properties": {
+                            "type": {"type": "string", "description": "the event's type, or "
+                                                                      "purchase"},
+                            "score": {"type": ["number", "null"]},
+                            "occurred_at": {"type": "string", "format": "date-time"}}},
+            "status": {"enum": ["queued", "sent", "shared", "clicked", "converted", "expired",
+                                "suppressed"],
+                       "description": "queued: its referral.ask waits for delivery; sent: "
+                                      "delivered; shared / clicked / converted: after it was "
+                                      "sent, the referrer shared (a share with this ask_id, or "
+                                      "any after sent_at), a person (not a bot) clicked one "
+                                      "of their links, a conversion was credited to them"},
+            "reason": {"type": ["string", "null"], "enum": [
+                None, "late", "no_candidate_scores", "no_webhook_url", "fraud_flag",
+                "rejected_reward", "reversed_reward", "not_top_share", "cooldown", "cap",
+                "past_deadline", "undelivered"],
+                       "description": "why expired or suppressed: late (taken up after the "
+                                      "deadline), no_candidate_scores (no candidate model "
+                                      "before the deadline), no_webhook_url (the program has "
+                                      "no webhook to hand it to), fraud_flag / "
+                                      "rejected_reward / reversed_reward, not_top_share "
+                                      "(percentile below 1 - top_share, or not scored), "
+                                      "cooldown, cap (max_per_customer), past_deadline (the "
+                                      "webhook was due only after the deadline), undelivered "
+                                      "(the receiver did not take it before the deadline)"},
+            "deadline": {"type": "string", "format": "date-time",
+                         "description": "the trigger's occurred_at + within_hours"},
+            "sent_at": {"type": ["string", "null"], "format": "date-time"},
+            "share_url": {"type": ["string", "null"],
+                          "description": "the customer's share page (null when they were not "
+                                         "asked)"},
+            "created_at": {"type": "string", "format": "date-time"},
         },
     },
     "RewardDetail": {
@@ -752,6 +801,17 @@ def document() -> dict[str, Any]:
                             "reversed only by a refund or chargeback)",
                             "admin, finance", body="Decision",
                             answer={"$ref": "#/components/schemas/Reward"}),
+            },
+            "/asks": {
+                "get": _op("Asks: customers asked to refer at a moment of delight (the asks "
+                           "job; the ask reaches the merchant's messaging as the signed "
+                           "webhook referral.ask, never after its deadline). `status` is the "
+                           "ask's own (queued until delivered, then sent; expired; suppressed) "
+                           "or, for a sent one, how far it went: shared, clicked, converted",
+                           "admin, finance, viewer", answer=_list_of("Ask"),
+                           params=[_q("status", "ask status", {"enum": [
+                               "queued", "sent", "shared", "clicked", "converted", "expired",
+                               "suppressed"]}), any_program_q, *_PAGING]),
             },
             "/customers/{customer_id}": {
                 "parameters": [_path("customer_id")],

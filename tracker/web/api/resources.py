@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
-import string as _string
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,7 +54,6 @@ from tracker.web.api.common import (
 from tracker.web.api.errors import ApiError, invalid, not_found, read_json
 
 EMAIL_MAX = 320
-_CODE_ALPHABET = _string.ascii_letters + _string.digits
 READ_ROLES = tuple(ALL_ROLES)
 
 
@@ -323,10 +320,6 @@ async def list_referrers(request: web.Request) -> web.Response:
 # -- links -------------------------------------------------------------------------------------
 
 
-def _new_code() -> str:
-    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
-
-
 @requires("integration")
 async def create_link(request: web.Request) -> web.Response:
     body = await read_json(request)
@@ -352,7 +345,7 @@ async def create_link(request: web.Request) -> web.Response:
                     if locked.destination_domains != program.destination_domains:
                         destination = _destination(destination, locked)
                     link = await queries.create_link(
-                        conn, program.id, referrer.id, code or _new_code(), destination
+                        conn, program.id, referrer.id, code or queries.new_code(), destination
                     )
                     await audit.record(
                         conn, actor=principal(request).actor, action="link.create",
