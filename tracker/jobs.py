@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 
 from tracker import metrics
+from tracker.asks.candidates import refresh_due
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
 from tracker.db import lock_key
@@ -128,6 +129,13 @@ def deliver_webhooks(secret_key: bytes, allow_private: bool = False) -> JobFn:
     return run
 
 
+async def candidates(conn: asyncpg.Connection) -> None:
+    """Refit the referral candidates of programs whose fit is missing, a day old, or an hour
+    old with new conversions or events (tracker.asks.candidates); each fit stores in a short
+    transaction of its own and crunches its numbers in an executor."""
+    await refresh_due(conn)
+
+
 def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     jobs = [
         Job("click_partitions", 3600.0, ensure_click_partitions),
@@ -139,6 +147,7 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     jobs.append(Job("webhooks", 5.0,
                     deliver_webhooks(settings.secret_key, settings.webhook_allow_private),
                     transaction=False))
+    jobs.append(Job("candidates", 300.0, candidates, transaction=False))
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
     if settings.retention_days:
