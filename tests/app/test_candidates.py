@@ -211,12 +211,17 @@ async def test_bad_requests_and_the_empty_state(client: Client, tokens: dict[str
     assert await resp.json() == {"program": "fresh", "top": 0.2, "model": None, "items": []}
     resp = await client.get("/api/v1/reports/candidates?program=nope", headers=viewer)
     assert resp.status == 404
-    for query in ("top=0", "top=1.5", "top=-0.2", "top=abc", "top=nan", "top=inf",
+    for query in ("top=0", "top=1.5", "top=-0.2", "top=abc", "top=nan", "top=inf", "top=.",
+                  "top=%200.2", "top=0_2", "top=1e1", "top=0.0", "top=1e-999",
                   "top=0.2&top=0.3"):
         resp = await client.get(f"/api/v1/reports/candidates?program=fresh&{query}",
                                 headers=viewer)
         assert resp.status == 422, query
         assert (await resp.json())["error"]["field"] == "top"
+    for fine in ("1", "0.5", ".5", "5e-1", "1.000"):
+        resp = await client.get(f"/api/v1/reports/candidates?program=fresh&top={fine}",
+                                headers=viewer)
+        assert (await resp.json())["top"] == float(fine)
     resp = await client.get("/api/v1/reports/candidates", headers=viewer)
     assert resp.status == 422
     resp = await client.get("/api/v1/reports/candidates?program=fresh")

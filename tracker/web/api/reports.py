@@ -3,6 +3,8 @@ verdicts (tracker.finance.decisions) and the referral candidates (tracker.asks.c
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from attribution.models import MODELS
@@ -15,6 +17,7 @@ from tracker.web.api.common import choice_param, program_by_slug, query_param, r
 from tracker.web.api.errors import invalid
 
 READERS = ("viewer", "finance")
+_DECIMAL = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,17})?|\.[0-9]{1,17})(?:[eE][-+]?[0-9]{1,3})?")
 
 
 async def _program(request: web.Request) -> queries.Program:
@@ -59,13 +62,10 @@ def _top(request: web.Request) -> float:
     raw = query_param(request, "top", max_len=32)
     if raw is None:
         return 0.2
-    try:
-        top = float(raw)
-    except ValueError:
-        raise invalid("top must be a number in (0, 1]", "top") from None
-    if not 0 < top <= 1:  # NaN fails too
+    # Decimal notation only (float() also takes " 0.2", "0_2", "nan" and "inf").
+    if not _DECIMAL.fullmatch(raw) or not 0 < float(raw) <= 1:
         raise invalid("top must be a number in (0, 1]", "top")
-    return top
+    return float(raw)
 
 
 @requires(*READERS)
