@@ -177,7 +177,8 @@ async def test_a_refit_replaces_the_last_one(conn: asyncpg.Connection,
     data, pid, _ = stored
     await candidates.refresh(conn, pid, as_of=data.as_of)
     earlier = data.as_of - timedelta(days=200)
-    fit = await candidates.refresh(conn, pid, as_of=earlier)
+    async with conn.transaction():  # a caller's transaction is the snapshot
+        fit = await candidates.refresh(conn, pid, as_of=earlier)
     rows = await conn.fetch("SELECT as_of FROM candidate_scores WHERE program_id = $1", pid)
     assert len(rows) == fit.scored and {r["as_of"] for r in rows} == {earlier}
     assert await conn.fetchval("SELECT count(*) FROM candidate_models") == 1

@@ -46,8 +46,11 @@ class Refit:
 
 
 async def load_history(conn: asyncpg.Connection, program_id: int, until: datetime) -> History:
-    """Everything the features read, up to `until`, from one snapshot."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    """Everything the features read, up to `until`, from one snapshot (the caller's, inside a
+    transaction)."""
+    snapshot = conn.transaction() if conn.is_in_transaction() else conn.transaction(
+        isolation="repeatable_read", readonly=True)
+    async with snapshot:
         return History(await queries.purchases(conn, program_id, until),
                        await queries.moments(conn, program_id, until),
                        await queries.referrals(conn, program_id, until),
