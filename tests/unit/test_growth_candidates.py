@@ -49,6 +49,16 @@ def test_the_top_fifth_holds_most_of_the_real_referrers(seed: int) -> None:
     assert scores == sorted(scores, reverse=True)
     assert ranking.items[0].percentile == 1.0
     assert all(0 <= s <= 1 for s in scores)
+    # Not only earlier referrals: among customers who never referred yet, the top fifth still
+    # holds most of the advocates hidden there.
+    customers, matrix = feature_matrix(data.history, data.as_of, exclude=data.fraudsters)
+    column = FEATURES.index("referrals")
+    never = {c for c, row in zip(customers, matrix, strict=True) if row[column] == 0}
+    cold = [c for c in ranking.items if c.customer in never]
+    hidden = data.advocates & never
+    assert len(hidden) >= 10
+    cold_precision, cold_recall = at_top(cold, hidden)
+    assert cold_recall > 0.5 and cold_precision > 2 * len(hidden) / len(cold)
     # A random ranking of the same customers does no better than the base rate (the measure
     # can tell a good ranking from a bad one).
     shuffled = list(ranking.items)
