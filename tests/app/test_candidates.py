@@ -186,6 +186,41 @@ async def test_a_refit_replaces_the_last_one(conn: asyncpg.Connection,
     assert model["as_of"] == earlier and model["trained_on"] == fit.trained_on
 
 
+async def test_concurrent_refits_of_a_program_both_land(
+        conn: asyncpg.Connection, dsn: str, stored: tuple[Generated, int, set[str]]) -> None:
+    """The job on one node and `refguard candidates refresh` at once: the upsert of the model's
+    row serialises the two stores, so neither trips over the other's scores."""
+    data, pid, _ = stored
+    other, blocker = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        # Hold the model's row so that both stores arrive before either may go on.
+        held = blocker.transaction()
+        await held.start()
+        await blocker.execute(
+            "INSERT INTO candidate_models (program_id, kind, trained_on, as_of) "
+            "VALUES ($1, 'heuristic', 0, now())", pid)
+        both = asyncio.gather(
+            candidates.refresh(conn, pid, as_of=data.as_of),
+            candidates.refresh(other, pid, as_of=data.as_of - timedelta(days=1)))
+        for _ in range(600):
+            waiting = await blocker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")
+            if waiting == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting == 2
+        await held.rollback()
+        fits = await both
+    finally:
+        await other.close()
+        await blocker.close()
+    rows = await conn.fetch("SELECT as_of FROM candidate_scores WHERE program_id = $1", pid)
+    model_as_of = await conn.fetchval("SELECT as_of FROM candidate_models")
+    assert {r["as_of"] for r in rows} == {model_as_of}  # one fit's scores, whole
+    assert len(rows) in {f.scored for f in fits}
+
+
 async def test_the_heuristic_below_the_data_a_model_needs(
         client: Client, tokens: dict[str, str], conn: asyncpg.Connection) -> None:
     data = generate(4, customers=60)

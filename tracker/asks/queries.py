@@ -152,6 +152,8 @@ async def store_fit(conn: asyncpg.Connection, program_id: int, model: CandidateM
     """Replace the program's fit (model and scores) in one transaction; customers excluded by
     now are dropped again before it commits. The number of scores kept."""
     async with conn.transaction():
+        # The model's row first: its row lock serialises two fits of the program (the job and
+        # the CLI), so the second deletes the first's scores instead of colliding with them.
         await conn.execute(
             """INSERT INTO candidate_models (program_id, kind, trained_on, auc_holdout, as_of,
                                              details)
