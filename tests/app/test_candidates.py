@@ -10,6 +10,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -323,3 +324,25 @@ async def test_the_cli_refreshes_and_refuses_an_unknown_program(
     assert row["kind"] == "heuristic"
     assert out == (f"shop: heuristic, trained on {row['trained_on']} customer(s) (0 referred); "
                    f"{scored} scored\n")
+
+
+async def test_a_fit_that_fails_leaves_the_other_programs_theirs(
+        conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _program(conn, "one")
+    second = await _program(conn, "two")
+    real = candidates.rank
+
+    def rank(history: Any, as_of: datetime, **kwargs: Any) -> Any:
+        if not history.purchases:  # program "one" has none
+            raise ValueError("defeated")
+        return real(history, as_of, **kwargs)
+
+    await conn.execute(
+        """INSERT INTO conversions (program_id, event_id, type, customer_id, amount, currency,
+                                    occurred_at, body_hash)
+           VALUES ($1, 'a', 'purchase', 'ann', 100, 'USD', now() - interval '1 day', $2)""",
+        second, HASH)
+    monkeypatch.setattr(candidates, "rank", rank)
+    done = await candidates.refresh_due(conn)
+    assert [d.program_id for d in done] == [second]
+    assert await conn.fetchval("SELECT array_agg(program_id) FROM candidate_models") == [second]

@@ -85,7 +85,11 @@ async def refresh_due(conn: asyncpg.Connection, *, stale_after: timedelta = STAL
     done = []
     for program in await queries.due_programs(conn, stale_after.total_seconds(),
                                               settle.total_seconds()):
-        done.append(await refresh(conn, program.id))
+        try:
+            done.append(await refresh(conn, program.id))
+        except ValueError:  # a fit the data defeated: the other programs still get theirs
+            log.exception("candidates of %s could not be fitted", program.slug)
+            continue
         log.info("candidates of %s refitted: %s", program.slug, done[-1].as_dict())
     return done
 
