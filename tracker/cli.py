@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         "release", help="run clearance now: create rewards, end holds, approve or flag")
     release.add_argument("--program", help="only this program (slug)")
 
+    candidates = sub.add_parser("candidates", help="referral candidates")
+    candidates_sub = candidates.add_subparsers(dest="candidates_command", required=True,
+                                               metavar="ACTION")
+    refresh = candidates_sub.add_parser(
+        "refresh", help="fit every program's referral candidates now (or one program's)")
+    refresh.add_argument("--program", help="only this program (slug)")
+
     payouts = sub.add_parser("payouts", help="payout batches")
     payouts_sub = payouts.add_subparsers(dest="payouts_command", required=True, metavar="ACTION")
     export = payouts_sub.add_parser(
@@ -384,6 +391,22 @@ def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
     return 0
 
 
+def _cmd_candidates_refresh(settings: Settings, slug: str | None) -> int:
+    from tracker.asks.candidates import Refit, refresh
+
+    async def work(conn: asyncpg.Connection) -> list[tuple[str, Refit]]:
+        rows = await conn.fetch(
+            "SELECT id, slug FROM programs WHERE $1::text IS NULL OR slug = $1 ORDER BY id",
+            slug)
+        return [(r["slug"], await refresh(conn, r["id"])) for r in rows]
+
+    for name, fit in _with_database(settings, work, slug, progress="candidates refresh"):
+        auc = "" if fit.auc_holdout is None else f", holdout AUC {fit.auc_holdout:.3f}"
+        print(f"{name}: {fit.kind}, trained on {fit.trained_on} customer(s) "
+              f"({fit.positives} referred){auc}; {fit.scored} scored")
+    return 0
+
+
 def _cmd_payouts_export(settings: Settings, out: Path, fmt: str = "csv") -> int:
     import os
 
@@ -574,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_geo_lookup(settings, args.ip, args.json)
         if args.command == "rewards":
             return _cmd_rewards_release(settings, args.program)
+        if args.command == "candidates":
+            return _cmd_candidates_refresh(settings, args.program)
         if args.command == "payouts":
             return _cmd_payouts_export(settings, args.out, args.payout_format)
         if args.command == "demo":

@@ -19,6 +19,7 @@ import asyncpg
 
 from tracker import db, metrics
 from tracker.asks.asks import asks_job
+from tracker.asks.candidates import refresh_due
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
 from tracker.db import lock_key
@@ -129,6 +130,13 @@ def deliver_webhooks(secret_key: bytes, allow_private: bool = False) -> JobFn:
     return run
 
 
+async def candidates(conn: asyncpg.Connection) -> None:
+    """Refit the referral candidates of programs whose fit is missing, a day old, or an hour
+    old with new conversions or events (tracker.asks.candidates); each fit stores in a short
+    transaction of its own and crunches its numbers in an executor."""
+    await refresh_due(conn)
+
+
 def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     jobs = [
         Job("click_partitions", 3600.0, ensure_click_partitions),
@@ -142,6 +150,7 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
                     transaction=False))
     # Asks at the moment of delight: each program's batch commits on its own.
     jobs.append(Job("asks", 10.0, asks_job(settings), transaction=False))
+    jobs.append(Job("candidates", 300.0, candidates, transaction=False))
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
     if settings.retention_days:

@@ -735,7 +735,7 @@ def test_the_image_wheel_contains_every_package_and_the_migrations(tmp_path: Pat
     # the pages (package data).
     expected = {
         path.relative_to(src).as_posix()
-        for top in ("tracker", "geo", "fraud", "attribution", "migrations")
+        for top in ("tracker", "geo", "fraud", "attribution", "growth", "migrations")
         for path in (src / top).rglob("*")
         if path.is_file() and path.suffix in {".py", ".sql", ".typed", ".html", ".css", ".js"}
     }

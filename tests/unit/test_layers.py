@@ -13,11 +13,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARIES = {"geo", "fraud", "attribution"}
+LIBRARIES = {"geo", "fraud", "attribution", "growth"}
 FORBIDDEN = {
     "geo": {"tracker", "fraud", "attribution"},
     "fraud": {"tracker", "attribution"},
     "attribution": {"tracker", "fraud"},
+    "growth": {"tracker", "fraud", "attribution"},
 }
 
 # tracker/'s top-level modules that every domain may use: they import no domain.
@@ -88,7 +89,8 @@ def test_libraries_never_import_against_the_direction() -> None:
             bad = imported_packages(path) & forbidden
             if bad:
                 violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
-    assert checked >= 3
+    assert checked >= 4
+    assert set(FORBIDDEN) == LIBRARIES
     assert violations == []
 
 

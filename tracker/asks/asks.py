@@ -11,9 +11,10 @@ whether to ask that customer to refer, now:
   `expired` (reason `late`) and nothing is sent;
 - a program without `webhook_url` cannot hand an ask to its messaging: `suppressed`
   (`no_webhook_url`);
-- never a customer with a fraud flag, a rejected or a reversed reward (`fraud_flag`,
-  `rejected_reward`, `reversed_reward`), nor one outside the top share (default 0.2) of the
-  program's candidate scores, i.e. percentile < 1 - top_share or not scored (`not_top_share`);
+- never a customer with a fraud flag, a rejected, reversed or flagged reward (`fraud_flag`,
+  `rejected_reward`, `reversed_reward`, `flagged_reward`: tracker.asks.queries.EXCLUDED_CTE, the
+  same rule that keeps them out of the candidates), nor one outside the top share (default 0.2) of
+  the program's candidate scores, i.e. percentile < 1 - top_share or not scored (`not_top_share`);
   a program with no candidate model yet has its triggers left untaken until their deadline,
   then expired (`no_candidate_scores`);
 - not again within cooldown_days (default 30) of an earlier ask (`cooldown`), nor beyond
@@ -61,9 +62,8 @@ MAX_PER_CUSTOMER = 3
 BATCH = 500  # triggers of each kind per program and transaction
 BATCHES_PER_RUN = 20
 # Why an ask was not sent (asks.reason; the `reason` label of refguard_asks_total).
-REASONS = ("late", "no_candidate_scores", "no_webhook_url", "fraud_flag", "rejected_reward",
-           "reversed_reward", "not_top_share", "cooldown", "cap", webhooks.PAST_DEADLINE,
-           webhooks.UNDELIVERED)
+REASONS = ("late", "no_candidate_scores", "no_webhook_url", *queries.EXCLUSION_REASONS,
+           "not_top_share", "cooldown", "cap", webhooks.PAST_DEADLINE, webhooks.UNDELIVERED)
 _EPS = 1e-9  # percentile >= 1 - top_share, whatever 1 - 0.3 rounds to
 
 

@@ -1,18 +1,26 @@
-"""The SQL of asks: the triggers the asks job takes up (customer events and purchases), what is
-known of a customer when deciding (candidate score, fraud, earlier asks), the asks themselves
-and their list with the derived statuses.
+"""The SQL of the growth side (tracker/asks/): async functions that take `conn` first and
+return frozen dataclasses; the transaction is the caller's.
 
-Async functions that take `conn` first and return frozen dataclasses; the transaction is the
-caller's (tracker.asks.asks).
+- Asks (tracker.asks.asks): the triggers the asks job takes up (customer events and purchases),
+  what is known of a customer when deciding (candidate score, fraud, earlier asks), the asks
+  themselves and their list with the derived statuses.
+- Candidates (tracker.asks.candidates): the history the model learns from, the customers who
+  are never candidates, and the stored fit (candidate_models, candidate_scores).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
+
+from growth.candidates import Moment, Purchase, Referral, Share
+
+# -- asks --------------------------------------------------------------------------------------
 
 Source = Literal["event", "conversion"]
 
@@ -95,28 +103,13 @@ async def percentiles(conn: asyncpg.Connection, program_id: int,
 
 async def fraud_marks(conn: asyncpg.Connection, program_id: int,
                       customers: list[str]) -> dict[str, str]:
-    """Why each of these customers must never be asked, for those with a reason:
-    `fraud_flag` (a member of a fraud flag, as a customer or a referrer), else
-    `rejected_reward` or `reversed_reward` (a reward rejected or reversed that they were paid,
-    earned as a referrer, or that rested on their own conversion)."""
-    flagged = await conn.fetch(
-        """SELECT DISTINCT m->>'id' AS id
-           FROM fraud_flags f, jsonb_array_elements(f.members) m
-           WHERE f.program_id = $1 AND m->>'type' IN ('customer', 'referrer')
-             AND m->>'id' = ANY($2::text[])""", program_id, customers)
-    out = {r["id"]: "fraud_flag" for r in flagged}
-    rewards = await conn.fetch(
-        """SELECT DISTINCT x.who, w.status
-           FROM rewards w
-           JOIN referrers f ON f.program_id = w.program_id AND f.id = w.referrer_id
-           JOIN conversions c ON c.program_id = w.program_id AND c.id = w.conversion_id
-           CROSS JOIN LATERAL (VALUES (w.payee), (f.external_id), (c.customer_id)) x (who)
-           WHERE w.program_id = $1 AND w.status IN ('rejected', 'reversed')
-             AND x.who = ANY($2::text[])
-           ORDER BY w.status""", program_id, customers)
-    for r in rewards:  # rejected before reversed: the graver word
-        out.setdefault(r["who"], f"{r['status']}_reward")
-    return out
+    """Why each of these customers must never be asked (EXCLUDED_CTE), for those with a
+    reason; the gravest of EXCLUSION_REASONS when there are several."""
+    rows = await conn.fetch(
+        f"""WITH {EXCLUDED_CTE}
+            SELECT customer_id, array_agg(reason) AS reasons FROM excluded
+            WHERE customer_id = ANY($2::text[]) GROUP BY customer_id""", program_id, customers)
+    return {r["customer_id"]: min(r["reasons"], key=EXCLUSION_REASONS.index) for r in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +207,191 @@ async def list_asks(conn: asyncpg.Connection | asyncpg.Pool, *, program_id: int 
     return [AskItem(r["id"], r["program_id"], r["program"], r["customer_id"], r["referrer_id"],
                     r["trigger_type"], r["trigger_score"], r["occurred_at"], r["stage"],
                     r["reason"], r["deadline"], r["sent_at"], r["created_at"]) for r in rows]
+
+
+# -- candidates --------------------------------------------------------------------------------
+
+# Who is never a candidate, and never asked, in program $1, and why: a customer or referrer
+# (external id) a fraud flag names (rings, flagged conversions) or the customer of a flagged
+# conversion (`fraud_flag`), and everyone a flagged, rejected or reversed reward touches: its
+# referrer, its payee, the conversion's customer (`flagged_reward`, `rejected_reward`,
+# `reversed_reward`). A CTE, so the same rule serves the candidates' store and reads
+# (tracker.asks.candidates) and the asks job's suppression (tracker.asks.asks).
+EXCLUDED_CTE = """excluded AS (
+    SELECT m->>'id' AS customer_id, 'fraud_flag' AS reason
+    FROM fraud_flags f CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(f.members) = 'array' THEN f.members ELSE '[]'::jsonb END) m
+    WHERE f.program_id = $1 AND m->>'type' IN ('customer', 'referrer')
+    UNION
+    SELECT c.customer_id, 'fraud_flag' FROM fraud_flags f
+    JOIN conversions c ON c.program_id = f.program_id AND c.id = f.conversion_id
+    WHERE f.program_id = $1
+    UNION
+    SELECT x.customer_id, r.status || '_reward' FROM rewards r
+    JOIN referrers e ON e.program_id = r.program_id AND e.id = r.referrer_id
+    JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
+    CROSS JOIN LATERAL (VALUES (e.external_id), (r.payee), (c.customer_id)) x (customer_id)
+    WHERE r.program_id = $1 AND r.status IN ('flagged', 'rejected', 'reversed')
+)"""
+# The graver reason first when a customer has several.
+EXCLUSION_REASONS = ("fraud_flag", "rejected_reward", "reversed_reward", "flagged_reward")
+
+# A referred purchase is clean when no reward of it is flagged, rejected or reversed and no
+# fraud flag names it.
+_REFERRALS = """
+    SELECT e.external_id, c.occurred_at,
+           NOT EXISTS (SELECT 1 FROM rewards r
+                       WHERE r.program_id = c.program_id AND r.conversion_id = c.id
+                         AND r.status IN ('flagged', 'rejected', 'reversed'))
+           AND c.id NOT IN (SELECT f.conversion_id FROM fraud_flags f
+                            WHERE f.program_id = $1 AND f.conversion_id IS NOT NULL) AS clean
+    FROM credits cr
+    JOIN referrers e ON e.program_id = cr.program_id AND e.id = cr.referrer_id
+    JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+    WHERE cr.program_id = $1 AND cr.credit > 0 AND c.type = 'purchase' AND c.occurred_at <= $2"""
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """The newest conversion and customer event a fit has seen (0: none)."""
+    conversion_id: int
+    event_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DueProgram:
+    id: int
+    slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateModel:
+    kind: str
+    trained_on: int
+    auc_holdout: float | None
+    as_of: datetime
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateScore:
+    customer_id: str
+    score: float
+    percentile: float
+    reasons: list[dict[str, Any]]
+
+
+async def purchases(conn: asyncpg.Connection, program_id: int, until: datetime
+                    ) -> list[Purchase]:
+    rows = await conn.fetch(
+        """SELECT customer_id, occurred_at, coalesce(amount, 0) FROM conversions
+           WHERE program_id = $1 AND type IN ('purchase', 'renewal') AND occurred_at <= $2""",
+        program_id, until)
+    return [Purchase(*r) for r in rows]
+
+
+async def moments(conn: asyncpg.Connection, program_id: int, until: datetime) -> list[Moment]:
+    rows = await conn.fetch(
+        """SELECT customer_id, occurred_at, type, score FROM customer_events
+           WHERE program_id = $1 AND occurred_at <= $2""", program_id, until)
+    return [Moment(*r) for r in rows]
+
+
+async def referrals(conn: asyncpg.Connection, program_id: int, until: datetime
+                    ) -> list[Referral]:
+    """Referred purchases credited to each referrer (its external id: a customer id)."""
+    return [Referral(*r) for r in await conn.fetch(_REFERRALS, program_id, until)]
+
+
+async def shares(conn: asyncpg.Connection, program_id: int, until: datetime) -> list[Share]:
+    rows = await conn.fetch(
+        """SELECT e.external_id, s.occurred_at FROM shares s
+           JOIN referrers e ON e.program_id = s.program_id AND e.id = s.referrer_id
+           WHERE s.program_id = $1 AND s.occurred_at <= $2""", program_id, until)
+    return [Share(*r) for r in rows]
+
+
+async def excluded_customers(conn: asyncpg.Connection, program_id: int) -> set[str]:
+    rows = await conn.fetch(
+        f"WITH {EXCLUDED_CTE} SELECT DISTINCT customer_id FROM excluded "
+        "WHERE customer_id IS NOT NULL",
+        program_id)
+    return {r["customer_id"] for r in rows}
+
+
+async def watermark(conn: asyncpg.Connection, program_id: int) -> Watermark:
+    row = await conn.fetchrow(
+        """SELECT (SELECT coalesce(max(id), 0) FROM conversions WHERE program_id = $1),
+                  (SELECT coalesce(max(id), 0) FROM customer_events WHERE program_id = $1)""",
+        program_id)
+    return Watermark(int(row[0]), int(row[1]))
+
+
+async def due_programs(conn: asyncpg.Connection, stale_after_s: float, settle_s: float
+                       ) -> list[DueProgram]:
+    """Programs never fitted, fitted more than `stale_after_s` ago, or fitted more than
+    `settle_s` ago with conversions or customer events newer than the fit saw."""
+    rows = await conn.fetch(
+        """SELECT p.id, p.slug FROM programs p
+           LEFT JOIN candidate_models m ON m.program_id = p.id
+           WHERE m.program_id IS NULL
+              OR m.as_of < now() - make_interval(secs => $1)
+              OR (m.as_of < now() - make_interval(secs => $2) AND (
+                  EXISTS (SELECT 1 FROM conversions c WHERE c.program_id = p.id
+                          AND c.id > coalesce((m.details->'seen'->>'conversion_id')::bigint, 0))
+                  OR EXISTS (SELECT 1 FROM customer_events v WHERE v.program_id = p.id
+                          AND v.id > coalesce((m.details->'seen'->>'event_id')::bigint, 0))))
+           ORDER BY p.id""", stale_after_s, settle_s)
+    return [DueProgram(*r) for r in rows]
+
+
+async def store_fit(conn: asyncpg.Connection, program_id: int, model: CandidateModel,
+                    scores: Sequence[CandidateScore]) -> int:
+    """Replace the program's fit (model and scores) in one transaction; customers excluded by
+    now are dropped again before it commits. The number of scores kept."""
+    async with conn.transaction():
+        # The model's row first: its row lock serialises two fits of the program (the job and
+        # the CLI), so the second deletes the first's scores instead of colliding with them.
+        await conn.execute(
+            """INSERT INTO candidate_models (program_id, kind, trained_on, auc_holdout, as_of,
+                                             details)
+               VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+               ON CONFLICT (program_id) DO UPDATE SET kind = excluded.kind,
+                   trained_on = excluded.trained_on, auc_holdout = excluded.auc_holdout,
+                   as_of = excluded.as_of, details = excluded.details""",
+            program_id, model.kind, model.trained_on, model.auc_holdout, model.as_of,
+            json.dumps(model.details))
+        await conn.execute("DELETE FROM candidate_scores WHERE program_id = $1", program_id)
+        await conn.copy_records_to_table(
+            "candidate_scores",
+            columns=["program_id", "customer_id", "score", "percentile", "reasons", "as_of"],
+            records=[(program_id, s.customer_id, s.score, s.percentile, json.dumps(s.reasons),
+                      model.as_of) for s in scores])
+        dropped = await conn.execute(
+            f"""WITH {EXCLUDED_CTE}
+                DELETE FROM candidate_scores s WHERE s.program_id = $1
+                  AND s.customer_id IN (SELECT customer_id FROM excluded
+                                        WHERE customer_id IS NOT NULL)""", program_id)
+    return len(scores) - int(dropped.split()[-1])
+
+
+async def candidate_model(conn: asyncpg.Connection, program_id: int) -> CandidateModel | None:
+    row = await conn.fetchrow(
+        """SELECT kind, trained_on, auc_holdout, as_of, details::text FROM candidate_models
+           WHERE program_id = $1""", program_id)
+    if row is None:
+        return None
+    return CandidateModel(row[0], row[1], row[2], row[3], json.loads(row[4]))
+
+
+async def top_candidates(conn: asyncpg.Connection, program_id: int, min_percentile: float
+                         ) -> list[CandidateScore]:
+    """Stored scores at or above `min_percentile`, best first, without anyone excluded by now
+    (a flag or a rejection since the fit)."""
+    rows = await conn.fetch(
+        f"""WITH {EXCLUDED_CTE}
+            SELECT s.customer_id, s.score, s.percentile, s.reasons::text FROM candidate_scores s
+            WHERE s.program_id = $1 AND s.percentile >= $2
+              AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.customer_id = s.customer_id)
+            ORDER BY s.score DESC, s.customer_id""", program_id, min_percentile)
+    return [CandidateScore(r[0], r[1], r[2], json.loads(r[3])) for r in rows]

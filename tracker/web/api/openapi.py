@@ -271,13 +271,15 @@ SCHEMAS: dict[str, Any] = {
                                       "of their links, a conversion was credited to them"},
             "reason": {"type": ["string", "null"], "enum": [
                 None, "late", "no_candidate_scores", "no_webhook_url", "fraud_flag",
-                "rejected_reward", "reversed_reward", "not_top_share", "cooldown", "cap",
+                "rejected_reward", "reversed_reward", "flagged_reward", "not_top_share",
+                "cooldown", "cap",
                 "past_deadline", "undelivered"],
                        "description": "why expired or suppressed: late (taken up after the "
                                       "deadline), no_candidate_scores (no candidate model "
                                       "before the deadline), no_webhook_url (the program has "
                                       "no webhook to hand it to), fraud_flag / "
-                                      "rejected_reward / reversed_reward, not_top_share "
+                                      "rejected_reward / reversed_reward / flagged_reward, "
+                                      "not_top_share "
                                       "(percentile below 1 - top_share, or not scored), "
                                       "cooldown, cap (max_per_customer), past_deadline (the "
                                       "webhook was due only after the deadline), undelivered "
@@ -539,6 +541,37 @@ SCHEMAS: dict[str, Any] = {
                        "rows": {"type": "array", "items": {"type": "object"}},
                        "total": {"type": "object"}},
     },
+    "CandidatesReport": {
+        "type": "object", "required": ["program", "top", "model", "items"],
+        "properties": {
+            "program": {"type": "string"}, "top": {"type": "number"},
+            "model": {"type": ["object", "null"],
+                      "required": ["kind", "trained_on", "auc_holdout", "as_of"],
+                      "properties": {
+                          "kind": {"enum": ["model", "heuristic"]},
+                          "trained_on": {"type": "integer", "description": (
+                              "customers with a known outcome it learnt from")},
+                          "auc_holdout": {"type": ["number", "null"]},
+                          "as_of": {"type": "string", "format": "date-time"},
+                          "positives": {"type": ["integer", "null"]},
+                          "why": {"type": ["string", "null"], "description": (
+                              "why the heuristic stands in (null for the model)")}}},
+            "items": {"type": "array", "items": {
+                "type": "object", "required": ["customer", "score", "percentile", "reasons"],
+                "properties": {
+                    "customer": {"type": "string"},
+                    "score": {"type": "number", "minimum": 0, "maximum": 1},
+                    "percentile": {"type": "number", "minimum": 0, "maximum": 1,
+                                   "description": "share of scored customers at or below"},
+                    "reasons": {"type": "array", "items": {
+                        "type": "object", "required": ["feature", "value", "effect"],
+                        "properties": {
+                            "feature": {"type": "string"},
+                            "value": {"type": ["number", "null"]},
+                            "effect": {"type": "number", "description": (
+                                "> 0 raised the score, < 0 lowered it")}}}}}}},
+        },
+    },
     "Flag": {
         "type": "object",
         "required": ["id", "program", "kind", "score", "reasons", "members", "evidence"],
@@ -727,6 +760,22 @@ def document() -> dict[str, Any]:
                            "admin, finance, viewer",
                            answer={"$ref": "#/components/schemas/DecisionsReport"},
                            params=[program_q]),
+            },
+            "/reports/candidates": {
+                "get": _op("Referral candidates: the customers most likely to refer a customer "
+                           "who converts and is not fraud, best score first, down to the `top` "
+                           "share (percentile >= 1 - top). `model.kind` is `model` (calibrated "
+                           "logistic regression on the program's own history; `auc_holdout` on "
+                           "a held-out quarter) or `heuristic` (too little history: `why` says "
+                           "what is missing). Never a customer with fraud flags or a flagged, "
+                           "rejected or reversed reward. Before the first fit (the candidates "
+                           "job, `refguard candidates refresh`): `model` null, `items` empty",
+                           "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/CandidatesReport"},
+                           params=[program_q, _q("top", "share of the scored customers, in "
+                                                 "(0, 1]; default 0.2",
+                                                 {"type": "number", "exclusiveMinimum": 0,
+                                                  "maximum": 1})]),
             },
             "/payouts": {
                 "get": _op("Payout batches, newest first (`lines`: how many payees each paid)",

@@ -1,18 +1,23 @@
-"""Reports: attribution side by side, the funnel, and finance's decisions on the fraud
-engine's verdicts (tracker.finance.decisions)."""
+"""Reports: attribution side by side, the funnel, finance's decisions on the fraud engine's
+verdicts (tracker.finance.decisions) and the referral candidates (tracker.asks.candidates)."""
 
 from __future__ import annotations
+
+import re
 
 from aiohttp import web
 
 from attribution.models import MODELS
+from tracker.asks.candidates import report as candidates_report
 from tracker.finance.decisions import decisions_report
 from tracker.programs import queries
 from tracker.scoring.reports import attribution_report, funnel_report
 from tracker.web import keys
 from tracker.web.api.common import choice_param, program_by_slug, query_param, requires
+from tracker.web.api.errors import invalid
 
 READERS = ("viewer", "finance")
+_DECIMAL = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,17})?|\.[0-9]{1,17})(?:[eE][-+]?[0-9]{1,3})?")
 
 
 async def _program(request: web.Request) -> queries.Program:
@@ -52,7 +57,31 @@ async def decisions(request: web.Request) -> web.Response:
     return web.json_response({"program": program.slug, **report})
 
 
+def _top(request: web.Request) -> float:
+    """The share of the best-scored customers asked for: (0, 1], 0.2 when absent."""
+    raw = query_param(request, "top", max_len=32)
+    if raw is None:
+        return 0.2
+    # Decimal notation only (float() also takes " 0.2", "0_2", "nan" and "inf").
+    if not _DECIMAL.fullmatch(raw) or not 0 < float(raw) <= 1:
+        raise invalid("top must be a number in (0, 1]", "top")
+    return float(raw)
+
+
+@requires(*READERS)
+async def candidates(request: web.Request) -> web.Response:
+    """The customers most likely to refer a clean converting customer, best first; `model` is
+    null (and `items` empty) until the candidates job or `refguard candidates refresh` fits
+    the program."""
+    program = await _program(request)
+    top = _top(request)
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await candidates_report(conn, program.id, top)
+    return web.json_response({"program": program.slug, "top": top, **report})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/reports/attribution", attribution)
     app.router.add_get("/reports/funnel", funnel)
     app.router.add_get("/reports/decisions", decisions)
+    app.router.add_get("/reports/candidates", candidates)
