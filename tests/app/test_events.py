@@ -301,7 +301,8 @@ async def test_import_events_reports_bad_lines_and_adds_nothing_twice(
         conversions = tmp_path / "conversions.ndjson"
         conversions.write_text(json.dumps({
             "program": "acme", "event_id": "o1", "type": "purchase", "customer_id": "c1",
-            "amount": 500, "currency": "USD", "occurred_at": "2026-02-01T11:00:00Z"}) + "\n")
+            "amount": 500, "currency": "USD", "occurred_at": "2026-02-01T11:00:00Z"}) + "\n"
+            + "[" * 100000 + "]" * 100000 + "\n")  # a bad line, not a crash
         env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "d"),
                "REFGUARD_SECRET_KEY": "s" * 32}
         first = run(env, "--conversions", str(conversions), "--events", str(events))
@@ -313,7 +314,8 @@ async def test_import_events_reports_bad_lines_and_adds_nothing_twice(
         assert "events.ndjson:6: unknown program 'ghost'" in first.stderr
         assert "events.ndjson:7: event 'e0' exists with another body" in first.stderr
         assert "events.ndjson:13: occurred_at is required" in first.stderr
-        assert "conversions: 1 read, 1 stored" in first.stdout
+        assert "conversions: 2 read, 1 stored" in first.stdout
+        assert "conversions.ndjson:2: not valid JSON" in first.stderr
         assert "events: 16 read, 7 stored, 1 already there, 8 bad" in first.stdout
         # Conversions first, then events: both in one command.
         assert first.stdout.index("conversions:") < first.stdout.index("events:")

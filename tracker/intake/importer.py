@@ -4,6 +4,8 @@ Clicks are enriched exactly as live ones (the same `Enricher`: geo, device, fing
 and stored with the flusher's idempotent insert; a click without a `click_id` gets one derived
 from its content, so importing the same file twice adds nothing. Conversions go through the
 API's validation and idempotent store. A bad line is reported with its number and skipped.
+Customers' events (tracker.asks.events.import_events) are read and stored a batch at a time
+with the same pieces (numbered_lines, Batches, ImportResult).
 """
 
 from __future__ import annotations
@@ -290,8 +292,10 @@ def _conversion_line(text: str, programs: dict[str, int]) -> tuple[int, Conversi
     """A conversion line's program id and conversion, or why it is bad."""
     try:
         conv = parse_conversion(json.loads(text), require_time=True)
-    except ValueError as exc:
-        return str(exc) if isinstance(exc, FieldInvalid) else "not valid JSON"
+    except FieldInvalid as exc:
+        return str(exc)
+    except (ValueError, RecursionError):  # (nested deeper than the parser goes)
+        return "not valid JSON"
     program_id = programs.get(conv.program)
     if program_id is None:
         return f"unknown program {conv.program!r}"

@@ -855,10 +855,12 @@ def document() -> dict[str, Any]:
             "/customers/{customer_id}": {
                 "parameters": [_path("customer_id")],
                 "delete": _op("Erase a customer's personal data (email hash, IPs, user agents, "
-                              "referers, browser signals, visitor links); amounts, rewards and "
-                              "the ledger stay. While a reward resting on the customer is "
-                              "undecided, the keyed email hash and visitor links are kept "
-                              "until it is (`kept`). 404 when nothing is known of the customer",
+                              "referers, browser signals, visitor links, events, candidate "
+                              "score; the score in their asks, a queued ask is suppressed); "
+                              "amounts, rewards, shares and the ledger stay. While a reward "
+                              "resting on the customer is undecided, the keyed email hash "
+                              "and visitor links are kept until it is (`kept`). 404 when "
+                              "nothing is known of the customer",
                               "admin, integration", params=[program_q],
                               answer={"type": "object", "required": ["program", "customer",
                                                                      "erased"]}),
