@@ -56,9 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     run = attribution_sub.add_parser("run", help="attribute every unattributed conversion now")
     run.add_argument("--program", help="only this program (slug)")
 
-    imp = sub.add_parser("import", help="bulk-load historical clicks / conversions (NDJSON)")
+    imp = sub.add_parser("import", help="bulk-load historical clicks / conversions / customer "
+                                        "events (NDJSON)")
     imp.add_argument("--clicks", type=Path, help="clicks, one JSON object a line")
     imp.add_argument("--conversions", type=Path, help="conversions, one JSON object a line")
+    imp.add_argument("--events", type=Path, help="customer events (the body of POST "
+                                                 "/api/v1/events), one JSON object a line; "
+                                                 "imported after the conversions")
 
     fraud = sub.add_parser("fraud", help="fraud scans")
     fraud_sub = fraud.add_subparsers(dest="fraud_command", required=True, metavar="ACTION")
@@ -275,15 +279,17 @@ def _cmd_attribution_run(settings: Settings, slug: str | None) -> int:
     return 0
 
 
-def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | None) -> int:
+def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | None,
+                events: Path | None = None) -> int:
     from geo.reader import GeoReader
     from tracker import db
+    from tracker.asks.events import import_events
     from tracker.clicks.enrich import Enricher
     from tracker.intake.importer import Progress, import_clicks, import_conversions, import_workers
 
-    if clicks is None and conversions is None:
-        raise UsageError("give --clicks FILE and/or --conversions FILE")
-    for path in (clicks, conversions):
+    if clicks is None and conversions is None and events is None:
+        raise UsageError("give --clicks FILE, --conversions FILE and/or --events FILE")
+    for path in (clicks, conversions, events):
         if path is not None and not path.is_file():
             raise UsageError(f"{path}: no such file")
     settings = _resolve_dsn(settings)
@@ -293,6 +299,7 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
     enricher = Enricher(settings.secret_key, settings.trusted_proxies, geo=geo)
     click_bar = Progress("clicks", clicks.stat().st_size) if clicks else None
     conversion_bar = Progress("conversions", conversions.stat().st_size) if conversions else None
+    event_bar = Progress("events", events.stat().st_size) if events else None
 
     async def run() -> list[str]:
         conn = await db.connect(settings.database_url or "")
@@ -312,6 +319,12 @@ def _cmd_import(settings: Settings, clicks: Path | None, conversions: Path | Non
                     conn, conversions, settings.secret_key,
                     lambda d, n, f: conversion_bar.update(d, n, final=f))
                 print(f"conversions: {result.read} read, {result.stored} stored, "
+                      f"{result.skipped_existing} already there, {len(result.bad)} bad")
+                bad += result.bad
+            if events is not None and event_bar is not None:
+                result = await import_events(
+                    conn, events, lambda d, n, f: event_bar.update(d, n, final=f))
+                print(f"events: {result.read} read, {result.stored} stored, "
                       f"{result.skipped_existing} already there, {len(result.bad)} bad")
                 bad += result.bad
         finally:
@@ -588,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "attribution":
             return _cmd_attribution_run(settings, args.program)
         if args.command == "import":
-            return _cmd_import(settings, args.clicks, args.conversions)
+            return _cmd_import(settings, args.clicks, args.conversions, args.events)
         if args.command == "fraud" and args.fraud_command == "backtest":
             return _cmd_fraud_backtest(settings, args.settings, args.program)
         if args.command == "fraud":

@@ -1,4 +1,5 @@
-"""The shared vocabulary of formats: timestamps, client text, slugs and conversion types.
+"""The shared vocabulary of formats: timestamps, client text, slugs, conversion and event types,
+channels.
 
 Every domain speaks these; they live here so that no domain reaches into another for them.
 """
@@ -12,6 +13,11 @@ CONVERSION_TYPES = ("signup", "trial", "purchase", "renewal", "refund", "chargeb
 # The types that earn credit; refunds and chargebacks reverse earlier ones.
 CREDITED_TYPES = CONVERSION_TYPES[:4]
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# The channel a link or a share goes out on (email, sms, whatsapp, x, ...): links.channel,
+# shares.channel (migrations/0024_growth.sql). Matched with fullmatch.
+CHANNEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# A customer event's type, the merchant's word (nps, review, milestone, support_resolved).
+EVENT_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MAX_UA = 1024  # characters of a user agent kept, from a click or a conversion
 
 

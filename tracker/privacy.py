@@ -15,6 +15,13 @@
   (run by clearance) removes them once every such reward is decided. The risk of each
   conversion touching the person is kept as a floor (`risk_floors`, enforced by a trigger on
   conversion_risk, migrations/0014_erasure_evidence.sql).
+  The growth side's data about the person goes at once too (`_erase_growth`): their events
+  (customer_events) and their referral-candidate score (candidate_scores) are deleted; their
+  asks keep what the funnel counts (trigger type, times, status) but not the score they gave,
+  a queued ask is suppressed (an erased person is not messaged), and a `referral.ask` webhook
+  about them loses their name, message and score and, if not yet delivered, is never sent.
+  Their shares hold nothing personal (a referrer id, a channel, a time) and stay, as their
+  conversions do.
 """
 
 from __future__ import annotations
@@ -115,10 +122,14 @@ class Erased:
     # Rewards still undecided (pending, flagged) and conversions not yet through reward
     # creation that rest on this person: while any is open, KEPT_FOR_OPEN_DECISIONS stay.
     open_decisions: int = 0
+    events: int = 0  # customer_events deleted
+    candidate_scores: int = 0  # 0 or 1: the score deleted
+    asks: int = 0  # asks about the person, reduced
 
     @property
     def found(self) -> bool:
-        return bool(self.conversions or self.visitors or self.clicks or self.referrer)
+        return bool(self.conversions or self.visitors or self.clicks or self.referrer
+                    or self.events or self.candidate_scores or self.asks)
 
     @property
     def kept(self) -> tuple[str, ...]:
@@ -154,8 +165,9 @@ async def erase_customer(conn: asyncpg.Connection, program_id: int, customer_id:
         referrer = await conn.fetchval(
             "SELECT true FROM referrers WHERE program_id = $1 AND external_id = $2",
             program_id, customer_id) or False
+        growth = await _erase_growth(conn, program_id, customer_id)
         erased = Erased(int(conversions), len(visitors), int(clicks), bool(referrer),
-                        await _open_decisions(conn, program_id, customer_id))
+                        await _open_decisions(conn, program_id, customer_id), *growth)
         if not erased.found:
             return erased
         await conn.execute(
@@ -171,10 +183,52 @@ async def erase_customer(conn: asyncpg.Connection, program_id: int, customer_id:
                            object_id=customer_id, program_id=program_id,
                            details={"conversions": erased.conversions,
                                     "visitors": erased.visitors, "clicks": erased.clicks,
-                                    "referrer": erased.referrer,
+                                    "referrer": erased.referrer, "events": erased.events,
+                                    "candidate_scores": erased.candidate_scores,
+                                    "asks": erased.asks,
                                     "open_decisions": erased.open_decisions,
                                     "kept": list(erased.kept)})
     return erased
+
+
+ERASED_ASK = "customer_erased"
+
+
+async def _erase_growth(conn: asyncpg.Connection, program_id: int,
+                        customer_id: str) -> tuple[int, int, int]:
+    """The person's events and candidate score go; their asks keep no score, a queued one is
+    suppressed, and their `referral.ask` webhooks lose name, message and score (an undelivered
+    one is never sent). (events, candidate scores, asks) counted."""
+    row = await conn.fetchrow(
+        """WITH events AS (
+               DELETE FROM customer_events WHERE program_id = $1 AND customer_id = $2
+               RETURNING 1),
+           scores AS (
+               DELETE FROM candidate_scores WHERE program_id = $1 AND customer_id = $2
+               RETURNING 1),
+           asks AS (
+               UPDATE asks SET trigger_score = NULL,
+                      status = CASE WHEN status = 'queued' THEN 'suppressed' ELSE status END,
+                      reason = CASE WHEN status = 'queued' THEN $3 ELSE reason END
+               WHERE program_id = $1 AND customer_id = $2 RETURNING 1),
+           hooks AS (
+               UPDATE webhook_outbox
+               SET payload = payload #- '{ask,name}' #- '{ask,message}'
+                                     #- '{ask,trigger,score}',
+                   failed_at = CASE WHEN delivered_at IS NULL THEN coalesce(failed_at, now())
+                                    ELSE failed_at END,
+                   last_error = CASE WHEN delivered_at IS NULL AND failed_at IS NULL THEN $3
+                                     ELSE last_error END
+               WHERE program_id = $1 AND event = 'referral.ask'
+                 AND payload->'ask'->>'customer_id' = $2
+               RETURNING 1)
+           SELECT (SELECT count(*) FROM events) AS events,
+                  (SELECT count(*) FROM scores) AS scores,
+                  (SELECT count(*) FROM asks) AS asks,
+                  (SELECT count(*) FROM hooks) AS hooks""",
+        program_id, customer_id, ERASED_ASK)
+    assert row is not None  # noqa: S101 (SELECT of counts)
+    return int(row["events"]), int(row["scores"]), int(row["asks"])
 
 
 async def finish_erasures(conn: asyncpg.Connection, program_id: int) -> int:

@@ -47,9 +47,9 @@ async def test_every_api_route_demands_a_token_of_the_right_role(
     await make_link(client, tokens)
     routes = api_routes(client)
     # 20, the tokens' list and revoke (issue 12 item 5), the secret's rotation (item 18),
-    # payout batches (2) and the decisions report (issue 14), the asks list and the
-    # candidates report (issue 15)
-    assert len(routes) == 30
+    # payout batches (2) and the decisions report (issue 14), the asks list, the candidates
+    # report, customers' events and shares (issue 15)
+    assert len(routes) == 32
     for method, path, roles in routes:
         url = concrete(path)
         resp = await client.request(method, url, json={})

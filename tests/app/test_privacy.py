@@ -140,7 +140,8 @@ async def test_erasing_a_customer_keeps_the_money(
     resp = await shop.client.delete(url, headers=auth(tokens["integration"]))
     body: dict[str, Any] = await resp.json()
     assert resp.status == 200, body
-    assert body["erased"] == {"conversions": 1, "visitors": 1, "clicks": 1, "referrer": False}
+    assert body["erased"] == {"conversions": 1, "visitors": 1, "clicks": 1, "referrer": False,
+                              "events": 0, "candidate_scores": 0, "asks": 0}
     c1 = await conn.fetchrow("SELECT email_hash, ip, user_agent, visitor_id, amount FROM "
                              "conversions WHERE customer_id = 'c1'")
     assert (c1["email_hash"], c1["ip"], c1["user_agent"], c1["visitor_id"]) == (None,) * 4

@@ -41,7 +41,7 @@ from typing import Any
 
 import asyncpg
 
-from tracker import metrics
+from tracker import metrics, privacy
 from tracker.asks import queries
 from tracker.asks.messages import share_message
 from tracker.asks.queries import Trigger
@@ -63,7 +63,8 @@ BATCH = 500  # triggers of each kind per program and transaction
 BATCHES_PER_RUN = 20
 # Why an ask was not sent (asks.reason; the `reason` label of refguard_asks_total).
 REASONS = ("late", "no_candidate_scores", "no_webhook_url", *queries.EXCLUSION_REASONS,
-           "not_top_share", "cooldown", "cap", webhooks.PAST_DEADLINE, webhooks.UNDELIVERED)
+           "not_top_share", "cooldown", "cap", webhooks.PAST_DEADLINE, webhooks.UNDELIVERED,
+           privacy.ERASED_ASK)
 _EPS = 1e-9  # percentile >= 1 - top_share, whatever 1 - 0.3 rounds to
 
 

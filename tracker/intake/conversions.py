@@ -3,7 +3,9 @@
 Shared by `POST /api/v1/conversions` and `refguard import`. A conversion is idempotent on
 (program, event_id): the first store answers created, the same body again answers the stored
 conversion, another body under the same event id is a conflict (the storage is in
-tracker.intake.queries; `body_hash` here is what tells the bodies apart).
+tracker.intake.queries; `body_hash` here is what tells the bodies apart). Customers' events
+(tracker.asks.events) are validated with the same pieces: FieldInvalid, opaque_text, event_time
+and body_hash.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ _FIELDS = {"program", "event_id", "type", "customer_id", "email", "amount", "cur
 NAME_MAX = 200  # a customer's display name (tracker.programs.queries.NAME_MAX for referrers)
 
 
-class ConversionInvalid(ValueError):
+class FieldInvalid(ValueError):
+    """A body (a conversion's, an event's: the API's or an import line's) with `field` at
+    fault."""
+
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
@@ -56,35 +61,39 @@ class ConversionInput:
     customer_name: str | None = None
 
 
-def _opaque(body: dict[str, Any], key: str, *, required: bool, limit: int = 128) -> str | None:
+def opaque_text(body: dict[str, Any], key: str, *, required: bool,
+                limit: int = 128) -> str | None:
+    """A merchant's id or other opaque text: 1 to `limit` printable characters."""
     value = body.get(key)
     if value is None:
         if required:
-            raise ConversionInvalid(key, f"{key} is required")
+            raise FieldInvalid(key, f"{key} is required")
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= limit or not value.isprintable():
-        raise ConversionInvalid(key, f"{key} must be 1 to {limit} printable characters")
+        raise FieldInvalid(key, f"{key} must be 1 to {limit} printable characters")
     return value
 
 
-def _occurred_at(raw: object, now: datetime, *, require_time: bool) -> datetime:
+def event_time(raw: object, now: datetime, *, require_time: bool) -> datetime:
+    """When something happened: RFC 3339 with an offset, from 2000 to 5 minutes ahead of
+    `now` (`now` itself when absent and not `require_time`)."""
     if raw is None:
         if require_time:
-            raise ConversionInvalid("occurred_at", "occurred_at is required")
+            raise FieldInvalid("occurred_at", "occurred_at is required")
         return now
     if not isinstance(raw, str):
-        raise ConversionInvalid("occurred_at", "occurred_at must be an RFC 3339 timestamp")
+        raise FieldInvalid("occurred_at", "occurred_at must be an RFC 3339 timestamp")
     try:
         occurred_at = datetime.fromisoformat(raw)
     except ValueError:
-        raise ConversionInvalid("occurred_at",
-                                "occurred_at must be an RFC 3339 timestamp") from None
+        raise FieldInvalid("occurred_at",
+                           "occurred_at must be an RFC 3339 timestamp") from None
     if occurred_at.tzinfo is None:
-        raise ConversionInvalid("occurred_at", "occurred_at needs a time zone (Z or +hh:mm)")
+        raise FieldInvalid("occurred_at", "occurred_at needs a time zone (Z or +hh:mm)")
     if occurred_at > now + FUTURE_TOLERANCE:
-        raise ConversionInvalid("occurred_at", "occurred_at is more than 5 minutes ahead")
+        raise FieldInvalid("occurred_at", "occurred_at is more than 5 minutes ahead")
     if occurred_at.year < 2000:
-        raise ConversionInvalid("occurred_at", "occurred_at is too far in the past")
+        raise FieldInvalid("occurred_at", "occurred_at is too far in the past")
     return occurred_at
 
 
@@ -94,7 +103,7 @@ def _ip(raw: object) -> str | None:
     if isinstance(raw, str):
         with contextlib.suppress(ValueError):
             return str(ipaddress.ip_address(raw))
-    raise ConversionInvalid("ip", "ip must be an IPv4 or IPv6 address")
+    raise FieldInvalid("ip", "ip must be an IPv4 or IPv6 address")
 
 
 def _display_name(raw: object) -> str | None:
@@ -102,56 +111,62 @@ def _display_name(raw: object) -> str | None:
         return None
     text = raw.strip() if isinstance(raw, str) else ""
     if not text or len(text) > NAME_MAX or not text.isprintable():
-        raise ConversionInvalid("customer_name",
+        raise FieldInvalid("customer_name",
                                 f"customer_name must be 1 to {NAME_MAX} printable characters")
     return text
+
+
+def body_hash(body: dict[str, Any]) -> bytes:
+    """What tells two bodies under one event id apart: sha256 of the body's canonical JSON
+    (keys sorted at every level, no spaces), so key order and layout do not matter."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).digest()
 
 
 def parse_conversion(body: object, *, now: datetime | None = None,
                      require_time: bool = False) -> ConversionInput:
     """Validate a conversion body (the API's, or an import line)."""
     if not isinstance(body, dict):
-        raise ConversionInvalid("body", "the body must be a JSON object")
+        raise FieldInvalid("body", "the body must be a JSON object")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise ConversionInvalid(unknown[0], f"unknown field {unknown[0]!r}")
+        raise FieldInvalid(unknown[0], f"unknown field {unknown[0]!r}")
     now = now or datetime.now(UTC)
-    program = _opaque(body, "program", required=True, limit=63)
-    event_id = _opaque(body, "event_id", required=True)
+    program = opaque_text(body, "program", required=True, limit=63)
+    event_id = opaque_text(body, "event_id", required=True)
     ctype = body.get("type")
     if ctype not in CONVERSION_TYPES:
-        raise ConversionInvalid("type", f"type must be one of {', '.join(CONVERSION_TYPES)}")
-    customer_id = _opaque(body, "customer_id", required=True)
-    email = _opaque(body, "email", required=False, limit=320)
+        raise FieldInvalid("type", f"type must be one of {', '.join(CONVERSION_TYPES)}")
+    customer_id = opaque_text(body, "customer_id", required=True)
+    email = opaque_text(body, "email", required=False, limit=320)
     if email is not None and "@" not in email:
-        raise ConversionInvalid("email", "email is not an email address")
+        raise FieldInvalid("email", "email is not an email address")
     amount = body.get("amount")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)
                                or not 0 <= amount <= 10**15):
-        raise ConversionInvalid("amount", "amount must be a non-negative integer in minor units")
+        raise FieldInvalid("amount", "amount must be a non-negative integer in minor units")
     currency = body.get("currency")
     if currency is not None and (not isinstance(currency, str) or not _CURRENCY.match(currency)):
-        raise ConversionInvalid("currency", "currency must be an ISO 4217 code like USD")
-    occurred_at = _occurred_at(body.get("occurred_at"), now, require_time=require_time)
+        raise FieldInvalid("currency", "currency must be an ISO 4217 code like USD")
+    occurred_at = event_time(body.get("occurred_at"), now, require_time=require_time)
     click_id = body.get("click_id")
     if click_id is not None and (not isinstance(click_id, str) or not _UUID.match(click_id)):
-        raise ConversionInvalid("click_id", "click_id must be a UUID (the rg_cid value)")
-    visitor_id = _opaque(body, "visitor_id", required=False, limit=64)
+        raise FieldInvalid("click_id", "click_id must be a UUID (the rg_cid value)")
+    visitor_id = opaque_text(body, "visitor_id", required=False, limit=64)
     code = body.get("referral_code")
     if code is not None and (not isinstance(code, str) or not _CODE.match(code)):
-        raise ConversionInvalid("referral_code", "referral_code is not a link code")
+        raise FieldInvalid("referral_code", "referral_code is not a link code")
     ip = _ip(body.get("ip"))
     user_agent = body.get("user_agent")
     if user_agent is not None and not isinstance(user_agent, str):
-        raise ConversionInvalid("user_agent", "user_agent must be a string")
-    original = _opaque(body, "original_event_id", required=False)
+        raise FieldInvalid("user_agent", "user_agent must be a string")
+    original = opaque_text(body, "original_event_id", required=False)
     customer_name = _display_name(body.get("customer_name"))
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return ConversionInput(
         program=program or "", event_id=event_id or "", type=ctype, customer_id=customer_id or "",
         email=email, amount=amount, currency=currency, occurred_at=occurred_at,
         click_id=click_id.lower() if click_id else None, visitor_id=visitor_id,
         referral_code=code, ip=ip, user_agent=clean_text(user_agent or "", MAX_UA),
-        original_event_id=original, body_hash=hashlib.sha256(canonical.encode()).digest(),
+        original_event_id=original, body_hash=body_hash(body),
         customer_name=customer_name,
     )

@@ -4,6 +4,8 @@ Clicks are enriched exactly as live ones (the same `Enricher`: geo, device, fing
 and stored with the flusher's idempotent insert; a click without a `click_id` gets one derived
 from its content, so importing the same file twice adds nothing. Conversions go through the
 API's validation and idempotent store. A bad line is reported with its number and skipped.
+Customers' events (tracker.asks.events.import_events) are read and stored a batch at a time
+with the same pieces (numbered_lines, Batches, ImportResult).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Generic, TextIO, TypeVar
 
 import asyncpg
 
@@ -31,7 +33,7 @@ from tracker.clicks.flusher import store_clicks
 from tracker.clicks.journal import RawClick
 from tracker.identity import email_hash
 from tracker.intake import queries
-from tracker.intake.conversions import ConversionInput, ConversionInvalid, parse_conversion
+from tracker.intake.conversions import ConversionInput, FieldInvalid, parse_conversion
 
 BATCH = 5000  # lines a batch (and a worker's chunk)
 SLICE = 250  # lines enriched between two yields to the event loop, in one process
@@ -40,6 +42,7 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 # A line PostgreSQL refuses (a value out of a type's range, a constraint) is a bad line.
 REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _UUID_CHARS = set("0123456789abcdefABCDEF-")
+T = TypeVar("T")
 
 
 class LineError(ValueError):
@@ -83,7 +86,7 @@ class Progress:
         self.out.flush()
 
 
-def _lines(path: Path) -> Iterator[tuple[int, int, str]]:
+def numbered_lines(path: Path) -> Iterator[tuple[int, int, str]]:
     """(line number, bytes read so far, text) of each non-blank line."""
     done = 0
     with path.open("rb") as fh:
@@ -98,7 +101,7 @@ def _chunks(path: Path, size: int) -> Iterator[tuple[list[tuple[int, str]], int]
     """Lists of up to `size` (line number, text), with the bytes read so far."""
     chunk: list[tuple[int, str]] = []
     done = 0
-    for number, done, text in _lines(path):
+    for number, done, text in numbered_lines(path):
         chunk.append((number, text))
         if len(chunk) >= size:
             yield chunk, done
@@ -289,8 +292,10 @@ def _conversion_line(text: str, programs: dict[str, int]) -> tuple[int, Conversi
     """A conversion line's program id and conversion, or why it is bad."""
     try:
         conv = parse_conversion(json.loads(text), require_time=True)
-    except ValueError as exc:
-        return str(exc) if isinstance(exc, ConversionInvalid) else "not valid JSON"
+    except FieldInvalid as exc:
+        return str(exc)
+    except (ValueError, RecursionError):  # (nested deeper than the parser goes)
+        return "not valid JSON"
     program_id = programs.get(conv.program)
     if program_id is None:
         return f"unknown program {conv.program!r}"
@@ -317,43 +322,67 @@ async def _store_reversal(conn: asyncpg.Connection,
         result.skipped_existing += 1
 
 
+@dataclass
+class Batches(Generic[T]):
+    """Lines of an import stored a batch at a time by `store`, which answers per item
+    "created", "existing" or "conflict" (queries.store_conversions, events alike), or any other
+    text for a line the database refused; counted in `result`, bad lines by number."""
+
+    name: str  # the file's name, for line errors
+    store: Callable[[list[T]], Awaitable[list[str]]]
+    result: ImportResult
+    items: list[T] = field(default_factory=list)
+    lines: list[tuple[int, str]] = field(default_factory=list)  # (line number, event id)
+
+    async def add(self, number: int, event_id: str, item: T) -> bool:
+        """Queue a line; True when that stored a full batch."""
+        self.items.append(item)
+        self.lines.append((number, event_id))
+        if len(self.items) < BATCH:
+            return False
+        await self.flush()
+        return True
+
+    async def flush(self) -> None:
+        if not self.items:
+            return
+        try:
+            outcome = await self.store(self.items)
+        except REFUSED:
+            # A value PostgreSQL refuses that validation let through: find the line, keep the
+            # rest (each batch is one transaction, so nothing of it was stored).
+            outcome = []
+            for item in self.items:
+                try:
+                    outcome += await self.store([item])
+                except REFUSED as exc:
+                    outcome.append(f"refused by the database: {exc}")
+        for (number, event_id), status in zip(self.lines, outcome, strict=True):
+            if status == "created":
+                self.result.stored += 1
+            elif status == "existing":
+                self.result.skipped_existing += 1
+            elif status == "conflict":
+                self.result.bad.append(f"{self.name}:{number}: event {event_id!r} exists "
+                                       "with another body")
+            else:
+                self.result.bad.append(f"{self.name}:{number}: {status}")
+        self.items.clear()
+        self.lines.clear()
+
+
 async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: bytes,
                              progress: Callable[[int, int, bool], None] | None = None
                              ) -> ImportResult:
     programs = await queries.program_ids(conn)
     result = ImportResult()
     done = 0
-    batch: list[tuple[int, ConversionInput, bytes | None]] = []
 
-    async def flush() -> None:
-        if not batch:
-            return
-        try:
-            outcome = await queries.store_conversions(conn, batch, source="import")
-        except REFUSED:
-            # A value PostgreSQL refuses that validation let through: find the line, keep the
-            # rest (each batch is one transaction, so nothing of it was stored).
-            outcome = []
-            for item in batch:
-                try:
-                    outcome += await queries.store_conversions(conn, [item], source="import")
-                except REFUSED as exc:
-                    outcome.append(f"refused by the database: {exc}")
-        for (number, conv), status in zip(numbers, outcome, strict=True):
-            if status == "created":
-                result.stored += 1
-            elif status == "existing":
-                result.skipped_existing += 1
-            elif status == "conflict":
-                result.bad.append(f"{path.name}:{number}: event {conv.event_id!r} exists "
-                                  "with another body")
-            else:
-                result.bad.append(f"{path.name}:{number}: {status}")
-        batch.clear()
-        numbers.clear()
+    async def store(items: list[tuple[int, ConversionInput, bytes | None]]) -> list[str]:
+        return await queries.store_conversions(conn, items, source="import")
 
-    numbers: list[tuple[int, ConversionInput]] = []
-    for number, done, text in _lines(path):
+    batches = Batches(path.name, store, result)
+    for number, done, text in numbered_lines(path):
         result.read += 1
         parsed = _conversion_line(text, programs)
         if isinstance(parsed, str):
@@ -363,17 +392,13 @@ async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: b
         digest = email_hash(secret_key, conv.email) if conv.email else None
         if conv.type in queries.REVERSAL_TYPES and conv.original_event_id is not None:
             # Checked against its purchase (stored by now if an earlier line had it), alone.
-            await flush()
+            await batches.flush()
             await _store_reversal(conn, (program_id, conv, digest), f"{path.name}:{number}",
                                   result)
             continue
-        batch.append((program_id, conv, digest))
-        numbers.append((number, conv))
-        if len(batch) >= BATCH:
-            await flush()
-            if progress:
-                progress(done, result.read, False)
-    await flush()
+        if await batches.add(number, conv.event_id, (program_id, conv, digest)) and progress:
+            progress(done, result.read, False)
+    await batches.flush()
     if progress:
         progress(done, result.read, True)
     if result.stored:

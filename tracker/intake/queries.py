@@ -141,13 +141,20 @@ async def store_conversions(
         stored = await conn.fetch(
             """SELECT s.n, c.body_hash = s.body_hash AS same FROM conversions_stage s
                JOIN conversions c ON c.program_id = s.program_id AND c.event_id = s.event_id""")
-    new_keys = {(r["program_id"], r["event_id"]) for r in created}
-    same = {r["n"]: r["same"] for r in stored}
+    return batch_statuses([(pid, c.event_id) for pid, c, _digest in items],
+                          {(r["program_id"], r["event_id"]) for r in created},
+                          {r["n"]: r["same"] for r in stored})
+
+
+def batch_statuses(keys: list[tuple[int, str]], created: set[tuple[int, str]],
+                   same: dict[int, bool]) -> list[str]:
+    """Per item of a batch stored idempotently on (program_id, event_id): "created" for the
+    first item of a key stored now, else "existing" when its body hash is the stored one's
+    (`same`, by the item's index), else "conflict". Conversions and customers' events alike."""
     statuses: list[str] = []
     claimed: set[tuple[int, str]] = set()
-    for i, (pid, conv, _digest) in enumerate(items):
-        key = (pid, conv.event_id)
-        if key in new_keys and key not in claimed:
+    for i, key in enumerate(keys):
+        if key in created and key not in claimed:
             claimed.add(key)
             statuses.append("created")
         else:

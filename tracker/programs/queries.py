@@ -68,6 +68,8 @@ class Link:
     destination: str
     enabled: bool
     created_at: datetime
+    channel: str | None = None  # the channel it is shared on (formats.CHANNEL_RE)
+    campaign: str | None = None
 
 
 def _program(row: asyncpg.Record) -> Program:
@@ -284,7 +286,7 @@ async def reward_names(conn: asyncpg.Connection | asyncpg.Pool, reward_ids: list
 
 _LINK_SELECT = """
 SELECT l.id, l.program_id, p.slug AS program, l.referrer_id, r.external_id AS referrer, l.code,
-       l.destination, l.enabled, l.created_at
+       l.destination, l.enabled, l.created_at, l.channel, l.campaign
 FROM links l
 JOIN programs p ON p.id = l.program_id
 JOIN referrers r ON r.program_id = l.program_id AND r.id = l.referrer_id
@@ -296,6 +298,7 @@ def _link(row: asyncpg.Record) -> Link:
         id=row["id"], program_id=row["program_id"], program=row["program"],
         referrer_id=row["referrer_id"], referrer=row["referrer"], code=row["code"],
         destination=row["destination"], enabled=row["enabled"], created_at=row["created_at"],
+        channel=row["channel"], campaign=row["campaign"],
     )
 
 
@@ -308,13 +311,14 @@ def new_code() -> str:
 
 
 async def create_link(
-    conn: asyncpg.Connection, program_id: int, referrer_id: int, code: str, destination: str
+    conn: asyncpg.Connection, program_id: int, referrer_id: int, code: str, destination: str,
+    *, channel: str | None = None, campaign: str | None = None,
 ) -> Link:
     try:
         await conn.execute(
-            """INSERT INTO links (program_id, referrer_id, code, destination)
-               VALUES ($1, $2, $3, $4)""",
-            program_id, referrer_id, code, destination,
+            """INSERT INTO links (program_id, referrer_id, code, destination, channel, campaign)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            program_id, referrer_id, code, destination, channel, campaign,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict(f"the code {code!r} is taken") from None

@@ -46,7 +46,9 @@ from tracker.web.api import (
 )
 from tracker.web.api import asks as asks_api
 from tracker.web.api import coupons as coupons_api
+from tracker.web.api import events as events_api
 from tracker.web.api import payouts as payouts_api
+from tracker.web.api import shares as shares_api
 from tracker.web.api import tokens as tokens_api
 from tracker.web.api.errors import MAX_BODY, error_response, json_errors
 from tracker.web.bodies import BodyReads
@@ -139,6 +141,8 @@ def _api() -> web.Application:
     customers.add_routes(api)
     coupons_api.add_routes(api)
     asks_api.add_routes(api)
+    events_api.add_routes(api)
+    shares_api.add_routes(api)
     openapi.add_routes(api)
     for resource in api.router.resources():
         if isinstance(resource, web.Resource):

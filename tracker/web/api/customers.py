@@ -26,7 +26,9 @@ async def erase(request: web.Request) -> web.Response:
     return web.json_response({
         "program": program.slug, "customer": customer_id,
         "erased": {"conversions": erased.conversions, "visitors": erased.visitors,
-                   "clicks": erased.clicks, "referrer": erased.referrer},
+                   "clicks": erased.clicks, "referrer": erased.referrer,
+                   "events": erased.events, "candidate_scores": erased.candidate_scores,
+                   "asks": erased.asks},
         "kept": {"fields": list(erased.kept), "open_decisions": erased.open_decisions,
                  "until": "every reward resting on the customer is decided"}
         if erased.kept else None})

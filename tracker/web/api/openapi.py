@@ -14,6 +14,7 @@ from tracker.web.api.errors import json_errors
 _ERROR = {"$ref": "#/components/responses/Error"}
 _SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$", "description": "program slug"}
 _ID = {"type": "string", "minLength": 1, "maxLength": 128}
+_CHANNEL = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}
 
 
 def _list_of(ref: str) -> dict[str, Any]:
@@ -273,7 +274,7 @@ SCHEMAS: dict[str, Any] = {
                 None, "late", "no_candidate_scores", "no_webhook_url", "fraud_flag",
                 "rejected_reward", "reversed_reward", "flagged_reward", "not_top_share",
                 "cooldown", "cap",
-                "past_deadline", "undelivered"],
+                "past_deadline", "undelivered", "customer_erased"],
                        "description": "why expired or suppressed: late (taken up after the "
                                       "deadline), no_candidate_scores (no candidate model "
                                       "before the deadline), no_webhook_url (the program has "
@@ -283,7 +284,9 @@ SCHEMAS: dict[str, Any] = {
                                       "(percentile below 1 - top_share, or not scored), "
                                       "cooldown, cap (max_per_customer), past_deadline (the "
                                       "webhook was due only after the deadline), undelivered "
-                                      "(the receiver did not take it before the deadline)"},
+                                      "(the receiver did not take it before the deadline), "
+                                      "customer_erased (the customer was erased before it "
+                                      "was sent)"},
             "deadline": {"type": "string", "format": "date-time",
                          "description": "the trigger's occurred_at + within_hours"},
             "sent_at": {"type": ["string", "null"], "format": "date-time"},
@@ -463,6 +466,10 @@ SCHEMAS: dict[str, Any] = {
             "destination": {"type": "string", "minLength": 1, "maxLength": 2048,
                             "description": "on the program's domains"},
             "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "channel": {**_CHANNEL, "description": "the channel the link is shared on (email, "
+                        "sms, whatsapp, x, ...): clicks through it count under it"},
+            "campaign": {"type": "string", "minLength": 1, "maxLength": 128,
+                         "description": "printable text naming a campaign"},
         },
     },
     "LinkUpdate": {
@@ -477,6 +484,7 @@ SCHEMAS: dict[str, Any] = {
             "referrer": {"type": "string"}, "code": {"type": "string"},
             "url": {"type": "string"}, "destination": {"type": "string"},
             "enabled": {"type": "boolean"},
+            "channel": {"type": ["string", "null"]}, "campaign": {"type": ["string", "null"]},
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
@@ -518,6 +526,72 @@ SCHEMAS: dict[str, Any] = {
             "currency": {"type": ["string", "null"]},
             "occurred_at": {"type": "string", "format": "date-time"},
             "received_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "EventCreate": {
+        "type": "object", "additionalProperties": False,
+        "required": ["program", "event_id", "customer_id", "type", "occurred_at"],
+        "properties": {
+            "program": _SLUG,
+            "event_id": {**_ID, "description": "idempotency key within the program"},
+            "customer_id": {**_ID, "description": "the merchant's customer id (a referrer's "
+                            "external_id is the same id space)"},
+            "type": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$",
+                     "not": {"enum": list(CONVERSION_TYPES)},
+                     "description": "the merchant's word: nps, review, milestone, "
+                                    "support_resolved, ...; the conversion types are refused "
+                                    "(report those to /conversions)"},
+            "occurred_at": {"type": "string", "format": "date-time",
+                            "description": "RFC 3339 with an offset; from 2000 to at most 5 "
+                                           "minutes ahead"},
+            "score": {"type": ["number", "null"], "minimum": -1e9, "maximum": 1e9,
+                      "description": "where the type has one (NPS 0-10, stars 1-5)"},
+            "properties": {"type": ["object", "null"], "description": (
+                "free data: at most 4096 bytes as compact JSON, nested at most 4 levels (the "
+                "object itself is the first), keys of 1 to 64 characters, no NUL in text, "
+                "finite numbers")},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["id", "program", "event_id", "customer_id", "type", "occurred_at",
+                     "score", "properties", "received_at"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "event_id": {"type": "string"}, "customer_id": {"type": "string"},
+            "type": {"type": "string"},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "score": {"type": ["number", "null"]}, "properties": {"type": "object"},
+            "received_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ShareCreate": {
+        "type": "object", "additionalProperties": False,
+        "required": ["program", "referrer", "channel"],
+        "properties": {
+            "program": _SLUG,
+            "referrer": {**_ID, "description": "the referrer's external_id"},
+            "channel": _CHANNEL,
+            "occurred_at": {"type": "string", "format": "date-time",
+                            "description": "default now; from 2000 to at most 5 minutes "
+                                           "ahead"},
+            "ask_id": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1,
+                       "description": "the ask this share answers: an ask of the program "
+                                      "made to this referrer (404 unknown, 422 another "
+                                      "customer's)"},
+        },
+    },
+    "Share": {
+        "type": "object",
+        "required": ["id", "program", "referrer", "channel", "ask_id", "occurred_at",
+                     "source", "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "program": {"type": "string"},
+            "referrer": {"type": "string"}, "channel": {"type": "string"},
+            "ask_id": {"type": ["integer", "null"]},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "source": {"enum": ["page", "api"]},
+            "created_at": {"type": "string", "format": "date-time"},
         },
     },
     "AttributionRow": {
@@ -724,6 +798,33 @@ def document() -> dict[str, Any]:
                     }],
                 },
             },
+            "/events": {
+                "post": {
+                    **_op("Report a customer's moment (an NPS answer, a review, a milestone, a "
+                          "resolved support ticket): what the asks job takes up. Idempotent on "
+                          "program + event_id as conversions: 201 first, 200 for the same "
+                          "body again, 409 for another body",
+                          "admin, integration; or no token and a signature header",
+                          body="EventCreate", ok=201,
+                          answer={"$ref": "#/components/schemas/Event"},
+                          also={200: "the same event again: the first answer"}),
+                    "security": [{"bearer": []}, {"signature": []}],
+                    "parameters": [{
+                        "name": "X-Refguard-Signature", "in": "header", "required": False,
+                        "schema": {"type": "string"},
+                        "description": "as for /conversions: t=<unix seconds>,v1=<hex "
+                                       "HMAC-SHA256(program signing secret, '<t>.<raw "
+                                       "body>')>; 5 minute tolerance",
+                    }],
+                },
+            },
+            "/shares": {
+                "post": _op("Report a share the referrer made outside the share page (each "
+                            "call is one share). 404 for an unknown program, referrer or ask; "
+                            "422 (field ask_id) for an ask made to another customer",
+                            "admin, integration", body="ShareCreate", ok=201,
+                            answer={"$ref": "#/components/schemas/Share"}),
+            },
             "/clicks": {
                 "get": _op("The visit log, ascending by ts (HEAD requests are not stored)",
                            "admin, viewer, finance", answer=_list_of("Click"),
@@ -865,10 +966,12 @@ def document() -> dict[str, Any]:
             "/customers/{customer_id}": {
                 "parameters": [_path("customer_id")],
                 "delete": _op("Erase a customer's personal data (email hash, IPs, user agents, "
-                              "referers, browser signals, visitor links); amounts, rewards and "
-                              "the ledger stay. While a reward resting on the customer is "
-                              "undecided, the keyed email hash and visitor links are kept "
-                              "until it is (`kept`). 404 when nothing is known of the customer",
+                              "referers, browser signals, visitor links, events, candidate "
+                              "score; the score in their asks, a queued ask is suppressed); "
+                              "amounts, rewards, shares and the ledger stay. While a reward "
+                              "resting on the customer is undecided, the keyed email hash "
+                              "and visitor links are kept until it is (`kept`). 404 when "
+                              "nothing is known of the customer",
                               "admin, integration", params=[program_q],
                               answer={"type": "object", "required": ["program", "customer",
                                                                      "erased"]}),

@@ -13,7 +13,7 @@ from tracker import audit
 from tracker.clicks import queries as click_queries
 from tracker.clicks.links import CODE_RE, LinkEntry
 from tracker.errors import Conflict
-from tracker.formats import SLUG_RE, rfc3339
+from tracker.formats import CHANNEL_RE, SLUG_RE, rfc3339
 from tracker.identity import email_hash
 from tracker.programs import queries
 from tracker.programs.signing_secrets import (
@@ -105,6 +105,8 @@ def _link_json(link: queries.Link, base_url: str) -> dict[str, Any]:
         "url": f"{base_url}/r/{link.code}",
         "destination": link.destination,
         "enabled": link.enabled,
+        "channel": link.channel,
+        "campaign": link.campaign,
         "created_at": rfc3339(link.created_at),
     }
 
@@ -333,6 +335,10 @@ async def create_link(request: web.Request) -> web.Response:
     if destination is None:
         destination = default_destination(program.destination_domains, program.settings)
     destination = _destination(destination, program)
+    channel = string(body, "channel", required=False, max_len=32, pattern=CHANNEL_RE)
+    campaign = string(body, "campaign", required=False, max_len=128)
+    if campaign is not None and not campaign.isprintable():
+        raise invalid("campaign must be 1 to 128 printable characters", "campaign")
     pool = request.config_dict[keys.POOL]
     async with pool.acquire() as conn:
         referrer = await queries.get_referrer(conn, program.id, referrer_id)
@@ -345,7 +351,8 @@ async def create_link(request: web.Request) -> web.Response:
                     if locked.destination_domains != program.destination_domains:
                         destination = _destination(destination, locked)
                     link = await queries.create_link(
-                        conn, program.id, referrer.id, code or queries.new_code(), destination
+                        conn, program.id, referrer.id, code or queries.new_code(), destination,
+                        channel=channel, campaign=campaign,
                     )
                     await audit.record(
                         conn, actor=principal(request).actor, action="link.create",
