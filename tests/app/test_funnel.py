@@ -61,7 +61,8 @@ async def ask(conn: asyncpg.Connection, customer: str, trigger: str, *, sent: bo
 async def share_page(client: Client, tokens: dict[str, str], who: str) -> str:
     resp = await client.post("/api/v1/referrers", headers=auth(tokens["integration"]),
                              json={"program": "acme", "external_id": who})
-    return urlsplit((await resp.json())["share_url"]).path
+    share_url: str = (await resp.json())["share_url"]
+    return urlsplit(share_url).path
 
 
 async def press(client: Client, path: str, channel: str, **extra: str) -> None:

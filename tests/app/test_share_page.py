@@ -72,7 +72,7 @@ async def test_the_page_shows_the_link_message_and_the_programs_channels(
     csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "form-action 'self' mailto: sms:" in csp
     assert "<script>" not in html and "style=" not in html
-    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert resp.headers["Referrer-Policy"] == "same-origin"
 
 
 @pytest.mark.parametrize("token", [

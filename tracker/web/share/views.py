@@ -33,9 +33,10 @@ SHARE_CSP = CSP.replace("form-action 'self'",
     + "; connect-src 'self'"
 PAGES = Pages("tracker.web.share", "/s/static", ("share.css", "share.js"),
               key="refguard_share_templates",
-              headers={**HEADERS, "Content-Security-Policy": SHARE_CSP,
-                       # The token is in the address: never sent on to the channels' sites.
-                       "Referrer-Policy": "no-referrer"})
+              # Referrer-Policy same-origin (HEADERS): the token in the address is never sent
+              # on to the channels' sites, while the page's own POSTs keep their Origin
+              # (no-referrer would make it "null", which cross_site refuses).
+              headers={**HEADERS, "Content-Security-Policy": SHARE_CSP})
 
 
 def _missing(request: web.Request, status: int = 404,
