@@ -225,6 +225,12 @@ async def test_bad_parameters_are_422(client: Client, tokens: dict[str, str],
     assert resp.status == 422
 
 
+async def test_the_range_is_answered_in_rfc3339(client: Client, tokens: dict[str, str]) -> None:
+    await make_link(client, tokens)
+    body = await report(client, tokens, "&until=0185-08-03T21:43:52%2B17:02")  # found by fuzzing
+    assert body["until"] == "0185-08-03T04:41:52.000Z" and body["since"] is None
+
+
 def test_rates_are_each_stage_over_the_one_before() -> None:
     got = rates({"asked": 4, "shared": 2, "clicks": 0, "unique_visitors": 0, "signups": 0,
                  "trials": 0, "purchases": 0, "retained_90d": 0})
