@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from aiohttp import DummyCookieJar
-from playwright.async_api import Page, Route, ViewportSize
+from playwright.async_api import Page, Response, Route, ViewportSize
 
 from tests.helpers import (
     ClientFactory,
@@ -121,7 +121,20 @@ async def test_every_button_of_the_share_page_on_a_phone(
         page.on("console", lambda msg: problems.append(msg.text)
                 if "Content Security Policy" in msg.text else None)
         page.on("pageerror", lambda exc: problems.append(str(exc)))
+        loaded: list[Response] = []
+
+        def collect(response: Response) -> None:
+            loaded.append(response)
+
+        page.on("response", collect)
         await page.goto(share_url)
+        await page.wait_for_load_state("load")
+        # Light on a phone: the page, its stylesheet and script, all from this server.
+        assert {urlsplit(r.url).netloc for r in loaded} == {f"127.0.0.1:{port}"}
+        weight = sum([len(await r.body()) for r in loaded])
+        print(f"share page: {len(loaded)} requests, {weight} bytes")
+        assert len(loaded) == 3 and weight < 16_000
+        page.remove_listener("response", collect)
         assert await page.inner_text("#link") == f"{base}/r/al"
         assert "Dana here: Acme is great, 10.00 USD off for you" in \
             await page.input_value("#message")
