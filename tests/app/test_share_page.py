@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -239,3 +240,19 @@ async def test_share_channels_are_checked(client: Client, tokens: dict[str, str]
         "settings": {"share": share}})
     assert resp.status == 422
     assert message in (await resp.json())["error"]["message"]
+
+
+async def test_presses_at_once_make_one_link_and_one_share(
+        client: Client, tokens: dict[str, str], conn: asyncpg.Connection) -> None:
+    await referrer(client, tokens)
+    resp = await client.post("/api/v1/referrers", headers=auth(tokens["integration"]),
+                             json={"program": "acme", "external_id": "fresh"})
+    path = path_of((await resp.json())["share_url"])  # no link yet at all
+    answers = await asyncio.gather(*(press(client, path, "sms") for _ in range(8)),
+                                   *(client.get(path) for _ in range(4)))
+    assert [a.status for a in answers] == [303] * 8 + [200] * 4
+    rows = await conn.fetch("SELECT l.channel FROM links l JOIN referrers r ON r.program_id = "
+                            "l.program_id AND r.id = l.referrer_id WHERE r.external_id = 'fresh'"
+                            " ORDER BY l.channel NULLS FIRST")
+    assert [r["channel"] for r in rows] == [None, "sms"]
+    assert await conn.fetchval("SELECT count(*) FROM shares") == 1

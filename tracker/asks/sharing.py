@@ -153,9 +153,11 @@ async def open_page(conn: asyncpg.Connection, secret_key: bytes, base_url: str,
     referrer = await _referrer(conn, secret_key, token)
     if referrer is None:
         return None
-    async with conn.transaction():
-        await queries.lock_referrer(conn, referrer.program_id, referrer.referrer_id)
-        link = await _link(conn, referrer, None)
+    link = await queries.first_link(conn, referrer.program_id, referrer.referrer_id, None)
+    if link is None:  # the referrer's first link, made under the lock
+        async with conn.transaction():
+            await queries.lock_referrer(conn, referrer.program_id, referrer.referrer_id)
+            link = await _link(conn, referrer, None)
     if not link.enabled:
         return None
     url = f"{base_url}/r/{link.code}"
