@@ -24,7 +24,9 @@ MAX_UA = 1024  # characters of a user agent kept, from a click or a conversion
 def rfc3339(value: datetime) -> str:
     """`2026-11-23T12:00:00.123Z`: UTC with milliseconds, as every answer writes time."""
     value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # %Y does not pad years before 1000 to four digits (glibc writes "185").
+    return (f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%S.")
+            + f"{value.microsecond // 1000:03d}Z")
 
 
 def clean_text(value: str, limit: int) -> str | None:

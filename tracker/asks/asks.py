@@ -45,13 +45,13 @@ from tracker import metrics, privacy
 from tracker.asks import queries
 from tracker.asks.messages import share_message
 from tracker.asks.queries import Trigger
+from tracker.asks.sharing import share_url
 from tracker.errors import NotFound
 from tracker.finance import webhooks
 from tracker.formats import rfc3339
 from tracker.programs import queries as program_queries
 from tracker.programs.queries import Program
 from tracker.settings import Settings
-from tracker.signing import share_token
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ async def _ask(conn: asyncpg.Connection, settings: Settings, program: Program,
         "trigger": {"type": trigger.type, "score": trigger.score,
                     "occurred_at": rfc3339(trigger.occurred_at)},
         "deadline": rfc3339(deadline),
-        "share_url": f"{base}/s/{share_token(settings.secret_key, program.id, referrer.id)}",
+        "share_url": share_url(settings.secret_key, base, program.id, referrer.id),
         "link": link_url,
         "message": share_message(program.settings, name=name, link=link_url),
     }})

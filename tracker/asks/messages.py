@@ -52,8 +52,21 @@ def render(template: str | None, *, name: str | None, link: str,
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template).strip()
 
 
-def share_message(settings: Mapping[str, Any], *, name: str | None, link: str) -> str:
-    """The program's share message for this referrer and link."""
+def channel_template(settings: Mapping[str, Any], channel: str | None) -> str | None:
+    """The message template of a channel: its own (`share.channels` entry `{"name",
+    "message"}`), else the program's `share.message`, else None (DEFAULT_MESSAGE)."""
     share = settings.get("share") or {}
-    return render(share.get("message"), name=name, link=link,
+    for entry in share.get("channels") or ():
+        if isinstance(entry, dict) and entry.get("name") == channel \
+                and entry.get("message") is not None:
+            return str(entry["message"])
+    message = share.get("message")
+    return None if message is None else str(message)
+
+
+def share_message(settings: Mapping[str, Any], *, name: str | None, link: str,
+                  channel: str | None = None) -> str:
+    """The program's share message for this referrer and link (on `channel`, when that
+    channel has a message of its own)."""
+    return render(channel_template(settings, channel), name=name, link=link,
                   reward=settings.get("reward") or {})

@@ -70,7 +70,13 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
                        "max_per_customer"}),
     "asks.rules[]": frozenset({"on", "min_score", "nth"}),
     "share": frozenset({"message", "channels"}),
+    "share.channels[]": frozenset({"name", "message"}),
 }
+# The share page's buttons (tracker.asks.sharing gives each its target), in page order;
+# `share.channels` chooses among them (default: all).
+SHARE_CHANNELS = ("copy", "share_sheet", "email", "sms", "whatsapp", "x", "linkedin",
+                  "facebook")
+SHARE_MESSAGE_MAX = 2000
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
@@ -447,19 +453,37 @@ def _asks(raw: object) -> None:
 
 
 def _share(raw: object) -> None:
-    """`share` (DESIGN.md section 5): the share page's message and channels."""
+    """`share` (DESIGN.md section 5): the share page's message and channels. A channel is a
+    name of SHARE_CHANNELS or `{"name", "message"}` (that channel's own message template)."""
     if not isinstance(raw, dict):
         raise SettingsInvalid("share", "share must be an object")
     _check_keys(raw, "share", "share")
-    message = raw.get("message")
-    if message is not None and (not isinstance(message, str) or len(message) > 2000):
-        raise SettingsInvalid("share", "share.message must be a text of at most 2000 characters")
+    _share_message(raw.get("message"), "share.message")
     channels = raw.get("channels")
-    if channels is not None:
-        if not isinstance(channels, list) or len(channels) > 50:
-            raise SettingsInvalid("share", "share.channels must be a list of channel names")
-        for i, channel in enumerate(channels):
-            _word(channel, f"share.channels[{i}]", "share")
+    if channels is None:
+        return
+    if not isinstance(channels, list) or len(channels) > 50:
+        raise SettingsInvalid("share", "share.channels must be a list of channel names or "
+                              '{"name", "message"} objects')
+    seen: set[str] = set()
+    for i, entry in enumerate(channels):
+        where, channel = f"share.channels[{i}]", entry
+        if isinstance(entry, dict):
+            _check_keys(entry, "share.channels[]", where)
+            _share_message(entry.get("message"), f"{where}.message")
+            channel, where = entry.get("name"), f"{where}.name"
+        if not isinstance(channel, str) or channel not in SHARE_CHANNELS:
+            raise SettingsInvalid("share", f"{where} must be one of {', '.join(SHARE_CHANNELS)}")
+        if channel in seen:
+            raise SettingsInvalid("share", f"{where}: {channel!r} is listed twice")
+        seen.add(channel)
+
+
+def _share_message(message: object, where: str) -> None:
+    if message is not None and (not isinstance(message, str)
+                                or len(message) > SHARE_MESSAGE_MAX):
+        raise SettingsInvalid("share", f"{where} must be a text of at most "
+                              f"{SHARE_MESSAGE_MAX} characters")
 
 
 def _timezone(raw: object) -> None:

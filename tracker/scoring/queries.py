@@ -69,32 +69,6 @@ class CreditedJourney:
     times: tuple[datetime, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ReferrerClicks:
-    referrer: str
-    clicks: int
-    visitors: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReferrerTypeCredit:
-    referrer: str
-    type: str
-    credit: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReferrerCredit:
-    referrer: str
-    credit: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReferrerCount:
-    referrer: str
-    n: int
-
-
 async def attribution_programs(conn: asyncpg.Connection, program_id: int | None
                                ) -> list[ProgramSettings]:
     """Every program (or the one named) with its settings."""
@@ -268,66 +242,6 @@ async def referrer_external_ids(conn: asyncpg.Connection, program_id: int) -> di
     """Referrer id -> external id, for the program's referrers."""
     return {r["id"]: r["external_id"] for r in await conn.fetch(
         "SELECT id, external_id FROM referrers WHERE program_id = $1", program_id)}
-
-
-async def funnel_clicks(conn: asyncpg.Connection, program_id: int) -> list[ReferrerClicks]:
-    rows = await conn.fetch(
-        """SELECT r.external_id AS referrer, count(*) AS clicks,
-                  count(DISTINCT c.visitor_id) AS visitors
-           FROM clicks c JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
-           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
-           GROUP BY r.external_id""", program_id)
-    return [ReferrerClicks(r["referrer"], r["clicks"], r["visitors"]) for r in rows]
-
-
-async def funnel_conversions(conn: asyncpg.Connection, program_id: int
-                             ) -> list[ReferrerTypeCredit]:
-    """Stored credit per referrer and conversion type."""
-    rows = await conn.fetch(
-        """SELECT r.external_id AS referrer, v.type, sum(cr.credit) AS n
-           FROM credits cr
-           JOIN conversions v ON v.program_id = cr.program_id AND v.id = cr.conversion_id
-           JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
-           WHERE cr.program_id = $1 GROUP BY r.external_id, v.type""", program_id)
-    return [ReferrerTypeCredit(r["referrer"], r["type"], r["n"]) for r in rows]
-
-
-async def funnel_reversals(conn: asyncpg.Connection, program_id: int) -> list[ReferrerCount]:
-    """Refunds and chargebacks per referrer credited with the original conversion."""
-    rows = await conn.fetch(
-        """SELECT r.external_id AS referrer, count(*) AS n
-           FROM conversions x
-           JOIN conversions o ON o.program_id = x.program_id AND o.event_id = x.original_event_id
-           JOIN credits cr ON cr.program_id = o.program_id AND cr.conversion_id = o.id
-           JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
-           WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')
-           GROUP BY r.external_id""", program_id)
-    return [ReferrerCount(r["referrer"], r["n"]) for r in rows]
-
-
-async def funnel_retained(conn: asyncpg.Connection, program_id: int) -> list[ReferrerCredit]:
-    """Credit per referrer of purchases whose customer bought again 90 days or more later."""
-    rows = await conn.fetch(
-        """SELECT r.external_id AS referrer, sum(cr.credit) AS n
-           FROM credits cr
-           JOIN conversions first
-             ON first.program_id = cr.program_id AND first.id = cr.conversion_id
-           JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
-           WHERE cr.program_id = $1 AND first.type = 'purchase'
-             AND EXISTS (SELECT 1 FROM conversions later
-                         WHERE later.program_id = first.program_id
-                           AND later.customer_id = first.customer_id
-                           AND later.type IN ('purchase', 'renewal')
-                           AND later.occurred_at >= first.occurred_at + interval '90 days')
-           GROUP BY r.external_id""", program_id)
-    return [ReferrerCredit(r["referrer"], r["n"]) for r in rows]
-
-
-async def funnel_unique_visitors(conn: asyncpg.Connection, program_id: int) -> int:
-    n: int = await conn.fetchval(
-        """SELECT count(DISTINCT visitor_id) FROM clicks
-           WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate""", program_id)
-    return n
 
 
 # -- risk ------------------------------------------------------------------------------------

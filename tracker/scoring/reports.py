@@ -1,4 +1,5 @@
-"""What the reports endpoints answer from the stored attribution: credits per model, the funnel."""
+"""What the reports endpoints answer from the stored attribution: credits per model. (The funnel
+is tracker.asks.funnel: it reads asks and shares too.)"""
 
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ import asyncpg
 from attribution.models import DATA_DRIVEN_MODELS, DEFAULT_HALF_LIFE_DAYS, Journey, MarkovModel
 from tracker.scoring import queries
 from tracker.scoring.credits import TouchRow, credits_for, fit, load_journeys
-
-FUNNEL_KEYS = ("clicks", "unique_visitors", "signups", "trials", "purchases", "renewals",
-               "retained_90d", "refunds")
-PLURAL = {"signup": "signups", "trial": "trials", "purchase": "purchases", "renewal": "renewals"}
 
 
 async def attribution_report(conn: asyncpg.Connection, program_id: int,
@@ -63,28 +60,3 @@ def _model_rows(model: str, rows: list[queries.CreditedJourney], names: dict[int
         ({"referrer": names.get(cast(int, ref), str(ref)), "conversions": round(conv[ref], 9),
           "value": round(value[ref], 6)} for ref in conv),
         key=lambda x: (-x["conversions"], x["referrer"]))
-
-
-async def funnel_report(conn: asyncpg.Connection, program_id: int) -> dict[str, Any]:
-    """Clicks, visitors and conversions per referrer (conversions by stored credit) and total."""
-    clicks = await queries.funnel_clicks(conn, program_id)
-    conversions = await queries.funnel_conversions(conn, program_id)
-    reversals = await queries.funnel_reversals(conn, program_id)
-    retained = await queries.funnel_retained(conn, program_id)
-    per: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(FUNNEL_KEYS, 0.0))
-    for c in clicks:
-        per[c.referrer]["clicks"] = c.clicks
-        per[c.referrer]["unique_visitors"] = c.visitors
-    for v in conversions:
-        if v.type in PLURAL:
-            per[v.referrer][PLURAL[v.type]] = round(float(v.credit), 9)
-    for k in retained:
-        per[k.referrer]["retained_90d"] = round(float(k.credit), 9)
-    for x in reversals:
-        per[x.referrer]["refunds"] = x.n
-    total = dict.fromkeys(FUNNEL_KEYS, 0.0)
-    for row in per.values():
-        for key in FUNNEL_KEYS:
-            total[key] += row[key]
-    total["unique_visitors"] = await queries.funnel_unique_visitors(conn, program_id)
-    return {"rows": [{"referrer": k, **v} for k, v in sorted(per.items())], "total": total}

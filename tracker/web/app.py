@@ -53,6 +53,7 @@ from tracker.web.api import tokens as tokens_api
 from tracker.web.api.errors import MAX_BODY, error_response, json_errors
 from tracker.web.bodies import BodyReads
 from tracker.web.review import views as review
+from tracker.web.share import views as share_page
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handle_metrics)
     review.add_routes(app)
+    share_page.add_routes(app)
     # Handlers of the sub-application read the shared state through `request.config_dict`.
     app.add_subapp(API_PREFIX, _api())
     return app

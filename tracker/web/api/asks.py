@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from tracker.asks.queries import STAGES, AskItem, list_asks
+from tracker.asks.sharing import share_url as page_url
 from tracker.formats import rfc3339
-from tracker.signing import share_token
 from tracker.web import keys
 from tracker.web.api.common import (
     choice_param,
@@ -25,7 +25,7 @@ from tracker.web.api.common import (
 def _ask_json(ask: AskItem, base_url: str, secret_key: bytes) -> dict[str, Any]:
     share_url = None
     if ask.referrer_id is not None:
-        share_url = f"{base_url}/s/{share_token(secret_key, ask.program_id, ask.referrer_id)}"
+        share_url = page_url(secret_key, base_url, ask.program_id, ask.referrer_id)
     return {
         "id": ask.id,
         "program": ask.program,

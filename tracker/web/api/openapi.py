@@ -17,6 +17,26 @@ _ID = {"type": "string", "minLength": 1, "maxLength": 128}
 _CHANNEL = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}
 
 
+# What each stage of GET /api/v1/reports/funnel counts (tracker/asks/funnel.py says the same).
+_FUNNEL_DEFINITIONS = (
+    "Each stage counts what happened in [since, until) by its own time. asked: asks sent to "
+    "the merchant's messaging (by sent_at). shared: shares from the share page or POST "
+    "/api/v1/shares (by occurred_at). clicks: clicks that count (no bots, no duplicates); "
+    "unique_visitors: their distinct visitors. signups, trials, purchases, renewals: "
+    "conversions by stored attribution credit (a conversion two referrers share counts half "
+    "for each). retained_90d: a referred customer is retained at 90 days when they made a "
+    "purchase or renewal 90 days or more after their first purchase; counted by the credit of "
+    "that first purchase, at its time (so only first purchases at least 90 days old can "
+    "count). refunds: refunds and chargebacks of credited conversions. Groups: referrer (an "
+    "ask's customer is its referrer); channel: a share's channel, a click's link's channel "
+    "(the share page tags one link per channel), a conversion's: the channel of the link of "
+    "the referrer's last click among its touchpoints (asks have no channel: asked is null in "
+    "channel rows, counted in the total); trigger: the trigger type of the share's ask, else "
+    "of the referrer's latest ask sent before the share, click or conversion (null: none). "
+    "total: the whole program (unique_visitors distinct over it)."
+)
+
+
 def _list_of(ref: str) -> dict[str, Any]:
     return {
         "type": "object",
@@ -456,6 +476,10 @@ SCHEMAS: dict[str, Any] = {
             "external_id": {"type": "string"}, "has_email": {"type": "boolean"},
             "name": {"type": ["string", "null"], "description": "display name"},
             "created_at": {"type": "string", "format": "date-time"},
+            "share_url": {"type": "string", "description": (
+                "the referrer's share page (GET /s/{token}, public, the token signed per "
+                "referrer): their link, the pre-written message of settings.share and a "
+                "button per channel, each recording a share on the channel's own link")},
         },
     },
     "LinkCreate": {
@@ -610,10 +634,32 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "FunnelReport": {
-        "type": "object", "required": ["program", "rows", "total"],
-        "properties": {"program": {"type": "string"},
-                       "rows": {"type": "array", "items": {"type": "object"}},
-                       "total": {"type": "object"}},
+        "type": "object", "required": ["program", "by", "rows", "total"],
+        "description": _FUNNEL_DEFINITIONS,
+        "properties": {
+            "program": {"type": "string"},
+            "by": {"enum": ["referrer", "channel", "trigger"]},
+            "since": {"type": ["string", "null"], "format": "date-time"},
+            "until": {"type": ["string", "null"], "format": "date-time"},
+            "rows": {"type": "array", "items": {"$ref": "#/components/schemas/FunnelRow"}},
+            "total": {"$ref": "#/components/schemas/FunnelRow"}},
+    },
+    "FunnelRow": {
+        "type": "object",
+        "description": "one group (named by the key `by` names: `referrer`, `channel` or "
+                       "`trigger`; null: no channel, or no ask before) or the total",
+        "properties": {
+            **{k: {"type": ["integer", "null"]} for k in ("asked", "shared", "clicks",
+                                                          "unique_visitors", "refunds")},
+            **{k: {"type": "number"} for k in ("signups", "trials", "purchases",
+                                               "retained_90d", "renewals")},
+            "rates": {"type": "object", "description": (
+                "per stage from shared on: that stage / the stage before it (shared / asked, "
+                "clicks / shared, unique_visitors / clicks, signups / unique_visitors, "
+                "trials / signups, purchases / trials, retained_90d / purchases); null when "
+                "the stage before is 0 or null"),
+                "additionalProperties": {"type": ["number", "null"]}},
+        },
     },
     "CandidatesReport": {
         "type": "object", "required": ["program", "top", "model", "items"],
@@ -842,11 +888,19 @@ def document() -> dict[str, Any]:
                                                  {"enum": list(MODELS)})]),
             },
             "/reports/funnel": {
-                "get": _op("Clicks, unique visitors, signups, trials, purchases, renewals, "
-                           "retained at 90 days and refunds, per referrer and total",
+                "get": _op("The funnel: asked, shared, clicks, unique visitors, signups, "
+                           "trials, purchases, retained at 90 days (and renewals, refunds), "
+                           "with the rate between stages, per referrer, channel or trigger "
+                           "and in total (definitions: the FunnelReport schema)",
                            "admin, viewer, finance",
                            answer={"$ref": "#/components/schemas/FunnelReport"},
-                           params=[program_q]),
+                           params=[program_q,
+                                   _q("by", "group by (default referrer)",
+                                      {"enum": ["referrer", "channel", "trigger"]}),
+                                   _q("since", "from this time (RFC 3339), inclusive",
+                                      {"type": "string", "format": "date-time"}),
+                                   _q("until", "to this time (RFC 3339), exclusive",
+                                      {"type": "string", "format": "date-time"})]),
             },
             "/reports/decisions": {
                 "get": _op("Finance's decisions on the fraud engine's verdicts, per reason "

@@ -1,5 +1,6 @@
-"""Reports: attribution side by side, the funnel, finance's decisions on the fraud engine's
-verdicts (tracker.finance.decisions) and the referral candidates (tracker.asks.candidates)."""
+"""Reports: attribution side by side, the funnel (tracker.asks.funnel), finance's decisions on
+the fraud engine's verdicts (tracker.finance.decisions) and the referral candidates
+(tracker.asks.candidates)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ from aiohttp import web
 
 from attribution.models import MODELS
 from tracker.asks.candidates import report as candidates_report
+from tracker.asks.funnel import GROUPS, funnel_report
 from tracker.finance.decisions import decisions_report
+from tracker.formats import rfc3339
 from tracker.programs import queries
-from tracker.scoring.reports import attribution_report, funnel_report
+from tracker.scoring.reports import attribution_report
 from tracker.web import keys
-from tracker.web.api.common import choice_param, program_by_slug, query_param, requires
+from tracker.web.api.common import (
+    choice_param,
+    program_by_slug,
+    query_param,
+    requires,
+    time_param,
+)
 from tracker.web.api.errors import invalid
 
 READERS = ("viewer", "finance")
@@ -44,9 +53,15 @@ async def attribution(request: web.Request) -> web.Response:
 @requires(*READERS)
 async def funnel(request: web.Request) -> web.Response:
     program = await _program(request)
+    by = choice_param(request, "by", GROUPS) or "referrer"
+    since, until = time_param(request, "since"), time_param(request, "until")
+    if since is not None and until is not None and since >= until:
+        raise invalid("since must be before until", "since")
     async with request.config_dict[keys.POOL].acquire() as conn:
-        report = await funnel_report(conn, program.id)
-    return web.json_response({"program": program.slug, **report})
+        report = await funnel_report(conn, program.id, since=since, until=until, by=by)
+    return web.json_response({"program": program.slug,
+                              "since": rfc3339(since) if since else None,
+                              "until": rfc3339(until) if until else None, **report})
 
 
 @requires(*READERS)

@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from tracker import audit
+from tracker.asks.sharing import share_url
 from tracker.clicks import queries as click_queries
 from tracker.clicks.links import CODE_RE, LinkEntry
 from tracker.errors import Conflict
@@ -85,7 +86,8 @@ def _shown_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _referrer_json(r: queries.Referrer) -> dict[str, Any]:
+def _referrer_json(r: queries.Referrer, request: web.Request) -> dict[str, Any]:
+    settings = request.config_dict[keys.SETTINGS]
     return {
         "id": r.id,
         "program": r.program,
@@ -93,6 +95,7 @@ def _referrer_json(r: queries.Referrer) -> dict[str, Any]:
         "has_email": r.has_email,
         "name": r.name,
         "created_at": rfc3339(r.created_at),
+        "share_url": share_url(settings.secret_key, settings.base_url, r.program_id, r.id),
     }
 
 
@@ -305,7 +308,7 @@ async def create_referrer(request: web.Request) -> web.Response:
     async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():
         referrer, created = await queries.upsert_referrer(conn, program, external_id, digest,
                                                           name)
-    return web.json_response(_referrer_json(referrer), status=201 if created else 200)
+    return web.json_response(_referrer_json(referrer, request), status=201 if created else 200)
 
 
 @requires("integration", "viewer")
@@ -316,7 +319,7 @@ async def list_referrers(request: web.Request) -> web.Response:
         request.config_dict[keys.POOL], program.id, id_cursor(request), limit
     )
     nxt = encode_cursor(items[-1].id) if items else None
-    return page([_referrer_json(r) for r in items], limit, nxt)
+    return page([_referrer_json(r, request) for r in items], limit, nxt)
 
 
 # -- links -------------------------------------------------------------------------------------

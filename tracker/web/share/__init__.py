@@ -1,0 +1,1 @@
+"""The share page (GET /s/{token}): views.py, its templates and static files."""
