@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from tracker.errors import NotFound
+from tracker.formats import CREDITED_TYPES
 
 # -- clearance: programs -----------------------------------------------------------------------
 
@@ -53,6 +54,8 @@ class CreditedConversion:
     referrers: tuple[int, ...]
     credits: tuple[float, ...]
     names: tuple[str, ...]
+    # Each referrer's recorded reward variant (None: none assigned), index for index.
+    variants: tuple[str | None, ...] = ()
 
 
 async def conversions_to_reward(conn: asyncpg.Connection, program_id: int,
@@ -65,7 +68,9 @@ async def conversions_to_reward(conn: asyncpg.Connection, program_id: int,
                   coalesce(array_agg(cr.credit ORDER BY cr.credit DESC, cr.referrer_id)
                            FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS credits,
                   coalesce(array_agg(f.external_id ORDER BY cr.credit DESC, cr.referrer_id)
-                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS names
+                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS names,
+                  coalesce(array_agg(f.variant ORDER BY cr.credit DESC, cr.referrer_id)
+                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS variants
            FROM conversions c
            LEFT JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
            LEFT JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
@@ -74,7 +79,7 @@ async def conversions_to_reward(conn: asyncpg.Connection, program_id: int,
         program_id, limit)
     return [CreditedConversion(r["id"], r["type"], r["customer_id"], r["amount"], r["currency"],
                                r["occurred_at"], tuple(r["referrers"]), tuple(r["credits"]),
-                               tuple(r["names"]))
+                               tuple(r["names"]), tuple(r["variants"]))
             for r in rows]
 
 
@@ -157,6 +162,7 @@ class NewReward:
     calculation: dict[str, Any]
     kind: str = "cash"  # cash | credit | coupon (tracker.finance.rules)
     pool: str | None = None  # a coupon reward's pool
+    variant: str | None = None  # the reward variant whose rules made it (None: plain rules)
 
 
 async def insert_rewards(conn: asyncpg.Connection, program_id: int,
@@ -171,17 +177,17 @@ async def insert_rewards(conn: asyncpg.Connection, program_id: int,
     rows = await conn.fetch(
         """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id,
                beneficiary, payee, amount, currency, credit, hold_until, calculation,
-               risk_score, reasons, kind, pool)
+               risk_score, reasons, kind, pool, variant)
            SELECT $1, n.conversion_id, n.rule_index, n.referrer_id, n.beneficiary, n.payee,
                   n.amount, n.currency, n.credit, greatest(n.hold_until, now()),
                   n.calculation::jsonb, k.score, coalesce(k.reasons, '[]'::jsonb), n.kind,
-                  n.pool
+                  n.pool, n.variant
            FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[], $6::text[],
                        $7::bigint[], $8::text[], $9::float8[], $10::timestamptz[],
-                       $11::text[], $12::text[], $13::text[])
+                       $11::text[], $12::text[], $13::text[], $14::text[])
                 WITH ORDINALITY AS n(conversion_id, rule_index, referrer_id, beneficiary,
                                      payee, amount, currency, credit, hold_until,
-                                     calculation, kind, pool, ord)
+                                     calculation, kind, pool, variant, ord)
            LEFT JOIN conversion_risk k ON k.program_id = $1
                                       AND k.conversion_id = n.conversion_id
            ORDER BY n.ord
@@ -192,7 +198,7 @@ async def insert_rewards(conn: asyncpg.Connection, program_id: int,
         [n.payee for n in rewards], [n.amount for n in rewards],
         [n.currency for n in rewards], [n.credit for n in rewards],
         [n.hold_until for n in rewards], [json.dumps(n.calculation) for n in rewards],
-        [n.kind for n in rewards], [n.pool for n in rewards])
+        [n.kind for n in rewards], [n.pool for n in rewards], [n.variant for n in rewards])
     return sorted(r["id"] for r in rows)
 
 
@@ -730,7 +736,7 @@ async def enqueue_webhooks(conn: asyncpg.Connection, event: str, reward_ids: lis
                           'beneficiary', r.beneficiary, 'payee', r.payee,
                           'conversion', r.conversion_id, 'event_id', c.event_id,
                           'amount', r.amount, 'currency', r.currency, 'status', r.status,
-                          'batch_id', r.batch_id, 'kind', r.kind,
+                          'batch_id', r.batch_id, 'kind', r.kind, 'variant', r.variant,
                           'coupon_code', (SELECT k.code FROM coupon_codes k
                                           WHERE k.reward_id = r.id)))
            FROM rewards r
@@ -907,3 +913,97 @@ async def coupon_counts(conn: asyncpg.Connection | asyncpg.Pool, program_id: int
            FROM coupon_codes WHERE program_id = $1 AND ($2::text IS NULL OR pool = $2)
            GROUP BY pool ORDER BY pool""", program_id, pool)
     return [CouponCounts(r["pool"], r["available"], r["assigned"]) for r in rows]
+
+
+# -- incentive experiments (tracker.finance.experiments) ----------------------------------------
+# Per referrer with a recorded variant: the unit the experiment randomises. A conversion one of
+# whose rewards is fraud-flagged (`flagged` or `rejected`) counts for nothing here.
+
+_NOT_FRAUD = """NOT EXISTS (SELECT 1 FROM rewards w
+                        WHERE w.program_id = c.program_id AND w.conversion_id = c.id
+                          AND w.status IN ('flagged', 'rejected'))"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentReferrer:
+    id: int
+    variant: str
+    shares: int
+    clicks: int
+    customers: int  # distinct referred customers (credited conversions, not fraud-flagged)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRevenue:
+    referrer_id: int
+    currency: str
+    revenue: float  # credit x (amount - refunded), minor units (fractional: credit)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRewards:
+    referrer_id: int
+    variant: str
+    beneficiary: str
+    status: str
+    currency: str
+    n: int
+    amount: int
+
+
+async def experiment_referrers(conn: asyncpg.Connection, program_id: int
+                               ) -> list[ExperimentReferrer]:
+    """Every referrer assigned a variant, with its shares, counted clicks (not bots, not
+    duplicates) and referred customers."""
+    rows = await conn.fetch(
+        f"""SELECT f.id, f.variant,
+                  (SELECT count(*) FROM shares s
+                   WHERE s.program_id = f.program_id AND s.referrer_id = f.id) AS shares,
+                  (SELECT count(*) FROM clicks k
+                   WHERE k.program_id = f.program_id AND k.referrer_id = f.id
+                     AND NOT k.is_bot AND NOT k.is_duplicate) AS clicks,
+                  (SELECT count(DISTINCT c.customer_id)
+                   FROM credits cr
+                   JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+                   WHERE cr.program_id = f.program_id AND cr.referrer_id = f.id
+                     AND cr.credit > 0 AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}
+                  ) AS customers
+           FROM referrers f
+           WHERE f.program_id = $1 AND f.variant IS NOT NULL
+           ORDER BY f.id""", program_id, list(CREDITED_TYPES))
+    return [ExperimentReferrer(r["id"], r["variant"], r["shares"], r["clicks"], r["customers"])
+            for r in rows]
+
+
+async def experiment_revenue(conn: asyncpg.Connection, program_id: int, currency: str
+                             ) -> list[ExperimentRevenue]:
+    """Referred revenue per referrer and currency: each credited purchase or renewal (not
+    fraud-flagged) at its credit, net of what refunds and chargebacks took back (one without
+    an amount takes the whole; never more than the amount). `currency` is the program's, for a
+    conversion that names none."""
+    rows = await conn.fetch(
+        f"""SELECT cr.referrer_id, coalesce(c.currency, $2) AS currency,
+                  sum(cr.credit::numeric * greatest(0, c.amount - least(c.amount, coalesce(
+                      (SELECT sum(coalesce(x.amount, c.amount)) FROM conversions x
+                       WHERE x.program_id = c.program_id AND x.original_event_id = c.event_id
+                         AND x.type IN ('refund', 'chargeback')), 0))))::float8 AS revenue
+           FROM credits cr
+           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
+           WHERE cr.program_id = $1 AND f.variant IS NOT NULL AND cr.credit > 0
+             AND c.type IN ('purchase', 'renewal') AND c.amount IS NOT NULL AND {_NOT_FRAUD}
+           GROUP BY cr.referrer_id, coalesce(c.currency, $2)""", program_id, currency)
+    return [ExperimentRevenue(r["referrer_id"], r["currency"], r["revenue"]) for r in rows]
+
+
+async def experiment_rewards(conn: asyncpg.Connection, program_id: int
+                             ) -> list[ExperimentRewards]:
+    """Rewards made under a variant's rules, by referrer (a referee reward's is the credited
+    referrer whose variant made it), beneficiary, status and currency."""
+    rows = await conn.fetch(
+        """SELECT referrer_id, variant, beneficiary, status, currency, count(*) AS n,
+                  sum(amount)::bigint AS amount
+           FROM rewards WHERE program_id = $1 AND variant IS NOT NULL
+           GROUP BY referrer_id, variant, beneficiary, status, currency""", program_id)
+    return [ExperimentRewards(r["referrer_id"], r["variant"], r["beneficiary"], r["status"],
+                              r["currency"], r["n"], r["amount"]) for r in rows]

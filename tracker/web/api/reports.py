@@ -1,5 +1,6 @@
-"""Reports: attribution side by side, the funnel, and finance's decisions on the fraud
-engine's verdicts (tracker.finance.decisions)."""
+"""Reports: attribution side by side, the funnel, finance's decisions on the fraud
+engine's verdicts (tracker.finance.decisions) and incentive experiments
+(tracker.finance.experiments)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from aiohttp import web
 
 from attribution.models import MODELS
 from tracker.finance.decisions import decisions_report
+from tracker.finance.experiments import experiments_report
 from tracker.programs import queries
 from tracker.scoring.reports import attribution_report, funnel_report
 from tracker.web import keys
@@ -52,7 +54,16 @@ async def decisions(request: web.Request) -> web.Response:
     return web.json_response({"program": program.slug, **report})
 
 
+@requires(*READERS)
+async def experiments(request: web.Request) -> web.Response:
+    program = await _program(request)
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await experiments_report(conn, program.id, program.settings)
+    return web.json_response({"program": program.slug, **report})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/reports/attribution", attribution)
     app.router.add_get("/reports/funnel", funnel)
     app.router.add_get("/reports/decisions", decisions)
+    app.router.add_get("/reports/experiments", experiments)

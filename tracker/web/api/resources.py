@@ -95,6 +95,7 @@ def _referrer_json(r: queries.Referrer) -> dict[str, Any]:
         "external_id": r.external_id,
         "has_email": r.has_email,
         "name": r.name,
+        "variant": r.variant,  # the reward variant (incentive experiment), null outside one
         "created_at": rfc3339(r.created_at),
     }
 
