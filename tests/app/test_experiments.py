@@ -272,6 +272,18 @@ async def test_per_variant_money_by_hand(open_shop: ShopFactory, conn: asyncpg.C
         """UPDATE rewards r SET status = 'flagged' FROM conversions c
            WHERE c.program_id = r.program_id AND c.id = r.conversion_id
              AND c.event_id LIKE '%-p4'""")
+    # p1 shared half and half with x2 (as a multi-touch model would credit it): the money is
+    # the same, and c1 is still one customer of the arm, not one per referrer.
+    for variant, refs in arms.items():
+        x2 = refs[1]
+        conversion = await conn.fetchval(
+            "SELECT id FROM conversions WHERE event_id = $1", f"{variant[:2]}-p1")
+        await conn.execute("UPDATE credits SET credit = 0.5 WHERE conversion_id = $1",
+                           conversion)
+        await conn.execute(
+            """INSERT INTO credits (program_id, conversion_id, referrer_id, model, credit)
+               SELECT $1, $2, id, 'linear', 0.5 FROM referrers
+               WHERE program_id = $1 AND external_id = $3""", pid, conversion, x2)
     statuses = Counter((r["variant"], r["status"]) for r in (await shop.rewards()).values())
     assert statuses == {(v, s): n for v in arms
                         for s, n in (("approved", 2), ("reversed", 4), ("flagged", 2))}

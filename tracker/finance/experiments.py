@@ -212,6 +212,7 @@ async def experiments_report(conn: asyncpg.Connection, program_id: int,
     """The experiment's figures per variant, the pairwise tests and the winner (see module)."""
     currency = (settings.get("reward") or {}).get("currency", "USD")
     referrers = await queries.experiment_referrers(conn, program_id)
+    customers = await queries.experiment_customers(conn, program_id)
     revenue = await queries.experiment_revenue(conn, program_id, currency)
     rewards = await queries.experiment_rewards(conn, program_id)
 
@@ -222,7 +223,6 @@ async def experiments_report(conn: asyncpg.Connection, program_id: int,
         arm.referrers.append(r.id)
         arm.shares += r.shares
         arm.clicks += r.clicks
-        arm.customers += r.customers
         arm.converted += r.customers > 0
         variant_of[r.id] = r.variant
 
@@ -241,6 +241,8 @@ async def experiments_report(conn: asyncpg.Connection, program_id: int,
             row = money[w.currency][w.referrer_id]
             row[1] += w.amount
             row[2 if w.beneficiary == "referrer" else 3] += w.amount
+    for name, n in customers.items():
+        arms[name].customers = n
     currencies = sorted(set(money) | {currency})
 
     def one(arm: _Arm, index: int) -> dict[str, Any]:

@@ -975,6 +975,20 @@ async def experiment_referrers(conn: asyncpg.Connection, program_id: int
             for r in rows]
 
 
+async def experiment_customers(conn: asyncpg.Connection, program_id: int) -> dict[str, int]:
+    """Distinct referred customers per variant (a customer two of its referrers brought counts
+    once)."""
+    rows = await conn.fetch(
+        f"""SELECT f.variant, count(DISTINCT c.customer_id) AS n
+           FROM credits cr
+           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
+           WHERE cr.program_id = $1 AND f.variant IS NOT NULL AND cr.credit > 0
+             AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}
+           GROUP BY f.variant""", program_id, list(CREDITED_TYPES))
+    return {r["variant"]: r["n"] for r in rows}
+
+
 async def experiment_revenue(conn: asyncpg.Connection, program_id: int, currency: str
                              ) -> list[ExperimentRevenue]:
     """Referred revenue per referrer and currency: each credited purchase or renewal (not
