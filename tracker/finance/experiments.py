@@ -44,7 +44,7 @@ from tracker.programs.variants import variants_of
 
 LEVEL = 0.05
 CONFIDENCE = 0.95
-BOOTSTRAP = 2000
+BOOTSTRAP = 1000
 _CHUNK = 100  # bootstrap resamples drawn at once (memory: _CHUNK x referrers with money)
 COST_STATUSES = frozenset({"approved", "paid"})
 FRAUD_STATUSES = frozenset({"flagged", "rejected"})

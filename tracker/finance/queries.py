@@ -954,21 +954,27 @@ class ExperimentRewards:
 async def experiment_referrers(conn: asyncpg.Connection, program_id: int
                                ) -> list[ExperimentReferrer]:
     """Every referrer assigned a variant, with its shares, counted clicks (not bots, not
-    duplicates) and referred customers."""
+    duplicates) and referred customers. (Each count is one grouped pass over its table, not a
+    lookup per referrer: a program may have many referrers.)"""
     rows = await conn.fetch(
-        f"""SELECT f.id, f.variant,
-                  (SELECT count(*) FROM shares s
-                   WHERE s.program_id = f.program_id AND s.referrer_id = f.id) AS shares,
-                  (SELECT count(*) FROM clicks k
-                   WHERE k.program_id = f.program_id AND k.referrer_id = f.id
-                     AND NOT k.is_bot AND NOT k.is_duplicate) AS clicks,
-                  (SELECT count(DISTINCT c.customer_id)
-                   FROM credits cr
-                   JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
-                   WHERE cr.program_id = f.program_id AND cr.referrer_id = f.id
-                     AND cr.credit > 0 AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}
-                  ) AS customers
+        f"""WITH s AS (SELECT referrer_id, count(*) AS n FROM shares WHERE program_id = $1
+                      GROUP BY referrer_id),
+                k AS (SELECT referrer_id, count(*) AS n FROM clicks
+                      WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate
+                      GROUP BY referrer_id),
+                v AS (SELECT cr.referrer_id, count(DISTINCT c.customer_id) AS n
+                      FROM credits cr
+                      JOIN conversions c
+                        ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+                      WHERE cr.program_id = $1 AND cr.credit > 0
+                        AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}
+                      GROUP BY cr.referrer_id)
+           SELECT f.id, f.variant, coalesce(s.n, 0) AS shares, coalesce(k.n, 0) AS clicks,
+                  coalesce(v.n, 0) AS customers
            FROM referrers f
+           LEFT JOIN s ON s.referrer_id = f.id
+           LEFT JOIN k ON k.referrer_id = f.id
+           LEFT JOIN v ON v.referrer_id = f.id
            WHERE f.program_id = $1 AND f.variant IS NOT NULL
            ORDER BY f.id""", program_id, list(CREDITED_TYPES))
     return [ExperimentReferrer(r["id"], r["variant"], r["shares"], r["clicks"], r["customers"])
@@ -996,14 +1002,19 @@ async def experiment_revenue(conn: asyncpg.Connection, program_id: int, currency
     an amount takes the whole; never more than the amount). `currency` is the program's, for a
     conversion that names none."""
     rows = await conn.fetch(
-        f"""SELECT cr.referrer_id, coalesce(c.currency, $2) AS currency,
-                  sum(cr.credit::numeric * greatest(0, c.amount - least(c.amount, coalesce(
-                      (SELECT sum(coalesce(x.amount, c.amount)) FROM conversions x
-                       WHERE x.program_id = c.program_id AND x.original_event_id = c.event_id
-                         AND x.type IN ('refund', 'chargeback')), 0))))::float8 AS revenue
+        f"""WITH x AS (SELECT original_event_id AS event_id, sum(amount) AS amount,
+                             bool_or(amount IS NULL) AS whole
+                      FROM conversions
+                      WHERE program_id = $1 AND type IN ('refund', 'chargeback')
+                      GROUP BY original_event_id)
+           SELECT cr.referrer_id, coalesce(c.currency, $2) AS currency,
+                  sum(cr.credit::numeric * (c.amount - CASE
+                      WHEN x.whole THEN c.amount
+                      ELSE least(c.amount, coalesce(x.amount, 0)) END))::float8 AS revenue
            FROM credits cr
            JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
            JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
+           LEFT JOIN x ON x.event_id = c.event_id
            WHERE cr.program_id = $1 AND f.variant IS NOT NULL AND cr.credit > 0
              AND c.type IN ('purchase', 'renewal') AND c.amount IS NOT NULL AND {_NOT_FRAUD}
            GROUP BY cr.referrer_id, coalesce(c.currency, $2)""", program_id, currency)
