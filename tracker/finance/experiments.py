@@ -30,7 +30,6 @@ is reproducible) for revenue and cost per referrer and for ROI.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,6 @@ LEVEL = 0.05
 CONFIDENCE = 0.95
 BOOTSTRAP = 1000
 _CHUNK = 100  # bootstrap resamples drawn at once (memory: _CHUNK x referrers with money)
-COST_STATUSES = frozenset({"approved", "paid"})
 FRAUD_STATUSES = frozenset({"flagged", "rejected"})
 
 TEST = {
@@ -167,20 +165,18 @@ def _percentiles(x: np.ndarray, confidence: float = CONFIDENCE) -> list[float] |
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
-def money_intervals(revenue: np.ndarray, cost: np.ndarray, n: int, seed: Sequence[int]
-                    ) -> dict[str, list[float] | None]:
-    """Bootstrap intervals of revenue and cost per referrer and of ROI for one variant and
-    currency: `revenue` and `cost` per referrer with any money, `n` referrers in all."""
-    rng = np.random.default_rng(list(seed))
-    sums = bootstrap_sums(np.column_stack([revenue, cost]) if revenue.size else
-                          np.zeros((0, 2)), n, rng)
-    rev, cst = sums[:, 0], sums[:, 1]
-    per = max(n, 1)
+def _money_intervals(revenue: np.ndarray, cost: np.ndarray, n: int
+                     ) -> dict[str, list[float] | None]:
+    """Intervals of revenue and cost per referrer and of ROI from bootstrap sums (one value
+    per resample) over a variant's n referrers. ROI's is null when some resample has no
+    cost (ROI undefined there)."""
+    if n == 0:
+        return dict.fromkeys(("revenue_per_referrer_ci", "cost_per_referrer_ci", "roi_ci"))
     with np.errstate(divide="ignore", invalid="ignore"):
-        roi = np.where(cst > 0, (rev - cst) / np.where(cst > 0, cst, 1), np.nan)
-    return {"revenue_per_referrer_ci": _percentiles(rev / per) if n else None,
-            "cost_per_referrer_ci": _percentiles(cst / per) if n else None,
-            "roi_ci": _percentiles(roi) if n else None}
+        roi = np.where(cost > 0, (revenue - cost) / np.where(cost > 0, cost, 1), np.nan)
+    return {"revenue_per_referrer_ci": _percentiles(revenue / n),
+            "cost_per_referrer_ci": _percentiles(cost / n),
+            "roi_ci": _percentiles(roi)}
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -190,13 +186,18 @@ def money_intervals(revenue: np.ndarray, cost: np.ndarray, n: int, seed: Sequenc
 class _Arm:
     name: str
     weight: float | None  # None: no longer in the settings
-    referrers: list[int] = field(default_factory=list)
+    referrers: int = 0
     shares: int = 0
     clicks: int = 0
     customers: int = 0
     converted: int = 0
     rewards: int = 0
     flagged: int = 0
+    # referrer -> [revenue, cost to referrers, cost to referees] per currency, flat
+    money: dict[int, list[float]] = field(default_factory=dict)
+
+
+_KINDS = ("revenue", "referrer", "referee")
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:
@@ -207,88 +208,78 @@ def _interval(ci: tuple[float, float] | None) -> list[float] | None:
     return None if ci is None else [round(ci[0], 4), round(ci[1], 4)]
 
 
+def _arm_json(arm: _Arm, currencies: list[str], seed: Sequence[int]) -> dict[str, Any]:
+    n = arm.referrers
+    width = len(_KINDS)
+    table = np.array(list(arm.money.values())) if arm.money else \
+        np.zeros((0, width * len(currencies)))
+    # revenue and total cost per currency, per referrer with any money: one bootstrap for all
+    columns = []
+    for c in range(len(currencies)):
+        columns += [table[:, c * width], table[:, c * width + 1] + table[:, c * width + 2]]
+    sums = bootstrap_sums(np.column_stack(columns) if table.shape[0] else
+                          np.zeros((0, len(columns))), n, np.random.default_rng(list(seed)))
+    per_currency = {}
+    for c, cur in enumerate(currencies):
+        rev, to_referrers, to_referees = (float(table[:, c * width + k].sum())
+                                          for k in range(width))
+        cost = to_referrers + to_referees
+        per_currency[cur] = {
+            "revenue": round(rev),
+            "incentive_cost": round(cost),
+            "incentive_cost_referrer": round(to_referrers),
+            "incentive_cost_referee": round(to_referees),
+            "roi": _round((rev - cost) / cost) if cost else None,
+            "revenue_per_referrer": _round(rev / n, 2) if n else None,
+            "cost_per_referrer": _round(cost / n, 2) if n else None,
+            **_money_intervals(sums[:, 2 * c], sums[:, 2 * c + 1], n),
+        }
+    return {
+        "name": arm.name,
+        "weight": arm.weight,
+        "active": arm.weight is not None,
+        "referrers": n,
+        "shares": arm.shares,
+        "clicks": arm.clicks,
+        "referred_customers": arm.customers,
+        "converting_referrers": arm.converted,
+        "conversion_rate": _round(arm.converted / n) if n else None,
+        "conversion_rate_ci": _interval(exact_interval(arm.converted, n)),
+        "customers_per_click": _round(arm.customers / arm.clicks) if arm.clicks else None,
+        "rewards": arm.rewards,
+        "fraud_flagged_rewards": arm.flagged,
+        "fraud_rate": _round(arm.flagged / arm.rewards) if arm.rewards else None,
+        "fraud_rate_ci": _interval(exact_interval(arm.flagged, arm.rewards)),
+        "money": per_currency,
+    }
+
+
 async def experiments_report(conn: asyncpg.Connection, program_id: int,
                              settings: dict[str, Any]) -> dict[str, Any]:
     """The experiment's figures per variant, the pairwise tests and the winner (see module)."""
     currency = (settings.get("reward") or {}).get("currency", "USD")
-    referrers = await queries.experiment_referrers(conn, program_id)
-    customers = await queries.experiment_customers(conn, program_id)
-    revenue = await queries.experiment_revenue(conn, program_id, currency)
-    rewards = await queries.experiment_rewards(conn, program_id)
-
     arms: dict[str, _Arm] = {v.name: _Arm(v.name, v.weight) for v in variants_of(settings)}
-    variant_of: dict[int, str] = {}
-    for r in referrers:
+    for a in await queries.experiment_arms(conn, program_id):
+        arm = arms.setdefault(a.variant, _Arm(a.variant, None))
+        arm.referrers, arm.shares, arm.clicks = a.referrers, a.shares, a.clicks
+        arm.converted, arm.customers = a.converted, a.customers
+    for r in await queries.experiment_reward_counts(conn, program_id):
         arm = arms.setdefault(r.variant, _Arm(r.variant, None))
-        arm.referrers.append(r.id)
-        arm.shares += r.shares
-        arm.clicks += r.clicks
-        arm.converted += r.customers > 0
-        variant_of[r.id] = r.variant
-
-    # money[currency][referrer] = [revenue, cost, cost to referrers, cost to referees]
-    money: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0] * 4))
-    for v in revenue:
-        money[v.currency][v.referrer_id][0] += v.revenue
-    for w in rewards:
-        if variant_of.get(w.referrer_id) != w.variant:
-            continue  # not under its referrer's recorded variant: outside the experiment
-        arm = arms[w.variant]
-        arm.rewards += w.n
-        if w.status in FRAUD_STATUSES:
-            arm.flagged += w.n
-        if w.status in COST_STATUSES:
-            row = money[w.currency][w.referrer_id]
-            row[1] += w.amount
-            row[2 if w.beneficiary == "referrer" else 3] += w.amount
-    for name, n in customers.items():
-        arms[name].customers = n
-    currencies = sorted(set(money) | {currency})
-
-    def one(arm: _Arm, index: int) -> dict[str, Any]:
-        n = len(arm.referrers)
-        mine = set(arm.referrers)
-        per_currency = {}
-        for c_index, cur in enumerate(currencies):
-            rows = [vals for ref, vals in money[cur].items() if ref in mine]
-            rev = sum(r[0] for r in rows)
-            cost = sum(r[1] for r in rows)
-            intervals = money_intervals(np.array([r[0] for r in rows]),
-                                        np.array([r[1] for r in rows]), n,
-                                        (program_id, index, c_index))
-            per_currency[cur] = {
-                "revenue": round(rev),
-                "incentive_cost": round(cost),
-                "incentive_cost_referrer": round(sum(r[2] for r in rows)),
-                "incentive_cost_referee": round(sum(r[3] for r in rows)),
-                "roi": _round((rev - cost) / cost) if cost else None,
-                "revenue_per_referrer": _round(rev / n, 2) if n else None,
-                "cost_per_referrer": _round(cost / n, 2) if n else None,
-                **intervals,
-            }
-        return {
-            "name": arm.name,
-            "weight": arm.weight,
-            "active": arm.weight is not None,
-            "referrers": n,
-            "shares": arm.shares,
-            "clicks": arm.clicks,
-            "referred_customers": arm.customers,
-            "converting_referrers": arm.converted,
-            "conversion_rate": _round(arm.converted / n) if n else None,
-            "conversion_rate_ci": _interval(exact_interval(arm.converted, n)),
-            "customers_per_click": _round(arm.customers / arm.clicks) if arm.clicks else None,
-            "rewards": arm.rewards,
-            "fraud_flagged_rewards": arm.flagged,
-            "fraud_rate": _round(arm.flagged / arm.rewards) if arm.rewards else None,
-            "fraud_rate_ci": _interval(exact_interval(arm.flagged, arm.rewards)),
-            "money": per_currency,
-        }
+        arm.rewards += r.n
+        if r.status in FRAUD_STATUSES:
+            arm.flagged += r.n
+    money = await queries.experiment_money(conn, program_id, currency)
+    currencies = sorted({m.currency for m in money} | {currency})
+    where = {cur: i * len(_KINDS) for i, cur in enumerate(currencies)}
+    for m in money:
+        row = arms[m.variant].money.setdefault(m.referrer_id, [0.0] * len(where) * len(_KINDS))
+        row[where[m.currency] + _KINDS.index(m.kind)] += m.amount
 
     ordered = list(arms.values())
     # The bootstrap is CPU work: off the event loop.
-    variants = await asyncio.to_thread(lambda: [one(a, i) for i, a in enumerate(ordered)])
-    verdict = significance([(a.name, a.converted, len(a.referrers)) for a in ordered])
+    variants = await asyncio.to_thread(
+        lambda: [_arm_json(a, currencies, (program_id, i)) for i, a in enumerate(ordered)])
+    verdict = significance([(a.name, a.converted, a.referrers) for a in ordered])
     live = sum(1 for a in ordered if a.referrers)
     return {
         "level": LEVEL,

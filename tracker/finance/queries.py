@@ -925,110 +925,117 @@ _NOT_FRAUD = """NOT EXISTS (SELECT 1 FROM rewards w
 
 
 @dataclass(frozen=True, slots=True)
-class ExperimentReferrer:
-    id: int
+class ExperimentArm:
     variant: str
+    referrers: int
     shares: int
-    clicks: int
-    customers: int  # distinct referred customers (credited conversions, not fraud-flagged)
+    clicks: int  # not bots, not duplicates
+    converted: int  # referrers with at least one referred customer
+    customers: int  # distinct referred customers (a customer two referrers brought: once)
 
 
 @dataclass(frozen=True, slots=True)
-class ExperimentRevenue:
-    referrer_id: int
-    currency: str
-    revenue: float  # credit x (amount - refunded), minor units (fractional: credit)
+class ExperimentMoney:
+    """Money of one referrer in one currency: revenue, or the cost of its approved or paid
+    rewards to one side."""
 
-
-@dataclass(frozen=True, slots=True)
-class ExperimentRewards:
     referrer_id: int
     variant: str
-    beneficiary: str
-    status: str
     currency: str
+    kind: str  # revenue | referrer | referee (the beneficiary of a cost)
+    amount: float  # minor units (revenue is fractional: credit)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRewardCount:
+    variant: str
+    status: str
     n: int
-    amount: int
 
 
-async def experiment_referrers(conn: asyncpg.Connection, program_id: int
-                               ) -> list[ExperimentReferrer]:
-    """Every referrer assigned a variant, with its shares, counted clicks (not bots, not
-    duplicates) and referred customers. (Each count is one grouped pass over its table, not a
-    lookup per referrer: a program may have many referrers.)"""
+async def experiment_arms(conn: asyncpg.Connection, program_id: int) -> list[ExperimentArm]:
+    """Per recorded variant: its referrers, their shares, counted clicks, how many brought a
+    referred customer (credited conversion, not fraud-flagged), and those customers. One
+    grouped pass over each table (a program may have many referrers)."""
     rows = await conn.fetch(
         f"""WITH s AS (SELECT referrer_id, count(*) AS n FROM shares WHERE program_id = $1
                       GROUP BY referrer_id),
                 k AS (SELECT referrer_id, count(*) AS n FROM clicks
                       WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate
                       GROUP BY referrer_id),
-                v AS (SELECT cr.referrer_id, count(DISTINCT c.customer_id) AS n
+                v AS (SELECT DISTINCT cr.referrer_id, c.customer_id
                       FROM credits cr
                       JOIN conversions c
                         ON c.program_id = cr.program_id AND c.id = cr.conversion_id
                       WHERE cr.program_id = $1 AND cr.credit > 0
-                        AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}
-                      GROUP BY cr.referrer_id)
-           SELECT f.id, f.variant, coalesce(s.n, 0) AS shares, coalesce(k.n, 0) AS clicks,
-                  coalesce(v.n, 0) AS customers
-           FROM referrers f
-           LEFT JOIN s ON s.referrer_id = f.id
-           LEFT JOIN k ON k.referrer_id = f.id
-           LEFT JOIN v ON v.referrer_id = f.id
-           WHERE f.program_id = $1 AND f.variant IS NOT NULL
-           ORDER BY f.id""", program_id, list(CREDITED_TYPES))
-    return [ExperimentReferrer(r["id"], r["variant"], r["shares"], r["clicks"], r["customers"])
-            for r in rows]
+                        AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}),
+                won AS (SELECT DISTINCT referrer_id FROM v),
+                per AS (SELECT f.variant, coalesce(s.n, 0) AS shares, coalesce(k.n, 0) AS clicks,
+                               won.referrer_id IS NOT NULL AS converted
+                        FROM referrers f
+                        LEFT JOIN s ON s.referrer_id = f.id
+                        LEFT JOIN k ON k.referrer_id = f.id
+                        LEFT JOIN won ON won.referrer_id = f.id
+                        WHERE f.program_id = $1 AND f.variant IS NOT NULL),
+                cust AS (SELECT f.variant, count(DISTINCT v.customer_id) AS n
+                         FROM v JOIN referrers f ON f.program_id = $1 AND f.id = v.referrer_id
+                         WHERE f.variant IS NOT NULL GROUP BY f.variant)
+           SELECT per.variant, count(*) AS referrers, sum(shares)::bigint AS shares,
+                  sum(clicks)::bigint AS clicks, count(*) FILTER (WHERE converted) AS converted,
+                  coalesce(max(cust.n), 0) AS customers
+           FROM per LEFT JOIN cust ON cust.variant = per.variant
+           GROUP BY per.variant ORDER BY per.variant""", program_id, list(CREDITED_TYPES))
+    return [ExperimentArm(r["variant"], r["referrers"], r["shares"], r["clicks"],
+                          r["converted"], r["customers"]) for r in rows]
 
 
-async def experiment_customers(conn: asyncpg.Connection, program_id: int) -> dict[str, int]:
-    """Distinct referred customers per variant (a customer two of its referrers brought counts
-    once)."""
-    rows = await conn.fetch(
-        f"""SELECT f.variant, count(DISTINCT c.customer_id) AS n
-           FROM credits cr
-           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
-           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
-           WHERE cr.program_id = $1 AND f.variant IS NOT NULL AND cr.credit > 0
-             AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}
-           GROUP BY f.variant""", program_id, list(CREDITED_TYPES))
-    return {r["variant"]: r["n"] for r in rows}
-
-
-async def experiment_revenue(conn: asyncpg.Connection, program_id: int, currency: str
-                             ) -> list[ExperimentRevenue]:
-    """Referred revenue per referrer and currency: each credited purchase or renewal (not
-    fraud-flagged) at its credit, net of what refunds and chargebacks took back (one without
-    an amount takes the whole; never more than the amount). `currency` is the program's, for a
-    conversion that names none."""
+async def experiment_money(conn: asyncpg.Connection, program_id: int, currency: str
+                           ) -> list[ExperimentMoney]:
+    """Per referrer with a variant, currency and kind: referred revenue, each credited
+    purchase or renewal (not fraud-flagged) at its credit, net of what refunds and chargebacks
+    took back (one without an amount takes the whole; never more than the amount; `currency`
+    is the program's, for a conversion that names none); and the cost of its rewards made
+    under its variant that are approved or paid (a reversed one costs nothing: its clawback
+    settles what was paid), by beneficiary (a referee reward's referrer is the credited one
+    whose variant made it)."""
     rows = await conn.fetch(
         f"""WITH x AS (SELECT original_event_id AS event_id, sum(amount) AS amount,
                              bool_or(amount IS NULL) AS whole
                       FROM conversions
                       WHERE program_id = $1 AND type IN ('refund', 'chargeback')
                       GROUP BY original_event_id)
-           SELECT cr.referrer_id, coalesce(c.currency, $2) AS currency,
+           SELECT cr.referrer_id, f.variant, coalesce(c.currency, $2) AS currency,
+                  'revenue' AS kind,
                   sum(cr.credit::numeric * (c.amount - CASE
                       WHEN x.whole THEN c.amount
-                      ELSE least(c.amount, coalesce(x.amount, 0)) END))::float8 AS revenue
+                      ELSE least(c.amount, coalesce(x.amount, 0)) END))::float8 AS amount
            FROM credits cr
            JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
            JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
            LEFT JOIN x ON x.event_id = c.event_id
            WHERE cr.program_id = $1 AND f.variant IS NOT NULL AND cr.credit > 0
              AND c.type IN ('purchase', 'renewal') AND c.amount IS NOT NULL AND {_NOT_FRAUD}
-           GROUP BY cr.referrer_id, coalesce(c.currency, $2)""", program_id, currency)
-    return [ExperimentRevenue(r["referrer_id"], r["currency"], r["revenue"]) for r in rows]
+           GROUP BY cr.referrer_id, f.variant, coalesce(c.currency, $2)
+           UNION ALL
+           SELECT w.referrer_id, w.variant, w.currency, w.beneficiary,
+                  sum(w.amount)::float8
+           FROM rewards w
+           JOIN referrers f ON f.program_id = w.program_id AND f.id = w.referrer_id
+           WHERE w.program_id = $1 AND w.variant = f.variant
+             AND w.status IN ('approved', 'paid')
+           GROUP BY w.referrer_id, w.variant, w.currency, w.beneficiary""",
+        program_id, currency)
+    return [ExperimentMoney(r["referrer_id"], r["variant"], r["currency"], r["kind"],
+                            r["amount"]) for r in rows]
 
 
-async def experiment_rewards(conn: asyncpg.Connection, program_id: int
-                             ) -> list[ExperimentRewards]:
-    """Rewards made under a variant's rules, by referrer (a referee reward's is the credited
-    referrer whose variant made it), beneficiary, status and currency."""
+async def experiment_reward_counts(conn: asyncpg.Connection, program_id: int
+                                   ) -> list[ExperimentRewardCount]:
+    """Rewards made under their referrer's variant, per variant and status."""
     rows = await conn.fetch(
-        """SELECT referrer_id, variant, beneficiary, status, currency, count(*) AS n,
-                  sum(amount)::bigint AS amount
-           FROM rewards WHERE program_id = $1 AND variant IS NOT NULL
-           GROUP BY referrer_id, variant, beneficiary, status, currency""", program_id)
-    return [ExperimentRewards(r["referrer_id"], r["variant"], r["beneficiary"], r["status"],
-                              r["currency"], r["n"], r["amount"]) for r in rows]
+        """SELECT w.variant, w.status, count(*) AS n
+           FROM rewards w
+           JOIN referrers f ON f.program_id = w.program_id AND f.id = w.referrer_id
+           WHERE w.program_id = $1 AND w.variant = f.variant
+           GROUP BY w.variant, w.status""", program_id)
+    return [ExperimentRewardCount(r["variant"], r["status"], r["n"]) for r in rows]
