@@ -977,9 +977,12 @@ async def experiment_arms(conn: asyncpg.Connection, program_id: int) -> list[Exp
                         LEFT JOIN k ON k.referrer_id = f.id
                         LEFT JOIN won ON won.referrer_id = f.id
                         WHERE f.program_id = $1 AND f.variant IS NOT NULL),
-                cust AS (SELECT f.variant, count(DISTINCT v.customer_id) AS n
-                         FROM v JOIN referrers f ON f.program_id = $1 AND f.id = v.referrer_id
-                         WHERE f.variant IS NOT NULL GROUP BY f.variant)
+                cust AS (SELECT variant, count(*) AS n
+                         FROM (SELECT DISTINCT f.variant, v.customer_id
+                               FROM v JOIN referrers f
+                                 ON f.program_id = $1 AND f.id = v.referrer_id
+                               WHERE f.variant IS NOT NULL) d
+                         GROUP BY variant)
            SELECT per.variant, count(*) AS referrers, sum(shares)::bigint AS shares,
                   sum(clicks)::bigint AS clicks, count(*) FILTER (WHERE converted) AS converted,
                   coalesce(max(cust.n), 0) AS customers
