@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import ClientFactory, auth
 from tests.shop import Shop
+from tracker.finance import queries as finance_queries
 from tracker.finance.clearance import release
 from tracker.finance.experiments import (
     LEVEL,
@@ -198,9 +199,16 @@ async def test_variants_are_sticky_when_the_variants_change(
                                  headers=auth(shop.tokens["finance"]))
     assert {(r["payee"], r["variant"]) for r in (await resp.json())["items"]} == {
         (first_50, "50/50"), ("c50", "50/50"), (first_75, "75/25"), ("c75", "75/25")}
-    hook = json.loads(await conn.fetchval(
-        "SELECT payload::text FROM webhook_outbox ORDER BY id LIMIT 1") or "null")
-    assert hook is None  # no webhook_url: nothing queued (the payload names the variant)
+    # ... and in the program's webhook events.
+    await conn.execute("""UPDATE programs SET settings = settings ||
+                          '{"webhook_url": "https://hooks.acme.test/in"}'""")
+    ids = [r["id"] for r in (await shop.rewards()).values()]
+    await finance_queries.enqueue_webhooks(conn, "reward.created", ids)
+    hooks = [json.loads(p) for p in await conn.fetchval(
+        "SELECT array_agg(payload::text) FROM webhook_outbox WHERE event = 'reward.created'")]
+    assert {(h["reward"]["payee"], h["reward"]["variant"]) for h in hooks} == {
+        (first_50, "50/50"), ("c50", "50/50"), (first_75, "75/25"), ("c75", "75/25")}
+    await conn.execute("UPDATE programs SET settings = settings - 'webhook_url'")
 
     # The 75/25 arm ends: its referrers keep their variant, new rewards follow reward.rules.
     resp = await shop.client.patch("/api/v1/programs/acme", json={"settings": {
