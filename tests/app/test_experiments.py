@@ -119,6 +119,23 @@ def test_bootstrap_draws_only_referrers_with_money_yet_resamples_all_of_them() -
     assert (sums / 1000).std() == pytest.approx(0.3146, rel=0.06)
 
 
+def test_a_large_variants_intervals_match_resampling() -> None:
+    """Beyond LARGE referrers with money the sums are drawn from the bootstrap's normal limit:
+    on heavy-tailed revenue the intervals (and ROI's) agree with real resampling."""
+    rng = np.random.default_rng(5)
+    m, n = 3000, 9000
+    money = np.column_stack([rng.lognormal(8, 1.2, m), rng.choice([0, 1000, 2000], m)])
+    limit = bootstrap_sums(money, n, np.random.default_rng(1))
+    resampled = bootstrap_sums(money, n, np.random.default_rng(1), large=10**9)
+    for sums in (limit, resampled):
+        assert sums.shape == (1000, 2)
+    bounds = [np.quantile(s, [0.025, 0.975], axis=0) for s in (limit, resampled)]
+    assert bounds[0] == pytest.approx(bounds[1], rel=0.01)
+    roi = [np.quantile((s[:, 0] - s[:, 1]) / s[:, 1], [0.025, 0.975]) for s in (limit,
+                                                                             resampled)]
+    assert roi[0] == pytest.approx(roi[1], rel=0.01)
+
+
 def test_no_winner_without_a_significant_difference_over_all_others() -> None:
     assert significance([("a", 10, 100), ("b", 30, 100)]).winner == "b"
     assert significance([("a", 10, 100), ("b", 13, 100)]).winner is None
