@@ -42,7 +42,9 @@ from tracker.finance.queries import CreditedConversion, HeldReward, NewReward
 from tracker.finance.rules import Rule, cap, parse_rules, split_by_credit
 from tracker.formats import CREDITED_TYPES
 from tracker.privacy import finish_erasures, name_erasures
+from tracker.programs.queries import assign_variants
 from tracker.programs.validation import ADAPTIVE_HOLD
+from tracker.programs.variants import Variant, variants_of
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import publish_flag_counts, scan
 
@@ -72,6 +74,10 @@ class ProgramRules:
     reject_action: str
     adaptive: dict[str, int] | None
     rules: list[Rule]
+    # An incentive experiment (settings.reward.variants): the variants to assign, and each
+    # one's rules by name. Empty for a program without one.
+    variants: list[Variant] = field(default_factory=list)
+    variant_rules: dict[str, list[Rule]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, program: queries.ProgramSettings) -> ProgramRules:
@@ -82,7 +88,17 @@ class ProgramRules:
                    float(s.get("review_at", 0.5)), float(s.get("reject_at", 0.9)),
                    s.get("reject_action", "reject"),
                    None if adaptive is None else {**ADAPTIVE_HOLD, **adaptive},
-                   parse_rules(reward))
+                   parse_rules(reward), variants_of(s),
+                   {v["name"]: parse_rules(v) for v in reward.get("variants") or []})
+
+    def variant(self, recorded: str | None) -> str | None:
+        """The variant whose rules apply to a referrer with this recorded variant: itself
+        while the program still has it; None (the plain `reward.rules`) for a referrer with
+        none, or whose variant has been removed from the settings (its arm has ended)."""
+        return recorded if recorded in self.variant_rules else None
+
+    def rules_of(self, variant: str | None) -> list[Rule]:
+        return self.rules if variant is None else self.variant_rules[variant]
 
 
 async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseSummary:
@@ -96,6 +112,9 @@ async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseS
         async with conn.transaction():
             await job_lock(conn, "clearance")
             program = ProgramRules.load(settings)
+            # Referrers made before the experiment began, or not through the API, are
+            # assigned now: before their first reward is made.
+            await assign_variants(conn, program.id, program.variants)
             while (n := await create_rewards(conn, program)) > 0:
                 summary.created += n
             summary.reversed += await reverse_refunded(conn, program.id)
@@ -199,28 +218,46 @@ async def create_rewards(conn: asyncpg.Connection, program: ProgramRules) -> int
 
 def _earned(program: ProgramRules, row: CreditedConversion, firsts: _Firsts, usage: _Usage
             ) -> list[NewReward]:
-    """The rewards of one conversion under the rules that apply to it."""
+    """The rewards of one conversion under the rules that apply to it: each credited
+    referrer's under its variant's rules (all of them under the plain rules when the program
+    has no variants); a referee reward under the rules of the referrer with the most credit."""
     if not row.referrers:
         return []
     began = firsts.of_any.get(row.customer_id, row.occurred_at)
     new: list[NewReward] = []
-    for rule in program.rules:
-        if rule.on != row.type:
-            continue
-        if rule.first_only and firsts.of_type.get((row.customer_id, row.type)) != row.id:
-            continue
-        if rule.months is not None and row.occurred_at > _add_months(began, rule.months):
-            continue
-        new += _rewards_for(program, rule, row, usage)
+    for variant, members in _by_variant(program, row):
+        for rule in program.rules_of(variant):
+            if rule.on != row.type:
+                continue
+            if rule.first_only and firsts.of_type.get((row.customer_id, row.type)) != row.id:
+                continue
+            if rule.months is not None and row.occurred_at > _add_months(began, rule.months):
+                continue
+            if rule.beneficiary == "referee" and members[0] != 0:
+                continue
+            new += _rewards_for(program, rule, row, usage, (members, variant))
     return new
 
 
-def _rewards_for(program: ProgramRules, rule: Rule, row: CreditedConversion, usage: _Usage
-                 ) -> list[NewReward]:
+def _by_variant(program: ProgramRules, row: CreditedConversion
+                ) -> list[tuple[str | None, list[int]]]:
+    """The conversion's referrers (their indexes, by credit) grouped by the variant whose
+    rules apply to them, the top referrer's group first."""
+    groups: dict[str | None, list[int]] = {}
+    for i in range(len(row.referrers)):
+        recorded = row.variants[i] if i < len(row.variants) else None
+        groups.setdefault(program.variant(recorded), []).append(i)
+    return list(groups.items())
+
+
+def _rewards_for(program: ProgramRules, rule: Rule, row: CreditedConversion, usage: _Usage,
+                 group: tuple[list[int], str | None]) -> list[NewReward]:
+    """The rule's rewards for one variant's group of the conversion's referrers (indexes)."""
+    members, variant = group
     at = row.occurred_at
-    referrers = list(row.referrers)
-    credits = list(row.credits)
-    names = list(row.names)
+    referrers = [row.referrers[i] for i in members]
+    credits = [row.credits[i] for i in members]
+    names = [row.names[i] for i in members]
     currency = program.currency if rule.rate.flat is not None else (
         row.currency or program.currency)
     if rule.beneficiary == "referee":
@@ -229,7 +266,7 @@ def _rewards_for(program: ProgramRules, rule: Rule, row: CreditedConversion, usa
                   "whole": amount}
         return [NewReward(row.id, rule.index, referrers[0], "referee", row.customer_id,
                           amount, currency, 1.0, _hold(program, at, referrers[0], usage),
-                          detail, rule.kind, rule.pool)]
+                          detail, rule.kind, rule.pool, variant)]
     rates = [rule.rate_after(usage.approved[ref]) for ref in referrers]
     wholes = [rate.amount(row.amount) for rate, _tier in rates]
     _total, parts = split_by_credit(wholes, credits)
@@ -245,7 +282,7 @@ def _rewards_for(program: ProgramRules, rule: Rule, row: CreditedConversion, usa
             calc["caps"] = notes
         out.append(NewReward(row.id, rule.index, ref, "referrer", name, amount, currency,
                              credit, _hold(program, at, ref, usage), calc, rule.kind,
-                             rule.pool))
+                             rule.pool, variant))
     return out
 
 

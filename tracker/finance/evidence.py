@@ -32,7 +32,7 @@ _COLUMNS = """r.id, p.slug AS program, f.external_id AS referrer, r.beneficiary,
     r.conversion_id, c.event_id, r.amount, r.currency, r.status, r.risk_score,
     r.reasons::text AS reasons, r.hold_until, r.created_at, r.flagged_at, r.decided_by,
     r.decided_at, r.decision_reason, r.batch_id, r.paid_at, r.calculation::text AS calculation,
-    r.program_id, r.referrer_id, r.kind,
+    r.program_id, r.referrer_id, r.kind, r.variant,
     (SELECT k.code FROM coupon_codes k WHERE k.reward_id = r.id) AS coupon_code"""
 _FROM = """FROM rewards r
     JOIN programs p ON p.id = r.program_id
@@ -111,6 +111,9 @@ class RewardItem:
     kind: str = "cash"  # cash | credit | coupon (migration 0023)
     # A coupon reward's code once approved; the API shows it to finance and admins only.
     coupon_code: str | None = None
+    # The reward variant whose rules made it (incentive experiments, migration 0030); None
+    # for the program's plain rules.
+    variant: str | None = None
 
     @property
     def top_reason(self) -> Reason | None:
@@ -263,7 +266,8 @@ def reward_item(r: asyncpg.Record) -> RewardItem:
         created_at=r["created_at"], flagged_at=r["flagged_at"], decided_by=r["decided_by"],
         decided_at=r["decided_at"], decision_reason=r["decision_reason"],
         batch_id=r["batch_id"], paid_at=r["paid_at"],
-        calculation=json.loads(r["calculation"]), kind=r["kind"], coupon_code=r["coupon_code"])
+        calculation=json.loads(r["calculation"]), kind=r["kind"], coupon_code=r["coupon_code"],
+        variant=r["variant"])
 
 
 async def list_rewards(conn: asyncpg.Connection | asyncpg.Pool, *, status: str | None = None,

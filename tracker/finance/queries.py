@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from tracker.errors import NotFound
+from tracker.formats import CREDITED_TYPES
 
 # -- clearance: programs -----------------------------------------------------------------------
 
@@ -53,6 +54,8 @@ class CreditedConversion:
     referrers: tuple[int, ...]
     credits: tuple[float, ...]
     names: tuple[str, ...]
+    # Each referrer's recorded reward variant (None: none assigned), index for index.
+    variants: tuple[str | None, ...] = ()
 
 
 async def conversions_to_reward(conn: asyncpg.Connection, program_id: int,
@@ -65,7 +68,9 @@ async def conversions_to_reward(conn: asyncpg.Connection, program_id: int,
                   coalesce(array_agg(cr.credit ORDER BY cr.credit DESC, cr.referrer_id)
                            FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS credits,
                   coalesce(array_agg(f.external_id ORDER BY cr.credit DESC, cr.referrer_id)
-                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS names
+                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS names,
+                  coalesce(array_agg(f.variant ORDER BY cr.credit DESC, cr.referrer_id)
+                           FILTER (WHERE cr.referrer_id IS NOT NULL), '{}') AS variants
            FROM conversions c
            LEFT JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
            LEFT JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
@@ -74,7 +79,7 @@ async def conversions_to_reward(conn: asyncpg.Connection, program_id: int,
         program_id, limit)
     return [CreditedConversion(r["id"], r["type"], r["customer_id"], r["amount"], r["currency"],
                                r["occurred_at"], tuple(r["referrers"]), tuple(r["credits"]),
-                               tuple(r["names"]))
+                               tuple(r["names"]), tuple(r["variants"]))
             for r in rows]
 
 
@@ -157,6 +162,7 @@ class NewReward:
     calculation: dict[str, Any]
     kind: str = "cash"  # cash | credit | coupon (tracker.finance.rules)
     pool: str | None = None  # a coupon reward's pool
+    variant: str | None = None  # the reward variant whose rules made it (None: plain rules)
 
 
 async def insert_rewards(conn: asyncpg.Connection, program_id: int,
@@ -171,17 +177,17 @@ async def insert_rewards(conn: asyncpg.Connection, program_id: int,
     rows = await conn.fetch(
         """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id,
                beneficiary, payee, amount, currency, credit, hold_until, calculation,
-               risk_score, reasons, kind, pool)
+               risk_score, reasons, kind, pool, variant)
            SELECT $1, n.conversion_id, n.rule_index, n.referrer_id, n.beneficiary, n.payee,
                   n.amount, n.currency, n.credit, greatest(n.hold_until, now()),
                   n.calculation::jsonb, k.score, coalesce(k.reasons, '[]'::jsonb), n.kind,
-                  n.pool
+                  n.pool, n.variant
            FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[], $6::text[],
                        $7::bigint[], $8::text[], $9::float8[], $10::timestamptz[],
-                       $11::text[], $12::text[], $13::text[])
+                       $11::text[], $12::text[], $13::text[], $14::text[])
                 WITH ORDINALITY AS n(conversion_id, rule_index, referrer_id, beneficiary,
                                      payee, amount, currency, credit, hold_until,
-                                     calculation, kind, pool, ord)
+                                     calculation, kind, pool, variant, ord)
            LEFT JOIN conversion_risk k ON k.program_id = $1
                                       AND k.conversion_id = n.conversion_id
            ORDER BY n.ord
@@ -192,7 +198,7 @@ async def insert_rewards(conn: asyncpg.Connection, program_id: int,
         [n.payee for n in rewards], [n.amount for n in rewards],
         [n.currency for n in rewards], [n.credit for n in rewards],
         [n.hold_until for n in rewards], [json.dumps(n.calculation) for n in rewards],
-        [n.kind for n in rewards], [n.pool for n in rewards])
+        [n.kind for n in rewards], [n.pool for n in rewards], [n.variant for n in rewards])
     return sorted(r["id"] for r in rows)
 
 
@@ -730,7 +736,7 @@ async def enqueue_webhooks(conn: asyncpg.Connection, event: str, reward_ids: lis
                           'beneficiary', r.beneficiary, 'payee', r.payee,
                           'conversion', r.conversion_id, 'event_id', c.event_id,
                           'amount', r.amount, 'currency', r.currency, 'status', r.status,
-                          'batch_id', r.batch_id, 'kind', r.kind,
+                          'batch_id', r.batch_id, 'kind', r.kind, 'variant', r.variant,
                           'coupon_code', (SELECT k.code FROM coupon_codes k
                                           WHERE k.reward_id = r.id)))
            FROM rewards r
@@ -943,3 +949,132 @@ async def coupon_counts(conn: asyncpg.Connection | asyncpg.Pool, program_id: int
            FROM coupon_codes WHERE program_id = $1 AND ($2::text IS NULL OR pool = $2)
            GROUP BY pool ORDER BY pool""", program_id, pool)
     return [CouponCounts(r["pool"], r["available"], r["assigned"]) for r in rows]
+
+
+# -- incentive experiments (tracker.finance.experiments) ----------------------------------------
+# Per referrer with a recorded variant: the unit the experiment randomises. A conversion one of
+# whose rewards is fraud-flagged (`flagged` or `rejected`) counts for nothing here.
+
+_NOT_FRAUD = """NOT EXISTS (SELECT 1 FROM rewards w
+                        WHERE w.program_id = c.program_id AND w.conversion_id = c.id
+                          AND w.status IN ('flagged', 'rejected'))"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentArm:
+    variant: str
+    referrers: int
+    shares: int
+    clicks: int  # not bots, not duplicates
+    converted: int  # referrers with at least one referred customer
+    customers: int  # distinct referred customers (a customer two referrers brought: once)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentMoney:
+    """Money of one referrer in one currency: revenue, or the cost of its approved or paid
+    rewards to one side."""
+
+    referrer_id: int
+    variant: str
+    currency: str
+    kind: str  # revenue | referrer | referee (the beneficiary of a cost)
+    amount: float  # minor units (revenue is fractional: credit)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRewardCount:
+    variant: str
+    status: str
+    n: int
+
+
+async def experiment_arms(conn: asyncpg.Connection, program_id: int) -> list[ExperimentArm]:
+    """Per recorded variant: its referrers, their shares, counted clicks, how many brought a
+    referred customer (credited conversion, not fraud-flagged), and those customers. One
+    grouped pass over each table (a program may have many referrers)."""
+    rows = await conn.fetch(
+        f"""WITH s AS (SELECT referrer_id, count(*) AS n FROM shares WHERE program_id = $1
+                      GROUP BY referrer_id),
+                k AS (SELECT referrer_id, count(*) AS n FROM clicks
+                      WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate
+                      GROUP BY referrer_id),
+                v AS (SELECT DISTINCT cr.referrer_id, c.customer_id
+                      FROM credits cr
+                      JOIN conversions c
+                        ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+                      WHERE cr.program_id = $1 AND cr.credit > 0
+                        AND c.type = ANY($2::text[]) AND {_NOT_FRAUD}),
+                won AS (SELECT DISTINCT referrer_id FROM v),
+                per AS (SELECT f.variant, coalesce(s.n, 0) AS shares, coalesce(k.n, 0) AS clicks,
+                               won.referrer_id IS NOT NULL AS converted
+                        FROM referrers f
+                        LEFT JOIN s ON s.referrer_id = f.id
+                        LEFT JOIN k ON k.referrer_id = f.id
+                        LEFT JOIN won ON won.referrer_id = f.id
+                        WHERE f.program_id = $1 AND f.variant IS NOT NULL),
+                cust AS (SELECT variant, count(*) AS n
+                         FROM (SELECT DISTINCT f.variant, v.customer_id
+                               FROM v JOIN referrers f
+                                 ON f.program_id = $1 AND f.id = v.referrer_id
+                               WHERE f.variant IS NOT NULL) d
+                         GROUP BY variant)
+           SELECT per.variant, count(*) AS referrers, sum(shares)::bigint AS shares,
+                  sum(clicks)::bigint AS clicks, count(*) FILTER (WHERE converted) AS converted,
+                  coalesce(max(cust.n), 0) AS customers
+           FROM per LEFT JOIN cust ON cust.variant = per.variant
+           GROUP BY per.variant ORDER BY per.variant""", program_id, list(CREDITED_TYPES))
+    return [ExperimentArm(r["variant"], r["referrers"], r["shares"], r["clicks"],
+                          r["converted"], r["customers"]) for r in rows]
+
+
+async def experiment_money(conn: asyncpg.Connection, program_id: int, currency: str
+                           ) -> list[ExperimentMoney]:
+    """Per referrer with a variant, currency and kind: referred revenue, each credited
+    purchase or renewal (not fraud-flagged) at its credit, net of what refunds and chargebacks
+    took back (one without an amount takes the whole; never more than the amount; `currency`
+    is the program's, for a conversion that names none); and the cost of its rewards made
+    under its variant that are approved or paid (a reversed one costs nothing: its clawback
+    settles what was paid), by beneficiary (a referee reward's referrer is the credited one
+    whose variant made it)."""
+    rows = await conn.fetch(
+        f"""WITH x AS (SELECT original_event_id AS event_id, sum(amount) AS amount,
+                             bool_or(amount IS NULL) AS whole
+                      FROM conversions
+                      WHERE program_id = $1 AND type IN ('refund', 'chargeback')
+                      GROUP BY original_event_id)
+           SELECT cr.referrer_id, f.variant, coalesce(c.currency, $2) AS currency,
+                  'revenue' AS kind,
+                  sum(cr.credit::numeric * (c.amount - CASE
+                      WHEN x.whole THEN c.amount
+                      ELSE least(c.amount, coalesce(x.amount, 0)) END))::float8 AS amount
+           FROM credits cr
+           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
+           LEFT JOIN x ON x.event_id = c.event_id
+           WHERE cr.program_id = $1 AND f.variant IS NOT NULL AND cr.credit > 0
+             AND c.type IN ('purchase', 'renewal') AND c.amount IS NOT NULL AND {_NOT_FRAUD}
+           GROUP BY cr.referrer_id, f.variant, coalesce(c.currency, $2)
+           UNION ALL
+           SELECT w.referrer_id, w.variant, w.currency, w.beneficiary,
+                  sum(w.amount)::float8
+           FROM rewards w
+           JOIN referrers f ON f.program_id = w.program_id AND f.id = w.referrer_id
+           WHERE w.program_id = $1 AND w.variant = f.variant
+             AND w.status IN ('approved', 'paid')
+           GROUP BY w.referrer_id, w.variant, w.currency, w.beneficiary""",
+        program_id, currency)
+    return [ExperimentMoney(r["referrer_id"], r["variant"], r["currency"], r["kind"],
+                            r["amount"]) for r in rows]
+
+
+async def experiment_reward_counts(conn: asyncpg.Connection, program_id: int
+                                   ) -> list[ExperimentRewardCount]:
+    """Rewards made under their referrer's variant, per variant and status."""
+    rows = await conn.fetch(
+        """SELECT w.variant, w.status, count(*) AS n
+           FROM rewards w
+           JOIN referrers f ON f.program_id = w.program_id AND f.id = w.referrer_id
+           WHERE w.program_id = $1 AND w.variant = f.variant
+           GROUP BY w.variant, w.status""", program_id)
+    return [ExperimentRewardCount(r["variant"], r["status"], r["n"]) for r in rows]

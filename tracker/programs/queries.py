@@ -16,6 +16,7 @@ import asyncpg
 
 from tracker.errors import Conflict, NotFound
 from tracker.programs.validation import default_destination
+from tracker.programs.variants import Variant, assign, variants_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Referrer:
     has_email: bool
     created_at: datetime
     name: str | None = None  # display name, at most NAME_MAX printable characters
+    variant: str | None = None  # reward variant (tracker.programs.variants), once assigned
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,7 @@ async def list_programs(conn: asyncpg.Connection, after_id: int, limit: int) -> 
 
 _REFERRER_SELECT = """
 SELECT r.id, r.program_id, p.slug AS program, r.external_id, r.email_hash IS NOT NULL AS has_email,
-       r.created_at, r.name
+       r.created_at, r.name, r.variant
 FROM referrers r JOIN programs p ON p.id = r.program_id
 """
 
@@ -184,7 +186,7 @@ def _referrer(row: asyncpg.Record) -> Referrer:
     return Referrer(
         id=row["id"], program_id=row["program_id"], program=row["program"],
         external_id=row["external_id"], has_email=row["has_email"], created_at=row["created_at"],
-        name=row["name"],
+        name=row["name"], variant=row["variant"],
     )
 
 
@@ -193,13 +195,21 @@ async def upsert_referrer(
     name: str | None = None,
 ) -> tuple[Referrer, bool]:
     """The referrer and whether it was created now. An email or a name given later is added
-    (a name given later replaces the earlier one; one left out keeps it)."""
+    (a name given later replaces the earlier one; one left out keeps it). Under a program
+    with reward variants a new referrer is assigned its variant now (and one that has none
+    yet, made before the experiment began, too); an assigned variant never changes."""
+    variant = assign(program.id, external_id, variants_of(program.settings))
     row = await conn.fetchrow(
-        """INSERT INTO referrers (program_id, external_id, email_hash, name)
-           VALUES ($1, $2, $3, $4)
+        """INSERT INTO referrers (program_id, external_id, email_hash, name, variant)
+           VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id""",
-        program.id, external_id, email_hash, name,
+        program.id, external_id, email_hash, name, variant,
     )
+    if row is None and variant is not None:
+        await conn.execute(
+            """UPDATE referrers SET variant = $3
+               WHERE program_id = $1 AND external_id = $2 AND variant IS NULL""",
+            program.id, external_id, variant)
     created = row is not None
     if not created and (email_hash is not None or name is not None):
         await conn.execute(
@@ -211,6 +221,27 @@ async def upsert_referrer(
             program.id, external_id, email_hash, name,
         )
     return await get_referrer(conn, program.id, external_id), created
+
+
+async def assign_variants(conn: asyncpg.Connection, program_id: int,
+                          variants: list[Variant]) -> int:
+    """Record a variant on every referrer of the program that has none yet (made before the
+    experiment began, or by a path that did not assign one); the number assigned."""
+    if not variants:
+        return 0
+    rows = await conn.fetch(
+        "SELECT id, external_id FROM referrers WHERE program_id = $1 AND variant IS NULL",
+        program_id)
+    if not rows:
+        return 0
+    ids = [r["id"] for r in rows]
+    names = [assign(program_id, r["external_id"], variants) for r in rows]
+    done = await conn.execute(
+        """UPDATE referrers r SET variant = n.variant
+           FROM unnest($2::bigint[], $3::text[]) AS n(id, variant)
+           WHERE r.program_id = $1 AND r.id = n.id AND r.variant IS NULL""",
+        program_id, ids, names)
+    return int(done.split()[-1])
 
 
 async def get_referrer(conn: asyncpg.Connection, program_id: int, external_id: str) -> Referrer:

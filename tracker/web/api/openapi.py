@@ -265,6 +265,9 @@ SCHEMAS: dict[str, Any] = {
             "coupon_code": {"type": ["string", "null"],
                             "description": "a coupon reward's code once approved (finance and "
                                            "admin only)"},
+            "variant": {"type": ["string", "null"],
+                        "description": "the reward variant whose rules made it (incentive "
+                                       "experiments); null under the plain reward.rules"},
             "approvals": {"type": "integer"}, "approvals_needed": {"type": "integer"},
         },
     },
@@ -475,6 +478,10 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"}, "program": {"type": "string"},
             "external_id": {"type": "string"}, "has_email": {"type": "boolean"},
             "name": {"type": ["string", "null"], "description": "display name"},
+            "variant": {"type": ["string", "null"],
+                        "description": "the reward variant (settings.reward.variants) assigned "
+                                       "when first seen; it never changes. null outside an "
+                                       "experiment"},
             "created_at": {"type": "string", "format": "date-time"},
             "share_url": {"type": "string", "description": (
                 "the referrer's share page (GET /s/{token}, public, the token signed per "
@@ -746,6 +753,83 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+_RATE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_CI = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+       "description": "[low, high] at the report's confidence; null when undefined"}
+SCHEMAS["ExperimentsReport"] = {
+    "type": "object",
+    "required": ["program", "level", "test", "intervals", "currencies", "variants",
+                 "comparisons", "winner"],
+    "properties": {
+        "program": {"type": "string"},
+        "level": {"type": "number", "description": "significance level of the test (0.05)"},
+        "test": {"type": "object", "description": "the test used: metric, method, level, "
+                 "correction (holm with more than two variants, else none), and its wording"},
+        "intervals": {"type": "object", "description": "how the intervals are made"},
+        "currencies": {"type": "array", "items": {"type": "string"}},
+        "variants": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "weight", "active", "referrers", "shares", "clicks",
+                         "referred_customers", "converting_referrers", "conversion_rate",
+                         "conversion_rate_ci", "customers_per_click", "rewards",
+                         "fraud_flagged_rewards", "fraud_rate", "fraud_rate_ci", "money"],
+            "properties": {
+                "name": {"type": "string"},
+                "weight": {"type": ["number", "null"],
+                           "description": "null: no longer in the settings (its referrers "
+                                          "keep it; their new rewards follow reward.rules)"},
+                "active": {"type": "boolean"},
+                "referrers": {"type": "integer"}, "shares": {"type": "integer"},
+                "clicks": {"type": "integer", "description": "not bots, not duplicates"},
+                "referred_customers": {"type": "integer"},
+                "converting_referrers": {"type": "integer"},
+                "conversion_rate": _RATE, "conversion_rate_ci": _CI,
+                "customers_per_click": {"type": ["number", "null"], "minimum": 0},
+                "rewards": {"type": "integer"},
+                "fraud_flagged_rewards": {"type": "integer"},
+                "fraud_rate": _RATE, "fraud_rate_ci": _CI,
+                "money": {"type": "object", "description": "per currency", "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "revenue": {"type": "integer", "description": "minor units"},
+                        "incentive_cost": {"type": "integer"},
+                        "incentive_cost_referrer": {"type": "integer"},
+                        "incentive_cost_referee": {"type": "integer"},
+                        "roi": {"type": ["number", "null"]},
+                        "revenue_per_referrer": {"type": ["number", "null"]},
+                        "cost_per_referrer": {"type": ["number", "null"]},
+                        "revenue_per_referrer_ci": _CI, "cost_per_referrer_ci": _CI,
+                        "roi_ci": _CI}}},
+            }}},
+        "comparisons": {"type": "array", "items": {
+            "type": "object", "required": ["a", "b", "p_value", "p_adjusted", "significant"],
+            "properties": {"a": {"type": "string"}, "b": {"type": "string"},
+                           "p_value": {"type": "number"}, "p_adjusted": {"type": "number"},
+                           "significant": {"type": "boolean"}}}},
+        "winner": {"type": ["string", "null"],
+                   "description": "null unless one variant's conversion rate is significantly "
+                                  "above every other's"},
+    },
+}
+EXPERIMENTS_SUMMARY = (
+    "Incentive experiments (settings.reward.variants), per variant over the referrers assigned "
+    "to it (the unit randomised): referrers, shares, clicks (not bots, not duplicates), "
+    "referred_customers = distinct customers of its referrers' credited conversions; "
+    "converting_referrers = referrers with at least one; conversion_rate = converting_referrers "
+    "/ referrers; customers_per_click; fraud_rate = rewards flagged or rejected / rewards. Per "
+    "currency: revenue = credited purchases and renewals at their credit, net of refunds and "
+    "chargebacks; incentive_cost = rewards approved or paid (a reversed reward costs nothing: "
+    "its clawback settles it), split by beneficiary; roi = (revenue - incentive_cost) / "
+    "incentive_cost (null when the cost is 0). A conversion with a reward flagged or rejected "
+    "as fraud counts for nothing (customer, revenue, cost). Test: conversion rates of each pair "
+    "of variants by Fisher's exact test, two-sided, at level 0.05; with more than two variants "
+    "the p-values are adjusted by Holm's step-down method (family-wise error at most 0.05). "
+    "winner: the variant above every other with all its comparisons significant, else null. "
+    "Intervals at 95%: Clopper-Pearson exact for rates; percentile bootstrap over the "
+    "variant's referrers (1000 resamples, seeded: reproducible; beyond 2,000 referrers with "
+    "money, drawn from the bootstrap's normal limit) for revenue and cost per referrer and "
+    "ROI")
+
 
 def document() -> dict[str, Any]:
     program_q = _q("program", "program slug", _SLUG, required=True)
@@ -931,6 +1015,11 @@ def document() -> dict[str, Any]:
                                                  "(0, 1]; default 0.2",
                                                  {"type": "number", "exclusiveMinimum": 0,
                                                   "maximum": 1})]),
+            },
+            "/reports/experiments": {
+                "get": _op(EXPERIMENTS_SUMMARY, "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/ExperimentsReport"},
+                           params=[program_q]),
             },
             "/payouts": {
                 "get": _op("Payout batches, newest first (`lines`: how many payees each paid)",

@@ -1,6 +1,6 @@
 """Reports: attribution side by side, the funnel (tracker.asks.funnel), finance's decisions on
-the fraud engine's verdicts (tracker.finance.decisions) and the referral candidates
-(tracker.asks.candidates)."""
+the fraud engine's verdicts (tracker.finance.decisions), incentive experiments
+(tracker.finance.experiments) and the referral candidates (tracker.asks.candidates)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from attribution.models import MODELS
 from tracker.asks.candidates import report as candidates_report
 from tracker.asks.funnel import GROUPS, funnel_report
 from tracker.finance.decisions import decisions_report
+from tracker.finance.experiments import experiments_report
 from tracker.formats import rfc3339
 from tracker.programs import queries
 from tracker.scoring.reports import attribution_report
@@ -93,6 +94,12 @@ async def candidates(request: web.Request) -> web.Response:
     async with request.config_dict[keys.POOL].acquire() as conn:
         report = await candidates_report(conn, program.id, top)
     return web.json_response({"program": program.slug, "top": top, **report})
+@requires(*READERS)
+async def experiments(request: web.Request) -> web.Response:
+    program = await _program(request)
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await experiments_report(conn, program.id, program.settings)
+    return web.json_response({"program": program.slug, **report})
 
 
 def add_routes(app: web.Application) -> None:
@@ -100,3 +107,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/reports/funnel", funnel)
     app.router.add_get("/reports/decisions", decisions)
     app.router.add_get("/reports/candidates", candidates)
+    app.router.add_get("/reports/experiments", experiments)

@@ -94,6 +94,7 @@ def _referrer_json(r: queries.Referrer, request: web.Request) -> dict[str, Any]:
         "external_id": r.external_id,
         "has_email": r.has_email,
         "name": r.name,
+        "variant": r.variant,  # the reward variant (incentive experiment), null outside one
         "created_at": rfc3339(r.created_at),
         "share_url": share_url(settings.secret_key, settings.base_url, r.program_id, r.id),
     }
