@@ -59,7 +59,8 @@ async def test_the_api_keeps_its_openapi_promises(dsn: str, tmp_path: Path,
     await server.start_server()
     try:
         proc = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "st"), "run",
+            str(Path(sys.executable).parent / "st"),
+            "--config-file", str(Path(__file__).with_name("schemathesis.toml")), "run",
             str(server.make_url("/api/v1/openapi.json")),
             "--header", f"Authorization: Bearer {admin}", "--checks", ",".join(CHECKS),
             "--phases", "examples,coverage,fuzzing,stateful", "--mode", "all",
