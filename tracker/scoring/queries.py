@@ -15,6 +15,7 @@ import asyncpg
 
 from fraud.rings import Column, Ring
 from tracker.formats import CREDITED_TYPES
+from tracker.programs.queries import referrer_kind
 
 # -- credits and reports ---------------------------------------------------------------------
 # Attribution (tracker/scoring/credits.py) and its reports (tracker/scoring/reports.py).
@@ -760,3 +761,286 @@ async def stored_risks(conn: asyncpg.Connection, program_id: int) -> list[Stored
            JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
            WHERE r.program_id = $1 ORDER BY c.id""", program_id)
     return [StoredRisk(r["event_id"], r["score"], json.loads(r["reasons"])) for r in rows]
+
+
+# -- economics and breakdowns ----------------------------------------------------------------
+# What works (issue 16): tracker/scoring/economics.py. A *paying* conversion is a purchase or
+# a renewal with an amount and a currency; its net is its amount less the refunds and
+# chargebacks naming it (one without an amount takes back the whole purchase). A customer's
+# *first payment* is their earliest paying conversion; they are *referred* when a conversion
+# of theirs at or before it carries attribution credit, and their *referrer* is the one with
+# the largest credit on the earliest such conversion (ties: the lowest referrer id).
+
+PAID_TYPES = ("purchase", "renewal")
+
+_WINDOW = "($2::timestamptz IS NULL OR {t} >= $2) AND ($3::timestamptz IS NULL OR {t} < $3)"
+
+_FIRSTS = """
+firsts AS (
+    SELECT DISTINCT ON (customer_id) customer_id, occurred_at AS first_at, currency
+    FROM conversions
+    WHERE program_id = $1 AND type IN ('purchase', 'renewal') AND amount IS NOT NULL
+      AND currency IS NOT NULL
+    ORDER BY customer_id, occurred_at, id)"""
+
+# Net money of each paying conversion, and refunds or chargebacks naming none (netted at their
+# own time, against their own customer).
+_NET = """
+net AS (
+    SELECT c.customer_id, c.occurred_at, c.currency, c.amount AS gross,
+           coalesce(sum(coalesce(x.amount, c.amount)) FILTER (WHERE x.type = 'refund'), 0)
+               AS refunds,
+           coalesce(sum(coalesce(x.amount, c.amount)) FILTER (WHERE x.type = 'chargeback'), 0)
+               AS chargebacks
+    FROM conversions c
+    LEFT JOIN conversions x ON x.program_id = c.program_id AND x.original_event_id = c.event_id
+                           AND x.type IN ('refund', 'chargeback')
+    WHERE c.program_id = $1 AND c.type IN ('purchase', 'renewal') AND c.amount IS NOT NULL
+      AND c.currency IS NOT NULL
+    GROUP BY c.program_id, c.id
+    UNION ALL
+    SELECT customer_id, occurred_at, currency, 0,
+           CASE WHEN type = 'refund' THEN amount ELSE 0 END,
+           CASE WHEN type = 'chargeback' THEN amount ELSE 0 END
+    FROM conversions
+    WHERE program_id = $1 AND type IN ('refund', 'chargeback') AND original_event_id IS NULL
+      AND amount IS NOT NULL AND currency IS NOT NULL)"""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFacts:
+    """One paying customer of a program (see the section's comment)."""
+
+    customer_id: str
+    first_at: datetime
+    currency: str  # of the first payment
+    referrer_id: int | None  # None: not referred
+    retained_90d: bool  # paid again 90 days or more after the first payment
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerMoney:
+    """A customer's money in one currency: in the window, and within 90 and 365 days of the
+    first payment (net)."""
+
+    customer_id: str
+    currency: str
+    in_window: int  # paying conversions (and unnamed reversals) in the window
+    gross: int
+    refunds: int
+    chargebacks: int
+    net_90d: int
+    net_365d: int
+
+
+@dataclass(frozen=True, slots=True)
+class RewardMoney:
+    """Rewards of one beneficiary side, currency, status and referrer kind (of conversions in
+    the window): how many, their amounts and what clawbacks took back of them."""
+
+    beneficiary: str
+    currency: str
+    status: str
+    kind: str
+    n: int
+    amount: int
+    clawed_back: int  # positive: the clawback entries' amounts negated
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownRow:
+    keys: tuple[Any, ...]
+    clicks: int
+    visitors: int
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownConversions:
+    keys: tuple[Any, ...]
+    currency: str | None
+    conversions: int
+    net: int
+
+
+async def paying_customers(conn: asyncpg.Connection, program_id: int) -> list[CustomerFacts]:
+    """Every paying customer with their first payment, referrer and 90-day retention."""
+    rows = await conn.fetch(
+        f"""WITH {_FIRSTS},
+           acquired AS (
+               SELECT DISTINCT ON (c.customer_id) c.customer_id, cr.referrer_id
+               FROM firsts f
+               JOIN conversions c ON c.program_id = $1 AND c.customer_id = f.customer_id
+                                 AND c.occurred_at <= f.first_at
+               JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
+               ORDER BY c.customer_id, c.occurred_at, c.id, cr.credit DESC, cr.referrer_id)
+           SELECT f.customer_id, f.first_at, f.currency, a.referrer_id,
+                  EXISTS (SELECT 1 FROM conversions l
+                          WHERE l.program_id = $1 AND l.customer_id = f.customer_id
+                            AND l.type IN ('purchase', 'renewal')
+                            AND l.occurred_at >= f.first_at + interval '90 days') AS retained
+           FROM firsts f LEFT JOIN acquired a USING (customer_id)""", program_id)
+    return [CustomerFacts(*r) for r in rows]
+
+
+async def customer_money(conn: asyncpg.Connection, program_id: int, since: datetime | None,
+                         until: datetime | None) -> list[CustomerMoney]:
+    """Each paying customer's net money per currency: gross, refunds and chargebacks of
+    paying conversions in [since, until), and net within 90 / 365 days of the first payment."""
+    window = _WINDOW.format(t="n.occurred_at")
+    rows = await conn.fetch(
+        f"""WITH {_FIRSTS}, {_NET}
+           SELECT n.customer_id, n.currency, count(*) FILTER (WHERE {window}) AS in_window,
+                  coalesce(sum(n.gross) FILTER (WHERE {window}), 0)::bigint AS gross,
+                  coalesce(sum(n.refunds) FILTER (WHERE {window}), 0)::bigint AS refunds,
+                  coalesce(sum(n.chargebacks) FILTER (WHERE {window}), 0)::bigint AS chargebacks,
+                  coalesce(sum(n.gross - n.refunds - n.chargebacks)
+                      FILTER (WHERE n.occurred_at < f.first_at + interval '90 days'), 0)::bigint,
+                  coalesce(sum(n.gross - n.refunds - n.chargebacks)
+                      FILTER (WHERE n.occurred_at < f.first_at + interval '365 days'), 0)::bigint
+           FROM net n JOIN firsts f USING (customer_id)
+           GROUP BY n.customer_id, n.currency""", program_id, since, until)
+    return [CustomerMoney(*r) for r in rows]
+
+
+async def latest_conversion(conn: asyncpg.Connection, program_id: int) -> datetime | None:
+    """How far the program's data reaches: its latest conversion's occurred_at."""
+    at: datetime | None = await conn.fetchval(
+        "SELECT max(occurred_at) FROM conversions WHERE program_id = $1", program_id)
+    return at
+
+
+async def reward_money(conn: asyncpg.Connection, program_id: int, since: datetime | None,
+                       until: datetime | None) -> list[RewardMoney]:
+    """Rewards of the conversions that occurred in [since, until), by beneficiary side,
+    currency, status and the advocate kind of the credited referrer."""
+    window = _WINDOW.format(t="c.occurred_at")
+    rows = await conn.fetch(
+        f"""WITH kinds AS (SELECT r.id, {referrer_kind()} AS kind
+                          FROM referrers r WHERE r.program_id = $1),
+           clawed AS (SELECT reward_id, -sum(amount) AS amount FROM ledger_entries
+                      WHERE program_id = $1 AND kind = 'clawback' GROUP BY reward_id)
+           SELECT w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
+                  sum(w.amount)::bigint AS amount, coalesce(sum(cl.amount), 0)::bigint AS clawed
+           FROM rewards w
+           JOIN conversions c ON c.program_id = w.program_id AND c.id = w.conversion_id
+           JOIN kinds k ON k.id = w.referrer_id
+           LEFT JOIN clawed cl ON cl.reward_id = w.id
+           WHERE w.program_id = $1 AND {window}
+           GROUP BY w.beneficiary, w.currency, w.status, k.kind""", program_id, since, until)
+    return [RewardMoney(*r) for r in rows]
+
+
+async def referrer_kinds(conn: asyncpg.Connection, program_id: int) -> dict[int, str]:
+    """Referrer id -> advocate kind, for the program's referrers."""
+    return {r["id"]: r["kind"] for r in await conn.fetch(
+        f"SELECT r.id, {referrer_kind()} AS kind FROM referrers r WHERE r.program_id = $1",
+        program_id)}
+
+
+# Dimensions of a click (alias c, its link l, its referrer's kind k, the ask before it s);
+# hours and weekdays in the program's time zone ($4).
+BREAKDOWN_DIMENSIONS = {
+    "weekday": "extract(isodow FROM c.ts AT TIME ZONE $4)::int",
+    "hour": "extract(hour FROM c.ts AT TIME ZONE $4)::int",
+    "country": "c.country",
+    "device": "c.ua_device",
+    "os": "c.ua_os",
+    "browser": "c.ua_browser",
+    "channel": "l.channel",
+    "campaign": "l.campaign",
+    "referrer_kind": "k.kind",
+    "trigger": "s.trigger_type",
+}
+ASK_REACH = "30 days"  # how long after an ask a referrer's clicks carry its trigger
+
+
+def _breakdown_from(by: list[str], touch: str) -> str:
+    """The joins of the click dimensions `by` need, onto clicks `c` whose referrer is
+    `{touch}.referrer_id` (the kinds and asks are read only when asked for)."""
+    joins = ["LEFT JOIN links l ON l.program_id = c.program_id AND l.id = c.link_id"]
+    if "referrer_kind" in by:
+        joins.append(f"LEFT JOIN kinds k ON k.id = {touch}.referrer_id")
+    if "trigger" in by:
+        joins.append(f"""LEFT JOIN asked s ON s.referrer_id = {touch}.referrer_id
+                           AND c.ts >= s.sent_at AND c.ts < s.until_ts""")
+    return "\n".join(joins)
+
+
+def _breakdown_ctes(by: list[str]) -> str:
+    # `zone` types $4 (the time zone) when no dimension reads it.
+    ctes = ["zone AS (SELECT $4::text AS name)"]
+    if "referrer_kind" in by:
+        ctes += [f"kinds AS (SELECT r.id, {referrer_kind()} AS kind FROM referrers r "
+                "WHERE r.program_id = $1)"]
+    if "trigger" in by:
+        # Each sent ask reaches the referrer's clicks until their next ask, ASK_REACH at most.
+        ctes.append(f"""asked AS (
+            SELECT referrer_id, trigger_type, sent_at,
+                   least(lead(sent_at, 1, 'infinity') OVER (
+                             PARTITION BY referrer_id ORDER BY sent_at, id),
+                         sent_at + interval '{ASK_REACH}') AS until_ts
+            FROM asks WHERE program_id = $1 AND sent_at IS NOT NULL
+              AND referrer_id IS NOT NULL)""")
+    return "WITH " + ",\n".join(ctes)
+
+
+async def breakdown_clicks(conn: asyncpg.Connection, program_id: int, by: list[str], *,
+                           since: datetime | None, until: datetime | None, tz: str
+                           ) -> list[BreakdownRow]:
+    """Counted (not bot, not duplicate) clicks in [since, until) and their distinct visitors,
+    per group of the dimensions `by` (names of BREAKDOWN_DIMENSIONS)."""
+    keys = ", ".join(f"{BREAKDOWN_DIMENSIONS[d]} AS g{i}" for i, d in enumerate(by))
+    groups = ", ".join(f"g{i}" for i in range(len(by)))
+    rows = await conn.fetch(
+        f"""{_breakdown_ctes(by)}
+           SELECT {groups}, count(*) AS clicks, count(DISTINCT visitor_id) AS visitors
+           FROM (SELECT {keys}, c.visitor_id FROM clicks c {_breakdown_from(by, "c")}
+                 WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+                   AND {_WINDOW.format(t="c.ts")}) grouped
+           GROUP BY {groups}""", program_id, since, until, tz)
+    return [BreakdownRow(tuple(r[f"g{i}"] for i in range(len(by))), r["clicks"], r["visitors"])
+            for r in rows]
+
+
+async def breakdown_visitors(conn: asyncpg.Connection, program_id: int,
+                             since: datetime | None, until: datetime | None) -> int:
+    """Distinct visitors of the counted clicks in [since, until)."""
+    n: int = await conn.fetchval(
+        f"""SELECT count(DISTINCT visitor_id) FROM clicks c
+           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+             AND {_WINDOW.format(t="c.ts")}""", program_id, since, until)
+    return n
+
+
+async def breakdown_conversions(conn: asyncpg.Connection, program_id: int, by: list[str], *,
+                                type_: str, since: datetime | None, until: datetime | None,
+                                tz: str) -> list[BreakdownConversions]:
+    """Attributed conversions of `type_` that occurred in [since, until), each in the group of
+    its last touch (its click; a typed code has no click: null click dimensions), with their
+    net amount per currency."""
+    keys = ", ".join(f"{BREAKDOWN_DIMENSIONS[d]} AS g{i}" for i, d in enumerate(by))
+    groups = ", ".join(f"g{i}" for i in range(len(by)))
+    rows = await conn.fetch(
+        f"""{_breakdown_ctes(by)},
+           last_touch AS (
+               SELECT DISTINCT ON (t.conversion_id) t.conversion_id, t.ts, t.click_id,
+                      t.referrer_id
+               FROM touchpoints t
+               JOIN conversions v ON v.program_id = t.program_id AND v.id = t.conversion_id
+               WHERE t.program_id = $1 AND v.type = $5 AND {_WINDOW.format(t="v.occurred_at")}
+               ORDER BY t.conversion_id, t.position DESC)
+           SELECT {groups}, currency, count(*) AS n, coalesce(sum(net), 0)::bigint AS net
+           FROM (SELECT {keys}, v.currency,
+                        greatest(coalesce(v.amount, 0) - coalesce((
+                            SELECT sum(coalesce(x.amount, v.amount)) FROM conversions x
+                            WHERE x.program_id = v.program_id
+                              AND x.original_event_id = v.event_id
+                              AND x.type IN ('refund', 'chargeback')), 0), 0) AS net
+                 FROM last_touch lt
+                 JOIN conversions v ON v.program_id = $1 AND v.id = lt.conversion_id
+                 LEFT JOIN clicks c ON c.program_id = $1 AND c.ts = lt.ts
+                                   AND c.click_id = lt.click_id
+                 {_breakdown_from(by, "lt")}) grouped
+           GROUP BY {groups}, currency""", program_id, since, until, tz, type_)
+    return [BreakdownConversions(tuple(r[f"g{i}"] for i in range(len(by))), r["currency"],
+                                 r["n"], r["net"]) for r in rows]

@@ -393,6 +393,9 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string", "minLength": 1, "maxLength": 200,
                      "description": "display name, printable; given again it replaces the "
                                     "stored one; erasure removes it"},
+            "kind": {"enum": ["customer", "non_buyer"],
+                     "description": "the advocate kind, set explicitly (given again it replaces "
+                                    "the stored one); absent: derived from the data"},
         },
     },
     "Referrer": {
@@ -401,6 +404,13 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"}, "program": {"type": "string"},
             "external_id": {"type": "string"}, "has_email": {"type": "boolean"},
             "name": {"type": ["string", "null"], "description": "display name"},
+            "kind": {"enum": ["customer", "non_buyer"],
+                     "description": "advocate kind: `customer` when the referrer has purchases "
+                                    "of its own (a purchase or renewal whose customer_id is its "
+                                    "external_id), else `non_buyer` (content sharer, affiliate, "
+                                    "employee); a kind set explicitly wins (`kind_set`)"},
+            "kind_set": {"type": "boolean",
+                         "description": "true: `kind` was set by the merchant, not derived"},
             "created_at": {"type": "string", "format": "date-time"},
         },
     },

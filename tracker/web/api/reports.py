@@ -3,16 +3,28 @@ engine's verdicts (tracker.finance.decisions)."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+
 from aiohttp import web
 
 from attribution.models import MODELS
 from tracker.finance.decisions import decisions_report
 from tracker.programs import queries
+from tracker.scoring.economics import (
+    CONVERSION_TYPES,
+    MIN_VISITORS,
+    breakdown_report,
+    economics_report,
+)
+from tracker.scoring.queries import BREAKDOWN_DIMENSIONS
 from tracker.scoring.reports import attribution_report, funnel_report
 from tracker.web import keys
-from tracker.web.api.common import choice_param, program_by_slug, query_param, requires
+from tracker.web.api.common import choice_param, program_by_slug, query_param, requires, time_param
+from tracker.web.api.errors import invalid
 
 READERS = ("viewer", "finance")
+CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 async def _program(request: web.Request) -> queries.Program:
@@ -52,7 +64,51 @@ async def decisions(request: web.Request) -> web.Response:
     return web.json_response({"program": program.slug, **report})
 
 
+def _window(request: web.Request) -> tuple[datetime | None, datetime | None]:
+    since, until = time_param(request, "since"), time_param(request, "until")
+    if since is not None and until is not None and since >= until:
+        raise invalid("since must be before until", "until")
+    return since, until
+
+
+@requires(*READERS)
+async def economics(request: web.Request) -> web.Response:
+    program = await _program(request)
+    since, until = _window(request)
+    currency = query_param(request, "currency", max_len=3)
+    if currency is not None and not CURRENCY.fullmatch(currency):
+        raise invalid("currency must be an ISO 4217 code like USD", "currency")
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await economics_report(conn, program.id, program.settings, since=since,
+                                        until=until, currency=currency)
+    return web.json_response({"program": program.slug, **report})
+
+
+@requires(*READERS)
+async def breakdown(request: web.Request) -> web.Response:
+    program = await _program(request)
+    raw = query_param(request, "by", max_len=100)
+    if raw is None:
+        raise invalid("by is required: one or two of " + ", ".join(BREAKDOWN_DIMENSIONS), "by")
+    by = raw.split(",")
+    if len(by) > 2 or len(set(by)) != len(by) or any(d not in BREAKDOWN_DIMENSIONS for d in by):
+        raise invalid("by must be one or two different ones of "
+                      + ", ".join(BREAKDOWN_DIMENSIONS) + ", separated by a comma", "by")
+    type_ = choice_param(request, "type", CONVERSION_TYPES) or "purchase"
+    min_raw = query_param(request, "min_visitors", max_len=7)
+    if min_raw is not None and not (min_raw.isascii() and min_raw.isdigit()):
+        raise invalid("min_visitors must be a whole number", "min_visitors")
+    since, until = _window(request)
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await breakdown_report(
+            conn, program.id, program.settings, by, type_=type_, since=since, until=until,
+            min_visitors=MIN_VISITORS if min_raw is None else int(min_raw))
+    return web.json_response({"program": program.slug, **report})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/reports/attribution", attribution)
     app.router.add_get("/reports/funnel", funnel)
     app.router.add_get("/reports/decisions", decisions)
+    app.router.add_get("/reports/economics", economics)
+    app.router.add_get("/reports/breakdown", breakdown)

@@ -95,6 +95,8 @@ def _referrer_json(r: queries.Referrer) -> dict[str, Any]:
         "external_id": r.external_id,
         "has_email": r.has_email,
         "name": r.name,
+        "kind": r.kind,
+        "kind_set": r.kind_set,
         "created_at": rfc3339(r.created_at),
     }
 
@@ -302,10 +304,14 @@ async def create_referrer(request: web.Request) -> web.Response:
     if email is not None and "@" not in email:
         raise invalid("email is not an email address", "email")
     name = display_name(body, "name")
+    kind = body.get("kind")
+    if kind is not None and kind not in queries.REFERRER_KINDS:
+        raise invalid(f"kind must be one of {', '.join(queries.REFERRER_KINDS)} "
+                      "(or absent: derived from the referrer's own purchases)", "kind")
     digest = email_hash(request.config_dict[keys.SETTINGS].secret_key, email) if email else None
     async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():
         referrer, created = await queries.upsert_referrer(conn, program, external_id, digest,
-                                                          name)
+                                                          name, kind=kind)
     return web.json_response(_referrer_json(referrer), status=201 if created else 200)
 
 

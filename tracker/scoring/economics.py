@@ -1,0 +1,326 @@
+"""What works (issue 16): the program's economics and the breakdown of its clicks.
+
+Both read scoring's facts (conversions, credits, touchpoints, clicks) and finance's (rewards,
+the ledger) through SQL only, so they live here, below finance. Definitions (also written in
+the OpenAPI document, tracker/web/api/openapi.py):
+
+- *paying conversion*: a purchase or renewal with an amount and a currency; its *net* is its
+  amount less the refunds and chargebacks naming it (`original_event_id`; one without an
+  amount takes back the whole purchase). A refund or chargeback naming no purchase is netted
+  at its own time against its own customer.
+- *customer*: someone with a paying conversion; their *first payment* is the earliest one (its
+  currency is the customer's currency). *Referred*: a conversion of theirs at or before the
+  first payment carries attribution credit; their *referrer* is the one with the largest
+  credit on the earliest such conversion. *Other*: every other customer.
+- The window [since, until) selects by the time things happened: money by the paying
+  conversion's occurred_at, rewards by their conversion's, customers (counts, retention, LTV,
+  cost per customer, the viral coefficient) by their first payment. A refund or clawback of a
+  conversion in the window counts there, whenever it came (cohort accounting: a month's
+  figures do not move when a later month is added, only when its own conversions are
+  refunded).
+- Money is per currency, minor units; `currency` keeps only that currency's money and the
+  customers whose first payment was in it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from tracker.formats import rfc3339
+from tracker.programs.queries import REFERRER_KINDS
+from tracker.scoring import queries
+
+GRANTED = ("approved", "paid")
+OPEN = ("pending", "flagged")
+SIDES = ("referrer", "referee")
+RETENTION_DAYS = 90
+LTV_DAYS = (90, 365)
+MIN_VISITORS = 30  # a breakdown group with fewer unique visitors is marked `small`
+CONVERSION_TYPES = ("signup", "trial", "purchase", "renewal")
+
+
+def zone(settings: dict[str, Any]) -> ZoneInfo:
+    """The program's `settings.timezone` (validated when stored), UTC when absent."""
+    name = settings.get("timezone")
+    try:
+        return ZoneInfo(name if isinstance(name, str) and name else "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _ratio(num: float, den: float, digits: int = 6) -> float | None:
+    return round(num / den, digits) if den else None
+
+
+def _money() -> dict[str, int]:
+    return {"gross": 0, "refunds": 0, "chargebacks": 0, "net": 0}
+
+
+def _cost() -> dict[str, dict[str, int]]:
+    return {side: {"granted": 0, "clawed_back": 0, "net": 0, "open": 0}
+            for side in (*SIDES, "total")}
+
+
+def _sorted(d: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted(d.items()))
+
+
+class _Window:
+    def __init__(self, since: datetime | None, until: datetime | None) -> None:
+        self.since, self.until = since, until
+
+    def __contains__(self, at: datetime) -> bool:
+        return (self.since is None or at >= self.since) and (self.until is None or
+                                                             at < self.until)
+
+
+async def economics_report(conn: asyncpg.Connection, program_id: int, settings: dict[str, Any],
+                           *, since: datetime | None = None, until: datetime | None = None,
+                           currency: str | None = None) -> dict[str, Any]:
+    """The program's economics over [since, until) (see the module's definitions)."""
+    customers = [c for c in await queries.paying_customers(conn, program_id)
+                 if currency is None or c.currency == currency]
+    money = [m for m in await queries.customer_money(conn, program_id, since, until)
+             if currency is None or m.currency == currency]
+    rewards = [r for r in await queries.reward_money(conn, program_id, since, until)
+               if currency is None or r.currency == currency]
+    kinds = await queries.referrer_kinds(conn, program_id)
+    as_of = await queries.latest_conversion(conn, program_id)
+    window = _Window(since, until)
+    groups, by_kind = _customer_groups(customers, money, kinds, window, as_of)
+    cost, prevented = _incentives(rewards, by_kind)
+    referred = groups["referred"]
+    currencies = sorted(set(referred["revenue"]) | set(cost))
+    roi: dict[str, float | None] = {}
+    per_customer: dict[str, float | None] = {}
+    for cur in currencies:
+        net_cost = cost[cur]["total"]["net"] if cur in cost else 0
+        revenue = referred["revenue"].get(cur, _money())["net"]
+        roi[cur] = _ratio(revenue - net_cost, net_cost)
+        per_customer[cur] = _ratio(net_cost, referred["by_currency"].get(cur, 0), 2)
+    return {
+        "since": rfc3339(since) if since else None,
+        "until": rfc3339(until) if until else None,
+        "currency": currency,
+        "as_of": rfc3339(as_of) if as_of else None,
+        "referred_customers": referred["customers"],
+        "referred_revenue": _sorted(referred["revenue"]),
+        "incentive_cost": _sorted(dict(cost)),
+        "roi": roi,
+        "cost_per_referred_customer": per_customer,
+        "fraud_prevented": prevented,
+        "customers": {g: _finish_group(v) for g, v in groups.items()},
+        "by_referrer_kind": {k: _finish_kind(v) for k, v in by_kind.items()},
+        "viral": viral_by_month(customers, zone(settings), since, until),
+    }
+
+
+def _customer_groups(customers: list[queries.CustomerFacts], money: list[queries.CustomerMoney],
+                     kinds: dict[int, str], window: _Window, as_of: datetime | None
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Referred and other customers (counts, revenue, retention, LTV), and the referred by
+    their referrer's advocate kind (counts, revenue)."""
+    by_id = {c.customer_id: c for c in customers}
+    segment_of: dict[str, tuple[str, str | None]] = {
+        c.customer_id: ("referred", kinds.get(c.referrer_id, "non_buyer"))
+        if c.referrer_id is not None else ("other", None) for c in customers}
+    groups = {g: _group() for g in ("referred", "other")}
+    by_kind = {k: _kind_row() for k in REFERRER_KINDS}
+    for c in customers:
+        seg, kind = segment_of[c.customer_id]
+        if c.first_at not in window:
+            continue
+        g = groups[seg]
+        g["customers"] += 1
+        g["by_currency"][c.currency] += 1
+        if kind is not None:
+            by_kind[kind]["referred_customers"] += 1
+        if as_of is None:
+            continue
+        if c.first_at + timedelta(days=RETENTION_DAYS) <= as_of:
+            g["retention"]["eligible"] += 1
+            g["retention"]["retained"] += int(c.retained_90d)
+        # LTV counts every eligible customer of the currency, also those with nothing left.
+        for days in LTV_DAYS:
+            if c.first_at + timedelta(days=days) <= as_of:
+                g["ltv"][days][c.currency][0] += 1
+    for m in money:
+        cust = by_id.get(m.customer_id)
+        if cust is None:
+            continue
+        seg, kind = segment_of[m.customer_id]
+        g = groups[seg]
+        if m.in_window:
+            row = g["revenue"].setdefault(m.currency, _money())
+            for key, value in (("gross", m.gross), ("refunds", m.refunds),
+                               ("chargebacks", m.chargebacks)):
+                row[key] += value
+            row["net"] += m.gross - m.refunds - m.chargebacks
+            if kind is not None:
+                by_kind[kind]["revenue"][m.currency] += m.gross - m.refunds - m.chargebacks
+        if m.currency != cust.currency or cust.first_at not in window or as_of is None:
+            continue
+        for days, value in zip(LTV_DAYS, (m.net_90d, m.net_365d), strict=True):
+            if cust.first_at + timedelta(days=days) <= as_of:
+                g["ltv"][days][m.currency][1] += value
+    return groups, by_kind
+
+
+def _incentives(rewards: list[queries.RewardMoney], by_kind: dict[str, dict[str, Any]]
+                ) -> tuple[dict[str, dict[str, dict[str, int]]], dict[str, Any]]:
+    """Incentive cost per currency and beneficiary side (granted: approved or paid, or
+    reversed after a clawback took it back; clawed_back; net; open: pending or flagged), the
+    net cost per advocate kind (into `by_kind`), and the fraud prevented."""
+    cost: dict[str, dict[str, dict[str, int]]] = defaultdict(_cost)
+    prevented: dict[str, dict[str, Any]] = {s: {"count": 0, "money": defaultdict(int)}
+                                            for s in ("rejected", "reversed")}
+    for r in rewards:
+        sides = (cost[r.currency][r.beneficiary], cost[r.currency]["total"])
+        if r.status in GRANTED:
+            by_kind[r.kind]["incentive_cost"][r.currency] += r.amount
+            for side in sides:
+                side["granted"] += r.amount
+                side["net"] += r.amount
+        elif r.status == "reversed" and r.clawed_back:
+            for side in sides:
+                side["granted"] += r.clawed_back
+                side["clawed_back"] += r.clawed_back
+        elif r.status in OPEN:
+            for side in sides:
+                side["open"] += r.amount
+        if r.status in prevented:
+            prevented[r.status]["count"] += r.n
+            prevented[r.status]["money"][r.currency] += r.amount
+    return cost, {s: {"count": v["count"], "money": _sorted(v["money"])}
+                  for s, v in prevented.items()}
+
+
+def _group() -> dict[str, Any]:
+    return {"customers": 0, "by_currency": defaultdict(int), "revenue": {},
+            "retention": {"eligible": 0, "retained": 0},
+            "ltv": {d: defaultdict(lambda: [0, 0]) for d in LTV_DAYS}}
+
+
+def _finish_group(g: dict[str, Any]) -> dict[str, Any]:
+    ret = g["retention"]
+    return {
+        "customers": g["customers"],
+        "customers_by_currency": _sorted(g["by_currency"]),
+        "revenue": _sorted(g["revenue"]),
+        "revenue_per_customer": {cur: _ratio(m["net"], g["by_currency"].get(cur, 0), 2)
+                                 for cur, m in sorted(g["revenue"].items())},
+        "retention_90d": {**ret, "rate": _ratio(ret["retained"], ret["eligible"])},
+        **{f"ltv_{d}d": {cur: {"customers": n, "value": _ratio(total, n, 2)}
+                         for cur, (n, total) in sorted(g["ltv"][d].items())}
+           for d in LTV_DAYS},
+    }
+
+
+def _kind_row() -> dict[str, Any]:
+    return {"referred_customers": 0, "revenue": defaultdict(int),
+            "incentive_cost": defaultdict(int)}
+
+
+def _finish_kind(k: dict[str, Any]) -> dict[str, Any]:
+    currencies = sorted(set(k["revenue"]) | set(k["incentive_cost"]))
+    return {
+        "referred_customers": k["referred_customers"],
+        "revenue": {c: k["revenue"].get(c, 0) for c in currencies},
+        "incentive_cost": {c: k["incentive_cost"].get(c, 0) for c in currencies},
+        "roi": {c: _ratio(k["revenue"].get(c, 0) - k["incentive_cost"].get(c, 0),
+                          k["incentive_cost"].get(c, 0)) for c in currencies},
+    }
+
+
+def _month(at: datetime, tz: ZoneInfo) -> tuple[int, int]:
+    local = at.astimezone(tz)
+    return local.year, local.month
+
+
+def viral_by_month(customers: list[queries.CustomerFacts], tz: ZoneInfo,
+                   since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+    """Per calendar month (in `tz`) of first payments in the window: referred customers, the
+    distinct referrers credited with them, `per_referrer` = referred / referrers, customers
+    before the month (first payment earlier) and `per_customer` = referred / those."""
+    firsts = sorted(c.first_at for c in customers)
+    months: dict[tuple[int, int], dict[str, Any]] = {}
+    for c in customers:
+        if (since is not None and c.first_at < since) or (until is not None and
+                                                          c.first_at >= until):
+            continue
+        row = months.setdefault(_month(c.first_at, tz), {"referred": 0, "referrers": set()})
+        if c.referrer_id is not None:
+            row["referred"] += 1
+            row["referrers"].add(c.referrer_id)
+    out = []
+    for (year, month), row in sorted(months.items()):
+        start = datetime(year, month, 1, tzinfo=tz)
+        before = bisect.bisect_left(firsts, start)
+        out.append({
+            "month": f"{year:04d}-{month:02d}",
+            "referred_customers": row["referred"],
+            "referrers": len(row["referrers"]),
+            "per_referrer": _ratio(row["referred"], len(row["referrers"])),
+            "customers_before": before,
+            "per_customer": _ratio(row["referred"], before),
+        })
+    return out
+
+
+# -- breakdown ---------------------------------------------------------------------------------
+
+
+async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: dict[str, Any],
+                           by: list[str], *, type_: str = "purchase",
+                           since: datetime | None = None, until: datetime | None = None,
+                           min_visitors: int = MIN_VISITORS) -> dict[str, Any]:
+    """Clicks, unique visitors, conversions (of `type_`, each in its last touch's group),
+    conversion rate (conversions / unique visitors) and net revenue per currency, per group of
+    one or two dimensions; groups under `min_visitors` unique visitors are marked `small`."""
+    tz = zone(settings)
+    clicks = await queries.breakdown_clicks(conn, program_id, by, since=since, until=until,
+                                            tz=tz.key)
+    conversions = await queries.breakdown_conversions(conn, program_id, by, type_=type_,
+                                                      since=since, until=until, tz=tz.key)
+    visitors = await queries.breakdown_visitors(conn, program_id, since, until)
+    rows: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
+        lambda: {"clicks": 0, "unique_visitors": 0, "conversions": 0,
+                 "revenue": defaultdict(int)})
+    for c in clicks:
+        rows[c.keys]["clicks"] += c.clicks
+        rows[c.keys]["unique_visitors"] += c.visitors
+    total: dict[str, Any] = {"clicks": 0, "unique_visitors": visitors, "conversions": 0,
+                             "revenue": defaultdict(int)}
+    for v in conversions:
+        rows[v.keys]["conversions"] += v.conversions
+        total["conversions"] += v.conversions
+        if v.currency is not None:
+            rows[v.keys]["revenue"][v.currency] += v.net
+            total["revenue"][v.currency] += v.net
+    total["clicks"] = sum(c.clicks for c in clicks)
+
+    def finish(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "conversion_rate": _ratio(row["conversions"], row["unique_visitors"]),
+                "revenue": _sorted(row["revenue"]),
+                "small": row["unique_visitors"] < min_visitors}
+
+    def order(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
+        return tuple((k is None, k if k is not None else "") for k in item[0])
+
+    return {
+        "by": by,
+        "type": type_,
+        "timezone": tz.key,
+        "since": rfc3339(since) if since else None,
+        "until": rfc3339(until) if until else None,
+        "min_visitors": min_visitors,
+        "groups": [{"key": dict(zip(by, keys, strict=True)), **finish(row)}
+                   for keys, row in sorted(rows.items(), key=order)],
+        "total": finish(total),
+    }
