@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
-from tracker.formats import rfc3339
+from tracker.formats import CREDITED_TYPES, rfc3339
 from tracker.programs.queries import REFERRER_KINDS
 from tracker.scoring import queries
 
@@ -42,7 +42,7 @@ SIDES = ("referrer", "referee")
 RETENTION_DAYS = 90
 LTV_DAYS = (90, 365)
 MIN_VISITORS = 30  # a breakdown group with fewer unique visitors is marked `small`
-CONVERSION_TYPES = ("signup", "trial", "purchase", "renewal")
+CONVERSION_TYPES = CREDITED_TYPES  # what a breakdown may count
 
 
 def zone(settings: dict[str, Any]) -> ZoneInfo:

@@ -76,7 +76,8 @@ async def economics(request: web.Request) -> web.Response:
     program = await _program(request)
     since, until = _window(request)
     currency = query_param(request, "currency", max_len=3)
-    if currency is not None and not CURRENCY.fullmatch(currency):
+    if (currency is None and "currency" in request.query) or \
+            (currency is not None and not CURRENCY.fullmatch(currency)):
         raise invalid("currency must be an ISO 4217 code like USD", "currency")
     async with request.config_dict[keys.POOL].acquire() as conn:
         report = await economics_report(conn, program.id, program.settings, since=since,
@@ -96,7 +97,8 @@ async def breakdown(request: web.Request) -> web.Response:
                       + ", ".join(BREAKDOWN_DIMENSIONS) + ", separated by a comma", "by")
     type_ = choice_param(request, "type", CONVERSION_TYPES) or "purchase"
     min_raw = query_param(request, "min_visitors", max_len=7)
-    if min_raw is not None and not (min_raw.isascii() and min_raw.isdigit()):
+    if (min_raw is None and "min_visitors" in request.query) or \
+            (min_raw is not None and not (min_raw.isascii() and min_raw.isdigit())):
         raise invalid("min_visitors must be a whole number", "min_visitors")
     since, until = _window(request)
     async with request.config_dict[keys.POOL].acquire() as conn:
