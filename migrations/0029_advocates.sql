@@ -7,3 +7,15 @@ ALTER TABLE referrers ADD COLUMN kind text CHECK (kind IS NULL OR kind IN ('cust
 -- The reports read a customer's paying conversions in time order (first payment, retention).
 CREATE INDEX conversions_paid ON conversions (program_id, customer_id, occurred_at)
     WHERE type IN ('purchase', 'renewal');
+
+-- What the reports job computed last (tracker.scoring.economics.refresh_report_cache): the
+-- default views of the economics and breakdown reports over a program's whole history, served
+-- while fresh instead of a scan of every click; `params` is the view's canonical query.
+CREATE TABLE report_cache (
+    program_id  bigint NOT NULL REFERENCES programs (id),
+    report      text NOT NULL,
+    params      text NOT NULL,
+    body        jsonb NOT NULL,
+    computed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (program_id, report, params)
+);

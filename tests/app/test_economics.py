@@ -15,8 +15,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY, generate_latest
 
 from tests.helpers import auth
+from tracker.scoring.economics import publish_economics_metrics, refresh_report_cache
 
 Client = TestClient[web.Request, web.Application]
 
@@ -311,3 +313,38 @@ async def test_referrer_kind_derived_and_set(client: Client, tokens: dict[str, s
     kinds = {r["external_id"]: r["kind"] for r in (await resp.json())["items"]}
     assert kinds == {"alice": "customer", "bob": "non_buyer", "dave": "customer",
                      "erin": "customer"}
+
+
+async def test_reports_job_caches_default_views_and_publishes_gauges(
+    client: Client, tokens: dict[str, str], conn: asyncpg.Connection,
+) -> None:
+    """The reports job stores the default views; the API answers them from the copy while it
+    is fresh (a filtered view is always computed now), and the per-program gauges come from
+    it: referred revenue, incentive cost and ROI per currency."""
+    f = await build(conn)
+    await refresh_report_cache(conn)
+    await publish_economics_metrics(conn)
+    live = await economics(client, tokens, "&currency=USD")
+    assert live["cached"] is False and live["referred_customers"] == 3  # c1, c2, c5
+    # A new referred purchase: the copy does not know it yet, a filtered view does.
+    await f.conversion("c8-p", "purchase", "c8", "2026-04-01T12:00", 1000, "USD",
+                       credits={"bob": 1.0})
+    cached = await economics(client, tokens)
+    assert cached["cached"] is True and cached["referred_customers"] == 4  # as computed
+    assert (await economics(client, tokens, "&currency=USD"))["referred_customers"] == 4  # + c8
+    resp = await client.get("/api/v1/reports/breakdown?program=acme&by=weekday,hour",
+                            headers=auth(tokens["viewer"]))
+    assert (await resp.json())["cached"] is True
+    resp = await client.get("/api/v1/reports/breakdown?program=acme&by=hour,weekday",
+                            headers=auth(tokens["viewer"]))
+    assert (await resp.json())["cached"] is False  # not a cached view: computed now
+    await conn.execute("UPDATE report_cache SET computed_at = now() - interval '1 hour'")
+    stale = await economics(client, tokens)
+    assert stale["cached"] is False and stale["referred_customers"] == 5
+
+    text = generate_latest(REGISTRY).decode()
+    assert 'refguard_program_referred_revenue{currency="USD",program="acme"} 40000.0' in text
+    assert 'refguard_program_referred_revenue{currency="EUR",program="acme"} 15000.0' in text
+    assert 'refguard_program_incentive_cost{currency="USD",program="acme"} 2500.0' in text
+    assert 'refguard_program_roi{currency="USD",program="acme"} 15.0' in text
+    assert 'refguard_program_roi{currency="EUR",program="acme"} 5.0' in text

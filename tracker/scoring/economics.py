@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from tracker import metrics
 from tracker.formats import CREDITED_TYPES, rfc3339
 from tracker.programs.queries import REFERRER_KINDS
 from tracker.scoring import queries
@@ -84,14 +85,16 @@ async def economics_report(conn: asyncpg.Connection, program_id: int, settings: 
                            *, since: datetime | None = None, until: datetime | None = None,
                            currency: str | None = None) -> dict[str, Any]:
     """The program's economics over [since, until) (see the module's definitions)."""
-    customers = [c for c in await queries.paying_customers(conn, program_id)
-                 if currency is None or c.currency == currency]
-    money = [m for m in await queries.customer_money(conn, program_id, since, until)
-             if currency is None or m.currency == currency]
-    rewards = [r for r in await queries.reward_money(conn, program_id, since, until)
-               if currency is None or r.currency == currency]
-    kinds = await queries.referrer_kinds(conn, program_id)
-    as_of = await queries.latest_conversion(conn, program_id)
+    async with conn.transaction():
+        await queries.report_settings(conn)
+        all_customers, all_money = await queries.customers_and_money(conn, program_id, since,
+                                                                     until)
+        all_rewards = await queries.reward_money(conn, program_id, since, until)
+        kinds = await queries.referrer_kinds(conn, program_id)
+        as_of = await queries.latest_conversion(conn, program_id)
+    customers = [c for c in all_customers if currency is None or c.currency == currency]
+    money = [m for m in all_money if currency is None or m.currency == currency]
+    rewards = [r for r in all_rewards if currency is None or r.currency == currency]
     window = _Window(since, until)
     groups, by_kind = _customer_groups(customers, money, kinds, window, as_of)
     cost, prevented = _incentives(rewards, by_kind)
@@ -284,11 +287,13 @@ async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: 
     conversion rate (conversions / unique visitors) and net revenue per currency, per group of
     one or two dimensions; groups under `min_visitors` unique visitors are marked `small`."""
     tz = zone(settings)
-    clicks = await queries.breakdown_clicks(conn, program_id, by, since=since, until=until,
-                                            tz=tz.key)
-    conversions = await queries.breakdown_conversions(conn, program_id, by, type_=type_,
-                                                      since=since, until=until, tz=tz.key)
-    visitors = await queries.breakdown_visitors(conn, program_id, since, until)
+    async with conn.transaction():
+        await queries.report_settings(conn)
+        clicks = await queries.breakdown_clicks(conn, program_id, by, since=since, until=until,
+                                                tz=tz.key)
+        conversions = await queries.breakdown_conversions(conn, program_id, by, type_=type_,
+                                                          since=since, until=until, tz=tz.key)
+        visitors = await queries.breakdown_visitors(conn, program_id, since, until)
     rows: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
         lambda: {"clicks": 0, "unique_visitors": 0, "conversions": 0,
                  "revenue": defaultdict(int)})
@@ -324,3 +329,47 @@ async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: 
                    for keys, row in sorted(rows.items(), key=order)],
         "total": finish(total),
     }
+
+
+# -- the reports job and its gauges ------------------------------------------------------------
+
+CACHE_MAX_AGE_S = 900.0  # a cached view older than this is computed again on request
+CACHED_BREAKDOWNS = (*([d] for d in queries.BREAKDOWN_DIMENSIONS), ["weekday", "hour"])
+MAX_PROGRAM_SERIES = 50  # the gauges carry at most this many programs (the first by id)
+
+
+def breakdown_params(by: list[str]) -> str:
+    """The cache key of a breakdown's default view (no window, purchases, MIN_VISITORS)."""
+    return "by=" + ",".join(by)
+
+
+async def refresh_report_cache(conn: asyncpg.Connection) -> None:
+    """Compute and store every program's default views: the economics over its whole history
+    and the breakdown by each dimension (and weekday x hour), each in its own transaction."""
+    for program in await queries.programs_named(conn, None):
+        body = await economics_report(conn, program.id, program.settings)
+        await queries.store_report(conn, program.id, "economics", "", body)
+        for by in CACHED_BREAKDOWNS:
+            body = await breakdown_report(conn, program.id, program.settings, list(by))
+            await queries.store_report(conn, program.id, "breakdown", breakdown_params(by),
+                                       body)
+
+
+async def publish_economics_metrics(conn: asyncpg.Connection) -> None:
+    """Per-program gauges from the cached economics (every node publishes the same): referred
+    revenue (net), incentive cost (net) and ROI per currency, for at most MAX_PROGRAM_SERIES
+    programs; a ROI that is undefined (no cost) has no series."""
+    cached = await queries.cached_reports(conn, "economics", "", MAX_PROGRAM_SERIES)
+    for gauge in (metrics.PROGRAM_REFERRED_REVENUE, metrics.PROGRAM_INCENTIVE_COST,
+                  metrics.PROGRAM_ROI):
+        gauge.clear()
+    for c in cached:
+        for cur, money in c.body["referred_revenue"].items():
+            metrics.PROGRAM_REFERRED_REVENUE.labels(program=c.slug, currency=cur).set(
+                money["net"])
+        for cur, cost in c.body["incentive_cost"].items():
+            metrics.PROGRAM_INCENTIVE_COST.labels(program=c.slug, currency=cur).set(
+                cost["total"]["net"])
+        for cur, roi in c.body["roi"].items():
+            if roi is not None:
+                metrics.PROGRAM_ROI.labels(program=c.slug, currency=cur).set(roi)

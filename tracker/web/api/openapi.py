@@ -561,6 +561,11 @@ _MONEY_BY_CURRENCY = {"type": "object", "description": "ISO 4217 code -> minor u
                       "additionalProperties": {"type": "integer"}}
 _RATIO_BY_CURRENCY = {"type": "object", "description": "ISO 4217 code -> ratio (null: 0 below)",
                       "additionalProperties": {"type": ["number", "null"]}}
+_FRESHNESS = {
+    "cached": {"type": "boolean", "description": "true: the reports job's copy of this default "
+               "view (no window, currency, type or min_visitors), at most 15 minutes old"},
+    "computed_at": {"type": "string", "format": "date-time"},
+}
 _COST_SIDE = {
     "type": "object", "required": ["granted", "clawed_back", "net", "open"],
     "properties": {
@@ -610,7 +615,9 @@ ECONOMICS_DEFINITIONS = (
     "(referred customers per referring customer), customers_before (first payment before the "
     "month) and per_customer = referred_customers / customers_before (the viral coefficient "
     "per customer of the program). `currency` keeps that currency's money and the customers "
-    "whose first payment was in it. Ratios are rounded to 6 places, money averages to 2.")
+    "whose first payment was in it. Ratios are rounded to 6 places, money averages to 2. "
+    "The default view (no since, until or currency) is served from the reports job's copy "
+    "while it is under 15 minutes old (`cached`, `computed_at`).")
 BREAKDOWN_DEFINITIONS = (
     "Per group of one or two click dimensions (`by`, comma-separated): clicks (counted: not "
     "bot, not duplicate) and unique_visitors (distinct rg_vid) in [since, until); conversions: "
@@ -623,7 +630,10 @@ BREAKDOWN_DEFINITIONS = (
     "country, device, os, browser of the click; channel and campaign of its link; "
     "referrer_kind (customer or non_buyer advocate); trigger: the type of the ask (asks sent "
     "to the referrer) last sent before the click, within 30 days, null when none. `total` "
-    "counts every group once (unique_visitors: distinct over all clicks).")
+    "counts every group once (unique_visitors: distinct over all clicks). The default view of "
+    "each single dimension and of weekday,hour (no since, until, type or min_visitors) is "
+    "served from the reports job's copy while it is under 15 minutes old (`cached`, "
+    "`computed_at`).")
 SCHEMAS.update({
     "EconomicsReport": {
         "type": "object",
@@ -632,7 +642,7 @@ SCHEMAS.update({
                      "fraud_prevented", "customers", "by_referrer_kind", "viral"],
         "description": ECONOMICS_DEFINITIONS,
         "properties": {
-            "program": {"type": "string"},
+            "program": {"type": "string"}, **_FRESHNESS,
             "since": {"type": ["string", "null"], "format": "date-time"},
             "until": {"type": ["string", "null"], "format": "date-time"},
             "currency": {"type": ["string", "null"]},
@@ -719,7 +729,7 @@ SCHEMAS.update({
                      "groups", "total"],
         "description": BREAKDOWN_DEFINITIONS,
         "properties": {
-            "program": {"type": "string"},
+            "program": {"type": "string"}, **_FRESHNESS,
             "by": {"type": "array", "items": {"type": "string"}},
             "type": {"type": "string"},
             "timezone": {"type": "string"},

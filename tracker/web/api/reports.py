@@ -4,20 +4,25 @@ engine's verdicts (tracker.finance.decisions)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
 from attribution.models import MODELS
 from tracker.finance.decisions import decisions_report
+from tracker.formats import rfc3339
 from tracker.programs import queries
 from tracker.scoring.economics import (
+    CACHE_MAX_AGE_S,
+    CACHED_BREAKDOWNS,
     CONVERSION_TYPES,
     MIN_VISITORS,
+    breakdown_params,
     breakdown_report,
     economics_report,
 )
-from tracker.scoring.queries import BREAKDOWN_DIMENSIONS
+from tracker.scoring.queries import BREAKDOWN_DIMENSIONS, cached_report
 from tracker.scoring.reports import attribution_report, funnel_report
 from tracker.web import keys
 from tracker.web.api.common import choice_param, program_by_slug, query_param, requires, time_param
@@ -79,10 +84,12 @@ async def economics(request: web.Request) -> web.Response:
     if (currency is None and "currency" in request.query) or \
             (currency is not None and not CURRENCY.fullmatch(currency)):
         raise invalid("currency must be an ISO 4217 code like USD", "currency")
+    if since is None and until is None and currency is None:
+        return await _answer(request, program, "economics", "")
     async with request.config_dict[keys.POOL].acquire() as conn:
         report = await economics_report(conn, program.id, program.settings, since=since,
                                         until=until, currency=currency)
-    return web.json_response({"program": program.slug, **report})
+    return _live(program, report)
 
 
 @requires(*READERS)
@@ -101,11 +108,37 @@ async def breakdown(request: web.Request) -> web.Response:
             (min_raw is not None and not (min_raw.isascii() and min_raw.isdigit())):
         raise invalid("min_visitors must be a whole number", "min_visitors")
     since, until = _window(request)
+    if (since is None and until is None and min_raw is None and type_ == "purchase"
+            and by in CACHED_BREAKDOWNS):
+        return await _answer(request, program, "breakdown", breakdown_params(by))
     async with request.config_dict[keys.POOL].acquire() as conn:
         report = await breakdown_report(
             conn, program.id, program.settings, by, type_=type_, since=since, until=until,
             min_visitors=MIN_VISITORS if min_raw is None else int(min_raw))
-    return web.json_response({"program": program.slug, **report})
+    return _live(program, report)
+
+
+def _live(program: queries.Program, report: dict[str, Any]) -> web.Response:
+    return web.json_response({"program": program.slug, **report, "cached": False,
+                              "computed_at": rfc3339(datetime.now(UTC))})
+
+
+async def _answer(request: web.Request, program: queries.Program, report: str, params: str
+                  ) -> web.Response:
+    """A default view: the reports job's copy while it is fresh (CACHE_MAX_AGE_S), else
+    computed now."""
+    pool = request.config_dict[keys.POOL]
+    cached = await cached_report(pool, program.id, report, params, CACHE_MAX_AGE_S)
+    if cached is not None:
+        return web.json_response({"program": program.slug, **cached.body, "cached": True,
+                                  "computed_at": rfc3339(cached.computed_at)})
+    async with pool.acquire() as conn:
+        if report == "economics":
+            body = await economics_report(conn, program.id, program.settings)
+        else:
+            body = await breakdown_report(conn, program.id, program.settings,
+                                          params.removeprefix("by=").split(","))
+    return _live(program, body)
 
 
 def add_routes(app: web.Application) -> None:
