@@ -24,9 +24,8 @@ the OpenAPI document, tracker/web/api/openapi.py):
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,7 +39,6 @@ from tracker.scoring import queries
 GRANTED = ("approved", "paid")
 OPEN = ("pending", "flagged")
 SIDES = ("referrer", "referee")
-RETENTION_DAYS = 90
 LTV_DAYS = (90, 365)
 MIN_VISITORS = 30  # a breakdown group with fewer unique visitors is marked `small`
 CONVERSION_TYPES = CREDITED_TYPES  # what a breakdown may count
@@ -72,31 +70,19 @@ def _sorted(d: dict[str, Any]) -> dict[str, Any]:
     return dict(sorted(d.items()))
 
 
-class _Window:
-    def __init__(self, since: datetime | None, until: datetime | None) -> None:
-        self.since, self.until = since, until
-
-    def __contains__(self, at: datetime) -> bool:
-        return (self.since is None or at >= self.since) and (self.until is None or
-                                                             at < self.until)
-
-
 async def economics_report(conn: asyncpg.Connection, program_id: int, settings: dict[str, Any],
                            *, since: datetime | None = None, until: datetime | None = None,
                            currency: str | None = None) -> dict[str, Any]:
     """The program's economics over [since, until) (see the module's definitions)."""
+    tz = zone(settings)
     async with conn.transaction():
         await queries.report_settings(conn)
-        all_customers, all_money = await queries.customers_and_money(conn, program_id, since,
-                                                                     until)
-        all_rewards = await queries.reward_money(conn, program_id, since, until)
-        kinds = await queries.referrer_kinds(conn, program_id)
+        customers, money, months = await queries.customer_groups(
+            conn, program_id, since=since, until=until, currency=currency, tz=tz.key)
+        rewards = [r for r in await queries.reward_money(conn, program_id, since, until)
+                   if currency is None or r.currency == currency]
         as_of = await queries.latest_conversion(conn, program_id)
-    customers = [c for c in all_customers if currency is None or c.currency == currency]
-    money = [m for m in all_money if currency is None or m.currency == currency]
-    rewards = [r for r in all_rewards if currency is None or r.currency == currency]
-    window = _Window(since, until)
-    groups, by_kind = _customer_groups(customers, money, kinds, window, as_of)
+    groups, by_kind = _customer_groups(customers, money)
     cost, prevented = _incentives(rewards, by_kind)
     referred = groups["referred"]
     currencies = sorted(set(referred["revenue"]) | set(cost))
@@ -120,58 +106,40 @@ async def economics_report(conn: asyncpg.Connection, program_id: int, settings: 
         "fraud_prevented": prevented,
         "customers": {g: _finish_group(v) for g, v in groups.items()},
         "by_referrer_kind": {k: _finish_kind(v) for k, v in by_kind.items()},
-        "viral": viral_by_month(customers, zone(settings), since, until),
+        "viral": viral_by_month(months),
     }
 
 
-def _customer_groups(customers: list[queries.CustomerFacts], money: list[queries.CustomerMoney],
-                     kinds: dict[int, str], window: _Window, as_of: datetime | None
+def _customer_groups(customers: list[queries.CustomerGroup], money: list[queries.MoneyGroup]
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Referred and other customers (counts, revenue, retention, LTV), and the referred by
     their referrer's advocate kind (counts, revenue)."""
-    by_id = {c.customer_id: c for c in customers}
-    segment_of: dict[str, tuple[str, str | None]] = {
-        c.customer_id: ("referred", kinds.get(c.referrer_id, "non_buyer"))
-        if c.referrer_id is not None else ("other", None) for c in customers}
     groups = {g: _group() for g in ("referred", "other")}
     by_kind = {k: _kind_row() for k in REFERRER_KINDS}
     for c in customers:
-        seg, kind = segment_of[c.customer_id]
-        if c.first_at not in window:
-            continue
-        g = groups[seg]
-        g["customers"] += 1
-        g["by_currency"][c.currency] += 1
-        if kind is not None:
-            by_kind[kind]["referred_customers"] += 1
-        if as_of is None:
-            continue
-        if c.first_at + timedelta(days=RETENTION_DAYS) <= as_of:
-            g["retention"]["eligible"] += 1
-            g["retention"]["retained"] += int(c.retained_90d)
+        g = groups["referred" if c.referred else "other"]
+        g["customers"] += c.customers
+        g["by_currency"][c.currency] += c.customers
+        if c.referred:
+            by_kind[c.kind or "non_buyer"]["referred_customers"] += c.customers
+        g["retention"]["eligible"] += c.eligible_90d
+        g["retention"]["retained"] += c.retained_90d
         # LTV counts every eligible customer of the currency, also those with nothing left.
-        for days in LTV_DAYS:
-            if c.first_at + timedelta(days=days) <= as_of:
-                g["ltv"][days][c.currency][0] += 1
+        for days, n, value in ((90, c.eligible_90d, c.net_90d),
+                               (365, c.eligible_365d, c.net_365d)):
+            if n:
+                g["ltv"][days][c.currency][0] += n
+                g["ltv"][days][c.currency][1] += value
     for m in money:
-        cust = by_id.get(m.customer_id)
-        if cust is None:
-            continue
-        seg, kind = segment_of[m.customer_id]
-        g = groups[seg]
-        if m.in_window:
-            row = g["revenue"].setdefault(m.currency, _money())
-            for key, value in (("gross", m.gross), ("refunds", m.refunds),
-                               ("chargebacks", m.chargebacks)):
-                row[key] += value
-            row["net"] += m.gross - m.refunds - m.chargebacks
-            if kind is not None:
-                by_kind[kind]["revenue"][m.currency] += m.gross - m.refunds - m.chargebacks
-        if m.currency != cust.currency or cust.first_at not in window or as_of is None:
-            continue
-        for days, value in zip(LTV_DAYS, (m.net_90d, m.net_365d), strict=True):
-            if cust.first_at + timedelta(days=days) <= as_of:
-                g["ltv"][days][m.currency][1] += value
+        g = groups["referred" if m.referred else "other"]
+        row = g["revenue"].setdefault(m.currency, _money())
+        row["gross"] += m.gross
+        row["refunds"] += m.refunds
+        row["chargebacks"] += m.chargebacks
+        row["net"] += m.gross - m.refunds - m.chargebacks
+        if m.referred:
+            by_kind[m.kind or "non_buyer"]["revenue"][m.currency] += (
+                m.gross - m.refunds - m.chargebacks)
     return groups, by_kind
 
 
@@ -241,38 +209,24 @@ def _finish_kind(k: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _month(at: datetime, tz: ZoneInfo) -> tuple[int, int]:
-    local = at.astimezone(tz)
-    return local.year, local.month
-
-
-def viral_by_month(customers: list[queries.CustomerFacts], tz: ZoneInfo,
-                   since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
-    """Per calendar month (in `tz`) of first payments in the window: referred customers, the
-    distinct referrers credited with them, `per_referrer` = referred / referrers, customers
-    before the month (first payment earlier) and `per_customer` = referred / those."""
-    firsts = sorted(c.first_at for c in customers)
-    months: dict[tuple[int, int], dict[str, Any]] = {}
-    for c in customers:
-        if (since is not None and c.first_at < since) or (until is not None and
-                                                          c.first_at >= until):
-            continue
-        row = months.setdefault(_month(c.first_at, tz), {"referred": 0, "referrers": set()})
-        if c.referrer_id is not None:
-            row["referred"] += 1
-            row["referrers"].add(c.referrer_id)
+def viral_by_month(months: list[queries.MonthGroup]) -> list[dict[str, Any]]:
+    """Per calendar month (program time zone) with first payments in the window: referred
+    customers, the distinct referrers credited with them, `per_referrer` = referred /
+    referrers, customers before the month (first payment earlier, whatever the window) and
+    `per_customer` = referred / those."""
     out = []
-    for (year, month), row in sorted(months.items()):
-        start = datetime(year, month, 1, tzinfo=tz)
-        before = bisect.bisect_left(firsts, start)
-        out.append({
-            "month": f"{year:04d}-{month:02d}",
-            "referred_customers": row["referred"],
-            "referrers": len(row["referrers"]),
-            "per_referrer": _ratio(row["referred"], len(row["referrers"])),
-            "customers_before": before,
-            "per_customer": _ratio(row["referred"], before),
-        })
+    before = 0
+    for m in months:
+        if m.acquired:
+            out.append({
+                "month": m.month,
+                "referred_customers": m.referred,
+                "referrers": m.referrers,
+                "per_referrer": _ratio(m.referred, m.referrers),
+                "customers_before": before,
+                "per_customer": _ratio(m.referred, before),
+            })
+        before += m.customers
     return out
 
 

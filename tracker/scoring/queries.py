@@ -808,32 +808,6 @@ net AS (
 
 
 @dataclass(frozen=True, slots=True)
-class CustomerFacts:
-    """One paying customer of a program (see the section's comment)."""
-
-    customer_id: str
-    first_at: datetime
-    currency: str  # of the first payment
-    referrer_id: int | None  # None: not referred
-    retained_90d: bool  # paid again 90 days or more after the first payment
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerMoney:
-    """A customer's money in one currency: in the window, and within 90 and 365 days of the
-    first payment (net)."""
-
-    customer_id: str
-    currency: str
-    in_window: int  # paying conversions (and unnamed reversals) in the window
-    gross: int
-    refunds: int
-    chargebacks: int
-    net_90d: int
-    net_365d: int
-
-
-@dataclass(frozen=True, slots=True)
 class RewardMoney:
     """Rewards of one beneficiary side, currency, status and referrer kind (of conversions in
     the window): how many, their amounts and what clawbacks took back of them."""
@@ -862,13 +836,52 @@ class BreakdownConversions:
     net: int
 
 
-async def customers_and_money(conn: asyncpg.Connection, program_id: int,
-                              since: datetime | None, until: datetime | None
-                              ) -> tuple[list[CustomerFacts], list[CustomerMoney]]:
-    """Every paying customer (first payment, referrer, 90-day retention), and their net money
-    per currency: gross, refunds and chargebacks of paying conversions in [since, until), and
-    net within 90 / 365 days of the first payment. One pass over the conversions."""
+@dataclass(frozen=True, slots=True)
+class CustomerGroup:
+    """Customers whose first payment is in the window, of one segment (referred or not, the
+    referrer's advocate kind) and first-payment currency."""
+
+    referred: bool
+    kind: str | None
+    currency: str
+    customers: int
+    eligible_90d: int  # first payment at least 90 days before as_of
+    retained_90d: int
+    eligible_365d: int
+    net_90d: int  # their net in `currency` within 90 days of the first payment (eligible ones)
+    net_365d: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyGroup:
+    """Paying conversions in the window of one segment's customers, in one currency."""
+
+    referred: bool
+    kind: str | None
+    currency: str
+    gross: int
+    refunds: int
+    chargebacks: int
+
+
+@dataclass(frozen=True, slots=True)
+class MonthGroup:
+    """Customers by the month (in the program's time zone) of their first payment."""
+
+    month: str  # YYYY-MM
+    customers: int  # all of them, whatever the window
+    acquired: int  # those in the window
+    referred: int  # referred ones in the window
+    referrers: int  # distinct referrers of those
+
+
+async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: datetime | None,
+                          until: datetime | None, currency: str | None, tz: str
+                          ) -> tuple[list[CustomerGroup], list[MoneyGroup], list[MonthGroup]]:
+    """The customer side of the economics in one pass over the conversions, aggregated in
+    PostgreSQL: per (customer, currency) first, then by grouping sets."""
     window = _WINDOW.format(t="n.occurred_at")
+    acquired = _WINDOW.format(t="first_at")
     rows = await conn.fetch(
         f"""WITH {_FIRSTS}, {_NET},
            acquired AS (
@@ -877,35 +890,73 @@ async def customers_and_money(conn: asyncpg.Connection, program_id: int,
                JOIN conversions c ON c.program_id = $1 AND c.customer_id = f.customer_id
                                  AND c.occurred_at <= f.first_at
                JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
-               ORDER BY c.customer_id, c.occurred_at, c.id, cr.credit DESC, cr.referrer_id)
-           SELECT n.customer_id, n.currency, min(f.first_at) AS first_at,
-                  min(f.currency) AS first_currency, min(a.referrer_id) AS referrer_id,
-                  bool_or(n.paying AND n.occurred_at >= f.first_at + interval '90 days')
-                      AS retained,
-                  count(*) FILTER (WHERE {window}) AS in_window,
-                  coalesce(sum(n.gross) FILTER (WHERE {window}), 0)::bigint AS gross,
-                  coalesce(sum(n.refunds) FILTER (WHERE {window}), 0)::bigint AS refunds,
-                  coalesce(sum(n.chargebacks) FILTER (WHERE {window}), 0)::bigint AS chargebacks,
-                  coalesce(sum(n.gross - n.refunds - n.chargebacks)
-                      FILTER (WHERE n.occurred_at < f.first_at + interval '90 days'), 0)::bigint
-                      AS net_90d,
-                  coalesce(sum(n.gross - n.refunds - n.chargebacks)
-                      FILTER (WHERE n.occurred_at < f.first_at + interval '365 days'), 0)::bigint
-                      AS net_365d
-           FROM net n JOIN firsts f USING (customer_id)
-           LEFT JOIN acquired a USING (customer_id)
-           GROUP BY n.customer_id, n.currency""", program_id, since, until)
-    facts: dict[str, CustomerFacts] = {}
-    money = []
+               ORDER BY c.customer_id, c.occurred_at, c.id, cr.credit DESC, cr.referrer_id),
+           kinds AS (SELECT r.id, {referrer_kind()} AS kind FROM referrers r
+                     WHERE r.program_id = $1),
+           as_of AS (SELECT max(occurred_at) AS at FROM conversions WHERE program_id = $1),
+           per AS (
+               SELECT n.customer_id, n.currency, f.first_at, f.currency AS first_currency,
+                      a.referrer_id, k.kind, n.currency = f.currency AS own,
+                      bool_or(bool_or(n.paying AND n.occurred_at >= f.first_at
+                                                                  + interval '90 days'))
+                          OVER (PARTITION BY n.customer_id) AS retained,
+                      count(*) FILTER (WHERE {window}) AS in_window,
+                      coalesce(sum(n.gross) FILTER (WHERE {window}), 0) AS gross,
+                      coalesce(sum(n.refunds) FILTER (WHERE {window}), 0) AS refunds,
+                      coalesce(sum(n.chargebacks) FILTER (WHERE {window}), 0) AS chargebacks,
+                      coalesce(sum(n.gross - n.refunds - n.chargebacks) FILTER (
+                          WHERE n.occurred_at < f.first_at + interval '90 days'), 0) AS net_90d,
+                      coalesce(sum(n.gross - n.refunds - n.chargebacks) FILTER (
+                          WHERE n.occurred_at < f.first_at + interval '365 days'), 0)
+                          AS net_365d
+               FROM net n JOIN firsts f USING (customer_id)
+               LEFT JOIN acquired a USING (customer_id)
+               LEFT JOIN kinds k ON k.id = a.referrer_id
+               WHERE $4::text IS NULL OR (n.currency = $4 AND f.currency = $4)
+               GROUP BY n.customer_id, n.currency, f.first_at, f.currency, a.referrer_id,
+                        k.kind),
+           marked AS (
+               SELECT p.*, p.referrer_id IS NOT NULL AS referred,
+                      to_char(p.first_at AT TIME ZONE $5, 'YYYY-MM') AS month,
+                      p.own AND {acquired} AS counted,
+                      p.first_at + interval '90 days' <= (SELECT at FROM as_of) AS e90,
+                      p.first_at + interval '365 days' <= (SELECT at FROM as_of) AS e365
+               FROM per p)
+           SELECT GROUPING(first_currency) AS by_customer, GROUPING(currency) AS by_money,
+                  referred, kind, first_currency, currency, month,
+                  count(*) FILTER (WHERE counted) AS customers,
+                  count(*) FILTER (WHERE counted AND e90) AS eligible_90d,
+                  count(*) FILTER (WHERE counted AND e90 AND retained) AS retained_90d,
+                  count(*) FILTER (WHERE counted AND e365) AS eligible_365d,
+                  coalesce(sum(net_90d) FILTER (WHERE counted AND e90), 0)::bigint AS net_90d,
+                  coalesce(sum(net_365d) FILTER (WHERE counted AND e365), 0)::bigint
+                      AS net_365d,
+                  count(*) FILTER (WHERE in_window > 0) AS paying,
+                  sum(gross)::bigint AS gross, sum(refunds)::bigint AS refunds,
+                  sum(chargebacks)::bigint AS chargebacks,
+                  count(*) FILTER (WHERE own) AS everyone,
+                  count(*) FILTER (WHERE counted AND referred) AS referred_n,
+                  count(DISTINCT referrer_id) FILTER (WHERE counted) AS referrers
+           FROM marked
+           GROUP BY GROUPING SETS ((referred, kind, first_currency), (referred, kind, currency),
+                                   (month))""",
+        program_id, since, until, currency, tz)
+    customers, money, months = [], [], []
     for r in rows:
-        cid = r["customer_id"]
-        known = facts.get(cid)
-        if known is None or (r["retained"] and not known.retained_90d):
-            facts[cid] = CustomerFacts(cid, r["first_at"], r["first_currency"], r["referrer_id"],
-                                       bool(r["retained"]))
-        money.append(CustomerMoney(cid, r["currency"], r["in_window"], r["gross"], r["refunds"],
-                                   r["chargebacks"], r["net_90d"], r["net_365d"]))
-    return list(facts.values()), money
+        if r["by_customer"] == 0:
+            if r["customers"]:
+                customers.append(CustomerGroup(
+                    r["referred"], r["kind"], r["first_currency"], r["customers"],
+                    r["eligible_90d"], r["retained_90d"], r["eligible_365d"], r["net_90d"],
+                    r["net_365d"]))
+        elif r["by_money"] == 0:
+            if r["paying"]:
+                money.append(MoneyGroup(r["referred"], r["kind"], r["currency"], r["gross"],
+                                        r["refunds"], r["chargebacks"]))
+        else:
+            months.append(MonthGroup(r["month"], r["everyone"], r["customers"], r["referred_n"],
+                                     r["referrers"]))
+    return customers, money, sorted(months, key=lambda m: m.month)
 
 
 async def report_settings(conn: asyncpg.Connection) -> None:
@@ -940,13 +991,6 @@ async def reward_money(conn: asyncpg.Connection, program_id: int, since: datetim
            WHERE w.program_id = $1 AND {window}
            GROUP BY w.beneficiary, w.currency, w.status, k.kind""", program_id, since, until)
     return [RewardMoney(*r) for r in rows]
-
-
-async def referrer_kinds(conn: asyncpg.Connection, program_id: int) -> dict[int, str]:
-    """Referrer id -> advocate kind, for the program's referrers."""
-    return {r["id"]: r["kind"] for r in await conn.fetch(
-        f"SELECT r.id, {referrer_kind()} AS kind FROM referrers r WHERE r.program_id = $1",
-        program_id)}
 
 
 # Dimensions of a click (alias c, its link l, its referrer's kind k, the ask before it s);
