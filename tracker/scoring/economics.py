@@ -243,18 +243,18 @@ async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: 
     tz = zone(settings)
     async with conn.transaction():
         await queries.report_settings(conn)
-        clicks = await queries.breakdown_clicks(conn, program_id, by, since=since, until=until,
-                                                tz=tz.key)
+        clicks, all_clicks = await queries.breakdown_clicks(conn, program_id, by, since=since,
+                                                            until=until, tz=tz.key)
         conversions = await queries.breakdown_conversions(conn, program_id, by, type_=type_,
                                                           since=since, until=until, tz=tz.key)
-        visitors = await queries.breakdown_visitors(conn, program_id, since, until)
     rows: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
         lambda: {"clicks": 0, "unique_visitors": 0, "conversions": 0,
                  "revenue": defaultdict(int)})
     for c in clicks:
         rows[c.keys]["clicks"] += c.clicks
         rows[c.keys]["unique_visitors"] += c.visitors
-    total: dict[str, Any] = {"clicks": 0, "unique_visitors": visitors, "conversions": 0,
+    total: dict[str, Any] = {"clicks": all_clicks.clicks,
+                             "unique_visitors": all_clicks.visitors, "conversions": 0,
                              "revenue": defaultdict(int)}
     for v in conversions:
         rows[v.keys]["conversions"] += v.conversions
@@ -262,7 +262,6 @@ async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: 
         if v.currency is not None:
             rows[v.keys]["revenue"][v.currency] += v.net
             total["revenue"][v.currency] += v.net
-    total["clicks"] = sum(c.clicks for c in clicks)
 
     def finish(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "conversion_rate": _ratio(row["conversions"], row["unique_visitors"]),

@@ -1042,33 +1042,33 @@ def _breakdown_ctes(by: list[str]) -> str:
 
 async def breakdown_clicks(conn: asyncpg.Connection, program_id: int, by: list[str], *,
                            since: datetime | None, until: datetime | None, tz: str
-                           ) -> list[BreakdownRow]:
+                           ) -> tuple[list[BreakdownRow], BreakdownRow]:
     """Counted (not bot, not duplicate) clicks in [since, until) and their distinct visitors,
-    per group of the dimensions `by` (names of BREAKDOWN_DIMENSIONS). Two hash aggregates,
-    (group, visitor) then group, rather than count(DISTINCT), which sorts every click."""
+    per group of the dimensions `by` (names of BREAKDOWN_DIMENSIONS), and over all groups
+    (the total, whose visitors are not the groups' sum). One scan: hash aggregates by
+    (group, visitor) and by visitor, then by group, rather than count(DISTINCT), which sorts
+    every click."""
     keys = ", ".join(f"{BREAKDOWN_DIMENSIONS[d]} AS g{i}" for i, d in enumerate(by))
     groups = ", ".join(f"g{i}" for i in range(len(by)))
     rows = await conn.fetch(
         f"""{_breakdown_ctes(by)}
-           SELECT {groups}, sum(n)::bigint AS clicks, count(visitor_id) AS visitors
-           FROM (SELECT {keys}, c.visitor_id, count(*) AS n
-                 FROM clicks c {_breakdown_from(by, "c")}
-                 WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
-                   AND {_WINDOW.format(t="c.ts")}
-                 GROUP BY {groups}, c.visitor_id) per_visitor
-           GROUP BY {groups}""", program_id, since, until, tz)
-    return [BreakdownRow(tuple(r[f"g{i}"] for i in range(len(by))), r["clicks"], r["visitors"])
-            for r in rows]
-
-
-async def breakdown_visitors(conn: asyncpg.Connection, program_id: int,
-                             since: datetime | None, until: datetime | None) -> int:
-    """Distinct visitors of the counted clicks in [since, until)."""
-    n: int = await conn.fetchval(
-        f"""SELECT count(DISTINCT visitor_id) FROM clicks c
-           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
-             AND {_WINDOW.format(t="c.ts")}""", program_id, since, until)
-    return n
+           SELECT whole, {groups}, sum(n)::bigint AS clicks, count(visitor_id) AS visitors
+           FROM (SELECT GROUPING(g0) AS whole, {groups}, visitor_id, count(*) AS n
+                 FROM (SELECT {keys}, c.visitor_id FROM clicks c {_breakdown_from(by, "c")}
+                       WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+                         AND {_WINDOW.format(t="c.ts")}) keyed
+                 GROUP BY GROUPING SETS (({groups}, visitor_id), (visitor_id))) per_visitor
+           GROUP BY whole, {groups}""", program_id, since, until, tz)
+    total = BreakdownRow((), 0, 0)
+    out = []
+    for r in rows:
+        row = BreakdownRow(tuple(r[f"g{i}"] for i in range(len(by))), r["clicks"],
+                           r["visitors"])
+        if r["whole"]:
+            total = BreakdownRow((), row.clicks, row.visitors)
+        else:
+            out.append(row)
+    return out, total
 
 
 async def breakdown_conversions(conn: asyncpg.Connection, program_id: int, by: list[str], *,
