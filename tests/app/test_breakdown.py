@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import auth
+from tracker.scoring.economics import breakdown_report, breakdown_reports
 
 Client = TestClient[web.Request, web.Application]
 
@@ -237,3 +238,17 @@ async def test_breakdown_of_a_program_without_clicks(client: Client, tokens: dic
     body = await breakdown(client, tokens, "by=weekday,trigger")
     assert body["groups"] == [] and body["timezone"] == "UTC"
     assert body["total"] == row(0, 0, 0, {})
+
+
+async def test_many_views_in_one_scan_equal_each_alone(conn: asyncpg.Connection) -> None:
+    """The reports job computes every default view in one scan (grouping sets); each equals
+    the view computed alone, also for the same dimensions in another order."""
+    await build(conn)
+    pid = await conn.fetchval("SELECT id FROM programs WHERE slug = 'acme'")
+    settings = {"timezone": "America/New_York"}
+    sets = [["weekday"], ["hour"], ["weekday", "hour"], ["hour", "weekday"], ["trigger"],
+            ["referrer_kind", "channel"], ["country"]]
+    together = await breakdown_reports(conn, pid, settings, sets)
+    for by, report in zip(sets, together, strict=True):
+        assert report == await breakdown_report(conn, pid, settings, by), by
+    assert together[3]["groups"][0]["key"] == {"hour": 9, "weekday": 1}

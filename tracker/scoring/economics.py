@@ -240,13 +240,34 @@ async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: 
     """Clicks, unique visitors, conversions (of `type_`, each in its last touch's group),
     conversion rate (conversions / unique visitors) and net revenue per currency, per group of
     one or two dimensions; groups under `min_visitors` unique visitors are marked `small`."""
+    reports = await breakdown_reports(conn, program_id, settings, [by], type_=type_,
+                                      since=since, until=until, min_visitors=min_visitors)
+    return reports[0]
+
+
+async def breakdown_reports(conn: asyncpg.Connection, program_id: int,
+                            settings: dict[str, Any], sets: list[list[str]], *,
+                            type_: str = "purchase", since: datetime | None = None,
+                            until: datetime | None = None, min_visitors: int = MIN_VISITORS
+                            ) -> list[dict[str, Any]]:
+    """`breakdown_report` for each of `sets`, from one scan of the clicks and one of the
+    conversions (the reports job computes every default view at once)."""
     tz = zone(settings)
     async with conn.transaction():
         await queries.report_settings(conn)
-        clicks, all_clicks = await queries.breakdown_clicks(conn, program_id, by, since=since,
-                                                            until=until, tz=tz.key)
-        conversions = await queries.breakdown_conversions(conn, program_id, by, type_=type_,
+        clicks = await queries.breakdown_clicks(conn, program_id, sets, since=since,
+                                                until=until, tz=tz.key)
+        conversions = await queries.breakdown_conversions(conn, program_id, sets, type_=type_,
                                                           since=since, until=until, tz=tz.key)
+    return [_breakdown(by, groups, total, convs, tz=tz.key, type_=type_, since=since,
+                       until=until, min_visitors=min_visitors)
+            for by, (groups, total), convs in zip(sets, clicks, conversions, strict=True)]
+
+
+def _breakdown(by: list[str], clicks: list[queries.BreakdownRow],
+               all_clicks: queries.BreakdownRow, conversions: list[queries.BreakdownConversions],
+               *, tz: str, type_: str, since: datetime | None, until: datetime | None,
+               min_visitors: int) -> dict[str, Any]:
     rows: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
         lambda: {"clicks": 0, "unique_visitors": 0, "conversions": 0,
                  "revenue": defaultdict(int)})
@@ -274,7 +295,7 @@ async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: 
     return {
         "by": by,
         "type": type_,
-        "timezone": tz.key,
+        "timezone": tz,
         "since": rfc3339(since) if since else None,
         "until": rfc3339(until) if until else None,
         "min_visitors": min_visitors,
@@ -302,8 +323,9 @@ async def refresh_report_cache(conn: asyncpg.Connection) -> None:
     for program in await queries.programs_named(conn, None):
         body = await economics_report(conn, program.id, program.settings)
         await queries.store_report(conn, program.id, "economics", "", body)
-        for by in CACHED_BREAKDOWNS:
-            body = await breakdown_report(conn, program.id, program.settings, list(by))
+        sets = [list(by) for by in CACHED_BREAKDOWNS]
+        for by, body in zip(sets, await breakdown_reports(conn, program.id, program.settings,
+                                                          sets), strict=True):
             await queries.store_report(conn, program.id, "breakdown", breakdown_params(by),
                                        body)
 

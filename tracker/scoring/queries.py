@@ -1040,47 +1040,74 @@ def _breakdown_ctes(by: list[str]) -> str:
     return "WITH " + ",\n".join(ctes)
 
 
-async def breakdown_clicks(conn: asyncpg.Connection, program_id: int, by: list[str], *,
-                           since: datetime | None, until: datetime | None, tz: str
-                           ) -> tuple[list[BreakdownRow], BreakdownRow]:
-    """Counted (not bot, not duplicate) clicks in [since, until) and their distinct visitors,
-    per group of the dimensions `by` (names of BREAKDOWN_DIMENSIONS), and over all groups
-    (the total, whose visitors are not the groups' sum). One scan: hash aggregates by
-    (group, visitor) and by visitor, then by group, rather than count(DISTINCT), which sorts
-    every click."""
-    keys = ", ".join(f"{BREAKDOWN_DIMENSIONS[d]} AS g{i}" for i, d in enumerate(by))
-    groups = ", ".join(f"g{i}" for i in range(len(by)))
+def _grouping(sets: list[list[str]]) -> tuple[list[str], dict[int, list[int]], int]:
+    """The dimensions any of `sets` reads (in BREAKDOWN_DIMENSIONS order), which sets each
+    GROUPING() mask of them stands for (a set the same as another but in another order
+    shares its mask), and the mask of the set that groups by none of them."""
+    dims = [d for d in BREAKDOWN_DIMENSIONS if any(d in s for s in sets)]
+    masks: dict[int, list[int]] = defaultdict(list)
+    for i, by in enumerate(sets):
+        mask = sum(1 << (len(dims) - 1 - j) for j, d in enumerate(dims) if d not in by)
+        masks[mask].append(i)
+    return dims, masks, (1 << len(dims)) - 1
+
+
+def _keys(dims: list[str]) -> str:
+    return ", ".join(f"{BREAKDOWN_DIMENSIONS[d]} AS g_{d}" for d in dims)
+
+
+def _sets(sets: list[list[str]], masks: dict[int, list[int]], extra: str) -> str:
+    """The GROUPING SETS of `sets`, once per mask (a set repeated, in whatever order, would
+    give its rows twice)."""
+    return ", ".join("(" + ", ".join([*(f"g_{d}" for d in sets[ids[0]]), extra]) + ")"
+                     for ids in masks.values())
+
+
+async def breakdown_clicks(conn: asyncpg.Connection, program_id: int, sets: list[list[str]],
+                           *, since: datetime | None, until: datetime | None, tz: str
+                           ) -> list[tuple[list[BreakdownRow], BreakdownRow]]:
+    """For each of `sets` (one or two names of BREAKDOWN_DIMENSIONS): counted (not bot, not
+    duplicate) clicks in [since, until) and their distinct visitors per group, and over all
+    groups (the total, whose visitors are not the groups' sum). One scan for every set: hash
+    aggregates by (group, visitor) per set and by visitor, then by group, rather than
+    count(DISTINCT), which sorts every click."""
+    dims, masks, whole = _grouping(sets)
+    columns = ", ".join(f"g_{d}" for d in dims)
     rows = await conn.fetch(
-        f"""{_breakdown_ctes(by)}
-           SELECT whole, {groups}, sum(n)::bigint AS clicks, count(visitor_id) AS visitors
-           FROM (SELECT GROUPING(g0) AS whole, {groups}, visitor_id, count(*) AS n
-                 FROM (SELECT {keys}, c.visitor_id FROM clicks c {_breakdown_from(by, "c")}
+        f"""{_breakdown_ctes(dims)}
+           SELECT mask, {columns}, sum(n)::bigint AS clicks, count(visitor_id) AS visitors
+           FROM (SELECT GROUPING({columns}) AS mask, {columns}, visitor_id, count(*) AS n
+                 FROM (SELECT {_keys(dims)}, c.visitor_id FROM clicks c
+                       {_breakdown_from(dims, "c")}
                        WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
                          AND {_WINDOW.format(t="c.ts")}) keyed
-                 GROUP BY GROUPING SETS (({groups}, visitor_id), (visitor_id))) per_visitor
-           GROUP BY whole, {groups}""", program_id, since, until, tz)
-    total = BreakdownRow((), 0, 0)
-    out = []
+                 GROUP BY GROUPING SETS ({_sets(sets, masks, "visitor_id")}, (visitor_id))
+                ) per_visitor
+           GROUP BY mask, {columns}""", program_id, since, until, tz)
+    out: list[tuple[list[BreakdownRow], BreakdownRow]] = [([], BreakdownRow((), 0, 0))
+                                                          for _ in sets]
     for r in rows:
-        row = BreakdownRow(tuple(r[f"g{i}"] for i in range(len(by))), r["clicks"],
-                           r["visitors"])
-        if r["whole"]:
-            total = BreakdownRow((), row.clicks, row.visitors)
-        else:
-            out.append(row)
-    return out, total
+        if r["mask"] == whole:
+            for i, (groups, _) in enumerate(out):
+                out[i] = (groups, BreakdownRow((), r["clicks"], r["visitors"]))
+            continue
+        for i in masks[r["mask"]]:
+            out[i][0].append(BreakdownRow(tuple(r[f"g_{d}"] for d in sets[i]), r["clicks"],
+                                          r["visitors"]))
+    return out
 
 
-async def breakdown_conversions(conn: asyncpg.Connection, program_id: int, by: list[str], *,
-                                type_: str, since: datetime | None, until: datetime | None,
-                                tz: str) -> list[BreakdownConversions]:
-    """Attributed conversions of `type_` that occurred in [since, until), each in the group of
-    its last touch (its click; a typed code has no click: null click dimensions), with their
-    net amount per currency."""
-    keys = ", ".join(f"{BREAKDOWN_DIMENSIONS[d]} AS g{i}" for i, d in enumerate(by))
-    groups = ", ".join(f"g{i}" for i in range(len(by)))
+async def breakdown_conversions(conn: asyncpg.Connection, program_id: int,
+                                sets: list[list[str]], *, type_: str, since: datetime | None,
+                                until: datetime | None, tz: str
+                                ) -> list[list[BreakdownConversions]]:
+    """For each of `sets`: attributed conversions of `type_` that occurred in [since, until),
+    each in the group of its last touch (its click; a typed code has no click: null click
+    dimensions), with their net amount per currency."""
+    dims, masks, _ = _grouping(sets)
+    columns = ", ".join(f"g_{d}" for d in dims)
     rows = await conn.fetch(
-        f"""{_breakdown_ctes(by)},
+        f"""{_breakdown_ctes(dims)},
            last_touch AS (
                SELECT DISTINCT ON (t.conversion_id) t.conversion_id, t.ts, t.click_id,
                       t.referrer_id
@@ -1088,8 +1115,9 @@ async def breakdown_conversions(conn: asyncpg.Connection, program_id: int, by: l
                JOIN conversions v ON v.program_id = t.program_id AND v.id = t.conversion_id
                WHERE t.program_id = $1 AND v.type = $5 AND {_WINDOW.format(t="v.occurred_at")}
                ORDER BY t.conversion_id, t.position DESC)
-           SELECT {groups}, currency, count(*) AS n, coalesce(sum(net), 0)::bigint AS net
-           FROM (SELECT {keys}, v.currency,
+           SELECT GROUPING({columns}) AS mask, {columns}, currency, count(*) AS n,
+                  coalesce(sum(net), 0)::bigint AS net
+           FROM (SELECT {_keys(dims)}, v.currency,
                         greatest(coalesce(v.amount, 0) - coalesce((
                             SELECT sum(coalesce(x.amount, v.amount)) FROM conversions x
                             WHERE x.program_id = v.program_id
@@ -1099,10 +1127,15 @@ async def breakdown_conversions(conn: asyncpg.Connection, program_id: int, by: l
                  JOIN conversions v ON v.program_id = $1 AND v.id = lt.conversion_id
                  LEFT JOIN clicks c ON c.program_id = $1 AND c.ts = lt.ts
                                    AND c.click_id = lt.click_id
-                 {_breakdown_from(by, "lt")}) grouped
-           GROUP BY {groups}, currency""", program_id, since, until, tz, type_)
-    return [BreakdownConversions(tuple(r[f"g{i}"] for i in range(len(by))), r["currency"],
-                                 r["n"], r["net"]) for r in rows]
+                 {_breakdown_from(dims, "lt")}) grouped
+           GROUP BY GROUPING SETS ({_sets(sets, masks, "currency")})""",
+        program_id, since, until, tz, type_)
+    out: list[list[BreakdownConversions]] = [[] for _ in sets]
+    for r in rows:
+        for i in masks[r["mask"]]:
+            out[i].append(BreakdownConversions(tuple(r[f"g_{d}"] for d in sets[i]),
+                                               r["currency"], r["n"], r["net"]))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
