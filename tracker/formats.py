@@ -18,7 +18,9 @@ MAX_UA = 1024  # characters of a user agent kept, from a click or a conversion
 def rfc3339(value: datetime) -> str:
     """`2026-11-23T12:00:00.123Z`: UTC with milliseconds, as every answer writes time."""
     value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # The year zero-padded by hand: strftime's %Y gives "10" for the year 10 on glibc.
+    return (f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%S.")
+            + f"{value.microsecond // 1000:03d}Z")
 
 
 def clean_text(value: str, limit: int) -> str | None:

@@ -252,3 +252,12 @@ async def test_many_views_in_one_scan_equal_each_alone(conn: asyncpg.Connection)
     for by, report in zip(sets, together, strict=True):
         assert report == await breakdown_report(conn, pid, settings, by), by
     assert together[3]["groups"][0]["key"] == {"hour": 9, "weekday": 1}
+
+
+async def test_early_years_are_written_with_four_digits(client: Client, tokens: dict[str, str],
+                                                        conn: asyncpg.Connection) -> None:
+    """A window in the year 10 is echoed as RFC 3339 (`0010-...`, not `10-...`)."""
+    await build(conn)
+    body = await breakdown(client, tokens, "by=campaign&until=0010-02-02T14:20:01Z")
+    assert body["until"] == "0010-02-02T14:20:01.000Z"
+    assert body["groups"] == [] and body["total"]["clicks"] == 0

@@ -38,7 +38,7 @@ class Referrer:
     has_email: bool
     created_at: datetime
     name: str | None = None  # display name, at most NAME_MAX printable characters
-    kind: str = "non_buyer"  # REFERRER_KIND: customer or non_buyer
+    kind: str = "non_buyer"  # referrer_kind(): customer or non_buyer
     kind_set: bool = False  # the merchant set `kind` (else derived from the data)
 
 
