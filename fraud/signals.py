@@ -348,6 +348,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
+    for ref, finding in _interjected_findings(conversions).items():
+        out[ref].append(finding)
     return dict(out)
 
 
@@ -996,3 +998,72 @@ def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+
+INTERJECTED_MIN = 2  # a referrer's interjected conversions, at least, to be tested
+
+
+def interjected(conversions: Sequence[ConversionFacts]) -> set[int]:
+    """Conversions whose credited click came after the customer's purchase journey had
+    begun: the customer had already converted (signed up, say) within the hour before the
+    conversion, or another referrer's link had brought the visitor there minutes before, or
+    (at any time) the customer had converted through another referrer's link. A click fired
+    into a purchase that was happening anyway takes its credit as the last touch: click
+    injection, however slow its clicks."""
+    history: dict[str, list[tuple[float, tuple[str, ...]]]] = defaultdict(list)
+    for conv in conversions:
+        history[conv.customer].append((conv.at, conv.referrers))
+    out: set[int] = set()
+    for conv in conversions:
+        if not conv.touches or not conv.referrers:
+            continue
+        last = conv.touches[-1]
+        mine = set(conv.referrers)
+        begun = any(at < last.at and (conv.at - at <= LATE_SECONDS or (refs and not
+                                                                        set(refs) & mine))
+                    for at, refs in history[conv.customer])
+        brought = any(t.referrer not in mine and last.at - t.at <= LATE_SECONDS
+                      for t in conv.touches[:-1])
+        if begun or brought:
+            out.add(conv.conversion_id)
+    return out
+
+
+def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """interjected_clicks: more of a referrer's conversions came through a click that landed
+    after the customer's journey had begun (`interjected`) than the program's other
+    referrers' do (binomial against their share, Laplace-smoothed, Benjamini-Hochberg across
+    referrers). Carried by those conversions."""
+    late = interjected(conversions)
+    counts: Counter[str] = Counter()
+    taken: Counter[str] = Counter()
+    for conv in conversions:
+        if not conv.touches:
+            continue
+        for ref in conv.referrers:
+            counts[ref] += 1
+            taken[ref] += conv.conversion_id in late
+    total, total_taken = sum(counts.values()), sum(taken.values())
+    p_values: dict[str, float] = {}
+    for ref, k in taken.items():
+        n = counts[ref]
+        if k < INTERJECTED_MIN or total - n < BASELINE_MIN:
+            continue
+        rest = (total_taken - k + 1) / (total - n + 2)
+        p_values[ref] = _binom_above(k, n, rest)
+    out: dict[str, Finding] = {}
+    rate = total_taken / max(total, 1)
+    for ref in benjamini_hochberg(p_values):
+        k, n = taken[ref], counts[ref]
+        out[ref] = Finding(Reason(
+            "interjected_clicks", f"click: {k} of {ref}'s {n} conversions came through a click "
+            "that landed after the customer had already signed up or arrived through another "
+            f"link (the program's other referrers: {rate:.0%}): clicks fired into purchases "
+            "that were happening anyway (click injection)", round(k / n, 4),
+            f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(frozenset(late)), p_values[ref])
+    return out
+
+
+def _in_set(ids: frozenset[int]) -> Carry:
+    return lambda c: c.conversion_id in ids
