@@ -159,9 +159,10 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
+    excess = excess_shares(conversions, per_referrer)
     out = []
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
-        extra = population_reasons(conv, per_referrer, carried)
+        extra = population_reasons(conv, per_referrer, carried, excess)
         extra += [r for r in (per_device.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
@@ -184,30 +185,81 @@ def carried_by_customer(conversions: Sequence[ConversionFacts],
     return out
 
 
+EXCESS_SAMPLE = 5_000  # the program's conversions a carrier's base share is measured on
+Excess = dict[tuple[str, str], float]  # (referrer, finding code) -> excess share
+
+
+def excess_shares(conversions: Sequence[ConversionFacts],
+                  per_referrer: Mapping[str, list[Finding]]) -> Excess:
+    """For each referrer's finding, the share of the referrer's conversions that carry its
+    anomaly beyond what the program's other conversions carry (1 - base / own, at 0 when the
+    referrer's carry no more often than the program's): how likely a conversion that carries
+    it is one of the anomalous ones rather than one of the referrer's genuine referrals that
+    looks the same by chance (a fast buyer, a purchase at the cheapest price). A finding
+    every conversion carries (a conversion rate) says nothing of any one conversion."""
+    if not per_referrer:
+        return {}
+    step = max(1, len(conversions) // EXCESS_SAMPLE)
+    sample = conversions[::step]
+    mine: dict[str, list[ConversionFacts]] = defaultdict(list)
+    for conv in conversions:
+        for ref in conv.referrers:
+            if ref in per_referrer:
+                mine[ref].append(conv)
+    out: Excess = {}
+    for ref, found in per_referrer.items():
+        others = [c for c in sample if ref not in c.referrers]
+        for finding in found:
+            own = mine.get(ref, [])
+            share = sum(map(finding.carries, own)) / len(own) if own else 0.0
+            base = sum(map(finding.carries, others)) / len(others) if others else 0.0
+            out[(ref, finding.reason.code)] = _excess(share, base)
+    return out
+
+
+def _excess(share: float, base: float) -> float:
+    """The probability that a conversion carrying an anomaly is one of the anomalous ones,
+    when a share `share` of the referrer's conversions carry it and a share `base` of the
+    program's genuine ones do: the anomalous part a = (share - base) / (1 - base) of the
+    referrer's conversions all carry it, the rest carry it as often as the program's, so
+    P = a / share. A finding every conversion carries (a conversion rate) is left as it is:
+    it is about the referrer, and corroborates a conversion's other anomalies."""
+    if base >= 1.0 or share <= 0.0:
+        return 1.0 if base >= 1.0 else 0.0
+    return max(0.0, (share - base) / ((1.0 - base) * share))
+
+
 def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Finding]],
-                       carried: Carried | None = None) -> list[Reason]:
+                       carried: Carried | None = None, excess: Excess | None = None
+                       ) -> list[Reason]:
     """Its credited referrers' findings: at their weight where the conversion (or another of
     the customer's through the same referrer) carries the anomaly (CORROBORATED when the
     referrer has two anomalies or more), at UNCARRIED where it does not: a referrer's
-    genuine referrals are not held on its reputation alone."""
+    genuine referrals are not held on its reputation alone. Where `excess` is given, a
+    carried finding weighs in proportion to its excess share (excess_shares): carrying what
+    the program's genuine conversions often carry too is weak evidence."""
     out: list[Reason] = []
     for ref in conv.referrers:
         found = per_referrer.get(ref, [])
         several = len(found) >= 2
         mine = [f for f in found if f.carries(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
+        scales = {f.reason.code: 1.0 if excess is None else excess.get((ref, f.reason.code),
+                                                                       1.0) for f in found}
+
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0
         for f in mine:
-            keep *= 1.0 - f.reason.weight
+            keep *= 1.0 - f.reason.weight * scales[f.reason.code]
         together = min(1.0 - keep, CORROBORATED) if len(mine) >= 2 else 0.0
         for finding in found:
             reason = finding.reason
             if finding in mine:
                 weight = (max(reason.weight, CORROBORATED)
                           if several and reason.weight >= DECISIVE else reason.weight)
-                out.append(replace(reason, weight=round(max(weight, together), 4)))
+                weight = max(weight * scales[reason.code], together, UNCARRIED)
+                out.append(replace(reason, weight=round(weight, 4)))
             else:
                 out.append(replace(
                     reason, weight=UNCARRIED,
