@@ -338,7 +338,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
                   _velocity_findings(tally, totals), _refund_findings(tally),
                   _min_amount_findings(tally), _language_findings(tally),
-                  _hosting_findings(tally), _headerless_findings(tally, context)):
+                  _hosting_findings(conversions), _headerless_findings(tally, context)):
         for ref, finding in found.items():
             out[ref].append(finding)
     suspects = {ref for ref, found in out.items()
@@ -877,17 +877,38 @@ def _sent_language(language: str) -> Carry:
     return lambda c: bool(c.touches) and c.touches[-1].language == language
 
 
-def _hosting_findings(tally: _Tally) -> dict[str, Finding]:
+def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """hosting_share: most of a referrer's customers came through clicks from hosting or
+    anonymous IPs, far more than the program's other referrers' (binomial against their
+    share, Laplace-smoothed, Benjamini-Hochberg across referrers). Counted in customers, not
+    conversions (a customer's sign-up and purchase through one VPN are one person), so that
+    two friends on a VPN in a program where many use one are unremarkable."""
+    customers: dict[str, set[str]] = defaultdict(set)
+    hosted: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        through = any(t.anonymous or t.hosting for t in conv.touches)
+        for ref in conv.referrers:
+            customers[ref].add(conv.customer)
+            if through:
+                hosted[ref].add(conv.customer)
+    total = sum(len(v) for v in customers.values())
+    hosted_total = sum(len(v) for v in hosted.values())
+    p_values: dict[str, float] = {}
+    for ref, people in customers.items():
+        k, n = len(hosted[ref]), len(people)
+        if k < HOSTING_MIN_CONVERSIONS or k / n < HOSTING_SHARE:
+            continue
+        rest = (hosted_total - k + 1) / (total - n + 2)
+        p_values[ref] = _binom_above(k, n, rest)
     out: dict[str, Finding] = {}
-    for ref, n in tally.counts.items():
-        hosted = tally.hosted[ref]
-        share = hosted / n
-        if hosted >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
-            out[ref] = Finding(Reason(
-                "hosting_share", f"referrer population: {hosted} of {ref}'s {n} conversions "
-                "came through clicks from hosting or anonymous IPs (a click farm)",
-                round(share, 4), HOSTING_SHARE, 0.5, "population"),
-                lambda c: any(t.anonymous or t.hosting for t in c.touches))
+    for ref in benjamini_hochberg(p_values):
+        k, n = len(hosted[ref]), len(customers[ref])
+        out[ref] = Finding(Reason(
+            "hosting_share", f"referrer population: {k} of {ref}'s {n} customers came "
+            "through clicks from hosting or anonymous IPs (a click farm; the program's other "
+            f"referrers: {hosted_total / max(total, 1):.0%})", round(k / n, 4),
+            HOSTING_SHARE, 0.5, "population"),
+            lambda c: any(t.anonymous or t.hosting for t in c.touches), p_values[ref])
     return out
 
 
