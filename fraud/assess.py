@@ -186,47 +186,78 @@ def carried_by_customer(conversions: Sequence[ConversionFacts],
 
 
 EXCESS_SAMPLE = 5_000  # the program's conversions a carrier's base share is measured on
-Excess = dict[tuple[str, str], float]  # (referrer, finding code) -> excess share
+# An anomaly of its referrer that a conversion does not show divides the odds that it is
+# one of the anomalous ones by at most this much: the shares are measured on few conversions
+# and the anomalies are not quite independent, so no single absence is a veto.
+MISSING_LR = 0.5
+# (referrer, finding code, purchase?) -> (share of the referrer's conversions of that kind
+# that carry the finding's anomaly, share of the program's other conversions that would,
+# the referrer's conversions of that kind)
+Excess = dict[tuple[str, str, bool], tuple[float, float, int]]
+
+
+def _kind(conv: ConversionFacts) -> bool:
+    return conv.amount > 0
 
 
 def excess_shares(conversions: Sequence[ConversionFacts],
                   per_referrer: Mapping[str, list[Finding]]) -> Excess:
-    """For each referrer's finding, the share of the referrer's conversions that carry its
-    anomaly beyond what the program's other conversions carry (1 - base / own, at 0 when the
-    referrer's carry no more often than the program's): how likely a conversion that carries
-    it is one of the anomalous ones rather than one of the referrer's genuine referrals that
-    looks the same by chance (a fast buyer, a purchase at the cheapest price). A finding
-    every conversion carries (a conversion rate) says nothing of any one conversion."""
+    """For each referrer's finding, how often the referrer's conversions carry its anomaly
+    and how often the program's other conversions would (on a sample of EXCESS_SAMPLE), apart
+    for purchases and for other conversions (sign-ups): what `anomalous_probability` weighs
+    a conversion's anomalies with."""
     if not per_referrer:
         return {}
     step = max(1, len(conversions) // EXCESS_SAMPLE)
     sample = conversions[::step]
-    mine: dict[str, list[ConversionFacts]] = defaultdict(list)
+    mine: dict[tuple[str, bool], list[ConversionFacts]] = defaultdict(list)
     for conv in conversions:
         for ref in conv.referrers:
             if ref in per_referrer:
-                mine[ref].append(conv)
+                mine[(ref, _kind(conv))].append(conv)
     out: Excess = {}
     for ref, found in per_referrer.items():
-        others = [c for c in sample if ref not in c.referrers]
-        for finding in found:
-            own = mine.get(ref, [])
-            share = sum(map(finding.carries, own)) / len(own) if own else 0.0
-            base = sum(map(finding.carries, others)) / len(others) if others else 0.0
-            out[(ref, finding.reason.code)] = _excess(share, base)
+        for kind in (False, True):
+            others = [c for c in sample if ref not in c.referrers and _kind(c) == kind]
+            own = mine.get((ref, kind), [])
+            if not own:
+                continue
+            for finding in found:
+                share = sum(map(finding.carries, own)) / len(own)
+                base = sum(map(finding.carries, others)) / len(others) if others else 1.0
+                out[(ref, finding.reason.code, kind)] = (share, base, len(own))
     return out
 
 
-def _excess(share: float, base: float) -> float:
-    """The probability that a conversion carrying an anomaly is one of the anomalous ones,
-    when a share `share` of the referrer's conversions carry it and a share `base` of the
-    program's genuine ones do: the anomalous part a = (share - base) / (1 - base) of the
-    referrer's conversions all carry it, the rest carry it as often as the program's, so
-    P = a / share. A finding every conversion carries (a conversion rate) is left as it is:
-    it is about the referrer, and corroborates a conversion's other anomalies."""
-    if base >= 1.0 or share <= 0.0:
-        return 1.0 if base >= 1.0 else 0.0
-    return max(0.0, (share - base) / ((1.0 - base) * share))
+def anomalous_probability(conv: ConversionFacts, ref: str, found: Sequence[Finding],
+                          shown: Collection[str], excess: Excess) -> float:
+    """The probability that a conversion of `ref` showing the anomalies `shown` (finding
+    codes) and not the others is one of the referrer's anomalous ones rather than one of its
+    genuine referrals that looks alike by chance (a fast buyer, a purchase at the cheapest
+    price): a two-part mixture over the referrer's conversions of the same kind (purchases,
+    or sign-ups). The anomalous part is a, the largest excess of any finding ((share - base)
+    / (1 - base)); a finding's anomaly shows on an anomalous conversion with q = (share -
+    (1 - a) base) / a and on a genuine one as often as on the program's (base); the findings
+    combine as independent evidence (naive Bayes), an anomaly the conversion does not show
+    dividing the odds by at most 1 / MISSING_LR. A finding every conversion carries (a
+    conversion rate) is about the referrer and says nothing of one conversion."""
+    kind = _kind(conv)
+    parts = [excess[(ref, f.reason.code, kind)] + (f.reason.code,) for f in found
+             if (ref, f.reason.code, kind) in excess]
+    parts = [p for p in parts if p[1] < 1.0]
+    if not parts:
+        return 1.0
+    n = max(p[2] for p in parts)
+    cap = 1.0 - 0.5 / max(n, 1)
+    a = min(max(0.0, *((share - base) / (1.0 - base) for share, base, _n, _c in parts)), cap)
+    if a <= 0.0:
+        return 0.0
+    odds = a / (1.0 - a)
+    for share, raw, _n, code in parts:
+        base = min(max(raw, 0.5 / EXCESS_SAMPLE), cap)
+        q = min(max((share - (1.0 - a) * base) / a, base), cap)
+        odds *= q / base if code in shown else max((1.0 - q) / (1.0 - base), MISSING_LR)
+    return odds / (1.0 + odds)
 
 
 def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Finding]],
@@ -235,30 +266,32 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
     """Its credited referrers' findings: at their weight where the conversion (or another of
     the customer's through the same referrer) carries the anomaly (CORROBORATED when the
     referrer has two anomalies or more), at UNCARRIED where it does not: a referrer's
-    genuine referrals are not held on its reputation alone. Where `excess` is given, a
-    carried finding weighs in proportion to its excess share (excess_shares): carrying what
-    the program's genuine conversions often carry too is weak evidence."""
+    genuine referrals are not held on its reputation alone. Where `excess` is given, carried
+    findings weigh in proportion to the probability that the conversion is one of the
+    anomalous ones (anomalous_probability): a genuine referral that shows what the program's
+    genuine conversions often show too (a fast purchase), and not the referrer's other
+    anomalies, is not held."""
     out: list[Reason] = []
     for ref in conv.referrers:
         found = per_referrer.get(ref, [])
         several = len(found) >= 2
         mine = [f for f in found if f.carries(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
-        scales = {f.reason.code: 1.0 if excess is None else excess.get((ref, f.reason.code),
-                                                                       1.0) for f in found}
-
+        scale = (1.0 if excess is None or not mine else
+                 anomalous_probability(conv, ref, found, {f.reason.code for f in mine},
+                                       excess))
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0
         for f in mine:
-            keep *= 1.0 - f.reason.weight * scales[f.reason.code]
+            keep *= 1.0 - f.reason.weight
         together = min(1.0 - keep, CORROBORATED) if len(mine) >= 2 else 0.0
         for finding in found:
             reason = finding.reason
             if finding in mine:
                 weight = (max(reason.weight, CORROBORATED)
                           if several and reason.weight >= DECISIVE else reason.weight)
-                weight = max(weight * scales[reason.code], together, UNCARRIED)
+                weight = max(max(weight, together) * scale, UNCARRIED)
                 out.append(replace(reason, weight=round(weight, 4)))
             else:
                 out.append(replace(
