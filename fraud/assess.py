@@ -187,13 +187,25 @@ def carried_by_customer(conversions: Sequence[ConversionFacts],
 
 EXCESS_SAMPLE = 5_000  # the program's conversions a carrier's base share is measured on
 # An anomaly of its referrer that a conversion does not show divides the odds that it is
-# one of the anomalous ones by at most this much: the shares are measured on few conversions
-# and the anomalies are not quite independent, so no single absence is a veto.
-MISSING_LR = 0.5
-# (referrer, finding code, purchase?) -> (share of the referrer's conversions of that kind
-# that carry the finding's anomaly, share of the program's other conversions that would,
-# the referrer's conversions of that kind)
-Excess = dict[tuple[str, str, bool], tuple[float, float, int]]
+# one of the anomalous ones by at most 1 / MISSING_LR: the model is a simplification (the
+# anomalies are not quite independent), so no single absence is a veto.
+MISSING_LR = 0.2
+EM_ROUNDS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Mixture:
+    """A referrer's conversions of one kind as two parts: anomalous (a share `anomalous`,
+    showing finding f's anomaly with probability shows[f]) and genuine (showing it as often
+    as the program's other conversions: base[f])."""
+
+    anomalous: float
+    shows: Mapping[str, float]
+    base: Mapping[str, float]
+    n: int
+
+
+Excess = dict[tuple[str, bool], Mixture]  # (referrer, purchase?) -> its mixture
 
 
 def _kind(conv: ConversionFacts) -> bool:
@@ -202,10 +214,11 @@ def _kind(conv: ConversionFacts) -> bool:
 
 def excess_shares(conversions: Sequence[ConversionFacts],
                   per_referrer: Mapping[str, list[Finding]]) -> Excess:
-    """For each referrer's finding, how often the referrer's conversions carry its anomaly
-    and how often the program's other conversions would (on a sample of EXCESS_SAMPLE), apart
-    for purchases and for other conversions (sign-ups): what `anomalous_probability` weighs
-    a conversion's anomalies with."""
+    """Each referrer with findings: its conversions of each kind (purchases, other
+    conversions such as sign-ups) fitted as a two-part Mixture by expectation-maximisation,
+    the genuine part's rates fixed at the program's other conversions' (measured on a sample
+    of EXCESS_SAMPLE). A finding every conversion carries (a conversion rate) is about the
+    referrer and says nothing of one conversion: it is left out."""
     if not per_referrer:
         return {}
     step = max(1, len(conversions) // EXCESS_SAMPLE)
@@ -216,46 +229,58 @@ def excess_shares(conversions: Sequence[ConversionFacts],
             if ref in per_referrer:
                 mine[(ref, _kind(conv))].append(conv)
     out: Excess = {}
-    for ref, found in per_referrer.items():
-        for kind in (False, True):
-            others = [c for c in sample if ref not in c.referrers and _kind(c) == kind]
-            own = mine.get((ref, kind), [])
-            if not own:
-                continue
-            for finding in found:
-                share = sum(map(finding.carries, own)) / len(own)
-                base = sum(map(finding.carries, others)) / len(others) if others else 1.0
-                out[(ref, finding.reason.code, kind)] = (share, base, len(own))
+    for (ref, kind), own in mine.items():
+        others = [c for c in sample if ref not in c.referrers and _kind(c) == kind]
+        codes, base = [], []
+        for finding in per_referrer[ref]:
+            rate = sum(map(finding.carries, others)) / len(others) if others else 1.0
+            if rate < 1.0:
+                codes.append(finding)
+                base.append(rate)
+        if not codes:
+            continue
+        shown = np.array([[f.carries(c) for f in codes] for c in own], dtype=float)
+        out[(ref, kind)] = _fit(shown, np.array(base), [f.reason.code for f in codes])
     return out
 
 
-def anomalous_probability(conv: ConversionFacts, ref: str, found: Sequence[Finding],
-                          shown: Collection[str], excess: Excess) -> float:
-    """The probability that a conversion of `ref` showing the anomalies `shown` (finding
-    codes) and not the others is one of the referrer's anomalous ones rather than one of its
-    genuine referrals that looks alike by chance (a fast buyer, a purchase at the cheapest
-    price): a two-part mixture over the referrer's conversions of the same kind (purchases,
-    or sign-ups). The anomalous part is a, the largest excess of any finding ((share - base)
-    / (1 - base)); a finding's anomaly shows on an anomalous conversion with q = (share -
-    (1 - a) base) / a and on a genuine one as often as on the program's (base); the findings
-    combine as independent evidence (naive Bayes), an anomaly the conversion does not show
-    dividing the odds by at most 1 / MISSING_LR. A finding every conversion carries (a
-    conversion rate) is about the referrer and says nothing of one conversion."""
-    kind = _kind(conv)
-    parts = [excess[(ref, f.reason.code, kind)] + (f.reason.code,) for f in found
-             if (ref, f.reason.code, kind) in excess]
-    parts = [p for p in parts if p[1] < 1.0]
-    if not parts:
-        return 1.0
-    n = max(p[2] for p in parts)
+def _fit(shown: np.ndarray, base: np.ndarray, codes: list[str]) -> Mixture:
+    n = len(shown)
     cap = 1.0 - 0.5 / max(n, 1)
-    a = min(max(0.0, *((share - base) / (1.0 - base) for share, base, _n, _c in parts)), cap)
+    base = np.clip(base, 0.5 / EXCESS_SAMPLE, cap)
+    excess = (shown.mean(axis=0) - base) / (1.0 - base)
+    anomalous = float(np.clip(excess.max(), 0.0, cap))
+    shows = np.clip(shown.mean(axis=0), base, cap)
+    if anomalous <= 0.0:
+        return Mixture(0.0, dict(zip(codes, shows.tolist(), strict=True)),
+                       dict(zip(codes, base.tolist(), strict=True)), n)
+    for _ in range(EM_ROUNDS):
+        bad = np.prod(np.where(shown > 0, shows, 1.0 - shows), axis=1) * anomalous
+        good = np.prod(np.where(shown > 0, base, 1.0 - base), axis=1) * (1.0 - anomalous)
+        r = bad / np.maximum(bad + good, 1e-300)
+        anomalous = float(np.clip(r.mean(), 0.5 / n, cap))
+        shows = np.clip((r @ shown) / max(r.sum(), 1e-9), base, cap)
+    return Mixture(anomalous, dict(zip(codes, shows.tolist(), strict=True)),
+                   dict(zip(codes, base.tolist(), strict=True)), n)
+
+
+def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str],
+                          excess: Excess) -> float:
+    """The probability that a conversion of `ref` showing the anomalies `shown` (finding
+    codes) and not its referrer's others is one of the referrer's anomalous conversions
+    rather than one of its genuine referrals that looks alike by chance (a fast buyer, a
+    purchase at the cheapest price), by the referrer's Mixture for conversions of its kind:
+    the anomalies combine as independent evidence (naive Bayes), one not shown dividing the
+    odds by at most 1 / MISSING_LR."""
+    mixture = excess.get((ref, _kind(conv)))
+    if mixture is None:
+        return 1.0
+    a = mixture.anomalous
     if a <= 0.0:
         return 0.0
     odds = a / (1.0 - a)
-    for share, raw, _n, code in parts:
-        base = min(max(raw, 0.5 / EXCESS_SAMPLE), cap)
-        q = min(max((share - (1.0 - a) * base) / a, base), cap)
+    for code, q in mixture.shows.items():
+        base = mixture.base[code]
         odds *= q / base if code in shown else max((1.0 - q) / (1.0 - base), MISSING_LR)
     return odds / (1.0 + odds)
 
@@ -278,8 +303,7 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
         mine = [f for f in found if f.carries(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
         scale = (1.0 if excess is None or not mine else
-                 anomalous_probability(conv, ref, found, {f.reason.code for f in mine},
-                                       excess))
+                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, excess))
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0
