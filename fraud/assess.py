@@ -185,7 +185,7 @@ def carried_by_customer(conversions: Sequence[ConversionFacts],
     return out
 
 
-EXCESS_SAMPLE = 5_000  # the program's conversions a carrier's base share is measured on
+EXCESS_SAMPLE = 2_000  # the program's conversions a carrier's base share is measured on
 # An anomaly of its referrer that a conversion does not show divides the odds that it is
 # one of the anomalous ones by at most 1 / MISSING_LR: the model is a simplification (the
 # anomalies are not quite independent), so no single absence is a veto.
@@ -222,7 +222,9 @@ def excess_shares(conversions: Sequence[ConversionFacts],
     if not per_referrer:
         return {}
     step = max(1, len(conversions) // EXCESS_SAMPLE)
-    sample = conversions[::step]
+    sample: dict[bool, list[ConversionFacts]] = defaultdict(list)
+    for conv in conversions[::step]:
+        sample[_kind(conv)].append(conv)
     mine: dict[tuple[str, bool], list[ConversionFacts]] = defaultdict(list)
     for conv in conversions:
         for ref in conv.referrers:
@@ -230,7 +232,7 @@ def excess_shares(conversions: Sequence[ConversionFacts],
                 mine[(ref, _kind(conv))].append(conv)
     out: Excess = {}
     for (ref, kind), own in mine.items():
-        others = [c for c in sample if ref not in c.referrers and _kind(c) == kind]
+        others = [c for c in sample[kind] if ref not in c.referrers]
         codes, base = [], []
         for finding in per_referrer[ref]:
             rate = sum(map(finding.carries, others)) / len(others) if others else 1.0
