@@ -8,7 +8,9 @@ the program, the rings found, the finance model if it is on) and answers each co
    by strength, and how its clicks came);
 2. a ring it belongs to, or else a ring its credited referrer belongs to;
 3. its credited referrers' tests against the program's baseline (fraud.signals.
-   referrer_findings), at full weight where the conversion carries the referrer's anomaly;
+   referrer_findings), weighed where the conversion carries the referrer's anomaly by the
+   probability that it is one of the referrer's anomalous conversions rather than a genuine
+   referral that looks alike by chance (referrer_mixtures, anomalous_probability);
 4. a device several of the same referrer's referees use (fraud.signals.shared_device_reasons);
 5. the finance model's probability that finance would reject it (fraud.supervised).
 
@@ -159,10 +161,10 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
-    excess = excess_shares(conversions, per_referrer)
+    mixtures = referrer_mixtures(conversions, per_referrer)
     out = []
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
-        extra = population_reasons(conv, per_referrer, carried, excess)
+        extra = population_reasons(conv, per_referrer, carried, mixtures)
         extra += [r for r in (per_device.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
@@ -205,15 +207,15 @@ class Mixture:
     n: int
 
 
-Excess = dict[tuple[str, bool], Mixture]  # (referrer, purchase?) -> its mixture
+Mixtures = dict[tuple[str, bool], Mixture]  # (referrer, purchase?) -> its mixture
 
 
 def _kind(conv: ConversionFacts) -> bool:
     return conv.amount > 0
 
 
-def excess_shares(conversions: Sequence[ConversionFacts],
-                  per_referrer: Mapping[str, list[Finding]]) -> Excess:
+def referrer_mixtures(conversions: Sequence[ConversionFacts],
+                      per_referrer: Mapping[str, list[Finding]]) -> Mixtures:
     """Each referrer with findings: its conversions of each kind (purchases, other
     conversions such as sign-ups) fitted as a two-part Mixture by expectation-maximisation,
     the genuine part's rates fixed at the program's other conversions' (measured on a sample
@@ -230,23 +232,27 @@ def excess_shares(conversions: Sequence[ConversionFacts],
         for ref in conv.referrers:
             if ref in per_referrer:
                 mine[(ref, _kind(conv))].append(conv)
-    out: Excess = {}
+    out: Mixtures = {}
     for (ref, kind), own in mine.items():
         others = [c for c in sample[kind] if ref not in c.referrers]
-        codes, base = [], []
+        kept, base = [], []
         for finding in per_referrer[ref]:
             rate = sum(map(finding.carries, others)) / len(others) if others else 1.0
             if rate < 1.0:
-                codes.append(finding)
+                kept.append(finding)
                 base.append(rate)
-        if not codes:
+        if not kept:
             continue
-        shown = np.array([[f.carries(c) for f in codes] for c in own], dtype=float)
-        out[(ref, kind)] = _fit(shown, np.array(base), [f.reason.code for f in codes])
+        shown = np.array([[f.carries(c) for f in kept] for c in own], dtype=float)
+        out[(ref, kind)] = _fit(shown, np.array(base), [f.reason.code for f in kept])
     return out
 
 
 def _fit(shown: np.ndarray, base: np.ndarray, codes: list[str]) -> Mixture:
+    """The two-part mixture of `shown` (a row per conversion, a column per finding: 1 where
+    the conversion shows it), the genuine part's rates fixed at `base`: started from the
+    largest excess of any finding, then expectation-maximisation. Rates stay within half a
+    conversion of 0 and 1 (Laplace), so that nothing is certain on a few conversions."""
     n = len(shown)
     cap = 1.0 - 0.5 / max(n, 1)
     base = np.clip(base, 0.5 / EXCESS_SAMPLE, cap)
@@ -267,14 +273,14 @@ def _fit(shown: np.ndarray, base: np.ndarray, codes: list[str]) -> Mixture:
 
 
 def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str],
-                          excess: Excess) -> float:
+                          mixtures: Mixtures) -> float:
     """The probability that a conversion of `ref` showing the anomalies `shown` (finding
     codes) and not its referrer's others is one of the referrer's anomalous conversions
     rather than one of its genuine referrals that looks alike by chance (a fast buyer, a
     purchase at the cheapest price), by the referrer's Mixture for conversions of its kind:
     the anomalies combine as independent evidence (naive Bayes), one not shown dividing the
     odds by at most 1 / MISSING_LR."""
-    mixture = excess.get((ref, _kind(conv)))
+    mixture = mixtures.get((ref, _kind(conv)))
     if mixture is None:
         return 1.0
     a = mixture.anomalous
@@ -288,12 +294,12 @@ def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str
 
 
 def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Finding]],
-                       carried: Carried | None = None, excess: Excess | None = None
+                       carried: Carried | None = None, mixtures: Mixtures | None = None
                        ) -> list[Reason]:
     """Its credited referrers' findings: at their weight where the conversion (or another of
     the customer's through the same referrer) carries the anomaly (CORROBORATED when the
     referrer has two anomalies or more), at UNCARRIED where it does not: a referrer's
-    genuine referrals are not held on its reputation alone. Where `excess` is given, carried
+    genuine referrals are not held on its reputation alone. Where `mixtures` is given, carried
     findings weigh in proportion to the probability that the conversion is one of the
     anomalous ones (anomalous_probability): a genuine referral that shows what the program's
     genuine conversions often show too (a fast purchase), and not the referrer's other
@@ -304,8 +310,8 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
         several = len(found) >= 2
         mine = [f for f in found if f.carries(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
-        scale = (1.0 if excess is None or not mine else
-                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, excess))
+        scale = (1.0 if mixtures is None or not mine else
+                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0

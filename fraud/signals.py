@@ -320,8 +320,13 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       by those;
     - language_uniformity: one Accept-Language across different browsers, more often than
       the program's browsers send it (binomial); carried by the visits that sent it;
-    - hosting_share, headerless_share: most conversions through hosting/anonymous IPs, or
-      visits without Accept-Language where the program's have it; carried by those.
+    - hosting_share: most customers through hosting/anonymous IPs, more than the program's
+      (binomial); carried by those conversions;
+    - headerless_share: most conversions through visits without Accept-Language where the
+      program's have it; carried by those;
+    - interjected_clicks: more conversions whose credited click landed after the customer's
+      journey had begun than the program's (binomial): click injection, however slow;
+      carried by those.
 
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
