@@ -8,7 +8,9 @@ the program, the rings found, the finance model if it is on) and answers each co
    by strength, and how its clicks came);
 2. a ring it belongs to, or else a ring its credited referrer belongs to;
 3. its credited referrers' tests against the program's baseline (fraud.signals.
-   referrer_findings), at full weight where the conversion carries the referrer's anomaly;
+   referrer_findings), weighed where the conversion carries the referrer's anomaly by the
+   probability that it is one of the referrer's anomalous conversions rather than a genuine
+   referral that looks alike by chance (referrer_mixtures, anomalous_probability);
 4. a device several of the same referrer's referees use (fraud.signals.shared_device_reasons);
 5. the finance model's probability that finance would reject it (fraud.supervised).
 
@@ -159,9 +161,10 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
+    mixtures = referrer_mixtures(conversions, per_referrer)
     out = []
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
-        extra = population_reasons(conv, per_referrer, carried)
+        extra = population_reasons(conv, per_referrer, carried, mixtures)
         extra += [r for r in (per_device.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
@@ -184,18 +187,131 @@ def carried_by_customer(conversions: Sequence[ConversionFacts],
     return out
 
 
+EXCESS_SAMPLE = 2_000  # the program's conversions a carrier's base share is measured on
+# An anomaly of its referrer that a conversion does not show divides the odds that it is
+# one of the anomalous ones by at most 1 / MISSING_LR: the model is a simplification (the
+# anomalies are not quite independent), so no single absence is a veto.
+MISSING_LR = 0.2
+EM_ROUNDS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Mixture:
+    """A referrer's conversions of one kind as two parts: anomalous (a share `anomalous`,
+    showing finding f's anomaly with probability shows[f]) and genuine (showing it as often
+    as the program's other conversions: base[f])."""
+
+    anomalous: float
+    shows: Mapping[str, float]
+    base: Mapping[str, float]
+    n: int
+
+
+Mixtures = dict[tuple[str, bool], Mixture]  # (referrer, purchase?) -> its mixture
+
+
+def _kind(conv: ConversionFacts) -> bool:
+    return conv.amount > 0
+
+
+def referrer_mixtures(conversions: Sequence[ConversionFacts],
+                      per_referrer: Mapping[str, list[Finding]]) -> Mixtures:
+    """Each referrer with findings: its conversions of each kind (purchases, other
+    conversions such as sign-ups) fitted as a two-part Mixture by expectation-maximisation,
+    the genuine part's rates fixed at the program's other conversions' (measured on a sample
+    of EXCESS_SAMPLE). A finding every conversion carries (a conversion rate) is about the
+    referrer and says nothing of one conversion: it is left out."""
+    if not per_referrer:
+        return {}
+    step = max(1, len(conversions) // EXCESS_SAMPLE)
+    sample: dict[bool, list[ConversionFacts]] = defaultdict(list)
+    for conv in conversions[::step]:
+        sample[_kind(conv)].append(conv)
+    mine: dict[tuple[str, bool], list[ConversionFacts]] = defaultdict(list)
+    for conv in conversions:
+        for ref in conv.referrers:
+            if ref in per_referrer:
+                mine[(ref, _kind(conv))].append(conv)
+    out: Mixtures = {}
+    for (ref, kind), own in mine.items():
+        others = [c for c in sample[kind] if ref not in c.referrers]
+        kept, base = [], []
+        for finding in per_referrer[ref]:
+            rate = sum(map(finding.carries, others)) / len(others) if others else 1.0
+            if rate < 1.0:
+                kept.append(finding)
+                base.append(rate)
+        if not kept:
+            continue
+        shown = np.array([[f.carries(c) for f in kept] for c in own], dtype=float)
+        out[(ref, kind)] = _fit(shown, np.array(base), [f.reason.code for f in kept])
+    return out
+
+
+def _fit(shown: np.ndarray, base: np.ndarray, codes: list[str]) -> Mixture:
+    """The two-part mixture of `shown` (a row per conversion, a column per finding: 1 where
+    the conversion shows it), the genuine part's rates fixed at `base`: started from the
+    largest excess of any finding, then expectation-maximisation. Rates stay within half a
+    conversion of 0 and 1 (Laplace), so that nothing is certain on a few conversions."""
+    n = len(shown)
+    cap = 1.0 - 0.5 / max(n, 1)
+    base = np.clip(base, 0.5 / EXCESS_SAMPLE, cap)
+    excess = (shown.mean(axis=0) - base) / (1.0 - base)
+    anomalous = float(np.clip(excess.max(), 0.0, cap))
+    shows = np.clip(shown.mean(axis=0), base, cap)
+    if anomalous <= 0.0:
+        return Mixture(0.0, dict(zip(codes, shows.tolist(), strict=True)),
+                       dict(zip(codes, base.tolist(), strict=True)), n)
+    for _ in range(EM_ROUNDS):
+        bad = np.prod(np.where(shown > 0, shows, 1.0 - shows), axis=1) * anomalous
+        good = np.prod(np.where(shown > 0, base, 1.0 - base), axis=1) * (1.0 - anomalous)
+        r = bad / np.maximum(bad + good, 1e-300)
+        anomalous = float(np.clip(r.mean(), 0.5 / n, cap))
+        shows = np.clip((r @ shown) / max(r.sum(), 1e-9), base, cap)
+    return Mixture(anomalous, dict(zip(codes, shows.tolist(), strict=True)),
+                   dict(zip(codes, base.tolist(), strict=True)), n)
+
+
+def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str],
+                          mixtures: Mixtures) -> float:
+    """The probability that a conversion of `ref` showing the anomalies `shown` (finding
+    codes) and not its referrer's others is one of the referrer's anomalous conversions
+    rather than one of its genuine referrals that looks alike by chance (a fast buyer, a
+    purchase at the cheapest price), by the referrer's Mixture for conversions of its kind:
+    the anomalies combine as independent evidence (naive Bayes), one not shown dividing the
+    odds by at most 1 / MISSING_LR."""
+    mixture = mixtures.get((ref, _kind(conv)))
+    if mixture is None:
+        return 1.0
+    a = mixture.anomalous
+    if a <= 0.0:
+        return 0.0
+    odds = a / (1.0 - a)
+    for code, q in mixture.shows.items():
+        base = mixture.base[code]
+        odds *= q / base if code in shown else max((1.0 - q) / (1.0 - base), MISSING_LR)
+    return odds / (1.0 + odds)
+
+
 def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Finding]],
-                       carried: Carried | None = None) -> list[Reason]:
+                       carried: Carried | None = None, mixtures: Mixtures | None = None
+                       ) -> list[Reason]:
     """Its credited referrers' findings: at their weight where the conversion (or another of
     the customer's through the same referrer) carries the anomaly (CORROBORATED when the
     referrer has two anomalies or more), at UNCARRIED where it does not: a referrer's
-    genuine referrals are not held on its reputation alone."""
+    genuine referrals are not held on its reputation alone. Where `mixtures` is given, carried
+    findings weigh in proportion to the probability that the conversion is one of the
+    anomalous ones (anomalous_probability): a genuine referral that shows what the program's
+    genuine conversions often show too (a fast purchase), and not the referrer's other
+    anomalies, is not held."""
     out: list[Reason] = []
     for ref in conv.referrers:
         found = per_referrer.get(ref, [])
         several = len(found) >= 2
         mine = [f for f in found if f.carries(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
+        scale = (1.0 if mixtures is None or not mine else
+                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0
@@ -207,7 +323,8 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
             if finding in mine:
                 weight = (max(reason.weight, CORROBORATED)
                           if several and reason.weight >= DECISIVE else reason.weight)
-                out.append(replace(reason, weight=round(max(weight, together), 4)))
+                weight = max(max(weight, together) * scale, UNCARRIED)
+                out.append(replace(reason, weight=round(weight, 4)))
             else:
                 out.append(replace(
                     reason, weight=UNCARRIED,

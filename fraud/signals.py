@@ -320,8 +320,13 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       by those;
     - language_uniformity: one Accept-Language across different browsers, more often than
       the program's browsers send it (binomial); carried by the visits that sent it;
-    - hosting_share, headerless_share: most conversions through hosting/anonymous IPs, or
-      visits without Accept-Language where the program's have it; carried by those.
+    - hosting_share: most customers through hosting/anonymous IPs, more than the program's
+      (binomial); carried by those conversions;
+    - headerless_share: most conversions through visits without Accept-Language where the
+      program's have it; carried by those;
+    - interjected_clicks: more conversions whose credited click landed after the customer's
+      journey had begun than the program's (binomial): click injection, however slow;
+      carried by those.
 
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
@@ -338,7 +343,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
                   _velocity_findings(tally, totals), _refund_findings(tally),
                   _min_amount_findings(tally), _language_findings(tally),
-                  _hosting_findings(tally), _headerless_findings(tally, context)):
+                  _hosting_findings(conversions), _headerless_findings(tally, context)):
         for ref, finding in found.items():
             out[ref].append(finding)
     suspects = {ref for ref, found in out.items()
@@ -347,6 +352,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                                        suspects).items():
         out[ref].append(finding)
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
+        out[ref].append(finding)
+    for ref, finding in _interjected_findings(conversions).items():
         out[ref].append(finding)
     return dict(out)
 
@@ -875,17 +882,38 @@ def _sent_language(language: str) -> Carry:
     return lambda c: bool(c.touches) and c.touches[-1].language == language
 
 
-def _hosting_findings(tally: _Tally) -> dict[str, Finding]:
+def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """hosting_share: most of a referrer's customers came through clicks from hosting or
+    anonymous IPs, far more than the program's other referrers' (binomial against their
+    share, Laplace-smoothed, Benjamini-Hochberg across referrers). Counted in customers, not
+    conversions (a customer's sign-up and purchase through one VPN are one person), so that
+    two friends on a VPN in a program where many use one are unremarkable."""
+    customers: dict[str, set[str]] = defaultdict(set)
+    hosted: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        through = any(t.anonymous or t.hosting for t in conv.touches)
+        for ref in conv.referrers:
+            customers[ref].add(conv.customer)
+            if through:
+                hosted[ref].add(conv.customer)
+    total = sum(len(v) for v in customers.values())
+    hosted_total = sum(len(v) for v in hosted.values())
+    p_values: dict[str, float] = {}
+    for ref, people in customers.items():
+        k, n = len(hosted[ref]), len(people)
+        if k < HOSTING_MIN_CONVERSIONS or k / n < HOSTING_SHARE:
+            continue
+        rest = (hosted_total - k + 1) / (total - n + 2)
+        p_values[ref] = _binom_above(k, n, rest)
     out: dict[str, Finding] = {}
-    for ref, n in tally.counts.items():
-        hosted = tally.hosted[ref]
-        share = hosted / n
-        if hosted >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
-            out[ref] = Finding(Reason(
-                "hosting_share", f"referrer population: {hosted} of {ref}'s {n} conversions "
-                "came through clicks from hosting or anonymous IPs (a click farm)",
-                round(share, 4), HOSTING_SHARE, 0.5, "population"),
-                lambda c: any(t.anonymous or t.hosting for t in c.touches))
+    for ref in benjamini_hochberg(p_values):
+        k, n = len(hosted[ref]), len(customers[ref])
+        out[ref] = Finding(Reason(
+            "hosting_share", f"referrer population: {k} of {ref}'s {n} customers came "
+            "through clicks from hosting or anonymous IPs (a click farm; the program's other "
+            f"referrers: {hosted_total / max(total, 1):.0%})", round(k / n, 4),
+            HOSTING_SHARE, 0.5, "population"),
+            lambda c: any(t.anonymous or t.hosting for t in c.touches), p_values[ref])
     return out
 
 
@@ -996,3 +1024,72 @@ def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+
+INTERJECTED_MIN = 2  # a referrer's interjected conversions, at least, to be tested
+
+
+def interjected(conversions: Sequence[ConversionFacts]) -> set[int]:
+    """Conversions whose credited click came after the customer's purchase journey had
+    begun: the customer had already converted (signed up, say) within the hour before the
+    conversion, or another referrer's link had brought the visitor there minutes before, or
+    (at any time) the customer had converted through another referrer's link. A click fired
+    into a purchase that was happening anyway takes its credit as the last touch: click
+    injection, however slow its clicks."""
+    history: dict[str, list[tuple[float, tuple[str, ...]]]] = defaultdict(list)
+    for conv in conversions:
+        history[conv.customer].append((conv.at, conv.referrers))
+    out: set[int] = set()
+    for conv in conversions:
+        if not conv.touches or not conv.referrers:
+            continue
+        last = conv.touches[-1]
+        mine = set(conv.referrers)
+        begun = any(at < last.at and (conv.at - at <= LATE_SECONDS or (refs and not
+                                                                        set(refs) & mine))
+                    for at, refs in history[conv.customer])
+        brought = any(t.referrer not in mine and last.at - t.at <= LATE_SECONDS
+                      for t in conv.touches[:-1])
+        if begun or brought:
+            out.add(conv.conversion_id)
+    return out
+
+
+def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """interjected_clicks: more of a referrer's conversions came through a click that landed
+    after the customer's journey had begun (`interjected`) than the program's other
+    referrers' do (binomial against their share, Laplace-smoothed, Benjamini-Hochberg across
+    referrers). Carried by those conversions."""
+    late = interjected(conversions)
+    counts: Counter[str] = Counter()
+    taken: Counter[str] = Counter()
+    for conv in conversions:
+        if not conv.touches:
+            continue
+        for ref in conv.referrers:
+            counts[ref] += 1
+            taken[ref] += conv.conversion_id in late
+    total, total_taken = sum(counts.values()), sum(taken.values())
+    p_values: dict[str, float] = {}
+    for ref, k in taken.items():
+        n = counts[ref]
+        if k < INTERJECTED_MIN or total - n < BASELINE_MIN:
+            continue
+        rest = (total_taken - k + 1) / (total - n + 2)
+        p_values[ref] = _binom_above(k, n, rest)
+    out: dict[str, Finding] = {}
+    rate = total_taken / max(total, 1)
+    for ref in benjamini_hochberg(p_values):
+        k, n = taken[ref], counts[ref]
+        out[ref] = Finding(Reason(
+            "interjected_clicks", f"click: {k} of {ref}'s {n} conversions came through a click "
+            "that landed after the customer had already signed up or arrived through another "
+            f"link (the program's other referrers: {rate:.0%}): clicks fired into purchases "
+            "that were happening anyway (click injection)", round(k / n, 4),
+            f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(frozenset(late)), p_values[ref])
+    return out
+
+
+def _in_set(ids: frozenset[int]) -> Carry:
+    return lambda c: c.conversion_id in ids

@@ -272,7 +272,7 @@ def test_a_referrer_converting_through_hosting_ips_is_a_farm_not_one_vpn_user() 
     assert set(reasons) == {"farm"}
     (farm,) = reasons["farm"]
     assert (farm.code, farm.value, farm.threshold) == ("hosting_share", 0.6667, HOSTING_SHARE)
-    assert "4 of farm's 6 conversions" in farm.message
+    assert "4 of farm's 6 customers" in farm.message
 
 
 def test_a_referrer_converting_through_headerless_visits_is_automation() -> None:

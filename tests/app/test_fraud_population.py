@@ -1,0 +1,105 @@
+"""Referrer-level evidence through the public interfaces: slow click injection (a click fired
+between a customer's sign-up and purchase) is held; genuine customers who signed up before
+clicking a friend's link are not."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+from aiohttp import DummyCookieJar
+
+from tests.helpers import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tracker.scoring.credits import attribute_pending
+from tracker.scoring.risk import scan
+from tracker.web.app import create_app
+
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0 Safari/537.36"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_slow_click_injection_is_held_and_organic_sign_ups_are_not(
+    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
+    aiohttp_client: ClientFactory, seed: int,
+) -> None:
+    rng = random.Random(seed)
+    settings = make_settings(tmp_path / "d", dsn,
+                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    integration = auth(tokens["integration"])
+    clicks = 0
+
+    async def visit(code: str) -> str:
+        nonlocal clicks
+        ip = f"81.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}.{clicks % 250 + 1}"
+        resp = await client.get(f"/r/{code}", allow_redirects=False, headers={
+            "X-Forwarded-For": ip, "User-Agent": UA.format(v=100 + clicks % 30),
+            "Accept-Language": "en"})
+        assert resp.status == 302
+        clicks += 1
+        cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        return cid
+
+    async def convert(event: str, kind: str, customer: str, at: datetime,
+                      cid: str | None) -> None:
+        body: dict[str, Any] = {"program": "acme", "event_id": event, "type": kind,
+                                "customer_id": customer, "occurred_at": at.isoformat(),
+                                "amount": 0 if kind == "signup" else 2900, "currency": "USD"}
+        if cid is not None:
+            body["click_id"] = cid
+        resp = await client.post("/api/v1/conversions", json=body, headers=integration)
+        assert resp.status == 201, await resp.text()
+
+    honest: list[tuple[str, str, bool]] = []  # (customer, click id, signed up first)
+    for r in range(12):
+        await make_link(client, tokens, referrer=f"r{r}", code=f"r{r}")
+        for f in range(3):
+            honest.append((f"friend{r}-{f}", await visit(f"r{r}"), rng.random() < 0.1))
+    honest[0] = (honest[0][0], honest[0][1], True)  # at least one organic sign-up first
+    await make_link(client, tokens, referrer="injector", code="injector")
+    injected = [(f"victim{i}", await visit("injector")) for i in range(rng.randint(4, 7))]
+    await wait_for_clicks(conn, clicks)
+    # The visits were days ago: the purchases that followed are in the past too.
+    await conn.execute("UPDATE clicks SET ts = ts - interval '3 days'")
+    at = {r["click_id"]: r["ts"] for r in await conn.fetch(
+        "SELECT click_id::text AS click_id, ts FROM clicks")}
+
+    for customer, cid, first in honest:
+        clicked = at[cid]
+        if first:  # signed up on the site, then clicked a friend's link, bought later
+            await convert(f"s-{customer}", "signup", customer,
+                          clicked - timedelta(minutes=rng.uniform(2, 10)), None)
+        else:
+            await convert(f"s-{customer}", "signup", customer,
+                          clicked + timedelta(minutes=rng.uniform(2, 30)), cid)
+        await convert(f"p-{customer}", "purchase", customer,
+                      clicked + timedelta(hours=rng.uniform(1, 40)), cid)
+    for customer, cid in injected:
+        clicked = at[cid]  # the click lands after the sign-up, minutes before the purchase
+        await convert(f"s-{customer}", "signup", customer,
+                      clicked - timedelta(minutes=rng.uniform(2, 10)), None)
+        await convert(f"p-{customer}", "purchase", customer,
+                      clicked + timedelta(seconds=rng.uniform(30, 400)), cid)
+    await attribute_pending(conn)
+    await scan(conn)
+
+    risk = {r["event_id"]: r["score"] for r in await conn.fetch(
+        """SELECT c.event_id, r.score FROM conversion_risk r
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")}
+    assert all(risk[f"p-{c}"] >= 0.5 for c, _cid in injected)
+    assert all(risk[f"p-{c}"] < 0.5 for c, _cid, _first in honest), {
+        c: risk[f"p-{c}"] for c, _cid, _first in honest}
+    found = await client.get("/api/v1/fraud/flags?program=acme&kind=interjected_clicks",
+                             headers=auth(tokens["viewer"]))
+    assert found.status == 200
+    items = (await found.json())["items"]
+    customers = {m["id"] for f in items for m in f["members"] if m["type"] == "customer"}
+    assert customers == {c for c, _cid in injected}
+    reason = next(r for f in items for r in f["reasons"] if r["code"] == "interjected_clicks")
+    assert "injector" in reason["message"] and reason["value"] is not None

@@ -1,0 +1,175 @@
+"""Referrer-level (population) evidence against the program's own baseline (issue 13): slow
+click injection, farms behind VPNs against friends on one, and a fraudulent referrer's
+genuine referrals, each at several parameter draws, through the library."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fraud.assess import assess_all
+from fraud.signals import (
+    DAY,
+    ClickFacts,
+    ConversionFacts,
+    ProgramContext,
+    interjected,
+    referrer_findings,
+)
+
+
+class Program:
+    """A program's conversions, built one customer journey at a time."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.conversions: list[ConversionFacts] = []
+        self.clicks: dict[str, int] = {}
+
+    def _click(self, ref: str, at: float, customer: str, **kw: object) -> ClickFacts:
+        self.clicks[ref] = self.clicks.get(ref, 0) + 1
+        return ClickFacts(f"k{len(self.conversions)}-{at:.0f}", at, ref, f"v-{customer}",
+                          f"81.{self.rng.randrange(256)}.{self.rng.randrange(256)}.1",
+                          f"d-{customer}", **kw)  # type: ignore[arg-type]
+
+    def _add(self, customer: str, at: float, refs: tuple[str, ...],
+             touches: tuple[ClickFacts, ...], amount: int) -> ConversionFacts:
+        conv = ConversionFacts(len(self.conversions), customer, at, refs, touches=touches,
+                               amount=amount)
+        self.conversions.append(conv)
+        return conv
+
+    def referral(self, ref: str, at: float, *, delay: float | None = None,
+                 amount: int | None = None, signup_first: bool = False,
+                 **click_kw: object) -> tuple[ConversionFacts, ConversionFacts]:
+        """A customer's click on `ref`'s link, sign-up and purchase. `signup_first`: the
+        customer signed up (organically, no click) a few minutes before clicking the link,
+        which some genuine customers do too."""
+        customer = f"c{len(self.conversions)}"
+        delay = self.rng.uniform(120, 2 * DAY) if delay is None else delay
+        amount = self.rng.choice((1500, 2900, 4900, 9900)) if amount is None else amount
+        clicked = at - delay
+        touch = self._click(ref, clicked, customer, **click_kw)
+        if signup_first:
+            signup = self._add(customer, clicked - self.rng.uniform(60, 600), (), (), 0)
+        else:
+            signup = self._add(customer, clicked + self.rng.uniform(5, delay / 2), (ref,),
+                               (touch,), 0)
+        return signup, self._add(customer, at, (ref,), (touch,), amount)
+
+    def when(self) -> float:
+        return self.rng.uniform(5 * DAY, 60 * DAY)
+
+    def honest(self, referrers: int, each: int, signup_first: float = 0.1) -> None:
+        for r in range(referrers):
+            for _ in range(each):
+                self.referral(f"r{r}", self.when(),
+                              signup_first=self.rng.random() < signup_first)
+
+    def context(self) -> ProgramContext:
+        return ProgramContext(referrer_clicks=self.clicks)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_slow_click_injection_is_found_and_carried(seed: int) -> None:
+    """An injector's clicks land after the customer had signed up, minutes before a purchase
+    that was happening anyway; some genuine customers sign up before clicking too."""
+    program = Program(seed)
+    rng = program.rng
+    program.honest(40, rng.randint(3, 6), signup_first=rng.uniform(0.05, 0.15))
+    injected = []
+    for _ in range(rng.randint(4, 8)):
+        _signup, purchase = program.referral("injector", program.when(),
+                                             delay=rng.uniform(20, 600), signup_first=True)
+        injected.append(purchase)
+    found = referrer_findings(program.conversions, program.context())
+    codes = {ref: {f.reason.code for f in fs} for ref, fs in found.items()}
+    assert "interjected_clicks" in codes.get("injector", set())
+    assert not any("interjected_clicks" in c for ref, c in codes.items() if ref != "injector")
+    late = interjected(program.conversions)
+    assert all(p.conversion_id in late for p in injected)
+    scored = {s.assessment.conversion_id: s.assessment.score for s in assess_all(
+        program.conversions, {}, program.context())}
+    assert all(scored[p.conversion_id] >= 0.5 for p in injected)
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_a_customer_won_through_another_referrers_link_is_interjected(seed: int) -> None:
+    """The customer signed up through Alice's link; minutes before his purchase, a click on
+    the injector's link takes the credit. Clicks of two links in the same visit count too."""
+    program = Program(seed)
+    rng = program.rng
+    program.honest(30, 4, signup_first=0.05)
+    stolen = []
+    for _ in range(rng.randint(3, 6)):
+        signup, _ = program.referral(f"r{rng.randrange(30)}", program.when())
+        at = signup.at + rng.uniform(600, 3 * DAY)
+        touch = program._click("injector", at - rng.uniform(20, 300), signup.customer)
+        stolen.append(program._add(signup.customer, at, ("injector",),
+                                   (signup.touches[-1], touch), 2900))
+    late = interjected(program.conversions)
+    assert {c.conversion_id for c in stolen} <= late
+    found = referrer_findings(program.conversions, program.context())
+    assert "interjected_clicks" in {f.reason.code for f in found.get("injector", [])}
+
+
+@pytest.mark.parametrize("seed", [8, 9, 10])
+def test_friends_on_a_vpn_are_not_a_farm_but_a_farm_behind_one_is(seed: int) -> None:
+    """Many of the program's customers use a VPN; a referrer two of whose five friends do
+    (each signing up and buying through it) is ordinary. A farm most of whose customers come
+    from hosting IPs is not."""
+    program = Program(seed)
+    rng = program.rng
+    vpn_share = rng.uniform(0.05, 0.12)
+    for r in range(40):
+        for _ in range(rng.randint(3, 6)):
+            program.referral(f"r{r}", program.when(), anonymous=rng.random() < vpn_share)
+    for i in range(5):
+        program.referral("friends", program.when(), anonymous=i < 2)
+    farm = [program.referral("farm", program.when(), hosting=rng.random() < 0.85)
+            for _ in range(rng.randint(6, 10))]
+    found = referrer_findings(program.conversions, program.context())
+    hosting = {ref for ref, fs in found.items() if any(f.reason.code == "hosting_share"
+                                                       for f in fs)}
+    assert hosting == {"farm"}
+    (finding,) = [f for f in found["farm"] if f.reason.code == "hosting_share"]
+    assert "customers" in finding.reason.message
+    assert all(finding.carries(p) == any(t.hosting for t in p.touches) for _s, p in farm)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+def test_a_fraudulent_referrers_genuine_referrals_are_not_held(seed: int) -> None:
+    """A referrer's real friends buy over weeks, most within minutes of their click (as the
+    program's do); then one evening a sign-up-for-cash post brings a burst of workers who
+    click and buy at once at the cheapest price. The burst is held; the friends who happened
+    to buy fast, or at the cheapest price, are not held on the referrer's reputation."""
+    program = Program(seed)
+    rng = program.rng
+    for r in range(40):
+        for _ in range(rng.randint(3, 6)):
+            fast = rng.random() < 0.4
+            program.referral(f"r{r}", program.when(),
+                             delay=rng.uniform(60, 900) if fast else None)
+    friends = []
+    for _ in range(rng.randint(6, 10)):
+        fast = rng.random() < 0.4
+        friends.append(program.referral("promoter", program.when(),
+                                        delay=rng.uniform(60, 900) if fast else None))
+    evening = 40 * DAY + rng.uniform(0, DAY)
+    burst = [program.referral("promoter", evening + rng.uniform(0, 4 * 3600),
+                              delay=rng.uniform(30, 300), amount=1500)
+             for _ in range(rng.randint(15, 25))]
+    found = referrer_findings(program.conversions, program.context())
+    assert found.get("promoter")
+    scores = {s.assessment.conversion_id: s.assessment.score for s in assess_all(
+        program.conversions, {}, program.context())}
+    workers = [scores[p.conversion_id] for _s, p in burst]
+    genuine = [scores[p.conversion_id] for _s, p in friends]
+    assert sum(w >= 0.5 for w in workers) >= 0.8 * len(workers)
+    # Friends who show none of the burst's traits are never held; one who bought within
+    # minutes like the workers may be, but most friends are not.
+    slow = [scores[p.conversion_id] for s, p in friends
+            if min(s.delay or 0.0, p.delay or 0.0) > 3600]
+    assert slow and all(g < 0.5 for g in slow), slow
+    assert sum(g >= 0.5 for g in genuine) <= len(genuine) / 3, genuine
