@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.redteam2 --seeds 1-20            # the tuning set
     .venv/bin/python -m bench.redteam2 --seeds 101-130         # the report set
     .venv/bin/python -m bench.redteam2 --quick --seeds 1-3     # smaller programs, ~1 min a seed
+    .venv/bin/python -m bench.redteam2 --quick --seeds 1-10 --ablate   # and the ablation table
 
 Each seed draws one program's 60 days (bench/redteam2/scenario.py), writes MaxMind-format geo
 databases for its address plan, and drives a fresh refguard through its public interfaces only:
@@ -10,6 +11,10 @@ databases for its address plan, and drives a fresh refguard through its public i
 links through the API), `import`, `attribution run`, `fraud scan`, `rewards release`, then
 GET /api/v1/rewards and /api/v1/fraud/flags. Prints one line a seed and the mean and worst seed
 of every figure; writes JSON to bench/results/redteam2-<time>.json.
+
+`--ablate` adds, after each seed's normal run and scoring, the engine's decisions re-combined
+without each family of evidence, the pyod detectors and the supervised model
+(bench/redteam2/ablate.py: evaluation, which imports the engine; the generator does not).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ def fmt(v: float | None, pct: bool = False) -> str:
 
 
 def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool,
-             geo: bool) -> dict[str, Any]:
+             geo: bool, ablate: bool = False) -> dict[str, Any]:
     t0 = time.monotonic()
     scen = Scenario(seed, quick)
     slug = f"rt2-{seed}"
@@ -80,6 +85,7 @@ def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool
         record["pipeline"] = rg.run_pipeline(workdir / "clicks.ndjson",
                                              workdir / "conversions.ndjson")
         rewards, flags = rg.results(slug)
+        settings = rg.call("GET", f"/api/v1/programs/{slug}")["settings"] if ablate else {}
     except Exception as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc()[-3000:]
@@ -93,6 +99,14 @@ def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool
             shutil.rmtree(workdir, ignore_errors=True)
     record["score"] = score(data["labels"], data["rings"], rewards, flags)
     record["seconds"] = round(time.monotonic() - t0, 1)
+    if ablate:
+        from bench.redteam2.ablate import ablate as ablation
+
+        try:
+            record["ablation"] = ablation(data["labels"], data["rings"], rewards, flags,
+                                          settings)
+        except Exception as exc:  # the normal run's record stands without it
+            record["ablation_error"] = f"{type(exc).__name__}: {exc}"
     return record
 
 
@@ -165,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchor", help="first day of the 60 (YYYY-MM-DD, UTC); default: they end "
                     "today at midnight")
     ap.add_argument("--name", default="redteam2", help="results file name prefix")
+    ap.add_argument("--ablate", action="store_true", help="also re-decide each seed without "
+                    "each family of evidence, the pyod detectors and the supervised model, and "
+                    "print the table (bench/redteam2/ablate.py)")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     if not seeds:
@@ -178,11 +195,22 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in seeds:
         record = run_seed(seed, args.quick, base, anchor, keep=args.keep,
-                          geo=not args.no_geo)
+                          geo=not args.no_geo, ablate=args.ablate)
         runs.append(record)
         print(seed_line(record), flush=True)
     summ = summarise(runs)
     print_summary(summ)
+    if args.ablate:
+        from bench.redteam2.ablate import print_table
+
+        summ["ablation"] = print_table(runs)
+        errors = {r["seed"]: r["ablation_error"] for r in runs if "ablation_error" in r}
+        if errors:
+            summ["ablation_errors"] = errors
+            print(f"ablation failed on: {errors}")
+        # The full-engine line must be the normal run: otherwise the recombination is wrong.
+        if errors or any(summ["ablation"].get("full_differs", {}).values()):
+            summ["failed"] = summ["failed"] or ["ablation"]
     save(args.name, {"generator": "bench.redteam2", "quick": args.quick,
                      "anchor": anchor.isoformat(), "argv": sys.argv[1:], "summary": summ,
                      "runs": runs})
