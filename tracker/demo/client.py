@@ -57,7 +57,7 @@ class Api:
         if body is not None:
             data = json.dumps(body).encode()
         if data is not None:
-            sent["Content-Type"] = "application/json"
+            sent.setdefault("Content-Type", "application/json")
         try:
             async with self.session.request(method, self.url + path, data=data,
                                             headers=sent) as resp:
