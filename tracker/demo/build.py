@@ -72,6 +72,7 @@ from tracker.demo.client import (
     gather,
     live_click,
     open_session,
+    together,
     wait_for_clicks,
 )
 from tracker.demo.geodb import demo_geo
@@ -287,14 +288,17 @@ async def _load(target: _Program, settings: Settings, scenario: Scenario, steps:
     await _browse(target, live)
     steps.done(f"{len(live) + 1:,} live clicks through GET /r/{{code}}, stored by the "
                "server's flusher")
-    await _post_conversions(target, scenario.conversions)
-    steps.done(f"{len(scenario.conversions):,} conversions posted, signed like a "
-               "merchant's backend")
-    await gather(scenario.moments, lambda m: _post_signed(target, "/api/v1/events",
-                                                          m.body(target.slug)))
-    await gather(scenario.shares, lambda s: _share(target, s))
-    steps.done(f"{len(scenario.moments):,} customer events (NPS, reviews, milestones, support) "
-               f"posted, {len(scenario.shares):,} shares on channels (POST /api/v1/shares)")
+    # Customers' events and the referrers' shares meanwhile (they wait for no conversion,
+    # and the conversions wait for the live purchases' time to come).
+    await together(
+        _post_conversions(target, scenario.conversions),
+        gather(scenario.moments, lambda m: _post_signed(target, "/api/v1/events",
+                                                        m.body(target.slug))),
+        gather(scenario.shares, lambda s: _share(target, s)))
+    steps.done(f"{len(scenario.conversions):,} conversions and {len(scenario.moments):,} "
+               "customer events (NPS, reviews, milestones, support) posted, signed like a "
+               f"merchant's backend; {len(scenario.shares):,} shares on channels "
+               "(POST /api/v1/shares)")
 
 
 async def _post_signed(target: _Program, path: str, body: dict[str, Any]) -> None:

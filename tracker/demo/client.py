@@ -143,6 +143,24 @@ async def wait_for_clicks(conn: asyncpg.Connection, program_id: int, click_ids: 
         await asyncio.sleep(0.1)
 
 
+async def together(*work: Awaitable[None]) -> None:
+    """These at once; the first failure cancels the others and is raised as itself (a
+    DemoError stays one line for the user)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for w in work:
+                group.create_task(_awaited(w))
+    except ExceptionGroup as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+async def _awaited(work: Awaitable[None]) -> None:
+    await work
+
+
 async def gather(items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
     """`work(item)` for every item, CONCURRENCY at a time; the first failure stops them all."""
     queue = list(reversed(items))

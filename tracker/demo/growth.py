@@ -136,7 +136,7 @@ async def share_after_asks(api: Api, conn: asyncpg.Connection, scenario: Scenari
             if live_ips and friend == 0:
                 signup = scenario.convert(ORGANIC, "signup", scenario.new_id(), None,
                                           person=click.person, click=click,
-                                          after=timedelta(seconds=rng.uniform(1.0, 3.0)),
+                                          after=timedelta(seconds=rng.uniform(0.5, 1.5)),
                                           email=scenario.email())
                 if signup is not None:
                     signups.append(signup)

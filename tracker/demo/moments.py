@@ -106,14 +106,13 @@ def _channels(s: Scenario, rng: random.Random) -> None:
         s.shares.append(Share(accounts[external_id], channel, shared))
 
 
-def _bought(s: Scenario, rng: random.Random, customer: str, email: str) -> None:
-    """A customer of before the clicks' history: signup, purchase, maybe a renewal."""
-    at = s.now - timedelta(days=rng.uniform(BASE_DAYS[0], BASE_DAYS[1]))
-    s.convert(ORGANIC, "signup", customer, at, email=email)
+def _bought(s: Scenario, rng: random.Random, customer: str) -> None:
+    """A customer of before the clicks' history: a purchase, maybe a renewal (their signups
+    are older than anything the demo shows)."""
     price = rng.choices([p for p, _ in PLANS], weights=[w for _, w in PLANS])[0]
-    bought_at = at + timedelta(hours=rng.uniform(1, 48))
+    bought_at = s.now - timedelta(days=rng.uniform(*BASE_DAYS))
     s.convert(ORGANIC, "purchase", customer, bought_at, amount=price)
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
         s.convert(ORGANIC, "renewal", customer, bought_at + timedelta(days=30), amount=price)
 
 
@@ -121,9 +120,9 @@ def _customer_base(s: Scenario, rng: random.Random) -> None:
     """The program's customers of before its clicks' history, the referrers among them: most
     never refer (the candidate model's negatives)."""
     for account in (*s.organic, *s.advocates):
-        _bought(s, rng, account.external_id, account.email)
+        _bought(s, rng, account.external_id)
     for _ in range(s.size.customer_base):
-        _bought(s, rng, s.new_id(rng=rng), s.email(rng))
+        _bought(s, rng, s.new_id(rng=rng))
 
 
 def _advocates_refer(s: Scenario, rng: random.Random) -> None:
@@ -160,6 +159,8 @@ def _moments(s: Scenario, rng: random.Random) -> None:
             bought.setdefault(conv.customer, conv.at)
     last = s.history_end - timedelta(days=1)
     for customer, at in sorted(bought.items(), key=lambda kv: (kv[1], kv[0])):
+        if at >= last:  # bought within the last day: no moment of theirs is history yet
+            continue
         advocate = customer in advocates
         fraud = s.customers.get(customer, ORGANIC) != ORGANIC
 
