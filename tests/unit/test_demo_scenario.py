@@ -84,11 +84,11 @@ def test_the_growth_history_is_consistent() -> None:
     # Channel links: organic clicks only; each referrer shared on a channel before its first
     # click there.
     first: dict[tuple[str, str], datetime] = {}
-    for c in s.clicks:
-        if c.channel:
-            assert c.account.pattern == ORGANIC and not c.live
-            key = (c.account.external_id, c.channel)
-            first[key] = min(first.get(key, c.at), c.at)
+    for k in s.clicks:
+        if k.channel:
+            assert k.account.pattern == ORGANIC and not k.live
+            key = (k.account.external_id, k.channel)
+            first[key] = min(first.get(key, k.at), k.at)
     assert {(sh.account.external_id, sh.channel) for sh in s.shares} == set(first)
     assert all(sh.at <= first[(sh.account.external_id, sh.channel)] for sh in s.shares)
     assert {sh.channel for sh in s.shares} == set(moments.CHANNELS)
