@@ -41,6 +41,14 @@ How it gets there, through the same code paths as production:
   as the demo is done. Before attributing and scanning it refreshes the planner's statistics of
   the tables it filled (ANALYZE, as after any bulk load): planned for a program with no rows,
   the scan's and clearance's joins turn quadratic (seconds instead of tenths here).
+- Growth (issue 15; tracker.demo.moments, tracker.demo.growth): the customers' events and the
+  referrers' shares go through POST /api/v1/events (signed) and /api/v1/shares alongside the
+  conversions; after clearance, the candidates are fitted and the asks job run as their jobs
+  do, the referral.ask webhooks delivered to the demo's own receiver, and some asked customers
+  press a button of their share page (POST /s/{token}/share) before friends click its link.
+  The candidates', asks' and webhooks jobs' locks are held with the others, so the server's
+  own rounds neither take the triggers before the candidates exist nor deliver to the demo's
+  receiver.
 
 Exit status (as every `refguard` command): 0 success, 2 bad usage, 1 anything else (no server at
 `--url`, a server on another database), with a one-line error.
