@@ -189,3 +189,35 @@ async def test_no_transaction_is_held_while_a_receiver_answers_and_no_event_goes
     rows = await conn.fetch("SELECT attempts, delivered_at FROM webhook_outbox")
     assert len(rows) == 3
     assert all(r["attempts"] == 1 and r["delivered_at"] is not None for r in rows)
+
+
+async def test_delivering_one_programs_events_leaves_the_others_untouched(
+    aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
+    conn: asyncpg.Connection,
+) -> None:
+    """deliver_due(program_id=...) (the demo's, to its own receiver): only that program's due
+    events are claimed; another program's stay due as they were."""
+    receiver = Receiver(failures=0)
+    await receiver.server.start_server()
+    try:
+        url = str(receiver.server.make_url("/hooks"))
+        shop = await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn,
+                               {**RULES, "webhook_url": url}, webhook_allow_private=True)
+        await shop.referrer("alice")
+        await shop.buy("alice", "p1", "c1")
+        await release(conn)
+        acme = await conn.fetchval("SELECT id FROM programs WHERE slug = 'acme'")
+        due = await conn.fetch("SELECT id, next_attempt_at FROM webhook_outbox ORDER BY id")
+        assert due
+        async with aiohttp.ClientSession() as session:
+            assert await deliver_due(conn, SECRET, session, allow_private=True,
+                                     program_id=acme + 1) == 0
+            # Not claimed either: their next attempt is where it was.
+            assert await conn.fetch(
+                "SELECT id, next_attempt_at FROM webhook_outbox ORDER BY id") == due
+            assert not receiver.received
+            assert await deliver_due(conn, SECRET, session, allow_private=True,
+                                     program_id=acme) == len(due)
+    finally:
+        await receiver.server.close()
+    assert len(receiver.received) == len(due)

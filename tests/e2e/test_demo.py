@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.helpers import SECRET, auth, free_port, make_settings
 from tracker.demo.build import demo
-from tracker.demo.report import DemoResult
+from tracker.demo.report import DemoResult, print_report
 from tracker.demo.scenario import ORGANIC, PATTERNS, SMALL
 from tracker.settings import Settings
 from tracker.web.app import create_app
@@ -98,6 +98,87 @@ async def _check_geo(conn: asyncpg.Connection, result: DemoResult) -> None:
                    or result.accounts[r["referrer"]] == ORGANIC)
 
 
+async def _check_growth(conn: asyncpg.Connection, result: DemoResult, url: str) -> None:
+    """The growth data (issue 15) is there and consistent: candidates, asks and their webhooks,
+    shares, channel links in the funnel, the share page."""
+    growth = result.growth
+    assert growth is not None
+    pid = await conn.fetchval("SELECT id FROM programs WHERE slug = $1", result.program)
+    # Customers' moments of every kind the program's rules know.
+    types = {r["type"] for r in await conn.fetch(
+        "SELECT DISTINCT type FROM customer_events WHERE program_id = $1", pid)}
+    assert types == {"nps", "review", "milestone", "support_resolved"}
+    # Candidates: a fitted model (the customer base is older than its horizon), no planted
+    # fraudster scored, and the advocates (organic referrers) over-represented at the top.
+    assert growth.model is not None and growth.model["kind"] == "model", growth.model
+    assert growth.model["trained_on"] >= 200 and growth.model["auc_holdout"] > 0.6
+    scores = {r["customer_id"]: r["percentile"] for r in await conn.fetch(
+        "SELECT customer_id, percentile FROM candidate_scores WHERE program_id = $1", pid)}
+    planted = {c for c, p in (result.customers | result.accounts).items() if p != ORGANIC}
+    assert not planted & set(scores)
+    advocates = {a for a, p in result.accounts.items() if p == ORGANIC} & set(scores)
+    top = {c for c, pct in scores.items() if pct >= 0.8 - 1e-9}
+    assert advocates and len(advocates & top) / len(top) >= 1.5 * len(advocates) / len(scores)
+    # The report's candidates: the top share, best first, each with its reasons.
+    assert {c["customer"] for c in growth.candidates} >= top
+    assert all(c["reasons"] for c in growth.candidates)
+    assert [c["score"] for c in growth.candidates] == sorted(
+        (c["score"] for c in growth.candidates), reverse=True)
+    # Asks: sent ones (and how far they went), suppressed ones with reasons, expired ones.
+    asks = [dict(r) for r in await conn.fetch(
+        """SELECT a.id, a.status, a.reason, a.customer_id, a.sent_at,
+                  (SELECT count(*) FROM webhook_outbox w WHERE w.program_id = a.program_id
+                     AND w.event = 'referral.ask'
+                     AND (w.payload->'ask'->>'ask_id')::bigint = a.id) AS webhooks,
+                  (SELECT count(*) FROM webhook_outbox w WHERE w.program_id = a.program_id
+                     AND w.event = 'referral.ask' AND w.delivered_at IS NOT NULL
+                     AND (w.payload->'ask'->>'ask_id')::bigint = a.id) AS delivered
+           FROM asks a WHERE a.program_id = $1""", pid)]
+    reasons = Counter((a["status"], a["reason"]) for a in asks)
+    assert reasons[("expired", "late")] > 0 and reasons[("suppressed", "fraud_flag")] > 0
+    assert reasons[("suppressed", "not_top_share")] > 0, reasons
+    sent = [a for a in asks if a["status"] == "sent"]
+    assert sent and all(a["sent_at"] and a["webhooks"] == a["delivered"] == 1 for a in sent)
+    assert all(a["webhooks"] == 0 for a in asks if a["status"] != "sent")
+    assert all(scores[a["customer_id"]] >= 0.8 - 1e-9 for a in sent)
+    assert not planted & {a["customer_id"] for a in sent}
+    # The receiver took every sent ask, signed, with what the merchant needs to send it.
+    assert growth.refused == 0
+    assert sorted(d["ask_id"] for d in growth.deliveries) == sorted(a["id"] for a in sent)
+    for d in growth.deliveries:
+        assert d["share_url"] and d["link"] and d["link"] in d["message"]
+        assert d["deadline"] > d["trigger"]["occurred_at"]
+    assert sum(growth.asks.values()) == len(asks)
+    assert sum(n for s, n in growth.asks.items() if s not in ("expired", "suppressed")) \
+        == len(sent)
+    assert growth.reasons == dict(Counter(a["reason"] for a in asks if a["reason"]))
+    # Its receiver gone, the program has no webhook URL left.
+    assert await conn.fetchval("SELECT settings ? 'webhook_url' FROM programs WHERE id = $1",
+                               pid) is False
+    # Shares: the history's on channels, and the asked customers' (page and API), with their ask.
+    shares = Counter((r["source"], r["asked"]) for r in await conn.fetch(
+        "SELECT source, ask_id IS NOT NULL AS asked FROM shares WHERE program_id = $1", pid))
+    assert shares[("api", False)] > 0 and shares[("page", True)] > 0, shares
+    assert shares.total() == growth.shares
+    # The funnel by channel counts the clicks through each channel's link.
+    clicks = {r["channel"]: r["n"] for r in await conn.fetch(
+        """SELECT l.channel, count(*) AS n FROM clicks c
+           JOIN links l ON l.program_id = c.program_id AND l.id = c.link_id
+           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+           GROUP BY 1""", pid)}
+    funnel = {row["channel"]: row for row in growth.funnel}
+    assert {c: funnel[c]["clicks"] for c in clicks} == clicks
+    for channel in ("email", "facebook", "x"):
+        assert funnel[channel]["shared"] > 0 and funnel[channel]["signups"] > 0, channel
+    # The share page the report names opens, with the referrer's link on it.
+    async with aiohttp.ClientSession() as session, session.get(growth.share_url) as resp:
+        assert resp.status == 200 and "/r/" in await resp.text()
+    text = io.StringIO()
+    print_report(result, text)
+    assert "funnel by channel" in text.getvalue() and growth.share_url in text.getvalue()
+    assert url in growth.share_url
+
+
 async def _finance_token_works(url: str, token: str, slug: str) -> None:
     async with aiohttp.ClientSession(cookie_jar=DummyCookieJar()) as session:
         async with session.post(f"{url}/review/login", data={"token": token},
@@ -139,6 +220,7 @@ async def test_demo_plants_fraud_that_ends_on_the_review_page(
         live = await conn.fetchval("SELECT count(*) FROM clicks WHERE source = 'live'")
         assert live == result.live_clicks
         await _check_geo(conn, result)
+        await _check_growth(conn, result, url)
         # People carry display names: every referrer, and the customers who bought.
         assert await conn.fetchval("""SELECT count(*) FROM referrers f JOIN programs p
                                       ON p.id = f.program_id WHERE p.slug = 'demo'
@@ -146,7 +228,10 @@ async def test_demo_plants_fraud_that_ends_on_the_review_page(
         assert await conn.fetchval("SELECT count(*) FROM customer_names") > 200
         assert result.geo_dir == settings.data_dir / "demo-geoip" and not result.geo_served
         await _finance_token_works(url, result.finance_token, result.program)
-        assert "conversions posted" in log.getvalue()
+        steps = log.getvalue()
+        assert "customer events (NPS, reviews, milestones, support) posted" in steps
+        assert "referral candidates: model over" in steps
+        assert "referral.ask delivered to the demo's webhook receiver" in steps
         # The admin token it drove the API with is revoked; the finance token is not.
         assert await conn.fetchval("""SELECT count(*) FROM api_tokens WHERE name = 'refguard demo'
                                       AND revoked_at IS NOT NULL""") == 1
@@ -164,6 +249,9 @@ async def test_demo_plants_fraud_that_ends_on_the_review_page(
         # A server it did not start may run without geo: the report says how to restart it.
         assert f"REFGUARD_GEOIP_DIR={tmp_path / 'cli' / 'demo-geoip'} refguard serve" in text
         assert f"{url}/api/v1/openapi.json" in text and f"{url}/metrics" in text
+        # The growth section: candidates, asks, the funnel by channel, a share page.
+        assert "top candidates" in text and "funnel by channel" in text
+        assert f"share page:    {url}/s/" in text
         token = next(line.split()[2] for line in text.splitlines()
                      if line.strip().startswith("finance token:"))
         await _finance_token_works(url, token, "demo-2")
@@ -184,10 +272,14 @@ async def test_demo_sends_live_traffic_with_visitor_ips_behind_a_trusted_proxy(
     try:
         result = await demo(settings, url, program="shop", seed=3, size=SMALL,
                             log=io.StringIO())
+        await _check_growth(conn, result, url)
     finally:
         await server.close()
     assert result.program == "shop" and result.live_ips
     rewards = await _check_outcome(conn, result)
+    # Behind the proxy, friends who clicked an asked customer's channel link signed up: the
+    # asks they came from read `converted`.
+    assert result.growth is not None and result.growth.asks.get("converted", 0) > 0
     # The click injection happened live: clicks through /r/{code} from the shoppers' own IPs,
     # purchases seconds later, held for finance.
     injector = next(a for a, p in result.accounts.items() if p == "click_injection")

@@ -41,6 +41,14 @@ How it gets there, through the same code paths as production:
   as the demo is done. Before attributing and scanning it refreshes the planner's statistics of
   the tables it filled (ANALYZE, as after any bulk load): planned for a program with no rows,
   the scan's and clearance's joins turn quadratic (seconds instead of tenths here).
+- Growth (issue 15; tracker.demo.moments, tracker.demo.growth): the customers' events and the
+  referrers' shares go through POST /api/v1/events (signed) and /api/v1/shares alongside the
+  conversions; after clearance, the candidates are fitted and the asks job run as their jobs
+  do, the referral.ask webhooks delivered to the demo's own receiver, and some asked customers
+  press a button of their share page (POST /s/{token}/share) before friends click its link.
+  The candidates', asks' and webhooks jobs' locks are held with the others, so the server's
+  own rounds neither take the triggers before the candidates exist nor deliver to the demo's
+  receiver.
 
 Exit status (as every `refguard` command): 0 success, 2 bad usage, 1 anything else (no server at
 `--url`, a server on another database), with a one-line error.
@@ -72,12 +80,16 @@ from tracker.demo.client import (
     gather,
     live_click,
     open_session,
+    together,
     wait_for_clicks,
 )
 from tracker.demo.geodb import demo_geo
-from tracker.demo.report import DemoResult, summarise
+from tracker.demo.growth import Receiver, deliver, set_webhook_url, share_after_asks
+from tracker.demo.moments import CHANNELS, Share
+from tracker.demo.report import DemoResult, summarise, summarise_growth
 from tracker.demo.scenario import (
     DOMAIN,
+    ORGANIC,
     Account,
     Click,
     Conversion,
@@ -92,7 +104,8 @@ from tracker.settings import Settings
 from tracker.signing import program_signing_secret, signature_header
 
 DEFAULT_PROGRAM = "demo"
-JOB_LOCKS = ("clearance", "attribution", "fraud_scan")  # the order the clearance job takes them
+# The order the clearance job takes its three; then the growth jobs', which take only their own.
+JOB_LOCKS = ("clearance", "attribution", "fraud_scan", "candidates", "asks", "webhooks")
 LOCK_WAIT = "120s"
 
 PROGRAM_SETTINGS: dict[str, Any] = {
@@ -105,6 +118,17 @@ PROGRAM_SETTINGS: dict[str, Any] = {
         {"beneficiary": "referrer", "on": "purchase", "flat": 2000, "first_only": True},
         {"beneficiary": "referee", "on": "signup", "flat": 500},
         {"beneficiary": "referrer", "on": "renewal", "percent": 10, "months": 12}]},
+    # Asks at the moment of delight (DESIGN section 5; tracker.asks.asks) and the share page's
+    # message, with X's own (tracker.asks.messages).
+    "asks": {"rules": [{"on": "nps", "min_score": 9}, {"on": "review", "min_score": 5},
+                       {"on": "milestone"}, {"on": "purchase", "nth": 2}],
+             "within_hours": 24, "top_share": 0.2, "cooldown_days": 30, "max_per_customer": 3},
+    "share": {"message": "I like Demo shop, so here is {referee_reward} for you to try it: "
+                         "{link}",
+              "channels": ["copy", "share_sheet", "email", "sms", "whatsapp",
+                           {"name": "x", "message": "Demo shop, with {referee_reward} off "
+                                                    "through my link: {link}"},
+                           "linkedin", "facebook"]},
 }
 
 
@@ -193,11 +217,15 @@ async def _build(conn: asyncpg.Connection, settings: Settings, url: str, admin: 
         try:
             await _load(target, settings, scenario, steps)
             await _decide(target, steps)
+            received = await _grow(target, settings, scenario, live_ips, steps)
         finally:
             await _unlock_jobs(conn)
 
         finance = await _finance_token(target)
         result = await summarise(conn, scenario, target.program_id)
+        result["growth"] = await summarise_growth(conn, scenario, target.program_id, url=url,
+                                                  secret_key=settings.secret_key,
+                                                  receiver=received)
     return DemoResult(
         program=target.slug, url=url, seconds=time.monotonic() - started, live_ips=live_ips,
         referrers=len(scenario.accounts), clicks=len(scenario.clicks) + 1,
@@ -237,6 +265,12 @@ async def _make_referrer(target: _Program, account: Account) -> None:
         "program": target.slug, "referrer": account.external_id,
         "destination": f"https://{DOMAIN}/welcome?plan=starter"})
     account.code = str(link["code"])
+    if account.pattern == ORGANIC:  # organic referrers share on channels: a link for each
+        for channel in CHANNELS:
+            _, link = await target.api.call("POST", "/api/v1/links", {
+                "program": target.slug, "referrer": account.external_id, "channel": channel,
+                "destination": f"https://{DOMAIN}/welcome?plan=starter"})
+            account.channels[channel] = str(link["code"])
 
 
 async def _probe(target: _Program, scenario: Scenario, seed: int) -> bool:
@@ -262,9 +296,31 @@ async def _load(target: _Program, settings: Settings, scenario: Scenario, steps:
     await _browse(target, live)
     steps.done(f"{len(live) + 1:,} live clicks through GET /r/{{code}}, stored by the "
                "server's flusher")
-    await _post_conversions(target, scenario.conversions)
-    steps.done(f"{len(scenario.conversions):,} conversions posted, signed like a "
-               "merchant's backend")
+    # Customers' events and the referrers' shares meanwhile (they wait for no conversion,
+    # and the conversions wait for the live purchases' time to come).
+    await together(
+        _post_conversions(target, scenario.conversions),
+        gather(scenario.moments, lambda m: _post_signed(target, "/api/v1/events",
+                                                        m.body(target.slug))),
+        gather(scenario.shares, lambda s: _share(target, s)))
+    steps.done(f"{len(scenario.conversions):,} conversions and {len(scenario.moments):,} "
+               "customer events (NPS, reviews, milestones, support) posted, signed like a "
+               f"merchant's backend; {len(scenario.shares):,} shares on channels "
+               "(POST /api/v1/shares)")
+
+
+async def _post_signed(target: _Program, path: str, body: dict[str, Any]) -> None:
+    """A body signed like a merchant's backend signs them."""
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    await target.api.call("POST", path, raw=raw, token="", headers={
+        "X-Refguard-Signature": signature_header(target.secret, raw, int(time.time()))},
+        expect=(201,))
+
+
+async def _share(target: _Program, share: Share) -> None:
+    await target.api.call("POST", "/api/v1/shares", {
+        "program": target.slug, "referrer": share.account.external_id,
+        "channel": share.channel, "occurred_at": rfc3339(share.at)}, expect=(201,))
 
 
 async def _browse(target: _Program, live: list[Click]) -> None:
@@ -286,10 +342,7 @@ async def _post_conversions(target: _Program, conversions: list[Conversion]) -> 
     """Every conversion, signed like a merchant's backend signs them."""
 
     async def post(conv: Conversion) -> None:
-        raw = json.dumps(conv.body(target.slug), separators=(",", ":")).encode()
-        await target.api.call("POST", "/api/v1/conversions", raw=raw, token="",
-                              headers={"X-Refguard-Signature": signature_header(
-                                  target.secret, raw, int(time.time()))}, expect=(201,))
+        await _post_signed(target, "/api/v1/conversions", conv.body(target.slug))
 
     # The history first; then the live purchases, once the seconds between their
     # click and their purchase have passed (a conversion may not come from the future).
@@ -330,6 +383,48 @@ async def _decide(target: _Program, steps: _Steps) -> None:
     steps.done(f"clearance: {decided} (refguard rewards release)")
 
 
+async def _grow(target: _Program, settings: Settings, scenario: Scenario, live_ips: bool,
+                steps: _Steps) -> Receiver:
+    """Candidates, asks and their webhooks, shares and clicks after them (tracker.demo.growth),
+    as the server's candidates, asks and webhooks jobs would run them; the receiver that took
+    the webhooks (stopped)."""
+    from tracker.asks.asks import run_asks
+    from tracker.asks.candidates import refresh
+    from tracker.scoring.credits import attribute_pending
+
+    conn = target.conn
+    await conn.execute("SELECT refguard_analyze('customer_events', 'shares')")
+    fit = await refresh(conn, target.program_id)
+    steps.done(f"referral candidates: {fit.kind} over {fit.trained_on:,} customers, "
+               f"{fit.positives:,} of whom referred (the candidates job)")
+    receiver = Receiver(target.secret)
+    await receiver.start()
+    try:
+        await set_webhook_url(conn, target.program_id, receiver.url)
+        decided = (await run_asks(conn, settings)).asks
+        delivered = await deliver(conn, settings, target.program_id)
+        told = ", ".join(f"{n:,} {s}{' (' + r + ')' if r else ''}"
+                         for (s, r), n in sorted(decided.items()))
+        steps.done(f"asks: {told or 'none'} (the asks job); {delivered:,} referral.ask "
+                   "delivered to the demo's webhook receiver, signatures checked")
+        if receiver.refused:
+            steps.out.write(f"  note: the receiver refused {receiver.refused} webhook(s) for "
+                            "their signature: this command's secret key differs from the "
+                            "server's (REFGUARD_SECRET_KEY)\n")
+        signups = await share_after_asks(target.api, conn, scenario, receiver.asks(),
+                                         program=target.slug, program_id=target.program_id,
+                                         live_ips=live_ips)
+    finally:
+        await set_webhook_url(conn, target.program_id, None)
+        await receiver.stop()
+    if signups:
+        await _post_conversions(target, signups)
+        await attribute_pending(conn, target.program_id)
+    steps.done(f"asked customers shared through their share page and friends clicked "
+               f"({len(signups)} signed up)")
+    return receiver
+
+
 async def _finance_token(target: _Program) -> str:
     """The finance token the report prints, checked where finance will use it."""
     finance, _ = await create_token(target.conn, "finance", f"demo {target.slug}")
@@ -349,7 +444,8 @@ async def _import(conn: asyncpg.Connection, settings: Settings, clicks: list[Cli
             with path.open("w", encoding="utf-8") as fh:
                 for c in sorted(clicks, key=lambda c: c.at):
                     line: dict[str, str] = {
-                        "ts": rfc3339(c.at), "code": c.account.code, "ip": c.person.ip,
+                        "ts": rfc3339(c.at), "ip": c.person.ip,
+                        "code": c.account.channels.get(c.channel, c.account.code),
                         "user_agent": c.person.user_agent, "visitor_id": c.person.visitor,
                         "click_id": c.click_id}
                     if c.person.language:

@@ -57,7 +57,7 @@ class Api:
         if body is not None:
             data = json.dumps(body).encode()
         if data is not None:
-            sent["Content-Type"] = "application/json"
+            sent.setdefault("Content-Type", "application/json")
         try:
             async with self.session.request(method, self.url + path, data=data,
                                             headers=sent) as resp:
@@ -141,6 +141,24 @@ async def wait_for_clicks(conn: asyncpg.Connection, program_id: int, click_ids: 
             raise DemoError(f"the server stored {stored} of {len(click_ids)} live clicks in "
                             f"{FLUSH_WAIT_S:.0f} s (is its flusher running?)")
         await asyncio.sleep(0.1)
+
+
+async def together(*work: Awaitable[None]) -> None:
+    """These at once; the first failure cancels the others and is raised as itself (a
+    DemoError stays one line for the user)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for w in work:
+                group.create_task(_awaited(w))
+    except ExceptionGroup as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+async def _awaited(work: Awaitable[None]) -> None:
+    await work
 
 
 async def gather(items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:

@@ -7,11 +7,32 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 
-from tracker.demo.scenario import DOMAIN, ORGANIC, PATTERNS, Scenario
+from tracker.demo.scenario import DOMAIN, ORGANIC, PATTERNS, Scenario, display_name
+
+if TYPE_CHECKING:
+    from tracker.demo.growth import Receiver
+
+TOP_SHOWN = 5  # top candidates the report names
+
+
+@dataclass
+class Growth:
+    """What the growth step left (tracker.demo.growth), as the API reports it."""
+
+    model: dict[str, Any] | None  # the candidate model (GET /api/v1/reports/candidates)
+    candidates: list[dict[str, Any]]  # the top 20 %, best first
+    asks: dict[str, int]  # derived status (GET /api/v1/asks) -> n
+    reasons: dict[str, int]  # why the suppressed and expired were not sent -> n
+    funnel: list[dict[str, Any]]  # the funnel by channel (GET /api/v1/reports/funnel)
+    events: int
+    shares: int
+    deliveries: list[dict[str, Any]]  # the referral.ask payloads the receiver took
+    refused: int  # deliveries the receiver refused for their signature
+    share_url: str  # the best candidate's share page
 
 
 @dataclass
@@ -37,6 +58,7 @@ class DemoResult:
     # and whether the server the demo started reads them (a running one may not).
     geo_dir: Path | None = None
     geo_served: bool = False
+    growth: Growth | None = None
 
 
 def print_report(result: DemoResult, out: TextIO) -> None:
@@ -70,6 +92,7 @@ def print_report(result: DemoResult, out: TextIO) -> None:
         ids = result.examples.get(pattern, [])
         if ids:
             lines.append(f"  {pattern} referrers: {', '.join(ids)}")
+    lines += _growth_lines(result)
     lines += [
         "",
         f"  review page:   {base}/review   ({result.flagged:,} flagged reward(s) wait there, "
@@ -83,6 +106,51 @@ def print_report(result: DemoResult, out: TextIO) -> None:
     ]
     out.write("\n".join(lines))
     out.flush()
+
+
+def _reasons(reasons: list[dict[str, Any]]) -> str:
+    top = sorted(reasons, key=lambda r: -abs(float(r.get("effect") or 0)))[:3]
+    return ", ".join(f"{r['feature']} {'+' if float(r.get('effect') or 0) >= 0 else '-'}"
+                     for r in top) or "-"
+
+
+def _growth_lines(result: DemoResult) -> list[str]:
+    g = result.growth
+    if g is None:
+        return []
+    model = g.model or {}
+    auc = model.get("auc_holdout")
+    lines = [
+        "",
+        f"  growth: {g.events:,} customer events, {g.shares:,} shares; referral candidates "
+        f"by {model.get('kind', 'no model')} over {model.get('trained_on', 0):,} customers"
+        + (f" (holdout AUC {auc:.2f})" if isinstance(auc, float) else ""),
+        "  top candidates              percentile  why",
+    ]
+    for c in g.candidates[:TOP_SHOWN]:
+        who = f"{display_name(c['customer'])} ({c['customer']})"
+        lines.append(f"  {who:<28} {c['percentile']:>9.2f}  {_reasons(c['reasons'])}")
+    asks = ", ".join(f"{n:,} {s}" for s, n in sorted(g.asks.items(), key=lambda kv: -kv[1]))
+    why = ", ".join(f"{n:,} {r}" for r, n in sorted(g.reasons.items(), key=lambda kv: -kv[1]))
+    lines += [
+        f"  asks: {asks or 'none'}" + (f" (not sent: {why})" if why else ""),
+        f"  referral.ask webhooks: {len(g.deliveries):,} delivered to the demo's receiver, "
+        f"signatures checked" + (f", {g.refused} refused" if g.refused else ""),
+        "  funnel by channel       shared   clicks  signups  purchases",
+    ]
+    for row in g.funnel:
+        name = row["channel"] or "(plain link)"
+        lines.append(f"  {name:<20} {row['shared']:>9,} {row['clicks']:>8,} "
+                     f"{row['signups']:>8,.0f} {row['purchases']:>10,.0f}")
+    base, slug = result.url, result.program
+    lines += [
+        f"  share page:    {g.share_url}",
+        f"  try:           curl -H 'Authorization: Bearer <finance token>' "
+        f"'{base}/api/v1/reports/candidates?program={slug}&top=0.2'",
+        f"                 ... '{base}/api/v1/asks?program={slug}', "
+        f"'{base}/api/v1/reports/funnel?program={slug}&by=channel'",
+    ]
+    return lines
 
 
 def _geo_lines(result: DemoResult) -> list[str]:
@@ -137,3 +205,39 @@ async def summarise(conn: asyncpg.Connection, scenario: Scenario, program_id: in
             "flags": dict(flags), "labels": labels, "accounts": accounts,
             "customers": dict(scenario.customers), "examples": examples}
 
+
+
+async def summarise_growth(conn: asyncpg.Connection, scenario: Scenario, program_id: int, *,
+                           url: str, secret_key: bytes, receiver: Receiver) -> Growth:
+    """The growth step's outcome, read back through the functions the API answers with."""
+    from tracker.asks import candidates, funnel  # (late: numpy and friends)
+    from tracker.asks.queries import list_asks
+    from tracker.asks.sharing import share_url
+
+    top = await candidates.report(conn, program_id, 0.2)
+    asks: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    after = 0
+    while page := await list_asks(conn, program_id=program_id, status=None, after=after,
+                                  limit=1000):
+        for ask in page:
+            asks[ask.status] += 1
+            if ask.reason:
+                reasons[ask.reason] += 1
+        after = page[-1].id
+    by_channel = await funnel.funnel_report(conn, program_id, by="channel")
+    counts = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM customer_events WHERE program_id = $1) AS events,
+                  (SELECT count(*) FROM shares WHERE program_id = $1) AS shares""", program_id)
+    best = next((c["customer"] for c in top["items"]), None)
+    referrer = None if best is None else await conn.fetchval(
+        "SELECT id FROM referrers WHERE program_id = $1 AND external_id = $2", program_id, best)
+    if referrer is None:  # no candidate refers yet: the biggest organic referrer's page
+        referrer = await conn.fetchval(
+            "SELECT id FROM referrers WHERE program_id = $1 AND external_id = $2", program_id,
+            scenario.organic[0].external_id)
+    return Growth(
+        model=top["model"], candidates=top["items"], asks=dict(asks), reasons=dict(reasons),
+        funnel=by_channel["rows"], events=counts["events"], shares=counts["shares"],
+        deliveries=receiver.asks(), refused=receiver.refused,
+        share_url=share_url(secret_key, url, program_id, referrer))

@@ -24,11 +24,14 @@ from __future__ import annotations
 import random
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker.formats import rfc3339
+
+if TYPE_CHECKING:
+    from tracker.demo.moments import Moment, Share
 
 DOMAIN = "shop.example"
 PATTERNS = ("self_referral", "ring", "camouflaged_ring", "click_farm", "click_injection",
@@ -93,10 +96,15 @@ class DemoSize:
     farm_bots: int = 30
     farm_accounts: int = 12
     days: int = 45
+    # The customer base before the clicks' history (tracker.demo.moments): customers who bought
+    # 95 to 220 days ago, and the advocates among them who refer with their code.
+    customer_base: int = 400
+    base_advocates: int = 30
 
 
 SMALL = DemoSize(referrers=20, visitors=600, spam_clicks=500, live_visitors=20,
-                 self_referrers=4, injections=12, farm_bots=8, farm_accounts=9)
+                 self_referrers=4, injections=12, farm_bots=8, farm_accounts=9,
+                 customer_base=260, base_advocates=20)
 
 
 @dataclass(slots=True)
@@ -107,6 +115,7 @@ class Account:
     pattern: str
     email: str
     code: str = ""  # the link code, once the API has made the link
+    channels: dict[str, str] = field(default_factory=dict)  # channel -> its link's code
 
 
 @dataclass(slots=True)
@@ -127,6 +136,7 @@ class Click:
     click_id: str = ""  # chosen for imported clicks; the server's rg_cid for live ones
     referer: str = ""
     live: bool = False
+    channel: str = ""  # the share channel of the link it went through ("": the plain link)
 
 
 @dataclass(slots=True)
@@ -190,6 +200,7 @@ class Scenario:
 
     def __init__(self, seed: int, now: datetime, size: DemoSize) -> None:
         self.rng = random.Random(seed)  # noqa: S311 (the shape of traffic, not a secret)
+        self.seed = seed
         self.now = now
         self.size = size
         self.start = now - timedelta(days=size.days)
@@ -198,6 +209,8 @@ class Scenario:
         self.clicks: list[Click] = []
         self.conversions: list[Conversion] = []
         self.customers: dict[str, str] = {}  # customer id -> pattern
+        self.moments: list[Moment] = []  # customers' events (tracker.demo.moments)
+        self.shares: list[Share] = []  # referrers' shares of the history, on their channels
         self._ids: set[str] = set()
         self.organic = [self.account(ORGANIC) for _ in range(size.referrers)]
         self.self_referrers = [self.account("self_referral") for _ in range(size.self_referrers)]
@@ -208,27 +221,33 @@ class Scenario:
         self.spammer = self.account("click_spam")
         # Reach follows a power law: the first referrers bring most of the visitors.
         self.weights = [1 / (i + 1) ** 1.1 for i in range(size.referrers)]
+        # The growth history's own random stream (tracker.demo.moments): the traffic is the
+        # same with or without it. Advocates of the customer base who refer by code.
+        self.growth_rng = random.Random(seed * 1_000_003 + 15)  # noqa: S311 (not a secret)
+        self.advocates = [self.account(ORGANIC, self.growth_rng)
+                          for _ in range(size.base_advocates)]
 
     # building blocks
 
-    def new_id(self, prefix: str = "cus_") -> str:
+    def new_id(self, prefix: str = "cus_", rng: random.Random | None = None) -> str:
         while True:
-            value = f"{prefix}{self.rng.getrandbits(40):010x}"
+            value = f"{prefix}{(rng or self.rng).getrandbits(40):010x}"
             if value not in self._ids:
                 self._ids.add(value)
                 return value
 
-    def account(self, pattern: str) -> Account:
-        external_id = self.new_id()
-        account = Account(external_id, pattern, self.email())
+    def account(self, pattern: str, rng: random.Random | None = None) -> Account:
+        external_id = self.new_id(rng=rng)
+        account = Account(external_id, pattern, self.email(rng))
         self.accounts.append(account)
         return account
 
-    def email(self) -> str:
-        return f"{self.rng.choice(NAMES)}.{self.rng.randint(1, 99_999)}@mail.example"
+    def email(self, rng: random.Random | None = None) -> str:
+        r = rng or self.rng
+        return f"{r.choice(NAMES)}.{r.randint(1, 99_999)}@mail.example"
 
-    def home_ip(self) -> str:
-        r = self.rng
+    def home_ip(self, rng: random.Random | None = None) -> str:
+        r = rng or self.rng
         return f"{r.choice(HOME_NETWORKS)}.{r.randint(0, 255)}.{r.randint(0, 255)}." \
                f"{r.randint(2, 250)}"
 
@@ -314,6 +333,10 @@ class Scenario:
         self.plan_click_injection(live=live_injection)
         self.plan_click_spam()
         self.plan_live_browsing()
+        # Last, on its own random stream: the traffic above is the same with or without it.
+        from tracker.demo.moments import plan_growth
+
+        plan_growth(self)
 
     def plan_organic(self) -> None:
         r = self.rng

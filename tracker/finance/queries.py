@@ -838,10 +838,11 @@ class DueWebhook:
     deadline: datetime | None = None
 
 
-async def claim_due_webhooks(conn: asyncpg.Connection, limit: int,
-                             lease_s: float) -> list[DueWebhook]:
-    """Up to `limit` due events, claimed by moving them `lease_s` into the future (events
-    another transaction holds are skipped); a `referral.ask` with its ask as it is now."""
+async def claim_due_webhooks(conn: asyncpg.Connection, limit: int, lease_s: float,
+                             program_id: int | None = None) -> list[DueWebhook]:
+    """Up to `limit` due events (of one program, when given), claimed by moving them `lease_s`
+    into the future (events another transaction holds are skipped); a `referral.ask` with its
+    ask as it is now."""
     rows = await conn.fetch(
         """WITH due AS (
                SELECT w.program_id, w.id, a.id AS ask_id, a.status AS ask_status, a.deadline
@@ -851,6 +852,7 @@ async def claim_due_webhooks(conn: asyncpg.Connection, limit: int,
                 AND a.id = (w.payload->'ask'->>'ask_id')::bigint
                WHERE w.delivered_at IS NULL AND w.failed_at IS NULL
                  AND w.next_attempt_at <= now()
+                 AND ($3::bigint IS NULL OR w.program_id = $3)
                ORDER BY w.next_attempt_at, w.id LIMIT $1
                FOR UPDATE OF w SKIP LOCKED)
            UPDATE webhook_outbox o SET next_attempt_at = now() + make_interval(secs => $2)
@@ -858,7 +860,7 @@ async def claim_due_webhooks(conn: asyncpg.Connection, limit: int,
            WHERE o.program_id = due.program_id AND o.id = due.id AND p.id = o.program_id
            RETURNING o.program_id, o.id, o.event, o.payload::text AS payload, o.attempts,
                      p.slug, p.settings->>'webhook_url' AS url,
-                     due.ask_id, due.ask_status, due.deadline""", limit, lease_s)
+                     due.ask_id, due.ask_status, due.deadline""", limit, lease_s, program_id)
     return [DueWebhook(r["program_id"], r["id"], r["event"], r["payload"], r["attempts"],
                        r["slug"], r["url"], r["ask_id"], r["ask_status"], r["deadline"])
             for r in rows]

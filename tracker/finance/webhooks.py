@@ -138,15 +138,17 @@ async def _give_up_ask(conn: asyncpg.Connection, row: DueWebhook, *, attempts: i
 
 
 async def deliver_due(conn: asyncpg.Connection, secret_key: bytes,
-                      session: aiohttp.ClientSession, *, allow_private: bool = False) -> int:
+                      session: aiohttp.ClientSession, *, allow_private: bool = False,
+                      program_id: int | None = None) -> int:
     """POST the events that are due; how many were delivered.
 
     Due events are claimed in one statement that moves them LEASE_S into the future, so no
     transaction (nor row lock) stays open while receivers answer, and another node's run skips
     them; a claimer that dies mid-delivery leaves them to be retried when the lease ends. Call it
     outside a transaction. Without `allow_private` (REFGUARD_WEBHOOK_ALLOW_PRIVATE) only public
-    addresses are POSTed to."""
-    rows = await queries.claim_due_webhooks(conn, BATCH, float(LEASE_S))
+    addresses are POSTed to. `program_id` delivers only that program's events (the demo's,
+    to its own receiver on this machine)."""
+    rows = await queries.claim_due_webhooks(conn, BATCH, float(LEASE_S), program_id)
     if not rows:
         return 0
     now = datetime.now(UTC)
