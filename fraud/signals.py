@@ -1027,7 +1027,7 @@ def _median(values: Sequence[float]) -> float:
 
 
 
-INTERJECTED_MIN = 2  # a referrer's interjected conversions, at least, to be tested
+INTERJECTED_MIN = 2  # a referrer's customers with an interjected conversion, at least
 
 
 def interjected(conversions: Sequence[ConversionFacts]) -> set[int]:
@@ -1057,23 +1057,26 @@ def interjected(conversions: Sequence[ConversionFacts]) -> set[int]:
 
 
 def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
-    """interjected_clicks: more of a referrer's conversions came through a click that landed
-    after the customer's journey had begun (`interjected`) than the program's other
-    referrers' do (binomial against their share, Laplace-smoothed, Benjamini-Hochberg across
-    referrers). Carried by those conversions."""
+    """interjected_clicks: more of a referrer's customers converted through a click that
+    landed after their journey had begun (`interjected`) than the program's other referrers'
+    customers do (binomial against their share, Laplace-smoothed, Benjamini-Hochberg across
+    referrers). Counted in customers, not conversions: one person's sign-up and purchase after
+    the same click are one observation, not two. Carried by those conversions."""
     late = interjected(conversions)
-    counts: Counter[str] = Counter()
-    taken: Counter[str] = Counter()
+    customers: dict[str, set[str]] = defaultdict(set)
+    taken_by: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
         if not conv.touches:
             continue
         for ref in conv.referrers:
-            counts[ref] += 1
-            taken[ref] += conv.conversion_id in late
-    total, total_taken = sum(counts.values()), sum(taken.values())
+            customers[ref].add(conv.customer)
+            if conv.conversion_id in late:
+                taken_by[ref].add(conv.customer)
+    total = sum(len(c) for c in customers.values())
+    total_taken = sum(len(c) for c in taken_by.values())
     p_values: dict[str, float] = {}
-    for ref, k in taken.items():
-        n = counts[ref]
+    for ref, taken in taken_by.items():
+        k, n = len(taken), len(customers[ref])
         if k < INTERJECTED_MIN or total - n < BASELINE_MIN:
             continue
         rest = (total_taken - k + 1) / (total - n + 2)
@@ -1081,12 +1084,12 @@ def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, F
     out: dict[str, Finding] = {}
     rate = total_taken / max(total, 1)
     for ref in benjamini_hochberg(p_values):
-        k, n = taken[ref], counts[ref]
+        k, n = len(taken_by[ref]), len(customers[ref])
         out[ref] = Finding(Reason(
-            "interjected_clicks", f"click: {k} of {ref}'s {n} conversions came through a click "
-            "that landed after the customer had already signed up or arrived through another "
-            f"link (the program's other referrers: {rate:.0%}): clicks fired into purchases "
-            "that were happening anyway (click injection)", round(k / n, 4),
+            "interjected_clicks", f"click: {k} of {ref}'s {n} customers came through a click "
+            "that landed after they had already signed up or arrived through another link "
+            f"(the program's other referrers: {rate:.0%}): clicks fired into purchases that "
+            "were happening anyway (click injection)", round(k / n, 4),
             f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(frozenset(late)), p_values[ref])
     return out
 
