@@ -14,7 +14,8 @@ What each stage counts (the OpenAPI document says the same to users):
 Groups: `referrer` (an ask's customer is its referrer); `channel` (a share's channel, a click's
 link's channel, a conversion's: that of the referrer's last click among its touchpoints; asks
 have none, so `asked` is null in channel rows); `trigger` (the trigger type of the share's ask,
-else of the referrer's latest ask sent before the share, click or conversion; null: none).
+else of the referrer's latest ask sent before the share, click or conversion, at most
+ASK_REACH (30 days) before it, as the breakdown report reads it; null: none).
 `rates[stage]` is that stage over the one before it (null when that one is 0 or null).
 """
 

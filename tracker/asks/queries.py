@@ -24,6 +24,7 @@ import asyncpg
 from growth import candidates as growth
 from tracker.errors import NotFound
 from tracker.intake.queries import batch_statuses
+from tracker.scoring.queries import ASK_REACH
 
 # -- asks --------------------------------------------------------------------------------------
 
@@ -644,9 +645,11 @@ def _in_range(column: str) -> str:
 
 
 def _trigger(referrer_id: str, at: str) -> str:
-    """The trigger type of the referrer's latest ask sent at or before `at`."""
+    """The trigger type of the referrer's latest ask sent at or before `at`, within ASK_REACH
+    of it (the breakdown report's rule: tracker.scoring.queries)."""
     return f"""(SELECT a.trigger_type FROM asks a
                WHERE a.program_id = $1 AND a.referrer_id = {referrer_id} AND a.sent_at <= {at}
+                 AND {at} < a.sent_at + interval '{ASK_REACH}'
                ORDER BY a.sent_at DESC, a.id DESC LIMIT 1)"""
 
 

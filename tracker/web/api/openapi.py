@@ -33,7 +33,8 @@ _FUNNEL_DEFINITIONS = (
     "(the share page tags one link per channel), a conversion's: the channel of the link of "
     "the referrer's last click among its touchpoints (asks have no channel: asked is null in "
     "channel rows, counted in the total); trigger: the trigger type of the share's ask, else "
-    "of the referrer's latest ask sent before the share, click or conversion (null: none). "
+    "of the referrer's latest ask sent before the share, click or conversion and at most 30 "
+    "days before it (the breakdown's rule; null: none). "
     "total: the whole program (unique_visitors distinct over it)."
 )
 
