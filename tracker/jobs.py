@@ -27,6 +27,7 @@ from tracker.finance.clearance import publish_metrics, release
 from tracker.finance.webhooks import deliver_due
 from tracker.privacy import BATCH, reduce_old
 from tracker.scoring.credits import attribute_pending
+from tracker.scoring.economics import publish_economics_metrics, refresh_report_cache
 from tracker.scoring.risk import scan
 from tracker.settings import Settings
 
@@ -153,6 +154,9 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     jobs.append(Job("candidates", 300.0, candidates, transaction=False))
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
+    # The reports' default views (issue 16), and the per-program gauges read from them.
+    jobs.append(Job("report_cache", 600.0, refresh_report_cache, transaction=False))
+    jobs.append(Job("economics_metrics", 60.0, publish_economics_metrics, leader=False))
     if settings.retention_days:
         jobs.append(Job("retention", 600.0, reduce_old_data(settings.retention_days),
                         transaction=False))

@@ -116,6 +116,22 @@ PAID_OUT = Gauge(
     "refguard_paid_out", "Money paid out so far by currency, in minor units (from the ledger)",
     ["currency"], multiprocess_mode="mostrecent",
 )
+# Per program (issue 16), from the reports job's cached economics over the whole history:
+# bounded labels (at most economics.MAX_PROGRAM_SERIES programs by slug, ISO 4217 currencies).
+PROGRAM_REFERRED_REVENUE = Gauge(
+    "refguard_program_referred_revenue",
+    "Referred customers' revenue net of refunds and chargebacks, minor units",
+    ["program", "currency"], multiprocess_mode="mostrecent",
+)
+PROGRAM_INCENTIVE_COST = Gauge(
+    "refguard_program_incentive_cost",
+    "Rewards approved or paid, clawbacks netted, minor units", ["program", "currency"],
+    multiprocess_mode="mostrecent",
+)
+PROGRAM_ROI = Gauge(
+    "refguard_program_roi", "(referred revenue - incentive cost) / incentive cost",
+    ["program", "currency"], multiprocess_mode="mostrecent",
+)
 WEBHOOKS = Counter(
     "refguard_webhook_deliveries_total", "Webhook delivery attempts by result "
     "(delivered, retry, failed: gave up)", ["result"],

@@ -48,8 +48,9 @@ async def test_every_api_route_demands_a_token_of_the_right_role(
     routes = api_routes(client)
     # 20, the tokens' list and revoke (issue 12 item 5), the secret's rotation (item 18),
     # payout batches (2) and the decisions report (issue 14), the asks list, the candidates
-    # report, customers' events and shares (issue 15), the experiments report (issue 16)
-    assert len(routes) == 33
+    # report, customers' events and shares (issue 15), the experiments, economics and
+    # breakdown reports (issue 16)
+    assert len(routes) == 35
     for method, path, roles in routes:
         url = concrete(path)
         resp = await client.request(method, url, json={})

@@ -43,6 +43,8 @@ class Referrer:
     created_at: datetime
     name: str | None = None  # display name, at most NAME_MAX printable characters
     variant: str | None = None  # reward variant (tracker.programs.variants), once assigned
+    kind: str = "non_buyer"  # referrer_kind(): customer or non_buyer
+    kind_set: bool = False  # the merchant set `kind` (else derived from the data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +177,23 @@ async def list_programs(conn: asyncpg.Connection, after_id: int, limit: int) -> 
 
 # -- referrers ---------------------------------------------------------------------------------
 
-_REFERRER_SELECT = """
+REFERRER_KINDS = ("customer", "non_buyer")
+
+
+def referrer_kind(alias: str = "r") -> str:
+    """SQL of the advocate kind of the referrer row `alias`: the one the merchant set, else
+    `customer` when it has a purchase or renewal of its own (its external id is a customer id
+    of the program: DESIGN section 5), else `non_buyer`. One definition for every report."""
+    return f"""coalesce({alias}.kind, CASE WHEN EXISTS (
+        SELECT 1 FROM conversions own WHERE own.program_id = {alias}.program_id
+          AND own.customer_id = {alias}.external_id AND own.type IN ('purchase', 'renewal'))
+        THEN 'customer' ELSE 'non_buyer' END)"""
+
+
+_REFERRER_SELECT = f"""
 SELECT r.id, r.program_id, p.slug AS program, r.external_id, r.email_hash IS NOT NULL AS has_email,
-       r.created_at, r.name, r.variant
+       r.created_at, r.name, r.variant, {referrer_kind()} AS kind,
+       r.kind IS NOT NULL AS kind_set
 FROM referrers r JOIN programs p ON p.id = r.program_id
 """
 
@@ -186,24 +202,24 @@ def _referrer(row: asyncpg.Record) -> Referrer:
     return Referrer(
         id=row["id"], program_id=row["program_id"], program=row["program"],
         external_id=row["external_id"], has_email=row["has_email"], created_at=row["created_at"],
-        name=row["name"], variant=row["variant"],
+        name=row["name"], variant=row["variant"], kind=row["kind"], kind_set=row["kind_set"],
     )
 
 
 async def upsert_referrer(
     conn: asyncpg.Connection, program: Program, external_id: str, email_hash: bytes | None,
-    name: str | None = None,
+    name: str | None = None, *, kind: str | None = None,
 ) -> tuple[Referrer, bool]:
-    """The referrer and whether it was created now. An email or a name given later is added
-    (a name given later replaces the earlier one; one left out keeps it). Under a program
+    """The referrer and whether it was created now. An email, a name or a kind given later is
+    added (one given later replaces the earlier one; one left out keeps it). Under a program
     with reward variants a new referrer is assigned its variant now (and one that has none
     yet, made before the experiment began, too); an assigned variant never changes."""
     variant = assign(program.id, external_id, variants_of(program.settings))
     row = await conn.fetchrow(
-        """INSERT INTO referrers (program_id, external_id, email_hash, name, variant)
-           VALUES ($1, $2, $3, $4, $5)
+        """INSERT INTO referrers (program_id, external_id, email_hash, name, variant, kind)
+           VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id""",
-        program.id, external_id, email_hash, name, variant,
+        program.id, external_id, email_hash, name, variant, kind,
     )
     if row is None and variant is not None:
         await conn.execute(
@@ -211,14 +227,15 @@ async def upsert_referrer(
                WHERE program_id = $1 AND external_id = $2 AND variant IS NULL""",
             program.id, external_id, variant)
     created = row is not None
-    if not created and (email_hash is not None or name is not None):
+    if not created and (email_hash is not None or name is not None or kind is not None):
         await conn.execute(
             """UPDATE referrers SET email_hash = coalesce($3, email_hash),
-                                    name = coalesce($4, name)
+                                    name = coalesce($4, name), kind = coalesce($5, kind)
                WHERE program_id = $1 AND external_id = $2
                  AND (email_hash IS DISTINCT FROM coalesce($3, email_hash)
-                      OR name IS DISTINCT FROM coalesce($4, name))""",
-            program.id, external_id, email_hash, name,
+                      OR name IS DISTINCT FROM coalesce($4, name)
+                      OR kind IS DISTINCT FROM coalesce($5, kind))""",
+            program.id, external_id, email_hash, name, kind,
         )
     return await get_referrer(conn, program.id, external_id), created
 

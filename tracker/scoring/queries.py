@@ -15,6 +15,7 @@ import asyncpg
 
 from fraud.rings import Column, Ring
 from tracker.formats import CREDITED_TYPES
+from tracker.programs.queries import referrer_kind
 
 # -- credits and reports ---------------------------------------------------------------------
 # Attribution (tracker/scoring/credits.py) and its reports (tracker/scoring/reports.py).
@@ -674,3 +675,421 @@ async def stored_risks(conn: asyncpg.Connection, program_id: int) -> list[Stored
            JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id
            WHERE r.program_id = $1 ORDER BY c.id""", program_id)
     return [StoredRisk(r["event_id"], r["score"], json.loads(r["reasons"])) for r in rows]
+
+
+# -- economics and breakdowns ----------------------------------------------------------------
+# What works (issue 16): tracker/scoring/economics.py. A *paying* conversion is a purchase or
+# a renewal with an amount and a currency; its net is its amount less the refunds and
+# chargebacks naming it (one without an amount takes back the whole purchase). A customer's
+# *first payment* is their earliest paying conversion; they are *referred* when a conversion
+# of theirs at or before it carries attribution credit, and their *referrer* is the one with
+# the largest credit on the earliest such conversion (ties: the lowest referrer id).
+
+PAID_TYPES = ("purchase", "renewal")
+
+_WINDOW = "($2::timestamptz IS NULL OR {t} >= $2) AND ($3::timestamptz IS NULL OR {t} < $3)"
+
+_FIRSTS = """
+firsts AS (
+    SELECT DISTINCT ON (customer_id) customer_id, occurred_at AS first_at, currency
+    FROM conversions
+    WHERE program_id = $1 AND type IN ('purchase', 'renewal') AND amount IS NOT NULL
+      AND currency IS NOT NULL
+    ORDER BY customer_id, occurred_at, id)"""
+
+# Net money of each paying conversion, and refunds or chargebacks naming none (netted at their
+# own time, against their own customer).
+_NET = """
+net AS (
+    SELECT c.customer_id, c.occurred_at, c.currency, true AS paying, c.amount AS gross,
+           coalesce(sum(coalesce(x.amount, c.amount)) FILTER (WHERE x.type = 'refund'), 0)
+               AS refunds,
+           coalesce(sum(coalesce(x.amount, c.amount)) FILTER (WHERE x.type = 'chargeback'), 0)
+               AS chargebacks
+    FROM conversions c
+    LEFT JOIN conversions x ON x.program_id = c.program_id AND x.original_event_id = c.event_id
+                           AND x.type IN ('refund', 'chargeback')
+    WHERE c.program_id = $1 AND c.type IN ('purchase', 'renewal') AND c.amount IS NOT NULL
+      AND c.currency IS NOT NULL
+    GROUP BY c.program_id, c.id
+    UNION ALL
+    SELECT customer_id, occurred_at, currency, false, 0,
+           CASE WHEN type = 'refund' THEN amount ELSE 0 END,
+           CASE WHEN type = 'chargeback' THEN amount ELSE 0 END
+    FROM conversions
+    WHERE program_id = $1 AND type IN ('refund', 'chargeback') AND original_event_id IS NULL
+      AND amount IS NOT NULL AND currency IS NOT NULL)"""
+
+
+@dataclass(frozen=True, slots=True)
+class RewardMoney:
+    """Rewards of one beneficiary side, currency, status and referrer kind (of conversions in
+    the window): how many, their amounts and what clawbacks took back of them."""
+
+    beneficiary: str
+    currency: str
+    status: str
+    kind: str
+    n: int
+    amount: int
+    clawed_back: int  # positive: the clawback entries' amounts negated
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownRow:
+    keys: tuple[Any, ...]
+    clicks: int
+    visitors: int
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownConversions:
+    keys: tuple[Any, ...]
+    currency: str | None
+    conversions: int
+    net: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerGroup:
+    """Customers whose first payment is in the window, of one segment (referred or not, the
+    referrer's advocate kind) and first-payment currency."""
+
+    referred: bool
+    kind: str | None
+    currency: str
+    customers: int
+    eligible_90d: int  # first payment at least 90 days before as_of
+    retained_90d: int
+    eligible_365d: int
+    net_90d: int  # their net in `currency` within 90 days of the first payment (eligible ones)
+    net_365d: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyGroup:
+    """Paying conversions in the window of one segment's customers, in one currency."""
+
+    referred: bool
+    kind: str | None
+    currency: str
+    gross: int
+    refunds: int
+    chargebacks: int
+
+
+@dataclass(frozen=True, slots=True)
+class MonthGroup:
+    """Customers by the month (in the program's time zone) of their first payment."""
+
+    month: str  # YYYY-MM
+    customers: int  # all of them, whatever the window
+    acquired: int  # those in the window
+    referred: int  # referred ones in the window
+    referrers: int  # distinct referrers of those
+
+
+async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: datetime | None,
+                          until: datetime | None, currency: str | None, tz: str
+                          ) -> tuple[list[CustomerGroup], list[MoneyGroup], list[MonthGroup]]:
+    """The customer side of the economics in one pass over the conversions, aggregated in
+    PostgreSQL: per (customer, currency) first, then by grouping sets."""
+    window = _WINDOW.format(t="n.occurred_at")
+    acquired = _WINDOW.format(t="first_at")
+    rows = await conn.fetch(
+        f"""WITH {_FIRSTS}, {_NET},
+           acquired AS (
+               SELECT DISTINCT ON (c.customer_id) c.customer_id, cr.referrer_id
+               FROM firsts f
+               JOIN conversions c ON c.program_id = $1 AND c.customer_id = f.customer_id
+                                 AND c.occurred_at <= f.first_at
+               JOIN credits cr ON cr.program_id = c.program_id AND cr.conversion_id = c.id
+               ORDER BY c.customer_id, c.occurred_at, c.id, cr.credit DESC, cr.referrer_id),
+           kinds AS (SELECT r.id, {referrer_kind()} AS kind FROM referrers r
+                     WHERE r.program_id = $1),
+           as_of AS (SELECT max(occurred_at) AS at FROM conversions WHERE program_id = $1),
+           per AS (
+               SELECT n.customer_id, n.currency, f.first_at, f.currency AS first_currency,
+                      a.referrer_id, k.kind, n.currency = f.currency AS own,
+                      bool_or(bool_or(n.paying AND n.occurred_at >= f.first_at
+                                                                  + interval '90 days'))
+                          OVER (PARTITION BY n.customer_id) AS retained,
+                      count(*) FILTER (WHERE {window}) AS in_window,
+                      coalesce(sum(n.gross) FILTER (WHERE {window}), 0) AS gross,
+                      coalesce(sum(n.refunds) FILTER (WHERE {window}), 0) AS refunds,
+                      coalesce(sum(n.chargebacks) FILTER (WHERE {window}), 0) AS chargebacks,
+                      coalesce(sum(n.gross - n.refunds - n.chargebacks) FILTER (
+                          WHERE n.occurred_at < f.first_at + interval '90 days'), 0) AS net_90d,
+                      coalesce(sum(n.gross - n.refunds - n.chargebacks) FILTER (
+                          WHERE n.occurred_at < f.first_at + interval '365 days'), 0)
+                          AS net_365d
+               FROM net n JOIN firsts f USING (customer_id)
+               LEFT JOIN acquired a USING (customer_id)
+               LEFT JOIN kinds k ON k.id = a.referrer_id
+               WHERE $4::text IS NULL OR (n.currency = $4 AND f.currency = $4)
+               GROUP BY n.customer_id, n.currency, f.first_at, f.currency, a.referrer_id,
+                        k.kind),
+           marked AS (
+               SELECT p.*, p.referrer_id IS NOT NULL AS referred,
+                      to_char(p.first_at AT TIME ZONE $5, 'YYYY-MM') AS month,
+                      p.own AND {acquired} AS counted,
+                      p.first_at + interval '90 days' <= (SELECT at FROM as_of) AS e90,
+                      p.first_at + interval '365 days' <= (SELECT at FROM as_of) AS e365
+               FROM per p)
+           SELECT GROUPING(first_currency) AS by_customer, GROUPING(currency) AS by_money,
+                  referred, kind, first_currency, currency, month,
+                  count(*) FILTER (WHERE counted) AS customers,
+                  count(*) FILTER (WHERE counted AND e90) AS eligible_90d,
+                  count(*) FILTER (WHERE counted AND e90 AND retained) AS retained_90d,
+                  count(*) FILTER (WHERE counted AND e365) AS eligible_365d,
+                  coalesce(sum(net_90d) FILTER (WHERE counted AND e90), 0)::bigint AS net_90d,
+                  coalesce(sum(net_365d) FILTER (WHERE counted AND e365), 0)::bigint
+                      AS net_365d,
+                  count(*) FILTER (WHERE in_window > 0) AS paying,
+                  sum(gross)::bigint AS gross, sum(refunds)::bigint AS refunds,
+                  sum(chargebacks)::bigint AS chargebacks,
+                  count(*) FILTER (WHERE own) AS everyone,
+                  count(*) FILTER (WHERE counted AND referred) AS referred_n,
+                  count(DISTINCT referrer_id) FILTER (WHERE counted) AS referrers
+           FROM marked
+           GROUP BY GROUPING SETS ((referred, kind, first_currency), (referred, kind, currency),
+                                   (month))""",
+        program_id, since, until, currency, tz)
+    customers, money, months = [], [], []
+    for r in rows:
+        if r["by_customer"] == 0:
+            if r["customers"]:
+                customers.append(CustomerGroup(
+                    r["referred"], r["kind"], r["first_currency"], r["customers"],
+                    r["eligible_90d"], r["retained_90d"], r["eligible_365d"], r["net_90d"],
+                    r["net_365d"]))
+        elif r["by_money"] == 0:
+            if r["paying"]:
+                money.append(MoneyGroup(r["referred"], r["kind"], r["currency"], r["gross"],
+                                        r["refunds"], r["chargebacks"]))
+        else:
+            months.append(MonthGroup(r["month"], r["everyone"], r["customers"], r["referred_n"],
+                                     r["referrers"]))
+    return customers, money, sorted(months, key=lambda m: m.month)
+
+
+async def report_settings(conn: asyncpg.Connection) -> None:
+    """Memory for a report's sorts and hashes, in the caller's transaction (the default 4 MB
+    sends a million-click aggregate to disk, several times slower)."""
+    await conn.execute("SET LOCAL work_mem = '64MB'")
+
+
+async def latest_conversion(conn: asyncpg.Connection, program_id: int) -> datetime | None:
+    """How far the program's data reaches: its latest conversion's occurred_at."""
+    at: datetime | None = await conn.fetchval(
+        "SELECT max(occurred_at) FROM conversions WHERE program_id = $1", program_id)
+    return at
+
+
+async def reward_money(conn: asyncpg.Connection, program_id: int, since: datetime | None,
+                       until: datetime | None) -> list[RewardMoney]:
+    """Rewards of the conversions that occurred in [since, until), by beneficiary side,
+    currency, status and the advocate kind of the credited referrer."""
+    window = _WINDOW.format(t="c.occurred_at")
+    rows = await conn.fetch(
+        f"""WITH kinds AS (SELECT r.id, {referrer_kind()} AS kind
+                          FROM referrers r WHERE r.program_id = $1),
+           clawed AS (SELECT reward_id, -sum(amount) AS amount FROM ledger_entries
+                      WHERE program_id = $1 AND kind = 'clawback' GROUP BY reward_id)
+           SELECT w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
+                  sum(w.amount)::bigint AS amount, coalesce(sum(cl.amount), 0)::bigint AS clawed
+           FROM rewards w
+           JOIN conversions c ON c.program_id = w.program_id AND c.id = w.conversion_id
+           JOIN kinds k ON k.id = w.referrer_id
+           LEFT JOIN clawed cl ON cl.reward_id = w.id
+           WHERE w.program_id = $1 AND {window}
+           GROUP BY w.beneficiary, w.currency, w.status, k.kind""", program_id, since, until)
+    return [RewardMoney(*r) for r in rows]
+
+
+# Dimensions of a click (alias c, its link l, its referrer's kind k, the ask before it s);
+# hours and weekdays in the program's time zone ($4).
+BREAKDOWN_DIMENSIONS = {
+    "weekday": "extract(isodow FROM c.ts AT TIME ZONE $4)::int",
+    "hour": "extract(hour FROM c.ts AT TIME ZONE $4)::int",
+    "country": "c.country",
+    "device": "c.ua_device",
+    "os": "c.ua_os",
+    "browser": "c.ua_browser",
+    "channel": "l.channel",
+    "campaign": "l.campaign",
+    "referrer_kind": "k.kind",
+    "trigger": "s.trigger_type",
+}
+ASK_REACH = "30 days"  # how long after an ask a referrer's clicks carry its trigger
+
+
+def _breakdown_from(by: list[str], touch: str) -> str:
+    """The joins of the click dimensions `by` need, onto clicks `c` whose referrer is
+    `{touch}.referrer_id` (the kinds and asks are read only when asked for)."""
+    joins = ["LEFT JOIN links l ON l.program_id = c.program_id AND l.id = c.link_id"]
+    if "referrer_kind" in by:
+        joins.append(f"LEFT JOIN kinds k ON k.id = {touch}.referrer_id")
+    if "trigger" in by:
+        joins.append(f"""LEFT JOIN asked s ON s.referrer_id = {touch}.referrer_id
+                           AND c.ts >= s.sent_at AND c.ts < s.until_ts""")
+    return "\n".join(joins)
+
+
+def _breakdown_ctes(by: list[str]) -> str:
+    # `zone` types $4 (the time zone) when no dimension reads it.
+    ctes = ["zone AS (SELECT $4::text AS name)"]
+    if "referrer_kind" in by:
+        ctes += [f"kinds AS (SELECT r.id, {referrer_kind()} AS kind FROM referrers r "
+                "WHERE r.program_id = $1)"]
+    if "trigger" in by:
+        # Each sent ask reaches the referrer's clicks until their next ask, ASK_REACH at most.
+        ctes.append(f"""asked AS (
+            SELECT referrer_id, trigger_type, sent_at,
+                   least(lead(sent_at, 1, 'infinity') OVER (
+                             PARTITION BY referrer_id ORDER BY sent_at, id),
+                         sent_at + interval '{ASK_REACH}') AS until_ts
+            FROM asks WHERE program_id = $1 AND sent_at IS NOT NULL
+              AND referrer_id IS NOT NULL)""")
+    return "WITH " + ",\n".join(ctes)
+
+
+def _grouping(sets: list[list[str]]) -> tuple[list[str], dict[int, list[int]], int]:
+    """The dimensions any of `sets` reads (in BREAKDOWN_DIMENSIONS order), which sets each
+    GROUPING() mask of them stands for (a set the same as another but in another order
+    shares its mask), and the mask of the set that groups by none of them."""
+    dims = [d for d in BREAKDOWN_DIMENSIONS if any(d in s for s in sets)]
+    masks: dict[int, list[int]] = defaultdict(list)
+    for i, by in enumerate(sets):
+        mask = sum(1 << (len(dims) - 1 - j) for j, d in enumerate(dims) if d not in by)
+        masks[mask].append(i)
+    return dims, masks, (1 << len(dims)) - 1
+
+
+def _keys(dims: list[str]) -> str:
+    return ", ".join(f"{BREAKDOWN_DIMENSIONS[d]} AS g_{d}" for d in dims)
+
+
+def _sets(sets: list[list[str]], masks: dict[int, list[int]], extra: str) -> str:
+    """The GROUPING SETS of `sets`, once per mask (a set repeated, in whatever order, would
+    give its rows twice)."""
+    return ", ".join("(" + ", ".join([*(f"g_{d}" for d in sets[ids[0]]), extra]) + ")"
+                     for ids in masks.values())
+
+
+async def breakdown_clicks(conn: asyncpg.Connection, program_id: int, sets: list[list[str]],
+                           *, since: datetime | None, until: datetime | None, tz: str
+                           ) -> list[tuple[list[BreakdownRow], BreakdownRow]]:
+    """For each of `sets` (one or two names of BREAKDOWN_DIMENSIONS): counted (not bot, not
+    duplicate) clicks in [since, until) and their distinct visitors per group, and over all
+    groups (the total, whose visitors are not the groups' sum). One scan for every set: hash
+    aggregates by (group, visitor) per set and by visitor, then by group, rather than
+    count(DISTINCT), which sorts every click."""
+    dims, masks, whole = _grouping(sets)
+    columns = ", ".join(f"g_{d}" for d in dims)
+    rows = await conn.fetch(
+        f"""{_breakdown_ctes(dims)}
+           SELECT mask, {columns}, sum(n)::bigint AS clicks, count(visitor_id) AS visitors
+           FROM (SELECT GROUPING({columns}) AS mask, {columns}, visitor_id, count(*) AS n
+                 FROM (SELECT {_keys(dims)}, c.visitor_id FROM clicks c
+                       {_breakdown_from(dims, "c")}
+                       WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+                         AND {_WINDOW.format(t="c.ts")}) keyed
+                 GROUP BY GROUPING SETS ({_sets(sets, masks, "visitor_id")}, (visitor_id))
+                ) per_visitor
+           GROUP BY mask, {columns}""", program_id, since, until, tz)
+    out: list[tuple[list[BreakdownRow], BreakdownRow]] = [([], BreakdownRow((), 0, 0))
+                                                          for _ in sets]
+    for r in rows:
+        if r["mask"] == whole:
+            for i, (groups, _) in enumerate(out):
+                out[i] = (groups, BreakdownRow((), r["clicks"], r["visitors"]))
+            continue
+        for i in masks[r["mask"]]:
+            out[i][0].append(BreakdownRow(tuple(r[f"g_{d}"] for d in sets[i]), r["clicks"],
+                                          r["visitors"]))
+    return out
+
+
+async def breakdown_conversions(conn: asyncpg.Connection, program_id: int,
+                                sets: list[list[str]], *, type_: str, since: datetime | None,
+                                until: datetime | None, tz: str
+                                ) -> list[list[BreakdownConversions]]:
+    """For each of `sets`: attributed conversions of `type_` that occurred in [since, until),
+    each in the group of its last touch (its click; a typed code has no click: null click
+    dimensions), with their net amount per currency."""
+    dims, masks, _ = _grouping(sets)
+    columns = ", ".join(f"g_{d}" for d in dims)
+    rows = await conn.fetch(
+        f"""{_breakdown_ctes(dims)},
+           last_touch AS (
+               SELECT DISTINCT ON (t.conversion_id) t.conversion_id, t.ts, t.click_id,
+                      t.referrer_id
+               FROM touchpoints t
+               JOIN conversions v ON v.program_id = t.program_id AND v.id = t.conversion_id
+               WHERE t.program_id = $1 AND v.type = $5 AND {_WINDOW.format(t="v.occurred_at")}
+               ORDER BY t.conversion_id, t.position DESC)
+           SELECT GROUPING({columns}) AS mask, {columns}, currency, count(*) AS n,
+                  coalesce(sum(net), 0)::bigint AS net
+           FROM (SELECT {_keys(dims)}, v.currency,
+                        greatest(coalesce(v.amount, 0) - coalesce((
+                            SELECT sum(coalesce(x.amount, v.amount)) FROM conversions x
+                            WHERE x.program_id = v.program_id
+                              AND x.original_event_id = v.event_id
+                              AND x.type IN ('refund', 'chargeback')), 0), 0) AS net
+                 FROM last_touch lt
+                 JOIN conversions v ON v.program_id = $1 AND v.id = lt.conversion_id
+                 LEFT JOIN clicks c ON c.program_id = $1 AND c.ts = lt.ts
+                                   AND c.click_id = lt.click_id
+                 {_breakdown_from(dims, "lt")}) grouped
+           GROUP BY GROUPING SETS ({_sets(sets, masks, "currency")})""",
+        program_id, since, until, tz, type_)
+    out: list[list[BreakdownConversions]] = [[] for _ in sets]
+    for r in rows:
+        for i in masks[r["mask"]]:
+            out[i].append(BreakdownConversions(tuple(r[f"g_{d}"] for d in sets[i]),
+                                               r["currency"], r["n"], r["net"]))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CachedReport:
+    program_id: int
+    slug: str
+    body: dict[str, Any]
+    computed_at: datetime
+
+
+async def store_report(conn: asyncpg.Connection, program_id: int, report: str, params: str,
+                       body: dict[str, Any]) -> None:
+    await conn.execute(
+        """INSERT INTO report_cache (program_id, report, params, body)
+           VALUES ($1, $2, $3, $4::jsonb)
+           ON CONFLICT (program_id, report, params)
+           DO UPDATE SET body = excluded.body, computed_at = now()""",
+        program_id, report, params, json.dumps(body))
+
+
+async def cached_report(conn: asyncpg.Connection | asyncpg.Pool, program_id: int, report: str,
+                        params: str, max_age_s: float) -> CachedReport | None:
+    """The stored view if it was computed less than `max_age_s` seconds ago."""
+    row = await conn.fetchrow(
+        """SELECT k.program_id, p.slug, k.body::text AS body, k.computed_at
+           FROM report_cache k JOIN programs p ON p.id = k.program_id
+           WHERE k.program_id = $1 AND k.report = $2 AND k.params = $3
+             AND k.computed_at > now() - make_interval(secs => $4)""",
+        program_id, report, params, max_age_s)
+    return None if row is None else CachedReport(row["program_id"], row["slug"],
+                                                 json.loads(row["body"]), row["computed_at"])
+
+
+async def cached_reports(conn: asyncpg.Connection, report: str, params: str, limit: int
+                         ) -> list[CachedReport]:
+    """The stored view of the first `limit` programs (by id) that have one."""
+    rows = await conn.fetch(
+        """SELECT k.program_id, p.slug, k.body::text AS body, k.computed_at
+           FROM report_cache k JOIN programs p ON p.id = k.program_id
+           WHERE k.report = $1 AND k.params = $2 ORDER BY k.program_id LIMIT $3""",
+        report, params, limit)
+    return [CachedReport(r["program_id"], r["slug"], json.loads(r["body"]), r["computed_at"])
+            for r in rows]

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from attribution.models import MODELS
 from tracker.formats import CONVERSION_TYPES, CREDITED_TYPES
+from tracker.scoring.queries import BREAKDOWN_DIMENSIONS
 from tracker.web.api import API_PREFIX
 from tracker.web.api.errors import json_errors
 
@@ -470,6 +471,9 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string", "minLength": 1, "maxLength": 200,
                      "description": "display name, printable; given again it replaces the "
                                     "stored one; erasure removes it"},
+            "kind": {"enum": ["customer", "non_buyer"],
+                     "description": "the advocate kind, set explicitly (given again it replaces "
+                                    "the stored one); absent: derived from the data"},
         },
     },
     "Referrer": {
@@ -482,6 +486,13 @@ SCHEMAS: dict[str, Any] = {
                         "description": "the reward variant (settings.reward.variants) assigned "
                                        "when first seen; it never changes. null outside an "
                                        "experiment"},
+            "kind": {"enum": ["customer", "non_buyer"],
+                     "description": "advocate kind: `customer` when the referrer has purchases "
+                                    "of its own (a purchase or renewal whose customer_id is its "
+                                    "external_id), else `non_buyer` (content sharer, affiliate, "
+                                    "employee); a kind set explicitly wins (`kind_set`)"},
+            "kind_set": {"type": "boolean",
+                         "description": "true: `kind` was set by the merchant, not derived"},
             "created_at": {"type": "string", "format": "date-time"},
             "share_url": {"type": "string", "description": (
                 "the referrer's share page (GET /s/{token}, public, the token signed per "
@@ -829,6 +840,201 @@ EXPERIMENTS_SUMMARY = (
     "variant's referrers (1000 resamples, seeded: reproducible; beyond 2,000 referrers with "
     "money, drawn from the bootstrap's normal limit) for revenue and cost per referrer and "
     "ROI")
+# -- what works (issue 16): the economics and the breakdown -------------------------------------
+
+_MONEY_BY_CURRENCY = {"type": "object", "description": "ISO 4217 code -> minor units",
+                      "additionalProperties": {"type": "integer"}}
+_RATIO_BY_CURRENCY = {"type": "object", "description": "ISO 4217 code -> ratio (null: 0 below)",
+                      "additionalProperties": {"type": ["number", "null"]}}
+_FRESHNESS = {
+    "cached": {"type": "boolean", "description": "true: the reports job's copy of this default "
+               "view (no window, currency, type or min_visitors), at most 15 minutes old"},
+    "computed_at": {"type": "string", "format": "date-time"},
+}
+_COST_SIDE = {
+    "type": "object", "required": ["granted", "clawed_back", "net", "open"],
+    "properties": {
+        "granted": {"type": "integer", "description": "rewards approved or paid, and rewards "
+                    "reversed after a clawback took back what they had earned"},
+        "clawed_back": {"type": "integer", "description": "what clawbacks took back (positive)"},
+        "net": {"type": "integer", "description": "granted - clawed_back: the incentive cost"},
+        "open": {"type": "integer", "description": "pending or flagged rewards: no cost yet"},
+    },
+}
+_LTV = {"type": "object", "description": "per currency (the customer's first payment's): "
+        "customers whose first payment is at least N days before as_of, and `value`, their "
+        "average net revenue (minor units) within N days of it; absent until the data reaches",
+        "additionalProperties": {
+            "type": "object", "required": ["customers", "value"],
+            "properties": {"customers": {"type": "integer"},
+                           "value": {"type": ["number", "null"]}}}}
+ECONOMICS_DEFINITIONS = (
+    "Definitions. A *paying conversion* is a purchase or renewal with an amount and a "
+    "currency; its *net* is its amount less the refunds and chargebacks naming it "
+    "(original_event_id; one without an amount takes back all of it; one naming no purchase "
+    "is netted at its own time). A *customer* has a paying conversion; their *first payment* "
+    "is the earliest (its currency is the customer's). A customer is *referred* when a "
+    "conversion of theirs at or before the first payment carries attribution credit; their "
+    "*referrer* has the largest credit on the earliest such conversion. The window "
+    "[since, until) selects money by the paying conversion's time, rewards by their "
+    "conversion's, customers by their first payment; refunds, chargebacks and clawbacks "
+    "count with the conversion they undo, whenever they came (cohort accounting). "
+    "referred_customers: referred customers with the first payment in the window. "
+    "referred_revenue: gross, refunds, chargebacks and net of the referred customers' paying "
+    "conversions in the window, per currency. incentive_cost per currency and beneficiary "
+    "side (referrer, referee, total): granted (rewards approved or paid, and those reversed "
+    "after being granted), clawed_back, net = granted - clawed_back, open (pending or "
+    "flagged). roi = (referred_revenue.net - incentive_cost.total.net) / "
+    "incentive_cost.total.net per currency, null when the cost is 0. "
+    "cost_per_referred_customer = incentive_cost.total.net / referred customers whose first "
+    "payment was in that currency. fraud_prevented: count and money of rejected and of "
+    "reversed rewards. customers.referred / customers.other: customers (first payment in the "
+    "window), revenue (their paying conversions in the window), revenue_per_customer = net / "
+    "customers of that currency, retention_90d = customers who paid again 90 days or more "
+    "after the first payment / customers whose first payment is at least 90 days before "
+    "as_of (the latest conversion of the program: how far the data reaches), ltv_90d and "
+    "ltv_365d. by_referrer_kind splits the referred by their referrer's advocate kind "
+    "(customer: has purchases of its own, or set so; non_buyer). viral, per calendar month "
+    "(program settings.timezone) of first payments in the window: referred_customers, "
+    "referrers (distinct referrers of them), per_referrer = referred_customers / referrers "
+    "(referred customers per referring customer), customers_before (first payment before the "
+    "month) and per_customer = referred_customers / customers_before (the viral coefficient "
+    "per customer of the program). `currency` keeps that currency's money and the customers "
+    "whose first payment was in it. Ratios are rounded to 6 places, money averages to 2. "
+    "The default view (no since, until or currency) is served from the reports job's copy "
+    "while it is under 15 minutes old (`cached`, `computed_at`).")
+BREAKDOWN_DEFINITIONS = (
+    "Per group of one or two click dimensions (`by`, comma-separated): clicks (counted: not "
+    "bot, not duplicate) and unique_visitors (distinct rg_vid) in [since, until); conversions: "
+    "attributed conversions of `type` (default purchase) that occurred in the window, each in "
+    "the group of its last touch (its click; a typed code has no click, so null click "
+    "dimensions); conversion_rate = conversions / unique_visitors (null when 0); revenue: their "
+    "net amounts (less refunds and chargebacks) per currency; small: unique_visitors below "
+    "min_visitors (default 30), too few to trust the rate. Dimensions: weekday (ISO, 1 = "
+    "Monday) and hour (0-23) of the click in the program's settings.timezone (UTC when unset); "
+    "country, device, os, browser of the click; channel and campaign of its link; "
+    "referrer_kind (customer or non_buyer advocate); trigger: the type of the ask (asks sent "
+    "to the referrer) last sent before the click, within 30 days, null when none. `total` "
+    "counts every group once (unique_visitors: distinct over all clicks). The default view of "
+    "each single dimension and of weekday,hour (no since, until, type or min_visitors) is "
+    "served from the reports job's copy while it is under 15 minutes old (`cached`, "
+    "`computed_at`).")
+SCHEMAS.update({
+    "EconomicsReport": {
+        "type": "object",
+        "required": ["program", "since", "until", "currency", "as_of", "referred_customers",
+                     "referred_revenue", "incentive_cost", "roi", "cost_per_referred_customer",
+                     "fraud_prevented", "customers", "by_referrer_kind", "viral"],
+        "description": ECONOMICS_DEFINITIONS,
+        "properties": {
+            "program": {"type": "string"}, **_FRESHNESS,
+            "since": {"type": ["string", "null"], "format": "date-time"},
+            "until": {"type": ["string", "null"], "format": "date-time"},
+            "currency": {"type": ["string", "null"]},
+            "as_of": {"type": ["string", "null"], "format": "date-time",
+                      "description": "the program's latest conversion"},
+            "referred_customers": {"type": "integer"},
+            "referred_revenue": {"type": "object", "additionalProperties": {
+                "$ref": "#/components/schemas/EconomicsMoney"}},
+            "incentive_cost": {"type": "object", "additionalProperties": {
+                "type": "object", "required": ["referrer", "referee", "total"],
+                "properties": {"referrer": _COST_SIDE, "referee": _COST_SIDE,
+                               "total": _COST_SIDE}}},
+            "roi": _RATIO_BY_CURRENCY,
+            "cost_per_referred_customer": _RATIO_BY_CURRENCY,
+            "fraud_prevented": {"type": "object", "required": ["rejected", "reversed"],
+                                "additionalProperties": {
+                                    "type": "object", "required": ["count", "money"],
+                                    "properties": {"count": {"type": "integer"},
+                                                   "money": _MONEY_BY_CURRENCY}}},
+            "customers": {"type": "object", "required": ["referred", "other"],
+                          "additionalProperties": {
+                              "$ref": "#/components/schemas/EconomicsCustomers"}},
+            "by_referrer_kind": {"type": "object", "additionalProperties": {
+                "type": "object",
+                "required": ["referred_customers", "revenue", "incentive_cost", "roi"],
+                "properties": {"referred_customers": {"type": "integer"},
+                               "revenue": _MONEY_BY_CURRENCY,
+                               "incentive_cost": _MONEY_BY_CURRENCY,
+                               "roi": _RATIO_BY_CURRENCY}}},
+            "viral": {"type": "array", "items": {
+                "type": "object",
+                "required": ["month", "referred_customers", "referrers", "per_referrer",
+                             "customers_before", "per_customer"],
+                "properties": {
+                    "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                    "referred_customers": {"type": "integer"},
+                    "referrers": {"type": "integer"},
+                    "per_referrer": {"type": ["number", "null"]},
+                    "customers_before": {"type": "integer"},
+                    "per_customer": {"type": ["number", "null"]}}}},
+        },
+    },
+    "EconomicsMoney": {
+        "type": "object", "required": ["gross", "refunds", "chargebacks", "net"],
+        "properties": {k: {"type": "integer"} for k in
+                       ("gross", "refunds", "chargebacks", "net")},
+    },
+    "EconomicsCustomers": {
+        "type": "object",
+        "required": ["customers", "customers_by_currency", "revenue", "revenue_per_customer",
+                     "retention_90d", "ltv_90d", "ltv_365d"],
+        "properties": {
+            "customers": {"type": "integer"},
+            "customers_by_currency": {"type": "object",
+                                      "additionalProperties": {"type": "integer"}},
+            "revenue": {"type": "object", "additionalProperties": {
+                "$ref": "#/components/schemas/EconomicsMoney"}},
+            "revenue_per_customer": _RATIO_BY_CURRENCY,
+            "retention_90d": {"type": "object", "required": ["eligible", "retained", "rate"],
+                              "properties": {"eligible": {"type": "integer"},
+                                             "retained": {"type": "integer"},
+                                             "rate": {"type": ["number", "null"]}}},
+            "ltv_90d": _LTV,
+            "ltv_365d": _LTV,
+        },
+    },
+    "BreakdownRow": {
+        "type": "object",
+        "required": ["clicks", "unique_visitors", "conversions", "conversion_rate", "revenue",
+                     "small"],
+        "properties": {
+            "key": {"type": "object", "description": "dimension -> value (null: unknown)"},
+            "clicks": {"type": "integer"},
+            "unique_visitors": {"type": "integer"},
+            "conversions": {"type": "integer"},
+            "conversion_rate": {"type": ["number", "null"]},
+            "revenue": _MONEY_BY_CURRENCY,
+            "small": {"type": "boolean"},
+        },
+    },
+    "BreakdownReport": {
+        "type": "object",
+        "required": ["program", "by", "type", "timezone", "since", "until", "min_visitors",
+                     "groups", "total"],
+        "description": BREAKDOWN_DEFINITIONS,
+        "properties": {
+            "program": {"type": "string"}, **_FRESHNESS,
+            "by": {"type": "array", "items": {"type": "string"}},
+            "type": {"type": "string"},
+            "timezone": {"type": "string"},
+            "since": {"type": ["string", "null"], "format": "date-time"},
+            "until": {"type": ["string", "null"], "format": "date-time"},
+            "min_visitors": {"type": "integer"},
+            "groups": {"type": "array", "items": {"$ref": "#/components/schemas/BreakdownRow"}},
+            "total": {"$ref": "#/components/schemas/BreakdownRow"},
+        },
+    },
+})
+
+
+_WINDOW_PARAMS = [
+    _q("since", "from this time (RFC 3339, inclusive)", {"type": "string", "format": "date-time"}),
+    _q("until", "to this time (RFC 3339, exclusive; after since)",
+       {"type": "string", "format": "date-time"}),
+]
+_DIMENSION = "(" + "|".join(BREAKDOWN_DIMENSIONS) + ")"
+_BY_PATTERN = f"^{_DIMENSION}(,{_DIMENSION})?$"
 
 
 def document() -> dict[str, Any]:
@@ -1020,6 +1226,36 @@ def document() -> dict[str, Any]:
                 "get": _op(EXPERIMENTS_SUMMARY, "admin, viewer, finance",
                            answer={"$ref": "#/components/schemas/ExperimentsReport"},
                            params=[program_q]),
+            },
+            "/reports/economics": {
+                "get": _op("Does the program pay off: referred customers, referred revenue net "
+                           "of refunds and chargebacks, incentive cost by side with clawbacks "
+                           "netted, ROI, cost per referred customer, fraud prevented, referred "
+                           "vs other customers (revenue, 90-day retention, LTV over 90 and 365 "
+                           "days), the viral coefficient by month; money per currency. "
+                           + ECONOMICS_DEFINITIONS, "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/EconomicsReport"},
+                           params=[program_q, *_WINDOW_PARAMS,
+                                   _q("currency", "only this currency's money, and customers "
+                                                  "whose first payment was in it",
+                                      {"type": "string", "pattern": "^[A-Z]{3}$"})]),
+            },
+            "/reports/breakdown": {
+                "get": _op("What brings referrals that convert: clicks, unique visitors, "
+                           "conversions, conversion rate and revenue per group of one or two "
+                           "dimensions. " + BREAKDOWN_DEFINITIONS, "admin, viewer, finance",
+                           answer={"$ref": "#/components/schemas/BreakdownReport"},
+                           params=[program_q,
+                                   _q("by", "one or two dimensions, comma-separated: "
+                                      + ", ".join(BREAKDOWN_DIMENSIONS),
+                                      {"type": "string", "pattern": _BY_PATTERN},
+                                      required=True),
+                                   _q("type", "the conversions counted (default purchase)",
+                                      {"enum": list(CREDITED_TYPES)}),
+                                   _q("min_visitors", "groups with fewer unique visitors are "
+                                                      "marked small (default 30)",
+                                      {"type": "integer", "minimum": 0, "maximum": 9999999}),
+                                   *_WINDOW_PARAMS]),
             },
             "/payouts": {
                 "get": _op("Payout batches, newest first (`lines`: how many payees each paid)",

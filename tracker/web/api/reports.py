@@ -5,6 +5,8 @@ the fraud engine's verdicts (tracker.finance.decisions), incentive experiments
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -15,6 +17,16 @@ from tracker.finance.decisions import decisions_report
 from tracker.finance.experiments import experiments_report
 from tracker.formats import rfc3339
 from tracker.programs import queries
+from tracker.scoring.economics import (
+    CACHE_MAX_AGE_S,
+    CACHED_BREAKDOWNS,
+    CONVERSION_TYPES,
+    MIN_VISITORS,
+    breakdown_params,
+    breakdown_report,
+    economics_report,
+)
+from tracker.scoring.queries import BREAKDOWN_DIMENSIONS, cached_report
 from tracker.scoring.reports import attribution_report
 from tracker.web import keys
 from tracker.web.api.common import (
@@ -28,6 +40,7 @@ from tracker.web.api.errors import invalid
 
 READERS = ("viewer", "finance")
 _DECIMAL = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,17})?|\.[0-9]{1,17})(?:[eE][-+]?[0-9]{1,3})?")
+CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 async def _program(request: web.Request) -> queries.Program:
@@ -94,6 +107,8 @@ async def candidates(request: web.Request) -> web.Response:
     async with request.config_dict[keys.POOL].acquire() as conn:
         report = await candidates_report(conn, program.id, top)
     return web.json_response({"program": program.slug, "top": top, **report})
+
+
 @requires(*READERS)
 async def experiments(request: web.Request) -> web.Response:
     program = await _program(request)
@@ -102,9 +117,83 @@ async def experiments(request: web.Request) -> web.Response:
     return web.json_response({"program": program.slug, **report})
 
 
+def _window(request: web.Request) -> tuple[datetime | None, datetime | None]:
+    since, until = time_param(request, "since"), time_param(request, "until")
+    if since is not None and until is not None and since >= until:
+        raise invalid("since must be before until", "until")
+    return since, until
+
+
+@requires(*READERS)
+async def economics(request: web.Request) -> web.Response:
+    program = await _program(request)
+    since, until = _window(request)
+    currency = query_param(request, "currency", max_len=3)
+    if (currency is None and "currency" in request.query) or \
+            (currency is not None and not CURRENCY.fullmatch(currency)):
+        raise invalid("currency must be an ISO 4217 code like USD", "currency")
+    if since is None and until is None and currency is None:
+        return await _answer(request, program, "economics", "")
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await economics_report(conn, program.id, program.settings, since=since,
+                                        until=until, currency=currency)
+    return _live(program, report)
+
+
+@requires(*READERS)
+async def breakdown(request: web.Request) -> web.Response:
+    program = await _program(request)
+    raw = query_param(request, "by", max_len=100)
+    if raw is None:
+        raise invalid("by is required: one or two of " + ", ".join(BREAKDOWN_DIMENSIONS), "by")
+    by = raw.split(",")
+    if len(by) > 2 or len(set(by)) != len(by) or any(d not in BREAKDOWN_DIMENSIONS for d in by):
+        raise invalid("by must be one or two different ones of "
+                      + ", ".join(BREAKDOWN_DIMENSIONS) + ", separated by a comma", "by")
+    type_ = choice_param(request, "type", CONVERSION_TYPES) or "purchase"
+    min_raw = query_param(request, "min_visitors", max_len=7)
+    if (min_raw is None and "min_visitors" in request.query) or \
+            (min_raw is not None and not (min_raw.isascii() and min_raw.isdigit())):
+        raise invalid("min_visitors must be a whole number", "min_visitors")
+    since, until = _window(request)
+    if (since is None and until is None and min_raw is None and type_ == "purchase"
+            and by in CACHED_BREAKDOWNS):
+        return await _answer(request, program, "breakdown", breakdown_params(by))
+    async with request.config_dict[keys.POOL].acquire() as conn:
+        report = await breakdown_report(
+            conn, program.id, program.settings, by, type_=type_, since=since, until=until,
+            min_visitors=MIN_VISITORS if min_raw is None else int(min_raw))
+    return _live(program, report)
+
+
+def _live(program: queries.Program, report: dict[str, Any]) -> web.Response:
+    return web.json_response({"program": program.slug, **report, "cached": False,
+                              "computed_at": rfc3339(datetime.now(UTC))})
+
+
+async def _answer(request: web.Request, program: queries.Program, report: str, params: str
+                  ) -> web.Response:
+    """A default view: the reports job's copy while it is fresh (CACHE_MAX_AGE_S), else
+    computed now."""
+    pool = request.config_dict[keys.POOL]
+    cached = await cached_report(pool, program.id, report, params, CACHE_MAX_AGE_S)
+    if cached is not None:
+        return web.json_response({"program": program.slug, **cached.body, "cached": True,
+                                  "computed_at": rfc3339(cached.computed_at)})
+    async with pool.acquire() as conn:
+        if report == "economics":
+            body = await economics_report(conn, program.id, program.settings)
+        else:
+            body = await breakdown_report(conn, program.id, program.settings,
+                                          params.removeprefix("by=").split(","))
+    return _live(program, body)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/reports/attribution", attribution)
     app.router.add_get("/reports/funnel", funnel)
     app.router.add_get("/reports/decisions", decisions)
     app.router.add_get("/reports/candidates", candidates)
     app.router.add_get("/reports/experiments", experiments)
+    app.router.add_get("/reports/economics", economics)
+    app.router.add_get("/reports/breakdown", breakdown)

@@ -95,6 +95,8 @@ def _referrer_json(r: queries.Referrer, request: web.Request) -> dict[str, Any]:
         "has_email": r.has_email,
         "name": r.name,
         "variant": r.variant,  # the reward variant (incentive experiment), null outside one
+        "kind": r.kind,
+        "kind_set": r.kind_set,
         "created_at": rfc3339(r.created_at),
         "share_url": share_url(settings.secret_key, settings.base_url, r.program_id, r.id),
     }
@@ -305,10 +307,14 @@ async def create_referrer(request: web.Request) -> web.Response:
     if email is not None and "@" not in email:
         raise invalid("email is not an email address", "email")
     name = display_name(body, "name")
+    kind = body.get("kind")
+    if kind is not None and kind not in queries.REFERRER_KINDS:
+        raise invalid(f"kind must be one of {', '.join(queries.REFERRER_KINDS)} "
+                      "(or absent: derived from the referrer's own purchases)", "kind")
     digest = email_hash(request.config_dict[keys.SETTINGS].secret_key, email) if email else None
     async with request.config_dict[keys.POOL].acquire() as conn, conn.transaction():
         referrer, created = await queries.upsert_referrer(conn, program, external_id, digest,
-                                                          name)
+                                                          name, kind=kind)
     return web.json_response(_referrer_json(referrer, request), status=201 if created else 200)
 
 

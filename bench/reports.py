@@ -1,0 +1,277 @@
+"""Reports benchmark (issue 16): the economics and breakdown reports over 1M clicks and 100k
+conversions, target under 2 s each.
+
+    .venv/bin/python -m bench.reports               # 1,000,000 clicks, 100,000 conversions
+    .venv/bin/python -m bench.reports --scale 0.05  # a quick run
+
+One embedded PostgreSQL in a temporary folder. The data is generated inside PostgreSQL (the
+reports are measured, not the import, which bench.attribution measures): a program (time zone
+Europe/Paris) with 5,000 referrers of power-law popularity (1,000 of them customers
+themselves), one link each with a channel and a campaign, clicks over six months with
+countries, devices, browsers, 2 % bots and 3 % duplicates; purchases (80 % USD, 20 % EUR), most
+credited to the referrer of a stored click (touchpoints and credits as attribution writes
+them), renewals 100 days later, refunds and chargebacks, signups; rewards on both sides in
+every status, with earned, payout and clawback ledger entries; sent asks.
+
+Each report is run `--repeat` times (default 3) through the same functions the API calls;
+the figure is the median, with the first (cold) run reported too, and its ratio to a baseline
+measured in the same run (a bare count of the program's clicks), because the machines are
+shared and noisy. Then the reports job (every default view, as `serve` runs it) is timed, and
+the look-up of each default view in its copy, which is what the API answers while the copy is
+fresh. Prints a table and writes JSON to bench/results/reports-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.results import save
+from tracker import db
+from tracker.scoring.economics import (
+    CACHE_MAX_AGE_S,
+    CACHED_BREAKDOWNS,
+    breakdown_params,
+    breakdown_report,
+    economics_report,
+    refresh_report_cache,
+)
+from tracker.scoring.queries import cached_report
+
+TARGET_S = 2.0
+SETTINGS = {"timezone": "Europe/Paris"}
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+# Every step is one statement; $1 = program id; {clicks} and {purchases} are formatted in.
+GENERATE = [
+    # Referrers: 'cust<k>' for the first 1,000 (customer advocates), 'r<k>' for the others.
+    """INSERT INTO referrers (program_id, external_id)
+       SELECT $1, CASE WHEN k <= 1000 THEN 'cust' || k ELSE 'r' || k END
+       FROM generate_series(1, 5000) k""",
+    """INSERT INTO links (program_id, referrer_id, code, destination, channel, campaign)
+       SELECT $1, id, 'c' || id, 'https://shop.test/',
+              (ARRAY['email', 'sms', 'whatsapp', 'x', NULL])[1 + id % 5],
+              (ARRAY['spring', 'summer', NULL])[1 + id % 3]
+       FROM referrers WHERE program_id = $1""",
+    # Click i: every 15 s from START; a power-law referrer; a visitor per two clicks.
+    """INSERT INTO clicks (program_id, click_id, ts, link_id, referrer_id, code, visitor_id,
+                           country, ua_device, ua_os, ua_browser, is_bot, is_duplicate)
+       SELECT $1, md5('c' || i)::uuid, '2026-01-01T00:00:00Z'::timestamptz + i * interval '15 s',
+              l.id, l.referrer_id, l.code, 'v' || (i / 2),
+              (ARRAY['US', 'DE', 'FR', 'GB', 'BR', 'IN', NULL])[1 + (i / 5) % 7],
+              (ARRAY['desktop', 'mobile', 'tablet'])[1 + i % 3],
+              (ARRAY['Windows', 'iOS', 'Android', 'Mac OS X'])[1 + i % 4],
+              (ARRAY['Chrome', 'Safari', 'Firefox', 'Edge'])[1 + (i / 3) % 4],
+              i % 50 = 0, i % 33 = 0
+       FROM generate_series(1, {clicks}) i
+       JOIN (SELECT id, referrer_id, code, row_number() OVER (ORDER BY id) - 1 AS n
+             FROM links WHERE program_id = $1) l
+         ON l.n = floor(5000 * power(((i::bigint * 7919) % 10007) / 10007.0, 3))::int""",
+    # Purchase n: on click 7n (when it is a counted click) an hour later; 5 in 7 credited.
+    """INSERT INTO conversions (program_id, event_id, type, customer_id, amount, currency,
+                                occurred_at, body_hash, attributed_at, click_id, visitor_id)
+       SELECT $1, 'p' || n, 'purchase', 'cust' || n, 500 + (n * 37) % 19500,
+              CASE WHEN n % 5 = 0 THEN 'EUR' ELSE 'USD' END,
+              '2026-01-01T00:00:00Z'::timestamptz + (7 * n) * interval '15 s' + interval '1 h',
+              '\\x00', now(), md5('c' || (7 * n))::uuid, 'v' || (7 * n / 2)
+       FROM generate_series(1, {purchases}) n""",
+    """INSERT INTO touchpoints (program_id, conversion_id, position, referrer_id, click_id, ts,
+                                via)
+       SELECT $1, v.id, 0, c.referrer_id, c.click_id, c.ts, 'click'
+       FROM conversions v JOIN clicks c ON c.program_id = v.program_id AND c.click_id = v.click_id
+        AND c.ts = v.occurred_at - interval '1 h'
+       WHERE v.program_id = $1 AND v.type = 'purchase'
+         AND substr(v.event_id, 2)::int % 7 < 5""",
+    """INSERT INTO credits (program_id, conversion_id, referrer_id, model, credit)
+       SELECT $1, conversion_id, referrer_id, 'last_touch', 1 FROM touchpoints
+       WHERE program_id = $1""",
+    # Renewals 100 days later for one purchaser in four; refunds (half) and chargebacks.
+    """INSERT INTO conversions (program_id, event_id, type, customer_id, amount, currency,
+                                occurred_at, body_hash)
+       SELECT $1, 'n' || substr(event_id, 2), 'renewal', customer_id, amount, currency,
+              occurred_at + interval '100 days', '\\x00'
+       FROM conversions WHERE program_id = $1 AND type = 'purchase'
+         AND substr(event_id, 2)::int % 4 = 0""",
+    """INSERT INTO conversions (program_id, event_id, type, customer_id, amount, currency,
+                                occurred_at, body_hash, original_event_id)
+       SELECT $1, 'x' || substr(event_id, 2),
+              CASE WHEN substr(event_id, 2)::int % 30 = 1 THEN 'chargeback' ELSE 'refund' END,
+              customer_id, amount / 2, currency, occurred_at + interval '10 days', '\\x00',
+              event_id
+       FROM conversions WHERE program_id = $1 AND type = 'purchase'
+         AND substr(event_id, 2)::int % 12 = 1""",
+    # Rewards: the referrer's on every credited purchase, the referee's on one in three.
+    """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id, beneficiary,
+                            payee, amount, currency, credit, status, hold_until)
+       SELECT $1, v.id, 0, cr.referrer_id, 'referrer', 'ref' || cr.referrer_id, 2000,
+              v.currency, 1,
+              CASE WHEN substr(v.event_id, 2)::int % 12 = 1 THEN 'reversed'
+                   ELSE (ARRAY['approved', 'approved', 'approved', 'paid', 'paid', 'rejected',
+                               'flagged', 'pending'])[1 + v.id % 8] END, now()
+       FROM conversions v JOIN credits cr ON cr.program_id = v.program_id
+                                         AND cr.conversion_id = v.id
+       WHERE v.program_id = $1""",
+    """INSERT INTO rewards (program_id, conversion_id, rule_index, referrer_id, beneficiary,
+                            payee, amount, currency, credit, status, hold_until)
+       SELECT $1, conversion_id, 1, referrer_id, 'referee', 'cust' || conversion_id, 500,
+              currency, 1, status, now()
+       FROM rewards WHERE program_id = $1 AND conversion_id % 3 = 0""",
+    """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind, reward_id, actor)
+       SELECT $1, payee, currency, amount, 'earned', id, 'bench' FROM rewards
+       WHERE program_id = $1 AND (status IN ('approved', 'paid')
+                                  OR (status = 'reversed' AND id % 2 = 0))""",
+    """INSERT INTO ledger_entries (program_id, payee, currency, amount, kind, reward_id, actor)
+       SELECT $1, payee, currency, -amount, 'clawback', id, 'bench' FROM rewards
+       WHERE program_id = $1 AND status = 'reversed' AND id % 2 = 0""",
+    """INSERT INTO asks (program_id, customer_id, referrer_id, trigger_source, trigger_id,
+                         trigger_type, occurred_at, deadline, status, sent_at)
+       SELECT $1, external_id, id, 'event', id, (ARRAY['nps', 'milestone', 'review'])[1 + id % 3],
+              '2026-02-01T00:00:00Z'::timestamptz + (id % 120) * interval '1 day',
+              '2026-02-02T00:00:00Z'::timestamptz + (id % 120) * interval '1 day', 'sent',
+              '2026-02-01T01:00:00Z'::timestamptz + (id % 120) * interval '1 day'
+       FROM referrers WHERE program_id = $1 AND id % 2 = 0""",
+]
+
+Report = Callable[[asyncpg.Connection, int], Awaitable[dict[str, Any]]]
+
+
+def reports() -> dict[str, Report]:
+    month = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    out: dict[str, Report] = {
+        "economics": lambda c, p: economics_report(c, p, SETTINGS),
+        "economics month": lambda c, p: economics_report(c, p, SETTINGS, since=month[0],
+                                                         until=month[1]),
+        "economics EUR": lambda c, p: economics_report(c, p, SETTINGS, currency="EUR"),
+    }
+    for by in (["weekday"], ["hour"], ["country"], ["device"], ["os"], ["browser"],
+               ["channel"], ["campaign"], ["referrer_kind"], ["trigger"], ["weekday", "hour"],
+               ["channel", "referrer_kind"], ["country", "device"], ["trigger", "channel"]):
+        def run(c: asyncpg.Connection, p: int, by: list[str] = by) -> Awaitable[dict[str, Any]]:
+            return breakdown_report(c, p, SETTINGS, by)
+        out["breakdown " + ",".join(by)] = run
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(
+        prefix="refguard-bench-reports-"))
+    reuse = (tmp / "generated").exists()
+    server = db.embedded_server(tmp / "pg")
+    n_clicks = int(1_000_000 * args.scale)
+    n_purchases = int(76_000 * args.scale)
+    timings: dict[str, dict[str, float]] = {}
+    cached: dict[str, float] = {}
+    try:
+        conn = await asyncpg.connect(server.get_uri())
+        await db.migrate(conn)
+        t = time.perf_counter()
+        if not reuse:
+            await generate(conn, n_clicks, n_purchases)
+            (tmp / "generated").touch()
+        gen_s = time.perf_counter() - t
+        pid: int = await conn.fetchval("SELECT id FROM programs WHERE slug = 'bench'")
+        counts = {name: await conn.fetchval(f"SELECT count(*) FROM {name}")
+                  for name in ("clicks", "conversions", "credits", "rewards", "ledger_entries")}
+        print(f"{'reused' if reuse else 'generated'} {counts} in {gen_s:.1f}s")
+        for name, report in reports().items():
+            if args.only and args.only not in name:
+                continue
+            runs = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                await report(conn, pid)
+                runs.append(time.perf_counter() - t)
+            timings[name] = {"first": round(runs[0], 3),
+                             "median": round(statistics.median(runs), 3)}
+            print(f"  {name:<32} median {timings[name]['median']:>6.3f}s  "
+                  f"first {timings[name]['first']:>6.3f}s")
+        # The baseline, measured in the same run: a bare count of the program's clicks (one
+        # scan of what every breakdown reads), so that figures compare across loaded machines.
+        runs = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            await conn.fetchval("SELECT count(*) FROM clicks WHERE program_id = $1", pid)
+            runs.append(time.perf_counter() - t)
+        baseline = round(statistics.median(runs), 3)
+        print(f"  {'baseline: count(*) of the clicks':<32} median {baseline:>6.3f}s")
+        t = time.perf_counter()
+        await refresh_report_cache(conn)
+        job_s = round(time.perf_counter() - t, 3)
+        print(f"  {'reports job (all default views)':<32} {job_s:>13.3f}s")
+        for name, params in (("economics", ""),
+                             *(("breakdown", breakdown_params(by)) for by in CACHED_BREAKDOWNS)):
+            runs = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                found = await cached_report(conn, pid, name, params, CACHE_MAX_AGE_S)
+                runs.append(time.perf_counter() - t)
+                assert found is not None
+            cached[f"{name} {params}".strip()] = round(statistics.median(runs), 4)
+        print(f"  default views from the cache: slowest {max(cached.values()):.4f}s")
+        await conn.close()
+    finally:
+        server.cleanup()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"benchmark": "reports", "at": datetime.now(UTC).isoformat(), "scale": args.scale,
+            "rows": counts, "generate_seconds": round(gen_s, 1), "target_seconds": TARGET_S,
+            "baseline_count_seconds": baseline, "reports": timings,
+            "ratio_to_baseline": {n: round(t["median"] / baseline, 1)
+                                  for n, t in timings.items()},
+            "job_seconds": job_s, "cached_seconds": cached}
+
+
+async def generate(conn: asyncpg.Connection, n_clicks: int, n_purchases: int) -> None:
+    """The program and its data (GENERATE), then ANALYZE."""
+    pid: int = await conn.fetchval(
+        """INSERT INTO programs (slug, name, destination_domains, settings)
+           VALUES ('bench', 'Bench', '{shop.test}', '{"timezone": "Europe/Paris"}')
+           RETURNING id""")
+    for m in range(8):
+        await conn.execute("SELECT refguard_ensure_click_partition($1)",
+                           datetime(2026, 1 + m, 1, tzinfo=UTC))
+    for sql in GENERATE:
+        await conn.execute(sql.format(clicks=n_clicks, purchases=n_purchases), pid)
+    await conn.execute("ANALYZE")
+
+
+def report(result: dict[str, Any]) -> None:
+    worst = max(result["reports"].items(), key=lambda kv: kv[1]["median"])
+    over = [n for n, t in result["reports"].items() if t["median"] >= TARGET_S]
+    print(f"\n{len(result['reports'])} reports over {result['rows']['clicks']:,} clicks and "
+          f"{result['rows']['conversions']:,} conversions; slowest: {worst[0]} "
+          f"{worst[1]['median']:.3f}s (median); "
+          + (f"computed live over the {TARGET_S} s target: {', '.join(over)}" if over else
+             f"all under the {TARGET_S} s target computed live"))
+    print(f"baseline (count of the clicks) {result['baseline_count_seconds']:.3f}s; the reports "
+          f"job computes every default view in {result['job_seconds']:.1f}s; served from its "
+          f"copy, the slowest takes {max(result['cached_seconds'].values()):.4f}s")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.reports", description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="fraction of 1,000,000 clicks / 100,000 conversions (default 1)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each report (default 3)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the database in DIR and reuse it on the next run (the data "
+                             "is generated once; --scale then has no effect)")
+    parser.add_argument("--only", metavar="TEXT", help="only the reports whose name has TEXT")
+    args = parser.parse_args()
+    result = asyncio.run(main(args))
+    report(result)
+    save("reports", result)
+
+
+if __name__ == "__main__":
+    cli()
