@@ -64,9 +64,9 @@ def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     first = math.floor(lo / step) * step
     out: list[float] = []
     v = first
-    while v < hi + step * 0.5 and len(out) < 50:
+    while len(out) < 50:  # a bound, never reached with a round step
         out.append(round(v, 10))
-        if v >= hi:
+        if v >= hi - step * 1e-9:
             break
         v += step
     return out
@@ -74,7 +74,7 @@ def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 def extent(values: Sequence[float | None], *, zero: bool = True) -> tuple[float, float]:
     """The smallest and largest of the values that are not None (with 0 when `zero`); (0, 1)
-    when there are none."""
+    when there are none (and not `zero`)."""
     present = [v for v in values if v is not None and math.isfinite(v)]
     if zero:
         present.append(0.0)
