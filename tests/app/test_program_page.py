@@ -35,8 +35,10 @@ async def test_finance_and_viewer_see_the_charts(client: Client, tokens: dict[st
         html = await resp.text()
         assert '<a href="/review/programs">Programs</a>' in html
         for chart in ("money", "roi", "funnel", "experiment", "experiment-roi", "heat"):
-            assert re.search(rf'<svg class="chart[^"]*" [^>]*id="{chart}"', html), chart
+            assert re.search(rf'<svg class="chart[^"]*" [^>]*id="chart-{chart}"', html), chart
         assert html.count("<svg") == 6
+        ids = re.findall(r' id="([^"]+)"', html)
+        assert len(ids) == len(set(ids))  # aria-labelledby and #fragments point at one each
         # Data is escaped everywhere (the variant's name and the program's), no inline style
         # or script.
         assert "<script>alert" not in html and "&lt;script&gt;" in html
@@ -51,7 +53,7 @@ async def test_finance_and_viewer_see_the_charts(client: Client, tokens: dict[st
         assert 'href="?currency=EUR"' in html
         eur = await (await client.get("/review/programs/acme?currency=EUR",
                                       headers=cookie)).text()
-        assert "50.00 EUR" in eur and 'id="money"' in eur
+        assert "50.00 EUR" in eur and 'id="chart-money"' in eur
 
 
 async def test_a_program_without_data_shows_empty_states(client: Client, tokens: dict[str, str],

@@ -117,7 +117,7 @@ def _n(x: float) -> str:
 def _svg(chart_id: str, size: tuple[float, float], title: str, desc: str, body: list[str], *,
          extra_class: str = "") -> Markup:
     width, height = size
-    cid = _id(chart_id)
+    cid = "chart-" + _id(chart_id)  # apart from the page's own ids
     cls = f"chart {extra_class}".strip()
     head = (f'<svg class="{cls}" viewBox="0 0 {_n(width)} {_n(height)}" role="img" '
             f'aria-labelledby="{cid}-t {cid}-d" id="{cid}" '
