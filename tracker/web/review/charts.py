@@ -195,7 +195,7 @@ def _legend(series: Sequence[Series], x: float, y: float) -> list[str]:
                    f'height="12"/>')
         label = short(s.name, 28)
         out.append(_text(x + 16, y, label, "legend"))
-        x += 16 + 7.5 * len(label) + 18
+        x += 16 + 11 * len(label) + 20  # wide enough for the phone font size
     return out
 
 
@@ -276,7 +276,7 @@ def intervals(chart_id: str, title: str, desc: str, *, rows: Sequence[Interval],
               fmt: Fmt = number) -> Markup:
     """One row per item: a bar from its interval's low to high and a dot at its value, on a
     shared axis (negative values allowed, zero drawn); the winner is marked."""
-    width, row, left, right, top = 560.0, 40.0, 150.0, 20.0, 26.0
+    width, row, left, right, top = 560.0, 40.0, 176.0, 30.0, 26.0
     height = top + row * max(len(rows), 1) + 8
     tv = ticks(*extent([v for r in rows for v in (r.value, r.low, r.high)]), count=4)
     x = Scale(tv[0], tv[-1], left, width - right)
@@ -289,7 +289,7 @@ def intervals(chart_id: str, title: str, desc: str, *, rows: Sequence[Interval],
     for i, r in enumerate(rows):
         cy = top + i * row + row / 2
         name = r.label + (" (winner)" if r.best else "")
-        body.append(_text(left - 8, cy + 4, short(name, LABEL_MAX), "label end"))
+        body.append(_text(left - 8, cy + 4, short(name, 15), "label end"))
         cls = " best" if r.best else ""
         if r.low is not None and r.high is not None:
             body.append(f'<line class="ci{cls}" x1="{_n(x(r.low))}" y1="{_n(cy)}" '

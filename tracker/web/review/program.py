@@ -234,7 +234,8 @@ async def program_page(request: web.Request, session: Session) -> web.Response:
     steps = funnel_steps(funnel["total"])
     return page(request, "program.html", {
         "title": f"Program {program.slug}", "session": session, "program": program,
-        "economics": economics, "currency": currency, "currencies": available,
+        "economics": economics, "economics_tz": heat.get("timezone", "UTC"),
+        "currency": currency, "currencies": available,
         "months": months, "steps": steps, "experiments": experiments,
         "heat_rows": [(WEEKDAYS[d], [cells.get((d, h), 0.0) for h in range(24)])
                       for d in range(7)], "hours": HOURS,
