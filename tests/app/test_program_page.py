@@ -4,13 +4,17 @@ program with data, and its empty states."""
 from __future__ import annotations
 
 import re
+import time
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests import program_fixture
+from tracker.programs import queries
 from tracker.web.pages import CSP
+from tracker.web.review import program
 
 Client = TestClient[web.Request, web.Application]
 
@@ -99,3 +103,32 @@ async def test_who_may_open_it(client: Client, tokens: dict[str, str],
     assert out.status == 303
     after = await client.get("/review/programs", headers=viewer, allow_redirects=False)
     assert after.status == 303
+
+
+async def test_the_months_sum_to_the_total_and_are_kept_for_a_while(
+        conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    await program_fixture.build(conn)
+    acme = await queries.get_program(conn, "acme")
+    cache: program.MonthsCache = {}
+    data = await program.gather(conn, acme, None, cache)
+    assert data.currency == "USD"  # the reward's currency, though EUR sorts first
+    # Cohort accounting: the months add up to the whole (Jan..Apr, Feb with nothing).
+    assert [(m.label, m.revenue, m.cost) for m in data.months] == [
+        ("2026-01", 30000, 2000), ("2026-02", 0, 0), ("2026-03", 10000, 12000),
+        ("2026-04", 20000, 4000)]
+    assert sum(m.revenue for m in data.months) == data.economics["referred_revenue"]["USD"]["net"]
+    assert data.months[2].roi == pytest.approx(-1 / 6, abs=1e-6)
+    # A purchase in May: the page's copy is kept for CACHE_MAX_AGE_S, then made again.
+    await conn.execute(
+        """INSERT INTO conversions (program_id, event_id, type, customer_id, amount, currency,
+               occurred_at, body_hash, attributed_at)
+           VALUES ($1, 'late', 'purchase', 'cl', 700, 'USD', '2026-05-02T10:00Z', '\\x00',
+                   now())""", acme.id)
+    again = await program.gather(conn, acme, None, cache)
+    assert again.months == data.months
+    later = time.monotonic() + program.CACHE_MAX_AGE_S + 1
+    monkeypatch.setattr(program.time, "monotonic", lambda: later)
+    fresh = await program.gather(conn, acme, None, cache)
+    assert [m.label for m in fresh.months][-1] == "2026-05"
+    eur = await program.gather(conn, acme, "EUR", cache)
+    assert [(m.label, m.revenue) for m in eur.months] == [("2026-04", 5000), ("2026-05", 0)]

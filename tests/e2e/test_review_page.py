@@ -215,7 +215,8 @@ async def test_login_roles_session_cookie_and_logout(
     html = await page.text()
     assert "0 flagged rewards wait" in html and "Nothing to review" in html
     assert "test-finance (finance)" in html
-    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 2
+    # The viewer's session and the finance user's two.
+    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 3
     # The database keeps only the session id's hash.
     assert await conn.fetchval("SELECT count(*) FROM review_sessions WHERE id_hash = $1",
                                login.cookie.encode()) == 0
@@ -225,7 +226,7 @@ async def test_login_roles_session_cookie_and_logout(
     assert (out.status, out.headers["Location"]) == (303, "/review/login")
     gone = await client.get("/review", headers=login.headers, allow_redirects=False)
     assert gone.status == 303
-    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 1
+    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 2
 
     # Revoking the token ends its sessions at once.
     other = await log_in(client, tokens["finance"])

@@ -7,12 +7,15 @@ program without data gets a sentence per chart instead.
 
 The economics over time are the economics report of each calendar month (program time zone)
 of the last MONTHS months up to the latest conversion: the report's cohort accounting makes a
-month's figures those of its own conversions.
+month's figures those of its own conversions. That is one report per month, so the series is
+kept per program and currency for CACHE_MAX_AGE_S (as stale as the reports job's copies may
+be) in the app (`MONTHS_CACHE`); bench/program_page.py measures both.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +48,7 @@ STAGE_NAMES = {"asked": "Asked", "shared": "Shared", "clicks": "Clicks",
                "unique_visitors": "Unique visitors", "signups": "Signups", "trials": "Trials",
                "purchases": "Purchases", "retained_90d": "Retained 90 days"}
 HEAT = ["weekday", "hour"]
+MONTHS_KEPT = 256  # series kept at most (program x currency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +80,18 @@ def currencies_of(economics: dict[str, Any]) -> list[str]:
     return sorted(set(economics["referred_revenue"]) | set(economics["incentive_cost"]))
 
 
-def pick_currency(asked: str | None, available: list[str], settings: dict[str, Any]) -> str | None:
-    """The currency asked for if the program has money in it, else the reward's, else the
-    first."""
+def pick_currency(asked: str | None, economics: dict[str, Any], settings: dict[str, Any]
+                  ) -> str | None:
+    """The currency asked for if the program has money in it, else the reward's, else the one
+    with the most referred revenue."""
+    available = currencies_of(economics)
     if asked in available:
         return asked
     reward = (settings.get("reward") or {}).get("currency")
     if reward in available:
         return str(reward)
-    return available[0] if available else None
+    revenue = economics["referred_revenue"]
+    return max(available, key=lambda c: (revenue.get(c, {}).get("net", 0), c), default=None)
 
 
 def heat_cells(breakdown: dict[str, Any], measure: str = "clicks"
@@ -114,8 +121,31 @@ async def _cached_or(conn: asyncpg.Connection, program: queries.Program, report:
     return await breakdown_report(conn, program.id, program.settings, HEAT)
 
 
+MonthsCache = dict[tuple[int, str], tuple[float, list["Month"]]]
+MONTHS_CACHE = web.AppKey("refguard_review_months", dict)
+
+
+async def months_cached(conn: asyncpg.Connection, program: queries.Program,
+                        economics: dict[str, Any], currency: str,
+                        cache: MonthsCache | None) -> list[Month]:
+    """months_of, or its copy made less than CACHE_MAX_AGE_S ago."""
+    if cache is None:
+        return await months_of(conn, program, economics, currency)
+    key = (program.id, currency)
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_MAX_AGE_S:
+        return hit[1]
+    months = await months_of(conn, program, economics, currency)
+    if len(cache) >= MONTHS_KEPT:
+        cache.pop(min(cache, key=lambda k: cache[k][0]))
+    cache[key] = (now, months)
+    return months
+
+
 async def months_of(conn: asyncpg.Connection, program: queries.Program,
                     economics: dict[str, Any], currency: str) -> list[Month]:
+    """The economics of each of the last MONTHS calendar months with money (see module)."""
     if not economics.get("as_of"):
         return []
     tz = zone(program.settings)
@@ -202,6 +232,29 @@ def draw(program: str, currency: str | None, months: list[Month], *, steps: list
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PageData:
+    economics: dict[str, Any]
+    currency: str | None
+    months: list[Month]
+    funnel: dict[str, Any]
+    experiments: dict[str, Any]
+    heat: dict[str, Any]
+
+
+async def gather(conn: asyncpg.Connection, program: queries.Program, asked: str | None,
+                 cache: MonthsCache | None = None) -> PageData:
+    """Every report the page draws (bench/program_page.py times this)."""
+    economics = await _cached_or(conn, program, "economics", "")
+    currency = pick_currency(asked, economics, program.settings)
+    months = (await months_cached(conn, program, economics, currency, cache)
+              if currency else [])
+    funnel = await funnel_report(conn, program.id)
+    experiments = await experiments_report(conn, program.id, program.settings)
+    heat = await _cached_or(conn, program, "breakdown", breakdown_params(HEAT))
+    return PageData(economics, currency, months, funnel, experiments, heat)
+
+
 @reading
 async def programs(request: web.Request, session: Session) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
@@ -223,15 +276,13 @@ async def program_page(request: web.Request, session: Session) -> web.Response:
             return page(request, "missing.html", {"title": "Program not found",
                                                   "session": session, "what": "program"},
                         status=404)
-        economics = await _cached_or(conn, program, "economics", "")
-        available = currencies_of(economics)
-        currency = pick_currency(request.query.get("currency"), available, program.settings)
-        months = await months_of(conn, program, economics, currency) if currency else []
-        funnel = await funnel_report(conn, program.id)
-        experiments = await experiments_report(conn, program.id, program.settings)
-        heat = await _cached_or(conn, program, "breakdown", breakdown_params(HEAT))
+        data = await gather(conn, program, request.query.get("currency"),
+                            request.app[MONTHS_CACHE])
+    economics, currency, months = data.economics, data.currency, data.months
+    experiments, heat = data.experiments, data.heat
+    available = currencies_of(economics)
     cells = heat_cells(heat)
-    steps = funnel_steps(funnel["total"])
+    steps = funnel_steps(data.funnel["total"])
     return page(request, "program.html", {
         "title": f"Program {program.slug}", "session": session, "program": program,
         "economics": economics, "economics_tz": heat.get("timezone", "UTC"),
@@ -244,5 +295,6 @@ async def program_page(request: web.Request, session: Session) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[MONTHS_CACHE] = {}
     app.router.add_get("/review/programs", programs)
     app.router.add_get("/review/programs/{slug}", program_page)
