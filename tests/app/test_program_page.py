@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from tests import program_fixture
 from tracker.programs import queries
+from tracker.scoring.economics import CACHE_MAX_AGE_S
 from tracker.web.pages import CSP
 from tracker.web.review import program
 
@@ -126,8 +127,8 @@ async def test_the_months_sum_to_the_total_and_are_kept_for_a_while(
                    now())""", acme.id)
     again = await program.gather(conn, acme, None, cache)
     assert again.months == data.months
-    later = time.monotonic() + program.CACHE_MAX_AGE_S + 1
-    monkeypatch.setattr(program.time, "monotonic", lambda: later)
+    later = time.monotonic() + CACHE_MAX_AGE_S + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
     fresh = await program.gather(conn, acme, None, cache)
     assert [m.label for m in fresh.months][-1] == "2026-05"
     eur = await program.gather(conn, acme, "EUR", cache)
