@@ -5,8 +5,8 @@ bench.reports (1M clicks and about 100k conversions at --scale 1).
 
 Times `tracker.web.review.program.gather` (the economics, once per month for the chart, the
 funnel, the experiment, the weekday x hour breakdown), cold (no copy of the reports job), with
-the reports job's copies fresh, and with the page's copy of the months too (what a page view
-within 15 minutes of another costs), and the charts' drawing. Median of `--repeat` runs.
+the reports job's copies fresh, and with the page's own copy (what a page view within 15
+minutes of another costs), and the charts' drawing. Median of `--repeat` runs.
 Prints a table and writes JSON to bench/results/program_page-<timestamp>.json.
 """
 
@@ -67,7 +67,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await refresh_report_cache(conn)
         timings["gather, job's copies fresh"] = await _median(
             args.repeat, lambda: page.gather(conn, program, None))
-        cache: page.MonthsCache = {}
+        cache: page.PageCache = {}
         await page.gather(conn, program, None, cache)
         timings["gather, all copies fresh"] = await _median(
             args.repeat, lambda: page.gather(conn, program, None, cache))

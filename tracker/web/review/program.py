@@ -7,17 +7,20 @@ program without data gets a sentence per chart instead.
 
 The economics over time are the economics report of each calendar month (program time zone)
 of the last MONTHS months up to the latest conversion: the report's cohort accounting makes a
-month's figures those of its own conversions. That is one report per month, so the series is
-kept per program and currency for CACHE_MAX_AGE_S (as stale as the reports job's copies may
-be) in the app (`MONTHS_CACHE`); bench/program_page.py measures both.
+month's figures those of its own conversions. That is one report per month, and the funnel
+and the experiment are computed on request too, so what the page read is kept per program and
+currency for CACHE_MAX_AGE_S (as stale as the reports job's copies may be) in the app
+(`PAGE_CACHE`, at most PAGES_KEPT entries); the page says when its figures were computed.
+bench/program_page.py measures both.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -48,7 +51,8 @@ STAGE_NAMES = {"asked": "Asked", "shared": "Shared", "clicks": "Clicks",
                "unique_visitors": "Unique visitors", "signups": "Signups", "trials": "Trials",
                "purchases": "Purchases", "retained_90d": "Retained 90 days"}
 HEAT = ["weekday", "hour"]
-MONTHS_KEPT = 256  # series kept at most (program x currency)
+PAGES_KEPT = 256  # pages' data kept at most (program x currency)
+_CODE = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,28 +123,6 @@ async def _cached_or(conn: asyncpg.Connection, program: queries.Program, report:
     if report == "economics":
         return await economics_report(conn, program.id, program.settings)
     return await breakdown_report(conn, program.id, program.settings, HEAT)
-
-
-MonthsCache = dict[tuple[int, str], tuple[float, list["Month"]]]
-MONTHS_CACHE = web.AppKey("refguard_review_months", dict)
-
-
-async def months_cached(conn: asyncpg.Connection, program: queries.Program,
-                        economics: dict[str, Any], currency: str,
-                        cache: MonthsCache | None) -> list[Month]:
-    """months_of, or its copy made less than CACHE_MAX_AGE_S ago."""
-    if cache is None:
-        return await months_of(conn, program, economics, currency)
-    key = (program.id, currency)
-    now = time.monotonic()
-    hit = cache.get(key)
-    if hit is not None and now - hit[0] < CACHE_MAX_AGE_S:
-        return hit[1]
-    months = await months_of(conn, program, economics, currency)
-    if len(cache) >= MONTHS_KEPT:
-        cache.pop(min(cache, key=lambda k: cache[k][0]))
-    cache[key] = (now, months)
-    return months
 
 
 async def months_of(conn: asyncpg.Connection, program: queries.Program,
@@ -240,19 +222,36 @@ class PageData:
     funnel: dict[str, Any]
     experiments: dict[str, Any]
     heat: dict[str, Any]
+    computed_at: datetime
+
+
+PageCache = dict[tuple[int, str | None], tuple[float, PageData]]
+PAGE_CACHE = web.AppKey("refguard_review_program_pages", dict)
 
 
 async def gather(conn: asyncpg.Connection, program: queries.Program, asked: str | None,
-                 cache: MonthsCache | None = None) -> PageData:
-    """Every report the page draws (bench/program_page.py times this)."""
+                 cache: PageCache | None = None) -> PageData:
+    """Every report the page draws, or the copy of them made less than CACHE_MAX_AGE_S ago
+    (bench/program_page.py times this)."""
+    asked = asked if asked is not None and _CODE.fullmatch(asked) else None
+    key = (program.id, asked)
+    now = time.monotonic()
+    hit = None if cache is None else cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_MAX_AGE_S:
+        return hit[1]
     economics = await _cached_or(conn, program, "economics", "")
     currency = pick_currency(asked, economics, program.settings)
-    months = (await months_cached(conn, program, economics, currency, cache)
-              if currency else [])
+    months = await months_of(conn, program, economics, currency) if currency else []
     funnel = await funnel_report(conn, program.id)
     experiments = await experiments_report(conn, program.id, program.settings)
     heat = await _cached_or(conn, program, "breakdown", breakdown_params(HEAT))
-    return PageData(economics, currency, months, funnel, experiments, heat)
+    data = PageData(economics, currency, months, funnel, experiments, heat,
+                    datetime.now(UTC))
+    if cache is not None:
+        if len(cache) >= PAGES_KEPT:
+            cache.pop(min(cache, key=lambda k: cache[k][0]))
+        cache[key] = (now, data)
+    return data
 
 
 @reading
@@ -277,7 +276,7 @@ async def program_page(request: web.Request, session: Session) -> web.Response:
                                                   "session": session, "what": "program"},
                         status=404)
         data = await gather(conn, program, request.query.get("currency"),
-                            request.app[MONTHS_CACHE])
+                            request.app[PAGE_CACHE])
     economics, currency, months = data.economics, data.currency, data.months
     experiments, heat = data.experiments, data.heat
     available = currencies_of(economics)
@@ -286,6 +285,7 @@ async def program_page(request: web.Request, session: Session) -> web.Response:
     return page(request, "program.html", {
         "title": f"Program {program.slug}", "session": session, "program": program,
         "economics": economics, "economics_tz": heat.get("timezone", "UTC"),
+        "computed_at": data.computed_at,
         "currency": currency, "currencies": available,
         "months": months, "steps": steps, "experiments": experiments,
         "heat_rows": [(WEEKDAYS[d], [cells.get((d, h), 0.0) for h in range(24)])
@@ -295,6 +295,6 @@ async def program_page(request: web.Request, session: Session) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app[MONTHS_CACHE] = {}
+    app[PAGE_CACHE] = {}
     app.router.add_get("/review/programs", programs)
     app.router.add_get("/review/programs/{slug}", program_page)
