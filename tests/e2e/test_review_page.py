@@ -194,11 +194,14 @@ async def test_login_roles_session_cookie_and_logout(
     wrong = await client.post("/review/login", data={"token": "rg_nope"}, allow_redirects=False)
     assert wrong.status == 401 and "unknown or revoked" in await wrong.text()
     assert "Set-Cookie" not in wrong.headers
-    for role in ("viewer", "integration"):
-        refused = await client.post("/review/login", data={"token": tokens[role]},
-                                    allow_redirects=False)
-        assert refused.status == 403 and "Set-Cookie" not in refused.headers
-        assert f"A {role} token may not review rewards" in await refused.text()
+    refused = await client.post("/review/login", data={"token": tokens["integration"]},
+                                allow_redirects=False)
+    assert refused.status == 403 and "Set-Cookie" not in refused.headers
+    assert "A integration token may not review rewards" in await refused.text()
+    # A viewer signs in to the program pages only (tests/app/test_program_page.py).
+    viewer = await client.post("/review/login", data={"token": tokens["viewer"]},
+                               allow_redirects=False)
+    assert viewer.status == 303 and viewer.headers["Location"] == "/review/programs"
 
     resp = await client.post("/review/login", data={"token": tokens["finance"]},
                              allow_redirects=False)
@@ -212,7 +215,8 @@ async def test_login_roles_session_cookie_and_logout(
     html = await page.text()
     assert "0 flagged rewards wait" in html and "Nothing to review" in html
     assert "test-finance (finance)" in html
-    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 2
+    # The viewer's session and the finance user's two.
+    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 3
     # The database keeps only the session id's hash.
     assert await conn.fetchval("SELECT count(*) FROM review_sessions WHERE id_hash = $1",
                                login.cookie.encode()) == 0
@@ -222,7 +226,7 @@ async def test_login_roles_session_cookie_and_logout(
     assert (out.status, out.headers["Location"]) == (303, "/review/login")
     gone = await client.get("/review", headers=login.headers, allow_redirects=False)
     assert gone.status == 303
-    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 1
+    assert await conn.fetchval("SELECT count(*) FROM review_sessions") == 2
 
     # Revoking the token ends its sessions at once.
     other = await log_in(client, tokens["finance"])

@@ -52,6 +52,18 @@ def percent(share: float) -> str:
     return f"{share:.0%}"
 
 
+def rate(share: float | None) -> str:
+    """A share with one decimal (12.5%), or a dash when there is none."""
+    return NONE if share is None else f"{share:.1%}"
+
+
+def figure(n: float | None) -> str:
+    """A count that may be fractional (shared credit): 12, 2.5; a dash for None."""
+    if n is None:
+        return NONE
+    return f"{n:,.0f}" if n == int(n) else f"{n:,.2f}"
+
+
 def counted(n: int, noun: str) -> str:
     """'1 reward', '3 rewards'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
@@ -112,4 +124,5 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "calculation_words": calculation_words,
     "money": money, "when": when, "age": age, "measure": measure, "risk": risk,
     "percent": percent, "counted": counted, "short": short, "calculation": calculation,
+    "rate": rate, "figure": figure,
 }

@@ -1,6 +1,8 @@
 """Review-page sessions and CSRF.
 
-Finance logs in with a finance (or admin) token once; the page keeps a session in
+Finance logs in with a finance (or admin) token once (a viewer token may log in too, and sees
+only the program pages: `reading`; the queue, cases and money need finance or admin: `viewing`,
+`deciding`); the page keeps a session in
 `review_sessions` (the cookie carries a random id, the database its hash) with a CSRF token
 that every POST must echo.
 
@@ -37,7 +39,8 @@ from tracker.web.review.render import page, see_other
 
 COOKIE = "rg_review"
 SESSION_TTL = timedelta(hours=12)
-ROLES = ("finance", "admin")
+ROLES = ("finance", "admin")  # review rewards and see the money
+LOGIN_ROLES = (*ROLES, "viewer")  # a viewer reads the program pages only
 FORM_MAX = 64 * 1024  # a decision's form: a reason and at most 1000 reward ids
 LOGIN_MAX = 4096  # the login form: a token
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -56,7 +59,7 @@ Decider = Callable[[web.Request, Session, Form], Awaitable[web.Response]]
 
 
 async def load_session(pool: asyncpg.Pool, cookie: str | None) -> Session | None:
-    """The live session of a cookie, if its token is still a finance or admin token. Read on
+    """The live session of a cookie, if its token is still a finance, admin or viewer token. Read on
     every request, never cached: a revoked token's sessions end with the revocation (which
     also deletes them, tracker.auth.revoke_token)."""
     if not cookie or len(cookie) > 100:
@@ -66,7 +69,7 @@ async def load_session(pool: asyncpg.Pool, cookie: str | None) -> Session | None
         """SELECT s.csrf, t.id, t.name, t.role, t.person FROM review_sessions s
            JOIN api_tokens t ON t.id = s.token_id
            WHERE s.id_hash = $1 AND s.expires_at > now() AND t.revoked_at IS NULL
-             AND t.role = ANY($2::text[])""", id_hash, list(ROLES))
+             AND t.role = ANY($2::text[])""", id_hash, list(LOGIN_ROLES))
     if row is None:
         return None
     return Session(id_hash, row["csrf"],
@@ -139,8 +142,16 @@ def body_refused(exc: BodyError) -> web.Response:
     return resp
 
 
-def viewing(handler: Viewer) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """GET handlers: a signed-in finance user, or a 303 to the login form."""
+def not_yours(request: web.Request) -> web.Response:
+    """A signed-in viewer on a finance page."""
+    return page(request, "forbidden.html", {
+        "title": "Not allowed", "why": "A viewer token may open the program pages only."},
+        status=403)
+
+
+def reading(handler: Viewer) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET handlers any signed-in user may open (finance, admin, viewer), or a 303 to the
+    login form."""
 
     async def guarded(request: web.Request) -> web.Response:
         session = await load_session(request.app[keys.POOL], request.cookies.get(COOKIE))
@@ -151,14 +162,32 @@ def viewing(handler: Viewer) -> Callable[[web.Request], Awaitable[web.Response]]
     return guarded
 
 
-def deciding(handler: Decider) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """POST handlers: a signed-in finance user whose form carries the session's CSRF token."""
+def viewing(handler: Viewer) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET handlers: a signed-in finance user, or a 303 to the login form (a viewer: 403)."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        session = await load_session(request.app[keys.POOL], request.cookies.get(COOKIE))
+        if session is None:
+            return see_other("/review/login")
+        if session.principal.role not in ROLES:
+            return not_yours(request)
+        return await handler(request, session)
+
+    return guarded
+
+
+def deciding(handler: Decider, *, roles: tuple[str, ...] = ROLES
+             ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """POST handlers: a signed-in finance user (one of `roles`) whose form carries the
+    session's CSRF token."""
 
     async def guarded(request: web.Request) -> web.Response:
         # The session cookie first: a stranger's body is never read.
         session = await load_session(request.app[keys.POOL], request.cookies.get(COOKIE))
         if session is None:
             return page(request, "forbidden.html", {"title": "Not allowed"}, status=403)
+        if session.principal.role not in roles:
+            return not_yours(request)
         try:
             form = await read_form(request, request.app[keys.BODY_READS], limit=FORM_MAX)
         except BodyError as exc:
@@ -170,3 +199,8 @@ def deciding(handler: Decider) -> Callable[[web.Request], Awaitable[web.Response
         return await handler(request, session, form)
 
     return guarded
+
+
+def leaving(handler: Decider) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The logout: any signed-in user, with the CSRF token."""
+    return deciding(handler, roles=LOGIN_ROLES)

@@ -26,12 +26,13 @@ from tracker.finance.evidence import (
 from tracker.finance.ledger import FROM_STATUS, decide
 from tracker.web import keys
 from tracker.web.bodies import BodyError
-from tracker.web.review import cases, render
+from tracker.web.review import cases, program, render
 from tracker.web.review.filters import age, counted
 from tracker.web.review.graph import NODE_TYPES, layout
 from tracker.web.review.render import page, see_other
 from tracker.web.review.sessions import (
     COOKIE,
+    LOGIN_ROLES,
     ROLES,
     SESSION_TTL,
     Form,
@@ -41,6 +42,7 @@ from tracker.web.review.sessions import (
     cross_site,
     deciding,
     end_session,
+    leaving,
     login_form_fields,
     viewing,
 )
@@ -116,10 +118,11 @@ async def login(request: web.Request) -> web.Response:
     principal = await request.app[keys.TOKENS].resolve(pool, token)
     if principal is None:
         return login_page(request, "That token is unknown or revoked.", 401)
-    if principal.role not in ROLES:
+    if principal.role not in LOGIN_ROLES:
         return login_page(request, f"A {principal.role} token may not review rewards; use a "
                           "finance token.", 403)
-    response = see_other("/review")
+    # A viewer reads the program pages (tracker.web.review.program), not the queue.
+    response = see_other("/review" if principal.role in ROLES else "/review/programs")
     response.set_cookie(COOKIE, await create_session(pool, principal), path="/review",
                         max_age=int(SESSION_TTL.total_seconds()), httponly=True,
                         samesite="Strict",
@@ -127,7 +130,7 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
-@deciding
+@leaving
 async def logout(request: web.Request, session: Session, form: Form) -> web.Response:
     await end_session(request.app[keys.POOL], session)
     response = see_other("/review/login")
@@ -269,6 +272,7 @@ async def decide_one(request: web.Request, session: Session, form: Form) -> web.
 def add_routes(app: web.Application) -> None:
     render.setup(app)
     cases.add_routes(app)
+    program.add_routes(app)
     app.router.add_get("/review", queue)
     app.router.add_get("/review/login", login_form)
     app.router.add_post("/review/login", login)

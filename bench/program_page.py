@@ -1,0 +1,101 @@
+"""Program page benchmark (issue 16): what /review/programs/{slug} reads, over the data of
+bench.reports (1M clicks and about 100k conversions at --scale 1).
+
+    .venv/bin/python -m bench.program_page --scale 0.1
+
+Times `tracker.web.review.program.gather` (the economics, once per month for the chart, the
+funnel, the experiment, the weekday x hour breakdown), cold (no copy of the reports job), with
+the reports job's copies fresh, and with the page's own copy (what a page view within 15
+minutes of another costs), and the charts' drawing. Median of `--repeat` runs.
+Prints a table and writes JSON to bench/results/program_page-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.reports import generate
+from bench.results import save
+from tracker import db
+from tracker.programs import queries
+from tracker.scoring.economics import refresh_report_cache
+from tracker.web.review import program as page
+
+
+async def _median(repeat: int, run: Any) -> tuple[float, float]:
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        await run()
+        runs.append(time.perf_counter() - t)
+    return round(runs[0], 3), round(statistics.median(runs), 3)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="refguard-bench-page-"))
+    server = db.embedded_server(tmp / "pg")
+    out: dict[str, Any] = {"benchmark": "program_page", "at": datetime.now(UTC).isoformat(),
+                           "scale": args.scale}
+    try:
+        conn = await asyncpg.connect(server.get_uri())
+        await db.migrate(conn)
+        await generate(conn, int(1_000_000 * args.scale), int(76_000 * args.scale))
+        out["rows"] = {n: await conn.fetchval(f"SELECT count(*) FROM {n}")
+                       for n in ("clicks", "conversions")}
+        program = await queries.get_program(conn, "bench")
+        data = await page.gather(conn, program, None)
+        out["months"] = [(m.label, m.revenue, m.cost) for m in data.months]
+        out["as_of"] = data.economics["as_of"]
+
+        async def months() -> None:
+            assert data.currency is not None
+            await page.months_of(conn, program, data.economics, data.currency)
+
+        timings = {"gather, no cached copy": await _median(args.repeat, lambda: page.gather(
+            conn, program, None)),
+            "the months alone": await _median(args.repeat, months)}
+        await refresh_report_cache(conn)
+        timings["gather, job's copies fresh"] = await _median(
+            args.repeat, lambda: page.gather(conn, program, None))
+        cache: page.PageCache = {}
+        await page.gather(conn, program, None, cache)
+        timings["gather, all copies fresh"] = await _median(
+            args.repeat, lambda: page.gather(conn, program, None, cache))
+        t = time.perf_counter()
+        for _ in range(args.repeat):
+            page.draw("bench", data.currency, data.months,
+                      steps=page.funnel_steps(data.funnel["total"]),
+                      experiments=data.experiments, cells=page.heat_cells(data.heat))
+        timings["draw (all charts)"] = (0.0, round((time.perf_counter() - t) / args.repeat, 4))
+        out["seconds"] = {k: {"first": v[0], "median": v[1]} for k, v in timings.items()}
+        for name, (first, median) in timings.items():
+            print(f"  {name:<30} median {median:>7.3f}s  first {first:>7.3f}s")
+        await conn.close()
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.program_page", description=__doc__)
+    parser.add_argument("--scale", type=float, default=0.1,
+                        help="fraction of bench.reports' 1,000,000 clicks (default 0.1)")
+    parser.add_argument("--repeat", type=int, default=3)
+    result = asyncio.run(main(parser.parse_args()))
+    print(result)
+    save("program_page", result)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,300 @@
+"""The program page (/review/programs/{slug}): what works, drawn (issue 16).
+
+Finance, admin and viewer sessions may open it (sessions.reading). It reads the same reports as
+the API (tracker.scoring.economics, tracker.asks.funnel, tracker.finance.experiments) and draws
+them with tracker.web.review.charts; every chart has a table of its numbers under it, and a
+program without data gets a sentence per chart instead.
+
+The economics over time are the economics report of each calendar month (program time zone)
+of the last MONTHS months up to the latest conversion: the report's cohort accounting makes a
+month's figures those of its own conversions. That is one report per month, and the funnel
+and the experiment are computed on request too, so what the page read is kept per program and
+currency for CACHE_MAX_AGE_S (as stale as the reports job's copies may be) in the app
+(`PAGE_CACHE`, at most PAGES_KEPT entries); the page says when its figures were computed.
+bench/program_page.py measures both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from tracker.asks.funnel import STAGES, funnel_report
+from tracker.errors import NotFound
+from tracker.finance.experiments import experiments_report
+from tracker.formats import DECIMALS
+from tracker.programs import queries
+from tracker.scoring.economics import (
+    CACHE_MAX_AGE_S,
+    breakdown_params,
+    breakdown_report,
+    economics_report,
+    zone,
+)
+from tracker.scoring.queries import cached_report
+from tracker.web import keys
+from tracker.web.review import charts
+from tracker.web.review.render import page
+from tracker.web.review.sessions import Session, reading
+
+MONTHS = 12
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO 1..7
+HOURS = tuple(f"{h:02d}" for h in range(24))
+STAGE_NAMES = {"asked": "Asked", "shared": "Shared", "clicks": "Clicks",
+               "unique_visitors": "Unique visitors", "signups": "Signups", "trials": "Trials",
+               "purchases": "Purchases", "retained_90d": "Retained 90 days"}
+HEAT = ["weekday", "hour"]
+PAGES_KEPT = 256  # pages' data kept at most (program x currency)
+_CODE = re.compile(r"[A-Z]{3}")
+
+
+@dataclass(frozen=True, slots=True)
+class Month:
+    label: str  # 2026-11
+    revenue: int  # referred revenue, net, minor units of the chosen currency
+    cost: int  # incentive cost, net
+    roi: float | None
+
+
+def month_starts(last: datetime, count: int = MONTHS) -> list[datetime]:
+    """The first instants of the `count` calendar months ending with `last`'s month, in
+    `last`'s time zone, and the start of the month after (count + 1 values, oldest first)."""
+    y, m = last.year, last.month
+    out = []
+    for back in range(count - 1, -2, -1):
+        yy, mm = divmod((y * 12 + m - 1) - back, 12)
+        out.append(datetime(yy, mm + 1, 1, tzinfo=last.tzinfo))
+    return out
+
+
+def month_row(label: str, report: dict[str, Any], currency: str) -> Month:
+    revenue = report["referred_revenue"].get(currency, {}).get("net", 0)
+    cost = report["incentive_cost"].get(currency, {}).get("total", {}).get("net", 0)
+    return Month(label, revenue, cost, report["roi"].get(currency))
+
+
+def currencies_of(economics: dict[str, Any]) -> list[str]:
+    return sorted(set(economics["referred_revenue"]) | set(economics["incentive_cost"]))
+
+
+def pick_currency(asked: str | None, economics: dict[str, Any], settings: dict[str, Any]
+                  ) -> str | None:
+    """The currency asked for if the program has money in it, else the reward's, else the one
+    with the most referred revenue."""
+    available = currencies_of(economics)
+    if asked in available:
+        return asked
+    reward = (settings.get("reward") or {}).get("currency")
+    if reward in available:
+        return str(reward)
+    revenue = economics["referred_revenue"]
+    return max(available, key=lambda c: (revenue.get(c, {}).get("net", 0), c), default=None)
+
+
+def heat_cells(breakdown: dict[str, Any], measure: str = "clicks"
+               ) -> dict[tuple[int, int], float]:
+    """(weekday 0..6, hour 0..23) -> the measure, from a weekday x hour breakdown."""
+    cells: dict[tuple[int, int], float] = {}
+    for g in breakdown["groups"]:
+        day, hour = g["key"].get("weekday"), g["key"].get("hour")
+        if isinstance(day, int) and isinstance(hour, int) and 1 <= day <= 7 and 0 <= hour < 24:
+            cells[(day - 1, hour)] = float(g.get(measure) or 0)
+    return cells
+
+
+def funnel_steps(total: dict[str, Any]) -> list[charts.Step]:
+    rates = total.get("rates", {})
+    return [charts.Step(STAGE_NAMES[s], None if total.get(s) is None else float(total[s]),
+                        rates.get(s)) for s in STAGES]
+
+
+async def _cached_or(conn: asyncpg.Connection, program: queries.Program, report: str,
+                     params: str) -> dict[str, Any]:
+    cached = await cached_report(conn, program.id, report, params, CACHE_MAX_AGE_S)
+    if cached is not None:
+        return cached.body
+    if report == "economics":
+        return await economics_report(conn, program.id, program.settings)
+    return await breakdown_report(conn, program.id, program.settings, HEAT)
+
+
+async def months_of(conn: asyncpg.Connection, program: queries.Program,
+                    economics: dict[str, Any], currency: str) -> list[Month]:
+    """The economics of each of the last MONTHS calendar months with money (see module)."""
+    if not economics.get("as_of"):
+        return []
+    tz = zone(program.settings)
+    last = datetime.fromisoformat(economics["as_of"].replace("Z", "+00:00")).astimezone(tz)
+    starts = month_starts(last)
+    out = []
+    for since, until in itertools.pairwise(starts):
+        report = await economics_report(conn, program.id, program.settings, since=since,
+                                        until=until, currency=currency)
+        out.append(month_row(since.strftime("%Y-%m"), report, currency))
+    # Drop the empty months before the first with money.
+    while out and not (out[0].revenue or out[0].cost):
+        out.pop(0)
+    return out
+
+
+def major_units(currency: str) -> charts.Fmt:
+    """Minor units written short in major units (12345 USD cents -> 123)."""
+    places = DECIMALS.get(currency, 2)
+
+    def fmt(v: float) -> str:
+        return charts.number(v / 10**places)
+    return fmt
+
+
+def interval(name: str, value: float | None, ci: list[float] | None, best: bool
+             ) -> charts.Interval:
+    low, high = ci if ci and len(ci) == 2 else (None, None)
+    return charts.Interval(name, value, low, high, best=best)
+
+
+def draw(program: str, currency: str | None, months: list[Month], *, steps: list[charts.Step],
+         experiments: dict[str, Any], cells: dict[tuple[int, int], float]
+         ) -> dict[str, Any]:
+    """The page's charts (None where there is nothing to draw)."""
+    out: dict[str, Any] = {"money": None, "roi": None, "funnel": None, "experiment": None,
+                           "heat": None}
+    if months and currency:
+        labels = [m.label for m in months]
+        out["money"] = charts.bars(
+            "money", f"Referred revenue and incentive cost per month ({currency})",
+            f"Net referred revenue and net incentive cost of {program} per calendar month, "
+            f"in {currency}; the table below lists the figures.", categories=labels,
+            series=[charts.Series("Referred revenue", "s1",
+                                  tuple(float(m.revenue) for m in months)),
+                    charts.Series("Incentive cost", "s2", tuple(float(m.cost) for m in months))],
+            fmt=major_units(currency))
+        if any(m.roi is not None for m in months):
+            out["roi"] = charts.line(
+                "roi", f"ROI per month ({currency})",
+                "(revenue - incentive cost) / incentive cost per month; below zero the "
+                "incentives cost more than the revenue they brought.", categories=labels,
+                values=[m.roi for m in months], name="ROI")
+    if any(s.value for s in steps):
+        out["funnel"] = charts.funnel(
+            "funnel", "Funnel: asked to retained at 90 days",
+            "Each stage's count and its share of the stage before.", steps=steps)
+    variants = experiments.get("variants") or []
+    if any(v.get("referrers") for v in variants):
+        rows = [interval(v["name"], v.get("conversion_rate"), v.get("conversion_rate_ci"),
+                         v["name"] == experiments.get("winner")) for v in variants]
+        out["experiment"] = charts.intervals(
+            "experiment", "Conversion rate per variant, with intervals",
+            "Each variant's share of referrers who brought a customer, with its "
+            f"{round((1 - experiments.get('level', 0.05)) * 100)}% interval.", rows=rows,
+            fmt=charts.percent)
+        rois = []
+        money_cur = currency or (experiments.get("currencies") or [None])[0]
+        for v in variants:
+            m = (v.get("money") or {}).get(money_cur) or {}
+            rois.append(interval(v["name"], m.get("roi"), m.get("roi_ci"),
+                                 v["name"] == experiments.get("winner")))
+        if money_cur and any(r.value is not None for r in rois):
+            out["experiment_roi"] = charts.intervals(
+                "experiment-roi", f"ROI per variant ({money_cur}), with intervals",
+                "Each variant's ROI with its bootstrap interval; below zero it lost money.",
+                rows=rois)
+    if any(cells.values()):
+        out["heat"] = charts.heatmap(
+            "heat", "Clicks by weekday and hour",
+            "Clicks per weekday (rows) and hour of the day (columns) in the program's time "
+            "zone; darker is more.", rows=WEEKDAYS, columns=HOURS, cells=cells)
+    out.setdefault("experiment_roi", None)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PageData:
+    economics: dict[str, Any]
+    currency: str | None
+    months: list[Month]
+    funnel: dict[str, Any]
+    experiments: dict[str, Any]
+    heat: dict[str, Any]
+    computed_at: datetime
+
+
+PageCache = dict[tuple[int, str | None], tuple[float, PageData]]
+PAGE_CACHE = web.AppKey("refguard_review_program_pages", dict)
+
+
+async def gather(conn: asyncpg.Connection, program: queries.Program, asked: str | None,
+                 cache: PageCache | None = None) -> PageData:
+    """Every report the page draws, or the copy of them made less than CACHE_MAX_AGE_S ago
+    (bench/program_page.py times this)."""
+    asked = asked if asked is not None and _CODE.fullmatch(asked) else None
+    key = (program.id, asked)
+    now = time.monotonic()
+    hit = None if cache is None else cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_MAX_AGE_S:
+        return hit[1]
+    economics = await _cached_or(conn, program, "economics", "")
+    currency = pick_currency(asked, economics, program.settings)
+    months = await months_of(conn, program, economics, currency) if currency else []
+    funnel = await funnel_report(conn, program.id)
+    experiments = await experiments_report(conn, program.id, program.settings)
+    heat = await _cached_or(conn, program, "breakdown", breakdown_params(HEAT))
+    data = PageData(economics, currency, months, funnel, experiments, heat,
+                    datetime.now(UTC))
+    if cache is not None:
+        if len(cache) >= PAGES_KEPT:
+            cache.pop(min(cache, key=lambda k: cache[k][0]))
+        cache[key] = (now, data)
+    return data
+
+
+@reading
+async def programs(request: web.Request, session: Session) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        items = await queries.list_programs(conn, 0, 1000)
+    return page(request, "programs.html", {"title": "Programs", "session": session,
+                                           "programs": items})
+
+
+@reading
+async def program_page(request: web.Request, session: Session) -> web.Response:
+    slug = request.match_info["slug"]
+    pool = request.app[keys.POOL]
+    async with pool.acquire() as conn:
+        try:
+            program: queries.Program | None = await queries.get_program(conn, slug)
+        except NotFound:
+            program = None
+        if program is None:
+            return page(request, "missing.html", {"title": "Program not found",
+                                                  "session": session, "what": "program"},
+                        status=404)
+        data = await gather(conn, program, request.query.get("currency"),
+                            request.app[PAGE_CACHE])
+    economics, currency, months = data.economics, data.currency, data.months
+    experiments, heat = data.experiments, data.heat
+    available = currencies_of(economics)
+    cells = heat_cells(heat)
+    steps = funnel_steps(data.funnel["total"])
+    return page(request, "program.html", {
+        "title": f"Program {program.slug}", "session": session, "program": program,
+        "economics": economics, "economics_tz": heat.get("timezone", "UTC"),
+        "computed_at": data.computed_at,
+        "currency": currency, "currencies": available,
+        "months": months, "steps": steps, "experiments": experiments,
+        "heat_rows": [(WEEKDAYS[d], [cells.get((d, h), 0.0) for h in range(24)])
+                      for d in range(7)], "hours": HOURS,
+        "charts": draw(program.slug, currency, months, steps=steps, experiments=experiments,
+                       cells=cells)})
+
+
+def add_routes(app: web.Application) -> None:
+    app[PAGE_CACHE] = {}
+    app.router.add_get("/review/programs", programs)
+    app.router.add_get("/review/programs/{slug}", program_page)
