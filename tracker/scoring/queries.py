@@ -376,6 +376,7 @@ class Sighting:
     device: str | None  # fingerprint hex
     ts: datetime | None = None
     referrer_id: int | None = None  # whose link the click was on
+    agent: str | None = None  # the User-Agent as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +389,7 @@ class ConversionRow:
     type: str
     amount: int
     referrer_ids: tuple[int, ...]  # credited referrers
+    agent: str | None = None  # the User-Agent the conversion was reported with
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,7 +529,8 @@ async def sightings(conn: asyncpg.Connection, program_id: int, persons: list[str
     only = "" if persons is None else "AND cv.customer_id = ANY($2::text[])"
     rows = await conn.fetch(
         f"""SELECT cv.customer_id, cv.visitor_id, {_ip('c')} AS ip,
-                  encode(c.fingerprint, 'hex') AS device, c.ts, c.referrer_id
+                  encode(c.fingerprint, 'hex') AS device, c.ts, c.referrer_id,
+                  c.user_agent AS agent
            FROM customer_visitors cv
            JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
            WHERE cv.program_id = $1 {only}""", program_id, *(() if persons is None else (persons,)))
@@ -552,7 +555,7 @@ async def attributed_conversions(conn: asyncpg.Connection, program_id: int,
             WHERE w.latest <= {int(latest)}))"""
     rows = await conn.fetch(
         f"""SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, {_ip('c')} AS ip, c.type,
-                  coalesce(c.amount, 0) AS amount,
+                  coalesce(c.amount, 0) AS amount, c.user_agent AS agent,
                   coalesce(array_agg(cr.referrer_id) FILTER (WHERE cr.referrer_id IS NOT NULL),
                            '{{}}') AS referrers
            FROM conversions c
@@ -561,7 +564,7 @@ async def attributed_conversions(conn: asyncpg.Connection, program_id: int,
            GROUP BY c.program_id, c.id""", *args)
     return [ConversionRow(r["id"], r["customer_id"],
                           bytes(r["email_hash"]) if r["email_hash"] else None, r["occurred_at"],
-                          r["ip"], r["type"], r["amount"], tuple(r["referrers"]))
+                          r["ip"], r["type"], r["amount"], tuple(r["referrers"]), r["agent"])
             for r in rows]
 
 
@@ -589,6 +592,67 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
         program_id, *(() if conversion_ids is None else (conversion_ids,)))
     # The batch path: columns are selected in the field order, so no lookups by name.
     return [TouchRow(*r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierVisit:
+    """A visit on the same link from the same address shortly before an attributed click."""
+
+    conversion_id: int
+    click_id: str  # the attributed click
+    ts: datetime
+    visitor_id: str | None
+    agent: str | None
+
+
+async def earlier_visits(conn: asyncpg.Connection, program_id: int,
+                         conversion_ids: list[int] | None, seconds: float
+                         ) -> list[EarlierVisit]:
+    """For each attributed click (of these conversions, or of all), the other visitors' clicks
+    on the same referrer's links from the same IP within `seconds` before it: where a
+    household lease starts (fraud.signals.identity_reasons)."""
+    only = "" if conversion_ids is None else "AND t.conversion_id = ANY($3::bigint[])"
+    rows = await conn.fetch(
+        f"""SELECT t.conversion_id, c.click_id::text AS click_id, e.ts, e.visitor_id,
+                  e.user_agent AS agent
+           FROM touchpoints t
+           JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
+                        AND c.click_id = t.click_id
+           JOIN clicks e ON e.program_id = c.program_id AND e.referrer_id = c.referrer_id
+                        AND e.ts >= c.ts - make_interval(secs => $2) AND e.ts < c.ts
+                        AND e.ip = c.ip AND e.visitor_id IS DISTINCT FROM c.visitor_id
+           WHERE t.program_id = $1 AND NOT c.reduced AND NOT e.reduced {only}""",
+        program_id, float(seconds), *(() if conversion_ids is None else (conversion_ids,)))
+    return [EarlierVisit(*r) for r in rows]
+
+
+async def address_visitors(conn: asyncpg.Connection, program_id: int, ips: list[str]
+                           ) -> dict[str, int]:
+    """Distinct visitor cookies seen on each of these IPs: many on one address over time is a
+    gateway (an office, a campus, a carrier NAT), not a home."""
+    if not ips:
+        return {}
+    rows = await conn.fetch(
+        """SELECT host(ip) AS ip, count(DISTINCT visitor_id) AS n FROM clicks
+           WHERE program_id = $1 AND ip = ANY($2::inet[]) AND NOT reduced GROUP BY ip""",
+        program_id, ips)
+    return {r["ip"]: r["n"] for r in rows}
+
+
+async def agent_customers(conn: asyncpg.Connection, program_id: int, agents: list[str]
+                          ) -> tuple[dict[str, int], int]:
+    """Customers whose conversions were reported with each of these User-Agents, and how many
+    customers were reported with one at all: how rare a browser is in the program."""
+    if not agents:
+        return {}, 0
+    rows = await conn.fetch(
+        """SELECT user_agent, count(DISTINCT customer_id) AS n FROM conversions
+           WHERE program_id = $1 AND user_agent = ANY($2::text[]) GROUP BY user_agent""",
+        program_id, agents)
+    total = await conn.fetchval(
+        """SELECT count(DISTINCT customer_id) FROM conversions
+           WHERE program_id = $1 AND user_agent IS NOT NULL""", program_id)
+    return {r["user_agent"]: r["n"] for r in rows}, int(total or 0)
 
 
 async def reversed_conversions(conn: asyncpg.Connection, program_id: int) -> frozenset[int]:
