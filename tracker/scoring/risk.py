@@ -138,7 +138,8 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
     facts, program = loaded.facts, loaded.program
     holders = column_holders(facts.uses) | facts.rarity
     if loaded.scope is None:
-        rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE)
+        agents = {c.customer: {a for a, _ip in c.agents} for c in facts.conversions}
+        rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE, agents=agents)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                         rings, baseline=program.baseline, model=model,
                                         holders=holders))
