@@ -21,7 +21,7 @@ import networkx as nx
 from scipy import stats
 
 from fraud.dense import Fraudar
-from fraud.signals import FDR_Q, benjamini_hochberg
+from fraud.signals import FDR_Q, benjamini_hochberg, living_on
 
 Account = tuple[str, str]  # ("referrer" | "customer", external id)
 Column = tuple[str, str]  # ("ip" | "device", value)
@@ -211,7 +211,9 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         customers = [p for kind, p in component if kind == "customer"]
         top = max(collectors.values(), default=0)
         device_bound = (bool(devices) and per_device >= HOLD_PER_DEVICE
-                        and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers))
+                        and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers)
+                        and living_on([{v for k, v in uses.get(a, set()) if k == "ip"}
+                                      for a in component]) >= ADDRESS_CONCENTRATION)
         # Accounts recruiting each other and living on the group's addresses.
         recruiting = len(chained) >= 2 and concentration >= 0.95
         if len(accounts) < HOLD_ACCOUNTS or not (device_bound or recruiting):

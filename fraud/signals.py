@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -507,6 +507,8 @@ class _Tally:
     counts: Counter[str] = field(default_factory=Counter)
     refunds: Counter[str] = field(default_factory=Counter)
     hosted: Counter[str] = field(default_factory=Counter)  # through hosting/anonymous IPs
+    # the customers behind those: a VPN user who buys three times is one person
+    hosted_customers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     headerless: Counter[str] = field(default_factory=Counter)
     touched_by: Counter[str] = field(default_factory=Counter)  # conversions with clicks
     touched: int = 0  # the program's conversions with clicks
@@ -555,6 +557,7 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
                 tally.refunds[ref] += 1
             if from_hosting:
                 tally.hosted[ref] += 1
+                tally.hosted_customers[ref].add(conv.customer)
             if no_header:
                 tally.headerless[ref] += 1
             if conv.touches:
@@ -942,7 +945,9 @@ def _hosting_findings(tally: _Tally) -> dict[str, Finding]:
     for ref, n in tally.counts.items():
         hosted = tally.hosted[ref]
         share = hosted / n
-        if hosted >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
+        # Counted in people: one VPN user's sign-up and purchases are not a farm.
+        people = len(tally.hosted_customers.get(ref, ()))
+        if people >= HOSTING_MIN_CONVERSIONS and share >= HOSTING_SHARE:
             out[ref] = Finding(Reason(
                 "hosting_share", f"referrer population: {hosted} of {ref}'s {n} conversions "
                 "came through clicks from hosting or anonymous IPs (a click farm)",
@@ -1013,26 +1018,45 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     """Conversions whose customer uses a device that several customers referred by the same
     referrer use: one person making accounts for their own link. A device whose customers
     came through different people's links is a common phone model behind one campus or
-    carrier network (the fingerprint includes the network), not one person's device."""
+    carrier network (the fingerprint includes the network), not one person's device; and
+    customers who are also seen on addresses of their own (colleagues on an office's standard
+    computer, at home in the evening) are people, not a farm's accounts."""
     customers_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     on_device: dict[str, set[str]] = defaultdict(set)
+    ips_of: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
+        ips_of[conv.customer] |= conv.ips
         for device in conv.devices:
             on_device[device].add(conv.customer)
             for ref in conv.referrers:
                 customers_of[(device, ref)].add(conv.customer)
+    living = {key: living_on([ips_of[c] for c in people])
+              for key, people in customers_of.items() if len(people) >= REFEREES_PER_DEVICE}
     out: dict[int, Reason] = {}
     for conv in conversions:
         # Most of the device's customers must be the referrer's: a popular phone model behind
         # a carrier NAT has a few customers of every busy referrer among many others'.
         crowded = max((len(customers_of[(d, r)]) for d in conv.devices for r in conv.referrers
-                       if 2 * len(customers_of[(d, r)]) >= len(on_device[d])), default=0)
+                       if 2 * len(customers_of[(d, r)]) >= len(on_device[d])
+                       and living.get((d, r), 0.0) >= LIVING_ON), default=0)
         if crowded >= REFEREES_PER_DEVICE:
             out[conv.conversion_id] = Reason(
                 "many_referees_one_device",
                 f"{crowded} customers referred by the same referrer use this customer's device",
                 crowded, REFEREES_PER_DEVICE, 0.6, "network")
     return out
+
+
+LIVING_ON = 0.8  # the mean share of a farm's accounts' addresses that are the farm's
+
+
+def living_on(ips: Sequence[Collection[str]]) -> float:
+    """The mean share of each account's addresses that two or more of the accounts use (1
+    where none has an address). A farm's accounts live on its few addresses; people who share
+    a network (an office, a campus) are also seen on addresses of their own."""
+    counts: Counter[str] = Counter(ip for own in ips for ip in own)
+    shares = [sum(1 for ip in own if counts[ip] >= 2) / len(own) for own in ips if own]
+    return sum(shares) / len(shares) if shares else 1.0
 
 
 def features(conv: ConversionFacts, referrer_conversions: Mapping[str, int],
