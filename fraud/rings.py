@@ -220,7 +220,9 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             # A few accounts, or one referrer's people each on a device of their own: a
             # household, an office; named, but weak evidence (fraud.assess reads the score).
             score = WEAK_RING
-        rings.append(Ring("ring", accounts, shared, round(score, 4), {
+        # Browsers bind like devices but are no flag member (an IP or a device fingerprint is).
+        rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
+                          round(score, 4), {
             "accounts_per_device": round(per_device, 2),
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
@@ -237,7 +239,7 @@ def _address_concentration(component: set[Account], shared: frozenset[Column],
     1.0 when shared devices bind at least half the group: that is evidence enough. A device
     shared by a few of them only may be a header fingerprint collision (the same phone model
     behind the same network), which says nothing more than the address."""
-    devices = {c for c in shared if c[0] == "device"}
+    devices = {c for c in shared if c[0] in ("device", "agent")}
     on_devices = sum(1 for account in component if uses.get(account, set()) & devices)
     if devices and 2 * on_devices >= len(component):
         return 1.0
@@ -292,7 +294,8 @@ def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, 
     """Every ring kind; dense blocks that repeat a component ring are dropped. `agents`: the
     browsers (User-Agents) each customer was seen with, for device farms."""
     referrals = list(referrals)
-    rings = shared_infrastructure(uses, referrals, max_share=max_share)
+    rings = shared_infrastructure(with_rare_browsers(uses, agents or {}), referrals,
+                                  max_share=max_share)
     known = {r.accounts for r in rings}
     rings += [r for r in dense_blocks(uses) if r.accounts not in known]
     rings += referral_cycles(referrals)
@@ -300,6 +303,35 @@ def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, 
         known = {r.accounts for r in rings}
         rings += [r for r in device_farms(referrals, agents) if r.accounts not in known]
     return rings
+
+
+SHOWN = ("ip", "device")  # what binds a ring and is named among its members
+RARE_BROWSER = 0.01  # a browser at most this share of the program's customers use
+
+
+def with_rare_browsers(uses: dict[Account, set[Column]], agents: Mapping[str, Collection[str]]
+                       ) -> dict[Account, set[Column]]:
+    """The accounts' IPs and devices, and the browsers (exact User-Agents) each customer was
+    seen with where few of the program's customers use them (RARE_BROWSER): a ring that
+    changes addresses for every account still shares its few odd phones. A popular browser
+    binds nobody."""
+    users: dict[str, int] = defaultdict(int)
+    for browsers in agents.values():
+        for browser in set(browsers):
+            users[browser] += 1
+    total = sum(1 for browsers in agents.values() if browsers)
+    rare = {b for b, n in users.items() if n >= 2 and n <= RARE_BROWSER * total}
+    if not rare:
+        return uses
+    out = {account: set(columns) for account, columns in uses.items()}
+    for customer, browsers in agents.items():
+        mine = {("agent", b) for b in browsers if b in rare}
+        if not mine:
+            continue
+        account = (("referrer", customer) if ("referrer", customer) in out
+                   else ("customer", customer))
+        out.setdefault(account, set()).update(mine)
+    return out
 
 
 FARM_DEVICES = 3  # a device farm's browsers are looked for among a referrer's top few
