@@ -13,6 +13,7 @@ Each ring carries its members and the evidence that binds them.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -373,7 +374,9 @@ def device_farms(referrals: Iterable[tuple[str, str]], agents: Mapping[str, Coll
         for c in known:
             for browser in seen[c]:
                 counts[browser] += 1
-        top = sorted(counts, key=lambda b: (-counts[b], b))[:FARM_DEVICES]
+        # A farm's device carries several accounts: browsers of one referee are people's.
+        top = [b for b in sorted(counts, key=lambda b: (-counts[b], b)) if counts[b] >= 2]
+        top = top[:FARM_DEVICES]
         best_p: float = 1.0
         best: tuple[set[str], list[str]] = (set(), [])
         for k in range(1, len(top) + 1):
@@ -382,7 +385,9 @@ def device_farms(referrals: Iterable[tuple[str, str]], agents: Mapping[str, Coll
             share = min(sum(users[b] for b in browsers) / total, 1.0)
             if len(on) < FARM_MIN_REFEREES or len(on) < FARM_SHARE * len(known):
                 continue
-            p = min(1.0, len(top) * float(stats.binom.sf(len(on) - 1, len(known), share)))
+            # Bonferroni over which k of the referrer's browsers were picked.
+            picks = math.comb(len(counts), k)
+            p = min(1.0, picks * float(stats.binom.sf(len(on) - 1, len(known), share)))
             if p < best_p:
                 best_p, best = p, (on, browsers)
         if best[0]:
