@@ -205,7 +205,7 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
     """The referee's browser is one the referrer's own purchases came from, and few of the
     program's customers use it (a header fingerprint: medium evidence, weighted by rarity; a
     popular phone model says nothing). On the referrer's own address (not a gateway) too, it
-    is the referrer's device."""
+    is the referrer's device; elsewhere, it must be twice as rare (RARE_AGENT / 2)."""
     total = holders.get(("agents", ""), 0)
     if not total or not conv.agents or not ref.agents:
         return None
@@ -213,10 +213,11 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
     best: tuple[float, str, bool] | None = None
     for agent in mine & {a for a, _ip in ref.agents}:
         share = max(holders.get(("agent", agent), 2), 2) / total
-        if share > RARE_AGENT:
-            continue
         home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
                    for a, ip in conv.agents if a == agent)
+        # Away from the referrer's address the browser is all the evidence: twice as rare.
+        if share > (RARE_AGENT if home else RARE_AGENT / 2):
+            continue
         if best is None or (home, -share) > (best[2], -best[0]):
             best = (share, agent, home)
     if best is None:

@@ -69,12 +69,13 @@ def test_a_household_lease_seen_from_the_referrers_own_browser(draw: int) -> Non
 @pytest.mark.parametrize("draw", range(4))
 def test_the_referrers_own_rare_browser_and_a_family_on_a_popular_phone(draw: int) -> None:
     rng = random.Random(10 + draw)
-    customers = rng.randint(300, 2000)
-    rare = rng.choice(PHONES)
+    customers = rng.randint(600, 2000)
+    rare, odd = rng.sample(PHONES, 2)
     home = f"81.3.{draw}.9"
     ref = ReferrerFacts("alice", agents=frozenset({(rare, home), (COMMON, home)}))
     refs = {"alice": ref}
-    holders = program(customers, **{rare: rng.randint(2, 3), COMMON: customers // 8})
+    holders = program(customers, **{rare: rng.randint(2, 3), COMMON: customers // 8,
+                                    odd: int(customers * 0.008)})
     holders[("visitors", home)] = 2
     at_home = ConversionFacts(1, "bob", 0.0, ("alice",), agents=frozenset({(rare, home)}),
                               ips=frozenset({home}))
@@ -82,6 +83,11 @@ def test_the_referrers_own_rare_browser_and_a_family_on_a_popular_phone(draw: in
     assert found.reasons[0].code == "same_device" and found.score >= DECISIVE
     away = ConversionFacts(2, "bob", 0.0, ("alice",), agents=frozenset({(rare, "10.9.9.9")}))
     assert assess(away, refs, holders=holders).reasons[0].code == "same_device"
+    # A browser nearly one in a hundred customers use, away from the referrer's address: a
+    # coincidence among hundreds of referrals, not an identity.
+    ref2 = ReferrerFacts("alice", agents=frozenset({(odd, home)}))
+    far = ConversionFacts(4, "eve", 0.0, ("alice",), agents=frozenset({(odd, "10.9.9.9")}))
+    assert assess(far, {"alice": ref2}, holders=holders).reasons == ()
     # A family: the partner's phone is the same popular model, on the same home address.
     family = ConversionFacts(3, "dora", 0.0, ("alice",), agents=frozenset({(COMMON, home)}),
                              ips=frozenset({home}))
