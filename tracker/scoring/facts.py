@@ -11,7 +11,6 @@ aggregates (fraud.signals.ProgramContext).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -19,7 +18,6 @@ import numpy as np
 
 from fraud.rings import Account, Column
 from fraud.signals import (
-    LEASE_SECONDS,
     ClickFacts,
     ConversionFacts,
     ProgramContext,
@@ -29,7 +27,6 @@ from tracker.formats import CREDITED_TYPES
 from tracker.scoring import queries
 from tracker.scoring.queries import (
     ConversionRow,
-    EarlierVisit,
     ReferrerRow,
     Sighting,
     TouchRow,
@@ -112,11 +109,10 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
             [r.id for r in referrer_rows if r.external_id in wanted], REFERRER_WINDOW)
     wanted_ids = None if scope is None else [r.id for r in conv_rows]
     touch_rows = await queries.touches(conn, program_id, wanted_ids)
-    earlier = await queries.earlier_visits(conn, program_id, wanted_ids, LEASE_SECONDS)
     people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
     referrers = _referrer_facts(referrer_rows, people)
     conversions = _conversion_facts(
-        conv_rows, _click_facts(touch_rows, referrer_name, earlier), people, referrer_name)
+        conv_rows, _click_facts(touch_rows, referrer_name), people, referrer_name)
     uses, referrals = _graph(people, referrers, conversions)
     rarity = await _rarity(conn, program_id, conversions, referrers)
     return Facts(conversions, referrers, uses, referrals, rarity)
@@ -173,21 +169,18 @@ def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
     return people
 
 
-def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str],
-                 earlier: Sequence[EarlierVisit] = ()
+def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str]
                  ) -> dict[int, list[ClickFacts]]:
     """Each conversion's attributed clicks, in order, with the other visits on the same link
     from the same address shortly before each."""
-    before: dict[tuple[int, str], list[tuple[float, str | None, str | None]]] = defaultdict(list)
-    for e in earlier:
-        before[(e.conversion_id, e.click_id)].append((e.ts.timestamp(), e.visitor_id, e.agent))
     out: dict[int, list[ClickFacts]] = defaultdict(list)
     for t in touch_rows:
         out[t.conversion_id].append(ClickFacts(
             t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
             t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
             t.query, t.headerless, t.language, t.browser, t.source, t.agent,
-            tuple(sorted(before.get((t.conversion_id, t.click_id), ())))))
+            tuple(zip(t.before_at, t.before_visitors or (), t.before_agents or (), strict=False))
+            if t.before_at else ()))
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from fraud.rings import Column, Ring
+from fraud.signals import LEASE_SECONDS
 from tracker.formats import CREDITED_TYPES
 
 # -- credits and reports ---------------------------------------------------------------------
@@ -414,6 +415,10 @@ class TouchRow:
     browser: str | None
     source: str | None  # the Referer's host
     agent: str | None  # the User-Agent
+    # Other visitors' clicks on the same link from the same IP shortly before (parallel arrays)
+    before_at: list[float] | None = None
+    before_visitors: list[str | None] | None = None
+    before_agents: list[str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,46 +589,31 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
                    AND c.user_agent IS NOT NULL) AS headerless,
                   nullif(c.accept_language, '') AS language, c.ua_browser AS browser,
                   lower(substring(c.referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
-                      AS source, c.user_agent AS agent
+                      AS source, c.user_agent AS agent,
+                  e.at AS before_at, e.visitors AS before_visitors, e.agents AS before_agents
            FROM touchpoints t
            JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
                         AND c.click_id = t.click_id
+           LEFT JOIN LATERAL (
+               -- Other visitors on the same referrer's link from the same IP within the lease
+               -- window before this click, where the referrer is a customer too (whose own
+               -- browser a household lease is recognised by).
+               SELECT array_agg(extract(epoch FROM e.ts)::float8 ORDER BY e.ts) AS at,
+                      array_agg(e.visitor_id ORDER BY e.ts) AS visitors,
+                      array_agg(e.user_agent ORDER BY e.ts) AS agents
+               FROM clicks e
+               WHERE e.program_id = c.program_id AND e.referrer_id = c.referrer_id
+                 AND e.ts >= c.ts - make_interval(secs => {float(LEASE_SECONDS)}) AND e.ts < c.ts
+                 AND e.ip = c.ip AND e.visitor_id IS DISTINCT FROM c.visitor_id
+                 AND NOT e.reduced AND NOT c.reduced
+                 AND EXISTS (SELECT 1 FROM referrers r JOIN conversions x
+                                 ON x.program_id = r.program_id AND x.customer_id = r.external_id
+                             WHERE r.program_id = c.program_id AND r.id = c.referrer_id)
+           ) e ON c.ip IS NOT NULL
            WHERE t.program_id = $1 {only} ORDER BY t.conversion_id, t.position""",
         program_id, *(() if conversion_ids is None else (conversion_ids,)))
     # The batch path: columns are selected in the field order, so no lookups by name.
     return [TouchRow(*r) for r in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class EarlierVisit:
-    """A visit on the same link from the same address shortly before an attributed click."""
-
-    conversion_id: int
-    click_id: str  # the attributed click
-    ts: datetime
-    visitor_id: str | None
-    agent: str | None
-
-
-async def earlier_visits(conn: asyncpg.Connection, program_id: int,
-                         conversion_ids: list[int] | None, seconds: float
-                         ) -> list[EarlierVisit]:
-    """For each attributed click (of these conversions, or of all), the other visitors' clicks
-    on the same referrer's links from the same IP within `seconds` before it: where a
-    household lease starts (fraud.signals.identity_reasons)."""
-    only = "" if conversion_ids is None else "AND t.conversion_id = ANY($3::bigint[])"
-    rows = await conn.fetch(
-        f"""SELECT t.conversion_id, c.click_id::text AS click_id, e.ts, e.visitor_id,
-                  e.user_agent AS agent
-           FROM touchpoints t
-           JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
-                        AND c.click_id = t.click_id
-           JOIN clicks e ON e.program_id = c.program_id AND e.referrer_id = c.referrer_id
-                        AND e.ts >= c.ts - make_interval(secs => $2) AND e.ts < c.ts
-                        AND e.ip = c.ip AND e.visitor_id IS DISTINCT FROM c.visitor_id
-           WHERE t.program_id = $1 AND NOT c.reduced AND NOT e.reduced {only}""",
-        program_id, float(seconds), *(() if conversion_ids is None else (conversion_ids,)))
-    return [EarlierVisit(*r) for r in rows]
 
 
 async def address_visitors(conn: asyncpg.Connection, program_id: int, ips: list[str]
