@@ -245,7 +245,8 @@ def _network_reason(conv: ConversionFacts, ref: ReferrerFacts,
         found.append((w, "the same browser fingerprint (phone model, browser and network)",
                       holders.get(("device", device), 2)))
     for ip in conv.ips & ref.ips:
-        w = SHARED_IP_WEIGHT * _rarity(("ip", ip), holders)
+        # Many visitors' cookies on the address over time: a gateway, whoever its accounts.
+        w = 0.0 if _gateway(ip, holders) else SHARED_IP_WEIGHT * _rarity(("ip", ip), holders)
         found.append((w, "the same IP address", holders.get(("ip", ip), 2)))
     if not found and ({ip_prefix(i) for i in conv.ips} & {ip_prefix(i) for i in ref.ips}):
         return Reason(

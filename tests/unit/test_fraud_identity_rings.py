@@ -93,6 +93,13 @@ def test_the_referrers_own_rare_browser_and_a_family_on_a_popular_phone(draw: in
                              ips=frozenset({home}))
     held = assess(family, refs, holders=holders | {("ip", home): 2})
     assert held.score < DECISIVE and all(r.family != "identity" for r in held.reasons)
+    # An office's address: few accounts known on it, but many visitors' cookies over time (a
+    # gateway): no evidence at all, not even weak.
+    gateway = "156.140.162.36"
+    colleague = ConversionFacts(5, "fred", 0.0, ("alice",), ips=frozenset({gateway}))
+    boss = ReferrerFacts("alice", ips=frozenset({gateway}))
+    assert assess(colleague, {"alice": boss}, holders={
+        ("ip", gateway): 3, ("visitors", gateway): rng.randint(12, 60)}).reasons == ()
 
 
 def _program_mix(rng: random.Random, n: int, start: int = 0) -> list[tuple[str, str, str]]:
