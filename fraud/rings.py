@@ -13,13 +13,16 @@ Each ring carries its members and the evidence that binds them.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
+from scipy import stats
 
 from fraud.dense import Fraudar
+from fraud.signals import FDR_Q, benjamini_hochberg, living_on
 
 Account = tuple[str, str]  # ("referrer" | "customer", external id)
 Column = tuple[str, str]  # ("ip" | "device", value)
@@ -200,19 +203,27 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         per_device = len(component) / max(len(devices), 1)
         people = {person for _kind, person in accounts}
         recruiters = {r for person in people for r in referred_by.get(person, ()) if r in people}
+        # A chain: accounts the group brought in who bring in others of the group. A club's
+        # organiser who refers the members met on a campus network is one recruiter, and two
+        # such groups bridged by a carrier address are still not a ring.
+        chained = {r for r in recruiters if referred_by.get(r, set()) & people}
         # A device farm: few devices, most of the group's customers one referrer's (many
         # people of different referrers on one fingerprint are a phone model behind a NAT).
         customers = [p for kind, p in component if kind == "customer"]
         top = max(collectors.values(), default=0)
         device_bound = (bool(devices) and per_device >= HOLD_PER_DEVICE
-                        and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers))
+                        and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers)
+                        and living_on([{v for k, v in uses.get(a, set()) if k == "ip"}
+                                      for a in component]) >= ADDRESS_CONCENTRATION)
         # Accounts recruiting each other and living on the group's addresses.
-        recruiting = len(recruiters) >= 2 and concentration >= 0.95
+        recruiting = len(chained) >= 2 and concentration >= 0.95
         if len(accounts) < HOLD_ACCOUNTS or not (device_bound or recruiting):
             # A few accounts, or one referrer's people each on a device of their own: a
             # household, an office; named, but weak evidence (fraud.assess reads the score).
             score = WEAK_RING
-        rings.append(Ring("ring", accounts, shared, round(score, 4), {
+        # Browsers bind like devices but are no flag member (an IP or a device fingerprint is).
+        rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
+                          round(score, 4), {
             "accounts_per_device": round(per_device, 2),
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
@@ -229,7 +240,7 @@ def _address_concentration(component: set[Account], shared: frozenset[Column],
     1.0 when shared devices bind at least half the group: that is evidence enough. A device
     shared by a few of them only may be a header fingerprint collision (the same phone model
     behind the same network), which says nothing more than the address."""
-    devices = {c for c in shared if c[0] == "device"}
+    devices = {c for c in shared if c[0] in ("device", "agent")}
     on_devices = sum(1 for account in component if uses.get(account, set()) & devices)
     if devices and 2 * on_devices >= len(component):
         return 1.0
@@ -279,13 +290,116 @@ def referral_cycles(referrals: Iterable[tuple[str, str]], max_length: int = 6) -
 
 
 def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, str]] = (),
-               *, max_share: int = 25) -> list[Ring]:
-    """Every ring kind; dense blocks that repeat a component ring are dropped."""
+               *, max_share: int = 25, agents: Mapping[str, Collection[str]] | None = None
+               ) -> list[Ring]:
+    """Every ring kind; dense blocks that repeat a component ring are dropped. `agents`: the
+    browsers (User-Agents) each customer was seen with, for device farms."""
     referrals = list(referrals)
-    rings = shared_infrastructure(uses, referrals, max_share=max_share)
+    rings = shared_infrastructure(with_rare_browsers(uses, agents or {}), referrals,
+                                  max_share=max_share)
     known = {r.accounts for r in rings}
     rings += [r for r in dense_blocks(uses) if r.accounts not in known]
     rings += referral_cycles(referrals)
+    if agents:
+        known = {r.accounts for r in rings}
+        rings += [r for r in device_farms(referrals, agents) if r.accounts not in known]
+    return rings
+
+
+SHOWN = ("ip", "device")  # what binds a ring and is named among its members
+RARE_BROWSER = 0.01  # a browser at most this share of the program's customers use
+
+
+def with_rare_browsers(uses: dict[Account, set[Column]], agents: Mapping[str, Collection[str]]
+                       ) -> dict[Account, set[Column]]:
+    """The accounts' IPs and devices, and the browsers (exact User-Agents) each customer was
+    seen with where few of the program's customers use them (RARE_BROWSER): a ring that
+    changes addresses for every account still shares its few odd phones. A popular browser
+    binds nobody."""
+    users: dict[str, int] = defaultdict(int)
+    for browsers in agents.values():
+        for browser in set(browsers):
+            users[browser] += 1
+    total = sum(1 for browsers in agents.values() if browsers)
+    rare = {b for b, n in users.items() if n >= 2 and n <= RARE_BROWSER * total}
+    if not rare:
+        return uses
+    out = {account: set(columns) for account, columns in uses.items()}
+    for customer, browsers in agents.items():
+        mine = {("agent", b) for b in browsers if b in rare}
+        if not mine:
+            continue
+        account = (("referrer", customer) if ("referrer", customer) in out
+                   else ("customer", customer))
+        out.setdefault(account, set()).update(mine)
+    return out
+
+
+FARM_DEVICES = 3  # a device farm's browsers are looked for among a referrer's top few
+FARM_MIN_REFEREES = 8  # referees on those browsers, at least, to be a farm
+FARM_SHARE = 0.8  # of the referrer's referees (with a known browser) on them
+
+
+def device_farms(referrals: Iterable[tuple[str, str]], agents: Mapping[str, Collection[str]],
+                 q: float = FDR_Q) -> list[Ring]:
+    """One referrer whose referees are nearly all on a few browsers, far more than the
+    program's customers use them: a few phones making accounts for one link, even where each
+    account comes from another carrier address (no address binds them).
+
+    For each referrer, the binomial tail of its referees on its top 1..FARM_DEVICES browsers
+    against the program's share of customers on those browsers (Bonferroni over the choices),
+    controlled across referrers with Benjamini-Hochberg. A found farm is named as a ring: its
+    referrer and the referees on those browsers. Its weight on each conversion stays that of
+    a weak ring (the browser of a popular phone model is not an identity); the conversions'
+    own evidence decides them."""
+    customers_of: dict[str, set[str]] = defaultdict(set)
+    for referrer, customer in referrals:
+        if referrer != customer:
+            customers_of[referrer].add(customer)
+    seen = {c: set(a) for c, a in agents.items() if a}
+    total = len(seen)
+    if not total:
+        return []
+    users: dict[str, int] = defaultdict(int)
+    for used in seen.values():
+        for browser in used:
+            users[browser] += 1
+    tests: dict[str, float] = {}
+    found: dict[str, tuple[set[str], list[str]]] = {}
+    for referrer, customers in customers_of.items():
+        known = [c for c in customers if c in seen]
+        if len(known) < FARM_MIN_REFEREES:
+            continue
+        counts: dict[str, int] = defaultdict(int)
+        for c in known:
+            for browser in seen[c]:
+                counts[browser] += 1
+        # A farm's device carries several accounts: browsers of one referee are people's.
+        top = [b for b in sorted(counts, key=lambda b: (-counts[b], b)) if counts[b] >= 2]
+        top = top[:FARM_DEVICES]
+        best_p: float = 1.0
+        best: tuple[set[str], list[str]] = (set(), [])
+        for k in range(1, len(top) + 1):
+            browsers = top[:k]
+            on = {c for c in known if seen[c] & set(browsers)}
+            share = min(sum(users[b] for b in browsers) / total, 1.0)
+            if len(on) < FARM_MIN_REFEREES or len(on) < FARM_SHARE * len(known):
+                continue
+            # Bonferroni over which k of the referrer's browsers were picked.
+            picks = math.comb(len(counts), k)
+            p = min(1.0, picks * float(stats.binom.sf(len(on) - 1, len(known), share)))
+            if p < best_p:
+                best_p, best = p, (on, browsers)
+        if best[0]:
+            tests[referrer] = best_p
+            found[referrer] = best
+    rings = []
+    for referrer in sorted(benjamini_hochberg(tests, q)):
+        on, browsers = found[referrer]
+        accounts = frozenset({("referrer", referrer)} | {("customer", c) for c in on})
+        rings.append(Ring("ring", accounts, frozenset(), WEAK_RING, {
+            "device_farm": True, "accounts": len(accounts), "browsers": len(browsers),
+            "p_value": float(f"{tests[referrer]:.3g}")}))
     return rings
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -62,6 +62,9 @@ class ClickFacts:
     browser: str | None = None  # the user agent's browser family
     source: str | None = None  # the Referer's host: the site the visit came from
     agent: str | None = None  # the User-Agent as sent
+    # Other visitors' clicks on the same referrer's link from the same IP within LEASE_SECONDS
+    # before this one: (unix seconds, visitor, User-Agent). Where a household lease starts.
+    before: tuple[tuple[float, str | None, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class ConversionFacts:
     devices: frozenset[str] = frozenset()
     ips: frozenset[str] = frozenset()
     amount: int = 0
+    # (User-Agent, IP) the customer was seen with: clicks and conversion reports
+    agents: frozenset[tuple[str, str | None]] = frozenset()
 
     @property
     def delay(self) -> float | None:
@@ -96,6 +101,8 @@ class ReferrerFacts:
     ips: frozenset[str] = frozenset()
     # The referrer's own visits to their own link: (unix seconds, IP).
     own_clicks: tuple[tuple[float, str], ...] = ()
+    # (User-Agent, IP) the referrer was seen with as a customer: their browsers
+    agents: frozenset[tuple[str, str | None]] = frozenset()
 
 
 def conversion_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
@@ -113,17 +120,23 @@ SHARED_IP_WEIGHT = 0.3
 SHARED_PREFIX_WEIGHT = 0.15
 
 
+RARE_AGENT = 0.01  # a browser (User-Agent) at most this share of the program's customers use
+
+
 def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
                      holders: Mapping[tuple[str, str], int] | None = None) -> list[Reason]:
     """The referee is, or may be, a credited referrer, ranked by strength.
 
     Strong (identity family, enough to reject): the same customer id, mailbox (identity's
-    e-mail normalisation: tags, dots, look-alike provider domains) or visitor cookie; a
-    household lease (the referee's first visit from the referrer's network within the hour
-    after the referrer opened their own link there, on a device the referrer never used).
+    e-mail normalisation: tags, dots, look-alike provider domains) or visitor cookie.
+    Identity, not enough alone to reject (held for review): a household lease (the referee's
+    first visit from the referrer's own address within the hour after the referrer's own
+    visit to the link there, on a device the referrer never used); the referrer's own browser
+    where it is rare in the program (RARE_AGENT), more so on the referrer's own address.
     Weak (network family, never more than a flag): a shared header fingerprint, IP or /24,
     weighted by how few accounts use it, and nothing where many do (a NAT)."""
     reasons: list[Reason] = []
+    counts = holders or {}
     for ref_id in conv.referrers:
         ref = referrers.get(ref_id, ReferrerFacts(ref_id))
         shared: list[str] = []
@@ -139,7 +152,7 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
                 f"identity: the referee is referrer {ref_id} (same {', '.join(shared)})",
                 shared, "any shared identifier", 0.97, "identity", True))
             continue
-        lease = _lease(conv, ref)
+        lease = _lease(conv, ref, counts)
         if lease is not None:
             reasons.append(Reason(
                 "household_lease",
@@ -147,24 +160,74 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
                 f"{lease / 60:.0f} min after {ref_id} opened their own link there, on a new "
                 "device", round(lease, 1), LEASE_SECONDS, 0.8, "identity"))
             continue
-        network = _network_reason(conv, ref, holders or {})
+        device = _same_device(conv, ref, counts)
+        if device is not None:
+            reasons.append(device)
+            continue
+        network = _network_reason(conv, ref, counts)
         if network is not None:
             reasons.append(network)
     return reasons
 
 
-def _lease(conv: ConversionFacts, ref: ReferrerFacts) -> float | None:
+def _gateway(ip: str, holders: Mapping[tuple[str, str], int]) -> bool:
+    """An address many visitors use (an office, a campus, a carrier NAT): it ties nobody."""
+    return holders.get(("visitors", ip), 0) >= NAT_ACCOUNTS
+
+
+def _lease(conv: ConversionFacts, ref: ReferrerFacts,
+           holders: Mapping[tuple[str, str], int] | None = None) -> float | None:
     """Seconds from the referrer's own visit to their link to the referee's first visit from
-    the same address, on a device and cookie the referrer never used; None if no such lease."""
+    the same address, on a device and cookie the referrer never used; None if no such lease.
+
+    The referrer's own visit: one of their cookies, or (where the visit's cookie is tied to
+    nobody) the very browser the referrer's own purchases were reported from. Not on a
+    gateway address, where strangers click the same link minutes apart."""
     first = next((t for t in conv.touches if t.referrer == ref.external_id), None)
-    if first is None or first.ip is None or not ref.own_clicks:
+    if first is None or first.ip is None or _gateway(first.ip, holders or {}):
         return None
+    ref_agents = {a for a, _ip in ref.agents}
     if (first.visitor is not None and first.visitor in ref.visitors) or (
-            first.device is not None and first.device in ref.devices):
+            first.device is not None and first.device in ref.devices) or (
+            first.agent is not None and first.agent in ref_agents):
         return None
     gaps = [first.at - at for at, ip in ref.own_clicks
             if ip == first.ip and 0 <= first.at - at <= LEASE_SECONDS]
+    gaps += [first.at - at for at, visitor, agent in first.before
+             if 0 <= first.at - at <= LEASE_SECONDS and (
+                 (visitor is not None and visitor in ref.visitors)
+                 or (agent is not None and agent in ref_agents))]
     return min(gaps) if gaps else None
+
+
+def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
+                 holders: Mapping[tuple[str, str], int]) -> Reason | None:
+    """The referee's browser is one the referrer's own purchases came from, and few of the
+    program's customers use it (a header fingerprint: medium evidence, weighted by rarity; a
+    popular phone model says nothing). On the referrer's own address (not a gateway) too, it
+    is the referrer's device; elsewhere, it must be twice as rare (RARE_AGENT / 2)."""
+    total = holders.get(("agents", ""), 0)
+    if not total or not conv.agents or not ref.agents:
+        return None
+    mine = {a for a, _ip in conv.agents}
+    best: tuple[float, str, bool] | None = None
+    for agent in mine & {a for a, _ip in ref.agents}:
+        share = max(holders.get(("agent", agent), 2), 2) / total
+        home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
+                   for a, ip in conv.agents if a == agent)
+        # Away from the referrer's address the browser is all the evidence: twice as rare.
+        if share > (RARE_AGENT if home else RARE_AGENT / 2):
+            continue
+        if best is None or (home, -share) > (best[2], -best[0]):
+            best = (share, agent, home)
+    if best is None:
+        return None
+    share, _agent, home = best
+    where = " on the referrer's own address" if home else ""
+    return Reason(
+        "same_device", f"identity: the referee used referrer {ref.external_id}'s own browser"
+        f"{where}, one only {share:.1%} of the program's customers use",
+        round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
 
 
 def _rarity(column: tuple[str, str], holders: Mapping[tuple[str, str], int]) -> float:
@@ -182,7 +245,8 @@ def _network_reason(conv: ConversionFacts, ref: ReferrerFacts,
         found.append((w, "the same browser fingerprint (phone model, browser and network)",
                       holders.get(("device", device), 2)))
     for ip in conv.ips & ref.ips:
-        w = SHARED_IP_WEIGHT * _rarity(("ip", ip), holders)
+        # Many visitors' cookies on the address over time: a gateway, whoever its accounts.
+        w = 0.0 if _gateway(ip, holders) else SHARED_IP_WEIGHT * _rarity(("ip", ip), holders)
         found.append((w, "the same IP address", holders.get(("ip", ip), 2)))
     if not found and ({ip_prefix(i) for i in conv.ips} & {ip_prefix(i) for i in ref.ips}):
         return Reason(
@@ -451,7 +515,6 @@ class _Tally:
     times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     counts: Counter[str] = field(default_factory=Counter)
     refunds: Counter[str] = field(default_factory=Counter)
-    hosted: Counter[str] = field(default_factory=Counter)  # through hosting/anonymous IPs
     headerless: Counter[str] = field(default_factory=Counter)
     touched_by: Counter[str] = field(default_factory=Counter)  # conversions with clicks
     touched: int = 0  # the program's conversions with clicks
@@ -478,7 +541,6 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
     tally.min_amount = min(amounts) if amounts else 0
     for conv in conversions:
         delay = conv.delay
-        from_hosting = any(t.anonymous or t.hosting for t in conv.touches)
         no_header = is_headerless(conv)
         tally.touched += bool(conv.touches)
         tally.headerless_in_program += no_header
@@ -498,8 +560,6 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
             tally.times[ref].append(conv.at)
             if was_reversed:
                 tally.refunds[ref] += 1
-            if from_hosting:
-                tally.hosted[ref] += 1
             if no_header:
                 tally.headerless[ref] += 1
             if conv.touches:
@@ -979,26 +1039,45 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     """Conversions whose customer uses a device that several customers referred by the same
     referrer use: one person making accounts for their own link. A device whose customers
     came through different people's links is a common phone model behind one campus or
-    carrier network (the fingerprint includes the network), not one person's device."""
+    carrier network (the fingerprint includes the network), not one person's device; and
+    customers who are also seen on addresses of their own (colleagues on an office's standard
+    computer, at home in the evening) are people, not a farm's accounts."""
     customers_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     on_device: dict[str, set[str]] = defaultdict(set)
+    ips_of: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
+        ips_of[conv.customer] |= conv.ips
         for device in conv.devices:
             on_device[device].add(conv.customer)
             for ref in conv.referrers:
                 customers_of[(device, ref)].add(conv.customer)
+    living = {key: living_on([ips_of[c] for c in people])
+              for key, people in customers_of.items() if len(people) >= REFEREES_PER_DEVICE}
     out: dict[int, Reason] = {}
     for conv in conversions:
         # Most of the device's customers must be the referrer's: a popular phone model behind
         # a carrier NAT has a few customers of every busy referrer among many others'.
         crowded = max((len(customers_of[(d, r)]) for d in conv.devices for r in conv.referrers
-                       if 2 * len(customers_of[(d, r)]) >= len(on_device[d])), default=0)
+                       if 2 * len(customers_of[(d, r)]) >= len(on_device[d])
+                       and living.get((d, r), 0.0) >= LIVING_ON), default=0)
         if crowded >= REFEREES_PER_DEVICE:
             out[conv.conversion_id] = Reason(
                 "many_referees_one_device",
                 f"{crowded} customers referred by the same referrer use this customer's device",
                 crowded, REFEREES_PER_DEVICE, 0.6, "network")
     return out
+
+
+LIVING_ON = 0.8  # the mean share of a farm's accounts' addresses that are the farm's
+
+
+def living_on(ips: Sequence[Collection[str]]) -> float:
+    """The mean share of each account's addresses that two or more of the accounts use (1
+    where none has an address). A farm's accounts live on its few addresses; people who share
+    a network (an office, a campus) are also seen on addresses of their own."""
+    counts: Counter[str] = Counter(ip for own in ips for ip in own)
+    shares = [sum(1 for ip in own if counts[ip] >= 2) / len(own) for own in ips if own]
+    return sum(shares) / len(shares) if shares else 1.0
 
 
 def features(conv: ConversionFacts, referrer_conversions: Mapping[str, int],

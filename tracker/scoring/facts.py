@@ -17,10 +17,20 @@ import asyncpg
 import numpy as np
 
 from fraud.rings import Account, Column
-from fraud.signals import ClickFacts, ConversionFacts, ProgramContext, ReferrerFacts
+from fraud.signals import (
+    ClickFacts,
+    ConversionFacts,
+    ProgramContext,
+    ReferrerFacts,
+)
 from tracker.formats import CREDITED_TYPES
 from tracker.scoring import queries
-from tracker.scoring.queries import ConversionRow, ReferrerRow, Sighting, TouchRow
+from tracker.scoring.queries import (
+    ConversionRow,
+    ReferrerRow,
+    Sighting,
+    TouchRow,
+)
 
 WINDOW = 20_000  # conversions per incremental scan, to bound its memory
 BASELINE_ROWS = 10_000  # stored feature rows an incremental scan compares against
@@ -44,6 +54,10 @@ class Facts:
     referrers: dict[str, ReferrerFacts]
     uses: dict[Account, set[Column]]  # the IPs and devices each account was seen on
     referrals: list[tuple[str, str]]  # (referrer, customer) of each credit
+    # How common what a referee shares with a referrer is in the whole program:
+    # ("visitors", ip) distinct visitor cookies on an address, ("agent", user agent) customers
+    # reported with a browser, ("agents", "") customers reported with any (fraud.signals).
+    rarity: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +75,9 @@ class _People:
     devices: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     ips: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     email_of: dict[str, bytes] = field(default_factory=dict)
+    # (user agent, IP) each person was seen with: their clicks and their conversions' reports
+    agents: dict[str, set[tuple[str, str | None]]] = field(
+        default_factory=lambda: defaultdict(set))
     # (unix seconds, IP, referrer id of the link) of each person's clicks
     clicks: dict[str, list[tuple[float, str, int]]] = field(
         default_factory=lambda: defaultdict(list))
@@ -90,14 +107,40 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
         conv_rows = await queries.attributed_conversions(
             conn, program_id, scope.persons,
             [r.id for r in referrer_rows if r.external_id in wanted], REFERRER_WINDOW)
-    touch_rows = await queries.touches(
-        conn, program_id, None if scope is None else [r.id for r in conv_rows])
+    wanted_ids = None if scope is None else [r.id for r in conv_rows]
+    touch_rows = await queries.touches(conn, program_id, wanted_ids)
     people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
     referrers = _referrer_facts(referrer_rows, people)
-    conversions = _conversion_facts(conv_rows, _click_facts(touch_rows, referrer_name),
-                                    people, referrer_name)
+    conversions = _conversion_facts(
+        conv_rows, _click_facts(touch_rows, referrer_name), people, referrer_name)
     uses, referrals = _graph(people, referrers, conversions)
-    return Facts(conversions, referrers, uses, referrals)
+    rarity = await _rarity(conn, program_id, conversions, referrers)
+    return Facts(conversions, referrers, uses, referrals, rarity)
+
+
+async def _rarity(conn: asyncpg.Connection, program_id: int,
+                  conversions: list[ConversionFacts], referrers: dict[str, ReferrerFacts]
+                  ) -> dict[tuple[str, str], int]:
+    """How common, in the whole program, the addresses and browsers are that a referee shares
+    with a credited referrer (counted for those only: a count over every click is costly)."""
+    ips: set[str] = set()
+    agents: set[str] = set()
+    for conv in conversions:
+        for ref_id in conv.referrers:
+            ref = referrers.get(ref_id)
+            if ref is None:
+                continue
+            ref_ips = ref.ips | {ip for _a, ip in ref.agents if ip}
+            ips |= (conv.ips | {ip for _a, ip in conv.agents if ip}) & ref_ips
+            agents |= {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}
+        ips |= {t.ip for t in conv.touches if t.before and t.ip}
+    out: dict[tuple[str, str], int] = {}
+    for ip, n in (await queries.address_visitors(conn, program_id, sorted(ips))).items():
+        out[("visitors", ip)] = n
+    counts, total = await queries.agent_customers(conn, program_id, sorted(agents))
+    out |= {("agent", a): n for a, n in counts.items()}
+    out[("agents", "")] = total
+    return out
 
 
 def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
@@ -109,13 +152,18 @@ def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
         people.visitors[s.customer_id].add(s.visitor_id)
         if s.device:
             people.devices[s.customer_id].add(s.device)
+        if s.agent:
+            people.agents[s.customer_id].add((s.agent, s.ip))
         if s.ip:
             people.ips[s.customer_id].add(s.ip)
             if s.ts is not None and s.referrer_id is not None:
                 people.clicks[s.customer_id].append((s.ts.timestamp(), s.ip, s.referrer_id))
     for r in conv_rows:
-        if r.ip and (persons is None or r.customer_id in persons):
-            people.ips[r.customer_id].add(r.ip)
+        if persons is None or r.customer_id in persons:
+            if r.ip:
+                people.ips[r.customer_id].add(r.ip)
+            if r.agent:
+                people.agents[r.customer_id].add((r.agent, r.ip))
         if r.email_hash:
             people.email_of[r.customer_id] = r.email_hash
     return people
@@ -123,13 +171,16 @@ def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
 
 def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str]
                  ) -> dict[int, list[ClickFacts]]:
-    """Each conversion's attributed clicks, in order."""
+    """Each conversion's attributed clicks, in order, with the other visits on the same link
+    from the same address shortly before each."""
     out: dict[int, list[ClickFacts]] = defaultdict(list)
     for t in touch_rows:
         out[t.conversion_id].append(ClickFacts(
             t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
             t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
-            t.query, t.headerless, t.language, t.browser, t.source, t.agent))
+            t.query, t.headerless, t.language, t.browser, t.source, t.agent,
+            tuple(zip(t.before_at, t.before_visitors or (), t.before_agents or (), strict=False))
+            if t.before_at else ()))
     return out
 
 
@@ -144,7 +195,8 @@ def _referrer_facts(referrer_rows: list[ReferrerRow], people: _People
             frozenset(people.ips.get(r.external_id, ())),
             # The referrer's own visits to their own link (a household lease starts there).
             tuple(sorted((at, ip) for at, ip, ref in people.clicks.get(r.external_id, ())
-                         if ref == r.id)))
+                         if ref == r.id)),
+            frozenset(people.agents.get(r.external_id, ())))
         for r in referrer_rows}
 
 
@@ -161,7 +213,8 @@ def _conversion_facts(conv_rows: list[ConversionRow], clicks: dict[int, list[Cli
             r.ip, None,
             tuple(clicks.get(r.id, ())), frozenset(people.visitors.get(r.customer_id, ())),
             frozenset(people.devices.get(r.customer_id, ())),
-            frozenset(people.ips.get(r.customer_id, ())), r.amount)
+            frozenset(people.ips.get(r.customer_id, ())), r.amount,
+            frozenset(people.agents.get(r.customer_id, ())))
         for r in conv_rows if r.type in CREDITED_TYPES]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from fraud.rings import Column, Ring
+from fraud.signals import LEASE_SECONDS
 from tracker.formats import CREDITED_TYPES
 from tracker.programs.queries import referrer_kind
 
@@ -291,6 +292,7 @@ class Sighting:
     device: str | None  # fingerprint hex
     ts: datetime | None = None
     referrer_id: int | None = None  # whose link the click was on
+    agent: str | None = None  # the User-Agent as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +305,7 @@ class ConversionRow:
     type: str
     amount: int
     referrer_ids: tuple[int, ...]  # credited referrers
+    agent: str | None = None  # the User-Agent the conversion was reported with
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +330,10 @@ class TouchRow:
     browser: str | None
     source: str | None  # the Referer's host
     agent: str | None  # the User-Agent
+    # Other visitors' clicks on the same link from the same IP shortly before (parallel arrays)
+    before_at: list[float] | None = None
+    before_visitors: list[str | None] | None = None
+    before_agents: list[str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +449,8 @@ async def sightings(conn: asyncpg.Connection, program_id: int, persons: list[str
     only = "" if persons is None else "AND cv.customer_id = ANY($2::text[])"
     rows = await conn.fetch(
         f"""SELECT cv.customer_id, cv.visitor_id, {_ip('c')} AS ip,
-                  encode(c.fingerprint, 'hex') AS device, c.ts, c.referrer_id
+                  encode(c.fingerprint, 'hex') AS device, c.ts, c.referrer_id,
+                  c.user_agent AS agent
            FROM customer_visitors cv
            JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
            WHERE cv.program_id = $1 {only}""", program_id, *(() if persons is None else (persons,)))
@@ -467,7 +475,7 @@ async def attributed_conversions(conn: asyncpg.Connection, program_id: int,
             WHERE w.latest <= {int(latest)}))"""
     rows = await conn.fetch(
         f"""SELECT c.id, c.customer_id, c.email_hash, c.occurred_at, {_ip('c')} AS ip, c.type,
-                  coalesce(c.amount, 0) AS amount,
+                  coalesce(c.amount, 0) AS amount, c.user_agent AS agent,
                   coalesce(array_agg(cr.referrer_id) FILTER (WHERE cr.referrer_id IS NOT NULL),
                            '{{}}') AS referrers
            FROM conversions c
@@ -476,7 +484,7 @@ async def attributed_conversions(conn: asyncpg.Connection, program_id: int,
            GROUP BY c.program_id, c.id""", *args)
     return [ConversionRow(r["id"], r["customer_id"],
                           bytes(r["email_hash"]) if r["email_hash"] else None, r["occurred_at"],
-                          r["ip"], r["type"], r["amount"], tuple(r["referrers"]))
+                          r["ip"], r["type"], r["amount"], tuple(r["referrers"]), r["agent"])
             for r in rows]
 
 
@@ -496,14 +504,60 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
                    AND c.user_agent IS NOT NULL) AS headerless,
                   nullif(c.accept_language, '') AS language, c.ua_browser AS browser,
                   lower(substring(c.referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
-                      AS source, c.user_agent AS agent
+                      AS source, c.user_agent AS agent,
+                  e.at AS before_at, e.visitors AS before_visitors, e.agents AS before_agents
            FROM touchpoints t
            JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
                         AND c.click_id = t.click_id
+           LEFT JOIN LATERAL (
+               -- Other visitors on the same referrer's link from the same IP within the lease
+               -- window before this click, where the referrer is a customer too (whose own
+               -- browser a household lease is recognised by).
+               SELECT array_agg(extract(epoch FROM e.ts)::float8 ORDER BY e.ts) AS at,
+                      array_agg(e.visitor_id ORDER BY e.ts) AS visitors,
+                      array_agg(e.user_agent ORDER BY e.ts) AS agents
+               FROM clicks e
+               WHERE e.program_id = c.program_id AND e.referrer_id = c.referrer_id
+                 AND e.ts >= c.ts - make_interval(secs => {float(LEASE_SECONDS)}) AND e.ts < c.ts
+                 AND e.ip = c.ip AND e.visitor_id IS DISTINCT FROM c.visitor_id
+                 AND NOT e.reduced AND NOT c.reduced
+                 AND EXISTS (SELECT 1 FROM referrers r JOIN conversions x
+                                 ON x.program_id = r.program_id AND x.customer_id = r.external_id
+                             WHERE r.program_id = c.program_id AND r.id = c.referrer_id)
+           ) e ON c.ip IS NOT NULL
            WHERE t.program_id = $1 {only} ORDER BY t.conversion_id, t.position""",
         program_id, *(() if conversion_ids is None else (conversion_ids,)))
     # The batch path: columns are selected in the field order, so no lookups by name.
     return [TouchRow(*r) for r in rows]
+
+
+async def address_visitors(conn: asyncpg.Connection, program_id: int, ips: list[str]
+                           ) -> dict[str, int]:
+    """Distinct visitor cookies seen on each of these IPs: many on one address over time is a
+    gateway (an office, a campus, a carrier NAT), not a home."""
+    if not ips:
+        return {}
+    rows = await conn.fetch(
+        """SELECT host(ip) AS ip, count(DISTINCT visitor_id) AS n FROM clicks
+           WHERE program_id = $1 AND ip = ANY($2::inet[]) AND NOT reduced GROUP BY ip""",
+        program_id, ips)
+    return {r["ip"]: r["n"] for r in rows}
+
+
+async def agent_customers(conn: asyncpg.Connection, program_id: int, agents: list[str]
+                          ) -> tuple[dict[str, int], int]:
+    """Customers whose conversions were reported with each of these User-Agents, and how many
+    customers were reported with one at all: how rare a browser is in the program."""
+    if not agents:
+        return {}, 0
+    rows = await conn.fetch(
+        """SELECT user_agent, count(DISTINCT customer_id) AS n FROM conversions
+           WHERE program_id = $1 AND user_agent = ANY($2::text[]) GROUP BY user_agent""",
+        program_id, agents)
+    total = await conn.fetchval(
+        """SELECT count(DISTINCT customer_id) FROM conversions
+           WHERE program_id = $1 AND user_agent IS NOT NULL""", program_id)
+    return {r["user_agent"]: r["n"] for r in rows}, int(total or 0)
 
 
 async def reversed_conversions(conn: asyncpg.Connection, program_id: int) -> frozenset[int]:

@@ -136,9 +136,10 @@ async def _load(conn: asyncpg.Connection, program_id: int, scope: Scope | None) 
 def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
     """The rings a scan finds, and its conversions' assessments (CPU work: run off the loop)."""
     facts, program = loaded.facts, loaded.program
-    holders = column_holders(facts.uses)
+    holders = column_holders(facts.uses) | facts.rarity
     if loaded.scope is None:
-        rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE)
+        agents = {c.customer: {a for a, _ip in c.agents} for c in facts.conversions}
+        rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE, agents=agents)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                         rings, baseline=program.baseline, model=model,
                                         holders=holders))

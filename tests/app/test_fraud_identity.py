@@ -1,0 +1,109 @@
+"""Identity evidence through the public interfaces (issue 13): the redirect records the visits,
+the conversions API the purchases with the browser and address they were reported from, a full
+scan decides. A household lease and the referrer's own rare phone are held; a family member's
+phone of a popular model at the referrer's home, and students behind a campus address where
+the referrer also opened the link, are not."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+from aiohttp import DummyCookieJar
+
+from tests.helpers import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tracker.scoring.credits import attribute_pending
+from tracker.scoring.risk import scan
+from tracker.web.app import create_app
+
+POPULAR = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Version/26.2 Safari/604.1"
+DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0"
+
+
+@pytest.mark.parametrize("draw", [0, 1])
+async def test_household_lease_and_own_phone_held_family_and_campus_not(
+    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
+    aiohttp_client: ClientFactory, draw: int,
+) -> None:
+    rng = random.Random(draw)
+    settings = make_settings(tmp_path / "d", dsn,
+                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    integration = auth(tokens["integration"])
+    clicks = 0
+    rare = (f"Mozilla/5.0 (Linux; Android {8 + draw}; {rng.choice(['LM-X420', 'vivo 1906'])} "
+            f"Build/QKQ1.{rng.randint(100, 999)}) Chrome/1{draw}2.0 Mobile")
+    home = f"81.{draw}.{rng.randint(1, 200)}.7"
+    campus = f"130.{draw}.0.{rng.randint(1, 9)}"
+
+    async def visit(code: str, ip: str, ua: str) -> str:
+        nonlocal clicks
+        resp = await client.get(f"/r/{code}", allow_redirects=False,
+                                headers={"X-Forwarded-For": ip, "User-Agent": ua,
+                                         "Accept-Language": "en-GB,en;q=0.9"})
+        assert resp.status == 302
+        clicks += 1
+        cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        return cid
+
+    async def convert(event: str, customer: str, ip: str, ua: str,
+                      cid: str | None = None) -> None:
+        body: dict[str, Any] = {"program": "acme", "event_id": event, "type": "purchase",
+                                "customer_id": customer, "amount": 1000, "currency": "USD",
+                                "ip": ip, "user_agent": ua}
+        if cid is not None:
+            body["click_id"] = cid
+        resp = await client.post("/api/v1/conversions", json=body, headers=integration)
+        assert resp.status == 201, await resp.text()
+
+    await make_link(client, tokens, referrer="alice", code="alice")
+    # The program's own customers, on ordinary browsers: what "rare" is measured against.
+    for i in range(220):
+        ua = POPULAR if i % 3 == 0 else DESKTOP.format(v=120 + i % 9)
+        await convert(f"own-{i}", f"shopper{i}", f"100.{i % 7}.{i}.1", ua)
+    # Alice buys herself, at home, from her odd phone and from a popular one.
+    await convert("alice-1", "alice", home, rare)
+    await convert("alice-2", "alice", home, POPULAR)
+    # Her own visit to her link at home (a cookie tied to nobody), then a new computer there.
+    await visit("alice", home, rare)
+    lease = await visit("alice", home, DESKTOP.format(v=133))
+    # Her odd phone again, for a "new" customer at her home.
+    own_phone = await visit("alice", home, rare)
+    # Her partner's phone: the same popular model as hers, at the same home.
+    family = await visit("alice", home, POPULAR)
+    # On campus she opens her link from her phone; students behind the same NAT follow.
+    await visit("alice", campus, rare)
+    students = []
+    for i in range(rng.randint(6, 9)):
+        cid = await visit("alice", campus, DESKTOP.format(v=100 + i))
+        students.append((f"order-s{i}", f"student{i}", cid))
+    await wait_for_clicks(conn, clicks)
+    # People buy a while after they click (seconds would be click injection).
+    await conn.execute("UPDATE clicks SET ts = ts - interval '3 hours'")
+    await convert("order-lease", "bob", home, DESKTOP.format(v=133), lease)
+    await convert("order-own", "eve", home, rare, own_phone)
+    await convert("order-family", "carol", home, POPULAR, family)
+    for event, customer, cid in students:
+        await convert(event, customer, campus, DESKTOP.format(v=100), cid)
+    await attribute_pending(conn)
+    await scan(conn)
+    rows = await conn.fetch(
+        """SELECT c.event_id, r.score, r.reasons::text AS reasons FROM conversion_risk r
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
+    risk = {r["event_id"]: r["score"] for r in rows}
+    codes = {r["event_id"]: r["reasons"] for r in rows}
+    # Identity, not strong: held for review, not rejected.
+    assert 0.5 <= risk["order-lease"] < 0.9 and "household_lease" in codes["order-lease"]
+    assert 0.5 <= risk["order-own"] < 0.9 and "same_device" in codes["order-own"]
+    assert risk["order-family"] < 0.5, codes["order-family"]
+    assert all(risk[e] < 0.5 for e, _c, _x in students), {e: codes[e] for e, _c, _x in students}
+    flags = await client.get("/api/v1/fraud/flags?program=acme&kind=decided_by",
+                             headers=auth(tokens["finance"]))
+    held = {m["id"] for f in (await flags.json())["items"] for m in f["members"]
+            if m["type"] == "customer"}
+    assert held == {"bob", "eve"}

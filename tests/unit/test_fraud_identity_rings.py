@@ -1,0 +1,219 @@
+"""Identity and network evidence, and rings (issue 13), each mechanism against its look-alike at
+several parameter draws: a household lease seen from the referrer's own browser, the referrer's
+own rare browser, a device farm on carrier addresses, a ring that changes address for every
+account; families, offices, campuses, VPN users."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fraud.assess import DECISIVE, FLAG_CAP, assess
+from fraud.rings import columns_by_account, device_farms, find_rings, shared_infrastructure
+from fraud.signals import (
+    ClickFacts,
+    ConversionFacts,
+    ProgramContext,
+    ReferrerFacts,
+    referrer_findings,
+    shared_device_reasons,
+)
+
+PHONES = [f"Mozilla/5.0 (Linux; Android {v}; {m}) Chrome/1{v}0" for v in range(8, 16)
+          for m in ("SM-A155F", "Pixel 7", "CPH2127", "moto g", "Redmi 9", "LM-X420")]
+COMMON = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Safari/604.1"
+
+
+def touch(at: float, **kw: object) -> ClickFacts:
+    base: dict[str, object] = {"click_id": "c", "at": at, "referrer": "alice", "visitor": "vb",
+                               "ip": "81.2.69.7", "device": "dev-b", "agent": COMMON}
+    base.update(kw)
+    return ClickFacts(**base)  # type: ignore[arg-type]
+
+
+def program(total: int, **agents: int) -> dict[tuple[str, str], int]:
+    """Rarity counts: customers per browser, and the program's customers with one."""
+    out: dict[tuple[str, str], int] = {("agents", ""): total}
+    out |= {("agent", a): n for a, n in agents.items()}
+    return out
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_household_lease_seen_from_the_referrers_own_browser(draw: int) -> None:
+    """The referrer's own visit carries no cookie tied to them, but comes from the browser
+    their own purchases were reported from; minutes later a new device on that address clicks
+    the link and buys. A gateway address (a campus) with the same timing is no lease."""
+    rng = random.Random(draw)
+    own = rng.choice(PHONES)
+    home = f"81.2.{draw}.{rng.randint(2, 200)}"
+    gap = rng.uniform(60, 3000)
+    ref = ReferrerFacts("alice", agents=frozenset({(own, f"90.1.1.{draw}")}))
+    lease = ConversionFacts(1, "bob", 10_000.0 + gap + 300, ("alice",), touches=(
+        touch(10_000.0 + gap, ip=home, agent=COMMON,
+              before=((10_000.0, "v-unlinked", own),)),), ips=frozenset({home}))
+    holders = {("visitors", home): rng.randint(2, 4)}
+    found = assess(lease, {"alice": ref}, holders=holders)
+    assert [r.code for r in found.reasons] == ["household_lease"]
+    assert found.reasons[0].family == "identity" and DECISIVE <= found.score <= FLAG_CAP
+    campus = assess(lease, {"alice": ref}, holders={("visitors", home): rng.randint(12, 80)})
+    assert campus.score < DECISIVE
+    # The same browser as the referrer's is not a new device: a family's second phone of the
+    # same model, or the referrer himself.
+    same = ConversionFacts(2, "carol", lease.at, ("alice",), touches=(
+        touch(10_000.0 + gap, ip=home, agent=own, before=((10_000.0, "v-unlinked", own),)),))
+    assert all(r.code != "household_lease" for r in assess(same, {"alice": ref},
+                                                           holders=holders).reasons)
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_the_referrers_own_rare_browser_and_a_family_on_a_popular_phone(draw: int) -> None:
+    rng = random.Random(10 + draw)
+    customers = rng.randint(600, 2000)
+    rare, odd = rng.sample(PHONES, 2)
+    home = f"81.3.{draw}.9"
+    ref = ReferrerFacts("alice", agents=frozenset({(rare, home), (COMMON, home)}))
+    refs = {"alice": ref}
+    holders = program(customers, **{rare: rng.randint(2, 3), COMMON: customers // 8,
+                                    odd: int(customers * 0.008)})
+    holders[("visitors", home)] = 2
+    at_home = ConversionFacts(1, "bob", 0.0, ("alice",), agents=frozenset({(rare, home)}),
+                              ips=frozenset({home}))
+    found = assess(at_home, refs, holders=holders)
+    assert found.reasons[0].code == "same_device" and found.score >= DECISIVE
+    away = ConversionFacts(2, "bob", 0.0, ("alice",), agents=frozenset({(rare, "10.9.9.9")}))
+    assert assess(away, refs, holders=holders).reasons[0].code == "same_device"
+    # A browser nearly one in a hundred customers use, away from the referrer's address: a
+    # coincidence among hundreds of referrals, not an identity.
+    ref2 = ReferrerFacts("alice", agents=frozenset({(odd, home)}))
+    far = ConversionFacts(4, "eve", 0.0, ("alice",), agents=frozenset({(odd, "10.9.9.9")}))
+    assert assess(far, {"alice": ref2}, holders=holders).reasons == ()
+    # A family: the partner's phone is the same popular model, on the same home address.
+    family = ConversionFacts(3, "dora", 0.0, ("alice",), agents=frozenset({(COMMON, home)}),
+                             ips=frozenset({home}))
+    held = assess(family, refs, holders=holders | {("ip", home): 2})
+    assert held.score < DECISIVE and all(r.family != "identity" for r in held.reasons)
+    # An office's address: few accounts known on it, but many visitors' cookies over time (a
+    # gateway): no evidence at all, not even weak.
+    gateway = "156.140.162.36"
+    colleague = ConversionFacts(5, "fred", 0.0, ("alice",), ips=frozenset({gateway}))
+    boss = ReferrerFacts("alice", ips=frozenset({gateway}))
+    assert assess(colleague, {"alice": boss}, holders={
+        ("ip", gateway): 3, ("visitors", gateway): rng.randint(12, 60)}).reasons == ()
+
+
+def _program_mix(rng: random.Random, n: int, start: int = 0) -> list[tuple[str, str, str]]:
+    """(referrer, customer, browser) of an ordinary program: 40 referrers, the browser mix."""
+    weights = [30.0] + [rng.uniform(0.5, 3.0) for _ in PHONES]
+    browsers = [COMMON, *PHONES]
+    return [(f"r{i % 40}", f"c{start + i}", rng.choices(browsers, weights)[0])
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_device_farm_on_carrier_addresses_is_one_ring_and_an_influencer_none(draw: int
+                                                                               ) -> None:
+    """Twelve to thirty referees of one referrer on three phones, each account from another
+    carrier address (nothing binds them by address); an influencer's forty referees drawn from
+    the program's own browser mix."""
+    rng = random.Random(20 + draw)
+    rows = _program_mix(rng, 600)
+    rows += [("influencer", f"fan{i}", b) for i, (_r, _c, b) in
+             enumerate(_program_mix(rng, 40, 1000))]
+    phones = rng.sample([COMMON, *PHONES[:4]], 3)
+    farm = [("farmer", f"farm{i}", phones[i % 3]) for i in range(rng.randint(12, 30))]
+    rows += farm
+    agents: dict[str, set[str]] = {}
+    for _ref, customer, browser in rows:
+        agents.setdefault(customer, set()).add(browser)
+    rings = device_farms([(r, c) for r, c, _b in rows], agents)
+    assert len(rings) == 1
+    assert rings[0].accounts == {("referrer", "farmer")} | {("customer", c) for _r, c, _b in farm}
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_ring_changing_address_for_every_account_is_bound_by_its_odd_phones(draw: int
+                                                                             ) -> None:
+    """Members refer each other in a chain, each signs up from an address of its own, on a
+    few rare phones; a later purchase or two from one shared address. One ring, whole."""
+    rng = random.Random(30 + draw)
+    size = rng.randint(6, 11)
+    members = [f"m{i}" for i in range(size)]
+    phones = rng.sample(PHONES, 3)
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = [
+        (("customer", m), f"7{draw}.{i}.{rng.randint(0, 255)}.1", f"fp-{m}")
+        for i, m in enumerate(members)]
+    rows += [(("customer", m), "65.11.42.211", None) for m in members[:3]]
+    referrals = [(members[i - 1], members[i]) for i in range(1, size)]
+    referrals += [(members[i + 1], members[i]) for i in range(0, size - 1, 2)]
+    agents = {m: {phones[i % 3]} for i, m in enumerate(members)}
+    # The program's other customers, on ordinary browsers and addresses of their own.
+    for k, (_r, c, b) in enumerate(_program_mix(rng, 500)):
+        rows.append((("customer", c), f"100.{k // 250}.{k % 250}.1", f"fp-{c}"))
+        agents[c] = {b if b not in phones else COMMON}
+    uses = columns_by_account(rows)
+    # The referrers who are members are referrers in the graph.
+    for m in members[1:]:
+        uses[("referrer", m)] = uses.pop(("customer", m))
+    rings = find_rings(uses, referrals, agents=agents)
+    group = set(members)
+    found = [{p for _k, p in r.accounts} for r in rings if r.kind == "ring"]
+    best = max((len(group & f) / len(group | f) for f in found), default=0.0)
+    assert best >= 0.8
+    held = [r for r in rings if r.kind == "ring" and r.score >= DECISIVE]
+    assert held and all(c[0] in ("ip", "device") for r in rings for c in r.shared)
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_campus_club_and_a_carrier_bridge_are_not_a_ring(draw: int) -> None:
+    """A club organiser refers thirty to a hundred students behind one to four campus NAT
+    addresses, on their own phones; a carrier address bridges them to another referrer's
+    people. Named at most as a weak group, never a held ring."""
+    rng = random.Random(40 + draw)
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = []
+    referrals = []
+    nats = [f"130.{draw}.0.{k}" for k in range(rng.randint(1, 4))]
+    for i in range(rng.randint(30, 100)):
+        rows.append((("customer", f"s{i}"), rng.choice(nats), f"phone-{i}"))
+        referrals.append(("club", f"s{i}"))
+    rows.append((("referrer", "club"), nats[0], "club-phone"))
+    for i in range(8):
+        rows.append((("customer", f"o{i}"), "100.64.0.1", f"other-{i}"))
+        referrals.append(("other", f"o{i}"))
+    rows.append((("customer", "s0"), "100.64.0.1", None))
+    rings = shared_infrastructure(columns_by_account(rows), referrals)
+    assert all(r.score < DECISIVE for r in rings)
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_colleagues_on_an_office_computer_are_not_a_device_farm(draw: int) -> None:
+    """Six to twenty colleagues, one fingerprint (the office's standard computer on its
+    network), referred by one of them, most also seen at home; a farm's accounts on one device
+    live on its address only."""
+    rng = random.Random(50 + draw)
+    office = []
+    for i in range(rng.randint(6, 20)):
+        ips = {"156.140.162.36"} | ({f"211.27.{i}.{draw}"} if i % 3 else set())
+        office.append(ConversionFacts(i, f"col{i}", 0.0, ("boss",),
+                                      devices=frozenset({"office-pc"}), ips=frozenset(ips)))
+    farm = [ConversionFacts(100 + i, f"acct{i}", 0.0, ("farmer",),
+                            devices=frozenset({"farm-phone"}), ips=frozenset({"163.1.1.1"}))
+            for i in range(rng.randint(6, 20))]
+    found = shared_device_reasons(office + farm)
+    assert set(found) == {c.conversion_id for c in farm}
+
+
+@pytest.mark.parametrize("buys", [1, 2, 3])
+def test_one_vpn_user_is_one_person_not_a_farm(buys: int) -> None:
+    """A referrer's friend on a VPN signs up and buys (several times): one person behind an
+    anonymous address. Three or more people through hosting addresses are a farm."""
+    def conv(i: int, customer: str, ref: str, hosted: bool) -> ConversionFacts:
+        return ConversionFacts(i, customer, 50_000.0 + i, (ref,), touches=(
+            touch(40_000.0, referrer=ref, hosting=hosted),))
+    rows = [conv(i, f"c{i}", f"r{i % 30}", False) for i in range(300)]
+    rows += [conv(1000 + k, "vpn-friend", "alice", True) for k in range(buys + 1)]
+    rows += [conv(1100, "pal", "alice", False)]
+    rows += [conv(1200 + k, f"bot{k}", "farm", True) for k in range(4)]
+    found = referrer_findings(rows, ProgramContext())
+    assert "alice" not in found or all(f.reason.code != "hosting_share" for f in found["alice"])
+    assert any(f.reason.code == "hosting_share" for f in found.get("farm", []))
