@@ -724,8 +724,10 @@ net AS (
 @dataclass(frozen=True, slots=True)
 class RewardMoney:
     """Rewards of one beneficiary side, currency, status and referrer kind (of conversions in
-    the window): how many, their amounts and what clawbacks took back of them."""
+    the window) and the month of their conversion (YYYY-MM, program time zone): how many, their
+    amounts and what clawbacks took back of them."""
 
+    month: str
     beneficiary: str
     currency: str
     status: str
@@ -779,6 +781,19 @@ class MoneyGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class MonthMoney:
+    """Paying conversions in the window of referred (or other) customers in one currency, by
+    the month (YYYY-MM, program time zone) the conversion occurred."""
+
+    month: str
+    referred: bool
+    currency: str
+    gross: int
+    refunds: int
+    chargebacks: int
+
+
+@dataclass(frozen=True, slots=True)
 class MonthGroup:
     """Customers by the month (in the program's time zone) of their first payment."""
 
@@ -791,9 +806,11 @@ class MonthGroup:
 
 async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: datetime | None,
                           until: datetime | None, currency: str | None, tz: str
-                          ) -> tuple[list[CustomerGroup], list[MoneyGroup], list[MonthGroup]]:
+                          ) -> tuple[list[CustomerGroup], list[MoneyGroup], list[MonthGroup],
+                                     list[MonthMoney]]:
     """The customer side of the economics in one pass over the conversions, aggregated in
-    PostgreSQL: per (customer, currency) first, then by grouping sets."""
+    PostgreSQL: per (customer, currency) first, then by grouping sets; and the money by the
+    month of the paying conversion (from the same CTEs, materialised once)."""
     window = _WINDOW.format(t="n.occurred_at")
     acquired = _WINDOW.format(t="first_at")
     rows = await conn.fetch(
@@ -836,7 +853,8 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
                       p.first_at + interval '90 days' <= (SELECT at FROM as_of) AS e90,
                       p.first_at + interval '365 days' <= (SELECT at FROM as_of) AS e365
                FROM per p)
-           SELECT GROUPING(first_currency) AS by_customer, GROUPING(currency) AS by_money,
+           SELECT false AS monthly,
+                  GROUPING(first_currency) AS by_customer, GROUPING(currency) AS by_money,
                   referred, kind, first_currency, currency, month,
                   count(*) FILTER (WHERE counted) AS customers,
                   count(*) FILTER (WHERE counted AND e90) AS eligible_90d,
@@ -853,11 +871,23 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
                   count(DISTINCT referrer_id) FILTER (WHERE counted) AS referrers
            FROM marked
            GROUP BY GROUPING SETS ((referred, kind, first_currency), (referred, kind, currency),
-                                   (month))""",
+                                   (month))
+           UNION ALL
+           SELECT true, 1, 1, a.referrer_id IS NOT NULL, NULL, NULL, n.currency,
+                  to_char(n.occurred_at AT TIME ZONE $5, 'YYYY-MM'),
+                  0, 0, 0, 0, 0, 0, count(*), sum(n.gross)::bigint, sum(n.refunds)::bigint,
+                  sum(n.chargebacks)::bigint, 0, 0, 0
+           FROM net n JOIN firsts f USING (customer_id)
+           LEFT JOIN acquired a USING (customer_id)
+           WHERE {window} AND ($4::text IS NULL OR (n.currency = $4 AND f.currency = $4))
+           GROUP BY 4, 7, 8""",
         program_id, since, until, currency, tz)
-    customers, money, months = [], [], []
+    customers, money, months, by_month = [], [], [], []
     for r in rows:
-        if r["by_customer"] == 0:
+        if r["monthly"]:
+            by_month.append(MonthMoney(r["month"], r["referred"], r["currency"], r["gross"],
+                                       r["refunds"], r["chargebacks"]))
+        elif r["by_customer"] == 0:
             if r["customers"]:
                 customers.append(CustomerGroup(
                     r["referred"], r["kind"], r["first_currency"], r["customers"],
@@ -870,7 +900,7 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
         else:
             months.append(MonthGroup(r["month"], r["everyone"], r["customers"], r["referred_n"],
                                      r["referrers"]))
-    return customers, money, sorted(months, key=lambda m: m.month)
+    return customers, money, sorted(months, key=lambda m: m.month), by_month
 
 
 async def report_settings(conn: asyncpg.Connection) -> None:
@@ -887,23 +917,26 @@ async def latest_conversion(conn: asyncpg.Connection, program_id: int) -> dateti
 
 
 async def reward_money(conn: asyncpg.Connection, program_id: int, since: datetime | None,
-                       until: datetime | None) -> list[RewardMoney]:
-    """Rewards of the conversions that occurred in [since, until), by beneficiary side,
-    currency, status and the advocate kind of the credited referrer."""
+                       until: datetime | None, tz: str = "UTC") -> list[RewardMoney]:
+    """Rewards of the conversions that occurred in [since, until), by the month of the
+    conversion (in `tz`), beneficiary side, currency, status and the advocate kind of the
+    credited referrer."""
     window = _WINDOW.format(t="c.occurred_at")
     rows = await conn.fetch(
         f"""WITH kinds AS (SELECT r.id, {referrer_kind()} AS kind
                           FROM referrers r WHERE r.program_id = $1),
            clawed AS (SELECT reward_id, -sum(amount) AS amount FROM ledger_entries
                       WHERE program_id = $1 AND kind = 'clawback' GROUP BY reward_id)
-           SELECT w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
+           SELECT to_char(c.occurred_at AT TIME ZONE $4, 'YYYY-MM') AS month,
+                  w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
                   sum(w.amount)::bigint AS amount, coalesce(sum(cl.amount), 0)::bigint AS clawed
            FROM rewards w
            JOIN conversions c ON c.program_id = w.program_id AND c.id = w.conversion_id
            JOIN kinds k ON k.id = w.referrer_id
            LEFT JOIN clawed cl ON cl.reward_id = w.id
            WHERE w.program_id = $1 AND {window}
-           GROUP BY w.beneficiary, w.currency, w.status, k.kind""", program_id, since, until)
+           GROUP BY 1, w.beneficiary, w.currency, w.status, k.kind""",
+        program_id, since, until, tz)
     return [RewardMoney(*r) for r in rows]
 
 
