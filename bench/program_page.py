@@ -60,6 +60,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await generate(conn, int(1_000_000 * args.scale), int(76_000 * args.scale))
             if args.keep:
                 (tmp / "generated").touch()
+        out["reused_data"] = reuse  # then `scale` is that of the run that generated it
         await conn.execute("DELETE FROM report_cache")  # a first view: no copy of the job's
         out["rows"] = {n: await conn.fetchval(f"SELECT count(*) FROM {n}")
                        for n in ("clicks", "conversions")}
