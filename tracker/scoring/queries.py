@@ -809,8 +809,9 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
                           ) -> tuple[list[CustomerGroup], list[MoneyGroup], list[MonthGroup],
                                      list[MonthMoney]]:
     """The customer side of the economics in one pass over the conversions, aggregated in
-    PostgreSQL: per (customer, currency) first, then by grouping sets; and the money by the
-    month of the paying conversion (from the same CTEs, materialised once)."""
+    PostgreSQL: per (customer, currency, month of payment) first, then by grouping sets (a
+    customer counted once, on the row of their first payment's month; money summed over
+    every row, also by the month it was paid in, for the series)."""
     window = _WINDOW.format(t="n.occurred_at")
     acquired = _WINDOW.format(t="first_at")
     rows = await conn.fetch(
@@ -828,6 +829,7 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
            per AS (
                SELECT n.customer_id, n.currency, f.first_at, f.currency AS first_currency,
                       a.referrer_id, k.kind, n.currency = f.currency AS own,
+                      date_trunc('month', n.occurred_at AT TIME ZONE $5) AS pay_month,
                       bool_or(bool_or(n.paying AND n.occurred_at >= f.first_at
                                                                   + interval '90 days'))
                           OVER (PARTITION BY n.customer_id) AS retained,
@@ -845,48 +847,44 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
                LEFT JOIN kinds k ON k.id = a.referrer_id
                WHERE $4::text IS NULL OR (n.currency = $4 AND f.currency = $4)
                GROUP BY n.customer_id, n.currency, f.first_at, f.currency, a.referrer_id,
-                        k.kind),
+                        k.kind, pay_month),
            marked AS (
                SELECT p.*, p.referrer_id IS NOT NULL AS referred,
                       to_char(p.first_at AT TIME ZONE $5, 'YYYY-MM') AS month,
                       p.own AND {acquired} AS counted,
+                      p.own AND p.pay_month = date_trunc('month', p.first_at AT TIME ZONE $5)
+                          AS head,
                       p.first_at + interval '90 days' <= (SELECT at FROM as_of) AS e90,
                       p.first_at + interval '365 days' <= (SELECT at FROM as_of) AS e365
                FROM per p)
-           SELECT false AS monthly,
+           SELECT GROUPING(pay_month) AS by_pay_month,
                   GROUPING(first_currency) AS by_customer, GROUPING(currency) AS by_money,
                   referred, kind, first_currency, currency, month,
-                  count(*) FILTER (WHERE counted) AS customers,
-                  count(*) FILTER (WHERE counted AND e90) AS eligible_90d,
-                  count(*) FILTER (WHERE counted AND e90 AND retained) AS retained_90d,
-                  count(*) FILTER (WHERE counted AND e365) AS eligible_365d,
+                  to_char(pay_month, 'YYYY-MM') AS paid_in,
+                  count(*) FILTER (WHERE counted AND head) AS customers,
+                  count(*) FILTER (WHERE counted AND head AND e90) AS eligible_90d,
+                  count(*) FILTER (WHERE counted AND head AND e90 AND retained)
+                      AS retained_90d,
+                  count(*) FILTER (WHERE counted AND head AND e365) AS eligible_365d,
                   coalesce(sum(net_90d) FILTER (WHERE counted AND e90), 0)::bigint AS net_90d,
                   coalesce(sum(net_365d) FILTER (WHERE counted AND e365), 0)::bigint
                       AS net_365d,
                   count(*) FILTER (WHERE in_window > 0) AS paying,
                   sum(gross)::bigint AS gross, sum(refunds)::bigint AS refunds,
                   sum(chargebacks)::bigint AS chargebacks,
-                  count(*) FILTER (WHERE own) AS everyone,
-                  count(*) FILTER (WHERE counted AND referred) AS referred_n,
+                  count(*) FILTER (WHERE head) AS everyone,
+                  count(*) FILTER (WHERE counted AND head AND referred) AS referred_n,
                   count(DISTINCT referrer_id) FILTER (WHERE counted) AS referrers
            FROM marked
            GROUP BY GROUPING SETS ((referred, kind, first_currency), (referred, kind, currency),
-                                   (month))
-           UNION ALL
-           SELECT true, 1, 1, a.referrer_id IS NOT NULL, NULL, NULL, n.currency,
-                  to_char(n.occurred_at AT TIME ZONE $5, 'YYYY-MM'),
-                  0, 0, 0, 0, 0, 0, count(*), sum(n.gross)::bigint, sum(n.refunds)::bigint,
-                  sum(n.chargebacks)::bigint, 0, 0, 0
-           FROM net n JOIN firsts f USING (customer_id)
-           LEFT JOIN acquired a USING (customer_id)
-           WHERE {window} AND ($4::text IS NULL OR (n.currency = $4 AND f.currency = $4))
-           GROUP BY 4, 7, 8""",
+                                   (month), (referred, currency, pay_month))""",
         program_id, since, until, currency, tz)
     customers, money, months, by_month = [], [], [], []
     for r in rows:
-        if r["monthly"]:
-            by_month.append(MonthMoney(r["month"], r["referred"], r["currency"], r["gross"],
-                                       r["refunds"], r["chargebacks"]))
+        if r["by_pay_month"] == 0:
+            if r["paying"]:
+                by_month.append(MonthMoney(r["paid_in"], r["referred"], r["currency"],
+                                           r["gross"], r["refunds"], r["chargebacks"]))
         elif r["by_customer"] == 0:
             if r["customers"]:
                 customers.append(CustomerGroup(
@@ -927,15 +925,16 @@ async def reward_money(conn: asyncpg.Connection, program_id: int, since: datetim
                           FROM referrers r WHERE r.program_id = $1),
            clawed AS (SELECT reward_id, -sum(amount) AS amount FROM ledger_entries
                       WHERE program_id = $1 AND kind = 'clawback' GROUP BY reward_id)
-           SELECT to_char(c.occurred_at AT TIME ZONE $4, 'YYYY-MM') AS month,
-                  w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
+           SELECT to_char(date_trunc('month', c.occurred_at AT TIME ZONE $4), 'YYYY-MM')
+                      AS month, w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
                   sum(w.amount)::bigint AS amount, coalesce(sum(cl.amount), 0)::bigint AS clawed
            FROM rewards w
            JOIN conversions c ON c.program_id = w.program_id AND c.id = w.conversion_id
            JOIN kinds k ON k.id = w.referrer_id
            LEFT JOIN clawed cl ON cl.reward_id = w.id
            WHERE w.program_id = $1 AND {window}
-           GROUP BY 1, w.beneficiary, w.currency, w.status, k.kind""",
+           GROUP BY date_trunc('month', c.occurred_at AT TIME ZONE $4), w.beneficiary,
+                    w.currency, w.status, k.kind""",
         program_id, since, until, tz)
     return [RewardMoney(*r) for r in rows]
 
