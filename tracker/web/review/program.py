@@ -232,7 +232,7 @@ class PageData:
     computed_at: datetime
 
 
-PageCache = dict[tuple[int, str | None], tuple[float, PageData]]  # -> (expires, monotonic)
+PageCache = dict[tuple[int, str | None], tuple[float, PageData]]  # -> (expiry in monotonic s, data)
 PAGE_CACHE = web.AppKey("refguard_review_program_pages", dict)
 
 
