@@ -20,12 +20,15 @@ import asyncpg
 from tracker import db, metrics
 from tracker.asks.asks import asks_job
 from tracker.asks.candidates import refresh_due
+from tracker.asks.funnel import funnel_report
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
 from tracker.db import lock_key
 from tracker.finance.clearance import publish_metrics, release
+from tracker.finance.experiments import experiments_report
 from tracker.finance.webhooks import deliver_due
 from tracker.privacy import BATCH, reduce_old
+from tracker.scoring import queries as scoring_queries
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.economics import publish_economics_metrics, refresh_report_cache
 from tracker.scoring.risk import scan
@@ -138,6 +141,24 @@ async def candidates(conn: asyncpg.Connection) -> None:
     await refresh_due(conn)
 
 
+# Default views kept by the reports job beyond scoring's (economics, breakdowns): the funnel
+# (asks) and the experiments (finance) sit above scoring, so they are computed here. The
+# program page (tracker/web/review/program.py) reads them while fresh (CACHE_MAX_AGE_S).
+FUNNEL = ("funnel", "")  # funnel_report's default view (by referrer, all time)
+EXPERIMENTS = ("experiments", "")
+
+
+async def report_cache(conn: asyncpg.Connection) -> None:
+    """Every program's default views: scoring's (refresh_report_cache), then the funnel and
+    the experiments report, each stored in its own transaction."""
+    await refresh_report_cache(conn)
+    for program in await scoring_queries.programs_named(conn, None):
+        body = await funnel_report(conn, program.id)
+        await scoring_queries.store_report(conn, program.id, *FUNNEL, body)
+        body = await experiments_report(conn, program.id, program.settings)
+        await scoring_queries.store_report(conn, program.id, *EXPERIMENTS, body)
+
+
 def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     jobs = [
         Job("click_partitions", 3600.0, ensure_click_partitions),
@@ -155,7 +176,7 @@ def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
     # The reports' default views (issue 16), and the per-program gauges read from them.
-    jobs.append(Job("report_cache", 600.0, refresh_report_cache, transaction=False))
+    jobs.append(Job("report_cache", 600.0, report_cache, transaction=False))
     jobs.append(Job("economics_metrics", 60.0, publish_economics_metrics, leader=False))
     if settings.retention_days:
         jobs.append(Job("retention", 600.0, reduce_old_data(settings.retention_days),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiohttp import web
@@ -18,7 +19,11 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY, generate_latest
 
 from tests.helpers import auth
-from tracker.scoring.economics import publish_economics_metrics, refresh_report_cache
+from tracker.scoring.economics import (
+    economics_report,
+    publish_economics_metrics,
+    refresh_report_cache,
+)
 
 Client = TestClient[web.Request, web.Application]
 
@@ -348,3 +353,54 @@ async def test_reports_job_caches_default_views_and_publishes_gauges(
     assert 'refguard_program_incentive_cost{currency="USD",program="acme"} 2500.0' in text
     assert 'refguard_program_roi{currency="USD",program="acme"} 15.0' in text
     assert 'refguard_program_roi{currency="EUR",program="acme"} 5.0' in text
+
+
+async def test_economics_by_month_by_hand(conn: asyncpg.Connection) -> None:
+    """The report's money per calendar month of the program's time zone, from the same pass:
+    referred revenue (net, a refund with its purchase), incentive cost (net) and ROI; the
+    months sum to the totals, and each is the report over that month."""
+    f = await build(conn)
+    paris = {"timezone": "Europe/Paris"}
+    body = await economics_report(conn, f.pid, paris)
+    assert body["by_month"] == [
+        # c1's purchase 20000 less its refund 5000; c1's signup reward 500 (its purchase
+        # reward was paid and clawed back: 0).
+        {"month": "2026-01", "referred_revenue": {"USD": 15000},
+         "incentive_cost": {"USD": 500}, "roi": {"USD": 29.0}},
+        # c2's 30000 charged back; c3 (23:30 UTC on 31 January: February in Paris) 15000 EUR
+        # with 2500 EUR of rewards; c2's reversed and c6's flagged rewards cost nothing.
+        {"month": "2026-02", "referred_revenue": {"EUR": 15000, "USD": 0},
+         "incentive_cost": {"EUR": 2500, "USD": 0}, "roi": {"EUR": 5.0, "USD": None}},
+        # c5's purchase; its reward was rejected.
+        {"month": "2026-03", "referred_revenue": {"USD": 5000},
+         "incentive_cost": {"USD": 0}, "roi": {"USD": None}},
+        # c1's renewal and its approved reward.
+        {"month": "2026-04", "referred_revenue": {"USD": 20000},
+         "incentive_cost": {"USD": 2000}, "roi": {"USD": 9.0}}]
+    for cur in ("USD", "EUR"):
+        assert sum(m["referred_revenue"].get(cur, 0) for m in body["by_month"]) == (
+            body["referred_revenue"][cur]["net"])
+        assert sum(m["incentive_cost"].get(cur, 0) for m in body["by_month"]) == (
+            body["incentive_cost"][cur]["total"]["net"])
+    paris_tz = ZoneInfo("Europe/Paris")
+    for m, (start, end) in zip(body["by_month"], ((1, 2), (2, 3), (3, 4), (4, 5)), strict=True):
+        month = await economics_report(conn, f.pid, paris,
+                                       since=datetime(2026, start, 1, tzinfo=paris_tz),
+                                       until=datetime(2026, end, 1, tzinfo=paris_tz))
+        assert m["referred_revenue"] == {c: v["net"]
+                                         for c, v in month["referred_revenue"].items()}
+        assert m["incentive_cost"] == {c: v["total"]["net"]
+                                       for c, v in month["incentive_cost"].items()}
+        assert m["roi"] == month["roi"]
+    # In UTC, c3 and its rewards fall in January.
+    utc = await economics_report(conn, f.pid, {"timezone": "UTC"})
+    assert utc["by_month"][:2] == [
+        {"month": "2026-01", "referred_revenue": {"EUR": 15000, "USD": 15000},
+         "incentive_cost": {"EUR": 2500, "USD": 500}, "roi": {"EUR": 5.0, "USD": 29.0}},
+        {"month": "2026-02", "referred_revenue": {"USD": 0}, "incentive_cost": {"USD": 0},
+         "roi": {"USD": None}}]
+    # A currency keeps that currency's months; a window, its months.
+    eur = await economics_report(conn, f.pid, paris, currency="EUR")
+    assert [m["month"] for m in eur["by_month"]] == ["2026-02"]
+    window = await economics_report(conn, f.pid, paris, since=at("2026-03-01T00:00"))
+    assert [m["month"] for m in window["by_month"]] == ["2026-03", "2026-04"]

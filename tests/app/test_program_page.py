@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests import program_fixture
+from tracker.jobs import report_cache
 from tracker.programs import queries
 from tracker.scoring.economics import CACHE_MAX_AGE_S
 from tracker.web.pages import CSP
@@ -134,3 +136,53 @@ async def test_the_months_sum_to_the_total_and_the_page_is_kept_for_a_while(
     assert [m.label for m in fresh.months][-1] == "2026-05"
     eur = await program.gather(conn, acme, "EUR", cache)
     assert [(m.label, m.revenue) for m in eur.months] == [("2026-04", 5000), ("2026-05", 0)]
+
+
+async def test_the_page_reads_the_reports_jobs_copies_while_fresh(
+        conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the reports job ran, a first view computes nothing: every report is its copy;
+    a copy that is stale, missing, or an economics made before it had months is computed
+    now, and the page's own copy lasts only as long as its oldest figures stay fresh."""
+    await program_fixture.build(conn)
+    acme = await queries.get_program(conn, "acme")
+    live = await program.gather(conn, acme, None)
+    await report_cache(conn)
+    computed: list[str] = []
+
+    def counting(name: str, real: Any) -> Any:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            computed.append(name)
+            return await real(*args, **kwargs)
+        return run
+
+    for name in ("economics_report", "funnel_report", "experiments_report",
+                 "breakdown_report"):
+        monkeypatch.setattr(program, name, counting(name, getattr(program, name)))
+    copied = await program.gather(conn, acme, None)
+    assert computed == []
+    stored = await conn.fetchval("SELECT min(computed_at) FROM report_cache")
+    assert copied.computed_at == stored
+    assert copied.months == live.months and copied.funnel == live.funnel
+    assert copied.experiments == live.experiments and copied.heat == live.heat
+    # The funnel's copy is stale, the experiments' missing, the economics' of an older
+    # shape: those three are computed now, the heatmap still comes from its copy.
+    await conn.execute("UPDATE report_cache SET computed_at = now() - interval '1 hour' "
+                       "WHERE report = 'funnel'")
+    await conn.execute("DELETE FROM report_cache WHERE report = 'experiments'")
+    await conn.execute("UPDATE report_cache SET body = body - 'by_month' "
+                       "WHERE report = 'economics'")
+    again = await program.gather(conn, acme, None)
+    assert sorted(computed) == ["economics_report", "experiments_report", "funnel_report"]
+    assert again.months == live.months and again.funnel == live.funnel
+    # Copies 14 minutes old: the page keeps what it read for one more minute only.
+    await report_cache(conn)
+    await conn.execute("UPDATE report_cache SET computed_at = now() - interval '14 minutes'")
+    computed.clear()
+    cache: program.PageCache = {}
+    first = await program.gather(conn, acme, None, cache)
+    assert computed == [] and await program.gather(conn, acme, None, cache) is first
+    later = time.monotonic() + 61
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    await conn.execute("UPDATE report_cache SET computed_at = now() - interval '16 minutes'")
+    assert await program.gather(conn, acme, None, cache) is not first
+    assert len(computed) == 4  # the copies are stale by then too (CACHE_MAX_AGE_S)

@@ -77,9 +77,10 @@ async def economics_report(conn: asyncpg.Connection, program_id: int, settings: 
     tz = zone(settings)
     async with conn.transaction():
         await queries.report_settings(conn)
-        customers, money, months = await queries.customer_groups(
+        customers, money, months, month_money = await queries.customer_groups(
             conn, program_id, since=since, until=until, currency=currency, tz=tz.key)
-        rewards = [r for r in await queries.reward_money(conn, program_id, since, until)
+        rewards = [r for r in await queries.reward_money(conn, program_id, since, until,
+                                                         tz.key)
                    if currency is None or r.currency == currency]
         as_of = await queries.latest_conversion(conn, program_id)
     groups, by_kind = _customer_groups(customers, money)
@@ -107,7 +108,38 @@ async def economics_report(conn: asyncpg.Connection, program_id: int, settings: 
         "customers": {g: _finish_group(v) for g, v in groups.items()},
         "by_referrer_kind": {k: _finish_kind(v) for k, v in by_kind.items()},
         "viral": viral_by_month(months),
+        "by_month": money_by_month(month_money, rewards),
     }
+
+
+def money_by_month(money: list[queries.MonthMoney], rewards: list[queries.RewardMoney]
+                   ) -> list[dict[str, Any]]:
+    """The report's money split by calendar month (program time zone) of the conversions it
+    belongs to, oldest first, months with neither referred money nor rewards left out: per
+    currency the referred revenue (net), the incentive cost (total net) and ROI, each as the
+    report over [month start, next month start) with the same `currency` would give it, so
+    the months sum to the report's totals (cohort accounting)."""
+    revenue: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for m in money:
+        if m.referred:
+            revenue[m.month][m.currency] += m.gross - m.refunds - m.chargebacks
+    per_month: dict[str, list[queries.RewardMoney]] = defaultdict(list)
+    for r in rewards:
+        per_month[r.month].append(r)
+    out = []
+    for month in sorted(set(revenue) | set(per_month)):
+        cost, _ = _incentives(per_month.get(month, []),
+                              {k: _kind_row() for k in REFERRER_KINDS})
+        rev = revenue.get(month, {})
+        currencies = sorted(set(rev) | set(cost))
+        net_cost = {c: cost[c]["total"]["net"] if c in cost else 0 for c in currencies}
+        out.append({
+            "month": month,
+            "referred_revenue": {c: rev.get(c, 0) for c in currencies},
+            "incentive_cost": net_cost,
+            "roi": {c: _ratio(rev.get(c, 0) - net_cost[c], net_cost[c]) for c in currencies},
+        })
+    return out
 
 
 def _customer_groups(customers: list[queries.CustomerGroup], money: list[queries.MoneyGroup]

@@ -778,8 +778,10 @@ net AS (
 @dataclass(frozen=True, slots=True)
 class RewardMoney:
     """Rewards of one beneficiary side, currency, status and referrer kind (of conversions in
-    the window): how many, their amounts and what clawbacks took back of them."""
+    the window) and the month of their conversion (YYYY-MM, program time zone): how many, their
+    amounts and what clawbacks took back of them."""
 
+    month: str
     beneficiary: str
     currency: str
     status: str
@@ -833,6 +835,19 @@ class MoneyGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class MonthMoney:
+    """Paying conversions in the window of referred (or other) customers in one currency, by
+    the month (YYYY-MM, program time zone) the conversion occurred."""
+
+    month: str
+    referred: bool
+    currency: str
+    gross: int
+    refunds: int
+    chargebacks: int
+
+
+@dataclass(frozen=True, slots=True)
 class MonthGroup:
     """Customers by the month (in the program's time zone) of their first payment."""
 
@@ -845,9 +860,12 @@ class MonthGroup:
 
 async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: datetime | None,
                           until: datetime | None, currency: str | None, tz: str
-                          ) -> tuple[list[CustomerGroup], list[MoneyGroup], list[MonthGroup]]:
+                          ) -> tuple[list[CustomerGroup], list[MoneyGroup], list[MonthGroup],
+                                     list[MonthMoney]]:
     """The customer side of the economics in one pass over the conversions, aggregated in
-    PostgreSQL: per (customer, currency) first, then by grouping sets."""
+    PostgreSQL: per (customer, currency, month of payment) first, then by grouping sets (a
+    customer counted once, on the row of their first payment's month; money summed over
+    every row, also by the month it was paid in, for the series)."""
     window = _WINDOW.format(t="n.occurred_at")
     acquired = _WINDOW.format(t="first_at")
     rows = await conn.fetch(
@@ -865,6 +883,7 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
            per AS (
                SELECT n.customer_id, n.currency, f.first_at, f.currency AS first_currency,
                       a.referrer_id, k.kind, n.currency = f.currency AS own,
+                      date_trunc('month', n.occurred_at AT TIME ZONE $5) AS pay_month,
                       bool_or(bool_or(n.paying AND n.occurred_at >= f.first_at
                                                                   + interval '90 days'))
                           OVER (PARTITION BY n.customer_id) AS retained,
@@ -882,36 +901,45 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
                LEFT JOIN kinds k ON k.id = a.referrer_id
                WHERE $4::text IS NULL OR (n.currency = $4 AND f.currency = $4)
                GROUP BY n.customer_id, n.currency, f.first_at, f.currency, a.referrer_id,
-                        k.kind),
+                        k.kind, pay_month),
            marked AS (
                SELECT p.*, p.referrer_id IS NOT NULL AS referred,
                       to_char(p.first_at AT TIME ZONE $5, 'YYYY-MM') AS month,
                       p.own AND {acquired} AS counted,
+                      p.own AND p.pay_month = date_trunc('month', p.first_at AT TIME ZONE $5)
+                          AS head,
                       p.first_at + interval '90 days' <= (SELECT at FROM as_of) AS e90,
                       p.first_at + interval '365 days' <= (SELECT at FROM as_of) AS e365
                FROM per p)
-           SELECT GROUPING(first_currency) AS by_customer, GROUPING(currency) AS by_money,
+           SELECT GROUPING(pay_month) AS by_pay_month,
+                  GROUPING(first_currency) AS by_customer, GROUPING(currency) AS by_money,
                   referred, kind, first_currency, currency, month,
-                  count(*) FILTER (WHERE counted) AS customers,
-                  count(*) FILTER (WHERE counted AND e90) AS eligible_90d,
-                  count(*) FILTER (WHERE counted AND e90 AND retained) AS retained_90d,
-                  count(*) FILTER (WHERE counted AND e365) AS eligible_365d,
+                  to_char(pay_month, 'YYYY-MM') AS paid_in,
+                  count(*) FILTER (WHERE counted AND head) AS customers,
+                  count(*) FILTER (WHERE counted AND head AND e90) AS eligible_90d,
+                  count(*) FILTER (WHERE counted AND head AND e90 AND retained)
+                      AS retained_90d,
+                  count(*) FILTER (WHERE counted AND head AND e365) AS eligible_365d,
                   coalesce(sum(net_90d) FILTER (WHERE counted AND e90), 0)::bigint AS net_90d,
                   coalesce(sum(net_365d) FILTER (WHERE counted AND e365), 0)::bigint
                       AS net_365d,
                   count(*) FILTER (WHERE in_window > 0) AS paying,
                   sum(gross)::bigint AS gross, sum(refunds)::bigint AS refunds,
                   sum(chargebacks)::bigint AS chargebacks,
-                  count(*) FILTER (WHERE own) AS everyone,
-                  count(*) FILTER (WHERE counted AND referred) AS referred_n,
+                  count(*) FILTER (WHERE head) AS everyone,
+                  count(*) FILTER (WHERE counted AND head AND referred) AS referred_n,
                   count(DISTINCT referrer_id) FILTER (WHERE counted) AS referrers
            FROM marked
            GROUP BY GROUPING SETS ((referred, kind, first_currency), (referred, kind, currency),
-                                   (month))""",
+                                   (month), (referred, currency, pay_month))""",
         program_id, since, until, currency, tz)
-    customers, money, months = [], [], []
+    customers, money, months, by_month = [], [], [], []
     for r in rows:
-        if r["by_customer"] == 0:
+        if r["by_pay_month"] == 0:
+            if r["paying"]:
+                by_month.append(MonthMoney(r["paid_in"], r["referred"], r["currency"],
+                                           r["gross"], r["refunds"], r["chargebacks"]))
+        elif r["by_customer"] == 0:
             if r["customers"]:
                 customers.append(CustomerGroup(
                     r["referred"], r["kind"], r["first_currency"], r["customers"],
@@ -924,7 +952,7 @@ async def customer_groups(conn: asyncpg.Connection, program_id: int, *, since: d
         else:
             months.append(MonthGroup(r["month"], r["everyone"], r["customers"], r["referred_n"],
                                      r["referrers"]))
-    return customers, money, sorted(months, key=lambda m: m.month)
+    return customers, money, sorted(months, key=lambda m: m.month), by_month
 
 
 async def report_settings(conn: asyncpg.Connection) -> None:
@@ -941,23 +969,27 @@ async def latest_conversion(conn: asyncpg.Connection, program_id: int) -> dateti
 
 
 async def reward_money(conn: asyncpg.Connection, program_id: int, since: datetime | None,
-                       until: datetime | None) -> list[RewardMoney]:
-    """Rewards of the conversions that occurred in [since, until), by beneficiary side,
-    currency, status and the advocate kind of the credited referrer."""
+                       until: datetime | None, tz: str = "UTC") -> list[RewardMoney]:
+    """Rewards of the conversions that occurred in [since, until), by the month of the
+    conversion (in `tz`), beneficiary side, currency, status and the advocate kind of the
+    credited referrer."""
     window = _WINDOW.format(t="c.occurred_at")
     rows = await conn.fetch(
         f"""WITH kinds AS (SELECT r.id, {referrer_kind()} AS kind
                           FROM referrers r WHERE r.program_id = $1),
            clawed AS (SELECT reward_id, -sum(amount) AS amount FROM ledger_entries
                       WHERE program_id = $1 AND kind = 'clawback' GROUP BY reward_id)
-           SELECT w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
+           SELECT to_char(date_trunc('month', c.occurred_at AT TIME ZONE $4), 'YYYY-MM')
+                      AS month, w.beneficiary, w.currency, w.status, k.kind, count(*) AS n,
                   sum(w.amount)::bigint AS amount, coalesce(sum(cl.amount), 0)::bigint AS clawed
            FROM rewards w
            JOIN conversions c ON c.program_id = w.program_id AND c.id = w.conversion_id
            JOIN kinds k ON k.id = w.referrer_id
            LEFT JOIN clawed cl ON cl.reward_id = w.id
            WHERE w.program_id = $1 AND {window}
-           GROUP BY w.beneficiary, w.currency, w.status, k.kind""", program_id, since, until)
+           GROUP BY date_trunc('month', c.occurred_at AT TIME ZONE $4), w.beneficiary,
+                    w.currency, w.status, k.kind""",
+        program_id, since, until, tz)
     return [RewardMoney(*r) for r in rows]
 
 

@@ -901,7 +901,11 @@ ECONOMICS_DEFINITIONS = (
     "referrers (distinct referrers of them), per_referrer = referred_customers / referrers "
     "(referred customers per referring customer), customers_before (first payment before the "
     "month) and per_customer = referred_customers / customers_before (the viral coefficient "
-    "per customer of the program). `currency` keeps that currency's money and the customers "
+    "per customer of the program). by_month, per calendar month (program settings.timezone) "
+    "of the conversions the money belongs to, months with neither referred money nor "
+    "rewards left out: referred_revenue (net), incentive_cost (total net) and roi per "
+    "currency, as this report over that month alone gives them (the months sum to the "
+    "totals). `currency` keeps that currency's money and the customers "
     "whose first payment was in it. Ratios are rounded to 6 places, money averages to 2. "
     "The default view (no since, until or currency) is served from the reports job's copy "
     "while it is under 15 minutes old (`cached`, `computed_at`).")
@@ -926,7 +930,8 @@ SCHEMAS.update({
         "type": "object",
         "required": ["program", "since", "until", "currency", "as_of", "referred_customers",
                      "referred_revenue", "incentive_cost", "roi", "cost_per_referred_customer",
-                     "fraud_prevented", "customers", "by_referrer_kind", "viral"],
+                     "fraud_prevented", "customers", "by_referrer_kind", "viral",
+                     "by_month"],
         "description": ECONOMICS_DEFINITIONS,
         "properties": {
             "program": {"type": "string"}, **_FRESHNESS,
@@ -970,6 +975,14 @@ SCHEMAS.update({
                     "per_referrer": {"type": ["number", "null"]},
                     "customers_before": {"type": "integer"},
                     "per_customer": {"type": ["number", "null"]}}}},
+            "by_month": {"type": "array", "items": {
+                "type": "object",
+                "required": ["month", "referred_revenue", "incentive_cost", "roi"],
+                "properties": {
+                    "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                    "referred_revenue": _MONEY_BY_CURRENCY,
+                    "incentive_cost": _MONEY_BY_CURRENCY,
+                    "roi": _RATIO_BY_CURRENCY}}},
         },
     },
     "EconomicsMoney": {

@@ -5,20 +5,23 @@ the API (tracker.scoring.economics, tracker.asks.funnel, tracker.finance.experim
 them with tracker.web.review.charts; every chart has a table of its numbers under it, and a
 program without data gets a sentence per chart instead.
 
-The economics over time are the economics report of each calendar month (program time zone)
-of the last MONTHS months up to the latest conversion: the report's cohort accounting makes a
-month's figures those of its own conversions. That is one report per month, and the funnel
-and the experiment are computed on request too, so what the page read is kept per program and
-currency for CACHE_MAX_AGE_S (as stale as the reports job's copies may be) in the app
-(`PAGE_CACHE`, at most PAGES_KEPT entries); the page says when its figures were computed.
-bench/program_page.py measures both.
+The economics over time are the economics report's per-month series (`by_month`: each
+calendar month in the program time zone of the last MONTHS months up to the latest
+conversion; the report's cohort accounting makes a month's figures those of its own
+conversions, and the months sum to the report's totals). Every report the page draws is a
+default view the reports job keeps (tracker.jobs.report_cache: economics and weekday x hour
+breakdown by scoring, the funnel and the experiments report beside them); the page reads each
+copy while it is under CACHE_MAX_AGE_S old and computes a report live only when its copy is
+missing or stale. What the page read is also kept per program and currency in the app
+(`PAGE_CACHE`, at most PAGES_KEPT entries) until its oldest figures are CACHE_MAX_AGE_S old;
+the page says when its figures were computed. bench/program_page.py measures both.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +33,7 @@ from tracker.asks.funnel import STAGES, funnel_report
 from tracker.errors import NotFound
 from tracker.finance.experiments import experiments_report
 from tracker.formats import DECIMALS
+from tracker.jobs import EXPERIMENTS, FUNNEL
 from tracker.programs import queries
 from tracker.scoring.economics import (
     CACHE_MAX_AGE_S,
@@ -74,10 +78,13 @@ def month_starts(last: datetime, count: int = MONTHS) -> list[datetime]:
     return out
 
 
-def month_row(label: str, report: dict[str, Any], currency: str) -> Month:
-    revenue = report["referred_revenue"].get(currency, {}).get("net", 0)
-    cost = report["incentive_cost"].get(currency, {}).get("total", {}).get("net", 0)
-    return Month(label, revenue, cost, report["roi"].get(currency))
+def month_row(label: str, month: dict[str, Any] | None, currency: str) -> Month:
+    """A month of the economics' `by_month` series in one currency (None: nothing that
+    month)."""
+    if month is None:
+        return Month(label, 0, 0, None)
+    return Month(label, month["referred_revenue"].get(currency, 0),
+                 month["incentive_cost"].get(currency, 0), month["roi"].get(currency))
 
 
 def currencies_of(economics: dict[str, Any]) -> list[str]:
@@ -116,28 +123,28 @@ def funnel_steps(total: dict[str, Any]) -> list[charts.Step]:
 
 
 async def _cached_or(conn: asyncpg.Connection, program: queries.Program, report: str,
-                     params: str) -> dict[str, Any]:
+                     params: str, live: Callable[[], Awaitable[dict[str, Any]]], *,
+                     valid: Callable[[dict[str, Any]], bool] = lambda body: True
+                     ) -> tuple[dict[str, Any], datetime]:
+    """The reports job's copy of a default view while it is fresh (and `valid`), else `live()`
+    now; with when it was computed."""
     cached = await cached_report(conn, program.id, report, params, CACHE_MAX_AGE_S)
-    if cached is not None:
-        return cached.body
-    if report == "economics":
-        return await economics_report(conn, program.id, program.settings)
-    return await breakdown_report(conn, program.id, program.settings, HEAT)
+    if cached is not None and valid(cached.body):
+        return cached.body, cached.computed_at
+    return await live(), datetime.now(UTC)
 
 
-async def months_of(conn: asyncpg.Connection, program: queries.Program,
-                    economics: dict[str, Any], currency: str) -> list[Month]:
-    """The economics of each of the last MONTHS calendar months with money (see module)."""
+def months_of(program: queries.Program, economics: dict[str, Any], currency: str
+              ) -> list[Month]:
+    """The last MONTHS calendar months of the economics' `by_month` series, from the first
+    with money (see module)."""
     if not economics.get("as_of"):
         return []
-    tz = zone(program.settings)
-    last = datetime.fromisoformat(economics["as_of"].replace("Z", "+00:00")).astimezone(tz)
-    starts = month_starts(last)
-    out = []
-    for since, until in itertools.pairwise(starts):
-        report = await economics_report(conn, program.id, program.settings, since=since,
-                                        until=until, currency=currency)
-        out.append(month_row(since.strftime("%Y-%m"), report, currency))
+    last = datetime.fromisoformat(economics["as_of"].replace("Z", "+00:00")).astimezone(
+        zone(program.settings))
+    series = {m["month"]: m for m in economics.get("by_month") or []}
+    labels = [since.strftime("%Y-%m") for since in month_starts(last)[:-1]]
+    out = [month_row(label, series.get(label), currency) for label in labels]
     # Drop the empty months before the first with money.
     while out and not (out[0].revenue or out[0].cost):
         out.pop(0)
@@ -225,32 +232,40 @@ class PageData:
     computed_at: datetime
 
 
-PageCache = dict[tuple[int, str | None], tuple[float, PageData]]
+PageCache = dict[tuple[int, str | None], tuple[float, PageData]]  # -> (expiry in monotonic s, data)
 PAGE_CACHE = web.AppKey("refguard_review_program_pages", dict)
 
 
 async def gather(conn: asyncpg.Connection, program: queries.Program, asked: str | None,
                  cache: PageCache | None = None) -> PageData:
-    """Every report the page draws, or the copy of them made less than CACHE_MAX_AGE_S ago
+    """Every report the page draws: the reports job's copies where fresh, the others computed
+    now; or the page's own copy of them while its oldest figures are under CACHE_MAX_AGE_S old
     (bench/program_page.py times this)."""
     asked = asked if asked is not None and _CODE.fullmatch(asked) else None
     key = (program.id, asked)
     now = time.monotonic()
     hit = None if cache is None else cache.get(key)
-    if hit is not None and now - hit[0] < CACHE_MAX_AGE_S:
+    if hit is not None and now < hit[0]:
         return hit[1]
-    economics = await _cached_or(conn, program, "economics", "")
-    currency = pick_currency(asked, economics, program.settings)
-    months = await months_of(conn, program, economics, currency) if currency else []
-    funnel = await funnel_report(conn, program.id)
-    experiments = await experiments_report(conn, program.id, program.settings)
-    heat = await _cached_or(conn, program, "breakdown", breakdown_params(HEAT))
-    data = PageData(economics, currency, months, funnel, experiments, heat,
-                    datetime.now(UTC))
+    pid, settings = program.id, program.settings
+    # A copy made before the economics had its months is computed again.
+    economics, e_at = await _cached_or(
+        conn, program, "economics", "", lambda: economics_report(conn, pid, settings),
+        valid=lambda body: "by_month" in body)
+    currency = pick_currency(asked, economics, settings)
+    months = months_of(program, economics, currency) if currency else []
+    funnel, f_at = await _cached_or(conn, program, *FUNNEL, lambda: funnel_report(conn, pid))
+    experiments, x_at = await _cached_or(conn, program, *EXPERIMENTS,
+                                         lambda: experiments_report(conn, pid, settings))
+    heat, h_at = await _cached_or(conn, program, "breakdown", breakdown_params(HEAT),
+                                  lambda: breakdown_report(conn, pid, settings, HEAT))
+    computed_at = min(e_at, f_at, x_at, h_at)
+    data = PageData(economics, currency, months, funnel, experiments, heat, computed_at)
     if cache is not None:
         if len(cache) >= PAGES_KEPT:
             cache.pop(min(cache, key=lambda k: cache[k][0]))
-        cache[key] = (now, data)
+        age = (datetime.now(UTC) - computed_at).total_seconds()
+        cache[key] = (now + CACHE_MAX_AGE_S - max(age, 0.0), data)
     return data
 
 
