@@ -137,9 +137,9 @@ def _inverse_diagonal(levels: list[_Level], core: sparse.csr_matrix, core_invers
         b_coo, c_coo = lv.b.tocoo(), lv.c.tocoo()
         bl, bc, b_vals = b_coo.row, b_coo.col, b_coo.data  # B[l, c] != 0: Z[c, l] is needed
         cc, cl = c_coo.row, c_coo.col  # C[c, l] != 0: Z[l, c] is needed
+        # (Z' C)[c, l] = (C^T Z'^T)[l, c]: rows of C^T are leaves.
         z_cl = -_sampled_product(lv.c.T.tocsr(), z.T if isinstance(z, np.ndarray)
                                  else z.T.tocsr(), bl, bc) / lv.d[bl]
-        # (Z' C)[c, l] = (C^T Z'^T)[l, c]: rows of C^T are leaves.
         z_lc = -_sampled_product(lv.b, z, cl, cc) / lv.d[cl]
         z_ll = (1.0 - np.bincount(bl, weights=b_vals * z_cl, minlength=n_leaf)) / lv.d
         # Assemble Z on this level's numbering.
