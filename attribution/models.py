@@ -40,8 +40,8 @@ from typing import TypeVar
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse import csgraph
-from scipy.sparse import linalg as splinalg
+
+from attribution.absorbing import removal_quantities
 
 R = TypeVar("R", bound=Hashable)
 
@@ -164,16 +164,15 @@ class MarkovModel:
         return self
 
     def _solve(self, counts: Counter[tuple[object, object]]) -> None:
-        """Removal effects of every state from one factorisation.
+        """Removal effects of every state from one elimination.
 
         With h the absorption probabilities into conversion and N = (I - Q)^-1 the fundamental
         matrix, a walk from start that never visits r converts with probability
         h[start] - P(start hits r) h[r], and P(start hits r) = N[start, r] / N[r, r] (strong
         Markov property at the first visit of r). Removing r (its incoming transitions go to
         null) leaves exactly those walks, so P(conv without r) = h[start] - N[s,r] / N[r,r] h[r].
-        N[r, r] only depends on r's strongly connected component (a walk that leaves it never
-        returns), so the diagonal comes from one dense inverse per component, and states in no
-        cycle have N[r, r] = 1 exactly (or 1 / (1 - self-loop)).
+        h and N[start, :] are two solves and diag(N) a selected inversion (`_Elimination`),
+        exact up to rounding, at the cost of the dense core the elimination leaves.
         """
         n = len(self.states_)
         index = {s: i + 1 for i, s in enumerate(self.states_)}
@@ -193,23 +192,7 @@ class MarkovModel:
                 vals.append(p)
         size = n + 1
         q = sparse.csr_matrix((vals, (rows, cols)), shape=(size, size))
-        lu = splinalg.splu((sparse.identity(size, format="csc") - q).tocsc())
-        h = lu.solve(conv)
-        e_start = np.zeros(size)
-        e_start[0] = 1.0
-        n_start = lu.solve(e_start, trans="T")  # row `start` of N
-        diag = np.ones(size)
-        _count, labels = csgraph.connected_components(q, directed=True, connection="strong")
-        members: dict[int, list[int]] = defaultdict(list)
-        for state, label in enumerate(labels):
-            members[int(label)].append(state)
-        for group in members.values():
-            if len(group) == 1:
-                loop = float(q[group[0], group[0]])
-                diag[group[0]] = 1.0 / (1.0 - loop)
-                continue
-            block = q[group][:, group].toarray()
-            diag[group] = np.diagonal(np.linalg.inv(np.eye(len(group)) - block))
+        h, n_start, diag = removal_quantities(q, conv)
         base = float(h[0])
         self.conversion_probability_ = base
         self.removal_effects_ = {}

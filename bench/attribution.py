@@ -14,6 +14,14 @@ popularity, `--referrers`); generated NDJSON files; then, timed in this process:
   journeys as stored (converting ones from touchpoints, lost ones from visitors who never
   converted). Targets: import >= 20,000 clicks/s; every model under 60 s.
 
+With `--journeys N` only the models are timed, on N journeys generated in memory with the same
+distribution (1-5 touches on power-law referrers, 45% converting; no PostgreSQL), with the peak
+resident memory of the process: the scale of a large program,
+
+    .venv/bin/python -m bench.attribution --journeys 2000000 --referrers 20000
+
+Target: every model under 60 s and the process under 4 GiB.
+
 Prints a table and writes JSON to bench/results/attribution-<timestamp>.json.
 """
 
@@ -21,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
+import resource
 import shutil
 import tempfile
 import time
@@ -32,7 +42,7 @@ from typing import Any
 
 import asyncpg
 
-from attribution.models import HEURISTIC_MODELS, MODELS, Touch, heuristic_credits
+from attribution.models import HEURISTIC_MODELS, MODELS, Journey, Touch, heuristic_credits
 from bench.results import save
 from geo.reader import GeoReader
 from tracker import db
@@ -92,6 +102,60 @@ def generate(folder: Path, n_clicks: int, n_conversions: int, n_referrers: int,
     return clicks_path, conv_path
 
 
+def synthetic_journeys(n_journeys: int, n_referrers: int, *, seed: int = 7
+                       ) -> tuple[list[Journey], list[tuple[list[Touch], float]]]:
+    """Journeys as `generate` draws visitors (1-5 touches on power-law referrers, 45% convert),
+    in memory: every journey, and the touches and conversion time of the converting ones."""
+    rng = random.Random(seed)
+    cum = list(itertools.accumulate(1 / (i + 1) ** 1.1 for i in range(n_referrers)))
+    population = range(n_referrers)
+    journeys: list[Journey] = []
+    converting: list[tuple[list[Touch], float]] = []
+    start = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+    for _ in range(n_journeys):
+        k = rng.choice((1, 1, 1, 2, 2, 3, 4, 5))
+        refs = tuple(rng.choices(population, cum_weights=cum, k=k))
+        if rng.random() < 0.45:
+            journeys.append(Journey(refs, conversions=1))
+            t = start + rng.uniform(0, 60 * 86400)
+            touches = []
+            for ref in refs:
+                t += rng.uniform(0.1, 72) * 3600
+                touches.append(Touch(ref, t))
+            converting.append((touches, t + 3600))
+        else:
+            journeys.append(Journey(refs, lost=1))
+    return journeys, converting
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def models_only(args: argparse.Namespace) -> dict[str, Any]:
+    t = time.perf_counter()
+    journeys, converting = synthetic_journeys(args.journeys, args.referrers)
+    gen_s = time.perf_counter() - t
+    print(f"generated {len(journeys):,} journeys ({len(converting):,} converting) over "
+          f"{args.referrers:,} referrers in {gen_s:.1f}s; peak RSS {peak_rss_mib():,.0f} MiB")
+    models: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    for model in MODELS:  # one at a time, to note the peak after each
+        models.update(time_models(journeys, converting, only=model))
+        peaks[model] = round(peak_rss_mib())
+        print(f"  {model:<15} fit + apply {models[model]:>7.2f}s  peak RSS {peaks[model]:,} MiB",
+              flush=True)
+    return {
+        "benchmark": "attribution-models", "at": datetime.now(UTC).isoformat(),
+        "referrers": args.referrers,
+        "journeys": {"total": len(journeys), "converting": len(converting),
+                     "generate_seconds": round(gen_s, 2)},
+        "models_seconds": {m: round(s, 2) for m, s in models.items()},
+        "peak_rss_mib_after": peaks, "peak_rss_mib": round(peak_rss_mib()),
+        "model_target_seconds": 60, "memory_target_mib": 4096,
+    }
+
+
 async def seed(conn: asyncpg.Connection, n_referrers: int) -> None:
     pid = await conn.fetchval(
         """INSERT INTO programs (slug, name, destination_domains, settings)
@@ -128,10 +192,10 @@ async def baseline_copy(conn: asyncpg.Connection, n: int) -> float:
     return elapsed
 
 
-def time_models(journeys: list[Any], converting: list[tuple[list[Touch], float]]
-                ) -> dict[str, float]:
+def time_models(journeys: list[Any], converting: list[tuple[list[Touch], float]],
+                only: str | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
-    for model in MODELS:
+    for model in (only,) if only else MODELS:
         started = time.perf_counter()
         if model in HEURISTIC_MODELS:
             for touches, at in converting:
@@ -232,9 +296,21 @@ def cli() -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of 1,000,000 clicks / 200,000 conversions (default 1)")
     parser.add_argument("--referrers", type=int, default=5000,
-                        help="referrers with power-law popularity (default 5,000; Markov's "
-                             "cost grows with the cube of the largest cycle of referrers)")
+                        help="referrers with power-law popularity (default 5,000)")
+    parser.add_argument("--journeys", type=int, default=0,
+                        help="time only the models, on this many journeys generated in "
+                             "memory (no PostgreSQL), with the peak resident memory")
     args = parser.parse_args()
+    if args.journeys:
+        if args.journeys < 1 or args.referrers < 1:
+            parser.error("--journeys and --referrers must be positive")
+        result = models_only(args)
+        verdict = all(s < 60 for s in result["models_seconds"].values())
+        print(f"every model under 60 s: {'ok' if verdict else 'missed'}; peak RSS "
+              f"{result['peak_rss_mib']:,} MiB ({'ok' if result['peak_rss_mib'] < 4096 else 'over'}"
+              " the 4 GiB target)")
+        save("attribution", result)
+        return
     result = asyncio.run(main(args))
     report(result)
     save("attribution", result)
