@@ -10,8 +10,10 @@ used; each handler passes its context explicitly.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -20,6 +22,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from tracker import db
+
+log = logging.getLogger(__name__)
 # Only the page's own stylesheet and script, from this origin (no inline style or script at
 # all), each pinned to its content by its integrity attribute.
 CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; form-action 'self'; "
@@ -102,3 +107,27 @@ class Pages:
             raise web.HTTPNotFound()
         return web.Response(body=asset.body, content_type=asset.content_type, charset="utf-8",
                             headers=STATIC_HEADERS)
+
+
+PageHandler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def database_guarded(handler: PageHandler) -> PageHandler:
+    """A page handler whose database is lost (a restart, a failover: `tracker.db.UNAVAILABLE`)
+    answers a plain 503 with `Retry-After: 1`, logged as a warning, never a 500; the pool
+    replaces the dead connection, so a later request succeeds. The review page's guards
+    (tracker.web.review.sessions) and the unguarded page handlers (login, the share page) use
+    it: the JSON API's counterpart is tracker.web.api.errors."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except db.UNAVAILABLE as exc:
+            log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+            resp = web.Response(status=503, text="The database is unavailable; retry shortly.",
+                                headers={**HEADERS, "Retry-After": "1"})
+            resp.force_close()
+            return resp
+
+    return guarded

@@ -35,6 +35,7 @@ from tracker import audit
 from tracker.auth import Principal, hash_token
 from tracker.web import keys
 from tracker.web.bodies import BodyError, read_form
+from tracker.web.pages import database_guarded
 from tracker.web.review.render import page, see_other
 
 COOKIE = "rg_review"
@@ -159,7 +160,7 @@ def reading(handler: Viewer) -> Callable[[web.Request], Awaitable[web.Response]]
             return see_other("/review/login")
         return await handler(request, session)
 
-    return guarded
+    return database_guarded(guarded)
 
 
 def viewing(handler: Viewer) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -173,7 +174,7 @@ def viewing(handler: Viewer) -> Callable[[web.Request], Awaitable[web.Response]]
             return not_yours(request)
         return await handler(request, session)
 
-    return guarded
+    return database_guarded(guarded)
 
 
 def deciding(handler: Decider, *, roles: tuple[str, ...] = ROLES
@@ -198,7 +199,7 @@ def deciding(handler: Decider, *, roles: tuple[str, ...] = ROLES
             return page(request, "forbidden.html", {"title": "Not allowed"}, status=403)
         return await handler(request, session, form)
 
-    return guarded
+    return database_guarded(guarded)
 
 
 def leaving(handler: Decider) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -26,6 +26,7 @@ from tracker.finance.evidence import (
 from tracker.finance.ledger import FROM_STATUS, decide
 from tracker.web import keys
 from tracker.web.bodies import BodyError
+from tracker.web.pages import database_guarded
 from tracker.web.review import cases, program, render
 from tracker.web.review.filters import age, counted
 from tracker.web.review.graph import NODE_TYPES, layout
@@ -105,6 +106,7 @@ async def login_form(request: web.Request) -> web.Response:
     return login_page(request)
 
 
+@database_guarded
 async def login(request: web.Request) -> web.Response:
     # Decided on the headers before the body is read (sessions.py: login CSRF, stranger's body).
     if cross_site(request):

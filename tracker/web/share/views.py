@@ -21,7 +21,7 @@ from tracker.asks import queries
 from tracker.asks.sharing import LABELS, TARGET_SOURCES, SharePage, message, open_page, share
 from tracker.web import keys
 from tracker.web.bodies import BodyError, read_form
-from tracker.web.pages import CSP, HEADERS, Pages
+from tracker.web.pages import CSP, HEADERS, Pages, database_guarded
 from tracker.web.review.sessions import body_refused, cross_site
 from tracker.web.review.views import number
 
@@ -56,6 +56,7 @@ async def _open(request: web.Request) -> SharePage | None:
         return await open_page(conn, settings.secret_key, settings.base_url, token)
 
 
+@database_guarded
 async def show(request: web.Request) -> web.Response:
     page = await _open(request)
     if page is None:
@@ -78,6 +79,7 @@ async def show(request: web.Request) -> web.Response:
     return PAGES.render(request, "share.html", context)
 
 
+@database_guarded
 async def press(request: web.Request) -> web.Response:
     if cross_site(request):
         return _missing(request, 403, "Shares are recorded only from the share page itself.")
