@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from tracker import db
 from tracker.errors import Conflict, NotFound
+from tracker.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,8 @@ class TokenCache:
         self._generation = 0  # bumped by every drop: a look-up that raced one is not cached
         self._following = False
         self._followed = asyncio.Event()  # set while following
-        self._task: asyncio.Task[None] | None = None
-        self._dsn = ""
+        self.listener: Listener | None = None
+        self._started = False
         self.dropped = 0  # tokens dropped on notice (for tests and curiosity)
 
     @property
@@ -227,53 +227,38 @@ class TokenCache:
         except ValueError:
             self.drop()
 
+    def follow(self, listener: Listener) -> None:
+        """Follow the channel on `listener` (the worker's shared one, tracker.web.app) rather
+        than a connection of its own; before `start`."""
+        self.listener = listener
+        listener.subscribe(CHANNEL, self._on_notify, on_connect=self._on_connect,
+                           on_lost=self._on_lost)
+
+    async def _on_connect(self, conn: asyncpg.Connection) -> None:
+        self.drop()  # whatever changed while nobody listened
+        self._following = True
+        self._followed.set()
+
+    def _on_lost(self) -> None:
+        self._following = False
+        self._followed.clear()
+        self.drop()
+
     async def start(self, dsn: str, wait_s: float = 0.0) -> None:
         """Follow the channel (reconnecting as needed). Returns at once, or once following
         (at most `wait_s`): until then requests simply look their tokens up."""
-        self._dsn = dsn
-        self._task = asyncio.create_task(self._follow_forever(), name="token-cache")
+        listener = self.listener
+        if listener is None:
+            listener = Listener(dsn, name="token-cache")
+            self.follow(listener)
+        listener.start()
+        self._started = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._followed.wait(), timeout=wait_s)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._started and self.listener is not None:
+            self._started = False
+            await self.listener.close()
         self._following = False
         self._followed.clear()
-
-    async def _follow_forever(self) -> None:
-        backoff = 0.1
-        while True:
-            lost = asyncio.Event()
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await db.connect(self._dsn, timeout=5)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._on_notify)
-                self.drop()  # whatever changed while nobody listened
-                self._following = True
-                self._followed.set()
-                backoff = 0.1
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), timeout=10)
-                    if not lost.is_set():
-                        try:
-                            async with asyncio.timeout(5):
-                                await conn.execute("SELECT 1")
-                        except db.RETRYABLE:
-                            lost.set()
-            except db.RETRYABLE as exc:
-                log.warning("token cache listener: %s; retrying in %.1fs", exc, backoff)
-            finally:
-                self._following = False
-                self._followed.clear()
-                self.drop()
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)

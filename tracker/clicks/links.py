@@ -1,8 +1,9 @@
 """Every link in memory, so the redirect never awaits the database.
 
 The cache loads all links at start-up, then follows `NOTIFY refguard_links` (sent by triggers on
-links and programs) on a dedicated connection; after a reconnect it reloads everything, since
-notifications sent while it was away are lost. A code that is not in memory is looked up once
+links and programs) on the worker's listener connection (tracker.listener, shared with the token
+cache); after a reconnect it reloads everything, since notifications sent while it was away are
+lost. A code that is not in memory is looked up once
 (the link may have been created a moment ago on another worker, before its notification arrived)
 and then remembered as unknown for a while: repeated unknown codes never reach the database.
 A snapshot file lets a worker that restarts while PostgreSQL is down serve the links it knew.
@@ -27,6 +28,7 @@ import asyncpg
 
 from tracker import db, metrics
 from tracker.clicks import queries
+from tracker.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +126,23 @@ def _entry(row: asyncpg.Record) -> LinkEntry:
 
 
 class LinkCache:
-    def __init__(self, dsn: str, snapshot: Path | None = None) -> None:
+    def __init__(self, dsn: str, snapshot: Path | None = None, *,
+                 listener: Listener | None = None) -> None:
+        """`listener`: the worker's shared listener (tracker.web.app); else one of its own."""
         self.dsn = dsn
         self.snapshot = snapshot
         self.links: dict[str, LinkEntry] = {}
         self._negative: OrderedDict[str, float] = OrderedDict()
-        self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
         self._in_flight: dict[str, asyncio.Future[LinkEntry | None]] = {}
-        # One connection serves the listener, refreshes and miss look-ups, one query at a time.
-        self._conn_lock = asyncio.Lock()
+        # One connection serves the listener, refreshes and miss look-ups, one query at a time
+        # (under listener.lock).
+        self.listener = listener or Listener(dsn, name="link-cache")
+        self.listener.subscribe(CHANNEL, self._on_notify, on_connect=self._load_all)
+        self._started = False
+
+    @property
+    def _conn(self) -> asyncpg.Connection | None:
+        return self.listener.conn
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -199,7 +207,7 @@ class LinkCache:
         if conn is None:
             return None
         try:
-            async with asyncio.timeout(1.0), self._conn_lock:
+            async with asyncio.timeout(1.0), self.listener.lock:
                 entry = await self._load_code(conn, code)
         except db.RETRYABLE as exc:
             log.warning("link lookup for a missing code failed: %s", exc)
@@ -237,7 +245,7 @@ class LinkCache:
         if conn is None:
             return
         try:
-            async with self._conn_lock:
+            async with self.listener.lock:
                 await self._load_code(conn, code)
         except db.RETRYABLE as exc:
             log.warning("link refresh failed: %s", exc)
@@ -247,60 +255,26 @@ class LinkCache:
         if conn is None:
             return
         try:
-            async with self._conn_lock:
+            async with self.listener.lock:
                 await self._load_program(conn, program_id)
         except db.RETRYABLE as exc:
             log.warning("program refresh failed: %s", exc)
 
-    async def _listen_forever(self) -> None:
-        backoff = 0.1
-        while True:
-            lost = asyncio.Event()
-            try:
-                conn = await db.connect(self.dsn, timeout=5)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._on_notify)
-                await self._load_all(conn)  # after LISTEN, so nothing falls in between
-                self._conn = conn
-                self._connected.set()
-                backoff = 0.1
-                while not lost.is_set():
-                    # Notifications arrive on their own; the ping notices a silent dead peer.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), timeout=10)
-                    if not lost.is_set():
-                        try:
-                            async with asyncio.timeout(5), self._conn_lock:
-                                await conn.execute("SELECT 1")
-                        except db.RETRYABLE:
-                            lost.set()
-            except db.RETRYABLE as exc:
-                log.warning("link listener: %s; retrying in %.1fs", exc, backoff)
-            finally:
-                self._connected.clear()
-                if self._conn is not None:
-                    conn, self._conn = self._conn, None
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-
     async def start(self, wait_s: float = 10.0) -> None:
         """Start following the database; waits for the first load (or uses the snapshot)."""
-        self._task = asyncio.create_task(self._listen_forever(), name="link-cache")
+        self.listener.start()
+        self._started = True
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout=wait_s)
+            await asyncio.wait_for(self.listener.connected.wait(), timeout=wait_s)
         except TimeoutError:
             self._read_snapshot()
             log.warning("database unreachable at start; serving %d links from the snapshot",
                         len(self.links))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._started:
+            self._started = False
+            await self.listener.close()
         for lookup in list(self._in_flight.values()):
             lookup.cancel()
             with contextlib.suppress(asyncio.CancelledError):

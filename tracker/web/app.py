@@ -31,6 +31,7 @@ from tracker.clicks.redirect import install as install_redirect
 from tracker.clicks.redirect import make_redirect_handler, make_signals_handler, visitor_key
 from tracker.db import create_pool, database_url
 from tracker.jobs import JobRunner, default_jobs
+from tracker.listener import Listener
 from tracker.metrics import RedirectStats, fold_forever
 from tracker.settings import Settings
 from tracker.web import keys
@@ -69,12 +70,15 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     app = web.Application(client_max_size=MAX_BODY, handler_args={"lingering_time": LINGER_S})
     dsn = database_url(settings)
     app[keys.SETTINGS] = settings
+    # One LISTEN connection per worker (tracker.listener): the link and the token cache.
+    listener = Listener(dsn, name="listener")
     tokens = app[keys.TOKENS] = TokenCache()
+    tokens.follow(listener)
     # Bodies are read within a timeout, strangers' few at once (tracker.web.bodies); a test
     # may set its own limits here before the app starts.
     app[keys.BODY_READS] = BodyReads()
     stats = RedirectStats()
-    links = LinkCache(dsn, snapshot=settings.data_dir / "links.snapshot.json")
+    links = LinkCache(dsn, snapshot=settings.data_dir / "links.snapshot.json", listener=listener)
     app[keys.LINKS] = links
     journal = JournalWriter(
         settings.journal_dir,
