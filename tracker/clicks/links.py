@@ -3,9 +3,9 @@
 The cache loads all links at start-up, then follows `NOTIFY refguard_links` (sent by triggers on
 links and programs) on the worker's listener connection (tracker.listener, shared with the token
 cache); after a reconnect it reloads everything, since notifications sent while it was away are
-lost. A code that is not in memory is looked up once
-(the link may have been created a moment ago on another worker, before its notification arrived)
-and then remembered as unknown for a while: repeated unknown codes never reach the database.
+lost. A code that is not in memory is looked up once (the link may have been created a moment
+ago on another worker, before its notification arrived) and then remembered as unknown for a
+while: repeated unknown codes never reach the database.
 A snapshot file lets a worker that restarts while PostgreSQL is down serve the links it knew.
 """
 
