@@ -169,8 +169,8 @@ async def revoke_token(conn: asyncpg.Connection, token_id: int, actor: str) -> t
 class TokenCache:
     """Resolves bearer tokens; positive answers are cached for a few seconds, and only while
     the cache follows the `refguard_tokens` channel (`start`; on the worker's shared
-    tracker.listener, `follow`): a change of a token (its revocation) drops it at once. Not following (never started, or the database away), every
-    request looks its token up."""
+    tracker.listener, `follow`): a change of a token (its revocation) drops it at once. Not
+    following (never started, or the database away), every request looks its token up."""
 
     def __init__(self, ttl_s: float = CACHE_TTL_S) -> None:
         self.ttl_s = ttl_s
