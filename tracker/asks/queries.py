@@ -753,9 +753,18 @@ async def funnel_stage(conn: asyncpg.Connection, stage: str, program_id: int, *,
     args: list[Any] = [program_id, since, until]
     if stage in _CONVERSION_TYPE:
         args.append(_CONVERSION_TYPE[stage])
-    rows = await conn.fetch(
-        f"""WITH x AS ({FUNNEL_STAGES[stage]})
-            SELECT {FUNNEL_GROUPS[by]} AS key, sum(x.weight) AS n,
-                   count(DISTINCT x.visitor) AS visitors
-            FROM x GROUP BY 1""", *args)
+    # Distinct visitors per group by hashing (group, visitor) first, then counting: a third
+    # faster on a million clicks than count(DISTINCT), which sorts them (bench.reports); the
+    # total (one group) is faster with count(DISTINCT).
+    if by == "total":
+        sql = f"""WITH x AS ({FUNNEL_STAGES[stage]})
+                  SELECT NULL::text AS key, sum(x.weight) AS n,
+                         count(DISTINCT x.visitor) AS visitors FROM x GROUP BY 1"""
+    else:
+        sql = f"""WITH x AS ({FUNNEL_STAGES[stage]})
+                  SELECT key, sum(n) AS n, count(visitor) AS visitors
+                  FROM (SELECT {FUNNEL_GROUPS[by]} AS key, x.visitor, sum(x.weight) AS n
+                        FROM x GROUP BY 1, 2) y
+                  GROUP BY 1"""
+    rows = await conn.fetch(sql, *args)
     return [FunnelCount(r["key"], float(r["n"]), int(r["visitors"])) for r in rows]
