@@ -143,7 +143,13 @@ GENERATE = [
               '2026-02-02T00:00:00Z'::timestamptz + (id % 120) * interval '1 day', 'sent',
               '2026-02-01T01:00:00Z'::timestamptz + (id % 120) * interval '1 day'
        FROM referrers WHERE program_id = $1 AND id % 2 = 0""",
+    # An incentive experiment: every referrer in one of two variants (EXPERIMENT).
+    """UPDATE referrers SET variant = (ARRAY['50/50', '75/25'])[1 + id % 2]
+       WHERE program_id = $1""",
 ]
+# The settings the experiments report is timed with: the two variants above.
+EXPERIMENT = {**SETTINGS, "reward": {"currency": "USD", "variants": [
+    {"name": "50/50", "weight": 1}, {"name": "75/25", "weight": 1}]}}
 
 Report = Callable[[asyncpg.Connection, int], Awaitable[dict[str, Any]]]
 
@@ -167,7 +173,7 @@ def reports() -> dict[str, Report]:
                        ) -> Awaitable[dict[str, Any]]:
             return funnel_report(c, p, by=group)
         out["funnel " + group] = run_funnel
-    out["experiments"] = lambda c, p: experiments_report(c, p, SETTINGS)
+    out["experiments"] = lambda c, p: experiments_report(c, p, EXPERIMENT)
     return out
 
 
