@@ -1,5 +1,5 @@
-"""Reports benchmark (issue 16): the economics and breakdown reports over 1M clicks and 100k
-conversions, target under 2 s each.
+"""Reports benchmark (issue 16): the economics, breakdown, funnel (by referrer, channel and
+trigger) and experiments reports over 1M clicks and 100k conversions, target under 2 s each.
 
     .venv/bin/python -m bench.reports               # 1,000,000 clicks, 100,000 conversions
     .venv/bin/python -m bench.reports --scale 0.05  # a quick run
@@ -16,9 +16,10 @@ every status, with earned, payout and clawback ledger entries; sent asks.
 Each report is run `--repeat` times (default 3) through the same functions the API calls;
 the figure is the median, with the first (cold) run reported too, and its ratio to a baseline
 measured in the same run (a bare count of the program's clicks), because the machines are
-shared and noisy. Then the reports job (every default view, as `serve` runs it) is timed, and
-the look-up of each default view in its copy, which is what the API answers while the copy is
-fresh. Prints a table and writes JSON to bench/results/reports-<timestamp>.json.
+shared and noisy. Then the reports job (tracker.jobs.report_cache: every default view, as
+`serve` runs it) is timed, and the look-up of each default view in its copy, which is what
+the API answers while the copy is fresh. Prints a table and writes JSON to
+bench/results/reports-<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ import asyncpg
 
 from bench.results import save
 from tracker import db
+from tracker.asks.funnel import GROUPS, funnel_report
+from tracker.finance.experiments import experiments_report
+from tracker.jobs import EXPERIMENTS, FUNNEL, report_cache
 from tracker.scoring.economics import (
     CACHE_MAX_AGE_S,
     CACHED_BREAKDOWNS,
     breakdown_params,
     breakdown_report,
     economics_report,
-    refresh_report_cache,
 )
 from tracker.scoring.queries import cached_report
 
@@ -140,7 +143,13 @@ GENERATE = [
               '2026-02-02T00:00:00Z'::timestamptz + (id % 120) * interval '1 day', 'sent',
               '2026-02-01T01:00:00Z'::timestamptz + (id % 120) * interval '1 day'
        FROM referrers WHERE program_id = $1 AND id % 2 = 0""",
+    # An incentive experiment: every referrer in one of two variants (EXPERIMENT).
+    """UPDATE referrers SET variant = (ARRAY['50/50', '75/25'])[1 + id % 2]
+       WHERE program_id = $1""",
 ]
+# The settings the experiments report is timed with: the two variants above.
+EXPERIMENT = {**SETTINGS, "reward": {"currency": "USD", "variants": [
+    {"name": "50/50", "weight": 1}, {"name": "75/25", "weight": 1}]}}
 
 Report = Callable[[asyncpg.Connection, int], Awaitable[dict[str, Any]]]
 
@@ -159,6 +168,12 @@ def reports() -> dict[str, Report]:
         def run(c: asyncpg.Connection, p: int, by: list[str] = by) -> Awaitable[dict[str, Any]]:
             return breakdown_report(c, p, SETTINGS, by)
         out["breakdown " + ",".join(by)] = run
+    for group in GROUPS:
+        def run_funnel(c: asyncpg.Connection, p: int, group: str = group
+                       ) -> Awaitable[dict[str, Any]]:
+            return funnel_report(c, p, by=group)
+        out["funnel " + group] = run_funnel
+    out["experiments"] = lambda c, p: experiments_report(c, p, EXPERIMENT)
     return out
 
 
@@ -205,11 +220,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         baseline = round(statistics.median(runs), 3)
         print(f"  {'baseline: count(*) of the clicks':<32} median {baseline:>6.3f}s")
         t = time.perf_counter()
-        await refresh_report_cache(conn)
+        await report_cache(conn)
         job_s = round(time.perf_counter() - t, 3)
         print(f"  {'reports job (all default views)':<32} {job_s:>13.3f}s")
         for name, params in (("economics", ""),
-                             *(("breakdown", breakdown_params(by)) for by in CACHED_BREAKDOWNS)):
+                             *(("breakdown", breakdown_params(by)) for by in CACHED_BREAKDOWNS),
+                             FUNNEL, EXPERIMENTS):
             runs = []
             for _ in range(args.repeat):
                 t = time.perf_counter()

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.helpers import auth, make_link, wait_for_clicks
 from tracker.asks.funnel import STAGES, rates
+from tracker.jobs import report_cache
 from tracker.scoring.credits import attribute_pending
 
 Client = TestClient[web.Request, web.Application]
@@ -236,3 +237,41 @@ def test_rates_are_each_stage_over_the_one_before() -> None:
                  "trials": 0, "purchases": 0, "retained_90d": 0})
     assert got["shared"] == 0.5 and got["clicks"] == 0.0 and got["unique_visitors"] is None
     assert rates({"asked": None, "shared": 3})["shared"] is None
+
+
+async def test_the_default_view_and_the_experiments_come_from_the_jobs_fresh_copy(
+        client: Client, tokens: dict[str, str], conn: asyncpg.Connection) -> None:
+    """The funnel by referrer with no since or until, and the experiments report, are the
+    reports job's copy while it is fresh (`cached`, `computed_at`); any other view, or a stale
+    copy, is computed now."""
+    await plant(client, tokens, conn)
+    before = await report(client, tokens)
+    assert before["cached"] is False and (before["since"], before["until"]) == (None, None)
+    await report_cache(conn)
+    computed_at = await conn.fetchval(
+        "SELECT computed_at FROM report_cache WHERE report = 'funnel' AND params = ''")
+    cached = await report(client, tokens)
+    assert cached["cached"] is True
+    assert abs(datetime.fromisoformat(cached["computed_at"]) - computed_at) < \
+        timedelta(milliseconds=1)  # RFC 3339 to the millisecond
+    assert {k: v for k, v in cached.items() if k not in ("cached", "computed_at")} == \
+        {k: v for k, v in before.items() if k not in ("cached", "computed_at")}
+    # A new sent ask: the copy does not know it yet, a view computed now does.
+    await ask(conn, "alice", "nps")
+    assert (await report(client, tokens))["total"]["asked"] == before["total"]["asked"]
+    live = await report(client, tokens, "&since=2000-01-01T00:00:00Z")
+    assert live["cached"] is False and live["total"]["asked"] == before["total"]["asked"] + 1
+    assert (await report(client, tokens, "&by=channel"))["cached"] is False
+    resp = await client.get("/api/v1/reports/experiments?program=acme",
+                            headers=auth(tokens["viewer"]))
+    experiments = await resp.json()
+    assert resp.status == 200 and experiments["cached"] is True
+    assert experiments["program"] == "acme" and "winner" in experiments
+    await conn.execute("UPDATE report_cache SET computed_at = now() - interval '1 hour'")
+    stale = await report(client, tokens)
+    assert stale["cached"] is False and stale["total"]["asked"] == before["total"]["asked"] + 1
+    resp = await client.get("/api/v1/reports/experiments?program=acme",
+                            headers=auth(tokens["viewer"]))
+    experiments = await resp.json()
+    assert experiments["cached"] is False and "winner" in experiments
+    assert datetime.fromisoformat(experiments["computed_at"]) > computed_at

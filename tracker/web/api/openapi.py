@@ -853,6 +853,15 @@ _FRESHNESS = {
                "view (no window, currency, type or min_visitors), at most 15 minutes old"},
     "computed_at": {"type": "string", "format": "date-time"},
 }
+# The funnel's default view (by referrer, no since or until) and the experiments report are
+# served from the reports job's copy too (tracker.jobs.FUNNEL, EXPERIMENTS).
+for _name, _view in (("FunnelReport", "by referrer, no since or until"),
+                     ("ExperimentsReport", "the report has no parameters")):
+    SCHEMAS[_name]["required"] = [*SCHEMAS[_name]["required"], "cached", "computed_at"]
+    SCHEMAS[_name]["properties"] |= {
+        "cached": {"type": "boolean", "description": "true: the reports job's copy of the "
+                   f"default view ({_view}), at most 15 minutes old; false: computed now"},
+        "computed_at": {"type": "string", "format": "date-time"}}
 _COST_SIDE = {
     "type": "object", "required": ["granted", "clawed_back", "net", "open"],
     "properties": {

@@ -17,6 +17,7 @@ from tracker.asks.funnel import GROUPS, funnel_report
 from tracker.finance.decisions import decisions_report
 from tracker.finance.experiments import experiments_report
 from tracker.formats import rfc3339
+from tracker.jobs import EXPERIMENTS, FUNNEL
 from tracker.programs import queries
 from tracker.scoring.economics import (
     CACHE_MAX_AGE_S,
@@ -66,11 +67,12 @@ async def funnel(request: web.Request) -> web.Response:
     since, until = time_param(request, "since"), time_param(request, "until")
     if since is not None and until is not None and since >= until:
         raise invalid("since must be before until", "since")
+    if since is None and until is None and by == "referrer":
+        return await _answer(request, program, *FUNNEL, extra={"since": None, "until": None})
     async with request.config_dict[keys.POOL].acquire() as conn:
         report = await funnel_report(conn, program.id, since=since, until=until, by=by)
-    return web.json_response({"program": program.slug,
-                              "since": rfc3339(since) if since else None,
-                              "until": rfc3339(until) if until else None, **report})
+    return _live(program, {"since": rfc3339(since) if since else None,
+                           "until": rfc3339(until) if until else None, **report})
 
 
 @requires(*READERS)
@@ -107,9 +109,7 @@ async def candidates(request: web.Request) -> web.Response:
 @requires(*READERS)
 async def experiments(request: web.Request) -> web.Response:
     program = await _program(request)
-    async with request.config_dict[keys.POOL].acquire() as conn:
-        report = await experiments_report(conn, program.id, program.settings)
-    return web.json_response({"program": program.slug, **report})
+    return await _answer(request, program, *EXPERIMENTS)
 
 
 def _window(request: web.Request) -> tuple[datetime | None, datetime | None]:
@@ -166,22 +166,27 @@ def _live(program: queries.Program, report: dict[str, Any]) -> web.Response:
                               "computed_at": rfc3339(datetime.now(UTC))})
 
 
-async def _answer(request: web.Request, program: queries.Program, report: str, params: str
-                  ) -> web.Response:
-    """A default view: the reports job's copy while it is fresh (CACHE_MAX_AGE_S), else
-    computed now."""
+async def _answer(request: web.Request, program: queries.Program, report: str, params: str,
+                  extra: dict[str, Any] | None = None) -> web.Response:
+    """A default view (economics, a breakdown, the funnel by referrer, the experiments): the
+    reports job's copy while it is fresh (CACHE_MAX_AGE_S), else computed now; `extra` goes
+    before the report's fields in both."""
     pool = request.config_dict[keys.POOL]
     cached = await cached_report(pool, program.id, report, params, CACHE_MAX_AGE_S)
     if cached is not None:
-        return web.json_response({"program": program.slug, **cached.body, "cached": True,
-                                  "computed_at": rfc3339(cached.computed_at)})
+        return web.json_response({"program": program.slug, **(extra or {}), **cached.body,
+                                  "cached": True, "computed_at": rfc3339(cached.computed_at)})
     async with pool.acquire() as conn:
         if report == "economics":
             body = await economics_report(conn, program.id, program.settings)
+        elif report == FUNNEL[0]:
+            body = await funnel_report(conn, program.id)
+        elif report == EXPERIMENTS[0]:
+            body = await experiments_report(conn, program.id, program.settings)
         else:
             body = await breakdown_report(conn, program.id, program.settings,
                                           params.removeprefix("by=").split(","))
-    return _live(program, body)
+    return _live(program, {**(extra or {}), **body})
 
 
 def add_routes(app: web.Application) -> None:
