@@ -942,29 +942,57 @@ def _sent_language(language: str) -> Carry:
     return lambda c: bool(c.touches) and c.touches[-1].language == language
 
 
-def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
-    """hosting_share: most of a referrer's customers came through clicks from hosting or
-    anonymous IPs, far more than the program's other referrers' (binomial against their
-    share, Laplace-smoothed, Benjamini-Hochberg across referrers). Counted in customers, not
-    conversions (a customer's sign-up and purchase through one VPN are one person), so that
-    two friends on a VPN in a program where many use one are unremarkable."""
+def _marked_customers(conversions: Sequence[ConversionFacts],
+                      marked: Callable[[ConversionFacts], bool], *, touched_only: bool = False
+                      ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Per referrer, its customers and those of them with a conversion `marked`: counted in
+    people, not conversions (one person's sign-up and purchase are one observation)."""
     customers: dict[str, set[str]] = defaultdict(set)
-    hosted: dict[str, set[str]] = defaultdict(set)
+    marked_by: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
-        through = any(t.anonymous or t.hosting for t in conv.touches)
+        if touched_only and not conv.touches:
+            continue
+        is_marked = marked(conv)
         for ref in conv.referrers:
             customers[ref].add(conv.customer)
-            if through:
-                hosted[ref].add(conv.customer)
+            if is_marked:
+                marked_by[ref].add(conv.customer)
+    return customers, marked_by
+
+
+def _excess_customers(customers: dict[str, set[str]], marked_by: dict[str, set[str]],
+                      tested: Callable[[int, int, int], bool]) -> dict[str, float]:
+    """p-values of referrers with more marked customers than the program's other referrers'
+    share (binomial, Laplace-smoothed), for those `tested(k, n, total)` admits; the caller
+    controls them across referrers (Benjamini-Hochberg)."""
+    total = sum(len(v) for v in customers.values())
+    marked_total = sum(len(v) for v in marked_by.values())
+    p_values: dict[str, float] = {}
+    for ref, marked in marked_by.items():
+        k, n = len(marked), len(customers[ref])
+        if not tested(k, n, total):
+            continue
+        rest = (marked_total - k + 1) / (total - n + 2)
+        p_values[ref] = _binom_above(k, n, rest)
+    return p_values
+
+
+def _through_hosting(conv: ConversionFacts) -> bool:
+    return any(t.anonymous or t.hosting for t in conv.touches)
+
+
+def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """hosting_share: most of a referrer's customers came through clicks from hosting or
+    anonymous IPs, far more than the program's other referrers' (`_excess_customers`,
+    Benjamini-Hochberg across referrers). Counted in customers, not conversions (a customer's
+    sign-up and purchase through one VPN are one person), so that two friends on a VPN in a
+    program where many use one are unremarkable."""
+    customers, hosted = _marked_customers(conversions, _through_hosting)
+    p_values = _excess_customers(
+        customers, hosted,
+        lambda k, n, _total: k >= HOSTING_MIN_CONVERSIONS and k / n >= HOSTING_SHARE)
     total = sum(len(v) for v in customers.values())
     hosted_total = sum(len(v) for v in hosted.values())
-    p_values: dict[str, float] = {}
-    for ref, people in customers.items():
-        k, n = len(hosted[ref]), len(people)
-        if k < HOSTING_MIN_CONVERSIONS or k / n < HOSTING_SHARE:
-            continue
-        rest = (hosted_total - k + 1) / (total - n + 2)
-        p_values[ref] = _binom_above(k, n, rest)
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         k, n = len(hosted[ref]), len(customers[ref])
@@ -972,8 +1000,7 @@ def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Findi
             "hosting_share", f"referrer population: {k} of {ref}'s {n} customers came "
             "through clicks from hosting or anonymous IPs (a click farm; the program's other "
             f"referrers: {hosted_total / max(total, 1):.0%})", round(k / n, 4),
-            HOSTING_SHARE, 0.5, "population"),
-            lambda c: any(t.anonymous or t.hosting for t in c.touches), p_values[ref])
+            HOSTING_SHARE, 0.5, "population"), _through_hosting, p_values[ref])
     return out
 
 
@@ -1138,30 +1165,18 @@ def interjected(conversions: Sequence[ConversionFacts]) -> set[int]:
 def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
     """interjected_clicks: more of a referrer's customers converted through a click that
     landed after their journey had begun (`interjected`) than the program's other referrers'
-    customers do (binomial against their share, Laplace-smoothed, Benjamini-Hochberg across
-    referrers). Counted in customers, not conversions: one person's sign-up and purchase after
-    the same click are one observation, not two. Carried by those conversions."""
-    late = interjected(conversions)
-    customers: dict[str, set[str]] = defaultdict(set)
-    taken_by: dict[str, set[str]] = defaultdict(set)
-    for conv in conversions:
-        if not conv.touches:
-            continue
-        for ref in conv.referrers:
-            customers[ref].add(conv.customer)
-            if conv.conversion_id in late:
-                taken_by[ref].add(conv.customer)
+    customers do (`_excess_customers`, Benjamini-Hochberg across referrers). Counted in
+    customers, not conversions: one person's sign-up and purchase after the same click are
+    one observation, not two. Carried by those conversions."""
+    late = frozenset(interjected(conversions))
+    customers, taken_by = _marked_customers(
+        conversions, lambda c: c.conversion_id in late, touched_only=True)
+    p_values = _excess_customers(
+        customers, taken_by,
+        lambda k, n, total: k >= INTERJECTED_MIN and total - n >= BASELINE_MIN)
     total = sum(len(c) for c in customers.values())
-    total_taken = sum(len(c) for c in taken_by.values())
-    p_values: dict[str, float] = {}
-    for ref, taken in taken_by.items():
-        k, n = len(taken), len(customers[ref])
-        if k < INTERJECTED_MIN or total - n < BASELINE_MIN:
-            continue
-        rest = (total_taken - k + 1) / (total - n + 2)
-        p_values[ref] = _binom_above(k, n, rest)
+    rate = sum(len(c) for c in taken_by.values()) / max(total, 1)
     out: dict[str, Finding] = {}
-    rate = total_taken / max(total, 1)
     for ref in benjamini_hochberg(p_values):
         k, n = len(taken_by[ref]), len(customers[ref])
         out[ref] = Finding(Reason(
@@ -1169,7 +1184,7 @@ def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, F
             "that landed after they had already signed up or arrived through another link "
             f"(the program's other referrers: {rate:.0%}): clicks fired into purchases that "
             "were happening anyway (click injection)", round(k / n, 4),
-            f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(frozenset(late)), p_values[ref])
+            f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(late), p_values[ref])
     return out
 
 
