@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -82,6 +83,11 @@ ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def click_id(location: str) -> str:
+    """The click id (`rg_cid`) a redirect added to its Location."""
+    return parse_qs(urlsplit(location).query)["rg_cid"][0]
 
 
 async def make_link(

@@ -11,13 +11,12 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
 from tracker.web.app import create_app
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0 Safari/537.36"
@@ -69,7 +68,7 @@ class Shop:
         if "Set-Cookie" in resp.headers:
             self.cookies[person] = resp.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
         self.clicks += 1
-        cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        cid: str = click_id(resp.headers["Location"])
         return cid
 
     async def settle_clicks(self) -> None:

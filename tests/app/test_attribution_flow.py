@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -13,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from attribution.models import Journey
-from tests.helpers import auth, make_link, wait_for_clicks
+from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tracker.scoring import credits as attributing
 from tracker.scoring.credits import attribute_pending, load_journeys
 
@@ -28,7 +27,7 @@ async def visit(client: Client, code: str, vid: str | None = None,
         headers["Cookie"] = f"rg_vid={vid}"
     resp = await client.get(f"/r/{code}", allow_redirects=False, headers=headers)
     assert resp.status == 302
-    cid = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+    cid = click_id(resp.headers["Location"])
     if vid is None:
         vid = resp.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
     return cid, vid

@@ -10,13 +10,12 @@ import ipaddress
 import random
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
 from aiohttp import DummyCookieJar
 
-from tests.helpers import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 from tracker.web.app import create_app
@@ -48,7 +47,7 @@ async def test_household_lease_and_own_phone_held_family_and_campus_not(
                                          "Accept-Language": "en-GB,en;q=0.9"})
         assert resp.status == 302
         clicks += 1
-        cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        cid: str = click_id(resp.headers["Location"])
         return cid
 
     async def convert(event: str, customer: str, ip: str, ua: str,

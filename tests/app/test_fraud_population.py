@@ -9,13 +9,12 @@ import random
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
 from aiohttp import DummyCookieJar
 
-from tests.helpers import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 from tracker.web.app import create_app
@@ -43,7 +42,7 @@ async def test_slow_click_injection_is_held_and_organic_sign_ups_are_not(
             "Accept-Language": "en"})
         assert resp.status == 302
         clicks += 1
-        cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        cid: str = click_id(resp.headers["Location"])
         return cid
 
     async def convert(event: str, kind: str, customer: str, at: datetime,

@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from aiohttp import DummyCookieJar
 
-from tests.helpers import ClientFactory, auth, make_link, make_settings, wait_for_clicks
+from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
 from tests.shop import Shop
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
@@ -39,7 +38,7 @@ async def test_scan_flags_rings_and_self_referrals_but_not_honest_users(
                                          "Accept-Language": "en"})
         assert resp.status == 302
         clicks += 1
-        cid: str = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        cid: str = click_id(resp.headers["Location"])
         return cid
 
     async def convert(event: str, customer: str, cid: str) -> None:

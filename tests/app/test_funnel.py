@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import auth, make_link, wait_for_clicks
+from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tracker.asks.funnel import STAGES, rates
 from tracker.jobs import report_cache
 from tracker.scoring.credits import attribute_pending
@@ -32,7 +32,7 @@ async def visit(client: Client, code: str, n: int, cookie: str | None = None
         headers["Cookie"] = cookie
     resp = await client.get(f"/r/{code}", allow_redirects=False, headers=headers)
     assert resp.status == 302
-    cid = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+    cid = click_id(resp.headers["Location"])
     return cid, cookie or resp.headers["Set-Cookie"].split(";", 1)[0]
 
 

@@ -18,14 +18,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import asyncpg
 import psutil
 import pytest
 
-from tests.helpers import free_port, insert_link
+from tests.helpers import click_id, free_port, insert_link
 from tracker import db
 
 pytestmark = pytest.mark.reliability
@@ -149,7 +148,7 @@ class Load:
                     if resp.status != 302:
                         self.non_302 += 1
                         continue
-                    cid = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+                    cid = click_id(resp.headers["Location"])
                     self.answered.append(cid)
                     self.by_base[base] += 1
                     if self.in_outage:

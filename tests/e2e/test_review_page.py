@@ -20,6 +20,7 @@ from tests.helpers import (
     ClientFactory,
     auth,
     chromium,
+    click_id,
     make_link,
     make_settings,
     needs_chromium,
@@ -99,7 +100,7 @@ async def plant(aiohttp_client: ClientFactory, dsn: str, tmp_path: Path, tokens:
                                     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
                                     f"Chrome/{120 + i}.0 Safari/537.36")})
         assert resp.status == 302
-        clicks[order.event] = parse_qs(urlsplit(resp.headers["Location"]).query)["rg_cid"][0]
+        clicks[order.event] = click_id(resp.headers["Location"])
     assert await wait_for_clicks(conn, len(orders)) == len(orders)
     await conn.execute("UPDATE clicks SET ts = ts - interval '3 hours'")
     for order in orders:
