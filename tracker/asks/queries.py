@@ -555,15 +555,6 @@ class ShareReferrer:
     name: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelLink:
-    id: int
-    code: str
-    destination: str
-    enabled: bool
-    channel: str | None
-
-
 async def share_referrer(conn: asyncpg.Connection, program_id: int, referrer_id: int
                          ) -> ShareReferrer | None:
     row = await conn.fetchrow(
@@ -583,29 +574,6 @@ async def lock_referrer(conn: asyncpg.Connection, program_id: int, referrer_id: 
     rate limit) until the transaction ends; foreign-key checks (KEY SHARE) are not blocked."""
     await conn.execute("SELECT 1 FROM referrers WHERE program_id = $1 AND id = $2 "
                        "FOR NO KEY UPDATE", program_id, referrer_id)
-
-
-async def first_link(conn: asyncpg.Connection, program_id: int, referrer_id: int,
-                     channel: str | None) -> ChannelLink | None:
-    """The referrer's earliest link on `channel` (None: its untagged link)."""
-    row = await conn.fetchrow(
-        """SELECT id, code, destination, enabled, channel FROM links
-           WHERE program_id = $1 AND referrer_id = $2 AND channel IS NOT DISTINCT FROM $3
-           ORDER BY id LIMIT 1""", program_id, referrer_id, channel)
-    return None if row is None else ChannelLink(row["id"], row["code"], row["destination"],
-                                                row["enabled"], row["channel"])
-
-
-async def insert_link(conn: asyncpg.Connection, program_id: int, referrer_id: int, code: str,
-                      *, destination: str, channel: str | None) -> ChannelLink | None:
-    """A new link, or None when the code is taken (the caller draws another)."""
-    row = await conn.fetchrow(
-        """INSERT INTO links (program_id, referrer_id, code, destination, channel)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code) DO NOTHING
-           RETURNING id, code, destination, enabled, channel""",
-        program_id, referrer_id, code, destination, channel)
-    return None if row is None else ChannelLink(row["id"], row["code"], row["destination"],
-                                                row["enabled"], row["channel"])
 
 
 async def ask_of_referrer(conn: asyncpg.Connection, program_id: int, ask_id: int,

@@ -26,7 +26,7 @@ from tracker import audit
 from tracker.asks import queries
 from tracker.asks.messages import share_message
 from tracker.asks.shares import record_share
-from tracker.programs.queries import new_code
+from tracker.programs.queries import Link, add_link, referrer_link
 from tracker.programs.validation import SHARE_CHANNELS, default_destination
 from tracker.signing import share_token, share_token_ids
 
@@ -107,21 +107,18 @@ class Shared:
 
 
 async def _link(conn: asyncpg.Connection, referrer: queries.ShareReferrer,
-                channel: str | None) -> queries.ChannelLink:
+                channel: str | None) -> Link:
     """The referrer's link on the channel (None: untagged), made now when there is none.
     Runs under lock_referrer, so two presses never make two."""
-    found = await queries.first_link(conn, referrer.program_id, referrer.referrer_id, channel)
+    found = await referrer_link(conn, referrer.program_id, referrer.referrer_id, channel)
     if found is not None:
         return found
     if channel is None:
         destination = default_destination(referrer.destination_domains, referrer.settings)
     else:
         destination = (await _link(conn, referrer, None)).destination
-    while True:
-        made = await queries.insert_link(conn, referrer.program_id, referrer.referrer_id,
-                                         new_code(), destination=destination, channel=channel)
-        if made is not None:
-            break
+    made = await add_link(conn, referrer.program_id, referrer.referrer_id, destination,
+                          channel=channel)
     await audit.record(conn, actor=ACTOR, action="link.create", object_type="link",
                        object_id=made.code, program_id=referrer.program_id,
                        details={"channel": channel})
@@ -149,7 +146,7 @@ async def open_page(conn: asyncpg.Connection, secret_key: bytes, base_url: str,
     referrer = await _referrer(conn, secret_key, token)
     if referrer is None:
         return None
-    link = await queries.first_link(conn, referrer.program_id, referrer.referrer_id, None)
+    link = await referrer_link(conn, referrer.program_id, referrer.referrer_id, None)
     if link is None:  # the referrer's first link, made under the lock
         async with conn.transaction():
             await queries.lock_referrer(conn, referrer.program_id, referrer.referrer_id)

@@ -414,33 +414,42 @@ async def list_links(
     return [_link(r) for r in rows]
 
 
-async def plain_link(conn: asyncpg.Connection, program_id: int, referrer_id: int) -> Link | None:
-    """The referrer's first enabled link not tagged with a channel (None when it has none)."""
+async def referrer_link(conn: asyncpg.Connection, program_id: int, referrer_id: int,
+                        channel: str | None, *, enabled_only: bool = False) -> Link | None:
+    """The referrer's earliest link on `channel` (None: its untagged link), or its earliest
+    enabled one with `enabled_only`; None when it has none."""
     row = await conn.fetchrow(
         _LINK_SELECT
-        + """ WHERE l.program_id = $1 AND l.referrer_id = $2 AND l.enabled
-                AND l.channel IS NULL ORDER BY l.id LIMIT 1""",
-        program_id, referrer_id,
+        + """ WHERE l.program_id = $1 AND l.referrer_id = $2
+                AND l.channel IS NOT DISTINCT FROM $3 AND (l.enabled OR NOT $4)
+              ORDER BY l.id LIMIT 1""",
+        program_id, referrer_id, channel, enabled_only,
     )
     return None if row is None else _link(row)
 
 
+async def add_link(conn: asyncpg.Connection, program_id: int, referrer_id: int,
+                   destination: str, *, channel: str | None = None) -> Link:
+    """A new link under a freshly drawn code (drawn again while taken; no savepoint needed, so
+    it runs inside the caller's transaction)."""
+    for _ in range(8):
+        code = new_code()
+        made = await conn.fetchval(
+            """INSERT INTO links (program_id, referrer_id, code, destination, channel)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code) DO NOTHING RETURNING id""",
+            program_id, referrer_id, code, destination, channel)
+        if made is not None:
+            return await get_link(conn, code)
+    raise Conflict("no free link code after 8 draws")
+
+
 async def ensure_plain_link(conn: asyncpg.Connection, program: Program,
                             referrer_id: int) -> Link:
-    """The referrer's plain link (`plain_link`), made now to the program's default destination
-    when it has none (a new code; a taken one is drawn again). Inside the caller's transaction:
-    each attempt in a savepoint, so a taken code does not abort it."""
-    link = await plain_link(conn, program.id, referrer_id)
+    """The referrer's earliest enabled untagged link, made now to the program's default
+    destination when it has none."""
+    link = await referrer_link(conn, program.id, referrer_id, None, enabled_only=True)
     if link is not None:
         return link
     destination = default_destination(program.destination_domains, program.settings)
-    attempts = 5
-    while True:
-        attempts -= 1
-        try:
-            async with conn.transaction():
-                return await create_link(conn, program.id, referrer_id, new_code(), destination)
-        except Conflict:
-            if attempts == 0:
-                raise
+    return await add_link(conn, program.id, referrer_id, destination)
 

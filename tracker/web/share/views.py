@@ -17,8 +17,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from tracker.asks import queries
 from tracker.asks.sharing import LABELS, TARGET_SOURCES, SharePage, message, open_page, share
+from tracker.programs.queries import referrer_link
 from tracker.web import keys
 from tracker.web.bodies import BodyError, read_form
 from tracker.web.pages import CSP, HEADERS, Pages, database_guarded
@@ -65,8 +65,8 @@ async def show(request: web.Request) -> web.Response:
     if request.query.get("copy") == "1" and "copy" in page.channels:
         # After the copy button without JavaScript: the copy channel's message to copy by hand.
         async with request.config_dict[keys.POOL].acquire() as conn:
-            link = await queries.first_link(conn, page.referrer.program_id,
-                                            page.referrer.referrer_id, "copy")
+            link = await referrer_link(conn, page.referrer.program_id,
+                                       page.referrer.referrer_id, "copy")
         if link is not None:
             url = f"{request.config_dict[keys.SETTINGS].base_url}/r/{link.code}"
             text = message(page.referrer, url, "copy")
