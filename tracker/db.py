@@ -461,7 +461,7 @@ async def _catch_up(primary: asyncpg.Connection, replica: asyncpg.Connection,
     target = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await replica.fetchval(
-            "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true)", target):
+            "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true)", target):
         if asyncio.get_running_loop().time() >= deadline:
             log.warning("the read replica has not replayed %s after %.0f s; reading what it "
                         "has", target, timeout_s)
