@@ -33,6 +33,7 @@ from tracker.asks import candidates
 from tracker.jobs import report_cache
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan, scan_program
+from tracker.settings import Settings, SettingsError
 from tracker.web.app import create_app
 
 READER = "refguard_reader"
@@ -42,7 +43,8 @@ REPORTS = ("/api/v1/reports/economics?program=acme&since=2026-01-01T00:00:00Z",
            "/api/v1/reports/breakdown?program=acme&by=weekday&type=purchase&min_visitors=1",
            "/api/v1/reports/attribution?program=acme",
            "/api/v1/reports/decisions?program=acme",
-           "/api/v1/reports/experiments?program=acme")
+           "/api/v1/reports/experiments?program=acme",
+           "/api/v1/reports/candidates?program=acme")
 UNREACHABLE = "postgresql://refguard_app@127.0.0.1:9/nowhere?connect_timeout=2"
 
 
@@ -314,3 +316,13 @@ async def test_the_fraud_scan_command_reads_the_replica(
                          capture_output=True, text=True, check=False, timeout=120)
     assert bad.returncode == 2 and "REFGUARD_READ_DATABASE_URL" in bad.stderr
     assert "secret" not in bad.stderr
+
+
+def test_the_read_url_is_a_postgresql_dsn_kept_out_of_repr(tmp_path: Path) -> None:
+    env = {"REFGUARD_DATA_DIR": str(tmp_path), "REFGUARD_SECRET_KEY": "k" * 16}
+    assert Settings.from_env(env).read_database_url is None
+    dsn = "postgresql://reader:hunter22@replica/refguard"
+    settings = Settings.from_env({**env, "REFGUARD_READ_DATABASE_URL": dsn})
+    assert settings.read_database_url == dsn and "hunter22" not in repr(settings)
+    with pytest.raises(SettingsError, match="REFGUARD_READ_DATABASE_URL"):
+        Settings.from_env({**env, "REFGUARD_READ_DATABASE_URL": "replica:5432"})
