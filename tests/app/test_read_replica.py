@@ -25,7 +25,14 @@ from prometheus_client import REGISTRY
 
 from bench.candidates import generate
 from tests.app.test_candidates import store as store_candidates_history
-from tests.helpers import ClientFactory, PgServer, auth, make_settings
+from tests.helpers import (
+    ClientFactory,
+    PgServer,
+    auth,
+    cached_reports,
+    make_settings,
+    scan_findings,
+)
 from tests.program_fixture import build
 from tests.shop import Shop
 from tracker import db
@@ -77,15 +84,6 @@ def _counter(outcome: str) -> float:
     return value or 0.0
 
 
-async def _findings(conn: asyncpg.Connection) -> tuple[list[Any], list[Any]]:
-    risks = await conn.fetch(
-        "SELECT conversion_id, score, reasons::text FROM conversion_risk ORDER BY 1")
-    flags = await conn.fetch(
-        """SELECT kind, score, conversion_id, reasons::text, members::text, evidence::text
-           FROM fraud_flags ORDER BY kind, conversion_id NULLS FIRST, members::text""")
-    return [tuple(r) for r in risks], [tuple(r) for r in flags]
-
-
 async def _open_shop(aiohttp_client: ClientFactory, tmp_path: Path, dsn: str,
                      tokens: dict[str, str], conn: asyncpg.Connection) -> Shop:
     """A program with honest referrals and a self-referral, attributed."""
@@ -111,13 +109,13 @@ async def test_a_scan_reads_the_replica_decides_what_it_has_and_answers_as_the_p
         # The same full scan, on the primary and on the replica: the same findings.
         [on_primary] = await scan(conn, "acme")
         assert on_primary.read == {"source": "primary", "replay_lsn": None}
-        before = await _findings(conn)
+        before = await scan_findings(conn)
         assert len(before[0]) == 7 and before[1]
         [on_replica] = await scan(conn, "acme", replica=replica)
         # The stand-in is a primary itself: it has everything, and no replay position.
         assert on_replica.read == {"source": "replica", "replay_lsn": None}
         assert on_replica.conversions == on_primary.conversions == 7
-        assert await _findings(conn) == before
+        assert await scan_findings(conn) == before
         stored = json.loads(await conn.fetchval(
             "SELECT stats::text FROM fraud_scans WHERE id = $1", on_replica.scan_id))
         assert stored["read"]["source"] == "replica"
@@ -217,14 +215,14 @@ async def test_reports_and_the_reports_job_read_the_replica_and_answer_as_the_pr
             assert _body(await a.json()) == _body(await b.json()), path
         # The reports job: the same default views from the replica as from the primary.
         await report_cache(conn)
-        from_primary = await _cached(conn)
+        from_primary = await cached_reports(conn)
         replica = db.Replica(reader_dsn)
         await replica.open()
         try:
             await report_cache(conn, replica)
         finally:
             await replica.close()
-        assert await _cached(conn) == from_primary and len(from_primary) >= 4
+        assert await cached_reports(conn) == from_primary and len(from_primary) >= 4
 
         # A purchase the replica never gets: the primary counts it, the replica's report not,
         # so the replicated app's report was read on the replica.
@@ -258,11 +256,6 @@ async def _viewer_token(conn: asyncpg.Connection) -> str:
 
 def _body(answer: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in answer.items() if k != "computed_at"}
-
-
-async def _cached(conn: asyncpg.Connection) -> dict[tuple[str, str], Any]:
-    return {(r["report"], r["params"]): json.loads(r["body"]) for r in await conn.fetch(
-        "SELECT report, params, body::text AS body FROM report_cache")}
 
 
 async def test_an_unreachable_replica_a_report_answers_503_and_the_cache_still_answers(
