@@ -142,12 +142,14 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, server_settings={"application_name": "refguard"}, **kwargs)
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      connect_timeout_s: float = 60.0) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,
+        timeout=connect_timeout_s,
         server_settings={"application_name": "refguard"},
     )
     assert pool is not None  # noqa: S101 (create_pool only returns None when awaited lazily)
@@ -361,6 +363,9 @@ class ReadView:
                 "replay_lsn": self.replay_lsn}
 
 
+REPLICA_CONNECT_TIMEOUT_S = 5.0
+
+
 class Replica:
     """The heavy reads' database (REFGUARD_READ_DATABASE_URL): fraud scans, reports and model
     fits read there and write to the primary. Without one (`dsn` None) they read the caller's
@@ -382,8 +387,10 @@ class Replica:
 
     async def open(self) -> None:
         if self.dsn is not None and self.pool is None:
-            # min_size 0: an unreachable replica does not stop start-up.
-            self.pool = await create_pool(self.dsn, min_size=0, max_size=self.max_size)
+            # min_size 0: an unreachable replica does not stop start-up; and a replica that
+            # does not answer costs a scan a few seconds, not asyncpg's default minute.
+            self.pool = await create_pool(self.dsn, min_size=0, max_size=self.max_size,
+                                          connect_timeout_s=REPLICA_CONNECT_TIMEOUT_S)
 
     async def close(self) -> None:
         if self.pool is not None:

@@ -15,6 +15,7 @@ import logging
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,12 @@ from tests.shop import Shop
 from tracker import db
 from tracker.asks import candidates
 from tracker.jobs import report_cache
+from tracker.programs.queries import get_program
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan, scan_program
 from tracker.settings import Settings, SettingsError
 from tracker.web.app import create_app
+from tracker.web.review.program import gather
 
 READER = "refguard_reader"
 REPORTS = ("/api/v1/reports/economics?program=acme&since=2026-01-01T00:00:00Z",
@@ -213,12 +216,18 @@ async def test_reports_and_the_reports_job_read_the_replica_and_answer_as_the_pr
                                                                                 headers=headers)
             assert a.status == b.status == 200, (path, await b.text())
             assert _body(await a.json()) == _body(await b.json()), path
-        # The reports job: the same default views from the replica as from the primary.
-        await report_cache(conn)
-        from_primary = await cached_reports(conn)
+        # The program page, before the reports job ran: its reports computed on the replica
+        # are those computed on the primary.
+        acme = await get_program(conn, "acme")
         replica = db.Replica(reader_dsn)
         await replica.open()
         try:
+            page = await gather(conn, acme, None)
+            assert replace(await gather(conn, acme, None, replica=replica),
+                           computed_at=page.computed_at) == page
+            # The reports job: the same default views from the replica as from the primary.
+            await report_cache(conn)
+            from_primary = await cached_reports(conn)
             await report_cache(conn, replica)
         finally:
             await replica.close()
