@@ -19,7 +19,11 @@ holds a risk for, when the replica has not replayed the last scan yet), and the 
 them come from that same snapshot, so nothing is decided on facts the replica lacks; a
 conversion newer than the snapshot stays pending for the next scan. The flags that earlier
 scans stored, which an incremental scan builds on, are read from the primary. The scan's row
-notes where it read (`read`: replica or primary, the replica's replay position).
+notes where it read (`read`: replica or primary, the replica's replay position). A full scan
+replaces the program's findings with what the replica has: a conversion a scan assessed on
+newer facts (one that read the primary while the replica was away) loses its risk until the
+replica has it and a scan assesses it again; clearance holds its reward meanwhile, as for any
+conversion awaiting a scan.
 """
 
 from __future__ import annotations
