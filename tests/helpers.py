@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import socket
 import time
@@ -184,3 +185,20 @@ async def chromium() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+async def scan_findings(conn: asyncpg.Connection) -> tuple[list[Any], list[Any]]:
+    """Every stored conversion risk and fraud flag, in an order that does not depend on ids or
+    on which scan wrote them: two scans that decided alike give equal findings."""
+    risks = await conn.fetch(
+        "SELECT conversion_id, score, reasons::text FROM conversion_risk ORDER BY 1")
+    flags = await conn.fetch(
+        """SELECT kind, score, conversion_id, reasons::text, members::text, evidence::text
+           FROM fraud_flags ORDER BY kind, conversion_id NULLS FIRST, members::text""")
+    return [tuple(r) for r in risks], [tuple(r) for r in flags]
+
+
+async def cached_reports(conn: asyncpg.Connection) -> dict[tuple[str, str], Any]:
+    """The reports job's stored views, by (report, params)."""
+    return {(r["report"], r["params"]): json.loads(r["body"]) for r in await conn.fetch(
+        "SELECT report, params, body::text AS body FROM report_cache")}

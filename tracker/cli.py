@@ -21,6 +21,8 @@ from tracker.settings import Settings, SettingsError
 if TYPE_CHECKING:
     import asyncpg
 
+    from tracker.db import Replica
+
 T = TypeVar("T")
 
 
@@ -237,6 +239,29 @@ def _with_database(settings: Settings, work: Callable[[asyncpg.Connection], Awai
         return asyncio.run(run())
 
 
+# A command run by hand reads what was just written: it waits this long at most for the read
+# replica to replay the primary's latest changes (then reads what the replica has).
+CATCH_UP_S = 30.0
+
+
+def _with_replica(settings: Settings,
+                  work: Callable[[asyncpg.Connection, Replica], Awaitable[T]],
+                  slug: str | None = None, *, progress: str | None = None) -> T:
+    """`_with_database`, with the read replica (REFGUARD_READ_DATABASE_URL) open for the heavy
+    reads (none without the variable: the primary's connection is read)."""
+    from tracker.db import Replica
+
+    async def run(conn: asyncpg.Connection) -> T:
+        replica = Replica(settings.read_database_url, max_size=1)
+        await replica.open()
+        try:
+            return await work(conn, replica)
+        finally:
+            await replica.close()
+
+    return _with_database(settings, run, slug, progress=progress)
+
+
 def _cmd_geo_lookup(settings: Settings, ip: str, as_json: bool) -> int:
     import ipaddress
     import json
@@ -345,10 +370,11 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
 
     from tracker.scoring.risk import scan
 
-    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        return [s.as_dict() for s in await scan(conn, slug)]
+    async def work(conn: asyncpg.Connection, replica: Replica) -> list[dict[str, Any]]:
+        return [s.as_dict() for s in await scan(conn, slug, replica=replica,
+                                                 catch_up_s=CATCH_UP_S)]
 
-    summaries = _with_database(settings, work, slug, progress="fraud scan")
+    summaries = _with_replica(settings, work, slug, progress="fraud scan")
     if as_json:
         print(json.dumps(summaries))
         return 0
@@ -394,10 +420,10 @@ def _cmd_fraud_backtest(settings: Settings, file: Path, slug: str | None) -> int
 def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
     from tracker.finance.clearance import release
 
-    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
-        return (await release(conn, slug)).as_dict()
+    async def work(conn: asyncpg.Connection, replica: Replica) -> dict[str, Any]:
+        return (await release(conn, slug, replica=replica, catch_up_s=CATCH_UP_S)).as_dict()
 
-    done = _with_database(settings, work, slug, progress="rewards release")
+    done = _with_replica(settings, work, slug, progress="rewards release")
     decided = ", ".join(f"{n} {status}" for status, n in sorted(done["decided"].items()))
     print(f"rewards: {done['created']} conversion(s) rewarded, {done['reversed']} reversed; "
           f"holds ended: {decided or 'none'}")
@@ -407,13 +433,14 @@ def _cmd_rewards_release(settings: Settings, slug: str | None) -> int:
 def _cmd_candidates_refresh(settings: Settings, slug: str | None) -> int:
     from tracker.asks.candidates import Refit, refresh
 
-    async def work(conn: asyncpg.Connection) -> list[tuple[str, Refit]]:
+    async def work(conn: asyncpg.Connection, replica: Replica) -> list[tuple[str, Refit]]:
         rows = await conn.fetch(
             "SELECT id, slug FROM programs WHERE $1::text IS NULL OR slug = $1 ORDER BY id",
             slug)
-        return [(r["slug"], await refresh(conn, r["id"])) for r in rows]
+        return [(r["slug"], await refresh(conn, r["id"], replica=replica,
+                                          catch_up_s=CATCH_UP_S)) for r in rows]
 
-    for name, fit in _with_database(settings, work, slug, progress="candidates refresh"):
+    for name, fit in _with_replica(settings, work, slug, progress="candidates refresh"):
         auc = "" if fit.auc_holdout is None else f", holdout AUC {fit.auc_holdout:.3f}"
         print(f"{name}: {fit.kind}, trained on {fit.trained_on} customer(s) "
               f"({fit.positives} referred){auc}; {fit.scored} scored")

@@ -12,7 +12,9 @@ that way by itself: the owner is its superuser, the application logs in as `refg
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import getpass
 import hashlib
 import hmac
@@ -21,6 +23,7 @@ import os
 import re
 import secrets
 import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,6 +32,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from tracker import metrics
 from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,12 +142,14 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, server_settings={"application_name": "refguard"}, **kwargs)
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      connect_timeout_s: float = 60.0) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,
+        timeout=connect_timeout_s,
         server_settings={"application_name": "refguard"},
     )
     assert pool is not None  # noqa: S101 (create_pool only returns None when awaited lazily)
@@ -338,3 +344,133 @@ def _password_verifier(password: str, salt: bytes | None = None) -> str:
         return base64.b64encode(raw).decode()
 
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+# -- the read replica --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadView:
+    """Where a heavy read reads: `conn`, on the replica or the primary. `replay_lsn` is the
+    standby's replay position when the snapshot was taken (None on a primary, which has all)."""
+
+    conn: asyncpg.Connection
+    replica: bool = False
+    replay_lsn: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": "replica" if self.replica else "primary",
+                "replay_lsn": self.replay_lsn}
+
+
+REPLICA_CONNECT_TIMEOUT_S = 5.0
+
+
+class Replica:
+    """The heavy reads' database (REFGUARD_READ_DATABASE_URL): fraud scans, reports and model
+    fits read there and write to the primary. Without one (`dsn` None) they read the caller's
+    primary connection, as if this class did not exist: one pool, the same transactions.
+
+    A replica lags: what a reader decides must rest on what the replica has (the scan's rule,
+    tracker.scoring.risk). When it cannot be reached, `view` reads the primary instead (jobs
+    and commands must go on: a scan that waits holds every reward) with a warning and
+    REPLICA_UNAVAILABLE{outcome="primary"}; `connection`, for API reports, does not: an
+    unbounded number of report requests belongs on the replica, so the API answers 503 with
+    Retry-After (REPLICA_UNAVAILABLE{outcome="refused"}) rather than loading the primary that
+    takes clicks and conversions.
+    """
+
+    def __init__(self, dsn: str | None = None, *, max_size: int = 4) -> None:
+        self.dsn = dsn
+        self.max_size = max_size
+        self.pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        if self.dsn is not None and self.pool is None:
+            # min_size 0: an unreachable replica does not stop start-up; and a replica that
+            # does not answer costs a scan a few seconds, not asyncpg's default minute.
+            self.pool = await create_pool(self.dsn, min_size=0, max_size=self.max_size,
+                                          connect_timeout_s=REPLICA_CONNECT_TIMEOUT_S)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    @contextlib.asynccontextmanager
+    async def view(self, primary: asyncpg.Connection, *, catch_up_s: float = 0.0
+                   ) -> AsyncIterator[ReadView]:
+        """One consistent snapshot to read from: a read-only repeatable-read transaction on the
+        replica, or `primary` itself (as it is: in the caller's transaction, if any) without
+        a replica or when it is unreachable. With `catch_up_s`, first wait that long at most
+        for the replica to replay what the primary has committed (a command run by hand
+        expects to see what was just written); after that it reads what the replica has."""
+        opened = None if self.pool is None else await self._begin(self.pool, primary,
+                                                                  catch_up_s)
+        if opened is None:
+            yield ReadView(primary)
+            return
+        conn, transaction, view = opened
+        try:
+            yield view
+        finally:
+            with contextlib.suppress(*RETRYABLE):
+                await transaction.rollback()  # read only: nothing to keep
+            await self.pool.release(conn)  # type: ignore[union-attr]
+
+    async def _begin(self, pool: asyncpg.Pool, primary: asyncpg.Connection, catch_up_s: float
+                     ) -> tuple[asyncpg.Connection, Any, ReadView] | None:
+        conn = None
+        try:
+            conn = await pool.acquire()
+            if catch_up_s > 0:
+                await _catch_up(primary, conn, catch_up_s)
+            transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+            await transaction.start()
+            # The snapshot is taken by this first statement: it and the position agree.
+            lsn = await conn.fetchval("SELECT pg_last_wal_replay_lsn()::text")
+        except RETRYABLE as exc:  # down, or refusing this role: the reads go on regardless
+            if conn is not None:
+                await pool.release(conn)
+            log.warning("the read replica is unavailable (%s); reading the primary", exc)
+            metrics.REPLICA_UNAVAILABLE.labels(outcome="primary").inc()
+            return None
+        return conn, transaction, ReadView(conn, True, lsn)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, primary: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for one API report: the replica's, or one of `primary` without a
+        replica. An unreachable replica raises (the API's 503), never falls back."""
+        if self.pool is None:
+            async with primary.acquire() as conn:
+                yield conn
+            return
+        try:
+            conn = await self.pool.acquire()
+        except RETRYABLE as exc:
+            log.warning("the read replica is unavailable (%s); report refused", exc)
+            metrics.REPLICA_UNAVAILABLE.labels(outcome="refused").inc()
+            if isinstance(exc, UNAVAILABLE):
+                raise
+            raise ConnectionError(f"the read replica refused the connection: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+
+
+PRIMARY = Replica()  # no replica: heavy reads read the primary
+
+
+async def _catch_up(primary: asyncpg.Connection, replica: asyncpg.Connection,
+                    timeout_s: float) -> None:
+    """Wait (at most `timeout_s`) until `replica` has replayed what `primary` had written."""
+    target = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await replica.fetchval(
+            "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true)", target):
+        if asyncio.get_running_loop().time() >= deadline:
+            log.warning("the read replica has not replayed %s after %.0f s; reading what it "
+                        "has", target, timeout_s)
+            return
+        await asyncio.sleep(0.05)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from tracker.asks.candidates import refresh_due
 from tracker.asks.funnel import funnel_report
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
-from tracker.db import lock_key
+from tracker.db import PRIMARY, Replica, lock_key
 from tracker.finance.clearance import publish_metrics, release
 from tracker.finance.experiments import experiments_report
 from tracker.finance.webhooks import deliver_due
@@ -93,20 +94,27 @@ async def attribute(conn: asyncpg.Connection) -> None:
 FULL_SCAN_EVERY = "1 hour"
 
 
-async def fraud_scan(conn: asyncpg.Connection) -> None:
+def fraud_scan(replica: Replica = PRIMARY) -> JobFn:
     """New conversions every run; the whole program again once an hour (rings that grew
-    slowly, FRAUDAR's dense blocks, referrer statistics that moved)."""
-    stale = await conn.fetch(
-        f"""SELECT p.slug FROM programs p WHERE NOT EXISTS (
-                SELECT 1 FROM fraud_scans s WHERE s.program_id = p.id AND s.mode = 'full'
-                  AND s.finished_at > now() - interval '{FULL_SCAN_EVERY}')""")
-    for row in stale:
-        await scan(conn, row["slug"])
-    await scan(conn, incremental=True)
+    slowly, FRAUDAR's dense blocks, referrer statistics that moved); facts read on `replica`."""
+
+    async def run(conn: asyncpg.Connection) -> None:
+        stale = await conn.fetch(
+            f"""SELECT p.slug FROM programs p WHERE NOT EXISTS (
+                    SELECT 1 FROM fraud_scans s WHERE s.program_id = p.id AND s.mode = 'full'
+                      AND s.finished_at > now() - interval '{FULL_SCAN_EVERY}')""")
+        for row in stale:
+            await scan(conn, row["slug"], replica=replica)
+        await scan(conn, incremental=True, replica=replica)
+
+    return run
 
 
-async def clearance(conn: asyncpg.Connection) -> None:
-    await release(conn)
+def clearance(replica: Replica = PRIMARY) -> JobFn:
+    async def run(conn: asyncpg.Connection) -> None:
+        await release(conn, replica=replica)
+
+    return run
 
 
 def reduce_old_data(days: int) -> JobFn:
@@ -134,11 +142,15 @@ def deliver_webhooks(secret_key: bytes, allow_private: bool = False) -> JobFn:
     return run
 
 
-async def candidates(conn: asyncpg.Connection) -> None:
+def candidates(replica: Replica = PRIMARY) -> JobFn:
     """Refit the referral candidates of programs whose fit is missing, a day old, or an hour
-    old with new conversions or events (tracker.asks.candidates); each fit stores in a short
-    transaction of its own and crunches its numbers in an executor."""
-    await refresh_due(conn)
+    old with new conversions or events (tracker.asks.candidates); each fit reads on `replica`,
+    stores in a short transaction of its own and crunches its numbers in an executor."""
+
+    async def run(conn: asyncpg.Connection) -> None:
+        await refresh_due(conn, replica=replica)
+
+    return run
 
 
 # Default views kept by the reports job beyond scoring's (economics, breakdowns): the funnel
@@ -148,35 +160,40 @@ FUNNEL = ("funnel", "")  # funnel_report's default view (by referrer, all time)
 EXPERIMENTS = ("experiments", "")
 
 
-async def report_cache(conn: asyncpg.Connection) -> None:
+async def report_cache(conn: asyncpg.Connection, replica: Replica = PRIMARY) -> None:
     """Every program's default views: scoring's (refresh_report_cache), then the funnel and
-    the experiments report, each stored in its own transaction."""
-    await refresh_report_cache(conn)
+    the experiments report, computed on `replica` (one snapshot per program) and each stored
+    on the primary in its own transaction."""
+    await refresh_report_cache(conn, replica)
     for program in await scoring_queries.programs_named(conn, None):
-        body = await funnel_report(conn, program.id)
-        await scoring_queries.store_report(conn, program.id, *FUNNEL, body)
-        body = await experiments_report(conn, program.id, program.settings)
-        await scoring_queries.store_report(conn, program.id, *EXPERIMENTS, body)
+        async with replica.view(conn) as read:
+            funnel = await funnel_report(read.conn, program.id)
+            experiments = await experiments_report(read.conn, program.id, program.settings)
+        await scoring_queries.store_report(conn, program.id, *FUNNEL, funnel)
+        await scoring_queries.store_report(conn, program.id, *EXPERIMENTS, experiments)
 
 
-def default_jobs(enricher: Enricher, settings: Settings) -> tuple[Job, ...]:
+def default_jobs(enricher: Enricher, settings: Settings, replica: Replica = PRIMARY
+                 ) -> tuple[Job, ...]:
+    """The jobs; the heavy reads (scans, fits, reports) on `replica` (the primary without)."""
     jobs = [
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
         Job("attribution", 10.0, attribute),
-        Job("fraud_scan", 30.0, fraud_scan),
-        Job("clearance", 30.0, clearance),
+        Job("fraud_scan", 30.0, fraud_scan(replica)),
+        Job("clearance", 30.0, clearance(replica)),
     ]
     jobs.append(Job("webhooks", 5.0,
                     deliver_webhooks(settings.secret_key, settings.webhook_allow_private),
                     transaction=False))
     # Asks at the moment of delight: each program's batch commits on its own.
     jobs.append(Job("asks", 10.0, asks_job(settings), transaction=False))
-    jobs.append(Job("candidates", 300.0, candidates, transaction=False))
+    jobs.append(Job("candidates", 300.0, candidates(replica), transaction=False))
     # Every node publishes the program-wide gauges from the database, so none shows stale ones.
     jobs.append(Job("publish_metrics", 30.0, publish_metrics, leader=False))
     # The reports' default views (issue 16), and the per-program gauges read from them.
-    jobs.append(Job("report_cache", 600.0, report_cache, transaction=False))
+    jobs.append(Job("report_cache", 600.0, functools.partial(report_cache, replica=replica),
+                    transaction=False))
     jobs.append(Job("economics_metrics", 60.0, publish_economics_metrics, leader=False))
     if settings.retention_days:
         jobs.append(Job("retention", 600.0, reduce_old_data(settings.retention_days),

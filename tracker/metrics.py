@@ -140,6 +140,13 @@ ASKS = Counter(
     "refguard_asks_total", "Asks by outcome (queued, sent, expired, suppressed) and reason "
     "(tracker.asks.asks.REASONS; empty for queued and sent)", ["outcome", "reason"],
 )
+REPLICA_UNAVAILABLE = Counter(
+    "refguard_replica_unavailable_total",
+    "Heavy reads the read replica (REFGUARD_READ_DATABASE_URL) could not take: read on the "
+    "primary instead (outcome=primary: jobs, commands) or answered 503 (outcome=refused: API "
+    "reports)",
+    ["outcome"],
+)
 JOB_RUNS = Counter("refguard_job_runs_total", "Job runs by job and result", ["job", "result"])
 
 

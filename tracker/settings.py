@@ -72,6 +72,9 @@ class Settings:
     webhook_allow_private: bool = False
     # The owner's DSN for migrations (None: database_url); see tracker/db.py.
     migrate_database_url: str | None = field(default=None, repr=False)
+    # A replica for the heavy reads: fraud scans, reports, model fits (None: the primary);
+    # see tracker.db.Replica.
+    read_database_url: str | None = field(default=None, repr=False)
 
     @property
     def journal_dir(self) -> Path:
@@ -92,18 +95,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         data_dir = Path(env.get(PREFIX + "DATA_DIR") or "./.refguard").resolve()
-        database_url = env.get(PREFIX + "DATABASE_URL") or None
-        if database_url is not None and not database_url.startswith(
-            ("postgres://", "postgresql://")
-        ):
-            raise SettingsError(
-                f"{PREFIX}DATABASE_URL: expected a postgresql:// DSN, got {database_url[:20]!r}"
-            )
-        migrate_database_url = env.get(PREFIX + "MIGRATE_DATABASE_URL") or None
-        if migrate_database_url is not None and not migrate_database_url.startswith(
-            ("postgres://", "postgresql://")
-        ):
-            raise SettingsError(f"{PREFIX}MIGRATE_DATABASE_URL: expected a postgresql:// DSN")
+        database_url = _dsn(env, "DATABASE_URL")
+        migrate_database_url = _dsn(env, "MIGRATE_DATABASE_URL")
         geoip_raw = env.get(PREFIX + "GEOIP_DIR") or None
         geoip_dir = Path(geoip_raw) if geoip_raw else None
         if geoip_dir is not None and not geoip_dir.is_dir():
@@ -130,8 +123,19 @@ class Settings:
             retention_days=_int(env, "RETENTION_DAYS", 180, 0, 36_500),
             log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),
             migrate_database_url=migrate_database_url,
+            read_database_url=_dsn(env, "READ_DATABASE_URL"),
             webhook_allow_private=_flag(env, "WEBHOOK_ALLOW_PRIVATE"),
         )
+
+
+def _dsn(env: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL DSN, or None when unset. Only its scheme is shown on a bad value: a DSN
+    may carry a password."""
+    raw = env.get(PREFIX + name) or None
+    if raw is not None and not raw.startswith(("postgres://", "postgresql://")):
+        raise SettingsError(f"{PREFIX}{name}: expected a postgresql:// DSN, "
+                            f"got {raw.partition(':')[0][:20]!r}...")
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -21,6 +21,7 @@ import asyncpg
 
 from growth.candidates import HORIZON, History, Ranking, rank
 from tracker.asks import queries
+from tracker.db import PRIMARY, Replica
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,17 @@ async def load_history(conn: asyncpg.Connection, program_id: int, until: datetim
 
 
 async def refresh(conn: asyncpg.Connection, program_id: int, *, as_of: datetime | None = None,
-                  horizon: timedelta = HORIZON, seed: int = 0) -> Refit:
+                  horizon: timedelta = HORIZON, seed: int = 0, replica: Replica = PRIMARY,
+                  catch_up_s: float = 0.0) -> Refit:
     """Fit the program's candidates as of `as_of` (now) and store them in place of the last
-    fit. The number crunching runs in an executor, outside any transaction."""
+    fit. What it learns from is read on `replica` (one snapshot; the primary without one),
+    the watermark of what it saw with it, so a conversion the replica lacked still makes the
+    program due; the number crunching runs in an executor, outside any transaction."""
     as_of = as_of or datetime.now(UTC)
-    seen = await queries.watermark(conn, program_id)
-    history = await load_history(conn, program_id, as_of)
-    exclude = frozenset(await queries.excluded_customers(conn, program_id))
+    async with replica.view(conn, catch_up_s=catch_up_s) as read:
+        seen = await queries.watermark(read.conn, program_id)
+        history = await load_history(read.conn, program_id, as_of)
+        exclude = frozenset(await queries.excluded_customers(read.conn, program_id))
     fit = functools.partial(rank, history, as_of, horizon=horizon, exclude=exclude, seed=seed)
     ranking: Ranking = await asyncio.get_running_loop().run_in_executor(None, fit)
     details = {**ranking.details, "cutoff": ranking.cutoff.isoformat(),
@@ -80,13 +85,13 @@ async def refresh(conn: asyncpg.Connection, program_id: int, *, as_of: datetime 
 
 
 async def refresh_due(conn: asyncpg.Connection, *, stale_after: timedelta = STALE_AFTER,
-                      settle: timedelta = SETTLE) -> list[Refit]:
+                      settle: timedelta = SETTLE, replica: Replica = PRIMARY) -> list[Refit]:
     """Refit every program whose fit is missing, old, or behind new conversions or events."""
     done = []
     for program in await queries.due_programs(conn, stale_after.total_seconds(),
                                               settle.total_seconds()):
         try:
-            done.append(await refresh(conn, program.id))
+            done.append(await refresh(conn, program.id, replica=replica))
         except ValueError:  # a fit the data defeated: the other programs still get theirs
             log.exception("candidates of %s could not be fitted", program.slug)
             continue

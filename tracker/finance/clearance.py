@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 
 from tracker import metrics
-from tracker.db import job_lock
+from tracker.db import PRIMARY, Replica, job_lock
 from tracker.finance import queries, webhooks
 from tracker.finance.ledger import earn
 from tracker.finance.queries import CreditedConversion, HeldReward, NewReward
@@ -101,14 +101,17 @@ class ProgramRules:
         return self.rules if variant is None else self.variant_rules[variant]
 
 
-async def release(conn: asyncpg.Connection, slug: str | None = None) -> ReleaseSummary:
-    """Everything clearance can do now, for one program or all."""
+async def release(conn: asyncpg.Connection, slug: str | None = None, *,
+                  replica: Replica = PRIMARY, catch_up_s: float = 0.0) -> ReleaseSummary:
+    """Everything clearance can do now, for one program or all; its scan reads `replica`
+    (tracker.scoring.risk.scan)."""
     summary = ReleaseSummary()
     for settings in await queries.programs(conn, slug):
         # Attribution and scans take their jobs' locks themselves; clearance takes its own,
         # so the clearance job and `refguard rewards release` never clear at once.
         await attribute_pending(conn, settings.id)
-        await scan(conn, settings.slug, incremental=True)
+        await scan(conn, settings.slug, incremental=True, replica=replica,
+                   catch_up_s=catch_up_s)
         async with conn.transaction():
             await job_lock(conn, "clearance")
             program = ProgramRules.load(settings)

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from tracker import metrics
+from tracker.db import PRIMARY, Replica
 from tracker.formats import CREDITED_TYPES, rfc3339
 from tracker.programs.queries import REFERRER_KINDS
 from tracker.scoring import queries
@@ -349,15 +350,18 @@ def breakdown_params(by: list[str]) -> str:
     return "by=" + ",".join(by)
 
 
-async def refresh_report_cache(conn: asyncpg.Connection) -> None:
+async def refresh_report_cache(conn: asyncpg.Connection, replica: Replica = PRIMARY) -> None:
     """Compute and store every program's default views: the economics over its whole history
-    and the breakdown by each dimension (and weekday x hour), each in its own transaction."""
+    and the breakdown by each dimension (and weekday x hour), each stored in its own
+    transaction; computed from one snapshot of `replica` per program (the primary without
+    one)."""
+    sets = [list(by) for by in CACHED_BREAKDOWNS]
     for program in await queries.programs_named(conn, None):
-        body = await economics_report(conn, program.id, program.settings)
-        await queries.store_report(conn, program.id, "economics", "", body)
-        sets = [list(by) for by in CACHED_BREAKDOWNS]
-        for by, body in zip(sets, await breakdown_reports(conn, program.id, program.settings,
-                                                          sets), strict=True):
+        async with replica.view(conn) as read:
+            economics = await economics_report(read.conn, program.id, program.settings)
+            breakdowns = await breakdown_reports(read.conn, program.id, program.settings, sets)
+        await queries.store_report(conn, program.id, "economics", "", economics)
+        for by, body in zip(sets, breakdowns, strict=True):
             await queries.store_report(conn, program.id, "breakdown", breakdown_params(by),
                                        body)
 

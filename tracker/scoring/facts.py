@@ -83,9 +83,15 @@ class _People:
         default_factory=lambda: defaultdict(list))
 
 
-async def new_scope(conn: asyncpg.Connection, program_id: int) -> Scope | None:
-    """The conversions no scan has seen yet, and the people around them."""
+async def new_scope(conn: asyncpg.Connection, program_id: int, *,
+                    primary: asyncpg.Connection | None = None) -> Scope | None:
+    """The conversions no scan has seen yet, and the people around them, as `conn` has them.
+    `primary`: `conn` is a replica, and the conversions the primary holds a risk for are left
+    out (the replica may not have replayed the scan that assessed them, on newer facts)."""
     rows = await queries.unscanned_conversions(conn, program_id, WINDOW)
+    if rows and primary is not None:
+        assessed = await queries.assessed(primary, program_id, [r.id for r in rows])
+        rows = [r for r in rows if r.id not in assessed]
     if not rows:
         return None
     referrers = sorted({ref for r in rows for ref in r.referrers})

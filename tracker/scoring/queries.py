@@ -436,6 +436,15 @@ async def unscanned_conversions(conn: asyncpg.Connection, program_id: int, limit
     return [UnscannedConversion(r["id"], r["customer_id"], tuple(r["referrers"])) for r in rows]
 
 
+async def assessed(conn: asyncpg.Connection, program_id: int, conversion_ids: list[int]
+                   ) -> set[int]:
+    """Those of the conversions a scan has stored a risk for."""
+    return {r["conversion_id"] for r in await conn.fetch(
+        """SELECT conversion_id FROM conversion_risk
+           WHERE program_id = $1 AND conversion_id = ANY($2::bigint[])""",
+        program_id, conversion_ids)}
+
+
 async def program_referrers(conn: asyncpg.Connection, program_id: int) -> list[ReferrerRow]:
     rows = await conn.fetch(
         "SELECT id, external_id, email_hash FROM referrers WHERE program_id = $1", program_id)

@@ -11,6 +11,19 @@ rows into fraud facts, finance_model keeps the model of finance's decisions.
   scans). Anomaly scores and the program's delay distribution come from the feature rows
   stored by earlier scans (a bounded sample), so the program baseline does not have to be
   recomputed.
+
+With a read replica (tracker.db.Replica) a scan reads its facts from one snapshot of the
+replica and writes its flags and risks to the primary. The replica lags, so a scan decides only
+conversions the replica has: the pending set is the replica's (less any the primary already
+holds a risk for, when the replica has not replayed the last scan yet), and the facts about
+them come from that same snapshot, so nothing is decided on facts the replica lacks; a
+conversion newer than the snapshot stays pending for the next scan. The flags that earlier
+scans stored, which an incremental scan builds on, are read from the primary. The scan's row
+notes where it read (`read`: replica or primary, the replica's replay position). A full scan
+replaces the program's findings with what the replica has: a conversion a scan assessed on
+newer facts (one that read the primary while the replica was away) loses its risk until the
+replica has it and a scan assesses it again; clearance holds its reward meanwhile, as for any
+conversion awaiting a scan.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shar
 from fraud.signals import headerless_share
 from fraud.supervised import SupervisedRisk
 from tracker import metrics
-from tracker.db import job_lock
+from tracker.db import PRIMARY, ReadView, Replica, job_lock
 from tracker.scoring import queries
 from tracker.scoring.facts import (
     Facts,
@@ -58,6 +71,9 @@ class ScanSummary:
     supervised: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     program_rate: float | None = None  # credited conversions per counted click (full scans)
     headerless_share: float | None = None  # of touched conversions (full scans)
+    # Where the scan read its facts: {"source": "primary" | "replica", "replay_lsn"}.
+    read: dict[str, Any] = field(default_factory=lambda: {"source": "primary",
+                                                          "replay_lsn": None})
 
     def as_dict(self) -> dict[str, Any]:
         return {"program": self.program, "scan_id": self.scan_id, "mode": self.mode,
@@ -65,7 +81,7 @@ class ScanSummary:
                 "rings": self.rings, "seconds": round(self.seconds, 3),
                 "phases": {k: round(v, 3) for k, v in self.phases.items()},
                 "supervised": self.supervised, "program_rate": self.program_rate,
-                "headerless_share": self.headerless_share}
+                "headerless_share": self.headerless_share, "read": self.read}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,35 +102,42 @@ class _Found:
 
 
 async def scan(conn: asyncpg.Connection, slug: str | None = None, *,
-               incremental: bool = False) -> list[ScanSummary]:
+               incremental: bool = False, replica: Replica = PRIMARY,
+               catch_up_s: float = 0.0) -> list[ScanSummary]:
     """Scan each program (or one) under the fraud-scan job's lock, so the job, clearance and
-    `refguard fraud scan` never scan a program at the same time."""
+    `refguard fraud scan` never scan a program at the same time; each program's facts from
+    one snapshot of `replica` (the primary without one; `catch_up_s`: Replica.view)."""
     summaries = []
     for program in await queries.programs_named(conn, slug):
         async with conn.transaction():
             await job_lock(conn, "fraud_scan")
-            summaries.append(await scan_program(conn, program.id, program.slug,
-                                                incremental=incremental))
+            async with replica.view(conn, catch_up_s=catch_up_s) as read:
+                summaries.append(await scan_program(conn, program.id, program.slug,
+                                                    incremental=incremental, read=read))
     return summaries
 
 
 async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
-                       incremental: bool = False) -> ScanSummary:
-    """Scan one program: everything, or (incremental) the conversions no scan has seen."""
+                       incremental: bool = False, read: ReadView | None = None) -> ScanSummary:
+    """Scan one program: everything, or (incremental) the conversions no scan has seen, with
+    the facts `read` has (the primary, `conn`, by default); the findings go to `conn`."""
+    read = read or ReadView(conn)
     started = time.perf_counter()
     mode = "incremental" if incremental else "full"
-    scope = await new_scope(conn, program_id) if incremental else None
+    scope = (await new_scope(read.conn, program_id, primary=conn if read.replica else None)
+             if incremental else None)
     if incremental and scope is None:
-        return ScanSummary(slug, None, mode)
+        return ScanSummary(slug, None, mode, read=read.as_dict())
     phases = {"scope": time.perf_counter() - started}
     scan_id = await queries.start_scan(conn, program_id, mode)
-    loaded = await _load(conn, program_id, scope)
+    loaded = await _load(read.conn, conn, program_id, scope)
     phases["load"] = time.perf_counter() - started - phases["scope"]
     mark = time.perf_counter()
-    model = await finance_model(conn, program_id)
+    model = await finance_model(read.conn, program_id)
     found = await asyncio.get_running_loop().run_in_executor(None, _assess, loaded, model)
     phases["compute"] = time.perf_counter() - mark
-    summary = _summary(ScanSummary(slug, scan_id, mode, phases=phases), loaded, found, model)
+    summary = _summary(ScanSummary(slug, scan_id, mode, phases=phases, read=read.as_dict()),
+                       loaded, found, model)
     await _store(conn, scan_id, loaded, found, summary, started=started)
     metrics.SCAN_SECONDS.labels(mode=mode).observe(summary.seconds)
     await publish_flag_counts(conn)
@@ -126,9 +149,12 @@ async def publish_flag_counts(conn: asyncpg.Connection) -> None:
         metrics.FRAUD_FLAGS.labels(kind=kind).set(n)
 
 
-async def _load(conn: asyncpg.Connection, program_id: int, scope: Scope | None) -> _Loaded:
-    facts = await load_facts(conn, program_id, scope)
-    program = await load_program_facts(conn, program_id, scope)
+async def _load(read: asyncpg.Connection, conn: asyncpg.Connection, program_id: int,
+                scope: Scope | None) -> _Loaded:
+    """The facts from `read`; the rings earlier scans stored from the primary, `conn` (a
+    lagging replica may not have the last scan's yet: a ring found again would be doubled)."""
+    facts = await load_facts(read, program_id, scope)
+    program = await load_program_facts(read, program_id, scope)
     known = await queries.stored_rings(conn, program_id) if scope is not None else []
     return _Loaded(program_id, scope, facts, program, known)
 

@@ -29,7 +29,7 @@ from tracker.clicks.journal import JournalWriter
 from tracker.clicks.links import LinkCache
 from tracker.clicks.redirect import install as install_redirect
 from tracker.clicks.redirect import make_redirect_handler, make_signals_handler, visitor_key
-from tracker.db import create_pool, database_url
+from tracker.db import Replica, create_pool, database_url
 from tracker.jobs import JobRunner, default_jobs
 from tracker.listener import Listener
 from tracker.metrics import RedirectStats, fold_forever
@@ -88,9 +88,13 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     )
     app[keys.JOURNAL] = journal
 
+    replica = app[keys.REPLICA] = Replica(settings.read_database_url)
+
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.POOL] = await create_pool(dsn, min_size=0, max_size=10)
+        await replica.open()
         yield
+        await replica.close()
         await app[keys.POOL].close()
 
     async def links_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -189,7 +193,7 @@ def _background_ctx(
     settings: Settings, dsn: str
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with background(settings, dsn, pool=app[keys.POOL]):
+        async with background(settings, dsn, pool=app[keys.POOL], replica=app[keys.REPLICA]):
             yield
 
     return ctx
@@ -197,11 +201,16 @@ def _background_ctx(
 
 @contextlib.asynccontextmanager
 async def background(
-    settings: Settings, dsn: str, pool: asyncpg.Pool | None = None, drain_s: float = 10.0
+    settings: Settings, dsn: str, pool: asyncpg.Pool | None = None, drain_s: float = 10.0,
+    replica: Replica | None = None,
 ) -> AsyncIterator[Flusher]:
-    """The flusher and (unless disabled) the jobs, for as long as the context is open."""
+    """The flusher and (unless disabled) the jobs, for as long as the context is open; the
+    jobs' heavy reads on `replica` (else one opened here from settings.read_database_url)."""
     own_pool = pool is None
     the_pool = await create_pool(dsn, min_size=0, max_size=4) if pool is None else pool
+    own_replica = replica is None
+    the_replica = Replica(settings.read_database_url) if replica is None else replica
+    await the_replica.open()
     geo = GeoReader(settings.geoip_dir)
     enricher = Enricher(settings.secret_key, settings.trusted_proxies, geo=geo)
     flusher = Flusher(
@@ -212,7 +221,8 @@ async def background(
         max_clicks=settings.flush_max_clicks,
     )
     flusher.start()
-    jobs = JobRunner(the_pool, default_jobs(enricher, settings)) if settings.run_jobs else None
+    jobs = (JobRunner(the_pool, default_jobs(enricher, settings, the_replica))
+            if settings.run_jobs else None)
     if jobs is not None:
         jobs.start()
     try:
@@ -222,6 +232,8 @@ async def background(
             await jobs.close()
         await flusher.close(drain_s)
         geo.close()
+        if own_replica:
+            await the_replica.close()
         if own_pool:
             await the_pool.close()
 

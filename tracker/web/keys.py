@@ -8,11 +8,14 @@ from aiohttp import web
 from tracker.auth import TokenCache
 from tracker.clicks.journal import JournalWriter
 from tracker.clicks.links import LinkCache
+from tracker.db import Replica
 from tracker.settings import Settings
 from tracker.web.bodies import BodyReads
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# The heavy reads' database (reports): REFGUARD_READ_DATABASE_URL, or none (POOL).
+REPLICA = web.AppKey("replica", Replica)
 LINKS = web.AppKey("links", LinkCache)
 JOURNAL = web.AppKey("journal", JournalWriter)
 TOKENS = web.AppKey("tokens", TokenCache)

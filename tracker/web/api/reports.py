@@ -6,9 +6,11 @@ program's economics and breakdowns (tracker.scoring.economics)."""
 from __future__ import annotations
 
 import re
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from attribution.models import MODELS
@@ -39,6 +41,13 @@ _DECIMAL = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,17})?|\.[0-9]{1,17})(?:[eE][-+
 CURRENCY = re.compile(r"[A-Z]{3}")
 
 
+def _reading(request: web.Request) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A connection for a report's computation: the read replica's, else the primary's. An
+    unreachable replica is a 503 with Retry-After, not a report on the primary (tracker.db.
+    Replica says why)."""
+    return request.config_dict[keys.REPLICA].connection(request.config_dict[keys.POOL])
+
+
 async def _program(request: web.Request) -> queries.Program:
     return await program_by_slug(request, query_param(request, "program", max_len=63))
 
@@ -49,7 +58,7 @@ async def attribution(request: web.Request) -> web.Response:
     model = choice_param(request, "model", list(MODELS))
     models = [model] if model else list(MODELS)
     half_life = float(program.settings.get("time_decay_half_life_days", 7.0))
-    async with request.config_dict[keys.POOL].acquire() as conn:
+    async with _reading(request) as conn:
         by_model = await attribution_report(conn, program.id, models, half_life)
     if model:
         return web.json_response({"program": program.slug, "model": model,
@@ -69,7 +78,7 @@ async def funnel(request: web.Request) -> web.Response:
         raise invalid("since must be before until", "since")
     if since is None and until is None and by == "referrer":
         return await _answer(request, program, *FUNNEL, extra={"since": None, "until": None})
-    async with request.config_dict[keys.POOL].acquire() as conn:
+    async with _reading(request) as conn:
         report = await funnel_report(conn, program.id, since=since, until=until, by=by)
     return _live(program, {"since": rfc3339(since) if since else None,
                            "until": rfc3339(until) if until else None, **report})
@@ -78,7 +87,7 @@ async def funnel(request: web.Request) -> web.Response:
 @requires(*READERS)
 async def decisions(request: web.Request) -> web.Response:
     program = await _program(request)
-    async with request.config_dict[keys.POOL].acquire() as conn:
+    async with _reading(request) as conn:
         report = await decisions_report(conn, program.id)
     return web.json_response({"program": program.slug, **report})
 
@@ -101,7 +110,7 @@ async def candidates(request: web.Request) -> web.Response:
     the program."""
     program = await _program(request)
     top = _top(request)
-    async with request.config_dict[keys.POOL].acquire() as conn:
+    async with _reading(request) as conn:
         report = await candidates_report(conn, program.id, top)
     return web.json_response({"program": program.slug, "top": top, **report})
 
@@ -129,7 +138,7 @@ async def economics(request: web.Request) -> web.Response:
         raise invalid("currency must be an ISO 4217 code like USD", "currency")
     if since is None and until is None and currency is None:
         return await _answer(request, program, "economics", "")
-    async with request.config_dict[keys.POOL].acquire() as conn:
+    async with _reading(request) as conn:
         report = await economics_report(conn, program.id, program.settings, since=since,
                                         until=until, currency=currency)
     return _live(program, report)
@@ -154,7 +163,7 @@ async def breakdown(request: web.Request) -> web.Response:
     if (since is None and until is None and min_raw is None and type_ == "purchase"
             and by in CACHED_BREAKDOWNS):
         return await _answer(request, program, "breakdown", breakdown_params(by))
-    async with request.config_dict[keys.POOL].acquire() as conn:
+    async with _reading(request) as conn:
         report = await breakdown_report(
             conn, program.id, program.settings, by, type_=type_, since=since, until=until,
             min_visitors=MIN_VISITORS if min_raw is None else int(min_raw))
@@ -176,7 +185,7 @@ async def _answer(request: web.Request, program: queries.Program, report: str, p
     if cached is not None:
         return web.json_response({"program": program.slug, **(extra or {}), **cached.body,
                                   "cached": True, "computed_at": rfc3339(cached.computed_at)})
-    async with pool.acquire() as conn:
+    async with _reading(request) as conn:
         if report == "economics":
             body = await economics_report(conn, program.id, program.settings)
         elif report == FUNNEL[0]:

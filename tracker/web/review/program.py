@@ -30,6 +30,7 @@ import asyncpg
 from aiohttp import web
 
 from tracker.asks.funnel import STAGES, funnel_report
+from tracker.db import PRIMARY, Replica
 from tracker.errors import NotFound
 from tracker.finance.experiments import experiments_report
 from tracker.formats import DECIMALS
@@ -122,16 +123,22 @@ def funnel_steps(total: dict[str, Any]) -> list[charts.Step]:
                         rates.get(s)) for s in STAGES]
 
 
+Live = Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]]
+
+
 async def _cached_or(conn: asyncpg.Connection, program: queries.Program, report: str,
-                     params: str, live: Callable[[], Awaitable[dict[str, Any]]], *,
+                     params: str, live: Live, *, replica: Replica,
                      valid: Callable[[dict[str, Any]], bool] = lambda body: True
                      ) -> tuple[dict[str, Any], datetime]:
-    """The reports job's copy of a default view while it is fresh (and `valid`), else `live()`
-    now; with when it was computed."""
+    """The reports job's copy of a default view while it is fresh (and `valid`), else `live`
+    computed now on the read replica (the primary without one, or while it is unreachable:
+    the page's own cache bounds that load to one computation per program and currency every
+    CACHE_MAX_AGE_S); with when it was computed."""
     cached = await cached_report(conn, program.id, report, params, CACHE_MAX_AGE_S)
     if cached is not None and valid(cached.body):
         return cached.body, cached.computed_at
-    return await live(), datetime.now(UTC)
+    async with replica.view(conn) as read:
+        return await live(read.conn), datetime.now(UTC)
 
 
 def months_of(program: queries.Program, economics: dict[str, Any], currency: str
@@ -237,10 +244,10 @@ PAGE_CACHE = web.AppKey("refguard_review_program_pages", dict)
 
 
 async def gather(conn: asyncpg.Connection, program: queries.Program, asked: str | None,
-                 cache: PageCache | None = None) -> PageData:
+                 cache: PageCache | None = None, *, replica: Replica = PRIMARY) -> PageData:
     """Every report the page draws: the reports job's copies where fresh, the others computed
-    now; or the page's own copy of them while its oldest figures are under CACHE_MAX_AGE_S old
-    (bench/program_page.py times this)."""
+    now (on `replica`); or the page's own copy of them while its oldest figures are under
+    CACHE_MAX_AGE_S old (bench/program_page.py times this)."""
     asked = asked if asked is not None and _CODE.fullmatch(asked) else None
     key = (program.id, asked)
     now = time.monotonic()
@@ -250,15 +257,18 @@ async def gather(conn: asyncpg.Connection, program: queries.Program, asked: str 
     pid, settings = program.id, program.settings
     # A copy made before the economics had its months is computed again.
     economics, e_at = await _cached_or(
-        conn, program, "economics", "", lambda: economics_report(conn, pid, settings),
-        valid=lambda body: "by_month" in body)
+        conn, program, "economics", "", lambda read: economics_report(read, pid, settings),
+        replica=replica, valid=lambda body: "by_month" in body)
     currency = pick_currency(asked, economics, settings)
     months = months_of(program, economics, currency) if currency else []
-    funnel, f_at = await _cached_or(conn, program, *FUNNEL, lambda: funnel_report(conn, pid))
-    experiments, x_at = await _cached_or(conn, program, *EXPERIMENTS,
-                                         lambda: experiments_report(conn, pid, settings))
-    heat, h_at = await _cached_or(conn, program, "breakdown", breakdown_params(HEAT),
-                                  lambda: breakdown_report(conn, pid, settings, HEAT))
+    funnel, f_at = await _cached_or(conn, program, *FUNNEL,
+                                    lambda read: funnel_report(read, pid), replica=replica)
+    experiments, x_at = await _cached_or(
+        conn, program, *EXPERIMENTS, lambda read: experiments_report(read, pid, settings),
+        replica=replica)
+    heat, h_at = await _cached_or(
+        conn, program, "breakdown", breakdown_params(HEAT),
+        lambda read: breakdown_report(read, pid, settings, HEAT), replica=replica)
     computed_at = min(e_at, f_at, x_at, h_at)
     data = PageData(economics, currency, months, funnel, experiments, heat, computed_at)
     if cache is not None:
@@ -291,7 +301,7 @@ async def program_page(request: web.Request, session: Session) -> web.Response:
                                                   "session": session, "what": "program"},
                         status=404)
         data = await gather(conn, program, request.query.get("currency"),
-                            request.app[PAGE_CACHE])
+                            request.app[PAGE_CACHE], replica=request.app[keys.REPLICA])
     economics, currency, months = data.economics, data.currency, data.months
     experiments, heat = data.experiments, data.heat
     available = currencies_of(economics)
