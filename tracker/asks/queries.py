@@ -691,23 +691,15 @@ SELECT r.external_id AS referrer, s.channel,
        1::float8 AS weight, NULL::text AS visitor
 FROM shares s JOIN referrers r ON r.program_id = s.program_id AND r.id = s.referrer_id
 WHERE s.program_id = $1 AND {_in_range("s.occurred_at")}""",
-    # Clicks that count (not bots, not duplicates), under their link's channel.
-    # The trigger by _trigger's rule, joined: each sent ask reaches until the referrer's next
-    # ask (by sent_at, id) or ASK_REACH after it, whichever is first (one look-up per click
-    # was most of the trigger funnel's time on a million clicks: bench.reports).
+    # Clicks that count (not bots, not duplicates), under their link's channel; the trigger
+    # (by _trigger's rule) is joined only when grouping by it (_CLICK_TRIGGER).
     "clicks": f"""
-SELECT r.external_id AS referrer, l.channel, w.trigger_type AS trigger, 1::float8 AS weight,
+SELECT r.external_id AS referrer, l.channel, {{trigger}} AS trigger, 1::float8 AS weight,
        c.visitor_id AS visitor
 FROM clicks c
 JOIN links l ON l.program_id = c.program_id AND l.id = c.link_id
 JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
-LEFT JOIN (SELECT a.referrer_id, a.trigger_type, a.sent_at,
-                  least(a.sent_at + interval '{ASK_REACH}',
-                        lead(a.sent_at) OVER (PARTITION BY a.referrer_id
-                                              ORDER BY a.sent_at, a.id)) AS reach
-           FROM asks a
-           WHERE a.program_id = $1 AND a.sent_at IS NOT NULL AND a.referrer_id IS NOT NULL) w
-  ON w.referrer_id = c.referrer_id AND w.sent_at <= c.ts AND c.ts < w.reach
+{{trigger_join}}
 WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate AND {_in_range("c.ts")}""",
     "signups": _CREDITED,
     "trials": _CREDITED,
@@ -744,6 +736,21 @@ JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
 WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback') AND {_in_range("x.occurred_at")}
 """,
 }
+# The clicks stage's trigger, joined: each sent ask reaches until the referrer's next ask (by
+# sent_at, id) or ASK_REACH after it, whichever is first (one look-up per click was most of the
+# trigger funnel's time on a million clicks: bench.reports). The windows of a referrer do not
+# overlap, so a click meets one at most; the other groups skip the join (a third of a
+# million-click stage's time).
+_CLICK_TRIGGER = {
+    "trigger": "w.trigger_type",
+    "trigger_join": f"""
+LEFT JOIN (SELECT a.referrer_id, a.trigger_type, a.sent_at,
+                  least(a.sent_at + interval '{ASK_REACH}',
+                        lead(a.sent_at) OVER (PARTITION BY a.referrer_id
+                                              ORDER BY a.sent_at, a.id)) AS reach
+           FROM asks a
+           WHERE a.program_id = $1 AND a.sent_at IS NOT NULL AND a.referrer_id IS NOT NULL) w
+  ON w.referrer_id = c.referrer_id AND w.sent_at <= c.ts AND c.ts < w.reach"""}
 _CONVERSION_TYPE = {"signups": "signup", "trials": "trial", "purchases": "purchase",
                     "renewals": "renewal"}
 
@@ -762,15 +769,19 @@ async def funnel_stage(conn: asyncpg.Connection, stage: str, program_id: int, *,
     args: list[Any] = [program_id, since, until]
     if stage in _CONVERSION_TYPE:
         args.append(_CONVERSION_TYPE[stage])
+    stage_sql = FUNNEL_STAGES[stage]
+    if stage == "clicks":
+        stage_sql = stage_sql.format_map(
+            _CLICK_TRIGGER if by == "trigger" else {"trigger": "NULL::text", "trigger_join": ""})
     # Distinct visitors per group by hashing (group, visitor) first, then counting: a third
     # faster on a million clicks than count(DISTINCT), which sorts them (bench.reports); the
     # total (one group) is faster with count(DISTINCT).
     if by == "total":
-        sql = f"""WITH x AS ({FUNNEL_STAGES[stage]})
+        sql = f"""WITH x AS ({stage_sql})
                   SELECT NULL::text AS key, sum(x.weight) AS n,
                          count(DISTINCT x.visitor) AS visitors FROM x GROUP BY 1"""
     else:
-        sql = f"""WITH x AS ({FUNNEL_STAGES[stage]})
+        sql = f"""WITH x AS ({stage_sql})
                   SELECT key, sum(n) AS n, count(visitor) AS visitors
                   FROM (SELECT {FUNNEL_GROUPS[by]} AS key, x.visitor, sum(x.weight) AS n
                         FROM x GROUP BY 1, 2) y

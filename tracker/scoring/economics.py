@@ -70,19 +70,20 @@ def _sorted(d: dict[str, Any]) -> dict[str, Any]:
     return dict(sorted(d.items()))
 
 
-async def economics_report(conn: asyncpg.Connection, program_id: int, settings: dict[str, Any],
-                           *, since: datetime | None = None, until: datetime | None = None,
-                           currency: str | None = None) -> dict[str, Any]:
-    """The program's economics over [since, until) (see the module's definitions)."""
+async def economics_report(db: asyncpg.Connection | asyncpg.Pool, program_id: int,
+                           settings: dict[str, Any], *, since: datetime | None = None,
+                           until: datetime | None = None, currency: str | None = None
+                           ) -> dict[str, Any]:
+    """The program's economics over [since, until) (see the module's definitions). Given a
+    pool, the customers' and the rewards' reads run at once (queries.report_reads)."""
     tz = zone(settings)
-    async with conn.transaction():
-        await queries.report_settings(conn)
-        customers, money, months, month_money = await queries.customer_groups(
-            conn, program_id, since=since, until=until, currency=currency, tz=tz.key)
-        rewards = [r for r in await queries.reward_money(conn, program_id, since, until,
-                                                         tz.key)
-                   if currency is None or r.currency == currency]
-        as_of = await queries.latest_conversion(conn, program_id)
+    (customers, money, months, month_money), all_rewards, as_of = await queries.report_reads(
+        db,
+        lambda conn: queries.customer_groups(conn, program_id, since=since, until=until,
+                                             currency=currency, tz=tz.key),
+        lambda conn: queries.reward_money(conn, program_id, since, until, tz.key),
+        lambda conn: queries.latest_conversion(conn, program_id))
+    rewards = [r for r in all_rewards if currency is None or r.currency == currency]
     groups, by_kind = _customer_groups(customers, money)
     cost, prevented = _incentives(rewards, by_kind)
     referred = groups["referred"]
@@ -265,35 +266,38 @@ def viral_by_month(months: list[queries.MonthGroup]) -> list[dict[str, Any]]:
 # -- breakdown ---------------------------------------------------------------------------------
 
 
-async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: dict[str, Any],
-                           by: list[str], *, type_: str = "purchase",
+async def breakdown_report(db: asyncpg.Connection | asyncpg.Pool, program_id: int,
+                           settings: dict[str, Any], by: list[str], *, type_: str = "purchase",
                            since: datetime | None = None, until: datetime | None = None,
                            min_visitors: int = MIN_VISITORS) -> dict[str, Any]:
     """Clicks, unique visitors, conversions (of `type_`, each in its last touch's group),
     conversion rate (conversions / unique visitors) and net revenue per currency, per group of
-    one or two dimensions; groups under `min_visitors` unique visitors are marked `small`."""
-    reports = await breakdown_reports(conn, program_id, settings, [by], type_=type_,
+    one or two dimensions; groups under `min_visitors` unique visitors are marked `small`.
+    Given a pool, its three reads run at once (queries.report_reads)."""
+    reports = await breakdown_reports(db, program_id, settings, [by], type_=type_,
                                       since=since, until=until, min_visitors=min_visitors)
     return reports[0]
 
 
-async def breakdown_reports(conn: asyncpg.Connection, program_id: int,
+async def breakdown_reports(db: asyncpg.Connection | asyncpg.Pool, program_id: int,
                             settings: dict[str, Any], sets: list[list[str]], *,
                             type_: str = "purchase", since: datetime | None = None,
                             until: datetime | None = None, min_visitors: int = MIN_VISITORS
                             ) -> list[dict[str, Any]]:
-    """`breakdown_report` for each of `sets`, from one scan of the clicks and one of the
-    conversions (the reports job computes every default view at once)."""
+    """`breakdown_report` for each of `sets`, from one scan of the clicks by group, one for
+    their total and one of the conversions (the reports job computes every default view at
+    once)."""
     tz = zone(settings)
-    async with conn.transaction():
-        await queries.report_settings(conn)
-        clicks = await queries.breakdown_clicks(conn, program_id, sets, since=since,
-                                                until=until, tz=tz.key)
-        conversions = await queries.breakdown_conversions(conn, program_id, sets, type_=type_,
-                                                          since=since, until=until, tz=tz.key)
+    clicks, total, conversions = await queries.report_reads(
+        db,
+        lambda conn: queries.breakdown_clicks(conn, program_id, sets, since=since,
+                                              until=until, tz=tz.key),
+        lambda conn: queries.breakdown_total(conn, program_id, since=since, until=until),
+        lambda conn: queries.breakdown_conversions(conn, program_id, sets, type_=type_,
+                                                   since=since, until=until, tz=tz.key))
     return [_breakdown(by, groups, total, convs, tz=tz.key, type_=type_, since=since,
                        until=until, min_visitors=min_visitors)
-            for by, (groups, total), convs in zip(sets, clicks, conversions, strict=True)]
+            for by, groups, convs in zip(sets, clicks, conversions, strict=True)]
 
 
 def _breakdown(by: list[str], clicks: list[queries.BreakdownRow],

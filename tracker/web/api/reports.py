@@ -69,8 +69,8 @@ async def funnel(request: web.Request) -> web.Response:
         raise invalid("since must be before until", "since")
     if since is None and until is None and by == "referrer":
         return await _answer(request, program, *FUNNEL, extra={"since": None, "until": None})
-    async with request.config_dict[keys.POOL].acquire() as conn:
-        report = await funnel_report(conn, program.id, since=since, until=until, by=by)
+    report = await funnel_report(request.config_dict[keys.POOL], program.id, since=since,
+                                 until=until, by=by)
     return _live(program, {"since": rfc3339(since) if since else None,
                            "until": rfc3339(until) if until else None, **report})
 
@@ -129,9 +129,9 @@ async def economics(request: web.Request) -> web.Response:
         raise invalid("currency must be an ISO 4217 code like USD", "currency")
     if since is None and until is None and currency is None:
         return await _answer(request, program, "economics", "")
-    async with request.config_dict[keys.POOL].acquire() as conn:
-        report = await economics_report(conn, program.id, program.settings, since=since,
-                                        until=until, currency=currency)
+    report = await economics_report(request.config_dict[keys.POOL], program.id,
+                                    program.settings, since=since, until=until,
+                                    currency=currency)
     return _live(program, report)
 
 
@@ -154,10 +154,9 @@ async def breakdown(request: web.Request) -> web.Response:
     if (since is None and until is None and min_raw is None and type_ == "purchase"
             and by in CACHED_BREAKDOWNS):
         return await _answer(request, program, "breakdown", breakdown_params(by))
-    async with request.config_dict[keys.POOL].acquire() as conn:
-        report = await breakdown_report(
-            conn, program.id, program.settings, by, type_=type_, since=since, until=until,
-            min_visitors=MIN_VISITORS if min_raw is None else int(min_raw))
+    report = await breakdown_report(
+        request.config_dict[keys.POOL], program.id, program.settings, by, type_=type_,
+        since=since, until=until, min_visitors=MIN_VISITORS if min_raw is None else int(min_raw))
     return _live(program, report)
 
 
@@ -176,16 +175,16 @@ async def _answer(request: web.Request, program: queries.Program, report: str, p
     if cached is not None:
         return web.json_response({"program": program.slug, **(extra or {}), **cached.body,
                                   "cached": True, "computed_at": rfc3339(cached.computed_at)})
-    async with pool.acquire() as conn:
-        if report == "economics":
-            body = await economics_report(conn, program.id, program.settings)
-        elif report == FUNNEL[0]:
-            body = await funnel_report(conn, program.id)
-        elif report == EXPERIMENTS[0]:
+    if report == "economics":
+        body = await economics_report(pool, program.id, program.settings)
+    elif report == FUNNEL[0]:
+        body = await funnel_report(pool, program.id)
+    elif report == EXPERIMENTS[0]:
+        async with pool.acquire() as conn:
             body = await experiments_report(conn, program.id, program.settings)
-        else:
-            body = await breakdown_report(conn, program.id, program.settings,
-                                          params.removeprefix("by=").split(","))
+    else:
+        body = await breakdown_report(pool, program.id, program.settings,
+                                      params.removeprefix("by=").split(","))
     return _live(program, {**(extra or {}), **body})
 
 
