@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
-import json
 import os
 import shutil
 import statistics
@@ -250,42 +250,59 @@ async def measure(run: Callable[[], Awaitable[Any]], repeat: int, cpu: Cpu
             "py_cpu": round(statistics.median(py_cpu), 2)}
 
 
-# Run in a subprocess against the same database: the reports of another checkout of refguard
+# Runs in a subprocess against the same database: the reports of another checkout of refguard
 # (`--previous`, e.g. the commit before a change), each on one connection as that code did.
+# It reads a report's name per line and answers when it has run it once (an empty line for a
+# name it does not have), so that the two are timed in turns under the same load.
 PREVIOUS = """
-import asyncio, json, statistics, sys, time
+import asyncio, sys
 import asyncpg
 from bench.reports import reports
 
-async def main(uri, names, repeat):
+async def main(uri):
     conn = await asyncpg.connect(uri)
     pid = await conn.fetchval("SELECT id FROM programs WHERE slug = 'bench'")
-    out = {}
-    for name, report in reports().items():
-        if name in names:
-            runs = []
-            for _ in range(repeat):
-                t = time.perf_counter()
-                await report(conn, pid)
-                runs.append(time.perf_counter() - t)
-            out[name] = round(statistics.median(runs), 3)
-    print(json.dumps(out))
+    known = reports()
+    for line in sys.stdin:
+        name = line.strip()
+        if name in known:
+            await known[name](conn, pid)
+            print("ran", flush=True)
+        else:
+            print("", flush=True)
 
-asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])))
+asyncio.run(main(sys.argv[1]))
 """
 
 
-async def previous(checkout: Path, uri: str, names: list[str], repeat: int
-                   ) -> dict[str, float]:
-    """Median seconds of the reports named `names` that `checkout`'s bench.reports also has."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PREVIOUS, uri, json.dumps(names), str(repeat), cwd=checkout,
-        env={**os.environ, "PYTHONPATH": str(checkout)}, stdout=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"--previous {checkout}: its reports failed (exit {proc.returncode})")
-    found: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
-    return found
+class Previous:
+    """Another checkout's bench.reports, run in a subprocess on the same database."""
+
+    def __init__(self, checkout: Path, uri: str) -> None:
+        self.checkout, self.uri = checkout, uri
+
+    async def __aenter__(self) -> Previous:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PREVIOUS, self.uri, cwd=self.checkout,
+            env={**os.environ, "PYTHONPATH": str(self.checkout)},
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await self.proc.wait()
+
+    async def run(self, name: str) -> bool:
+        """Run the report `name` once; False when that checkout has none of the name."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(name.encode() + b"\n")
+        await self.proc.stdin.drain()
+        answer = await self.proc.stdout.readline()
+        if not answer:
+            raise SystemExit(f"--previous {self.checkout}: its reports failed")
+        return answer.strip() == b"ran"
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -297,7 +314,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     n_purchases = int(76_000 * args.scale)
     timings: dict[str, dict[str, float]] = {}
     cached: dict[str, float] = {}
-    before: dict[str, float] = {}
+    before: dict[str, dict[str, float]] = {}
     try:
         conn = await asyncpg.connect(server.get_uri())
         await db.migrate(conn)
@@ -321,15 +338,27 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  candidates not fitted: {exc}")
         fit_s = round(time.perf_counter() - t, 3)
         print(f"  {'candidates fit (its job)':<40} {fit_s:>13.3f}s")
-        for name, report in reports().items():
-            if args.only and args.only not in name:
-                continue
-            timings[name] = await measure(functools.partial(report, pool, pid), args.repeat,
-                                          cpu)
-            print(f"  {name:<40} median {timings[name]['median']:>6.3f}s  "
-                  f"first {timings[name]['first']:>6.3f}s  cpu db "
-                  f"{timings[name]['db_cpu']:>5.2f}s py {timings[name]['py_cpu']:>5.2f}s",
-                  flush=True)
+        async with contextlib.AsyncExitStack() as stack:
+            before_ = (await stack.enter_async_context(
+                Previous(Path(args.previous), server.get_uri())) if args.previous else None)
+            for name, report in reports().items():
+                if args.only and args.only not in name:
+                    continue
+                timings[name] = now = await measure(functools.partial(report, pool, pid),
+                                                    args.repeat, cpu)
+                print(f"  {name:<40} median {now['median']:>6.3f}s  first "
+                      f"{now['first']:>6.3f}s  cpu db {now['db_cpu']:>5.2f}s py "
+                      f"{now['py_cpu']:>5.2f}s", flush=True)
+                if before_ is not None and await before_.run(name):
+                    # Turns under the same load: previous, now, previous, ...
+                    then = await measure(functools.partial(before_.run, name), args.repeat,
+                                         cpu)
+                    before[name] = then
+                    print(f"    previous{'':<32} median {then['median']:>6.3f}s  first "
+                          f"{then['first']:>6.3f}s  cpu db {then['db_cpu']:>5.2f}s: "
+                          f"x{then['median'] / now['median']:.1f} the time, "
+                          f"x{then['db_cpu'] / max(now['db_cpu'], 0.01):.1f} the CPU",
+                          flush=True)
         # The baseline, measured in the same run: a bare count of the program's clicks (one
         # scan of what every breakdown reads), so that figures compare across loaded machines.
         base = await measure(lambda: conn.fetchval(
@@ -337,12 +366,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         baseline = base["median"]
         print(f"  {'baseline: count(*) of the clicks':<40} median {baseline:>6.3f}s  "
               f"{'':>14}cpu db {base['db_cpu']:>5.2f}s")
-        if args.previous:
-            before = await previous(Path(args.previous), server.get_uri(), list(timings),
-                                    args.repeat)
-            for name, seconds in before.items():
-                print(f"  previous {name:<31} median {seconds:>6.3f}s  now "
-                      f"{timings[name]['median']:.3f}s: x{seconds / timings[name]['median']:.1f}")
         t = time.perf_counter()
         await report_cache(conn)
         job_s = round(time.perf_counter() - t, 3)
@@ -370,9 +393,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "candidates_fit_seconds": fit_s, "reports": timings,
             "ratio_to_baseline": {n: round(t["median"] / baseline, 1)
                                   for n, t in timings.items()},
-            "previous_seconds": before,
-            "speedup_over_previous": {n: round(s / timings[n]["median"], 2)
-                                      for n, s in before.items()},
+            "previous": before,
+            "speedup_over_previous": {n: round(t["median"] / timings[n]["median"], 2)
+                                      for n, t in before.items()},
             "job_seconds": job_s, "cached_seconds": cached}
 
 

@@ -20,6 +20,7 @@ import asyncpg
 from tracker import db, metrics
 from tracker.asks.asks import asks_job
 from tracker.asks.candidates import refresh_due
+from tracker.asks.funnel import GROUPS as FUNNEL_GROUPS
 from tracker.asks.funnel import funnel_report
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
@@ -141,20 +142,28 @@ async def candidates(conn: asyncpg.Connection) -> None:
     await refresh_due(conn)
 
 
-# Default views kept by the reports job beyond scoring's (economics, breakdowns): the funnel
-# (asks) and the experiments (finance) sit above scoring, so they are computed here. The
-# program page (tracker/web/review/program.py) reads them while fresh (CACHE_MAX_AGE_S).
+# Default views kept by the reports job beyond scoring's (economics, breakdowns, attribution):
+# the funnel (asks) and the experiments (finance) sit above scoring, so they are computed
+# here. The program page (tracker/web/review/program.py) reads them while fresh
+# (CACHE_MAX_AGE_S).
 FUNNEL = ("funnel", "")  # funnel_report's default view (by referrer, all time)
 EXPERIMENTS = ("experiments", "")
 
 
+def funnel_params(by: str) -> str:
+    """The cache key of the funnel's view by `by` over all time (by referrer: FUNNEL's)."""
+    return "" if by == "referrer" else f"by={by}"
+
+
 async def report_cache(conn: asyncpg.Connection) -> None:
-    """Every program's default views: scoring's (refresh_report_cache), then the funnel and
-    the experiments report, each stored in its own transaction."""
+    """Every program's default views: scoring's (refresh_report_cache), then the funnel by
+    each split and the experiments report, each stored in its own transaction."""
     await refresh_report_cache(conn)
     for program in await scoring_queries.programs_named(conn, None):
-        body = await funnel_report(conn, program.id)
-        await scoring_queries.store_report(conn, program.id, *FUNNEL, body)
+        for by in FUNNEL_GROUPS:
+            body = await funnel_report(conn, program.id, by=by)
+            await scoring_queries.store_report(conn, program.id, FUNNEL[0], funnel_params(by),
+                                               body)
         body = await experiments_report(conn, program.id, program.settings)
         await scoring_queries.store_report(conn, program.id, *EXPERIMENTS, body)
 

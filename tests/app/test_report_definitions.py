@@ -8,7 +8,8 @@ daylight-saving change in the program's time zone, visitors who fall in several 
 unique-visitor counts are not additive), clicks without a visitor, bots and duplicates, a
 referrer with two asks, typed codes, refunds; then late clicks (an import or a journal replay
 of old timestamps) and a click turned bot, and the reports read again. The economics and the
-funnel give the same answers on a pool (reads at once) as on one connection.
+funnel give the same answers on a pool (reads at once) as on one connection, and the reports
+job's copies of the funnel and the attribution the same as computed on request.
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from attribution.models import MODELS
+from tests.helpers import auth
 from tracker import db
 from tracker.asks.funnel import GROUPS, funnel_report
+from tracker.jobs import report_cache
 from tracker.scoring import economics
 from tracker.scoring.economics import breakdown_report, economics_report
 from tracker.scoring.queries import BREAKDOWN_DIMENSIONS, BreakdownConversions, BreakdownRow
+from tracker.scoring.reports import attribution_report
+
+Client = TestClient[web.Request, web.Application]
 
 TZ = "America/New_York"
 SETTINGS = {"timezone": TZ}
@@ -115,6 +124,12 @@ async def build(conn: asyncpg.Connection, rng: random.Random) -> int:
                    VALUES ($1, $2, $3, $4, $5, $6, $7, '\\x00', $8)""",
                 pid, f"x{n}-r", rng.choice(("refund", "chargeback")), f"x{n}",
                 rng.choice((None, 300, amount * 2)), currency, at + timedelta(days=3), f"e{n}")
+    # Credits as last-touch attribution writes them (the funnel and attribution read them).
+    await conn.execute(
+        """INSERT INTO credits (program_id, conversion_id, referrer_id, model, credit)
+           SELECT DISTINCT ON (conversion_id) program_id, conversion_id, referrer_id,
+                  'last_touch', 1
+           FROM touchpoints WHERE program_id = $1 ORDER BY conversion_id, position DESC""", pid)
     return pid
 
 
@@ -279,3 +294,27 @@ async def test_reads_at_once_answer_as_one_connection(conn: asyncpg.Connection,
         for group in GROUPS:
             assert await funnel_report(pool, pid, by=group, since=since, until=until) == \
                 await funnel_report(conn, pid, by=group, since=since, until=until)
+
+
+async def test_the_jobs_copies_answer_every_funnel_split_and_attribution_model(
+        client: Client, tokens: dict[str, str], conn: asyncpg.Connection) -> None:
+    """The reports job keeps the funnel by each split and the attribution under every model;
+    the API answers them from its copy, equal to what is computed on request."""
+    pid = await build(conn, random.Random(3))
+    await report_cache(conn)
+    viewer = auth(tokens["viewer"])
+    for by in GROUPS:
+        resp = await client.get(f"/api/v1/reports/funnel?program=acme&by={by}", headers=viewer)
+        body = await resp.json()
+        assert body.pop("cached") is True and body.pop("computed_at")
+        assert body == {"program": "acme", "since": None, "until": None,
+                        **await funnel_report(conn, pid, by=by)}
+    live = await attribution_report(conn, pid, list(MODELS))
+    assert live["last_touch"] and live["shapley"]
+    resp = await client.get("/api/v1/reports/attribution?program=acme", headers=viewer)
+    body = await resp.json()
+    assert body["cached"] is True and body["models"] == live
+    resp = await client.get("/api/v1/reports/attribution?program=acme&model=markov",
+                            headers=viewer)
+    body = await resp.json()
+    assert body["cached"] is True and body["rows"] == live["markov"]

@@ -24,6 +24,7 @@ the OpenAPI document, tracker/web/api/openapi.py):
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -31,10 +32,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from attribution.models import MODELS
 from tracker import metrics
 from tracker.formats import CREDITED_TYPES, rfc3339
 from tracker.programs.queries import REFERRER_KINDS
 from tracker.scoring import queries
+from tracker.scoring.reports import attribution_report, half_life_days
 
 GRANTED = ("approved", "paid")
 OPEN = ("pending", "flagged")
@@ -288,16 +291,21 @@ async def breakdown_reports(db: asyncpg.Connection | asyncpg.Pool, program_id: i
     their total and one of the conversions (the reports job computes every default view at
     once)."""
     tz = zone(settings)
-    clicks, total, conversions = await queries.report_reads(
+    # On a pool the clicks by group, the longest read, runs in parts of disjoint visitors.
+    parts = queries.VISITOR_PARTS if isinstance(db, asyncpg.Pool) else 1
+    total, conversions, *clicks = await queries.report_reads(
         db,
-        lambda conn: queries.breakdown_clicks(conn, program_id, sets, since=since,
-                                              until=until, tz=tz.key),
         lambda conn: queries.breakdown_total(conn, program_id, since=since, until=until),
         lambda conn: queries.breakdown_conversions(conn, program_id, sets, type_=type_,
-                                                   since=since, until=until, tz=tz.key))
-    return [_breakdown(by, groups, total, convs, tz=tz.key, type_=type_, since=since,
-                       until=until, min_visitors=min_visitors)
-            for by, groups, convs in zip(sets, clicks, conversions, strict=True)]
+                                                   since=since, until=until, tz=tz.key),
+        *(functools.partial(queries.breakdown_clicks, program_id=program_id, sets=sets,
+                            since=since, until=until, tz=tz.key, part=part, parts=parts)
+          for part in range(parts)))
+    # _breakdown adds up rows of the same group: those of the parts.
+    return [_breakdown(by, [row for part in clicks for row in part[i]], total, convs,
+                       tz=tz.key, type_=type_, since=since, until=until,
+                       min_visitors=min_visitors)
+            for i, (by, convs) in enumerate(zip(sets, conversions, strict=True))]
 
 
 def _breakdown(by: list[str], clicks: list[queries.BreakdownRow],
@@ -344,6 +352,7 @@ def _breakdown(by: list[str], clicks: list[queries.BreakdownRow],
 # -- the reports job and its gauges ------------------------------------------------------------
 
 CACHE_MAX_AGE_S = 900.0  # a cached view older than this is computed again on request
+ATTRIBUTION = ("attribution", "")  # every model's rows: {model: [row, ...]}
 CACHED_BREAKDOWNS = (*([d] for d in queries.BREAKDOWN_DIMENSIONS), ["weekday", "hour"])
 MAX_PROGRAM_SERIES = 50  # the gauges carry at most this many programs (the first by id)
 
@@ -354,11 +363,16 @@ def breakdown_params(by: list[str]) -> str:
 
 
 async def refresh_report_cache(conn: asyncpg.Connection) -> None:
-    """Compute and store every program's default views: the economics over its whole history
-    and the breakdown by each dimension (and weekday x hour), each in its own transaction."""
+    """Compute and store every program's default views: the economics over its whole history,
+    the breakdown by each dimension (and weekday x hour) and the attribution under every
+    model (the report has no window: this copy answers every request for it while fresh),
+    each in its own transaction."""
     for program in await queries.programs_named(conn, None):
         body = await economics_report(conn, program.id, program.settings)
         await queries.store_report(conn, program.id, "economics", "", body)
+        body = await attribution_report(conn, program.id, list(MODELS),
+                                        half_life_days(program.settings))
+        await queries.store_report(conn, program.id, *ATTRIBUTION, body)
         sets = [list(by) for by in CACHED_BREAKDOWNS]
         for by, body in zip(sets, await breakdown_reports(conn, program.id, program.settings,
                                                           sets), strict=True):

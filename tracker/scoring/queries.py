@@ -965,6 +965,15 @@ async def report_settings(conn: asyncpg.Connection) -> None:
 
 Read = Callable[[asyncpg.Connection], Awaitable[Any]]
 READ_CONCURRENCY = 3  # connections one report holds at once (of the pool's ten)
+VISITOR_PARTS = 2  # a report's longest read (clicks by group) on a pool: a part per core
+
+
+def visitor_part(clicks: str, param: int) -> str:
+    """SQL true for the clicks `clicks` of the visitors in part ${param + 1} of ${param}
+    (by a hash of the visitor id; clicks without one in part 0). No visitor is in two
+    parts, so per-group clicks and distinct visitors of the parts add up to the whole."""
+    return (f"(hashtext(coalesce({clicks}.visitor_id, '')) & 2147483647) % ${param} "
+            f"= ${param + 1}")
 
 
 async def report_reads(db: asyncpg.Connection | asyncpg.Pool, *reads: Read) -> list[Any]:
@@ -1096,25 +1105,34 @@ def _sets(sets: list[list[str]], masks: dict[int, list[int]], extra: str) -> str
 
 
 async def breakdown_clicks(conn: asyncpg.Connection, program_id: int, sets: list[list[str]],
-                           *, since: datetime | None, until: datetime | None, tz: str
-                           ) -> list[list[BreakdownRow]]:
+                           *, since: datetime | None, until: datetime | None, tz: str,
+                           part: int = 0, parts: int = 1) -> list[list[BreakdownRow]]:
     """For each of `sets` (one or two names of BREAKDOWN_DIMENSIONS): counted (not bot, not
     duplicate) clicks in [since, until) and their distinct visitors per group. One scan for
     every set: hash aggregates by (group, visitor) per set, then by group, rather than
     count(DISTINCT), which sorts every click. (The total is breakdown_total: a (visitor)
-    grouping set here hashed every visitor once more, four times its cost: bench.reports.)"""
+    grouping set here hashed every visitor once more, four times its cost: bench.reports.)
+
+    With `parts` > 1, only the clicks of the visitors in part `part` of `parts` (by a hash of
+    the visitor id; clicks without one in part 0): the parts share no visitor, so their
+    counts add up to the whole, and each can run on a core of its own."""
     dims, masks = _grouping(sets)
     columns = ", ".join(f"g_{d}" for d in dims)
+    args: list[Any] = [program_id, since, until, tz]
+    split = ""
+    if parts > 1:
+        split = "AND " + visitor_part("c", 5)
+        args += [parts, part]
     rows = await conn.fetch(
         f"""{_breakdown_ctes(dims)}
            SELECT mask, {columns}, sum(n)::bigint AS clicks, count(visitor_id) AS visitors
            FROM (SELECT GROUPING({columns}) AS mask, {columns}, visitor_id, count(*) AS n
                  FROM (SELECT {_keys(dims)}, c.visitor_id FROM clicks c
                        {_breakdown_from(dims, "c")}
-                       WHERE {_COUNTED_CLICKS}) keyed
+                       WHERE {_COUNTED_CLICKS} {split}) keyed
                  GROUP BY GROUPING SETS ({_sets(sets, masks, "visitor_id")})
                 ) per_visitor
-           GROUP BY mask, {columns}""", program_id, since, until, tz)
+           GROUP BY mask, {columns}""", *args)
     out: list[list[BreakdownRow]] = [[] for _ in sets]
     for r in rows:
         for i in masks[r["mask"]]:

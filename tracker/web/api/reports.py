@@ -17,9 +17,10 @@ from tracker.asks.funnel import GROUPS, funnel_report
 from tracker.finance.decisions import decisions_report
 from tracker.finance.experiments import experiments_report
 from tracker.formats import rfc3339
-from tracker.jobs import EXPERIMENTS, FUNNEL
+from tracker.jobs import EXPERIMENTS, FUNNEL, funnel_params
 from tracker.programs import queries
 from tracker.scoring.economics import (
+    ATTRIBUTION,
     CACHE_MAX_AGE_S,
     CACHED_BREAKDOWNS,
     CONVERSION_TYPES,
@@ -29,7 +30,7 @@ from tracker.scoring.economics import (
     economics_report,
 )
 from tracker.scoring.queries import BREAKDOWN_DIMENSIONS, cached_report
-from tracker.scoring.reports import attribution_report
+from tracker.scoring.reports import attribution_report, half_life_days
 from tracker.web import keys
 from tracker.web.api.common import choice_param, program_by_slug, query_param, requires, time_param
 from tracker.web.api.errors import invalid
@@ -45,19 +46,29 @@ async def _program(request: web.Request) -> queries.Program:
 
 @requires(*READERS)
 async def attribution(request: web.Request) -> web.Response:
+    """Every model's rows come from the reports job's copy while it is fresh (the report has
+    no window, and Markov and Shapley over a large program take seconds), else are computed
+    now (only the model asked for, when one is)."""
     program = await _program(request)
     model = choice_param(request, "model", list(MODELS))
     models = [model] if model else list(MODELS)
-    half_life = float(program.settings.get("time_decay_half_life_days", 7.0))
-    async with request.config_dict[keys.POOL].acquire() as conn:
-        by_model = await attribution_report(conn, program.id, models, half_life)
+    pool = request.config_dict[keys.POOL]
+    cached = await cached_report(pool, program.id, *ATTRIBUTION, CACHE_MAX_AGE_S)
+    if cached is not None and set(models) <= set(cached.body):
+        by_model: dict[str, list[dict[str, Any]]] = cached.body
+        fresh = {"cached": True, "computed_at": rfc3339(cached.computed_at)}
+    else:
+        async with pool.acquire() as conn:
+            by_model = await attribution_report(conn, program.id, models,
+                                                half_life_days(program.settings))
+        fresh = {"cached": False, "computed_at": rfc3339(datetime.now(UTC))}
     if model:
         return web.json_response({"program": program.slug, "model": model,
-                                  "rows": by_model[model]})
+                                  "rows": by_model[model], **fresh})
     # All models: `rows` lists every model's rows (each naming its model), `models` groups them.
     rows = [{"model": m, **row} for m in models for row in by_model[m]]
     return web.json_response({"program": program.slug, "model": None, "rows": rows,
-                              "models": by_model})
+                              "models": by_model, **fresh})
 
 
 @requires(*READERS)
@@ -67,8 +78,9 @@ async def funnel(request: web.Request) -> web.Response:
     since, until = time_param(request, "since"), time_param(request, "until")
     if since is not None and until is not None and since >= until:
         raise invalid("since must be before until", "since")
-    if since is None and until is None and by == "referrer":
-        return await _answer(request, program, *FUNNEL, extra={"since": None, "until": None})
+    if since is None and until is None:
+        return await _answer(request, program, FUNNEL[0], funnel_params(by),
+                             extra={"since": None, "until": None})
     report = await funnel_report(request.config_dict[keys.POOL], program.id, since=since,
                                  until=until, by=by)
     return _live(program, {"since": rfc3339(since) if since else None,
@@ -167,7 +179,7 @@ def _live(program: queries.Program, report: dict[str, Any]) -> web.Response:
 
 async def _answer(request: web.Request, program: queries.Program, report: str, params: str,
                   extra: dict[str, Any] | None = None) -> web.Response:
-    """A default view (economics, a breakdown, the funnel by referrer, the experiments): the
+    """A default view (economics, a breakdown, the funnel, the experiments): the
     reports job's copy while it is fresh (CACHE_MAX_AGE_S), else computed now; `extra` goes
     before the report's fields in both."""
     pool = request.config_dict[keys.POOL]
@@ -178,7 +190,8 @@ async def _answer(request: web.Request, program: queries.Program, report: str, p
     if report == "economics":
         body = await economics_report(pool, program.id, program.settings)
     elif report == FUNNEL[0]:
-        body = await funnel_report(pool, program.id)
+        body = await funnel_report(pool, program.id,
+                                   by=params.removeprefix("by=") or "referrer")
     elif report == EXPERIMENTS[0]:
         async with pool.acquire() as conn:
             body = await experiments_report(conn, program.id, program.settings)
