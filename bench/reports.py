@@ -1,8 +1,10 @@
-"""Reports benchmark (issue 16): the economics, breakdown, funnel (by referrer, channel and
-trigger) and experiments reports over 1M clicks and 100k conversions, target under 2 s each.
+"""Reports benchmark (issue 16): every report (economics, breakdown, funnel by referrer,
+channel and trigger, experiments, attribution per referrer, candidates) over 1M clicks and 100k
+conversions, target under 2 s each, computed on request or served from the reports job's copy.
 
     .venv/bin/python -m bench.reports               # 1,000,000 clicks, 100,000 conversions
     .venv/bin/python -m bench.reports --scale 0.05  # a quick run
+    .venv/bin/python -m bench.reports --keep DIR --previous OLD  # OLD: an earlier checkout
 
 One embedded PostgreSQL in a temporary folder. The data is generated inside PostgreSQL (the
 reports are measured, not the import, which bench.attribution measures): a program (time zone
@@ -13,13 +15,17 @@ credited to the referrer of a stored click (touchpoints and credits as attributi
 them), renewals 100 days later, refunds and chargebacks, signups; rewards on both sides in
 every status, with earned, payout and clawback ledger entries; sent asks.
 
-Each report is run `--repeat` times (default 3) through the same functions the API calls;
-the figure is the median, with the first (cold) run reported too, and its ratio to a baseline
-measured in the same run (a bare count of the program's clicks), because the machines are
-shared and noisy. Then the reports job (tracker.jobs.report_cache: every default view, as
-`serve` runs it) is timed, and the look-up of each default view in its copy, which is what
-the API answers while the copy is fresh. Prints a table and writes JSON to
-bench/results/reports-<timestamp>.json.
+Each report is run `--repeat` times (default 3) as the API calls it (given the pool, so the
+economics, breakdown and funnel run their independent reads a few at once), with and without
+a window and filters; the figure is the median wall time, with the first (cold) run, and the
+CPU seconds the database server (every backend) and this process spent, since the machines
+are shared and noisy and CPU time is what a report costs wherever it runs. A bare count of
+the program's clicks is the baseline measured in the same run. With `--previous OLD`, each
+report is also timed as the checkout OLD computes it (its bench.reports, in a subprocess on
+the same database), in turns with this one's, with the ratios. Then the reports job
+(tracker.jobs.report_cache: every default view, as `serve` runs it) is timed, and the look-up
+of each default view in its copy, which is what the API answers while the copy is fresh.
+Prints a table and writes JSON to bench/results/reports-<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -48,8 +54,9 @@ from tracker.asks.candidates import refresh as candidates_refresh
 from tracker.asks.candidates import report as candidates_report
 from tracker.asks.funnel import GROUPS, funnel_report
 from tracker.finance.experiments import experiments_report
-from tracker.jobs import EXPERIMENTS, FUNNEL, report_cache
+from tracker.jobs import EXPERIMENTS, FUNNEL, funnel_params, report_cache
 from tracker.scoring.economics import (
+    ATTRIBUTION,
     CACHE_MAX_AGE_S,
     CACHED_BREAKDOWNS,
     breakdown_params,
@@ -372,7 +379,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {'reports job (all default views)':<40} {job_s:>13.3f}s")
         for name, params in (("economics", ""),
                              *(("breakdown", breakdown_params(by)) for by in CACHED_BREAKDOWNS),
-                             FUNNEL, EXPERIMENTS):
+                             *((FUNNEL[0], funnel_params(by)) for by in GROUPS),
+                             EXPERIMENTS, ATTRIBUTION):
             runs = []
             for _ in range(args.repeat):
                 t = time.perf_counter()
