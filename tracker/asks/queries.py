@@ -24,7 +24,7 @@ import asyncpg
 from growth import candidates as growth
 from tracker.errors import NotFound
 from tracker.intake.queries import batch_statuses
-from tracker.scoring.queries import ASK_REACH, visitor_part
+from tracker.scoring.queries import ASK_REACH, visitor_part, visitor_part_args
 
 # -- asks --------------------------------------------------------------------------------------
 
@@ -780,7 +780,7 @@ async def funnel_stage(conn: asyncpg.Connection, stage: str, program_id: int, *,
         stage_sql = _clicks_stage(by)
         if parts > 1:
             stage_sql += " AND " + visitor_part("c", 4)
-            args += [parts, part]
+            args += visitor_part_args(part, parts)
     else:
         stage_sql = FUNNEL_STAGES[stage]
     # Distinct visitors per group by hashing (group, visitor) first, then counting: a third
