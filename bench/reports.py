@@ -1,8 +1,10 @@
-"""Reports benchmark (issue 16): the economics, breakdown, funnel (by referrer, channel and
-trigger) and experiments reports over 1M clicks and 100k conversions, target under 2 s each.
+"""Reports benchmark (issue 16): every report (economics, breakdown, funnel by referrer,
+channel and trigger, experiments, attribution per referrer, candidates) over 1M clicks and 100k
+conversions, target under 2 s each, computed on request or served from the reports job's copy.
 
     .venv/bin/python -m bench.reports               # 1,000,000 clicks, 100,000 conversions
     .venv/bin/python -m bench.reports --scale 0.05  # a quick run
+    .venv/bin/python -m bench.reports --keep DIR --previous OLD  # OLD: an earlier checkout
 
 One embedded PostgreSQL in a temporary folder. The data is generated inside PostgreSQL (the
 reports are measured, not the import, which bench.attribution measures): a program (time zone
@@ -13,21 +15,29 @@ credited to the referrer of a stored click (touchpoints and credits as attributi
 them), renewals 100 days later, refunds and chargebacks, signups; rewards on both sides in
 every status, with earned, payout and clawback ledger entries; sent asks.
 
-Each report is run `--repeat` times (default 3) through the same functions the API calls;
-the figure is the median, with the first (cold) run reported too, and its ratio to a baseline
-measured in the same run (a bare count of the program's clicks), because the machines are
-shared and noisy. Then the reports job (tracker.jobs.report_cache: every default view, as
-`serve` runs it) is timed, and the look-up of each default view in its copy, which is what
-the API answers while the copy is fresh. Prints a table and writes JSON to
-bench/results/reports-<timestamp>.json.
+Each report is run `--repeat` times (default 3) as the API calls it (given the pool, so the
+economics, breakdown and funnel run their independent reads a few at once), with and without
+a window and filters; the figure is the median wall time, with the first (cold) run, and the
+CPU seconds the database server (every backend) and this process spent, since the machines
+are shared and noisy and CPU time is what a report costs wherever it runs. A bare count of
+the program's clicks is the baseline measured in the same run. With `--previous OLD`, each
+report is also timed as the checkout OLD computes it (its bench.reports, in a subprocess on
+the same database), in turns with this one's, with the ratios. Then the reports job
+(tracker.jobs.report_cache: every default view, as `serve` runs it) is timed, and the look-up
+of each default view in its copy, which is what the API answers while the copy is fresh.
+Prints a table and writes JSON to bench/results/reports-<timestamp>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
+import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,12 +47,16 @@ from typing import Any
 
 import asyncpg
 
+from attribution.models import MODELS
 from bench.results import save
 from tracker import db
+from tracker.asks.candidates import refresh as candidates_refresh
+from tracker.asks.candidates import report as candidates_report
 from tracker.asks.funnel import GROUPS, funnel_report
 from tracker.finance.experiments import experiments_report
-from tracker.jobs import EXPERIMENTS, FUNNEL, report_cache
+from tracker.jobs import EXPERIMENTS, FUNNEL, funnel_params, report_cache
 from tracker.scoring.economics import (
+    ATTRIBUTION,
     CACHE_MAX_AGE_S,
     CACHED_BREAKDOWNS,
     breakdown_params,
@@ -50,6 +64,7 @@ from tracker.scoring.economics import (
     economics_report,
 )
 from tracker.scoring.queries import cached_report
+from tracker.scoring.reports import attribution_report
 
 TARGET_S = 2.0
 SETTINGS = {"timezone": "Europe/Paris"}
@@ -151,10 +166,20 @@ GENERATE = [
 EXPERIMENT = {**SETTINGS, "reward": {"currency": "USD", "variants": [
     {"name": "50/50", "weight": 1}, {"name": "75/25", "weight": 1}]}}
 
-Report = Callable[[asyncpg.Connection, int], Awaitable[dict[str, Any]]]
+Report = Callable[[asyncpg.Pool, int], Awaitable[Any]]
+
+
+def on_conn(run: Callable[[asyncpg.Connection, int], Awaitable[Any]]) -> Report:
+    """A report that reads on one connection (as the API calls it)."""
+    async def report(pool: asyncpg.Pool, pid: int) -> Any:
+        async with pool.acquire() as conn:
+            return await run(conn, pid)
+    return report
 
 
 def reports() -> dict[str, Report]:
+    """Every report as the API calls it (given the pool: economics, breakdown and funnel run
+    their reads a few at once), with and without a window and filters."""
     month = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
     out: dict[str, Report] = {
         "economics": lambda c, p: economics_report(c, p, SETTINGS),
@@ -165,16 +190,126 @@ def reports() -> dict[str, Report]:
     for by in (["weekday"], ["hour"], ["country"], ["device"], ["os"], ["browser"],
                ["channel"], ["campaign"], ["referrer_kind"], ["trigger"], ["weekday", "hour"],
                ["channel", "referrer_kind"], ["country", "device"], ["trigger", "channel"]):
-        def run(c: asyncpg.Connection, p: int, by: list[str] = by) -> Awaitable[dict[str, Any]]:
+        def run(c: asyncpg.Pool, p: int, by: list[str] = by) -> Awaitable[dict[str, Any]]:
             return breakdown_report(c, p, SETTINGS, by)
         out["breakdown " + ",".join(by)] = run
+    out["breakdown trigger,hour signups month"] = lambda c, p: breakdown_report(
+        c, p, SETTINGS, ["trigger", "hour"], type_="signup", since=month[0], until=month[1])
+    out["breakdown os,browser renewals"] = lambda c, p: breakdown_report(
+        c, p, SETTINGS, ["os", "browser"], type_="renewal", min_visitors=1000)
     for group in GROUPS:
-        def run_funnel(c: asyncpg.Connection, p: int, group: str = group
+        def run_funnel(c: asyncpg.Pool, p: int, group: str = group
                        ) -> Awaitable[dict[str, Any]]:
             return funnel_report(c, p, by=group)
         out["funnel " + group] = run_funnel
-    out["experiments"] = lambda c, p: experiments_report(c, p, EXPERIMENT)
+    out["funnel channel month"] = lambda c, p: funnel_report(c, p, by="channel",
+                                                             since=month[0], until=month[1])
+    out["experiments"] = on_conn(lambda c, p: experiments_report(c, p, EXPERIMENT))
+    out["attribution last_touch"] = on_conn(
+        lambda c, p: attribution_report(c, p, ["last_touch"]))
+    out["attribution every model"] = on_conn(lambda c, p: attribution_report(c, p, list(MODELS)))
+    out["candidates"] = on_conn(lambda c, p: candidates_report(c, p, 0.2))
     return out
+
+
+class Cpu:
+    """CPU seconds of the database server (the postmaster, its live backends and the
+    children it reaped: parallel workers) and of this process, so that figures taken on a
+    loaded machine still say what a report costs."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _server(self) -> float:
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if pid == self.postmaster:
+                total += sum(int(f) for f in fields[11:15])  # own and reaped children's
+            elif ppid == self.postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / self.tick
+
+    def now(self) -> tuple[float, float]:
+        return self._server(), time.process_time()
+
+
+async def measure(run: Callable[[], Awaitable[Any]], repeat: int, cpu: Cpu
+                  ) -> dict[str, float]:
+    """Median and first (cold) wall time of `repeat` runs, and the median CPU seconds of the
+    server and of this process."""
+    walls, db_cpu, py_cpu = [], [], []
+    for _ in range(repeat):
+        before = cpu.now()
+        t = time.perf_counter()
+        await run()
+        walls.append(time.perf_counter() - t)
+        after = cpu.now()
+        db_cpu.append(after[0] - before[0])
+        py_cpu.append(after[1] - before[1])
+    return {"first": round(walls[0], 3), "median": round(statistics.median(walls), 3),
+            "db_cpu": round(statistics.median(db_cpu), 2),
+            "py_cpu": round(statistics.median(py_cpu), 2)}
+
+
+# Runs in a subprocess against the same database: the reports of another checkout of refguard
+# (`--previous`, e.g. the commit before a change), each on one connection as that code did.
+# It reads a report's name per line and answers when it has run it once (an empty line for a
+# name it does not have), so that the two are timed in turns under the same load.
+PREVIOUS = """
+import asyncio, sys
+import asyncpg
+from bench.reports import reports
+
+async def main(uri):
+    conn = await asyncpg.connect(uri)
+    pid = await conn.fetchval("SELECT id FROM programs WHERE slug = 'bench'")
+    known = reports()
+    for line in sys.stdin:
+        name = line.strip()
+        if name in known:
+            await known[name](conn, pid)
+            print("ran", flush=True)
+        else:
+            print("", flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+class Previous:
+    """Another checkout's bench.reports, run in a subprocess on the same database."""
+
+    def __init__(self, checkout: Path, uri: str) -> None:
+        self.checkout, self.uri = checkout, uri
+
+    async def __aenter__(self) -> Previous:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PREVIOUS, self.uri, cwd=self.checkout,
+            env={**os.environ, "PYTHONPATH": str(self.checkout)},
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await self.proc.wait()
+
+    async def run(self, name: str) -> bool:
+        """Run the report `name` once; False when that checkout has none of the name."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(name.encode() + b"\n")
+        await self.proc.stdin.drain()
+        answer = await self.proc.stdout.readline()
+        if not answer:
+            raise SystemExit(f"--previous {self.checkout}: its reports failed")
+        return answer.strip() == b"ran"
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,9 +321,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     n_purchases = int(76_000 * args.scale)
     timings: dict[str, dict[str, float]] = {}
     cached: dict[str, float] = {}
+    before: dict[str, dict[str, float]] = {}
     try:
         conn = await asyncpg.connect(server.get_uri())
         await db.migrate(conn)
+        pool = await db.create_pool(server.get_uri())
+        cpu = Cpu(tmp / "pg")
         t = time.perf_counter()
         if not reuse:
             await generate(conn, n_clicks, n_purchases)
@@ -197,35 +335,52 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         pid: int = await conn.fetchval("SELECT id FROM programs WHERE slug = 'bench'")
         counts = {name: await conn.fetchval(f"SELECT count(*) FROM {name}")
                   for name in ("clicks", "conversions", "credits", "rewards", "ledger_entries")}
-        print(f"{'reused' if reuse else 'generated'} {counts} in {gen_s:.1f}s")
-        for name, report in reports().items():
-            if args.only and args.only not in name:
-                continue
-            runs = []
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                await report(conn, pid)
-                runs.append(time.perf_counter() - t)
-            timings[name] = {"first": round(runs[0], 3),
-                             "median": round(statistics.median(runs), 3)}
-            print(f"  {name:<32} median {timings[name]['median']:>6.3f}s  "
-                  f"first {timings[name]['first']:>6.3f}s")
+        print(f"{'reused' if reuse else 'generated'} {counts} in {gen_s:.1f}s; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        # The candidates report reads what their job fitted: fit once, as the job does.
+        t = time.perf_counter()
+        try:
+            await candidates_refresh(conn, pid)
+        except ValueError as exc:  # a fit the data defeated: the report then says so
+            print(f"  candidates not fitted: {exc}")
+        fit_s = round(time.perf_counter() - t, 3)
+        print(f"  {'candidates fit (its job)':<40} {fit_s:>13.3f}s")
+        async with contextlib.AsyncExitStack() as stack:
+            before_ = (await stack.enter_async_context(
+                Previous(Path(args.previous), server.get_uri())) if args.previous else None)
+            for name, report in reports().items():
+                if args.only and args.only not in name:
+                    continue
+                timings[name] = now = await measure(functools.partial(report, pool, pid),
+                                                    args.repeat, cpu)
+                print(f"  {name:<40} median {now['median']:>6.3f}s  first "
+                      f"{now['first']:>6.3f}s  cpu db {now['db_cpu']:>5.2f}s py "
+                      f"{now['py_cpu']:>5.2f}s", flush=True)
+                if before_ is not None and await before_.run(name):
+                    # Turns under the same load: previous, now, previous, ...
+                    then = await measure(functools.partial(before_.run, name), args.repeat,
+                                         cpu)
+                    before[name] = then
+                    print(f"    previous{'':<32} median {then['median']:>6.3f}s  first "
+                          f"{then['first']:>6.3f}s  cpu db {then['db_cpu']:>5.2f}s: "
+                          f"x{then['median'] / now['median']:.1f} the time, "
+                          f"x{then['db_cpu'] / max(now['db_cpu'], 0.01):.1f} the CPU",
+                          flush=True)
         # The baseline, measured in the same run: a bare count of the program's clicks (one
         # scan of what every breakdown reads), so that figures compare across loaded machines.
-        runs = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            await conn.fetchval("SELECT count(*) FROM clicks WHERE program_id = $1", pid)
-            runs.append(time.perf_counter() - t)
-        baseline = round(statistics.median(runs), 3)
-        print(f"  {'baseline: count(*) of the clicks':<32} median {baseline:>6.3f}s")
+        base = await measure(lambda: conn.fetchval(
+            "SELECT count(*) FROM clicks WHERE program_id = $1", pid), args.repeat, cpu)
+        baseline = base["median"]
+        print(f"  {'baseline: count(*) of the clicks':<40} median {baseline:>6.3f}s  "
+              f"{'':>14}cpu db {base['db_cpu']:>5.2f}s")
         t = time.perf_counter()
         await report_cache(conn)
         job_s = round(time.perf_counter() - t, 3)
-        print(f"  {'reports job (all default views)':<32} {job_s:>13.3f}s")
+        print(f"  {'reports job (all default views)':<40} {job_s:>13.3f}s")
         for name, params in (("economics", ""),
                              *(("breakdown", breakdown_params(by)) for by in CACHED_BREAKDOWNS),
-                             FUNNEL, EXPERIMENTS):
+                             *((FUNNEL[0], funnel_params(by)) for by in GROUPS),
+                             EXPERIMENTS, ATTRIBUTION):
             runs = []
             for _ in range(args.repeat):
                 t = time.perf_counter()
@@ -234,6 +389,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 assert found is not None
             cached[f"{name} {params}".strip()] = round(statistics.median(runs), 4)
         print(f"  default views from the cache: slowest {max(cached.values()):.4f}s")
+        await pool.close()
         await conn.close()
     finally:
         server.cleanup()
@@ -241,9 +397,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
     return {"benchmark": "reports", "at": datetime.now(UTC).isoformat(), "scale": args.scale,
             "rows": counts, "generate_seconds": round(gen_s, 1), "target_seconds": TARGET_S,
-            "baseline_count_seconds": baseline, "reports": timings,
+            "load_average": os.getloadavg()[0], "baseline_count_seconds": baseline,
+            "candidates_fit_seconds": fit_s, "reports": timings,
             "ratio_to_baseline": {n: round(t["median"] / baseline, 1)
                                   for n, t in timings.items()},
+            "previous": before,
+            "speedup_over_previous": {n: round(t["median"] / timings[n]["median"], 2)
+                                      for n, t in before.items()},
             "job_seconds": job_s, "cached_seconds": cached}
 
 
@@ -283,6 +443,10 @@ def cli() -> None:
                         help="keep the database in DIR and reuse it on the next run (the data "
                              "is generated once; --scale then has no effect)")
     parser.add_argument("--only", metavar="TEXT", help="only the reports whose name has TEXT")
+    parser.add_argument("--previous", metavar="CHECKOUT",
+                        help="also time the same reports as another checkout of refguard "
+                             "computes them (e.g. a worktree of the commit before a change), "
+                             "on the same database in the same run, and print the speed-up")
     args = parser.parse_args()
     result = asyncio.run(main(args))
     report(result)

@@ -438,12 +438,11 @@ class Replica:
         return conn, transaction, ReadView(conn, True, lsn)
 
     @contextlib.asynccontextmanager
-    async def connection(self, primary: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-        """A connection for one API report: the replica's, or one of `primary` without a
-        replica. An unreachable replica raises (the API's 503), never falls back."""
+    async def reads(self, primary: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
+        """The pool for one API report: the replica's (checked reachable first), or `primary`
+        without a replica. An unreachable replica raises (the API's 503), never falls back."""
         if self.pool is None:
-            async with primary.acquire() as conn:
-                yield conn
+            yield primary
             return
         try:
             conn = await self.pool.acquire()
@@ -453,10 +452,8 @@ class Replica:
             if isinstance(exc, UNAVAILABLE):
                 raise
             raise ConnectionError(f"the read replica refused the connection: {exc}") from exc
-        try:
-            yield conn
-        finally:
-            await self.pool.release(conn)
+        await self.pool.release(conn)
+        yield self.pool
 
 
 PRIMARY = Replica()  # no replica: heavy reads read the primary

@@ -21,6 +21,7 @@ import asyncpg
 from tracker import db, metrics
 from tracker.asks.asks import asks_job
 from tracker.asks.candidates import refresh_due
+from tracker.asks.funnel import GROUPS as FUNNEL_GROUPS
 from tracker.asks.funnel import funnel_report
 from tracker.clicks.browser_signals import fold_browser_signals
 from tracker.clicks.enrich import Enricher
@@ -153,23 +154,32 @@ def candidates(replica: Replica = PRIMARY) -> JobFn:
     return run
 
 
-# Default views kept by the reports job beyond scoring's (economics, breakdowns): the funnel
-# (asks) and the experiments (finance) sit above scoring, so they are computed here. The
-# program page (tracker/web/review/program.py) reads them while fresh (CACHE_MAX_AGE_S).
+# Default views kept by the reports job beyond scoring's (economics, breakdowns, attribution):
+# the funnel (asks) and the experiments (finance) sit above scoring, so they are computed
+# here. The program page (tracker/web/review/program.py) reads them while fresh
+# (CACHE_MAX_AGE_S).
 FUNNEL = ("funnel", "")  # funnel_report's default view (by referrer, all time)
 EXPERIMENTS = ("experiments", "")
 
 
+def funnel_params(by: str) -> str:
+    """The cache key of the funnel's view by `by` over all time (by referrer: FUNNEL's)."""
+    return "" if by == "referrer" else f"by={by}"
+
+
 async def report_cache(conn: asyncpg.Connection, replica: Replica = PRIMARY) -> None:
-    """Every program's default views: scoring's (refresh_report_cache), then the funnel and
-    the experiments report, computed on `replica` (one snapshot per program) and each stored
-    on the primary in its own transaction."""
+    """Every program's default views: scoring's (refresh_report_cache), then the funnel by
+    each split and the experiments report, computed on `replica` (one snapshot per program)
+    and each stored on the primary in its own transaction."""
     await refresh_report_cache(conn, replica)
     for program in await scoring_queries.programs_named(conn, None):
         async with replica.view(conn) as read:
-            funnel = await funnel_report(read.conn, program.id)
+            funnels = [(by, await funnel_report(read.conn, program.id, by=by))
+                       for by in FUNNEL_GROUPS]
             experiments = await experiments_report(read.conn, program.id, program.settings)
-        await scoring_queries.store_report(conn, program.id, *FUNNEL, funnel)
+        for by, body in funnels:
+            await scoring_queries.store_report(conn, program.id, FUNNEL[0], funnel_params(by),
+                                               body)
         await scoring_queries.store_report(conn, program.id, *EXPERIMENTS, experiments)
 
 

@@ -241,9 +241,9 @@ def test_rates_are_each_stage_over_the_one_before() -> None:
 
 async def test_the_default_view_and_the_experiments_come_from_the_jobs_fresh_copy(
         client: Client, tokens: dict[str, str], conn: asyncpg.Connection) -> None:
-    """The funnel by referrer with no since or until, and the experiments report, are the
-    reports job's copy while it is fresh (`cached`, `computed_at`); any other view, or a stale
-    copy, is computed now."""
+    """The funnel with no since or until (by any split), and the experiments report, are the
+    reports job's copy while it is fresh (`cached`, `computed_at`); a view with a window, or a
+    stale copy, is computed now."""
     await plant(client, tokens, conn)
     before = await report(client, tokens)
     assert before["cached"] is False and (before["since"], before["until"]) == (None, None)
@@ -261,7 +261,10 @@ async def test_the_default_view_and_the_experiments_come_from_the_jobs_fresh_cop
     assert (await report(client, tokens))["total"]["asked"] == before["total"]["asked"]
     live = await report(client, tokens, "&since=2000-01-01T00:00:00Z")
     assert live["cached"] is False and live["total"]["asked"] == before["total"]["asked"] + 1
-    assert (await report(client, tokens, "&by=channel"))["cached"] is False
+    # Every split over all time is a copy of the job's (each by its own key).
+    by_channel = await report(client, tokens, "&by=channel")
+    assert by_channel["cached"] is True and by_channel["by"] == "channel"
+    assert by_channel["total"]["asked"] == before["total"]["asked"]
     resp = await client.get("/api/v1/reports/experiments?program=acme",
                             headers=auth(tokens["viewer"]))
     experiments = await resp.json()

@@ -21,6 +21,7 @@ ASK_REACH (30 days) before it, as the breakdown report reads it; null: none).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from tracker.asks import queries
+from tracker.scoring.queries import VISITOR_PARTS, report_reads
 
 STAGES = ("asked", "shared", "clicks", "unique_visitors", "signups", "trials", "purchases",
           "retained_90d")
@@ -49,28 +51,38 @@ def _value(stage: str, n: float) -> float | int:
     return round(n) if stage in _COUNTED else round(n, 9)
 
 
-async def funnel_report(conn: asyncpg.Connection, program_id: int, *,
+async def funnel_report(db: asyncpg.Connection | asyncpg.Pool, program_id: int, *,
                         since: datetime | None = None, until: datetime | None = None,
                         by: str = "referrer") -> dict[str, Any]:
-    """`{by, rows: [{<by>: key, <stage>: n, ..., rates}], total: {...}}`."""
+    """`{by, rows: [{<by>: key, <stage>: n, ..., rates}], total: {...}}`. Given a pool, the
+    stages' reads run a few at once (report_reads)."""
     per: dict[str | None, dict[str, Any]] = {}
-    total: dict[str, Any] = {}
+    total: dict[str, Any] = dict.fromkeys((*STAGES, *EXTRA), 0)
 
     def zero() -> dict[str, Any]:
         return dict.fromkeys((*STAGES, *EXTRA), 0) | ({"asked": None} if by == "channel" else {})
 
-    for stage in ("asked", "shared", "clicks", "signups", "trials", "purchases",
-                  "retained_90d", *EXTRA):
-        for group in (by, "total"):
-            if group == "channel" and stage == "asked":
-                continue
-            for count in await queries.funnel_stage(conn, stage, program_id, since=since,
-                                                    until=until, by=group):
-                row = total if group == "total" else per.setdefault(count.key, zero())
-                row[stage] = _value(stage, count.n)
-                if stage == "clicks":
-                    row["unique_visitors"] = count.visitors
-    total = dict.fromkeys((*STAGES, *EXTRA), 0) | total
+    # On a pool the clicks by group, the longest read, runs in parts of disjoint visitors
+    # whose counts add up; the longest reads go first.
+    split = VISITOR_PARTS if isinstance(db, asyncpg.Pool) else 1
+    reads = [(stage, group, part, parts)
+             for stage in ("clicks", "asked", "shared", "signups", "trials", "purchases",
+                           "retained_90d", *EXTRA)
+             for group in (by, "total") if not (group == "channel" and stage == "asked")
+             for parts in [split if stage == "clicks" and group != "total" else 1]
+             for part in range(parts)]
+    counts = await report_reads(db, *(
+        functools.partial(queries.funnel_stage, stage=stage, program_id=program_id,
+                          since=since, until=until, by=group, part=part, parts=parts)
+        for stage, group, part, parts in reads))
+    for (stage, group, _, _), stage_counts in zip(reads, counts, strict=True):
+        for count in stage_counts:
+            row = total if group == "total" else per.setdefault(count.key, zero())
+            row[stage] += count.n
+            if stage == "clicks":
+                row["unique_visitors"] += count.visitors
+    for row in (*per.values(), total):
+        row.update({stage: _value(stage, n) for stage, n in row.items() if n is not None})
     rows = [{by: key, **row, "rates": rates(row)}
             for key, row in sorted(per.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
     return {"by": by, "rows": rows, "total": {**total, "rates": rates(total)}}

@@ -24,7 +24,7 @@ import asyncpg
 from growth import candidates as growth
 from tracker.errors import NotFound
 from tracker.intake.queries import batch_statuses
-from tracker.scoring.queries import ASK_REACH
+from tracker.scoring.queries import ASK_REACH, visitor_part, visitor_part_args
 
 # -- asks --------------------------------------------------------------------------------------
 
@@ -659,24 +659,6 @@ SELECT r.external_id AS referrer, s.channel,
        1::float8 AS weight, NULL::text AS visitor
 FROM shares s JOIN referrers r ON r.program_id = s.program_id AND r.id = s.referrer_id
 WHERE s.program_id = $1 AND {_in_range("s.occurred_at")}""",
-    # Clicks that count (not bots, not duplicates), under their link's channel.
-    # The trigger by _trigger's rule, joined: each sent ask reaches until the referrer's next
-    # ask (by sent_at, id) or ASK_REACH after it, whichever is first (one look-up per click
-    # was most of the trigger funnel's time on a million clicks: bench.reports).
-    "clicks": f"""
-SELECT r.external_id AS referrer, l.channel, w.trigger_type AS trigger, 1::float8 AS weight,
-       c.visitor_id AS visitor
-FROM clicks c
-JOIN links l ON l.program_id = c.program_id AND l.id = c.link_id
-JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
-LEFT JOIN (SELECT a.referrer_id, a.trigger_type, a.sent_at,
-                  least(a.sent_at + interval '{ASK_REACH}',
-                        lead(a.sent_at) OVER (PARTITION BY a.referrer_id
-                                              ORDER BY a.sent_at, a.id)) AS reach
-           FROM asks a
-           WHERE a.program_id = $1 AND a.sent_at IS NOT NULL AND a.referrer_id IS NOT NULL) w
-  ON w.referrer_id = c.referrer_id AND w.sent_at <= c.ts AND c.ts < w.reach
-WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate AND {_in_range("c.ts")}""",
     "signups": _CREDITED,
     "trials": _CREDITED,
     "purchases": _CREDITED,
@@ -712,6 +694,36 @@ JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
 WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback') AND {_in_range("x.occurred_at")}
 """,
 }
+
+
+def _clicks_stage(by: str) -> str:
+    """The clicks stage: clicks that count (not bots, not duplicates) with what grouping by
+    `by` reads (null otherwise): the referrer, the link's channel, the trigger. Each click
+    has its link and its referrer (the redirect and the import take both from the link, and
+    neither is ever deleted), so a join left out drops no click. The trigger by _trigger's
+    rule, joined: each sent ask reaches until the referrer's next ask (by sent_at, id) or
+    ASK_REACH after it, whichever is first; a referrer's windows do not overlap, so a click
+    meets one at most (one look-up per click was most of the trigger funnel's time on a
+    million clicks, and the join a third of the other splits': bench.reports)."""
+    columns = {"referrer": "r.external_id", "channel": "l.channel", "trigger": "w.trigger_type"}
+    joins = {
+        "referrer": "JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id",
+        "channel": "JOIN links l ON l.program_id = c.program_id AND l.id = c.link_id",
+        "trigger": f"""
+LEFT JOIN (SELECT a.referrer_id, a.trigger_type, a.sent_at,
+                  least(a.sent_at + interval '{ASK_REACH}',
+                        lead(a.sent_at) OVER (PARTITION BY a.referrer_id
+                                              ORDER BY a.sent_at, a.id)) AS reach
+           FROM asks a
+           WHERE a.program_id = $1 AND a.sent_at IS NOT NULL AND a.referrer_id IS NOT NULL) w
+  ON w.referrer_id = c.referrer_id AND w.sent_at <= c.ts AND c.ts < w.reach"""}
+    keys = ", ".join(f"{columns[g] if g == by else 'NULL::text'} AS {g}" for g in columns)
+    return f"""
+SELECT {keys}, 1::float8 AS weight, c.visitor_id AS visitor
+FROM clicks c {joins.get(by, "")}
+WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate AND {_in_range("c.ts")}"""
+
+
 _CONVERSION_TYPE = {"signups": "signup", "trials": "trial", "purchases": "purchase",
                     "renewals": "renewal"}
 
@@ -724,21 +736,30 @@ class FunnelCount:
 
 
 async def funnel_stage(conn: asyncpg.Connection, stage: str, program_id: int, *,
-                       since: datetime | None, until: datetime | None,
-                       by: str) -> list[FunnelCount]:
-    """One stage of the funnel, grouped by `by` (a key of FUNNEL_GROUPS)."""
+                       since: datetime | None, until: datetime | None, by: str,
+                       part: int = 0, parts: int = 1) -> list[FunnelCount]:
+    """One stage of the funnel (FUNNEL_STAGES, or "clicks"), grouped by `by` (a key of
+    FUNNEL_GROUPS); of the clicks, with `parts` > 1, only those of the visitors in part
+    `part` (scoring's visitor_part: the parts' counts add up)."""
     args: list[Any] = [program_id, since, until]
     if stage in _CONVERSION_TYPE:
         args.append(_CONVERSION_TYPE[stage])
+    if stage == "clicks":
+        stage_sql = _clicks_stage(by)
+        if parts > 1:
+            stage_sql += " AND " + visitor_part("c", 4)
+            args += visitor_part_args(part, parts)
+    else:
+        stage_sql = FUNNEL_STAGES[stage]
     # Distinct visitors per group by hashing (group, visitor) first, then counting: a third
     # faster on a million clicks than count(DISTINCT), which sorts them (bench.reports); the
     # total (one group) is faster with count(DISTINCT).
     if by == "total":
-        sql = f"""WITH x AS ({FUNNEL_STAGES[stage]})
+        sql = f"""WITH x AS ({stage_sql})
                   SELECT NULL::text AS key, sum(x.weight) AS n,
                          count(DISTINCT x.visitor) AS visitors FROM x GROUP BY 1"""
     else:
-        sql = f"""WITH x AS ({FUNNEL_STAGES[stage]})
+        sql = f"""WITH x AS ({stage_sql})
                   SELECT key, sum(n) AS n, count(visitor) AS visitors
                   FROM (SELECT {FUNNEL_GROUPS[by]} AS key, x.visitor, sum(x.weight) AS n
                         FROM x GROUP BY 1, 2) y

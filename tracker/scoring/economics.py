@@ -24,6 +24,7 @@ the OpenAPI document, tracker/web/api/openapi.py):
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -31,11 +32,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from attribution.models import MODELS
 from tracker import metrics
 from tracker.db import PRIMARY, Replica
 from tracker.formats import CREDITED_TYPES, rfc3339
 from tracker.programs.queries import REFERRER_KINDS
 from tracker.scoring import queries
+from tracker.scoring.reports import attribution_report, half_life_days
 
 GRANTED = ("approved", "paid")
 OPEN = ("pending", "flagged")
@@ -71,19 +74,20 @@ def _sorted(d: dict[str, Any]) -> dict[str, Any]:
     return dict(sorted(d.items()))
 
 
-async def economics_report(conn: asyncpg.Connection, program_id: int, settings: dict[str, Any],
-                           *, since: datetime | None = None, until: datetime | None = None,
-                           currency: str | None = None) -> dict[str, Any]:
-    """The program's economics over [since, until) (see the module's definitions)."""
+async def economics_report(db: asyncpg.Connection | asyncpg.Pool, program_id: int,
+                           settings: dict[str, Any], *, since: datetime | None = None,
+                           until: datetime | None = None, currency: str | None = None
+                           ) -> dict[str, Any]:
+    """The program's economics over [since, until) (see the module's definitions). Given a
+    pool, the customers' and the rewards' reads run at once (queries.report_reads)."""
     tz = zone(settings)
-    async with conn.transaction():
-        await queries.report_settings(conn)
-        customers, money, months, month_money = await queries.customer_groups(
-            conn, program_id, since=since, until=until, currency=currency, tz=tz.key)
-        rewards = [r for r in await queries.reward_money(conn, program_id, since, until,
-                                                         tz.key)
-                   if currency is None or r.currency == currency]
-        as_of = await queries.latest_conversion(conn, program_id)
+    (customers, money, months, month_money), all_rewards, as_of = await queries.report_reads(
+        db,
+        lambda conn: queries.customer_groups(conn, program_id, since=since, until=until,
+                                             currency=currency, tz=tz.key),
+        lambda conn: queries.reward_money(conn, program_id, since, until, tz.key),
+        lambda conn: queries.latest_conversion(conn, program_id))
+    rewards = [r for r in all_rewards if currency is None or r.currency == currency]
     groups, by_kind = _customer_groups(customers, money)
     cost, prevented = _incentives(rewards, by_kind)
     referred = groups["referred"]
@@ -266,35 +270,43 @@ def viral_by_month(months: list[queries.MonthGroup]) -> list[dict[str, Any]]:
 # -- breakdown ---------------------------------------------------------------------------------
 
 
-async def breakdown_report(conn: asyncpg.Connection, program_id: int, settings: dict[str, Any],
-                           by: list[str], *, type_: str = "purchase",
+async def breakdown_report(db: asyncpg.Connection | asyncpg.Pool, program_id: int,
+                           settings: dict[str, Any], by: list[str], *, type_: str = "purchase",
                            since: datetime | None = None, until: datetime | None = None,
                            min_visitors: int = MIN_VISITORS) -> dict[str, Any]:
     """Clicks, unique visitors, conversions (of `type_`, each in its last touch's group),
     conversion rate (conversions / unique visitors) and net revenue per currency, per group of
-    one or two dimensions; groups under `min_visitors` unique visitors are marked `small`."""
-    reports = await breakdown_reports(conn, program_id, settings, [by], type_=type_,
+    one or two dimensions; groups under `min_visitors` unique visitors are marked `small`.
+    Given a pool, its three reads run at once (queries.report_reads)."""
+    reports = await breakdown_reports(db, program_id, settings, [by], type_=type_,
                                       since=since, until=until, min_visitors=min_visitors)
     return reports[0]
 
 
-async def breakdown_reports(conn: asyncpg.Connection, program_id: int,
+async def breakdown_reports(db: asyncpg.Connection | asyncpg.Pool, program_id: int,
                             settings: dict[str, Any], sets: list[list[str]], *,
                             type_: str = "purchase", since: datetime | None = None,
                             until: datetime | None = None, min_visitors: int = MIN_VISITORS
                             ) -> list[dict[str, Any]]:
-    """`breakdown_report` for each of `sets`, from one scan of the clicks and one of the
-    conversions (the reports job computes every default view at once)."""
+    """`breakdown_report` for each of `sets`, from one scan of the clicks by group, one for
+    their total and one of the conversions (the reports job computes every default view at
+    once)."""
     tz = zone(settings)
-    async with conn.transaction():
-        await queries.report_settings(conn)
-        clicks = await queries.breakdown_clicks(conn, program_id, sets, since=since,
-                                                until=until, tz=tz.key)
-        conversions = await queries.breakdown_conversions(conn, program_id, sets, type_=type_,
-                                                          since=since, until=until, tz=tz.key)
-    return [_breakdown(by, groups, total, convs, tz=tz.key, type_=type_, since=since,
-                       until=until, min_visitors=min_visitors)
-            for by, (groups, total), convs in zip(sets, clicks, conversions, strict=True)]
+    # On a pool the clicks by group, the longest read, runs in parts of disjoint visitors.
+    parts = queries.VISITOR_PARTS if isinstance(db, asyncpg.Pool) else 1
+    total, conversions, *clicks = await queries.report_reads(
+        db,
+        lambda conn: queries.breakdown_total(conn, program_id, since=since, until=until),
+        lambda conn: queries.breakdown_conversions(conn, program_id, sets, type_=type_,
+                                                   since=since, until=until, tz=tz.key),
+        *(functools.partial(queries.breakdown_clicks, program_id=program_id, sets=sets,
+                            since=since, until=until, tz=tz.key, part=part, parts=parts)
+          for part in range(parts)))
+    # _breakdown adds up rows of the same group: those of the parts.
+    return [_breakdown(by, [row for part in clicks for row in part[i]], total, convs,
+                       tz=tz.key, type_=type_, since=since, until=until,
+                       min_visitors=min_visitors)
+            for i, (by, convs) in enumerate(zip(sets, conversions, strict=True))]
 
 
 def _breakdown(by: list[str], clicks: list[queries.BreakdownRow],
@@ -341,6 +353,7 @@ def _breakdown(by: list[str], clicks: list[queries.BreakdownRow],
 # -- the reports job and its gauges ------------------------------------------------------------
 
 CACHE_MAX_AGE_S = 900.0  # a cached view older than this is computed again on request
+ATTRIBUTION = ("attribution", "")  # every model's rows: {model: [row, ...]}
 CACHED_BREAKDOWNS = (*([d] for d in queries.BREAKDOWN_DIMENSIONS), ["weekday", "hour"])
 MAX_PROGRAM_SERIES = 50  # the gauges carry at most this many programs (the first by id)
 
@@ -351,16 +364,20 @@ def breakdown_params(by: list[str]) -> str:
 
 
 async def refresh_report_cache(conn: asyncpg.Connection, replica: Replica = PRIMARY) -> None:
-    """Compute and store every program's default views: the economics over its whole history
-    and the breakdown by each dimension (and weekday x hour), each stored in its own
-    transaction; computed from one snapshot of `replica` per program (the primary without
-    one)."""
+    """Compute and store every program's default views: the economics over its whole history,
+    the breakdown by each dimension (and weekday x hour) and the attribution under every
+    model (the report has no window: this copy answers every request for it while fresh),
+    each stored in its own transaction; computed from one snapshot of `replica` per program
+    (the primary without one)."""
     sets = [list(by) for by in CACHED_BREAKDOWNS]
     for program in await queries.programs_named(conn, None):
         async with replica.view(conn) as read:
             economics = await economics_report(read.conn, program.id, program.settings)
+            attribution = await attribution_report(read.conn, program.id, list(MODELS),
+                                                   half_life_days(program.settings))
             breakdowns = await breakdown_reports(read.conn, program.id, program.settings, sets)
         await queries.store_report(conn, program.id, "economics", "", economics)
+        await queries.store_report(conn, program.id, *ATTRIBUTION, attribution)
         for by, body in zip(sets, breakdowns, strict=True):
             await queries.store_report(conn, program.id, "breakdown", breakdown_params(by),
                                        body)

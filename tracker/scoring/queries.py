@@ -5,8 +5,10 @@ One section per caller: attribution and its reports (credits.py, reports.py), ri
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -970,6 +972,52 @@ async def report_settings(conn: asyncpg.Connection) -> None:
     await conn.execute("SET LOCAL work_mem = '64MB'")
 
 
+Read = Callable[[asyncpg.Connection], Awaitable[Any]]
+READ_CONCURRENCY = 3  # connections one report holds at once (of the pool's ten)
+VISITOR_PARTS = 2  # a report's longest read (clicks by group) on a pool: a part per core
+
+
+def visitor_part(clicks: str, param: int) -> str:
+    """SQL true for the clicks `clicks` of the visitors in one part of ${param} (by a hash of
+    the visitor id; clicks without one in part 0), given ${param + 1} = visitor_part_args'
+    second. No visitor is in two parts, so per-group clicks and distinct visitors of the
+    parts add up to the whole. Written as "not in any other part": PostgreSQL guesses an
+    equality on an expression keeps 0.5 % of the rows, and planned for so few it sorted
+    what are half the clicks in parallel workers instead of hashing them (more CPU than the
+    whole in one part); an inequality it guesses keeps nearly all, which plans as for the
+    whole."""
+    return (f"(hashtext(coalesce({clicks}.visitor_id, '')) & 2147483647) % ${param} "
+            f"<> ALL (${param + 1}::int[])")
+
+
+def visitor_part_args(part: int, parts: int) -> list[Any]:
+    """The arguments of visitor_part for part `part` of `parts`."""
+    return [parts, [other for other in range(parts) if other != part]]
+
+
+async def report_reads(db: asyncpg.Connection | asyncpg.Pool, *reads: Read) -> list[Any]:
+    """A report's independent reads, each in a transaction with report_settings: given a pool,
+    at once, each on a connection of its own (PostgreSQL runs a statement on one core, so a
+    report of three scans waits for the slowest instead of their sum); given a connection
+    (the reports job), one after the other. Each read sees the data as of its own start, as
+    the statements of one READ COMMITTED transaction do."""
+
+    async def read_on(conn: asyncpg.Connection, read: Read) -> Any:
+        async with conn.transaction():
+            await report_settings(conn)
+            return await read(conn)
+
+    if isinstance(db, asyncpg.Pool):
+        slots = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def pooled(read: Read) -> Any:
+            async with slots, db.acquire() as conn:
+                return await read_on(conn, read)
+
+        return list(await asyncio.gather(*(pooled(read) for read in reads)))
+    return [await read_on(db, read) for read in reads]
+
+
 async def latest_conversion(conn: asyncpg.Connection, program_id: int) -> datetime | None:
     """How far the program's data reaches: its latest conversion's occurred_at."""
     at: datetime | None = await conn.fetchval(
@@ -1017,6 +1065,9 @@ BREAKDOWN_DIMENSIONS = {
     "trigger": "s.trigger_type",
 }
 ASK_REACH = "30 days"  # how long after an ask a referrer's clicks carry its trigger
+# The clicks a breakdown counts: the program's ($1), not bots or duplicates, in [$2, $3).
+_COUNTED_CLICKS = ("c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate AND "
+                   + _WINDOW.format(t="c.ts"))
 
 
 def _breakdown_from(by: list[str], touch: str) -> str:
@@ -1049,16 +1100,16 @@ def _breakdown_ctes(by: list[str]) -> str:
     return "WITH " + ",\n".join(ctes)
 
 
-def _grouping(sets: list[list[str]]) -> tuple[list[str], dict[int, list[int]], int]:
-    """The dimensions any of `sets` reads (in BREAKDOWN_DIMENSIONS order), which sets each
+def _grouping(sets: list[list[str]]) -> tuple[list[str], dict[int, list[int]]]:
+    """The dimensions any of `sets` reads (in BREAKDOWN_DIMENSIONS order), and which sets each
     GROUPING() mask of them stands for (a set the same as another but in another order
-    shares its mask), and the mask of the set that groups by none of them."""
+    shares its mask)."""
     dims = [d for d in BREAKDOWN_DIMENSIONS if any(d in s for s in sets)]
     masks: dict[int, list[int]] = defaultdict(list)
     for i, by in enumerate(sets):
         mask = sum(1 << (len(dims) - 1 - j) for j, d in enumerate(dims) if d not in by)
         masks[mask].append(i)
-    return dims, masks, (1 << len(dims)) - 1
+    return dims, masks
 
 
 def _keys(dims: list[str]) -> str:
@@ -1073,37 +1124,50 @@ def _sets(sets: list[list[str]], masks: dict[int, list[int]], extra: str) -> str
 
 
 async def breakdown_clicks(conn: asyncpg.Connection, program_id: int, sets: list[list[str]],
-                           *, since: datetime | None, until: datetime | None, tz: str
-                           ) -> list[tuple[list[BreakdownRow], BreakdownRow]]:
+                           *, since: datetime | None, until: datetime | None, tz: str,
+                           part: int = 0, parts: int = 1) -> list[list[BreakdownRow]]:
     """For each of `sets` (one or two names of BREAKDOWN_DIMENSIONS): counted (not bot, not
-    duplicate) clicks in [since, until) and their distinct visitors per group, and over all
-    groups (the total, whose visitors are not the groups' sum). One scan for every set: hash
-    aggregates by (group, visitor) per set and by visitor, then by group, rather than
-    count(DISTINCT), which sorts every click."""
-    dims, masks, whole = _grouping(sets)
+    duplicate) clicks in [since, until) and their distinct visitors per group. One scan for
+    every set: hash aggregates by (group, visitor) per set, then by group, rather than
+    count(DISTINCT), which sorts every click. (The total is breakdown_total: a (visitor)
+    grouping set here hashed every visitor once more, four times its cost: bench.reports.)
+
+    With `parts` > 1, only the clicks of the visitors in part `part` of `parts` (by a hash of
+    the visitor id; clicks without one in part 0): the parts share no visitor, so their
+    counts add up to the whole, and each can run on a core of its own."""
+    dims, masks = _grouping(sets)
     columns = ", ".join(f"g_{d}" for d in dims)
+    args: list[Any] = [program_id, since, until, tz]
+    split = ""
+    if parts > 1:
+        split = "AND " + visitor_part("c", 5)
+        args += visitor_part_args(part, parts)
     rows = await conn.fetch(
         f"""{_breakdown_ctes(dims)}
            SELECT mask, {columns}, sum(n)::bigint AS clicks, count(visitor_id) AS visitors
            FROM (SELECT GROUPING({columns}) AS mask, {columns}, visitor_id, count(*) AS n
                  FROM (SELECT {_keys(dims)}, c.visitor_id FROM clicks c
                        {_breakdown_from(dims, "c")}
-                       WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
-                         AND {_WINDOW.format(t="c.ts")}) keyed
-                 GROUP BY GROUPING SETS ({_sets(sets, masks, "visitor_id")}, (visitor_id))
+                       WHERE {_COUNTED_CLICKS} {split}) keyed
+                 GROUP BY GROUPING SETS ({_sets(sets, masks, "visitor_id")})
                 ) per_visitor
-           GROUP BY mask, {columns}""", program_id, since, until, tz)
-    out: list[tuple[list[BreakdownRow], BreakdownRow]] = [([], BreakdownRow((), 0, 0))
-                                                          for _ in sets]
+           GROUP BY mask, {columns}""", *args)
+    out: list[list[BreakdownRow]] = [[] for _ in sets]
     for r in rows:
-        if r["mask"] == whole:
-            for i, (groups, _) in enumerate(out):
-                out[i] = (groups, BreakdownRow((), r["clicks"], r["visitors"]))
-            continue
         for i in masks[r["mask"]]:
-            out[i][0].append(BreakdownRow(tuple(r[f"g_{d}"] for d in sets[i]), r["clicks"],
-                                          r["visitors"]))
+            out[i].append(BreakdownRow(tuple(r[f"g_{d}"] for d in sets[i]), r["clicks"],
+                                       r["visitors"]))
     return out
+
+
+async def breakdown_total(conn: asyncpg.Connection, program_id: int, *,
+                          since: datetime | None, until: datetime | None) -> BreakdownRow:
+    """The counted clicks in [since, until) and their distinct visitors (not the groups' sum:
+    a visitor may fall in several groups)."""
+    row = await conn.fetchrow(
+        f"""SELECT count(*) AS clicks, count(DISTINCT c.visitor_id) AS visitors FROM clicks c
+            WHERE {_COUNTED_CLICKS}""", program_id, since, until)
+    return BreakdownRow((), row["clicks"], row["visitors"])
 
 
 async def breakdown_conversions(conn: asyncpg.Connection, program_id: int,
@@ -1113,7 +1177,7 @@ async def breakdown_conversions(conn: asyncpg.Connection, program_id: int,
     """For each of `sets`: attributed conversions of `type_` that occurred in [since, until),
     each in the group of its last touch (its click; a typed code has no click: null click
     dimensions), with their net amount per currency."""
-    dims, masks, _ = _grouping(sets)
+    dims, masks = _grouping(sets)
     columns = ", ".join(f"g_{d}" for d in dims)
     rows = await conn.fetch(
         f"""{_breakdown_ctes(dims)},
@@ -1134,8 +1198,10 @@ async def breakdown_conversions(conn: asyncpg.Connection, program_id: int,
                               AND x.type IN ('refund', 'chargeback')), 0), 0) AS net
                  FROM last_touch lt
                  JOIN conversions v ON v.program_id = $1 AND v.id = lt.conversion_id
-                 LEFT JOIN clicks c ON c.program_id = $1 AND c.ts = lt.ts
-                                   AND c.click_id = lt.click_id
+                 LEFT JOIN LATERAL (
+                     SELECT * FROM clicks c
+                     WHERE c.program_id = $1 AND c.ts = lt.ts AND c.click_id = lt.click_id
+                     LIMIT 1) c ON true
                  {_breakdown_from(dims, "lt")}) grouped
            GROUP BY GROUPING SETS ({_sets(sets, masks, "currency")})""",
         program_id, since, until, tz, type_)

@@ -15,6 +15,11 @@ from tracker.scoring import queries
 from tracker.scoring.credits import TouchRow, credits_for, fit, load_journeys
 
 
+def half_life_days(settings: dict[str, Any]) -> float:
+    """The time-decay model's half-life: the program's `time_decay_half_life_days`."""
+    return float(settings.get("time_decay_half_life_days", DEFAULT_HALF_LIFE_DAYS))
+
+
 async def attribution_report(conn: asyncpg.Connection, program_id: int,
                              models: list[str], half_life_days: float = DEFAULT_HALF_LIFE_DAYS
                              ) -> dict[str, list[dict[str, Any]]]:

@@ -853,10 +853,12 @@ _FRESHNESS = {
                "view (no window, currency, type or min_visitors), at most 15 minutes old"},
     "computed_at": {"type": "string", "format": "date-time"},
 }
-# The funnel's default view (by referrer, no since or until) and the experiments report are
-# served from the reports job's copy too (tracker.jobs.FUNNEL, EXPERIMENTS).
-for _name, _view in (("FunnelReport", "by referrer, no since or until"),
-                     ("ExperimentsReport", "the report has no parameters")):
+# The funnel's default views (each split, no since or until), the experiments and the
+# attribution reports are served from the reports job's copy too (tracker.jobs.FUNNEL,
+# EXPERIMENTS, tracker.scoring.economics.ATTRIBUTION).
+for _name, _view in (("FunnelReport", "no since or until, by any split"),
+                     ("ExperimentsReport", "the report has no parameters"),
+                     ("AttributionReport", "every model; the report has no window")):
     SCHEMAS[_name]["required"] = [*SCHEMAS[_name]["required"], "cached", "computed_at"]
     SCHEMAS[_name]["properties"] |= {
         "cached": {"type": "boolean", "description": "true: the reports job's copy of the "

@@ -5,7 +5,9 @@ program's economics and breakdowns (tracker.scoring.economics)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +21,10 @@ from tracker.asks.funnel import GROUPS, funnel_report
 from tracker.finance.decisions import decisions_report
 from tracker.finance.experiments import experiments_report
 from tracker.formats import rfc3339
-from tracker.jobs import EXPERIMENTS, FUNNEL
+from tracker.jobs import EXPERIMENTS, FUNNEL, funnel_params
 from tracker.programs import queries
 from tracker.scoring.economics import (
+    ATTRIBUTION,
     CACHE_MAX_AGE_S,
     CACHED_BREAKDOWNS,
     CONVERSION_TYPES,
@@ -31,7 +34,7 @@ from tracker.scoring.economics import (
     economics_report,
 )
 from tracker.scoring.queries import BREAKDOWN_DIMENSIONS, cached_report
-from tracker.scoring.reports import attribution_report
+from tracker.scoring.reports import attribution_report, half_life_days
 from tracker.web import keys
 from tracker.web.api.common import choice_param, program_by_slug, query_param, requires, time_param
 from tracker.web.api.errors import invalid
@@ -41,11 +44,18 @@ _DECIMAL = re.compile(r"(?:[0-9]{1,3}(?:\.[0-9]{1,17})?|\.[0-9]{1,17})(?:[eE][-+
 CURRENCY = re.compile(r"[A-Z]{3}")
 
 
-def _reading(request: web.Request) -> AbstractAsyncContextManager[asyncpg.Connection]:
-    """A connection for a report's computation: the read replica's, else the primary's. An
-    unreachable replica is a 503 with Retry-After, not a report on the primary (tracker.db.
-    Replica says why)."""
-    return request.config_dict[keys.REPLICA].connection(request.config_dict[keys.POOL])
+def _reads(request: web.Request) -> AbstractAsyncContextManager[asyncpg.Pool]:
+    """The pool a report computes on (a report on a pool runs its reads at once): the read
+    replica's, else the primary's. An unreachable replica is a 503 with Retry-After, not a
+    report on the primary (tracker.db.Replica says why)."""
+    return request.config_dict[keys.REPLICA].reads(request.config_dict[keys.POOL])
+
+
+@contextlib.asynccontextmanager
+async def _reading(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
+    """One connection of `_reads`, for a report that reads on one."""
+    async with _reads(request) as pool, pool.acquire() as conn:
+        yield conn
 
 
 async def _program(request: web.Request) -> queries.Program:
@@ -54,19 +64,29 @@ async def _program(request: web.Request) -> queries.Program:
 
 @requires(*READERS)
 async def attribution(request: web.Request) -> web.Response:
+    """Every model's rows come from the reports job's copy while it is fresh (the report has
+    no window, and Markov and Shapley over a large program take seconds), else are computed
+    now (only the model asked for, when one is)."""
     program = await _program(request)
     model = choice_param(request, "model", list(MODELS))
     models = [model] if model else list(MODELS)
-    half_life = float(program.settings.get("time_decay_half_life_days", 7.0))
-    async with _reading(request) as conn:
-        by_model = await attribution_report(conn, program.id, models, half_life)
+    cached = await cached_report(request.config_dict[keys.POOL], program.id, *ATTRIBUTION,
+                                 CACHE_MAX_AGE_S)
+    if cached is not None and set(models) <= set(cached.body):
+        by_model: dict[str, list[dict[str, Any]]] = cached.body
+        fresh = {"cached": True, "computed_at": rfc3339(cached.computed_at)}
+    else:
+        async with _reading(request) as conn:
+            by_model = await attribution_report(conn, program.id, models,
+                                                half_life_days(program.settings))
+        fresh = {"cached": False, "computed_at": rfc3339(datetime.now(UTC))}
     if model:
         return web.json_response({"program": program.slug, "model": model,
-                                  "rows": by_model[model]})
+                                  "rows": by_model[model], **fresh})
     # All models: `rows` lists every model's rows (each naming its model), `models` groups them.
     rows = [{"model": m, **row} for m in models for row in by_model[m]]
     return web.json_response({"program": program.slug, "model": None, "rows": rows,
-                              "models": by_model})
+                              "models": by_model, **fresh})
 
 
 @requires(*READERS)
@@ -76,10 +96,11 @@ async def funnel(request: web.Request) -> web.Response:
     since, until = time_param(request, "since"), time_param(request, "until")
     if since is not None and until is not None and since >= until:
         raise invalid("since must be before until", "since")
-    if since is None and until is None and by == "referrer":
-        return await _answer(request, program, *FUNNEL, extra={"since": None, "until": None})
-    async with _reading(request) as conn:
-        report = await funnel_report(conn, program.id, since=since, until=until, by=by)
+    if since is None and until is None:
+        return await _answer(request, program, FUNNEL[0], funnel_params(by),
+                             extra={"since": None, "until": None})
+    async with _reads(request) as pool:
+        report = await funnel_report(pool, program.id, since=since, until=until, by=by)
     return _live(program, {"since": rfc3339(since) if since else None,
                            "until": rfc3339(until) if until else None, **report})
 
@@ -138,8 +159,8 @@ async def economics(request: web.Request) -> web.Response:
         raise invalid("currency must be an ISO 4217 code like USD", "currency")
     if since is None and until is None and currency is None:
         return await _answer(request, program, "economics", "")
-    async with _reading(request) as conn:
-        report = await economics_report(conn, program.id, program.settings, since=since,
+    async with _reads(request) as pool:
+        report = await economics_report(pool, program.id, program.settings, since=since,
                                         until=until, currency=currency)
     return _live(program, report)
 
@@ -163,9 +184,9 @@ async def breakdown(request: web.Request) -> web.Response:
     if (since is None and until is None and min_raw is None and type_ == "purchase"
             and by in CACHED_BREAKDOWNS):
         return await _answer(request, program, "breakdown", breakdown_params(by))
-    async with _reading(request) as conn:
+    async with _reads(request) as pool:
         report = await breakdown_report(
-            conn, program.id, program.settings, by, type_=type_, since=since, until=until,
+            pool, program.id, program.settings, by, type_=type_, since=since, until=until,
             min_visitors=MIN_VISITORS if min_raw is None else int(min_raw))
     return _live(program, report)
 
@@ -177,7 +198,7 @@ def _live(program: queries.Program, report: dict[str, Any]) -> web.Response:
 
 async def _answer(request: web.Request, program: queries.Program, report: str, params: str,
                   extra: dict[str, Any] | None = None) -> web.Response:
-    """A default view (economics, a breakdown, the funnel by referrer, the experiments): the
+    """A default view (economics, a breakdown, the funnel, the experiments): the
     reports job's copy while it is fresh (CACHE_MAX_AGE_S), else computed now; `extra` goes
     before the report's fields in both."""
     pool = request.config_dict[keys.POOL]
@@ -185,15 +206,17 @@ async def _answer(request: web.Request, program: queries.Program, report: str, p
     if cached is not None:
         return web.json_response({"program": program.slug, **(extra or {}), **cached.body,
                                   "cached": True, "computed_at": rfc3339(cached.computed_at)})
-    async with _reading(request) as conn:
+    async with _reads(request) as reads:
         if report == "economics":
-            body = await economics_report(conn, program.id, program.settings)
+            body = await economics_report(reads, program.id, program.settings)
         elif report == FUNNEL[0]:
-            body = await funnel_report(conn, program.id)
+            body = await funnel_report(reads, program.id,
+                                       by=params.removeprefix("by=") or "referrer")
         elif report == EXPERIMENTS[0]:
-            body = await experiments_report(conn, program.id, program.settings)
+            async with reads.acquire() as conn:
+                body = await experiments_report(conn, program.id, program.settings)
         else:
-            body = await breakdown_report(conn, program.id, program.settings,
+            body = await breakdown_report(reads, program.id, program.settings,
                                           params.removeprefix("by=").split(","))
     return _live(program, {**(extra or {}), **body})
 
