@@ -172,8 +172,9 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
 
 async def _identity(conn: asyncpg.Connection, program_id: int,
                     pending: list[PendingConversion]) -> Identity:
-    click_ids = [r.click_id for r in pending if r.click_id]
-    named_clicks = await queries.click_visitors(conn, program_id, click_ids)
+    named = sorted({(r.click_id, _uuid7_time(r.click_id)) for r in pending if r.click_id},
+                   key=lambda n: n[0])
+    named_clicks = await queries.click_visitors(conn, program_id, named)
     customers = sorted({r.customer_id for r in pending})
     known: defaultdict[str, set[str]] = defaultdict(set)
     for link in await queries.known_visitors(conn, program_id, customers):

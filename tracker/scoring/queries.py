@@ -94,14 +94,33 @@ async def pending_conversions(conn: asyncpg.Connection, program_id: int, limit: 
     return [PendingConversion(*r) for r in rows]
 
 
-async def click_visitors(conn: asyncpg.Connection, program_id: int, click_ids: list[str]
-                         ) -> dict[str, str | None]:
-    """The visitor of each click named (click id -> visitor id)."""
-    if not click_ids:
-        return {}
-    return {r["click_id"]: r["visitor_id"] for r in await conn.fetch(
-        """SELECT click_id::text AS click_id, visitor_id FROM clicks
-           WHERE program_id = $1 AND click_id = ANY($2::uuid[])""", program_id, click_ids)}
+async def click_visitors(conn: asyncpg.Connection, program_id: int,
+                         named: list[tuple[str, datetime | None]]) -> dict[str, str | None]:
+    """The visitor of each click named (click id -> visitor id), given with the millisecond
+    its UUIDv7 id was made at (None for another kind of id).
+
+    `clicks` has no index on click_id alone, and `click_id = ANY($2)` with an array parameter
+    compares every row with every id. A redirect's click id carries its click's millisecond
+    (tracker/clicks/journal.py), so most are found through the primary key (program, ts,
+    click id); the others (other kinds of id, or a ts that does not match) in one hash join
+    over the program's clicks."""
+    found: dict[str, str | None] = {}
+    timed = [(cid, at) for cid, at in named if at is not None]
+    if timed:
+        found = {r["click_id"]: r["visitor_id"] for r in await conn.fetch(
+            """SELECT k.click_id::text AS click_id, k.visitor_id
+               FROM unnest($2::uuid[], $3::timestamptz[]) AS n(click_id, at)
+               JOIN clicks k ON k.program_id = $1 AND k.click_id = n.click_id
+                 AND k.ts >= n.at AND k.ts < n.at + interval '1 millisecond'""",
+            program_id, [cid for cid, _ in timed], [at for _, at in timed])}
+    rest = sorted({cid for cid, _ in named} - found.keys())
+    if rest:
+        found.update({r["click_id"]: r["visitor_id"] for r in await conn.fetch(
+            """SELECT k.click_id::text AS click_id, k.visitor_id
+               FROM unnest($2::uuid[]) AS n(click_id)
+               JOIN clicks k ON k.program_id = $1 AND k.click_id = n.click_id""",
+            program_id, rest)})
+    return found
 
 
 async def known_visitors(conn: asyncpg.Connection, program_id: int, customers: list[str]
@@ -115,10 +134,10 @@ async def known_visitors(conn: asyncpg.Connection, program_id: int, customers: l
 
 async def add_customer_visitors(conn: asyncpg.Connection, program_id: int,
                                 links: list[CustomerVisitor]) -> None:
-    await conn.executemany(
+    await conn.execute(
         """INSERT INTO customer_visitors (program_id, customer_id, visitor_id)
-           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
-        [(program_id, link.customer_id, link.visitor_id) for link in links])
+           SELECT $1, * FROM unnest($2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
+        program_id, [link.customer_id for link in links], [link.visitor_id for link in links])
 
 
 async def visitor_clicks(conn: asyncpg.Connection, program_id: int, visitors: list[str],
