@@ -226,10 +226,11 @@ async def converted_paths(conn: asyncpg.Connection, program_id: int) -> list[tup
     return [tuple(r["path"]) for r in rows]
 
 
-async def lost_paths(conn: asyncpg.Connection, program_id: int) -> list[tuple[int, ...]]:
-    """The referrers clicked by each visitor no customer is known by, in click order."""
+async def lost_paths(conn: asyncpg.Connection, program_id: int) -> dict[str, tuple[int, ...]]:
+    """The referrers clicked by each visitor no customer is known by, in click order (visitor
+    id -> path)."""
     rows = await conn.fetch(
-        """SELECT array_agg(c.referrer_id ORDER BY c.ts, c.click_id) AS path
+        """SELECT c.visitor_id, array_agg(c.referrer_id ORDER BY c.ts, c.click_id) AS path
            FROM clicks c
            WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
              AND c.visitor_id IS NOT NULL
@@ -238,7 +239,7 @@ async def lost_paths(conn: asyncpg.Connection, program_id: int) -> list[tuple[in
            GROUP BY c.visitor_id""",
         program_id,
     )
-    return [tuple(r["path"]) for r in rows]
+    return {r["visitor_id"]: tuple(r["path"]) for r in rows}
 
 
 async def credited_journeys(conn: asyncpg.Connection, program_id: int
