@@ -52,8 +52,7 @@ async def story(conn: asyncpg.Connection, slug: str, model: str, window: int) ->
         "UPDATE programs SET settings = $2::jsonb WHERE id = $1", pid,
         f'{{"attribution_model": "{model}", "attribution_window_days": {window}}}')
     named: dict[str, str] = {}
-    n = 0
-    for visitor, ref, days, bot, dup, name, kind in (
+    clicks: list[tuple[str, str, int, bool, bool, str | None, str]] = [
         ("v1", "a", -5, False, False, None, "v7"),
         ("v1", "a", -4, False, True, None, "v7"),  # a duplicate: not a touch
         ("v1", "b", -2, False, False, "e1", "v7"),
@@ -62,8 +61,8 @@ async def story(conn: asyncpg.Connection, slug: str, model: str, window: int) ->
         ("v2", "a", -3, False, False, "e2", "v4"),  # not a UUIDv7: found by the fallback
         ("v3", "b", -1, False, False, None, "v7"),  # never converts: a lost journey
         ("v4", "a", -1, False, False, None, "v7"),
-    ):
-        n += 1
+    ]
+    for n, (visitor, ref, days, bot, dup, name, kind) in enumerate(clicks, 1):
         at = T0 + timedelta(days=days, microseconds=n * 1000 + 7)
         cid = uuid7(at, n) if kind == "v7" else str(uuid.uuid4())
         link, rid = ids[ref]
@@ -74,7 +73,7 @@ async def story(conn: asyncpg.Connection, slug: str, model: str, window: int) ->
             pid, cid, at, link, rid, f"{slug}{ref}", visitor, bot, dup)
         if name:
             named[name] = cid
-    for event, customer, type_, days, visitor, code, original in (
+    conversions: list[tuple[str, str, str, float, str | None, str | None, str | None]] = [
         ("e1", "cust1", "purchase", 0, None, None, None),
         ("e2", "cust2", "purchase", 0, None, None, None),
         ("e3", "cust1", "renewal", 1, None, None, None),  # a later batch reaches v1
@@ -82,13 +81,14 @@ async def story(conn: asyncpg.Connection, slug: str, model: str, window: int) ->
         ("e5", "cust4", "signup", -0.5, "v4", None, None),
         ("e6", "cust5", "purchase", 0, None, f"{slug}c", None),
         ("e7", "cust1", "refund", 2, None, None, "e1"),
-    ):
+    ]
+    for event, customer, type_, offset, reached, code, original in conversions:
         await conn.execute(
             """INSERT INTO conversions (program_id, event_id, type, customer_id, amount,
                    currency, occurred_at, click_id, visitor_id, referral_code,
                    original_event_id, body_hash)
                VALUES ($1, $2, $3, $4, 1000, 'USD', $5, $6, $7, $8, $9, '\\x00')""",
-            pid, event, type_, customer, T0 + timedelta(days=days), named.get(event), visitor,
+            pid, event, type_, customer, T0 + timedelta(days=offset), named.get(event), reached,
             code, original)
     return pid
 
