@@ -158,7 +158,10 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
     """Attribute every conversion not yet attributed; returns how many were processed.
 
     Each batch holds the attribution job's lock, so the job, `refguard attribution run` and
-    clearance never attribute the same conversions at once."""
+    clearance never attribute the same conversions at once. A data-driven model is fitted for
+    each batch on the journeys stored before it plus the batch's own; those are read once per
+    program and run and kept in memory (`Journeys`), so a backlog costs one read, not one per
+    batch, and every query of a batch is set-based over the batch (no per-conversion query)."""
     done = 0
     for pm in await _program_models(conn, program_id):
         journeys: Journeys | None = None
@@ -269,7 +272,7 @@ def _touches(pm: ProgramModel, r: PendingConversion, *, visitors: set[str],
     found = [c for v in visitors for c in clicks_of.get(v, ())
              if start <= c.ts <= r.occurred_at]
     found.sort(key=lambda c: (c.ts, c.click_id))
-    if r.click_id:
+    if r.click_id and any(_JOINABLE.match(v) for v in visitors):
         found = _not_joinable_later(found, r.click_id)
     touches = [TouchRow(c.referrer_id, c.ts, c.click_id,
                         "click" if c.click_id == r.click_id else "visitor")
