@@ -22,6 +22,7 @@ import pytest
 
 from attribution.models import Journey, Touch, heuristic_credits
 from tests.helpers import insert_link
+from tracker.db import job_lock
 from tracker.scoring import credits as attributing
 from tracker.scoring.credits import attribute_pending, load_journeys
 
@@ -119,17 +120,10 @@ async def everything(conn: asyncpg.Connection, pids: dict[str, int]) -> dict[str
     return {slug: await stored(conn, pid) for slug, pid in pids.items()}
 
 
-async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothing(
-    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    await conn.execute("SELECT refguard_ensure_click_partition($1)", T0 - timedelta(days=25))
-    await conn.execute("SELECT refguard_ensure_click_partition($1)", T0)
-    pids = {slug: await story(conn, slug, model, window)
-            for slug, (model, window) in PROGRAMS.items()}
-
-    # Every fit of a data-driven model sees exactly the journeys a fresh read of the database
-    # gives at that point, plus the batch's converting ones (what each batch read before the
-    # journeys were kept in memory).
+def check_fits(monkeypatch: pytest.MonkeyPatch, pids: dict[str, int]) -> list[int]:
+    """Every fit of a data-driven model must see exactly the journeys a fresh read of the
+    database gives at that point plus the batch's converting ones (what each batch read before
+    the journeys were kept in memory); the programs checked, one entry per batch."""
     fitted: list[Counter[tuple[tuple[Hashable, ...], int, int]]] = []
     checked: list[int] = []
     real_fit, real_store = attributing.fit, attributing._store
@@ -141,8 +135,8 @@ async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothi
     async def spy_store(conn: asyncpg.Connection, program_id: int, ids: list[int],
                         touch_rows: list[tuple[Any, ...]], credit_rows: list[tuple[Any, ...]]
                         ) -> None:
-        if PROGRAMS[next(s for s, p in pids.items() if p == program_id)][0] in ("markov",
-                                                                              "shapley"):
+        slug = next(s for s, p in pids.items() if p == program_id)
+        if PROGRAMS[slug][0] in ("markov", "shapley"):
             paths: dict[Any, list[Any]] = {}
             for row in touch_rows:  # (program, conversion, position, referrer, ...)
                 paths.setdefault(row[1], []).append(row[3])
@@ -155,6 +149,18 @@ async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothi
 
     monkeypatch.setattr(attributing, "fit", spy_fit)
     monkeypatch.setattr(attributing, "_store", spy_store)
+    return checked
+
+
+async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothing(
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await conn.execute("SELECT refguard_ensure_click_partition($1)", T0 - timedelta(days=25))
+    await conn.execute("SELECT refguard_ensure_click_partition($1)", T0)
+    pids = {slug: await story(conn, slug, model, window)
+            for slug, (model, window) in PROGRAMS.items()}
+
+    checked = check_fits(monkeypatch, pids)
     monkeypatch.setattr(attributing, "BATCH", 2)  # 4 batches per program
     assert await attribute_pending(conn) == 7 * len(PROGRAMS)
     assert len(checked) == 2 * 4
@@ -204,3 +210,34 @@ async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothi
             assert {e: t for e, (t, _) in again[slug].items()} == {
                 e: t for e, (t, _) in small[slug].items()}, slug
     assert await conn.fetchval("SELECT count(*) FROM customer_visitors") == 3 * len(PROGRAMS)
+
+
+async def test_journeys_are_read_again_when_another_run_attributed_in_between(
+    conn: asyncpg.Connection, dsn: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await conn.execute("SELECT refguard_ensure_click_partition($1)", T0 - timedelta(days=25))
+    await conn.execute("SELECT refguard_ensure_click_partition($1)", T0)
+    pids = {"mk": await story(conn, "mk", "markov", 30)}
+    checked = check_fits(monkeypatch, pids)
+    batches: list[str] = []
+
+    async def lock_then_interfere(conn: asyncpg.Connection, name: str) -> None:
+        batches.append(name)
+        if len(batches) == 2:  # between this run's batches, another attributes e3 (a's touch)
+            other = await asyncpg.connect(dsn)
+            await other.execute(
+                """INSERT INTO touchpoints (program_id, conversion_id, position, referrer_id,
+                       ts, via)
+                   SELECT c.program_id, c.id, 0, r.id, c.occurred_at, 'visitor'
+                   FROM conversions c JOIN referrers r
+                     ON r.program_id = c.program_id AND r.external_id = 'a'
+                   WHERE c.event_id = 'e3'""")
+            await other.execute("UPDATE conversions SET attributed_at = now() "
+                                "WHERE event_id = 'e3'")
+            await other.close()
+        await job_lock(conn, name)
+
+    monkeypatch.setattr(attributing, "job_lock", lock_then_interfere)
+    monkeypatch.setattr(attributing, "BATCH", 2)
+    assert await attribute_pending(conn) == 6
+    assert len(checked) == 3

@@ -118,11 +118,12 @@ class Journeys:
 
     converted: list[Journey]
     lost: dict[str, Journey]
+    as_of: int  # how many of the program's conversions were attributed when these were read
 
     def all(self) -> list[Journey]:
         return [*self.converted, *self.lost.values()]
 
-    def attributed(self, paths: list[tuple[int, ...]], visitors: set[str]) -> None:
+    def add_batch(self, paths: list[tuple[int, ...]], visitors: set[str]) -> None:
         """A batch's converting paths, and the visitors its customers reach (no longer lost)."""
         self.converted += [Journey(path, conversions=1) for path in paths]
         for v in visitors:
@@ -130,10 +131,11 @@ class Journeys:
 
 
 async def read_journeys(conn: asyncpg.Connection, program_id: int) -> Journeys:
+    as_of = await queries.attributed_count(conn, program_id)
     converted = await queries.converted_paths(conn, program_id)
     lost = await queries.lost_paths(conn, program_id)
     return Journeys([Journey(path, conversions=1) for path in converted],
-                    {v: Journey(path, lost=1) for v, path in lost.items()})
+                    {v: Journey(path, lost=1) for v, path in lost.items()}, as_of)
 
 
 async def load_journeys(conn: asyncpg.Connection, program_id: int) -> list[Journey]:
@@ -168,10 +170,15 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
         while True:
             async with conn.transaction():
                 await job_lock(conn, "attribution")
-                if journeys is None and pm.model in DATA_DRIVEN_MODELS:
-                    # Once per program and run, under the lock: later batches keep it current.
+                if pm.model in DATA_DRIVEN_MODELS and (
+                        journeys is None
+                        or journeys.as_of != await queries.attributed_count(conn, pm.program_id)):
+                    # Once per program and run, under the lock; again if another run (clearance,
+                    # the CLI) attributed some between two batches of this one.
                     journeys = await read_journeys(conn, pm.program_id)
                 n = await _attribute_batch(conn, pm, journeys)
+                if journeys is not None:
+                    journeys.as_of += n
             done += n
             if n < BATCH:
                 break
@@ -194,8 +201,8 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel,
     fitted = None
     if journeys is not None:
         # Fitted with this batch's journeys converting, its customers' visitors not lost.
-        journeys.attributed([tuple(t.referrer_id for t in ts) for ts in touches_of.values() if ts],
-                            {link.visitor_id for link in identity.new_links})
+        journeys.add_batch([tuple(t.referrer_id for t in ts) for ts in touches_of.values() if ts],
+                           {link.visitor_id for link in identity.new_links})
         fitted = await asyncio.get_running_loop().run_in_executor(
             None, fit, pm.model, journeys.all())
     touch_rows, credit_rows = _rows(pm, pending, touches_of, fitted)

@@ -207,6 +207,14 @@ async def mark_attributed(conn: asyncpg.Connection, program_id: int,
         "ANY($2::bigint[])", program_id, conversion_ids)
 
 
+async def attributed_count(conn: asyncpg.Connection, program_id: int) -> int:
+    """How many of the program's conversions are attributed."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM conversions WHERE program_id = $1 AND attributed_at IS NOT NULL",
+        program_id)
+    return n
+
+
 async def analyze_attribution_tables(conn: asyncpg.Connection) -> None:
     # ANALYZE needs the tables' owner: the application asks it through refguard_analyze.
     await conn.execute("SELECT refguard_analyze('touchpoints', 'credits', 'customer_visitors', "
