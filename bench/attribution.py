@@ -9,7 +9,11 @@ popularity, `--referrers`); generated NDJSON files; then, timed in this process:
 - import of the clicks (`tracker.intake.importer.import_clicks`: parse, enrich like live
   clicks, store idempotently) against a baseline measured in the same run: a bare COPY of the
   same number of ready-made rows into `clicks` (no parsing, no enrichment, no idempotency);
-- import of the conversions, and `attribute_pending` (identity, touchpoints, credits);
+- import of the conversions, and `attribute_pending` (identity, touchpoints, credits) end to
+  end under every model in turn (everything re-attributed each time): seconds, conversions per
+  second, and the CPU seconds of this process and of its PostgreSQL backend; with `--before`,
+  also the path as it was before the named clicks were found by their id's millisecond (an
+  array comparison against every click), for the ratio in the same run;
 - for each model, fitting (Markov, Shapley) and applying it to every converting journey, on the
   journeys as stored (converting ones from touchpoints, lost ones from visitors who never
   converted). Targets: import >= 20,000 clicks/s; every model under 60 s.
@@ -31,6 +35,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import resource
 import shutil
@@ -48,6 +53,8 @@ from geo.reader import GeoReader
 from tracker import db
 from tracker.clicks.enrich import COLUMNS, Enricher
 from tracker.intake.importer import import_clicks, import_conversions, import_workers
+from tracker.scoring import credits as attributing
+from tracker.scoring import queries
 from tracker.scoring.credits import attribute_pending, fit, load_journeys
 
 UAS = [
@@ -208,6 +215,48 @@ def time_models(journeys: list[Any], converting: list[tuple[list[Touch], float]]
     return out
 
 
+def backend_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a local process (the PostgreSQL backend) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _click_visitors_before(conn: asyncpg.Connection, program_id: int,
+                                 named: list[tuple[str, datetime | None]]
+                                 ) -> dict[str, str | None]:
+    """The named-click query before this change: `click_id = ANY($2)` compares every click of
+    the program with every id of the batch (no index on click_id alone)."""
+    return {r["click_id"]: r["visitor_id"] for r in await conn.fetch(
+        """SELECT click_id::text AS click_id, visitor_id FROM clicks
+           WHERE program_id = $1 AND click_id = ANY($2::uuid[])""",
+        program_id, [cid for cid, _ in named])}
+
+
+async def attribute_as(conn: asyncpg.Connection, pid: int, model: str, *,
+                       before: bool = False) -> dict[str, float]:
+    """Everything attributed afresh under `model`: seconds, rate, CPU of client and backend."""
+    await conn.execute("TRUNCATE touchpoints, credits, customer_visitors")
+    await conn.execute("UPDATE conversions SET attributed_at = NULL WHERE program_id = $1", pid)
+    await conn.execute(
+        "UPDATE programs SET settings = settings || jsonb_build_object('attribution_model', "
+        "$2::text) WHERE id = $1", pid, model)
+    await conn.execute("VACUUM ANALYZE conversions")
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    real = queries.click_visitors
+    if before:
+        queries.click_visitors = _click_visitors_before
+    try:
+        wall, cpu, db_cpu = (time.perf_counter(), time.process_time(),
+                             backend_cpu_seconds(backend))
+        n = await attributing.attribute_pending(conn, pid)
+        wall, cpu, db_cpu = (time.perf_counter() - wall, time.process_time() - cpu,
+                             backend_cpu_seconds(backend) - db_cpu)
+    finally:
+        queries.click_visitors = real
+    return {"conversions": n, "seconds": round(wall, 2), "per_second": round(n / wall),
+            "client_cpu_seconds": round(cpu, 2), "postgres_cpu_seconds": round(db_cpu, 2)}
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="refguard-bench-attr-"))
     server = db.embedded_server(tmp / "pg")
@@ -249,6 +298,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                                                    strict=True)],
                        row["occurred_at"].timestamp()) for row in rows]
         models = time_models(journeys, converting)
+        end_to_end = {}
+        for model in MODELS:
+            end_to_end[model] = await attribute_as(conn, pid, model)
+            print(f"  attribute as {model:<15} {end_to_end[model]['seconds']:>7.2f}s", flush=True)
+        before = await attribute_as(conn, pid, "last_touch", before=True) if args.before else None
         await conn.close()
     finally:
         server.cleanup()
@@ -263,7 +317,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                    "target_per_second": 20_000},
         "conversions": {"lines": convs.read, "stored": convs.stored,
                         "seconds": round(conv_s, 2), "per_second": round(convs.read / conv_s)},
-        "attribute_pending": {"conversions": attributed, "seconds": round(attr_s, 2)},
+        "attribute_pending": {"conversions": attributed, "seconds": round(attr_s, 2),
+                              "per_second": round(attributed / attr_s),
+                              "end_to_end": end_to_end, "before_last_touch": before,
+                              "load_average": os.getloadavg()},
         "journeys": {"total": len(journeys), "converting": len(converting),
                      "load_seconds": round(load_s, 2)},
         "models_seconds": {m: round(s, 2) for m, s in models.items()},
@@ -282,7 +339,24 @@ def report(result: dict[str, Any]) -> None:
     print(f"import convs    {v['lines']:>10,} lines  {v['seconds']:>7.1f}s  "
           f"{v['per_second']:>8,}/s")
     a = result["attribute_pending"]
-    print(f"attribute       {a['conversions']:>10,} conv.  {a['seconds']:>7.1f}s")
+    print(f"attribute       {a['conversions']:>10,} conv.  {a['seconds']:>7.1f}s  "
+          f"{a['per_second']:>8,}/s")
+    for model, e in a["end_to_end"].items():
+        print(f"  as {model:<15} {e['seconds']:>7.2f}s  {e['per_second']:>7,}/s  CPU: this "
+              f"process {e['client_cpu_seconds']:.1f}s, PostgreSQL {e['postgres_cpu_seconds']:.1f}s"
+              f"  ({'ok' if e['seconds'] < 60 else 'over'} the 60 s target)")
+    if a["before_last_touch"]:
+        b, e = a["before_last_touch"], a["end_to_end"]["last_touch"]
+
+        def cpu(x: dict[str, float]) -> float:
+            return max(0.01, x["client_cpu_seconds"] + x["postgres_cpu_seconds"])
+
+        print(f"  before (last_touch) {b['seconds']:>7.2f}s  {b['per_second']:>7,}/s  CPU: this "
+              f"process {b['client_cpu_seconds']:.1f}s, PostgreSQL {b['postgres_cpu_seconds']:.1f}s"
+              f"; before / now = {b['seconds'] / e['seconds']:.1f}x wall, "
+              f"{cpu(b) / cpu(e):.1f}x CPU")
+    print(f"  load average during the run: "
+          f"{', '.join(f'{x:.1f}' for x in a['load_average'])} (2 cores, shared)")
     j = result["journeys"]
     print(f"journeys        {j['total']:>10,} ({j['converting']:,} converting), "
           f"loaded in {j['load_seconds']}s")
@@ -297,6 +371,9 @@ def cli() -> None:
                         help="fraction of 1,000,000 clicks / 200,000 conversions (default 1)")
     parser.add_argument("--referrers", type=int, default=5000,
                         help="referrers with power-law popularity (default 5,000)")
+    parser.add_argument("--before", action="store_true",
+                        help="also attribute through the named-click query as it was before, "
+                             "for a before / now ratio in the same run")
     parser.add_argument("--journeys", type=int, default=0,
                         help="time only the models, on this many journeys generated in "
                              "memory (no PostgreSQL), with the peak resident memory")

@@ -110,12 +110,37 @@ def credits_for(model: str, touches: list[TouchRow], occurred_at: datetime,
     return fitted.credits([t.referrer_id for t in touches])
 
 
-async def load_journeys(conn: asyncpg.Connection, program_id: int) -> list[Journey]:
-    """Converting journeys (stored touchpoints) and lost ones (visitors who never converted)."""
+@dataclass(slots=True)
+class Journeys:
+    """A program's journeys as the data-driven models are fitted on them: converting ones (the
+    stored touchpoints) and lost ones (the clicks of visitors no customer is known by, by
+    visitor), read once per run and kept up to date in memory batch by batch."""
+
+    converted: list[Journey]
+    lost: dict[str, Journey]
+    as_of: int  # how many of the program's conversions were attributed when these were read
+
+    def all(self) -> list[Journey]:
+        return [*self.converted, *self.lost.values()]
+
+    def add_batch(self, paths: list[tuple[int, ...]], visitors: set[str]) -> None:
+        """A batch's converting paths, and the visitors its customers reach (no longer lost)."""
+        self.converted += [Journey(path, conversions=1) for path in paths]
+        for v in visitors:
+            self.lost.pop(v, None)
+
+
+async def read_journeys(conn: asyncpg.Connection, program_id: int) -> Journeys:
+    as_of = await queries.attributed_count(conn, program_id)
     converted = await queries.converted_paths(conn, program_id)
     lost = await queries.lost_paths(conn, program_id)
-    return ([Journey(path, conversions=1) for path in converted]
-            + [Journey(path, lost=1) for path in lost])
+    return Journeys([Journey(path, conversions=1) for path in converted],
+                    {v: Journey(path, lost=1) for v, path in lost.items()}, as_of)
+
+
+async def load_journeys(conn: asyncpg.Connection, program_id: int) -> list[Journey]:
+    """Converting journeys (stored touchpoints) and lost ones (visitors who never converted)."""
+    return (await read_journeys(conn, program_id)).all()
 
 
 def fit(model: str, journeys: list[Journey]) -> MarkovModel | ShapleyModel:
@@ -135,13 +160,25 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
     """Attribute every conversion not yet attributed; returns how many were processed.
 
     Each batch holds the attribution job's lock, so the job, `refguard attribution run` and
-    clearance never attribute the same conversions at once."""
+    clearance never attribute the same conversions at once. A data-driven model is fitted for
+    each batch on the journeys stored before it plus the batch's own; those are read once per
+    program and run and kept in memory (`Journeys`), so a backlog costs one read, not one per
+    batch, and every query of a batch is set-based over the batch (no per-conversion query)."""
     done = 0
     for pm in await _program_models(conn, program_id):
+        journeys: Journeys | None = None
         while True:
             async with conn.transaction():
                 await job_lock(conn, "attribution")
-                n = await _attribute_batch(conn, pm)
+                if pm.model in DATA_DRIVEN_MODELS and (
+                        journeys is None
+                        or journeys.as_of != await queries.attributed_count(conn, pm.program_id)):
+                    # Once per program and run, under the lock; again if another run (clearance,
+                    # the CLI) attributed some between two batches of this one.
+                    journeys = await read_journeys(conn, pm.program_id)
+                n = await _attribute_batch(conn, pm, journeys)
+                if journeys is not None:
+                    journeys.as_of += n
             done += n
             if n < BATCH:
                 break
@@ -152,16 +189,22 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
     return done
 
 
-async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
+async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel,
+                           journeys: Journeys | None) -> int:
     pending = await queries.pending_conversions(conn, pm.program_id, BATCH)
     if not pending:
         return 0
     identity = await _identity(conn, pm.program_id, pending)
     touches_of = await _touchpoints(conn, pm, pending, identity.visitors_of)
     if identity.new_links:
-        # Before the fit: a visitor who converts in this batch is not a lost journey.
         await queries.add_customer_visitors(conn, pm.program_id, sorted(identity.new_links))
-    fitted = await _fit_batch(conn, pm, touches_of)
+    fitted = None
+    if journeys is not None:
+        # Fitted with this batch's journeys converting, its customers' visitors not lost.
+        journeys.add_batch([tuple(t.referrer_id for t in ts) for ts in touches_of.values() if ts],
+                           {link.visitor_id for link in identity.new_links})
+        fitted = await asyncio.get_running_loop().run_in_executor(
+            None, fit, pm.model, journeys.all())
     touch_rows, credit_rows = _rows(pm, pending, touches_of, fitted)
     await _store(conn, pm.program_id, [r.id for r in pending], touch_rows, credit_rows)
     return len(pending)
@@ -172,8 +215,9 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
 
 async def _identity(conn: asyncpg.Connection, program_id: int,
                     pending: list[PendingConversion]) -> Identity:
-    click_ids = [r.click_id for r in pending if r.click_id]
-    named_clicks = await queries.click_visitors(conn, program_id, click_ids)
+    named = sorted({(r.click_id, _uuid7_time(r.click_id)) for r in pending if r.click_id},
+                   key=lambda n: n[0])
+    named_clicks = await queries.click_visitors(conn, program_id, named)
     customers = sorted({r.customer_id for r in pending})
     known: defaultdict[str, set[str]] = defaultdict(set)
     for link in await queries.known_visitors(conn, program_id, customers):
@@ -235,7 +279,7 @@ def _touches(pm: ProgramModel, r: PendingConversion, *, visitors: set[str],
     found = [c for v in visitors for c in clicks_of.get(v, ())
              if start <= c.ts <= r.occurred_at]
     found.sort(key=lambda c: (c.ts, c.click_id))
-    if r.click_id:
+    if r.click_id and any(_JOINABLE.match(v) for v in visitors):
         found = _not_joinable_later(found, r.click_id)
     touches = [TouchRow(c.referrer_id, c.ts, c.click_id,
                         "click" if c.click_id == r.click_id else "visitor")
@@ -271,18 +315,7 @@ def _uuid7_time(click_id: str) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-# -- credits: fit the data-driven model, share each conversion out ------------------------------
-
-
-async def _fit_batch(conn: asyncpg.Connection, pm: ProgramModel,
-                     touches_of: dict[int, list[TouchRow]]) -> MarkovModel | ShapleyModel | None:
-    """The program's fitted model on its stored journeys plus this batch's; None if heuristic."""
-    if pm.model not in DATA_DRIVEN_MODELS:
-        return None
-    journeys = await load_journeys(conn, pm.program_id)
-    journeys += [Journey(tuple(t.referrer_id for t in ts), conversions=1)
-                 for ts in touches_of.values() if ts]
-    return await asyncio.get_running_loop().run_in_executor(None, fit, pm.model, journeys)
+# -- credits: share each conversion out --------------------------------------------------------
 
 
 def _rows(pm: ProgramModel, pending: list[PendingConversion],

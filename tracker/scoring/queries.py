@@ -96,14 +96,33 @@ async def pending_conversions(conn: asyncpg.Connection, program_id: int, limit: 
     return [PendingConversion(*r) for r in rows]
 
 
-async def click_visitors(conn: asyncpg.Connection, program_id: int, click_ids: list[str]
-                         ) -> dict[str, str | None]:
-    """The visitor of each click named (click id -> visitor id)."""
-    if not click_ids:
-        return {}
-    return {r["click_id"]: r["visitor_id"] for r in await conn.fetch(
-        """SELECT click_id::text AS click_id, visitor_id FROM clicks
-           WHERE program_id = $1 AND click_id = ANY($2::uuid[])""", program_id, click_ids)}
+async def click_visitors(conn: asyncpg.Connection, program_id: int,
+                         named: list[tuple[str, datetime | None]]) -> dict[str, str | None]:
+    """The visitor of each click named (click id -> visitor id), given with the millisecond
+    its UUIDv7 id was made at (None for another kind of id).
+
+    `clicks` has no index on click_id alone, and `click_id = ANY($2)` with an array parameter
+    compares every row with every id. A redirect's click id carries its click's millisecond
+    (tracker/clicks/journal.py), so most are found through the primary key (program, ts,
+    click id); the others (other kinds of id, or a ts that does not match) in one hash join
+    over the program's clicks."""
+    found: dict[str, str | None] = {}
+    timed = [(cid, at) for cid, at in named if at is not None]
+    if timed:
+        found = {r["click_id"]: r["visitor_id"] for r in await conn.fetch(
+            """SELECT k.click_id::text AS click_id, k.visitor_id
+               FROM unnest($2::uuid[], $3::timestamptz[]) AS n(click_id, at)
+               JOIN clicks k ON k.program_id = $1 AND k.click_id = n.click_id
+                 AND k.ts >= n.at AND k.ts < n.at + interval '1 millisecond'""",
+            program_id, [cid for cid, _ in timed], [at for _, at in timed])}
+    rest = sorted({cid for cid, _ in named} - found.keys())
+    if rest:
+        found.update({r["click_id"]: r["visitor_id"] for r in await conn.fetch(
+            """SELECT k.click_id::text AS click_id, k.visitor_id
+               FROM unnest($2::uuid[]) AS n(click_id)
+               JOIN clicks k ON k.program_id = $1 AND k.click_id = n.click_id""",
+            program_id, rest)})
+    return found
 
 
 async def known_visitors(conn: asyncpg.Connection, program_id: int, customers: list[str]
@@ -117,10 +136,10 @@ async def known_visitors(conn: asyncpg.Connection, program_id: int, customers: l
 
 async def add_customer_visitors(conn: asyncpg.Connection, program_id: int,
                                 links: list[CustomerVisitor]) -> None:
-    await conn.executemany(
+    await conn.execute(
         """INSERT INTO customer_visitors (program_id, customer_id, visitor_id)
-           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
-        [(program_id, link.customer_id, link.visitor_id) for link in links])
+           SELECT $1, * FROM unnest($2::text[], $3::text[]) ON CONFLICT DO NOTHING""",
+        program_id, [link.customer_id for link in links], [link.visitor_id for link in links])
 
 
 async def visitor_clicks(conn: asyncpg.Connection, program_id: int, visitors: list[str],
@@ -190,6 +209,14 @@ async def mark_attributed(conn: asyncpg.Connection, program_id: int,
         "ANY($2::bigint[])", program_id, conversion_ids)
 
 
+async def attributed_count(conn: asyncpg.Connection, program_id: int) -> int:
+    """How many of the program's conversions are attributed."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM conversions WHERE program_id = $1 AND attributed_at IS NOT NULL",
+        program_id)
+    return n
+
+
 async def analyze_attribution_tables(conn: asyncpg.Connection) -> None:
     # ANALYZE needs the tables' owner: the application asks it through refguard_analyze.
     await conn.execute("SELECT refguard_analyze('touchpoints', 'credits', 'customer_visitors', "
@@ -209,10 +236,11 @@ async def converted_paths(conn: asyncpg.Connection, program_id: int) -> list[tup
     return [tuple(r["path"]) for r in rows]
 
 
-async def lost_paths(conn: asyncpg.Connection, program_id: int) -> list[tuple[int, ...]]:
-    """The referrers clicked by each visitor no customer is known by, in click order."""
+async def lost_paths(conn: asyncpg.Connection, program_id: int) -> dict[str, tuple[int, ...]]:
+    """The referrers clicked by each visitor no customer is known by, in click order (visitor
+    id -> path)."""
     rows = await conn.fetch(
-        """SELECT array_agg(c.referrer_id ORDER BY c.ts, c.click_id) AS path
+        """SELECT c.visitor_id, array_agg(c.referrer_id ORDER BY c.ts, c.click_id) AS path
            FROM clicks c
            WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
              AND c.visitor_id IS NOT NULL
@@ -221,7 +249,7 @@ async def lost_paths(conn: asyncpg.Connection, program_id: int) -> list[tuple[in
            GROUP BY c.visitor_id""",
         program_id,
     )
-    return [tuple(r["path"]) for r in rows]
+    return {r["visitor_id"]: tuple(r["path"]) for r in rows}
 
 
 async def credited_journeys(conn: asyncpg.Connection, program_id: int
