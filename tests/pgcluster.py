@@ -68,7 +68,7 @@ class Node:
             pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
-        return pid if psutil.pid_exists(pid) else None
+        return pid if _running(pid) else None
 
     def remember_processes(self) -> None:
         pid = self.postmaster_pid()
@@ -146,8 +146,7 @@ class Cluster:
         pid = node.postmaster_pid()
         assert pid is not None, f"{node.name} is not running"
         os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).wait(10)
+        self._wait(lambda: not _running(pid), 10, f"{node.name}'s postmaster to die")
         return pid
 
     def promote(self, node: Node, timeout: float = 30.0) -> None:
@@ -216,6 +215,11 @@ class Cluster:
         psutil.wait_procs(alive, timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def leftovers(self) -> list[int]:
+        """Processes of any node still running (zombies waiting for their reaper are not):
+        after `teardown`, none."""
+        return sorted(pid for node in self.nodes for pid in node.pids if _running(pid))
+
     # -- internals -------------------------------------------------------------------------
 
     def _prepare_root(self) -> None:
@@ -275,6 +279,13 @@ def pg_cluster(root: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.teardown()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _literal(value: str | int) -> str:
