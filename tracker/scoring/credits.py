@@ -154,9 +154,15 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
 
 async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
     pending = await queries.pending_conversions(conn, pm.program_id, BATCH)
+    named_clicks = await queries.click_visitors(
+        conn, pm.program_id, [r.click_id for r in pending if r.click_id])
+    # A recent conversion whose click is not stored yet waits for it (queries.CLICK_WAIT):
+    # the click may still be in a tracker's journal (an outage, a failover).
+    pending = [r for r in pending
+               if not (r.click_id and r.recent and r.click_id not in named_clicks)]
     if not pending:
         return 0
-    identity = await _identity(conn, pm.program_id, pending)
+    identity = await _identity(conn, pm.program_id, pending, named_clicks)
     touches_of = await _touchpoints(conn, pm, pending, identity.visitors_of)
     if identity.new_links:
         # Before the fit: a visitor who converts in this batch is not a lost journey.
@@ -171,9 +177,8 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
 
 
 async def _identity(conn: asyncpg.Connection, program_id: int,
-                    pending: list[PendingConversion]) -> Identity:
-    click_ids = [r.click_id for r in pending if r.click_id]
-    named_clicks = await queries.click_visitors(conn, program_id, click_ids)
+                    pending: list[PendingConversion], named_clicks: dict[str, str | None]
+                    ) -> Identity:
     customers = sorted({r.customer_id for r in pending})
     known: defaultdict[str, set[str]] = defaultdict(set)
     for link in await queries.known_visitors(conn, program_id, customers):
