@@ -219,12 +219,15 @@ async def test_data_driven_fits_do_not_count_this_batchs_converters_as_lost(
     assert sum(j.lost for j in journeys) == 1
 
 
+@pytest.mark.parametrize("batch", [attributing.BATCH, 1])
 async def test_a_conversion_waits_for_its_click_while_it_is_still_in_a_journal(
     client: Client, tokens: dict[str, str], conn: asyncpg.Connection,
-    owner_conn: asyncpg.Connection,
+    owner_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, batch: int,
 ) -> None:
     """After an outage or a failover the journal replays clicks while conversions naming them
-    already arrive: attribution waits for the click rather than lose the referrer's credit."""
+    already arrive: attribution waits for the click rather than lose the referrer's credit,
+    and the conversions after it (a batch full of waiting ones too) do not wait."""
+    monkeypatch.setattr(attributing, "BATCH", batch)
     await make_link(client, tokens, referrer="alice", code="al")
     cid, _ = await visit(client, "al")
     await wait_for_clicks(conn, 1)

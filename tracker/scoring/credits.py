@@ -138,12 +138,13 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
     clearance never attribute the same conversions at once."""
     done = 0
     for pm in await _program_models(conn, program_id):
+        after: tuple[datetime, int] | None = None
         while True:
             async with conn.transaction():
                 await job_lock(conn, "attribution")
-                n = await _attribute_batch(conn, pm)
+                n, fetched, after = await _attribute_batch(conn, pm, after)
             done += n
-            if n < BATCH:
+            if fetched < BATCH:
                 break
     if done >= ANALYZE_AFTER:
         # Many new rows at once (an import, a backlog): fresh planner statistics for the
@@ -152,16 +153,22 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
     return done
 
 
-async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
-    pending = await queries.pending_conversions(conn, pm.program_id, BATCH)
+async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel,
+                           after: tuple[datetime, int] | None
+                           ) -> tuple[int, int, tuple[datetime, int] | None]:
+    """The next batch after `after`: (attributed, fetched, the last one's position)."""
+    fetched = await queries.pending_conversions(conn, pm.program_id, BATCH, after)
+    if not fetched:
+        return 0, 0, after
+    last = (fetched[-1].occurred_at, fetched[-1].id)
     named_clicks = await queries.click_visitors(
-        conn, pm.program_id, [r.click_id for r in pending if r.click_id])
+        conn, pm.program_id, [r.click_id for r in fetched if r.click_id])
     # A recent conversion whose click is not stored yet waits for it (queries.CLICK_WAIT):
     # the click may still be in a tracker's journal (an outage, a failover).
-    pending = [r for r in pending
+    pending = [r for r in fetched
                if not (r.click_id and r.recent and r.click_id not in named_clicks)]
     if not pending:
-        return 0
+        return 0, len(fetched), last
     identity = await _identity(conn, pm.program_id, pending, named_clicks)
     touches_of = await _touchpoints(conn, pm, pending, identity.visitors_of)
     if identity.new_links:
@@ -170,7 +177,7 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel) -> int:
     fitted = await _fit_batch(conn, pm, touches_of)
     touch_rows, credit_rows = _rows(pm, pending, touches_of, fitted)
     await _store(conn, pm.program_id, [r.id for r in pending], touch_rows, credit_rows)
-    return len(pending)
+    return len(pending), len(fetched), last
 
 
 # -- identity: the clicks named by click id, the visitors named, the customers' known visitors --

@@ -89,15 +89,18 @@ async def attribution_programs(conn: asyncpg.Connection, program_id: int | None
 CLICK_WAIT = "10 minutes"
 
 
-async def pending_conversions(conn: asyncpg.Connection, program_id: int, limit: int
+async def pending_conversions(conn: asyncpg.Connection, program_id: int, limit: int,
+                              after: tuple[datetime, int] | None = None
                               ) -> list[PendingConversion]:
-    """The next `limit` conversions not yet attributed, oldest first."""
+    """The next `limit` conversions not yet attributed, oldest first (after the position
+    `after`, (occurred_at, id), when given: past those left waiting)."""
     rows = await conn.fetch(
         f"""SELECT id, type, customer_id, occurred_at, click_id::text AS click_id, visitor_id,
                    referral_code, received_at > now() - interval '{CLICK_WAIT}' AS recent
             FROM conversions WHERE program_id = $1 AND attributed_at IS NULL
+              AND ($3::timestamptz IS NULL OR (occurred_at, id) > ($3, $4::bigint))
             ORDER BY occurred_at, id LIMIT $2""",
-        program_id, limit,
+        program_id, limit, *(after or (None, None)),
     )
     return [PendingConversion(*r) for r in rows]
 
