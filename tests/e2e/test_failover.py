@@ -44,7 +44,7 @@ PROGRAM = {"slug": "fo", "name": "Failover", "destination_domains": ["shop.test"
 CLICKS_EACH_SIDE = 1500  # redirects answered before the kill, and again after the promotion
 CONVERSIONS_EACH_SIDE = 25  # conversions acknowledged before the kill, and again after
 OUTAGE_S = 1.5  # the primary is dead and the standby not yet promoted (failure detection)
-TIMEOUT_S = 120  # a bound for the whole run: 20 to 35 s on a loaded 2-core machine
+TIMEOUT_S = 120  # a bound for the whole run: 15 to 55 s on a loaded 2-core machine
 
 
 def refguard(env: dict[str, str], *args: str) -> str:
