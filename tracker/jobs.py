@@ -211,6 +211,9 @@ def default_jobs(enricher: Enricher, settings: Settings, replica: Replica = PRIM
     return tuple(jobs)
 
 
+RETRY_MIN_S = 0.5  # the first retry of a job whose database was away
+
+
 class JobRunner:
     def __init__(self, pool: asyncpg.Pool, jobs: tuple[Job, ...]) -> None:
         self.pool = pool
@@ -218,6 +221,7 @@ class JobRunner:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _loop(self, job: Job) -> None:
+        backoff = 0.0
         while True:
             try:
                 ran = await run_if_leader(self.pool, job)
@@ -228,8 +232,15 @@ class JobRunner:
                     log.warning("job %s failed: %s", job.name, exc)
                 else:
                     log.exception("job %s failed", job.name)
-                await asyncio.sleep(min(job.interval_s, 30.0))
+                if isinstance(exc, db.UNAVAILABLE):
+                    # The database is away (a restart, a failover): the job runs again as
+                    # soon as it is back (a new primary), not a whole interval later.
+                    backoff = min(max(backoff * 2, RETRY_MIN_S), job.interval_s, 30.0)
+                else:
+                    backoff = min(job.interval_s, 30.0)
+                await asyncio.sleep(backoff)
                 continue
+            backoff = 0.0
             await asyncio.sleep(job.interval_s)
 
     def start(self) -> None:

@@ -15,6 +15,7 @@ from attribution.models import Journey
 from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tracker.scoring import credits as attributing
 from tracker.scoring.credits import attribute_pending, load_journeys
+from tracker.scoring.queries import CLICK_WAIT
 
 Client = TestClient[web.Request, web.Application]
 UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605"
@@ -216,3 +217,36 @@ async def test_data_driven_fits_do_not_count_this_batchs_converters_as_lost(
     [journeys] = fitted
     assert sum(j.conversions for j in journeys) == 1
     assert sum(j.lost for j in journeys) == 1
+
+
+@pytest.mark.parametrize("batch", [attributing.BATCH, 1])
+async def test_a_conversion_waits_for_its_click_while_it_is_still_in_a_journal(
+    client: Client, tokens: dict[str, str], conn: asyncpg.Connection,
+    owner_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, batch: int,
+) -> None:
+    """After an outage or a failover the journal replays clicks while conversions naming them
+    already arrive: attribution waits for the click rather than lose the referrer's credit,
+    and the conversions after it (a batch full of waiting ones too) do not wait."""
+    monkeypatch.setattr(attributing, "BATCH", batch)
+    await make_link(client, tokens, referrer="alice", code="al")
+    cid, _ = await visit(client, "al")
+    await wait_for_clicks(conn, 1)
+    # As if the click were still in a tracker's journal.
+    await owner_conn.execute("CREATE TEMP TABLE held AS SELECT * FROM clicks")
+    await owner_conn.execute("DELETE FROM clicks")
+    await convert(client, tokens, event_id="e1", customer_id="c1", click_id=cid)
+    await convert(client, tokens, event_id="e2", customer_id="c2")  # names no click: not held
+    assert await attribute_pending(conn) == 1
+    await owner_conn.execute("INSERT INTO clicks SELECT * FROM held")  # the journal replayed
+    assert await attribute_pending(conn) == 1
+    assert await credits(conn, "e1") == {"alice": 1.0}
+    # A click id that no tracker answered is ignored once it had its time to arrive.
+    await convert(client, tokens, event_id="e3", customer_id="c3",
+                  click_id="0195511a-4c00-7000-8000-000000000001")
+    assert await attribute_pending(conn) == 0
+    await owner_conn.execute(
+        f"""UPDATE conversions SET received_at = now() - interval '{CLICK_WAIT}'
+                                                  - interval '1 second'
+            WHERE event_id = 'e3'""")
+    assert await attribute_pending(conn) == 1
+    assert await credits(conn, "e3") == {}

@@ -107,3 +107,27 @@ async def test_a_failed_run_is_counted_and_the_job_goes_on(pool: asyncpg.Pool) -
     finally:
         await runner.close()
     assert failed() == before + 1
+
+
+async def test_a_job_whose_database_went_away_runs_again_without_waiting_its_interval(
+    pool: asyncpg.Pool,
+) -> None:
+    """A failover or a restart: the run's connection dies under it. The job runs again as
+    soon as the database answers, not an hour later."""
+    runs = 0
+    again = asyncio.Event()
+
+    async def loses_its_connection(conn: asyncpg.Connection) -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 2:
+            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        again.set()
+
+    runner = JobRunner(pool, (Job("hourly", 3600.0, loses_its_connection),))
+    runner.start()
+    try:
+        await asyncio.wait_for(again.wait(), 60)
+    finally:
+        await runner.close()
+    assert runs == 3

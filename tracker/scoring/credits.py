@@ -167,6 +167,7 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
     done = 0
     for pm in await _program_models(conn, program_id):
         journeys: Journeys | None = None
+        after: tuple[datetime, int] | None = None
         while True:
             async with conn.transaction():
                 await job_lock(conn, "attribution")
@@ -176,11 +177,11 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
                     # Once per program and run, under the lock; again if another run (clearance,
                     # the CLI) attributed some between two batches of this one.
                     journeys = await read_journeys(conn, pm.program_id)
-                n = await _attribute_batch(conn, pm, journeys)
+                n, fetched, after = await _attribute_batch(conn, pm, journeys, after)
                 if journeys is not None:
                     journeys.as_of += n
             done += n
-            if n < BATCH:
+            if fetched < BATCH:
                 break
     if done >= ANALYZE_AFTER:
         # Many new rows at once (an import, a backlog): fresh planner statistics for the
@@ -190,11 +191,23 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
 
 
 async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel,
-                           journeys: Journeys | None) -> int:
-    pending = await queries.pending_conversions(conn, pm.program_id, BATCH)
+                           journeys: Journeys | None, after: tuple[datetime, int] | None
+                           ) -> tuple[int, int, tuple[datetime, int] | None]:
+    """The next batch after `after`: (attributed, fetched, the last one's position)."""
+    fetched = await queries.pending_conversions(conn, pm.program_id, BATCH, after)
+    if not fetched:
+        return 0, 0, after
+    last = (fetched[-1].occurred_at, fetched[-1].id)
+    named = sorted({(r.click_id, _uuid7_time(r.click_id)) for r in fetched if r.click_id},
+                   key=lambda n: n[0])
+    named_clicks = await queries.click_visitors(conn, pm.program_id, named)
+    # A recent conversion whose click is not stored yet waits for it (queries.CLICK_WAIT):
+    # the click may still be in a tracker's journal (an outage, a failover).
+    pending = [r for r in fetched
+               if not (r.click_id and r.recent and r.click_id not in named_clicks)]
     if not pending:
-        return 0
-    identity = await _identity(conn, pm.program_id, pending)
+        return 0, len(fetched), last
+    identity = await _identity(conn, pm.program_id, pending, named_clicks)
     touches_of = await _touchpoints(conn, pm, pending, identity.visitors_of)
     if identity.new_links:
         await queries.add_customer_visitors(conn, pm.program_id, sorted(identity.new_links))
@@ -207,17 +220,15 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel,
             None, fit, pm.model, journeys.all())
     touch_rows, credit_rows = _rows(pm, pending, touches_of, fitted)
     await _store(conn, pm.program_id, [r.id for r in pending], touch_rows, credit_rows)
-    return len(pending)
+    return len(pending), len(fetched), last
 
 
 # -- identity: the clicks named by click id, the visitors named, the customers' known visitors --
 
 
 async def _identity(conn: asyncpg.Connection, program_id: int,
-                    pending: list[PendingConversion]) -> Identity:
-    named = sorted({(r.click_id, _uuid7_time(r.click_id)) for r in pending if r.click_id},
-                   key=lambda n: n[0])
-    named_clicks = await queries.click_visitors(conn, program_id, named)
+                    pending: list[PendingConversion], named_clicks: dict[str, str | None]
+                    ) -> Identity:
     customers = sorted({r.customer_id for r in pending})
     known: defaultdict[str, set[str]] = defaultdict(set)
     for link in await queries.known_visitors(conn, program_id, customers):

@@ -41,6 +41,7 @@ class PendingConversion:
     click_id: str | None
     visitor_id: str | None
     referral_code: str | None
+    recent: bool  # arrived less than CLICK_WAIT ago
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -83,15 +84,25 @@ async def attribution_programs(conn: asyncpg.Connection, program_id: int | None
     return [ProgramSettings(r["id"], json.loads(r["settings"])) for r in rows]
 
 
-async def pending_conversions(conn: asyncpg.Connection, program_id: int, limit: int
+# A conversion naming a click that is not stored yet waits this long for it (attribution
+# leaves it for a later run): the click may still be in a tracker's journal, flushed within a
+# second normally, replayed after a database outage or a failover, or when a crashed host
+# comes back. A click id that no tracker answered is then ignored, as before.
+CLICK_WAIT = "10 minutes"
+
+
+async def pending_conversions(conn: asyncpg.Connection, program_id: int, limit: int,
+                              after: tuple[datetime, int] | None = None
                               ) -> list[PendingConversion]:
-    """The next `limit` conversions not yet attributed, oldest first."""
+    """The next `limit` conversions not yet attributed, oldest first (after the position
+    `after`, (occurred_at, id), when given: past those left waiting)."""
     rows = await conn.fetch(
-        """SELECT id, type, customer_id, occurred_at, click_id::text AS click_id, visitor_id,
-                  referral_code
-           FROM conversions WHERE program_id = $1 AND attributed_at IS NULL
-           ORDER BY occurred_at, id LIMIT $2""",
-        program_id, limit,
+        f"""SELECT id, type, customer_id, occurred_at, click_id::text AS click_id, visitor_id,
+                   referral_code, received_at > now() - interval '{CLICK_WAIT}' AS recent
+            FROM conversions WHERE program_id = $1 AND attributed_at IS NULL
+              AND ($3::timestamptz IS NULL OR (occurred_at, id) > ($3, $4::bigint))
+            ORDER BY occurred_at, id LIMIT $2""",
+        program_id, limit, *(after or (None, None)),
     )
     return [PendingConversion(*r) for r in rows]
 
