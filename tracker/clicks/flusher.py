@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -40,7 +40,7 @@ from tracker.clicks.journal import (
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_WINDOW_US = 3600 * 1_000_000
+DUPLICATE_WINDOW = timedelta(hours=1)
 _I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_BOT, _I_DUP = (
     COLUMNS.index("ts"), COLUMNS.index("link_id"), COLUMNS.index("visitor_id"),
     COLUMNS.index("fingerprint"), COLUMNS.index("is_bot"), COLUMNS.index("is_duplicate"),
@@ -68,6 +68,7 @@ def mark_duplicates(rows: list[list[object]]) -> None:
     """
     last_visitor: dict[tuple[object, object], datetime] = {}
     last_fp: dict[tuple[object, object], tuple[datetime, object]] = {}
+    window = DUPLICATE_WINDOW
     for row in rows:
         ts = row[_I_TS]
         assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
@@ -75,20 +76,16 @@ def mark_duplicates(rows: list[list[object]]) -> None:
         dup = False
         if visitor is not None:
             prev = last_visitor.get((link, visitor))
-            dup = prev is not None and _within_window(ts, prev)
+            dup = prev is not None and ts - prev <= window
             last_visitor[(link, visitor)] = ts
         if fp is not None:
             seen = last_fp.get((link, fp))
-            if seen is not None and _within_window(ts, seen[0]):
+            if seen is not None and ts - seen[0] <= window:
                 other = seen[1]
                 dup = dup or visitor is None or other is None or other == visitor
             last_fp[(link, fp)] = (ts, visitor)
         if dup:
             row[_I_DUP] = True
-
-
-def _within_window(ts: datetime, prev: datetime) -> bool:
-    return (ts - prev).total_seconds() * 1_000_000 <= DUPLICATE_WINDOW_US
 
 
 async def store_clicks(
@@ -105,11 +102,8 @@ async def store_clicks(
     """
     ordered = prepare_rows(rows)
     await mark_stored_duplicates(conn, ordered)
-    by_partition = await _by_partition(conn, ordered, partitions)
     try:
-        async with conn.transaction():
-            for name, part in by_partition:
-                await conn.copy_records_to_table(name, records=part, columns=COLUMNS)
+        await copy_rows(conn, ordered, partitions)
     except asyncpg.UniqueViolationError:
         return await _store_staged(conn, ordered)
     bots = dups = 0
@@ -140,7 +134,23 @@ async def mark_stored_duplicates(conn: asyncpg.Connection, ordered: list[list[ob
         todo[i][_I_DUP] = True
 
 
-async def _by_partition(
+async def copy_rows(conn: asyncpg.Connection, ordered: list[list[object]],
+                    partitions: dict[tuple[int, int], str]) -> None:
+    """COPY the rows into their partitions in one transaction (UniqueViolationError if one of
+    them is stored already: nothing is then)."""
+    known = set(partitions.values())
+    groups = await partition_groups(conn, ordered, partitions)
+    async with conn.transaction():
+        for name, part in groups:
+            await conn.copy_records_to_table(name, records=part, columns=COLUMNS)
+    # A partition this process had not written to yet may never have been analyzed (a new
+    # month, a fresh database): without statistics the planner probes duplicates through the
+    # primary key, every click of the program in the hour, until autovacuum comes by.
+    if fresh := [name for name, _ in groups if name not in known]:
+        await queries.analyze(conn, fresh)
+
+
+async def partition_groups(
     conn: asyncpg.Connection, ordered: list[list[object]], partitions: dict[tuple[int, int], str]
 ) -> list[tuple[str, list[list[object]]]]:
     """Time-ordered rows split by monthly partition (created if missing), in order."""

@@ -183,6 +183,12 @@ async def ensure_partition(conn: asyncpg.Connection, ts: datetime) -> str:
     return name
 
 
+async def analyze(conn: asyncpg.Connection, partitions: list[str]) -> None:
+    """Refresh the planner's statistics of these click partitions (ANALYZE needs the owner:
+    the application asks it through refguard_analyze)."""
+    await conn.execute("SELECT refguard_analyze(VARIADIC $1::text[])", partitions)
+
+
 async def store_signals(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
     """Keep browser signals (rows in SIGNAL_COLUMNS order, as Enricher.signal_row builds them)
     until the `browser_signals` job folds them into their clicks."""
