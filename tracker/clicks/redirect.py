@@ -77,6 +77,26 @@ def visitor_signature(key: bytes, visitor_id: str) -> str:
     return hashlib.blake2b(visitor_id.encode(), key=key, digest_size=SIGNATURE_BYTES).hexdigest()
 
 
+class VisitorIds:
+    """New visitor ids, 96 bits of os.urandom each, read for many ids at a time: one getrandom
+    call per BATCH new visitors instead of one each (it was a third of the handler's own time)."""
+
+    __slots__ = ("_hex", "_pos")
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._pos = 0
+
+    def new(self) -> str:
+        pos = self._pos
+        if pos >= len(self._hex):
+            self._hex = os.urandom(VISITOR_ID_BYTES * self.BATCH).hex()
+            pos = 0
+        self._pos = pos + _ID_LEN
+        return self._hex[pos : pos + _ID_LEN]
+
+
 def _visitor_from_cookie(cookie: str, key: bytes) -> str:
     """The visitor id of a validly signed rg_vid in a Cookie header, or "" (hand-parsed:
     http.cookies is slow). Of several rg_vid cookies the first that verifies counts."""
@@ -130,7 +150,7 @@ def make_redirect_handler(  # noqa: PLR0915
         raise ValueError("the visitor cookie needs a signing key")
     vkey = visitor_signing_key
     blake2b = hashlib.blake2b
-    urandom = os.urandom
+    new_visitor_id = VisitorIds().new
     get_link = links.get
     ids = ClickIds()
     perf = time.perf_counter
@@ -191,7 +211,7 @@ def make_redirect_handler(  # noqa: PLR0915
         new_visitor = not vid
         if new_visitor:
             # A random id, never the click id (that one is shown in the landing URL), signed.
-            vid = urandom(VISITOR_ID_BYTES).hex()
+            vid = new_visitor_id()
             mac = blake2b(vid.encode(), key=vkey, digest_size=SIGNATURE_BYTES).hexdigest()
             signed = f"{vid}.{mac}"
         fields = [
