@@ -32,7 +32,6 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,7 @@ class Clock:
         self.hz = os.sysconf("SC_CLK_TCK")
         self.py: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.pg: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self._py = self._pg0 = 0.0
 
     def _pg(self) -> float:
         try:
@@ -104,12 +104,15 @@ class Clock:
             return 0.0
         return (int(parts[11]) + int(parts[12])) / self.hz
 
-    async def run(self, stage: str, step: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    def start(self) -> None:
+        self._py, self._pg0 = time.thread_time(), self._pg()
+
+    def stop(self, stage: str) -> None:
+        """Add what was spent since start() to `stage`, and start again."""
         py, pg = time.thread_time(), self._pg()
-        out = await step()
-        self.py[stage] += time.thread_time() - py
-        self.pg[stage] += self._pg() - pg
-        return out
+        self.py[stage] += py - self._py
+        self.pg[stage] += pg - self._pg0
+        self._py, self._pg0 = py, pg
 
 
 async def measure(dsn: str, shape: str, clicks: int, link0: int,
@@ -128,15 +131,22 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
         wall = 0.0
         for data in segments(shape, clicks, link0):
             t0 = time.perf_counter()
-            raw = await clock.run("read", _now(lambda: parse_segment(data, "bench")[0]))
-            rows = await clock.run("enrich", _now(lambda: [
-                enricher.row(c) for c in raw if isinstance(c, RawClick)]))
-            ordered = await clock.run("dedupe", _now(lambda: fl.prepare_rows(rows)))
-            await clock.run("probe", lambda: fl.mark_stored_duplicates(conn, ordered))
-            await clock.run("copy", lambda: fl.copy_rows(conn, ordered, partitions))
+            clock.start()
+            raw = parse_segment(data, "bench")[0]
+            clock.stop("read")
+            rows = [enricher.row(c) for c in raw if isinstance(c, RawClick)]
+            clock.stop("enrich")
+            ordered = fl.prepare_rows(rows)
+            clock.stop("dedupe")
+            await fl.mark_stored_duplicates(conn, ordered)
+            clock.stop("probe")
+            await fl.copy_rows(conn, ordered, partitions)
+            clock.stop("copy")
             wall += time.perf_counter() - t0
-            await clock.run("no index", lambda: _copy_plain(conn, ordered))
-            stored = await clock.run("replay", lambda: fl.store_clicks(conn, rows, partitions))
+            await _copy_plain(conn, ordered)
+            clock.stop("no index")
+            stored = await fl.store_clicks(conn, rows, partitions)
+            clock.stop("replay")
             if stored[0]:
                 raise RuntimeError(f"the replay stored {stored[0]} clicks again")
         await conn.execute("DROP TABLE bench_clicks_noindex")
@@ -153,13 +163,6 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
         "index_us": round(us["copy"]["postgres"] - us["no index"]["postgres"], 2),
         "throughput": round(clicks / wall) if wall else None,
     }
-
-
-def _now(fn: Callable[[], Any]) -> Callable[[], Coroutine[Any, Any, Any]]:
-    async def run() -> Any:
-        return fn()
-
-    return run
 
 
 async def _copy_plain(conn: asyncpg.Connection, ordered: list[list[object]]) -> None:

@@ -133,11 +133,11 @@ class Enricher:
         return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
 
     def _resolve_address(self, peer: str, xff: str, forwarded: str
-                         ) -> tuple[str | None, bytes | None, GeoInfo, str]:
-        """The client IP (text, packed), its place and its prefix for the fingerprint."""
+                         ) -> tuple[bytes | None, GeoInfo, str]:
+        """The client IP (packed), its place and its prefix for the fingerprint."""
         resolved = self.client_ip.resolve(peer, xff, forwarded)
         ip, packed_ip = resolved if resolved is not None else (None, None)
-        return ip, packed_ip, self.geo.lookup(ip), ip_prefix(ip)
+        return packed_ip, self.geo.lookup(ip), ip_prefix(ip)
 
     @staticmethod
     def _parse_device(user_agent: str, accept_language: str, sec_ch_ua: str,
@@ -161,8 +161,7 @@ class Enricher:
             # Reloaded: an address may now have another place.
             self._geo_databases = self.geo.databases
             self._address.cache_clear()
-        ip, packed_ip, place, prefix = self._address(raw.peer, raw.x_forwarded_for,
-                                                     raw.forwarded)
+        packed_ip, place, prefix = self._address(raw.peer, raw.x_forwarded_for, raw.forwarded)
         ua, lang, ch_ua, ch_mobile, ch_platform = (
             raw.user_agent, raw.accept_language, raw.sec_ch_ua, raw.sec_ch_ua_mobile,
             raw.sec_ch_ua_platform)

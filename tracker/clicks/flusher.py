@@ -127,10 +127,7 @@ async def mark_stored_duplicates(conn: asyncpg.Connection, ordered: list[list[ob
     todo = [r for r in ordered if not r[_I_DUP]]
     if not todo:
         return
-    found = await queries.stored_duplicates(
-        conn, [r[0] for r in todo], [r[_I_LINK] for r in todo], [r[_I_VISITOR] for r in todo],
-        [r[_I_FP] for r in todo], [r[_I_TS] for r in todo], [r[1] for r in todo])
-    for i in found:
+    for i in await queries.stored_duplicates(conn, todo):
         todo[i][_I_DUP] = True
 
 

@@ -161,15 +161,15 @@ WHERE (coalesce(s.visitor_id, '') <> '' AND EXISTS (
 """
 
 
-async def stored_duplicates(
-    conn: asyncpg.Connection, program_ids: list[object], link_ids: list[object],
-    visitor_ids: list[object], fingerprints: list[object], ts: list[object],
-    click_ids: list[object],
-) -> list[int]:
-    """Positions (from 0) of the clicks, given column by column, that repeat a stored click."""
-    rows = await conn.fetch(STORED_DUPLICATES_SQL, program_ids, link_ids, visitor_ids,
-                            fingerprints, ts, click_ids)
-    return [r[0] - 1 for r in rows]
+_DUPLICATE_KEYS = tuple(COLUMNS.index(c) for c in (
+    "program_id", "link_id", "visitor_id", "fingerprint", "ts", "click_id"))
+
+
+async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]]) -> list[int]:
+    """Positions (from 0) of the rows (in COLUMNS order) that repeat a stored click."""
+    found = await conn.fetch(STORED_DUPLICATES_SQL,
+                             *([r[i] for r in rows] for i in _DUPLICATE_KEYS))
+    return [r[0] - 1 for r in found]
 
 
 _SIGNALS_SQL = f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
