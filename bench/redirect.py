@@ -35,6 +35,14 @@ and how busy the whole machine was (cores used by processes that are not ours, s
 cpu` is the ratio of those per-request CPU costs, which a neighbour's load hardly moves.
 `--rounds R` measures every server R times in alternating order and reports medians.
 
+CPU per click by stage: for each refguard case, the workers' CPU over the wrk window, the
+flusher's by stage (read and parse the journal, enrich, store: sort, duplicate checks, COPY
+encoding; from its refguard_flush_cpu_seconds_total, through the drain) and PostgreSQL's; and
+before the servers start, bench/flush_stages.py runs synthetic journal segments through the
+flusher's steps one at a time with its PostgreSQL backend's CPU read between them (the
+duplicate probe, the COPY, the indexes' share of it, the replay path), `--stage-clicks` a shape.
+The workers' own split (handler, aiohttp, journal write, metrics) is in the py-spy profile.
+
 When b/a misses its target with 1 worker and keep-alive (or with --profile always), py-spy samples
 one refguard worker and one bare worker under the same load; the summary shows where the event
 loop and the redirect handler spend their time (folded stacks are kept next to the JSON).

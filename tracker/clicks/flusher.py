@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 
 import asyncpg
@@ -45,6 +46,7 @@ _I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_BOT, _I_DUP = (
     COLUMNS.index("ts"), COLUMNS.index("link_id"), COLUMNS.index("visitor_id"),
     COLUMNS.index("fingerprint"), COLUMNS.index("is_bot"), COLUMNS.index("is_duplicate"),
 )
+_TIME_ORDER = itemgetter(_I_TS, COLUMNS.index("click_id"))
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
@@ -117,7 +119,7 @@ async def store_clicks(
 
 def prepare_rows(rows: list[tuple[object, ...]]) -> list[list[object]]:
     """The rows in time order, duplicates within them marked (mark_duplicates)."""
-    ordered = sorted((list(r) for r in rows), key=lambda r: (r[_I_TS], r[1]))
+    ordered = sorted(map(list, rows), key=_TIME_ORDER)
     mark_duplicates(ordered)
     return ordered
 

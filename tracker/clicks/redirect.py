@@ -149,7 +149,9 @@ def make_redirect_handler(  # noqa: PLR0915
     if not visitor_signing_key:
         raise ValueError("the visitor cookie needs a signing key")
     vkey = visitor_signing_key
-    blake2b = hashlib.blake2b
+    # The keyed MAC's state after the key block, copied per new visitor (a keyed constructor
+    # hashes the key again every time: measured 2.1 against 1.2 us).
+    mac_state = hashlib.blake2b(key=vkey, digest_size=SIGNATURE_BYTES)
     new_visitor_id = VisitorIds().new
     get_link = links.get
     ids = ClickIds()
@@ -212,8 +214,9 @@ def make_redirect_handler(  # noqa: PLR0915
         if new_visitor:
             # A random id, never the click id (that one is shown in the landing URL), signed.
             vid = new_visitor_id()
-            mac = blake2b(vid.encode(), key=vkey, digest_size=SIGNATURE_BYTES).hexdigest()
-            signed = f"{vid}.{mac}"
+            mac = mac_state.copy()
+            mac.update(vid.encode())
+            signed = f"{vid}.{mac.hexdigest()}"
         fields = [
             VERSION,
             str(ns // 1000),
