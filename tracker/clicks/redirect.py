@@ -35,6 +35,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import StreamReader, hdrs, web
 from markupsafe import Markup
+from multidict import istr
 
 from tracker.clicks.journal import (
     N_SEPARATORS,
@@ -169,11 +170,12 @@ def make_redirect_handler(  # noqa: PLR0915
     h_xff = hdrs.X_FORWARDED_FOR
     h_fwd = hdrs.FORWARDED
     h_accept = hdrs.ACCEPT
-    h_ch_ua = "Sec-CH-UA"
-    h_ch_mobile = "Sec-CH-UA-Mobile"
-    h_ch_platform = "Sec-CH-UA-Platform"
-    h_sec_purpose = "Sec-Purpose"
-    h_purpose = "Purpose"
+    # istr, as aiohttp's own names: a plain str is case-folded again on every look-up.
+    h_ch_ua = istr("Sec-CH-UA")
+    h_ch_mobile = istr("Sec-CH-UA-Mobile")
+    h_ch_platform = istr("Sec-CH-UA-Platform")
+    h_sec_purpose = istr("Sec-Purpose")
+    h_purpose = istr("Purpose")
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         t0 = perf()
