@@ -35,6 +35,14 @@ and how busy the whole machine was (cores used by processes that are not ours, s
 cpu` is the ratio of those per-request CPU costs, which a neighbour's load hardly moves.
 `--rounds R` measures every server R times in alternating order and reports medians.
 
+CPU per click by stage: for each refguard case, the workers' CPU over the wrk window, the
+flusher's by stage (read and parse the journal, enrich, store: sort, duplicate checks, COPY
+encoding; from its refguard_flush_cpu_seconds_total, through the drain) and PostgreSQL's; and
+before the servers start, bench/flush_stages.py runs synthetic journal segments through the
+flusher's steps one at a time with its PostgreSQL backend's CPU read between them (the
+duplicate probe, the COPY, the indexes' share of it, the replay path), `--stage-clicks` a shape.
+The workers' own split (handler, aiohttp, journal write, metrics) is in the py-spy profile.
+
 When b/a misses its target with 1 worker and keep-alive (or with --profile always), py-spy samples
 one refguard worker and one bare worker under the same load; the summary shows where the event
 loop and the redirect handler spend their time (folded stacks are kept next to the JSON).
@@ -391,6 +399,20 @@ def redirects_answered(port: int) -> int | None:
     return int(total) if found else 0
 
 
+def flush_cpu(port: int) -> dict[str, float]:
+    """refguard_flush_cpu_seconds_total by stage (the flusher's own CPU, PostgreSQL's not in it)."""
+    try:
+        status, body = http_request(port, "GET", "/metrics", timeout=10)
+    except (OSError, http.client.HTTPException):
+        return {}
+    out: dict[str, float] = {}
+    for line in body.decode(errors="replace").splitlines() if status == 200 else []:
+        m = re.match(r'refguard_flush_cpu_seconds_total\{stage="(\w+)"\} (\S+)$', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
 def journal_backlog(data_dir: Path) -> int:
     """Clicks in journal segments not yet flushed (open segments of live workers included)."""
     lines = 0
@@ -488,6 +510,7 @@ class Config:
     keep_tmp: bool
     wrk: str
     geoip: str = "both"  # off: refguard; on: refguard+geo; both: the two
+    stage_clicks: int = 50_000  # bench.flush_stages' clicks per shape; 0: not measured
 
 
 def servers_for(cfg: Config) -> tuple[str, ...]:
@@ -509,6 +532,8 @@ class Case:
     wrk: WrkResult
     cpu_s: dict[str, float]  # CPU seconds of the server's roles, PostgreSQL and wrk
     machine: dict[str, float]  # busy cores, steal, and CPU used by processes not ours
+    # refguard: the flusher's CPU per stored click by stage (microseconds), through the drain
+    flusher_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def cpu_us_per_request(self) -> dict[str, float | None]:
@@ -590,6 +615,7 @@ class Bench:
         self.machine: dict[str, Any] = {}
         self.geo_dir: Path | None = None
         self.geoip: dict[str, Any] | None = None  # the databases written, for the JSON
+        self.stages: list[dict[str, Any]] = []  # bench.flush_stages, per traffic shape
 
     # setup ---------------------------------------------------------------------------------------
 
@@ -617,6 +643,14 @@ class Bench:
         self.machine = machine_info(self.cfg, self.refguard_dsn)
         if "refguard+geo" in servers_for(self.cfg):
             self.write_geoip()
+        if self.cfg.stage_clicks:
+            from bench.flush_stages import measure
+
+            say(f"flusher stages: {self.cfg.stage_clicks} synthetic clicks a shape"
+                + (", with the GeoIP databases" if self.geo_dir else ""))
+            self.stages = [asyncio.run(measure(self.refguard_dsn, shape, self.cfg.stage_clicks,
+                                               link0, self.geo_dir))
+                           for shape, link0 in (("wrk", 990_000_000), ("browsers", 990_000_100))]
 
     def write_geoip(self) -> None:
         from bench.geodb import check_databases, write_databases
@@ -797,11 +831,16 @@ class Bench:
             code, link_id = links[kind]
             self.warm_up(server, warm_code, mode == "close")
             before = redirects_answered(server.port)
+            cpu_before = flush_cpu(server.port)
             case = self.measure(server, n, mode, rnd, code=code, warm_code=warm_code, warm=False)
             t_end = time.monotonic()
             check = self.count_check(server, case, code=code, link_id=link_id,
                                      answered_before=before, t_end=t_end)
             checks.append((check, link_id))
+            cpu_after = flush_cpu(server.port)
+            if check.rows:
+                case.flusher_us = {k: round((v - cpu_before.get(k, 0.0)) / check.rows * 1e6, 1)
+                                   for k, v in cpu_after.items()}
         return checks
 
     def wants_profile(self, n: int, mode: str) -> bool:
@@ -1147,10 +1186,37 @@ def print_report(bench: Bench, json_path: Path | None) -> None:
             f"{fmt_opt(k.server_answered):>10} {k.rows:>10} {fmt_opt(k.rows_after_stop):>10} "
             f"{fmt_opt(k.geo_rows):>10} {k.lost:>5} {k.duplicated:>5} {fmt_opt(k.drain_s):>5}s  "
             f"{'OK' if k.ok else 'FAILED'}" + (f"  ({k.note})" if k.note else ""))
+    print_stages(bench)
     print_profile(bench.profile)
     if json_path is not None:
         say("")
         say(f"results: {json_path.relative_to(ROOT)}")
+
+
+def print_stages(bench: Bench) -> None:
+    """CPU per click by stage: the flusher's (live, from its metric, through the drain), with
+    the workers' and PostgreSQL's over the measured window; then bench.flush_stages."""
+    live = [c for c in bench.cases if c.flusher_us]
+    if live:
+        say("")
+        say("CPU per click by stage, live (us): workers over the wrk window; flusher stages "
+            "through the drain; postgres over the wrk window")
+        stages = sorted({k for c in live for k in c.flusher_us})
+        say(f"{'workers':>7} {'mode':<9} {'rnd':>3} {'server':<12} {'workers':>8} "
+            + " ".join(f"{s:>7}" for s in stages) + f" {'flusher':>8} {'postgres':>8}")
+        for c in live:
+            n = c.wrk.requests or 1
+            say(f"{c.workers:>7} {c.mode:<9} {c.round + 1:>3} {c.server:<12} "
+                f"{c.cpu_s.get('workers', 0.0) / n * 1e6:>8.1f} "
+                + " ".join(f"{c.flusher_us.get(s, 0.0):>7.1f}" for s in stages)
+                + f" {sum(c.flusher_us.values()):>8.1f} "
+                f"{c.cpu_s.get('postgres', 0.0) / n * 1e6:>8.1f}")
+    if bench.stages:
+        from bench.flush_stages import report
+
+        say("")
+        for line in report(bench.stages):
+            say(line)
 
 
 def print_profile(profile: dict[str, Any] | None) -> None:
@@ -1215,6 +1281,7 @@ def write_json(bench: Bench) -> Path:
         "profile": bench.profile,
         "servers": list(servers_for(bench.cfg)),
         "geoip": bench.geoip,
+        "flusher_stages": bench.stages,
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
@@ -1264,6 +1331,9 @@ def parse_args(argv: list[str] | None) -> Config:
                    help="py-spy sampling seconds (default 5; 3 with --quick)")
     p.add_argument("--drain-timeout", type=float, default=120.0,
                    help="seconds to wait for the flusher to drain after a case")
+    p.add_argument("--stage-clicks", type=int,
+                   help="synthetic clicks a traffic shape for the flusher's stage costs "
+                        "(bench/flush_stages.py; default 50000, 20000 with --quick; 0: skip)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs)")
     p.add_argument("--geoip", choices=["on", "off", "both"], default="both",
                    help="refguard with GeoIP databases (on: refguard+geo), without (off: "
@@ -1272,6 +1342,8 @@ def parse_args(argv: list[str] | None) -> Config:
     duration = args.duration or (3 if args.quick else 10)
     if min(duration, args.connections, args.threads, args.rounds) < 1:
         p.error("--duration, --connections, --threads and --rounds must be positive")
+    if args.stage_clicks is not None and 0 < args.stage_clicks < 5000:
+        p.error("--stage-clicks must be 0 or at least 5000 (one journal segment)")
     wrk = shutil.which("wrk")
     if wrk is None:
         say("wrk is missing; installing it with apt-get")
@@ -1289,6 +1361,8 @@ def parse_args(argv: list[str] | None) -> Config:
         rounds=args.rounds, profile=args.profile,
         profile_seconds=max(1, args.profile_seconds or (3 if args.quick else 5)),
         drain_timeout=args.drain_timeout, keep_tmp=args.keep_tmp, wrk=wrk, geoip=args.geoip,
+        stage_clicks=(args.stage_clicks if args.stage_clicks is not None
+                      else 20_000 if args.quick else 50_000),
     )
 
 

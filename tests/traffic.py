@@ -180,7 +180,7 @@ async def _store_clicks(conn: asyncpg.Connection, clicks: list[RawClick]) -> Non
             rows = [enricher.row(c, source="import") for c in clicks]
         finally:
             geo.close()
-    await store_clicks(conn, rows, set())
+    await store_clicks(conn, rows, {})
 
 
 # -- look-alikes and the harder mechanisms (issue 13) -------------------------------------------

@@ -68,6 +68,12 @@ FLUSH_SECONDS = Histogram(
     "Time to copy one batch of clicks into PostgreSQL",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+FLUSH_CPU = Counter(
+    "refguard_flush_cpu_seconds",
+    "CPU seconds of the flusher by stage: read (and parse) the journal, enrich, store (sort, "
+    "duplicate checks, COPY encoding); PostgreSQL's own CPU is not in it",
+    ["stage"],
+)
 FLUSH_FAILURES = Counter("refguard_flush_failures_total", "Flush attempts that failed")
 DATABASE_UP = Gauge(
     "refguard_database_up", "1 when the flusher reaches PostgreSQL", multiprocess_mode="livemax"

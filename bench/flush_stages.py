@@ -1,0 +1,220 @@
+"""What the flusher and PostgreSQL spend per click, stage by stage (bench/redirect prints it).
+
+    .venv/bin/python -m bench.flush_stages            # own embedded PostgreSQL, 50,000 clicks/shape
+    .venv/bin/python -m bench.flush_stages --clicks 20000
+
+Journal segments of synthetic clicks (5,000 a segment, as the flusher takes them) go through the
+flusher's own steps, one at a time, with the flusher's thread CPU (`time.thread_time`) and its
+PostgreSQL backend's CPU (/proc/<pid>/stat of the connection's server process) read between them:
+
+  read      parse the segment's lines (tracker.clicks.journal.parse_segment)
+  enrich    client IP, geo, user agent, bot verdict, fingerprint (Enricher.row)
+  dedupe    sort, duplicates within the batch (flusher.prepare_rows)
+  probe     duplicates against stored clicks: one query for the batch (mark_stored_duplicates)
+  copy      the COPY into the month's partition, in its transaction (index maintenance included)
+  no index  the same COPY into a plain table without indexes: copy minus this is what the
+            indexes of `clicks` cost
+  replay    the whole store_clicks again for the same rows: the conflict path (staging table,
+            INSERT ... ON CONFLICT DO NOTHING), which must store nothing
+
+Two shapes of traffic: `wrk` (as the redirect bench's wrk sends it: no user agent, no cookie so
+a new visitor every click, one address, one link: the hot-fingerprint case) and `browsers` (40
+user agents, 3,000 addresses, 40% returning visitors, 20 links). `throughput` is clicks per
+second of the whole flush (read to commit) on one core, the importer's path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from tracker.clicks import flusher as fl
+from tracker.clicks.enrich import COLUMNS, Enricher
+from tracker.clicks.journal import SEP, VERSION, RawClick, parse_segment
+
+SEGMENT = 5000
+PROGRAM_ID = 990_000_000  # far from any real program (clicks has no foreign keys)
+UAS = [
+    f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    f"Chrome/{100 + i}.0.0.0 Safari/537.36" for i in range(20)
+] + [
+    f"Mozilla/5.0 (iPhone; CPU iPhone OS 17_{i} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    f"Gecko) Version/17.{i} Mobile/15E148 Safari/604.1" for i in range(20)
+]
+STAGES = ("read", "enrich", "dedupe", "probe", "copy", "no index", "replay")
+
+
+def _click(i: int, ts_us: int, shape: str, rnd: random.Random, link0: int) -> RawClick:
+    if shape == "wrk":
+        return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link0, 1, "bench", os.urandom(12).hex(),
+                        True, "127.0.0.1", "", "", "", "", "", "", "", "", "", "", "", "")
+    returning = rnd.random() < 0.4
+    visitor = f"{rnd.randrange(2000):024x}" if returning else os.urandom(12).hex()
+    link = link0 + rnd.randrange(20)
+    return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link, 1, f"l{link}", visitor, not returning,
+                    f"10.{rnd.randrange(12)}.{rnd.randrange(250)}.{rnd.randrange(1, 250)}", "", "",
+                    rnd.choice(UAS), "en-GB,en;q=0.9", "https://news.example/", "", "", "", "",
+                    "text/html,application/xhtml+xml", "utm_source=x", "")
+
+
+def _cid(ts_us: int, i: int) -> str:
+    ms = ts_us // 1000
+    return f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7abc-8def-{i:012x}"
+
+
+def _line(c: RawClick) -> bytes:
+    fields = [VERSION, *(str(v) if not isinstance(v, bool) else ("1" if v else "") for v in c)]
+    return (SEP.join(fields) + "\n").encode()
+
+
+def segments(shape: str, clicks: int, link0: int, seed: int = 1) -> list[bytes]:
+    """Journal segments of `clicks` synthetic clicks, 20 us apart, ending now."""
+    rnd = random.Random(seed)
+    start = time.time_ns() // 1000 - clicks * 20
+    out: list[bytes] = []
+    for s in range(0, clicks, SEGMENT):
+        out.append(b"".join(_line(_click(i, start + 20 * i, shape, rnd, link0))
+                            for i in range(s, min(clicks, s + SEGMENT))))
+    return out
+
+
+class Clock:
+    """This thread's CPU and a PostgreSQL backend's, summed per stage."""
+
+    def __init__(self, backend_pid: int) -> None:
+        self.stat = Path(f"/proc/{backend_pid}/stat")
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.py: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.pg: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self._py = self._pg0 = 0.0
+
+    def _pg(self) -> float:
+        try:
+            parts = self.stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # PostgreSQL on another machine: only our side is measured
+            return 0.0
+        return (int(parts[11]) + int(parts[12])) / self.hz
+
+    def start(self) -> None:
+        self._py, self._pg0 = time.thread_time(), self._pg()
+
+    def stop(self, stage: str) -> None:
+        """Add what was spent since start() to `stage`, and start again."""
+        py, pg = time.thread_time(), self._pg()
+        self.py[stage] += py - self._py
+        self.pg[stage] += pg - self._pg0
+        self._py, self._pg0 = py, pg
+
+
+async def measure(dsn: str, shape: str, clicks: int, link0: int,
+                  geo_dir: Path | None = None) -> dict[str, Any]:
+    """Per-click CPU (microseconds) of each stage for one shape, and the flush throughput."""
+    from geo.reader import GeoReader
+
+    geo = GeoReader(geo_dir)
+    enricher = Enricher(b"bench-secret", (), geo=geo)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS bench_clicks_noindex "
+                           "(LIKE clicks INCLUDING DEFAULTS)")
+        clock = Clock(conn.get_server_pid())
+        partitions: dict[tuple[int, int], str] = {}
+        wall = 0.0
+        for data in segments(shape, clicks, link0):
+            t0 = time.perf_counter()
+            clock.start()
+            raw = parse_segment(data, "bench")[0]
+            clock.stop("read")
+            rows = [enricher.row(c) for c in raw if isinstance(c, RawClick)]
+            clock.stop("enrich")
+            ordered = fl.prepare_rows(rows)
+            clock.stop("dedupe")
+            await fl.mark_stored_duplicates(conn, ordered)
+            clock.stop("probe")
+            await fl.copy_rows(conn, ordered, partitions)
+            clock.stop("copy")
+            wall += time.perf_counter() - t0
+            await _copy_plain(conn, ordered)
+            clock.stop("no index")
+            stored = await fl.store_clicks(conn, rows, partitions)
+            clock.stop("replay")
+            if stored[0]:
+                raise RuntimeError(f"the replay stored {stored[0]} clicks again")
+        await conn.execute("DROP TABLE bench_clicks_noindex")
+    finally:
+        await conn.close()
+        geo.close()
+    us = {s: {"flusher": round(clock.py[s] / clicks * 1e6, 2),
+              "postgres": round(clock.pg[s] / clicks * 1e6, 2)} for s in STAGES}
+    normal = ("read", "enrich", "dedupe", "probe", "copy")
+    return {
+        "shape": shape, "clicks": clicks, "us_per_click": us,
+        "flusher_us": round(sum(us[s]["flusher"] for s in normal), 2),
+        "postgres_us": round(sum(us[s]["postgres"] for s in normal), 2),
+        "index_us": round(us["copy"]["postgres"] - us["no index"]["postgres"], 2),
+        "throughput": round(clicks / wall) if wall else None,
+    }
+
+
+async def _copy_plain(conn: asyncpg.Connection, ordered: list[list[object]]) -> None:
+    async with conn.transaction():
+        await conn.copy_records_to_table("bench_clicks_noindex", records=ordered,
+                                         columns=COLUMNS)
+
+
+def report(results: list[dict[str, Any]]) -> list[str]:
+    lines = ["flusher and PostgreSQL CPU per click, by stage (us: flusher / postgres)"]
+    lines.append(f"{'shape':<9} " + " ".join(f"{s:>14}" for s in STAGES)
+                 + f" {'total':>14} {'indexes':>8} {'clicks/s':>9}")
+    for r in results:
+        us = r["us_per_click"]
+        lines.append(
+            f"{r['shape']:<9} "
+            + " ".join(f"{us[s]['flusher']:>6.1f} / {us[s]['postgres']:>5.1f}" for s in STAGES)
+            + f" {r['flusher_us']:>6.1f} / {r['postgres_us']:>5.1f} {r['index_us']:>8.1f}"
+            f" {r['throughput'] or 0:>9,}")
+    lines.append("  (total: read to copy, the normal path; indexes: copy minus no index, in "
+                 "PostgreSQL; clicks/s: one flusher, wall time of read to commit)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.flush_stages",
+                                description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--clicks", type=int, default=50_000, help="clicks per shape (default 50000)")
+    p.add_argument("--dsn", help="a migrated refguard database (default: an embedded one)")
+    args = p.parse_args(argv)
+    if args.clicks < SEGMENT:
+        p.error(f"--clicks must be at least {SEGMENT}")
+    with tempfile.TemporaryDirectory(prefix="refguard-flush-") as tmp:
+        dsn = args.dsn or _embedded(Path(tmp))
+        results = [asyncio.run(measure(dsn, shape, args.clicks, link0))
+                   for shape, link0 in (("wrk", 990_000_000), ("browsers", 990_000_100))]
+    print("\n".join(report(results)))
+    return 0
+
+
+def _embedded(tmp: Path) -> str:
+    import subprocess
+
+    from tracker.db import embedded_server
+
+    server = embedded_server(tmp / "pg", stop_on_exit=True)
+    dsn = str(server.get_uri())
+    env = {**os.environ, "REFGUARD_DATA_DIR": str(tmp / "data"), "REFGUARD_DATABASE_URL": dsn}
+    subprocess.run([sys.executable, "-m", "tracker", "migrate"], env=env, check=True,
+                   capture_output=True)
+    return dsn
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""How the flusher stores clicks: straight COPY into the partition, the staging path for a replay,
+duplicates against stored clicks in both, and the enrichment caches giving what a cold
+enricher gives."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import asyncpg
+
+from bench.geodb import write_db
+from geo.reader import GeoReader
+from tests.helpers import SECRET, insert_link
+from tracker.clicks.enrich import Enricher
+from tracker.clicks.flusher import store_clicks
+from tracker.clicks.journal import RawClick
+from tracker.clicks.redirect import VisitorIds
+
+T0 = 1_700_000_000_000_000  # microseconds
+HOUR = 3600 * 1_000_000
+UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari"
+
+
+def click(n: int, link: tuple[int, int, int], *, visitor: str = "", ts_us: int = T0,
+          ua: str = UA, peer: str = "203.0.113.7") -> RawClick:
+    program_id, link_id, referrer_id = link
+    return RawClick(ts_us, f"01890000-0000-7000-8000-{n:012d}", program_id, link_id, referrer_id,
+                    "abc", visitor, not visitor, peer, "", "", ua, "en", "", "", "", "", "",
+                    "text/html", "", "")
+
+
+async def duplicates(conn: asyncpg.Connection) -> dict[str, bool]:
+    rows = await conn.fetch("SELECT click_id::text AS id, is_duplicate FROM clicks")
+    return {r["id"][-2:]: r["is_duplicate"] for r in rows}
+
+
+async def test_duplicates_of_stored_clicks_follow_the_batch_rule(
+    conn: asyncpg.Connection,
+) -> None:
+    link = await insert_link(conn)
+    enricher = Enricher(SECRET, ())
+    partitions: dict[tuple[int, int], str] = {}
+    second, third, fourth = (UA.replace("131", v) for v in ("130", "129", "128"))
+    stored = [click(1, link, visitor="a" * 24),
+              click(2, link, ua=second),  # no visitor id
+              click(3, link, visitor="b" * 24, ua=third)]
+    assert await store_clicks(conn, [enricher.row(c) for c in stored], partitions) == (3, 0, 0)
+    later = [
+        click(11, link, visitor="a" * 24, ts_us=T0 + 10),  # the same visitor: a repeat
+        click(12, link, visitor="c" * 24, ts_us=T0 + 20, ua=fourth),  # a new device
+        # Another visitor with click 2's device: click 2 had no visitor id, so maybe the same.
+        click(13, link, visitor="d" * 24, ts_us=T0 + 30, ua=second),
+        # Another visitor with click 3's device: two people with ids of their own.
+        click(14, link, visitor="e" * 24, ts_us=T0 + 40, ua=third),
+        click(15, link, ts_us=T0 + 50, ua=third),  # no visitor id, click 3's device
+        click(16, link, visitor="a" * 24, ts_us=T0 + 2 * HOUR),  # beyond the hour
+        click(17, link, visitor="b" * 24, ts_us=T0 - 30, ua=third),  # before click 3
+    ]
+    assert await store_clicks(conn, [enricher.row(c) for c in later], partitions) == (7, 0, 4)
+    flags = await duplicates(conn)
+    assert [flags[f"{n:02d}"] for n in (1, 2, 3, 11, 12, 13, 14, 15, 16, 17)] == [
+        False, False, False, True, False, True, False, True, False, True]
+
+
+async def test_a_replay_that_meets_stored_clicks_stores_only_the_new_ones_once(
+    conn: asyncpg.Connection,
+) -> None:
+    link = await insert_link(conn)
+    enricher = Enricher(SECRET, ())
+    partitions: dict[tuple[int, int], str] = {}
+    first = [click(n, link, visitor=f"{n:024x}", ts_us=T0 + n) for n in range(1, 6)]
+    assert await store_clicks(conn, [enricher.row(c) for c in first], partitions) == (5, 0, 0)
+    # The same segment again with two clicks that were not in it, one a repeat of click 1.
+    replay = [*first, click(6, link, visitor=f"{1:024x}", ts_us=T0 + 6),
+              click(7, link, visitor=f"{7:024x}", ts_us=T0 + 7)]
+    rows = [enricher.row(c) for c in replay]
+    assert await store_clicks(conn, rows, partitions) == (2, 0, 1)
+    assert await store_clicks(conn, rows, partitions) == (0, 0, 0)
+    assert await conn.fetchval("SELECT count(*) FROM clicks") == 7
+    flags = await duplicates(conn)
+    assert [flags[f"{n:02d}"] for n in range(1, 8)] == [False] * 5 + [True, False]
+
+
+async def test_a_partition_gets_statistics_once_the_flusher_first_writes_to_it(
+    conn: asyncpg.Connection, owner_conn: asyncpg.Connection,
+) -> None:
+    """Without them the duplicate probes of the next batch walk the primary key."""
+    link = await insert_link(conn)
+    year_2031 = 1_930_000_000_000_000  # a month no job created ahead
+    rows = [Enricher(SECRET, ()).row(click(n, link, visitor=f"{n:024x}", ts_us=year_2031 + n))
+            for n in range(1, 4)]
+    partitions: dict[tuple[int, int], str] = {}
+    await store_clicks(conn, rows, partitions)
+    (name,) = partitions.values()
+    assert await owner_conn.fetchval(
+        "SELECT reltuples FROM pg_class WHERE relname = $1", name) == 3
+
+
+def test_cached_enrichment_is_what_a_cold_enricher_gives(tmp_path: Path) -> None:
+    geo_dir = tmp_path / "geo"
+    geo_dir.mkdir()
+    write_db(geo_dir / "GeoLite2-Country.mmdb", "GeoLite2-Country",
+             {"203.0.113.0/24": {"country": {"iso_code": "FR"}}})
+    geo = GeoReader(geo_dir, check_interval_s=0)
+    warm = Enricher(SECRET, (), geo=geo)
+    link = (1, 2, 3)
+    clicks = [click(n, link, visitor=f"{n % 3:024x}", peer=f"203.0.113.{n % 4}",
+                    ua=(UA, "curl/8.0", "")[n % 3]) for n in range(30)]
+    for c in clicks:
+        assert warm.row(c) == Enricher(SECRET, (), geo=geo).row(c)
+        assert warm.row(c, source="import") == Enricher(SECRET, (), geo=geo).row(
+            c, source="import")
+    assert warm.row(clicks[0])[19] == "FR"
+    # The databases change: the cached places go with them.
+    other = tmp_path / "other"
+    other.mkdir()
+    write_db(other / "GeoLite2-Country.mmdb", "GeoLite2-Country",
+             {"203.0.113.0/24": {"country": {"iso_code": "DE"}}})
+    shutil.copy(other / "GeoLite2-Country.mmdb", geo_dir / "GeoLite2-Country.mmdb")
+    assert geo.maybe_reload(force=True)
+    assert warm.row(clicks[0])[19] == "DE"
+
+
+def test_visitor_ids_are_random_hex_and_unique_across_refills() -> None:
+    ids = VisitorIds()
+    made = [ids.new() for _ in range(3 * VisitorIds.BATCH + 7)]
+    assert len(set(made)) == len(made)
+    assert all(len(v) == 24 and int(v, 16) >= 0 for v in made)
