@@ -34,7 +34,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fraud.anomaly import score_rows
+from fraud.anomaly import FAMILY as ANOMALY
+from fraud.anomaly import anomaly_reasons
 from fraud.rings import Ring
 from fraud.signals import (
     ConversionFacts,
@@ -55,8 +56,12 @@ FAMILIES = {
     "click": "how the click came (timing, bots, paid traffic)",
     "population": "the referrer's traffic unlike the program's",
     "model": "a model of finance's decisions",
+    ANOMALY: "the referrer's traffic unlike the program's typical referrer (anomaly detectors)",
 }
-ANOMALY_AT = 0.99  # anomaly percentile (fraud.anomaly): kept for the features' consumers
+# Families that only corroborate: their weight strengthens the strongest other family, where
+# that one is CORROBORABLE at least, and never counts on its own (no hold, no rejection).
+CORROBORATING = frozenset({ANOMALY})
+CORROBORABLE = 0.25
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
 FINANCE_MODEL_AT = 0.8  # the finance model's probability of a rejection, to become a reason
 DECISIVE = 0.5  # a family this strong says "hold" on its own
@@ -91,12 +96,13 @@ def combine_evidence(items: Iterable[tuple[str, float, bool]]) -> float:
     """(family, weight, strong) items into a risk: a family counts once, families combine
     as independent evidence, and without strong identity or two decisive families the risk
     stays at or under FLAG_CAP."""
-    best: dict[str, float] = defaultdict(float)
     strong = False
+    listed = []
     for family, weight, is_strong in items:
         w = min(max(weight, 0.0), 1.0)
-        best[family] = max(best[family], w)
+        listed.append((family, w))
         strong = strong or (is_strong and w >= DECISIVE)
+    best = family_weights(listed)
     keep = 1.0
     for w in best.values():
         keep *= 1.0 - w
@@ -109,11 +115,25 @@ def combine_evidence(items: Iterable[tuple[str, float, bool]]) -> float:
     return round(risk, 6)
 
 
+def family_weights(items: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Each family's weight, by its strongest item; a CORROBORATING family's weight joins the
+    strongest other family's as independent evidence where that one is CORROBORABLE, and is
+    dropped otherwise (it never counts on its own, nor as a second family)."""
+    best: dict[str, float] = defaultdict(float)
+    for family, w in items:
+        best[family] = max(best[family], w)
+    backing = [best.pop(f) for f in CORROBORATING if f in best]
+    if backing and best:
+        lead = max(best, key=lambda f: best[f])
+        if best[lead] >= CORROBORABLE:
+            for w in backing:
+                best[lead] = 1.0 - (1.0 - best[lead]) * (1.0 - w)
+    return best
+
+
 def families_of(reasons: Iterable[Reason]) -> list[str]:
     """The families that decided, strongest first, in plain words."""
-    best: dict[str, float] = defaultdict(float)
-    for r in reasons:
-        best[r.family or r.code] = max(best[r.family or r.code], r.weight)
+    best = family_weights((r.family or r.code, r.weight) for r in reasons)
     return [FAMILIES.get(f, f) for f, w in sorted(best.items(), key=lambda kv: -kv[1])
             if w >= DECISIVE]
 
@@ -121,13 +141,18 @@ def families_of(reasons: Iterable[Reason]) -> list[str]:
 def decision_reason(reasons: Sequence[Reason], score: float) -> Reason:
     """What decided a held conversion, in plain words: the families that said "hold", and
     whether rejection was open to it (strong identity evidence or two families)."""
-    decided = families_of(reasons) or [FAMILIES.get(r.family, r.family) for r in
-                                       sorted(reasons, key=lambda r: -r.weight)[:1]]
+    deciding = families_of(reasons)
+    decided = deciding or [FAMILIES.get(r.family, r.family) for r in
+                           sorted(reasons, key=lambda r: -r.weight)[:1]
+                           if r.family not in CORROBORATING]
     strong = any(r.strong and r.weight >= DECISIVE for r in reasons)
-    rejectable = strong or len(families_of(reasons)) >= 2
+    rejectable = strong or len(deciding) >= 2
     how = ("strong identity evidence" if strong else "two or more independent families"
            if rejectable else "one family only: at most flagged for review")
-    return Reason("decided_by", f"held on {'; '.join(decided)} ({how})", decided,
+    backing = sorted({FAMILIES.get(r.family, r.family) for r in reasons
+                      if r.family in CORROBORATING}) if deciding else []
+    also = f", corroborated by {'; '.join(backing)}" if backing else ""
+    return Reason("decided_by", f"held on {'; '.join(decided)}{also} ({how})", decided,
                   "strong identity or two families to reject", 0.0, "decision",
                   False) if score > 0 else Reason("decided_by", "nothing against it", [],
                                                   "", 0.0, "decision")
@@ -158,6 +183,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
+    unusual = anomaly_reasons(conversions, context)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
@@ -165,6 +191,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     out = []
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
         extra = population_reasons(conv, per_referrer, carried, mixtures)
+        extra += [unusual[ref] for ref in conv.referrers if ref in unusual]
         extra += [r for r in (per_device.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
@@ -342,26 +369,6 @@ def feature_rows(conversions: Sequence[ConversionFacts], wanted: Sequence[Conver
             referrer_conversions[ref] += 1
     referrer_conversions |= {ref: n for ref, (n, _first) in context.history.items()}
     return [features(c, referrer_conversions, context.referrer_clicks) for c in wanted]
-
-
-def anomaly_reasons(rows: Sequence[Sequence[float]], baseline: np.ndarray | None = None
-                    ) -> list[Reason | None]:
-    """Per row, a reason when it is among the program's most unusual (ANOMALY_AT), naming the
-    features furthest from the program's median."""
-    percentiles, scorer = score_rows(rows, baseline)
-    if scorer is None:
-        return [None] * len(rows)
-    out: list[Reason | None] = []
-    for row, percentile in zip(rows, percentiles, strict=True):
-        if percentile >= ANOMALY_AT:
-            top = scorer.explain(np.asarray(row))
-            out.append(Reason(
-                "anomaly", "unusual among this program's conversions: " + ", ".join(
-                    f"{name} {z:+.1f} sd" for name, z in top),
-                round(float(percentile), 4), ANOMALY_AT, 0.3))
-        else:
-            out.append(None)
-    return out
 
 
 def finance_model_reasons(rows: Sequence[Sequence[float]], model: SupervisedRisk | None

@@ -29,7 +29,7 @@ from typing import Any
 
 import fraud.assess
 from bench.redteam2.score import score, summarise
-from fraud.assess import DECISIVE, FAMILIES, combine
+from fraud.assess import CORROBORATING, DECISIVE, FAMILIES, combine
 from fraud.signals import Reason
 from fraud.supervised import MIN_DECISIONS
 from tracker.finance.clearance import ACTOR, ProgramRules, verdict
@@ -38,7 +38,7 @@ from tracker.finance.queries import ProgramSettings
 FULL = "full engine"
 DECIDED = frozenset({"approved", "flagged", "rejected"})  # the statuses clearance gives by risk
 DECISION_CODE = "decided_by"  # fraud.assess.decision_reason: told after the risk, weight 0
-PYOD_CODES = frozenset({"anomaly"})  # fraud.assess.anomaly_reasons (fraud.anomaly: pyod)
+PYOD_CODES = frozenset({"anomaly"})  # fraud.anomaly.anomaly_reasons (ECOD + IForest)
 SUPERVISED_CODES = frozenset({"finance_model"})  # fraud.assess.finance_model_reasons
 PYOD = "pyod detectors"
 SUPERVISED = "supervised model"
@@ -66,7 +66,8 @@ def groups() -> dict[str, Drop]:
 
     out: dict[str, Drop] = {FULL: nothing}
     for family in FAMILIES:
-        out[f"without {family}"] = of_family(family)
+        if family not in CORROBORATING:  # the pyod line below is that family
+            out[f"without {family}"] = of_family(family)
     out[f"without {PYOD}"] = lambda r: r.code in PYOD_CODES
     out[f"without {SUPERVISED}"] = lambda r: r.code in SUPERVISED_CODES
     return out
@@ -221,12 +222,10 @@ def structural(runs: list[dict[str, Any]]) -> dict[str, str]:
             notes["without model"] = "the same: its only reason is the finance model's"
     if total(f"without {PYOD}") == 0:
         source = inspect.getsource(fraud.assess.assess_all)
-        if "anomaly_reasons" not in source and "score_rows" not in source:
+        if "anomaly_reasons" not in source:
             notes[f"without {PYOD}"] = (
-                "structural zero: fraud.assess.assess_all computes no anomaly score "
-                "(anomaly_reasons, the only user of fraud.anomaly's ECOD + IForest, is not "
-                "called); the anomaly feature rows are stored for the finance model only, "
-                "which is off here")
+                "structural zero: fraud.assess.assess_all does not call fraud.anomaly's "
+                "anomaly_reasons (ECOD + IForest over the program's referrers)")
         else:
             notes[f"without {PYOD}"] = "measured zero: the anomaly reason fired on no reward"
     return notes
