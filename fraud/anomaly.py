@@ -34,10 +34,10 @@ import numpy as np
 from fraud.signals import ConversionFacts, ProgramContext, Reason, is_headerless
 
 MIN_CONVERSIONS = 5  # a referrer's credited conversions to have a row
-MIN_REFERRERS = 30  # rows to tell a typical referrer from an unusual one
+MIN_REFERRERS = 15  # rows to tell a typical referrer from an unusual one
 PRIOR = 5.0  # pseudo-conversions at the program's share a referrer's share is shrunk by
-RANK_AT = 0.95  # the ensemble's rank among the program's referrers to be unusual
-Z_AT = 5.0  # and a feature this many robust standard deviations from the typical referrer
+RANK_AT = 0.9  # the ensemble's rank among the program's referrers to be unusual
+Z_AT = 4.0  # and a feature this many robust standard deviations from the typical referrer
 QUICK = 0.1  # the program's fastest click-to-conversion times (quantile)
 DAY = 86400.0
 

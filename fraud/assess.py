@@ -61,7 +61,7 @@ FAMILIES = {
 # Families that only corroborate: their weight strengthens the strongest other family, where
 # that one is CORROBORABLE at least, and never counts on its own (no hold, no rejection).
 CORROBORATING = frozenset({ANOMALY})
-CORROBORABLE = 0.25
+CORROBORABLE = 0.35
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
 FINANCE_MODEL_AT = 0.8  # the finance model's probability of a rejection, to become a reason
 DECISIVE = 0.5  # a family this strong says "hold" on its own
