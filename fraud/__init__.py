@@ -1,1 +1,1 @@
-"""Fraud signals, referrer graph and anomaly scoring (a library: never imports tracker)."""
+"""Fraud signals, referrer graph and evidence model (a library: never imports tracker)."""

@@ -2,7 +2,8 @@
 
 `assess_all` takes the plain facts of a scan (the conversions, their referrers, what is known of
 the program, the rings found, the finance model if it is on) and answers each conversion's
-`Assessment` with its anomaly feature row. Every conversion's reasons come in one order:
+`Assessment` with its feature row (what the finance model learns from). Every conversion's
+reasons come in one order:
 
 1. its own signals (fraud.signals.conversion_reasons: identity shared with a referrer, ranked
    by strength, and how its clicks came);
@@ -34,8 +35,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fraud.anomaly import FAMILY as ANOMALY
-from fraud.anomaly import anomaly_reasons
 from fraud.rings import Ring
 from fraud.signals import (
     ConversionFacts,
@@ -56,12 +55,7 @@ FAMILIES = {
     "click": "how the click came (timing, bots, paid traffic)",
     "population": "the referrer's traffic unlike the program's",
     "model": "a model of finance's decisions",
-    ANOMALY: "the referrer's traffic unlike the program's typical referrer (anomaly detectors)",
 }
-# Families that only corroborate: their weight strengthens the strongest other family, where
-# that one is CORROBORABLE at least, and never counts on its own (no hold, no rejection).
-CORROBORATING = frozenset({ANOMALY})
-CORROBORABLE = 0.35
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
 FINANCE_MODEL_AT = 0.8  # the finance model's probability of a rejection, to become a reason
 DECISIVE = 0.5  # a family this strong says "hold" on its own
@@ -80,8 +74,8 @@ class Assessment:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A conversion's assessment and its anomaly feature row (stored: later incremental scans
-    compare with it, and the finance model learns from it)."""
+    """A conversion's assessment and its feature row (stored: the finance model learns from
+    it)."""
 
     assessment: Assessment
     features: list[float]
@@ -96,13 +90,12 @@ def combine_evidence(items: Iterable[tuple[str, float, bool]]) -> float:
     """(family, weight, strong) items into a risk: a family counts once, families combine
     as independent evidence, and without strong identity or two decisive families the risk
     stays at or under FLAG_CAP."""
+    best: dict[str, float] = defaultdict(float)
     strong = False
-    listed = []
     for family, weight, is_strong in items:
         w = min(max(weight, 0.0), 1.0)
-        listed.append((family, w))
+        best[family] = max(best[family], w)
         strong = strong or (is_strong and w >= DECISIVE)
-    best = family_weights(listed)
     keep = 1.0
     for w in best.values():
         keep *= 1.0 - w
@@ -115,25 +108,11 @@ def combine_evidence(items: Iterable[tuple[str, float, bool]]) -> float:
     return round(risk, 6)
 
 
-def family_weights(items: Iterable[tuple[str, float]]) -> dict[str, float]:
-    """Each family's weight, by its strongest item; a CORROBORATING family's weight joins the
-    strongest other family's as independent evidence where that one is CORROBORABLE, and is
-    dropped otherwise (it never counts on its own, nor as a second family)."""
-    best: dict[str, float] = defaultdict(float)
-    for family, w in items:
-        best[family] = max(best[family], w)
-    backing = [best.pop(f) for f in CORROBORATING if f in best]
-    if backing and best:
-        lead = max(best, key=lambda f: best[f])
-        if best[lead] >= CORROBORABLE:
-            for w in backing:
-                best[lead] = 1.0 - (1.0 - best[lead]) * (1.0 - w)
-    return best
-
-
 def families_of(reasons: Iterable[Reason]) -> list[str]:
     """The families that decided, strongest first, in plain words."""
-    best = family_weights((r.family or r.code, r.weight) for r in reasons)
+    best: dict[str, float] = defaultdict(float)
+    for r in reasons:
+        best[r.family or r.code] = max(best[r.family or r.code], r.weight)
     return [FAMILIES.get(f, f) for f, w in sorted(best.items(), key=lambda kv: -kv[1])
             if w >= DECISIVE]
 
@@ -141,18 +120,13 @@ def families_of(reasons: Iterable[Reason]) -> list[str]:
 def decision_reason(reasons: Sequence[Reason], score: float) -> Reason:
     """What decided a held conversion, in plain words: the families that said "hold", and
     whether rejection was open to it (strong identity evidence or two families)."""
-    deciding = families_of(reasons)
-    decided = deciding or [FAMILIES.get(r.family, r.family) for r in
-                           sorted(reasons, key=lambda r: -r.weight)[:1]
-                           if r.family not in CORROBORATING]
+    decided = families_of(reasons) or [FAMILIES.get(r.family, r.family) for r in
+                                       sorted(reasons, key=lambda r: -r.weight)[:1]]
     strong = any(r.strong and r.weight >= DECISIVE for r in reasons)
-    rejectable = strong or len(deciding) >= 2
+    rejectable = strong or len(families_of(reasons)) >= 2
     how = ("strong identity evidence" if strong else "two or more independent families"
            if rejectable else "one family only: at most flagged for review")
-    backing = sorted({FAMILIES.get(r.family, r.family) for r in reasons
-                      if r.family in CORROBORATING}) if deciding else []
-    also = f", corroborated by {'; '.join(backing)}" if backing else ""
-    return Reason("decided_by", f"held on {'; '.join(decided)}{also} ({how})", decided,
+    return Reason("decided_by", f"held on {'; '.join(decided)} ({how})", decided,
                   "strong identity or two families to reject", 0.0, "decision",
                   False) if score > 0 else Reason("decided_by", "nothing against it", [],
                                                   "", 0.0, "decision")
@@ -171,19 +145,17 @@ def assess(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
 
 def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, ReferrerFacts],
                context: ProgramContext, rings: Sequence[Ring] = (), *,
-               baseline: np.ndarray | None = None, only: Collection[int] | None = None,
+               only: Collection[int] | None = None,
                model: SupervisedRisk | None = None,
                holders: Mapping[tuple[str, str], int] | None = None) -> list[Scored]:
     """Every conversion's assessment (of those in `only`, if given: the others are context).
 
-    `baseline` holds feature rows of the program's earlier conversions (an incremental
-    scan's); `model` is the finance model, used when it is on; `holders` counts the accounts
-    on each IP and device (`("ip" | "device", value)`).
+    `model` is the finance model, used when it is on; `holders` counts the accounts on each
+    IP and device (`("ip" | "device", value)`).
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
-    unusual = anomaly_reasons(conversions, context)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
@@ -191,7 +163,6 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     out = []
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
         extra = population_reasons(conv, per_referrer, carried, mixtures)
-        extra += [unusual[ref] for ref in conv.referrers if ref in unusual]
         extra += [r for r in (per_device.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
@@ -361,7 +332,7 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
 
 def feature_rows(conversions: Sequence[ConversionFacts], wanted: Sequence[ConversionFacts],
                  context: ProgramContext) -> list[list[float]]:
-    """The anomaly detectors' rows of the `wanted` conversions; a referrer's conversions are
+    """The finance model's feature rows of the `wanted` conversions; a referrer's conversions are
     counted among `conversions`, or over their whole history where the context has it."""
     referrer_conversions: dict[str, int] = defaultdict(int)
     for conv in conversions:

@@ -13,8 +13,8 @@ GET /api/v1/rewards and /api/v1/fraud/flags. Prints one line a seed and the mean
 of every figure; writes JSON to bench/results/redteam2-<time>.json.
 
 `--ablate` adds, after each seed's normal run and scoring, the engine's decisions re-combined
-without each family of evidence, the pyod detectors and the supervised model
-(bench/redteam2/ablate.py: evaluation, which imports the engine; the generator does not).
+without each family of evidence and without the supervised model (bench/redteam2/ablate.py:
+evaluation, which imports the engine; the generator does not).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     "today at midnight")
     ap.add_argument("--name", default="redteam2", help="results file name prefix")
     ap.add_argument("--ablate", action="store_true", help="also re-decide each seed without "
-                    "each family of evidence, the pyod detectors and the supervised model, and "
+                    "each family of evidence and the supervised model, and "
                     "print the table (bench/redteam2/ablate.py)")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)

@@ -8,9 +8,8 @@ rows into fraud facts, finance_model keeps the model of finance's decisions.
 - An incremental scan assesses only conversions no scan has seen yet, on their neighbourhood
   (tracker.scoring.facts.Scope). Rings found earlier still count; new rings are looked for by
   shared infrastructure and referral cycles (FRAUDAR needs the whole graph and is left to full
-  scans). Anomaly scores and the program's delay distribution come from the feature rows
-  stored by earlier scans (a bounded sample), so the program baseline does not have to be
-  recomputed.
+  scans). The program's delay distribution comes from the feature rows stored by earlier
+  scans (a bounded sample), so the program baseline does not have to be recomputed.
 """
 
 from __future__ import annotations
@@ -141,12 +140,11 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         agents = {c.customer: {a for a, _ip in c.agents} for c in facts.conversions}
         rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE, agents=agents)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
-                                        rings, baseline=program.baseline, model=model,
-                                        holders=holders))
+                                        rings, model=model, holders=holders))
     rings = _local_rings(facts.uses, facts.referrals, loaded.known)
     return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
-                                    loaded.known + rings, baseline=program.baseline,
-                                    only=loaded.scope.new_ids, model=model, holders=holders))
+                                    loaded.known + rings, only=loaded.scope.new_ids,
+                                    model=model, holders=holders))
 
 
 def column_holders(uses: dict[Account, set[Column]]) -> dict[Column, int]:
