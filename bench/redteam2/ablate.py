@@ -1,6 +1,7 @@
 """Ablation of the fraud engine on the red team's seeds (issue 13, part 4): what each family of
-evidence and the supervised model add to the decisions. (The pyod detectors had a line here;
-they were removed from the engine after they added nothing on the tuning seeds: README.)
+evidence and the supervised model add to the decisions. (The pyod detectors have no line: they
+name unusual referrers as `anomaly` flags for finance, fraud.anomaly, and no decision depends
+on them.)
 
 This module is evaluation, not the adversary: unlike the generator (world.py, scenario.py) it
 imports the engine. After a seed's normal run and scoring, each referrer reward's stored
