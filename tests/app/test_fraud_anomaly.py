@@ -41,8 +41,7 @@ async def test_fraud_scan_names_unusual_referrers_without_changing_any_risk(
 ) -> None:
     traffic = await generate(conn, organic_referrers=30, organic_customers=900)
     await attribute_pending(conn)
-    env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "cli"),
-           "PYTHONPATH": ":".join(sys.path)}
+    env = {"REFGUARD_DATABASE_URL": dsn, "REFGUARD_DATA_DIR": str(tmp_path / "cli")}
     out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "scan", "--json"], env=env,
                          capture_output=True, text=True, check=False, timeout=300)
     assert out.returncode == 0, out.stderr
