@@ -64,8 +64,8 @@ class Feature:
 FEATURES = (
     Feature("conversion_rate", "{} of clicks converted", "log_rate", 0.2, 0),
     Feature("median_delay", "median click-to-conversion time {}", "log_seconds", 0.2, 0),
-    Feature("delay_spread", "click-to-conversion times spread over {} decades (middle half)",
-            "number", 0.15),
+    Feature("delay_spread", "click-to-conversion times spread over {} decades between "
+            "quartiles", "number", 0.15),
     Feature("quick_share", "{} of conversions among the program's fastest tenth", "share",
             0.06),
     Feature("min_amount_share", "{} of purchases at the program's minimum amount", "share",
@@ -79,7 +79,7 @@ FEATURES = (
             "share", 0.06),
     Feature("headerless_share", "{} of conversions without an Accept-Language header",
             "share", 0.05),
-    Feature("click_rhythm", "irregularity of the time between clicks {} (1 is random)",
+    Feature("click_rhythm", "irregularity of the time between clicks {}, where 1 is random",
             "number", 0.15, -1),
     Feature("burst", "busiest day a chance of {} at its usual daily rate", "log_odds", 1.0),
 )
