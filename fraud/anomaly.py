@@ -62,7 +62,7 @@ class Feature:
 
 
 FEATURES = (
-    Feature("conversion_rate", "{} of clicks converted", "log_rate", 0.2, 0),
+    Feature("conversion_rate", "{} conversions per click", "log_rate", 0.2, 0),
     Feature("median_delay", "median click-to-conversion time {}", "log_seconds", 0.2, 0),
     Feature("delay_spread", "click-to-conversion times spread over {} decades between "
             "quartiles", "number", 0.15),
@@ -172,8 +172,8 @@ def _natural(feature: Feature, value: float) -> float:
 def _show(feature: Feature, value: float) -> str:
     if feature.kind == "share":
         return f"{value:.0%}"
-    if feature.kind == "log_rate":
-        return f"{10 ** value:.1%}"
+    if feature.kind == "log_rate":  # a rate over 1 is possible: conversions without clicks
+        return f"{10 ** value:.3g}"
     if feature.kind == "log_seconds":
         seconds = max(10 ** value - 1.0, 0.0)
         return (f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
