@@ -1,1 +1,2 @@
-"""Fraud signals, referrer graph and anomaly scoring (a library: never imports tracker)."""
+"""Fraud signals, referrer graph, evidence model and anomaly detectors (a library: never imports
+tracker)."""

@@ -2,7 +2,8 @@
 
 `assess_all` takes the plain facts of a scan (the conversions, their referrers, what is known of
 the program, the rings found, the finance model if it is on) and answers each conversion's
-`Assessment` with its anomaly feature row. Every conversion's reasons come in one order:
+`Assessment` with its feature row (what the finance model learns from). Every conversion's
+reasons come in one order:
 
 1. its own signals (fraud.signals.conversion_reasons: identity shared with a referrer, ranked
    by strength, and how its clicks came);
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fraud.anomaly import score_rows
 from fraud.rings import Ring
 from fraud.signals import (
     ConversionFacts,
@@ -56,7 +56,6 @@ FAMILIES = {
     "population": "the referrer's traffic unlike the program's",
     "model": "a model of finance's decisions",
 }
-ANOMALY_AT = 0.99  # anomaly percentile (fraud.anomaly): kept for the features' consumers
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
 FINANCE_MODEL_AT = 0.8  # the finance model's probability of a rejection, to become a reason
 DECISIVE = 0.5  # a family this strong says "hold" on its own
@@ -75,8 +74,8 @@ class Assessment:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A conversion's assessment and its anomaly feature row (stored: later incremental scans
-    compare with it, and the finance model learns from it)."""
+    """A conversion's assessment and its feature row (stored: the finance model learns from
+    it)."""
 
     assessment: Assessment
     features: list[float]
@@ -146,14 +145,13 @@ def assess(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
 
 def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, ReferrerFacts],
                context: ProgramContext, rings: Sequence[Ring] = (), *,
-               baseline: np.ndarray | None = None, only: Collection[int] | None = None,
+               only: Collection[int] | None = None,
                model: SupervisedRisk | None = None,
                holders: Mapping[tuple[str, str], int] | None = None) -> list[Scored]:
     """Every conversion's assessment (of those in `only`, if given: the others are context).
 
-    `baseline` holds feature rows of the program's earlier conversions (an incremental
-    scan's); `model` is the finance model, used when it is on; `holders` counts the accounts
-    on each IP and device (`("ip" | "device", value)`).
+    `model` is the finance model, used when it is on; `holders` counts the accounts on each
+    IP and device (`("ip" | "device", value)`).
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     per_referrer = referrer_findings(conversions, context)
@@ -334,7 +332,7 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
 
 def feature_rows(conversions: Sequence[ConversionFacts], wanted: Sequence[ConversionFacts],
                  context: ProgramContext) -> list[list[float]]:
-    """The anomaly detectors' rows of the `wanted` conversions; a referrer's conversions are
+    """The finance model's feature rows of the `wanted` conversions; a referrer's conversions are
     counted among `conversions`, or over their whole history where the context has it."""
     referrer_conversions: dict[str, int] = defaultdict(int)
     for conv in conversions:
@@ -342,26 +340,6 @@ def feature_rows(conversions: Sequence[ConversionFacts], wanted: Sequence[Conver
             referrer_conversions[ref] += 1
     referrer_conversions |= {ref: n for ref, (n, _first) in context.history.items()}
     return [features(c, referrer_conversions, context.referrer_clicks) for c in wanted]
-
-
-def anomaly_reasons(rows: Sequence[Sequence[float]], baseline: np.ndarray | None = None
-                    ) -> list[Reason | None]:
-    """Per row, a reason when it is among the program's most unusual (ANOMALY_AT), naming the
-    features furthest from the program's median."""
-    percentiles, scorer = score_rows(rows, baseline)
-    if scorer is None:
-        return [None] * len(rows)
-    out: list[Reason | None] = []
-    for row, percentile in zip(rows, percentiles, strict=True):
-        if percentile >= ANOMALY_AT:
-            top = scorer.explain(np.asarray(row))
-            out.append(Reason(
-                "anomaly", "unusual among this program's conversions: " + ", ".join(
-                    f"{name} {z:+.1f} sd" for name, z in top),
-                round(float(percentile), 4), ANOMALY_AT, 0.3))
-        else:
-            out.append(None)
-    return out
 
 
 def finance_model_reasons(rows: Sequence[Sequence[float]], model: SupervisedRisk | None

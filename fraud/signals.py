@@ -3,7 +3,7 @@
 Input is plain data (`ConversionFacts`, `ReferrerFacts`, `ProgramContext`); output is lists of
 `Reason`s: a conversion's own (`conversion_reasons`), a referrer's as a whole
 (`referrer_reasons`), a shared device's (`shared_device_reasons`). fraud.assess puts them
-together with rings, anomaly scores and the finance model into a conversion's risk.
+together with rings and the finance model into a conversion's risk.
 """
 
 from __future__ import annotations
@@ -1109,7 +1109,7 @@ def living_on(ips: Sequence[Collection[str]]) -> float:
 
 def features(conv: ConversionFacts, referrer_conversions: Mapping[str, int],
              referrer_clicks: Mapping[str, int]) -> list[float]:
-    """The anomaly detectors' view of a conversion (see fraud.anomaly.FEATURES)."""
+    """The finance model's view of a conversion (fraud.supervised)."""
     delay = conv.delay
     ref_conv = max((referrer_conversions.get(r, 0) for r in conv.referrers), default=0)
     ref_rate = max((referrer_conversions.get(r, 0) / max(referrer_clicks.get(r, 0), 1)

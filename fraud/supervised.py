@@ -1,8 +1,9 @@
 """A supervised risk model trained on finance's decisions (approve = 0, reject = 1).
 
 Off until enough decisions exist (`MIN_DECISIONS`); then a gradient-boosted classifier over the
-anomaly features, probability-calibrated (isotonic, cross-validated) so its output can be read
-as a risk, with the ROC AUC on a held-out quarter reported next to it.
+conversions' feature rows (fraud.signals.features), probability-calibrated (isotonic,
+cross-validated) so its output can be read as a risk, with the ROC AUC on a held-out quarter
+reported next to it.
 """
 
 from __future__ import annotations

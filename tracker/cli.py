@@ -384,8 +384,11 @@ def _cmd_fraud_scan(settings: Settings, slug: str | None, as_json: bool) -> int:
         learned = (f"finance model on (ROC AUC {model['validation_auc']} on "
                    f"{model['decisions']} decisions)" if model["enabled"]
                    else "finance model off (too few finance decisions)")
+        unusual = ("" if s["unusual_referrers"] is None  # full scans only
+                   else f", {s['unusual_referrers']} unusual referrers (anomaly flags)")
         print(f"{s['program']}: {s['conversions']} conversions scanned, "
-              f"{s['flagged_conversions']} flagged, {rings}; {learned} ({s['seconds']} s)")
+              f"{s['flagged_conversions']} flagged, {rings}{unusual}; {learned} "
+              f"({s['seconds']} s)")
     return 0
 
 

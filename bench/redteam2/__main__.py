@@ -13,8 +13,8 @@ GET /api/v1/rewards and /api/v1/fraud/flags. Prints one line a seed and the mean
 of every figure; writes JSON to bench/results/redteam2-<time>.json.
 
 `--ablate` adds, after each seed's normal run and scoring, the engine's decisions re-combined
-without each family of evidence, the pyod detectors and the supervised model
-(bench/redteam2/ablate.py: evaluation, which imports the engine; the generator does not).
+without each family of evidence and without the supervised model (bench/redteam2/ablate.py:
+evaluation, which imports the engine; the generator does not).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.redteam2.drive import Refguard, write_ndjson
 from bench.redteam2.scenario import Scenario, default_anchor
-from bench.redteam2.score import MIN_N, score, summarise
+from bench.redteam2.score import MIN_N, anomaly_figures, score, summarise
 from bench.results import save
 
 
@@ -98,6 +98,7 @@ def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool
         if not keep and "error" not in record:
             shutil.rmtree(workdir, ignore_errors=True)
     record["score"] = score(data["labels"], data["rings"], rewards, flags)
+    record["anomaly"] = anomaly_figures(data["labels"], data["referrers"], flags)
     record["seconds"] = round(time.monotonic() - t0, 1)
     if ablate:
         from bench.redteam2.ablate import ablate as ablation
@@ -130,6 +131,7 @@ def seed_line(r: dict[str, Any]) -> str:
             f" | worst mech {worst[0] if worst else '-'} {fmt(worst[1]['recall']) if worst else ''}"
             f" | worst look {worst_look[0] if worst_look else '-'} "
             f"{fmt(worst_look[1]['held'], True) if worst_look else ''} | {ring}"
+            f" | anomaly {r['anomaly']['named']} ({r['anomaly']['mostly_fraud']} mostly fraud)"
             f" | {r['seconds']:.0f} s")
 
 
@@ -161,6 +163,10 @@ def print_summary(summ: dict[str, Any]) -> None:
     row("ring Jaccard (all planted rings)", summ["ring_jaccard"])
     for k, v in summ["ring_jaccard_by_variant"].items():
         row(f"ring Jaccard: {k}", v)
+    a = summ["anomaly"]
+    print(f"  {'anomaly flags (referrers, no decision)':<40} named {a['named']}: mostly fraud "
+          f"{a['mostly_fraud']}, partly {a['partly_fraud']}, clean {a['clean']}, "
+          f"unlabelled {a['unlabelled']}")
     row("seconds per seed", summ["seconds_per_seed"])
 
 
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     "today at midnight")
     ap.add_argument("--name", default="redteam2", help="results file name prefix")
     ap.add_argument("--ablate", action="store_true", help="also re-decide each seed without "
-                    "each family of evidence, the pyod detectors and the supervised model, and "
+                    "each family of evidence and the supervised model, and "
                     "print the table (bench/redteam2/ablate.py)")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)

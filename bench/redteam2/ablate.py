@@ -1,5 +1,7 @@
 """Ablation of the fraud engine on the red team's seeds (issue 13, part 4): what each family of
-evidence, the pyod detectors and the supervised model add to the decisions.
+evidence and the supervised model add to the decisions. (The pyod detectors have no line: they
+name unusual referrers as `anomaly` flags for finance, fraud.anomaly, and no decision depends
+on them.)
 
 This module is evaluation, not the adversary: unlike the generator (world.py, scenario.py) it
 imports the engine. After a seed's normal run and scoring, each referrer reward's stored
@@ -23,11 +25,9 @@ group: a reversal does not depend on the risk, and those hold_days 0 never leave
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import fraud.assess
 from bench.redteam2.score import score, summarise
 from fraud.assess import DECISIVE, FAMILIES, combine
 from fraud.signals import Reason
@@ -38,9 +38,7 @@ from tracker.finance.queries import ProgramSettings
 FULL = "full engine"
 DECIDED = frozenset({"approved", "flagged", "rejected"})  # the statuses clearance gives by risk
 DECISION_CODE = "decided_by"  # fraud.assess.decision_reason: told after the risk, weight 0
-PYOD_CODES = frozenset({"anomaly"})  # fraud.assess.anomaly_reasons (fraud.anomaly: pyod)
 SUPERVISED_CODES = frozenset({"finance_model"})  # fraud.assess.finance_model_reasons
-PYOD = "pyod detectors"
 SUPERVISED = "supervised model"
 KEPT = ("fraud", "clean", "caught", "held_clean", "precision", "recall", "recall_strict",
         "clean_held", "recall_by_mechanism", "recall_by_variant", "held_by_lookalike", "rings")
@@ -57,7 +55,7 @@ def _family(r: Reason) -> str:
 
 def groups() -> dict[str, Drop]:
     """What each line of the table leaves out: nothing, each family of fraud.assess.FAMILIES
-    (as the engine has them when this runs), the pyod detectors' reasons, the finance model's."""
+    (as the engine has them when this runs), the finance model's reasons."""
     def nothing(r: Reason) -> bool:
         return False
 
@@ -67,7 +65,6 @@ def groups() -> dict[str, Drop]:
     out: dict[str, Drop] = {FULL: nothing}
     for family in FAMILIES:
         out[f"without {family}"] = of_family(family)
-    out[f"without {PYOD}"] = lambda r: r.code in PYOD_CODES
     out[f"without {SUPERVISED}"] = lambda r: r.code in SUPERVISED_CODES
     return out
 
@@ -219,16 +216,6 @@ def structural(runs: list[dict[str, Any]]) -> dict[str, str]:
         notes[f"without {SUPERVISED}"] = note
         if "model" in FAMILIES and total("without model") == 0:
             notes["without model"] = "the same: its only reason is the finance model's"
-    if total(f"without {PYOD}") == 0:
-        source = inspect.getsource(fraud.assess.assess_all)
-        if "anomaly_reasons" not in source and "score_rows" not in source:
-            notes[f"without {PYOD}"] = (
-                "structural zero: fraud.assess.assess_all computes no anomaly score "
-                "(anomaly_reasons, the only user of fraud.anomaly's ECOD + IForest, is not "
-                "called); the anomaly feature rows are stored for the finance model only, "
-                "which is off here")
-        else:
-            notes[f"without {PYOD}"] = "measured zero: the anomaly reason fired on no reward"
     return notes
 
 
@@ -240,7 +227,7 @@ def print_table(runs: list[dict[str, Any]]) -> dict[str, Any]:
         print("\nablation: no seed finished")
         return {}
     names = list(ok[0]["ablation"]["scores"])
-    short = [{FULL: "full", f"without {PYOD}": "pyod", f"without {SUPERVISED}": "supervised"}
+    short = [{FULL: "full", f"without {SUPERVISED}": "supervised"}
              .get(n, n.removeprefix("without ")) for n in names]
     summ = {name: summarise([{"seed": r["seed"], "seconds": 0.0,
                               "score": r["ablation"]["scores"][name]} for r in ok])

@@ -111,6 +111,32 @@ def score(labels: dict[str, dict[str, Any]], rings: list[dict[str, Any]],
     }
 
 
+ANOMALY = "anomaly"  # fraud.anomaly.FLAG_KIND (the generator's side does not import the engine)
+
+
+def anomaly_figures(labels: dict[str, dict[str, Any]], referrers: list[dict[str, Any]],
+                    flags: list[dict[str, Any]]) -> dict[str, int]:
+    """The referrers the anomaly flags name (a watch list: no decision depends on it), and how
+    many are mostly fraud (more than half of their labelled purchases), partly fraud, clean
+    (labelled purchases, none fraud) or without labelled purchases."""
+    code_of = {r["external_id"]: r["code"] for r in referrers}
+    per_code: dict[str, list[int]] = {}
+    for lab in labels.values():
+        row = per_code.setdefault(lab["code"], [0, 0])
+        row[0] += bool(lab["fraud"])
+        row[1] += 1
+    named = {m["id"] for f in flags if f.get("kind") == ANOMALY
+             for m in f.get("members", []) if m.get("type") == "referrer"}
+    out = {"named": len(named), "mostly_fraud": 0, "partly_fraud": 0, "clean": 0,
+           "unlabelled": 0}
+    for ref in named:
+        fraud, n = per_code.get(code_of.get(ref, ""), [0, 0])
+        key = ("unlabelled" if n == 0 else "mostly_fraud" if 2 * fraud > n
+               else "partly_fraud" if fraud else "clean")
+        out[key] += 1
+    return out
+
+
 def _count(items: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for x in items:
@@ -184,4 +210,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "ring_jaccard": _agg(ring_j, False),
         "ring_jaccard_by_variant": {k: _agg(v, False) for k, v in sorted(ring_by_variant.items())},
         "seconds_per_seed": _agg([(r["seed"], r["seconds"], MIN_N) for r in runs], True),
+        "anomaly": {k: sum(r["anomaly"][k] for r in ok if "anomaly" in r)
+                    for k in ("named", "mostly_fraud", "partly_fraud", "clean", "unlabelled")},
     }

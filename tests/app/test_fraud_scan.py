@@ -137,6 +137,9 @@ async def test_fraud_scan_command(dsn: str, tmp_path: Path, conn: asyncpg.Connec
                          capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["program"] == "acme"
+    out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "scan"], env=env,
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0 and "0 unusual referrers (anomaly flags)" in out.stdout, out
     out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "scan", "--program", "nope"],
                          env=env, capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1

@@ -76,6 +76,16 @@ async def _check_outcome(conn: asyncpg.Connection, result: DemoResult) -> list[d
         held = [r for r in rewards if r["status"] in HELD and _planted(result, r) == pattern]
         people = {i for i, p in (result.accounts | result.customers).items() if p == pattern}
         assert held or people & flagged_people, pattern
+    # The anomaly watch list (fraud.anomaly: pyod over the referrers) names planted fraudulent
+    # referrers, and no organic one.
+    flags = await conn.fetch(
+        """SELECT f.members::text AS members, f.evidence->'referrers_ranked' AS ranked
+           FROM fraud_flags f JOIN programs p ON p.id = f.program_id
+           WHERE p.slug = $1 AND f.kind = 'anomaly'""", result.program)
+    unusual = {m["id"]: result.accounts.get(m["id"], ORGANIC)
+               for row in flags for m in json.loads(row["members"])}
+    print(f"anomaly flags: {unusual} of {flags[0]['ranked'] if flags else '?'} ranked")
+    assert unusual and ORGANIC not in unusual.values(), unusual
     return rewards
 
 

@@ -217,32 +217,6 @@ def test_velocity_and_click_spam() -> None:
     assert "spam" not in referrer_reasons(conversions)
 
 
-def test_anomaly_percentiles_with_and_without_a_baseline() -> None:
-    import numpy as np
-
-    from fraud.anomaly import FEATURES, MIN_ROWS, score_rows
-
-    rng = np.random.default_rng(3)
-    normal = rng.normal(loc=[8, 1, 1, 0, 0, 8, 2, 0.1], scale=[1, 0.3, 0.3, 0.01, 0.01, 1, 0.5,
-                                                                0.03], size=(400, 8))
-    # A second after the click, from several IPs, with bot and hosting touches.
-    odd = normal[:3].copy()
-    odd[:, [0, 2, 3, 4]] = [0.5, 4, 2, 2]
-    percentiles, scorer = score_rows(np.vstack([normal, odd]).tolist())
-    assert scorer is not None and percentiles.shape == (403,)
-    assert (percentiles[-3:] >= 0.99).all()
-    assert (percentiles[:400] < 0.99).mean() >= 0.97
-    assert FEATURES[0] in {name for name, _z in scorer.explain(np.asarray(odd[0]), top=4)}
-    assert {name for name, _z in scorer.explain(np.asarray(odd[0]))} <= {
-        FEATURES[i] for i in (0, 2, 3, 4)}
-    # New rows judged against the program's earlier ones (an incremental scan).
-    fresh, _ = score_rows([normal[5].tolist(), odd[1].tolist()], baseline=normal)
-    assert fresh[1] >= 0.99 > fresh[0]
-    # Too few rows to tell: no scores, no scorer.
-    few, none = score_rows(normal[:MIN_ROWS - 1].tolist())
-    assert none is None and not few.any()
-
-
 def test_shared_network_is_a_slash_24_or_a_slash_48() -> None:
     def reasons(referee_ip: str, referrer_ip: str) -> list[str]:
         conv = ConversionFacts(1, "c1", 0.0, ("ref",), ips=frozenset({referee_ip}))

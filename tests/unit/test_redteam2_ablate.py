@@ -51,7 +51,7 @@ def test_a_stored_reason_reads_back_as_the_engines_and_the_decision_note_is_left
     assert engine_reason(decision_reason([IDENTITY], 0.95).as_dict()) is None
     assert engine_reason({"code": "x", "message": "no weight"}) is None
     # A reason stored without a family counts by its code, as the engine's combine does.
-    bare = engine_reason({"code": "anomaly", "message": "m", "value": 0.99,
+    bare = engine_reason({"code": "finance_model", "message": "m", "value": 0.99,
                           "threshold": 0.99, "weight": 0.3})
     assert bare is not None and bare.family == "" and not bare.strong
 
@@ -59,7 +59,7 @@ def test_a_stored_reason_reads_back_as_the_engines_and_the_decision_note_is_left
 def test_every_family_of_the_engine_has_a_line() -> None:
     names = set(groups())
     assert {f"without {family}" for family in FAMILIES} <= names
-    assert {FULL, "without pyod detectors", "without supervised model"} <= names
+    assert {FULL, "without supervised model"} <= names
 
 
 def test_recombined_risk_and_status_match_the_stored_ones_and_a_change_is_caught() -> None:

@@ -218,11 +218,13 @@ async def list_asks(conn: asyncpg.Connection | asyncpg.Pool, *, program_id: int 
 # -- candidates --------------------------------------------------------------------------------
 
 # Who is never a candidate, and never asked, in program $1, and why: a customer or referrer
-# (external id) a fraud flag names (rings, flagged conversions) or the customer of a flagged
-# conversion (`fraud_flag`), and everyone a flagged, rejected or reversed reward touches: its
-# referrer, its payee, the conversion's customer (`flagged_reward`, `rejected_reward`,
-# `reversed_reward`). A CTE, so the same rule serves the candidates' store and reads
-# (tracker.asks.candidates) and the asks job's suppression (tracker.asks.asks).
+# (external id) a fraud flag names (rings, flagged conversions, and the referrers on the anomaly
+# watch list: finance looks at an unusual referrer before anyone asks them for more referrals)
+# or the customer of a flagged conversion (`fraud_flag`), and everyone a flagged, rejected or
+# reversed reward touches: its referrer, its payee, the conversion's customer
+# (`flagged_reward`, `rejected_reward`, `reversed_reward`). A CTE, so the same rule serves the
+# candidates' store and reads (tracker.asks.candidates) and the asks job's suppression
+# (tracker.asks.asks).
 EXCLUDED_CTE = """excluded AS (
     SELECT m->>'id' AS customer_id, 'fraud_flag' AS reason
     FROM fraud_flags f CROSS JOIN LATERAL jsonb_array_elements(

@@ -63,7 +63,6 @@ class Facts:
 @dataclass(frozen=True, slots=True)
 class ProgramFacts:
     context: ProgramContext
-    baseline: np.ndarray | None = None  # stored feature rows (incremental scans)
 
 
 @dataclass(slots=True)
@@ -258,9 +257,9 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
         rate = await queries.credited_per_click(conn, program_id)
     history = await queries.referrer_history(conn, program_id, scope.referrers)
     rows = await queries.stored_features(conn, program_id, BASELINE_ROWS)
-    baseline = np.asarray(rows, dtype=float) if rows else None
     background = None
-    if baseline is not None:
-        background = np.expm1(baseline[baseline[:, 1] > 0][:, 0])  # delays of touched rows
+    if rows:  # stored feature rows (fraud.signals.features): the delays of touched rows
+        stored = np.asarray(rows, dtype=float)
+        background = np.expm1(stored[stored[:, 1] > 0][:, 0])
     return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history=history,
-                                       headerless_share=headerless), baseline)
+                                       headerless_share=headerless))

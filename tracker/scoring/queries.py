@@ -395,7 +395,7 @@ class DecisionState:
 
 @dataclass(frozen=True, slots=True)
 class FinanceDecision:
-    features: list[float]  # the conversion's anomaly feature row
+    features: list[float]  # the conversion's feature row (fraud.signals.features)
     rejected: bool
 
 

@@ -8,9 +8,14 @@ rows into fraud facts, finance_model keeps the model of finance's decisions.
 - An incremental scan assesses only conversions no scan has seen yet, on their neighbourhood
   (tracker.scoring.facts.Scope). Rings found earlier still count; new rings are looked for by
   shared infrastructure and referral cycles (FRAUDAR needs the whole graph and is left to full
-  scans). Anomaly scores and the program's delay distribution come from the feature rows
-  stored by earlier scans (a bounded sample), so the program baseline does not have to be
-  recomputed.
+  scans). The program's delay distribution comes from the feature rows stored by earlier
+  scans (a bounded sample), so the program baseline does not have to be recomputed.
+- A full scan also ranks the program's referrers with the anomaly detectors
+  (fraud.anomaly, pyod) and stores each unusual referrer as a fraud flag of kind `anomaly`:
+  a watch list for finance with its reasons and feature table. It changes no conversion's
+  risk and no reward's decision (the risks are assessed without it). Like rings, these
+  referrer-level flags are replaced by the next full scan and kept by incremental ones (a
+  window of new conversions cannot rank the program's referrers).
 
 With a read replica (tracker.db.Replica) a scan reads its facts from one snapshot of the
 replica and writes its flags and risks to the primary. The replica lags, so a scan decides only
@@ -36,6 +41,8 @@ from typing import Any
 
 import asyncpg
 
+from fraud.anomaly import FLAG_KIND as ANOMALY
+from fraud.anomaly import Unusual, anomalous_referrers
 from fraud.assess import Scored, assess_all, decision_reason, ring_flag_reasons
 from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import headerless_share
@@ -74,6 +81,7 @@ class ScanSummary:
     # Where the scan read its facts: {"source": "primary" | "replica", "replay_lsn"}.
     read: dict[str, Any] = field(default_factory=lambda: {"source": "primary",
                                                           "replay_lsn": None})
+    unusual_referrers: int | None = None  # anomaly flags (full scans)
 
     def as_dict(self) -> dict[str, Any]:
         return {"program": self.program, "scan_id": self.scan_id, "mode": self.mode,
@@ -81,7 +89,8 @@ class ScanSummary:
                 "rings": self.rings, "seconds": round(self.seconds, 3),
                 "phases": {k: round(v, 3) for k, v in self.phases.items()},
                 "supervised": self.supervised, "program_rate": self.program_rate,
-                "headerless_share": self.headerless_share, "read": self.read}
+                "headerless_share": self.headerless_share, "read": self.read,
+                "unusual_referrers": self.unusual_referrers}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,7 @@ class _Loaded:
 class _Found:
     rings: list[Ring]  # new ones (an incremental scan's known rings are stored already)
     scored: list[Scored]  # the conversions assessed
+    unusual: list[Unusual] = field(default_factory=list)  # full scans: the anomaly flags
 
 
 async def scan(conn: asyncpg.Connection, slug: str | None = None, *,
@@ -167,12 +177,12 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         agents = {c.customer: {a for a, _ip in c.agents} for c in facts.conversions}
         rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE, agents=agents)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
-                                        rings, baseline=program.baseline, model=model,
-                                        holders=holders))
+                                        rings, model=model, holders=holders),
+                      anomalous_referrers(facts.conversions, program.context))
     rings = _local_rings(facts.uses, facts.referrals, loaded.known)
     return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
-                                    loaded.known + rings, baseline=program.baseline,
-                                    only=loaded.scope.new_ids, model=model, holders=holders))
+                                    loaded.known + rings, only=loaded.scope.new_ids,
+                                    model=model, holders=holders))
 
 
 def column_holders(uses: dict[Account, set[Column]]) -> dict[Column, int]:
@@ -202,6 +212,7 @@ def _summary(summary: ScanSummary, loaded: _Loaded, found: _Found,
         summary.program_rate = (sum(len(c.referrers) for c in conversions) / counted
                                 if counted else None)
         summary.headerless_share = headerless_share(conversions)
+        summary.unusual_referrers = len(found.unusual)
     if model is not None:
         summary.supervised = {"enabled": model.enabled, "decisions": model.trained_on_,
                               "validation_auc": None if model.validation_auc_ is None
@@ -226,6 +237,9 @@ async def _store(conn: asyncpg.Connection, scan_id: int, loaded: _Loaded, found:
         (program_id, scan_id, ring.kind, ring.score, None, json.dumps(ring_flag_reasons(ring)),
          json.dumps(ring.members), json.dumps(ring.evidence, default=str))
         for ring in found.rings]
+    flags += [(program_id, scan_id, ANOMALY, u.rank, None, json.dumps(u.reasons()),
+               json.dumps([{"type": "referrer", "id": u.referrer}]), json.dumps(u.evidence()))
+              for u in found.unusual]
     risks: list[tuple[object, ...]] = []
     for s in found.scored:
         a = s.assessment

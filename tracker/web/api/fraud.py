@@ -25,7 +25,7 @@ async def list_flags(request: web.Request) -> web.Response:
     program_id = None if slug is None else (await program_by_slug(request, slug)).id
     pool = request.config_dict[keys.POOL]
     # A conversion's flag is named after its strongest reason; `kind` also finds the flags
-    # that carry it as a lesser one (an anomaly beside a self-referral).
+    # that carry it as a lesser one (a burst beside a self-referral).
     kind = query_param(request, "kind", max_len=64)
     limit = limit_param(request)
     rows = await pool.fetch(

@@ -1311,8 +1311,9 @@ def document() -> dict[str, Any]:
             },
             "/fraud/flags": {
                 "get": _op("Flags of the latest fraud scan: rings, self-referrals, risky "
-                           "conversions; each with reasons (value and threshold), members "
-                           "and evidence", "admin, finance, viewer",
+                           "conversions, unusual referrers (anomaly: a watch list that "
+                           "decides no reward); each with reasons (value and threshold), "
+                           "members and evidence", "admin, finance, viewer",
                            answer=_list_of("Flag"),
                            params=[any_program_q,
                                    _q("kind", "flags of this kind or carrying a "
