@@ -185,7 +185,6 @@ async def test_steady_click_spam_that_converts_like_the_program_is_held(
            JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")}
     assert all(risk[f"p-{c}"] >= 0.5 for c in spammed), {c: risk[f"p-{c}"] for c in spammed}
     honest = [c for c in buyers if not c.startswith("spam-")]
-    print([(r["event_id"], r["reasons"]) for r in await conn.fetch("SELECT c.event_id, r.reasons::text FROM conversion_risk r JOIN conversions c ON c.id = r.conversion_id WHERE r.score >= 0.5")])
     assert all(risk[f"p-{c}"] < 0.5 for c in honest), {c: risk[f"p-{c}"] for c in honest
                                                         if risk[f"p-{c}"] >= 0.5}
     found = await client.get("/api/v1/fraud/flags?program=acme&kind=steady_late_clicks",
