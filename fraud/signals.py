@@ -379,6 +379,9 @@ class Finding:
     reason: Reason
     carries: Carry
     p_value: float = 0.0
+    # False where the finding is about the referrer as a whole and every one of its
+    # conversions carries it (a conversion rate): it tells nothing of one conversion.
+    specific: bool = True
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -751,7 +754,7 @@ QUICK_MIN = 2  # customers
 
 def _quick_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
                     context: ProgramContext) -> dict[str, Finding]:
-    """injection_timing: more of a referrer's customers converted among the program's
+    """injection_timing: more of a referrer's customers converted only among the program's
     fastest (its QUICK_QUANTILE of click-to-conversion delays) than the program's other
     referrers' customers do (`_excess_customers`, Benjamini-Hochberg across referrers): a
     click fired just before a purchase that was happening anyway, however few the referrer's
@@ -763,7 +766,12 @@ def _quick_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
         return {}
     cut = float(np.quantile(base, QUICK_QUANTILE))
     fast = _faster_than(cut)
+    # A customer is fast when every conversion of theirs through the referrer is: an
+    # injected click comes right before the purchase (and the sign-up, if any, with it); a
+    # friend who signs up at once and buys days later is not one.
     customers, quick = _marked_customers(conversions, fast, touched_only=True)
+    _all, slow = _marked_customers(conversions, lambda c: not fast(c), touched_only=True)
+    quick = {ref: people - slow.get(ref, set()) for ref, people in quick.items()}
     p_values = _excess_customers(customers, quick,
                                  lambda k, n, total: k >= QUICK_MIN and total - n >= BASELINE_MIN)
     out: dict[str, Finding] = {}
@@ -871,7 +879,7 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
             "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
             f"({k / n:.0%}, the program's {program_rate:.0%})", round(k / n, 4),
             round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
-            lambda c: True, p_values[ref])
+            lambda c: True, p_values[ref], specific=False)
     return out
 
 
