@@ -166,7 +166,7 @@ async def test_steady_click_spam_that_converts_like_the_program_is_held(
     for day in range(rng.randint(36, 44)):
         for _ in range(rng.choice((1, 1, 2))):
             cid = await visit("spammer", start + timedelta(days=day, hours=rng.uniform(0, 24)))
-            if rng.random() < 0.2 or len(spammed) < 4 and day > 30:
+            if rng.random() < 0.2 or (len(spammed) < 4 and day > 30):
                 customer = f"spam-{len(spammed)}"
                 spammed.append(customer)
                 buyers[customer] = (cid, timedelta(days=rng.uniform(1.5, 12)))
