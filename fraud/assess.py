@@ -313,13 +313,11 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
         scale = (1.0 if mixtures is None or not mine else
                  anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
         # Two different anomalies of the referrer that this conversion shows corroborate
-        # each other (different tests on different data), up to CORROBORATED. One every
-        # conversion of the referrer shows (a conversion rate) says nothing of this one.
-        specific = [f for f in mine if f.specific]
+        # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0
-        for f in specific:
+        for f in mine:
             keep *= 1.0 - f.reason.weight
-        together = min(1.0 - keep, CORROBORATED) if len(specific) >= 2 else 0.0
+        together = min(1.0 - keep, CORROBORATED) if len(mine) >= 2 else 0.0
         for finding in found:
             reason = finding.reason
             if finding in mine:

@@ -379,9 +379,6 @@ class Finding:
     reason: Reason
     carries: Carry
     p_value: float = 0.0
-    # False where the finding is about the referrer as a whole and every one of its
-    # conversions carries it (a conversion rate): it tells nothing of one conversion.
-    specific: bool = True
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -432,7 +429,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     out: dict[str, list[Finding]] = defaultdict(list)
     for found in (_delay_findings(tally, context, totals, program_rate),
                   _converts_too_well(tally, context, totals, program_rate),
-                  _quick_findings(conversions, tally, context), _agent_findings(conversions, tally),
+                  _quick_findings(tally, context), _agent_findings(conversions, tally),
                   _velocity_findings(tally, totals), _refund_findings(tally),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context)):
@@ -749,39 +746,35 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
 
 
 QUICK_QUANTILE = 0.1  # the program's fastest conversions: an injection's are among them
-QUICK_MIN = 2  # customers
+QUICK_MIN = 3
 
 
-def _quick_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
-                    context: ProgramContext) -> dict[str, Finding]:
-    """injection_timing: more of a referrer's customers converted only among the program's
-    fastest (its QUICK_QUANTILE of click-to-conversion delays) than the program's other
-    referrers' customers do (`_excess_customers`, Benjamini-Hochberg across referrers): a
-    click fired just before a purchase that was happening anyway, however few the referrer's
-    customers. Counted in customers, not conversions: a friend who signs up and buys minutes
-    after the click is one fast person, not two. Carried by those fast conversions."""
+def _quick_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:
+    """injection_timing: more of a referrer's conversions among the program's fastest
+    (its QUICK_QUANTILE of click-to-conversion delays) than chance gives (binomial): a click
+    fired just before a purchase that was happening anyway, however few the referrer's
+    conversions. Carried by those fast conversions."""
     everyone, _owner = _delay_sample(tally.delays)
     base = (context.background_delays if context.background_delays is not None else everyone)
     if len(base) < 50:
         return {}
     cut = float(np.quantile(base, QUICK_QUANTILE))
-    fast = _faster_than(cut)
-    # A customer is fast when every conversion of theirs through the referrer is: an
-    # injected click comes right before the purchase (and the sign-up, if any, with it); a
-    # friend who signs up at once and buys days later is not one.
-    customers, quick = _marked_customers(conversions, fast, touched_only=True)
-    _all, slow = _marked_customers(conversions, lambda c: not fast(c), touched_only=True)
-    quick = {ref: people - slow.get(ref, set()) for ref, people in quick.items()}
-    p_values = _excess_customers(customers, quick,
-                                 lambda k, n, total: k >= QUICK_MIN and total - n >= BASELINE_MIN)
+    p_values: dict[str, float] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    for ref, own in tally.delays.items():
+        k = sum(1 for d in own if d < cut)
+        if k < QUICK_MIN:
+            continue
+        p_values[ref] = _binom_above(k, len(own), QUICK_QUANTILE)
+        counts[ref] = (k, len(own))
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
-        k, n = len(quick[ref]), len(customers[ref])
+        k, n = counts[ref]
         out[ref] = Finding(Reason(
-            "injection_timing", f"click: {k} of {ref}'s {n} customers converted within "
+            "injection_timing", f"click: {k} of {ref}'s {n} conversions came within "
             f"{cut:.0f} s of the click, the program's fastest {QUICK_QUANTILE:.0%}: clicks "
             "fired just before purchases (click injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
-            fast, p_values[ref])
+            _faster_than(cut), p_values[ref])
     return out
 
 
@@ -879,7 +872,7 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
             "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
             f"({k / n:.0%}, the program's {program_rate:.0%})", round(k / n, 4),
             round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
-            lambda c: True, p_values[ref], specific=False)
+            lambda c: True, p_values[ref])
     return out
 
 
@@ -1066,11 +1059,9 @@ def _marked_customers(conversions: Sequence[ConversionFacts],
 
 def _excess_customers(customers: dict[str, set[str]], marked_by: dict[str, set[str]],
                       tested: Callable[[int, int, int], bool]) -> dict[str, float]:
-    """p-values of referrers with a larger share of marked customers than the program's
-    other referrers' customers (one-sided Fisher exact test: the others' share is measured
-    too, and a referrer that is much of the program is compared with few), for those
-    `tested(k, n, total)` admits; the caller controls them across referrers
-    (Benjamini-Hochberg)."""
+    """p-values of referrers with more marked customers than the program's other referrers'
+    share (binomial, Laplace-smoothed), for those `tested(k, n, total)` admits; the caller
+    controls them across referrers (Benjamini-Hochberg)."""
     total = sum(len(v) for v in customers.values())
     marked_total = sum(len(v) for v in marked_by.values())
     p_values: dict[str, float] = {}
@@ -1078,9 +1069,8 @@ def _excess_customers(customers: dict[str, set[str]], marked_by: dict[str, set[s
         k, n = len(marked), len(customers[ref])
         if not tested(k, n, total):
             continue
-        rest_k = marked_total - k
-        table = [[k, n - k], [rest_k, max(total - n - rest_k, 0)]]
-        p_values[ref] = float(stats.fisher_exact(table, alternative="greater").pvalue)
+        rest = (marked_total - k + 1) / (total - n + 2)
+        p_values[ref] = _binom_above(k, n, rest)
     return p_values
 
 
