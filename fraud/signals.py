@@ -364,7 +364,8 @@ class ProgramContext:
     # The program's share of headerless conversions, as the latest full scan measured it
     # (incremental scans see a window, too little to tell what the program's data holds).
     headerless_share: float | None = None
-    # Each referrer's counted clicks spread over days (whether they come in share bursts).
+    # Each referrer's counted clicks spread over days (whether they come in share bursts);
+    # full scans only.
     click_rhythm: Mapping[str, ClickRhythm] = field(default_factory=dict)
 
 
@@ -709,10 +710,15 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
     referrers with a steady stream of clicks and no other finding, those whose customers'
     first conversions came later than the program's customers' (one-sided two-sample KS,
     one delay a customer) are discoveries under Benjamini-Hochberg. Carried by the
-    conversions later than where the two distributions part."""
+    conversions later than where the two distributions part.
+
+    Full scans only (the context's click_rhythm is empty in incremental ones): an
+    incremental scan's window (each referrer's latest conversions) is no sample of the
+    program's customers' delays."""
     if not context.click_rhythm:
         return {}
     delays = _first_delays(conversions)
+    everyone, owner = _delay_sample({ref: list(ds.values()) for ref, ds in delays.items()})
     p_values: dict[str, float] = {}
     made: dict[str, Finding] = {}
     for ref, rhythm in context.click_rhythm.items():
@@ -723,9 +729,7 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
         bursts = rhythm.burst_p_value()
         if bursts <= STEADY_BURST_P:
             continue
-        others = (context.background_delays if context.background_delays is not None
-                  else np.array([d for r, ds in delays.items() if r != ref
-                                 for d in ds.values()]))
+        others = everyone[owner != ref]
         if len(others) < BASELINE_MIN:
             continue
         slower = _ks(own, others, "less")

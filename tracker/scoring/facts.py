@@ -259,5 +259,4 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
     if baseline is not None:
         background = np.expm1(baseline[baseline[:, 1] > 0][:, 0])  # delays of touched rows
     return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history=history,
-                                       headerless_share=headerless, click_rhythm=rhythm),
-                        baseline)
+                                       headerless_share=headerless), baseline)
