@@ -733,8 +733,9 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
     if not context.click_rhythm:
         return {}
     delays = _first_delays(conversions)
-    everyone, _owner = _delay_sample({ref: list(ds.values()) for ref, ds in delays.items()})
-    everyone = np.sort(everyone)
+    everyone, owner = _delay_sample({ref: list(ds.values()) for ref, ds in delays.items()})
+    order = np.argsort(everyone)
+    everyone, owner = everyone[order], owner[order]
     median = float(np.median(everyone)) if len(everyone) else 0.0
     p_values: dict[str, float] = {}
     made: dict[str, Finding] = {}
@@ -746,9 +747,14 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
         bursts = rhythm.burst_p_value()
         if bursts <= STEADY_BURST_P:
             continue
-        if len(everyone) < max(BASELINE_MIN, STEADY_SAMPLE_RATIO * len(own)):
-            continue
-        statistic, p_values[ref] = _later_than(own, everyone)
+        if len(everyone) >= STEADY_SAMPLE_RATIO * len(own):
+            statistic, p_values[ref] = _later_than(own, everyone)
+        else:  # a small program: the two-sample test against the others' customers
+            others = everyone[owner != ref]
+            if len(others) < BASELINE_MIN:
+                continue
+            slower = _ks(own, others, "less")
+            statistic, p_values[ref] = float(slower.statistic), float(slower.pvalue)
         late = _split(own, everyone, faster=False)
         made[ref] = Finding(Reason(
             "steady_late_clicks",
