@@ -326,6 +326,26 @@ SPAM_RATE_FACTOR = 0.2  # a conversion rate under a fifth of the program's
 
 
 @dataclass(frozen=True, slots=True)
+class ClickRhythm:
+    """A referrer's counted clicks over UTC days: how many, over how many days from its first
+    to its last, and the sum of the squared daily counts (how bunched they are)."""
+
+    clicks: int
+    days: int
+    squares: int
+
+    def burst_p_value(self) -> float:
+        """The p-value of "these clicks came as a steady stream" (one-sided chi-square test of
+        the index of dispersion of the daily counts, zero days included): small where the
+        clicks come in bursts, as a link's clicks do after each time it is shared."""
+        if self.days < 2 or self.clicks <= 0:
+            return 1.0
+        mean = self.clicks / self.days
+        variance = max(self.squares - self.clicks * mean, 0.0) / (self.days - 1)
+        return float(stats.chi2.sf(variance / mean * (self.days - 1), self.days - 1))
+
+
+@dataclass(frozen=True, slots=True)
 class ProgramContext:
     """What a scan knows of the whole program beyond the conversions at hand.
 
@@ -344,6 +364,9 @@ class ProgramContext:
     # The program's share of headerless conversions, as the latest full scan measured it
     # (incremental scans see a window, too little to tell what the program's data holds).
     headerless_share: float | None = None
+    # Each referrer's counted clicks spread over days (whether they come in share bursts);
+    # full scans only.
+    click_rhythm: Mapping[str, ClickRhythm] = field(default_factory=dict)
 
 
 Carry = Callable[[ConversionFacts], bool]
@@ -377,6 +400,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - click_spam: a conversion rate under the program's (binomial) and delays longer than
       the program's (KS): clicks fired at people who were converting anyway; carried by the
       conversions an hour or more after their click;
+    - steady_late_clicks: clicks in a steady stream rather than in bursts after shares, and
+      customers who converted later than the program's (KS, one delay a customer): click
+      spam that converts as well as the program; carried by the late conversions;
     - velocity: a day with far more conversions than usual; carried by that day's;
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions;
@@ -414,6 +440,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                 if any(f.reason.code != "velocity" for f in found)}
     for ref, finding in _spam_findings(tally, context, totals, program_rate,
                                        suspects).items():
+        out[ref].append(finding)
+    for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
@@ -653,6 +681,93 @@ def _spam_findings(tally: _Tally, context: ProgramContext,
     return {ref: spam_made[ref] for ref in benjamini_hochberg(spam_p)}
 
 
+STEADY_MIN_CLICKS = 30  # counted clicks of a referrer before its rhythm can tell
+STEADY_MIN_DAYS = 7  # days from its first click to its last
+STEADY_BURST_P = 0.01  # daily clicks not over-dispersed at this level: a steady stream
+STEADY_MIN_CUSTOMERS = 3
+
+
+def _first_delays(conversions: Sequence[ConversionFacts]) -> dict[str, dict[str, float]]:
+    """Per referrer, each of its customers' delay from click to their first conversion
+    credited to it: one observation a person (a sign-up and the purchase minutes later say
+    the same thing about the click)."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for conv in sorted(conversions, key=lambda c: c.at):
+        delay = conv.delay
+        if delay is None:
+            continue
+        for ref in conv.referrers:
+            out[ref].setdefault(conv.customer, max(delay, 0.0))
+    return out
+
+
+STEADY_SAMPLE_RATIO = 20  # the program's customers' delays, at least this many times its own
+
+
+def _later_than(own: Sequence[float], program: np.ndarray) -> tuple[float, float]:
+    """One-sided Kolmogorov-Smirnov test that `own` delays are later than the program's
+    (`program`: sorted, many times more than `own`, so that its empirical distribution
+    stands for the program's and the one-sample distribution of the statistic applies; the
+    referrer's own delays among them only make the test more cautious): the largest gap
+    by which the program's distribution is ahead of the referrer's, and its p-value."""
+    n = len(own)
+    ahead = np.searchsorted(program, np.sort(np.asarray(own, dtype=float)), side="left")
+    statistic = float(np.max(ahead / len(program) - np.arange(n) / n))
+    return statistic, float(stats.ksone.sf(max(statistic, 0.0), n))
+
+
+def _steady_late_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
+                          found: Collection[str]) -> dict[str, Finding]:
+    """steady_late_clicks: click spam that converts like the program. A shared link's clicks
+    come in bursts after each share; clicks fired at visitors (an app, a retargeting script)
+    come as a steady stream, day after day (ClickRhythm.burst_p_value not significant); and
+    what converts comes long after its click, from people who were buying anyway. Among the
+    referrers with a steady stream of clicks and no other finding, those whose customers'
+    first conversions came later than the program's customers' (one-sided two-sample KS,
+    one delay a customer) are discoveries under Benjamini-Hochberg. Carried by the
+    conversions later than where the two distributions part.
+
+    Full scans only (the context's click_rhythm is empty in incremental ones): an
+    incremental scan's window (each referrer's latest conversions) is no sample of the
+    program's customers' delays."""
+    if not context.click_rhythm:
+        return {}
+    delays = _first_delays(conversions)
+    everyone, owner = _delay_sample({ref: list(ds.values()) for ref, ds in delays.items()})
+    order = np.argsort(everyone)
+    everyone, owner = everyone[order], owner[order]
+    median = float(np.median(everyone)) if len(everyone) else 0.0
+    p_values: dict[str, float] = {}
+    made: dict[str, Finding] = {}
+    for ref, rhythm in context.click_rhythm.items():
+        own = list(delays.get(ref, {}).values())
+        if (ref in found or len(own) < STEADY_MIN_CUSTOMERS
+                or rhythm.clicks < STEADY_MIN_CLICKS or rhythm.days < STEADY_MIN_DAYS):
+            continue
+        bursts = rhythm.burst_p_value()
+        if bursts <= STEADY_BURST_P:
+            continue
+        if len(everyone) >= STEADY_SAMPLE_RATIO * len(own):
+            statistic, p_values[ref] = _later_than(own, everyone)
+        else:  # a small program: the two-sample test against the others' customers
+            others = everyone[owner != ref]
+            if len(others) < BASELINE_MIN:
+                continue
+            slower = _ks(own, others, "less")
+            statistic, p_values[ref] = float(slower.statistic), float(slower.pvalue)
+        late = _split(own, everyone, faster=False)
+        made[ref] = Finding(Reason(
+            "steady_late_clicks",
+            f"referrer population: {ref}'s {rhythm.clicks} clicks came as a steady stream over "
+            f"{rhythm.days} days, not in bursts after shares (p {bursts:.2f}), and its "
+            f"{len(own)} customers converted later than the program's (median "
+            f"{_median(own) / 3600:.0f} h against {median / 3600:.0f} h): "
+            "clicks fired at people who were buying anyway (click spam)",
+            round(statistic, 4), f"FDR {FDR_Q:g}", 0.6, "population"),
+            _slower_than(min(late, LATE_SECONDS)), p_values[ref])
+    return {ref: made[ref] for ref in benjamini_hochberg(p_values)}
+
+
 QUICK_QUANTILE = 0.1  # the program's fastest conversions: an injection's are among them
 QUICK_MIN = 3
 
@@ -692,7 +807,7 @@ AGENT_EFFECT = 0.75  # distinct browsers at most this share of what the program'
 
 def _agent_findings(conversions: Sequence[ConversionFacts], tally: _Tally
                     ) -> dict[str, Finding]:
-    """few_browsers: a referrer's converting visits, each from its own address, come from far
+    """few_browsers: a referrer's converting visits, one an address, come from far
     fewer distinct browsers (User-Agent strings) than the same number of the program's
     visits would (the expected count of distinct values drawn from the program's mix, a
     normal approximation of its spread): a few phones and computers behind many residential
@@ -704,13 +819,18 @@ def _agent_findings(conversions: Sequence[ConversionFacts], tally: _Tally
     for conv in sorted(conversions, key=lambda c: c.at):
         if conv.touches and conv.touches[-1].agent and conv.customer not in first:
             first[conv.customer] = conv
-    agents: dict[str, list[str]] = defaultdict(list)
+    # One browser per address, too: colleagues behind an office's address on its standard
+    # computer image are one site's browsers, not a farm's (whose workers sit behind
+    # addresses of their own).
+    sites: dict[str, dict[str, str]] = defaultdict(dict)
     mix: Counter[str] = Counter()
     for conv in first.values():
-        agent = conv.touches[-1].agent or ""
+        last = conv.touches[-1]
+        agent = last.agent or ""
         mix[agent] += 1
         for ref in conv.referrers:
-            agents[ref].append(agent)
+            sites[ref].setdefault(last.ip or f"customer {conv.customer}", agent)
+    agents = {ref: list(by_site.values()) for ref, by_site in sites.items()}
     total = sum(mix.values())
     if total < 50:
         return {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 from aiohttp import DummyCookieJar
 
 from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
+from tracker.clicks.queries import ensure_partition
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 from tracker.web.app import create_app
@@ -102,3 +103,94 @@ async def test_slow_click_injection_is_held_and_organic_sign_ups_are_not(
     assert customers == {c for c, _cid in injected}
     reason = next(r for f in items for r in f["reasons"] if r["code"] == "interjected_clicks")
     assert "injector" in reason["message"] and reason["value"] is not None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_steady_click_spam_that_converts_like_the_program_is_held(
+    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
+    aiohttp_client: ClientFactory, seed: int,
+) -> None:
+    """Click spam that converts as well as the program (retargeting: clicks fired at
+    visitors who were going to buy anyway): its clicks come as a steady stream, one or two a
+    day, and its customers buy days after their click. Held. Honest referrers' clicks come in
+    bursts after each share; one of them whose friends also buy days later is not held."""
+    rng = random.Random(seed)
+    settings = make_settings(tmp_path / "d", dsn,
+                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    integration = auth(tokens["integration"])
+    now = datetime.now(UTC).replace(microsecond=0)
+    when: dict[str, datetime] = {}  # click id -> when it happened
+
+    async def visit(code: str, at: datetime) -> str:
+        n = len(when)
+        resp = await client.get(f"/r/{code}", allow_redirects=False, headers={
+            "X-Forwarded-For": f"82.{n // 250 % 250 + 1}.{rng.randrange(1, 250)}.{n % 250 + 1}",
+            "User-Agent": UA.format(v=100 + n % 30), "Accept-Language": "en"})
+        assert resp.status == 302
+        cid: str = click_id(resp.headers["Location"])
+        when[cid] = at
+        return cid
+
+    async def buy(customer: str, cid: str, after: timedelta) -> None:
+        resp = await client.post("/api/v1/conversions", headers=integration, json={
+            "program": "acme", "event_id": f"p-{customer}", "type": "purchase",
+            "customer_id": customer, "click_id": cid, "currency": "USD",
+            "amount": rng.choice((2900, 4900, 9900)),
+            "occurred_at": (when[cid] + after).isoformat()})
+        assert resp.status == 201, await resp.text()
+
+    start = now - timedelta(days=50)
+    buyers: dict[str, tuple[str, timedelta]] = {}  # customer -> (click id, delay)
+    # Honest referrers: clicks on the two or three days they shared, a third of the visitors
+    # buy, mostly within the day.
+    for r in range(14):
+        code = f"r{r}"
+        await make_link(client, tokens, referrer=code, code=code)
+        shares = [start + timedelta(days=rng.uniform(0, 45)) for _ in range(rng.randint(2, 3))]
+        for i in range(rng.randint(6, 10)):
+            cid = await visit(code, rng.choice(shares) + timedelta(hours=rng.uniform(0, 6)))
+            if i % 3 == 0:
+                buyers[f"{code}-{i}"] = (cid, timedelta(hours=rng.lognormvariate(0.5, 1.2)))
+    # An honest referrer with a big audience whose buyers take days: clicks in bursts.
+    await make_link(client, tokens, referrer="slowfriends", code="slowfriends")
+    shares = [start + timedelta(days=d) for d in (3, 20, 38)]
+    for i in range(rng.randint(36, 44)):
+        cid = await visit("slowfriends", rng.choice(shares) + timedelta(hours=rng.uniform(0, 5)))
+        if i % 5 == 0:
+            buyers[f"slowfriends-{i}"] = (cid, timedelta(days=rng.uniform(2, 9)))
+    # The spammer: a click or two every day, a fifth of them buy, days later.
+    await make_link(client, tokens, referrer="spammer", code="spammer")
+    spammed: list[str] = []
+    for day in range(rng.randint(36, 44)):
+        for _ in range(rng.choice((1, 1, 2))):
+            cid = await visit("spammer", start + timedelta(days=day, hours=rng.uniform(0, 24)))
+            if rng.random() < 0.2 or (len(spammed) < 4 and day > 30):
+                customer = f"spam-{len(spammed)}"
+                spammed.append(customer)
+                buyers[customer] = (cid, timedelta(days=rng.uniform(1.5, 12)))
+    await wait_for_clicks(conn, len(when))
+    for month in {at.replace(day=1, hour=12) for at in when.values()}:
+        await ensure_partition(conn, month)
+    await conn.executemany("UPDATE clicks SET ts = $2 WHERE click_id = $1::uuid",
+                           list(when.items()))
+    for customer, (cid, delay) in buyers.items():
+        await buy(customer, cid, delay)
+    await attribute_pending(conn)
+    await scan(conn)
+
+    risk = {r["event_id"]: r["score"] for r in await conn.fetch(
+        """SELECT c.event_id, r.score FROM conversion_risk r
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")}
+    assert all(risk[f"p-{c}"] >= 0.5 for c in spammed), {c: risk[f"p-{c}"] for c in spammed}
+    honest = [c for c in buyers if not c.startswith("spam-")]
+    assert all(risk[f"p-{c}"] < 0.5 for c in honest), {c: risk[f"p-{c}"] for c in honest
+                                                        if risk[f"p-{c}"] >= 0.5}
+    found = await client.get("/api/v1/fraud/flags?program=acme&kind=steady_late_clicks",
+                             headers=auth(tokens["viewer"]))
+    assert found.status == 200
+    items = (await found.json())["items"]
+    assert {m["id"] for f in items for m in f["members"] if m["type"] == "referrer"} == {
+        "spammer"}
+    reason = next(r for f in items for r in f["reasons"] if r["code"] == "steady_late_clicks")
+    assert "steady stream" in reason["message"]

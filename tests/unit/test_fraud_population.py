@@ -5,6 +5,7 @@ genuine referrals, each at several parameter draws, through the library."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -173,3 +174,29 @@ def test_a_fraudulent_referrers_genuine_referrals_are_not_held(seed: int) -> Non
             if min(s.delay or 0.0, p.delay or 0.0) > 3600]
     assert slow and all(g < 0.5 for g in slow), slow
     assert sum(g >= 0.5 for g in genuine) <= len(genuine) / 3, genuine
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_few_browsers_finds_a_farm_behind_many_addresses_not_an_office(seed: int) -> None:
+    """A click farm: a few phones behind a new residential address for every account. An
+    office: colleagues behind the office's one address on its standard computer image. Both
+    are few browsers for many customers; only the farm's are spread over addresses."""
+    program = Program(seed)
+    rng = program.rng
+    browsers = [f"Mozilla/5.0 Browser/{v}" for v in range(80)]
+    for r in range(40):
+        for _ in range(rng.randint(3, 6)):
+            program.referral(f"r{r}", program.when(), agent=rng.choice(browsers))
+    phones = rng.sample(browsers, 2)
+    for _ in range(rng.randint(10, 16)):
+        program.referral("farm", program.when(), agent=rng.choice(phones))
+    standard = rng.choice(browsers)
+    for _ in range(rng.randint(8, 15)):
+        program.referral("office", program.when(), agent=standard)
+    office_ip = f"203.0.113.{rng.randrange(1, 250)}"
+    program.conversions = [
+        replace(c, touches=tuple(replace(t, ip=office_ip) for t in c.touches))
+        if c.referrers == ("office",) else c for c in program.conversions]
+    found = referrer_findings(program.conversions, program.context())
+    assert "few_browsers" in {f.reason.code for f in found.get("farm", [])}
+    assert "few_browsers" not in {f.reason.code for f in found.get("office", [])}

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from fraud.rings import Column, Ring
-from fraud.signals import LEASE_SECONDS
+from fraud.signals import LEASE_SECONDS, ClickRhythm
 from tracker.formats import CREDITED_TYPES
 from tracker.programs.queries import referrer_kind
 
@@ -620,15 +620,21 @@ async def reversed_conversions(conn: asyncpg.Connection, program_id: int) -> fro
 
 
 async def referrer_clicks(conn: asyncpg.Connection, program_id: int,
-                          referrers: list[str] | None) -> dict[str, int]:
-    """Counted (not bot, not duplicate) clicks per referrer (of `referrers`, or every one)."""
+                          referrers: list[str] | None) -> dict[str, ClickRhythm]:
+    """Counted (not bot, not duplicate) clicks per referrer (of `referrers`, or every one),
+    with their spread over UTC days (fraud.signals.ClickRhythm)."""
     only = "" if referrers is None else "AND r.external_id = ANY($2::text[])"
     rows = await conn.fetch(
-        f"""SELECT r.external_id, count(*) AS n FROM clicks c
-           JOIN referrers r ON r.program_id = c.program_id AND r.id = c.referrer_id
-           WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate {only}
+        f"""SELECT r.external_id, sum(d.n)::bigint AS n, max(d.day) - min(d.day) + 1 AS days,
+                  sum(d.n * d.n)::bigint AS squares
+           FROM (SELECT c.referrer_id, (c.ts AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+                 FROM clicks c
+                 WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+                 GROUP BY 1, 2) d
+           JOIN referrers r ON r.program_id = $1 AND r.id = d.referrer_id
+           WHERE true {only}
            GROUP BY r.external_id""", program_id, *(() if referrers is None else (referrers,)))
-    return {r["external_id"]: r["n"] for r in rows}
+    return {r["external_id"]: ClickRhythm(r["n"], r["days"], r["squares"]) for r in rows}
 
 
 async def source_clicks(conn: asyncpg.Connection, program_id: int) -> dict[str, int]:
