@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import socket
 import sys
 import time
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import Any, Generic, TextIO, TypeVar
 
 import asyncpg
+import orjson
 
 from tracker.clicks.enrich import Enricher
-from tracker.clicks.flusher import store_clicks
+from tracker.clicks.flusher import prepare_rows, store_prepared
 from tracker.clicks.journal import RawClick
 from tracker.identity import email_hash
 from tracker.intake import queries
@@ -41,7 +43,7 @@ PARALLEL_BYTES = 8 << 20  # a clicks file this big is enriched by worker process
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 # A line PostgreSQL refuses (a value out of a type's range, a constraint) is a bad line.
 REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-_UUID_CHARS = set("0123456789abcdefABCDEF-")
+_UUID = re.compile(r"[0-9a-fA-F-]{36}")
 T = TypeVar("T")
 
 
@@ -129,12 +131,23 @@ def _is_ip(text: str) -> bool:
     return False
 
 
+def _json_line(text: str) -> object:
+    """A line's JSON value: read by orjson (three times as fast), or by the json module where
+    orjson refuses what json reads (NaN, a lone surrogate, an integer past 64 bits, nesting
+    past 1,024), so every line reads as it always did (a derived click id included)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # (nested deeper than the parser goes)
+        raise LineError("not valid JSON") from None
+
+
 def parse_click_line(text: str, links: dict[str, tuple[int, int, int]],
                      latest: datetime | None = None) -> RawClick:
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise LineError("not valid JSON") from None
+    obj = _json_line(text)
     if not isinstance(obj, dict):
         raise LineError("not a JSON object")
     for key in ("ts", "code", "ip", "user_agent"):
@@ -166,7 +179,7 @@ def parse_click_line(text: str, links: dict[str, tuple[int, int, int]],
             raise LineError(f"{key} must be a string of at most {limit} characters")
         optional[key] = value
     click_id = optional.get("click_id")
-    if click_id is not None and (len(click_id) != 36 or not set(click_id) <= _UUID_CHARS):
+    if click_id is not None and not _UUID.fullmatch(click_id):
         raise LineError("click_id must be a UUID")
     program_id, link_id, referrer_id = link
     us = int(ts.timestamp()) * 1_000_000 + ts.microsecond
@@ -212,8 +225,11 @@ def _start_worker(enrich: _Enrich) -> None:
 
 
 def _enrich_in_worker(lines: list[tuple[int, str]]
-                      ) -> tuple[list[tuple[object, ...]], list[tuple[int, str]]]:
-    return _WORKER["enrich"](lines)
+                      ) -> tuple[list[list[object]], list[tuple[int, str]]]:
+    """A chunk's rows prepared for `store_prepared` (time order, duplicates within the chunk
+    marked: the worker's CPU, not the storing process's), and its bad lines."""
+    rows, bad = _WORKER["enrich"](lines)
+    return prepare_rows(rows), bad
 
 
 def import_workers(path: Path) -> int:
@@ -238,8 +254,8 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     queued = 0
     done = 0  # bytes of the file read
 
-    async def store(rows: list[tuple[object, ...]], bad: list[tuple[int, str]]) -> None:
-        """Store a prepared chunk, once the previous one is stored (in order)."""
+    async def store(rows: list[list[object]], bad: list[tuple[int, str]]) -> None:
+        """Store a chunk of prepared rows, once the previous one is stored (in order)."""
         nonlocal storing, queued
         result.bad.extend(f"{path.name}:{number}: {reason}" for number, reason in bad)
         if storing is not None:
@@ -247,13 +263,13 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
             storing = None
         if rows:
             queued += len(rows)
-            storing = asyncio.create_task(store_clicks(conn, rows, months))
+            storing = asyncio.create_task(store_prepared(conn, rows, months))
         if progress:
             progress(done, result.read, False)
 
     if workers > 1:
         loop = asyncio.get_running_loop()
-        in_flight: deque[asyncio.Future[tuple[list[tuple[object, ...]],
+        in_flight: deque[asyncio.Future[tuple[list[list[object]],
                                               list[tuple[int, str]]]]] = deque()
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                  initializer=_start_worker, initargs=(enrich,)) as pool:
@@ -273,11 +289,11 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
             rows += more
             bad += wrong
             if len(rows) >= BATCH:
-                await store(rows, bad)
+                await store(prepare_rows(rows), bad)
                 rows, bad = [], []
             else:
                 await asyncio.sleep(0)  # the store task's COPY data keeps flowing
-        await store(rows, bad)
+        await store(prepare_rows(rows), bad)
     await store([], [])
     result.skipped_existing = queued - result.stored
     if progress:
