@@ -43,6 +43,9 @@ PARALLEL_BYTES = 8 << 20  # a clicks file this big is enriched by worker process
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 # A line PostgreSQL refuses (a value out of a type's range, a constraint) is a bad line.
 REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# The fields a click is made of (parse_click_line), which must be text PostgreSQL can store.
+_TEXT_FIELDS = ("ts", "code", "ip", "user_agent", "accept_language", "referer", "visitor_id",
+                "click_id")
 _UUID = re.compile(r"[0-9a-fA-F-]{36}")
 T = TypeVar("T")
 
@@ -140,9 +143,23 @@ def _json_line(text: str) -> object:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except (ValueError, RecursionError):  # (nested deeper than the parser goes)
         raise LineError("not valid JSON") from None
+    if isinstance(obj, dict):
+        for key in _TEXT_FIELDS:
+            value = obj.get(key)
+            if isinstance(value, str) and not _encodable(value):
+                raise LineError(f"{key} holds a lone surrogate (\\ud800-\\udfff), not text")
+    return obj
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_click_line(text: str, links: dict[str, tuple[int, int, int]],
