@@ -253,7 +253,7 @@ async def test_imported_clicks_are_stored_as_the_redirects_flusher_stores_them(
         {"ip": "81.2.70.161"},
         {"ip": "::ffff:81.2.69.162", "accept_language": "de"},  # IPv4-mapped
         {"ip": "2001:DB8::1", "click_id": "0195511A-4C00-7000-8000-0000000000AB"},
-        {"ip": "0.0.0.0", "user_agent": "curl/8.0"},  # a bot
+        {"ip": "0.0.0.0", "user_agent": "curl/8.0"},  # noqa: S104 (a click from it); a bot
         {"ip": "10.0.0.1", "user_agent": "Mozilla/5.0 \u00e9\u4e2d \x01" + "x" * 3000},
         {"ip": "10.0.0.3", "referer": "https://blog.test/\u00e9", "visitor_id": "v\u00e9"},
     ]

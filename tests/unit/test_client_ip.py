@@ -39,6 +39,6 @@ def test_the_fast_path_reads_every_text_as_ipaddress_does(text: str) -> None:
 
 
 def test_canonical_addresses() -> None:
-    for text in ("0.0.0.0", "255.255.255.255", "81.2.69.160", "81.2.69.160:443",
+    for text in ("0.0.0.0", "255.255.255.255", "81.2.69.160", "81.2.69.160:443",  # noqa: S104
                  "[2001:db8::1]:80", "::ffff:1.2.3.4", "1.2.3.04", "1.2.3", "256.1.1.1"):
         assert _parse_ip(text) == reference(text), text
