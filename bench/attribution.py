@@ -257,10 +257,14 @@ def _run_side(clicks_file: Path, n_refs: int, library: Path | None) -> dict[str,
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(p) for p in (library, root) if p] + [env.get("PYTHONPATH", "")])
-    code = ("import json, sys; from pathlib import Path; from bench.attribution import "
-            "import_side; print(json.dumps(import_side(Path(sys.argv[1]), int(sys.argv[2]))))")
+    code = ("import json, sys, tracker; from pathlib import Path; from bench.attribution import "
+            "import_side; print(tracker.__file__, file=sys.stderr); "
+            "print(json.dumps(import_side(Path(sys.argv[1]), int(sys.argv[2]))))")
+    # (`-c` puts the working directory first on the path: the library's, when there is one.)
     out = subprocess.run([sys.executable, "-c", code, str(clicks_file), str(n_refs)], env=env,
-                         cwd=root, capture_output=True, text=True, check=True)
+                         cwd=library or root, capture_output=True, text=True, check=True)
+    if library is not None and str(library) not in out.stderr:
+        raise RuntimeError(f"the 'before' side did not import its tracker: {out.stderr}")
     side: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return side
 
