@@ -212,13 +212,14 @@ async def baseline_copy(conn: asyncpg.Connection, n: int) -> float:
 TARGET_IMPORT = 40_000  # clicks a second, enriched (issue 17)
 
 
-def import_side(clicks_file: Path, n_refs: int) -> dict[str, Any]:
+def import_side(clicks_file: Path, n_refs: int, workers: int = 0) -> dict[str, Any]:
     """`--import-only`, one side (run in a process of its own): a fresh PostgreSQL, the bare
-    COPY baseline, then the import of `clicks_file` as `refguard import` runs it."""
-    return asyncio.run(_import_side(clicks_file, n_refs))
+    COPY baseline, then the import of `clicks_file` as `refguard import` runs it (or with
+    `workers` worker processes)."""
+    return asyncio.run(_import_side(clicks_file, n_refs, workers))
 
 
-async def _import_side(clicks_file: Path, n_refs: int) -> dict[str, Any]:
+async def _import_side(clicks_file: Path, n_refs: int, workers: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="refguard-bench-import-"))
     server = db.embedded_server(tmp / "pg")
     try:
@@ -229,7 +230,7 @@ async def _import_side(clicks_file: Path, n_refs: int) -> dict[str, Any]:
         n = sum(1 for _ in clicks_file.open("rb"))
         base_rate = min(n, 200_000) / await baseline_copy(conn, min(n, 200_000))
         backend = await conn.fetchval("SELECT pg_backend_pid()")
-        workers = import_workers(clicks_file)
+        workers = workers or import_workers(clicks_file)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall, cpu, db_cpu = (time.perf_counter(), time.process_time(),
                              backend_cpu_seconds(backend))
@@ -251,7 +252,8 @@ async def _import_side(clicks_file: Path, n_refs: int) -> dict[str, Any]:
             "postgres_cpu_us_per_click": round(db_cpu / result.read * 1e6, 1)}
 
 
-def _run_side(clicks_file: Path, n_refs: int, library: Path | None) -> dict[str, Any]:
+def _run_side(clicks_file: Path, n_refs: int, library: Path | None, workers: int = 0
+              ) -> dict[str, Any]:
     """`import_side` in a child process; with `library`, its packages come first."""
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
@@ -259,10 +261,11 @@ def _run_side(clicks_file: Path, n_refs: int, library: Path | None) -> dict[str,
         [str(p) for p in (library, root) if p] + [env.get("PYTHONPATH", "")])
     code = ("import json, sys, tracker; from pathlib import Path; from bench.attribution import "
             "import_side; print(tracker.__file__, file=sys.stderr); "
-            "print(json.dumps(import_side(Path(sys.argv[1]), int(sys.argv[2]))))")
+            "print(json.dumps(import_side(Path(sys.argv[1]), *map(int, sys.argv[2:]))))")
     # (`-c` puts the working directory first on the path: the library's, when there is one.)
-    out = subprocess.run([sys.executable, "-c", code, str(clicks_file), str(n_refs)], env=env,
-                         cwd=library or root, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(clicks_file), str(n_refs),
+                          str(workers)], env=env, cwd=library or root, capture_output=True,
+                         text=True, check=True)
     if library is not None and str(library) not in out.stderr:
         raise RuntimeError(f"the 'before' side did not import its tracker: {out.stderr}")
     side: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -285,7 +288,7 @@ def import_only(args: argparse.Namespace) -> dict[str, Any]:
                 cwd=Path(__file__).resolve().parent.parent, capture_output=True, check=True)
             subprocess.run(["tar", "-x", "-C", str(library)], input=archive.stdout, check=True)
             sides["before"] = _run_side(clicks_file, n_refs, library)
-        sides["now"] = _run_side(clicks_file, n_refs, None)
+        sides["now"] = _run_side(clicks_file, n_refs, None, args.workers)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"benchmark": "attribution-import", "at": datetime.now(UTC).isoformat(),
@@ -492,6 +495,9 @@ def cli() -> None:
                              "memory (no PostgreSQL), with the peak resident memory")
     parser.add_argument("--import-only", action="store_true",
                         help="time only the clicks import (each side in a process of its own)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="with --import-only, import now with this many worker processes "
+                             "(default: as refguard import chooses)")
     parser.add_argument("--against", metavar="REF",
                         help="with --import-only, also the importer at this git revision")
     args = parser.parse_args()
