@@ -234,3 +234,73 @@ async def test_one_phone_model_behind_one_address_is_two_people_across_imports(
             await conn.close()
     finally:
         await drop_database(pg, name)
+
+
+async def test_imported_clicks_are_stored_as_the_redirects_flusher_stores_them(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """Every column of every imported click (worker processes: rows prepared there, lines read
+    by orjson) equals what the flusher stores for the same clicks enriched one by one, edge
+    cases included; a second import adds nothing; bad lines are named, none crashes it."""
+    from tracker.clicks.flusher import store_clicks
+    from tracker.intake import queries
+    from tracker.intake.importer import parse_click_line
+
+    good = [
+        {"ip": "81.2.69.160", "visitor_id": "v1"},
+        {"ip": "81.2.69.160", "visitor_id": "v1"},  # the same visitor within the hour
+        {"ip": "81.2.70.161"},  # no visitor id: the fingerprint decides
+        {"ip": "81.2.70.161"},
+        {"ip": "::ffff:81.2.69.162", "accept_language": "de"},  # IPv4-mapped
+        {"ip": "2001:DB8::1", "click_id": "0195511A-4C00-7000-8000-0000000000AB"},
+        {"ip": "0.0.0.0", "user_agent": "curl/8.0"},  # noqa: S104 (a click from it); a bot
+        {"ip": "10.0.0.1", "user_agent": "Mozilla/5.0 \u00e9\u4e2d \x01" + "x" * 3000},
+        {"ip": "10.0.0.3", "referer": "https://blog.test/\u00e9", "visitor_id": "v\u00e9"},
+    ]
+    lines = []
+    for i, extra in enumerate(good):
+        line = {"ts": f"2025-03-01T10:{i:02d}:00Z", "code": "al", "user_agent": UA, **extra}
+        lines.append(json.dumps(line))
+    # What orjson refuses and json reads: the same click (and derived id) as before.
+    lines.append('{"ts": "2025-03-01T11:00:00Z", "code": "al", "ip": "10.0.0.4", '
+                 '"user_agent": "x", "weight": NaN, "big": 123456789012345678901234567890}')
+    bad = [
+        "[" * 5000,  # deeper than either parser goes
+        json.dumps({"ts": "2025-03-01T10:00:00Z", "code": "al", "ip": "1.2.3.04",
+                    "user_agent": UA}),  # leading zero: not an address
+        json.dumps({"ts": "2025-03-01T10:00:00Z", "code": "al", "ip": "1.2.3.4",
+                    "user_agent": UA, "click_id": "0195511a-4c00-7000-8000-00000000000g"}),
+        json.dumps({"ts": "2025-03-01T10:00:00Z", "code": "al", "ip": "1.2.3.4",
+                    "user_agent": "Mozilla/5.0 \ud800"}),  # a lone surrogate: not text
+    ]
+    clicks = tmp_path / "clicks.ndjson"
+    clicks.write_text("\n".join(lines + bad) + "\n")
+    enricher = Enricher(b"k" * 32, ())
+    stored = []
+    for imported in (True, False):
+        name = await create_database(pg)
+        try:
+            await seed(pg.uri(name))
+            conn = await asyncpg.connect(pg.uri(name))
+            try:
+                if imported:
+                    result = await import_clicks(conn, clicks, enricher, workers=2)
+                    assert (result.read, result.stored) == (len(lines) + 4, len(lines))
+                    assert [b.split(": ")[0] for b in result.bad] == [
+                        f"clicks.ndjson:{len(lines) + i}" for i in (1, 2, 3, 4)]
+                    again = await import_clicks(conn, clicks, enricher, workers=2)
+                    assert (again.stored, again.skipped_existing) == (0, len(lines))
+                else:
+                    links = await queries.link_ids(conn)
+                    rows = [enricher.row(parse_click_line(t, links), source="import")
+                            for t in lines]
+                    await store_clicks(conn, rows, {})
+                stored.append([tuple(r) for r in await conn.fetch(
+                    f"SELECT {', '.join(COLUMNS)} FROM clicks ORDER BY ts, click_id")])
+            finally:
+                await conn.close()
+        finally:
+            await drop_database(pg, name)
+    assert stored[0] == stored[1] and len(stored[0]) == len(lines)
+    dup = COLUMNS.index("is_duplicate")
+    assert [r[dup] for r in stored[0]][:4] == [False, True, False, True]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import socket
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,15 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         text = text[1 : text.find("]")] if "]" in text else text[1:]
     elif text.count(":") == 1:  # IPv4 with a port
         text = text.split(":", 1)[0]
+    try:
+        # The common case in C: an IPv4 address in its canonical text (what ip_address would
+        # make of it, twice as fast for an address not seen yet); anything else as before.
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        pass
+    else:
+        if socket.inet_ntop(socket.AF_INET, packed) == text:
+            return ipaddress.IPv4Address(packed)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:

@@ -102,7 +102,14 @@ async def store_clicks(
     transaction fails on the primary key and the batch goes through the staging table instead,
     where ON CONFLICT DO NOTHING skips what is there.
     """
-    ordered = prepare_rows(rows)
+    return await store_prepared(conn, prepare_rows(rows), partitions)
+
+
+async def store_prepared(
+    conn: asyncpg.Connection, ordered: list[list[object]],
+    partitions: dict[tuple[int, int], str],
+) -> tuple[int, int, int]:
+    """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers)."""
     await mark_stored_duplicates(conn, ordered)
     try:
         await copy_rows(conn, ordered, partitions)
