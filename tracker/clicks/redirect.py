@@ -158,7 +158,7 @@ def make_redirect_handler(  # noqa: PLR0915
     ids = ClickIds()
     perf = time.perf_counter
     now_ns = time.time_ns
-    write = journal.write
+    submit = journal.submit
     observe = stats.observe
     cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
     if secure_cookie:
@@ -248,13 +248,14 @@ def make_redirect_handler(  # noqa: PLR0915
             line = encode_fallback(
                 fields[:3] + entry.journal_key.split(SEP) + fields[4:]
             ).rstrip("\n")
-        try:
-            write((line + "\n").encode("utf-8", "surrogateescape"))
-        except OSError:
+        # Written with the other clicks of this loop iteration, before any of them is answered.
+        written, index = submit((line + "\n").encode("utf-8", "surrogateescape"))
+        failed = await written
+        if failed and index in failed:
             # An answered redirect must be a recorded click; without a journal we cannot promise
-            # that, so the visitor is asked to retry rather than silently lost.
+            # that, so the visitor is asked to retry rather than silently lost (the journal
+            # logged why).
             stats.count_503 += 1
-            log.exception("journal write failed")
             return web.Response(status=503, text="temporarily unavailable",
                                 headers={"Retry-After": "1"})
         location = (
