@@ -176,6 +176,10 @@ def make_redirect_handler(  # noqa: PLR0915
     h_ch_platform = istr("Sec-CH-UA-Platform")
     h_sec_purpose = istr("Sec-Purpose")
     h_purpose = istr("Purpose")
+    # The answer's names too: a Response built from istr keys costs 0.9 us, from str 1.3 us.
+    h_cache_control = hdrs.CACHE_CONTROL
+    h_location = hdrs.LOCATION
+    h_set_cookie = hdrs.SET_COOKIE
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         t0 = perf()
@@ -263,9 +267,9 @@ def make_redirect_handler(  # noqa: PLR0915
             if qs
             else f"{entry.prefix}rg_cid={cid}{entry.fragment}"
         )
-        resp_headers = {"Cache-Control": "private, no-store"}
+        resp_headers = {h_cache_control: "private, no-store"}
         if new_visitor:
-            resp_headers["Set-Cookie"] = f"{_VID}{signed}{cookie_tail}"
+            resp_headers[h_set_cookie] = f"{_VID}{signed}{cookie_tail}"
         if entry.browser_page:
             stats.count_200 += 1
             return web.Response(
@@ -273,7 +277,7 @@ def make_redirect_handler(  # noqa: PLR0915
                                                   signal_token(signing_key, cid)),
                 content_type="text/html", headers=resp_headers,
             )
-        resp_headers["Location"] = location
+        resp_headers[h_location] = location
         stats.count_302 += 1
         observe(perf() - t0)
         return web.Response(status=302, headers=resp_headers)
