@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 from pathlib import Path
 
 import asyncpg
@@ -76,6 +78,44 @@ async def test_writer_seals_segments_and_keeps_open_one_locked(tmp_path: Path) -
     await writer.close()
     names = sorted(os.listdir(tmp_path))
     assert all(n.endswith(SEALED_SUFFIX) for n in names) and len(names) == 3
+
+
+async def test_group_write_keeps_order_and_fails_only_unwritten_lines(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, fsync_ms=0, max_lines=1000)
+    writer.open()
+    lines = [line(f"01890000-0000-7000-8000-{i:012d}").encode() for i in range(5)]
+    # Lines queued in one loop iteration share one write and one future.
+    queued = [writer.submit(data) for data in lines[:3]]
+    assert {id(done) for done, _ in queued} == {id(queued[0][0])}
+    assert [index for _, index in queued] == [0, 1, 2]
+    assert await queued[0][0] == frozenset()
+    assert writer.lines == 3
+    # The file cannot grow past the fourth line and a half: the write is short, the fourth line
+    # is in, the torn fifth fails and so does the retry of the rest.
+    assert writer._path is not None
+    size = writer._path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + len(lines[3]) + 10, hard))
+    try:
+        more = [writer.submit(data) for data in (lines[3], lines[4], lines[0])]
+        assert await more[0][0] == frozenset({1, 2})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    assert writer.lines == 4
+    clicks, bad = parse_segment(writer._path.read_bytes(), "seg")
+    assert [c.click_id for c in clicks] == [f"01890000-0000-7000-8000-{i:012d}" for i in range(4)]
+    assert bad == 1  # the torn line (its ending newline could not be written either)
+    # Once the file can grow, the torn line is ended first; a group still queued at close is
+    # written before the segment is sealed.
+    path = writer._path
+    done, _ = writer.submit(lines[4])
+    await writer.close()
+    assert done.result() == frozenset()
+    clicks, bad = parse_segment(path.with_suffix(SEALED_SUFFIX).read_bytes(), "seg")
+    assert [c.click_id[-1] for c in clicks][-2:] == ["3", "4"]
+    assert bad == 1
 
 
 async def test_orphaned_open_segment_is_replayed_once(

@@ -1,13 +1,16 @@
 """The local click journal: append-only segment files, one writer per worker process.
 
-The redirect handler appends one line per click with `os.write` before it answers, so an answered
-click is in the kernel's page cache and survives a kill -9 of the worker. Every `rotate_ms` (the
-flush interval, or the fsync interval if shorter) the writer seals its segment (rename `.open` ->
-`.sealed`), starts a new one and fdatasyncs the sealed one in a thread: that bounds what an OS
-crash could take, and the sync never holds the inode lock of the file the redirect writes to (an
-fdatasync of the active segment would, and writes stall behind it). The flusher
-(tracker.clicks.flusher) copies sealed segments into PostgreSQL and deletes them only after the
-commit.
+The redirect handler appends one line per click before it answers, so an answered click is in the
+kernel's page cache and survives a kill -9 of the worker. The lines of the clicks handled in one
+event-loop iteration are written together (`submit`: one `os.write` in a callback scheduled by the
+first of them, which every handler of the group awaits before its 302): under concurrency one
+syscall serves many clicks, and no click is answered before its line is written.
+Every `rotate_ms` (the flush interval, or the fsync interval if shorter) the writer seals its
+segment (rename `.open` -> `.sealed`), starts a new one and fdatasyncs the sealed one in a thread:
+that bounds what an OS crash could take, and the sync never holds the inode lock of the file the
+redirect writes to (an fdatasync of the active segment would, and writes stall behind it). The
+flusher (tracker.clicks.flusher) copies sealed segments into PostgreSQL and deletes them only
+after the commit.
 A worker holds an exclusive flock on its open segment; an `.open` segment nobody holds belongs
 to a dead worker and is flushed like a sealed one, so a restart replays everything that was not
 yet committed.
@@ -238,6 +241,11 @@ class JournalWriter:
         self.lines = 0  # in the open segment
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Future[None]] = set()
+        # The group of lines waiting for their write (see `submit`).
+        self._group: list[bytes] = []
+        self._group_done: asyncio.Future[frozenset[int]] | None = None
+        # A torn line whose newline could not be written yet: the next line must not join it.
+        self._torn = False
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -254,9 +262,22 @@ class JournalWriter:
         os.rename(tmp, path)
         return fd, path
 
+    def _mend(self) -> None:
+        """End a torn line before anything follows it (raises OSError if still impossible)."""
+        os.write(self._fd, b"\n")
+        self._torn = False
+
+    def _end_torn(self) -> None:
+        try:
+            self._mend()
+        except OSError:
+            self._torn = True
+
     def write(self, data: bytes) -> None:
         """Append one encoded line; raises OSError if the journal cannot take it."""
         try:
+            if self._torn:
+                self._mend()
             written = os.write(self._fd, data)
         except OSError:
             JOURNAL_WRITE_FAILURES.inc()
@@ -264,10 +285,63 @@ class JournalWriter:
         if written != len(data):
             # Only a full disk does this to a regular file; the partial line is skipped on read.
             JOURNAL_WRITE_FAILURES.inc()
-            with contextlib.suppress(OSError):
-                os.write(self._fd, b"\n")
+            self._end_torn()
             raise OSError(f"short journal write ({written} of {len(data)} bytes)")
         self.lines += 1
+        if self.lines >= self.max_lines:
+            self.rotate()
+
+    def submit(self, data: bytes) -> tuple[asyncio.Future[frozenset[int]], int]:
+        """Queue one encoded line for the group write; await the future before answering.
+
+        Returns the group's future and the line's index in it: the future's result is the set
+        of indexes whose lines could not be written (empty when all were), so `index in failed`
+        is what an OSError from `write` was. Must be called from the event loop's thread.
+        """
+        done = self._group_done
+        if done is None:
+            loop = asyncio.get_running_loop()
+            self._group_done = done = loop.create_future()
+            loop.call_soon(self._write_group)
+        group = self._group
+        group.append(data)
+        return done, len(group) - 1
+
+    def _write_group(self) -> None:
+        """Write the queued lines with one `os.write` (more only after a short write)."""
+        done, group = self._group_done, self._group
+        if done is None:
+            return
+        self._group_done, self._group = None, []
+        failed: set[int] = set()
+        data = b"".join(group) if len(group) > 1 else group[0]
+        first = 0  # index of the first line of `data`
+        while data:
+            try:
+                if self._torn:
+                    self._mend()
+                written = os.write(self._fd, data)
+            except OSError:
+                log.exception("journal write failed (%d lines)", len(group) - first)
+                failed.update(range(first, len(group)))
+                break
+            if written == len(data):
+                break
+            # Only a full disk does this to a regular file: the lines wholly written are in, the
+            # torn one is ended (and skipped on read), the rest are tried again.
+            at = 0
+            while at + len(group[first]) <= written:
+                at += len(group[first])
+                first += 1
+            failed.add(first)
+            log.error("short journal write (%d of %d bytes)", written, len(data))
+            self._end_torn()
+            data = data[at + len(group[first]) :]
+            first += 1
+        if failed:
+            JOURNAL_WRITE_FAILURES.inc(len(failed))
+        self.lines += len(group) - len(failed)
+        done.set_result(frozenset(failed))
         if self.lines >= self.max_lines:
             self.rotate()
 
@@ -313,6 +387,7 @@ class JournalWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._write_group()  # a group still queued is written before the segment is sealed
         if self._path is None:
             return
         if self.lines:

@@ -158,7 +158,7 @@ def make_redirect_handler(  # noqa: PLR0915
     ids = ClickIds()
     perf = time.perf_counter
     now_ns = time.time_ns
-    write = journal.write
+    submit = journal.submit
     observe = stats.observe
     cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
     if secure_cookie:
@@ -176,6 +176,10 @@ def make_redirect_handler(  # noqa: PLR0915
     h_ch_platform = istr("Sec-CH-UA-Platform")
     h_sec_purpose = istr("Sec-Purpose")
     h_purpose = istr("Purpose")
+    # The answer's names too: a Response built from istr keys costs 0.9 us, from str 1.3 us.
+    h_cache_control = hdrs.CACHE_CONTROL
+    h_location = hdrs.LOCATION
+    h_set_cookie = hdrs.SET_COOKIE
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         t0 = perf()
@@ -248,13 +252,14 @@ def make_redirect_handler(  # noqa: PLR0915
             line = encode_fallback(
                 fields[:3] + entry.journal_key.split(SEP) + fields[4:]
             ).rstrip("\n")
-        try:
-            write((line + "\n").encode("utf-8", "surrogateescape"))
-        except OSError:
+        # Written with the other clicks of this loop iteration, before any of them is answered.
+        written, index = submit((line + "\n").encode("utf-8", "surrogateescape"))
+        failed = await written
+        if failed and index in failed:
             # An answered redirect must be a recorded click; without a journal we cannot promise
-            # that, so the visitor is asked to retry rather than silently lost.
+            # that, so the visitor is asked to retry rather than silently lost (the journal
+            # logged why).
             stats.count_503 += 1
-            log.exception("journal write failed")
             return web.Response(status=503, text="temporarily unavailable",
                                 headers={"Retry-After": "1"})
         location = (
@@ -262,9 +267,9 @@ def make_redirect_handler(  # noqa: PLR0915
             if qs
             else f"{entry.prefix}rg_cid={cid}{entry.fragment}"
         )
-        resp_headers = {"Cache-Control": "private, no-store"}
+        resp_headers = {h_cache_control: "private, no-store"}
         if new_visitor:
-            resp_headers["Set-Cookie"] = f"{_VID}{signed}{cookie_tail}"
+            resp_headers[h_set_cookie] = f"{_VID}{signed}{cookie_tail}"
         if entry.browser_page:
             stats.count_200 += 1
             return web.Response(
@@ -272,7 +277,7 @@ def make_redirect_handler(  # noqa: PLR0915
                                                   signal_token(signing_key, cid)),
                 content_type="text/html", headers=resp_headers,
             )
-        resp_headers["Location"] = location
+        resp_headers[h_location] = location
         stats.count_302 += 1
         observe(perf() - t0)
         return web.Response(status=302, headers=resp_headers)
