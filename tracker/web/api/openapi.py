@@ -13,6 +13,10 @@ from tracker.web.api import API_PREFIX
 from tracker.web.api.errors import json_errors
 
 _ERROR = {"$ref": "#/components/responses/Error"}
+# Every operation that reads or writes the database: while none can be reached (a restart, a
+# failover, an unreachable read replica for a report) the answer is 503 with Retry-After,
+# never a half-applied change; retry the same request (with the same event_id).
+_UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
 _SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$", "description": "program slug"}
 _ID = {"type": "string", "minLength": 1, "maxLength": 128}
 _CHANNEL = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}
@@ -62,6 +66,7 @@ def _op(summary: str, roles: str, *, body: str | None = None, ok: int = 200,
             str(ok): {"description": "OK", "content": content},
             **{str(s): {"description": d, "content": content} for s, d in (also or {}).items()},
             **{str(s): _ERROR for s in (400, 401, 403, 404, 409, 413, 415, 422)},
+            "503": _UNAVAILABLE,
         },
     }
     if public:
@@ -1403,8 +1408,18 @@ def document() -> dict[str, Any]:
                 "signature": {"type": "apiKey", "in": "header", "name": "X-Refguard-Signature"},
             },
             "schemas": SCHEMAS,
-            "responses": {"Error": {"description": "Error", "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "responses": {
+                "Error": {"description": "Error", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Unavailable": {
+                    "description": "The database (or, for a report, the read replica) cannot "
+                                   "be reached: nothing was changed; retry after Retry-After "
+                                   "seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                "description": "seconds to wait"}},
+                    "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
         },
     }
 
