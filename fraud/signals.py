@@ -938,16 +938,26 @@ def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]]
     return out
 
 
+def _share_above_rest(totals: Mapping[str, int], hits: Mapping[str, int], program_total: int,
+                      program_hits: int, *, min_total: int, min_share: float
+                      ) -> dict[str, float]:
+    """Per referrer with at least `min_total` conversions of which at least `min_share` are
+    hits: the binomial p-value of its hits against the rate among the program's other
+    referrers' conversions (at least 0.02; BASELINE_MIN of them needed)."""
+    p_values: dict[str, float] = {}
+    for ref, n in totals.items():
+        k = hits[ref]
+        if n < min_total or k / n < min_share or program_total - n < BASELINE_MIN:
+            continue
+        rest = (program_hits - k) / max(program_total - n, 1)
+        p_values[ref] = _binom_above(k, n, max(rest, 0.02))
+    return p_values
+
+
 def _refund_findings(tally: _Tally) -> dict[str, Finding]:
     base = tally.reversed / max(tally.conversions, 1)
-    p_values: dict[str, float] = {}
-    for ref, n in tally.counts.items():
-        k = tally.refunds[ref]
-        if (n < REFUND_MIN_CONVERSIONS or k / n < REFUND_RATE
-                or tally.conversions - n < BASELINE_MIN):
-            continue
-        rest = (tally.reversed - k) / max(tally.conversions - n, 1)
-        p_values[ref] = _binom_above(k, n, max(rest, 0.02))
+    p_values = _share_above_rest(tally.counts, tally.refunds, tally.conversions, tally.reversed,
+                                 min_total=REFUND_MIN_CONVERSIONS, min_share=REFUND_RATE)
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         rate = tally.refunds[ref] / tally.counts[ref]
@@ -961,14 +971,9 @@ def _refund_findings(tally: _Tally) -> dict[str, Finding]:
 def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:
     if not tally.min_amount or not tally.with_amount_in_program:
         return {}
-    p_values: dict[str, float] = {}
-    for ref, n in tally.with_amount.items():
-        k = tally.at_min[ref]
-        if (n < MIN_AMOUNT_MIN_CONVERSIONS or k / n < MIN_AMOUNT_SHARE
-                or tally.with_amount_in_program - n < BASELINE_MIN):
-            continue
-        rest = (tally.at_min_in_program - k) / max(tally.with_amount_in_program - n, 1)
-        p_values[ref] = _binom_above(k, n, max(rest, 0.02))
+    p_values = _share_above_rest(tally.with_amount, tally.at_min, tally.with_amount_in_program,
+                                 tally.at_min_in_program, min_total=MIN_AMOUNT_MIN_CONVERSIONS,
+                                 min_share=MIN_AMOUNT_SHARE)
     out: dict[str, Finding] = {}
     lowest = tally.min_amount
     for ref in benjamini_hochberg(p_values):
