@@ -143,17 +143,21 @@ async def mark_stored_duplicates(conn: asyncpg.Connection, ordered: list[list[ob
 async def copy_rows(conn: asyncpg.Connection, ordered: list[list[object]],
                     partitions: dict[tuple[int, int], str]) -> None:
     """COPY the rows into their partitions in one transaction (UniqueViolationError if one of
-    them is stored already: nothing is then)."""
-    known = set(partitions.values())
-    groups = await partition_groups(conn, ordered, partitions)
+    them is stored already: nothing is then). `partitions` learns a partition only once rows
+    were copied into it and it was analyzed, so a failure in between (the database going
+    away) leaves it to be analyzed by the next batch."""
+    months = dict(partitions)
+    groups = await partition_groups(conn, ordered, months)
     async with conn.transaction():
         for name, part in groups:
             await conn.copy_records_to_table(name, records=part, columns=COLUMNS)
     # A partition this process had not written to yet may never have been analyzed (a new
     # month, a fresh database): without statistics the planner probes duplicates through the
     # primary key, every click of the program in the hour, until autovacuum comes by.
+    known = set(partitions.values())
     if fresh := [name for name, _ in groups if name not in known]:
         await queries.analyze(conn, fresh)
+    partitions.update(months)
 
 
 async def partition_groups(
