@@ -166,9 +166,16 @@ _DUPLICATE_KEYS = tuple(COLUMNS.index(c) for c in (
 
 
 async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]]) -> list[int]:
-    """Positions (from 0) of the rows (in COLUMNS order) that repeat a stored click."""
-    found = await conn.fetch(STORED_DUPLICATES_SQL,
-                             *([r[i] for r in rows] for i in _DUPLICATE_KEYS))
+    """Positions (from 0) of the rows (in COLUMNS order) that repeat a stored click.
+
+    Each row's probes are index look-ups (clicks_program_visitor, clicks_link_fingerprint and
+    its partial twin) whatever the planner's statistics say: statistics taken when the
+    partition was small (a new month, or just before an outage whose backlog then arrives at
+    once) make a scan of the partition per row look cheap, and the batch then takes minutes."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        found = await conn.fetch(STORED_DUPLICATES_SQL,
+                                 *([r[i] for r in rows] for i in _DUPLICATE_KEYS))
     return [r[0] - 1 for r in found]
 
 
