@@ -635,13 +635,16 @@ def _conversion_channel(conversion_id: str, referrer_id: str) -> str:
                ORDER BY t.position DESC LIMIT 1)"""
 
 
-_CREDITED = f"""
+# A stage of credited conversions `v` (their credits `cr`, referrers `r`); its WHERE follows.
+_CREDITS_OF = f"""
 SELECT r.external_id AS referrer, {_conversion_channel("v.id", "cr.referrer_id")} AS channel,
        {_trigger("cr.referrer_id", "v.occurred_at")} AS trigger,
        cr.credit::float8 AS weight, NULL::text AS visitor
 FROM credits cr
 JOIN conversions v ON v.program_id = cr.program_id AND v.id = cr.conversion_id
-JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
+JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id"""
+
+_CREDITED = _CREDITS_OF + f"""
 WHERE cr.program_id = $1 AND v.type = $4 AND {_in_range("v.occurred_at")}"""
 
 FUNNEL_STAGES = {
@@ -667,13 +670,7 @@ WHERE s.program_id = $1 AND {_in_range("s.occurred_at")}""",
     "renewals": _CREDITED,
     # A referred customer's first purchase (by its credit), when the customer bought or renewed
     # again 90 days or more after it; by the first purchase's time.
-    "retained_90d": f"""
-SELECT r.external_id AS referrer, {_conversion_channel("v.id", "cr.referrer_id")} AS channel,
-       {_trigger("cr.referrer_id", "v.occurred_at")} AS trigger,
-       cr.credit::float8 AS weight, NULL::text AS visitor
-FROM credits cr
-JOIN conversions v ON v.program_id = cr.program_id AND v.id = cr.conversion_id
-JOIN referrers r ON r.program_id = cr.program_id AND r.id = cr.referrer_id
+    "retained_90d": _CREDITS_OF + f"""
 WHERE cr.program_id = $1 AND v.type = 'purchase' AND {_in_range("v.occurred_at")}
   AND NOT EXISTS (SELECT 1 FROM conversions e
                   WHERE e.program_id = v.program_id AND e.customer_id = v.customer_id
