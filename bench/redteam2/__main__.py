@@ -28,6 +28,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from bench.redteam2.drive import Refguard, write_ndjson
@@ -54,11 +55,15 @@ def fmt(v: float | None, pct: bool = False) -> str:
     return f"{v * 100:5.1f}%" if pct else f"{v:.3f}"
 
 
-def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool,
-             geo: bool, ablate: bool = False) -> dict[str, Any]:
+def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool,  # noqa: PLR0913
+             geo: bool, ablate: bool = False,
+             make: Callable[[int, bool], Scenario] = Scenario,
+             prefix: str = "rt2") -> dict[str, Any]:
+    """One seed: `make(seed, quick)` draws the program (a Scenario or a subclass), the program
+    is called `<prefix>-<seed>`."""
     t0 = time.monotonic()
-    scen = Scenario(seed, quick)
-    slug = f"rt2-{seed}"
+    scen = make(seed, quick)
+    slug = f"{prefix}-{seed}"
     data = scen.finish(slug, anchor)
     gen_s = round(time.monotonic() - t0, 2)
     workdir = base / f"seed{seed}-{os.getpid()}"
@@ -170,21 +175,24 @@ def print_summary(summ: dict[str, Any]) -> None:
     row("seconds per seed", summ["seconds_per_seed"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.redteam2",
-                                 description=__doc__,
+def main(argv: list[str] | None = None, *, generator: str = "redteam2", doc: str | None = __doc__,
+         make: Callable[[int, bool], Scenario] = Scenario, prefix: str = "rt2") -> int:
+    """The command line; another red team built on this one (bench/redteam3) passes its own
+    name, docstring, scenario class and program slug prefix."""
+    ap = argparse.ArgumentParser(prog=f"python -m bench.{generator}",
+                                 description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="1-20", help="e.g. 1-20, 101-130 or 1,4,7")
     ap.add_argument("--quick", action="store_true", help="smaller programs (100-280 referrers, "
                     "3k-8k visitors)")
     ap.add_argument("--basetemp", type=Path,
-                    default=Path(tempfile.gettempdir()) / "h-rt" / "redteam2",
+                    default=Path(tempfile.gettempdir()) / "h-rt" / generator,
                     help="where each seed's data dir, geo databases and files go")
     ap.add_argument("--keep", action="store_true", help="keep each seed's folder")
     ap.add_argument("--no-geo", action="store_true", help="run without geo databases")
     ap.add_argument("--anchor", help="first day of the 60 (YYYY-MM-DD, UTC); default: they end "
                     "today at midnight")
-    ap.add_argument("--name", default="redteam2", help="results file name prefix")
+    ap.add_argument("--name", default=generator, help="results file name prefix")
     ap.add_argument("--ablate", action="store_true", help="also re-decide each seed without "
                     "each family of evidence and the supervised model, and "
                     "print the table (bench/redteam2/ablate.py)")
@@ -196,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
               else default_anchor())
     base = args.basetemp
     base.mkdir(parents=True, exist_ok=True)
-    print(f"redteam2: {len(seeds)} seed(s), {'quick' if args.quick else 'full'} programs, "
+    print(f"{generator}: {len(seeds)} seed(s), {'quick' if args.quick else 'full'} programs, "
           f"60 days from {anchor:%Y-%m-%d}, work in {base}", flush=True)
     runs = []
     for seed in seeds:
         record = run_seed(seed, args.quick, base, anchor, keep=args.keep,
-                          geo=not args.no_geo, ablate=args.ablate)
+                          geo=not args.no_geo, ablate=args.ablate, make=make,
+                          prefix=prefix)
         runs.append(record)
         print(seed_line(record), flush=True)
     summ = summarise(runs)
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         # The full-engine line must be the normal run: otherwise the recombination is wrong.
         if errors or any(summ["ablation"].get("full_differs", {}).values()):
             summ["failed"] = summ["failed"] or ["ablation"]
-    save(args.name, {"generator": "bench.redteam2", "quick": args.quick,
+    save(args.name, {"generator": f"bench.{generator}", "quick": args.quick,
                      "anchor": anchor.isoformat(), "argv": sys.argv[1:], "summary": summ,
                      "runs": runs})
     return 1 if summ["failed"] else 0
