@@ -113,6 +113,7 @@ MECHANISMS = ("coupon_leak", "emulator_farm", "account_factory", "refund_abuse",
 FRAUD_ROLES = frozenset(MECHANISMS)
 # The clean population's seed space: far from redteam2's tuning (1-20) and report (101-130) seeds.
 CLEAN_SEED_OFFSET = 300_000
+ACTOR_FLOOR = 8  # purchases a fraudulent referrer aims at, at least: enough for a referrer-level test
 
 COUPON_SITES = ("https://www.retailmenot.example/view/shop.example.com",
                 "https://www.couponfollow.example/site/shop.example.com",
@@ -247,7 +248,7 @@ class Scenario3(Scenario):
             ev = self.evasive(cfg)
             ref = self.operator("coupon_leak")
             self.friends(ref, rng.randint(0, 4))
-            n_buy = max(5, int(budget * rng.uniform(0.5, 1.5) / n_leaks))
+            n_buy = max(ACTOR_FLOOR, int(budget * rng.uniform(0.5, 1.5) / n_leaks))
             conv = rng.uniform(0.35, 0.7) if ev else rng.uniform(0.75, 0.95)
             sites = [s.format(id=b62(rng, 7).lower())
                      for s in rng.sample(COUPON_SITES, rng.randint(1, 3))]
@@ -289,7 +290,7 @@ class Scenario3(Scenario):
             ref = self.operator("emulator_farm")
             op_al, op_tz = rng.choice(OPERATORS)
             conv = rng.uniform(0.5, 0.9)
-            n_clicks = int(max(5, budget * rng.uniform(0.5, 1.5) / n_ops) / conv)
+            n_clicks = int(max(ACTOR_FLOOR, budget * rng.uniform(0.5, 1.5) / n_ops) / conv)
             days = rng.sample(range(HORIZON_DAYS), rng.randint(5, 30))
             tag = Tag(True, "emulator_farm", "rotated" if ev else "emulator", ev)
             for _ in range(n_clicks):
@@ -324,7 +325,7 @@ class Scenario3(Scenario):
             ev = self.evasive(cfg)
             ref = self.operator("account_factory")
             buy_p = rng.uniform(0.7, 1.0)
-            n_acc = int(max(5, budget * rng.uniform(0.5, 1.5) / n_ops) / buy_p)
+            n_acc = int(max(ACTOR_FLOOR, budget * rng.uniform(0.5, 1.5) / n_ops) / buy_p)
             tag = Tag(True, "account_factory", "templated" if ev else "disposable_sequence", ev)
             if ev:
                 template = rng.choice(TEMPLATES)
@@ -382,7 +383,7 @@ class Scenario3(Scenario):
             ev = self.evasive(cfg)
             ref = self.operator("refund_abuse")
             self.friends(ref, rng.randint(0, 3))
-            n_buy = max(5, int(budget * rng.uniform(0.5, 1.5) / n_ops))
+            n_buy = max(ACTOR_FLOOR, int(budget * rng.uniform(0.5, 1.5) / n_ops))
             refund_p = rng.uniform(0.4, 0.7) if ev else rng.uniform(0.85, 1.0)
             tag = Tag(True, "refund_abuse", "mixed" if ev else "after_hold", ev)
             refunded = 0
@@ -503,10 +504,14 @@ class Scenario3(Scenario):
 
     def finish(self, slug: str, anchor: datetime) -> dict[str, Any]:
         """redteam2's files and labels; a clean purchase on a link this red team's fraud also
-        used is tagged genuine_of_fraudster (redteam2 tags only its own roles)."""
+        used is tagged genuine_of_fraudster (redteam2 tags only its own roles), and refund
+        abuse's variants are split by whether the refund came within the 60 days (a reversed
+        reward counts as caught; the unrefunded ones need the referrer's history)."""
         data = super().finish(slug, anchor)
         dirty = {r.code for r in self.fraud_refs}
         for lab in data["labels"].values():
+            if lab["mech"] == "refund_abuse":  # the question is the ones not yet refunded
+                lab["variant"] += "-refunded" if lab["refunded"] else "-unrefunded"
             if not lab["fraud"] and lab["code"] in dirty and \
                     "genuine_of_fraudster" not in lab["tags"]:
                 lab["tags"].append("genuine_of_fraudster")
