@@ -26,9 +26,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from bench.redteam2.drive import Refguard, write_ndjson
@@ -55,7 +55,7 @@ def fmt(v: float | None, pct: bool = False) -> str:
     return f"{v * 100:5.1f}%" if pct else f"{v:.3f}"
 
 
-def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool,  # noqa: PLR0913
+def run_seed(seed: int, quick: bool, base: Path, anchor: datetime, *, keep: bool,
              geo: bool, ablate: bool = False,
              make: Callable[[int, bool], Scenario] = Scenario,
              prefix: str = "rt2") -> dict[str, Any]:

@@ -113,7 +113,7 @@ MECHANISMS = ("coupon_leak", "emulator_farm", "account_factory", "refund_abuse",
 FRAUD_ROLES = frozenset(MECHANISMS)
 # The clean population's seed space: far from redteam2's tuning (1-20) and report (101-130) seeds.
 CLEAN_SEED_OFFSET = 300_000
-ACTOR_FLOOR = 8  # purchases a fraudulent referrer aims at, at least: enough for a referrer-level test
+ACTOR_FLOOR = 8  # purchases a fraudulent referrer aims at, at least (a referrer-level test)
 
 COUPON_SITES = ("https://www.retailmenot.example/view/shop.example.com",
                 "https://www.couponfollow.example/site/shop.example.com",

@@ -1,6 +1,7 @@
 """bench/redteam3's generator keeps its own promises: a seed gives the same program, every
 mechanism plants labelled purchases with their traces, none of redteam2's fraud leaks in, and
-the planted rings name customers and referrers that exist. (The red team itself is a benchmark, not a test.)"""
+the planted rings name customers and referrers that exist. (The red team itself is a
+benchmark, not a test.)"""
 
 from __future__ import annotations
 
