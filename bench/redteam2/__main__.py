@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None, *, generator: str = "redteam2", doc: str
                     "each family of evidence and the supervised model, and "
                     "print the table (bench/redteam2/ablate.py)")
     args = ap.parse_args(argv)
-    seeds = parse_seeds(args.seeds)
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError:
+        ap.error(f"--seeds: not a list of numbers and ranges: {args.seeds!r}")
     if not seeds:
         ap.error("no seeds")
     anchor = (datetime.strptime(args.anchor, "%Y-%m-%d").replace(tzinfo=UTC) if args.anchor
