@@ -3,10 +3,15 @@
 The clean population is bench/redteam2's (genuine referrers with a power law of reach, their
 visitors and look-alikes: families, offices, campuses, carrier NAT, privacy browsers, travellers,
 VPN users, influencers, repeat buyers, genuine refunds), drawn from a seed space of its own so it
-is not a population redteam2 tuned on, plus one look-alike of this red team's own:
+is not a population redteam2 tuned on, plus two look-alikes of this red team's own:
 
-- campaign_burst: the merchant mails its customers; a few dozen dormant genuine referrers share
-  within hours of each other and their friends buy. Looks like a sleeper cell waking up.
+- campaign_burst: the merchant mails its customers; a few dozen of the less active genuine
+  referrers share within hours of each other and their friends buy. Looks like a sleeper cell
+  waking up.
+- expat: genuine referrers of a diaspora (Vietnamese, Indonesian, Russian, Bangladeshi,
+  Filipino) share in their community's group chat in the evening; their friends live in the
+  program's country (home networks, local carriers) but their browsers ask for their own
+  language, and they shop late. Looks like an emulator farm's language and hours.
 
 None of redteam2's fraud runs here. The fraud, each mechanism with a blatant and an evasive
 variant (every actor of a mechanism draws which, from the seed's evasive share):
@@ -170,6 +175,7 @@ class Scenario3(Scenario):
         people = super().organic()
         rng = self.rng
         self.campaign_burst()
+        self.expats()
         for mech in MECHANISMS:
             cfg: dict[str, Any] = {"evasive_share": round(rng.uniform(0, 1), 2)}
             getattr(self, mech)(cfg)
@@ -236,6 +242,27 @@ class Scenario3(Scenario):
                                channel, min(0.6, p.conv_rate * 2))
             info.append({"day": round(day, 1), "referrers": len(chosen)})
         p.looks["campaign_burst"] = {"campaigns": info}
+
+    def expats(self) -> None:
+        rng, p = self.rng, self.p
+        clean = [r for r in self.referrers if r.role == "clean"]
+        if rng.random() < 0.2 or not clean:
+            return
+        info = []
+        for ref in rng.sample(clean, min(len(clean), rng.randint(1, 3))):
+            locale = rng.choice(OPERATORS)[0].split(",")[0]
+            ref.person.locale = locale
+            conv = min(0.6, p.conv_rate * rng.uniform(1, 2.5))
+            n = rng.randint(5, 25)
+            for _ in range(n):
+                person = self.person(p.home)
+                person.locale = locale
+                day = rng.uniform(0, HORIZON_DAYS)
+                t = self.op_time(day, COUNTRIES[p.home][0], 19, 26)  # 19:00 to 02:00 local
+                self.visit(ref, person, t, Tag(False, "clean", tags=("expat",)),
+                           rng.choice(("whatsapp", "facebook", "copy")), conv)
+            info.append({"locale": locale, "visitors": n, "conv": round(conv, 2)})
+        p.looks["expat"] = {"referrers": info}
 
     # -- mechanisms ---------------------------------------------------------------------------
 
@@ -448,9 +475,9 @@ class Scenario3(Scenario):
                 referer, query = self.referer_query(rng.choice(("whatsapp", "sms", "copy")))
                 self.click(t, ref, ip, device.ua, self.al(person, device), vid, tag, referer,
                            query)
-                self.buy(person, device, t + rng.uniform(3, 45) * MINUTE, ip, vid,
-                         minimum_p=0.25 if ev else 0.6)
-                members.append(person.cid)
+                if self.buy(person, device, t + rng.uniform(3, 45) * MINUTE, ip, vid,
+                            minimum_p=0.25 if ev else 0.6) is not None:  # within the 60 days
+                    members.append(person.cid)
         self.rings.append({"name": "collusion_pool", "variant": tag.variant, "evasive": ev,
                            "members": sorted(members)})
         cfg.update(evasive=ev, referrers=k, operators=len(ops), referees=len(members) - k)
@@ -493,8 +520,9 @@ class Scenario3(Scenario):
                            query)
                 delay = (rng.uniform(2, 20) * MINUTE if not ev
                          else max(60.0, rng.lognormvariate(math.log(15 * MINUTE), 0.8)))
-                self.buy(person, device, t + delay, ip, vid, minimum_p=0.3 if ev else 0.8)
-                members.append(person.cid)
+                if self.buy(person, device, t + delay, ip, vid,
+                            minimum_p=0.3 if ev else 0.8) is not None:
+                    members.append(person.cid)
         self.rings.append({"name": "sleeper_cell", "variant": tag.variant, "evasive": ev,
                            "members": sorted(members)})
         cfg.update(evasive=ev, sleepers=k, day=round(day, 1), window_h=round(window / HOUR, 1),
