@@ -26,6 +26,17 @@ coupon_leak (deal_site | quiet_leak)
     coupon site's page (quiet: mostly no referer); buyers are ordinary people with no tie to the
     referrer or to each other (different devices, networks, mailboxes), normal amounts.
 
+brand_bidding (search_ads | cloaked)
+    A referrer buys search ads on the merchant's own brand name and points them at his link:
+    people searching for the shop (about to buy anyway) land through it and he is paid. The
+    bidder may have a few genuine friends too (clean). Traces: blatant, every click's referer is
+    a search engine and its query carries the ad click id (gclid, msclkid) and utm_medium=cpc;
+    clicks every day from the campaign's start, shaped like shopping hours, not like shares;
+    conversion rate 25-50 % (brand searchers), purchases minutes to hours after the click;
+    buyers with no tie to the referrer. Cloaked: the ad goes to the bidder's own landing page,
+    which forwards through the link: the referer is that one unrelated site (or none), no ad
+    parameters; conversion 15-35 %, a tail of purchases days later.
+
 emulator_farm (emulator | rotated)
     An operator abroad runs Android emulators through residential proxies in the program's
     country: each session a fresh cookie, a fresh residential address, a fresh customer.
@@ -85,6 +96,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -113,7 +125,7 @@ from bench.redteam2.world import (
     user_agent,
 )
 
-MECHANISMS = ("coupon_leak", "emulator_farm", "account_factory", "refund_abuse",
+MECHANISMS = ("coupon_leak", "brand_bidding", "emulator_farm", "account_factory", "refund_abuse",
               "collusion_pool", "sleeper_cell")
 FRAUD_ROLES = frozenset(MECHANISMS)
 # The clean population's seed space: far from redteam2's tuning (1-20) and report (101-130) seeds.
@@ -127,6 +139,11 @@ COUPON_SITES = ("https://www.retailmenot.example/view/shop.example.com",
                 "https://www.hotukdeals.example/vouchers/shop.example.com",
                 "https://knoji.example/promo-codes/shop-coupons/",
                 "https://www.reddit.com/r/coupons/comments/{id}/")
+# (referer the engine sends, click id parameter, utm_source)
+SEARCH_ENGINES = (("https://www.google.com/", "gclid", "google"),
+                  ("https://www.bing.com/", "msclkid", "bing"),
+                  ("https://duckduckgo.com/", "msclkid", "duckduckgo"))
+LANDING_WORDS = ("best-deals", "top-picks", "smart-shopper", "savings-hub", "review-zone")
 # Operator's Accept-Language and UTC offset (hours).
 OPERATORS = (("vi-VN,vi;q=0.9,en-US;q=0.8,en;q=0.7", 7.0),
              ("id-ID,id;q=0.9,en-US;q=0.8,en;q=0.7", 7.0),
@@ -266,6 +283,22 @@ class Scenario3(Scenario):
 
     # -- mechanisms ---------------------------------------------------------------------------
 
+    def shopper(self, ref: Referrer, tag: Tag, t: float, conv: float,  # noqa: PLR0917
+                delay: Callable[[], float], referer: str | None, query: str | None) -> None:
+        """Someone of the general population about to buy anyway, routed through `ref`'s link
+        at `t`: buys with probability `conv`, `delay()` after the click."""
+        rng = self.rng
+        person, _tags = self.plain_visitor()
+        device = person.devices[0]
+        ip = self.session_ip(person, device, t)
+        vid = self.session_vid(device)
+        self.click(t, ref, ip, device.ua, self.al(person, device), vid, tag, referer, query)
+        if rng.random() >= conv:
+            return
+        tp = t + delay()
+        pip = ip if tp - t < HOUR else self.session_ip(person, device, tp)
+        self.buy(person, device, tp, pip, vid)
+
     def coupon_leak(self, cfg: dict[str, Any]) -> None:
         rng = self.rng
         budget = self.budget3()
@@ -281,30 +314,58 @@ class Scenario3(Scenario):
                      for s in rng.sample(COUPON_SITES, rng.randint(1, 3))]
             posted = rng.uniform(0, 30)
             tag = Tag(True, "coupon_leak", "quiet_leak" if ev else "deal_site", ev)
+
+            def delay(ev: bool = ev) -> float:
+                if ev and rng.random() < 0.3:
+                    return rng.uniform(1, 48) * HOUR
+                return max(20.0, rng.lognormvariate(math.log((6 if ev else 3) * MINUTE), 0.8))
+
             n_clicks = int(n_buy / conv)
             for _ in range(n_clicks):
-                person, _tags = self.plain_visitor()
-                device = person.devices[0]
-                t = self.when(rng.uniform(posted, HORIZON_DAYS))
-                ip = self.session_ip(person, device, t)
                 referer = rng.choice(sites) if rng.random() < (0.25 if ev else 0.9) else None
                 query = (f"clickid={b62(rng, 16)}" if not ev and rng.random() < 0.5 else None)
-                vid = self.session_vid(device)
-                self.click(t, ref, ip, device.ua, self.al(person, device), vid, tag, referer,
-                           query)
-                if rng.random() >= conv:
-                    continue
-                if ev and rng.random() < 0.3:
-                    delay = rng.uniform(1, 48) * HOUR
-                else:
-                    delay = max(20.0, rng.lognormvariate(math.log(3 * MINUTE if not ev
-                                                                  else 6 * MINUTE), 0.8))
-                tp = t + delay
-                pip = ip if delay < HOUR else self.session_ip(person, device, tp)
-                self.buy(person, device, tp, pip, vid)
+                self.shopper(ref, tag, self.when(rng.uniform(posted, HORIZON_DAYS)), conv, delay,
+                             referer, query)
             info.append({"evasive": ev, "clicks": n_clicks, "conv": round(conv, 2),
                          "sites": len(sites), "posted_day": round(posted, 1)})
         cfg["leaks"] = info
+
+    def brand_bidding(self, cfg: dict[str, Any]) -> None:
+        rng = self.rng
+        budget = self.budget3()
+        n_bid = rng.randint(1, 2)
+        info = []
+        for _ in range(n_bid):
+            ev = self.evasive(cfg)
+            ref = self.operator("brand_bidding")
+            self.friends(ref, rng.randint(0, 3))
+            n_buy = max(ACTOR_FLOOR, int(budget * rng.uniform(0.5, 1.5) / n_bid))
+            conv = rng.uniform(0.15, 0.35) if ev else rng.uniform(0.25, 0.5)
+            engine = rng.choice(SEARCH_ENGINES)
+            landing = f"https://{rng.choice(LANDING_WORDS)}-{b62(rng, 5).lower()}.example/"
+            tag = Tag(True, "brand_bidding", "cloaked" if ev else "search_ads", ev)
+
+            def delay(ev: bool = ev) -> float:
+                if ev and rng.random() < 0.3:
+                    return rng.uniform(1, 72) * HOUR
+                return max(30.0, rng.lognormvariate(math.log(15 * MINUTE), 1.2))
+
+            start = rng.uniform(0, 20)
+            n_clicks = int(n_buy / conv)
+            for _ in range(n_clicks):
+                if ev:
+                    referer = landing + rng.choice(("", "deals", "best-price", "go"))
+                    referer = referer if rng.random() < 0.6 else None
+                    query = None
+                else:
+                    referer = engine[0]
+                    query = (f"{engine[1]}={b62(rng, 40)}&utm_source={engine[2]}&utm_medium=cpc"
+                             if rng.random() < 0.9 else None)
+                self.shopper(ref, tag, self.when(rng.uniform(start, HORIZON_DAYS)), conv, delay,
+                             referer, query)
+            info.append({"evasive": ev, "clicks": n_clicks, "conv": round(conv, 2),
+                         "engine": engine[2], "start_day": round(start, 1)})
+        cfg["bidders"] = info
 
     def emulator_farm(self, cfg: dict[str, Any]) -> None:
         rng, p, w = self.rng, self.p, self.world
