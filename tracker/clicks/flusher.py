@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -47,6 +49,9 @@ _I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_BOT, _I_DUP = (
     COLUMNS.index("fingerprint"), COLUMNS.index("is_bot"), COLUMNS.index("is_duplicate"),
 )
 _TIME_ORDER = itemgetter(_I_TS, COLUMNS.index("click_id"))
+FEW_COLLECTIONS = (100_000, 50, 100)  # gc thresholds while clicks are flushed or imported
+# One entry per few_collections() not left yet in this process: the thresholds before the first.
+_held: list[tuple[int, int, int]] = []
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
@@ -55,6 +60,24 @@ class FlushResult:
     bots: int
     duplicates: int
     bad_lines: int
+
+
+@contextlib.contextmanager
+def few_collections() -> Iterator[None]:
+    """The garbage collector's thresholds raised while a batch of clicks is enriched and
+    stored (or a file imported): every row is a container, so the default thresholds collect
+    every 700 rows, and each batch, alive across those collections, reaches the oldest
+    generation, whose collections then trace every cached address and device as well (a third
+    of the CPU of enriching a click). The rows form no cycles, so nothing waits any longer to
+    be freed. Nestable: the thresholds come back when the outermost holder leaves."""
+    _held.append(_held[0] if _held else gc.get_threshold())
+    gc.set_threshold(*FEW_COLLECTIONS)
+    try:
+        yield
+    finally:
+        original = _held.pop()
+        if not _held:
+            gc.set_threshold(*original)
 
 
 def mark_duplicates(rows: list[list[object]]) -> None:
@@ -246,6 +269,10 @@ class Flusher:
 
     async def flush_once(self) -> FlushResult | None:
         """Flush one batch; None when the journal is empty. Raises when PostgreSQL fails."""
+        with few_collections():
+            return await self._flush_batch()
+
+    async def _flush_batch(self) -> FlushResult | None:
         cpu = time.thread_time
         t0 = cpu()
         taken, clicks, bad = self._take_batch()
