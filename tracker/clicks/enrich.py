@@ -195,7 +195,7 @@ class Enricher:
         return (
             raw.program_id,
             raw.click_id,
-            EPOCH + timedelta(microseconds=raw.ts_us),
+            EPOCH + timedelta(0, 0, raw.ts_us),  # (by position: a keyword costs half as much)
             raw.link_id,
             raw.referrer_id,
             raw.code,

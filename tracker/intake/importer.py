@@ -203,14 +203,14 @@ def parse_click_line(text: str, links: dict[str, tuple[int, int, int]],
         raise LineError("click_id must be a UUID")
     program_id, link_id, referrer_id = link
     us = int(ts.timestamp()) * 1_000_000 + ts.microsecond
+    # In RawClick's order, by position: binding its 21 fields by keyword took a fifth of the
+    # CPU of reading a line. What an import does not carry (proxies' headers, client hints,
+    # Purpose, Accept, the query, the page mode) is empty.
     return RawClick(
-        ts_us=us, click_id=(click_id or derived_click_id(obj, ts)).lower(),
-        program_id=program_id, link_id=link_id, referrer_id=referrer_id, code=obj["code"],
-        visitor_id=optional.get("visitor_id", ""), new_visitor=False, peer=ip,
-        x_forwarded_for="", forwarded="", user_agent=obj["user_agent"],
-        accept_language=optional.get("accept_language", ""),
-        referer=optional.get("referer", ""), sec_ch_ua="", sec_ch_ua_mobile="",
-        sec_ch_ua_platform="", purpose="", accept="", query="", mode="",
+        us, (click_id or derived_click_id(obj, ts)).lower(), program_id, link_id, referrer_id,
+        obj["code"], optional.get("visitor_id", ""), False, ip, "", "", obj["user_agent"],
+        optional.get("accept_language", ""), optional.get("referer", ""), "", "", "", "", "",
+        "", "",
     )
 
 
