@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.flush_stages            # own embedded PostgreSQL, 50,000 clicks/shape
     .venv/bin/python -m bench.flush_stages --clicks 20000
+    .venv/bin/python -m bench.flush_stages --geoip     # with bench.geodb's databases, as
+                                                       # bench/redirect measures it
 
 Journal segments of synthetic clicks (5,000 a segment, as the flusher takes them) go through the
 flusher's own steps, one at a time, with the flusher's thread CPU (`time.thread_time`) and its
@@ -118,10 +120,14 @@ class Clock:
 async def measure(dsn: str, shape: str, clicks: int, link0: int,
                   geo_dir: Path | None = None) -> dict[str, Any]:
     """Per-click CPU (microseconds) of each stage for one shape, and the flush throughput."""
+    from fraud.useragents import parse_user_agent
     from geo.reader import GeoReader
 
     geo = GeoReader(geo_dir)
     enricher = Enricher(b"bench-secret", (), geo=geo)
+    # The user-agent parser compiles its rules on first use (0.4 s, once a process: 7 us a
+    # click of 50,000 if counted here), which a running flusher paid long ago.
+    parse_user_agent("Mozilla/5.0 (warm-up)")
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_clicks_noindex "
@@ -130,23 +136,24 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
         partitions: dict[tuple[int, int], str] = {}
         wall = 0.0
         for data in segments(shape, clicks, link0):
-            t0 = time.perf_counter()
-            clock.start()
-            raw = parse_segment(data, "bench")[0]
-            clock.stop("read")
-            rows = [enricher.row(c) for c in raw if isinstance(c, RawClick)]
-            clock.stop("enrich")
-            ordered = fl.prepare_rows(rows)
-            clock.stop("dedupe")
-            await fl.mark_stored_duplicates(conn, ordered)
-            clock.stop("probe")
-            await fl.copy_rows(conn, ordered, partitions)
-            clock.stop("copy")
-            wall += time.perf_counter() - t0
-            await _copy_plain(conn, ordered)
-            clock.stop("no index")
-            stored = await fl.store_clicks(conn, rows, partitions)
-            clock.stop("replay")
+            with fl.few_collections():  # as Flusher.flush_once holds it for a batch
+                t0 = time.perf_counter()
+                clock.start()
+                raw = parse_segment(data, "bench")[0]
+                clock.stop("read")
+                rows = [enricher.row(c) for c in raw if isinstance(c, RawClick)]
+                clock.stop("enrich")
+                ordered = fl.prepare_rows(rows)
+                clock.stop("dedupe")
+                await fl.mark_stored_duplicates(conn, ordered)
+                clock.stop("probe")
+                await fl.copy_rows(conn, ordered, partitions)
+                clock.stop("copy")
+                wall += time.perf_counter() - t0
+                await _copy_plain(conn, ordered)
+                clock.stop("no index")
+                stored = await fl.store_clicks(conn, rows, partitions)
+                clock.stop("replay")
             if stored[0]:
                 raise RuntimeError(f"the replay stored {stored[0]} clicks again")
         await conn.execute("DROP TABLE bench_clicks_noindex")
@@ -192,12 +199,20 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--clicks", type=int, default=50_000, help="clicks per shape (default 50000)")
     p.add_argument("--dsn", help="a migrated refguard database (default: an embedded one)")
+    p.add_argument("--geoip", action="store_true",
+                   help="enrich with the GeoIP databases bench.geodb writes (as bench/redirect)")
     args = p.parse_args(argv)
     if args.clicks < SEGMENT:
         p.error(f"--clicks must be at least {SEGMENT}")
     with tempfile.TemporaryDirectory(prefix="refguard-flush-") as tmp:
         dsn = args.dsn or _embedded(Path(tmp))
-        results = [asyncio.run(measure(dsn, shape, args.clicks, link0))
+        geo_dir = None
+        if args.geoip:
+            from bench.geodb import write_databases
+
+            geo_dir = Path(tmp) / "geoip"
+            write_databases(geo_dir)
+        results = [asyncio.run(measure(dsn, shape, args.clicks, link0, geo_dir))
                    for shape, link0 in (("wrk", 990_000_000), ("browsers", 990_000_100))]
     print("\n".join(report(results)))
     return 0

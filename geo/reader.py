@@ -22,10 +22,10 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,16 +188,32 @@ def _to_info(merged: dict[str, Any]) -> GeoInfo:
     )
 
 
-class GeoReader:
-    """All `.mmdb` files of a folder, cached lookups, hot reload."""
+def _address(ip: str) -> str | ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """What the readers are asked for `ip`: the text itself when it is the canonical text of
+    an address (the C reader parses that text as `ip_address` would, several times faster: the
+    cost of a first-seen address in the flusher), else the address `ip_address` reads in it;
+    None when it holds none."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            if socket.inet_ntop(family, socket.inet_pton(family, ip)) == ip:
+                return ip
+        except (OSError, ValueError):  # (ValueError: a NUL in the text)
+            continue
+    try:
+        return ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return None
 
-    def __init__(self, folder: Path | None, *, cache_size: int = 100_000,
-                 check_interval_s: float = 5.0) -> None:
+
+class GeoReader:
+    """All `.mmdb` files of a folder, hot reload. Lookups are not cached here: the enricher
+    caches what an address gives, geo included (a second cache of the same addresses cost a
+    first-seen address more than it saved)."""
+
+    def __init__(self, folder: Path | None, *, check_interval_s: float = 5.0) -> None:
         self.folder = folder
-        self.cache_size = cache_size
         self.check_interval_s = check_interval_s
         self._databases: tuple[LoadedDatabase, ...] = ()
-        self._cache: OrderedDict[str, GeoInfo] = OrderedDict()
         self._checked = 0.0
         self._lock = threading.Lock()  # one reloader at a time; lookups never take it
         if folder is not None:
@@ -258,7 +274,6 @@ class GeoReader:
             if fresh == self._databases:
                 return False
             self._databases = fresh
-            self._cache = OrderedDict()
             log.info("geo databases reloaded: %s", ", ".join(d.path.name for d in fresh))
             return True
         finally:
@@ -266,25 +281,14 @@ class GeoReader:
 
     def lookup(self, ip: str | None) -> GeoInfo:
         """What the databases say of `ip`; empty for a bad address or no databases."""
-        if not ip or not self._databases:
+        databases = self._databases  # (one set, should a reload replace it meanwhile)
+        if not ip or not databases:
             return EMPTY
-        cache = self._cache
-        hit = cache.get(ip)
-        if hit is not None:
-            return hit
-        info = self._lookup(ip)
-        cache[ip] = info
-        if len(cache) > self.cache_size:
-            cache.popitem(last=False)
-        return info
-
-    def _lookup(self, ip: str) -> GeoInfo:
-        try:
-            address = ipaddress.ip_address(ip.strip())
-        except ValueError:
+        address = _address(ip)
+        if address is None:
             return EMPTY
         merged: dict[str, Any] = {}
-        for database in self._databases:
+        for database in databases:
             try:
                 record = database.reader.get(address)
             except (ValueError, maxminddb.InvalidDatabaseError, OSError) as exc:

@@ -1,9 +1,10 @@
 """How the flusher stores clicks: straight COPY into the partition, the staging path for a replay,
 duplicates against stored clicks in both, and the enrichment caches giving what a cold
-enricher gives."""
+enricher gives; the garbage collector held back per batch."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from bench.geodb import write_db
 from geo.reader import GeoReader
 from tests.helpers import SECRET, insert_link
 from tracker.clicks.enrich import Enricher
-from tracker.clicks.flusher import store_clicks
+from tracker.clicks.flusher import FEW_COLLECTIONS, few_collections, store_clicks
 from tracker.clicks.journal import RawClick
 from tracker.clicks.redirect import VisitorIds
 
@@ -127,3 +128,17 @@ def test_visitor_ids_are_random_hex_and_unique_across_refills() -> None:
     made = [ids.new() for _ in range(3 * VisitorIds.BATCH + 7)]
     assert len(set(made)) == len(made)
     assert all(len(v) == 24 and int(v, 16) >= 0 for v in made)
+
+
+def test_the_collector_comes_back_as_it_was_when_the_last_batch_ends() -> None:
+    """Batches of two flushers in one process (the tests' apps) overlap at their awaits and
+    end in any order: the thresholds are held until the last ends, then are what they were."""
+    before = gc.get_threshold()
+    first, second = few_collections(), few_collections()
+    first.__enter__()
+    second.__enter__()
+    assert gc.get_threshold() == FEW_COLLECTIONS
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == FEW_COLLECTIONS
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before

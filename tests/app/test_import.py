@@ -272,6 +272,8 @@ async def test_imported_clicks_are_stored_as_the_redirects_flusher_stores_them(
                     "user_agent": UA, "click_id": "0195511a-4c00-7000-8000-00000000000g"}),
         json.dumps({"ts": "2025-03-01T10:00:00Z", "code": "al", "ip": "1.2.3.4",
                     "user_agent": "Mozilla/5.0 \ud800"}),  # a lone surrogate: not text
+        json.dumps({"ts": "2025-03-01T10:00:00Z", "code": "al", "ip": "1.2.3.4\u0000",
+                    "user_agent": UA}),  # a NUL after an address (the C check raised on it)
     ]
     clicks = tmp_path / "clicks.ndjson"
     clicks.write_text("\n".join(lines + bad) + "\n")
@@ -285,9 +287,9 @@ async def test_imported_clicks_are_stored_as_the_redirects_flusher_stores_them(
             try:
                 if imported:
                     result = await import_clicks(conn, clicks, enricher, workers=2)
-                    assert (result.read, result.stored) == (len(lines) + 4, len(lines))
+                    assert (result.read, result.stored) == (len(lines) + len(bad), len(lines))
                     assert [b.split(": ")[0] for b in result.bad] == [
-                        f"clicks.ndjson:{len(lines) + i}" for i in (1, 2, 3, 4)]
+                        f"clicks.ndjson:{len(lines) + i}" for i in range(1, len(bad) + 1)]
                     again = await import_clicks(conn, clicks, enricher, workers=2)
                     assert (again.stored, again.skipped_existing) == (0, len(lines))
                 else:

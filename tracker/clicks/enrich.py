@@ -38,21 +38,25 @@ SIGNAL_COLUMNS = ("program_id", "click_id", "click_ms", "signals", "webdriver", 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _canonical_ipv4(text: str) -> bytes | None:
+    """The packed address of an IPv4 address in its canonical text (what `ip_address` would
+    make of it, in C: several times as fast for an address not seen yet), else None."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):  # (ValueError: a NUL in the text)
+        return None
+    return packed if socket.inet_ntop(socket.AF_INET, packed) == text else None
+
+
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):  # Forwarded: for="[2001:db8::1]:4711"
         text = text[1 : text.find("]")] if "]" in text else text[1:]
     elif text.count(":") == 1:  # IPv4 with a port
         text = text.split(":", 1)[0]
-    try:
-        # The common case in C: an IPv4 address in its canonical text (what ip_address would
-        # make of it, twice as fast for an address not seen yet); anything else as before.
-        packed = socket.inet_pton(socket.AF_INET, text)
-    except OSError:
-        pass
-    else:
-        if socket.inet_ntop(socket.AF_INET, packed) == text:
-            return ipaddress.IPv4Address(packed)
+    packed = _canonical_ipv4(text)
+    if packed is not None:
+        return ipaddress.IPv4Address(packed)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -75,14 +79,20 @@ class ClientIp:
 
     def __init__(self, trusted: tuple[IPNetwork, ...]) -> None:
         self.trusted = trusted
-        self.resolve = lru_cache(maxsize=65536)(self._resolve)
 
     def _is_trusted(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(addr in net for net in self.trusted)
 
-    def _resolve(self, peer: str, xff: str, forwarded: str) -> tuple[str, bytes] | None:
+    def resolve(self, peer: str, xff: str, forwarded: str) -> tuple[str, bytes] | None:
         """The client address as text and packed bytes (asyncpg encodes inet from bytes
-        without parsing text again)."""
+        without parsing text again). Not cached: the enricher caches it with the rest of
+        what an address gives."""
+        if not self.trusted:
+            # The common case, with no address object: a peer in canonical IPv4 text is its
+            # own text.
+            packed = _canonical_ipv4(peer)
+            if packed is not None:
+                return peer, packed
         addr = _parse_ip(peer)
         if addr is None:
             return None
@@ -185,7 +195,7 @@ class Enricher:
         return (
             raw.program_id,
             raw.click_id,
-            EPOCH + timedelta(microseconds=raw.ts_us),
+            EPOCH + timedelta(0, 0, raw.ts_us),  # (by position: a keyword costs half as much)
             raw.link_id,
             raw.referrer_id,
             raw.code,
