@@ -1,5 +1,6 @@
-"""Attribution in batches: the same touches and credits however the backlog is cut, the fits of
-the data-driven models on exactly the journeys stored so far, and re-runs that change nothing.
+"""Attribution in batches: the same touches and credits however the backlog is cut, one fit of
+a data-driven model per program and run on exactly the journeys stored at its end (so its
+credits do not depend on the batch size either), and re-runs that change nothing.
 
 Clicks and conversions go straight into the database (no redirect), one program per model and
 window over the same story: bot and duplicate clicks, a click outside some windows, named clicks
@@ -10,6 +11,7 @@ refund and a visitor who never converts.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections import Counter
@@ -22,7 +24,6 @@ import pytest
 
 from attribution.models import Journey, Touch, heuristic_credits
 from tests.helpers import insert_link
-from tracker.db import job_lock
 from tracker.scoring import credits as attributing
 from tracker.scoring.credits import attribute_pending, load_journeys
 
@@ -120,36 +121,32 @@ async def everything(conn: asyncpg.Connection, pids: dict[str, int]) -> dict[str
     return {slug: await stored(conn, pid) for slug, pid in pids.items()}
 
 
-def check_fits(monkeypatch: pytest.MonkeyPatch, pids: dict[str, int]) -> list[int]:
-    """Every fit of a data-driven model must see exactly the journeys a fresh read of the
-    database gives at that point plus the batch's converting ones (what each batch read before
-    the journeys were kept in memory); the programs checked, one entry per batch."""
-    fitted: list[Counter[tuple[tuple[Hashable, ...], int, int]]] = []
-    checked: list[int] = []
-    real_fit, real_store = attributing.fit, attributing._store
+def spy_fits(monkeypatch: pytest.MonkeyPatch
+             ) -> dict[int, list[Counter[tuple[tuple[Hashable, ...], int, int]]]]:
+    """The journeys of every fit of a data-driven model, by program."""
+    fitted: dict[int, list[Counter[tuple[tuple[Hashable, ...], int, int]]]] = {}
+    real = attributing._fitted_credit_rows
 
-    def spy_fit(model: str, journeys: list[Journey]) -> Any:
-        fitted.append(Counter((j.referrers, j.conversions, j.lost) for j in journeys))
-        return real_fit(model, journeys)
+    def spy(pm: attributing.ProgramModel, journeys: list[Journey],
+            paths: dict[int, tuple[int, ...]]) -> list[tuple[object, ...]]:
+        fitted.setdefault(pm.program_id, []).append(
+            Counter((j.referrers, j.conversions, j.lost) for j in journeys))
+        return real(pm, journeys, paths)
 
-    async def spy_store(conn: asyncpg.Connection, program_id: int, ids: list[int],
-                        touch_rows: list[tuple[Any, ...]], credit_rows: list[tuple[Any, ...]]
-                        ) -> None:
-        slug = next(s for s, p in pids.items() if p == program_id)
-        if PROGRAMS[slug][0] in ("markov", "shapley"):
-            paths: dict[Any, list[Any]] = {}
-            for row in touch_rows:  # (program, conversion, position, referrer, ...)
-                paths.setdefault(row[1], []).append(row[3])
-            expected = Counter((j.referrers, j.conversions, j.lost)
-                               for j in await load_journeys(conn, program_id))
-            expected.update((tuple(p), 1, 0) for p in paths.values())
-            assert fitted[-1] == expected
-            checked.append(program_id)
-        await real_store(conn, program_id, ids, touch_rows, credit_rows)
+    monkeypatch.setattr(attributing, "_fitted_credit_rows", spy)
+    return fitted
 
-    monkeypatch.setattr(attributing, "fit", spy_fit)
-    monkeypatch.setattr(attributing, "_store", spy_store)
-    return checked
+
+async def check_one_fit_each(conn: asyncpg.Connection, pids: dict[str, int],
+                             fitted: dict[int, list[Counter[Any]]]) -> None:
+    """Each data-driven program was fitted once in the run, on exactly the journeys a fresh
+    read of the database gives after it: those attributed before, the run's own, the lost."""
+    driven = {pid for slug, pid in pids.items() if PROGRAMS[slug][0] in ("markov", "shapley")}
+    assert set(fitted) == driven
+    for pid in driven:
+        expected = Counter((j.referrers, j.conversions, j.lost)
+                           for j in await load_journeys(conn, pid))
+        assert fitted[pid] == [expected]
 
 
 async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothing(
@@ -160,11 +157,13 @@ async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothi
     pids = {slug: await story(conn, slug, model, window)
             for slug, (model, window) in PROGRAMS.items()}
 
-    checked = check_fits(monkeypatch, pids)
+    fitted = spy_fits(monkeypatch)
     monkeypatch.setattr(attributing, "BATCH", 2)  # 4 batches per program
     assert await attribute_pending(conn) == 7 * len(PROGRAMS)
-    assert len(checked) == 2 * 4
+    await check_one_fit_each(conn, pids, fitted)
+    fitted.clear()
     assert await attribute_pending(conn) == 0  # nothing left: a re-run changes nothing
+    assert fitted == {}
     small = await everything(conn, pids)
 
     for slug, (model, window) in PROGRAMS.items():
@@ -195,49 +194,53 @@ async def test_batches_give_the_same_touches_and_credits_and_reruns_change_nothi
                                 "external_id = 'b'", pids[slug])
         assert lost == [(b,)]
 
-    # Everything again, in one batch: the heuristic programs' touches and credits are the
-    # same, and nothing is stored twice.
+    # Everything again, in one batch: every program's touches and credits are the same, the
+    # data-driven ones' too (one fit per run, on the same journeys), and nothing is stored
+    # twice.
     await conn.execute("UPDATE conversions SET attributed_at = NULL")
     monkeypatch.setattr(attributing, "BATCH", 1000)
-    checked.clear()
     assert await attribute_pending(conn) == 7 * len(PROGRAMS)
-    assert len(checked) == 2
+    await check_one_fit_each(conn, pids, fitted)
     again = await everything(conn, pids)
-    for slug, (model, _window) in PROGRAMS.items():
-        if model not in ("markov", "shapley"):
-            assert again[slug] == small[slug], slug
-        else:
-            assert {e: t for e, (t, _) in again[slug].items()} == {
-                e: t for e, (t, _) in small[slug].items()}, slug
+    for slug in PROGRAMS:
+        assert {e: t for e, (t, _) in again[slug].items()} == {
+            e: t for e, (t, _) in small[slug].items()}, slug
+        for event, (_, shares) in again[slug].items():
+            assert shares == pytest.approx(small[slug][event][1], abs=1e-12), (slug, event)
     assert await conn.fetchval("SELECT count(*) FROM customer_visitors") == 3 * len(PROGRAMS)
 
 
-async def test_journeys_are_read_again_when_another_run_attributed_in_between(
+async def test_a_run_started_meanwhile_waits_for_the_data_driven_run_and_adds_nothing(
     conn: asyncpg.Connection, dsn: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A data-driven program's run holds the attribution lock from its first batch to its
+    credits, so another run (the job, clearance, the CLI) cannot attribute its conversions
+    with a fit of its own in between: it waits, then finds nothing left."""
     await conn.execute("SELECT refguard_ensure_click_partition($1)", T0 - timedelta(days=25))
     await conn.execute("SELECT refguard_ensure_click_partition($1)", T0)
-    pids = {"mk": await story(conn, "mk", "markov", 30)}
-    checked = check_fits(monkeypatch, pids)
-    batches: list[str] = []
+    pid = await story(conn, "mk", "markov", 30)
+    fitted = spy_fits(monkeypatch)
+    other = await asyncpg.connect(dsn)
+    meanwhile: list[asyncio.Task[int]] = []
+    real_gather = attributing._gather_batch
 
-    async def lock_then_interfere(conn: asyncpg.Connection, name: str) -> None:
-        batches.append(name)
-        if len(batches) == 2:  # between this run's batches, another attributes e3 (a's touch)
-            other = await asyncpg.connect(dsn)
-            await other.execute(
-                """INSERT INTO touchpoints (program_id, conversion_id, position, referrer_id,
-                       ts, via)
-                   SELECT c.program_id, c.id, 0, r.id, c.occurred_at, 'visitor'
-                   FROM conversions c JOIN referrers r
-                     ON r.program_id = c.program_id AND r.external_id = 'a'
-                   WHERE c.event_id = 'e3'""")
-            await other.execute("UPDATE conversions SET attributed_at = now() "
-                                "WHERE event_id = 'e3'")
-            await other.close()
-        await job_lock(conn, name)
+    async def gather_then_start_another(conn: asyncpg.Connection, pm: Any, after: Any) -> Any:
+        if not meanwhile:  # between this run's first and second batch
+            meanwhile.append(asyncio.create_task(attribute_pending(other)))
+            await asyncio.sleep(0.5)
+            assert not meanwhile[0].done()  # waiting for the lock
+        return await real_gather(conn, pm, after)
 
-    monkeypatch.setattr(attributing, "job_lock", lock_then_interfere)
+    monkeypatch.setattr(attributing, "_gather_batch", gather_then_start_another)
     monkeypatch.setattr(attributing, "BATCH", 2)
-    assert await attribute_pending(conn) == 6
-    assert len(checked) == 3
+    try:
+        assert await attribute_pending(conn) == 7
+        assert await asyncio.wait_for(meanwhile[0], 30) == 0
+    finally:
+        await other.close()
+    await check_one_fit_each(conn, {"mk": pid}, fitted)
+    # Stored once: every credited conversion's credits sum to 1.
+    assert await conn.fetchval(
+        "SELECT count(*) FROM (SELECT conversion_id FROM credits GROUP BY conversion_id "
+        "HAVING abs(sum(credit) - 1) > 1e-9) AS c") == 0
+    assert await conn.fetchval("SELECT count(DISTINCT conversion_id) FROM credits") == 5

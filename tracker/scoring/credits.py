@@ -118,7 +118,6 @@ class Journeys:
 
     converted: list[Journey]
     lost: dict[str, Journey]
-    as_of: int  # how many of the program's conversions were attributed when these were read
 
     def all(self) -> list[Journey]:
         return [*self.converted, *self.lost.values()]
@@ -131,11 +130,10 @@ class Journeys:
 
 
 async def read_journeys(conn: asyncpg.Connection, program_id: int) -> Journeys:
-    as_of = await queries.attributed_count(conn, program_id)
     converted = await queries.converted_paths(conn, program_id)
     lost = await queries.lost_paths(conn, program_id)
     return Journeys([Journey(path, conversions=1) for path in converted],
-                    {v: Journey(path, lost=1) for v, path in lost.items()}, as_of)
+                    {v: Journey(path, lost=1) for v, path in lost.items()})
 
 
 async def load_journeys(conn: asyncpg.Connection, program_id: int) -> list[Journey]:
@@ -159,29 +157,38 @@ ANALYZE_AFTER = 5_000
 async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = None) -> int:
     """Attribute every conversion not yet attributed; returns how many were processed.
 
-    Each batch holds the attribution job's lock, so the job, `refguard attribution run` and
-    clearance never attribute the same conversions at once. A data-driven model is fitted for
-    each batch on the journeys stored before it plus the batch's own; those are read once per
-    program and run and kept in memory (`Journeys`), so a backlog costs one read, not one per
-    batch, and every query of a batch is set-based over the batch (no per-conversion query)."""
+    The attribution job's lock is held throughout, so the job, `refguard attribution run` and
+    clearance never attribute the same conversions at once: for each batch under a heuristic
+    model, for the whole run of a program under a data-driven one. Every query of a batch is
+    set-based over the batch (no per-conversion query).
+
+    A data-driven model (markov, shapley) is fitted once per program and run, after the run has
+    gathered (and stored) the touchpoints of all its conversions: on every journey known then,
+    the conversions attributed before, the run's own, and the visitors no customer is known by.
+    Every conversion of the run is credited with that one fit, so its credits do not depend on
+    how the backlog is cut into batches; a later run fits again with what it brings and leaves
+    the credits stored before unchanged. The program's journeys are read once per run and kept
+    current in memory (`Journeys`), so a backlog costs one read, not one per batch."""
     done = 0
     for pm in await _program_models(conn, program_id):
-        journeys: Journeys | None = None
+        if pm.model in DATA_DRIVEN_MODELS:
+            async with conn.transaction():
+                await job_lock(conn, "attribution")
+                done += await _attribute_fitted(conn, pm)
+            continue
         after: tuple[datetime, int] | None = None
         while True:
             async with conn.transaction():
                 await job_lock(conn, "attribution")
-                if pm.model in DATA_DRIVEN_MODELS and (
-                        journeys is None
-                        or journeys.as_of != await queries.attributed_count(conn, pm.program_id)):
-                    # Once per program and run, under the lock; again if another run (clearance,
-                    # the CLI) attributed some between two batches of this one.
-                    journeys = await read_journeys(conn, pm.program_id)
-                n, fetched, after = await _attribute_batch(conn, pm, journeys, after)
-                if journeys is not None:
-                    journeys.as_of += n
-            done += n
-            if fetched < BATCH:
+                batch = await _gather_batch(conn, pm, after)
+                if batch.touches_of is not None:
+                    await _store(conn, pm.program_id, batch.ids,
+                                 _touch_rows(pm.program_id, batch.touches_of),
+                                 _heuristic_credit_rows(pm, batch.pending, batch.touches_of))
+                    await queries.mark_attributed(conn, pm.program_id, batch.ids)
+            done += len(batch.ids)
+            after = batch.after
+            if batch.fetched < BATCH:
                 break
     if done >= ANALYZE_AFTER:
         # Many new rows at once (an import, a backlog): fresh planner statistics for the
@@ -190,13 +197,72 @@ async def attribute_pending(conn: asyncpg.Connection, program_id: int | None = N
     return done
 
 
-async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel,
-                           journeys: Journeys | None, after: tuple[datetime, int] | None
-                           ) -> tuple[int, int, tuple[datetime, int] | None]:
-    """The next batch after `after`: (attributed, fetched, the last one's position)."""
+async def _attribute_fitted(conn: asyncpg.Connection, pm: ProgramModel) -> int:
+    """A data-driven program's run, in the caller's transaction: every batch's touchpoints
+    stored, then one fit on all journeys, then every conversion's credits."""
+    journeys: Journeys | None = None
+    paths: dict[int, tuple[int, ...]] = {}  # the run's credited conversions with touches
+    ids: list[int] = []
+    after: tuple[datetime, int] | None = None
+    while True:
+        batch = await _gather_batch(conn, pm, after)
+        if batch.touches_of is not None:
+            if journeys is None:  # read once, before the run stores touchpoints
+                journeys = await read_journeys(conn, pm.program_id)
+            await _store(conn, pm.program_id, batch.ids,
+                         _touch_rows(pm.program_id, batch.touches_of), [])
+            batch_paths = {cid: tuple(t.referrer_id for t in ts)
+                           for cid, ts in batch.touches_of.items() if ts}
+            # Its converting journeys; its customers' visitors are no longer lost.
+            journeys.add_batch(list(batch_paths.values()), batch.reached)
+            paths.update(batch_paths)
+            ids += batch.ids
+        after = batch.after
+        if batch.fetched < BATCH:
+            break
+    if journeys is None:
+        return 0
+    credit_rows = await asyncio.get_running_loop().run_in_executor(
+        None, _fitted_credit_rows, pm, journeys.all(), paths)
+    await queries.copy_credits(conn, credit_rows)
+    for i in range(0, len(ids), BATCH):
+        await queries.mark_attributed(conn, pm.program_id, ids[i:i + BATCH])
+    return len(ids)
+
+
+def _fitted_credit_rows(pm: ProgramModel, journeys: list[Journey],
+                        paths: dict[int, tuple[int, ...]]) -> list[tuple[object, ...]]:
+    """The model fitted once on `journeys`, then the credit rows of every path (conversion id
+    -> its referrers), in the table's COPY column order."""
+    if not paths:  # only refunds, or conversions without a touch: nothing to fit for
+        return []
+    fitted = fit(pm.model, journeys)
+    return [(pm.program_id, cid, referrer, pm.model, credit)
+            for cid, path in paths.items() for referrer, credit in fitted.credits(path).items()]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One batch of pending conversions with their touchpoints (None: none to attribute)."""
+
+    fetched: int  # how many pending ones were read (those left waiting included)
+    after: tuple[datetime, int] | None  # the last one's position, for the next batch
+    pending: list[PendingConversion]  # those attributed now
+    touches_of: dict[int, list[TouchRow]] | None  # per credited conversion
+    reached: set[str]  # visitors newly linked to the batch's customers
+
+    @property
+    def ids(self) -> list[int]:
+        return [r.id for r in self.pending]
+
+
+async def _gather_batch(conn: asyncpg.Connection, pm: ProgramModel,
+                        after: tuple[datetime, int] | None) -> Batch:
+    """The next batch after `after`: its conversions' touchpoints, the customers' new visitor
+    links stored."""
     fetched = await queries.pending_conversions(conn, pm.program_id, BATCH, after)
     if not fetched:
-        return 0, 0, after
+        return Batch(0, after, [], None, set())
     last = (fetched[-1].occurred_at, fetched[-1].id)
     named = sorted({(r.click_id, _uuid7_time(r.click_id)) for r in fetched if r.click_id},
                    key=lambda n: n[0])
@@ -206,21 +272,13 @@ async def _attribute_batch(conn: asyncpg.Connection, pm: ProgramModel,
     pending = [r for r in fetched
                if not (r.click_id and r.recent and r.click_id not in named_clicks)]
     if not pending:
-        return 0, len(fetched), last
+        return Batch(len(fetched), last, [], None, set())
     identity = await _identity(conn, pm.program_id, pending, named_clicks)
     touches_of = await _touchpoints(conn, pm, pending, identity.visitors_of)
     if identity.new_links:
         await queries.add_customer_visitors(conn, pm.program_id, sorted(identity.new_links))
-    fitted = None
-    if journeys is not None:
-        # Fitted with this batch's journeys converting, its customers' visitors not lost.
-        journeys.add_batch([tuple(t.referrer_id for t in ts) for ts in touches_of.values() if ts],
-                           {link.visitor_id for link in identity.new_links})
-        fitted = await asyncio.get_running_loop().run_in_executor(
-            None, fit, pm.model, journeys.all())
-    touch_rows, credit_rows = _rows(pm, pending, touches_of, fitted)
-    await _store(conn, pm.program_id, [r.id for r in pending], touch_rows, credit_rows)
-    return len(pending), len(fetched), last
+    return Batch(len(fetched), last, pending, touches_of,
+                 {link.visitor_id for link in identity.new_links})
 
 
 # -- identity: the clicks named by click id, the visitors named, the customers' known visitors --
@@ -329,21 +387,20 @@ def _uuid7_time(click_id: str) -> datetime | None:
 # -- credits: share each conversion out --------------------------------------------------------
 
 
-def _rows(pm: ProgramModel, pending: list[PendingConversion],
-          touches_of: dict[int, list[TouchRow]], fitted: MarkovModel | ShapleyModel | None
-          ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """The touchpoint rows and credit rows of the batch, in the tables' COPY column order."""
-    pid = pm.program_id
-    touch_rows: list[tuple[object, ...]] = []
-    credit_rows: list[tuple[object, ...]] = []
-    for r in pending:
-        touches = touches_of.get(r.id, [])
-        for pos, t in enumerate(touches):
-            touch_rows.append((pid, r.id, pos, t.referrer_id, t.click_id, t.ts, t.via))
-        for referrer, credit in credits_for(pm.model, touches, r.occurred_at,
-                                            pm.half_life_days, fitted).items():
-            credit_rows.append((pid, r.id, referrer, pm.model, credit))
-    return touch_rows, credit_rows
+def _touch_rows(program_id: int, touches_of: dict[int, list[TouchRow]]
+                ) -> list[tuple[object, ...]]:
+    """The touchpoint rows of a batch, in the table's COPY column order."""
+    return [(program_id, cid, pos, t.referrer_id, t.click_id, t.ts, t.via)
+            for cid, touches in touches_of.items() for pos, t in enumerate(touches)]
+
+
+def _heuristic_credit_rows(pm: ProgramModel, pending: list[PendingConversion],
+                           touches_of: dict[int, list[TouchRow]]) -> list[tuple[object, ...]]:
+    """The credit rows of a batch under a heuristic model, in the table's COPY column order."""
+    return [(pm.program_id, r.id, referrer, pm.model, credit)
+            for r in pending
+            for referrer, credit in credits_for(pm.model, touches_of.get(r.id, []),
+                                                r.occurred_at, pm.half_life_days, None).items()]
 
 
 # -- store ------------------------------------------------------------------------------------
@@ -352,9 +409,8 @@ def _rows(pm: ProgramModel, pending: list[PendingConversion],
 async def _store(conn: asyncpg.Connection, program_id: int, ids: list[int],
                  touch_rows: list[tuple[object, ...]], credit_rows: list[tuple[object, ...]]
                  ) -> None:
-    async with conn.transaction():
-        # A re-run after a crash between batches must not add twice.
-        await queries.delete_attribution(conn, program_id, ids)
-        await queries.copy_touchpoints(conn, touch_rows)
-        await queries.copy_credits(conn, credit_rows)
-        await queries.mark_attributed(conn, program_id, ids)
+    """Touchpoints and credits of these conversions (a data-driven run stores its credits
+    later, after the fit), replacing any a re-run after a crash would add twice."""
+    await queries.delete_attribution(conn, program_id, ids)
+    await queries.copy_touchpoints(conn, touch_rows)
+    await queries.copy_credits(conn, credit_rows)

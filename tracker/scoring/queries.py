@@ -235,12 +235,15 @@ async def analyze_attribution_tables(conn: asyncpg.Connection) -> None:
 
 
 async def converted_paths(conn: asyncpg.Connection, program_id: int) -> list[tuple[int, ...]]:
-    """The referrers of each credited conversion's stored touchpoints, in order."""
+    """The referrers of each attributed credited conversion's stored touchpoints, in order
+    (touchpoints left on a conversion not attributed, which a run is about to replace, are
+    not counted)."""
     rows = await conn.fetch(
         """SELECT array_agg(t.referrer_id ORDER BY t.position) AS path
            FROM touchpoints t JOIN conversions c
              ON c.program_id = t.program_id AND c.id = t.conversion_id
            WHERE t.program_id = $1 AND c.type = ANY($2::text[])
+             AND c.attributed_at IS NOT NULL
            GROUP BY t.conversion_id""",
         program_id, list(CREDITED_TYPES),
     )
