@@ -37,7 +37,7 @@ from tracker.web import keys
 
 
 class RedirectProtocol(RequestHandler):
-    __slots__ = ("_fast", "_fast_message", "_held", "_peer", "_server")
+    __slots__ = ("_fast", "_fast_message", "_held", "_loop_started", "_peer", "_server")
 
     def __init__(self, manager: RedirectServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -46,6 +46,13 @@ class RedirectProtocol(RequestHandler):
         self._fast_message: RawRequestMessage | None = None  # a click waiting for the journal
         self._held = b""  # what arrived meanwhile
         self._peer: str | None = None
+        # aiohttp's request loop is a task that starts a loop iteration after the connection:
+        # a request that comes before it does finds it idle all the same.
+        self._loop_started = False
+
+    async def start(self) -> None:
+        self._loop_started = True
+        await super().start()
 
     def data_received(self, data: bytes) -> None:
         if self._fast_message is not None:
@@ -54,7 +61,7 @@ class RedirectProtocol(RequestHandler):
             self._pause_reading_for_buffer()
             return
         waiter = self._waiter
-        if waiter is None or self._messages:
+        if self._messages or (waiter is None and self._loop_started):
             # aiohttp's loop is handling a request of this connection: it keeps the order.
             super().data_received(data)
             return
@@ -66,23 +73,35 @@ class RedirectProtocol(RequestHandler):
         finally:
             self._waiter = waiter
         messages = self._messages
-        if len(messages) == 1:
-            message, payload = messages[0]
-            if (
-                payload is EMPTY_PAYLOAD
-                and type(message) is RawRequestMessage
-                and message.version == HttpVersion11
-                and not message.upgrade
-                and hdrs.EXPECT not in message.headers
-                and self._fast(message, self._peer or self._peername(), self._fast_answered)
-            ):
-                messages.popleft()
-                self._fast_message = message
-                # As while aiohttp's handler runs: a graceful shutdown waits for the answer.
-                self._request_in_progress = True
-                return
-        if messages and not waiter.done():
+        if len(messages) == 1 and self._take(*messages[0]):
+            messages.popleft()
+            return
+        if messages and waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _take(self, message: object, payload: object) -> bool:
+        """Whether the fast path answers this request (then it was journaled)."""
+        if type(message) is not RawRequestMessage:  # aiohttp's parse error: its 400
+            return False
+        if (
+            payload is not EMPTY_PAYLOAD
+            or message.version != HttpVersion11
+            or message.upgrade
+            or hdrs.EXPECT in message.headers
+            # A client that does not read its answers: aiohttp's writer waits for it to drain
+            # (and so stops reading), the fast path would not.
+            or self._paused
+        ):
+            return False
+        try:
+            taken = self._fast(message, self._peer or self._peername(), self._fast_answered)
+        except Exception:  # noqa: BLE001 (aiohttp's handler meets it again and answers 500)
+            return False
+        if taken:
+            self._fast_message = message
+            # As while aiohttp's handler runs: a graceful shutdown waits for the answer.
+            self._request_in_progress = True
+        return taken
 
     def _peername(self) -> str:
         """The peer's address as aiohttp's `request.remote` gives it (read once)."""
