@@ -66,6 +66,21 @@ def normalized(answer: bytes) -> str:
     return re.sub(r"Date: [^\r]+", "Date: D", text)
 
 
+def cid_in(answer: bytes) -> str:
+    location = re.search(rb"\r\nLocation: (\S+)", answer)
+    assert location is not None
+    return click_id(location[1].decode())
+
+
+async def stored(conn: asyncpg.Connection, cid: str) -> dict[str, Any]:
+    """A stored click without what differs between two clicks of one visitor by design: its
+    id, times, visitor id (a new visitor each) and whether it repeats an earlier click."""
+    row = await conn.fetchrow("SELECT * FROM clicks WHERE click_id = $1", cid)
+    assert row is not None
+    return {k: v for k, v in dict(row).items()
+            if k not in ("click_id", "ts", "received_at", "visitor_id") and "dup" not in k}
+
+
 @pytest.fixture
 async def plain(tmp_path: Path, dsn: str, aiohttp_client: ClientFactory) -> Client:
     """The same application served by aiohttp alone (its own data folder, the same database)."""
@@ -87,13 +102,19 @@ async def test_fast_answers_are_aiohttps_answers(
         get("/r/alice1?utm_source=mail&x=%C3%A9&rg_cid=forged", returning),
         get("/r/alice1?a=1", "Connection: close"),
     ]
+    pairs = []
     for request in cases:
         fast = (await exchange(client, request))[0]
         slow = (await exchange(plain, request))[0]
         assert normalized(fast) == normalized(slow)
         assert fast.startswith(b"HTTP/1.1 302 Found\r\n")
+        pairs.append((cid_in(fast), cid_in(slow)))
     assert fast_answers(client) == 1 + len(cases)
     assert await wait_for_clicks(conn, 1 + 2 * len(cases)) == 1 + 2 * len(cases)
+    # And the same click is stored: every column but what differs between two clicks anyway.
+    for fast_cid, slow_cid in pairs:
+        fast_row, slow_row = [await stored(conn, cid) for cid in (fast_cid, slow_cid)]
+        assert fast_row == slow_row
 
 
 async def test_the_answer_waits_for_the_journal(

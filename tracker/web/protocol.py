@@ -129,7 +129,7 @@ class RedirectProtocol(RequestHandler):
             self._server.requests_count += 1
             self._server.fast_answers += 1
             transport = self.transport
-            if transport is not None:
+            if transport is not None and not transport.is_closing():
                 transport.write(head + self._server.tail(message.should_close))
                 if message.should_close or self._close:
                     transport.close()
