@@ -38,6 +38,8 @@ from tracker.web import keys
 
 
 class RedirectProtocol(RequestHandler):
+    """aiohttp's connection protocol, offering each request to the redirect's fast path first."""
+
     __slots__ = ("_fast", "_fast_message", "_held", "_loop_started", "_peer", "_server")
 
     def __init__(self, manager: RedirectServer, **kwargs: Any) -> None:
@@ -47,8 +49,8 @@ class RedirectProtocol(RequestHandler):
         self._fast_message: RawRequestMessage | None = None  # a click waiting for the journal
         self._held = b""  # what arrived meanwhile
         self._peer: str | None = None
-        # aiohttp's request loop is a task that starts a loop iteration after the connection:
-        # a request that comes before it does finds it idle all the same.
+        # aiohttp's request loop is a task that (on Python 3.11) starts an event-loop iteration
+        # after the connection: a request that comes before it finds it idle all the same.
         self._loop_started = False
 
     async def start(self) -> None:
