@@ -44,7 +44,8 @@ duplicate probe, the COPY, the indexes' share of it, the replay path), `--stage-
 The workers' own split (handler, aiohttp, journal write, metrics) is in the py-spy profile.
 
 When b/a misses its target with 1 worker and keep-alive (or with --profile always), py-spy samples
-one refguard worker and one bare worker under the same load; the summary shows where the event
+one refguard worker and one bare worker under the same load (`--profile-mode close`: that case,
+under `Connection: close` load); the summary shows where the event
 loop and the redirect handler spend their time (folded stacks are kept next to the JSON).
 
 Results are printed as a table and written to bench/results/redirect-<timestamp>.json.
@@ -511,6 +512,7 @@ class Config:
     wrk: str
     geoip: str = "both"  # off: refguard; on: refguard+geo; both: the two
     stage_clicks: int = 50_000  # bench.flush_stages' clicks per shape; 0: not measured
+    profile_mode: str = "keepalive"  # the wrk connection mode py-spy samples under
 
 
 def servers_for(cfg: Config) -> tuple[str, ...]:
@@ -844,7 +846,7 @@ class Bench:
         return checks
 
     def wants_profile(self, n: int, mode: str) -> bool:
-        if self.profile is not None or n != 1 or mode != "keepalive":
+        if self.profile is not None or n != 1 or mode != self.cfg.profile_mode:
             return False
         if self.cfg.profile == "never":
             return False
@@ -879,9 +881,10 @@ class Bench:
         RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
         out = RESULTS / f"redirect-{stamp}-profile-{server.kind}.folded"
-        say(f"  profiling {server.kind} worker {pid} with py-spy for {seconds}s under keep-alive "
-            "load")
-        wrk = subprocess.Popen(wrk_argv(self.cfg, server.url(code), seconds + 2, close=False),
+        mode = self.cfg.profile_mode
+        say(f"  profiling {server.kind} worker {pid} with py-spy for {seconds}s under {mode} load")
+        wrk = subprocess.Popen(wrk_argv(self.cfg, server.url(code), seconds + 2,
+                                        close=mode == "close"),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             time.sleep(1.0)
@@ -902,6 +905,7 @@ class Bench:
         with contextlib.suppress(RuntimeError):
             summary["wrk_rps_while_profiling"] = parse_wrk(wrk_text).rps
         summary["folded_file"] = str(out.relative_to(ROOT))
+        summary["mode"] = mode
         summary["worker_pid"] = pid
         return summary
 
@@ -921,7 +925,9 @@ class Bench:
 # -- profile summary -----------------------------------------------------------------------------
 
 _SITE = re.compile(r"^.*?/(?:site|dist)-packages/")
-_REDIRECT_FRAME = re.compile(r"(?:^|\.)redirect \(tracker/clicks/redirect\.py:\d+\)$")
+# aiohttp's handler, the fast path, and the fast path's answers once their journal group is written
+_REDIRECT_FRAME = re.compile(
+    r"(?:^|\.)(?:redirect|fast|answer_group) \(tracker/clicks/redirect\.py:\d+\)$")
 
 
 def _short(frame: str) -> str:
@@ -1230,7 +1236,8 @@ def print_profile(profile: dict[str, Any] | None) -> None:
         if "skipped" in prof:
             say(f"profile of {kind}: skipped ({prof['skipped']})")
             continue
-        say(f"profile of the {kind} worker (pid {prof['worker_pid']}, keep-alive, 1 worker, "
+        say(f"profile of the {kind} worker (pid {prof['worker_pid']}, {prof.get('mode')}, "
+            "1 worker, "
             f"{prof.get('wrk_rps_while_profiling', 0):,.0f} req/s while sampled): event loop "
             f"busy {prof['main_thread_busy']}, other threads {prof['other_threads_busy']}"
             + (f", redirect handler {prof['redirect_handler_pct']}% of the loop's samples"
@@ -1327,6 +1334,8 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
                    help="py-spy the refguard worker under keep-alive load with 1 worker: when b/a "
                         "misses its target (auto, default), always, or never")
+    p.add_argument("--profile-mode", choices=["keepalive", "close"], default="keepalive",
+                   help="the connection mode the profile is taken under (default keepalive)")
     p.add_argument("--profile-seconds", type=int,
                    help="py-spy sampling seconds (default 5; 3 with --quick)")
     p.add_argument("--drain-timeout", type=float, default=120.0,
@@ -1358,7 +1367,7 @@ def parse_args(argv: list[str] | None) -> Config:
     return Config(
         duration=duration, warmup=args.warmup, connections=args.connections,
         threads=args.threads, timeout=args.timeout, workers=args.workers, modes=args.modes,
-        rounds=args.rounds, profile=args.profile,
+        rounds=args.rounds, profile=args.profile, profile_mode=args.profile_mode,
         profile_seconds=max(1, args.profile_seconds or (3 if args.quick else 5)),
         drain_timeout=args.drain_timeout, keep_tmp=args.keep_tmp, wrk=wrk, geoip=args.geoip,
         stage_clicks=(args.stage_clicks if args.stage_clicks is not None

@@ -25,6 +25,7 @@ from tests.helpers import (
     TEMPLATE,
     ClientFactory,
     PgServer,
+    WorkerServer,
     create_database,
     drop_database,
     make_settings,
@@ -109,7 +110,8 @@ async def client(
     settings: Settings, aiohttp_client: ClientFactory
 ) -> TestClient[web.Request, web.Application]:
     # No cookie jar: tests send rg_vid explicitly, like distinct visitors would or would not.
-    return await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    # Served as the workers serve: GET /r/{code} of a known link takes the fast path.
+    return await aiohttp_client(WorkerServer(create_app(settings)), cookie_jar=DummyCookieJar())
 
 
 @pytest.fixture

@@ -17,10 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from tracker import db
 from tracker.settings import Settings
+from tracker.web.protocol import WorkerRunner
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -30,6 +32,14 @@ TEMPLATE = "refguard_template"
 
 
 SECRET = b"test-secret-key-0123456789abcdef"
+
+
+class WorkerServer(TestServer):
+    """A test server that serves as `refguard serve`'s workers do: the redirect's fast path
+    ahead of the application (tracker.web.protocol)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return WorkerRunner(self.app, **kwargs)
 
 
 class PgServer:

@@ -13,6 +13,11 @@ click id seen in a landing URL no longer lets anyone add clicks to its visitor (
 What is stored and shown as `visitor_id` is the id alone. Keyed BLAKE2b rather than HMAC-SHA256:
 the same strength as a truncated HMAC, at a third of its cost here (0.5 against 1.3 us).
 
+Two ways in share the click: aiohttp's handler, and a fast path that the worker's connection
+protocol (tracker.web.protocol) offers a plain GET before aiohttp builds a request, a task and a
+Response for it; the fast path answers only an enabled link in memory with a plain 302, from a
+prebuilt head, once the click's journal group is written, and declines everything else.
+
 The visitor's query is added to the destination's, but never one of its keys: a key the
 destination sets itself (`coupon=`) or `rg_cid` in any spelling that decodes or that a backend
 folds into that name (`rg%5Fcid`, `rg.cid`, `rg_cid[]`) is dropped, so neither the merchant's
@@ -22,6 +27,7 @@ own parameters nor the click id can be overridden by whoever writes the link.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -30,12 +36,14 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import StreamReader, hdrs, web
+from aiohttp.http import RawRequestMessage
 from markupsafe import Markup
-from multidict import istr
+from multidict import CIMultiDictProxy, istr
 
 from tracker.clicks.journal import (
     N_SEPARATORS,
@@ -59,6 +67,11 @@ SIGNALS_READ_S = 10.0  # the beacon's body must arrive within this
 _CID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The fast path's answer for one request: the head of its 302 once the click is journaled, or
+# None when the click could not be written (aiohttp's handler then takes the request).
+FastAnswer = Callable[[bytes | None], None]
+# (request, the connection's peer address, where the answer goes) -> whether it took it.
+FastRedirect = Callable[[RawRequestMessage, str, FastAnswer], bool]
 
 
 VISITOR_ID_BYTES = 12  # 96 random bits: 24 hex digits
@@ -136,9 +149,23 @@ def signal_token(key: bytes, click_id: str) -> str:
     return hmac.new(key, click_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-# One closure over local names on purpose: the per-request path makes no extra calls and no
-# attribute look-ups (measured by bench/redirect), so it stays long and flat.
-def make_redirect_handler(  # noqa: PLR0915
+class Redirect(NamedTuple):
+    """The redirect's two ways in, over one journal and one set of counters.
+
+    `handler` is aiohttp's handler for `GET /r/{code}` and answers every case. `fast` is called
+    by a worker's connection protocol (tracker.web.protocol.RedirectProtocol) ahead of aiohttp,
+    for a plain HTTP/1.1 GET without a body: it takes a request only for an enabled link that is
+    in memory and answers with a plain 302 (no fingerprint page), and returns False for anything
+    else, which aiohttp then routes as always (unknown codes, HEAD, other methods and paths).
+    """
+
+    handler: Handler
+    fast: FastRedirect
+
+
+# Closures over local names on purpose: the per-request path makes no attribute look-ups
+# (measured by bench/redirect); `click` and `visitor_query` are what its two ways in share.
+def make_redirect(  # noqa: PLR0915
     links: LinkCache,
     journal: JournalWriter,
     stats: RedirectStats,
@@ -146,7 +173,7 @@ def make_redirect_handler(  # noqa: PLR0915
     visitor_signing_key: bytes,
     secure_cookie: bool = False,
     signing_key: bytes = b"",
-) -> Handler:
+) -> Redirect:
     if not visitor_signing_key:
         raise ValueError("the visitor cookie needs a signing key")
     vkey = visitor_signing_key
@@ -181,48 +208,37 @@ def make_redirect_handler(  # noqa: PLR0915
     h_location = hdrs.LOCATION
     h_set_cookie = hdrs.SET_COOKIE
 
-    async def redirect(request: web.Request) -> web.StreamResponse:
-        t0 = perf()
-        code = request.match_info["code"]
-        entry = get_link(code)
-        if entry is None:
-            # Possibly created a moment ago on another worker: one look-up, then remembered.
-            entry = await links.lookup_missing(code)
-        if entry is None or not entry.enabled:
-            return _not_served(stats, entry)
-        headers = request.headers
-        getall = headers.getall
+    def visitor_query(entry: LinkEntry, raw_path: str) -> str:
+        """The visitor's query as the destination takes it."""
+        q = raw_path.find("?")
+        if q < 0:
+            return ""
+        qs = raw_path[q + 1 :]
+        # Parsed only when something in it could clash: the destination has a query of its
+        # own, or the visitor's could spell rg_cid or need escaping.
+        taken = entry.taken
+        if (len(taken) > 1 or "cid" in qs or "%" in qs or "+" in qs or "[" in qs
+                or "#" in qs or not qs.isascii()):
+            qs = _clean_query(qs, taken)
+        return qs
+
+    def click(
+        entry: LinkEntry, qs: str, headers: CIMultiDictProxy[str], remote: str
+    ) -> tuple[bytes, str, str, str]:
+        """A new click: its journal line, its id, the Location it answers with, and the visitor
+        cookie to set ("" for a returning visitor)."""
         cookie = headers.get(h_cookie)
         vid = _visitor_from_cookie(cookie, vkey) if cookie else ""
-        raw_path = request.raw_path
-        q = raw_path.find("?")
-        qs = raw_path[q + 1 :] if q >= 0 else ""
-        if qs:
-            # Parsed only when something in it could clash: the destination has a query of
-            # its own, or the visitor's could spell rg_cid or need escaping.
-            taken = entry.taken
-            if (len(taken) > 1 or "cid" in qs or "%" in qs or "+" in qs or "[" in qs
-                    or "#" in qs or not qs.isascii()):
-                qs = _clean_query(qs, taken)
-        if request.method == "HEAD":
-            # Answered like a GET (link checkers follow it) but not a click: no id, no record.
-            stats.count_302 += 1
-            return web.Response(
-                status=302,
-                headers={
-                    "Location": entry.prefix + qs + entry.fragment if qs else entry.destination,
-                    "Cache-Control": "private, no-store",
-                },
-            )
         ns = now_ns()
         cid = ids.new(ns)
         new_visitor = not vid
+        set_cookie = ""
         if new_visitor:
             # A random id, never the click id (that one is shown in the landing URL), signed.
             vid = new_visitor_id()
             mac = mac_state.copy()
             mac.update(vid.encode())
-            signed = f"{vid}.{mac.hexdigest()}"
+            set_cookie = f"{_VID}{vid}.{mac.hexdigest()}{cookie_tail}"
         fields = [
             VERSION,
             str(ns // 1000),
@@ -230,12 +246,12 @@ def make_redirect_handler(  # noqa: PLR0915
             entry.journal_key,
             vid,
             "1" if new_visitor else "",
-            request.remote or "",  # the connection's peer, kept by aiohttp (no syscall)
+            remote,
             # Every line of these, in order: a proxy may append its own line after the
             # client's, and the client's own is never the one to believe. (Most requests
             # carry neither: one look-up each then.)
-            ", ".join(getall(h_xff)) if h_xff in headers else "",
-            ", ".join(getall(h_fwd)) if h_fwd in headers else "",
+            ", ".join(headers.getall(h_xff)) if h_xff in headers else "",
+            ", ".join(headers.getall(h_fwd)) if h_fwd in headers else "",
             headers.get(h_ua, ""),
             headers.get(h_lang, ""),
             headers.get(h_referer, ""),
@@ -252,8 +268,37 @@ def make_redirect_handler(  # noqa: PLR0915
             line = encode_fallback(
                 fields[:3] + entry.journal_key.split(SEP) + fields[4:]
             ).rstrip("\n")
+        location = (
+            f"{entry.prefix}{qs}&rg_cid={cid}{entry.fragment}"
+            if qs
+            else f"{entry.prefix}rg_cid={cid}{entry.fragment}"
+        )
+        return (line + "\n").encode("utf-8", "surrogateescape"), cid, location, set_cookie
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        t0 = perf()
+        code = request.match_info["code"]
+        entry = get_link(code)
+        if entry is None:
+            # Possibly created a moment ago on another worker: one look-up, then remembered.
+            entry = await links.lookup_missing(code)
+        if entry is None or not entry.enabled:
+            return _not_served(stats, entry)
+        qs = visitor_query(entry, request.raw_path)
+        if request.method == "HEAD":
+            # Answered like a GET (link checkers follow it) but not a click: no id, no record.
+            stats.count_302 += 1
+            return web.Response(
+                status=302,
+                headers={
+                    "Location": entry.prefix + qs + entry.fragment if qs else entry.destination,
+                    "Cache-Control": "private, no-store",
+                },
+            )
+        # request.remote: the connection's peer, kept by aiohttp (no syscall)
+        line, cid, location, set_cookie = click(entry, qs, request.headers, request.remote or "")
         # Written with the other clicks of this loop iteration, before any of them is answered.
-        written, index = submit((line + "\n").encode("utf-8", "surrogateescape"))
+        written, index = submit(line)
         failed = await written
         if failed and index in failed:
             # An answered redirect must be a recorded click; without a journal we cannot promise
@@ -262,14 +307,9 @@ def make_redirect_handler(  # noqa: PLR0915
             stats.count_503 += 1
             return web.Response(status=503, text="temporarily unavailable",
                                 headers={"Retry-After": "1"})
-        location = (
-            f"{entry.prefix}{qs}&rg_cid={cid}{entry.fragment}"
-            if qs
-            else f"{entry.prefix}rg_cid={cid}{entry.fragment}"
-        )
         resp_headers = {h_cache_control: "private, no-store"}
-        if new_visitor:
-            resp_headers[h_set_cookie] = f"{_VID}{signed}{cookie_tail}"
+        if set_cookie:
+            resp_headers[h_set_cookie] = set_cookie
         if entry.browser_page:
             stats.count_200 += 1
             return web.Response(
@@ -282,7 +322,58 @@ def make_redirect_handler(  # noqa: PLR0915
         observe(perf() - t0)
         return web.Response(status=302, headers=resp_headers)
 
-    return redirect
+    # The fast path's answers wait for their journal group: one done-callback per group (not
+    # one per click) answers all of the group's clicks in order.
+    group: asyncio.Future[frozenset[int]] | None = None
+    waiting: list[tuple[int, float, bytes, FastAnswer]] = []
+
+    def answer_group(
+        done: asyncio.Future[frozenset[int]], answers: list[tuple[int, float, bytes, FastAnswer]]
+    ) -> None:
+        failed = done.result() if not done.cancelled() else None
+        for index, t0, head, answer in answers:
+            try:
+                if failed is None or index in failed:
+                    # Not written: aiohttp's handler takes the request again (it answers 503
+                    # while the journal fails). Nothing of this attempt reached the journal whole.
+                    answer(None)
+                else:
+                    stats.count_302 += 1
+                    answer(head)
+                    observe(perf() - t0)
+            except Exception:
+                # One connection's trouble must not leave the rest of the group unanswered.
+                log.exception("answering a redirect failed")
+
+    def fast(message: RawRequestMessage, remote: str, answer: FastAnswer) -> bool:
+        nonlocal group, waiting
+        path = message.path
+        if message.method != "GET" or not path.startswith("/r/"):
+            return False
+        t0 = perf()
+        q = path.find("?")
+        # Only a code that is in memory as it stands: one with escapes, a slash or anything
+        # else aiohttp's router might read otherwise is not, and goes the normal way.
+        entry = get_link(path[3:q] if q >= 0 else path[3:])
+        if entry is None or not entry.enabled or entry.browser_page:
+            return False
+        line, _, location, set_cookie = click(entry, visitor_query(entry, path), message.headers,
+                                              remote)
+        # The same headers in the same order as aiohttp writes the handler's Response; the
+        # protocol adds Content-Length, Date, Server (and Connection) as aiohttp does.
+        head = (f"HTTP/1.1 302 Found\r\nCache-Control: private, no-store\r\n"
+                f"Set-Cookie: {set_cookie}\r\nLocation: {location}\r\n"
+                if set_cookie else
+                f"HTTP/1.1 302 Found\r\nCache-Control: private, no-store\r\n"
+                f"Location: {location}\r\n").encode()
+        done, index = submit(line)
+        if done is not group:
+            group, waiting = done, []
+            done.add_done_callback(functools.partial(answer_group, answers=waiting))
+        waiting.append((index, t0, head, answer))
+        return True
+
+    return Redirect(redirect, fast)
 
 
 def _not_served(stats: RedirectStats, entry: LinkEntry | None) -> web.Response:

@@ -28,7 +28,7 @@ from tracker.clicks.flusher import Flusher
 from tracker.clicks.journal import JournalWriter
 from tracker.clicks.links import LinkCache
 from tracker.clicks.redirect import install as install_redirect
-from tracker.clicks.redirect import make_redirect_handler, make_signals_handler, visitor_key
+from tracker.clicks.redirect import make_redirect, make_signals_handler, visitor_key
 from tracker.db import Replica, create_pool, database_url
 from tracker.jobs import JobRunner, default_jobs
 from tracker.listener import Listener
@@ -121,13 +121,13 @@ def create_app(settings: Settings, *, background: bool = True) -> web.Applicatio
     app.cleanup_ctx.append(journal_ctx)
 
     signing_key = hashlib.blake2b(settings.secret_key, person=b"rg-signals").digest()
-    install_redirect(
-        app,
-        make_redirect_handler(links, journal, stats, signing_key=signing_key,
-                              visitor_signing_key=visitor_key(settings.secret_key),
-                              secure_cookie=settings.base_url.startswith("https://")),
-        make_signals_handler(links, journal, signing_key),
-    )
+    redirect = app[keys.REDIRECT] = make_redirect(
+        links, journal, stats, signing_key=signing_key,
+        visitor_signing_key=visitor_key(settings.secret_key),
+        secure_cookie=settings.base_url.startswith("https://"))
+    # Its fast path is taken by the worker's connection protocol (tracker.web.server), ahead of
+    # the router; these routes answer everything else under /r/.
+    install_redirect(app, redirect.handler, make_signals_handler(links, journal, signing_key))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handle_metrics)

@@ -35,21 +35,12 @@ def worker_main(settings: Settings, index: int) -> None:
     """One HTTP worker: the redirect and the API, no flusher, no jobs."""
     _setup_child_logging(settings)
     import uvloop
-    from aiohttp import web
 
+    from tracker.web import protocol
     from tracker.web.app import create_app
 
     app = create_app(settings, background=False)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=True,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10,
-        loop=uvloop.new_event_loop(),
-    )
+    uvloop.run(protocol.serve(app, settings.host, settings.port, shutdown_timeout=10))
 
 
 def background_main(settings: Settings) -> None:
