@@ -2,7 +2,8 @@
 
 Input is plain data (`ConversionFacts`, `ReferrerFacts`, `ProgramContext`); output is lists of
 `Reason`s: a conversion's own (`conversion_reasons`), a referrer's as a whole
-(`referrer_reasons`), a shared device's (`shared_device_reasons`). fraud.assess puts them
+(`referrer_reasons`), a shared device's (`shared_device_reasons`), a shared browser cookie's
+(`shared_cookie_reasons`). fraud.assess puts them
 together with rings and the finance model into a conversion's risk.
 """
 
@@ -1218,6 +1219,72 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
                 f"{crowded} customers referred by the same referrer use this customer's device",
                 crowded, REFEREES_PER_DEVICE, 0.6, "network")
     return out
+
+
+ONE_PERSON_WITHIN = DAY  # two accounts on one browser profile this close: one person
+SHARED_COOKIE_WEIGHT = 0.97
+SHARED_COOKIE_APART_WEIGHT = 0.8  # further apart: a family's shared tablet, for review
+
+
+def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
+    """Conversions whose customer shares a visitor cookie with another customer credited to
+    the same referrer: one browser profile behind two accounts that earned that referrer a
+    reward (multi-accounting, or a referrer making accounts for their own link).
+
+    A cookie is one browser profile, so two accounts on it whose first conversions for the
+    referrer came within ONE_PERSON_WITHIN of each other are one person: strong identity evidence,
+    enough to reject. Further apart, it may be a family's shared tablet or computer, used by
+    two people days apart: identity evidence for review, not for rejection. A cookie most of
+    whose accounts converted for other referrers (or for nobody) is a public terminal or a
+    merchant's placeholder id, not one person's browser: no evidence."""
+    first: dict[tuple[str, str], float] = {}  # (referrer, customer) -> first credited at
+    cookies: dict[str, frozenset[str]] = defaultdict(frozenset)
+    for conv in conversions:
+        cookies[conv.customer] |= conv.visitors
+        for ref in conv.referrers:
+            first[(ref, conv.customer)] = min(first.get((ref, conv.customer), conv.at),
+                                              conv.at)
+    accounts: dict[str, set[str]] = defaultdict(set)  # cookie -> customers behind it
+    for customer, visitors in cookies.items():
+        for visitor in visitors:
+            accounts[visitor].add(customer)
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        # (gap, cookie, referrer, the referrer's accounts on the cookie): the closest pair
+        best: tuple[float, str, str, list[str]] | None = None
+        for ref in conv.referrers:
+            mine_at = first[(ref, conv.customer)]
+            for cookie in sorted(conv.visitors):
+                people = accounts[cookie]
+                theirs = sorted(c for c in people if (ref, c) in first)
+                if len(theirs) < 2 or 2 * len(theirs) < len(people):
+                    continue
+                gap = min(abs(first[(ref, c)] - mine_at) for c in theirs if c != conv.customer)
+                if best is None or gap < best[0]:
+                    best = (gap, cookie, ref, theirs)
+        if best is None:
+            continue
+        gap, cookie, ref, theirs = best
+        close = gap <= ONE_PERSON_WITHIN
+        others = ", ".join(c for c in theirs if c != conv.customer)
+        out[conv.conversion_id] = Reason(
+            "shared_cookie",
+            f"identity: one browser (visitor cookie {cookie}) is behind {len(theirs)} accounts "
+            f"referred by {ref}: this customer and {others}, "
+            + (f"their first purchases or sign-ups {_span(gap)} apart (one person)" if close
+               else f"{_span(gap)} apart (one person, or a family sharing one tablet or "
+                    "computer: for review)"),
+            theirs, "one account per browser",
+            SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT, "identity", close)
+    return out
+
+
+def _span(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY:.0f} days"
 
 
 LIVING_ON = 0.8  # the mean share of a farm's accounts' addresses that are the farm's
