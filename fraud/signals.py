@@ -1232,11 +1232,11 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     reward (multi-accounting, or a referrer making accounts for their own link).
 
     A cookie is one browser profile, so two accounts on it whose first conversions for the
-    referrer came within ONE_PERSON_WITHIN of each other are one person: strong identity evidence,
-    enough to reject. Further apart, it may be a family's shared tablet or computer, used by
-    two people days apart: identity evidence for review, not for rejection. A cookie most of
-    whose accounts converted for other referrers (or for nobody) is a public terminal or a
-    merchant's placeholder id, not one person's browser: no evidence."""
+    referrer came within ONE_PERSON_WITHIN of each other are one person: strong identity
+    evidence, enough to reject. Further apart, it may be a family's shared tablet or computer,
+    used by two people days apart: identity evidence for review, not for rejection. A cookie
+    most of whose accounts converted for other referrers (or for nobody) is a public terminal
+    or a merchant's placeholder id, not one person's browser: no evidence."""
     first: dict[tuple[str, str], float] = {}  # (referrer, customer) -> first credited at
     cookies: dict[str, frozenset[str]] = defaultdict(frozenset)
     for conv in conversions:
@@ -1244,37 +1244,43 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
         for ref in conv.referrers:
             first[(ref, conv.customer)] = min(first.get((ref, conv.customer), conv.at),
                                               conv.at)
-    accounts: dict[str, set[str]] = defaultdict(set)  # cookie -> customers behind it
+    people: Counter[str] = Counter()  # cookie -> accounts behind it
+    theirs: dict[tuple[str, str], list[str]] = defaultdict(list)  # (cookie, referrer) -> them
     for customer, visitors in cookies.items():
-        for visitor in visitors:
-            accounts[visitor].add(customer)
+        people.update(visitors)
+    for ref, customer in first:
+        for cookie in cookies[customer]:
+            theirs[(cookie, ref)].append(customer)
+    # Each account's nearest other account in time on the cookie, for the referrer.
+    nearest: dict[tuple[str, str, str], tuple[float, str]] = {}
+    for (cookie, ref), accounts in theirs.items():
+        if len(accounts) < 2 or 2 * len(accounts) < people[cookie]:
+            continue
+        accounts.sort(key=lambda c: (first[(ref, c)], c))
+        for i, customer in enumerate(accounts):
+            near = [accounts[j] for j in (i - 1, i + 1) if 0 <= j < len(accounts)]
+            other = min(near, key=lambda c: abs(first[(ref, c)] - first[(ref, customer)]))
+            nearest[(cookie, ref, customer)] = (
+                abs(first[(ref, other)] - first[(ref, customer)]), other)
     out: dict[int, Reason] = {}
     for conv in conversions:
-        # (gap, cookie, referrer, the referrer's accounts on the cookie): the closest pair
-        best: tuple[float, str, str, list[str]] | None = None
-        for ref in conv.referrers:
-            mine_at = first[(ref, conv.customer)]
-            for cookie in sorted(conv.visitors):
-                people = accounts[cookie]
-                theirs = sorted(c for c in people if (ref, c) in first)
-                if len(theirs) < 2 or 2 * len(theirs) < len(people):
-                    continue
-                gap = min(abs(first[(ref, c)] - mine_at) for c in theirs if c != conv.customer)
-                if best is None or gap < best[0]:
-                    best = (gap, cookie, ref, theirs)
-        if best is None:
+        found = [(gap, cookie, ref, other) for ref in conv.referrers for cookie in conv.visitors
+                 for gap, other in [nearest.get((cookie, ref, conv.customer), (-1.0, ""))]
+                 if gap >= 0]
+        if not found:
             continue
-        gap, cookie, ref, theirs = best
+        gap, cookie, ref, other = min(found)
+        n = len(theirs[(cookie, ref)])
         close = gap <= ONE_PERSON_WITHIN
-        others = ", ".join(c for c in theirs if c != conv.customer)
+        more = f" and {n - 2} more" if n > 2 else ""
         out[conv.conversion_id] = Reason(
             "shared_cookie",
-            f"identity: one browser (visitor cookie {cookie}) is behind {len(theirs)} accounts "
-            f"referred by {ref}: this customer and {others}, "
-            + (f"their first purchases or sign-ups {_span(gap)} apart (one person)" if close
-               else f"{_span(gap)} apart (one person, or a family sharing one tablet or "
-                    "computer: for review)"),
-            theirs, "one account per browser",
+            f"identity: one browser (visitor cookie {cookie}) is behind {n} accounts referred "
+            f"by {ref}: this customer, {other}{more}; "
+            + (f"their first conversions {_span(gap)} apart (one person)" if close else
+               f"{_span(gap)} apart (one person, or a family sharing one tablet or computer: "
+               "for review)"),
+            n, "one account per browser",
             SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT, "identity", close)
     return out
 

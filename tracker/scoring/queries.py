@@ -451,11 +451,17 @@ async def neighbours(conn: asyncpg.Connection, program_id: int, core: list[str])
            WHERE program_id = $1 AND ip IN (SELECT unnest($2::inet[]))""",
         program_id, ips, devices)
     by_column: dict[Column, set[str]] = defaultdict(set)
+    # A cookie's accounts, counted up to MAX_SHARE + 1 through its index (a merchant's
+    # placeholder visitor id behind every customer must not be read whole).
     for r in await conn.fetch(
-            """SELECT DISTINCT o.customer_id, o.visitor_id FROM customer_visitors m
-               JOIN customer_visitors o ON o.program_id = m.program_id
-                                       AND o.visitor_id = m.visitor_id
-               WHERE m.program_id = $1 AND m.customer_id = ANY($2::text[])""",
+            f"""SELECT o.customer_id, o.visitor_id
+               FROM (SELECT DISTINCT visitor_id FROM customer_visitors
+                     WHERE program_id = $1 AND customer_id = ANY($2::text[])) m
+               JOIN customer_visitors o ON o.program_id = $1 AND o.visitor_id = m.visitor_id
+               WHERE (SELECT count(*) FROM (
+                          SELECT 1 FROM customer_visitors x
+                          WHERE x.program_id = $1 AND x.visitor_id = m.visitor_id
+                          LIMIT {MAX_SHARE + 1}) k) <= {MAX_SHARE}""",
             program_id, core):
         by_column[("visitor", r["visitor_id"])].add(r["customer_id"])
     for r in holders:
