@@ -1246,7 +1246,7 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
                                               conv.at)
     people: Counter[str] = Counter()  # cookie -> accounts behind it
     theirs: dict[tuple[str, str], list[str]] = defaultdict(list)  # (cookie, referrer) -> them
-    for customer, visitors in cookies.items():
+    for visitors in cookies.values():
         people.update(visitors)
     for ref, customer in first:
         for cookie in cookies[customer]:
