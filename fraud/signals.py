@@ -1224,6 +1224,9 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
 ONE_PERSON_WITHIN = DAY  # two accounts on one browser profile this close: one person
 SHARED_COOKIE_WEIGHT = 0.97
 SHARED_COOKIE_APART_WEIGHT = 0.8  # further apart: a family's shared tablet, for review
+# A "cookie" behind more accounts than this is a merchant's placeholder visitor id ("null",
+# "undefined"), not a browser; a farm that large on one browser is one device to the rings.
+PLACEHOLDER_ACCOUNTS = 25
 
 
 def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
@@ -1236,7 +1239,8 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     evidence, enough to reject. Further apart, it may be a family's shared tablet or computer,
     used by two people days apart: identity evidence for review, not for rejection. A cookie
     most of whose accounts converted for other referrers (or for nobody) is a public terminal
-    or a merchant's placeholder id, not one person's browser: no evidence."""
+    or a merchant's placeholder id (so is one behind more than PLACEHOLDER_ACCOUNTS), not one
+    person's browser: no evidence."""
     first: dict[tuple[str, str], float] = {}  # (referrer, customer) -> first credited at
     cookies: dict[str, frozenset[str]] = defaultdict(frozenset)
     for conv in conversions:
@@ -1254,7 +1258,8 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     # Each account's nearest other account in time on the cookie, for the referrer.
     nearest: dict[tuple[str, str, str], tuple[float, str]] = {}
     for (cookie, ref), accounts in theirs.items():
-        if len(accounts) < 2 or 2 * len(accounts) < people[cookie]:
+        if (len(accounts) < 2 or 2 * len(accounts) < people[cookie]
+                or people[cookie] > PLACEHOLDER_ACCOUNTS):
             continue
         accounts.sort(key=lambda c: (first[(ref, c)], c))
         for i, customer in enumerate(accounts):

@@ -266,6 +266,10 @@ def test_one_browser_cookie_behind_two_referees_of_one_referrer(draw: int) -> No
         ConversionFacts(10 + k, f"visitor{k}", start + 100.0 * k, (f"ref{k}",),
                         visitors=frozenset({cookie})) for k in range(rng.randint(3, 6))]
     assert shared_cookie_reasons(public) == {}
+    # A merchant that reports one placeholder visitor id for every customer: not a browser.
+    placeholder = [ConversionFacts(k, f"buyer{k}", start + 60.0 * k, ("alice",),
+                                   visitors=frozenset({"undefined"})) for k in range(40)]
+    assert shared_cookie_reasons(placeholder) == {}
     # Two accounts on one cookie, credited to two different referrers: not this signal.
     split = [ConversionFacts(1, "mum", start, ("alice",), visitors=frozenset({cookie})),
              ConversionFacts(2, "son", start + 60, ("bob",), visitors=frozenset({cookie}))]
