@@ -13,6 +13,7 @@ reasons come in one order:
    probability that it is one of the referrer's anomalous conversions rather than a genuine
    referral that looks alike by chance (referrer_mixtures, anomalous_probability);
 4. a device several of the same referrer's referees use (fraud.signals.shared_device_reasons);
+   a browser cookie behind two or more of them (fraud.signals.shared_cookie_reasons);
 5. the finance model's probability that finance would reject it (fraud.supervised).
 
 Each reason belongs to one family of evidence (FAMILIES). Reasons of one family are
@@ -45,6 +46,7 @@ from fraud.signals import (
     conversion_reasons,
     features,
     referrer_findings,
+    shared_cookie_reasons,
     shared_device_reasons,
 )
 from fraud.supervised import SupervisedRisk
@@ -156,6 +158,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
+    per_cookie = shared_cookie_reasons(conversions)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
@@ -163,7 +166,8 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     out = []
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
         extra = population_reasons(conv, per_referrer, carried, mixtures)
-        extra += [r for r in (per_device.get(conv.conversion_id), opinion) if r is not None]
+        extra += [r for r in (per_device.get(conv.conversion_id),
+                              per_cookie.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
 

@@ -2,7 +2,8 @@
 
 Input is plain data (`ConversionFacts`, `ReferrerFacts`, `ProgramContext`); output is lists of
 `Reason`s: a conversion's own (`conversion_reasons`), a referrer's as a whole
-(`referrer_reasons`), a shared device's (`shared_device_reasons`). fraud.assess puts them
+(`referrer_reasons`), a shared device's (`shared_device_reasons`), a shared browser cookie's
+(`shared_cookie_reasons`). fraud.assess puts them
 together with rings and the finance model into a conversion's risk.
 """
 
@@ -1218,6 +1219,83 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
                 f"{crowded} customers referred by the same referrer use this customer's device",
                 crowded, REFEREES_PER_DEVICE, 0.6, "network")
     return out
+
+
+ONE_PERSON_WITHIN = DAY  # two accounts on one browser profile this close: one person
+SHARED_COOKIE_WEIGHT = 0.97
+SHARED_COOKIE_APART_WEIGHT = 0.8  # further apart: a family's shared tablet, for review
+# A "cookie" behind more accounts than this is a merchant's placeholder visitor id ("null",
+# "undefined"), not a browser; a farm that large on one browser is one device to the rings.
+PLACEHOLDER_ACCOUNTS = 25
+
+
+def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
+    """Conversions whose customer shares a visitor cookie with another customer credited to
+    the same referrer: one browser profile behind two accounts that earned that referrer a
+    reward (multi-accounting, or a referrer making accounts for their own link).
+
+    A cookie is one browser profile, so two accounts on it whose first conversions for the
+    referrer came within ONE_PERSON_WITHIN of each other are one person: strong identity
+    evidence, enough to reject. Further apart, it may be a family's shared tablet or computer,
+    used by two people days apart: identity evidence for review, not for rejection. A cookie
+    most of whose accounts converted for other referrers (or for nobody) is a public terminal
+    or a merchant's placeholder id (so is one behind more than PLACEHOLDER_ACCOUNTS), not one
+    person's browser: no evidence."""
+    first: dict[tuple[str, str], float] = {}  # (referrer, customer) -> first credited at
+    cookies: dict[str, frozenset[str]] = defaultdict(frozenset)
+    for conv in conversions:
+        cookies[conv.customer] |= conv.visitors
+        for ref in conv.referrers:
+            first[(ref, conv.customer)] = min(first.get((ref, conv.customer), conv.at),
+                                              conv.at)
+    people: Counter[str] = Counter()  # cookie -> accounts behind it
+    theirs: dict[tuple[str, str], list[str]] = defaultdict(list)  # (cookie, referrer) -> them
+    for visitors in cookies.values():
+        people.update(visitors)
+    for ref, customer in first:
+        for cookie in cookies[customer]:
+            theirs[(cookie, ref)].append(customer)
+    # Each account's nearest other account in time on the cookie, for the referrer.
+    nearest: dict[tuple[str, str, str], tuple[float, str]] = {}
+    for (cookie, ref), accounts in theirs.items():
+        if (len(accounts) < 2 or 2 * len(accounts) < people[cookie]
+                or people[cookie] > PLACEHOLDER_ACCOUNTS):
+            continue
+        accounts.sort(key=lambda c: (first[(ref, c)], c))
+        for i, customer in enumerate(accounts):
+            near = [accounts[j] for j in (i - 1, i + 1) if 0 <= j < len(accounts)]
+            other = min(near, key=lambda c: abs(first[(ref, c)] - first[(ref, customer)]))
+            nearest[(cookie, ref, customer)] = (
+                abs(first[(ref, other)] - first[(ref, customer)]), other)
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        found = [(gap, cookie, ref, other) for ref in conv.referrers for cookie in conv.visitors
+                 for gap, other in [nearest.get((cookie, ref, conv.customer), (-1.0, ""))]
+                 if gap >= 0]
+        if not found:
+            continue
+        gap, cookie, ref, other = min(found)
+        n = len(theirs[(cookie, ref)])
+        close = gap <= ONE_PERSON_WITHIN
+        more = f" and {n - 2} more" if n > 2 else ""
+        out[conv.conversion_id] = Reason(
+            "shared_cookie",
+            f"identity: one browser (visitor cookie {cookie}) is behind {n} accounts referred "
+            f"by {ref}: this customer, {other}{more}; "
+            + (f"their first conversions {_span(gap)} apart (one person)" if close else
+               f"{_span(gap)} apart (one person, or a family sharing one tablet or computer: "
+               "for review)"),
+            n, "one account per browser",
+            SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT, "identity", close)
+    return out
+
+
+def _span(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY:.0f} days"
 
 
 LIVING_ON = 0.8  # the mean share of a farm's accounts' addresses that are the farm's

@@ -2,7 +2,8 @@
 
 An e-mail address is hashed as the *person* it names, not only the mailbox: plus tags and
 Gmail's dots go (the same mailbox), a look-alike of a common provider's domain (a one- or
-two-letter typo: `gmial.com`, `hotmial.com`, `yaho.com`) is that provider, and a distinctive
+two-letter typo: `gmial.com`, `hotmial.com`, `yaho.com`, or `.com` one letter off:
+`gmail.co`) is that provider, and a distinctive
 local part at any of the common consumer providers is one person whatever the provider
 (`jo.doe77@yahoo.com` and `jodoe77@gmail.com`): a second account under such an address is
 the referrer again, which is what fraud scans compare hashes for.
@@ -22,7 +23,15 @@ PROVIDERS = (
     "gmx.de", "gmx.net", "web.de", "mail.com", "yandex.ru", "mail.ru", "yahoo.co.uk",
     "hotmail.co.uk", "yahoo.fr", "hotmail.fr", "orange.fr", "free.fr", "libero.it",
     "qq.com", "163.com", "naver.com", "comcast.net", "verizon.net", "att.net",
+    # National providers as common in their countries as the above
+    "laposte.net", "sfr.fr", "wanadoo.fr", "posteo.de", "t-online.de", "freenet.de",
+    "mailbox.org", "gmx.at", "gmx.ch", "bluewin.ch", "virgilio.it", "tiscali.it", "wp.pl",
+    "o2.pl", "interia.pl", "seznam.cz", "btinternet.com", "virginmedia.com", "bigpond.com",
+    "rogers.com", "sympatico.ca", "uol.com.br", "bol.com.br", "terra.com.br",
+    "rediffmail.com", "ymail.com", "rocketmail.com", "fastmail.com", "tutanota.com",
 )
+# The commonest typo of all: ".com" one letter off (`gmail.co`, `hotmail.cm`, `yahoo.con`).
+_COM_TYPOS = ("co", "cm", "om", "con", "cpm", "vom", "xom", "comm", "cmo", "ocm", "coom")
 # A local part this long at a consumer provider names one person across providers.
 DISTINCTIVE_LOCAL = 5
 
@@ -59,12 +68,16 @@ def person_email(email: str) -> str:
 
 def provider_of(domain: str) -> str | None:
     """The common provider a domain is, or is a look-alike of (edit distance at most 2, with
-    transpositions, over the whole domain, and the same top-level domain); None otherwise."""
+    transpositions, over the whole domain, and the same top-level domain; or the provider's
+    very name with `.com` one letter off: `gmail.co`); None otherwise."""
     domain = domain.strip().lower()
     if domain in PROVIDERS:
         return domain
     if len(domain) < 7:
         return None
+    name, _dot, tld = domain.rpartition(".")
+    if tld in _COM_TYPOS and f"{name}.com" in PROVIDERS:
+        return f"{name}.com"
     best: tuple[int, str] | None = None
     for provider in PROVIDERS:
         if provider.rsplit(".", 1)[-1] != domain.rsplit(".", 1)[-1]:

@@ -30,7 +30,10 @@ def click(at: float, **kw: object) -> ClickFacts:
 @pytest.mark.parametrize(("typo", "provider"), [
     ("gmial.com", "gmail.com"), ("gmai.com", "gmail.com"), ("hotmial.com", "hotmail.com"),
     ("yaho.com", "yahoo.com"), ("outlok.com", "outlook.com"), ("gmaill.com", "gmail.com"),
-    ("icloud.co", None), ("example.org", None), ("gmail.org", None),
+    # ".com" one letter off is the commonest typo of all; another real TLD is not a typo.
+    ("icloud.co", "icloud.com"), ("gmail.co", "gmail.com"), ("hotmail.cm", "hotmail.com"),
+    ("yahoo.con", "yahoo.com"), ("gmail.de", None), ("example.co", None),
+    ("example.org", None), ("gmail.org", None),
 ])
 def test_a_look_alike_provider_domain_is_the_provider(typo: str, provider: str | None) -> None:
     assert provider_of(typo) == provider
@@ -45,6 +48,9 @@ def test_one_person_across_aliases_typos_and_providers() -> None:
     # A short local part is not distinctive across providers; other domains keep theirs.
     assert person_email("jo@yahoo.com") != person_email("jo@gmail.com")
     assert person_email("jonas.berger7@example.org") == "jonas.berger7@example.org"
+    # National providers are consumer mail too; a typo'd ".com" is the provider.
+    assert email_hash(key, "thabo.dubois@laposte.net") == email_hash(key, "thabodubois@gmail.co")
+    assert email_hash(key, "jackkow@posteo.de") == email_hash(key, "jackkow@web.de")
     assert email_hash(key, "someone.else@gmail.com") != email_hash(key, same[0])
 
 

@@ -1,7 +1,8 @@
 """Identity and network evidence, and rings (issue 13), each mechanism against its look-alike at
 several parameter draws: a household lease seen from the referrer's own browser, the referrer's
-own rare browser, a device farm on carrier addresses, a ring that changes address for every
-account; families, offices, campuses, VPN users."""
+own rare browser, one browser cookie behind several accounts of one referrer, a device farm on
+carrier addresses, a ring that changes address for every account; families (and their shared
+tablet), offices, campuses, VPN users, a public terminal."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 
 import pytest
 
-from fraud.assess import DECISIVE, FLAG_CAP, assess
+from fraud.assess import DECISIVE, FLAG_CAP, assess, decision_reason
 from fraud.rings import columns_by_account, device_farms, find_rings, shared_infrastructure
 from fraud.signals import (
     ClickFacts,
@@ -17,6 +18,7 @@ from fraud.signals import (
     ProgramContext,
     ReferrerFacts,
     referrer_findings,
+    shared_cookie_reasons,
     shared_device_reasons,
 )
 
@@ -217,3 +219,58 @@ def test_one_vpn_user_is_one_person_not_a_farm(buys: int) -> None:
     found = referrer_findings(rows, ProgramContext())
     assert "alice" not in found or all(f.reason.code != "hosting_share" for f in found["alice"])
     assert any(f.reason.code == "hosting_share" for f in found.get("farm", []))
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_one_browser_cookie_behind_two_referees_of_one_referrer(draw: int) -> None:
+    """A referrer makes a second (third...) account in the browser that made the first, through
+    their own link: one visitor cookie behind several accounts that each earned them a reward.
+    Within a day of each other it is one person (rejected, the cookie and the accounts named);
+    days apart it may be a family's shared tablet (held for review, not rejected). A public
+    terminal (most of the cookie's accounts converting for others) and two friends on their
+    own browsers are nothing."""
+    rng = random.Random(40 + draw)
+    cookie = f"vid-{draw}"
+    made = [f"acct{k}" for k in range(rng.randint(2, 4))]
+    start = rng.uniform(0, 10_000)
+    gaps = [rng.uniform(120, 20_000) for _ in made]
+    farm = [ConversionFacts(k, who, start + sum(gaps[:k + 1]), ("alice",),
+                            visitors=frozenset({cookie, f"own-{k}"}), amount=1000)
+            for k, who in enumerate(made)]
+    friends = [ConversionFacts(100 + k, f"friend{k}", start + 50.0 * k, ("alice",),
+                               visitors=frozenset({f"fv{k}"}), amount=1000) for k in range(3)]
+    found = shared_cookie_reasons(farm + friends)
+    assert sorted(found) == list(range(len(made)))
+    for conv in farm:
+        reason = found[conv.conversion_id]
+        assert reason.code == "shared_cookie" and reason.family == "identity" and reason.strong
+        # The cookie, and the account made nearest in time, by name.
+        nearest = min((c for c in farm if c is not conv), key=lambda c: abs(c.at - conv.at))
+        assert cookie in reason.message and nearest.customer in reason.message
+        assert reason.value == len(made)
+        scored = assess(conv, {}, extra=[reason])
+        assert scored.score >= 0.9
+        assert "strong identity" in decision_reason(scored.reasons, scored.score).message
+    # The same two accounts days apart: a family's tablet as well as one person: held for
+    # review (decisive, identity), never rejected on it alone.
+    days = rng.uniform(2, 20) * 86400
+    tablet = [ConversionFacts(1, "mum", start, ("alice",), visitors=frozenset({cookie})),
+              ConversionFacts(2, "son", start + days, ("alice",), visitors=frozenset({cookie}))]
+    apart = shared_cookie_reasons(tablet)
+    assert sorted(apart) == [1, 2] and not apart[1].strong
+    assert "family" in apart[1].message
+    assert DECISIVE <= assess(tablet[1], {}, extra=[apart[2]]).score <= FLAG_CAP
+    # The cookie's accounts converted through other referrers too (a library computer).
+    public = tablet[:1] + [ConversionFacts(2, "son", start + 60, ("alice",),
+                                           visitors=frozenset({cookie}))] + [
+        ConversionFacts(10 + k, f"visitor{k}", start + 100.0 * k, (f"ref{k}",),
+                        visitors=frozenset({cookie})) for k in range(rng.randint(3, 6))]
+    assert shared_cookie_reasons(public) == {}
+    # A merchant that reports one placeholder visitor id for every customer: not a browser.
+    placeholder = [ConversionFacts(k, f"buyer{k}", start + 60.0 * k, ("alice",),
+                                   visitors=frozenset({"undefined"})) for k in range(40)]
+    assert shared_cookie_reasons(placeholder) == {}
+    # Two accounts on one cookie, credited to two different referrers: not this signal.
+    split = [ConversionFacts(1, "mum", start, ("alice",), visitors=frozenset({cookie})),
+             ConversionFacts(2, "son", start + 60, ("bob",), visitors=frozenset({cookie}))]
+    assert shared_cookie_reasons(split) == {}

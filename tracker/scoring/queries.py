@@ -439,8 +439,8 @@ async def person_columns(conn: asyncpg.Connection, program_id: int, persons: lis
 
 
 async def neighbours(conn: asyncpg.Connection, program_id: int, core: list[str]) -> set[str]:
-    """People who share an IP or a device with one of `core` (IPs and devices used by more
-    than MAX_SHARE people, a carrier NAT or a cafe, bind nobody)."""
+    """People who share an IP, a device or a visitor cookie with one of `core` (IPs, devices and
+    cookies used by more than MAX_SHARE people, a carrier NAT or a cafe, bind nobody)."""
     columns = {c for cs in (await person_columns(conn, program_id, core)).values() for c in cs}
     ips = sorted(v for k, v in columns if k == "ip")
     devices = sorted(bytes.fromhex(v) for k, v in columns if k == "device")
@@ -454,6 +454,19 @@ async def neighbours(conn: asyncpg.Connection, program_id: int, core: list[str])
            WHERE program_id = $1 AND ip IN (SELECT unnest($2::inet[]))""",
         program_id, ips, devices)
     by_column: dict[Column, set[str]] = defaultdict(set)
+    # A cookie's accounts, counted up to MAX_SHARE + 1 through its index (a merchant's
+    # placeholder visitor id behind every customer must not be read whole).
+    for r in await conn.fetch(
+            f"""SELECT o.customer_id, o.visitor_id
+               FROM (SELECT DISTINCT visitor_id FROM customer_visitors
+                     WHERE program_id = $1 AND customer_id = ANY($2::text[])) m
+               JOIN customer_visitors o ON o.program_id = $1 AND o.visitor_id = m.visitor_id
+               WHERE (SELECT count(*) FROM (
+                          SELECT 1 FROM customer_visitors x
+                          WHERE x.program_id = $1 AND x.visitor_id = m.visitor_id
+                          LIMIT {MAX_SHARE + 1}) k) <= {MAX_SHARE}""",
+            program_id, core):
+        by_column[("visitor", r["visitor_id"])].add(r["customer_id"])
     for r in holders:
         if r["ip"]:
             by_column[("ip", r["ip"])].add(r["customer_id"])
