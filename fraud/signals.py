@@ -1243,8 +1243,13 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     person's browser: no evidence."""
     first: dict[tuple[str, str], float] = {}  # (referrer, customer) -> first credited at
     cookies: dict[str, frozenset[str]] = defaultdict(frozenset)
+    # (customer, cookie) -> the customer's attributed clicks made by that cookie
+    clicked: dict[tuple[str, str], frozenset[str]] = defaultdict(frozenset)
     for conv in conversions:
         cookies[conv.customer] |= conv.visitors
+        for t in conv.touches:
+            if t.visitor in conv.visitors:
+                clicked[(conv.customer, t.visitor)] |= {t.click_id}
         for ref in conv.referrers:
             first[(ref, conv.customer)] = min(first.get((ref, conv.customer), conv.at),
                                               conv.at)
@@ -1276,15 +1281,25 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
             continue
         gap, cookie, ref, other = min(found)
         n = len(theirs[(cookie, ref)])
-        close = gap <= ONE_PERSON_WITHIN
+        # Both reach the cookie through one and the same click, and no other: the second may
+        # have opened a landing address the first forwarded (its click id in the query), which
+        # is two people as well as one.
+        forwarded = (len(clicked[(conv.customer, cookie)]) == 1
+                     and clicked[(conv.customer, cookie)] == clicked[(other, cookie)])
+        close = gap <= ONE_PERSON_WITHIN and not forwarded
         more = f" and {n - 2} more" if n > 2 else ""
+        if close:
+            how = f"their first conversions {_span(gap)} apart (one person)"
+        elif forwarded:
+            how = (f"{_span(gap)} apart, both through the same single click (one person, or a "
+                   "landing link forwarded to a friend: for review)")
+        else:
+            how = (f"{_span(gap)} apart (one person, or a family sharing one tablet or "
+                   "computer: for review)")
         out[conv.conversion_id] = Reason(
             "shared_cookie",
             f"identity: one browser (visitor cookie {cookie}) is behind {n} accounts referred "
-            f"by {ref}: this customer, {other}{more}; "
-            + (f"their first conversions {_span(gap)} apart (one person)" if close else
-               f"{_span(gap)} apart (one person, or a family sharing one tablet or computer: "
-               "for review)"),
+            f"by {ref}: this customer, {other}{more}; " + how,
             n, "one account per browser",
             SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT, "identity", close)
     return out

@@ -270,6 +270,21 @@ def test_one_browser_cookie_behind_two_referees_of_one_referrer(draw: int) -> No
     placeholder = [ConversionFacts(k, f"buyer{k}", start + 60.0 * k, ("alice",),
                                    visitors=frozenset({"undefined"})) for k in range(40)]
     assert shared_cookie_reasons(placeholder) == {}
+    # Both accounts reach the cookie only through one and the same click: a landing address
+    # with its click id, forwarded to a friend, as well as one person: for review, not rejected.
+    click = ClickFacts("click-1", start - 300, "alice", cookie, "203.0.113.9", None)
+    shared = [ConversionFacts(1, "ann", start, ("alice",), touches=(click,),
+                              visitors=frozenset({cookie})),
+              ConversionFacts(2, "ben", start + 3600, ("alice",), touches=(click,),
+                              visitors=frozenset({cookie}))]
+    forwarded = shared_cookie_reasons(shared)
+    assert sorted(forwarded) == [1, 2] and not forwarded[2].strong
+    assert "forwarded" in forwarded[2].message
+    # The same two accounts, each through its own click of that browser: one person.
+    again = ClickFacts("click-2", start + 3000, "alice", cookie, "203.0.113.9", None)
+    own = [shared[0], ConversionFacts(2, "ben", start + 3600, ("alice",), touches=(again,),
+                                      visitors=frozenset({cookie}))]
+    assert all(r.strong for r in shared_cookie_reasons(own).values())
     # Two accounts on one cookie, credited to two different referrers: not this signal.
     split = [ConversionFacts(1, "mum", start, ("alice",), visitors=frozenset({cookie})),
              ConversionFacts(2, "son", start + 60, ("bob",), visitors=frozenset({cookie}))]
