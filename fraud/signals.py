@@ -924,18 +924,41 @@ def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: 
 
 def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]]
                        ) -> dict[str, Finding]:
-    bursts = {ref: _burst(sorted(ts), *totals[ref]) for ref, ts in tally.times.items()}
+    """velocity: a day with far more conversions than the referrer's usual and than the
+    program's busier referrers' best day. Carried by the conversions of every such day (a
+    referrer posting to a sign-up-for-cash site more than once has more than one), whose
+    click came with the burst too (`_in_bursts`)."""
+    times = {ref: sorted(ts) for ref, ts in tally.times.items()}
+    bursts = {ref: _burst(ts, *totals[ref]) for ref, ts in times.items()}
     typical = (float(np.percentile([b[0] for b in bursts.values()], 90)) if bursts else 0.0)
     out: dict[str, Finding] = {}
-    for ref, (peak, usual, begin) in bursts.items():
+    for ref, (peak, usual, _begin) in bursts.items():
         limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
         if peak >= limit:
             out[ref] = Finding(Reason(
                 "velocity", f"referrer population: {ref} had {peak} conversions within one "
                 f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
                 f"best day: {typical:.0f})", peak, round(limit, 2), 0.4, "population"),
-                _within_day(begin))
+                _in_bursts(_burst_windows(times[ref], limit)))
     return out
+
+
+def _burst_windows(ts: Sequence[float], limit: float) -> list[tuple[float, float]]:
+    """The spans of sorted times `ts` covered by a day holding at least `limit` of them,
+    overlapping days merged: (first time, last time) of each."""
+    spans: list[tuple[float, float]] = []
+    hi = 0
+    for lo, start in enumerate(ts):
+        hi = max(hi, lo)
+        while hi + 1 < len(ts) and ts[hi + 1] - start <= DAY:
+            hi += 1
+        if hi - lo + 1 < limit:
+            continue
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], ts[hi]))
+        else:
+            spans.append((start, ts[hi]))
+    return spans
 
 
 def _share_above_rest(totals: Mapping[str, int], hits: Mapping[str, int], program_total: int,
@@ -1059,8 +1082,16 @@ def _slower_than(seconds: float) -> Carry:
     return lambda c: c.delay is None or c.delay >= seconds
 
 
-def _within_day(begin: float) -> Carry:
-    return lambda c: begin <= c.at <= begin + DAY
+def _in_bursts(spans: Sequence[tuple[float, float]]) -> Carry:
+    """A conversion of a burst: it came within one of the `spans`, and so did the click that
+    brought it (up to an hour before: a visitor of the burst's first minutes may have clicked
+    a little earlier). A customer who clicked weeks ago and happened to buy that day came
+    with the referrer's usual traffic, not with the burst."""
+    def carries(c: ConversionFacts) -> bool:
+        clicked = c.touches[-1].at if c.touches else c.at
+        return any(begin <= c.at <= end and clicked >= begin - LATE_SECONDS
+                   for begin, end in spans)
+    return carries
 
 
 def _sent_language(language: str) -> Carry:
