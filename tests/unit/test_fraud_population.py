@@ -200,3 +200,34 @@ def test_few_browsers_finds_a_farm_behind_many_addresses_not_an_office(seed: int
     found = referrer_findings(program.conversions, program.context())
     assert "few_browsers" in {f.reason.code for f in found.get("farm", [])}
     assert "few_browsers" not in {f.reason.code for f in found.get("office", [])}
+
+
+@pytest.mark.parametrize("seed", [41, 42, 43])
+def test_a_burst_day_holds_the_burst_and_not_a_friend_who_bought_that_day(seed: int) -> None:
+    """Workers paid to click and buy come in bursts, twice: each burst's conversions carry
+    the velocity finding and are held. A friend who clicked the referrer's link weeks before
+    and happened to buy on a burst day came with the referrer's usual traffic: the burst
+    does not tie him, and he is not held on the referrer's reputation."""
+    program = Program(seed)
+    rng = program.rng
+    for r in range(40):
+        for _ in range(rng.randint(3, 6)):
+            program.referral(f"r{r}", program.when())
+        program.clicks[f"r{r}"] += rng.randint(15, 30)  # visitors who never convert
+    for _ in range(rng.randint(5, 8)):
+        program.referral("promoter", program.when())
+    days = (30 * DAY + rng.uniform(0, DAY), 45 * DAY + rng.uniform(0, DAY))
+    workers = [program.referral("promoter", day + rng.uniform(0, 5 * 3600),
+                                delay=rng.uniform(600, 3 * 3600))
+               for day in days for _ in range(rng.randint(14, 20))]
+    # The friend clicked three weeks before the second burst and bought in its midst.
+    late_friend = program.referral("promoter", days[1] + 3 * 3600, delay=21 * DAY)
+    found = referrer_findings(program.conversions, program.context())
+    (velocity,) = [f for f in found["promoter"] if f.reason.code == "velocity"]
+    assert all(velocity.carries(p) for _s, p in workers)
+    assert not velocity.carries(late_friend[1])
+    scores = {s.assessment.conversion_id: s.assessment for s in assess_all(
+        program.conversions, {}, program.context())}
+    assert sum(scores[p.conversion_id].score >= 0.5 for _s, p in workers) >= 0.9 * len(workers)
+    friend = scores[late_friend[1].conversion_id]
+    assert friend.score < 0.5, friend.reasons
