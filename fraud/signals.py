@@ -375,11 +375,16 @@ Carry = Callable[[ConversionFacts], bool]
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A referrer-level test that came out significant: its reason, and which of the
-    referrer's conversions carry the anomaly it found (`carries`)."""
+    referrer's conversions carry the anomaly it found (`carries`).
+
+    `ties`: whether carrying it ties a conversion to what the test found. A test of the
+    referrer as a whole (its conversion rate) is carried by every conversion of the referrer
+    and ties none: it only corroborates a tie that another finding makes."""
 
     reason: Reason
     carries: Carry
     p_value: float = 0.0
+    ties: bool = True
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -895,7 +900,7 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
             "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
             f"({k / n:.0%}, the program's {program_rate:.0%})", round(k / n, 4),
             round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
-            lambda c: True, p_values[ref])
+            lambda c: True, p_values[ref], ties=False)
     return out
 
 

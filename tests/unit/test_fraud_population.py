@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from fraud.assess import assess_all
+from fraud.assess import UNCARRIED, assess_all
 from fraud.signals import (
     DAY,
     ClickFacts,
@@ -231,3 +231,8 @@ def test_a_burst_day_holds_the_burst_and_not_a_friend_who_bought_that_day(seed: 
     assert sum(scores[p.conversion_id].score >= 0.5 for _s, p in workers) >= 0.9 * len(workers)
     friend = scores[late_friend[1].conversion_id]
     assert friend.score < 0.5, friend.reasons
+    # Tied to none of the referrer's findings (its conversion rate ties nobody): a small
+    # residual risk, and a reason that says the referrer is under suspicion.
+    assert max(r.weight for r in friend.reasons) <= UNCARRIED, friend.reasons
+    (untied,) = [r for r in friend.reasons if r.code == "untied_referral"]
+    assert "under suspicion" in untied.message and "velocity" in untied.message
