@@ -408,7 +408,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - steady_late_clicks: clicks in a steady stream rather than in bursts after shares, and
       customers who converted later than the program's (KS, one delay a customer): click
       spam that converts as well as the program; carried by the late conversions;
-    - velocity: a day with far more conversions than usual; carried by that day's;
+    - velocity: a day with far more conversions than usual; carried by the conversions of
+      every such day whose click came with the burst too;
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions;
     - min_amount_share: more purchases at the program's minimum amount (binomial); carried
