@@ -236,3 +236,26 @@ def test_a_burst_day_holds_the_burst_and_not_a_friend_who_bought_that_day(seed: 
     assert max(r.weight for r in friend.reasons) <= UNCARRIED, friend.reasons
     (untied,) = [r for r in friend.reasons if r.code == "untied_referral"]
     assert "under suspicion" in untied.message and "velocity" in untied.message
+
+
+@pytest.mark.parametrize("seed", [44, 45])
+def test_a_conversion_rate_alone_ties_no_referral(seed: int) -> None:
+    """Close friends convert far better than the program's visitors: the referrer's
+    conversion rate is a finding about the referrer as a whole, carried by every one of its
+    conversions and tying none. Its referrals keep a small residual risk and say why."""
+    program = Program(seed)
+    rng = program.rng
+    for r in range(40):
+        for _ in range(rng.randint(3, 6)):
+            program.referral(f"r{r}", program.when())
+        program.clicks[f"r{r}"] += rng.randint(15, 30)  # visitors who never convert
+    friends = [program.referral("close", program.when()) for _ in range(rng.randint(8, 12))]
+    found = referrer_findings(program.conversions, program.context())
+    assert [f.reason.code for f in found["close"]] == ["conversion_rate"]
+    scores = {s.assessment.conversion_id: s.assessment for s in assess_all(
+        program.conversions, {}, program.context())}
+    for signup, purchase in friends:
+        for conv in (signup, purchase):
+            a = scores[conv.conversion_id]
+            assert a.score <= UNCARRIED, a.reasons
+            assert "untied_referral" in {r.code for r in a.reasons}
