@@ -423,6 +423,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
+    - referrer_site: of a referrer that another decisive finding already ties conversions
+      to, more customers from a site than the program's other referrers' (binomial): where
+      its traffic was sourced; weak alone; carried by the conversions from those sites.
 
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
@@ -453,7 +456,68 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
         out[ref].append(finding)
+    tied = {ref for ref, found in out.items()
+            if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
+    for ref, finding in _site_findings(conversions, tied).items():
+        out[ref].append(finding)
     return dict(out)
+
+
+SITE_MIN_CUSTOMERS = 3
+SITE_WEIGHT = 0.3  # a referrer's audience on one site is ordinary: alone it holds nothing
+SITE_SUSPECT_WEIGHT = 0.5  # a finding this strong (decisive alone) makes a referrer a suspect
+
+
+def _last_site(conv: ConversionFacts) -> str | None:
+    return conv.touches[-1].source if conv.touches else None
+
+
+def _site_findings(conversions: Sequence[ConversionFacts], suspects: Collection[str]
+                   ) -> dict[str, Finding]:
+    """referrer_site: of a referrer another finding already ties conversions to, more
+    customers came from a site (Referer host) than the program's other referrers' customers
+    do (binomial against their share, Benjamini-Hochberg across referrers and sites): where
+    its traffic was sourced (a sign-up-for-cash board, a forum it posts to). Weak alone (an
+    honest referrer's audience gathers on its blog too); it ties the conversions from those
+    sites to the referrer's other findings. Carried by those conversions."""
+    sites: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    customers: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        host = _last_site(conv)
+        for ref in conv.referrers:
+            customers[ref].add(conv.customer)
+            if host is not None:
+                sites[host][ref].add(conv.customer)
+    total = sum(len(c) for c in customers.values())
+    pairs: list[tuple[str, str]] = []
+    p_values: dict[str, float] = {}
+    for ref in sorted(suspects):
+        n = len(customers.get(ref, ()))
+        for host, by_ref in sites.items():
+            k = len(by_ref.get(ref, ()))
+            if k < SITE_MIN_CUSTOMERS:
+                continue
+            rest = (sum(len(c) for c in by_ref.values()) - k + 1) / (total - n + 2)
+            p_values[str(len(pairs))] = _binom_above(k, n, rest)
+            pairs.append((ref, host))
+    found: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(benjamini_hochberg(p_values), key=int):
+        ref, host = pairs[int(key)]
+        found[ref].append(host)
+    out: dict[str, Finding] = {}
+    for ref, hosts in found.items():
+        k = len(set().union(*(sites[h][ref] for h in hosts)))
+        n = len(customers[ref])
+        out[ref] = Finding(Reason(
+            "referrer_site", f"referrer population: {k} of {ref}'s {n} customers came from "
+            f"{', '.join(sorted(hosts))}, where few of the program's other customers come "
+            "from", round(k / n, 4), f"FDR {FDR_Q:g}", SITE_WEIGHT, "population"),
+            _from_sites(frozenset(hosts)))
+    return out
+
+
+def _from_sites(hosts: frozenset[str]) -> Carry:
+    return lambda c: _last_site(c) in hosts
 
 
 SOURCE_MIN_CONVERSIONS = 5
