@@ -259,3 +259,32 @@ def test_a_conversion_rate_alone_ties_no_referral(seed: int) -> None:
             a = scores[conv.conversion_id]
             assert a.score <= UNCARRIED, a.reasons
             assert "untied_referral" in {r.code for r in a.reasons}
+
+
+@pytest.mark.parametrize("seed", [46, 47, 48])
+def test_the_site_a_suspect_referrers_workers_came_from_ties_them(seed: int) -> None:
+    """A referrer posts to a sign-up-for-cash board: its workers come from that site, buy
+    at once at the cheapest price; its friends come from mail and social sites like the
+    program's. The board ties the workers to the referrer's findings, not the friends. A
+    blogger whose whole audience comes from her blog, and who is suspect of nothing, has no
+    finding about it."""
+    program = Program(seed)
+    rng = program.rng
+    common = ("www.facebook.com", "mail.google.com", "t.co", "l.instagram.com")
+    for r in range(40):
+        for _ in range(rng.randint(3, 6)):
+            program.referral(f"r{r}", program.when(), source=rng.choice(common))
+        program.clicks[f"r{r}"] += rng.randint(15, 30)
+    for _ in range(rng.randint(8, 12)):
+        program.referral("blogger", program.when(), source="blog.example")
+    friends = [program.referral("promoter", program.when(), source=rng.choice(common))
+               for _ in range(rng.randint(5, 8))]
+    workers = [program.referral("promoter", program.when(), delay=rng.uniform(60, 600),
+                                amount=1500, source="cashboard.example")
+               for _ in range(rng.randint(10, 14))]
+    found = referrer_findings(program.conversions, program.context())
+    assert "referrer_site" not in {f.reason.code for f in found.get("blogger", [])}
+    (site,) = [f for f in found["promoter"] if f.reason.code == "referrer_site"]
+    assert "cashboard.example" in site.reason.message
+    assert all(site.carries(p) for _s, p in workers)
+    assert not any(site.carries(p) for _s, p in friends)
