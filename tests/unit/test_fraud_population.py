@@ -68,6 +68,14 @@ class Program:
                 self.referral(f"r{r}", self.when(),
                               signup_first=self.rng.random() < signup_first)
 
+    def visited(self, referrers: int, sources: tuple[str | None, ...] = (None,)) -> None:
+        """Honest referrers whose links are clicked by many visitors who never convert, and
+        by a few who do (coming from one of `sources`)."""
+        for r in range(referrers):
+            for _ in range(self.rng.randint(3, 6)):
+                self.referral(f"r{r}", self.when(), source=self.rng.choice(sources))
+            self.clicks[f"r{r}"] += self.rng.randint(15, 30)
+
     def context(self) -> ProgramContext:
         return ProgramContext(referrer_clicks=self.clicks)
 
@@ -210,10 +218,7 @@ def test_a_burst_day_holds_the_burst_and_not_a_friend_who_bought_that_day(seed: 
     does not tie him, and he is not held on the referrer's reputation."""
     program = Program(seed)
     rng = program.rng
-    for r in range(40):
-        for _ in range(rng.randint(3, 6)):
-            program.referral(f"r{r}", program.when())
-        program.clicks[f"r{r}"] += rng.randint(15, 30)  # visitors who never convert
+    program.visited(40)
     for _ in range(rng.randint(5, 8)):
         program.referral("promoter", program.when())
     days = (30 * DAY + rng.uniform(0, DAY), 45 * DAY + rng.uniform(0, DAY))
@@ -245,10 +250,7 @@ def test_a_conversion_rate_alone_ties_no_referral(seed: int) -> None:
     conversions and tying none. Its referrals keep a small residual risk and say why."""
     program = Program(seed)
     rng = program.rng
-    for r in range(40):
-        for _ in range(rng.randint(3, 6)):
-            program.referral(f"r{r}", program.when())
-        program.clicks[f"r{r}"] += rng.randint(15, 30)  # visitors who never convert
+    program.visited(40)
     friends = [program.referral("close", program.when()) for _ in range(rng.randint(8, 12))]
     found = referrer_findings(program.conversions, program.context())
     assert [f.reason.code for f in found["close"]] == ["conversion_rate"]
@@ -271,10 +273,7 @@ def test_the_site_a_suspect_referrers_workers_came_from_ties_them(seed: int) -> 
     program = Program(seed)
     rng = program.rng
     common = ("www.facebook.com", "mail.google.com", "t.co", "l.instagram.com")
-    for r in range(40):
-        for _ in range(rng.randint(3, 6)):
-            program.referral(f"r{r}", program.when(), source=rng.choice(common))
-        program.clicks[f"r{r}"] += rng.randint(15, 30)
+    program.visited(40, common)
     for _ in range(rng.randint(8, 12)):
         program.referral("blogger", program.when(), source="blog.example")
     friends = [program.referral("promoter", program.when(), source=rng.choice(common))
