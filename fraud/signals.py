@@ -480,24 +480,28 @@ def _site_findings(conversions: Sequence[ConversionFacts], suspects: Collection[
     its traffic was sourced (a sign-up-for-cash board, a forum it posts to). Weak alone (an
     honest referrer's audience gathers on its blog too); it ties the conversions from those
     sites to the referrer's other findings. Carried by those conversions."""
-    sites: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    came: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     customers: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
         host = _last_site(conv)
         for ref in conv.referrers:
             customers[ref].add(conv.customer)
             if host is not None:
-                sites[host][ref].add(conv.customer)
+                came[ref][host].add(conv.customer)
+    from_site: Counter[str] = Counter()
+    for by_host in came.values():
+        for host, people in by_host.items():
+            from_site[host] += len(people)
     total = sum(len(c) for c in customers.values())
     pairs: list[tuple[str, str]] = []
     p_values: dict[str, float] = {}
     for ref in sorted(suspects):
         n = len(customers.get(ref, ()))
-        for host, by_ref in sites.items():
-            k = len(by_ref.get(ref, ()))
+        for host, people in came.get(ref, {}).items():
+            k = len(people)
             if k < SITE_MIN_CUSTOMERS:
                 continue
-            rest = (sum(len(c) for c in by_ref.values()) - k + 1) / (total - n + 2)
+            rest = (from_site[host] - k + 1) / (total - n + 2)
             p_values[str(len(pairs))] = _binom_above(k, n, rest)
             pairs.append((ref, host))
     found: dict[str, list[str]] = defaultdict(list)
@@ -506,7 +510,7 @@ def _site_findings(conversions: Sequence[ConversionFacts], suspects: Collection[
         found[ref].append(host)
     out: dict[str, Finding] = {}
     for ref, hosts in found.items():
-        k = len(set().union(*(sites[h][ref] for h in hosts)))
+        k = len(set().union(*(came[ref][h] for h in hosts)))
         n = len(customers[ref])
         out[ref] = Finding(Reason(
             "referrer_site", f"referrer population: {k} of {ref}'s {n} customers came from "
