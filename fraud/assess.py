@@ -301,7 +301,10 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
     """Its credited referrers' findings: at their weight where the conversion (or another of
     the customer's through the same referrer) carries the anomaly (CORROBORATED when the
     referrer has two anomalies or more), at UNCARRIED where it does not: a referrer's
-    genuine referrals are not held on its reputation alone. Where `mixtures` is given, carried
+    genuine referrals are not held on its reputation alone. A conversion that carries none of
+    the findings that tie (Finding.ties: the referrer's conversion rate is carried by all and
+    ties none) keeps UNCARRIED for each, and its reasons say that the referrer is under
+    suspicion but this referral shows none of the traits. Where `mixtures` is given, carried
     findings weigh in proportion to the probability that the conversion is one of the
     anomalous ones (anomalous_probability): a genuine referral that shows what the program's
     genuine conversions often show too (a fast purchase), and not the referrer's other
@@ -312,6 +315,9 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
         several = len(found) >= 2
         mine = [f for f in found if f.carries(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
+        if found and not any(f.ties for f in mine):
+            out += untied_reasons(ref, found)
+            continue
         scale = (1.0 if mixtures is None or not mine else
                  anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
         # Two different anomalies of the referrer that this conversion shows corroborate
@@ -332,6 +338,19 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
                     reason, weight=UNCARRIED,
                     message=reason.message + " (this conversion does not show it)"))
     return out
+
+
+def untied_reasons(ref: str, found: Sequence[Finding]) -> list[Reason]:
+    """A referrer's findings on a conversion tied to none of them: each at UNCARRIED, and one
+    reason that says so in plain words."""
+    codes = ", ".join(sorted({f.reason.code for f in found}))
+    return [Reason("untied_referral",
+                   f"referrer {ref} is under suspicion ({codes}), but this referral shows none "
+                   "of the traits its tests found: not held on the referrer's reputation",
+                   len(found), "a trait of the referrer's anomaly", UNCARRIED, "population"),
+            *(replace(f.reason, weight=UNCARRIED, message=f.reason.message + (
+                " (this conversion does not show it)" if f.ties else
+                " (of the referrer as a whole: it ties no conversion)")) for f in found)]
 
 
 def feature_rows(conversions: Sequence[ConversionFacts], wanted: Sequence[ConversionFacts],

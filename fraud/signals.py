@@ -376,11 +376,16 @@ Carry = Callable[[ConversionFacts], bool]
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A referrer-level test that came out significant: its reason, and which of the
-    referrer's conversions carry the anomaly it found (`carries`)."""
+    referrer's conversions carry the anomaly it found (`carries`).
+
+    `ties`: whether carrying it ties a conversion to what the test found. A test of the
+    referrer as a whole (its conversion rate) is carried by every conversion of the referrer
+    and ties none: it only corroborates a tie that another finding makes."""
 
     reason: Reason
     carries: Carry
     p_value: float = 0.0
+    ties: bool = True
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -404,7 +409,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - steady_late_clicks: clicks in a steady stream rather than in bursts after shares, and
       customers who converted later than the program's (KS, one delay a customer): click
       spam that converts as well as the program; carried by the late conversions;
-    - velocity: a day with far more conversions than usual; carried by that day's;
+    - velocity: a day with far more conversions than usual; carried by the conversions of
+      every such day whose click came with the burst too;
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions;
     - min_amount_share: more purchases at the program's minimum amount (binomial); carried
@@ -418,6 +424,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
+    - referrer_site: of a referrer that another decisive finding already ties conversions
+      to, more customers from a site than the program's other referrers' (binomial): where
+      its traffic was sourced; weak alone; carried by the conversions from those sites.
 
     The program's delays are the other referrers' among `conversions` unless the context
     brings them; conversion rates need the context's click counts.
@@ -448,7 +457,72 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
         out[ref].append(finding)
+    tied = {ref for ref, found in out.items()
+            if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
+    for ref, finding in _site_findings(conversions, tied).items():
+        out[ref].append(finding)
     return dict(out)
+
+
+SITE_MIN_CUSTOMERS = 3
+SITE_WEIGHT = 0.3  # a referrer's audience on one site is ordinary: alone it holds nothing
+SITE_SUSPECT_WEIGHT = 0.5  # a finding this strong (decisive alone) makes a referrer a suspect
+
+
+def _last_site(conv: ConversionFacts) -> str | None:
+    return conv.touches[-1].source if conv.touches else None
+
+
+def _site_findings(conversions: Sequence[ConversionFacts], suspects: Collection[str]
+                   ) -> dict[str, Finding]:
+    """referrer_site: of a referrer another finding already ties conversions to, more
+    customers came from a site (Referer host) than the program's other referrers' customers
+    do (binomial against their share, Benjamini-Hochberg across referrers and sites): where
+    its traffic was sourced (a sign-up-for-cash board, a forum it posts to). Weak alone (an
+    honest referrer's audience gathers on its blog too); it ties the conversions from those
+    sites to the referrer's other findings. Carried by those conversions."""
+    came: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    customers: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        host = _last_site(conv)
+        for ref in conv.referrers:
+            customers[ref].add(conv.customer)
+            if host is not None:
+                came[ref][host].add(conv.customer)
+    from_site: Counter[str] = Counter()
+    for by_host in came.values():
+        for host, people in by_host.items():
+            from_site[host] += len(people)
+    total = sum(len(c) for c in customers.values())
+    pairs: list[tuple[str, str]] = []
+    p_values: dict[str, float] = {}
+    for ref in sorted(suspects):
+        n = len(customers.get(ref, ()))
+        for host, people in came.get(ref, {}).items():
+            k = len(people)
+            if k < SITE_MIN_CUSTOMERS:
+                continue
+            rest = (from_site[host] - k + 1) / (total - n + 2)
+            p_values[str(len(pairs))] = _binom_above(k, n, rest)
+            pairs.append((ref, host))
+    found: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(benjamini_hochberg(p_values), key=int):
+        ref, host = pairs[int(key)]
+        found[ref].append(host)
+    out: dict[str, Finding] = {}
+    for ref, hosts in found.items():
+        k = len(set().union(*(came[ref][h] for h in hosts)))
+        n = len(customers[ref])
+        out[ref] = Finding(Reason(
+            "referrer_site", f"referrer population: {k} of {ref}'s {n} customers came from "
+            f"{', '.join(sorted(hosts))}, where few of the program's other customers come "
+            "from", round(k / n, 4), f"FDR {FDR_Q:g}", SITE_WEIGHT, "population"),
+            _from_sites(frozenset(hosts)))
+    return out
+
+
+def _from_sites(hosts: frozenset[str]) -> Carry:
+    return lambda c: _last_site(c) in hosts
 
 
 SOURCE_MIN_CONVERSIONS = 5
@@ -896,7 +970,7 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
             "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
             f"({k / n:.0%}, the program's {program_rate:.0%})", round(k / n, 4),
             round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
-            lambda c: True, p_values[ref])
+            lambda c: True, p_values[ref], ties=False)
     return out
 
 
@@ -925,18 +999,41 @@ def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: 
 
 def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]]
                        ) -> dict[str, Finding]:
-    bursts = {ref: _burst(sorted(ts), *totals[ref]) for ref, ts in tally.times.items()}
+    """velocity: a day with far more conversions than the referrer's usual and than the
+    program's busier referrers' best day. Carried by the conversions of every such day (a
+    referrer posting to a sign-up-for-cash site more than once has more than one), whose
+    click came with the burst too (`_in_bursts`)."""
+    times = {ref: sorted(ts) for ref, ts in tally.times.items()}
+    bursts = {ref: _burst(ts, *totals[ref]) for ref, ts in times.items()}
     typical = (float(np.percentile([b[0] for b in bursts.values()], 90)) if bursts else 0.0)
     out: dict[str, Finding] = {}
-    for ref, (peak, usual, begin) in bursts.items():
+    for ref, (peak, usual, _begin) in bursts.items():
         limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
         if peak >= limit:
             out[ref] = Finding(Reason(
                 "velocity", f"referrer population: {ref} had {peak} conversions within one "
                 f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
                 f"best day: {typical:.0f})", peak, round(limit, 2), 0.4, "population"),
-                _within_day(begin))
+                _in_bursts(_burst_windows(times[ref], limit)))
     return out
+
+
+def _burst_windows(ts: Sequence[float], limit: float) -> list[tuple[float, float]]:
+    """The spans of sorted times `ts` covered by a day holding at least `limit` of them,
+    overlapping days merged: (first time, last time) of each."""
+    spans: list[tuple[float, float]] = []
+    hi = 0
+    for lo, start in enumerate(ts):
+        hi = max(hi, lo)
+        while hi + 1 < len(ts) and ts[hi + 1] - start <= DAY:
+            hi += 1
+        if hi - lo + 1 < limit:
+            continue
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], ts[hi]))
+        else:
+            spans.append((start, ts[hi]))
+    return spans
 
 
 def _share_above_rest(totals: Mapping[str, int], hits: Mapping[str, int], program_total: int,
@@ -1060,8 +1157,16 @@ def _slower_than(seconds: float) -> Carry:
     return lambda c: c.delay is None or c.delay >= seconds
 
 
-def _within_day(begin: float) -> Carry:
-    return lambda c: begin <= c.at <= begin + DAY
+def _in_bursts(spans: Sequence[tuple[float, float]]) -> Carry:
+    """A conversion of a burst: it came within one of the `spans`, and so did the click that
+    brought it (up to an hour before: a visitor of the burst's first minutes may have clicked
+    a little earlier). A customer who clicked weeks ago and happened to buy that day came
+    with the referrer's usual traffic, not with the burst."""
+    def carries(c: ConversionFacts) -> bool:
+        clicked = c.touches[-1].at if c.touches else c.at
+        return any(begin <= c.at <= end and clicked >= begin - LATE_SECONDS
+                   for begin, end in spans)
+    return carries
 
 
 def _sent_language(language: str) -> Carry:

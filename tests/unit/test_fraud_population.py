@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from fraud.assess import assess_all
+from fraud.assess import UNCARRIED, assess_all
 from fraud.signals import (
     DAY,
     ClickFacts,
@@ -67,6 +67,14 @@ class Program:
             for _ in range(each):
                 self.referral(f"r{r}", self.when(),
                               signup_first=self.rng.random() < signup_first)
+
+    def visited(self, referrers: int, sources: tuple[str | None, ...] = (None,)) -> None:
+        """Honest referrers whose links are clicked by many visitors who never convert, and
+        by a few who do (coming from one of `sources`)."""
+        for r in range(referrers):
+            for _ in range(self.rng.randint(3, 6)):
+                self.referral(f"r{r}", self.when(), source=self.rng.choice(sources))
+            self.clicks[f"r{r}"] += self.rng.randint(15, 30)
 
     def context(self) -> ProgramContext:
         return ProgramContext(referrer_clicks=self.clicks)
@@ -200,3 +208,82 @@ def test_few_browsers_finds_a_farm_behind_many_addresses_not_an_office(seed: int
     found = referrer_findings(program.conversions, program.context())
     assert "few_browsers" in {f.reason.code for f in found.get("farm", [])}
     assert "few_browsers" not in {f.reason.code for f in found.get("office", [])}
+
+
+@pytest.mark.parametrize("seed", [41, 42, 43])
+def test_a_burst_day_holds_the_burst_and_not_a_friend_who_bought_that_day(seed: int) -> None:
+    """Workers paid to click and buy come in bursts, twice: each burst's conversions carry
+    the velocity finding and are held. A friend who clicked the referrer's link weeks before
+    and happened to buy on a burst day came with the referrer's usual traffic: the burst
+    does not tie him, and he is not held on the referrer's reputation."""
+    program = Program(seed)
+    rng = program.rng
+    program.visited(40)
+    for _ in range(rng.randint(5, 8)):
+        program.referral("promoter", program.when())
+    days = (30 * DAY + rng.uniform(0, DAY), 45 * DAY + rng.uniform(0, DAY))
+    workers = [program.referral("promoter", day + rng.uniform(0, 5 * 3600),
+                                delay=rng.uniform(600, 3 * 3600))
+               for day in days for _ in range(rng.randint(14, 20))]
+    # The friend clicked three weeks before the second burst and bought in its midst.
+    late_friend = program.referral("promoter", days[1] + 3 * 3600, delay=21 * DAY)
+    found = referrer_findings(program.conversions, program.context())
+    (velocity,) = [f for f in found["promoter"] if f.reason.code == "velocity"]
+    assert all(velocity.carries(p) for _s, p in workers)
+    assert not velocity.carries(late_friend[1])
+    scores = {s.assessment.conversion_id: s.assessment for s in assess_all(
+        program.conversions, {}, program.context())}
+    assert sum(scores[p.conversion_id].score >= 0.5 for _s, p in workers) >= 0.9 * len(workers)
+    friend = scores[late_friend[1].conversion_id]
+    assert friend.score < 0.5, friend.reasons
+    # Tied to none of the referrer's findings (its conversion rate ties nobody): a small
+    # residual risk, and a reason that says the referrer is under suspicion.
+    assert max(r.weight for r in friend.reasons) <= UNCARRIED, friend.reasons
+    (untied,) = [r for r in friend.reasons if r.code == "untied_referral"]
+    assert "under suspicion" in untied.message and "velocity" in untied.message
+
+
+@pytest.mark.parametrize("seed", [44, 45])
+def test_a_conversion_rate_alone_ties_no_referral(seed: int) -> None:
+    """Close friends convert far better than the program's visitors: the referrer's
+    conversion rate is a finding about the referrer as a whole, carried by every one of its
+    conversions and tying none. Its referrals keep a small residual risk and say why."""
+    program = Program(seed)
+    rng = program.rng
+    program.visited(40)
+    friends = [program.referral("close", program.when()) for _ in range(rng.randint(8, 12))]
+    found = referrer_findings(program.conversions, program.context())
+    assert [f.reason.code for f in found["close"]] == ["conversion_rate"]
+    scores = {s.assessment.conversion_id: s.assessment for s in assess_all(
+        program.conversions, {}, program.context())}
+    for signup, purchase in friends:
+        for conv in (signup, purchase):
+            a = scores[conv.conversion_id]
+            assert a.score <= UNCARRIED, a.reasons
+            assert "untied_referral" in {r.code for r in a.reasons}
+
+
+@pytest.mark.parametrize("seed", [46, 47, 48])
+def test_the_site_a_suspect_referrers_workers_came_from_ties_them(seed: int) -> None:
+    """A referrer posts to a sign-up-for-cash board: its workers come from that site, buy
+    at once at the cheapest price; its friends come from mail and social sites like the
+    program's. The board ties the workers to the referrer's findings, not the friends. A
+    blogger whose whole audience comes from her blog, and who is suspect of nothing, has no
+    finding about it."""
+    program = Program(seed)
+    rng = program.rng
+    common = ("www.facebook.com", "mail.google.com", "t.co", "l.instagram.com")
+    program.visited(40, common)
+    for _ in range(rng.randint(8, 12)):
+        program.referral("blogger", program.when(), source="blog.example")
+    friends = [program.referral("promoter", program.when(), source=rng.choice(common))
+               for _ in range(rng.randint(5, 8))]
+    workers = [program.referral("promoter", program.when(), delay=rng.uniform(60, 600),
+                                amount=1500, source="cashboard.example")
+               for _ in range(rng.randint(10, 14))]
+    found = referrer_findings(program.conversions, program.context())
+    assert "referrer_site" not in {f.reason.code for f in found.get("blogger", [])}
+    (site,) = [f for f in found["promoter"] if f.reason.code == "referrer_site"]
+    assert "cashboard.example" in site.reason.message
+    assert all(site.carries(p) for _s, p in workers)
+    assert not any(site.carries(p) for _s, p in friends)
