@@ -217,3 +217,36 @@ def test_one_vpn_user_is_one_person_not_a_farm(buys: int) -> None:
     found = referrer_findings(rows, ProgramContext())
     assert "alice" not in found or all(f.reason.code != "hosting_share" for f in found["alice"])
     assert any(f.reason.code == "hosting_share" for f in found.get("farm", []))
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_ring_member_on_addresses_of_its_own_is_kept_by_its_referral_chain(draw: int
+                                                                             ) -> None:
+    """A camouflaged ring: eight to twelve accounts, each on an address of its own, pass
+    phones from one to the next, sign each other up and buy through each other's links; one
+    or two use only an address and a phone of their own, bound to the ring by their
+    referrals alone (referred by one member, referring another), which cuts the ring's
+    shared phones in parts. It comes back as one flag; a member's genuine friend, referred by
+    that member and referring nobody of the ring, is not in it."""
+    rng = random.Random(60 + draw)
+    size = rng.randint(8, 12)
+    members = [f"m{i}" for i in range(size)]
+    first = rng.randint(2, size - 3)
+    loners = {members[first]} | ({members[first + 3]} if first + 3 < size - 2 else set())
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = []
+    for i, m in enumerate(members):  # an address and a phone each, the phone shared in turn
+        rows.append((("referrer", m), f"8{draw}.{i}.3.9", f"own-{m}"))
+    for a, b in zip(members, members[1:], strict=False):
+        if a in loners or b in loners:
+            continue
+        rows += [(("referrer", a), None, f"phone-{a}-{b}"), (("referrer", b), None,
+                                                            f"phone-{a}-{b}")]
+    referrals = [(members[i - 1], members[i]) for i in range(1, size)]
+    referrals += [(members[i - 2], members[i]) for i in range(2, size, 3)]
+    referrals += [(members[0], "friend")]
+    rows.append((("customer", "friend"), f"7{draw}.1.1.1", "friend-phone"))
+    rings = shared_infrastructure(columns_by_account(rows), referrals)
+    group = set(members)
+    best = max(rings, key=lambda r: len(group & {p for _k, p in r.accounts}))
+    assert {p for _k, p in best.accounts} == group
+    assert best.score >= DECISIVE
