@@ -144,15 +144,10 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     alone whose accounts mostly use other addresses as well is people behind one gateway, not
     a ring (ADDRESS_CONCENTRATION).
     """
+    referrals = list(referrals)
     referred_by: dict[str, set[str]] = defaultdict(set)
-    ties: dict[str, set[str]] = defaultdict(set)  # who referred whom, either way
-    referring: set[str] = set()
     for referrer, customer in referrals:
         referred_by[customer].add(referrer)
-        referring.add(referrer)
-        if referrer != customer:
-            ties[referrer].add(customer)
-            ties[customer].add(referrer)
     graph = bipartite(uses)
     rare = [n for n, d in graph.nodes(data=True)
             if d.get("bipartite") == 1 and graph.degree(n) >= 2
@@ -187,7 +182,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             groups.append(set(community))
     groups = _merge_by_collector(groups, referred_by)
     rings = []
-    for component, links in _merge_by_chain(groups, ties, referring):
+    for component, links in _merge_by_chain(groups, referrals):
         collectors: dict[str, int] = defaultdict(int)
         for _kind, person in component:
             for referrer in referred_by.get(person, ()):
@@ -241,8 +236,8 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
 CHAIN_TIES = 2  # referral ties to a group's people that make an account a link of its chain
 
 
-def _merge_by_chain(groups: list[set[Account]], ties: Mapping[str, Collection[str]],
-                    referrers: Collection[str]) -> list[tuple[set[Account], set[Account]]]:
+def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, str]]
+                    ) -> list[tuple[set[Account], set[Account]]]:
     """Groups of one referral chain are one ring, with the chain's links that share nothing:
     (the accounts infrastructure binds, the links) per ring.
 
@@ -254,6 +249,13 @@ def _merge_by_chain(groups: list[set[Account]], ties: Mapping[str, Collection[st
     genuine friends, referred by one of them and referring nobody of the ring, and two
     households one referral apart are two households. The ring's evidence (what binds it,
     how concentrated it is) stays that of the accounts infrastructure binds."""
+    ties: dict[str, set[str]] = defaultdict(set)  # who referred whom, either way
+    referrers: set[str] = set()
+    for referrer, customer in referrals:
+        referrers.add(referrer)
+        if referrer != customer:
+            ties[referrer].add(customer)
+            ties[customer].add(referrer)
     owner: dict[str, int] = {}
     for i, group in enumerate(groups):
         for _kind, person in group:

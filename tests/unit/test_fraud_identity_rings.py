@@ -6,6 +6,7 @@ account; families, offices, campuses, VPN users."""
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 
@@ -236,7 +237,7 @@ def test_a_ring_member_on_addresses_of_its_own_is_kept_by_its_referral_chain(dra
     rows: list[tuple[tuple[str, str], str | None, str | None]] = []
     for i, m in enumerate(members):  # an address and a phone each, the phone shared in turn
         rows.append((("referrer", m), f"8{draw}.{i}.3.9", f"own-{m}"))
-    for a, b in zip(members, members[1:], strict=False):
+    for a, b in pairwise(members):
         if a in loners or b in loners:
             continue
         rows += [(("referrer", a), None, f"phone-{a}-{b}"), (("referrer", b), None,
