@@ -251,3 +251,29 @@ def test_a_ring_member_on_addresses_of_its_own_is_kept_by_its_referral_chain(dra
     best = max(rings, key=lambda r: len(group & {p for _k, p in r.accounts}))
     assert {p for _k, p in best.accounts} == group
     assert best.score >= DECISIVE
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_households_a_referral_apart_stay_two_weak_groups(draw: int) -> None:
+    """Two to four families, each on its home address and two or three phones, one parent
+    referring the others; one family's parent referred one person of the next family (one
+    referral between them). Each family stays a group of its own, and none is held."""
+    rng = random.Random(90 + draw)
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = []
+    referrals: list[tuple[str, str]] = []
+    families = []
+    for f in range(rng.randint(2, 4)):
+        people = [f"f{f}p{i}" for i in range(rng.randint(3, 5))]
+        families.append(set(people))
+        for i, person in enumerate(people):
+            rows.append((("referrer" if i == 0 else "customer", person), f"86.{draw}.{f}.1",
+                         f"f{f}-phone{i % rng.randint(2, 3)}"))
+            if i:
+                referrals.append((people[0], person))
+        if f:
+            referrals.append((f"f{f - 1}p0", people[1]))
+    rings = shared_infrastructure(columns_by_account(rows), referrals)
+    for ring in rings:
+        people = {p for _k, p in ring.accounts}
+        assert sum(1 for family in families if family & people) == 1
+        assert ring.score < DECISIVE
