@@ -651,10 +651,11 @@ async def click_evenness(conn: asyncpg.Connection, program_id: int) -> dict[str,
     rows = await conn.fetch(
         """SELECT r.external_id, e.pairs, e.spread
            FROM (SELECT g.referrer_id, count(*) AS pairs,
-                        sum(abs(g.a / (g.a + g.b) - 0.5))::float8 AS spread
+                        sum(abs(g.a / (g.a + g.b) - 0.5)) AS spread
                  FROM (SELECT c.referrer_id,
-                              extract(epoch FROM c.ts - lag(c.ts) OVER w) AS a,
-                              extract(epoch FROM lead(c.ts) OVER w - c.ts) AS b
+                              date_part('epoch', c.ts) - lag(date_part('epoch', c.ts)) OVER w AS a,
+                              lead(date_part('epoch', c.ts)) OVER w - date_part('epoch', c.ts)
+                                AS b
                        FROM clicks c
                        WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
                        WINDOW w AS (PARTITION BY c.referrer_id ORDER BY c.ts)) g
