@@ -144,6 +144,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     alone whose accounts mostly use other addresses as well is people behind one gateway, not
     a ring (ADDRESS_CONCENTRATION).
     """
+    referrals = list(referrals)
     referred_by: dict[str, set[str]] = defaultdict(set)
     for referrer, customer in referrals:
         referred_by[customer].add(referrer)
@@ -181,13 +182,14 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             groups.append(set(community))
     groups = _merge_by_collector(groups, referred_by)
     rings = []
-    for component in groups:
+    for component, links in _merge_by_chain(groups, referrals):
         collectors: dict[str, int] = defaultdict(int)
         for _kind, person in component:
             for referrer in referred_by.get(person, ()):
                 collectors[referrer] += 1
         accounts = frozenset(component) | {("referrer", r) for r, n in collectors.items()
                                            if n >= 2 and ("customer", r) not in component}
+        accounts |= links
         referrers = [a for a in accounts if a[0] == "referrer"]
         if len(accounts) < min_accounts or len(referrers) < min_referrers:
             continue
@@ -229,6 +231,69 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))
     return rings
+
+
+CHAIN_TIES = 2  # referral ties to a group's people that make an account a link of its chain
+
+
+def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, str]]
+                    ) -> list[tuple[set[Account], set[Account]]]:
+    """Groups of one referral chain are one ring, with the chain's links that share nothing:
+    (the accounts infrastructure binds, the links) per ring.
+
+    A ring that changes addresses and devices for some accounts still signs each one up
+    through an earlier one's link and buys through the others'. An account outside every
+    group with CHAIN_TIES referral ties (either way) to the groups' people is a link of
+    their chain: it joins, and the groups it ties to become one. Two groups with CHAIN_TIES
+    referrals between their people are one too. One tie is not enough: fraudsters have
+    genuine friends, referred by one of them and referring nobody of the ring, and two
+    households one referral apart are two households. The ring's evidence (what binds it,
+    how concentrated it is) stays that of the accounts infrastructure binds."""
+    ties: dict[str, set[str]] = defaultdict(set)  # who referred whom, either way
+    referrers: set[str] = set()
+    for referrer, customer in referrals:
+        referrers.add(referrer)
+        if referrer != customer:
+            ties[referrer].add(customer)
+            ties[customer].add(referrer)
+    owner: dict[str, int] = {}
+    for i, group in enumerate(groups):
+        for _kind, person in group:
+            owner.setdefault(person, i)
+    parent = list(range(len(groups)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    between: dict[tuple[int, int], set[frozenset[str]]] = defaultdict(set)
+    links: dict[str, list[int]] = {}
+    for person in sorted({p for q in owner for p in ties.get(q, ())}):
+        mine = owner.get(person)
+        tied = [owner[q] for q in sorted(ties.get(person, ())) if q in owner]
+        if mine is None:
+            if len(tied) >= CHAIN_TIES:
+                links[person] = tied
+            continue
+        for other, q in zip(tied, (q for q in sorted(ties.get(person, ())) if q in owner),
+                            strict=True):
+            if other != mine:
+                between[(min(mine, other), max(mine, other))].add(frozenset((person, q)))
+    for (a, b), pairs in between.items():
+        if len(pairs) >= CHAIN_TIES:
+            parent[find(a)] = find(b)
+    for tied in links.values():
+        for other in tied[1:]:
+            parent[find(other)] = find(tied[0])
+    core: dict[int, set[Account]] = defaultdict(set)
+    joined: dict[int, set[Account]] = defaultdict(set)
+    for i, group in enumerate(groups):
+        core[find(i)] |= group
+    for person, tied in links.items():
+        joined[find(tied[0])].add(("referrer" if person in referrers else "customer", person))
+    return [(core[root], joined[root]) for root in core]
 
 
 def _address_concentration(component: set[Account], shared: frozenset[Column],

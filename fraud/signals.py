@@ -326,6 +326,12 @@ OTHERS_SAMPLE = 5_000  # delays the program's distribution is estimated from
 SPAM_RATE_FACTOR = 0.2  # a conversion rate under a fifth of the program's
 
 
+EVEN_MIN_PAIRS = 10  # triples of consecutive counted clicks before their evenness can tell
+# The variance of the mean of |x - 1/2| over overlapping triples of a Poisson process, in
+# units of independent ones' (1/48 per triple): 1.34-1.39 in simulation at 10-100 triples.
+GAP_VARIANCE_FACTOR = 1.4
+
+
 @dataclass(frozen=True, slots=True)
 class ClickRhythm:
     """A referrer's counted clicks over UTC days: how many, over how many days from its first
@@ -334,6 +340,25 @@ class ClickRhythm:
     clicks: int
     days: int
     squares: int
+    # Of each three consecutive clicks, the first gap's share of the two gaps, x = a / (a + b):
+    # how many such triples (`gap_pairs`), and the sum of |x - 1/2| over them (full scans).
+    gap_pairs: int = 0
+    gap_spread: float = 0.0
+
+    def even_p_value(self) -> float:
+        """The p-value of "these clicks came from people clicking independently" against
+        "at a steady rhythm" (one-sided). People's clicks on a link are a Poisson process
+        whose rate changes with the hour and after each share; over two consecutive gaps
+        the rate is nearly the same, so the first gap's share x of the two is uniform on
+        [0, 1] whatever the rate, and |x - 1/2| has mean 1/4 and variance 1/48. Clicks
+        made at a steady pace, however jittered, give gaps of similar length: x near 1/2.
+        Consecutive triples share a gap (positively correlated: GAP_VARIANCE_FACTOR
+        widens the variance of the mean); a normal approximation of the mean's tail."""
+        if self.gap_pairs < EVEN_MIN_PAIRS:
+            return 1.0
+        mean = self.gap_spread / self.gap_pairs
+        sd = math.sqrt(GAP_VARIANCE_FACTOR / (48.0 * self.gap_pairs))
+        return float(stats.norm.cdf((mean - 0.25) / sd))
 
     def burst_p_value(self) -> float:
         """The p-value of "these clicks came as a steady stream" (one-sided chi-square test of
@@ -421,6 +446,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       (binomial); carried by those conversions;
     - headerless_share: most conversions through visits without Accept-Language where the
       program's have it; carried by those;
+    - even_clicks: the referrer's clicks at a steady rhythm, their consecutive gaps far more
+      even than people's (ClickRhythm.even_p_value): a click farm's workers in shifts, however
+      jittered; carried by the conversions through its clicks; full scans only;
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
@@ -452,6 +480,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                                        suspects).items():
         out[ref].append(finding)
     for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
+        out[ref].append(finding)
+    for ref, finding in _even_findings(context, set(out)).items():
         out[ref].append(finding)
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
@@ -841,6 +871,40 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
             round(statistic, 4), f"FDR {FDR_Q:g}", 0.6, "population"),
             _slower_than(min(late, LATE_SECONDS)), p_values[ref])
     return {ref: made[ref] for ref in benjamini_hochberg(p_values)}
+
+
+def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str, Finding]:
+    """even_clicks: a referrer whose clicks came at a steady rhythm (ClickRhythm.
+    even_p_value), under Benjamini-Hochberg across the referrers with enough clicks to
+    tell. A shared link's clicks come from people who each click when they see it: bursts
+    after a post, quiet nights, but independent, so consecutive gaps are as uneven as a
+    Poisson process's. A click farm's workers click one visit after another through their
+    shift: a pace, jittered to look human, that keeps consecutive gaps alike. The test
+    looks at gaps two at a time, so shifts, hours of the day and the ebb of a post's
+    attention (the rate changing) do not count against people. Carried by the conversions
+    that came through the referrer's clicks.
+
+    A farm of a dozen customers makes two dozen clicks: too few for the test to stand out
+    among hundreds of referrers. So the referrers another test already `found` (a conversion
+    rate far above the program's, a day of many conversions, ...) are also tested as a
+    family of their own, each family under Benjamini-Hochberg: how a referrer's visitors
+    converted says nothing of the gaps between their clicks where people click on their
+    own, so the p-values of the ones picked stay uniform."""
+    p_values = {ref: r.even_p_value() for ref, r in context.click_rhythm.items()
+                if r.gap_pairs >= EVEN_MIN_PAIRS}
+    suspects = {ref: p for ref, p in p_values.items() if ref in found}
+    out: dict[str, Finding] = {}
+    for ref in sorted(benjamini_hochberg(p_values) | benjamini_hochberg(suspects)):
+        rhythm = context.click_rhythm[ref]
+        mean = rhythm.gap_spread / rhythm.gap_pairs
+        out[ref] = Finding(Reason(
+            "even_clicks", f"referrer population: {ref}'s {rhythm.clicks} clicks came at a "
+            f"steady rhythm: of each two consecutive gaps between them, the first was "
+            f"{0.5 - mean:.0%} to {0.5 + mean:.0%} of the two on average, where people "
+            "clicking on their own give 25% to 75% (a click farm's workers, paced)",
+            round(mean, 4), 0.25, 0.6, "population"),
+            lambda c: bool(c.touches), p_values[ref])
+    return out
 
 
 QUICK_QUANTILE = 0.1  # the program's fastest conversions: an injection's are among them

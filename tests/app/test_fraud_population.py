@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,82 @@ async def test_steady_click_spam_that_converts_like_the_program_is_held(
         "spammer"}
     reason = next(r for f in items for r in f["reasons"] if r["code"] == "steady_late_clicks")
     assert "steady stream" in reason["message"]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_a_click_farm_pacing_its_clicks_is_flagged_through_the_api(
+    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
+    aiohttp_client: ClientFactory, seed: int,
+) -> None:
+    """A click farm's workers open the link one visit after another through a shift, every
+    fifteen minutes give or take a third; honest referrers' friends click in bursts after each
+    share. The scan measures the gaps between each referrer's counted clicks in the database
+    (a bot's clicks left out) and flags the farm's purchases on them (even_clicks); no honest
+    referrer is found even."""
+    rng = random.Random(seed)
+    settings = make_settings(tmp_path / "d", dsn,
+                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    integration = auth(tokens["integration"])
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+    when: dict[str, datetime] = {}
+
+    async def visit(code: str, at: datetime, agent: str | None = None) -> str:
+        n = len(when)
+        resp = await client.get(f"/r/{code}", allow_redirects=False, headers={
+            "X-Forwarded-For": f"83.{n // 250 % 250 + 1}.{rng.randrange(1, 250)}.{n % 250 + 1}",
+            "User-Agent": agent or UA.format(v=100 + n % 30), "Accept-Language": "en"})
+        assert resp.status == 302
+        cid: str = click_id(resp.headers["Location"])
+        when[cid] = at
+        return cid
+
+    buyers: dict[str, str] = {}
+    for r in range(10):
+        code = f"r{r}"
+        await make_link(client, tokens, referrer=code, code=code)
+        shares = [start + timedelta(days=rng.uniform(0, 25)) for _ in range(3)]
+        for i in range(rng.randint(12, 18)):
+            share = rng.choice(shares)
+            cid = await visit(code, share + timedelta(seconds=rng.expovariate(1 / 5400)))
+            if i % 4 == 0:
+                buyers[f"{code}-{i}"] = cid
+    await make_link(client, tokens, referrer="farm", code="farm")
+    farm: list[str] = []
+    at = start + timedelta(days=10, hours=8)
+    for _ in range(rng.randint(18, 22)):
+        farm.append(await visit("farm", at))
+        at += timedelta(minutes=15 * rng.uniform(0.67, 1.33))
+    # A crawler's clicks on the farm's link are not counted, nor measured.
+    await visit("farm", at + timedelta(seconds=1), agent="curl/8.5.0")
+    await wait_for_clicks(conn, len(when))
+    for month in {t.replace(day=1, hour=12) for t in when.values()}:
+        await ensure_partition(conn, month)
+    await conn.executemany("UPDATE clicks SET ts = $2 WHERE click_id = $1::uuid",
+                           list(when.items()))
+    for i, cid in enumerate(farm):
+        buyers[f"farm-{i}"] = cid
+    for customer, cid in buyers.items():
+        resp = await client.post("/api/v1/conversions", headers=integration, json={
+            "program": "acme", "event_id": f"p-{customer}", "type": "purchase",
+            "customer_id": customer, "click_id": cid, "currency": "USD", "amount": 2900,
+            "occurred_at": (when[cid] + timedelta(minutes=rng.uniform(5, 90))).isoformat()})
+        assert resp.status == 201, await resp.text()
+    await attribute_pending(conn)
+    await scan(conn)
+
+    found = await client.get("/api/v1/fraud/flags?program=acme&kind=even_clicks",
+                             headers=auth(tokens["viewer"]))
+    assert found.status == 200
+    items = (await found.json())["items"]
+    assert {m["id"] for f in items for m in f["members"] if m["type"] == "referrer"} == {
+        "farm"}
+    reason = next(r for f in items for r in f["reasons"] if r["code"] == "even_clicks")
+    times = sorted(when[cid].timestamp() for cid in farm)
+    gaps = [b - a for a, b in pairwise(times)]
+    spread = [abs(a / (a + b) - 0.5) for a, b in pairwise(gaps)]
+    assert reason["value"] == pytest.approx(sum(spread) / len(spread), abs=1e-4)
+    risk = {r["event_id"]: r["score"] for r in await conn.fetch(
+        """SELECT c.event_id, r.score FROM conversion_risk r
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")}
+    assert all(risk[f"p-farm-{i}"] >= 0.5 for i in range(len(farm)))

@@ -7,6 +7,7 @@ tablet), offices, campuses, VPN users, a public terminal."""
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 
@@ -289,3 +290,62 @@ def test_one_browser_cookie_behind_two_referees_of_one_referrer(draw: int) -> No
     split = [ConversionFacts(1, "mum", start, ("alice",), visitors=frozenset({cookie})),
              ConversionFacts(2, "son", start + 60, ("bob",), visitors=frozenset({cookie}))]
     assert shared_cookie_reasons(split) == {}
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_ring_member_on_addresses_of_its_own_is_kept_by_its_referral_chain(draw: int
+                                                                             ) -> None:
+    """A camouflaged ring: eight to twelve accounts, each on an address of its own, pass
+    phones from one to the next, sign each other up and buy through each other's links; one
+    or two use only an address and a phone of their own, bound to the ring by their
+    referrals alone (referred by one member, referring another), which cuts the ring's
+    shared phones in parts. It comes back as one flag; a member's genuine friend, referred by
+    that member and referring nobody of the ring, is not in it."""
+    rng = random.Random(60 + draw)
+    size = rng.randint(8, 12)
+    members = [f"m{i}" for i in range(size)]
+    first = rng.randint(2, size - 3)
+    loners = {members[first]} | ({members[first + 3]} if first + 3 < size - 2 else set())
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = []
+    for i, m in enumerate(members):  # an address and a phone each, the phone shared in turn
+        rows.append((("referrer", m), f"8{draw}.{i}.3.9", f"own-{m}"))
+    for a, b in pairwise(members):
+        if a in loners or b in loners:
+            continue
+        rows += [(("referrer", a), None, f"phone-{a}-{b}"), (("referrer", b), None,
+                                                            f"phone-{a}-{b}")]
+    referrals = [(members[i - 1], members[i]) for i in range(1, size)]
+    referrals += [(members[i - 2], members[i]) for i in range(2, size, 3)]
+    referrals += [(members[0], "friend")]
+    rows.append((("customer", "friend"), f"7{draw}.1.1.1", "friend-phone"))
+    rings = shared_infrastructure(columns_by_account(rows), referrals)
+    group = set(members)
+    best = max(rings, key=lambda r: len(group & {p for _k, p in r.accounts}))
+    assert {p for _k, p in best.accounts} == group
+    assert best.score >= DECISIVE
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_households_a_referral_apart_stay_two_weak_groups(draw: int) -> None:
+    """Two to four families, each on its home address and two or three phones, one parent
+    referring the others; one family's parent referred one person of the next family (one
+    referral between them). Each family stays a group of its own, and none is held."""
+    rng = random.Random(90 + draw)
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = []
+    referrals: list[tuple[str, str]] = []
+    families = []
+    for f in range(rng.randint(2, 4)):
+        people = [f"f{f}p{i}" for i in range(rng.randint(3, 5))]
+        families.append(set(people))
+        for i, person in enumerate(people):
+            rows.append((("referrer" if i == 0 else "customer", person), f"86.{draw}.{f}.1",
+                         f"f{f}-phone{i % rng.randint(2, 3)}"))
+            if i:
+                referrals.append((people[0], person))
+        if f:
+            referrals.append((f"f{f - 1}p0", people[1]))
+    rings = shared_infrastructure(columns_by_account(rows), referrals)
+    for ring in rings:
+        people = {p for _k, p in ring.accounts}
+        assert sum(1 for family in families if family & people) == 1
+        assert ring.score < DECISIVE

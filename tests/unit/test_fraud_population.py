@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 
@@ -13,6 +14,7 @@ from fraud.assess import UNCARRIED, assess_all
 from fraud.signals import (
     DAY,
     ClickFacts,
+    ClickRhythm,
     ConversionFacts,
     ProgramContext,
     interjected,
@@ -287,3 +289,94 @@ def test_the_site_a_suspect_referrers_workers_came_from_ties_them(seed: int) -> 
     assert "cashboard.example" in site.reason.message
     assert all(site.carries(p) for _s, p in workers)
     assert not any(site.carries(p) for _s, p in friends)
+
+
+def _rhythm(times: list[float]) -> ClickRhythm:
+    """A referrer's ClickRhythm as tracker.scoring.queries builds it from its clicks."""
+    times = sorted(times)
+    days = {int(t // DAY) for t in times}
+    per_day = [sum(1 for t in times if int(t // DAY) == d) for d in days]
+    gaps = [b - a for a, b in pairwise(times)]
+    shares = [abs(a / (a + b) - 0.5) for a, b in pairwise(gaps)
+              if a > 0 and b > 0]
+    return ClickRhythm(len(times), max(days) - min(days) + 1, sum(n * n for n in per_day),
+                       len(shares), sum(shares))
+
+
+def _shared_link(rng: random.Random, shares: int, per_share: float) -> list[float]:
+    """People clicking a shared link: after each share a burst whose rate fades (the post
+    scrolls away), each person on their own."""
+    out = []
+    for _ in range(shares):
+        posted = rng.uniform(0, 50 * DAY)
+        out += [posted + rng.expovariate(1 / rng.uniform(1800, 6 * 3600))
+                for _ in range(max(1, int(rng.expovariate(1 / per_share))))]
+    return out
+
+
+def _farm(rng: random.Random, clicks: int, jitter: float) -> list[float]:
+    """Workers clicking one visit after another in shifts (a few hours a day, some days),
+    at a pace jittered by up to `jitter` of it either way."""
+    pace = rng.uniform(300, 1800)
+    out: list[float] = []
+    day = rng.randrange(5, 40)
+    while len(out) < clicks:
+        at = day * DAY + rng.uniform(7, 15) * 3600
+        end = at + rng.uniform(3, 8) * 3600
+        while at < end and len(out) < clicks:
+            out.append(at)
+            at += pace * rng.uniform(1 - jitter, 1 + jitter)
+        day += rng.randint(1, 3)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_click_farm_pacing_jittered_clicks_in_shifts_is_found(seed: int) -> None:
+    """A click farm's workers click at a pace in shifts, jittered by up to half of it either
+    way (a human-looking rhythm); one hundred honest referrers' links shared a few times
+    each, an influencer's post clicked by hundreds, and a referrer shared once to a big group
+    come from people clicking on their own. Only the farm's clicks are even."""
+    rng = random.Random(70 + seed)
+    rhythm = {f"r{i}": _rhythm(_shared_link(rng, rng.randint(1, 6), 8)) for i in range(100)}
+    rhythm["influencer"] = _rhythm(_shared_link(rng, 2, 200))
+    rhythm["group"] = _rhythm(_shared_link(rng, 1, 40))
+    rhythm["farm"] = _rhythm(_farm(rng, rng.randint(30, 45), 0.5))
+    found = referrer_findings([], ProgramContext(click_rhythm=rhythm))
+    even = {ref for ref, fs in found.items() for f in fs if f.reason.code == "even_clicks"}
+    assert even == {"farm"}
+    reason = next(f.reason for f in found["farm"] if f.reason.code == "even_clicks")
+    assert reason.family == "population" and "steady rhythm" in reason.message
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_small_farm_converting_too_well_is_found_by_its_even_clicks(seed: int) -> None:
+    """A farm of ten to fourteen customers in one or two shifts: some twenty clicks, jittered
+    by up to 60%, too few to stand out among every referrer's; but nearly every click
+    converts (conversion_rate), and among the referrers another test found, its even clicks
+    do stand out. Each of its purchases is held on the two findings; the honest referrers,
+    and a friend group that converts as well as the farm but clicked on its own, are not
+    found even."""
+    p = Program(80 + seed)
+    p.honest(40, 4)
+    rng = p.rng
+    for ref in list(p.clicks):
+        p.clicks[ref] *= 10
+    rhythm = {ref: _rhythm(_shared_link(rng, 3, n / 3)) for ref, n in p.clicks.items()}
+    times = sorted(_farm(rng, rng.randint(20, 24), 0.6))
+    for at in rng.sample(times, rng.randint(10, 14)):
+        p.referral("farm", at + rng.uniform(300, 3600), delay=rng.uniform(300, 3600))
+    p.clicks["farm"] = len(times)
+    rhythm["farm"] = _rhythm(times)
+    friends = _shared_link(rng, 1, 20)
+    for at in friends[:12]:
+        p.referral("friends", at + 900, delay=900)
+    p.clicks["friends"] = len(friends)
+    rhythm["friends"] = _rhythm(friends)
+    context = replace(p.context(), click_rhythm=rhythm)
+    found = referrer_findings(p.conversions, context)
+    even = {ref for ref, fs in found.items() for f in fs if f.reason.code == "even_clicks"}
+    assert even == {"farm"}
+    scored = {s.assessment.conversion_id: s.assessment.score
+              for s in assess_all(p.conversions, {}, context)}
+    assert all(scored[c.conversion_id] >= 0.5 for c in p.conversions
+               if c.referrers == ("farm",) and c.amount > 0)

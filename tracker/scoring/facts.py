@@ -11,7 +11,7 @@ aggregates (fraud.signals.ProgramContext).
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 import numpy as np
@@ -246,6 +246,9 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
     if scope is None:
         # Visits per site they came from (full scans only: a count over every click).
         sources = await queries.source_clicks(conn, program_id)
+        even = await queries.click_evenness(conn, program_id)
+        rhythm = {ref: replace(r, gap_pairs=even[ref].pairs, gap_spread=even[ref].spread)
+                  if ref in even else r for ref, r in rhythm.items()}
         return ProgramFacts(ProgramContext(reversed_ids, clicks, source_clicks=sources,
                                            click_rhythm=rhythm))
     # The program's conversions per click, as the latest full scan measured it (counting a

@@ -653,6 +653,34 @@ async def referrer_clicks(conn: asyncpg.Connection, program_id: int,
     return {r["external_id"]: ClickRhythm(r["n"], r["days"], r["squares"]) for r in rows}
 
 
+@dataclass(frozen=True, slots=True)
+class GapEvenness:
+    pairs: int  # triples of consecutive counted clicks
+    spread: float  # sum over them of |first gap / both gaps - 1/2|
+
+
+async def click_evenness(conn: asyncpg.Connection, program_id: int) -> dict[str, GapEvenness]:
+    """Per referrer, how even the gaps between its consecutive counted clicks are
+    (fraud.signals.ClickRhythm.even_p_value): over each three consecutive clicks (gaps a and
+    b, both positive), the count and the sum of |a / (a + b) - 1/2|. One pass over the
+    program's counted clicks in (referrer, time) order: full scans only."""
+    rows = await conn.fetch(
+        """SELECT r.external_id, e.pairs, e.spread
+           FROM (SELECT g.referrer_id, count(*) AS pairs,
+                        sum(abs(g.a / (g.a + g.b) - 0.5)) AS spread
+                 FROM (SELECT c.referrer_id,
+                              date_part('epoch', c.ts) - lag(date_part('epoch', c.ts)) OVER w AS a,
+                              lead(date_part('epoch', c.ts)) OVER w - date_part('epoch', c.ts)
+                                AS b
+                       FROM clicks c
+                       WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+                       WINDOW w AS (PARTITION BY c.referrer_id ORDER BY c.ts)) g
+                 WHERE g.a > 0 AND g.b > 0
+                 GROUP BY g.referrer_id) e
+           JOIN referrers r ON r.program_id = $1 AND r.id = e.referrer_id""", program_id)
+    return {r["external_id"]: GapEvenness(r["pairs"], r["spread"]) for r in rows}
+
+
 async def source_clicks(conn: asyncpg.Connection, program_id: int) -> dict[str, int]:
     """Counted (not bot, not duplicate) clicks per Referer host."""
     rows = await conn.fetch(
