@@ -35,17 +35,20 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fraud.rings import Ring
+from fraud.rings import WEAK_RING, Ring
 from fraud.signals import (
     ConversionFacts,
     Finding,
     ProgramContext,
     Reason,
     ReferrerFacts,
+    amount_shares,
     conversion_reasons,
     features,
+    purchases_by_customer,
     referrer_findings,
     shared_device_reasons,
+    varied_purchases,
 )
 from fraud.supervised import SupervisedRisk
 
@@ -154,6 +157,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     IP and device (`("ip" | "device", value)`).
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
+    rings = people_rings(rings, conversions)
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
     rows = feature_rows(conversions, wanted, context)
@@ -359,6 +363,23 @@ def finance_model_reasons(rows: Sequence[Sequence[float]], model: SupervisedRisk
             f"{model.trained_on_} decisions)", round(float(p), 4), FINANCE_MODEL_AT, 0.5,
             "model"))
     return out
+
+
+def people_rings(rings: Sequence[Ring], conversions: Sequence[ConversionFacts]
+                 ) -> list[Ring]:
+    """The rings, where a held group of shared infrastructure whose members buy the way people
+    do (fraud.signals.varied_purchases) is named but weak (WEAK_RING): colleagues behind an
+    office's address on its standard computer share everything a device farm does, but a
+    farm's accounts buy the one purchase that earns the reward, colleagues what each wants.
+    The address and device alone are then one family's hint, not a hold."""
+    shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
+
+    def people(ring: Ring) -> bool:
+        return ring.kind == "ring" and ring.score >= DECISIVE and varied_purchases(
+            [a for _kind, person in ring.accounts for a in spent.get(person, ())], shares)
+
+    return [replace(ring, score=WEAK_RING, evidence={**ring.evidence, "varied_purchases": True})
+            if people(ring) else ring for ring in rings]
 
 
 def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -359,8 +359,9 @@ class ProgramContext:
     background_delays: np.ndarray | None = None
     program_rate: float | None = None  # credited conversions per counted click
     history: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # (n, first at)
-    # Counted clicks per Referer host (the site visits came from), where known.
-    source_clicks: Mapping[str, int] = field(default_factory=dict)
+    # Counted clicks per Referer host (the site visits came from), where known, and their
+    # spread over days; full scans only.
+    source_clicks: Mapping[str, ClickRhythm] = field(default_factory=dict)
     # The program's share of headerless conversions, as the latest full scan measured it
     # (incremental scans see a window, too little to tell what the program's data holds).
     headerless_share: float | None = None
@@ -461,7 +462,12 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
     they credit, convert far less than the program's (binomial) and later (one-sided KS):
     an app or page firing clicks at people who buy days later anyway, spread over several
     accounts so that none of them stands out. Controlled across sites (Benjamini-Hochberg);
-    carried by the conversions whose last click came from that site."""
+    carried by the conversions whose last click came from that site.
+
+    A site whose visits come in bursts (ClickRhythm.burst_p_value, as steady_late_clicks
+    reads a referrer's) is where people share their links, each post followed by a day of
+    clicks: a professional network where colleagues post theirs converts less and later than
+    a friend's message, and is no spam. An app fires its clicks as a steady stream."""
     if not program_rate or not context.source_clicks:
         return []
     delays: dict[str, list[float]] = defaultdict(list)
@@ -475,8 +481,11 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
     everyone, _owner = _delay_sample(tally.delays)
     p_values: dict[str, float] = {}
     for host, own in delays.items():
-        n_clicks = context.source_clicks.get(host, 0)
+        rhythm = context.source_clicks.get(host)
+        n_clicks = rhythm.clicks if rhythm else 0
         if len(own) < SOURCE_MIN_CONVERSIONS or n_clicks < SPAM_MIN_CLICKS:
+            continue
+        if rhythm and rhythm.days >= STEADY_MIN_DAYS and rhythm.burst_p_value() <= STEADY_BURST_P:
             continue
         if len(own) / n_clicks >= program_rate:
             continue
@@ -490,7 +499,7 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
         p_values[host] = float(slower.pvalue)
     out: list[tuple[str, Finding]] = []
     for host in sorted(benjamini_hochberg(p_values)):
-        own, n_clicks = delays[host], context.source_clicks[host]
+        own, n_clicks = delays[host], context.source_clicks[host].clicks
         others = (context.background_delays if context.background_delays is not None
                   else everyone)
         late = _split(own, np.asarray(others), faster=False)
@@ -1203,8 +1212,12 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
             on_device[device].add(conv.customer)
             for ref in conv.referrers:
                 customers_of[(device, ref)].add(conv.customer)
+    shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
+    # A farm's accounts live on its addresses and buy alike; colleagues on an office's
+    # standard computer, who buy in working hours only, live there too but buy what they want.
     living = {key: living_on([ips_of[c] for c in people])
-              for key, people in customers_of.items() if len(people) >= REFEREES_PER_DEVICE}
+              for key, people in customers_of.items() if len(people) >= REFEREES_PER_DEVICE
+              and not varied_purchases([a for c in people for a in spent.get(c, ())], shares)}
     out: dict[int, Reason] = {}
     for conv in conversions:
         # Most of the device's customers must be the referrer's: a popular phone model behind
@@ -1221,6 +1234,43 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
 
 
 LIVING_ON = 0.8  # the mean share of a farm's accounts' addresses that are the farm's
+ALIKE_P = 0.001  # a group's purchases at one amount, against the program's share of it
+ALIKE_MIN_PURCHASES = 4  # fewer purchases than this cannot tell people from a script
+
+
+def amount_shares(conversions: Iterable[ConversionFacts]) -> dict[int, float]:
+    """The share of the program's purchases (conversions with an amount) at each amount."""
+    counts = Counter(c.amount for c in conversions if c.amount > 0)
+    total = sum(counts.values())
+    return {amount: n / total for amount, n in counts.items()}
+
+
+def purchases_by_customer(conversions: Iterable[ConversionFacts]) -> dict[str, list[int]]:
+    """The amounts each customer paid (conversions with an amount)."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for conv in conversions:
+        if conv.amount > 0:
+            out[conv.customer].append(conv.amount)
+    return out
+
+
+def varied_purchases(amounts: Sequence[int], shares: Mapping[int, float]) -> bool:
+    """Whether a group's purchases vary the way people's do. Accounts made for a reward buy
+    the cheapest purchase that earns it, or one fixed basket, again and again; colleagues or
+    classmates behind one address buy whatever each of them wants. Alike: the group's
+    commonest amount is far more common in it than in the program's purchases (binomial
+    tail, Bonferroni over the group's distinct amounts, under ALIKE_P). Too few purchases
+    (or a program with one price) cannot tell, and count as alike: the group's other
+    evidence decides then, as before."""
+    counts = Counter(a for a in amounts if a > 0)
+    n = sum(counts.values())
+    if n < ALIKE_MIN_PURCHASES:
+        return False
+    amount, k = max(counts.items(), key=lambda kv: (kv[1], -kv[0]))
+    base = shares.get(amount, 0.0)
+    if base >= 0.5:  # most of the program buys it: buying it says nothing
+        return False
+    return len(counts) * _binom_above(k, n, base) >= ALIKE_P
 
 
 def living_on(ips: Sequence[Collection[str]]) -> float:
