@@ -371,11 +371,14 @@ def people_rings(rings: Sequence[Ring], conversions: Sequence[ConversionFacts]
     do (fraud.signals.varied_purchases) is named but weak (WEAK_RING): colleagues behind an
     office's address on its standard computer share everything a device farm does, but a
     farm's accounts buy the one purchase that earns the reward, colleagues what each wants.
-    The address and device alone are then one family's hint, not a hold."""
+    The address and device alone are then one family's hint, not a hold. A ring whose
+    accounts recruit each other (fraud.rings: a chain of referrals) stays as it is: colleagues
+    are brought by one of them, and a ring's fake buyers may well vary their baskets."""
     shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
 
     def people(ring: Ring) -> bool:
-        return ring.kind == "ring" and ring.score >= DECISIVE and varied_purchases(
+        return (ring.kind == "ring" and ring.score >= DECISIVE
+                and not ring.evidence.get("recruiting")) and varied_purchases(
             [a for _kind, person in ring.accounts for a in spent.get(person, ())], shares)
 
     return [replace(ring, score=WEAK_RING, evidence={**ring.evidence, "varied_purchases": True})
