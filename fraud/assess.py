@@ -398,8 +398,11 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
         return Reason(f"{ring.kind}_member",
                       f"network: the customer belongs to a {ring.kind.replace('_', ' ')} of "
                       f"{len(ring.accounts)} accounts bound by devices or addresses few others "
-                      "use" + (" (too few, or on too many devices, to tell from a household "
-                               "or an office)" if small else ""),
+                      "use" + ((" (whose purchases vary as people's do: colleagues behind "
+                                "an office's network, not a farm)"
+                                if ring.evidence.get("varied_purchases") else
+                                " (too few, or on too many devices, to tell from a household "
+                                "or an office)") if small else ""),
                       len(ring.accounts), 3, 0.3 if small else 0.85,
                       "network")
     credited = {("referrer", r) for r in conv.referrers}

@@ -92,10 +92,12 @@ def test_an_office_ring_is_named_but_weak_and_its_colleagues_are_not_held(draw: 
     held = {p for r in kept if r.score >= DECISIVE for _k, p in r.accounts}
     assert "farmer" in held and "boss" not in held
     assert any(r.evidence.get("varied_purchases") for r in kept)
-    scored = {s.assessment.conversion_id: s.assessment.score
-              for s in assess_all(conversions, {}, ProgramContext(), rings)}
-    assert all(scored[c.conversion_id] < 0.5 for c in office)
-    assert all(scored[c.conversion_id] >= 0.5 for c in farm)
+    assessed = {s.assessment.conversion_id: s.assessment
+                for s in assess_all(conversions, {}, ProgramContext(), rings)}
+    assert all(assessed[c.conversion_id].score < 0.5 for c in office)
+    assert all(assessed[c.conversion_id].score >= 0.5 for c in farm)
+    said = [r for r in assessed[office[0].conversion_id].reasons if r.code == "ring_member"]
+    assert said and said[0].weight < DECISIVE and "vary as people's do" in said[0].message
 
 
 def _site_visits(host: str, rng: random.Random) -> list[ConversionFacts]:
