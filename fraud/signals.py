@@ -359,9 +359,8 @@ class ProgramContext:
     background_delays: np.ndarray | None = None
     program_rate: float | None = None  # credited conversions per counted click
     history: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # (n, first at)
-    # Counted clicks per Referer host (the site visits came from), where known, and their
-    # spread over days; full scans only.
-    source_clicks: Mapping[str, ClickRhythm] = field(default_factory=dict)
+    # Counted clicks per Referer host (the site visits came from), where known.
+    source_clicks: Mapping[str, int] = field(default_factory=dict)
     # The program's share of headerless conversions, as the latest full scan measured it
     # (incremental scans see a window, too little to tell what the program's data holds).
     headerless_share: float | None = None
@@ -462,12 +461,7 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
     they credit, convert far less than the program's (binomial) and later (one-sided KS):
     an app or page firing clicks at people who buy days later anyway, spread over several
     accounts so that none of them stands out. Controlled across sites (Benjamini-Hochberg);
-    carried by the conversions whose last click came from that site.
-
-    A site whose visits come in bursts (ClickRhythm.burst_p_value, as steady_late_clicks
-    reads a referrer's) is where people share their links, each post followed by a day of
-    clicks: a professional network where colleagues post theirs converts less and later than
-    a friend's message, and is no spam. An app fires its clicks as a steady stream."""
+    carried by the conversions whose last click came from that site."""
     if not program_rate or not context.source_clicks:
         return []
     delays: dict[str, list[float]] = defaultdict(list)
@@ -481,11 +475,8 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
     everyone, _owner = _delay_sample(tally.delays)
     p_values: dict[str, float] = {}
     for host, own in delays.items():
-        rhythm = context.source_clicks.get(host)
-        n_clicks = rhythm.clicks if rhythm else 0
+        n_clicks = context.source_clicks.get(host, 0)
         if len(own) < SOURCE_MIN_CONVERSIONS or n_clicks < SPAM_MIN_CLICKS:
-            continue
-        if rhythm and rhythm.days >= STEADY_MIN_DAYS and rhythm.burst_p_value() <= STEADY_BURST_P:
             continue
         if len(own) / n_clicks >= program_rate:
             continue
@@ -499,7 +490,7 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
         p_values[host] = float(slower.pvalue)
     out: list[tuple[str, Finding]] = []
     for host in sorted(benjamini_hochberg(p_values)):
-        own, n_clicks = delays[host], context.source_clicks[host].clicks
+        own, n_clicks = delays[host], context.source_clicks[host]
         others = (context.background_delays if context.background_delays is not None
                   else everyone)
         late = _split(own, np.asarray(others), faster=False)

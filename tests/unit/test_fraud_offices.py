@@ -11,11 +11,8 @@ import pytest
 from fraud.assess import DECISIVE, assess_all, people_rings
 from fraud.rings import columns_by_account, shared_infrastructure
 from fraud.signals import (
-    ClickFacts,
-    ClickRhythm,
     ConversionFacts,
     ProgramContext,
-    referrer_findings,
     shared_device_reasons,
     varied_purchases,
 )
@@ -98,45 +95,3 @@ def test_an_office_ring_is_named_but_weak_and_its_colleagues_are_not_held(draw: 
     assert all(assessed[c.conversion_id].score >= 0.5 for c in farm)
     said = [r for r in assessed[office[0].conversion_id].reasons if r.code == "ring_member"]
     assert said and said[0].weight < DECISIVE and "vary as people's do" in said[0].message
-
-
-def _site_visits(host: str, rng: random.Random) -> list[ConversionFacts]:
-    """The program's conversions: most from direct messages within hours; twelve from `host`
-    a week after the click, credited to two referrers."""
-    out = []
-    for i in range(300):
-        at = i * 4 * 3600.0
-        delay = rng.uniform(60, 6 * 3600)
-        touch = ClickFacts(f"k{i}", at - delay, f"ref{i % 30}", f"v{i}", None, None)
-        out.append(ConversionFacts(i, f"c{i}", at, (f"ref{i % 30}",), touches=(touch,)))
-    for i in range(12):
-        at = 300 * 4 * 3600.0 + i * DAY
-        touch = ClickFacts(f"s{i}", at - rng.uniform(5, 9) * DAY, f"poster{i % 2}", f"w{i}",
-                           None, None, source=host)
-        out.append(ConversionFacts(1000 + i, f"w{i}", at, (f"poster{i % 2}",), touches=(touch,)))
-    return out
-
-
-@pytest.mark.parametrize("draw", range(3))
-def test_a_site_whose_visits_come_in_bursts_after_posts_is_not_click_spam(draw: int) -> None:
-    """Colleagues post their links on a professional network: each post brings a day of
-    clicks, few of which buy, days later. An app firing the same number of clicks as a
-    steady stream, with the same late, rare purchases, is click spam."""
-    rng = random.Random(90 + draw)
-    host = "www.linkedin.com"
-    conversions = _site_visits(host, rng)
-    clicks, days = 400, 50
-    posts = rng.randint(5, 10)
-    bursty = ClickRhythm(clicks, days, posts * (clicks // posts) ** 2)
-    steady = ClickRhythm(clicks, days, days * (clicks // days) ** 2)
-    base = {"referrer_clicks": {f"ref{i}": 12 for i in range(30)} | {"poster0": 200,
-                                                                       "poster1": 200}}
-
-    def spam(rhythm: ClickRhythm) -> set[str]:
-        found = referrer_findings(conversions, ProgramContext(
-            **base, source_clicks={host: rhythm}))  # type: ignore[arg-type]
-        return {ref for ref, fs in found.items() for f in fs
-                if f.reason.code == "click_spam_source"}
-
-    assert spam(steady) == {"poster0", "poster1"}
-    assert spam(bursty) == set()

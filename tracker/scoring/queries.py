@@ -637,19 +637,15 @@ async def referrer_clicks(conn: asyncpg.Connection, program_id: int,
     return {r["external_id"]: ClickRhythm(r["n"], r["days"], r["squares"]) for r in rows}
 
 
-async def source_clicks(conn: asyncpg.Connection, program_id: int) -> dict[str, ClickRhythm]:
-    """Counted (not bot, not duplicate) clicks per Referer host, with their spread over UTC
-    days (fraud.signals.ClickRhythm)."""
+async def source_clicks(conn: asyncpg.Connection, program_id: int) -> dict[str, int]:
+    """Counted (not bot, not duplicate) clicks per Referer host."""
     rows = await conn.fetch(
-        """SELECT d.host, sum(d.n)::bigint AS n, max(d.day) - min(d.day) + 1 AS days,
-                  sum(d.n * d.n)::bigint AS squares
-           FROM (SELECT lower(substring(referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
-                            AS host, (ts AT TIME ZONE 'UTC')::date AS day, count(*) AS n
-                 FROM clicks WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate
-                   AND referer IS NOT NULL AND referer <> ''
-                 GROUP BY 1, 2) d
-           GROUP BY d.host""", program_id)
-    return {r["host"]: ClickRhythm(r["n"], r["days"], r["squares"]) for r in rows if r["host"]}
+        """SELECT lower(substring(referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
+                      AS host, count(*) AS n
+           FROM clicks WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate
+             AND referer IS NOT NULL AND referer <> ''
+           GROUP BY 1""", program_id)
+    return {r["host"]: r["n"] for r in rows if r["host"]}
 
 
 async def latest_full_scan(conn: asyncpg.Connection, program_id: int) -> FullScanStats | None:
