@@ -36,18 +36,21 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fraud.rings import Ring
+from fraud.rings import WEAK_RING, Ring
 from fraud.signals import (
     ConversionFacts,
     Finding,
     ProgramContext,
     Reason,
     ReferrerFacts,
+    amount_shares,
     conversion_reasons,
     features,
+    purchases_by_customer,
     referrer_findings,
     shared_cookie_reasons,
     shared_device_reasons,
+    varied_purchases,
 )
 from fraud.supervised import SupervisedRisk
 
@@ -156,6 +159,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     IP and device (`("ip" | "device", value)`).
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
+    rings = people_rings(rings, conversions)
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
     per_cookie = shared_cookie_reasons(conversions)
@@ -384,6 +388,26 @@ def finance_model_reasons(rows: Sequence[Sequence[float]], model: SupervisedRisk
     return out
 
 
+def people_rings(rings: Sequence[Ring], conversions: Sequence[ConversionFacts]
+                 ) -> list[Ring]:
+    """The rings, where a held group of shared infrastructure whose members buy the way people
+    do (fraud.signals.varied_purchases) is named but weak (WEAK_RING): colleagues behind an
+    office's address on its standard computer share everything a device farm does, but a
+    farm's accounts buy the one purchase that earns the reward, colleagues what each wants.
+    The address and device alone are then one family's hint, not a hold. A ring whose
+    accounts recruit each other (fraud.rings: a chain of referrals) stays as it is: colleagues
+    are brought by one of them, and a ring's fake buyers may well vary their baskets."""
+    shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
+
+    def people(ring: Ring) -> bool:
+        return (ring.kind == "ring" and ring.score >= DECISIVE
+                and not ring.evidence.get("recruiting")) and varied_purchases(
+            [a for _kind, person in ring.accounts for a in spent.get(person, ())], shares)
+
+    return [replace(ring, score=WEAK_RING, evidence={**ring.evidence, "varied_purchases": True})
+            if people(ring) else ring for ring in rings]
+
+
 def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
     """A customer inside a ring is strong evidence against their conversion. A ring referrer's
     customer outside it is weak evidence only: fraudsters have real friends too, and those
@@ -397,8 +421,11 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
         return Reason(f"{ring.kind}_member",
                       f"network: the customer belongs to a {ring.kind.replace('_', ' ')} of "
                       f"{len(ring.accounts)} accounts bound by devices or addresses few others "
-                      "use" + (" (too few, or on too many devices, to tell from a household "
-                               "or an office)" if small else ""),
+                      "use" + ((" (whose purchases vary as people's do: colleagues behind "
+                                "an office's network, not a farm)"
+                                if ring.evidence.get("varied_purchases") else
+                                " (too few, or on too many devices, to tell from a household "
+                                "or an office)") if small else ""),
                       len(ring.accounts), 3, 0.3 if small else 0.85,
                       "network")
     credited = {("referrer", r) for r in conv.referrers}

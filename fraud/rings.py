@@ -226,7 +226,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         # Browsers bind like devices but are no flag member (an IP or a device fingerprint is).
         rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
                           round(score, 4), {
-            "accounts_per_device": round(per_device, 2),
+            "accounts_per_device": round(per_device, 2), "recruiting": recruiting,
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -1373,8 +1373,12 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
             on_device[device].add(conv.customer)
             for ref in conv.referrers:
                 customers_of[(device, ref)].add(conv.customer)
+    shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
+    # A farm's accounts live on its addresses and buy alike; colleagues on an office's
+    # standard computer, who buy in working hours only, live there too but buy what they want.
     living = {key: living_on([ips_of[c] for c in people])
-              for key, people in customers_of.items() if len(people) >= REFEREES_PER_DEVICE}
+              for key, people in customers_of.items() if len(people) >= REFEREES_PER_DEVICE
+              and not varied_purchases([a for c in people for a in spent.get(c, ())], shares)}
     out: dict[int, Reason] = {}
     for conv in conversions:
         # Most of the device's customers must be the referrer's: a popular phone model behind
@@ -1483,6 +1487,43 @@ def _span(seconds: float) -> str:
 
 
 LIVING_ON = 0.8  # the mean share of a farm's accounts' addresses that are the farm's
+ALIKE_P = 0.001  # a group's purchases at one amount, against the program's share of it
+ALIKE_MIN_PURCHASES = 4  # fewer purchases than this cannot tell people from a script
+
+
+def amount_shares(conversions: Iterable[ConversionFacts]) -> dict[int, float]:
+    """The share of the program's purchases (conversions with an amount) at each amount."""
+    counts = Counter(c.amount for c in conversions if c.amount > 0)
+    total = sum(counts.values())
+    return {amount: n / total for amount, n in counts.items()}
+
+
+def purchases_by_customer(conversions: Iterable[ConversionFacts]) -> dict[str, list[int]]:
+    """The amounts each customer paid (conversions with an amount)."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for conv in conversions:
+        if conv.amount > 0:
+            out[conv.customer].append(conv.amount)
+    return out
+
+
+def varied_purchases(amounts: Sequence[int], shares: Mapping[int, float]) -> bool:
+    """Whether a group's purchases vary the way people's do. Accounts made for a reward buy
+    the cheapest purchase that earns it, or one fixed basket, again and again; colleagues or
+    classmates behind one address buy whatever each of them wants. Alike: the group's
+    commonest amount is far more common in it than in the program's purchases (binomial
+    tail, Bonferroni over the group's distinct amounts, under ALIKE_P). Too few purchases
+    (or a program with one price) cannot tell, and count as alike: the group's other
+    evidence decides then, as before."""
+    counts = Counter(a for a in amounts if a > 0)
+    n = sum(counts.values())
+    if n < ALIKE_MIN_PURCHASES:
+        return False
+    amount, k = max(counts.items(), key=lambda kv: (kv[1], -kv[0]))
+    base = shares.get(amount, 0.0)
+    if base >= 0.5:  # most of the program buys it: buying it says nothing
+        return False
+    return len(counts) * _binom_above(k, n, base) >= ALIKE_P
 
 
 def living_on(ips: Sequence[Collection[str]]) -> float:
