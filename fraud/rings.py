@@ -14,7 +14,7 @@ Each ring carries its members and the evidence that binds them.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -243,19 +243,24 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
 
     A ring that changes addresses and devices for some accounts still signs each one up
     through an earlier one's link and buys through the others'. An account outside every
-    group with CHAIN_TIES referral ties (either way) to the groups' people is a link of
-    their chain: it joins, and the groups it ties to become one. Two groups with CHAIN_TIES
+    group with CHAIN_TIES referral ties (either way) to one group's people, or signed up by
+    one group's people and signing up another's, is a link of their chain: it joins, and
+    the groups it links become one. Two groups with CHAIN_TIES
     referrals between their people are one too. One tie is not enough: fraudsters have
     genuine friends, referred by one of them and referring nobody of the ring, and two
-    households one referral apart are two households. The ring's evidence (what binds it,
-    how concentrated it is) stays that of the accounts infrastructure binds."""
+    households one referral apart are two households. Nor is one tie to each of many groups:
+    a popular referrer whose friends live in households of their own binds none of them.
+    The ring's evidence (what binds it, how concentrated it is) stays that of the accounts
+    infrastructure binds."""
     ties: dict[str, set[str]] = defaultdict(set)  # who referred whom, either way
+    sources: dict[str, set[str]] = defaultdict(set)  # who referred each
     referrers: set[str] = set()
     for referrer, customer in referrals:
         referrers.add(referrer)
         if referrer != customer:
             ties[referrer].add(customer)
             ties[customer].add(referrer)
+            sources[customer].add(referrer)
     owner: dict[str, int] = {}
     for i, group in enumerate(groups):
         for _kind, person in group:
@@ -274,8 +279,16 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
         mine = owner.get(person)
         tied = [owner[q] for q in sorted(ties.get(person, ())) if q in owner]
         if mine is None:
-            if len(tied) >= CHAIN_TIES:
-                links[person] = tied
+            # CHAIN_TIES ties into one group, or a chain passing through: signed up by one
+            # group's people and signing up another's. A referrer whose friends each live in
+            # a household of their own only refers them, and binds none of them together.
+            came_from = {owner[r] for r in sources.get(person, ()) if r in owner}
+            brought = {owner[c] for c in ties[person] - sources.get(person, set()) if c in owner}
+            chained = {g for g, n in Counter(tied).items() if n >= CHAIN_TIES}
+            if came_from and brought - came_from:
+                chained |= came_from | brought
+            if chained:
+                links[person] = sorted(chained)
             continue
         for other, q in zip(tied, (q for q in sorted(ties.get(person, ())) if q in owner),
                             strict=True):

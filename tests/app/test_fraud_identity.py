@@ -82,8 +82,13 @@ async def test_household_lease_and_own_phone_held_family_and_campus_not(
         cid = await visit("alice", campus, DESKTOP.format(v=100 + i))
         students.append((f"order-s{i}", f"student{i}", cid))
     await wait_for_clicks(conn, clicks)
-    # People buy a while after they click (seconds would be click injection).
-    await conn.execute("UPDATE clicks SET ts = ts - interval '3 hours'")
+    # People click minutes apart, not at the test's machine pace (a paced stream is a click
+    # farm's), in the same order; and buy a while after (seconds would be click injection).
+    ids = [r["click_id"] for r in await conn.fetch("SELECT click_id FROM clicks ORDER BY ts")]
+    gaps = [rng.expovariate(1 / 300) for _ in ids]
+    await conn.executemany(
+        "UPDATE clicks SET ts = now() - interval '3 hours' - make_interval(secs => $2) "
+        "WHERE click_id = $1", [(cid, sum(gaps[i + 1:])) for i, cid in enumerate(ids)])
     await convert("order-lease", "bob", home, DESKTOP.format(v=133), lease)
     await convert("order-own", "eve", home, rare, own_phone)
     await convert("order-family", "carol", home, POPULAR, family)

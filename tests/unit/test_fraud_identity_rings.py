@@ -349,3 +349,28 @@ def test_households_a_referral_apart_stay_two_weak_groups(draw: int) -> None:
         people = {p for _k, p in ring.accounts}
         assert sum(1 for family in families if family & people) == 1
         assert ring.score < DECISIVE
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_popular_referrers_friends_in_households_of_their_own_stay_apart(draw: int) -> None:
+    """A referrer with many friends: each friend lives in a household of their own (a home
+    address, a phone the partner shares) and refers their partner. The referrer is one
+    referral tie to each household, which binds none of them to another: each household
+    stays a group of its own, and none is held."""
+    rng = random.Random(120 + draw)
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = []
+    referrals: list[tuple[str, str]] = []
+    households = []
+    for h in range(rng.randint(4, 7)):
+        friend, partner = f"h{h}friend", f"h{h}partner"
+        households.append({friend, partner})
+        phone = f"h{h}-phone"
+        rows += [(("referrer", friend), f"84.{draw}.{h}.1", phone),
+                 (("customer", partner), f"84.{draw}.{h}.1", phone)]
+        referrals += [("hub", friend), (friend, partner)]
+    rows.append((("referrer", "hub"), f"85.{draw}.0.1", "hub-phone"))
+    rings = shared_infrastructure(columns_by_account(rows), referrals)
+    for ring in rings:
+        people = {p for _k, p in ring.accounts}
+        assert sum(1 for home in households if home & people) <= 1, people
+        assert ring.score < DECISIVE
