@@ -323,6 +323,8 @@ KS_MIN_CONVERSIONS = 10
 KS_P_VALUE = 1e-3
 REFUND_RATE = 0.3
 REFUND_MIN_CONVERSIONS = 5
+# Decisive alone (a hold for finance) even where the mixture doubts a conversion a little
+REFUND_WEIGHT = 0.6
 REFEREES_PER_DEVICE = 5  # one referrer's customers on one device: more than a household
 VELOCITY_MIN = 5  # conversions in one day before a burst can count as one
 VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
@@ -1003,20 +1005,17 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
     return out
 
 
-LEAK_KS_P = 0.01  # delays faster than the program's at this level (after the rate's FDR)
-
-
 def _leak_findings(tally: _Tally, context: ProgramContext,
                    found: Mapping[str, list[Finding]]) -> dict[str, Finding]:
     """leaked_link: of a referrer whose clicks convert far above the program's
-    (conversion_rate), clicks in a steady daily stream rather than in bursts after shares
-    (ClickRhythm, full scans), and purchases sooner after the click than the program's
-    (one-sided KS): a link posted as a public coupon or bought as search ads, harvesting
-    buyers who were about to buy anyway and came looking for a discount. A referrer's own
-    audience (friends, an influencer's followers) comes in bursts after each share and buys
-    over days. Most referral programs forbid it, but it is a matter of the program's terms:
-    for finance's review (population family; alone it holds, never rejects). Carried by the
-    conversions faster than where the referrer's delays part from the program's."""
+    (conversion_rate, Benjamini-Hochberg across referrers), clicks in a steady daily stream
+    rather than in bursts after shares (ClickRhythm, full scans), and buyers quicker than the
+    program's (median delay under its median): a link posted as a public coupon or bought as
+    search ads, harvesting buyers who were about to buy anyway and came looking for a
+    discount. A referrer's own audience (friends, an influencer's followers) comes in bursts
+    after each share. Most referral programs forbid it, but it is a matter of the program's
+    terms: for finance's review (population family; alone it holds, never rejects). Carried
+    by the conversions quicker than the program's median delay."""
     everyone, owner = _delay_sample(tally.delays)
     out: dict[str, Finding] = {}
     for ref, findings in found.items():
@@ -1024,28 +1023,24 @@ def _leak_findings(tally: _Tally, context: ProgramContext,
         rhythm = context.click_rhythm.get(ref)
         own = tally.delays.get(ref, [])
         if (rate is None or rhythm is None or rhythm.clicks < STEADY_MIN_CLICKS
-                or rhythm.days < STEADY_MIN_DAYS or len(own) < KS_MIN_CONVERSIONS):
-            continue
-        steady = rhythm.burst_p_value()
-        if steady < STEADY_BURST_P:
+                or rhythm.days < STEADY_MIN_DAYS or len(own) < SPAM_MIN_CONVERSIONS
+                or rhythm.burst_p_value() < STEADY_BURST_P):
             continue
         others = (context.background_delays if context.background_delays is not None
                   else everyone[owner != ref])
         if len(others) < KS_MIN_CONVERSIONS:
             continue
-        faster = _ks(own, others, "greater")
-        if not faster.pvalue < LEAK_KS_P:
+        usual = float(np.median(others))
+        if _median(own) >= usual:
             continue
-        split = _split(own, np.asarray(others), faster=True)
         out[ref] = Finding(Reason(
             "leaked_link", f"referrer population: {rate.reason.value:.0%} of {ref}'s clicks "
-            f"converted, far above the program's, its "
-            f"{rhythm.clicks} clicks came in a steady stream over {rhythm.days} days rather "
-            f"than in bursts after shares, and buyers bought sooner (median "
-            f"{_median(own) / 60:.0f} min): a link posted as a public coupon or bought as "
-            "search ads, for finance to review against the program's terms",
-            round(float(faster.statistic), 4), f"KS p < {LEAK_KS_P:g}", 0.5, "population"),
-            _faster_than(split), float(faster.pvalue))
+            f"converted, far above the program's, its {rhythm.clicks} clicks came in a steady "
+            f"stream over {rhythm.days} days rather than in bursts after shares, and its "
+            f"buyers bought sooner (median {_span(_median(own))} against "
+            f"{_span(usual)}): a link posted as a public coupon or bought as search ads, for "
+            "finance to review against the program's terms", round(_median(own), 1),
+            round(usual, 1), 0.5, "population"), _faster_than(usual), rate.p_value)
     return out
 
 
@@ -1136,9 +1131,9 @@ def _refund_findings(tally: _Tally) -> dict[str, Finding]:
         rate = tally.refunds[ref] / tally.counts[ref]
         out[ref] = Finding(Reason(
             "refund_rate", f"money: {rate:.0%} of {ref}'s conversions were refunded or "
-            f"charged back (the program's: {base:.0%})", round(rate, 4), REFUND_RATE, 0.5,
-            "population"), _refunded_or_pending(tally.reversed_ids, *tally.refunded[ref]),
-            p_values[ref])
+            f"charged back (the program's: {base:.0%})", round(rate, 4), REFUND_RATE,
+            REFUND_WEIGHT, "population"),
+            _refunded_or_pending(tally.reversed_ids, *tally.refunded[ref]), p_values[ref])
     return out
 
 
