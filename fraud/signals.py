@@ -1005,6 +1005,12 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
     return out
 
 
+# A leaked link's clicks trickle in every day or two for weeks: fewer clicks than the steady
+# test of click spam needs tell it, over a longer span, once the conversion rate stands out.
+LEAK_MIN_CLICKS = 15
+LEAK_MIN_DAYS = 14
+
+
 def _leak_findings(tally: _Tally, context: ProgramContext,
                    found: Mapping[str, list[Finding]]) -> dict[str, Finding]:
     """leaked_link: of a referrer whose clicks convert far above the program's
@@ -1022,8 +1028,8 @@ def _leak_findings(tally: _Tally, context: ProgramContext,
         rate = next((f for f in findings if f.reason.code == "conversion_rate"), None)
         rhythm = context.click_rhythm.get(ref)
         own = tally.delays.get(ref, [])
-        if (rate is None or rhythm is None or rhythm.clicks < STEADY_MIN_CLICKS
-                or rhythm.days < STEADY_MIN_DAYS or len(own) < SPAM_MIN_CONVERSIONS
+        if (rate is None or rhythm is None or rhythm.clicks < LEAK_MIN_CLICKS
+                or rhythm.days < LEAK_MIN_DAYS or len(own) < SPAM_MIN_CONVERSIONS
                 or rhythm.burst_p_value() < STEADY_BURST_P):
             continue
         others = (context.background_delays if context.background_delays is not None
