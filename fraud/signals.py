@@ -480,7 +480,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
         out[ref].append(finding)
-    for ref, finding in _leak_findings(tally, context, out).items():
+    for ref, finding in _leak_findings(conversions, tally, context, out).items():
         out[ref].append(finding)
     tied = {ref for ref, found in out.items()
             if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
@@ -1011,8 +1011,9 @@ LEAK_MIN_CLICKS = 15
 LEAK_MIN_DAYS = 14
 
 
-def _leak_findings(tally: _Tally, context: ProgramContext,
-                   found: Mapping[str, list[Finding]]) -> dict[str, Finding]:
+def _leak_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
+                   context: ProgramContext, found: Mapping[str, list[Finding]]
+                   ) -> dict[str, Finding]:
     """leaked_link: of a referrer whose clicks convert far above the program's
     (conversion_rate, Benjamini-Hochberg across referrers), clicks in a steady daily stream
     rather than in bursts after shares (ClickRhythm, full scans), and buyers quicker than the
@@ -1020,8 +1021,13 @@ def _leak_findings(tally: _Tally, context: ProgramContext,
     search ads, harvesting buyers who were about to buy anyway and came looking for a
     discount. A referrer's own audience (friends, an influencer's followers) comes in bursts
     after each share. Most referral programs forbid it, but it is a matter of the program's
-    terms: for finance's review (population family; alone it holds, never rejects). Carried
-    by the conversions quicker than the program's median delay."""
+    terms: for finance's review (population family; alone it holds, never rejects). A
+    leak's buyers are strangers to each other on networks of their own; colleagues of an
+    office (a link on the intranet) or students of a campus click from a few shared
+    networks: a referrer most of whose customers share a network with another is an
+    audience, not a leak. Carried by the conversions quicker than the program's median
+    delay, from a network none of the referrer's other customers clicked from."""
+    crowd = _shared_networks(conversions)
     everyone, owner = _delay_sample(tally.delays)
     out: dict[str, Finding] = {}
     for ref, findings in found.items():
@@ -1037,7 +1043,8 @@ def _leak_findings(tally: _Tally, context: ProgramContext,
         if len(others) < KS_MIN_CONVERSIONS:
             continue
         usual = float(np.median(others))
-        if _median(own) >= usual:
+        shared, customers = crowd.get(ref, (frozenset(), 0))
+        if _median(own) >= usual or len(shared) * 2 > customers:
             continue
         out[ref] = Finding(Reason(
             "leaked_link", f"referrer population: {rate.reason.value:.0%} of {ref}'s clicks "
@@ -1046,8 +1053,29 @@ def _leak_findings(tally: _Tally, context: ProgramContext,
             f"buyers bought sooner (median {_span(_median(own))} against "
             f"{_span(usual)}): a link posted as a public coupon or bought as search ads, for "
             "finance to review against the program's terms", round(_median(own), 1),
-            round(usual, 1), 0.5, "population"), _faster_than(usual), rate.p_value)
+            round(usual, 1), 0.5, "population"), _alone_and_faster(shared, usual),
+            rate.p_value)
     return out
+
+
+def _shared_networks(conversions: Sequence[ConversionFacts]
+                     ) -> dict[str, tuple[frozenset[str], int]]:
+    """Per referrer: its customers whose last click came from a network (/24) another of its
+    customers clicked from too, and how many customers it has."""
+    nets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for conv in conversions:
+        net = ip_prefix(conv.touches[-1].ip) if conv.touches else ""
+        for ref in conv.referrers:
+            nets[ref][net or f"?{conv.customer}"].add(conv.customer)
+    out: dict[str, tuple[frozenset[str], int]] = {}
+    for ref, by_net in nets.items():
+        shared = {c for people in by_net.values() if len(people) > 1 for c in people}
+        out[ref] = (frozenset(shared), len({c for p in by_net.values() for c in p}))
+    return out
+
+
+def _alone_and_faster(shared: frozenset[str], seconds: float) -> Carry:
+    return lambda c: c.customer not in shared and c.delay is not None and c.delay < seconds
 
 
 def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: int,

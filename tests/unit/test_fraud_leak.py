@@ -4,6 +4,7 @@ leaked as a public coupon or bought as search ads. Plain data, small hand-built 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from fraud.assess import DECISIVE, FLAG_CAP, assess_all
 from fraud.signals import (
@@ -19,8 +20,12 @@ from fraud.signals import (
 DAY = 86400.0
 
 
-def _touch(at: float, ref: str, query: str | None = None) -> ClickFacts:
-    return ClickFacts("c", at, ref, f"v{at}", "81.2.69.1", f"d{at}", query=query)
+def _touch(at: float, ref: str, query: str | None = None, ip: str | None = None
+           ) -> ClickFacts:
+    """A click from a network of its own (unless `ip` says otherwise)."""
+    net = int(at) % 65_000
+    return ClickFacts("c", at, ref, f"v{at}", ip or f"10.{net // 250}.{net % 250}.1", f"d{at}",
+                      query=query)
 
 
 def test_paid_markers_are_ad_click_ids_and_paid_media_not_organic_share_ids() -> None:
@@ -132,3 +137,7 @@ def test_leaked_link_is_held_for_review_and_an_influencer_in_bursts_is_not() -> 
         **rhythm, "leak": ClickRhythm(32, 30, 2 * 16 ** 2)})
     assert {r.code for r in referrer_reasons(conversions, bursts)["leak"]} == {
         "conversion_rate"}
+    # Colleagues buying through a link on the office intranet: one network, an audience.
+    office = [c if c.referrers != ("leak",) else replace(c, touches=(
+        replace(c.touches[0], ip=f"81.2.69.{c.conversion_id % 3}"),)) for c in conversions]
+    assert {r.code for r in referrer_reasons(office, context)["leak"]} == {"conversion_rate"}
