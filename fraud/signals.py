@@ -22,8 +22,12 @@ from scipy import stats
 
 from geo.reader import ip_prefix
 
-PAID_CLICK_IDS = ("gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "twclid",
-                  "li_fat_id", "dclid")
+# Ids an ad network appends to the landing URL of a paid click only. Not fbclid (or twclid):
+# Facebook (and X) append theirs to every outbound link, an organic share's included.
+PAID_CLICK_IDS = ("gclid", "gbraid", "wbraid", "msclkid", "ttclid", "li_fat_id", "dclid")
+# utm_medium values of bought traffic (cost per click or per impression, search ads)
+PAID_MEDIA = frozenset({"cpc", "ppc", "cpm", "paid", "paidsearch", "paid_search", "paid-search",
+                        "sem"})
 INJECTION_SECONDS = 10.0
 
 
@@ -288,12 +292,12 @@ def touch_reasons(conv: ConversionFacts) -> list[Reason]:
         reasons.append(Reason("anonymous_ip",
                               f"an attributed click came from a {'/'.join(kinds)} IP",
                               kinds, "a residential IP", 0.35, "click"))
-    paid = sorted({k for t in conv.touches if t.query
-                   for k, _v in parse_qsl(t.query) if k.lower() in PAID_CLICK_IDS})
+    paid = sorted({marker for t in conv.touches for marker in paid_markers(t.query)})
     if paid:
         reasons.append(Reason("paid_click_id",
-                              "the landing carried an ad click id (paid traffic bidding on "
-                              "the brand, not a referral)", paid, "none", 0.5, "click"))
+                              f"the landing carried {', '.join(paid)}: a bought ad click "
+                              "(the link bought as search ads, bidding on the brand), not a "
+                              "referral", paid, "none", 0.5, "click"))
     countries = {t.country for t in conv.touches if t.country}
     if conv.country and countries and conv.country not in countries:
         reasons.append(Reason("country_mismatch",
@@ -302,10 +306,25 @@ def touch_reasons(conv: ConversionFacts) -> list[Reason]:
     return reasons
 
 
+def paid_markers(query: str | None) -> list[str]:
+    """What in a landing query says the click was bought: an ad network's click id, or a
+    utm_medium of paid traffic ("utm_medium=cpc")."""
+    out: list[str] = []
+    for raw_key, value in parse_qsl(query or ""):
+        key = raw_key.lower()
+        if key in PAID_CLICK_IDS:
+            out.append(key)
+        elif key == "utm_medium" and value.strip().lower() in PAID_MEDIA:
+            out.append(f"utm_medium={value.strip().lower()}")
+    return out
+
+
 KS_MIN_CONVERSIONS = 10
 KS_P_VALUE = 1e-3
 REFUND_RATE = 0.3
 REFUND_MIN_CONVERSIONS = 5
+# Decisive alone (a hold for finance) even where the mixture doubts a conversion a little
+REFUND_WEIGHT = 0.6
 REFEREES_PER_DEVICE = 5  # one referrer's customers on one device: more than a household
 VELOCITY_MIN = 5  # conversions in one day before a burst can count as one
 VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
@@ -437,7 +456,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - velocity: a day with far more conversions than usual; carried by the conversions of
       every such day whose click came with the burst too;
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
-      the reversed conversions;
+      the reversed conversions and the purchases after the latest of them at their amounts
+      (not refunded yet);
     - min_amount_share: more purchases at the program's minimum amount (binomial); carried
       by those;
     - language_uniformity: one Accept-Language across different browsers, more often than
@@ -452,6 +472,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
+    - leaked_link: a conversion rate far above the program's, clicks in a steady stream and
+      purchases sooner than the program's: a link leaked as a coupon or bought as ads;
+      carried by the faster conversions.
     - referrer_site: of a referrer that another decisive finding already ties conversions
       to, more customers from a site than the program's other referrers' (binomial): where
       its traffic was sourced; weak alone; carried by the conversions from those sites.
@@ -486,6 +509,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
+        out[ref].append(finding)
+    for ref, finding in _leak_findings(conversions, tally, context, out).items():
         out[ref].append(finding)
     tied = {ref for ref, found in out.items()
             if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
@@ -648,6 +673,9 @@ class _Tally:
     times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     counts: Counter[str] = field(default_factory=Counter)
     refunds: Counter[str] = field(default_factory=Counter)
+    # Of each referrer's reversed conversions: the latest one's time, the smallest and largest
+    # amount
+    refunded: dict[str, tuple[float, int, int]] = field(default_factory=dict)
     headerless: Counter[str] = field(default_factory=Counter)
     touched_by: Counter[str] = field(default_factory=Counter)  # conversions with clicks
     touched: int = 0  # the program's conversions with clicks
@@ -693,6 +721,9 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
             tally.times[ref].append(conv.at)
             if was_reversed:
                 tally.refunds[ref] += 1
+                last, low, high = tally.refunded.get(ref, (conv.at, conv.amount, conv.amount))
+                tally.refunded[ref] = (max(last, conv.at), min(low, conv.amount),
+                                       max(high, conv.amount))
             if no_header:
                 tally.headerless[ref] += 1
             if conv.touches:
@@ -1038,6 +1069,79 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
     return out
 
 
+# A leaked link's clicks trickle in every day or two for weeks: fewer clicks than the steady
+# test of click spam needs tell it, over a longer span, once the conversion rate stands out.
+LEAK_MIN_CLICKS = 15
+LEAK_MIN_DAYS = 14
+
+
+def _leak_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
+                   context: ProgramContext, found: Mapping[str, list[Finding]]
+                   ) -> dict[str, Finding]:
+    """leaked_link: of a referrer whose clicks convert far above the program's
+    (conversion_rate, Benjamini-Hochberg across referrers), clicks in a steady daily stream
+    rather than in bursts after shares (ClickRhythm, full scans), and buyers quicker than the
+    program's (median delay under its median): a link posted as a public coupon or bought as
+    search ads, harvesting buyers who were about to buy anyway and came looking for a
+    discount. A referrer's own audience (friends, an influencer's followers) comes in bursts
+    after each share. Most referral programs forbid it, but it is a matter of the program's
+    terms: for finance's review (population family; alone it holds, never rejects). A
+    leak's buyers are strangers to each other on networks of their own; colleagues of an
+    office (a link on the intranet) or students of a campus click from a few shared
+    networks: a referrer most of whose customers share a network with another is an
+    audience, not a leak. Carried by the conversions quicker than the program's median
+    delay, from a network none of the referrer's other customers clicked from."""
+    crowd = _shared_networks(conversions)
+    everyone, owner = _delay_sample(tally.delays)
+    out: dict[str, Finding] = {}
+    for ref, findings in found.items():
+        rate = next((f for f in findings if f.reason.code == "conversion_rate"), None)
+        rhythm = context.click_rhythm.get(ref)
+        own = tally.delays.get(ref, [])
+        if (rate is None or rhythm is None or rhythm.clicks < LEAK_MIN_CLICKS
+                or rhythm.days < LEAK_MIN_DAYS or len(own) < SPAM_MIN_CONVERSIONS
+                or rhythm.burst_p_value() < STEADY_BURST_P):
+            continue
+        others = (context.background_delays if context.background_delays is not None
+                  else everyone[owner != ref])
+        if len(others) < KS_MIN_CONVERSIONS:
+            continue
+        usual = float(np.median(others))
+        shared, customers = crowd.get(ref, (frozenset(), 0))
+        if _median(own) >= usual or len(shared) * 2 > customers:
+            continue
+        out[ref] = Finding(Reason(
+            "leaked_link", f"referrer population: {rate.reason.value:.0%} of {ref}'s clicks "
+            f"converted, far above the program's, its {rhythm.clicks} clicks came in a steady "
+            f"stream over {rhythm.days} days rather than in bursts after shares, and its "
+            f"buyers bought sooner (median {_span(_median(own))} against "
+            f"{_span(usual)}): a link posted as a public coupon or bought as search ads, for "
+            "finance to review against the program's terms", round(_median(own), 1),
+            round(usual, 1), 0.5, "population"), _alone_and_faster(shared, usual),
+            rate.p_value)
+    return out
+
+
+def _shared_networks(conversions: Sequence[ConversionFacts]
+                     ) -> dict[str, tuple[frozenset[str], int]]:
+    """Per referrer: its customers whose last click came from a network (/24) another of its
+    customers clicked from too, and how many customers it has."""
+    nets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for conv in conversions:
+        net = ip_prefix(conv.touches[-1].ip) if conv.touches else ""
+        for ref in conv.referrers:
+            nets[ref][net or f"?{conv.customer}"].add(conv.customer)
+    out: dict[str, tuple[frozenset[str], int]] = {}
+    for ref, by_net in nets.items():
+        shared = {c for people in by_net.values() if len(people) > 1 for c in people}
+        out[ref] = (frozenset(shared), len({c for p in by_net.values() for c in p}))
+    return out
+
+
+def _alone_and_faster(shared: frozenset[str], seconds: float) -> Carry:
+    return lambda c: c.customer not in shared and c.delay is not None and c.delay < seconds
+
+
 def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
                 n_clicks: int, program_rate: float | None) -> Finding | None:
     """Candidates: fewer conversions per click than the program's (its binomial p-value,
@@ -1125,9 +1229,20 @@ def _refund_findings(tally: _Tally) -> dict[str, Finding]:
         rate = tally.refunds[ref] / tally.counts[ref]
         out[ref] = Finding(Reason(
             "refund_rate", f"money: {rate:.0%} of {ref}'s conversions were refunded or "
-            f"charged back (the program's: {base:.0%})", round(rate, 4), REFUND_RATE, 0.5,
-            "population"), lambda c: c.conversion_id in tally.reversed_ids, p_values[ref])
+            f"charged back (the program's: {base:.0%})", round(rate, 4), REFUND_RATE,
+            REFUND_WEIGHT, "population"),
+            _refunded_or_pending(tally.reversed_ids, *tally.refunded[ref]), p_values[ref])
     return out
+
+
+def _refunded_or_pending(reversed_ids: frozenset[int], last: float, low: int, high: int
+                         ) -> Carry:
+    """Of a referrer found to farm refunds: its reversed conversions, and its purchases after
+    its latest reversed one at amounts within its reversed ones' range. A refund comes days
+    after the purchase, so the farm's latest purchases have none yet; an earlier purchase
+    that had the time and was not refunded is a genuine one, as is one at other amounts."""
+    return lambda c: (c.conversion_id in reversed_ids
+                      or (c.at > last and c.amount > 0 and low <= c.amount <= high))
 
 
 def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.helpers import PgServer, create_database, drop_database, insert_link
 from tracker import db
@@ -306,3 +307,18 @@ async def test_imported_clicks_are_stored_as_the_redirects_flusher_stores_them(
     assert stored[0] == stored[1] and len(stored[0]) == len(lines)
     dup = COLUMNS.index("is_duplicate")
     assert [r[dup] for r in stored[0]][:4] == [False, True, False, True]
+
+
+def test_an_imported_click_keeps_its_landing_query() -> None:
+    """The landing URL's query (ad click ids, utm tags: whether the visit was bought) is read
+    from an import line as the redirect reads it from a live one; too long, a bad line."""
+    from tracker.intake.importer import LineError, parse_click_line
+
+    links = {"al": (1, 2, 3)}
+    line = {"ts": "2025-03-01T10:00:00Z", "code": "al", "ip": "81.2.69.160", "user_agent": UA,
+            "query": "?gclid=Cj0K&utm_medium=cpc"}
+    assert parse_click_line(json.dumps(line), links).query == "gclid=Cj0K&utm_medium=cpc"
+    assert parse_click_line(json.dumps({**line, "query": None}), links).query == ""
+    for bad in ("x" * 2049, 7):
+        with pytest.raises(LineError, match="query"):
+            parse_click_line(json.dumps({**line, "query": bad}), links)
