@@ -472,9 +472,6 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
-    - leaked_link: a conversion rate far above the program's, clicks in a steady stream and
-      purchases sooner than the program's: a link leaked as a coupon or bought as ads;
-      carried by the faster conversions.
     - referrer_site: of a referrer that another decisive finding already ties conversions
       to, more customers from a site than the program's other referrers' (binomial): where
       its traffic was sourced; weak alone; carried by the conversions from those sites.
@@ -509,8 +506,6 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
-        out[ref].append(finding)
-    for ref, finding in _leak_findings(conversions, tally, context, out).items():
         out[ref].append(finding)
     tied = {ref for ref, found in out.items()
             if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
@@ -1067,79 +1062,6 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
             round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
             lambda c: True, p_values[ref], ties=False)
     return out
-
-
-# A leaked link's clicks trickle in every day or two for weeks: fewer clicks than the steady
-# test of click spam needs tell it, over a longer span, once the conversion rate stands out.
-LEAK_MIN_CLICKS = 15
-LEAK_MIN_DAYS = 14
-
-
-def _leak_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
-                   context: ProgramContext, found: Mapping[str, list[Finding]]
-                   ) -> dict[str, Finding]:
-    """leaked_link: of a referrer whose clicks convert far above the program's
-    (conversion_rate, Benjamini-Hochberg across referrers), clicks in a steady daily stream
-    rather than in bursts after shares (ClickRhythm, full scans), and buyers quicker than the
-    program's (median delay under its median): a link posted as a public coupon or bought as
-    search ads, harvesting buyers who were about to buy anyway and came looking for a
-    discount. A referrer's own audience (friends, an influencer's followers) comes in bursts
-    after each share. Most referral programs forbid it, but it is a matter of the program's
-    terms: for finance's review (population family; alone it holds, never rejects). A
-    leak's buyers are strangers to each other on networks of their own; colleagues of an
-    office (a link on the intranet) or students of a campus click from a few shared
-    networks: a referrer most of whose customers share a network with another is an
-    audience, not a leak. Carried by the conversions quicker than the program's median
-    delay, from a network none of the referrer's other customers clicked from."""
-    crowd = _shared_networks(conversions)
-    everyone, owner = _delay_sample(tally.delays)
-    out: dict[str, Finding] = {}
-    for ref, findings in found.items():
-        rate = next((f for f in findings if f.reason.code == "conversion_rate"), None)
-        rhythm = context.click_rhythm.get(ref)
-        own = tally.delays.get(ref, [])
-        if (rate is None or rhythm is None or rhythm.clicks < LEAK_MIN_CLICKS
-                or rhythm.days < LEAK_MIN_DAYS or len(own) < SPAM_MIN_CONVERSIONS
-                or rhythm.burst_p_value() < STEADY_BURST_P):
-            continue
-        others = (context.background_delays if context.background_delays is not None
-                  else everyone[owner != ref])
-        if len(others) < KS_MIN_CONVERSIONS:
-            continue
-        usual = float(np.median(others))
-        shared, customers = crowd.get(ref, (frozenset(), 0))
-        if _median(own) >= usual or len(shared) * 2 > customers:
-            continue
-        out[ref] = Finding(Reason(
-            "leaked_link", f"referrer population: {rate.reason.value:.0%} of {ref}'s clicks "
-            f"converted, far above the program's, its {rhythm.clicks} clicks came in a steady "
-            f"stream over {rhythm.days} days rather than in bursts after shares, and its "
-            f"buyers bought sooner (median {_span(_median(own))} against "
-            f"{_span(usual)}): a link posted as a public coupon or bought as search ads, for "
-            "finance to review against the program's terms", round(_median(own), 1),
-            round(usual, 1), 0.5, "population"), _alone_and_faster(shared, usual),
-            rate.p_value)
-    return out
-
-
-def _shared_networks(conversions: Sequence[ConversionFacts]
-                     ) -> dict[str, tuple[frozenset[str], int]]:
-    """Per referrer: its customers whose last click came from a network (/24) another of its
-    customers clicked from too, and how many customers it has."""
-    nets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for conv in conversions:
-        net = ip_prefix(conv.touches[-1].ip) if conv.touches else ""
-        for ref in conv.referrers:
-            nets[ref][net or f"?{conv.customer}"].add(conv.customer)
-    out: dict[str, tuple[frozenset[str], int]] = {}
-    for ref, by_net in nets.items():
-        shared = {c for people in by_net.values() if len(people) > 1 for c in people}
-        out[ref] = (frozenset(shared), len({c for p in by_net.values() for c in p}))
-    return out
-
-
-def _alone_and_faster(shared: frozenset[str], seconds: float) -> Carry:
-    return lambda c: c.customer not in shared and c.delay is not None and c.delay < seconds
 
 
 def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
