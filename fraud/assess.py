@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from fraud.pools import pool_flag_reasons
 from fraud.rings import Ring
 from fraud.signals import (
     ConversionFacts,
@@ -415,6 +416,8 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
 
 def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:
     """The reasons of a ring's own flag: what binds its accounts."""
+    if ring.kind == "collusion_pool":
+        return pool_flag_reasons(ring)
     if ring.kind == "referral_cycle":
         return [{"code": "referral_cycle", "message": "these referrers referred each other in "
                  "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]

@@ -44,6 +44,7 @@ import asyncpg
 from fraud.anomaly import FLAG_KIND as ANOMALY
 from fraud.anomaly import Unusual, anomalous_referrers
 from fraud.assess import Scored, assess_all, decision_reason, ring_flag_reasons
+from fraud.pools import collusion_pools
 from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import headerless_share
 from fraud.supervised import SupervisedRisk
@@ -176,6 +177,7 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
     if loaded.scope is None:
         agents = {c.customer: {a for a, _ip in c.agents} for c in facts.conversions}
         rings = find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE, agents=agents)
+        rings += collusion_pools(facts.conversions)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                         rings, model=model, holders=holders),
                       anomalous_referrers(facts.conversions, program.context))

@@ -1,0 +1,129 @@
+"""Collusion pools: a few operators' browsers and phones behind new customers of several
+unrelated referrers.
+
+Referrers who do not know each other (no referral edge binds them) hire, or are, one operator
+who makes the accounts that convert through each referrer's link. Each referrer on its own looks
+ordinary (a handful of referees), and the referrers share nothing; what gives the pool away is
+the operator's own equipment: the same browser profile (visitor cookie), the same device
+fingerprint, or the same phone (User-Agent) on the same home connection, behind many new accounts
+credited to several referrers within a short time.
+
+A public terminal (a library computer, a shop's tablet) or a carrier's NAT is also behind many
+accounts and several referrers, and differs in how: its accounts come over weeks, not in a burst;
+some of its people buy without any referral link; and an address many people use carries many
+different phones (`HOME_AGENTS`), so a phone on it is not one person's. A family's shared tablet
+carries two or three accounts, not POOL_ACCOUNTS.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from fraud.rings import Ring
+from fraud.signals import ConversionFacts
+
+POOL_ACCOUNTS = 4  # new accounts behind one browser or phone, at least
+POOL_REFERRERS = 3  # credited to this many different referrers, at least
+POOL_WINDOW = 7 * 86400.0  # the accounts' first conversions within this (seconds)
+POOL_REFERRED = 0.9  # of the accounts behind it whose first conversion came by a referral
+HOME_AGENTS = 3  # an IP with more User-Agents than this among customers is not one home
+POOL_SCORE = 0.85
+
+Key = tuple[str, str]  # ("cookie" | "device" | "agent", value)
+
+
+def _keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
+    """Each customer's browsers and phones: cookies, fingerprints, and (User-Agent, IP) where
+    the IP is a home connection (few User-Agents among the program's customers)."""
+    agents_on: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        for agent, ip in conv.agents:
+            if ip is not None:
+                agents_on[ip].add(agent)
+    out: dict[str, set[Key]] = defaultdict(set)
+    for conv in conversions:
+        mine = out[conv.customer]
+        mine.update(("cookie", v) for v in conv.visitors)
+        mine.update(("device", d) for d in conv.devices)
+        mine.update(("agent", f"{agent} @ {ip}") for agent, ip in conv.agents
+                    if ip is not None and len(agents_on[ip]) <= HOME_AGENTS)
+    return out
+
+
+def _burst(times: list[float]) -> int:
+    """The most of `times` within one POOL_WINDOW."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] > POOL_WINDOW:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
+    """The pools: customers bound by browsers or phones each of which is behind at least
+    POOL_ACCOUNTS new accounts, half of them (and POOL_ACCOUNTS) within one POOL_WINDOW, nearly all
+    of them (POOL_REFERRED) referred, credited to at least POOL_REFERRERS referrers. A pool is a
+    ring of its customers; its evidence names the browsers and phones and the referrers."""
+    first: dict[str, ConversionFacts] = {}
+    for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
+        first.setdefault(conv.customer, conv)
+    keys = _keys(conversions)
+    behind: dict[Key, set[str]] = defaultdict(set)
+    for customer, mine in keys.items():
+        for key in mine:
+            behind[key].add(customer)
+    parent: dict[str, str] = {}
+
+    def find(c: str) -> str:
+        while parent.setdefault(c, c) != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    binding: dict[Key, set[str]] = {}
+    for key in sorted(behind):
+        accounts = behind[key]
+        if len(accounts) < POOL_ACCOUNTS:
+            continue
+        referred = {c for c in accounts if first[c].referrers}
+        if len(referred) < POOL_REFERRED * len(accounts):
+            continue
+        if len({r for c in referred for r in first[c].referrers}) < POOL_REFERRERS:
+            continue
+        if _burst([first[c].at for c in referred]) < max(POOL_ACCOUNTS, len(referred) / 2):
+            continue
+        binding[key] = referred
+        members = sorted(referred)
+        for c in members[1:]:
+            parent[find(c)] = find(members[0])
+    groups: dict[str, set[str]] = defaultdict(set)
+    for accounts in binding.values():
+        for c in accounts:
+            groups[find(c)].add(c)
+    rings = []
+    for members in sorted(groups.values(), key=lambda g: sorted(g)):
+        referrers = sorted({r for c in members for r in first[c].referrers})
+        shared = sorted(k for k, acc in binding.items() if acc & members)
+        rings.append(Ring(
+            "collusion_pool", frozenset(("customer", c) for c in members),
+            frozenset(shared), POOL_SCORE,
+            {"accounts": len(members), "referrers": referrers,
+             "shared": [f"{kind} {value}" for kind, value in shared]}))
+    return rings
+
+
+def pool_flag_reasons(ring: Ring) -> list[dict[str, object]]:
+    """The reasons of a pool's own flag, naming its browsers and phones and its referrers."""
+    referrers = [str(r) for r in ring.evidence.get("referrers", [])]  # type: ignore[attr-defined]
+    shared = [str(s) for s in ring.evidence.get("shared", [])]  # type: ignore[attr-defined]
+    return [{"code": "collusion_pool",
+             "message": f"network: {len(ring.accounts)} new accounts credited to "
+                        f"{len(referrers)} unrelated referrers ({', '.join(referrers[:10])}"
+                        f"{', ...' if len(referrers) > 10 else ''}) came within days from the "
+                        f"same few browsers or phones ({'; '.join(shared[:5])}"
+                        f"{'; ...' if len(shared) > 5 else ''}): one operator making accounts "
+                        "for several links",
+             "value": len(ring.accounts), "threshold": POOL_ACCOUNTS}]
