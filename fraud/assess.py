@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fraud.pools import pool_flag_reasons
+from fraud.pools import pool_cookie_reasons, pool_flag_reasons
 from fraud.rings import Ring
 from fraud.signals import (
     ConversionFacts,
@@ -160,6 +160,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
     per_cookie = shared_cookie_reasons(conversions)
+    pooled = pool_cookie_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
@@ -168,7 +169,8 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
         extra = population_reasons(conv, per_referrer, carried, mixtures)
         extra += [r for r in (per_device.get(conv.conversion_id),
-                              per_cookie.get(conv.conversion_id), opinion) if r is not None]
+                              per_cookie.get(conv.conversion_id), pooled.get(conv.conversion_id),
+                              opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
 

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from fraud.rings import Ring
-from fraud.signals import ConversionFacts
+from fraud.signals import ConversionFacts, Reason
 
 POOL_ACCOUNTS = 4  # new accounts behind one browser or phone, at least
 POOL_REFERRERS = 3  # credited to this many different referrers, at least
@@ -30,12 +30,12 @@ POOL_REFERRED = 0.9  # of the accounts behind it whose first conversion came by 
 HOME_AGENTS = 3  # an IP with more User-Agents than this among customers is not one home
 POOL_SCORE = 0.85
 
-Key = tuple[str, str]  # ("cookie" | "device" | "agent", value)
+Key = tuple[str, str]  # ("cookie" | "device" | "agent" | "ip", value)
 
 
 def _keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
-    """Each customer's browsers and phones: cookies, fingerprints, and (User-Agent, IP) where
-    the IP is a home connection (few User-Agents among the program's customers)."""
+    """Each customer's browsers and phones: cookies, fingerprints, and home connections (an IP
+    few User-Agents use among the program's customers) with the phone seen on them."""
     agents_on: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
         for agent, ip in conv.agents:
@@ -46,8 +46,10 @@ def _keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
         mine = out[conv.customer]
         mine.update(("cookie", v) for v in conv.visitors)
         mine.update(("device", d) for d in conv.devices)
-        mine.update(("agent", f"{agent} @ {ip}") for agent, ip in conv.agents
-                    if ip is not None and len(agents_on[ip]) <= HOME_AGENTS)
+        home = {ip for _agent, ip in conv.agents
+                if ip is not None and len(agents_on[ip]) <= HOME_AGENTS}
+        mine.update(("agent", f"{agent} @ {ip}") for agent, ip in conv.agents if ip in home)
+        mine.update(("ip", ip) for ip in home)
     return out
 
 
@@ -96,15 +98,15 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
         if _burst([first[c].at for c in referred]) < max(POOL_ACCOUNTS, len(referred) / 2):
             continue
         binding[key] = referred
-        members = sorted(referred)
-        for c in members[1:]:
-            parent[find(c)] = find(members[0])
+        ordered = sorted(referred)
+        for c in ordered[1:]:
+            parent[find(c)] = find(ordered[0])
     groups: dict[str, set[str]] = defaultdict(set)
     for accounts in binding.values():
         for c in accounts:
             groups[find(c)].add(c)
     rings = []
-    for members in sorted(groups.values(), key=lambda g: sorted(g)):
+    for members in sorted(groups.values(), key=min):
         referrers = sorted({r for c in members for r in first[c].referrers})
         shared = sorted(k for k, acc in binding.items() if acc & members)
         rings.append(Ring(
@@ -117,8 +119,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
 
 def pool_flag_reasons(ring: Ring) -> list[dict[str, object]]:
     """The reasons of a pool's own flag, naming its browsers and phones and its referrers."""
-    referrers = [str(r) for r in ring.evidence.get("referrers", [])]  # type: ignore[attr-defined]
-    shared = [str(s) for s in ring.evidence.get("shared", [])]  # type: ignore[attr-defined]
+    referrers, shared = _listed(ring, "referrers"), _listed(ring, "shared")
     return [{"code": "collusion_pool",
              "message": f"network: {len(ring.accounts)} new accounts credited to "
                         f"{len(referrers)} unrelated referrers ({', '.join(referrers[:10])}"
@@ -127,3 +128,40 @@ def pool_flag_reasons(ring: Ring) -> list[dict[str, object]]:
                         f"{'; ...' if len(shared) > 5 else ''}): one operator making accounts "
                         "for several links",
              "value": len(ring.accounts), "threshold": POOL_ACCOUNTS}]
+
+
+POOL_COOKIE_WEIGHT = 0.9
+
+
+def _listed(ring: Ring, name: str) -> list[str]:
+    value = ring.evidence.get(name, [])
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def pool_cookie_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[Ring]
+                        ) -> dict[int, Reason]:
+    """Per conversion of a pool's customer on one of the pool's browser cookies: strong
+    identity evidence. A cookie is one browser profile; one behind a burst of referred new
+    accounts of several referrers (a pool's) is the operator's, not a public terminal's (whose
+    accounts come over weeks, some without a referral): the accounts are one person's."""
+    pools: dict[str, tuple[Ring, set[str]]] = {}
+    for ring in rings:
+        cookies = {v for kind, v in ring.shared if kind == "cookie"}
+        if ring.kind == "collusion_pool" and cookies:
+            for _kind, customer in ring.accounts:
+                pools[customer] = (ring, cookies)
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        found = pools.get(conv.customer)
+        mine = sorted(conv.visitors & found[1]) if found else []
+        if found is None or not mine:
+            continue
+        ring = found[0]
+        out[conv.conversion_id] = Reason(
+            "pooled_cookie",
+            f"identity: one browser (visitor cookie {mine[0]}) is behind new accounts of a "
+            f"pool of {len(ring.accounts)} credited to {len(_listed(ring, 'referrers'))} "
+            "different referrers within days, all through referral links: one person making "
+            "accounts (a public terminal's come over weeks, some without a referral)",
+            len(ring.accounts), POOL_ACCOUNTS, POOL_COOKIE_WEIGHT, "identity", True)
+    return out

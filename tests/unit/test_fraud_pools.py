@@ -3,9 +3,9 @@ referrers is one ring; a public terminal, a carrier NAT or a family's tablet is 
 
 from __future__ import annotations
 
-from fraud.assess import assess, ring_flag_reasons
+from fraud.assess import assess, assess_all, ring_flag_reasons
 from fraud.pools import collusion_pools
-from fraud.signals import ClickFacts, ConversionFacts
+from fraud.signals import ClickFacts, ConversionFacts, ProgramContext
 
 DAY = 86400.0
 T0 = 1_790_000_000.0
@@ -43,6 +43,23 @@ def test_one_cookie_behind_new_accounts_of_unrelated_referrers_is_a_pool() -> No
     assert any(r.code == "collusion_pool_member" for r in risk.reasons)
     # A genuine referee outside it is untouched.
     assert assess(ordinary()[0], {}, rings).score == 0.0
+    # One browser cookie is one person: strong identity evidence, enough to reject.
+    scored = {s.assessment.conversion_id: s.assessment
+              for s in assess_all(pool + ordinary(), {}, ProgramContext(), rings)}
+    assert scored[0].score > 0.85
+    assert any(r.code == "pooled_cookie" and r.strong for r in scored[0].reasons)
+    assert scored[1000].score == 0.0
+
+
+def test_a_home_connection_behind_new_accounts_of_several_referrers_is_a_pool() -> None:
+    """Two phones at one home, rotating cookies: the home binds them; a pool bound only
+    by devices and addresses is held for review, not rejected."""
+    pool = [conv(i, T0 + i * 3600, f"ref{i % 6}", agent=(f"Phone/{i % 2}", "203.0.113.9"))
+            for i in range(6)]
+    rings = collusion_pools(pool + ordinary())
+    assert [r.accounts for r in rings] == [{("customer", f"c{i}") for i in range(6)}]
+    scored = assess_all(pool + ordinary(), {}, ProgramContext(), rings)
+    assert 0.5 <= scored[0].assessment.score <= 0.85
 
 
 def test_a_phone_on_a_home_connection_binds_accounts_without_cookies() -> None:
@@ -71,6 +88,7 @@ def test_a_carrier_address_with_many_phones_binds_nobody() -> None:
 
 
 def test_a_family_tablet_or_one_referrers_friends_is_not_a_pool() -> None:
-    family = [conv(i, T0 + i * 3600, f"ref{i}", cookie="tablet") for i in range(3)]
+    family = [conv(i, T0 + i * 3600, f"ref{i}", cookie="tablet",
+                   agent=(f"Phone/{i}", "203.0.113.1")) for i in range(3)]
     one_referrer = [conv(10 + i, T0 + i * 3600, "solo", cookie="shared") for i in range(6)]
     assert collusion_pools(family + one_referrer + ordinary()) == []
