@@ -29,6 +29,7 @@ POOL_WINDOW = 7 * 86400.0  # the accounts' first conversions within this (second
 POOL_REFERRED = 0.9  # of the accounts behind it whose first conversion came by a referral
 HOME_AGENTS = 3  # an IP with more User-Agents than this among customers is not one home
 POOL_SCORE = 0.85
+SHOWN = ("cookie", "device", "ip", "agent")  # a pool's ties, in the order its flag names them
 
 Key = tuple[str, str]  # ("cookie" | "device" | "agent" | "ip", value)
 
@@ -108,7 +109,9 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     rings = []
     for members in sorted(groups.values(), key=min):
         referrers = sorted({r for c in members for r in first[c].referrers})
-        shared = sorted(k for k, acc in binding.items() if acc & members)
+        # The strongest ties first: browser cookies, fingerprints, then homes and phones.
+        shared = sorted((k for k, acc in binding.items() if acc & members),
+                        key=lambda k: (SHOWN.index(k[0]), k[1]))
         rings.append(Ring(
             "collusion_pool", frozenset(("customer", c) for c in members),
             frozenset(shared), POOL_SCORE,
@@ -160,8 +163,8 @@ def pool_cookie_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[
         out[conv.conversion_id] = Reason(
             "pooled_cookie",
             f"identity: one browser (visitor cookie {mine[0]}) is behind new accounts of a "
-            f"pool of {len(ring.accounts)} credited to {len(_listed(ring, 'referrers'))} "
-            "different referrers within days, all through referral links: one person making "
+            f"collusion pool of {len(ring.accounts)}, credited to several different referrers "
+            "within days, all through referral links: one person making "
             "accounts (a public terminal's come over weeks, some without a referral)",
             len(ring.accounts), POOL_ACCOUNTS, POOL_COOKIE_WEIGHT, "identity", True)
     return out

@@ -716,7 +716,8 @@ async def stored_rings(conn: asyncpg.Connection, program_id: int) -> list[Ring]:
             r["kind"],
             frozenset((m["type"], m["id"]) for m in members
                       if m["type"] in ("referrer", "customer")),
-            frozenset((m["type"], m["id"]) for m in members if m["type"] in ("ip", "device")),
+            frozenset((m["type"], m["id"]) for m in members
+                      if m["type"] in ("ip", "device", "cookie", "agent")),
             r["score"]))
     return rings
 
