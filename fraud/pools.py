@@ -28,6 +28,9 @@ POOL_REFERRERS = 3  # credited to this many different referrers, at least
 POOL_WINDOW = 7 * 86400.0  # the accounts' first conversions within this (seconds)
 POOL_REFERRED = 0.9  # of the accounts behind it whose first conversion came by a referral
 HOME_AGENTS = 3  # an IP with more User-Agents than this among customers is not one home
+# A browser, phone or address behind more accounts is public (a carrier NAT, a placeholder id;
+# fraud.signals.PLACEHOLDER_ACCOUNTS, tracker.scoring.queries.MAX_SHARE): it binds nobody.
+PUBLIC_ACCOUNTS = 25
 POOL_SCORE = 0.85
 SHOWN = ("cookie", "device", "ip", "agent")  # a pool's ties, in the order its flag names them
 
@@ -67,9 +70,10 @@ def _burst(times: list[float]) -> int:
 
 def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     """The pools: customers bound by browsers or phones each of which is behind at least
-    POOL_ACCOUNTS new accounts, half of them (and POOL_ACCOUNTS) within one POOL_WINDOW, nearly all
-    of them (POOL_REFERRED) referred, credited to at least POOL_REFERRERS referrers. A pool is a
-    ring of its customers; its evidence names the browsers and phones and the referrers."""
+    POOL_ACCOUNTS new accounts (at most PUBLIC_ACCOUNTS), half of them (and POOL_ACCOUNTS)
+    within one POOL_WINDOW, nearly all of them (POOL_REFERRED) referred, credited to at least
+    POOL_REFERRERS referrers. A pool is a ring of its customers; its evidence names the
+    browsers and phones and the referrers."""
     first: dict[str, ConversionFacts] = {}
     for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
         first.setdefault(conv.customer, conv)
@@ -89,7 +93,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     binding: dict[Key, set[str]] = {}
     for key in sorted(behind):
         accounts = behind[key]
-        if len(accounts) < POOL_ACCOUNTS:
+        if not POOL_ACCOUNTS <= len(accounts) <= PUBLIC_ACCOUNTS:
             continue
         referred = {c for c in accounts if first[c].referrers}
         if len(referred) < POOL_REFERRED * len(accounts):

@@ -85,6 +85,10 @@ def test_a_carrier_address_with_many_phones_binds_nobody() -> None:
     nat = [conv(i, T0 + i * 3600, f"ref{i % 5}", agent=(f"Phone/{i % 6}", "100.64.0.1"))
            for i in range(30)]
     assert collusion_pools(nat + ordinary()) == []
+    # Nor one with a single popular phone model: more accounts than any operator makes.
+    one_model = [conv(100 + i, T0 + i * 600, f"ref{i % 5}", device="popular",
+                      agent=("Phone/1", "100.64.0.2")) for i in range(30)]
+    assert collusion_pools(one_model + ordinary()) == []
 
 
 def test_a_family_tablet_or_one_referrers_friends_is_not_a_pool() -> None:
