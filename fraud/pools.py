@@ -25,7 +25,7 @@ from fraud.signals import ConversionFacts, Reason
 
 POOL_ACCOUNTS = 4  # new accounts behind one browser or phone, at least
 POOL_REFERRERS = 3  # credited to this many different referrers, at least
-POOL_WINDOW = 7 * 86400.0  # the accounts' first conversions within this (seconds)
+POOL_WINDOW = 2 * 86400.0  # half the accounts first converted within this (seconds)
 POOL_REFERRED = 0.9  # of the accounts behind it whose first conversion came by a referral
 HOME_AGENTS = 3  # an IP with more User-Agents than this among customers is not one home
 # A browser, phone or address behind more accounts is public (a carrier NAT, a placeholder id;

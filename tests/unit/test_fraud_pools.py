@@ -74,7 +74,7 @@ def test_a_phone_on_a_home_connection_binds_accounts_without_cookies() -> None:
 
 def test_a_public_terminal_is_not_a_pool() -> None:
     # Accounts spread over weeks.
-    spread = [conv(i, T0 + i * 6 * DAY, f"ref{i % 5}", cookie="kiosk") for i in range(8)]
+    spread = [conv(i, T0 + i * 2 * DAY, f"ref{i % 5}", cookie="kiosk") for i in range(8)]
     # Or in a burst but with people buying without any referral link.
     organic = [conv(20 + i, T0 + i * 3600, None if i % 3 == 0 else f"ref{i % 5}",
                     cookie="library") for i in range(9)]
