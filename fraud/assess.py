@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from fraud.pools import pool_cookie_reasons, pool_flag_reasons
 from fraud.rings import WEAK_RING, Ring
 from fraud.signals import (
     ConversionFacts,
@@ -163,6 +164,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
     per_cookie = shared_cookie_reasons(conversions)
+    pooled = pool_cookie_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
@@ -171,7 +173,8 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
         extra = population_reasons(conv, per_referrer, carried, mixtures)
         extra += [r for r in (per_device.get(conv.conversion_id),
-                              per_cookie.get(conv.conversion_id), opinion) if r is not None]
+                              per_cookie.get(conv.conversion_id), pooled.get(conv.conversion_id),
+                              opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
 
@@ -442,6 +445,8 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
 
 def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:
     """The reasons of a ring's own flag: what binds its accounts."""
+    if ring.kind == "collusion_pool":
+        return pool_flag_reasons(ring)
     if ring.kind == "referral_cycle":
         return [{"code": "referral_cycle", "message": "these referrers referred each other in "
                  "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]

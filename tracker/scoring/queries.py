@@ -295,7 +295,7 @@ async def referrer_external_ids(conn: asyncpg.Connection, program_id: int) -> di
 # finance's evidence draws around a referrer (tracker/finance/evidence.py).
 
 MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a cafe)
-RING_KINDS = ("ring", "dense_block", "referral_cycle")
+RING_KINDS = ("ring", "dense_block", "referral_cycle", "collusion_pool")
 
 
 def _ip(table: str = "") -> str:
@@ -744,7 +744,8 @@ async def stored_rings(conn: asyncpg.Connection, program_id: int) -> list[Ring]:
             r["kind"],
             frozenset((m["type"], m["id"]) for m in members
                       if m["type"] in ("referrer", "customer")),
-            frozenset((m["type"], m["id"]) for m in members if m["type"] in ("ip", "device")),
+            frozenset((m["type"], m["id"]) for m in members
+                      if m["type"] in ("ip", "device", "cookie", "agent")),
             r["score"]))
     return rings
 

@@ -44,6 +44,7 @@ import asyncpg
 from fraud.anomaly import FLAG_KIND as ANOMALY
 from fraud.anomaly import Unusual, anomalous_referrers
 from fraud.assess import Scored, assess_all, decision_reason, people_rings, ring_flag_reasons
+from fraud.pools import collusion_pools
 from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import headerless_share
 from fraud.supervised import SupervisedRisk
@@ -178,6 +179,7 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         # Stored as found: an office whose colleagues buy like people is a weak ring.
         rings = people_rings(find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE,
                                         agents=agents), facts.conversions)
+        rings += collusion_pools(facts.conversions)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                         rings, model=model, holders=holders),
                       anomalous_referrers(facts.conversions, program.context))

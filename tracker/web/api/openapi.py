@@ -1323,7 +1323,8 @@ def document() -> dict[str, Any]:
                            params=[any_program_q,
                                    _q("kind", "flags of this kind or carrying a "
                                                  "reason with this code: ring, dense_block, "
-                                                 "referral_cycle, self_referral, anomaly, "
+                                                 "referral_cycle, collusion_pool, "
+                                                 "self_referral, anomaly, "
                                                  "fast_conversion, ..."),
                                    *_PAGING]),
             },

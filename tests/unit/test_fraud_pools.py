@@ -1,0 +1,98 @@
+"""Collusion pools: one operator's browser or phone behind new customers of unrelated
+referrers is one ring; a public terminal, a carrier NAT or a family's tablet is not."""
+
+from __future__ import annotations
+
+from fraud.assess import assess, assess_all, ring_flag_reasons
+from fraud.pools import collusion_pools
+from fraud.signals import ClickFacts, ConversionFacts, ProgramContext
+
+DAY = 86400.0
+T0 = 1_790_000_000.0
+
+
+def conv(i: int, at: float, referrer: str | None, *, cookie: str | None = None,
+         device: str | None = None, agent: tuple[str, str] | None = None) -> ConversionFacts:
+    touches = () if referrer is None else (
+        ClickFacts(f"k{i}", at - 300, referrer, cookie, None, device),)
+    return ConversionFacts(
+        i, f"c{i}", at, () if referrer is None else (referrer,), touches=touches,
+        visitors=frozenset({cookie} if cookie else ()),
+        devices=frozenset({device} if device else ()),
+        agents=frozenset({agent} if agent else ()), amount=1000)
+
+
+def ordinary(n: int = 40) -> list[ConversionFacts]:
+    """Genuine referees: their own browsers and phones, their own home connections."""
+    return [conv(1000 + i, T0 + i * DAY, f"r{i % 9}", cookie=f"v{i}", device=f"d{i}",
+                 agent=(f"Phone/{i % 5}", f"10.0.{i}.1")) for i in range(n)]
+
+
+def test_one_cookie_behind_new_accounts_of_unrelated_referrers_is_a_pool() -> None:
+    pool = [conv(i, T0 + i * 3600, f"ref{i % 5}", cookie="operator") for i in range(8)]
+    rings = collusion_pools(pool + ordinary())
+    assert len(rings) == 1
+    ring = rings[0]
+    assert ring.kind == "collusion_pool"
+    assert ring.accounts == {("customer", f"c{i}") for i in range(8)}
+    message = str(ring_flag_reasons(ring)[0]["message"])
+    assert "cookie operator" in message and "ref0" in message and "5 unrelated" in message
+    # Its members are held (the network family alone: flagged, not rejected).
+    risk = assess(pool[0], {}, rings)
+    assert 0.5 <= risk.score <= 0.85
+    assert any(r.code == "collusion_pool_member" for r in risk.reasons)
+    # A genuine referee outside it is untouched.
+    assert assess(ordinary()[0], {}, rings).score == 0.0
+    # One browser cookie is one person: strong identity evidence, enough to reject.
+    scored = {s.assessment.conversion_id: s.assessment
+              for s in assess_all(pool + ordinary(), {}, ProgramContext(), rings)}
+    assert scored[0].score > 0.85
+    assert any(r.code == "pooled_cookie" and r.strong for r in scored[0].reasons)
+    assert scored[1000].score == 0.0
+
+
+def test_a_home_connection_behind_new_accounts_of_several_referrers_is_a_pool() -> None:
+    """Two phones at one home, rotating cookies: the home binds them; a pool bound only
+    by devices and addresses is held for review, not rejected."""
+    pool = [conv(i, T0 + i * 3600, f"ref{i % 6}", agent=(f"Phone/{i % 2}", "203.0.113.9"))
+            for i in range(6)]
+    rings = collusion_pools(pool + ordinary())
+    assert [r.accounts for r in rings] == [{("customer", f"c{i}") for i in range(6)}]
+    scored = assess_all(pool + ordinary(), {}, ProgramContext(), rings)
+    assert 0.5 <= scored[0].assessment.score <= 0.85
+
+
+def test_a_phone_on_a_home_connection_binds_accounts_without_cookies() -> None:
+    """Cleared cookies and rotating addresses: the same phone at home still ties them."""
+    pool = [conv(i, T0 + i * 7200, f"ref{i % 4}",
+                 agent=("Odd/1.0", "192.0.2.7" if i % 3 == 0 else f"198.51.{i}.1"))
+            for i in range(12)]
+    rings = collusion_pools(pool + ordinary())
+    assert len(rings) == 1
+    assert rings[0].accounts == {("customer", f"c{i}") for i in range(0, 12, 3)}
+
+
+def test_a_public_terminal_is_not_a_pool() -> None:
+    # Accounts spread over weeks.
+    spread = [conv(i, T0 + i * 2 * DAY, f"ref{i % 5}", cookie="kiosk") for i in range(8)]
+    # Or in a burst but with people buying without any referral link.
+    organic = [conv(20 + i, T0 + i * 3600, None if i % 3 == 0 else f"ref{i % 5}",
+                    cookie="library") for i in range(9)]
+    assert collusion_pools(spread + organic + ordinary()) == []
+
+
+def test_a_carrier_address_with_many_phones_binds_nobody() -> None:
+    nat = [conv(i, T0 + i * 3600, f"ref{i % 5}", agent=(f"Phone/{i % 6}", "100.64.0.1"))
+           for i in range(30)]
+    assert collusion_pools(nat + ordinary()) == []
+    # Nor one with a single popular phone model: more accounts than any operator makes.
+    one_model = [conv(100 + i, T0 + i * 600, f"ref{i % 5}", device="popular",
+                      agent=("Phone/1", "100.64.0.2")) for i in range(30)]
+    assert collusion_pools(one_model + ordinary()) == []
+
+
+def test_a_family_tablet_or_one_referrers_friends_is_not_a_pool() -> None:
+    family = [conv(i, T0 + i * 3600, f"ref{i}", cookie="tablet",
+                   agent=(f"Phone/{i}", "203.0.113.1")) for i in range(3)]
+    one_referrer = [conv(10 + i, T0 + i * 3600, "solo", cookie="shared") for i in range(6)]
+    assert collusion_pools(family + one_referrer + ordinary()) == []
