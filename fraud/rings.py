@@ -70,14 +70,7 @@ def _merge_by_collector(groups: list[set[Account]], referred_by: dict[str, set[s
     """Groups whose customers one referrer collects for (two or more in each) are one ring:
     a device farm's devices each bind a group, its referrer binds them together."""
     owner: dict[str, int] = {}
-    parent = list(range(len(groups)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    parts = nx.utils.UnionFind(range(len(groups)))
     for i, group in enumerate(groups):
         counts: dict[str, int] = defaultdict(int)
         for _kind, person in group:
@@ -87,12 +80,12 @@ def _merge_by_collector(groups: list[set[Account]], referred_by: dict[str, set[s
             if n < 2:
                 continue
             if referrer in owner:
-                parent[find(i)] = find(owner[referrer])
+                parts.union(i, owner[referrer])
             else:
                 owner[referrer] = i
     merged: dict[int, set[Account]] = defaultdict(set)
     for i, group in enumerate(groups):
-        merged[find(i)] |= group
+        merged[parts[i]] |= group
     return list(merged.values())
 
 
@@ -265,13 +258,7 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
     for i, group in enumerate(groups):
         for _kind, person in group:
             owner.setdefault(person, i)
-    parent = list(range(len(groups)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    parts = nx.utils.UnionFind(range(len(groups)))
 
     between: dict[tuple[int, int], set[frozenset[str]]] = defaultdict(set)
     links: dict[str, list[int]] = {}
@@ -296,16 +283,16 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
                 between[(min(mine, other), max(mine, other))].add(frozenset((person, q)))
     for (a, b), pairs in between.items():
         if len(pairs) >= CHAIN_TIES:
-            parent[find(a)] = find(b)
+            parts.union(a, b)
     for tied in links.values():
         for other in tied[1:]:
-            parent[find(other)] = find(tied[0])
+            parts.union(other, tied[0])
     core: dict[int, set[Account]] = defaultdict(set)
     joined: dict[int, set[Account]] = defaultdict(set)
     for i, group in enumerate(groups):
-        core[find(i)] |= group
+        core[parts[i]] |= group
     for person, tied in links.items():
-        joined[find(tied[0])].add(("referrer" if person in referrers else "customer", person))
+        joined[parts[tied[0]]].add(("referrer" if person in referrers else "customer", person))
     return [(core[root], joined[root]) for root in core]
 
 
