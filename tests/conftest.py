@@ -11,6 +11,7 @@ tests/helpers.py; this file holds only fixtures.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -112,6 +113,17 @@ async def client(
     # No cookie jar: tests send rg_vid explicitly, like distinct visitors would or would not.
     # Served as the workers serve: GET /r/{code} of a known link takes the fast path.
     return await aiohttp_client(WorkerServer(create_app(settings)), cookie_jar=DummyCookieJar())
+
+
+@pytest.fixture
+async def proxied_client(
+    tmp_path: Path, dsn: str, aiohttp_client: ClientFactory
+) -> TestClient[web.Request, web.Application]:
+    """The app behind a trusted proxy on the loopback: a test names each visitor's address in
+    X-Forwarded-For (households, offices, carrier NATs). No cookie jar, as `client`."""
+    settings = make_settings(tmp_path / "proxied", dsn,
+                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    return await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
 
 
 @pytest.fixture

@@ -6,19 +6,17 @@ the referrer also opened the link, are not."""
 
 from __future__ import annotations
 
-import ipaddress
 import random
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import DummyCookieJar
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
+from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
-from tracker.web.app import create_app
 
 POPULAR = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Version/26.2 Safari/604.1"
 DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0"
@@ -26,13 +24,11 @@ DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{
 
 @pytest.mark.parametrize("draw", [0, 1])
 async def test_household_lease_and_own_phone_held_family_and_campus_not(
-    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory, draw: int,
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application], draw: int,
 ) -> None:
     rng = random.Random(draw)
-    settings = make_settings(tmp_path / "d", dsn,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    client = proxied_client
     integration = auth(tokens["integration"])
     clicks = 0
     rare = (f"Mozilla/5.0 (Linux; Android {8 + draw}; {rng.choice(['LM-X420', 'vivo 1906'])} "

@@ -6,29 +6,25 @@ referees of the same referrers, on their own browsers, stay clear."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from pathlib import Path
 
 import asyncpg
-from aiohttp import DummyCookieJar
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
+from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
-from tracker.web.app import create_app
 
 AGENT = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/131.0 Mobile"
 REFERRERS = 5
 
 
 async def test_one_browser_behind_accounts_of_several_referrers_is_one_pool(
-    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory,
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application],
 ) -> None:
-    settings = make_settings(tmp_path / "d", dsn,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    client = proxied_client
     for k in range(REFERRERS):
         await make_link(client, tokens, referrer=f"ref{k}", code=f"ref{k}")
     cookie: str | None = None

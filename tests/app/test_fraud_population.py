@@ -4,35 +4,31 @@ clicking a friend's link are not."""
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import DummyCookieJar
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
+from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tracker.clicks.queries import ensure_partition
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
-from tracker.web.app import create_app
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0 Safari/537.36"
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_slow_click_injection_is_held_and_organic_sign_ups_are_not(
-    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory, seed: int,
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application], seed: int,
 ) -> None:
     rng = random.Random(seed)
-    settings = make_settings(tmp_path / "d", dsn,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    client = proxied_client
     integration = auth(tokens["integration"])
     clicks = 0
 
@@ -108,17 +104,15 @@ async def test_slow_click_injection_is_held_and_organic_sign_ups_are_not(
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_steady_click_spam_that_converts_like_the_program_is_held(
-    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory, seed: int,
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application], seed: int,
 ) -> None:
     """Click spam that converts as well as the program (retargeting: clicks fired at
     visitors who were going to buy anyway): its clicks come as a steady stream, one or two a
     day, and its customers buy days after their click. Held. Honest referrers' clicks come in
     bursts after each share; one of them whose friends also buy days later is not held."""
     rng = random.Random(seed)
-    settings = make_settings(tmp_path / "d", dsn,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    client = proxied_client
     integration = auth(tokens["integration"])
     now = datetime.now(UTC).replace(microsecond=0)
     when: dict[str, datetime] = {}  # click id -> when it happened
@@ -199,8 +193,8 @@ async def test_steady_click_spam_that_converts_like_the_program_is_held(
 
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_a_click_farm_pacing_its_clicks_is_flagged_through_the_api(
-    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory, seed: int,
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application], seed: int,
 ) -> None:
     """A click farm's workers open the link one visit after another through a shift, every
     fifteen minutes give or take a third; honest referrers' friends click in bursts after each
@@ -208,9 +202,7 @@ async def test_a_click_farm_pacing_its_clicks_is_flagged_through_the_api(
     (a bot's clicks left out) and flags the farm's purchases on them (even_clicks); no honest
     referrer is found even."""
     rng = random.Random(seed)
-    settings = make_settings(tmp_path / "d", dsn,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    client = proxied_client
     integration = auth(tokens["integration"])
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
     when: dict[str, datetime] = {}

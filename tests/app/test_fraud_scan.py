@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import subprocess
 import sys
@@ -10,24 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiohttp import DummyCookieJar
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
+from tests.helpers import ClientFactory, auth, click_id, make_link, wait_for_clicks
 from tests.shop import Shop
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
-from tracker.web.app import create_app
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0 Safari/537.36"
 
 
 async def test_scan_flags_rings_and_self_referrals_but_not_honest_users(
-    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory,
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application],
 ) -> None:
-    settings = make_settings(tmp_path / "d", dsn,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    client = proxied_client
     integration = auth(tokens["integration"])
     clicks = 0
 

@@ -9,19 +9,17 @@ accounts, and an incremental scan of the second account must find the first thro
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiohttp import DummyCookieJar
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from tests.helpers import ClientFactory, auth, click_id, make_link, make_settings, wait_for_clicks
+from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.queries import MAX_SHARE
 from tracker.scoring.risk import scan
-from tracker.web.app import create_app
 
 PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Version/26.2 Safari/604.1"
 NAT = "100.64.7.9"
@@ -29,12 +27,10 @@ REFERRERS = 10
 
 
 async def test_one_cookie_behind_two_accounts_of_a_referrer_is_rejected_a_friend_is_not(
-    dsn: str, tmp_path: Path, tokens: dict[str, str], conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory,
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application],
 ) -> None:
-    settings = make_settings(tmp_path / "d", dsn,
-                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    client = await aiohttp_client(create_app(settings), cookie_jar=DummyCookieJar())
+    client = proxied_client
     integration = auth(tokens["integration"])
     clicks = 0
 
