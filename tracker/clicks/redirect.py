@@ -361,10 +361,8 @@ def make_redirect(  # noqa: PLR0915
                                               remote)
         # The same headers in the same order as aiohttp writes the handler's Response; the
         # protocol adds Content-Length, Date, Server (and Connection) as aiohttp does.
-        head = (f"HTTP/1.1 302 Found\r\nCache-Control: private, no-store\r\n"
-                f"Set-Cookie: {set_cookie}\r\nLocation: {location}\r\n"
-                if set_cookie else
-                f"HTTP/1.1 302 Found\r\nCache-Control: private, no-store\r\n"
+        cookie_line = f"Set-Cookie: {set_cookie}\r\n" if set_cookie else ""
+        head = (f"HTTP/1.1 302 Found\r\nCache-Control: private, no-store\r\n{cookie_line}"
                 f"Location: {location}\r\n").encode()
         done, index = submit(line)
         if done is not group:
