@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import networkx as nx
+
 from fraud.rings import Ring
 from fraud.signals import ConversionFacts, Reason
 
@@ -82,14 +84,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     for customer, mine in keys.items():
         for key in mine:
             behind[key].add(customer)
-    parent: dict[str, str] = {}
-
-    def find(c: str) -> str:
-        while parent.setdefault(c, c) != c:
-            parent[c] = parent[parent[c]]
-            c = parent[c]
-        return c
-
+    parts = nx.utils.UnionFind()
     binding: dict[Key, set[str]] = {}
     for key in sorted(behind):
         accounts = behind[key]
@@ -103,13 +98,11 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
         if _burst([first[c].at for c in referred]) < max(POOL_ACCOUNTS, len(referred) / 2):
             continue
         binding[key] = referred
-        ordered = sorted(referred)
-        for c in ordered[1:]:
-            parent[find(c)] = find(ordered[0])
+        parts.union(*sorted(referred))
     groups: dict[str, set[str]] = defaultdict(set)
     for accounts in binding.values():
         for c in accounts:
-            groups[find(c)].add(c)
+            groups[parts[c]].add(c)
     rings = []
     for members in sorted(groups.values(), key=min):
         referrers = sorted({r for c in members for r in first[c].referrers})
