@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import socket
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
-from geo.reader import GeoInfo, GeoReader, ip_prefix
+from geo.reader import GeoInfo, GeoReader, canonical_packed, ip_prefix
 from tracker.clicks.journal import RawClick, RawSignals
 from tracker.formats import MAX_UA, clean_text
 from tracker.settings import IPNetwork
@@ -38,23 +37,13 @@ SIGNAL_COLUMNS = ("program_id", "click_id", "click_ms", "signals", "webdriver", 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _canonical_ipv4(text: str) -> bytes | None:
-    """The packed address of an IPv4 address in its canonical text (what `ip_address` would
-    make of it, in C: several times as fast for an address not seen yet), else None."""
-    try:
-        packed = socket.inet_pton(socket.AF_INET, text)
-    except (OSError, ValueError):  # (ValueError: a NUL in the text)
-        return None
-    return packed if socket.inet_ntop(socket.AF_INET, packed) == text else None
-
-
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):  # Forwarded: for="[2001:db8::1]:4711"
         text = text[1 : text.find("]")] if "]" in text else text[1:]
     elif text.count(":") == 1:  # IPv4 with a port
         text = text.split(":", 1)[0]
-    packed = _canonical_ipv4(text)
+    packed = canonical_packed(text)
     if packed is not None:
         return ipaddress.IPv4Address(packed)
     try:
@@ -90,7 +79,7 @@ class ClientIp:
         if not self.trusted:
             # The common case, with no address object: a peer in canonical IPv4 text is its
             # own text.
-            packed = _canonical_ipv4(peer)
+            packed = canonical_packed(peer)
             if packed is not None:
                 return peer, packed
         addr = _parse_ip(peer)
