@@ -176,14 +176,15 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
     holders = column_holders(facts.uses) | facts.rarity
     if loaded.scope is None:
         agents = {c.customer: {a for a, _ip in c.agents} for c in facts.conversions}
-        # Stored as found: an office whose colleagues buy like people is a weak ring.
+        # Stored as assessed: an office whose colleagues buy like people is a weak ring.
         rings = people_rings(find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE,
                                         agents=agents), facts.conversions)
         rings += collusion_pools(facts.conversions)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                         rings, model=model, holders=holders),
                       anomalous_referrers(facts.conversions, program.context))
-    rings = _local_rings(facts.uses, facts.referrals, loaded.known)
+    rings = people_rings(_local_rings(facts.uses, facts.referrals, loaded.known),
+                         facts.conversions)
     return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                     loaded.known + rings, only=loaded.scope.new_ids,
                                     model=model, holders=holders))
