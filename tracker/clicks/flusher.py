@@ -1,16 +1,18 @@
 """Copies sealed journal segments into PostgreSQL.
 
-One batch = whole segments (up to `flush_max_clicks` clicks) in one transaction: COPY into a
-temporary staging table, then INSERT ... ON CONFLICT DO NOTHING into `clicks`, so a segment
-replayed after a crash adds nothing twice (the statements are in tracker.clicks.queries).
+One batch = whole segments (up to `flush_max_clicks` clicks) in one transaction: the batch is
+checked for duplicates of stored clicks, then COPYed straight into its monthly partition. A
+segment replayed after a crash that followed its commit fails that COPY on the primary key and
+goes through a temporary staging table and INSERT ... ON CONFLICT DO NOTHING instead, so it adds
+nothing twice (the statements are in tracker.clicks.queries).
 Segment files are deleted only after the commit.
 While PostgreSQL is unreachable the flusher retries with exponential backoff; the journal keeps
 growing and the backlog gauge shows it.
 
 Duplicates (same visitor or fingerprint on the same link within an hour) are flagged, not
-dropped: in Python within a batch, and against stored clicks in the INSERT. The window is checked
-on both sides of a click because workers flush independently, so a click can reach the table
-after a later one; either way exactly one click of such a pair counts.
+dropped: in Python within a batch, and against stored clicks by one query for the batch. The
+window is checked on both sides of a click because workers flush independently, so a click can
+reach the table after a later one; either way exactly one click of such a pair counts.
 """
 
 from __future__ import annotations
@@ -135,11 +137,16 @@ async def store_prepared(
     partitions: dict[tuple[int, int], str],
 ) -> tuple[int, int, int]:
     """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers)."""
-    await mark_stored_duplicates(conn, ordered)
+    months = dict(partitions)
+    groups = await partition_groups(conn, ordered, months)
     try:
-        await copy_rows(conn, ordered, partitions)
+        async with conn.transaction():
+            await mark_stored_duplicates(conn, ordered, probe_table(ordered, groups))
+            await copy_groups(conn, groups)
     except asyncpg.UniqueViolationError:
         return await _store_staged(conn, ordered)
+    await analyze_fresh(conn, groups, partitions)
+    partitions.update(months)
     bots = dups = 0
     for r in ordered:
         if r[_I_BOT]:
@@ -156,33 +163,53 @@ def prepare_rows(rows: list[tuple[object, ...]]) -> list[list[object]]:
     return ordered
 
 
-async def mark_stored_duplicates(conn: asyncpg.Connection, ordered: list[list[object]]) -> None:
-    """Mark, in place, rows that repeat a click already stored (one query for the batch)."""
+def probe_table(ordered: list[list[object]], groups: list[tuple[str, list[list[object]]]]
+                ) -> str:
+    """Where the duplicates of these rows can be stored: their one partition when every click
+    within the window of them is in that month (the usual case), else all of `clicks`."""
+    if len(groups) != 1 or not ordered:
+        return "clicks"
+    first, last = ordered[0][_I_TS], ordered[-1][_I_TS]
+    assert isinstance(first, datetime)  # noqa: S101 (built by Enricher.row)
+    assert isinstance(last, datetime)  # noqa: S101
+    early, late = first - DUPLICATE_WINDOW, last + DUPLICATE_WINDOW
+    if (early.year, early.month) != (first.year, first.month) or (
+            (late.year, late.month) != (last.year, last.month)):
+        return "clicks"
+    return groups[0][0]
+
+
+async def mark_stored_duplicates(conn: asyncpg.Connection, ordered: list[list[object]],
+                                 table: str = "clicks") -> None:
+    """Mark, in place, rows that repeat a click already stored (one query for the batch, in the
+    caller's transaction; `table` as probe_table tells)."""
     todo = [r for r in ordered if not r[_I_DUP]]
     if not todo:
         return
-    for i in await queries.stored_duplicates(conn, todo):
+    for i in await queries.stored_duplicates(conn, todo, table):
         todo[i][_I_DUP] = True
 
 
-async def copy_rows(conn: asyncpg.Connection, ordered: list[list[object]],
-                    partitions: dict[tuple[int, int], str]) -> None:
-    """COPY the rows into their partitions in one transaction (UniqueViolationError if one of
-    them is stored already: nothing is then). `partitions` learns a partition only once rows
-    were copied into it and it was analyzed, so a failure in between (the database going
-    away) leaves it to be analyzed by the next batch."""
-    months = dict(partitions)
-    groups = await partition_groups(conn, ordered, months)
-    async with conn.transaction():
-        for name, part in groups:
-            await conn.copy_records_to_table(name, records=part, columns=COLUMNS)
-    # A partition this process had not written to yet may never have been analyzed (a new
-    # month, a fresh database): without statistics the planner probes duplicates through the
-    # primary key, every click of the program in the hour, until autovacuum comes by.
+async def copy_groups(conn: asyncpg.Connection,
+                      groups: list[tuple[str, list[list[object]]]]) -> None:
+    """COPY each partition's rows into it (in the caller's transaction: UniqueViolationError if
+    one of them is stored already)."""
+    for name, part in groups:
+        await conn.copy_records_to_table(name, records=part, columns=COLUMNS)
+
+
+async def analyze_fresh(conn: asyncpg.Connection, groups: list[tuple[str, list[list[object]]]],
+                        partitions: dict[tuple[int, int], str]) -> None:
+    """ANALYZE the partitions just written to that this process had not written to before.
+
+    A partition this process had not written to yet may never have been analyzed (a new month,
+    a fresh database): without statistics the planner probes duplicates through the primary
+    key, every click of the program in the hour, until autovacuum comes by. `partitions` learns
+    a partition only once rows were copied into it and it was analyzed, so a failure in between
+    (the database going away) leaves it to be analyzed by the next batch."""
     known = set(partitions.values())
     if fresh := [name for name, _ in groups if name not in known]:
         await queries.analyze(conn, fresh)
-    partitions.update(months)
 
 
 async def partition_groups(
