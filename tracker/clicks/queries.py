@@ -139,29 +139,30 @@ FROM ins
 # only ever look for clicks without a visitor id: an index of those alone
 # (clicks_link_fingerprint_anonymous) answers them at once, however many other visitors share
 # the fingerprint (the same phone model behind a carrier NAT, a bot rotating cookies).
-# `{table}` is `clicks`, or the one monthly partition that holds every click within the hour of
-# the batch (stored_duplicates_sql).
+# A click stored already is found by nobody but itself: a batch holding one is a replay, whose
+# COPY then fails and whose rows go through INSERT_SQL, which skips the stored ones whatever
+# their marks. The times come as Unix seconds (float8, exact to the microsecond for any date
+# this century): a third of the CPU of passing datetimes. `{table}` is `clicks`, or the one
+# monthly partition that holds every click within the hour of the batch (stored_duplicates_sql).
 _STORED_DUPLICATES_SQL = """
-SELECT s.i FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::timestamptz[],
-                       $6::uuid[]) WITH ORDINALITY
-    AS s(program_id, link_id, visitor_id, fingerprint, ts, click_id, i)
+SELECT s.i FROM (SELECT u.program_id, u.link_id, u.visitor_id, u.fingerprint,
+                        to_timestamp(u.epoch) - interval '1 hour' AS early,
+                        to_timestamp(u.epoch) + interval '1 hour' AS late, u.i
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::float8[])
+                     WITH ORDINALITY AS u(program_id, link_id, visitor_id, fingerprint, epoch, i)
+                ) s
 WHERE (coalesce(s.visitor_id, '') <> '' AND EXISTS (
         SELECT 1 FROM {table} c
         WHERE c.program_id = s.program_id AND c.visitor_id = s.visitor_id
-          AND c.link_id = s.link_id
-          AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-          AND c.click_id <> s.click_id))
+          AND c.link_id = s.link_id AND c.ts BETWEEN s.early AND s.late))
    OR (coalesce(s.visitor_id, '') = '' AND EXISTS (
         SELECT 1 FROM {table} c
         WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
-          AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-          AND c.click_id <> s.click_id))
+          AND c.ts BETWEEN s.early AND s.late))
    OR EXISTS (
         SELECT 1 FROM {table} c
         WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
-          AND coalesce(c.visitor_id, '') = ''
-          AND c.ts BETWEEN s.ts - interval '1 hour' AND s.ts + interval '1 hour'
-          AND c.click_id <> s.click_id)
+          AND coalesce(c.visitor_id, '') = '' AND c.ts BETWEEN s.early AND s.late)
 """
 
 
@@ -179,8 +180,9 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-_DUPLICATE_KEYS = tuple(COLUMNS.index(c) for c in (
-    "program_id", "link_id", "visitor_id", "fingerprint", "ts", "click_id"))
+_DUPLICATE_KEYS = tuple(COLUMNS.index(c) for c in ("program_id", "link_id", "visitor_id",
+                                                    "fingerprint"))
+_TS = COLUMNS.index("ts")
 
 
 async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]],
@@ -196,7 +198,8 @@ async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]],
     batch then takes minutes."""
     await conn.execute("SET LOCAL enable_seqscan = off")
     found = await conn.fetch(stored_duplicates_sql(table),
-                             *([r[i] for r in rows] for i in _DUPLICATE_KEYS))
+                             *([r[i] for r in rows] for i in _DUPLICATE_KEYS),
+                             [r[_TS].timestamp() for r in rows])  # type: ignore[attr-defined]
     return [r[0] - 1 for r in found]
 
 
