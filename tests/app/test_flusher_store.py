@@ -64,6 +64,31 @@ async def test_duplicates_of_stored_clicks_follow_the_batch_rule(
         False, False, False, True, False, True, False, True, False, True]
 
 
+async def test_the_stored_duplicate_window_is_exact_and_spans_a_month_turn(
+    conn: asyncpg.Connection,
+) -> None:
+    """The probe reads one partition when the batch's hour either side lies in its month, and
+    all of them when it does not; the hour is to the microsecond either way."""
+    link = await insert_link(conn)
+    enricher = Enricher(SECRET, ())
+    partitions: dict[tuple[int, int], str] = {}
+    new_year = 1_924_992_000_000_000  # 2031-01-01T00:00:00Z
+    mid_january = new_year + 14 * 24 * HOUR
+    stored = [click(1, link, visitor="a" * 24, ts_us=new_year - 1),  # December's last microsecond
+              click(2, link, visitor="b" * 24, ts_us=new_year - 1),
+              click(3, link, visitor="c" * 24, ts_us=mid_january),
+              click(4, link, visitor="d" * 24, ts_us=mid_january)]
+    assert await store_clicks(conn, [enricher.row(c) for c in stored], partitions) == (4, 0, 0)
+    across = [click(11, link, visitor="a" * 24, ts_us=new_year - 1 + HOUR),  # the hour: a repeat
+              click(12, link, visitor="b" * 24, ts_us=new_year + HOUR)]  # a microsecond beyond
+    assert await store_clicks(conn, [enricher.row(c) for c in across], partitions) == (2, 0, 1)
+    within = [click(13, link, visitor="c" * 24, ts_us=mid_january - HOUR),
+              click(14, link, visitor="d" * 24, ts_us=mid_january + HOUR + 1)]
+    assert await store_clicks(conn, [enricher.row(c) for c in within], partitions) == (2, 0, 1)
+    flags = await duplicates(conn)
+    assert [flags[f"{n:02d}"] for n in (11, 12, 13, 14)] == [True, False, True, False]
+
+
 async def test_a_replay_that_meets_stored_clicks_stores_only_the_new_ones_once(
     conn: asyncpg.Connection,
 ) -> None:
