@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.flush_stages --clicks 20000
     .venv/bin/python -m bench.flush_stages --geoip     # with bench.geodb's databases, as
                                                        # bench/redirect measures it
+    .venv/bin/python -m bench.flush_stages --months 24 # a server with two years of partitions
 
 Journal segments of synthetic clicks (5,000 a segment, as the flusher takes them) go through the
 flusher's own steps, one at a time, with the flusher's thread CPU (`time.thread_time`) and its
@@ -191,6 +192,18 @@ async def _analyzed_partitions(conn: asyncpg.Connection, data: list[bytes]
     return partitions
 
 
+async def _history(dsn: str, months: int) -> None:
+    """The monthly partitions of `months` months before this one (each look-up through
+    `clicks` prunes them)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "SELECT refguard_ensure_click_partition(now() - make_interval(months => m))"
+            " FROM generate_series(1, $1) m", months)
+    finally:
+        await conn.close()
+
+
 async def _copy_plain(conn: asyncpg.Connection, ordered: list[list[object]]) -> None:
     async with conn.transaction():
         await conn.copy_records_to_table("bench_clicks_noindex", records=ordered,
@@ -218,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--clicks", type=int, default=50_000, help="clicks per shape (default 50000)")
     p.add_argument("--dsn", help="a migrated refguard database (default: an embedded one)")
+    p.add_argument("--months", type=int, default=0,
+                   help="first create the partitions of this many earlier months, as a server "
+                        "with that much history has them (default 0)")
     p.add_argument("--geoip", action="store_true",
                    help="enrich with the GeoIP databases bench.geodb writes (as bench/redirect)")
     args = p.parse_args(argv)
@@ -231,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
             geo_dir = Path(tmp) / "geoip"
             write_databases(geo_dir)
+        if args.months:
+            asyncio.run(_history(dsn, args.months))
         results = [asyncio.run(measure(dsn, shape, args.clicks, link0, geo_dir))
                    for shape, link0 in (("wrk", 990_000_000), ("browsers", 990_000_100))]
     print("\n".join(report(results)))
