@@ -112,10 +112,11 @@ def forwarded_hops(forwarded: str) -> list[str]:
 
 
 class Enricher:
-    """Enrichment with three caches, since the same addresses and devices come back often: the
+    """Enrichment with four caches, since the same addresses and devices come back often: the
     address part (client IP behind proxies, geo, the IP's prefix) by the connection's peer and
     forwarding headers, emptied when the geo databases change; the device part (user agent,
-    client hints) by the device headers; and the fingerprint by both."""
+    client hints) by the device headers; the fingerprint by both; and the bot verdict by the
+    headers it reads and whether the address is a host's."""
 
     def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
                  bots: BotDetector | None = None, geo: GeoReader | None = None) -> None:
@@ -128,6 +129,8 @@ class Enricher:
         self.geo = geo or GeoReader(None)
         self._address = lru_cache(maxsize=65536)(self._resolve_address)
         self._device = lru_cache(maxsize=65536)(self._parse_device)
+        # (is_bot, rule): a tuple the row unpacks.
+        self._verdict = lru_cache(maxsize=65536)(self._verdict_of)
         self._geo_databases = self.geo.databases
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -165,40 +168,47 @@ class Enricher:
                 device.browser, device.os, device.device,
                 device.mobile or sec_ch_ua_mobile == "?1")
 
-    def row(self, raw: RawClick, *, source: str = "live") -> tuple[object, ...]:
+    def _verdict_of(self, user_agent: str, purpose: str, hosting: bool, accept_language: str,
+                    accept: str | None) -> tuple[bool, str | None]:
+        verdict = self.bots.classify(user_agent, purpose=purpose, hosting=hosting,
+                                     accept_language=accept_language, accept=accept)
+        return verdict.is_bot, verdict.rule
+
+    def row(self, raw: RawClick, *, source: str = "live") -> list[object]:
+        """The click's row in COLUMNS order: a list, since the flusher flags duplicates in
+        it (flusher.prepare_rows)."""
         if self.geo.databases is not self._geo_databases:
             # Reloaded: an address may now have another place.
             self._geo_databases = self.geo.databases
             self._address.cache_clear()
-        packed_ip, place, prefix = self._address(raw.peer, raw.x_forwarded_for, raw.forwarded)
-        ua, lang, ch_ua, ch_mobile, ch_platform = (
-            raw.user_agent, raw.accept_language, raw.sec_ch_ua, raw.sec_ch_ua_mobile,
-            raw.sec_ch_ua_platform)
+        # Unpacked at once: reading 21 fields by name cost a tenth of the row.
+        (ts_us, click_id, program_id, link_id, referrer_id, code, visitor_id, new_visitor, peer,
+         xff, forwarded, ua, lang, referer, ch_ua, ch_mobile, ch_platform, purpose, accept,
+         query, mode) = raw
+        packed_ip, place, prefix = self._address(peer, xff, forwarded)
         (clean_ua, clean_lang, hints, browser, os_name, device, mobile) = self._device(
             ua, lang, ch_ua, ch_mobile, ch_platform)
-        verdict = self.bots.classify(
-            ua, purpose=raw.purpose, hosting=place.hosting, accept_language=lang,
-            # Imported clicks carry no Accept header (DESIGN section 6): unknown, not absent.
-            accept=raw.accept if source == "live" else None,
-        )
-        return (
-            raw.program_id,
-            raw.click_id,
-            EPOCH + timedelta(0, 0, raw.ts_us),  # (by position: a keyword costs half as much)
-            raw.link_id,
-            raw.referrer_id,
-            raw.code,
-            clean_text(raw.visitor_id, MAX_VISITOR),
-            raw.new_visitor,
+        # Imported clicks carry no Accept header (DESIGN section 6): unknown, not absent.
+        is_bot, rule = self._verdict(ua, purpose, place.hosting, lang,
+                                     accept if source == "live" else None)
+        return [
+            program_id,
+            click_id,
+            EPOCH + timedelta(0, 0, ts_us),  # (by position: a keyword costs half as much)
+            link_id,
+            referrer_id,
+            code,
+            clean_text(visitor_id, MAX_VISITOR),
+            new_visitor,
             packed_ip,
             clean_ua,
             clean_lang,
-            clean_text(raw.referer, MAX_REFERER),
-            clean_text(raw.query, MAX_QUERY),
+            clean_text(referer, MAX_REFERER),
+            clean_text(query, MAX_QUERY),
             hints,
             self._hash(ua, lang, ch_ua, ch_mobile, ch_platform, prefix),
-            verdict.is_bot,
-            verdict.rule,
+            is_bot,
+            rule,
             False,
             source,
             place.country,
@@ -212,8 +222,8 @@ class Enricher:
             os_name,
             device,
             mobile,
-            raw.mode == "page",
-        )
+            mode == "page",
+        ]
 
     def signal_row(self, raw: RawSignals) -> tuple[object, ...] | None:
         """A `click_signals` row, or None when the line does not hold sane signals."""

@@ -104,21 +104,23 @@ def mark_duplicates(rows: list[list[object]]) -> None:
         link, visitor, fp = row[_I_LINK], row[_I_VISITOR] or None, row[_I_FP]
         dup = False
         if visitor is not None:
-            prev = last_visitor.get((link, visitor))
+            key = (link, visitor)  # (each key built once: a tenth of the loop)
+            prev = last_visitor.get(key)
             dup = prev is not None and ts - prev <= window
-            last_visitor[(link, visitor)] = ts
+            last_visitor[key] = ts
         if fp is not None:
-            seen = last_fp.get((link, fp))
+            key = (link, fp)
+            seen = last_fp.get(key)
             if seen is not None and ts - seen[0] <= window:
                 other = seen[1]
                 dup = dup or visitor is None or other is None or other == visitor
-            last_fp[(link, fp)] = (ts, visitor)
+            last_fp[key] = (ts, visitor)
         if dup:
             row[_I_DUP] = True
 
 
 async def store_clicks(
-    conn: asyncpg.Connection, rows: list[tuple[object, ...]],
+    conn: asyncpg.Connection, rows: list[list[object]],
     partitions: dict[tuple[int, int], str],
 ) -> tuple[int, int, int]:
     """Insert enriched click rows idempotently; returns (stored, bots, duplicates).
@@ -156,9 +158,10 @@ async def store_prepared(
     return len(ordered), bots, dups
 
 
-def prepare_rows(rows: list[tuple[object, ...]]) -> list[list[object]]:
-    """The rows in time order, duplicates within them marked (mark_duplicates)."""
-    ordered = sorted(map(list, rows), key=_TIME_ORDER)
+def prepare_rows(rows: list[list[object]]) -> list[list[object]]:
+    """The rows (Enricher.row's lists, flagged in place) in time order, duplicates within
+    them marked (mark_duplicates)."""
+    ordered = sorted(rows, key=_TIME_ORDER)
     mark_duplicates(ordered)
     return ordered
 
