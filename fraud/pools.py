@@ -131,12 +131,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
             continue
         binding[key] = referred
         parts.union(*sorted(referred))
-    for accounts in binding.values():
-        for c in accounts:  # a referrer's customers in two pools: one operator serves it
-            for other in accounts:
-                if set(first[c].referrers) & set(first[other].referrers):
-                    parts.union(c, other)
-    by_referrer: dict[str, str] = {}
+    by_referrer: dict[str, str] = {}  # a referrer's customers in two pools: one operator
     for accounts in binding.values():
         for c in sorted(accounts):
             for r in first[c].referrers:
@@ -151,14 +146,13 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
                                 key=lambda mw: min(mw[0])):
         referrers = sorted({r for c in members for r in first[c].referrers})
         browsers = sorted({b for c in wide for b in [_browser(first[c])] if b is not None})
-        members = members | wide
         # The strongest ties first: browser cookies, fingerprints, then homes and phones.
         shared = sorted((k for k, acc in binding.items() if acc & members),
                         key=lambda k: (SHOWN.index(k[0]), k[1]))
         rings.append(Ring(
-            "collusion_pool", frozenset(("customer", c) for c in members),
+            "collusion_pool", frozenset(("customer", c) for c in members | wide),
             frozenset(shared), POOL_SCORE,
-            {"accounts": len(members), "referrers": referrers,
+            {"accounts": len(members | wide), "referrers": referrers,
              "shared": [f"{kind} {value}" for kind, value in shared]
              + [f"browser {agent} ({language})" for agent, language in browsers]}))
     return rings
@@ -196,7 +190,7 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
         if browser is not None:
             mix[browser] += 1
     total = sum(mix.values())
-    tests: list[tuple[int, Browser, set[str], float]] = []
+    tests: list[tuple[int, set[str], float]] = []
     for i, pool in enumerate(pools):
         referrers = {r for c in pool for r in first[c].referrers}
         others = [c for c, f in referred.items()
@@ -211,10 +205,10 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
             if len(people) < 2:
                 continue
             rest = max(mix[browser] - len(people), 1) / max(total - n, 1)
-            tests.append((i, browser, people,
+            tests.append((i, people,
                           float(stats.binom.sf(len(people) - 1, n, min(rest, 1.0)))))
     out: list[set[str]] = [set() for _ in pools]
-    for i, _browser_, people, p in tests:
+    for i, people, p in tests:
         if p * len(tests) < WIDEN_P:
             out[i] |= people
     return out
