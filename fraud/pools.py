@@ -32,7 +32,13 @@ import networkx as nx
 from scipy import stats
 
 from fraud.rings import Ring
-from fraud.signals import ConversionFacts, Reason
+from fraud.signals import (
+    ConversionFacts,
+    Reason,
+    amount_shares,
+    purchases_by_customer,
+    varied_purchases,
+)
 
 POOL_ACCOUNTS = 4  # new accounts behind one browser or phone, at least
 POOL_REFERRERS = 3  # credited to this many different referrers, at least
@@ -51,8 +57,9 @@ MAILBOX_REFERRERS = 2
 # A home connection (an address few phones use, and a phone on it) behind more new referred
 # accounts than a household has people binds them without a burst: a family of four or six
 # on one address, each referred by a different friend, is a household; eight and more, one
-# operator taking his time. (A browser cookie or fingerprint on its own may be a public
-# terminal's, whose accounts come over weeks: those still need the burst.)
+# operator taking his time, whose accounts buy alike (colleagues behind an office's address
+# on its standard computers buy what each wants). (A browser cookie or fingerprint on its own
+# may be a public terminal's, whose accounts come over weeks: those still need the burst.)
 SPREAD_ACCOUNTS = 8
 SHOWN = ("cookie", "mailbox", "device", "ip", "agent")  # a pool's ties, in the order named
 
@@ -107,6 +114,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
         first.setdefault(conv.customer, conv)
     keys = _keys(conversions)
+    shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
     behind: dict[Key, set[str]] = defaultdict(set)
     for customer, mine in keys.items():
         for key in mine:
@@ -125,7 +133,11 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
         if len({r for c in referred for r in first[c].referrers}) < (
                 MAILBOX_REFERRERS if mailbox else POOL_REFERRERS):
             continue
-        home = key[0] in ("ip", "agent") and len(referred) >= SPREAD_ACCOUNTS
+        # Colleagues on an office's standard computers buy what each of them wants; an
+        # operator's accounts buy what earns the reward (fraud.signals.varied_purchases).
+        home = (key[0] in ("ip", "agent") and len(referred) >= SPREAD_ACCOUNTS
+                and not varied_purchases([a for c in referred for a in spent.get(c, ())],
+                                         shares))
         if not (mailbox or home or _burst(
                 [first[c].at for c in referred]) >= max(POOL_ACCOUNTS, len(referred) / 2)):
             continue

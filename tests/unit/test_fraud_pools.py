@@ -3,6 +3,8 @@ referrers is one ring; a public terminal, a carrier NAT or a family's tablet is 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fraud.assess import assess, assess_all, ring_flag_reasons
 from fraud.pools import collusion_pools
 from fraud.signals import ClickFacts, ConversionFacts, ProgramContext
@@ -138,6 +140,12 @@ def test_a_home_connection_behind_more_accounts_than_a_household_is_a_pool_over_
     family = [mailed(i, T0 + i * 5 * DAY, f"ref{i}", ip="203.0.113.60", agent="Phone/odd")
               for i in range(5)]
     assert collusion_pools(family + crowd()) == []
+    # Colleagues behind an office's address on its standard computers, each buying what they
+    # want: people, not an operator's accounts.
+    office = [replace(mailed(i, T0 + i * 5 * DAY, f"ref{i % 4}", ip="203.0.113.70",
+                             agent="Office/PC"), amount=amount)
+              for i, amount in enumerate((1200, 3400, 900, 15000, 2200, 7800, 450, 3100, 999))]
+    assert collusion_pools(office + crowd()) == []
 
 
 def test_a_pool_takes_its_referrers_referees_on_the_operators_browsers() -> None:
