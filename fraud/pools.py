@@ -110,8 +110,11 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     referrer are one (the referrer hired one operator). A pool is a ring of its customers,
     widened by the referees of its referrers on the operator's browsers (`_widen`); its
     evidence names the browsers, phones and mailboxes and the referrers."""
+    # Each customer's first conversion through a referral link (else their first): an
+    # operator who clears cookies loses the attribution of a sign-up now and then, and the
+    # account's later purchase through the link is still his.
     first: dict[str, ConversionFacts] = {}
-    for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
+    for conv in sorted(conversions, key=lambda c: (not c.referrers, c.at, c.conversion_id)):
         first.setdefault(conv.customer, conv)
     keys = _keys(conversions)
     shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
