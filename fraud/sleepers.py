@@ -124,8 +124,11 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
             merged.append((set(cohort), p_sync, p_fast, fast, len(bought), width, cut))
     rings = []
     for referrers, p_sync, p_fast, fast, n, width, cut in merged:
-        quick = {c.customer for ref in referrers for c in purchases.get(ref, ())
-                 if (c.delay or 0.0) <= cut and c.at - woke[ref] <= width}
+        # The operator's referrers have only his quick buyers; a genuine referrer woken by a
+        # mailing in the same hours has friends who take their time too: none of its is held.
+        quick = {c.customer for ref in referrers
+                 if all((c.delay or 0.0) <= cut for c in purchases.get(ref, ()))
+                 for c in purchases.get(ref, ()) if c.at - woke[ref] <= width}
         begin = min(woke[r] for r in referrers)
         days = (max(woke[r] for r in referrers) - begin) / DAY
         rings.append(Ring(

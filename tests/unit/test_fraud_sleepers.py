@@ -76,9 +76,12 @@ def test_a_cell_woken_over_days_is_still_found() -> None:
     for i in range(10):
         cell += dormant(f"s{i}", T0 + i * DAY, T0 + 33 * DAY + i * 0.3 * DAY,
                         (240.0 + 60 * i, 900.0))
-    rings = sleeper_cells(program() + cell)
+    # A genuine referrer a mailing woke in the same hours: one quick friend, one slow.
+    mailed = dormant("mailed", T0 + 2 * DAY, T0 + 33.5 * DAY, (120.0, 2 * DAY))
+    rings = sleeper_cells(program() + cell + mailed)
     assert len(rings) == 1
     customers = {i for kind, i in rings[0].accounts if kind == "customer"}
+    assert not {"mailed-friend0", "mailed-friend1"} & customers
     # A genuine referrer who woke among them with two quick friends goes with them (a limit of
     # a cohort test: its friends look like the operator's); no slow friend does.
     assert customers >= {f"s{i}-friend{j}" for i in range(10) for j in range(2)}
