@@ -77,7 +77,7 @@ def test_a_cell_woken_over_days_is_still_found() -> None:
         cell += dormant(f"s{i}", T0 + i * DAY, T0 + 33 * DAY + i * 0.3 * DAY,
                         (240.0 + 60 * i, 900.0))
     # A genuine referrer a mailing woke in the same hours: one quick friend, one slow.
-    mailed = dormant("mailed", T0 + 2 * DAY, T0 + 33.5 * DAY, (120.0, 2 * DAY))
+    mailed = dormant("mailed", T0 + 2 * DAY, T0 + 33 * DAY + 2000, (120.0, 2 * DAY))
     rings = sleeper_cells(program() + cell + mailed)
     assert len(rings) == 1
     customers = {i for kind, i in rings[0].accounts if kind == "customer"}
