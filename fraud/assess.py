@@ -53,6 +53,8 @@ from fraud.signals import (
     shared_device_reasons,
     varied_purchases,
 )
+from fraud.sleepers import flag_reasons as sleeper_flag_reasons
+from fraud.sleepers import sleeper_reasons
 from fraud.supervised import SupervisedRisk
 
 FAMILIES = {
@@ -165,6 +167,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     per_device = shared_device_reasons(conversions)
     per_cookie = shared_cookie_reasons(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
+    sleepers = sleeper_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
     carried = carried_by_customer(conversions, per_referrer)
@@ -174,7 +177,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
         extra = population_reasons(conv, per_referrer, carried, mixtures)
         extra += [r for r in (per_device.get(conv.conversion_id),
                               per_cookie.get(conv.conversion_id), pooled.get(conv.conversion_id),
-                              opinion) if r is not None]
+                              sleepers.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out
 
@@ -416,6 +419,8 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
     customer outside it is weak evidence only: fraudsters have real friends too, and those
     rewards should not all wait for finance because of the ring."""
     customer = {("customer", conv.customer), ("referrer", conv.customer)}
+    # A sleeper cell is bound by timing, not infrastructure (fraud.sleepers.sleeper_reasons).
+    rings = [ring for ring in rings if ring.kind != "sleeper_cell"]
     inside = [ring for ring in rings if ring.accounts & customer]
     if inside:
         ring = max(inside, key=lambda r: len(r.accounts))
@@ -447,6 +452,8 @@ def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:
     """The reasons of a ring's own flag: what binds its accounts."""
     if ring.kind == "collusion_pool":
         return pool_flag_reasons(ring)
+    if ring.kind == "sleeper_cell":
+        return sleeper_flag_reasons(ring)
     if ring.kind == "referral_cycle":
         return [{"code": "referral_cycle", "message": "these referrers referred each other in "
                  "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]

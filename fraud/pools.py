@@ -13,17 +13,32 @@ accounts and several referrers, and differs in how: its accounts come over weeks
 some of its people buy without any referral link; and an address many people use carries many
 different phones (`HOME_AGENTS`), so a phone on it is not one person's. A family's shared tablet
 carries two or three accounts, not POOL_ACCOUNTS.
+
+An operator who takes his time leaves no burst, but two other things a public place does not:
+one mailbox (identity's normalised e-mail: plus tags, dots, a provider's look-alike, one
+distinctive local part at several providers) behind MAILBOX_ACCOUNTS new accounts of several
+referrers (one person's mailbox, not a place), and one home connection (and a phone on it)
+behind more new accounts, each referred, than a household has people (SPREAD_ACCOUNTS), over
+any span of time. Once found, a pool's referrers' other referees who came on the operator's
+own browsers join it (`_widen`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 
 import networkx as nx
+from scipy import stats
 
 from fraud.rings import Ring
-from fraud.signals import ConversionFacts, Reason
+from fraud.signals import (
+    ConversionFacts,
+    Reason,
+    amount_shares,
+    purchases_by_customer,
+    varied_purchases,
+)
 
 POOL_ACCOUNTS = 4  # new accounts behind one browser or phone, at least
 POOL_REFERRERS = 3  # credited to this many different referrers, at least
@@ -34,9 +49,21 @@ HOME_AGENTS = 3  # an IP with more User-Agents than this among customers is not 
 # fraud.signals.PLACEHOLDER_ACCOUNTS, tracker.scoring.queries.MAX_SHARE): it binds nobody.
 PUBLIC_ACCOUNTS = 25
 POOL_SCORE = 0.85
-SHOWN = ("cookie", "device", "ip", "agent")  # a pool's ties, in the order its flag names them
+# One mailbox behind this many new accounts (of MAILBOX_REFERRERS referrers, nearly all
+# referred) is one person's, whenever they came: two people whose names normalise alike (a
+# common name at two providers) are two accounts, not three.
+MAILBOX_ACCOUNTS = 3
+MAILBOX_REFERRERS = 2
+# A home connection (an address few phones use, and a phone on it) behind more new referred
+# accounts than a household has people binds them without a burst: a family of four or six
+# on one address, each referred by a different friend, is a household; eight and more, one
+# operator taking his time, whose accounts buy alike (colleagues behind an office's address
+# on its standard computers buy what each wants). (A browser cookie or fingerprint on its own
+# may be a public terminal's, whose accounts come over weeks: those still need the burst.)
+SPREAD_ACCOUNTS = 8
+SHOWN = ("cookie", "mailbox", "device", "ip", "agent")  # a pool's ties, in the order named
 
-Key = tuple[str, str]  # ("cookie" | "device" | "agent" | "ip", value)
+Key = tuple[str, str]  # ("cookie" | "mailbox" | "device" | "agent" | "ip", value)
 
 
 def _keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
@@ -56,6 +83,9 @@ def _keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
                 if ip is not None and len(agents_on[ip]) <= HOME_AGENTS}
         mine.update(("agent", f"{agent} @ {ip}") for agent, ip in conv.agents if ip in home)
         mine.update(("ip", ip) for ip in home)
+        if conv.email_hash:
+            # A keyed hash; its first bytes name it in the flag without the whole of it.
+            mine.add(("mailbox", conv.email_hash.hex()[:16]))
     return out
 
 
@@ -73,13 +103,21 @@ def _burst(times: list[float]) -> int:
 def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     """The pools: customers bound by browsers or phones each of which is behind at least
     POOL_ACCOUNTS new accounts (at most PUBLIC_ACCOUNTS), half of them (and POOL_ACCOUNTS)
-    within one POOL_WINDOW, nearly all of them (POOL_REFERRED) referred, credited to at least
-    POOL_REFERRERS referrers. A pool is a ring of its customers; its evidence names the
-    browsers and phones and the referrers."""
+    within one POOL_WINDOW (for a home connection: or SPREAD_ACCOUNTS of them over any time),
+    nearly all of them
+    (POOL_REFERRED) referred, credited to at least POOL_REFERRERS referrers; or by a mailbox
+    behind MAILBOX_ACCOUNTS such accounts of MAILBOX_REFERRERS referrers. Pools that share a
+    referrer are one (the referrer hired one operator). A pool is a ring of its customers,
+    widened by the referees of its referrers on the operator's browsers (`_widen`); its
+    evidence names the browsers, phones and mailboxes and the referrers."""
+    # Each customer's first conversion through a referral link (else their first): an
+    # operator who clears cookies loses the attribution of a sign-up now and then, and the
+    # account's later purchase through the link is still his.
     first: dict[str, ConversionFacts] = {}
-    for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
+    for conv in sorted(conversions, key=lambda c: (not c.referrers, c.at, c.conversion_id)):
         first.setdefault(conv.customer, conv)
     keys = _keys(conversions)
+    shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
     behind: dict[Key, set[str]] = defaultdict(set)
     for customer, mine in keys.items():
         for key in mine:
@@ -88,33 +126,107 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     binding: dict[Key, set[str]] = {}
     for key in sorted(behind):
         accounts = behind[key]
-        if not POOL_ACCOUNTS <= len(accounts) <= PUBLIC_ACCOUNTS:
+        mailbox = key[0] == "mailbox"
+        least = MAILBOX_ACCOUNTS if mailbox else POOL_ACCOUNTS
+        if not least <= len(accounts) <= PUBLIC_ACCOUNTS:
             continue
         referred = {c for c in accounts if first[c].referrers}
         if len(referred) < POOL_REFERRED * len(accounts):
             continue
-        if len({r for c in referred for r in first[c].referrers}) < POOL_REFERRERS:
+        if len({r for c in referred for r in first[c].referrers}) < (
+                MAILBOX_REFERRERS if mailbox else POOL_REFERRERS):
             continue
-        if _burst([first[c].at for c in referred]) < max(POOL_ACCOUNTS, len(referred) / 2):
+        # Colleagues on an office's standard computers buy what each of them wants; an
+        # operator's accounts buy what earns the reward (fraud.signals.varied_purchases).
+        home = (key[0] in ("ip", "agent") and len(referred) >= SPREAD_ACCOUNTS
+                and not varied_purchases([a for c in referred for a in spent.get(c, ())],
+                                         shares))
+        if not (mailbox or home or _burst(
+                [first[c].at for c in referred]) >= max(POOL_ACCOUNTS, len(referred) / 2)):
             continue
         binding[key] = referred
         parts.union(*sorted(referred))
+    by_referrer: dict[str, str] = {}  # a referrer's customers in two pools: one operator
+    for accounts in binding.values():
+        for c in sorted(accounts):
+            for r in first[c].referrers:
+                parts.union(c, by_referrer.setdefault(r, c))
     groups: dict[str, set[str]] = defaultdict(set)
     for accounts in binding.values():
         for c in accounts:
             groups[parts[c]].add(c)
+    widened = _widen(list(groups.values()), first)
     rings = []
-    for members in sorted(groups.values(), key=min):
+    for members, wide in sorted(zip(groups.values(), widened, strict=True),
+                                key=lambda mw: min(mw[0])):
         referrers = sorted({r for c in members for r in first[c].referrers})
+        browsers = sorted({b for c in wide for b in [_browser(first[c])] if b is not None})
         # The strongest ties first: browser cookies, fingerprints, then homes and phones.
         shared = sorted((k for k, acc in binding.items() if acc & members),
                         key=lambda k: (SHOWN.index(k[0]), k[1]))
         rings.append(Ring(
-            "collusion_pool", frozenset(("customer", c) for c in members),
+            "collusion_pool", frozenset(("customer", c) for c in members | wide),
             frozenset(shared), POOL_SCORE,
-            {"accounts": len(members), "referrers": referrers,
-             "shared": [f"{kind} {value}" for kind, value in shared]}))
+            {"accounts": len(members | wide), "referrers": referrers,
+             "shared": [f"{kind} {value}" for kind, value in shared]
+             + [f"browser {agent} ({language})" for agent, language in browsers]}))
     return rings
+
+
+WIDEN_P = 0.001  # a browser's excess among a pool's referrers' referees, Bonferroni-corrected
+
+Browser = tuple[str, str]  # (User-Agent, Accept-Language) of the visit that brought a customer
+
+
+def _browser(conv: ConversionFacts) -> Browser | None:
+    last = conv.touches[-1] if conv.touches else None
+    if last is None or not last.agent:
+        return None
+    return (last.agent, last.language or "")
+
+
+def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
+           ) -> list[set[str]]:
+    """Per pool, its referrers' other new referees who came on the operator's browsers.
+
+    An operator who clears cookies and goes through residential proxies for most accounts
+    leaves his mailbox or home connection behind on a few (which found the pool), and on all
+    of them his few phones: the same User-Agent and Accept-Language. People referred by
+    the same referrers come on the program's mix of browsers. So, per browser (User-Agent x
+    Accept-Language) among the other new referees of a pool's referrers: k of their n
+    referees on it, against n times the share of the program's other new customers on it
+    (binomial tail), Bonferroni-corrected over the browsers tested in every pool, under
+    WIDEN_P. The referees on the browsers found join the pool; a referee on a popular phone
+    that is there by chance is not found (its count is what the program's mix gives)."""
+    referred = {c: f for c, f in first.items() if f.referrers}
+    mix: Counter[Browser] = Counter()
+    for conv in referred.values():
+        browser = _browser(conv)
+        if browser is not None:
+            mix[browser] += 1
+    total = sum(mix.values())
+    tests: list[tuple[int, set[str], float]] = []
+    for i, pool in enumerate(pools):
+        referrers = {r for c in pool for r in first[c].referrers}
+        others = [c for c, f in referred.items()
+                  if c not in pool and set(f.referrers) & referrers]
+        on: dict[Browser, set[str]] = defaultdict(set)
+        for c in others:
+            browser = _browser(first[c])
+            if browser is not None:
+                on[browser].add(c)
+        n = sum(len(v) for v in on.values())
+        for browser, people in on.items():
+            if len(people) < 2:
+                continue
+            rest = max(mix[browser] - len(people), 1) / max(total - n, 1)
+            tests.append((i, people,
+                          float(stats.binom.sf(len(people) - 1, n, min(rest, 1.0)))))
+    out: list[set[str]] = [set() for _ in pools]
+    for i, people, p in tests:
+        if p * len(tests) < WIDEN_P:
+            out[i] |= people
+    return out
 
 
 def pool_flag_reasons(ring: Ring) -> list[dict[str, object]]:
@@ -123,8 +235,8 @@ def pool_flag_reasons(ring: Ring) -> list[dict[str, object]]:
     return [{"code": "collusion_pool",
              "message": f"network: {len(ring.accounts)} new accounts credited to "
                         f"{len(referrers)} unrelated referrers ({', '.join(referrers[:10])}"
-                        f"{', ...' if len(referrers) > 10 else ''}) came within days from the "
-                        f"same few browsers or phones ({'; '.join(shared[:5])}"
+                        f"{', ...' if len(referrers) > 10 else ''}) came from the same few "
+                        f"browsers, phones or mailboxes ({'; '.join(shared[:5])}"
                         f"{'; ...' if len(shared) > 5 else ''}): one operator making accounts "
                         "for several links",
              "value": len(ring.accounts), "threshold": POOL_ACCOUNTS}]

@@ -3,6 +3,8 @@ referrers is one ring; a public terminal, a carrier NAT or a family's tablet is 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fraud.assess import assess, assess_all, ring_flag_reasons
 from fraud.pools import collusion_pools
 from fraud.signals import ClickFacts, ConversionFacts, ProgramContext
@@ -96,3 +98,71 @@ def test_a_family_tablet_or_one_referrers_friends_is_not_a_pool() -> None:
                    agent=(f"Phone/{i}", "203.0.113.1")) for i in range(3)]
     one_referrer = [conv(10 + i, T0 + i * 3600, "solo", cookie="shared") for i in range(6)]
     assert collusion_pools(family + one_referrer + ordinary()) == []
+
+
+def mailed(i: int, at: float, referrer: str, *, email: bytes | None = None,
+           ip: str | None = None, agent: str = "Phone/common", language: str = "en-US"
+           ) -> ConversionFacts:
+    """A referee with a mailbox, brought by a click from `agent` (with `language`) on `ip`."""
+    address = ip or f"198.18.{i // 250}.{i % 250}"
+    touch = ClickFacts(f"k{i}", at - 600, referrer, f"cookie{i}", address, None,
+                       language=language, agent=agent)
+    return ConversionFacts(i, f"c{i}", at, (referrer,), email_hash=email, touches=(touch,),
+                           visitors=frozenset({f"cookie{i}"}), agents=frozenset({(agent,
+                                                                                  address)}),
+                           amount=1000)
+
+
+def crowd(n: int = 120) -> list[ConversionFacts]:
+    """The program's genuine referees: a mix of phones, mailboxes of their own, weeks apart."""
+    return [mailed(5000 + i, T0 + i * DAY / 3, f"friend{i % 20}", email=b"own%d" % i,
+                   agent=f"Phone/{i % 15}") for i in range(n)]
+
+
+def test_one_mailbox_behind_accounts_of_several_referrers_is_a_pool_whenever_they_came() -> None:
+    """Cleared cookies, a new address each time, weeks apart: the operator's mailbox (its
+    normalised hash) is still one person's."""
+    pool = [mailed(i, T0 + i * 9 * DAY, f"ref{i % 3}", email=b"persona") for i in range(3)]
+    rings = collusion_pools(pool + crowd())
+    assert [r.accounts for r in rings] == [{("customer", f"c{i}") for i in range(3)}]
+    assert "mailbox" in str(ring_flag_reasons(rings[0])[0]["message"])
+    # Two people whose names normalise alike (a common name at two providers) are not.
+    pair = [mailed(i, T0 + i * 9 * DAY, f"ref{i}", email=b"john.smith") for i in range(2)]
+    assert collusion_pools(pair + crowd()) == []
+
+
+def test_a_home_connection_behind_more_accounts_than_a_household_is_a_pool_over_weeks() -> None:
+    slow = [mailed(i, T0 + i * 5 * DAY, f"ref{i % 4}", ip="203.0.113.50",
+                   agent="Phone/odd") for i in range(8)]
+    assert [r.accounts for r in collusion_pools(slow + crowd())] == [
+        {("customer", f"c{i}") for i in range(8)}]
+    # A family of five on one address, each referred by a different friend over weeks.
+    family = [mailed(i, T0 + i * 5 * DAY, f"ref{i}", ip="203.0.113.60", agent="Phone/odd")
+              for i in range(5)]
+    assert collusion_pools(family + crowd()) == []
+    # Colleagues behind an office's address on its standard computers, each buying what they
+    # want: people, not an operator's accounts.
+    office = [replace(mailed(i, T0 + i * 5 * DAY, f"ref{i % 4}", ip="203.0.113.70",
+                             agent="Office/PC"), amount=amount)
+              for i, amount in enumerate((1200, 3400, 900, 15000, 2200, 7800, 450, 3100, 999))]
+    assert collusion_pools(office + crowd()) == []
+
+
+def test_a_pool_takes_its_referrers_referees_on_the_operators_browsers() -> None:
+    """Found by its mailbox on three accounts, the operator's other accounts came through
+    residential proxies on his two phones: they join; a genuine friend of one of the
+    referrers on a popular phone does not."""
+    pool = [mailed(i, T0 + i * 4 * DAY, f"ref{i % 3}", email=b"persona",
+                   agent="Operator/A", language="en-GB") for i in range(3)]
+    proxied = [mailed(10 + i, T0 + i * 2 * DAY, f"ref{i % 3}", email=b"p%d" % i,
+                      agent="Operator/A" if i % 2 else "Operator/B", language="en-GB")
+               for i in range(10)]
+    friend = [mailed(30, T0 + 5 * DAY, "ref1", email=b"friend", agent="Phone/3")]
+    rings = collusion_pools(pool + proxied + friend + crowd())
+    assert len(rings) == 1
+    assert rings[0].accounts == {("customer", c.customer) for c in pool + proxied}
+    # The program's genuine customers on the operator's phone model elsewhere stay out.
+    lookalike = [mailed(40 + i, T0 + i * DAY, f"friend{i}", email=b"x%d" % i,
+                        agent="Operator/B", language="en-GB") for i in range(3)]
+    rings = collusion_pools(pool + proxied + friend + lookalike + crowd())
+    assert not {("customer", c.customer) for c in lookalike} & rings[0].accounts

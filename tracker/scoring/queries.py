@@ -295,7 +295,7 @@ async def referrer_external_ids(conn: asyncpg.Connection, program_id: int) -> di
 # finance's evidence draws around a referrer (tracker/finance/evidence.py).
 
 MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a cafe)
-RING_KINDS = ("ring", "dense_block", "referral_cycle", "collusion_pool")
+RING_KINDS = ("ring", "dense_block", "referral_cycle", "collusion_pool", "sleeper_cell")
 
 
 def _ip(table: str = "") -> str:

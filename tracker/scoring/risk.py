@@ -47,6 +47,7 @@ from fraud.assess import Scored, assess_all, decision_reason, people_rings, ring
 from fraud.pools import collusion_pools
 from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import headerless_share
+from fraud.sleepers import sleeper_cells
 from fraud.supervised import SupervisedRisk
 from tracker import metrics
 from tracker.db import PRIMARY, ReadView, Replica, job_lock
@@ -180,6 +181,7 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         rings = people_rings(find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE,
                                         agents=agents), facts.conversions)
         rings += collusion_pools(facts.conversions)
+        rings += sleeper_cells(facts.conversions)
         return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                         rings, model=model, holders=holders),
                       anomalous_referrers(facts.conversions, program.context))

@@ -1323,7 +1323,7 @@ def document() -> dict[str, Any]:
                            params=[any_program_q,
                                    _q("kind", "flags of this kind or carrying a "
                                                  "reason with this code: ring, dense_block, "
-                                                 "referral_cycle, collusion_pool, "
+                                                 "referral_cycle, collusion_pool, sleeper_cell, "
                                                  "self_referral, anomaly, "
                                                  "fast_conversion, ..."),
                                    *_PAGING]),
