@@ -733,9 +733,10 @@ async def stored_features(conn: asyncpg.Connection, program_id: int, limit: int
 
 
 async def stored_rings(conn: asyncpg.Connection, program_id: int) -> list[Ring]:
-    """The rings (RING_KINDS) earlier scans flagged."""
+    """The rings (RING_KINDS) earlier scans flagged, with the evidence they were flagged on."""
     rows = await conn.fetch(
-        """SELECT kind, score, members::text AS members FROM fraud_flags
+        """SELECT kind, score, members::text AS members, evidence::text AS evidence
+           FROM fraud_flags
            WHERE program_id = $1 AND kind = ANY($2::text[])""", program_id, list(RING_KINDS))
     rings = []
     for r in rows:
@@ -746,7 +747,7 @@ async def stored_rings(conn: asyncpg.Connection, program_id: int) -> list[Ring]:
                       if m["type"] in ("referrer", "customer")),
             frozenset((m["type"], m["id"]) for m in members
                       if m["type"] in ("ip", "device", "cookie", "agent")),
-            r["score"]))
+            r["score"], json.loads(r["evidence"]) if r["evidence"] else {}))
     return rings
 
 
