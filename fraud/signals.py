@@ -472,6 +472,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
+    - conversion_rate again, for the referrers another test found, against the rate of the
+      referrers no test found (`_suspect_rate_findings`): the program's own rate is inflated
+      by its fraud;
     - referrer_site: of a referrer that another decisive finding already ties conversions
       to, more customers from a site than the program's other referrers' (binomial): where
       its traffic was sourced; weak alone; carried by the conversions from those sites.
@@ -498,6 +501,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                 if any(f.reason.code != "velocity" for f in found)}
     for ref, finding in _spam_findings(tally, context, totals, program_rate,
                                        suspects).items():
+        out[ref].append(finding)
+    for ref, finding in _suspect_rate_findings(tally, context, totals, out).items():
         out[ref].append(finding)
     for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
@@ -790,10 +795,7 @@ def _spam_findings(tally: _Tally, context: ProgramContext,
     slow and unconverting."""
     clean_delays = {ref: ds for ref, ds in tally.delays.items() if ref not in suspects}
     everyone, owner = _delay_sample(clean_delays)
-    if context.program_rate is None and context.referrer_clicks:
-        clicks = sum(n for ref, n in context.referrer_clicks.items() if ref not in suspects)
-        converted = sum(n for ref, n in tally.counts.items() if ref not in suspects)
-        program_rate = converted / clicks if clicks else program_rate
+    program_rate = _clean_rate(tally, context, suspects, program_rate)
     spam_p: dict[str, float] = {}
     spam_made: dict[str, Finding] = {}
     for ref, own in tally.delays.items():
@@ -810,6 +812,17 @@ def _spam_findings(tally: _Tally, context: ProgramContext,
             spam_p[ref] = spam.p_value
             spam_made[ref] = spam
     return {ref: spam_made[ref] for ref in benjamini_hochberg(spam_p)}
+
+
+def _clean_rate(tally: _Tally, context: ProgramContext, suspects: Collection[str],
+                program_rate: float | None) -> float | None:
+    """The program's conversions per click without the `suspects` (a full scan; an
+    incremental one has the rate the latest full scan measured)."""
+    if context.program_rate is None and context.referrer_clicks:
+        clicks = sum(n for ref, n in context.referrer_clicks.items() if ref not in suspects)
+        converted = sum(n for ref, n in tally.counts.items() if ref not in suspects)
+        return converted / clicks if clicks else program_rate
+    return program_rate
 
 
 STEADY_MIN_CLICKS = 30  # counted clicks of a referrer before its rhythm can tell
@@ -1060,6 +1073,42 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
             "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
             f"({k / n:.0%}, the program's {program_rate:.0%})", round(k / n, 4),
             round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
+            lambda c: True, p_values[ref], ties=False)
+    return out
+
+
+def _suspect_rate_findings(tally: _Tally, context: ProgramContext,
+                           totals: Mapping[str, tuple[int, float]],
+                           found: Mapping[str, list[Finding]]) -> dict[str, Finding]:
+    """conversion_rate of the referrers another test already `found`, against the program's
+    rate without any of them (`_clean_rate`): where fraud is much of a program's conversions
+    (farms, paid sign-ups converting at will), the raw program's rate is inflated by the fraud
+    itself, and a farm converting at twice the honest rate hides under HIGH_RATE_FACTOR times
+    the inflated one. Tested as a family of their own (Benjamini-Hochberg across them, like
+    even_clicks' suspects): the other test picked them on other data (a day of many
+    conversions, its amounts, its timing), and what is tested here is conversions per click.
+    Like conversion_rate, it ties no conversion and only corroborates the referrer's other
+    findings. Full scans only (an incremental scan has the program's rate as a whole)."""
+    clean = _clean_rate(tally, context, set(found), None)
+    if not clean or context.program_rate is not None:
+        return {}
+    p_values: dict[str, float] = {}
+    rates: dict[str, tuple[int, int]] = {}
+    for ref, findings in found.items():
+        n_clicks = context.referrer_clicks.get(ref, 0)
+        k = totals[ref][0] if ref in totals else 0
+        if (k < HIGH_RATE_MIN or not n_clicks or k / n_clicks <= clean
+                or any(f.reason.code == "conversion_rate" for f in findings)):
+            continue
+        p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, clean)
+        rates[ref] = (k, n_clicks)
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        k, n = rates[ref]
+        out[ref] = Finding(Reason(
+            "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
+            f"({k / n:.0%}; the program's referrers that no test found: {clean:.0%})",
+            round(k / n, 4), round(clean, 4), 0.4, "population"),
             lambda c: True, p_values[ref], ties=False)
     return out
 
