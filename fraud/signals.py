@@ -967,7 +967,12 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
     network, a mail app: sites whose visits go to many of the program's referrers). Carried
     by the conversions of the referrer's one-time buyers (at most one purchase credited to
     it) who converted within SHOPPING_SECONDS of the click, from no site or one few
-    referrers' visitors come from (a coupon site, a landing page).
+    referrers' visitors come from (a coupon site, a landing page). A leak's shoppers are
+    strangers, each on a network of their own: colleagues who buy through a link on their
+    office's intranet, or students on a campus, click from networks they share (an audience
+    of people who know each other). A referrer half of whose customers clicked from a network
+    another of its customers clicked from too is not tested, and a customer on such a network
+    never carries the finding.
     Full scans only (an incremental scan's context has no click rhythm)."""
     if not context.click_rhythm:
         return {}
@@ -984,34 +989,53 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
                 credited_from[host].add(ref)
     sharing = frozenset(h for h, refs in credited_from.items()
                         if len(refs) >= SHARING_SITE_REFERRERS)
-    total_customers = sum(len(c) for c in customers.values())
+    crowd = _crowded_customers(conversions)
+    # A click that brought a buyer who did not come back: what a leaked code or an ad brings.
+    once = {ref: {c for c in people if purchases[(ref, c)] <= 1}
+            for ref, people in customers.items()}
+    total_once = sum(len(c) for c in once.values())
     total_clicks = sum(r.clicks for r in context.click_rhythm.values())
     p_values: dict[str, float] = {}
     for ref, rhythm in context.click_rhythm.items():
-        k, n = len(customers.get(ref, ())), rhythm.clicks
+        k, n = len(once.get(ref, ())), rhythm.clicks
         if (n < STEADY_RATE_MIN_CLICKS or rhythm.days < STEADY_MIN_DAYS or not k
-                or rhythm.burst_p_value() <= STEADY_BURST_P):
+                or rhythm.burst_p_value() <= STEADY_BURST_P
+                or 2 * len(crowd.get(ref, ())) >= len(customers[ref])):
             continue
-        rest = (total_customers - k + 1) / (total_clicks - n + 2)
+        rest = (total_once - k + 1) / (total_clicks - n + 2)
         if k / n <= rest:
             continue
         p_values[ref] = _binom_above(min(k, n), n, rest)
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         rhythm = context.click_rhythm[ref]
-        k = len(customers[ref])
-        rest = (total_customers - k + 1) / (total_clicks - rhythm.clicks + 2)
-        once = frozenset(c for c in customers[ref] if purchases[(ref, c)] <= 1)
+        k = len(once[ref])
+        rest = (total_once - k + 1) / (total_clicks - rhythm.clicks + 2)
         out[ref] = Finding(Reason(
             "steady_converting", f"referrer population: {ref}'s {rhythm.clicks} clicks came "
             f"as a steady stream over {rhythm.days} days, not in bursts after shares, and "
-            f"brought {k} customers ({k / rhythm.clicks:.0%} of its clicks, the program's "
-            f"{rest:.0%}): a link found by people who came to buy anyway (a leaked coupon "
-            "code, bought search ads) or fed with made accounts; its one-time buyers held "
-            "for review", round(k / rhythm.clicks, 4), f"FDR {FDR_Q:g}",
+            f"brought {k} buyers who did not come back ({k / rhythm.clicks:.0%} of its "
+            f"clicks, the program's {rest:.0%}): a link found by people who came to buy anyway "
+            "(a leaked coupon code, bought search ads) or fed with made accounts; its "
+            "one-time buyers held for review", round(k / rhythm.clicks, 4), f"FDR {FDR_Q:g}",
             STEADY_CONVERTING_WEIGHT, "population"),
-            _came_to_buy(once, sharing), p_values[ref])
+            _came_to_buy(frozenset(once[ref] - crowd.get(ref, set())), sharing),
+            p_values[ref])
     return out
+
+
+def _crowded_customers(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]]:
+    """Per referrer, its customers whose attributed click came from a network (IPv4 /24,
+    IPv6 /48) from which another of its customers clicked too."""
+    nets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for conv in conversions:
+        ip = conv.touches[-1].ip if conv.touches else None
+        if ip is None:
+            continue
+        for ref in conv.referrers:
+            nets[ref][ip_prefix(ip)].add(conv.customer)
+    return {ref: {c for people in by_net.values() if len(people) > 1 for c in people}
+            for ref, by_net in nets.items()}
 
 
 def _came_to_buy(customers: frozenset[str], sharing: frozenset[str]) -> Carry:
