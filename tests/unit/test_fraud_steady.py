@@ -129,3 +129,35 @@ def test_a_steady_referrer_converting_like_the_program_is_not_a_leak() -> None:
         program.buy("blog", f"b{i}", 5 + i * 5, rng.uniform(60, 2 * DAY))
     found = referrer_reasons(program.conversions, program.context())
     assert "steady_converting" not in {r.code for r in found.get("blog", [])}
+
+
+def test_colleagues_buying_through_a_link_on_their_intranet_are_not_a_leak() -> None:
+    """An office: a steady trickle of colleagues who nearly all buy, one purchase each, but
+    from the office's network, which they share (people who know each other, not strangers
+    who found a code)."""
+    rng = random.Random(7)
+    program = _Program(rng)
+    program.honest(40)
+    program.rhythm["office"] = _steady(20, 40)
+    for i in range(16):
+        at = (20 + i * 2.5) * DAY
+        program.conversions.append(ConversionFacts(
+            len(program.conversions), f"o{i}", at, ("office",),
+            touches=(ClickFacts("c", at - 1800, "office", f"o{i}", f"192.0.2.{10 + i % 5}",
+                                f"d{i}", source="intranet.example"),),
+            amount=rng.choice([1900, 4500, 12900])))
+    found = referrer_reasons(program.conversions, program.context())
+    assert "steady_converting" not in {r.code for r in found.get("office", [])}
+
+
+def test_a_steady_link_whose_buyers_come_back_is_an_audience() -> None:
+    """A referrer's regulars: a steady trickle of clicks, most of whom buy and buy again."""
+    rng = random.Random(8)
+    program = _Program(rng)
+    program.honest(40)
+    program.rhythm["club"] = _steady(20, 40)
+    for i in range(14):
+        program.buy("club", f"m{i}", 20 + i * 2.5, rng.uniform(60, DAY))
+        program.buy("club", f"m{i}", 50 + i * 0.5, 20 * DAY)
+    found = referrer_reasons(program.conversions, program.context())
+    assert "steady_converting" not in {r.code for r in found.get("club", [])}
