@@ -475,6 +475,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - conversion_rate again, for the referrers another test found, against the rate of the
       referrers no test found (`_suspect_rate_findings`): the program's own rate is inflated
       by its fraud;
+    - steady_converting: clicks in a steady stream rather than in bursts after shares, and
+      far more of them bringing a new customer than the program's clicks do (binomial):
+      a link leaked as a coupon, bought as search ads or fed by a farm; carried by its
+      one-time buyers; full scans only.
     - referrer_site: of a referrer that another decisive finding already ties conversions
       to, more customers from a site than the program's other referrers' (binomial): where
       its traffic was sourced; weak alone; carried by the conversions from those sites.
@@ -511,6 +515,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
+        out[ref].append(finding)
+    for ref, finding in _steady_converting_findings(conversions, context).items():
         out[ref].append(finding)
     tied = {ref for ref, found in out.items()
             if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
@@ -944,6 +950,110 @@ def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str,
             round(mean, 4), 0.25, 0.6, "population"),
             lambda c: bool(c.touches), p_values[ref])
     return out
+
+
+STEADY_RATE_MIN_CLICKS = 8  # counted clicks of a referrer before its conversion rate can tell
+STEADY_CONVERTING_WEIGHT = 0.5  # a hold for review: one test of the referrer's traffic
+SHOPPING_SECONDS = 3 * DAY  # a shopper who came to buy buys within the visit or soon after
+SHARING_SITE_REFERRERS = 5  # a site whose visits credit this many referrers: people share there
+
+
+def _steady_converting_findings(conversions: Sequence[ConversionFacts],
+                                context: ProgramContext) -> dict[str, Finding]:
+    """steady_converting: a referrer whose clicks came as a steady stream over days
+    (ClickRhythm.burst_p_value not significant) and brought far more new customers per click
+    than the program's other referrers' clicks do (one-sided binomial against their rate,
+    Benjamini-Hochberg across the referrers with a steady stream).
+
+    A referral link is shared: its clicks come in bursts after each share, and the people who
+    click are the referrer's audience, of whom some buy. A link that brings a steady trickle of
+    visitors who nearly all buy is being found by people who came to buy anyway: a referral
+    code leaked to coupon sites and picked up by shoppers at the checkout, the merchant's own
+    brand bought as search ads through the link, or accounts made to buy through it (a
+    refund farm). Honest look-alikes: an influencer's followers convert well, but after
+    each post (bursts); a merchant's mailing wakes referrers in one burst; a popular genuine
+    referrer brings many clicks that convert like the program's.
+
+    All of such a link's traffic is in question, but the referrer's own friends are not
+    strangers come to buy: they come back and buy again, may take days to make up their
+    minds, and come through the places where people pass links to each other (a social
+    network, a mail app: sites whose visits go to many of the program's referrers). Carried
+    by the conversions of the referrer's one-time buyers (at most one purchase credited to
+    it) who converted within SHOPPING_SECONDS of the click, from no site or one few
+    referrers' visitors come from (a coupon site, a landing page). A leak's shoppers are
+    strangers, each on a network of their own: colleagues who buy through a link on their
+    office's intranet, or students on a campus, click from networks they share (an audience
+    of people who know each other). A referrer half of whose customers clicked from a network
+    another of its customers clicked from too is not tested, and a customer on such a network
+    never carries the finding.
+    Full scans only (an incremental scan's context has no click rhythm)."""
+    if not context.click_rhythm:
+        return {}
+    customers: dict[str, set[str]] = defaultdict(set)
+    purchases: Counter[tuple[str, str]] = Counter()
+    credited_from: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        host = _last_site(conv)
+        for ref in conv.referrers:
+            customers[ref].add(conv.customer)
+            if conv.amount > 0:
+                purchases[(ref, conv.customer)] += 1
+            if host is not None:
+                credited_from[host].add(ref)
+    sharing = frozenset(h for h, refs in credited_from.items()
+                        if len(refs) >= SHARING_SITE_REFERRERS)
+    crowd = _crowded_customers(conversions)
+    # A click that brought a buyer who did not come back: what a leaked code or an ad brings.
+    once = {ref: {c for c in people if purchases[(ref, c)] <= 1}
+            for ref, people in customers.items()}
+    total_once = sum(len(c) for c in once.values())
+    total_clicks = sum(r.clicks for r in context.click_rhythm.values())
+    p_values: dict[str, float] = {}
+    for ref, rhythm in context.click_rhythm.items():
+        k, n = len(once.get(ref, ())), rhythm.clicks
+        if (n < STEADY_RATE_MIN_CLICKS or rhythm.days < STEADY_MIN_DAYS or not k
+                or rhythm.burst_p_value() <= STEADY_BURST_P
+                or 2 * len(crowd.get(ref, ())) >= len(customers[ref])):
+            continue
+        rest = (total_once - k + 1) / (total_clicks - n + 2)
+        if k / n <= rest:
+            continue
+        p_values[ref] = _binom_above(min(k, n), n, rest)
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        rhythm = context.click_rhythm[ref]
+        k = len(once[ref])
+        rest = (total_once - k + 1) / (total_clicks - rhythm.clicks + 2)
+        out[ref] = Finding(Reason(
+            "steady_converting", f"referrer population: {ref}'s {rhythm.clicks} clicks came "
+            f"as a steady stream over {rhythm.days} days, not in bursts after shares, and "
+            f"brought {k} buyers who did not come back ({k / rhythm.clicks:.0%} of its "
+            f"clicks, the program's {rest:.0%}): a link found by people who came to buy anyway "
+            "(a leaked coupon code, bought search ads) or fed with made accounts; its "
+            "one-time buyers held for review", round(k / rhythm.clicks, 4), f"FDR {FDR_Q:g}",
+            STEADY_CONVERTING_WEIGHT, "population"),
+            _came_to_buy(frozenset(once[ref] - crowd.get(ref, set())), sharing),
+            p_values[ref])
+    return out
+
+
+def _crowded_customers(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]]:
+    """Per referrer, its customers whose attributed click came from a network (IPv4 /24,
+    IPv6 /48) from which another of its customers clicked too."""
+    nets: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for conv in conversions:
+        ip = conv.touches[-1].ip if conv.touches else None
+        if ip is None:
+            continue
+        for ref in conv.referrers:
+            nets[ref][ip_prefix(ip)].add(conv.customer)
+    return {ref: {c for people in by_net.values() if len(people) > 1 for c in people}
+            for ref, by_net in nets.items()}
+
+
+def _came_to_buy(customers: frozenset[str], sharing: frozenset[str]) -> Carry:
+    return lambda c: (c.customer in customers and c.delay is not None
+                      and c.delay <= SHOPPING_SECONDS and _last_site(c) not in sharing)
 
 
 QUICK_QUANTILE = 0.1  # the program's fastest conversions: an injection's are among them
