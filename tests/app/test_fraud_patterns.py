@@ -131,7 +131,8 @@ async def test_backtest_shows_what_other_settings_would_change(
     assert out.returncode == 2 and "review_at" in out.stderr
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"weights": {"fast_conversion": 0.0, "delay_distribution": 0,
-                                             "injection_timing": 0, "conversion_rate": 0}}))
+                                             "injection_timing": 0, "conversion_rate": 0,
+                                             "steady_converting": 0}}))
     out = subprocess.run([sys.executable, "-m", "tracker", "fraud", "backtest", "--settings",
                           str(good), "--program", "gen"],
                          env={"REFGUARD_DATABASE_URL": dsn,
