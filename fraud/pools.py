@@ -173,6 +173,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     return rings
 
 
+SHARE_CONFIDENCE = 0.05  # the baseline share's two-sided confidence in _widen
 WIDEN_P = 0.001  # a browser's excess among a pool's referrers' referees, Bonferroni-corrected
 
 Browser = tuple[str, str]  # (User-Agent, Accept-Language) of the visit that brought a customer
@@ -195,9 +196,11 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
     the same referrers come on the program's mix of browsers. So, per browser (User-Agent x
     Accept-Language) among the other new referees of a pool's referrers: k of their n
     referees on it, against n times the share of the program's other new customers on it
-    (binomial tail), Bonferroni-corrected over the browsers tested in every pool, under
-    WIDEN_P. The referees on the browsers found join the pool; a referee on a popular phone
-    that is there by chance is not found (its count is what the program's mix gives)."""
+    (binomial tail; the share at the upper end of its confidence interval, so that a small
+    program's is not taken as exact), Bonferroni-corrected over the browsers tested in every
+    pool, under WIDEN_P. The referees on the browsers found join the pool; a referee on a
+    popular phone that is there by chance is not found (its count is what the program's mix
+    gives)."""
     referred = {c: f for c, f in first.items() if f.referrers}
     mix: Counter[Browser] = Counter()
     for conv in referred.values():
@@ -216,12 +219,19 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
             if browser is not None:
                 on[browser].add(c)
         n = sum(len(v) for v in on.values())
+        own = Counter(b for b in map(_browser, (first[c] for c in pool)) if b is not None)
         for browser, people in on.items():
             if len(people) < 2:
                 continue
-            rest = max(mix[browser] - len(people), 1) / max(total - n, 1)
-            tests.append((i, people,
-                          float(stats.binom.sf(len(people) - 1, n, min(rest, 1.0)))))
+            # The share of the program's customers outside the pool and its referrers, as high
+            # as their number allows (Clopper-Pearson's upper bound): a program with few
+            # customers of its own proves no browser rare.
+            seen = mix[browser] - len(people) - own[browser]
+            of = total - n - sum(own.values())
+            if of <= 0:
+                continue
+            rest = float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, seen + 1, max(of - seen, 1)))
+            tests.append((i, people, float(stats.binom.sf(len(people) - 1, n, min(rest, 1.0)))))
     out: list[set[str]] = [set() for _ in pools]
     for i, people, p in tests:
         if p * len(tests) < WIDEN_P:
