@@ -319,7 +319,7 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
     out: list[Reason] = []
     for ref in conv.referrers:
         found = per_referrer.get(ref, [])
-        several = len({_observation(f) for f in found}) >= 2
+        several = len(found) >= 2
         mine = [f for f in found if f.carries(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
         if found and not any(f.ties for f in mine):
@@ -329,13 +329,10 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
                  anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
-        strongest: dict[str, float] = defaultdict(float)
-        for f in mine:
-            strongest[_observation(f)] = max(strongest[_observation(f)], f.reason.weight)
         keep = 1.0
-        for w in strongest.values():
-            keep *= 1.0 - w
-        together = min(1.0 - keep, CORROBORATED) if len(strongest) >= 2 else 0.0
+        for f in mine:
+            keep *= 1.0 - f.reason.weight
+        together = min(1.0 - keep, CORROBORATED) if len(mine) >= 2 else 0.0
         for finding in found:
             reason = finding.reason
             if finding in mine:
@@ -348,18 +345,6 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
                     reason, weight=UNCARRIED,
                     message=reason.message + " (this conversion does not show it)"))
     return out
-
-
-# Findings that measure one thing: how many of the referrer's visitors converted, and when.
-# A day of many conversions also makes a high conversion rate (a post in a group chat, a
-# merchant's mailing: many people who wanted to buy came at once), so the two do not
-# corroborate each other; each corroborates a finding about how the conversions came.
-VOLUME = frozenset({"velocity", "conversion_rate"})
-
-
-def _observation(finding: Finding) -> str:
-    """What a finding observed, for corroboration: VOLUME findings are one observation."""
-    return "volume" if finding.reason.code in VOLUME else finding.reason.code
 
 
 def untied_reasons(ref: str, found: Sequence[Finding]) -> list[Reason]:
