@@ -696,6 +696,9 @@ class _Tally:
     # (browser, language) of each touched conversion's last click
     languages: dict[str, list[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(list))
+    # the address of each of those last clicks, in the same order
+    language_sites: dict[str, list[str | None]] = field(
+        default_factory=lambda: defaultdict(list))
     language_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
     browsers: Counter[str] = field(default_factory=Counter)
     browser_tongues: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -740,6 +743,7 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
                 tally.at_min[ref] += cheap
             if pair is not None:
                 tally.languages[ref].append(pair)
+                tally.language_sites[ref].append(conv.touches[-1].ip)
     return tally
 
 
@@ -1210,7 +1214,8 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
     The expected share is what the program's visitors of the same browsers send."""
     p_values: dict[str, float] = {}
     modal: dict[str, str] = {}
-    for ref, pairs in tally.languages.items():
+    for ref in tally.languages:
+        pairs = _one_per_site(tally.languages[ref], tally.language_sites[ref])
         n = len(pairs)
         if n < LANGUAGE_MIN_CONVERSIONS or sum(tally.browsers.values()) - n < BASELINE_MIN:
             continue
@@ -1235,7 +1240,7 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         language = modal[ref]
-        pairs = tally.languages[ref]
+        pairs = _one_per_site(tally.languages[ref], tally.language_sites[ref])
         k = sum(1 for _b, lang in pairs if lang == language)
         out[ref] = Finding(Reason(
             "language_uniformity", f"referrer population: {k} of {ref}'s {len(pairs)} "
@@ -1246,6 +1251,18 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
             _sent_language(language),
             p_values[ref])
     return out
+
+
+def _one_per_site(pairs: Sequence[tuple[str, str]], sites: Sequence[str | None]
+                  ) -> list[tuple[str, str]]:
+    """A referrer's (browser, language) visits, one an address (as few_browsers counts
+    browsers): colleagues behind an office's address share its managed browsers' language
+    setting, one site's setup and not many people's; a farm's workers sit behind addresses
+    of their own. A visit without an address counts on its own."""
+    by_site: dict[str, tuple[str, str]] = {}
+    for i, (pair, site) in enumerate(zip(pairs, sites, strict=True)):
+        by_site.setdefault(site if site is not None else f"visit {i}", pair)
+    return list(by_site.values())
 
 
 def _split(own: Sequence[float], others: np.ndarray, *, faster: bool) -> float:
