@@ -623,7 +623,11 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
         slower = _ks(own, others, "less")
         if slower.statistic < LATE_EFFECT:
             continue
-        p_values[host] = float(slower.pvalue)
+        # Both must hold (an intersection-union test: the larger p-value): a site whose
+        # visitors buy days later but as often as the program's (a professional network's
+        # audience) is no click spam.
+        p_values[host] = max(float(slower.pvalue), _rate_below(len(own), n_clicks,
+                                                               program_rate))
     out: list[tuple[str, Finding]] = []
     for host in sorted(benjamini_hochberg(p_values)):
         own, n_clicks = delays[host], context.source_clicks[host]
@@ -639,6 +643,12 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
             _from_source(host, min(late, LATE_SECONDS)), p_values[host])
         out += [(ref, finding) for ref in sorted(credited[host])]
     return out
+
+
+def _rate_below(conversions: int, clicks: int, rate: float) -> float:
+    """P(X <= conversions) for X ~ Binomial(clicks, rate): the p-value of "converts less than
+    the program's `rate`"."""
+    return float(stats.binom.cdf(min(conversions, clicks), clicks, min(max(rate, 1e-6), 1.0)))
 
 
 def _from_source(host: str, after: float) -> Carry:
@@ -697,6 +707,9 @@ class _Tally:
     # (browser, language) of each touched conversion's last click
     languages: dict[str, list[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(list))
+    # the address of each of those last clicks, in the same order
+    language_sites: dict[str, list[str | None]] = field(
+        default_factory=lambda: defaultdict(list))
     language_pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
     browsers: Counter[str] = field(default_factory=Counter)
     browser_tongues: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -741,6 +754,7 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
                 tally.at_min[ref] += cheap
             if pair is not None:
                 tally.languages[ref].append(pair)
+                tally.language_sites[ref].append(conv.touches[-1].ip)
     return tally
 
 
@@ -1359,7 +1373,8 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
     The expected share is what the program's visitors of the same browsers send."""
     p_values: dict[str, float] = {}
     modal: dict[str, str] = {}
-    for ref, pairs in tally.languages.items():
+    for ref in tally.languages:
+        pairs = _one_per_site(tally.languages[ref], tally.language_sites[ref])
         n = len(pairs)
         if n < LANGUAGE_MIN_CONVERSIONS or sum(tally.browsers.values()) - n < BASELINE_MIN:
             continue
@@ -1384,7 +1399,7 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         language = modal[ref]
-        pairs = tally.languages[ref]
+        pairs = _one_per_site(tally.languages[ref], tally.language_sites[ref])
         k = sum(1 for _b, lang in pairs if lang == language)
         out[ref] = Finding(Reason(
             "language_uniformity", f"referrer population: {k} of {ref}'s {len(pairs)} "
@@ -1395,6 +1410,18 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
             _sent_language(language),
             p_values[ref])
     return out
+
+
+def _one_per_site(pairs: Sequence[tuple[str, str]], sites: Sequence[str | None]
+                  ) -> list[tuple[str, str]]:
+    """A referrer's (browser, language) visits, one an address (as few_browsers counts
+    browsers): colleagues behind an office's address share its managed browsers' language
+    setting, one site's setup and not many people's; a farm's workers sit behind addresses
+    of their own. A visit without an address counts on its own."""
+    by_site: dict[str, tuple[str, str]] = {}
+    for i, (pair, site) in enumerate(zip(pairs, sites, strict=True)):
+        by_site.setdefault(site if site is not None else f"visit {i}", pair)
+    return list(by_site.values())
 
 
 def _split(own: Sequence[float], others: np.ndarray, *, faster: bool) -> float:

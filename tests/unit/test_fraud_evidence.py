@@ -109,7 +109,8 @@ def test_benjamini_hochberg() -> None:
 
 def test_one_language_across_browsers_is_one_operator() -> None:
     """The program's browsers send their own defaults; one referrer's visitors all send the
-    same from three different browsers. Its conversions carry it; others do not."""
+    same from three different browsers, each from an address of its own (a farm's workers on
+    residential addresses). Its conversions carry it; others do not."""
     rng = random.Random(3)
     defaults = {"chrome": "en-US,en;q=0.9", "safari": "en-US", "firefox": "en-US,en;q=0.5"}
     conversions = []
@@ -121,7 +122,8 @@ def test_one_language_across_browsers_is_one_operator() -> None:
     for i in range(400, 415):
         browser = rng.choice(list(defaults))
         conversions.append(ConversionFacts(i, f"c{i}", 50_000.0, ("farm",), touches=(
-            click(40_000.0, referrer="farm", browser=browser, language="en-GB,en;q=0.8"),)))
+            click(40_000.0, referrer="farm", browser=browser, language="en-GB,en;q=0.8",
+                  ip=f"92.40.7.{i - 400}"),)))
     found = referrer_findings(conversions, ProgramContext())
     assert set(found) == {"farm"}
     (finding,) = found["farm"]
