@@ -574,6 +574,15 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
     clicks have lost their headers, and that says nothing of how they were made).
     """
     only = "" if conversion_ids is None else "AND t.conversion_id = ANY($2::bigint[])"
+    # Some conversions' clicks (an incremental scan's) through the clicks' primary key, one by
+    # one: a plain join is planned as a hash join over every click of the program (OFFSET 0
+    # keeps the lateral subquery from being flattened back into it); a full scan needs that.
+    join = ("""JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
+                           AND c.click_id = t.click_id""" if conversion_ids is None else
+            """CROSS JOIN LATERAL (
+                   SELECT * FROM clicks k
+                   WHERE k.program_id = t.program_id AND k.ts = t.ts AND k.click_id = t.click_id
+                   OFFSET 0) c""")
     rows = await conn.fetch(
         f"""SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
                   c.visitor_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device,
@@ -585,8 +594,7 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
                       AS source, c.user_agent AS agent,
                   e.at AS before_at, e.visitors AS before_visitors, e.agents AS before_agents
            FROM touchpoints t
-           JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
-                        AND c.click_id = t.click_id
+           {join}
            LEFT JOIN LATERAL (
                -- Other visitors on the same referrer's link from the same IP within the lease
                -- window before this click, where the referrer is a customer too (whose own
