@@ -46,6 +46,7 @@ import asyncpg
 from tracker.clicks import flusher as fl
 from tracker.clicks.enrich import COLUMNS, Enricher
 from tracker.clicks.journal import SEP, VERSION, RawClick, parse_segment
+from tracker.collector import few_collections
 
 SEGMENT = 5000
 PROGRAM_ID = 990_000_000  # far from any real program (clicks has no foreign keys)
@@ -140,7 +141,7 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
         partitions: dict[tuple[int, int], str] = {}
         wall = 0.0
         for data in segments(shape, clicks, link0):
-            with fl.few_collections():  # as Flusher.flush_once holds it for a batch
+            with few_collections():  # as Flusher.flush_once holds it for a batch
                 t0 = time.perf_counter()
                 clock.start()
                 raw = parse_segment(data, "bench")[0]

@@ -14,9 +14,10 @@ from bench.geodb import write_db
 from geo.reader import GeoReader
 from tests.helpers import SECRET, insert_link
 from tracker.clicks.enrich import Enricher
-from tracker.clicks.flusher import FEW_COLLECTIONS, few_collections, store_clicks
+from tracker.clicks.flusher import store_clicks
 from tracker.clicks.journal import RawClick
 from tracker.clicks.redirect import VisitorIds
+from tracker.collector import FEW_COLLECTIONS, few_collections
 
 T0 = 1_700_000_000_000_000  # microseconds
 HOUR = 3600 * 1_000_000

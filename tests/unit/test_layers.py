@@ -23,7 +23,7 @@ FORBIDDEN = {
 
 # tracker/'s top-level modules that every domain may use: they import no domain.
 SHARED = {"__init__", "settings", "db", "auth", "metrics", "logs", "identity", "privacy", "audit",
-          "signing", "formats", "errors", "listener"}
+          "signing", "formats", "errors", "listener", "collector"}
 DOMAINS = {"web", "clicks", "intake", "programs", "scoring", "finance", "asks", "demo"}
 # What each part of tracker/ may import besides the shared modules, itself and the libraries.
 MAY_IMPORT: dict[str, set[str]] = {

@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import gc
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -43,6 +41,7 @@ from tracker.clicks.journal import (
     pending_segments,
     try_lock,
 )
+from tracker.collector import few_collections
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,6 @@ _I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_BOT, _I_DUP = (
 )
 _TIME_ORDER = itemgetter(_I_TS, COLUMNS.index("click_id"))
 _TIME = itemgetter(_I_TS)
-FEW_COLLECTIONS = (100_000, 50, 100)  # gc thresholds while clicks are flushed or imported
-# One entry per few_collections() not left yet in this process: the thresholds before the first.
-_held: list[tuple[int, int, int]] = []
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
@@ -64,24 +60,6 @@ class FlushResult:
     bots: int
     duplicates: int
     bad_lines: int
-
-
-@contextlib.contextmanager
-def few_collections() -> Iterator[None]:
-    """The garbage collector's thresholds raised while a batch of clicks is enriched and
-    stored (or a file imported): every row is a container, so the default thresholds collect
-    every 700 rows, and each batch, alive across those collections, reaches the oldest
-    generation, whose collections then trace every cached address and device as well (a third
-    of the CPU of enriching a click). The rows form no cycles, so nothing waits any longer to
-    be freed. Nestable: the thresholds come back when the outermost holder leaves."""
-    _held.append(_held[0] if _held else gc.get_threshold())
-    gc.set_threshold(*FEW_COLLECTIONS)
-    try:
-        yield
-    finally:
-        original = _held.pop()
-        if not _held:
-            gc.set_threshold(*original)
 
 
 def mark_duplicates(rows: list[list[object]]) -> None:

@@ -33,8 +33,9 @@ import asyncpg
 import orjson
 
 from tracker.clicks.enrich import MAX_QUERY, Enricher
-from tracker.clicks.flusher import FEW_COLLECTIONS, few_collections, prepare_rows, store_prepared
+from tracker.clicks.flusher import prepare_rows, store_prepared
 from tracker.clicks.journal import RawClick
+from tracker.collector import FEW_COLLECTIONS, few_collections
 from tracker.identity import email_hash
 from tracker.intake import queries
 from tracker.intake.conversions import ConversionInput, FieldInvalid, parse_conversion

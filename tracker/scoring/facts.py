@@ -240,10 +240,9 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
                              scope: Scope | None) -> ProgramFacts:
     """What a scan knows of the whole program beyond the conversions at hand."""
     reversed_ids = await queries.reversed_conversions(conn, program_id)
-    rhythm = await queries.referrer_clicks(conn, program_id,
-                                           None if scope is None else scope.referrers)
-    clicks = {ref: r.clicks for ref, r in rhythm.items()}
     if scope is None:
+        rhythm = await queries.referrer_clicks(conn, program_id)
+        clicks = {ref: r.clicks for ref, r in rhythm.items()}
         # Visits per site they came from (full scans only: a count over every click).
         sources = await queries.source_clicks(conn, program_id)
         even = await queries.click_evenness(conn, program_id)
@@ -251,6 +250,7 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
                   if ref in even else r for ref, r in rhythm.items()}
         return ProgramFacts(ProgramContext(reversed_ids, clicks, source_clicks=sources,
                                            click_rhythm=rhythm))
+    clicks = await queries.counted_clicks(conn, program_id, scope.referrers)
     # The program's conversions per click, as the latest full scan measured it (counting a
     # million clicks again every 30 seconds would cost more than the whole incremental scan).
     latest = await queries.latest_full_scan(conn, program_id)

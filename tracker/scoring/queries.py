@@ -298,6 +298,20 @@ MAX_SHARE = 25  # an IP or device used by more accounts says nothing (a NAT, a c
 RING_KINDS = ("ring", "dense_block", "referral_cycle", "collusion_pool", "sleeper_cell")
 
 
+def _visitor_clicks(scoped: bool) -> str:
+    """`customer_visitors cv` joined to its visitors' clicks `c`. For a few customers (an
+    incremental scan's) each visitor's clicks are read through the visitor index: a plain join
+    is planned as a hash join over every click of the program, as for a full scan, which needs
+    it (OFFSET 0 keeps the lateral subquery from being flattened back into that join)."""
+    if scoped:
+        return """customer_visitors cv CROSS JOIN LATERAL (
+                      SELECT * FROM clicks k
+                      WHERE k.program_id = cv.program_id AND k.visitor_id = cv.visitor_id
+                      OFFSET 0) c"""
+    return """customer_visitors cv
+              JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id"""
+
+
 def _ip(table: str = "") -> str:
     """A row's IP as evidence of identity: none once retention has reduced it to its network
     (tracker.privacy), or everyone on that /24 would seem to share one address."""
@@ -423,8 +437,7 @@ async def person_columns(conn: asyncpg.Connection, program_id: int, persons: lis
     the IPs their conversions were reported from."""
     rows = await conn.fetch(
         f"""SELECT cv.customer_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device
-           FROM customer_visitors cv
-           JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
+           FROM {_visitor_clicks(True)}
            WHERE cv.program_id = $1 AND cv.customer_id = ANY($2::text[])
            UNION SELECT customer_id, {_ip()}, NULL FROM conversions
            WHERE program_id = $1 AND customer_id = ANY($2::text[]) AND ip IS NOT NULL""",
@@ -517,8 +530,7 @@ async def sightings(conn: asyncpg.Connection, program_id: int, persons: list[str
         f"""SELECT cv.customer_id, cv.visitor_id, {_ip('c')} AS ip,
                   encode(c.fingerprint, 'hex') AS device, c.ts, c.referrer_id,
                   c.user_agent AS agent
-           FROM customer_visitors cv
-           JOIN clicks c ON c.program_id = cv.program_id AND c.visitor_id = cv.visitor_id
+           FROM {_visitor_clicks(persons is not None)}
            WHERE cv.program_id = $1 {only}""", program_id, *(() if persons is None else (persons,)))
     return [Sighting(*r) for r in rows]
 
@@ -562,6 +574,15 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
     clicks have lost their headers, and that says nothing of how they were made).
     """
     only = "" if conversion_ids is None else "AND t.conversion_id = ANY($2::bigint[])"
+    # Some conversions' clicks (an incremental scan's) through the clicks' primary key, one by
+    # one: a plain join is planned as a hash join over every click of the program (OFFSET 0
+    # keeps the lateral subquery from being flattened back into it); a full scan needs that.
+    join = ("""JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
+                           AND c.click_id = t.click_id""" if conversion_ids is None else
+            """CROSS JOIN LATERAL (
+                   SELECT * FROM clicks k
+                   WHERE k.program_id = t.program_id AND k.ts = t.ts AND k.click_id = t.click_id
+                   OFFSET 0) c""")
     rows = await conn.fetch(
         f"""SELECT t.conversion_id, t.referrer_id, c.click_id::text AS click_id, c.ts,
                   c.visitor_id, {_ip('c')} AS ip, encode(c.fingerprint, 'hex') AS device,
@@ -573,8 +594,7 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
                       AS source, c.user_agent AS agent,
                   e.at AS before_at, e.visitors AS before_visitors, e.agents AS before_agents
            FROM touchpoints t
-           JOIN clicks c ON c.program_id = t.program_id AND c.ts = t.ts
-                        AND c.click_id = t.click_id
+           {join}
            LEFT JOIN LATERAL (
                -- Other visitors on the same referrer's link from the same IP within the lease
                -- window before this click, where the referrer is a customer too (whose own
@@ -635,22 +655,35 @@ async def reversed_conversions(conn: asyncpg.Connection, program_id: int) -> fro
     return frozenset(r["id"] for r in rows)
 
 
-async def referrer_clicks(conn: asyncpg.Connection, program_id: int,
-                          referrers: list[str] | None) -> dict[str, ClickRhythm]:
-    """Counted (not bot, not duplicate) clicks per referrer (of `referrers`, or every one),
-    with their spread over UTC days (fraud.signals.ClickRhythm)."""
-    only = "" if referrers is None else "AND r.external_id = ANY($2::text[])"
+async def referrer_clicks(conn: asyncpg.Connection, program_id: int
+                          ) -> dict[str, ClickRhythm]:
+    """Counted (not bot, not duplicate) clicks per referrer, with their spread over UTC days
+    (fraud.signals.ClickRhythm): one pass over the program's clicks, full scans only."""
     rows = await conn.fetch(
-        f"""SELECT r.external_id, sum(d.n)::bigint AS n, max(d.day) - min(d.day) + 1 AS days,
+        """SELECT r.external_id, sum(d.n)::bigint AS n, max(d.day) - min(d.day) + 1 AS days,
                   sum(d.n * d.n)::bigint AS squares
            FROM (SELECT c.referrer_id, (c.ts AT TIME ZONE 'UTC')::date AS day, count(*) AS n
                  FROM clicks c
                  WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
                  GROUP BY 1, 2) d
            JOIN referrers r ON r.program_id = $1 AND r.id = d.referrer_id
-           WHERE true {only}
-           GROUP BY r.external_id""", program_id, *(() if referrers is None else (referrers,)))
+           GROUP BY r.external_id""", program_id)
     return {r["external_id"]: ClickRhythm(r["n"], r["days"], r["squares"]) for r in rows}
+
+
+async def counted_clicks(conn: asyncpg.Connection, program_id: int, referrers: list[str]
+                         ) -> dict[str, int]:
+    """Counted (not bot, not duplicate) clicks of each of these referrers (those with any),
+    read through the referrer's index: an incremental scan's count, which neither reads the
+    other referrers' clicks nor spreads them over days."""
+    rows = await conn.fetch(
+        """SELECT r.external_id, count(*) AS n
+           FROM referrers r
+           JOIN clicks c ON c.program_id = r.program_id AND c.referrer_id = r.id
+           WHERE r.program_id = $1 AND r.external_id = ANY($2::text[])
+             AND NOT c.is_bot AND NOT c.is_duplicate
+           GROUP BY r.external_id""", program_id, referrers)
+    return {r["external_id"]: r["n"] for r in rows}
 
 
 @dataclass(frozen=True, slots=True)
