@@ -517,7 +517,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
         out[ref].append(finding)
-    for ref, finding in _steady_converting_findings(conversions, context).items():
+    for ref, finding in _steady_converting_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
     tied = {ref for ref, found in out.items()
             if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
@@ -983,11 +983,14 @@ SHARING_SITE_REFERRERS = 5  # a site whose visits credit this many referrers: pe
 
 
 def _steady_converting_findings(conversions: Sequence[ConversionFacts],
-                                context: ProgramContext) -> dict[str, Finding]:
+                                context: ProgramContext, found: Collection[str]
+                                ) -> dict[str, Finding]:
     """steady_converting: a referrer whose clicks came as a steady stream over days
     (ClickRhythm.burst_p_value not significant) and brought far more new customers per click
-    than the program's other referrers' clicks do (one-sided binomial against their rate,
-    Benjamini-Hochberg across the referrers with a steady stream).
+    than the clicks of the program's referrers no other test found do (one-sided binomial
+    against their rate, Benjamini-Hochberg across the referrers with a steady stream; the
+    program's own rate is pulled down by its fraud: click spam's and bots' clicks that bring
+    nobody).
 
     A referral link is shared: its clicks come in bursts after each share, and the people who
     click are the referrer's audience, of whom some buy. A link that brings a steady trickle of
@@ -1030,8 +1033,8 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
     # A click that brought a buyer who did not come back: what a leaked code or an ad brings.
     once = {ref: {c for c in people if purchases[(ref, c)] <= 1}
             for ref, people in customers.items()}
-    total_once = sum(len(c) for c in once.values())
-    total_clicks = sum(r.clicks for r in context.click_rhythm.values())
+    total_once = sum(len(c) for ref, c in once.items() if ref not in found)
+    total_clicks = sum(r.clicks for ref, r in context.click_rhythm.items() if ref not in found)
     p_values: dict[str, float] = {}
     for ref, rhythm in context.click_rhythm.items():
         k, n = len(once.get(ref, ())), rhythm.clicks
@@ -1039,7 +1042,8 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
                 or rhythm.burst_p_value() <= STEADY_BURST_P
                 or 2 * len(crowd.get(ref, ())) >= len(customers[ref])):
             continue
-        rest = (total_once - k + 1) / (total_clicks - n + 2)
+        mine = 0 if ref in found else 1  # its own clicks are in the baseline
+        rest = (total_once - mine * k + 1) / (total_clicks - mine * n + 2)
         if k / n <= rest:
             continue
         p_values[ref] = _binom_above(min(k, n), n, rest)
@@ -1047,7 +1051,8 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
     for ref in benjamini_hochberg(p_values):
         rhythm = context.click_rhythm[ref]
         k = len(once[ref])
-        rest = (total_once - k + 1) / (total_clicks - rhythm.clicks + 2)
+        mine = 0 if ref in found else 1
+        rest = (total_once - mine * k + 1) / (total_clicks - mine * rhythm.clicks + 2)
         out[ref] = Finding(Reason(
             "steady_converting", f"referrer population: {ref}'s {rhythm.clicks} clicks came "
             f"as a steady stream over {rhythm.days} days, not in bursts after shares, and "

@@ -10,7 +10,14 @@ import random
 import pytest
 
 from fraud.assess import DECISIVE, FLAG_CAP, assess_all, families_of
-from fraud.signals import ClickFacts, ClickRhythm, ConversionFacts, ProgramContext, referrer_reasons
+from fraud.signals import (
+    ClickFacts,
+    ClickRhythm,
+    ConversionFacts,
+    ProgramContext,
+    _steady_converting_findings,
+    referrer_reasons,
+)
 
 DAY = 86400.0
 
@@ -161,3 +168,22 @@ def test_a_steady_link_whose_buyers_come_back_is_an_audience() -> None:
         program.buy("club", f"m{i}", 50 + i * 0.5, 20 * DAY)
     found = referrer_reasons(program.conversions, program.context())
     assert "steady_converting" not in {r.code for r in found.get("club", [])}
+
+
+def test_the_baseline_is_the_referrers_no_other_test_found() -> None:
+    """A click spammer's thousands of clicks that bring nobody pull the program's buyers per
+    click far down; a steady genuine referrer converting a little better than the honest ones
+    is no leak against them, only against the polluted whole."""
+    rng = random.Random(9)
+    program = _Program(rng)
+    program.honest(40)
+    program.rhythm["spam"] = _bursty(3000, 30, 40)
+    for i in range(3):
+        program.buy("spam", f"x{i}", 20 + i, rng.uniform(DAY, 9 * DAY))
+    program.rhythm["steady"] = _steady(30, 40)
+    for i in range(9):
+        program.buy("steady", f"s{i}", 10 + i * 3, rng.uniform(60, DAY))
+    context = program.context()
+    polluted = _steady_converting_findings(program.conversions, context, set())
+    assert "steady" in polluted  # what the test said before it set found referrers aside
+    assert "steady" not in _steady_converting_findings(program.conversions, context, {"spam"})
