@@ -13,7 +13,6 @@ O(|E| log |V|) with a heap of lazily updated priorities.
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -82,7 +81,7 @@ def peel(edges: Sequence[tuple[int, int]], n_rows: int, n_cols: int,
     f = total
     while alive:
         p, node = heapq.heappop(heap)
-        if node not in alive or not math.isclose(p, priority[node], abs_tol=1e-12):
+        if node not in alive or p != priority[node]:
             continue  # a stale entry
         alive.remove(node)
         order.append(node)
