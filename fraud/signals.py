@@ -1205,15 +1205,19 @@ def _converts_too_well(tally: _Tally, context: ProgramContext,
             continue
         p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, program_rate)
         rates[ref] = (k, n_clicks)
-    out: dict[str, Finding] = {}
-    for ref in benjamini_hochberg(p_values):
-        k, n = rates[ref]
-        out[ref] = Finding(Reason(
-            "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
-            f"({k / n:.0%}, the program's {program_rate:.0%})", round(k / n, 4),
-            round(HIGH_RATE_FACTOR * program_rate, 4), 0.4, "population"),
-            lambda c: True, p_values[ref], ties=False)
-    return out
+    return {ref: _rate_finding(ref, *rates[ref], f", the program's {program_rate:.0%}",
+                               threshold=HIGH_RATE_FACTOR * program_rate,
+                               p_value=p_values[ref])
+            for ref in benjamini_hochberg(p_values)}
+
+
+def _rate_finding(ref: str, k: int, n: int, against: str, *, threshold: float,
+                  p_value: float) -> Finding:
+    """A conversion_rate finding: a fact of the whole referrer, it ties no conversion."""
+    return Finding(Reason(
+        "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
+        f"({k / n:.0%}{against})", round(k / n, 4), round(threshold, 4), 0.4, "population"),
+        lambda c: True, p_value, ties=False)
 
 
 def _suspect_rate_findings(tally: _Tally, context: ProgramContext,
@@ -1241,15 +1245,10 @@ def _suspect_rate_findings(tally: _Tally, context: ProgramContext,
             continue
         p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, clean)
         rates[ref] = (k, n_clicks)
-    out: dict[str, Finding] = {}
-    for ref in benjamini_hochberg(p_values):
-        k, n = rates[ref]
-        out[ref] = Finding(Reason(
-            "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
-            f"({k / n:.0%}; the program's referrers that no test found: {clean:.0%})",
-            round(k / n, 4), round(clean, 4), 0.4, "population"),
-            lambda c: True, p_values[ref], ties=False)
-    return out
+    return {ref: _rate_finding(ref, *rates[ref],
+                               f"; the program's referrers that no test found: {clean:.0%}",
+                               threshold=clean, p_value=p_values[ref])
+            for ref in benjamini_hochberg(p_values)}
 
 
 def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
