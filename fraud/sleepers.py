@@ -109,21 +109,20 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
         p = float(stats.poisson.sf(len(cohort) - 1, rate * width)) * len(order)
         if p < SYNC_P:
             synced.append((p, width, cohort))
-    best = dict(enumerate(synced))
     ordered = np.sort(np.asarray(delays, dtype=float))
-    merged: list[tuple[set[str], float, float, int, int, float, float]] = []
-    for p_sync, width, cohort in best.values():
+    cells: list[tuple[set[str], float, float, int, int, float, float]] = []
+    for p_sync, width, cohort in synced:
         # The referees of the waking: a genuine referrer's friends weeks later are not.
         bought = [c for ref in cohort for c in purchases.get(ref, ())
                   if c.at - woke[ref] <= width]
         if len(bought) < MIN_PURCHASES:
             continue
         p_fast, cut = _faster(bought, ordered)
-        if p_fast * len(best) < FAST_P:
+        if p_fast * len(synced) < FAST_P:
             fast = sum(1 for c in bought if (c.delay or 0.0) <= cut)
-            merged.append((set(cohort), p_sync, p_fast, fast, len(bought), width, cut))
+            cells.append((set(cohort), p_sync, p_fast, fast, len(bought), width, cut))
     rings = []
-    for referrers, p_sync, p_fast, fast, n, width, cut in merged:
+    for referrers, p_sync, p_fast, fast, n, width, cut in cells:
         # The operator's referrers have only his quick buyers; a genuine referrer woken by a
         # mailing in the same hours has friends who take their time too: none of its is held.
         quick = {c.customer for ref in referrers
