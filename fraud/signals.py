@@ -1036,6 +1036,7 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
     total_once = sum(len(c) for ref, c in once.items() if ref not in found)
     total_clicks = sum(r.clicks for ref, r in context.click_rhythm.items() if ref not in found)
     p_values: dict[str, float] = {}
+    baseline: dict[str, float] = {}
     for ref, rhythm in context.click_rhythm.items():
         k, n = len(once.get(ref, ())), rhythm.clicks
         if (n < STEADY_RATE_MIN_CLICKS or rhythm.days < STEADY_MIN_DAYS or not k
@@ -1046,13 +1047,10 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
         rest = (total_once - mine * k + 1) / (total_clicks - mine * n + 2)
         if k / n <= rest:
             continue
-        p_values[ref] = _binom_above(min(k, n), n, rest)
+        p_values[ref], baseline[ref] = _binom_above(min(k, n), n, rest), rest
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
-        rhythm = context.click_rhythm[ref]
-        k = len(once[ref])
-        mine = 0 if ref in found else 1
-        rest = (total_once - mine * k + 1) / (total_clicks - mine * rhythm.clicks + 2)
+        rhythm, k, rest = context.click_rhythm[ref], len(once[ref]), baseline[ref]
         out[ref] = Finding(Reason(
             "steady_converting", f"referrer population: {ref}'s {rhythm.clicks} clicks came "
             f"as a steady stream over {rhythm.days} days, not in bursts after shares, and "
