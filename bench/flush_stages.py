@@ -16,8 +16,8 @@ PostgreSQL backend's CPU (/proc/<pid>/stat of the connection's server process) r
   probe     duplicates against stored clicks: one query for the batch (mark_stored_duplicates),
             in the transaction of the COPY that follows
   copy      the COPY into the month's partition and the commit (index maintenance included)
-  analyze   the ANALYZE of the month's partition after its first batch: once a month and
-            process, so not in the totals (it was in `copy` before)
+  analyze   the ANALYZE of the month's partition after its first batch and whenever it doubled
+            since (flusher.Partitions): log2 of a month's clicks, so not in the totals
   no index  the same COPY into a plain table without indexes: copy minus this is what the
             indexes of `clicks` cost
   replay    the whole store_clicks again for the same rows: the conflict path (staging table,
@@ -138,7 +138,7 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_clicks_noindex "
                            "(LIKE clicks INCLUDING DEFAULTS)")
         clock = Clock(conn.get_server_pid())
-        partitions: dict[tuple[int, int], str] = {}
+        partitions = fl.Partitions()
         wall = 0.0
         for data in segments(shape, clicks, link0):
             with few_collections():  # as Flusher.flush_once holds it for a batch
@@ -150,16 +150,14 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
                 clock.stop("enrich")
                 ordered = fl.prepare_rows(rows)
                 clock.stop("dedupe")
-                months = dict(partitions)  # as flusher.store_prepared does
-                groups = await fl.partition_groups(conn, ordered, months)
+                groups = await partitions.groups(conn, ordered)  # as flusher.store_prepared
                 async with conn.transaction():
                     await fl.mark_stored_duplicates(conn, ordered, fl.probe_table(ordered, groups))
                     clock.stop("probe")
                     await fl.copy_groups(conn, groups)
                 clock.stop("copy")
                 wall += time.perf_counter() - t0
-                await fl.analyze_fresh(conn, groups, partitions)
-                partitions.update(months)
+                await partitions.wrote(conn, groups)
                 clock.stop("analyze")
                 await _copy_plain(conn, ordered)
                 clock.stop("no index")
@@ -212,9 +210,9 @@ def report(results: list[dict[str, Any]]) -> list[str]:
             + " ".join(f"{us[s]['flusher']:>6.1f} / {us[s]['postgres']:>5.1f}" for s in STAGES)
             + f" {r['flusher_us']:>6.1f} / {r['postgres_us']:>5.1f} {r['index_us']:>8.1f}"
             f" {r['throughput'] or 0:>9,}")
-    lines.append("  (total: read to copy, the normal path, without analyze (once a month); "
-                 "indexes: copy minus no index, in PostgreSQL; clicks/s: one flusher, wall time "
-                 "of read to commit)")
+    lines.append("  (total: read to copy, the normal path, without analyze (log2 of a month's "
+                 "clicks); indexes: copy minus no index, in PostgreSQL; clicks/s: one flusher, "
+                 "wall time of read to commit)")
     return lines
 
 

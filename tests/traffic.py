@@ -20,7 +20,7 @@ from bench.geodb import write_db
 from geo.reader import GeoReader
 from tests.helpers import SECRET, insert_link
 from tracker.clicks.enrich import Enricher
-from tracker.clicks.flusher import store_clicks
+from tracker.clicks.flusher import Partitions, store_clicks
 from tracker.clicks.journal import RawClick
 from tracker.demo.scenario import BROWSERS, HEADLESS, IPHONE
 from tracker.identity import email_hash
@@ -180,7 +180,7 @@ async def _store_clicks(conn: asyncpg.Connection, clicks: list[RawClick]) -> Non
             rows = [enricher.row(c, source="import") for c in clicks]
         finally:
             geo.close()
-    await store_clicks(conn, rows, {})
+    await store_clicks(conn, rows, Partitions())
 
 
 # -- look-alikes and the harder mechanisms (issue 13) -------------------------------------------

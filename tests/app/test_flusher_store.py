@@ -14,8 +14,9 @@ from bench.geodb import write_db
 from geo.reader import GeoReader
 from tests.helpers import SECRET, insert_link
 from tracker.clicks.enrich import Enricher
-from tracker.clicks.flusher import store_clicks
+from tracker.clicks.flusher import Partitions, store_clicks
 from tracker.clicks.journal import RawClick
+from tracker.clicks.queries import probe_arguments, stored_duplicates_sql
 from tracker.clicks.redirect import VisitorIds
 from tracker.collector import FEW_COLLECTIONS, few_collections
 
@@ -42,7 +43,7 @@ async def test_duplicates_of_stored_clicks_follow_the_batch_rule(
 ) -> None:
     link = await insert_link(conn)
     enricher = Enricher(SECRET, ())
-    partitions: dict[tuple[int, int], str] = {}
+    partitions = Partitions()
     second, third, fourth = (UA.replace("131", v) for v in ("130", "129", "128"))
     stored = [click(1, link, visitor="a" * 24),
               click(2, link, ua=second),  # no visitor id
@@ -72,7 +73,7 @@ async def test_the_stored_duplicate_window_is_exact_and_spans_a_month_turn(
     all of them when it does not; the hour is to the microsecond either way."""
     link = await insert_link(conn)
     enricher = Enricher(SECRET, ())
-    partitions: dict[tuple[int, int], str] = {}
+    partitions = Partitions()
     new_year = 1_924_992_000_000_000  # 2031-01-01T00:00:00Z
     mid_january = new_year + 14 * 24 * HOUR
     stored = [click(1, link, visitor="a" * 24, ts_us=new_year - 1),  # December's last microsecond
@@ -95,7 +96,7 @@ async def test_a_replay_that_meets_stored_clicks_stores_only_the_new_ones_once(
 ) -> None:
     link = await insert_link(conn)
     enricher = Enricher(SECRET, ())
-    partitions: dict[tuple[int, int], str] = {}
+    partitions = Partitions()
     first = [click(n, link, visitor=f"{n:024x}", ts_us=T0 + n) for n in range(1, 6)]
     assert await store_clicks(conn, [enricher.row(c) for c in first], partitions) == (5, 0, 0)
     # The same segment again with two clicks that were not in it, one a repeat of click 1.
@@ -117,11 +118,50 @@ async def test_a_partition_gets_statistics_once_the_flusher_first_writes_to_it(
     year_2031 = 1_930_000_000_000_000  # a month no job created ahead
     rows = [Enricher(SECRET, ()).row(click(n, link, visitor=f"{n:024x}", ts_us=year_2031 + n))
             for n in range(1, 4)]
-    partitions: dict[tuple[int, int], str] = {}
+    partitions = Partitions()
     await store_clicks(conn, rows, partitions)
-    (name,) = partitions.values()
+    (name,) = partitions.names.values()
     assert await owner_conn.fetchval(
         "SELECT reltuples FROM pg_class WHERE relname = $1", name) == 3
+
+
+async def test_a_partition_is_analyzed_again_whenever_it_doubled(
+    conn: asyncpg.Connection, owner_conn: asyncpg.Connection,
+) -> None:
+    """A month's first batch may be one click (just after midnight). Statistics of one row say
+    every column is unique, `program_id = $1` or `link_id = $1` one row: by 15,000-20,000 clicks
+    the visitor probe went through another index (the link's fingerprints here,
+    clicks_referrer_ts or the primary key in other shapes), every click of the link or program
+    in the hour for each click of a batch (9-14 s of PostgreSQL a batch). Analyzed again
+    whenever it doubled, the partition never looks to the planner like less than half of
+    itself, and the probe keeps its index."""
+    link = await insert_link(conn)
+    enricher = Enricher(SECRET, ())
+    year_2031 = 1_930_000_000_000_000  # a month no job created ahead
+
+    def batch(first: int, size: int) -> list[list[object]]:
+        # As wrk sends them: a new visitor each click, one address and device, 50 ms apart.
+        return [enricher.row(click(n, link, visitor=f"{n:024x}", ts_us=year_2031 + n * 50_000))
+                for n in range(first, first + size)]
+
+    partitions = Partitions()
+    await store_clicks(conn, batch(0, 1), partitions)
+    (name,) = partitions.names.values()
+    # Only the flusher analyzes it here (autovacuum would, within a minute, a real server).
+    await owner_conn.execute(f"ALTER TABLE {name} SET (autovacuum_enabled = false)")
+    stored = 1
+    for first in range(1, 25_001, 5000):
+        rows = batch(first, 5000)
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")  # as stored_duplicates
+            plan = [r[0] for r in await conn.fetch(
+                "EXPLAIN " + stored_duplicates_sql(name), *probe_arguments(rows))]
+        visitor_probe = plan[plan.index("  SubPlan 1") + 1]
+        assert "_program_id_visitor_id_ts_idx on" in visitor_probe, (stored, plan)
+        await store_clicks(conn, rows, partitions)
+        stored += len(rows)
+        assert await owner_conn.fetchval(
+            "SELECT reltuples FROM pg_class WHERE relname = $1", name) >= stored / 2
 
 
 def test_cached_enrichment_is_what_a_cold_enricher_gives(tmp_path: Path) -> None:

@@ -243,7 +243,7 @@ async def test_imported_clicks_are_stored_as_the_redirects_flusher_stores_them(
     """Every column of every imported click (worker processes: rows prepared there, lines read
     by orjson) equals what the flusher stores for the same clicks enriched one by one, edge
     cases included; a second import adds nothing; bad lines are named, none crashes it."""
-    from tracker.clicks.flusher import store_clicks
+    from tracker.clicks.flusher import Partitions, store_clicks
     from tracker.intake import queries
     from tracker.intake.importer import parse_click_line
 
@@ -297,7 +297,7 @@ async def test_imported_clicks_are_stored_as_the_redirects_flusher_stores_them(
                     links = await queries.link_ids(conn)
                     rows = [enricher.row(parse_click_line(t, links), source="import")
                             for t in lines]
-                    await store_clicks(conn, rows, {})
+                    await store_clicks(conn, rows, Partitions())
                 stored.append([tuple(r) for r in await conn.fetch(
                     f"SELECT {', '.join(COLUMNS)} FROM clicks ORDER BY ts, click_id")])
             finally:

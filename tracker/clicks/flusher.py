@@ -98,13 +98,12 @@ def mark_duplicates(rows: list[list[object]]) -> None:
 
 
 async def store_clicks(
-    conn: asyncpg.Connection, rows: list[list[object]],
-    partitions: dict[tuple[int, int], str],
+    conn: asyncpg.Connection, rows: list[list[object]], partitions: Partitions,
 ) -> tuple[int, int, int]:
     """Insert enriched click rows idempotently; returns (stored, bots, duplicates).
 
-    Used by the flusher and the importer. `partitions` caches the monthly partitions' names by
-    (year, month) across calls; missing partitions are created first. The rows are COPYed
+    Used by the flusher and the importer. `partitions` is what the process knows of the
+    monthly partitions across calls; missing partitions are created first. The rows are COPYed
     straight into their partitions; should one of them be stored already (a replay), that
     transaction fails on the primary key and the batch goes through the staging table instead,
     where ON CONFLICT DO NOTHING skips what is there.
@@ -113,20 +112,17 @@ async def store_clicks(
 
 
 async def store_prepared(
-    conn: asyncpg.Connection, ordered: list[list[object]],
-    partitions: dict[tuple[int, int], str],
+    conn: asyncpg.Connection, ordered: list[list[object]], partitions: Partitions,
 ) -> tuple[int, int, int]:
     """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers)."""
-    months = dict(partitions)
-    groups = await partition_groups(conn, ordered, months)
+    groups = await partitions.groups(conn, ordered)
     try:
         async with conn.transaction():
             await mark_stored_duplicates(conn, ordered, probe_table(ordered, groups))
             await copy_groups(conn, groups)
     except asyncpg.UniqueViolationError:
         return await _store_staged(conn, ordered)
-    await analyze_fresh(conn, groups, partitions)
-    partitions.update(months)
+    await partitions.wrote(conn, groups)
     bots = dups = 0
     for r in ordered:
         if r[_I_BOT]:
@@ -179,40 +175,64 @@ async def copy_groups(conn: asyncpg.Connection,
         await conn.copy_records_to_table(name, records=part, columns=COLUMNS)
 
 
-async def analyze_fresh(conn: asyncpg.Connection, groups: list[tuple[str, list[list[object]]]],
-                        partitions: dict[tuple[int, int], str]) -> None:
-    """ANALYZE the partitions just written to that this process had not written to before.
+class Partitions:
+    """The monthly partitions of `clicks` a process writes to (created when missing), and how
+    much each grew since its planner statistics were taken.
 
-    A partition this process had not written to yet may never have been analyzed (a new month,
-    a fresh database): without statistics the planner probes duplicates through the primary
-    key, every click of the program in the hour, until autovacuum comes by. `partitions` learns
-    a partition only once rows were copied into it and it was analyzed, so a failure in between
-    (the database going away) leaves it to be analyzed by the next batch."""
-    known = set(partitions.values())
-    if fresh := [name for name, _ in groups if name not in known]:
-        await queries.analyze(conn, fresh)
+    The planner reads a partition as its last ANALYZE saw it, scaled to its size. Taken at a
+    month's first batch, which may be the one click after midnight, those statistics say every
+    column is unique: `program_id = $1` looks like one row, so the duplicate probe of a visitor
+    may go through the primary key, `clicks_referrer_ts` or the link's fingerprints, and once
+    the partition holds 15,000-25,000 clicks that walks every click of the program or link in
+    the hour for each click of a batch (9-14 s of PostgreSQL a batch, until autovacuum analyzes
+    it again; tests/app/test_flusher_store.py shows the plan). So a partition is
+    analyzed when this process first writes to it, and again whenever the rows this process
+    wrote to it since reach what it held at its last ANALYZE (it doubled): about log2 of its
+    size in a month, each reading at most the 30,000 rows ANALYZE samples.
+    """
 
+    def __init__(self) -> None:
+        self.names: dict[tuple[int, int], str] = {}  # (year, month) -> partition
+        # partition -> (its rows at its last ANALYZE, rows this process wrote to it since);
+        # a partition is here only once it was analyzed after this process wrote to it.
+        self.growth: dict[str, tuple[float, int]] = {}
 
-async def partition_groups(
-    conn: asyncpg.Connection, ordered: list[list[object]], partitions: dict[tuple[int, int], str]
-) -> list[tuple[str, list[list[object]]]]:
-    """Time-ordered rows split by monthly partition (created if missing), in order: each
-    month's end found by bisection (a batch is one month but at its turn)."""
-    groups: list[tuple[str, list[list[object]]]] = []
-    start = 0
-    while start < len(ordered):
-        ts = ordered[start][_I_TS]
-        assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
-        month = (ts.year, ts.month)
-        name = partitions.get(month)
-        if name is None:
-            name = partitions[month] = await queries.ensure_partition(conn, ts)
-        # Partitions are months of UTC, as the rows' times are (Enricher.row).
-        following = datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC)
-        end = bisect.bisect_left(ordered, following, lo=start, key=_TIME)
-        groups.append((name, ordered[start:end]))
-        start = end
-    return groups
+    async def groups(self, conn: asyncpg.Connection, ordered: list[list[object]]
+                     ) -> list[tuple[str, list[list[object]]]]:
+        """Time-ordered rows split by monthly partition (created if missing), in order: each
+        month's end found by bisection (a batch is one month but at its turn)."""
+        groups: list[tuple[str, list[list[object]]]] = []
+        start = 0
+        while start < len(ordered):
+            ts = ordered[start][_I_TS]
+            assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
+            month = (ts.year, ts.month)
+            name = self.names.get(month)
+            if name is None:
+                name = self.names[month] = await queries.ensure_partition(conn, ts)
+            # Partitions are months of UTC, as the rows' times are (Enricher.row).
+            following = datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC)
+            end = bisect.bisect_left(ordered, following, lo=start, key=_TIME)
+            groups.append((name, ordered[start:end]))
+            start = end
+        return groups
+
+    async def wrote(self, conn: asyncpg.Connection,
+                    groups: list[tuple[str, list[list[object]]]]) -> None:
+        """Count the rows just committed to each partition, and ANALYZE those new to this
+        process or doubled since their last ANALYZE. Should that fail (the database going
+        away), they stay due and the next batch analyzes them."""
+        due = []
+        for name, part in groups:
+            rows, since = self.growth.get(name, (-1.0, 0))
+            since += len(part)
+            if rows < 0 or since >= max(rows, 1.0):
+                due.append(name)
+            if rows >= 0:
+                self.growth[name] = (rows, since)
+        if due:
+            self.growth.update((name, (rows, 0))
+                               for name, rows in (await queries.analyze(conn, due)).items())
 
 
 async def _store_staged(conn: asyncpg.Connection, ordered: list[list[object]]
@@ -242,7 +262,7 @@ class Flusher:
         self.interval_s = interval_ms / 1000
         self.max_clicks = max_clicks
         self._conn: asyncpg.Connection | None = None
-        self._partitions: dict[tuple[int, int], str] = {}
+        self._partitions = Partitions()
         self._task: asyncio.Task[None] | None = None
         self._backoff = 0.0
         self._backlog_checked = 0.0

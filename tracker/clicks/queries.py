@@ -198,10 +198,14 @@ async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]],
     visitor probe was seen to go through the primary key (every click of the program in the
     hour) for a batch or two, until autovacuum analyzed it again."""
     await conn.execute("SET LOCAL enable_seqscan = off")
-    found = await conn.fetch(stored_duplicates_sql(table),
-                             *([r[i] for r in rows] for i in _DUPLICATE_KEYS),
-                             [r[_TS].timestamp() for r in rows])  # type: ignore[attr-defined]
+    found = await conn.fetch(stored_duplicates_sql(table), *probe_arguments(rows))
     return [r[0] - 1 for r in found]
+
+
+def probe_arguments(rows: list[list[object]]) -> list[list[object]]:
+    """stored_duplicates_sql's parameters for these rows."""
+    return [*([r[i] for r in rows] for i in _DUPLICATE_KEYS),
+            [r[_TS].timestamp() for r in rows]]  # type: ignore[attr-defined]
 
 
 _SIGNALS_SQL = f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
@@ -215,10 +219,16 @@ async def ensure_partition(conn: asyncpg.Connection, ts: datetime) -> str:
     return name
 
 
-async def analyze(conn: asyncpg.Connection, partitions: list[str]) -> None:
+async def analyze(conn: asyncpg.Connection, partitions: list[str]) -> dict[str, float]:
     """Refresh the planner's statistics of these click partitions (ANALYZE needs the owner:
-    the application asks it through refguard_analyze)."""
+    the application asks it through refguard_analyze); returns the rows each holds, as the
+    ANALYZE estimated them."""
     await conn.execute("SELECT refguard_analyze(VARIADIC $1::text[])", partitions)
+    rows = await conn.fetch(
+        """SELECT relname::text, reltuples::float8 FROM pg_class
+           WHERE relname = ANY($1::text[]) AND relnamespace = current_schema()::regnamespace""",
+        partitions)
+    return {name: max(tuples, 0.0) for name, tuples in rows}
 
 
 async def store_signals(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:

@@ -33,7 +33,7 @@ import asyncpg
 import orjson
 
 from tracker.clicks.enrich import MAX_QUERY, Enricher
-from tracker.clicks.flusher import prepare_rows, store_prepared
+from tracker.clicks.flusher import Partitions, prepare_rows, store_prepared
 from tracker.clicks.journal import RawClick
 from tracker.collector import FEW_COLLECTIONS, few_collections
 from tracker.identity import email_hash
@@ -295,7 +295,7 @@ async def _load_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher,
     links = await queries.link_ids(conn)
     enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
     result = ImportResult()
-    months: dict[tuple[int, int], str] = {}
+    months = Partitions()
     storing: asyncio.Task[tuple[int, int, int]] | None = None
     queued = 0
     done = 0  # bytes of the file read
