@@ -17,7 +17,8 @@ PostgreSQL backend's CPU (/proc/<pid>/stat of the connection's server process) r
             in the transaction of the COPY that follows
   copy      the COPY into the month's partition and the commit (index maintenance included)
   analyze   the ANALYZE of the month's partition after its first batch and whenever it doubled
-            since (flusher.Partitions): log2 of a month's clicks, so not in the totals
+            since, until one saw 10,000 rows (flusher.Partitions): a few a month and process,
+            so not in the totals
   no index  the same COPY into a plain table without indexes: copy minus this is what the
             indexes of `clicks` cost
   replay    the whole store_clicks again for the same rows: the conflict path (staging table,
@@ -210,8 +211,8 @@ def report(results: list[dict[str, Any]]) -> list[str]:
             + " ".join(f"{us[s]['flusher']:>6.1f} / {us[s]['postgres']:>5.1f}" for s in STAGES)
             + f" {r['flusher_us']:>6.1f} / {r['postgres_us']:>5.1f} {r['index_us']:>8.1f}"
             f" {r['throughput'] or 0:>9,}")
-    lines.append("  (total: read to copy, the normal path, without analyze (log2 of a month's "
-                 "clicks); indexes: copy minus no index, in PostgreSQL; clicks/s: one flusher, "
+    lines.append("  (total: read to copy, the normal path, without analyze (a few a month); "
+                 "indexes: copy minus no index, in PostgreSQL; clicks/s: one flusher, "
                  "wall time of read to commit)")
     return lines
 
