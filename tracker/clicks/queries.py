@@ -193,10 +193,10 @@ async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]],
     Runs in the caller's transaction (the one that then COPYs the rows), with sequential scans
     off until it ends: statistics taken when the partition was small (a new month, or just
     before an outage whose backlog then arrives at once) make a scan of the partition per row
-    look cheap, and the batch then takes minutes. That does not pin the index, though: with a
-    month's partition analyzed at its first 5,000 clicks and grown to 15,000-25,000, the
-    visitor probe was seen to go through the primary key (every click of the program in the
-    hour) for a batch or two, until autovacuum analyzed it again."""
+    look cheap, and the batch then takes minutes. That does not pin the index, though: with
+    statistics of a partition's first click, grown to 15,000-25,000, the visitor probe went
+    through another index (every click of the program or link in the hour), which
+    flusher.Partitions prevents by analyzing a partition again when it doubled."""
     await conn.execute("SET LOCAL enable_seqscan = off")
     found = await conn.fetch(stored_duplicates_sql(table), *probe_arguments(rows))
     return [r[0] - 1 for r in found]
