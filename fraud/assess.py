@@ -47,6 +47,7 @@ from fraud.signals import (
     amount_shares,
     conversion_reasons,
     features,
+    own_browser_reasons,
     purchases_by_customer,
     referrer_findings,
     shared_cookie_reasons,
@@ -166,6 +167,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     per_referrer = referrer_findings(conversions, context)
     per_device = shared_device_reasons(conversions)
     per_cookie = shared_cookie_reasons(conversions)
+    own_browser = own_browser_reasons(conversions, referrers, holders or {})
     pooled = pool_cookie_reasons(conversions, rings)
     sleepers = sleeper_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
@@ -176,7 +178,8 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     for conv, row, opinion in zip(wanted, rows, opinions, strict=True):
         extra = population_reasons(conv, per_referrer, carried, mixtures)
         extra += [r for r in (per_device.get(conv.conversion_id),
-                              per_cookie.get(conv.conversion_id), pooled.get(conv.conversion_id),
+                              per_cookie.get(conv.conversion_id),
+                              own_browser.get(conv.conversion_id), pooled.get(conv.conversion_id),
                               sleepers.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out

@@ -212,15 +212,8 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
     program's customers use it (a header fingerprint: medium evidence, weighted by rarity; a
     popular phone model says nothing). On the referrer's own address (not a gateway) too, it
     is the referrer's device; elsewhere, it must be twice as rare (RARE_AGENT / 2)."""
-    total = holders.get(("agents", ""), 0)
-    if not total or not conv.agents or not ref.agents:
-        return None
-    mine = {a for a, _ip in conv.agents}
     best: tuple[float, str, bool] | None = None
-    for agent in mine & {a for a, _ip in ref.agents}:
-        share = max(holders.get(("agent", agent), 2), 2) / total
-        home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
-                   for a, ip in conv.agents if a == agent)
+    for share, agent, home in _referrer_browsers(conv, ref, holders):
         # Away from the referrer's address the browser is all the evidence: twice as rare.
         if share > (RARE_AGENT if home else RARE_AGENT / 2):
             continue
@@ -234,6 +227,79 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
         "same_device", f"identity: the referee used referrer {ref.external_id}'s own browser"
         f"{where}, one only {share:.1%} of the program's customers use",
         round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
+
+
+def _referrer_browsers(conv: ConversionFacts, ref: ReferrerFacts,
+                       holders: Mapping[tuple[str, str], int]
+                       ) -> list[tuple[float, str, bool]]:
+    """The referrer's own browsers (User-Agents their purchases were reported with) that the
+    referee used too: (share of the program's customers who use it, User-Agent, whether the
+    referee used it on an address the referrer used it on that is not a gateway)."""
+    total = holders.get(("agents", ""), 0)
+    if not total or not conv.agents or not ref.agents:
+        return []
+    out = []
+    for agent in {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}:
+        share = max(holders.get(("agent", agent), 2), 2) / total
+        home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
+                   for a, ip in conv.agents if a == agent)
+        out.append((share, agent, home))
+    return out
+
+
+def own_browser_reasons(conversions: Sequence[ConversionFacts],
+                        referrers: Mapping[str, ReferrerFacts],
+                        holders: Mapping[tuple[str, str], int]) -> dict[int, Reason]:
+    """Two or more new accounts, each on the referrer's own browser (the very User-Agent the
+    referrer's purchases came from) at the referrer's own address (not a gateway): the
+    referrer making accounts on their own device (a private window, cookies cleared), where
+    one such account alone may be a housemate who owns the same phone.
+
+    A housemate's phone is the referrer's exact browser by chance about as often as the
+    program's customers use that browser (its share), so each further account on it divides
+    that chance by its own share again: the accounts together are held when the product of
+    their shares is as small as one account's on a browser RARE_AGENT of the program uses
+    (the rarity _same_device holds one account at). Counted are accounts with no history of
+    their own (one purchase at most): a housemate who comes back to buy again is a customer,
+    whatever phone they share. Identity evidence for review (not strong: a large family with
+    identical phones, or an office's managed computers behind a small address, can show it)."""
+    if not holders.get(("agents", ""), 0):
+        return {}
+    spent = purchases_by_customer(conversions)
+    # (referrer, customer) -> the rarest of the referrer's browsers the customer used at home
+    rarest: dict[tuple[str, str], float] = {}
+    for conv in conversions:
+        if len(spent.get(conv.customer, ())) > 1:
+            continue
+        for ref_id in conv.referrers:
+            ref = referrers.get(ref_id)
+            if ref is None or ref.external_id == conv.customer:
+                continue
+            shares = [s for s, _agent, home in _referrer_browsers(conv, ref, holders) if home]
+            if shares:
+                key = (ref_id, conv.customer)
+                rarest[key] = min(rarest.get(key, 1.0), *shares)
+    accounts: dict[str, dict[str, float]] = defaultdict(dict)
+    for (ref_id, customer), share in rarest.items():
+        accounts[ref_id][customer] = share
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        for ref_id in conv.referrers:
+            group = accounts.get(ref_id, {})
+            if conv.customer not in group or len(group) < 2:
+                continue
+            chance = math.prod(group.values())
+            if chance > RARE_AGENT:
+                continue
+            out[conv.conversion_id] = Reason(
+                "own_browser_accounts",
+                f"identity: {len(group)} new accounts referred by {ref_id} used {ref_id}'s own "
+                f"browser on {ref_id}'s own address; that many housemates with exactly that "
+                f"browser is a chance of {chance:.2%} (as rare as one account on a browser "
+                f"{RARE_AGENT:.0%} of the program's customers use)",
+                len(group), "one account per browser", 0.8, "identity")
+            break
+    return out
 
 
 def _rarity(column: tuple[str, str], holders: Mapping[tuple[str, str], int]) -> float:

@@ -1,8 +1,9 @@
 """Identity and network evidence, and rings (issue 13), each mechanism against its look-alike at
 several parameter draws: a household lease seen from the referrer's own browser, the referrer's
-own rare browser, one browser cookie behind several accounts of one referrer, a device farm on
-carrier addresses, a ring that changes address for every account; families (and their shared
-tablet), offices, campuses, VPN users, a public terminal."""
+own rare browser, new accounts on the referrer's own browser at home, one browser cookie behind
+several accounts of one referrer, a device farm on carrier addresses, a ring that changes
+address for every account; families (and their shared tablet), offices, campuses, VPN users,
+a public terminal."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fraud.signals import (
     ConversionFacts,
     ProgramContext,
     ReferrerFacts,
+    own_browser_reasons,
     referrer_findings,
     shared_cookie_reasons,
     shared_device_reasons,
@@ -374,3 +376,56 @@ def test_a_popular_referrers_friends_in_households_of_their_own_stay_apart(draw:
         people = {p for _k, p in ring.accounts}
         assert sum(1 for home in households if home & people) <= 1, people
         assert ring.score < DECISIVE
+
+
+@pytest.mark.parametrize("draw", range(5))
+def test_new_accounts_on_the_referrers_own_browser_at_home_and_a_family(draw: int) -> None:
+    """The referrer makes two or three accounts on their own phone at home (a private window:
+    a new cookie each time), on a browser too popular for one account to tell (a housemate may
+    own the same phone). Each further account on it divides the chance of a housemate by the
+    browser's share again: held for review, never rejected on it. A family of two identical
+    phones (the referrer's partner, one account), a housemate who came back to buy again, and
+    colleagues behind an office gateway are not held."""
+    rng = random.Random(70 + draw)
+    customers = rng.randint(500, 3000)
+    share = rng.uniform(0.02, 0.09)  # above RARE_AGENT: one account alone says nothing
+    phone = rng.choice(PHONES)
+    home = f"81.4.{draw}.{rng.randint(2, 200)}"
+    ref = ReferrerFacts("alice", agents=frozenset({(phone, home)}))
+    holders = program(customers, **{phone: int(customers * share)})
+    holders[("visitors", home)] = rng.randint(1, 4)
+    start = rng.uniform(0, 1e6)
+
+    def account(k: int, who: str, at: float, amount: int = 1000,
+                ip: str = home) -> ConversionFacts:
+        return ConversionFacts(k, who, at, ("alice",), agents=frozenset({(phone, ip)}),
+                               ips=frozenset({ip}), visitors=frozenset({f"v-{who}"}),
+                               amount=amount)
+
+    made = [account(k, f"acct{k}", start + rng.uniform(1, 40) * 86400)
+            for k in range(rng.randint(2, 3))]
+    found = own_browser_reasons(made, {"alice": ref}, holders)
+    assert sorted(found) == [c.conversion_id for c in made]
+    for conv in made:
+        reason = found[conv.conversion_id]
+        assert reason.code == "own_browser_accounts" and reason.family == "identity"
+        assert not reason.strong and reason.value == len(made)
+        scored = assess(conv, {"alice": ref}, extra=[reason], holders=holders)
+        assert DECISIVE <= scored.score <= FLAG_CAP  # held for review, not rejected
+    # A family: the partner's phone is the referrer's model, on the same home address.
+    partner = account(10, "dora", start)
+    assert own_browser_reasons([partner], {"alice": ref}, holders) == {}
+    family = assess(partner, {"alice": ref}, holders=holders)
+    assert family.score < DECISIVE
+    # ... and a housemate with the same phone who came back to buy again has a life of their
+    # own: with the partner, still one new account.
+    again = [account(11, "eric", start + 5e5), account(12, "eric", start + 9e5, 2500)]
+    assert own_browser_reasons([partner, *again], {"alice": ref}, holders) == {}
+    # A browser too common for the accounts together (two on one a quarter of the program
+    # uses is a one in sixteen chance of a family with that phone).
+    popular = program(customers, **{phone: customers // 4}) | {("visitors", home): 2}
+    assert own_browser_reasons(made[:2], {"alice": ref}, popular) == {}
+    # An office's address (many visitors' cookies over time): colleagues on its standard
+    # computer are not the referrer.
+    office = holders | {("visitors", home): rng.randint(8, 60)}
+    assert own_browser_reasons(made, {"alice": ref}, office) == {}
