@@ -250,24 +250,25 @@ def _referrer_browsers(conv: ConversionFacts, ref: ReferrerFacts,
 def own_browser_reasons(conversions: Sequence[ConversionFacts],
                         referrers: Mapping[str, ReferrerFacts],
                         holders: Mapping[tuple[str, str], int]) -> dict[int, Reason]:
-    """Two or more new accounts, each on the referrer's own browser (the very User-Agent the
+    """Two or more new accounts on one of the referrer's own browsers (the very User-Agent the
     referrer's purchases came from) at the referrer's own address (not a gateway): the
     referrer making accounts on their own device (a private window, cookies cleared), where
     one such account alone may be a housemate who owns the same phone.
 
     A housemate's phone is the referrer's exact browser by chance about as often as the
-    program's customers use that browser (its share), so each further account on it divides
-    that chance by its own share again: the accounts together are held when the product of
-    their shares is as small as one account's on a browser RARE_AGENT of the program uses
-    (the rarity _same_device holds one account at). Counted are accounts with no history of
-    their own (one purchase at most): a housemate who comes back to buy again is a customer,
-    whatever phone they share. Identity evidence for review (not strong: a large family with
-    identical phones, or an office's managed computers behind a small address, can show it)."""
+    program's customers use that browser (its share), so k accounts on it are all housemates
+    with a chance of the share to the k-th: they are held together when that is as small as
+    one account's chance on a browser RARE_AGENT of the program uses (the rarity _same_device
+    holds one account at). Accounts on different browsers of the referrer do not add up: a
+    family's popular phone is as likely beside the referrer's own odd one as without it.
+    Counted are accounts with no history of their own (one purchase at most): a housemate who
+    comes back to buy again is a customer, whatever phone they share. Identity evidence for
+    review (not strong: a large family on identical phones can show it too)."""
     if not holders.get(("agents", ""), 0):
         return {}
     spent = purchases_by_customer(conversions)
-    # (referrer, customer) -> the rarest of the referrer's browsers the customer used at home
-    rarest: dict[tuple[str, str], float] = {}
+    share_of: dict[str, float] = {}
+    on_browser: dict[tuple[str, str], set[str]] = defaultdict(set)  # (referrer, agent)
     for conv in conversions:
         if len(spent.get(conv.customer, ())) > 1:
             continue
@@ -275,30 +276,26 @@ def own_browser_reasons(conversions: Sequence[ConversionFacts],
             ref = referrers.get(ref_id)
             if ref is None or ref.external_id == conv.customer:
                 continue
-            shares = [s for s, _agent, home in _referrer_browsers(conv, ref, holders) if home]
-            if shares:
-                key = (ref_id, conv.customer)
-                rarest[key] = min(rarest.get(key, 1.0), *shares)
-    accounts: dict[str, dict[str, float]] = defaultdict(dict)
-    for (ref_id, customer), share in rarest.items():
-        accounts[ref_id][customer] = share
+            for share, agent, home in _referrer_browsers(conv, ref, holders):
+                if home:
+                    share_of[agent] = share
+                    on_browser[(ref_id, agent)].add(conv.customer)
     out: dict[int, Reason] = {}
     for conv in conversions:
-        for ref_id in conv.referrers:
-            group = accounts.get(ref_id, {})
-            if conv.customer not in group or len(group) < 2:
-                continue
-            chance = math.prod(group.values())
-            if chance > RARE_AGENT:
-                continue
-            out[conv.conversion_id] = Reason(
-                "own_browser_accounts",
-                f"identity: {len(group)} new accounts referred by {ref_id} used {ref_id}'s own "
-                f"browser on {ref_id}'s own address; that many housemates with exactly that "
-                f"browser is a chance of {chance:.2%} (as rare as one account on a browser "
-                f"{RARE_AGENT:.0%} of the program's customers use)",
-                len(group), "one account per browser", 0.8, "identity")
-            break
+        found = [(share_of[agent] ** len(people), len(people), ref_id)
+                 for (ref_id, agent), people in on_browser.items()
+                 if ref_id in conv.referrers and conv.customer in people and len(people) >= 2]
+        if not found:
+            continue
+        chance, k, ref_id = min(found)
+        if chance > RARE_AGENT:
+            continue
+        out[conv.conversion_id] = Reason(
+            "own_browser_accounts",
+            f"identity: {k} new accounts referred by {ref_id} used {ref_id}'s own browser on "
+            f"{ref_id}'s own address; that many housemates with exactly that browser is a "
+            f"chance of {chance:.2%} (as rare as one account on a browser {RARE_AGENT:.0%} of "
+            "the program's customers use)", k, "one account per browser", 0.8, "identity")
     return out
 
 

@@ -421,6 +421,15 @@ def test_new_accounts_on_the_referrers_own_browser_at_home_and_a_family(draw: in
     # own: with the partner, still one new account.
     again = [account(11, "eric", start + 5e5), account(12, "eric", start + 9e5, 2500)]
     assert own_browser_reasons([partner, *again], {"alice": ref}, holders) == {}
+    # The referrer's own odd phone, used by one "new" account, beside the partner's popular
+    # one: accounts on different browsers do not add up, the partner stays a family.
+    odd = rng.choice([p for p in PHONES if p != phone])
+    both = ReferrerFacts("alice", agents=frozenset({(phone, home), (odd, home)}))
+    oddly = ConversionFacts(13, "fay", start, ("alice",), agents=frozenset({(odd, home)}),
+                            ips=frozenset({home}), amount=1000)
+    mixed = own_browser_reasons([partner, oddly], {"alice": both},
+                                holders | {("agent", odd): 2})
+    assert mixed == {}
     # A browser too common for the accounts together (two on one a quarter of the program
     # uses is a one in sixteen chance of a family with that phone).
     popular = program(customers, **{phone: customers // 4}) | {("visitors", home): 2}
