@@ -13,7 +13,8 @@ reasons come in one order:
    probability that it is one of the referrer's anomalous conversions rather than a genuine
    referral that looks alike by chance (referrer_mixtures, anomalous_probability);
 4. a device several of the same referrer's referees use (fraud.signals.shared_device_reasons);
-   a browser cookie behind two or more of them (fraud.signals.shared_cookie_reasons);
+   a browser cookie behind two or more of them (fraud.signals.shared_cookie_reasons); new
+   accounts on the referrer's own browser at home (fraud.signals.own_browser_reasons);
 5. the finance model's probability that finance would reject it (fraud.supervised).
 
 Each reason belongs to one family of evidence (FAMILIES). Reasons of one family are
