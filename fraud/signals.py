@@ -280,11 +280,15 @@ def own_browser_reasons(conversions: Sequence[ConversionFacts],
                 if home:
                     share_of[agent] = share
                     on_browser[(ref_id, agent)].add(conv.customer)
+    # customer -> (chance all are housemates, accounts, referrer) of each group it is in
+    groups: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for (ref_id, agent), people in on_browser.items():
+        if len(people) >= 2:
+            for customer in people:
+                groups[customer].append((share_of[agent] ** len(people), len(people), ref_id))
     out: dict[int, Reason] = {}
     for conv in conversions:
-        found = [(share_of[agent] ** len(people), len(people), ref_id)
-                 for (ref_id, agent), people in on_browser.items()
-                 if ref_id in conv.referrers and conv.customer in people and len(people) >= 2]
+        found = [g for g in groups.get(conv.customer, ()) if g[2] in conv.referrers]
         if not found:
             continue
         chance, k, ref_id = min(found)
