@@ -69,7 +69,8 @@ class ClickFacts:
     source: str | None = None  # the Referer's host: the site the visit came from
     agent: str | None = None  # the User-Agent as sent
     # Other visitors' clicks on the same referrer's link from the same IP within LEASE_SECONDS
-    # before this one: (unix seconds, visitor, User-Agent). Where a household lease starts.
+    # before this one: (unix seconds, visitor, User-Agent), the visitor None where its cookie
+    # is tied to no customer. Where a household lease starts.
     before: tuple[tuple[float, str | None, str | None], ...] = ()
 
 
@@ -186,9 +187,12 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
     """Seconds from the referrer's own visit to their link to the referee's first visit from
     the same address, on a device and cookie the referrer never used; None if no such lease.
 
-    The referrer's own visit: one of their cookies, or (where the visit's cookie is tied to
-    nobody) the very browser the referrer's own purchases were reported from. Not on a
-    gateway address, where strangers click the same link minutes apart."""
+    The referrer's own visit: one of their cookies, the very browser the referrer's own
+    purchases were reported from, or, on an address the referrer's own purchases or visits
+    came from (their home), a browser tied to no customer at all (the referrer on a browser
+    they never bought with: nobody else at home opens the referrer's link without becoming a
+    customer minutes before a new device there buys through it). Not on a gateway address,
+    where strangers click the same link minutes apart."""
     first = next((t for t in conv.touches if t.referrer == ref.external_id), None)
     if first is None or first.ip is None or _gateway(first.ip, holders or {}):
         return None
@@ -199,10 +203,12 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
         return None
     gaps = [first.at - at for at, ip in ref.own_clicks
             if ip == first.ip and 0 <= first.at - at <= LEASE_SECONDS]
+    home = first.ip in ref.ips or any(ip == first.ip for _a, ip in ref.agents)
     gaps += [first.at - at for at, visitor, agent in first.before
              if 0 <= first.at - at <= LEASE_SECONDS and (
                  (visitor is not None and visitor in ref.visitors)
-                 or (agent is not None and agent in ref_agents))]
+                 or (agent is not None and agent in ref_agents)
+                 or (visitor is None and home))]
     return min(gaps) if gaps else None
 
 

@@ -28,6 +28,7 @@ from fraud.signals import (
 PHONES = [f"Mozilla/5.0 (Linux; Android {v}; {m}) Chrome/1{v}0" for v in range(8, 16)
           for m in ("SM-A155F", "Pixel 7", "CPH2127", "moto g", "Redmi 9", "LM-X420")]
 COMMON = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Safari/604.1"
+DESKTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0"
 
 
 def touch(at: float, **kw: object) -> ClickFacts:
@@ -69,6 +70,39 @@ def test_a_household_lease_seen_from_the_referrers_own_browser(draw: int) -> Non
         touch(10_000.0 + gap, ip=home, agent=own, before=((10_000.0, "v-unlinked", own),)),))
     assert all(r.code != "household_lease" for r in assess(same, {"alice": ref},
                                                            holders=holders).reasons)
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_household_lease_from_a_browser_tied_to_nobody_at_the_referrers_home(draw: int
+                                                                              ) -> None:
+    """The referrer opens their link at home on a browser they never bought with (its cookie
+    tied to no customer); minutes later a new device there buys through it: a lease. The same
+    visit from an address the referrer was never seen on, from a gateway, or by a browser that
+    is another customer's, is no lease."""
+    rng = random.Random(20 + draw)
+    home = f"81.5.{draw}.{rng.randint(2, 200)}"
+    gap = rng.uniform(60, 3000)
+    ref = ReferrerFacts("alice", ips=frozenset({home}),
+                        agents=frozenset({(rng.choice(PHONES), home)}))
+    laptop = DESKTOP_UA.format(v=rng.randint(120, 150))
+
+    def referee(visitor: str | None, ip: str = home) -> ConversionFacts:
+        return ConversionFacts(1, "bob", 10_000.0 + gap + 300, ("alice",), touches=(
+            touch(10_000.0 + gap, ip=ip, agent=COMMON,
+                  before=((10_000.0, visitor, laptop),)),), ips=frozenset({ip}))
+
+    holders = {("visitors", home): rng.randint(2, 4)}
+    found = assess(referee(None), {"alice": ref}, holders=holders)
+    assert [r.code for r in found.reasons] == ["household_lease"]
+    assert DECISIVE <= found.score <= FLAG_CAP  # for review, never rejected on it
+    elsewhere = f"90.9.{draw}.1"
+    assert assess(referee(None, elsewhere), {"alice": ref},
+                  holders={("visitors", elsewhere): 2}).score < DECISIVE
+    gateway = {("visitors", home): rng.randint(12, 80)}
+    assert assess(referee(None), {"alice": ref}, holders=gateway).score < DECISIVE
+    # A visit by another customer's browser (a housemate who bought too) is theirs.
+    assert all(r.code != "household_lease" for r in assess(
+        referee("v-dora"), {"alice": ref}, holders=holders).reasons)
 
 
 @pytest.mark.parametrize("draw", range(4))
