@@ -171,3 +171,39 @@ async def test_new_accounts_on_the_referrers_own_phone_held_a_family_of_two_phon
     held = {m["id"] for f in (await flags.json())["items"] for m in f["members"]
             if m["type"] == "customer"}
     assert held == {customer for _e, customer, _c in made}
+
+
+@pytest.mark.parametrize("draw", [0, 1])
+async def test_a_lease_from_a_browser_tied_to_nobody_at_the_referrers_home(
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application], draw: int,
+) -> None:
+    """Gina opens her link at home on a laptop she never bought with; minutes later a new
+    tablet there buys through it: a household lease, held for review. Hank's friend opens his
+    link on a laptop at her own home (an address Hank was never seen on) and her flatmate buys
+    there on a tablet: no lease."""
+    rng = random.Random(50 + draw)
+    client = proxied_client
+    shop = Shop(client, tokens)
+    phone = f"Mozilla/5.0 (Linux; Android 1{draw}; K) Chrome/15{draw}.0.0.0 Mobile"
+    tablet = "Mozilla/5.0 (iPad; CPU OS 18_6 like Mac OS X) Version/26.1 Safari/604.1"
+    gina_home, friend_home = f"84.{draw}.{rng.randint(1, 200)}.7", f"85.{draw}.3.9"
+    await make_link(client, tokens, referrer="gina", code="gina")
+    await make_link(client, tokens, referrer="hank", code="hank")
+    for i in range(60):
+        await shop.convert(f"own-{i}", f"shopper{i}", f"100.{i % 7}.{i}.1",
+                           DESKTOP.format(v=120 + i % 9))
+    await shop.convert("gina-1", "gina", gina_home, phone)
+    await shop.convert("hank-1", "hank", f"86.{draw}.1.1", phone)
+    await shop.visit("gina", gina_home, DESKTOP.format(v=140))
+    lease = await shop.visit("gina", gina_home, tablet)
+    await shop.visit("hank", friend_home, DESKTOP.format(v=141))
+    flatmate = await shop.visit("hank", friend_home, tablet)
+    await shop.paced(conn, rng)
+    await shop.convert("order-lease", "ivy", gina_home, tablet, lease)
+    await shop.convert("order-flatmate", "jo", friend_home, tablet, flatmate)
+    await attribute_pending(conn)
+    await scan(conn)
+    risk, codes = await risks(conn)
+    assert 0.5 <= risk["order-lease"] < 0.9 and "household_lease" in codes["order-lease"]
+    assert risk["order-flatmate"] < 0.5, codes["order-flatmate"]
