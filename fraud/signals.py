@@ -69,7 +69,8 @@ class ClickFacts:
     source: str | None = None  # the Referer's host: the site the visit came from
     agent: str | None = None  # the User-Agent as sent
     # Other visitors' clicks on the same referrer's link from the same IP within LEASE_SECONDS
-    # before this one: (unix seconds, visitor, User-Agent). Where a household lease starts.
+    # before this one: (unix seconds, visitor, User-Agent), the visitor None where its cookie
+    # is tied to no customer. Where a household lease starts.
     before: tuple[tuple[float, str | None, str | None], ...] = ()
 
 
@@ -186,9 +187,12 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
     """Seconds from the referrer's own visit to their link to the referee's first visit from
     the same address, on a device and cookie the referrer never used; None if no such lease.
 
-    The referrer's own visit: one of their cookies, or (where the visit's cookie is tied to
-    nobody) the very browser the referrer's own purchases were reported from. Not on a
-    gateway address, where strangers click the same link minutes apart."""
+    The referrer's own visit: one of their cookies, the very browser the referrer's own
+    purchases were reported from, or, on an address the referrer's own purchases or visits
+    came from (their home), a browser tied to no customer at all (the referrer on a browser
+    they never bought with: nobody else at home opens the referrer's link without becoming a
+    customer minutes before a new device there buys through it). Not on a gateway address,
+    where strangers click the same link minutes apart."""
     first = next((t for t in conv.touches if t.referrer == ref.external_id), None)
     if first is None or first.ip is None or _gateway(first.ip, holders or {}):
         return None
@@ -199,10 +203,12 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
         return None
     gaps = [first.at - at for at, ip in ref.own_clicks
             if ip == first.ip and 0 <= first.at - at <= LEASE_SECONDS]
+    home = first.ip in ref.ips or any(ip == first.ip for _a, ip in ref.agents)
     gaps += [first.at - at for at, visitor, agent in first.before
              if 0 <= first.at - at <= LEASE_SECONDS and (
                  (visitor is not None and visitor in ref.visitors)
-                 or (agent is not None and agent in ref_agents))]
+                 or (agent is not None and agent in ref_agents)
+                 or (visitor is None and home))]
     return min(gaps) if gaps else None
 
 
@@ -212,15 +218,8 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
     program's customers use it (a header fingerprint: medium evidence, weighted by rarity; a
     popular phone model says nothing). On the referrer's own address (not a gateway) too, it
     is the referrer's device; elsewhere, it must be twice as rare (RARE_AGENT / 2)."""
-    total = holders.get(("agents", ""), 0)
-    if not total or not conv.agents or not ref.agents:
-        return None
-    mine = {a for a, _ip in conv.agents}
     best: tuple[float, str, bool] | None = None
-    for agent in mine & {a for a, _ip in ref.agents}:
-        share = max(holders.get(("agent", agent), 2), 2) / total
-        home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
-                   for a, ip in conv.agents if a == agent)
+    for share, agent, home in _referrer_browsers(conv, ref, holders):
         # Away from the referrer's address the browser is all the evidence: twice as rare.
         if share > (RARE_AGENT if home else RARE_AGENT / 2):
             continue
@@ -234,6 +233,80 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
         "same_device", f"identity: the referee used referrer {ref.external_id}'s own browser"
         f"{where}, one only {share:.1%} of the program's customers use",
         round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
+
+
+def _referrer_browsers(conv: ConversionFacts, ref: ReferrerFacts,
+                       holders: Mapping[tuple[str, str], int]
+                       ) -> list[tuple[float, str, bool]]:
+    """The referrer's own browsers (User-Agents their purchases were reported with) that the
+    referee used too: (share of the program's customers who use it, User-Agent, whether the
+    referee used it on an address the referrer used it on that is not a gateway)."""
+    total = holders.get(("agents", ""), 0)
+    if not total or not conv.agents or not ref.agents:
+        return []
+    out = []
+    for agent in {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}:
+        share = max(holders.get(("agent", agent), 2), 2) / total
+        home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
+                   for a, ip in conv.agents if a == agent)
+        out.append((share, agent, home))
+    return out
+
+
+def own_browser_reasons(conversions: Sequence[ConversionFacts],
+                        referrers: Mapping[str, ReferrerFacts],
+                        holders: Mapping[tuple[str, str], int]) -> dict[int, Reason]:
+    """Two or more new accounts on one of the referrer's own browsers (the very User-Agent the
+    referrer's purchases came from) at the referrer's own address (not a gateway): the
+    referrer making accounts on their own device (a private window, cookies cleared), where
+    one such account alone may be a housemate who owns the same phone.
+
+    A housemate's phone is the referrer's exact browser by chance about as often as the
+    program's customers use that browser (its share), so k accounts on it are all housemates
+    with a chance of the share to the k-th: they are held together when that is as small as
+    one account's chance on a browser RARE_AGENT of the program uses (the rarity _same_device
+    holds one account at). Accounts on different browsers of the referrer do not add up: a
+    family's popular phone is as likely beside the referrer's own odd one as without it.
+    Counted are accounts with no history of their own (one purchase at most): a housemate who
+    comes back to buy again is a customer, whatever phone they share. Identity evidence for
+    review (not strong: a large family on identical phones can show it too)."""
+    if not holders.get(("agents", ""), 0):
+        return {}
+    spent = purchases_by_customer(conversions)
+    share_of: dict[str, float] = {}
+    on_browser: dict[tuple[str, str], set[str]] = defaultdict(set)  # (referrer, agent)
+    for conv in conversions:
+        if len(spent.get(conv.customer, ())) > 1:
+            continue
+        for ref_id in conv.referrers:
+            ref = referrers.get(ref_id)
+            if ref is None or ref.external_id == conv.customer:
+                continue
+            for share, agent, home in _referrer_browsers(conv, ref, holders):
+                if home:
+                    share_of[agent] = share
+                    on_browser[(ref_id, agent)].add(conv.customer)
+    # customer -> (chance all are housemates, accounts, referrer) of each group it is in
+    groups: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for (ref_id, agent), people in on_browser.items():
+        if len(people) >= 2:
+            for customer in people:
+                groups[customer].append((share_of[agent] ** len(people), len(people), ref_id))
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        found = [g for g in groups.get(conv.customer, ()) if g[2] in conv.referrers]
+        if not found:
+            continue
+        chance, k, ref_id = min(found)
+        if chance > RARE_AGENT:
+            continue
+        out[conv.conversion_id] = Reason(
+            "own_browser_accounts",
+            f"identity: {k} new accounts referred by {ref_id} used {ref_id}'s own browser on "
+            f"{ref_id}'s own address; that many housemates with exactly that browser is a "
+            f"chance of {chance:.2%} (as rare as one account on a browser {RARE_AGENT:.0%} of "
+            "the program's customers use)", k, "one account per browser", 0.8, "identity")
+    return out
 
 
 def _rarity(column: tuple[str, str], holders: Mapping[tuple[str, str], int]) -> float:

@@ -29,6 +29,11 @@ PROVIDERS = (
     "o2.pl", "interia.pl", "seznam.cz", "btinternet.com", "virginmedia.com", "bigpond.com",
     "rogers.com", "sympatico.ca", "uol.com.br", "bol.com.br", "terra.com.br",
     "rediffmail.com", "ymail.com", "rocketmail.com", "fastmail.com", "tutanota.com",
+    # The large providers' national domains, and the big broadband providers' mail
+    "outlook.de", "outlook.fr", "outlook.es", "outlook.it", "hotmail.de", "hotmail.it",
+    "hotmail.es", "live.co.uk", "live.fr", "yahoo.de", "yahoo.es", "yahoo.it", "yahoo.ca",
+    "yahoo.com.au", "sky.com", "talktalk.net", "ntlworld.com", "sbcglobal.net",
+    "bellsouth.net", "optusnet.com.au", "shaw.ca",
 )
 # The commonest typo of all: ".com" one letter off (`gmail.co`, `hotmail.cm`, `yahoo.con`).
 _COM_TYPOS = ("co", "cm", "om", "con", "cpm", "vom", "xom", "comm", "cmo", "ocm", "coom")

@@ -146,3 +146,20 @@ def test_a_device_farm_is_one_ring_and_a_carrier_nat_is_none() -> None:
     assert len(rings) == 1
     farm = {("customer", f"dev{k}") for k in range(30)} | {("referrer", "farmer")}
     assert rings[0].accounts == farm and rings[0].score >= 0.5
+
+
+@pytest.mark.parametrize(("mine", "theirs"), [
+    ("oliver.moore78@sky.com", "oliver.moore78@outlook.com"),
+    ("ryan.martinez@icloud.com", "ryanmartinez+shop@sky.com"),
+    ("lena.krause91@outlook.de", "lenakrause91@gmx.de"),
+    ("marco.rossi84@hotmail.it", "marco.rossi84@yahoo.it"),
+    ("jbrown1972@talktalk.net", "jbrown1972@gmial.com"),
+])
+def test_one_person_at_the_big_broadband_and_national_providers(mine: str, theirs: str
+                                                                 ) -> None:
+    """The big broadband providers' mail (Sky, TalkTalk) and the large providers' national
+    domains are consumer mail like Gmail's: a distinctive name there and at Gmail is one
+    person. A company's domain is not: the same name there is someone else's mailbox."""
+    assert person_email(mine) == person_email(theirs)
+    name = mine.partition("@")[0]
+    assert person_email(f"{name}@acme-logistics.com") != person_email(theirs)

@@ -1,8 +1,9 @@
 """Identity and network evidence, and rings (issue 13), each mechanism against its look-alike at
 several parameter draws: a household lease seen from the referrer's own browser, the referrer's
-own rare browser, one browser cookie behind several accounts of one referrer, a device farm on
-carrier addresses, a ring that changes address for every account; families (and their shared
-tablet), offices, campuses, VPN users, a public terminal."""
+own rare browser, new accounts on the referrer's own browser at home, one browser cookie behind
+several accounts of one referrer, a device farm on carrier addresses, a ring that changes
+address for every account; families (and their shared tablet), offices, campuses, VPN users,
+a public terminal."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fraud.signals import (
     ConversionFacts,
     ProgramContext,
     ReferrerFacts,
+    own_browser_reasons,
     referrer_findings,
     shared_cookie_reasons,
     shared_device_reasons,
@@ -26,6 +28,7 @@ from fraud.signals import (
 PHONES = [f"Mozilla/5.0 (Linux; Android {v}; {m}) Chrome/1{v}0" for v in range(8, 16)
           for m in ("SM-A155F", "Pixel 7", "CPH2127", "moto g", "Redmi 9", "LM-X420")]
 COMMON = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Safari/604.1"
+DESKTOP_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0"
 
 
 def touch(at: float, **kw: object) -> ClickFacts:
@@ -67,6 +70,39 @@ def test_a_household_lease_seen_from_the_referrers_own_browser(draw: int) -> Non
         touch(10_000.0 + gap, ip=home, agent=own, before=((10_000.0, "v-unlinked", own),)),))
     assert all(r.code != "household_lease" for r in assess(same, {"alice": ref},
                                                            holders=holders).reasons)
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_household_lease_from_a_browser_tied_to_nobody_at_the_referrers_home(draw: int
+                                                                              ) -> None:
+    """The referrer opens their link at home on a browser they never bought with (its cookie
+    tied to no customer); minutes later a new device there buys through it: a lease. The same
+    visit from an address the referrer was never seen on, from a gateway, or by a browser that
+    is another customer's, is no lease."""
+    rng = random.Random(20 + draw)
+    home = f"81.5.{draw}.{rng.randint(2, 200)}"
+    gap = rng.uniform(60, 3000)
+    ref = ReferrerFacts("alice", ips=frozenset({home}),
+                        agents=frozenset({(rng.choice(PHONES), home)}))
+    laptop = DESKTOP_UA.format(v=rng.randint(120, 150))
+
+    def referee(visitor: str | None, ip: str = home) -> ConversionFacts:
+        return ConversionFacts(1, "bob", 10_000.0 + gap + 300, ("alice",), touches=(
+            touch(10_000.0 + gap, ip=ip, agent=COMMON,
+                  before=((10_000.0, visitor, laptop),)),), ips=frozenset({ip}))
+
+    holders = {("visitors", home): rng.randint(2, 4)}
+    found = assess(referee(None), {"alice": ref}, holders=holders)
+    assert [r.code for r in found.reasons] == ["household_lease"]
+    assert DECISIVE <= found.score <= FLAG_CAP  # for review, never rejected on it
+    elsewhere = f"90.9.{draw}.1"
+    assert assess(referee(None, elsewhere), {"alice": ref},
+                  holders={("visitors", elsewhere): 2}).score < DECISIVE
+    gateway = {("visitors", home): rng.randint(12, 80)}
+    assert assess(referee(None), {"alice": ref}, holders=gateway).score < DECISIVE
+    # A visit by another customer's browser (a housemate who bought too) is theirs.
+    assert all(r.code != "household_lease" for r in assess(
+        referee("v-dora"), {"alice": ref}, holders=holders).reasons)
 
 
 @pytest.mark.parametrize("draw", range(4))
@@ -374,3 +410,65 @@ def test_a_popular_referrers_friends_in_households_of_their_own_stay_apart(draw:
         people = {p for _k, p in ring.accounts}
         assert sum(1 for home in households if home & people) <= 1, people
         assert ring.score < DECISIVE
+
+
+@pytest.mark.parametrize("draw", range(5))
+def test_new_accounts_on_the_referrers_own_browser_at_home_and_a_family(draw: int) -> None:
+    """The referrer makes two or three accounts on their own phone at home (a private window:
+    a new cookie each time), on a browser too popular for one account to tell (a housemate may
+    own the same phone). Each further account on it divides the chance of a housemate by the
+    browser's share again: held for review, never rejected on it. A family of two identical
+    phones (the referrer's partner, one account), a housemate who came back to buy again, and
+    colleagues behind an office gateway are not held."""
+    rng = random.Random(70 + draw)
+    customers = rng.randint(500, 3000)
+    share = rng.uniform(0.02, 0.09)  # above RARE_AGENT: one account alone says nothing
+    phone = rng.choice(PHONES)
+    home = f"81.4.{draw}.{rng.randint(2, 200)}"
+    ref = ReferrerFacts("alice", agents=frozenset({(phone, home)}))
+    holders = program(customers, **{phone: int(customers * share)})
+    holders[("visitors", home)] = rng.randint(1, 4)
+    start = rng.uniform(0, 1e6)
+
+    def account(k: int, who: str, at: float, amount: int = 1000,
+                ip: str = home) -> ConversionFacts:
+        return ConversionFacts(k, who, at, ("alice",), agents=frozenset({(phone, ip)}),
+                               ips=frozenset({ip}), visitors=frozenset({f"v-{who}"}),
+                               amount=amount)
+
+    made = [account(k, f"acct{k}", start + rng.uniform(1, 40) * 86400)
+            for k in range(rng.randint(2, 3))]
+    found = own_browser_reasons(made, {"alice": ref}, holders)
+    assert sorted(found) == [c.conversion_id for c in made]
+    for conv in made:
+        reason = found[conv.conversion_id]
+        assert reason.code == "own_browser_accounts" and reason.family == "identity"
+        assert not reason.strong and reason.value == len(made)
+        scored = assess(conv, {"alice": ref}, extra=[reason], holders=holders)
+        assert DECISIVE <= scored.score <= FLAG_CAP  # held for review, not rejected
+    # A family: the partner's phone is the referrer's model, on the same home address.
+    partner = account(10, "dora", start)
+    assert own_browser_reasons([partner], {"alice": ref}, holders) == {}
+    family = assess(partner, {"alice": ref}, holders=holders)
+    assert family.score < DECISIVE
+    # ... and a housemate with the same phone who came back to buy again has a life of their
+    # own: with the partner, still one new account.
+    again = [account(11, "eric", start + 5e5), account(12, "eric", start + 9e5, 2500)]
+    assert own_browser_reasons([partner, *again], {"alice": ref}, holders) == {}
+    # The referrer's own odd phone, used by one "new" account, beside the partner's popular
+    # one: accounts on different browsers do not add up, the partner stays a family.
+    odd = rng.choice([p for p in PHONES if p != phone])
+    both = ReferrerFacts("alice", agents=frozenset({(phone, home), (odd, home)}))
+    oddly = ConversionFacts(13, "fay", start, ("alice",), agents=frozenset({(odd, home)}),
+                            ips=frozenset({home}), amount=1000)
+    mixed = own_browser_reasons([partner, oddly], {"alice": both},
+                                holders | {("agent", odd): 2})
+    assert mixed == {}
+    # A browser too common for the accounts together (two on one a quarter of the program
+    # uses is a one in sixteen chance of a family with that phone).
+    popular = program(customers, **{phone: customers // 4}) | {("visitors", home): 2}
+    assert own_browser_reasons(made[:2], {"alice": ref}, popular) == {}
+    # An office's address (many visitors' cookies over time): colleagues on its standard
+    # computer are not the referrer.
+    office = holders | {("visitors", home): rng.randint(8, 60)}
+    assert own_browser_reasons(made, {"alice": ref}, office) == {}

@@ -117,7 +117,7 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
     people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
     referrers = _referrer_facts(referrer_rows, people)
     conversions = _conversion_facts(
-        conv_rows, _click_facts(touch_rows, referrer_name), people, referrer_name)
+        conv_rows, _click_facts(touch_rows, referrer_name, people), people, referrer_name)
     uses, referrals = _graph(people, referrers, conversions)
     rarity = await _rarity(conn, program_id, conversions, referrers)
     return Facts(conversions, referrers, uses, referrals, rarity)
@@ -174,17 +174,21 @@ def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
     return people
 
 
-def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str]
+def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str], people: _People
                  ) -> dict[int, list[ClickFacts]]:
     """Each conversion's attributed clicks, in order, with the other visits on the same link
-    from the same address shortly before each."""
+    from the same address shortly before each (their cookie None where it is tied to no
+    customer: whose visit it was is not known, only where it came from)."""
+    tied = set().union(*people.visitors.values()) if people.visitors else set()
     out: dict[int, list[ClickFacts]] = defaultdict(list)
     for t in touch_rows:
         out[t.conversion_id].append(ClickFacts(
             t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
             t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
             t.query, t.headerless, t.language, t.browser, t.source, t.agent,
-            tuple(zip(t.before_at, t.before_visitors or (), t.before_agents or (), strict=False))
+            tuple((at, visitor if visitor in tied else None, agent) for at, visitor, agent
+                  in zip(t.before_at, t.before_visitors or (), t.before_agents or (),
+                         strict=False))
             if t.before_at else ()))
     return out
 
