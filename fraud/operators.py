@@ -14,30 +14,30 @@ So, for the review flags only (the decisions stay those of the parts, which `par
    DECISIVE; a weak ring, a household or an office, is no operator's) that share an account
    are one;
 2. a group with a pool or a cell (GROWN) is widened: its referrers are the ones named and the
-   ones credited with its customers' first referred conversions (a made account was made for
-   the referrer it was credited to);
+   ones credited with its pool's customers' first referred conversions (a made account was
+   made for the referrer it was credited to);
 3. a referrer whose referees share one of the group's referees' own ties (a browser cookie, a
    fingerprint, a mailbox, a home connection: `fraud.pools` keys, each used by at most
    PUBLIC_ACCOUNTS accounts) on TIE_ACCOUNTS or more of its referees joins: an operator who
    rotates proxies and clears cookies still goes home now and then, and reuses his personas'
    mailboxes. One shared home between two people referred by two friends is a household, not
    an operator: it takes two;
-4. the widened group's members are its accounts, its referrers, and their referees (first
-   referred conversion credited to one of them) on the operator's traces: a tie to the group's
-   customers, or a browser (User-Agent and Accept-Language) that brought TIE_ACCOUNTS of them.
-   A referrer that lends its link to an operator is credited with his accounts; a real friend
-   of the referrer, on his own browser at his own home, is not named.
+4. the widened group's members are its accounts, its referrers and all their referees (first
+   referred conversion credited to one of them): a referrer that lends its link to an operator
+   is credited with his accounts, whichever browser and proxy each came from. (A real friend
+   of such a referrer is named with it here, for review; the decisions are the parts', and a
+   friend with no tie to the operator is not held on the referrer's reputation alone.)
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 
 import networkx as nx
 
 from fraud.assess import DECISIVE, ring_flag_reasons
-from fraud.pools import PUBLIC_ACCOUNTS, account_keys, browser_of
+from fraud.pools import PUBLIC_ACCOUNTS, account_keys
 from fraud.rings import Account, Ring
 from fraud.signals import ConversionFacts
 
@@ -49,17 +49,14 @@ GROWN = ("collusion_pool", "sleeper_cell")
 TIE_ACCOUNTS = 2  # a referrer's referees tied to the group's, at least, for it to join
 
 
-def _first_referrals(conversions: Sequence[ConversionFacts]
-                     ) -> dict[str, tuple[str, ConversionFacts]]:
-    """Each customer's referrer (the one credited with its first referred conversion, not the
-    customer itself) and that conversion."""
-    out: dict[str, tuple[str, ConversionFacts]] = {}
+def _first_referrers(conversions: Sequence[ConversionFacts]) -> dict[str, str]:
+    """Each customer's referrer: the one credited with its first referred conversion (not the
+    customer itself)."""
+    out: dict[str, str] = {}
     for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
-        if conv.customer in out:
-            continue
         credited = sorted(r for r in conv.referrers if r != conv.customer)
-        if credited:
-            out[conv.customer] = (credited[0], conv)
+        if credited and conv.customer not in out:
+            out[conv.customer] = credited[0]
     return out
 
 
@@ -79,8 +76,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     merged: dict[int, list[Ring]] = defaultdict(list)
     for i, ring in enumerate(decisive):
         merged[union[i]].append(ring)
-    referrals = _first_referrals(conversions)
-    first = {customer: referrer for customer, (referrer, _conv) in referrals.items()}
+    first = _first_referrers(conversions)
     referees: dict[str, set[str]] = defaultdict(set)
     for customer, referrer in first.items():
         referees[referrer].add(customer)
@@ -95,14 +91,14 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
         referrers = {p for kind, p in members if kind == "referrer"}
         joined: set[str] = set()
         if any(ring.kind in GROWN for ring in parts):
-            referrers |= {first[p] for kind, p in members if kind == "customer" and p in first}
+            # A pool's accounts were made for the referrers they were credited to (a cell's
+            # customers are its referrers' referees already).
+            referrers |= {first[p] for ring in parts if ring.kind == "collusion_pool"
+                          for kind, p in ring.accounts if kind == "customer" and p in first}
             joined = _tied_referrers(referrers, referees, keys, behind, first)
             referrers |= joined
-            candidates = {c for r in referrers for c in referees.get(r, ())}
             members |= ({("referrer", r) for r in referrers}
-                        | {("customer", c) for c in _traced(
-                            {p for kind, p in members if kind == "customer"}, candidates,
-                            keys, behind, referrals)})
+                        | {("customer", c) for r in referrers for c in referees.get(r, ())})
         members = _one_role(members)
         if len(parts) == 1 and members == parts[0].accounts:
             out.append(parts[0])
@@ -144,29 +140,6 @@ def _tied_referrers(referrers: set[str], referees: dict[str, set[str]],
             return joined
         inside |= new
         joined |= new
-
-
-def _traced(customers: set[str], candidates: set[str], keys: dict[str, set[tuple[str, str]]],
-            behind: dict[tuple[str, str], set[str]],
-            referrals: dict[str, tuple[str, ConversionFacts]]) -> set[str]:
-    """The group's customers and the `candidates` (its referrers' referees) on the operator's
-    traces: a tie (`fraud.pools.account_keys`, at most PUBLIC_ACCOUNTS accounts) with the
-    group's customers, or a browser (User-Agent and Accept-Language) that brought two or more of
-    its customers. A referrer's real friend, on his own browser at his own home, is not named
-    with the operator's accounts."""
-    found = set(customers)
-    seen = Counter(b for c in customers if c in referrals
-                   for b in [browser_of(referrals[c][1])] if b is not None)
-    browsers = {b for b, n in seen.items() if n >= TIE_ACCOUNTS}
-    marks: set[tuple[str, str]] = set()
-    while True:
-        marks |= {k for c in found for k in keys.get(c, ()) if len(behind[k]) <= PUBLIC_ACCOUNTS}
-        new = {c for c in candidates - found
-               if keys.get(c, set()) & marks
-               or (c in referrals and browser_of(referrals[c][1]) in browsers)}
-        if not new:
-            return found
-        found |= new
 
 
 def _one_role(members: set[Account]) -> set[Account]:

@@ -160,7 +160,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     for members, wide in sorted(zip(groups.values(), widened, strict=True),
                                 key=lambda mw: min(mw[0])):
         referrers = sorted({r for c in members for r in first[c].referrers})
-        browsers = sorted({b for c in wide for b in [browser_of(first[c])] if b is not None})
+        browsers = sorted({b for c in wide for b in [_browser(first[c])] if b is not None})
         # The strongest ties first: browser cookies, fingerprints, then homes and phones.
         shared = sorted((k for k, acc in binding.items() if acc & members),
                         key=lambda k: (SHOWN.index(k[0]), k[1]))
@@ -179,7 +179,7 @@ WIDEN_P = 0.001  # a browser's excess among a pool's referrers' referees, Bonfer
 Browser = tuple[str, str]  # (User-Agent, Accept-Language) of the visit that brought a customer
 
 
-def browser_of(conv: ConversionFacts) -> Browser | None:
+def _browser(conv: ConversionFacts) -> Browser | None:
     last = conv.touches[-1] if conv.touches else None
     if last is None or not last.agent:
         return None
@@ -204,7 +204,7 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
     referred = {c: f for c, f in first.items() if f.referrers}
     mix: Counter[Browser] = Counter()
     for conv in referred.values():
-        browser = browser_of(conv)
+        browser = _browser(conv)
         if browser is not None:
             mix[browser] += 1
     total = sum(mix.values())
@@ -215,11 +215,11 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
                   if c not in pool and set(f.referrers) & referrers]
         on: dict[Browser, set[str]] = defaultdict(set)
         for c in others:
-            browser = browser_of(first[c])
+            browser = _browser(first[c])
             if browser is not None:
                 on[browser].add(c)
         n = sum(len(v) for v in on.values())
-        own = Counter(b for b in map(browser_of, (first[c] for c in pool)) if b is not None)
+        own = Counter(b for b in map(_browser, (first[c] for c in pool)) if b is not None)
         for browser, people in on.items():
             if len(people) < 2:
                 continue
