@@ -76,15 +76,14 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     merged: dict[int, list[Ring]] = defaultdict(list)
     for i, ring in enumerate(decisive):
         merged[union[i]].append(ring)
-    first = _first_referrers(conversions)
+    first: dict[str, str] = {}
     referees: dict[str, set[str]] = defaultdict(set)
-    for customer, referrer in first.items():
-        referees[referrer].add(customer)
-    keys = account_keys(conversions)
-    behind: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for customer, mine in keys.items():
-        for key in mine:
-            behind[key].add(customer)
+    keys: dict[str, set[tuple[str, str]]] = {}
+    if any(ring.kind in GROWN for ring in decisive):
+        first = _first_referrers(conversions)
+        for customer, referrer in first.items():
+            referees[referrer].add(customer)
+        keys = account_keys(conversions)
     out = [r for r in rings if not (r.kind in OPERATOR_KINDS and r.score >= DECISIVE)]
     for parts in merged.values():
         members = {a for ring in parts for a in ring.accounts}
@@ -95,7 +94,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
             # customers are its referrers' referees already).
             referrers |= {first[p] for ring in parts if ring.kind == "collusion_pool"
                           for kind, p in ring.accounts if kind == "customer" and p in first}
-            joined = _tied_referrers(referrers, referees, keys, behind, first)
+            joined = _tied_referrers(referrers, referees, keys, first)
             referrers |= joined
             members |= ({("referrer", r) for r in referrers}
                         | {("customer", c) for r in referrers for c in referees.get(r, ())})
@@ -116,8 +115,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
 
 
 def _tied_referrers(referrers: set[str], referees: dict[str, set[str]],
-                    keys: dict[str, set[tuple[str, str]]],
-                    behind: dict[tuple[str, str], set[str]], first: dict[str, str]
+                    keys: dict[str, set[tuple[str, str]]], first: dict[str, str]
                     ) -> set[str]:
     """Referrers outside `referrers` with TIE_ACCOUNTS referees sharing a tie with the group's
     referees, repeated until none joins."""
@@ -125,16 +123,19 @@ def _tied_referrers(referrers: set[str], referees: dict[str, set[str]],
     joined: set[str] = set()
     while True:
         group = {c for r in inside for c in referees.get(r, ())}
+        marks = {key for c in group for key in keys.get(c, ())}
+        behind: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for customer, mine in keys.items():
+            for key in mine & marks:
+                behind[key].add(customer)
         tied: dict[str, set[str]] = defaultdict(set)
-        for customer in group:
-            for key in keys.get(customer, ()):
-                holders = behind[key]
-                if len(holders) > PUBLIC_ACCOUNTS:
-                    continue
-                for other in holders - group:
-                    referrer = first.get(other)
-                    if referrer is not None and referrer not in inside:
-                        tied[referrer].add(other)
+        for holders in behind.values():
+            if len(holders) > PUBLIC_ACCOUNTS:
+                continue
+            for other in holders - group:
+                referrer = first.get(other)
+                if referrer is not None and referrer not in inside:
+                    tied[referrer].add(other)
         new = {r for r, people in tied.items() if len(people) >= TIE_ACCOUNTS}
         if not new:
             return joined
