@@ -24,7 +24,8 @@ So, for the review flags only (the decisions stay those of the parts, which `par
    an operator: it takes two;
 4. the widened group's members are its accounts, its referrers and all their referees (first
    referred conversion credited to one of them): a referrer that lends its link to an operator
-   is credited with his accounts, whichever browser and proxy each came from. (A real friend
+   is credited with his accounts, whichever browser and proxy each came from. (A referrer only
+   a sleeper cell names keeps the referees the cell named: its quick buyers.) (A real friend
    of such a referrer is named with it here, for review; the decisions are the parts', and a
    friend with no tie to the operator is not held on the referrer's reputation alone.)
 """
@@ -92,12 +93,18 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
         if any(ring.kind in GROWN for ring in parts):
             # A pool's accounts were made for the referrers they were credited to (a cell's
             # customers are its referrers' referees already).
-            referrers |= {first[p] for ring in parts if ring.kind == "collusion_pool"
-                          for kind, p in ring.accounts if kind == "customer" and p in first}
+            credited = {first[p] for ring in parts if ring.kind == "collusion_pool"
+                        for kind, p in ring.accounts if kind == "customer" and p in first}
+            referrers |= credited
             joined = _tied_referrers(referrers, referees, keys, first)
             referrers |= joined
+            # A cell's referrers keep the referees it named, its quick buyers (a referrer a
+            # mailing woke in the same hours has friends who take their time).
+            cells = {p for ring in parts if ring.kind == "sleeper_cell"
+                     for kind, p in ring.accounts if kind == "referrer"}
             members |= ({("referrer", r) for r in referrers}
-                        | {("customer", c) for r in referrers for c in referees.get(r, ())})
+                        | {("customer", c) for r in referrers - (cells - credited)
+                           for c in referees.get(r, ())})
         members = _one_role(members)
         if len(parts) == 1 and members == parts[0].accounts:
             out.append(parts[0])

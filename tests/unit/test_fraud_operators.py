@@ -117,3 +117,18 @@ def test_rings_without_an_operator_part_are_left_as_they_are() -> None:
     assert operator_groups([ring], conversions) == [ring]
     assert group_flag_reasons(ring) == [r for r in group_flag_reasons(ring)
                                         if r["code"] == "shared_infrastructure"]
+
+
+def test_a_cells_referrers_keep_the_referees_it_named() -> None:
+    """A sleeper cell names its referrers' quick buyers; a referrer it names keeps those (one
+    a mailing woke has friends who take their time), unless a pool's accounts were credited to
+    it or two of its referees share the operator's homes."""
+    conversions, made = world(0, friend_browser=("Phone/9", "en-GB"), tie_homes=0)
+    cell = Ring("sleeper_cell", frozenset({("referrer", "r0"), ("referrer", "r1"),
+                                           ("customer", "c300"), ("customer", "c301")}),
+                frozenset(), 0.85, {"referrers": ["r0", "r1"]})
+    flags = operator_groups([cell, pool_ring(made[:4])], conversions)
+    assert len(flags) == 2
+    assert cell in flags  # no account in common with the pool, nothing to widen it with
+    assert {p for _kind, p in next(f for f in flags if f is not cell).accounts} == (
+        {f"ref{k}" for k in range(4)} | set(made) | {f"c{200 + k}" for k in range(4)})
