@@ -66,7 +66,7 @@ SHOWN = ("cookie", "mailbox", "device", "ip", "agent")  # a pool's ties, in the 
 Key = tuple[str, str]  # ("cookie" | "mailbox" | "device" | "agent" | "ip", value)
 
 
-def _keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
+def account_keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
     """Each customer's browsers and phones: cookies, fingerprints, and home connections (an IP
     few User-Agents use among the program's customers) with the phone seen on them."""
     agents_on: dict[str, set[str]] = defaultdict(set)
@@ -116,7 +116,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     first: dict[str, ConversionFacts] = {}
     for conv in sorted(conversions, key=lambda c: (not c.referrers, c.at, c.conversion_id)):
         first.setdefault(conv.customer, conv)
-    keys = _keys(conversions)
+    keys = account_keys(conversions)
     shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
     behind: dict[Key, set[str]] = defaultdict(set)
     for customer, mine in keys.items():

@@ -81,8 +81,14 @@ async def test_one_browser_behind_accounts_of_several_referrers_is_one_pool(
     assert flags.status == 200
     pools = [f for f in (await flags.json())["items"] if f["kind"] == "collusion_pool"]
     assert len(pools) == 1
-    members = {m["id"] for m in pools[0]["members"] if m["type"] == "customer"}
-    assert members == {f"made{k}" for k in range(REFERRERS)}
+    # The pool as found (what decided): the operator's accounts, no friend.
+    found = pools[0]["evidence"]["parts"][0]["accounts"]
+    assert {person for _kind, person in found} == {f"made{k}" for k in range(REFERRERS)}
+    # The flag for review: one operator's group, the referrers he made the accounts for and
+    # their referees (each friend's own purchase is not held: above).
+    members = {m["id"] for m in pools[0]["members"] if m["type"] in ("customer", "referrer")}
+    assert members == {f"{who}{k}" for k in range(REFERRERS) for who in ("made", "ref",
+                                                                         "friend")}
     message = pools[0]["reasons"][0]["message"]
     assert cookie is not None and f"cookie {cookie.split('.')[0]}" in message
     assert all(f"ref{k}" in message for k in range(REFERRERS))

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from tests.helpers import ClientFactory, auth, click_id, make_link, wait_for_clicks
 from tests.shop import Shop
 from tracker.scoring.credits import attribute_pending
-from tracker.scoring.queries import stored_rings
+from tracker.scoring.queries import RING_KINDS, stored_rings
 from tracker.scoring.risk import scan
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0 Safari/537.36"
@@ -89,13 +89,19 @@ async def test_scan_flags_rings_and_self_referrals_but_not_honest_users(
     assert not ring_members & {"alice", "sam"} and not any(
         m["id"].startswith("friend") for f in rings for m in f["members"])
     # An incremental scan reads the rings back with the evidence they were flagged on, which
-    # their members' reasons quote (a sleeper cell's within how many days its referrers woke).
+    # their members' reasons quote (a sleeper cell's within how many days its referrers woke),
+    # and a flag merged from one operator's findings as the findings it was decided on.
     program_id = await conn.fetchval("SELECT id FROM programs WHERE slug = 'acme'")
     known = await stored_rings(conn, program_id)
     assert any(r.evidence for r in known)
-    kinds = {r.kind for r in known}
     assert sorted((r.kind, json.dumps(r.evidence, sort_keys=True)) for r in known) == sorted(
-        (f["kind"], json.dumps(f["evidence"], sort_keys=True)) for f in items if f["kind"] in kinds)
+        (p["kind"], json.dumps(p["evidence"], sort_keys=True)) for f in items
+        if f["kind"] in RING_KINDS for p in f["evidence"].get("parts") or [f])
+    # The fakes' ring and their pool are one operator's: one flag.
+    merged = [f for f in items if f["evidence"].get("parts")]
+    assert len(merged) == 1
+    assert set(fakes) <= {m["id"] for m in merged[0]["members"]}
+    assert "operator_group" in {r["code"] for r in merged[0]["reasons"]}
     # Sam is himself (strong identity); the fakes share only a device and an IP with their
     # sponsors (the network family: weak alone), but their ring holds them.
     self_referrals = [f for f in items if f["kind"] == "self_referral"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from fraud.operators import parts
 from fraud.rings import Column, Ring
 from fraud.signals import LEASE_SECONDS, ClickRhythm
 from tracker.formats import CREDITED_TYPES
@@ -781,7 +782,8 @@ async def stored_rings(conn: asyncpg.Connection, program_id: int) -> list[Ring]:
             frozenset((m["type"], m["id"]) for m in members
                       if m["type"] in ("ip", "device", "cookie", "agent")),
             r["score"], json.loads(r["evidence"]) if r["evidence"] else {}))
-    return rings
+    # A review flag merged from several findings of one operator: decided on its parts.
+    return [part for ring in rings for part in parts(ring)]
 
 
 async def finance_decision_state(conn: asyncpg.Connection, program_id: int) -> DecisionState:

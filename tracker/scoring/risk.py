@@ -43,7 +43,8 @@ import asyncpg
 
 from fraud.anomaly import FLAG_KIND as ANOMALY
 from fraud.anomaly import Unusual, anomalous_referrers
-from fraud.assess import Scored, assess_all, decision_reason, people_rings, ring_flag_reasons
+from fraud.assess import Scored, assess_all, decision_reason, people_rings
+from fraud.operators import group_flag_reasons, operator_groups
 from fraud.pools import collusion_pools
 from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
 from fraud.signals import headerless_share
@@ -186,8 +187,10 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
                                         agents=agents), facts.conversions)
         rings += collusion_pools(facts.conversions)
         rings += sleeper_cells(facts.conversions)
-        return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
-                                        rings, model=model, holders=holders),
+        scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
+                            model=model, holders=holders)
+        # Decided on the parts; flagged for review as one group per operator.
+        return _Found(operator_groups(rings, facts.conversions), scored,
                       anomalous_referrers(facts.conversions, program.context))
     rings = people_rings(_local_rings(facts.uses, facts.referrals, loaded.known),
                          facts.conversions)
@@ -245,7 +248,7 @@ async def _store(conn: asyncpg.Connection, scan_id: int, loaded: _Loaded, found:
     program_id = loaded.program_id
     by_id = {c.conversion_id: c for c in loaded.facts.conversions}
     flags: list[tuple[object, ...]] = [
-        (program_id, scan_id, ring.kind, ring.score, None, json.dumps(ring_flag_reasons(ring)),
+        (program_id, scan_id, ring.kind, ring.score, None, json.dumps(group_flag_reasons(ring)),
          json.dumps(ring.members), json.dumps(ring.evidence, default=str))
         for ring in found.rings]
     flags += [(program_id, scan_id, ANOMALY, u.rank, None, json.dumps(u.reasons()),

@@ -1,0 +1,134 @@
+"""One operator's group comes back as one review flag: the pool, cell and ring that each name part
+of it merged, with the referrers its accounts were made for and their referees; a household
+tie and a weak ring stay out, and decisions still read the parts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fraud.operators import group_flag_reasons, operator_groups, parts
+from fraud.rings import Ring
+from fraud.signals import ClickFacts, ConversionFacts
+
+DAY = 86400.0
+T0 = 1_790_000_000.0
+OPERATOR = ("Mozilla/5.0 (Linux; Android 10; K) Chrome/130", "hi-IN,hi;q=0.9")
+
+
+def conv(i: int, referrer: str | None, *, ip: str, browser: tuple[str, str],
+         cookie: str | None = None, customer: str | None = None) -> ConversionFacts:
+    at = T0 + i * 3 * DAY / 7  # one every ten hours: no burst
+    touches = () if referrer is None else (
+        ClickFacts(f"k{i}", at - 300, referrer, cookie, ip, None, agent=browser[0],
+                   language=browser[1]),)
+    return ConversionFacts(
+        i, customer or f"c{i}", at, () if referrer is None else (referrer,), touches=touches,
+        visitors=frozenset({cookie} if cookie else ()), agents=frozenset({(browser[0], ip)}),
+        amount=1000)
+
+
+def pool_ring(customers: list[str]) -> Ring:
+    return Ring("collusion_pool", frozenset(("customer", c) for c in customers),
+                frozenset({("mailbox", "abcd")}), 0.85, {"accounts": len(customers)})
+
+
+def world(rotated: int, *, friend_browser: tuple[str, str], tie_homes: int
+          ) -> tuple[list[ConversionFacts], list[str]]:
+    """An operator's accounts for referrers ref0..ref3 (each on a proxy address of its own,
+    on his browser), `rotated` more for ref4 (tied to the pool by `tie_homes` of them coming
+    from a home his pool accounts also came from), one real friend per referrer, and people
+    of other referrers."""
+    out = []
+    made = []
+    for i in range(12):
+        home = f"198.51.100.{i % 3}" if i < 4 else f"45.9.{i}.7"
+        out.append(conv(i, f"ref{i % 4}", ip=home, browser=OPERATOR))
+        made.append(f"c{i}")
+    for j in range(rotated):
+        home = f"198.51.100.{j}" if j < tie_homes else f"45.10.{j}.7"
+        out.append(conv(100 + j, "ref4", ip=home, browser=OPERATOR))
+    for k in range(5):
+        out.append(conv(200 + k, f"ref{k}", ip=f"81.2.{k}.44", browser=friend_browser))
+    for n in range(30):
+        out.append(conv(300 + n, f"r{n % 7}", ip=f"10.0.{n}.1",
+                        browser=(f"Phone/{n % 5}", "en-US,en;q=0.9")))
+    return out, made
+
+
+@pytest.mark.parametrize("rotated", [3, 5, 8])
+def test_a_pool_flag_names_its_referrers_and_the_referrers_tied_to_it(rotated: int) -> None:
+    conversions, made = world(rotated, friend_browser=("Phone/9", "en-GB,en;q=0.8"),
+                              tie_homes=2)
+    # The pool was found from four of the accounts only (their mailbox).
+    flags = operator_groups([pool_ring(made[:4])], conversions)
+    assert len(flags) == 1
+    flag = flags[0]
+    people = {p for _kind, p in flag.accounts}
+    # Every referee of the referrers the accounts were made for: ref4's too, found through
+    # two homes its referees share with the pool's accounts.
+    operator = ({f"ref{k}" for k in range(5)} | set(made)
+                | {f"c{100 + j}" for j in range(rotated)} | {f"c{200 + k}" for k in range(5)})
+    assert people == operator
+    assert not people & ({f"c{300 + n}" for n in range(30)} | {f"r{n}" for n in range(7)})
+    assert flag.evidence["tied_referrers"] == ["ref4"]
+    message = " ".join(str(r["message"]) for r in group_flag_reasons(flag))
+    assert "ref4" in message and "one operator" in message
+    # Decisions and incremental scans read the pool as it was found, even through JSON.
+    stored = Ring(flag.kind, flag.accounts, flag.shared, flag.score,
+                  json.loads(json.dumps(flag.evidence)))
+    assert parts(stored) == [pool_ring(made[:4])]
+
+
+@pytest.mark.parametrize("browser", [("Phone/9", "en-GB,en;q=0.8"), ("Phone/2", "en-US")])
+def test_one_shared_home_does_not_tie_a_referrer_to_a_pool(browser: tuple[str, str]) -> None:
+    """Two people at one home, referred by two friends, are a household: one tie is not an
+    operator's trace, and the other referrer's referees stay out."""
+    conversions, made = world(4, friend_browser=browser, tie_homes=1)
+    flags = operator_groups([pool_ring(made[:4])], conversions)
+    people = {p for _kind, p in flags[0].accounts}
+    assert "ref4" not in people
+    assert people == {f"ref{k}" for k in range(4)} | set(made) | {f"c{200 + k}" for k in range(4)}
+
+
+def test_a_pool_and_a_cell_sharing_accounts_are_one_flag_and_weak_rings_stay_apart() -> None:
+    conversions, made = world(0, friend_browser=("Phone/9", "en-GB"), tie_homes=0)
+    cell = Ring("sleeper_cell", frozenset({("referrer", "ref0"), ("referrer", "ref1"),
+                                           ("customer", "c0"), ("customer", "c1")}),
+                frozenset(), 0.85, {"referrers": ["ref0", "ref1"]})
+    office = Ring("ring", frozenset({("customer", "c2"), ("customer", "c300")}),
+                  frozenset({("ip", "10.0.0.1")}), 0.3, {})
+    flags = operator_groups([pool_ring(made[:6]), cell, office], conversions)
+    assert len(flags) == 2
+    assert office in flags
+    merged = next(f for f in flags if f is not office)
+    assert {p for _kind, p in merged.accounts} == ({f"ref{k}" for k in range(4)} | set(made)
+                                                   | {f"c{200 + k}" for k in range(4)})
+    assert sorted(p.kind for p in parts(merged)) == ["collusion_pool", "sleeper_cell"]
+    codes = [r["code"] for r in group_flag_reasons(merged)]
+    assert codes == ["collusion_pool", "sleeper_cell", "operator_group"]
+
+
+def test_rings_without_an_operator_part_are_left_as_they_are() -> None:
+    conversions, _made = world(0, friend_browser=("Phone/9", "en-GB"), tie_homes=0)
+    ring = Ring("ring", frozenset({("referrer", "ref0"), ("customer", "c0"), ("customer", "c4")}),
+                frozenset({("ip", "198.51.100.0")}), 0.9, {"accounts": 3})
+    assert operator_groups([ring], conversions) == [ring]
+    assert group_flag_reasons(ring) == [r for r in group_flag_reasons(ring)
+                                        if r["code"] == "shared_infrastructure"]
+
+
+def test_a_cells_referrers_keep_the_referees_it_named() -> None:
+    """A sleeper cell names its referrers' quick buyers; a referrer it names keeps those (one
+    a mailing woke has friends who take their time), unless a pool's accounts were credited to
+    it or two of its referees share the operator's homes."""
+    conversions, made = world(0, friend_browser=("Phone/9", "en-GB"), tie_homes=0)
+    cell = Ring("sleeper_cell", frozenset({("referrer", "r0"), ("referrer", "r1"),
+                                           ("customer", "c300"), ("customer", "c301")}),
+                frozenset(), 0.85, {"referrers": ["r0", "r1"]})
+    flags = operator_groups([cell, pool_ring(made[:4])], conversions)
+    assert len(flags) == 2
+    assert cell in flags  # no account in common with the pool, nothing to widen it with
+    assert {p for _kind, p in next(f for f in flags if f is not cell).accounts} == (
+        {f"ref{k}" for k in range(4)} | set(made) | {f"c{200 + k}" for k in range(4)})
