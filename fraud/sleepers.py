@@ -101,18 +101,18 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     times = np.array([woke[r] for r in order])
     windows = _synchronised(times, rate)
     baseline = _Baseline(purchases)
-    # Overlapping synchronised windows are one waking seen with a waking more or fewer; each
-    # such group is tested once, on its most synchronised window (chosen without a look at
-    # the referees' delays), Bonferroni over the groups.
-    groups: list[tuple[float, int, int, int]] = []  # (p, first, last, the group's last)
-    for p_sync, first, last in sorted(windows, key=lambda w: (w[1], w[2])):
-        if groups and first <= groups[-1][3]:
-            best = min(groups[-1][:3], (p_sync, first, last))
-            groups[-1] = (*best, max(groups[-1][3], last))
-        else:
-            groups.append((p_sync, first, last, last))
+    # Overlapping synchronised windows are one waking seen with a waking more or fewer: the
+    # most synchronised window is one waking, the most synchronised of those that do not
+    # overlap it another, and so on (chosen without a look at the referees' delays); each is
+    # tested once, Bonferroni over them.
+    taken = np.zeros(len(order), dtype=bool)
+    groups: list[tuple[float, int, int]] = []
+    for p_sync, first, last in sorted(windows):
+        if not taken[first:last + 1].any():
+            taken[first:last + 1] = True
+            groups.append((p_sync, first, last))
     tested: list[_Window] = []
-    for p_sync, first, last, _end in groups:
+    for p_sync, first, last in groups:
         cohort = order[first:last + 1]
         width = max(times[last] - times[first], GAP_FRACTION / rate)
         # The referees of the waking: a genuine referrer's friends weeks later are not.
@@ -125,16 +125,10 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
         # the referees' delays where the referrers are genuine.
         p_fast *= len(groups)
         if p_fast < FAST_P:
-            tested.append(_Window(p_sync * p_fast, first, last, p_sync,
+            tested.append(_Window(first, last, p_sync,
                                   p_fast, cut, width, len(bought)))
     rings = []
-    taken = np.zeros(len(order), dtype=bool)
-    # The strongest window first (the two tests' evidence together); a window overlapping
-    # one taken is the same cell seen with a waking more or fewer.
-    for w in sorted(tested, key=lambda w: (w.strength, w.first)):
-        if taken[w.first:w.last + 1].any():
-            continue
-        taken[w.first:w.last + 1] = True
+    for w in sorted(tested, key=lambda w: w.first):
         cohort = order[w.first:w.last + 1]
         waking = {ref: [c for c in purchases.get(ref, ()) if c.at - woke[ref] <= w.width]
                   for ref in cohort}
@@ -160,7 +154,6 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    strength: float  # the product of the two tests' p-values: both kinds of evidence
     first: int
     last: int
     p_sync: float
