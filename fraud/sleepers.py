@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import special, stats
@@ -111,22 +111,33 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
         if not taken[first:last + 1].any():
             taken[first:last + 1] = True
             groups.append((p_sync, first, last))
-    tested: list[_Window] = []
-    for p_sync, first, last in groups:
+
+    def examine(p_sync: float, first: int, last: int) -> _Window | None:
         cohort = order[first:last + 1]
         width = max(times[last] - times[first], GAP_FRACTION / rate)
         # The referees of the waking: a genuine referrer's friends weeks later are not.
         bought = [c for ref in cohort for c in purchases.get(ref, ())
                   if c.at - woke[ref] <= width]
         if len(bought) < MIN_PURCHASES:
-            continue
+            return None
         p_fast, cut = _faster(bought, baseline, cohort)
+        return _Window(first, last, p_sync, p_fast, cut, width, len(bought))
+
+    tested: list[_Window] = []
+    for group in groups:
+        found = examine(*group)
         # Bonferroni over the groups only: what selected them, the waking, says nothing of
         # the referees' delays where the referrers are genuine.
-        p_fast *= len(groups)
-        if p_fast < FAST_P:
-            tested.append(_Window(first, last, p_sync,
-                                  p_fast, cut, width, len(bought)))
+        if found is None or found.p_fast * len(groups) >= FAST_P:
+            continue
+        # A cell found, its extent: of the synchronised windows overlapping the one tested,
+        # the one whose synchrony and quick referees together are the least likely (the most
+        # synchronised window may leave out a waking or two at its edges).
+        near = [w for w in (examine(*window) for window in windows
+                            if window[1] <= found.last and window[2] >= found.first)
+                if w is not None]
+        best = min(near, key=lambda w: (w.p_sync * w.p_fast, w.first, w.last))
+        tested.append(replace(best, p_sync=found.p_sync, p_fast=found.p_fast * len(groups)))
     rings = []
     for w in sorted(tested, key=lambda w: w.first):
         cohort = order[w.first:w.last + 1]

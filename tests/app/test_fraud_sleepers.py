@@ -84,10 +84,11 @@ class Traffic:
         return min(self.rng.lognormvariate(8.2, 1.9), 20 * DAY)
 
 
-def draw(seed: int, spread_days: float) -> tuple[Traffic, list[str], list[str], list[str]]:
+def draw(seed: int, spread_days: float, size: tuple[int, int]
+         ) -> tuple[Traffic, list[str], list[str], list[str]]:
     """60 days of a program: genuine referrers (some quiet for weeks after their own
     purchase), a merchant's mailing waking genuine dormant referrers within hours, and a
-    sleeper cell whose referrers wake within `spread_days`. Returns the traffic, the cell's
+    sleeper cell of `size` referrers (at least, at most) who wake within `spread_days`. Returns the traffic, the cell's
     referrers and referees, and the mailing's referrers."""
     rng = random.Random(seed)
     t = Traffic(rng, datetime.now(UTC).replace(microsecond=0) - timedelta(days=61))
@@ -109,7 +110,7 @@ def draw(seed: int, spread_days: float) -> tuple[Traffic, list[str], list[str], 
         t.own_purchase(ref, rng.uniform(0, 25))
         for f in range(rng.randint(1, 3)):
             t.referee(ref, f"{ref}-f{f}", sent + rng.expovariate(1 / 0.15), t.person_delay())
-    cell = [f"sleeper{i}" for i in range(rng.randint(6, 10))]
+    cell = [f"sleeper{i}" for i in range(rng.randint(*size))]
     woke = rng.uniform(26, 36)
     bought: list[str] = []
     for ref in cell:
