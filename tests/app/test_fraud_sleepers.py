@@ -3,8 +3,9 @@
 /api/v1/rewards.
 
 An operator's aged accounts (each with a purchase of its own early on, then quiet) all get
-their first referees in one window, and those referees, his too, buy minutes after the click:
-nothing else ties them (their own addresses, browsers and ordinary amounts). The scan flags
+their first referees in one window, within hours or spread over days, and those referees, his
+too, buy minutes after the click: nothing else ties them (their own addresses, browsers and
+ordinary amounts). The scan flags
 them as one `sleeper_cell` flag naming the referrers, and holds the referees' rewards. A
 merchant's mailing that wakes as many less active genuine referrers within hours is not a
 cell: their friends buy when they like, and their rewards are approved."""
@@ -88,8 +89,8 @@ def draw(seed: int, spread_days: float, size: tuple[int, int]
          ) -> tuple[Traffic, list[str], list[str], list[str]]:
     """60 days of a program: genuine referrers (some quiet for weeks after their own
     purchase), a merchant's mailing waking genuine dormant referrers within hours, and a
-    sleeper cell of `size` referrers (at least, at most) who wake within `spread_days`. Returns the traffic, the cell's
-    referrers and referees, and the mailing's referrers."""
+    sleeper cell of `size` referrers (at least, at most) who wake within `spread_days`.
+    Returns the traffic, the cell's referrers and referees, and the mailing's referrers."""
     rng = random.Random(seed)
     t = Traffic(rng, datetime.now(UTC).replace(microsecond=0) - timedelta(days=61))
     for i in range(rng.randint(35, 45)):  # referrers who share their link now and then
@@ -105,13 +106,13 @@ def draw(seed: int, spread_days: float, size: tuple[int, int]
         for f in range(rng.randint(1, 3)):
             t.referee(ref, f"{ref}-f{f}", woke + rng.uniform(0, 2), t.person_delay())
     mailing = [f"mailed{i}" for i in range(rng.randint(12, 25))]
-    sent = rng.uniform(40, 50)
+    sent = rng.uniform(46, 52)
     for ref in mailing:
         t.own_purchase(ref, rng.uniform(0, 25))
         for f in range(rng.randint(1, 3)):
             t.referee(ref, f"{ref}-f{f}", sent + rng.expovariate(1 / 0.15), t.person_delay())
     cell = [f"sleeper{i}" for i in range(rng.randint(*size))]
-    woke = rng.uniform(26, 36)
+    woke = rng.uniform(24, 32)
     bought: list[str] = []
     for ref in cell:
         t.own_purchase(ref, rng.uniform(0, 12))
@@ -136,12 +137,15 @@ async def pages(client: TestClient[web.Request, web.Application], token: str, pa
         query["cursor"] = page["next"]
 
 
-@pytest.mark.parametrize(("seed", "spread_days"), [(1, 0.1), (2, 0.1), (3, 0.08)])
+# A cell woken within hours, and one woken over days among the program's own wakings.
+@pytest.mark.parametrize(("seed", "spread_days", "size"), [
+    (1, 0.1, (6, 10)), (2, 0.1, (6, 10)), (3, 2.5, (10, 14)), (4, 4.0, (10, 14))])
 async def test_a_sleeper_cell_is_one_flag_and_a_mailing_is_not(
     dsn: str, tmp_path: Path, tokens: dict[str, str],
     client: TestClient[web.Request, web.Application], seed: int, spread_days: float,
+    size: tuple[int, int],
 ) -> None:
-    traffic, cell, bought, mailing = draw(seed, spread_days)
+    traffic, cell, bought, mailing = draw(seed, spread_days, size)
     for ref in traffic.referrers:
         await make_link(client, tokens, program=PROGRAM, referrer=ref, code=ref,
                         destination="https://shop.acme.test/", settings=SETTINGS)
