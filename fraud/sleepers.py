@@ -51,6 +51,10 @@ MAX_SPAN = 7 * DAY  # the widest window of wakings scanned: woken within a week
 SYNC_P = 0.05  # family-wise level of the synchrony scan (Bonferroni over windows)
 FAST_P = 0.01  # family-wise level of the referees' test (Bonferroni over the groups)
 MIN_COHORT = 4  # dormant referrers in a window, at least
+# ... and at most: an operator's cell is tens of accounts; hundreds of wakings in a window are
+# the program's own traffic, whose rate drifts over weeks (a launch, a season) and would pass
+# for synchrony against its average.
+MAX_COHORT = 100
 MIN_PURCHASES = 6  # the cohort's referees' first purchases, at least
 SLEEPER_WEIGHT = 0.7  # decisive alone: held for review (the population family only)
 CELL_SCORE = 0.85
@@ -179,19 +183,21 @@ def _synchronised(times: np.ndarray, rate: float) -> list[tuple[float, int, int]
     the program's rate of waking gives: (Bonferroni-corrected p-value, first, last).
 
     A scan statistic: every window from one waking to a later one at most MAX_SPAN on, of
-    MIN_COHORT wakings or more, Poisson against the rate over its width (at least a small
-    share of the usual gap between wakings: two at the same second are not infinitely
-    unlikely), Bonferroni over every window scanned."""
+    MIN_COHORT to MAX_COHORT wakings, Poisson against the rate over its width (at least a
+    small share of the usual gap between wakings: two at the same second are not infinitely
+    unlikely), the program's or that of the weeks around it, whichever is higher,
+    Bonferroni over every window scanned."""
     floor = GAP_FRACTION / rate
     n = len(times)
     ends = np.searchsorted(times, times + MAX_SPAN, side="right")
+    ends = np.minimum(ends, np.arange(n) + MAX_COHORT)
     scanned = int(np.maximum(ends - np.arange(n) - MIN_COHORT + 1, 0).sum())
     if not scanned:
         return []
     # Window by window count: `count` wakings from each waking on are significant when the
     # expected count over their width is below the Poisson tail's inverse (P(X >= count) =
     # the regularised lower incomplete gamma function of (count, expected)).
-    counts = np.arange(MIN_COHORT, int((ends - np.arange(n)).max()) + 1)
+    counts = np.arange(MIN_COHORT, min(int((ends - np.arange(n)).max()), MAX_COHORT) + 1)
     limits = special.gammaincinv(counts, SYNC_P / scanned)
     out: list[tuple[float, int, int]] = []
     for count, limit in zip(counts, limits, strict=True):
@@ -199,7 +205,16 @@ def _synchronised(times: np.ndarray, rate: float) -> list[tuple[float, int, int]
         last = first + count - 1
         expected = rate * np.maximum(times[last] - times[first], floor)
         hit = np.flatnonzero((last < ends[first]) & (expected < limit))
-        p = stats.poisson.sf(count - 1, expected[hit]) * scanned
+        # ... and against the rate of the weeks around it (the window left out): a program's
+        # rate of waking drifts (a launch, a season), and its busy weeks are not a cell.
+        begin = np.maximum(times[first[hit]] - MAX_SPAN, times[0])
+        end = np.minimum(times[last[hit]] + MAX_SPAN, times[-1])
+        around = (np.searchsorted(times, end, side="right")
+                  - np.searchsorted(times, begin, side="left") - count)
+        width = times[last[hit]] - times[first[hit]]
+        local = around / np.maximum(end - begin - width, DAY)
+        p = stats.poisson.sf(count - 1, np.maximum(expected[hit], local * np.maximum(
+            width, floor))) * scanned
         out += [(float(q), int(f), int(f) + int(count) - 1) for q, f in zip(p, hit, strict=True)
                 if q < SYNC_P]
     return out
