@@ -10,40 +10,51 @@ are a cohort.
 A merchant's mailing wakes many genuine dormant referrers within hours too, so the synchrony
 alone proves nothing. What differs is the referees: a mailing's readers pass the link to
 people who buy when they want, as the program's referees do; the operator's buy within
-minutes. So a cohort is tested twice, on two independent things:
+minutes. An operator who fears a synchrony test wakes his accounts over several days, among
+the program's genuine wakings. So a cohort is tested twice, on two independent things:
 
-1. synchrony: dormant referrers' wakings a small fraction of the program's usual gap apart
-   (GAP_FRACTION) form a run; a run with more of them over its span than the program's rate
-   of waking gives is synchronised (Poisson tail, Bonferroni over the wakings);
-2. the referees: the first purchases of the cohort's referees (within the waking) came
-   faster after the click than the program's (one-sided Kolmogorov-Smirnov), Bonferroni over
-   the synchronised runs only, a handful: what selected them, the waking, says nothing of
-   the referees' delays where the referrers are genuine.
+1. synchrony, a scan statistic: every window from one dormant referrer's waking to a later
+   one within a week (MAX_SPAN), tested against the program's rate of waking over its width
+   (Poisson tail, Bonferroni over every window scanned). Overlapping windows that pass are
+   one waking; each such group is represented by its most synchronised window, chosen
+   without a look at the referees;
+2. the referees: the first purchases of that window's referees (within the waking) came
+   faster after the click than the program's referees (one-sided Kolmogorov-Smirnov),
+   Bonferroni over the groups only: what selected them, the waking, says nothing of the
+   referees' delays where the referrers are genuine. The program's referees are weighted by
+   referrer, each alike, and the window's own referrers are left out: a leak's or a farm's
+   hundreds of quick buyers, or the cell itself, would make quick buying the norm.
 
-A cohort that passes both is a sleeper cell: its referrers and their referees who bought
-as fast as the test found them faster, one flag, and each such purchase is held on the population
-family (the referrer's traffic unlike the program's). A referee of the cohort who took his
-time is not held.
+A cohort that passes both is a sleeper cell: its referrers all of whose referees bought as
+fast as the test found them faster, and those referees, one flag; each such purchase is held
+on the population family (the referrer's traffic unlike the program's). A referrer of the
+window who has one referee who took his time, then or later, is not named, nor are his
+referees held.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from fraud.rings import Ring
 from fraud.signals import ConversionFacts, Reason
 
 DAY = 86400.0
 DORMANT = 7 * DAY  # a referrer's first referral this long after its own first conversion
-GAP_FRACTION = 0.25  # wakings closer than this share of the usual gap are one run
-SYNC_P = 0.01  # family-wise level of the synchrony test (Bonferroni over wakings)
-FAST_P = 0.01  # family-wise level of the referees' test (Bonferroni over synchronised runs)
-MIN_COHORT = 4  # dormant referrers in a run, at least
+GAP_FRACTION = 0.25  # a window is at least this share of the usual gap between wakings wide
+MAX_SPAN = 7 * DAY  # the widest window of wakings scanned: woken within a week
+SYNC_P = 0.05  # family-wise level of the synchrony scan (Bonferroni over windows)
+FAST_P = 0.01  # family-wise level of the referees' test (Bonferroni over the groups)
+MIN_COHORT = 4  # dormant referrers in a window, at least
+# ... and at most: an operator's cell is tens of accounts; hundreds of wakings in a window are
+# the program's own traffic, whose rate drifts over weeks (a launch, a season) and would pass
+# for synchrony against its average.
+MAX_COHORT = 100
 MIN_PURCHASES = 6  # the cohort's referees' first purchases, at least
 SLEEPER_WEIGHT = 0.7  # decisive alone: held for review (the population family only)
 CELL_SCORE = 0.85
@@ -91,67 +102,157 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     span = max(c.at for c in conversions) - min(c.at for c in conversions)
     rate = len(woke) / max(span, DAY)  # dormant referrers waking per second
     order = sorted(woke, key=lambda r: (woke[r], r))
-    # Wakings a small fraction of the usual gap apart are one run (single linkage): a mailing
-    # and a cell woken two days later are two runs, each tested on its own.
-    gap = GAP_FRACTION / rate
-    runs: list[list[str]] = [[order[0]]]
-    for before, ref in itertools.pairwise(order):
-        if woke[ref] - woke[before] <= gap:
-            runs[-1].append(ref)
-        else:
-            runs.append([ref])
-    synced: list[tuple[float, float, list[str]]] = []
-    for cohort in runs:
-        if len(cohort) < MIN_COHORT:
-            continue
-        width = max(woke[cohort[-1]] - woke[cohort[0]], gap)
-        # Bonferroni over every waking a run could have started at.
-        p = float(stats.poisson.sf(len(cohort) - 1, rate * width)) * len(order)
-        if p < SYNC_P:
-            synced.append((p, width, cohort))
-    ordered = np.sort(np.asarray(delays, dtype=float))
-    cells: list[tuple[set[str], float, float, int, int, float, float]] = []
-    for p_sync, width, cohort in synced:
+    times = np.array([woke[r] for r in order])
+    windows = _synchronised(times, rate)
+    baseline = _Baseline(purchases)
+    # Overlapping synchronised windows are one waking seen with a waking more or fewer: the
+    # most synchronised window is one waking, the most synchronised of those that do not
+    # overlap it another, and so on (chosen without a look at the referees' delays); each is
+    # tested once, Bonferroni over them.
+    taken = np.zeros(len(order), dtype=bool)
+    groups: list[tuple[float, int, int]] = []
+    for p_sync, first, last in sorted(windows):
+        if not taken[first:last + 1].any():
+            taken[first:last + 1] = True
+            groups.append((p_sync, first, last))
+
+    def examine(p_sync: float, first: int, last: int) -> _Window | None:
+        cohort = order[first:last + 1]
+        width = max(times[last] - times[first], GAP_FRACTION / rate)
         # The referees of the waking: a genuine referrer's friends weeks later are not.
         bought = [c for ref in cohort for c in purchases.get(ref, ())
                   if c.at - woke[ref] <= width]
         if len(bought) < MIN_PURCHASES:
+            return None
+        p_fast, cut = _faster(bought, baseline, cohort)
+        return _Window(first, last, p_sync, p_fast, cut, width, len(bought))
+
+    tested: list[_Window] = []
+    for group in groups:
+        found = examine(*group)
+        # Bonferroni over the groups only: what selected them, the waking, says nothing of
+        # the referees' delays where the referrers are genuine.
+        if found is None or found.p_fast * len(groups) >= FAST_P:
             continue
-        p_fast, cut = _faster(bought, ordered)
-        if p_fast * len(synced) < FAST_P:
-            fast = sum(1 for c in bought if (c.delay or 0.0) <= cut)
-            cells.append((set(cohort), p_sync, p_fast, fast, len(bought), width, cut))
+        # A cell found, its extent: of the synchronised windows overlapping the one tested,
+        # the one whose synchrony and quick referees together are the least likely (the most
+        # synchronised window may leave out a waking or two at its edges).
+        near = [w for w in (examine(*window) for window in windows
+                            if window[1] <= found.last and window[2] >= found.first)
+                if w is not None]
+        best = min(near, key=lambda w: (w.p_sync * w.p_fast, w.first, w.last))
+        tested.append(replace(best, p_sync=found.p_sync, p_fast=found.p_fast * len(groups)))
     rings = []
-    for referrers, p_sync, p_fast, fast, n, width, cut in cells:
-        # The operator's referrers have only his quick buyers; a genuine referrer woken by a
-        # mailing in the same hours has friends who take their time too: none of its is held.
-        quick = {c.customer for ref in referrers
-                 if all((c.delay or 0.0) <= cut for c in purchases.get(ref, ()))
-                 for c in purchases.get(ref, ()) if c.at - woke[ref] <= width}
-        begin = min(woke[r] for r in referrers)
-        days = (max(woke[r] for r in referrers) - begin) / DAY
+    for w in sorted(tested, key=lambda w: w.first):
+        cohort = order[w.first:w.last + 1]
+        waking = {ref: [c for c in purchases.get(ref, ()) if c.at - woke[ref] <= w.width]
+                  for ref in cohort}
+        # The operator's referrers have only his quick buyers; a genuine referrer woken in
+        # the same days has friends who take their time too, then or later: neither it nor
+        # they are named.
+        referrers = {ref for ref, own in waking.items()
+                     if own and all((c.delay or 0.0) <= w.cut for c in purchases[ref])}
+        quick = {c.customer for ref in referrers for c in purchases[ref]}
+        fast = sum(1 for own in waking.values() for c in own if (c.delay or 0.0) <= w.cut)
+        days = (max(woke[r] for r in referrers) - min(woke[r] for r in referrers)) / DAY
         rings.append(Ring(
             "sleeper_cell",
             frozenset({("referrer", r) for r in referrers} | {("customer", c) for c in quick}),
             frozenset(), CELL_SCORE,
             {"referrers": sorted(referrers), "customers": sorted(quick),
-             "woke_within_days": round(days, 2), "sync_p_value": float(f"{p_sync:.3g}"),
-             "fast_purchases": fast, "purchases": n, "within_s": round(cut, 1),
+             "woke_within_days": round(days, 2), "sync_p_value": float(f"{w.p_sync:.3g}"),
+             "fast_purchases": fast, "purchases": w.purchases, "within_s": round(w.cut, 1),
              "median_delay_s": round(median, 1),
-             "fast_p_value": float(f"{p_fast:.3g}")}))
+             "fast_p_value": float(f"{w.p_fast:.3g}")}))
     return rings
 
 
-def _faster(bought: Sequence[ConversionFacts], ordered: np.ndarray) -> tuple[float, float]:
+@dataclass(frozen=True, slots=True)
+class _Window:
+    first: int
+    last: int
+    p_sync: float
+    p_fast: float
+    cut: float
+    width: float
+    purchases: int
+
+
+def _synchronised(times: np.ndarray, rate: float) -> list[tuple[float, int, int]]:
+    """The windows of wakings (first and last index into `times`, sorted) more crowded than
+    the program's rate of waking gives: (Bonferroni-corrected p-value, first, last).
+
+    A scan statistic: every window from one waking to a later one at most MAX_SPAN on, of
+    MIN_COHORT to MAX_COHORT wakings, Poisson against the rate over its width (at least a
+    small share of the usual gap between wakings: two at the same second are not infinitely
+    unlikely), the program's or that of the weeks around it, whichever is higher,
+    Bonferroni over every window scanned."""
+    floor = GAP_FRACTION / rate
+    n = len(times)
+    ends = np.searchsorted(times, times + MAX_SPAN, side="right")
+    ends = np.minimum(ends, np.arange(n) + MAX_COHORT)
+    scanned = int(np.maximum(ends - np.arange(n) - MIN_COHORT + 1, 0).sum())
+    if not scanned:
+        return []
+    # Window by window count: `count` wakings from each waking on are significant when the
+    # expected count over their width is below the Poisson tail's inverse (P(X >= count) =
+    # the regularised lower incomplete gamma function of (count, expected)).
+    counts = np.arange(MIN_COHORT, min(int((ends - np.arange(n)).max()), MAX_COHORT) + 1)
+    limits = special.gammaincinv(counts, SYNC_P / scanned)
+    out: list[tuple[float, int, int]] = []
+    for count, limit in zip(counts, limits, strict=True):
+        first = np.arange(n - count + 1)
+        last = first + count - 1
+        expected = rate * np.maximum(times[last] - times[first], floor)
+        hit = np.flatnonzero((last < ends[first]) & (expected < limit))
+        # ... and against the rate of the weeks around it (the window left out): a program's
+        # rate of waking drifts (a launch, a season), and its busy weeks are not a cell.
+        begin = np.maximum(times[first[hit]] - MAX_SPAN, times[0])
+        end = np.minimum(times[last[hit]] + MAX_SPAN, times[-1])
+        around = (np.searchsorted(times, end, side="right")
+                  - np.searchsorted(times, begin, side="left") - count)
+        width = times[last[hit]] - times[first[hit]]
+        local = around / np.maximum(end - begin - width, DAY)
+        p = stats.poisson.sf(count - 1, np.maximum(expected[hit], local * np.maximum(
+            width, floor))) * scanned
+        out += [(float(q), int(f), int(f) + int(count) - 1) for q, f in zip(p, hit, strict=True)
+                if q < SYNC_P]
+    return out
+
+
+class _Baseline:
+    """How fast the program's referees buy after the click: each referrer's first purchases'
+    delays, every referrer weighted alike (a leak's or a farm's hundreds of quick buyers do
+    not make quick buying the program's norm)."""
+
+    def __init__(self, purchases: dict[str, list[ConversionFacts]]) -> None:
+        self.delays = {ref: np.sort([max(c.delay or 0.0, 0.0) for c in own])
+                       for ref, own in purchases.items() if own}
+        pairs = sorted((float(d), 1.0 / len(own)) for own in self.delays.values() for d in own)
+        self.at = np.array([d for d, _w in pairs])
+        self.weight = np.cumsum([w for _d, w in pairs])
+
+    def cdf(self, x: np.ndarray, without: Sequence[str]) -> np.ndarray:
+        """The share of referrers' referees who bought within each of `x`, the referrers
+        `without` left out (a cohort is not its own baseline)."""
+        at = np.searchsorted(self.at, x, side="right")
+        total = np.where(at > 0, self.weight[np.maximum(at - 1, 0)], 0.0)
+        out = [self.delays[r] for r in without if r in self.delays]
+        for own in out:
+            total -= np.searchsorted(own, x, side="right") / len(own)
+        return np.clip(total / max(len(self.delays) - len(out), 1), 0.0, 1.0)
+
+
+def _faster(bought: Sequence[ConversionFacts], baseline: _Baseline, cohort: Sequence[str]
+            ) -> tuple[float, float]:
     """The one-sided Kolmogorov-Smirnov p-value of "these purchases came as fast as the
-    program's" (`ordered`: the program's delays, sorted, many more than these) against
-    "faster": the largest lead of their distribution over the program's. An operator's
-    buyers have none of the program's slow tail (people who come back days later). And the
-    delay where their lead is largest: what is faster is the cohort's anomaly."""
+    program's referees' (the cohort's referrers left out)" against "faster": the largest
+    lead of their distribution over the program's. An operator's buyers have none of the
+    program's slow tail (people who come back days later). And the delay where their lead
+    is largest: what is faster is the cohort's anomaly."""
     at = np.sort(np.array([max(c.delay or 0.0, 0.0) for c in bought]))
     n = len(at)
-    behind = np.searchsorted(ordered, at, side="right") / len(ordered)
-    leads = np.arange(1, n + 1) / n - behind
+    leads = np.arange(1, n + 1) / n - baseline.cdf(at, cohort)
     statistic = float(np.max(leads))
     return float(stats.ksone.sf(max(statistic, 0.0), n)), float(at[int(np.argmax(leads))])
 

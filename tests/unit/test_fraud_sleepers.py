@@ -101,3 +101,26 @@ def test_a_mailing_that_wakes_many_referrers_at_once_is_not_a_cell() -> None:
     for i in range(8):
         quick += dormant(f"q{i}", T0 + i * DAY, T0 + 12 * DAY + i * 5 * DAY, (300.0, 600.0))
     assert sleeper_cells(program() + quick) == []
+
+
+def leak(n: int) -> list[ConversionFacts]:
+    """A referrer whose code leaked: `n` strangers buying a minute or two after the click."""
+    return [purchase(f"leaked{i}", T0 + 5 * DAY + i * 3 * 3600, "leaky", 60.0 + i % 90)
+            for i in range(n)]
+
+
+def test_a_cell_woken_over_several_days_among_genuine_wakings_is_found() -> None:
+    """Ten aged accounts woken one every half day, over five days, while genuine referrers
+    wake too; a leak's hundred quick buyers do not make quick buying the program's norm."""
+    for seed in range(3):
+        cell: list[ConversionFacts] = []
+        for i in range(10):
+            cell += dormant(f"s{i}", T0 + i * DAY, T0 + (30 + seed) * DAY + i * 0.5 * DAY,
+                            (200.0 + 90 * i, 500.0 + 60 * ((i + seed) % 7)))
+        rings = sleeper_cells(program() + leak(100) + cell)
+        assert len(rings) == 1
+        referrers = {i for kind, i in rings[0].accounts if kind == "referrer"}
+        customers = {i for kind, i in rings[0].accounts if kind == "customer"}
+        assert referrers >= {f"s{i}" for i in range(10)} and len(referrers) <= 12
+        assert customers >= {f"s{i}-friend{j}" for i in range(10) for j in range(2)}
+        assert not any(c.startswith("leaked") for c in customers)
