@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -476,6 +477,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
+    - fast_purchases: more purchases among the fastest of the program's honest purchases
+      than chance gives (binomial), against a baseline without the referrers found so
+      (`_fast_purchase_findings`): click injection on a referrer with a few conversions;
+      carried by those purchases; full scans only.
     - conversion_rate again, for the referrers another test found, against the rate of the
       referrers no test found (`_suspect_rate_findings`): the program's own rate is inflated
       by its fraud;
@@ -519,6 +524,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
+        out[ref].append(finding)
+    for ref, finding in _fast_purchase_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
     for ref, finding in _steady_converting_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
@@ -1185,6 +1192,100 @@ def _quick_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding
             "fired just before purchases (click injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
             _faster_than(cut), p_values[ref])
     return out
+
+
+FAST_QUANTILE = 0.01  # the program's fastest purchases: an injected one is among them
+FAST_ROUNDS = 4  # baselines re-measured without the referrers found so far, at most
+
+
+def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
+                            found: Collection[str]) -> dict[str, Finding]:
+    """fast_purchases: more of a referrer's purchases among the program's fastest
+    (FAST_QUANTILE of the click-to-purchase delays of its other referrers' purchases) than
+    chance gives (one-sided binomial): a click fired just before a purchase the customer was
+    making anyway, on a referrer with as few as two purchases.
+
+    Purchases only, against purchases: a sign-up follows its click within seconds where a
+    purchase takes a visit, so a baseline of every conversion hides an injected purchase
+    among honest sign-ups. The baseline leaves out the referrer's own purchases and those of
+    the referrers this test found (`FAST_ROUNDS` rounds: found, the baseline re-measured
+    without them, tested again): an injector's purchases are much of the program's fastest,
+    and left in, they move the baseline's cut down to their own delays.
+
+    A referrer with few purchases cannot come out significant however fast they were (one
+    purchase: at best FAST_QUANTILE), and counted among the tests it only raises the bar for
+    the others: Tarone's rule keeps the tests whose smallest possible p-value can pass
+    (`_testable`), then Benjamini-Hochberg among them (Gilbert's procedure, which controls
+    the false discovery rate). Referrers another test already `found` are left out (their
+    conversions are tied already; the same evidence twice is no corroboration).
+    Full scans only (an incremental scan's window holds each referrer's latest conversions,
+    and the context's delays are of every kind)."""
+    if context.background_delays is not None:
+        return {}
+    own: dict[str, list[float]] = defaultdict(list)
+    for conv in conversions:
+        if conv.amount > 0 and conv.delay is not None:
+            for ref in conv.referrers:
+                own[ref].append(max(conv.delay, 0.0))
+    mine = {ref: np.sort(np.asarray(ds)) for ref, ds in own.items()}
+    fast: set[str] = set()
+    cuts: dict[str, float] = {}
+    p_values: dict[str, float] = {}
+    for _round in range(FAST_ROUNDS):
+        base = np.sort(np.concatenate([ds for ref, ds in mine.items() if ref not in fast]
+                                      or [np.zeros(0)]))
+        if len(base) * FAST_QUANTILE < 1:  # too few purchases for the quantile to tell
+            break
+        p_values, cuts = {}, {}
+        for ref, ds in mine.items():
+            cut = _cut_without(base, ds if ref not in fast else ds[:0], FAST_QUANTILE)
+            k = int(np.searchsorted(ds, cut, side="left"))
+            cuts[ref] = cut
+            p_values[ref] = _binom_above(k, len(ds), FAST_QUANTILE) if k else 1.0
+        smallest = {ref: FAST_QUANTILE ** len(ds) for ref, ds in mine.items()}
+        now = benjamini_hochberg({ref: p_values[ref] for ref in _testable(smallest)})
+        if now <= fast:
+            break
+        fast |= now
+    out: dict[str, Finding] = {}
+    for ref in sorted(fast - set(found)):
+        ds, cut = mine[ref], cuts[ref]
+        k = int(np.searchsorted(ds, cut, side="left"))
+        out[ref] = Finding(Reason(
+            "fast_purchases", f"click: {k} of {ref}'s {len(ds)} purchases came within "
+            f"{cut:.0f} s of the click, where the program's other purchases come that fast "
+            f"{FAST_QUANTILE:.0%} of the time: clicks fired just before purchases (click "
+            "injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
+            _purchase_faster_than(cut), p_values[ref])
+    return out
+
+
+def _cut_without(base: np.ndarray, own: np.ndarray, q: float) -> float:
+    """The q-quantile (lower order statistic) of sorted `base` less the sorted `own` values
+    (all among them): the leave-one-out cut, without copying the baseline."""
+    rank = int(q * (len(base) - len(own)))
+    taken = 0
+    for _ in range(len(own) + 1):  # each step takes in at least one more own value
+        at = min(rank + taken, len(base) - 1)
+        now = int(np.searchsorted(own, base[at], side="right"))
+        if now == taken:
+            break
+        taken = now
+    return float(base[min(rank + taken, len(base) - 1)])
+
+
+def _testable(smallest: Mapping[str, float], q: float = FDR_Q) -> set[str]:
+    """Tarone's rule: of tests whose smallest possible p-values are `smallest`, those that can
+    reach q / K, for the least K such that at most K of them can."""
+    ordered = sorted(smallest.values())
+    for k in range(1, len(ordered) + 1):
+        if bisect_right(ordered, q / k) <= k:
+            return {key for key, p in smallest.items() if p <= q / k}
+    return set(smallest)
+
+
+def _purchase_faster_than(seconds: float) -> Carry:
+    return lambda c: c.amount > 0 and c.delay is not None and c.delay < seconds
 
 
 AGENT_MIN_CONVERSIONS = 6
