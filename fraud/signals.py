@@ -525,7 +525,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
         out[ref].append(finding)
-    for ref, finding in _fast_purchase_findings(conversions, context, set(out)).items():
+    timed = {ref for ref, found in out.items() if any(f.reason.code in TIMING for f in found)}
+    for ref, finding in _fast_purchase_findings(conversions, context, timed).items():
         out[ref].append(finding)
     for ref, finding in _steady_converting_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
@@ -1194,6 +1195,8 @@ def _quick_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding
     return out
 
 
+# The findings on how soon after its click a referrer's conversions came: click injection.
+TIMING = frozenset({"delay_distribution", "injection_timing", "interjected_clicks"})
 FAST_QUANTILE = 0.01  # the program's fastest purchases: an injected one is among them
 FAST_ROUNDS = 4  # baselines re-measured without the referrers found so far, at most
 
@@ -1216,8 +1219,9 @@ def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: Pro
     purchase: at best FAST_QUANTILE), and counted among the tests it only raises the bar for
     the others: Tarone's rule keeps the tests whose smallest possible p-value can pass
     (`_testable`), then Benjamini-Hochberg among them (Gilbert's procedure, which controls
-    the false discovery rate). Referrers another test already `found` are left out (their
-    conversions are tied already; the same evidence twice is no corroboration).
+    the false discovery rate). Referrers another timing test already `found` (TIMING) are
+    left out: their fast conversions are tied already, and the same evidence twice is no
+    corroboration.
     Full scans only (an incremental scan's window holds each referrer's latest conversions,
     and the context's delays are of every kind)."""
     if context.background_delays is not None:
