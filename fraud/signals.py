@@ -1224,7 +1224,7 @@ def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: Pro
     corroboration.
     Full scans only (an incremental scan's window holds each referrer's latest conversions,
     and the context's delays are of every kind)."""
-    if context.background_delays is not None:
+    if context.background_delays is not None or context.history:  # an incremental scan
         return {}
     own: dict[str, list[float]] = defaultdict(list)
     for conv in conversions:
