@@ -1206,7 +1206,11 @@ def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: Pro
     """fast_purchases: more of a referrer's purchases among the program's fastest
     (FAST_QUANTILE of the click-to-purchase delays of its other referrers' purchases) than
     chance gives (one-sided binomial): a click fired just before a purchase the customer was
-    making anyway, on a referrer with as few as two purchases.
+    making anyway, on a referrer with as few as two purchases. Only purchases whose click
+    landed after the customer's journey had begun count (`interjected`: signed up before it,
+    or brought by another referrer's link): an honest referral's click starts the journey,
+    however quickly its friend then buys. The binomial's rate stays FAST_QUANTILE, which
+    bounds the share of the program's purchases that are both fast and interjected.
 
     Purchases only, against purchases: a sign-up follows its click within seconds where a
     purchase takes a visit, so a baseline of every conversion hides an injected purchase
@@ -1226,12 +1230,19 @@ def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: Pro
     and the context's delays are of every kind)."""
     if context.background_delays is not None or context.history:  # an incremental scan
         return {}
+    begun = interjected(conversions)
     own: dict[str, list[float]] = defaultdict(list)
+    # Of each referrer's purchases, the delays of those whose click landed after the
+    # customer's journey had begun (`interjected`): only those can count as injected.
+    taken: dict[str, list[float]] = defaultdict(list)
     for conv in conversions:
         if conv.amount > 0 and conv.delay is not None:
             for ref in conv.referrers:
                 own[ref].append(max(conv.delay, 0.0))
+                if conv.conversion_id in begun:
+                    taken[ref].append(max(conv.delay, 0.0))
     mine = {ref: np.sort(np.asarray(ds)) for ref, ds in own.items()}
+    late = {ref: np.sort(np.asarray(taken.get(ref, ()))) for ref in own}
     fast: set[str] = set()
     cuts: dict[str, float] = {}
     p_values: dict[str, float] = {}
@@ -1243,7 +1254,7 @@ def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: Pro
         p_values, cuts = {}, {}
         for ref, ds in mine.items():
             cut = _cut_without(base, ds if ref not in fast else ds[:0], FAST_QUANTILE)
-            k = int(np.searchsorted(ds, cut, side="left"))
+            k = int(np.searchsorted(late[ref], cut, side="left"))
             cuts[ref] = cut
             p_values[ref] = _binom_above(k, len(ds), FAST_QUANTILE) if k else 1.0
         smallest = {ref: FAST_QUANTILE ** len(ds) for ref, ds in mine.items()}
@@ -1254,13 +1265,14 @@ def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: Pro
     out: dict[str, Finding] = {}
     for ref in sorted(fast - set(found)):
         ds, cut = mine[ref], cuts[ref]
-        k = int(np.searchsorted(ds, cut, side="left"))
+        k = int(np.searchsorted(late[ref], cut, side="left"))
         out[ref] = Finding(Reason(
             "fast_purchases", f"click: {k} of {ref}'s {len(ds)} purchases came within "
-            f"{cut:.0f} s of the click, where the program's other purchases come that fast "
-            f"{FAST_QUANTILE:.0%} of the time: clicks fired just before purchases (click "
-            "injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
-            _purchase_faster_than(cut), p_values[ref])
+            f"{cut:.0f} s of a click that landed after the customer had signed up or arrived "
+            "through another link, where the program's other purchases come that fast "
+            f"{FAST_QUANTILE:.0%} of the time: clicks fired just before purchases that were "
+            "happening anyway (click injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
+            _purchase_faster_than(cut, frozenset(begun)), p_values[ref])
     return out
 
 
@@ -1288,8 +1300,9 @@ def _testable(smallest: Mapping[str, float], q: float = FDR_Q) -> set[str]:
     return set(smallest)
 
 
-def _purchase_faster_than(seconds: float) -> Carry:
-    return lambda c: c.amount > 0 and c.delay is not None and c.delay < seconds
+def _purchase_faster_than(seconds: float, begun: frozenset[int]) -> Carry:
+    return lambda c: (c.amount > 0 and c.delay is not None and c.delay < seconds
+                      and c.conversion_id in begun)
 
 
 AGENT_MIN_CONVERSIONS = 6
