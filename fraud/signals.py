@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -478,8 +479,11 @@ class ProgramContext:
     background_delays: np.ndarray | None = None
     program_rate: float | None = None  # credited conversions per counted click
     history: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # (n, first at)
-    # Counted clicks per Referer host (the site visits came from), where known.
+    # Counted clicks per traffic source (`traffic_source`: the Referer's host, or the
+    # landing's own parameters), where known, and per source the counted clicks of each
+    # referrer it brought visits to (full scans only).
     source_clicks: Mapping[str, int] = field(default_factory=dict)
+    source_referrers: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     # The program's share of headerless conversions, as the latest full scan measured it
     # (incremental scans see a window, too little to tell what the program's data holds).
     headerless_share: float | None = None
@@ -546,6 +550,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
+    - fast_purchases: more purchases among the fastest of the program's honest purchases
+      than chance gives (binomial), against a baseline without the referrers found so
+      (`_fast_purchase_findings`): click injection on a referrer with a few conversions;
+      carried by those purchases; full scans only.
     - conversion_rate again, for the referrers another test found, against the rate of the
       referrers no test found (`_suspect_rate_findings`): the program's own rate is inflated
       by its fraud;
@@ -589,6 +597,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
+        out[ref].append(finding)
+    timed = {ref for ref, found in out.items() if any(f.reason.code in TIMING for f in found)}
+    for ref, finding in _fast_purchase_findings(conversions, context, timed).items():
         out[ref].append(finding)
     for ref, finding in _steady_converting_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
@@ -664,34 +675,79 @@ SOURCE_MIN_CONVERSIONS = 5
 LATE_EFFECT = 0.5  # the KS distance of a site's or referrer's delays that click spam shows
 
 
+def traffic_source(click: ClickFacts) -> str | None:
+    """Where a visit came from: the site its Referer names; without a Referer, the names of
+    the landing's own parameters other than campaign tags (utm_*), as "?name&name": an app or
+    ad network that fires clicks without a Referer still marks its landings its own way (a
+    sub-publisher id, its click id), and a social network's app its click id. None: a visit
+    that says nothing of where it came from (typed, or from a mail app)."""
+    return click.source or landing_source(click.query)
+
+
+def landing_source(query: str | None) -> str | None:
+    """A source named by a landing's parameters (see `traffic_source`), or None."""
+    names = landing_names(query)
+    return "?" + "&".join(names) if names else None
+
+
+def landing_names(query: str | None) -> list[str]:
+    """The parameter names of a landing query (or of a query of names alone, "a&b"), lower
+    case, sorted, without campaign tags (utm_*, which any link's sharer adds by hand)."""
+    names = {part.split("=", 1)[0].strip().lower()
+             for part in (query or "").lstrip("?").split("&")}
+    return sorted(n for n in names if n and not n.startswith("utm_"))
+
+
 def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
                      program_rate: float | None, tally: _Tally
                      ) -> list[tuple[str, Finding]]:
-    """click_spam_source: the visits from one site (Referer host), pooled over every referrer
-    they credit, convert far less than the program's (binomial) and later (one-sided KS):
-    an app or page firing clicks at people who buy days later anyway, spread over several
-    accounts so that none of them stands out. Controlled across sites (Benjamini-Hochberg);
-    carried by the conversions whose last click came from that site."""
+    """click_spam_source: the visits from one traffic source (`traffic_source`: a site, or an
+    app or ad network by the parameters it puts on its landings), pooled over every referrer
+    they credit, convert far less than the rest of the program's visits (binomial) and later
+    (one-sided KS against the other sources' conversions): an app or page firing clicks at
+    people who buy days later anyway, spread over several accounts so that none of them
+    stands out. Both baselines leave the source out (a source that is much of the program's
+    traffic would otherwise pull the program's rate and delays towards its own). Controlled
+    across sources (Benjamini-Hochberg).
+
+    Carried by the late conversions whose last click came from that source; and, of a
+    referrer that gets far more of its clicks from the source than the program's referrers do
+    (`_runs_on`: its link is placed there), also by its late conversions whose last click says
+    nowhere (no Referer, no parameters): the spam's other clicks, with their marks stripped.
+    Its conversions that came through a site people share on stay its own."""
     if not program_rate or not context.source_clicks:
         return []
     delays: dict[str, list[float]] = defaultdict(list)
     credited: dict[str, set[str]] = defaultdict(set)
+    every: list[tuple[float, str | None]] = []
     for conv in conversions:
-        if not conv.touches or conv.touches[-1].source is None or conv.delay is None:
+        if not conv.touches or conv.delay is None:
             continue
-        host = conv.touches[-1].source
+        host = traffic_source(conv.touches[-1])
+        every.append((max(conv.delay, 0.0), host))
+        if host is None:
+            continue
         delays[host].append(max(conv.delay, 0.0))
         credited[host].update(conv.referrers)
-    everyone, _owner = _delay_sample(tally.delays)
+    clicks = sum(context.referrer_clicks.values()) or sum(context.source_clicks.values())
+    converted = program_rate * clicks
     p_values: dict[str, float] = {}
+    rest_rates: dict[str, float] = {}
+    others_of: dict[str, np.ndarray] = {}
     for host, own in delays.items():
         n_clicks = context.source_clicks.get(host, 0)
         if len(own) < SOURCE_MIN_CONVERSIONS or n_clicks < SPAM_MIN_CLICKS:
             continue
-        if len(own) / n_clicks >= program_rate:
+        # Every source large enough to test counts in the multiple-testing control, the
+        # ones that fail the cheaper checks below at p 1: picking the tests by their
+        # outcome, then controlling over the picked ones only, finds an honest site whose
+        # audience happens to buy late (an influencer's) among a handful of sites.
+        p_values[host] = 1.0
+        rest = (converted - len(own)) / max(clicks - n_clicks, 1)
+        if rest <= 0 or len(own) / n_clicks >= rest:
             continue
         others = (context.background_delays if context.background_delays is not None
-                  else everyone)
+                  else np.array([d for d, source in every if source != host]))
         if len(others) < KS_MIN_CONVERSIONS:
             continue
         slower = _ks(own, others, "less")
@@ -700,23 +756,43 @@ def _source_findings(conversions: Sequence[ConversionFacts], context: ProgramCon
         # Both must hold (an intersection-union test: the larger p-value): a site whose
         # visitors buy days later but as often as the program's (a professional network's
         # audience) is no click spam.
-        p_values[host] = max(float(slower.pvalue), _rate_below(len(own), n_clicks,
-                                                               program_rate))
+        p_values[host] = max(float(slower.pvalue), _rate_below(len(own), n_clicks, rest))
+        rest_rates[host], others_of[host] = rest, np.asarray(others)
     out: list[tuple[str, Finding]] = []
     for host in sorted(benjamini_hochberg(p_values)):
         own, n_clicks = delays[host], context.source_clicks[host]
-        others = (context.background_delays if context.background_delays is not None
-                  else everyone)
-        late = _split(own, np.asarray(others), faster=False)
-        finding = Finding(Reason(
-            "click_spam_source", f"referrer population: the {n_clicks} visits from {host} "
-            f"(credited to {len(credited[host])} referrers) converted at "
-            f"{len(own) / n_clicks:.1%} against the program's {program_rate:.1%}, and later "
-            f"(median {_median(own) / 3600:.0f} h): clicks fired at people who were buying "
-            "anyway", round(len(own) / n_clicks, 4), f"FDR {FDR_Q:g}", 0.65, "population"),
-            _from_source(host, min(late, LATE_SECONDS)), p_values[host])
-        out += [(ref, finding) for ref in sorted(credited[host])]
+        late = min(_split(own, others_of[host], faster=False), LATE_SECONDS)
+        placed = _runs_on(host, credited[host], context)
+        reason = Reason(
+            "click_spam_source", f"referrer population: the {n_clicks} visits from "
+            f"{_source_name(host)} (credited to {len(credited[host])} referrers) converted at "
+            f"{len(own) / n_clicks:.1%} against the rest of the program's "
+            f"{rest_rates[host]:.1%}, and later (median {_median(own) / 3600:.0f} h): clicks "
+            "fired at people who were buying anyway", round(len(own) / n_clicks, 4),
+            f"FDR {FDR_Q:g}", 0.65, "population")
+        out += [(ref, Finding(reason, _from_source(host, late, unmarked=ref in placed),
+                              p_values[host])) for ref in sorted(credited[host])]
     return out
+
+
+def _source_name(host: str) -> str:
+    return f"landings marked {host[1:]}" if host.startswith("?") else host
+
+
+def _runs_on(host: str, credited: Collection[str], context: ProgramContext) -> set[str]:
+    """Of the referrers a source brought visits to, those that get far more of their clicks
+    from it than the program's clicks come from it (one-sided binomial against the program's
+    share, Bonferroni across them): referrers whose link is placed on the source, not ones
+    it happened to pass a visit to."""
+    by_referrer = context.source_referrers.get(host, {})
+    total = sum(context.referrer_clicks.values())
+    if not by_referrer or not total or not credited:
+        return set()
+    share = context.source_clicks.get(host, 0) / total
+    return {ref for ref in credited
+            if _binom_above(by_referrer.get(ref, 0), max(context.referrer_clicks.get(ref, 0),
+                                                         by_referrer.get(ref, 0)), share)
+            <= FDR_Q / len(credited)}
 
 
 def _rate_below(conversions: int, clicks: int, rate: float) -> float:
@@ -725,8 +801,11 @@ def _rate_below(conversions: int, clicks: int, rate: float) -> float:
     return float(stats.binom.cdf(min(conversions, clicks), clicks, min(max(rate, 1e-6), 1.0)))
 
 
-def _from_source(host: str, after: float) -> Carry:
-    return lambda c: (bool(c.touches) and c.touches[-1].source == host
+def _from_source(host: str, after: float, *, unmarked: bool = False) -> Carry:
+    """Conversions `after` seconds or more after their last click, which came from `host`
+    (or, `unmarked`, from no source it names)."""
+    came = {host, None} if unmarked else {host}
+    return lambda c: (bool(c.touches) and traffic_source(c.touches[-1]) in came
                       and (c.delay is None or c.delay >= after))
 
 
@@ -1187,6 +1266,116 @@ def _quick_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding
             "fired just before purchases (click injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
             _faster_than(cut), p_values[ref])
     return out
+
+
+# The findings on how soon after its click a referrer's conversions came: click injection.
+TIMING = frozenset({"delay_distribution", "injection_timing", "interjected_clicks"})
+FAST_QUANTILE = 0.01  # the program's fastest purchases: an injected one is among them
+FAST_ROUNDS = 4  # baselines re-measured without the referrers found so far, at most
+
+
+def _fast_purchase_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
+                            found: Collection[str]) -> dict[str, Finding]:
+    """fast_purchases: more of a referrer's purchases among the program's fastest
+    (FAST_QUANTILE of the click-to-purchase delays of its other referrers' purchases) than
+    chance gives (one-sided binomial): a click fired just before a purchase the customer was
+    making anyway, on a referrer with as few as two purchases. Only purchases whose click
+    landed after the customer's journey had begun count (`interjected`: signed up before it,
+    or brought by another referrer's link): an honest referral's click starts the journey,
+    however quickly its friend then buys. The binomial's rate stays FAST_QUANTILE, which
+    bounds the share of the program's purchases that are both fast and interjected.
+
+    Purchases only, against purchases: a sign-up follows its click within seconds where a
+    purchase takes a visit, so a baseline of every conversion hides an injected purchase
+    among honest sign-ups. The baseline leaves out the referrer's own purchases and those of
+    the referrers this test found (`FAST_ROUNDS` rounds: found, the baseline re-measured
+    without them, tested again): an injector's purchases are much of the program's fastest,
+    and left in, they move the baseline's cut down to their own delays.
+
+    A referrer with few purchases cannot come out significant however fast they were (one
+    purchase: at best FAST_QUANTILE), and counted among the tests it only raises the bar for
+    the others: Tarone's rule keeps the tests whose smallest possible p-value can pass
+    (`_testable`), then Benjamini-Hochberg among them (Gilbert's procedure, which controls
+    the false discovery rate). Referrers another timing test already `found` (TIMING) are
+    left out: their fast conversions are tied already, and the same evidence twice is no
+    corroboration.
+    Full scans only (an incremental scan's window holds each referrer's latest conversions,
+    and the context's delays are of every kind)."""
+    if context.background_delays is not None or context.history:  # an incremental scan
+        return {}
+    begun = interjected(conversions)
+    own: dict[str, list[float]] = defaultdict(list)
+    # Of each referrer's purchases, the delays of those whose click landed after the
+    # customer's journey had begun (`interjected`): only those can count as injected.
+    taken: dict[str, list[float]] = defaultdict(list)
+    for conv in conversions:
+        if conv.amount > 0 and conv.delay is not None:
+            for ref in conv.referrers:
+                own[ref].append(max(conv.delay, 0.0))
+                if conv.conversion_id in begun:
+                    taken[ref].append(max(conv.delay, 0.0))
+    mine = {ref: np.sort(np.asarray(ds)) for ref, ds in own.items()}
+    late = {ref: np.sort(np.asarray(taken.get(ref, ()))) for ref in own}
+    fast: set[str] = set()
+    cuts: dict[str, float] = {}
+    p_values: dict[str, float] = {}
+    for _round in range(FAST_ROUNDS):
+        base = np.sort(np.concatenate([ds for ref, ds in mine.items() if ref not in fast]
+                                      or [np.zeros(0)]))
+        if len(base) * FAST_QUANTILE < 1:  # too few purchases for the quantile to tell
+            break
+        p_values, cuts = {}, {}
+        for ref, ds in mine.items():
+            cut = _cut_without(base, ds if ref not in fast else ds[:0], FAST_QUANTILE)
+            k = int(np.searchsorted(late[ref], cut, side="left"))
+            cuts[ref] = cut
+            p_values[ref] = _binom_above(k, len(ds), FAST_QUANTILE) if k else 1.0
+        smallest = {ref: FAST_QUANTILE ** len(ds) for ref, ds in mine.items()}
+        now = benjamini_hochberg({ref: p_values[ref] for ref in _testable(smallest)})
+        if now <= fast:
+            break
+        fast |= now
+    out: dict[str, Finding] = {}
+    for ref in sorted(fast - set(found)):
+        ds, cut = mine[ref], cuts[ref]
+        k = int(np.searchsorted(late[ref], cut, side="left"))
+        out[ref] = Finding(Reason(
+            "fast_purchases", f"click: {k} of {ref}'s {len(ds)} purchases came within "
+            f"{cut:.0f} s of a click that landed after the customer had signed up or arrived "
+            "through another link, where the program's other purchases come that fast "
+            f"{FAST_QUANTILE:.0%} of the time: clicks fired just before purchases that were "
+            "happening anyway (click injection)", k, f"FDR {FDR_Q:g}", 0.7, "click"),
+            _purchase_faster_than(cut, frozenset(begun)), p_values[ref])
+    return out
+
+
+def _cut_without(base: np.ndarray, own: np.ndarray, q: float) -> float:
+    """The q-quantile (lower order statistic) of sorted `base` less the sorted `own` values
+    (all among them): the leave-one-out cut, without copying the baseline."""
+    rank = int(q * (len(base) - len(own)))
+    taken = 0
+    for _ in range(len(own) + 1):  # each step takes in at least one more own value
+        at = min(rank + taken, len(base) - 1)
+        now = int(np.searchsorted(own, base[at], side="right"))
+        if now == taken:
+            break
+        taken = now
+    return float(base[min(rank + taken, len(base) - 1)])
+
+
+def _testable(smallest: Mapping[str, float], q: float = FDR_Q) -> set[str]:
+    """Tarone's rule: of tests whose smallest possible p-values are `smallest`, those that can
+    reach q / K, for the least K such that at most K of them can."""
+    ordered = sorted(smallest.values())
+    for k in range(1, len(ordered) + 1):
+        if bisect_right(ordered, q / k) <= k:
+            return {key for key, p in smallest.items() if p <= q / k}
+    return set(smallest)
+
+
+def _purchase_faster_than(seconds: float, begun: frozenset[int]) -> Carry:
+    return lambda c: (c.amount > 0 and c.delay is not None and c.delay < seconds
+                      and c.conversion_id in begun)
 
 
 AGENT_MIN_CONVERSIONS = 6

@@ -252,7 +252,10 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
         even = await queries.click_evenness(conn, program_id)
         rhythm = {ref: replace(r, gap_pairs=even[ref].pairs, gap_spread=even[ref].spread)
                   if ref in even else r for ref, r in rhythm.items()}
-        return ProgramFacts(ProgramContext(reversed_ids, clicks, source_clicks=sources,
+        return ProgramFacts(ProgramContext(reversed_ids, clicks,
+                                           source_clicks={source: sum(by.values()) for
+                                                          source, by in sources.items()},
+                                           source_referrers=sources,
                                            click_rhythm=rhythm))
     clicks = await queries.counted_clicks(conn, program_id, scope.referrers)
     # The program's conversions per click, as the latest full scan measured it (counting a

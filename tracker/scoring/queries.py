@@ -17,7 +17,7 @@ import asyncpg
 
 from fraud.operators import parts
 from fraud.rings import Column, Ring
-from fraud.signals import LEASE_SECONDS, ClickRhythm
+from fraud.signals import LEASE_SECONDS, ClickRhythm, landing_source
 from tracker.formats import CREDITED_TYPES
 from tracker.programs.queries import referrer_kind
 
@@ -715,15 +715,33 @@ async def click_evenness(conn: asyncpg.Connection, program_id: int) -> dict[str,
     return {r["external_id"]: GapEvenness(r["pairs"], r["spread"]) for r in rows}
 
 
-async def source_clicks(conn: asyncpg.Connection, program_id: int) -> dict[str, int]:
-    """Counted (not bot, not duplicate) clicks per Referer host."""
+async def source_clicks(conn: asyncpg.Connection, program_id: int
+                        ) -> dict[str, dict[str, int]]:
+    """Counted (not bot, not duplicate) clicks per traffic source (fraud.signals.
+    traffic_source: the Referer's host, or without one the names of the landing's parameters)
+    and per referrer: {source: {referrer: clicks}}."""
     rows = await conn.fetch(
-        """SELECT lower(substring(referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
-                      AS host, count(*) AS n
-           FROM clicks WHERE program_id = $1 AND NOT is_bot AND NOT is_duplicate
-             AND referer IS NOT NULL AND referer <> ''
-           GROUP BY 1""", program_id)
-    return {r["host"]: r["n"] for r in rows if r["host"]}
+        """SELECT r.external_id, s.host, s.names, s.n
+           FROM (SELECT h.referrer_id, h.host,
+                        CASE WHEN h.host IS NULL THEN regexp_replace(h.query, '=[^&]*', '', 'g')
+                        END AS names, count(*) AS n
+                 FROM (SELECT c.referrer_id, c.query,
+                              lower(substring(c.referer
+                                              from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
+                                  AS host
+                       FROM clicks c
+                       WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
+                         AND (coalesce(c.referer, '') <> '' OR coalesce(c.query, '') <> '')
+                      ) h
+                 GROUP BY 1, 2, 3) s
+           JOIN referrers r ON r.program_id = $1 AND r.id = s.referrer_id""", program_id)
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        source = r["host"] or landing_source(r["names"])
+        if source:
+            by_referrer = out.setdefault(source, {})
+            by_referrer[r["external_id"]] = by_referrer.get(r["external_id"], 0) + r["n"]
+    return out
 
 
 async def latest_full_scan(conn: asyncpg.Connection, program_id: int) -> FullScanStats | None:
