@@ -22,8 +22,7 @@ import networkx as nx
 from scipy import stats
 
 from fraud.dense import Fraudar
-from fraud.signals import FDR_Q, benjamini_hochberg, living_on
-from geo.reader import ip_prefix
+from fraud.signals import FDR_Q, benjamini_hochberg, crowded_columns, living_on
 
 Account = tuple[str, str]  # ("referrer" | "customer", external id)
 Column = tuple[str, str]  # ("ip" | "device", value)
@@ -122,62 +121,6 @@ def _one_collector(holders: list[Account], referred_by: dict[str, set[str]]) -> 
             counts[referrer] += 1
     return (GATEWAY_ACCOUNTS <= len(holders) <= FARM_MAX and bool(counts)
             and max(counts.values()) >= ONE_COLLECTOR * len(holders))
-
-
-CROWD_BROWSERS = 4  # different browsers on one address, at least, before it can be a crowd
-# of the browsers as many of the program's customers drawn at random would bring
-CROWD_SHARE = 0.5
-
-
-def expected_browsers(n: int, mix: Mapping[str, int]) -> float:
-    """How many different browsers n of the program's customers drawn at random use: the
-    expected number of distinct values in n draws from the program's mix (customers per
-    exact User-Agent)."""
-    total = sum(mix.values())
-    if total <= 0:
-        return 0.0
-    return sum(1.0 - (1.0 - k / total) ** n for k in mix.values())
-
-
-def crowded_columns(uses: Mapping[Account, Collection[Column]],
-                    browsers_on: Mapping[str, Collection[str]],
-                    agents: Mapping[str, Collection[str]]) -> set[Column]:
-    """The addresses that behave like a NAT (a campus, a carrier, a public network) and the
-    fingerprints seen only behind them. On a crowded address the accounts came on at least
-    CROWD_BROWSERS different browsers (exact User-Agents; `browsers_on`: per IP, those the
-    program's customers were seen with there), and on at least CROWD_SHARE of the number
-    that as many of the program's customers drawn at random would bring (`agents`: each
-    customer's browsers, the program's mix): people, each on a phone of their own, as a
-    random crowd of them would be. An operator makes many accounts on a few devices (a
-    farm's address carries two or three browsers), and an office's standard computer is one.
-
-    A device fingerprint hashes the browser's headers with the network, so students with the
-    same phone model behind a campus NAT share one: a fingerprint whose every account is on a
-    crowded address is a popular phone model there, not a device, and says no more than the
-    address does (nothing)."""
-    mix: Counter[str] = Counter(b for browsers in agents.values() for b in set(browsers))
-    holders: dict[Column, set[Account]] = defaultdict(set)
-    for account, columns in uses.items():
-        for column in columns:
-            holders[column].add(account)
-    # A NAT's pool of addresses lies in one network (IPv4 /24, IPv6 /48), which a
-    # fingerprint hashes in too: the pool is crowded as a whole.
-    pools: dict[str, list[Column]] = defaultdict(list)
-    for column in holders:
-        if column[0] == "ip":
-            pools[ip_prefix(column[1])].append(column)
-    crowds: set[Column] = set()
-    for pool in pools.values():
-        for part in [[c] for c in pool] + ([pool] if len(pool) > 1 else []):
-            seen = len({b for c in part for b in browsers_on.get(c[1], ())})
-            accounts = len({a for c in part for a in holders[c]})
-            if seen >= CROWD_BROWSERS and seen >= CROWD_SHARE * expected_browsers(accounts, mix):
-                crowds.update(part)
-    if not crowds:
-        return crowds
-    behind = {a for c in crowds for a in holders[c]}
-    return crowds | {c for c, accounts in holders.items()
-                     if c[0] == "device" and accounts <= behind}
 
 
 def shared_infrastructure(uses: dict[Account, set[Column]],

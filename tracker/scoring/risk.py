@@ -50,12 +50,11 @@ from fraud.rings import (
     Account,
     Column,
     Ring,
-    crowded_columns,
     find_rings,
     referral_cycles,
     shared_infrastructure,
 )
-from fraud.signals import headerless_share
+from fraud.signals import crowded_columns, headerless_share
 from fraud.sleepers import sleeper_cells
 from fraud.supervised import SupervisedRisk
 from tracker import metrics
