@@ -48,8 +48,8 @@ def _buy(i: int, customer: str, ref: str, ip: str, agent: str, at: float,
 def _world(draw: int) -> tuple[list[ConversionFacts], set[str], set[str], set[str]]:
     """The program's own referrals, a campus club (the organiser and a few members refer the
     rest, within two days, all buying the club's one product), a farm of twelve accounts on two
-    phones at one address for one referrer (each buying the cheapest item), and a ring of ten accounts on two addresses
-    referring each other: (conversions, students, farm, ring)."""
+    phones at one address for one referrer (each buying the cheapest item), and a ring of ten
+    accounts on two addresses referring each other: (conversions, students, farm, ring)."""
     rng = random.Random(draw)
     out: list[ConversionFacts] = []
     for i in range(300):
