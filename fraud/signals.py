@@ -218,7 +218,7 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
     mine = {a for a, _ip in conv.agents}
     best: tuple[float, str, bool] | None = None
     for agent in mine & {a for a, _ip in ref.agents}:
-        if _site_browser(agent, conv, ref, holders):
+        if _site_browser(agent, ref, holders):
             continue
         share = max(holders.get(("agent", agent), 2), 2) / total
         home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
@@ -238,17 +238,17 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
         round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
 
 
-def _site_browser(agent: str, conv: ConversionFacts, ref: ReferrerFacts,
+def _site_browser(agent: str, ref: ReferrerFacts,
                   holders: Mapping[tuple[str, str], int]) -> bool:
-    """The browser both used is a site's: the referee used it only on addresses where the
-    referrer did too and where NAT_ACCOUNTS or more visitor cookies came with that very
-    browser (an office's standard computers, a popular phone behind a campus NAT). Many
-    people's cookies on one browser at one place are the place's setup, not one person's
-    device; a browser the referrer carried to another address stays evidence."""
-    ips = {ip for a, ip in conv.agents if a == agent}
+    """The referrer's browser is a site's: every address the referrer was seen on with it is
+    one where NAT_ACCOUNTS or more visitor cookies came with that very browser (an office's
+    standard computers, a popular phone behind a campus NAT). Many people's cookies on one
+    browser at one place are the place's setup, not one person's device: a colleague on it is
+    not the referrer. A browser the referrer also used somewhere of their own stays evidence."""
+    ips = {ip for a, ip in ref.agents if a == agent}
     return bool(ips) and all(
-        ip is not None and (agent, ip) in ref.agents
-        and holders.get(("site", f"{agent} @ {ip}"), 0) >= NAT_ACCOUNTS for ip in ips)
+        ip is not None and holders.get(("site", f"{agent} @ {ip}"), 0) >= NAT_ACCOUNTS
+        for ip in ips)
 
 
 def _rarity(column: tuple[str, str], holders: Mapping[tuple[str, str], int]) -> float:

@@ -144,7 +144,8 @@ def test_a_campus_club_without_the_browsers_on_its_addresses_looks_like_a_farm(
 @pytest.mark.parametrize("draw", range(4))
 def test_an_offices_standard_browser_on_its_gateway_is_no_identity(draw: int) -> None:
     """Two colleagues on the office's standard browser, rare in the program, behind the
-    office's address where many visitor cookies came with it: no identity tie. The referrer's
+    office's address where many visitor cookies came with it (one of them also at home, on the
+    office's laptop): no identity tie. The referrer's
     own browser at an address where few cookies came with it still is one."""
     rng = random.Random(draw)
     office, build = f"32.15.{draw}.124", DESKTOP.format(v=150 + draw)
@@ -156,6 +157,11 @@ def test_an_offices_standard_browser_on_its_gateway_is_no_identity(draw: int) ->
                ("visitors", office): rng.randint(8, 40)}
     site = holders | {("site", f"{build} @ {office}"): rng.randint(6, 30)}
     assert all(r.code != "same_device" for r in assess(colleague, {"boss": ref},
+                                                       holders=site).reasons)
+    # The colleague takes the office laptop home: the browser is still the office's.
+    laptop = ConversionFacts(2, "col2", 1e6, ("boss",), ips=frozenset({office}), agents=frozenset(
+        {(build, office), (build, f"143.{draw}.7.35")}))
+    assert all(r.code != "same_device" for r in assess(laptop, {"boss": ref},
                                                        holders=site).reasons)
     own = holders | {("site", f"{build} @ {office}"): 2}
     found = assess(colleague, {"boss": ref}, holders=own)

@@ -131,7 +131,7 @@ async def _rarity(conn: asyncpg.Connection, program_id: int,
     with a credited referrer (counted for those only: a count over every click is costly)."""
     ips: set[str] = set()
     agents: set[str] = set()
-    sites: set[tuple[str, str]] = set()  # (IP, User-Agent) both used
+    sites: set[tuple[str, str]] = set()  # (IP, User-Agent) of a referrer's shared browser
     for conv in conversions:
         for ref_id in conv.referrers:
             ref = referrers.get(ref_id)
@@ -139,8 +139,9 @@ async def _rarity(conn: asyncpg.Connection, program_id: int,
                 continue
             ref_ips = ref.ips | {ip for _a, ip in ref.agents if ip}
             ips |= (conv.ips | {ip for _a, ip in conv.agents if ip}) & ref_ips
-            agents |= {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}
-            sites |= {(ip, a) for a, ip in conv.agents & ref.agents if ip}
+            shared = {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}
+            agents |= shared
+            sites |= {(ip, a) for a, ip in ref.agents if ip and a in shared}
         ips |= {t.ip for t in conv.touches if t.before and t.ip}
     out: dict[tuple[str, str], int] = {}
     for ip, n in (await queries.address_visitors(conn, program_id, sorted(ips))).items():
