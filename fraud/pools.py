@@ -36,6 +36,7 @@ from fraud.signals import (
     ConversionFacts,
     Reason,
     amount_shares,
+    conversion_crowds,
     purchases_by_customer,
     varied_purchases,
 )
@@ -74,11 +75,12 @@ def account_keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
         for agent, ip in conv.agents:
             if ip is not None:
                 agents_on[ip].add(agent)
+    crowds = conversion_crowds(conversions)
     out: dict[str, set[Key]] = defaultdict(set)
     for conv in conversions:
         mine = out[conv.customer]
         mine.update(("cookie", v) for v in conv.visitors)
-        mine.update(("device", d) for d in conv.devices)
+        mine.update(("device", d) for d in conv.devices if ("device", d) not in crowds)
         home = {ip for _agent, ip in conv.agents
                 if ip is not None and len(agents_on[ip]) <= HOME_AGENTS}
         mine.update(("agent", f"{agent} @ {ip}") for agent, ip in conv.agents if ip in home)

@@ -22,7 +22,7 @@ import networkx as nx
 from scipy import stats
 
 from fraud.dense import Fraudar
-from fraud.signals import FDR_Q, benjamini_hochberg, living_on
+from fraud.signals import FDR_Q, benjamini_hochberg, crowded_columns, living_on
 
 Account = tuple[str, str]  # ("referrer" | "customer", external id)
 Column = tuple[str, str]  # ("ip" | "device", value)
@@ -126,7 +126,8 @@ def _one_collector(holders: list[Account], referred_by: dict[str, set[str]]) -> 
 def shared_infrastructure(uses: dict[Account, set[Column]],
                           referrals: Iterable[tuple[str, str]] = (), *, max_share: int = 25,
                           min_accounts: int = 3, min_referrers: int = 1,
-                          split_above: int = 20) -> list[Ring]:
+                          split_above: int = 20,
+                          crowds: Collection[Column] = frozenset()) -> list[Ring]:
     """Groups of accounts that share rare IPs/devices: connected components, and a component
     larger than `split_above` accounts split into its communities (Louvain, weighted by the
     number of IPs/devices two accounts share), so one bridging account does not merge two
@@ -143,7 +144,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         referred_by[customer].add(referrer)
     graph = bipartite(uses)
     rare = [n for n, d in graph.nodes(data=True)
-            if d.get("bipartite") == 1 and graph.degree(n) >= 2
+            if d.get("bipartite") == 1 and graph.degree(n) >= 2 and n not in crowds
             and (_one_collector(list(graph.neighbors(n)), referred_by)
                  or (graph.degree(n) <= max_share
                      and not _gateway(list(graph.neighbors(n)), referred_by)))]
@@ -355,15 +356,18 @@ def referral_cycles(referrals: Iterable[tuple[str, str]], max_length: int = 6) -
 
 
 def find_rings(uses: dict[Account, set[Column]], referrals: Iterable[tuple[str, str]] = (),
-               *, max_share: int = 25, agents: Mapping[str, Collection[str]] | None = None
-               ) -> list[Ring]:
+               *, max_share: int = 25, agents: Mapping[str, Collection[str]] | None = None,
+               browsers_on: Mapping[str, Collection[str]] | None = None) -> list[Ring]:
     """Every ring kind; dense blocks that repeat a component ring are dropped. `agents`: the
-    browsers (User-Agents) each customer was seen with, for device farms."""
+    browsers (User-Agents) each customer was seen with, for device farms; `browsers_on`: those
+    seen on each IP, for the addresses that behave like a NAT (crowded_columns)."""
     referrals = list(referrals)
+    crowds = crowded_columns(uses, browsers_on or {}, agents or {})
     rings = shared_infrastructure(with_rare_browsers(uses, agents or {}), referrals,
-                                  max_share=max_share)
+                                  max_share=max_share, crowds=crowds)
     known = {r.accounts for r in rings}
-    rings += [r for r in dense_blocks(uses) if r.accounts not in known]
+    uncrowded = {a: cols - crowds for a, cols in uses.items()} if crowds else uses
+    rings += [r for r in dense_blocks(uncrowded) if r.accounts not in known]
     rings += referral_cycles(referrals)
     if agents:
         known = {r.accounts for r in rings}

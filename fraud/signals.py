@@ -241,12 +241,15 @@ def _referrer_browsers(conv: ConversionFacts, ref: ReferrerFacts,
                        ) -> list[tuple[float, str, bool]]:
     """The referrer's own browsers (User-Agents their purchases were reported with) that the
     referee used too: (share of the program's customers who use it, User-Agent, whether the
-    referee used it on an address the referrer used it on that is not a gateway)."""
+    referee used it on an address the referrer used it on that is not a gateway). A site's
+    browser (_site_browser) is not the referrer's own."""
     total = holders.get(("agents", ""), 0)
     if not total or not conv.agents or not ref.agents:
         return []
     out = []
     for agent in {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}:
+        if _site_browser(agent, ref, holders):
+            continue
         share = max(holders.get(("agent", agent), 2), 2) / total
         home = any(ip is not None and not _gateway(ip, holders) and (agent, ip) in ref.agents
                    for a, ip in conv.agents if a == agent)
@@ -308,6 +311,19 @@ def own_browser_reasons(conversions: Sequence[ConversionFacts],
             f"chance of {chance:.2%} (as rare as one account on a browser {RARE_AGENT:.0%} of "
             "the program's customers use)", k, "one account per browser", 0.8, "identity")
     return out
+
+
+def _site_browser(agent: str, ref: ReferrerFacts,
+                  holders: Mapping[tuple[str, str], int]) -> bool:
+    """The referrer's browser is a site's: every address the referrer was seen on with it is
+    one where NAT_ACCOUNTS or more visitor cookies came with that very browser (an office's
+    standard computers, a popular phone behind a campus NAT). Many people's cookies on one
+    browser at one place are the place's setup, not one person's device: a colleague on it is
+    not the referrer. A browser the referrer also used somewhere of their own stays evidence."""
+    ips = {ip for a, ip in ref.agents if a == agent}
+    return bool(ips) and all(
+        ip is not None and holders.get(("site", f"{agent} @ {ip}"), 0) >= NAT_ACCOUNTS
+        for ip in ips)
 
 
 def _rarity(column: tuple[str, str], holders: Mapping[tuple[str, str], int]) -> float:
@@ -1864,9 +1880,12 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     customers_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     on_device: dict[str, set[str]] = defaultdict(set)
     ips_of: dict[str, set[str]] = defaultdict(set)
+    crowds = conversion_crowds(conversions)
     for conv in conversions:
         ips_of[conv.customer] |= conv.ips
         for device in conv.devices:
+            if ("device", device) in crowds:  # a popular phone model behind a NAT
+                continue
             on_device[device].add(conv.customer)
             for ref in conv.referrers:
                 customers_of[(device, ref)].add(conv.customer)
@@ -2021,6 +2040,85 @@ def varied_purchases(amounts: Sequence[int], shares: Mapping[int, float]) -> boo
     if base >= 0.5:  # most of the program buys it: buying it says nothing
         return False
     return len(counts) * _binom_above(k, n, base) >= ALIKE_P
+
+
+CROWD_BROWSERS = 4  # different browsers on one address, at least, before it can be a crowd
+# of the browsers as many of the program's customers drawn at random would bring
+CROWD_SHARE = 0.5
+
+
+def expected_browsers(n: int, mix: Mapping[str, int]) -> float:
+    """How many different browsers n of the program's customers drawn at random use: the
+    expected number of distinct values in n draws from the program's mix (customers per
+    exact User-Agent)."""
+    total = sum(mix.values())
+    if total <= 0:
+        return 0.0
+    return sum(1.0 - (1.0 - k / total) ** n for k in mix.values())
+
+
+def crowded_columns(uses: Mapping[tuple[str, str], Collection[tuple[str, str]]],
+                    browsers_on: Mapping[str, Collection[str]],
+                    agents: Mapping[str, Collection[str]]) -> set[tuple[str, str]]:
+    """The addresses that behave like a NAT (a campus, a carrier, a public network) and the
+    fingerprints seen only behind them. On a crowded address the accounts came on at least
+    CROWD_BROWSERS different browsers (exact User-Agents; `browsers_on`: per IP, those the
+    program's customers were seen with there), and on at least CROWD_SHARE of the number
+    that as many of the program's customers drawn at random would bring (`agents`: each
+    customer's browsers, the program's mix): people, each on a phone of their own, as a
+    random crowd of them would be. An operator makes many accounts on a few devices (a
+    farm's address carries two or three browsers), and an office's standard computer is one.
+
+    A device fingerprint hashes the browser's headers with the network, so students with the
+    same phone model behind a campus NAT share one: a fingerprint whose every account is on a
+    crowded address is a popular phone model there, not a device, and says no more than the
+    address does (nothing)."""
+    mix: Counter[str] = Counter(b for browsers in agents.values() for b in set(browsers))
+    holders: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for account, columns in uses.items():
+        for column in columns:
+            holders[column].add(account)
+    # A NAT's pool of addresses lies in one network (IPv4 /24, IPv6 /48), which a
+    # fingerprint hashes in too: the pool is crowded as a whole.
+    pools: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for column in holders:
+        if column[0] == "ip":
+            pools[ip_prefix(column[1])].append(column)
+    crowds: set[tuple[str, str]] = set()
+    expected: dict[int, float] = {}
+    for pool in pools.values():
+        for part in [[c] for c in pool] + ([pool] if len(pool) > 1 else []):
+            seen = len({b for c in part for b in browsers_on.get(c[1], ())})
+            accounts = len({a for c in part for a in holders[c]})
+            if seen < CROWD_BROWSERS:
+                continue
+            if accounts not in expected:
+                expected[accounts] = expected_browsers(accounts, mix)
+            if seen >= CROWD_SHARE * expected[accounts]:
+                crowds.update(part)
+    if not crowds:
+        return crowds
+    behind = {a for c in crowds for a in holders[c]}
+    return crowds | {c for c, accounts in holders.items()
+                     if c[0] == "device" and accounts <= behind}
+
+
+def conversion_crowds(conversions: Sequence[ConversionFacts]) -> set[tuple[str, str]]:
+    """crowded_columns over the conversions' customers: the addresses that behave like a NAT
+    and the fingerprints seen only behind them (a popular phone model there, not one phone)."""
+    uses: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    browsers_on: dict[str, set[str]] = defaultdict(set)
+    agents: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        mine = uses[("customer", conv.customer)]
+        mine.update(("ip", ip) for ip in conv.ips)
+        mine.update(("device", d) for d in conv.devices)
+        for agent, ip in conv.agents:
+            agents[conv.customer].add(agent)
+            if ip is not None:
+                mine.add(("ip", ip))
+                browsers_on[ip].add(agent)
+    return crowded_columns(uses, browsers_on, agents)
 
 
 def living_on(ips: Sequence[Collection[str]]) -> float:

@@ -55,7 +55,8 @@ class Facts:
     uses: dict[Account, set[Column]]  # the IPs and devices each account was seen on
     referrals: list[tuple[str, str]]  # (referrer, customer) of each credit
     # How common what a referee shares with a referrer is in the whole program:
-    # ("visitors", ip) distinct visitor cookies on an address, ("agent", user agent) customers
+    # ("visitors", ip) distinct visitor cookies on an address, ("site", "agent @ ip") those
+    # with that browser there, ("agent", user agent) customers
     # reported with a browser, ("agents", "") customers reported with any (fraud.signals).
     rarity: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -130,6 +131,7 @@ async def _rarity(conn: asyncpg.Connection, program_id: int,
     with a credited referrer (counted for those only: a count over every click is costly)."""
     ips: set[str] = set()
     agents: set[str] = set()
+    sites: set[tuple[str, str]] = set()  # (IP, User-Agent) of a referrer's shared browser
     for conv in conversions:
         for ref_id in conv.referrers:
             ref = referrers.get(ref_id)
@@ -137,11 +139,16 @@ async def _rarity(conn: asyncpg.Connection, program_id: int,
                 continue
             ref_ips = ref.ips | {ip for _a, ip in ref.agents if ip}
             ips |= (conv.ips | {ip for _a, ip in conv.agents if ip}) & ref_ips
-            agents |= {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}
+            shared = {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}
+            agents |= shared
+            sites |= {(ip, a) for a, ip in ref.agents if ip and a in shared}
         ips |= {t.ip for t in conv.touches if t.before and t.ip}
     out: dict[tuple[str, str], int] = {}
     for ip, n in (await queries.address_visitors(conn, program_id, sorted(ips))).items():
         out[("visitors", ip)] = n
+    for (ip, agent), n in (await queries.site_browser_visitors(
+            conn, program_id, sorted(sites))).items():
+        out[("site", f"{agent} @ {ip}")] = n
     counts, total = await queries.agent_customers(conn, program_id, sorted(agents))
     out |= {("agent", a): n for a, n in counts.items()}
     out[("agents", "")] = total

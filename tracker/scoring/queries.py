@@ -631,6 +631,22 @@ async def address_visitors(conn: asyncpg.Connection, program_id: int, ips: list[
     return {r["ip"]: r["n"] for r in rows}
 
 
+async def site_browser_visitors(conn: asyncpg.Connection, program_id: int,
+                                sites: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Distinct visitor cookies seen with each (IP, User-Agent): many on one address with one
+    browser is a site's standard setup (an office's computers) or a popular phone behind a
+    NAT, not one person's browser."""
+    if not sites:
+        return {}
+    rows = await conn.fetch(
+        """SELECT host(c.ip) AS ip, c.user_agent, count(DISTINCT c.visitor_id) AS n
+           FROM clicks c JOIN unnest($2::inet[], $3::text[]) AS s(ip, agent)
+                ON c.ip = s.ip AND c.user_agent = s.agent
+           WHERE c.program_id = $1 AND NOT c.reduced GROUP BY 1, 2""",
+        program_id, [ip for ip, _a in sites], [a for _ip, a in sites])
+    return {(r["ip"], r["user_agent"]): r["n"] for r in rows}
+
+
 async def agent_customers(conn: asyncpg.Connection, program_id: int, agents: list[str]
                           ) -> tuple[dict[str, int], int]:
     """Customers whose conversions were reported with each of these User-Agents, and how many

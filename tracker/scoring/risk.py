@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +47,15 @@ from fraud.anomaly import Unusual, anomalous_referrers
 from fraud.assess import Scored, assess_all, decision_reason, people_rings
 from fraud.operators import group_flag_reasons, operator_groups
 from fraud.pools import collusion_pools
-from fraud.rings import Account, Column, Ring, find_rings, referral_cycles, shared_infrastructure
-from fraud.signals import headerless_share
+from fraud.rings import (
+    Account,
+    Column,
+    Ring,
+    find_rings,
+    referral_cycles,
+    shared_infrastructure,
+)
+from fraud.signals import crowded_columns, headerless_share
 from fraud.sleepers import sleeper_cells
 from fraud.supervised import SupervisedRisk
 from tracker import metrics
@@ -184,7 +192,8 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         agents = {c.customer: {a for a, _ip in c.agents} for c in facts.conversions}
         # Stored as assessed: an office whose colleagues buy like people is a weak ring.
         rings = people_rings(find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE,
-                                        agents=agents), facts.conversions)
+                                        agents=agents, browsers_on=browsers_on(facts)),
+                             facts.conversions)
         rings += collusion_pools(facts.conversions)
         rings += sleeper_cells(facts.conversions)
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
@@ -192,11 +201,20 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         # Decided on the parts; flagged for review as one group per operator.
         return _Found(operator_groups(rings, facts.conversions), scored,
                       anomalous_referrers(facts.conversions, program.context))
-    rings = people_rings(_local_rings(facts.uses, facts.referrals, loaded.known),
-                         facts.conversions)
+    rings = people_rings(_local_rings(facts, loaded.known), facts.conversions)
     return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
                                     loaded.known + rings, only=loaded.scope.new_ids,
                                     model=model, holders=holders))
+
+
+def browsers_on(facts: Facts) -> dict[str, set[str]]:
+    """The browsers (User-Agents) the program's customers were seen with on each IP."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for conv in facts.conversions:
+        for agent, ip in conv.agents:
+            if ip is not None:
+                out[ip].add(agent)
+    return out
 
 
 def column_holders(uses: dict[Account, set[Column]]) -> dict[Column, int]:
@@ -208,11 +226,13 @@ def column_holders(uses: dict[Account, set[Column]]) -> dict[Column, int]:
     return counts
 
 
-def _local_rings(uses: dict[Account, set[Column]], referrals: list[tuple[str, str]],
-                 known: list[Ring]) -> list[Ring]:
+def _local_rings(facts: Facts, known: list[Ring]) -> list[Ring]:
     """Rings in an incremental scan's neighbourhood that no earlier ring already holds."""
-    found = shared_infrastructure(uses, referrals, max_share=MAX_SHARE)
-    found += referral_cycles(referrals)
+    found = shared_infrastructure(facts.uses, facts.referrals, max_share=MAX_SHARE,
+                                  crowds=crowded_columns(facts.uses, browsers_on(facts), {
+                                      c.customer: {a for a, _ip in c.agents}
+                                      for c in facts.conversions}))
+    found += referral_cycles(facts.referrals)
     seen = set().union(*(r.accounts for r in known)) if known else set()
     return [r for r in found if not r.accounts <= seen]
 
