@@ -455,7 +455,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       customers who converted later than the program's (KS, one delay a customer): click
       spam that converts as well as the program; carried by the late conversions;
     - velocity: a day with far more conversions than usual; carried by the conversions of
-      every such day whose click came with the burst too;
+      every such day whose click came with the burst too, not through a site where people
+      share links (sharing_sites: friends come in bursts after a post there);
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions and the purchases after the latest of them at their amounts
       (not refunded yet);
