@@ -548,7 +548,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       customers who converted later than the program's (KS, one delay a customer): click
       spam that converts as well as the program; carried by the late conversions;
     - velocity: a day with far more conversions than usual; carried by the conversions of
-      every such day whose click came with the burst too;
+      every such day whose click came with the burst too, not through a site where people
+      share links (sharing_sites: friends come in bursts after a post there);
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions and the purchases after the latest of them at their amounts
       (not refunded yet);
@@ -590,11 +591,12 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     program_rate = context.program_rate
     if program_rate is None and context.referrer_clicks:
         program_rate = sum(tally.counts.values()) / max(sum(context.referrer_clicks.values()), 1)
+    sharing = sharing_sites(conversions)
     out: dict[str, list[Finding]] = defaultdict(list)
     for found in (_delay_findings(tally, context, totals, program_rate),
                   _converts_too_well(tally, context, totals, program_rate),
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
-                  _velocity_findings(tally, totals), _refund_findings(tally),
+                  _velocity_findings(tally, totals, sharing), _refund_findings(tally),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context)):
         for ref, finding in found.items():
@@ -617,7 +619,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     timed = {ref for ref, found in out.items() if any(f.reason.code in TIMING for f in found)}
     for ref, finding in _fast_purchase_findings(conversions, context, timed).items():
         out[ref].append(finding)
-    for ref, finding in _steady_converting_findings(conversions, context, set(out)).items():
+    for ref, finding in _steady_converting_findings(conversions, context, set(out),
+                                                    sharing).items():
         out[ref].append(finding)
     tied = {ref for ref, found in out.items()
             if any(f.ties and f.reason.weight >= SITE_SUSPECT_WEIGHT for f in found)}
@@ -1151,8 +1154,8 @@ SHARING_SITE_REFERRERS = 5  # a site whose visits credit this many referrers: pe
 
 
 def _steady_converting_findings(conversions: Sequence[ConversionFacts],
-                                context: ProgramContext, found: Collection[str]
-                                ) -> dict[str, Finding]:
+                                context: ProgramContext, found: Collection[str],
+                                sharing: frozenset[str]) -> dict[str, Finding]:
     """steady_converting: a referrer whose clicks came as a steady stream over days
     (ClickRhythm.burst_p_value not significant) and brought far more new customers per click
     than the clicks of the program's referrers no other test found do (one-sided binomial
@@ -1186,17 +1189,11 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
         return {}
     customers: dict[str, set[str]] = defaultdict(set)
     purchases: Counter[tuple[str, str]] = Counter()
-    credited_from: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
-        host = _last_site(conv)
         for ref in conv.referrers:
             customers[ref].add(conv.customer)
             if conv.amount > 0:
                 purchases[(ref, conv.customer)] += 1
-            if host is not None:
-                credited_from[host].add(ref)
-    sharing = frozenset(h for h, refs in credited_from.items()
-                        if len(refs) >= SHARING_SITE_REFERRERS)
     crowd = _crowded_customers(conversions)
     # A click that brought a buyer who did not come back: what a leaked code or an ad brings.
     once = {ref: {c for c in people if purchases[(ref, c)] <= 1}
@@ -1230,6 +1227,19 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
             _came_to_buy(frozenset(once[ref] - crowd.get(ref, set())), sharing),
             p_values[ref])
     return out
+
+
+def sharing_sites(conversions: Sequence[ConversionFacts]) -> frozenset[str]:
+    """The sites (Referer hosts) whose visits credit SHARING_SITE_REFERRERS of the program's
+    referrers or more: where people pass links to each other (a social network, a mail
+    app), not a place one referrer's traffic is sourced from."""
+    credited_from: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        host = _last_site(conv)
+        if host is not None:
+            credited_from[host].update(conv.referrers)
+    return frozenset(h for h, refs in credited_from.items()
+                     if len(refs) >= SHARING_SITE_REFERRERS)
 
 
 def _crowded_customers(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]]:
@@ -1550,8 +1560,8 @@ def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: 
         _slower_than(_split(own, others, faster=False)), low)
 
 
-def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]]
-                       ) -> dict[str, Finding]:
+def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]],
+                       sharing: frozenset[str]) -> dict[str, Finding]:
     """velocity: a day with far more conversions than the referrer's usual and than the
     program's busier referrers' best day. Carried by the conversions of every such day (a
     referrer posting to a sign-up-for-cash site more than once has more than one), whose
@@ -1567,7 +1577,7 @@ def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]]
                 "velocity", f"referrer population: {ref} had {peak} conversions within one "
                 f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
                 f"best day: {typical:.0f})", peak, round(limit, 2), 0.4, "population"),
-                _in_bursts(_burst_windows(times[ref], limit)))
+                _in_bursts(_burst_windows(times[ref], limit), sharing))
     return out
 
 
@@ -1734,15 +1744,17 @@ def _slower_than(seconds: float) -> Carry:
     return lambda c: c.delay is None or c.delay >= seconds
 
 
-def _in_bursts(spans: Sequence[tuple[float, float]]) -> Carry:
+def _in_bursts(spans: Sequence[tuple[float, float]], sharing: frozenset[str]) -> Carry:
     """A conversion of a burst: it came within one of the `spans`, and so did the click that
     brought it (up to an hour before: a visitor of the burst's first minutes may have clicked
     a little earlier). A customer who clicked weeks ago and happened to buy that day came
-    with the referrer's usual traffic, not with the burst."""
+    with the referrer's usual traffic, not with the burst. Nor does a customer who came
+    through a site where people pass links to each other (`sharing`: sharing_sites): a post
+    to the referrer's friends on a social network brings a burst of them too."""
     def carries(c: ConversionFacts) -> bool:
         clicked = c.touches[-1].at if c.touches else c.at
-        return any(begin <= c.at <= end and clicked >= begin - LATE_SECONDS
-                   for begin, end in spans)
+        return _last_site(c) not in sharing and any(
+            begin <= c.at <= end and clicked >= begin - LATE_SECONDS for begin, end in spans)
     return carries
 
 

@@ -380,3 +380,40 @@ def test_a_small_farm_converting_too_well_is_found_by_its_even_clicks(seed: int)
               for s in assess_all(p.conversions, {}, context)}
     assert all(scored[c.conversion_id] >= 0.5 for c in p.conversions
                if c.referrers == ("farm",) and c.amount > 0)
+
+
+@pytest.mark.parametrize("seed", [46, 47, 48])
+def test_a_burst_through_a_social_network_is_friends_and_one_from_a_board_is_not(
+        seed: int) -> None:
+    """A referrer who posts the link to friends on a social network gets a day of many
+    conversions and converts far above the program: people share there, and their friends
+    come in a burst (a family, a club). The velocity finding is about the day; it does not tie
+    conversions that came through a site where the program's visitors pass links to each
+    other, and they are paid. The same burst through a site few of the program's referrers
+    get visits from (a board paying for sign-ups) is held."""
+    program = Program(seed)
+    rng = program.rng
+
+    def quick() -> float:  # people who buy do so within two hours of the click, here
+        return rng.uniform(120, 7200)
+
+    for r in range(40):  # referrers whose visitors mostly do not buy
+        for _ in range(rng.randint(3, 6)):
+            program.referral(f"r{r}", program.when(), delay=quick(),
+                             source=rng.choice((None, "l.facebook.com")))
+        program.clicks[f"r{r}"] += rng.randint(15, 30)
+    bursts = {}
+    for ref, site in (("family", "l.facebook.com"), ("board", "cash4signups.example")):
+        for _ in range(rng.randint(2, 4)):
+            program.referral(ref, program.when(), delay=quick())
+        day = rng.uniform(20, 50) * DAY
+        bursts[ref] = [program.referral(ref, day + rng.uniform(0, 6 * 3600), delay=quick(),
+                                        source=site) for _ in range(rng.randint(8, 12))]
+    found = referrer_findings(program.conversions, program.context())
+    for ref in bursts:
+        assert {"velocity", "conversion_rate"} <= {f.reason.code for f in found[ref]}, ref
+    scores = {s.assessment.conversion_id: s.assessment.score for s in assess_all(
+        program.conversions, {}, program.context())}
+    assert all(scores[p.conversion_id] < 0.5 for _s, p in bursts["family"]), [
+        scores[p.conversion_id] for _s, p in bursts["family"]]
+    assert all(scores[p.conversion_id] >= 0.5 for _s, p in bursts["board"])

@@ -184,6 +184,7 @@ def test_the_baseline_is_the_referrers_no_other_test_found() -> None:
     for i in range(9):
         program.buy("steady", f"s{i}", 10 + i * 3, rng.uniform(60, DAY))
     context = program.context()
-    polluted = _steady_converting_findings(program.conversions, context, set())
+    polluted = _steady_converting_findings(program.conversions, context, set(), frozenset())
     assert "steady" in polluted  # what the test said before it set found referrers aside
-    assert "steady" not in _steady_converting_findings(program.conversions, context, {"spam"})
+    assert "steady" not in _steady_converting_findings(program.conversions, context, {"spam"},
+                                                       frozenset())
