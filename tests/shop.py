@@ -9,6 +9,7 @@ click injection.
 from __future__ import annotations
 
 import ipaddress
+import random
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,49 @@ class Shop:
             """SELECT r.*, c.event_id FROM rewards r
                JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
         return {f"{r['event_id']}/{r['payee']}": dict(r) for r in rows}
+
+
+class Street:
+    """Visits from an address and a browser the test names (through the redirect, behind a
+    trusted proxy) and purchases reported with them (the conversions API's ip and user_agent):
+    for tests where who shares a network or a phone is the point."""
+
+    def __init__(self, client: Client, tokens: dict[str, str], *,
+                 language: str = "en-GB,en;q=0.9", amount: int = 1000) -> None:
+        self.client = client
+        self.integration = auth(tokens["integration"])
+        self.language = language
+        self.amount = amount
+        self.clicks = 0
+
+    async def visit(self, code: str, ip: str, ua: str) -> str:
+        resp = await self.client.get(f"/r/{code}", allow_redirects=False,
+                                     headers={"X-Forwarded-For": ip, "User-Agent": ua,
+                                              "Accept-Language": self.language})
+        assert resp.status == 302
+        self.clicks += 1
+        cid: str = click_id(resp.headers["Location"])
+        return cid
+
+    async def convert(self, event: str, customer: str, ip: str, ua: str,
+                      cid: str | None = None) -> None:
+        body: dict[str, Any] = {"program": "acme", "event_id": event, "type": "purchase",
+                                "customer_id": customer, "amount": self.amount,
+                                "currency": "USD", "ip": ip, "user_agent": ua}
+        if cid is not None:
+            body["click_id"] = cid
+        resp = await self.client.post("/api/v1/conversions", json=body,
+                                      headers=self.integration)
+        assert resp.status == 201, await resp.text()
+
+    async def paced(self, conn: asyncpg.Connection, rng: random.Random, *,
+                    gap: float = 300, ago: str = "3 hours") -> None:
+        """People click `gap` seconds apart on average, not at the test's machine pace (a paced
+        stream is a click farm's), in the same order, ending `ago`, and buy a while after
+        (seconds would be click injection)."""
+        await wait_for_clicks(conn, self.clicks)
+        ids = [r["click_id"] for r in await conn.fetch("SELECT click_id FROM clicks ORDER BY ts")]
+        gaps = [rng.expovariate(1 / gap) for _ in ids]
+        await conn.executemany(
+            f"UPDATE clicks SET ts = now() - interval '{ago}' - make_interval(secs => $2) "
+            "WHERE click_id = $1", [(cid, sum(gaps[i + 1:])) for i, cid in enumerate(ids)])

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import auth, click_id, make_link, wait_for_clicks
+from tests.helpers import make_link
+from tests.shop import Street
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
@@ -38,28 +38,8 @@ async def test_a_campus_club_on_shared_nat_addresses_is_not_held_a_farm_is(
 ) -> None:
     rng = random.Random(70 + draw)
     client = proxied_client
-    integration = auth(tokens["integration"])
-    clicks = 0
-
-    async def visit(code: str, ip: str, ua: str) -> str:
-        nonlocal clicks
-        resp = await client.get(f"/r/{code}", allow_redirects=False,
-                                headers={"X-Forwarded-For": ip, "User-Agent": ua,
-                                         "Accept-Language": "en-US,en;q=0.9"})
-        assert resp.status == 302
-        clicks += 1
-        cid: str = click_id(resp.headers["Location"])
-        return cid
-
-    async def convert(event: str, customer: str, ip: str, ua: str,
-                      cid: str | None = None) -> None:
-        body: dict[str, Any] = {"program": "acme", "event_id": event, "type": "purchase",
-                                "customer_id": customer, "amount": 1500, "currency": "USD",
-                                "ip": ip, "user_agent": ua}
-        if cid is not None:
-            body["click_id"] = cid
-        resp = await client.post("/api/v1/conversions", json=body, headers=integration)
-        assert resp.status == 201, await resp.text()
+    street = Street(client, tokens, language="en-US,en;q=0.9", amount=1500)
+    visit, convert = street.visit, street.convert
 
     nats = [f"130.{60 + draw}.4.{k}" for k in rng.sample(range(2, 250), rng.randint(1, 4))]
     size = rng.randint(30, 45)
@@ -83,13 +63,7 @@ async def test_a_campus_club_on_shared_nat_addresses_is_not_held_a_farm_is(
     for i in range(12):
         ua = PHONES[i % 2]
         farm.append((f"order-f{i}", f"acct{i}", ua, await visit("farmer", farm_ip, ua)))
-    await wait_for_clicks(conn, clicks)
-    # People click minutes to hours apart and buy a while later (seconds would be injection).
-    ids = [r["click_id"] for r in await conn.fetch("SELECT click_id FROM clicks ORDER BY ts")]
-    gaps = [rng.expovariate(1 / 3000) for _ in ids]
-    await conn.executemany(
-        "UPDATE clicks SET ts = now() - interval '3 days' - make_interval(secs => $2) "
-        "WHERE click_id = $1", [(cid, sum(gaps[i + 1:])) for i, cid in enumerate(ids)])
+    await street.paced(conn, rng, gap=3000, ago="3 days")
     for event, customer, ua, cid in students:
         await convert(event, customer, rng.choice(nats), ua, cid)
     for event, customer, ua, cid in farm:

@@ -7,61 +7,19 @@ the referrer also opened the link, are not."""
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import auth, click_id, make_link, wait_for_clicks
+from tests.helpers import auth, make_link
+from tests.shop import Street
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
 POPULAR = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Version/26.2 Safari/604.1"
 DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0"
-
-
-class Shop:
-    """Visits through the redirect (behind a trusted proxy: the address is the test's) and
-    purchases through the conversions API."""
-
-    def __init__(self, client: TestClient[web.Request, web.Application],
-                 tokens: dict[str, str]) -> None:
-        self.client = client
-        self.integration = auth(tokens["integration"])
-        self.clicks = 0
-
-    async def visit(self, code: str, ip: str, ua: str) -> str:
-        resp = await self.client.get(f"/r/{code}", allow_redirects=False,
-                                     headers={"X-Forwarded-For": ip, "User-Agent": ua,
-                                              "Accept-Language": "en-GB,en;q=0.9"})
-        assert resp.status == 302
-        self.clicks += 1
-        cid: str = click_id(resp.headers["Location"])
-        return cid
-
-    async def convert(self, event: str, customer: str, ip: str, ua: str,
-                      cid: str | None = None) -> None:
-        body: dict[str, Any] = {"program": "acme", "event_id": event, "type": "purchase",
-                                "customer_id": customer, "amount": 1000, "currency": "USD",
-                                "ip": ip, "user_agent": ua}
-        if cid is not None:
-            body["click_id"] = cid
-        resp = await self.client.post("/api/v1/conversions", json=body,
-                                      headers=self.integration)
-        assert resp.status == 201, await resp.text()
-
-    async def paced(self, conn: asyncpg.Connection, rng: random.Random) -> None:
-        """People click minutes apart, not at the test's machine pace (a paced stream is a
-        click farm's), in the same order, and buy a while after (seconds would be click
-        injection)."""
-        await wait_for_clicks(conn, self.clicks)
-        ids = [r["click_id"] for r in await conn.fetch("SELECT click_id FROM clicks ORDER BY ts")]
-        gaps = [rng.expovariate(1 / 300) for _ in ids]
-        await conn.executemany(
-            "UPDATE clicks SET ts = now() - interval '3 hours' - make_interval(secs => $2) "
-            "WHERE click_id = $1", [(cid, sum(gaps[i + 1:])) for i, cid in enumerate(ids)])
 
 
 async def risks(conn: asyncpg.Connection) -> tuple[dict[str, float], dict[str, str]]:
@@ -80,7 +38,7 @@ async def test_household_lease_and_own_phone_held_family_and_campus_not(
 ) -> None:
     rng = random.Random(draw)
     client = proxied_client
-    shop = Shop(client, tokens)
+    shop = Street(client, tokens)
     visit, convert = shop.visit, shop.convert
     rare = (f"Mozilla/5.0 (Linux; Android {8 + draw}; {rng.choice(['LM-X420', 'vivo 1906'])} "
             f"Build/QKQ1.{rng.randint(100, 999)}) Chrome/1{draw}2.0 Mobile")
@@ -140,7 +98,7 @@ async def test_new_accounts_on_the_referrers_own_phone_held_a_family_of_two_phon
     home: one account on it, a family, not held."""
     rng = random.Random(30 + draw)
     client = proxied_client
-    shop = Shop(client, tokens)
+    shop = Street(client, tokens)
     phone = ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
              f"Chrome/15{draw}.0.0.0 Mobile Safari/537.36")
     alice_home, bert_home = f"82.{draw}.{rng.randint(1, 200)}.7", f"83.{draw}.9.{draw + 2}"
@@ -184,7 +142,7 @@ async def test_a_lease_from_a_browser_tied_to_nobody_at_the_referrers_home(
     there on a tablet: no lease."""
     rng = random.Random(50 + draw)
     client = proxied_client
-    shop = Shop(client, tokens)
+    shop = Street(client, tokens)
     phone = f"Mozilla/5.0 (Linux; Android 1{draw}; K) Chrome/15{draw}.0.0.0 Mobile"
     tablet = "Mozilla/5.0 (iPad; CPU OS 18_6 like Mac OS X) Version/26.1 Safari/604.1"
     gina_home, friend_home = f"84.{draw}.{rng.randint(1, 200)}.7", f"85.{draw}.3.9"
