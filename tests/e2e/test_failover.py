@@ -244,6 +244,17 @@ async def fail_over_under_load(cluster: Cluster, serve: Serve, app_dsn: str) -> 
         cluster.kill(primary)
         load.in_outage = True
         await asyncio.sleep(OUTAGE_S)
+        # The standby is promoted once a job has met the dead primary (the browser signals
+        # job runs every 2 s; on a loaded machine the outage could otherwise pass between
+        # two of its runs, and there would be no outage for the jobs to resume from).
+        failures = Counter[str]()
+        while not +failures:
+            failures = Counter({job: n for (job, result), n in (await job_runs(serve.base)).items()
+                                if result == "failed"})
+            failures.subtract({job: n for (job, result), n in run.jobs_before_kill.items()
+                               if result == "failed"})
+            assert time.monotonic() - run.killed_at < 30, "no job met the dead primary"
+            await asyncio.sleep(0.2)
         await asyncio.to_thread(cluster.promote, standby)
         run.promoted_at = time.monotonic()
         load.in_outage = False
