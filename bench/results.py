@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,6 +10,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+
+# The code a benchmark drives: each `refguard` command it starts imports these afresh.
+ENGINE = ("attribution", "fraud", "geo", "growth", "migrations", "tracker")
+
+
+def code_digest(root: Path = ROOT) -> str:
+    """A digest of the engine's source files as they are on disk now. A benchmark that drives
+    `refguard` commands one after another runs whatever the files hold when each starts: an
+    edit during a long run gives later seeds other code than earlier ones, which reads as the
+    same data getting different decisions. Compared before and after each seed."""
+    h = hashlib.sha256()
+    for path in sorted(f for d in ENGINE for f in (root / d).rglob("*")
+                       if f.suffix in (".py", ".sql") and f.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def save(name: str, result: dict[str, Any]) -> Path:

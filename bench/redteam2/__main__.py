@@ -34,7 +34,7 @@ from typing import Any
 from bench.redteam2.drive import Refguard, write_ndjson
 from bench.redteam2.scenario import Scenario, default_anchor
 from bench.redteam2.score import MIN_N, anomaly_figures, score, summarise
-from bench.results import save
+from bench.results import code_digest, save
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -210,13 +210,27 @@ def main(argv: list[str] | None = None, *, generator: str = "redteam2", doc: str
     print(f"{generator}: {len(seeds)} seed(s), {'quick' if args.quick else 'full'} programs, "
           f"60 days from {anchor:%Y-%m-%d}, work in {base}", flush=True)
     runs = []
+    code = code_digest()
+    changed: list[int] = []  # seeds during which the engine's files changed
     for seed in seeds:
         record = run_seed(seed, args.quick, base, anchor, keep=args.keep,
                           geo=not args.no_geo, ablate=args.ablate, make=make,
                           prefix=prefix)
+        now = code_digest()
+        record["code"] = now
+        if now != code:
+            changed.append(seed)
+            record["code_changed"] = True
+            code = now
         runs.append(record)
         print(seed_line(record), flush=True)
+        if record.get("code_changed"):
+            print(f"WARNING: the engine's files changed during seed {seed}: the seeds of this "
+                  "run ran different code, their figures are not comparable", flush=True)
     summ = summarise(runs)
+    if changed:
+        summ["code_changed"] = changed
+        print(f"WARNING: code changed during seeds {changed}: rerun on a fixed tree")
     print_summary(summ)
     if args.ablate:
         from bench.redteam2.ablate import print_table
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None, *, generator: str = "redteam2", doc: str
     save(args.name, {"generator": f"bench.{generator}", "quick": args.quick,
                      "anchor": anchor.isoformat(), "argv": sys.argv[1:], "summary": summ,
                      "runs": runs})
-    return 1 if summ["failed"] else 0
+    return 1 if summ["failed"] or changed else 0
 
 
 if __name__ == "__main__":
