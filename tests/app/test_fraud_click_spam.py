@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import auth, click_id, make_link, wait_for_clicks
+from tests.shop import Street
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
@@ -46,13 +47,10 @@ async def test_an_apps_marked_landings_are_one_click_spam_source(
         assert resp.status == 302, await resp.text()
         return resp.headers["Location"], ip
 
+    street = Street(client, tokens, language="en-US,en;q=0.9", amount=2500)
+
     async def buy(customer: str, location: str, ip: str) -> None:
-        resp = await client.post("/api/v1/conversions", headers=auth(tokens["integration"]),
-                                 json={"program": "acme", "event_id": customer,
-                                       "type": "purchase", "customer_id": customer,
-                                       "amount": 2500, "currency": "USD", "ip": ip,
-                                       "user_agent": AGENT, "click_id": click_id(location)})
-        assert resp.status == 201, await resp.text()
+        await street.convert(customer, customer, ip, AGENT, click_id(location))
 
     for k in range(HONEST):
         for j in range(FRIENDS + LOOKERS):

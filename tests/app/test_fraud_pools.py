@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import auth, click_id, make_link, wait_for_clicks
+from tests.shop import Street
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
@@ -29,13 +30,10 @@ async def test_one_browser_behind_accounts_of_several_referrers_is_one_pool(
         await make_link(client, tokens, referrer=f"ref{k}", code=f"ref{k}")
     cookie: str | None = None
 
+    street = Street(client, tokens, language="en-US,en;q=0.9")
+
     async def buy(customer: str, location: str, ip: str) -> None:
-        resp = await client.post("/api/v1/conversions", headers=auth(tokens["integration"]),
-                                 json={"program": "acme", "event_id": customer,
-                                       "type": "purchase", "customer_id": customer,
-                                       "amount": 1000, "currency": "USD", "ip": ip,
-                                       "user_agent": AGENT, "click_id": click_id(location)})
-        assert resp.status == 201, await resp.text()
+        await street.convert(customer, customer, ip, AGENT, click_id(location))
 
     for k in range(REFERRERS):
         # The operator, on their one browser and a different proxy address each time.
