@@ -9,6 +9,7 @@ click injection.
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,12 @@ class Street:
         await conn.executemany(
             f"UPDATE clicks SET ts = now() - interval '{ago}' - make_interval(secs => $2) "
             "WHERE click_id = $1", [(cid, sum(gaps[i + 1:])) for i, cid in enumerate(ids)])
+
+
+async def conversion_risks(conn: asyncpg.Connection
+                           ) -> dict[str, tuple[float, list[dict[str, Any]]]]:
+    """Each scored conversion's risk and reasons, by event id."""
+    rows = await conn.fetch(
+        """SELECT c.event_id, r.score, r.reasons::text AS reasons FROM conversion_risk r
+           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
+    return {r["event_id"]: (r["score"], json.loads(r["reasons"])) for r in rows}

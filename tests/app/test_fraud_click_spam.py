@@ -8,14 +8,12 @@ shared on a social network and bought within the hour, stay clear."""
 
 from __future__ import annotations
 
-import json
-
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import auth, click_id, make_link, wait_for_clicks
-from tests.shop import Street
+from tests.shop import Street, conversion_risks
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
@@ -82,10 +80,7 @@ async def test_an_apps_marked_landings_are_one_click_spam_source(
     await attribute_pending(conn)
     await scan(conn)
 
-    rows = await conn.fetch(
-        """SELECT c.event_id, r.score, r.reasons::text AS reasons FROM conversion_risk r
-           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
-    risk = {r["event_id"]: (r["score"], json.loads(r["reasons"])) for r in rows}
+    risk = await conversion_risks(conn)
     for k in range(SPAMMERS):
         for j in range(SPAMMED):
             score, reasons = risk[f"spammed{k}-{j}"]

@@ -6,14 +6,12 @@ referees of the same referrers, on their own browsers, stay clear."""
 
 from __future__ import annotations
 
-import json
-
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import auth, click_id, make_link, wait_for_clicks
-from tests.shop import Street
+from tests.shop import Street, conversion_risks
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
@@ -64,10 +62,7 @@ async def test_one_browser_behind_accounts_of_several_referrers_is_one_pool(
     await attribute_pending(conn)
     await scan(conn)
 
-    rows = await conn.fetch(
-        """SELECT c.event_id, r.score, r.reasons::text AS reasons FROM conversion_risk r
-           JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
-    risk = {r["event_id"]: (r["score"], json.loads(r["reasons"])) for r in rows}
+    risk = await conversion_risks(conn)
     for k in range(REFERRERS):
         score, reasons = risk[f"made{k}"]
         codes = {r["code"] for r in reasons}
