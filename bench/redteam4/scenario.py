@@ -286,7 +286,7 @@ class Scenario4:
             ip = r.choice(self.vpn_exits[id(who.vpn)])
             tags.add("vpn")
         elif "traveller" in who.tags and (int(t // DAY) // 9) % 3 == 1:
-            iso = self.abroad[(hash(who.cid) + int(t // DAY) // 27) % len(self.abroad)]
+            iso = self.abroad[(int(who.cid[1:]) + int(t // DAY) // 27) % len(self.abroad)]
             ip = r.choice(self.world.residential[iso]).host(r)  # hotel and café Wi-Fi
             tags.add("traveller")
         elif who.campus_ips and 8 <= hour < 20 and r.random() < 0.8:
@@ -306,7 +306,7 @@ class Scenario4:
         return Visit(ip, d, self.vid(who, dev), frozenset(tags))
 
     def click(self, t: float, ref: Ref, v: Visit, who: Person | None, referer: str | None,
-              fraud: Mech | None = None, tags: frozenset[str] = frozenset(),
+              *, fraud: Mech | None = None, tags: frozenset[str] = frozenset(),
               query: str | None = None) -> Click | None:
         if not 0 <= t < END:
             return None
@@ -738,7 +738,7 @@ class Scenario4:
         picked = self.rng.sample(buys, min(k, len(buys)))
         return [(by_cid[c.cid], c) for c in picked]
 
-    def steal(self, op: Ref, mech: Mech, who: Person, buy: Conv, before: float,
+    def steal(self, op: Ref, mech: Mech, who: Person, buy: Conv, *, before: float,
               referer: str | None, mobile: bool | None) -> bool:
         """A click fired from the buyer's own browser just before a purchase: the purchase now
         carries that click's id and cookie."""
@@ -767,7 +767,7 @@ class Scenario4:
             if not ev and buy.click_id is not None:
                 continue
             before = r.uniform(60, 900) if ev else r.uniform(2, 25)
-            k -= self.steal(op, mech, who, buy, before, None, mobile=True)
+            k -= self.steal(op, mech, who, buy, before=before, referer=None, mobile=True)
 
     def audience(self, k: int, shoppers: float) -> list[Person]:
         """k organic people a site or an ad network reaches; people who shop online browse
@@ -815,10 +815,8 @@ class Scenario4:
             t = day * DAY + start * 3600
             for _ in range(int(hours * 3600 / rhythm)):
                 t += rhythm * (_u(0.6, 1.4, r) if ev else _u(0.95, 1.05, r))
-                if ev:
-                    ip = r.choice(isps).host(r)
-                else:
-                    ip = f"{r.choice(subnets)}.{r.randint(2, 250)}"
+                ip = (r.choice(isps).host(r) if ev
+                      else f"{r.choice(subnets)}.{r.randint(2, 250)}")
                 dev = browser(r, r.choice(langs))
                 who = self.person(p.home, devices=[dev], plain=True)
                 c = self.click(t, op, Visit(ip, dev, self.vid(who, 0), frozenset()), who,
@@ -833,7 +831,7 @@ class Scenario4:
         r, p = self.rng, self.p
         mech: Mech = ("incentivised", "incentivised", ev)
         op = self.operator("incentivised", friends=True)
-        countries = r.sample(self.abroad, 1 if ev else min(4, len(self.abroad))) + [p.home]
+        countries = [*r.sample(self.abroad, 1 if ev else min(4, len(self.abroad))), p.home]
         for _ in range(r.randint(2, 4)):
             t0 = diurnal(r, r.uniform(2, DAYS - 5))
             site = r.choice(CASH_SITES)
@@ -869,8 +867,8 @@ class Scenario4:
             c = self.click(t, victim, Visit(ip, who.devices[0], self.vid(who, 0), frozenset()),
                            who, None)
             if c is not None:
-                buy = self.journey(who, c, fraud=mech, min_share=0.0, refund=0.0,
-                                   chargeback=0.25 if ev else 0.6, repeat=0.0)
+                self.journey(who, c, fraud=mech, min_share=0.0, refund=0.0,
+                             chargeback=0.25 if ev else 0.6, repeat=0.0)
 
     def cookie_stuffing(self, ev: bool) -> None:
         """A deals site loads the link in a hidden iframe on its pages: every visitor gets the
@@ -901,7 +899,7 @@ class Scenario4:
                 break
             before = r.uniform(60, 1200) if ev else r.uniform(3, 40)
             referer = None if ev else "https://shop.example.com/checkout"
-            k -= self.steal(op, mech, who, buy, before, referer, mobile=False)
+            k -= self.steal(op, mech, who, buy, before=before, referer=referer, mobile=False)
 
     def gift_card_cashout(self, ev: bool) -> None:
         """A referrer buys gift cards with stolen cards through referee accounts he controls:
