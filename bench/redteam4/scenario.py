@@ -153,7 +153,6 @@ class Click:
     click_id: str
     fraud: Mech | None = None  # a click that steals the credit of a purchase it did not cause
     tags: frozenset[str] = frozenset()
-    query: str | None = None
     person: str | None = None  # whose browser it was (None: nobody's, a script's)
 
 
@@ -185,7 +184,6 @@ class Ref:
     friends: list[Person] = field(default_factory=list)
     household: list[Person] = field(default_factory=list)
     coworkers: list[Person] = field(default_factory=list)
-    office_device: Device | None = None
 
 
 class Scenario4:
@@ -219,7 +217,8 @@ class Scenario4:
         self._clean()
         self.volume = min(3.0, max(0.3, self.referred / 900))
         self._fraud()
-        self.counts.update(people=len(self.people), organic=len(self.organic))
+        self.counts.update(people=len(self.people), organic=len(self.organic),
+                           fraud_volume_pct=round(100 * self.volume))
 
     # -- building blocks ---------------------------------------------------------------------
 
@@ -306,13 +305,13 @@ class Scenario4:
         return Visit(ip, d, self.vid(who, dev), frozenset(tags))
 
     def click(self, t: float, ref: Ref, v: Visit, who: Person | None, referer: str | None,
-              *, fraud: Mech | None = None, tags: frozenset[str] = frozenset(),
-              query: str | None = None) -> Click | None:
+              *, fraud: Mech | None = None, tags: frozenset[str] = frozenset()
+              ) -> Click | None:
         if not 0 <= t < END:
             return None
         c = Click(t, ref.code, v.ip, v.device.ua, v.device.lang, referer, v.vid,
                   str(uuid.UUID(int=self.rng.getrandbits(128), version=4)), fraud,
-                  v.tags | tags, query, who.cid if who is not None else None)
+                  v.tags | tags, who.cid if who is not None else None)
         self.clicks.append(c)
         return c
 
@@ -352,13 +351,13 @@ class Scenario4:
                 tags: frozenset[str] = frozenset(), min_share: float = 0.06,
                 refund: float | None = None, chargeback: float = 0.0,
                 lag: float | None = None, buy_lag: float | None = None,
-                repeat: float | None = None, same_device: bool = True) -> Conv | None:
+                repeat: float | None = None) -> Conv | None:
         """Sign-up after `click` and a purchase (and maybe more, and maybe money back)."""
         r, p = self.rng, self.p
         t1 = click.t + (lag if lag is not None else 60 * math.exp(r.gauss(2.7, 1.4)))
         dev = next((i for i, d in enumerate(who.devices) if d.ua == click.ua), None)
         v = Visit(click.ip, who.devices[dev] if dev is not None else who.devices[0], click.vid,
-                  click.tags) if same_device else self.where(who, t1)
+                  click.tags)  # signs up in the browser that clicked
         if self.conv(who, t1, "signup", v, click=click, fraud=fraud, tags=tags) is None:
             return None
         if buy_lag is None:
@@ -410,7 +409,6 @@ class Scenario4:
             build = browser(r, r.choice(LANGS[who.country]), mobile=False, model="Windows")
             who.office_ip = office_ip
             who.devices.append(build)
-            ref.office_device = build
             for _ in range(max(1, size // 6)):
                 mate = self.person(who.country, plain=True)
                 mate.office_ip = office_ip
@@ -629,7 +627,7 @@ class Scenario4:
                 continue
             self.journey(fake, c, fraud=mech, lag=r.uniform(60, 900) if not ev else None,
                          buy_lag=r.uniform(120, 1800) if not ev else None,
-                         same_device=True, repeat=0.3 if ev else 0.1, refund=0.05)
+                         repeat=0.3 if ev else 0.1, refund=0.05)
 
     def ring(self, ev: bool) -> None:
         """Fake accounts on few addresses and devices, each signed up through an earlier one's
@@ -1001,8 +999,6 @@ class Scenario4:
                 row["accept_language"] = c.lang
             if c.referer:
                 row["referer"] = c.referer
-            if c.query:
-                row["query"] = c.query
             out_clicks.append(row)
         out_convs = []
         for cv in convs:
