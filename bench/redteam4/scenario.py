@@ -184,6 +184,7 @@ class Ref:
     friends: list[Person] = field(default_factory=list)
     household: list[Person] = field(default_factory=list)
     coworkers: list[Person] = field(default_factory=list)
+    expat: bool = False  # lives abroad: most friends are back home (tagged expat themselves)
 
 
 class Scenario4:
@@ -416,7 +417,7 @@ class Scenario4:
                 mate.tags.add("office")
                 ref.coworkers.append(mate)
         if r.random() < p.expat_share:
-            ref.tags.add("expat")
+            ref.expat = True
         return ref
 
     def friend(self, ref: Ref) -> Person:
@@ -427,7 +428,7 @@ class Scenario4:
             return r.choice(ref.coworkers)
         if ref.friends and r.random() < 0.2:
             return r.choice(ref.friends)
-        if "expat" in ref.tags and r.random() < 0.6:
+        if ref.expat and r.random() < 0.6:
             f = self.person(r.choice(self.abroad))
             f.tags.add("expat")
         else:
@@ -495,7 +496,7 @@ class Scenario4:
             lead = self.person(p.home, plain=True)
             lead.campus_ips = ips
             lead.tags.add("campus")
-            ref = self.genuine("campus_club", {"campus"}, who=lead)
+            ref = self.genuine("campus_club", who=lead)
             for _ in range(r.randint(1, 3)):
                 t0 = diurnal(r, r.uniform(0, DAYS - 3))
                 for _ in range(r.randint(30, 150)):
