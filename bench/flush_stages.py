@@ -153,7 +153,7 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
                 clock.stop("dedupe")
                 groups = await partitions.groups(conn, ordered)  # as flusher.store_prepared
                 async with conn.transaction():
-                    await fl.mark_stored_duplicates(conn, ordered, fl.probe_table(ordered, groups))
+                    await fl.mark_stored_duplicates(conn, fl.probe_tables(groups))
                     clock.stop("probe")
                     await fl.copy_groups(conn, groups)
                 clock.stop("copy")
