@@ -222,3 +222,19 @@ def test_the_collector_comes_back_as_it_was_when_the_last_batch_ends() -> None:
     assert gc.get_threshold() == FEW_COLLECTIONS
     second.__exit__(None, None, None)
     assert gc.get_threshold() == before
+
+
+async def test_a_new_partition_takes_the_statistics_targets_of_clicks(
+    conn: asyncpg.Connection,
+) -> None:
+    """Columns only ever read out get no planner statistics (ANALYZE skips them), in the
+    partitions the flusher creates as in those the migration found."""
+    name = await conn.fetchval("SELECT refguard_ensure_click_partition('2033-05-05Z')")
+    targets = {r["relname"]: r["attstattarget"] for r in await conn.fetch(
+        """SELECT c.relname::text AS relname, a.attstattarget FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           WHERE a.attname = $1 AND c.relname IN ('clicks', $2)""", "city", name)}
+    assert targets == {"clicks": 0, name: 0}
+    assert await conn.fetchval(
+        """SELECT a.attstattarget FROM pg_attribute a
+           WHERE a.attrelid = to_regclass($1) AND a.attname = 'visitor_id'""", name) == -1
