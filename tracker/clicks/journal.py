@@ -166,13 +166,12 @@ def parse_segment(data: bytes, name: str) -> tuple[list[RawClick | RawSignals], 
             # A click's line read here as decode_line reads it, without a call per line and
             # with RawClick made from the list (a fifth of the parse).
             try:
-                parts[1], parts[3], parts[4], parts[5] = (
-                    int(parts[1]), int(parts[3]), int(parts[4]), int(parts[5]))
+                click = make([int(parts[1]), parts[2], int(parts[3]), int(parts[4]),
+                              int(parts[5]), parts[6], parts[7], parts[8] == "1", *parts[9:]])
             except ValueError:
                 pass  # (decode_line says why)
             else:
-                parts[8] = parts[8] == "1"
-                clicks.append(make(parts[1:]))
+                clicks.append(click)
                 continue
         if not line:
             continue
