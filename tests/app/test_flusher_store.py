@@ -14,7 +14,7 @@ from bench.geodb import write_db
 from geo.reader import GeoReader
 from tests.helpers import SECRET, insert_link
 from tracker.clicks.enrich import Enricher
-from tracker.clicks.flusher import Partitions, store_clicks
+from tracker.clicks.flusher import Partitions, prepare_rows, probe_tables, store_clicks
 from tracker.clicks.journal import RawClick
 from tracker.clicks.queries import probe_arguments, stored_duplicates_sql
 from tracker.clicks.redirect import VisitorIds
@@ -69,8 +69,9 @@ async def test_duplicates_of_stored_clicks_follow_the_batch_rule(
 async def test_the_stored_duplicate_window_is_exact_and_spans_a_month_turn(
     conn: asyncpg.Connection,
 ) -> None:
-    """The probe reads one partition when the batch's hour either side lies in its month, and
-    all of them when it does not; the hour is to the microsecond either way."""
+    """The probe reads a click's partition when its hour either side lies in its month, and
+    all of them when it does not, a batch of several months split so; the hour is to the
+    microsecond either way."""
     link = await insert_link(conn)
     enricher = Enricher(SECRET, ())
     partitions = Partitions()
@@ -79,16 +80,28 @@ async def test_the_stored_duplicate_window_is_exact_and_spans_a_month_turn(
     stored = [click(1, link, visitor="a" * 24, ts_us=new_year - 1),  # December's last microsecond
               click(2, link, visitor="b" * 24, ts_us=new_year - 1),
               click(3, link, visitor="c" * 24, ts_us=mid_january),
-              click(4, link, visitor="d" * 24, ts_us=mid_january)]
-    assert await store_clicks(conn, [enricher.row(c) for c in stored], partitions) == (4, 0, 0)
+              click(4, link, visitor="d" * 24, ts_us=mid_january),
+              click(5, link, visitor="e" * 24, ts_us=new_year - 1),
+              click(6, link, visitor="f" * 24, ts_us=mid_january)]
+    assert await store_clicks(conn, [enricher.row(c) for c in stored], partitions) == (6, 0, 0)
     across = [click(11, link, visitor="a" * 24, ts_us=new_year - 1 + HOUR),  # the hour: a repeat
               click(12, link, visitor="b" * 24, ts_us=new_year + HOUR)]  # a microsecond beyond
     assert await store_clicks(conn, [enricher.row(c) for c in across], partitions) == (2, 0, 1)
     within = [click(13, link, visitor="c" * 24, ts_us=mid_january - HOUR),
               click(14, link, visitor="d" * 24, ts_us=mid_january + HOUR + 1)]
     assert await store_clicks(conn, [enricher.row(c) for c in within], partitions) == (2, 0, 1)
+    mid_february = new_year + 45 * 24 * HOUR
+    mixed = [click(15, link, visitor="e" * 24, ts_us=new_year - 1 + HOUR),  # across the turn
+             click(16, link, visitor="f" * 24, ts_us=mid_january + HOUR),  # within January
+             click(17, link, visitor="a" * 24, ts_us=mid_february)]  # another month
+    rows = [enricher.row(c) for c in mixed]
+    assert [(table, len(part)) for table, part in probe_tables(
+        await partitions.groups(conn, prepare_rows(rows)))] == [
+        ("clicks_2031m01", 1), ("clicks_2031m02", 1), ("clicks", 1)]
+    assert await store_clicks(conn, rows, partitions) == (3, 0, 2)
     flags = await duplicates(conn)
-    assert [flags[f"{n:02d}"] for n in (11, 12, 13, 14)] == [True, False, True, False]
+    assert [flags[f"{n:02d}"] for n in range(11, 18)] == [
+        True, False, True, False, True, True, False]
 
 
 async def test_a_replay_that_meets_stored_clicks_stores_only_the_new_ones_once(
@@ -209,3 +222,19 @@ def test_the_collector_comes_back_as_it_was_when_the_last_batch_ends() -> None:
     assert gc.get_threshold() == FEW_COLLECTIONS
     second.__exit__(None, None, None)
     assert gc.get_threshold() == before
+
+
+async def test_a_new_partition_takes_the_statistics_targets_of_clicks(
+    conn: asyncpg.Connection,
+) -> None:
+    """Columns only ever read out get no planner statistics (ANALYZE skips them), in the
+    partitions the flusher creates as in those the migration found."""
+    name = await conn.fetchval("SELECT refguard_ensure_click_partition('2033-05-05Z')")
+    targets = {r["relname"]: r["attstattarget"] for r in await conn.fetch(
+        """SELECT c.relname::text AS relname, a.attstattarget FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           WHERE a.attname = $1 AND c.relname IN ('clicks', $2)""", "city", name)}
+    assert targets == {"clicks": 0, name: 0}
+    assert await conn.fetchval(
+        """SELECT a.attstattarget FROM pg_attribute a
+           WHERE a.attrelid = to_regclass($1) AND a.attname = 'visitor_id'""", name) == -1

@@ -61,10 +61,12 @@ def test_framing_survives_separators_in_fields() -> None:
 
 def test_parse_segment_skips_bad_and_torn_lines() -> None:
     good = line("01890000-0000-7000-8000-000000000001")
-    data = (good + "garbage\n" + good + "1\x00torn").encode()
+    fallback = line("01890000-0000-7000-8000-000000000002", ua="has\x00nul")
+    not_a_time = "1\x00soon" + good[good.index("\x00", 2):]  # every field there, ts not an int
+    data = (good + "garbage\n" + not_a_time + fallback + good + "1\x00torn").encode()
     clicks, bad = parse_segment(data, "seg")
-    assert len(clicks) == 2
-    assert bad == 2
+    assert clicks == [decode_line(text[:-1]) for text in (good, fallback, good)]
+    assert bad == 3
 
 
 async def test_writer_seals_segments_and_keeps_open_one_locked(tmp_path: Path) -> None:

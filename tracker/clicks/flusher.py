@@ -10,7 +10,8 @@ While PostgreSQL is unreachable the flusher retries with exponential backoff; th
 growing and the backlog gauge shows it.
 
 Duplicates (same visitor or fingerprint on the same link within an hour) are flagged, not
-dropped: in Python within a batch, and against stored clicks by one query for the batch. The
+dropped: in Python within a batch, and against stored clicks by one query for each month of
+the batch (its partition; all of `clicks` for the hour either side of a month's turn). The
 window is checked on both sides of a click because workers flush independently, so a click can
 reach the table after a later one; either way exactly one click of such a pair counts.
 """
@@ -118,7 +119,7 @@ async def store_prepared(
     groups = await partitions.groups(conn, ordered)
     try:
         async with conn.transaction():
-            await mark_stored_duplicates(conn, ordered, probe_table(ordered, groups))
+            await mark_stored_duplicates(conn, probe_tables(groups))
             await copy_groups(conn, groups)
     except asyncpg.UniqueViolationError:
         return await _store_staged(conn, ordered)
@@ -140,31 +141,45 @@ def prepare_rows(rows: list[list[object]]) -> list[list[object]]:
     return ordered
 
 
-def probe_table(ordered: list[list[object]], groups: list[tuple[str, list[list[object]]]]
-                ) -> str:
-    """Where the duplicates of these rows can be stored: their one partition when every click
-    within the window of them is in that month (the usual case), else all of `clicks`."""
-    if len(groups) != 1 or not ordered:
-        return "clicks"
-    first, last = ordered[0][_I_TS], ordered[-1][_I_TS]
-    assert isinstance(first, datetime)  # noqa: S101 (built by Enricher.row)
-    assert isinstance(last, datetime)  # noqa: S101
-    early, late = first - DUPLICATE_WINDOW, last + DUPLICATE_WINDOW
-    if (early.year, early.month) != (first.year, first.month) or (
-            (late.year, late.month) != (last.year, last.month)):
-        return "clicks"
-    return groups[0][0]
+def probe_tables(groups: list[tuple[str, list[list[object]]]]
+                 ) -> list[tuple[str, list[list[object]]]]:
+    """Where to look for stored duplicates of the rows of each month (Partitions.groups): its
+    own partition for those whose hour either side is in their month, all of `clicks` for the
+    rest (the first and last hour of a month), so that each look-up reads one partition and
+    does not first prune the others (a third of the probe's CPU with two years of partitions,
+    and an import's batch spans several months)."""
+    probes: list[tuple[str, list[list[object]]]] = []
+    edges: list[list[object]] = []
+    for name, part in groups:
+        first = part[0][_I_TS]
+        assert isinstance(first, datetime)  # noqa: S101 (built by Enricher.row)
+        start, following = _month_bounds(first)
+        inner = bisect.bisect_left(part, start + DUPLICATE_WINDOW, key=_TIME)
+        outer = bisect.bisect_left(part, following - DUPLICATE_WINDOW, lo=inner, key=_TIME)
+        edges += part[:inner]
+        edges += part[outer:]
+        if outer > inner:
+            probes.append((name, part[inner:outer]))
+    if edges:
+        probes.append(("clicks", edges))
+    return probes
 
 
-async def mark_stored_duplicates(conn: asyncpg.Connection, ordered: list[list[object]],
-                                 table: str = "clicks") -> None:
-    """Mark, in place, rows that repeat a click already stored (one query for the batch, in the
-    caller's transaction; `table` as probe_table tells)."""
-    todo = [r for r in ordered if not r[_I_DUP]]
-    if not todo:
-        return
-    for i in await queries.stored_duplicates(conn, todo, table):
-        todo[i][_I_DUP] = True
+def _month_bounds(ts: datetime) -> tuple[datetime, datetime]:
+    """The start of the month (UTC, as the partitions are) of `ts`, and of the next one."""
+    return (datetime(ts.year, ts.month, 1, tzinfo=UTC),
+            datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC))
+
+
+async def mark_stored_duplicates(conn: asyncpg.Connection,
+                                 probes: list[tuple[str, list[list[object]]]]) -> None:
+    """Mark, in place, rows that repeat a click already stored (one query for each table
+    probe_tables names, in the caller's transaction)."""
+    for table, rows in probes:
+        todo = [r for r in rows if not r[_I_DUP]]
+        if todo:
+            for i in await queries.stored_duplicates(conn, todo, table):
+                todo[i][_I_DUP] = True
 
 
 async def copy_groups(conn: asyncpg.Connection,
@@ -217,7 +232,7 @@ class Partitions:
             if name is None:
                 name = self.names[month] = await queries.ensure_partition(conn, ts)
             # Partitions are months of UTC, as the rows' times are (Enricher.row).
-            following = datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC)
+            following = _month_bounds(ts)[1]
             end = bisect.bisect_left(ordered, following, lo=start, key=_TIME)
             groups.append((name, ordered[start:end]))
             start = end

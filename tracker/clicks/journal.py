@@ -159,7 +159,20 @@ def parse_segment(data: bytes, name: str) -> tuple[list[RawClick | RawSignals], 
         log.error("journal %s: incomplete last line skipped", name)
         bad += 1
     clicks: list[RawClick | RawSignals] = []
+    make = RawClick._make
     for n, line in enumerate(lines, 1):
+        parts = line.split(SEP)
+        if len(parts) == len(FIELDS) and parts[0] == VERSION:
+            # A click's line read here as decode_line reads it, without a call per line and
+            # with RawClick made from the list (a fifth of the parse).
+            try:
+                click = make([int(parts[1]), parts[2], int(parts[3]), int(parts[4]),
+                              int(parts[5]), parts[6], parts[7], parts[8] == "1", *parts[9:]])
+            except ValueError:
+                pass  # (decode_line says why)
+            else:
+                clicks.append(click)
+                continue
         if not line:
             continue
         try:

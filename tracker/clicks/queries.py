@@ -142,8 +142,8 @@ FROM ins
 # A click stored already is found by nobody but itself: a batch holding one is a replay, whose
 # COPY then fails and whose rows go through INSERT_SQL, which skips the stored ones whatever
 # their marks. The times come as Unix seconds (float8, exact to the microsecond for any date
-# this century): a third of the CPU of passing datetimes. `{table}` is `clicks`, or the one
-# monthly partition that holds every click within the hour of the batch (stored_duplicates_sql).
+# this century): a third of the CPU of passing datetimes. `{table}` is `clicks`, or the monthly
+# partition that holds every click within the hour of the given ones (flusher.probe_tables).
 _STORED_DUPLICATES_SQL = """
 SELECT s.i FROM (SELECT u.program_id, u.link_id, u.visitor_id, u.fingerprint,
                         to_timestamp(u.epoch) - interval '1 hour' AS early,
@@ -188,7 +188,7 @@ _TS = COLUMNS.index("ts")
 async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]],
                             table: str = "clicks") -> list[int]:
     """Positions (from 0) of the rows (in COLUMNS order) that repeat a click stored in `table`
-    (all of `clicks`, or the partition that holds the batch's hour either side).
+    (all of `clicks`, or the partition that holds the rows' hour either side).
 
     Runs in the caller's transaction (the one that then COPYs the rows), with sequential scans
     off until it ends: statistics taken when the partition was small (a new month, or just
