@@ -601,7 +601,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for found in (_delay_findings(tally, context, totals, program_rate),
                   _converts_too_well(tally, context),
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
-                  _velocity_findings(tally, context, totals, sharing), _refund_findings(tally),
+                  _velocity_findings(conversions, tally, context, totals, sharing),
+                  _refund_findings(tally),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context)):
         for ref, finding in found.items():
@@ -1595,30 +1596,72 @@ def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: 
         _slower_than(_split(own, others, faster=False)), low)
 
 
-def _velocity_findings(tally: _Tally, context: ProgramContext,
-                       totals: Mapping[str, tuple[int, float]], sharing: frozenset[str]
-                       ) -> dict[str, Finding]:
+def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
+                       context: ProgramContext, totals: Mapping[str, tuple[int, float]],
+                       sharing: frozenset[str]) -> dict[str, Finding]:
     """velocity: a day with far more new customers than the referrer's usual and than the
     program's busier referrers' best day. People are counted, not events: a customer who signs
     up and buys the same day is one arrival (`converted_customers`; a club whose friends do
     both on its event day would otherwise count double against referrers whose customers mostly
-    do one). Carried by the conversions of every such day (a referrer posting to a
+    do one). Nor does an audience gathered in one place count (`gathered_customers`: people
+    who clicked from an address that behaves like a NAT, each on a device of their own, with
+    others of the referrer's customers): a club's event on a campus, a talk at an office, come
+    in a burst of many real people together; workers paid to sign up click from homes of their
+    own. Carried by the conversions of every such day (a referrer posting to a
     sign-up-for-cash site more than once has more than one), whose click came with the burst
     too (`_in_bursts`)."""
     customers, _rate = converted_customers(tally, context)
     times = {ref: sorted(arrived.values()) for ref, arrived in tally.arrivals.items()}
     bursts = {ref: _burst(ts, customers[ref], totals[ref][1]) for ref, ts in times.items()}
     typical = (float(np.percentile([b[0] for b in bursts.values()], 90)) if bursts else 0.0)
+
+    def limit(usual: float) -> float:
+        return max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
+
+    bursting = {ref for ref, (peak, usual, _b) in bursts.items() if peak >= limit(usual)}
+    gathered = gathered_customers(conversions, bursting) if bursting else {}
     out: dict[str, Finding] = {}
-    for ref, (peak, usual, _begin) in bursts.items():
-        limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
-        if peak >= limit:
-            out[ref] = Finding(Reason(
-                "velocity", f"referrer population: {ref} had {peak} new customers within one "
-                f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
-                f"best day: {typical:.0f})", peak, round(limit, 2), 0.4, "population"),
-                _in_bursts(_burst_windows(times[ref], limit), sharing, tally.arrivals[ref]))
+    for ref in sorted(bursting):
+        away = gathered.get(ref, set())
+        arrivals = {c: t for c, t in tally.arrivals[ref].items() if c not in away}
+        if not arrivals:
+            continue
+        times[ref] = sorted(arrivals.values())
+        peak, usual, _begin = _burst(times[ref], customers[ref] - len(away), totals[ref][1])
+        if peak < limit(usual):
+            continue
+        together = (f"; {len(away)} customers who came together from shared networks left out"
+                    if away else "")
+        out[ref] = Finding(Reason(
+            "velocity", f"referrer population: {ref} had {peak} new customers within one "
+            f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
+            f"best day: {typical:.0f}{together})", peak, round(limit(usual), 2), 0.4,
+            "population"),
+            _in_bursts(_burst_windows(times[ref], limit(usual)), sharing, arrivals, away))
     return out
+
+
+def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collection[str]
+                       ) -> dict[str, set[str]]:
+    """Of each of these referrers, the customers whose click on its link came from an address
+    that behaves like a NAT (`conversion_crowds`: many accounts, each on a browser of its
+    own) from which at least CROWD_BROWSERS of its customers clicked: an audience gathered in
+    one place (a campus, an office, an event's venue). The address says nothing against them
+    (issue 13: no evidence on its own where it behaves like a NAT), and their coming together
+    is what a gathering is, not a sign of paid traffic. Two or three of a referrer's many
+    customers on one address of a carrier's pool are chance (a mobile network hands its few
+    public addresses to all its subscribers), not a gathering."""
+    crowds = conversion_crowds(conversions)
+    at: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for conv in conversions:
+        ip = conv.touches[-1].ip if conv.touches else None
+        if ip is None or ("ip", ip) not in crowds:
+            continue
+        for ref in conv.referrers:
+            if ref in referrers:
+                at[ref][ip].add(conv.customer)
+    return {ref: {c for people in by_ip.values() if len(people) >= CROWD_BROWSERS
+                  for c in people} for ref, by_ip in at.items()}
 
 
 def _burst_windows(ts: Sequence[float], limit: float) -> list[tuple[float, float]]:
@@ -1785,7 +1828,8 @@ def _slower_than(seconds: float) -> Carry:
 
 
 def _in_bursts(spans: Sequence[tuple[float, float]], sharing: frozenset[str],
-               arrivals: Mapping[str, float]) -> Carry:
+               arrivals: Mapping[str, float], gathered: Collection[str] = frozenset()
+               ) -> Carry:
     """A conversion of a burst: its customer arrived (first converted through the referrer,
     `arrivals`; a customer unknown there, when the conversion came) within one of the `spans`,
     and so did the click that brought it (up to an hour before: a visitor of the burst's first
@@ -1793,11 +1837,11 @@ def _in_bursts(spans: Sequence[tuple[float, float]], sharing: frozenset[str],
     to buy that day came with the referrer's usual traffic, not with the burst. Nor does a
     customer who came through a site where people pass links to each other (`sharing`:
     sharing_sites): a post to the referrer's friends on a social network brings a burst of
-    them too."""
+    them too. Nor do the `gathered` customers (`gathered_customers`)."""
     def carries(c: ConversionFacts) -> bool:
         clicked = c.touches[-1].at if c.touches else c.at
         came = arrivals.get(c.customer, c.at)
-        return _last_site(c) not in sharing and any(
+        return c.customer not in gathered and _last_site(c) not in sharing and any(
             begin <= came <= end and clicked >= begin - LATE_SECONDS for begin, end in spans)
     return carries
 
