@@ -1484,7 +1484,7 @@ def _on_agents(agents: frozenset[str]) -> Carry:
 
 
 HIGH_RATE_FACTOR = 2.5  # a conversion rate this many times the program's, to be tested
-HIGH_RATE_MIN = 8  # converting customers
+HIGH_RATE_MIN = 5  # converting customers
 
 
 def converted_customers(tally: _Tally, context: ProgramContext
