@@ -18,6 +18,7 @@ from fraud.signals import (
     ProgramContext,
     _tally,
     converted_customers,
+    gathered_customers,
     referrer_findings,
 )
 
@@ -131,3 +132,60 @@ def test_an_incremental_scan_counts_customers_from_its_context() -> None:
     older = ProgramContext(referrer_clicks={"a": 40}, program_rate=0.3,
                            history={"a": (17, 0.0)})
     assert converted_customers(tally, older) == ({"a": 17}, 0.3)
+
+
+PHONES = [f"Mozilla/5.0 (Linux; Android {a}; M{m}) Chrome/13{v}.0 Mobile"
+          for a in (13, 14, 15) for m in range(4) for v in range(3)]
+
+
+class Crowd(Program):
+    """A Program whose visitors carry a phone (an exact User-Agent, popular ones more often)
+    and an address, as the conversion_crowds test needs them."""
+
+    def visit(self, ref: str, clicked: float, ip: str) -> None:
+        name = f"c{len(self.conversions)}"
+        agent = self.rng.choices(PHONES, [1 / (i + 1) for i in range(len(PHONES))])[0]
+        self.clicks[ref] = self.clicks.get(ref, 0) + 1
+        touch = ClickFacts(f"k-{name}", clicked, ref, f"v-{name}", ip, f"d-{name}",
+                           agent=agent)
+        for at, amount in ((clicked + self.rng.uniform(60, 600), 0),
+                           (clicked + self.rng.uniform(1800, 4 * 3600), 2900)):
+            self.conversions.append(ConversionFacts(
+                len(self.conversions), name, at, (ref,), touches=(touch,), amount=amount,
+                ips=frozenset({ip}), agents=frozenset({(agent, ip)})))
+
+    def home(self) -> str:
+        return f"81.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(256)}"
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_a_club_gathered_behind_campus_addresses_is_no_burst(seed: int) -> None:
+    """A club's event: 20-40 students click and buy within hours behind one to three campus
+    NAT addresses, each on a phone of their own: an audience gathered in one place, not paid
+    traffic; velocity leaves them out. Workers paid to sign up the same way, each from a home
+    address, are a burst; so are workers on a mobile carrier's pool of addresses, a few of
+    them by chance on the same one."""
+    program = Crowd(seed)
+    rng = program.rng
+    for r in range(60):
+        for _ in range(rng.randint(3, 5)):
+            program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), program.home())
+        program.clicks[f"r{r}"] += rng.randint(10, 20)
+    day = rng.uniform(30 * DAY, 50 * DAY)
+    campus = [f"128.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
+              for _ in range(rng.randint(1, 3))]
+    pool = f"166.{rng.randrange(256)}.{rng.randrange(256)}"
+    for ref, n, where in (("club", rng.randint(20, 40), lambda: rng.choice(campus)),
+                          ("board", rng.randint(12, 20), program.home),
+                          ("carrier", rng.randint(12, 20),
+                           lambda: f"{pool}.{rng.randrange(1, 61)}")):
+        for _ in range(rng.randint(2, 3)):
+            program.visit(ref, rng.uniform(3 * DAY, 25 * DAY), program.home())
+        for _ in range(n):
+            program.visit(ref, day + rng.uniform(0, 5 * 3600), where())
+        program.clicks[ref] += n
+    assert gathered_customers(program.conversions, {"club"})["club"]
+    assert not gathered_customers(program.conversions, {"carrier"}).get("carrier")
+    codes = _codes(program)
+    assert "velocity" not in codes.get("club", set())
+    assert "velocity" in codes["board"] and "velocity" in codes["carrier"]
