@@ -417,7 +417,7 @@ REFUND_MIN_CONVERSIONS = 5
 # Decisive alone (a hold for finance) even where the mixture doubts a conversion a little
 REFUND_WEIGHT = 0.6
 REFEREES_PER_DEVICE = 5  # one referrer's customers on one device: more than a household
-VELOCITY_MIN = 5  # conversions in one day before a burst can count as one
+VELOCITY_MIN = 5  # new customers in one day before a burst can count as one
 VELOCITY_FACTOR = 5.0  # times the referrer's usual daily rate
 PEAK_FACTOR = 3.0  # times the best day of the program's busier referrers (90th percentile)
 DAY = 86400.0
@@ -494,6 +494,11 @@ class ProgramContext:
     referrer_clicks: Mapping[str, int] = field(default_factory=dict)
     background_delays: np.ndarray | None = None
     program_rate: float | None = None  # credited conversions per counted click
+    # Converting customers (each counted once) per counted click, and each referrer's
+    # converting customers: an incremental scan's, from the latest full scan and the
+    # database (a full scan counts them in its conversions).
+    customer_rate: float | None = None
+    referrer_customers: Mapping[str, int] = field(default_factory=dict)
     history: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # (n, first at)
     # Counted clicks per traffic source (`traffic_source`: the Referer's host, or the
     # landing's own parameters), where known, and per source the counted clicks of each
@@ -594,9 +599,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     sharing = sharing_sites(conversions)
     out: dict[str, list[Finding]] = defaultdict(list)
     for found in (_delay_findings(tally, context, totals, program_rate),
-                  _converts_too_well(tally, context, totals, program_rate),
+                  _converts_too_well(tally, context),
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
-                  _velocity_findings(tally, totals, sharing), _refund_findings(tally),
+                  _velocity_findings(conversions, tally, context, totals, sharing),
+                  _refund_findings(tally),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context)):
         for ref, finding in found.items():
@@ -606,7 +612,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _spam_findings(tally, context, totals, program_rate,
                                        suspects).items():
         out[ref].append(finding)
-    for ref, finding in _suspect_rate_findings(tally, context, totals, out).items():
+    for ref, finding in _suspect_rate_findings(tally, context, out).items():
         out[ref].append(finding)
     for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
@@ -885,6 +891,11 @@ class _Tally:
     at_min_in_program: int = 0
     with_amount_in_program: int = 0
     reversed_ids: frozenset[int] = frozenset()
+    # the customers each referrer is credited with (a customer who signs up and buys counts
+    # once)
+    customers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # when each of those customers first converted through the referrer
+    arrivals: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     # (browser, language) of each touched conversion's last click
     languages: dict[str, list[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(list))
@@ -918,6 +929,9 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
             tally.browser_tongues[(pair[0], _tongue(pair[1]))] += 1
         for ref in conv.referrers:
             tally.counts[ref] += 1
+            tally.customers[ref].add(conv.customer)
+            arrived = tally.arrivals[ref]
+            arrived[conv.customer] = min(arrived.get(conv.customer, conv.at), conv.at)
             tally.times[ref].append(conv.at)
             if was_reversed:
                 tally.refunds[ref] += 1
@@ -1470,23 +1484,40 @@ def _on_agents(agents: frozenset[str]) -> Carry:
 
 
 HIGH_RATE_FACTOR = 2.5  # a conversion rate this many times the program's, to be tested
-HIGH_RATE_MIN = 8  # conversions
+HIGH_RATE_MIN = 5  # converting customers
 
 
-def _converts_too_well(tally: _Tally, context: ProgramContext,
-                       totals: Mapping[str, tuple[int, float]], program_rate: float | None
-                       ) -> dict[str, Finding]:
-    """conversion_rate: far more of the referrer's clicks convert than the program's
-    (binomial, controlled across referrers). Alone it is a hint (close friends convert
+def converted_customers(tally: _Tally, context: ProgramContext
+                        ) -> tuple[dict[str, int], float | None]:
+    """Each referrer's converting customers (a customer counted once, however many events:
+    a friend who signs up and buys is one click that converted, not two) and the program's
+    converting customers per counted click, counted the same way: a full scan counts both in
+    its conversions; an incremental one takes them from the context (where an older full
+    scan stored no customer rate, it falls back on conversion events for both)."""
+    if context.program_rate is None:
+        converted = {ref: len(c) for ref, c in tally.customers.items()}
+        clicks = sum(context.referrer_clicks.values())
+        return converted, (sum(converted.values()) / clicks if clicks else None)
+    if context.customer_rate is None:
+        return ({ref: context.history.get(ref, (n, 0.0))[0] for ref, n in tally.counts.items()},
+                context.program_rate)
+    return ({ref: context.referrer_customers.get(ref, len(c))
+             for ref, c in tally.customers.items()}, context.customer_rate)
+
+
+def _converts_too_well(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:
+    """conversion_rate: far more of the referrer's clicks bring a customer than the
+    program's (binomial, controlled across referrers; customers counted once, however many
+    events each reported: `converted_customers`). Alone it is a hint (close friends convert
     well); with another anomaly of the referrer (a burst, say) it corroborates: workers paid
     to click and buy in shifts."""
+    converted, program_rate = converted_customers(tally, context)
     if not program_rate:
         return {}
     p_values: dict[str, float] = {}
     rates: dict[str, tuple[int, int]] = {}
-    for ref in tally.counts:
+    for ref, k in converted.items():
         n_clicks = context.referrer_clicks.get(ref, 0)
-        k = totals[ref][0]
         if k < HIGH_RATE_MIN or not n_clicks or k / n_clicks < HIGH_RATE_FACTOR * program_rate:
             continue
         p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, program_rate)
@@ -1501,31 +1532,36 @@ def _rate_finding(ref: str, k: int, n: int, against: str, *, threshold: float,
                   p_value: float) -> Finding:
     """A conversion_rate finding: a fact of the whole referrer, it ties no conversion."""
     return Finding(Reason(
-        "conversion_rate", f"referrer population: {k} of {ref}'s {n} clicks converted "
-        f"({k / n:.0%}{against})", round(k / n, 4), round(threshold, 4), 0.4, "population"),
+        "conversion_rate", f"referrer population: {ref}'s {n} clicks brought {k} converting "
+        f"customers ({k / n:.0%}{against})", round(k / n, 4), round(threshold, 4), 0.4,
+        "population"),
         lambda c: True, p_value, ties=False)
 
 
 def _suspect_rate_findings(tally: _Tally, context: ProgramContext,
-                           totals: Mapping[str, tuple[int, float]],
                            found: Mapping[str, list[Finding]]) -> dict[str, Finding]:
     """conversion_rate of the referrers another test already `found`, against the program's
-    rate without any of them (`_clean_rate`): where fraud is much of a program's conversions
-    (farms, paid sign-ups converting at will), the raw program's rate is inflated by the fraud
-    itself, and a farm converting at twice the honest rate hides under HIGH_RATE_FACTOR times
-    the inflated one. Tested as a family of their own (Benjamini-Hochberg across them, like
-    even_clicks' suspects): the other test picked them on other data (a day of many
-    conversions, its amounts, its timing), and what is tested here is conversions per click.
-    Like conversion_rate, it ties no conversion and only corroborates the referrer's other
-    findings. Full scans only (an incremental scan has the program's rate as a whole)."""
-    clean = _clean_rate(tally, context, set(found), None)
-    if not clean or context.program_rate is not None:
+    rate without any of them (converting customers per click, `converted_customers`): where
+    fraud is much of a program's conversions (farms, paid sign-ups converting at will), the
+    raw program's rate is inflated by the fraud itself, and a farm converting at twice the
+    honest rate hides under HIGH_RATE_FACTOR times the inflated one. Tested as a family of
+    their own (Benjamini-Hochberg across them, like even_clicks' suspects): the other test
+    picked them on other data (a day of many conversions, its amounts, its timing), and what
+    is tested here is customers per click. Like conversion_rate, it ties no conversion and
+    only corroborates the referrer's other findings. Full scans only (an incremental scan
+    has the program's rate as a whole)."""
+    if context.program_rate is not None:
+        return {}
+    converted, _rate = converted_customers(tally, context)
+    clicks = sum(n for ref, n in context.referrer_clicks.items() if ref not in found)
+    clean = sum(k for ref, k in converted.items() if ref not in found) / clicks if clicks else 0
+    if not clean:
         return {}
     p_values: dict[str, float] = {}
     rates: dict[str, tuple[int, int]] = {}
     for ref, findings in found.items():
         n_clicks = context.referrer_clicks.get(ref, 0)
-        k = totals[ref][0] if ref in totals else 0
+        k = converted.get(ref, 0)
         if (k < HIGH_RATE_MIN or not n_clicks or k / n_clicks <= clean
                 or any(f.reason.code == "conversion_rate" for f in findings)):
             continue
@@ -1560,25 +1596,72 @@ def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: 
         _slower_than(_split(own, others, faster=False)), low)
 
 
-def _velocity_findings(tally: _Tally, totals: Mapping[str, tuple[int, float]],
+def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
+                       context: ProgramContext, totals: Mapping[str, tuple[int, float]],
                        sharing: frozenset[str]) -> dict[str, Finding]:
-    """velocity: a day with far more conversions than the referrer's usual and than the
-    program's busier referrers' best day. Carried by the conversions of every such day (a
-    referrer posting to a sign-up-for-cash site more than once has more than one), whose
-    click came with the burst too (`_in_bursts`)."""
-    times = {ref: sorted(ts) for ref, ts in tally.times.items()}
-    bursts = {ref: _burst(ts, *totals[ref]) for ref, ts in times.items()}
+    """velocity: a day with far more new customers than the referrer's usual and than the
+    program's busier referrers' best day. People are counted, not events: a customer who signs
+    up and buys the same day is one arrival (`converted_customers`; a club whose friends do
+    both on its event day would otherwise count double against referrers whose customers mostly
+    do one). Nor does an audience gathered in one place count (`gathered_customers`: people
+    who clicked from an address that behaves like a NAT, each on a device of their own, with
+    others of the referrer's customers): a club's event on a campus, a talk at an office, come
+    in a burst of many real people together; workers paid to sign up click from homes of their
+    own. Carried by the conversions of every such day (a referrer posting to a
+    sign-up-for-cash site more than once has more than one), whose click came with the burst
+    too (`_in_bursts`)."""
+    customers, _rate = converted_customers(tally, context)
+    times = {ref: sorted(arrived.values()) for ref, arrived in tally.arrivals.items()}
+    bursts = {ref: _burst(ts, customers[ref], totals[ref][1]) for ref, ts in times.items()}
     typical = (float(np.percentile([b[0] for b in bursts.values()], 90)) if bursts else 0.0)
+
+    def limit(usual: float) -> float:
+        return max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
+
+    bursting = {ref for ref, (peak, usual, _b) in bursts.items() if peak >= limit(usual)}
+    gathered = gathered_customers(conversions, bursting) if bursting else {}
     out: dict[str, Finding] = {}
-    for ref, (peak, usual, _begin) in bursts.items():
-        limit = max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
-        if peak >= limit:
-            out[ref] = Finding(Reason(
-                "velocity", f"referrer population: {ref} had {peak} conversions within one "
-                f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
-                f"best day: {typical:.0f})", peak, round(limit, 2), 0.4, "population"),
-                _in_bursts(_burst_windows(times[ref], limit), sharing))
+    for ref in sorted(bursting):
+        away = gathered.get(ref, set())
+        arrivals = {c: t for c, t in tally.arrivals[ref].items() if c not in away}
+        if not arrivals:
+            continue
+        times[ref] = sorted(arrivals.values())
+        peak, usual, _begin = _burst(times[ref], customers[ref] - len(away), totals[ref][1])
+        if peak < limit(usual):
+            continue
+        together = (f"; {len(away)} customers who came together from shared networks left out"
+                    if away else "")
+        out[ref] = Finding(Reason(
+            "velocity", f"referrer population: {ref} had {peak} new customers within one "
+            f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
+            f"best day: {typical:.0f}{together})", peak, round(limit(usual), 2), 0.4,
+            "population"),
+            _in_bursts(_burst_windows(times[ref], limit(usual)), sharing, arrivals, away))
     return out
+
+
+def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collection[str]
+                       ) -> dict[str, set[str]]:
+    """Of each of these referrers, the customers whose click on its link came from an address
+    that behaves like a NAT (`conversion_crowds`: many accounts, each on a browser of its
+    own) from which at least CROWD_BROWSERS of its customers clicked: an audience gathered in
+    one place (a campus, an office, an event's venue). The address says nothing against them
+    (issue 13: no evidence on its own where it behaves like a NAT), and their coming together
+    is what a gathering is, not a sign of paid traffic. Two or three of a referrer's many
+    customers on one address of a carrier's pool are chance (a mobile network hands its few
+    public addresses to all its subscribers), not a gathering."""
+    crowds = conversion_crowds(conversions)
+    at: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for conv in conversions:
+        ip = conv.touches[-1].ip if conv.touches else None
+        if ip is None or ("ip", ip) not in crowds:
+            continue
+        for ref in conv.referrers:
+            if ref in referrers:
+                at[ref][ip].add(conv.customer)
+    return {ref: {c for people in by_ip.values() if len(people) >= CROWD_BROWSERS
+                  for c in people} for ref, by_ip in at.items()}
 
 
 def _burst_windows(ts: Sequence[float], limit: float) -> list[tuple[float, float]]:
@@ -1744,17 +1827,22 @@ def _slower_than(seconds: float) -> Carry:
     return lambda c: c.delay is None or c.delay >= seconds
 
 
-def _in_bursts(spans: Sequence[tuple[float, float]], sharing: frozenset[str]) -> Carry:
-    """A conversion of a burst: it came within one of the `spans`, and so did the click that
-    brought it (up to an hour before: a visitor of the burst's first minutes may have clicked
-    a little earlier). A customer who clicked weeks ago and happened to buy that day came
-    with the referrer's usual traffic, not with the burst. Nor does a customer who came
-    through a site where people pass links to each other (`sharing`: sharing_sites): a post
-    to the referrer's friends on a social network brings a burst of them too."""
+def _in_bursts(spans: Sequence[tuple[float, float]], sharing: frozenset[str],
+               arrivals: Mapping[str, float], gathered: Collection[str] = frozenset()
+               ) -> Carry:
+    """A conversion of a burst: its customer arrived (first converted through the referrer,
+    `arrivals`; a customer unknown there, when the conversion came) within one of the `spans`,
+    and so did the click that brought it (up to an hour before: a visitor of the burst's first
+    minutes may have clicked a little earlier). A customer who clicked weeks ago and happened
+    to buy that day came with the referrer's usual traffic, not with the burst. Nor does a
+    customer who came through a site where people pass links to each other (`sharing`:
+    sharing_sites): a post to the referrer's friends on a social network brings a burst of
+    them too. Nor do the `gathered` customers (`gathered_customers`)."""
     def carries(c: ConversionFacts) -> bool:
         clicked = c.touches[-1].at if c.touches else c.at
-        return _last_site(c) not in sharing and any(
-            begin <= c.at <= end and clicked >= begin - LATE_SECONDS for begin, end in spans)
+        came = arrivals.get(c.customer, c.at)
+        return c.customer not in gathered and _last_site(c) not in sharing and any(
+            begin <= came <= end and clicked >= begin - LATE_SECONDS for begin, end in spans)
     return carries
 
 

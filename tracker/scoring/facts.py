@@ -275,10 +275,14 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
     if rate is None:
         rate = await queries.credited_per_click(conn, program_id)
     history = await queries.referrer_history(conn, program_id, scope.referrers)
+    customers = (await queries.referrer_customers(conn, program_id, scope.referrers)
+                 if latest is not None and latest.customer_rate is not None else {})
     rows = await queries.stored_features(conn, program_id, BASELINE_ROWS)
     background = None
     if rows:  # stored feature rows (fraud.signals.features): the delays of touched rows
         stored = np.asarray(rows, dtype=float)
         background = np.expm1(stored[stored[:, 1] > 0][:, 0])
     return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history=history,
-                                       headerless_share=headerless))
+                                       headerless_share=headerless,
+                                       customer_rate=latest.customer_rate if latest else None,
+                                       referrer_customers=customers))

@@ -401,6 +401,7 @@ class FullScanStats:
 
     program_rate: float | None  # credited conversions per counted click
     headerless_share: float | None
+    customer_rate: float | None = None  # converting customers (each once) per counted click
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,10 +764,12 @@ async def source_clicks(conn: asyncpg.Connection, program_id: int
 async def latest_full_scan(conn: asyncpg.Connection, program_id: int) -> FullScanStats | None:
     row = await conn.fetchrow(
         """SELECT (stats->>'program_rate')::float AS rate,
-                  (stats->>'headerless_share')::float AS headerless FROM fraud_scans
+                  (stats->>'headerless_share')::float AS headerless,
+                  (stats->>'customer_rate')::float AS customer_rate FROM fraud_scans
            WHERE program_id = $1 AND mode = 'full' AND finished_at IS NOT NULL
            ORDER BY id DESC LIMIT 1""", program_id)
-    return None if row is None else FullScanStats(row["rate"], row["headerless"])
+    return None if row is None else FullScanStats(row["rate"], row["headerless"],
+                                                  row["customer_rate"])
 
 
 async def credited_per_click(conn: asyncpg.Connection, program_id: int) -> float | None:
@@ -784,6 +787,19 @@ async def referrer_history(conn: asyncpg.Connection, program_id: int, referrers:
     """Each referrer's credited conversions and the time of the first (unix seconds)."""
     return {r["external_id"]: (r["n"], r["first"].timestamp()) for r in await conn.fetch(
         """SELECT f.external_id, count(*) AS n, min(c.occurred_at) AS first
+           FROM credits cr
+           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
+           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
+           WHERE cr.program_id = $1 AND f.external_id = ANY($2::text[])
+           GROUP BY f.external_id""", program_id, referrers)}
+
+
+async def referrer_customers(conn: asyncpg.Connection, program_id: int, referrers: list[str]
+                             ) -> dict[str, int]:
+    """Each referrer's converting customers: the customers of its credited conversions, each
+    counted once."""
+    return {r["external_id"]: r["n"] for r in await conn.fetch(
+        """SELECT f.external_id, count(DISTINCT c.customer_id) AS n
            FROM credits cr
            JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
            JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id

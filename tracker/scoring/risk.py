@@ -89,6 +89,8 @@ class ScanSummary:
     # The model trained on finance's decisions: off, or on with its validation ROC AUC.
     supervised: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     program_rate: float | None = None  # credited conversions per counted click (full scans)
+    # converting customers (each once) per counted click (full scans)
+    customer_rate: float | None = None
     headerless_share: float | None = None  # of touched conversions (full scans)
     # Where the scan read its facts: {"source": "primary" | "replica", "replay_lsn"}.
     read: dict[str, Any] = field(default_factory=lambda: {"source": "primary",
@@ -101,6 +103,7 @@ class ScanSummary:
                 "rings": self.rings, "seconds": round(self.seconds, 3),
                 "phases": {k: round(v, 3) for k, v in self.phases.items()},
                 "supervised": self.supervised, "program_rate": self.program_rate,
+                "customer_rate": self.customer_rate,
                 "headerless_share": self.headerless_share, "read": self.read,
                 "unusual_referrers": self.unusual_referrers}
 
@@ -245,6 +248,8 @@ def _summary(summary: ScanSummary, loaded: _Loaded, found: _Found,
         counted = sum(loaded.program.context.referrer_clicks.values())
         summary.program_rate = (sum(len(c.referrers) for c in conversions) / counted
                                 if counted else None)
+        summary.customer_rate = (len({(ref, c.customer) for c in conversions
+                                      for ref in c.referrers}) / counted if counted else None)
         summary.headerless_share = headerless_share(conversions)
         summary.unusual_referrers = len(found.unusual)
     if model is not None:
