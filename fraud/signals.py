@@ -147,13 +147,7 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
     counts = holders or {}
     for ref_id in conv.referrers:
         ref = referrers.get(ref_id, ReferrerFacts(ref_id))
-        shared: list[str] = []
-        if conv.customer == ref.external_id:
-            shared.append("customer id")
-        if conv.email_hash is not None and conv.email_hash == ref.email_hash:
-            shared.append("email")
-        if conv.visitors & ref.visitors:
-            shared.append("visitor")
+        shared = _same_person(conv, ref)
         if shared:
             reasons.append(Reason(
                 "self_referral",
@@ -176,6 +170,35 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
         if network is not None:
             reasons.append(network)
     return reasons
+
+
+def _same_person(conv: ConversionFacts, ref: ReferrerFacts) -> list[str]:
+    """The strong identifiers the referee shares with the referrer: customer id, mailbox
+    (identity's e-mail normalisation), visitor cookie."""
+    shared: list[str] = []
+    if conv.customer == ref.external_id:
+        shared.append("customer id")
+    if conv.email_hash is not None and conv.email_hash == ref.email_hash:
+        shared.append("email")
+    if conv.visitors & ref.visitors:
+        shared.append("visitor")
+    return shared
+
+
+def self_referrers(conversions: Iterable[ConversionFacts],
+                   referrers: Mapping[str, ReferrerFacts]) -> dict[str, str]:
+    """Referrers shown to open accounts for themselves: another account (not the referrer's
+    own customer id) credited to them is them by mailbox or visitor cookie. -> referrer: that
+    account's customer id."""
+    out: dict[str, str] = {}
+    for conv in conversions:
+        for ref_id in conv.referrers:
+            ref = referrers.get(ref_id)
+            if ref is None or conv.customer == ref.external_id or ref_id in out:
+                continue
+            if _same_person(conv, ref):
+                out[ref_id] = conv.customer
+    return out
 
 
 def _gateway(ip: str, holders: Mapping[tuple[str, str], int]) -> bool:
@@ -273,12 +296,19 @@ def own_browser_reasons(conversions: Sequence[ConversionFacts],
     family's popular phone is as likely beside the referrer's own odd one as without it.
     Counted are accounts with no history of their own (one purchase at most): a housemate who
     comes back to buy again is a customer, whatever phone they share. Identity evidence for
-    review (not strong: a large family on identical phones can show it too)."""
+    review (not strong: a large family on identical phones can show it too).
+
+    A referrer shown to open accounts for himself (self_referrers: another of his referees is
+    him by mailbox or cookie) is no longer a referrer whose housemate happens to own his
+    phone: one new account on his own browser at his own address is then held too, however
+    common the browser (a referrer who only ever referred people is not touched by it)."""
     if not holders.get(("agents", ""), 0):
         return {}
+    proven = self_referrers(conversions, referrers)
     spent = purchases_by_customer(conversions)
     share_of: dict[str, float] = {}
     on_browser: dict[tuple[str, str], set[str]] = defaultdict(set)  # (referrer, agent)
+    at_home: dict[str, set[str]] = defaultdict(set)  # customer -> referrers, of on_browser
     for conv in conversions:
         if len(spent.get(conv.customer, ())) > 1:
             continue
@@ -290,6 +320,7 @@ def own_browser_reasons(conversions: Sequence[ConversionFacts],
                 if home:
                     share_of[agent] = share
                     on_browser[(ref_id, agent)].add(conv.customer)
+                    at_home[conv.customer].add(ref_id)
     # customer -> (chance all are housemates, accounts, referrer) of each group it is in
     groups: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
     for (ref_id, agent), people in on_browser.items():
@@ -299,11 +330,14 @@ def own_browser_reasons(conversions: Sequence[ConversionFacts],
     out: dict[int, Reason] = {}
     for conv in conversions:
         found = [g for g in groups.get(conv.customer, ()) if g[2] in conv.referrers]
-        if not found:
+        if not found or min(found)[0] > RARE_AGENT:
+            made = sorted(ref_id for ref_id in at_home.get(conv.customer, ())
+                          if ref_id in conv.referrers
+                          and proven.get(ref_id, conv.customer) != conv.customer)
+            if made:
+                out[conv.conversion_id] = _self_referrer_browser(made[0], proven[made[0]])
             continue
         chance, k, ref_id = min(found)
-        if chance > RARE_AGENT:
-            continue
         out[conv.conversion_id] = Reason(
             "own_browser_accounts",
             f"identity: {k} new accounts referred by {ref_id} used {ref_id}'s own browser on "
@@ -311,6 +345,14 @@ def own_browser_reasons(conversions: Sequence[ConversionFacts],
             f"chance of {chance:.2%} (as rare as one account on a browser {RARE_AGENT:.0%} of "
             "the program's customers use)", k, "one account per browser", 0.8, "identity")
     return out
+
+
+def _self_referrer_browser(ref_id: str, made: str) -> Reason:
+    return Reason(
+        "self_referrer_browser",
+        f"identity: referrer {ref_id} opens accounts for himself ({made} is {ref_id} by mailbox "
+        f"or cookie), and this new account used {ref_id}'s own browser on {ref_id}'s own "
+        "address", made, "a referrer who never referred himself", 0.8, "identity")
 
 
 def _site_browser(agent: str, ref: ReferrerFacts,

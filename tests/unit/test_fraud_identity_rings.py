@@ -472,3 +472,55 @@ def test_new_accounts_on_the_referrers_own_browser_at_home_and_a_family(draw: in
     # computer are not the referrer.
     office = holders | {("visitors", home): rng.randint(8, 60)}
     assert own_browser_reasons(made, {"alice": ref}, office) == {}
+
+
+@pytest.mark.parametrize("draw", range(5))
+def test_one_account_on_the_own_browser_of_a_referrer_who_referred_himself(draw: int) -> None:
+    """Alice has referred herself once already (an account under her own mailbox, a typo of
+    its domain, or her own cookie), and one more new account buys through her link on her own
+    popular phone at her home: a housemate owning that model is no longer the likely story,
+    the account is held for review (identity, not strong). Bert never referred himself: his
+    partner on the very same phone at their home stays paid, and so do Alice's referees on
+    her phone's model away from her home, behind an office gateway, or who came back to buy
+    again."""
+    rng = random.Random(90 + draw)
+    customers = rng.randint(500, 3000)
+    phone = rng.choice(PHONES)
+    holders = program(customers, **{phone: int(customers * rng.uniform(0.03, 0.2))})
+    home, bert_home = f"81.5.{draw}.{rng.randint(2, 200)}", f"81.6.{draw}.9"
+    holders |= {("visitors", home): rng.randint(1, 4), ("visitors", bert_home): 2}
+    mailbox = bytes([draw]) * 32
+    alice = ReferrerFacts("alice", mailbox, frozenset({"v-alice"}),
+                          agents=frozenset({(phone, home)}))
+    bert = ReferrerFacts("bert", bytes([99]) * 32, agents=frozenset({(phone, bert_home)}))
+    refs = {"alice": alice, "bert": bert}
+    start = rng.uniform(0, 1e6)
+
+    def account(k: int, who: str, ref: str, ip: str, **kw: object) -> ConversionFacts:
+        fields: dict[str, object] = {
+            "agents": frozenset({(phone, ip)}), "ips": frozenset({ip}),
+            "visitors": frozenset({f"v-{who}"}), "amount": 1000}
+        fields.update(kw)
+        return ConversionFacts(k, who, start + k * 3600, (ref,), **fields)  # type: ignore[arg-type]
+
+    # Her account under her mailbox or her cookie, from a computer at work.
+    proof = rng.choice([{"email_hash": mailbox}, {"visitors": frozenset({"v-alice"})}])
+    herself = account(1, "alias", "alice", "90.9.9.9", **proof,
+                      agents=frozenset({(DESKTOP_UA.format(v=130), "90.9.9.9")}))
+    made = account(2, "made", "alice", home)
+    partner = account(3, "dora", "bert", bert_home)
+    away = account(4, "away", "alice", f"77.{draw}.3.4")
+    again = [account(5, "eric", "alice", home), account(6, "eric", "alice", home, amount=2500)]
+    found = own_browser_reasons([herself, made, partner, away, *again], refs, holders)
+    assert set(found) == {2}, found
+    reason = found[2]
+    assert reason.code == "self_referrer_browser" and reason.family == "identity"
+    assert not reason.strong and reason.value == "alias"
+    scored = assess(made, refs, extra=[reason], holders=holders)
+    assert DECISIVE <= scored.score <= FLAG_CAP  # held for review, not rejected
+    # Without the account that is Alice herself, the same new account is a housemate's.
+    assert own_browser_reasons([made, partner], refs, holders) == {}
+    assert assess(made, refs, holders=holders).score < DECISIVE
+    # Her home behind a gateway (an office's address): her model there is the office's.
+    office = holders | {("visitors", home): rng.randint(8, 60)}
+    assert own_browser_reasons([herself, made], refs, office) == {}
