@@ -73,8 +73,8 @@ def person_email(email: str) -> str:
 
 def provider_of(domain: str) -> str | None:
     """The common provider a domain is, or is a look-alike of (edit distance at most 2, with
-    transpositions, over the whole domain, and the same top-level domain; or the provider's
-    very name with `.com` one letter off: `gmail.co`); None otherwise."""
+    transpositions, over the whole domain, and the same top-level domain or `.com` one letter
+    off: `gmail.co`, `gamil.cm`); None otherwise."""
     domain = domain.strip().lower()
     if domain in PROVIDERS:
         return domain
@@ -83,9 +83,12 @@ def provider_of(domain: str) -> str | None:
     name, _dot, tld = domain.rpartition(".")
     if tld in _COM_TYPOS and f"{name}.com" in PROVIDERS:
         return f"{name}.com"
+    # Both at once is still a typo of two letters: `gamil.cm`, `yaho.co` (the provider's
+    # ".com" is what a typo'd ".com" is compared with).
+    tld = "com" if tld in _COM_TYPOS else tld
     best: tuple[int, str] | None = None
     for provider in PROVIDERS:
-        if provider.rsplit(".", 1)[-1] != domain.rsplit(".", 1)[-1]:
+        if provider.rsplit(".", 1)[-1] != tld:
             continue
         if abs(len(provider) - len(domain)) > 2:
             continue
