@@ -33,12 +33,14 @@ PROVIDERS = (
     "outlook.de", "outlook.fr", "outlook.es", "outlook.it", "hotmail.de", "hotmail.it",
     "hotmail.es", "live.co.uk", "live.fr", "yahoo.de", "yahoo.es", "yahoo.it", "yahoo.ca",
     "yahoo.com.au", "sky.com", "talktalk.net", "ntlworld.com", "sbcglobal.net",
-    "bellsouth.net", "optusnet.com.au", "shaw.ca",
+    "bellsouth.net", "optusnet.com.au", "shaw.ca", "telefonica.net", "movistar.es",
 )
 # The commonest typo of all: ".com" one letter off (`gmail.co`, `hotmail.cm`, `yahoo.con`).
 _COM_TYPOS = ("co", "cm", "om", "con", "cpm", "vom", "xom", "comm", "cmo", "ocm", "coom")
-# A local part this long at a consumer provider names one person across providers.
-DISTINCTIVE_LOCAL = 5
+# A local part this long at a consumer provider names one person across providers; one
+# letter shorter does where it carries a digit. A bare given name (`james`, `maria`) at two
+# providers is two people: only a longer or numbered name is rare enough to be one.
+DISTINCTIVE_LOCAL = 6
 
 
 def canonical_email(email: str) -> str:
@@ -60,13 +62,15 @@ def canonical_email(email: str) -> str:
 
 def person_email(email: str) -> str:
     """The person an address names: its canonical mailbox, and for a distinctive local part
-    at a common consumer provider, that local part (without dots) at any of them."""
+    (DISTINCTIVE_LOCAL) at a common consumer provider, that local part (without dots) at any
+    of them."""
     mailbox = canonical_email(email)
     local, at, domain = mailbox.rpartition("@")
     if not at or domain not in PROVIDERS:
         return mailbox
     bare = local.replace(".", "")
-    if len(bare) < DISTINCTIVE_LOCAL:
+    numbered = any(ch.isdigit() for ch in bare)
+    if len(bare) < DISTINCTIVE_LOCAL - numbered:
         return mailbox
     return f"{bare}@consumer-mail"
 

@@ -55,6 +55,11 @@ def test_one_person_across_aliases_typos_and_providers() -> None:
     assert email_hash(key, "thabo.dubois@laposte.net") == email_hash(key, "thabodubois@gmail.co")
     assert email_hash(key, "jackkow@posteo.de") == email_hash(key, "jackkow@web.de")
     assert email_hash(key, "someone.else@gmail.com") != email_hash(key, same[0])
+    # A bare given name at two providers is two people; numbered or longer, one.
+    assert person_email("james@gmail.com") != person_email("james@yahoo.com")
+    assert person_email("sam48@gmail.com") == person_email("sam48@hotmail.com")
+    assert person_email("iweber@hotmail.com") == person_email("iweber@proton.me")
+    assert email_hash(key, "bschmidt@telefonica.net") == email_hash(key, "bschmidt@gmail.com")
     # A dot moved in the local part plus a typo'd provider and ".com": the same person.
     assert email_hash(key, "hb.rown@gmial.co") == email_hash(key, "hbrown@gmail.com")
     assert email_hash(key, "em.magarcia@gmali.co") == email_hash(key, "emmagarcia@gmail.com")
