@@ -162,6 +162,15 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
                 f"{lease / 60:.0f} min after {ref_id} opened their own link there, on a new "
                 "device", round(lease, 1), LEASE_SECONDS, 0.8, "identity"))
             continue
+        unseen = _unseen_lease(conv, ref, counts)
+        if unseen is not None:
+            reasons.append(Reason(
+                "household_lease",
+                f"identity: the referee first came from an address where, {unseen / 60:.0f} "
+                f"min before, a browser tied to no customer opened referrer {ref_id}'s link "
+                f"(the referrer was never seen otherwise: likely their own visit), on a new "
+                "device", round(unseen, 1), UNSEEN_LEASE_SECONDS, 0.8, "identity"))
+            continue
         device = _same_device(conv, ref, counts)
         if device is not None:
             reasons.append(device)
@@ -233,6 +242,28 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
                  (visitor is not None and visitor in ref.visitors)
                  or (agent is not None and agent in ref_agents)
                  or (visitor is None and home))]
+    return min(gaps) if gaps else None
+
+
+UNSEEN_LEASE_SECONDS = 900.0  # an unknown browser's visit is the referrer's only this soon
+
+
+def _unseen_lease(conv: ConversionFacts, ref: ReferrerFacts,
+                  holders: Mapping[tuple[str, str], int]) -> float | None:
+    """Seconds from a visit that may be the referrer's own to the referee's first visit, for
+    a referrer never seen at all (no cookie, address, browser or visit of theirs is known, so
+    no visit can be told to be theirs or not): a visit on the link from the same address, by a
+    cookie tied to no customer, at most UNSEEN_LEASE_SECONDS before. Someone opened the link
+    there and never became a customer, and minutes later a new device there signs up through
+    it: the referrer handing a device over. Longer gaps are a housemate's or colleague's own
+    browsing; a gateway address ties nobody. None if no such visit."""
+    if ref.visitors or ref.ips or ref.agents or ref.own_clicks:
+        return None
+    first = next((t for t in conv.touches if t.referrer == ref.external_id), None)
+    if first is None or first.ip is None or _gateway(first.ip, holders):
+        return None
+    gaps = [first.at - at for at, visitor, _agent in first.before
+            if visitor is None and 0 <= first.at - at <= UNSEEN_LEASE_SECONDS]
     return min(gaps) if gaps else None
 
 

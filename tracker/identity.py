@@ -33,12 +33,14 @@ PROVIDERS = (
     "outlook.de", "outlook.fr", "outlook.es", "outlook.it", "hotmail.de", "hotmail.it",
     "hotmail.es", "live.co.uk", "live.fr", "yahoo.de", "yahoo.es", "yahoo.it", "yahoo.ca",
     "yahoo.com.au", "sky.com", "talktalk.net", "ntlworld.com", "sbcglobal.net",
-    "bellsouth.net", "optusnet.com.au", "shaw.ca",
+    "bellsouth.net", "optusnet.com.au", "shaw.ca", "telefonica.net", "movistar.es",
 )
 # The commonest typo of all: ".com" one letter off (`gmail.co`, `hotmail.cm`, `yahoo.con`).
 _COM_TYPOS = ("co", "cm", "om", "con", "cpm", "vom", "xom", "comm", "cmo", "ocm", "coom")
-# A local part this long at a consumer provider names one person across providers.
-DISTINCTIVE_LOCAL = 5
+# A local part this long at a consumer provider names one person across providers; one
+# letter shorter does where it carries a digit. A bare given name (`james`, `maria`) at two
+# providers is two people: only a longer or numbered name is rare enough to be one.
+DISTINCTIVE_LOCAL = 6
 
 
 def canonical_email(email: str) -> str:
@@ -60,21 +62,23 @@ def canonical_email(email: str) -> str:
 
 def person_email(email: str) -> str:
     """The person an address names: its canonical mailbox, and for a distinctive local part
-    at a common consumer provider, that local part (without dots) at any of them."""
+    (DISTINCTIVE_LOCAL) at a common consumer provider, that local part (without dots) at any
+    of them."""
     mailbox = canonical_email(email)
     local, at, domain = mailbox.rpartition("@")
     if not at or domain not in PROVIDERS:
         return mailbox
     bare = local.replace(".", "")
-    if len(bare) < DISTINCTIVE_LOCAL:
+    numbered = any(ch.isdigit() for ch in bare)
+    if len(bare) < DISTINCTIVE_LOCAL - numbered:
         return mailbox
     return f"{bare}@consumer-mail"
 
 
 def provider_of(domain: str) -> str | None:
     """The common provider a domain is, or is a look-alike of (edit distance at most 2, with
-    transpositions, over the whole domain, and the same top-level domain; or the provider's
-    very name with `.com` one letter off: `gmail.co`); None otherwise."""
+    transpositions, over the whole domain, and the same top-level domain or `.com` one letter
+    off: `gmail.co`, `gamil.cm`); None otherwise."""
     domain = domain.strip().lower()
     if domain in PROVIDERS:
         return domain
@@ -83,9 +87,12 @@ def provider_of(domain: str) -> str | None:
     name, _dot, tld = domain.rpartition(".")
     if tld in _COM_TYPOS and f"{name}.com" in PROVIDERS:
         return f"{name}.com"
+    # Both at once is still a typo of two letters: `gamil.cm`, `yaho.co` (the provider's
+    # ".com" is what a typo'd ".com" is compared with).
+    tld = "com" if tld in _COM_TYPOS else tld
     best: tuple[int, str] | None = None
     for provider in PROVIDERS:
-        if provider.rsplit(".", 1)[-1] != domain.rsplit(".", 1)[-1]:
+        if provider.rsplit(".", 1)[-1] != tld:
             continue
         if abs(len(provider) - len(domain)) > 2:
             continue

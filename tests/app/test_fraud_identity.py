@@ -165,3 +165,40 @@ async def test_a_lease_from_a_browser_tied_to_nobody_at_the_referrers_home(
     risk, codes = await risks(conn)
     assert 0.5 <= risk["order-lease"] < 0.9 and "household_lease" in codes["order-lease"]
     assert risk["order-flatmate"] < 0.5, codes["order-flatmate"]
+
+
+@pytest.mark.parametrize("draw", [0, 1])
+async def test_a_lease_by_a_referrer_who_never_bought(
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application], draw: int,
+) -> None:
+    """Kim never bought (nothing of hers is known but her link): she opens it at home on a
+    laptop and minutes later a new tablet there buys through it, a lease held for review.
+    Lou never bought either: a friend opens his link on her laptop and her flatmate buys
+    through it on a tablet there 40 minutes later, housemates browsing: no lease."""
+    rng = random.Random(70 + draw)
+    shop = Street(proxied_client, tokens)
+    tablet = "Mozilla/5.0 (iPad; CPU OS 18_6 like Mac OS X) Version/26.1 Safari/604.1"
+    kim_home, friend_home = f"84.{draw}.{rng.randint(1, 200)}.7", f"85.{draw}.3.9"
+    await make_link(proxied_client, tokens, referrer="kim", code="kim")
+    await make_link(proxied_client, tokens, referrer="lou", code="lou")
+    for i in range(60):
+        await shop.convert(f"own-{i}", f"shopper{i}", f"100.{i % 7}.{i}.1",
+                           DESKTOP.format(v=120 + i % 9))
+    kim_laptop = await shop.visit("kim", kim_home, DESKTOP.format(v=140))
+    lease = await shop.visit("kim", kim_home, tablet)
+    friend_laptop = await shop.visit("lou", friend_home, DESKTOP.format(v=141))
+    flatmate = await shop.visit("lou", friend_home, tablet)
+    await shop.paced(conn, rng)
+    for before, after, gap in ((kim_laptop, lease, 60 + 480 * draw),
+                               (friend_laptop, flatmate, 2400)):
+        await conn.execute(
+            "UPDATE clicks SET ts = (SELECT ts FROM clicks WHERE click_id = $2::uuid)"
+            " - make_interval(secs => $3) WHERE click_id = $1::uuid", before, after, gap)
+    await shop.convert("order-lease", "ivy", kim_home, tablet, lease)
+    await shop.convert("order-flatmate", "jo", friend_home, tablet, flatmate)
+    await attribute_pending(conn)
+    await scan(conn)
+    risk, codes = await risks(conn)
+    assert 0.5 <= risk["order-lease"] < 0.9 and "household_lease" in codes["order-lease"]
+    assert risk["order-flatmate"] < 0.5, codes["order-flatmate"]

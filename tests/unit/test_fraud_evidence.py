@@ -34,6 +34,9 @@ def click(at: float, **kw: object) -> ClickFacts:
     ("icloud.co", "icloud.com"), ("gmail.co", "gmail.com"), ("hotmail.cm", "hotmail.com"),
     ("yahoo.con", "yahoo.com"), ("gmail.de", None), ("example.co", None),
     ("example.org", None), ("gmail.org", None),
+    # A typo in the provider's name and in its ".com" at once: two letters off.
+    ("gamil.cm", "gmail.com"), ("gmial.co", "gmail.com"), ("yhaoo.cm", "yahoo.com"),
+    ("yaho.co", "yahoo.com"), ("outlok.co", "outlook.com"), ("gmx.co", None),
 ])
 def test_a_look_alike_provider_domain_is_the_provider(typo: str, provider: str | None) -> None:
     assert provider_of(typo) == provider
@@ -52,6 +55,14 @@ def test_one_person_across_aliases_typos_and_providers() -> None:
     assert email_hash(key, "thabo.dubois@laposte.net") == email_hash(key, "thabodubois@gmail.co")
     assert email_hash(key, "jackkow@posteo.de") == email_hash(key, "jackkow@web.de")
     assert email_hash(key, "someone.else@gmail.com") != email_hash(key, same[0])
+    # A bare given name at two providers is two people; numbered or longer, one.
+    assert person_email("james@gmail.com") != person_email("james@yahoo.com")
+    assert person_email("sam48@gmail.com") == person_email("sam48@hotmail.com")
+    assert person_email("iweber@hotmail.com") == person_email("iweber@proton.me")
+    assert email_hash(key, "bschmidt@telefonica.net") == email_hash(key, "bschmidt@gmail.com")
+    # A dot moved in the local part plus a typo'd provider and ".com": the same person.
+    assert email_hash(key, "hb.rown@gmial.co") == email_hash(key, "hbrown@gmail.com")
+    assert email_hash(key, "em.magarcia@gmali.co") == email_hash(key, "emmagarcia@gmail.com")
 
 
 def test_identity_links_ranked_by_strength() -> None:
@@ -85,6 +96,39 @@ def test_a_household_lease_is_identity_evidence() -> None:
     later = ConversionFacts(2, "carol", 90_000.0, ("alice",), touches=(
         click(87_000.0, visitor="vc", device="dev-c"),), ips=frozenset({"81.2.69.1"}))
     assert assess(later, {"alice": ref}).score < 0.5
+
+
+@pytest.mark.parametrize(("gap", "agent"), [(70.0, "phone-b"), (400.0, "laptop"),
+                                            (850.0, "phone-a")])
+def test_a_lease_by_a_referrer_never_seen_otherwise(gap: float, agent: str) -> None:
+    """A referrer who never bought (no cookie, address or browser of theirs is known) opens
+    his link at home on a browser that never becomes a customer; minutes later a new device
+    there signs up through it. A housemate's visit an hour before, a gateway address, or a
+    referrer whose own browsers are known (whose visit this is not) hold nothing."""
+    unseen = ReferrerFacts("alice", email_hash=b"a")
+    first = click(5000.0, visitor="vb", device="dev-b", agent=agent,
+                  before=((5000.0 - gap, None, "phone-a"),))
+    lease = ConversionFacts(1, "bob", 5600.0, ("alice",), touches=(first,),
+                            ips=frozenset({"81.2.69.1"}))
+    found = assess(lease, {"alice": unseen}, holders={("visitors", "81.2.69.1"): 2})
+    assert [r.code for r in found.reasons] == ["household_lease"]
+    assert found.reasons[0].family == "identity" and 0.5 <= found.score <= FLAG_CAP
+    assert "tied to no customer" in found.reasons[0].message
+    # The same visit 40 minutes before: a housemate browsing, not a hand-over.
+    slow = click(5000.0, visitor="vb", device="dev-b", before=((2600.0, None, "phone-a"),))
+    assert assess(ConversionFacts(2, "bob", 5600.0, ("alice",), touches=(slow,)),
+                  {"alice": unseen}, holders={("visitors", "81.2.69.1"): 2}).score < 0.5
+    # A gateway (many visitors behind the address) ties nobody.
+    assert assess(lease, {"alice": unseen},
+                  holders={("visitors", "81.2.69.1"): 30}).score < 0.5
+    # A visit by another customer's cookie is theirs, not the referrer's.
+    theirs = click(5000.0, visitor="vb", device="dev-b", before=((5000.0 - gap, "vc", "x"),))
+    assert assess(ConversionFacts(3, "bob", 5600.0, ("alice",), touches=(theirs,)),
+                  {"alice": unseen}, holders={("visitors", "81.2.69.1"): 2}).score < 0.5
+    # A referrer seen elsewhere on known browsers: the untied visit is someone else's.
+    seen = ReferrerFacts("alice", email_hash=b"a", visitors=frozenset({"va"}),
+                         ips=frozenset({"62.1.1.1"}), agents=frozenset({("phone-z", "62.1.1.1")}))
+    assert assess(lease, {"alice": seen}, holders={("visitors", "81.2.69.1"): 2}).score < 0.5
 
 
 def test_a_family_counts_once_and_one_family_only_flags() -> None:

@@ -599,8 +599,9 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
            {join}
            LEFT JOIN LATERAL (
                -- Other visitors on the same referrer's link from the same IP within the lease
-               -- window before this click, where the referrer is a customer too (whose own
-               -- browser a household lease is recognised by).
+               -- window before this click (a household lease starts with one: the
+               -- referrer's own browser, or for a referrer never seen as a customer, a
+               -- browser tied to no customer minutes before).
                SELECT array_agg(extract(epoch FROM e.ts)::float8 ORDER BY e.ts) AS at,
                       array_agg(e.visitor_id ORDER BY e.ts) AS visitors,
                       array_agg(e.user_agent ORDER BY e.ts) AS agents
@@ -609,9 +610,6 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
                  AND e.ts >= c.ts - make_interval(secs => {float(LEASE_SECONDS)}) AND e.ts < c.ts
                  AND e.ip = c.ip AND e.visitor_id IS DISTINCT FROM c.visitor_id
                  AND NOT e.reduced AND NOT c.reduced
-                 AND EXISTS (SELECT 1 FROM referrers r JOIN conversions x
-                                 ON x.program_id = r.program_id AND x.customer_id = r.external_id
-                             WHERE r.program_id = c.program_id AND r.id = c.referrer_id)
            ) e ON c.ip IS NOT NULL
            WHERE t.program_id = $1 {only} ORDER BY t.conversion_id, t.position""",
         program_id, *(() if conversion_ids is None else (conversion_ids,)))
