@@ -1292,6 +1292,9 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
       traffic comes through its coupon site or search ads), a customer with none who also
       took longer than the stream's median came by another way: a link the referrer passed
       to a friend. A quicker one is a shopper of the stream whose browser sent no Referer.
+      So did a customer with no Referer whose landing carries a medium tag (utm_medium: a
+      share button's "referral", say) that none of the stream's other customers' landings
+      carry: a leak's shoppers copy the bare code, an ad's visitors come tagged as paid.
 
     Under FENCE_MIN customers in the stream, every conversion is alike (too few to tell)."""
     people = {c.customer for c in stream}
@@ -1301,13 +1304,30 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
     q1, q3 = np.percentile(logs, [25, 75])
     fence, median = math.exp(q3 + FENCE_IQR * (q3 - q1)), math.exp(float(np.median(logs)))
     direct = {c.customer for c in stream if _last_site(c) is None}
+    media: dict[str, set[str]] = defaultdict(set)
+    for conv in stream:
+        medium = _medium(conv)
+        if medium is not None:
+            media[medium].add(conv.customer)
 
     def alike(c: ConversionFacts) -> bool:
         if _last_site(c) is not None or c.delay is None:
             return True
+        medium = _medium(c)
+        if medium is not None and not media.get(medium, set()) - {c.customer}:
+            return False
         return c.delay <= fence and (c.delay <= median or bool(direct - {c.customer}))
 
     return alike
+
+
+def _medium(conv: ConversionFacts) -> str | None:
+    """The utm_medium tag of the landing of a conversion's attributed click, lower case."""
+    query = conv.touches[-1].query if conv.touches else None
+    for name, value in parse_qsl((query or "").lstrip("?")):
+        if name.strip().lower() == "utm_medium" and value.strip():
+            return value.strip().lower()
+    return None
 
 
 QUICK_QUANTILE = 0.1  # the program's fastest conversions: an injection's are among them
