@@ -1153,6 +1153,7 @@ STEADY_CONVERTING_WEIGHT = 0.5  # a hold for review: one test of the referrer's 
 SHOPPING_SECONDS = 3 * DAY  # a shopper who came to buy buys within the visit or soon after
 FENCE_IQR = 3.0  # Tukey's far-out fence: interquartile ranges above the upper quartile
 FENCE_MIN = 4  # a stream's customers before its pace and places can tell
+DIRECT_RARE = 0.1  # a stream whose customers come without a Referer this rarely comes by sites
 SHARING_SITE_REFERRERS = 5  # a site whose visits credit this many referrers: people share there
 
 
@@ -1288,8 +1289,8 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
       plus FENCE_IQR interquartile ranges of its log delays) and came with no Referer did not
       come with it: a friend who took a day or two to make up their mind after a message.
       One who came through a site of its own (a coupon site, a search engine) still did.
-    - Where from: where none of the stream's other customers came without a Referer (their
-      traffic comes through its coupon site or search ads), a customer with none who also
+    - Where from: where at most DIRECT_RARE of the stream's other customers came without a
+      Referer (its traffic comes through its coupon site or search ads), one with none who also
       took longer than the stream's median came by another way: a link the referrer passed
       to a friend. A quicker one is a shopper of the stream whose browser sent no Referer.
       So did a customer with no Referer whose landing carries a medium tag (utm_medium: a
@@ -1316,7 +1317,8 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
         medium = _medium(c)
         if medium is not None and not media.get(medium, set()) - {c.customer}:
             return False
-        return c.delay <= fence and (c.delay <= median or bool(direct - {c.customer}))
+        rare = len(direct - {c.customer}) <= DIRECT_RARE * (len(people) - 1)
+        return c.delay <= fence and (c.delay <= median or not rare)
 
     return alike
 
