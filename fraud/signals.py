@@ -552,7 +552,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       share links (sharing_sites: friends come in bursts after a post there);
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions and the purchases after the latest of them at their amounts
-      (not refunded yet);
+      (not refunded yet) that look like them (like_the_stream);
     - min_amount_share: more purchases at the program's minimum amount (binomial); carried
       by those;
     - language_uniformity: one Accept-Language across different browsers, more often than
@@ -577,7 +577,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - steady_converting: clicks in a steady stream rather than in bursts after shares, and
       far more of them bringing a new customer than the program's clicks do (binomial):
       a link leaked as a coupon, bought as search ads or fed by a farm; carried by its
-      one-time buyers; full scans only.
+      one-time buyers who look like its stream of shoppers (like_the_stream: their pace and
+      where they came from); full scans only.
     - referrer_site: of a referrer that another decisive finding already ties conversions
       to, more customers from a site than the program's other referrers' (binomial): where
       its traffic was sourced; weak alone; carried by the conversions from those sites.
@@ -1187,7 +1188,7 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
     office's intranet, or students on a campus, click from networks they share (an audience
     of people who know each other). A referrer half of whose customers clicked from a network
     another of its customers clicked from too is not tested, and a customer on such a network
-    never carries the finding.
+    never carries the finding, nor does one unlike the stream of shoppers (like_the_stream).
     Full scans only (an incremental scan's context has no click rhythm)."""
     if not context.click_rhythm:
         return {}
