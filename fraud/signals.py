@@ -1280,10 +1280,11 @@ def _came_to_buy(customers: frozenset[str], sharing: frozenset[str],
 
 
 def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
-    """Whether a conversion of a steady link's stream of shoppers (`stream`: its one-time
-    buyers' conversions within SHOPPING_SECONDS, not through a sharing site) looks like the
-    others, on the two traits a stream of strangers come to buy has and a friend of the
-    referrer need not share: how long they took and where they came from.
+    """Whether a conversion looks like a referrer's stream of anomalous conversions
+    (`stream`: a steady link's one-time buyers within SHOPPING_SECONDS, not through a sharing
+    site; a refund farm's refunded purchases), on the two traits a stream of strangers come
+    to buy (or of made accounts) has and a friend of the referrer need not share: how long
+    they took and where they came from.
 
     - How long: a leak's or an ad's shoppers buy at one pace (minutes, a tail of hours); a
       customer who took longer than the stream's far-out fence (Tukey: the upper quartile
