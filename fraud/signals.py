@@ -630,7 +630,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       share links (sharing_sites: friends come in bursts after a post there);
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions and the purchases after the latest of them at their amounts
-      (not refunded yet);
+      (not refunded yet) that look like them (like_the_stream);
     - min_amount_share: more purchases at the program's minimum amount (binomial); carried
       by those;
     - language_uniformity: one Accept-Language across different browsers, more often than
@@ -655,7 +655,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - steady_converting: clicks in a steady stream rather than in bursts after shares, and
       far more of them bringing a new customer than the program's clicks do (binomial):
       a link leaked as a coupon, bought as search ads or fed by a farm; carried by its
-      one-time buyers; full scans only.
+      one-time buyers who look like its stream of shoppers (like_the_stream: their pace and
+      where they came from); full scans only.
     - referrer_site: of a referrer that another decisive finding already ties conversions
       to, more customers from a site than the program's other referrers' (binomial): where
       its traffic was sourced; weak alone; carried by the conversions from those sites.
@@ -675,7 +676,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _converts_too_well(tally, context),
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
                   _velocity_findings(conversions, tally, context, totals, sharing),
-                  _refund_findings(tally),
+                  _refund_findings(tally, conversions),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context)):
         for ref, finding in found.items():
@@ -1237,6 +1238,9 @@ def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str,
 STEADY_RATE_MIN_CLICKS = 8  # counted clicks of a referrer before its conversion rate can tell
 STEADY_CONVERTING_WEIGHT = 0.5  # a hold for review: one test of the referrer's traffic
 SHOPPING_SECONDS = 3 * DAY  # a shopper who came to buy buys within the visit or soon after
+FENCE_IQR = 3.0  # Tukey's far-out fence: interquartile ranges above the upper quartile
+FENCE_MIN = 4  # a stream's customers before its pace and places can tell
+DIRECT_RARE = 0.1  # a stream whose customers come without a Referer this rarely comes by sites
 SHARING_SITE_REFERRERS = 5  # a site whose visits credit this many referrers: people share there
 
 
@@ -1270,15 +1274,17 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
     office's intranet, or students on a campus, click from networks they share (an audience
     of people who know each other). A referrer half of whose customers clicked from a network
     another of its customers clicked from too is not tested, and a customer on such a network
-    never carries the finding.
+    never carries the finding, nor does one unlike the stream of shoppers (like_the_stream).
     Full scans only (an incremental scan's context has no click rhythm)."""
     if not context.click_rhythm:
         return {}
     customers: dict[str, set[str]] = defaultdict(set)
     purchases: Counter[tuple[str, str]] = Counter()
+    by_referrer: dict[str, list[ConversionFacts]] = defaultdict(list)
     for conv in conversions:
         for ref in conv.referrers:
             customers[ref].add(conv.customer)
+            by_referrer[ref].append(conv)
             if conv.amount > 0:
                 purchases[(ref, conv.customer)] += 1
     crowd = _crowded_customers(conversions)
@@ -1311,7 +1317,8 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
             "(a leaked coupon code, bought search ads) or fed with made accounts; its "
             "one-time buyers held for review", round(k / rhythm.clicks, 4), f"FDR {FDR_Q:g}",
             STEADY_CONVERTING_WEIGHT, "population"),
-            _came_to_buy(frozenset(once[ref] - crowd.get(ref, set())), sharing),
+            _came_to_buy(frozenset(once[ref] - crowd.get(ref, set())), sharing,
+                         by_referrer[ref]),
             p_values[ref])
     return out
 
@@ -1343,9 +1350,74 @@ def _crowded_customers(conversions: Sequence[ConversionFacts]) -> dict[str, set[
             for ref, by_net in nets.items()}
 
 
-def _came_to_buy(customers: frozenset[str], sharing: frozenset[str]) -> Carry:
-    return lambda c: (c.customer in customers and c.delay is not None
-                      and c.delay <= SHOPPING_SECONDS and _last_site(c) not in sharing)
+def _came_to_buy(customers: frozenset[str], sharing: frozenset[str],
+                 conversions: Sequence[ConversionFacts]) -> Carry:
+    """The conversions of a steady link's one-time buyers (`customers`) that look like
+    shoppers who came to buy: within SHOPPING_SECONDS of the click, not through a site where
+    people pass links to each other, and like the rest of the link's such traffic
+    (`like_the_stream`)."""
+    def shopping(c: ConversionFacts) -> bool:
+        return (c.customer in customers and c.delay is not None and c.delay <= SHOPPING_SECONDS
+                and _last_site(c) not in sharing)
+
+    stream = [c for c in conversions if shopping(c)]
+    alike = like_the_stream(stream)
+    return lambda c: shopping(c) and alike(c)
+
+
+def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
+    """Whether a conversion looks like a referrer's stream of anomalous conversions
+    (`stream`: a steady link's one-time buyers within SHOPPING_SECONDS, not through a sharing
+    site; a refund farm's refunded purchases), on the two traits a stream of strangers come
+    to buy (or of made accounts) has and a friend of the referrer need not share: how long
+    they took and where they came from.
+
+    - How long: a leak's or an ad's shoppers buy at one pace (minutes, a tail of hours); a
+      customer who took longer than the stream's far-out fence (Tukey: the upper quartile
+      plus FENCE_IQR interquartile ranges of its log delays) and came with no Referer did not
+      come with it: a friend who took a day or two to make up their mind after a message.
+      One who came through a site of its own (a coupon site, a search engine) still did.
+    - Where from: where at most DIRECT_RARE of the stream's other customers came without a
+      Referer (its traffic comes through its coupon site or search ads), one with none who also
+      took longer than the stream's median came by another way: a link the referrer passed
+      to a friend. A quicker one is a shopper of the stream whose browser sent no Referer.
+      So did a customer with no Referer whose landing carries a medium tag (utm_medium: a
+      share button's "referral", say) that none of the stream's other customers' landings
+      carry: a leak's shoppers copy the bare code, an ad's visitors come tagged as paid.
+
+    Under FENCE_MIN customers in the stream, every conversion is alike (too few to tell)."""
+    people = {c.customer for c in stream}
+    if len(people) < FENCE_MIN:
+        return lambda c: True
+    logs = np.log(np.maximum([c.delay for c in stream if c.delay is not None], 1.0))
+    q1, q3 = np.percentile(logs, [25, 75])
+    fence, median = math.exp(q3 + FENCE_IQR * (q3 - q1)), math.exp(float(np.median(logs)))
+    direct = {c.customer for c in stream if _last_site(c) is None}
+    media: dict[str, set[str]] = defaultdict(set)
+    for conv in stream:
+        medium = _medium(conv)
+        if medium is not None:
+            media[medium].add(conv.customer)
+
+    def alike(c: ConversionFacts) -> bool:
+        if _last_site(c) is not None or c.delay is None:
+            return True
+        medium = _medium(c)
+        if medium is not None and not media.get(medium, set()) - {c.customer}:
+            return False
+        rare = len(direct - {c.customer}) <= DIRECT_RARE * (len(people) - 1)
+        return c.delay <= fence and (c.delay <= median or not rare)
+
+    return alike
+
+
+def _medium(conv: ConversionFacts) -> str | None:
+    """The utm_medium tag of the landing of a conversion's attributed click, lower case."""
+    query = conv.touches[-1].query if conv.touches else None
+    for name, value in parse_qsl((query or "").lstrip("?")):
+        if name.strip().lower() == "utm_medium" and value.strip():
+            return value.strip().lower()
+    return None
 
 
 QUICK_QUANTILE = 0.1  # the program's fastest conversions: an injection's are among them
@@ -1771,10 +1843,16 @@ def _share_above_rest(totals: Mapping[str, int], hits: Mapping[str, int], progra
     return p_values
 
 
-def _refund_findings(tally: _Tally) -> dict[str, Finding]:
+def _refund_findings(tally: _Tally, conversions: Sequence[ConversionFacts] = ()
+                     ) -> dict[str, Finding]:
     base = tally.reversed / max(tally.conversions, 1)
     p_values = _share_above_rest(tally.counts, tally.refunds, tally.conversions, tally.reversed,
                                  min_total=REFUND_MIN_CONVERSIONS, min_share=REFUND_RATE)
+    refunded: dict[str, list[ConversionFacts]] = defaultdict(list)
+    for conv in conversions:
+        if conv.conversion_id in tally.reversed_ids:
+            for ref in conv.referrers:
+                refunded[ref].append(conv)
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         rate = tally.refunds[ref] / tally.counts[ref]
@@ -1782,18 +1860,22 @@ def _refund_findings(tally: _Tally) -> dict[str, Finding]:
             "refund_rate", f"money: {rate:.0%} of {ref}'s conversions were refunded or "
             f"charged back (the program's: {base:.0%})", round(rate, 4), REFUND_RATE,
             REFUND_WEIGHT, "population"),
-            _refunded_or_pending(tally.reversed_ids, *tally.refunded[ref]), p_values[ref])
+            _refunded_or_pending(tally.reversed_ids, *tally.refunded[ref],
+                                 like_the_stream(refunded[ref])), p_values[ref])
     return out
 
 
-def _refunded_or_pending(reversed_ids: frozenset[int], last: float, low: int, high: int
-                         ) -> Carry:
+def _refunded_or_pending(reversed_ids: frozenset[int], last: float, low: int, high: int,
+                         alike: Carry = lambda c: True) -> Carry:
     """Of a referrer found to farm refunds: its reversed conversions, and its purchases after
-    its latest reversed one at amounts within its reversed ones' range. A refund comes days
+    its latest reversed one at amounts within its reversed ones' range, and `alike` the
+    reversed ones (like_the_stream: at their pace, from where they came). A refund comes days
     after the purchase, so the farm's latest purchases have none yet; an earlier purchase
-    that had the time and was not refunded is a genuine one, as is one at other amounts."""
+    that had the time and was not refunded is a genuine one, as is one at other amounts, or
+    one by a friend who took days to buy where the farm's accounts buy at once."""
     return lambda c: (c.conversion_id in reversed_ids
-                      or (c.at > last and c.amount > 0 and low <= c.amount <= high))
+                      or (c.at > last and c.amount > 0 and low <= c.amount <= high
+                          and alike(c)))
 
 
 def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:
