@@ -33,12 +33,12 @@ So, for the review flags only (the decisions stay those of the parts, which `par
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import networkx as nx
 
 from fraud.assess import DECISIVE, ring_flag_reasons
-from fraud.pools import PUBLIC_ACCOUNTS, account_keys
+from fraud.pools import PUBLIC_ACCOUNTS, Key, account_keys
 from fraud.rings import Account, Ring
 from fraud.signals import ConversionFacts
 
@@ -61,11 +61,12 @@ def _first_referrers(conversions: Sequence[ConversionFacts]) -> dict[str, str]:
     return out
 
 
-def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts]
-                    ) -> list[Ring]:
+def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts],
+                    keys: Mapping[str, set[Key]] | None = None) -> list[Ring]:
     """The rings as review flags: decisive parts of one operator's group merged and widened
     (see the module's docstring); the other rings as they are. A merged group keeps the kind of
-    its largest part, the highest score, and its parts in `evidence["parts"]` (`parts`)."""
+    its largest part, the highest score, and its parts in `evidence["parts"]` (`parts`).
+    `keys`: the conversions' `fraud.pools.account_keys`, when the caller has them already."""
     decisive = [r for r in rings if r.kind in OPERATOR_KINDS and r.score >= DECISIVE]
     if not decisive:
         return list(rings)
@@ -79,12 +80,12 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
         merged[union[i]].append(ring)
     first: dict[str, str] = {}
     referees: dict[str, set[str]] = defaultdict(set)
-    keys: dict[str, set[tuple[str, str]]] = {}
+    ties: Mapping[str, set[Key]] = {}
     if any(ring.kind in GROWN for ring in decisive):
         first = _first_referrers(conversions)
         for customer, referrer in first.items():
             referees[referrer].add(customer)
-        keys = account_keys(conversions)
+        ties = account_keys(conversions) if keys is None else keys
     out = [r for r in rings if not (r.kind in OPERATOR_KINDS and r.score >= DECISIVE)]
     for parts in merged.values():
         members = {a for ring in parts for a in ring.accounts}
@@ -96,7 +97,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
             credited = {first[p] for ring in parts if ring.kind == "collusion_pool"
                         for kind, p in ring.accounts if kind == "customer" and p in first}
             referrers |= credited
-            joined = _tied_referrers(referrers, referees, keys, first)
+            joined = _tied_referrers(referrers, referees, ties, first)
             referrers |= joined
             # A cell's referrers keep the referees it named, its quick buyers (a referrer a
             # mailing woke in the same hours has friends who take their time).
@@ -122,7 +123,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
 
 
 def _tied_referrers(referrers: set[str], referees: dict[str, set[str]],
-                    keys: dict[str, set[tuple[str, str]]], first: dict[str, str]
+                    keys: Mapping[str, set[Key]], first: dict[str, str]
                     ) -> set[str]:
     """Referrers outside `referrers` with TIE_ACCOUNTS referees sharing a tie with the group's
     referees, repeated until none joins."""
