@@ -204,12 +204,14 @@ def _tied_referrers(referrers: set[str], referees: dict[str, set[str]], ties: _T
         others = [c for c in ties.first if c not in group]
         keyed = {c for c in others if ties.keys.get(c, set()) & marks}
         on = {c for c in others if ties.browsers.get(c) in own}
-        # The two tests, each against its own chance: a tie landing on the group, a browser
-        # as popular outside it as it is.
-        chance = (ties.crossed * len(group) / max(len(ties.first), 1),
-                  _upper(len(on), len(others)))
-        tests = [(r, 2 * min(float(stats.binom.sf(len(people & tied) - 1, len(people), rate))
-                             for tied, rate in zip((keyed, on), chance, strict=True)))
+        # Three tests, each against its own chance: a tie landing on the group, a browser as
+        # popular outside the group as it is, and either (Bonferroni over the three).
+        landing = ties.crossed * len(group) / max(len(ties.first), 1)
+        popular = _upper(len(on), len(others))
+        chance = [(keyed, landing), (on, popular), (keyed | on, min(landing + popular, 1.0))]
+        tests = [(r, len(chance) * min(
+                      float(stats.binom.sf(len(people & tied) - 1, len(people), rate))
+                      for tied, rate in chance))
                  for r, people in referees.items() if r not in inside and people & (keyed | on)]
         new = {r for r, p in tests if p * len(tests) < TIE_P}
         if not new:
