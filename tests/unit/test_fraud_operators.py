@@ -137,7 +137,7 @@ def test_a_cells_referrers_keep_the_referees_it_named() -> None:
         {f"ref{k}" for k in range(4)} | set(made) | {f"c{200 + k}" for k in range(4)})
 
 
-@pytest.mark.parametrize("rotated", [4, 6])
+@pytest.mark.parametrize("rotated", [6, 8])
 def test_a_referrer_whose_referees_all_came_on_the_operators_phone_joins(rotated: int) -> None:
     """An operator who sends every account through a proxy of its own and never goes home
     still keeps his phone and its language: a referrer all of whose referees came on it,
