@@ -26,12 +26,15 @@ So, for the review flags only (the decisions stay those of the parts, which `par
    and keeps his few phones. One shared home between two people referred by two friends is a
    household, and two of a large referrer's forty referees living with the group's accounts
    are what chance gives too: neither is a tie;
-4. the widened group's members are its accounts, its referrers and all their referees (first
+4. the widened group's members are its accounts, its referrers and their referees (first
    referred conversion credited to one of them): a referrer that lends its link to an operator
-   is credited with his accounts, whichever browser and proxy each came from. (A referrer only
-   a sleeper cell names keeps the referees the cell named: its quick buyers.) (A real friend
-   of such a referrer is named with it here, for review; the decisions are the parts', and a
-   friend with no tie to the operator is not held on the referrer's reputation alone.)
+   is credited with his accounts, whichever browser and proxy each came from, so all its
+   referees join. (A referrer only a sleeper cell names keeps the referees the cell named: its
+   quick buyers.) The group's own accounts that refer (a ring's colluding members, whom a pool
+   found too) have friends of their own: only their referees tied to the group (a shared tie,
+   the group's own phones) join. (A real friend of a lent link is still named with it here,
+   for review; the decisions are the parts', and a friend with no tie to the operator is not
+   held on the referrer's reputation alone.)
 5. a referrer outside the group every one of whose referees is in it joins (`_recruiters`):
    the link that brought a ring's first account, used for nothing else.
 """
@@ -98,7 +101,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     if any(ring.kind in GROWN for ring in decisive):
         ties = account_keys(conversions) if keys is None else keys
     out = [r for r in rings if not (r.kind in OPERATOR_KINDS and r.score >= DECISIVE)]
-    named = {p for ring in decisive for _kind, p in ring.accounts}
+    tie = _Ties(ties, first, browsers, {p for ring in decisive for _kind, p in ring.accounts})
     for parts in merged.values():
         members = {a for ring in parts for a in ring.accounts}
         referrers = {p for kind, p in members if kind == "referrer"}
@@ -109,15 +112,27 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
             credited = {first[p] for ring in parts if ring.kind == "collusion_pool"
                         for kind, p in ring.accounts if kind == "customer" and p in first}
             referrers |= credited
-            joined = _tied_referrers(referrers, referees, _Ties(ties, first, browsers, named))
+            joined = _tied_referrers(referrers, referees, tie)
             referrers |= joined
             # A cell's referrers keep the referees it named, its quick buyers (a referrer a
             # mailing woke in the same hours has friends who take their time).
             cells = {p for ring in parts if ring.kind == "sleeper_cell"
                      for kind, p in ring.accounts if kind == "referrer"}
+            # The group's own accounts that refer (a ring's colluding members, a pool's
+            # account that recruits) have friends of their own: only those tied to the group
+            # are its. A link lent to the operator is credited with his accounts whichever
+            # browser and proxy each came from: all its referees.
+            core = {p for _kind, p in members}
+            own = {p for ring in parts if ring.kind not in GROWN for _kind, p in ring.accounts}
+            own |= {p for ring in parts for kind, p in ring.accounts if kind == "customer"}
+            marks, phones = tie.marks(core), tie.operator_browsers(core)
             members |= ({("referrer", r) for r in referrers}
-                        | {("customer", c) for r in referrers - (cells - credited)
-                           for c in referees.get(r, ())})
+                        | {("customer", c) for r in referrers - own - (cells - credited)
+                           for c in referees.get(r, ())}
+                        | {("customer", c) for r in referrers & own
+                           for c in referees.get(r, ())
+                           if c in core or tie.keys.get(c, set()) & marks
+                           or tie.browsers.get(c) in phones})
         members = _one_role(members | {("referrer", r) for r in _recruiters(members, referees)})
         if len(parts) == 1 and members == parts[0].accounts:
             out.append(parts[0])

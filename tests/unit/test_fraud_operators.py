@@ -185,3 +185,26 @@ def test_the_referrer_that_brought_a_rings_first_account_is_named_with_it() -> N
     flag, = operator_groups([ring], conversions)
     assert flag.accounts == ring.accounts | {("referrer", "root")}
     assert parts(flag) == [ring]
+
+
+@pytest.mark.parametrize("friends", [1, 3])
+def test_a_rings_members_genuine_friends_stay_out_of_its_flag(friends: int) -> None:
+    """Colluding people who buy through each other's links on one phone are a ring and, their
+    accounts credited to several of them, a pool too; each also has friends of their own, on
+    their own phones at their own homes, who are not the ring's. (A link lent to an operator
+    still brings all its referees: the other tests.)"""
+    conversions, _made = world(0, friend_browser=("Phone/9", "en-GB"), tie_homes=0)
+    members = [f"m{k}" for k in range(6)]
+    for k in range(1, 6):
+        conversions.append(conv(500 + k, members[k - 1], ip="203.0.113.9", browser=OPERATOR,
+                                customer=members[k]))
+        for n in range(friends):
+            conversions.append(conv(600 + 10 * k + n, members[k], ip=f"10.3.{k}.{n}",
+                                    browser=(f"Phone/{(k + n) % 5}", "en-US,en;q=0.9"),
+                                    customer=f"friend{k}.{n}"))
+    ring = Ring("ring", frozenset(("referrer", m) for m in members),
+                frozenset({("ip", "203.0.113.9")}), 0.92, {"recruiting": True})
+    pool = pool_ring(members[1:])
+    flag, = operator_groups([ring, pool], conversions)
+    assert {p for _kind, p in flag.accounts} == set(members)
+    assert sorted(p.kind for p in parts(flag)) == ["collusion_pool", "ring"]
