@@ -16,29 +16,39 @@ So, for the review flags only (the decisions stay those of the parts, which `par
 2. a group with a pool or a cell (GROWN) is widened: its referrers are the ones named and the
    ones credited with its pool's customers' first referred conversions (a made account was
    made for the referrer it was credited to);
-3. a referrer whose referees share one of the group's referees' own ties (a browser cookie, a
-   fingerprint, a mailbox, a home connection: `fraud.pools` keys, each used by at most
-   PUBLIC_ACCOUNTS accounts) on TIE_ACCOUNTS or more of its referees joins: an operator who
-   rotates proxies and clears cookies still goes home now and then, and reuses his personas'
-   mailboxes. One shared home between two people referred by two friends is a household, not
-   an operator: it takes two;
-4. the widened group's members are its accounts, its referrers and all their referees (first
+3. a referrer more of whose referees are tied to the group's referees than chance gives joins
+   (`_tied_referrers`): tied by one of their own ties (a browser cookie, a fingerprint, a
+   mailbox, a home connection: `fraud.pools` keys, each used by at most PUBLIC_ACCOUNTS
+   accounts), against the chance that a referee's tie with another referrer's referee lands
+   on the group; or on the operator's own browsers (those far more of the group's referees
+   came on than the program's), against their share of the program. An operator who rotates
+   proxies and clears cookies still goes home now and then, reuses his personas' mailboxes,
+   and keeps his few phones. One shared home between two people referred by two friends is a
+   household, and two of a large referrer's forty referees living with the group's accounts
+   are what chance gives too: neither is a tie;
+4. the widened group's members are its accounts, its referrers and their referees (first
    referred conversion credited to one of them): a referrer that lends its link to an operator
-   is credited with his accounts, whichever browser and proxy each came from. (A referrer only
-   a sleeper cell names keeps the referees the cell named: its quick buyers.) (A real friend
-   of such a referrer is named with it here, for review; the decisions are the parts', and a
-   friend with no tie to the operator is not held on the referrer's reputation alone.)
+   is credited with his accounts, whichever browser and proxy each came from, so all its
+   referees join. (A referrer only a sleeper cell names keeps the referees the cell named: its
+   quick buyers.) The group's own accounts that refer (a ring's colluding members, whom a pool
+   found too) have friends of their own: only their referees tied to the group (a shared tie,
+   the group's own phones) join. (A real friend of a lent link is still named with it here,
+   for review; the decisions are the parts', and a friend with no tie to the operator is not
+   held on the referrer's reputation alone.)
+5. a referrer outside the group every one of whose referees is in it joins (`_recruiters`):
+   the link that brought a ring's first account, used for nothing else.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 
 import networkx as nx
+from scipy import stats
 
 from fraud.assess import DECISIVE, ring_flag_reasons
-from fraud.pools import PUBLIC_ACCOUNTS, account_keys
+from fraud.pools import PUBLIC_ACCOUNTS, SHARE_CONFIDENCE, Browser, Key, _browser, account_keys
 from fraud.rings import Account, Ring
 from fraud.signals import ConversionFacts
 
@@ -47,25 +57,31 @@ OPERATOR_KINDS = ("collusion_pool", "sleeper_cell", "ring", "dense_block", "refe
 # infrastructure may be a collector's farm whose referrer has genuine friends too: its flag names
 # the accounts the infrastructure binds).
 GROWN = ("collusion_pool", "sleeper_cell")
-TIE_ACCOUNTS = 2  # a referrer's referees tied to the group's, at least, for it to join
+TIE_P = 0.05  # a referrer's referees tied to the group beyond chance: family-wise level
 
 
-def _first_referrers(conversions: Sequence[ConversionFacts]) -> dict[str, str]:
+def _first_referrers(conversions: Sequence[ConversionFacts]
+                     ) -> tuple[dict[str, str], dict[str, Browser]]:
     """Each customer's referrer: the one credited with its first referred conversion (not the
-    customer itself)."""
+    customer itself); and the browser that conversion's click came on."""
     out: dict[str, str] = {}
+    browsers: dict[str, Browser] = {}
     for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
         credited = sorted(r for r in conv.referrers if r != conv.customer)
         if credited and conv.customer not in out:
             out[conv.customer] = credited[0]
-    return out
+            browser = _browser(conv)
+            if browser is not None:
+                browsers[conv.customer] = browser
+    return out, browsers
 
 
-def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts]
-                    ) -> list[Ring]:
+def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts],
+                    keys: Mapping[str, set[Key]] | None = None) -> list[Ring]:
     """The rings as review flags: decisive parts of one operator's group merged and widened
     (see the module's docstring); the other rings as they are. A merged group keeps the kind of
-    its largest part, the highest score, and its parts in `evidence["parts"]` (`parts`)."""
+    its largest part, the highest score, and its parts in `evidence["parts"]` (`parts`).
+    `keys`: the conversions' `fraud.pools.account_keys`, when the caller has them already."""
     decisive = [r for r in rings if r.kind in OPERATOR_KINDS and r.score >= DECISIVE]
     if not decisive:
         return list(rings)
@@ -77,15 +93,15 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     merged: dict[int, list[Ring]] = defaultdict(list)
     for i, ring in enumerate(decisive):
         merged[union[i]].append(ring)
-    first: dict[str, str] = {}
+    first, browsers = _first_referrers(conversions)
     referees: dict[str, set[str]] = defaultdict(set)
-    keys: dict[str, set[tuple[str, str]]] = {}
+    for customer, referrer in first.items():
+        referees[referrer].add(customer)
+    ties: Mapping[str, set[Key]] = {}
     if any(ring.kind in GROWN for ring in decisive):
-        first = _first_referrers(conversions)
-        for customer, referrer in first.items():
-            referees[referrer].add(customer)
-        keys = account_keys(conversions)
+        ties = account_keys(conversions) if keys is None else keys
     out = [r for r in rings if not (r.kind in OPERATOR_KINDS and r.score >= DECISIVE)]
+    tie = _Ties(ties, first, browsers, {p for ring in decisive for _kind, p in ring.accounts})
     for parts in merged.values():
         members = {a for ring in parts for a in ring.accounts}
         referrers = {p for kind, p in members if kind == "referrer"}
@@ -96,16 +112,28 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
             credited = {first[p] for ring in parts if ring.kind == "collusion_pool"
                         for kind, p in ring.accounts if kind == "customer" and p in first}
             referrers |= credited
-            joined = _tied_referrers(referrers, referees, keys, first)
+            joined = _tied_referrers(referrers, referees, tie)
             referrers |= joined
             # A cell's referrers keep the referees it named, its quick buyers (a referrer a
             # mailing woke in the same hours has friends who take their time).
             cells = {p for ring in parts if ring.kind == "sleeper_cell"
                      for kind, p in ring.accounts if kind == "referrer"}
+            # The group's own accounts that refer (a ring's colluding members, a pool's
+            # account that recruits) have friends of their own: only those tied to the group
+            # are its. A link lent to the operator is credited with his accounts whichever
+            # browser and proxy each came from: all its referees.
+            core = {p for _kind, p in members}
+            own = {p for ring in parts if ring.kind not in GROWN for _kind, p in ring.accounts}
+            own |= {p for ring in parts for kind, p in ring.accounts if kind == "customer"}
+            marks, phones = tie.marks(core), tie.operator_browsers(core)
             members |= ({("referrer", r) for r in referrers}
-                        | {("customer", c) for r in referrers - (cells - credited)
-                           for c in referees.get(r, ())})
-        members = _one_role(members)
+                        | {("customer", c) for r in referrers - own - (cells - credited)
+                           for c in referees.get(r, ())}
+                        | {("customer", c) for r in referrers & own
+                           for c in referees.get(r, ())
+                           if c in core or tie.keys.get(c, set()) & marks
+                           or tie.browsers.get(c) in phones})
+        members = _one_role(members | {("referrer", r) for r in _recruiters(members, referees)})
         if len(parts) == 1 and members == parts[0].accounts:
             out.append(parts[0])
             continue
@@ -121,33 +149,97 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     return out
 
 
-def _tied_referrers(referrers: set[str], referees: dict[str, set[str]],
-                    keys: dict[str, set[tuple[str, str]]], first: dict[str, str]
+class _Ties:
+    """What ties a referee to a group: its own ties (`fraud.pools.account_keys`: a browser
+    cookie, a fingerprint, a mailbox, a home connection and the phone on it) and the browser
+    (User-Agent x Accept-Language) its first referred conversion came on."""
+
+    def __init__(self, keys: Mapping[str, set[Key]], first: Mapping[str, str],
+                 browsers: Mapping[str, Browser], named: set[str]) -> None:
+        self.keys, self.first, self.browsers = keys, first, browsers
+        self.holders: Counter[Key] = Counter(k for mine in keys.values() for k in mine)
+        self.mix: Counter[Browser] = Counter(browsers[c] for c in first if c in browsers)
+        # How often a referee no finding names shares a tie with another referrer's referee
+        # at all (a household of two friends' referees, a shared flat): the chance of a tie
+        # that lands on a given group is this times the group's share of the referees.
+        by_key: dict[Key, set[str]] = defaultdict(set)
+        for customer in first:
+            for key in keys.get(customer, ()):
+                if self.holders[key] <= PUBLIC_ACCOUNTS:
+                    by_key[key].add(first[customer])
+        people = [c for c in first if c not in named]
+        crossed = sum(1 for c in people if any(len(by_key.get(k, ())) > 1
+                                               for k in keys.get(c, ())))
+        self.crossed = _upper(crossed, len(people))
+
+    def marks(self, group: set[str]) -> set[Key]:
+        """The group's ties that bind (used by at most PUBLIC_ACCOUNTS accounts)."""
+        return {k for c in group for k in self.keys.get(c, ())
+                if self.holders[k] <= PUBLIC_ACCOUNTS}
+
+    def operator_browsers(self, group: set[str]) -> set[Browser]:
+        """The browsers far more of the group's customers came on than the program's other
+        referred customers do (binomial tail against the share outside the group at the
+        upper end of its confidence interval, Bonferroni over the group's browsers): an
+        operator's few phones, with his one language, not the program's popular ones."""
+        mine = Counter(self.browsers[c] for c in group if c in self.browsers)
+        inside = sum(mine.values())
+        outside = sum(self.mix.values()) - inside
+        if not mine or outside <= 0:
+            return set()
+        return {b for b, k in mine.items()
+                if stats.binom.sf(k - 1, inside, _upper(self.mix[b] - k, outside))
+                * len(mine) < TIE_P}
+
+
+def _upper(k: int, n: int) -> float:
+    """Clopper-Pearson's upper bound of a share of k in n (SHARE_CONFIDENCE two-sided): a
+    share seen in few is not taken as exact."""
+    return min(float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, k + 1, max(n - k, 1))), 1.0)
+
+
+def _tied_referrers(referrers: set[str], referees: dict[str, set[str]], ties: _Ties
                     ) -> set[str]:
-    """Referrers outside `referrers` with TIE_ACCOUNTS referees sharing a tie with the group's
-    referees, repeated until none joins."""
+    """Referrers outside `referrers` more of whose referees are tied to the group's referees
+    than chance gives, repeated until none joins.
+
+    A referee is tied when it shares one of the group's referees' own ties (`_Ties.marks`)
+    or came on one of the operator's browsers (`_Ties.operator_browsers`). Per referrer, k of
+    its n referees tied, against n times the share of the program's other referred customers
+    so tied (binomial tail, the share at the upper end of its confidence interval),
+    Bonferroni over the referrers with a tied referee, under TIE_P. Two friends' referees who
+    share a home (a household), or a large referrer with a few customers on a popular phone
+    the operator uses too, are what chance gives; an operator's accounts for a referrer,
+    each tied, are not."""
     inside = set(referrers)
     joined: set[str] = set()
     while True:
         group = {c for r in inside for c in referees.get(r, ())}
-        marks = {key for c in group for key in keys.get(c, ())}
-        behind: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for customer, mine in keys.items():
-            for key in mine & marks:
-                behind[key].add(customer)
-        tied: dict[str, set[str]] = defaultdict(set)
-        for holders in behind.values():
-            if len(holders) > PUBLIC_ACCOUNTS:
-                continue
-            for other in holders - group:
-                referrer = first.get(other)
-                if referrer is not None and referrer not in inside:
-                    tied[referrer].add(other)
-        new = {r for r, people in tied.items() if len(people) >= TIE_ACCOUNTS}
+        marks, own = ties.marks(group), ties.operator_browsers(group)
+        others = [c for c in ties.first if c not in group]
+        keyed = {c for c in others if ties.keys.get(c, set()) & marks}
+        on = {c for c in others if ties.browsers.get(c) in own}
+        # Three tests, each against its own chance: a tie landing on the group, a browser as
+        # popular outside the group as it is, and either (Bonferroni over the three).
+        landing = ties.crossed * len(group) / max(len(ties.first), 1)
+        popular = _upper(len(on), len(others))
+        chance = [(keyed, landing), (on, popular), (keyed | on, min(landing + popular, 1.0))]
+        tests = [(r, len(chance) * min(
+                      float(stats.binom.sf(len(people & tied) - 1, len(people), rate))
+                      for tied, rate in chance))
+                 for r, people in referees.items() if r not in inside and people & (keyed | on)]
+        new = {r for r, p in tests if p * len(tests) < TIE_P}
         if not new:
             return joined
         inside |= new
         joined |= new
+
+
+def _recruiters(members: set[Account], referees: Mapping[str, set[str]]) -> set[str]:
+    """The referrers outside a group every one of whose referees is in it: the link that
+    brought a ring's first account, used for nothing else."""
+    inside = {p for _kind, p in members}
+    return {r for r, people in referees.items() if r not in inside and people and people <= inside}
 
 
 def _one_role(members: set[Account]) -> set[Account]:
@@ -194,9 +286,9 @@ def group_flag_reasons(ring: Ring) -> list[dict[str, object]]:
                + f", {len(ring.accounts)} accounts: {len(referrers)} referrers and the "
                "referees credited to them"
                + (f"; {len(tied)} of the referrers ({', '.join(tied[:5])}"
-                  f"{', ...' if len(tied) > 5 else ''}) joined because {TIE_ACCOUNTS} or more "
-                  "of their referees share a browser, mailbox or home connection with the "
-                  "group's" if tied else ""))
+                  f"{', ...' if len(tied) > 5 else ''}) joined because more of their referees "
+                  "share a browser, mailbox or home connection with the group's, or came on "
+                  "the group's own phones, than chance gives" if tied else ""))
     return [*out, {"code": "operator_group", "message": message, "value": len(ring.accounts),
                    "threshold": len(pieces)}]
 

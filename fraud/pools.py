@@ -102,7 +102,8 @@ def _burst(times: list[float]) -> int:
     return best
 
 
-def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
+def collusion_pools(conversions: Sequence[ConversionFacts],
+                    keys: Mapping[str, set[Key]] | None = None) -> list[Ring]:
     """The pools: customers bound by browsers or phones each of which is behind at least
     POOL_ACCOUNTS new accounts (at most PUBLIC_ACCOUNTS), half of them (and POOL_ACCOUNTS)
     within one POOL_WINDOW (for a home connection: or SPREAD_ACCOUNTS of them over any time),
@@ -111,14 +112,15 @@ def collusion_pools(conversions: Sequence[ConversionFacts]) -> list[Ring]:
     behind MAILBOX_ACCOUNTS such accounts of MAILBOX_REFERRERS referrers. Pools that share a
     referrer are one (the referrer hired one operator). A pool is a ring of its customers,
     widened by the referees of its referrers on the operator's browsers (`_widen`); its
-    evidence names the browsers, phones and mailboxes and the referrers."""
+    evidence names the browsers, phones and mailboxes and the referrers. `keys`: the
+    conversions' `account_keys`, when the caller has them already (a full scan)."""
     # Each customer's first conversion through a referral link (else their first): an
     # operator who clears cookies loses the attribution of a sign-up now and then, and the
     # account's later purchase through the link is still his.
     first: dict[str, ConversionFacts] = {}
     for conv in sorted(conversions, key=lambda c: (not c.referrers, c.at, c.conversion_id)):
         first.setdefault(conv.customer, conv)
-    keys = account_keys(conversions)
+    keys = account_keys(conversions) if keys is None else keys
     shares, spent = amount_shares(conversions), purchases_by_customer(conversions)
     behind: dict[Key, set[str]] = defaultdict(set)
     for customer, mine in keys.items():

@@ -46,7 +46,7 @@ from fraud.anomaly import FLAG_KIND as ANOMALY
 from fraud.anomaly import Unusual, anomalous_referrers
 from fraud.assess import Scored, assess_all, decision_reason, people_rings
 from fraud.operators import group_flag_reasons, operator_groups
-from fraud.pools import collusion_pools
+from fraud.pools import account_keys, collusion_pools
 from fraud.rings import (
     Account,
     Column,
@@ -197,12 +197,13 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         rings = people_rings(find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE,
                                         agents=agents, browsers_on=browsers_on(facts)),
                              facts.conversions)
-        rings += collusion_pools(facts.conversions)
+        keys = account_keys(facts.conversions)  # pools' and operators' ties, computed once
+        rings += collusion_pools(facts.conversions, keys)
         rings += sleeper_cells(facts.conversions)
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
                             model=model, holders=holders)
         # Decided on the parts; flagged for review as one group per operator.
-        return _Found(operator_groups(rings, facts.conversions), scored,
+        return _Found(operator_groups(rings, facts.conversions, keys), scored,
                       anomalous_referrers(facts.conversions, program.context))
     rings = people_rings(_local_rings(facts, loaded.known), facts.conversions)
     return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
