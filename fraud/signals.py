@@ -1795,12 +1795,16 @@ def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collec
     (issue 13: no evidence on its own where it behaves like a NAT), and their coming together
     is what a gathering is, not a sign of paid traffic. Two or three of a referrer's many
     customers on one address of a carrier's pool are chance (a mobile network hands its few
-    public addresses to all its subscribers), not a gathering."""
+    public addresses to all its subscribers), not a gathering. Nor is an anonymising or
+    hosting address (a VPN exit, a data centre): the people behind it are anywhere, and a
+    burst that comes through one is someone else's hands on the link (a taken-over account
+    pushed through a VPN, a farm behind proxies)."""
     crowds = conversion_crowds(conversions)
     at: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for conv in conversions:
-        ip = conv.touches[-1].ip if conv.touches else None
-        if ip is None or ("ip", ip) not in crowds:
+        last = conv.touches[-1] if conv.touches else None
+        ip = last.ip if last is not None else None
+        if ip is None or ("ip", ip) not in crowds or last.anonymous or last.hosting:
             continue
         for ref in conv.referrers:
             if ref in referrers:

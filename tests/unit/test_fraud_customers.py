@@ -142,12 +142,12 @@ class Crowd(Program):
     """A Program whose visitors carry a phone (an exact User-Agent, popular ones more often)
     and an address, as the conversion_crowds test needs them."""
 
-    def visit(self, ref: str, clicked: float, ip: str) -> None:
+    def visit(self, ref: str, clicked: float, ip: str, *, anonymous: bool = False) -> None:
         name = f"c{len(self.conversions)}"
         agent = self.rng.choices(PHONES, [1 / (i + 1) for i in range(len(PHONES))])[0]
         self.clicks[ref] = self.clicks.get(ref, 0) + 1
         touch = ClickFacts(f"k-{name}", clicked, ref, f"v-{name}", ip, f"d-{name}",
-                           agent=agent)
+                           agent=agent, anonymous=anonymous)
         for at, amount in ((clicked + self.rng.uniform(60, 600), 0),
                            (clicked + self.rng.uniform(1800, 4 * 3600), 2900)):
             self.conversions.append(ConversionFacts(
@@ -189,3 +189,28 @@ def test_a_club_gathered_behind_campus_addresses_is_no_burst(seed: int) -> None:
     codes = _codes(program)
     assert "velocity" not in codes.get("club", set())
     assert "velocity" in codes["board"] and "velocity" in codes["carrier"]
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_a_burst_through_a_vpn_exit_is_no_gathering(seed: int) -> None:
+    """A taken-over referrer's link pushed to 12-20 new accounts within hours through one or
+    two VPN exits, each on a phone of its own: the address behaves like a NAT, as a campus's
+    does, but nobody gathers behind a VPN: the burst stays a burst. The same accounts behind
+    a campus's addresses would be a club's event."""
+    program = Crowd(seed)
+    rng = program.rng
+    for r in range(60):
+        for _ in range(rng.randint(3, 5)):
+            program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), program.home())
+        program.clicks[f"r{r}"] += rng.randint(10, 20)
+    day = rng.uniform(30 * DAY, 50 * DAY)
+    exits = [f"185.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
+             for _ in range(rng.randint(1, 2))]
+    for _ in range(rng.randint(2, 3)):
+        program.visit("victim", rng.uniform(3 * DAY, 25 * DAY), program.home())
+    for _ in range(rng.randint(12, 20)):
+        program.visit("victim", day + rng.uniform(0, 5 * 3600), rng.choice(exits),
+                      anonymous=True)
+    program.clicks["victim"] += 20
+    assert not gathered_customers(program.conversions, {"victim"}).get("victim")
+    assert "velocity" in _codes(program)["victim"]
