@@ -1802,8 +1802,10 @@ def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collec
     crowds = conversion_crowds(conversions)
     at: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for conv in conversions:
-        last = conv.touches[-1] if conv.touches else None
-        ip = last.ip if last is not None else None
+        if not conv.touches:
+            continue
+        last = conv.touches[-1]
+        ip = last.ip
         if ip is None or ("ip", ip) not in crowds or last.anonymous or last.hosting:
             continue
         for ref in conv.referrers:

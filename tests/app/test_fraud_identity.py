@@ -22,6 +22,14 @@ POPULAR = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) Version/26.2 S
 DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{v}.0"
 
 
+async def desktop_shoppers(shop: Street) -> None:
+    """60 customers who buy with no referrer, on desktops of a few versions: the program's
+    own browsers, against which a referrer's are rare or common."""
+    for i in range(60):
+        await shop.convert(f"own-{i}", f"shopper{i}", f"100.{i % 7}.{i}.1",
+                           DESKTOP.format(v=120 + i % 9))
+
+
 async def risks(conn: asyncpg.Connection) -> tuple[dict[str, float], dict[str, str]]:
     """Each conversion's risk and reasons (as text), by event id, after a scan."""
     rows = await conn.fetch(
@@ -148,9 +156,7 @@ async def test_a_lease_from_a_browser_tied_to_nobody_at_the_referrers_home(
     gina_home, friend_home = f"84.{draw}.{rng.randint(1, 200)}.7", f"85.{draw}.3.9"
     await make_link(client, tokens, referrer="gina", code="gina")
     await make_link(client, tokens, referrer="hank", code="hank")
-    for i in range(60):
-        await shop.convert(f"own-{i}", f"shopper{i}", f"100.{i % 7}.{i}.1",
-                           DESKTOP.format(v=120 + i % 9))
+    await desktop_shoppers(shop)
     await shop.convert("gina-1", "gina", gina_home, phone)
     await shop.convert("hank-1", "hank", f"86.{draw}.1.1", phone)
     await shop.visit("gina", gina_home, DESKTOP.format(v=140))
@@ -182,9 +188,7 @@ async def test_a_lease_by_a_referrer_who_never_bought(
     kim_home, friend_home = f"84.{draw}.{rng.randint(1, 200)}.7", f"85.{draw}.3.9"
     await make_link(proxied_client, tokens, referrer="kim", code="kim")
     await make_link(proxied_client, tokens, referrer="lou", code="lou")
-    for i in range(60):
-        await shop.convert(f"own-{i}", f"shopper{i}", f"100.{i % 7}.{i}.1",
-                           DESKTOP.format(v=120 + i % 9))
+    await desktop_shoppers(shop)
     kim_laptop = await shop.visit("kim", kim_home, DESKTOP.format(v=140))
     lease = await shop.visit("kim", kim_home, tablet)
     friend_laptop = await shop.visit("lou", friend_home, DESKTOP.format(v=141))

@@ -154,6 +154,14 @@ class Crowd(Program):
                 len(self.conversions), name, at, (ref,), touches=(touch,), amount=amount,
                 ips=frozenset({ip}), agents=frozenset({(agent, ip)})))
 
+    def homes(self, referrers: int) -> None:
+        """Referrers whose few customers each click and buy from a home of their own, over
+        two months, among more clicks that bring nobody."""
+        for r in range(referrers):
+            for _ in range(self.rng.randint(3, 5)):
+                self.visit(f"r{r}", self.rng.uniform(2 * DAY, 58 * DAY), self.home())
+            self.clicks[f"r{r}"] += self.rng.randint(10, 20)
+
     def home(self) -> str:
         return f"81.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(256)}"
 
@@ -167,10 +175,7 @@ def test_a_club_gathered_behind_campus_addresses_is_no_burst(seed: int) -> None:
     them by chance on the same one."""
     program = Crowd(seed)
     rng = program.rng
-    for r in range(60):
-        for _ in range(rng.randint(3, 5)):
-            program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), program.home())
-        program.clicks[f"r{r}"] += rng.randint(10, 20)
+    program.homes(60)
     day = rng.uniform(30 * DAY, 50 * DAY)
     campus = [f"128.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
               for _ in range(rng.randint(1, 3))]
@@ -199,10 +204,7 @@ def test_a_burst_through_a_vpn_exit_is_no_gathering(seed: int) -> None:
     a campus's addresses would be a club's event."""
     program = Crowd(seed)
     rng = program.rng
-    for r in range(60):
-        for _ in range(rng.randint(3, 5)):
-            program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), program.home())
-        program.clicks[f"r{r}"] += rng.randint(10, 20)
+    program.homes(60)
     day = rng.uniform(30 * DAY, 50 * DAY)
     exits = [f"185.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
              for _ in range(rng.randint(1, 2))]
