@@ -156,20 +156,18 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
             continue
         lease = _lease(conv, ref, counts)
         if lease is not None:
-            reasons.append(Reason(
-                "household_lease",
-                f"identity: the referee first came from referrer {ref_id}'s own network "
-                f"{lease / 60:.0f} min after {ref_id} opened their own link there, on a new "
-                "device", round(lease, 1), LEASE_SECONDS, 0.8, "identity"))
+            reasons.append(_lease_reason(
+                f"the referee first came from referrer {ref_id}'s own network "
+                f"{lease / 60:.0f} min after {ref_id} opened their own link there",
+                lease, LEASE_SECONDS))
             continue
         unseen = _unseen_lease(conv, ref, counts)
         if unseen is not None:
-            reasons.append(Reason(
-                "household_lease",
-                f"identity: the referee first came from an address where, {unseen / 60:.0f} "
-                f"min before, a browser tied to no customer opened referrer {ref_id}'s link "
-                f"(the referrer was never seen otherwise: likely their own visit), on a new "
-                "device", round(unseen, 1), UNSEEN_LEASE_SECONDS, 0.8, "identity"))
+            reasons.append(_lease_reason(
+                f"the referee first came from an address where, {unseen / 60:.0f} min before, "
+                f"a browser tied to no customer opened referrer {ref_id}'s link (the referrer "
+                "was never seen otherwise: likely their own visit)", unseen,
+                UNSEEN_LEASE_SECONDS))
             continue
         device = _same_device(conv, ref, counts)
         if device is not None:
@@ -243,6 +241,12 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
                  or (agent is not None and agent in ref_agents)
                  or (visitor is None and home))]
     return min(gaps) if gaps else None
+
+
+def _lease_reason(how: str, seconds: float, threshold: float) -> Reason:
+    """household_lease: identity evidence for review (never a rejection on its own)."""
+    return Reason("household_lease", f"identity: {how}, on a new device", round(seconds, 1),
+                  threshold, 0.8, "identity")
 
 
 UNSEEN_LEASE_SECONDS = 900.0  # an unknown browser's visit is the referrer's only this soon
