@@ -14,7 +14,9 @@ reasons come in one order:
    referral that looks alike by chance (referrer_mixtures, anomalous_probability);
 4. a device several of the same referrer's referees use (fraud.signals.shared_device_reasons);
    a browser cookie behind two or more of them (fraud.signals.shared_cookie_reasons); new
-   accounts on the referrer's own browser at home (fraud.signals.own_browser_reasons);
+   accounts on the referrer's own browser at home (fraud.signals.own_browser_reasons); one
+   browser that never bought before several new customers' first visits on a referrer's
+   link (fraud.signals.repeat_lease_reasons);
 5. the finance model's probability that finance would reject it (fraud.supervised).
 
 Each reason belongs to one family of evidence (FAMILIES). Reasons of one family are
@@ -51,6 +53,7 @@ from fraud.signals import (
     own_browser_reasons,
     purchases_by_customer,
     referrer_findings,
+    repeat_lease_reasons,
     shared_cookie_reasons,
     shared_device_reasons,
     varied_purchases,
@@ -169,6 +172,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     per_device = shared_device_reasons(conversions)
     per_cookie = shared_cookie_reasons(conversions)
     own_browser = own_browser_reasons(conversions, referrers, holders or {})
+    repeat_lease = repeat_lease_reasons(conversions, holders or {})
     pooled = pool_cookie_reasons(conversions, rings)
     sleepers = sleeper_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
@@ -180,7 +184,8 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
         extra = population_reasons(conv, per_referrer, carried, mixtures)
         extra += [r for r in (per_device.get(conv.conversion_id),
                               per_cookie.get(conv.conversion_id),
-                              own_browser.get(conv.conversion_id), pooled.get(conv.conversion_id),
+                              own_browser.get(conv.conversion_id),
+                              repeat_lease.get(conv.conversion_id), pooled.get(conv.conversion_id),
                               sleepers.get(conv.conversion_id), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
     return out

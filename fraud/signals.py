@@ -69,10 +69,14 @@ class ClickFacts:
     browser: str | None = None  # the user agent's browser family
     source: str | None = None  # the Referer's host: the site the visit came from
     agent: str | None = None  # the User-Agent as sent
-    # Other visitors' clicks on the same referrer's link from the same IP within LEASE_SECONDS
-    # before this one: (unix seconds, visitor, User-Agent), the visitor None where its cookie
-    # is tied to no customer. Where a household lease starts.
+    # Other visitors' clicks on the same referrer's link from the same IP within
+    # REPEAT_LEASE_SECONDS before this one: (unix seconds, visitor, User-Agent), the visitor
+    # None where its cookie is tied to no customer. Where a household lease starts.
     before: tuple[tuple[float, str | None, str | None], ...] = ()
+    # (unix seconds, cookie) of the visits in `before` whose cookie is tied to no customer:
+    # one such browser before several new customers' first visits is a repeated lease
+    # (repeat_lease_reasons).
+    untied: tuple[tuple[float, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,7 @@ def conversion_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFa
 
 
 LEASE_SECONDS = 3600.0  # the referee's first visit this soon after the referrer's own there
+REPEAT_LEASE_SECONDS = 3 * LEASE_SECONDS  # one browser before several new customers: a sitting
 NAT_ACCOUNTS = 6  # an address or device this many accounts use is a gateway: no evidence
 SHARED_DEVICE_WEIGHT = 0.35  # a header fingerprint: a phone model + browser + network
 SHARED_IP_WEIGHT = 0.3
@@ -241,6 +246,47 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
                  or (agent is not None and agent in ref_agents)
                  or (visitor is None and home))]
     return min(gaps) if gaps else None
+
+
+def repeat_lease_reasons(conversions: Sequence[ConversionFacts],
+                         holders: Mapping[tuple[str, str], int]) -> dict[int, Reason]:
+    """Two or more different customers whose first visit on a referrer's link came from one
+    address (not a gateway) at most REPEAT_LEASE_SECONDS after one and the same browser, tied
+    to no customer, opened that link there: someone who never buys opens the link and hands a
+    new device over, again. A housemate who opens a link a friend sent before another one
+    buys is an ordinary household (one lease at most, _lease); the same cookie before two
+    different people's first visits, each time, is one person making accounts (the link's
+    owner on their own browser). A customer's own earlier cookie (a privacy browser clearing
+    cookies) precedes that customer only. Identity evidence for review, never a rejection:
+    a household of three (one who never buys) can show it."""
+    led: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # (referrer, IP, cookie)
+    for conv in conversions:
+        for ref_id in conv.referrers:
+            first = next((t for t in conv.touches if t.referrer == ref_id), None)
+            if ref_id == conv.customer or first is None or first.ip is None or _gateway(
+                    first.ip, holders):
+                continue
+            for at, cookie in first.untied:
+                if 0 <= first.at - at <= REPEAT_LEASE_SECONDS:
+                    led[(ref_id, first.ip, cookie)].add(conv.customer)
+    most: dict[tuple[str, str], int] = {}  # (customer, referrer) -> customers led by one cookie
+    for (ref_id, _ip, _cookie), people in led.items():
+        if len(people) >= 2:
+            for customer in people:
+                most[(customer, ref_id)] = max(most.get((customer, ref_id), 0), len(people))
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        found = sorted((most[(conv.customer, r)], r) for r in conv.referrers
+                       if (conv.customer, r) in most)
+        if found:
+            k, ref_id = found[-1]
+            out[conv.conversion_id] = Reason(
+                "repeat_lease",
+                f"identity: one browser that never bought opened referrer {ref_id}'s link on "
+                f"this address shortly before each of {k} new customers first came there "
+                f"through it (within {REPEAT_LEASE_SECONDS / 3600:.0f} h): one person handing "
+                "over new devices", k, "one customer per browser's visit", 0.8, "identity")
+    return out
 
 
 def _lease_reason(how: str, seconds: float, threshold: float) -> Reason:

@@ -196,7 +196,10 @@ def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str], peop
             tuple((at, visitor if visitor in tied else None, agent) for at, visitor, agent
                   in zip(t.before_at, t.before_visitors or (), t.before_agents or (),
                          strict=False))
-            if t.before_at else ()))
+            if t.before_at else (),
+            tuple((at, visitor) for at, visitor in zip(t.before_at or (), t.before_visitors or (),
+                                                       strict=False)
+                  if visitor is not None and visitor not in tied)))
     return out
 
 

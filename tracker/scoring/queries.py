@@ -17,7 +17,7 @@ import asyncpg
 
 from fraud.operators import parts
 from fraud.rings import Column, Ring
-from fraud.signals import LEASE_SECONDS, ClickRhythm, landing_source
+from fraud.signals import REPEAT_LEASE_SECONDS, ClickRhythm, landing_source
 from tracker.formats import CREDITED_TYPES
 from tracker.programs.queries import referrer_kind
 
@@ -598,16 +598,18 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
            FROM touchpoints t
            {join}
            LEFT JOIN LATERAL (
-               -- Other visitors on the same referrer's link from the same IP within the lease
-               -- window before this click (a household lease starts with one: the
-               -- referrer's own browser, or for a referrer never seen as a customer, a
-               -- browser tied to no customer minutes before).
+               -- Other visitors on the same referrer's link from the same IP within the
+               -- repeated lease's window before this click (a household lease starts with
+               -- one: the referrer's own browser, or for a referrer never seen as a customer,
+               -- a browser tied to no customer minutes before; one such browser before
+               -- several new customers is a repeated lease).
                SELECT array_agg(extract(epoch FROM e.ts)::float8 ORDER BY e.ts) AS at,
                       array_agg(e.visitor_id ORDER BY e.ts) AS visitors,
                       array_agg(e.user_agent ORDER BY e.ts) AS agents
                FROM clicks e
                WHERE e.program_id = c.program_id AND e.referrer_id = c.referrer_id
-                 AND e.ts >= c.ts - make_interval(secs => {float(LEASE_SECONDS)}) AND e.ts < c.ts
+                 AND e.ts >= c.ts - make_interval(secs => {float(REPEAT_LEASE_SECONDS)})
+                 AND e.ts < c.ts
                  AND e.ip = c.ip AND e.visitor_id IS DISTINCT FROM c.visitor_id
                  AND NOT e.reduced AND NOT c.reduced
            ) e ON c.ip IS NOT NULL
