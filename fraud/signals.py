@@ -77,6 +77,11 @@ class ClickFacts:
     # one such browser before several new customers' first visits is a repeated lease
     # (repeat_lease_reasons).
     untied: tuple[tuple[float, str], ...] = ()
+    # (unix seconds, cookie) of earlier visits on the same link from the same IP with this very
+    # User-Agent, at any time before, by cookies tied to no customer (loaded only where two or
+    # more customers' first visits share the link, address and browser): the link owner's own
+    # browser, before accounts made in its private windows (repeat_lease_reasons).
+    owner: tuple[tuple[float, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,15 +256,27 @@ def _lease(conv: ConversionFacts, ref: ReferrerFacts,
 def repeat_lease_reasons(conversions: Sequence[ConversionFacts],
                          holders: Mapping[tuple[str, str], int]) -> dict[int, Reason]:
     """Two or more different customers whose first visit on a referrer's link came from one
-    address (not a gateway) at most REPEAT_LEASE_SECONDS after one and the same browser, tied
-    to no customer, opened that link there: someone who never buys opens the link and hands a
-    new device over, again. A housemate who opens a link a friend sent before another one
-    buys is an ordinary household (one lease at most, _lease); the same cookie before two
-    different people's first visits, each time, is one person making accounts (the link's
-    owner on their own browser). A customer's own earlier cookie (a privacy browser clearing
-    cookies) precedes that customer only. Identity evidence for review, never a rejection:
-    a household of three (one who never buys) can show it."""
-    led: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # (referrer, IP, cookie)
+    address (not a gateway) after one and the same browser, tied to no customer, opened that
+    link there: someone who never buys opens the link and hands a new device over, or opens
+    a private window on it, again and again.
+
+    Counted: the browser's visits at most REPEAT_LEASE_SECONDS before (a hand-over in one
+    sitting: a repeated household lease), or at any time before where it is the very
+    User-Agent the new customers came with (ClickFacts.owner: the owner's own browser, and
+    accounts made in its private windows, new cookie on the same device). A housemate who
+    opens a link a friend sent before another one buys is an ordinary household (one lease at
+    most, _lease); the same cookie before two different people's first visits is one person
+    making accounts, where they came in separate sittings (first visits more than
+    REPEAT_LEASE_SECONDS apart: a family who all follow the link one of them opened one
+    evening is one sitting). A customer's own earlier cookie (a privacy browser clearing
+    cookies) precedes that customer only; on the same browser, only new accounts count (one
+    purchase at most: a colleague on the office's standard browser who comes back to buy is
+    a customer). Identity evidence for review, never a rejection: a household of three (one
+    who never buys, two on identical phones) can show it."""
+    # (referrer, IP, cookie) -> customer -> their first visit on the link there
+    led: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
+    same: set[tuple[str, str, str]] = set()  # of those, on the new customers' own browser
+    spent = purchases_by_customer(conversions)
     for conv in conversions:
         for ref_id in conv.referrers:
             first = next((t for t in conv.touches if t.referrer == ref_id), None)
@@ -268,24 +285,35 @@ def repeat_lease_reasons(conversions: Sequence[ConversionFacts],
                 continue
             for at, cookie in first.untied:
                 if 0 <= first.at - at <= REPEAT_LEASE_SECONDS:
-                    led[(ref_id, first.ip, cookie)].add(conv.customer)
-    most: dict[tuple[str, str], int] = {}  # (customer, referrer) -> customers led by one cookie
-    for (ref_id, _ip, _cookie), people in led.items():
-        if len(people) >= 2:
+                    led[(ref_id, first.ip, cookie)][conv.customer] = first.at
+            if len(spent.get(conv.customer, ())) > 1:
+                continue  # a customer who buys again is one, whatever browser they share
+            for at, cookie in first.owner:
+                if at < first.at and cookie != first.visitor:
+                    led[(ref_id, first.ip, cookie)][conv.customer] = first.at
+                    same.add((ref_id, first.ip, cookie))
+    most: dict[tuple[str, str], tuple[int, bool]] = {}  # (customer, referrer) -> (k, same)
+    for key, people in led.items():
+        # Again and again: new customers in separate sittings, not a family who all followed
+        # one link its member opened one evening.
+        if len(people) >= 2 and max(people.values()) - min(people.values()) > (
+                REPEAT_LEASE_SECONDS):
             for customer in people:
-                most[(customer, ref_id)] = max(most.get((customer, ref_id), 0), len(people))
+                found = (len(people), key in same)
+                most[(customer, key[0])] = max(most.get((customer, key[0]), found), found)
     out: dict[int, Reason] = {}
     for conv in conversions:
-        found = sorted((most[(conv.customer, r)], r) for r in conv.referrers
-                       if (conv.customer, r) in most)
-        if found:
-            k, ref_id = found[-1]
+        found_by = sorted((*most[(conv.customer, r)], r) for r in conv.referrers
+                          if (conv.customer, r) in most)
+        if found_by:
+            k, on_own, ref_id = found_by[-1]
+            how = ("with the very browser (User-Agent) each of them came with, before" if on_own
+                   else f"at most {REPEAT_LEASE_SECONDS / 3600:.0f} h before")
             out[conv.conversion_id] = Reason(
                 "repeat_lease",
                 f"identity: one browser that never bought opened referrer {ref_id}'s link on "
-                f"this address shortly before each of {k} new customers first came there "
-                f"through it (within {REPEAT_LEASE_SECONDS / 3600:.0f} h): one person handing "
-                "over new devices", k, "one customer per browser's visit", 0.8, "identity")
+                f"this address {how} each of {k} new customers first came there through it: "
+                "one person making accounts", k, "one customer per browser", 0.8, "identity")
     return out
 
 

@@ -25,9 +25,10 @@ DAY = 86_400.0
 
 
 def first_visit(at: float, visitor: str, *, ip: str = HOME,
-                untied: tuple[tuple[float, str], ...] = ()) -> ClickFacts:
+                untied: tuple[tuple[float, str], ...] = (),
+                owner: tuple[tuple[float, str], ...] = ()) -> ClickFacts:
     return ClickFacts(f"k-{visitor}", at, "alice", visitor, ip, f"dev-{visitor}",
-                      untied=untied)
+                      untied=untied, owner=owner)
 
 
 def account(cid: int, customer: str, visit: ClickFacts) -> ConversionFacts:
@@ -68,6 +69,10 @@ def test_look_alikes_are_not_held() -> None:
     # A household: a housemate opened the link once, another bought (one lease only).
     one = [account(1, "bob", first_visit(at, "vb", untied=(owner,)))]
     assert repeat_lease_reasons(one, homes()) == {}
+    # A family who all follow the link one of them opened, in one sitting.
+    evening = [account(1, "bob", first_visit(at, "vb", untied=(owner,))),
+               account(2, "carol", first_visit(at + 3000.0, "vc", untied=(owner,)))]
+    assert repeat_lease_reasons(evening, homes()) == {}
     # Two housemates who never buy, each before one new customer: no browser repeats.
     two = [account(1, "bob", first_visit(at, "vb", untied=(owner,))),
            account(2, "carol", first_visit(at + DAY, "vc", untied=((at + DAY - 600, "v-x"),)))]
@@ -109,3 +114,27 @@ def test_the_scan_carries_the_untied_cookies_of_earlier_visits() -> None:
     (clicks,) = _click_facts([row], {1: "alice"}, people).values()
     assert clicks[0].untied == ((100.0, "v-owner"),)
     assert clicks[0].before == ((100.0, None, "ua-o"), (200.0, "v-carol", "ua-c"))
+
+
+@pytest.mark.parametrize("days", [2.0, 9.0, 30.0])
+def test_accounts_made_in_private_windows_of_the_owners_browser(days: float) -> None:
+    """The link's owner browses his link on his own browser (a cookie no customer has); days
+    or weeks later, new accounts come through it from the same address with that very
+    User-Agent, each on a new cookie (private windows). Customers who come back to buy again
+    (a colleague on an office's standard browser) are not counted."""
+    seen = ((10 * DAY - days * DAY, "v-owner"),)
+    made = [account(1, "new1", first_visit(10 * DAY, "vn1", owner=seen)),
+            account(2, "new2", first_visit(10 * DAY + days * DAY, "vn2", owner=seen))]
+    found = repeat_lease_reasons(made, homes())
+    assert sorted(found) == [1, 2]
+    assert "very browser" in found[1].message
+    # The owner's visit after the accounts came is not before them.
+    after = ((10 * DAY + 2 * days * DAY, "v-owner"),)
+    assert repeat_lease_reasons([
+        account(1, "new1", first_visit(10 * DAY, "vn1", owner=after)),
+        account(2, "new2", first_visit(10 * DAY + days * DAY, "vn2", owner=after))],
+        homes()) == {}
+    # Colleagues who buy again and again on the office's browser are customers.
+    again = [*made, account(3, "new1", first_visit(12 * DAY, "vn1", owner=seen)),
+             account(4, "new2", first_visit(13 * DAY + days * DAY, "vn2", owner=seen))]
+    assert repeat_lease_reasons(again, homes()) == {}

@@ -119,6 +119,7 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
     referrers = _referrer_facts(referrer_rows, people)
     conversions = _conversion_facts(
         conv_rows, _click_facts(touch_rows, referrer_name, people), people, referrer_name)
+    conversions = await _with_owners(conn, program_id, conversions, referrer_rows, people)
     uses, referrals = _graph(people, referrers, conversions)
     rarity = await _rarity(conn, program_id, conversions, referrers)
     return Facts(conversions, referrers, uses, referrals, rarity)
@@ -142,7 +143,7 @@ async def _rarity(conn: asyncpg.Connection, program_id: int,
             shared = {a for a, _ip in conv.agents} & {a for a, _ip in ref.agents}
             agents |= shared
             sites |= {(ip, a) for a, ip in ref.agents if ip and a in shared}
-        ips |= {t.ip for t in conv.touches if t.before and t.ip}
+        ips |= {t.ip for t in conv.touches if (t.before or t.owner) and t.ip}
     out: dict[tuple[str, str], int] = {}
     for ip, n in (await queries.address_visitors(conn, program_id, sorted(ips))).items():
         out[("visitors", ip)] = n
@@ -153,6 +154,43 @@ async def _rarity(conn: asyncpg.Connection, program_id: int,
     out |= {("agent", a): n for a, n in counts.items()}
     out[("agents", "")] = total
     return out
+
+
+async def _with_owners(conn: asyncpg.Connection, program_id: int,
+                       conversions: list[ConversionFacts], referrer_rows: list[ReferrerRow],
+                       people: _People) -> list[ConversionFacts]:
+    """Where two or more customers' first visits on a referrer's link came from one address
+    with one User-Agent, the first visits there with that browser of cookies tied to no
+    customer, at any time (ClickFacts.owner: whose browser it was before them). Asked for
+    those few groups only."""
+    ref_id = {r.external_id: r.id for r in referrer_rows}
+    firsts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for conv in conversions:
+        for ref in conv.referrers:
+            t = next((t for t in conv.touches if t.referrer == ref), None)
+            if ref != conv.customer and ref in ref_id and t is not None and t.ip and t.agent:
+                firsts[(ref, t.ip, t.agent)].add(conv.customer)
+    visits = await queries.browser_visits(conn, program_id, [
+        (ref_id[ref], ip, agent) for (ref, ip, agent), who in firsts.items() if len(who) >= 2])
+    if not visits:
+        return conversions
+    tied = set().union(*people.visitors.values()) if people.visitors else set()
+    name = {r.id: r.external_id for r in referrer_rows}
+    owners = {(name[ref], ip, agent): tuple(sorted((at, v) for at, v in seen if v not in tied))
+              for (ref, ip, agent), seen in visits.items()}
+
+    def marked(conv: ConversionFacts) -> ConversionFacts:
+        touches = list(conv.touches)
+        for ref in conv.referrers:
+            i = next((i for i, t in enumerate(touches) if t.referrer == ref), None)
+            if i is None or touches[i].ip is None or touches[i].agent is None:
+                continue
+            found = owners.get((ref, touches[i].ip or "", touches[i].agent or ""))
+            if found:
+                touches[i] = replace(touches[i], owner=found)
+        return replace(conv, touches=tuple(touches)) if touches != list(conv.touches) else conv
+
+    return [marked(c) for c in conversions]
 
 
 def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],

@@ -632,6 +632,29 @@ async def address_visitors(conn: asyncpg.Connection, program_id: int, ips: list[
     return {r["ip"]: r["n"] for r in rows}
 
 
+async def browser_visits(conn: asyncpg.Connection, program_id: int,
+                         groups: list[tuple[int, str, str]]
+                         ) -> dict[tuple[int, str, str], list[tuple[float, str]]]:
+    """Each visitor cookie's first visit on each (referrer's link, IP, User-Agent): where two
+    new customers came through one link from one address on one browser, whose browser it
+    was before them (fraud.signals.repeat_lease_reasons). Only the few such groups are asked
+    for, through the clicks' (program, referrer, time) index."""
+    if not groups:
+        return {}
+    rows = await conn.fetch(
+        """SELECT c.referrer_id, host(c.ip) AS ip, c.user_agent, c.visitor_id,
+                  extract(epoch FROM min(c.ts))::float8 AS at
+           FROM clicks c JOIN unnest($2::bigint[], $3::inet[], $4::text[]) AS g(ref, ip, agent)
+                ON c.referrer_id = g.ref AND c.ip = g.ip AND c.user_agent = g.agent
+           WHERE c.program_id = $1 AND NOT c.reduced AND c.visitor_id IS NOT NULL
+           GROUP BY 1, 2, 3, 4""",
+        program_id, [g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups])
+    out: dict[tuple[int, str, str], list[tuple[float, str]]] = defaultdict(list)
+    for r in rows:
+        out[(r["referrer_id"], r["ip"], r["user_agent"])].append((r["at"], r["visitor_id"]))
+    return dict(out)
+
+
 async def site_browser_visitors(conn: asyncpg.Connection, program_id: int,
                                 sites: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Distinct visitor cookies seen with each (IP, User-Agent): many on one address with one
