@@ -116,6 +116,9 @@ async def store_prepared(
     conn: asyncpg.Connection, ordered: list[list[object]], partitions: Partitions,
 ) -> tuple[int, int, int]:
     """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers)."""
+    if conn is not partitions.connection:
+        await queries.use_packed_inet(conn)
+        partitions.connection = conn
     groups = await partitions.groups(conn, ordered)
     try:
         async with conn.transaction():
@@ -217,6 +220,8 @@ class Partitions:
         # partition -> (its rows at its last ANALYZE, rows this process wrote to it since);
         # a partition is here only once it was analyzed after this process wrote to it.
         self.growth: dict[str, tuple[float, int]] = {}
+        # The last connection stored through, whose inet codec store_prepared set.
+        self.connection: asyncpg.Connection | None = None
 
     async def groups(self, conn: asyncpg.Connection, ordered: list[list[object]]
                      ) -> list[tuple[str, list[list[object]]]]:
