@@ -120,6 +120,7 @@ async def store_prepared(
         await queries.use_packed_inet(conn)
         partitions.connection = conn
     groups = await partitions.groups(conn, ordered)
+    await partitions.index_fingerprints(conn, ordered)
     try:
         async with conn.transaction():
             await mark_stored_duplicates(conn, probe_tables(groups))
@@ -222,6 +223,25 @@ class Partitions:
         self.growth: dict[str, tuple[float, int]] = {}
         # The last connection stored through, whose inet codec store_prepared set.
         self.connection: asyncpg.Connection | None = None
+        self.fingerprinted: set[tuple[int, int]] = set()  # months indexed by fingerprint
+
+    async def index_fingerprints(self, conn: asyncpg.Connection,
+                                 ordered: list[list[object]]) -> None:
+        """Have the partitions within the hour of a click without a visitor id indexed by
+        fingerprint (that click's duplicate probe reads them so; migration 0033), once."""
+        due: dict[tuple[int, int], datetime] = {}
+        for row in ordered:
+            if not row[_I_VISITOR]:
+                ts = row[_I_TS]
+                assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
+                for at in (ts - DUPLICATE_WINDOW, ts + DUPLICATE_WINDOW):
+                    month = (at.year, at.month)
+                    if month not in self.fingerprinted:
+                        due.setdefault(month, at)
+        if due:
+            # A month without a partition yet is asked again (it may be created meanwhile).
+            indexed = await queries.index_fingerprints(conn, list(due.values()))
+            self.fingerprinted.update(m for m, at in due.items() if at in indexed)
 
     async def groups(self, conn: asyncpg.Connection, ordered: list[list[object]]
                      ) -> list[tuple[str, list[list[object]]]]:

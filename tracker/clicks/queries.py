@@ -136,12 +136,13 @@ FROM ins
 # The positions (from 1) of the given clicks that repeat a stored click on their link within the
 # hour before or after them, by flusher.mark_duplicates' rule: the same visitor, or the same
 # fingerprint where one of the two has no visitor id (two visitors with ids of their own are two
-# people). A fingerprint repeat by the same visitor is a visitor repeat, so the fingerprint probes
-# only ever look for clicks without a visitor id: an index of those alone
-# (clicks_link_fingerprint_anonymous) answers them at once, however many other visitors share
-# the fingerprint (the same phone model behind a carrier NAT, a bot rotating cookies). Clicks
-# without a visitor id come only from imports: where the table holds none (live traffic alone),
-# one look at that index, run once for the batch, spares every click its own probe of it.
+# people). A click without a visitor id (only imports bring them) looks for any click of its
+# fingerprint, through the index its month's partition gets with its first such click
+# (flusher.Partitions.index_fingerprints; live traffic alone never pays for it). A click with
+# one looks only for clicks without: an index of those alone (clicks_link_fingerprint_anonymous)
+# answers it at once, however many other visitors share the fingerprint (the same phone model
+# behind a carrier NAT, a bot rotating cookies); and where the table holds none at all (live
+# traffic alone), one look at that index for the batch spares every click its own probe of it.
 # A click stored already is found by nobody but itself: a batch holding one is a replay, whose
 # COPY then fails and whose rows go through INSERT_SQL, which skips the stored ones whatever
 # their marks. The times come as Unix seconds (float8, exact to the microsecond for any date
@@ -162,7 +163,8 @@ WHERE (coalesce(s.visitor_id, '') <> '' AND EXISTS (
         SELECT 1 FROM {table} c
         WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
           AND c.ts BETWEEN s.early AND s.late))
-   OR (EXISTS (SELECT 1 FROM {table} a WHERE coalesce(a.visitor_id, '') = '') AND EXISTS (
+   OR (coalesce((SELECT true FROM {table} a WHERE coalesce(a.visitor_id, '') = ''
+                 ORDER BY a.link_id, a.fingerprint, a.ts LIMIT 1), false) AND EXISTS (
         SELECT 1 FROM {table} c
         WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
           AND coalesce(c.visitor_id, '') = '' AND c.ts BETWEEN s.early AND s.late))
@@ -262,6 +264,16 @@ async def ensure_partition(conn: asyncpg.Connection, ts: datetime) -> str:
     flusher asks once per month)."""
     name: str = await conn.fetchval("SELECT refguard_ensure_click_partition($1)", ts)
     return name
+
+
+async def index_fingerprints(conn: asyncpg.Connection, times: list[datetime]
+                             ) -> set[datetime]:
+    """Index by link and fingerprint the partitions holding these times, as the probe of a
+    click without a visitor id needs (migration 0033); returns the times whose partitions
+    exist."""
+    rows = await conn.fetch("SELECT refguard_index_fingerprints(VARIADIC $1::timestamptz[])",
+                            times)
+    return {r[0] for r in rows}
 
 
 async def analyze(conn: asyncpg.Connection, partitions: list[str]) -> dict[str, float]:
