@@ -46,8 +46,8 @@ import asyncpg
 
 from tracker.clicks import flusher as fl
 from tracker.clicks.enrich import COLUMNS, Enricher
-from tracker.clicks.queries import use_packed_inet
 from tracker.clicks.journal import SEP, VERSION, RawClick, parse_segment
+from tracker.clicks.queries import use_packed_inet
 from tracker.collector import few_collections
 
 SEGMENT = 5000
