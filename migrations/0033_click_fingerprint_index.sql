@@ -10,15 +10,17 @@ DROP INDEX clicks_link_fingerprint;
 
 -- Indexes the partitions holding the given times by (link_id, fingerprint, ts), where they exist
 -- and are not indexed so yet; returns the times whose partitions exist (indexed now). CREATE INDEX
--- needs the owner; it holds off writes to that month while it builds (a month being imported
--- into, seldom the live one).
+-- needs the owner, so it cannot be CONCURRENTLY: it holds off writes to that month while it builds
+-- (a month being imported into, seldom the live one; the flusher's journal holds the live clicks
+-- meanwhile, and redirects keep answering).
 CREATE FUNCTION refguard_index_fingerprints(VARIADIC times timestamptz[]) RETURNS SETOF timestamptz
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     at   timestamptz;
     name text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('refguard_click_partitions'));
+    -- (Two importers at once: one builds, the other then finds it built.)
+    PERFORM pg_advisory_xact_lock(hashtext('refguard_click_fingerprints'));
     FOREACH at IN ARRAY times LOOP
         name := 'clicks_' || to_char(date_trunc('month', at AT TIME ZONE 'UTC'), 'YYYY"m"MM');
         IF to_regclass(name) IS NOT NULL THEN
