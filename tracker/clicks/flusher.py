@@ -42,7 +42,8 @@ from tracker.clicks.journal import (
     pending_segments,
     try_lock,
 )
-from tracker.collector import few_collections
+from tracker.collector import BATCH_COLLECTIONS, few_collections
+from tracker.settings import FLUSH_MAX_CLICKS
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ class Flusher:
         enricher: Enricher,
         *,
         interval_ms: int = 100,
-        max_clicks: int = 5000,
+        max_clicks: int = FLUSH_MAX_CLICKS,
     ) -> None:
         self.directory = directory
         self.dsn = dsn
@@ -348,7 +349,7 @@ class Flusher:
 
     async def flush_once(self) -> FlushResult | None:
         """Flush one batch; None when the journal is empty. Raises when PostgreSQL fails."""
-        with few_collections():
+        with few_collections(BATCH_COLLECTIONS):
             return await self._flush_batch()
 
     async def _flush_batch(self) -> FlushResult | None:
