@@ -50,10 +50,11 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-# Clicks a flush takes at most (whole journal segments): a batch's fixed costs (the probe's plan,
-# the COPY's start, the commit) spread over more clicks. 20,000 against 5,000: PostgreSQL's CPU a
-# click 11.5 -> 9.5 us for browser-like traffic, 10.3 -> 8.1 for wrk's (bench.flush_stages), with
-# the flusher's own the same once the collector leaves a batch alone (collector.BATCH_COLLECTIONS).
+# Clicks a flush takes at most (whole journal segments), and an import's batch: a batch's fixed
+# costs (the probe's plan, the COPY's start, the commit) spread over more clicks. 20,000 against
+# 5,000 in one run (bench.flush_stages, load average 23): PostgreSQL's CPU a click 10.0-10.5 ->
+# 8.0-8.3 us for wrk's traffic, 11.5-11.8 -> 9.5 for browser-like traffic, the flusher's own no
+# higher once the collector leaves a batch alone (collector.BATCH_COLLECTIONS).
 FLUSH_MAX_CLICKS = 20_000
 
 
