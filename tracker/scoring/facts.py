@@ -116,7 +116,8 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
             [r.id for r in referrer_rows if r.external_id in wanted], REFERRER_WINDOW)
     wanted_ids = None if scope is None else [r.id for r in conv_rows]
     touch_rows = await queries.touches(conn, program_id, wanted_ids)
-    before = await _earlier_visits(conn, program_id, touch_rows)
+    before = await _earlier_visits(conn, program_id, touch_rows,
+                                   None if scope is None else scope.new_ids)
     people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
     referrers = _referrer_facts(referrer_rows, people)
     conversions = _conversion_facts(
@@ -185,13 +186,16 @@ def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
 
 
 async def _earlier_visits(conn: asyncpg.Connection, program_id: int,
-                          touch_rows: list[TouchRow]) -> dict[int, list[EarlierVisit]]:
-    """The other visits on the same link from the same address shortly before each
+                          touch_rows: list[TouchRow], assessed: set[int] | None
+                          ) -> dict[int, list[EarlierVisit]]:
+    """The other visits on the same link from the same address shortly before each assessed
     conversion's first click through each referrer (where a household lease would start),
-    by the touch's index in `touch_rows`."""
+    by the touch's index in `touch_rows` (`assessed`: an incremental scan's new conversions;
+    the others are context, whose leases are not told)."""
     firsts: dict[tuple[int, int], int] = {}
     for i, t in enumerate(touch_rows):
-        firsts.setdefault((t.conversion_id, t.referrer_id), i)
+        if assessed is None or t.conversion_id in assessed:
+            firsts.setdefault((t.conversion_id, t.referrer_id), i)
     asked = [i for i in firsts.values() if touch_rows[i].ip is not None]
     visits = await queries.earlier_visits(conn, program_id, [
         (touch_rows[i].referrer_id, touch_rows[i].ip or "", touch_rows[i].ts,
