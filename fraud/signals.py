@@ -2117,22 +2117,24 @@ class Departure:
 def departing_burst(arrivals: Sequence[Arrival]) -> Departure | None:
     """Whether a referrer's customers (`arrivals`) hold a burst of new customers through
     anonymising addresses (VPN exits, data centres, Tor) from countries none of its earlier
-    customers on ordinary networks came from (its home markets), more than the referrer's own
+    customers on ordinary networks came from (its home markets; for a burst before any of
+    them, those after), more than the referrer's own
     history gives: a run of TAKEOVER_MIN or more such customers, each within a day of the one
     before (`_runs`), its count among the customers who arrived meanwhile tested (binomial)
     against the share of the referrer's other customers, before and after,
     who came through anonymising addresses anywhere (Laplace: (j + 1) / (m + 2), so that a
     short history says little). A referrer whose audience is always on VPNs (a privacy-minded
-    community) has that share high and is not a departure; nor is a referrer with no earlier
-    customer on an ordinary network (nothing to depart from: `hosting_share` weighs its
-    audience against the program's), colleagues behind their office's VPN at home, nor a VPN
+    community) has that share high and is not a departure; nor is a referrer with no customer
+    on an ordinary network (nothing to depart from: `hosting_share` weighs its audience
+    against the program's), colleagues behind their office's VPN at home, nor a VPN
     user or a traveller now and then (one at a time, not a burst)."""
     ordered = sorted(arrivals, key=lambda a: a.at)
+    anywhere = frozenset(c for a in ordered if not a.anonymised for c in a.countries)
     home: set[str] = set()
     away: list[bool] = []
-    for a in ordered:  # abroad: where none of the customers before it came from
-        away.append(a.anonymised and bool(home) and bool(a.countries)
-                    and not a.countries & home)
+    for a in ordered:  # abroad: where none of the customers before it (or else after) came from
+        known = home or anywhere
+        away.append(a.anonymised and bool(known) and bool(a.countries) and not a.countries & known)
         if not a.anonymised:
             home |= a.countries
     before = [0, *itertools.accumulate(away)]  # departing customers before each index
@@ -2155,7 +2157,8 @@ def departing_burst(arrivals: Sequence[Arrival]) -> Departure | None:
     m = len(ordered) - (hi - lo)
     return Departure(frozenset(a.customer for a in departing), hi - lo, m,
                      hidden[-1] - (hidden[hi] - hidden[lo]),
-                     frozenset(c for a in ordered[:lo] if not a.anonymised for c in a.countries),
+                     frozenset(c for a in ordered[:lo] if not a.anonymised for c in a.countries)
+                     or anywhere,
                      frozenset(c for a in departing for c in a.countries), p)
 
 
@@ -2199,7 +2202,7 @@ def _takeover_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Find
             "anonymised_burst", f"referrer population: {len(d.departing)} of {ref}'s new "
             "customers came in a burst (each within a day of the one before) through "
             "anonymising addresses (VPN exits, data centres, Tor) from "
-            f"{'/'.join(sorted(d.abroad))}, where its earlier customers came through ordinary "
+            f"{'/'.join(sorted(d.abroad))}, where its own customers came through ordinary "
             f"networks from {'/'.join(sorted(d.home))} and {d.anonymised} of its {d.others} "
             "other customers through anonymising ones: someone else's hands on "
             "its link (an account taken over)", len(d.departing), TAKEOVER_MIN, 0.5, "population"),

@@ -137,9 +137,13 @@ def test_no_departure_without_an_earlier_audience_at_home_nor_for_a_few() -> Non
     found = departing_burst(home + burst)
     assert found is not None and found.departing == {a.customer for a in burst}
     assert found.p_value < 1e-3 and found.home == {HOME} and found.abroad == {"GB"}
-    # the same burst before any customer came from home: nothing to depart from
+    # the same burst before any customer came from home departs from those who came after
     early = [Arrival(a.customer, a.at - 31 * DAY, True, a.countries) for a in burst]
-    assert departing_burst(early + home) is None
+    before = departing_burst(early + home)
+    assert before is not None and before.home == {HOME} and len(before.departing) == 5
+    # a referrer none of whose customers came through an ordinary network: nothing to depart
+    # from (all its audience on VPNs)
+    assert departing_burst(early) is None
     # two through a VPN abroad are a VPN user and a friend, not a burst
     assert departing_burst(home + burst[:2]) is None
     # a burst spread over two days, each within a day of the one before, is one burst
