@@ -2183,18 +2183,22 @@ def _takeover_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Find
     velocity weighs a day against the program's busiest referrers, and a stolen link brings a
     handful. Carried by those customers' conversions through anonymising addresses; the
     referrer's own audience, before and after, is not."""
-    seen: dict[str, dict[str, Arrival]] = defaultdict(dict)
+    seen: dict[str, dict[str, tuple[float, bool, set[str]]]] = defaultdict(dict)
     for conv in conversions:
         anonymised = _through_hosting(conv)
         country = conv.touches[-1].country if conv.touches else None
         for ref in conv.referrers:
-            was = seen[ref].get(conv.customer)
-            seen[ref][conv.customer] = Arrival(
-                conv.customer, min(conv.at, was.at) if was else conv.at,
-                anonymised or (was is not None and was.anonymised),
-                (was.countries if was else frozenset()) | ({country} if country else set()))
-    found = {ref: d for ref, by in seen.items()
-             if len(by) > TAKEOVER_MIN and (d := departing_burst(list(by.values())))}
+            mine = seen[ref]
+            was = mine.get(conv.customer)
+            if was is None:
+                mine[conv.customer] = was = (conv.at, anonymised, set())
+            elif conv.at < was[0] or anonymised > was[1]:
+                mine[conv.customer] = was = (min(conv.at, was[0]), was[1] or anonymised, was[2])
+            if country:
+                was[2].add(country)
+    found = {ref: d for ref, by in seen.items() if len(by) > TAKEOVER_MIN and (
+        d := departing_burst([Arrival(c, at, hidden, frozenset(countries))
+                              for c, (at, hidden, countries) in by.items()]))}
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg({ref: d.p_value for ref, d in found.items()}):
         d = found[ref]
