@@ -6,7 +6,7 @@
                                                        # bench/redirect measures it
     .venv/bin/python -m bench.flush_stages --months 24 # a server with two years of partitions
 
-Journal segments of synthetic clicks (5,000 a segment, as the flusher takes them) go through the
+Journal segments of synthetic clicks (20,000 a segment, as the flusher takes them) go through the
 flusher's own steps, one at a time, with the flusher's thread CPU (`time.thread_time`) and its
 PostgreSQL backend's CPU (/proc/<pid>/stat of the connection's server process) read between them:
 
@@ -47,9 +47,11 @@ import asyncpg
 from tracker.clicks import flusher as fl
 from tracker.clicks.enrich import COLUMNS, Enricher
 from tracker.clicks.journal import SEP, VERSION, RawClick, parse_segment
-from tracker.collector import few_collections
+from tracker.clicks.queries import use_packed_inet
+from tracker.collector import BATCH_COLLECTIONS, few_collections
+from tracker.settings import FLUSH_MAX_CLICKS
 
-SEGMENT = 5000
+SEGMENT = FLUSH_MAX_CLICKS  # clicks a batch, as the flusher takes them at most
 PROGRAM_ID = 990_000_000  # far from any real program (clicks has no foreign keys)
 UAS = [
     f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -136,13 +138,14 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
     parse_user_agent("Mozilla/5.0 (warm-up)")
     conn = await asyncpg.connect(dsn)
     try:
+        await use_packed_inet(conn)  # as store_prepared sets it on the flusher's connection
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_clicks_noindex "
                            "(LIKE clicks INCLUDING DEFAULTS)")
         clock = Clock(conn.get_server_pid())
         partitions = fl.Partitions()
         wall = 0.0
         for data in segments(shape, clicks, link0):
-            with few_collections():  # as Flusher.flush_once holds it for a batch
+            with few_collections(BATCH_COLLECTIONS):  # as Flusher.flush_once holds it
                 t0 = time.perf_counter()
                 clock.start()
                 raw = parse_segment(data, "bench")[0]

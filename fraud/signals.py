@@ -9,9 +9,10 @@ together with rings and the finance model into a conversion's risk.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -575,6 +576,9 @@ DAY = 86400.0
 SPAM_MIN_CLICKS = 30
 HOSTING_SHARE = 0.5  # of a referrer's conversions through hosting/anonymous IPs
 HOSTING_MIN_CONVERSIONS = 3
+# New customers through anonymising addresses abroad, each within a day of the one before, at
+# least, before a referrer's departure from its own audience is tested (`_takeover_findings`)
+TAKEOVER_MIN = 3
 HEADERLESS_SHARE = 0.5  # of a referrer's conversions through visits without Accept-Language
 HEADERLESS_MIN_CONVERSIONS = 5
 # Above this share of the program's conversions, the data just lacks the header (an import
@@ -717,6 +721,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       (binomial); carried by those conversions;
     - headerless_share: most conversions through visits without Accept-Language where the
       program's have it; carried by those;
+    - anonymised_burst: a burst of new customers through anonymising addresses (VPN exits,
+      data centres, Tor) abroad, where the referrer's other customers came through ordinary
+      networks at home (binomial against the referrer's own share, `departing_burst`): its
+      link in someone else's hands; carried by those customers' anonymised conversions;
     - even_clicks: the referrer's clicks at a steady rhythm, their consecutive gaps far more
       even than people's (ClickRhythm.even_p_value): a click farm's workers in shifts, however
       jittered; carried by the conversions through its clicks; full scans only;
@@ -756,7 +764,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _velocity_findings(conversions, tally, context, totals, sharing),
                   _refund_findings(tally, conversions),
                   _min_amount_findings(tally), _language_findings(tally),
-                  _hosting_findings(conversions), _headerless_findings(tally, context)):
+                  _hosting_findings(conversions), _headerless_findings(tally, context),
+                  _takeover_findings(conversions)):
         for ref, finding in found.items():
             out[ref].append(finding)
     suspects = {ref for ref, found in out.items()
@@ -2149,6 +2158,138 @@ def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Findi
             f"referrers: {hosted_total / max(total, 1):.0%})", round(k / n, 4),
             HOSTING_SHARE, 0.5, "population"), _through_hosting, p_values[ref])
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A referrer's new customer: when it first converted through the referrer, whether any of
+    its conversions came through an anonymising address (`_through_hosting`), and the
+    countries of its clicks (their last click's)."""
+
+    customer: str
+    at: float
+    anonymised: bool
+    countries: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A burst of a referrer's new customers through anonymising addresses abroad (`departing`
+    of the `arrived` meanwhile), against the referrer's other customers (`anonymised` of
+    `others` came through anonymising addresses; `home`: the countries its earlier customers
+    on ordinary networks came from)."""
+
+    departing: frozenset[str]
+    arrived: int
+    others: int
+    anonymised: int
+    home: frozenset[str]
+    abroad: frozenset[str]
+    p_value: float
+
+
+def departing_burst(arrivals: Sequence[Arrival]) -> Departure | None:
+    """Whether a referrer's customers (`arrivals`) hold a burst of new customers through
+    anonymising addresses (VPN exits, data centres, Tor) from countries none of its earlier
+    customers on ordinary networks came from (its home markets; for a burst before any of
+    them, those after), more than the referrer's own
+    history gives: a run of TAKEOVER_MIN or more such customers, each within a day of the one
+    before (`_runs`), its count among the customers who arrived meanwhile tested (binomial)
+    against the share of the referrer's other customers, before and after,
+    who came through anonymising addresses anywhere (Laplace: (j + 1) / (m + 2), so that a
+    short history says little). A referrer whose audience is always on VPNs (a privacy-minded
+    community) has that share high and is not a departure; nor is a referrer with no customer
+    on an ordinary network (nothing to depart from: `hosting_share` weighs its audience
+    against the program's), colleagues behind their office's VPN at home, nor a VPN
+    user or a traveller now and then (one at a time, not a burst)."""
+    ordered = sorted(arrivals, key=lambda a: a.at)
+    anywhere = frozenset(c for a in ordered if not a.anonymised for c in a.countries)
+    home: set[str] = set()
+    away: list[bool] = []
+    for a in ordered:  # abroad: where none of the customers before it (or else after) came from
+        known = home or anywhere
+        away.append(a.anonymised and bool(known) and bool(a.countries) and not a.countries & known)
+        if not a.anonymised:
+            home |= a.countries
+    before = [0, *itertools.accumulate(away)]  # departing customers before each index
+    hidden = [0, *itertools.accumulate(a.anonymised for a in ordered)]  # anonymised ones
+    times = [a.at for a in ordered]
+    spans = _runs([a.at for a, out in zip(ordered, away, strict=True) if out], TAKEOVER_MIN)
+    best: tuple[float, int, int] | None = None  # (p-value, first index, end index)
+    for first, last in spans:
+        lo, hi = bisect_left(times, first), bisect_right(times, last)
+        m, j = len(ordered) - (hi - lo), hidden[-1] - (hidden[hi] - hidden[lo])
+        # Bonferroni across the referrer's bursts: each is a test
+        p = min(_binom_above(before[hi] - before[lo], hi - lo, (j + 1) / (m + 2)) * len(spans),
+                1.0)
+        if best is None or p < best[0]:
+            best = (p, lo, hi)
+    if best is None:
+        return None
+    p, lo, hi = best
+    departing = [a for a, out in zip(ordered[lo:hi], away[lo:hi], strict=True) if out]
+    m = len(ordered) - (hi - lo)
+    return Departure(frozenset(a.customer for a in departing), hi - lo, m,
+                     hidden[-1] - (hidden[hi] - hidden[lo]),
+                     frozenset(c for a in ordered[:lo] if not a.anonymised for c in a.countries)
+                     or anywhere,
+                     frozenset(c for a in departing for c in a.countries), p)
+
+
+def _runs(ts: Sequence[float], least: int) -> list[tuple[float, float]]:
+    """The runs of sorted times `ts` each within a day of the one before, of at least `least`
+    times: (first, last) of each."""
+    runs: list[tuple[float, float]] = []
+    start = 0
+    for i in range(1, len(ts) + 1):
+        if i == len(ts) or ts[i] - ts[i - 1] > DAY:
+            if i - start >= least:
+                runs.append((ts[start], ts[i - 1]))
+            start = i
+    return runs
+
+
+def _takeover_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """anonymised_burst: a referrer's link taken over (its account stolen, its link sold) and
+    pushed through anonymising addresses abroad: a burst of new customers through VPN exits or
+    data centres, where its own customers came through home and mobile networks in its home
+    markets (`departing_burst`), Benjamini-Hochberg across referrers. However small the burst:
+    velocity weighs a day against the program's busiest referrers, and a stolen link brings a
+    handful. Carried by those customers' conversions through anonymising addresses; the
+    referrer's own audience, before and after, is not."""
+    seen: dict[str, dict[str, tuple[float, bool, set[str]]]] = defaultdict(dict)
+    for conv in conversions:
+        anonymised = _through_hosting(conv)
+        country = conv.touches[-1].country if conv.touches else None
+        for ref in conv.referrers:
+            mine = seen[ref]
+            was = mine.get(conv.customer)
+            if was is None:
+                mine[conv.customer] = was = (conv.at, anonymised, set())
+            elif conv.at < was[0] or anonymised > was[1]:
+                mine[conv.customer] = was = (min(conv.at, was[0]), was[1] or anonymised, was[2])
+            if country:
+                was[2].add(country)
+    found = {ref: d for ref, by in seen.items() if len(by) > TAKEOVER_MIN and (
+        d := departing_burst([Arrival(c, at, hidden, frozenset(countries))
+                              for c, (at, hidden, countries) in by.items()]))}
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg({ref: d.p_value for ref, d in found.items()}):
+        d = found[ref]
+        out[ref] = Finding(Reason(
+            "anonymised_burst", f"referrer population: {len(d.departing)} of {ref}'s new "
+            "customers came in a burst (each within a day of the one before) through "
+            "anonymising addresses (VPN exits, data centres, Tor) from "
+            f"{'/'.join(sorted(d.abroad))}, where its own customers came through ordinary "
+            f"networks from {'/'.join(sorted(d.home))} and {d.anonymised} of its {d.others} "
+            "other customers through anonymising ones: someone else's hands on "
+            "its link (an account taken over)", len(d.departing), TAKEOVER_MIN, 0.5, "population"),
+            _departed(d.departing), d.p_value)
+    return out
+
+
+def _departed(customers: frozenset[str]) -> Carry:
+    return lambda c: c.customer in customers and _through_hosting(c)
 
 
 def _headerless_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:

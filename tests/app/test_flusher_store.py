@@ -5,6 +5,7 @@ enricher gives; the garbage collector held back per batch."""
 from __future__ import annotations
 
 import gc
+import ipaddress
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tests.helpers import SECRET, insert_link
 from tracker.clicks.enrich import Enricher
 from tracker.clicks.flusher import Partitions, prepare_rows, probe_tables, store_clicks
 from tracker.clicks.journal import RawClick
-from tracker.clicks.queries import probe_arguments, stored_duplicates_sql
+from tracker.clicks.queries import probe_arguments, stored_duplicates_sql, use_packed_inet
 from tracker.clicks.redirect import VisitorIds
 from tracker.collector import FEW_COLLECTIONS, few_collections
 
@@ -238,3 +239,45 @@ async def test_a_new_partition_takes_the_statistics_targets_of_clicks(
     assert await conn.fetchval(
         """SELECT a.attstattarget FROM pg_attribute a
            WHERE a.attrelid = to_regclass($1) AND a.attname = 'visitor_id'""", name) == -1
+
+
+async def test_the_packed_inet_codec_reads_and_writes_what_asyncpg_does(
+    conn: asyncpg.Connection,
+) -> None:
+    """The flusher's connection encodes packed addresses itself; any inet the connection then
+    writes or reads is what asyncpg's own codec gives."""
+    values = ["203.0.113.7", "2001:db8::1", "10.1.2.3/24", "2001:db8::5/64",
+              ipaddress.ip_address("198.51.100.1"), ipaddress.ip_interface("10.9.8.7/8")]
+    sql = "SELECT $1::inet AS v, $1::inet::text AS t"
+    before = [tuple(await conn.fetchrow(sql, v)) for v in values]
+    await use_packed_inet(conn)
+    assert [tuple(await conn.fetchrow(sql, v)) for v in values] == before
+    packed = [ipaddress.ip_address(v).packed for v in ("203.0.113.7", "2001:db8::1")]
+    assert [await conn.fetchval("SELECT abbrev($1::inet)", p) for p in packed] == [
+        "203.0.113.7", "2001:db8::1"]
+
+
+async def test_a_month_is_indexed_by_fingerprint_once_a_click_without_a_visitor_id_comes(
+    conn: asyncpg.Connection,
+) -> None:
+    """Live clicks (each with a visitor id) leave their month without the index; an imported
+    click without one has the months within its hour indexed, and still finds a stored click
+    of its device there, with a visitor id or without."""
+    link = await insert_link(conn)
+    enricher = Enricher(SECRET, ())
+    partitions = Partitions()
+    new_year = 1_924_992_000_000_000  # 2031-01-01T00:00:00Z
+    indexes = ("SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_indexes "
+               "WHERE indexname LIKE 'clicks_%_link_fingerprint'")
+    live = [click(1, link, visitor="a" * 24, ts_us=new_year - HOUR // 2),
+            click(2, link, visitor="b" * 24, ts_us=new_year + 10 * HOUR)]
+    assert await store_clicks(conn, [enricher.row(c) for c in live], partitions) == (2, 0, 0)
+    assert await conn.fetchval(indexes) is None
+    imported = [click(3, link, ts_us=new_year + HOUR // 4),  # click 1's device, across the turn
+                click(4, link, ts_us=new_year + 10 * HOUR + 5),  # click 2's
+                click(5, link, ts_us=new_year + 12 * HOUR)]  # click 2's, beyond the hour
+    rows = [enricher.row(c, source="import") for c in imported]
+    assert await store_clicks(conn, rows, partitions) == (3, 0, 2)
+    assert await conn.fetchval(indexes) == ["clicks_2030m12", "clicks_2031m01"]
+    flags = await duplicates(conn)
+    assert [flags[f"{n:02d}"] for n in range(1, 6)] == [False, False, True, True, False]

@@ -235,8 +235,9 @@ async def test_the_application_keeps_doing_its_own_ddl_under_its_role(
     conn: asyncpg.Connection, owner_conn: asyncpg.Connection,
 ) -> None:
     """What the flusher, importer and jobs do at run time still works: a click partition for
-    any month (through the owner's function), temporary staging tables, and fresh planner
-    statistics (ANALYZE through the owner, not skipped with a warning)."""
+    any month (through the owner's function), temporary staging tables, fresh planner
+    statistics (ANALYZE through the owner, not skipped with a warning), and a month's index by
+    fingerprint (through the owner, for a month that exists)."""
     name = await conn.fetchval("SELECT refguard_ensure_click_partition('2019-03-15T10:00:00Z')")
     assert name == "clicks_2019m03"
     assert await conn.fetchval(
@@ -248,6 +249,10 @@ async def test_the_application_keeps_doing_its_own_ddl_under_its_role(
         "SELECT last_analyze FROM pg_stat_all_tables WHERE relname = 'clicks_2019m03'") is None
     await conn.execute("SELECT refguard_analyze('clicks', 'conversions')")
     await _until_analyzed(conn, "clicks_2019m03")
+    assert await conn.fetchval("SELECT count(*) FROM refguard_index_fingerprints("
+                               "'2019-03-15T10:00:00Z', '1990-01-01T00:00:00Z')") == 1
+    assert await conn.fetchval("SELECT to_regclass('clicks_2019m03_link_fingerprint')::text"
+                               ) == "clicks_2019m03_link_fingerprint"
     with pytest.raises(asyncpg.UndefinedTableError):
         await conn.execute("SELECT refguard_analyze('pg_authid')")
     # Only the application (and the owner) may call the owner's functions.
@@ -255,7 +260,8 @@ async def test_the_application_keeps_doing_its_own_ddl_under_its_role(
     try:
         await owner_conn.execute("SET ROLE refguard_test_stranger")
         for call in ("SELECT refguard_ensure_click_partition(now())",
-                     "SELECT refguard_analyze('clicks')", "SELECT refguard_grant_app()"):
+                     "SELECT refguard_analyze('clicks')", "SELECT refguard_grant_app()",
+                     "SELECT refguard_index_fingerprints(now())"):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await owner_conn.execute(call)
     finally:

@@ -18,7 +18,7 @@ from fraud.signals import (
     repeat_lease_reasons,
 )
 from tracker.scoring.facts import _click_facts, _People
-from tracker.scoring.queries import TouchRow
+from tracker.scoring.queries import EarlierVisit, TouchRow
 
 HOME = "81.2.69.1"
 DAY = 86_400.0
@@ -109,9 +109,10 @@ def test_the_scan_carries_the_untied_cookies_of_earlier_visits() -> None:
     people.visitors["carol"].add("v-carol")
     ts = datetime(2026, 11, 1, 12, tzinfo=UTC)
     row = TouchRow(7, 1, "k1", ts, "vb", HOME, "d", False, None, False, False, None, None,
-                   False, "en", "Chrome", None, "ua", before_at=[100.0, 200.0],
-                   before_visitors=["v-owner", "v-carol"], before_agents=["ua-o", "ua-c"])
-    (clicks,) = _click_facts([row], {1: "alice"}, people).values()
+                   False, "en", "Chrome", None, "ua")
+    before = {0: [EarlierVisit(0, 100.0, "v-owner", "ua-o"),
+                  EarlierVisit(0, 200.0, "v-carol", "ua-c")]}
+    (clicks,) = _click_facts([row], before, {1: "alice"}, people).values()
     assert clicks[0].untied == ((100.0, "v-owner"),)
     assert clicks[0].before == ((100.0, None, "ua-o"), (200.0, "v-carol", "ua-c"))
 

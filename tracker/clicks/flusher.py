@@ -42,7 +42,8 @@ from tracker.clicks.journal import (
     pending_segments,
     try_lock,
 )
-from tracker.collector import few_collections
+from tracker.collector import BATCH_COLLECTIONS, few_collections
+from tracker.settings import FLUSH_MAX_CLICKS
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,11 @@ async def store_prepared(
     conn: asyncpg.Connection, ordered: list[list[object]], partitions: Partitions,
 ) -> tuple[int, int, int]:
     """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers)."""
+    if conn is not partitions.connection:
+        await queries.use_packed_inet(conn)
+        partitions.connection = conn
     groups = await partitions.groups(conn, ordered)
+    await partitions.index_fingerprints(conn, ordered)
     try:
         async with conn.transaction():
             await mark_stored_duplicates(conn, probe_tables(groups))
@@ -217,6 +222,27 @@ class Partitions:
         # partition -> (its rows at its last ANALYZE, rows this process wrote to it since);
         # a partition is here only once it was analyzed after this process wrote to it.
         self.growth: dict[str, tuple[float, int]] = {}
+        # The last connection stored through, whose inet codec store_prepared set.
+        self.connection: asyncpg.Connection | None = None
+        self.fingerprinted: set[tuple[int, int]] = set()  # months indexed by fingerprint
+
+    async def index_fingerprints(self, conn: asyncpg.Connection,
+                                 ordered: list[list[object]]) -> None:
+        """Have the partitions within the hour of a click without a visitor id indexed by
+        fingerprint (that click's duplicate probe reads them so; migration 0033), once."""
+        due: dict[tuple[int, int], datetime] = {}
+        for row in ordered:
+            if not row[_I_VISITOR]:
+                ts = row[_I_TS]
+                assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
+                for at in (ts - DUPLICATE_WINDOW, ts + DUPLICATE_WINDOW):
+                    month = (at.year, at.month)
+                    if month not in self.fingerprinted:
+                        due.setdefault(month, at)
+        if due:
+            # A month without a partition yet is asked again (it may be created meanwhile).
+            indexed = await queries.index_fingerprints(conn, list(due.values()))
+            self.fingerprinted.update(m for m, at in due.items() if at in indexed)
 
     async def groups(self, conn: asyncpg.Connection, ordered: list[list[object]]
                      ) -> list[tuple[str, list[list[object]]]]:
@@ -275,7 +301,7 @@ class Flusher:
         enricher: Enricher,
         *,
         interval_ms: int = 100,
-        max_clicks: int = 5000,
+        max_clicks: int = FLUSH_MAX_CLICKS,
     ) -> None:
         self.directory = directory
         self.dsn = dsn
@@ -323,7 +349,7 @@ class Flusher:
 
     async def flush_once(self) -> FlushResult | None:
         """Flush one batch; None when the journal is empty. Raises when PostgreSQL fails."""
-        with few_collections():
+        with few_collections(BATCH_COLLECTIONS):
             return await self._flush_batch()
 
     async def _flush_batch(self) -> FlushResult | None:

@@ -9,6 +9,7 @@ fastest for them (see their sections).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,10 +136,13 @@ FROM ins
 # The positions (from 1) of the given clicks that repeat a stored click on their link within the
 # hour before or after them, by flusher.mark_duplicates' rule: the same visitor, or the same
 # fingerprint where one of the two has no visitor id (two visitors with ids of their own are two
-# people). A fingerprint repeat by the same visitor is a visitor repeat, so the fingerprint probes
-# only ever look for clicks without a visitor id: an index of those alone
-# (clicks_link_fingerprint_anonymous) answers them at once, however many other visitors share
-# the fingerprint (the same phone model behind a carrier NAT, a bot rotating cookies).
+# people). A click without a visitor id (only imports bring them) looks for any click of its
+# fingerprint, through the index its month's partition gets with its first such click
+# (flusher.Partitions.index_fingerprints; live traffic alone never pays for it). A click with
+# one looks only for clicks without: an index of those alone (clicks_link_fingerprint_anonymous)
+# answers it at once, however many other visitors share the fingerprint (the same phone model
+# behind a carrier NAT, a bot rotating cookies); and where the table holds none at all (live
+# traffic alone), one look at that index for the batch spares every click its own probe of it.
 # A click stored already is found by nobody but itself: a batch holding one is a replay, whose
 # COPY then fails and whose rows go through INSERT_SQL, which skips the stored ones whatever
 # their marks. The times come as Unix seconds (float8, exact to the microsecond for any date
@@ -159,10 +163,11 @@ WHERE (coalesce(s.visitor_id, '') <> '' AND EXISTS (
         SELECT 1 FROM {table} c
         WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
           AND c.ts BETWEEN s.early AND s.late))
-   OR EXISTS (
+   OR (coalesce((SELECT true FROM {table} a WHERE coalesce(a.visitor_id, '') = ''
+                 ORDER BY a.link_id, a.fingerprint, a.ts LIMIT 1), false) AND EXISTS (
         SELECT 1 FROM {table} c
         WHERE c.link_id = s.link_id AND c.fingerprint = s.fingerprint
-          AND coalesce(c.visitor_id, '') = '' AND c.ts BETWEEN s.early AND s.late)
+          AND coalesce(c.visitor_id, '') = '' AND c.ts BETWEEN s.early AND s.late))
 """
 
 
@@ -208,6 +213,48 @@ def probe_arguments(rows: list[list[object]]) -> list[list[object]]:
             [r[_TS].timestamp() for r in rows]]  # type: ignore[attr-defined]
 
 
+# asyncpg encodes an inet through ipaddress.ip_address, an object built for every value (0.8 us
+# of the flusher's 2.6 us a click for its COPY); the rows carry the address packed already
+# (Enricher.row), whose wire form is four header bytes before it. Anything else goes the way
+# asyncpg's own codec takes, and inet values read back are what it gives.
+_INET_HEADERS = {4: b"\x02\x20\x00\x04", 16: b"\x03\x80\x00\x10"}  # family, bits, cidr, size
+_INET_FAMILIES = {4: 2, 6: 3}
+
+
+def encode_inet(value: object) -> bytes:
+    """An inet's binary wire form: from packed bytes (4 or 16) at once, else as asyncpg does
+    (an address, or an interface such as 10.0.0.1/24)."""
+    if type(value) is bytes:
+        header = _INET_HEADERS.get(len(value))
+        if header is not None:
+            return header + value
+    try:
+        addr = ipaddress.ip_address(value)  # type: ignore[arg-type]
+    except ValueError:
+        iface = ipaddress.ip_interface(value)  # type: ignore[arg-type]
+        return bytes((_INET_FAMILIES[iface.version], iface.network.prefixlen, 1,
+                      len(iface.packed))) + iface.packed
+    return bytes((_INET_FAMILIES[addr.version], addr.max_prefixlen, 0,
+                  len(addr.packed))) + addr.packed
+
+
+def decode_inet(data: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | (
+        ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+    """An inet as asyncpg's own codec reads it: an address, or an interface when it has a
+    shorter prefix."""
+    family, bits, addr = data[0], data[1], data[4:]
+    if bits != (32 if family == 2 else 128):
+        return ipaddress.ip_interface((addr, bits))
+    return ipaddress.ip_address(addr)
+
+
+async def use_packed_inet(conn: asyncpg.Connection) -> None:
+    """Encode this connection's inet values with encode_inet (the flusher and importer's COPYs;
+    flusher.Partitions sets it on the connections it stores through)."""
+    await conn.set_type_codec("inet", schema="pg_catalog", encoder=encode_inet,
+                              decoder=decode_inet, format="binary")
+
+
 _SIGNALS_SQL = f"""INSERT INTO click_signals ({", ".join(SIGNAL_COLUMNS)})
             VALUES ($1, $2, $3, $4::jsonb, $5, $6) ON CONFLICT DO NOTHING"""
 
@@ -217,6 +264,16 @@ async def ensure_partition(conn: asyncpg.Connection, ts: datetime) -> str:
     flusher asks once per month)."""
     name: str = await conn.fetchval("SELECT refguard_ensure_click_partition($1)", ts)
     return name
+
+
+async def index_fingerprints(conn: asyncpg.Connection, times: list[datetime]
+                             ) -> set[datetime]:
+    """Index by link and fingerprint the partitions holding these times, as the probe of a
+    click without a visitor id needs (migration 0033); returns the times whose partitions
+    exist."""
+    rows = await conn.fetch("SELECT refguard_index_fingerprints(VARIADIC $1::timestamptz[])",
+                            times)
+    return {r[0] for r in rows}
 
 
 async def analyze(conn: asyncpg.Connection, partitions: list[str]) -> dict[str, float]:

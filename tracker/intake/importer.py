@@ -35,12 +35,13 @@ import orjson
 from tracker.clicks.enrich import MAX_QUERY, Enricher
 from tracker.clicks.flusher import Partitions, prepare_rows, store_prepared
 from tracker.clicks.journal import RawClick
-from tracker.collector import FEW_COLLECTIONS, few_collections
+from tracker.collector import BATCH_COLLECTIONS, few_collections
 from tracker.identity import email_hash
 from tracker.intake import queries
 from tracker.intake.conversions import ConversionInput, FieldInvalid, parse_conversion
+from tracker.settings import FLUSH_MAX_CLICKS
 
-BATCH = 5000  # lines a batch (and a worker's chunk)
+BATCH = FLUSH_MAX_CLICKS  # lines a batch (and a worker's chunk), as the flusher takes them
 # Lines enriched between two yields to the event loop, in one process: each of a batch's
 # round trips to PostgreSQL (its transactions, the probe, each partition's COPY) waits for the
 # next yield, PostgreSQL idle meanwhile (250 lines, 3-4 ms, cost 10-15% of the import's rate).
@@ -252,7 +253,7 @@ _WORKER: dict[str, _Enrich] = {}  # in an import worker process: its `_Enrich`
 
 def _start_worker(enrich: _Enrich) -> None:
     _WORKER["enrich"] = enrich
-    gc.set_threshold(*FEW_COLLECTIONS)
+    gc.set_threshold(*BATCH_COLLECTIONS)
 
 
 def _enrich_in_worker(lines: list[tuple[int, str]]
@@ -285,7 +286,7 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     """Load a clicks file. With `workers` > 1, that many processes parse and enrich chunks of
     lines while this one stores the previous chunks; either way, PostgreSQL stores one batch
     while the next is being prepared."""
-    with few_collections():
+    with few_collections(BATCH_COLLECTIONS):
         return await _load_clicks(conn, path, enricher, progress, workers)
 
 

@@ -27,6 +27,7 @@ from tracker.formats import CREDITED_TYPES
 from tracker.scoring import queries
 from tracker.scoring.queries import (
     ConversionRow,
+    EarlierVisit,
     ReferrerRow,
     Sighting,
     TouchRow,
@@ -115,10 +116,13 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
             [r.id for r in referrer_rows if r.external_id in wanted], REFERRER_WINDOW)
     wanted_ids = None if scope is None else [r.id for r in conv_rows]
     touch_rows = await queries.touches(conn, program_id, wanted_ids)
+    before = await _earlier_visits(conn, program_id, touch_rows,
+                                   None if scope is None else scope.new_ids)
     people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
     referrers = _referrer_facts(referrer_rows, people)
     conversions = _conversion_facts(
-        conv_rows, _click_facts(touch_rows, referrer_name, people), people, referrer_name)
+        conv_rows, _click_facts(touch_rows, before, referrer_name, people), people,
+        referrer_name)
     conversions = await _with_owners(conn, program_id, conversions, referrer_rows, people)
     uses, referrals = _graph(people, referrers, conversions)
     rarity = await _rarity(conn, program_id, conversions, referrers)
@@ -219,25 +223,44 @@ def _people(sightings: list[Sighting], conv_rows: list[ConversionRow],
     return people
 
 
-def _click_facts(touch_rows: list[TouchRow], referrer_name: dict[int, str], people: _People
-                 ) -> dict[int, list[ClickFacts]]:
+async def _earlier_visits(conn: asyncpg.Connection, program_id: int,
+                          touch_rows: list[TouchRow], assessed: set[int] | None
+                          ) -> dict[int, list[EarlierVisit]]:
+    """The other visits on the same link from the same address shortly before each assessed
+    conversion's first click through each referrer (where a household lease would start),
+    by the touch's index in `touch_rows` (`assessed`: an incremental scan's new conversions;
+    the others are context, whose leases are not told)."""
+    firsts: dict[tuple[int, int], int] = {}
+    for i, t in enumerate(touch_rows):
+        if assessed is None or t.conversion_id in assessed:
+            firsts.setdefault((t.conversion_id, t.referrer_id), i)
+    asked = [i for i in firsts.values() if touch_rows[i].ip is not None]
+    visits = await queries.earlier_visits(conn, program_id, [
+        (touch_rows[i].referrer_id, touch_rows[i].ip or "", touch_rows[i].ts,
+         touch_rows[i].visitor_id) for i in asked])
+    out: dict[int, list[EarlierVisit]] = defaultdict(list)
+    for v in visits:
+        out[asked[v.index]].append(v)
+    return out
+
+
+def _click_facts(touch_rows: list[TouchRow], before: dict[int, list[EarlierVisit]],
+                 referrer_name: dict[int, str], people: _People) -> dict[int, list[ClickFacts]]:
     """Each conversion's attributed clicks, in order, with the other visits on the same link
-    from the same address shortly before each (their cookie None where it is tied to no
-    customer: whose visit it was is not known, only where it came from)."""
+    from the same address shortly before the first through each referrer (their cookie None
+    where it is tied to no customer: whose visit it was is not known, only where it came
+    from)."""
     tied = set().union(*people.visitors.values()) if people.visitors else set()
     out: dict[int, list[ClickFacts]] = defaultdict(list)
-    for t in touch_rows:
+    for i, t in enumerate(touch_rows):
         out[t.conversion_id].append(ClickFacts(
             t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
             t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
             t.query, t.headerless, t.language, t.browser, t.source, t.agent,
-            tuple((at, visitor if visitor in tied else None, agent) for at, visitor, agent
-                  in zip(t.before_at, t.before_visitors or (), t.before_agents or (),
-                         strict=False))
-            if t.before_at else (),
-            tuple((at, visitor) for at, visitor in zip(t.before_at or (), t.before_visitors or (),
-                                                       strict=False)
-                  if visitor is not None and visitor not in tied)))
+            tuple((v.at, v.visitor_id if v.visitor_id in tied else None, v.agent)
+                  for v in before.get(i, ())),
+            tuple((v.at, v.visitor_id) for v in before.get(i, ())
+                  if v.visitor_id is not None and v.visitor_id not in tied)))
     return out
 
 

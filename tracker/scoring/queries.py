@@ -389,10 +389,6 @@ class TouchRow:
     browser: str | None
     source: str | None  # the Referer's host
     agent: str | None  # the User-Agent
-    # Other visitors' clicks on the same link from the same IP shortly before (parallel arrays)
-    before_at: list[float] | None = None
-    before_visitors: list[str | None] | None = None
-    before_agents: list[str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,30 +589,51 @@ async def touches(conn: asyncpg.Connection, program_id: int, conversion_ids: lis
                    AND c.user_agent IS NOT NULL) AS headerless,
                   nullif(c.accept_language, '') AS language, c.ua_browser AS browser,
                   lower(substring(c.referer from '^[a-zA-Z][a-zA-Z0-9+.-]*://([^/:?#]+)'))
-                      AS source, c.user_agent AS agent,
-                  e.at AS before_at, e.visitors AS before_visitors, e.agents AS before_agents
+                      AS source, c.user_agent AS agent
            FROM touchpoints t
            {join}
-           LEFT JOIN LATERAL (
-               -- Other visitors on the same referrer's link from the same IP within the
-               -- repeated lease's window before this click (a household lease starts with
-               -- one: the referrer's own browser, or for a referrer never seen as a customer,
-               -- a browser tied to no customer minutes before; one such browser before
-               -- several new customers is a repeated lease).
-               SELECT array_agg(extract(epoch FROM e.ts)::float8 ORDER BY e.ts) AS at,
-                      array_agg(e.visitor_id ORDER BY e.ts) AS visitors,
-                      array_agg(e.user_agent ORDER BY e.ts) AS agents
-               FROM clicks e
-               WHERE e.program_id = c.program_id AND e.referrer_id = c.referrer_id
-                 AND e.ts >= c.ts - make_interval(secs => {float(REPEAT_LEASE_SECONDS)})
-                 AND e.ts < c.ts
-                 AND e.ip = c.ip AND e.visitor_id IS DISTINCT FROM c.visitor_id
-                 AND NOT e.reduced AND NOT c.reduced
-           ) e ON c.ip IS NOT NULL
            WHERE t.program_id = $1 {only} ORDER BY t.conversion_id, t.position""",
         program_id, *(() if conversion_ids is None else (conversion_ids,)))
     # The batch path: columns are selected in the field order, so no lookups by name.
     return [TouchRow(*r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierVisit:
+    """Another visitor's click on the same referrer's link from the same address shortly
+    before a click asked about (a household lease starts with one)."""
+
+    index: int  # which of the clicks asked about (its place in the list, from 0)
+    at: float  # epoch seconds
+    visitor_id: str | None
+    agent: str | None
+
+
+async def earlier_visits(conn: asyncpg.Connection, program_id: int,
+                         clicks: list[tuple[int, str, datetime, str | None]]
+                         ) -> list[EarlierVisit]:
+    """For each click (referrer id, IP, time, visitor cookie): the other visitors'
+    clicks on the same referrer's link from the same IP within REPEAT_LEASE_SECONDS before
+    it, in time order (a household lease, LEASE_SECONDS; a repeated one, the longer window).
+
+    One join of the clicks asked about, passed as arrays so that the planner knows how many
+    there are, with the program's clicks: for a full scan's every first touch, a hash join
+    over the clicks once; one index look-up per click instead reads every click of the
+    referrer's hour from the heap to test its address (most of a full scan's load)."""
+    if not clicks:
+        return []
+    refs, ips, ats, visitors = (list(column) for column in zip(*clicks, strict=True))
+    rows = await conn.fetch(
+        f"""SELECT q.k - 1, extract(epoch FROM e.ts)::float8, e.visitor_id, e.user_agent
+           FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::text[]) WITH ORDINALITY
+                AS q(referrer_id, ip, ts, visitor_id, k)
+           JOIN clicks e ON e.program_id = $1 AND e.referrer_id = q.referrer_id
+                AND e.ip = q.ip::inet AND e.visitor_id IS DISTINCT FROM q.visitor_id
+                AND e.ts >= q.ts - make_interval(secs => {float(REPEAT_LEASE_SECONDS)})
+                AND e.ts < q.ts
+           WHERE NOT e.reduced ORDER BY 1, 2""",
+        program_id, refs, ips, ats, visitors)
+    return [EarlierVisit(*r) for r in rows]
 
 
 async def address_visitors(conn: asyncpg.Connection, program_id: int, ips: list[str]
@@ -738,17 +755,19 @@ async def click_evenness(conn: asyncpg.Connection, program_id: int) -> dict[str,
     (fraud.signals.ClickRhythm.even_p_value): over each three consecutive clicks (gaps a and
     b, both positive), the count and the sum of |a / (a + b) - 1/2|. One pass over the
     program's counted clicks in (referrer, time) order: full scans only."""
+    # The counted clicks read in table order, then sorted: read in (referrer, time) order
+    # through the index, every click is a random read of the heap (the planner takes the
+    # index for cheap, its leading program_id being in table order).
     rows = await conn.fetch(
-        """SELECT r.external_id, e.pairs, e.spread
+        """WITH k AS MATERIALIZED (
+               SELECT c.referrer_id, date_part('epoch', c.ts) AS at FROM clicks c
+               WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate)
+           SELECT r.external_id, e.pairs, e.spread
            FROM (SELECT g.referrer_id, count(*) AS pairs,
                         sum(abs(g.a / (g.a + g.b) - 0.5)) AS spread
-                 FROM (SELECT c.referrer_id,
-                              date_part('epoch', c.ts) - lag(date_part('epoch', c.ts)) OVER w AS a,
-                              lead(date_part('epoch', c.ts)) OVER w - date_part('epoch', c.ts)
-                                AS b
-                       FROM clicks c
-                       WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
-                       WINDOW w AS (PARTITION BY c.referrer_id ORDER BY c.ts)) g
+                 FROM (SELECT k.referrer_id, k.at - lag(k.at) OVER w AS a,
+                              lead(k.at) OVER w - k.at AS b
+                       FROM k WINDOW w AS (PARTITION BY k.referrer_id ORDER BY k.at)) g
                  WHERE g.a > 0 AND g.b > 0
                  GROUP BY g.referrer_id) e
            JOIN referrers r ON r.program_id = $1 AND r.id = e.referrer_id""", program_id)
