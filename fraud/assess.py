@@ -253,7 +253,8 @@ def referrer_mixtures(conversions: Sequence[ConversionFacts],
         others = [c for c in sample[kind] if ref not in c.referrers]
         kept, base = [], []
         for finding in per_referrer[ref]:
-            rate = sum(map(finding.carries, others)) / len(others) if others else 1.0
+            trait = finding.trait or finding.carries
+            rate = sum(map(trait, others)) / len(others) if others else 1.0
             if rate < 1.0:
                 kept.append(finding)
                 base.append(rate)
@@ -295,17 +296,27 @@ def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str
     rather than one of its genuine referrals that looks alike by chance (a fast buyer, a
     purchase at the cheapest price), by the referrer's Mixture for conversions of its kind:
     the anomalies combine as independent evidence (naive Bayes), one not shown dividing the
-    odds by at most 1 / MISSING_LR."""
+    odds by at most 1 / MISSING_LR.
+
+    The referrer's anomalous share is the prior; the conversion's own traits are the
+    evidence. Where the evidence does not favour the anomalous part (a likelihood ratio of 1
+    or less: what it shows, the program's genuine conversions show as often, and it lacks
+    what the anomalous ones show), the conversion shares nothing with the referrer's fraud and
+    the prior alone would hold it on the referrer's reputation: 0, unless the referrer's
+    traffic is anomalous as a whole (its Mixture leaves less than one genuine conversion)."""
     mixture = mixtures.get((ref, _kind(conv)))
     if mixture is None:
         return 1.0
     a = mixture.anomalous
     if a <= 0.0:
         return 0.0
-    odds = a / (1.0 - a)
+    likelihood = 1.0
     for code, q in mixture.shows.items():
         base = mixture.base[code]
-        odds *= q / base if code in shown else max((1.0 - q) / (1.0 - base), MISSING_LR)
+        likelihood *= q / base if code in shown else max((1.0 - q) / (1.0 - base), MISSING_LR)
+    if likelihood <= 1.0 and mixture.n * (1.0 - a) >= 1.0:
+        return 0.0
+    odds = a / (1.0 - a) * likelihood
     return odds / (1.0 + odds)
 
 
@@ -334,6 +345,9 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
             continue
         scale = (1.0 if mixtures is None or not mine else
                  anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
+        if scale <= 0.0:
+            out += untied_reasons(ref, found, shown=True)
+            continue
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0
@@ -354,16 +368,22 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
     return out
 
 
-def untied_reasons(ref: str, found: Sequence[Finding]) -> list[Reason]:
+def untied_reasons(ref: str, found: Sequence[Finding], *, shown: bool = False
+                   ) -> list[Reason]:
     """A referrer's findings on a conversion tied to none of them: each at UNCARRIED, and one
-    reason that says so in plain words."""
+    reason that says so in plain words. `shown`: it shows some of the traits, but only as the
+    program's genuine conversions do (anomalous_probability is 0)."""
     codes = ", ".join(sorted({f.reason.code for f in found}))
+    how = ("shows only traits the program's genuine referrals show as often, and not what "
+           "sets the referrer's anomalous ones apart" if shown else
+           "shows none of the traits its tests found")
     return [Reason("untied_referral",
-                   f"referrer {ref} is under suspicion ({codes}), but this referral shows none "
-                   "of the traits its tests found: not held on the referrer's reputation",
+                   f"referrer {ref} is under suspicion ({codes}), but this referral {how}: "
+                   "not held on the referrer's reputation",
                    len(found), "a trait of the referrer's anomaly", UNCARRIED, "population"),
             *(replace(f.reason, weight=UNCARRIED, message=f.reason.message + (
-                " (this conversion does not show it)" if f.ties else
+                (" (not what sets this conversion apart)" if shown else
+                 " (this conversion does not show it)") if f.ties else
                 " (of the referrer as a whole: it ties no conversion)")) for f in found)]
 
 
