@@ -253,8 +253,7 @@ def referrer_mixtures(conversions: Sequence[ConversionFacts],
         others = [c for c in sample[kind] if ref not in c.referrers]
         kept, base = [], []
         for finding in per_referrer[ref]:
-            trait = finding.trait or finding.carries
-            rate = sum(map(trait, others)) / len(others) if others else 1.0
+            rate = sum(map(finding.carries, others)) / len(others) if others else 1.0
             if rate < 1.0:
                 kept.append(finding)
                 base.append(rate)

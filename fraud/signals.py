@@ -600,18 +600,12 @@ class Finding:
 
     `ties`: whether carrying it ties a conversion to what the test found. A test of the
     referrer as a whole (its conversion rate) is carried by every conversion of the referrer
-    and ties none: it only corroborates a tie that another finding makes.
-
-    `trait`: where `carries` also asks whether the conversion is one of the referrer's own
-    (a steady link's one-time buyers), the trait alone, for any conversion: how often the
-    program's other conversions show it is the base a carrier is weighed against
-    (fraud.assess.referrer_mixtures). None: `carries` is the trait."""
+    and ties none: it only corroborates a tie that another finding makes."""
 
     reason: Reason
     carries: Carry
     p_value: float = 0.0
     ties: bool = True
-    trait: Carry | None = None
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -1319,8 +1313,6 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         rhythm, k, rest = context.click_rhythm[ref], len(once[ref]), baseline[ref]
-        carries, trait = _came_to_buy(frozenset(once[ref] - crowd.get(ref, set())), sharing,
-                                      by_referrer[ref])
         out[ref] = Finding(Reason(
             "steady_converting", f"referrer population: {ref}'s {rhythm.clicks} clicks came "
             f"as a steady stream over {rhythm.days} days, not in bursts after shares, and "
@@ -1329,7 +1321,9 @@ def _steady_converting_findings(conversions: Sequence[ConversionFacts],
             "(a leaked coupon code, bought search ads) or fed with made accounts; its "
             "one-time buyers held for review", round(k / rhythm.clicks, 4), f"FDR {FDR_Q:g}",
             STEADY_CONVERTING_WEIGHT, "population"),
-            carries, p_values[ref], trait=trait)
+            _came_to_buy(frozenset(once[ref] - crowd.get(ref, set())), sharing,
+                         by_referrer[ref]),
+            p_values[ref])
     return out
 
 
@@ -1361,21 +1355,18 @@ def _crowded_customers(conversions: Sequence[ConversionFacts]) -> dict[str, set[
 
 
 def _came_to_buy(customers: frozenset[str], sharing: frozenset[str],
-                 conversions: Sequence[ConversionFacts]) -> tuple[Carry, Carry]:
+                 conversions: Sequence[ConversionFacts]) -> Carry:
     """The conversions of a steady link's one-time buyers (`customers`) that look like
     shoppers who came to buy: within SHOPPING_SECONDS of the click, not through a site where
     people pass links to each other, and like the rest of the link's such traffic
-    (`like_the_stream`); and that trait alone, of any conversion (Finding.trait: most of the
-    program's genuine buyers buy within days too, so a friend of the referrer who does is
-    not set apart from its friends by it)."""
+    (`like_the_stream`)."""
     def shopping(c: ConversionFacts) -> bool:
-        return (c.delay is not None and c.delay <= SHOPPING_SECONDS
+        return (c.customer in customers and c.delay is not None and c.delay <= SHOPPING_SECONDS
                 and _last_site(c) not in sharing)
 
-    stream = [c for c in conversions if c.customer in customers and shopping(c)]
+    stream = [c for c in conversions if shopping(c)]
     alike = like_the_stream(stream)
-    return (lambda c: c.customer in customers and shopping(c) and alike(c),
-            lambda c: shopping(c) and alike(c))
+    return lambda c: shopping(c) and alike(c)
 
 
 def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
