@@ -1,0 +1,42 @@
+"""A fraudulent referrer's genuine referrals against its anomalous ones (issue 13: "a
+referrer's genuine referrals are not held on the referrer's reputation alone"): the
+probability that a conversion is one of the anomalous ones, on hand-built mixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+from fraud.assess import Mixture, anomalous_probability
+from fraud.signals import ConversionFacts
+
+PURCHASE = ConversionFacts(1, "c1", 0.0, ("farm",), amount=1500)
+
+
+def farm(anomalous: float, n: int) -> dict[tuple[str, bool], Mixture]:
+    """A farm's purchases: its anomalous part on few browsers (which the program's genuine
+    purchases rarely are) and in the market's common language (which half of them send)."""
+    return {("farm", True): Mixture(anomalous, {"few_browsers": 0.95, "language": 0.96},
+                                    {"few_browsers": 0.07, "language": 0.4}, n)}
+
+
+@pytest.mark.parametrize(("anomalous", "n"), [(0.9, 31), (0.75, 12), (0.95, 60)])
+def test_a_referral_showing_only_what_genuine_ones_show_is_not_held(anomalous: float, n: int
+                                                                    ) -> None:
+    """A friend who sends the market's language, as half of the program's buyers do, but not
+    from one of the farm's browsers: its traits favour the genuine part (a likelihood ratio
+    under 1), so the referrer's share of fraud alone does not make it one of the farm's."""
+    mixtures = farm(anomalous, n)
+    assert anomalous_probability(PURCHASE, "farm", {"language"}, mixtures) == 0.0
+    assert anomalous_probability(PURCHASE, "farm", set(), mixtures) == 0.0
+    # One on the farm's browsers shares what sets the farm apart.
+    assert anomalous_probability(PURCHASE, "farm", {"few_browsers", "language"},
+                                 mixtures) > 0.95
+    assert anomalous_probability(PURCHASE, "farm", {"few_browsers"}, mixtures) > 0.5
+
+
+@pytest.mark.parametrize("n", [5, 10, 19])
+def test_a_referrer_anomalous_as_a_whole_keeps_its_prior(n: int) -> None:
+    """A referrer whose mixture leaves less than one genuine conversion: its traffic is
+    anomalous as a whole, and a conversion that lacks one of its traits is still its own."""
+    mixtures = farm(1.0 - 0.9 / n, n)
+    assert anomalous_probability(PURCHASE, "farm", {"language"}, mixtures) > 0.5
