@@ -298,22 +298,30 @@ def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str
     odds by at most 1 / MISSING_LR.
 
     The referrer's anomalous share is the prior; the conversion's own traits are the
-    evidence. Where the evidence does not favour the anomalous part (a likelihood ratio of 1
-    or less: what it shows, the program's genuine conversions show as often, and it lacks
-    what the anomalous ones show), the conversion shares nothing with the referrer's fraud and
-    the prior alone would hold it on the referrer's reputation: 0, unless the referrer's
-    traffic is anomalous as a whole (its Mixture leaves less than one genuine conversion)."""
+    evidence. Where it lacks what sets the anomalous part apart (a trait so nearly all of
+    them show and so few genuine conversions do that lacking it is the strongest evidence
+    the model allows, MISSING_LR) and the evidence as a whole does not favour the anomalous
+    part (a likelihood ratio of 1 or less: what it shows, the program's genuine conversions
+    show as often), it shares nothing with the referrer's fraud and the prior alone would
+    hold it on the referrer's reputation: 0, unless the referrer's traffic is anomalous as a
+    whole (its Mixture leaves less than one genuine conversion). A conversion that lacks only
+    traits half the anomalous ones show (a burst day, the minimum amount) is not set apart."""
     mixture = mixtures.get((ref, _kind(conv)))
     if mixture is None:
         return 1.0
     a = mixture.anomalous
     if a <= 0.0:
         return 0.0
-    likelihood = 1.0
+    likelihood, lacks = 1.0, False
     for code, q in mixture.shows.items():
         base = mixture.base[code]
-        likelihood *= q / base if code in shown else max((1.0 - q) / (1.0 - base), MISSING_LR)
-    if likelihood <= 1.0 and mixture.n * (1.0 - a) >= 1.0:
+        if code in shown:
+            likelihood *= q / base
+        else:
+            missing = (1.0 - q) / (1.0 - base)
+            lacks = lacks or missing <= MISSING_LR
+            likelihood *= max(missing, MISSING_LR)
+    if lacks and likelihood <= 1.0 and mixture.n * (1.0 - a) >= 1.0:
         return 0.0
     odds = a / (1.0 - a) * likelihood
     return odds / (1.0 + odds)

@@ -40,3 +40,16 @@ def test_a_referrer_anomalous_as_a_whole_keeps_its_prior(n: int) -> None:
     anomalous as a whole, and a conversion that lacks one of its traits is still its own."""
     mixtures = farm(1.0 - 0.9 / n, n)
     assert anomalous_probability(PURCHASE, "farm", {"language"}, mixtures) > 0.5
+
+
+def test_lacking_only_what_half_the_farm_shows_does_not_release_it() -> None:
+    """A farm's purchase in its language and at its click rhythm, but not on a burst day nor
+    at the minimum amount (traits only half of the farm's purchases show): it lacks nothing
+    that sets the farm apart, and stays one of the farm's."""
+    mixtures = {("farm", True): Mixture(
+        0.91, {"velocity": 0.53, "min_amount": 0.6, "language": 0.98, "even_clicks": 0.98},
+        {"velocity": 0.012, "min_amount": 0.12, "language": 0.33, "even_clicks": 0.73}, 27)}
+    assert anomalous_probability(PURCHASE, "farm", {"language", "even_clicks"},
+                                 mixtures) > 0.8
+    # A friend who sends another language lacks what sets the farm apart.
+    assert anomalous_probability(PURCHASE, "farm", {"even_clicks"}, mixtures) == 0.0
