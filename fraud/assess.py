@@ -289,7 +289,7 @@ def _fit(shown: np.ndarray, base: np.ndarray, codes: list[str]) -> Mixture:
 
 
 def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str],
-                          mixtures: Mixtures) -> float:
+                          mixtures: Mixtures, *, gate: bool = True) -> float:
     """The probability that a conversion of `ref` showing the anomalies `shown` (finding
     codes) and not its referrer's others is one of the referrer's anomalous conversions
     rather than one of its genuine referrals that looks alike by chance (a fast buyer, a
@@ -305,7 +305,8 @@ def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str
     show as often), it shares nothing with the referrer's fraud and the prior alone would
     hold it on the referrer's reputation: 0, unless the referrer's traffic is anomalous as a
     whole (its Mixture leaves less than one genuine conversion). A conversion that lacks only
-    traits half the anomalous ones show (a burst day, the minimum amount) is not set apart."""
+    traits half the anomalous ones show (a burst day, the minimum amount) is not set apart.
+    `gate` False: no such release (the conversion is tied by other means)."""
     mixture = mixtures.get((ref, _kind(conv)))
     if mixture is None:
         return 1.0
@@ -321,7 +322,7 @@ def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str
             missing = (1.0 - q) / (1.0 - base)
             lacks = lacks or missing <= MISSING_LR
             likelihood *= max(missing, MISSING_LR)
-    if lacks and likelihood <= 1.0 and mixture.n * (1.0 - a) >= 1.0:
+    if gate and lacks and likelihood <= 1.0 and mixture.n * (1.0 - a) >= 1.0:
         return 0.0
     odds = a / (1.0 - a) * likelihood
     return odds / (1.0 + odds)
@@ -350,8 +351,11 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
         if found and not any(f.ties for f in mine):
             out += untied_reasons(ref, found)
             continue
+        # Two of the referrer's tying anomalies that it shows (different tests on different
+        # data) tie it to the anomalous part: it is not held on reputation alone.
         scale = (1.0 if mixtures is None or not mine else
-                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
+                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures,
+                                       gate=sum(f.ties for f in mine) < 2))
         if scale <= 0.0:
             out += untied_reasons(ref, found, shown=True)
             continue

@@ -53,3 +53,16 @@ def test_lacking_only_what_half_the_farm_shows_does_not_release_it() -> None:
                                  mixtures) > 0.8
     # A friend who sends another language lacks what sets the farm apart.
     assert anomalous_probability(PURCHASE, "farm", {"even_clicks"}, mixtures) == 0.0
+
+
+def test_a_farm_purchase_off_the_minimum_but_on_two_of_its_traits_is_not_released() -> None:
+    """A farm's purchase at full price (nearly all of the farm's are at the minimum) that
+    shows its language and its click rhythm: the gate alone would release it (the likelihood
+    ratio is just under 1); two tying anomalies shown are not reputation (population_reasons
+    calls with gate=False), and its odds stay the farm's."""
+    mixtures = {("farm", True): Mixture(
+        0.94, {"min_amount": 0.93, "language": 0.99, "even_clicks": 0.99},
+        {"min_amount": 0.13, "language": 0.3, "even_clicks": 0.67}, 39)}
+    shown = {"language", "even_clicks"}
+    assert anomalous_probability(PURCHASE, "farm", shown, mixtures) == 0.0
+    assert anomalous_probability(PURCHASE, "farm", shown, mixtures, gate=False) > 0.9
