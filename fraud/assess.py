@@ -294,23 +294,42 @@ def _fit(shown: np.ndarray, base: np.ndarray, codes: list[str]) -> Mixture:
 
 
 def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str],
-                          mixtures: Mixtures) -> float:
+                          mixtures: Mixtures, *, gate: bool = True) -> float:
     """The probability that a conversion of `ref` showing the anomalies `shown` (finding
     codes) and not its referrer's others is one of the referrer's anomalous conversions
     rather than one of its genuine referrals that looks alike by chance (a fast buyer, a
     purchase at the cheapest price), by the referrer's Mixture for conversions of its kind:
     the anomalies combine as independent evidence (naive Bayes), one not shown dividing the
-    odds by at most 1 / MISSING_LR."""
+    odds by at most 1 / MISSING_LR.
+
+    The referrer's anomalous share is the prior; the conversion's own traits are the
+    evidence. Where it lacks what sets the anomalous part apart (a trait so nearly all of
+    them show and so few genuine conversions do that lacking it is the strongest evidence
+    the model allows, MISSING_LR) and the evidence as a whole does not favour the anomalous
+    part (a likelihood ratio of 1 or less: what it shows, the program's genuine conversions
+    show as often), it shares nothing with the referrer's fraud and the prior alone would
+    hold it on the referrer's reputation: 0, unless the referrer's traffic is anomalous as a
+    whole (its Mixture leaves less than one genuine conversion). A conversion that lacks only
+    traits half the anomalous ones show (a burst day, the minimum amount) is not set apart.
+    `gate` False: no such release (the conversion is tied by other means)."""
     mixture = mixtures.get((ref, _kind(conv)))
     if mixture is None:
         return 1.0
     a = mixture.anomalous
     if a <= 0.0:
         return 0.0
-    odds = a / (1.0 - a)
+    likelihood, lacks = 1.0, False
     for code, q in mixture.shows.items():
         base = mixture.base[code]
-        odds *= q / base if code in shown else max((1.0 - q) / (1.0 - base), MISSING_LR)
+        if code in shown:
+            likelihood *= q / base
+        else:
+            missing = (1.0 - q) / (1.0 - base)
+            lacks = lacks or missing <= MISSING_LR
+            likelihood *= max(missing, MISSING_LR)
+    if gate and lacks and likelihood <= 1.0 and mixture.n * (1.0 - a) >= 1.0:
+        return 0.0
+    odds = a / (1.0 - a) * likelihood
     return odds / (1.0 + odds)
 
 
@@ -337,8 +356,14 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
         if found and not any(f.ties for f in mine):
             out += untied_reasons(ref, found)
             continue
+        # Two of the referrer's tying anomalies that it shows (different tests on different
+        # data) tie it to the anomalous part: it is not held on reputation alone.
         scale = (1.0 if mixtures is None or not mine else
-                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures))
+                 anomalous_probability(conv, ref, {f.reason.code for f in mine}, mixtures,
+                                       gate=sum(f.ties for f in mine) < 2))
+        if scale <= 0.0:
+            out += untied_reasons(ref, found, shown=True)
+            continue
         # Two different anomalies of the referrer that this conversion shows corroborate
         # each other (different tests on different data), up to CORROBORATED.
         keep = 1.0
@@ -359,16 +384,22 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
     return out
 
 
-def untied_reasons(ref: str, found: Sequence[Finding]) -> list[Reason]:
+def untied_reasons(ref: str, found: Sequence[Finding], *, shown: bool = False
+                   ) -> list[Reason]:
     """A referrer's findings on a conversion tied to none of them: each at UNCARRIED, and one
-    reason that says so in plain words."""
+    reason that says so in plain words. `shown`: it shows some of the traits, but only as the
+    program's genuine conversions do (anomalous_probability is 0)."""
     codes = ", ".join(sorted({f.reason.code for f in found}))
+    how = ("shows only traits the program's genuine referrals show as often, and not what "
+           "sets the referrer's anomalous ones apart" if shown else
+           "shows none of the traits its tests found")
     return [Reason("untied_referral",
-                   f"referrer {ref} is under suspicion ({codes}), but this referral shows none "
-                   "of the traits its tests found: not held on the referrer's reputation",
+                   f"referrer {ref} is under suspicion ({codes}), but this referral {how}: "
+                   "not held on the referrer's reputation",
                    len(found), "a trait of the referrer's anomaly", UNCARRIED, "population"),
             *(replace(f.reason, weight=UNCARRIED, message=f.reason.message + (
-                " (this conversion does not show it)" if f.ties else
+                (" (not what sets this conversion apart)" if shown else
+                 " (this conversion does not show it)") if f.ties else
                 " (of the referrer as a whole: it ties no conversion)")) for f in found)]
 
 

@@ -1990,6 +1990,10 @@ def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:
 
 
 LANGUAGE_BASE = 5  # the program's visitors of a browser and language to estimate from
+# A string this share of the program's visitors of the same browsers and language send
+# themselves is the market's own setting (an office's managed browsers, a community's
+# phones), not one operator's: one of them across browsers is weak alone (SITE_WEIGHT).
+MARKET_SETTING = 1 / 3
 
 
 def _tongue(language: str) -> str:
@@ -2003,7 +2007,7 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
     one referrer who all send the same one from different browsers are one operator's setup.
     The expected share is what the program's visitors of the same browsers send."""
     p_values: dict[str, float] = {}
-    modal: dict[str, str] = {}
+    modal: dict[str, tuple[str, float]] = {}
     for ref in tally.languages:
         pairs = _one_per_site(tally.languages[ref], tally.language_sites[ref])
         n = len(pairs)
@@ -2026,18 +2030,22 @@ def _language_findings(tally: _Tally) -> dict[str, Finding]:
             shares.append(same / base if base >= LANGUAGE_BASE else 1.0)
         expected = float(np.mean(shares))
         p_values[ref] = _binom_above(k, n, max(expected, 0.02))
-        modal[ref] = language
+        modal[ref] = (language, expected)
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
-        language = modal[ref]
+        language, expected = modal[ref]
         pairs = _one_per_site(tally.languages[ref], tally.language_sites[ref])
         k = sum(1 for _b, lang in pairs if lang == language)
+        market = expected >= MARKET_SETTING
         out[ref] = Finding(Reason(
             "language_uniformity", f"referrer population: {k} of {ref}'s {len(pairs)} "
             f"visitors sent the same Accept-Language ({language!r}) from "
-            f"{len({b for b, lang in pairs if lang == language})} different browsers: one "
-            "operator's setup, not many people's", round(k / len(pairs), 4), LANGUAGE_SHARE,
-            0.6, "population"),
+            f"{len({b for b, lang in pairs if lang == language})} different browsers" + (
+                f", the market's own setting ({expected:.0%} of the program's visitors of "
+                "those browsers send it): an office's or a community's setup, weak alone"
+                if market else ": one operator's setup, not many people's"),
+            round(k / len(pairs), 4), LANGUAGE_SHARE, SITE_WEIGHT if market else 0.6,
+            "population"),
             _sent_language(language),
             p_values[ref])
     return out

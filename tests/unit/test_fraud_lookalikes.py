@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from fraud.assess import DECISIVE
 from fraud.signals import DAY, ClickFacts, ConversionFacts, ProgramContext, referrer_findings
 from tests.unit.test_fraud_population import Program
 
@@ -93,3 +94,37 @@ def test_colleagues_behind_one_address_are_one_site_not_one_operator(seed: int) 
     uniform = {ref for ref, fs in found.items() for f in fs
                if f.reason.code == "language_uniformity"}
     assert uniform == {"farm"}
+
+
+MARKET = ("fr-FR,fr;q=0.9", "fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7")  # the market's two settings
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_the_market_own_language_across_browsers_is_weak_alone(seed: int) -> None:
+    """The program's visitors send one of the market's two settings, whatever their browser.
+    An office (or a community) whose colleagues all send one of them, from different browsers
+    and addresses of their own (at home, on phones), is tested as uniform, but on a setting a
+    third of the program sends: weak alone, under what holds a conversion. A farm's workers
+    sending a setting the program's visitors do not send are one operator's setup."""
+    program = Program(seed)
+    rng = program.rng
+    for r in range(40):
+        for _ in range(rng.randint(3, 6)):
+            _visit(program, f"r{r}", f"81.2.{r}.{rng.randrange(256)}",
+                   rng.choice(list(BROWSERS)), rng.choice(MARKET))
+        program.clicks[f"r{r}"] += rng.randint(15, 30)
+    for i in range(rng.randint(14, 18)):
+        _visit(program, "office", f"90.{i}.7.{rng.randrange(256)}", rng.choice(list(BROWSERS)),
+               MARKET[0])
+        _visit(program, "farm", f"92.40.{i}.{rng.randrange(256)}", rng.choice(list(BROWSERS)),
+               "fr,fr-FR;q=0.8")
+    found = referrer_findings(program.conversions, program.context())
+    weights = {ref: f.reason.weight for ref, fs in found.items() for f in fs
+               if f.reason.code == "language_uniformity"}
+    assert {"office", "farm"} <= weights.keys()
+    assert weights["farm"] >= DECISIVE
+    # A friend group of the program's own that happened to send one setting is weak too.
+    assert all(w < DECISIVE for ref, w in weights.items() if ref != "farm")
+    office = next(f for f in found["office"] if f.reason.code == "language_uniformity")
+    assert "market's own setting" in office.reason.message
+    assert not any(f.reason.code == "referrer_site" for f in found["office"])
