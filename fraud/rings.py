@@ -176,7 +176,10 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             groups.append(set(community))
     groups = _merge_by_collector(groups, referred_by)
     rings = []
+    ties = _referral_ties(referrals)
     for component, links in _merge_by_chain(groups, referrals):
+        grown = chain_links({p for _kind, p in component | links}, ties)
+        links |= {("referrer" if p in ties.referrers else "customer", p) for p in grown}
         collectors: dict[str, int] = defaultdict(int)
         for _kind, person in component:
             for referrer in referred_by.get(person, ()):
@@ -221,6 +224,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
                           round(score, 4), {
             "accounts_per_device": round(per_device, 2), "recruiting": recruiting,
+            "chain_links": len(grown),
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))
@@ -295,6 +299,77 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
     for person, tied in links.items():
         joined[parts[tied[0]]].add(("referrer" if person in referrers else "customer", person))
     return [(core[root], joined[root]) for root in core]
+
+
+CHAIN_REACH = 2  # referral steps from a group within which its chain's links are looked for
+
+
+@dataclass(frozen=True, slots=True)
+class _Ties:
+    """Who referred whom, either way (distinct pairs, self-referrals left out), and who refers."""
+
+    around: dict[str, set[str]]
+    referrers: set[str]
+
+
+def _referral_ties(referrals: Iterable[tuple[str, str]]) -> _Ties:
+    around: dict[str, set[str]] = defaultdict(set)
+    referrers: set[str] = set()
+    for referrer, customer in referrals:
+        referrers.add(referrer)
+        if referrer != customer:
+            around[referrer].add(customer)
+            around[customer].add(referrer)
+    return _Ties(dict(around), referrers)
+
+
+def chain_links(people: set[str], ties: _Ties) -> set[str]:
+    """The links of the referral chain around `people` (a group shared infrastructure binds)
+    that share nothing with it: accounts within CHAIN_REACH referral steps of the group with
+    CHAIN_TIES referral ties or more to the chain (the group and the other links) and more
+    ties inside it than outside.
+
+    A ring that puts some accounts on addresses and devices of their own still signs each
+    one up through an earlier one's link and buys through the others': each of its accounts
+    is tied to two of the chain, and little else. A fraudster's genuine friend has one tie
+    (referred by him, referring nobody of the chain), and a popular referrer's or a busy
+    customer's ties are mostly outside: neither is a link. Two outside accounts tied to the
+    group once each and to each other (a chain's branch passing through addresses of its
+    own) are links together. Peeled: accounts failing either test leave, and the others are
+    tested again without them. Linear in the ties the group's neighbourhood holds; an account
+    with more ties than twice the group is not looked through (most of its ties could not be
+    the chain's)."""
+    around = ties.around
+    reach: set[str] = set()
+    frontier = set(people)
+    for _ in range(CHAIN_REACH):
+        step: set[str] = set()
+        for person in frontier:
+            mine = around.get(person, set())
+            if person not in people and len(mine) > 2 * len(people):
+                continue
+            step |= mine
+        step -= people | reach
+        reach |= step
+        frontier = step
+    chain = people | reach
+    inside = {p: len(around[p] & chain) for p in reach}
+
+    def weak(person: str) -> bool:
+        return inside[person] < CHAIN_TIES or 2 * inside[person] <= len(around[person])
+
+    queue = sorted(p for p in reach if weak(p))
+    while queue:
+        person = queue.pop()
+        if person not in chain:
+            continue
+        chain.discard(person)
+        for other in around[person]:
+            if other in inside and other in chain:
+                inside[other] -= 1
+                if weak(other):
+                    queue.append(other)
+    return chain - people
 
 
 def _address_concentration(component: set[Account], shared: frozenset[Column],
