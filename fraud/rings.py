@@ -143,11 +143,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     for referrer, customer in referrals:
         referred_by[customer].add(referrer)
     graph = bipartite(uses)
-    rare = [n for n, d in graph.nodes(data=True)
-            if d.get("bipartite") == 1 and graph.degree(n) >= 2 and n not in crowds
-            and (_one_collector(list(graph.neighbors(n)), referred_by)
-                 or (graph.degree(n) <= max_share
-                     and not _gateway(list(graph.neighbors(n)), referred_by)))]
+    rare = _binding(graph, referrals, referred_by, max_share, crowds)
     projection = nx.Graph()
     for column in rare:
         holders = list(graph.neighbors(column))
@@ -176,10 +172,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             groups.append(set(community))
     groups = _merge_by_collector(groups, referred_by)
     rings = []
-    ties = _referral_ties(referrals)
     for component, links in _merge_by_chain(groups, referrals):
-        grown = chain_links({p for _kind, p in component | links}, ties)
-        links |= {("referrer" if p in ties.referrers else "customer", p) for p in grown}
         collectors: dict[str, int] = defaultdict(int)
         for _kind, person in component:
             for referrer in referred_by.get(person, ()):
@@ -224,11 +217,27 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
                           round(score, 4), {
             "accounts_per_device": round(per_device, 2), "recruiting": recruiting,
-            "chain_links": len(grown),
+            "chain_links": len(links),
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))
     return rings
+
+
+def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
+             referred_by: dict[str, set[str]], max_share: int, crowds: Collection[Column]
+             ) -> list[Column]:
+    """The IPs and devices that bind their accounts: used by two or more, not a crowd (a NAT)
+    unless a referral chain's home (_chain_homes), and either one collector's or used by at
+    most `max_share` accounts and no gateway."""
+    homes = _chain_homes({c: [p for _kind, p in graph.neighbors(c)] for c in crowds
+                          if c in graph}, _referral_ties(referrals))
+    return [n for n, d in graph.nodes(data=True)
+            if d.get("bipartite") == 1 and graph.degree(n) >= 2
+            and (n not in crowds or n in homes)
+            and (_one_collector(list(graph.neighbors(n)), referred_by)
+                 or (graph.degree(n) <= max_share
+                     and not _gateway(list(graph.neighbors(n)), referred_by)))]
 
 
 CHAIN_TIES = 2  # referral ties to a group's people that make an account a link of its chain
@@ -250,14 +259,11 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
     a popular referrer whose friends live in households of their own binds none of them.
     The ring's evidence (what binds it, how concentrated it is) stays that of the accounts
     infrastructure binds."""
-    ties: dict[str, set[str]] = defaultdict(set)  # who referred whom, either way
+    both = _referral_ties(referrals)
+    ties, referrers = both.around, both.referrers  # who referred whom, either way
     sources: dict[str, set[str]] = defaultdict(set)  # who referred each
-    referrers: set[str] = set()
     for referrer, customer in referrals:
-        referrers.add(referrer)
         if referrer != customer:
-            ties[referrer].add(customer)
-            ties[customer].add(referrer)
             sources[customer].add(referrer)
     owner: dict[str, int] = {}
     for i, group in enumerate(groups):
@@ -298,6 +304,10 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
         core[parts[i]] |= group
     for person, tied in links.items():
         joined[parts[tied[0]]].add(("referrer" if person in referrers else "customer", person))
+    for root, group in core.items():
+        # The rest of the chain: links tied to it through each other (chain_links).
+        grown = chain_links({p for _kind, p in group | joined[root]}, both)
+        joined[root] |= {("referrer" if p in referrers else "customer", p) for p in grown}
     return [(core[root], joined[root]) for root in core]
 
 
@@ -370,6 +380,31 @@ def chain_links(people: set[str], ties: _Ties) -> set[str]:
                 if weak(other):
                     queue.append(other)
     return chain - people
+
+
+HOME_ACCOUNTS = 6  # a household's people, at most: an address with more is no one's home
+
+
+def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]:
+    """The addresses among `crowds` (those that behave like a NAT: each account on a browser of
+    its own, as a random crowd's would be; with their accounts) that are one referral chain's
+    home: at most HOME_ACCOUNTS accounts, every one of them tied to the others by referrals
+    (directly, or through the chain's links: chain_links). A carrier's or a campus's
+    strangers do not sign each other up; people who do are not a random crowd, whatever
+    phones they carry, and their address binds them as any home's does."""
+    out: set[Column] = set()
+    for column, people in crowds.items():
+        if column[0] != "ip" or not 2 <= len(people) <= HOME_ACCOUNTS:
+            continue
+        chain = set(people) | chain_links(set(people), ties)
+        seen, todo = {people[0]}, [people[0]]
+        while todo:
+            for other in ties.around.get(todo.pop(), set()) & chain - seen:
+                seen.add(other)
+                todo.append(other)
+        if set(people) <= seen:
+            out.add(column)
+    return out
 
 
 def _address_concentration(component: set[Account], shared: frozenset[Column],
