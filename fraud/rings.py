@@ -389,14 +389,19 @@ def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]
     """The addresses among `crowds` (those that behave like a NAT: each account on a browser of
     its own, as a random crowd's would be; with their accounts) that are one referral chain's
     home: at most HOME_ACCOUNTS accounts, every one of them tied to the others by referrals
-    (directly, or through the chain's links: chain_links). A carrier's or a campus's
-    strangers do not sign each other up; people who do are not a random crowd, whatever
-    phones they carry, and their address binds them as any home's does."""
+    through accounts that live elsewhere (the chain's links: chain_links). A carrier's or a
+    campus's strangers do not sign each other up; people who do are not a random crowd,
+    whatever phones they carry, and their address binds them as any home's does. A family
+    that signs each other up at home, and no one elsewhere, is left a crowd: it is a
+    household, and this says nothing more of it."""
     out: set[Column] = set()
     for column, people in crowds.items():
         if column[0] != "ip" or not 2 <= len(people) <= HOME_ACCOUNTS:
             continue
-        chain = set(people) | chain_links(set(people), ties)
+        links = chain_links(set(people), ties)
+        if not links:
+            continue
+        chain = set(people) | links
         seen, todo = {people[0]}, [people[0]]
         while todo:
             for other in ties.around.get(todo.pop(), set()) & chain - seen:
