@@ -143,7 +143,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     for referrer, customer in referrals:
         referred_by[customer].add(referrer)
     graph = bipartite(uses)
-    rare = _binding(graph, referrals, referred_by, max_share, crowds)
+    rare, homes = _binding(graph, referrals, referred_by, max_share, crowds)
     projection = nx.Graph()
     for column in rare:
         holders = list(graph.neighbors(column))
@@ -221,15 +221,17 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))
-    return rings
+    # A crowded address binds as a chain's home only a chain that holds (_chain_homes): a weak
+    # group on one is the crowd it looked like, and no finding (nor one to hide a stronger).
+    return [r for r in rings if r.score > WEAK_RING or not r.shared & homes]
 
 
 def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
              referred_by: dict[str, set[str]], max_share: int, crowds: Collection[Column]
-             ) -> list[Column]:
+             ) -> tuple[list[Column], set[Column]]:
     """The IPs and devices that bind their accounts: used by two or more, not a crowd (a NAT)
     unless a referral chain's home (_chain_homes), and either one collector's or used by at
-    most `max_share` accounts and no gateway."""
+    most `max_share` accounts and no gateway; and those homes."""
     homes = _chain_homes({c: [p for _kind, p in graph.neighbors(c)] for c in crowds
                           if c in graph}, _referral_ties(referrals))
     return [n for n, d in graph.nodes(data=True)
@@ -237,7 +239,7 @@ def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
             and (n not in crowds or n in homes)
             and (_one_collector(list(graph.neighbors(n)), referred_by)
                  or (graph.degree(n) <= max_share
-                     and not _gateway(list(graph.neighbors(n)), referred_by)))]
+                     and not _gateway(list(graph.neighbors(n)), referred_by)))], homes
 
 
 CHAIN_TIES = 2  # referral ties to a group's people that make an account a link of its chain
