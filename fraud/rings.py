@@ -376,8 +376,8 @@ def chain_links(people: set[str], ties: _Ties) -> set[str]:
         if person not in chain:
             continue
         chain.discard(person)
-        for other in around[person]:
-            if other in inside and other in chain:
+        for other in around[person] & chain:  # the smaller side: a hub's ties are not walked
+            if other in inside:
                 inside[other] -= 1
                 if weak(other):
                     queue.append(other)
