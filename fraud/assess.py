@@ -501,7 +501,11 @@ def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:
     devices = len(ring.shared) - ips
     what = " and ".join(f"{n} {noun}{'' if n == 1 else plural}" for n, noun, plural in
                         ((ips, "IP address", "es"), (devices, "device", "s")) if n)
+    links = ring.evidence.get("chain_links")
+    chain = (f" ({links} of them share none of it but signed up through, or bought "
+             "through, the links of two or more of the others and little else: one referral "
+             "chain)" if isinstance(links, int) and links else "")
     return [{"code": "shared_infrastructure" if ring.kind == "ring" else "dense_block",
              "message": f"{len(ring.accounts)} accounts share {what or 'nothing'} that almost "
-                        "nobody else uses",
+                        f"nobody else uses{chain}",
              "value": len(ring.accounts), "threshold": 3}]

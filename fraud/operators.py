@@ -11,7 +11,7 @@ referrers the operator made accounts for, and those referrers' referees.
 So, for the review flags only (the decisions stay those of the parts, which `parts` gives back):
 
 1. the decisive groups (a pool, a cell, a ring or block held on its own: score at least
-   DECISIVE; a weak ring, a household or an office, is no operator's) that share an account
+   DECISIVE; a weak ring, a household or an office, is no operator's) that share two accounts
    are one;
 2. a group with a pool or a cell (GROWN) is widened: its referrers are the ones named and the
    ones credited with its pool's customers' first referred conversions (a made account was
@@ -58,6 +58,7 @@ OPERATOR_KINDS = ("collusion_pool", "sleeper_cell", "ring", "dense_block", "refe
 # the accounts the infrastructure binds).
 GROWN = ("collusion_pool", "sleeper_cell")
 TIE_P = 0.05  # a referrer's referees tied to the group beyond chance: family-wise level
+MERGE_SHARED = 2  # accounts two decisive findings share, at least, to be one operator's
 
 
 def _first_referrers(conversions: Sequence[ConversionFacts]
@@ -86,10 +87,8 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     if not decisive:
         return list(rings)
     union = nx.utils.UnionFind(range(len(decisive)))
-    owner: dict[str, int] = {}
-    for i, ring in enumerate(decisive):
-        for _kind, person in sorted(ring.accounts):
-            union.union(i, owner.setdefault(person, i))
+    for a, b in _sharing(decisive):
+        union.union(a, b)
     merged: dict[int, list[Ring]] = defaultdict(list)
     for i, ring in enumerate(decisive):
         merged[union[i]].append(ring)
@@ -147,6 +146,24 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
              "tied_referrers": sorted(joined),
              "parts": [_part(r) for r in parts]}))
     return out
+
+
+def _sharing(rings: Sequence[Ring]) -> list[tuple[int, int]]:
+    """The pairs of `rings` (indexes) that share MERGE_SHARED accounts or more: one operator's
+    findings seen from two sides name several of his accounts each. One account in two
+    findings is what a single coincidental tie gives (a namesake's mailbox, a flatmate's
+    address): a chain of friends that one of its accounts links to a pool elsewhere is two
+    groups, not one with every referee of the pool's referrers."""
+    holders: dict[str, list[int]] = defaultdict(list)
+    for i, ring in enumerate(rings):
+        for person in sorted({p for _kind, p in ring.accounts}):
+            holders[person].append(i)
+    shared: Counter[tuple[int, int]] = Counter()
+    for held in holders.values():
+        for j, a in enumerate(held):
+            for b in held[j + 1:]:
+                shared[(a, b)] += 1
+    return sorted(pair for pair, n in shared.items() if n >= MERGE_SHARED)
 
 
 class _Ties:

@@ -143,11 +143,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     for referrer, customer in referrals:
         referred_by[customer].add(referrer)
     graph = bipartite(uses)
-    rare = [n for n, d in graph.nodes(data=True)
-            if d.get("bipartite") == 1 and graph.degree(n) >= 2 and n not in crowds
-            and (_one_collector(list(graph.neighbors(n)), referred_by)
-                 or (graph.degree(n) <= max_share
-                     and not _gateway(list(graph.neighbors(n)), referred_by)))]
+    rare, homes = _binding(graph, referrals, referred_by, max_share, crowds)
     projection = nx.Graph()
     for column in rare:
         holders = list(graph.neighbors(column))
@@ -221,10 +217,29 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
                           round(score, 4), {
             "accounts_per_device": round(per_device, 2), "recruiting": recruiting,
+            "chain_links": len(links),
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))
-    return rings
+    # A crowded address binds as a chain's home only a chain that holds (_chain_homes): a weak
+    # group on one is the crowd it looked like, and no finding (nor one to hide a stronger).
+    return [r for r in rings if r.score > WEAK_RING or not r.shared & homes]
+
+
+def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
+             referred_by: dict[str, set[str]], max_share: int, crowds: Collection[Column]
+             ) -> tuple[list[Column], set[Column]]:
+    """The IPs and devices that bind their accounts: used by two or more, not a crowd (a NAT)
+    unless a referral chain's home (_chain_homes), and either one collector's or used by at
+    most `max_share` accounts and no gateway; and those homes."""
+    homes = _chain_homes({c: [p for _kind, p in graph.neighbors(c)] for c in crowds
+                          if c in graph}, _referral_ties(referrals))
+    return [n for n, d in graph.nodes(data=True)
+            if d.get("bipartite") == 1 and graph.degree(n) >= 2
+            and (n not in crowds or n in homes)
+            and (_one_collector(list(graph.neighbors(n)), referred_by)
+                 or (graph.degree(n) <= max_share
+                     and not _gateway(list(graph.neighbors(n)), referred_by)))], homes
 
 
 CHAIN_TIES = 2  # referral ties to a group's people that make an account a link of its chain
@@ -246,14 +261,11 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
     a popular referrer whose friends live in households of their own binds none of them.
     The ring's evidence (what binds it, how concentrated it is) stays that of the accounts
     infrastructure binds."""
-    ties: dict[str, set[str]] = defaultdict(set)  # who referred whom, either way
+    both = _referral_ties(referrals)
+    ties, referrers = both.around, both.referrers  # who referred whom, either way
     sources: dict[str, set[str]] = defaultdict(set)  # who referred each
-    referrers: set[str] = set()
     for referrer, customer in referrals:
-        referrers.add(referrer)
         if referrer != customer:
-            ties[referrer].add(customer)
-            ties[customer].add(referrer)
             sources[customer].add(referrer)
     owner: dict[str, int] = {}
     for i, group in enumerate(groups):
@@ -294,7 +306,112 @@ def _merge_by_chain(groups: list[set[Account]], referrals: Iterable[tuple[str, s
         core[parts[i]] |= group
     for person, tied in links.items():
         joined[parts[tied[0]]].add(("referrer" if person in referrers else "customer", person))
+    for root, group in core.items():
+        # The rest of the chain: links tied to it through each other (chain_links).
+        grown = chain_links({p for _kind, p in group | joined[root]}, both)
+        joined[root] |= {("referrer" if p in referrers else "customer", p) for p in grown}
     return [(core[root], joined[root]) for root in core]
+
+
+CHAIN_REACH = 2  # referral steps from a group within which its chain's links are looked for
+
+
+@dataclass(frozen=True, slots=True)
+class _Ties:
+    """Who referred whom, either way (distinct pairs, self-referrals left out), and who refers."""
+
+    around: dict[str, set[str]]
+    referrers: set[str]
+
+
+def _referral_ties(referrals: Iterable[tuple[str, str]]) -> _Ties:
+    around: dict[str, set[str]] = defaultdict(set)
+    referrers: set[str] = set()
+    for referrer, customer in referrals:
+        referrers.add(referrer)
+        if referrer != customer:
+            around[referrer].add(customer)
+            around[customer].add(referrer)
+    return _Ties(dict(around), referrers)
+
+
+def chain_links(people: set[str], ties: _Ties) -> set[str]:
+    """The links of the referral chain around `people` (a group shared infrastructure binds)
+    that share nothing with it: accounts within CHAIN_REACH referral steps of the group with
+    CHAIN_TIES referral ties or more to the chain (the group and the other links) and more
+    ties inside it than outside.
+
+    A ring that puts some accounts on addresses and devices of their own still signs each
+    one up through an earlier one's link and buys through the others': each of its accounts
+    is tied to two of the chain, and little else. A fraudster's genuine friend has one tie
+    (referred by him, referring nobody of the chain), and a popular referrer's or a busy
+    customer's ties are mostly outside: neither is a link. Two outside accounts tied to the
+    group once each and to each other (a chain's branch passing through addresses of its
+    own) are links together. Peeled: accounts failing either test leave, and the others are
+    tested again without them. Linear in the ties the group's neighbourhood holds; an account
+    with more ties than twice the group is not looked through (most of its ties could not be
+    the chain's)."""
+    around = ties.around
+    reach: set[str] = set()
+    frontier = set(people)
+    for _ in range(CHAIN_REACH):
+        step: set[str] = set()
+        for person in frontier:
+            mine = around.get(person, set())
+            if person not in people and len(mine) > 2 * len(people):
+                continue
+            step |= mine
+        step -= people | reach
+        reach |= step
+        frontier = step
+    chain = people | reach
+    inside = {p: len(around[p] & chain) for p in reach}
+
+    def weak(person: str) -> bool:
+        return inside[person] < CHAIN_TIES or 2 * inside[person] <= len(around[person])
+
+    queue = sorted(p for p in reach if weak(p))
+    while queue:
+        person = queue.pop()
+        if person not in chain:
+            continue
+        chain.discard(person)
+        for other in around[person] & chain:  # the smaller side: a hub's ties are not walked
+            if other in inside:
+                inside[other] -= 1
+                if weak(other):
+                    queue.append(other)
+    return chain - people
+
+
+HOME_ACCOUNTS = 6  # a household's people, at most: an address with more is no one's home
+
+
+def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]:
+    """The addresses among `crowds` (those that behave like a NAT: each account on a browser of
+    its own, as a random crowd's would be; with their accounts) that are one referral chain's
+    home: at most HOME_ACCOUNTS accounts, every one of them tied to the others by referrals
+    through accounts that live elsewhere (the chain's links: chain_links). A carrier's or a
+    campus's strangers do not sign each other up; people who do are not a random crowd,
+    whatever phones they carry, and their address binds them as any home's does. A family
+    that signs each other up at home, and no one elsewhere, is left a crowd: it is a
+    household, and this says nothing more of it."""
+    out: set[Column] = set()
+    for column, people in crowds.items():
+        if column[0] != "ip" or not 2 <= len(people) <= HOME_ACCOUNTS:
+            continue
+        links = chain_links(set(people), ties)
+        if not links:
+            continue
+        chain = set(people) | links
+        seen, todo = {people[0]}, [people[0]]
+        while todo:
+            for other in ties.around.get(todo.pop(), set()) & chain - seen:
+                seen.add(other)
+                todo.append(other)
+        if set(people) <= seen:
+            out.add(column)
+    return out
 
 
 def _address_concentration(component: set[Account], shared: frozenset[Column],
