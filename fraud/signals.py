@@ -1839,9 +1839,11 @@ def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
     who clicked from an address that behaves like a NAT, each on a device of their own, with
     others of the referrer's customers): a club's event on a campus, a talk at an office, come
     in a burst of many real people together; workers paid to sign up click from homes of their
-    own. Carried by the conversions of every such day (a referrer posting to a
-    sign-up-for-cash site more than once has more than one), whose click came with the burst
-    too (`_in_bursts`)."""
+    own. Nor is the gathering's day a burst (`_gathering_day`) for the people of it who were
+    not in the room: a club's members who sign up that night from home or a phone come with
+    the event, not with a paid campaign. Carried by the conversions of every other such day (a
+    referrer posting to a sign-up-for-cash site more than once has more than one), whose click
+    came with the burst too (`_in_bursts`)."""
     customers, _rate = converted_customers(tally, context)
     times = {ref: sorted(arrived.values()) for ref, arrived in tally.arrivals.items()}
     bursts = {ref: _burst(ts, customers[ref], totals[ref][1]) for ref, ts in times.items()}
@@ -1862,6 +1864,11 @@ def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
         peak, usual, _begin = _burst(times[ref], customers[ref] - len(away), totals[ref][1])
         if peak < limit(usual):
             continue
+        came = tally.arrivals[ref]
+        spans = [s for s in _burst_windows(times[ref], limit(usual))
+                 if not _gathering_day(s, arrivals, [came[c] for c in away if c in came])]
+        if not spans:
+            continue
         together = (f"; {len(away)} customers who came together from shared networks left out"
                     if away else "")
         out[ref] = Finding(Reason(
@@ -1869,8 +1876,26 @@ def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
             f"day, against a usual {usual:.1f} a day (the program's busiest referrers' "
             f"best day: {typical:.0f}{together})", peak, round(limit(usual), 2), 0.4,
             "population"),
-            _in_bursts(_burst_windows(times[ref], limit(usual)), sharing, arrivals, away))
+            _in_bursts(spans, sharing, arrivals, away))
     return out
+
+
+GATHERED_SHARE = 1 / 3  # of a burst day's new customers came gathered: the gathering's day
+
+
+def _gathering_day(span: tuple[float, float], arrivals: Mapping[str, float],
+                   gathered: Sequence[float]) -> bool:
+    """Whether a burst of the referrer's other new customers (`arrivals`, over `span`) is the
+    day of a gathering: at least GATHERED_SHARE of the day's new customers came gathered in
+    one place (`gathered`: their arrival times; from a day before the span, the event may
+    start before its people at home follow). A club's event brings its members who were not
+    in the room that night too, each from an address of their own; a campaign of paid
+    sign-ups has no room full of real people behind it, and a few workers who share a
+    carrier's address by chance are not a third of it."""
+    begin, end = span
+    others = sum(1 for t in arrivals.values() if begin <= t <= end)
+    together = sum(1 for t in gathered if begin - DAY <= t <= end)
+    return together >= GATHERED_SHARE * (together + others)
 
 
 def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collection[str]
