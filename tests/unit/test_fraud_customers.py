@@ -196,6 +196,42 @@ def test_a_club_gathered_behind_campus_addresses_is_no_burst(seed: int) -> None:
     assert "velocity" in codes["board"] and "velocity" in codes["carrier"]
 
 
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_a_clubs_members_at_home_on_its_event_night_are_no_burst(seed: int) -> None:
+    """A club's event: 12-20 students click behind the campus's addresses, and that night
+    8-12 more of its members (as many as a burst) sign up from homes and phones of their own:
+    the gathering's day, not a paid campaign. A campaign of 12-20 paid sign-ups from homes
+    with 4 of them by chance behind one carrier address stays a burst."""
+    program = Crowd(seed)
+    rng = program.rng
+    program.homes(60)
+    day = rng.uniform(30 * DAY, 50 * DAY)
+    campus = [f"128.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
+              for _ in range(rng.randint(1, 2))]
+    carrier = f"166.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
+    for ref in ("club", "board"):
+        for _ in range(rng.randint(2, 3)):
+            program.visit(ref, rng.uniform(3 * DAY, 25 * DAY), program.home())
+    for _ in range(rng.randint(12, 20)):
+        program.visit("club", day + rng.uniform(0, 3 * 3600), rng.choice(campus))
+    for _ in range(rng.randint(8, 12)):
+        program.visit("club", day + rng.uniform(3 * 3600, 10 * 3600), program.home())
+    for _ in range(4):
+        program.visit("board", day + rng.uniform(0, 10 * 3600), carrier)
+    for _ in range(rng.randint(12, 20)):
+        program.visit("board", day + rng.uniform(0, 10 * 3600), program.home())
+    for ref in ("club", "board"):
+        program.clicks[ref] += 20
+    # Other people behind the carrier's address, on other links: it behaves like a NAT.
+    for r in range(8):
+        program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), carrier)
+    assert gathered_customers(program.conversions, {"club"})["club"]
+    assert gathered_customers(program.conversions, {"board"})["board"]
+    codes = _codes(program)
+    assert "velocity" not in codes.get("club", set())
+    assert "velocity" in codes["board"]
+
+
 @pytest.mark.parametrize("seed", [21, 22, 23])
 def test_a_burst_through_a_vpn_exit_is_no_gathering(seed: int) -> None:
     """A taken-over referrer's link pushed to 12-20 new accounts within hours through one or
