@@ -50,6 +50,7 @@ from fraud.signals import (
     amount_shares,
     conversion_reasons,
     features,
+    first_visits,
     own_browser_reasons,
     purchases_by_customer,
     referrer_findings,
@@ -147,11 +148,12 @@ def decision_reason(reasons: Sequence[Reason], score: float) -> Reason:
 
 def assess(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
            rings: Sequence[Ring] = (), extra: Iterable[Reason] = (),
-           holders: Mapping[tuple[str, str], int] | None = None) -> Assessment:
+           holders: Mapping[tuple[str, str], int] | None = None, *,
+           visited: Mapping[tuple[str, str], float] | None = None) -> Assessment:
     """One conversion's reasons and risk: its own signals, the rings around it, then `extra`
     (what the program's conversions together say of it)."""
     ring = ring_reason(conv, rings)
-    reasons = (*conversion_reasons(conv, referrers, holders),
+    reasons = (*conversion_reasons(conv, referrers, holders, visited),
                *(() if ring is None else (ring,)), *extra)
     return Assessment(conv.conversion_id, combine(reasons), reasons)
 
@@ -173,6 +175,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     per_cookie = shared_cookie_reasons(conversions)
     own_browser = own_browser_reasons(conversions, referrers, holders or {})
     repeat_lease = repeat_lease_reasons(conversions, holders or {})
+    visited = first_visits(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
     sleepers = sleeper_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
@@ -187,7 +190,8 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                               own_browser.get(conv.conversion_id),
                               repeat_lease.get(conv.conversion_id), pooled.get(conv.conversion_id),
                               sleepers.get(conv.conversion_id), opinion) if r is not None]
-        out.append(Scored(assess(conv, referrers, rings, extra, holders), row))
+        out.append(Scored(assess(conv, referrers, rings, extra, holders,
+                                 visited=visited), row))
     return out
 
 

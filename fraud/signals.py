@@ -124,11 +124,26 @@ class ReferrerFacts:
 
 
 def conversion_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
-                       holders: Mapping[tuple[str, str], int] | None = None) -> list[Reason]:
+                       holders: Mapping[tuple[str, str], int] | None = None,
+                       visited: Mapping[tuple[str, str], float] | None = None) -> list[Reason]:
     """The reasons to doubt one conversion on its own facts: who it shares an identity with,
     and how its attributed clicks came. `holders` counts the accounts that use each IP and
-    device in the program (an address many accounts use says little)."""
-    return identity_reasons(conv, referrers, holders) + touch_reasons(conv)
+    device in the program (an address many accounts use says little); `visited`, each
+    customer's first visit on each referrer's link (first_visits)."""
+    return identity_reasons(conv, referrers, holders, visited) + touch_reasons(conv)
+
+
+def first_visits(conversions: Iterable[ConversionFacts]) -> dict[tuple[str, str], float]:
+    """(customer, referrer) -> the customer's first click on the referrer's link among all
+    their conversions' attributed clicks (a later conversion's window may no longer reach
+    it)."""
+    out: dict[tuple[str, str], float] = {}
+    for conv in conversions:
+        for t in conv.touches:
+            if t.referrer is not None:
+                key = (conv.customer, t.referrer)
+                out[key] = min(out.get(key, t.at), t.at)
+    return out
 
 
 LEASE_SECONDS = 3600.0  # the referee's first visit this soon after the referrer's own there
@@ -143,7 +158,8 @@ RARE_AGENT = 0.01  # a browser (User-Agent) at most this share of the program's 
 
 
 def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFacts],
-                     holders: Mapping[tuple[str, str], int] | None = None) -> list[Reason]:
+                     holders: Mapping[tuple[str, str], int] | None = None,
+                     visited: Mapping[tuple[str, str], float] | None = None) -> list[Reason]:
     """The referee is, or may be, a credited referrer, ranked by strength.
 
     Strong (identity family, enough to reject): the same customer id, mailbox (identity's
@@ -153,7 +169,11 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
     visit to the link there, on a device the referrer never used); the referrer's own browser
     where it is rare in the program (RARE_AGENT), more so on the referrer's own address.
     Weak (network family, never more than a flag): a shared header fingerprint, IP or /24,
-    weighted by how few accounts use it, and nothing where many do (a NAT)."""
+    weighted by how few accounts use it, and nothing where many do (a NAT).
+
+    A lease is a new device's first visit: a customer who had visited the link before
+    (`visited`: first_visits; an earlier conversion's click the window no longer reaches)
+    is a housemate with a life of their own, coming back."""
     reasons: list[Reason] = []
     counts = holders or {}
     for ref_id in conv.referrers:
@@ -165,14 +185,18 @@ def identity_reasons(conv: ConversionFacts, referrers: Mapping[str, ReferrerFact
                 f"identity: the referee is referrer {ref_id} (same {', '.join(shared)})",
                 shared, "any shared identifier", 0.97, "identity", True))
             continue
-        lease = _lease(conv, ref, counts)
+        first = next((t for t in conv.touches if t.referrer == ref_id), None)
+        if first is not None and (visited or {}).get((conv.customer, ref_id), first.at) < (
+                first.at):
+            first = None  # not the customer's first visit: no lease to look for
+        lease = _lease(conv, ref, counts) if first is not None else None
         if lease is not None:
             reasons.append(_lease_reason(
                 f"the referee first came from referrer {ref_id}'s own network "
                 f"{lease / 60:.0f} min after {ref_id} opened their own link there",
                 lease, LEASE_SECONDS))
             continue
-        unseen = _unseen_lease(conv, ref, counts)
+        unseen = _unseen_lease(conv, ref, counts) if first is not None else None
         if unseen is not None:
             reasons.append(_lease_reason(
                 f"the referee first came from an address where, {unseen / 60:.0f} min before, "

@@ -15,6 +15,7 @@ from fraud.signals import (
     ProgramContext,
     ReferrerFacts,
     benjamini_hochberg,
+    first_visits,
     referrer_findings,
 )
 from tracker.identity import canonical_email, email_hash, person_email, provider_of
@@ -96,6 +97,26 @@ def test_a_household_lease_is_identity_evidence() -> None:
     later = ConversionFacts(2, "carol", 90_000.0, ("alice",), touches=(
         click(87_000.0, visitor="vc", device="dev-c"),), ips=frozenset({"81.2.69.1"}))
     assert assess(later, {"alice": ref}).score < 0.5
+
+
+def test_a_housemate_coming_back_is_no_lease() -> None:
+    """A housemate who first clicked the referrer's link days ago (and bought then) clicks it
+    again at home an hour after the referrer opened it there: a person with a life of their
+    own coming back, not a new device handed over; a lease is a first visit. The same click as
+    the customer's very first visit stays one."""
+    ref = ReferrerFacts("alice", visitors=frozenset({"va"}), devices=frozenset({"dev-a"}),
+                        ips=frozenset({"81.2.69.1"}), own_clicks=((400_000.0, "81.2.69.1"),))
+    again = ConversionFacts(2, "bob", 402_000.0, ("alice",), touches=(
+        click(401_000.0, visitor="vb", device="dev-b"),), ips=frozenset({"81.2.69.1"}))
+    holders = {("ip", "81.2.69.1"): 2}
+    assert [r.code for r in assess(again, {"alice": ref}, holders=holders).reasons] == [
+        "household_lease"]
+    earlier = ConversionFacts(1, "bob", 50_000.0, ("alice",), touches=(
+        click(49_000.0, visitor="vb", device="dev-b"),), ips=frozenset({"81.2.69.1"}))
+    visited = first_visits([earlier, again])
+    assert visited[("bob", "alice")] == 49_000.0
+    assert "household_lease" not in {
+        r.code for r in assess(again, {"alice": ref}, holders=holders, visited=visited).reasons}
 
 
 @pytest.mark.parametrize(("gap", "agent"), [(70.0, "phone-b"), (400.0, "laptop"),
