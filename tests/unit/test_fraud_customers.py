@@ -165,6 +165,24 @@ class Crowd(Program):
     def home(self) -> str:
         return f"81.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(256)}"
 
+    def addresses(self, network: str, most: int) -> list[str]:
+        """One to `most` addresses in `network` (the first byte): a campus's NAT, VPN exits."""
+        rng = self.rng
+        return [f"{network}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
+                for _ in range(rng.randint(1, most))]
+
+    def regulars(self, ref: str) -> None:
+        """Two or three customers of the referrer, each from a home, weeks before its day."""
+        for _ in range(self.rng.randint(2, 3)):
+            self.visit(ref, self.rng.uniform(3 * DAY, 25 * DAY), self.home())
+
+
+def _event_day(seed: int) -> tuple[Crowd, float]:
+    """A program of 60 referrers with customers at home, and the day of the test's event."""
+    program = Crowd(seed)
+    program.homes(60)
+    return program, program.rng.uniform(30 * DAY, 50 * DAY)
+
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_a_club_gathered_behind_campus_addresses_is_no_burst(seed: int) -> None:
@@ -173,19 +191,15 @@ def test_a_club_gathered_behind_campus_addresses_is_no_burst(seed: int) -> None:
     traffic; velocity leaves them out. Workers paid to sign up the same way, each from a home
     address, are a burst; so are workers on a mobile carrier's pool of addresses, a few of
     them by chance on the same one."""
-    program = Crowd(seed)
+    program, day = _event_day(seed)
     rng = program.rng
-    program.homes(60)
-    day = rng.uniform(30 * DAY, 50 * DAY)
-    campus = [f"128.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
-              for _ in range(rng.randint(1, 3))]
+    campus = program.addresses("128", 3)
     pool = f"166.{rng.randrange(256)}.{rng.randrange(256)}"
     for ref, n, where in (("club", rng.randint(20, 40), lambda: rng.choice(campus)),
                           ("board", rng.randint(12, 20), program.home),
                           ("carrier", rng.randint(12, 20),
                            lambda: f"{pool}.{rng.randrange(1, 61)}")):
-        for _ in range(rng.randint(2, 3)):
-            program.visit(ref, rng.uniform(3 * DAY, 25 * DAY), program.home())
+        program.regulars(ref)
         for _ in range(n):
             program.visit(ref, day + rng.uniform(0, 5 * 3600), where())
         program.clicks[ref] += n
@@ -202,16 +216,12 @@ def test_a_clubs_members_at_home_on_its_event_night_are_no_burst(seed: int) -> N
     8-12 more of its members (as many as a burst) sign up from homes and phones of their own:
     the gathering's day, not a paid campaign. A campaign of 12-20 paid sign-ups from homes
     with 4 of them by chance behind one carrier address stays a burst."""
-    program = Crowd(seed)
+    program, day = _event_day(seed)
     rng = program.rng
-    program.homes(60)
-    day = rng.uniform(30 * DAY, 50 * DAY)
-    campus = [f"128.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
-              for _ in range(rng.randint(1, 2))]
+    campus = program.addresses("128", 2)
     carrier = f"166.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
     for ref in ("club", "board"):
-        for _ in range(rng.randint(2, 3)):
-            program.visit(ref, rng.uniform(3 * DAY, 25 * DAY), program.home())
+        program.regulars(ref)
     for _ in range(rng.randint(12, 20)):
         program.visit("club", day + rng.uniform(0, 3 * 3600), rng.choice(campus))
     for _ in range(rng.randint(8, 12)):
@@ -238,14 +248,10 @@ def test_a_burst_through_a_vpn_exit_is_no_gathering(seed: int) -> None:
     two VPN exits, each on a phone of its own: the address behaves like a NAT, as a campus's
     does, but nobody gathers behind a VPN: the burst stays a burst. The same accounts behind
     a campus's addresses would be a club's event."""
-    program = Crowd(seed)
+    program, day = _event_day(seed)
     rng = program.rng
-    program.homes(60)
-    day = rng.uniform(30 * DAY, 50 * DAY)
-    exits = [f"185.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
-             for _ in range(rng.randint(1, 2))]
-    for _ in range(rng.randint(2, 3)):
-        program.visit("victim", rng.uniform(3 * DAY, 25 * DAY), program.home())
+    exits = program.addresses("185", 2)
+    program.regulars("victim")
     for _ in range(rng.randint(12, 20)):
         program.visit("victim", day + rng.uniform(0, 5 * 3600), rng.choice(exits),
                       anonymous=True)
