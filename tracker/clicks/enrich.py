@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
@@ -24,6 +25,7 @@ MAX_REFERER = 2048
 MAX_QUERY = 2048
 MAX_HINT = 256
 MAX_VISITOR = 64
+ADDRESS_CACHE = 65536  # addresses the enricher keeps (Enricher._addresses)
 
 # Order of the COPY into the staging table; tracker.clicks.flusher relies on it.
 COLUMNS = (
@@ -115,19 +117,25 @@ class Enricher:
     """Enrichment with four caches, since the same addresses and devices come back often: the
     address part (client IP behind proxies, geo, the IP's prefix) by the connection's peer and
     forwarding headers, emptied when the geo databases change; the device part (user agent,
-    client hints) by the device headers; the fingerprint by both; and the bot verdict by the
-    headers it reads and whether the address is a host's."""
+    client hints, and the fingerprint's hash state after them) by the device headers; the
+    fingerprint by that state and the address's prefix; and the bot verdict by the headers it
+    reads and whether the address is a host's."""
 
     def __init__(self, secret_key: bytes, trusted: tuple[IPNetwork, ...],
                  bots: BotDetector | None = None, geo: GeoReader | None = None) -> None:
         self._secret_key = secret_key
         self._key = hashlib.blake2b(secret_key, digest_size=32).digest()
-        # The same device comes back often: hash each distinct set of device headers once.
-        self._hash = lru_cache(maxsize=65536)(self._keyed_hash)
+        # The fingerprint of a device (its hash state, kept with the device's columns) at an
+        # address prefix: a device comes back often from the same network.
+        self._hash = lru_cache(maxsize=65536)(self._fingerprint)
         self.client_ip = ClientIp(trusted)
         self.bots = bots or BotDetector()
         self.geo = geo or GeoReader(None)
-        self._address = lru_cache(maxsize=65536)(self._resolve_address)
+        # What an address gives, by the peer alone when no forwarding header came (most
+        # clicks), else by all three. A plain dict emptied when full rather than an LRU: with
+        # many distinct addresses (browsers, not a load generator) most clicks miss, and an
+        # LRU's bookkeeping of a miss cost as much as the resolution itself.
+        self._addresses: dict[object, tuple[bytes | None, GeoInfo, str]] = {}
         self._device = lru_cache(maxsize=65536)(self._parse_device)
         # (is_bot, rule): a tuple the row unpacks.
         self._verdict = lru_cache(maxsize=65536)(self._verdict_of)
@@ -140,9 +148,36 @@ class Enricher:
 
     def _keyed_hash(self, *parts: str) -> bytes:
         """The fingerprint: a keyed hash of the device headers and the IP's /24 (/48), stable
-        for a device, meaningless without the server's secret."""
+        for a device, meaningless without the server's secret. (Enricher.row computes it in
+        two steps, _device_hash and _fingerprint, with the same result.)"""
         material = "\x00".join(parts).encode("utf-8", "surrogateescape")
         return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
+
+    def _device_hash(self, *device: str) -> Any:
+        """_keyed_hash's state after the device headers and the separator before the prefix:
+        what a fingerprint of that device at any address starts from (the key's block and the
+        headers' are hashed once a device rather than once a click)."""
+        material = "\x00".join((*device, "")).encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(material, key=self._key, digest_size=16)
+
+    @staticmethod
+    def _fingerprint(device_hash: Any, prefix: str) -> bytes:
+        """_keyed_hash(*device, prefix) from _device_hash(*device)."""
+        h = device_hash.copy()
+        h.update(prefix.encode("utf-8", "surrogateescape"))
+        digest: bytes = h.digest()
+        return digest
+
+    def _address(self, peer: str, xff: str, forwarded: str
+                 ) -> tuple[bytes | None, GeoInfo, str]:
+        """_resolve_address, cached (Enricher.row reads the cache itself first)."""
+        key: object = peer if not xff and not forwarded else (peer, xff, forwarded)
+        found = self._addresses.get(key)
+        if found is None:
+            if len(self._addresses) >= ADDRESS_CACHE:
+                self._addresses.clear()
+            found = self._addresses[key] = self._resolve_address(peer, xff, forwarded)
+        return found
 
     def _resolve_address(self, peer: str, xff: str, forwarded: str
                          ) -> tuple[bytes | None, GeoInfo, str]:
@@ -151,11 +186,10 @@ class Enricher:
         ip, packed_ip = resolved if resolved is not None else (None, None)
         return packed_ip, self.geo.lookup(ip), ip_prefix(ip)
 
-    @staticmethod
-    def _parse_device(user_agent: str, accept_language: str, sec_ch_ua: str,
+    def _parse_device(self, user_agent: str, accept_language: str, sec_ch_ua: str,
                       sec_ch_ua_mobile: str, sec_ch_ua_platform: str) -> tuple[object, ...]:
         """The device columns: user_agent, accept_language, client_hints, then ua_browser,
-        ua_os, ua_device, is_mobile."""
+        ua_os, ua_device, is_mobile; and last the device's hash state (_device_hash)."""
         device = parse_user_agent(user_agent)
         hints = None
         if sec_ch_ua or sec_ch_ua_mobile or sec_ch_ua_platform:
@@ -166,7 +200,9 @@ class Enricher:
             })
         return (clean_text(user_agent, MAX_UA), clean_text(accept_language, MAX_LANG), hints,
                 device.browser, device.os, device.device,
-                device.mobile or sec_ch_ua_mobile == "?1")
+                device.mobile or sec_ch_ua_mobile == "?1",
+                self._device_hash(user_agent, accept_language, sec_ch_ua, sec_ch_ua_mobile,
+                                  sec_ch_ua_platform))
 
     def _verdict_of(self, user_agent: str, purpose: str, hosting: bool, accept_language: str,
                     accept: str | None) -> tuple[bool, str | None]:
@@ -180,14 +216,15 @@ class Enricher:
         if self.geo.databases is not self._geo_databases:
             # Reloaded: an address may now have another place.
             self._geo_databases = self.geo.databases
-            self._address.cache_clear()
+            self._addresses.clear()
         # Unpacked at once: reading 21 fields by name cost a tenth of the row.
         (ts_us, click_id, program_id, link_id, referrer_id, code, visitor_id, new_visitor, peer,
          xff, forwarded, ua, lang, referer, ch_ua, ch_mobile, ch_platform, purpose, accept,
          query, mode) = raw
-        packed_ip, place, prefix = self._address(peer, xff, forwarded)
-        (clean_ua, clean_lang, hints, browser, os_name, device, mobile) = self._device(
-            ua, lang, ch_ua, ch_mobile, ch_platform)
+        address = self._addresses.get(peer) if not xff and not forwarded else None
+        packed_ip, place, prefix = address or self._address(peer, xff, forwarded)
+        (clean_ua, clean_lang, hints, browser, os_name, device, mobile, device_hash
+         ) = self._device(ua, lang, ch_ua, ch_mobile, ch_platform)
         # Imported clicks carry no Accept header (DESIGN section 6): unknown, not absent.
         is_bot, rule = self._verdict(ua, purpose, place.hosting, lang,
                                      accept if source == "live" else None)
@@ -206,7 +243,7 @@ class Enricher:
             clean_text(referer, MAX_REFERER),
             clean_text(query, MAX_QUERY),
             hints,
-            self._hash(ua, lang, ch_ua, ch_mobile, ch_platform, prefix),
+            self._hash(device_hash, prefix),
             is_bot,
             rule,
             False,

@@ -1,0 +1,69 @@
+"""The enricher's caches change nothing it computes: the fingerprint hashed in two steps (the
+device's hash state, kept with the device, then the address prefix) is the keyed hash of all
+the parts at once, and the address cache, keyed by the peer alone when no forwarding header
+came and emptied when full, gives what resolving each click afresh gives."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fraud.bots import BotDetector
+from tracker.clicks import enrich
+from tracker.clicks.enrich import Enricher
+from tracker.clicks.journal import RawClick
+
+SECRET = b"k" * 32
+BOTS = BotDetector()  # (its rules compiled once for every enricher here)
+header = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\udcff", "\x00"]),
+                 max_size=40)
+
+
+def keyed_hash(*parts: str) -> bytes:
+    """The fingerprint as its definition reads: one keyed hash of the device headers and the
+    prefix, joined by NULs."""
+    key = hashlib.blake2b(SECRET, digest_size=32).digest()
+    material = "\x00".join(parts).encode("utf-8", "surrogateescape")
+    return hashlib.blake2b(material, key=key, digest_size=16).digest()
+
+
+@given(st.lists(header, min_size=5, max_size=5), st.lists(header, min_size=1, max_size=3))
+def test_the_two_step_fingerprint_is_the_keyed_hash_of_all_parts(device: list[str],
+                                                                 prefixes: list[str]) -> None:
+    enricher = Enricher(SECRET, (), BOTS)
+    state = enricher._device_hash(*device)
+    for prefix in prefixes:  # one state serves every address of the device
+        assert enricher._fingerprint(state, prefix) == keyed_hash(*device, prefix)
+
+
+def click(peer: str, xff: str = "", ua: str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+          lang: str = "en") -> RawClick:
+    return RawClick(1_700_000_000_000_000, "0190-0000-7abc-8def-000000000001", 1, 2, 3, "c",
+                    "v" * 24, True, peer, xff, "", ua, lang, "", "", "?1", "", "", "", "", "")
+
+
+@settings(max_examples=50)
+@given(st.lists(st.tuples(st.sampled_from(["10.0.0.1", "10.0.0.2", "192.0.2.7", "2001:db8::1",
+                                           "::ffff:10.0.0.1", "bad"]),
+                          st.sampled_from(["", "198.51.100.1", "198.51.100.1, 10.9.9.9"]),
+                          st.sampled_from(["Mozilla/5.0 (iPhone) Safari/604.1", "curl/8.0",
+                                           ""]),
+                          st.sampled_from(["", "fr"])), max_size=30))
+def test_the_cached_rows_are_the_rows_of_a_fresh_enricher(clicks: list[tuple[str, str, str, str]]
+                                                          ) -> None:
+    trusted = (ipaddress.ip_network("10.0.0.0/8"),)
+    enricher = Enricher(SECRET, trusted, BOTS)
+    old_size, enrich.ADDRESS_CACHE = enrich.ADDRESS_CACHE, 3  # emptied when full, often
+    try:
+        for peer, xff, ua, lang in clicks:
+            raw = click(peer, xff, ua, lang)
+            row = enricher.row(raw)
+            assert row == Enricher(SECRET, trusted, BOTS).row(raw)
+            assert row[enrich.COLUMNS.index("fingerprint")] == keyed_hash(
+                ua, lang, "", "?1", "", (enricher._address(peer, xff, "")[2]))
+            assert len(enricher._addresses) <= 3
+    finally:
+        enrich.ADDRESS_CACHE = old_size
