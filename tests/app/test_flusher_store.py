@@ -10,12 +10,20 @@ import shutil
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from bench.geodb import write_db
 from geo.reader import GeoReader
 from tests.helpers import SECRET, insert_link
+from tracker.clicks import flusher as flusher_module
 from tracker.clicks.enrich import Enricher
-from tracker.clicks.flusher import Partitions, prepare_rows, probe_tables, store_clicks
+from tracker.clicks.flusher import (
+    Flusher,
+    Partitions,
+    prepare_rows,
+    probe_tables,
+    store_clicks,
+)
 from tracker.clicks.journal import RawClick
 from tracker.clicks.queries import probe_arguments, stored_duplicates_sql, use_packed_inet
 from tracker.clicks.redirect import VisitorIds
@@ -255,6 +263,36 @@ async def test_the_packed_inet_codec_reads_and_writes_what_asyncpg_does(
     packed = [ipaddress.ip_address(v).packed for v in ("203.0.113.7", "2001:db8::1")]
     assert [await conn.fetchval("SELECT abbrev($1::inet)", p) for p in packed] == [
         "203.0.113.7", "2001:db8::1"]
+
+
+async def test_the_flushers_connection_has_the_codec_from_its_start_and_after_a_reconnect(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The codec is set as the flusher connects, on the connection a failure made it open
+    again too (to whichever host is primary then); storing through it sets nothing more."""
+    coded: list[asyncpg.Connection] = []
+    real = flusher_module.queries.use_packed_inet
+
+    async def recording(conn: asyncpg.Connection) -> None:
+        coded.append(conn)
+        await real(conn)
+
+    monkeypatch.setattr(flusher_module.queries, "use_packed_inet", recording)
+    flusher = Flusher(tmp_path, dsn, Enricher(SECRET, ()))
+    first = await flusher._connection()
+    link = await insert_link(first)
+    rows = [flusher.enricher.row(click(1, link, visitor="a" * 24))]
+    assert await store_clicks(first, rows, flusher._partitions) == (1, 0, 0)
+    assert coded == [first]
+    await flusher._drop_connection()  # as a failed flush does
+    second = await flusher._connection()
+    assert second is not first and coded == [first, second]
+    rows = [flusher.enricher.row(click(2, link, visitor="b" * 24, peer="2001:db8::7"))]
+    assert await store_clicks(second, rows, flusher._partitions) == (1, 0, 0)
+    assert coded == [first, second]
+    assert await second.fetchval("SELECT array_agg(abbrev(ip) ORDER BY click_id) FROM clicks"
+                                 ) == ["203.0.113.7", "2001:db8::7"]
+    await flusher.close(drain_timeout=1)
 
 
 async def test_a_month_is_indexed_by_fingerprint_once_a_click_without_a_visitor_id_comes(

@@ -116,10 +116,11 @@ async def store_clicks(
 async def store_prepared(
     conn: asyncpg.Connection, ordered: list[list[object]], partitions: Partitions,
 ) -> tuple[int, int, int]:
-    """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers)."""
-    if conn is not partitions.connection:
-        await queries.use_packed_inet(conn)
-        partitions.connection = conn
+    """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers).
+
+    The rows carry addresses packed (Enricher.row), which any connection stores; the flusher's
+    and the importer's connections encode them without an address object each
+    (queries.use_packed_inet, set when they connect)."""
     groups = await partitions.groups(conn, ordered)
     await partitions.index_fingerprints(conn, ordered)
     try:
@@ -222,8 +223,6 @@ class Partitions:
         # partition -> (its rows at its last ANALYZE, rows this process wrote to it since);
         # a partition is here only once it was analyzed after this process wrote to it.
         self.growth: dict[str, tuple[float, int]] = {}
-        # The last connection stored through, whose inet codec store_prepared set.
-        self.connection: asyncpg.Connection | None = None
         self.fingerprinted: set[tuple[int, int]] = set()  # months indexed by fingerprint
 
     async def index_fingerprints(self, conn: asyncpg.Connection,
@@ -317,8 +316,16 @@ class Flusher:
         self._geo_names: set[str] = set()
 
     async def _connection(self) -> asyncpg.Connection:
+        """The flusher's connection: a new one (to whichever host is primary now) after a
+        failure dropped the last, with the packed-inet codec its COPYs use set once."""
         if self._conn is None or self._conn.is_closed():
-            self._conn = await db.connect(self.dsn, timeout=5)
+            conn = await db.connect(self.dsn, timeout=5)
+            try:
+                await queries.use_packed_inet(conn)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
         return self._conn
 
     async def _drop_connection(self) -> None:

@@ -250,7 +250,8 @@ def decode_inet(data: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 
 async def use_packed_inet(conn: asyncpg.Connection) -> None:
     """Encode this connection's inet values with encode_inet (the flusher and importer's COPYs;
-    flusher.Partitions sets it on the connections it stores through)."""
+    set once on the flusher's connection as it connects, and by the importer on the connection
+    it stores through)."""
     await conn.set_type_codec("inet", schema="pg_catalog", encoder=encode_inet,
                               decoder=decode_inet, format="binary")
 

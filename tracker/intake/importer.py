@@ -35,6 +35,7 @@ import orjson
 from tracker.clicks.enrich import MAX_QUERY, Enricher
 from tracker.clicks.flusher import Partitions, prepare_rows, store_prepared
 from tracker.clicks.journal import RawClick
+from tracker.clicks.queries import use_packed_inet
 from tracker.collector import BATCH_COLLECTIONS, few_collections
 from tracker.identity import email_hash
 from tracker.intake import queries
@@ -294,6 +295,7 @@ async def _load_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher,
                        progress: Callable[[int, int, bool], None] | None, workers: int
                        ) -> ImportResult:
     links = await queries.link_ids(conn)
+    await use_packed_inet(conn)  # (the COPYs' addresses come packed: Enricher.row)
     enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
     result = ImportResult()
     months = Partitions()
