@@ -80,6 +80,7 @@ class GeoInfo:
 
 
 EMPTY = GeoInfo()
+NETWORK_CACHE = 65536  # prefixes GeoReader.lookup keeps (emptied when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +213,11 @@ def _address(ip: str) -> str | ipaddress.IPv4Address | ipaddress.IPv6Address | N
 
 
 class GeoReader:
-    """All `.mmdb` files of a folder, hot reload. Lookups are not cached here: the enricher
-    caches what an address gives, geo included (a second cache of the same addresses cost a
-    first-seen address more than it saved)."""
+    """All `.mmdb` files of a folder, hot reload. Lookups of an address are not cached here:
+    the enricher caches what an address gives, geo included (a second cache of the same
+    addresses cost a first-seen address more than it saved); what is kept here is the answer
+    for a whole /24 (/48) that every database answers alike (lookup's `prefix`), for the
+    distinct addresses of one network."""
 
     def __init__(self, folder: Path | None, *, check_interval_s: float = 5.0) -> None:
         self.folder = folder
@@ -222,6 +225,8 @@ class GeoReader:
         self._databases: tuple[LoadedDatabase, ...] = ()
         self._checked = 0.0
         self._lock = threading.Lock()  # one reloader at a time; lookups never take it
+        # Answers by address prefix, for the databases they came from (lookup's `prefix`).
+        self._networks: tuple[tuple[LoadedDatabase, ...], dict[str, GeoInfo]] = ((), {})
         if folder is not None:
             self._databases = self._load_all(strict=True)
             self._checked = time.monotonic()
@@ -285,25 +290,51 @@ class GeoReader:
         finally:
             self._lock.release()
 
-    def lookup(self, ip: str | None) -> GeoInfo:
-        """What the databases say of `ip`; empty for a bad address or no databases."""
+    def lookup(self, ip: str | None, prefix: str | None = None) -> GeoInfo:
+        """What the databases say of `ip`; empty for a bad address or no databases.
+
+        `prefix`, when given, is `ip_prefix(ip)` (the enricher has it already): the answer is
+        then kept for that /24 (/48) when every database answered for a network at least that
+        wide, since each address of it gets the very same records, and the next address of
+        the network is answered without asking them (many distinct addresses of one carrier's
+        or provider's block). A database that holds a narrower network there, or that failed,
+        leaves the prefix uncached: its addresses are asked one by one, as without `prefix`."""
         databases = self._databases  # (one set, should a reload replace it meanwhile)
         if not ip or not databases:
             return EMPTY
+        networks: dict[str, GeoInfo] = {}
+        if prefix is not None:
+            cached_for, networks = self._networks
+            if cached_for is not databases:  # (reloaded: places may have moved)
+                networks = {}
+                self._networks = (databases, networks)
+            info = networks.get(prefix)
+            if info is not None:
+                return info
         address = _address(ip)
         if address is None:
             return EMPTY
         merged: dict[str, Any] = {}
+        widest = 48 if ":" in ip else 24  # (the prefix lengths a network of `prefix` may have)
+        same = prefix is not None
         for database in databases:
             try:
-                record = database.reader.get(address)
+                record, length = database.reader.get_with_prefix_len(address)
             except (ValueError, maxminddb.InvalidDatabaseError, OSError) as exc:
                 # An IPv6 address in an IPv4-only file, or a file damaged in place.
                 log.debug("lookup of %s in %s failed: %s", ip, database.path.name, exc)
+                same = False
                 continue
+            if length > widest:
+                same = False
             if isinstance(record, dict):
                 merge_record(merged, record)
-        return _to_info(merged) if merged else EMPTY
+        info = _to_info(merged) if merged else EMPTY
+        if same and prefix is not None:
+            if len(networks) >= NETWORK_CACHE:
+                networks.clear()
+            networks[prefix] = info
+        return info
 
     def ages_s(self) -> dict[str, float]:
         """Age of each loaded database (now minus its build time), by file name."""

@@ -103,6 +103,39 @@ def test_country_database_and_dbip_layout(tmp_path: Path) -> None:
     assert (info.country, info.region, info.city) == ("GB", "England", "Leeds")
 
 
+def test_a_network_answered_alike_is_kept_by_its_prefix_and_a_narrower_one_is_not(
+    geo_dir: Path,
+) -> None:
+    """lookup(ip, prefix) answers what lookup(ip) answers: a /24 (/48) whose every database
+    answers for a network at least as wide is kept by its prefix (the next address of it asks
+    no database); one that a database splits finer is asked address by address; a reload
+    forgets what was kept."""
+    from geo.reader import ip_prefix
+
+    write_db(geo_dir / "GeoIP2-Anonymous-IP.mmdb", "GeoIP2-Anonymous-IP", {
+        "81.2.69.16/28": {"is_anonymous": True, "is_anonymous_vpn": True},  # inside London's /24
+        "198.51.100.0/24": {"is_anonymous": True, "is_anonymous_vpn": True},
+    })
+    fresh, reader = GeoReader(geo_dir), GeoReader(geo_dir)
+    addresses = ["81.2.69.1", "81.2.69.20", "81.2.69.200", "81.2.69.17", "198.51.100.1",
+                 "198.51.100.77", "203.0.113.9", "2a02:dd8:1::1", "2a02:dd8:1::2", "10.0.0.1",
+                 "10.0.0.2", "::ffff:81.2.69.20", "::ffff:81.2.69.1"]
+    for ip in addresses + addresses[::-1]:
+        assert reader.lookup(ip, ip_prefix(ip)) == fresh.lookup(ip), ip
+    kept = reader._networks[1]
+    assert "81.2.69" not in kept  # the /28 splits it
+    assert {"198.51.100", "203.0.113", "2a02:dd8:1::", "10.0.0"} <= set(kept)
+    assert kept["198.51.100"].vpn and kept["2a02:dd8:1::"].city == "Berlin"
+    write_db(geo_dir / "GeoIP2-Anonymous-IP.mmdb", "GeoIP2-Anonymous-IP", {
+        "198.51.100.0/25": {"is_anonymous": True, "is_tor_exit_node": True},
+    })
+    assert reader.maybe_reload(force=True) and fresh.maybe_reload(force=True)
+    for ip in addresses:
+        assert reader.lookup(ip, ip_prefix(ip)) == fresh.lookup(ip), ip
+    assert reader.lookup("198.51.100.1", "198.51.100").tor
+    assert "198.51.100" not in reader._networks[1]
+
+
 def test_corrupt_database_at_start_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "GeoLite2-City.mmdb").write_bytes(b"\x00" * 4096)
     with pytest.raises(GeoError, match=r"GeoLite2-City\.mmdb"):

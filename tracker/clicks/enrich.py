@@ -184,7 +184,8 @@ class Enricher:
         """The client IP (packed), its place and its prefix for the fingerprint."""
         resolved = self.client_ip.resolve(peer, xff, forwarded)
         ip, packed_ip = resolved if resolved is not None else (None, None)
-        return packed_ip, self.geo.lookup(ip), ip_prefix(ip)
+        prefix = ip_prefix(ip)
+        return packed_ip, self.geo.lookup(ip, prefix), prefix
 
     def _parse_device(self, user_agent: str, accept_language: str, sec_ch_ua: str,
                       sec_ch_ua_mobile: str, sec_ch_ua_platform: str) -> tuple[object, ...]:
