@@ -28,12 +28,27 @@ def _family(value: str | None) -> str | None:
     return value if value and value != "Other" else None
 
 
+def _parseable(text: str) -> str:
+    """`text` as the parser can read it. A header with bytes that are not UTF-8 arrives with
+    them as lone surrogates (surrogateescape, as the redirect journals it), which the parser's
+    regex engine refuses with UnicodeEncodeError: they are read as U+FFFD instead, as the click
+    stores its user agent (tracker.formats.clean_text). Any other text is read as it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # (a surrogate no byte gave: not from the wire)
+            return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 @lru_cache(maxsize=65536)
 def parse_user_agent(user_agent: str) -> DeviceInfo:
     """Browser, OS and device family of a UA string; `spider` is uap-core's crawler class."""
     if not user_agent:
         return UNKNOWN
-    result = parse(user_agent[:1024])
+    result = parse(_parseable(user_agent[:1024]))
     ua, os_, device = result.user_agent, result.os, result.device
     browser = _family(ua.family if ua else None)
     version = ua.major if ua and ua.major else None
