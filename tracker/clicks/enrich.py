@@ -146,23 +146,18 @@ class Enricher:
         proxies and geo folder, with fresh caches and its own open databases there."""
         return (_rebuild, (self._secret_key, self.client_ip.trusted, self.geo.folder))
 
-    def _keyed_hash(self, *parts: str) -> bytes:
-        """The fingerprint: a keyed hash of the device headers and the IP's /24 (/48), stable
-        for a device, meaningless without the server's secret. (Enricher.row computes it in
-        two steps, _device_hash and _fingerprint, with the same result.)"""
-        material = "\x00".join(parts).encode("utf-8", "surrogateescape")
-        return hashlib.blake2b(material, key=self._key, digest_size=16).digest()
-
     def _device_hash(self, *device: str) -> Any:
-        """_keyed_hash's state after the device headers and the separator before the prefix:
-        what a fingerprint of that device at any address starts from (the key's block and the
-        headers' are hashed once a device rather than once a click)."""
+        """The fingerprint's hash state after the device headers and the separator before the
+        prefix: what a fingerprint of that device at any address starts from (the key's block
+        and the headers' are hashed once a device rather than once a click). The fingerprint is
+        a keyed hash of the device headers and the IP's /24 (/48), joined by NULs: stable for a
+        device, meaningless without the server's secret."""
         material = "\x00".join((*device, "")).encode("utf-8", "surrogateescape")
         return hashlib.blake2b(material, key=self._key, digest_size=16)
 
     @staticmethod
     def _fingerprint(device_hash: Any, prefix: str) -> bytes:
-        """_keyed_hash(*device, prefix) from _device_hash(*device)."""
+        """The fingerprint of the device whose _device_hash is given, at `prefix`."""
         h = device_hash.copy()
         h.update(prefix.encode("utf-8", "surrogateescape"))
         digest: bytes = h.digest()
