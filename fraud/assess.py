@@ -17,9 +17,7 @@ reasons come in one order:
    accounts on the referrer's own browser at home (fraud.signals.own_browser_reasons); one
    browser that never bought before several new customers' first visits on a referrer's
    link (fraud.signals.repeat_lease_reasons); a new account on the link owner's own browser,
-   on another day, under a new cookie (fraud.signals.private_window_reasons); a new device's
-   direct first visit shortly after the link owner's own there (fraud.signals.
-   owner_lease_reasons);
+   on another day, under a new cookie (fraud.signals.private_window_reasons);
 5. the finance model's probability that finance would reject it (fraud.supervised).
 
 Each reason belongs to one family of evidence (FAMILIES). Reasons of one family are
@@ -55,7 +53,6 @@ from fraud.signals import (
     features,
     first_visits,
     own_browser_reasons,
-    owner_lease_reasons,
     private_window_reasons,
     purchases_by_customer,
     referrer_findings,
@@ -181,7 +178,6 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     own_browser = own_browser_reasons(conversions, referrers, holders or {})
     repeat_lease = repeat_lease_reasons(conversions, holders or {})
     private_window = private_window_reasons(conversions, holders or {})
-    owner_lease = owner_lease_reasons(conversions, holders or {})
     visited = first_visits(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
     sleepers = sleeper_reasons(conversions, rings)
@@ -197,7 +193,6 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                               own_browser.get(conv.conversion_id),
                               repeat_lease.get(conv.conversion_id),
                               private_window.get(conv.conversion_id),
-                              owner_lease.get(conv.conversion_id),
                               pooled.get(conv.conversion_id), sleepers.get(conv.conversion_id),
                               opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders,

@@ -393,48 +393,6 @@ def private_window_reasons(conversions: Sequence[ConversionFacts],
     return out
 
 
-def owner_lease_reasons(conversions: Sequence[ConversionFacts],
-                        holders: Mapping[tuple[str, str], int]) -> dict[int, Reason]:
-    """A household lease whatever the gap within a sitting (REPEAT_LEASE_SECONDS): a new
-    account (one purchase at most) whose first visit on a referrer's link came with no
-    Referer (the link typed or pasted, not followed from where it was shared), from an
-    address that is not a gateway, on another browser than the link's owner's (a new device),
-    at most REPEAT_LEASE_SECONDS after the link's owner opened it there: a cookie tied to no
-    customer that opened the link two or more times (ClickFacts.returning), someone who keeps
-    coming back to a link without ever buying, the person whose link it is. The owner hands a
-    new device over at home.
-
-    _lease and _unseen_lease hold a first visit shortly after any such browser's (an hour,
-    a quarter of an hour); a longer gap is held only where the browser before it is shown to
-    be the link's owner. A housemate who follows a link shared with them comes from where it
-    was shared or with a browser of their own that was there before; a colleague who buys
-    again is a customer. Identity evidence for review, never a rejection on its own."""
-    spent = purchases_by_customer(conversions)
-    out: dict[int, Reason] = {}
-    for conv in conversions:
-        if len(spent.get(conv.customer, ())) > 1:
-            continue
-        for ref_id in conv.referrers:
-            first = next((t for t in conv.touches if t.referrer == ref_id), None)
-            if (ref_id == conv.customer or first is None or first.ip is None
-                    or first.source is not None or not first.returning
-                    or _gateway(first.ip, holders)):
-                continue
-            browsers = {at: agent for at, visitor, agent in first.before if visitor is None}
-            gaps = [first.at - at for at, cookie in first.untied
-                    if cookie != first.visitor and cookie in first.returning
-                    and 0 <= first.at - at <= REPEAT_LEASE_SECONDS
-                    and (first.agent is None or browsers.get(at) != first.agent)]
-            if gaps:
-                out[conv.conversion_id] = _lease_reason(
-                    f"the referee first came without a Referer (typed or pasted) to referrer "
-                    f"{ref_id}'s link from an address where, {_span(min(gaps))} before, the "
-                    "link's owner (a browser that opened it again and again and never "
-                    "bought) had opened it", min(gaps), REPEAT_LEASE_SECONDS)
-                break
-    return out
-
-
 def _lease_reason(how: str, seconds: float, threshold: float) -> Reason:
     """household_lease: identity evidence for review (never a rejection on its own)."""
     return Reason("household_lease", f"identity: {how}, on a new device", round(seconds, 1),

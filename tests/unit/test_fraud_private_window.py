@@ -1,21 +1,17 @@
 """One new account in a private window of the link owner's own browser: a cookie tied to no
 customer opened the referrer's link again and again, and on another day a new cookie with
 that very browser, on that address, without a Referer, makes an account through the link
-(fraud.signals.private_window_reasons); a new device handed over at home within a sitting
-after the link owner's own visit there (fraud.signals.owner_lease_reasons); and the
-look-alikes they must leave alone."""
+(fraud.signals.private_window_reasons); and the look-alikes it must leave alone."""
 
 from __future__ import annotations
 
 from fraud.assess import FLAG_CAP, assess_all
 from fraud.signals import (
     PRIVATE_WINDOW_APART,
-    REPEAT_LEASE_SECONDS,
     ClickFacts,
     ConversionFacts,
     ProgramContext,
     ReferrerFacts,
-    owner_lease_reasons,
     private_window_reasons,
 )
 
@@ -75,39 +71,3 @@ def test_look_alikes_are_not_held() -> None:
     # The referrer's own account is not his referee.
     assert private_window_reasons([account(first_visit(), customer="alice")], homes()) == {}
 
-
-def leased(*, gap: float = 2 * 3600.0, returning: bool = True, source: str | None = None,
-           agent: str = "ua-tablet") -> ClickFacts:
-    """A new device's first visit at home `gap` after a browser tied to no customer (on the
-    phone's User-Agent) opened the link there."""
-    return ClickFacts("k1", AT, "alice", "v-new", HOME, "dev", source=source, agent=agent,
-                      before=((AT - gap, None, "ua-phone"),), untied=((AT - gap, "v-owner"),),
-                      returning=frozenset({"v-owner"}) if returning else frozenset())
-
-
-def test_a_lease_after_the_link_owners_own_visit_is_held_whatever_the_gap() -> None:
-    """The owner opens his link at home (a browser that keeps coming back to it), and two
-    hours later hands a new device over: longer than _lease's hour, held all the same."""
-    conv = account(leased())
-    found = owner_lease_reasons([conv], homes())
-    assert found[1].code == "household_lease" and found[1].family == "identity"
-    assert not found[1].strong and found[1].value == 2 * 3600.0
-    (scored,) = assess_all([conv], {"alice": ReferrerFacts("alice")}, ProgramContext(),
-                           holders=homes())
-    assert 0.5 <= scored.assessment.score <= FLAG_CAP
-
-
-def test_lease_look_alikes_are_not_held() -> None:
-    # A browser seen once before (a housemate's, a visitor's): not shown to be the owner's.
-    assert owner_lease_reasons([account(leased(returning=False))], homes()) == {}
-    # A friend who followed the link from where it was shared.
-    assert owner_lease_reasons([account(leased(source="l.facebook.com"))], homes()) == {}
-    # Longer than a sitting: a housemate's own browsing later on.
-    late = leased(gap=REPEAT_LEASE_SECONDS + 60.0)
-    assert owner_lease_reasons([account(late)], homes()) == {}
-    # The same browser as the owner's: not a new device (private_window's business).
-    assert owner_lease_reasons([account(leased(agent="ua-phone"))], homes()) == {}
-    # A gateway ties nobody; a customer who buys again is one.
-    assert owner_lease_reasons([account(leased())], homes(40)) == {}
-    visit = leased()
-    assert owner_lease_reasons([account(visit), account(visit, cid=2)], homes()) == {}

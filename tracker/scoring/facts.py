@@ -172,7 +172,6 @@ async def _with_owners(conn: asyncpg.Connection, program_id: int,
     ref_id = {r.external_id: r.id for r in referrer_rows}
     firsts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     direct: set[tuple[str, str, str]] = set()  # a new account's first visit without Referer
-    leased: set[tuple[int, str]] = set()  # the untied cookies shortly before such visits
     spent = purchases_by_customer(conversions)
     for conv in conversions:
         for ref in conv.referrers:
@@ -181,22 +180,20 @@ async def _with_owners(conn: asyncpg.Connection, program_id: int,
                 firsts[(ref, t.ip, t.agent)].add(conv.customer)
                 if t.source is None and len(spent.get(conv.customer, ())) <= 1:
                     direct.add((ref, t.ip, t.agent))
-                    leased |= {(ref_id[ref], cookie) for _at, cookie in t.untied}
     visits = await queries.browser_visits(conn, program_id, [
         (ref_id[ref], ip, agent) for (ref, ip, agent), who in firsts.items()
         if len(who) >= 2 or (ref, ip, agent) in direct])
-    if not visits and not leased:
+    if not visits:
         return conversions
     tied = set().union(*people.visitors.values()) if people.visitors else set()
     name = {r.id: r.external_id for r in referrer_rows}
     owners = {(name[ref], ip, agent): tuple(sorted((at, v) for at, v in seen if v not in tied))
               for (ref, ip, agent), seen in visits.items()}
-    # Which of those cookies, and of the untied ones shortly before a new account's direct
-    # first visit, opened the link two or more times (anywhere): the link's owner coming
-    # back to it (fraud.signals.private_window_reasons, fraud.signals.lease_reasons).
+    # Which of those cookies opened the link two or more times (anywhere): the link's owner
+    # coming back to it (fraud.signals.private_window_reasons).
     returning = await queries.returning_visitors(conn, program_id, sorted(
-        leased | {(ref, v) for (ref, _ip, _agent), seen in visits.items() for _at, v in seen
-                  if v not in tied}))
+        {(ref, v) for (ref, _ip, _agent), seen in visits.items() for _at, v in seen
+         if v not in tied}))
 
     def marked(conv: ConversionFacts) -> ConversionFacts:
         touches = list(conv.touches)
@@ -204,12 +201,10 @@ async def _with_owners(conn: asyncpg.Connection, program_id: int,
             i = next((i for i, t in enumerate(touches) if t.referrer == ref), None)
             if i is None or touches[i].ip is None or touches[i].agent is None:
                 continue
-            found = owners.get((ref, touches[i].ip or "", touches[i].agent or ""), ())
-            back = frozenset(v for _at, v in (*found, *touches[i].untied)
-                             if (ref_id.get(ref), v) in returning)
-            if found or back:
-                touches[i] = replace(touches[i], owner=found or touches[i].owner,
-                                     returning=back)
+            found = owners.get((ref, touches[i].ip or "", touches[i].agent or ""))
+            if found:
+                touches[i] = replace(touches[i], owner=found, returning=frozenset(
+                    v for _at, v in found if (ref_id[ref], v) in returning))
         return replace(conv, touches=tuple(touches)) if touches != list(conv.touches) else conv
 
     return [marked(c) for c in conversions]
