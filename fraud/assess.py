@@ -16,7 +16,8 @@ reasons come in one order:
    a browser cookie behind two or more of them (fraud.signals.shared_cookie_reasons); new
    accounts on the referrer's own browser at home (fraud.signals.own_browser_reasons); one
    browser that never bought before several new customers' first visits on a referrer's
-   link (fraud.signals.repeat_lease_reasons);
+   link (fraud.signals.repeat_lease_reasons); a new account on the link owner's own browser,
+   on another day, under a new cookie (fraud.signals.private_window_reasons);
 5. the finance model's probability that finance would reject it (fraud.supervised).
 
 Each reason belongs to one family of evidence (FAMILIES). Reasons of one family are
@@ -52,6 +53,7 @@ from fraud.signals import (
     features,
     first_visits,
     own_browser_reasons,
+    private_window_reasons,
     purchases_by_customer,
     referrer_findings,
     repeat_lease_reasons,
@@ -175,6 +177,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     per_cookie = shared_cookie_reasons(conversions)
     own_browser = own_browser_reasons(conversions, referrers, holders or {})
     repeat_lease = repeat_lease_reasons(conversions, holders or {})
+    private_window = private_window_reasons(conversions, holders or {})
     visited = first_visits(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
     sleepers = sleeper_reasons(conversions, rings)
@@ -188,8 +191,10 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
         extra += [r for r in (per_device.get(conv.conversion_id),
                               per_cookie.get(conv.conversion_id),
                               own_browser.get(conv.conversion_id),
-                              repeat_lease.get(conv.conversion_id), pooled.get(conv.conversion_id),
-                              sleepers.get(conv.conversion_id), opinion) if r is not None]
+                              repeat_lease.get(conv.conversion_id),
+                              private_window.get(conv.conversion_id),
+                              pooled.get(conv.conversion_id), sleepers.get(conv.conversion_id),
+                              opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders,
                                  visited=visited), row))
     return out

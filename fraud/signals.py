@@ -83,6 +83,10 @@ class ClickFacts:
     # more customers' first visits share the link, address and browser): the link owner's own
     # browser, before accounts made in its private windows (repeat_lease_reasons).
     owner: tuple[tuple[float, str], ...] = ()
+    # Of the cookies in `owner`, those that opened this referrer's link two or more times
+    # (anywhere): a browser that keeps coming back to a link without ever buying is the
+    # link's owner checking it (private_window_reasons). Loaded with `owner`.
+    returning: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +343,53 @@ def repeat_lease_reasons(conversions: Sequence[ConversionFacts],
                 f"identity: one browser that never bought opened referrer {ref_id}'s link on "
                 f"this address {how} each of {k} new customers first came there through it: "
                 "one person making accounts", k, "one customer per browser", 0.8, "identity")
+    return out
+
+
+PRIVATE_WINDOW_APART = 86_400.0  # the owner's own visit and the new account's: separate days
+PRIVATE_WINDOW_WEIGHT = 0.6  # identity evidence for review: held, never rejected on it alone
+
+
+def private_window_reasons(conversions: Sequence[ConversionFacts],
+                           holders: Mapping[tuple[str, str], int]) -> dict[int, Reason]:
+    """A new account (one purchase at most) whose first visit on a referrer's link came with
+    no Referer (the link typed or pasted, not followed from where it was shared), from an
+    address that is not a gateway, with the very browser (User-Agent) that the link's owner
+    had opened it with there on another day before (PRIVATE_WINDOW_APART), under another
+    cookie: the referrer making an account for himself in a private window or after
+    clearing his cookies, on his own device.
+
+    The link's owner: a cookie tied to no customer that opened the link two or more times
+    (ClickFacts.returning): someone who keeps coming back to a link without ever buying is
+    the person whose link it is. A privacy browser's one earlier look (its cookie cleared)
+    is not such a browser; a housemate who owns the same phone model follows the link the
+    day its owner shares it (one sitting, not a private window days later); a colleague on an
+    office's standard computer who buys again is a customer. Identity evidence for review,
+    never a rejection on its own: a family on identical phones can show it by chance."""
+    spent = purchases_by_customer(conversions)
+    out: dict[int, Reason] = {}
+    for conv in conversions:
+        if len(spent.get(conv.customer, ())) > 1:
+            continue
+        for ref_id in conv.referrers:
+            first = next((t for t in conv.touches if t.referrer == ref_id), None)
+            if (ref_id == conv.customer or first is None or first.ip is None
+                    or first.source is not None or not first.returning
+                    or _gateway(first.ip, holders)):
+                continue
+            gaps = [first.at - at for at, cookie in first.owner
+                    if cookie != first.visitor and cookie in first.returning
+                    and first.at - at >= PRIVATE_WINDOW_APART]
+            if gaps:
+                out[conv.conversion_id] = Reason(
+                    "private_window",
+                    f"identity: the referee first came to referrer {ref_id}'s link without a "
+                    f"Referer (typed or pasted), with the very browser the link's owner (a "
+                    f"browser that opened it again and again and never bought) had opened it "
+                    f"with on this address {_span(min(gaps))} before, under a new cookie: the "
+                    "referrer's own device in a private window", round(min(gaps), 1),
+                    PRIVATE_WINDOW_APART, PRIVATE_WINDOW_WEIGHT, "identity")
+                break
     return out
 
 

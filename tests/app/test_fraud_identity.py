@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import auth, make_link
+from tests.helpers import auth, click_id, make_link, wait_for_clicks
 from tests.shop import Street
 from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
@@ -211,3 +211,61 @@ async def test_a_lease_by_a_referrer_who_never_bought(
             " - make_interval(secs => $3) WHERE click_id = $1::uuid", before, after, gap)
     await lease_held_flatmate_not(conn, shop, (kim_home, lease), (friend_home, flatmate),
                                   tablet)
+
+
+async def owner_visit(client: TestClient[web.Request, web.Application], code: str, ip: str,
+                      ua: str, cookie: str | None = None) -> tuple[str, str]:
+    """A visit through the redirect on a browser that keeps its cookie (`cookie`: the rg_vid
+    a former visit set): (click id, the cookie now)."""
+    headers = {"X-Forwarded-For": ip, "User-Agent": ua, "Accept-Language": "en-GB,en;q=0.9"}
+    if cookie is not None:
+        headers["Cookie"] = f"rg_vid={cookie}"
+    resp = await client.get(f"/r/{code}", allow_redirects=False, headers=headers)
+    assert resp.status == 302
+    morsel = resp.cookies.get("rg_vid")
+    return click_id(resp.headers["Location"]), morsel.value if morsel is not None else (
+        cookie or "")
+
+
+async def move_clicks(conn: asyncpg.Connection, ago: dict[str, float]) -> None:
+    """Each click (by id) `ago` seconds before now."""
+    await conn.executemany(
+        "UPDATE clicks SET ts = now() - make_interval(secs => $2) WHERE click_id = $1::uuid",
+        list(ago.items()))
+
+
+@pytest.mark.parametrize("draw", [0, 1])
+async def test_the_link_owners_private_window_held_a_privacy_browser_not(
+    tokens: dict[str, str], conn: asyncpg.Connection,
+    proxied_client: TestClient[web.Request, web.Application], draw: int,
+) -> None:
+    """Mia never bought. She opens her link on her phone at home on two days (one cookie);
+    days later a new cookie on that very phone there, with no Referer, makes an account and
+    buys through it: a private window, held for review. Ned's friend looked at his link once
+    in a privacy browser (its cookie cleared) and days later buys on it with a new cookie:
+    one earlier look is nobody's link, not held."""
+    rng = random.Random(90 + draw)
+    client = proxied_client
+    shop = Street(client, tokens)
+    phone = f"Mozilla/5.0 (Linux; Android 1{draw}; K) Chrome/14{draw}.0.0.0 Mobile"
+    privacy = f"Mozilla/5.0 (Windows NT 10.0; rv:12{draw}.0) Gecko/20100101 Firefox/12{draw}.0"
+    mia_home, friend_home = f"84.{draw}.{rng.randint(1, 200)}.7", f"85.{draw}.3.9"
+    await make_link(client, tokens, referrer="mia", code="mia")
+    await make_link(client, tokens, referrer="ned", code="ned")
+    await desktop_shoppers(shop)
+    first, cookie = await owner_visit(client, "mia", mia_home, phone)
+    again, _ = await owner_visit(client, "mia", mia_home, phone, cookie)
+    private, _ = await owner_visit(client, "mia", mia_home, phone)
+    look, _ = await owner_visit(client, "ned", friend_home, privacy)
+    bought, _ = await owner_visit(client, "ned", friend_home, privacy)
+    await wait_for_clicks(conn, 5)
+    day = 86_400.0
+    await move_clicks(conn, {first: 9 * day, again: 8 * day, private: 5 * day,
+                             look: 6 * day, bought: 3 * day})
+    await shop.convert("order-private", "pat", mia_home, phone, private)
+    await shop.convert("order-privacy", "rae", friend_home, privacy, bought)
+    await attribute_pending(conn)
+    await scan(conn)
+    risk, codes = await risks(conn)
+    assert 0.5 <= risk["order-private"] < 0.9 and "private_window" in codes["order-private"]
+    assert risk["order-privacy"] < 0.5, codes["order-privacy"]

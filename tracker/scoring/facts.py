@@ -22,6 +22,7 @@ from fraud.signals import (
     ConversionFacts,
     ProgramContext,
     ReferrerFacts,
+    purchases_by_customer,
 )
 from tracker.formats import CREDITED_TYPES
 from tracker.scoring import queries
@@ -123,7 +124,8 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
     conversions = _conversion_facts(
         conv_rows, _click_facts(touch_rows, before, referrer_name, people), people,
         referrer_name)
-    conversions = await _with_owners(conn, program_id, conversions, referrer_rows, people)
+    conversions = await _with_owners(conn, program_id, conversions, referrer_rows, people,
+                                     assessed=None if scope is None else scope.new_ids)
     uses, referrals = _graph(people, referrers, conversions)
     rarity = await _rarity(conn, program_id, conversions, referrers)
     return Facts(conversions, referrers, uses, referrals, rarity)
@@ -162,26 +164,40 @@ async def _rarity(conn: asyncpg.Connection, program_id: int,
 
 async def _with_owners(conn: asyncpg.Connection, program_id: int,
                        conversions: list[ConversionFacts], referrer_rows: list[ReferrerRow],
-                       people: _People) -> list[ConversionFacts]:
+                       people: _People, *, assessed: set[int] | None = None
+                       ) -> list[ConversionFacts]:
     """Where two or more customers' first visits on a referrer's link came from one address
-    with one User-Agent, the first visits there with that browser of cookies tied to no
-    customer, at any time (ClickFacts.owner: whose browser it was before them). Asked for
-    those few groups only."""
+    with one User-Agent, or a new account's first visit came there without a Referer, the
+    first visits there with that browser of cookies tied to no customer, at any time
+    (ClickFacts.owner: whose browser it was before them), and which of those cookies opened
+    the link two or more times (ClickFacts.returning). Asked for those groups only (a new
+    account's, for the conversions `assessed` only: an incremental scan's new ones)."""
     ref_id = {r.external_id: r.id for r in referrer_rows}
     firsts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    direct: set[tuple[str, str, str]] = set()  # a new account's first visit without Referer
+    spent = purchases_by_customer(conversions)
     for conv in conversions:
         for ref in conv.referrers:
             t = next((t for t in conv.touches if t.referrer == ref), None)
             if ref != conv.customer and ref in ref_id and t is not None and t.ip and t.agent:
                 firsts[(ref, t.ip, t.agent)].add(conv.customer)
+                if t.source is None and len(spent.get(conv.customer, ())) <= 1 and (
+                        assessed is None or conv.conversion_id in assessed):
+                    direct.add((ref, t.ip, t.agent))
     visits = await queries.browser_visits(conn, program_id, [
-        (ref_id[ref], ip, agent) for (ref, ip, agent), who in firsts.items() if len(who) >= 2])
+        (ref_id[ref], ip, agent) for (ref, ip, agent), who in firsts.items()
+        if len(who) >= 2 or (ref, ip, agent) in direct])
     if not visits:
         return conversions
     tied = set().union(*people.visitors.values()) if people.visitors else set()
     name = {r.id: r.external_id for r in referrer_rows}
     owners = {(name[ref], ip, agent): tuple(sorted((at, v) for at, v in seen if v not in tied))
               for (ref, ip, agent), seen in visits.items()}
+    # Which of those cookies opened the link two or more times (anywhere): the link's owner
+    # coming back to it (fraud.signals.private_window_reasons).
+    returning = await queries.returning_visitors(conn, program_id, sorted(
+        {(ref, v) for (ref, _ip, _agent), seen in visits.items() for _at, v in seen
+         if v not in tied}))
 
     def marked(conv: ConversionFacts) -> ConversionFacts:
         touches = list(conv.touches)
@@ -191,7 +207,8 @@ async def _with_owners(conn: asyncpg.Connection, program_id: int,
                 continue
             found = owners.get((ref, touches[i].ip or "", touches[i].agent or ""))
             if found:
-                touches[i] = replace(touches[i], owner=found)
+                touches[i] = replace(touches[i], owner=found, returning=frozenset(
+                    v for _at, v in found if (ref_id[ref], v) in returning))
         return replace(conv, touches=tuple(touches)) if touches != list(conv.touches) else conv
 
     return [marked(c) for c in conversions]

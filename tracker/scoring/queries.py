@@ -672,6 +672,22 @@ async def browser_visits(conn: asyncpg.Connection, program_id: int,
     return dict(out)
 
 
+async def returning_visitors(conn: asyncpg.Connection, program_id: int,
+                             cookies: list[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Of these (referrer id, visitor cookie) pairs, those whose cookie opened that referrer's
+    link two or more times (counted clicks): a browser that keeps coming back to a link.
+    Through the clicks' (program, visitor, time) index, for the few cookies asked about."""
+    if not cookies:
+        return set()
+    rows = await conn.fetch(
+        """SELECT c.referrer_id, c.visitor_id
+           FROM clicks c JOIN unnest($2::bigint[], $3::text[]) AS q(ref, visitor)
+                ON c.program_id = $1 AND c.visitor_id = q.visitor AND c.referrer_id = q.ref
+           WHERE NOT c.reduced GROUP BY 1, 2 HAVING count(*) >= 2""",
+        program_id, [r for r, _v in cookies], [v for _r, v in cookies])
+    return {(r["referrer_id"], r["visitor_id"]) for r in rows}
+
+
 async def site_browser_visitors(conn: asyncpg.Connection, program_id: int,
                                 sites: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Distinct visitor cookies seen with each (IP, User-Agent): many on one address with one
