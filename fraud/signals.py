@@ -633,6 +633,8 @@ class ClickRhythm:
     # how many such triples (`gap_pairs`), and the sum of |x - 1/2| over them (full scans).
     gap_pairs: int = 0
     gap_spread: float = 0.0
+    # (UTC day number since the epoch, counted clicks that day), in day order (full scans)
+    daily: tuple[tuple[int, int], ...] = ()
 
     def even_p_value(self) -> float:
         """The p-value of "these clicks came from people clicking independently" against
@@ -690,6 +692,8 @@ class ProgramContext:
     # Each referrer's counted clicks spread over days (whether they come in share bursts);
     # full scans only.
     click_rhythm: Mapping[str, ClickRhythm] = field(default_factory=dict)
+    # Of the reversed conversions, those charged back (a card's owner disputed the payment)
+    charged_back_ids: frozenset[int] = frozenset()
 
 
 Carry = Callable[[ConversionFacts], bool]
@@ -759,6 +763,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       than chance gives (binomial), against a baseline without the referrers found so
       (`_fast_purchase_findings`): click injection on a referrer with a few conversions;
       carried by those purchases; full scans only.
+    - converting_run: a run of days in which nearly every click on the referrer's link
+      brought a new customer, far more than its own clicks did before and after and than the
+      program's do (`converting_run`): its link in someone else's hands, each click made to
+      buy; carried by the customers who arrived through those days' clicks; full scans only.
     - conversion_rate again, for the referrers another test found, against the rate of the
       referrers no test found (`_suspect_rate_findings`): the program's own rate is inflated
       by its fraud;
@@ -802,6 +810,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
     for ref, finding in _even_findings(context, set(out)).items():
+        out[ref].append(finding)
+    for ref, finding in _converting_run_findings(conversions, context).items():
         out[ref].append(finding)
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
@@ -1051,6 +1061,11 @@ def _binom_above(k: int, n: int, p: float) -> float:
     if k > n:
         return 0.0
     return min(max(float(_binom_sf(float(k - 1), n, p)), 0.0), 1.0)
+
+
+def binom_above(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p) (`_binom_above`), for the other modules."""
+    return _binom_above(k, n, p)
 
 
 @dataclass(slots=True)
@@ -2347,6 +2362,126 @@ def _takeover_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Find
 
 def _departed(customers: frozenset[str]) -> Carry:
     return lambda c: c.customer in customers and _through_hosting(c)
+
+
+RUN_MIN_CUSTOMERS = 5  # new customers within a run before it can tell
+RUN_SHARE = 0.7  # of a run's counted clicks that brought a new customer, at least
+RUN_ALTERNATIVE = 0.9  # the rate a run is scanned for (nearly every click buys)
+RUN_WEIGHT = 0.55  # a hold for review: one test of the referrer's traffic
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A referrer's run of days (`first`..`last`, UTC day numbers) whose `clicks` brought
+    `customers` new customers, against `rate` (the larger of its other days' rate and the
+    program's), and the p-value of so many."""
+
+    first: int
+    last: int
+    customers: int
+    clicks: int
+    rate: float
+    p_value: float
+
+
+def converting_run(daily: Sequence[tuple[int, int]], arrivals: Mapping[int, int],
+                   program_rate: float) -> Run | None:
+    """The run of days in which a referrer's clicks (`daily`: (day, counted clicks)) brought
+    new customers (`arrivals`: day of the click a new customer came through -> how many) at
+    the highest rate beyond its own: a link's clicks bring its audience, of whom some buy,
+    share after share; a run in which nearly every click buys is someone else's traffic on
+    the link (its account taken over, its code passed to a crew that buys with stolen cards).
+
+    The run is the one that maximises the log-likelihood ratio of RUN_ALTERNATIVE against
+    the referrer's overall rate (a maximum-sum segment over its days: one pass). It is
+    tested (one-sided binomial) against the larger of its other days' rate (Laplace:
+    (k + 1) / (n + 2), so that a short history says little) and the program's rate
+    (`program_rate`, new customers per counted click), Bonferroni over the days a run could
+    start on (a scan statistic's correction, the runs being nested). A customer counted
+    where its click was not (a click skipped as a duplicate) counts its click too."""
+    days = sorted({d for d, _ in daily} | set(arrivals))
+    clicks = dict(daily)
+    n_of = [max(clicks.get(d, 0), arrivals.get(d, 0)) for d in days]
+    k_of = [arrivals.get(d, 0) for d in days]
+    total_n, total_k = sum(n_of), sum(k_of)
+    if total_k < RUN_MIN_CUSTOMERS or not total_n:
+        return None
+    p0 = max(total_k / total_n, program_rate, 1e-3)
+    if p0 >= RUN_ALTERNATIVE:
+        return None
+    gain = math.log(RUN_ALTERNATIVE / p0)
+    loss = math.log((1.0 - RUN_ALTERNATIVE) / (1.0 - p0))
+    best, best_span = 0.0, (0, -1)
+    score, start = 0.0, 0
+    for i, (n, k) in enumerate(zip(n_of, k_of, strict=True)):
+        if score <= 0.0:
+            score, start = 0.0, i
+        score += k * gain + (n - k) * loss
+        if score > best:
+            best, best_span = score, (start, i)
+    lo, hi = best_span
+    if hi < lo:
+        return None
+    k, n = sum(k_of[lo:hi + 1]), sum(n_of[lo:hi + 1])
+    if k < RUN_MIN_CUSTOMERS or k < RUN_SHARE * n:
+        return None
+    rest = (total_k - k + 1) / (total_n - n + 2)
+    rate = max(rest, program_rate)
+    p = min(_binom_above(k, n, rate) * len(days), 1.0)
+    return Run(days[lo], days[hi], k, n, rate, p)
+
+
+def _arrival_day(conv: ConversionFacts) -> int:
+    at = conv.touches[-1].at if conv.touches else conv.at
+    return int(at // DAY)
+
+
+def _converting_run_findings(conversions: Sequence[ConversionFacts], context: ProgramContext
+                             ) -> dict[str, Finding]:
+    """converting_run (`converting_run`), Benjamini-Hochberg across the referrers with
+    enough new customers to test. Carried by the conversions of the customers who arrived
+    through the run's clicks; the referrer's own audience before and after is not. Full
+    scans only (an incremental scan's context has no clicks per day)."""
+    if not context.click_rhythm:
+        return {}
+    first: dict[str, dict[str, ConversionFacts]] = defaultdict(dict)
+    for conv in conversions:
+        for ref in conv.referrers:
+            was = first[ref].get(conv.customer)
+            if was is None or conv.at < was.at:
+                first[ref][conv.customer] = conv
+    total_clicks = sum(r.clicks for r in context.click_rhythm.values())
+    total_customers = sum(len(first.get(ref, ())) for ref in context.click_rhythm)
+    program_rate = total_customers / max(total_clicks, 1)
+    runs: dict[str, Run] = {}
+    p_values: dict[str, float] = {}
+    for ref, rhythm in context.click_rhythm.items():
+        people = first.get(ref)
+        if not rhythm.daily or not people or len(people) < RUN_MIN_CUSTOMERS:
+            continue
+        arrivals = Counter(_arrival_day(c) for c in people.values())
+        p_values[ref] = 1.0  # tested, whatever comes out
+        run = converting_run(rhythm.daily, arrivals, program_rate)
+        if run is not None:
+            runs[ref], p_values[ref] = run, run.p_value
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        run = runs[ref]
+        who = frozenset(c for c, conv in first[ref].items()
+                        if run.first <= _arrival_day(conv) <= run.last)
+        span = run.last - run.first + 1
+        out[ref] = Finding(Reason(
+            "converting_run", f"referrer population: over {span} day(s), {run.customers} of "
+            f"the {run.clicks} clicks on {ref}'s link brought a new customer, against "
+            f"{run.rate:.0%} of its other clicks and the program's: traffic unlike its own "
+            "audience, each click made to buy (its link in someone else's hands)",
+            round(run.customers / run.clicks, 4), RUN_SHARE, RUN_WEIGHT, "population"),
+            _arrived_in(who), run.p_value)
+    return out
+
+
+def _arrived_in(customers: frozenset[str]) -> Carry:
+    return lambda c: c.customer in customers
 
 
 def _headerless_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:
