@@ -2398,7 +2398,8 @@ def converting_run(daily: Sequence[tuple[int, int]], arrivals: Mapping[int, int]
     (k + 1) / (n + 2), so that a short history says little) and the program's rate
     (`program_rate`, new customers per counted click), Bonferroni over the days a run could
     start on (a scan statistic's correction, the runs being nested). A customer counted
-    where its click was not (a click skipped as a duplicate) counts its click too."""
+    where its click was not (a click skipped as a duplicate) counts its click too. The
+    caller counts a day's customers from one home address once (a family buying together)."""
     days = sorted({d for d, _ in daily} | set(arrivals))
     clicks = dict(daily)
     n_of = [max(clicks.get(d, 0), arrivals.get(d, 0)) for d in days]
@@ -2436,6 +2437,13 @@ def _arrival_day(conv: ConversionFacts) -> int:
     return int(at // DAY)
 
 
+def _arrival_home(conv: ConversionFacts) -> str:
+    """The address a customer arrived from, as one home: their click's IP; through an
+    anonymising address (a VPN exit, strangers share it) or none, the customer alone."""
+    ip = conv.touches[-1].ip if conv.touches else conv.ip
+    return ip if ip and not _through_hosting(conv) else "customer:" + conv.customer
+
+
 def _converting_run_findings(conversions: Sequence[ConversionFacts], context: ProgramContext
                              ) -> dict[str, Finding]:
     """converting_run (`converting_run`), Benjamini-Hochberg across the referrers with
@@ -2459,7 +2467,10 @@ def _converting_run_findings(conversions: Sequence[ConversionFacts], context: Pr
         people = first.get(ref)
         if not rhythm.daily or not people or len(people) < RUN_MIN_CUSTOMERS:
             continue
-        arrivals = Counter(_arrival_day(c) for c in people.values())
+        # A household buying together is one audience, not strangers: the customers of a
+        # day from one home address count once.
+        arrivals = Counter(day for day, _home in {(_arrival_day(c), _arrival_home(c))
+                                                  for c in people.values()})
         p_values[ref] = 1.0  # tested, whatever comes out
         run = converting_run(rhythm.daily, arrivals, program_rate)
         if run is not None:
