@@ -2365,9 +2365,12 @@ def _departed(customers: frozenset[str]) -> Carry:
 
 
 RUN_MIN_CUSTOMERS = 5  # new customers within a run before it can tell
-RUN_SHARE = 0.7  # of a run's counted clicks that brought a new customer, at least
-RUN_ALTERNATIVE = 0.9  # the rate a run is scanned for (nearly every click buys)
+RUN_SHARE = 0.5  # of a run's counted clicks that brought a new customer, at least
 RUN_WEIGHT = 0.55  # a hold for review: one test of the referrer's traffic
+RUN_GAP_DAYS = 7  # days without a click that end a run
+# Of a run's customers, the share that came the same way (one site, or none) before the others
+# are taken for the referrer's own audience passing by (`_run_carrier`)
+RUN_SOURCE_SHARE = 2 / 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -2392,44 +2395,49 @@ def converting_run(daily: Sequence[tuple[int, int]], arrivals: Mapping[int, int]
     share after share; a run in which nearly every click buys is someone else's traffic on
     the link (its account taken over, its code passed to a crew that buys with stolen cards).
 
-    The run is the one that maximises the log-likelihood ratio of RUN_ALTERNATIVE against
-    the referrer's overall rate (a maximum-sum segment over its days: one pass). It is
-    tested (one-sided binomial) against the larger of its other days' rate (Laplace:
-    (k + 1) / (n + 2), so that a short history says little) and the program's rate
-    (`program_rate`, new customers per counted click), Bonferroni over the days a run could
-    start on (a scan statistic's correction, the runs being nested). A customer counted
-    where its click was not (a click skipped as a duplicate) counts its click too. The
-    caller counts a day's customers from one home address once (a family buying together)."""
+    Of the runs (consecutive active days) with RUN_MIN_CUSTOMERS or more, at least RUN_SHARE
+    of whose clicks brought one, no more clicks than the referrer's other days (a departure
+    from a history of its own) and no RUN_GAP_DAYS without a click within (one stretch of
+    traffic), the one with the largest log-likelihood ratio against the
+    larger of its other days' rate (Laplace: (k + 1) / (n + 2), so that a short history says
+    little) and the program's (`program_rate`, new customers per counted click): a scan over
+    every run at once (numpy, a few dozen active days a referrer). It is tested (one-sided
+    binomial) against that rate, Bonferroni over the days a run could start on (a scan
+    statistic's correction, the runs being nested). A customer counted where its click was
+    not (a click skipped as a duplicate) counts its click too. The caller counts a day's
+    customers from one home address once (a family buying together)."""
     days = sorted({d for d, _ in daily} | set(arrivals))
     clicks = dict(daily)
-    n_of = [max(clicks.get(d, 0), arrivals.get(d, 0)) for d in days]
-    k_of = [arrivals.get(d, 0) for d in days]
-    total_n, total_k = sum(n_of), sum(k_of)
+    k_of = np.array([arrivals.get(d, 0) for d in days], dtype=float)
+    n_of = np.maximum(np.array([clicks.get(d, 0) for d in days], dtype=float), k_of)
+    total_k, total_n = float(k_of.sum()), float(n_of.sum())
     if total_k < RUN_MIN_CUSTOMERS or not total_n:
         return None
-    p0 = max(total_k / total_n, program_rate, 1e-3)
-    if p0 >= RUN_ALTERNATIVE:
+    cum_k, cum_n = np.concatenate(([0.0], np.cumsum(k_of))), np.concatenate(([0.0],
+                                                                            np.cumsum(n_of)))
+    k = cum_k[None, 1:] - cum_k[:-1, None]  # [first, last] over the active days
+    n = cum_n[None, 1:] - cum_n[:-1, None]
+    # A departure from the referrer's own traffic: as many of its clicks outside the run as in
+    # it (an audience that buys well throughout is no run, however its shares fall).
+    # A run is one stretch of traffic: no more than RUN_GAP_DAYS without a click within it.
+    stretch = np.concatenate(([0], np.cumsum(np.diff(days) > RUN_GAP_DAYS)))
+    ok = (np.triu(np.ones_like(k, dtype=bool)) & (k >= RUN_MIN_CUSTOMERS)
+          & (k >= RUN_SHARE * n) & (total_n - n >= n)
+          & (stretch[:, None] == stretch[None, :]))
+    if not ok.any():
         return None
-    gain = math.log(RUN_ALTERNATIVE / p0)
-    loss = math.log((1.0 - RUN_ALTERNATIVE) / (1.0 - p0))
-    best, best_span = 0.0, (0, -1)
-    score, start = 0.0, 0
-    for i, (n, k) in enumerate(zip(n_of, k_of, strict=True)):
-        if score <= 0.0:
-            score, start = 0.0, i
-        score += k * gain + (n - k) * loss
-        if score > best:
-            best, best_span = score, (start, i)
-    lo, hi = best_span
-    if hi < lo:
+    base = np.maximum((total_k - k + 1.0) / (total_n - n + 2.0), program_rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(ok, k / np.maximum(n, 1.0), 0.0)
+        llr = (k * np.log(np.maximum(share, 1e-12) / base)
+               + (n - k) * np.log(np.maximum(1.0 - share, 1e-12) / (1.0 - base)))
+    llr = np.where(ok & (share > base), llr, -np.inf)
+    lo, hi = np.unravel_index(int(np.argmax(llr)), llr.shape)
+    if not np.isfinite(llr[lo, hi]):
         return None
-    k, n = sum(k_of[lo:hi + 1]), sum(n_of[lo:hi + 1])
-    if k < RUN_MIN_CUSTOMERS or k < RUN_SHARE * n:
-        return None
-    rest = (total_k - k + 1) / (total_n - n + 2)
-    rate = max(rest, program_rate)
-    p = min(_binom_above(k, n, rate) * len(days), 1.0)
-    return Run(days[lo], days[hi], k, n, rate, p)
+    kk, nn, rate = int(k[lo, hi]), int(n[lo, hi]), float(base[lo, hi])
+    p = min(_binom_above(kk, nn, rate) * len(days), 1.0)
+    return Run(days[lo], days[hi], kk, nn, rate, p)
 
 
 def _arrival_day(conv: ConversionFacts) -> int:
@@ -2448,7 +2456,8 @@ def _converting_run_findings(conversions: Sequence[ConversionFacts], context: Pr
                              ) -> dict[str, Finding]:
     """converting_run (`converting_run`), Benjamini-Hochberg across the referrers with
     enough new customers to test. Carried by the conversions of the customers who arrived
-    through the run's clicks; the referrer's own audience before and after is not. Full
+    through the run's clicks the way most of them came (`_run_carrier`); the referrer's own
+    audience before and after is not. Full
     scans only (an incremental scan's context has no clicks per day)."""
     if not context.click_rhythm:
         return {}
@@ -2478,8 +2487,8 @@ def _converting_run_findings(conversions: Sequence[ConversionFacts], context: Pr
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
         run = runs[ref]
-        who = frozenset(c for c, conv in first[ref].items()
-                        if run.first <= _arrival_day(conv) <= run.last)
+        who = _run_carrier([conv for conv in first[ref].values()
+                            if run.first <= _arrival_day(conv) <= run.last])
         span = run.last - run.first + 1
         out[ref] = Finding(Reason(
             "converting_run", f"referrer population: over {span} day(s), {run.customers} of "
@@ -2489,6 +2498,20 @@ def _converting_run_findings(conversions: Sequence[ConversionFacts], context: Pr
             round(run.customers / run.clicks, 4), RUN_SHARE, RUN_WEIGHT, "population"),
             _arrived_in(who), run.p_value)
     return out
+
+
+def _run_carrier(arrived: Sequence[ConversionFacts]) -> frozenset[str]:
+    """Of the customers who arrived during a run (their first conversions), those who came
+    the way the run's traffic came: where RUN_SOURCE_SHARE of them came from one site, or from
+    none (no Referer), the others came through where the referrer shares its link (a mail
+    app, a social network): its own audience, passing by during the run."""
+    ways = Counter(_last_site(c) for c in arrived)
+    if not ways:
+        return frozenset()
+    way, n = ways.most_common(1)[0]
+    if n < RUN_SOURCE_SHARE * len(arrived):
+        return frozenset(c.customer for c in arrived)
+    return frozenset(c.customer for c in arrived if _last_site(c) == way)
 
 
 def _arrived_in(customers: frozenset[str]) -> Carry:
