@@ -2368,6 +2368,7 @@ RUN_MIN_CUSTOMERS = 5  # new customers within a run before it can tell
 RUN_SHARE = 0.5  # of a run's counted clicks that brought a new customer, at least
 RUN_WEIGHT = 0.55  # a hold for review: one test of the referrer's traffic
 RUN_GAP_DAYS = 7  # days without a click that end a run
+RUN_MAX_DAYS = 31  # active days in a run, at most (the scan is linear in a referrer's days)
 # Of a run's customers, the share that came the same way (one site, or none) before the others
 # are taken for the referrer's own audience passing by (`_run_carrier`)
 RUN_SOURCE_SHARE = 2 / 3
@@ -2401,11 +2402,12 @@ def converting_run(daily: Sequence[tuple[int, int]], arrivals: Mapping[int, int]
     traffic), the one with the largest log-likelihood ratio against the
     larger of its other days' rate (Laplace: (k + 1) / (n + 2), so that a short history says
     little) and the program's (`program_rate`, new customers per counted click): a scan over
-    every run at once (numpy, a few dozen active days a referrer). It is tested (one-sided
-    binomial) against that rate, Bonferroni over the days a run could start on (a scan
-    statistic's correction, the runs being nested). A customer counted where its click was
-    not (a click skipped as a duplicate) counts its click too. The caller counts a day's
-    customers from one home address once (a family buying together)."""
+    every run of up to RUN_MAX_DAYS active days (numpy, one pass per run length). It is
+    tested (one-sided binomial) against that rate, Bonferroni over the days a run could
+    start on (a scan statistic's correction, the runs being nested). A customer counted
+    where its click was not (a click skipped as a duplicate) counts its click too. The
+    caller counts a day's customers from one home address once (a family buying
+    together)."""
     days = sorted({d for d, _ in daily} | set(arrivals))
     clicks = dict(daily)
     k_of = np.array([arrivals.get(d, 0) for d in days], dtype=float)
@@ -2413,29 +2415,33 @@ def converting_run(daily: Sequence[tuple[int, int]], arrivals: Mapping[int, int]
     total_k, total_n = float(k_of.sum()), float(n_of.sum())
     if total_k < RUN_MIN_CUSTOMERS or not total_n:
         return None
-    cum_k, cum_n = np.concatenate(([0.0], np.cumsum(k_of))), np.concatenate(([0.0],
-                                                                            np.cumsum(n_of)))
-    k = cum_k[None, 1:] - cum_k[:-1, None]  # [first, last] over the active days
-    n = cum_n[None, 1:] - cum_n[:-1, None]
-    # A departure from the referrer's own traffic: as many of its clicks outside the run as in
-    # it (an audience that buys well throughout is no run, however its shares fall).
+    cum_k = np.concatenate(([0.0], np.cumsum(k_of)))
+    cum_n = np.concatenate(([0.0], np.cumsum(n_of)))
     # A run is one stretch of traffic: no more than RUN_GAP_DAYS without a click within it.
     stretch = np.concatenate(([0], np.cumsum(np.diff(days) > RUN_GAP_DAYS)))
-    ok = (np.triu(np.ones_like(k, dtype=bool)) & (k >= RUN_MIN_CUSTOMERS)
-          & (k >= RUN_SHARE * n) & (total_n - n >= n)
-          & (stretch[:, None] == stretch[None, :]))
-    if not ok.any():
-        return None
-    base = np.maximum((total_k - k + 1.0) / (total_n - n + 2.0), program_rate)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    best: tuple[float, int, int] | None = None  # (log-likelihood ratio, first, last)
+    for width in range(1, min(len(days), RUN_MAX_DAYS) + 1):  # runs of `width` active days
+        k = cum_k[width:] - cum_k[:-width]
+        n = cum_n[width:] - cum_n[:-width]
+        # A departure from the referrer's own traffic: as many of its clicks outside the run
+        # as in it (an audience that buys well throughout is no run, however its shares fall).
+        ok = ((k >= RUN_MIN_CUSTOMERS) & (k >= RUN_SHARE * n) & (total_n - n >= n)
+              & (stretch[width - 1:] == stretch[:len(stretch) - width + 1]))
+        if not ok.any():
+            continue
+        base = np.maximum((total_k - k + 1.0) / (total_n - n + 2.0), program_rate)
         share = np.where(ok, k / np.maximum(n, 1.0), 0.0)
         llr = (k * np.log(np.maximum(share, 1e-12) / base)
                + (n - k) * np.log(np.maximum(1.0 - share, 1e-12) / (1.0 - base)))
-    llr = np.where(ok & (share > base), llr, -np.inf)
-    lo, hi = np.unravel_index(int(np.argmax(llr)), llr.shape)
-    if not np.isfinite(llr[lo, hi]):
+        llr = np.where(ok & (share > base), llr, -np.inf)
+        i = int(np.argmax(llr))
+        if np.isfinite(llr[i]) and (best is None or llr[i] > best[0]):
+            best = (float(llr[i]), i, i + width - 1)
+    if best is None:
         return None
-    kk, nn, rate = int(k[lo, hi]), int(n[lo, hi]), float(base[lo, hi])
+    _llr, lo, hi = best
+    kk, nn = int(cum_k[hi + 1] - cum_k[lo]), int(cum_n[hi + 1] - cum_n[lo])
+    rate = max((total_k - kk + 1.0) / (total_n - nn + 2.0), program_rate)
     p = min(_binom_above(kk, nn, rate) * len(days), 1.0)
     return Run(days[lo], days[hi], kk, nn, rate, p)
 

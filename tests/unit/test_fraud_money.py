@@ -122,14 +122,14 @@ def test_a_family_on_one_day_and_a_well_converting_audience_are_no_run(seed: int
 
 def test_converting_run_needs_enough_customers_and_a_rate_beyond_its_own() -> None:
     daily = [(d, 3) for d in range(0, 60, 3)]
-    arrivals = {d: 1 for d in range(0, 60, 3)}
+    arrivals = dict.fromkeys(range(0, 60, 3), 1)
     steady = converting_run(daily, arrivals, 0.2)  # a third of the clicks, throughout
     assert steady is None or steady.p_value > 0.01
-    late = arrivals | {60 + i: 1 for i in range(10)}
+    late = arrivals | dict.fromkeys(range(60, 70), 1)
     run = converting_run(daily + [(60 + i, 1) for i in range(10)], late, 0.2)
     assert run is not None and (run.first, run.last) == (60, 69) and run.customers == 10
     assert run.p_value < 1e-3
-    few = arrivals | {60 + i: 1 for i in range(3)}
+    few = arrivals | dict.fromkeys(range(60, 63), 1)
     small = converting_run(daily + [(60 + i, 1) for i in range(3)], few, 0.2)
     assert small is None or small.p_value > 0.01
 
