@@ -314,8 +314,7 @@ def _graph(people: _People, referrers: dict[str, ReferrerFacts],
 async def load_program_facts(conn: asyncpg.Connection, program_id: int,
                              scope: Scope | None) -> ProgramFacts:
     """What a scan knows of the whole program beyond the conversions at hand."""
-    reversed_ids = await queries.reversed_conversions(conn, program_id)
-    charged_back = await queries.charged_back_conversions(conn, program_id)
+    reversed_ids, charged_back = await queries.reversed_conversions(conn, program_id)
     if scope is None:
         rhythm = await queries.referrer_clicks(conn, program_id)
         clicks = {ref: r.clicks for ref, r in rhythm.items()}
