@@ -633,6 +633,9 @@ class ClickRhythm:
     # how many such triples (`gap_pairs`), and the sum of |x - 1/2| over them (full scans).
     gap_pairs: int = 0
     gap_spread: float = 0.0
+    # Where the clicks were paced (paced_stretch): from the start of its first UTC day to the
+    # end of its last, unix seconds; None where unknown (the test then covers every click).
+    paced: tuple[float, float] | None = None
 
     def even_p_value(self) -> float:
         """The p-value of "these clicks came from people clicking independently" against
@@ -658,6 +661,29 @@ class ClickRhythm:
         mean = self.clicks / self.days
         variance = max(self.squares - self.clicks * mean, 0.0) / (self.days - 1)
         return float(stats.chi2.sf(variance / mean * (self.days - 1), self.days - 1))
+
+
+def paced_stretch(days: Sequence[tuple[int, int, float]]) -> tuple[float, float] | None:
+    """The stretch of days over which a referrer's clicks came at a steady pace: `days` are
+    (UTC day since the epoch, triples of consecutive clicks whose middle click fell on it, the
+    sum of |x - 1/2| over them; see ClickRhythm), in day order. People clicking on their own
+    give |x - 1/2| a mean of 1/4 whatever their rate, so each triple adds 1/4 - |x - 1/2| to
+    the evidence of a pace: nothing on average where people click, a steady gain through a
+    farm's shifts. The stretch is the run of consecutive days (in the order they have
+    triples) with the largest gain (the maximum-sum segment, one pass): a link used by a farm
+    for a while and shared by its owner with friends before or after gives the farm's days;
+    a link paced throughout, all of them. None where no run gains anything."""
+    best, total, first = 0.0, 0.0, 0
+    span: tuple[int, int] | None = None
+    for i, (_day, pairs, spread) in enumerate(days):
+        if total <= 0.0:
+            total, first = 0.0, i
+        total += 0.25 * pairs - spread
+        if total > best:
+            best, span = total, (first, i)
+    if span is None:
+        return None
+    return float(days[span[0]][0] * DAY), float((days[span[1]][0] + 1) * DAY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,6 +734,16 @@ class Finding:
     carries: Carry
     p_value: float = 0.0
     ties: bool = True
+    # Where the test placed the anomaly in the referrer's traffic (the days its clicks were
+    # paced), None: all of it. A conversion outside does not carry the finding (`shows`);
+    # inside, what `carries` says, and the referrer's mixture (fraud.assess) is fitted on
+    # `carries` over all its traffic: being inside is the referrer's own evidence, not a trait
+    # the program's other conversions can show or lack.
+    within: Carry | None = None
+
+    def shows(self, conv: ConversionFacts) -> bool:
+        """Whether the conversion carries the anomaly where the test placed it."""
+        return self.carries(conv) and (self.within is None or self.within(conv))
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -799,9 +835,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _suspect_rate_findings(tally, context, out).items():
         out[ref].append(finding)
-    for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
+    for ref, finding in _steady_late_findings(conversions, context, set(out),
+                                              sharing).items():
         out[ref].append(finding)
-    for ref, finding in _even_findings(context, set(out)).items():
+    for ref, finding in _even_findings(context, set(out), sharing).items():
         out[ref].append(finding)
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
@@ -1261,7 +1298,8 @@ def _later_than(own: Sequence[float], program: np.ndarray) -> tuple[float, float
 
 
 def _steady_late_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
-                          found: Collection[str]) -> dict[str, Finding]:
+                          found: Collection[str], sharing: frozenset[str] = frozenset()
+                          ) -> dict[str, Finding]:
     """steady_late_clicks: click spam that converts like the program. A shared link's clicks
     come in bursts after each share; clicks fired at visitors (an app, a retargeting script)
     come as a steady stream, day after day (ClickRhythm.burst_p_value not significant); and
@@ -1269,7 +1307,10 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
     referrers with a steady stream of clicks and no other finding, those whose customers'
     first conversions came later than the program's customers' (one-sided two-sample KS,
     one delay a customer) are discoveries under Benjamini-Hochberg. Carried by the
-    conversions later than where the two distributions part.
+    conversions later than where the two distributions part, except those whose click came
+    through a site where people pass links to each other (`sharing`: a mail app, a social
+    network): clicks fired at visitors come from the pages the visitors were on, and the
+    referrer's friends it messaged came through those sites (`_unshared`).
 
     Full scans only (the context's click_rhythm is empty in incremental ones): an
     incremental scan's window (each referrer's latest conversions) is no sample of the
@@ -1308,11 +1349,21 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
             f"{_median(own) / 3600:.0f} h against {median / 3600:.0f} h): "
             "clicks fired at people who were buying anyway (click spam)",
             round(statistic, 4), f"FDR {FDR_Q:g}", 0.6, "population"),
-            _slower_than(min(late, LATE_SECONDS)), p_values[ref])
+            _slower_than(min(late, LATE_SECONDS)), p_values[ref], within=_unshared(sharing))
     return {ref: made[ref] for ref in benjamini_hochberg(p_values)}
 
 
-def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str, Finding]:
+def _unshared(sharing: frozenset[str]) -> Carry:
+    """Whether a conversion's attributed click came other than through a site where people
+    pass links to each other (sharing_sites): a link the referrer shared with friends there.
+    A referrer-level test of how its clicks came (a steady stream, a steady pace) found
+    clicks that nobody passed on: its friends who came by a message or a post did not come
+    with those."""
+    return lambda c: _last_site(c) not in sharing
+
+
+def _even_findings(context: ProgramContext, found: Collection[str],
+                   sharing: frozenset[str] = frozenset()) -> dict[str, Finding]:
     """even_clicks: a referrer whose clicks came at a steady rhythm (ClickRhythm.
     even_p_value), under Benjamini-Hochberg across the referrers with enough clicks to
     tell. A shared link's clicks come from people who each click when they see it: bursts
@@ -1321,7 +1372,10 @@ def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str,
     shift: a pace, jittered to look human, that keeps consecutive gaps alike. The test
     looks at gaps two at a time, so shifts, hours of the day and the ebb of a post's
     attention (the rate changing) do not count against people. Carried by the conversions
-    that came through the referrer's clicks.
+    that came through the referrer's clicks within the stretch of days its clicks were paced
+    (ClickRhythm.paced), except those that came through a site where people pass links to
+    each other (`_unshared`): the referrer's friends before or after the farm, or by a
+    message in between, did not come through its paced clicks.
 
     A farm of a dozen customers makes two dozen clicks: too few for the test to stand out
     among hundreds of referrers. So the referrers another test already `found` (a conversion
@@ -1342,8 +1396,20 @@ def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str,
             f"{0.5 - mean:.0%} to {0.5 + mean:.0%} of the two on average, where people "
             "clicking on their own give 25% to 75% (a click farm's workers, paced)",
             round(mean, 4), 0.25, 0.6, "population"),
-            lambda c: bool(c.touches), p_values[ref])
+            lambda c: bool(c.touches), p_values[ref],
+            within=_paced_click(rhythm.paced, _unshared(sharing)))
     return out
+
+
+def _paced_click(paced: tuple[float, float] | None, unshared: Carry) -> Carry:
+    """Whether a conversion's attributed click came `unshared` and within the stretch where
+    the referrer's clicks were paced (ClickRhythm.paced; anywhere where that is unknown): the
+    referrer's friends who clicked its link before the farm began or after it ended did not
+    come through it."""
+    if paced is None:
+        return unshared
+    start, end = paced
+    return lambda c: bool(c.touches) and start <= c.touches[-1].at < end and unshared(c)
 
 
 STEADY_RATE_MIN_CLICKS = 8  # counted clicks of a referrer before its conversion rate can tell
