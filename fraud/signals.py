@@ -663,16 +663,23 @@ class ClickRhythm:
         return float(stats.chi2.sf(variance / mean * (self.days - 1), self.days - 1))
 
 
+# Days either side of the paced stretch that count as in it: a farm's first or last shift can
+# be too short to gain (the gaps to the days around it count against it).
+PACED_MARGIN_DAYS = 1
+
+
 def paced_stretch(days: Sequence[tuple[int, int, float]]) -> tuple[float, float] | None:
     """The stretch of days over which a referrer's clicks came at a steady pace: `days` are
     (UTC day since the epoch, triples of consecutive clicks whose middle click fell on it, the
     sum of |x - 1/2| over them; see ClickRhythm), in day order. People clicking on their own
     give |x - 1/2| a mean of 1/4 whatever their rate, so each triple adds 1/4 - |x - 1/2| to
     the evidence of a pace: nothing on average where people click, a steady gain through a
-    farm's shifts. The stretch is the run of consecutive days (in the order they have
-    triples) with the largest gain (the maximum-sum segment, one pass): a link used by a farm
-    for a while and shared by its owner with friends before or after gives the farm's days;
-    a link paced throughout, all of them. None where no run gains anything."""
+    farm's shifts, a loss at each gap of days between the link's uses. The stretch is the run
+    of consecutive days (in the order they have triples) with the largest gain (the
+    maximum-sum segment, one pass), and PACED_MARGIN_DAYS either side: a link used by a farm
+    for a while and shared by its owner with friends before or after gives the farm's days
+    (and, where the friends' clicks gain by chance, some of theirs: the stretch errs towards
+    holding); a link paced throughout, all of them. None where no run gains anything."""
     best, total, first = 0.0, 0.0, 0
     span: tuple[int, int] | None = None
     for i, (_day, pairs, spread) in enumerate(days):
@@ -683,7 +690,8 @@ def paced_stretch(days: Sequence[tuple[int, int, float]]) -> tuple[float, float]
             best, span = total, (first, i)
     if span is None:
         return None
-    return float(days[span[0]][0] * DAY), float((days[span[1]][0] + 1) * DAY)
+    return (float((days[span[0]][0] - PACED_MARGIN_DAYS) * DAY),
+            float((days[span[1]][0] + 1 + PACED_MARGIN_DAYS) * DAY))
 
 
 @dataclass(frozen=True, slots=True)
