@@ -16,6 +16,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -1402,11 +1403,21 @@ def _even_findings(context: ProgramContext, found: Collection[str],
             "even_clicks", f"referrer population: {ref}'s {rhythm.clicks} clicks came at a "
             f"steady rhythm: of each two consecutive gaps between them, the first was "
             f"{0.5 - mean:.0%} to {0.5 + mean:.0%} of the two on average, where people "
-            "clicking on their own give 25% to 75% (a click farm's workers, paced)",
+            "clicking on their own give 25% to 75% (a click farm's workers, paced)"
+            + _stretch_words(rhythm.paced),
             round(mean, 4), 0.25, 0.6, "population"),
             lambda c: bool(c.touches), p_values[ref],
             within=_paced_click(rhythm.paced, _unshared(sharing)))
     return out
+
+
+def _stretch_words(paced: tuple[float, float] | None) -> str:
+    """Where the clicks were paced, in words for the review page."""
+    if paced is None:
+        return ""
+    first, last = (datetime.fromtimestamp(t, UTC).date() for t in (paced[0], paced[1] - DAY))
+    return (f"; paced from {first} to {last}: the referrer's conversions through clicks "
+            "outside those days, or through a site where people pass links on, do not carry it")
 
 
 def _paced_click(paced: tuple[float, float] | None, unshared: Carry) -> Carry:
