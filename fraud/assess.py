@@ -272,7 +272,7 @@ def carried_by_customer(conversions: Sequence[ConversionFacts],
     for conv in conversions:
         for ref in conv.referrers:
             for finding in per_referrer.get(ref, ()):
-                if finding.carries(conv):
+                if finding.shows(conv):
                     out.add((conv.customer, ref, finding.reason.code))
     return out
 
@@ -420,7 +420,7 @@ def population_reasons(conv: ConversionFacts, per_referrer: Mapping[str, list[Fi
     for ref in conv.referrers:
         found = per_referrer.get(ref, [])
         several = len(found) >= 2
-        mine = [f for f in found if f.carries(conv)
+        mine = [f for f in found if f.shows(conv)
                 or (conv.customer, ref, f.reason.code) in (carried or ())]
         if found and not any(f.ties for f in mine):
             out += untied_reasons(ref, found)

@@ -16,6 +16,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -686,6 +687,9 @@ class ClickRhythm:
     gap_spread: float = 0.0
     # (UTC day number since the epoch, counted clicks that day), in day order (full scans)
     daily: tuple[tuple[int, int], ...] = ()
+    # Where the clicks were paced (paced_stretch): from the start of its first UTC day to the
+    # end of its last, unix seconds; None where unknown (the test then covers every click).
+    paced: tuple[float, float] | None = None
 
     def even_p_value(self) -> float:
         """The p-value of "these clicks came from people clicking independently" against
@@ -711,6 +715,37 @@ class ClickRhythm:
         mean = self.clicks / self.days
         variance = max(self.squares - self.clicks * mean, 0.0) / (self.days - 1)
         return float(stats.chi2.sf(variance / mean * (self.days - 1), self.days - 1))
+
+
+# Days either side of the paced stretch that count as in it: a farm's first or last shift can
+# be too short to gain (the gaps to the days around it count against it).
+PACED_MARGIN_DAYS = 1
+
+
+def paced_stretch(days: Sequence[tuple[int, int, float]]) -> tuple[float, float] | None:
+    """The stretch of days over which a referrer's clicks came at a steady pace: `days` are
+    (UTC day since the epoch, triples of consecutive clicks whose middle click fell on it, the
+    sum of |x - 1/2| over them; see ClickRhythm), in day order. People clicking on their own
+    give |x - 1/2| a mean of 1/4 whatever their rate, so each triple adds 1/4 - |x - 1/2| to
+    the evidence of a pace: nothing on average where people click, a steady gain through a
+    farm's shifts, a loss at each gap of days between the link's uses. The stretch is the run
+    of consecutive days (in the order they have triples) with the largest gain (the
+    maximum-sum segment, one pass), and PACED_MARGIN_DAYS either side: a link used by a farm
+    for a while and shared by its owner with friends before or after gives the farm's days
+    (and, where the friends' clicks gain by chance, some of theirs: the stretch errs towards
+    holding); a link paced throughout, all of them. None where no run gains anything."""
+    best, total, first = 0.0, 0.0, 0
+    span: tuple[int, int] | None = None
+    for i, (_day, pairs, spread) in enumerate(days):
+        if total <= 0.0:
+            total, first = 0.0, i
+        total += 0.25 * pairs - spread
+        if total > best:
+            best, span = total, (first, i)
+    if span is None:
+        return None
+    return (float((days[span[0]][0] - PACED_MARGIN_DAYS) * DAY),
+            float((days[span[1]][0] + 1 + PACED_MARGIN_DAYS) * DAY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,6 +798,16 @@ class Finding:
     carries: Carry
     p_value: float = 0.0
     ties: bool = True
+    # Where the test placed the anomaly in the referrer's traffic (the days its clicks were
+    # paced), None: all of it. A conversion outside does not carry the finding (`shows`);
+    # inside, what `carries` says, and the referrer's mixture (fraud.assess) is fitted on
+    # `carries` over all its traffic: being inside is the referrer's own evidence, not a trait
+    # the program's other conversions can show or lack.
+    within: Carry | None = None
+
+    def shows(self, conv: ConversionFacts) -> bool:
+        """Whether the conversion carries the anomaly where the test placed it."""
+        return self.carries(conv) and (self.within is None or self.within(conv))
 
 
 def referrer_reasons(conversions: Sequence[ConversionFacts],
@@ -858,9 +903,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _suspect_rate_findings(tally, context, out).items():
         out[ref].append(finding)
-    for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
+    for ref, finding in _steady_late_findings(conversions, context, set(out),
+                                              sharing).items():
         out[ref].append(finding)
-    for ref, finding in _even_findings(context, set(out)).items():
+    for ref, finding in _even_findings(context, set(out), sharing).items():
         out[ref].append(finding)
     for ref, finding in _converting_run_findings(conversions, context).items():
         out[ref].append(finding)
@@ -1327,7 +1373,8 @@ def _later_than(own: Sequence[float], program: np.ndarray) -> tuple[float, float
 
 
 def _steady_late_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
-                          found: Collection[str]) -> dict[str, Finding]:
+                          found: Collection[str], sharing: frozenset[str] = frozenset()
+                          ) -> dict[str, Finding]:
     """steady_late_clicks: click spam that converts like the program. A shared link's clicks
     come in bursts after each share; clicks fired at visitors (an app, a retargeting script)
     come as a steady stream, day after day (ClickRhythm.burst_p_value not significant); and
@@ -1335,7 +1382,10 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
     referrers with a steady stream of clicks and no other finding, those whose customers'
     first conversions came later than the program's customers' (one-sided two-sample KS,
     one delay a customer) are discoveries under Benjamini-Hochberg. Carried by the
-    conversions later than where the two distributions part.
+    conversions later than where the two distributions part, except those whose click came
+    through a site where people pass links to each other (`sharing`: a mail app, a social
+    network): clicks fired at visitors come from the pages the visitors were on, and the
+    referrer's friends it messaged came through those sites (`_unshared`).
 
     Full scans only (the context's click_rhythm is empty in incremental ones): an
     incremental scan's window (each referrer's latest conversions) is no sample of the
@@ -1374,11 +1424,21 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
             f"{_median(own) / 3600:.0f} h against {median / 3600:.0f} h): "
             "clicks fired at people who were buying anyway (click spam)",
             round(statistic, 4), f"FDR {FDR_Q:g}", 0.6, "population"),
-            _slower_than(min(late, LATE_SECONDS)), p_values[ref])
+            _slower_than(min(late, LATE_SECONDS)), p_values[ref], within=_unshared(sharing))
     return {ref: made[ref] for ref in benjamini_hochberg(p_values)}
 
 
-def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str, Finding]:
+def _unshared(sharing: frozenset[str]) -> Carry:
+    """Whether a conversion's attributed click came other than through a site where people
+    pass links to each other (sharing_sites): a link the referrer shared with friends there.
+    A referrer-level test of how its clicks came (a steady stream, a steady pace) found
+    clicks that nobody passed on: its friends who came by a message or a post did not come
+    with those."""
+    return lambda c: _last_site(c) not in sharing
+
+
+def _even_findings(context: ProgramContext, found: Collection[str],
+                   sharing: frozenset[str] = frozenset()) -> dict[str, Finding]:
     """even_clicks: a referrer whose clicks came at a steady rhythm (ClickRhythm.
     even_p_value), under Benjamini-Hochberg across the referrers with enough clicks to
     tell. A shared link's clicks come from people who each click when they see it: bursts
@@ -1387,7 +1447,10 @@ def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str,
     shift: a pace, jittered to look human, that keeps consecutive gaps alike. The test
     looks at gaps two at a time, so shifts, hours of the day and the ebb of a post's
     attention (the rate changing) do not count against people. Carried by the conversions
-    that came through the referrer's clicks.
+    that came through the referrer's clicks within the stretch of days its clicks were paced
+    (ClickRhythm.paced), except those that came through a site where people pass links to
+    each other (`_unshared`): the referrer's friends before or after the farm, or by a
+    message in between, did not come through its paced clicks.
 
     A farm of a dozen customers makes two dozen clicks: too few for the test to stand out
     among hundreds of referrers. So the referrers another test already `found` (a conversion
@@ -1406,10 +1469,32 @@ def _even_findings(context: ProgramContext, found: Collection[str]) -> dict[str,
             "even_clicks", f"referrer population: {ref}'s {rhythm.clicks} clicks came at a "
             f"steady rhythm: of each two consecutive gaps between them, the first was "
             f"{0.5 - mean:.0%} to {0.5 + mean:.0%} of the two on average, where people "
-            "clicking on their own give 25% to 75% (a click farm's workers, paced)",
+            "clicking on their own give 25% to 75% (a click farm's workers, paced)"
+            + _stretch_words(rhythm.paced),
             round(mean, 4), 0.25, 0.6, "population"),
-            lambda c: bool(c.touches), p_values[ref])
+            lambda c: bool(c.touches), p_values[ref],
+            within=_paced_click(rhythm.paced, _unshared(sharing)))
     return out
+
+
+def _stretch_words(paced: tuple[float, float] | None) -> str:
+    """Where the clicks were paced, in words for the review page."""
+    if paced is None:
+        return ""
+    first, last = (datetime.fromtimestamp(t, UTC).date() for t in (paced[0], paced[1] - DAY))
+    return (f"; paced from {first} to {last}: the referrer's conversions through clicks "
+            "outside those days, or through a site where people pass links on, do not carry it")
+
+
+def _paced_click(paced: tuple[float, float] | None, unshared: Carry) -> Carry:
+    """Whether a conversion's attributed click came `unshared` and within the stretch where
+    the referrer's clicks were paced (ClickRhythm.paced; anywhere where that is unknown): the
+    referrer's friends who clicked its link before the farm began or after it ended did not
+    come through it."""
+    if paced is None:
+        return unshared
+    start, end = paced
+    return lambda c: bool(c.touches) and start <= c.touches[-1].at < end and unshared(c)
 
 
 STEADY_RATE_MIN_CLICKS = 8  # counted clicks of a referrer before its conversion rate can tell

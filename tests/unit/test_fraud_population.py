@@ -18,6 +18,7 @@ from fraud.signals import (
     ConversionFacts,
     ProgramContext,
     interjected,
+    paced_stretch,
     referrer_findings,
 )
 
@@ -303,6 +304,18 @@ def _rhythm(times: list[float]) -> ClickRhythm:
                        len(shares), sum(shares))
 
 
+def _days(times: list[float]) -> list[tuple[int, int, float]]:
+    """Per UTC day of the middle click, the triples of consecutive clicks and the sum of
+    |x - 1/2| over them, as tracker.scoring.queries.click_evenness gives them."""
+    times = sorted(times)
+    out: dict[int, tuple[int, float]] = {}
+    for a, b, c in zip(times, times[1:], times[2:], strict=False):
+        if b - a > 0 and c - b > 0:
+            pairs, spread = out.get(int(b // DAY), (0, 0.0))
+            out[int(b // DAY)] = (pairs + 1, spread + abs((b - a) / (c - a) - 0.5))
+    return [(day, pairs, spread) for day, (pairs, spread) in sorted(out.items())]
+
+
 def _shared_link(rng: random.Random, shares: int, per_share: float) -> list[float]:
     """People clicking a shared link: after each share a burst whose rate fades (the post
     scrolls away), each person on their own."""
@@ -417,3 +430,72 @@ def test_a_burst_through_a_social_network_is_friends_and_one_from_a_board_is_not
     assert all(scores[p.conversion_id] < 0.5 for _s, p in bursts["family"]), [
         scores[p.conversion_id] for _s, p in bursts["family"]]
     assert all(scores[p.conversion_id] >= 0.5 for _s, p in bursts["board"])
+
+
+def test_the_paced_stretch_is_the_farms_days_not_the_friends_around_it() -> None:
+    """A link shared with friends, used by a farm for a while, then shared again a week or so
+    later: the stretch where its clicks were paced (paced_stretch) holds nearly all the farm's
+    clicks, and mostly leaves out the friends' share bursts before and after it (a burst's
+    few clicks can gain by chance: the stretch errs towards holding)."""
+    covered, apart = [], 0
+    for seed in range(20):
+        rng = random.Random(90 + seed)
+        farm = _farm(rng, rng.randint(30, 60), 0.5)
+        start, end = min(farm), max(farm)
+        posted = start - rng.uniform(7, 10) * DAY, end + rng.uniform(7, 10) * DAY
+        friends = [at + rng.expovariate(1 / 3600) * k for at in posted
+                   for k in range(1, rng.randint(5, 12))]
+        stretch = paced_stretch(_days(friends + farm))
+        assert stretch is not None
+        covered.append(sum(stretch[0] <= t < stretch[1] for t in farm) / len(farm))
+        apart += not any(stretch[0] <= t < stretch[1] for t in friends)
+    assert min(covered) >= 0.85 and sum(covered) / len(covered) >= 0.97, covered
+    assert apart >= 10
+    assert paced_stretch([]) is None
+    assert paced_stretch([(1, 1, 0.5), (2, 2, 0.9)]) is None  # uneven throughout: no pace
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_farms_referrers_friends_apart_from_the_farm_are_not_held(seed: int) -> None:
+    """A referrer who shared its link with friends a week or so before a farm clicked it at a
+    pace in shifts, and with others by mail (a site whose visits go to many of the program's
+    referrers) while the farm worked: the farm's purchases carry even_clicks; the friends who
+    came by mail do not, nor those the paced stretch leaves out, and they are not held on the
+    farm's reputation."""
+    p = Program(60 + seed)
+    rng = p.rng
+    for r in range(40):  # referrers whose visitors come by mail or directly, most not buying
+        for _ in range(rng.randint(3, 6)):
+            p.referral(f"r{r}", p.when(), source=rng.choice((None, "mail.google.com")))
+        p.clicks[f"r{r}"] += rng.randint(15, 30)
+    rhythm = {ref: _rhythm(_shared_link(rng, 3, n / 3)) for ref, n in p.clicks.items()}
+    times = sorted(t + 20 * DAY for t in _farm(rng, rng.randint(40, 50), 0.5))
+    def bought(ref: str, clicked: float, **kw: object) -> tuple[ConversionFacts, ...]:
+        delay = rng.uniform(120, 2 * DAY)  # as the program's customers buy
+        return p.referral(ref, clicked + delay, delay=delay, **kw)
+
+    farm = [bought("farm", at) for at in rng.sample(times, rng.randint(12, 16))]
+    posted = times[0] - rng.uniform(7, 10) * DAY
+    early = [bought("farm", posted + rng.expovariate(1 / 3600)) for _ in range(rng.randint(3, 5))]
+    mailed = [bought("farm", rng.uniform(times[0], times[-1]), source="mail.google.com")
+              for _ in range(rng.randint(2, 4))]
+    friends = [c for _s, c in (*early, *mailed)]  # purchases
+    clicked = times + [c.touches[-1].at for c in friends]
+    p.clicks["farm"] = len(clicked)
+    rhythm["farm"] = replace(_rhythm(clicked), paced=paced_stretch(_days(clicked)))
+    context = replace(p.context(), click_rhythm=rhythm)
+    found = referrer_findings(p.conversions, context)
+    even = next(f for f in found["farm"] if f.reason.code == "even_clicks")
+    assert all(even.shows(c) for _s, c in farm)
+    assert not any(even.shows(c) for _s, c in mailed)
+    apart = [c for c in friends if not even.shows(c)]
+    assert len(apart) >= len(mailed)
+    scored = {s.assessment.conversion_id: s.assessment for s in
+              assess_all(p.conversions, {}, context)}
+    # The farm's purchases are assessed as before (the referrer's mixture is fitted on all
+    # its traffic): those the mixture puts in its anomalous part are held.
+    assert sum(scored[c.conversion_id].score >= 0.5 for _s, c in farm) >= 5
+    assert all(scored[c.conversion_id].score < 0.5 for c in apart), [
+        scored[c.conversion_id].score for c in apart]
+    assert all(any(r.code == "untied_referral" for r in scored[c.conversion_id].reasons)
+               for c in apart)

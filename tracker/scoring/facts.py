@@ -22,6 +22,7 @@ from fraud.signals import (
     ConversionFacts,
     ProgramContext,
     ReferrerFacts,
+    paced_stretch,
     purchases_by_customer,
 )
 from tracker.formats import CREDITED_TYPES
@@ -338,7 +339,8 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
         # Visits per site they came from (full scans only: a count over every click).
         sources = await queries.source_clicks(conn, program_id)
         even = await queries.click_evenness(conn, program_id)
-        rhythm = {ref: replace(r, gap_pairs=even[ref].pairs, gap_spread=even[ref].spread)
+        rhythm = {ref: replace(r, gap_pairs=even[ref].pairs, gap_spread=even[ref].spread,
+                               paced=paced_stretch(even[ref].days))
                   if ref in even else r for ref, r in rhythm.items()}
         return ProgramFacts(ProgramContext(reversed_ids, clicks, charged_back_ids=charged_back,
                                            source_clicks={source: sum(by.values()) for

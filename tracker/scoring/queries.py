@@ -774,13 +774,16 @@ async def counted_clicks(conn: asyncpg.Connection, program_id: int, referrers: l
 class GapEvenness:
     pairs: int  # triples of consecutive counted clicks
     spread: float  # sum over them of |first gap / both gaps - 1/2|
+    # Per UTC day (days since the epoch) of the triple's middle click: (day, pairs, spread).
+    days: tuple[tuple[int, int, float], ...] = ()
 
 
 async def click_evenness(conn: asyncpg.Connection, program_id: int) -> dict[str, GapEvenness]:
     """Per referrer, how even the gaps between its consecutive counted clicks are
     (fraud.signals.ClickRhythm.even_p_value): over each three consecutive clicks (gaps a and
-    b, both positive), the count and the sum of |a / (a + b) - 1/2|. One pass over the
-    program's counted clicks in (referrer, time) order: full scans only."""
+    b, both positive), the count and the sum of |a / (a + b) - 1/2|, in all and per UTC day
+    of the middle click (where the clicks were paced: fraud.signals.paced_stretch). One pass
+    over the program's counted clicks in (referrer, time) order: full scans only."""
     # The counted clicks read in table order, then sorted: read in (referrer, time) order
     # through the index, every click is a random read of the heap (the planner takes the
     # index for cheap, its leading program_id being in table order).
@@ -788,16 +791,21 @@ async def click_evenness(conn: asyncpg.Connection, program_id: int) -> dict[str,
         """WITH k AS MATERIALIZED (
                SELECT c.referrer_id, date_part('epoch', c.ts) AS at FROM clicks c
                WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate)
-           SELECT r.external_id, e.pairs, e.spread
-           FROM (SELECT g.referrer_id, count(*) AS pairs,
+           SELECT r.external_id, e.day, e.pairs, e.spread
+           FROM (SELECT g.referrer_id, floor(g.at / 86400)::int AS day, count(*) AS pairs,
                         sum(abs(g.a / (g.a + g.b) - 0.5)) AS spread
-                 FROM (SELECT k.referrer_id, k.at - lag(k.at) OVER w AS a,
+                 FROM (SELECT k.referrer_id, k.at, k.at - lag(k.at) OVER w AS a,
                               lead(k.at) OVER w - k.at AS b
                        FROM k WINDOW w AS (PARTITION BY k.referrer_id ORDER BY k.at)) g
                  WHERE g.a > 0 AND g.b > 0
-                 GROUP BY g.referrer_id) e
-           JOIN referrers r ON r.program_id = $1 AND r.id = e.referrer_id""", program_id)
-    return {r["external_id"]: GapEvenness(r["pairs"], r["spread"]) for r in rows}
+                 GROUP BY 1, 2) e
+           JOIN referrers r ON r.program_id = $1 AND r.id = e.referrer_id
+           ORDER BY r.external_id, e.day""", program_id)
+    days: dict[str, list[tuple[int, int, float]]] = {}
+    for r in rows:
+        days.setdefault(r["external_id"], []).append((r["day"], r["pairs"], r["spread"]))
+    return {ref: GapEvenness(sum(p for _d, p, _s in by_day), sum(s for _d, _p, s in by_day),
+                             tuple(by_day)) for ref, by_day in days.items()}
 
 
 async def source_clicks(conn: asyncpg.Connection, program_id: int
