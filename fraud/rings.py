@@ -60,7 +60,10 @@ SPLIT_MODULARITY = 0.4  # a component splits into communities only when they are
 ONE_COLLECTOR = 0.8  # a busy device or IP whose accounts one referrer collects for binds them
 
 
+CHAIN_RECRUITERS = 2  # accounts brought in by the group that bring in others of it: a chain
 HOLD_ACCOUNTS = 6  # a ring smaller than this is weak evidence
+CHAIN_HOMES = 2  # addresses, each shared by some of a chain's accounts, that make it hold
+CHAIN_HOLD = 4  # accounts a chain on CHAIN_HOMES addresses holds with
 HOLD_PER_DEVICE = 4.0  # nor is a group with fewer accounts per device (people, not a farm)
 WEAK_RING = 0.3
 
@@ -185,20 +188,18 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
                            for c in d["shared"])
+        chained = _chained(accounts, referred_by)
         concentration = _address_concentration(component, shared, uses)
-        if concentration < ADDRESS_CONCENTRATION:
+        if concentration < ADDRESS_CONCENTRATION and len(chained) < CHAIN_RECRUITERS:
+            # People behind one gateway who also live elsewhere; unless they sign each other
+            # up in a chain: strangers on a carrier's address do not, and a ring whose
+            # accounts also buy from their phones does (their other addresses are no alibi).
             continue
         density = 2 * projection.subgraph(component).number_of_edges() / (
             len(component) * (len(component) - 1))
         score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
         devices = {c for a in component for c in uses.get(a, set()) if c[0] == "device"}
         per_device = len(component) / max(len(devices), 1)
-        people = {person for _kind, person in accounts}
-        recruiters = {r for person in people for r in referred_by.get(person, ()) if r in people}
-        # A chain: accounts the group brought in who bring in others of the group. A club's
-        # organiser who refers the members met on a campus network is one recruiter, and two
-        # such groups bridged by a carrier address are still not a ring.
-        chained = {r for r in recruiters if referred_by.get(r, set()) & people}
         # A device farm: few devices, most of the group's customers one referrer's (many
         # people of different referrers on one fingerprint are a phone model behind a NAT).
         customers = [p for kind, p in component if kind == "customer"]
@@ -207,9 +208,15 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
                         and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers)
                         and living_on([{v for k, v in uses.get(a, set()) if k == "ip"}
                                       for a in component]) >= ADDRESS_CONCENTRATION)
-        # Accounts recruiting each other and living on the group's addresses.
-        recruiting = len(chained) >= 2 and concentration >= 0.95
-        if len(accounts) < HOLD_ACCOUNTS or not (device_bound or recruiting):
+        # Accounts recruiting each other and living on the group's addresses; or on several
+        # of them, each shared by some of the chain: weak ties that repeat along it over time
+        # (a family that signs each other up lives at one; a ring's accounts at a few, and on
+        # their phones besides).
+        addresses = sum(1 for c in shared if c[0] == "ip")
+        recruiting = len(chained) >= CHAIN_RECRUITERS and (
+            concentration >= 0.95 or addresses >= CHAIN_HOMES)
+        hold = CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
+        if len(accounts) < hold or not (device_bound or recruiting):
             # A few accounts, or one referrer's people each on a device of their own: a
             # household, an office; named, but weak evidence (fraud.assess reads the score).
             score = WEAK_RING
@@ -226,6 +233,15 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     return [r for r in rings if r.score > WEAK_RING or not r.shared & homes]
 
 
+def _chained(accounts: Collection[Account], referred_by: Mapping[str, set[str]]) -> set[str]:
+    """A chain: accounts the group brought in who bring in others of the group. A club's
+    organiser who refers the members met on a campus network is one recruiter, and two such
+    groups bridged by a carrier address are still not a ring."""
+    people = {person for _kind, person in accounts}
+    recruiters = {r for person in people for r in referred_by.get(person, ()) if r in people}
+    return {r for r in recruiters if referred_by.get(r, set()) & people}
+
+
 def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
              referred_by: dict[str, set[str]], max_share: int, crowds: Collection[Column]
              ) -> tuple[list[Column], set[Column]]:
@@ -233,7 +249,7 @@ def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
     unless a referral chain's home (_chain_homes), and either one collector's or used by at
     most `max_share` accounts and no gateway; and those homes."""
     homes = _chain_homes({c: [p for _kind, p in graph.neighbors(c)] for c in crowds
-                          if c in graph}, _referral_ties(referrals))
+                          if c in graph}, _referral_ties(referrals), _small_addresses(graph))
     return [n for n, d in graph.nodes(data=True)
             if d.get("bipartite") == 1 and graph.degree(n) >= 2
             and (n not in crowds or n in homes)
@@ -387,7 +403,16 @@ def chain_links(people: set[str], ties: _Ties) -> set[str]:
 HOME_ACCOUNTS = 6  # a household's people, at most: an address with more is no one's home
 
 
-def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]:
+def _small_addresses(graph: nx.Graph) -> dict[Column, set[str]]:
+    """The IPs two to HOME_ACCOUNTS accounts use (a home's, not a carrier's), with their people."""
+    return {node: {person for _kind, person in graph.neighbors(node)}
+            for node, data in graph.nodes(data=True)
+            if data.get("bipartite") == 1 and node[0] == "ip"
+            and 2 <= graph.degree(node) <= HOME_ACCOUNTS}
+
+
+def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties,
+                 small: Mapping[Column, set[str]] | None = None) -> set[Column]:
     """The addresses among `crowds` (those that behave like a NAT: each account on a browser of
     its own, as a random crowd's would be; with their accounts) that are one referral chain's
     home: at most HOME_ACCOUNTS accounts, every one of them tied to the others by referrals
@@ -397,6 +422,11 @@ def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]
     that signs each other up at home, and no one elsewhere, is left a crowd: it is a
     household, and this says nothing more of it."""
     out: set[Column] = set()
+    small = small or {}
+    homes_of: dict[str, set[Column]] = defaultdict(set)
+    for home, holders in small.items():
+        for person in holders:
+            homes_of[person].add(home)
     for column, people in crowds.items():
         if column[0] != "ip" or not 2 <= len(people) <= HOME_ACCOUNTS:
             continue
@@ -404,9 +434,17 @@ def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]
         if not links:
             continue
         chain = set(people) | links
+        # Tied by referrals through the chain, or through another home some of them share
+        # with an account the chain's referrals reach (a ring's branches meet at its other
+        # addresses as well as through its founder, whose own friends keep it no link).
+        near_chain = chain | {q for p in chain for q in ties.around.get(p, set())}
         seen, todo = {people[0]}, [people[0]]
         while todo:
-            for other in ties.around.get(todo.pop(), set()) & chain - seen:
+            person = todo.pop()
+            near = ties.around.get(person, set()) & chain
+            for home in homes_of.get(person, set()) - {column}:
+                near |= small[home] & near_chain
+            for other in near - seen:
                 seen.add(other)
                 todo.append(other)
         if set(people) <= seen:
