@@ -175,39 +175,37 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             groups.append(set(community))
     groups = _merge_by_collector(groups, referred_by)
     rings = []
-    for component, links in _merge_by_chain(groups, referrals):
-        collectors: dict[str, int] = defaultdict(int)
-        for _kind, person in component:
-            for referrer in referred_by.get(person, ()):
-                collectors[referrer] += 1
+    for group, links in _merge_by_chain(groups, referrals):
+        component = group
+        collectors = Counter(r for _kind, person in component
+                             for r in referred_by.get(person, ()))
         accounts = frozenset(component) | {("referrer", r) for r, n in collectors.items()
                                            if n >= 2 and ("customer", r) not in component}
         accounts |= links
-        referrers = [a for a in accounts if a[0] == "referrer"]
-        if len(accounts) < min_accounts or len(referrers) < min_referrers:
+        if len(accounts) < min_accounts or sum(
+                1 for a in accounts if a[0] == "referrer") < min_referrers:
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
                            for c in d["shared"])
         chained = _chained(accounts, referred_by)
         concentration = _address_concentration(component, shared, uses)
-        if concentration < ADDRESS_CONCENTRATION and len(chained) < CHAIN_RECRUITERS:
+        if concentration < ADDRESS_CONCENTRATION:
             # People behind one gateway who also live elsewhere; unless they sign each other
             # up in a chain: strangers on a carrier's address do not, and a ring whose
             # accounts also buy from their phones does (their other addresses are no alibi).
-            continue
+            # Then the ring is the chain: a stranger who shares one of those phones'
+            # addresses with one of its accounts, and no referral, is not of it.
+            trimmed = _chain_only(accounts, component, projection, referred_by, len(chained))
+            if trimmed is None:
+                continue
+            accounts, component, shared = trimmed
         density = 2 * projection.subgraph(component).number_of_edges() / (
             len(component) * (len(component) - 1))
         score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
         devices = {c for a in component for c in uses.get(a, set()) if c[0] == "device"}
         per_device = len(component) / max(len(devices), 1)
-        # A device farm: few devices, most of the group's customers one referrer's (many
-        # people of different referrers on one fingerprint are a phone model behind a NAT).
-        customers = [p for kind, p in component if kind == "customer"]
-        top = max(collectors.values(), default=0)
-        device_bound = (bool(devices) and per_device >= HOLD_PER_DEVICE
-                        and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers)
-                        and living_on([{v for k, v in uses.get(a, set()) if k == "ip"}
-                                      for a in component]) >= ADDRESS_CONCENTRATION)
+        device_bound = _device_bound(component, uses, bool(devices) and (
+            per_device >= HOLD_PER_DEVICE and concentration == 1.0), collectors)
         # Accounts recruiting each other and living on the group's addresses; or on several
         # of them, each shared by some of the chain: weak ties that repeat along it over time
         # (a family that signs each other up lives at one; a ring's accounts at a few, and on
@@ -231,6 +229,39 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     # A crowded address binds as a chain's home only a chain that holds (_chain_homes): a weak
     # group on one is the crowd it looked like, and no finding (nor one to hide a stronger).
     return [r for r in rings if r.score > WEAK_RING or not r.shared & homes]
+
+
+def _device_bound(component: set[Account], uses: dict[Account, set[Column]], few: bool,
+                  collectors: Mapping[str, int]) -> bool:
+    """A device farm: few devices (`few`), most of the group's customers one referrer's (many
+    people of different referrers on one fingerprint are a phone model behind a NAT), living
+    on the group's addresses."""
+    customers = [p for kind, p in component if kind == "customer"]
+    top = max(collectors.values(), default=0)
+    return (few and top >= ONE_COLLECTOR * len(customers)
+            and living_on([{v for k, v in uses.get(a, set()) if k == "ip"}
+                           for a in component]) >= ADDRESS_CONCENTRATION)
+
+
+def _chain_only(accounts: frozenset[Account], component: set[Account], projection: nx.Graph,
+                referred_by: Mapping[str, set[str]], chained: int
+                ) -> tuple[frozenset[Account], set[Account], frozenset[Column]] | None:
+    """A group that fails ADDRESS_CONCENTRATION but whose accounts sign each other up in a
+    chain (`chained` recruiters, CHAIN_RECRUITERS at least): its accounts tied to another of
+    them by a referral, those of them infrastructure binds, and what binds those; None when
+    it is no chain."""
+    if chained < CHAIN_RECRUITERS:
+        return None
+    people = {p for _kind, p in accounts}
+    tied = {p for p in people for r in referred_by.get(p, ()) if r in people and r != p}
+    tied |= {r for p in tied for r in referred_by.get(p, ()) if r in people}
+    kept = frozenset(a for a in accounts if a[1] in tied)
+    bound = {a for a in component if a in kept}
+    if len(bound) < 2:
+        return None
+    shared = frozenset(c for _a, _b, d in projection.subgraph(bound).edges(data=True)
+                       for c in d["shared"])
+    return kept, bound, shared
 
 
 def _chained(accounts: Collection[Account], referred_by: Mapping[str, set[str]]) -> set[str]:
@@ -430,10 +461,16 @@ def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties,
     for column, people in crowds.items():
         if column[0] != "ip" or not 2 <= len(people) <= HOME_ACCOUNTS:
             continue
+        # Who signed up two of them or more (a founder, with friends of his own elsewhere
+        # whose ties would make him no link) is the chain's too.
+        signed = Counter(q for p in people for q in ties.around.get(p, ()))
+        anchors = {q for q, n in signed.items() if n >= CHAIN_TIES and q not in people}
         links = chain_links(set(people), ties)
+        if anchors:
+            links |= chain_links(set(people) | anchors, ties)
         if not links:
             continue
-        chain = set(people) | links
+        chain = set(people) | anchors | links
         # Tied by referrals through the chain, or through another home some of them share
         # with an account the chain's referrals reach (a ring's branches meet at its other
         # addresses as well as through its founder, whose own friends keep it no link).

@@ -15,7 +15,7 @@ World = tuple[dict[Account, set[Column]], list[tuple[str, str]], dict[str, set[s
 
 
 def evasive_chain(crowded: bool) -> World:
-    """o (founder, friends g1 and g2 elsewhere) brought a and d; a brought b, b brought c, d
+    """o (founder, friends g1..g6 elsewhere) brought a and d; a brought b, b brought c, d
     brought e, e brought f. a, b, d and f live at one home H (with `crowded`, each on a phone of
     its own, as a NAT's crowd would be), c and d at another, K; every account has a phone on a
     carrier address of its own as well and a device of its own."""
@@ -25,11 +25,13 @@ def evasive_chain(crowded: bool) -> World:
     uses: dict[Account, set[Column]] = {}
     for i, (person, homes) in enumerate(where.items()):
         uses[("referrer", person)] = homes | {("ip", f"100.64.0.{i}"), ("device", f"d{person}")}
-    for friend in ("g1", "g2"):
-        uses[("customer", friend)] = {("ip", f"198.51.100.{len(friend)}{friend[-1]}"),
-                                      ("device", f"d{friend}")}
-    referrals = [("o", "a"), ("o", "d"), ("o", "g1"), ("o", "g2"), ("a", "b"), ("b", "c"),
-                 ("d", "e"), ("e", "f"), ("c", "e")]
+    friends = [f"g{i}" for i in range(1, 7)]
+    for i, friend in enumerate(friends):
+        uses[("customer", friend)] = {("ip", f"198.51.100.{i}"), ("device", f"d{friend}")}
+    # A stranger on d's carrier address, referred by nobody of the chain.
+    uses[("customer", "s")] = {("ip", "100.64.0.3"), ("device", "ds")}
+    referrals = [("o", "a"), ("o", "d"), *(("o", g) for g in friends), ("a", "b"), ("b", "c"),
+                 ("d", "e"), ("e", "f"), ("c", "e"), ("z", "s")]
     agents = {p: {f"Phone/{p}"} for _kind, p in uses} | {f"x{i}": {f"Phone/x{i}"}
                                                          for i in range(30)}
     on = {home[1]: {"Phone/a", "Phone/b", "Phone/d", "Phone/f"} if crowded else {"Phone/a"}}
@@ -63,7 +65,7 @@ def test_a_chain_on_a_few_shared_homes_is_one_held_ring() -> None:
     for crowded in (False, True):
         ring, = held(evasive_chain(crowded))
         assert {p for _kind, p in ring.accounts} >= {"a", "b", "c", "d", "e", "f"}
-        assert not {p for _kind, p in ring.accounts} & {"g1", "g2"}
+        assert not {p for _kind, p in ring.accounts} & {"g1", "g2", "s"}
 
 
 def test_the_founder_joins_the_flag_but_not_his_friends() -> None:
