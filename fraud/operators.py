@@ -136,7 +136,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
                            if c in core or tie.keys.get(c, set()) & marks
                            or tie.browsers.get(c) in phones})
         inside = {p for _kind, p in members}
-        outside = {r for r in referees if r not in inside}
+        outside = {first[p] for p in inside if p in first and first[p] not in inside}
         members = _one_role(members | {("referrer", r) for r in _recruiters(members, referees)}
                             | {("referrer", r) for r in _roots(outside, inside, referees)})
         if len(parts) == 1 and members == parts[0].accounts:
