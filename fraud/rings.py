@@ -182,7 +182,8 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         accounts = frozenset(component) | {("referrer", r) for r, n in collectors.items()
                                            if n >= 2 and ("customer", r) not in component}
         accounts |= links
-        if len(accounts) < min_accounts or sum(
+        component, accounts = _without_strangers(component, accounts, projection, referred_by)
+        if len(component) < 2 or len(accounts) < min_accounts or sum(
                 1 for a in accounts if a[0] == "referrer") < min_referrers:
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
@@ -199,8 +200,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             if trimmed is None:
                 continue
             accounts, component, shared = trimmed
-        density = 2 * projection.subgraph(component).number_of_edges() / (
-            len(component) * (len(component) - 1))
+        density = _density(projection, component)
         score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
         devices = {c for a in component for c in uses.get(a, set()) if c[0] == "device"}
         per_device = len(component) / max(len(devices), 1)
@@ -210,10 +210,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
         # of them, each shared by some of the chain: weak ties that repeat along it over time
         # (a family that signs each other up lives at one; a ring's accounts at a few, and on
         # their phones besides).
-        addresses = sum(1 for c in shared if c[0] == "ip")
-        recruiting = len(chained) >= CHAIN_RECRUITERS and (
-            concentration >= 0.95 or addresses >= CHAIN_HOMES)
-        hold = CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
+        recruiting, hold = _chain_holds(len(chained), concentration, shared)
         if len(accounts) < hold or not (device_bound or recruiting):
             # A few accounts, or one referrer's people each on a device of their own: a
             # household, an office; named, but weak evidence (fraud.assess reads the score).
@@ -229,6 +226,49 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     # A crowded address binds as a chain's home only a chain that holds (_chain_homes): a weak
     # group on one is the crowd it looked like, and no finding (nor one to hide a stronger).
     return [r for r in rings if r.score > WEAK_RING or not r.shared & homes]
+
+
+def _chain_holds(chained: int, concentration: float, shared: Collection[Column]
+                 ) -> tuple[bool, int]:
+    """Whether a group's accounts recruit each other on its addresses (CHAIN_RECRUITERS,
+    living on them; or on CHAIN_HOMES of them), and the accounts it holds with."""
+    addresses = sum(1 for c in shared if c[0] == "ip")
+    recruiting = chained >= CHAIN_RECRUITERS and (
+        concentration >= 0.95 or addresses >= CHAIN_HOMES)
+    return recruiting, CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
+
+
+def _density(projection: nx.Graph, component: set[Account]) -> float:
+    n = len(component)
+    return 2 * projection.subgraph(component).number_of_edges() / (n * (n - 1)) if n > 1 else 0.0
+
+
+def _without_strangers(component: set[Account], accounts: frozenset[Account],
+                       projection: nx.Graph, referred_by: Mapping[str, set[str]]
+                       ) -> tuple[set[Account], frozenset[Account]]:
+    """The group without its browser strangers (_browser_strangers)."""
+    strangers = _browser_strangers(component, accounts, projection, referred_by)
+    return component - strangers, accounts - strangers
+
+
+def _browser_strangers(component: set[Account], accounts: frozenset[Account],
+                       projection: nx.Graph, referred_by: Mapping[str, set[str]]
+                       ) -> set[Account]:
+    """The accounts of a group that share nothing with it but a rare browser (an exact
+    User-Agent few of the program's customers use: with_rare_browsers) and have no referral
+    tie to its people: a stranger on the same odd phone model, not one of the operator's. (An
+    account the operator made on his phone was made for a link: the referrer that collects
+    it is of the group.)"""
+    people = {p for _kind, p in accounts}
+    recruiters = {r for q in people for r in referred_by.get(q, ())}
+    out = set()
+    for account in component:
+        if account[1] in recruiters or referred_by.get(account[1], set()) & people:
+            continue
+        if all(c[0] == "agent" for other in projection.neighbors(account) if other in component
+               for c in projection[account][other]["shared"]):
+            out.add(account)
+    return out
 
 
 def _device_bound(component: set[Account], uses: dict[Account, set[Column]], few: bool,

@@ -85,3 +85,17 @@ def test_the_founder_joins_the_flag_but_not_his_friends() -> None:
 
 def test_households_that_sign_up_their_housemates_are_no_held_ring() -> None:
     assert held(households()) == []
+
+
+def test_a_stranger_on_the_same_odd_browser_is_not_of_the_ring() -> None:
+    """t shares nothing with the chain but a's rare browser, and no referral."""
+    uses, referrals, agents, on = evasive_chain(False)
+    # Living on their homes only (no phones elsewhere): the group passes as concentrated.
+    uses = {a: {c for c in cols if not c[1].startswith("100.64.")} for a, cols in uses.items()}
+    uses[("customer", "t")] = {("ip", "198.51.100.77"), ("device", "dt")}
+    referrals = [*referrals, ("y", "t")]
+    agents = {**agents, "a": {"Odd/1"}, "t": {"Odd/1"}} | {f"w{i}": {f"Web/{i}"}
+                                                          for i in range(200)}
+    ring, = held((uses, referrals, agents, on))
+    assert ("customer", "t") not in ring.accounts
+    assert ("referrer", "a") in ring.accounts
