@@ -125,14 +125,20 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
             own = {p for ring in parts if ring.kind not in GROWN for _kind, p in ring.accounts}
             own |= {p for ring in parts for kind, p in ring.accounts if kind == "customer"}
             marks, phones = tie.marks(core), tie.operator_browsers(core)
+            # A chain's root (`_roots`) brought one account, who brought the others: its other
+            # referees are its own friends unless tied, as a colluding member's are.
+            roots = _roots(referrers - own, {p for _kind, p in members}, referees)
             members |= ({("referrer", r) for r in referrers}
-                        | {("customer", c) for r in referrers - own - (cells - credited)
+                        | {("customer", c) for r in referrers - own - roots - (cells - credited)
                            for c in referees.get(r, ())}
-                        | {("customer", c) for r in referrers & own
+                        | {("customer", c) for r in (referrers & own) | roots
                            for c in referees.get(r, ())
                            if c in core or tie.keys.get(c, set()) & marks
                            or tie.browsers.get(c) in phones})
-        members = _one_role(members | {("referrer", r) for r in _recruiters(members, referees)})
+        inside = {p for _kind, p in members}
+        outside = {first[p] for p in inside if p in first and first[p] not in inside}
+        members = _one_role(members | {("referrer", r) for r in _recruiters(members, referees)}
+                            | {("referrer", r) for r in _roots(outside, inside, referees)})
         if len(parts) == 1 and members == parts[0].accounts:
             out.append(parts[0])
             continue
@@ -257,6 +263,18 @@ def _recruiters(members: set[Account], referees: Mapping[str, set[str]]) -> set[
     brought a ring's first account, used for nothing else."""
     inside = {p for _kind, p in members}
     return {r for r, people in referees.items() if r not in inside and people and people <= inside}
+
+
+def _roots(candidates: set[str], group: set[str], referees: Mapping[str, set[str]]
+           ) -> set[str]:
+    """The referrers among `candidates` that a group's referral chain grew from: credited with
+    one or more of the group's accounts, one of which refers others of the group in turn (an
+    account that recruits the chain's next). A ring's founder signs its first fake account up
+    through its own link, and that account the next; the founder's other referees (its genuine
+    friends) are not the chain's. A lent link's referees are the operator's accounts side by
+    side, none recruiting: no root."""
+    return {r for r in candidates
+            if any(referees.get(c, set()) & group for c in referees.get(r, set()) & group)}
 
 
 def _one_role(members: set[Account]) -> set[Account]:

@@ -60,7 +60,10 @@ SPLIT_MODULARITY = 0.4  # a component splits into communities only when they are
 ONE_COLLECTOR = 0.8  # a busy device or IP whose accounts one referrer collects for binds them
 
 
+CHAIN_RECRUITERS = 2  # accounts brought in by the group that bring in others of it: a chain
 HOLD_ACCOUNTS = 6  # a ring smaller than this is weak evidence
+CHAIN_HOMES = 2  # addresses, each shared by some of a chain's accounts, that make it hold
+CHAIN_HOLD = 4  # accounts a chain on CHAIN_HOMES addresses holds with
 HOLD_PER_DEVICE = 4.0  # nor is a group with fewer accounts per device (people, not a farm)
 WEAK_RING = 0.3
 
@@ -172,44 +175,43 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             groups.append(set(community))
     groups = _merge_by_collector(groups, referred_by)
     rings = []
-    for component, links in _merge_by_chain(groups, referrals):
-        collectors: dict[str, int] = defaultdict(int)
-        for _kind, person in component:
-            for referrer in referred_by.get(person, ()):
-                collectors[referrer] += 1
+    for group, links in _merge_by_chain(groups, referrals):
+        component = group
+        collectors = Counter(r for _kind, person in component
+                             for r in referred_by.get(person, ()))
         accounts = frozenset(component) | {("referrer", r) for r, n in collectors.items()
                                            if n >= 2 and ("customer", r) not in component}
         accounts |= links
-        referrers = [a for a in accounts if a[0] == "referrer"]
-        if len(accounts) < min_accounts or len(referrers) < min_referrers:
+        component, accounts = _without_strangers(component, accounts, projection, referred_by)
+        if len(component) < 2 or len(accounts) < min_accounts or sum(
+                1 for a in accounts if a[0] == "referrer") < min_referrers:
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
                            for c in d["shared"])
+        chained = _chained(accounts, referred_by)
         concentration = _address_concentration(component, shared, uses)
         if concentration < ADDRESS_CONCENTRATION:
-            continue
-        density = 2 * projection.subgraph(component).number_of_edges() / (
-            len(component) * (len(component) - 1))
+            # People behind one gateway who also live elsewhere; unless they sign each other
+            # up in a chain: strangers on a carrier's address do not, and a ring whose
+            # accounts also buy from their phones does (their other addresses are no alibi).
+            # Then the ring is the chain: a stranger who shares one of those phones'
+            # addresses with one of its accounts, and no referral, is not of it.
+            trimmed = _chain_only(accounts, component, projection, referred_by, len(chained))
+            if trimmed is None:
+                continue
+            accounts, component, shared = trimmed
+        density = _density(projection, component)
         score = min(1.0, 0.5 + 0.1 * len(accounts) * density)
         devices = {c for a in component for c in uses.get(a, set()) if c[0] == "device"}
         per_device = len(component) / max(len(devices), 1)
-        people = {person for _kind, person in accounts}
-        recruiters = {r for person in people for r in referred_by.get(person, ()) if r in people}
-        # A chain: accounts the group brought in who bring in others of the group. A club's
-        # organiser who refers the members met on a campus network is one recruiter, and two
-        # such groups bridged by a carrier address are still not a ring.
-        chained = {r for r in recruiters if referred_by.get(r, set()) & people}
-        # A device farm: few devices, most of the group's customers one referrer's (many
-        # people of different referrers on one fingerprint are a phone model behind a NAT).
-        customers = [p for kind, p in component if kind == "customer"]
-        top = max(collectors.values(), default=0)
-        device_bound = (bool(devices) and per_device >= HOLD_PER_DEVICE
-                        and concentration == 1.0 and top >= ONE_COLLECTOR * len(customers)
-                        and living_on([{v for k, v in uses.get(a, set()) if k == "ip"}
-                                      for a in component]) >= ADDRESS_CONCENTRATION)
-        # Accounts recruiting each other and living on the group's addresses.
-        recruiting = len(chained) >= 2 and concentration >= 0.95
-        if len(accounts) < HOLD_ACCOUNTS or not (device_bound or recruiting):
+        device_bound = _device_bound(component, uses, bool(devices) and (
+            per_device >= HOLD_PER_DEVICE and concentration == 1.0), collectors)
+        # Accounts recruiting each other and living on the group's addresses; or on several
+        # of them, each shared by some of the chain: weak ties that repeat along it over time
+        # (a family that signs each other up lives at one; a ring's accounts at a few, and on
+        # their phones besides).
+        recruiting, hold = _chain_holds(len(chained), concentration, shared)
+        if len(accounts) < hold or not (device_bound or recruiting):
             # A few accounts, or one referrer's people each on a device of their own: a
             # household, an office; named, but weak evidence (fraud.assess reads the score).
             score = WEAK_RING
@@ -226,6 +228,91 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     return [r for r in rings if r.score > WEAK_RING or not r.shared & homes]
 
 
+def _chain_holds(chained: int, concentration: float, shared: Collection[Column]
+                 ) -> tuple[bool, int]:
+    """Whether a group's accounts recruit each other on its addresses (CHAIN_RECRUITERS,
+    living on them; or on CHAIN_HOMES of them), and the accounts it holds with."""
+    addresses = sum(1 for c in shared if c[0] == "ip")
+    recruiting = chained >= CHAIN_RECRUITERS and (
+        concentration >= 0.95 or addresses >= CHAIN_HOMES)
+    return recruiting, CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
+
+
+def _density(projection: nx.Graph, component: set[Account]) -> float:
+    n = len(component)
+    return 2 * projection.subgraph(component).number_of_edges() / (n * (n - 1)) if n > 1 else 0.0
+
+
+def _without_strangers(component: set[Account], accounts: frozenset[Account],
+                       projection: nx.Graph, referred_by: Mapping[str, set[str]]
+                       ) -> tuple[set[Account], frozenset[Account]]:
+    """The group without its browser strangers (_browser_strangers)."""
+    strangers = _browser_strangers(component, accounts, projection, referred_by)
+    return component - strangers, accounts - strangers
+
+
+def _browser_strangers(component: set[Account], accounts: frozenset[Account],
+                       projection: nx.Graph, referred_by: Mapping[str, set[str]]
+                       ) -> set[Account]:
+    """The accounts of a group that share nothing with it but a rare browser (an exact
+    User-Agent few of the program's customers use: with_rare_browsers) and have no referral
+    tie to its people: a stranger on the same odd phone model, not one of the operator's. (An
+    account the operator made on his phone was made for a link: the referrer that collects
+    it is of the group.)"""
+    people = {p for _kind, p in accounts}
+    recruiters = {r for q in people for r in referred_by.get(q, ())}
+    out = set()
+    for account in component:
+        if account[1] in recruiters or referred_by.get(account[1], set()) & people:
+            continue
+        if all(c[0] == "agent" for other in projection.neighbors(account) if other in component
+               for c in projection[account][other]["shared"]):
+            out.add(account)
+    return out
+
+
+def _device_bound(component: set[Account], uses: dict[Account, set[Column]], few: bool,
+                  collectors: Mapping[str, int]) -> bool:
+    """A device farm: few devices (`few`), most of the group's customers one referrer's (many
+    people of different referrers on one fingerprint are a phone model behind a NAT), living
+    on the group's addresses."""
+    customers = [p for kind, p in component if kind == "customer"]
+    top = max(collectors.values(), default=0)
+    return (few and top >= ONE_COLLECTOR * len(customers)
+            and living_on([{v for k, v in uses.get(a, set()) if k == "ip"}
+                           for a in component]) >= ADDRESS_CONCENTRATION)
+
+
+def _chain_only(accounts: frozenset[Account], component: set[Account], projection: nx.Graph,
+                referred_by: Mapping[str, set[str]], chained: int
+                ) -> tuple[frozenset[Account], set[Account], frozenset[Column]] | None:
+    """A group that fails ADDRESS_CONCENTRATION but whose accounts sign each other up in a
+    chain (`chained` recruiters, CHAIN_RECRUITERS at least): its accounts tied to another of
+    them by a referral, those of them infrastructure binds, and what binds those; None when
+    it is no chain."""
+    if chained < CHAIN_RECRUITERS:
+        return None
+    people = {p for _kind, p in accounts}
+    tied = {p for p in people for r in referred_by.get(p, ()) if r in people and r != p}
+    tied |= {r for p in tied for r in referred_by.get(p, ()) if r in people}
+    kept = frozenset(a for a in accounts if a[1] in tied)
+    bound = {a for a in component if a in kept}
+    if len(bound) < 2:
+        return None
+    shared = frozenset(c for _a, _b, d in projection.subgraph(bound).edges(data=True)
+                       for c in d["shared"])
+    return kept, bound, shared
+
+
+def _chained(accounts: Collection[Account], referred_by: Mapping[str, set[str]]) -> set[str]:
+    """A chain: accounts the group brought in who bring in others of the group. A club's
+    organiser who refers the members met on a campus network is one recruiter, and two such
+    groups bridged by a carrier address are still not a ring."""
+    people = {person for _kind, person in accounts}
+    recruiters = {r for person in people for r in referred_by.get(person, ()) if r in people}
+    return {r for r in recruiters if referred_by.get(r, set()) & people}
+
+
 def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
              referred_by: dict[str, set[str]], max_share: int, crowds: Collection[Column]
              ) -> tuple[list[Column], set[Column]]:
@@ -233,7 +320,7 @@ def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
     unless a referral chain's home (_chain_homes), and either one collector's or used by at
     most `max_share` accounts and no gateway; and those homes."""
     homes = _chain_homes({c: [p for _kind, p in graph.neighbors(c)] for c in crowds
-                          if c in graph}, _referral_ties(referrals))
+                          if c in graph}, _referral_ties(referrals), _small_addresses(graph))
     return [n for n, d in graph.nodes(data=True)
             if d.get("bipartite") == 1 and graph.degree(n) >= 2
             and (n not in crowds or n in homes)
@@ -387,7 +474,16 @@ def chain_links(people: set[str], ties: _Ties) -> set[str]:
 HOME_ACCOUNTS = 6  # a household's people, at most: an address with more is no one's home
 
 
-def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]:
+def _small_addresses(graph: nx.Graph) -> dict[Column, set[str]]:
+    """The IPs two to HOME_ACCOUNTS accounts use (a home's, not a carrier's), with their people."""
+    return {node: {person for _kind, person in graph.neighbors(node)}
+            for node, data in graph.nodes(data=True)
+            if data.get("bipartite") == 1 and node[0] == "ip"
+            and 2 <= graph.degree(node) <= HOME_ACCOUNTS}
+
+
+def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties,
+                 small: Mapping[Column, set[str]] | None = None) -> set[Column]:
     """The addresses among `crowds` (those that behave like a NAT: each account on a browser of
     its own, as a random crowd's would be; with their accounts) that are one referral chain's
     home: at most HOME_ACCOUNTS accounts, every one of them tied to the others by referrals
@@ -397,16 +493,35 @@ def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties) -> set[Column]
     that signs each other up at home, and no one elsewhere, is left a crowd: it is a
     household, and this says nothing more of it."""
     out: set[Column] = set()
+    small = small or {}
+    homes_of: dict[str, set[Column]] = defaultdict(set)
+    for home, holders in small.items():
+        for person in holders:
+            homes_of[person].add(home)
     for column, people in crowds.items():
         if column[0] != "ip" or not 2 <= len(people) <= HOME_ACCOUNTS:
             continue
+        # Who signed up two of them or more (a founder, with friends of his own elsewhere
+        # whose ties would make him no link) is the chain's too.
+        signed = Counter(q for p in people for q in ties.around.get(p, ()))
+        anchors = {q for q, n in signed.items() if n >= CHAIN_TIES and q not in people}
         links = chain_links(set(people), ties)
+        if anchors:
+            links |= chain_links(set(people) | anchors, ties)
         if not links:
             continue
-        chain = set(people) | links
+        chain = set(people) | anchors | links
+        # Tied by referrals through the chain, or through another home some of them share
+        # with an account the chain's referrals reach (a ring's branches meet at its other
+        # addresses as well as through its founder, whose own friends keep it no link).
+        near_chain = chain | {q for p in chain for q in ties.around.get(p, set())}
         seen, todo = {people[0]}, [people[0]]
         while todo:
-            for other in ties.around.get(todo.pop(), set()) & chain - seen:
+            person = todo.pop()
+            near = ties.around.get(person, set()) & chain
+            for home in homes_of.get(person, set()) - {column}:
+                near |= small[home] & near_chain
+            for other in near - seen:
                 seen.add(other)
                 todo.append(other)
         if set(people) <= seen:
