@@ -2053,11 +2053,12 @@ def own_gatherings(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]
     for conv in conversions:
         for ip in conv.ips:
             seen[ip_prefix(ip)].add(conv.customer)
-        for _agent, ip in conv.agents:
-            if ip is not None:
-                seen[ip_prefix(ip)].add(conv.customer)
-        if conv.touches and conv.touches[-1].ip is not None:
-            net = ip_prefix(conv.touches[-1].ip)
+        for _agent, at in conv.agents:
+            if at is not None:
+                seen[ip_prefix(at)].add(conv.customer)
+        last = conv.touches[-1].ip if conv.touches else None
+        if last is not None:
+            net = ip_prefix(last)
             seen[net].add(conv.customer)
             last_net[conv.customer].add(net)
     out: dict[str, set[str]] = {}
