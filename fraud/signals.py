@@ -2043,14 +2043,25 @@ def own_gatherings(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]
     clicked there or bought there): a club's members behind their campus's few NAT addresses,
     a team behind its office's. A carrier's NAT carries the whole program's mobile customers,
     organic buyers and other referrers' alike, and no one referrer's crowd is most of it: a
-    link whose customers happen to share a carrier is not set apart by it."""
+    link whose customers happen to share a carrier is not set apart by it. Nor is a crowd of
+    accounts on a few devices (a farm's phones on its own address, in a residential network
+    that is crowded as a whole): the referrer's crowd there must itself click on at least
+    CROWD_BROWSERS different browsers, and on CROWD_SHARE of the number as many of the
+    program's customers drawn at random would (`expected_browsers`): people, each on a phone
+    of their own."""
     everyone = {ref for conv in conversions for ref in conv.referrers}
     gathered = gathered_customers(conversions, everyone)
     if not gathered:
         return {}
     seen: dict[str, set[str]] = defaultdict(set)
     last_net: dict[str, set[str]] = defaultdict(set)
+    browsers: dict[str, set[str]] = defaultdict(set)  # each customer's, of its last clicks
+    mix: Counter[str] = Counter()
+    agents: dict[str, set[str]] = defaultdict(set)
     for conv in conversions:
+        agents[conv.customer].update(a for a, _ip in conv.agents)
+        if conv.touches and conv.touches[-1].agent:
+            browsers[conv.customer].add(conv.touches[-1].agent)
         for ip in conv.ips:
             seen[ip_prefix(ip)].add(conv.customer)
         for _agent, at in conv.agents:
@@ -2061,14 +2072,23 @@ def own_gatherings(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]
             net = ip_prefix(last)
             seen[net].add(conv.customer)
             last_net[conv.customer].add(net)
+    for own_agents in agents.values():
+        mix.update(own_agents)
+
+    def people(crowd: set[str]) -> bool:
+        used = len({b for c in crowd for b in browsers[c]})
+        return (used >= CROWD_BROWSERS
+                and used >= CROWD_SHARE * expected_browsers(len(crowd), mix))
+
     out: dict[str, set[str]] = {}
-    for ref, people in gathered.items():
+    for ref, gathered_there in gathered.items():
         nets: dict[str, set[str]] = defaultdict(set)
-        for c in people:
+        for c in gathered_there:
             for net in last_net[c]:
                 nets[net].add(c)
         own = {c for net, crowd in nets.items()
-               if len(crowd) >= OWN_CROWD_SHARE * len(seen[net]) for c in crowd}
+               if len(crowd) >= OWN_CROWD_SHARE * len(seen[net]) and people(crowd)
+               for c in crowd}
         if own:
             out[ref] = own
     return out
