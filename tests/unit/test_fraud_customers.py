@@ -301,3 +301,30 @@ def test_a_clubs_own_crowd_that_buys_fast_is_no_injection(seed: int) -> None:
     assert "delay_distribution" not in codes.get("club", set())
     assert "delay_distribution" in codes["injector"]
     assert "delay_distribution" in codes["mobile"]
+
+
+@pytest.mark.parametrize("seed", [44, 45, 46])
+def test_a_farms_few_phones_in_a_crowded_network_are_no_gathering(seed: int) -> None:
+    """A device farm: 25-45 accounts on three phones behind its own home address, in a
+    residential network where 20 other customers click from homes of their own (the network
+    is crowded as a whole), converting within minutes: the crowd is the farm's own, but it is
+    not people on phones of their own, so it stays delay_distribution."""
+    program = Quick(seed)
+    program.homes(60)
+    rng = program.rng
+    net = f"90.{rng.randrange(256)}.{rng.randrange(256)}"
+    for r in range(20):
+        program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), f"{net}.{r + 1}")
+    phones = PHONES[:3]
+    program.regulars("farm")
+    for _ in range(rng.randint(25, 45)):
+        program.fast("farm", rng.uniform(2 * DAY, 58 * DAY), f"{net}.200")
+        phone = rng.choice(phones)
+        for i in (-2, -1):
+            conv = program.conversions[i]
+            touch = replace(conv.touches[0], agent=phone)
+            program.conversions[i] = replace(conv, touches=(touch,),
+                                             agents=frozenset({(phone, touch.ip)}))
+    program.clicks["farm"] += 40
+    assert "farm" not in own_gatherings(program.conversions)
+    assert "delay_distribution" in _codes(program)["farm"]
