@@ -886,7 +886,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         program_rate = sum(tally.counts.values()) / max(sum(context.referrer_clicks.values()), 1)
     sharing = sharing_sites(conversions)
     out: dict[str, list[Finding]] = defaultdict(list)
-    for found in (_delay_findings(tally, context, totals, program_rate),
+    own_crowds = own_gatherings(conversions)
+    for found in (_delay_findings(tally, context, totals, program_rate, own_crowds),
                   _converts_too_well(tally, context),
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
                   _velocity_findings(conversions, tally, context, totals, sharing),
@@ -1170,6 +1171,8 @@ class _Tally:
     """The conversions at hand, counted per credited referrer."""
 
     delays: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # whose each of those delays is (the customer), in the same order
+    delayed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     counts: Counter[str] = field(default_factory=Counter)
     refunds: Counter[str] = field(default_factory=Counter)
@@ -1241,6 +1244,7 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
                 tally.touched_by[ref] += 1
             if delay is not None:
                 tally.delays[ref].append(max(delay, 0.0))
+                tally.delayed[ref].append(conv.customer)
             if conv.amount > 0:
                 tally.with_amount[ref] += 1
                 tally.at_min[ref] += cheap
@@ -1272,13 +1276,22 @@ def _delay_sample(delays: Mapping[str, list[float]]) -> tuple[np.ndarray, np.nda
 
 
 def _delay_findings(tally: _Tally, context: ProgramContext,
-                    totals: Mapping[str, tuple[int, float]], program_rate: float | None
-                    ) -> dict[str, Finding]:
-    """delay_distribution: a referrer's delays faster than the program's (one-sided KS)."""
+                    totals: Mapping[str, tuple[int, float]], program_rate: float | None,
+                    gathered: Mapping[str, set[str]] | None = None) -> dict[str, Finding]:
+    """delay_distribution: a referrer's delays faster than the program's (one-sided KS).
+    Its `gathered` customers (`own_gatherings`: a crowd of people who clicked its link from
+    one network's NAT addresses, that crowd mostly its own) are left out of its sample and
+    never carry the finding: a club's members told at a meeting buy within the hour because
+    they were told together, not because a click was fired into a purchase already under
+    way (injection's clicks come from each customer's own phone, wherever it is)."""
+    gathered = gathered or {}
     everyone, owner = _delay_sample(tally.delays)
     faster_p: dict[str, float] = {}
     made: dict[str, Finding] = {}
-    for ref, own in tally.delays.items():
+    for ref, all_own in tally.delays.items():
+        away = gathered.get(ref, set())
+        own = ([d for d, c in zip(all_own, tally.delayed[ref], strict=True) if c not in away]
+               if away else all_own)
         others = (context.background_delays if context.background_delays is not None
                   else everyone[owner != ref])
         if len(own) < SPAM_MIN_CONVERSIONS or len(others) < KS_MIN_CONVERSIONS:
@@ -1288,12 +1301,15 @@ def _delay_findings(tally: _Tally, context: ProgramContext,
             if faster.pvalue == faster.pvalue:  # a NaN p-value says nothing
                 faster_p[ref] = float(faster.pvalue)
                 quick = _split(own, others, faster=True)
+                left_out = (f"; {len(all_own) - len(own)} conversions of people who came "
+                            "together from shared networks left out" if away else "")
                 made[ref] = Finding(Reason(
                     "delay_distribution",
                     f"referrer population: {ref}'s visitors convert faster than the program's "
-                    f"(median {_median(own):.0f} s against {float(np.median(others)):.0f} s)",
+                    f"(median {_median(own):.0f} s against {float(np.median(others)):.0f} s"
+                    f"{left_out})",
                     round(float(faster.statistic), 4), f"FDR {FDR_Q:g}", 0.6, "population"),
-                    _faster_than(quick),
+                    _faster_than(quick, frozenset(away)),
                     float(faster.pvalue))
     return {ref: made[ref] for ref in benjamini_hochberg(faster_p, KS_P_VALUE)}
 
@@ -2102,6 +2118,67 @@ def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collec
                   for c in people} for ref, by_ip in at.items()}
 
 
+OWN_CROWD_SHARE = 0.5  # of the people seen on a crowd's addresses, one referrer's customers
+
+
+def own_gatherings(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]]:
+    """Per referrer, its customers gathered in one place that is its own (`gathered_customers`
+    of every referrer, kept where the referrer's customers are at least OWN_CROWD_SHARE of all
+    the program's customers seen on the crowd's network, an IPv4 /24 or IPv6 /48, whether they
+    clicked there or bought there): a club's members behind their campus's few NAT addresses,
+    a team behind its office's. A carrier's NAT carries the whole program's mobile customers,
+    organic buyers and other referrers' alike, and no one referrer's crowd is most of it: a
+    link whose customers happen to share a carrier is not set apart by it. Nor is a crowd of
+    accounts on a few devices (a farm's phones on its own address, in a residential network
+    that is crowded as a whole): the referrer's crowd there must itself click on at least
+    CROWD_BROWSERS different browsers, and on CROWD_SHARE of the number as many of the
+    program's customers drawn at random would (`expected_browsers`): people, each on a phone
+    of their own."""
+    everyone = {ref for conv in conversions for ref in conv.referrers}
+    gathered = gathered_customers(conversions, everyone)
+    if not gathered:
+        return {}
+    seen: dict[str, set[str]] = defaultdict(set)
+    last_net: dict[str, set[str]] = defaultdict(set)
+    browsers: dict[str, set[str]] = defaultdict(set)  # each customer's, of its last clicks
+    mix: Counter[str] = Counter()
+    agents: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        agents[conv.customer].update(a for a, _ip in conv.agents)
+        if conv.touches and conv.touches[-1].agent:
+            browsers[conv.customer].add(conv.touches[-1].agent)
+        for ip in conv.ips:
+            seen[ip_prefix(ip)].add(conv.customer)
+        for _agent, at in conv.agents:
+            if at is not None:
+                seen[ip_prefix(at)].add(conv.customer)
+        last = conv.touches[-1].ip if conv.touches else None
+        if last is not None:
+            net = ip_prefix(last)
+            seen[net].add(conv.customer)
+            last_net[conv.customer].add(net)
+    for own_agents in agents.values():
+        mix.update(own_agents)
+
+    def people(crowd: set[str]) -> bool:
+        used = len({b for c in crowd for b in browsers[c]})
+        return (used >= CROWD_BROWSERS
+                and used >= CROWD_SHARE * expected_browsers(len(crowd), mix))
+
+    out: dict[str, set[str]] = {}
+    for ref, gathered_there in gathered.items():
+        nets: dict[str, set[str]] = defaultdict(set)
+        for c in gathered_there:
+            for net in last_net[c]:
+                nets[net].add(c)
+        own = {c for net, crowd in nets.items()
+               if len(crowd) >= OWN_CROWD_SHARE * len(seen[net]) and people(crowd)
+               for c in crowd}
+        if own:
+            out[ref] = own
+    return out
+
+
 def _burst_windows(ts: Sequence[float], limit: float) -> list[tuple[float, float]]:
     """The spans of sorted times `ts` covered by a day holding at least `limit` of them,
     overlapping days merged: (first time, last time) of each."""
@@ -2275,8 +2352,8 @@ def _split(own: Sequence[float], others: np.ndarray, *, faster: bool) -> float:
     return float(grid[at]) + (1e-6 if faster else 0.0)
 
 
-def _faster_than(seconds: float) -> Carry:
-    return lambda c: c.delay is not None and c.delay < seconds
+def _faster_than(seconds: float, away: Collection[str] = frozenset()) -> Carry:
+    return lambda c: c.delay is not None and c.delay < seconds and c.customer not in away
 
 
 def _slower_than(seconds: float) -> Carry:

@@ -8,6 +8,7 @@ however they are counted."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,7 @@ from fraud.signals import (
     _tally,
     converted_customers,
     gathered_customers,
+    own_gatherings,
     referrer_findings,
 )
 
@@ -258,3 +260,71 @@ def test_a_burst_through_a_vpn_exit_is_no_gathering(seed: int) -> None:
     program.clicks["victim"] += 20
     assert not gathered_customers(program.conversions, {"victim"}).get("victim")
     assert "velocity" in _codes(program)["victim"]
+
+
+class Quick(Crowd):
+    """A Crowd whose `fast` visitors sign up within two minutes of the click and buy within
+    a quarter of an hour: a club's members told together, or an injector's victims."""
+
+    def fast(self, ref: str, clicked: float, ip: str) -> None:
+        self.visit(ref, clicked, ip)
+        sign_up, purchase = self.conversions[-2], self.conversions[-1]
+        self.conversions[-2] = replace(sign_up, at=clicked + self.rng.uniform(20, 120))
+        self.conversions[-1] = replace(purchase, at=clicked + self.rng.uniform(120, 900))
+
+
+@pytest.mark.parametrize("seed", [41, 42, 43])
+def test_a_clubs_own_crowd_that_buys_fast_is_no_injection(seed: int) -> None:
+    """A club's 25-45 members click its link behind one to three campus NAT addresses, each
+    on a phone of its own, and buy within minutes (they were told together): the crowd is
+    the club's own (nobody else's customers there), so its fast purchases are left out of
+    delay_distribution. An injector's as many fast conversions from homes of their own stay
+    delay_distribution; so do an injector's behind a carrier's address that the program's
+    other customers share (a NAT, but not its own crowd)."""
+    program = Quick(seed)
+    program.homes(60)
+    rng = program.rng
+    campus = program.addresses("128", 3)
+    carrier = f"166.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 250)}"
+    for r in range(60):  # the carrier's other subscribers: the program's other customers
+        program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), carrier)
+    n = rng.randint(25, 45)
+    for ref, where in (("club", lambda: rng.choice(campus)), ("injector", program.home),
+                       ("mobile", lambda: carrier)):
+        program.regulars(ref)
+        for _ in range(n):
+            program.fast(ref, rng.uniform(2 * DAY, 58 * DAY), where())
+        program.clicks[ref] += 2 * n
+    assert own_gatherings(program.conversions)["club"]
+    assert "mobile" not in own_gatherings(program.conversions)
+    codes = _codes(program)
+    assert "delay_distribution" not in codes.get("club", set())
+    assert "delay_distribution" in codes["injector"]
+    assert "delay_distribution" in codes["mobile"]
+
+
+@pytest.mark.parametrize("seed", [44, 45, 46])
+def test_a_farms_few_phones_in_a_crowded_network_are_no_gathering(seed: int) -> None:
+    """A device farm: 25-45 accounts on three phones behind its own home address, in a
+    residential network where 20 other customers click from homes of their own (the network
+    is crowded as a whole), converting within minutes: the crowd is the farm's own, but it is
+    not people on phones of their own, so it stays delay_distribution."""
+    program = Quick(seed)
+    program.homes(60)
+    rng = program.rng
+    net = f"90.{rng.randrange(256)}.{rng.randrange(256)}"
+    for r in range(20):
+        program.visit(f"r{r}", rng.uniform(2 * DAY, 58 * DAY), f"{net}.{r + 1}")
+    phones = PHONES[:3]
+    program.regulars("farm")
+    for _ in range(rng.randint(25, 45)):
+        program.fast("farm", rng.uniform(2 * DAY, 58 * DAY), f"{net}.200")
+        phone = rng.choice(phones)
+        for i in (-2, -1):
+            conv = program.conversions[i]
+            touch = replace(conv.touches[0], agent=phone)
+            program.conversions[i] = replace(conv, touches=(touch,),
+                                             agents=frozenset({(phone, touch.ip)}))
+    program.clicks["farm"] += 40
+    assert "farm" not in own_gatherings(program.conversions)
+    assert "delay_distribution" in _codes(program)["farm"]
