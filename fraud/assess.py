@@ -34,7 +34,7 @@ family (the network one, say) can do is flag the reward for finance.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -49,7 +49,6 @@ from fraud.signals import (
     Reason,
     ReferrerFacts,
     amount_shares,
-    binom_above,
     conversion_reasons,
     features,
     first_visits,
@@ -71,7 +70,6 @@ FAMILIES = {
     "network": "shared network or devices",
     "click": "how the click came (timing, bots, paid traffic)",
     "population": "the referrer's traffic unlike the program's",
-    "money": "money that came back (chargebacks)",
     "model": "a model of finance's decisions",
 }
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
@@ -182,7 +180,6 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     private_window = private_window_reasons(conversions, holders or {})
     visited = first_visits(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
-    money = chargeback_reasons(conversions, rings, context.charged_back_ids)
     sleepers = sleeper_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
@@ -197,66 +194,9 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                               repeat_lease.get(conv.conversion_id),
                               private_window.get(conv.conversion_id),
                               pooled.get(conv.conversion_id), sleepers.get(conv.conversion_id),
-                              money.get(conv.customer),
                               opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders,
                                  visited=visited), row))
-    return out
-
-
-CHARGEBACK_WEIGHT = 0.5  # money disputed by the card's owner: a hold for review on its own
-RING_CHARGEBACKS = 2  # a ring's members with a chargeback before the money family binds it
-# The share of a program's customers with a chargeback that honest ones reach (friendly fraud,
-# disputes): a ring's disputed members are tested against the larger of it and the program's.
-CHARGEBACK_FLOOR = 0.02
-RING_CHARGEBACK_P = 0.01  # the level of that test (Bonferroni across the rings)
-
-
-def chargeback_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[Ring],
-                       charged_back: Collection[int]) -> dict[str, Reason]:
-    """Money that comes back, per customer: a chargeback is the card's owner disputing a
-    payment (a stolen card, most often), not a customer changing their mind (a refund, which
-    says nothing here). A customer with a purchase charged back paid with a card that was not
-    theirs to use: their other purchases, not charged back yet (a chargeback comes weeks
-    later), are held too (charged_back_customer). A group of accounts bound as one operator
-    (a ring, weak alone: a household shares devices and an address too) two or more of whose
-    customers had purchases charged back is one operator cashing out stolen cards: each of
-    its customers is held (ring_chargebacks), where more of its members had one than the
-    program's customers do (binomial against the larger of their share and CHARGEBACK_FLOOR,
-    Bonferroni across the rings). Family "money": independent of the network
-    evidence that bound the ring, so both together can reject."""
-    if not charged_back:
-        return {}
-    disputed: Counter[str] = Counter()
-    for conv in conversions:
-        if conv.conversion_id in charged_back:
-            disputed[conv.customer] += 1
-    if not disputed:
-        return {}
-    customers = {conv.customer for conv in conversions}
-    base = max(len(disputed) / max(len(customers), 1), CHARGEBACK_FLOOR)
-    out: dict[str, Reason] = {}
-    for ring in sorted(rings, key=lambda r: -len(r.accounts)):
-        people = {person for _kind, person in ring.accounts}
-        hit = sorted(p for p in people if disputed.get(p))
-        # More disputed members than the program's customers have (binomial), so that a
-        # campus of a hundred with two disputes is no operator.
-        if (len(hit) < RING_CHARGEBACKS or binom_above(len(hit), len(people), base)
-                > RING_CHARGEBACK_P / max(len(rings), 1)):
-            continue
-        reason = Reason(
-            "ring_chargebacks", f"money: {len(hit)} of the {len(people)} accounts of a "
-            f"{ring.kind.replace('_', ' ')} bound by shared devices or addresses had purchases "
-            "charged back (cards disputed by their owners): one operator cashing out "
-            "stolen cards", len(hit), RING_CHARGEBACKS, CHARGEBACK_WEIGHT, "money")
-        for person in people:
-            out.setdefault(person, reason)
-    for person, n in disputed.items():
-        out.setdefault(person, Reason(
-            "charged_back_customer", f"money: {n} of this customer's purchases "
-            f"{'was' if n == 1 else 'were'} charged back (the card's owner disputed the "
-            "payment): its other purchases are paid with the same cards", n, 1,
-            CHARGEBACK_WEIGHT, "money"))
     return out
 
 

@@ -685,8 +685,6 @@ class ClickRhythm:
     # how many such triples (`gap_pairs`), and the sum of |x - 1/2| over them (full scans).
     gap_pairs: int = 0
     gap_spread: float = 0.0
-    # (UTC day number since the epoch, counted clicks that day), in day order (full scans)
-    daily: tuple[tuple[int, int], ...] = ()
     # Where the clicks were paced (paced_stretch): from the start of its first UTC day to the
     # end of its last, unix seconds; None where unknown (the test then covers every click).
     paced: tuple[float, float] | None = None
@@ -778,8 +776,6 @@ class ProgramContext:
     # Each referrer's counted clicks spread over days (whether they come in share bursts);
     # full scans only.
     click_rhythm: Mapping[str, ClickRhythm] = field(default_factory=dict)
-    # Of the reversed conversions, those charged back (a card's owner disputed the payment)
-    charged_back_ids: frozenset[int] = frozenset()
 
 
 Carry = Callable[[ConversionFacts], bool]
@@ -859,10 +855,6 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
       than chance gives (binomial), against a baseline without the referrers found so
       (`_fast_purchase_findings`): click injection on a referrer with a few conversions;
       carried by those purchases; full scans only.
-    - converting_run: a run of days in which nearly every click on the referrer's link
-      brought a new customer, far more than its own clicks did before and after and than the
-      program's do (`converting_run`): its link in someone else's hands, each click made to
-      buy; carried by the customers who arrived through those days' clicks; full scans only.
     - conversion_rate again, for the referrers another test found, against the rate of the
       referrers no test found (`_suspect_rate_findings`): the program's own rate is inflated
       by its fraud;
@@ -908,8 +900,6 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                                               sharing).items():
         out[ref].append(finding)
     for ref, finding in _even_findings(context, set(out), sharing).items():
-        out[ref].append(finding)
-    for ref, finding in _converting_run_findings(conversions, context).items():
         out[ref].append(finding)
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
@@ -1159,11 +1149,6 @@ def _binom_above(k: int, n: int, p: float) -> float:
     if k > n:
         return 0.0
     return min(max(float(_binom_sf(float(k - 1), n, p)), 0.0), 1.0)
-
-
-def binom_above(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p) (`_binom_above`), for the other modules."""
-    return _binom_above(k, n, p)
 
 
 @dataclass(slots=True)
@@ -2575,166 +2560,6 @@ def _takeover_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Find
 
 def _departed(customers: frozenset[str]) -> Carry:
     return lambda c: c.customer in customers and _through_hosting(c)
-
-
-RUN_MIN_CUSTOMERS = 5  # new customers within a run before it can tell
-RUN_SHARE = 0.5  # of a run's counted clicks that brought a new customer, at least
-RUN_WEIGHT = 0.55  # a hold for review: one test of the referrer's traffic
-RUN_GAP_DAYS = 7  # days without a click that end a run
-RUN_MAX_DAYS = 31  # active days in a run, at most (the scan is linear in a referrer's days)
-# Of a run's customers, the share that came the same way (one site, or none) before the others
-# are taken for the referrer's own audience passing by (`_run_carrier`)
-RUN_SOURCE_SHARE = 2 / 3
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """A referrer's run of days (`first`..`last`, UTC day numbers) whose `clicks` brought
-    `customers` new customers, against `rate` (the larger of its other days' rate and the
-    program's), and the p-value of so many."""
-
-    first: int
-    last: int
-    customers: int
-    clicks: int
-    rate: float
-    p_value: float
-
-
-def converting_run(daily: Sequence[tuple[int, int]], arrivals: Mapping[int, int],
-                   program_rate: float) -> Run | None:
-    """The run of days in which a referrer's clicks (`daily`: (day, counted clicks)) brought
-    new customers (`arrivals`: day of the click a new customer came through -> how many) at
-    the highest rate beyond its own: a link's clicks bring its audience, of whom some buy,
-    share after share; a run in which nearly every click buys is someone else's traffic on
-    the link (its account taken over, its code passed to a crew that buys with stolen cards).
-
-    Of the runs (consecutive active days) with RUN_MIN_CUSTOMERS or more, at least RUN_SHARE
-    of whose clicks brought one, no more clicks than the referrer's other days (a departure
-    from a history of its own) and no RUN_GAP_DAYS without a click within (one stretch of
-    traffic), the one with the largest log-likelihood ratio against the
-    larger of its other days' rate (Laplace: (k + 1) / (n + 2), so that a short history says
-    little) and the program's (`program_rate`, new customers per counted click): a scan over
-    every run of up to RUN_MAX_DAYS active days (numpy, one pass per run length). It is
-    tested (one-sided binomial) against that rate, Bonferroni over the days a run could
-    start on (a scan statistic's correction, the runs being nested). A customer counted
-    where its click was not (a click skipped as a duplicate) counts its click too. The
-    caller counts a day's customers from one home address once (a family buying
-    together)."""
-    days = sorted({d for d, _ in daily} | set(arrivals))
-    clicks = dict(daily)
-    k_of = np.array([arrivals.get(d, 0) for d in days], dtype=float)
-    n_of = np.maximum(np.array([clicks.get(d, 0) for d in days], dtype=float), k_of)
-    total_k, total_n = float(k_of.sum()), float(n_of.sum())
-    if total_k < RUN_MIN_CUSTOMERS or not total_n:
-        return None
-    cum_k = np.concatenate(([0.0], np.cumsum(k_of)))
-    cum_n = np.concatenate(([0.0], np.cumsum(n_of)))
-    # A run is one stretch of traffic: no more than RUN_GAP_DAYS without a click within it.
-    stretch = np.concatenate(([0], np.cumsum(np.diff(days) > RUN_GAP_DAYS)))
-    best: tuple[float, int, int] | None = None  # (log-likelihood ratio, first, last)
-    for width in range(1, min(len(days), RUN_MAX_DAYS) + 1):  # runs of `width` active days
-        k = cum_k[width:] - cum_k[:-width]
-        n = cum_n[width:] - cum_n[:-width]
-        # A departure from the referrer's own traffic: as many of its clicks outside the run
-        # as in it (an audience that buys well throughout is no run, however its shares fall).
-        ok = ((k >= RUN_MIN_CUSTOMERS) & (k >= RUN_SHARE * n) & (total_n - n >= n)
-              & (stretch[width - 1:] == stretch[:len(stretch) - width + 1]))
-        if not ok.any():
-            continue
-        base = np.maximum((total_k - k + 1.0) / (total_n - n + 2.0), program_rate)
-        share = np.where(ok, k / np.maximum(n, 1.0), 0.0)
-        llr = (k * np.log(np.maximum(share, 1e-12) / base)
-               + (n - k) * np.log(np.maximum(1.0 - share, 1e-12) / (1.0 - base)))
-        llr = np.where(ok & (share > base), llr, -np.inf)
-        i = int(np.argmax(llr))
-        if np.isfinite(llr[i]) and (best is None or llr[i] > best[0]):
-            best = (float(llr[i]), i, i + width - 1)
-    if best is None:
-        return None
-    _llr, lo, hi = best
-    kk, nn = int(cum_k[hi + 1] - cum_k[lo]), int(cum_n[hi + 1] - cum_n[lo])
-    rate = max((total_k - kk + 1.0) / (total_n - nn + 2.0), program_rate)
-    p = min(_binom_above(kk, nn, rate) * len(days), 1.0)
-    return Run(days[lo], days[hi], kk, nn, rate, p)
-
-
-def _arrival_day(conv: ConversionFacts) -> int:
-    at = conv.touches[-1].at if conv.touches else conv.at
-    return int(at // DAY)
-
-
-def _arrival_home(conv: ConversionFacts) -> str:
-    """The address a customer arrived from, as one home: their click's IP; through an
-    anonymising address (a VPN exit, strangers share it) or none, the customer alone."""
-    ip = conv.touches[-1].ip if conv.touches else conv.ip
-    return ip if ip and not _through_hosting(conv) else "customer:" + conv.customer
-
-
-def _converting_run_findings(conversions: Sequence[ConversionFacts], context: ProgramContext
-                             ) -> dict[str, Finding]:
-    """converting_run (`converting_run`), Benjamini-Hochberg across the referrers with
-    enough new customers to test. Carried by the conversions of the customers who arrived
-    through the run's clicks the way most of them came (`_run_carrier`); the referrer's own
-    audience before and after is not. Full
-    scans only (an incremental scan's context has no clicks per day)."""
-    if not context.click_rhythm:
-        return {}
-    first: dict[str, dict[str, ConversionFacts]] = defaultdict(dict)
-    for conv in conversions:
-        for ref in conv.referrers:
-            was = first[ref].get(conv.customer)
-            if was is None or conv.at < was.at:
-                first[ref][conv.customer] = conv
-    total_clicks = sum(r.clicks for r in context.click_rhythm.values())
-    total_customers = sum(len(first.get(ref, ())) for ref in context.click_rhythm)
-    program_rate = total_customers / max(total_clicks, 1)
-    runs: dict[str, Run] = {}
-    p_values: dict[str, float] = {}
-    for ref, rhythm in context.click_rhythm.items():
-        people = first.get(ref)
-        if not rhythm.daily or not people or len(people) < RUN_MIN_CUSTOMERS:
-            continue
-        # A household buying together is one audience, not strangers: the customers of a
-        # day from one home address count once.
-        arrivals = Counter(day for day, _home in {(_arrival_day(c), _arrival_home(c))
-                                                  for c in people.values()})
-        p_values[ref] = 1.0  # tested, whatever comes out
-        run = converting_run(rhythm.daily, arrivals, program_rate)
-        if run is not None:
-            runs[ref], p_values[ref] = run, run.p_value
-    out: dict[str, Finding] = {}
-    for ref in benjamini_hochberg(p_values):
-        run = runs[ref]
-        who = _run_carrier([conv for conv in first[ref].values()
-                            if run.first <= _arrival_day(conv) <= run.last])
-        span = run.last - run.first + 1
-        out[ref] = Finding(Reason(
-            "converting_run", f"referrer population: over {span} day(s), {run.customers} of "
-            f"the {run.clicks} clicks on {ref}'s link brought a new customer, against "
-            f"{run.rate:.0%} of its other clicks and the program's: traffic unlike its own "
-            "audience, each click made to buy (its link in someone else's hands)",
-            round(run.customers / run.clicks, 4), RUN_SHARE, RUN_WEIGHT, "population"),
-            _arrived_in(who), run.p_value)
-    return out
-
-
-def _run_carrier(arrived: Sequence[ConversionFacts]) -> frozenset[str]:
-    """Of the customers who arrived during a run (their first conversions), those who came
-    the way the run's traffic came: where RUN_SOURCE_SHARE of them came from one site, or from
-    none (no Referer), the others came through where the referrer shares its link (a mail
-    app, a social network): its own audience, passing by during the run."""
-    ways = Counter(_last_site(c) for c in arrived)
-    if not ways:
-        return frozenset()
-    way, n = ways.most_common(1)[0]
-    if n < RUN_SOURCE_SHARE * len(arrived):
-        return frozenset(c.customer for c in arrived)
-    return frozenset(c.customer for c in arrived if _last_site(c) == way)
-
-
-def _arrived_in(customers: frozenset[str]) -> Carry:
-    return lambda c: c.customer in customers
 
 
 def _headerless_findings(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:

@@ -724,39 +724,29 @@ async def agent_customers(conn: asyncpg.Connection, program_id: int, agents: lis
     return {r["user_agent"]: r["n"] for r in rows}, int(total or 0)
 
 
-async def reversed_conversions(conn: asyncpg.Connection, program_id: int
-                               ) -> tuple[frozenset[int], frozenset[int]]:
-    """Conversions refunded or charged back, and of those the ones charged back (a card's
-    owner disputed the payment; a refund is the customer changing their mind): one pass."""
+async def reversed_conversions(conn: asyncpg.Connection, program_id: int) -> frozenset[int]:
+    """Conversions refunded or charged back."""
     rows = await conn.fetch(
-        """SELECT o.id, bool_or(x.type = 'chargeback') AS charged_back FROM conversions x
+        """SELECT o.id FROM conversions x
            JOIN conversions o ON o.program_id = x.program_id AND o.event_id = x.original_event_id
-           WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')
-           GROUP BY o.id""", program_id)
-    return (frozenset(r["id"] for r in rows),
-            frozenset(r["id"] for r in rows if r["charged_back"]))
+           WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')""", program_id)
+    return frozenset(r["id"] for r in rows)
 
 
 async def referrer_clicks(conn: asyncpg.Connection, program_id: int
                           ) -> dict[str, ClickRhythm]:
     """Counted (not bot, not duplicate) clicks per referrer, with their spread over UTC days
-    and the count of each day (fraud.signals.ClickRhythm): one pass over the program's clicks,
-    full scans only."""
+    (fraud.signals.ClickRhythm): one pass over the program's clicks, full scans only."""
     rows = await conn.fetch(
         """SELECT r.external_id, sum(d.n)::bigint AS n, max(d.day) - min(d.day) + 1 AS days,
-                  sum(d.n * d.n)::bigint AS squares,
-                  array_agg(d.day - DATE '1970-01-01' ORDER BY d.day) AS day_numbers,
-                  array_agg(d.n ORDER BY d.day) AS day_clicks
+                  sum(d.n * d.n)::bigint AS squares
            FROM (SELECT c.referrer_id, (c.ts AT TIME ZONE 'UTC')::date AS day, count(*) AS n
                  FROM clicks c
                  WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate
                  GROUP BY 1, 2) d
            JOIN referrers r ON r.program_id = $1 AND r.id = d.referrer_id
            GROUP BY r.external_id""", program_id)
-    return {r["external_id"]: ClickRhythm(r["n"], r["days"], r["squares"],
-                                          daily=tuple(zip(r["day_numbers"], r["day_clicks"],
-                                                          strict=True)))
-            for r in rows}
+    return {r["external_id"]: ClickRhythm(r["n"], r["days"], r["squares"]) for r in rows}
 
 
 async def counted_clicks(conn: asyncpg.Connection, program_id: int, referrers: list[str]
