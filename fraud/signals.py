@@ -896,8 +896,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         out[ref].append(finding)
     for ref, finding in _suspect_rate_findings(tally, context, out).items():
         out[ref].append(finding)
-    for ref, finding in _steady_late_findings(conversions, context, set(out),
-                                              sharing).items():
+    for ref, finding in _steady_late_findings(conversions, context, set(out)).items():
         out[ref].append(finding)
     for ref, finding in _even_findings(context, set(out), sharing).items():
         out[ref].append(finding)
@@ -1374,8 +1373,7 @@ def _later_than(own: Sequence[float], program: np.ndarray) -> tuple[float, float
 
 
 def _steady_late_findings(conversions: Sequence[ConversionFacts], context: ProgramContext,
-                          found: Collection[str], sharing: frozenset[str] = frozenset()
-                          ) -> dict[str, Finding]:
+                          found: Collection[str]) -> dict[str, Finding]:
     """steady_late_clicks: click spam that converts like the program. A shared link's clicks
     come in bursts after each share; clicks fired at visitors (an app, a retargeting script)
     come as a steady stream, day after day (ClickRhythm.burst_p_value not significant); and
@@ -1383,10 +1381,10 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
     referrers with a steady stream of clicks and no other finding, those whose customers'
     first conversions came later than the program's customers' (one-sided two-sample KS,
     one delay a customer) are discoveries under Benjamini-Hochberg. Carried by the
-    conversions later than where the two distributions part, except those whose click came
-    through a site where people pass links to each other (`sharing`: a mail app, a social
-    network): clicks fired at visitors come from the pages the visitors were on, and the
-    referrer's friends it messaged came through those sites (`_unshared`).
+    conversions later than where the two distributions part, whatever site their click came
+    through: clicks fired at visitors come from the pages the visitors were on, and a popular
+    site many referrers' visitors come from (a sharing site, `_unshared`) is where a spammer's
+    placements are too.
 
     Full scans only (the context's click_rhythm is empty in incremental ones): an
     incremental scan's window (each referrer's latest conversions) is no sample of the
@@ -1425,7 +1423,7 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
             f"{_median(own) / 3600:.0f} h against {median / 3600:.0f} h): "
             "clicks fired at people who were buying anyway (click spam)",
             round(statistic, 4), f"FDR {FDR_Q:g}", 0.6, "population"),
-            _slower_than(min(late, LATE_SECONDS)), p_values[ref], within=_unshared(sharing))
+            _slower_than(min(late, LATE_SECONDS)), p_values[ref])
     return {ref: made[ref] for ref in benjamini_hochberg(p_values)}
 
 
