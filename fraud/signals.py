@@ -2145,8 +2145,7 @@ def own_gatherings(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]
 
     def people(crowd: set[str]) -> bool:
         used = len({b for c in crowd for b in browsers[c]})
-        return (used >= CROWD_BROWSERS
-                and used >= CROWD_SHARE * expected_browsers(len(crowd), mix))
+        return crowd_of_people(used, len(crowd), mix)
 
     out: dict[str, set[str]] = {}
     for ref, gathered_there in gathered.items():
@@ -2838,17 +2837,27 @@ def crowded_columns(uses: Mapping[tuple[str, str], Collection[tuple[str, str]]],
         for part in [[c] for c in pool] + ([pool] if len(pool) > 1 else []):
             seen = len({b for c in part for b in browsers_on.get(c[1], ())})
             accounts = len({a for c in part for a in holders[c]})
-            if seen < CROWD_BROWSERS:
-                continue
-            if accounts not in expected:
-                expected[accounts] = expected_browsers(accounts, mix)
-            if seen >= CROWD_SHARE * expected[accounts]:
+            if crowd_of_people(seen, accounts, mix, expected):
                 crowds.update(part)
     if not crowds:
         return crowds
     behind = {a for c in crowds for a in holders[c]}
     return crowds | {c for c, accounts in holders.items()
                      if c[0] == "device" and accounts <= behind}
+
+
+def crowd_of_people(browsers: int, accounts: int, mix: Mapping[str, int],
+                    expected: dict[int, float] | None = None) -> bool:
+    """Whether `accounts` seen on `browsers` different browsers are people each on a device of
+    their own: at least CROWD_BROWSERS browsers, and CROWD_SHARE of the number as many of the
+    program's customers drawn at random would use (expected_browsers; `expected` caches it by
+    the number of accounts)."""
+    if browsers < CROWD_BROWSERS:
+        return False
+    cache = {} if expected is None else expected
+    if accounts not in cache:
+        cache[accounts] = expected_browsers(accounts, mix)
+    return browsers >= CROWD_SHARE * cache[accounts]
 
 
 def conversion_crowds(conversions: Sequence[ConversionFacts]) -> set[tuple[str, str]]:
