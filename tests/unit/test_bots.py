@@ -53,6 +53,26 @@ def test_the_crawler_rule_is_the_first_of_the_list_that_matches(detector: BotDet
         assert (rule if rule and rule.startswith("crawler_list:") else None) == expected, ua
 
 
+def test_candidates_are_the_patterns_whose_text_is_in_the_user_agent(
+    detector: BotDetector,
+) -> None:
+    """The patterns a user agent is tried on, found through their texts' first characters, are
+    those whose required text it holds (or that have none), in the list's order: on every
+    example of the list, every real browser, and texts at either end, short or not ASCII."""
+    texts = [(i, required_text(p)) for i, p in enumerate(detector.patterns)]
+
+    def reference(ua: str) -> list[int]:
+        return [i for i, text in texts if text is None or text in ua]
+
+    uas = crawler_examples() + browser_user_agents() + [
+        "", "a", "ab", "get", "Y!J", "xget", "Googlebot/", "Googlebot/2.1 Googlebot/2.1",
+        "x" * 3000 + "bingbot", "Zé Googlebot/ 🤖 ds9", "BW/1.0 (BW/)", "\udcff\x00bot",
+    ]
+    assert len(uas) > 2000
+    for ua in uas:
+        assert detector.candidates(ua) == reference(ua), ua
+
+
 @pytest.mark.parametrize(("pattern", "text"), [
     ("Googlebot\\/", "Googlebot/"),
     ("AdsBot-Google([^-]|$)", "AdsBot-Google"),
