@@ -32,8 +32,11 @@ distinct in 40,000 clicks; Chromium's client hints with them, ten Accept-Languag
 3,000 /24 networks with 249 hosts each, so almost every click comes from an address not seen
 before, 40% returning visitors, 20 links). Until December 2026 `browsers` drew 40 made-up user
 agents evenly, without client hints or other languages: its enrichment then parsed 40 devices
-a run, where real traffic brings hundreds. `throughput` is clicks per
-second of the whole flush (read to commit) on one core, the importer's path.
+a run, where real traffic brings hundreds. A new visitor's id is made by the redirect's own
+generator (tracker.clicks.redirect.VisitorIds, imported), so the index on (program_id,
+visitor_id, ts) takes the ids production makes; a returning visitor is one of 2,000 made-up
+ids, which all sort before any made now (an old visitor's place in the index). `throughput` is
+clicks per second of the whole flush (read to commit) on one core, the importer's path.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from tracker.clicks import flusher as fl
 from tracker.clicks.enrich import COLUMNS, Enricher
 from tracker.clicks.journal import SEP, VERSION, RawClick, parse_segment
 from tracker.clicks.queries import use_packed_inet
+from tracker.clicks.redirect import VisitorIds
 from tracker.collector import BATCH_COLLECTIONS, few_collections
 from tracker.settings import FLUSH_MAX_CLICKS
 
@@ -104,13 +108,16 @@ def browser_devices() -> tuple[list[Device], list[float]]:
 STAGES = ("read", "enrich", "dedupe", "probe", "copy", "analyze", "no index", "replay")
 
 
+_new_visitor = VisitorIds().new  # as the redirect makes them
+
+
 def _click(i: int, ts_us: int, shape: str, rnd: random.Random, link0: int, *,
            device: Device = ("", "", "", ""), language: str = "") -> RawClick:
     if shape == "wrk":
-        return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link0, 1, "bench", os.urandom(12).hex(),
+        return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link0, 1, "bench", _new_visitor(),
                         True, "127.0.0.1", "", "", "", "", "", "", "", "", "", "", "", "")
     returning = rnd.random() < 0.4
-    visitor = f"{rnd.randrange(2000):024x}" if returning else os.urandom(12).hex()
+    visitor = f"{rnd.randrange(2000):024x}" if returning else _new_visitor()
     link = link0 + rnd.randrange(20)
     return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link, 1, f"l{link}", visitor, not returning,
                     f"10.{rnd.randrange(12)}.{rnd.randrange(250)}.{rnd.randrange(1, 250)}", "", "",
