@@ -74,7 +74,8 @@ FastAnswer = Callable[[bytes | None], None]
 FastRedirect = Callable[[RawRequestMessage, str, FastAnswer], bool]
 
 
-VISITOR_ID_BYTES = 12  # 96 random bits: 24 hex digits
+VISITOR_ID_BYTES = 12  # 24 hex digits: a 32-bit second, then 64 random bits (VisitorIds)
+_RANDOM_BYTES = 8
 SIGNATURE_BYTES = 12  # a 96-bit MAC: 24 hex digits
 _ID_LEN = 2 * VISITOR_ID_BYTES
 _COOKIE_LEN = _ID_LEN + 1 + 2 * SIGNATURE_BYTES  # 49: fits a conversion's visitor_id (64)
@@ -92,23 +93,36 @@ def visitor_signature(key: bytes, visitor_id: str) -> str:
 
 
 class VisitorIds:
-    """New visitor ids, 96 bits of os.urandom each, read for many ids at a time: one getrandom
-    call per BATCH new visitors instead of one each (0.16 against 0.31 us of CPU an id)."""
+    """New visitor ids, 24 hex digits: the second they were made in (Unix time, 32 bits, as a
+    MongoDB ObjectId starts) and then 64 bits of os.urandom, read for many ids at a time (one
+    getrandom call per BATCH new visitors instead of one each: 0.16 against 0.31 us of CPU an
+    id). Time first, so a new visitor's click goes in at the right end of the clicks' index on
+    (program_id, visitor_id, ts) instead of on a random leaf of it (the UUIDv7 idea); the random
+    part keeps ids unguessable and apart across workers (two ids of one second collide with
+    probability 2^-64). Same length and alphabet as the ids of 96 random bits made before, so
+    their cookies stay valid; nothing reads the time back (it only orders)."""
 
-    __slots__ = ("_hex", "_pos")
+    __slots__ = ("_clock", "_hex", "_pos", "_prefix", "_second")
     BATCH = 256
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._hex = ""
         self._pos = 0
+        self._second = -1
+        self._prefix = ""
 
     def new(self) -> str:
         pos = self._pos
         if pos >= len(self._hex):
-            self._hex = os.urandom(VISITOR_ID_BYTES * self.BATCH).hex()
+            self._hex = os.urandom(_RANDOM_BYTES * self.BATCH).hex()
             pos = 0
-        self._pos = pos + _ID_LEN
-        return self._hex[pos : pos + _ID_LEN]
+        self._pos = pos + 2 * _RANDOM_BYTES
+        second = int(self._clock()) & 0xFFFF_FFFF  # wraps in 2106: only the order suffers
+        if second != self._second:
+            self._second = second
+            self._prefix = f"{second:08x}"
+        return self._prefix + self._hex[pos : pos + 2 * _RANDOM_BYTES]
 
 
 def _visitor_from_cookie(cookie: str, key: bytes) -> str:
