@@ -108,16 +108,17 @@ def browser_devices() -> tuple[list[Device], list[float]]:
 STAGES = ("read", "enrich", "dedupe", "probe", "copy", "analyze", "no index", "replay")
 
 
-_new_visitor = VisitorIds().new  # as the redirect makes them
+_new_visitor = VisitorIds().new  # as the redirect makes them (at the click's time)
 
 
 def _click(i: int, ts_us: int, shape: str, rnd: random.Random, link0: int, *,
            device: Device = ("", "", "", ""), language: str = "") -> RawClick:
     if shape == "wrk":
-        return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link0, 1, "bench", _new_visitor(),
-                        True, "127.0.0.1", "", "", "", "", "", "", "", "", "", "", "", "")
+        return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link0, 1, "bench",
+                        _new_visitor(ts_us * 1000), True, "127.0.0.1", "", "", "", "", "", "", "",
+                        "", "", "", "", "")
     returning = rnd.random() < 0.4
-    visitor = f"{rnd.randrange(2000):024x}" if returning else _new_visitor()
+    visitor = f"{rnd.randrange(2000):024x}" if returning else _new_visitor(ts_us * 1000)
     link = link0 + rnd.randrange(20)
     return RawClick(ts_us, _cid(ts_us, i), PROGRAM_ID, link, 1, f"l{link}", visitor, not returning,
                     f"10.{rnd.randrange(12)}.{rnd.randrange(250)}.{rnd.randrange(1, 250)}", "", "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import shutil
+import time
 from pathlib import Path
 
 import asyncpg
@@ -214,7 +215,7 @@ def test_cached_enrichment_is_what_a_cold_enricher_gives(tmp_path: Path) -> None
 
 def test_visitor_ids_are_random_hex_and_unique_across_refills() -> None:
     ids = VisitorIds()
-    made = [ids.new() for _ in range(3 * VisitorIds.BATCH + 7)]
+    made = [ids.new(time.time_ns()) for _ in range(3 * VisitorIds.BATCH + 7)]
     assert len(set(made)) == len(made)
     assert all(len(v) == 24 and int(v, 16) >= 0 for v in made)
 

@@ -99,29 +99,33 @@ class VisitorIds:
     id). Time first, so a new visitor's click goes in at the right end of the clicks' index on
     (program_id, visitor_id, ts) instead of on a random leaf of it (the UUIDv7 idea); the random
     part keeps ids unguessable and apart across workers (two ids of one second collide with
-    probability 2^-64). Same length and alphabet as the ids of 96 random bits made before, so
-    their cookies stay valid; nothing reads the time back (it only orders)."""
+    probability 2^-64); the id shows the second of the visitor's first click to whoever reads
+    the cookie. Same length and alphabet as the ids of 96 random bits made before, so their
+    cookies stay valid; nothing reads the time back (it only orders, and nothing relied on ids
+    being uniform: reports split visitors by a hash of the whole id). Measured with
+    bench.flush_stages, 200,000 clicks a shape: PostgreSQL CPU per click 11.5-12.7 -> 9.1-10.2
+    us for new visitors only (wrk), 19.4-19.6 -> 15.2-16.1 us for browser-like traffic."""
 
-    __slots__ = ("_clock", "_hex", "_pos", "_prefix", "_second")
+    __slots__ = ("_hex", "_next", "_pos", "_prefix")
     BATCH = 256
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._hex = ""
         self._pos = 0
-        self._second = -1
         self._prefix = ""
+        self._next = 0  # the time (ns) from which _prefix is out of date
 
-    def new(self) -> str:
+    def new(self, now_ns: int) -> str:
+        """A new id made at `now_ns` (the click's time.time_ns(), which the redirect has)."""
         pos = self._pos
         if pos >= len(self._hex):
             self._hex = os.urandom(_RANDOM_BYTES * self.BATCH).hex()
             pos = 0
+        if not 0 < self._next - now_ns <= 1_000_000_000:  # another second (or the clock fell)
+            second = now_ns // 1_000_000_000
+            self._prefix = f"{second & 0xFFFF_FFFF:08x}"  # wraps in 2106: only the order suffers
+            self._next = (second + 1) * 1_000_000_000
         self._pos = pos + 2 * _RANDOM_BYTES
-        second = int(self._clock()) & 0xFFFF_FFFF  # wraps in 2106: only the order suffers
-        if second != self._second:
-            self._second = second
-            self._prefix = f"{second:08x}"
         return self._prefix + self._hex[pos : pos + 2 * _RANDOM_BYTES]
 
 
@@ -248,8 +252,9 @@ def make_redirect(  # noqa: PLR0915
         new_visitor = not vid
         set_cookie = ""
         if new_visitor:
-            # A random id, never the click id (that one is shown in the landing URL), signed.
-            vid = new_visitor_id()
+            # A new id (its second, then random bits), never the click id (that one is shown
+            # in the landing URL), signed.
+            vid = new_visitor_id(ns)
             mac = mac_state.copy()
             mac.update(vid.encode())
             set_cookie = f"{_VID}{vid}.{mac.hexdigest()}{cookie_tail}"
