@@ -103,8 +103,10 @@ class VisitorIds:
     the cookie. Same length and alphabet as the ids of 96 random bits made before, so their
     cookies stay valid; nothing reads the time back (it only orders, and nothing relied on ids
     being uniform: reports split visitors by a hash of the whole id). Measured with
-    bench.flush_stages, 200,000 clicks a shape: PostgreSQL CPU per click 11.5-12.7 -> 9.1-10.2
-    us for new visitors only (wrk), 19.4-19.6 -> 15.2-16.1 us for browser-like traffic."""
+    bench.flush_stages, 200,000 clicks a shape, three pairs: PostgreSQL CPU per click 11.4-12.7
+    -> 8.6-10.2 us for new visitors only (wrk), 19.4-20.6 -> 15.2-18.8 us for browser-like
+    traffic (flusher's unchanged); with 16 MB of shared_buffers (an index larger than the
+    cache) 11.2 -> 9.1-9.2 and 29.6-30.9 -> 24.4-26.4."""
 
     __slots__ = ("_hex", "_next", "_pos", "_prefix")
     BATCH = 256
