@@ -720,6 +720,14 @@ class ClickRhythm:
 PACED_MARGIN_DAYS = 1
 
 
+def even_z_max() -> float:
+    """The largest z = (mean - 1/4) / sd of ClickRhythm.even_p_value whose p-value can be
+    FDR_Q or less, the most any even_clicks finding has (Benjamini-Hochberg never finds a
+    p-value above its rate), with a margin for rounding: only such a referrer's paced stretch
+    is ever told, so a full scan reads the others' totals, not their days."""
+    return float(stats.norm.ppf(FDR_Q)) + 1e-6
+
+
 def paced_stretch(days: Sequence[tuple[int, int, float]]) -> tuple[float, float] | None:
     """The stretch of days over which a referrer's clicks came at a steady pace: `days` are
     (UTC day since the epoch, triples of consecutive clicks whose middle click fell on it, the
