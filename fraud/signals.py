@@ -2853,11 +2853,17 @@ def crowded_columns(uses: Mapping[tuple[str, str], Collection[tuple[str, str]]],
             pools[ip_prefix(column[1])].append(column)
     crowds: set[tuple[str, str]] = set()
     expected: dict[int, float] = {}
+
+    def browsers(part: list[tuple[str, str]]) -> int:
+        return len({b for c in part for b in browsers_on.get(c[1], ())})
+
     for pool in pools.values():
+        # Fewer than CROWD_BROWSERS browsers is never a crowd (crowd_of_people): most
+        # addresses are, and their accounts need not be counted.
         for part in [[c] for c in pool] + ([pool] if len(pool) > 1 else []):
-            seen = len({b for c in part for b in browsers_on.get(c[1], ())})
-            accounts = len({a for c in part for a in holders[c]})
-            if crowd_of_people(seen, accounts, mix, expected):
+            seen = browsers(part)
+            if seen >= CROWD_BROWSERS and crowd_of_people(
+                    seen, len({a for c in part for a in holders[c]}), mix, expected):
                 crowds.update(part)
     if not crowds:
         return crowds
