@@ -49,6 +49,7 @@ from fraud.signals import (
     Reason,
     ReferrerFacts,
     amount_shares,
+    conversion_crowds,
     conversion_reasons,
     features,
     first_visits,
@@ -164,16 +165,19 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                context: ProgramContext, rings: Sequence[Ring] = (), *,
                only: Collection[int] | None = None,
                model: SupervisedRisk | None = None,
-               holders: Mapping[tuple[str, str], int] | None = None) -> list[Scored]:
+               holders: Mapping[tuple[str, str], int] | None = None,
+               crowds: Collection[tuple[str, str]] | None = None) -> list[Scored]:
     """Every conversion's assessment (of those in `only`, if given: the others are context).
 
     `model` is the finance model, used when it is on; `holders` counts the accounts on each
-    IP and device (`("ip" | "device", value)`).
+    IP and device (`("ip" | "device", value)`); `crowds`: the conversions'
+    `conversion_crowds`, when the caller has them already (computed once otherwise).
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     rings = people_rings(rings, conversions)
-    per_referrer = referrer_findings(conversions, context)
-    per_device = shared_device_reasons(conversions)
+    crowds = conversion_crowds(conversions) if crowds is None else crowds
+    per_referrer = referrer_findings(conversions, context, crowds=crowds)
+    per_device = shared_device_reasons(conversions, crowds)
     per_cookie = shared_cookie_reasons(conversions)
     own_browser = own_browser_reasons(conversions, referrers, holders or {})
     repeat_lease = repeat_lease_reasons(conversions, holders or {})

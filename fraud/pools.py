@@ -26,7 +26,7 @@ own browsers join it (`_widen`).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import networkx as nx
 from scipy import stats
@@ -67,7 +67,8 @@ SHOWN = ("cookie", "mailbox", "device", "ip", "agent")  # a pool's ties, in the 
 Key = tuple[str, str]  # ("cookie" | "mailbox" | "device" | "agent" | "ip", value)
 
 
-def account_keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
+def account_keys(conversions: Sequence[ConversionFacts],
+                 crowds: Collection[tuple[str, str]] | None = None) -> dict[str, set[Key]]:
     """Each customer's browsers and phones: cookies, fingerprints, and home connections (an IP
     few User-Agents use among the program's customers) with the phone seen on them."""
     agents_on: dict[str, set[str]] = defaultdict(set)
@@ -75,7 +76,7 @@ def account_keys(conversions: Sequence[ConversionFacts]) -> dict[str, set[Key]]:
         for agent, ip in conv.agents:
             if ip is not None:
                 agents_on[ip].add(agent)
-    crowds = conversion_crowds(conversions)
+    crowds = conversion_crowds(conversions) if crowds is None else crowds
     out: dict[str, set[Key]] = defaultdict(set)
     for conv in conversions:
         mine = out[conv.customer]

@@ -720,6 +720,14 @@ class ClickRhythm:
 PACED_MARGIN_DAYS = 1
 
 
+def even_z_max() -> float:
+    """The largest z = (mean - 1/4) / sd of ClickRhythm.even_p_value whose p-value can be
+    FDR_Q or less, the most any even_clicks finding has (Benjamini-Hochberg never finds a
+    p-value above its rate), with a margin for rounding: only such a referrer's paced stretch
+    is ever told, so a full scan reads the others' totals, not their days."""
+    return float(stats.norm.ppf(FDR_Q)) + 1e-6
+
+
 def paced_stretch(days: Sequence[tuple[int, int, float]]) -> tuple[float, float] | None:
     """The stretch of days over which a referrer's clicks came at a steady pace: `days` are
     (UTC day since the epoch, triples of consecutive clicks whose middle click fell on it, the
@@ -814,7 +822,9 @@ def referrer_reasons(conversions: Sequence[ConversionFacts],
 
 
 def referrer_findings(conversions: Sequence[ConversionFacts],
-                      context: ProgramContext = ProgramContext()) -> dict[str, list[Finding]]:
+                      context: ProgramContext = ProgramContext(), *,
+                      crowds: Collection[tuple[str, str]] | None = None
+                      ) -> dict[str, list[Finding]]:
     """Each referrer's traffic tested against the program's own baseline, with the
     Benjamini-Hochberg procedure across referrers (each test at false discovery rate
     FDR_Q, so among hundreds of referrers a few unlucky honest ones do not come out):
@@ -878,11 +888,14 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
         program_rate = sum(tally.counts.values()) / max(sum(context.referrer_clicks.values()), 1)
     sharing = sharing_sites(conversions)
     out: dict[str, list[Finding]] = defaultdict(list)
-    own_crowds = own_gatherings(conversions)
+    # Every referrer's gathered customers, once: its own crowds' and velocity's.
+    gathered = gathered_customers(
+        conversions, {ref for conv in conversions for ref in conv.referrers}, crowds)
+    own_crowds = own_gatherings(conversions, gathered)
     for found in (_delay_findings(tally, context, totals, program_rate, own_crowds),
                   _converts_too_well(tally, context),
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
-                  _velocity_findings(conversions, tally, context, totals, sharing),
+                  _velocity_findings(tally, context, totals, sharing, gathered),
                   _refund_findings(tally, conversions),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context),
@@ -2002,9 +2015,9 @@ def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: 
         _slower_than(_split(own, others, faster=False)), low)
 
 
-def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
-                       context: ProgramContext, totals: Mapping[str, tuple[int, float]],
-                       sharing: frozenset[str]) -> dict[str, Finding]:
+def _velocity_findings(tally: _Tally, context: ProgramContext,
+                       totals: Mapping[str, tuple[int, float]], sharing: frozenset[str],
+                       gathered: Mapping[str, set[str]]) -> dict[str, Finding]:
     """velocity: a day with far more new customers than the referrer's usual and than the
     program's busier referrers' best day. People are counted, not events: a customer who signs
     up and buys the same day is one arrival (`converted_customers`; a club whose friends do
@@ -2017,7 +2030,8 @@ def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
     not in the room: a club's members who sign up that night from home or a phone come with
     the event, not with a paid campaign. Carried by the conversions of every other such day (a
     referrer posting to a sign-up-for-cash site more than once has more than one), whose click
-    came with the burst too (`_in_bursts`)."""
+    came with the burst too (`_in_bursts`). `gathered`: `gathered_customers` of (at least)
+    the referrers that burst."""
     customers, _rate = converted_customers(tally, context)
     times = {ref: sorted(arrived.values()) for ref, arrived in tally.arrivals.items()}
     bursts = {ref: _burst(ts, customers[ref], totals[ref][1]) for ref, ts in times.items()}
@@ -2027,7 +2041,6 @@ def _velocity_findings(conversions: Sequence[ConversionFacts], tally: _Tally,
         return max(VELOCITY_MIN, VELOCITY_FACTOR * usual, PEAK_FACTOR * typical)
 
     bursting = {ref for ref, (peak, usual, _b) in bursts.items() if peak >= limit(usual)}
-    gathered = gathered_customers(conversions, bursting) if bursting else {}
     out: dict[str, Finding] = {}
     for ref in sorted(bursting):
         away = gathered.get(ref, set())
@@ -2072,7 +2085,8 @@ def _gathering_day(span: tuple[float, float], arrivals: Mapping[str, float],
     return together >= GATHERED_SHARE * (together + others)
 
 
-def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collection[str]
+def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collection[str],
+                       crowds: Collection[tuple[str, str]] | None = None
                        ) -> dict[str, set[str]]:
     """Of each of these referrers, the customers whose click on its link came from an address
     that behaves like a NAT (`conversion_crowds`: many accounts, each on a browser of its
@@ -2084,8 +2098,9 @@ def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collec
     public addresses to all its subscribers), not a gathering. Nor is an anonymising or
     hosting address (a VPN exit, a data centre): the people behind it are anywhere, and a
     burst that comes through one is someone else's hands on the link (a taken-over account
-    pushed through a VPN, a farm behind proxies)."""
-    crowds = conversion_crowds(conversions)
+    pushed through a VPN, a farm behind proxies). `crowds`: the conversions'
+    `conversion_crowds`, when the caller has them already."""
+    crowds = conversion_crowds(conversions) if crowds is None else crowds
     at: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for conv in conversions:
         if not conv.touches:
@@ -2104,7 +2119,8 @@ def gathered_customers(conversions: Sequence[ConversionFacts], referrers: Collec
 OWN_CROWD_SHARE = 0.5  # of the people seen on a crowd's addresses, one referrer's customers
 
 
-def own_gatherings(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]]:
+def own_gatherings(conversions: Sequence[ConversionFacts],
+                   gathered: Mapping[str, set[str]] | None = None) -> dict[str, set[str]]:
     """Per referrer, its customers gathered in one place that is its own (`gathered_customers`
     of every referrer, kept where the referrer's customers are at least OWN_CROWD_SHARE of all
     the program's customers seen on the crowd's network, an IPv4 /24 or IPv6 /48, whether they
@@ -2116,9 +2132,11 @@ def own_gatherings(conversions: Sequence[ConversionFacts]) -> dict[str, set[str]
     that is crowded as a whole): the referrer's crowd there must itself click on at least
     CROWD_BROWSERS different browsers, and on CROWD_SHARE of the number as many of the
     program's customers drawn at random would (`expected_browsers`): people, each on a phone
-    of their own."""
-    everyone = {ref for conv in conversions for ref in conv.referrers}
-    gathered = gathered_customers(conversions, everyone)
+    of their own. `gathered`: `gathered_customers` of every referrer, when the caller has
+    them already."""
+    if gathered is None:
+        gathered = gathered_customers(
+            conversions, {ref for conv in conversions for ref in conv.referrers})
     if not gathered:
         return {}
     seen: dict[str, set[str]] = defaultdict(set)
@@ -2617,7 +2635,9 @@ def _burst(ts: list[float], total: int, first: float) -> tuple[int, float, float
     return peak, (total - peak) / max(span, 7.0), begin
 
 
-def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
+def shared_device_reasons(conversions: Sequence[ConversionFacts],
+                          crowds: Collection[tuple[str, str]] | None = None
+                          ) -> dict[int, Reason]:
     """Conversions whose customer uses a device that several customers referred by the same
     referrer use: one person making accounts for their own link. A device whose customers
     came through different people's links is a common phone model behind one campus or
@@ -2627,7 +2647,7 @@ def shared_device_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     customers_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     on_device: dict[str, set[str]] = defaultdict(set)
     ips_of: dict[str, set[str]] = defaultdict(set)
-    crowds = conversion_crowds(conversions)
+    crowds = conversion_crowds(conversions) if crowds is None else crowds
     for conv in conversions:
         ips_of[conv.customer] |= conv.ips
         for device in conv.devices:
@@ -2833,11 +2853,17 @@ def crowded_columns(uses: Mapping[tuple[str, str], Collection[tuple[str, str]]],
             pools[ip_prefix(column[1])].append(column)
     crowds: set[tuple[str, str]] = set()
     expected: dict[int, float] = {}
+
+    def browsers(part: list[tuple[str, str]]) -> int:
+        return len({b for c in part for b in browsers_on.get(c[1], ())})
+
     for pool in pools.values():
+        # Fewer than CROWD_BROWSERS browsers is never a crowd (crowd_of_people): most
+        # addresses are, and their accounts need not be counted.
         for part in [[c] for c in pool] + ([pool] if len(pool) > 1 else []):
-            seen = len({b for c in part for b in browsers_on.get(c[1], ())})
-            accounts = len({a for c in part for a in holders[c]})
-            if crowd_of_people(seen, accounts, mix, expected):
+            seen = browsers(part)
+            if seen >= CROWD_BROWSERS and crowd_of_people(
+                    seen, len({a for c in part for a in holders[c]}), mix, expected):
                 crowds.update(part)
     if not crowds:
         return crowds

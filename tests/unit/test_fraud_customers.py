@@ -18,6 +18,7 @@ from fraud.signals import (
     ConversionFacts,
     ProgramContext,
     _tally,
+    conversion_crowds,
     converted_customers,
     gathered_customers,
     own_gatherings,
@@ -328,3 +329,30 @@ def test_a_farms_few_phones_in_a_crowded_network_are_no_gathering(seed: int) -> 
     program.clicks["farm"] += 40
     assert "farm" not in own_gatherings(program.conversions)
     assert "delay_distribution" in _codes(program)["farm"]
+
+
+@pytest.mark.parametrize("seed", [41, 42])
+def test_crowds_and_gatherings_passed_down_are_the_same_as_computed(seed: int) -> None:
+    """A full scan computes the conversion crowds and every referrer's gathered customers
+    once and passes them down: the findings are the same as each test computing its own."""
+    program = Quick(seed)
+    program.homes(60)
+    rng = program.rng
+    campus = program.addresses("128", 3)
+    for ref, where in (("club", lambda: rng.choice(campus)), ("injector", program.home)):
+        program.regulars(ref)
+        for _ in range(30):
+            program.fast(ref, rng.uniform(2 * DAY, 58 * DAY), where())
+        program.clicks[ref] += 60
+    conversions = program.conversions
+    crowds = conversion_crowds(conversions)
+    everyone = {ref for conv in conversions for ref in conv.referrers}
+    gathered = gathered_customers(conversions, everyone, crowds)
+    assert gathered == gathered_customers(conversions, everyone)
+    assert {ref: gathered[ref] for ref in ("club",)} == gathered_customers(conversions, {"club"})
+    assert own_gatherings(conversions, gathered) == own_gatherings(conversions)
+    context = program.context()
+    assert ({ref: [f.reason for f in fs]
+             for ref, fs in referrer_findings(conversions, context, crowds=crowds).items()}
+            == {ref: [f.reason for f in fs]
+                for ref, fs in referrer_findings(conversions, context).items()})

@@ -172,22 +172,33 @@ async def _with_owners(conn: asyncpg.Connection, program_id: int,
     first visits there with that browser of cookies tied to no customer, at any time
     (ClickFacts.owner: whose browser it was before them), and which of those cookies opened
     the link two or more times (ClickFacts.returning). Asked for those groups only (a new
-    account's, for the conversions `assessed` only: an incremental scan's new ones)."""
+    account's, for the conversions `assessed` only: an incremental scan's new ones).
+
+    An incremental scan asks only on the (link, address) pairs of the first visits of its
+    assessed conversions' customers (any of their conversions): what the owners say of a
+    conversion (fraud.signals.repeat_lease_reasons, private_window_reasons) comes from the
+    first visits on its customer's links and addresses, and from the others' there."""
     ref_id = {r.external_id: r.id for r in referrer_rows}
     firsts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     direct: set[tuple[str, str, str]] = set()  # a new account's first visit without Referer
     spent = purchases_by_customer(conversions)
+    mine = (None if assessed is None else
+            {c.customer for c in conversions if c.conversion_id in assessed})
+    near: set[tuple[str, str]] = set()  # (link, address) of those customers' first visits
     for conv in conversions:
         for ref in conv.referrers:
             t = next((t for t in conv.touches if t.referrer == ref), None)
             if ref != conv.customer and ref in ref_id and t is not None and t.ip and t.agent:
                 firsts[(ref, t.ip, t.agent)].add(conv.customer)
+                if mine is not None and conv.customer in mine:
+                    near.add((ref, t.ip))
                 if t.source is None and len(spent.get(conv.customer, ())) <= 1 and (
                         assessed is None or conv.conversion_id in assessed):
                     direct.add((ref, t.ip, t.agent))
     visits = await queries.browser_visits(conn, program_id, [
         (ref_id[ref], ip, agent) for (ref, ip, agent), who in firsts.items()
-        if len(who) >= 2 or (ref, ip, agent) in direct])
+        if (len(who) >= 2 or (ref, ip, agent) in direct)
+        and (mine is None or (ref, ip) in near)])
     if not visits:
         return conversions
     tied = set().union(*people.visitors.values()) if people.visitors else set()

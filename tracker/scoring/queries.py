@@ -17,7 +17,14 @@ import asyncpg
 
 from fraud.operators import parts
 from fraud.rings import Column, Ring
-from fraud.signals import REPEAT_LEASE_SECONDS, ClickRhythm, landing_source
+from fraud.signals import (
+    EVEN_MIN_PAIRS,
+    GAP_VARIANCE_FACTOR,
+    REPEAT_LEASE_SECONDS,
+    ClickRhythm,
+    even_z_max,
+    landing_source,
+)
 from tracker.formats import CREDITED_TYPES
 from tracker.programs.queries import referrer_kind
 
@@ -768,38 +775,60 @@ async def counted_clicks(conn: asyncpg.Connection, program_id: int, referrers: l
 class GapEvenness:
     pairs: int  # triples of consecutive counted clicks
     spread: float  # sum over them of |first gap / both gaps - 1/2|
-    # Per UTC day (days since the epoch) of the triple's middle click: (day, pairs, spread).
+    # Per UTC day (days since the epoch) of the triple's middle click: (day, pairs, spread);
+    # of the referrers whose clicks may be even (fraud.signals.even_z_max) only.
     days: tuple[tuple[int, int, float], ...] = ()
 
 
 async def click_evenness(conn: asyncpg.Connection, program_id: int) -> dict[str, GapEvenness]:
     """Per referrer, how even the gaps between its consecutive counted clicks are
     (fraud.signals.ClickRhythm.even_p_value): over each three consecutive clicks (gaps a and
-    b, both positive), the count and the sum of |a / (a + b) - 1/2|, in all and per UTC day
-    of the middle click (where the clicks were paced: fraud.signals.paced_stretch). One pass
-    over the program's counted clicks in (referrer, time) order: full scans only."""
+    b, both positive), the count and the sum of |a / (a + b) - 1/2|, in all and, for the
+    referrers whose clicks may be even enough for an even_clicks finding (fraud.signals.
+    even_z_max), per UTC day of the middle click (where the clicks were paced: fraud.signals.
+    paced_stretch; the others' days are never told). One pass over the program's counted
+    clicks in (referrer, time) order: full scans only. The totals are summed in day order,
+    as the days' would be."""
     # The counted clicks read in table order, then sorted: read in (referrer, time) order
     # through the index, every click is a random read of the heap (the planner takes the
     # index for cheap, its leading program_id being in table order).
     rows = await conn.fetch(
         """WITH k AS MATERIALIZED (
                SELECT c.referrer_id, date_part('epoch', c.ts) AS at FROM clicks c
-               WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate)
-           SELECT r.external_id, e.day, e.pairs, e.spread
-           FROM (SELECT g.referrer_id, floor(g.at / 86400)::int AS day, count(*) AS pairs,
-                        sum(abs(g.a / (g.a + g.b) - 0.5)) AS spread
-                 FROM (SELECT k.referrer_id, k.at, k.at - lag(k.at) OVER w AS a,
-                              lead(k.at) OVER w - k.at AS b
-                       FROM k WINDOW w AS (PARTITION BY k.referrer_id ORDER BY k.at)) g
-                 WHERE g.a > 0 AND g.b > 0
-                 GROUP BY 1, 2) e
-           JOIN referrers r ON r.program_id = $1 AND r.id = e.referrer_id
-           ORDER BY r.external_id, e.day""", program_id)
+               WHERE c.program_id = $1 AND NOT c.is_bot AND NOT c.is_duplicate),
+           e AS (
+               SELECT g.referrer_id, floor(g.at / 86400)::int AS day, count(*) AS pairs,
+                      sum(abs(g.a / (g.a + g.b) - 0.5)) AS spread
+               FROM (SELECT k.referrer_id, k.at, k.at - lag(k.at) OVER w AS a,
+                            lead(k.at) OVER w - k.at AS b
+                     FROM k WINDOW w AS (PARTITION BY k.referrer_id ORDER BY k.at)) g
+               WHERE g.a > 0 AND g.b > 0
+               GROUP BY 1, 2),
+           t AS (
+               SELECT e.referrer_id, e.day, e.pairs, e.spread,
+                      row_number() OVER d AS nth, sum(e.pairs) OVER d AS total_pairs,
+                      sum(e.spread) OVER d AS total_spread
+               FROM e WINDOW d AS (PARTITION BY e.referrer_id ORDER BY e.day
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))
+           SELECT r.external_id, t.day, t.pairs, t.spread, t.total_pairs::bigint AS total_pairs,
+                  t.total_spread, t.even
+           FROM (SELECT t.*, t.total_pairs >= $2::bigint
+                             AND t.total_spread / t.total_pairs::float8 <= 0.25 + $3::float8
+                                 * sqrt($4::float8 / (48.0 * t.total_pairs::float8)) AS even
+                 FROM t) t
+           JOIN referrers r ON r.program_id = $1 AND r.id = t.referrer_id
+           WHERE t.even OR t.nth = 1
+           ORDER BY r.external_id, t.day""",
+        program_id, EVEN_MIN_PAIRS, even_z_max(), GAP_VARIANCE_FACTOR)
+    totals: dict[str, tuple[int, float]] = {}
     days: dict[str, list[tuple[int, int, float]]] = {}
     for r in rows:
-        days.setdefault(r["external_id"], []).append((r["day"], r["pairs"], r["spread"]))
-    return {ref: GapEvenness(sum(p for _d, p, _s in by_day), sum(s for _d, _p, s in by_day),
-                             tuple(by_day)) for ref, by_day in days.items()}
+        ref = r["external_id"]
+        totals.setdefault(ref, (r["total_pairs"], r["total_spread"]))
+        if r["even"]:
+            days.setdefault(ref, []).append((r["day"], r["pairs"], r["spread"]))
+    return {ref: GapEvenness(pairs, spread, tuple(days.get(ref, ())))
+            for ref, (pairs, spread) in totals.items()}
 
 
 async def source_clicks(conn: asyncpg.Connection, program_id: int

@@ -55,7 +55,7 @@ from fraud.rings import (
     referral_cycles,
     shared_infrastructure,
 )
-from fraud.signals import crowded_columns, headerless_share
+from fraud.signals import conversion_crowds, crowded_columns, headerless_share
 from fraud.sleepers import sleeper_cells
 from fraud.supervised import SupervisedRisk
 from tracker import metrics
@@ -197,11 +197,12 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         rings = people_rings(find_rings(facts.uses, facts.referrals, max_share=MAX_SHARE,
                                         agents=agents, browsers_on=browsers_on(facts)),
                              facts.conversions)
-        keys = account_keys(facts.conversions)  # pools' and operators' ties, computed once
+        crowds = conversion_crowds(facts.conversions)  # computed once for every test
+        keys = account_keys(facts.conversions, crowds)  # pools' and operators' ties, once
         rings += collusion_pools(facts.conversions, keys)
         rings += sleeper_cells(facts.conversions)
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
-                            model=model, holders=holders)
+                            model=model, holders=holders, crowds=crowds)
         # Decided on the parts; flagged for review as one group per operator.
         return _Found(operator_groups(rings, facts.conversions, keys), scored,
                       anomalous_referrers(facts.conversions, program.context))
