@@ -439,10 +439,37 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
         return None
     share, _agent, home = best
     where = " on the referrer's own address" if home else ""
+    away = _own_addresses(conv, ref)
+    if not home or away >= OWN_LIFE_ADDRESSES:
+        # A browser is a phone model and its version, not a person: away from the
+        # referrer's address, or for a referee with a phone of their own that goes where the
+        # referrer never is (a housemate on the family's computer), two people who own the
+        # same model are as likely. A hint, never a hold on its own.
+        life = (f"; the referee has a browser of their own, seen on {away} addresses the "
+                "referrer never used" if away >= OWN_LIFE_ADDRESSES else "")
+        return Reason(
+            "same_device", f"identity: the referee used referrer {ref.external_id}'s own "
+            f"browser{where}, one only {share:.1%} of the program's customers use{life}: "
+            "the same model, not necessarily the same device",
+            round(share, 4), RARE_AGENT, SAME_MODEL_WEIGHT, "identity")
     return Reason(
         "same_device", f"identity: the referee used referrer {ref.external_id}'s own browser"
         f"{where}, one only {share:.1%} of the program's customers use",
-        round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
+        round(share, 4), RARE_AGENT, 0.8, "identity")
+
+
+OWN_LIFE_ADDRESSES = 4  # a referee's own browser on this many addresses not the referrer's
+SAME_MODEL_WEIGHT = 0.4  # the referrer's browser where it may be another person's same model
+
+
+def _own_addresses(conv: ConversionFacts, ref: ReferrerFacts) -> int:
+    """The addresses, none of them the referrer's, on which the referee was seen with a
+    browser (User-Agent) the referrer never used: a phone of their own that goes where the
+    referrer never is. One who makes an account on the referrer's device has no such life."""
+    theirs = {a for a, _ip in ref.agents}
+    home = set(ref.ips) | {ip for _a, ip in ref.agents if ip is not None}
+    return len({ip for a, ip in conv.agents
+                if ip is not None and a not in theirs and ip not in home})
 
 
 def _referrer_browsers(conv: ConversionFacts, ref: ReferrerFacts,
@@ -980,6 +1007,7 @@ def _from_sites(hosts: frozenset[str]) -> Carry:
 
 SOURCE_MIN_CONVERSIONS = 5
 LATE_EFFECT = 0.5  # the KS distance of a site's or referrer's delays that click spam shows
+FAST_EFFECT = 0.4  # the KS distance of a referrer's delays, faster than the program's, to count
 
 
 def traffic_source(click: ClickFacts) -> str | None:
@@ -1282,7 +1310,12 @@ def _delay_findings(tally: _Tally, context: ProgramContext,
             continue
         if len(own) >= KS_MIN_CONVERSIONS:
             faster = _ks(own, others, "greater")
-            if faster.pvalue == faster.pvalue:  # a NaN p-value says nothing
+            # The KS distance bounds the share of the referrer's conversions that came sooner
+            # than the program's would: under FAST_EFFECT, most of them look like the
+            # program's and the test found an audience that buys a little sooner (people who
+            # came to buy), which a large sample makes significant; not clicks fired into
+            # purchases already under way.
+            if faster.pvalue == faster.pvalue and faster.statistic >= FAST_EFFECT:
                 faster_p[ref] = float(faster.pvalue)
                 quick = _split(own, others, faster=True)
                 left_out = (f"; {len(all_own) - len(own)} conversions of people who came "
