@@ -442,11 +442,11 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
     away = _own_addresses(conv, ref)
     if not home or away >= OWN_LIFE_ADDRESSES:
         # A browser is a phone model and its version, not a person: away from the
-        # referrer's address, or for a referee with a phone of their own that goes where the
-        # referrer never is (a housemate on the family's computer), two people who own the
-        # same model are as likely. A hint, never a hold on its own.
-        life = (f"; the referee has a browser of their own, seen on {away} addresses the "
-                "referrer never used" if away >= OWN_LIFE_ADDRESSES else "")
+        # referrer's address, or for a referee seen where the referrer never is (a housemate
+        # with the same phone model, or on the family's computer beside a phone of their
+        # own), two people who own the same model are as likely. A hint, never a hold alone.
+        life = (f"; the referee was seen on {away} addresses the referrer never used"
+                if away >= OWN_LIFE_ADDRESSES else "")
         return Reason(
             "same_device", f"identity: the referee used referrer {ref.external_id}'s own "
             f"browser{where}, one only {share:.1%} of the program's customers use{life}: "
@@ -458,18 +458,17 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
         round(share, 4), RARE_AGENT, 0.8, "identity")
 
 
-OWN_LIFE_ADDRESSES = 4  # a referee's own browser on this many addresses not the referrer's
+OWN_LIFE_ADDRESSES = 3  # a referee seen on this many addresses none of them the referrer's
 SAME_MODEL_WEIGHT = 0.4  # the referrer's browser where it may be another person's same model
 
 
 def _own_addresses(conv: ConversionFacts, ref: ReferrerFacts) -> int:
-    """The addresses, none of them the referrer's, on which the referee was seen with a
-    browser (User-Agent) the referrer never used: a phone of their own that goes where the
-    referrer never is. One who makes an account on the referrer's device has no such life."""
-    theirs = {a for a, _ip in ref.agents}
+    """The addresses, none of them the referrer's, on which the referee was seen (their
+    visits and purchases): a phone of their own that goes where the referrer never is, a
+    life of their own. An account made on the referrer's device, at the referrer's place,
+    for the reward has none."""
     home = set(ref.ips) | {ip for _a, ip in ref.agents if ip is not None}
-    return len({ip for a, ip in conv.agents
-                if ip is not None and a not in theirs and ip not in home})
+    return len({ip for _a, ip in conv.agents if ip is not None and ip not in home})
 
 
 def _referrer_browsers(conv: ConversionFacts, ref: ReferrerFacts,

@@ -77,6 +77,21 @@ def test_a_housemate_with_a_phone_of_their_own_on_the_family_computer_is_not_hel
     assert assess(alone, {"alice": _referrer()}, holders=_holders()).score >= 0.5
 
 
+def test_a_housemate_with_the_same_phone_model_who_goes_elsewhere_is_not_held() -> None:
+    """Two people with the same phone model on one home address: the referee's phone was also
+    seen on three carrier addresses the referrer never used. A second account on the
+    referrer's own phone goes where the referrer goes."""
+    own = frozenset({(MAC, HOME)} | {(MAC, f"100.64.{i}.9") for i in range(3)})
+    housemate = ConversionFacts(1, "bob", T0, ("alice",), agents=own,
+                                ips=frozenset(ip for _a, ip in own))
+    found = assess(housemate, {"alice": _referrer()}, holders=_holders())
+    assert [r.code for r in found.reasons] == ["same_device"] and found.score < 0.5
+    twice = frozenset({(MAC, HOME), (MAC, "100.64.0.9")})
+    second = ConversionFacts(2, "carl", T0, ("alice",), agents=twice,
+                             ips=frozenset(ip for _a, ip in twice))
+    assert assess(second, {"alice": _referrer()}, holders=_holders()).score >= 0.5
+
+
 def test_the_referrers_browser_away_from_home_is_the_same_model_not_held() -> None:
     """The referrer's rare browser, but on other addresses than the referrer's: two people who
     own the same phone model. A hint for review, not a hold."""
