@@ -437,14 +437,17 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
             best = (share, agent, home)
     if best is None:
         return None
-    share, _agent, home = best
+    share, agent, home = best
     where = " on the referrer's own address" if home else ""
     away = _own_addresses(conv, ref)
-    if not home or away >= OWN_LIFE_ADDRESSES:
-        # A browser is a phone model and its version, not a person: away from the
-        # referrer's address, or for a referee seen where the referrer never is (a housemate
-        # with the same phone model, or on the family's computer beside a phone of their
-        # own), two people who own the same model are as likely. A hint, never a hold alone.
+    # Where the referrer used it too (a gateway's address: their office, their campus).
+    together = home or any((agent, ip) in ref.agents for a, ip in conv.agents if a == agent)
+    if not together or away >= OWN_LIFE_ADDRESSES:
+        # A browser is a phone model and its version, not a person: on none of the
+        # addresses the referrer used it on, or for a referee seen where the referrer never
+        # is (a housemate with the same phone model, or on the family's computer beside a
+        # phone of their own), two people who own the same model are as likely. A hint,
+        # never a hold on its own.
         life = (f"; the referee was seen on {away} addresses the referrer never used"
                 if away >= OWN_LIFE_ADDRESSES else "")
         return Reason(
@@ -454,8 +457,8 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
             round(share, 4), RARE_AGENT, SAME_MODEL_WEIGHT, "identity")
     return Reason(
         "same_device", f"identity: the referee used referrer {ref.external_id}'s own browser"
-        f"{where}, one only {share:.1%} of the program's customers use",
-        round(share, 4), RARE_AGENT, 0.8, "identity")
+        f"{where or ' where the referrer used it'}, one only {share:.1%} of the program's "
+        "customers use", round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
 
 
 OWN_LIFE_ADDRESSES = 3  # a referee seen on this many addresses none of them the referrer's
@@ -1007,6 +1010,7 @@ def _from_sites(hosts: frozenset[str]) -> Carry:
 SOURCE_MIN_CONVERSIONS = 5
 LATE_EFFECT = 0.5  # the KS distance of a site's or referrer's delays that click spam shows
 FAST_EFFECT = 0.4  # the KS distance of a referrer's delays, faster than the program's, to count
+FAST_MEDIAN = 0.5  # or its median delay, at most this share of the program's
 
 
 def traffic_source(click: ClickFacts) -> str | None:
@@ -1311,13 +1315,15 @@ def _delay_findings(tally: _Tally, context: ProgramContext,
             faster = _ks(own, others, "greater")
             if faster.pvalue == faster.pvalue:  # a NaN p-value says nothing
                 faster_p[ref] = float(faster.pvalue)
-                # The KS distance bounds the share of the referrer's conversions that came
-                # sooner than the program's would: under FAST_EFFECT, most of them look like
-                # the program's, and the test found an audience that buys a little sooner
-                # (people who came to buy), which a large sample makes significant; not
-                # clicks fired into purchases already under way. (Still one of the tests
-                # the false discovery rate is controlled over.)
-                if faster.statistic < FAST_EFFECT:
+                # A finding needs an effect as well as significance, which a large sample
+                # gives a small shift: the KS distance (a bound on the share of the
+                # referrer's conversions that came sooner than the program's would) under
+                # FAST_EFFECT and a typical delay more than FAST_MEDIAN of the program's is an
+                # audience that buys a little sooner (people who came to buy), not clicks
+                # fired into purchases already under way. (Still one of the tests the false
+                # discovery rate is controlled over.)
+                if faster.statistic < FAST_EFFECT and _median(own) > FAST_MEDIAN * float(
+                        np.median(others)):
                     continue
                 quick = _split(own, others, faster=True)
                 left_out = (f"; {len(all_own) - len(own)} conversions of people who came "
