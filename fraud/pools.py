@@ -141,6 +141,10 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
         if len({r for c in referred for r in first[c].referrers}) < (
                 MAILBOX_REFERRERS if mailbox else POOL_REFERRERS):
             continue
+        # A mailbox that only names a person (a first and last name at several providers)
+        # is shared by strangers: one operator's personas come on his one or two phones.
+        if mailbox and not _one_operator_browsers([first[c] for c in referred]):
+            continue
         # Colleagues on an office's standard computers buy what each of them wants; an
         # operator's accounts buy what earns the reward (fraud.signals.varied_purchases).
         home = (key[0] in ("ip", "agent") and len(referred) >= SPREAD_ACCOUNTS
@@ -176,6 +180,18 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
              "shared": [f"{kind} {value}" for kind, value in shared]
              + [f"browser {agent} ({language})" for agent, language in browsers]}))
     return rings
+
+
+def _one_operator_browsers(firsts: Sequence[ConversionFacts]) -> bool:
+    """Whether the accounts behind one mailbox came on few enough browsers (User-Agent and
+    Accept-Language of the visit that brought each) to be one operator's phones: at most one
+    browser per MAILBOX_ACCOUNTS accounts. identity's person hash takes a distinctive local
+    part at any consumer provider as one person, and a first and last name (`fatima.brown`
+    at three providers) is distinctive enough for a pair but not for three strangers who
+    share it: they come on the program's mix of browsers, an operator's personas on his own
+    one or two."""
+    browsers = {_browser(f) or ("", str(i)) for i, f in enumerate(firsts)}
+    return len(browsers) <= max(1, -(-len(firsts) // MAILBOX_ACCOUNTS))
 
 
 SHARE_CONFIDENCE = 0.05  # the baseline share's two-sided confidence in _widen

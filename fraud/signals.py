@@ -437,12 +437,41 @@ def _same_device(conv: ConversionFacts, ref: ReferrerFacts,
             best = (share, agent, home)
     if best is None:
         return None
-    share, _agent, home = best
+    share, agent, home = best
     where = " on the referrer's own address" if home else ""
+    away = _own_addresses(conv, ref)
+    # Where the referrer used it too (a gateway's address: their office, their campus).
+    together = home or any((agent, ip) in ref.agents for a, ip in conv.agents if a == agent)
+    if not together or away >= OWN_LIFE_ADDRESSES:
+        # A browser is a phone model and its version, not a person: on none of the
+        # addresses the referrer used it on, or for a referee seen where the referrer never
+        # is (a housemate with the same phone model, or on the family's computer beside a
+        # phone of their own), two people who own the same model are as likely. A hint,
+        # never a hold on its own.
+        life = (f"; the referee was seen on {away} addresses the referrer never used"
+                if away >= OWN_LIFE_ADDRESSES else "")
+        return Reason(
+            "same_device", f"identity: the referee used referrer {ref.external_id}'s own "
+            f"browser{where}, one only {share:.1%} of the program's customers use{life}: "
+            "the same model, not necessarily the same device",
+            round(share, 4), RARE_AGENT, SAME_MODEL_WEIGHT, "identity")
     return Reason(
         "same_device", f"identity: the referee used referrer {ref.external_id}'s own browser"
-        f"{where}, one only {share:.1%} of the program's customers use",
-        round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
+        f"{where or ' where the referrer used it'}, one only {share:.1%} of the program's "
+        "customers use", round(share, 4), RARE_AGENT, 0.8 if home else 0.55, "identity")
+
+
+OWN_LIFE_ADDRESSES = 3  # a referee seen on this many addresses none of them the referrer's
+SAME_MODEL_WEIGHT = 0.4  # the referrer's browser where it may be another person's same model
+
+
+def _own_addresses(conv: ConversionFacts, ref: ReferrerFacts) -> int:
+    """The addresses, none of them the referrer's, on which the referee was seen (their
+    visits and purchases): a phone of their own that goes where the referrer never is, a
+    life of their own. An account made on the referrer's device, at the referrer's place,
+    for the reward has none."""
+    home = set(ref.ips) | {ip for _a, ip in ref.agents if ip is not None}
+    return len({ip for _a, ip in conv.agents if ip is not None and ip not in home})
 
 
 def _referrer_browsers(conv: ConversionFacts, ref: ReferrerFacts,
@@ -993,6 +1022,8 @@ def _from_sites(hosts: frozenset[str]) -> Carry:
 
 SOURCE_MIN_CONVERSIONS = 5
 LATE_EFFECT = 0.5  # the KS distance of a site's or referrer's delays that click spam shows
+FAST_EFFECT = 0.4  # the KS distance of a referrer's delays, faster than the program's, to count
+FAST_MEDIAN = 0.5  # or its median delay, at most this share of the program's
 
 
 def traffic_source(click: ClickFacts) -> str | None:
@@ -1297,6 +1328,16 @@ def _delay_findings(tally: _Tally, context: ProgramContext,
             faster = _ks(own, others, "greater")
             if faster.pvalue == faster.pvalue:  # a NaN p-value says nothing
                 faster_p[ref] = float(faster.pvalue)
+                # A finding needs an effect as well as significance, which a large sample
+                # gives a small shift: the KS distance (a bound on the share of the
+                # referrer's conversions that came sooner than the program's would) under
+                # FAST_EFFECT and a typical delay more than FAST_MEDIAN of the program's is an
+                # audience that buys a little sooner (people who came to buy), not clicks
+                # fired into purchases already under way. (Still one of the tests the false
+                # discovery rate is controlled over.)
+                if faster.statistic < FAST_EFFECT and _median(own) > FAST_MEDIAN * float(
+                        np.median(others)):
+                    continue
                 quick = _split(own, others, faster=True)
                 left_out = (f"; {len(all_own) - len(own)} conversions of people who came "
                             "together from shared networks left out" if away else "")
@@ -1308,7 +1349,7 @@ def _delay_findings(tally: _Tally, context: ProgramContext,
                     round(float(faster.statistic), 4), f"FDR {FDR_Q:g}", 0.6, "population"),
                     _faster_than(quick, frozenset(away)),
                     float(faster.pvalue))
-    return {ref: made[ref] for ref in benjamini_hochberg(faster_p, KS_P_VALUE)}
+    return {ref: made[ref] for ref in benjamini_hochberg(faster_p, KS_P_VALUE) if ref in made}
 
 
 def _spam_findings(tally: _Tally, context: ProgramContext,
