@@ -65,12 +65,15 @@ def _referees(conversions: Sequence[ConversionFacts], reversed_ids: Collection[i
     referrer: dict[str, str] = {}
     early: dict[str, list[tuple[int, bool]]] = defaultdict(list)
     for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
-        joined.setdefault(conv.customer, conv.at)
-        credited = sorted(r for r in conv.referrers if r != conv.customer)
-        if credited:
-            referrer.setdefault(conv.customer, credited[0])
-        if conv.amount > 0 and conv.at - joined[conv.customer] <= EARLY:
-            early[conv.customer].append((conv.amount, conv.conversion_id in reversed_ids))
+        customer = conv.customer
+        if customer not in joined:
+            joined[customer] = conv.at
+        if customer not in referrer and conv.referrers:
+            credited = [r for r in conv.referrers if r != customer]
+            if credited:
+                referrer[customer] = min(credited)
+        if conv.amount > 0 and conv.at - joined[customer] <= EARLY:
+            early[customer].append((conv.amount, conv.conversion_id in reversed_ids))
     out: dict[str, list[_Referee]] = defaultdict(list)
     for customer, ref in referrer.items():
         bought = early.get(customer)
