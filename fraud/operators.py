@@ -59,7 +59,6 @@ OPERATOR_KINDS = ("collusion_pool", "sleeper_cell", "ring", "dense_block", "refe
 GROWN = ("collusion_pool", "sleeper_cell")
 TIE_P = 0.05  # a referrer's referees tied to the group beyond chance: family-wise level
 MERGE_SHARED = 2  # accounts two decisive findings share, at least, to be one operator's
-LENT_SHARE = 0.25  # of a referrer's referees a pool's, at least, for its link to be lent
 
 
 def _first_referrers(conversions: Sequence[ConversionFacts]
@@ -109,23 +108,8 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
         if any(ring.kind in GROWN for ring in parts):
             # A pool's accounts were made for the referrers they were credited to (a cell's
             # customers are its referrers' referees already).
-            pooled = {p for ring in parts if ring.kind == "collusion_pool"
-                      for kind, p in ring.accounts if kind == "customer"}
-            # ... but a referrer credited with one of them among many referees of its own is
-            # a stranger whose friend came on a popular phone or through a gateway the pool's
-            # accounts used too: not the operator's (`_carries`).
-            core = {p for _kind, p in members}
-            marks, phones = tie.marks(core), tie.operator_browsers(core)
-
-            def tied(c: str, core: set[str] = core, marks: set[Key] = marks,
-                     phones: set[Browser] = phones) -> bool:
-                return bool(c in core or tie.keys.get(c, set()) & marks
-                            or tie.browsers.get(c) in phones)
-
-            credited = {first[p] for p in pooled if p in first}
-            credited = {r for r in credited
-                        if _carries(referees.get(r, set()),
-                                    set(filter(tied, referees.get(r, set()))))}
+            credited = {first[p] for ring in parts if ring.kind == "collusion_pool"
+                        for kind, p in ring.accounts if kind == "customer" and p in first}
             referrers |= credited
             joined = _tied_referrers(referrers, referees, tie)
             referrers |= joined
@@ -137,22 +121,20 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
             # account that recruits) have friends of their own: only those tied to the group
             # are its. A link lent to the operator is credited with his accounts whichever
             # browser and proxy each came from: all its referees.
+            core = {p for _kind, p in members}
             own = {p for ring in parts if ring.kind not in GROWN for _kind, p in ring.accounts}
             own |= {p for ring in parts for kind, p in ring.accounts if kind == "customer"}
+            marks, phones = tie.marks(core), tie.operator_browsers(core)
             # A chain's root (`_roots`) brought one account, who brought the others: its other
             # referees are its own friends unless tied, as a colluding member's are.
             roots = _roots(referrers - own, {p for _kind, p in members}, referees)
-
-            # A lent link carries the operator's accounts (`_carries`); a referrer the tie
-            # test joined with a referee or two tied among friends of its own keeps those.
-            outside = referrers - own - roots - (cells - credited)
-            lent = {r for r in outside
-                    if _carries(referees.get(r, set()), set(filter(tied, referees.get(r, ()))),
-                                mostly=True)}
             members |= ({("referrer", r) for r in referrers}
-                        | {("customer", c) for r in lent for c in referees.get(r, ())}
-                        | {("customer", c) for r in (referrers & own) | roots | (outside - lent)
-                           for c in referees.get(r, ()) if tied(c)})
+                        | {("customer", c) for r in referrers - own - roots - (cells - credited)
+                           for c in referees.get(r, ())}
+                        | {("customer", c) for r in (referrers & own) | roots
+                           for c in referees.get(r, ())
+                           if c in core or tie.keys.get(c, set()) & marks
+                           or tie.browsers.get(c) in phones})
         inside = {p for _kind, p in members}
         outside = {first[p] for p in inside if p in first and first[p] not in inside}
         members = _one_role(members | {("referrer", r) for r in _recruiters(members, referees)}
@@ -274,17 +256,6 @@ def _tied_referrers(referrers: set[str], referees: dict[str, set[str]], ties: _T
             return joined
         inside |= new
         joined |= new
-
-
-def _carries(people: set[str], tied: set[str], *, mostly: bool = False) -> bool:
-    """Whether a referrer with these referees carries a group's accounts (`tied`: those of
-    them that are the group's or tied to it): MERGE_SHARED of them or LENT_SHARE of its
-    referees; `mostly`: half of them. One among many is a stranger's friend who shares a
-    popular phone or a gateway with the group."""
-    k = len(people & tied)
-    if mostly:
-        return 2 * k >= len(people) > 0
-    return k >= MERGE_SHARED or k >= LENT_SHARE * len(people) > 0
 
 
 def _recruiters(members: set[Account], referees: Mapping[str, set[str]]) -> set[str]:

@@ -208,19 +208,3 @@ def test_a_rings_members_genuine_friends_stay_out_of_its_flag(friends: int) -> N
     flag, = operator_groups([ring, pool], conversions)
     assert {p for _kind, p in flag.accounts} == set(members)
     assert sorted(p.kind for p in parts(flag)) == ["collusion_pool", "ring"]
-
-
-def test_a_stranger_credited_with_one_pool_account_among_many_friends_is_not_the_operators(
-        ) -> None:
-    """A popular referrer one of whose twelve referees shares the pool's mailbox or phone (the
-    same popular model, a gateway) is not a link lent to the operator: neither it nor its
-    other friends join the flag."""
-    conversions, made = world(3, friend_browser=("Phone/9", "en-GB,en;q=0.8"), tie_homes=2)
-    for n in range(12):
-        conversions.append(conv(400 + n, "popular", ip=f"10.1.{n}.1",
-                                browser=(f"Phone/{n % 5}", "en-US,en;q=0.9")))
-    flags = operator_groups([pool_ring([*made[:4], "c400"])], conversions)
-    people = {p for _kind, p in flags[0].accounts}
-    assert {f"ref{k}" for k in range(4)} | set(made[:4]) <= people
-    assert "popular" not in people
-    assert not people & {f"c{400 + n}" for n in range(1, 12)}
