@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from fraud.cashout import KIND as CASH_OUT
+from fraud.cashout import flag_reasons as cash_out_flag_reasons
 from fraud.pools import pool_cookie_reasons, pool_flag_reasons
 from fraud.rings import WEAK_RING, Ring
 from fraud.signals import (
@@ -507,6 +509,8 @@ def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:
         return pool_flag_reasons(ring)
     if ring.kind == "sleeper_cell":
         return sleeper_flag_reasons(ring)
+    if ring.kind == CASH_OUT:
+        return cash_out_flag_reasons(ring)
     if ring.kind == "referral_cycle":
         return [{"code": "referral_cycle", "message": "these referrers referred each other in "
                  "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]

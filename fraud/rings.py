@@ -636,9 +636,13 @@ def with_rare_browsers(uses: dict[Account, set[Column]], agents: Mapping[str, Co
     return out
 
 
-FARM_DEVICES = 3  # a device farm's browsers are looked for among a referrer's top few
+FARM_DEVICES = 6  # a device farm's browsers are looked for among a referrer's top few
 FARM_MIN_REFEREES = 8  # referees on those browsers, at least, to be a farm
 FARM_SHARE = 0.8  # of the referrer's referees (with a known browser) on them
+# ... and as many on each of those browsers, on average: a farm's phone carries several
+# accounts; a club's or an office's people on the program's popular browsers, one or two each
+# (and among many browsers a few hold two by chance).
+FARM_PER_DEVICE = 2.5
 
 
 def device_farms(referrals: Iterable[tuple[str, str]], agents: Mapping[str, Collection[str]],
@@ -684,7 +688,8 @@ def device_farms(referrals: Iterable[tuple[str, str]], agents: Mapping[str, Coll
             browsers = top[:k]
             on = {c for c in known if seen[c] & set(browsers)}
             share = min(sum(users[b] for b in browsers) / total, 1.0)
-            if len(on) < FARM_MIN_REFEREES or len(on) < FARM_SHARE * len(known):
+            if (len(on) < FARM_MIN_REFEREES or len(on) < FARM_SHARE * len(known)
+                    or len(on) < FARM_PER_DEVICE * k):
                 continue
             # Bonferroni over which k of the referrer's browsers were picked.
             picks = math.comb(len(counts), k)

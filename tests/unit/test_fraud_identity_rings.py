@@ -524,3 +524,25 @@ def test_one_account_on_the_own_browser_of_a_referrer_who_referred_himself(draw:
     # Her home behind a gateway (an office's address): her model there is the office's.
     office = holders | {("visitors", home): rng.randint(8, 60)}
     assert own_browser_reasons([herself, made], refs, office) == {}
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_device_farm_on_five_phones_is_found_and_a_club_on_popular_browsers_not(draw: int
+                                                                                 ) -> None:
+    """A farm on five phones, three to five accounts each (no three of them hold most of its
+    accounts), is one ring; a club whose twelve members are on six popular browsers, one or two
+    each, is none: a farm's phone carries several accounts."""
+    rng = random.Random(40 + draw)
+    rows = _program_mix(rng, 600)
+    phones = list(PHONES[:5])
+    farm = [("farmer", f"farm{i}", phones[i % 5]) for i in range(rng.randint(16, 24))]
+    browsers = [COMMON, *PHONES[:5]]
+    club = [("club", f"member{i}", browsers[i % 6]) for i in range(12)]
+    rows += farm + club
+    agents: dict[str, set[str]] = {}
+    for _ref, customer, browser in rows:
+        agents.setdefault(customer, set()).add(browser)
+    rings = device_farms([(r, c) for r, c, _b in rows], agents)
+    found = {next(p for k, p in r.accounts if k == "referrer"): r.accounts for r in rings}
+    assert found["farmer"] == {("referrer", "farmer")} | {("customer", c) for _r, c, _b in farm}
+    assert "club" not in found

@@ -45,6 +45,7 @@ import asyncpg
 from fraud.anomaly import FLAG_KIND as ANOMALY
 from fraud.anomaly import Unusual, anomalous_referrers
 from fraud.assess import Scored, assess_all, decision_reason, people_rings
+from fraud.cashout import cash_out_cohorts
 from fraud.operators import group_flag_reasons, operator_groups
 from fraud.pools import account_keys, collusion_pools
 from fraud.rings import (
@@ -203,8 +204,12 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         rings += sleeper_cells(facts.conversions)
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
                             model=model, holders=holders, crowds=crowds)
-        # Decided on the parts; flagged for review as one group per operator.
-        return _Found(operator_groups(rings, facts.conversions, keys), scored,
+        # Decided on the parts; flagged for review as one group per operator. A cash-out
+        # cohort (one referrer's referees rushing money through new accounts, bound by no
+        # infrastructure) is a review flag only: its conversions' own evidence decides them.
+        groups = operator_groups(rings, facts.conversions, keys)
+        groups += cash_out_cohorts(facts.conversions, program.context.reversed_ids)
+        return _Found(groups, scored,
                       anomalous_referrers(facts.conversions, program.context))
     rings = people_rings(_local_rings(facts, loaded.known), facts.conversions)
     return _Found(rings, assess_all(facts.conversions, facts.referrers, program.context,
