@@ -102,6 +102,18 @@ def _burst(times: list[float]) -> int:
     return best
 
 
+def _cookie_at_home(key: Key, accounts: set[str], keys: Mapping[str, set[Key]]) -> bool:
+    """Whether a browser cookie's accounts came, most of them (and POOL_ACCOUNTS), from one
+    home connection (an address few phones use): one browser profile at one home is one
+    person's browser, whenever its accounts came. A public terminal stands where many people's
+    phones are (a library's, a shop's network: no home), and a family's members each have a
+    browser of their own (their own cookies) on the home's shared phone model."""
+    if key[0] != "cookie":
+        return False
+    homes = Counter(k for c in accounts for k in keys.get(c, ()) if k[0] == "ip")
+    return bool(homes) and max(homes.values()) >= max(POOL_ACCOUNTS, len(accounts) / 2)
+
+
 def collusion_pools(conversions: Sequence[ConversionFacts],
                     keys: Mapping[str, set[Key]] | None = None) -> list[Ring]:
     """The pools: customers bound by browsers or phones each of which is behind at least
@@ -145,7 +157,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
         home = (key[0] in ("ip", "agent") and len(referred) >= SPREAD_ACCOUNTS
                 and not varied_purchases([a for c in referred for a in spent.get(c, ())],
                                          shares))
-        if not (mailbox or home or _burst(
+        if not (mailbox or home or _cookie_at_home(key, referred, keys) or _burst(
                 [first[c].at for c in referred]) >= max(POOL_ACCOUNTS, len(referred) / 2)):
             continue
         binding[key] = referred

@@ -166,3 +166,17 @@ def test_a_pool_takes_its_referrers_referees_on_the_operators_browsers() -> None
                         agent="Operator/B", language="en-GB") for i in range(3)]
     rings = collusion_pools(pool + proxied + friend + lookalike + crowd())
     assert not {("customer", c.customer) for c in lookalike} & rings[0].accounts
+
+
+def test_one_cookie_at_one_home_behind_accounts_over_weeks_is_a_pool() -> None:
+    """An operator's phone (its cookie) at his home, one new account every few days for
+    several referrers: no burst, but one browser profile at one home is one person's. A
+    public terminal's cookie is on no home connection, a family's members have their own."""
+    home = [conv(i, T0 + i * 5 * DAY, f"ref{i % 4}", cookie="op-phone",
+                 agent=("Phone/op", "203.0.113.77")) for i in range(6)]
+    rings = collusion_pools(home + ordinary())
+    assert [r.accounts for r in rings] == [{("customer", f"c{i}") for i in range(6)}]
+    family = [conv(20 + i, T0 + i * 5 * DAY, f"ref{i}", cookie=f"own{i}",
+                   agent=("Phone/same-model", "203.0.113.78")) for i in range(6)]
+    kiosk = [conv(40 + i, T0 + i * 2 * DAY, f"ref{i % 5}", cookie="kiosk") for i in range(8)]
+    assert collusion_pools(family + kiosk + ordinary()) == []
