@@ -162,6 +162,9 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
             continue
         binding[key] = referred
         parts.union(*sorted(referred))
+    for key, accounts in _browser_pools(first, behind, binding).items():
+        binding[key] = accounts
+        parts.union(*sorted(accounts))
     by_referrer: dict[str, str] = {}  # a referrer's customers in two pools: one operator
     for accounts in binding.values():
         for c in sorted(accounts):
@@ -187,6 +190,122 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
              "shared": [f"{kind} {value}" for kind, value in shared]
              + [f"browser {agent} ({language})" for agent, language in browsers]}))
     return rings
+
+
+SEED_ACCOUNTS = 2  # a tie (home, phone at home, cookie, mailbox) that may start a pool
+BROWSER_ACCOUNTS = 3  # an operator's browser among a group's other referees, at least
+
+
+def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, set[str]],
+                   found: Mapping[Key, set[str]]) -> dict[Key, set[str]]:
+    """Pools of an operator who takes his time and rotates his cookies and addresses: the
+    ties that bound too few accounts to be a pool on their own (SEED_ACCOUNTS new referred
+    accounts of two referrers or more on one home connection, a phone at home, a cookie or a
+    mailbox) join their referrers into groups; a group is a pool when its referrers' other
+    referees (not on those ties) came on one browser (User-Agent x Accept-Language) far more
+    often than the program's other new customers do (`_excess_browsers`): the operator's
+    phones, wherever he went out through. Its accounts: the referees on those browsers, and
+    the accounts on the ties that came on them.
+
+    A family on one address, each referred by a different friend, on one phone model, ties
+    its friends together; their other referees came on the program's mix of phones, so no
+    browser is in excess and the family is no pool (nor part of one: a family tied to a
+    pool's referrer by a friend in common is not on the operator's browsers)."""
+    taken = set().union(*found.values()) if found else set()
+    parts = nx.utils.UnionFind()
+    seeds: dict[Key, set[str]] = {}
+    for key in sorted(behind):
+        accounts = behind[key] - taken
+        if not SEED_ACCOUNTS <= len(accounts) <= PUBLIC_ACCOUNTS:
+            continue
+        referred = {c for c in accounts if first[c].referrers}
+        if len(referred) < max(SEED_ACCOUNTS, POOL_REFERRED * len(accounts)):
+            continue
+        referrers = sorted({r for c in referred for r in first[c].referrers})
+        if len(referrers) < 2:
+            continue
+        seeds[key] = referred
+        parts.union(*referrers)
+    if not seeds:
+        return {}
+    groups: dict[str, set[str]] = defaultdict(set)
+    for accounts in seeds.values():
+        for c in accounts:
+            for r in first[c].referrers:
+                groups[parts[r]].add(r)
+    seeded: dict[str, set[str]] = defaultdict(set)
+    for accounts in seeds.values():
+        for c in accounts:
+            seeded[parts[first[c].referrers[0]]].add(c)
+    candidates = {g: refs for g, refs in groups.items() if len(refs) >= POOL_REFERRERS}
+    if not candidates:
+        return {}
+    group_of = {r: g for g, refs in candidates.items() for r in refs}
+    excess = _excess_browsers(first, group_of, seeded, taken)
+    out: dict[Key, set[str]] = {}
+    for g, on in excess.items():
+        members = set().union(*on.values())
+        if len({r for c in members for r in first[c].referrers
+                if r in candidates[g]}) < POOL_REFERRERS:
+            continue
+        for key, accounts in seeds.items():
+            if parts[first[next(iter(accounts))].referrers[0]] == g and accounts & members:
+                out[key] = accounts & members  # a namesake's mailbox on his own phone: not
+        for (agent, language), people in on.items():
+            out[("agent", f"{agent} ({language})")] = people
+    return out
+
+
+def _excess_browsers(first: Mapping[str, ConversionFacts], group_of: Mapping[str, str],
+                     seeded: Mapping[str, set[str]], taken: set[str]
+                     ) -> dict[str, dict[Browser, set[str]]]:
+    """Per group of referrers, the browsers of its seed ties' accounts (the operator's
+    phones, if it is a pool) that its other referees came on in excess: k of its n referees
+    not on a seed tie on any of those browsers, against n times the program's other new
+    referred customers' share of them (binomial tail; the share at the upper end of its
+    confidence interval), Bonferroni-corrected over the groups, under WIDEN_P, and at least
+    BROWSER_ACCOUNTS of them. Per group found, the browsers that some of those referees came
+    on, each with its accounts (seed ties' and others')."""
+    mix: Counter[Browser] = Counter()
+    others: dict[str, list[str]] = defaultdict(list)
+    for c, conv in first.items():
+        browser = _browser(conv) if conv.referrers else None
+        if browser is None:
+            continue
+        mix[browser] += 1
+        for g in {group_of[r] for r in conv.referrers if r in group_of}:
+            if c not in taken and c not in seeded.get(g, ()):
+                others[g].append(c)
+    total = sum(mix.values())
+    tests: list[tuple[str, set[Browser], float]] = []
+    for g, seeds in seeded.items():
+        theirs = {b for b in map(_browser, (first[c] for c in seeds)) if b is not None}
+        n = len(others.get(g, ()))
+        k = sum(1 for c in others.get(g, ()) if _browser(first[c]) in theirs)
+        if k < BROWSER_ACCOUNTS:
+            continue
+        seen = sum(mix[b] for b in theirs) - k - sum(
+            1 for c in seeds if _browser(first[c]) in theirs)
+        of = total - n - len(seeds)
+        if of <= 0:
+            continue
+        rest = float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, seen + 1, max(of - seen, 1)))
+        tests.append((g, theirs, float(stats.binom.sf(k - 1, n, min(rest, 1.0)))))
+    out: dict[str, dict[Browser, set[str]]] = {}
+    for g, theirs, p in tests:
+        if p * len(tests) >= WIDEN_P:
+            continue
+        on: dict[Browser, set[str]] = defaultdict(set)
+        for c in others[g]:
+            browser = _browser(first[c])
+            if browser in theirs:
+                on[browser].add(c)
+        for c in seeded[g]:
+            browser = _browser(first[c])
+            if browser in on:
+                on[browser].add(c)
+        out[g] = dict(on)
+    return out
 
 
 SHARE_CONFIDENCE = 0.05  # the baseline share's two-sided confidence in _widen

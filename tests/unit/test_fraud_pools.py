@@ -180,3 +180,21 @@ def test_one_cookie_at_one_home_behind_accounts_over_weeks_is_a_pool() -> None:
                    agent=("Phone/same-model", "203.0.113.78")) for i in range(6)]
     kiosk = [conv(40 + i, T0 + i * 2 * DAY, f"ref{i % 5}", cookie="kiosk") for i in range(8)]
     assert collusion_pools(family + kiosk + ordinary()) == []
+
+
+def test_an_operator_rotating_cookies_and_addresses_is_found_by_his_phones() -> None:
+    """A few accounts now and then from his home (too few to be a pool on their own), the
+    rest through other addresses with fresh cookies, weeks apart, for three referrers: his
+    referrers' other referees came on the phones his home accounts came on, which the
+    program's other customers rarely use."""
+    home = [mailed(i, T0 + i * 6 * DAY, f"ref{i % 3}", ip="203.0.113.90",
+                   agent=f"OpPhone/{i % 2}", language="es-MX") for i in range(3)]
+    away = [mailed(10 + i, T0 + i * 4 * DAY + 3600, f"ref{i % 3}",
+                   agent=f"OpPhone/{i % 2}", language="es-MX") for i in range(8)]
+    rings = collusion_pools(home + away + crowd())
+    assert [r.accounts for r in rings] == [{("customer", c.customer) for c in home + away}]
+    # A family on one address, one phone model, each referred by a different friend whose
+    # other referees came on the program's mix of phones: no pool.
+    family = [mailed(100 + i, T0 + i * 6 * DAY, f"friend{i}", ip="203.0.113.91",
+                     agent="Phone/3") for i in range(5)]
+    assert collusion_pools(family + crowd()) == []
