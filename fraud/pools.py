@@ -194,6 +194,7 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
 
 SEED_ACCOUNTS = 2  # a tie (home, phone at home, cookie, mailbox) that may start a pool
 BROWSER_ACCOUNTS = 3  # an operator's browser among a group's other referees, at least
+POOL_SHARE = 0.5  # of a pool's referrer's referees on its ties or browsers, at least
 
 
 def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, set[str]],
@@ -243,16 +244,27 @@ def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, se
     group_of = {r: g for g, refs in candidates.items() for r in refs}
     excess = _excess_browsers(first, group_of, seeded, taken)
     out: dict[Key, set[str]] = {}
+    referees: dict[str, set[str]] = defaultdict(set)
+    for c, conv in first.items():
+        for r in conv.referrers:
+            if r in group_of:
+                referees[r].add(c)
     for g, on in excess.items():
+        # A pool's referrers are its accounts' (each looks ordinary: a handful of referees,
+        # most of them the operator's); an influencer tied to it by a namesake's mailbox
+        # brings an audience of its own, whose phones are its country's, not an operator's.
         members = set().union(*on.values())
-        if len({r for c in members for r in first[c].referrers
-                if r in candidates[g]}) < POOL_REFERRERS:
+        mine = {r for r in candidates[g]
+                if len(referees[r] & members) >= POOL_SHARE * len(referees[r])}
+        if len(mine) < POOL_REFERRERS:
             continue
+        members = {c for c in members if set(first[c].referrers) & mine}
         for key, accounts in seeds.items():
             if parts[first[next(iter(accounts))].referrers[0]] == g and accounts & members:
                 out[key] = accounts & members  # a namesake's mailbox on his own phone: not
         for (agent, language), people in on.items():
-            out[("agent", f"{agent} ({language})")] = people
+            if people & members:
+                out[("agent", f"{agent} ({language})")] = people & members
     return out
 
 

@@ -198,3 +198,19 @@ def test_an_operator_rotating_cookies_and_addresses_is_found_by_his_phones() -> 
     family = [mailed(100 + i, T0 + i * 6 * DAY, f"friend{i}", ip="203.0.113.91",
                      agent="Phone/3") for i in range(5)]
     assert collusion_pools(family + crowd()) == []
+
+
+def test_an_audience_tied_to_two_referrers_by_namesakes_is_not_a_pool() -> None:
+    """An influencer's followers abroad come on their country's phones, rare in the program;
+    two of them share a mailbox's normalised name with a referee of another referrer each.
+    The ties group the three referrers and the followers' phones are in excess, but most of
+    the influencer's audience is on other phones: an audience, not an operator's accounts."""
+    fans = [mailed(i, T0 + i * DAY / 2, "influencer", email=b"fan%d" % i,
+                   agent=f"Fan/{i % 6}", language="pt-BR") for i in range(30)]
+    fans[0] = replace(fans[0], email_hash=b"ana.silva")
+    fans[1] = replace(fans[1], email_hash=b"joao.souza")
+    namesakes = [mailed(100, T0 + 3 * DAY, "refA", email=b"ana.silva", agent="Fan/1",
+                        language="pt-BR"),
+                 mailed(101, T0 + 9 * DAY, "refB", email=b"joao.souza", agent="Fan/0",
+                        language="pt-BR")]
+    assert collusion_pools(fans + namesakes + crowd()) == []
