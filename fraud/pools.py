@@ -249,6 +249,7 @@ def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, se
         for r in conv.referrers:
             if r in group_of:
                 referees[r].add(c)
+    kept: dict[str, set[str]] = {}
     for g, on in excess.items():
         # A pool's referrers are its accounts' (each looks ordinary: a handful of referees,
         # most of them the operator's); an influencer tied to it by a namesake's mailbox
@@ -258,13 +259,14 @@ def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, se
                 if len(referees[r] & members) >= POOL_SHARE * len(referees[r])}
         if len(mine) < POOL_REFERRERS:
             continue
-        members = {c for c in members if set(first[c].referrers) & mine}
-        for key, accounts in seeds.items():
-            if parts[first[next(iter(accounts))].referrers[0]] == g and accounts & members:
-                out[key] = accounts & members  # a namesake's mailbox on his own phone: not
+        kept[g] = {c for c in members if set(first[c].referrers) & mine}
         for (agent, language), people in on.items():
-            if people & members:
-                out[("agent", f"{agent} ({language})")] = people & members
+            if people & kept[g]:
+                out[("agent", f"{agent} ({language})")] = people & kept[g]
+    for key, accounts in seeds.items():  # a namesake's mailbox on his own phone: not
+        joined = accounts & kept.get(parts[first[next(iter(accounts))].referrers[0]], set())
+        if joined:
+            out[key] = joined
     return out
 
 
