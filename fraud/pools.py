@@ -103,6 +103,18 @@ def _burst(times: list[float]) -> int:
     return best
 
 
+def _cookie_at_home(key: Key, accounts: set[str], keys: Mapping[str, set[Key]]) -> bool:
+    """Whether a browser cookie's accounts came, most of them (and POOL_ACCOUNTS), from one
+    home connection (an address few phones use): one browser profile at one home is one
+    person's browser, whenever its accounts came. A public terminal stands where many people's
+    phones are (a library's, a shop's network: no home), and a family's members each have a
+    browser of their own (their own cookies) on the home's shared phone model."""
+    if key[0] != "cookie":
+        return False
+    homes = Counter(k for c in accounts for k in keys.get(c, ()) if k[0] == "ip")
+    return bool(homes) and max(homes.values()) >= max(POOL_ACCOUNTS, len(accounts) / 2)
+
+
 def collusion_pools(conversions: Sequence[ConversionFacts],
                     keys: Mapping[str, set[Key]] | None = None) -> list[Ring]:
     """The pools: customers bound by browsers or phones each of which is behind at least
@@ -150,11 +162,14 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
         home = (key[0] in ("ip", "agent") and len(referred) >= SPREAD_ACCOUNTS
                 and not varied_purchases([a for c in referred for a in spent.get(c, ())],
                                          shares))
-        if not (mailbox or home or _burst(
+        if not (mailbox or home or _cookie_at_home(key, referred, keys) or _burst(
                 [first[c].at for c in referred]) >= max(POOL_ACCOUNTS, len(referred) / 2)):
             continue
         binding[key] = referred
         parts.union(*sorted(referred))
+    for key, accounts in _browser_pools(first, behind, binding).items():
+        binding[key] = accounts
+        parts.union(*sorted(accounts))
     by_referrer: dict[str, str] = {}  # a referrer's customers in two pools: one operator
     for accounts in binding.values():
         for c in sorted(accounts):
@@ -192,6 +207,136 @@ def _one_operator_browsers(firsts: Sequence[ConversionFacts]) -> bool:
     one or two."""
     browsers = {_browser(f) or ("", str(i)) for i, f in enumerate(firsts)}
     return len(browsers) <= max(1, -(-len(firsts) // MAILBOX_ACCOUNTS))
+
+
+SEED_ACCOUNTS = 2  # a tie (home, phone at home, cookie, mailbox) that may start a pool
+BROWSER_ACCOUNTS = 3  # an operator's browser among a group's other referees, at least
+POOL_SHARE = 0.5  # of a pool's referrer's referees on its ties or browsers, at least
+
+
+def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, set[str]],
+                   found: Mapping[Key, set[str]]) -> dict[Key, set[str]]:
+    """Pools of an operator who takes his time and rotates his cookies and addresses: the
+    ties that bound too few accounts to be a pool on their own (SEED_ACCOUNTS new referred
+    accounts of two referrers or more on one home connection, a phone at home, a cookie or a
+    mailbox) join their referrers into groups; a group is a pool when its referrers' other
+    referees (not on those ties) came on one browser (User-Agent x Accept-Language) far more
+    often than the program's other new customers do (`_excess_browsers`): the operator's
+    phones, wherever he went out through. Its accounts: the referees on those browsers, and
+    the accounts on the ties that came on them.
+
+    A family on one address, each referred by a different friend, on one phone model, ties
+    its friends together; their other referees came on the program's mix of phones, so no
+    browser is in excess and the family is no pool (nor part of one: a family tied to a
+    pool's referrer by a friend in common is not on the operator's browsers)."""
+    taken = set().union(*found.values()) if found else set()
+    parts = nx.utils.UnionFind()
+    seeds: dict[Key, set[str]] = {}
+    for key in sorted(behind):
+        accounts = behind[key] - taken
+        if not SEED_ACCOUNTS <= len(accounts) <= PUBLIC_ACCOUNTS:
+            continue
+        referred = {c for c in accounts if first[c].referrers}
+        if len(referred) < max(SEED_ACCOUNTS, POOL_REFERRED * len(accounts)):
+            continue
+        referrers = sorted({r for c in referred for r in first[c].referrers})
+        if len(referrers) < 2:
+            continue
+        seeds[key] = referred
+        parts.union(*referrers)
+    if not seeds:
+        return {}
+    groups: dict[str, set[str]] = defaultdict(set)
+    for accounts in seeds.values():
+        for c in accounts:
+            for r in first[c].referrers:
+                groups[parts[r]].add(r)
+    seeded: dict[str, set[str]] = defaultdict(set)
+    for accounts in seeds.values():
+        for c in accounts:
+            seeded[parts[first[c].referrers[0]]].add(c)
+    candidates = {g: refs for g, refs in groups.items() if len(refs) >= POOL_REFERRERS}
+    if not candidates:
+        return {}
+    group_of = {r: g for g, refs in candidates.items() for r in refs}
+    excess = _excess_browsers(first, group_of, seeded, taken)
+    out: dict[Key, set[str]] = {}
+    referees: dict[str, set[str]] = defaultdict(set)
+    for c, conv in first.items():
+        for r in conv.referrers:
+            if r in group_of:
+                referees[r].add(c)
+    kept: dict[str, set[str]] = {}
+    for g, on in excess.items():
+        # A pool's referrers are its accounts' (each looks ordinary: a handful of referees,
+        # most of them the operator's); an influencer tied to it by a namesake's mailbox
+        # brings an audience of its own, whose phones are its country's, not an operator's.
+        members = set().union(*on.values())
+        mine = {r for r in candidates[g]
+                if len(referees[r] & members) >= POOL_SHARE * len(referees[r])}
+        if len(mine) < POOL_REFERRERS:
+            continue
+        kept[g] = {c for c in members if set(first[c].referrers) & mine}
+        for (agent, language), people in on.items():
+            if people & kept[g]:
+                out[("agent", f"{agent} ({language})")] = people & kept[g]
+    for key, accounts in seeds.items():  # a namesake's mailbox on his own phone: not
+        joined = accounts & kept.get(parts[first[next(iter(accounts))].referrers[0]], set())
+        if joined:
+            out[key] = joined
+    return out
+
+
+def _excess_browsers(first: Mapping[str, ConversionFacts], group_of: Mapping[str, str],
+                     seeded: Mapping[str, set[str]], taken: set[str]
+                     ) -> dict[str, dict[Browser, set[str]]]:
+    """Per group of referrers, the browsers of its seed ties' accounts (the operator's
+    phones, if it is a pool) that its other referees came on in excess: k of its n referees
+    not on a seed tie on any of those browsers, against n times the program's other new
+    referred customers' share of them (binomial tail; the share at the upper end of its
+    confidence interval), Bonferroni-corrected over the groups, under WIDEN_P, and at least
+    BROWSER_ACCOUNTS of them. Per group found, the browsers that some of those referees came
+    on, each with its accounts (seed ties' and others')."""
+    mix: Counter[Browser] = Counter()
+    others: dict[str, list[str]] = defaultdict(list)
+    for c, conv in first.items():
+        browser = _browser(conv) if conv.referrers else None
+        if browser is None:
+            continue
+        mix[browser] += 1
+        for g in {group_of[r] for r in conv.referrers if r in group_of}:
+            if c not in taken and c not in seeded.get(g, ()):
+                others[g].append(c)
+    total = sum(mix.values())
+    tests: list[tuple[str, set[Browser], float]] = []
+    for g, seeds in seeded.items():
+        theirs = {b for b in map(_browser, (first[c] for c in seeds)) if b is not None}
+        n = len(others.get(g, ()))
+        k = sum(1 for c in others.get(g, ()) if _browser(first[c]) in theirs)
+        if k < BROWSER_ACCOUNTS:
+            continue
+        seen = sum(mix[b] for b in theirs) - k - sum(
+            1 for c in seeds if _browser(first[c]) in theirs)
+        of = total - n - len(seeds)
+        if of <= 0:
+            continue
+        rest = float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, seen + 1, max(of - seen, 1)))
+        tests.append((g, theirs, float(stats.binom.sf(k - 1, n, min(rest, 1.0)))))
+    out: dict[str, dict[Browser, set[str]]] = {}
+    for g, theirs, p in tests:
+        if p * len(tests) >= WIDEN_P:
+            continue
+        on: dict[Browser, set[str]] = defaultdict(set)
+        for c in others[g]:
+            browser = _browser(first[c])
+            if browser in theirs:
+                on[browser].add(c)
+        for c in seeded[g]:
+            browser = _browser(first[c])
+            if browser in on:
+                on[browser].add(c)
+        out[g] = dict(on)
+    return out
 
 
 SHARE_CONFIDENCE = 0.05  # the baseline share's two-sided confidence in _widen

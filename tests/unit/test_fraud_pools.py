@@ -166,3 +166,51 @@ def test_a_pool_takes_its_referrers_referees_on_the_operators_browsers() -> None
                         agent="Operator/B", language="en-GB") for i in range(3)]
     rings = collusion_pools(pool + proxied + friend + lookalike + crowd())
     assert not {("customer", c.customer) for c in lookalike} & rings[0].accounts
+
+
+def test_one_cookie_at_one_home_behind_accounts_over_weeks_is_a_pool() -> None:
+    """An operator's phone (its cookie) at his home, one new account every few days for
+    several referrers: no burst, but one browser profile at one home is one person's. A
+    public terminal's cookie is on no home connection, a family's members have their own."""
+    home = [conv(i, T0 + i * 5 * DAY, f"ref{i % 4}", cookie="op-phone",
+                 agent=("Phone/op", "203.0.113.77")) for i in range(6)]
+    rings = collusion_pools(home + ordinary())
+    assert [r.accounts for r in rings] == [{("customer", f"c{i}") for i in range(6)}]
+    family = [conv(20 + i, T0 + i * 5 * DAY, f"ref{i}", cookie=f"own{i}",
+                   agent=("Phone/same-model", "203.0.113.78")) for i in range(6)]
+    kiosk = [conv(40 + i, T0 + i * 2 * DAY, f"ref{i % 5}", cookie="kiosk") for i in range(8)]
+    assert collusion_pools(family + kiosk + ordinary()) == []
+
+
+def test_an_operator_rotating_cookies_and_addresses_is_found_by_his_phones() -> None:
+    """A few accounts now and then from his home (too few to be a pool on their own), the
+    rest through other addresses with fresh cookies, weeks apart, for three referrers: his
+    referrers' other referees came on the phones his home accounts came on, which the
+    program's other customers rarely use."""
+    home = [mailed(i, T0 + i * 6 * DAY, f"ref{i % 3}", ip="203.0.113.90",
+                   agent=f"OpPhone/{i % 2}", language="es-MX") for i in range(3)]
+    away = [mailed(10 + i, T0 + i * 4 * DAY + 3600, f"ref{i % 3}",
+                   agent=f"OpPhone/{i % 2}", language="es-MX") for i in range(8)]
+    rings = collusion_pools(home + away + crowd())
+    assert [r.accounts for r in rings] == [{("customer", c.customer) for c in home + away}]
+    # A family on one address, one phone model, each referred by a different friend whose
+    # other referees came on the program's mix of phones: no pool.
+    family = [mailed(100 + i, T0 + i * 6 * DAY, f"friend{i}", ip="203.0.113.91",
+                     agent="Phone/3") for i in range(5)]
+    assert collusion_pools(family + crowd()) == []
+
+
+def test_an_audience_tied_to_two_referrers_by_namesakes_is_not_a_pool() -> None:
+    """An influencer's followers abroad come on their country's phones, rare in the program;
+    two of them share a mailbox's normalised name with a referee of another referrer each.
+    The ties group the three referrers and the followers' phones are in excess, but most of
+    the influencer's audience is on other phones: an audience, not an operator's accounts."""
+    fans = [mailed(i, T0 + i * DAY / 2, "influencer", email=b"fan%d" % i,
+                   agent=f"Fan/{i % 6}", language="pt-BR") for i in range(30)]
+    fans[0] = replace(fans[0], email_hash=b"ana.silva")
+    fans[1] = replace(fans[1], email_hash=b"joao.souza")
+    namesakes = [mailed(100, T0 + 3 * DAY, "refA", email=b"ana.silva", agent="Fan/1",
+                        language="pt-BR"),
+                 mailed(101, T0 + 9 * DAY, "refB", email=b"joao.souza", agent="Fan/0",
+                        language="pt-BR")]
+    assert collusion_pools(fans + namesakes + crowd()) == []
