@@ -776,6 +776,8 @@ class ProgramContext:
     # Each referrer's counted clicks spread over days (whether they come in share bursts);
     # full scans only.
     click_rhythm: Mapping[str, ClickRhythm] = field(default_factory=dict)
+    # Of the reversed conversions, those charged back (a card's owner disputed the payment)
+    charged_back_ids: frozenset[int] = frozenset()
 
 
 Carry = Callable[[ConversionFacts], bool]
@@ -1148,6 +1150,11 @@ def _binom_above(k: int, n: int, p: float) -> float:
     if k > n:
         return 0.0
     return min(max(float(_binom_sf(float(k - 1), n, p)), 0.0), 1.0)
+
+
+def binom_above(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p) (`_binom_above`), for the other modules."""
+    return _binom_above(k, n, p)
 
 
 @dataclass(slots=True)
@@ -1651,6 +1658,8 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
     if len(people) < FENCE_MIN:
         return lambda c: True
     logs = np.log(np.maximum([c.delay for c in stream if c.delay is not None], 1.0))
+    if not len(logs):  # credited without a click (a referral code): no pace to tell
+        return lambda c: True
     q1, q3 = np.percentile(logs, [25, 75])
     fence, median = math.exp(q3 + FENCE_IQR * (q3 - q1)), math.exp(float(np.median(logs)))
     direct = {c.customer for c in stream if _last_site(c) is None}

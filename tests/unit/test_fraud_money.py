@@ -1,0 +1,79 @@
+"""Money that comes back (issue 13, mode 3: gift cards bought with stolen cards through
+accounts one operator controls, charged back weeks later).
+
+- A group of accounts bound by shared devices or addresses (weak alone: a household shares
+  them too) two or more of whose customers had purchases charged back, far more than the
+  program's customers, is held: each of its customers, purchases not yet charged back too.
+- One customer's chargeback says nothing on its own (friendly fraud, a dispute); nor do a
+  campus's two disputes among a hundred students, nor refunds."""
+
+from __future__ import annotations
+
+import pytest
+
+from fraud.assess import DECISIVE, FAMILIES, assess_all, ring_chargeback_reasons
+from fraud.rings import WEAK_RING, Ring
+from fraud.signals import DAY, ConversionFacts, ProgramContext
+
+
+def _buy(convs: list[ConversionFacts], who: str, at: float, ref: str = "r",
+         amount: int = 5000) -> int:
+    convs.append(ConversionFacts(len(convs), who, at, (ref,), amount=amount))
+    return len(convs) - 1
+
+
+def _program(members: int, disputed_members: int, *, others: int = 400
+             ) -> tuple[list[ConversionFacts], set[int], list[str]]:
+    convs: list[ConversionFacts] = []
+    names = [f"m{i}" for i in range(members)]
+    disputed = {_buy(convs, m, DAY * (i + 1), amount=20000)
+                for i, m in enumerate(names[:disputed_members])}
+    for m in names:
+        _buy(convs, m, 10 * DAY, amount=2500)
+    for i in range(others):  # the program's other customers, one of them disputing
+        cid = _buy(convs, f"o{i}", 3 * DAY, ref=f"x{i % 40}")
+        if i == 7:
+            disputed.add(cid)
+    return convs, disputed, names
+
+
+def _ring(names: list[str], ip: str = "1.2.3.4") -> Ring:
+    return Ring("ring", frozenset(("customer", m) for m in names),
+                frozenset({("ip", ip)}), WEAK_RING)
+
+
+@pytest.mark.parametrize(("members", "disputed"), [(4, 2), (5, 3), (8, 4)])
+def test_a_group_with_disputed_customers_is_held_as_one_operator(members: int,
+                                                                 disputed: int) -> None:
+    convs, charged, names = _program(members, disputed)
+    ring = _ring(names)
+    reasons = ring_chargeback_reasons(convs, [ring], frozenset(charged))
+    assert set(reasons) == set(names)
+    assert all(r.code == "ring_chargebacks" and r.family == "money" for r in reasons.values())
+    context = ProgramContext(reversed_ids=frozenset(charged), charged_back_ids=frozenset(charged))
+    scored = {s.assessment.conversion_id: s.assessment for s in
+              assess_all(convs, {}, context, [ring])}
+    # The purchases not charged back (yet) are held: the ring alone would not hold them
+    later = [c.conversion_id for c in convs if c.customer in names and c.at == 10 * DAY]
+    assert all(scored[i].score >= DECISIVE for i in later)
+    assert "money" in FAMILIES
+    # The program's one customer with a chargeback is not held on it
+    lone = next(c.conversion_id for c in convs if c.customer == "o7")
+    assert scored[lone].score < DECISIVE
+
+
+def test_one_dispute_a_campus_and_refunds_are_no_operator() -> None:
+    convs, charged, names = _program(4, 1)
+    assert ring_chargeback_reasons(convs, [_ring(names)], frozenset(charged)) == {}
+    # A campus of a hundred on three addresses, two of whom disputed a payment
+    convs, charged, names = _program(100, 2)
+    assert ring_chargeback_reasons(convs, [_ring(names)], frozenset(charged)) == {}
+    # Refunds are customers changing their minds: reversed, not charged back
+    convs, refunded, names = _program(4, 3)
+    context = ProgramContext(reversed_ids=frozenset(refunded))
+    assert ring_chargeback_reasons(convs, [_ring(names)], context.charged_back_ids) == {}
+    scored = assess_all(convs, {}, context, [_ring(names)])
+    assert not [r for s in scored for r in s.assessment.reasons if r.family == "money"]
+    # A group bound by timing alone (a sleeper cell) is no shared infrastructure
+    cell = Ring("sleeper_cell", frozenset(("customer", m) for m in names), frozenset(), 0.5)
+    assert ring_chargeback_reasons(convs, [cell], frozenset(refunded)) == {}
