@@ -850,6 +850,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - even_clicks: the referrer's clicks at a steady rhythm, their consecutive gaps far more
       even than people's (ClickRhythm.even_p_value): a click farm's workers in shifts, however
       jittered; carried by the conversions through its clicks; full scans only;
+    - spending_spree: more of the referrer's new customers bought SPREE_PURCHASES times or
+      more within SPREE_SECONDS of their first conversion than the program's customers do
+      (binomial): new accounts cashing out a stolen card before it is blocked; family
+      "money"; carried by those customers' conversions;
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
@@ -888,7 +892,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _refund_findings(tally, conversions),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context),
-                  _takeover_findings(conversions)):
+                  _takeover_findings(conversions), _spree_findings(conversions)):
         for ref, finding in found.items():
             out[ref].append(finding)
     suspects = {ref for ref, found in out.items()
@@ -2975,6 +2979,74 @@ def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, F
             "were happening anyway (click injection)", round(k / n, 4),
             f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(late), p_values[ref])
     return out
+
+
+SPREE_SECONDS = 3 * DAY  # from a customer's first conversion: a new account's first days
+SPREE_PURCHASES = 2  # purchases in them, at least: a spree
+# A customer who still buys this long after their first conversion has a life of their own
+# (a real customer who came back), not an account made to be cashed out and dropped
+SPREE_LIFE_SECONDS = 7 * DAY
+SPREE_MIN = 2  # a referrer's customers on a spree, at least, before the test can tell
+SPREE_SHARE = 0.3  # of the referrer's buying customers, at least
+# Decisive alone (a hold for finance) even where the mixture doubts a conversion a little
+SPREE_WEIGHT = 0.6
+
+
+def spree_customers(conversions: Iterable[ConversionFacts]) -> set[str]:
+    """The customers who bought SPREE_PURCHASES times or more within SPREE_SECONDS of their
+    first conversion (of those at hand): a new account spending at once, several orders in its
+    first days, and none after SPREE_LIFE_SECONDS. A customer buys once and comes back weeks
+    later; a stolen card is spent before its owner notices (gift cards, resalable goods),
+    order after order, and the account is dropped: one that still buys a week on is a
+    customer who came back."""
+    first: dict[str, float] = {}
+    purchases: dict[str, list[float]] = defaultdict(list)
+    for conv in conversions:
+        first[conv.customer] = min(first.get(conv.customer, conv.at), conv.at)
+        if conv.amount > 0:
+            purchases[conv.customer].append(conv.at)
+    return {who for who, times in purchases.items()
+            if sum(1 for t in times if t - first[who] <= SPREE_SECONDS) >= SPREE_PURCHASES
+            and max(times) - first[who] <= SPREE_LIFE_SECONDS}
+
+
+def _spree_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """spending_spree: of a referrer's buying customers, more on a spree (spree_customers)
+    than among the program's other referrers' (binomial against their share, at least 2%,
+    Benjamini-Hochberg across referrers): accounts made to cash out stolen cards (gift cards
+    bought order after order soon after sign-up, charged back weeks later), whether or not
+    they share a device. A customer buying twice in a week is ordinary; most of a
+    referrer's new customers doing so, far beyond the program's, is not. Carried by those
+    customers' conversions; the referrer's other customers are its own audience."""
+    spree = spree_customers(conversions)
+    if len(spree) < SPREE_MIN:
+        return {}
+    buyers: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        if conv.amount > 0:
+            for ref in conv.referrers:
+                buyers[ref].add(conv.customer)
+    totals = {ref: len(who) for ref, who in buyers.items()}
+    hits = {ref: len(who & spree) for ref, who in buyers.items()}
+    p_values = _share_above_rest(totals, hits, sum(totals.values()), sum(hits.values()),
+                                 min_total=SPREE_MIN, min_share=SPREE_SHARE)
+    p_values = {ref: p for ref, p in p_values.items() if hits[ref] >= SPREE_MIN}
+    out: dict[str, Finding] = {}
+    rest = sum(hits.values()) / max(sum(totals.values()), 1)
+    for ref in benjamini_hochberg(p_values):
+        mine = frozenset(buyers[ref] & spree)
+        out[ref] = Finding(Reason(
+            "spending_spree", f"money: {len(mine)} of {ref}'s {totals[ref]} new customers "
+            f"bought {SPREE_PURCHASES} times or more within {_span(SPREE_SECONDS)} of signing "
+            f"up (the program's customers: {rest:.0%}): new accounts spending at once, as a "
+            "stolen card is cashed out (gift cards, resalable goods) before it is blocked",
+            round(len(mine) / totals[ref], 4), SPREE_SHARE, SPREE_WEIGHT, "money"),
+            _customers_in(mine), p_values[ref])
+    return out
+
+
+def _customers_in(customers: frozenset[str]) -> Carry:
+    return lambda c: c.customer in customers
 
 
 def _in_set(ids: frozenset[int]) -> Carry:

@@ -77,3 +77,63 @@ def test_one_dispute_a_campus_and_refunds_are_no_operator() -> None:
     # A group bound by timing alone (a sleeper cell) is no shared infrastructure
     cell = Ring("sleeper_cell", frozenset(("customer", m) for m in names), frozenset(), 0.5)
     assert ring_chargeback_reasons(convs, [cell], frozenset(refunded)) == {}
+
+
+def _customer(convs: list[ConversionFacts], who: str, ref: str, at: float,
+              buys: list[tuple[float, int]]) -> None:
+    """A sign-up at `at`, then purchases (seconds after it, amount)."""
+    convs.append(ConversionFacts(len(convs), who, at, (ref,)))
+    for after, amount in buys:
+        convs.append(ConversionFacts(len(convs), who, at + after, (ref,), amount=amount))
+
+
+def _spree_program(seed: int) -> list[ConversionFacts]:
+    """Forty referrers whose friends buy once (a few come back weeks later, one in fifty buys
+    twice in a day), at several draws."""
+    import random
+
+    rng = random.Random(seed)
+    convs: list[ConversionFacts] = []
+    for i in range(600):
+        ref, at = f"r{i % 40}", rng.uniform(0, 50) * DAY
+        buys = [(rng.uniform(60, 2 * DAY), rng.choice((1999, 2999, 4999)))]
+        if rng.random() < 0.02:
+            buys.append((buys[0][0] + rng.uniform(3600, DAY), 1999))
+        if rng.random() < 0.2:
+            buys.append((rng.uniform(10, 30) * DAY, 2999))
+        _customer(convs, f"c{i}", ref, at, buys)
+    return convs
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_new_accounts_spending_at_once_are_held_and_their_referrers_friends_are_not(
+        seed: int) -> None:
+    import random
+
+    from fraud.signals import referrer_findings, spree_customers
+
+    rng = random.Random(seed)
+    convs = _spree_program(seed)
+    # A cash-out referrer: a few new accounts, each on its own address, buying two or three
+    # gift cards within a day or two of signing up and never again
+    cards = [f"g{i}" for i in range(rng.randint(3, 5))]
+    for who in cards:
+        _customer(convs, who, "cashout", rng.uniform(5, 50) * DAY,
+                  [(rng.uniform(300, 2 * DAY), rng.choice((2500, 5000, 10000)))
+                   for _ in range(rng.randint(2, 3))])
+    # ... and a friend of theirs who bought twice in a week and came back a month later
+    _customer(convs, "friend", "cashout", 3 * DAY, [(DAY, 2999), (2 * DAY, 4999),
+                                                    (35 * DAY, 1999)])
+    assert set(cards) <= spree_customers(convs) and "friend" not in spree_customers(convs)
+    found = referrer_findings(convs)
+    sprees = {ref for ref, fs in found.items() for f in fs if f.reason.code == "spending_spree"}
+    assert sprees == {"cashout"}
+    scored = {s.assessment.conversion_id: s.assessment for s in assess_all(convs, {},
+                                                                           ProgramContext())}
+    for conv in convs:
+        if conv.customer in cards and conv.amount:
+            assert scored[conv.conversion_id].score >= DECISIVE
+            assert any(r.family == "money" for r in scored[conv.conversion_id].reasons)
+        if conv.customer == "friend" or conv.referrers[0] != "cashout":
+            assert not any(r.code == "spending_spree" and r.weight >= DECISIVE
+                           for r in scored[conv.conversion_id].reasons)
