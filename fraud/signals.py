@@ -652,6 +652,9 @@ DAY = 86400.0
 SPAM_MIN_CLICKS = 30
 HOSTING_SHARE = 0.5  # of a referrer's conversions through hosting/anonymous IPs
 HOSTING_MIN_CONVERSIONS = 3
+# Decisive alone (a hold for finance) even where the mixture doubts a conversion a little: a
+# referrer's customers through anonymising addresses are no share of a genuine audience
+HOSTING_WEIGHT = 0.6
 # New customers through anonymising addresses abroad, each within a day of the one before, at
 # least, before a referrer's departure from its own audience is tested (`_takeover_findings`)
 TAKEOVER_MIN = 3
@@ -2436,7 +2439,7 @@ def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Findi
             "hosting_share", f"referrer population: {k} of {ref}'s {n} customers came "
             "through clicks from hosting or anonymous IPs (a click farm; the program's other "
             f"referrers: {hosted_total / max(total, 1):.0%})", round(k / n, 4),
-            HOSTING_SHARE, 0.5, "population"), _through_hosting, p_values[ref])
+            HOSTING_SHARE, HOSTING_WEIGHT, "population"), _through_hosting, p_values[ref])
     return out
 
 

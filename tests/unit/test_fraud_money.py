@@ -137,3 +137,31 @@ def test_new_accounts_spending_at_once_are_held_and_their_referrers_friends_are_
         if conv.customer == "friend" or conv.referrers[0] != "cashout":
             assert not any(r.code == "spending_spree" and r.weight >= DECISIVE
                            for r in scored[conv.conversion_id].reasons)
+
+
+def test_a_takeover_through_anonymising_addresses_is_held_where_the_mixture_doubts_a_little(
+        ) -> None:
+    """A referrer's link taken over and pushed through VPN exits and data centres: its
+    customers through them carry hosting_share, decisive alone, although the referrer's own
+    friends (on home networks) make the mixture doubt each one a little."""
+    from fraud.signals import ClickFacts
+
+    convs: list[ConversionFacts] = []
+    for i in range(60):  # the program's friends on home networks, two on a VPN
+        touch = ClickFacts(f"k{i}", 40_000.0, f"r{i % 12}", f"v{i}", f"81.0.0.{i}", None,
+                           anonymous=i in (5, 40))
+        convs.append(ConversionFacts(i, f"c{i}", 50_000.0, (f"r{i % 12}",), touches=(touch,),
+                                     amount=2999))
+    taken = []
+    for i in range(60, 68):  # the victim: two friends, then six through anonymising exits
+        touch = ClickFacts(f"k{i}", 40_000.0 + i, "victim", f"v{i}", f"185.1.1.{i}", None,
+                           hosting=i >= 62)
+        convs.append(ConversionFacts(i, f"c{i}", 50_000.0 + i, ("victim",), touches=(touch,),
+                                     amount=4999))
+        if i >= 62:
+            taken.append(i)
+    scored = {s.assessment.conversion_id: s.assessment for s in
+              assess_all(convs, {}, ProgramContext())}
+    for i in taken:
+        assert scored[i].score >= DECISIVE, scored[i].reasons
+    assert scored[60].score < DECISIVE and scored[61].score < DECISIVE
