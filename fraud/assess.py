@@ -71,7 +71,7 @@ FAMILIES = {
     "network": "shared network or devices",
     "click": "how the click came (timing, bots, paid traffic)",
     "population": "the referrer's traffic unlike the program's",
-    "money": "money that came back (chargebacks)",
+    "money": "how the money was spent or came back (sprees of purchases, chargebacks)",
     "model": "a model of finance's decisions",
 }
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from fraud.assess import DECISIVE, FAMILIES, assess_all, ring_chargeback_reasons
+from fraud.assess import (
+    DECISIVE,
+    FAMILIES,
+    assess_all,
+    decision_reason,
+    ring_chargeback_reasons,
+)
 from fraud.rings import WEAK_RING, Ring
 from fraud.signals import DAY, ConversionFacts, ProgramContext
 
@@ -134,6 +140,9 @@ def test_new_accounts_spending_at_once_are_held_and_their_referrers_friends_are_
         if conv.customer in cards and conv.amount:
             assert scored[conv.conversion_id].score >= DECISIVE
             assert any(r.family == "money" for r in scored[conv.conversion_id].reasons)
+            told = decision_reason(scored[conv.conversion_id].reasons,
+                                   scored[conv.conversion_id].score).message
+            assert "sprees of purchases" in told  # which family decided, in plain words
         if conv.customer == "friend" or conv.referrers[0] != "cashout":
             assert not any(r.code == "spending_spree" and r.weight >= DECISIVE
                            for r in scored[conv.conversion_id].reasons)
