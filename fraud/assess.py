@@ -34,7 +34,7 @@ family (the network one, say) can do is flag the reward for finance.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -51,6 +51,7 @@ from fraud.signals import (
     Reason,
     ReferrerFacts,
     amount_shares,
+    binom_above,
     conversion_crowds,
     conversion_reasons,
     features,
@@ -73,6 +74,7 @@ FAMILIES = {
     "network": "shared network or devices",
     "click": "how the click came (timing, bots, paid traffic)",
     "population": "the referrer's traffic unlike the program's",
+    "money": "how the money was spent or came back (sprees of purchases, chargebacks)",
     "model": "a model of finance's decisions",
 }
 RING_REFERRER = 0.3  # the weight of "a credited referrer is in a ring": alone, not held
@@ -186,6 +188,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     private_window = private_window_reasons(conversions, holders or {})
     visited = first_visits(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
+    money = ring_chargeback_reasons(conversions, rings, context.charged_back_ids)
     sleepers = sleeper_reasons(conversions, rings)
     rows = feature_rows(conversions, wanted, context)
     opinions = finance_model_reasons(rows, model)
@@ -200,9 +203,63 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                               repeat_lease.get(conv.conversion_id),
                               private_window.get(conv.conversion_id),
                               pooled.get(conv.conversion_id), sleepers.get(conv.conversion_id),
-                              opinion) if r is not None]
+                              money.get(conv.customer), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders,
                                  visited=visited), row))
+    return out
+
+
+MONEY_WEIGHT = 0.5  # money disputed across a group of accounts: a hold for review on its own
+RING_CHARGEBACKS = 2  # a group's customers with a purchase charged back, at least
+# The share of a program's customers with a chargeback that honest ones reach (friendly fraud,
+# disputes): a group's disputed customers are tested against the larger of it and the
+# program's own share.
+CHARGEBACK_FLOOR = 0.02
+RING_CHARGEBACK_P = 0.01  # the level of that test (Bonferroni across the groups)
+# Groups bound by timing alone (sleeper cells) are no shared infrastructure: left out.
+MONEY_RING_KINDS = frozenset({"ring", "device_farm", "dense_block", "collusion_pool"})
+
+
+def ring_chargeback_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[Ring],
+                            charged_back: Collection[int]) -> dict[str, Reason]:
+    """Money that comes back across one operator's accounts: a chargeback is a card's owner
+    disputing a payment (a stolen card, most often; a refund is a customer changing their
+    mind and says nothing here). One customer with a chargeback is ordinary (friendly fraud,
+    a dispute) and says nothing on its own. A group of accounts bound by shared devices or
+    addresses (a ring: weak alone, a household shares them too) RING_CHARGEBACKS or more of
+    whose customers had purchases charged back, more than the program's customers have
+    (binomial against the larger of their share and CHARGEBACK_FLOOR, Bonferroni across the
+    groups), is one operator cashing out stolen cards: each of its customers carries it,
+    including purchases not charged back yet (a chargeback comes weeks later). Family
+    "money", independent of the network evidence that bound the group, so that both
+    together can reject."""
+    if not charged_back or not rings:
+        return {}
+    disputed: Counter[str] = Counter()
+    customers: set[str] = set()
+    for conv in conversions:
+        customers.add(conv.customer)
+        if conv.conversion_id in charged_back:
+            disputed[conv.customer] += 1
+    if len(disputed) < RING_CHARGEBACKS:
+        return {}
+    base = max(len(disputed) / max(len(customers), 1), CHARGEBACK_FLOOR)
+    groups = [ring for ring in rings if ring.kind in MONEY_RING_KINDS]
+    out: dict[str, Reason] = {}
+    for ring in sorted(groups, key=lambda r: -len(r.accounts)):
+        people = {person for _kind, person in ring.accounts} & customers
+        hit = sorted(p for p in people if disputed.get(p))
+        if (len(hit) < RING_CHARGEBACKS or binom_above(len(hit), len(people), base)
+                > RING_CHARGEBACK_P / len(groups)):
+            continue
+        reason = Reason(
+            "ring_chargebacks", f"money: {len(hit)} of the {len(people)} customers of a "
+            f"{ring.kind.replace('_', ' ')} bound by shared devices or addresses had purchases "
+            f"charged back (the program's customers: {base:.0%} at most counted as ordinary): "
+            "one operator cashing out stolen cards", len(hit), RING_CHARGEBACKS, MONEY_WEIGHT,
+            "money")
+        for person in people:
+            out.setdefault(person, reason)
     return out
 
 

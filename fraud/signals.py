@@ -681,6 +681,9 @@ DAY = 86400.0
 SPAM_MIN_CLICKS = 30
 HOSTING_SHARE = 0.5  # of a referrer's conversions through hosting/anonymous IPs
 HOSTING_MIN_CONVERSIONS = 3
+# Decisive alone (a hold for finance) even where the mixture doubts a conversion a little: a
+# referrer's customers through anonymising addresses are no share of a genuine audience
+HOSTING_WEIGHT = 0.6
 # New customers through anonymising addresses abroad, each within a day of the one before, at
 # least, before a referrer's departure from its own audience is tested (`_takeover_findings`)
 TAKEOVER_MIN = 3
@@ -813,6 +816,8 @@ class ProgramContext:
     # Each referrer's counted clicks spread over days (whether they come in share bursts);
     # full scans only.
     click_rhythm: Mapping[str, ClickRhythm] = field(default_factory=dict)
+    # Of the reversed conversions, those charged back (a card's owner disputed the payment)
+    charged_back_ids: frozenset[int] = frozenset()
 
 
 Carry = Callable[[ConversionFacts], bool]
@@ -887,6 +892,10 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - even_clicks: the referrer's clicks at a steady rhythm, their consecutive gaps far more
       even than people's (ClickRhythm.even_p_value): a click farm's workers in shifts, however
       jittered; carried by the conversions through its clicks; full scans only;
+    - spending_spree: more of the referrer's new customers bought SPREE_PURCHASES times or
+      more within SPREE_SECONDS of their first conversion than the program's customers do
+      (binomial): new accounts cashing out a stolen card before it is blocked; family
+      "money"; carried by those customers' conversions;
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
@@ -928,7 +937,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _refund_findings(tally, conversions),
                   _min_amount_findings(tally), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context),
-                  _takeover_findings(conversions)):
+                  _takeover_findings(conversions), _spree_findings(conversions)):
         for ref, finding in found.items():
             out[ref].append(finding)
     suspects = {ref for ref, found in out.items()
@@ -1192,6 +1201,11 @@ def _binom_above(k: int, n: int, p: float) -> float:
     if k > n:
         return 0.0
     return min(max(float(_binom_sf(float(k - 1), n, p)), 0.0), 1.0)
+
+
+def binom_above(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p) (`_binom_above`), for the other modules."""
+    return _binom_above(k, n, p)
 
 
 @dataclass(slots=True)
@@ -1705,6 +1719,8 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
     if len(people) < FENCE_MIN:
         return lambda c: True
     logs = np.log(np.maximum([c.delay for c in stream if c.delay is not None], 1.0))
+    if not len(logs):  # credited without a click (a referral code): no pace to tell
+        return lambda c: True
     q1, q3 = np.percentile(logs, [25, 75])
     fence, median = math.exp(q3 + FENCE_IQR * (q3 - q1)), math.exp(float(np.median(logs)))
     direct = {c.customer for c in stream if _last_site(c) is None}
@@ -2482,7 +2498,7 @@ def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Findi
             "hosting_share", f"referrer population: {k} of {ref}'s {n} customers came "
             "through clicks from hosting or anonymous IPs (a click farm; the program's other "
             f"referrers: {hosted_total / max(total, 1):.0%})", round(k / n, 4),
-            HOSTING_SHARE, 0.5, "population"), _through_hosting, p_values[ref])
+            HOSTING_SHARE, HOSTING_WEIGHT, "population"), _through_hosting, p_values[ref])
     return out
 
 
@@ -3033,6 +3049,74 @@ def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, F
             "were happening anyway (click injection)", round(k / n, 4),
             f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(late), p_values[ref])
     return out
+
+
+SPREE_SECONDS = 3 * DAY  # from a customer's first conversion: a new account's first days
+SPREE_PURCHASES = 2  # purchases in them, at least: a spree
+# A customer who still buys this long after their first conversion has a life of their own
+# (a real customer who came back), not an account made to be cashed out and dropped
+SPREE_LIFE_SECONDS = 7 * DAY
+SPREE_MIN = 2  # a referrer's customers on a spree, at least, before the test can tell
+SPREE_SHARE = 0.3  # of the referrer's buying customers, at least
+# Decisive alone (a hold for finance) even where the mixture doubts a conversion a little
+SPREE_WEIGHT = 0.6
+
+
+def spree_customers(conversions: Iterable[ConversionFacts]) -> set[str]:
+    """The customers who bought SPREE_PURCHASES times or more within SPREE_SECONDS of their
+    first conversion (of those at hand): a new account spending at once, several orders in its
+    first days, and none after SPREE_LIFE_SECONDS. A customer buys once and comes back weeks
+    later; a stolen card is spent before its owner notices (gift cards, resalable goods),
+    order after order, and the account is dropped: one that still buys a week on is a
+    customer who came back."""
+    first: dict[str, float] = {}
+    purchases: dict[str, list[float]] = defaultdict(list)
+    for conv in conversions:
+        first[conv.customer] = min(first.get(conv.customer, conv.at), conv.at)
+        if conv.amount > 0:
+            purchases[conv.customer].append(conv.at)
+    return {who for who, times in purchases.items()
+            if sum(1 for t in times if t - first[who] <= SPREE_SECONDS) >= SPREE_PURCHASES
+            and max(times) - first[who] <= SPREE_LIFE_SECONDS}
+
+
+def _spree_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """spending_spree: of a referrer's buying customers, more on a spree (spree_customers)
+    than among the program's other referrers' (binomial against their share, at least 2%,
+    Benjamini-Hochberg across referrers): accounts made to cash out stolen cards (gift cards
+    bought order after order soon after sign-up, charged back weeks later), whether or not
+    they share a device. A customer buying twice in a week is ordinary; most of a
+    referrer's new customers doing so, far beyond the program's, is not. Carried by those
+    customers' conversions; the referrer's other customers are its own audience."""
+    spree = spree_customers(conversions)
+    if len(spree) < SPREE_MIN:
+        return {}
+    buyers: dict[str, set[str]] = defaultdict(set)
+    for conv in conversions:
+        if conv.amount > 0:
+            for ref in conv.referrers:
+                buyers[ref].add(conv.customer)
+    totals = {ref: len(who) for ref, who in buyers.items()}
+    hits = {ref: len(who & spree) for ref, who in buyers.items()}
+    p_values = _share_above_rest(totals, hits, sum(totals.values()), sum(hits.values()),
+                                 min_total=SPREE_MIN, min_share=SPREE_SHARE)
+    p_values = {ref: p for ref, p in p_values.items() if hits[ref] >= SPREE_MIN}
+    out: dict[str, Finding] = {}
+    rest = sum(hits.values()) / max(sum(totals.values()), 1)
+    for ref in benjamini_hochberg(p_values):
+        mine = frozenset(buyers[ref] & spree)
+        out[ref] = Finding(Reason(
+            "spending_spree", f"money: {len(mine)} of {ref}'s {totals[ref]} new customers "
+            f"bought {SPREE_PURCHASES} times or more within {_span(SPREE_SECONDS)} of signing "
+            f"up (the program's customers: {rest:.0%}): new accounts spending at once, as a "
+            "stolen card is cashed out (gift cards, resalable goods) before it is blocked",
+            round(len(mine) / totals[ref], 4), SPREE_SHARE, SPREE_WEIGHT, "money"),
+            _customers_in(mine), p_values[ref])
+    return out
+
+
+def _customers_in(customers: frozenset[str]) -> Carry:
+    return lambda c: c.customer in customers
 
 
 def _in_set(ids: frozenset[int]) -> Carry:

@@ -343,7 +343,7 @@ def _graph(people: _People, referrers: dict[str, ReferrerFacts],
 async def load_program_facts(conn: asyncpg.Connection, program_id: int,
                              scope: Scope | None) -> ProgramFacts:
     """What a scan knows of the whole program beyond the conversions at hand."""
-    reversed_ids = await queries.reversed_conversions(conn, program_id)
+    reversed_ids, charged_back = await queries.reversed_conversions(conn, program_id)
     if scope is None:
         rhythm = await queries.referrer_clicks(conn, program_id)
         clicks = {ref: r.clicks for ref, r in rhythm.items()}
@@ -353,7 +353,7 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
         rhythm = {ref: replace(r, gap_pairs=even[ref].pairs, gap_spread=even[ref].spread,
                                paced=paced_stretch(even[ref].days))
                   if ref in even else r for ref, r in rhythm.items()}
-        return ProgramFacts(ProgramContext(reversed_ids, clicks,
+        return ProgramFacts(ProgramContext(reversed_ids, clicks, charged_back_ids=charged_back,
                                            source_clicks={source: sum(by.values()) for
                                                           source, by in sources.items()},
                                            source_referrers=sources,
@@ -377,6 +377,7 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
         stored = np.asarray(rows, dtype=float)
         background = np.expm1(stored[stored[:, 1] > 0][:, 0])
     return ProgramFacts(ProgramContext(reversed_ids, clicks, background, rate, history=history,
+                                       charged_back_ids=charged_back,
                                        headerless_share=headerless,
                                        customer_rate=latest.customer_rate if latest else None,
                                        referrer_customers=customers))

@@ -731,13 +731,17 @@ async def agent_customers(conn: asyncpg.Connection, program_id: int, agents: lis
     return {r["user_agent"]: r["n"] for r in rows}, int(total or 0)
 
 
-async def reversed_conversions(conn: asyncpg.Connection, program_id: int) -> frozenset[int]:
-    """Conversions refunded or charged back."""
+async def reversed_conversions(conn: asyncpg.Connection, program_id: int
+                               ) -> tuple[frozenset[int], frozenset[int]]:
+    """Conversions refunded or charged back, and of those the ones charged back (a card's
+    owner disputed the payment; a refund is the customer changing their mind): one pass."""
     rows = await conn.fetch(
-        """SELECT o.id FROM conversions x
+        """SELECT o.id, bool_or(x.type = 'chargeback') AS charged_back FROM conversions x
            JOIN conversions o ON o.program_id = x.program_id AND o.event_id = x.original_event_id
-           WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')""", program_id)
-    return frozenset(r["id"] for r in rows)
+           WHERE x.program_id = $1 AND x.type IN ('refund', 'chargeback')
+           GROUP BY o.id""", program_id)
+    return (frozenset(r["id"] for r in rows),
+            frozenset(r["id"] for r in rows if r["charged_back"]))
 
 
 async def referrer_clicks(conn: asyncpg.Connection, program_id: int
