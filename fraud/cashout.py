@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from scipy import stats
 
 from fraud.rings import Ring
-from fraud.signals import FDR_Q, ConversionFacts, benjamini_hochberg
+from fraud.signals import FDR_Q, SPREE_SECONDS, ConversionFacts, benjamini_hochberg
 
 DAY = 86400.0
-EARLY = 3 * DAY  # a referee's purchases this soon after its first conversion are early
+EARLY = SPREE_SECONDS  # a referee's purchases this soon after its first conversion are early
+# (the same first days as the spending_spree test's)
 MIN_REFEREES = 3  # referees with a purchase, at least, for a referrer to be tested
 FAMILY_P = 0.05  # each family alone, at least this significant
 LARGE_SHARE = 0.1  # an early purchase among the program's largest this share is large
