@@ -292,22 +292,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.clicks < SEGMENT:
         p.error(f"--clicks must be at least {SEGMENT}")
     with tempfile.TemporaryDirectory(prefix="refguard-flush-") as tmp:
-        dsn = args.dsn or _embedded(Path(tmp))
-        geo_dir = None
-        if args.geoip:
-            from bench.geodb import write_databases
+        server = None if args.dsn else _embedded(Path(tmp))
+        try:
+            dsn = args.dsn or str(server.get_uri())
+            geo_dir = None
+            if args.geoip:
+                from bench.geodb import write_databases
 
-            geo_dir = Path(tmp) / "geoip"
-            write_databases(geo_dir)
-        if args.months:
-            asyncio.run(_history(dsn, args.months))
-        results = [asyncio.run(measure(dsn, shape, args.clicks, link0, geo_dir))
-                   for shape, link0 in (("wrk", 990_000_000), ("browsers", 990_000_100))]
+                geo_dir = Path(tmp) / "geoip"
+                write_databases(geo_dir)
+            if args.months:
+                asyncio.run(_history(dsn, args.months))
+            results = [asyncio.run(measure(dsn, shape, args.clicks, link0, geo_dir))
+                       for shape, link0 in (("wrk", 990_000_000), ("browsers", 990_000_100))]
+        finally:
+            # Stopped here, before its folder goes: pgserver's own stop at exit finds the
+            # folder gone and leaves the postmaster running.
+            if server is not None:
+                server.cleanup()
     print("\n".join(report(results)))
     return 0
 
 
-def _embedded(tmp: Path) -> str:
+def _embedded(tmp: Path) -> Any:
+    """A migrated embedded PostgreSQL under `tmp` (the caller stops it)."""
     import subprocess
 
     from tracker.db import embedded_server
@@ -317,7 +325,7 @@ def _embedded(tmp: Path) -> str:
     env = {**os.environ, "REFGUARD_DATA_DIR": str(tmp / "data"), "REFGUARD_DATABASE_URL": dsn}
     subprocess.run([sys.executable, "-m", "tracker", "migrate"], env=env, check=True,
                    capture_output=True)
-    return dsn
+    return server
 
 
 if __name__ == "__main__":
