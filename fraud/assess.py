@@ -34,7 +34,7 @@ family (the network one, say) can do is flag the reward for finance.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -235,12 +235,12 @@ def ring_chargeback_reasons(conversions: Sequence[ConversionFacts], rings: Seque
     together can reject."""
     if not charged_back or not rings:
         return {}
-    disputed: Counter[str] = Counter()
+    disputed: set[str] = set()  # customers with a purchase charged back
     customers: set[str] = set()
     for conv in conversions:
         customers.add(conv.customer)
         if conv.conversion_id in charged_back:
-            disputed[conv.customer] += 1
+            disputed.add(conv.customer)
     if len(disputed) < RING_CHARGEBACKS:
         return {}
     base = max(len(disputed) / max(len(customers), 1), CHARGEBACK_FLOOR)
@@ -248,7 +248,7 @@ def ring_chargeback_reasons(conversions: Sequence[ConversionFacts], rings: Seque
     out: dict[str, Reason] = {}
     for ring in sorted(groups, key=lambda r: -len(r.accounts)):
         people = {person for _kind, person in ring.accounts} & customers
-        hit = sorted(p for p in people if disputed.get(p))
+        hit = sorted(people & disputed)
         if (len(hit) < RING_CHARGEBACKS or binom_above(len(hit), len(people), base)
                 > RING_CHARGEBACK_P / len(groups)):
             continue

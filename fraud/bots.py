@@ -84,10 +84,9 @@ class BotDetector:
         # first GRAM characters: the user agent's own GRAM-character pieces (a hundred or so)
         # name the few texts that may be in it: 19 us of CPU a user agent not seen before, where
         # testing each of the 1,500 texts took 99 (a search of their alternation, 1 ms).
-        self._required = [(i, required_text(p)) for i, p in enumerate(self.patterns)]
         self._always: list[int] = []  # patterns without a text of GRAM characters or more
         self._by_gram: dict[str, list[tuple[int, str]]] = {}
-        for i, text in self._required:
+        for i, text in enumerate(required_text(p) for p in self.patterns):
             if text is None or len(text) < self.GRAM:
                 self._always.append(i)
             else:

@@ -35,9 +35,16 @@ from dataclasses import dataclass
 from scipy import stats
 
 from fraud.rings import Ring
-from fraud.signals import FDR_Q, SPREE_SECONDS, ConversionFacts, benjamini_hochberg
+from fraud.signals import (
+    DAY,
+    FDR_Q,
+    SPREE_PURCHASES,
+    SPREE_SECONDS,
+    ConversionFacts,
+    benjamini_hochberg,
+    binom_above,
+)
 
-DAY = 86400.0
 EARLY = SPREE_SECONDS  # a referee's purchases this soon after its first conversion are early
 # (the same first days as the spending_spree test's)
 MIN_REFEREES = 3  # referees with a purchase, at least, for a referrer to be tested
@@ -55,7 +62,7 @@ class _Referee:
 
     @property
     def rushed(self) -> bool:
-        return len(self.early) >= 2
+        return len(self.early) >= SPREE_PURCHASES
 
 
 def _referees(conversions: Sequence[ConversionFacts], reversed_ids: Collection[int]
@@ -91,8 +98,7 @@ def _fisher(p_values: Iterable[float]) -> float:
 
 
 def cash_out_cohorts(conversions: Sequence[ConversionFacts],
-                     reversed_ids: Collection[int] = frozenset(), q: float = FDR_Q
-                     ) -> list[Ring]:
+                     reversed_ids: Collection[int] = frozenset()) -> list[Ring]:
     """The referrers whose referees rush large purchases through new accounts (see the
     module's docstring): a Ring of kind KIND each, the referrer and its referees that show
     the anomaly. `reversed_ids`: the conversions refunded or charged back."""
@@ -104,7 +110,7 @@ def cash_out_cohorts(conversions: Sequence[ConversionFacts],
     amounts = sorted(a for r in everyone for a in r.early)
     reversed_total = sum(r.reversed for r in everyone)
     tests: dict[str, float] = {}
-    kept: dict[str, tuple[float, float]] = {}
+    kept: dict[str, tuple[int, float, float]] = {}
     for ref, own in by_referrer.items():
         n = len(own)
         rushed = sum(1 for r in own if r.rushed)
@@ -113,7 +119,7 @@ def cash_out_cohorts(conversions: Sequence[ConversionFacts],
             continue
         # Against the program without the referrer's own referees (a cohort is not its own
         # baseline); one at least among the others: none seen is not "never".
-        p_time = float(stats.binom.sf(rushed - 1, n, max(rushed_total - rushed, 1) / others))
+        p_time = binom_above(rushed, n, max(rushed_total - rushed, 1) / others)
         mine = sorted(a for r in own for a in r.early)
         rest = len(amounts) - len(mine)
         # Each early purchase's upper-tail share among the others' (+1: never zero); and
@@ -121,23 +127,22 @@ def cash_out_cohorts(conversions: Sequence[ConversionFacts],
         tails = [(len(amounts) - bisect_left(amounts, a) - (len(mine) - bisect_left(mine, a))
                   + 1) / (rest + 1) for a in mine]
         back = sum(r.reversed for r in own)
-        p_back = (float(stats.binom.sf(back - 1, len(mine),
-                                       max(reversed_total - back, 1) / max(rest, 1)))
+        p_back = (binom_above(back, len(mine), max(reversed_total - back, 1) / max(rest, 1))
                   if back else 1.0)
         p_money = _fisher([_fisher(tails), p_back])
-        kept[ref] = (p_time, p_money)
+        kept[ref] = (rushed, p_time, p_money)
         tests[ref] = _fisher([p_time, p_money]) if max(p_time, p_money) < FAMILY_P else 1.0
     rings = []
     large = amounts[min(len(amounts) - 1, int((1 - LARGE_SHARE) * len(amounts)))]
-    for ref in sorted(benjamini_hochberg(tests, q)):
+    for ref in sorted(benjamini_hochberg(tests, FDR_Q)):
         own = by_referrer[ref]
         shown = sorted(r.customer for r in own
                        if r.rushed or r.reversed or max(r.early) > large)
-        p_time, p_money = kept[ref]
+        rushed, p_time, p_money = kept[ref]
         accounts = frozenset({("referrer", ref)} | {("customer", c) for c in shown})
         rings.append(Ring(KIND, accounts, frozenset(), CASH_OUT_SCORE, {
             "referrer": ref, "customers": shown, "referees": len(own),
-            "rushed": sum(1 for r in own if r.rushed),
+            "rushed": rushed,
             "large": sum(1 for r in own if max(r.early) > large),
             "reversed": sum(1 for r in own if r.reversed),
             "large_above": large, "early_days": EARLY / DAY,

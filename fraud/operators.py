@@ -48,7 +48,7 @@ import networkx as nx
 from scipy import stats
 
 from fraud.assess import DECISIVE, ring_flag_reasons
-from fraud.pools import PUBLIC_ACCOUNTS, SHARE_CONFIDENCE, Browser, Key, _browser, account_keys
+from fraud.pools import PUBLIC_ACCOUNTS, Browser, Key, _browser, _upper, account_keys
 from fraud.rings import Account, Ring
 from fraud.signals import ConversionFacts
 
@@ -127,7 +127,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
             marks, phones = tie.marks(core), tie.operator_browsers(core)
             # A chain's root (`_roots`) brought one account, who brought the others: its other
             # referees are its own friends unless tied, as a colluding member's are.
-            roots = _roots(referrers - own, {p for _kind, p in members}, referees)
+            roots = _roots(referrers - own, core, referees)
             members |= ({("referrer", r) for r in referrers}
                         | {("customer", c) for r in referrers - own - roots - (cells - credited)
                            for c in referees.get(r, ())}
@@ -213,12 +213,6 @@ class _Ties:
         return {b for b, k in mine.items()
                 if stats.binom.sf(k - 1, inside, _upper(self.mix[b] - k, outside))
                 * len(mine) < TIE_P}
-
-
-def _upper(k: int, n: int) -> float:
-    """Clopper-Pearson's upper bound of a share of k in n (SHARE_CONFIDENCE two-sided): a
-    share seen in few is not taken as exact."""
-    return min(float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, k + 1, max(n - k, 1))), 1.0)
 
 
 def _tied_referrers(referrers: set[str], referees: dict[str, set[str]], ties: _Ties

@@ -320,8 +320,7 @@ def _excess_browsers(first: Mapping[str, ConversionFacts], group_of: Mapping[str
         of = total - n - len(seeds)
         if of <= 0:
             continue
-        rest = float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, seen + 1, max(of - seen, 1)))
-        tests.append((g, theirs, float(stats.binom.sf(k - 1, n, min(rest, 1.0)))))
+        tests.append((g, theirs, float(stats.binom.sf(k - 1, n, _upper(seen, of)))))
     out: dict[str, dict[Browser, set[str]]] = {}
     for g, theirs, p in tests:
         if p * len(tests) >= WIDEN_P:
@@ -341,6 +340,13 @@ def _excess_browsers(first: Mapping[str, ConversionFacts], group_of: Mapping[str
 
 SHARE_CONFIDENCE = 0.05  # the baseline share's two-sided confidence in _widen
 WIDEN_P = 0.001  # a browser's excess among a pool's referrers' referees, Bonferroni-corrected
+
+
+def _upper(k: int, n: int) -> float:
+    """Clopper-Pearson's upper bound of a share of k in n (SHARE_CONFIDENCE two-sided): a
+    share seen in few is not taken as exact."""
+    return min(float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, k + 1, max(n - k, 1))), 1.0)
+
 
 Browser = tuple[str, str]  # (User-Agent, Accept-Language) of the visit that brought a customer
 
@@ -396,8 +402,8 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
             of = total - n - sum(own.values())
             if of <= 0:
                 continue
-            rest = float(stats.beta.ppf(1 - SHARE_CONFIDENCE / 2, seen + 1, max(of - seen, 1)))
-            tests.append((i, people, float(stats.binom.sf(len(people) - 1, n, min(rest, 1.0)))))
+            tests.append((i, people,
+                          float(stats.binom.sf(len(people) - 1, n, _upper(seen, of)))))
     out: list[set[str]] = [set() for _ in pools]
     for i, people, p in tests:
         if p * len(tests) < WIDEN_P:

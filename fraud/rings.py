@@ -176,7 +176,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     groups = _merge_by_collector(groups, referred_by)
     rings = []
     for group, links in _merge_by_chain(groups, referrals):
-        component = group
+        component = group  # (narrowed below)
         collectors = Counter(r for _kind, person in component
                              for r in referred_by.get(person, ()))
         accounts = frozenset(component) | {("referrer", r) for r, n in collectors.items()
@@ -483,7 +483,7 @@ def _small_addresses(graph: nx.Graph) -> dict[Column, set[str]]:
 
 
 def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties,
-                 small: Mapping[Column, set[str]] | None = None) -> set[Column]:
+                 small: Mapping[Column, set[str]]) -> set[Column]:
     """The addresses among `crowds` (those that behave like a NAT: each account on a browser of
     its own, as a random crowd's would be; with their accounts) that are one referral chain's
     home: at most HOME_ACCOUNTS accounts, every one of them tied to the others by referrals
@@ -493,7 +493,6 @@ def _chain_homes(crowds: Mapping[Column, list[str]], ties: _Ties,
     that signs each other up at home, and no one elsewhere, is left a crowd: it is a
     household, and this says nothing more of it."""
     out: set[Column] = set()
-    small = small or {}
     homes_of: dict[str, set[Column]] = defaultdict(set)
     for home, holders in small.items():
         for person in holders:

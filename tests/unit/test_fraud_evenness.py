@@ -34,9 +34,7 @@ def test_every_referrer_even_clicks_can_find_has_its_days_read() -> None:
     p_values = {ref: r.even_p_value() for ref, r in rhythms.items()
                 if r.gap_pairs >= EVEN_MIN_PAIRS}
     found = benjamini_hochberg(p_values) | benjamini_hochberg(dict(list(p_values.items())[:50]))
-    assert found
-    for ref in found:
-        assert _asked(rhythms[ref].gap_pairs, rhythms[ref].gap_spread)
+    assert found  # (each has p <= FDR_Q: covered by the bound below)
     for r in rhythms.values():  # the bound itself: p <= FDR_Q is always asked
         if r.even_p_value() <= FDR_Q:
             assert _asked(r.gap_pairs, r.gap_spread)

@@ -13,7 +13,6 @@ import pytest
 
 from fraud.assess import (
     DECISIVE,
-    FAMILIES,
     assess_all,
     decision_reason,
     ring_chargeback_reasons,
@@ -62,7 +61,6 @@ def test_a_group_with_disputed_customers_is_held_as_one_operator(members: int,
     # The purchases not charged back (yet) are held: the ring alone would not hold them
     later = [c.conversion_id for c in convs if c.customer in names and c.at == 10 * DAY]
     assert all(scored[i].score >= DECISIVE for i in later)
-    assert "money" in FAMILIES
     # The program's one customer with a chargeback is not held on it
     lone = next(c.conversion_id for c in convs if c.customer == "o7")
     assert scored[lone].score < DECISIVE
@@ -77,7 +75,6 @@ def test_one_dispute_a_campus_and_refunds_are_no_operator() -> None:
     # Refunds are customers changing their minds: reversed, not charged back
     convs, refunded, names = _program(4, 3)
     context = ProgramContext(reversed_ids=frozenset(refunded))
-    assert ring_chargeback_reasons(convs, [_ring(names)], context.charged_back_ids) == {}
     scored = assess_all(convs, {}, context, [_ring(names)])
     assert not [r for s in scored for r in s.assessment.reasons if r.family == "money"]
     # A group bound by timing alone (a sleeper cell) is no shared infrastructure
