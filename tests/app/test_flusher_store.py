@@ -26,7 +26,14 @@ from tracker.clicks.flusher import (
     store_clicks,
 )
 from tracker.clicks.journal import RawClick
-from tracker.clicks.queries import probe_arguments, stored_duplicates_sql, use_packed_inet
+from tracker.clicks.queries import (
+    anonymous_sql,
+    probe_arguments,
+    stored_duplicates,
+    stored_duplicates_sql,
+    use_packed_inet,
+    visitor_duplicates_sql,
+)
 from tracker.clicks.redirect import VisitorIds
 from tracker.collector import FEW_COLLECTIONS, few_collections
 
@@ -112,6 +119,46 @@ async def test_the_stored_duplicate_window_is_exact_and_spans_a_month_turn(
     flags = await duplicates(conn)
     assert [flags[f"{n:02d}"] for n in range(11, 18)] == [
         True, False, True, False, True, True, False]
+
+
+async def test_visitors_are_probed_without_fingerprints_while_no_anonymous_click_is_stored(
+    conn: asyncpg.Connection,
+) -> None:
+    """Live traffic (every click with a visitor id, none stored without one) is probed by the
+    visitor branch alone, which finds what the whole probe finds; once a click without a visitor
+    id is stored, the whole probe runs again and finds a visitor's click of that device."""
+    link = await insert_link(conn)
+    other = await insert_link(conn, referrer="r2", code="abd")
+    enricher = Enricher(SECRET, ())
+    partitions = Partitions()
+    stored = [click(1, link, visitor="a" * 24), click(2, other, visitor="b" * 24),
+              click(3, link, visitor="c" * 24, ts_us=T0 - 2 * HOUR)]
+    assert await store_clicks(conn, [enricher.row(c) for c in stored], partitions) == (3, 0, 0)
+    batch = prepare_rows([enricher.row(c) for c in (
+        click(11, link, visitor="a" * 24, ts_us=T0 + HOUR),  # the hour: a repeat
+        click(12, link, visitor="b" * 24, ts_us=T0 + 10),  # b's click was on another link
+        click(13, link, visitor="c" * 24, ts_us=T0 - HOUR + 1),  # c's is beyond the hour
+        click(14, link, visitor="d" * 24, ts_us=T0 + 20, ua=UA.replace("131", "99")))])
+    table = (await partitions.groups(conn, batch))[0][0]
+
+    async def probe() -> tuple[list[int], list[int], list[int]]:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            whole = [r[0] - 1 for r in await conn.fetch(stored_duplicates_sql(table),
+                                                         *probe_arguments(batch))]
+            visitors = [r[0] - 1 for r in await conn.fetch(
+                visitor_duplicates_sql(table), *probe_arguments(batch)[:3],
+                probe_arguments(batch)[4])]
+            return whole, visitors, await stored_duplicates(conn, batch, table)
+
+    assert not await conn.fetchval(anonymous_sql(table))
+    assert await probe() == ([3], [3], [3])  # (in time order: click 11 is the last)
+    # A click without a visitor id on click 14's device: click 14 may be that browser.
+    anonymous = enricher.row(click(5, link, ts_us=T0, ua=UA.replace("131", "99")))
+    assert await store_clicks(conn, [anonymous], partitions) == (1, 0, 0)
+    assert await conn.fetchval(anonymous_sql(table))
+    whole, visitors, found = await probe()
+    assert whole == found == [2, 3] and visitors == [3]
 
 
 async def test_a_replay_that_meets_stored_clicks_stores_only_the_new_ones_once(

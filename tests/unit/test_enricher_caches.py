@@ -67,3 +67,53 @@ def test_the_cached_rows_are_the_rows_of_a_fresh_enricher(clicks: list[tuple[str
             assert len(enricher._addresses) <= 3
     finally:
         enrich.ADDRESS_CACHE = old_size
+
+
+class HostingGeo:
+    """A geo reader whose addresses ending in .7 are a host's (hosting=True)."""
+
+    folder = None
+    databases = object()
+
+    def lookup(self, ip: str | None, prefix: str | None = None) -> enrich.GeoInfo:
+        return enrich.GeoInfo(country="NL", hosting=bool(ip) and str(ip).endswith(".7"))
+
+
+@settings(max_examples=80)
+@given(st.lists(st.tuples(st.sampled_from(["10.0.0.1", "192.0.2.7", "198.51.100.7", "2001:db8::1"]),
+                          st.sampled_from(["Mozilla/5.0 (iPhone) Safari/604.1", "curl/8.0", "",
+                                           "Mozilla/5.0 (compatible; Googlebot/2.1)"]),
+                          st.sampled_from(["", "fr"]),
+                          st.sampled_from(["", "prefetch", "Prerender", "other"]),
+                          st.sampled_from(["", "*/*", "text/html"]),
+                          st.sampled_from(["live", "import"])), max_size=30))
+def test_the_bot_verdict_is_the_detectors_for_every_purpose_address_and_source(
+        clicks: list[tuple[str, str, str, str, str, str]]) -> None:
+    """The verdict a device keeps (a click without a purpose header, not from a host) and the
+    one asked of the detector otherwise are what BotDetector.classify says of the click."""
+    enricher = Enricher(SECRET, (), BOTS, geo=HostingGeo())  # type: ignore[arg-type]
+    for peer, ua, lang, purpose, accept, source in clicks:
+        raw = click(peer, ua=ua, lang=lang)._replace(purpose=purpose, accept=accept)
+        row = enricher.row(raw, source=source)
+        verdict = BOTS.classify(ua, purpose=purpose, hosting=peer.endswith(".7"),
+                                accept_language=lang,
+                                accept=accept if source == "live" else None)
+        assert (row[enrich.COLUMNS.index("is_bot")], row[enrich.COLUMNS.index("bot_rule")]
+                ) == (verdict.is_bot, verdict.rule)
+        assert row[enrich.COLUMNS.index("is_hosting")] is peer.endswith(".7")
+
+
+def test_the_fingerprint_cache_is_emptied_when_full_and_gives_the_same_fingerprints() -> None:
+    enricher = Enricher(SECRET, (), BOTS)
+    old_size, enrich.FINGERPRINT_CACHE = enrich.FINGERPRINT_CACHE, 3
+    try:
+        for i in range(10):
+            for lang in ("en", "fr"):
+                peer = f"203.0.{i}.9"
+                row = enricher.row(click(peer, lang=lang))
+                assert row[enrich.COLUMNS.index("fingerprint")] == keyed_hash(
+                    "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", lang, "", "?1", "",
+                    f"203.0.{i}")
+                assert len(enricher._fingerprints) <= 3
+    finally:
+        enrich.FINGERPRINT_CACHE = old_size

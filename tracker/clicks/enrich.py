@@ -26,6 +26,7 @@ MAX_QUERY = 2048
 MAX_HINT = 256
 MAX_VISITOR = 64
 ADDRESS_CACHE = 65536  # addresses the enricher keeps (Enricher._addresses)
+FINGERPRINT_CACHE = 65536  # fingerprints the enricher keeps (Enricher._fingerprints)
 
 # Order of the COPY into the staging table; tracker.clicks.flusher relies on it.
 COLUMNS = (
@@ -37,6 +38,9 @@ COLUMNS = (
 )
 SIGNAL_COLUMNS = ("program_id", "click_id", "click_ms", "signals", "webdriver", "received_at")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What the enricher keeps of a device (Enricher._parse_device).
+Device = tuple[str | None, str | None, str | None, str | None, str | None, str | None, bool, Any,
+               tuple[bool, str | None]]
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -126,8 +130,11 @@ class Enricher:
         self._secret_key = secret_key
         self._key = hashlib.blake2b(secret_key, digest_size=32).digest()
         # The fingerprint of a device (its hash state, kept with the device's columns) at an
-        # address prefix: a device comes back often from the same network.
-        self._hash = lru_cache(maxsize=65536)(self._fingerprint)
+        # address prefix (as bytes, kept with the address): a device comes back often from the
+        # same network. A plain dict emptied when full, as the addresses: with many distinct
+        # networks most clicks miss, and an LRU's bookkeeping of a miss was a third of the
+        # hash it saved.
+        self._fingerprints: dict[tuple[object, bytes], bytes] = {}
         self.client_ip = ClientIp(trusted)
         self.bots = bots or BotDetector()
         self.geo = geo or GeoReader(None)
@@ -135,9 +142,11 @@ class Enricher:
         # clicks), else by all three. A plain dict emptied when full rather than an LRU: with
         # many distinct addresses (browsers, not a load generator) most clicks miss, and an
         # LRU's bookkeeping of a miss cost as much as the resolution itself.
-        self._addresses: dict[object, tuple[bytes | None, GeoInfo, str]] = {}
+        self._addresses: dict[object, tuple[bytes | None, GeoInfo, str, bytes]] = {}
         self._device = lru_cache(maxsize=65536)(self._parse_device)
-        # (is_bot, rule): a tuple the row unpacks.
+        # (is_bot, rule): a tuple the row unpacks. Only for a click with a purpose header or
+        # from a hosting address: any other click's verdict is its user agent's, which the
+        # device keeps (_parse_device).
         self._verdict = lru_cache(maxsize=65536)(self._verdict_of)
         self._geo_databases = self.geo.databases
 
@@ -157,14 +166,15 @@ class Enricher:
 
     @staticmethod
     def _fingerprint(device_hash: Any, prefix: str) -> bytes:
-        """The fingerprint of the device whose _device_hash is given, at `prefix`."""
+        """The fingerprint of the device whose _device_hash is given, at `prefix` (Enricher.row
+        computes it so, inline, from the prefix's bytes that the address cache keeps)."""
         h = device_hash.copy()
         h.update(prefix.encode("utf-8", "surrogateescape"))
         digest: bytes = h.digest()
         return digest
 
     def _address(self, peer: str, xff: str, forwarded: str
-                 ) -> tuple[bytes | None, GeoInfo, str]:
+                 ) -> tuple[bytes | None, GeoInfo, str, bytes]:
         """_resolve_address, cached (Enricher.row reads the cache itself first)."""
         key: object = peer if not xff and not forwarded else (peer, xff, forwarded)
         found = self._addresses.get(key)
@@ -175,17 +185,29 @@ class Enricher:
         return found
 
     def _resolve_address(self, peer: str, xff: str, forwarded: str
-                         ) -> tuple[bytes | None, GeoInfo, str]:
-        """The client IP (packed), its place and its prefix for the fingerprint."""
+                         ) -> tuple[bytes | None, GeoInfo, str, bytes]:
+        """The client IP (packed), its place, and its prefix for the fingerprint (as text and
+        as the bytes the fingerprint hashes)."""
+        if not xff and not forwarded and not self.client_ip.trusted:
+            # The common case, in one call: an untrusted peer in canonical IPv4 text is the
+            # client, its own text, and its prefix the text before the last dot (ip_prefix).
+            packed = canonical_packed(peer)
+            if packed is not None:
+                prefix = peer.rsplit(".", 1)[0]
+                return packed, self.geo.lookup(peer, prefix), prefix, prefix.encode()
         resolved = self.client_ip.resolve(peer, xff, forwarded)
         ip, packed_ip = resolved if resolved is not None else (None, None)
         prefix = ip_prefix(ip)
-        return packed_ip, self.geo.lookup(ip, prefix), prefix
+        return (packed_ip, self.geo.lookup(ip, prefix), prefix,
+                prefix.encode("utf-8", "surrogateescape"))
 
     def _parse_device(self, user_agent: str, accept_language: str, sec_ch_ua: str,
-                      sec_ch_ua_mobile: str, sec_ch_ua_platform: str) -> tuple[object, ...]:
+                      sec_ch_ua_mobile: str, sec_ch_ua_platform: str) -> Device:
         """The device columns: user_agent, accept_language, client_hints, then ua_browser,
-        ua_os, ua_device, is_mobile; and last the device's hash state (_device_hash)."""
+        ua_os, ua_device, is_mobile; then the device's hash state (_device_hash), and last the
+        bot verdict (is_bot, rule) of a click of it without a purpose header from an address
+        that is not a host's: its user agent's alone (BotDetector.classify reads the other
+        headers only for those)."""
         device = parse_user_agent(user_agent)
         hints = None
         if sec_ch_ua or sec_ch_ua_mobile or sec_ch_ua_platform:
@@ -198,7 +220,8 @@ class Enricher:
                 device.browser, device.os, device.device,
                 device.mobile or sec_ch_ua_mobile == "?1",
                 self._device_hash(user_agent, accept_language, sec_ch_ua, sec_ch_ua_mobile,
-                                  sec_ch_ua_platform))
+                                  sec_ch_ua_platform),
+                self._verdict_of(user_agent, "", False, accept_language, ""))
 
     def _verdict_of(self, user_agent: str, purpose: str, hosting: bool, accept_language: str,
                     accept: str | None) -> tuple[bool, str | None]:
@@ -218,12 +241,22 @@ class Enricher:
          xff, forwarded, ua, lang, referer, ch_ua, ch_mobile, ch_platform, purpose, accept,
          query, mode) = raw
         address = self._addresses.get(peer) if not xff and not forwarded else None
-        packed_ip, place, prefix = address or self._address(peer, xff, forwarded)
-        (clean_ua, clean_lang, hints, browser, os_name, device, mobile, device_hash
+        packed_ip, place, _prefix, prefix = address or self._address(peer, xff, forwarded)
+        (clean_ua, clean_lang, hints, browser, os_name, device, mobile, device_hash, verdict
          ) = self._device(ua, lang, ch_ua, ch_mobile, ch_platform)
+        hosting = place.hosting
         # Imported clicks carry no Accept header (DESIGN section 6): unknown, not absent.
-        is_bot, rule = self._verdict(ua, purpose, place.hosting, lang,
-                                     accept if source == "live" else None)
+        is_bot, rule = (self._verdict(ua, purpose, hosting, lang,
+                                      accept if source == "live" else None)
+                        if purpose or hosting else verdict)
+        key = (device_hash, prefix)
+        fingerprint = self._fingerprints.get(key)
+        if fingerprint is None:  # (_fingerprint, inline: most clicks of browsers miss)
+            if len(self._fingerprints) >= FINGERPRINT_CACHE:
+                self._fingerprints.clear()
+            h = device_hash.copy()
+            h.update(prefix)
+            fingerprint = self._fingerprints[key] = h.digest()
         return [
             program_id,
             click_id,
@@ -239,7 +272,7 @@ class Enricher:
             clean_text(referer, MAX_REFERER),
             clean_text(query, MAX_QUERY),
             hints,
-            self._hash(device_hash, prefix),
+            fingerprint,
             is_bot,
             rule,
             False,
@@ -250,7 +283,7 @@ class Enricher:
             place.asn,
             place.as_org,
             place.anonymous,
-            place.hosting,
+            hosting,
             browser,
             os_name,
             device,

@@ -171,6 +171,41 @@ WHERE (coalesce(s.visitor_id, '') <> '' AND EXISTS (
 """
 
 
+# The same probe where the batch has no click without a visitor id and `table` holds none either
+# (live traffic alone, the flusher's every batch): only its first branch can find anything, so
+# neither the fingerprints (a bytea[] of the batch: a quarter of the probe's encoding in the
+# flusher) nor the other two branches are sent. ANONYMOUS_SQL answers the second condition, just
+# before, in the same transaction: the gate the full probe reads once per batch, asked on its
+# own (an import storing clicks without visitor ids meanwhile can commit just after either, as
+# it can after the full probe's snapshot).
+_VISITOR_DUPLICATES_SQL = """
+SELECT u.i FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::float8[])
+    WITH ORDINALITY AS u(program_id, link_id, visitor_id, epoch, i)
+WHERE EXISTS (
+    SELECT 1 FROM {table} c
+    WHERE c.program_id = u.program_id AND c.visitor_id = u.visitor_id
+      AND c.link_id = u.link_id
+      AND c.ts BETWEEN to_timestamp(u.epoch) - interval '1 hour'
+                   AND to_timestamp(u.epoch) + interval '1 hour')
+"""
+_ANONYMOUS_SQL = """
+SELECT coalesce((SELECT true FROM {table} a WHERE coalesce(a.visitor_id, '') = ''
+                 ORDER BY a.link_id, a.fingerprint, a.ts LIMIT 1), false)
+"""
+
+
+@functools.cache
+def visitor_duplicates_sql(table: str) -> str:
+    """_VISITOR_DUPLICATES_SQL reading `table` (as stored_duplicates_sql)."""
+    return _VISITOR_DUPLICATES_SQL.format(table=quote_ident(table))
+
+
+@functools.cache
+def anonymous_sql(table: str) -> str:
+    """Whether `table` holds a click without a visitor id (through its partial index)."""
+    return _ANONYMOUS_SQL.format(table=quote_ident(table))
+
+
 @functools.cache
 def stored_duplicates_sql(table: str) -> str:
     """The duplicate probe reading `table`: `clicks`, or a monthly partition of it (a name that
@@ -187,7 +222,9 @@ def quote_ident(name: str) -> str:
 
 _DUPLICATE_KEYS = tuple(COLUMNS.index(c) for c in ("program_id", "link_id", "visitor_id",
                                                     "fingerprint"))
+_VISITOR_KEYS = _DUPLICATE_KEYS[:3]
 _TS = COLUMNS.index("ts")
+_VISITOR = COLUMNS.index("visitor_id")
 
 
 async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]],
@@ -203,13 +240,19 @@ async def stored_duplicates(conn: asyncpg.Connection, rows: list[list[object]],
     through another index (every click of the program or link in the hour), which
     flusher.Partitions prevents by analyzing a partition again when it doubled."""
     await conn.execute("SET LOCAL enable_seqscan = off")
-    found = await conn.fetch(stored_duplicates_sql(table), *probe_arguments(rows))
+    if all(r[_VISITOR] for r in rows) and not await conn.fetchval(anonymous_sql(table)):
+        found = await conn.fetch(visitor_duplicates_sql(table),
+                                 *probe_arguments(rows, _VISITOR_KEYS))
+    else:
+        found = await conn.fetch(stored_duplicates_sql(table), *probe_arguments(rows))
     return [r[0] - 1 for r in found]
 
 
-def probe_arguments(rows: list[list[object]]) -> list[list[object]]:
-    """stored_duplicates_sql's parameters for these rows."""
-    return [*([r[i] for r in rows] for i in _DUPLICATE_KEYS),
+def probe_arguments(rows: list[list[object]], keys: tuple[int, ...] = _DUPLICATE_KEYS
+                    ) -> list[list[object]]:
+    """stored_duplicates_sql's parameters for these rows (visitor_duplicates_sql's with
+    _VISITOR_KEYS)."""
+    return [*([r[i] for r in rows] for i in keys),
             [r[_TS].timestamp() for r in rows]]  # type: ignore[attr-defined]
 
 
