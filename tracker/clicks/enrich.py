@@ -142,7 +142,7 @@ class Enricher:
         # clicks), else by all three. A plain dict emptied when full rather than an LRU: with
         # many distinct addresses (browsers, not a load generator) most clicks miss, and an
         # LRU's bookkeeping of a miss cost as much as the resolution itself.
-        self._addresses: dict[object, tuple[bytes | None, GeoInfo, str, bytes]] = {}
+        self._addresses: dict[object, tuple[bytes | None, GeoInfo, bytes]] = {}
         self._device = lru_cache(maxsize=65536)(self._parse_device)
         # (is_bot, rule): a tuple the row unpacks. Only for a click with a purpose header or
         # from a hosting address: any other click's verdict is its user agent's, which the
@@ -165,16 +165,16 @@ class Enricher:
         return hashlib.blake2b(material, key=self._key, digest_size=16)
 
     @staticmethod
-    def _fingerprint(device_hash: Any, prefix: str) -> bytes:
-        """The fingerprint of the device whose _device_hash is given, at `prefix` (Enricher.row
-        computes it so, inline, from the prefix's bytes that the address cache keeps)."""
+    def _fingerprint(device_hash: Any, prefix: bytes) -> bytes:
+        """The fingerprint of the device whose _device_hash is given, at `prefix` (its UTF-8
+        bytes, surrogates escaped, as the address cache keeps them)."""
         h = device_hash.copy()
-        h.update(prefix.encode("utf-8", "surrogateescape"))
+        h.update(prefix)
         digest: bytes = h.digest()
         return digest
 
     def _address(self, peer: str, xff: str, forwarded: str
-                 ) -> tuple[bytes | None, GeoInfo, str, bytes]:
+                 ) -> tuple[bytes | None, GeoInfo, bytes]:
         """_resolve_address, cached (Enricher.row reads the cache itself first)."""
         key: object = peer if not xff and not forwarded else (peer, xff, forwarded)
         found = self._addresses.get(key)
@@ -185,21 +185,20 @@ class Enricher:
         return found
 
     def _resolve_address(self, peer: str, xff: str, forwarded: str
-                         ) -> tuple[bytes | None, GeoInfo, str, bytes]:
-        """The client IP (packed), its place, and its prefix for the fingerprint (as text and
-        as the bytes the fingerprint hashes)."""
+                         ) -> tuple[bytes | None, GeoInfo, bytes]:
+        """The client IP (packed), its place, and its prefix as the bytes the fingerprint
+        hashes."""
         if not xff and not forwarded and not self.client_ip.trusted:
             # The common case, in one call: an untrusted peer in canonical IPv4 text is the
             # client, its own text, and its prefix the text before the last dot (ip_prefix).
             packed = canonical_packed(peer)
             if packed is not None:
                 prefix = peer.rsplit(".", 1)[0]
-                return packed, self.geo.lookup(peer, prefix), prefix, prefix.encode()
+                return packed, self.geo.lookup(peer, prefix), prefix.encode()
         resolved = self.client_ip.resolve(peer, xff, forwarded)
         ip, packed_ip = resolved if resolved is not None else (None, None)
         prefix = ip_prefix(ip)
-        return (packed_ip, self.geo.lookup(ip, prefix), prefix,
-                prefix.encode("utf-8", "surrogateescape"))
+        return packed_ip, self.geo.lookup(ip, prefix), prefix.encode("utf-8", "surrogateescape")
 
     def _parse_device(self, user_agent: str, accept_language: str, sec_ch_ua: str,
                       sec_ch_ua_mobile: str, sec_ch_ua_platform: str) -> Device:
@@ -241,7 +240,7 @@ class Enricher:
          xff, forwarded, ua, lang, referer, ch_ua, ch_mobile, ch_platform, purpose, accept,
          query, mode) = raw
         address = self._addresses.get(peer) if not xff and not forwarded else None
-        packed_ip, place, _prefix, prefix = address or self._address(peer, xff, forwarded)
+        packed_ip, place, prefix = address or self._address(peer, xff, forwarded)
         (clean_ua, clean_lang, hints, browser, os_name, device, mobile, device_hash, verdict
          ) = self._device(ua, lang, ch_ua, ch_mobile, ch_platform)
         hosting = place.hosting
@@ -251,12 +250,10 @@ class Enricher:
                         if purpose or hosting else verdict)
         key = (device_hash, prefix)
         fingerprint = self._fingerprints.get(key)
-        if fingerprint is None:  # (_fingerprint, inline: most clicks of browsers miss)
+        if fingerprint is None:
             if len(self._fingerprints) >= FINGERPRINT_CACHE:
                 self._fingerprints.clear()
-            h = device_hash.copy()
-            h.update(prefix)
-            fingerprint = self._fingerprints[key] = h.digest()
+            fingerprint = self._fingerprints[key] = self._fingerprint(device_hash, prefix)
         return [
             program_id,
             click_id,
