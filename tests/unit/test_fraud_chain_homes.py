@@ -170,3 +170,20 @@ def test_a_chain_of_four_on_two_homes_holds() -> None:
     fewer than a group on one address needs (HOLD_ACCOUNTS)."""
     ring, = held(short_chain())
     assert {p for _kind, p in ring.accounts} == {"a", "b", "c", "d"}
+
+
+def test_a_pools_founder_joins_its_flag_but_not_his_friends() -> None:
+    """o brought a, who brought b and c; b brought d: a collusion pool of a, b and their
+    referees. o is the chain's root (fraud.operators._roots): named, but his own friends
+    g0..g2, tied to nothing of the pool, are not of the flag."""
+    referrals = [("o", "a"), ("a", "b"), ("a", "c"), ("b", "d"),
+                 *(("o", f"g{i}") for i in range(3))]
+    conversions = [ConversionFacts(i, customer, 1_790_000_000.0 + i * 3600, (referrer,),
+                                   amount=1000)
+                   for i, (referrer, customer) in enumerate(referrals)]
+    pool = Ring("collusion_pool", frozenset({("referrer", "a"), ("referrer", "b")} | {
+        ("customer", p) for p in "abcd"}), frozenset(), 0.9)
+    flag, = operator_groups([pool], conversions)
+    people = {p for _kind, p in flag.accounts}
+    assert "o" in people
+    assert not people & {"g0", "g1", "g2"}
