@@ -99,3 +99,91 @@ def test_a_stranger_on_the_same_odd_browser_is_not_of_the_ring() -> None:
     ring, = held((uses, referrals, agents, on))
     assert ("customer", "t") not in ring.accounts
     assert ("referrer", "a") in ring.accounts
+
+
+def _move_other_home(uses: dict[Account, set[Column]], people: set[str]) -> None:
+    """The chain's second home, K, moved off H's network (a NAT's pool is crowded as a whole)
+    and onto `people`."""
+    for (_kind, person), columns in uses.items():
+        columns.discard(("ip", "203.0.113.80"))
+        if person in people:
+            columns.add(("ip", "198.18.0.80"))
+
+
+def chain_through_its_founder() -> World:
+    """H's people a, b (a brought b) and d, f (d brought e, who brought f) are tied to each
+    other only through o, the founder who brought a and d (and has friends of his own, so he
+    is no link of the chain); d and f share a second home, K."""
+    uses, referrals, agents, on = evasive_chain(True)
+    referrals = [pair for pair in referrals if pair != ("c", "e")]
+    _move_other_home(uses, {"d", "f"})
+    return uses, referrals, agents, on
+
+
+def chain_through_another_home() -> World:
+    """H's people a, b (a brought b) and d, f (d brought c and f; e bought through d's and
+    f's links and brought k) are tied to each other only through K, the home a shares with c
+    and k; d came through y, a referrer with friends of his own."""
+    uses, referrals, agents, on = evasive_chain(True)
+    gone = {("c", "e"), ("o", "d"), ("b", "c"), ("e", "f")}
+    referrals = [pair for pair in referrals if pair not in gone]
+    referrals += [("y", "d"), ("d", "c"), ("d", "f"), ("f", "e"), ("e", "k")]
+    referrals += [("y", f"h{i}") for i in range(6)]
+    for i, person in enumerate(["k"] + [f"h{i}" for i in range(6)]):
+        uses[("customer", person)] = {("ip", f"198.51.100.{20 + i}"), ("device", f"d{person}")}
+        agents[person] = {f"Phone/{person}"}
+    _move_other_home(uses, {"a", "c", "k"})
+    return uses, referrals, agents, on
+
+
+def short_chain() -> World:
+    """a brought b, b brought c, c brought d; a, b and c share one home, b, c and d another,
+    and each has a phone on a carrier address of its own."""
+    first, second = ("ip", "203.0.113.21"), ("ip", "203.0.113.22")
+    where = {"a": {first}, "b": {first, second}, "c": {first, second}, "d": {second}}
+    uses: dict[Account, set[Column]] = {
+        ("referrer", p): homes | {("ip", f"100.64.1.{i}"), ("device", f"d{p}")}
+        for i, (p, homes) in enumerate(where.items())}
+    agents = {p: {f"Phone/{p}"} for p in where} | {f"x{i}": {f"Phone/x{i}"} for i in range(30)}
+    return uses, [("a", "b"), ("b", "c"), ("c", "d")], agents, {}
+
+
+def test_a_crowded_home_whose_people_meet_through_the_founder_binds_them() -> None:
+    """The founder who signed up two of a crowded home's people is of its chain
+    (fraud.rings._chain_homes' anchors): the home binds them and the ring holds."""
+    ring, = held(chain_through_its_founder())
+    assert {p for _kind, p in ring.accounts} >= {"a", "b", "d", "e", "f"}
+
+
+def test_a_crowded_home_whose_people_meet_at_another_home_binds_them() -> None:
+    """A crowded home's people tied to each other only through another home one of them
+    shares with an account the chain's referrals reach (_chain_homes' other homes) are one
+    ring with it, the stranger on d's carrier address left out."""
+    ring, = held(chain_through_another_home())
+    people = {p for _kind, p in ring.accounts}
+    assert people >= {"a", "b", "c", "d", "e", "f"}
+    assert "s" not in people
+
+
+def test_a_chain_of_four_on_two_homes_holds() -> None:
+    """Four accounts signing each other up in a chain on two shared homes hold (CHAIN_HOLD),
+    fewer than a group on one address needs (HOLD_ACCOUNTS)."""
+    ring, = held(short_chain())
+    assert {p for _kind, p in ring.accounts} == {"a", "b", "c", "d"}
+
+
+def test_a_pools_founder_joins_its_flag_but_not_his_friends() -> None:
+    """o brought a, who brought b and c; b brought d: a collusion pool of a, b and their
+    referees. o is the chain's root (fraud.operators._roots): named, but his own friends
+    g0..g2, tied to nothing of the pool, are not of the flag."""
+    referrals = [("o", "a"), ("a", "b"), ("a", "c"), ("b", "d"),
+                 *(("o", f"g{i}") for i in range(3))]
+    conversions = [ConversionFacts(i, customer, 1_790_000_000.0 + i * 3600, (referrer,),
+                                   amount=1000)
+                   for i, (referrer, customer) in enumerate(referrals)]
+    pool = Ring("collusion_pool", frozenset({("referrer", "a"), ("referrer", "b")} | {
+        ("customer", p) for p in "abcd"}), frozenset(), 0.9)
+    flag, = operator_groups([pool], conversions)
+    people = {p for _kind, p in flag.accounts}
+    assert "o" in people
+    assert not people & {"g0", "g1", "g2"}
