@@ -171,10 +171,6 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
     for key, accounts in _browser_pools(first, behind, binding, mix).items():
         binding[key] = accounts
         parts.union(*sorted(accounts))
-    taken = set().union(*binding.values()) if binding else set()
-    for key, accounts in _rare_browser_pools(first, mix, taken).items():
-        binding[key] = accounts
-        parts.union(*sorted(accounts))
     by_referrer: dict[str, str] = {}  # a referrer's customers in two pools: one operator
     for accounts in binding.values():
         for c in sorted(accounts):
@@ -429,71 +425,6 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
     for i, people, p in collisions:
         if p * len(collisions) < WIDEN_P:
             out[i] |= people
-    return out
-
-
-RARE_SHARE = 0.015  # a browser this rare among the program's new referred customers, at most
-RARE_SHARED = 2  # rare browsers two referrers' referees share, at least, to bind them
-
-
-def _rare_browser_pools(first: Mapping[str, ConversionFacts], mix: Counter[Browser],
-                        taken: set[str]) -> dict[Key, set[str]]:
-    """Pools of an operator who left no tie at all (fresh cookies, proxies, fresh mailboxes):
-    only his few phones, each a browser (User-Agent x Accept-Language) few of the program's
-    customers use. A real referrer's friends come on browsers drawn from the program's mix,
-    so two referrers whose referees share one rare browser is what chance gives now and
-    then; two referrers whose referees share two or more (RARE_SHARED) rare browsers
-    (RARE_SHARE of the program's new referred customers, at most) are bound, and the
-    referrers so bound, POOL_REFERRERS or more, are a candidate group. Its referrers that
-    brought mostly (POOL_SHARE) referees on the group's shared rare browsers are kept, and the
-    group is a pool when their k referees on those browsers, of their n, are far more than n
-    times the browsers' share of the program's others gives (binomial tail, the share at the
-    upper end of its confidence interval), Bonferroni-corrected over the groups, under
-    WIDEN_P. A popular phone model is no rare browser; an influencer's audience comes on the
-    program's mix, so it is not mostly on a group's browsers."""
-    total = sum(mix.values())
-    rare = max(2.0, RARE_SHARE * total)
-    referrers_on: dict[Browser, set[str]] = defaultdict(set)
-    referees: dict[str, set[str]] = defaultdict(set)
-    for c, f in first.items():
-        for r in f.referrers:
-            referees[r].add(c)
-        b = _browser(f) if f.referrers else None
-        if b is not None and mix[b] <= rare:
-            referrers_on[b].update(f.referrers)
-    shared: Counter[tuple[str, str]] = Counter()
-    for people in referrers_on.values():
-        if len(people) <= PUBLIC_ACCOUNTS:  # bounded: each rare browser's pairs, few
-            ordered = sorted(people)
-            for i, a in enumerate(ordered):
-                for z in ordered[i + 1:]:
-                    shared[a, z] += 1
-    graph = nx.Graph([pair for pair, n in shared.items() if n >= RARE_SHARED])
-    tests: list[tuple[set[str], set[Browser], float]] = []
-    for component in nx.connected_components(graph):
-        if len(component) < POOL_REFERRERS:
-            continue
-        browsers = {b for b, people in referrers_on.items() if len(people & component) >= 2}
-        on = {r: {c for c in referees[r] - taken if _browser(first[c]) in browsers}
-              for r in component}
-        kept = {r for r in component if on[r] and len(on[r]) >= POOL_SHARE * len(referees[r])}
-        if len(kept) < POOL_REFERRERS:
-            continue
-        accounts = set().union(*(on[r] for r in kept))
-        k, n = len(accounts), len(set().union(*(referees[r] for r in kept)))
-        seen, of = sum(mix[b] for b in browsers) - k, total - n
-        if k < BROWSER_ACCOUNTS or of <= 0:
-            continue
-        tests.append((accounts, browsers,
-                      float(stats.binom.sf(k - 1, n, _upper(max(seen, 0), of)))))
-    out: dict[Key, set[str]] = {}
-    for accounts, browsers, p in tests:
-        if p * len(tests) >= WIDEN_P:
-            continue
-        for agent, language in sorted(browsers):
-            people = {c for c in accounts if _browser(first[c]) == (agent, language)}
-            if people:
-                out[("agent", f"{agent} ({language})")] = people
     return out
 
 

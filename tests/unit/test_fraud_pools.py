@@ -216,21 +216,6 @@ def test_an_audience_tied_to_two_referrers_by_namesakes_is_not_a_pool() -> None:
     assert collusion_pools(fans + namesakes + crowd()) == []
 
 
-def test_an_operator_who_left_no_tie_is_found_by_his_rare_phones_across_referrers() -> None:
-    """Fresh cookies, a proxy address and a fresh mailbox for every account: only his three
-    phones (User-Agent x Accept-Language few of the program's customers use) bind the
-    referees of his four referrers. Two genuine referrers whose friends share one rare phone
-    (a chance meeting) and a popular phone model shared across every referrer are no pool."""
-    pool = [mailed(i, T0 + i * 2 * DAY, f"ref{i % 4}", email=b"fresh%d" % i,
-                   agent=f"OpPhone/{i % 3}", language="es-MX") for i in range(14)]
-    rings = collusion_pools(pool + crowd(400))
-    assert [r.accounts for r in rings] == [{("customer", c.customer) for c in pool}]
-    assert "OpPhone" in str(ring_flag_reasons(rings[0])[0]["message"])
-    chance = [mailed(200 + i, T0 + i * 3 * DAY, f"friend{i}", email=b"own-r%d" % i,
-                     agent="Rare/1", language="es-MX") for i in range(2)]
-    assert collusion_pools(chance + crowd(400)) == []
-
-
 def test_a_referrer_whose_referees_came_on_a_pools_phones_joins_it() -> None:
     """Found by a mailbox on three referrers' accounts, the pool's phones are its browsers; a
     fourth referrer whose every referee came on them, through proxies with fresh mailboxes,
