@@ -20,7 +20,11 @@ distinctive local part at several providers) behind MAILBOX_ACCOUNTS new account
 referrers (one person's mailbox, not a place), and one home connection (and a phone on it)
 behind more new accounts, each referred, than a household has people (SPREAD_ACCOUNTS), over
 any span of time. Once found, a pool's referrers' other referees who came on the operator's
-own browsers join it (`_widen`).
+own browsers join it (`_widen`): one browser far more often than the program's mix gives, or
+several of the program's popular phones far more often together (pairs of referees on one
+browser); and so do the referees of any referrer who brought mostly referees on the pool's
+own phones, tie or no tie, far beyond their share of the program (`_reach`): one operator's
+few phones behind several referrers' referees over time.
 """
 
 from __future__ import annotations
@@ -384,6 +388,7 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
     gives)."""
     referred = {c: f for c, f in first.items() if f.referrers}
     total = sum(mix.values())
+    alike_share = sum((m / total) ** 2 for m in mix.values()) if total else 0.0
     tests: list[tuple[int, set[str], float]] = []
     collisions: list[tuple[int, set[str], float]] = []
     for i, pool in enumerate(pools):
@@ -414,7 +419,7 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
         # too many coincidences. Pairs of the n referees on one browser, against the pairs
         # the program's mix gives n people (Poisson tail).
         pairs = sum(len(v) * (len(v) - 1) // 2 for v in on.values())
-        expected = n * (n - 1) / 2 * sum((m / total) ** 2 for m in mix.values())
+        expected = n * (n - 1) / 2 * alike_share
         if pairs and expected > 0:
             alike = set().union(*(v for v in on.values() if len(v) >= 2))
             collisions.append((i, alike, float(stats.poisson.sf(pairs - 1, expected))))
