@@ -20,7 +20,11 @@ distinctive local part at several providers) behind MAILBOX_ACCOUNTS new account
 referrers (one person's mailbox, not a place), and one home connection (and a phone on it)
 behind more new accounts, each referred, than a household has people (SPREAD_ACCOUNTS), over
 any span of time. Once found, a pool's referrers' other referees who came on the operator's
-own browsers join it (`_widen`).
+own browsers join it (`_widen`): one browser far more often than the program's mix gives, or
+several of the program's popular phones far more often together (pairs of referees on one
+browser); and so do the referees of any referrer who brought mostly referees on the pool's
+own phones, tie or no tie, far beyond their share of the program (`_reach`): one operator's
+few phones behind several referrers' referees over time.
 """
 
 from __future__ import annotations
@@ -167,7 +171,8 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
             continue
         binding[key] = referred
         parts.union(*sorted(referred))
-    for key, accounts in _browser_pools(first, behind, binding).items():
+    mix = _browser_mix(first)  # the program's browsers, once for every test below
+    for key, accounts in _browser_pools(first, behind, binding, mix).items():
         binding[key] = accounts
         parts.union(*sorted(accounts))
     by_referrer: dict[str, str] = {}  # a referrer's customers in two pools: one operator
@@ -179,11 +184,13 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
     for accounts in binding.values():
         for c in accounts:
             groups[parts[c]].add(c)
-    widened = _widen(list(groups.values()), first)
+    widened = _widen(list(groups.values()), first, mix)
+    reached = _reach([m | w for m, w in zip(groups.values(), widened, strict=True)], first, mix)
+    widened = [w | r for w, r in zip(widened, reached, strict=True)]
     rings = []
     for members, wide in sorted(zip(groups.values(), widened, strict=True),
                                 key=lambda mw: min(mw[0])):
-        referrers = sorted({r for c in members for r in first[c].referrers})
+        referrers = sorted({r for c in members | wide for r in first[c].referrers})
         browsers = sorted({b for c in wide for b in [_browser(first[c])] if b is not None})
         # The strongest ties first: browser cookies, fingerprints, then homes and phones.
         shared = sorted((k for k, acc in binding.items() if acc & members),
@@ -215,7 +222,8 @@ POOL_SHARE = 0.5  # of a pool's referrer's referees on its ties or browsers, at 
 
 
 def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, set[str]],
-                   found: Mapping[Key, set[str]]) -> dict[Key, set[str]]:
+                   found: Mapping[Key, set[str]], mix: Counter[Browser]
+                   ) -> dict[Key, set[str]]:
     """Pools of an operator who takes his time and rotates his cookies and addresses: the
     ties that bound too few accounts to be a pool on their own (SEED_ACCOUNTS new referred
     accounts of two referrers or more on one home connection, a phone at home, a cookie or a
@@ -259,7 +267,7 @@ def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, se
     if not candidates:
         return {}
     group_of = {r: g for g, refs in candidates.items() for r in refs}
-    excess = _excess_browsers(first, group_of, seeded, taken)
+    excess = _excess_browsers(first, group_of, seeded, taken, mix)
     out: dict[Key, set[str]] = {}
     referees: dict[str, set[str]] = defaultdict(set)
     for c, conv in first.items():
@@ -288,7 +296,7 @@ def _browser_pools(first: Mapping[str, ConversionFacts], behind: Mapping[Key, se
 
 
 def _excess_browsers(first: Mapping[str, ConversionFacts], group_of: Mapping[str, str],
-                     seeded: Mapping[str, set[str]], taken: set[str]
+                     seeded: Mapping[str, set[str]], taken: set[str], mix: Counter[Browser]
                      ) -> dict[str, dict[Browser, set[str]]]:
     """Per group of referrers, the browsers of its seed ties' accounts (the operator's
     phones, if it is a pool) that its other referees came on in excess: k of its n referees
@@ -297,13 +305,11 @@ def _excess_browsers(first: Mapping[str, ConversionFacts], group_of: Mapping[str
     confidence interval), Bonferroni-corrected over the groups, under WIDEN_P, and at least
     BROWSER_ACCOUNTS of them. Per group found, the browsers that some of those referees came
     on, each with its accounts (seed ties' and others')."""
-    mix: Counter[Browser] = Counter()
     others: dict[str, list[str]] = defaultdict(list)
     for c, conv in first.items():
         browser = _browser(conv) if conv.referrers else None
         if browser is None:
             continue
-        mix[browser] += 1
         for g in {group_of[r] for r in conv.referrers if r in group_of}:
             if c not in taken and c not in seeded.get(g, ()):
                 others[g].append(c)
@@ -358,8 +364,15 @@ def _browser(conv: ConversionFacts) -> Browser | None:
     return (last.agent, last.language or "")
 
 
-def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
-           ) -> list[set[str]]:
+def _browser_mix(first: Mapping[str, ConversionFacts]) -> Counter[Browser]:
+    """The browsers the program's new referred customers came on (each customer's first
+    referred conversion's click): the baseline a pool's browsers are tested against."""
+    return Counter(b for f in first.values() if f.referrers
+                   for b in [_browser(f)] if b is not None)
+
+
+def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
+           mix: Counter[Browser]) -> list[set[str]]:
     """Per pool, its referrers' other new referees who came on the operator's browsers.
 
     An operator who clears cookies and goes through residential proxies for most accounts
@@ -374,13 +387,10 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
     popular phone that is there by chance is not found (its count is what the program's mix
     gives)."""
     referred = {c: f for c, f in first.items() if f.referrers}
-    mix: Counter[Browser] = Counter()
-    for conv in referred.values():
-        browser = _browser(conv)
-        if browser is not None:
-            mix[browser] += 1
     total = sum(mix.values())
+    alike_share = sum((m / total) ** 2 for m in mix.values()) if total else 0.0
     tests: list[tuple[int, set[str], float]] = []
+    collisions: list[tuple[int, set[str], float]] = []
     for i, pool in enumerate(pools):
         referrers = {r for c in pool for r in first[c].referrers}
         others = [c for c, f in referred.items()
@@ -404,10 +414,77 @@ def _widen(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts]
                 continue
             tests.append((i, people,
                           float(stats.binom.sf(len(people) - 1, n, _upper(seen, of)))))
+        # The operator's phones may be the program's most popular (one each of its two or
+        # three best-selling models): each alone is then no excess, but together they are
+        # too many coincidences. Pairs of the n referees on one browser, against the pairs
+        # the program's mix gives n people (Poisson tail).
+        pairs = sum(len(v) * (len(v) - 1) // 2 for v in on.values())
+        expected = n * (n - 1) / 2 * alike_share
+        if pairs and expected > 0:
+            alike = set().union(*(v for v in on.values() if len(v) >= 2))
+            collisions.append((i, alike, float(stats.poisson.sf(pairs - 1, expected))))
     out: list[set[str]] = [set() for _ in pools]
     for i, people, p in tests:
         if p * len(tests) < WIDEN_P:
             out[i] |= people
+    for i, people, p in collisions:
+        if p * len(collisions) < WIDEN_P:
+            out[i] |= people
+    return out
+
+
+REACH_P = 0.05  # a pool referrer's other referees on the pool's phones, Bonferroni-corrected
+
+
+def _reach(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
+           mix: Counter[Browser]) -> list[set[str]]:
+    """Per pool, the referees of referrers whose referees came on the pool's own phones.
+
+    The operator's phones are the browsers (User-Agent x Accept-Language) that two or more of
+    a pool's accounts came on. A referrer whose referees came on them far more often than the
+    program's new customers do lent his link to the same operator, whether or not one of his
+    accounts left a tie behind: k of his n referees on those phones against n times their
+    share of the program's others (binomial tail, the share at the upper end of its
+    confidence interval), at least BROWSER_ACCOUNTS and POOL_SHARE of his referees,
+    Bonferroni-corrected over every referrer with BROWSER_ACCOUNTS referees, under WIDEN_P.
+    A referrer the pool names already (some of his referees are bound to it) is the
+    operator's: the question is only which of his other referees are, and his referees on the
+    operator's phones are when they are there beyond chance (REACH_P, corrected over the
+    pool's referrers). Referees on other browsers stay out: a lent link may bring real
+    friends too. A popular phone model brings a referrer's friends to it at its share of the
+    program, which is what the test allows for."""
+    referees: dict[str, set[str]] = defaultdict(set)
+    on_browser: dict[Browser, set[str]] = defaultdict(set)
+    for c, f in first.items():
+        for r in f.referrers:
+            referees[r].add(c)
+        browser = _browser(f) if f.referrers else None
+        if browser is not None:
+            on_browser[browser].add(c)
+    total = sum(mix.values())
+    candidates = sum(1 for people in referees.values() if len(people) >= BROWSER_ACCOUNTS)
+    out: list[set[str]] = [set() for _ in pools]
+    for i, pool in enumerate(pools):
+        used = Counter(b for b in (_browser(first[c]) for c in pool if c in first)
+                       if b is not None)
+        phones = {b for b, n in used.items() if n >= 2}
+        named = {r for c in pool if c in first for r in first[c].referrers}
+        # Only referrers with a referee on the phones can pass (linear: one pass over them).
+        reached = {r for b in phones for c in on_browser[b] - pool for r in first[c].referrers}
+        seen_all = sum(mix[b] for b in phones) - sum(used[b] for b in phones)
+        for r in sorted(reached):
+            others = referees[r] - pool
+            on = {c for c in others if _browser(first[c]) in phones}
+            k, n = len(on), len(others)
+            mine = r in named
+            if not mine and (k < BROWSER_ACCOUNTS or k < POOL_SHARE * n):
+                continue
+            of = total - sum(used.values()) - n
+            if of <= 0:
+                continue
+            p = float(stats.binom.sf(k - 1, n, _upper(max(seen_all - k, 0), of)))
+            if (p * len(named) < REACH_P) if mine else (p * candidates < WIDEN_P):
+                out[i] |= on
     return out
 
 

@@ -214,3 +214,37 @@ def test_an_audience_tied_to_two_referrers_by_namesakes_is_not_a_pool() -> None:
                  mailed(101, T0 + 9 * DAY, "refB", email=b"joao.souza", agent="Fan/0",
                         language="pt-BR")]
     assert collusion_pools(fans + namesakes + crowd()) == []
+
+
+def test_a_referrer_whose_referees_came_on_a_pools_phones_joins_it() -> None:
+    """Found by a mailbox on three referrers' accounts, the pool's phones are its browsers; a
+    fourth referrer whose every referee came on them, through proxies with fresh mailboxes,
+    lent his link to the same operator. A referrer whose friends came on the program's
+    phones stays out."""
+    pool = [mailed(i, T0 + i * 4 * DAY, f"ref{i % 3}", email=b"persona",
+                   agent=f"Operator/{i % 2}", language="en-GB") for i in range(3)]
+    proxied = [mailed(10 + i, T0 + i * 2 * DAY, f"ref{i % 3}", email=b"p%d" % i,
+                      agent=f"Operator/{i % 2}", language="en-GB") for i in range(6)]
+    lent = [mailed(30 + i, T0 + i * 3 * DAY, "ref9", email=b"q%d" % i,
+                   agent=f"Operator/{i % 2}", language="en-GB") for i in range(5)]
+    rings = collusion_pools(pool + proxied + lent + crowd())
+    assert len(rings) == 1
+    assert {("customer", c.customer) for c in lent} <= rings[0].accounts
+    assert "ref9" in str(ring_flag_reasons(rings[0])[0]["message"])
+    assert not {("customer", c.customer) for c in crowd()} & rings[0].accounts
+
+
+def test_a_pools_referees_on_the_programs_most_popular_phones_join_it_together() -> None:
+    """The operator's phones are the program's best-selling models: no one of them is in
+    excess among his referrers' other referees, but twelve referees on three phones are far
+    more pairs on one phone than the program's mix gives twelve people. A genuine friend of a
+    referrer on another phone stays out."""
+    pool = [mailed(i, T0 + i * 4 * DAY, f"ref{i % 3}", email=b"persona",
+                   agent="Phone/0", language="en-US") for i in range(3)]
+    others = [mailed(10 + i, T0 + i * 2 * DAY, f"ref{i % 3}", email=b"p%d" % i,
+                     agent=f"Phone/{(0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2)[i]}")
+              for i in range(12)]
+    friend = [mailed(40, T0 + 5 * DAY, "ref1", email=b"friend", agent="Phone/7")]
+    rings = collusion_pools(pool + others + friend + crowd())
+    assert len(rings) == 1
+    assert rings[0].accounts == {("customer", c.customer) for c in pool + others}
