@@ -1449,10 +1449,15 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
     referrers with a steady stream of clicks and no other finding, those whose customers'
     first conversions came later than the program's customers' (one-sided two-sample KS,
     one delay a customer) are discoveries under Benjamini-Hochberg. Carried by the
-    conversions later than where the two distributions part, whatever site their click came
-    through: clicks fired at visitors come from the pages the visitors were on, and a popular
-    site many referrers' visitors come from (a sharing site, `_unshared`) is where a spammer's
-    placements are too.
+    conversions later than where the two distributions part, of customers whose first
+    conversion through the referrer came that late too (the unit the test counts: a friend
+    who signed up minutes after the referrer's link and bought days later through the same
+    click was brought by it), whatever site their click came through: clicks fired at
+    visitors come from the pages the visitors were on, and a popular site many referrers'
+    visitors come from (a sharing site, `_unshared`) is where a spammer's placements are too.
+    Where the distributions part is the data's own (no floor of LATE_SECONDS): most of the
+    program's purchases come an hour or more after their click, so that such a floor ties
+    the referrer's genuine customers to the spam as readily as its spammed ones.
 
     Full scans only (the context's click_rhythm is empty in incremental ones): an
     incremental scan's window (each referrer's latest conversions) is no sample of the
@@ -1491,7 +1496,7 @@ def _steady_late_findings(conversions: Sequence[ConversionFacts], context: Progr
             f"{_median(own) / 3600:.0f} h against {median / 3600:.0f} h): "
             "clicks fired at people who were buying anyway (click spam)",
             round(statistic, 4), f"FDR {FDR_Q:g}", 0.6, "population"),
-            _slower_than(min(late, LATE_SECONDS)), p_values[ref])
+            _slower_than(late, delays), p_values[ref])
     return {ref: made[ref] for ref in benjamini_hochberg(p_values)}
 
 
@@ -2413,8 +2418,20 @@ def _faster_than(seconds: float, away: Collection[str] = frozenset()) -> Carry:
     return lambda c: c.delay is not None and c.delay < seconds and c.customer not in away
 
 
-def _slower_than(seconds: float) -> Carry:
-    return lambda c: c.delay is None or c.delay >= seconds
+def _slower_than(seconds: float, first: Mapping[str, Mapping[str, float]] | None = None
+                 ) -> Carry:
+    """Conversions `seconds` or more after their click. With `first` (per referrer, each of
+    its customers' delay to their first conversion credited to it, `_first_delays`), only
+    those of customers whose first conversion through the credited referrer was that late
+    too: a late test counts one delay a customer, and a customer who signed up minutes after
+    the click was brought by it, not found later by a click fired at someone buying anyway;
+    their purchase days after through the same click is theirs, not the stream's. (The same
+    rule on the program's other conversions gives the share of them that would carry it.)"""
+    if first is None:
+        return lambda c: c.delay is None or c.delay >= seconds
+    return lambda c: ((c.delay is None or c.delay >= seconds)
+                      and all(first.get(ref, {}).get(c.customer, seconds) >= seconds
+                              for ref in c.referrers))
 
 
 def _in_bursts(spans: Sequence[tuple[float, float]], sharing: frozenset[str],
