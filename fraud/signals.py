@@ -2284,24 +2284,21 @@ def _share_above_clean_rest(totals: Mapping[str, int], hits: Mapping[str, int],
     it. The honest referrers' share is the baseline an honest referrer is measured against,
     so a referrer who is not found keeps the p-value it has against the honest ones.
     -> (each tested referrer's p-value, the referrers found)."""
-    found: set[str] = set()
+    found: dict[str, float] = {}  # referrer -> its p-value in the round that found it
     p_values: dict[str, float] = {}
     for _ in range(CLEAN_ROUNDS):
         total = program_total - sum(totals[ref] for ref in found)
         hit = program_hits - sum(hits[ref] for ref in found)
-        p_values = _share_above_rest(totals, hits, total, hit, min_total=min_total,
-                                     min_share=min_share)
-        # A found referrer is already out of the baseline: its own counts are not taken out
-        # again (_share_above_rest takes each referrer's out of the total it is given).
-        for ref in found:
-            n, k = totals[ref], hits[ref]
-            if ref in p_values and total >= BASELINE_MIN:
-                p_values[ref] = _binom_above(k, n, max(hit / max(total, 1), 0.02))
-        now = benjamini_hochberg(p_values) | found
-        if now == found:
+        # A found referrer is out of the baseline already and keeps its p-value: only the
+        # others are measured again, against the referrers not found.
+        p_values = {ref: p for ref, p in _share_above_rest(
+            totals, hits, total, hit, min_total=min_total, min_share=min_share).items()
+            if ref not in found} | found
+        now = benjamini_hochberg(p_values) - set(found)
+        if not now:
             break
-        found = now
-    return p_values, found
+        found.update((ref, p_values[ref]) for ref in now)
+    return p_values, set(found)
 
 
 def _refund_findings(tally: _Tally, conversions: Sequence[ConversionFacts] = ()
