@@ -877,8 +877,9 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - refund_rate: more refunds and chargebacks than the program's (binomial); carried by
       the reversed conversions and the purchases after the latest of them at their amounts
       (not refunded yet) that look like them (like_the_stream);
-    - min_amount_share: more purchases at the program's minimum amount (binomial); carried
-      by those;
+    - min_amount_share: more purchases at the program's minimum amount (binomial) than the
+      program's referrers not found doing so (`_share_above_clean_rest`: a farm's cheap
+      purchases do not raise the bar for a smaller operator); carried by those;
     - language_uniformity: one Accept-Language across different browsers, more often than
       the program's browsers send it (binomial); carried by the visits that sent it;
     - hosting_share: most customers through hosting/anonymous IPs, more than the program's
@@ -2275,6 +2276,36 @@ def _share_above_rest(totals: Mapping[str, int], hits: Mapping[str, int], progra
     return p_values
 
 
+CLEAN_ROUNDS = 3  # baselines re-measured without the referrers found so far, at most
+
+
+def _share_above_clean_rest(totals: Mapping[str, int], hits: Mapping[str, int],
+                            program_total: int, program_hits: int, *, min_total: int,
+                            min_share: float) -> tuple[dict[str, float], set[str]]:
+    """`_share_above_rest` against the program's other referrers without those found so far
+    (Benjamini-Hochberg), re-measured up to CLEAN_ROUNDS times: where fraud is much of a
+    program's purchases (farms and paid sign-ups buying at the minimum), the raw program's
+    share is inflated by the fraud itself, and a smaller operator doing the same hides under
+    it. The honest referrers' share is the baseline an honest referrer is measured against,
+    so a referrer who is not found keeps the p-value it has against the honest ones.
+    -> (each tested referrer's p-value, the referrers found)."""
+    found: dict[str, float] = {}  # referrer -> its p-value in the round that found it
+    p_values: dict[str, float] = {}
+    for _ in range(CLEAN_ROUNDS):
+        total = program_total - sum(totals[ref] for ref in found)
+        hit = program_hits - sum(hits[ref] for ref in found)
+        # A found referrer is out of the baseline already and keeps its p-value: only the
+        # others are measured again, against the referrers not found.
+        p_values = {ref: p for ref, p in _share_above_rest(
+            totals, hits, total, hit, min_total=min_total, min_share=min_share).items()
+            if ref not in found} | found
+        now = benjamini_hochberg(p_values) - set(found)
+        if not now:
+            break
+        found.update((ref, p_values[ref]) for ref in now)
+    return p_values, set(found)
+
+
 def _refund_findings(tally: _Tally, conversions: Sequence[ConversionFacts] = ()
                      ) -> dict[str, Finding]:
     base = tally.reversed / max(tally.conversions, 1)
@@ -2313,16 +2344,17 @@ def _refunded_or_pending(reversed_ids: frozenset[int], last: float, low: int, hi
 def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:
     if not tally.min_amount or not tally.with_amount_in_program:
         return {}
-    p_values = _share_above_rest(tally.with_amount, tally.at_min, tally.with_amount_in_program,
-                                 tally.at_min_in_program, min_total=MIN_AMOUNT_MIN_CONVERSIONS,
-                                 min_share=MIN_AMOUNT_SHARE)
+    p_values, found = _share_above_clean_rest(
+        tally.with_amount, tally.at_min, tally.with_amount_in_program, tally.at_min_in_program,
+        min_total=MIN_AMOUNT_MIN_CONVERSIONS, min_share=MIN_AMOUNT_SHARE)
     out: dict[str, Finding] = {}
     lowest = tally.min_amount
-    for ref in benjamini_hochberg(p_values):
+    for ref in sorted(found):
         k, n = tally.at_min[ref], tally.with_amount[ref]
         out[ref] = Finding(Reason(
             "min_amount_share", f"money: {k} of {ref}'s {n} purchases were for the program's "
-            f"minimum amount ({lowest}), far more than the program's other referrers'",
+            f"minimum amount ({lowest}), far more than the program's other referrers' (those "
+            "found doing so left out)",
             round(k / n, 4), MIN_AMOUNT_SHARE, 0.5, "population"),
             lambda c: c.amount > 0 and c.amount == lowest, p_values[ref])
     return out

@@ -499,3 +499,34 @@ def test_a_farms_referrers_friends_apart_from_the_farm_are_not_held(seed: int) -
         scored[c.conversion_id].score for c in apart]
     assert all(any(r.code == "untied_referral" for r in scored[c.conversion_id].reasons)
                for c in apart)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_small_operator_at_the_minimum_is_found_beside_a_farm_that_inflates_the_base(
+        seed: int) -> None:
+    """A farm buying at the minimum makes the program's raw share of minimum purchases high:
+    a small operator whose purchases are nearly all at the minimum hides under it unless the
+    baseline leaves out the referrers found doing so. An honest referrer with two cheap
+    purchases of five stays unfound."""
+    prog = Program(seed)
+    for r in range(60):  # honest referrers: one purchase in ten at the minimum
+        for _ in range(5):
+            prog.referral(f"r{r}", prog.when(),
+                          amount=500 if prog.rng.random() < 0.1 else None)
+    for r in range(3):  # farms: 40 purchases at the minimum each
+        for _ in range(40):
+            prog.referral(f"farm{r}", prog.when(), amount=500)
+    for _ in range(4):
+        prog.referral("small", prog.when(), amount=500)
+    prog.referral("small", prog.when(), amount=2900)
+    for i in range(5):
+        prog.referral("cheap", prog.when(), amount=500 if i < 2 else 4900)
+    found = referrer_findings(prog.conversions, prog.context())
+
+    def codes(ref: str) -> set[str]:
+        return {f.reason.code for f in found.get(ref, [])}
+
+    assert all("min_amount_share" in codes(f"farm{r}") for r in range(3))
+    assert "min_amount_share" in codes("small")
+    assert "min_amount_share" not in codes("cheap")
+    assert not any("min_amount_share" in codes(f"r{r}") for r in range(60))
