@@ -91,6 +91,14 @@ async def new_scope(conn: asyncpg.Connection, program_id: int, *,
     """The conversions no scan has seen yet, and the people around them, as `conn` has them.
     `primary`: `conn` is a replica, and the conversions the primary holds a risk for are left
     out (the replica may not have replayed the scan that assessed them, on newer facts)."""
+    scope = await unscanned(conn, program_id, primary=primary)
+    return None if scope is None else await widened(conn, program_id, scope)
+
+
+async def unscanned(conn: asyncpg.Connection, program_id: int, *,
+                    primary: asyncpg.Connection | None = None) -> Scope | None:
+    """new_scope's first step: the conversions no scan has seen yet, with their customers and
+    referrers only as its persons (what the program's facts need: load_program_facts)."""
     rows = await queries.unscanned_conversions(conn, program_id, WINDOW)
     if rows and primary is not None:
         assessed = await queries.assessed(primary, program_id, [r.id for r in rows])
@@ -99,8 +107,14 @@ async def new_scope(conn: asyncpg.Connection, program_id: int, *,
         return None
     referrers = sorted({ref for r in rows for ref in r.referrers})
     core = sorted({r.customer_id for r in rows} | set(referrers))
-    around = await queries.neighbours(conn, program_id, core)
-    return Scope({r.id for r in rows}, sorted(set(core) | around), referrers)
+    return Scope({r.id for r in rows}, core, referrers)
+
+
+async def widened(conn: asyncpg.Connection, program_id: int, scope: Scope) -> Scope:
+    """new_scope's second step: the people around `unscanned`'s (who share an IP, a device or
+    a cookie with them) added to its persons."""
+    around = await queries.neighbours(conn, program_id, scope.persons)
+    return Scope(scope.new_ids, sorted(set(scope.persons) | around), scope.referrers)
 
 
 async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None) -> Facts:
@@ -368,8 +382,9 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
     headerless = latest.headerless_share if latest else None
     if rate is None:
         rate = await queries.credited_per_click(conn, program_id)
-    history = await queries.referrer_history(conn, program_id, scope.referrers)
-    customers = (await queries.referrer_customers(conn, program_id, scope.referrers)
+    credits = await queries.referrer_credits(conn, program_id, scope.referrers)
+    history = {ref: (c.conversions, c.first) for ref, c in credits.items()}
+    customers = ({ref: c.customers for ref, c in credits.items()}
                  if latest is not None and latest.customer_rate is not None else {})
     rows = await queries.stored_features(conn, program_id, BASELINE_ROWS)
     background = None

@@ -885,24 +885,24 @@ async def credited_per_click(conn: asyncpg.Connection, program_id: int) -> float
     return credited / counted if counted else None
 
 
-async def referrer_history(conn: asyncpg.Connection, program_id: int, referrers: list[str]
-                           ) -> dict[str, tuple[int, float]]:
-    """Each referrer's credited conversions and the time of the first (unix seconds)."""
-    return {r["external_id"]: (r["n"], r["first"].timestamp()) for r in await conn.fetch(
-        """SELECT f.external_id, count(*) AS n, min(c.occurred_at) AS first
-           FROM credits cr
-           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
-           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
-           WHERE cr.program_id = $1 AND f.external_id = ANY($2::text[])
-           GROUP BY f.external_id""", program_id, referrers)}
+@dataclass(frozen=True, slots=True)
+class ReferrerCredits:
+    """A referrer's credited conversions: how many, the time of the first (unix seconds), and
+    their customers, each counted once."""
+
+    conversions: int
+    first: float
+    customers: int
 
 
-async def referrer_customers(conn: asyncpg.Connection, program_id: int, referrers: list[str]
-                             ) -> dict[str, int]:
-    """Each referrer's converting customers: the customers of its credited conversions, each
-    counted once."""
-    return {r["external_id"]: r["n"] for r in await conn.fetch(
-        """SELECT f.external_id, count(DISTINCT c.customer_id) AS n
+async def referrer_credits(conn: asyncpg.Connection, program_id: int, referrers: list[str]
+                           ) -> dict[str, ReferrerCredits]:
+    """Each of these referrers' credited conversions (ReferrerCredits), in one pass over their
+    credits (an incremental scan's referrer history and converting customers)."""
+    return {r["external_id"]: ReferrerCredits(r["n"], r["first"].timestamp(), r["customers"])
+            for r in await conn.fetch(
+        """SELECT f.external_id, count(*) AS n, min(c.occurred_at) AS first,
+                  count(DISTINCT c.customer_id) AS customers
            FROM credits cr
            JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
            JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
