@@ -158,7 +158,8 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
     connections while `conn` reads the conversions' neighbourhood, at the same time (on a
     replica, whose one snapshot they must share, it reads them in turn). Both read what is
     committed, as `conn` does: give no pool where the caller's transaction holds uncommitted
-    facts the scan must see."""
+    facts the scan must see. The scan waits for one of its connections: not `conn`'s own pool
+    when that may have none to spare."""
     read = read or ReadView(conn)
     started = time.perf_counter()
     mode = "incremental" if incremental else "full"
