@@ -10,8 +10,11 @@ aggregates (fraud.signals.ProgramContext).
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import asyncpg
 import numpy as np
@@ -34,6 +37,9 @@ from tracker.scoring.queries import (
     Sighting,
     TouchRow,
 )
+
+_Rows = TypeVar("_Rows")
+_Done = TypeVar("_Done")
 
 WINDOW = 20_000  # conversions per incremental scan, to bound its memory
 BASELINE_ROWS = 10_000  # stored feature rows an incremental scan compares against
@@ -91,6 +97,14 @@ async def new_scope(conn: asyncpg.Connection, program_id: int, *,
     """The conversions no scan has seen yet, and the people around them, as `conn` has them.
     `primary`: `conn` is a replica, and the conversions the primary holds a risk for are left
     out (the replica may not have replayed the scan that assessed them, on newer facts)."""
+    scope = await unscanned(conn, program_id, primary=primary)
+    return None if scope is None else await widened(conn, program_id, scope)
+
+
+async def unscanned(conn: asyncpg.Connection, program_id: int, *,
+                    primary: asyncpg.Connection | None = None) -> Scope | None:
+    """new_scope's first step: the conversions no scan has seen yet, with their customers and
+    referrers only as its persons (what the program's facts need: load_program_facts)."""
     rows = await queries.unscanned_conversions(conn, program_id, WINDOW)
     if rows and primary is not None:
         assessed = await queries.assessed(primary, program_id, [r.id for r in rows])
@@ -99,8 +113,14 @@ async def new_scope(conn: asyncpg.Connection, program_id: int, *,
         return None
     referrers = sorted({ref for r in rows for ref in r.referrers})
     core = sorted({r.customer_id for r in rows} | set(referrers))
-    around = await queries.neighbours(conn, program_id, core)
-    return Scope({r.id for r in rows}, sorted(set(core) | around), referrers)
+    return Scope({r.id for r in rows}, core, referrers)
+
+
+async def widened(conn: asyncpg.Connection, program_id: int, scope: Scope) -> Scope:
+    """new_scope's second step: the people around `unscanned`'s (who share an IP, a device or
+    a cookie with them) added to its persons."""
+    around = await queries.neighbours(conn, program_id, scope.persons)
+    return Scope(scope.new_ids, sorted(set(scope.persons) | around), scope.referrers)
 
 
 async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | None) -> Facts:
@@ -117,19 +137,41 @@ async def load_facts(conn: asyncpg.Connection, program_id: int, scope: Scope | N
             conn, program_id, scope.persons,
             [r.id for r in referrer_rows if r.external_id in wanted], REFERRER_WINDOW)
     wanted_ids = None if scope is None else [r.id for r in conv_rows]
-    touch_rows = await queries.touches(conn, program_id, wanted_ids)
-    before = await _earlier_visits(conn, program_id, touch_rows,
-                                   None if scope is None else scope.new_ids)
-    people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
-    referrers = _referrer_facts(referrer_rows, people)
-    conversions = _conversion_facts(
-        conv_rows, _click_facts(touch_rows, before, referrer_name, people), people,
-        referrer_name)
+    # What does not need the next query's rows is worked out while PostgreSQL answers it.
+    touch_rows, (people, referrers) = await _meanwhile(
+        queries.touches(conn, program_id, wanted_ids),
+        lambda: _persons(referrer_rows, sightings, conv_rows, scope))
+    before, clicks = await _meanwhile(
+        _earlier_visits(conn, program_id, touch_rows, None if scope is None else scope.new_ids),
+        lambda: _clicks(touch_rows, referrer_name, people))
+    conversions = _conversion_facts(conv_rows, _click_facts(touch_rows, before, referrer_name,
+                                                                 people, clicks),
+                                    people, referrer_name)
     conversions = await _with_owners(conn, program_id, conversions, referrer_rows, people,
                                      assessed=None if scope is None else scope.new_ids)
     uses, referrals = _graph(people, referrers, conversions)
     rarity = await _rarity(conn, program_id, conversions, referrers)
     return Facts(conversions, referrers, uses, referrals, rarity)
+
+
+async def _meanwhile(query: Awaitable[_Rows], work: Callable[[], _Done]
+                     ) -> tuple[_Rows, _Done]:
+    """`query`'s rows and `work`'s result, `work` run in a thread while `query` waits on
+    PostgreSQL (which works on the other core meanwhile)."""
+    done = asyncio.get_running_loop().run_in_executor(None, work)
+    try:
+        rows = await query
+    except BaseException:
+        await asyncio.wait([done])
+        raise
+    return rows, await done
+
+
+def _persons(referrer_rows: list[ReferrerRow], sightings: list[Sighting],
+             conv_rows: list[ConversionRow], scope: Scope | None
+             ) -> tuple[_People, dict[str, ReferrerFacts]]:
+    people = _people(sightings, conv_rows, None if scope is None else set(scope.persons))
+    return people, _referrer_facts(referrer_rows, people)
 
 
 async def _rarity(conn: asyncpg.Connection, program_id: int,
@@ -273,23 +315,36 @@ async def _earlier_visits(conn: asyncpg.Connection, program_id: int,
     return out
 
 
+def _clicks(touch_rows: list[TouchRow], referrer_name: dict[int, str], people: _People
+            ) -> list[ClickFacts]:
+    """Each attributed click (of `touch_rows`, in their order) without the visits before it
+    (_click_facts adds them)."""
+    return [ClickFacts(
+        t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
+        t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
+        t.query, t.headerless, t.language, t.browser, t.source, t.agent)
+        for t in touch_rows]
+
+
 def _click_facts(touch_rows: list[TouchRow], before: dict[int, list[EarlierVisit]],
-                 referrer_name: dict[int, str], people: _People) -> dict[int, list[ClickFacts]]:
+                 referrer_name: dict[int, str], people: _People,
+                 clicks: list[ClickFacts] | None = None) -> dict[int, list[ClickFacts]]:
     """Each conversion's attributed clicks, in order, with the other visits on the same link
     from the same address shortly before the first through each referrer (their cookie None
     where it is tied to no customer: whose visit it was is not known, only where it came
-    from)."""
+    from). `clicks`: `_clicks(touch_rows, referrer_name, people)`, when made already."""
+    if clicks is None:
+        clicks = _clicks(touch_rows, referrer_name, people)
     tied = set().union(*people.visitors.values()) if people.visitors else set()
     out: dict[int, list[ClickFacts]] = defaultdict(list)
-    for i, t in enumerate(touch_rows):
-        out[t.conversion_id].append(ClickFacts(
-            t.click_id, t.ts.timestamp(), referrer_name.get(t.referrer_id, ""), t.visitor_id,
-            t.ip, t.device, t.is_bot, t.bot_rule, t.is_anonymous, t.is_hosting, t.country,
-            t.query, t.headerless, t.language, t.browser, t.source, t.agent,
-            tuple((v.at, v.visitor_id if v.visitor_id in tied else None, v.agent)
-                  for v in before.get(i, ())),
-            tuple((v.at, v.visitor_id) for v in before.get(i, ())
-                  if v.visitor_id is not None and v.visitor_id not in tied)))
+    for i, (t, click) in enumerate(zip(touch_rows, clicks, strict=True)):
+        seen = before.get(i)
+        out[t.conversion_id].append(click if not seen else replace(
+            click,
+            before=tuple((v.at, v.visitor_id if v.visitor_id in tied else None, v.agent)
+                         for v in seen),
+            untied=tuple((v.at, v.visitor_id) for v in seen
+                         if v.visitor_id is not None and v.visitor_id not in tied)))
     return out
 
 
@@ -368,8 +423,9 @@ async def load_program_facts(conn: asyncpg.Connection, program_id: int,
     headerless = latest.headerless_share if latest else None
     if rate is None:
         rate = await queries.credited_per_click(conn, program_id)
-    history = await queries.referrer_history(conn, program_id, scope.referrers)
-    customers = (await queries.referrer_customers(conn, program_id, scope.referrers)
+    credits = await queries.referrer_credits(conn, program_id, scope.referrers)
+    history = {ref: (c.conversions, c.first) for ref, c in credits.items()}
+    customers = ({ref: c.customers for ref, c in credits.items()}
                  if latest is not None and latest.customer_rate is not None else {})
     rows = await queries.stored_features(conn, program_id, BASELINE_ROWS)
     background = None

@@ -662,21 +662,25 @@ async def browser_visits(conn: asyncpg.Connection, program_id: int,
     """Each visitor cookie's first visit on each (referrer's link, IP, User-Agent): where two
     new customers came through one link from one address on one browser, whose browser it
     was before them (fraud.signals.repeat_lease_reasons, private_window_reasons). Only those
-    groups are asked for: each referrer's clicks read once (its distinct ids, `ANY`), joined to
-    the groups by hash. (Joined on the referrer alone, the planner walked a referrer's clicks
-    once per group: a popular link's 100,000 clicks for each of its hundred groups.)"""
+    groups are asked for: the program's clicks from the groups' addresses read once (hashed, as
+    a set, while scanning them: few clicks come from one address), then joined to the groups.
+    (Joined on the referrer alone, the planner walked a referrer's clicks once per group: a
+    popular link's 100,000 clicks for each of its hundred groups; read by the groups'
+    referrers, a popular link's clicks were all sorted, on disk, to be merged with them.)"""
     if not groups:
         return {}
     rows = await conn.fetch(
-        """SELECT c.referrer_id, host(c.ip) AS ip, c.user_agent, c.visitor_id,
-                  extract(epoch FROM min(c.ts))::float8 AS at
-           FROM clicks c JOIN unnest($2::bigint[], $3::inet[], $4::text[]) AS g(ref, ip, agent)
-                ON c.referrer_id = g.ref AND c.ip = g.ip AND c.user_agent = g.agent
-           WHERE c.program_id = $1 AND c.referrer_id = ANY($5::bigint[])
-                 AND NOT c.reduced AND c.visitor_id IS NOT NULL
+        """WITH k AS MATERIALIZED (
+               SELECT c.referrer_id, c.ip, c.user_agent, c.visitor_id, c.ts FROM clicks c
+               WHERE c.program_id = $1 AND c.ip IN (SELECT unnest($5::inet[]))
+                     AND NOT c.reduced AND c.visitor_id IS NOT NULL)
+           SELECT k.referrer_id, host(k.ip) AS ip, k.user_agent, k.visitor_id,
+                  extract(epoch FROM min(k.ts))::float8 AS at
+           FROM k JOIN unnest($2::bigint[], $3::inet[], $4::text[]) AS g(ref, ip, agent)
+                ON k.referrer_id = g.ref AND k.ip = g.ip AND k.user_agent = g.agent
            GROUP BY 1, 2, 3, 4""",
         program_id, [g[0] for g in groups], [g[1] for g in groups], [g[2] for g in groups],
-        sorted({g[0] for g in groups}))
+        sorted({g[1] for g in groups}))
     out: dict[tuple[int, str, str], list[tuple[float, str]]] = defaultdict(list)
     for r in rows:
         out[(r["referrer_id"], r["ip"], r["user_agent"])].append((r["at"], r["visitor_id"]))
@@ -885,24 +889,24 @@ async def credited_per_click(conn: asyncpg.Connection, program_id: int) -> float
     return credited / counted if counted else None
 
 
-async def referrer_history(conn: asyncpg.Connection, program_id: int, referrers: list[str]
-                           ) -> dict[str, tuple[int, float]]:
-    """Each referrer's credited conversions and the time of the first (unix seconds)."""
-    return {r["external_id"]: (r["n"], r["first"].timestamp()) for r in await conn.fetch(
-        """SELECT f.external_id, count(*) AS n, min(c.occurred_at) AS first
-           FROM credits cr
-           JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
-           JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id
-           WHERE cr.program_id = $1 AND f.external_id = ANY($2::text[])
-           GROUP BY f.external_id""", program_id, referrers)}
+@dataclass(frozen=True, slots=True)
+class ReferrerCredits:
+    """A referrer's credited conversions: how many, the time of the first (unix seconds), and
+    their customers, each counted once."""
+
+    conversions: int
+    first: float
+    customers: int
 
 
-async def referrer_customers(conn: asyncpg.Connection, program_id: int, referrers: list[str]
-                             ) -> dict[str, int]:
-    """Each referrer's converting customers: the customers of its credited conversions, each
-    counted once."""
-    return {r["external_id"]: r["n"] for r in await conn.fetch(
-        """SELECT f.external_id, count(DISTINCT c.customer_id) AS n
+async def referrer_credits(conn: asyncpg.Connection, program_id: int, referrers: list[str]
+                           ) -> dict[str, ReferrerCredits]:
+    """Each of these referrers' credited conversions (ReferrerCredits), in one pass over their
+    credits (an incremental scan's referrer history and converting customers)."""
+    return {r["external_id"]: ReferrerCredits(r["n"], r["first"].timestamp(), r["customers"])
+            for r in await conn.fetch(
+        """SELECT f.external_id, count(*) AS n, min(c.occurred_at) AS first,
+                  count(DISTINCT c.customer_id) AS customers
            FROM credits cr
            JOIN referrers f ON f.program_id = cr.program_id AND f.id = cr.referrer_id
            JOIN conversions c ON c.program_id = cr.program_id AND c.id = cr.conversion_id

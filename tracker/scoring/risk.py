@@ -69,7 +69,8 @@ from tracker.scoring.facts import (
     Scope,
     load_facts,
     load_program_facts,
-    new_scope,
+    unscanned,
+    widened,
 )
 from tracker.scoring.finance_model import finance_model
 from tracker.scoring.queries import MAX_SHARE
@@ -129,28 +130,40 @@ class _Found:
 
 async def scan(conn: asyncpg.Connection, slug: str | None = None, *,
                incremental: bool = False, replica: Replica = PRIMARY,
-               catch_up_s: float = 0.0) -> list[ScanSummary]:
+               catch_up_s: float = 0.0, pool: asyncpg.Pool | None = None
+               ) -> list[ScanSummary]:
     """Scan each program (or one) under the fraud-scan job's lock, so the job, clearance and
     `refguard fraud scan` never scan a program at the same time; each program's facts from
-    one snapshot of `replica` (the primary without one; `catch_up_s`: Replica.view)."""
+    one snapshot of `replica` (the primary without one; `catch_up_s`: Replica.view).
+    `pool`: the primary's, for an incremental scan's side reads (scan_program)."""
     summaries = []
     for program in await queries.programs_named(conn, slug):
         async with conn.transaction():
             await job_lock(conn, "fraud_scan")
             async with replica.view(conn, catch_up_s=catch_up_s) as read:
                 summaries.append(await scan_program(conn, program.id, program.slug,
-                                                    incremental=incremental, read=read))
+                                                    incremental=incremental, read=read,
+                                                    pool=pool))
     return summaries
 
 
 async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
-                       incremental: bool = False, read: ReadView | None = None) -> ScanSummary:
+                       incremental: bool = False, read: ReadView | None = None,
+                       pool: asyncpg.Pool | None = None) -> ScanSummary:
     """Scan one program: everything, or (incremental) the conversions no scan has seen, with
-    the facts `read` has (the primary, `conn`, by default); the findings go to `conn`."""
+    the facts `read` has (the primary, `conn`, by default); the findings go to `conn`.
+
+    `pool` (the primary's): an incremental scan that reads the primary reads the program's
+    facts (the referrers' clicks and credits, its baseline: load_program_facts) on one of its
+    connections while `conn` reads the conversions' neighbourhood, at the same time (on a
+    replica, whose one snapshot they must share, it reads them in turn). Both read what is
+    committed, as `conn` does: give no pool where the caller's transaction holds uncommitted
+    facts the scan must see. The scan waits for one of its connections: not `conn`'s own pool
+    when that may have none to spare."""
     read = read or ReadView(conn)
     started = time.perf_counter()
     mode = "incremental" if incremental else "full"
-    scope = (await new_scope(read.conn, program_id, primary=conn if read.replica else None)
+    scope = (await unscanned(read.conn, program_id, primary=conn if read.replica else None)
              if incremental else None)
     if incremental and scope is None:
         return ScanSummary(slug, None, mode, read=read.as_dict())
@@ -159,7 +172,8 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
     # Every row loaded is a container, alive until the scan ends: at the default thresholds
     # the collector would trace them all again and again (a third of a full scan's CPU).
     with few_collections():
-        loaded = await _load(read.conn, conn, program_id, scope)
+        loaded = await _load(read.conn, conn, program_id, scope,
+                             None if read.replica else pool)
         phases["load"] = time.perf_counter() - started - phases["scope"]
         mark = time.perf_counter()
         model = await finance_model(read.conn, program_id)
@@ -179,12 +193,32 @@ async def publish_flag_counts(conn: asyncpg.Connection) -> None:
 
 
 async def _load(read: asyncpg.Connection, conn: asyncpg.Connection, program_id: int,
-                scope: Scope | None) -> _Loaded:
+                scope: Scope | None, pool: asyncpg.Pool | None = None) -> _Loaded:
     """The facts from `read`; the rings earlier scans stored from the primary, `conn` (a
-    lagging replica may not have the last scan's yet: a ring found again would be doubled)."""
-    facts = await load_facts(read, program_id, scope)
-    program = await load_program_facts(read, program_id, scope)
-    known = await queries.stored_rings(conn, program_id) if scope is not None else []
+    lagging replica may not have the last scan's yet: a ring found again would be doubled).
+    An incremental scan's `scope` (facts.unscanned's) is widened to its neighbours here; with
+    `pool`, the program's facts are read on another connection meanwhile (scan_program)."""
+    if scope is None:
+        facts = await load_facts(read, program_id, None)
+        program = await load_program_facts(read, program_id, None)
+        return _Loaded(program_id, None, facts, program, [])
+    if pool is None:
+        scope = await widened(read, program_id, scope)
+        facts = await load_facts(read, program_id, scope)
+        program = await load_program_facts(read, program_id, scope)
+    else:
+        async with pool.acquire() as side:
+            # The program's facts need the scope's referrers only, not its neighbours.
+            aside = asyncio.ensure_future(load_program_facts(side, program_id, scope))
+            try:
+                scope = await widened(read, program_id, scope)
+                facts = await load_facts(read, program_id, scope)
+            except BaseException:
+                aside.cancel()
+                await asyncio.wait([aside])  # its connection goes back to the pool idle
+                raise
+            program = await aside
+    known = await queries.stored_rings(conn, program_id)
     return _Loaded(program_id, scope, facts, program, known)
 
 
