@@ -95,9 +95,12 @@ async def attribute(conn: asyncpg.Connection) -> None:
 FULL_SCAN_EVERY = "1 hour"
 
 
-def fraud_scan(replica: Replica = PRIMARY) -> JobFn:
+def fraud_scan(replica: Replica = PRIMARY, side: asyncpg.Pool | None = None) -> JobFn:
     """New conversions every run; the whole program again once an hour (rings that grew
-    slowly, FRAUDAR's dense blocks, referrer statistics that moved); facts read on `replica`."""
+    slowly, FRAUDAR's dense blocks, referrer statistics that moved); facts read on `replica`.
+    An incremental scan after no full one reads aside on one of `side`'s connections
+    (risk.scan_program): after a full scan it reads in turn, since a side connection would not
+    see that scan's findings, uncommitted in this job's transaction."""
 
     async def run(conn: asyncpg.Connection) -> None:
         stale = await conn.fetch(
@@ -106,12 +109,14 @@ def fraud_scan(replica: Replica = PRIMARY) -> JobFn:
                       AND s.finished_at > now() - interval '{FULL_SCAN_EVERY}')""")
         for row in stale:
             await scan(conn, row["slug"], replica=replica)
-        await scan(conn, incremental=True, replica=replica)
+        await scan(conn, incremental=True, replica=replica, pool=None if stale else side)
 
     return run
 
 
 def clearance(replica: Replica = PRIMARY) -> JobFn:
+    """Release what is due; no side reads for its scan: the credits attribution has just made
+    are uncommitted in this job's transaction."""
     async def run(conn: asyncpg.Connection) -> None:
         await release(conn, replica=replica)
 
@@ -183,14 +188,15 @@ async def report_cache(conn: asyncpg.Connection, replica: Replica = PRIMARY) -> 
         await scoring_queries.store_report(conn, program.id, *EXPERIMENTS, experiments)
 
 
-def default_jobs(enricher: Enricher, settings: Settings, replica: Replica = PRIMARY
-                 ) -> tuple[Job, ...]:
-    """The jobs; the heavy reads (scans, fits, reports) on `replica` (the primary without)."""
+def default_jobs(enricher: Enricher, settings: Settings, replica: Replica = PRIMARY,
+                 pool: asyncpg.Pool | None = None) -> tuple[Job, ...]:
+    """The jobs; the heavy reads (scans, fits, reports) on `replica` (the primary without);
+    `pool`, the primary's (the runner's), lends the fraud scan a side connection."""
     jobs = [
         Job("click_partitions", 3600.0, ensure_click_partitions),
         Job("browser_signals", 2.0, fold_browser_signals(enricher)),
         Job("attribution", 10.0, attribute),
-        Job("fraud_scan", 30.0, fraud_scan(replica)),
+        Job("fraud_scan", 30.0, fraud_scan(replica, pool)),
         Job("clearance", 30.0, clearance(replica)),
     ]
     jobs.append(Job("webhooks", 5.0,

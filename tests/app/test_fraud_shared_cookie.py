@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -26,11 +27,16 @@ NAT = "100.64.7.9"
 REFERRERS = 10
 
 
+@pytest.mark.parametrize("side", ["none", "spare", "busy"])
 async def test_one_cookie_behind_two_accounts_of_a_referrer_is_rejected_a_friend_is_not(
-    tokens: dict[str, str], conn: asyncpg.Connection,
+    tokens: dict[str, str], conn: asyncpg.Connection, dsn: str, side: str,
     proxied_client: TestClient[web.Request, web.Application],
 ) -> None:
+    """`side`: the incremental scan reads on `conn` alone, with a side connection lent by a
+    pool (the fraud-scan job's), or with a pool that has none to spare (it reads in turn)."""
     client = proxied_client
+    pool = None if side == "none" else await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    taken = await pool.acquire() if pool is not None and side == "busy" else None
     integration = auth(tokens["integration"])
     clicks = 0
 
@@ -61,7 +67,7 @@ async def test_one_cookie_behind_two_accounts_of_a_referrer_is_rejected_a_friend
         await conn.execute("UPDATE clicks SET ts = ts - interval '3 hours' "
                            "WHERE ts > now() - interval '1 hour'")
         await attribute_pending(conn)
-        await scan(conn, incremental=incremental)
+        await scan(conn, incremental=incremental, pool=pool if incremental else None)
         rows = await conn.fetch(
             """SELECT c.event_id, r.score, r.reasons::text AS reasons FROM conversion_risk r
                JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
@@ -88,6 +94,11 @@ async def test_one_cookie_behind_two_accounts_of_a_referrer_is_rejected_a_friend
     assert same == cookie
     await convert("acct-2", "acct2", second)
     risk = await settle(incremental=True)
+    if pool is not None:
+        if taken is not None:
+            await pool.release(taken)
+        assert pool.get_idle_size() == 1  # the side connection went back
+        await pool.close()
     score, reasons = risk["acct-2"]
     shared = [r for r in reasons if r["code"] == "shared_cookie"]
     assert score >= 0.9 and shared and shared[0]["strong"], reasons

@@ -34,6 +34,7 @@ conversion awaiting a scan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -75,6 +76,7 @@ from tracker.scoring.facts import (
 from tracker.scoring.finance_model import finance_model
 from tracker.scoring.queries import MAX_SHARE
 
+SIDE_WAIT_S = 1.0  # how long an incremental scan waits for a side connection (_load)
 FLAG_AT = 0.5  # conversions at or above this risk get a flag of their own
 
 
@@ -158,8 +160,8 @@ async def scan_program(conn: asyncpg.Connection, program_id: int, slug: str, *,
     connections while `conn` reads the conversions' neighbourhood, at the same time (on a
     replica, whose one snapshot they must share, it reads them in turn). Both read what is
     committed, as `conn` does: give no pool where the caller's transaction holds uncommitted
-    facts the scan must see. The scan waits for one of its connections: not `conn`'s own pool
-    when that may have none to spare."""
+    facts the scan must see. The scan waits SIDE_WAIT_S for one of its connections, then reads
+    in turn."""
     read = read or ReadView(conn)
     started = time.perf_counter()
     mode = "incremental" if incremental else "full"
@@ -202,12 +204,18 @@ async def _load(read: asyncpg.Connection, conn: asyncpg.Connection, program_id: 
         facts = await load_facts(read, program_id, None)
         program = await load_program_facts(read, program_id, None)
         return _Loaded(program_id, None, facts, program, [])
-    if pool is None:
+    side = None
+    if pool is not None:
+        # A pool with no connection to spare (its others may wait on this scan's lock) lends
+        # none: the scan reads in turn rather than wait.
+        with contextlib.suppress(asyncio.TimeoutError):
+            side = await pool.acquire(timeout=SIDE_WAIT_S)
+    if side is None:
         scope = await widened(read, program_id, scope)
         facts = await load_facts(read, program_id, scope)
         program = await load_program_facts(read, program_id, scope)
     else:
-        async with pool.acquire() as side:
+        try:
             # The program's facts need the scope's referrers only, not its neighbours.
             aside = asyncio.ensure_future(load_program_facts(side, program_id, scope))
             try:
@@ -218,6 +226,8 @@ async def _load(read: asyncpg.Connection, conn: asyncpg.Connection, program_id: 
                 await asyncio.wait([aside])  # its connection goes back to the pool idle
                 raise
             program = await aside
+        finally:
+            await pool.release(side)  # type: ignore[union-attr]
     known = await queries.stored_rings(conn, program_id)
     return _Loaded(program_id, scope, facts, program, known)
 

@@ -221,7 +221,7 @@ async def background(
         max_clicks=settings.flush_max_clicks,
     )
     flusher.start()
-    jobs = (JobRunner(the_pool, default_jobs(enricher, settings, the_replica))
+    jobs = (JobRunner(the_pool, default_jobs(enricher, settings, the_replica, the_pool))
             if settings.run_jobs else None)
     if jobs is not None:
         jobs.start()
