@@ -2592,7 +2592,10 @@ def departing_burst(arrivals: Sequence[Arrival]) -> Departure | None:
     community) has that share high and is not a departure; nor is a referrer with no customer
     on an ordinary network (nothing to depart from: `hosting_share` weighs its audience
     against the program's), colleagues behind their office's VPN at home, nor a VPN
-    user or a traveller now and then (one at a time, not a burst)."""
+    user or a traveller now and then (one at a time, not a burst), nor a popular referrer's
+    post (an influencer's), whose audience's VPN users come with the day's crowd of its
+    people: the customers who arrived meanwhile are counted over the day either side of the
+    run as well."""
     ordered = sorted(arrivals, key=lambda a: a.at)
     anywhere = frozenset(c for a in ordered if not a.anonymised for c in a.countries)
     home: set[str] = set()
@@ -2608,7 +2611,10 @@ def departing_burst(arrivals: Sequence[Arrival]) -> Departure | None:
     spans = _runs([a.at for a, out in zip(ordered, away, strict=True) if out], TAKEOVER_MIN)
     best: tuple[float, int, int] | None = None  # (p-value, first index, end index)
     for first, last in spans:
-        lo, hi = bisect_left(times, first), bisect_right(times, last)
+        # The day either side of the run too: a run's span drawn tight around its own
+        # members would count only them (a popular referrer's post brings a few of the
+        # program's VPN users among hundreds of its people, and they are a run).
+        lo, hi = bisect_left(times, first - DAY), bisect_right(times, last + DAY)
         m, j = len(ordered) - (hi - lo), hidden[-1] - (hidden[hi] - hidden[lo])
         # Bonferroni across the referrer's bursts: each is a test
         p = min(_binom_above(before[hi] - before[lo], hi - lo, (j + 1) / (m + 2)) * len(spans),

@@ -151,3 +151,21 @@ def test_no_departure_without_an_earlier_audience_at_home_nor_for_a_few() -> Non
               for i, a in enumerate(burst)]
     stretched = departing_burst(home + spread)
     assert stretched is not None and len(stretched.departing) == 5
+
+
+def test_an_influencers_post_brings_the_programs_vpn_users_with_its_crowd() -> None:
+    """A popular referrer's post: a day of its people, among them a few of the program's VPN
+    users abroad close together; counted with the day's crowd around them they are chance,
+    while a taken-over link's burst through VPNs abroad still departs."""
+    base = 10 * DAY
+    home = [Arrival(f"h{i}", base + i * DAY, False, frozenset({HOME})) for i in range(40)]
+    crowd = [Arrival(f"c{i}", base + 45 * DAY + i * 900, False, frozenset({HOME}))
+             for i in range(60)]  # the post's day
+    vpn = [Arrival(f"v{i}", base + 45 * DAY + 8 * 3600 + i * 1800, True, frozenset({"DE"}))
+           for i in range(4)]  # four of them through a VPN abroad, within two hours
+    found = departing_burst(home + crowd + vpn)
+    assert found is not None and found.p_value > 0.05
+    stolen = [Arrival(f"s{i}", base + 50 * DAY + i * 600, True, frozenset({"DE"}))
+              for i in range(6)]
+    taken = departing_burst(home + stolen)
+    assert taken is not None and taken.p_value < 1e-3
