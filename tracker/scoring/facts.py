@@ -92,19 +92,13 @@ class _People:
         default_factory=lambda: defaultdict(list))
 
 
-async def new_scope(conn: asyncpg.Connection, program_id: int, *,
-                    primary: asyncpg.Connection | None = None) -> Scope | None:
-    """The conversions no scan has seen yet, and the people around them, as `conn` has them.
-    `primary`: `conn` is a replica, and the conversions the primary holds a risk for are left
-    out (the replica may not have replayed the scan that assessed them, on newer facts)."""
-    scope = await unscanned(conn, program_id, primary=primary)
-    return None if scope is None else await widened(conn, program_id, scope)
-
-
 async def unscanned(conn: asyncpg.Connection, program_id: int, *,
                     primary: asyncpg.Connection | None = None) -> Scope | None:
-    """new_scope's first step: the conversions no scan has seen yet, with their customers and
-    referrers only as its persons (what the program's facts need: load_program_facts)."""
+    """An incremental scan's first step: the conversions no scan has seen yet, as `conn` has
+    them, with their customers and referrers only as its persons (what the program's facts
+    need: load_program_facts). `primary`: `conn` is a replica, and the conversions the primary
+    holds a risk for are left out (the replica may not have replayed the scan that assessed
+    them, on newer facts)."""
     rows = await queries.unscanned_conversions(conn, program_id, WINDOW)
     if rows and primary is not None:
         assessed = await queries.assessed(primary, program_id, [r.id for r in rows])
@@ -117,8 +111,8 @@ async def unscanned(conn: asyncpg.Connection, program_id: int, *,
 
 
 async def widened(conn: asyncpg.Connection, program_id: int, scope: Scope) -> Scope:
-    """new_scope's second step: the people around `unscanned`'s (who share an IP, a device or
-    a cookie with them) added to its persons."""
+    """An incremental scan's second step: the people around `unscanned`'s (who share an IP, a
+    device or a cookie with them) added to its persons."""
     around = await queries.neighbours(conn, program_id, scope.persons)
     return Scope(scope.new_ids, sorted(set(scope.persons) | around), scope.referrers)
 

@@ -210,7 +210,7 @@ async def _load(read: asyncpg.Connection, conn: asyncpg.Connection, program_id: 
         # none: the scan reads in turn rather than wait.
         with contextlib.suppress(asyncio.TimeoutError):
             side = await pool.acquire(timeout=SIDE_WAIT_S)
-    if side is None:
+    if pool is None or side is None:
         scope = await widened(read, program_id, scope)
         facts = await load_facts(read, program_id, scope)
         program = await load_program_facts(read, program_id, scope)
@@ -227,7 +227,7 @@ async def _load(read: asyncpg.Connection, conn: asyncpg.Connection, program_id: 
                 raise
             program = await aside
         finally:
-            await pool.release(side)  # type: ignore[union-attr]
+            await pool.release(side)
     known = await queries.stored_rings(conn, program_id)
     return _Loaded(program_id, scope, facts, program, known)
 
