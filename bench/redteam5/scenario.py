@@ -12,11 +12,13 @@ Every size, rate and timing is drawn per seed (`Params`).
 
 Clean look-alikes (each clean referred purchase carries its tags; "friend" etc. name the
 population, the others the situation):
-- friend: a customer's friend who clicked a shared link; carrier_nat: the referee's click came
-  from a heavily shared carrier NAT address; household: a member of the referrer's home, own
-  phone, same home Wi-Fi; family_device: the referrer's own phone or tablet, another in-app
-  browser (new cookie, same build and address); public_wifi: referrer and friend met in a café,
-  train or airport, the referrer opened his link there minutes before the friend signed up;
+- friend: a customer's friend who clicked a shared link; power_referrer: the same, of a
+  popular customer whose shares draw a dozen clickers or more each; carrier_nat: the
+  referee's click came from a heavily shared carrier NAT address; household: a member of the
+  referrer's home, own phone, same home Wi-Fi; family_device: the referrer's own phone or
+  tablet, another in-app browser (new cookie, same build and address); public_wifi: referrer
+  and friend met in a café, train or airport, the referrer opened his link there minutes
+  before the friend signed up;
   privacy: iCloud Private Relay (anonymous relay addresses) or a privacy browser that forgets
   its cookie on every visit; roaming: a friend abroad on a foreign carrier; promo_day: shared
   on one of the seasonal promotion days when many referrers post at once, at the promotion's
@@ -113,6 +115,7 @@ VARIANTS = {"sybil_referrers": ("one_operator", "phone_pool"),
 STALE = (("9", "SM-G960F", "PPR1.180610.011"), ("10", "SM-A505F", "QP1A.190711.020"),
          ("8.1.0", "Redmi 6A", "O11019"), ("9", "moto g(7) power", "PPOS29.114-134"),
          ("10", "CPH1931", "QKQ1.190910.002"), ("7.0", "SM-J701F", "NRD90M"))
+POWER_REACH = 12.0  # clickers per share from which a customer-referrer is a power referrer
 KINDS = (("fitness classes", "Fitlo"), ("language lessons", "Lingora"),
          ("music streaming", "Tunely"), ("telemedicine", "Dokta"), ("meal plans", "Platoo"))
 
@@ -509,6 +512,8 @@ class Scenario5:
         self.own_activity(c, code)
         reach = p.reach_mean * math.exp(r.gauss(0, p.reach_sigma) - p.reach_sigma ** 2 / 2)
         conv = min(0.8, p.conv_rate * math.exp(r.gauss(0, 0.4)))
+        if tag == "friend" and reach >= POWER_REACH:
+            tag = "power_referrer"  # a popular customer: a dozen friends or more click each share
         for _ in range(1 + int(r.expovariate(1 / p.shares_mean))):
             day = self.share_day()
             promo = int(day) in p.promo_days

@@ -16,10 +16,10 @@ from bench.redteam5.scenario import MECHS, VARIANTS, Scenario5
 
 ANCHOR = datetime(2026, 9, 1, tzinfo=UTC)
 SEEDS = range(1, 9)
-LOOKALIKES = {"friend", "carrier_nat", "household", "family_device", "public_wifi", "privacy",
-              "roaming", "promo_day", "re_referral", "mutual_referral", "store_wifi", "refunded",
-              "creator", "school", "community", "coworking", "corporate_vpn",
-              "fraudster_genuine"}
+LOOKALIKES = {"friend", "power_referrer", "carrier_nat", "household", "family_device",
+              "public_wifi", "privacy", "roaming", "promo_day", "re_referral",
+              "mutual_referral", "store_wifi", "refunded", "creator", "school", "community",
+              "coworking", "corporate_vpn", "fraudster_genuine"}
 
 
 @cache
