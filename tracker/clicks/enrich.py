@@ -230,7 +230,9 @@ class Enricher:
 
     def row(self, raw: RawClick, *, source: str = "live") -> list[object]:
         """The click's row in COLUMNS order: a list, since the flusher flags duplicates in
-        it (flusher.prepare_rows)."""
+        it (flusher.prepare_rows). Its `ts` is the journal's int, microseconds since the Unix
+        epoch (UTC), not a datetime: the storing connections encode it so
+        (queries.use_click_codecs), and the flusher compares and sorts ints."""
         if self.geo.databases is not self._geo_databases:
             # Reloaded: an address may now have another place.
             self._geo_databases = self.geo.databases
@@ -257,7 +259,7 @@ class Enricher:
         return [
             program_id,
             click_id,
-            EPOCH + timedelta(0, 0, ts_us),  # (by position: a keyword costs half as much)
+            ts_us,
             link_id,
             referrer_id,
             code,
