@@ -241,8 +241,15 @@ class Enricher:
         (ts_us, click_id, program_id, link_id, referrer_id, code, visitor_id, new_visitor, peer,
          xff, forwarded, ua, lang, referer, ch_ua, ch_mobile, ch_platform, purpose, accept,
          query, mode) = raw
-        address = self._addresses.get(peer) if not xff and not forwarded else None
-        packed_ip, place, prefix = address or self._address(peer, xff, forwarded)
+        if not xff and not forwarded:
+            address = self._addresses.get(peer)
+            if address is None:  # (a new address: resolved and kept without asking again)
+                if len(self._addresses) >= ADDRESS_CACHE:
+                    self._addresses.clear()
+                address = self._addresses[peer] = self._resolve_address(peer, "", "")
+        else:
+            address = self._address(peer, xff, forwarded)
+        packed_ip, place, prefix = address
         (clean_ua, clean_lang, hints, browser, os_name, device, mobile, device_hash, verdict
          ) = self._device(ua, lang, ch_ua, ch_mobile, ch_platform)
         hosting = place.hosting
