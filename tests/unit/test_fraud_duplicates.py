@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tracker.clicks.enrich import COLUMNS
 from tracker.clicks.flusher import mark_duplicates
 
@@ -50,3 +53,21 @@ def test_the_hour_is_exact_to_the_microsecond() -> None:
     assert rows[1][COLUMNS.index("ts")] - rows[0][COLUMNS.index("ts")] == 3_600_000_001
     mark_duplicates(rows)
     assert [r[dup] for r in rows] == [False, False]
+
+
+@given(st.lists(st.tuples(st.integers(0, 150), st.sampled_from(["va", "vb", "vc"]),
+                          st.sampled_from([b"f1", b"f2"]), st.integers(1, 2)), max_size=40))
+def test_a_batch_of_visitors_only_is_flagged_as_the_general_rule_flags_it(
+    clicks: list[tuple[int, str, bytes, int]],
+) -> None:
+    """Where every click has a visitor id the fingerprints are not looked at: the flags are
+    those of the general rule (forced here by one click without a visitor id, on another link
+    ten hours later, that can flag nothing before it)."""
+    dup = COLUMNS.index("is_duplicate")
+    fast = [row(minute, visitor, fp) for minute, visitor, fp, _ in sorted(clicks)]
+    for r, (*_, link) in zip(fast, sorted(clicks), strict=True):
+        r[COLUMNS.index("link_id")] = link
+    general = [r.copy() for r in fast]
+    mark_duplicates(fast)
+    mark_duplicates([*general, row(600, None, b"f1")])
+    assert [r[dup] for r in fast] == [r[dup] for r in general]
