@@ -29,7 +29,9 @@ from tracker.clicks.flusher import (
 from tracker.clicks.journal import RawClick
 from tracker.clicks.queries import (
     anonymous_sql,
+    has_click_codecs,
     probe_arguments,
+    reset_click_codecs,
     stored_duplicates,
     stored_duplicates_sql,
     use_click_codecs,
@@ -341,6 +343,12 @@ async def test_the_click_codecs_read_and_write_times_as_asyncpg_does(
         assert isinstance(at, datetime)
         us = round((at - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
         assert tuple(await conn.fetchrow(sql, us)) == tuple(await conn.fetchrow(sql, at))
+    assert has_click_codecs(conn)
+    await reset_click_codecs(conn)  # (as the importer leaves its connection)
+    assert not has_click_codecs(conn)
+    assert [tuple(await conn.fetchrow(sql, v)) for v in values] == before
+    with pytest.raises(asyncpg.DataError):  # asyncpg's own encoder again
+        await conn.fetchval(sql, 1_700_000_000_000_000)
 
 
 async def test_a_click_is_stored_with_its_journal_time_through_any_connection(

@@ -360,6 +360,15 @@ async def use_click_codecs(conn: asyncpg.Connection) -> None:
     _CODED.add(conn)
 
 
+async def reset_click_codecs(conn: asyncpg.Connection) -> None:
+    """Give the connection asyncpg's own inet and timestamptz codecs back (the importer, whose
+    caller may go on reading through it: a scan of a million clicks' times decodes them in
+    C there, where decode_timestamptz would be Python)."""
+    _CODED.discard(conn)
+    await conn.reset_type_codec("inet", schema="pg_catalog")
+    await conn.reset_type_codec("timestamptz", schema="pg_catalog")
+
+
 def has_click_codecs(conn: asyncpg.Connection) -> bool:
     """Whether use_click_codecs was called on this very connection object (a pool's proxy of
     one is not it)."""

@@ -35,7 +35,7 @@ import orjson
 from tracker.clicks.enrich import MAX_QUERY, Enricher
 from tracker.clicks.flusher import Partitions, prepare_rows, store_prepared
 from tracker.clicks.journal import RawClick
-from tracker.clicks.queries import use_click_codecs
+from tracker.clicks.queries import reset_click_codecs, use_click_codecs
 from tracker.collector import BATCH_COLLECTIONS, few_collections
 from tracker.identity import email_hash
 from tracker.intake import queries
@@ -287,15 +287,18 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     """Load a clicks file. With `workers` > 1, that many processes parse and enrich chunks of
     lines while this one stores the previous chunks; either way, PostgreSQL stores one batch
     while the next is being prepared."""
+    await use_click_codecs(conn)  # (the rows' addresses come packed, times as ints)
     with few_collections(BATCH_COLLECTIONS):
-        return await _load_clicks(conn, path, enricher, progress, workers)
+        result = await _load_clicks(conn, path, enricher, progress, workers)
+    # (After a failure the codecs stay: the same values, decoded in Python.)
+    await reset_click_codecs(conn)
+    return result
 
 
 async def _load_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher,
                        progress: Callable[[int, int, bool], None] | None, workers: int
                        ) -> ImportResult:
     links = await queries.link_ids(conn)
-    await use_click_codecs(conn)  # (the rows' addresses come packed, times as ints)
     enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
     result = ImportResult()
     months = Partitions()
