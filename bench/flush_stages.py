@@ -57,7 +57,7 @@ import asyncpg
 from tracker.clicks import flusher as fl
 from tracker.clicks.enrich import COLUMNS, Enricher
 from tracker.clicks.journal import SEP, VERSION, RawClick, parse_segment
-from tracker.clicks.queries import use_packed_inet
+from tracker.clicks.queries import use_click_codecs
 from tracker.clicks.redirect import VisitorIds
 from tracker.collector import BATCH_COLLECTIONS, few_collections
 from tracker.settings import FLUSH_MAX_CLICKS
@@ -196,7 +196,7 @@ async def measure(dsn: str, shape: str, clicks: int, link0: int,
     parse_user_agent("Mozilla/5.0 (warm-up)")
     conn = await asyncpg.connect(dsn)
     try:
-        await use_packed_inet(conn)  # as store_prepared sets it on the flusher's connection
+        await use_click_codecs(conn)  # as the flusher sets them on its connection
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_clicks_noindex "
                            "(LIKE clicks INCLUDING DEFAULTS)")
         clock = Clock(conn.get_server_pid())

@@ -8,6 +8,7 @@ import gc
 import ipaddress
 import shutil
 import time
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -28,10 +29,12 @@ from tracker.clicks.flusher import (
 from tracker.clicks.journal import RawClick
 from tracker.clicks.queries import (
     anonymous_sql,
+    has_click_codecs,
     probe_arguments,
+    reset_click_codecs,
     stored_duplicates,
     stored_duplicates_sql,
-    use_packed_inet,
+    use_click_codecs,
     visitor_duplicates_sql,
 )
 from tracker.clicks.redirect import VisitorIds
@@ -306,11 +309,78 @@ async def test_the_packed_inet_codec_reads_and_writes_what_asyncpg_does(
               ipaddress.ip_address("198.51.100.1"), ipaddress.ip_interface("10.9.8.7/8")]
     sql = "SELECT $1::inet AS v, $1::inet::text AS t"
     before = [tuple(await conn.fetchrow(sql, v)) for v in values]
-    await use_packed_inet(conn)
+    await use_click_codecs(conn)
     assert [tuple(await conn.fetchrow(sql, v)) for v in values] == before
     packed = [ipaddress.ip_address(v).packed for v in ("203.0.113.7", "2001:db8::1")]
     assert [await conn.fetchval("SELECT abbrev($1::inet)", p) for p in packed] == [
         "203.0.113.7", "2001:db8::1"]
+
+
+async def test_the_click_codecs_read_and_write_times_as_asyncpg_does(
+    conn: asyncpg.Connection,
+) -> None:
+    """The storing connection encodes a row's time from its int (Unix microseconds) and any
+    other timestamptz as asyncpg does: the same values written and read back, infinities,
+    naive datetimes (local time) and dates included."""
+    values: list[object] = [
+        datetime(2026, 12, 7, 18, 9, 31, 240585, tzinfo=UTC),
+        datetime(2026, 12, 7, 20, 9, 31, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # before PostgreSQL's epoch
+        datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC),  # before the Unix epoch
+        datetime(2026, 3, 29, 1, 30),  # naive: local time
+        date(2026, 2, 28),
+        datetime.max, datetime.min, datetime.max.replace(tzinfo=UTC),
+    ]
+    sql = "SELECT $1::timestamptz AS v, $1::timestamptz::text AS t"
+    read = ("SELECT 'infinity'::timestamptz, '-infinity'::timestamptz, "
+            "'2026-12-07 18:09:31.240585+00'::timestamptz, '1900-01-01 00:00:00.5+00'::timestamptz")
+    before = [tuple(await conn.fetchrow(sql, v)) for v in values]
+    read_before = tuple(await conn.fetchrow(read))
+    await use_click_codecs(conn)
+    assert [tuple(await conn.fetchrow(sql, v)) for v in values] == before
+    assert tuple(await conn.fetchrow(read)) == read_before
+    for at in values[:4]:
+        assert isinstance(at, datetime)
+        us = round((at - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+        assert tuple(await conn.fetchrow(sql, us)) == tuple(await conn.fetchrow(sql, at))
+    assert has_click_codecs(conn)
+    await reset_click_codecs(conn)  # (as the importer leaves its connection)
+    assert not has_click_codecs(conn)
+    assert [tuple(await conn.fetchrow(sql, v)) for v in values] == before
+    with pytest.raises(asyncpg.DataError):  # asyncpg's own encoder again
+        await conn.fetchval(sql, 1_700_000_000_000_000)
+
+
+async def test_a_click_is_stored_with_its_journal_time_through_any_connection(
+    conn: asyncpg.Connection, dsn: str,
+) -> None:
+    """A row's time is the journal's int of Unix microseconds: stored as that instant through
+    the flusher's connection (its codec) and through one without it (datetimes for its COPY),
+    on the direct path and the replay's staging path alike."""
+    link = await insert_link(conn)
+    at = [T0 + 123_457, T0 + HOUR + 1, T0 + 2 * HOUR + 999_999]
+    expect = {f"{n:012d}": datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+              for n, us in enumerate(at, 1)}
+    enricher = Enricher(SECRET, ())
+    plain = [enricher.row(click(1, link, visitor="a" * 24, ts_us=at[0]))]
+    assert type(plain[0][2]) is int
+    assert await store_clicks(conn, plain, Partitions()) == (1, 0, 0)
+    coded = await asyncpg.connect(dsn)
+    try:
+        await use_click_codecs(coded)
+        rows = [enricher.row(click(n, link, visitor=f"{n:024x}", ts_us=us))
+                for n, us in enumerate(at, 1)]
+        # The first is stored already: a replay, through the staging table.
+        assert await store_clicks(coded, rows, Partitions()) == (2, 0, 0)
+        assert await store_clicks(coded, [rows[2]], Partitions()) == (0, 0, 0)
+        replayed = [enricher.row(click(n, link, visitor=f"{n:024x}", ts_us=us))
+                    for n, us in enumerate(at, 1)]
+        assert await store_clicks(conn, replayed, Partitions()) == (0, 0, 0)
+    finally:
+        await coded.close()
+    stored = {r["id"][-12:]: r["ts"] for r in await conn.fetch(
+        "SELECT click_id::text AS id, ts FROM clicks")}
+    assert stored == expect
 
 
 async def test_the_flushers_connection_has_the_codec_from_its_start_and_after_a_reconnect(
@@ -319,13 +389,13 @@ async def test_the_flushers_connection_has_the_codec_from_its_start_and_after_a_
     """The codec is set as the flusher connects, on the connection a failure made it open
     again too (to whichever host is primary then); storing through it sets nothing more."""
     coded: list[asyncpg.Connection] = []
-    real = flusher_module.queries.use_packed_inet
+    real = flusher_module.queries.use_click_codecs
 
     async def recording(conn: asyncpg.Connection) -> None:
         coded.append(conn)
         await real(conn)
 
-    monkeypatch.setattr(flusher_module.queries, "use_packed_inet", recording)
+    monkeypatch.setattr(flusher_module.queries, "use_click_codecs", recording)
     flusher = Flusher(tmp_path, dsn, Enricher(SECRET, ()))
     first = await flusher._connection()
     link = await insert_link(first)

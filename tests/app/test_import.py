@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import PgServer, create_database, drop_database, insert_link
 from tracker import db
 from tracker.clicks.enrich import COLUMNS, Enricher
+from tracker.clicks.queries import has_click_codecs
 from tracker.intake.importer import import_clicks, import_conversions
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
@@ -125,6 +126,8 @@ async def test_worker_processes_import_exactly_what_one_process_does(
             try:
                 result = await import_clicks(conn, clicks, Enricher(b"k" * 32, ()),
                                              workers=workers)
+                # The importer's codecs are gone again: its caller reads through asyncpg's.
+                assert not has_click_codecs(conn)
                 rows = await conn.fetch(
                     f"SELECT {', '.join(COLUMNS)} FROM clicks ORDER BY click_id")
                 outcomes.append(((result.read, result.stored, result.bad),

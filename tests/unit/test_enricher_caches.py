@@ -119,3 +119,18 @@ def test_the_fingerprint_cache_is_emptied_when_full_and_gives_the_same_fingerpri
                 assert len(enricher._fingerprints) <= 3
     finally:
         enrich.FINGERPRINT_CACHE = old_size
+
+
+def test_the_address_cache_is_emptied_when_full_and_gives_the_same_rows() -> None:
+    """A new address (no forwarding header) is resolved and kept in one step; when the cache
+    is full it starts again, and every row is what a fresh enricher gives."""
+    enricher = Enricher(SECRET, (), BOTS)
+    old_size, enrich.ADDRESS_CACHE = enrich.ADDRESS_CACHE, 3
+    try:
+        for i in (*range(8), *range(8)):
+            raw = click(f"198.51.100.{i}")
+            assert enricher.row(raw) == Enricher(SECRET, (), BOTS).row(raw)
+            assert len(enricher._addresses) <= 3
+            assert f"198.51.100.{i}" in enricher._addresses
+    finally:
+        enrich.ADDRESS_CACHE = old_size

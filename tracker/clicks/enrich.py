@@ -230,7 +230,9 @@ class Enricher:
 
     def row(self, raw: RawClick, *, source: str = "live") -> list[object]:
         """The click's row in COLUMNS order: a list, since the flusher flags duplicates in
-        it (flusher.prepare_rows)."""
+        it (flusher.prepare_rows). Its `ts` is the journal's int, microseconds since the Unix
+        epoch (UTC), not a datetime: the storing connections encode it so
+        (queries.use_click_codecs), and the flusher compares and sorts ints."""
         if self.geo.databases is not self._geo_databases:
             # Reloaded: an address may now have another place.
             self._geo_databases = self.geo.databases
@@ -239,8 +241,15 @@ class Enricher:
         (ts_us, click_id, program_id, link_id, referrer_id, code, visitor_id, new_visitor, peer,
          xff, forwarded, ua, lang, referer, ch_ua, ch_mobile, ch_platform, purpose, accept,
          query, mode) = raw
-        address = self._addresses.get(peer) if not xff and not forwarded else None
-        packed_ip, place, prefix = address or self._address(peer, xff, forwarded)
+        if not xff and not forwarded:
+            address = self._addresses.get(peer)
+            if address is None:  # (a new address: resolved and kept without asking again)
+                if len(self._addresses) >= ADDRESS_CACHE:
+                    self._addresses.clear()
+                address = self._addresses[peer] = self._resolve_address(peer, "", "")
+        else:
+            address = self._address(peer, xff, forwarded)
+        packed_ip, place, prefix = address
         (clean_ua, clean_lang, hints, browser, os_name, device, mobile, device_hash, verdict
          ) = self._device(ua, lang, ch_ua, ch_mobile, ch_platform)
         hosting = place.hosting
@@ -257,7 +266,7 @@ class Enricher:
         return [
             program_id,
             click_id,
-            EPOCH + timedelta(0, 0, ts_us),  # (by position: a keyword costs half as much)
+            ts_us,
             link_id,
             referrer_id,
             code,

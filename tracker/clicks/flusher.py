@@ -55,6 +55,9 @@ from tracker.settings import FLUSH_MAX_CLICKS
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW = timedelta(hours=1)
+# The window in the rows' time unit: Enricher.row gives a click's ts as an int of Unix
+# microseconds (UTC), which this module compares and sorts as it is.
+_WINDOW_US = 3_600_000_000
 _I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_BOT, _I_DUP = (
     COLUMNS.index("ts"), COLUMNS.index("link_id"), COLUMNS.index("visitor_id"),
     COLUMNS.index("fingerprint"), COLUMNS.index("is_bot"), COLUMNS.index("is_duplicate"),
@@ -80,14 +83,28 @@ def mark_duplicates(rows: list[list[object]]) -> None:
     a freshly issued cookie included: on a shared address the newcomer is far more often
     another person than one who cleared cookies, and a duplicate is not a touchpoint.
 
-    `rows` must be sorted by time.
+    `rows` must be sorted by time (Unix microseconds, as Enricher.row gives it).
+
+    Where every row has a visitor id (live traffic: the redirect gives every visit one), a
+    fingerprint repeat can only be a duplicate of the same visitor, which that visitor's own
+    repeat already flags (its last click on the link is at least as recent), so the
+    fingerprints are not looked at (a third of this loop).
     """
-    last_visitor: dict[tuple[object, object], datetime] = {}
-    last_fp: dict[tuple[object, object], tuple[datetime, object]] = {}
-    window = DUPLICATE_WINDOW
+    window = _WINDOW_US
+    if all(row[_I_VISITOR] for row in rows):
+        last: dict[tuple[object, object], int] = {}
+        for row in rows:
+            key = (row[_I_LINK], row[_I_VISITOR])
+            ts: int = row[_I_TS]  # type: ignore[assignment]  # (built by Enricher.row)
+            prev = last.get(key)
+            if prev is not None and ts - prev <= window:
+                row[_I_DUP] = True
+            last[key] = ts
+        return
+    last_visitor: dict[tuple[object, object], int] = {}
+    last_fp: dict[tuple[object, object], tuple[int, object]] = {}
     for row in rows:
-        ts = row[_I_TS]
-        assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
+        ts = row[_I_TS]  # type: ignore[assignment]  # (built by Enricher.row)
         link, visitor, fp = row[_I_LINK], row[_I_VISITOR] or None, row[_I_FP]
         dup = False
         if visitor is not None:
@@ -125,9 +142,9 @@ async def store_prepared(
 ) -> tuple[int, int, int]:
     """`store_clicks` of rows `prepare_rows` made (the importer prepares them in its workers).
 
-    The rows carry addresses packed (Enricher.row), which any connection stores; the flusher's
-    and the importer's connections encode them without an address object each
-    (queries.use_packed_inet, set when they connect)."""
+    The rows carry addresses packed and times as ints (Enricher.row); the flusher's and the
+    importer's connections encode them without an object each (queries.use_click_codecs, set
+    when they connect), any other connection's COPY gets datetimes (with_datetimes)."""
     groups = await partitions.groups(conn, ordered)
     await partitions.index_fingerprints(conn, ordered)
     try:
@@ -164,11 +181,9 @@ def probe_tables(groups: list[tuple[str, list[list[object]]]]
     probes: list[tuple[str, list[list[object]]]] = []
     edges: list[list[object]] = []
     for name, part in groups:
-        first = part[0][_I_TS]
-        assert isinstance(first, datetime)  # noqa: S101 (built by Enricher.row)
-        start, following = _month_bounds(first)
-        inner = bisect.bisect_left(part, start + DUPLICATE_WINDOW, key=_TIME)
-        outer = bisect.bisect_left(part, following - DUPLICATE_WINDOW, lo=inner, key=_TIME)
+        start, following = _month_bounds(part[0][_I_TS])  # type: ignore[arg-type]
+        inner = bisect.bisect_left(part, start + _WINDOW_US, key=_TIME)
+        outer = bisect.bisect_left(part, following - _WINDOW_US, lo=inner, key=_TIME)
         edges += part[:inner]
         edges += part[outer:]
         if outer > inner:
@@ -178,10 +193,25 @@ def probe_tables(groups: list[tuple[str, list[list[object]]]]
     return probes
 
 
-def _month_bounds(ts: datetime) -> tuple[datetime, datetime]:
-    """The start of the month (UTC, as the partitions are) of `ts`, and of the next one."""
-    return (datetime(ts.year, ts.month, 1, tzinfo=UTC),
-            datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC))
+def _month_bounds(ts_us: int) -> tuple[int, int]:
+    """The start of the month (UTC, as the partitions are) of `ts_us`, and of the next one, in
+    Unix microseconds as the rows' times are."""
+    ts = as_datetime(ts_us)
+    return (_unix_us(datetime(ts.year, ts.month, 1, tzinfo=UTC)),
+            _unix_us(datetime(ts.year + ts.month // 12, ts.month % 12 + 1, 1, tzinfo=UTC)))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def as_datetime(ts_us: int) -> datetime:
+    """A row's time (Unix microseconds) as the datetime PostgreSQL stores for it."""
+    return _EPOCH + timedelta(0, 0, ts_us)
+
+
+def _unix_us(ts: datetime) -> int:
+    delta = ts - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 async def mark_stored_duplicates(conn: asyncpg.Connection,
@@ -199,8 +229,22 @@ async def copy_groups(conn: asyncpg.Connection,
                       groups: list[tuple[str, list[list[object]]]]) -> None:
     """COPY each partition's rows into it (in the caller's transaction: UniqueViolationError if
     one of them is stored already)."""
+    if not queries.has_click_codecs(conn):
+        # (A connection the storing code did not open, a test's: its COPY takes datetimes.)
+        groups = [(name, with_datetimes(part)) for name, part in groups]
     for name, part in groups:
         await conn.copy_records_to_table(name, records=part, columns=COLUMNS)
+
+
+def with_datetimes(rows: list[list[object]]) -> list[list[object]]:
+    """Copies of the rows with their times as datetimes, for a connection whose timestamptz
+    codec is asyncpg's own (not queries.use_click_codecs)."""
+    out = []
+    for row in rows:
+        copy = row.copy()
+        copy[_I_TS] = as_datetime(row[_I_TS])  # type: ignore[arg-type]
+        out.append(copy)
+    return out
 
 
 class Partitions:
@@ -239,8 +283,7 @@ class Partitions:
         due: dict[tuple[int, int], datetime] = {}
         for row in ordered:
             if not row[_I_VISITOR]:
-                ts = row[_I_TS]
-                assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
+                ts = as_datetime(row[_I_TS])  # type: ignore[arg-type]
                 for at in (ts - DUPLICATE_WINDOW, ts + DUPLICATE_WINDOW):
                     month = (at.year, at.month)
                     if month not in self.fingerprinted:
@@ -257,14 +300,14 @@ class Partitions:
         groups: list[tuple[str, list[list[object]]]] = []
         start = 0
         while start < len(ordered):
-            ts = ordered[start][_I_TS]
-            assert isinstance(ts, datetime)  # noqa: S101 (built by Enricher.row)
+            ts_us: int = ordered[start][_I_TS]  # type: ignore[assignment]
+            ts = as_datetime(ts_us)
             month = (ts.year, ts.month)
             name = self.names.get(month)
             if name is None:
                 name = self.names[month] = await queries.ensure_partition(conn, ts)
             # Partitions are months of UTC, as the rows' times are (Enricher.row).
-            following = _month_bounds(ts)[1]
+            following = _month_bounds(ts_us)[1]
             end = bisect.bisect_left(ordered, following, lo=start, key=_TIME)
             groups.append((name, ordered[start:end]))
             start = end
@@ -293,6 +336,8 @@ async def _store_staged(conn: asyncpg.Connection, ordered: list[list[object]]
     """The replay path: stage the rows, insert those not stored yet."""
     async with conn.transaction():
         await conn.execute(queries.STAGE_SQL)
+        if not queries.has_click_codecs(conn):
+            ordered = with_datetimes(ordered)
         await conn.copy_records_to_table(queries.STAGE_TABLE, records=ordered, columns=COLUMNS)
         result = await conn.fetchrow(queries.INSERT_SQL)
     assert result is not None  # noqa: S101 (an aggregate always returns a row)
@@ -324,11 +369,12 @@ class Flusher:
 
     async def _connection(self) -> asyncpg.Connection:
         """The flusher's connection: a new one (to whichever host is primary now) after a
-        failure dropped the last, with the packed-inet codec its COPYs use set once."""
+        failure dropped the last, with the codecs its COPYs use set once (packed addresses, times
+    as ints)."""
         if self._conn is None or self._conn.is_closed():
             conn = await db.connect(self.dsn, timeout=5)
             try:
-                await queries.use_packed_inet(conn)
+                await queries.use_click_codecs(conn)
             except BaseException:
                 conn.terminate()
                 raise

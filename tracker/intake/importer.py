@@ -35,7 +35,7 @@ import orjson
 from tracker.clicks.enrich import MAX_QUERY, Enricher
 from tracker.clicks.flusher import Partitions, prepare_rows, store_prepared
 from tracker.clicks.journal import RawClick
-from tracker.clicks.queries import use_packed_inet
+from tracker.clicks.queries import reset_click_codecs, use_click_codecs
 from tracker.collector import BATCH_COLLECTIONS, few_collections
 from tracker.identity import email_hash
 from tracker.intake import queries
@@ -241,8 +241,8 @@ class _Enrich:
                 bad.append((number, str(exc)))
         # Enriched in the file's order, where a visitor's clicks follow each other and the
         # enricher's caches are warm (in time order, a worker's 5,000-line chunk cost 2-3 us a
-        # click more), then put in time order by integers, where prepare_rows compares
-        # datetimes: its sort then finds the order made (by time, then click id; stable).
+        # click more), then put in time order by the lines' keys, where prepare_rows compares
+        # the rows' own: its sort then finds the order made (by time, then click id; stable).
         row = self.enricher.row
         rows = [row(raw, source="import") for raw in raws]
         keys = list(map(_RAW_ORDER, raws))
@@ -287,15 +287,18 @@ async def import_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher
     """Load a clicks file. With `workers` > 1, that many processes parse and enrich chunks of
     lines while this one stores the previous chunks; either way, PostgreSQL stores one batch
     while the next is being prepared."""
+    await use_click_codecs(conn)  # (the rows' addresses come packed, times as ints)
     with few_collections(BATCH_COLLECTIONS):
-        return await _load_clicks(conn, path, enricher, progress, workers)
+        result = await _load_clicks(conn, path, enricher, progress, workers)
+    # (After a failure the codecs stay: the same values, decoded in Python.)
+    await reset_click_codecs(conn)
+    return result
 
 
 async def _load_clicks(conn: asyncpg.Connection, path: Path, enricher: Enricher,
                        progress: Callable[[int, int, bool], None] | None, workers: int
                        ) -> ImportResult:
     links = await queries.link_ids(conn)
-    await use_packed_inet(conn)  # (the COPYs' addresses come packed: Enricher.row)
     enrich = _Enrich(links, enricher, datetime.now(UTC) + timedelta(minutes=5))
     result = ImportResult()
     months = Partitions()
