@@ -2633,6 +2633,16 @@ def departing_burst(arrivals: Sequence[Arrival]) -> Departure | None:
                      frozenset(c for a in departing for c in a.countries), p)
 
 
+def departure_floor(customers: int) -> float:
+    """The smallest p-value `departing_burst` can give a referrer with this many customers:
+    k of them departing together, every one of the day's arrivals, against the Laplace share of
+    the other customers none of whom was anonymised ((0 + 1) / (customers - k + 2)), at its
+    best k (TAKEOVER_MIN or more). A referrer with a handful of customers cannot show a
+    departure, however its few arrive, and is no test in the multiple-testing family."""
+    return min(((1.0 / (customers - k + 2)) ** k for k in range(TAKEOVER_MIN, customers + 1)),
+               default=1.0)
+
+
 def _runs(ts: Sequence[float], least: int) -> list[tuple[float, float]]:
     """The runs of sorted times `ts` each within a day of the one before, of at least `least`
     times: (first, last) of each."""
@@ -2667,11 +2677,20 @@ def _takeover_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Find
                 mine[conv.customer] = was = (min(conv.at, was[0]), was[1] or anonymised, was[2])
             if country:
                 was[2].add(country)
-    found = {ref: d for ref, by in seen.items() if len(by) > TAKEOVER_MIN and (
+    tested = {ref: by for ref, by in seen.items() if len(by) > TAKEOVER_MIN}
+    found = {ref: d for ref, by in tested.items() if (
         d := departing_burst([Arrival(c, at, hidden, frozenset(countries))
                               for c, (at, hidden, countries) in by.items()]))}
+    # Every referrer that could have shown a departure is a test, not only those that did
+    # (a run of VPN users is what is rare: picking the referrers by it and correcting only
+    # among them is no correction); those that can never reach significance are not
+    # (Tarone's rule on the smallest p-value each could give, `departure_floor`).
+    family = _testable({ref: departure_floor(len(by)) for ref, by in tested.items()})
     out: dict[str, Finding] = {}
-    for ref in benjamini_hochberg({ref: d.p_value for ref, d in found.items()}):
+    for ref in benjamini_hochberg({ref: found[ref].p_value if ref in found else 1.0
+                                   for ref in family}):
+        if ref not in found:
+            continue
         d = found[ref]
         out[ref] = Finding(Reason(
             "anonymised_burst", f"referrer population: {len(d.departing)} of {ref}'s new "
