@@ -1717,8 +1717,9 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
       took longer than the stream's median came by another way: a link the referrer passed
       to a friend. A quicker one is a shopper of the stream whose browser sent no Referer.
       So did a customer with no Referer whose landing carries a medium tag (utm_medium: a
-      share button's "referral", say) that none of the stream's other customers' landings
-      carry: a leak's shoppers copy the bare code, an ad's visitors come tagged as paid.
+      share button's "referral", say) that at most DIRECT_RARE of the stream's other
+      customers' landings carry (two friends who both used the share button are still
+      friends): a leak's shoppers copy the bare code, an ad's visitors come tagged as paid.
 
     Under FENCE_MIN customers in the stream, every conversion is alike (too few to tell)."""
     people = {c.customer for c in stream}
@@ -1740,9 +1741,10 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
         if _last_site(c) is not None or c.delay is None:
             return True
         medium = _medium(c)
-        if medium is not None and not media.get(medium, set()) - {c.customer}:
+        others = DIRECT_RARE * (len(people) - 1)
+        if medium is not None and len(media.get(medium, set()) - {c.customer}) <= others:
             return False
-        rare = len(direct - {c.customer}) <= DIRECT_RARE * (len(people) - 1)
+        rare = len(direct - {c.customer}) <= others
         return c.delay <= fence and (c.delay <= median or not rare)
 
     return alike
