@@ -1717,8 +1717,9 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
       took longer than the stream's median came by another way: a link the referrer passed
       to a friend. A quicker one is a shopper of the stream whose browser sent no Referer.
       So did a customer with no Referer whose landing carries a medium tag (utm_medium: a
-      share button's "referral", say) that none of the stream's other customers' landings
-      carry: a leak's shoppers copy the bare code, an ad's visitors come tagged as paid.
+      share button's "referral", say) that at most DIRECT_RARE of the stream's other
+      customers' landings carry (two friends who both used the share button are still
+      friends): a leak's shoppers copy the bare code, an ad's visitors come tagged as paid.
 
     Under FENCE_MIN customers in the stream, every conversion is alike (too few to tell)."""
     people = {c.customer for c in stream}
@@ -1740,9 +1741,10 @@ def like_the_stream(stream: Sequence[ConversionFacts]) -> Carry:
         if _last_site(c) is not None or c.delay is None:
             return True
         medium = _medium(c)
-        if medium is not None and not media.get(medium, set()) - {c.customer}:
+        others = DIRECT_RARE * (len(people) - 1)
+        if medium is not None and len(media.get(medium, set()) - {c.customer}) <= others:
             return False
-        rare = len(direct - {c.customer}) <= DIRECT_RARE * (len(people) - 1)
+        rare = len(direct - {c.customer}) <= others
         return c.delay <= fence and (c.delay <= median or not rare)
 
     return alike
@@ -2633,6 +2635,16 @@ def departing_burst(arrivals: Sequence[Arrival]) -> Departure | None:
                      frozenset(c for a in departing for c in a.countries), p)
 
 
+def departure_floor(customers: int) -> float:
+    """The smallest p-value `departing_burst` can give a referrer with this many customers:
+    k of them departing together, every one of the day's arrivals, against the Laplace share of
+    the other customers none of whom was anonymised ((0 + 1) / (customers - k + 2)), at its
+    best k (TAKEOVER_MIN or more). A referrer with a handful of customers cannot show a
+    departure, however its few arrive, and is no test in the multiple-testing family."""
+    return min(((1.0 / (customers - k + 2)) ** k for k in range(TAKEOVER_MIN, customers + 1)),
+               default=1.0)
+
+
 def _runs(ts: Sequence[float], least: int) -> list[tuple[float, float]]:
     """The runs of sorted times `ts` each within a day of the one before, of at least `least`
     times: (first, last) of each."""
@@ -2667,11 +2679,20 @@ def _takeover_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Find
                 mine[conv.customer] = was = (min(conv.at, was[0]), was[1] or anonymised, was[2])
             if country:
                 was[2].add(country)
-    found = {ref: d for ref, by in seen.items() if len(by) > TAKEOVER_MIN and (
+    tested = {ref: by for ref, by in seen.items() if len(by) > TAKEOVER_MIN}
+    found = {ref: d for ref, by in tested.items() if (
         d := departing_burst([Arrival(c, at, hidden, frozenset(countries))
                               for c, (at, hidden, countries) in by.items()]))}
+    # Every referrer that could have shown a departure is a test, not only those that did
+    # (a run of VPN users is what is rare: picking the referrers by it and correcting only
+    # among them is no correction); those that can never reach significance are not
+    # (Tarone's rule on the smallest p-value each could give, `departure_floor`).
+    family = _testable({ref: departure_floor(len(by)) for ref, by in tested.items()})
     out: dict[str, Finding] = {}
-    for ref in benjamini_hochberg({ref: d.p_value for ref, d in found.items()}):
+    for ref in benjamini_hochberg({ref: found[ref].p_value if ref in found else 1.0
+                                   for ref in family}):
+        if ref not in found:
+            continue
         d = found[ref]
         out[ref] = Finding(Reason(
             "anonymised_burst", f"referrer population: {len(d.departing)} of {ref}'s new "

@@ -139,3 +139,32 @@ def test_too_few_in_a_stream_to_tell_holds_them_all() -> None:
              for i in range(3)]
     alike = like_the_stream(convs)
     assert all(alike(c) for c in convs)
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_two_friends_who_both_came_by_the_share_button_are_still_friends(seed: int) -> None:
+    """A leak's shoppers copy the bare code; two of the referrer's friends both came by the
+    program's share button (a tagged landing, no Referer) and bought within hours. Each sees
+    the other's tag: a tag a few of the stream carry (DIRECT_RARE) is not the stream's,
+    while a tag most of it carries (an ad's paid medium) still is."""
+    rng = random.Random(seed)
+    program = _Program(rng)
+    program.honest(40)
+    clicks = rng.randint(24, 30)
+    program.rhythm["leak"] = _steady(clicks, 40)
+    takers = [program.buy("leak", f"t{i}", 20 + i * 40 / clicks,
+                          max(30.0, rng.lognormvariate(6.4, 0.8)),
+                          rng.choice([None, None, "couponfollow.example"]))
+              for i in range(int(clicks * 0.7))]
+    friends = [_tagged(program, "leak", f"friend{i}", 25 + 9 * i, rng.uniform(3, 6) * 3600,
+                       "utm_source=whatsapp&utm_medium=referral") for i in range(2)]
+    context = program.context()
+    scores = _scores(program, context)
+    assert all(scores[c.conversion_id] >= DECISIVE for c in takers)
+    assert all(scores[c.conversion_id] < DECISIVE for c in friends)
+    stream = [c for c in program.conversions if "leak" in c.referrers]
+    alike = like_the_stream(stream)
+    assert not any(alike(c) for c in friends)
+    paid = [_tagged(program, "ads", f"a{i}", 10 + i, rng.uniform(120, 900), "utm_medium=cpc")
+            for i in range(10)]
+    assert all(like_the_stream(paid)(c) for c in paid)

@@ -169,3 +169,28 @@ def test_an_influencers_post_brings_the_programs_vpn_users_with_its_crowd() -> N
               for i in range(6)]
     taken = departing_burst(home + stolen)
     assert taken is not None and taken.p_value < 1e-3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_run_of_vpn_users_is_judged_among_every_referrer_that_could_show_one(
+        seed: int) -> None:
+    """A post that brings a referrer's first crowd of its people, three of the program's VPN
+    users abroad among them: p about 0.005 against the referrer's own history. Among a
+    program's dozens of referrers with audiences large enough to show a departure, such a run
+    comes by chance; corrected only among the referrers that had a run (the one), it would
+    hold the post's people on population evidence. A taken-over link's burst still departs."""
+    program = Program(seed)
+    for r in range(40):
+        program.history(f"p{r}", 12)
+    start = 5 * DAY
+    for i in range(8):  # the post: eight of its people within two hours, three through VPNs
+        vpn = i in (0, 2, 5)
+        program.customer("influencer", start + i * 900, country="DE" if vpn else HOME,
+                         anonymous=vpn)
+    for i in range(18):  # its later posts' people, at home
+        program.customer("influencer", start + (10 + i * 2) * DAY)
+    program.history("victim", 10)
+    program.burst("victim", 8)
+    found = {ref for ref, fs in referrer_findings(program.conversions, ProgramContext()).items()
+             if any(f.reason.code == "anonymised_burst" for f in fs)}
+    assert found == {"victim"}
