@@ -25,11 +25,19 @@ the program's genuine wakings. So a cohort is tested twice, on two independent t
    referrer, each alike, and the window's own referrers are left out: a leak's or a farm's
    hundreds of quick buyers, or the cell itself, would make quick buying the norm.
 
-A cohort that passes both is a sleeper cell: its referrers all of whose referees bought as
-fast as the test found them faster, and those referees, one flag; each such purchase is held
-on the population family (the referrer's traffic unlike the program's). A referrer of the
-window who has one referee who took his time, then or later, is not named, nor are his
-referees held.
+   Where each referrer's clicks are counted (a full scan), a second, independent test joins
+   it: how often the cohort's clicks brought a buyer. The operator's links bring one nearly
+   every click (his buyers are his); a genuine referrer's friends mostly look and leave. Each
+   referrer's own binomial tail (mid-p) against the program's referrers' share, its first
+   buyer and a click left out (what woke it), Fisher's combination over the cohort's
+   referrers; the two tests combined by Fisher's method again, Bonferroni over the groups.
+
+A cohort that passes is a sleeper cell: the referrers of its waking whose own evidence, their
+referees' delays (quick or not, at the cut the test found) and their clicks (bringing a buyer
+or not), is likelier under the cell's shares than under the program's, and all their
+referees, one flag; each such purchase is held on the population family (the referrer's
+traffic unlike the program's). A genuine referrer woken in the same days, whose friends take
+their time or whose clicks mostly bring nobody, is not named, nor are its friends held.
 """
 
 from __future__ import annotations
@@ -406,11 +414,21 @@ def sleeper_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[Ring
             f"{e.get('woke_within_days')} days of each other (more than the program's "
             f"rate of waking gives), and {e.get('fast_purchases')} of their referees' "
             f"{e.get('purchases')} first purchases came within {e.get('within_s')} s of the "
-            "click, faster than the program's: one operator's aged accounts and his buyers (a "
+            f"click, faster than the program's{_converting(e)}: one operator's aged accounts "
+            "and his buyers (a "
             "merchant's mailing wakes referrers together too, but their referees buy when "
             "they like)", e.get("fast_p_value"), f"p < {FAST_P:g}", SLEEPER_WEIGHT,
             "population")
     return out
+
+
+def _converting(e: Mapping[str, object]) -> str:
+    """The converting test's words, where clicks were counted."""
+    if e.get("converting_p_value") is None:
+        return ""
+    return (f"; {e.get('converting_clicks')} of their {e.get('clicks')} clicks after each's "
+            f"first buyer brought a buyer, where the program's referrers' bring one "
+            f"{e.get('usual_share')} of the time")
 
 
 def _referrers(cell: Ring) -> list[str]:
@@ -428,5 +446,6 @@ def flag_reasons(ring: Ring) -> list[dict[str, object]]:
                         f"{e.get('woke_within_days')} days of each other, and "
                         f"{e.get('fast_purchases')} of their referees' {e.get('purchases')} "
                         f"first purchases came within {e.get('within_s')} s of the click, "
-                        "faster than the program's: one operator's aged accounts",
+                        f"faster than the program's{_converting(e)}: one operator's aged "
+                        "accounts",
              "value": len(ring.accounts), "threshold": MIN_COHORT}]
