@@ -64,6 +64,7 @@ MIN_COHORT = 4  # dormant referrers in a window, at least
 # the program's own traffic, whose rate drifts over weeks (a launch, a season) and would pass
 # for synchrony against its average.
 MAX_COHORT = 100
+MIXTURE_STEPS = 4  # re-estimates of the cell's converting share from the referrers it names
 MIN_PURCHASES = 6  # the cohort's referees' first purchases, at least
 SLEEPER_WEIGHT = 0.7  # decisive alone: held for review (the population family only)
 CELL_SCORE = 0.85
@@ -179,20 +180,31 @@ def _cell(w: _Window, cohort: Sequence[str], purchases: dict[str, list[Conversio
     # is not named, nor are its friends held; an operator's referrer with one slow buyer
     # among quick ones, on links that convert every click, is.
     quick = _log_ratio(w.fast / w.purchases, w.purchases, w.usual)
-    converting = (_log_ratio(w.share, w.rate, rates.usual(cohort))
-                  if rates is not None and w.rate else None)
-    referrers = set()
-    for ref in cohort:
-        own = purchases.get(ref, [])
-        if not any(c.at - woke[ref] <= w.width for c in own):
-            continue
-        fast = sum(1 for c in own if max(c.delay or 0.0, 0.0) <= w.cut)
-        evidence = fast * quick[0] + (len(own) - fast) * quick[1]
-        if converting is not None and rates is not None:
-            bought, idle = rates.counts(ref)
-            evidence += bought * converting[0] + idle * converting[1]
-        if evidence > 0:
-            referrers.add(ref)
+    eligible = [ref for ref in cohort
+                if any(c.at - woke[ref] <= w.width for c in purchases.get(ref, ()))]
+    delays = {}
+    for ref in eligible:
+        fast = sum(1 for c in purchases[ref] if max(c.delay or 0.0, 0.0) <= w.cut)
+        delays[ref] = fast * quick[0] + (len(purchases[ref]) - fast) * quick[1]
+    referrers = {ref for ref, e in delays.items() if e > 0}
+    if rates is not None and w.rate:
+        # The cell's share of converting clicks, estimated from the referrers it names (a
+        # mixture's few steps, from the whole cohort's): the waking's genuine referrers, who
+        # mostly bring nobody, would make a moderately converting one (a family's) look like
+        # the operator's.
+        usual, share = rates.usual(cohort), w.share
+        for _step in range(MIXTURE_STEPS):
+            converting = _log_ratio(share, w.rate, usual)
+            named = set()
+            for ref in eligible:
+                bought, idle = rates.counts(ref)
+                if delays[ref] + bought * converting[0] + idle * converting[1] > 0:
+                    named.add(ref)
+            referrers = named
+            shares = [b / (b + i) for b, i in map(rates.counts, named) if b + i]
+            if not shares or sum(shares) / len(shares) == share:
+                break
+            share = sum(shares) / len(shares)
     if len(referrers) < 2:
         return None
     customers = {c.customer for ref in referrers for c in purchases[ref]}
