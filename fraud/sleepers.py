@@ -25,17 +25,26 @@ the program's genuine wakings. So a cohort is tested twice, on two independent t
    referrer, each alike, and the window's own referrers are left out: a leak's or a farm's
    hundreds of quick buyers, or the cell itself, would make quick buying the norm.
 
-A cohort that passes both is a sleeper cell: its referrers all of whose referees bought as
-fast as the test found them faster, and those referees, one flag; each such purchase is held
-on the population family (the referrer's traffic unlike the program's). A referrer of the
-window who has one referee who took his time, then or later, is not named, nor are his
-referees held.
+   Where each referrer's clicks are counted (a full scan), a second, independent test joins
+   it: how often the cohort's clicks brought a buyer. The operator's links bring one nearly
+   every click (his buyers are his); a genuine referrer's friends mostly look and leave. Each
+   referrer's own binomial tail (mid-p) against the program's referrers' share, its first
+   buyer and a click left out (what woke it), Fisher's combination over the cohort's
+   referrers; the two tests combined by Fisher's method again, Bonferroni over the groups.
+
+A cohort that passes is a sleeper cell: the referrers of its waking whose own evidence, their
+referees' delays (quick or not, at the cut the test found) and their clicks (bringing a buyer
+or not), is likelier under the cell's shares than under the program's, and all their
+referees, one flag; each such purchase is held on the population family (the referrer's
+traffic unlike the program's). A genuine referrer woken in the same days, whose friends take
+their time or whose clicks mostly bring nobody, is not named, nor are its friends held.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -55,6 +64,7 @@ MIN_COHORT = 4  # dormant referrers in a window, at least
 # the program's own traffic, whose rate drifts over weeks (a launch, a season) and would pass
 # for synchrony against its average.
 MAX_COHORT = 100
+MIXTURE_STEPS = 4  # re-estimates of the cell's converting share from the referrers it names
 MIN_PURCHASES = 6  # the cohort's referees' first purchases, at least
 SLEEPER_WEIGHT = 0.7  # decisive alone: held for review (the population family only)
 CELL_SCORE = 0.85
@@ -87,14 +97,17 @@ def _wakings(conversions: Sequence[ConversionFacts]) -> dict[str, float]:
     return {ref: at for ref, at in woke.items() if ref in own and at - own[ref] >= DORMANT}
 
 
-def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
+def sleeper_cells(conversions: Sequence[ConversionFacts],
+                  clicks: Mapping[str, int] | None = None) -> list[Ring]:
     """The sleeper cells among the program's conversions (see the module's docstring): a Ring
-    of kind "sleeper_cell" each, its accounts the cohort's referrers and their fast referees,
-    its evidence the two tests."""
+    of kind "sleeper_cell" each, its accounts the cohort's referrers and their referees, its
+    evidence the tests. `clicks`: each referrer's counted clicks (a full scan's), the
+    converting test's; without them the referees' delays decide alone."""
     if not conversions:
         return []
     woke = _wakings(conversions)
     purchases = _first_purchases(conversions)
+    rates = _Converting(purchases, clicks) if clicks else None
     delays = [max(c.delay or 0.0, 0.0) for own in purchases.values() for c in own]
     if len(woke) < MIN_COHORT or len(delays) < 2 * MIN_PURCHASES:
         return []
@@ -125,7 +138,13 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
         if len(bought) < MIN_PURCHASES:
             return None
         p_fast, cut = _faster(bought, baseline, cohort)
-        return _Window(first, last, p_sync, p_fast, cut, width, len(bought))
+        fast = sum(1 for c in bought if max(c.delay or 0.0, 0.0) <= cut)
+        # The share of the program's referees (the cohort left out) as quick as the cut.
+        usual = float(baseline.cdf(np.array([cut]), cohort)[0])
+        p_rate, share, converting, tested = (rates.test(cohort) if rates is not None
+                                             else (None, 0.0, 0, 0))
+        return _Window(first, last, p_sync, _fisher(p_fast, p_rate), cut, width, len(bought),
+                       fast, usual, p_fast, p_rate, share, converting, tested)
 
     tested: list[_Window] = []
     for group in groups:
@@ -142,29 +161,146 @@ def sleeper_cells(conversions: Sequence[ConversionFacts]) -> list[Ring]:
                 if w is not None]
         best = min(near, key=lambda w: (w.p_sync * w.p_fast, w.first, w.last))
         tested.append(replace(best, p_sync=found.p_sync, p_fast=found.p_fast * len(groups)))
-    rings = []
-    for w in sorted(tested, key=lambda w: w.first):
-        cohort = order[w.first:w.last + 1]
-        waking = {ref: [c for c in purchases.get(ref, ()) if c.at - woke[ref] <= w.width]
-                  for ref in cohort}
-        # The operator's referrers have only his quick buyers; a genuine referrer woken in
-        # the same days has friends who take their time too, then or later: neither it nor
-        # they are named.
-        referrers = {ref for ref, own in waking.items()
-                     if own and all((c.delay or 0.0) <= w.cut for c in purchases[ref])}
-        quick = {c.customer for ref in referrers for c in purchases[ref]}
-        fast = sum(1 for own in waking.values() for c in own if (c.delay or 0.0) <= w.cut)
-        days = (max(woke[r] for r in referrers) - min(woke[r] for r in referrers)) / DAY
-        rings.append(Ring(
-            "sleeper_cell",
-            frozenset({("referrer", r) for r in referrers} | {("customer", c) for c in quick}),
-            frozenset(), CELL_SCORE,
-            {"referrers": sorted(referrers), "customers": sorted(quick),
-             "woke_within_days": round(days, 2), "sync_p_value": float(f"{w.p_sync:.3g}"),
-             "fast_purchases": fast, "purchases": w.purchases, "within_s": round(w.cut, 1),
-             "median_delay_s": round(median, 1),
-             "fast_p_value": float(f"{w.p_fast:.3g}")}))
-    return rings
+    cells = (_cell(w, order[w.first:w.last + 1], purchases, woke, rates, median=median)
+             for w in sorted(tested, key=lambda w: w.first))
+    return [cell for cell in cells if cell is not None]
+
+
+def _cell(w: _Window, cohort: Sequence[str], purchases: dict[str, list[ConversionFacts]],
+          woke: dict[str, float], rates: _Converting | None, *, median: float
+          ) -> Ring | None:
+    """The cell a window's tests found: the referrers of its waking that its evidence names,
+    and their referees."""
+    # Each referrer of the waking is named on its own evidence, the two things the cohort
+    # was found on weighed against the program's (a log-likelihood ratio each, the cell's
+    # shares against the program's): its referees' delays (the operator's are mostly under
+    # the cut, a genuine referrer's friends take their time as often as the program's)
+    # and its clicks (the operator's links bring a buyer nearly every click, a genuine
+    # referrer's friends mostly look and leave). A genuine referrer woken in the same days
+    # is not named, nor are its friends held; an operator's referrer with one slow buyer
+    # among quick ones, on links that convert every click, is.
+    quick = _log_ratio(w.fast / w.purchases, w.purchases, w.usual)
+    eligible = [ref for ref in cohort
+                if any(c.at - woke[ref] <= w.width for c in purchases.get(ref, ()))]
+    delays = {}
+    for ref in eligible:
+        fast = sum(1 for c in purchases[ref] if max(c.delay or 0.0, 0.0) <= w.cut)
+        delays[ref] = fast * quick[0] + (len(purchases[ref]) - fast) * quick[1]
+    referrers = {ref for ref, e in delays.items() if e > 0}
+    if rates is not None and w.rate:
+        # The cell's share of converting clicks, estimated from the referrers it names (a
+        # mixture's few steps, from the whole cohort's): the waking's genuine referrers, who
+        # mostly bring nobody, would make a moderately converting one (a family's) look like
+        # the operator's.
+        usual, share = rates.usual(cohort), w.share
+        for _step in range(MIXTURE_STEPS):
+            converting = _log_ratio(share, w.rate, usual)
+            named = set()
+            for ref in eligible:
+                bought, idle = rates.counts(ref)
+                if delays[ref] + bought * converting[0] + idle * converting[1] > 0:
+                    named.add(ref)
+            referrers = named
+            shares = [b / (b + i) for b, i in map(rates.counts, named) if b + i]
+            if not shares or sum(shares) / len(shares) == share:
+                break
+            share = sum(shares) / len(shares)
+    if len(referrers) < 2:
+        return None
+    customers = {c.customer for ref in referrers for c in purchases[ref]}
+    days = (max(woke[r] for r in referrers) - min(woke[r] for r in referrers)) / DAY
+    evidence_of: dict[str, object] = {
+        "referrers": sorted(referrers), "customers": sorted(customers),
+        "woke_within_days": round(days, 2), "sync_p_value": float(f"{w.p_sync:.3g}"),
+        "fast_purchases": w.fast, "purchases": w.purchases, "within_s": round(w.cut, 1),
+        "median_delay_s": round(median, 1), "fast_p_value": float(f"{w.p_fast:.3g}")}
+    if w.p_rate is not None and rates is not None:
+        evidence_of |= {"converting_clicks": w.converting, "clicks": w.rate,
+                        "usual_share": round(rates.usual(cohort), 3),
+                        "delay_p_value": float(f"{w.p_delay:.3g}"),
+                        "converting_p_value": float(f"{w.p_rate:.3g}")}
+    return Ring(
+        "sleeper_cell",
+        frozenset({("referrer", r) for r in referrers} | {("customer", c) for c in customers}),
+        frozenset(), CELL_SCORE, evidence_of)
+
+
+def _fisher(p: float, q: float | None) -> float:
+    """Fisher's combination of two independent p-values (chi-squared on four degrees of
+    freedom, in closed form); `q` None: `p` alone."""
+    if q is None:
+        return p
+    product = max(p * q, 1e-300)
+    return min(1.0, product * (1.0 - math.log(product)))
+
+
+def _log_ratio(share: float, n: int, usual: float) -> tuple[float, float]:
+    """The log-likelihood ratios of one hit and of one miss under the cohort's share of hits
+    (over `n`, smoothed) against the program's `usual` share."""
+    share = (share * n + 0.5) / (n + 1.0)
+    usual = min(max(usual, 1e-3), 1 - 1e-3)
+    return math.log(share / usual), math.log((1.0 - share) / (1.0 - usual))
+
+
+class _Converting:
+    """How often the program's referrers' clicks bring a buyer: per referrer, its referees who
+    bought (each once) of its counted clicks. The first buyer is what woke a dormant referrer
+    (its waking was chosen on it), so each referrer's first buyer and one click are left out,
+    and every referrer with more than one click weighs alike (an influencer's thousands of
+    passers-by do not make looking and leaving the norm of a referrer who shares with a few
+    friends)."""
+
+    def __init__(self, purchases: dict[str, list[ConversionFacts]],
+                 clicks: Mapping[str, int]) -> None:
+        self.bought = {ref: len(own) for ref, own in purchases.items() if own}
+        self.clicks = {ref: max(clicks.get(ref, 0), n) for ref, n in self.bought.items()}
+        shares = [(n - 1) / (self.clicks[ref] - 1) for ref, n in self.bought.items()
+                  if self.clicks[ref] > 1]
+        self.total, self.n = float(sum(shares)), len(shares)
+
+    def counts(self, ref: str) -> tuple[int, int]:
+        """A referrer's buyers after its first, and its clicks that brought none."""
+        n = self.bought.get(ref, 0)
+        return max(n - 1, 0), self.clicks.get(ref, 0) - n
+
+    def usual(self, without: Sequence[str]) -> float:
+        """The program's referrers' share of clicks that bring a buyer, `without` these."""
+        total, n = self.total, self.n
+        for ref in without:
+            if self.clicks.get(ref, 0) > 1:
+                total -= (self.bought[ref] - 1) / (self.clicks[ref] - 1)
+                n -= 1
+        return total / n if n > 0 else 0.0
+
+    def test(self, cohort: Sequence[str]) -> tuple[float | None, float, int, int]:
+        """The p-value of "the cohort's clicks brought buyers as often as the program's
+        referrers' do" against "more often": each referrer's own binomial tail (mid-p: its
+        buyers after the first of its clicks after one, at the program's share), Fisher's
+        combination over the referrers with a click to tell (referrers are not alike: an
+        influencer's hundred clicks are one referrer's, not a hundred of the cohort's). And
+        the cohort's share, its referrers alike, its clicks that brought a buyer and the
+        clicks tested; None: no click to tell."""
+        usual = self.usual(cohort)
+        logs, shares, n, converting = 0.0, 0.0, 0, 0
+        told = 0
+        for ref in cohort:
+            bought, idle = self.counts(ref)
+            if bought + idle == 0:
+                continue
+            told += 1
+            n += bought + idle
+            converting += bought
+            shares += bought / (bought + idle)
+            # The mid-p tail: a referrer with a few clicks has a few possible tails, and a
+            # whole one for "no more buyers" would count a genuine referrer's evidence as
+            # none and its place in the combination as a weight against the cohort.
+            p = (float(stats.binom.sf(bought, bought + idle, usual)
+                       + 0.5 * stats.binom.pmf(bought, bought + idle, usual))
+                 if usual > 0 else 1.0)
+            logs += math.log(max(p, 1e-300))
+        if not told:
+            return None, 0.0, 0, 0
+        return float(stats.chi2.sf(-2.0 * logs, 2 * told)), shares / told, converting, n
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +312,13 @@ class _Window:
     cut: float
     width: float
     purchases: int
+    fast: int  # of them within the cut
+    usual: float  # the program's referees' share within the cut (the cohort left out)
+    p_delay: float  # the delays' test alone (p_fast: it and the converting test combined)
+    p_rate: float | None  # the converting test (None: no click counts)
+    share: float  # the cohort's share of clicks that brought a buyer, its referrers alike
+    converting: int  # the cohort's clicks tested that brought a buyer
+    rate: int  # the cohort's clicks tested
 
 
 def _synchronised(times: np.ndarray, rate: float) -> list[tuple[float, int, int]]:
@@ -283,11 +426,21 @@ def sleeper_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[Ring
             f"{e.get('woke_within_days')} days of each other (more than the program's "
             f"rate of waking gives), and {e.get('fast_purchases')} of their referees' "
             f"{e.get('purchases')} first purchases came within {e.get('within_s')} s of the "
-            "click, faster than the program's: one operator's aged accounts and his buyers (a "
+            f"click, faster than the program's{_converting(e)}: one operator's aged accounts "
+            "and his buyers (a "
             "merchant's mailing wakes referrers together too, but their referees buy when "
             "they like)", e.get("fast_p_value"), f"p < {FAST_P:g}", SLEEPER_WEIGHT,
             "population")
     return out
+
+
+def _converting(e: Mapping[str, object]) -> str:
+    """The converting test's words, where clicks were counted."""
+    if e.get("converting_p_value") is None:
+        return ""
+    return (f"; {e.get('converting_clicks')} of their {e.get('clicks')} clicks after each's "
+            f"first buyer brought a buyer, where the program's referrers' bring one "
+            f"{e.get('usual_share')} of the time")
 
 
 def _referrers(cell: Ring) -> list[str]:
@@ -305,5 +458,6 @@ def flag_reasons(ring: Ring) -> list[dict[str, object]]:
                         f"{e.get('woke_within_days')} days of each other, and "
                         f"{e.get('fast_purchases')} of their referees' {e.get('purchases')} "
                         f"first purchases came within {e.get('within_s')} s of the click, "
-                        "faster than the program's: one operator's aged accounts",
+                        f"faster than the program's{_converting(e)}: one operator's aged "
+                        "accounts",
              "value": len(ring.accounts), "threshold": MIN_COHORT}]

@@ -124,3 +124,38 @@ def test_a_cell_woken_over_several_days_among_genuine_wakings_is_found() -> None
         assert referrers >= {f"s{i}" for i in range(10)} and len(referrers) <= 12
         assert customers >= {f"s{i}-friend{j}" for i in range(10) for j in range(2)}
         assert not any(c.startswith("leaked") for c in customers)
+
+
+def clicks_of(conversions: list[ConversionFacts], idle: int) -> dict[str, int]:
+    """Counted clicks per referrer: one per referee who bought, and `idle` more for each
+    referrer whose name starts with "g" or "m" (genuine: friends who looked and left)."""
+    out: dict[str, int] = {}
+    for conv in conversions:
+        for ref in conv.referrers:
+            out[ref] = out.get(ref, 0) + 1
+    return {ref: n + (idle if ref[0] in "gm" else 0) for ref, n in out.items()}
+
+
+def test_a_staggered_cell_is_named_on_its_clicks_converting_as_well_as_its_delays() -> None:
+    """Ten aged accounts woken over four days whose buyers are quick but not all under any one
+    cut (one in three takes an hour or two), each click on their links bringing a buyer; two
+    genuine referrers woken in the same days whose friends bought quickly too, but most of
+    whose clicks brought nobody. The cell is every sleeper and every one of their buyers, and
+    neither genuine referrer."""
+    cell: list[ConversionFacts] = []
+    for i in range(10):
+        cell += dormant(f"s{i}", T0 + i * DAY, T0 + 33 * DAY + i * 0.4 * DAY,
+                        (300.0 + 60 * i, 600.0 + 40 * i, 3600.0 + 900 * i) if i % 3 == 0
+                        else (300.0 + 60 * i, 900.0 + 30 * i))
+    mailed = (dormant("m0", T0 + 2 * DAY, T0 + 34 * DAY + 500, (240.0, 500.0))
+              + dormant("m1", T0 + 3 * DAY, T0 + 35 * DAY + 900, (400.0, 700.0)))
+    conversions = program() + cell + mailed
+    rings = sleeper_cells(conversions, clicks_of(conversions, idle=9))
+    assert len(rings) == 1
+    referrers = {i for kind, i in rings[0].accounts if kind == "referrer"}
+    customers = {i for kind, i in rings[0].accounts if kind == "customer"}
+    assert referrers == {f"s{i}" for i in range(10)}
+    assert customers == {c.customer for c in cell if c.referrers}
+    assert rings[0].evidence["converting_p_value"] < 0.01
+    assert "brought a buyer" in str(ring_flag_reasons(rings[0])[0]["message"])
+

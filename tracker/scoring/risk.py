@@ -245,7 +245,7 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         crowds = conversion_crowds(facts.conversions)  # computed once for every test
         keys = account_keys(facts.conversions, crowds)  # pools' and operators' ties, once
         rings += collusion_pools(facts.conversions, keys)
-        rings += sleeper_cells(facts.conversions)
+        rings += sleeper_cells(facts.conversions, program.context.referrer_clicks)
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
                             model=model, holders=holders, crowds=crowds)
         # Decided on the parts; flagged for review as one group per operator. A cash-out
