@@ -143,8 +143,11 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     """
     referrals = list(referrals)
     referred_by: dict[str, set[str]] = defaultdict(set)
+    referees: dict[str, set[str]] = defaultdict(set)
     for referrer, customer in referrals:
         referred_by[customer].add(referrer)
+        if referrer != customer:
+            referees[referrer].add(customer)
     graph = bipartite(uses)
     rare, homes = _binding(graph, referrals, referred_by, max_share, crowds)
     projection = nx.Graph()
@@ -183,6 +186,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
                                            if n >= 2 and ("customer", r) not in component}
         accounts |= links
         component, accounts = _without_strangers(component, accounts, projection, referred_by)
+        accounts |= _chain_reach(accounts, referred_by, referees)
         if len(component) < 2 or len(accounts) < min_accounts or sum(
                 1 for a in accounts if a[0] == "referrer") < min_referrers:
             continue
@@ -231,11 +235,51 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
 def _chain_holds(chained: int, concentration: float, shared: Collection[Column]
                  ) -> tuple[bool, int]:
     """Whether a group's accounts recruit each other on its addresses (CHAIN_RECRUITERS,
-    living on them; or on CHAIN_HOMES of them), and the accounts it holds with."""
+    living on them; or on CHAIN_HOMES of them; or DEEP_CHAIN generations of them, wherever
+    they live), and the accounts it holds with."""
     addresses = sum(1 for c in shared if c[0] == "ip")
     recruiting = chained >= CHAIN_RECRUITERS and (
-        concentration >= 0.95 or addresses >= CHAIN_HOMES)
+        concentration >= 0.95 or addresses >= CHAIN_HOMES or chained >= DEEP_CHAIN)
     return recruiting, CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
+
+
+DEEP_CHAIN = 3  # accounts a group brought in that bring in others of it: generations of a ring
+REACH_MAX = 400  # accounts a chain's reach takes at most (a bound on the walk, not a finding)
+
+
+def _chain_reach(accounts: frozenset[Account], referred_by: Mapping[str, set[str]],
+                 referees: Mapping[str, set[str]]) -> frozenset[Account]:
+    """The rest of a recruiting chain (CHAIN_RECRUITERS accounts the group brought in that bring
+    in others of it): what infrastructure and ties alone miss at its ends.
+
+    - Everyone an account the group made refers: an account signed up through the group's
+      link that refers in turn is the operator's, and has no friends of its own; its referees
+      (the chain's last sign-ups, on addresses and devices of their own) are the operator's
+      too, and theirs after them.
+    - The chain's root: the referrer outside the group who brought in one of its accounts that
+      recruits others of it (a founder's first fake account). The root's other referees (its
+      genuine friends) are not named.
+
+    A group that does not recruit (a household, an office, one referrer's farm) is left as
+    it is. Linear in the referrals walked."""
+    people = {p for _kind, p in accounts}
+    if len(_chained(accounts, referred_by)) < CHAIN_RECRUITERS:
+        return frozenset()
+    roots = {r for p in sorted(people) if referees.get(p, set()) & people
+             and not referred_by.get(p, set()) & (people - {p})
+             for r in referred_by.get(p, ()) if r not in people}
+    chain = people | roots
+    made = [p for p in sorted(chain) if referred_by.get(p, set()) & (chain - {p})]
+    grown: set[str] = set()
+    todo = list(made)
+    while todo and len(grown) < REACH_MAX:
+        person = todo.pop()
+        for other in sorted(referees.get(person, ())):
+            if other not in chain and other not in grown:
+                grown.add(other)
+                todo.append(other)
+    named = roots | grown
+    return frozenset(("referrer" if p in referees else "customer", p) for p in named)
 
 
 def _density(projection: nx.Graph, component: set[Account]) -> float:
@@ -678,13 +722,18 @@ def device_farms(referrals: Iterable[tuple[str, str]], agents: Mapping[str, Coll
         for c in known:
             for browser in seen[c]:
                 counts[browser] += 1
-        # A farm's device carries several accounts: browsers of one referee are people's.
-        top = [b for b in sorted(counts, key=lambda b: (-counts[b], b)) if counts[b] >= 2]
-        top = top[:FARM_DEVICES]
+        # A farm's device carries several accounts (FARM_PER_DEVICE on average over the ones
+        # taken), but a farm rotating through a handful of phones leaves one with a single
+        # account now and then: the busiest browsers first, and one-account ones (which may
+        # as well be the referrer's real friends') only as few as it takes, where the others
+        # alone make no farm.
+        top = sorted(counts, key=lambda b: (-counts[b], b))[:FARM_DEVICES]
         best_p: float = 1.0
         best: tuple[set[str], list[str]] = (set(), [])
         for k in range(1, len(top) + 1):
             browsers = top[:k]
+            if counts[browsers[-1]] < 2 and best[0]:
+                break
             on = {c for c in known if seen[c] & set(browsers)}
             share = min(sum(users[b] for b in browsers) / total, 1.0)
             if (len(on) < FARM_MIN_REFEREES or len(on) < FARM_SHARE * len(known)
