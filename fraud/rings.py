@@ -142,12 +142,7 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     a ring (ADDRESS_CONCENTRATION).
     """
     referrals = list(referrals)
-    referred_by: dict[str, set[str]] = defaultdict(set)
-    referees: dict[str, set[str]] = defaultdict(set)
-    for referrer, customer in referrals:
-        referred_by[customer].add(referrer)
-        if referrer != customer:
-            referees[referrer].add(customer)
+    referred_by, referees = _referral_maps(referrals)
     graph = bipartite(uses)
     rare, homes = _binding(graph, referrals, referred_by, max_share, crowds)
     projection = nx.Graph()
@@ -241,6 +236,19 @@ def _chain_holds(chained: int, concentration: float, shared: Collection[Column]
     recruiting = chained >= CHAIN_RECRUITERS and (
         concentration >= 0.95 or addresses >= CHAIN_HOMES or chained >= DEEP_CHAIN)
     return recruiting, CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
+
+
+def _referral_maps(referrals: Iterable[tuple[str, str]]
+                   ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Who referred each customer (self-referrals included), and whom each referrer referred
+    (self-referrals left out)."""
+    referred_by: dict[str, set[str]] = defaultdict(set)
+    referees: dict[str, set[str]] = defaultdict(set)
+    for referrer, customer in referrals:
+        referred_by[customer].add(referrer)
+        if referrer != customer:
+            referees[referrer].add(customer)
+    return referred_by, referees
 
 
 DEEP_CHAIN = 3  # accounts a group brought in that bring in others of it: generations of a ring
