@@ -181,13 +181,17 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
                                            if n >= 2 and ("customer", r) not in component}
         accounts |= links
         component, accounts = _without_strangers(component, accounts, projection, referred_by)
-        accounts |= _chain_reach(accounts, referred_by, referees)
+        grown, roots = _chain_reach(accounts, referred_by, referees)
+        accounts |= grown
         if len(component) < 2 or len(accounts) < min_accounts or sum(
                 1 for a in accounts if a[0] == "referrer") < min_referrers:
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
                            for c in d["shared"])
-        chained = _chained(accounts, referred_by)
+        # The root counts the chain's generations (its first account was brought in too), but
+        # is named in the review flag only (fraud.operators): its genuine friends are its
+        # referees, and a ring's referrer weighs on each of them.
+        chained = _chained(accounts | roots, referred_by)
         concentration = _address_concentration(component, shared, uses)
         if concentration < ADDRESS_CONCENTRATION:
             # People behind one gateway who also live elsewhere; unless they sign each other
@@ -256,23 +260,25 @@ REACH_MAX = 400  # accounts a chain's reach takes at most (a bound on the walk, 
 
 
 def _chain_reach(accounts: frozenset[Account], referred_by: Mapping[str, set[str]],
-                 referees: Mapping[str, set[str]]) -> frozenset[Account]:
-    """The rest of a recruiting chain (CHAIN_RECRUITERS accounts the group brought in that bring
-    in others of it): what infrastructure and ties alone miss at its ends.
+                 referees: Mapping[str, set[str]]
+                 ) -> tuple[frozenset[Account], frozenset[Account]]:
+    """The ends of a recruiting chain (CHAIN_RECRUITERS accounts the group brought in that
+    bring in others of it) that infrastructure and ties alone miss: (its last sign-ups, its
+    roots).
 
-    - Everyone an account the group made refers: an account signed up through the group's
-      link that refers in turn is the operator's, and has no friends of its own; its referees
-      (the chain's last sign-ups, on addresses and devices of their own) are the operator's
-      too, and theirs after them.
-    - The chain's root: the referrer outside the group who brought in one of its accounts that
-      recruits others of it (a founder's first fake account). The root's other referees (its
-      genuine friends) are not named.
+    - Last sign-ups: everyone an account the chain made refers. An account signed up through
+      the chain's link that refers in turn is the operator's, and has no friends of its own;
+      its referees (on addresses and devices of their own, tied to the chain once) are the
+      operator's too, and theirs after them.
+    - Roots: the referrers outside the group that brought in one of its accounts that
+      recruits others of it and was brought in by none of it (a founder's first fake
+      account). The root's other referees (its genuine friends) are not walked.
 
-    A group that does not recruit (a household, an office, one referrer's farm) is left as
-    it is. Linear in the referrals walked."""
+    A group that does not recruit (a household, an office, one referrer's farm) has none.
+    Linear in the referrals walked (at most REACH_MAX accounts)."""
     people = {p for _kind, p in accounts}
     if len(_chained(accounts, referred_by)) < CHAIN_RECRUITERS:
-        return frozenset()
+        return frozenset(), frozenset()
     roots = {r for p in sorted(people) if referees.get(p, set()) & people
              and not referred_by.get(p, set()) & (people - {p})
              for r in referred_by.get(p, ()) if r not in people}
@@ -286,8 +292,8 @@ def _chain_reach(accounts: frozenset[Account], referred_by: Mapping[str, set[str
             if other not in chain and other not in grown:
                 grown.add(other)
                 todo.append(other)
-    named = roots | grown
-    return frozenset(("referrer" if p in referees else "customer", p) for p in named)
+    return (frozenset(("referrer" if p in referees else "customer", p) for p in grown),
+            frozenset(("referrer", r) for r in roots))
 
 
 def _density(projection: nx.Graph, component: set[Account]) -> float:
