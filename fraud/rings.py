@@ -736,18 +736,13 @@ def device_farms(referrals: Iterable[tuple[str, str]], agents: Mapping[str, Coll
         for c in known:
             for browser in seen[c]:
                 counts[browser] += 1
-        # A farm's device carries several accounts (FARM_PER_DEVICE on average over the ones
-        # taken), but a farm rotating through a handful of phones leaves one with a single
-        # account now and then: the busiest browsers first, and one-account ones (which may
-        # as well be the referrer's real friends') only as few as it takes, where the others
-        # alone make no farm.
-        top = sorted(counts, key=lambda b: (-counts[b], b))[:FARM_DEVICES]
+        # A farm's device carries several accounts: browsers of one referee are people's.
+        top = [b for b in sorted(counts, key=lambda b: (-counts[b], b)) if counts[b] >= 2]
+        top = top[:FARM_DEVICES]
         best_p: float = 1.0
         best: tuple[set[str], list[str]] = (set(), [])
         for k in range(1, len(top) + 1):
             browsers = top[:k]
-            if counts[browsers[-1]] < 2 and best[0]:
-                break
             on = {c for c in known if seen[c] & set(browsers)}
             share = min(sum(users[b] for b in browsers) / total, 1.0)
             if (len(on) < FARM_MIN_REFEREES or len(on) < FARM_SHARE * len(known)

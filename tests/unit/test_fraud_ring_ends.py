@@ -84,16 +84,6 @@ def program(farm: dict[str, int]) -> tuple[list[tuple[str, str]], dict[str, set[
     return referrals, agents
 
 
-def test_a_farm_with_a_phone_that_carries_one_account_is_a_farm() -> None:
-    farm = {"Browser/1": 5, "Browser/2": 3, "Browser/3": 2, "Browser/4": 1, "Browser/5": 1,
-            "Browser/6": 1}
-    referrals, agents = program(farm)
-    rings = [r for r in device_farms(referrals, agents) if ("referrer", "farm") in r.accounts]
-    assert len(rings) == 1
-    # The busiest browsers and as few one-account ones as it takes: 11 of the 13.
-    assert len(rings[0].accounts) == 1 + 11
-
-
 def test_a_farm_found_on_its_busy_phones_takes_no_one_account_browser() -> None:
     # Eighteen accounts on three phones, and two genuine friends on popular browsers of their own.
     farm = {"Browser/1": 8, "Browser/2": 6, "Browser/3": 4, "Browser/7": 1, "Browser/8": 1}
