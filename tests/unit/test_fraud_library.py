@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from fraud.assess import assess
 from fraud.rings import (
     Account,
@@ -147,6 +149,22 @@ def test_referral_cycles() -> None:
     assert rings[0].accounts == {("referrer", "a"), ("referrer", "b"), ("referrer", "c")}
     assert rings[0].evidence["length"] == 3
     assert find_rings({}, [("a", "b"), ("b", "a")])[0].kind == "referral_cycle"
+
+
+def test_no_cycle_search_where_no_referrer_was_referred(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Referrers nobody referred, customers who refer nobody: no cycle, and no graph built for
+    the search (seconds on a million clicks); a cycle behind a long chain is still found."""
+    import networkx as nx
+
+    built: list[int] = []
+    real = nx.DiGraph
+    monkeypatch.setattr(nx, "DiGraph", lambda *a, **k: built.append(1) or real(*a, **k))
+    assert referral_cycles([(f"r{i % 50}", f"c{i}") for i in range(2_000)]) == []
+    assert built == []
+    chain = [(f"p{i}", f"p{i + 1}") for i in range(20)] + [("q", "r"), ("r", "s"), ("s", "q")]
+    rings = referral_cycles(chain)
+    assert [r.accounts for r in rings] == [{("referrer", "q"), ("referrer", "r"),
+                                             ("referrer", "s")}]
 
 
 def test_delay_distribution_and_refund_rate_and_shared_device() -> None:
