@@ -1394,7 +1394,8 @@ def _spam_findings(tally: _Tally, context: ProgramContext,
             continue
         spam = _click_spam(ref, own, others, conversions=totals[ref][0],
                            n_clicks=context.referrer_clicks.get(ref, 0),
-                           program_rate=program_rate)
+                           program_rate=program_rate,
+                           decided=_median(_decision_delays(own, tally.delayed[ref])))
         if spam is not None:
             spam_p[ref] = spam.p_value
             spam_made[ref] = spam
@@ -2061,17 +2062,28 @@ def _suspect_rate_findings(tally: _Tally, context: ProgramContext,
             for ref in benjamini_hochberg(p_values)}
 
 
+def _decision_delays(delays: Sequence[float], customers: Sequence[str]) -> list[float]:
+    """Each customer's shortest delay from a click to a conversion: how long they took to
+    decide (their sign-up's), not when the merchant charged a trial's end or a renewal."""
+    first: dict[str, float] = {}
+    for delay, customer in zip(delays, customers, strict=True):
+        first[customer] = min(first.get(customer, delay), delay)
+    return list(first.values())
+
+
 def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
-                n_clicks: int, program_rate: float | None) -> Finding | None:
+                n_clicks: int, program_rate: float | None,
+                decided: float = math.inf) -> Finding | None:
     """Candidates: fewer conversions per click than the program's (its binomial p-value,
-    to be controlled across referrers) and delays later than the program's, their median
-    past what a large audience's natural spread gives (SPAM_MEDIAN_SECONDS)."""
+    to be controlled across referrers) and delays later than the program's, its customers'
+    median time to decide (`decided`: of `_decision_delays`) past what a large audience's
+    natural spread gives (SPAM_MEDIAN_SECONDS)."""
     if not program_rate or n_clicks < SPAM_MIN_CLICKS:
         return None
     rate = conversions / n_clicks
     if rate >= SPAM_RATE_FACTOR * program_rate:
         return None
-    if _median(own) < SPAM_MEDIAN_SECONDS:
+    if decided < SPAM_MEDIAN_SECONDS:
         return None
     slower = _ks(own, others, "less")
     if not slower.pvalue < KS_P_VALUE:

@@ -46,19 +46,24 @@ def test_an_influencers_slow_audience_is_no_click_spam_but_a_spammers_is() -> No
     rng = random.Random(5)
     conversions: list[ConversionFacts] = []
 
-    def convert(ref: str, at: float, delay: float) -> None:
+    def convert(ref: str, at: float, delay: float, trial: float = 0.0) -> None:
+        """A customer's sign-up `delay` after the click, and their first charge: at once, or
+        when a `trial` ends (the merchant's server charges it: the customer decided before)."""
         i = len(conversions)
-        conversions.append(ConversionFacts(i, f"c{i}", at, (ref,),
-                                           touches=(click(at - delay, ref, i),)))
+        touch = click(at - delay, ref, i)
+        conversions.append(ConversionFacts(i, f"c{i}", at, (ref,), touches=(touch,)))
+        conversions.append(ConversionFacts(i + 10_000, f"c{i}", at + 600 + trial, (ref,),
+                                           touches=(touch,), amount=999))
 
     # Thirty friends' referrers: conversions hours after the click.
     for r in range(30):
         for _ in range(20):
             convert(f"r{r}", rng.uniform(0, 60 * DAY), rng.uniform(600, 6 * 3600))
-    # An influencer: 500 clicks, 15 buy, about a day after the post (spread: hours to days).
-    for _ in range(15):
-        convert("creator", rng.uniform(10 * DAY, 60 * DAY),
-                min(DAY * math.exp(rng.gauss(0, 1.0)), 9 * DAY))
+    # An influencer: 500 clicks, 15 sign up, about a day after the post (spread: hours to
+    # days), most of them for a week's free trial.
+    for i in range(15):
+        convert("creator", rng.uniform(10 * DAY, 50 * DAY),
+                min(DAY * math.exp(rng.gauss(0, 1.0)), 9 * DAY), 7 * DAY if i % 5 else 0.0)
     # Click spam: 500 clicks, 15 credited purchases that happened whenever they would have.
     for _ in range(15):
         convert("spam", rng.uniform(20 * DAY, 60 * DAY), rng.uniform(0.5 * DAY, 20 * DAY))
