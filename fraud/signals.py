@@ -697,6 +697,12 @@ HEADERLESS_PROGRAM_MAX = 0.1
 SPAM_MIN_CONVERSIONS = 5
 OTHERS_SAMPLE = 5_000  # delays the program's distribution is estimated from
 SPAM_RATE_FACTOR = 0.2  # a conversion rate under a fifth of the program's
+# Click spam's credited purchases happen whenever they would have (the click did not bring
+# them), so their delays spread over the attribution window: typically days to weeks. A large
+# audience of strangers (an influencer's post) converts little and later than friends do, but
+# those who decide, decide within a day or two of seeing the post: a median under this is an
+# audience's natural spread, not click spam.
+SPAM_MEDIAN_SECONDS = 2 * 86400.0
 
 
 EVEN_MIN_PAIRS = 10  # triples of consecutive counted clicks before their evenness can tell
@@ -1388,7 +1394,8 @@ def _spam_findings(tally: _Tally, context: ProgramContext,
             continue
         spam = _click_spam(ref, own, others, conversions=totals[ref][0],
                            n_clicks=context.referrer_clicks.get(ref, 0),
-                           program_rate=program_rate)
+                           program_rate=program_rate,
+                           decided=_median(_decision_delays(own, tally.delayed[ref])))
         if spam is not None:
             spam_p[ref] = spam.p_value
             spam_made[ref] = spam
@@ -2057,14 +2064,28 @@ def _suspect_rate_findings(tally: _Tally, context: ProgramContext,
             for ref in benjamini_hochberg(p_values)}
 
 
+def _decision_delays(delays: Sequence[float], customers: Sequence[str]) -> list[float]:
+    """Each customer's shortest delay from a click to a conversion: how long they took to
+    decide (their sign-up's), not when the merchant charged a trial's end or a renewal."""
+    first: dict[str, float] = {}
+    for delay, customer in zip(delays, customers, strict=True):
+        first[customer] = min(first.get(customer, delay), delay)
+    return list(first.values())
+
+
 def _click_spam(ref: str, own: list[float], others: np.ndarray, *, conversions: int,
-                n_clicks: int, program_rate: float | None) -> Finding | None:
+                n_clicks: int, program_rate: float | None,
+                decided: float = math.inf) -> Finding | None:
     """Candidates: fewer conversions per click than the program's (its binomial p-value,
-    to be controlled across referrers) and delays later than the program's."""
+    to be controlled across referrers) and delays later than the program's, its customers'
+    median time to decide (`decided`: of `_decision_delays`) past what a large audience's
+    natural spread gives (SPAM_MEDIAN_SECONDS)."""
     if not program_rate or n_clicks < SPAM_MIN_CLICKS:
         return None
     rate = conversions / n_clicks
     if rate >= SPAM_RATE_FACTOR * program_rate:
+        return None
+    if decided < SPAM_MEDIAN_SECONDS:
         return None
     slower = _ks(own, others, "less")
     if not slower.pvalue < KS_P_VALUE:
@@ -2530,13 +2551,32 @@ def _through_hosting(conv: ConversionFacts) -> bool:
     return any(t.anonymous or t.hosting for t in conv.touches)
 
 
+def _a_person_on_hosting(click: ClickFacts) -> bool:
+    """A click from a hosting network (not an anonymiser) that carries what a person's
+    browser sends on a navigation (a User-Agent and its Accept-Language) and a visitor
+    cookie: a company's VPN egress or a cloud browser, which real colleagues share, not a
+    script in a data centre (those send no Accept-Language, or are marked bots)."""
+    return (click.hosting and not click.anonymous and not click.is_bot
+            and not click.headerless and bool(click.language) and bool(click.agent)
+            and click.visitor is not None)
+
+
+def _through_concealment(conv: ConversionFacts) -> bool:
+    """Through a click from an anonymiser (VPN, Tor, relay, proxy) or from a data centre
+    without a person's browser navigation (`_a_person_on_hosting`)."""
+    return any((t.anonymous or t.hosting) and not _a_person_on_hosting(t)
+               for t in conv.touches)
+
+
 def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
     """hosting_share: most of a referrer's customers came through clicks from hosting or
     anonymous IPs, far more than the program's other referrers' (`_excess_customers`,
     Benjamini-Hochberg across referrers). Counted in customers, not conversions (a customer's
     sign-up and purchase through one VPN are one person), so that two friends on a VPN in a
-    program where many use one are unremarkable."""
-    customers, hosted = _marked_customers(conversions, _through_hosting)
+    program where many use one are unremarkable. A person's browser navigation through a
+    hosting network (`_a_person_on_hosting`: colleagues behind their company's VPN egress)
+    is not counted: the address is their office's, as another office's is an ISP's."""
+    customers, hosted = _marked_customers(conversions, _through_concealment)
     p_values = _excess_customers(
         customers, hosted,
         lambda k, n, _total: k >= HOSTING_MIN_CONVERSIONS and k / n >= HOSTING_SHARE)
@@ -2549,7 +2589,7 @@ def _hosting_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Findi
             "hosting_share", f"referrer population: {k} of {ref}'s {n} customers came "
             "through clicks from hosting or anonymous IPs (a click farm; the program's other "
             f"referrers: {hosted_total / max(total, 1):.0%})", round(k / n, 4),
-            HOSTING_SHARE, HOSTING_WEIGHT, "population"), _through_hosting, p_values[ref])
+            HOSTING_SHARE, HOSTING_WEIGHT, "population"), _through_concealment, p_values[ref])
     return out
 
 
