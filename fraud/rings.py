@@ -142,7 +142,9 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     a ring (ADDRESS_CONCENTRATION).
     """
     referrals = list(referrals)
-    referred_by, referees = _referral_maps(referrals)
+    referred_by: dict[str, set[str]] = defaultdict(set)
+    for referrer, customer in referrals:
+        referred_by[customer].add(referrer)
     graph = bipartite(uses)
     rare, homes = _binding(graph, referrals, referred_by, max_share, crowds)
     projection = nx.Graph()
@@ -181,17 +183,12 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
                                            if n >= 2 and ("customer", r) not in component}
         accounts |= links
         component, accounts = _without_strangers(component, accounts, projection, referred_by)
-        grown, roots = _chain_reach(accounts, referred_by, referees)
-        accounts |= grown
         if len(component) < 2 or len(accounts) < min_accounts or sum(
                 1 for a in accounts if a[0] == "referrer") < min_referrers:
             continue
         shared = frozenset(c for a, b, d in projection.subgraph(component).edges(data=True)
                            for c in d["shared"])
-        # The root counts the chain's generations (its first account was brought in too), but
-        # is named in the review flag only (fraud.operators): its genuine friends are its
-        # referees, and a ring's referrer weighs on each of them.
-        chained = _chained(accounts | roots, referred_by)
+        chained = _chained(accounts, referred_by)
         concentration = _address_concentration(component, shared, uses)
         if concentration < ADDRESS_CONCENTRATION:
             # People behind one gateway who also live elsewhere; unless they sign each other
@@ -234,66 +231,11 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
 def _chain_holds(chained: int, concentration: float, shared: Collection[Column]
                  ) -> tuple[bool, int]:
     """Whether a group's accounts recruit each other on its addresses (CHAIN_RECRUITERS,
-    living on them; or on CHAIN_HOMES of them; or DEEP_CHAIN generations of them, wherever
-    they live), and the accounts it holds with."""
+    living on them; or on CHAIN_HOMES of them), and the accounts it holds with."""
     addresses = sum(1 for c in shared if c[0] == "ip")
     recruiting = chained >= CHAIN_RECRUITERS and (
-        concentration >= 0.95 or addresses >= CHAIN_HOMES or chained >= DEEP_CHAIN)
+        concentration >= 0.95 or addresses >= CHAIN_HOMES)
     return recruiting, CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
-
-
-def _referral_maps(referrals: Iterable[tuple[str, str]]
-                   ) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Who referred each customer (self-referrals included), and whom each referrer referred
-    (self-referrals left out)."""
-    referred_by: dict[str, set[str]] = defaultdict(set)
-    referees: dict[str, set[str]] = defaultdict(set)
-    for referrer, customer in referrals:
-        referred_by[customer].add(referrer)
-        if referrer != customer:
-            referees[referrer].add(customer)
-    return referred_by, referees
-
-
-DEEP_CHAIN = 3  # accounts a group brought in that bring in others of it: generations of a ring
-REACH_MAX = 400  # accounts a chain's reach takes at most (a bound on the walk, not a finding)
-
-
-def _chain_reach(accounts: frozenset[Account], referred_by: Mapping[str, set[str]],
-                 referees: Mapping[str, set[str]]
-                 ) -> tuple[frozenset[Account], frozenset[Account]]:
-    """The ends of a recruiting chain (CHAIN_RECRUITERS accounts the group brought in that
-    bring in others of it) that infrastructure and ties alone miss: (its last sign-ups, its
-    roots).
-
-    - Last sign-ups: everyone an account the chain made refers. An account signed up through
-      the chain's link that refers in turn is the operator's, and has no friends of its own;
-      its referees (on addresses and devices of their own, tied to the chain once) are the
-      operator's too, and theirs after them.
-    - Roots: the referrers outside the group that brought in one of its accounts that
-      recruits others of it and was brought in by none of it (a founder's first fake
-      account). The root's other referees (its genuine friends) are not walked.
-
-    A group that does not recruit (a household, an office, one referrer's farm) has none.
-    Linear in the referrals walked (at most REACH_MAX accounts)."""
-    people = {p for _kind, p in accounts}
-    if len(_chained(accounts, referred_by)) < CHAIN_RECRUITERS:
-        return frozenset(), frozenset()
-    roots = {r for p in sorted(people) if referees.get(p, set()) & people
-             and not referred_by.get(p, set()) & (people - {p})
-             for r in referred_by.get(p, ()) if r not in people}
-    chain = people | roots
-    made = [p for p in sorted(chain) if referred_by.get(p, set()) & (chain - {p})]
-    grown: set[str] = set()
-    todo = list(made)
-    while todo and len(grown) < REACH_MAX:
-        person = todo.pop()
-        for other in sorted(referees.get(person, ())):
-            if other not in chain and other not in grown:
-                grown.add(other)
-                todo.append(other)
-    return (frozenset(("referrer" if p in referees else "customer", p) for p in grown),
-            frozenset(("referrer", r) for r in roots))
 
 
 def _density(projection: nx.Graph, component: set[Account]) -> float:
