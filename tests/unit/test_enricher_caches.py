@@ -65,7 +65,7 @@ def test_the_cached_rows_are_the_rows_of_a_fresh_enricher(clicks: list[tuple[str
             assert row == Enricher(SECRET, trusted, BOTS).row(raw)
             assert row[enrich.COLUMNS.index("fingerprint")] == keyed_hash(
                 ua, lang, "", "?1", "",
-                enricher._address(peer, xff, "")[2].decode("utf-8", "surrogateescape"))
+                enricher._resolve_address(peer, xff, "")[2].decode("utf-8", "surrogateescape"))
             assert len(enricher._addresses) <= 3
     finally:
         enrich.ADDRESS_CACHE = old_size

@@ -173,15 +173,13 @@ class Enricher:
         digest: bytes = h.digest()
         return digest
 
-    def _address(self, peer: str, xff: str, forwarded: str
-                 ) -> tuple[bytes | None, GeoInfo, bytes]:
-        """_resolve_address, cached (Enricher.row reads the cache itself first)."""
-        key: object = peer if not xff and not forwarded else (peer, xff, forwarded)
-        found = self._addresses.get(key)
-        if found is None:
-            if len(self._addresses) >= ADDRESS_CACHE:
-                self._addresses.clear()
-            found = self._addresses[key] = self._resolve_address(peer, xff, forwarded)
+    def _remember(self, key: object, peer: str, xff: str, forwarded: str
+                  ) -> tuple[bytes | None, GeoInfo, bytes]:
+        """_resolve_address of an address the cache does not hold (Enricher.row looked it up
+        by `key`), kept under `key` (the cache emptied when full)."""
+        if len(self._addresses) >= ADDRESS_CACHE:
+            self._addresses.clear()
+        found = self._addresses[key] = self._resolve_address(peer, xff, forwarded)
         return found
 
     def _resolve_address(self, peer: str, xff: str, forwarded: str
@@ -241,14 +239,10 @@ class Enricher:
         (ts_us, click_id, program_id, link_id, referrer_id, code, visitor_id, new_visitor, peer,
          xff, forwarded, ua, lang, referer, ch_ua, ch_mobile, ch_platform, purpose, accept,
          query, mode) = raw
-        if not xff and not forwarded:
-            address = self._addresses.get(peer)
-            if address is None:  # (a new address: resolved and kept without asking again)
-                if len(self._addresses) >= ADDRESS_CACHE:
-                    self._addresses.clear()
-                address = self._addresses[peer] = self._resolve_address(peer, "", "")
-        else:
-            address = self._address(peer, xff, forwarded)
+        key: object = peer if not xff and not forwarded else (peer, xff, forwarded)
+        address = self._addresses.get(key)
+        if address is None:
+            address = self._remember(key, peer, xff, forwarded)
         packed_ip, place, prefix = address
         (clean_ua, clean_lang, hints, browser, os_name, device, mobile, device_hash, verdict
          ) = self._device(ua, lang, ch_ua, ch_mobile, ch_platform)

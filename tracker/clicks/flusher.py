@@ -369,8 +369,8 @@ class Flusher:
 
     async def _connection(self) -> asyncpg.Connection:
         """The flusher's connection: a new one (to whichever host is primary now) after a
-        failure dropped the last, with the codecs its COPYs use set once (packed addresses, times
-    as ints)."""
+        failure dropped the last, with the codecs its COPYs use set once (packed addresses,
+        times as ints)."""
         if self._conn is None or self._conn.is_closed():
             conn = await db.connect(self.dsn, timeout=5)
             try:
