@@ -26,13 +26,10 @@ not named). It is a review flag: the conversions' own evidence decides them.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-
-from scipy import stats
 
 from fraud.rings import Ring
 from fraud.signals import (
@@ -43,6 +40,7 @@ from fraud.signals import (
     ConversionFacts,
     benjamini_hochberg,
     binom_above,
+    fisher,
 )
 
 EARLY = SPREE_SECONDS  # a referee's purchases this soon after its first conversion are early
@@ -91,12 +89,6 @@ def _referees(conversions: Sequence[ConversionFacts], reversed_ids: Collection[i
     return dict(out)
 
 
-def _fisher(p_values: Iterable[float]) -> float:
-    """Fisher's method: the p-value of independent p-values together."""
-    values = [max(p, 1e-300) for p in p_values]
-    return float(stats.chi2.sf(-2 * sum(math.log(p) for p in values), 2 * len(values)))
-
-
 def cash_out_cohorts(conversions: Sequence[ConversionFacts],
                      reversed_ids: Collection[int] = frozenset()) -> list[Ring]:
     """The referrers whose referees rush large purchases through new accounts (see the
@@ -129,9 +121,9 @@ def cash_out_cohorts(conversions: Sequence[ConversionFacts],
         back = sum(r.reversed for r in own)
         p_back = (binom_above(back, len(mine), max(reversed_total - back, 1) / max(rest, 1))
                   if back else 1.0)
-        p_money = _fisher([_fisher(tails), p_back])
+        p_money = fisher([fisher(tails), p_back])
         kept[ref] = (rushed, p_time, p_money)
-        tests[ref] = _fisher([p_time, p_money]) if max(p_time, p_money) < FAMILY_P else 1.0
+        tests[ref] = fisher([p_time, p_money]) if max(p_time, p_money) < FAMILY_P else 1.0
     rings = []
     large = amounts[min(len(amounts) - 1, int((1 - LARGE_SHARE) * len(amounts)))]
     for ref in sorted(benjamini_hochberg(tests, FDR_Q)):

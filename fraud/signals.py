@@ -1196,6 +1196,12 @@ def benjamini_hochberg(p_values: Mapping[str, float], q: float = FDR_Q) -> set[s
     return {key for key, _p in ordered[:cut]}
 
 
+def fisher(p_values: Iterable[float]) -> float:
+    """Fisher's method: the p-value of independent p-values together."""
+    values = [max(p, 1e-300) for p in p_values]
+    return float(stats.chi2.sf(-2 * sum(math.log(p) for p in values), 2 * len(values)))
+
+
 def _binom_above(k: int, n: int, p: float) -> float:
     """P(X >= k) for X ~ Binomial(n, p): what stats.binom.sf(k - 1, n, p) answers, through
     the function it calls (its argument checks cost 400 times the computation, and a scan

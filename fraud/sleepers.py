@@ -51,7 +51,7 @@ import numpy as np
 from scipy import special, stats
 
 from fraud.rings import Ring
-from fraud.signals import ConversionFacts, Reason
+from fraud.signals import ConversionFacts, Reason, fisher
 
 DAY = 86400.0
 DORMANT = 7 * DAY  # a referrer's first referral this long after its own first conversion
@@ -143,7 +143,8 @@ def sleeper_cells(conversions: Sequence[ConversionFacts],
         usual = float(baseline.cdf(np.array([cut]), cohort)[0])
         p_rate, share, converting, tested = (rates.test(cohort) if rates is not None
                                              else (None, 0.0, 0, 0))
-        return _Window(first, last, p_sync, _fisher(p_fast, p_rate), cut, width, len(bought),
+        both = p_fast if p_rate is None else fisher([p_fast, p_rate])
+        return _Window(first, last, p_sync, both, cut, width, len(bought),
                        fast, usual, p_fast, p_rate, share, converting, tested)
 
     tested: list[_Window] = []
@@ -225,15 +226,6 @@ def _cell(w: _Window, cohort: Sequence[str], purchases: dict[str, list[Conversio
         frozenset(), CELL_SCORE, evidence_of)
 
 
-def _fisher(p: float, q: float | None) -> float:
-    """Fisher's combination of two independent p-values (chi-squared on four degrees of
-    freedom, in closed form); `q` None: `p` alone."""
-    if q is None:
-        return p
-    product = max(p * q, 1e-300)
-    return min(1.0, product * (1.0 - math.log(product)))
-
-
 def _log_ratio(share: float, n: int, usual: float) -> tuple[float, float]:
     """The log-likelihood ratios of one hit and of one miss under the cohort's share of hits
     (over `n`, smoothed) against the program's `usual` share."""
@@ -281,26 +273,24 @@ class _Converting:
         the cohort's share, its referrers alike, its clicks that brought a buyer and the
         clicks tested; None: no click to tell."""
         usual = self.usual(cohort)
-        logs, shares, n, converting = 0.0, 0.0, 0, 0
-        told = 0
+        tails: list[float] = []
+        shares, n, converting = 0.0, 0, 0
         for ref in cohort:
             bought, idle = self.counts(ref)
             if bought + idle == 0:
                 continue
-            told += 1
             n += bought + idle
             converting += bought
             shares += bought / (bought + idle)
             # The mid-p tail: a referrer with a few clicks has a few possible tails, and a
             # whole one for "no more buyers" would count a genuine referrer's evidence as
             # none and its place in the combination as a weight against the cohort.
-            p = (float(stats.binom.sf(bought, bought + idle, usual)
-                       + 0.5 * stats.binom.pmf(bought, bought + idle, usual))
-                 if usual > 0 else 1.0)
-            logs += math.log(max(p, 1e-300))
-        if not told:
+            tails.append(float(stats.binom.sf(bought, bought + idle, usual)
+                               + 0.5 * stats.binom.pmf(bought, bought + idle, usual))
+                         if usual > 0 else 1.0)
+        if not tails:
             return None, 0.0, 0, 0
-        return float(stats.chi2.sf(-2.0 * logs, 2 * told)), shares / told, converting, n
+        return fisher(tails), shares / len(tails), converting, n
 
 
 @dataclass(frozen=True, slots=True)
