@@ -36,6 +36,7 @@ from tracker.clicks.queries import (
     stored_duplicates_sql,
     use_click_codecs,
     visitor_duplicates_sql,
+    visitor_probe_arguments,
 )
 from tracker.clicks.redirect import VisitorIds
 from tracker.collector import FEW_COLLECTIONS, few_collections
@@ -150,8 +151,7 @@ async def test_visitors_are_probed_without_fingerprints_while_no_anonymous_click
             whole = [r[0] - 1 for r in await conn.fetch(stored_duplicates_sql(table),
                                                          *probe_arguments(batch))]
             visitors = [r[0] - 1 for r in await conn.fetch(
-                visitor_duplicates_sql(table), *probe_arguments(batch)[:3],
-                probe_arguments(batch)[4])]
+                visitor_duplicates_sql(table), *(visitor_probe_arguments(batch) or []))]
             return whole, visitors, await stored_duplicates(conn, batch, table)
 
     assert not await conn.fetchval(anonymous_sql(table))
@@ -162,6 +162,26 @@ async def test_visitors_are_probed_without_fingerprints_while_no_anonymous_click
     assert await conn.fetchval(anonymous_sql(table))
     whole, visitors, found = await probe()
     assert whole == found == [2, 3] and visitors == [3]
+
+
+async def test_the_visitor_probe_reads_any_visitor_id_as_it_is(conn: asyncpg.Connection) -> None:
+    """The visitor probe sends its arrays as the text of array literals: visitor ids that such
+    a literal would read otherwise (NULL, blanks, commas, braces) are quoted, and one with a
+    double quote or a backslash goes through the whole probe, which finds the same."""
+    link = await insert_link(conn)
+    enricher = Enricher(SECRET, ())
+    partitions = Partitions()
+    odd = ["NULL", " x ", "a,b", "{c}", 'd"e', "f\\g", "é"]
+    stored = [click(n, link, visitor=v) for n, v in enumerate(odd, 1)]
+    assert await store_clicks(conn, [enricher.row(c) for c in stored], partitions) == (7, 0, 0)
+    again = prepare_rows([enricher.row(click(n, link, visitor=v, ts_us=T0 + HOUR))
+                          for n, v in enumerate([*odd, "null", "x"], 11)])
+    assert visitor_probe_arguments(again) is None  # (d"e and f\\g)
+    assert visitor_probe_arguments(again[:4]) is not None
+    table = (await partitions.groups(conn, again))[0][0]
+    async with conn.transaction():
+        assert sorted(await stored_duplicates(conn, again, table)) == list(range(7))
+        assert sorted(await stored_duplicates(conn, again[:4], table)) == list(range(4))
 
 
 async def test_a_replay_that_meets_stored_clicks_stores_only_the_new_ones_once(
