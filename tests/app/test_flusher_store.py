@@ -184,6 +184,32 @@ async def test_the_visitor_probe_reads_any_visitor_id_as_it_is(conn: asyncpg.Con
         assert sorted(await stored_duplicates(conn, again[:4], table)) == list(range(4))
 
 
+async def test_the_visitor_probe_reads_the_visitor_index_in_its_collation(
+    conn: asyncpg.Connection,
+) -> None:
+    """Visitor ids compare byte by byte (COLLATE "C", migration 0034), the clicks' and those
+    they are joined with: the probe's text parameters take the column's collation, so its
+    look-ups still go through the visitor index."""
+    collations = await conn.fetch(
+        "SELECT DISTINCT c.collname FROM pg_attribute a"
+        " JOIN pg_collation c ON c.oid = a.attcollation"
+        " WHERE a.attname = 'visitor_id' AND a.attrelid IN ('clicks'::regclass,"
+        " 'conversions'::regclass, 'customer_visitors'::regclass)")
+    assert [r[0] for r in collations] == ["C"]
+    link = await insert_link(conn)
+    enricher = Enricher(SECRET, ())
+    partitions = Partitions()
+    rows = prepare_rows([enricher.row(click(n, link, visitor=f"{n:024x}", ts_us=T0 + n))
+                         for n in range(1, 4)])
+    await store_clicks(conn, rows, partitions)
+    (name,) = partitions.names.values()
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")  # as stored_duplicates
+        plan = "\n".join(r[0] for r in await conn.fetch(
+            "EXPLAIN " + visitor_duplicates_sql(name), *(visitor_probe_arguments(rows) or [])))
+    assert "_program_id_visitor_id_ts_idx on" in plan, plan
+
+
 async def test_a_replay_that_meets_stored_clicks_stores_only_the_new_ones_once(
     conn: asyncpg.Connection,
 ) -> None:
