@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fraud.bots import BotDetector
 from fraud.useragents import parse_user_agent
 from geo.reader import GeoInfo, GeoReader, canonical_packed, ip_prefix
@@ -208,11 +210,13 @@ class Enricher:
         device = parse_user_agent(user_agent)
         hints = None
         if sec_ch_ua or sec_ch_ua_mobile or sec_ch_ua_platform:
-            hints = json.dumps({
+            # (orjson: a fifth of json.dumps' CPU, and the same jsonb once stored: only the
+            # spaces and the escaping of non-ASCII characters differ in the text.)
+            hints = orjson.dumps({
                 "sec_ch_ua": clean_text(sec_ch_ua, MAX_HINT),
                 "mobile": clean_text(sec_ch_ua_mobile, MAX_HINT),
                 "platform": clean_text(sec_ch_ua_platform, MAX_HINT),
-            })
+            }).decode()
         return (clean_text(user_agent, MAX_UA), clean_text(accept_language, MAX_LANG), hints,
                 device.browser, device.os, device.device,
                 device.mobile or sec_ch_ua_mobile == "?1",

@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
+import operator
 import os
 import time
 from dataclasses import dataclass
@@ -62,8 +64,8 @@ _I_TS, _I_LINK, _I_VISITOR, _I_FP, _I_BOT, _I_DUP = (
     COLUMNS.index("ts"), COLUMNS.index("link_id"), COLUMNS.index("visitor_id"),
     COLUMNS.index("fingerprint"), COLUMNS.index("is_bot"), COLUMNS.index("is_duplicate"),
 )
-_TIME_ORDER = itemgetter(_I_TS, COLUMNS.index("click_id"))
 _TIME = itemgetter(_I_TS)
+_CLICK_ID = itemgetter(COLUMNS.index("click_id"))
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
@@ -166,8 +168,27 @@ async def store_prepared(
 def prepare_rows(rows: list[list[object]]) -> list[list[object]]:
     """The rows (Enricher.row's lists, flagged in place) in time order, duplicates within
     them marked (mark_duplicates)."""
-    ordered = sorted(rows, key=_TIME_ORDER)
+    ordered = time_ordered(rows)
     mark_duplicates(ordered)
+    return ordered
+
+
+def time_ordered(rows: list[list[object]]) -> list[list[object]]:
+    """The rows sorted by (ts, click_id): by their times (ints), then each run of equal times
+    by click id. Both sorts are stable, so rows equal in both keep their order, as one sort by
+    the pair keeps it; a key of ints sorts in a third to a half of the CPU of a key of pairs
+    (a batch's segments of several workers interleave in time), and equal microseconds are
+    rare."""
+    ordered = sorted(rows, key=_TIME)
+    times: list[int] = list(map(_TIME, ordered))
+    end = 0
+    for i in itertools.compress(range(1, len(times)), map(operator.eq, times[1:], times)):
+        if i <= end:
+            continue  # (within the run just sorted)
+        start, end = i - 1, i
+        while end + 1 < len(times) and times[end + 1] == times[start]:
+            end += 1
+        ordered[start : end + 1] = sorted(ordered[start : end + 1], key=_CLICK_ID)
     return ordered
 
 
