@@ -1,11 +1,11 @@
-"""The visitor probe's parameters are the texts of PostgreSQL array literals: every visitor id
-quoted (so NULL, blanks, commas and braces stay text), and none at all when one would need
-escaping (the whole probe runs instead)."""
+"""The visitor probe's visitor ids are the text of a PostgreSQL array literal: every one quoted
+(so NULL, blanks, commas and braces stay text), and no parameters at all when one would need
+escaping (the whole probe runs instead); its other parameters are probe_arguments'."""
 
 from __future__ import annotations
 
 from tracker.clicks.enrich import COLUMNS
-from tracker.clicks.queries import visitor_probe_arguments
+from tracker.clicks.queries import _VISITOR_KEYS, probe_arguments, visitor_probe_arguments
 
 
 def row(program_id: int, link_id: int, visitor: str, ts_us: int) -> list[object]:
@@ -17,14 +17,14 @@ def row(program_id: int, link_id: int, visitor: str, ts_us: int) -> list[object]
     return out
 
 
-def test_the_literals_hold_each_row_in_order() -> None:
+def test_the_literal_holds_each_visitor_in_order() -> None:
     rows = [row(1, 10, "0190abcd" + "0" * 16, 1_796_677_185_648_518),
             row(2, 20, "NULL", 1_796_677_185_648_519), row(3, 30, " a,{b} é ", 7)]
+    binary = probe_arguments(rows, _VISITOR_KEYS)
     assert visitor_probe_arguments(rows) == [
-        "{1,2,3}", "{10,20,30}", '{"0190abcd0000000000000000","NULL"," a,{b} é "}',
-        "{1796677185648518,1796677185648519,7}"]
+        *binary[:2], '{"0190abcd0000000000000000","NULL"," a,{b} é "}', binary[3]]
     assert visitor_probe_arguments(rows[:1]) == [
-        "{1}", "{10}", '{"0190abcd0000000000000000"}', "{1796677185648518}"]
+        [1], [10], '{"0190abcd0000000000000000"}', [1_796_677_185.648518]]
 
 
 def test_a_visitor_id_that_needs_escaping_gives_none() -> None:
