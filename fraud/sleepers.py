@@ -51,7 +51,7 @@ import numpy as np
 from scipy import special, stats
 
 from fraud.rings import Ring
-from fraud.signals import ConversionFacts, Reason, fisher
+from fraud.signals import ConversionFacts, Reason, benjamini_hochberg, binom_above, fisher
 
 DAY = 86400.0
 DORMANT = 7 * DAY  # a referrer's first referral this long after its own first conversion
@@ -409,6 +409,11 @@ def sleeper_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[Ring
         if found is None or conv.amount <= 0:
             continue
         e = found.evidence
+        if e.get("waves"):
+            out[conv.conversion_id] = Reason(
+                "wave_cell", f"referrer population: {_wave_words(found)}",
+                e.get("wave_p_value"), f"p < {WAVE_P:g}", SLEEPER_WEIGHT, "population")
+            continue
         out[conv.conversion_id] = Reason(
             "sleeper_cell",
             f"referrer population: {len(_referrers(found))} "
@@ -441,6 +446,9 @@ def flag_reasons(ring: Ring) -> list[dict[str, object]]:
     """The reasons of a sleeper cell's own flag."""
     e = ring.evidence
     referrers = _referrers(ring)
+    if e.get("waves"):
+        return [{"code": "wave_cell", "message": f"referrer population: {_wave_words(ring)}",
+                 "value": len(ring.accounts), "threshold": 3}]
     return [{"code": "sleeper_cell",
              "message": f"referrer population: {len(referrers)} referrers quiet since their own "
                         f"first purchase ({', '.join(referrers[:10])}"
@@ -451,3 +459,154 @@ def flag_reasons(ring: Ring) -> list[dict[str, object]]:
                         f"faster than the program's{_converting(e)}: one operator's aged "
                         "accounts",
              "value": len(ring.accounts), "threshold": MIN_COHORT}]
+
+
+# -- waves: referrer accounts whose buyers come in the same waves ---------------------------
+
+WAVE = 12 * 3600.0  # one task post's buyers arrive within this of each other (seconds)
+WAVE_MIN_CUSTOMERS = 5  # a referrer's converting customers before its clicks can tell
+WAVE_RATE_FACTOR = 2.5  # of the program's customers per click, at least (fraud.signals')
+WAVE_RATE_Q = 0.01  # Benjamini-Hochberg across the referrers tested for converting clicks
+WAVE_P = 0.05  # family-wise level of the synchrony tests among the converting referrers
+MAX_WAVE_SUSPECTS = 100
+
+
+def wave_cells(conversions: Sequence[ConversionFacts], clicks: Mapping[str, int]
+               ) -> list[Ring]:
+    """Referrer accounts one operator feeds in waves: he posts a task (sign up and buy through
+    one of these links) to paid workers, real people on their own phones and addresses who
+    share nothing, and each post's workers arrive within hours of it through several of his
+    links at once; between posts his links are quiet.
+
+    Two independent things give the accounts away, tested in turn:
+
+    1. their clicks: nearly every one brings a buyer (the workers come to buy), where a
+       genuine referrer's friends mostly look and leave: each referrer's converting customers
+       against its counted clicks at the program's share (binomial, WAVE_RATE_FACTOR times
+       it at least, Benjamini-Hochberg across the referrers tested). Close friends and a
+       family convert well too: alone this holds nothing;
+    2. their timing, among those converting referrers only: two referrers whose customers'
+       arrivals (the click that brought each) fall within WAVE of each other on more
+       separate occasions than two independent referrers' would (Poisson tail, the chance of
+       a coincidence taken from the program's own arrivals, so that promotion days, when
+       many referrers share at once, count as the program's). A group: referrers joined by
+       such pairs, each pair at a level that makes a chain of three (two pairs sharing a
+       referrer) a chance of WAVE_P among all the converting referrers' pairs, or one pair
+       alone passing WAVE_P Bonferroni-corrected over all of them.
+
+    Each group is a cell (kind "sleeper_cell", evidence "waves"): its referrers and all their
+    referees (their links were the operator's). Genuine referrers who share on the same
+    promotion days are not tested unless their clicks convert like a task's, and even then
+    must coincide again and again beyond what the program's own calendar gives."""
+    if not clicks:
+        return []
+    arrivals: dict[str, dict[str, float]] = defaultdict(dict)
+    for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
+        at = conv.touches[-1].at if conv.touches else conv.at
+        for ref in conv.referrers:
+            if ref != conv.customer:
+                arrivals[ref].setdefault(conv.customer, at)
+    converted = sum(len(v) for v in arrivals.values())
+    total = sum(clicks.values())
+    if not converted or not total:
+        return []
+    rate = converted / total
+    p_rate: dict[str, float] = {}
+    for ref, customers in arrivals.items():
+        k, n = len(customers), clicks.get(ref, 0)
+        if k >= WAVE_MIN_CUSTOMERS and n and k / n >= WAVE_RATE_FACTOR * rate:
+            p_rate[ref] = binom_above(min(k, n), n, rate)
+    suspects = sorted(benjamini_hochberg(p_rate, WAVE_RATE_Q), key=lambda r: (p_rate[r], r))
+    suspects = sorted(suspects[:MAX_WAVE_SUSPECTS])
+    if len(suspects) < 2:
+        return []
+    chance = _coincidence(arrivals)
+    occasions = {ref: _occasions(sorted(arrivals[ref].values())) for ref in suspects}
+    pairs = len(suspects) * (len(suspects) - 1) // 2
+    edge_p = math.sqrt(2 * WAVE_P / len(suspects) ** 3)
+    parts: dict[str, str] = {ref: ref for ref in suspects}
+
+    def root(x: str) -> str:
+        while parts[x] != x:
+            parts[x] = parts[parts[x]]
+            x = parts[x]
+        return x
+
+    edges: list[tuple[str, str, float, int]] = []
+    for i, a in enumerate(suspects):
+        for b in suspects[i + 1:]:
+            k = min(_together(occasions[a], arrivals[b]), _together(occasions[b], arrivals[a]))
+            if k < 2:
+                continue
+            p = float(stats.poisson.sf(k - 1, len(occasions[a]) * len(occasions[b]) * chance))
+            if p < edge_p:
+                edges.append((a, b, p, k))
+                parts[root(a)] = root(b)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for a, b, _p, _k in edges:
+        groups[root(a)] |= {a, b}
+    cells = []
+    for members in groups.values():
+        inner = [(p, k) for a, b, p, k in edges if a in members and b in members]
+        if len(members) < 3 and min(p for p, _k in inner) * pairs >= WAVE_P:
+            continue
+        referees = {c for ref in members for c in arrivals[ref]}
+        k_all = sum(len(arrivals[r]) for r in members)
+        n_all = sum(clicks.get(r, 0) for r in members)
+        cells.append(Ring(
+            "sleeper_cell",
+            frozenset({("referrer", r) for r in members} | {("customer", c) for c in referees}),
+            frozenset(), CELL_SCORE,
+            {"waves": True, "referrers": sorted(members), "customers": sorted(referees),
+             "occasions": max(k for _p, k in inner), "within_h": round(WAVE / 3600, 1),
+             "wave_p_value": float(f"{min(p for p, _k in inner):.3g}"),
+             "converting_clicks": k_all, "clicks": n_all, "usual_share": round(rate, 3)}))
+    return sorted(cells, key=lambda c: min(_referrers(c)))
+
+
+def _occasions(times: Sequence[float]) -> list[list[float]]:
+    """A referrer's arrivals (sorted) in occasions: those within WAVE of the previous one."""
+    out: list[list[float]] = []
+    for t in times:
+        if out and t - out[-1][-1] <= WAVE:
+            out[-1].append(t)
+        else:
+            out.append([t])
+    return out
+
+
+def _together(occasions: Sequence[Sequence[float]], others: Mapping[str, float]) -> int:
+    """How many of one referrer's occasions another's arrivals fall within WAVE of."""
+    times = np.sort(np.fromiter(others.values(), dtype=float))
+    n = 0
+    for occasion in occasions:
+        lo = np.searchsorted(times, occasion[0] - WAVE, side="left")
+        hi = np.searchsorted(times, occasion[-1] + WAVE, side="right")
+        n += bool(hi > lo)
+    return n
+
+
+def _coincidence(arrivals: Mapping[str, Mapping[str, float]]) -> float:
+    """The chance that two arrivals drawn from the program's own (every referrer's customers,
+    by WAVE-wide bins of time) fall within WAVE of each other: a program's busy days (a
+    launch, a promotion) make coincidences likelier, and so they count as the program's."""
+    times = np.fromiter((t for own in arrivals.values() for t in own.values()), dtype=float)
+    if times.size == 0:
+        return 1.0
+    bins = np.bincount(((times - times.min()) // WAVE).astype(int)).astype(float)
+    share = bins / bins.sum()
+    near = np.concatenate(([0.0], share[:-1])) + np.concatenate((share[1:], [0.0]))
+    return float(min(np.sum(share * (share + near / 2)), 1.0))
+
+
+def _wave_words(cell: Ring) -> str:
+    """A wave cell's evidence in plain words."""
+    e, referrers = cell.evidence, _referrers(cell)
+    return (f"{len(referrers)} referrers ({', '.join(referrers[:10])}"
+            f"{', ...' if len(referrers) > 10 else ''}) whose clicks nearly all bring a buyer "
+            f"({e.get('converting_clicks')} customers of {e.get('clicks')} clicks, where the "
+            f"program's bring one {e.get('usual_share')} of the time) got their customers in "
+            f"the same waves, within {e.get('within_h')} h of each other on up to "
+            f"{e.get('occasions')} separate occasions, more often than the program's own "
+            f"calendar gives (p {e.get('wave_p_value')}): one operator's links fed by paid "
+            "workers after each task post")
