@@ -463,7 +463,7 @@ def flag_reasons(ring: Ring) -> list[dict[str, object]]:
 
 # -- waves: referrer accounts whose buyers come in the same waves ---------------------------
 
-WAVE = 12 * 3600.0  # one task post's buyers arrive within this of each other (seconds)
+WAVE = 6 * 3600.0  # one task post's buyers arrive within this of each other (seconds)
 WAVE_MIN_CUSTOMERS = 5  # a referrer's converting customers before its clicks can tell
 WAVE_RATE_FACTOR = 2.5  # of the program's customers per click, at least (fraud.signals')
 WAVE_RATE_Q = 0.01  # Benjamini-Hochberg across the referrers tested for converting clicks
