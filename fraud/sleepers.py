@@ -47,6 +47,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import networkx as nx
 import numpy as np
 from scipy import special, stats
 
@@ -521,69 +522,136 @@ def wave_cells(conversions: Sequence[ConversionFacts], clicks: Mapping[str, int]
     if len(suspects) < 2:
         return []
     chance = _coincidence(arrivals)
-    occasions = {ref: _occasions(sorted(arrivals[ref].values())) for ref in suspects}
     pairs = len(suspects) * (len(suspects) - 1) // 2
     edge_p = math.sqrt(2 * WAVE_P / len(suspects) ** 3)
-    parts: dict[str, str] = {ref: ref for ref in suspects}
-
-    def root(x: str) -> str:
-        while parts[x] != x:
-            parts[x] = parts[parts[x]]
-            x = parts[x]
-        return x
-
-    edges: list[tuple[str, str, float, int]] = []
-    for i, a in enumerate(suspects):
-        for b in suspects[i + 1:]:
-            k = min(_together(occasions[a], arrivals[b]), _together(occasions[b], arrivals[a]))
-            if k < 2:
-                continue
-            p = float(stats.poisson.sf(k - 1, len(occasions[a]) * len(occasions[b]) * chance))
-            if p < edge_p:
-                edges.append((a, b, p, k))
-                parts[root(a)] = root(b)
-    groups: dict[str, set[str]] = defaultdict(set)
-    for a, b, _p, _k in edges:
-        groups[root(a)] |= {a, b}
+    tested = _pair_tests(suspects, arrivals, chance)
+    groups = _components([(a, b) for a, b, p, _k in tested if p < edge_p])
     cells = []
-    for members in groups.values():
-        inner = [(p, k) for a, b, p, k in edges if a in members and b in members]
+    for members in groups:
+        inner = [(p, k) for a, b, p, k in tested if a in members and b in members]
         if len(members) < 3 and min(p for p, _k in inner) * pairs >= WAVE_P:
             continue
-        referees = {c for ref in members for c in arrivals[ref]}
-        k_all = sum(len(arrivals[r]) for r in members)
-        n_all = sum(clicks.get(r, 0) for r in members)
-        cells.append(Ring(
-            "sleeper_cell",
-            frozenset({("referrer", r) for r in members} | {("customer", c) for c in referees}),
-            frozenset(), CELL_SCORE,
-            {"waves": True, "referrers": sorted(members), "customers": sorted(referees),
-             "occasions": max(k for _p, k in inner), "within_h": round(WAVE / 3600, 1),
-             "wave_p_value": float(f"{min(p for p, _k in inner):.3g}"),
-             "converting_clicks": k_all, "clicks": n_all, "usual_share": round(rate, 3)}))
+        cells.append(_wave_cell(members, inner, arrivals, clicks, rate))
+    # Workers trickling in over a day make weaker pairs: the best group of the remaining
+    # referrers (pairs under LOOSE_P, scored by their evidence) against the same referrers'
+    # own arrivals each moved by a random offset along the program's calendar (a genuine
+    # referrer keeps its own rhythm and the program its busy days; only their alignment is
+    # lost), one group at a time while it passes WAVE_P.
+    rest = sorted(set(suspects) - {r for c in cells for r in _referrers(c)})[:MAX_PERMUTED]
+    rng = np.random.default_rng(0)
+    calendar = np.sort(np.fromiter((t for own in arrivals.values() for t in own.values()),
+                                   dtype=float))
+    for _round in range(MAX_ROUNDS):
+        score, members, inner = _best_group(_pair_tests(rest, arrivals, chance))
+        if len(members) < 2:
+            break
+        # Stopped as soon as the group can no longer pass: a genuine group is beaten often.
+        beaten, most = 0, WAVE_P * (PERMUTATIONS + 1) - 1
+        for _ in range(PERMUTATIONS):
+            shifted = _shifted(rest, arrivals, calendar, rng)
+            beaten += _best_group(_pair_tests(rest, shifted, chance))[0] >= score
+            if beaten >= most:
+                break
+        p_perm = (1 + beaten) / (PERMUTATIONS + 1)
+        if p_perm >= WAVE_P:
+            break
+        cells.append(_wave_cell(members, inner, arrivals, clicks, rate, p_perm=p_perm))
+        rest = sorted(set(rest) - members)
     return sorted(cells, key=lambda c: min(_referrers(c)))
 
 
-def _occasions(times: Sequence[float]) -> list[list[float]]:
-    """A referrer's arrivals (sorted) in occasions: those within WAVE of the previous one."""
-    out: list[list[float]] = []
-    for t in times:
-        if out and t - out[-1][-1] <= WAVE:
-            out[-1].append(t)
-        else:
-            out.append([t])
+LOOSE_P = 0.05  # a pair's level to join a group in the calendar-shift test
+PERMUTATIONS = 99
+MAX_PERMUTED = 30  # converting referrers in the calendar-shift test, at most
+MAX_ROUNDS = 3
+
+
+def _pair_tests(suspects: Sequence[str], arrivals: Mapping[str, Mapping[str, float]],
+                chance: float) -> list[tuple[str, str, float, int]]:
+    """Each pair of referrers whose arrivals coincide on two occasions or more: the Poisson
+    tail of their coincidences against the program's `chance` of one."""
+    times = {ref: np.sort(np.fromiter(arrivals[ref].values(), dtype=float))
+             for ref in suspects}
+    bounds = {ref: _occasion_bounds(t) for ref, t in times.items()}
+    out = []
+    for i, a in enumerate(suspects):
+        for b in suspects[i + 1:]:
+            k = min(_together(bounds[a], times[b]), _together(bounds[b], times[a]))
+            if k >= 2:
+                lam = len(bounds[a][0]) * len(bounds[b][0]) * chance
+                out.append((a, b, float(special.pdtrc(k - 1, lam)), k))
     return out
 
 
-def _together(occasions: Sequence[Sequence[float]], others: Mapping[str, float]) -> int:
-    """How many of one referrer's occasions another's arrivals fall within WAVE of."""
-    times = np.sort(np.fromiter(others.values(), dtype=float))
-    n = 0
-    for occasion in occasions:
-        lo = np.searchsorted(times, occasion[0] - WAVE, side="left")
-        hi = np.searchsorted(times, occasion[-1] + WAVE, side="right")
-        n += bool(hi > lo)
-    return n
+def _components(edges: Sequence[tuple[str, str]]) -> list[set[str]]:
+    parts = nx.utils.UnionFind()
+    for a, b in edges:
+        parts.union(a, b)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        groups[parts[a]] |= {a, b}
+    return list(groups.values())
+
+
+def _best_group(tested: Sequence[tuple[str, str, float, int]]
+                ) -> tuple[float, set[str], list[tuple[float, int]]]:
+    """The group of referrers joined by pairs under LOOSE_P whose pairs' evidence (the sum of
+    -log p) is the greatest, with that sum and its pairs."""
+    loose = [(a, b, p, k) for a, b, p, k in tested if p < LOOSE_P]
+    best: tuple[float, set[str], list[tuple[float, int]]] = (0.0, set(), [])
+    for members in _components([(a, b) for a, b, _p, _k in loose]):
+        inner = [(p, k) for a, b, p, k in loose if a in members]
+        score = -sum(math.log(max(p, 1e-300)) for p, _k in inner)
+        if score > best[0]:
+            best = (score, members, inner)
+    return best
+
+
+def _shifted(refs: Sequence[str], arrivals: Mapping[str, Mapping[str, float]],
+             calendar: np.ndarray, rng: np.random.Generator) -> dict[str, dict[str, float]]:
+    """Each referrer's arrivals moved by one random offset along the program's calendar (its
+    arrivals' ranks among the program's, rotated): its own rhythm kept, busy days kept."""
+    n = len(calendar)
+    out: dict[str, dict[str, float]] = {}
+    for ref in refs:
+        customers = list(arrivals[ref])
+        at = np.fromiter((arrivals[ref][c] for c in customers), dtype=float)
+        rank = (np.searchsorted(calendar, at) / n + rng.random()) % 1.0
+        out[ref] = dict(zip(customers, calendar[np.minimum((rank * n).astype(int), n - 1)]
+                            .tolist(), strict=True))
+    return out
+
+
+def _wave_cell(members: set[str], inner: Sequence[tuple[float, int]],
+               arrivals: Mapping[str, Mapping[str, float]], clicks: Mapping[str, int],
+               rate: float, *, p_perm: float | None = None) -> Ring:
+    referees = {c for ref in members for c in arrivals[ref]}
+    return Ring(
+        "sleeper_cell",
+        frozenset({("referrer", r) for r in members} | {("customer", c) for c in referees}),
+        frozenset(), CELL_SCORE,
+        {"waves": True, "referrers": sorted(members), "customers": sorted(referees),
+         "occasions": max(k for _p, k in inner), "within_h": round(WAVE / 3600, 1),
+         "wave_p_value": float(f"{min(p for p, _k in inner) if p_perm is None else p_perm:.3g}"),
+         "converting_clicks": sum(len(arrivals[r]) for r in members),
+         "clicks": sum(clicks.get(r, 0) for r in members), "usual_share": round(rate, 3)})
+
+
+def _occasion_bounds(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A referrer's arrivals (sorted) in occasions, each those within WAVE of the previous
+    one: their first and last arrivals."""
+    if times.size == 0:
+        return times, times
+    new = np.concatenate(([True], np.diff(times) > WAVE))
+    last = np.concatenate((new[1:], [True]))
+    return times[new], times[last]
+
+
+def _together(bounds: tuple[np.ndarray, np.ndarray], others: np.ndarray) -> int:
+    """How many of one referrer's occasions another's arrivals (sorted) fall within WAVE of."""
+    first, last = bounds
+    return int(np.count_nonzero(np.searchsorted(others, last + WAVE, side="right")
+                                > np.searchsorted(others, first - WAVE, side="left")))
 
 
 def _coincidence(arrivals: Mapping[str, Mapping[str, float]]) -> float:

@@ -78,3 +78,22 @@ def test_converting_referrers_at_their_own_times_are_no_cell() -> None:
             conversions.append(purchase(f"{ref}-f{j}", T0 + rng.uniform(0, 55) * DAY, ref))
         clicks[ref] = 9
     assert wave_cells(conversions, clicks) == []
+
+
+def test_workers_trickling_in_over_a_day_after_each_post_are_found_too() -> None:
+    """Smaller waves spread over most of a day, each worker on any of five links: no pair of
+    links coincides often enough alone; the group does, against the links' own arrivals
+    moved along the program's calendar."""
+    rng = random.Random(6)
+    conversions, clicks = genuine(rng)
+    mules = ("m1", "m2", "m3", "m4", "m5")
+    for wave, day in enumerate((2.0, 9.0, 15.0, 22.0, 30.0, 37.0, 45.0)):
+        for i in range(4):
+            at = T0 + day * DAY + min(rng.expovariate(1 / (8 * 3600)), 22 * 3600)
+            conversions.append(purchase(f"w{wave}-{i}", at, rng.choice(mules)))
+    for ref in mules:
+        clicks[ref] = sum(1 for c in conversions if c.referrers == (ref,)) + 1
+    cells = wave_cells(conversions, clicks)
+    named = {i for cell in cells for kind, i in cell.accounts if kind == "referrer"}
+    assert len(named) >= 3
+    assert named <= set(mules)
