@@ -537,7 +537,9 @@ def wave_cells(conversions: Sequence[ConversionFacts], clicks: Mapping[str, int]
     # own arrivals each moved by a random offset along the program's calendar (a genuine
     # referrer keeps its own rhythm and the program its busy days; only their alignment is
     # lost), one group at a time while it passes WAVE_P.
-    rest = sorted(set(suspects) - {r for c in cells for r in _referrers(c)})[:MAX_PERMUTED]
+    named = {r for c in cells for r in _referrers(c)}
+    rest = sorted(sorted((r for r in suspects if r not in named),
+                         key=lambda r: (p_rate[r], r))[:MAX_PERMUTED])
     rng = np.random.default_rng(0)
     calendar = np.sort(np.fromiter((t for own in arrivals.values() for t in own.values()),
                                    dtype=float))
@@ -561,8 +563,8 @@ def wave_cells(conversions: Sequence[ConversionFacts], clicks: Mapping[str, int]
 
 
 LOOSE_P = 0.05  # a pair's level to join a group in the calendar-shift test
-PERMUTATIONS = 99
-MAX_PERMUTED = 30  # converting referrers in the calendar-shift test, at most
+PERMUTATIONS = 49
+MAX_PERMUTED = 20  # the most converting referrers in the calendar-shift test, at most
 MAX_ROUNDS = 3
 
 
