@@ -47,11 +47,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import networkx as nx
 import numpy as np
 from scipy import special, stats
 
 from fraud.rings import Ring
-from fraud.signals import ConversionFacts, Reason, fisher
+from fraud.signals import ConversionFacts, Reason, benjamini_hochberg, binom_above, fisher
 
 DAY = 86400.0
 DORMANT = 7 * DAY  # a referrer's first referral this long after its own first conversion
@@ -409,6 +410,11 @@ def sleeper_reasons(conversions: Sequence[ConversionFacts], rings: Sequence[Ring
         if found is None or conv.amount <= 0:
             continue
         e = found.evidence
+        if e.get("waves"):
+            out[conv.conversion_id] = Reason(
+                "wave_cell", f"referrer population: {_wave_words(found)}",
+                e.get("wave_p_value"), f"p < {WAVE_P:g}", SLEEPER_WEIGHT, "population")
+            continue
         out[conv.conversion_id] = Reason(
             "sleeper_cell",
             f"referrer population: {len(_referrers(found))} "
@@ -441,6 +447,9 @@ def flag_reasons(ring: Ring) -> list[dict[str, object]]:
     """The reasons of a sleeper cell's own flag."""
     e = ring.evidence
     referrers = _referrers(ring)
+    if e.get("waves"):
+        return [{"code": "wave_cell", "message": f"referrer population: {_wave_words(ring)}",
+                 "value": len(ring.accounts), "threshold": 3}]
     return [{"code": "sleeper_cell",
              "message": f"referrer population: {len(referrers)} referrers quiet since their own "
                         f"first purchase ({', '.join(referrers[:10])}"
@@ -451,3 +460,223 @@ def flag_reasons(ring: Ring) -> list[dict[str, object]]:
                         f"faster than the program's{_converting(e)}: one operator's aged "
                         "accounts",
              "value": len(ring.accounts), "threshold": MIN_COHORT}]
+
+
+# -- waves: referrer accounts whose buyers come in the same waves ---------------------------
+
+WAVE = 6 * 3600.0  # one task post's buyers arrive within this of each other (seconds)
+WAVE_MIN_CUSTOMERS = 5  # a referrer's converting customers before its clicks can tell
+WAVE_RATE_FACTOR = 2.5  # of the program's customers per click, at least (fraud.signals')
+WAVE_RATE_Q = 0.01  # Benjamini-Hochberg across the referrers tested for converting clicks
+WAVE_P = 0.05  # family-wise level of the synchrony tests among the converting referrers
+MAX_WAVE_SUSPECTS = 100
+
+
+def wave_cells(conversions: Sequence[ConversionFacts], clicks: Mapping[str, int]
+               ) -> list[Ring]:
+    """Referrer accounts one operator feeds in waves: he posts a task (sign up and buy through
+    one of these links) to paid workers, real people on their own phones and addresses who
+    share nothing, and each post's workers arrive within hours of it through several of his
+    links at once; between posts his links are quiet.
+
+    Two independent things give the accounts away, tested in turn:
+
+    1. their clicks: nearly every one brings a buyer (the workers come to buy), where a
+       genuine referrer's friends mostly look and leave: each referrer's converting customers
+       against its counted clicks at the program's share (binomial, WAVE_RATE_FACTOR times
+       it at least, Benjamini-Hochberg across the referrers tested). Close friends and a
+       family convert well too: alone this holds nothing;
+    2. their timing, among those converting referrers only: two referrers whose customers'
+       arrivals (the click that brought each) fall within WAVE of each other on more
+       separate occasions than two independent referrers' would (Poisson tail, the chance of
+       a coincidence taken from the program's own arrivals, so that promotion days, when
+       many referrers share at once, count as the program's). A group: referrers joined by
+       such pairs, each pair at a level that makes a chain of three (two pairs sharing a
+       referrer) a chance of WAVE_P among all the converting referrers' pairs, or one pair
+       alone passing WAVE_P Bonferroni-corrected over all of them.
+
+    Each group is a cell (kind "sleeper_cell", evidence "waves"): its referrers and all their
+    referees (their links were the operator's). Genuine referrers who share on the same
+    promotion days are not tested unless their clicks convert like a task's, and even then
+    must coincide again and again beyond what the program's own calendar gives."""
+    if not clicks:
+        return []
+    arrivals: dict[str, dict[str, float]] = defaultdict(dict)
+    for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
+        at = conv.touches[-1].at if conv.touches else conv.at
+        for ref in conv.referrers:
+            if ref != conv.customer:
+                arrivals[ref].setdefault(conv.customer, at)
+    converted = sum(len(v) for v in arrivals.values())
+    total = sum(clicks.values())
+    if not converted or not total:
+        return []
+    rate = converted / total
+    p_rate: dict[str, float] = {}
+    for ref, customers in arrivals.items():
+        k, n = len(customers), clicks.get(ref, 0)
+        if k >= WAVE_MIN_CUSTOMERS and n and k / n >= WAVE_RATE_FACTOR * rate:
+            p_rate[ref] = binom_above(min(k, n), n, rate)
+    suspects = sorted(benjamini_hochberg(p_rate, WAVE_RATE_Q), key=lambda r: (p_rate[r], r))
+    suspects = sorted(suspects[:MAX_WAVE_SUSPECTS])
+    if len(suspects) < 2:
+        return []
+    chance = _coincidence(arrivals)
+    pairs = len(suspects) * (len(suspects) - 1) // 2
+    edge_p = math.sqrt(2 * WAVE_P / len(suspects) ** 3)
+    tested = _pair_tests(suspects, arrivals, chance)
+    groups = _components([(a, b) for a, b, p, _k in tested if p < edge_p])
+    cells = []
+    for members in groups:
+        inner = [(p, k) for a, b, p, k in tested if a in members and b in members]
+        if len(members) < 3 and min(p for p, _k in inner) * pairs >= WAVE_P:
+            continue
+        cells.append(_wave_cell(members, inner, arrivals, clicks, rate))
+    # Workers trickling in over a day make weaker pairs: the best group of the remaining
+    # referrers (pairs under LOOSE_P, scored by their evidence) against the same referrers'
+    # own arrivals each moved by a random offset along the program's calendar (a genuine
+    # referrer keeps its own rhythm and the program its busy days; only their alignment is
+    # lost), one group at a time while it passes WAVE_P.
+    named = {r for c in cells for r in _referrers(c)}
+    rest = sorted(sorted((r for r in suspects if r not in named),
+                         key=lambda r: (p_rate[r], r))[:MAX_PERMUTED])
+    rng = np.random.default_rng(0)
+    calendar = np.sort(np.fromiter((t for own in arrivals.values() for t in own.values()),
+                                   dtype=float))
+    for _round in range(MAX_ROUNDS):
+        score, members, inner = _best_group(_pair_tests(rest, arrivals, chance))
+        if len(members) < 2:
+            break
+        # Stopped as soon as the group can no longer pass: a genuine group is beaten often.
+        beaten, most = 0, WAVE_P * (PERMUTATIONS + 1) - 1
+        for _ in range(PERMUTATIONS):
+            shifted = _shifted(rest, arrivals, calendar, rng)
+            beaten += _best_group(_pair_tests(rest, shifted, chance))[0] >= score
+            if beaten >= most:
+                break
+        p_perm = (1 + beaten) / (PERMUTATIONS + 1)
+        if p_perm >= WAVE_P:
+            break
+        cells.append(_wave_cell(members, inner, arrivals, clicks, rate, p_perm=p_perm))
+        rest = sorted(set(rest) - members)
+    return sorted(cells, key=lambda c: min(_referrers(c)))
+
+
+LOOSE_P = 0.05  # a pair's level to join a group in the calendar-shift test
+PERMUTATIONS = 49
+MAX_PERMUTED = 20  # the most converting referrers in the calendar-shift test, at most
+MAX_ROUNDS = 3
+
+
+def _pair_tests(suspects: Sequence[str], arrivals: Mapping[str, Mapping[str, float]],
+                chance: float) -> list[tuple[str, str, float, int]]:
+    """Each pair of referrers whose arrivals coincide on two occasions or more: the Poisson
+    tail of their coincidences against the program's `chance` of one."""
+    times = {ref: np.sort(np.fromiter(arrivals[ref].values(), dtype=float))
+             for ref in suspects}
+    bounds = {ref: _occasion_bounds(t) for ref, t in times.items()}
+    out = []
+    for i, a in enumerate(suspects):
+        for b in suspects[i + 1:]:
+            k = min(_together(bounds[a], times[b]), _together(bounds[b], times[a]))
+            if k >= 2:
+                lam = len(bounds[a][0]) * len(bounds[b][0]) * chance
+                out.append((a, b, float(special.pdtrc(k - 1, lam)), k))
+    return out
+
+
+def _components(edges: Sequence[tuple[str, str]]) -> list[set[str]]:
+    parts = nx.utils.UnionFind()
+    for a, b in edges:
+        parts.union(a, b)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        groups[parts[a]] |= {a, b}
+    return list(groups.values())
+
+
+def _best_group(tested: Sequence[tuple[str, str, float, int]]
+                ) -> tuple[float, set[str], list[tuple[float, int]]]:
+    """The group of referrers joined by pairs under LOOSE_P whose pairs' evidence (the sum of
+    -log p) is the greatest, with that sum and its pairs."""
+    loose = [(a, b, p, k) for a, b, p, k in tested if p < LOOSE_P]
+    best: tuple[float, set[str], list[tuple[float, int]]] = (0.0, set(), [])
+    for members in _components([(a, b) for a, b, _p, _k in loose]):
+        inner = [(p, k) for a, b, p, k in loose if a in members]
+        score = -sum(math.log(max(p, 1e-300)) for p, _k in inner)
+        if score > best[0]:
+            best = (score, members, inner)
+    return best
+
+
+def _shifted(refs: Sequence[str], arrivals: Mapping[str, Mapping[str, float]],
+             calendar: np.ndarray, rng: np.random.Generator) -> dict[str, dict[str, float]]:
+    """Each referrer's arrivals moved by one random offset along the program's calendar (its
+    arrivals' ranks among the program's, rotated): its own rhythm kept, busy days kept."""
+    n = len(calendar)
+    out: dict[str, dict[str, float]] = {}
+    for ref in refs:
+        customers = list(arrivals[ref])
+        at = np.fromiter((arrivals[ref][c] for c in customers), dtype=float)
+        rank = (np.searchsorted(calendar, at) / n + rng.random()) % 1.0
+        out[ref] = dict(zip(customers, calendar[np.minimum((rank * n).astype(int), n - 1)]
+                            .tolist(), strict=True))
+    return out
+
+
+def _wave_cell(members: set[str], inner: Sequence[tuple[float, int]],
+               arrivals: Mapping[str, Mapping[str, float]], clicks: Mapping[str, int],
+               rate: float, *, p_perm: float | None = None) -> Ring:
+    referees = {c for ref in members for c in arrivals[ref]}
+    return Ring(
+        "sleeper_cell",
+        frozenset({("referrer", r) for r in members} | {("customer", c) for c in referees}),
+        frozenset(), CELL_SCORE,
+        {"waves": True, "referrers": sorted(members), "customers": sorted(referees),
+         "occasions": max(k for _p, k in inner), "within_h": round(WAVE / 3600, 1),
+         "wave_p_value": float(f"{min(p for p, _k in inner) if p_perm is None else p_perm:.3g}"),
+         "converting_clicks": sum(len(arrivals[r]) for r in members),
+         "clicks": sum(clicks.get(r, 0) for r in members), "usual_share": round(rate, 3)})
+
+
+def _occasion_bounds(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A referrer's arrivals (sorted) in occasions, each those within WAVE of the previous
+    one: their first and last arrivals."""
+    if times.size == 0:
+        return times, times
+    new = np.concatenate(([True], np.diff(times) > WAVE))
+    last = np.concatenate((new[1:], [True]))
+    return times[new], times[last]
+
+
+def _together(bounds: tuple[np.ndarray, np.ndarray], others: np.ndarray) -> int:
+    """How many of one referrer's occasions another's arrivals (sorted) fall within WAVE of."""
+    first, last = bounds
+    return int(np.count_nonzero(np.searchsorted(others, last + WAVE, side="right")
+                                > np.searchsorted(others, first - WAVE, side="left")))
+
+
+def _coincidence(arrivals: Mapping[str, Mapping[str, float]]) -> float:
+    """The chance that two arrivals drawn from the program's own (every referrer's customers,
+    by WAVE-wide bins of time) fall within WAVE of each other: a program's busy days (a
+    launch, a promotion) make coincidences likelier, and so they count as the program's."""
+    times = np.fromiter((t for own in arrivals.values() for t in own.values()), dtype=float)
+    if times.size == 0:
+        return 1.0
+    bins = np.bincount(((times - times.min()) // WAVE).astype(int)).astype(float)
+    share = bins / bins.sum()
+    near = np.concatenate(([0.0], share[:-1])) + np.concatenate((share[1:], [0.0]))
+    return float(min(np.sum(share * (share + near / 2)), 1.0))
+
+
+def _wave_words(cell: Ring) -> str:
+    """A wave cell's evidence in plain words."""
+    e, referrers = cell.evidence, _referrers(cell)
+    return (f"{len(referrers)} referrers ({', '.join(referrers[:10])}"
+            f"{', ...' if len(referrers) > 10 else ''}) whose clicks nearly all bring a buyer "
+            f"({e.get('converting_clicks')} customers of {e.get('clicks')} clicks, where the "
+            f"program's bring one {e.get('usual_share')} of the time) got their customers in "
+            f"the same waves, within {e.get('within_h')} h of each other on up to "
+            f"{e.get('occasions')} separate occasions, more often than the program's own "
+            f"calendar gives (p {e.get('wave_p_value')}): one operator's links fed by paid "
+            "workers after each task post")

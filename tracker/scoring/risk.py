@@ -58,7 +58,7 @@ from fraud.rings import (
     shared_infrastructure,
 )
 from fraud.signals import conversion_crowds, crowded_columns, headerless_share
-from fraud.sleepers import sleeper_cells
+from fraud.sleepers import sleeper_cells, wave_cells
 from fraud.supervised import SupervisedRisk
 from tracker import metrics
 from tracker.collector import few_collections
@@ -246,6 +246,7 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         keys = account_keys(facts.conversions, crowds)  # pools' and operators' ties, once
         rings += collusion_pools(facts.conversions, keys)
         rings += sleeper_cells(facts.conversions, program.context.referrer_clicks)
+        rings += wave_cells(facts.conversions, program.context.referrer_clicks)
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
                             model=model, holders=holders, crowds=crowds)
         # Decided on the parts; flagged for review as one group per operator. A cash-out
