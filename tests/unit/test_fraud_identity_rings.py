@@ -546,3 +546,34 @@ def test_a_device_farm_on_five_phones_is_found_and_a_club_on_popular_browsers_no
     found = {next(p for k, p in r.accounts if k == "referrer"): r.accounts for r in rings}
     assert found["farmer"] == {("referrer", "farmer")} | {("customer", c) for _r, c, _b in farm}
     assert "club" not in found
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_chains_last_sign_up_on_a_crowded_address_joins_and_its_friends_do_not(draw: int
+                                                                                  ) -> None:
+    """A recruiting chain of six to nine accounts on two addresses and two phones, each signed
+    up through the last one's link. Its last sign-up uses an address that looks like a NAT
+    (a crowd: it binds no group by itself), which one of the chain's earlier accounts and a
+    stranger use too: tied to the chain by the referral and by that address, it is of the
+    ring. The stranger is not; nor is a member's genuine friend, on an address and a phone of
+    its own, nor another's friend who shares a crowded address with the member who referred
+    it only (tied by that referral alone)."""
+    rng = random.Random(150 + draw)
+    members = [f"m{i}" for i in range(rng.randint(6, 9))]
+    homes, phones = [f"9{draw}.4.0.1", f"9{draw}.4.0.2"], [f"ring-a{draw}", f"ring-b{draw}"]
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = [
+        (("referrer", m), homes[i % 2], phones[(i // 2) % 2]) for i, m in enumerate(members)]
+    referrals = list(pairwise(members))
+    crowd, other = f"10.{draw}.7.7", f"10.{draw}.8.8"
+    earlier = members[rng.randint(1, len(members) - 3)]
+    rows += [(("customer", "last"), crowd, "last-phone"), (("referrer", earlier), crowd, None),
+             (("customer", "stranger"), crowd, "stranger-phone"),
+             (("customer", "friend"), f"7{draw}.1.1.1", "friend-phone"),
+             (("customer", "mate"), other, "mate-phone"), (("referrer", members[2]), other, None)]
+    referrals += [(members[-1], "last"), ("someone", "stranger"), (members[1], "friend"),
+                  (members[2], "mate")]
+    rings = shared_infrastructure(columns_by_account(rows), referrals,
+                                  crowds={("ip", crowd), ("ip", other)})
+    best = max(rings, key=lambda r: len(set(members) & {p for _k, p in r.accounts}))
+    assert {p for _k, p in best.accounts} == {*members, "last"}
+    assert best.score >= DECISIVE
