@@ -216,12 +216,14 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             score = WEAK_RING
         # The chain's ends its binding misses: tied to it by a referral and by a home or a
         # phone one of its other accounts uses (a crowded address binds no group by itself).
-        accounts |= (ends := _tied_ends(accounts, graph, ties, len(chained)))
+        # Named in the review flag only (fraud.operators): a crowded address is no evidence
+        # to hold anyone's reward on.
+        ends = _tied_ends(accounts, graph, ties, len(chained))
         # Browsers bind like devices but are no flag member (an IP or a device fingerprint is).
         rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
                           round(score, 4), {
             "accounts_per_device": round(per_device, 2), "recruiting": recruiting,
-            "chain_links": len(links), "chain_ends": len(ends),
+            "chain_links": len(links), "chain_ends": [list(a) for a in sorted(ends)],
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))

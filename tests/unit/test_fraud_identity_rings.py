@@ -8,11 +8,13 @@ a public terminal."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from itertools import pairwise
 
 import pytest
 
 from fraud.assess import DECISIVE, FLAG_CAP, assess, decision_reason
+from fraud.operators import chain_ends, group_flag_reasons, operator_groups, parts
 from fraud.rings import columns_by_account, device_farms, find_rings, shared_infrastructure
 from fraud.signals import (
     ClickFacts,
@@ -555,9 +557,10 @@ def test_a_chains_last_sign_up_on_a_crowded_address_joins_and_its_friends_do_not
     up through the last one's link. Its last sign-up uses an address that looks like a NAT
     (a crowd: it binds no group by itself), which one of the chain's earlier accounts and a
     stranger use too: tied to the chain by the referral and by that address, it is of the
-    ring. The stranger is not; nor is a member's genuine friend, on an address and a phone of
-    its own, nor another's friend who shares a crowded address with the member who referred
-    it only (tied by that referral alone)."""
+    ring's review flag (decided on the ring alone: a crowded address holds nobody). The
+    stranger is not; nor is a member's genuine friend, on an address and a phone of its own,
+    nor another's friend who shares a crowded address with the member who referred it only
+    (tied by that referral alone)."""
     rng = random.Random(150 + draw)
     members = [f"m{i}" for i in range(rng.randint(6, 9))]
     homes, phones = [f"9{draw}.4.0.1", f"9{draw}.4.0.2"], [f"ring-a{draw}", f"ring-b{draw}"]
@@ -575,5 +578,11 @@ def test_a_chains_last_sign_up_on_a_crowded_address_joins_and_its_friends_do_not
     rings = shared_infrastructure(columns_by_account(rows), referrals,
                                   crowds={("ip", crowd), ("ip", other)})
     best = max(rings, key=lambda r: len(set(members) & {p for _k, p in r.accounts}))
-    assert {p for _k, p in best.accounts} == {*members, "last"}
+    assert {p for _k, p in best.accounts} == set(members)
     assert best.score >= DECISIVE
+    assert {p for _k, p in chain_ends(best)} == {"last"}
+    for flags in (operator_groups(rings, []), operator_groups([replace(best, score=0.4)], [])):
+        flag = max(flags, key=lambda r: len(set(members) & {p for _k, p in r.accounts}))
+        assert {p for _k, p in flag.accounts} == {*members, "last"}
+        assert parts(flag) == [best] or parts(flag)[0].accounts == best.accounts
+        assert "chain_ends" in {r["code"] for r in group_flag_reasons(flag)}
