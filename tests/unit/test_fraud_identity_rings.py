@@ -15,7 +15,13 @@ import pytest
 
 from fraud.assess import DECISIVE, FLAG_CAP, assess, decision_reason
 from fraud.operators import chain_ends, group_flag_reasons, operator_groups, parts
-from fraud.rings import columns_by_account, device_farms, find_rings, shared_infrastructure
+from fraud.rings import (
+    Ring,
+    columns_by_account,
+    device_farms,
+    find_rings,
+    shared_infrastructure,
+)
 from fraud.signals import (
     ClickFacts,
     ConversionFacts,
@@ -586,3 +592,30 @@ def test_a_chains_last_sign_up_on_a_crowded_address_joins_and_its_friends_do_not
         assert {p for _k, p in flag.accounts} == {*members, "last"}
         assert parts(flag) == [best] or parts(flag)[0].accounts == best.accounts
         assert "chain_ends" in {r["code"] for r in group_flag_reasons(flag)}
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_referrer_joins_an_operators_group_on_two_tied_referees_not_one(draw: int) -> None:
+    """An operator's pool of accounts made for two referrers, among a few hundred genuine
+    referrals. A link lent to him is credited with two accounts, each on one of the pool's
+    browser cookies: it joins the group's review flag. A referrer with one referee who shares
+    a cookie with one of the pool's (a flatmate, a borrowed phone: one coincidence) does not,
+    however rare such ties are in the program."""
+    rng = random.Random(170 + draw)
+    pool = [f"p{i}" for i in range(rng.randint(6, 9))]
+    convs = [ConversionFacts(i, p, 1000.0 + i, ("opA" if i % 2 else "opB",),
+                             visitors=frozenset({f"ck{i}"})) for i, p in enumerate(pool)]
+    n = len(convs)
+    for i in range(rng.randint(250, 350)):  # genuine referrals, each on a cookie of its own
+        convs.append(ConversionFacts(n + i, f"g{i}", 2000.0 + i, (f"r{i % 60}",),
+                                     visitors=frozenset({f"own{i}"})))
+    n = len(convs)
+    convs += [ConversionFacts(n, "x1", 5000.0, ("lone",), visitors=frozenset({"ck0"})),
+              ConversionFacts(n + 1, "x2", 5001.0, ("lent",), visitors=frozenset({"ck1"})),
+              ConversionFacts(n + 2, "x3", 5002.0, ("lent",), visitors=frozenset({"ck2"}))]
+    ring = Ring("collusion_pool", frozenset(("customer", p) for p in pool), frozenset(), 0.85,
+                {})
+    [flag] = operator_groups([ring], convs)
+    people = {p for _k, p in flag.accounts}
+    assert {"lent", "x2", "x3", "opA", "opB"} <= people
+    assert not {"lone", "x1"} & people
