@@ -59,6 +59,7 @@ OPERATOR_KINDS = ("collusion_pool", "sleeper_cell", "ring", "dense_block", "refe
 GROWN = ("collusion_pool", "sleeper_cell")
 TIE_P = 0.05  # a referrer's referees tied to the group beyond chance: family-wise level
 MERGE_SHARED = 2  # accounts two decisive findings share, at least, to be one operator's
+TIED_REFEREES = 2  # a referrer's referees tied to a group, at least, for it to join
 
 
 def _first_referrers(conversions: Sequence[ConversionFacts]
@@ -85,7 +86,7 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     `keys`: the conversions' `fraud.pools.account_keys`, when the caller has them already."""
     decisive = [r for r in rings if r.kind in OPERATOR_KINDS and r.score >= DECISIVE]
     if not decisive:
-        return list(rings)
+        return [_with_ends(r) for r in rings]
     union = nx.utils.UnionFind(range(len(decisive)))
     for a, b in _sharing(decisive):
         union.union(a, b)
@@ -99,7 +100,8 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
     ties: Mapping[str, set[Key]] = {}
     if any(ring.kind in GROWN for ring in decisive):
         ties = account_keys(conversions) if keys is None else keys
-    out = [r for r in rings if not (r.kind in OPERATOR_KINDS and r.score >= DECISIVE)]
+    out = [_with_ends(r) for r in rings
+           if not (r.kind in OPERATOR_KINDS and r.score >= DECISIVE)]
     tie = _Ties(ties, first, browsers, {p for ring in decisive for _kind, p in ring.accounts})
     for parts in merged.values():
         members = {a for ring in parts for a in ring.accounts}
@@ -135,6 +137,8 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
                            for c in referees.get(r, ())
                            if c in core or tie.keys.get(c, set()) & marks
                            or tie.browsers.get(c) in phones})
+        # A recruiting chain's ends are named here only (its parts' decisions leave them).
+        members |= {a for ring in parts for a in chain_ends(ring)}
         inside = {p for _kind, p in members}
         outside = {first[p] for p in inside if p in first and first[p] not in inside}
         members = _one_role(members | {("referrer", r) for r in _recruiters(members, referees)}
@@ -152,6 +156,23 @@ def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts
              "tied_referrers": sorted(joined),
              "parts": [_part(r) for r in parts]}))
     return out
+
+
+def chain_ends(ring: Ring) -> set[Account]:
+    """A recruiting chain's ends (fraud.rings._tied_ends): named in its review flag only."""
+    raw = ring.evidence.get("chain_ends")
+    if not isinstance(raw, list):
+        return set()
+    return {(str(a[0]), str(a[1])) for a in raw if isinstance(a, list | tuple) and len(a) == 2}
+
+
+def _with_ends(ring: Ring) -> Ring:
+    """A ring's review flag with its chain's ends (chain_ends), decided on the ring alone."""
+    ends = chain_ends(ring) - ring.accounts
+    if not ends:
+        return ring
+    return Ring(ring.kind, frozenset(_one_role(set(ring.accounts) | ends)), ring.shared,
+                ring.score, {**ring.evidence, "parts": [_part(ring)]})
 
 
 def _sharing(rings: Sequence[Ring]) -> list[tuple[int, int]]:
@@ -241,10 +262,13 @@ def _tied_referrers(referrers: set[str], referees: dict[str, set[str]], ties: _T
         landing = ties.crossed * len(group) / max(len(ties.first), 1)
         popular = _upper(len(on), len(others))
         chance = [(keyed, landing), (on, popular), (keyed | on, min(landing + popular, 1.0))]
+        # One tied referee is one coincidence (a friend on the operator's phone model, a
+        # flatmate): a referrer joins on TIED_REFEREES of them at least.
         tests = [(r, len(chance) * min(
                       float(stats.binom.sf(len(people & tied) - 1, len(people), rate))
                       for tied, rate in chance))
-                 for r, people in referees.items() if r not in inside and people & (keyed | on)]
+                 for r, people in referees.items()
+                 if r not in inside and len(people & (keyed | on)) >= TIED_REFEREES]
         new = {r for r, p in tests if p * len(tests) < TIE_P}
         if not new:
             return joined
@@ -306,7 +330,14 @@ def group_flag_reasons(ring: Ring) -> list[dict[str, object]]:
     a merged group, what made it one."""
     pieces = parts(ring)
     out = [reason for part in pieces for reason in ring_flag_reasons(part)]
-    if pieces == [ring]:
+    ends = sorted(p for _kind, p in chain_ends(ring))
+    if ends:
+        out.append({"code": "chain_ends", "message": f"{len(ends)} account(s) ("
+                    f"{', '.join(ends[:5])}{', ...' if len(ends) > 5 else ''}) signed up "
+                    "through, or signed up, one of the chain's accounts and use an address or "
+                    "device with another of them: named for review, not decided on",
+                    "value": len(ends), "threshold": 2})
+    if pieces == [ring] or (len(pieces) == 1 and "operator_referrers" not in ring.evidence):
         return out
     referrers, tied = _listed(ring, "operator_referrers"), _listed(ring, "tied_referrers")
     kinds = sorted({p.kind.replace("_", " ") for p in pieces})

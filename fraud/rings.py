@@ -142,11 +142,10 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
     a ring (ADDRESS_CONCENTRATION).
     """
     referrals = list(referrals)
-    referred_by: dict[str, set[str]] = defaultdict(set)
-    for referrer, customer in referrals:
-        referred_by[customer].add(referrer)
+    referred_by = _referred_by(referrals)
     graph = bipartite(uses)
-    rare, homes = _binding(graph, referrals, referred_by, max_share, crowds)
+    ties = _referral_ties(referrals)
+    rare, homes = _binding(graph, ties, referred_by, max_share, crowds)
     projection = nx.Graph()
     for column in rare:
         holders = list(graph.neighbors(column))
@@ -215,17 +214,30 @@ def shared_infrastructure(uses: dict[Account, set[Column]],
             # A few accounts, or one referrer's people each on a device of their own: a
             # household, an office; named, but weak evidence (fraud.assess reads the score).
             score = WEAK_RING
+        # The chain's ends its binding misses: tied to it by a referral and by a home or a
+        # phone one of its other accounts uses (a crowded address binds no group by itself).
+        # Named in the review flag only (fraud.operators): a crowded address is no evidence
+        # to hold anyone's reward on.
+        ends = _tied_ends(accounts, graph, ties, len(chained))
         # Browsers bind like devices but are no flag member (an IP or a device fingerprint is).
         rings.append(Ring("ring", accounts, frozenset(c for c in shared if c[0] in SHOWN),
                           round(score, 4), {
             "accounts_per_device": round(per_device, 2), "recruiting": recruiting,
-            "chain_links": len(links),
+            "chain_links": len(links), "chain_ends": [list(a) for a in sorted(ends)],
             "accounts": len(accounts), "shared_ips": sum(1 for c in shared if c[0] == "ip"),
             "shared_devices": sum(1 for c in shared if c[0] == "device"),
             "density": round(density, 4), "address_concentration": round(concentration, 4)}))
     # A crowded address binds as a chain's home only a chain that holds (_chain_homes): a weak
     # group on one is the crowd it looked like, and no finding (nor one to hide a stronger).
     return [r for r in rings if r.score > WEAK_RING or not r.shared & homes]
+
+
+def _referred_by(referrals: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """Who referred each customer (self-referrals included)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for referrer, customer in referrals:
+        out[customer].add(referrer)
+    return out
 
 
 def _chain_holds(chained: int, concentration: float, shared: Collection[Column]
@@ -236,6 +248,32 @@ def _chain_holds(chained: int, concentration: float, shared: Collection[Column]
     recruiting = chained >= CHAIN_RECRUITERS and (
         concentration >= 0.95 or addresses >= CHAIN_HOMES)
     return recruiting, CHAIN_HOLD if recruiting and addresses >= CHAIN_HOMES else HOLD_ACCOUNTS
+
+
+def _tied_ends(accounts: frozenset[Account], graph: nx.Graph, ties: _Ties, chained: int
+               ) -> set[Account]:
+    """The accounts one referral away from a recruiting chain's (`accounts`, with `chained`
+    recruiters, CHAIN_RECRUITERS at least; none for any other group) that also use an
+    address or a device (used by at most HOME_ACCOUNTS accounts) with one of its accounts
+    other than those they are referral-tied to: two independent ties, a sign-up and a place.
+    A chain's last sign-up on a crowded address its binding left out (an address that looks
+    like a NAT binds no group by itself) is one; a member's genuine friend, tied by the
+    referral alone (on an address and a phone of its own, or at home with the member who
+    referred it), is not. Linear in the referrals and columns of the chain's neighbours."""
+    if chained < CHAIN_RECRUITERS:
+        return set()
+    people = {p for _kind, p in accounts}
+    out: set[Account] = set()
+    for person in sorted({q for p in people for q in ties.around.get(p, ())} - people):
+        others = people - ties.around[person]
+        for node in (("referrer", person), ("customer", person)):
+            if node not in graph:
+                continue
+            if any(column[0] in SHOWN and graph.degree(column) <= HOME_ACCOUNTS
+                   and any(q in others for _kind, q in graph.neighbors(column))
+                   for column in graph.neighbors(node)):
+                out.add(("referrer" if person in ties.referrers else "customer", person))
+    return out
 
 
 def _density(projection: nx.Graph, component: set[Account]) -> float:
@@ -313,14 +351,14 @@ def _chained(accounts: Collection[Account], referred_by: Mapping[str, set[str]])
     return {r for r in recruiters if referred_by.get(r, set()) & people}
 
 
-def _binding(graph: nx.Graph, referrals: list[tuple[str, str]],
+def _binding(graph: nx.Graph, ties: _Ties,
              referred_by: dict[str, set[str]], max_share: int, crowds: Collection[Column]
              ) -> tuple[list[Column], set[Column]]:
     """The IPs and devices that bind their accounts: used by two or more, not a crowd (a NAT)
     unless a referral chain's home (_chain_homes), and either one collector's or used by at
     most `max_share` accounts and no gateway; and those homes."""
     homes = _chain_homes({c: [p for _kind, p in graph.neighbors(c)] for c in crowds
-                          if c in graph}, _referral_ties(referrals), _small_addresses(graph))
+                          if c in graph}, ties, _small_addresses(graph))
     return [n for n, d in graph.nodes(data=True)
             if d.get("bipartite") == 1 and graph.degree(n) >= 2
             and (n not in crowds or n in homes)

@@ -8,12 +8,20 @@ a public terminal."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from itertools import pairwise
 
 import pytest
 
 from fraud.assess import DECISIVE, FLAG_CAP, assess, decision_reason
-from fraud.rings import columns_by_account, device_farms, find_rings, shared_infrastructure
+from fraud.operators import chain_ends, group_flag_reasons, operator_groups, parts
+from fraud.rings import (
+    Ring,
+    columns_by_account,
+    device_farms,
+    find_rings,
+    shared_infrastructure,
+)
 from fraud.signals import (
     ClickFacts,
     ConversionFacts,
@@ -546,3 +554,68 @@ def test_a_device_farm_on_five_phones_is_found_and_a_club_on_popular_browsers_no
     found = {next(p for k, p in r.accounts if k == "referrer"): r.accounts for r in rings}
     assert found["farmer"] == {("referrer", "farmer")} | {("customer", c) for _r, c, _b in farm}
     assert "club" not in found
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_chains_last_sign_up_on_a_crowded_address_joins_and_its_friends_do_not(draw: int
+                                                                                  ) -> None:
+    """A recruiting chain of six to nine accounts on two addresses and two phones, each signed
+    up through the last one's link. Its last sign-up uses an address that looks like a NAT
+    (a crowd: it binds no group by itself), which one of the chain's earlier accounts and a
+    stranger use too: tied to the chain by the referral and by that address, it is of the
+    ring's review flag (decided on the ring alone: a crowded address holds nobody). The
+    stranger is not; nor is a member's genuine friend, on an address and a phone of its own,
+    nor another's friend who shares a crowded address with the member who referred it only
+    (tied by that referral alone)."""
+    rng = random.Random(150 + draw)
+    members = [f"m{i}" for i in range(rng.randint(6, 9))]
+    homes, phones = [f"9{draw}.4.0.1", f"9{draw}.4.0.2"], [f"ring-a{draw}", f"ring-b{draw}"]
+    rows: list[tuple[tuple[str, str], str | None, str | None]] = [
+        (("referrer", m), homes[i % 2], phones[(i // 2) % 2]) for i, m in enumerate(members)]
+    referrals = list(pairwise(members))
+    crowd, other = f"10.{draw}.7.7", f"10.{draw}.8.8"
+    earlier = members[rng.randint(1, len(members) - 3)]
+    rows += [(("customer", "last"), crowd, "last-phone"), (("referrer", earlier), crowd, None),
+             (("customer", "stranger"), crowd, "stranger-phone"),
+             (("customer", "friend"), f"7{draw}.1.1.1", "friend-phone"),
+             (("customer", "mate"), other, "mate-phone"), (("referrer", members[2]), other, None)]
+    referrals += [(members[-1], "last"), ("someone", "stranger"), (members[1], "friend"),
+                  (members[2], "mate")]
+    rings = shared_infrastructure(columns_by_account(rows), referrals,
+                                  crowds={("ip", crowd), ("ip", other)})
+    best = max(rings, key=lambda r: len(set(members) & {p for _k, p in r.accounts}))
+    assert {p for _k, p in best.accounts} == set(members)
+    assert best.score >= DECISIVE
+    assert {p for _k, p in chain_ends(best)} == {"last"}
+    for flags in (operator_groups(rings, []), operator_groups([replace(best, score=0.4)], [])):
+        flag = max(flags, key=lambda r: len(set(members) & {p for _k, p in r.accounts}))
+        assert {p for _k, p in flag.accounts} == {*members, "last"}
+        assert parts(flag) == [best] or parts(flag)[0].accounts == best.accounts
+        assert "chain_ends" in {r["code"] for r in group_flag_reasons(flag)}
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_a_referrer_joins_an_operators_group_on_two_tied_referees_not_one(draw: int) -> None:
+    """An operator's pool of accounts made for two referrers, among a few hundred genuine
+    referrals. A link lent to him is credited with two accounts, each on one of the pool's
+    browser cookies: it joins the group's review flag. A referrer with one referee who shares
+    a cookie with one of the pool's (a flatmate, a borrowed phone: one coincidence) does not,
+    however rare such ties are in the program."""
+    rng = random.Random(170 + draw)
+    pool = [f"p{i}" for i in range(rng.randint(6, 9))]
+    convs = [ConversionFacts(i, p, 1000.0 + i, ("opA" if i % 2 else "opB",),
+                             visitors=frozenset({f"ck{i}"})) for i, p in enumerate(pool)]
+    n = len(convs)
+    for i in range(rng.randint(250, 350)):  # genuine referrals, each on a cookie of its own
+        convs.append(ConversionFacts(n + i, f"g{i}", 2000.0 + i, (f"r{i % 60}",),
+                                     visitors=frozenset({f"own{i}"})))
+    n = len(convs)
+    convs += [ConversionFacts(n, "x1", 5000.0, ("lone",), visitors=frozenset({"ck0"})),
+              ConversionFacts(n + 1, "x2", 5001.0, ("lent",), visitors=frozenset({"ck1"})),
+              ConversionFacts(n + 2, "x3", 5002.0, ("lent",), visitors=frozenset({"ck2"}))]
+    ring = Ring("collusion_pool", frozenset(("customer", p) for p in pool), frozenset(), 0.85,
+                {})
+    [flag] = operator_groups([ring], convs)
+    people = {p for _k, p in flag.accounts}
+    assert {"lent", "x2", "x3", "opA", "opB"} <= people
+    assert not {"lone", "x1"} & people
