@@ -45,6 +45,7 @@ from fraud.cashout import flag_reasons as cash_out_flag_reasons
 from fraud.pools import pool_cookie_reasons, pool_flag_reasons
 from fraud.rings import WEAK_RING, Ring
 from fraud.signals import (
+    OTHER_DEVICE,
     ConversionFacts,
     Finding,
     ProgramContext,
@@ -285,6 +286,10 @@ EXCESS_SAMPLE = 2_000  # the program's conversions a carrier's base share is mea
 # one of the anomalous ones by at most 1 / MISSING_LR: the model is a simplification (the
 # anomalies are not quite independent), so no single absence is a veto.
 MISSING_LR = 0.2
+# Findings whose anomaly only some of the anomalous conversions can show, by chance rather than
+# by what they are (clicks spoofed from a browser of the converting device's own platform show
+# no other device): a conversion that lacks one is not less likely anomalous for it.
+ONE_SIDED = frozenset({OTHER_DEVICE})
 EM_ROUNDS = 50
 
 
@@ -372,7 +377,7 @@ def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str
     rather than one of its genuine referrals that looks alike by chance (a fast buyer, a
     purchase at the cheapest price), by the referrer's Mixture for conversions of its kind:
     the anomalies combine as independent evidence (naive Bayes), one not shown dividing the
-    odds by at most 1 / MISSING_LR.
+    odds by at most 1 / MISSING_LR (one of ONE_SIDED not shown: not at all).
 
     The referrer's anomalous share is the prior; the conversion's own traits are the
     evidence. Where it lacks what sets the anomalous part apart (a trait so nearly all of
@@ -395,7 +400,7 @@ def anomalous_probability(conv: ConversionFacts, ref: str, shown: Collection[str
         base = mixture.base[code]
         if code in shown:
             likelihood *= q / base
-        else:
+        elif code not in ONE_SIDED:
             missing = (1.0 - q) / (1.0 - base)
             lacks = lacks or missing <= MISSING_LR
             likelihood *= max(missing, MISSING_LR)

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats
 from scipy.special._ufuncs import _binom_sf  # stats.binom.sf without its checks
 
+from fraud.useragents import parse_user_agent
 from geo.reader import ip_prefix
 
 # Ids an ad network appends to the landing URL of a paid click only. Not fbclid (or twclid):
@@ -906,6 +907,11 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     - interjected_clicks: more conversions whose credited click landed after the customer's
       journey had begun than the program's (binomial): click injection, however slow;
       carried by those.
+    - clicks_on_another_device: more customers converting on another device than the one
+      their credited clicks came from, or through a visitor cookie that clicked from two
+      platforms, than the program's (binomial, `on_another_device`): click spoofing with
+      harvested device ids; carried by those conversions (its absence says nothing:
+      fraud.assess.ONE_SIDED).
     - fast_purchases: more purchases among the fastest of the program's honest purchases
       than chance gives (binomial), against a baseline without the referrers found so
       (`_fast_purchase_findings`): click injection on a referrer with a few conversions;
@@ -961,6 +967,8 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
     for ref, finding in _source_findings(conversions, context, program_rate, tally):
         out[ref].append(finding)
     for ref, finding in _interjected_findings(conversions).items():
+        out[ref].append(finding)
+    for ref, finding in _other_device_findings(conversions).items():
         out[ref].append(finding)
     timed = {ref for ref, found in out.items() if any(f.reason.code in TIMING for f in found)}
     for ref, finding in _fast_purchase_findings(conversions, context, timed).items():
@@ -3170,6 +3178,75 @@ def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, F
             f"(the program's other referrers: {rate:.0%}): clicks fired into purchases that "
             "were happening anyway (click injection)", round(k / n, 4),
             f"FDR {FDR_Q:g}", 0.6, "click"), _in_set(late), p_values[ref])
+    return out
+
+
+# The platform a User-Agent names, as far as it tells one device from another: an iPad's
+# Safari asks for desktop pages as a Mac, so Apple's systems are one platform; a phone asking
+# for the desktop site says Linux, which names no platform.
+_PLATFORMS = {"iOS": "apple", "iPadOS": "apple", "Mac OS X": "apple", "Android": "android",
+              "Windows": "windows", "Chrome OS": "chromeos"}
+OTHER_DEVICE = "clicks_on_another_device"
+OTHER_DEVICE_MIN = 3  # a referrer's customers converting on another device, at least
+OTHER_DEVICE_SHARE = 0.2  # of the referrer's customers, at least
+OTHER_DEVICE_WEIGHT = 0.6
+
+
+def platform(agent: str | None) -> str | None:
+    """The platform (apple, android, windows, chromeos) a User-Agent names, or None."""
+    return _PLATFORMS.get(parse_user_agent(agent).os or "") if agent else None
+
+
+def on_another_device(conv: ConversionFacts) -> bool:
+    """Whether the conversion's credited clicks were not made on the device that converted:
+    one visitor cookie among them clicked from two platforms (a cookie lives in one browser
+    on one device), or none of them came from a platform the customer's own reports (sign-up,
+    purchase) came from. A person who clicked on a laptop and bought on a phone shows it too,
+    now and then: only a referrer with far more such customers than the program's (the
+    referrer-level test) says the clicks were made by someone else (click spoofing: clicks
+    fired with harvested device ids, so that their owners' own purchases are credited)."""
+    if not conv.touches:
+        return False
+    by_cookie: dict[str, str] = {}
+    clicked: set[str] = set()
+    for t in conv.touches:
+        made = platform(t.agent)
+        if made is None:
+            continue
+        clicked.add(made)
+        if t.visitor is not None and by_cookie.setdefault(t.visitor, made) != made:
+            return True
+    if not clicked:
+        return False
+    touched = {(t.agent, t.ip) for t in conv.touches}
+    reported = {platform(agent) for agent, ip in conv.agents if (agent, ip) not in touched}
+    reported.discard(None)
+    return bool(reported) and not reported & clicked
+
+
+def _other_device_findings(conversions: Sequence[ConversionFacts]) -> dict[str, Finding]:
+    """clicks_on_another_device: more of a referrer's customers converted on another device
+    than the one their credited clicks came from (`on_another_device`) than the program's
+    other referrers' customers do (`_excess_customers`, Benjamini-Hochberg across referrers):
+    clicks that no person on the converting device made (click spoofing from harvested device
+    ids on residential proxies, with current browsers and the market's language). Counted in
+    customers; carried by those conversions."""
+    customers, elsewhere = _marked_customers(conversions, on_another_device, touched_only=True)
+    p_values = _excess_customers(
+        customers, elsewhere,
+        lambda k, n, total: (k >= OTHER_DEVICE_MIN and k >= OTHER_DEVICE_SHARE * n
+                             and total - n >= BASELINE_MIN))
+    total = sum(len(c) for c in customers.values())
+    rate = sum(len(c) for c in elsewhere.values()) / max(total, 1)
+    out: dict[str, Finding] = {}
+    for ref in benjamini_hochberg(p_values):
+        k, n = len(elsewhere[ref]), len(customers[ref])
+        out[ref] = Finding(Reason(
+            OTHER_DEVICE, f"click: {k} of {ref}'s {n} customers converted on "
+            "another device than the one their credited clicks came from, or one visitor "
+            f"cookie clicked from two platforms (the program's other referrers: {rate:.0%}): "
+            "clicks no person on the converting device made (click spoofing)", round(k / n, 4),
+            f"FDR {FDR_Q:g}", OTHER_DEVICE_WEIGHT, "click"), on_another_device, p_values[ref])
     return out
 
 
