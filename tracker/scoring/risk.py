@@ -60,6 +60,7 @@ from fraud.rings import (
 from fraud.signals import conversion_crowds, crowded_columns, headerless_share
 from fraud.sleepers import sleeper_cells
 from fraud.supervised import SupervisedRisk
+from fraud.swaps import credit_swaps
 from tracker import metrics
 from tracker.collector import few_collections
 from tracker.db import PRIMARY, ReadView, Replica, job_lock
@@ -246,6 +247,7 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         keys = account_keys(facts.conversions, crowds)  # pools' and operators' ties, once
         rings += collusion_pools(facts.conversions, keys)
         rings += sleeper_cells(facts.conversions, program.context.referrer_clicks)
+        rings += credit_swaps(facts.conversions, facts.referrers).rings
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
                             model=model, holders=holders, crowds=crowds)
         # Decided on the parts; flagged for review as one group per operator. A cash-out

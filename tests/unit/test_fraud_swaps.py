@@ -1,0 +1,43 @@
+"""Reciprocal credit swaps (fraud.swaps): second accounts credited round a cycle of referrers."""
+
+from __future__ import annotations
+
+from fraud.assess import assess_all, ring_flag_reasons
+from fraud.signals import ConversionFacts, ProgramContext, ReferrerFacts
+from fraud.swaps import KIND, credit_swaps
+
+
+def _conv(i: int, customer: str, referrer: str, email: bytes | None = None,
+          visitors: frozenset[str] = frozenset()) -> ConversionFacts:
+    return ConversionFacts(i, customer, 1_000.0 * i, (referrer,), email_hash=email,
+                           visitors=visitors, amount=1000)
+
+
+REFERRERS = {name: ReferrerFacts(name, email_hash=name.encode()) for name in ("a", "b", "c")}
+
+
+def test_swapped_pair_is_held_strongly_and_comes_back_as_one_ring() -> None:
+    # a's second account (a's mailbox) through b's link, b's (b's mailbox, then a second one on
+    # the same cookie) through a's; c's friend is nobody's account.
+    convs = [_conv(1, "a2", "b", b"a"), _conv(2, "b2", "a", b"b", frozenset({"k"})),
+             _conv(3, "b3", "a", b"b3", frozenset({"k"})), _conv(4, "f", "c", b"f")]
+    found = credit_swaps(convs, REFERRERS)
+    assert set(found.reasons) == {1, 2, 3}
+    assert all(r.strong and r.family == "identity" for r in found.reasons.values())
+    [ring] = found.rings
+    assert ring.kind == KIND
+    assert {p for _k, p in ring.accounts} == {"a", "b", "a2", "b2", "b3"}
+    assert ring_flag_reasons(ring)[0]["code"] == KIND
+    scored = {s.assessment.conversion_id: s.assessment
+              for s in assess_all(convs, REFERRERS, ProgramContext())}
+    assert scored[1].score >= 0.9 and scored[4].score < 0.5
+
+
+def test_one_way_tie_and_mutual_friends_are_not_swaps() -> None:
+    # a's mailbox-alike credited to b, but nothing of b's goes back (strangers' mailboxes can
+    # normalise alike); b, a real friend, referred by a and referring a's housemate back; a
+    # referrer re-subscribing through a friend's link under his own customer id.
+    convs = [_conv(1, "a2", "b", b"a"), _conv(2, "b", "a", b"b"), _conv(3, "h", "b", b"h"),
+             _conv(4, "c", "a", b"c")]
+    found = credit_swaps(convs, REFERRERS)
+    assert found.reasons == {} and found.rings == []
