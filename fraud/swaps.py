@@ -37,6 +37,7 @@ SWAP_WEIGHT = 0.97  # strong identity evidence: the referee is another referrer,
 # A mailbox or cookie this many identities share is a placeholder or a public terminal: it
 # ties nobody.
 FEW_HOLDERS = 3
+SWAP_DAY = 86_400.0  # cycles whose swaps are this close in time are one group's (_rings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,32 +91,54 @@ def credit_swaps(conversions: Sequence[ConversionFacts],
         return Swaps({}, [])
     graph = nx.DiGraph(list(edges))
     reasons: dict[int, Reason] = {}
-    rings: list[Ring] = []
+    # each cycle: (its referrers, its second accounts, their first and last conversion)
+    cycles: list[tuple[set[str], set[str], float, float]] = []
     for cycle in nx.strongly_connected_components(graph):
         if len(cycle) < 2:
             continue
         inside = [(owner, credited) for owner, credited in edges
                   if owner in cycle and credited in cycle]
-        accounts: set[Account] = {("referrer", r) for r in cycle}
+        swapped = [conv for e in inside for conv in edges[e]]
         for owner, credited in inside:
             for conv in edges[(owner, credited)]:
-                accounts.add(("customer", conv.customer))
                 reasons[conv.conversion_id] = Reason(
                     KIND, f"identity: the referee is a second account of referrer {owner} "
                     f"(same mailbox or browser cookie), credited to {credited}; {len(cycle)} "
                     f"referrers ({', '.join(sorted(cycle))}) credit each other's second "
                     "accounts in a cycle: a swap of referral rewards", len(cycle),
                     "no cycle of second accounts", SWAP_WEIGHT, "identity", True)
-        rings.append(Ring(KIND, frozenset(accounts), frozenset(), SWAP_WEIGHT,
-                          {"referrers": sorted(cycle), "accounts": len(accounts),
-                           "swapped": sum(len(edges[e]) for e in inside)}))
-    return Swaps(reasons, rings)
+        cycles.append((set(cycle), {c.customer for c in swapped},
+                       min(c.at for c in swapped), max(c.at for c in swapped)))
+    return Swaps(reasons, _rings(cycles))
+
+
+def _rings(cycles: list[tuple[set[str], set[str], float, float]]) -> list[Ring]:
+    """One ring per swap group: cycles whose swaps overlap in time (SWAP_DAY apart at most)
+    are one group's, which agreed on it together (cycles of second accounts are rare enough
+    that two the same days are not a coincidence); cycles at other times are rings of their
+    own."""
+    rings: list[Ring] = []
+    group: list[tuple[set[str], set[str], float, float]] = []
+    for cycle in [*sorted(cycles, key=lambda c: c[2]), None]:
+        if group and (cycle is None or cycle[2] - max(c[3] for c in group) > SWAP_DAY):
+            referrers = set().union(*(c[0] for c in group))
+            accounts: set[Account] = {("referrer", r) for r in referrers}
+            accounts |= {("customer", p) for c in group for p in c[1]}
+            rings.append(Ring(KIND, frozenset(accounts), frozenset(), SWAP_WEIGHT,
+                              {"referrers": sorted(referrers), "cycles": len(group),
+                               "accounts": len(accounts)}))
+            group = []
+        if cycle is not None:
+            group.append(cycle)
+    return rings
 
 
 def flag_reasons(ring: Ring) -> list[dict[str, object]]:
     """A swap ring's own flag reasons."""
     referrers = ring.evidence.get("referrers")
     n = len(referrers) if isinstance(referrers, list) else 0
+    cycles = ring.evidence.get("cycles", 1)
     return [{"code": KIND, "message": f"{n} referrers credit each other's second accounts "
-             f"(each is another of them by mailbox or browser cookie) in a cycle: "
-             f"{len(ring.accounts)} accounts", "value": n, "threshold": 2}]
+             f"(each is another of them by mailbox or browser cookie) in {cycles} "
+             f"cycle(s) of swaps made the same days: {len(ring.accounts)} accounts",
+             "value": n, "threshold": 2}]

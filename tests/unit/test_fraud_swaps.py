@@ -41,3 +41,18 @@ def test_one_way_tie_and_mutual_friends_are_not_swaps() -> None:
              _conv(4, "c", "a", b"c")]
     found = credit_swaps(convs, REFERRERS)
     assert found.reasons == {} and found.rings == []
+
+
+def test_cycles_swapped_the_same_days_are_one_group() -> None:
+    refs = {n: ReferrerFacts(n, email_hash=n.encode()) for n in "abcdef"}
+    day = 86_400.0
+
+    def conv(i: int, owner: str, credited: str, at: float) -> ConversionFacts:
+        return ConversionFacts(i, f"{owner}2", at, (credited,), email_hash=owner.encode())
+
+    # a<->b and c<->d on one swap day; e<->f weeks later: another group.
+    convs = [conv(1, "a", "b", 0.0), conv(2, "b", "a", 3600.0), conv(3, "c", "d", 0.5 * day),
+             conv(4, "d", "c", 0.6 * day), conv(5, "e", "f", 30 * day),
+             conv(6, "f", "e", 30.1 * day)]
+    rings = sorted(credit_swaps(convs, refs).rings, key=lambda r: -len(r.accounts))
+    assert [len(r.accounts) for r in rings] == [8, 4]
