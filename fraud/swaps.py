@@ -76,6 +76,15 @@ def credit_swaps(conversions: Sequence[ConversionFacts],
     for ref_id in referrers:
         if ref_id in union.parents:
             members[union[ref_id]].add(ref_id)
+    # A common name's mailbox, shared by more than FEW_HOLDERS, joins no persons, but a
+    # referrer's mailbox still names the accounts that use it: a cycle tells chance apart.
+    by_mailbox: dict[bytes, set[str]] = defaultdict(set)
+    for ref in referrers.values():
+        if ref.email_hash is not None:
+            by_mailbox[ref.email_hash].add(ref.external_id)
+    for conv in conversions:
+        if conv.email_hash in by_mailbox and conv.customer not in referrers:
+            members[union[conv.customer]] |= by_mailbox[conv.email_hash]
     # (owner, credited) -> the conversions of the owner's second accounts credited there
     edges: dict[tuple[str, str], list[ConversionFacts]] = defaultdict(list)
     for conv in conversions:

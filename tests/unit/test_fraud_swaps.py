@@ -56,3 +56,11 @@ def test_cycles_swapped_the_same_days_are_one_group() -> None:
              conv(6, "f", "e", 30.1 * day)]
     rings = sorted(credit_swaps(convs, refs).rings, key=lambda r: -len(r.accounts))
     assert [len(r.accounts) for r in rings] == [8, 4]
+
+
+def test_a_common_names_mailbox_still_names_a_referrers_second_account() -> None:
+    # a's normalised mailbox is also three strangers': it joins no persons, but a's second
+    # account under it, credited round a cycle, is still a's.
+    convs = [_conv(1, "a2", "b", b"a"), _conv(2, "b2", "a", b"b"),
+             *(_conv(10 + i, f"s{i}", "c", b"a") for i in range(3))]
+    assert set(credit_swaps(convs, REFERRERS).reasons) == {1, 2}
