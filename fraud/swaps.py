@@ -102,18 +102,23 @@ def credit_swaps(conversions: Sequence[ConversionFacts],
     reasons: dict[int, Reason] = {}
     # each cycle: (its referrers, its second accounts, their first and last conversion)
     cycles: list[tuple[set[str], set[str], float, float]] = []
-    for cycle in nx.strongly_connected_components(graph):
-        if len(cycle) < 2:
-            continue
-        inside = [(owner, credited) for owner, credited in edges
-                  if owner in cycle and credited in cycle]
+    components = [c for c in nx.strongly_connected_components(graph) if len(c) >= 2]
+    component = {r: i for i, c in enumerate(components) for r in c}
+    within: dict[int, list[tuple[str, str]]] = defaultdict(list)  # each cycle's edges
+    for owner, credited in edges:
+        if owner in component and component[owner] == component.get(credited):
+            within[component[owner]].append((owner, credited))
+    for i, cycle in enumerate(components):
+        inside = within[i]
         swapped = [conv for e in inside for conv in edges[e]]
+        names = sorted(cycle)
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         for owner, credited in inside:
             for conv in edges[(owner, credited)]:
                 reasons[conv.conversion_id] = Reason(
                     KIND, f"identity: the referee is a second account of referrer {owner} "
                     f"(same mailbox or browser cookie), credited to {credited}; {len(cycle)} "
-                    f"referrers ({', '.join(sorted(cycle))}) credit each other's second "
+                    f"referrers ({listed}) credit each other's second "
                     "accounts in a cycle: a swap of referral rewards", len(cycle),
                     "no cycle of second accounts", SWAP_WEIGHT, "identity", True)
         cycles.append((set(cycle), {c.customer for c in swapped},

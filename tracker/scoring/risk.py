@@ -247,9 +247,10 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         keys = account_keys(facts.conversions, crowds)  # pools' and operators' ties, once
         rings += collusion_pools(facts.conversions, keys)
         rings += sleeper_cells(facts.conversions, program.context.referrer_clicks)
-        rings += credit_swaps(facts.conversions, facts.referrers).rings
+        swaps = credit_swaps(facts.conversions, facts.referrers)  # once: rings and reasons
+        rings += swaps.rings
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
-                            model=model, holders=holders, crowds=crowds)
+                            model=model, holders=holders, crowds=crowds, swaps=swaps)
         # Decided on the parts; flagged for review as one group per operator. A cash-out
         # cohort (one referrer's referees rushing money through new accounts, bound by no
         # infrastructure) is a review flag only: its conversions' own evidence decides them.
