@@ -69,6 +69,9 @@ from fraud.signals import (
 from fraud.sleepers import flag_reasons as sleeper_flag_reasons
 from fraud.sleepers import sleeper_reasons
 from fraud.supervised import SupervisedRisk
+from fraud.swaps import KIND as CREDIT_SWAP
+from fraud.swaps import Swaps, credit_swaps
+from fraud.swaps import flag_reasons as swap_flag_reasons
 
 FAMILIES = {
     "identity": "the referee is the referrer (same person)",
@@ -171,12 +174,14 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                only: Collection[int] | None = None,
                model: SupervisedRisk | None = None,
                holders: Mapping[tuple[str, str], int] | None = None,
-               crowds: Collection[tuple[str, str]] | None = None) -> list[Scored]:
+               crowds: Collection[tuple[str, str]] | None = None,
+               swaps: Swaps | None = None) -> list[Scored]:
     """Every conversion's assessment (of those in `only`, if given: the others are context).
 
     `model` is the finance model, used when it is on; `holders` counts the accounts on each
     IP and device (`("ip" | "device", value)`); `crowds`: the conversions'
-    `conversion_crowds`, when the caller has them already (computed once otherwise).
+    `conversion_crowds`, when the caller has them already (computed once otherwise); `swaps`:
+    their `fraud.swaps.credit_swaps`, likewise.
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     rings = people_rings(rings, conversions)
@@ -187,6 +192,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     own_browser = own_browser_reasons(conversions, referrers, holders or {})
     repeat_lease = repeat_lease_reasons(conversions, holders or {})
     private_window = private_window_reasons(conversions, holders or {})
+    swapped = (credit_swaps(conversions, referrers) if swaps is None else swaps).reasons
     visited = first_visits(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
     money = ring_chargeback_reasons(conversions, rings, context.charged_back_ids)
@@ -203,6 +209,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                               own_browser.get(conv.conversion_id),
                               repeat_lease.get(conv.conversion_id),
                               private_window.get(conv.conversion_id),
+                              swapped.get(conv.conversion_id),
                               pooled.get(conv.conversion_id), sleepers.get(conv.conversion_id),
                               money.get(conv.customer), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders,
@@ -573,6 +580,8 @@ def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:
         return sleeper_flag_reasons(ring)
     if ring.kind == CASH_OUT:
         return cash_out_flag_reasons(ring)
+    if ring.kind == CREDIT_SWAP:
+        return swap_flag_reasons(ring)
     if ring.kind == "referral_cycle":
         return [{"code": "referral_cycle", "message": "these referrers referred each other in "
                  "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]

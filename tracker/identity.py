@@ -34,6 +34,8 @@ PROVIDERS = (
     "hotmail.es", "live.co.uk", "live.fr", "yahoo.de", "yahoo.es", "yahoo.it", "yahoo.ca",
     "yahoo.com.au", "sky.com", "talktalk.net", "ntlworld.com", "sbcglobal.net",
     "bellsouth.net", "optusnet.com.au", "shaw.ca", "telefonica.net", "movistar.es",
+    "yahoo.com.br", "yahoo.com.mx", "yahoo.com.ar", "yahoo.co.id", "yahoo.co.in",
+    "yahoo.co.jp", "yandex.com", "hotmail.com.br", "outlook.com.br", "live.com.mx",
 )
 # The commonest typo of all: ".com" one letter off (`gmail.co`, `hotmail.cm`, `yahoo.con`).
 _COM_TYPOS = ("co", "cm", "om", "con", "cpm", "vom", "xom", "comm", "cmo", "ocm", "coom")

@@ -228,3 +228,10 @@ def test_one_person_at_the_big_broadband_and_national_providers(mine: str, their
     assert person_email(mine) == person_email(theirs)
     name = mine.partition("@")[0]
     assert person_email(f"{name}@acme-logistics.com") != person_email(theirs)
+
+
+def test_the_large_providers_national_domains_name_one_person() -> None:
+    # A distinctive local part at Yahoo's Brazilian domain, Yandex's international one and
+    # Outlook: one person, as at yahoo.com and yandex.ru.
+    assert person_email("thiago.silva@yahoo.com.br") == person_email("thiagosilva@outlook.com")
+    assert person_email("esrakaya82@yandex.com") == person_email("esrakaya82@gmail.com")
