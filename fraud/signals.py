@@ -942,7 +942,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
                   _velocity_findings(tally, context, totals, sharing, gathered),
                   _refund_findings(tally, conversions),
-                  _min_amount_findings(tally), _language_findings(tally),
+                  _min_amount_findings(tally, conversions), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context),
                   _takeover_findings(conversions), _spree_findings(conversions)):
         for ref, finding in found.items():
@@ -2122,9 +2122,13 @@ def _velocity_findings(tally: _Tally, context: ProgramContext,
     not in the room: a club's members who sign up that night from home or a phone come with
     the event, not with a paid campaign. Carried by the conversions of every other such day (a
     referrer posting to a sign-up-for-cash site more than once has more than one), whose click
-    came with the burst too (`_in_bursts`). `gathered`: `gathered_customers` of (at least)
-    the referrers that burst."""
+    came with the burst too (`_in_bursts`). Nor is a burst on one of the program's busy days
+    (`BusyDays`: a promotion or a season, when far more of the program's referrers than usual
+    gain customers at once) a burst unless it outgrows the day's own surge: a popular
+    referrer's post on a promotion day brings many friends at once, as everybody's does that
+    day. `gathered`: `gathered_customers` of (at least) the referrers that burst."""
     customers, _rate = converted_customers(tally, context)
+    busy = BusyDays.of(tally)
     times = {ref: sorted(arrived.values()) for ref, arrived in tally.arrivals.items()}
     bursts = {ref: _burst(ts, customers[ref], totals[ref][1]) for ref, ts in times.items()}
     typical = (float(np.percentile([b[0] for b in bursts.values()], 90)) if bursts else 0.0)
@@ -2145,7 +2149,8 @@ def _velocity_findings(tally: _Tally, context: ProgramContext,
             continue
         came = tally.arrivals[ref]
         spans = [s for s in _burst_windows(times[ref], limit(usual))
-                 if not _gathering_day(s, arrivals, [came[c] for c in away if c in came])]
+                 if not _gathering_day(s, arrivals, [came[c] for c in away if c in came])
+                 and _peak_within(times[ref], s) >= limit(usual) * busy.factor(s, ref)]
         if not spans:
             continue
         together = (f"; {len(away)} customers who came together from shared networks left out"
@@ -2157,6 +2162,64 @@ def _velocity_findings(tally: _Tally, context: ProgramContext,
             "population"),
             _in_bursts(spans, sharing, arrivals, away))
     return out
+
+
+BUSY_FACTOR = 2.0  # a day on which this many times the usual number of referrers gain customers
+BUSY_MIN_REFERRERS = 8  # ... and at least this many
+BUSY_P = 0.01  # ... and that many by chance (Poisson, Bonferroni across the days) this unlikely
+
+
+@dataclass(frozen=True, slots=True)
+class BusyDays:
+    """The program's calendar: its busy days (UTC) and, for each, how many times the usual
+    number of the program's referrers gained a new customer that day (the median day's). A
+    busy day of the whole program (a promotion, a season, a holiday) is one on which
+    BUSY_FACTOR times as many referrers as usual, and at least BUSY_MIN_REFERRERS, gained
+    customers, more than chance gives (a Poisson tail under BUSY_P across the days): many
+    independent referrers' friends arrive at once. One operator's accounts, a paid wave
+    through a handful of links, do not make one: it is the number of referrers that counts,
+    not of customers."""
+
+    referrers: Mapping[int, frozenset[str]]
+    usual: float
+
+    @staticmethod
+    def of(tally: _Tally) -> BusyDays:
+        days: dict[int, set[str]] = defaultdict(set)
+        for ref, arrived in tally.arrivals.items():
+            for t in arrived.values():
+                days[int(t // DAY)].add(ref)
+        if not days:
+            return BusyDays({}, 0.0)
+        counts = [len(days.get(d, ())) for d in range(min(days), max(days) + 1)]
+        usual = max(float(np.median(counts)), 1.0)
+        level = BUSY_P / len(counts)
+        return BusyDays({d: frozenset(refs) for d, refs in days.items()
+                         if len(refs) >= max(BUSY_MIN_REFERRERS, BUSY_FACTOR * usual)
+                         and float(stats.poisson.sf(len(refs) - 1, usual)) < level}, usual)
+
+    def factor(self, span: tuple[float, float], ref: str = "") -> float:
+        """How many times the usual number of referrers (`ref` left out) gained customers on
+        the busiest busy day of `span`; 1 if it holds none."""
+        best = 1.0
+        for d in range(int(span[0] // DAY), int(span[1] // DAY) + 1):
+            if d in self.referrers:
+                best = max(best, len(self.referrers[d] - {ref}) / self.usual)
+        return best
+
+    def busy(self, at: float) -> bool:
+        return int(at // DAY) in self.referrers
+
+
+def _peak_within(ts: Sequence[float], span: tuple[float, float]) -> int:
+    """The most of the sorted times `ts` within any 24 hours inside `span`."""
+    inside = ts[bisect_left(ts, span[0]):bisect_right(ts, span[1])]
+    peak, lo = 0, 0
+    for hi, t in enumerate(inside):
+        while t - inside[lo] > DAY:
+            lo += 1
+        peak = max(peak, hi - lo + 1)
+    return peak
 
 
 GATHERED_SHARE = 1 / 3  # of a burst day's new customers came gathered: the gathering's day
@@ -2370,22 +2433,65 @@ def _refunded_or_pending(reversed_ids: frozenset[int], last: float, low: int, hi
                           and alike(c)))
 
 
-def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:
+PROMOTION_REFERRERS = 5  # different referrers' customers buying at the minimum on a busy day
+
+
+def promotion_days(conversions: Iterable[ConversionFacts], lowest: int, busy: BusyDays
+                   ) -> frozenset[int]:
+    """The program's busy days (BusyDays) on which its minimum amount was the day's price:
+    at least MIN_AMOUNT_SHARE of the day's credited purchases were at it, bought by the
+    customers of PROMOTION_REFERRERS different referrers or more. A promotion's price brings
+    everybody's friends at once at the cheapest amount; a purchase at it that day is the
+    promotion's, not a sign of accounts buying the cheapest thing that earns a reward."""
+    bought: Counter[int] = Counter()
+    cheap: Counter[int] = Counter()
+    by: dict[int, set[str]] = defaultdict(set)
+    for conv in conversions:
+        if conv.amount > 0 and conv.referrers:
+            day = int(conv.at // DAY)
+            bought[day] += 1
+            if conv.amount == lowest:
+                cheap[day] += 1
+                by[day].update(conv.referrers)
+    return frozenset(d for d, k in cheap.items() if len(by[d]) >= PROMOTION_REFERRERS
+                     and k >= MIN_AMOUNT_SHARE * bought[d] and busy.busy(d * DAY))
+
+
+def _min_amount_findings(tally: _Tally, conversions: Sequence[ConversionFacts] = ()
+                         ) -> dict[str, Finding]:
+    """min_amount_share, leaving out the purchases of the program's promotion days
+    (promotion_days): their minimum amount is the day's price for everyone."""
     if not tally.min_amount or not tally.with_amount_in_program:
         return {}
+    lowest = tally.min_amount
+    promoted = promotion_days(conversions, lowest, BusyDays.of(tally))
+    with_amount, at_min = Counter(tally.with_amount), Counter(tally.at_min)
+    program_total, program_hits = tally.with_amount_in_program, tally.at_min_in_program
+    for conv in conversions:
+        if conv.amount > 0 and int(conv.at // DAY) in promoted:
+            cheap = conv.amount == lowest
+            program_total -= 1
+            program_hits -= cheap
+            for ref in conv.referrers:
+                with_amount[ref] -= 1
+                at_min[ref] -= cheap
+    if program_total <= 0:
+        return {}
     p_values, found = _share_above_clean_rest(
-        tally.with_amount, tally.at_min, tally.with_amount_in_program, tally.at_min_in_program,
+        with_amount, at_min, program_total, program_hits,
         min_total=MIN_AMOUNT_MIN_CONVERSIONS, min_share=MIN_AMOUNT_SHARE)
     out: dict[str, Finding] = {}
-    lowest = tally.min_amount
+    after = (f" ({len(promoted)} promotion day(s), when it was everybody's price, left out)"
+             if promoted else "")
     for ref in sorted(found):
-        k, n = tally.at_min[ref], tally.with_amount[ref]
+        k, n = at_min[ref], with_amount[ref]
         out[ref] = Finding(Reason(
             "min_amount_share", f"money: {k} of {ref}'s {n} purchases were for the program's "
             f"minimum amount ({lowest}), far more than the program's other referrers' (those "
-            "found doing so left out)",
+            f"found doing so left out){after}",
             round(k / n, 4), MIN_AMOUNT_SHARE, 0.5, "population"),
-            lambda c: c.amount > 0 and c.amount == lowest, p_values[ref])
+            lambda c: c.amount > 0 and c.amount == lowest and int(c.at // DAY) not in promoted,
+            p_values[ref])
     return out
 
 
@@ -2862,6 +2968,25 @@ SHARED_COOKIE_APART_WEIGHT = 0.8  # further apart: a family's shared tablet, for
 # A "cookie" behind more accounts than this is a merchant's placeholder visitor id ("null",
 # "undefined"), not a browser; a farm that large on one browser is one device to the rings.
 PLACEHOLDER_ACCOUNTS = 25
+HOUSEHOLD_ACCOUNTS = 6  # accounts on one shared family device, at most (households of 2-6)
+OWN_DECISION = DAY  # a first payment this long after the account's first conversion
+SHARED_COOKIE_LIFE_WEIGHT = 0.3  # a shared device whose account lives its own life: a hint
+
+
+def own_lives(conversions: Iterable[ConversionFacts]) -> set[str]:
+    """Customers whose account shows a life of its own: it paid again (a renewal, a second
+    purchase), or it paid OWN_DECISION or more after its first conversion (a trial it then
+    kept, a sign-up it came back to pay for days later). Accounts made for a referral reward
+    are made to buy once, in one sitting; a housemate who borrows the family's phone decides
+    and pays on their own schedule."""
+    begun: dict[str, float] = {}
+    paid: dict[str, list[float]] = defaultdict(list)
+    for conv in conversions:
+        begun[conv.customer] = min(begun.get(conv.customer, conv.at), conv.at)
+        if conv.amount > 0:
+            paid[conv.customer].append(conv.at)
+    return {c for c, times in paid.items()
+            if len(times) >= 2 or min(times) - begun[c] >= OWN_DECISION}
 
 
 def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
@@ -2875,7 +3000,11 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     used by two people days apart: identity evidence for review, not for rejection. A cookie
     most of whose accounts converted for other referrers (or for nobody) is a public terminal
     or a merchant's placeholder id (so is one behind more than PLACEHOLDER_ACCOUNTS), not one
-    person's browser: no evidence."""
+    person's browser: no evidence. Days apart, a household's number of accounts at most
+    (HOUSEHOLD_ACCOUNTS), an account with a life of its own (own_lives: it paid again, or
+    paid days after it began) is a housemate on the family's device, not an account made for
+    the reward: a hint (SHARED_COOKIE_LIFE_WEIGHT), not held on it alone."""
+    lives = own_lives(conversions)
     first: dict[tuple[str, str], float] = {}  # (referrer, customer) -> first credited at
     cookies: dict[str, frozenset[str]] = defaultdict(frozenset)
     # (customer, cookie) -> the customer's attributed clicks made by that cookie
@@ -2931,12 +3060,17 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
         else:
             how = (f"{_span(gap)} apart (one person, or a family sharing one tablet or "
                    "computer: for review)")
+        weight = SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT
+        if not close and n <= HOUSEHOLD_ACCOUNTS and conv.customer in lives:
+            how = (f"{_span(gap)} apart, and this account lives a life of its own (it paid "
+                   "again, or days after it began): a housemate on the family's device, not "
+                   "held on it alone")
+            weight = SHARED_COOKIE_LIFE_WEIGHT
         out[conv.conversion_id] = Reason(
             "shared_cookie",
             f"identity: one browser (visitor cookie {cookie}) is behind {n} accounts referred "
             f"by {ref}: this customer, {other}{more}; " + how,
-            n, "one account per browser",
-            SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT, "identity", close)
+            n, "one account per browser", weight, "identity", close)
     return out
 
 
