@@ -2968,25 +2968,6 @@ SHARED_COOKIE_APART_WEIGHT = 0.8  # further apart: a family's shared tablet, for
 # A "cookie" behind more accounts than this is a merchant's placeholder visitor id ("null",
 # "undefined"), not a browser; a farm that large on one browser is one device to the rings.
 PLACEHOLDER_ACCOUNTS = 25
-HOUSEHOLD_ACCOUNTS = 6  # accounts on one shared family device, at most (households of 2-6)
-OWN_DECISION = DAY  # a first payment this long after the account's first conversion
-SHARED_COOKIE_LIFE_WEIGHT = 0.3  # a shared device whose account lives its own life: a hint
-
-
-def own_lives(conversions: Iterable[ConversionFacts]) -> set[str]:
-    """Customers whose account shows a life of its own: it paid again (a renewal, a second
-    purchase), or it paid OWN_DECISION or more after its first conversion (a trial it then
-    kept, a sign-up it came back to pay for days later). Accounts made for a referral reward
-    are made to buy once, in one sitting; a housemate who borrows the family's phone decides
-    and pays on their own schedule."""
-    begun: dict[str, float] = {}
-    paid: dict[str, list[float]] = defaultdict(list)
-    for conv in conversions:
-        begun[conv.customer] = min(begun.get(conv.customer, conv.at), conv.at)
-        if conv.amount > 0:
-            paid[conv.customer].append(conv.at)
-    return {c for c, times in paid.items()
-            if len(times) >= 2 or min(times) - begun[c] >= OWN_DECISION}
 
 
 def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, Reason]:
@@ -3000,11 +2981,7 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
     used by two people days apart: identity evidence for review, not for rejection. A cookie
     most of whose accounts converted for other referrers (or for nobody) is a public terminal
     or a merchant's placeholder id (so is one behind more than PLACEHOLDER_ACCOUNTS), not one
-    person's browser: no evidence. Days apart, a household's number of accounts at most
-    (HOUSEHOLD_ACCOUNTS), an account with a life of its own (own_lives: it paid again, or
-    paid days after it began) is a housemate on the family's device, not an account made for
-    the reward: a hint (SHARED_COOKIE_LIFE_WEIGHT), not held on it alone."""
-    lives = own_lives(conversions)
+    person's browser: no evidence."""
     first: dict[tuple[str, str], float] = {}  # (referrer, customer) -> first credited at
     cookies: dict[str, frozenset[str]] = defaultdict(frozenset)
     # (customer, cookie) -> the customer's attributed clicks made by that cookie
@@ -3060,17 +3037,12 @@ def shared_cookie_reasons(conversions: Sequence[ConversionFacts]) -> dict[int, R
         else:
             how = (f"{_span(gap)} apart (one person, or a family sharing one tablet or "
                    "computer: for review)")
-        weight = SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT
-        if not close and n <= HOUSEHOLD_ACCOUNTS and conv.customer in lives:
-            how = (f"{_span(gap)} apart, and this account lives a life of its own (it paid "
-                   "again, or days after it began): a housemate on the family's device, not "
-                   "held on it alone")
-            weight = SHARED_COOKIE_LIFE_WEIGHT
         out[conv.conversion_id] = Reason(
             "shared_cookie",
             f"identity: one browser (visitor cookie {cookie}) is behind {n} accounts referred "
             f"by {ref}: this customer, {other}{more}; " + how,
-            n, "one account per browser", weight, "identity", close)
+            n, "one account per browser",
+            SHARED_COOKIE_WEIGHT if close else SHARED_COOKIE_APART_WEIGHT, "identity", close)
     return out
 
 
