@@ -948,7 +948,7 @@ def referrer_findings(conversions: Sequence[ConversionFacts],
                   _quick_findings(tally, context), _agent_findings(conversions, tally),
                   _velocity_findings(tally, context, totals, sharing, gathered),
                   _refund_findings(tally, conversions),
-                  _min_amount_findings(tally), _language_findings(tally),
+                  _min_amount_findings(tally, conversions), _language_findings(tally),
                   _hosting_findings(conversions), _headerless_findings(tally, context),
                   _takeover_findings(conversions), _spree_findings(conversions)):
         for ref, finding in found.items():
@@ -2130,9 +2130,13 @@ def _velocity_findings(tally: _Tally, context: ProgramContext,
     not in the room: a club's members who sign up that night from home or a phone come with
     the event, not with a paid campaign. Carried by the conversions of every other such day (a
     referrer posting to a sign-up-for-cash site more than once has more than one), whose click
-    came with the burst too (`_in_bursts`). `gathered`: `gathered_customers` of (at least)
-    the referrers that burst."""
+    came with the burst too (`_in_bursts`). Nor is a burst on one of the program's busy days
+    (`BusyDays`: a promotion or a season, when far more of the program's referrers than usual
+    gain customers at once) a burst unless it outgrows the day's own surge: a popular
+    referrer's post on a promotion day brings many friends at once, as everybody's does that
+    day. `gathered`: `gathered_customers` of (at least) the referrers that burst."""
     customers, _rate = converted_customers(tally, context)
+    busy = BusyDays.of(tally)
     times = {ref: sorted(arrived.values()) for ref, arrived in tally.arrivals.items()}
     bursts = {ref: _burst(ts, customers[ref], totals[ref][1]) for ref, ts in times.items()}
     typical = (float(np.percentile([b[0] for b in bursts.values()], 90)) if bursts else 0.0)
@@ -2153,7 +2157,8 @@ def _velocity_findings(tally: _Tally, context: ProgramContext,
             continue
         came = tally.arrivals[ref]
         spans = [s for s in _burst_windows(times[ref], limit(usual))
-                 if not _gathering_day(s, arrivals, [came[c] for c in away if c in came])]
+                 if not _gathering_day(s, arrivals, [came[c] for c in away if c in came])
+                 and _peak_within(times[ref], s) >= limit(usual) * busy.factor(s, ref)]
         if not spans:
             continue
         together = (f"; {len(away)} customers who came together from shared networks left out"
@@ -2165,6 +2170,64 @@ def _velocity_findings(tally: _Tally, context: ProgramContext,
             "population"),
             _in_bursts(spans, sharing, arrivals, away))
     return out
+
+
+BUSY_FACTOR = 2.0  # a day on which this many times the usual number of referrers gain customers
+BUSY_MIN_REFERRERS = 8  # ... and at least this many
+BUSY_P = 0.01  # ... and that many by chance (Poisson, Bonferroni across the days) this unlikely
+
+
+@dataclass(frozen=True, slots=True)
+class BusyDays:
+    """The program's calendar: its busy days (UTC) and, for each, how many times the usual
+    number of the program's referrers gained a new customer that day (the median day's). A
+    busy day of the whole program (a promotion, a season, a holiday) is one on which
+    BUSY_FACTOR times as many referrers as usual, and at least BUSY_MIN_REFERRERS, gained
+    customers, more than chance gives (a Poisson tail under BUSY_P across the days): many
+    independent referrers' friends arrive at once. One operator's accounts, a paid wave
+    through a handful of links, do not make one: it is the number of referrers that counts,
+    not of customers."""
+
+    referrers: Mapping[int, frozenset[str]]
+    usual: float
+
+    @staticmethod
+    def of(tally: _Tally) -> BusyDays:
+        days: dict[int, set[str]] = defaultdict(set)
+        for ref, arrived in tally.arrivals.items():
+            for t in arrived.values():
+                days[int(t // DAY)].add(ref)
+        if not days:
+            return BusyDays({}, 0.0)
+        counts = [len(days.get(d, ())) for d in range(min(days), max(days) + 1)]
+        usual = max(float(np.median(counts)), 1.0)
+        level = BUSY_P / len(counts)
+        return BusyDays({d: frozenset(refs) for d, refs in days.items()
+                         if len(refs) >= max(BUSY_MIN_REFERRERS, BUSY_FACTOR * usual)
+                         and float(stats.poisson.sf(len(refs) - 1, usual)) < level}, usual)
+
+    def factor(self, span: tuple[float, float], ref: str = "") -> float:
+        """How many times the usual number of referrers (`ref` left out) gained customers on
+        the busiest busy day of `span`; 1 if it holds none."""
+        best = 1.0
+        for d in range(int(span[0] // DAY), int(span[1] // DAY) + 1):
+            if d in self.referrers:
+                best = max(best, len(self.referrers[d] - {ref}) / self.usual)
+        return best
+
+    def busy(self, at: float) -> bool:
+        return int(at // DAY) in self.referrers
+
+
+def _peak_within(ts: Sequence[float], span: tuple[float, float]) -> int:
+    """The most of the sorted times `ts` within any 24 hours inside `span`."""
+    inside = ts[bisect_left(ts, span[0]):bisect_right(ts, span[1])]
+    peak, lo = 0, 0
+    for hi, t in enumerate(inside):
+        while t - inside[lo] > DAY:
+            lo += 1
+        peak = max(peak, hi - lo + 1)
+    return peak
 
 
 GATHERED_SHARE = 1 / 3  # of a burst day's new customers came gathered: the gathering's day
@@ -2378,22 +2441,65 @@ def _refunded_or_pending(reversed_ids: frozenset[int], last: float, low: int, hi
                           and alike(c)))
 
 
-def _min_amount_findings(tally: _Tally) -> dict[str, Finding]:
+PROMOTION_REFERRERS = 5  # different referrers' customers buying at the minimum on a busy day
+
+
+def promotion_days(conversions: Iterable[ConversionFacts], lowest: int, busy: BusyDays
+                   ) -> frozenset[int]:
+    """The program's busy days (BusyDays) on which its minimum amount was the day's price:
+    at least MIN_AMOUNT_SHARE of the day's credited purchases were at it, bought by the
+    customers of PROMOTION_REFERRERS different referrers or more. A promotion's price brings
+    everybody's friends at once at the cheapest amount; a purchase at it that day is the
+    promotion's, not a sign of accounts buying the cheapest thing that earns a reward."""
+    bought: Counter[int] = Counter()
+    cheap: Counter[int] = Counter()
+    by: dict[int, set[str]] = defaultdict(set)
+    for conv in conversions:
+        if conv.amount > 0 and conv.referrers:
+            day = int(conv.at // DAY)
+            bought[day] += 1
+            if conv.amount == lowest:
+                cheap[day] += 1
+                by[day].update(conv.referrers)
+    return frozenset(d for d, k in cheap.items() if len(by[d]) >= PROMOTION_REFERRERS
+                     and k >= MIN_AMOUNT_SHARE * bought[d] and busy.busy(d * DAY))
+
+
+def _min_amount_findings(tally: _Tally, conversions: Sequence[ConversionFacts] = ()
+                         ) -> dict[str, Finding]:
+    """min_amount_share, leaving out the purchases of the program's promotion days
+    (promotion_days): their minimum amount is the day's price for everyone."""
     if not tally.min_amount or not tally.with_amount_in_program:
         return {}
+    lowest = tally.min_amount
+    promoted = promotion_days(conversions, lowest, BusyDays.of(tally))
+    with_amount, at_min = Counter(tally.with_amount), Counter(tally.at_min)
+    program_total, program_hits = tally.with_amount_in_program, tally.at_min_in_program
+    for conv in conversions:
+        if conv.amount > 0 and int(conv.at // DAY) in promoted:
+            cheap = conv.amount == lowest
+            program_total -= 1
+            program_hits -= cheap
+            for ref in conv.referrers:
+                with_amount[ref] -= 1
+                at_min[ref] -= cheap
+    if program_total <= 0:
+        return {}
     p_values, found = _share_above_clean_rest(
-        tally.with_amount, tally.at_min, tally.with_amount_in_program, tally.at_min_in_program,
+        with_amount, at_min, program_total, program_hits,
         min_total=MIN_AMOUNT_MIN_CONVERSIONS, min_share=MIN_AMOUNT_SHARE)
     out: dict[str, Finding] = {}
-    lowest = tally.min_amount
+    after = (f" ({len(promoted)} promotion day(s), when it was everybody's price, left out)"
+             if promoted else "")
     for ref in sorted(found):
-        k, n = tally.at_min[ref], tally.with_amount[ref]
+        k, n = at_min[ref], with_amount[ref]
         out[ref] = Finding(Reason(
             "min_amount_share", f"money: {k} of {ref}'s {n} purchases were for the program's "
             f"minimum amount ({lowest}), far more than the program's other referrers' (those "
-            "found doing so left out)",
+            f"found doing so left out){after}",
             round(k / n, 4), MIN_AMOUNT_SHARE, 0.5, "population"),
-            lambda c: c.amount > 0 and c.amount == lowest, p_values[ref])
+            lambda c: c.amount > 0 and c.amount == lowest and int(c.at // DAY) not in promoted,
+            p_values[ref])
     return out
 
 
