@@ -373,7 +373,8 @@ def _conversion_line(text: str, programs: dict[str, int]) -> tuple[int, Conversi
 async def _store_reversal(conn: asyncpg.Connection,
                           item: tuple[int, ConversionInput, bytes | None], where: str,
                           result: ImportResult) -> None:
-    """A refund or chargeback line: stored once its purchase allows it, else a bad line."""
+    """A refund or chargeback line (queries.store_checked: linked to its customer's purchase
+    when it names none): stored once its purchase allows it, else a bad line."""
     program_id, conv, digest = item
     try:
         stored = await queries.store_checked(conn, program_id, conv, digest, source="import")
@@ -458,8 +459,10 @@ async def import_conversions(conn: asyncpg.Connection, path: Path, secret_key: b
             continue
         program_id, conv = parsed
         digest = email_hash(secret_key, conv.email) if conv.email else None
-        if conv.type in queries.REVERSAL_TYPES and conv.original_event_id is not None:
-            # Checked against its purchase (stored by now if an earlier line had it), alone.
+        if conv.type in queries.REVERSAL_TYPES:
+            # Checked against its purchase, alone, after the lines before it are stored: the
+            # one it names, or for one naming only its customer the purchase
+            # queries.resolve_original finds among that customer's stored conversions.
             await batches.flush()
             await _store_reversal(conn, (program_id, conv, digest), f"{path.name}:{number}",
                                   result)

@@ -7,6 +7,7 @@ the importer's look-ups (importer.py). Imported clicks are stored with the flush
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -178,7 +179,8 @@ async def reversal_problem(conn: asyncpg.Connection, program_id: int,
     """A refund or chargeback naming `original_event_id` must reverse a stored purchase (or
     other non-reversal conversion) of the same customer, in its currency, for no more than
     what earlier reversals of it left; None when it may be stored (or is no such reversal, or
-    its event id is stored already: the idempotent path answers it).
+    its event id is stored already: the idempotent path answers it). One that names only its
+    customer was given its purchase by `resolve_original` first, and is checked the same way.
 
     Call it in the transaction that then stores the conversion: the original is locked until
     that transaction ends, so concurrent refunds of one purchase are checked one at a time."""
@@ -203,8 +205,8 @@ async def reversal_problem(conn: asyncpg.Connection, program_id: int,
         return None
     if conv.currency is not None and original["currency"] is not None \
             and conv.currency != original["currency"]:
-        return ReversalProblem("currency", f"the purchase was in {original['currency']}, "
-                               f"not {conv.currency}")
+        return ReversalProblem("currency", f"the purchase {conv.original_event_id!r} was in "
+                               f"{original['currency']}, not {conv.currency}")
     earlier = int(await conn.fetchval(
         """SELECT coalesce(sum(amount), 0) FROM conversions
            WHERE program_id = $1 AND original_event_id = $2
@@ -214,15 +216,79 @@ async def reversal_problem(conn: asyncpg.Connection, program_id: int,
     if conv.amount > left:
         return ReversalProblem("amount",
                                f"amount {conv.amount} is more than what is left of the purchase "
-                               f"after earlier refunds ({left} of {original['amount']})")
+                               f"{conv.original_event_id!r} after earlier refunds "
+                               f"({left} of {original['amount']})")
     return None
+
+
+# The conversions a refund or chargeback naming no `original_event_id` may reverse: the same
+# customer's purchases, renewals and trials with an amount (never a signup, never a reversal)
+# at or before it. migrations/0035_refund_purchases.sql linked stored ones by the same rule.
+_REVERSIBLE = """program_id = $1 AND customer_id = $2 AND occurred_at <= $3
+                 AND (type IN ('purchase', 'renewal') OR (type = 'trial' AND amount > 0))"""
+
+
+async def resolve_original(conn: asyncpg.Connection, program_id: int,
+                           conv: ConversionInput) -> ConversionInput:
+    """A refund or chargeback that names only its customer (DESIGN section 7: "a refund names
+    the customer of the purchase it reverses"; `original_event_id` is optional) with the
+    purchase it reverses as its `original_event_id`, so every join on that column (rewards'
+    reversal, reports, fraud's money signals) sees it as it sees an explicit one.
+
+    The purchase is the customer's latest reversible conversion (`_REVERSIBLE`) preferring, in
+    this order: one in the refund's currency (or one of them naming none), one with at least
+    the refund's amount left after the reversals stored so far (any money left, for a refund
+    without an amount; one without an amount is left while nothing names it; a reversal without
+    an amount takes all of it), one with any money left; then the latest (occurred_at, id).
+    The checks of an explicit original (`reversal_problem`) then apply: another currency, or
+    more than is left, is refused as it is for an explicit one. With no such conversion the
+    refund is stored unlinked, as before (a later purchase is never linked to it).
+
+    Any other conversion, one naming its original, or one whose event id is stored already
+    (the idempotent path answers that) comes back unchanged. Call it in the transaction that
+    then stores the conversion: the customer's candidates are locked (FOR UPDATE, in id
+    order) until it ends, so concurrent refunds of one customer choose one at a time and each
+    sees what the others took."""
+    if conv.type not in REVERSAL_TYPES or conv.original_event_id is not None:
+        return conv
+    locked = [r["id"] for r in await conn.fetch(
+        f"SELECT id FROM conversions WHERE {_REVERSIBLE} ORDER BY id FOR UPDATE",
+        program_id, conv.customer_id, conv.occurred_at)]
+    if not locked or await conn.fetchval(
+            "SELECT 1 FROM conversions WHERE program_id = $1 AND event_id = $2",
+            program_id, conv.event_id):
+        return conv
+    # A new statement after the lock: it sees the reversals that concurrent refunds committed.
+    chosen: str | None = await conn.fetchval(
+        """SELECT c.event_id FROM conversions c
+           CROSS JOIN LATERAL (
+               SELECT coalesce(sum(x.amount), 0) AS taken, bool_or(x.amount IS NULL) AS whole,
+                      count(*) AS n
+               FROM conversions x
+               WHERE x.program_id = c.program_id AND x.original_event_id = c.event_id
+                 AND x.type IN ('refund', 'chargeback')) x
+           CROSS JOIN LATERAL (
+               SELECT CASE WHEN c.amount IS NULL THEN x.n = 0
+                           ELSE NOT coalesce(x.whole, false) AND c.amount - x.taken > 0
+                      END AS open) o
+           WHERE c.program_id = $1 AND c.id = ANY($2::bigint[])
+           ORDER BY ($4::text IS NULL OR c.currency IS NULL OR c.currency = $4) DESC,
+                    (o.open AND ($3::bigint IS NULL OR c.amount IS NULL
+                                 OR c.amount - x.taken >= $3)) DESC,
+                    o.open DESC, c.occurred_at DESC, c.id DESC
+           LIMIT 1""",
+        program_id, locked, conv.amount, conv.currency)
+    return conv if chosen is None else dataclasses.replace(conv, original_event_id=chosen)
 
 
 async def store_checked(conn: asyncpg.Connection, program_id: int, conv: ConversionInput,
                         email_hash: bytes | None, *,
                         source: str = "api") -> Stored | ReversalProblem:
-    """`store_conversion` after `reversal_problem`, in one transaction."""
+    """`store_conversion` after `resolve_original` and `reversal_problem`, in one transaction:
+    the one way a refund or chargeback is stored (the API's and `refguard import`'s), so one
+    that names only its customer is linked to its purchase whichever way it came."""
     async with conn.transaction():
+        conv = await resolve_original(conn, program_id, conv)
         problem = await reversal_problem(conn, program_id, conv)
         if problem is not None:
             return problem

@@ -5,9 +5,11 @@ the ledger) through SQL only, so they live here, below finance. Definitions (als
 the OpenAPI document, tracker/web/api/openapi.py):
 
 - *paying conversion*: a purchase or renewal with an amount and a currency; its *net* is its
-  amount less the refunds and chargebacks naming it (`original_event_id`; one without an
-  amount takes back the whole purchase). A refund or chargeback naming no purchase is netted
-  at its own time against its own customer.
+  amount less the refunds and chargebacks naming it (`original_event_id`, given, or for one
+  that names only its customer the purchase tracker.intake.queries.resolve_original found when
+  it was stored; one without an amount takes back the whole purchase). A refund or chargeback
+  naming no purchase (its customer had none before it) is netted at its own time against its
+  own customer.
 - *customer*: someone with a paying conversion; their *first payment* is the earliest one (its
   currency is the customer's currency). *Referred*: a conversion of theirs at or before the
   first payment carries attribution credit; their *referrer* is the one with the largest

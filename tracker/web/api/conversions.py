@@ -1,5 +1,7 @@
 """POST /api/v1/conversions: from the merchant's backend, by token or signed request
 (tracker.web.api.signed: a signed body is read as a stranger's, at most SIGNED_BODY_MAX bytes).
+A refund or chargeback without `original_event_id` is stored naming the purchase of its
+customer that it reverses (tracker.intake.queries.store_checked, resolve_original).
 """
 
 from __future__ import annotations
