@@ -45,7 +45,7 @@ typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
 pytest: $(VENV)/.test-deps browser promtool
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=20
 
 ## browser: Debian's chromium for the browser tests (Playwright drives it; no browser download)
 # A failed install does not stop the suite: the browser tests then report themselves skipped.
