@@ -3293,7 +3293,8 @@ def _interjected_findings(conversions: Sequence[ConversionFacts]) -> dict[str, F
 _PLATFORMS = {"iOS": "apple", "iPadOS": "apple", "Mac OS X": "apple", "Android": "android",
               "Windows": "windows", "Chrome OS": "chromeos"}
 OTHER_DEVICE = "clicks_on_another_device"
-OTHER_DEVICE_MIN = 3  # a referrer's customers converting on another device, at least
+OTHER_DEVICE_MIN = 5  # a referrer's customers converting on another device, at least: a few
+# friends of one desktop-heavy referrer who click on laptops and buy on phones are alike
 OTHER_DEVICE_SHARE = 0.2  # of the referrer's customers, at least
 OTHER_DEVICE_WEIGHT = 0.6
 

@@ -13,6 +13,7 @@ import pytest
 from fraud.assess import DECISIVE, assess_all
 from fraud.signals import (
     DAY,
+    OTHER_DEVICE_MIN,
     ClickFacts,
     ConversionFacts,
     ProgramContext,
@@ -57,7 +58,7 @@ def _program(seed: int) -> tuple[list[ConversionFacts], set[int]]:
             convs.append(_conversion(i, f"r{r}", rng.uniform(5, 55) * DAY, clicks,
                                      APP_IOS if ios else APP_ANDROID))
     spoofed: set[int] = set()
-    for _ in range(rng.randint(10, 16)):  # the spoofer's clicks carry the phone's device id
+    for _ in range(rng.randint(14, 20)):  # the spoofer's clicks carry the phone's device id
         i += 1
         ios = rng.random() < 0.35
         clicks = [(f"adid{i}", IPHONE if rng.random() < 0.35 else ANDROID)
@@ -83,7 +84,7 @@ def test_one_cookie_on_two_platforms_or_another_converting_device() -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_referrer_whose_clicks_were_made_elsewhere_is_found(seed: int) -> None:
     convs, spoofed = _program(seed)
-    assert len(spoofed) >= 3
+    assert len(spoofed) >= OTHER_DEVICE_MIN
     found = referrer_findings(convs, ProgramContext())
     flagged = {ref for ref, fs in found.items()
                if any(f.reason.code == "clicks_on_another_device" for f in fs)}
@@ -93,3 +94,17 @@ def test_a_referrer_whose_clicks_were_made_elsewhere_is_found(seed: int) -> None
     assert all(scored[i] >= DECISIVE for i in spoofed)
     honest = [c.conversion_id for c in convs if c.referrers != ("spoofer",)]
     assert all(scored[i] < DECISIVE for i in honest)
+
+
+def test_a_small_referrer_whose_friends_bought_on_another_device_is_not_found() -> None:
+    """Friends of one desktop-heavy referrer click on laptops and buy on their phones: three of
+    five is far above the program's share, but a handful of friends alike is no spoofing."""
+    convs, _spoofed = _program(1)
+    convs = [c for c in convs if c.referrers != ("spoofer",)]
+    i = max(c.conversion_id for c in convs)
+    for k in range(5):
+        i += 1
+        clicks = [(f"d{i}", WINDOWS if k < 3 else ANDROID)]
+        convs.append(_conversion(i, "desk", (10 + k) * DAY, clicks, APP_ANDROID))
+    found = referrer_findings(convs, ProgramContext())
+    assert not any(f.reason.code == "clicks_on_another_device" for f in found.get("desk", []))
