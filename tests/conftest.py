@@ -15,6 +15,7 @@ import ipaddress
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import hypothesis
@@ -31,6 +32,7 @@ from tests.helpers import (
     drop_database,
     make_settings,
 )
+from tests.shop import Shop, ShopFactory
 from tracker import db
 from tracker.auth import create_token
 from tracker.settings import Settings
@@ -140,3 +142,14 @@ async def tokens(conn: asyncpg.Connection) -> dict[str, str]:
         token, _ = await create_token(conn, role, f"test-{role}")
         out[role] = token
     return out
+
+
+@pytest.fixture
+def open_shop(aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
+              conn: asyncpg.Connection) -> ShopFactory:
+    """A shop whose program has the given settings (Shop.open)."""
+
+    async def open_(settings: dict[str, Any], **kwargs: Any) -> Shop:
+        return await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, settings, **kwargs)
+
+    return open_

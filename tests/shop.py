@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,8 @@ async def conversion_risks(conn: asyncpg.Connection
         """SELECT c.event_id, r.score, r.reasons::text AS reasons FROM conversion_risk r
            JOIN conversions c ON c.program_id = r.program_id AND c.id = r.conversion_id""")
     return {r["event_id"]: (r["score"], json.loads(r["reasons"])) for r in rows}
+
+
+# What the `open_shop` fixture (tests/conftest.py) gives: Shop.open with the test's own server,
+# database and tokens, called with the program's settings (and Shop.open's keywords).
+ShopFactory = Callable[..., Awaitable[Shop]]

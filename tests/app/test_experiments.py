@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
 import pytest
 
-from tests.helpers import ClientFactory, auth
-from tests.shop import Shop
+from tests.helpers import auth
+from tests.shop import Shop, ShopFactory
 from tracker.finance import queries as finance_queries
 from tracker.finance.clearance import release
 from tracker.finance.experiments import (
@@ -27,8 +25,6 @@ from tracker.finance.experiments import (
     significance,
 )
 from tracker.programs.variants import Variant, assign
-
-ShopFactory = Callable[[dict[str, Any]], Awaitable[Shop]]
 
 # "$50/$50 vs $75/$25", as percentages and flat amounts: the referrer's share is a percentage
 # of the purchase (so it is in the purchase's currency), the referee's a flat amount (in the
@@ -42,13 +38,6 @@ SEVENTY_FIVE = {"name": "75/25", "weight": 1, "rules": [
 PLAIN = [{"beneficiary": "referrer", "on": "purchase", "flat": 2000}]
 
 
-@pytest.fixture
-def open_shop(aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
-              conn: asyncpg.Connection) -> ShopFactory:
-    async def open_(settings: dict[str, Any]) -> Shop:
-        return await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, settings)
-
-    return open_
 
 
 async def _report(shop: Shop, program: str = "acme") -> dict[str, Any]:

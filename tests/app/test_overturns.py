@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
-from tests.helpers import ClientFactory, auth
-from tests.shop import Shop
+from tests.helpers import auth
+from tests.shop import Shop, ShopFactory
 from tracker.auth import create_token
 from tracker.finance.clearance import release
 from tracker.finance.payouts import PAYOUT_LOCK, export_payouts
@@ -21,16 +18,8 @@ from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
 REFERRER_2000 = {"beneficiary": "referrer", "on": "purchase", "flat": 2000}
-ShopFactory = Callable[[dict[str, Any]], Awaitable[Shop]]
 
 
-@pytest.fixture
-def open_shop(aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
-              conn: asyncpg.Connection) -> ShopFactory:
-    async def open_(settings: dict[str, Any]) -> Shop:
-        return await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, settings)
-
-    return open_
 
 
 async def _held(shop: Shop, event: str, score: float,

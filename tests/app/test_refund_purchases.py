@@ -10,15 +10,13 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
-from tests.helpers import ClientFactory, auth, insert_link, make_link
-from tests.shop import Client, Shop
+from tests.helpers import auth, insert_link, make_link
+from tests.shop import Client, ShopFactory
 from tracker.db import load_migrations
 from tracker.finance.clearance import release
 from tracker.finance.payouts import export_payouts
@@ -26,16 +24,8 @@ from tracker.intake.importer import import_conversions
 from tracker.scoring.queries import reversed_conversions
 
 REFERRER_2000 = {"beneficiary": "referrer", "on": "purchase", "flat": 2000}
-ShopFactory = Callable[[dict[str, Any]], Awaitable[Shop]]
 
 
-@pytest.fixture
-def open_shop(aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
-              conn: asyncpg.Connection) -> ShopFactory:
-    async def open_(settings: dict[str, Any]) -> Shop:
-        return await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, settings)
-
-    return open_
 
 
 async def _links(conn: asyncpg.Connection) -> dict[str, str | None]:

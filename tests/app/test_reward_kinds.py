@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import asyncpg
 import pytest
 
 from tests.helpers import ClientFactory, auth
-from tests.shop import Shop
+from tests.shop import Shop, ShopFactory
 from tracker.auth import create_token
 from tracker.errors import Conflict
 from tracker.finance.clearance import release
@@ -26,16 +25,8 @@ CASH = {"beneficiary": "referrer", "on": "purchase", "flat": 2000}
 CREDIT = {"beneficiary": "referrer", "on": "purchase", "flat": 1500, "kind": "credit"}
 COUPON = {"beneficiary": "referee", "on": "purchase", "flat": 1000, "kind": "coupon",
           "pool": "spring"}
-ShopFactory = Callable[..., Awaitable[Shop]]
 
 
-@pytest.fixture
-def open_shop(aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
-              conn: asyncpg.Connection) -> ShopFactory:
-    async def open_(settings: dict[str, Any], **kwargs: Any) -> Shop:
-        return await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, settings, **kwargs)
-
-    return open_
 
 
 async def _purchase(shop: Shop, event: str, score: float = 0.0) -> None:

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.helpers import ClientFactory, auth
-from tests.shop import Shop
+from tests.helpers import auth
+from tests.shop import Shop, ShopFactory
 from tracker.auth import create_token
 from tracker.errors import Conflict
 from tracker.finance import queries
@@ -30,18 +29,8 @@ from tracker.scoring.credits import attribute_pending
 from tracker.scoring.risk import scan
 
 REFERRER_2000 = {"beneficiary": "referrer", "on": "purchase", "flat": 2000}
-ShopFactory = Callable[[dict[str, Any]], Awaitable[Shop]]
 
 
-@pytest.fixture
-def open_shop(aiohttp_client: ClientFactory, tmp_path: Path, dsn: str, tokens: dict[str, str],
-              conn: asyncpg.Connection) -> ShopFactory:
-    """A shop whose program has the given settings."""
-
-    async def open_(settings: dict[str, Any]) -> Shop:
-        return await Shop.open(aiohttp_client, tmp_path, dsn, tokens, conn, settings)
-
-    return open_
 
 
 # -- arithmetic --------------------------------------------------------------------------------
