@@ -853,11 +853,26 @@ class Scenario6:
                                      self.rng.random() < self.p.evasive_share))
         self.counts["clicks"] = len(self.clicks)
 
+    @staticmethod
+    def _last_click(by_vid: dict[str, list[dict[str, Any]]], times: dict[str, list[float]],
+                    vids: list[str | None], t: float) -> dict[str, Any] | None:
+        """The latest click of these visitors at or before t within the window."""
+        best: dict[str, Any] | None = None
+        for vid in dict.fromkeys(vids):
+            if vid is None or vid not in times:
+                continue
+            i = bisect.bisect_right(times[vid], t) - 1
+            if i >= 0 and t - times[vid][i] <= WINDOW and (
+                    best is None or times[vid][i] > best["t"]):
+                best = by_vid[vid][i]
+        return best
+
     # -- output -------------------------------------------------------------------------------
 
     def finish(self, slug: str, anchor: datetime) -> dict[str, Any]:
         """Timestamps from `anchor`, click ids on the web conversions (the last click of the
-        browser within 30 days), labels per referred purchase and the planted rings."""
+        browser within 30 days), labels per referred purchase (the last click of the browser or
+        of a visitor tied to the customer by an earlier conversion) and the planted rings."""
         def ts(t: float) -> str:
             return (anchor + timedelta(seconds=round(t, 3))).strftime(
                 "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -881,7 +896,8 @@ class Scenario6:
             out_clicks.append(crow)
         convs = []
         labels: dict[str, dict[str, Any]] = {}
-        code_of = {c["click_id"]: c for c in clicks}
+        known: dict[str, dict[str, float]] = {}  # customer -> visitor ids sent, first time
+        pending: list[tuple[dict[str, Any], str]] = []
         for cv in sorted(self.convs, key=lambda x: x["t"]):
             if not 0 <= cv["t"] < HORIZON:
                 continue
@@ -897,31 +913,37 @@ class Scenario6:
             if cv.get("ip"):
                 row["ip"] = cv["ip"]
                 row["user_agent"] = cv["ua"]
-            last = None
-            vid = cv.get("vid")
-            if vid and vid in times:
-                i = bisect.bisect_right(times[vid], cv["t"]) - 1
-                if i >= 0 and cv["t"] - times[vid][i] <= WINDOW:
-                    last = by_vid[vid][i]
+            last = self._last_click(by_vid, times, [cv.get("vid")], cv["t"])
             if last is not None:
                 row["click_id"] = last["click_id"]
-                row["visitor_id"] = vid
+                row["visitor_id"] = last["vid"]
+                known.setdefault(cv["customer_id"], {}).setdefault(last["vid"], cv["t"])
             convs.append(row)
-            if cv["type"] == "purchase" and last is not None:
-                meta = code_of[last["click_id"]]["meta"]
-                tags = list(meta["tags"])
-                if not meta["fraud"]:
-                    kind = kinds.get(last["ip"].rsplit(".", 1)[0])
-                    if kind == "cgnat":
-                        tags.append("carrier_nat")
-                    if kind == "relay" and "privacy_relay" not in tags:
-                        tags.append("privacy_relay")
-                    tags += cv["tags"]
-                    if cv["refunded"]:
-                        tags.append("refunded")
-                labels[eid] = {"code": last["code"], "fraud": meta["fraud"],
-                               "mech": meta["mech"], "variant": meta["variant"],
-                               "evasive": meta["evasive"], "refunded": cv["refunded"],
-                               "tags": list(dict.fromkeys(tags))}
+            if cv["type"] == "purchase":
+                pending.append((cv, eid))
+        # A purchase's touchpoints are its browser's clicks and those of every visitor the
+        # merchant has tied to its customer (the visitor ids on the customer's conversions):
+        # an order in the app after a web sign-up through a link is that link's too.
+        for cv, eid in pending:
+            tied = known.get(cv["customer_id"], {})
+            vids = [v for v, first in tied.items() if first <= cv["t"]]
+            last = self._last_click(by_vid, times, [cv.get("vid"), *vids], cv["t"])
+            if last is None:
+                continue
+            meta = last["meta"]
+            tags = list(meta["tags"])
+            if not meta["fraud"]:
+                kind = kinds.get(last["ip"].rsplit(".", 1)[0])
+                if kind == "cgnat":
+                    tags.append("carrier_nat")
+                if kind == "relay" and "privacy_relay" not in tags:
+                    tags.append("privacy_relay")
+                tags += cv["tags"]
+                if cv["refunded"]:
+                    tags.append("refunded")
+            labels[eid] = {"code": last["code"], "fraud": meta["fraud"],
+                           "mech": meta["mech"], "variant": meta["variant"],
+                           "evasive": meta["evasive"], "refunded": cv["refunded"],
+                           "tags": list(dict.fromkeys(tags))}
         return {"clicks": out_clicks, "conversions": convs, "labels": labels,
                 "rings": self.rings, "referrers": self.referrers}
