@@ -16,7 +16,7 @@ import maxminddb
 from bench.redteam6.scenario import LOOKALIKES, MECHS, RINGS, VARIANTS, Scenario6
 
 ANCHOR = datetime(2026, 9, 1, tzinfo=UTC)
-SEEDS = range(1, 9)
+SEEDS = (1, 2, 4, 6)  # between them every variant and look-alike (quick programs)
 
 
 @cache
@@ -29,39 +29,49 @@ def when(ts: str) -> datetime:
 
 
 def test_deterministic_per_seed() -> None:
-    a = Scenario6(3, True).finish("rt6-3", ANCHOR)
-    assert json.dumps(a, sort_keys=True) == json.dumps(data(3), sort_keys=True)
-    assert json.dumps(a["labels"], sort_keys=True) != json.dumps(data(4)["labels"],
+    a = Scenario6(4, True).finish("rt6-4", ANCHOR)
+    assert json.dumps(a, sort_keys=True) == json.dumps(data(4), sort_keys=True)
+    assert json.dumps(a["labels"], sort_keys=True) != json.dumps(data(6)["labels"],
                                                                  sort_keys=True)
 
 
 def test_every_referred_purchase_is_labelled_by_its_last_click() -> None:
+    """A purchase's touchpoints: its browser's clicks and those of the visitors tied to its
+    customer by earlier conversions; the last one within 30 days names its referrer."""
     for seed in (1, 2):
         d = data(seed)
         clicks = {c["click_id"]: c for c in d["clicks"]}
         by_vid: dict[str, list[dict[str, Any]]] = {}
         for c in d["clicks"]:
             by_vid.setdefault(c["visitor_id"], []).append(c)
-        purchases = {c["event_id"]: c for c in d["conversions"] if c["type"] == "purchase"}
-        assert set(d["labels"]) <= set(purchases)
-        for eid, conv in purchases.items():
-            assert ("click_id" in conv) == (eid in d["labels"]) == ("visitor_id" in conv)
-            if "click_id" not in conv:
-                continue
-            click = clicks[conv["click_id"]]
-            t = when(conv["occurred_at"])
-            assert click["visitor_id"] == conv["visitor_id"]
-            assert timedelta(0) <= t - when(click["ts"]) <= timedelta(days=30)
-            later = [c for c in by_vid[conv["visitor_id"]] if when(click["ts"]) < when(c["ts"])
-                     <= t]
-            assert not later
-            lab = d["labels"][eid]
-            assert lab["code"] == click["code"]
+        tied: dict[str, list[str]] = {}
         codes = {r["code"] for r in d["referrers"]}
-        for lab in d["labels"].values():
-            assert lab["code"] in codes
+        labelled = 0
+        for conv in d["conversions"]:  # in time order
+            t = when(conv["occurred_at"])
+            if "click_id" in conv:
+                click = clicks[conv["click_id"]]
+                assert click["visitor_id"] == conv["visitor_id"]
+                assert timedelta(0) <= t - when(click["ts"]) <= timedelta(days=30)
+                tied.setdefault(conv["customer_id"], []).append(conv["visitor_id"])
+            if conv["type"] != "purchase":
+                continue
+            touch = [c for v in set(tied.get(conv["customer_id"], []))
+                     for c in by_vid[v] if timedelta(0) <= t - when(c["ts"])
+                     <= timedelta(days=30)]
+            lab = d["labels"].get(conv["event_id"])
+            assert bool(touch) == (lab is not None), conv
+            if lab is None:
+                continue
+            labelled += 1
+            last = max(touch, key=lambda c: c["ts"])
+            assert lab["code"] == last["code"] and lab["code"] in codes
+            if "click_id" in conv:
+                assert last["click_id"] == conv["click_id"] or last["ts"] == clicks[
+                    conv["click_id"]]["ts"] or last["visitor_id"] != conv["visitor_id"]
             assert {"fraud", "mech", "variant", "evasive", "refunded", "tags"} <= set(lab)
             assert lab["fraud"] or lab["tags"]
+        assert labelled == len(d["labels"])
 
 
 def test_each_mechanism_in_both_variants() -> None:
@@ -82,7 +92,7 @@ def test_clean_lookalikes_labelled() -> None:
 
 
 def test_rings_name_known_ids() -> None:
-    for seed in (1, 5):
+    for seed in (1, 6):
         d = data(seed)
         ids = ({r["external_id"] for r in d["referrers"]}
                | {c["customer_id"] for c in d["conversions"]})
