@@ -25,6 +25,7 @@ population, the others the situation):
   friends buy the minimum basket), min_basket (a first order just above the voucher's
   minimum), privacy_relay (iCloud Private Relay and a Hide-My-Email address), carrier_nat (the
   click came from a carrier-grade NAT address), refunded (a genuine refund or chargeback).
+  A referrer's own order after he opened his own link is left unlabelled (not scored).
 
 Fraud mechanisms (none named by issue 13 or bench/redteam2..5), each in a blatant and an evasive
 variant (the seed draws the evasive share), with their traces:
@@ -898,6 +899,7 @@ class Scenario6:
         labels: dict[str, dict[str, Any]] = {}
         known: dict[str, dict[str, float]] = {}  # customer -> visitor ids sent, first time
         pending: list[tuple[dict[str, Any], str]] = []
+        owner = {r["code"]: r["external_id"] for r in self.referrers}
         for cv in sorted(self.convs, key=lambda x: x["t"]):
             if not 0 <= cv["t"] < HORIZON:
                 continue
@@ -928,7 +930,9 @@ class Scenario6:
             tied = known.get(cv["customer_id"], {})
             vids = [v for v, first in tied.items() if first <= cv["t"]]
             last = self._last_click(by_vid, times, [cv.get("vid"), *vids], cv["t"])
-            if last is None:
+            if last is None or owner[last["code"]] == cv["customer_id"]:
+                # a referrer's own order after he opened his own link (to copy or check it):
+                # neither a look-alike nor a mechanism, left out of the scoring
                 continue
             meta = last["meta"]
             tags = list(meta["tags"])

@@ -46,6 +46,7 @@ def test_every_referred_purchase_is_labelled_by_its_last_click() -> None:
             by_vid.setdefault(c["visitor_id"], []).append(c)
         tied: dict[str, list[str]] = {}
         codes = {r["code"] for r in d["referrers"]}
+        owner = {r["code"]: r["external_id"] for r in d["referrers"]}
         labelled = 0
         for conv in d["conversions"]:  # in time order
             t = when(conv["occurred_at"])
@@ -60,11 +61,12 @@ def test_every_referred_purchase_is_labelled_by_its_last_click() -> None:
                      for c in by_vid[v] if timedelta(0) <= t - when(c["ts"])
                      <= timedelta(days=30)]
             lab = d["labels"].get(conv["event_id"])
-            assert bool(touch) == (lab is not None), conv
-            if lab is None:
+            last = max(touch, key=lambda c: c["ts"]) if touch else None
+            own = last is not None and owner[last["code"]] == conv["customer_id"]
+            assert (last is not None and not own) == (lab is not None), conv
+            if lab is None or last is None:
                 continue
             labelled += 1
-            last = max(touch, key=lambda c: c["ts"])
             assert lab["code"] == last["code"] and lab["code"] in codes
             if "click_id" in conv:
                 assert last["click_id"] == conv["click_id"] or last["ts"] == clicks[
