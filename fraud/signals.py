@@ -1253,6 +1253,9 @@ class _Tally:
     with_amount: Counter[str] = field(default_factory=Counter)
     at_min_in_program: int = 0
     with_amount_in_program: int = 0
+    # conversions that could come back (paid, or refunded or charged back): refunds' baseline
+    paid: Counter[str] = field(default_factory=Counter)
+    paid_in_program: int = 0
     reversed_ids: frozenset[int] = frozenset()
     # the customers each referrer is credited with (a customer who signs up and buys counts
     # once)
@@ -1285,6 +1288,8 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
         cheap = conv.amount > 0 and conv.amount == tally.min_amount
         tally.at_min_in_program += cheap
         tally.with_amount_in_program += conv.amount > 0
+        payment = conv.amount > 0 or was_reversed
+        tally.paid_in_program += payment
         pair = _language_pair(conv)
         if pair is not None:
             tally.language_pairs[pair] += 1
@@ -1296,6 +1301,7 @@ def _tally(conversions: Sequence[ConversionFacts], reversed_ids: frozenset[int])
             arrived = tally.arrivals[ref]
             arrived[conv.customer] = min(arrived.get(conv.customer, conv.at), conv.at)
             tally.times[ref].append(conv.at)
+            tally.paid[ref] += payment
             if was_reversed:
                 tally.refunds[ref] += 1
                 last, low, high = tally.refunded.get(ref, (conv.at, conv.amount, conv.amount))
@@ -2408,8 +2414,13 @@ def _share_above_clean_rest(totals: Mapping[str, int], hits: Mapping[str, int],
 
 def _refund_findings(tally: _Tally, conversions: Sequence[ConversionFacts] = ()
                      ) -> dict[str, Finding]:
-    base = tally.reversed / max(tally.conversions, 1)
-    p_values = _share_above_rest(tally.counts, tally.refunds, tally.conversions, tally.reversed,
+    # Only a payment can come back: a referrer's share of refunds is of its paid conversions
+    # (purchases and renewals), the program's too; its sign-ups and trials would dilute it.
+    # A program that reports no amounts: any of its conversions could come back.
+    payments, paid = ((tally.paid, tally.paid_in_program) if tally.with_amount_in_program
+                      else (tally.counts, tally.conversions))
+    base = tally.reversed / max(paid, 1)
+    p_values = _share_above_rest(payments, tally.refunds, paid, tally.reversed,
                                  min_total=REFUND_MIN_CONVERSIONS, min_share=REFUND_RATE)
     refunded: dict[str, list[ConversionFacts]] = defaultdict(list)
     for conv in conversions:
@@ -2418,9 +2429,9 @@ def _refund_findings(tally: _Tally, conversions: Sequence[ConversionFacts] = ()
                 refunded[ref].append(conv)
     out: dict[str, Finding] = {}
     for ref in benjamini_hochberg(p_values):
-        rate = tally.refunds[ref] / tally.counts[ref]
+        rate = tally.refunds[ref] / payments[ref]
         out[ref] = Finding(Reason(
-            "refund_rate", f"money: {rate:.0%} of {ref}'s conversions were refunded or "
+            "refund_rate", f"money: {rate:.0%} of {ref}'s paid conversions were refunded or "
             f"charged back (the program's: {base:.0%})", round(rate, 4), REFUND_RATE,
             REFUND_WEIGHT, "population"),
             _refunded_or_pending(tally.reversed_ids, *tally.refunded[ref],

@@ -84,3 +84,23 @@ def test_refund_farm_purchases_not_refunded_yet_are_held_and_its_others_are_not(
         assert a.score < DECISIVE and "untied_referral" in {r.code for r in a.reasons}, conv
     assert all(scored[c.conversion_id].score < DECISIVE for c in program
                if c.conversion_id not in reversed_ids)
+
+
+def test_refunds_are_counted_against_a_referrers_payments_not_its_sign_ups() -> None:
+    """A subscription program's referees sign up and start a trial before paying: only the
+    payment can come back, so a referrer whose paid referees refund half of their payments is
+    a refund farm however many free sign-ups and trials each of them also made."""
+    rng = random.Random(4)
+    program = _program(rng)
+    reversed_ids = {c.conversion_id for c in program[::25]}  # the program's: 4%
+    conversions = list(program)
+    for i in range(10):
+        at = (3 + 5 * i) * DAY
+        touch = (_touch(at - rng.uniform(600, 3 * DAY), "farm"),)
+        for step, amount in enumerate((0, 0, 0, 23900)):  # sign-up, trial, another, payment
+            conversions.append(ConversionFacts(5000 + 10 * i + step, f"f{i}", at + step * 60,
+                                               ("farm",), touches=touch, amount=amount))
+        if i % 2:
+            reversed_ids.add(5000 + 10 * i + 3)
+    context = ProgramContext(reversed_ids=frozenset(reversed_ids))
+    assert "refund_rate" in [r.code for r in referrer_reasons(conversions, context)["farm"]]
