@@ -203,15 +203,15 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
              "shared": [f"{kind} {value}" for kind, value in shared]
              + [f"browser {agent} ({language})" for agent, language in browsers]}))
     joined = set().union(*widened, *groups.values()) if groups else set()
-    for referrer, accounts in sorted(apart.items()):
-        accounts -= joined
-        if len(accounts) < BROWSER_ACCOUNTS:
+    for referrer, reached_alone in sorted(apart.items()):
+        alone = reached_alone - joined
+        if len(alone) < BROWSER_ACCOUNTS:
             continue
-        browsers = sorted({b for c in accounts for b in [_browser(first[c])] if b is not None})
+        browsers = sorted({b for c in alone for b in [_browser(first[c])] if b is not None})
         rings.append(Ring(
-            "collusion_pool", frozenset(("customer", c) for c in accounts), frozenset(),
+            "collusion_pool", frozenset(("customer", c) for c in alone), frozenset(),
             POOL_SCORE,
-            {"accounts": len(accounts), "referrers": [referrer],
+            {"accounts": len(alone), "referrers": [referrer],
              "shared": [f"browser {agent} ({language})" for agent, language in browsers],
              "one_phone": True}))
     return rings
