@@ -185,7 +185,8 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
         for c in accounts:
             groups[parts[c]].add(c)
     widened = _widen(list(groups.values()), first, mix)
-    reached = _reach([m | w for m, w in zip(groups.values(), widened, strict=True)], first, mix)
+    reached, apart = _reach([m | w for m, w in zip(groups.values(), widened, strict=True)],
+                            first, mix)
     widened = [w | r for w, r in zip(widened, reached, strict=True)]
     rings = []
     for members, wide in sorted(zip(groups.values(), widened, strict=True),
@@ -201,6 +202,18 @@ def collusion_pools(conversions: Sequence[ConversionFacts],
             {"accounts": len(members | wide), "referrers": referrers,
              "shared": [f"{kind} {value}" for kind, value in shared]
              + [f"browser {agent} ({language})" for agent, language in browsers]}))
+    joined = set().union(*widened, *groups.values()) if groups else set()
+    for referrer, reached_alone in sorted(apart.items()):
+        alone = reached_alone - joined
+        if len(alone) < BROWSER_ACCOUNTS:
+            continue
+        browsers = sorted({b for c in alone for b in [_browser(first[c])] if b is not None})
+        rings.append(Ring(
+            "collusion_pool", frozenset(("customer", c) for c in alone), frozenset(),
+            POOL_SCORE,
+            {"accounts": len(alone), "referrers": [referrer],
+             "shared": [f"browser {agent} ({language})" for agent, language in browsers],
+             "one_phone": True}))
     return rings
 
 
@@ -437,8 +450,10 @@ REACH_P = 0.05  # a pool referrer's other referees on the pool's phones, Bonferr
 
 
 def _reach(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
-           mix: Counter[Browser]) -> list[set[str]]:
-    """Per pool, the referees of referrers whose referees came on the pool's own phones.
+           mix: Counter[Browser]) -> tuple[list[set[str]], dict[str, set[str]]]:
+    """Per pool, the referees of referrers whose referees came on the pool's own phones; and
+    apart, per referrer, those of a referrer the pool does not name whose referees all came
+    on one of them.
 
     The operator's phones are the browsers (User-Agent x Accept-Language) that two or more of
     a pool's accounts came on. A referrer whose referees came on them far more often than the
@@ -452,7 +467,11 @@ def _reach(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
     operator's phones are when they are there beyond chance (REACH_P, corrected over the
     pool's referrers). Referees on other browsers stay out: a lent link may bring real
     friends too. A popular phone model brings a referrer's friends to it at its share of the
-    program, which is what the test allows for."""
+    program, which is what the test allows for. A referrer the pool does not name whose
+    referees all came on one browser is explained by one phone of its own as well as by the
+    operator's (a stacker resetting his phone, a shop's tablet: on a reduced User-Agent every
+    Android Chrome of a market looks alike): its referees are held as its own pool, not named
+    on the operator's (one flag per operator)."""
     referees: dict[str, set[str]] = defaultdict(set)
     on_browser: dict[Browser, set[str]] = defaultdict(set)
     for c, f in first.items():
@@ -464,6 +483,7 @@ def _reach(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
     total = sum(mix.values())
     candidates = sum(1 for people in referees.values() if len(people) >= BROWSER_ACCOUNTS)
     out: list[set[str]] = [set() for _ in pools]
+    apart: dict[str, set[str]] = defaultdict(set)
     for i, pool in enumerate(pools):
         used = Counter(b for b in (_browser(first[c]) for c in pool if c in first)
                        if b is not None)
@@ -484,8 +504,11 @@ def _reach(pools: Sequence[set[str]], first: Mapping[str, ConversionFacts],
                 continue
             p = float(stats.binom.sf(k - 1, n, _upper(max(seen_all - k, 0), of)))
             if (p * len(named) < REACH_P) if mine else (p * candidates < WIDEN_P):
-                out[i] |= on
-    return out
+                if not mine and len({_browser(first[c]) for c in on}) == 1:
+                    apart[r] |= on
+                else:
+                    out[i] |= on
+    return out, apart
 
 
 def pool_flag_reasons(ring: Ring) -> list[dict[str, object]]:

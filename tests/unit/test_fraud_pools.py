@@ -248,3 +248,22 @@ def test_a_pools_referees_on_the_programs_most_popular_phones_join_it_together()
     rings = collusion_pools(pool + others + friend + crowd())
     assert len(rings) == 1
     assert rings[0].accounts == {("customer", c.customer) for c in pool + others}
+
+
+def test_a_referrer_whose_referees_all_came_on_one_of_a_pools_phones_is_its_own_pool() -> None:
+    """One phone of the operator's is also what a stacker resetting his own phone (or a shop
+    tablet) looks like: a referrer the pool does not name whose referees all came on one of
+    its phones is held as a pool of its own, not named in the operator's flag."""
+    pool = [mailed(i, T0 + i * 4 * DAY, f"ref{i % 3}", email=b"persona",
+                   agent=f"Operator/{i % 2}", language="en-GB") for i in range(3)]
+    proxied = [mailed(10 + i, T0 + i * 2 * DAY, f"ref{i % 3}", email=b"p%d" % i,
+                      agent=f"Operator/{i % 2}", language="en-GB") for i in range(6)]
+    stacker = [mailed(30 + i, T0 + i * 3 * DAY, "ref9", email=b"q%d" % i,
+                      agent="Operator/0", language="en-GB") for i in range(5)]
+    rings = collusion_pools(pool + proxied + stacker + crowd())
+    assert len(rings) == 2
+    operator = next(r for r in rings if "ref0" in r.evidence["referrers"])  # type: ignore[operator]
+    alone = next(r for r in rings if r is not operator)
+    assert not {("customer", c.customer) for c in stacker} & operator.accounts
+    assert alone.accounts == {("customer", c.customer) for c in stacker}
+    assert alone.evidence["referrers"] == ["ref9"]

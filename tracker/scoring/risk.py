@@ -48,6 +48,7 @@ from fraud.anomaly import Unusual, anomalous_referrers
 from fraud.assess import Scored, assess_all, decision_reason, people_rings
 from fraud.cashout import cash_out_cohorts
 from fraud.operators import group_flag_reasons, operator_groups
+from fraud.phonepools import phone_pools
 from fraud.pools import account_keys, collusion_pools
 from fraud.rings import (
     Account,
@@ -246,6 +247,7 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         crowds = conversion_crowds(facts.conversions)  # computed once for every test
         keys = account_keys(facts.conversions, crowds)  # pools' and operators' ties, once
         rings += collusion_pools(facts.conversions, keys)
+        rings += phone_pools(facts.conversions)  # shell referrers' referees on a few phones
         rings += sleeper_cells(facts.conversions, program.context.referrer_clicks)
         rings += wave_cells(facts.conversions, program.context.referrer_clicks)
         swaps = credit_swaps(facts.conversions, facts.referrers)  # once: rings and reasons
