@@ -22,8 +22,8 @@ So, per referrer, against the program's own baseline:
 - the test: the count of units on the referrer's commonest build against that build's share
   of the program's customers (the referrer's own referees left out), a binomial tail,
   Bonferroni over the builds among the referrer's units, with a floor of MIN_UNITS units
-  (small counts are what chance and families give); Benjamini-Hochberg at FDR_Q across the
-  referrers tested (those with MIN_UNITS units or more);
+  (small counts are what chance and families on matching phones give); Benjamini-Hochberg
+  at FDR_Q across the referrers tested (those with MIN_UNITS units or more);
 - a discovered referrer's other builds with SECOND_UNITS units or more that pass the same
   tail at FDR_Q over its builds are its second phone.
 
@@ -53,7 +53,9 @@ from fraud.signals import (
 )
 
 KIND = "device_stack"
-MIN_UNITS = 4  # a referrer's referees on one build, at least, for the test to count
+# A referrer's homes on one build, at least, for the test to count: a family that bought its
+# members the same phone, seen away from home (mobile data), gives up to four.
+MIN_UNITS = 5
 SECOND_UNITS = 3  # a discovered stacker's second phone: at least this many accounts on it
 STACK_WEIGHT = 0.6  # identity, not strong: one phone behind the accounts, held for review
 _ANDROID = re.compile(r"Android ([\d.]+); ([^;)]{2,40}?) Build/([\w.\-]+)")

@@ -38,14 +38,14 @@ def test_builds_are_read_from_android_and_ios_app_agents() -> None:
 
 
 def test_two_phones_reinstalled_on_mobile_data_are_one_flagged_ring() -> None:
-    stacked = [(TECNO, f"100.64.{j}.9") for j in range(5)] + [
+    stacked = [(TECNO, f"100.64.{j}.9") for j in range(6)] + [
         (MOTO, f"100.65.{j}.9") for j in range(3)]
     convs = _program(stacked)
     found = device_stacks(convs)
-    assert set(found.reasons) == set(range(1000, 1008))
+    assert set(found.reasons) == set(range(1000, 1009))
     [ring] = found.rings
     assert ring.kind == KIND
-    assert {p for _k, p in ring.accounts} == {"s"} | {f"s{j}" for j in range(8)}
+    assert {p for _k, p in ring.accounts} == {"s"} | {f"s{j}" for j in range(9)}
     assert ring_flag_reasons(ring)[0]["code"] == KIND
     scored = {s.assessment.conversion_id: s.assessment.score
               for s in assess_all(convs, {}, ProgramContext())}
@@ -58,5 +58,5 @@ def test_a_household_at_home_and_customers_who_renew_are_not_a_stack() -> None:
     # five accounts on the phone that each pay again: customers, whatever phone they share
     stacked = [(TECNO, f"100.64.{j}.9") for j in range(5)]
     assert device_stacks(_program(stacked, renew=True)).reasons == {}
-    # three on a phone are what chance and families give: under the floor
-    assert device_stacks(_program(stacked[:3])).reasons == {}
+    # four on a phone are what chance and families on matching phones give: under the floor
+    assert device_stacks(_program(stacked[:4])).reasons == {}
