@@ -39,6 +39,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import networkx as nx
 
@@ -62,6 +63,7 @@ _ANDROID = re.compile(r"Android ([\d.]+); ([^;)]{2,40}?) Build/([\w.\-]+)")
 _IOS_APP = re.compile(r"\((iP(?:hone|ad)\d+,\d+); iOS ([\d.]+)")
 
 
+@lru_cache(maxsize=65536)
 def device_build(agent: str | None) -> str | None:
     """The phone model and OS build a User-Agent names, or None where it names none (Safari
     and Chrome's reduced agent hide the model)."""
@@ -142,7 +144,7 @@ def device_stacks(conversions: Sequence[ConversionFacts]) -> Stacks:
                       for p, b, hit in tails
                       if p * m <= FDR_Q and len(hit) >= SECOND_UNITS]
     discovered = benjamini_hochberg(tested)
-    reasons: dict[int, Reason] = {}
+    held: dict[str, tuple[str, Reason]] = {}  # customer -> (referrer, its reason)
     rings: list[Ring] = []
     for ref in sorted(discovered):
         phones = found.get(ref, [])
@@ -157,13 +159,14 @@ def device_stacks(conversions: Sequence[ConversionFacts]) -> Stacks:
             "at different addresses: one phone reinstalled to sign up again and again",
             len(accounts), f"{MIN_UNITS} accounts on one build, at FDR {FDR_Q}", STACK_WEIGHT,
             "identity")
-        for conv in conversions:
-            if conv.customer in accounts and ref in conv.referrers:
-                reasons[conv.conversion_id] = reason
+        for p in accounts:
+            held.setdefault(p, (ref, reason))
         members: set[Account] = {("referrer", ref)} | {("customer", p) for p in accounts}
         rings.append(Ring(KIND, frozenset(members), frozenset(), STACK_WEIGHT,
                           {"referrer": ref, "builds": [b for b, _people, _p in phones],
                            "accounts": len(accounts), "referees": n}))
+    reasons = {conv.conversion_id: held[conv.customer][1] for conv in conversions
+               if conv.customer in held and held[conv.customer][0] in conv.referrers}
     return Stacks(reasons, rings)
 
 
