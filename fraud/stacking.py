@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import networkx as nx
+from scipy import stats
 
 from fraud.rings import Account, Ring
 from fraud.signals import (
@@ -58,6 +59,7 @@ KIND = "device_stack"
 # members the same phone, seen away from home (mobile data), gives up to four.
 MIN_UNITS = 5
 SECOND_UNITS = 3  # a discovered stacker's second phone: at least this many accounts on it
+MAX_RHO = 0.5
 STACK_WEIGHT = 0.6  # identity, not strong: one phone behind the accounts, held for review
 _ANDROID = re.compile(r"Android ([\d.]+); ([^;)]{2,40}?) Build/([\w.\-]+)")
 _IOS_APP = re.compile(r"\((iP(?:hone|ad)\d+,\d+); iOS ([\d.]+)")
@@ -121,8 +123,10 @@ def device_stacks(conversions: Sequence[ConversionFacts]) -> Stacks:
             referees[ref].append(customer)
     tested: dict[str, float] = {}
     found: dict[str, list[tuple[str, list[str], float]]] = {}
+    homes = {ref: _units(people, addresses) for ref, people in referees.items()}
+    rho = _clustering(homes, builds, on_build, total)
     for ref, people in referees.items():
-        units = _units(people, addresses)
+        units = homes[ref]
         if len(units) < MIN_UNITS:
             continue
         per_build: dict[str, list[list[str]]] = defaultdict(list)
@@ -133,7 +137,7 @@ def device_stacks(conversions: Sequence[ConversionFacts]) -> Stacks:
         tails = []
         for b, hit in per_build.items():
             share = max(on_build[b] - own[b], 1) / max(total - len(people), 1)
-            tails.append((binom_above(len(hit), len(units), share), b, hit))
+            tails.append((_tail(len(hit), len(units), share, rho), b, hit))
         m = len(tails)
         tested[ref] = min(1.0, min(t[0] for t in tails) * m)
         best = min(tails)
@@ -168,6 +172,39 @@ def device_stacks(conversions: Sequence[ConversionFacts]) -> Stacks:
     reasons = {conv.conversion_id: held[conv.customer][1] for conv in conversions
                if conv.customer in held and held[conv.customer][0] in conv.referrers}
     return Stacks(reasons, rings)
+
+
+def _clustering(homes: Mapping[str, list[list[str]]], builds: Mapping[str, set[str]],
+                on_build: Mapping[str, int], total: int) -> float:
+    """How much more often two homes referred by one referrer are on one build than two of the
+    program's customers are (an intra-class correlation, >= 0): friends and families buy alike
+    phones, and a popular referrer's own phone serves his family. Pooled over every pair of
+    homes of a referrer, one home's builds being its first member's."""
+    if total <= 0:
+        return 0.0
+    chance = sum((n / total) ** 2 for n in on_build.values())
+    pairs = same = 0
+    for units in homes.values():
+        k = len(units)
+        if k < 2:
+            continue
+        pairs += k * (k - 1) // 2
+        count = Counter(min(builds[unit[0]]) for unit in units if builds.get(unit[0]))
+        same += sum(c * (c - 1) // 2 for c in count.values())
+    if pairs == 0 or chance >= 1.0:
+        return 0.0
+    return min(max((same / pairs - chance) / (1.0 - chance), 0.0), MAX_RHO)
+
+
+def _tail(k: int, n: int, share: float, rho: float) -> float:
+    """P(X >= k) of k homes of n on a build of the program's `share`: beta-binomial with the
+    program's intra-referrer correlation `rho` (binomial where it is 0)."""
+    if rho <= 0.0:
+        return binom_above(k, n, share)
+    share = min(max(share, 1e-6), 1 - 1e-6)
+    a = share * (1 - rho) / rho
+    b = (1 - share) * (1 - rho) / rho
+    return float(stats.betabinom.sf(k - 1, n, a, b))
 
 
 def _units(people: list[str], addresses: Mapping[str, set[str]]) -> list[list[str]]:

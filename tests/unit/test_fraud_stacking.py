@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fraud.assess import assess_all, ring_flag_reasons
 from fraud.signals import ConversionFacts, ProgramContext
-from fraud.stacking import KIND, device_build, device_stacks
+from fraud.stacking import KIND, _clustering, _tail, device_build, device_stacks
 
 MOTO = ("Mozilla/5.0 (Linux; Android 13; moto g84 5G Build/TP1A.220624.014; wv) "
         "AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0 Mobile Safari/537.36")
@@ -60,3 +62,29 @@ def test_a_household_at_home_and_customers_who_renew_are_not_a_stack() -> None:
     assert device_stacks(_program(stacked, renew=True)).reasons == {}
     # four on a phone are what chance and families on matching phones give: under the floor
     assert device_stacks(_program(stacked[:4])).reasons == {}
+
+
+
+def test_a_program_whose_friends_share_phones_sets_the_bar_higher() -> None:
+    # Every referrer's friends on one phone build among them (friends and families buy alike
+    # phones): the program's own clustering is measured, and the same count of accounts on one
+    # build is less surprising there than where friends' phones are independent.
+    def program(clustered: bool) -> list[ConversionFacts]:
+        out = []
+        for i in range(160):
+            m = i % 40 if clustered else i
+            out.append(ConversionFacts(i, f"c{i}", 1000.0 * i, (f"r{i % 40}",), amount=1000,
+                                       agents=frozenset({(f"Dalvik/2.1.0 (Linux; U; Android 12;"
+                                                          f" M{m} Build/SP1A.{m})",
+                                                          f"10.0.{i}.1")})))
+        return out
+
+    def rho(convs: list[ConversionFacts]) -> float:
+        builds = {c.customer: {device_build(a) or ""} for c in convs for a, _ip in c.agents}
+        homes = {f"r{r}": [[f"c{i}"] for i in range(r, 160, 40)] for r in range(40)}
+        on_build = Counter(b for bs in builds.values() for b in bs)
+        return _clustering(homes, builds, on_build, len(builds))
+
+    clustered, independent = rho(program(True)), rho(program(False))
+    assert clustered > 0.2 and independent == 0.0
+    assert _tail(4, 6, 0.02, clustered) > 100 * _tail(4, 6, 0.02, independent)
