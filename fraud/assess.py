@@ -68,6 +68,9 @@ from fraud.signals import (
 )
 from fraud.sleepers import flag_reasons as sleeper_flag_reasons
 from fraud.sleepers import sleeper_reasons
+from fraud.stacking import KIND as DEVICE_STACK
+from fraud.stacking import Stacks, device_stacks
+from fraud.stacking import flag_reasons as stack_flag_reasons
 from fraud.supervised import SupervisedRisk
 from fraud.swaps import KIND as CREDIT_SWAP
 from fraud.swaps import Swaps, credit_swaps
@@ -175,13 +178,14 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                model: SupervisedRisk | None = None,
                holders: Mapping[tuple[str, str], int] | None = None,
                crowds: Collection[tuple[str, str]] | None = None,
-               swaps: Swaps | None = None) -> list[Scored]:
+               swaps: Swaps | None = None, stacks: Stacks | None = None) -> list[Scored]:
     """Every conversion's assessment (of those in `only`, if given: the others are context).
 
     `model` is the finance model, used when it is on; `holders` counts the accounts on each
     IP and device (`("ip" | "device", value)`); `crowds`: the conversions'
     `conversion_crowds`, when the caller has them already (computed once otherwise); `swaps`:
-    their `fraud.swaps.credit_swaps`, likewise.
+    their `fraud.swaps.credit_swaps`, likewise; `stacks`: their `fraud.stacking.device_stacks`,
+    likewise.
     """
     wanted = [c for c in conversions if only is None or c.conversion_id in only]
     rings = people_rings(rings, conversions)
@@ -193,6 +197,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
     repeat_lease = repeat_lease_reasons(conversions, holders or {})
     private_window = private_window_reasons(conversions, holders or {})
     swapped = (credit_swaps(conversions, referrers) if swaps is None else swaps).reasons
+    stacked = (device_stacks(conversions) if stacks is None else stacks).reasons
     visited = first_visits(conversions)
     pooled = pool_cookie_reasons(conversions, rings)
     money = ring_chargeback_reasons(conversions, rings, context.charged_back_ids)
@@ -210,6 +215,7 @@ def assess_all(conversions: Sequence[ConversionFacts], referrers: Mapping[str, R
                               repeat_lease.get(conv.conversion_id),
                               private_window.get(conv.conversion_id),
                               swapped.get(conv.conversion_id),
+                              stacked.get(conv.conversion_id),
                               pooled.get(conv.conversion_id), sleepers.get(conv.conversion_id),
                               money.get(conv.customer), opinion) if r is not None]
         out.append(Scored(assess(conv, referrers, rings, extra, holders,
@@ -543,8 +549,10 @@ def ring_reason(conv: ConversionFacts, rings: Sequence[Ring]) -> Reason | None:
     customer outside it is weak evidence only: fraudsters have real friends too, and those
     rewards should not all wait for finance because of the ring."""
     customer = {("customer", conv.customer), ("referrer", conv.customer)}
-    # A sleeper cell is bound by timing, not infrastructure (fraud.sleepers.sleeper_reasons).
-    rings = [ring for ring in rings if ring.kind != "sleeper_cell"]
+    # A sleeper cell is bound by timing, not infrastructure (fraud.sleepers.sleeper_reasons);
+    # a device stack by one phone build, whose accounts carry their own reason
+    # (fraud.stacking): neither is a network ring's evidence.
+    rings = [ring for ring in rings if ring.kind not in ("sleeper_cell", DEVICE_STACK)]
     inside = [ring for ring in rings if ring.accounts & customer]
     if inside:
         ring = max(inside, key=lambda r: len(r.accounts))
@@ -582,6 +590,8 @@ def ring_flag_reasons(ring: Ring) -> list[dict[str, object]]:
         return cash_out_flag_reasons(ring)
     if ring.kind == CREDIT_SWAP:
         return swap_flag_reasons(ring)
+    if ring.kind == DEVICE_STACK:
+        return stack_flag_reasons(ring)
     if ring.kind == "referral_cycle":
         return [{"code": "referral_cycle", "message": "these referrers referred each other in "
                  "a cycle", "value": ring.evidence.get("length"), "threshold": 2}]

@@ -60,6 +60,7 @@ from fraud.rings import (
 )
 from fraud.signals import conversion_crowds, crowded_columns, headerless_share
 from fraud.sleepers import sleeper_cells, wave_cells
+from fraud.stacking import device_stacks
 from fraud.supervised import SupervisedRisk
 from fraud.swaps import credit_swaps
 from tracker import metrics
@@ -252,8 +253,11 @@ def _assess(loaded: _Loaded, model: SupervisedRisk | None) -> _Found:
         rings += wave_cells(facts.conversions, program.context.referrer_clicks)
         swaps = credit_swaps(facts.conversions, facts.referrers)  # once: rings and reasons
         rings += swaps.rings
+        stacks = device_stacks(facts.conversions)  # once: rings and reasons
+        rings += stacks.rings
         scored = assess_all(facts.conversions, facts.referrers, program.context, rings,
-                            model=model, holders=holders, crowds=crowds, swaps=swaps)
+                            model=model, holders=holders, crowds=crowds, swaps=swaps,
+                            stacks=stacks)
         # Decided on the parts; flagged for review as one group per operator. A cash-out
         # cohort (one referrer's referees rushing money through new accounts, bound by no
         # infrastructure) is a review flag only: its conversions' own evidence decides them.
