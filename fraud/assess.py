@@ -243,18 +243,27 @@ def ring_chargeback_reasons(conversions: Sequence[ConversionFacts], rings: Seque
     addresses (a ring: weak alone, a household shares them too) RING_CHARGEBACKS or more of
     whose customers had purchases charged back, more than the program's customers have
     (binomial against the larger of their share and CHARGEBACK_FLOOR, Bonferroni across the
-    groups), is one operator cashing out stolen cards: each of its customers carries it,
-    including purchases not charged back yet (a chargeback comes weeks later). Family
+    groups), is one operator cashing out stolen cards: each of its customers tied to the
+    disputed purchases carries it, including purchases not charged back yet (a chargeback
+    comes weeks later). Tied: the disputed customers, and those with a conversion on a
+    cookie, device or address one of the disputed purchases came from (the operator's). A
+    group that also swept in a crowd (a campus, an office, the customers a thief ordered
+    as) leaves the crowd out: it shares the group's looser ties, not the cards'. Family
     "money", independent of the network evidence that bound the group, so that both
     together can reject."""
     if not charged_back or not rings:
         return {}
     disputed: set[str] = set()  # customers with a purchase charged back
     customers: set[str] = set()
+    marks: dict[str, set[tuple[str, str]]] = defaultdict(set)  # customer -> all theirs
+    cards: dict[str, set[tuple[str, str]]] = defaultdict(set)  # their disputed purchases'
     for conv in conversions:
         customers.add(conv.customer)
+        mine = _marks(conv)
+        marks[conv.customer] |= mine
         if conv.conversion_id in charged_back:
             disputed.add(conv.customer)
+            cards[conv.customer] |= mine
     if len(disputed) < RING_CHARGEBACKS:
         return {}
     base = max(len(disputed) / max(len(customers), 1), CHARGEBACK_FLOOR)
@@ -272,8 +281,21 @@ def ring_chargeback_reasons(conversions: Sequence[ConversionFacts], rings: Seque
             f"charged back (the program's customers: {base:.0%} at most counted as ordinary): "
             "one operator cashing out stolen cards", len(hit), RING_CHARGEBACKS, MONEY_WEIGHT,
             "money")
+        used: set[tuple[str, str]] = set()
+        for person in hit:
+            used |= cards[person]
         for person in people:
-            out.setdefault(person, reason)
+            if person in disputed or marks[person] & used:
+                out.setdefault(person, reason)
+    return out
+
+
+def _marks(conv: ConversionFacts) -> set[tuple[str, str]]:
+    """The cookies, devices and addresses a conversion came from, by kind."""
+    out = {("visitor", v) for v in conv.visitors} | {("device", d) for d in conv.devices}
+    out |= {("ip", ip) for ip in conv.ips}
+    if conv.ip:
+        out.add(("ip", conv.ip))
     return out
 
 

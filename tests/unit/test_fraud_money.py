@@ -22,8 +22,8 @@ from fraud.signals import DAY, ConversionFacts, ProgramContext
 
 
 def _buy(convs: list[ConversionFacts], who: str, at: float, ref: str = "r",
-         amount: int = 5000) -> int:
-    convs.append(ConversionFacts(len(convs), who, at, (ref,), amount=amount))
+         amount: int = 5000, ip: str | None = None) -> int:
+    convs.append(ConversionFacts(len(convs), who, at, (ref,), amount=amount, ip=ip))
     return len(convs) - 1
 
 
@@ -31,10 +31,10 @@ def _program(members: int, disputed_members: int, *, others: int = 400
              ) -> tuple[list[ConversionFacts], set[int], list[str]]:
     convs: list[ConversionFacts] = []
     names = [f"m{i}" for i in range(members)]
-    disputed = {_buy(convs, m, DAY * (i + 1), amount=20000)
+    disputed = {_buy(convs, m, DAY * (i + 1), amount=20000, ip="1.2.3.4")
                 for i, m in enumerate(names[:disputed_members])}
     for m in names:
-        _buy(convs, m, 10 * DAY, amount=2500)
+        _buy(convs, m, 10 * DAY, amount=2500, ip="1.2.3.4")
     for i in range(others):  # the program's other customers, one of them disputing
         cid = _buy(convs, f"o{i}", 3 * DAY, ref=f"x{i % 40}")
         if i == 7:
@@ -80,6 +80,21 @@ def test_one_dispute_a_campus_and_refunds_are_no_operator() -> None:
     # A group bound by timing alone (a sleeper cell) is no shared infrastructure
     cell = Ring("sleeper_cell", frozenset(("customer", m) for m in names), frozenset(), 0.5)
     assert ring_chargeback_reasons(convs, [cell], frozenset(refunded)) == {}
+
+
+def test_a_crowd_the_group_swept_in_does_not_carry_the_cards() -> None:
+    """A group that joined an operator's accounts to a campus (one of the operator's accounts
+    on the campus's address too): the operator's accounts, tied to the disputed purchases'
+    address, carry the chargebacks; the students, who share only the campus's, do not."""
+    convs, charged, names = _program(6, 5)
+    students = [f"s{i}" for i in range(30)]
+    for i, s in enumerate(students):
+        _buy(convs, s, 5 * DAY + i, ref="club", ip="10.9.8.7")
+    _buy(convs, names[0], 6 * DAY, ip="10.9.8.7")  # the bridge: one account on campus
+    ring = Ring("ring", frozenset(("customer", m) for m in names + students),
+                frozenset({("ip", "1.2.3.4"), ("ip", "10.9.8.7")}), WEAK_RING)
+    reasons = ring_chargeback_reasons(convs, [ring], frozenset(charged))
+    assert set(reasons) == set(names)
 
 
 def _customer(convs: list[ConversionFacts], who: str, ref: str, at: float,
