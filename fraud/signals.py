@@ -1996,6 +1996,8 @@ def _on_agents(agents: frozenset[str]) -> Carry:
 
 HIGH_RATE_FACTOR = 2.5  # a conversion rate this many times the program's, to be tested
 HIGH_RATE_MIN = 5  # converting customers
+SPREAD_MIN_CLICKS = 10  # a referrer's counted clicks before its rate counts in keen_rate
+SPREAD_MIN_REFERRERS = 20  # such referrers before keen_rate measures (else: the pooled rate)
 
 
 def converted_customers(tally: _Tally, context: ProgramContext
@@ -2016,6 +2018,27 @@ def converted_customers(tally: _Tally, context: ProgramContext
              for ref, c in tally.customers.items()}, context.customer_rate)
 
 
+KEEN_QUANTILE = 75  # the percentile of the program's referrers' rates a keen honest one reaches
+
+
+def keen_rate(converted: Mapping[str, int], clicks: Mapping[str, int], rate: float,
+              leave_out: Collection[str] = ()) -> float:
+    """The conversion rate a single referrer's clicks are tested against: the larger of the
+    program's pooled `rate` and the rate the program's keen referrers reach (the
+    KEEN_QUANTILE-th percentile of the rates of referrers with SPREAD_MIN_CLICKS counted
+    clicks or more, `leave_out` left out; SPREAD_MIN_REFERRERS of them needed). Referrers
+    differ: a popular customer's close friends convert far better than an influencer's
+    audience of strangers, whose many clicks pull the pooled (click-weighted) rate down, so a
+    binomial test against that one rate finds every referrer whose friends are keener than
+    average. The upper quartile is the program's own baseline for a referrer and stays put
+    when up to a quarter of the referrers are farms converting at will."""
+    rates = [min(converted.get(ref, 0), n) / n for ref, n in clicks.items()
+             if n >= SPREAD_MIN_CLICKS and ref not in leave_out]
+    if len(rates) < SPREAD_MIN_REFERRERS:
+        return rate
+    return max(rate, float(np.percentile(rates, KEEN_QUANTILE)))
+
+
 def _converts_too_well(tally: _Tally, context: ProgramContext) -> dict[str, Finding]:
     """conversion_rate: far more of the referrer's clicks bring a customer than the
     program's (binomial, controlled across referrers; customers counted once, however many
@@ -2027,14 +2050,16 @@ def _converts_too_well(tally: _Tally, context: ProgramContext) -> dict[str, Find
         return {}
     p_values: dict[str, float] = {}
     rates: dict[str, tuple[int, int]] = {}
+    keen = keen_rate(converted, context.referrer_clicks, program_rate)
     for ref, k in converted.items():
         n_clicks = context.referrer_clicks.get(ref, 0)
         if k < HIGH_RATE_MIN or not n_clicks or k / n_clicks < HIGH_RATE_FACTOR * program_rate:
             continue
-        p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, program_rate)
+        p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, keen)
         rates[ref] = (k, n_clicks)
-    return {ref: _rate_finding(ref, *rates[ref], f", the program's {program_rate:.0%}",
-                               threshold=HIGH_RATE_FACTOR * program_rate,
+    return {ref: _rate_finding(ref, *rates[ref], f", the program's {program_rate:.0%}, its "
+                               f"keen referrers' {keen:.0%}",
+                               threshold=max(HIGH_RATE_FACTOR * program_rate, keen),
                                p_value=p_values[ref])
             for ref in benjamini_hochberg(p_values)}
 
@@ -2070,17 +2095,19 @@ def _suspect_rate_findings(tally: _Tally, context: ProgramContext,
         return {}
     p_values: dict[str, float] = {}
     rates: dict[str, tuple[int, int]] = {}
+    keen = keen_rate(converted, context.referrer_clicks, clean, found)
     for ref, findings in found.items():
         n_clicks = context.referrer_clicks.get(ref, 0)
         k = converted.get(ref, 0)
-        if (k < HIGH_RATE_MIN or not n_clicks or k / n_clicks <= clean
+        if (k < HIGH_RATE_MIN or not n_clicks or k / n_clicks <= keen
                 or any(f.reason.code == "conversion_rate" for f in findings)):
             continue
-        p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, clean)
+        p_values[ref] = _binom_above(min(k, n_clicks), n_clicks, keen)
         rates[ref] = (k, n_clicks)
     return {ref: _rate_finding(ref, *rates[ref],
-                               f"; the program's referrers that no test found: {clean:.0%}",
-                               threshold=clean, p_value=p_values[ref])
+                               f"; the program's referrers that no test found: {clean:.0%}, "
+                               f"the keen ones among them: {keen:.0%}",
+                               threshold=keen, p_value=p_values[ref])
             for ref in benjamini_hochberg(p_values)}
 
 
