@@ -50,7 +50,7 @@ from scipy import stats
 from fraud.assess import DECISIVE, ring_flag_reasons
 from fraud.pools import PUBLIC_ACCOUNTS, Browser, Key, _browser, _upper, account_keys
 from fraud.rings import Account, Ring
-from fraud.signals import ConversionFacts
+from fraud.signals import ConversionFacts, first_referred
 
 OPERATOR_KINDS = ("collusion_pool", "sleeper_cell", "ring", "dense_block", "referral_cycle")
 # The parts that name an operator's accounts made for referrers' links (a ring's shared
@@ -64,18 +64,11 @@ TIED_REFEREES = 2  # a referrer's referees tied to a group, at least, for it to 
 
 def _first_referrers(conversions: Sequence[ConversionFacts]
                      ) -> tuple[dict[str, str], dict[str, Browser]]:
-    """Each customer's referrer: the one credited with its first referred conversion (not the
-    customer itself); and the browser that conversion's click came on."""
-    out: dict[str, str] = {}
-    browsers: dict[str, Browser] = {}
-    for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
-        credited = sorted(r for r in conv.referrers if r != conv.customer)
-        if credited and conv.customer not in out:
-            out[conv.customer] = credited[0]
-            browser = _browser(conv)
-            if browser is not None:
-                browsers[conv.customer] = browser
-    return out, browsers
+    """Each customer's referrer (`first_referred`); and the browser that conversion's click
+    came on."""
+    first = first_referred(conversions)
+    browsers = {c: b for c, (_r, conv) in first.items() if (b := _browser(conv)) is not None}
+    return {c: r for c, (r, _conv) in first.items()}, browsers
 
 
 def operator_groups(rings: Sequence[Ring], conversions: Sequence[ConversionFacts],

@@ -3112,6 +3112,18 @@ def amount_shares(conversions: Iterable[ConversionFacts]) -> dict[int, float]:
     return {amount: n / total for amount, n in counts.items()}
 
 
+def first_referred(conversions: Iterable[ConversionFacts]
+                   ) -> dict[str, tuple[str, ConversionFacts]]:
+    """Each customer's referrer, the one credited with its first referred conversion (not the
+    customer itself; the first by id of several), with that conversion."""
+    out: dict[str, tuple[str, ConversionFacts]] = {}
+    for conv in sorted(conversions, key=lambda c: (c.at, c.conversion_id)):
+        credited = sorted(r for r in conv.referrers if r != conv.customer)
+        if credited and conv.customer not in out:
+            out[conv.customer] = (credited[0], conv)
+    return out
+
+
 def purchases_by_customer(conversions: Iterable[ConversionFacts]) -> dict[str, list[int]]:
     """The amounts each customer paid (conversions with an amount)."""
     out: dict[str, list[int]] = defaultdict(list)

@@ -51,6 +51,7 @@ from fraud.signals import (
     Reason,
     benjamini_hochberg,
     binom_above,
+    first_referred,
     purchases_by_customer,
 )
 
@@ -88,17 +89,6 @@ class Stacks:
     rings: list[Ring]
 
 
-def _first_referrers(conversions: Sequence[ConversionFacts]) -> dict[str, str]:
-    """customer -> the referrer credited with their first referred conversion."""
-    first: dict[str, tuple[float, str]] = {}
-    for conv in conversions:
-        if conv.referrers and conv.customer not in conv.referrers:
-            seen = first.get(conv.customer)
-            if seen is None or conv.at < seen[0]:
-                first[conv.customer] = (conv.at, conv.referrers[0])
-    return {c: r for c, (_at, r) in first.items()}
-
-
 def device_stacks(conversions: Sequence[ConversionFacts]) -> Stacks:
     """The referrers whose referees come far more often on one phone build than the
     program's customers do, their accounts on it, as reasons and rings (module docstring)."""
@@ -116,7 +106,7 @@ def device_stacks(conversions: Sequence[ConversionFacts]) -> Stacks:
     on_build = Counter(b for bs in builds.values() for b in bs)
     total = len(builds)
     spent = purchases_by_customer(conversions)
-    first = _first_referrers(conversions)
+    first = {c: r for c, (r, _conv) in first_referred(conversions).items()}
     referees: dict[str, list[str]] = defaultdict(list)
     for customer, ref in first.items():
         if customer in builds and len(spent.get(customer, ())) <= 1:
